@@ -1,0 +1,60 @@
+// The seam between the orchestrator's service layer (RPC, warm pool, timers,
+// proxy) and the Linux sandbox runtime (namespaces, cgroups, seccomp, overlay,
+// network). The service layer only ever talks to a sandbox through this.
+
+/** Resources a slot is bounded by. disk is fixed at boot; cpu and memory can change on claim. */
+export interface SlotLimits {
+  vcpu: number;
+  memoryMb: number;
+}
+
+export interface BootOptions {
+  /** Template id, e.g. 'base'. */
+  templateId: string;
+  /** Size of the writable layer; writes past it fail with ENOSPC inside. */
+  diskMb: number;
+  /** Limits while the slot waits in the warm pool (small). */
+  limits: SlotLimits;
+}
+
+/** A booted sandbox slot: envd is listening, not yet initialised (no token). */
+export interface SlotInfo {
+  /** Runtime-internal id (container id, netns, cgroup are named after it). */
+  slotId: string;
+  templateId: string;
+  diskMb: number;
+  /** IPv4 address on the node bridge; envd is at http://<address>:49983. */
+  address: string;
+  /** Host pid of envd (the sandbox's first service). */
+  pid: number;
+  /** Secret envd requires on POST /init (X-Cove-Init-Token), so nothing inside can re-init it. */
+  initToken: string;
+  /** Opaque runtime data persisted by the service layer and handed back on recover. */
+  createdAt: string;
+}
+
+export interface ClaimOptions {
+  /** Becomes the hostname (envd sets it during /init) and the routing key. */
+  sandboxId: string;
+  limits: SlotLimits;
+  allowInternetAccess: boolean;
+}
+
+export interface SandboxRuntime {
+  /** Idempotent node set-up: bridge, nftables table, cgroup parents, envd bundle, base template present. */
+  prepare(): Promise<void>;
+  /** Whether a template is available on this node. */
+  hasTemplate(templateId: string): Promise<boolean>;
+  /** Boot a new slot and wait until envd answers /health. */
+  boot(opts: BootOptions): Promise<SlotInfo>;
+  /** Apply the claimed sandbox's limits and egress policy to a booted slot. */
+  claim(slotId: string, opts: ClaimOptions): Promise<void>;
+  /** Kill a slot and remove everything it had: processes, mounts, cgroups, veth, netns, files. Idempotent. */
+  destroy(slotId: string): Promise<void>;
+  /** Slots that exist on this node right now (after an orchestrator crash: what survived). */
+  listSlots(): Promise<SlotInfo[]>;
+  /** Whether the slot's processes are still alive. */
+  isAlive(slotId: string): Promise<boolean>;
+  /** Resource usage of one slot (from its cgroup). */
+  usage(slotId: string): Promise<{ cpuUsageNs: bigint; memoryBytes: number; pids: number; diskUsedBytes: number }>;
+}
