@@ -1,0 +1,20 @@
+import { request } from 'undici';
+
+/** The control plane's admin API, as `cove up` uses it to register the local cluster and team. */
+export class AdminClient {
+  constructor(
+    private readonly baseUrl: string,
+    private readonly adminToken: string,
+  ) {}
+
+  async call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<T> {
+    const res = await request(this.baseUrl + path, {
+      method,
+      headers: { 'x-admin-token': this.adminToken, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.body.text();
+    if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
+    return (text ? JSON.parse(text) : undefined) as T;
+  }
+}

@@ -1,0 +1,183 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { AdminClient } from './admin-client.js';
+import { LogTail } from './log-tail.js';
+import { componentEntry, statePaths, type StatePaths } from './paths.js';
+import { loadOrCreateSecrets, type DeploymentSecrets } from './secrets.js';
+import { running, start, stop } from './supervisor.js';
+import { components, portsFor, type Topology } from './topology.js';
+import { waitForHttp } from './http-wait.js';
+import { deleteAllSandboxes } from './node-client.js';
+
+export interface DeploymentOptions {
+  stateDir: string;
+  portOffset: number;
+  nodeDataDir: string;
+  warmPool: string;
+  /** Printer for progress lines. */
+  say: (line: string) => void;
+}
+
+/** What `up` leaves behind for clients: the four variables the unchanged E2B SDK reads. */
+export interface ClientEnv {
+  E2B_API_URL: string;
+  E2B_SANDBOX_URL: string;
+  E2B_API_KEY: string;
+  E2B_DOMAIN: string;
+}
+
+interface DeploymentState {
+  clusterId?: string;
+  teamId?: string;
+  apiKey?: string;
+}
+
+const DOMAIN = 'sandbox.cove.internal';
+
+export function topologyOf(o: DeploymentOptions): Topology {
+  return {
+    ports: portsFor(o.portOffset),
+    host: '127.0.0.1',
+    domain: DOMAIN,
+    nodeId: `${hostname()}-${o.portOffset === 0 ? 'node' : `node${o.portOffset}`}`.toLowerCase().replace(/[^a-z0-9-]/g, '-'),
+    nodeDataDir: o.nodeDataDir,
+    warmPool: o.warmPool,
+  };
+}
+
+function readState(p: StatePaths): DeploymentState {
+  return existsSync(p.state) ? (JSON.parse(readFileSync(p.state, 'utf8')) as DeploymentState) : {};
+}
+
+/** Start whatever is not running, register the local cluster and team, write the env file. Idempotent. */
+export async function up(o: DeploymentOptions): Promise<ClientEnv> {
+  const paths = statePaths(o.stateDir);
+  for (const d of [paths.dir, paths.run, paths.logs, paths.data]) mkdirSync(d, { recursive: true, mode: 0o700 });
+  const secrets = loadOrCreateSecrets(paths.secrets);
+  const topo = topologyOf(o);
+
+  for (const c of components(topo, secrets, paths)) {
+    const entry = componentEntry(c.pkg);
+    const already = running(paths.run, c.name);
+    if (already) {
+      o.say(`${c.name}: already running (pid ${already.pid})`);
+      continue;
+    }
+    o.say(`${c.name}: starting`);
+    const tail = new LogTail(`${paths.logs}/${c.name}.log`);
+    const proc = start(c.name, entry, c.env, paths.run, paths.logs);
+    // The first orchestrator start builds the base template (about a minute): allow for it.
+    const budget = c.name === 'orchestrator' ? 20 * 60_000 : 60_000;
+    const waiting = waitForHttp(c.health, budget, () => running(paths.run, c.name) !== undefined);
+    let done = false;
+    waiting.finally(() => (done = true)).catch(() => undefined);
+    while (!done) {
+      for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
+      await sleep(250);
+    }
+    try {
+      await waiting;
+    } catch (err) {
+      for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
+      throw new Error(`${c.name} did not become ready: ${(err as Error).message}; see ${paths.logs}/${c.name}.log`);
+    }
+    o.say(`${c.name}: ready (pid ${proc.pid})`);
+  }
+
+  const env = await register(topo, secrets, paths, o.say);
+  writeFileSync(
+    paths.env,
+    Object.entries(env)
+      .map(([k, v]) => `export ${k}=${v}`)
+      .join('\n') + '\n',
+    { mode: 0o600 },
+  );
+  return env;
+}
+
+async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void): Promise<ClientEnv> {
+  const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
+  const state = readState(paths);
+  const cluster = await admin.call<{ clusterID: string }>('POST', '/admin/clusters', {
+    name: 'local',
+    endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
+    token: secrets.clusterToken,
+    sandboxDomain: topo.domain,
+  });
+  if (!state.teamId || !state.apiKey) {
+    const team = await admin.call<{ teamID: string; apiKey: string }>('POST', '/admin/teams', {
+      name: 'default',
+      clusterID: cluster.clusterID,
+    });
+    state.teamId = team.teamID;
+    state.apiKey = team.apiKey;
+    say(`team "default" created with a new API key`);
+  }
+  await admin.call('PUT', `/admin/teams/${state.teamId}/cluster`, { clusterID: cluster.clusterID });
+  state.clusterId = cluster.clusterID;
+  writeFileSync(paths.state, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+  say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${topo.domain})`);
+  return {
+    E2B_API_URL: `http://${topo.host}:${topo.ports.controlPlane}`,
+    E2B_SANDBOX_URL: `http://${topo.host}:${topo.ports.edgeTraffic}`,
+    E2B_API_KEY: state.apiKey!,
+    E2B_DOMAIN: topo.domain,
+  };
+}
+
+/** Kill every sandbox, then stop the components in reverse order of start. */
+export async function down(o: DeploymentOptions): Promise<void> {
+  const paths = statePaths(o.stateDir);
+  if (!existsSync(paths.secrets)) {
+    o.say('nothing to stop');
+    return;
+  }
+  const secrets = loadOrCreateSecrets(paths.secrets);
+  const topo = topologyOf(o);
+  if (running(paths.run, 'orchestrator')) {
+    const n = await deleteAllSandboxes(`http://${topo.host}:${topo.ports.orchestratorRpc}`, secrets.nodeToken).catch((err: Error) => {
+      o.say(`could not list sandboxes: ${err.message}`);
+      return 0;
+    });
+    o.say(`killed ${n} sandbox(es)`);
+  }
+  for (const name of ['orchestrator', 'edge', 'control-plane']) {
+    o.say((await stop(paths.run, name)) ? `${name}: stopped` : `${name}: not running`);
+  }
+}
+
+export interface ComponentStatus {
+  name: string;
+  pid?: number;
+  healthy: boolean;
+}
+
+/** Components, the node(s) the edge knows and their sandboxes. */
+export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[] }> {
+  const paths = statePaths(o.stateDir);
+  const topo = topologyOf(o);
+  const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
+  const out: ComponentStatus[] = [];
+  const list = secrets ? components(topo, secrets, paths) : [];
+  for (const c of list) {
+    const rec = running(paths.run, c.name);
+    let healthy = false;
+    if (rec) {
+      healthy = await waitForHttp(c.health, 1500).then(
+        () => true,
+        () => false,
+      );
+    }
+    out.push({ name: c.name, pid: rec?.pid, healthy });
+  }
+  let nodes: unknown[] = [];
+  if (secrets && out.find((c) => c.name === 'edge')?.healthy) {
+    const res = await request(`http://${topo.host}:${topo.ports.edgeApi}/v1/nodes`, {
+      headers: { authorization: `Bearer ${secrets.clusterToken}` },
+    });
+    nodes = res.statusCode === 200 ? ((await res.body.json()) as unknown[]) : (await res.body.dump(), []);
+  }
+  return { components: out, nodes };
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { join } from 'node:path';
+import { down, status, up, type DeploymentOptions } from './deployment.js';
+import { repoRoot } from './paths.js';
+import { benchFiles, runTests, testFiles } from './test-suite.js';
+import { printTable, runBenches, writeJson } from './bench.js';
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string }): DeploymentOptions {
+  return {
+    stateDir: opts.stateDir,
+    portOffset: Number(opts.portOffset),
+    nodeDataDir: opts.nodeDataDir,
+    warmPool: opts.warmPool,
+    say,
+  };
+}
+
+function withDeploymentFlags(cmd: Command): Command {
+  return cmd
+    .option('--state-dir <dir>', 'where this deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove'))
+    .option('--port-offset <n>', 'added to every default port (3000-3002, 5007-5008)', '0')
+    .option('--node-data-dir <dir>', 'orchestrator data (templates, sandboxes)', '/var/lib/cove')
+    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2');
+}
+
+const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
+
+withDeploymentFlags(program.command('up').description('start control plane, edge and orchestrator on this machine')).action(
+  async (opts) => {
+    const o = deploymentOptions(opts);
+    const env = await up(o);
+    say('');
+    say(`Cove is up. Client settings are in ${join(o.stateDir, 'env')}:`);
+    for (const [k, v] of Object.entries(env)) say(`  ${k}=${k === 'E2B_API_KEY' ? v.slice(0, 8) + '…' : v}`);
+    say('');
+    say('Next:');
+    say(`  source ${join(o.stateDir, 'env')}`);
+    say(`  node -e "import('e2b').then(async ({Sandbox}) => { const s = await Sandbox.create(); console.log((await s.commands.run('uname -a')).stdout); await s.kill() })"`);
+    say('  ./cove status    # components, node and sandboxes');
+    say('  ./cove down      # stop everything');
+  },
+);
+
+withDeploymentFlags(program.command('down').description('kill all sandboxes and stop every component')).action(async (opts) => {
+  await down(deploymentOptions(opts));
+});
+
+withDeploymentFlags(program.command('status').description('show components, nodes and sandboxes'))
+  .option('--json', 'machine-readable output')
+  .action(async (opts) => {
+    const s = await status(deploymentOptions(opts));
+    if (opts.json) {
+      say(JSON.stringify(s, null, 2));
+      return;
+    }
+    for (const c of s.components) say(`${c.name.padEnd(14)} ${c.pid ? `pid ${c.pid}` : 'stopped'}${c.pid ? (c.healthy ? '  healthy' : '  NOT healthy') : ''}`);
+    for (const n of s.nodes as Array<{ nodeId: string; status: string; info?: { sandboxCount?: number } }>) {
+      say(`node ${n.nodeId}  ${n.status}  sandboxes ${n.info?.sandboxCount ?? 0}`);
+    }
+  });
+
+program
+  .command('test')
+  .description('run the whole suite (or only the named packages)')
+  .argument('[packages...]')
+  .action(async (pkgs: string[]) => {
+    const files = testFiles(pkgs);
+    if (files.length === 0) throw new Error('no test files found: did the build run?');
+    process.exitCode = await runTests(files);
+  });
+
+program
+  .command('bench')
+  .description('run the benchmarks, print a table and write JSON')
+  .argument('[packages...]')
+  .action(async (pkgs: string[]) => {
+    const results = await runBenches(benchFiles(pkgs), {}, say);
+    printTable(results, say);
+    say(`JSON: ${writeJson(results)}`);
+  });
+
+program.parseAsync().catch((err: Error) => {
+  process.stderr.write(`cove: ${err.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** A component process started detached by `cove up`, tracked by a pid file. */
+export interface Managed {
+  name: string;
+  pid: number;
+  entry: string;
+}
+
+function pidFile(runDir: string, name: string): string {
+  return join(runDir, `${name}.pid`);
+}
+
+/** The running process recorded for `name`, if its pid is alive and still runs the same entry (no pid reuse). */
+export function running(runDir: string, name: string): Managed | undefined {
+  const file = pidFile(runDir, name);
+  if (!existsSync(file)) return undefined;
+  const rec = JSON.parse(readFileSync(file, 'utf8')) as Managed;
+  try {
+    const cmdline = readFileSync(`/proc/${rec.pid}/cmdline`, 'utf8');
+    if (cmdline.includes(rec.entry)) return rec;
+  } catch {
+    /* gone */
+  }
+  rmSync(file, { force: true });
+  return undefined;
+}
+
+/** Start `entry` detached with its output appended to logs/<name>.log; it outlives the CLI. */
+export function start(name: string, entry: string, env: Record<string, string>, runDir: string, logDir: string): Managed {
+  mkdirSync(runDir, { recursive: true });
+  mkdirSync(logDir, { recursive: true });
+  const out = openSync(join(logDir, `${name}.log`), 'a');
+  const child = spawn(process.execPath, [entry], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...env },
+  });
+  closeSync(out);
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start ${name}`);
+  const rec: Managed = { name, pid: child.pid, entry };
+  writeFileSync(pidFile(runDir, name), JSON.stringify(rec) + '\n');
+  return rec;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`. Returns true if a process was stopped. */
+export async function stop(runDir: string, name: string, graceMs = 20_000): Promise<boolean> {
+  const rec = running(runDir, name);
+  if (!rec) return false;
+  process.kill(rec.pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (alive(rec.pid) && Date.now() < deadline) await sleep(100);
+  if (alive(rec.pid)) process.kill(rec.pid, 'SIGKILL');
+  while (alive(rec.pid)) await sleep(50);
+  rmSync(pidFile(runDir, name), { force: true });
+  return true;
+}

@@ -1,0 +1,33 @@
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from './paths.js';
+
+function walk(dir: string, suffix: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).flatMap((f) => {
+    const p = join(dir, f);
+    return statSync(p).isDirectory() ? walk(p, suffix) : p.endsWith(suffix) ? [p] : [];
+  });
+}
+
+/** Compiled test files of every package, or of the named ones. */
+export function testFiles(only: string[] = []): string[] {
+  const pkgs = readdirSync(join(repoRoot, 'packages')).filter((p) => only.length === 0 || only.includes(p));
+  return pkgs.flatMap((p) => walk(join(repoRoot, 'packages', p, 'dist', 'test'), '.test.js')).sort();
+}
+
+/** Runs the suite with Node's test runner; resolves to its exit code. */
+export function runTests(files: string[], extraArgs: string[] = []): Promise<number> {
+  const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extraArgs, ...files];
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot });
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+  });
+}
+
+/** Compiled benchmark files (`bench/*.bench.js`) of every package. */
+export function benchFiles(only: string[] = []): string[] {
+  const pkgs = readdirSync(join(repoRoot, 'packages')).filter((p) => only.length === 0 || only.includes(p));
+  return pkgs.flatMap((p) => walk(join(repoRoot, 'packages', p, 'dist', 'bench'), '.bench.js')).sort();
+}

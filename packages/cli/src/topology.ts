@@ -1,0 +1,89 @@
+import { join } from 'node:path';
+import type { DeploymentSecrets } from './secrets.js';
+import type { StatePaths } from './paths.js';
+
+/** Ports of a one-machine deployment; `offset` moves all of them so a test deployment can run beside `cove up`. */
+export interface Ports {
+  controlPlane: number;
+  edgeApi: number;
+  edgeTraffic: number;
+  orchestratorRpc: number;
+  orchestratorProxy: number;
+}
+
+export function portsFor(offset: number): Ports {
+  return {
+    controlPlane: 3000 + offset,
+    edgeApi: 3001 + offset,
+    edgeTraffic: 3002 + offset,
+    orchestratorRpc: 5008 + offset,
+    orchestratorProxy: 5007 + offset,
+  };
+}
+
+export interface Topology {
+  ports: Ports;
+  host: string;
+  /** Sandbox domain of the local cluster; deliberately not one of E2B's own domains. */
+  domain: string;
+  nodeId: string;
+  /** Node data dir (templates cache, slots); shared by deployments on one machine. */
+  nodeDataDir: string;
+  warmPool: string;
+}
+
+export interface ComponentSpec {
+  name: 'control-plane' | 'edge' | 'orchestrator';
+  pkg: string;
+  env: Record<string, string>;
+  /** URL that answers 2xx once the component is ready. */
+  health: string;
+}
+
+/** The three processes `cove up` runs, each with its own env (nothing else configures them). */
+export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths): ComponentSpec[] {
+  const edgeUrl = `http://${t.host}:${t.ports.edgeApi}`;
+  return [
+    {
+      name: 'control-plane',
+      pkg: 'control-plane',
+      health: `http://${t.host}:${t.ports.controlPlane}/health`,
+      env: {
+        COVE_CP_HOST: t.host,
+        COVE_CP_PORT: String(t.ports.controlPlane),
+        COVE_DATA_DIR: paths.data,
+        COVE_DB_URL: `sqlite:${join(paths.data, 'control-plane.db')}`,
+        COVE_ADMIN_TOKEN: s.adminToken,
+        COVE_CP_REQUEST_LOG: join(paths.logs, 'control-plane-requests.jsonl'),
+      },
+    },
+    {
+      name: 'edge',
+      pkg: 'edge',
+      health: `${edgeUrl}/health`,
+      env: {
+        COVE_EDGE_HOST: t.host,
+        COVE_EDGE_API_PORT: String(t.ports.edgeApi),
+        COVE_EDGE_TRAFFIC_PORT: String(t.ports.edgeTraffic),
+        COVE_CLUSTER_TOKEN: s.clusterToken,
+        COVE_NODE_TOKEN: s.nodeToken,
+        COVE_SANDBOX_DOMAIN: t.domain,
+      },
+    },
+    {
+      name: 'orchestrator',
+      pkg: 'orchestrator',
+      health: `${edgeUrl}/health`,
+      env: {
+        COVE_NODE_ID: t.nodeId,
+        COVE_NODE_TOKEN: s.nodeToken,
+        COVE_ORCH_HOST: t.host,
+        COVE_ORCH_RPC_PORT: String(t.ports.orchestratorRpc),
+        COVE_ORCH_PROXY_PORT: String(t.ports.orchestratorProxy),
+        COVE_DATA_DIR: t.nodeDataDir,
+        COVE_EDGE_URL: edgeUrl,
+        COVE_WARM_POOL: t.warmPool,
+      },
+    },
+  ];
+}
