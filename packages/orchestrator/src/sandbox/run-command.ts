@@ -1,0 +1,68 @@
+// Runs host tools (crun, ip, nft, mount, losetup, mmdebstrap) without a shell, so slot ids and paths
+// are never interpreted. Everything the runtime does to the host goes through here.
+
+import { spawn } from 'node:child_process';
+import { CommandFailed } from './runtime-errors.js';
+
+export interface RunOptions {
+  /** Written to the child's stdin, then closed. */
+  input?: string;
+  /** Return the result instead of throwing on a non-zero exit. */
+  allowFailure?: boolean;
+  /** Called with each line of stdout and stderr as it arrives (long builds report progress). */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  /** Environment for the child; defaults to a minimal PATH so the host's env does not leak into tools. */
+  env?: Record<string, string>;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+const DEFAULT_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
+
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: opts.env ?? DEFAULT_ENV,
+    });
+    let stdout = '';
+    let stderr = '';
+    const pending = { stdout: '', stderr: '' };
+    const feed = (stream: 'stdout' | 'stderr', chunk: string): void => {
+      if (!opts.onLine) return;
+      pending[stream] += chunk;
+      const lines = pending[stream].split('\n');
+      pending[stream] = lines.pop() ?? '';
+      for (const line of lines) opts.onLine(line, stream);
+    };
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      stdout += c;
+      feed('stdout', c);
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      stderr += c;
+      feed('stderr', c);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (opts.onLine) {
+        if (pending.stdout) opts.onLine(pending.stdout, 'stdout');
+        if (pending.stderr) opts.onLine(pending.stderr, 'stderr');
+      }
+      const result = { code, stdout, stderr };
+      if (code !== 0 && !opts.allowFailure) {
+        reject(new CommandFailed(`${cmd} ${args.join(' ')}`, code, stderr || stdout));
+        return;
+      }
+      resolve(result);
+    });
+    child.stdin.on('error', () => {
+      /* the child may exit before reading its input; its exit code tells what happened */
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}

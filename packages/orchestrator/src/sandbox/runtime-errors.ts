@@ -1,0 +1,68 @@
+// Typed errors of the sandbox runtime. The service layer matches on `code`, never on message text.
+
+export type RuntimeErrorCode =
+  | 'runtime_command_failed'
+  | 'runtime_template_missing'
+  | 'runtime_template_build_failed'
+  | 'runtime_slot_not_found'
+  | 'runtime_boot_failed'
+  | 'runtime_address_pool_exhausted'
+  | 'runtime_host_unsupported';
+
+export class SandboxRuntimeError extends Error {
+  constructor(
+    readonly code: RuntimeErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A host tool (crun, ip, nft, mount, ...) exited non-zero. stderr is kept for logs. */
+export class CommandFailed extends SandboxRuntimeError {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
+    super('runtime_command_failed', `${command} exited ${exitCode}: ${stderr.trim().slice(0, 500)}`);
+  }
+}
+
+export class TemplateMissing extends SandboxRuntimeError {
+  constructor(readonly templateId: string) {
+    super('runtime_template_missing', `template ${templateId} is not available on this node`);
+  }
+}
+
+export class TemplateBuildFailed extends SandboxRuntimeError {
+  constructor(readonly templateId: string, options?: ErrorOptions) {
+    super('runtime_template_build_failed', `building template ${templateId} failed`, options);
+  }
+}
+
+export class SlotNotFound extends SandboxRuntimeError {
+  constructor(readonly slotId: string) {
+    super('runtime_slot_not_found', `no slot ${slotId}`);
+  }
+}
+
+export class BootFailed extends SandboxRuntimeError {
+  constructor(readonly slotId: string, reason: string, options?: ErrorOptions) {
+    super('runtime_boot_failed', `slot ${slotId} failed to boot: ${reason}`, options);
+  }
+}
+
+export class AddressPoolExhausted extends SandboxRuntimeError {
+  constructor(readonly subnet: string) {
+    super('runtime_address_pool_exhausted', `no free sandbox address in ${subnet}`);
+  }
+}
+
+export class HostUnsupported extends SandboxRuntimeError {
+  constructor(reason: string) {
+    super('runtime_host_unsupported', reason);
+  }
+}

@@ -1,0 +1,125 @@
+// Template rootfs cache: `<dataDir>/templates/<id>/<recipe-hash>/rootfs`, plus a `current` symlink to
+// the hash in use. Builds go into a temp dir that is renamed into place only when complete, so a
+// crash mid-build never leaves a half rootfs that looks usable.
+
+import { randomBytes } from 'node:crypto';
+import { mkdir, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { shiftOwnership } from './id-shift.js';
+import { run } from './run-command.js';
+import { TemplateBuildFailed } from './runtime-errors.js';
+import { loadRecipe, type TemplateRecipe } from './template-recipe.js';
+
+export interface TemplateStoreConfig {
+  dataDir: string;
+  /** Directory holding `<templateId>/recipe.json` (packages/orchestrator/templates). */
+  recipesDir: string;
+  /** Host uid/gid that root inside a sandbox maps to (100000). */
+  idOffset: number;
+  logger: Logger;
+  /** Build progress lines (mmdebstrap output), in addition to debug logs. */
+  onProgress?: (templateId: string, line: string) => void;
+}
+
+export class TemplateStore {
+  constructor(private readonly cfg: TemplateStoreConfig) {}
+
+  private templateDir(templateId: string): string {
+    return join(this.cfg.dataDir, 'templates', templateId);
+  }
+
+  /** Path of the template's read-only rootfs, or null when the node does not have it. */
+  async rootfsOf(templateId: string): Promise<string | null> {
+    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(templateId)) return null;
+    const dir = this.templateDir(templateId);
+    try {
+      const hash = await readlink(join(dir, 'current'));
+      const rootfs = join(dir, hash, 'rootfs');
+      await stat(join(dir, hash, 'template.json'));
+      return rootfs;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Builds the template from its recipe unless the cached build for the recipe's hash exists. */
+  async ensure(templateId: string): Promise<string> {
+    const loaded = await loadRecipe(this.cfg.recipesDir, templateId);
+    if (!loaded) {
+      const existing = await this.rootfsOf(templateId);
+      if (existing) return existing;
+      throw new TemplateBuildFailed(templateId, { cause: new Error('no recipe and no cached build') });
+    }
+    const dir = this.templateDir(templateId);
+    const final = join(dir, loaded.hash);
+    const log = this.cfg.logger.child({ templateId, recipeHash: loaded.hash });
+    const done = await stat(join(final, 'template.json')).then(() => true, () => false);
+    if (!done) {
+      const tmp = join(dir, `.build-${loaded.hash}-${randomBytes(4).toString('hex')}`);
+      await mkdir(tmp, { recursive: true });
+      const started = Date.now();
+      try {
+        log.info('building template rootfs');
+        await this.build(loaded.recipe, join(tmp, 'rootfs'), (line) => {
+          log.debug({ line }, 'mmdebstrap');
+          this.cfg.onProgress?.(templateId, line);
+        });
+        const files = await shiftOwnership(join(tmp, 'rootfs'), this.cfg.idOffset);
+        await writeFile(
+          join(tmp, 'template.json'),
+          JSON.stringify({ templateId, recipeHash: loaded.hash, builtAt: new Date().toISOString(), files }, null, 2),
+        );
+        try {
+          await rename(tmp, final);
+        } catch (err) {
+          // Another builder finished the same hash first: theirs is as good as ours.
+          if (!['ENOTEMPTY', 'EEXIST'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+          await rm(tmp, { recursive: true, force: true });
+        }
+        log.info({ ms: Date.now() - started, files }, 'template rootfs built');
+      } catch (err) {
+        await rm(tmp, { recursive: true, force: true });
+        throw new TemplateBuildFailed(templateId, { cause: err });
+      }
+    }
+    await this.pointCurrent(dir, loaded.hash);
+    return join(final, 'rootfs');
+  }
+
+  private async pointCurrent(dir: string, hash: string): Promise<void> {
+    const current = await readlink(join(dir, 'current')).catch(() => null);
+    if (current === hash) return;
+    const tmpLink = join(dir, `.current-${randomBytes(4).toString('hex')}`);
+    await symlink(hash, tmpLink);
+    await rename(tmpLink, join(dir, 'current'));
+  }
+
+  private async build(recipe: TemplateRecipe, rootfs: string, onLine: (line: string) => void): Promise<void> {
+    const u = recipe.user;
+    const sudoers = `${u.name} ALL=(ALL:ALL) NOPASSWD: ALL\n`;
+    const hooks = [
+      `chroot "$1" groupadd --gid ${u.gid} ${u.name}`,
+      `chroot "$1" useradd --uid ${u.uid} --gid ${u.gid} --create-home --home-dir ${u.home} --shell ${u.shell} ${u.name}`,
+      ...(u.passwordlessSudo
+        ? [`printf '%s' '${sudoers}' > "$1/etc/sudoers.d/${u.name}"`, `chmod 0440 "$1/etc/sudoers.d/${u.name}"`]
+        : []),
+      // Mount points for what the runtime binds in (host node binary, envd bundle, generated files).
+      `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd"`,
+      `touch "$1/opt/cove/bin/node" "$1/etc/resolv.conf" "$1/etc/hostname" "$1/etc/hosts"`,
+      `rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*`,
+    ];
+    const args = [
+      `--variant=${recipe.variant}`,
+      '--mode=root',
+      '--format=directory',
+      `--include=${recipe.packages.join(',')}`,
+      ...recipe.aptOptions.map((o) => `--aptopt=${o}`),
+      ...hooks.map((h) => `--customize-hook=${h}`),
+      recipe.suite,
+      rootfs,
+      recipe.mirror,
+    ];
+    await run('mmdebstrap', args, { onLine });
+  }
+}
