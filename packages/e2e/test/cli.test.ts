@@ -1,0 +1,40 @@
+// Issue 3 proof: the unchanged @e2b/cli 2.19.0 (which bundles SDK 2.49 and uses the v1
+// create/connect routes) as a process against the deployment.
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { deployment, repoRoot } from './deployment.js';
+
+const run = promisify(execFile);
+const e2b = join(repoRoot, 'node_modules/.bin/e2b');
+
+async function cli(...args: string[]): Promise<{ stdout: string; stderr: string }> {
+  const d = deployment();
+  return run(e2b, args, {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, NO_UPDATE_NOTIFIER: '1', NO_COLOR: '1', ...d.env },
+    timeout: 120_000,
+  });
+}
+
+before(() => {
+  deployment();
+});
+
+test('cli: sandbox create --detach, list, exec, kill', async () => {
+  const created = await cli('sandbox', 'create', '--detach', 'base');
+  const id = /\b(i[a-z0-9]{20})\b/.exec(created.stdout + created.stderr)?.[1];
+  assert.ok(id, `no sandbox id in: ${created.stdout}${created.stderr}`);
+
+  const listed = await cli('sandbox', 'list', '--format', 'json');
+  const rows = JSON.parse(listed.stdout) as Array<{ sandboxID?: string; sandboxId?: string }>;
+  assert.ok(rows.some((r) => (r.sandboxID ?? r.sandboxId) === id), listed.stdout);
+
+  const out = await cli('sandbox', 'exec', id, 'echo', 'from-cli', '&&', 'hostname');
+  assert.match(out.stdout, /from-cli/);
+
+  await cli('sandbox', 'kill', id);
+  const after = JSON.parse((await cli('sandbox', 'list', '--format', 'json')).stdout) as Array<{ sandboxID?: string; sandboxId?: string }>;
+  assert.ok(!after.some((r) => (r.sandboxID ?? r.sandboxId) === id));
+});

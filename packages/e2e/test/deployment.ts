@@ -1,0 +1,70 @@
+// Locates the deployment the end-to-end tests run against. `cove test` starts one with
+// `cove up --state-dir <dir> --port-offset 100` and passes COVE_E2E_STATE_DIR; a developer running
+// one file by hand gets the same thing started on first use (and stops it with `cove down`).
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
+export const E2E_PORT_OFFSET = 100;
+
+export interface Deployment {
+  stateDir: string;
+  env: Record<'E2B_API_URL' | 'E2B_SANDBOX_URL' | 'E2B_API_KEY' | 'E2B_DOMAIN', string>;
+  secrets: { adminToken: string; clusterToken: string; nodeToken: string };
+  ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; orchestratorRpc: number; orchestratorProxy: number };
+  /** JSON-lines request log of the control plane. */
+  requestLog: string;
+}
+
+function parseEnv(file: string): Deployment['env'] {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) out[m[1]] = m[2];
+  }
+  return out as Deployment['env'];
+}
+
+let cached: Deployment | undefined;
+
+/** The deployment, with E2B_* set in process.env so the unchanged SDK uses it. */
+export function deployment(): Deployment {
+  if (cached) return cached;
+  const stateDir = process.env.COVE_E2E_STATE_DIR ?? join(repoRoot, '.cove', 'e2e');
+  if (!process.env.COVE_E2E_STATE_DIR || !existsSync(join(stateDir, 'env'))) {
+    execFileSync(
+      process.execPath,
+      [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--warm-pool', 'base=2'],
+      { stdio: ['ignore', 'inherit', 'inherit'] },
+    );
+  }
+  const env = parseEnv(join(stateDir, 'env'));
+  Object.assign(process.env, env);
+  const o = E2E_PORT_OFFSET;
+  cached = {
+    stateDir,
+    env,
+    secrets: JSON.parse(readFileSync(join(stateDir, 'secrets.json'), 'utf8')),
+    ports: { controlPlane: 3000 + o, edgeApi: 3001 + o, edgeTraffic: 3002 + o, orchestratorRpc: 5008 + o, orchestratorProxy: 5007 + o },
+    requestLog: join(stateDir, 'logs', 'control-plane-requests.jsonl'),
+  };
+  return cached;
+}
+
+/** Poll `check` until it returns a truthy value or the deadline passes. */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+}
