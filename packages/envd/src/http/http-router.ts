@@ -1,0 +1,90 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { verifyFileSignature } from '../auth/file-signature.js';
+import { EnvdError } from '../errors.js';
+import type { EnvdState } from '../state.js';
+import { ENVD_VERSION } from '../version.js';
+import { guardHttp, handleDownload, handleUpload, type FilesDeps } from './files-route.js';
+import { handleInit } from './init-route.js';
+import { sendJson } from './json-reply.js';
+import type { MetricsReader } from './metrics.js';
+import { hasValidAccessToken } from './request-auth.js';
+
+export interface HttpDeps extends FilesDeps {
+  initToken: string | undefined;
+  metrics: MetricsReader;
+}
+
+type Next = () => void;
+
+/**
+ * Plain-HTTP routes (`/health`, `/init`, `/files`, `/envs`, `/metrics`); everything else
+ * is handed to `next` (the Connect adapter). Returns after starting the response.
+ */
+export function httpRouter(deps: HttpDeps): (req: IncomingMessage, res: ServerResponse, next: Next) => void {
+  const { state, log } = deps;
+  return (req, res, next) => {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://envd');
+    } catch {
+      sendJson(res, 400, { code: 400, message: 'malformed request URL' });
+      return;
+    }
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+
+    if (path === '/health') {
+      if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res);
+      res.writeHead(204, { 'x-envd-version': ENVD_VERSION, 'cache-control': 'no-store' });
+      res.end();
+      return;
+    }
+    if (path === '/init') {
+      if (method !== 'POST') return methodNotAllowed(res);
+      void guardHttp(res, log, () => handleInit(req, res, { state, initToken: deps.initToken }));
+      return;
+    }
+    if (path === '/files') {
+      if (method !== 'GET' && method !== 'POST') return methodNotAllowed(res);
+      void guardHttp(res, log, async () => {
+        checkFilesAuth(req, url.searchParams, method === 'GET' ? 'read' : 'write', state);
+        if (method === 'GET') await handleDownload(req, res, url.searchParams, deps);
+        else await handleUpload(req, res, url.searchParams, deps);
+      });
+      return;
+    }
+    if (path === '/envs' || path === '/metrics') {
+      if (method !== 'GET') return methodNotAllowed(res);
+      void guardHttp(res, log, async () => {
+        if (!hasValidAccessToken(req, state)) throw new EnvdError('unauthenticated', 'missing or invalid X-Access-Token');
+        if (path === '/envs') sendJson(res, 200, state.envVars);
+        else sendJson(res, 200, await deps.metrics.read());
+      });
+      return;
+    }
+    next();
+  };
+}
+
+function methodNotAllowed(res: ServerResponse): void {
+  sendJson(res, 405, { code: 405, message: 'method not allowed' });
+}
+
+/** `/files` accepts the access token or, instead, a valid URL signature. */
+function checkFilesAuth(req: IncomingMessage, q: URLSearchParams, op: 'read' | 'write', state: EnvdState): void {
+  if (state.accessToken === undefined) return;
+  const header = req.headers['x-access-token'];
+  if (header !== undefined) {
+    if (hasValidAccessToken(req, state)) return;
+    throw new EnvdError('unauthenticated', 'invalid X-Access-Token');
+  }
+  const signature = q.get('signature');
+  if (!signature) throw new EnvdError('unauthenticated', 'missing X-Access-Token or signature');
+  verifyFileSignature(
+    { path: q.get('path') ?? '', username: q.get('username') ?? '', signature, expiration: q.get('signature_expiration') },
+    op,
+    state.accessToken,
+    Date.now(),
+  );
+}

@@ -1,0 +1,59 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { writeFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { tokensEqual } from '../auth/token-compare.js';
+import { EnvdError } from '../errors.js';
+import type { EnvdState } from '../state.js';
+import { ENVD_VERSION } from '../version.js';
+import { readSmallBody } from './read-body.js';
+
+const initBody = z.object({
+  envVars: z.record(z.string(), z.string()).optional(),
+  accessToken: z.string().optional(),
+  defaultUser: z.string().min(1).max(64).optional(),
+  defaultWorkdir: z.string().min(1).max(4096).optional(),
+  hostname: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/).optional(),
+  timestamp: z.string().optional(),
+}).passthrough();
+
+export interface InitDeps {
+  state: EnvdState;
+  initToken: string | undefined;
+}
+
+/**
+ * `POST /init`: the orchestrator configures envd (env vars, access token, default user).
+ * Guarded by `X-Cove-Init-Token` so nothing inside the sandbox can re-initialise envd;
+ * refused outright when envd was started without an init token.
+ */
+export async function handleInit(req: IncomingMessage, res: ServerResponse, deps: InitDeps): Promise<void> {
+  if (!deps.initToken) throw new EnvdError('init_disabled', 'init is disabled: envd has no init token');
+  const given = req.headers['x-cove-init-token'];
+  if (typeof given !== 'string' || given === '') throw new EnvdError('unauthenticated', 'missing X-Cove-Init-Token');
+  if (!tokensEqual(given, deps.initToken)) throw new EnvdError('forbidden', 'invalid init token');
+  const raw = await readSmallBody(req, 1024 * 1024);
+  let json: unknown = {};
+  if (raw.length > 0) {
+    try {
+      json = JSON.parse(raw.toString('utf8'));
+    } catch {
+      throw new EnvdError('invalid_argument', 'body is not valid JSON');
+    }
+  }
+  const parsed = initBody.safeParse(json);
+  if (!parsed.success) throw new EnvdError('invalid_argument', `invalid init body: ${parsed.error.issues.map((i) => i.path.join('.') + ' ' + i.message).join('; ')}`);
+  const body = parsed.data;
+  const ts = body.timestamp ? Date.parse(body.timestamp) : NaN;
+  const { state } = deps;
+  // An init older than the one applied last is stale (retried request after a newer one).
+  if (Number.isNaN(ts) || ts >= state.lastInitAt) {
+    if (!Number.isNaN(ts)) state.lastInitAt = ts;
+    if (body.envVars) state.envVars = { ...state.envVars, ...body.envVars };
+    if (body.accessToken !== undefined) state.accessToken = body.accessToken === '' ? undefined : body.accessToken;
+    if (body.defaultUser) state.defaultUser = body.defaultUser;
+    if (body.defaultWorkdir) state.defaultWorkdir = body.defaultWorkdir;
+    if (body.hostname) await writeFile('/proc/sys/kernel/hostname', body.hostname).catch(() => undefined);
+  }
+  res.writeHead(204, { 'x-envd-version': ENVD_VERSION, 'cache-control': 'no-store' });
+  res.end();
+}

@@ -1,0 +1,36 @@
+import { once } from 'node:events';
+import { pino } from 'pino';
+import { buildEnvd } from './app.js';
+import { parseConfig } from './config.js';
+import { ENVD_VERSION } from './version.js';
+
+// The only module that touches process.*: config in, signals, exit codes.
+const config = parseConfig(process.env);
+// Children get an environment built from scratch, but drop the secret from ours as well.
+delete process.env.COVE_ENVD_INIT_TOKEN;
+
+const logger = pino({
+  level: config.logLevel,
+  base: { component: 'envd' },
+  redact: { paths: ['req.headers["x-access-token"]', 'req.headers["x-cove-init-token"]', 'accessToken'], censor: '[redacted]' },
+});
+
+const envd = buildEnvd(config, { logger });
+envd.server.listen(config.port, config.host);
+await once(envd.server, 'listening');
+const address = envd.server.address();
+const port = typeof address === 'object' && address ? address.port : config.port;
+logger.info({ port, version: ENVD_VERSION, initEnabled: config.initToken !== undefined }, 'envd listening');
+
+process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception'));
+process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
+
+const stop = (signal: string): void => {
+  logger.info({ signal }, 'envd stopping');
+  envd.server.close();
+  envd.server.closeAllConnections();
+  envd.shutdown();
+  setTimeout(() => process.exit(0), 200).unref();
+};
+process.once('SIGTERM', () => stop('SIGTERM'));
+process.once('SIGINT', () => stop('SIGINT'));

@@ -1,0 +1,115 @@
+import { create } from '@bufbuild/protobuf';
+import {
+  ProcessConfigSchema,
+  ProcessEventSchema,
+  type ProcessConfig,
+  type ProcessEvent,
+  type ProcessSelector,
+} from '@cove/contracts/envd/process';
+import { EnvdError } from '../errors.js';
+import { EventQueue } from '../stream/event-queue.js';
+import { spawnPipes, spawnPty, type ChildHandle, type ChildSink } from './child-handle.js';
+import type { LaunchSpec } from './launch-spec.js';
+
+/** A process started through envd, while it runs. */
+export class ManagedProcess {
+  readonly subscribers = new Set<EventQueue<ProcessEvent>>();
+  child!: ChildHandle;
+
+  constructor(
+    readonly config: ProcessConfig,
+    readonly tag: string | undefined,
+  ) {}
+
+  get pid(): number {
+    return this.child.pid;
+  }
+
+  /** A new subscriber sees only what happens from now on (Connect replays nothing). */
+  subscribe(): EventQueue<ProcessEvent> {
+    const q = new EventQueue<ProcessEvent>();
+    this.subscribers.add(q);
+    return q;
+  }
+
+  unsubscribe(q: EventQueue<ProcessEvent>): void {
+    this.subscribers.delete(q);
+  }
+
+  broadcast(event: ProcessEvent): void {
+    for (const q of this.subscribers) q.push(event);
+  }
+}
+
+export interface StartOptions {
+  spec: LaunchSpec;
+  config: ProcessConfig;
+  tag: string | undefined;
+  stdin: boolean;
+  pty: { cols: number; rows: number } | undefined;
+}
+
+/** Running processes by pid; a finished process is dropped as soon as its end event is sent. */
+export class ProcessTable {
+  private readonly byPid = new Map<number, ManagedProcess>();
+
+  /**
+   * Spawns and registers a process. The returned queue is subscribed before any output
+   * can arrive, so the caller's stream sees everything after its start event.
+   */
+  async start(opts: StartOptions): Promise<{ proc: ManagedProcess; queue: EventQueue<ProcessEvent> }> {
+    const proc = new ManagedProcess(
+      create(ProcessConfigSchema, { cmd: opts.config.cmd, args: opts.config.args, envs: opts.config.envs, cwd: opts.spec.cwd }),
+      opts.tag,
+    );
+    const queue = proc.subscribe();
+    const data = (c: 'stdout' | 'stderr' | 'pty') => (d: Buffer) =>
+      proc.broadcast(create(ProcessEventSchema, { event: { case: 'data', value: { output: { case: c, value: new Uint8Array(d) } } } }));
+    const sink: ChildSink = {
+      stdout: data('stdout'),
+      stderr: data('stderr'),
+      pty: data('pty'),
+      exit: (r) => {
+        this.byPid.delete(proc.pid);
+        const end = create(ProcessEventSchema, {
+          event: {
+            case: 'end',
+            value: { exitCode: r.exitCode, exited: r.exited, status: r.status, error: r.exitCode === 0 && r.exited ? undefined : r.status },
+          },
+        });
+        for (const q of proc.subscribers) {
+          q.push(end);
+          q.end();
+        }
+        proc.subscribers.clear();
+      },
+    };
+    proc.child = opts.pty ? spawnPty(opts.spec, opts.pty, sink) : await spawnPipes(opts.spec, opts.stdin, sink);
+    this.byPid.set(proc.pid, proc);
+    return { proc, queue };
+  }
+
+  /** Finds a running process by pid or tag; not_found otherwise. */
+  get(selector: ProcessSelector | undefined): ManagedProcess {
+    const s = selector?.selector;
+    if (s?.case === 'pid') {
+      const p = this.byPid.get(s.value);
+      if (p) return p;
+      throw new EnvdError('not_found', `process with pid ${s.value} not found`);
+    }
+    if (s?.case === 'tag') {
+      for (const p of this.byPid.values()) if (p.tag === s.value) return p;
+      throw new EnvdError('not_found', `process with tag "${s.value}" not found`);
+    }
+    throw new EnvdError('invalid_argument', 'process selector (pid or tag) is required');
+  }
+
+  list(): ManagedProcess[] {
+    return [...this.byPid.values()];
+  }
+
+  /** Kills every child (envd shutdown). */
+  killAll(): void {
+    for (const p of this.byPid.values()) p.child.signal('SIGKILL');
+  }
+}
