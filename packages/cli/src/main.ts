@@ -69,7 +69,22 @@ program
   .action(async (pkgs: string[]) => {
     const files = testFiles(pkgs);
     if (files.length === 0) throw new Error('no test files found: did the build run?');
-    process.exitCode = await runTests(files);
+    // Component tests first (each starts what it needs); then the end-to-end tests against
+    // one deployment started exactly as `cove up` starts it, beside any developer deployment.
+    const unit = files.filter((f) => !f.includes('/packages/e2e/'));
+    const e2e = files.filter((f) => f.includes('/packages/e2e/'));
+    let code = unit.length ? await runTests(unit) : 0;
+    if (e2e.length) {
+      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: 'base=2' });
+      say('==> starting the end-to-end deployment');
+      try {
+        await up(o);
+        code = (await runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir })) || code;
+      } finally {
+        await down(o);
+      }
+    }
+    process.exitCode = code;
   });
 
 program

@@ -18,10 +18,10 @@ export function testFiles(only: string[] = []): string[] {
 }
 
 /** Runs the suite with Node's test runner; resolves to its exit code. */
-export function runTests(files: string[], extraArgs: string[] = []): Promise<number> {
+export function runTests(files: string[], extraArgs: string[] = [], env: Record<string, string> = {}): Promise<number> {
   const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extraArgs, ...files];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot });
+    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot, env: { ...process.env, ...env } });
     child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
   });
 }
