@@ -13,6 +13,11 @@ export interface RunOptions {
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
   /** Environment for the child; defaults to a minimal PATH so the host's env does not leak into tools. */
   env?: Record<string, string>;
+  /**
+   * Give the child /dev/null as stdin/stdout/stderr. Needed for `crun run --detach`: the sandbox
+   * inherits crun's stdio, and must never hold a pipe to (or a file of) the host.
+   */
+  nullStdio?: boolean;
 }
 
 export interface RunResult {
@@ -25,6 +30,15 @@ const DEFAULT_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
+    if (opts.nullStdio) {
+      const child = spawn(cmd, args, { stdio: 'ignore', env: opts.env ?? DEFAULT_ENV });
+      child.on('error', reject);
+      child.on('close', (code) => {
+        if (code !== 0 && !opts.allowFailure) reject(new CommandFailed(`${cmd} ${args.join(' ')}`, code, ''));
+        else resolve({ code, stdout: '', stderr: '' });
+      });
+      return;
+    }
     const child = spawn(cmd, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: opts.env ?? DEFAULT_ENV,

@@ -15,6 +15,12 @@ export interface BootOptions {
   diskMb: number;
   /** Limits while the slot waits in the warm pool (small). */
   limits: SlotLimits;
+  /**
+   * The slot's first process (argv inside the sandbox). Defaults to envd:
+   * `/opt/cove/bin/node ... /opt/cove/envd/envd.mjs`. It must answer HTTP GET /health on port 49983
+   * (any 2xx) for boot to finish. Meant for tests and stand-ins while envd is not built.
+   */
+  process?: string[];
 }
 
 /** A booted sandbox slot: envd is listening, not yet initialised (no token). */
@@ -57,4 +63,10 @@ export interface SandboxRuntime {
   isAlive(slotId: string): Promise<boolean>;
   /** Resource usage of one slot (from its cgroup). */
   usage(slotId: string): Promise<{ cpuUsageNs: bigint; memoryBytes: number; pids: number; diskUsedBytes: number }>;
+  /**
+   * Removes leftovers (slot dirs, mounts, loop devices, crun containers, cgroups, veths, netns, nft
+   * elements) of every slot not in `keep`. Returns the slot ids it cleaned. Call after a restart with the
+   * slots the service layer decided to keep (e.g. the alive ones from listSlots()).
+   */
+  cleanupOrphans(keep: readonly string[]): Promise<string[]>;
 }

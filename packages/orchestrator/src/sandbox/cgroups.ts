@@ -1,0 +1,191 @@
+// cgroup limits and usage for slots, on cgroup v1 (one hierarchy per controller, this project's hosts)
+// and on pure cgroup v2. crun creates `/<parent>/<slot>` from the OCI spec; this module creates the
+// parent, changes limits at claim (files written directly: crun 1.8 has no `update` for every field we
+// need on v1) and reads usage. Slots live under one parent so the whole fleet can be found and bounded.
+
+import { access, mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+const ROOT = '/sys/fs/cgroup';
+const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids', 'cpuset', 'freezer', 'devices', 'blkio'] as const;
+
+export type CgroupMode = 'v1' | 'v2';
+
+export interface CgroupLimits {
+  memoryBytes: number;
+  /** CFS quota per period; vcpu × period. */
+  cpuQuotaUs: number;
+  cpuPeriodUs: number;
+  pids: number;
+}
+
+export interface CgroupUsage {
+  cpuUsageNs: bigint;
+  memoryBytes: number;
+  pids: number;
+}
+
+export async function detectCgroupMode(): Promise<CgroupMode> {
+  return (await exists(join(ROOT, 'cgroup.controllers'))) ? 'v2' : 'v1';
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}
+
+async function readTrim(path: string): Promise<string> {
+  return (await readFile(path, 'utf8')).trim();
+}
+
+export class Cgroups {
+  constructor(
+    readonly mode: CgroupMode,
+    /** Parent cgroup name, e.g. 'cove'; slots are `<parent>/<slotId>`. */
+    readonly parent: string,
+  ) {}
+
+  /** The cgroupsPath crun is given for a slot. */
+  pathOf(slotId: string): string {
+    return `/${this.parent}/${slotId}`;
+  }
+
+  private v1Dir(controller: string, slotId?: string): string {
+    return slotId ? join(ROOT, controller, this.parent, slotId) : join(ROOT, controller, this.parent);
+  }
+
+  private v2Dir(slotId?: string): string {
+    return slotId ? join(ROOT, this.parent, slotId) : join(ROOT, this.parent);
+  }
+
+  /** Creates the parent cgroup(s); idempotent. */
+  async prepareParent(): Promise<void> {
+    if (this.mode === 'v2') {
+      await enableV2Controllers(ROOT);
+      await mkdir(this.v2Dir(), { recursive: true });
+      await enableV2Controllers(this.v2Dir());
+      return;
+    }
+    for (const c of V1_CONTROLLERS) {
+      if (!(await exists(join(ROOT, c)))) continue;
+      const dir = this.v1Dir(c);
+      await mkdir(dir, { recursive: true });
+      if (c === 'cpuset') {
+        // A v1 cpuset child starts empty and refuses tasks until cpus and mems are copied from its parent.
+        for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+          if ((await readTrim(join(dir, f))) === '') await writeFile(join(dir, f), await readTrim(join(ROOT, c, f)));
+        }
+      }
+      if (c === 'memory') {
+        // Hierarchical accounting so limits on the parent (if an operator sets one) bound all slots.
+        await writeFile(join(dir, 'memory.use_hierarchy'), '1').catch(() => undefined);
+      }
+    }
+  }
+
+  /** Raises or lowers a running slot's limits. */
+  async setLimits(slotId: string, limits: CgroupLimits): Promise<void> {
+    if (this.mode === 'v2') {
+      const dir = this.v2Dir(slotId);
+      await writeFile(join(dir, 'memory.max'), String(limits.memoryBytes));
+      await writeFile(join(dir, 'memory.swap.max'), '0').catch(() => undefined);
+      await writeFile(join(dir, 'cpu.max'), `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`);
+      await writeFile(join(dir, 'pids.max'), String(limits.pids));
+      return;
+    }
+    const mem = this.v1Dir('memory', slotId);
+    const limit = join(mem, 'memory.limit_in_bytes');
+    const memsw = join(mem, 'memory.memsw.limit_in_bytes');
+    const hasMemsw = await exists(memsw);
+    const value = String(limits.memoryBytes);
+    // memsw must stay >= limit: raise memsw first when growing, the plain limit first when shrinking.
+    const current = Number(await readTrim(limit));
+    const order = limits.memoryBytes >= current ? [memsw, limit] : [limit, memsw];
+    for (const f of order) if (f !== memsw || hasMemsw) await writeFile(f, value);
+    await writeFile(join(mem, 'memory.swappiness'), '0').catch(() => undefined);
+    const cpu = this.v1Dir('cpu', slotId);
+    await writeFile(join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs));
+    await writeFile(join(cpu, 'cpu.cfs_quota_us'), String(limits.cpuQuotaUs));
+    await writeFile(join(this.v1Dir('pids', slotId), 'pids.max'), String(limits.pids));
+  }
+
+  async usage(slotId: string): Promise<CgroupUsage> {
+    if (this.mode === 'v2') {
+      const dir = this.v2Dir(slotId);
+      const cpuStat = await readTrim(join(dir, 'cpu.stat'));
+      const usec = /usage_usec (\d+)/.exec(cpuStat)?.[1] ?? '0';
+      return {
+        cpuUsageNs: BigInt(usec) * 1000n,
+        memoryBytes: Number(await readTrim(join(dir, 'memory.current'))),
+        pids: Number(await readTrim(join(dir, 'pids.current'))),
+      };
+    }
+    return {
+      cpuUsageNs: BigInt(await readTrim(join(this.v1Dir('cpuacct', slotId), 'cpuacct.usage'))),
+      memoryBytes: Number(await readTrim(join(this.v1Dir('memory', slotId), 'memory.usage_in_bytes'))),
+      pids: Number(await readTrim(join(this.v1Dir('pids', slotId), 'pids.current'))),
+    };
+  }
+
+  /** Host pids still in the slot's cgroup (pids controller on v1). */
+  async pidsOf(slotId: string): Promise<number[]> {
+    const file = this.mode === 'v2' ? join(this.v2Dir(slotId), 'cgroup.procs') : join(this.v1Dir('pids', slotId), 'cgroup.procs');
+    try {
+      return (await readFile(file, 'utf8')).split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  }
+
+  /** SIGKILLs everything in the slot's cgroup (freezing first on v1 so a fork bomb cannot outrun it). */
+  async killAll(slotId: string): Promise<void> {
+    if (this.mode === 'v2') {
+      const kill = join(this.v2Dir(slotId), 'cgroup.kill');
+      if (await exists(kill)) {
+        await writeFile(kill, '1');
+        return;
+      }
+    }
+    const freezer = this.mode === 'v1' ? join(this.v1Dir('freezer', slotId), 'freezer.state') : join(this.v2Dir(slotId), 'cgroup.freeze');
+    const frozen = await writeFile(freezer, this.mode === 'v1' ? 'FROZEN' : '1').then(() => true, () => false);
+    for (const pid of await this.pidsOf(slotId)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    if (frozen) await writeFile(freezer, this.mode === 'v1' ? 'THAWED' : '0').catch(() => undefined);
+  }
+
+  /** Removes the slot's cgroup directories; they must be empty of processes. Missing ones are fine. */
+  async remove(slotId: string): Promise<void> {
+    const dirs = this.mode === 'v2' ? [this.v2Dir(slotId)] : V1_CONTROLLERS.map((c) => this.v1Dir(c, slotId));
+    if (this.mode === 'v1') dirs.push(join(ROOT, 'hugetlb', this.parent, slotId), join(ROOT, 'systemd', this.parent, slotId), join(ROOT, 'unified', this.parent, slotId));
+    for (const d of dirs) {
+      try {
+        await rmdir(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+  }
+
+  /** Slot ids that have a cgroup under the parent (for orphan cleanup). */
+  async listSlotIds(): Promise<string[]> {
+    const dir = this.mode === 'v2' ? this.v2Dir() : this.v1Dir('pids');
+    try {
+      const names = await readdir(dir);
+      const out: string[] = [];
+      for (const n of names) if ((await stat(join(dir, n))).isDirectory()) out.push(n);
+      return out;
+    } catch {
+      return [];
+    }
+  }
+}
+
+async function enableV2Controllers(dir: string): Promise<void> {
+  const available = (await readTrim(join(dir, 'cgroup.controllers'))).split(' ');
+  const want = ['cpu', 'memory', 'pids'].filter((c) => available.includes(c));
+  if (want.length) await writeFile(join(dir, 'cgroup.subtree_control'), want.map((c) => `+${c}`).join(' '));
+}

@@ -1,0 +1,423 @@
+// SandboxRuntime on Linux without KVM: crun (user, pid, mount, uts, ipc, cgroup namespaces + seccomp)
+// over an overlay rootfs on a per-slot ext4 image, a pre-made netns on the node bridge, cgroup limits.
+// See docs/decisions.md "Sandbox runtime" for the why of each piece.
+
+import { randomBytes } from 'node:crypto';
+import { access, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
+import { prepareHost } from './host-prepare.js';
+import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
+import { allowInternet, applyFirewall, denyInternet, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
+import { buildOciSpec } from './oci-spec.js';
+import { run, type RunResult } from './run-command.js';
+import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
+import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
+import { createSlotDisk, diskUsedBytes, mountsUnder, removeSlotDisk, slotDiskPaths } from './slot-disk.js';
+import { createSlotNetwork, ensureBridge, listNetworkSlotIds, netnsPath, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
+import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
+import { TemplateStore } from './template-store.js';
+
+export const ENVD_PORT = 49983;
+
+export interface LinuxRuntimeConfig {
+  /** Root of everything the runtime stores: templates/, slots/, crun/ (crun state). */
+  dataDir: string;
+  /** Directory of template recipes (packages/orchestrator/templates). */
+  recipesDir: string;
+  /** envd bundle directory (contains envd.mjs), bound read-only at /opt/cove/envd. */
+  envdDir: string;
+  /** Host node binary bound at /opt/cove/bin/node; main.ts passes process.execPath. */
+  nodeBinary: string;
+  logger: Logger;
+  bridge?: string;
+  /** Sandbox subnet; the gateway (first address) sits on the bridge. */
+  subnet?: string;
+  cgroupParent?: string;
+  /** Host uid/gid root inside maps to, and the size of the range (shared by all sandboxes). */
+  idOffset?: number;
+  idCount?: number;
+  /** pids.max per slot (fork bombs stop here). */
+  pidsLimit?: number;
+  /** Templates prepare() builds or verifies. */
+  templates?: string[];
+  bootTimeoutMs?: number;
+  /** Extra destination ranges sandboxes may never reach (the node's LAN is added automatically). */
+  extraBlockedCidrs?: string[];
+  onTemplateProgress?: (templateId: string, line: string) => void;
+}
+
+const CPU_PERIOD_US = 100_000;
+
+export interface ExecResult extends RunResult {}
+
+export class LinuxSandboxRuntime implements SandboxRuntime {
+  private readonly log: Logger;
+  private readonly subnet: Subnet;
+  private readonly bridge: BridgeConfig;
+  private readonly slots: SlotStore;
+  private readonly templates: TemplateStore;
+  private readonly crunRoot: string;
+  private readonly idOffset: number;
+  private readonly idCount: number;
+  private readonly pidsLimit: number;
+  private cgroups: Cgroups | null = null;
+  private firewall: FirewallConfig | null = null;
+  /** Address allocation is read-modify-write over slot records: one at a time. */
+  private allocating: Promise<unknown> = Promise.resolve();
+  /** Slots this instance is booting right now (never treated as orphans). */
+  private readonly booting = new Set<string>();
+
+  constructor(private readonly cfg: LinuxRuntimeConfig) {
+    this.log = cfg.logger;
+    this.subnet = parseSubnet(cfg.subnet ?? '10.231.0.0/16');
+    this.bridge = { bridge: cfg.bridge ?? 'cove0', subnet: this.subnet, gateway: gatewayOf(this.subnet) };
+    this.slots = new SlotStore(join(cfg.dataDir, 'slots'));
+    this.templates = new TemplateStore({
+      dataDir: cfg.dataDir,
+      recipesDir: cfg.recipesDir,
+      idOffset: cfg.idOffset ?? 100_000,
+      logger: cfg.logger,
+      onProgress: cfg.onTemplateProgress,
+    });
+    this.crunRoot = join(cfg.dataDir, 'crun');
+    this.idOffset = cfg.idOffset ?? 100_000;
+    this.idCount = cfg.idCount ?? 65_536;
+    this.pidsLimit = cfg.pidsLimit ?? 1024;
+  }
+
+  /** Gateway address on the bridge (the host as sandboxes see it). */
+  get gateway(): string {
+    return this.bridge.gateway;
+  }
+
+  async prepare(): Promise<void> {
+    await prepareHost(this.log);
+    await this.ensureContext();
+    await mkdir(this.crunRoot, { recursive: true, mode: 0o700 });
+    await ensureBridge(this.bridge);
+    const records = await this.slots.readAll();
+    await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
+    for (const t of this.cfg.templates ?? ['base']) await this.templates.ensure(t);
+    const envdPresent = await access(join(this.cfg.envdDir, 'envd.mjs')).then(() => true, () => false);
+    if (!envdPresent) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
+  }
+
+  /** Cgroup mode and firewall inputs; discovered once, also by runtimes that skip prepare() (recovery). */
+  private async ensureContext(): Promise<{ cgroups: Cgroups; firewall: FirewallConfig }> {
+    this.cgroups ??= new Cgroups(await detectCgroupMode(), this.cfg.cgroupParent ?? 'cove');
+    await this.cgroups.prepareParent();
+    this.firewall ??= {
+      bridge: this.bridge.bridge,
+      subnetCidr: this.subnet.cidr,
+      dnsServers: await hostNameservers(),
+      extraBlockedCidrs: [...(await hostConnectedSubnets(this.bridge.bridge)), ...(this.cfg.extraBlockedCidrs ?? [])],
+    };
+    return { cgroups: this.cgroups, firewall: this.firewall };
+  }
+
+  async hasTemplate(templateId: string): Promise<boolean> {
+    return (await this.templates.rootfsOf(templateId)) !== null;
+  }
+
+  async boot(opts: BootOptions): Promise<SlotInfo> {
+    const { cgroups } = await this.ensureContext();
+    const lowerdir = await this.templates.rootfsOf(opts.templateId);
+    if (!lowerdir) throw new TemplateMissing(opts.templateId);
+    const slotId = randomBytes(5).toString('hex');
+    const log = this.log.child({ slotId, templateId: opts.templateId });
+    this.booting.add(slotId);
+    try {
+      const rec = await this.reserve(slotId, opts, lowerdir);
+      try {
+        await this.bringUp(rec, opts, cgroups, log);
+      } catch (err) {
+        log.warn({ err }, 'boot failed; cleaning up');
+        await this.destroy(slotId).catch((e: unknown) => log.error({ err: e }, 'cleanup after failed boot failed'));
+        throw err instanceof BootFailed ? err : new BootFailed(slotId, (err as Error).message, { cause: err });
+      }
+      return toInfo(rec);
+    } finally {
+      this.booting.delete(slotId);
+    }
+  }
+
+  /** Picks an address and persists the record before any host resource exists. */
+  private reserve(slotId: string, opts: BootOptions, lowerdir: string): Promise<SlotRecord> {
+    const next = this.allocating.then(async () => {
+      const used = new Set((await this.slots.readAll()).map((r) => r.address));
+      const address = firstFree(this.subnet, used);
+      if (!address) throw new AddressPoolExhausted(this.subnet.cidr);
+      const rec: SlotRecord = {
+        slotId,
+        templateId: opts.templateId,
+        diskMb: opts.diskMb,
+        address,
+        pid: 0,
+        initToken: randomBytes(32).toString('hex'),
+        createdAt: new Date().toISOString(),
+        state: 'booting',
+        pidStartTime: null,
+        loopDevice: null,
+        lowerdir,
+        limits: opts.limits,
+        sandboxId: null,
+        allowInternetAccess: false,
+      };
+      await this.slots.write(rec);
+      return rec;
+    });
+    this.allocating = next.catch(() => undefined);
+    return next;
+  }
+
+  private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
+    const started = Date.now();
+    const dir = this.slots.dirOf(rec.slotId);
+    const disk = slotDiskPaths(dir);
+    rec.loopDevice = await createSlotDisk(disk, rec.lowerdir, opts.diskMb, this.idOffset);
+    await this.slots.write(rec);
+    await this.writeEtcFiles(disk.rootfs, rec.slotId, rec.slotId);
+    await createSlotNetwork(this.bridge, rec.slotId, rec.address);
+
+    const limits = this.cgroupLimits(opts.limits);
+    const args = opts.process ?? [
+      '/opt/cove/bin/node', '--max-semi-space-size=1', '--max-old-space-size=64', '/opt/cove/envd/envd.mjs',
+    ];
+    const envdPresent = await access(this.cfg.envdDir).then(() => true, () => false);
+    const spec = buildOciSpec({
+      slotId: rec.slotId,
+      rootfs: disk.rootfs,
+      args,
+      env: {
+        PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        HOME: '/root',
+        ENVD_PORT: String(ENVD_PORT),
+        COVE_ENVD_INIT_TOKEN: rec.initToken,
+      },
+      netnsPath: netnsPath(rec.slotId),
+      cgroupsPath: cgroups.pathOf(rec.slotId),
+      idOffset: this.idOffset,
+      idCount: this.idCount,
+      memoryBytes: limits.memoryBytes,
+      cpuQuotaUs: limits.cpuQuotaUs,
+      cpuPeriodUs: limits.cpuPeriodUs,
+      pids: limits.pids,
+      nodeBinary: this.cfg.nodeBinary,
+      envdDir: envdPresent ? this.cfg.envdDir : null,
+      nofile: await nofileLimit(),
+    });
+    const bundle = join(dir, 'bundle');
+    await mkdir(bundle, { recursive: true, mode: 0o700 });
+    await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+    const crunLog = join(dir, 'crun.log');
+    const r = await run(
+      'crun',
+      ['--root', this.crunRoot, `--log=file:${crunLog}`, 'run', '--detach', '--bundle', bundle, rec.slotId],
+      { nullStdio: true, allowFailure: true },
+    );
+    if (r.code !== 0) {
+      const why = await readFile(crunLog, 'utf8').catch(() => '');
+      throw new BootFailed(rec.slotId, `crun run exited ${r.code}: ${why.trim().split('\n').slice(-3).join(' | ')}`);
+    }
+    rec.pid = await this.crunPid(rec.slotId);
+    rec.pidStartTime = await processStartTime(rec.pid);
+    // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd.
+    // Lowering it needs CAP_SYS_RESOURCE; without it (some CI hosts drop it) the OOM killer still picks
+    // the biggest process in the cgroup, which is the hog rather than envd, so this is not fatal.
+    await writeFile(`/proc/${rec.pid}/oom_score_adj`, '-998').catch((err: unknown) =>
+      log.warn({ err }, 'could not protect envd from the OOM killer (no CAP_SYS_RESOURCE?)'),
+    );
+    await this.slots.write(rec);
+    await this.waitHealthy(rec, this.cfg.bootTimeoutMs ?? 30_000);
+    rec.state = 'pooled';
+    await this.slots.write(rec);
+    log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, 'slot booted');
+  }
+
+  private async crunPid(slotId: string): Promise<number> {
+    const r = await run('crun', ['--root', this.crunRoot, 'state', slotId]);
+    const pid = (JSON.parse(r.stdout) as { pid?: number }).pid;
+    if (!pid) throw new BootFailed(slotId, 'crun state reports no pid');
+    return pid;
+  }
+
+  private async waitHealthy(rec: SlotRecord, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const url = `http://${rec.address}:${ENVD_PORT}/health`;
+    while (Date.now() < deadline) {
+      if ((await processStartTime(rec.pid)) !== rec.pidStartTime) throw new BootFailed(rec.slotId, 'first process exited');
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+        await res.body?.cancel();
+        if (res.ok) return;
+      } catch {
+        /* not listening yet */
+      }
+      await sleep(25);
+    }
+    throw new BootFailed(rec.slotId, `no answer on ${url} within ${timeoutMs} ms`);
+  }
+
+  private cgroupLimits(l: SlotLimits): CgroupLimits {
+    return {
+      memoryBytes: Math.max(16, l.memoryMb) * 1024 * 1024,
+      cpuQuotaUs: Math.max(1000, Math.round(l.vcpu * CPU_PERIOD_US)),
+      cpuPeriodUs: CPU_PERIOD_US,
+      pids: this.pidsLimit,
+    };
+  }
+
+  /** /etc/hostname, /etc/hosts, /etc/resolv.conf written into the overlay (no host binds: CRIU-friendly). */
+  private async writeEtcFiles(rootfs: string, hostname: string, _slotId: string): Promise<void> {
+    const dns = this.firewall?.dnsServers ?? [];
+    const files: Record<string, string> = {
+      hostname: `${hostname}\n`,
+      hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`,
+      'resolv.conf': dns.map((d) => `nameserver ${d}\n`).join('') || 'nameserver 127.0.0.1\n',
+    };
+    for (const [name, content] of Object.entries(files)) {
+      const path = join(rootfs, 'etc', name);
+      await writeFile(path, content, { mode: 0o644 });
+      await chown(path, this.idOffset, this.idOffset);
+    }
+  }
+
+  private async mustRead(slotId: string): Promise<SlotRecord> {
+    const rec = await this.slots.read(slotId);
+    if (!rec || rec.state === 'booting') throw new SlotNotFound(slotId);
+    return rec;
+  }
+
+  async claim(slotId: string, opts: ClaimOptions): Promise<void> {
+    const { cgroups } = await this.ensureContext();
+    const rec = await this.mustRead(slotId);
+    if (!(await this.isAlive(slotId))) throw new SlotNotFound(slotId);
+    await cgroups.setLimits(slotId, this.cgroupLimits(opts.limits));
+    if (opts.allowInternetAccess) await allowInternet(rec.address);
+    else await denyInternet(rec.address);
+    // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
+    await run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]);
+    await this.writeEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, slotId);
+    Object.assign(rec, { state: 'claimed', sandboxId: opts.sandboxId, limits: opts.limits, allowInternetAccess: opts.allowInternetAccess });
+    await this.slots.write(rec);
+  }
+
+  async destroy(slotId: string): Promise<void> {
+    if (!/^[a-z0-9]+$/.test(slotId)) throw new SlotNotFound(slotId);
+    const { cgroups } = await this.ensureContext();
+    const rec = await this.slots.read(slotId);
+    await run('crun', ['--root', this.crunRoot, 'kill', '--all', slotId, 'KILL'], { allowFailure: true });
+    await run('crun', ['--root', this.crunRoot, 'delete', '--force', slotId], { allowFailure: true });
+    const deadline = Date.now() + 15_000;
+    while ((await cgroups.pidsOf(slotId)).length > 0 && Date.now() < deadline) {
+      await cgroups.killAll(slotId);
+      await sleep(20);
+    }
+    const dir = this.slots.dirOf(slotId);
+    await removeSlotDisk(slotDiskPaths(dir));
+    if (rec) await denyInternet(rec.address);
+    await removeSlotNetwork(slotId);
+    for (;;) {
+      try {
+        await cgroups.remove(slotId);
+        break;
+      } catch (err) {
+        // EBUSY while the last killed tasks are being reaped.
+        if (Date.now() > deadline) throw err;
+        await sleep(20);
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+    this.log.debug({ slotId }, 'slot destroyed');
+  }
+
+  async listSlots(): Promise<SlotInfo[]> {
+    const out: SlotInfo[] = [];
+    for (const rec of await this.slots.readAll()) {
+      if (rec.state !== 'booting' && (await this.pidMatches(rec))) out.push(toInfo(rec));
+    }
+    return out;
+  }
+
+  /** listSlots() plus what the runtime knows about each (state, claimed sandbox, egress). */
+  async listRecords(): Promise<SlotRecord[]> {
+    return this.slots.readAll();
+  }
+
+  private async pidMatches(rec: SlotRecord): Promise<boolean> {
+    return rec.pid > 0 && rec.pidStartTime !== null && (await processStartTime(rec.pid)) === rec.pidStartTime;
+  }
+
+  async isAlive(slotId: string): Promise<boolean> {
+    const rec = await this.slots.read(slotId);
+    return rec !== null && rec.state !== 'booting' && (await this.pidMatches(rec));
+  }
+
+  async usage(slotId: string): Promise<{ cpuUsageNs: bigint; memoryBytes: number; pids: number; diskUsedBytes: number }> {
+    const { cgroups } = await this.ensureContext();
+    await this.mustRead(slotId);
+    const u = await cgroups.usage(slotId);
+    return { ...u, diskUsedBytes: await diskUsedBytes(slotDiskPaths(this.slots.dirOf(slotId))) };
+  }
+
+  async cleanupOrphans(keep: readonly string[]): Promise<string[]> {
+    const { cgroups, firewall } = await this.ensureContext();
+    const ids = new Set<string>([
+      ...(await this.slots.listIds()),
+      ...(await cgroups.listSlotIds()),
+      ...(await listNetworkSlotIds()),
+    ]);
+    const crun = await run('crun', ['--root', this.crunRoot, 'list', '-q'], { allowFailure: true });
+    for (const id of crun.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) ids.add(id);
+    for (const m of await mountsUnder(this.slots.slotsDir)) {
+      const id = m.slice(this.slots.slotsDir.length + 1).split('/')[0];
+      if (id) ids.add(id);
+    }
+    const cleaned: string[] = [];
+    for (const id of ids) {
+      if (keep.includes(id) || this.booting.has(id) || !/^[a-z0-9]+$/.test(id)) continue;
+      await this.destroy(id);
+      cleaned.push(id);
+    }
+    // Rebuild the egress allow-set from the kept slots: drops elements of slots that vanished unrecorded.
+    const kept = (await this.slots.readAll()).filter((r) => keep.includes(r.slotId) && r.allowInternetAccess);
+    await applyFirewall(firewall, kept.map((r) => r.address));
+    if (cleaned.length) this.log.info({ cleaned }, 'removed orphaned slots');
+    return cleaned;
+  }
+
+  /**
+   * Runs a command inside a slot through `crun exec` (same namespaces, capabilities and seccomp as the
+   * slot's processes). For tests and operator debugging; sandbox users go through envd.
+   */
+  async exec(slotId: string, args: string[], opts: { user?: string; input?: string } = {}): Promise<ExecResult> {
+    const user = opts.user ? ['--user', opts.user] : [];
+    return run('crun', ['--root', this.crunRoot, 'exec', ...user, '--cwd', '/', slotId, ...args], {
+      allowFailure: true,
+      input: opts.input,
+    });
+  }
+}
+
+/** min(65536, this process's hard RLIMIT_NOFILE), read from /proc/self/limits. */
+async function nofileLimit(): Promise<number> {
+  const limits = await readFile('/proc/self/limits', 'utf8');
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  const n = hard === undefined || hard === 'unlimited' ? 65536 : Number(hard);
+  return Math.min(65536, Number.isFinite(n) ? n : 1024);
+}
+
+function toInfo(rec: SlotRecord): SlotInfo {
+  return {
+    slotId: rec.slotId,
+    templateId: rec.templateId,
+    diskMb: rec.diskMb,
+    address: rec.address,
+    pid: rec.pid,
+    initToken: rec.initToken,
+    createdAt: rec.createdAt,
+  };
+}

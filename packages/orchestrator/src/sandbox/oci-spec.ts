@@ -1,0 +1,116 @@
+// Generates the OCI config.json crun runs a slot from. The rootfs is an overlay the runtime mounted on
+// the host; the netns is the slot's named netns joined by path; everything else is created by crun.
+
+import { sandboxSeccompProfile } from './seccomp-profile.js';
+
+/** Docker's default set minus NET_RAW (no spoofed packets on the bridge) and MKNOD (useless in a userns). */
+export const SANDBOX_CAPABILITIES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP',
+  'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
+];
+
+export interface OciSpecInput {
+  slotId: string;
+  rootfs: string;
+  args: string[];
+  env: Record<string, string>;
+  netnsPath: string;
+  cgroupsPath: string;
+  idOffset: number;
+  idCount: number;
+  memoryBytes: number;
+  cpuQuotaUs: number;
+  cpuPeriodUs: number;
+  pids: number;
+  /** Host path of the node binary bound at /opt/cove/bin/node. */
+  nodeBinary: string;
+  /** Host directory bound at /opt/cove/envd (may be absent when a stand-in process is used). */
+  envdDir: string | null;
+  /** RLIMIT_NOFILE inside; at most the orchestrator's own hard limit (crun cannot raise it in a userns). */
+  nofile: number;
+}
+
+const dev = (name: string) => ({
+  destination: `/dev/${name}`,
+  type: 'bind',
+  source: `/dev/${name}`,
+  options: ['bind', 'nosuid', 'noexec'],
+});
+
+export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
+  const mapping = [{ containerID: 0, hostID: i.idOffset, size: i.idCount }];
+  const mounts: Array<Record<string, unknown>> = [
+    { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+    { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
+    ...['null', 'zero', 'full', 'random', 'urandom', 'tty'].map(dev),
+    {
+      destination: '/dev/pts',
+      type: 'devpts',
+      source: 'devpts',
+      options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'],
+    },
+    { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+    { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
+    // A fresh sysfs needs CAP_SYS_ADMIN over the netns, which the sandbox's userns deliberately lacks
+    // (the netns is made by the host), so /sys is the host's, read-only; crun hides /sys/fs/cgroup.
+    { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'ro', 'nosuid', 'noexec', 'nodev'] },
+    { destination: '/opt/cove/bin/node', type: 'bind', source: i.nodeBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
+  ];
+  if (i.envdDir) {
+    mounts.push({ destination: '/opt/cove/envd', type: 'bind', source: i.envdDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+  }
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: i.args,
+      env: Object.entries(i.env).map(([k, v]) => `${k}=${v}`),
+      cwd: '/',
+      capabilities: {
+        bounding: SANDBOX_CAPABILITIES,
+        effective: SANDBOX_CAPABILITIES,
+        permitted: SANDBOX_CAPABILITIES,
+        inheritable: [],
+        ambient: [],
+      },
+      rlimits: [
+        { type: 'RLIMIT_NOFILE', hard: i.nofile, soft: i.nofile },
+        { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
+      ],
+      // sudo is setuid: no_new_privs would make it useless.
+      noNewPrivileges: false,
+    },
+    root: { path: i.rootfs, readonly: false },
+    hostname: i.slotId,
+    mounts,
+    linux: {
+      uidMappings: mapping,
+      gidMappings: mapping,
+      namespaces: [
+        { type: 'pid' },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+        { type: 'cgroup' },
+        { type: 'user' },
+        { type: 'network', path: i.netnsPath },
+      ],
+      cgroupsPath: i.cgroupsPath,
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory: { limit: i.memoryBytes, swap: i.memoryBytes, swappiness: 0 },
+        cpu: { quota: i.cpuQuotaUs, period: i.cpuPeriodUs },
+        pids: { limit: i.pids },
+      },
+      // crun masks directories with a read-only tmpfs and files with /dev/null: no host paths, so
+      // CRIU can later checkpoint the sandbox.
+      maskedPaths: [
+        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+        '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+      ],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+      seccomp: sandboxSeccompProfile(),
+    },
+  };
+}

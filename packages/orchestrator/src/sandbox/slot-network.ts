@@ -1,0 +1,71 @@
+// Node bridge and per-slot network: a named netns `cove-<slot>` holding one end of a veth pair, the
+// other end (`cvh-<slot>`) an isolated port of the bridge. The netns is created by the host before the
+// sandbox's user namespace exists, so root inside has no CAP_NET_ADMIN over it and cannot change its
+// address, routes or firewall.
+
+import { run } from './run-command.js';
+import type { Subnet } from './ipv4.js';
+
+export interface BridgeConfig {
+  bridge: string;
+  subnet: Subnet;
+  gateway: string;
+}
+
+export const netnsName = (slotId: string): string => `cove-${slotId}`;
+export const hostVethName = (slotId: string): string => `cvh-${slotId}`;
+export const netnsPath = (slotId: string): string => `/run/netns/${netnsName(slotId)}`;
+
+async function linkExists(name: string): Promise<boolean> {
+  return (await run('ip', ['link', 'show', 'dev', name], { allowFailure: true })).code === 0;
+}
+
+/** Creates the bridge with the gateway address; idempotent. */
+export async function ensureBridge(cfg: BridgeConfig): Promise<void> {
+  if (!(await linkExists(cfg.bridge))) {
+    await run('ip', ['link', 'add', 'name', cfg.bridge, 'type', 'bridge']);
+  }
+  const addr = `${cfg.gateway}/${cfg.subnet.prefix}`;
+  const shown = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', cfg.bridge]);
+  if (!shown.stdout.includes(` ${addr} `)) await run('ip', ['addr', 'add', addr, 'dev', cfg.bridge]);
+  await run('ip', ['link', 'set', 'dev', cfg.bridge, 'up']);
+}
+
+/** Creates netns + veth for a slot and configures the inside (address, default route, lo up, no IPv6). */
+export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, address: string): Promise<void> {
+  const ns = netnsName(slotId);
+  const host = hostVethName(slotId);
+  await run('ip', ['netns', 'add', ns]);
+  await run('ip', ['link', 'add', 'name', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+  await run('ip', ['link', 'set', 'dev', host, 'master', cfg.bridge]);
+  // Isolated ports only forward to non-isolated ones (the bridge itself): no sandbox↔sandbox L2 path.
+  await run('bridge', ['link', 'set', 'dev', host, 'isolated', 'on']);
+  await run('ip', ['link', 'set', 'dev', host, 'up']);
+  await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  await run('ip', ['-n', ns, 'addr', 'add', `${address}/${cfg.subnet.prefix}`, 'dev', 'eth0']);
+  await run('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
+  await run('ip', ['-n', ns, 'link', 'set', 'dev', 'eth0', 'up']);
+  await run('ip', ['-n', ns, 'route', 'add', 'default', 'via', cfg.gateway]);
+}
+
+/** Deletes the slot's veth and netns; missing pieces are fine. */
+export async function removeSlotNetwork(slotId: string): Promise<void> {
+  await run('ip', ['link', 'del', 'dev', hostVethName(slotId)], { allowFailure: true });
+  await run('ip', ['netns', 'del', netnsName(slotId)], { allowFailure: true });
+}
+
+/** Slot ids that own a netns or a host veth (for orphan cleanup). */
+export async function listNetworkSlotIds(): Promise<string[]> {
+  const ids = new Set<string>();
+  const ns = await run('ip', ['netns', 'list'], { allowFailure: true });
+  for (const line of ns.stdout.split('\n')) {
+    const m = /^cove-([a-z0-9]+)/.exec(line.trim());
+    if (m?.[1]) ids.add(m[1]);
+  }
+  const links = await run('ip', ['-o', 'link', 'show'], { allowFailure: true });
+  for (const line of links.stdout.split('\n')) {
+    const m = /^\d+: cvh-([a-z0-9]+)[@:]/.exec(line.trim());
+    if (m?.[1]) ids.add(m[1]);
+  }
+  return [...ids];
+}

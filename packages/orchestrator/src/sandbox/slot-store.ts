@@ -1,0 +1,77 @@
+// Each slot's runtime record, persisted at `<dataDir>/slots/<slotId>/slot.json` before any host
+// resource is made, so a crashed orchestrator's successor can find and clean up everything the slot had.
+
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { SlotInfo, SlotLimits } from './runtime.js';
+
+export type SlotState = 'booting' | 'pooled' | 'claimed';
+
+export interface SlotRecord extends SlotInfo {
+  state: SlotState;
+  /** /proc/<pid>/stat start time, so a reused pid is never mistaken for envd. */
+  pidStartTime: string | null;
+  loopDevice: string | null;
+  lowerdir: string;
+  limits: SlotLimits;
+  sandboxId: string | null;
+  allowInternetAccess: boolean;
+}
+
+export class SlotStore {
+  constructor(readonly slotsDir: string) {}
+
+  dirOf(slotId: string): string {
+    return join(this.slotsDir, slotId);
+  }
+
+  async write(rec: SlotRecord): Promise<void> {
+    const dir = this.dirOf(rec.slotId);
+    await mkdir(this.slotsDir, { recursive: true });
+    await chmod(this.slotsDir, 0o711);
+    // 0711: crun resolves the rootfs below it as the sandbox's mapped root, which may traverse, not list.
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    const tmp = join(dir, `.slot.json.${randomBytes(4).toString('hex')}`);
+    await writeFile(tmp, JSON.stringify(rec, null, 2), { mode: 0o600 });
+    await rename(tmp, join(dir, 'slot.json'));
+  }
+
+  async read(slotId: string): Promise<SlotRecord | null> {
+    try {
+      return JSON.parse(await readFile(join(this.dirOf(slotId), 'slot.json'), 'utf8')) as SlotRecord;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Slot ids with a directory (complete or not). */
+  async listIds(): Promise<string[]> {
+    try {
+      return (await readdir(this.slotsDir)).filter((n) => /^[a-z0-9]+$/.test(n));
+    } catch {
+      return [];
+    }
+  }
+
+  async readAll(): Promise<SlotRecord[]> {
+    const out: SlotRecord[] = [];
+    for (const id of await this.listIds()) {
+      const rec = await this.read(id);
+      if (rec) out.push(rec);
+    }
+    return out;
+  }
+}
+
+/** Start time of a process (field 22 of /proc/<pid>/stat), or null when it does not exist. */
+export async function processStartTime(pid: number): Promise<string | null> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return rest[19] ?? null;
+  } catch {
+    return null;
+  }
+}
