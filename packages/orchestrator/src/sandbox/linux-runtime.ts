@@ -3,7 +3,7 @@
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
-import { access, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -25,6 +25,8 @@ export const ENVD_PORT = 49983;
 export interface LinuxRuntimeConfig {
   /** Root of everything the runtime stores: templates/, slots/, crun/ (crun state). */
   dataDir: string;
+  /** Where built templates are cached; default `<dataDir>/templates`. */
+  templatesDir?: string;
   /** Directory of template recipes (packages/orchestrator/templates). */
   recipesDir: string;
   /** envd bundle directory (contains envd.mjs), bound read-only at /opt/cove/envd. */
@@ -32,10 +34,16 @@ export interface LinuxRuntimeConfig {
   /** Host node binary bound at /opt/cove/bin/node; main.ts passes process.execPath. */
   nodeBinary: string;
   logger: Logger;
-  bridge?: string;
-  /** Sandbox subnet; the gateway (first address) sits on the bridge. */
+  /**
+   * Names this runtime's host objects: bridge `<instance>0`, nftables tables `<instance>`, cgroup parent
+   * `<instance>`, netns `<instance>-<slot>`. Two runtimes on one host (tests beside a node) need
+   * different instances, veth prefixes and subnets. Default 'cove'.
+   */
+  instance?: string;
+  /** Host veth ends are `<vethPrefix><slotId>`; at most 4 characters. Default 'cvh-'. */
+  vethPrefix?: string;
+  /** Sandbox subnet; the gateway (first address) sits on the bridge. Default 10.231.0.0/16. */
   subnet?: string;
-  cgroupParent?: string;
   /** Host uid/gid root inside maps to, and the size of the range (shared by all sandboxes). */
   idOffset?: number;
   idCount?: number;
@@ -63,20 +71,33 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly idOffset: number;
   private readonly idCount: number;
   private readonly pidsLimit: number;
+  private readonly instance: string;
   private cgroups: Cgroups | null = null;
   private firewall: FirewallConfig | null = null;
   /** Address allocation is read-modify-write over slot records: one at a time. */
   private allocating: Promise<unknown> = Promise.resolve();
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
+  private oomWarned = false;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
     this.subnet = parseSubnet(cfg.subnet ?? '10.231.0.0/16');
-    this.bridge = { bridge: cfg.bridge ?? 'cove0', subnet: this.subnet, gateway: gatewayOf(this.subnet) };
+    const instance = cfg.instance ?? 'cove';
+    if (!/^[a-z][a-z0-9]{0,12}$/.test(instance)) throw new RangeError(`bad runtime instance name ${instance}`);
+    const vethPrefix = cfg.vethPrefix ?? 'cvh-';
+    if (!/^[a-z][a-z0-9-]{0,3}$/.test(vethPrefix)) throw new RangeError(`bad veth prefix ${vethPrefix}`);
+    this.instance = instance;
+    this.bridge = {
+      bridge: `${instance}0`,
+      subnet: this.subnet,
+      gateway: gatewayOf(this.subnet),
+      netnsPrefix: `${instance}-`,
+      vethPrefix,
+    };
     this.slots = new SlotStore(join(cfg.dataDir, 'slots'));
     this.templates = new TemplateStore({
-      dataDir: cfg.dataDir,
+      templatesDir: cfg.templatesDir ?? join(cfg.dataDir, 'templates'),
       recipesDir: cfg.recipesDir,
       idOffset: cfg.idOffset ?? 100_000,
       logger: cfg.logger,
@@ -107,9 +128,17 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
 
   /** Cgroup mode and firewall inputs; discovered once, also by runtimes that skip prepare() (recovery). */
   private async ensureContext(): Promise<{ cgroups: Cgroups; firewall: FirewallConfig }> {
-    this.cgroups ??= new Cgroups(await detectCgroupMode(), this.cfg.cgroupParent ?? 'cove');
+    if (!this.cgroups) {
+      // crun resolves each slot's rootfs as the sandbox's mapped root: the data dir must be traversable.
+      await mkdir(this.cfg.dataDir, { recursive: true });
+      const st = await stat(this.cfg.dataDir);
+      if ((st.mode & 0o001) === 0) await chmod(this.cfg.dataDir, (st.mode & 0o7777) | 0o011);
+    }
+    this.cgroups ??= new Cgroups(await detectCgroupMode(), this.instance);
     await this.cgroups.prepareParent();
     this.firewall ??= {
+      table: this.instance,
+      vethPrefix: this.bridge.vethPrefix,
       bridge: this.bridge.bridge,
       subnetCidr: this.subnet.cidr,
       dnsServers: await hostNameservers(),
@@ -197,7 +226,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         ENVD_PORT: String(ENVD_PORT),
         COVE_ENVD_INIT_TOKEN: rec.initToken,
       },
-      netnsPath: netnsPath(rec.slotId),
+      netnsPath: netnsPath(this.bridge, rec.slotId),
       cgroupsPath: cgroups.pathOf(rec.slotId),
       idOffset: this.idOffset,
       idCount: this.idCount,
@@ -227,9 +256,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd.
     // Lowering it needs CAP_SYS_RESOURCE; without it (some CI hosts drop it) the OOM killer still picks
     // the biggest process in the cgroup, which is the hog rather than envd, so this is not fatal.
-    await writeFile(`/proc/${rec.pid}/oom_score_adj`, '-998').catch((err: unknown) =>
-      log.warn({ err }, 'could not protect envd from the OOM killer (no CAP_SYS_RESOURCE?)'),
-    );
+    await writeFile(`/proc/${rec.pid}/oom_score_adj`, '-998').catch((err: unknown) => {
+      if (this.oomWarned) return;
+      this.oomWarned = true;
+      log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
+    });
     await this.slots.write(rec);
     await this.waitHealthy(rec, this.cfg.bootTimeoutMs ?? 30_000);
     rec.state = 'pooled';
@@ -296,8 +327,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const rec = await this.mustRead(slotId);
     if (!(await this.isAlive(slotId))) throw new SlotNotFound(slotId);
     await cgroups.setLimits(slotId, this.cgroupLimits(opts.limits));
-    if (opts.allowInternetAccess) await allowInternet(rec.address);
-    else await denyInternet(rec.address);
+    if (opts.allowInternetAccess) await allowInternet(this.instance, rec.address);
+    else await denyInternet(this.instance, rec.address);
     // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
     await run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]);
     await this.writeEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, slotId);
@@ -318,8 +349,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     const dir = this.slots.dirOf(slotId);
     await removeSlotDisk(slotDiskPaths(dir));
-    if (rec) await denyInternet(rec.address);
-    await removeSlotNetwork(slotId);
+    if (rec) await denyInternet(this.instance, rec.address);
+    await removeSlotNetwork(this.bridge, slotId);
     for (;;) {
       try {
         await cgroups.remove(slotId);
@@ -368,7 +399,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const ids = new Set<string>([
       ...(await this.slots.listIds()),
       ...(await cgroups.listSlotIds()),
-      ...(await listNetworkSlotIds()),
+      ...(await listNetworkSlotIds(this.bridge)),
     ]);
     const crun = await run('crun', ['--root', this.crunRoot, 'list', '-q'], { allowFailure: true });
     for (const id of crun.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) ids.add(id);
@@ -393,11 +424,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
    * Runs a command inside a slot through `crun exec` (same namespaces, capabilities and seccomp as the
    * slot's processes). For tests and operator debugging; sandbox users go through envd.
    */
-  async exec(slotId: string, args: string[], opts: { user?: string; input?: string } = {}): Promise<ExecResult> {
+  async exec(
+    slotId: string,
+    args: string[],
+    opts: { user?: string; input?: string; detach?: boolean } = {},
+  ): Promise<ExecResult> {
     const user = opts.user ? ['--user', opts.user] : [];
-    return run('crun', ['--root', this.crunRoot, 'exec', ...user, '--cwd', '/', slotId, ...args], {
+    // Detached processes get /dev/null stdio: they may outlive this call and must hold no host pipe.
+    const detach = opts.detach ? ['--detach'] : [];
+    return run('crun', ['--root', this.crunRoot, 'exec', ...detach, ...user, '--cwd', '/', slotId, ...args], {
       allowFailure: true,
       input: opts.input,
+      nullStdio: opts.detach,
     });
   }
 }

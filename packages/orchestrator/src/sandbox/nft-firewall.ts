@@ -11,7 +11,11 @@ import { readFile } from 'node:fs/promises';
 import { run } from './run-command.js';
 
 export interface FirewallConfig {
+  /** Name of Cove's nftables tables (one `inet`, one `bridge`); one per runtime instance on a host. */
+  table: string;
   bridge: string;
+  /** Host veth ends share this prefix (bridge-level sandbox↔sandbox drop). */
+  vethPrefix: string;
   subnetCidr: string;
   /** Upstream DNS servers sandboxes may query (port 53) although they sit in blocked ranges. */
   dnsServers: string[];
@@ -21,12 +25,13 @@ export interface FirewallConfig {
 
 const ALWAYS_BLOCKED = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '224.0.0.0/4', '240.0.0.0/4'];
 
-const TABLE = 'cove';
 const SET = 'internet';
 
 /** Loads (or atomically replaces) Cove's tables; `internetAddresses` restores the allow-set after a restart. */
 export async function applyFirewall(cfg: FirewallConfig, internetAddresses: string[]): Promise<void> {
   const b = JSON.stringify(cfg.bridge);
+  const TABLE = cfg.table;
+  const ports = JSON.stringify(`${cfg.vethPrefix}*`);
   const blocked = [...new Set([...ALWAYS_BLOCKED, ...cfg.extraBlockedCidrs])].join(', ');
   const dns = cfg.dnsServers.length ? cfg.dnsServers.join(', ') : null;
   const elements = internetAddresses.length ? `elements = { ${internetAddresses.join(', ')} }` : '';
@@ -61,24 +66,24 @@ delete table bridge ${TABLE}
 table bridge ${TABLE} {
   chain forward {
     type filter hook forward priority filter - 1; policy accept;
-    iifname "cvh-*" oifname "cvh-*" drop
+    iifname ${ports} oifname ${ports} drop
   }
 }
 `;
   await run('nft', ['-f', '-'], { input: script });
 }
 
-export async function allowInternet(address: string): Promise<void> {
-  await run('nft', ['add', 'element', 'inet', TABLE, SET, `{ ${address} }`]);
+export async function allowInternet(table: string, address: string): Promise<void> {
+  await run('nft', ['add', 'element', 'inet', table, SET, `{ ${address} }`]);
 }
 
-export async function denyInternet(address: string): Promise<void> {
+export async function denyInternet(table: string, address: string): Promise<void> {
   // Deleting an absent element fails; destroy is idempotent, so that is fine.
-  await run('nft', ['delete', 'element', 'inet', TABLE, SET, `{ ${address} }`], { allowFailure: true });
+  await run('nft', ['delete', 'element', 'inet', table, SET, `{ ${address} }`], { allowFailure: true });
 }
 
-export async function internetSetHas(address: string): Promise<boolean> {
-  const r = await run('nft', ['-j', 'list', 'set', 'inet', TABLE, SET], { allowFailure: true });
+export async function internetSetHas(table: string, address: string): Promise<boolean> {
+  const r = await run('nft', ['-j', 'list', 'set', 'inet', table, SET], { allowFailure: true });
   return r.code === 0 && r.stdout.includes(`"${address}"`);
 }
 

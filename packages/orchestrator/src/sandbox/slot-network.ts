@@ -10,11 +10,14 @@ export interface BridgeConfig {
   bridge: string;
   subnet: Subnet;
   gateway: string;
+  /** Named netns are `<netnsPrefix><slotId>`, host veth ends `<vethPrefix><slotId>` (≤ 15 chars). */
+  netnsPrefix: string;
+  vethPrefix: string;
 }
 
-export const netnsName = (slotId: string): string => `cove-${slotId}`;
-export const hostVethName = (slotId: string): string => `cvh-${slotId}`;
-export const netnsPath = (slotId: string): string => `/run/netns/${netnsName(slotId)}`;
+export const netnsName = (cfg: BridgeConfig, slotId: string): string => `${cfg.netnsPrefix}${slotId}`;
+export const hostVethName = (cfg: BridgeConfig, slotId: string): string => `${cfg.vethPrefix}${slotId}`;
+export const netnsPath = (cfg: BridgeConfig, slotId: string): string => `/run/netns/${netnsName(cfg, slotId)}`;
 
 async function linkExists(name: string): Promise<boolean> {
   return (await run('ip', ['link', 'show', 'dev', name], { allowFailure: true })).code === 0;
@@ -33,8 +36,8 @@ export async function ensureBridge(cfg: BridgeConfig): Promise<void> {
 
 /** Creates netns + veth for a slot and configures the inside (address, default route, lo up, no IPv6). */
 export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, address: string): Promise<void> {
-  const ns = netnsName(slotId);
-  const host = hostVethName(slotId);
+  const ns = netnsName(cfg, slotId);
+  const host = hostVethName(cfg, slotId);
   await run('ip', ['netns', 'add', ns]);
   await run('ip', ['link', 'add', 'name', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
   await run('ip', ['link', 'set', 'dev', host, 'master', cfg.bridge]);
@@ -49,23 +52,25 @@ export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, addre
 }
 
 /** Deletes the slot's veth and netns; missing pieces are fine. */
-export async function removeSlotNetwork(slotId: string): Promise<void> {
-  await run('ip', ['link', 'del', 'dev', hostVethName(slotId)], { allowFailure: true });
-  await run('ip', ['netns', 'del', netnsName(slotId)], { allowFailure: true });
+export async function removeSlotNetwork(cfg: BridgeConfig, slotId: string): Promise<void> {
+  await run('ip', ['link', 'del', 'dev', hostVethName(cfg, slotId)], { allowFailure: true });
+  await run('ip', ['netns', 'del', netnsName(cfg, slotId)], { allowFailure: true });
 }
 
 /** Slot ids that own a netns or a host veth (for orphan cleanup). */
-export async function listNetworkSlotIds(): Promise<string[]> {
+export async function listNetworkSlotIds(cfg: BridgeConfig): Promise<string[]> {
   const ids = new Set<string>();
   const ns = await run('ip', ['netns', 'list'], { allowFailure: true });
   for (const line of ns.stdout.split('\n')) {
-    const m = /^cove-([a-z0-9]+)/.exec(line.trim());
-    if (m?.[1]) ids.add(m[1]);
+    const name = line.trim().split(' ')[0] ?? '';
+    const id = name.startsWith(cfg.netnsPrefix) ? name.slice(cfg.netnsPrefix.length) : '';
+    if (/^[a-z0-9]+$/.test(id)) ids.add(id);
   }
   const links = await run('ip', ['-o', 'link', 'show'], { allowFailure: true });
   for (const line of links.stdout.split('\n')) {
-    const m = /^\d+: cvh-([a-z0-9]+)[@:]/.exec(line.trim());
-    if (m?.[1]) ids.add(m[1]);
+    const name = /^\d+: ([^@:]+)[@:]/.exec(line.trim())?.[1] ?? '';
+    const id = name.startsWith(cfg.vethPrefix) ? name.slice(cfg.vethPrefix.length) : '';
+    if (/^[a-z0-9]+$/.test(id)) ids.add(id);
   }
   return [...ids];
 }

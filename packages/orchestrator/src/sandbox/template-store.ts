@@ -1,4 +1,4 @@
-// Template rootfs cache: `<dataDir>/templates/<id>/<recipe-hash>/rootfs`, plus a `current` symlink to
+// Template rootfs cache: `<templatesDir>/<id>/<recipe-hash>/rootfs` (templatesDir defaults to <dataDir>/templates), plus a `current` symlink to
 // the hash in use. Builds go into a temp dir that is renamed into place only when complete, so a
 // crash mid-build never leaves a half rootfs that looks usable.
 
@@ -12,7 +12,8 @@ import { TemplateBuildFailed } from './runtime-errors.js';
 import { loadRecipe, type TemplateRecipe } from './template-recipe.js';
 
 export interface TemplateStoreConfig {
-  dataDir: string;
+  /** Cache root: `<templatesDir>/<id>/<recipe-hash>/rootfs`. */
+  templatesDir: string;
   /** Directory holding `<templateId>/recipe.json` (packages/orchestrator/templates). */
   recipesDir: string;
   /** Host uid/gid that root inside a sandbox maps to (100000). */
@@ -26,7 +27,7 @@ export class TemplateStore {
   constructor(private readonly cfg: TemplateStoreConfig) {}
 
   private templateDir(templateId: string): string {
-    return join(this.cfg.dataDir, 'templates', templateId);
+    return join(this.cfg.templatesDir, templateId);
   }
 
   /** Path of the template's read-only rootfs, or null when the node does not have it. */

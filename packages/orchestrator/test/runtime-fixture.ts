@@ -1,0 +1,104 @@
+// Shared set-up for the runtime tests: a real LinuxSandboxRuntime on its own bridge, subnet, nft table,
+// cgroup parent and data dir (so test files can run beside each other and beside a real node), reusing
+// one cached `base` template build.
+
+import { execFile } from 'node:child_process';
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+
+const pexec = promisify(execFile);
+
+export const TEMPLATES_DIR = '/var/tmp/cove-runtime-test/templates';
+const here = fileURLToPath(new URL('.', import.meta.url));
+// dist/test/ → packages/orchestrator/
+export const PACKAGE_DIR = join(here, '..', '..');
+
+/** A stand-in for envd: answers 204 on every path of port 49983. */
+export const STAND_IN = [
+  '/opt/cove/bin/node',
+  '-e',
+  "require('http').createServer((q,s)=>{s.statusCode=204;s.end()}).listen(49983)",
+];
+
+export interface TestRuntimeOptions {
+  instance: string;
+  vethPrefix: string;
+  subnet: string;
+  pidsLimit?: number;
+}
+
+export function makeRuntime(o: TestRuntimeOptions, dataDir = `/var/tmp/cove-runtime-test/${o.instance}`): LinuxSandboxRuntime {
+  return new LinuxSandboxRuntime({
+    dataDir,
+    templatesDir: TEMPLATES_DIR,
+    recipesDir: join(PACKAGE_DIR, 'templates'),
+    envdDir: join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle'),
+    nodeBinary: process.execPath,
+    logger: pino({ level: 'error' }),
+    instance: o.instance,
+    vethPrefix: o.vethPrefix,
+    subnet: o.subnet,
+    pidsLimit: o.pidsLimit,
+  });
+}
+
+export async function sh(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await pexec(cmd, args);
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** Polls `check` until it returns true or the deadline passes; returns the last result. */
+export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, intervalMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await sleep(intervalMs); // pacing of the poll; the condition is what the caller waits on
+  }
+}
+
+export async function healthy(address: string): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${address}:49983/health`, { signal: AbortSignal.timeout(2000) });
+    await res.body?.cancel();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+/** Every host-side trace of a slot that still exists; empty when destroy left nothing. */
+export async function leftovers(
+  o: TestRuntimeOptions,
+  dataDir: string,
+  slotId: string,
+  address: string,
+): Promise<string[]> {
+  const found: string[] = [];
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  if (mountinfo.includes(slotId)) found.push('mount');
+  const loops = await sh('losetup', ['-a']);
+  if (loops.stdout.includes(slotId)) found.push('loop device');
+  if ((await sh('ip', ['link', 'show', 'dev', `${o.vethPrefix}${slotId}`])).code === 0) found.push('veth');
+  if ((await sh('ip', ['netns', 'list'])).stdout.includes(`${o.instance}-${slotId}`)) found.push('netns');
+  for (const c of ['memory', 'cpu', 'pids', 'freezer', 'cpuset', 'cpuacct', 'unified', '']) {
+    const dir = join('/sys/fs/cgroup', c, o.instance, slotId);
+    if (await access(dir).then(() => true, () => false)) found.push(`cgroup ${dir}`);
+  }
+  const set = await sh('nft', ['list', 'set', 'inet', o.instance, 'internet']);
+  if (new RegExp(`\\b${address.replace(/\./g, '\\.')}\\b`).test(set.stdout)) found.push('nft element');
+  if (await access(join(dataDir, 'slots', slotId)).then(() => true, () => false)) found.push('slot dir');
+  const crun = await sh('crun', ['--root', join(dataDir, 'crun'), 'list', '-q']);
+  if (crun.stdout.includes(slotId)) found.push('crun container');
+  return found;
+}

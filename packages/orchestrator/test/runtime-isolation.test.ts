@@ -1,0 +1,166 @@
+// What a sandbox can and cannot do, checked on real slots of the real `base` template. Commands run
+// through `crun exec`: the same namespaces, capabilities and seccomp filter as the slot's own processes.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { after, before, describe, it } from 'node:test';
+import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import type { SlotInfo } from '../src/sandbox/runtime.js';
+import { healthy, leftovers, makeRuntime, STAND_IN, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+
+const OPTS: TestRuntimeOptions = { instance: 'covetesti', vethPrefix: 'cti-', subnet: '10.232.0.0/16', pidsLimit: 256 };
+const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
+const LIMITS = { vcpu: 1, memoryMb: 128 };
+
+describe('sandbox isolation', { timeout: 300_000 }, () => {
+  let rt: LinuxSandboxRuntime;
+  let online: SlotInfo; // claimed with internet access
+  let offline: SlotInfo; // claimed without
+  const listeners: Server[] = [];
+  const secret = `/root/cove-test-secret-${randomBytes(4).toString('hex')}`;
+
+  before(async () => {
+    rt = makeRuntime(OPTS);
+    await rt.prepare();
+    await rt.cleanupOrphans([]);
+    [online, offline] = await Promise.all([
+      rt.boot({ templateId: 'base', diskMb: 128, limits: { vcpu: 0.5, memoryMb: 64 }, process: STAND_IN }),
+      rt.boot({ templateId: 'base', diskMb: 128, limits: { vcpu: 0.5, memoryMb: 64 }, process: STAND_IN }),
+    ]);
+    await rt.claim(online.slotId, { sandboxId: 'sbx-online', limits: LIMITS, allowInternetAccess: true });
+    await rt.claim(offline.slotId, { sandboxId: 'sbx-offline', limits: LIMITS, allowInternetAccess: false });
+    await writeFile(secret, 'host secret\n', { mode: 0o644 });
+  });
+
+  after(async () => {
+    for (const l of listeners) l.close();
+    await rm(secret, { force: true });
+    for (const s of [online, offline]) {
+      if (!s) continue;
+      await rt.destroy(s.slotId);
+      assert.deepEqual(await leftovers(OPTS, DATA_DIR, s.slotId, s.address), []);
+    }
+  });
+
+  const exec = (s: SlotInfo, cmd: string, user?: string) => rt.exec(s.slotId, ['/bin/sh', '-c', cmd], { user });
+
+  it('maps root inside to uid 100000 on the host', async () => {
+    const inside = await exec(online, 'id -u; cat /proc/self/uid_map');
+    assert.equal(inside.code, 0, inside.stderr);
+    assert.match(inside.stdout, /^0\n\s*0\s+100000\s+65536/);
+    const status = await readFile(`/proc/${online.pid}/status`, 'utf8');
+    assert.match(status, /^Uid:\s+100000\s+100000\s+100000\s+100000$/m);
+  });
+
+  it('shows only the sandbox\'s own processes', async () => {
+    const ps = await exec(online, 'ps -eo pid=,args=');
+    assert.equal(ps.code, 0, ps.stderr);
+    const lines = ps.stdout.trim().split('\n').map((l) => l.trim());
+    assert.match(lines[0] ?? '', /^1 \/opt\/cove\/bin\/node -e/);
+    assert.ok(lines.length <= 4, `unexpected processes:\n${ps.stdout}`);
+    assert.ok(!ps.stdout.includes('--test'), 'the host test runner is visible');
+  });
+
+  it('cannot read host files', async () => {
+    const cat = await exec(online, `cat ${secret}`);
+    assert.notEqual(cat.code, 0);
+    assert.match(cat.stderr, /No such file/);
+    const ls = await exec(online, 'ls -a /root');
+    assert.ok(!ls.stdout.includes('cove-test-secret'));
+    // Nor through the first process's view of the host (it has none: /proc/1 is the sandbox's init).
+    const viaProc = await exec(online, `cat /proc/1/root${secret}`);
+    assert.notEqual(viaProc.code, 0);
+  });
+
+  it('lets user run sudo, and user is uid 1000', async () => {
+    const r = await exec(online, 'id -un; sudo -n id -u', '1000:1000');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'user\n0\n');
+  });
+
+  it('sets the claimed hostname', async () => {
+    const r = await exec(online, 'hostname; grep -c sbx-online /etc/hosts');
+    assert.equal(r.stdout, 'sbx-online\n1\n');
+  });
+
+  it('blocks new namespaces, mounts and keyrings (seccomp, no CAP_SYS_ADMIN)', async () => {
+    const py = [
+      'import os, ctypes',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'for name, flag in [("user", 0x10000000), ("net", 0x40000000), ("mnt", 0x20000)]:',
+      '    print(name, libc.unshare(flag), ctypes.get_errno())',
+      'print("keyctl", libc.syscall(250, 0, 0, 0, 0), ctypes.get_errno())',
+    ].join('\n');
+    const r = await rt.exec(online.slotId, ['python3', '-c', py]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'user -1 1\nnet -1 1\nmnt -1 1\nkeyctl -1 1\n');
+    const m = await exec(online, 'mount -t tmpfs x /mnt');
+    assert.notEqual(m.code, 0);
+  });
+
+  it('cannot reach the node, link-local metadata or another sandbox; the host can reach sandboxes', async () => {
+    const hostAddrs = ['127.0.0.1', rt.gateway];
+    for (const list of Object.values(networkInterfaces())) {
+      for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal && a.address !== rt.gateway) hostAddrs.push(a.address);
+    }
+    for (const host of hostAddrs) {
+      const srv = createServer((sock) => sock.end('hello from the host\n'));
+      await new Promise<void>((res) => srv.listen(0, host, res));
+      listeners.push(srv);
+    }
+    assert.ok(await healthy(online.address), 'host → sandbox must work');
+    assert.ok(await healthy(offline.address), 'host → sandbox must work');
+    const targets = listeners.map((l) => {
+      const a = l.address() as { address: string; port: number };
+      return `${a.address}:${a.port}`;
+    });
+    targets.push('169.254.169.254:80', `${offline.address}:49983`);
+    for (const t of targets) {
+      const r = await exec(online, `curl -sS -m 3 http://${t}/`);
+      assert.notEqual(r.code, 0, `sandbox reached ${t}: ${r.stdout}`);
+      assert.ok(!r.stdout.includes('hello from the host'));
+    }
+  });
+
+  it('reaches the internet only when claimed with internet access', async () => {
+    const url = 'http://deb.debian.org/debian/';
+    const yes = await exec(online, `curl -sS -m 10 -o /dev/null -w '%{http_code}' ${url}`);
+    assert.equal(yes.stdout, '200', yes.stderr);
+    const no = await exec(offline, `curl -sS -m 5 -o /dev/null -w '%{http_code}' ${url}`);
+    assert.notEqual(no.code, 0);
+  });
+
+  it('kills a memory hog and keeps the first process alive', async () => {
+    const hog = 'b = bytearray(256 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\nprint("survived")';
+    const r = await rt.exec(offline.slotId, ['python3', '-c', hog]);
+    assert.notEqual(r.code, 0);
+    assert.ok(!r.stdout.includes('survived'));
+    assert.ok(await rt.isAlive(offline.slotId));
+    assert.ok(await healthy(offline.address));
+  });
+
+  it('fails writes past the disk size with ENOSPC', async () => {
+    const r = await exec(offline, 'dd if=/dev/zero of=/home/user/big bs=1M count=256 2>&1; rm -f /home/user/big');
+    assert.match(r.stdout, /No space left on device/);
+    const u = await rt.usage(offline.slotId);
+    assert.ok(u.diskUsedBytes >= 0 && u.memoryBytes > 0 && u.pids >= 1 && u.cpuUsageNs > 0n);
+  });
+
+  it('contains a fork bomb with the pids limit; the node and other sandboxes stay responsive', async () => {
+    const bomb = await rt.boot({ templateId: 'base', diskMb: 64, limits: { vcpu: 0.5, memoryMb: 128 }, process: STAND_IN });
+    try {
+      const started = await rt.exec(bomb.slotId, ['/bin/bash', '-c', 'b(){ b | b & }; b'], { detach: true });
+      assert.equal(started.code, 0);
+      assert.ok(await waitFor(async () => (await rt.usage(bomb.slotId)).pids >= OPTS.pidsLimit! - 8, 60_000));
+      assert.ok((await rt.usage(bomb.slotId)).pids <= OPTS.pidsLimit!);
+      assert.ok(await healthy(online.address));
+      assert.ok(await healthy(bomb.address), 'the bombed sandbox\'s first process still answers');
+    } finally {
+      await rt.destroy(bomb.slotId);
+    }
+    assert.deepEqual(await leftovers(OPTS, DATA_DIR, bomb.slotId, bomb.address), []);
+  });
+});
