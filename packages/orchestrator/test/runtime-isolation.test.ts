@@ -81,6 +81,21 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     assert.equal(r.stdout, 'user\n0\n');
   });
 
+  it('raises the pooled limits to the claimed ones', async () => {
+    const v1 = await readFile(`/sys/fs/cgroup/memory/${OPTS.instance}/${online.slotId}/memory.limit_in_bytes`, 'utf8').catch(() => null);
+    if (v1 !== null) {
+      assert.equal(Number(v1), LIMITS.memoryMb * 1024 * 1024);
+      const quota = await readFile(`/sys/fs/cgroup/cpu/${OPTS.instance}/${online.slotId}/cpu.cfs_quota_us`, 'utf8');
+      assert.equal(Number(quota), LIMITS.vcpu * 100_000);
+      const pids = await readFile(`/sys/fs/cgroup/pids/${OPTS.instance}/${online.slotId}/pids.max`, 'utf8');
+      assert.equal(Number(pids), OPTS.pidsLimit);
+    } else {
+      const dir = `/sys/fs/cgroup/${OPTS.instance}/${online.slotId}`;
+      assert.equal(Number(await readFile(`${dir}/memory.max`, 'utf8')), LIMITS.memoryMb * 1024 * 1024);
+      assert.equal((await readFile(`${dir}/cpu.max`, 'utf8')).trim(), `${LIMITS.vcpu * 100_000} 100000`);
+    }
+  });
+
   it('sets the claimed hostname', async () => {
     const r = await exec(online, 'hostname; grep -c sbx-online /etc/hosts');
     assert.equal(r.stdout, 'sbx-online\n1\n');

@@ -1,0 +1,48 @@
+// Slot boot latency (crun run → first process answers /health) and teardown latency, sequential.
+// Run: node packages/orchestrator/dist/bench/runtime-boot.bench.js [count] (as root, after a build).
+// Uses the test runtime instance names so it never touches a node's own slots.
+
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+
+const pkg = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
+const count = Number(process.argv[2] ?? 20);
+const standIn = ['/opt/cove/bin/node', '-e', "require('http').createServer((q,s)=>{s.statusCode=204;s.end()}).listen(49983)"];
+
+const rt = new LinuxSandboxRuntime({
+  dataDir: '/var/tmp/cove-runtime-test/covebench',
+  templatesDir: '/var/tmp/cove-runtime-test/templates',
+  recipesDir: join(pkg, 'templates'),
+  envdDir: join(pkg, '..', 'envd', 'dist', 'bundle'),
+  nodeBinary: process.execPath,
+  logger: pino({ level: 'error' }),
+  instance: 'covebench',
+  vethPrefix: 'cbh-',
+  subnet: '10.234.0.0/16',
+});
+await rt.prepare();
+await rt.cleanupOrphans([]);
+
+const boot: number[] = [];
+const destroy: number[] = [];
+for (let i = 0; i < count; i++) {
+  let t = performance.now();
+  const slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 256 }, process: standIn });
+  boot.push(performance.now() - t);
+  t = performance.now();
+  await rt.destroy(slot.slotId);
+  destroy.push(performance.now() - t);
+}
+
+const pct = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return Math.round(s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! * 10) / 10;
+};
+const rows = [
+  { what: 'boot (to /health)', p50: pct(boot, 50), p95: pct(boot, 95), max: pct(boot, 100) },
+  { what: 'destroy', p50: pct(destroy, 50), p95: pct(destroy, 95), max: pct(destroy, 100) },
+];
+process.stdout.write(`${rows.map((r) => `${r.what.padEnd(20)} p50 ${r.p50} ms  p95 ${r.p95} ms  max ${r.max} ms`).join('\n')}\n`);
+process.stdout.write(`${JSON.stringify({ count, rows })}\n`);
