@@ -33,7 +33,9 @@ export async function createSlotDisk(
   // -m 0: no blocks reserved for "root" (overlay copy-up writes with the mounter's host-root creds,
   // which would otherwise get 5% more than the sandbox sees); no journal on a throwaway disk.
   await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', p.image]);
-  const loop = (await run('losetup', ['--find', '--show', p.image])).stdout.trim();
+  // direct I/O: the image's pages are not cached a second time in the host page cache (charged to
+  // no sandbox); the sandbox's own ext4 page cache is charged to its memory cgroup.
+  const loop = (await run('losetup', ['--find', '--show', '--direct-io=on', p.image])).stdout.trim();
   await mkdir(p.diskMount, { recursive: true });
   await run('mount', ['-t', 'ext4', '-o', 'nosuid,nodev', loop, p.diskMount]);
   const upper = join(p.diskMount, 'upper');
