@@ -75,6 +75,13 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     assert.notEqual(viaProc.code, 0);
   });
 
+  it('sees only its own network interfaces, in /sys and over netlink', async () => {
+    const r = await exec(online, 'ls /sys/class/net; ip -o link show | cut -d: -f2');
+    assert.equal(r.code, 0, r.stderr);
+    const names = r.stdout.split(/\s+/).filter(Boolean).map((n) => n.replace(/@.*/, ''));
+    assert.deepEqual([...new Set(names)].sort(), ['eth0', 'lo']);
+  });
+
   it('lets user run sudo, and user is uid 1000', async () => {
     const r = await exec(online, 'id -un; sudo -n id -u', '1000:1000');
     assert.equal(r.code, 0, r.stderr);

@@ -16,7 +16,7 @@ import { run, type RunResult } from './run-command.js';
 import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, removeSlotDisk, slotDiskPaths } from './slot-disk.js';
-import { createSlotNetwork, ensureBridge, listNetworkSlotIds, netnsPath, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
+import { createSlotNetwork, ensureBridge, listNetworkSlotIds, mountSlotSysfs, netnsPath, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 
@@ -210,6 +210,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await this.slots.write(rec);
     await this.writeEtcFiles(disk.rootfs, rec.slotId, rec.slotId);
     await createSlotNetwork(this.bridge, rec.slotId, rec.address);
+    const sysfs = join(dir, 'sys');
+    await mkdir(sysfs, { recursive: true });
+    await mountSlotSysfs(this.bridge, rec.slotId, sysfs);
 
     const limits = this.cgroupLimits(opts.limits);
     const args = opts.process ?? [
@@ -235,6 +238,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       cpuPeriodUs: limits.cpuPeriodUs,
       pids: limits.pids,
       nodeBinary: this.cfg.nodeBinary,
+      sysfs,
       envdDir: envdPresent ? this.cfg.envdDir : null,
       nofile: await nofileLimit(),
     });

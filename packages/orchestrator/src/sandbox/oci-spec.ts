@@ -22,6 +22,8 @@ export interface OciSpecInput {
   cpuQuotaUs: number;
   cpuPeriodUs: number;
   pids: number;
+  /** Host path of a sysfs mounted in the slot's netns, bound read-only at /sys. */
+  sysfs: string;
   /** Host path of the node binary bound at /opt/cove/bin/node. */
   nodeBinary: string;
   /** Host directory bound at /opt/cove/envd (may be absent when a stand-in process is used). */
@@ -52,8 +54,8 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
     // A fresh sysfs needs CAP_SYS_ADMIN over the netns, which the sandbox's userns deliberately lacks
-    // (the netns is made by the host), so /sys is the host's, read-only; crun hides /sys/fs/cgroup.
-    { destination: '/sys', type: 'bind', source: '/sys', options: ['rbind', 'ro', 'nosuid', 'noexec', 'nodev'] },
+    // (the netns is made by the host), so the host mounts one for the slot's netns and it is bound here.
+    { destination: '/sys', type: 'bind', source: i.sysfs, options: ['bind', 'ro', 'nosuid', 'noexec', 'nodev'] },
     { destination: '/opt/cove/bin/node', type: 'bind', source: i.nodeBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
   ];
   if (i.envdDir) {

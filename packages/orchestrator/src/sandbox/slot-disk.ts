@@ -8,13 +8,14 @@ import { join } from 'node:path';
 import { run } from './run-command.js';
 
 export interface SlotDiskPaths {
+  slotDir: string;
   image: string;
   diskMount: string;
   rootfs: string;
 }
 
 export function slotDiskPaths(slotDir: string): SlotDiskPaths {
-  return { image: join(slotDir, 'disk.ext4'), diskMount: join(slotDir, 'disk'), rootfs: join(slotDir, 'rootfs') };
+  return { slotDir, image: join(slotDir, 'disk.ext4'), diskMount: join(slotDir, 'disk'), rootfs: join(slotDir, 'rootfs') };
 }
 
 /** Creates the image, attaches a loop device, mounts it and the overlay. Returns the loop device. */
@@ -57,9 +58,9 @@ async function mountedAt(path: string): Promise<boolean> {
   return info.split('\n').some((l) => l.split(' ')[4] === path);
 }
 
-/** Unmounts overlay and disk and detaches every loop device backed by the image; idempotent. */
+/** Unmounts everything under the slot dir (overlay, disk, sysfs) and detaches the image's loop devices; idempotent. */
 export async function removeSlotDisk(p: SlotDiskPaths): Promise<void> {
-  for (const m of [p.rootfs, p.diskMount]) {
+  for (const m of [...(await mountsUnder(p.slotDir)), p.rootfs, p.diskMount]) {
     while (await mountedAt(m)) {
       const r = await run('umount', [m], { allowFailure: true });
       if (r.code !== 0) await run('umount', ['-l', m]);

@@ -51,6 +51,15 @@ export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, addre
   await run('ip', ['-n', ns, 'route', 'add', 'default', 'via', cfg.gateway]);
 }
 
+/**
+ * Mounts a sysfs instance belonging to the slot's netns at `target` (on the host), for the sandbox's
+ * read-only /sys: the sandbox cannot mount one itself (no CAP_SYS_ADMIN over a netns the host made),
+ * and the host's own sysfs would list the host's network interfaces.
+ */
+export async function mountSlotSysfs(cfg: BridgeConfig, slotId: string, target: string): Promise<void> {
+  await run('nsenter', [`--net=${netnsPath(cfg, slotId)}`, '--', 'mount', '-t', 'sysfs', '-o', 'ro,nosuid,nodev,noexec', 'sysfs', target]);
+}
+
 /** Deletes the slot's veth and netns; missing pieces are fine. */
 export async function removeSlotNetwork(cfg: BridgeConfig, slotId: string): Promise<void> {
   await run('ip', ['link', 'del', 'dev', hostVethName(cfg, slotId)], { allowFailure: true });
