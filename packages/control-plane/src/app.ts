@@ -1,0 +1,115 @@
+// Builds the control plane: store, control links, sandbox service, evictor and the fastify app with the public
+// API, the admin API and the request log. Nothing listens and no timer runs until the caller says so
+// (main.ts: `app.listen` + `evictor.start()`; tests: port 0 and `evictor.runOnce()`).
+
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ControlLinks } from './cluster/control-link.js';
+import type { Config } from './config.js';
+import { adminRoutes } from './http/admin-routes.js';
+import { adminAuth, apiKeyAuth } from './http/auth.js';
+import { installErrorHandling } from './http/error-handler.js';
+import { notImplementedRoutes } from './http/not-implemented-routes.js';
+import { sandboxRoutes } from './http/sandbox-routes.js';
+import { templateRoutes } from './http/template-routes.js';
+import { Evictor } from './sandboxes/evictor.js';
+import { SandboxService } from './sandboxes/sandbox-service.js';
+import { ClusterStore } from './store/cluster-store.js';
+import { openDatabase, type Db } from './store/database.js';
+import { SandboxStore } from './store/sandbox-store.js';
+import { TeamStore } from './store/team-store.js';
+
+export interface ControlPlaneDeps {
+  logger: Logger;
+  /** Receives one line per request (method, url, status, duration); defaults to `logger`. */
+  requestLog?: Logger;
+}
+
+export interface ControlPlane {
+  app: FastifyInstance;
+  db: Db;
+  teams: TeamStore;
+  clusters: ClusterStore;
+  sandboxes: SandboxStore;
+  service: SandboxService;
+  evictor: Evictor;
+  links: ControlLinks;
+  /** Stops the evictor, the HTTP server, the control links and the store, in that order. */
+  close(): Promise<void>;
+}
+
+export async function buildControlPlane(config: Readonly<Config>, deps: ControlPlaneDeps): Promise<ControlPlane> {
+  const log = deps.logger;
+  const db = await openDatabase(config.db);
+  const teams = new TeamStore(db.kysely);
+  const clusters = new ClusterStore(db.kysely);
+  const sandboxes = new SandboxStore(db.kysely, db.kind);
+  const links = new ControlLinks(config.controlLinkTimeoutMs);
+  const service = new SandboxService(
+    sandboxes,
+    clusters,
+    links,
+    { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit },
+    log.child({ module: 'sandboxes' }),
+  );
+  const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }));
+
+  const app: FastifyInstance = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: config.bodyLimit,
+    return503OnClosing: true,
+  });
+
+  // The SDK sends some POSTs with a JSON content type and no body; treat an empty body as absent.
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    defaultJson(req, text, done);
+  });
+
+  const requestLog = deps.requestLog ?? log;
+  app.addHook('onResponse', async (req, reply) => {
+    requestLog.info(
+      { reqId: req.id, method: req.method, url: req.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 },
+      'request',
+    );
+  });
+
+  installErrorHandling(app);
+
+  app.get('/health', async () => ({ status: 'ok' }));
+
+  await app.register(async (pub) => {
+    pub.addHook('onRequest', apiKeyAuth(teams));
+    sandboxRoutes(pub, service);
+    templateRoutes(pub, clusters);
+    notImplementedRoutes(pub);
+  });
+
+  await app.register(async (admin) => {
+    admin.addHook('onRequest', adminAuth(config.adminToken));
+    adminRoutes(admin, { config, teams, clusters, sandboxes, links });
+  });
+
+  await app.ready();
+
+  return {
+    app,
+    db,
+    teams,
+    clusters,
+    sandboxes,
+    service,
+    evictor,
+    links,
+    async close() {
+      await evictor.stop();
+      await app.close();
+      links.closeAll();
+      await db.close();
+    },
+  };
+}

@@ -1,0 +1,173 @@
+// The control link: how the control plane reaches a customer cluster. Node discovery is the edge's REST
+// `GET /v1/nodes`; sandbox operations are `cove.orchestrator.v1.SandboxService` over gRPC (h2c or TLS) to the
+// edge, which routes each call to the node named in `cove-node-id`. Every call carries the cluster token.
+
+import { fromJson, create, type JsonValue } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import {
+  InfoResponseSchema,
+  SandboxService,
+  SandboxSpecSchema,
+  type SandboxInfo,
+  type SandboxSpec,
+} from '@cove/contracts/orchestrator';
+import { request } from 'undici';
+import { z } from 'zod';
+import { ClusterUnavailable } from '../errors.js';
+import type { Cluster } from '../store/cluster-store.js';
+import type { NodeView } from './placement.js';
+
+/** The edge's node list entry (edge contract); `info` is the node's InfoResponse as protobuf JSON. */
+const NodeListSchema = z.array(
+  z
+    .object({
+      nodeId: z.string().min(1),
+      status: z.string().default('unknown'),
+      rpcUrl: z.string().optional(),
+      proxyUrl: z.string().optional(),
+      lastHeartbeatAt: z.string().nullable().optional(),
+      info: z.unknown().optional(),
+    })
+    .passthrough(),
+);
+
+export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime'> & { startMs: number; endMs: number };
+
+/** A control-link call failed with a gRPC status (the caller decides what a code means). */
+export class LinkCallError extends Error {
+  constructor(
+    readonly code: Code,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = 'LinkCallError';
+  }
+}
+
+function asLinkError(err: unknown, what: string): LinkCallError {
+  const ce = ConnectError.from(err);
+  return new LinkCallError(ce.code, `${what}: ${ce.rawMessage}`, { cause: err });
+}
+
+export class ControlLink {
+  private readonly sessions: Http2SessionManager;
+  private readonly sandboxes: Client<typeof SandboxService>;
+
+  constructor(
+    readonly cluster: Cluster,
+    private readonly timeoutMs: number,
+  ) {
+    this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 });
+    const transport = createGrpcTransport({ baseUrl: cluster.endpoint, sessionManager: this.sessions });
+    this.sandboxes = createClient(SandboxService, transport);
+  }
+
+  private headers(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
+    return { authorization: `Bearer ${this.cluster.token}`, 'cove-node-id': nodeId, ...extra };
+  }
+
+  /** The cluster's nodes as the edge sees them. */
+  async listNodes(): Promise<NodeView[]> {
+    let body: unknown;
+    try {
+      const res = await request(new URL('/v1/nodes', this.cluster.endpoint), {
+        headers: { authorization: `Bearer ${this.cluster.token}`, accept: 'application/json' },
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+      if (res.statusCode !== 200) {
+        await res.body.dump();
+        throw new ClusterUnavailable(`cluster "${this.cluster.name}" node discovery answered ${res.statusCode}`);
+      }
+      body = await res.body.json();
+    } catch (err) {
+      if (err instanceof ClusterUnavailable) throw err;
+      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+    }
+    const parsed = NodeListSchema.safeParse(body);
+    if (!parsed.success) throw new ClusterUnavailable(`cluster "${this.cluster.name}" sent a malformed node list`);
+    return parsed.data.map((n) => {
+      let info;
+      try {
+        info = n.info === undefined ? undefined : fromJson(InfoResponseSchema, n.info as JsonValue, { ignoreUnknownFields: true });
+      } catch {
+        info = undefined; // a node whose info we cannot read is not a placement candidate
+      }
+      return { nodeId: n.nodeId, edgeStatus: n.status, info };
+    });
+  }
+
+  async create(nodeId: string, spec: SandboxSpecInit, trafficAccessToken: string | null): Promise<SandboxInfo> {
+    const { startMs, endMs, ...rest } = spec;
+    const sandbox = create(SandboxSpecSchema, { ...rest, startTime: timestampFromMs(startMs), endTime: timestampFromMs(endMs) });
+    const extra: Record<string, string> = { 'cove-sandbox-id': spec.sandboxId };
+    if (trafficAccessToken) extra['cove-traffic-access-token'] = trafficAccessToken;
+    try {
+      const res = await this.sandboxes.create({ sandbox }, { headers: this.headers(nodeId, extra), timeoutMs: this.timeoutMs });
+      if (!res.sandbox) throw new LinkCallError(Code.Internal, 'create: node returned no sandbox');
+      return res.sandbox;
+    } catch (err) {
+      if (err instanceof LinkCallError) throw err;
+      throw asLinkError(err, 'create');
+    }
+  }
+
+  async delete(nodeId: string, sandboxId: string, reason: string): Promise<void> {
+    try {
+      await this.sandboxes.delete(
+        { sandboxId, reason },
+        { headers: this.headers(nodeId, { 'cove-sandbox-id': sandboxId }), timeoutMs: this.timeoutMs },
+      );
+    } catch (err) {
+      throw asLinkError(err, 'delete');
+    }
+  }
+
+  async update(nodeId: string, sandboxId: string, endMs: number): Promise<void> {
+    try {
+      await this.sandboxes.update(
+        { sandboxId, endTime: timestampFromMs(endMs) },
+        { headers: this.headers(nodeId), timeoutMs: this.timeoutMs },
+      );
+    } catch (err) {
+      throw asLinkError(err, 'update');
+    }
+  }
+
+  async list(nodeId: string): Promise<SandboxInfo[]> {
+    try {
+      const res = await this.sandboxes.list({}, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+      return res.sandboxes;
+    } catch (err) {
+      throw asLinkError(err, 'list');
+    }
+  }
+
+  close(): void {
+    this.sessions.abort();
+  }
+}
+
+/** One link per cluster, rebuilt when the cluster's endpoint or token changes. */
+export class ControlLinks {
+  private readonly links = new Map<string, ControlLink>();
+
+  constructor(private readonly timeoutMs: number) {}
+
+  for(cluster: Cluster): ControlLink {
+    const cur = this.links.get(cluster.id);
+    if (cur && cur.cluster.endpoint === cluster.endpoint && cur.cluster.token === cluster.token) return cur;
+    cur?.close();
+    const link = new ControlLink(cluster, this.timeoutMs);
+    this.links.set(cluster.id, link);
+    return link;
+  }
+
+  closeAll(): void {
+    for (const l of this.links.values()) l.close();
+    this.links.clear();
+  }
+}

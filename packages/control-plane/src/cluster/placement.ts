@@ -1,0 +1,57 @@
+// Placement: which of a cluster's nodes should run a new sandbox. A pure function over the nodes' InfoResponse
+// (the orchestrator contract), so it is tested without any server.
+//
+// A node is a candidate when the edge and the node both call it healthy, it is under its sandbox cap, and the
+// request fits in its free CPU *and* memory (allocated vs capacity, each scaled by an overcommit factor).
+// Candidates are ordered by the free share left on their tighter resource after placing the request, so
+// sandboxes spread over nodes instead of filling one; ties go to the node with fewer sandboxes, then by id.
+
+import { NodeStatus, type InfoResponse } from '@cove/contracts/orchestrator';
+
+export interface NodeView {
+  nodeId: string;
+  /** The edge's view of the node (`healthy`, `draining`, `unhealthy`, …). */
+  edgeStatus: string;
+  info: InfoResponse | undefined;
+}
+
+export interface PlacementRequest {
+  cpuCount: number;
+  memoryMb: number;
+}
+
+export interface PlacementOptions {
+  cpuOvercommit: number;
+  memoryOvercommit: number;
+}
+
+export interface Candidate {
+  nodeId: string;
+  score: number;
+}
+
+const MIB = 1024 * 1024;
+const EDGE_OK = new Set(['healthy', 'ready']);
+
+/** Candidate nodes, best first; empty when no node can take the sandbox. */
+export function rankNodes(nodes: readonly NodeView[], req: PlacementRequest, opts: PlacementOptions): Candidate[] {
+  const ranked: Array<Candidate & { sandboxes: number }> = [];
+  for (const n of nodes) {
+    const info = n.info;
+    if (!info || !EDGE_OK.has(n.edgeStatus.toLowerCase()) || info.status !== NodeStatus.HEALTHY) continue;
+    const cap = info.capacity;
+    const use = info.usage;
+    if (!cap || cap.cpuCount <= 0 || cap.memoryBytes <= 0n) continue;
+    if (cap.maxSandboxes > 0 && info.sandboxCount >= cap.maxSandboxes) continue;
+    // A sandbox never gets more vCPUs or memory than the machine has, whatever the overcommit.
+    if (req.cpuCount > cap.cpuCount || BigInt(req.memoryMb) * BigInt(MIB) > cap.memoryBytes) continue;
+    const cpuTotal = cap.cpuCount * opts.cpuOvercommit;
+    const memTotal = (Number(cap.memoryBytes) / MIB) * opts.memoryOvercommit;
+    const cpuFree = cpuTotal - (use?.cpuAllocated ?? 0) - req.cpuCount;
+    const memFree = memTotal - Number(use?.memoryAllocatedBytes ?? 0n) / MIB - req.memoryMb;
+    if (cpuFree < 0 || memFree < 0) continue;
+    ranked.push({ nodeId: n.nodeId, score: Math.min(cpuFree / cpuTotal, memFree / memTotal), sandboxes: info.sandboxCount });
+  }
+  ranked.sort((a, b) => b.score - a.score || a.sandboxes - b.sandboxes || a.nodeId.localeCompare(b.nodeId));
+  return ranked.map(({ nodeId, score }) => ({ nodeId, score }));
+}

@@ -1,0 +1,86 @@
+// Control-plane configuration: one zod schema over the environment, parsed once in main.ts and frozen.
+// Defaults fit a single-host `cove up`; nothing below main.ts reads process.env.
+
+import { join } from 'node:path';
+import { z } from 'zod';
+
+const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
+
+const EnvSchema = z.object({
+  COVE_CP_PORT: int(3000).pipe(z.number().max(65535)),
+  COVE_CP_HOST: z.string().min(1).default('127.0.0.1'),
+  COVE_DATA_DIR: z.string().min(1).default('.cove/control-plane'),
+  /** `postgres://…` for PostgreSQL, `sqlite:<path>` or a bare path for SQLite; default `<data dir>/control-plane.db`. */
+  COVE_DB_URL: z.string().min(1).optional(),
+  COVE_ADMIN_TOKEN: z.string().min(16, 'COVE_ADMIN_TOKEN must be at least 16 characters'),
+  COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** JSON-lines file receiving one line per request (method, url, status, duration); unset = stdout log only. */
+  COVE_CP_REQUEST_LOG: z.string().min(1).optional(),
+  COVE_CP_BODY_LIMIT: int(1024 * 1024, 1024),
+  COVE_DEFAULT_MAX_SANDBOXES: int(20, 1),
+  COVE_DEFAULT_MAX_TIMEOUT_HOURS: int(1, 1),
+  /** How often the evictor looks for sandboxes past their end time. */
+  COVE_EVICT_INTERVAL_MS: int(1000, 10),
+  /** vCPUs placement may hand out per physical CPU of a node (sandboxes rarely use all they are given). */
+  COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(4),
+  /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
+  COVE_MEMORY_OVERCOMMIT: z.coerce.number().min(1).default(1),
+  /** Deadline for one control-link call (Create waits for the sandbox to boot). */
+  COVE_CONTROL_LINK_TIMEOUT_MS: int(60_000, 100),
+});
+
+export type DbConfig = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  db: DbConfig;
+  adminToken: string;
+  logLevel: string;
+  requestLogPath: string | undefined;
+  bodyLimit: number;
+  defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number };
+  evictIntervalMs: number;
+  cpuOvercommit: number;
+  memoryOvercommit: number;
+  controlLinkTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid configuration:\n  ${issues.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function parseDbUrl(url: string | undefined, dataDir: string): DbConfig {
+  if (!url) return { kind: 'sqlite', path: join(dataDir, 'control-plane.db') };
+  if (/^postgres(ql)?:\/\//.test(url)) return { kind: 'postgres', url };
+  return { kind: 'sqlite', path: url.replace(/^sqlite:(\/\/)?/, '') };
+}
+
+/** Parses the environment, listing every bad field at once. */
+export function loadConfig(env: Record<string, string | undefined>): Readonly<Config> {
+  const r = EnvSchema.safeParse(env);
+  if (!r.success) throw new ConfigError(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  const e = r.data;
+  return Object.freeze({
+    port: e.COVE_CP_PORT,
+    host: e.COVE_CP_HOST,
+    dataDir: e.COVE_DATA_DIR,
+    db: Object.freeze(parseDbUrl(e.COVE_DB_URL, e.COVE_DATA_DIR)),
+    adminToken: e.COVE_ADMIN_TOKEN,
+    logLevel: e.COVE_LOG_LEVEL,
+    requestLogPath: e.COVE_CP_REQUEST_LOG,
+    bodyLimit: e.COVE_CP_BODY_LIMIT,
+    defaultLimits: Object.freeze({
+      maxConcurrentSandboxes: e.COVE_DEFAULT_MAX_SANDBOXES,
+      maxTimeoutHours: e.COVE_DEFAULT_MAX_TIMEOUT_HOURS,
+    }),
+    evictIntervalMs: e.COVE_EVICT_INTERVAL_MS,
+    cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
+    memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
+    controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
+  });
+}

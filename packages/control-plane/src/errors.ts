@@ -1,0 +1,110 @@
+// Every failure a caller can act on has a code here; http/error-handler.ts is the one place codes meet the wire.
+
+export type ErrorCode =
+  | 'bad_request'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'not_found'
+  | 'conflict'
+  | 'sandbox_limit'
+  | 'no_capacity'
+  | 'cluster_unavailable'
+  | 'not_implemented'
+  | 'internal';
+
+export class CoveError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class BadRequest extends CoveError {
+  constructor(message: string) {
+    super('bad_request', message);
+  }
+}
+
+export class Unauthenticated extends CoveError {
+  constructor(message = 'Invalid API key') {
+    super('unauthenticated', message);
+  }
+}
+
+export class Forbidden extends CoveError {
+  constructor(message: string) {
+    super('forbidden', message);
+  }
+}
+
+export class NotFound extends CoveError {
+  constructor(message: string) {
+    super('not_found', message);
+  }
+}
+
+export class SandboxNotFound extends NotFound {
+  constructor(readonly sandboxId: string) {
+    super(`sandbox "${sandboxId}" doesn't exist or you don't have access to it`);
+  }
+}
+
+export class Conflict extends CoveError {
+  constructor(message: string) {
+    super('conflict', message);
+  }
+}
+
+/** E2B's wording, so users of the SDK recognise it. */
+export class SandboxLimitReached extends CoveError {
+  constructor(readonly limit: number) {
+    super(
+      'sandbox_limit',
+      `You have reached the maximum number of concurrent E2B sandboxes (${limit}). ` +
+        'If you need more, please contact your Cove operator to raise the team limit.',
+    );
+  }
+}
+
+export class NoCapacity extends CoveError {
+  constructor(message = 'no node has capacity for this sandbox') {
+    super('no_capacity', message);
+  }
+}
+
+export class ClusterUnavailable extends CoveError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('cluster_unavailable', message, options);
+  }
+}
+
+export class NotImplemented extends CoveError {
+  constructor(what: string) {
+    super('not_implemented', `${what} is not implemented yet`);
+  }
+}
+
+/** HTTP status per code; the SDK reads `code` in the body, which repeats the status. */
+export const httpStatus: Record<ErrorCode, number> = {
+  bad_request: 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  sandbox_limit: 429,
+  no_capacity: 503,
+  cluster_unavailable: 502,
+  not_implemented: 501,
+  internal: 500,
+};
+
+/** E2B's machine-readable `error_code` for the failures it names. */
+export const e2bErrorCode: Partial<Record<ErrorCode, string>> = {
+  no_capacity: 'sandbox_capacity_unavailable',
+  cluster_unavailable: 'sandbox_create_failed',
+  internal: 'internal_server_error',
+};

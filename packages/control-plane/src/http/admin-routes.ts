@@ -1,0 +1,180 @@
+// The admin API (`/admin/*`, `X-Admin-Token`): clusters, teams, API keys. `cove up` drives it to register the
+// local cluster and mint the key the SDK uses. A new key is returned exactly once, in the create response.
+
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { API_KEY_RE } from '../auth/api-key.js';
+import type { ControlLinks } from '../cluster/control-link.js';
+import type { Config } from '../config.js';
+import { Conflict } from '../errors.js';
+import type { Cluster, ClusterStore } from '../store/cluster-store.js';
+import type { SandboxStore } from '../store/sandbox-store.js';
+import type { Team, TeamStore } from '../store/team-store.js';
+import { parse } from './validation.js';
+
+const name = z.string().min(1).max(128);
+const endpoint = z
+  .string()
+  .url()
+  .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http(s) URL')
+  .transform((u) => u.replace(/\/+$/, ''));
+const domain = z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i, 'must be a DNS name').nullable();
+
+const ClusterBody = z.object({ name, endpoint, token: z.string().min(16).max(512), sandboxDomain: domain.default(null) });
+const ClusterPatch = z.object({ name: name.optional(), endpoint: endpoint.optional(), token: z.string().min(16).max(512).optional(), sandboxDomain: domain.optional() });
+const TeamBody = z.object({
+  name,
+  clusterId: z.string().min(1).max(128).nullable().optional(),
+  maxConcurrentSandboxes: z.number().int().min(1).max(100_000).optional(),
+  maxTimeoutHours: z.number().int().min(1).max(24 * 365).optional(),
+  apiKey: z.string().regex(API_KEY_RE, 'must be e2b_ followed by 40 lowercase hex digits').optional(),
+  apiKeyName: name.optional(),
+});
+const TeamPatch = z.object({
+  name: name.optional(),
+  maxConcurrentSandboxes: z.number().int().min(1).max(100_000).optional(),
+  maxTimeoutHours: z.number().int().min(1).max(24 * 365).optional(),
+});
+const BindBody = z.object({ clusterId: z.string().min(1).max(128).nullable() });
+const KeyBody = z.object({ name: name.default('default'), key: z.string().regex(API_KEY_RE, 'must be e2b_ followed by 40 lowercase hex digits').optional() }).default({});
+const ClusterParams = z.object({ clusterId: z.string().min(1).max(128) });
+const TeamParams = z.object({ teamId: z.string().min(1).max(128) });
+const KeyParams = TeamParams.extend({ keyId: z.string().min(1).max(128) });
+
+/** A cluster as the admin API shows it: never the token. */
+const clusterView = (c: Cluster) => ({
+  id: c.id,
+  name: c.name,
+  endpoint: c.endpoint,
+  sandboxDomain: c.sandboxDomain,
+  createdAt: c.createdAt.toISOString(),
+  updatedAt: c.updatedAt.toISOString(),
+});
+
+const teamView = (t: Team) => ({
+  id: t.id,
+  name: t.name,
+  clusterId: t.clusterId,
+  maxConcurrentSandboxes: t.maxConcurrentSandboxes,
+  maxTimeoutHours: t.maxTimeoutHours,
+  createdAt: t.createdAt.toISOString(),
+});
+
+export interface AdminDeps {
+  config: Readonly<Config>;
+  teams: TeamStore;
+  clusters: ClusterStore;
+  sandboxes: SandboxStore;
+  links: ControlLinks;
+}
+
+export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
+  const ensureKeyFree = async (key: string | undefined) => {
+    if (key && (await d.teams.teamByApiKey(key))) throw new Conflict('that API key is already registered');
+  };
+
+  app.get('/admin/clusters', async () => (await d.clusters.list()).map(clusterView));
+
+  app.post('/admin/clusters', async (req, reply) => {
+    const b = parse(ClusterBody, req.body, 'body');
+    const { cluster, created } = await d.clusters.register(b);
+    return reply.status(created ? 201 : 200).send(clusterView(cluster));
+  });
+
+  app.get('/admin/clusters/:clusterId', async (req) => {
+    const { clusterId } = parse(ClusterParams, req.params, 'path');
+    return clusterView(await d.clusters.require(clusterId));
+  });
+
+  app.patch('/admin/clusters/:clusterId', async (req) => {
+    const { clusterId } = parse(ClusterParams, req.params, 'path');
+    const b = parse(ClusterPatch, req.body, 'body');
+    return clusterView(await d.clusters.update(clusterId, b));
+  });
+
+  /** The cluster's nodes as its edge reports them (status, capacity, usage). */
+  app.get('/admin/clusters/:clusterId/nodes', async (req) => {
+    const { clusterId } = parse(ClusterParams, req.params, 'path');
+    const nodes = await d.links.for(await d.clusters.require(clusterId)).listNodes();
+    return nodes.map((n) => ({
+      nodeId: n.nodeId,
+      status: n.edgeStatus,
+      sandboxCount: n.info?.sandboxCount ?? null,
+      cpuCount: n.info?.capacity?.cpuCount ?? null,
+      memoryBytes: n.info?.capacity ? Number(n.info.capacity.memoryBytes) : null,
+      cpuAllocated: n.info?.usage?.cpuAllocated ?? null,
+      memoryAllocatedBytes: n.info?.usage ? Number(n.info.usage.memoryAllocatedBytes) : null,
+    }));
+  });
+
+  app.get('/admin/templates/:clusterId', async (req) => {
+    const { clusterId } = parse(ClusterParams, req.params, 'path');
+    await d.clusters.require(clusterId);
+    return d.clusters.listTemplates(clusterId);
+  });
+
+  app.get('/admin/teams', async () =>
+    Promise.all(
+      (await d.teams.list()).map(async (t) => ({ ...teamView(t), liveSandboxes: await d.sandboxes.countLive(t.id) })),
+    ),
+  );
+
+  app.post('/admin/teams', async (req, reply) => {
+    const b = parse(TeamBody, req.body, 'body');
+    if (b.clusterId) await d.clusters.require(b.clusterId);
+    await ensureKeyFree(b.apiKey);
+    const team = await d.teams.create({
+      name: b.name,
+      clusterId: b.clusterId ?? null,
+      maxConcurrentSandboxes: b.maxConcurrentSandboxes ?? d.config.defaultLimits.maxConcurrentSandboxes,
+      maxTimeoutHours: b.maxTimeoutHours ?? d.config.defaultLimits.maxTimeoutHours,
+    });
+    const key = await d.teams.createApiKey(team.id, b.apiKeyName ?? 'default', b.apiKey);
+    return reply.status(201).send({ team: teamView(team), apiKey: key });
+  });
+
+  app.get('/admin/teams/:teamId', async (req) => {
+    const { teamId } = parse(TeamParams, req.params, 'path');
+    const team = await d.teams.require(teamId);
+    return { ...teamView(team), liveSandboxes: await d.sandboxes.countLive(teamId), apiKeys: await d.teams.listApiKeys(teamId) };
+  });
+
+  app.patch('/admin/teams/:teamId', async (req) => {
+    const { teamId } = parse(TeamParams, req.params, 'path');
+    const b = parse(TeamPatch, req.body, 'body');
+    await d.teams.require(teamId);
+    return teamView(await d.teams.update(teamId, b));
+  });
+
+  app.put('/admin/teams/:teamId/cluster', async (req) => {
+    const { teamId } = parse(TeamParams, req.params, 'path');
+    const { clusterId } = parse(BindBody, req.body, 'body');
+    await d.teams.require(teamId);
+    if (clusterId) await d.clusters.require(clusterId);
+    return teamView(await d.teams.update(teamId, { clusterId }));
+  });
+
+  app.get('/admin/teams/:teamId/api-keys', async (req) => {
+    const { teamId } = parse(TeamParams, req.params, 'path');
+    await d.teams.require(teamId);
+    return d.teams.listApiKeys(teamId);
+  });
+
+  app.post('/admin/teams/:teamId/api-keys', async (req, reply) => {
+    const { teamId } = parse(TeamParams, req.params, 'path');
+    const b = parse(KeyBody, req.body ?? {}, 'body');
+    await ensureKeyFree(b.key);
+    return reply.status(201).send(await d.teams.createApiKey(teamId, b.name, b.key));
+  });
+
+  app.post('/admin/teams/:teamId/api-keys/:keyId/rotate', async (req, reply) => {
+    const { teamId, keyId } = parse(KeyParams, req.params, 'path');
+    return reply.status(201).send(await d.teams.rotateApiKey(teamId, keyId));
+  });
+
+  app.delete('/admin/teams/:teamId/api-keys/:keyId', async (req, reply) => {
+    const { teamId, keyId } = parse(KeyParams, req.params, 'path');
+    await d.teams.deleteApiKey(teamId, keyId);
+    return reply.status(204).send();
+  });
+}

@@ -1,0 +1,69 @@
+// Every other E2B route answers 501 with what is missing, so SDK users get a clear error instead of a 404 that
+// the SDK would read as "not found". Each entry names the feature; later work replaces entries with handlers.
+
+import type { FastifyInstance, HTTPMethods } from 'fastify';
+import { NotImplemented } from '../errors.js';
+
+const ROUTES: Array<[HTTPMethods, string, string]> = [
+  ['POST', '/sandboxes/:sandboxID/pause', 'sandbox pause'],
+  ['POST', '/sandboxes/:sandboxID/resume', 'sandbox resume'],
+  ['PUT', '/sandboxes/:sandboxID/network', 'sandbox network update'],
+  ['POST', '/sandboxes/:sandboxID/fork', 'sandbox fork'],
+  ['POST', '/sandboxes/:sandboxID/snapshots', 'sandbox snapshots'],
+  ['GET', '/snapshots', 'snapshot listing'],
+  ['GET', '/sandboxes/:sandboxID/metrics', 'sandbox metrics'],
+  ['GET', '/sandboxes/metrics', 'sandbox metrics'],
+  ['GET', '/sandboxes/:sandboxID/logs', 'sandbox logs'],
+  ['GET', '/v2/sandboxes/:sandboxID/logs', 'sandbox logs'],
+  ['POST', '/v3/templates', 'template builds'],
+  ['POST', '/v2/templates', 'template builds'],
+  ['POST', '/templates', 'template builds'],
+  ['POST', '/templates/:templateID', 'template builds'],
+  ['POST', '/templates/:templateID/builds/:buildID', 'template builds'],
+  ['POST', '/v2/templates/:templateID/builds/:buildID', 'template builds'],
+  ['GET', '/templates/:templateID/files/:hash', 'template build file uploads'],
+  ['GET', '/templates/:templateID/builds/:buildID/status', 'template build status'],
+  ['GET', '/templates/:templateID/builds/:buildID/logs', 'template build logs'],
+  ['GET', '/templates/:templateID', 'template details'],
+  ['DELETE', '/templates/:templateID', 'template deletion'],
+  ['PATCH', '/templates/:templateID', 'template updates'],
+  ['PATCH', '/v2/templates/:templateID', 'template updates'],
+  ['POST', '/templates/tags', 'template tags'],
+  ['DELETE', '/templates/tags', 'template tags'],
+  ['GET', '/templates/:templateID/tags', 'template tags'],
+  ['GET', '/teams', 'team listing'],
+  ['GET', '/teams/:teamID/metrics', 'team metrics'],
+  ['GET', '/teams/:teamID/metrics/max', 'team metrics'],
+  ['GET', '/volumes', 'volumes'],
+  ['POST', '/volumes', 'volumes'],
+  ['GET', '/volumes/:volumeID', 'volumes'],
+  ['DELETE', '/volumes/:volumeID', 'volumes'],
+  ['GET', '/secrets', 'secrets'],
+  ['POST', '/secrets', 'secrets'],
+  ['GET', '/secrets/:secretID', 'secrets'],
+  ['POST', '/secrets/:secretID', 'secrets'],
+  ['DELETE', '/secrets/:secretID', 'secrets'],
+  ['GET', '/api-keys', 'API key management on the public API (use the admin API)'],
+  ['POST', '/api-keys', 'API key management on the public API (use the admin API)'],
+  ['PATCH', '/api-keys/:apiKeyID', 'API key management on the public API (use the admin API)'],
+  ['DELETE', '/api-keys/:apiKeyID', 'API key management on the public API (use the admin API)'],
+  ['POST', '/access-tokens', 'access tokens'],
+  ['DELETE', '/access-tokens/:accessTokenID', 'access tokens'],
+  ['GET', '/nodes', 'node listing'],
+  ['GET', '/nodes/:nodeID', 'node details'],
+  ['POST', '/nodes/:nodeID', 'node status changes'],
+];
+
+export const NOT_IMPLEMENTED_ROUTES: ReadonlyArray<readonly [HTTPMethods, string, string]> = ROUTES;
+
+export function notImplementedRoutes(app: FastifyInstance): void {
+  for (const [method, url, what] of ROUTES) {
+    app.route({
+      method,
+      url,
+      handler: async () => {
+        throw new NotImplemented(what);
+      },
+    });
+  }
+}

@@ -1,0 +1,75 @@
+// Store records → the public API's wire shapes. Return types are the generated OpenAPI types, so a drift
+// between this code and openapi/public.yaml fails the build.
+
+import type { components } from '../gen/public-api.js';
+import type { Cluster, Template } from '../store/cluster-store.js';
+import type { SandboxRecord } from '../store/sandbox-store.js';
+
+type S = components['schemas'];
+
+/** E2B's deprecated clientID, constant since it stopped meaning anything. */
+export const CLIENT_ID = '6532622b';
+
+export function sandboxView(s: SandboxRecord, c: Cluster): S['Sandbox'] {
+  return {
+    sandboxID: s.id,
+    templateID: s.templateId,
+    ...(s.alias ? { alias: s.alias } : {}),
+    clientID: CLIENT_ID,
+    envdVersion: s.envdVersion,
+    envdAccessToken: s.envdAccessToken,
+    trafficAccessToken: s.trafficAccessToken,
+    domain: c.sandboxDomain,
+  };
+}
+
+export function listedSandboxView(s: SandboxRecord): S['ListedSandbox'] {
+  return {
+    sandboxID: s.id,
+    templateID: s.templateId,
+    ...(s.alias ? { alias: s.alias } : {}),
+    clientID: CLIENT_ID,
+    startedAt: new Date(s.startedAt).toISOString(),
+    endAt: new Date(s.endAt).toISOString(),
+    cpuCount: s.cpuCount,
+    memoryMB: s.memoryMb,
+    diskSizeMB: s.diskMb,
+    metadata: s.metadata,
+    state: 'running',
+    envdVersion: s.envdVersion,
+    volumeMounts: [],
+  };
+}
+
+export function sandboxDetailView(s: SandboxRecord, c: Cluster): S['SandboxDetail'] {
+  return {
+    ...listedSandboxView(s),
+    envdAccessToken: s.envdAccessToken,
+    domain: c.sandboxDomain,
+    allowInternetAccess: s.allowInternetAccess,
+    network: (s.network ?? {}) as S['SandboxNetworkConfig'],
+    lifecycle: { autoResume: false, onTimeout: 'kill' },
+  };
+}
+
+export function templateView(t: Template): S['Template'] {
+  const names = t.alias ? [t.alias] : [];
+  return {
+    templateID: t.templateId,
+    buildID: t.buildId,
+    cpuCount: t.cpuCount,
+    memoryMB: t.memoryMb,
+    diskSizeMB: t.diskMb,
+    public: t.public,
+    aliases: names,
+    names,
+    createdAt: t.createdAt.toISOString(),
+    updatedAt: t.updatedAt.toISOString(),
+    createdBy: null,
+    lastSpawnedAt: t.lastSpawnedAt ? t.lastSpawnedAt.toISOString() : null,
+    spawnCount: t.spawnCount,
+    buildCount: 1,
+    envdVersion: t.envdVersion,
+    buildStatus: t.buildStatus as S['Template']['buildStatus'],
+  };
+}

@@ -1,0 +1,62 @@
+// Kills sandboxes at their end time through the control link, even though nodes expire them too: the control
+// plane's record is the authority (a node may be partitioned or restarted with a stale end time). It reads the
+// store on every pass, so a control-plane restart loses nothing.
+
+import type { Logger } from 'pino';
+import type { SandboxStore } from '../store/sandbox-store.js';
+import type { SandboxService } from './sandbox-service.js';
+
+export class Evictor {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = true;
+
+  constructor(
+    private readonly store: SandboxStore,
+    private readonly service: SandboxService,
+    private readonly intervalMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** One pass: every running sandbox whose end time is at or before `now`. Returns the ids that ended. */
+  async runOnce(now = Date.now()): Promise<string[]> {
+    const ended: string[] = [];
+    for (const due of await this.store.due(now)) {
+      // Re-read: a connect or refresh may have moved the end since the query.
+      const cur = await this.store.get(due.id);
+      if (!cur || cur.state !== 'running' || cur.endAt > now) continue;
+      try {
+        await this.service.terminate(cur, 'timeout');
+        ended.push(cur.id);
+        this.log.info({ sandboxId: cur.id, teamId: cur.teamId, nodeId: cur.nodeId }, 'sandbox evicted at end time');
+      } catch (err) {
+        this.log.warn({ sandboxId: cur.id, err }, 'eviction failed; retrying on the next pass');
+      }
+    }
+    return ended;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.runOnce()
+        .then(() => undefined)
+        .catch((err: unknown) => this.log.error({ err }, 'evictor pass failed'))
+        .finally(() => {
+          this.running = undefined;
+          this.schedule();
+        });
+    }, this.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+}

@@ -1,0 +1,187 @@
+// Clusters (a customer's edge endpoint, token and sandbox domain) and the templates each cluster offers.
+
+import type { Kysely } from 'kysely';
+import { Conflict, NotFound } from '../errors.js';
+import { newId } from '../sandboxes/ids.js';
+import type { Selectable } from 'kysely';
+import type { ClusterTable, Database, TemplateTable } from './schema.js';
+
+export interface Cluster {
+  id: string;
+  name: string;
+  endpoint: string;
+  token: string;
+  sandboxDomain: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ClusterSpec {
+  name: string;
+  endpoint: string;
+  token: string;
+  sandboxDomain: string | null;
+}
+
+export interface Template {
+  clusterId: string;
+  templateId: string;
+  alias: string | null;
+  buildId: string;
+  cpuCount: number;
+  memoryMb: number;
+  diskMb: number;
+  envdVersion: string;
+  public: boolean;
+  buildStatus: string;
+  spawnCount: number;
+  lastSpawnedAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/**
+ * The template every cluster starts with (DESIGN.md §4). Its id is its alias, `base`, which is also the name the
+ * orchestrators know it by; E2B's base sandbox size is 2 vCPU / 512 MiB.
+ */
+export const BASE_TEMPLATE = {
+  templateId: 'base',
+  alias: 'base',
+  cpuCount: 2,
+  memoryMb: 512,
+  diskMb: 1024,
+  envdVersion: '0.6.4',
+} as const;
+
+const toCluster = (r: ClusterTable): Cluster => ({
+  id: r.id,
+  name: r.name,
+  endpoint: r.endpoint,
+  token: r.token,
+  sandboxDomain: r.sandbox_domain,
+  createdAt: new Date(r.created_at),
+  updatedAt: new Date(r.updated_at),
+});
+
+const toTemplate = (r: Selectable<TemplateTable>): Template => ({
+  clusterId: r.cluster_id,
+  templateId: r.template_id,
+  alias: r.alias,
+  buildId: r.build_id,
+  cpuCount: r.cpu_count,
+  memoryMb: r.memory_mb,
+  diskMb: r.disk_mb,
+  envdVersion: r.envd_version,
+  public: r.public === 1,
+  buildStatus: r.build_status,
+  spawnCount: Number(r.spawn_count),
+  lastSpawnedAt: r.last_spawned_at === null ? null : new Date(r.last_spawned_at),
+  createdAt: new Date(r.created_at),
+  updatedAt: new Date(r.updated_at),
+});
+
+const sameSpec = (c: Cluster, s: ClusterSpec) =>
+  c.endpoint === s.endpoint && c.token === s.token && c.sandboxDomain === s.sandboxDomain;
+
+export class ClusterStore {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  /**
+   * Registers a cluster and its `base` template. Registering the same name with an identical configuration
+   * returns the existing cluster (so `cove up` can run twice); a different configuration is a conflict — use
+   * update for that.
+   */
+  async register(spec: ClusterSpec): Promise<{ cluster: Cluster; created: boolean }> {
+    const existing = await this.db.selectFrom('clusters').selectAll().where('name', '=', spec.name).executeTakeFirst();
+    if (existing) {
+      const c = toCluster(existing);
+      if (sameSpec(c, spec)) return { cluster: c, created: false };
+      throw new Conflict(`cluster "${spec.name}" is already registered with a different configuration`);
+    }
+    const now = Date.now();
+    const row: ClusterTable = {
+      id: newId(),
+      name: spec.name,
+      endpoint: spec.endpoint,
+      token: spec.token,
+      sandbox_domain: spec.sandboxDomain,
+      created_at: now,
+      updated_at: now,
+    };
+    await this.db.transaction().execute(async (trx) => {
+      await trx.insertInto('clusters').values(row).execute();
+      await trx
+        .insertInto('templates')
+        .values({
+          cluster_id: row.id,
+          template_id: BASE_TEMPLATE.templateId,
+          alias: BASE_TEMPLATE.alias,
+          build_id: newId(),
+          cpu_count: BASE_TEMPLATE.cpuCount,
+          memory_mb: BASE_TEMPLATE.memoryMb,
+          disk_mb: BASE_TEMPLATE.diskMb,
+          envd_version: BASE_TEMPLATE.envdVersion,
+          public: 1,
+          build_status: 'ready',
+          last_spawned_at: null,
+          created_at: now,
+          updated_at: now,
+        })
+        .execute();
+    });
+    return { cluster: toCluster(row), created: true };
+  }
+
+  async update(id: string, patch: Partial<ClusterSpec>): Promise<Cluster> {
+    const set: Partial<ClusterTable> = { updated_at: Date.now() };
+    if (patch.name !== undefined) set.name = patch.name;
+    if (patch.endpoint !== undefined) set.endpoint = patch.endpoint;
+    if (patch.token !== undefined) set.token = patch.token;
+    if (patch.sandboxDomain !== undefined) set.sandbox_domain = patch.sandboxDomain;
+    const r = await this.db.updateTable('clusters').set(set).where('id', '=', id).executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) throw new NotFound(`cluster "${id}" not found`);
+    return this.require(id);
+  }
+
+  async get(id: string): Promise<Cluster | undefined> {
+    const r = await this.db.selectFrom('clusters').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toCluster(r);
+  }
+
+  async require(id: string): Promise<Cluster> {
+    const c = await this.get(id);
+    if (!c) throw new NotFound(`cluster "${id}" not found`);
+    return c;
+  }
+
+  async list(): Promise<Cluster[]> {
+    const rows = await this.db.selectFrom('clusters').selectAll().orderBy('created_at').orderBy('id').execute();
+    return rows.map(toCluster);
+  }
+
+  async listTemplates(clusterId: string): Promise<Template[]> {
+    const rows = await this.db.selectFrom('templates').selectAll().where('cluster_id', '=', clusterId).orderBy('created_at').orderBy('template_id').execute();
+    return rows.map(toTemplate);
+  }
+
+  /** Resolves a template by id or alias; a `:tag` suffix is accepted and ignored (only `default` builds exist). */
+  async findTemplate(clusterId: string, ref: string): Promise<Template | undefined> {
+    const name = ref.replace(/:default$/, '');
+    const r = await this.db
+      .selectFrom('templates')
+      .selectAll()
+      .where('cluster_id', '=', clusterId)
+      .where((eb) => eb.or([eb('template_id', '=', name), eb('alias', '=', name)]))
+      .executeTakeFirst();
+    return r && toTemplate(r);
+  }
+
+  async recordSpawn(clusterId: string, templateId: string, at: number): Promise<void> {
+    await this.db
+      .updateTable('templates')
+      .set((eb) => ({ spawn_count: eb('spawn_count', '+', 1), last_spawned_at: at }))
+      .where('cluster_id', '=', clusterId)
+      .where('template_id', '=', templateId)
+      .execute();
+  }
+}

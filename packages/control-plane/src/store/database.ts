@@ -1,0 +1,46 @@
+// Opens the store: SQLite (better-sqlite3, WAL) by default, PostgreSQL when the URL says so; the same kysely
+// queries run on both. Migrations run on open.
+
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import SqliteDatabase from 'better-sqlite3';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect } from 'kysely';
+import pg from 'pg';
+import type { DbConfig } from '../config.js';
+import { migrationProvider } from './migrations.js';
+import type { Database } from './schema.js';
+
+export interface Db {
+  kysely: Kysely<Database>;
+  kind: DbConfig['kind'];
+  close(): Promise<void>;
+}
+
+const INT8_OID = 20;
+
+export async function openDatabase(config: DbConfig): Promise<Db> {
+  let kysely: Kysely<Database>;
+  if (config.kind === 'sqlite') {
+    if (config.path !== ':memory:') mkdirSync(dirname(config.path), { recursive: true });
+    const database = new SqliteDatabase(config.path);
+    database.pragma('journal_mode = WAL');
+    database.pragma('busy_timeout = 5000');
+    database.pragma('foreign_keys = ON');
+    kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  } else {
+    // Epoch-millisecond bigints fit in a double for the next 285 000 years: read them as numbers.
+    const types = {
+      getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+        oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+    };
+    const pool = new pg.Pool({ connectionString: config.url, types, max: 10 });
+    kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  }
+  const { error, results } = await new Migrator({ db: kysely, provider: migrationProvider }).migrateToLatest();
+  const failed = results?.find((r) => r.status === 'Error');
+  if (error || failed) {
+    await kysely.destroy();
+    throw new Error(`store migration failed${failed ? ` (${failed.migrationName})` : ''}`, { cause: error });
+  }
+  return { kysely, kind: config.kind, close: () => kysely.destroy() };
+}

@@ -1,0 +1,89 @@
+// Schema migrations, in code so the compiled package carries them. Only portable column types are used, so
+// SQLite and PostgreSQL run the same list. Never edit a shipped migration; add the next one.
+
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+
+const m0001: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('clusters')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      .addColumn('endpoint', 'text', (c) => c.notNull())
+      .addColumn('token', 'text', (c) => c.notNull())
+      .addColumn('sandbox_domain', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('updated_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('teams')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('cluster_id', 'text', (c) => c.references('clusters.id'))
+      .addColumn('max_concurrent_sandboxes', 'integer', (c) => c.notNull())
+      .addColumn('max_timeout_hours', 'integer', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('api_keys')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('team_id', 'text', (c) => c.notNull().references('teams.id'))
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('key_hash', 'text', (c) => c.notNull().unique())
+      .addColumn('mask', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('last_used_at', 'bigint')
+      .execute();
+    await db.schema
+      .createTable('templates')
+      .addColumn('cluster_id', 'text', (c) => c.notNull().references('clusters.id'))
+      .addColumn('template_id', 'text', (c) => c.notNull())
+      .addColumn('alias', 'text')
+      .addColumn('build_id', 'text', (c) => c.notNull())
+      .addColumn('cpu_count', 'integer', (c) => c.notNull())
+      .addColumn('memory_mb', 'integer', (c) => c.notNull())
+      .addColumn('disk_mb', 'integer', (c) => c.notNull())
+      .addColumn('envd_version', 'text', (c) => c.notNull())
+      .addColumn('public', 'integer', (c) => c.notNull())
+      .addColumn('build_status', 'text', (c) => c.notNull())
+      .addColumn('spawn_count', 'bigint', (c) => c.notNull().defaultTo(0))
+      .addColumn('last_spawned_at', 'bigint')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('updated_at', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('templates_pk', ['cluster_id', 'template_id'])
+      .execute();
+    await db.schema
+      .createTable('sandboxes')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('team_id', 'text', (c) => c.notNull().references('teams.id'))
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('node_id', 'text')
+      .addColumn('template_id', 'text', (c) => c.notNull())
+      .addColumn('alias', 'text')
+      .addColumn('build_id', 'text', (c) => c.notNull())
+      .addColumn('cpu_count', 'integer', (c) => c.notNull())
+      .addColumn('memory_mb', 'integer', (c) => c.notNull())
+      .addColumn('disk_mb', 'integer', (c) => c.notNull())
+      .addColumn('metadata', 'text', (c) => c.notNull())
+      .addColumn('envd_version', 'text', (c) => c.notNull())
+      .addColumn('envd_access_token', 'text', (c) => c.notNull())
+      .addColumn('traffic_access_token', 'text')
+      .addColumn('allow_internet_access', 'integer')
+      .addColumn('network', 'text')
+      .addColumn('state', 'text', (c) => c.notNull())
+      .addColumn('started_at', 'bigint', (c) => c.notNull())
+      .addColumn('end_at', 'bigint', (c) => c.notNull())
+      .addColumn('ended_at', 'bigint')
+      .addColumn('end_reason', 'text')
+      .execute();
+    await db.schema.createIndex('sandboxes_team_state').on('sandboxes').columns(['team_id', 'state', 'started_at']).execute();
+    await db.schema.createIndex('sandboxes_state_end').on('sandboxes').columns(['state', 'end_at']).execute();
+    await db.schema.createIndex('api_keys_team').on('api_keys').column('team_id').execute();
+  },
+};
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return { '0001_initial': m0001 };
+  },
+};

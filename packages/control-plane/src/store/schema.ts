@@ -1,0 +1,88 @@
+// Row types of the control-plane store (kysely). Times are epoch milliseconds (bigint columns, read back as
+// numbers); booleans are 0/1 integers and maps are JSON text, so SQLite and PostgreSQL share every query.
+
+import type { Generated } from 'kysely';
+
+export interface ClusterTable {
+  id: string;
+  name: string;
+  /** The edge's control-link/cluster API base URL, e.g. http://127.0.0.1:3001. */
+  endpoint: string;
+  /** Kept in clear: the control plane presents it to the edge on every call (decisions.md, "Control plane"). */
+  token: string;
+  sandbox_domain: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface TeamTable {
+  id: string;
+  name: string;
+  cluster_id: string | null;
+  max_concurrent_sandboxes: number;
+  max_timeout_hours: number;
+  created_at: number;
+}
+
+export interface ApiKeyTable {
+  id: string;
+  team_id: string;
+  name: string;
+  /** sha256 hex of the whole key string; the key itself is never stored. */
+  key_hash: string;
+  mask: string;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+export interface TemplateTable {
+  cluster_id: string;
+  template_id: string;
+  alias: string | null;
+  build_id: string;
+  cpu_count: number;
+  memory_mb: number;
+  disk_mb: number;
+  envd_version: string;
+  public: number;
+  build_status: string;
+  spawn_count: Generated<number>;
+  last_spawned_at: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export type SandboxState = 'creating' | 'running' | 'killed';
+
+export interface SandboxTable {
+  id: string;
+  team_id: string;
+  cluster_id: string;
+  node_id: string | null;
+  template_id: string;
+  alias: string | null;
+  build_id: string;
+  cpu_count: number;
+  memory_mb: number;
+  disk_mb: number;
+  metadata: string;
+  envd_version: string;
+  /** Kept in clear: connect must hand back the same token (decisions.md, "Control plane"). */
+  envd_access_token: string;
+  traffic_access_token: string | null;
+  allow_internet_access: number | null;
+  network: string | null;
+  state: SandboxState;
+  started_at: number;
+  end_at: number;
+  ended_at: number | null;
+  end_reason: string | null;
+}
+
+export interface Database {
+  clusters: ClusterTable;
+  teams: TeamTable;
+  api_keys: ApiKeyTable;
+  templates: TemplateTable;
+  sandboxes: SandboxTable;
+}

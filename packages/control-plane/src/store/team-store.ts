@@ -1,0 +1,155 @@
+// Teams and their API keys.
+
+import type { Kysely } from 'kysely';
+import { generateApiKey, hashApiKey, maskApiKey } from '../auth/api-key.js';
+import { NotFound } from '../errors.js';
+import { newId } from '../sandboxes/ids.js';
+import type { ApiKeyTable, Database, TeamTable } from './schema.js';
+
+export interface Team {
+  id: string;
+  name: string;
+  clusterId: string | null;
+  maxConcurrentSandboxes: number;
+  maxTimeoutHours: number;
+  createdAt: Date;
+}
+
+export interface ApiKeyInfo {
+  id: string;
+  teamId: string;
+  name: string;
+  mask: string;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+}
+
+/** A key as minted: the only moment the clear key exists outside its owner's hands. */
+export interface CreatedApiKey extends ApiKeyInfo {
+  key: string;
+}
+
+export interface NewTeam {
+  name: string;
+  clusterId?: string | null;
+  maxConcurrentSandboxes: number;
+  maxTimeoutHours: number;
+}
+
+const toTeam = (r: TeamTable): Team => ({
+  id: r.id,
+  name: r.name,
+  clusterId: r.cluster_id,
+  maxConcurrentSandboxes: r.max_concurrent_sandboxes,
+  maxTimeoutHours: r.max_timeout_hours,
+  createdAt: new Date(r.created_at),
+});
+
+const toKey = (r: ApiKeyTable): ApiKeyInfo => ({
+  id: r.id,
+  teamId: r.team_id,
+  name: r.name,
+  mask: r.mask,
+  createdAt: new Date(r.created_at),
+  lastUsedAt: r.last_used_at === null ? null : new Date(r.last_used_at),
+});
+
+export class TeamStore {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async create(t: NewTeam): Promise<Team> {
+    const row: TeamTable = {
+      id: newId(),
+      name: t.name,
+      cluster_id: t.clusterId ?? null,
+      max_concurrent_sandboxes: t.maxConcurrentSandboxes,
+      max_timeout_hours: t.maxTimeoutHours,
+      created_at: Date.now(),
+    };
+    await this.db.insertInto('teams').values(row).execute();
+    return toTeam(row);
+  }
+
+  async get(id: string): Promise<Team | undefined> {
+    const r = await this.db.selectFrom('teams').selectAll().where('id', '=', id).executeTakeFirst();
+    return r && toTeam(r);
+  }
+
+  async require(id: string): Promise<Team> {
+    const t = await this.get(id);
+    if (!t) throw new NotFound(`team "${id}" not found`);
+    return t;
+  }
+
+  async list(): Promise<Team[]> {
+    const rows = await this.db.selectFrom('teams').selectAll().orderBy('created_at').orderBy('id').execute();
+    return rows.map(toTeam);
+  }
+
+  async update(
+    id: string,
+    patch: Partial<Pick<Team, 'name' | 'clusterId' | 'maxConcurrentSandboxes' | 'maxTimeoutHours'>>,
+  ): Promise<Team> {
+    const set: Partial<TeamTable> = {};
+    if (patch.name !== undefined) set.name = patch.name;
+    if (patch.clusterId !== undefined) set.cluster_id = patch.clusterId;
+    if (patch.maxConcurrentSandboxes !== undefined) set.max_concurrent_sandboxes = patch.maxConcurrentSandboxes;
+    if (patch.maxTimeoutHours !== undefined) set.max_timeout_hours = patch.maxTimeoutHours;
+    if (Object.keys(set).length > 0) await this.db.updateTable('teams').set(set).where('id', '=', id).execute();
+    return this.require(id);
+  }
+
+  /** Mints a key (or registers one the admin supplies, e.g. for a reproducible `cove up`); stores its hash. */
+  async createApiKey(teamId: string, name: string, suppliedKey?: string): Promise<CreatedApiKey> {
+    await this.require(teamId);
+    const key = suppliedKey ?? generateApiKey();
+    const row: ApiKeyTable = {
+      id: newId(),
+      team_id: teamId,
+      name,
+      key_hash: hashApiKey(key),
+      mask: maskApiKey(key),
+      created_at: Date.now(),
+      last_used_at: null,
+    };
+    await this.db.insertInto('api_keys').values(row).execute();
+    return { ...toKey(row), key };
+  }
+
+  async listApiKeys(teamId: string): Promise<ApiKeyInfo[]> {
+    const rows = await this.db.selectFrom('api_keys').selectAll().where('team_id', '=', teamId).orderBy('created_at').execute();
+    return rows.map(toKey);
+  }
+
+  async deleteApiKey(teamId: string, keyId: string): Promise<void> {
+    const r = await this.db.deleteFrom('api_keys').where('team_id', '=', teamId).where('id', '=', keyId).executeTakeFirst();
+    if (Number(r.numDeletedRows) === 0) throw new NotFound(`API key "${keyId}" not found`);
+  }
+
+  /** Replaces a key with a new one under the same name, in one transaction. */
+  async rotateApiKey(teamId: string, keyId: string): Promise<CreatedApiKey> {
+    const old = await this.db.selectFrom('api_keys').selectAll().where('team_id', '=', teamId).where('id', '=', keyId).executeTakeFirst();
+    if (!old) throw new NotFound(`API key "${keyId}" not found`);
+    const key = generateApiKey();
+    const row: ApiKeyTable = { ...old, id: newId(), key_hash: hashApiKey(key), mask: maskApiKey(key), created_at: Date.now(), last_used_at: null };
+    await this.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('api_keys').where('id', '=', keyId).execute();
+      await trx.insertInto('api_keys').values(row).execute();
+    });
+    return { ...toKey(row), key };
+  }
+
+  /** The team owning a key, looked up by the key's hash. */
+  async teamByApiKey(key: string): Promise<Team | undefined> {
+    const r = await this.db
+      .selectFrom('api_keys')
+      .innerJoin('teams', 'teams.id', 'api_keys.team_id')
+      .selectAll('teams')
+      .select('api_keys.id as key_id')
+      .where('api_keys.key_hash', '=', hashApiKey(key))
+      .executeTakeFirst();
+    if (!r) return undefined;
+    await this.db.updateTable('api_keys').set({ last_used_at: Date.now() }).where('id', '=', r.key_id).execute();
+    return toTeam(r);
+  }
+}

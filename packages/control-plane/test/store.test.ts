@@ -1,0 +1,175 @@
+// The store against SQLite and a real throwaway PostgreSQL: the same cases, the same code.
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
+import { hashApiKey } from '../src/auth/api-key.js';
+import type { DbConfig } from '../src/config.js';
+import { SandboxLimitReached } from '../src/errors.js';
+import { newAccessToken, newSandboxId } from '../src/sandboxes/ids.js';
+import { ClusterStore } from '../src/store/cluster-store.js';
+import { openDatabase, type Db } from '../src/store/database.js';
+import { SandboxStore, type SandboxRecord } from '../src/store/sandbox-store.js';
+import { TeamStore } from '../src/store/team-store.js';
+import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
+
+function sandbox(teamId: string, clusterId: string, over: Partial<SandboxRecord> = {}): SandboxRecord {
+  const now = Date.now();
+  return {
+    id: newSandboxId(),
+    teamId,
+    clusterId,
+    nodeId: null,
+    templateId: 'base',
+    alias: 'base',
+    buildId: 'b1',
+    cpuCount: 2,
+    memoryMb: 512,
+    diskMb: 1024,
+    metadata: {},
+    envdVersion: '0.6.4',
+    envdAccessToken: newAccessToken(),
+    trafficAccessToken: null,
+    allowInternetAccess: null,
+    network: null,
+    state: 'creating',
+    startedAt: now,
+    endAt: now + 60_000,
+    endedAt: null,
+    endReason: null,
+    ...over,
+  };
+}
+
+for (const engine of ['sqlite', 'postgres'] as const) {
+  describe(`store on ${engine}`, { skip: engine === 'postgres' && !postgresAvailable() ? 'postgresql 15 not installed' : false }, () => {
+    let dir: string;
+    let pgServer: ThrowawayPostgres | undefined;
+    let dbConfig: DbConfig;
+    let db: Db;
+    let teams: TeamStore;
+    let clusters: ClusterStore;
+    let sandboxes: SandboxStore;
+    let clusterId: string;
+
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'cove-cp-store-'));
+      if (engine === 'postgres') {
+        pgServer = await startPostgres();
+        dbConfig = { kind: 'postgres', url: pgServer.url };
+      } else dbConfig = { kind: 'sqlite', path: join(dir, 'cp.db') };
+      db = await openDatabase(dbConfig);
+      teams = new TeamStore(db.kysely);
+      clusters = new ClusterStore(db.kysely);
+      sandboxes = new SandboxStore(db.kysely, db.kind);
+      clusterId = (await clusters.register({ name: 'c1', endpoint: 'http://127.0.0.1:1', token: 't'.repeat(20), sandboxDomain: 'cove.test' })).cluster.id;
+    });
+
+    after(async () => {
+      await db?.close();
+      pgServer?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    test('migrations are idempotent: reopening the store keeps its data', async () => {
+      const again = await openDatabase(dbConfig);
+      try {
+        assert.equal((await new ClusterStore(again.kysely).list()).length, 1);
+      } finally {
+        await again.close();
+      }
+    });
+
+    test('cluster registration is idempotent on identical config and refuses a different one', async () => {
+      const spec = { name: 'c1', endpoint: 'http://127.0.0.1:1', token: 't'.repeat(20), sandboxDomain: 'cove.test' };
+      const again = await clusters.register(spec);
+      assert.equal(again.created, false);
+      assert.equal(again.cluster.id, clusterId);
+      await assert.rejects(clusters.register({ ...spec, token: 'u'.repeat(20) }), { code: 'conflict' });
+      const t = await clusters.findTemplate(clusterId, 'base');
+      assert.equal(t?.templateId, 'base');
+      assert.equal((await clusters.findTemplate(clusterId, 'base:default'))?.templateId, 'base');
+      assert.equal(await clusters.findTemplate(clusterId, 'nope'), undefined);
+    });
+
+    test('API keys are stored as sha256 only and resolve to their team', async () => {
+      const team = await teams.create({ name: 'keys', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const k = await teams.createApiKey(team.id, 'default');
+      assert.match(k.key, /^e2b_[0-9a-f]{40}$/);
+      assert.equal(k.mask, `e2b_…${k.key.slice(-4)}`);
+      const rows = await db.kysely.selectFrom('api_keys').selectAll().execute();
+      const dump = JSON.stringify(rows);
+      assert.ok(!dump.includes(k.key), 'the clear key must not be stored');
+      assert.ok(!dump.includes(k.key.slice(4)), 'not even without its prefix');
+      assert.ok(rows.some((r) => r.key_hash === hashApiKey(k.key)));
+      assert.equal((await teams.teamByApiKey(k.key))?.id, team.id);
+      assert.equal(await teams.teamByApiKey(`e2b_${'0'.repeat(40)}`), undefined);
+      const rotated = await teams.rotateApiKey(team.id, k.id);
+      assert.notEqual(rotated.key, k.key);
+      assert.equal(await teams.teamByApiKey(k.key), undefined);
+      assert.equal((await teams.teamByApiKey(rotated.key))?.id, team.id);
+    });
+
+    test('reserve enforces the concurrency limit, also under parallel creates', async () => {
+      const team = await teams.create({ name: 'limits', clusterId, maxConcurrentSandboxes: 3, maxTimeoutHours: 1 });
+      const results = await Promise.allSettled(Array.from({ length: 8 }, () => sandboxes.reserve(sandbox(team.id, clusterId), 3)));
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 3);
+      for (const r of results) if (r.status === 'rejected') assert.ok(r.reason instanceof SandboxLimitReached);
+      assert.equal(await sandboxes.countLive(team.id), 3);
+    });
+
+    test('running sandboxes: list filters, orders and pages; end times; kill', async () => {
+      const team = await teams.create({ name: 'list', clusterId, maxConcurrentSandboxes: 50, maxTimeoutHours: 1 });
+      const base = Date.now() - 100_000;
+      const ids: string[] = [];
+      for (let i = 0; i < 7; i++) {
+        const s = sandbox(team.id, clusterId, { startedAt: base + i * 1000, metadata: { i: String(i), parity: i % 2 ? 'odd' : 'even' } });
+        await sandboxes.reserve(s, 50);
+        await sandboxes.markRunning(s.id, 'n1', '0.6.4');
+        ids.push(s.id);
+      }
+      const page1 = await sandboxes.listRunning(team.id, { order: 'desc', limit: 3 });
+      assert.deepEqual(page1.items.map((s) => s.id), [ids[6], ids[5], ids[4]]);
+      assert.ok(page1.next);
+      const page2 = await sandboxes.listRunning(team.id, { order: 'desc', limit: 3, cursor: page1.next });
+      assert.deepEqual(page2.items.map((s) => s.id), [ids[3], ids[2], ids[1]]);
+      const page3 = await sandboxes.listRunning(team.id, { order: 'desc', limit: 3, cursor: page2.next });
+      assert.deepEqual(page3.items.map((s) => s.id), [ids[0]]);
+      assert.equal(page3.next, undefined);
+      const asc = await sandboxes.listRunning(team.id, { order: 'asc', limit: 100 });
+      assert.deepEqual(asc.items.map((s) => s.id), ids);
+      const odd = await sandboxes.listRunning(team.id, { order: 'asc', limit: 2, metadata: { parity: 'odd' } });
+      assert.deepEqual(odd.items.map((s) => s.id), [ids[1], ids[3]]);
+      const after3 = await sandboxes.listRunning(team.id, { order: 'asc', limit: 100, startedAfter: base + 3000 });
+      assert.deepEqual(after3.items.map((s) => s.id), ids.slice(4));
+
+      // end times: extend only moves later, set moves anywhere
+      const s0 = (await sandboxes.get(ids[0]!))!;
+      assert.equal(await sandboxes.extendEndAt(s0.id, s0.endAt - 5000), s0.endAt);
+      assert.equal(await sandboxes.extendEndAt(s0.id, s0.endAt + 5000), s0.endAt + 5000);
+      await sandboxes.setEndAt(s0.id, base);
+      assert.equal((await sandboxes.get(s0.id))!.endAt, base);
+      const due = await sandboxes.due(Date.now());
+      assert.ok(due.some((d) => d.id === s0.id));
+      assert.equal(await sandboxes.markKilled(s0.id, 'timeout', Date.now()), true);
+      assert.equal(await sandboxes.markKilled(s0.id, 'timeout', Date.now()), false);
+      assert.equal(await sandboxes.getRunning(team.id, s0.id), undefined);
+      assert.equal((await sandboxes.get(s0.id))!.state, 'killed');
+      assert.ok(!(await sandboxes.due(Date.now())).some((d) => d.id === s0.id));
+    });
+
+    test('times round-trip as numbers (bigint columns)', async () => {
+      const r = await sql<{ v: number }>`select ${Date.now()} as v`.execute(db.kysely);
+      assert.equal(r.rows.length, 1);
+      const team = await teams.create({ name: 'times', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const s = sandbox(team.id, clusterId, { endAt: 1_900_000_000_123 });
+      await sandboxes.reserve(s, 5);
+      const back = await sandboxes.get(s.id);
+      assert.equal(back?.endAt, 1_900_000_000_123);
+      assert.equal(typeof back?.startedAt, 'number');
+    });
+  });
+}
