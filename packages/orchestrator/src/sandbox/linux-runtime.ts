@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { access, chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
@@ -27,8 +28,8 @@ export interface LinuxRuntimeConfig {
   dataDir: string;
   /** Where built templates are cached; default `<dataDir>/templates`. */
   templatesDir?: string;
-  /** Directory of template recipes (packages/orchestrator/templates). */
-  recipesDir: string;
+  /** Directory of template recipes; default packages/orchestrator/templates (next to dist/). */
+  recipesDir?: string;
   /** envd bundle directory (contains envd.mjs), bound read-only at /opt/cove/envd. */
   envdDir: string;
   /** Host node binary bound at /opt/cove/bin/node; main.ts passes process.execPath. */
@@ -40,6 +41,8 @@ export interface LinuxRuntimeConfig {
    * different instances, veth prefixes and subnets. Default 'cove'.
    */
   instance?: string;
+  /** Bridge name override; default `<instance>0`. */
+  bridge?: string;
   /** Host veth ends are `<vethPrefix><slotId>`; at most 4 characters. Default 'cvh-'. */
   vethPrefix?: string;
   /** Sandbox subnet; the gateway (first address) sits on the bridge. Default 10.231.0.0/16. */
@@ -89,7 +92,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!/^[a-z][a-z0-9-]{0,3}$/.test(vethPrefix)) throw new RangeError(`bad veth prefix ${vethPrefix}`);
     this.instance = instance;
     this.bridge = {
-      bridge: `${instance}0`,
+      bridge: cfg.bridge ?? `${instance}0`,
       subnet: this.subnet,
       gateway: gatewayOf(this.subnet),
       netnsPrefix: `${instance}-`,
@@ -98,7 +101,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     this.slots = new SlotStore(join(cfg.dataDir, 'slots'));
     this.templates = new TemplateStore({
       templatesDir: cfg.templatesDir ?? join(cfg.dataDir, 'templates'),
-      recipesDir: cfg.recipesDir,
+      // dist/src/sandbox/linux-runtime.js → packages/orchestrator/templates
+      recipesDir: cfg.recipesDir ?? fileURLToPath(new URL('../../../templates', import.meta.url)),
       idOffset: cfg.idOffset ?? 100_000,
       logger: cfg.logger,
       onProgress: cfg.onTemplateProgress,
