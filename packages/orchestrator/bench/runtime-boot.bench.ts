@@ -1,5 +1,5 @@
 // Slot boot latency (crun run → first process answers /health) and teardown latency, sequential.
-// Run: node packages/orchestrator/dist/bench/runtime-boot.bench.js [count] (as root, after a build).
+// Run: node packages/orchestrator/dist/bench/runtime-boot.bench.js [count] [parallel] (as root, after a build).
 // Uses the test runtime instance names so it never touches a node's own slots.
 
 import { join } from 'node:path';
@@ -9,6 +9,8 @@ import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
 
 const pkg = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const count = Number(process.argv[2] ?? 20);
+/** How many boots run at once (a warm pool refills several slots concurrently). */
+const parallel = Number(process.argv[3] ?? 1);
 const standIn = ['/opt/cove/bin/node', '-e', "require('http').createServer((q,s)=>{s.statusCode=204;s.end()}).listen(49983)"];
 
 const rt = new LinuxSandboxRuntime({
@@ -27,14 +29,26 @@ await rt.cleanupOrphans([]);
 
 const boot: number[] = [];
 const destroy: number[] = [];
-for (let i = 0; i < count; i++) {
-  let t = performance.now();
-  const slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 256 }, process: standIn });
-  boot.push(performance.now() - t);
-  t = performance.now();
-  await rt.destroy(slot.slotId);
-  destroy.push(performance.now() - t);
+const started = performance.now();
+for (let i = 0; i < count; i += parallel) {
+  const batch = Math.min(parallel, count - i);
+  const slots = await Promise.all(
+    Array.from({ length: batch }, async () => {
+      const t = performance.now();
+      const slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 256 }, process: standIn });
+      boot.push(performance.now() - t);
+      return slot;
+    }),
+  );
+  await Promise.all(
+    slots.map(async (slot) => {
+      const t = performance.now();
+      await rt.destroy(slot.slotId);
+      destroy.push(performance.now() - t);
+    }),
+  );
 }
+const wallMs = performance.now() - started;
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -45,4 +59,4 @@ const rows = [
   { what: 'destroy', p50: pct(destroy, 50), p95: pct(destroy, 95), max: pct(destroy, 100) },
 ];
 process.stdout.write(`${rows.map((r) => `${r.what.padEnd(20)} p50 ${r.p50} ms  p95 ${r.p95} ms  max ${r.max} ms`).join('\n')}\n`);
-process.stdout.write(`${JSON.stringify({ count, rows })}\n`);
+process.stdout.write(`${JSON.stringify({ count, parallel, wallMs: Math.round(wallMs), rows })}\n`);
