@@ -3,7 +3,7 @@
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
-import { access, chmod, chown, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,6 +14,9 @@ import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
 import { allowInternet, applyFirewall, denyInternet, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { buildOciSpec } from './oci-spec.js';
 import { run, type RunResult } from './run-command.js';
+import { CrunCli } from './crun-cli.js';
+import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
+import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, removeSlotDisk, slotDiskPaths } from './slot-disk.js';
@@ -21,7 +24,7 @@ import { createSlotNetwork, ensureBridge, listNetworkSlotIds, mountSlotSysfs, ne
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 
-export const ENVD_PORT = 49983;
+export { ENVD_PORT } from './first-process.js';
 
 export interface LinuxRuntimeConfig {
   /** Root of everything the runtime stores: templates/, slots/, crun/ (crun state). */
@@ -70,7 +73,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly bridge: BridgeConfig;
   private readonly slots: SlotStore;
   private readonly templates: TemplateStore;
-  private readonly crunRoot: string;
+  private readonly crun: CrunCli;
   private readonly idOffset: number;
   private readonly idCount: number;
   private readonly pidsLimit: number;
@@ -107,7 +110,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       logger: cfg.logger,
       onProgress: cfg.onTemplateProgress,
     });
-    this.crunRoot = join(cfg.dataDir, 'crun');
+    this.crun = new CrunCli(join(cfg.dataDir, 'crun'));
     this.idOffset = cfg.idOffset ?? 100_000;
     this.idCount = cfg.idCount ?? 65_536;
     this.pidsLimit = cfg.pidsLimit ?? 1024;
@@ -121,7 +124,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async prepare(): Promise<void> {
     await prepareHost(this.log);
     await this.ensureContext();
-    await mkdir(this.crunRoot, { recursive: true, mode: 0o700 });
+    await mkdir(this.crun.stateRoot, { recursive: true, mode: 0o700 });
     await ensureBridge(this.bridge);
     const records = await this.slots.readAll();
     await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
@@ -212,16 +215,14 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const disk = slotDiskPaths(dir);
     rec.loopDevice = await createSlotDisk(disk, rec.lowerdir, opts.diskMb, this.idOffset);
     await this.slots.write(rec);
-    await this.writeEtcFiles(disk.rootfs, rec.slotId, rec.slotId);
+    await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
     await createSlotNetwork(this.bridge, rec.slotId, rec.address);
     const sysfs = join(dir, 'sys');
     await mkdir(sysfs, { recursive: true });
     await mountSlotSysfs(this.bridge, rec.slotId, sysfs);
 
     const limits = this.cgroupLimits(opts.limits);
-    const args = opts.process ?? [
-      '/opt/cove/bin/node', '--max-semi-space-size=1', '--max-old-space-size=64', '/opt/cove/envd/envd.mjs',
-    ];
+    const args = opts.process ?? ENVD_ARGS;
     const envdPresent = await access(this.cfg.envdDir).then(() => true, () => false);
     const spec = buildOciSpec({
       slotId: rec.slotId,
@@ -249,17 +250,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const bundle = join(dir, 'bundle');
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
-    const crunLog = join(dir, 'crun.log');
-    const r = await run(
-      'crun',
-      ['--root', this.crunRoot, `--log=file:${crunLog}`, 'run', '--detach', '--bundle', bundle, rec.slotId],
-      { nullStdio: true, allowFailure: true },
-    );
-    if (r.code !== 0) {
-      const why = await readFile(crunLog, 'utf8').catch(() => '');
-      throw new BootFailed(rec.slotId, `crun run exited ${r.code}: ${why.trim().split('\n').slice(-3).join(' | ')}`);
-    }
-    rec.pid = await this.crunPid(rec.slotId);
+    await this.crun.runDetached(rec.slotId, bundle, join(dir, 'crun.log'));
+    rec.pid = await this.crun.pid(rec.slotId);
     rec.pidStartTime = await processStartTime(rec.pid);
     // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd.
     // Lowering it needs CAP_SYS_RESOURCE; without it (some CI hosts drop it) the OOM killer still picks
@@ -270,34 +262,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
     });
     await this.slots.write(rec);
-    await this.waitHealthy(rec, this.cfg.bootTimeoutMs ?? 30_000);
+    await waitHealthy(rec.slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
     rec.state = 'pooled';
     await this.slots.write(rec);
     log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, 'slot booted');
-  }
-
-  private async crunPid(slotId: string): Promise<number> {
-    const r = await run('crun', ['--root', this.crunRoot, 'state', slotId]);
-    const pid = (JSON.parse(r.stdout) as { pid?: number }).pid;
-    if (!pid) throw new BootFailed(slotId, 'crun state reports no pid');
-    return pid;
-  }
-
-  private async waitHealthy(rec: SlotRecord, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    const url = `http://${rec.address}:${ENVD_PORT}/health`;
-    while (Date.now() < deadline) {
-      if ((await processStartTime(rec.pid)) !== rec.pidStartTime) throw new BootFailed(rec.slotId, 'first process exited');
-      try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-        await res.body?.cancel();
-        if (res.ok) return;
-      } catch {
-        /* not listening yet */
-      }
-      await sleep(25);
-    }
-    throw new BootFailed(rec.slotId, `no answer on ${url} within ${timeoutMs} ms`);
   }
 
   private cgroupLimits(l: SlotLimits): CgroupLimits {
@@ -307,21 +275,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       cpuPeriodUs: CPU_PERIOD_US,
       pids: this.pidsLimit,
     };
-  }
-
-  /** /etc/hostname, /etc/hosts, /etc/resolv.conf written into the overlay (no host binds: CRIU-friendly). */
-  private async writeEtcFiles(rootfs: string, hostname: string, _slotId: string): Promise<void> {
-    const dns = this.firewall?.dnsServers ?? [];
-    const files: Record<string, string> = {
-      hostname: `${hostname}\n`,
-      hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`,
-      'resolv.conf': dns.map((d) => `nameserver ${d}\n`).join('') || 'nameserver 127.0.0.1\n',
-    };
-    for (const [name, content] of Object.entries(files)) {
-      const path = join(rootfs, 'etc', name);
-      await writeFile(path, content, { mode: 0o644 });
-      await chown(path, this.idOffset, this.idOffset);
-    }
   }
 
   private async mustRead(slotId: string): Promise<SlotRecord> {
@@ -339,7 +292,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     else await denyInternet(this.instance, rec.address);
     // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
     await run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]);
-    await this.writeEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, slotId);
+    await writeSlotEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, this.firewall?.dnsServers ?? [], this.idOffset);
     Object.assign(rec, { state: 'claimed', sandboxId: opts.sandboxId, limits: opts.limits, allowInternetAccess: opts.allowInternetAccess });
     await this.slots.write(rec);
   }
@@ -348,8 +301,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!/^[a-z0-9]+$/.test(slotId)) throw new SlotNotFound(slotId);
     const { cgroups } = await this.ensureContext();
     const rec = await this.slots.read(slotId);
-    await run('crun', ['--root', this.crunRoot, 'kill', '--all', slotId, 'KILL'], { allowFailure: true });
-    await run('crun', ['--root', this.crunRoot, 'delete', '--force', slotId], { allowFailure: true });
+    await this.crun.killAndDelete(slotId);
     const deadline = Date.now() + 15_000;
     while ((await cgroups.pidsOf(slotId)).length > 0 && Date.now() < deadline) {
       await cgroups.killAll(slotId);
@@ -409,8 +361,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       ...(await cgroups.listSlotIds()),
       ...(await listNetworkSlotIds(this.bridge)),
     ]);
-    const crun = await run('crun', ['--root', this.crunRoot, 'list', '-q'], { allowFailure: true });
-    for (const id of crun.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) ids.add(id);
+    for (const id of await this.crun.list()) ids.add(id);
     for (const m of await mountsUnder(this.slots.slotsDir)) {
       const id = m.slice(this.slots.slotsDir.length + 1).split('/')[0];
       if (id) ids.add(id);
@@ -437,23 +388,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     args: string[],
     opts: { user?: string; input?: string; detach?: boolean } = {},
   ): Promise<ExecResult> {
-    const user = opts.user ? ['--user', opts.user] : [];
-    // Detached processes get /dev/null stdio: they may outlive this call and must hold no host pipe.
-    const detach = opts.detach ? ['--detach'] : [];
-    return run('crun', ['--root', this.crunRoot, 'exec', ...detach, ...user, '--cwd', '/', slotId, ...args], {
-      allowFailure: true,
-      input: opts.input,
-      nullStdio: opts.detach,
-    });
+    return this.crun.exec(slotId, args, opts);
   }
-}
-
-/** min(65536, this process's hard RLIMIT_NOFILE), read from /proc/self/limits. */
-async function nofileLimit(): Promise<number> {
-  const limits = await readFile('/proc/self/limits', 'utf8');
-  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
-  const n = hard === undefined || hard === 'unlimited' ? 65536 : Number(hard);
-  return Math.min(65536, Number.isFinite(n) ? n : 1024);
 }
 
 function toInfo(rec: SlotRecord): SlotInfo {

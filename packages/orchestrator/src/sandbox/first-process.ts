@@ -1,0 +1,44 @@
+// The slot's first process (envd, or a stand-in): its argv default, its rlimits, and the wait until
+// it answers HTTP on the envd port.
+
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BootFailed } from './runtime-errors.js';
+import { processStartTime } from './slot-store.js';
+
+export const ENVD_PORT = 49983;
+
+/** envd run by the host's node binary; small heaps because every idle sandbox pays for them. */
+export const ENVD_ARGS = ['/opt/cove/bin/node', '--max-semi-space-size=1', '--max-old-space-size=64', '/opt/cove/envd/envd.mjs'];
+
+/** Polls GET /health until a 2xx, failing early when the first process exits. */
+export async function waitHealthy(
+  slotId: string,
+  address: string,
+  pid: number,
+  pidStartTime: string | null,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const url = `http://${address}:${ENVD_PORT}/health`;
+  while (Date.now() < deadline) {
+    if ((await processStartTime(pid)) !== pidStartTime) throw new BootFailed(slotId, 'first process exited');
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.body?.cancel();
+      if (res.ok) return;
+    } catch {
+      /* not listening yet */
+    }
+    await sleep(25);
+  }
+  throw new BootFailed(slotId, `no answer on ${url} within ${timeoutMs} ms`);
+}
+
+/** min(65536, this process's hard RLIMIT_NOFILE): crun cannot raise a hard limit inside a userns. */
+export async function nofileLimit(): Promise<number> {
+  const limits = await readFile('/proc/self/limits', 'utf8');
+  const hard = /^Max open files\s+\S+\s+(\S+)/m.exec(limits)?.[1];
+  const n = hard === undefined || hard === 'unlimited' ? 65536 : Number(hard);
+  return Math.min(65536, Number.isFinite(n) ? n : 1024);
+}
