@@ -88,6 +88,15 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     assert.equal(r.stdout, 'user\n0\n');
   });
 
+  it('keeps the init token from root inside (first process is non-dumpable)', async () => {
+    const r = await exec(online, 'sudo -n cat /proc/1/environ; sudo -n head -c 16 /proc/1/mem; sudo -n head -c 4 /opt/cove/bin/node', '1000:1000');
+    assert.ok(!r.stdout.includes('COVE_ENVD_INIT_TOKEN'), 'the init token is readable inside');
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /\/proc\/1\/environ: Permission denied/);
+    const node = await exec(online, '/opt/cove/bin/node -e "console.log(6*7)"', '1000:1000');
+    assert.equal(node.stdout, '42\n', node.stderr);
+  });
+
   it('raises the pooled limits to the claimed ones', async () => {
     const v1 = await readFile(`/sys/fs/cgroup/memory/${OPTS.instance}/${online.slotId}/memory.limit_in_bytes`, 'utf8').catch(() => null);
     if (v1 !== null) {

@@ -15,6 +15,7 @@ import { allowInternet, applyFirewall, denyInternet, hostConnectedSubnets, hostN
 import { buildOciSpec } from './oci-spec.js';
 import { run, type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
+import { ensureExecOnlyNode } from './node-binary.js';
 import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
@@ -35,7 +36,10 @@ export interface LinuxRuntimeConfig {
   recipesDir?: string;
   /** envd bundle directory (contains envd.mjs), bound read-only at /opt/cove/envd. */
   envdDir: string;
-  /** Host node binary bound at /opt/cove/bin/node; main.ts passes process.execPath. */
+  /**
+   * Host node binary; main.ts passes process.execPath. An execute-only copy in `<dataDir>/bin` is what
+   * gets bound at /opt/cove/bin/node (see node-binary.ts for why).
+   */
   nodeBinary: string;
   logger: Logger;
   /**
@@ -85,6 +89,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
   private oomWarned = false;
+  private nodeCopy: Promise<string> | null = null;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -242,7 +247,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       cpuQuotaUs: limits.cpuQuotaUs,
       cpuPeriodUs: limits.cpuPeriodUs,
       pids: limits.pids,
-      nodeBinary: this.cfg.nodeBinary,
+      nodeBinary: await (this.nodeCopy ??= ensureExecOnlyNode(this.cfg.nodeBinary, join(this.cfg.dataDir, 'bin'))),
       sysfs,
       envdDir: envdPresent ? this.cfg.envdDir : null,
       nofile: await nofileLimit(),
