@@ -2,7 +2,7 @@
 // API, the admin API and the request log. Nothing listens and no timer runs until the caller says so
 // (main.ts: `app.listen` + `evictor.start()`; tests: port 0 and `evictor.runOnce()`).
 
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ControlLinks } from './cluster/control-link.js';
 import type { Config } from './config.js';
@@ -56,7 +56,8 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
 
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Our own onResponse hook writes the one request line (below); fastify's pair of lines would duplicate it.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
   });

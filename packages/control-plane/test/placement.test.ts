@@ -1,0 +1,64 @@
+// Placement as a pure function over node infos.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { create } from '@bufbuild/protobuf';
+import { InfoResponseSchema, NodeStatus } from '@cove/contracts/orchestrator';
+import { rankNodes, type NodeView } from '../src/cluster/placement.js';
+
+const GiB = 1n << 30n;
+const opts = { cpuOvercommit: 1, memoryOvercommit: 1 };
+
+function node(
+  nodeId: string,
+  o: { cpu?: number; memGiB?: bigint; cpuAlloc?: number; memAllocGiB?: number; status?: NodeStatus; edge?: string; count?: number; max?: number } = {},
+): NodeView {
+  return {
+    nodeId,
+    edgeStatus: o.edge ?? 'healthy',
+    info: create(InfoResponseSchema, {
+      nodeId,
+      status: o.status ?? NodeStatus.HEALTHY,
+      capacity: { cpuCount: o.cpu ?? 8, memoryBytes: (o.memGiB ?? 16n) * GiB, maxSandboxes: o.max ?? 0 },
+      usage: { cpuAllocated: o.cpuAlloc ?? 0, memoryAllocatedBytes: BigInt(Math.round((o.memAllocGiB ?? 0) * 1024)) * (1n << 20n) },
+      sandboxCount: o.count ?? 0,
+    }),
+  };
+}
+
+const req = { cpuCount: 2, memoryMb: 512 };
+
+test('prefers the node with the most free share on its tighter resource', () => {
+  const r = rankNodes([node('busy-cpu', { cpuAlloc: 6 }), node('busy-mem', { memAllocGiB: 15.75 }), node('idle')], req, opts);
+  assert.deepEqual(r.map((c) => c.nodeId), ['idle', 'busy-cpu']);
+});
+
+test('memory counts as much as CPU: a CPU-idle node with no memory left is excluded', () => {
+  const r = rankNodes([node('no-mem', { memGiB: 1n, memAllocGiB: 0.75 }), node('ok', { cpuAlloc: 4 })], req, opts);
+  assert.deepEqual(r.map((c) => c.nodeId), ['ok']);
+});
+
+test('excludes draining, unhealthy, edge-unhealthy, full and info-less nodes', () => {
+  const nodes: NodeView[] = [
+    node('draining', { status: NodeStatus.DRAINING }),
+    node('unhealthy', { status: NodeStatus.UNHEALTHY }),
+    node('edge-draining', { edge: 'draining' }),
+    node('capped', { count: 3, max: 3 }),
+    node('cpu-full', { cpuAlloc: 7 }),
+    node('too-small', { cpu: 1 }),
+    { nodeId: 'no-info', edgeStatus: 'healthy', info: undefined },
+  ];
+  assert.deepEqual(rankNodes(nodes, req, opts), []);
+});
+
+test('overcommit lets more vCPUs out than cores, never more per sandbox than the machine has', () => {
+  const full = node('n', { cpu: 4, cpuAlloc: 4 });
+  assert.deepEqual(rankNodes([full], req, opts), []);
+  assert.deepEqual(rankNodes([full], req, { cpuOvercommit: 2, memoryOvercommit: 1 }).map((c) => c.nodeId), ['n']);
+  assert.deepEqual(rankNodes([node('small', { cpu: 1 })], req, { cpuOvercommit: 8, memoryOvercommit: 1 }), []);
+});
+
+test('ties spread by sandbox count, then node id', () => {
+  const r = rankNodes([node('b', { count: 1 }), node('a', { count: 1 }), node('c', { count: 0 })], { cpuCount: 0, memoryMb: 0 }, opts);
+  assert.deepEqual(r.map((c) => c.nodeId), ['c', 'a', 'b']);
+});
