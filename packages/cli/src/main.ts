@@ -91,8 +91,23 @@ program
   .command('bench')
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
-  .action(async (pkgs: string[]) => {
-    const results = await runBenches(benchFiles(pkgs), {}, say);
+  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', 'base=20')
+  .action(async (pkgs: string[], opts: { warmPool: string }) => {
+    const files = benchFiles(pkgs);
+    const component = files.filter((f) => !f.includes('/packages/e2e/'));
+    const e2e = files.filter((f) => f.includes('/packages/e2e/'));
+    const results = await runBenches(component, {}, say);
+    if (e2e.length) {
+      // SDK-level figures come from a deployment started exactly like `cove up`.
+      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'bench'), portOffset: '200', nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool });
+      say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
+      try {
+        await up(o);
+        results.push(...(await runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say)));
+      } finally {
+        await down(o);
+      }
+    }
     printTable(results, say);
     say(`JSON: ${writeJson(results)}`);
   });

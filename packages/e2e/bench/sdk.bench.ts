@@ -1,0 +1,106 @@
+// Benchmarks through the unchanged SDK against a deployment started like `cove up`
+// (`cove bench` starts one and passes COVE_E2E_STATE_DIR). This process is only the
+// load generator; every server runs in its own process.
+import { Sandbox } from 'e2b';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { deployment } from '../test/deployment.js';
+import { percentile, report } from './stats.js';
+
+const SERIAL = Number(process.env.COVE_BENCH_SERIAL ?? 30);
+const CONCURRENCY = 20;
+const CONCURRENT_TOTAL = Number(process.env.COVE_BENCH_CONCURRENT_TOTAL ?? 40);
+
+async function createAndRun(): Promise<{ ms: number; sbx: Sandbox }> {
+  const t0 = performance.now();
+  const sbx = await Sandbox.create({ timeoutMs: 120_000 });
+  await sbx.commands.run('true');
+  return { ms: performance.now() - t0, sbx };
+}
+
+async function serialCreate(): Promise<void> {
+  const times: number[] = [];
+  for (let i = 0; i < SERIAL; i++) {
+    const { ms, sbx } = await createAndRun();
+    times.push(ms);
+    await sbx.kill();
+  }
+  report('create→first command, serial p50', percentile(times, 50), 'ms', '≤ 40');
+  report('create→first command, serial p95', percentile(times, 95), 'ms', '≤ 80');
+}
+
+async function concurrentCreate(): Promise<void> {
+  const times: number[] = [];
+  const made: Sandbox[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < CONCURRENT_TOTAL) {
+        next++;
+        const { ms, sbx } = await createAndRun();
+        times.push(ms);
+        made.push(sbx);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  await Promise.all(made.map((s) => s.kill()));
+  report(`create→first command, ${CONCURRENCY} concurrent p95`, percentile(times, 95), 'ms', '≤ 250');
+  report(`creates per second at ${CONCURRENCY} concurrent`, CONCURRENT_TOTAL / seconds, '1/s');
+}
+
+async function runRoundTrip(): Promise<void> {
+  const sbx = await Sandbox.create({ timeoutMs: 120_000 });
+  try {
+    for (let i = 0; i < 10; i++) await sbx.commands.run('true');
+    const times: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const t0 = performance.now();
+      await sbx.commands.run('true');
+      times.push(performance.now() - t0);
+    }
+    report('commands.run("true") round trip p50', percentile(times, 50), 'ms', '≤ 8');
+    report('commands.run("true") round trip p95', percentile(times, 95), 'ms');
+  } finally {
+    await sbx.kill();
+  }
+}
+
+/** Runs the load generator in its own process and returns requests/s. */
+function load(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(new URL('./load.js', import.meta.url)), [url, JSON.stringify(headers), '5000', '32'], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(Number(JSON.parse(out).rps)) : reject(new Error(`load exited ${code}`))));
+  });
+}
+
+async function proxyOverhead(): Promise<void> {
+  const d = deployment();
+  const sbx = await Sandbox.create({ timeoutMs: 300_000 });
+  try {
+    await sbx.commands.run(
+      `node -e "require('http').createServer((q,s)=>s.end('ok')).listen(8000,'0.0.0.0')" >/dev/null 2>&1`,
+      { background: true },
+    );
+    const ip = (await sbx.commands.run("hostname -I | awk '{print $1}'")).stdout.trim();
+    for (let i = 0; i < 100; i++) {
+      if ((await sbx.commands.run('curl -s -o /dev/null -w "%{http_code}" http://127.0.0.1:8000/ || true')).stdout === '200') break;
+    }
+    const direct = await load(`http://${ip}:8000/`, {});
+    const viaEdge = await load(`http://127.0.0.1:${d.ports.edgeTraffic}/`, { 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '8000' });
+    report('requests/s straight to the sandbox', direct, '1/s');
+    report('requests/s through the edge', viaEdge, '1/s');
+    report('edge proxy ratio (edge / direct)', viaEdge / direct, 'x', '≥ 0.7');
+  } finally {
+    await sbx.kill();
+  }
+}
+
+deployment();
+await runRoundTrip();
+await serialCreate();
+await concurrentCreate();
+await proxyOverhead();
