@@ -64,6 +64,7 @@ describe('sandbox lifecycle through the control link', () => {
     assert.equal(c.trafficToken, null);
     assert.equal(c.envdAccessToken, s.envdAccessToken);
     assert.ok(cluster.nodes.get('node-a')!.sandboxes.has(s.sandboxID));
+    assert.ok(cluster.calls.some((x) => x.method === 'GET /v1/nodes' && x.authorization === `Bearer ${cluster.token}`));
 
     const d = await call(cp.url, 'GET', `/sandboxes/${s.sandboxID}`, { key });
     assert.equal(d.status, 200);
@@ -234,6 +235,19 @@ describe('sandbox lifecycle through the control link', () => {
       a.status = NodeStatus.HEALTHY;
       cluster.nodes.delete('node-b');
     }
+  });
+
+  test('a cluster that rejects our token → 502 JSON; fixing the token via the admin API recovers', async () => {
+    const clusters = await call(cp.url, 'GET', '/admin/clusters', { admin: ADMIN_TOKEN });
+    const id = clusters.body[0].id;
+    const wrong = await call(cp.url, 'PATCH', `/admin/clusters/${id}`, { admin: ADMIN_TOKEN, body: { token: 'wrong-token-0123456789abcdef' } });
+    assert.equal(wrong.status, 200);
+    const r = await create();
+    assert.equal(r.status, 502);
+    assert.equal(r.body.code, 502);
+    const fixed = await call(cp.url, 'PATCH', `/admin/clusters/${id}`, { admin: ADMIN_TOKEN, body: { token: cluster.token } });
+    assert.equal(fixed.status, 200);
+    assert.equal((await create()).status, 201);
   });
 
   test('concurrency limit → 429 with E2B wording; a failed create does not use up the limit', async () => {

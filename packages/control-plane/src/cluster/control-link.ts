@@ -13,7 +13,7 @@ import {
   type SandboxInfo,
   type SandboxSpec,
 } from '@cove/contracts/orchestrator';
-import { request } from 'undici';
+import { constants as h2 } from 'node:http2';
 import { z } from 'zod';
 import { ClusterUnavailable } from '../errors.js';
 import type { Cluster } from '../store/cluster-store.js';
@@ -69,25 +69,61 @@ export class ControlLink {
     return { authorization: `Bearer ${this.cluster.token}`, 'cove-node-id': nodeId, ...extra };
   }
 
-  /** The cluster's nodes as the edge sees them. */
-  async listNodes(): Promise<NodeView[]> {
-    let body: unknown;
-    try {
-      const res = await request(new URL('/v1/nodes', this.cluster.endpoint), {
-        headers: { authorization: `Bearer ${this.cluster.token}`, accept: 'application/json' },
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
+  /**
+   * GET a JSON document from the edge's REST API. It goes over the same HTTP/2 connection as the gRPC calls
+   * (the edge serves REST on h2c and HTTP/1.1 alike), so one connection carries the whole control link.
+   */
+  private async getJson(path: string): Promise<{ status: number; body: unknown }> {
+    const stream = await this.sessions.request(
+      'GET',
+      path,
+      { authorization: `Bearer ${this.cluster.token}`, accept: 'application/json' },
+      {},
+    );
+    return new Promise((resolve, reject) => {
+      let status = 0;
+      const chunks: Buffer[] = [];
+      let size = 0;
+      stream.setTimeout(this.timeoutMs, () => {
+        stream.close(h2.NGHTTP2_CANCEL);
+        reject(new Error(`GET ${path} timed out`));
       });
-      if (res.statusCode !== 200) {
-        await res.body.dump();
-        throw new ClusterUnavailable(`cluster "${this.cluster.name}" node discovery answered ${res.statusCode}`);
-      }
-      body = await res.body.json();
+      stream.on('response', (headers) => {
+        status = Number(headers[':status']);
+      });
+      stream.on('data', (chunk: Buffer) => {
+        this.sessions.notifyResponseByteRead(stream);
+        size += chunk.length;
+        if (size > 16 * 1024 * 1024) {
+          stream.close(h2.NGHTTP2_CANCEL);
+          reject(new Error(`GET ${path}: response too large`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      stream.on('error', reject);
+      stream.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status, body: text === '' ? undefined : (JSON.parse(text) as unknown) });
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      });
+      stream.end();
+    });
+  }
+
+  /** The cluster's nodes as the edge sees them (edge REST `GET /v1/nodes`). */
+  async listNodes(): Promise<NodeView[]> {
+    let res: { status: number; body: unknown };
+    try {
+      res = await this.getJson('/v1/nodes');
     } catch (err) {
-      if (err instanceof ClusterUnavailable) throw err;
       throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
     }
-    const parsed = NodeListSchema.safeParse(body);
+    if (res.status !== 200) throw new ClusterUnavailable(`cluster "${this.cluster.name}" node discovery answered ${res.status}`);
+    const parsed = NodeListSchema.safeParse(res.body);
     if (!parsed.success) throw new ClusterUnavailable(`cluster "${this.cluster.name}" sent a malformed node list`);
     return parsed.data.map((n) => {
       let info;

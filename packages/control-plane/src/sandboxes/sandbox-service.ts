@@ -45,7 +45,7 @@ export interface Created {
 }
 
 /** Control-link codes after which another node may well succeed. */
-const TRY_NEXT = new Set([Code.ResourceExhausted, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.AlreadyExists]);
+const TRY_NEXT = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.AlreadyExists]);
 /** Codes after which the node may have started the sandbox anyway: clean up before moving on. */
 const MAYBE_STARTED = new Set([Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Unavailable]);
 
@@ -129,6 +129,7 @@ export class SandboxService {
       if (candidates.length === 0) throw new NoCapacity();
       let lastError: LinkCallError | undefined;
       let allExhausted = true;
+      let allNotFound = true;
       for (const { nodeId } of candidates) {
         try {
           const info = await link.create(
@@ -159,10 +160,11 @@ export class SandboxService {
           return { sandbox: record, cluster };
         } catch (err) {
           if (!(err instanceof LinkCallError)) throw err;
-          if (err.code === Code.NotFound) throw new NotFound(`template '${input.templateID}' is not available in this cluster`);
           if (!TRY_NEXT.has(err.code)) throw new ClusterUnavailable('the cluster refused to create the sandbox', { cause: err });
           log.warn({ nodeId, err: err.message }, 'create failed on node, trying the next one');
           if (err.code !== Code.ResourceExhausted) allExhausted = false;
+          // NotFound is an unknown template on the node, or a node the edge no longer knows: try the others.
+          if (err.code !== Code.NotFound) allNotFound = false;
           lastError = err;
           if (MAYBE_STARTED.has(err.code)) {
             await link.delete(nodeId, record.id, 'create failed').catch(() => undefined);
@@ -170,6 +172,7 @@ export class SandboxService {
         }
       }
       if (allExhausted) throw new NoCapacity();
+      if (allNotFound) throw new NotFound(`template '${input.templateID}' is not available in this cluster`);
       throw new ClusterUnavailable('no node could start the sandbox', { cause: lastError });
     } catch (err) {
       await this.sandboxes.remove(record.id);
