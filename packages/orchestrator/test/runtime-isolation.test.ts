@@ -59,9 +59,16 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     const ps = await exec(online, 'ps -eo pid=,args=');
     assert.equal(ps.code, 0, ps.stderr);
     const lines = ps.stdout.trim().split('\n').map((l) => l.trim());
-    assert.match(lines[0] ?? '', /^1 \/opt\/cove\/bin\/node -e/);
-    assert.ok(lines.length <= 4, `unexpected processes:\n${ps.stdout}`);
+    assert.match(lines[0] ?? '', /^1 \/opt\/cove\/bin\/tini -- \/opt\/cove\/bin\/node -e/);
+    assert.match(lines[1] ?? '', /^\d+ \/opt\/cove\/bin\/node -e/);
+    assert.ok(lines.length <= 5, `unexpected processes:\n${ps.stdout}`);
     assert.ok(!ps.stdout.includes('--test'), 'the host test runner is visible');
+  });
+
+  it('reaps orphaned processes (tini is PID 1), so zombies do not pile up', async () => {
+    for (let i = 0; i < 5; i++) await exec(offline, '(sleep 0.1 &); exit 0');
+    const noZombies = async () => !/^Z/m.test((await exec(offline, 'ps -eo stat=')).stdout);
+    assert.ok(await waitFor(noZombies, 10_000), (await exec(offline, 'ps -eo pid,ppid,stat,args')).stdout);
   });
 
   it('cannot read host files', async () => {
@@ -89,10 +96,11 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
   });
 
   it('keeps the init token from root inside (first process is non-dumpable)', async () => {
-    const r = await exec(online, 'sudo -n cat /proc/1/environ; sudo -n head -c 16 /proc/1/mem; sudo -n head -c 4 /opt/cove/bin/node', '1000:1000');
+    const script = 'for p in /proc/[0-9]*; do cat $p/environ; head -c 16 $p/mem; done; head -c 4 /opt/cove/bin/node; env';
+    const r = await exec(online, `sudo -n sh -c '${script}'`, '1000:1000');
     assert.ok(!r.stdout.includes('COVE_ENVD_INIT_TOKEN'), 'the init token is readable inside');
-    assert.equal(r.stdout, '');
     assert.match(r.stderr, /\/proc\/1\/environ: Permission denied/);
+    assert.match(r.stderr, /\/opt\/cove\/bin\/node.*Permission denied/);
     const node = await exec(online, '/opt/cove/bin/node -e "console.log(6*7)"', '1000:1000');
     assert.equal(node.stdout, '42\n', node.stderr);
   });

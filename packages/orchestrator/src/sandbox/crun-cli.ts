@@ -5,6 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { run, type RunResult } from './run-command.js';
 import { BootFailed } from './runtime-errors.js';
 
+export const SANDBOX_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
 export class CrunCli {
   constructor(readonly stateRoot: string) {}
 
@@ -43,9 +45,12 @@ export class CrunCli {
 
   exec(slotId: string, args: string[], opts: { user?: string; input?: string; detach?: boolean }): Promise<RunResult> {
     const user = opts.user ? ['--user', opts.user] : [];
+    // --env replaces the spec's environment, which carries envd's init token: exec'd commands get
+    // only a PATH (and root's HOME), never the token.
+    const env = ['--env', `PATH=${SANDBOX_PATH}`, ...(opts.user ? [] : ['--env', 'HOME=/root'])];
     // Detached processes get /dev/null stdio: they may outlive this call and must hold no host pipe.
     const detach = opts.detach ? ['--detach'] : [];
-    return run('crun', ['--root', this.stateRoot, 'exec', ...detach, ...user, '--cwd', '/', slotId, ...args], {
+    return run('crun', ['--root', this.stateRoot, 'exec', ...detach, ...user, ...env, '--cwd', '/', slotId, ...args], {
       allowFailure: true,
       input: opts.input,
       nullStdio: opts.detach,

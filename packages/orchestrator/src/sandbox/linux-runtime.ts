@@ -3,7 +3,7 @@
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,8 +14,8 @@ import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
 import { allowInternet, applyFirewall, denyInternet, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { buildOciSpec } from './oci-spec.js';
 import { run, type RunResult } from './run-command.js';
-import { CrunCli } from './crun-cli.js';
-import { ensureExecOnlyNode } from './node-binary.js';
+import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
+import { ensureExecOnlyCopy } from './exec-only-binaries.js';
 import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
@@ -38,9 +38,14 @@ export interface LinuxRuntimeConfig {
   envdDir: string;
   /**
    * Host node binary; main.ts passes process.execPath. An execute-only copy in `<dataDir>/bin` is what
-   * gets bound at /opt/cove/bin/node (see node-binary.ts for why).
+   * gets bound at /opt/cove/bin/node (see exec-only-binaries.ts for why).
    */
   nodeBinary: string;
+  /**
+   * Static init run as PID 1 (reaps orphaned zombies, forwards signals); default Debian's
+   * /usr/bin/tini-static (package `tini`). Bound, as an execute-only copy, at /opt/cove/bin/tini.
+   */
+  initBinary?: string;
   logger: Logger;
   /**
    * Names this runtime's host objects: bridge `<instance>0`, nftables tables `<instance>`, cgroup parent
@@ -89,7 +94,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
   private oomWarned = false;
-  private nodeCopy: Promise<string> | null = null;
+  private binaries: Promise<{ node: string; init: string }> | null = null;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -133,6 +138,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await ensureBridge(this.bridge);
     const records = await this.slots.readAll();
     await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
+    await this.lentBinaries();
     for (const t of this.cfg.templates ?? ['base']) await this.templates.ensure(t);
     const envdPresent = await access(join(this.cfg.envdDir, 'envd.mjs')).then(() => true, () => false);
     if (!envdPresent) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
@@ -227,14 +233,17 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await mountSlotSysfs(this.bridge, rec.slotId, sysfs);
 
     const limits = this.cgroupLimits(opts.limits);
-    const args = opts.process ?? ENVD_ARGS;
+    // PID 1 is tini: node does not reap orphans, so without it every process a sandbox user leaves
+    // behind would end as a zombie holding a pid until pids.max is reached.
+    const args = ['/opt/cove/bin/tini', '--', ...(opts.process ?? ENVD_ARGS)];
+    const bins = await this.lentBinaries();
     const envdPresent = await access(this.cfg.envdDir).then(() => true, () => false);
     const spec = buildOciSpec({
       slotId: rec.slotId,
       rootfs: disk.rootfs,
       args,
       env: {
-        PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        PATH: SANDBOX_PATH,
         HOME: '/root',
         ENVD_PORT: String(ENVD_PORT),
         COVE_ENVD_INIT_TOKEN: rec.initToken,
@@ -247,7 +256,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       cpuQuotaUs: limits.cpuQuotaUs,
       cpuPeriodUs: limits.cpuPeriodUs,
       pids: limits.pids,
-      nodeBinary: await (this.nodeCopy ??= ensureExecOnlyNode(this.cfg.nodeBinary, join(this.cfg.dataDir, 'bin'))),
+      nodeBinary: bins.node,
+      initBinary: bins.init,
       sysfs,
       envdDir: envdPresent ? this.cfg.envdDir : null,
       nofile: await nofileLimit(),
@@ -256,21 +266,36 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
     await this.crun.runDetached(rec.slotId, bundle, join(dir, 'crun.log'));
-    rec.pid = await this.crun.pid(rec.slotId);
+    const initPid = await this.crun.pid(rec.slotId);
+    rec.pid = await childOf(initPid, rec.slotId);
     rec.pidStartTime = await processStartTime(rec.pid);
-    // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd.
-    // Lowering it needs CAP_SYS_RESOURCE; without it (some CI hosts drop it) the OOM killer still picks
-    // the biggest process in the cgroup, which is the hog rather than envd, so this is not fatal.
-    await writeFile(`/proc/${rec.pid}/oom_score_adj`, '-998').catch((err: unknown) => {
-      if (this.oomWarned) return;
-      this.oomWarned = true;
-      log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
-    });
+    // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd (nor
+    // tini, whose exit would end the sandbox). Lowering needs CAP_SYS_RESOURCE; without it (these CI
+    // hosts drop it) the OOM killer still picks the biggest task in the cgroup, so this is not fatal.
+    for (const pid of [initPid, rec.pid]) {
+      await writeFile(`/proc/${pid}/oom_score_adj`, '-998').catch((err: unknown) => {
+        if (this.oomWarned) return;
+        this.oomWarned = true;
+        log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
+      });
+    }
     await this.slots.write(rec);
     await waitHealthy(rec.slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
     rec.state = 'pooled';
     await this.slots.write(rec);
     log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, 'slot booted');
+  }
+
+  private lentBinaries(): Promise<{ node: string; init: string }> {
+    const binDir = join(this.cfg.dataDir, 'bin');
+    this.binaries ??= Promise.all([
+      ensureExecOnlyCopy(this.cfg.nodeBinary, binDir, 'node'),
+      ensureExecOnlyCopy(this.cfg.initBinary ?? '/usr/bin/tini-static', binDir, 'tini'),
+    ]).then(([node, init]) => ({ node, init }));
+    this.binaries.catch(() => {
+      this.binaries = null;
+    });
+    return this.binaries;
   }
 
   private cgroupLimits(l: SlotLimits): CgroupLimits {
@@ -395,6 +420,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   ): Promise<ExecResult> {
     return this.crun.exec(slotId, args, opts);
   }
+}
+
+/** The first child of tini (envd), polled briefly: tini forks it right after starting. */
+async function childOf(initPid: number, slotId: string): Promise<number> {
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    const children = await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => null);
+    if (children === null) break;
+    const first = Number(children.trim().split(' ')[0]);
+    if (first > 0) return first;
+    await sleep(5);
+  }
+  throw new BootFailed(slotId, 'the first process did not start under tini');
 }
 
 function toInfo(rec: SlotRecord): SlotInfo {

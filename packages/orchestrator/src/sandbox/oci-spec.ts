@@ -26,6 +26,8 @@ export interface OciSpecInput {
   sysfs: string;
   /** Host path of the node binary bound at /opt/cove/bin/node. */
   nodeBinary: string;
+  /** Host path of the static init bound at /opt/cove/bin/tini. */
+  initBinary: string;
   /** Host directory bound at /opt/cove/envd (may be absent when a stand-in process is used). */
   envdDir: string | null;
   /** RLIMIT_NOFILE inside; at most the orchestrator's own hard limit (crun cannot raise it in a userns). */
@@ -57,6 +59,7 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
     // (the netns is made by the host), so the host mounts one for the slot's netns and it is bound here.
     { destination: '/sys', type: 'bind', source: i.sysfs, options: ['bind', 'ro', 'nosuid', 'noexec', 'nodev'] },
     { destination: '/opt/cove/bin/node', type: 'bind', source: i.nodeBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
+    { destination: '/opt/cove/bin/tini', type: 'bind', source: i.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
   ];
   if (i.envdDir) {
     mounts.push({ destination: '/opt/cove/envd', type: 'bind', source: i.envdDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 
 /** Bump when the build steps in template-build.ts change what ends up in a rootfs. */
-export const TEMPLATE_BUILDER_VERSION = 3;
+export const TEMPLATE_BUILDER_VERSION = 4;
 
 const recipeSchema = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),

@@ -107,7 +107,7 @@ export class TemplateStore {
         : []),
       // Mount points for what the runtime binds in (host node binary, envd bundle, generated files).
       `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd"`,
-      `touch "$1/opt/cove/bin/node" "$1/etc/resolv.conf" "$1/etc/hostname" "$1/etc/hosts"`,
+      `touch "$1/opt/cove/bin/node" "$1/opt/cove/bin/tini" "$1/etc/resolv.conf" "$1/etc/hostname" "$1/etc/hosts"`,
       `rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*`,
     ];
     const args = [
