@@ -49,6 +49,7 @@ for (let i = 0; i < count; i += parallel) {
   );
 }
 const wallMs = performance.now() - started;
+await rt.teardownHost();
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);

@@ -18,9 +18,11 @@ describe('envd as the first process', { timeout: 120_000, skip: haveBundle ? fal
   let slot: SlotInfo | undefined;
 
   after(async () => {
-    if (!slot) return;
-    await rt.destroy(slot.slotId);
-    assert.deepEqual(await leftovers(OPTS, DATA_DIR, slot.slotId, slot.address), []);
+    if (slot) {
+      await rt.destroy(slot.slotId);
+      assert.deepEqual(await leftovers(OPTS, DATA_DIR, slot.slotId, slot.address), []);
+    }
+    await rt.teardownHost();
   });
 
   it('boots envd and answers /health with its version', async () => {

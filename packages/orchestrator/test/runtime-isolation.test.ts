@@ -9,7 +9,7 @@ import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
-import { healthy, leftovers, makeRuntime, STAND_IN, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { healthy, leftovers, makeRuntime, sh, STAND_IN, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covetesti', vethPrefix: 'cti-', subnet: '10.232.0.0/16', pidsLimit: 256 };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
@@ -43,6 +43,9 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
       await rt.destroy(s.slotId);
       assert.deepEqual(await leftovers(OPTS, DATA_DIR, s.slotId, s.address), []);
     }
+    await rt.teardownHost();
+    assert.notEqual((await sh('ip', ['link', 'show', 'dev', `${OPTS.instance}0`])).code, 0, 'bridge left behind');
+    assert.notEqual((await sh('nft', ['list', 'table', 'inet', OPTS.instance])).code, 0, 'nft table left behind');
   });
 
   const exec = (s: SlotInfo, cmd: string, user?: string) => rt.exec(s.slotId, ['/bin/sh', '-c', cmd], { user });

@@ -17,7 +17,7 @@ describe('runtime recovery', { timeout: 180_000 }, () => {
 
   after(async () => {
     const rt = makeRuntime(OPTS);
-    await rt.cleanupOrphans([]);
+    await rt.teardownHost();
     for (const s of made) assert.deepEqual(await leftovers(OPTS, DATA_DIR, s.slotId, s.address), []);
   });
 

@@ -170,6 +170,18 @@ export class Cgroups {
     }
   }
 
+  /** Removes the parent cgroup(s); they must hold no slots. Missing ones are fine. */
+  async removeParent(): Promise<void> {
+    const dirs = this.mode === 'v2' ? [this.v2Dir()] : [...V1_CONTROLLERS, 'hugetlb', 'systemd', 'unified'].map((c) => this.v1Dir(c));
+    for (const d of dirs) {
+      try {
+        await rmdir(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+  }
+
   /** Slot ids that have a cgroup under the parent (for orphan cleanup). */
   async listSlotIds(): Promise<string[]> {
     const dir = this.mode === 'v2' ? this.v2Dir() : this.v1Dir('pids');

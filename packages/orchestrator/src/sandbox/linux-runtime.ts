@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
 import { prepareHost } from './host-prepare.js';
 import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
-import { allowInternet, applyFirewall, denyInternet, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
+import { allowInternet, applyFirewall, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { buildOciSpec } from './oci-spec.js';
 import { run, type RunResult } from './run-command.js';
 import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
@@ -21,7 +21,7 @@ import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, removeSlotDisk, slotDiskPaths } from './slot-disk.js';
-import { createSlotNetwork, ensureBridge, listNetworkSlotIds, mountSlotSysfs, netnsPath, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
+import { createSlotNetwork, ensureBridge, listNetworkSlotIds, mountSlotSysfs, netnsPath, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 
@@ -407,6 +407,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await applyFirewall(firewall, kept.map((r) => r.address));
     if (cleaned.length) this.log.info({ cleaned }, 'removed orphaned slots');
     return cleaned;
+  }
+
+  /**
+   * Undoes prepare()'s per-instance host objects (nft tables, bridge, cgroup parent) after destroying
+   * every slot of this instance. For `cove down` and test teardown; host-wide settings (ip_forward,
+   * the hugetlb mount) and the template cache stay.
+   */
+  async teardownHost(): Promise<void> {
+    const { cgroups } = await this.ensureContext();
+    await this.cleanupOrphans([]);
+    await removeFirewall(this.instance);
+    await removeBridge(this.bridge);
+    await cgroups.removeParent();
   }
 
   /**

@@ -107,3 +107,9 @@ export async function hostConnectedSubnets(bridge: string): Promise<string[]> {
   }
   return out;
 }
+
+/** Deletes Cove's tables; absent tables are fine. */
+export async function removeFirewall(table: string): Promise<void> {
+  await run('nft', ['delete', 'table', 'inet', table], { allowFailure: true });
+  await run('nft', ['delete', 'table', 'bridge', table], { allowFailure: true });
+}

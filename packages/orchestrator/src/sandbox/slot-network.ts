@@ -34,6 +34,11 @@ export async function ensureBridge(cfg: BridgeConfig): Promise<void> {
   await run('ip', ['link', 'set', 'dev', cfg.bridge, 'up']);
 }
 
+/** Deletes the bridge; absent is fine. */
+export async function removeBridge(cfg: BridgeConfig): Promise<void> {
+  await run('ip', ['link', 'del', 'dev', cfg.bridge], { allowFailure: true });
+}
+
 /** Creates netns + veth for a slot and configures the inside (address, default route, lo up, no IPv6). */
 export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, address: string): Promise<void> {
   const ns = netnsName(cfg, slotId);
