@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream, type Stats } from 'node:fs';
+import type { Stats } from 'node:fs';
 import { lstat, open, stat, unlink } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { posix } from 'node:path';
@@ -62,7 +62,7 @@ export async function handleDownload(req: IncomingMessage, res: ServerResponse, 
   if (st.isDirectory()) throw new EnvdError('invalid_argument', `path ${path} is a directory`);
   if (!userCan(st, user, 'r')) throw new EnvdError('permission_denied', `user ${user.name} cannot read ${path}`);
   const handle = await open(path, 'r');
-  const source = createReadStream('', { fd: handle.fd, autoClose: true });
+  const source = handle.createReadStream();
   const gzip = /\bgzip\b/i.test(String(req.headers['accept-encoding'] ?? '')) && st.size > 0;
   const headers: Record<string, string | number> = {
     'content-type': 'application/octet-stream',
@@ -115,13 +115,13 @@ async function writeUpload(source: Readable, path: string, user: SandboxUser, me
   const handle = await open(path, 'w', 0o644);
   try {
     await handle.chown(user.uid, user.gid);
-    await pipeline(source, limiter(deps.maxUploadBytes), createWriteStream('', { fd: handle.fd, autoClose: false }));
+    // The write stream owns the handle from here and closes it when done or destroyed.
+    await pipeline(source, limiter(deps.maxUploadBytes), handle.createWriteStream());
   } catch (e) {
     await handle.close().catch(() => undefined);
     if (toEnvdError(e).code === 'payload_too_large') await unlink(path).catch(() => undefined);
     throw e;
   }
-  await handle.close();
   await writeMetadata(path, metadata);
   const out: WrittenFile = { path, name: posix.basename(path), type: 'file' };
   if (Object.keys(metadata).length > 0) out.metadata = metadata;
@@ -184,7 +184,7 @@ function multipartUpload(
   return new Promise((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
-      bb = busboy({ headers: req.headers, limits: { files: 1000, fields: 100, fieldSize: 64 * 1024 } });
+      bb = busboy({ headers: req.headers, preservePath: true, limits: { files: 1000, fields: 100, fieldSize: 64 * 1024 } });
     } catch {
       reject(new EnvdError('invalid_argument', 'malformed multipart request'));
       return;

@@ -1,0 +1,86 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+/** A real envd child process on a free loopback port. */
+export interface RunningEnvd {
+  url: string;
+  port: number;
+  initToken: string;
+  proc: ChildProcess;
+  logs: string[];
+  /** POST /init with the orchestrator's init token. */
+  init(body: Record<string, unknown>): Promise<Response>;
+  alive(): boolean;
+  stop(): Promise<void>;
+}
+
+export async function startEnvd(env: Record<string, string> = {}): Promise<RunningEnvd> {
+  const initToken = 'init-' + Math.random().toString(36).slice(2);
+  const proc = spawn(process.execPath, [MAIN], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENVD_PORT: '0', ENVD_HOST: '127.0.0.1', COVE_ENVD_INIT_TOKEN: initToken, ENVD_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: string[] = [];
+  proc.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+  const lines = createInterface({ input: proc.stdout! });
+  const port = await new Promise<number>((resolve, reject) => {
+    proc.once('exit', (code) => reject(new Error(`envd exited early (${code}): ${logs.join('')}`)));
+    lines.on('line', (line) => {
+      logs.push(line);
+      try {
+        const rec = JSON.parse(line) as { msg?: string; port?: number };
+        if (rec.msg === 'envd listening' && rec.port) resolve(rec.port);
+      } catch {
+        // not JSON
+      }
+    });
+  });
+  const url = `http://127.0.0.1:${port}`;
+  let exited = false;
+  let stopping = false;
+  proc.once('exit', (code, signal) => {
+    exited = true;
+    if (!stopping) process.stderr.write(`envd exited unexpectedly (${code ?? signal}):\n${logs.join('\n')}\n`);
+  });
+  return {
+    url,
+    port,
+    initToken,
+    proc,
+    logs,
+    init: (body) =>
+      fetch(`${url}/init`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-cove-init-token': initToken }, body: JSON.stringify(body) }),
+    alive: () => !exited && proc.exitCode === null,
+    async stop() {
+      if (exited) return;
+      stopping = true;
+      proc.kill('SIGTERM');
+      await once(proc, 'exit');
+    },
+  };
+}
+
+/** A fresh temp dir, removed by the returned cleanup. */
+export async function tempDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'envd-test-'));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Polls `check` until it returns a truthy value or the deadline passes. */
+export async function waitFor<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
