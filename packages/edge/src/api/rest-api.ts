@@ -1,0 +1,149 @@
+// The cluster REST API (JSON, reference e2b-infra.md §3.1 adapted to Cove): health, edge info, node
+// discovery, drain/undrain, sandbox lookup. Served on both HTTP/1.1 and HTTP/2 of the API port. Everything
+// but /health needs the cluster token as `authorization: Bearer` or `X-API-Key`. Errors are `{code, message}`
+// with `code` = HTTP status, mapped once here from the edge's error codes.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { toJson } from '@bufbuild/protobuf';
+import { InfoResponseSchema } from '@cove/contracts/orchestrator';
+import type { Logger } from 'pino';
+import { EdgeError, HTTP_STATUS, NodeNotFound, SandboxNotFound } from '../errors.js';
+import type { NodeClients } from '../nodes/node-client.js';
+import type { NodeDirectory } from '../nodes/node-directory.js';
+import type { EdgeStore } from '../store/edge-store.js';
+import { bearerToken, tokensEqual } from '../token-compare.js';
+
+/** Edge-wide status as reported by /health and /v1/info. */
+export type EdgeStatus = 'healthy' | 'draining' | 'unhealthy';
+
+/** What the REST API needs. */
+export interface RestApiDeps {
+  edgeId: string;
+  version: string;
+  startedAt: Date;
+  clusterToken: string;
+  directory: NodeDirectory;
+  store: EdgeStore;
+  nodeClients: NodeClients;
+  status: () => Promise<EdgeStatus>;
+  log: Logger;
+}
+
+type Req = IncomingMessage | Http2ServerRequest;
+/** Connect's NodeServerResponse narrows `write`; only writeHead/end are used here. */
+type Res = ServerResponse | Http2ServerResponse | { writeHead: unknown; end: unknown };
+interface JsonWriter {
+  writeHead(status: number, headers: Record<string, string | number>): unknown;
+  end(body?: string): unknown;
+}
+
+function sendJson(res: Res, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  (res as unknown as JsonWriter).writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  (res as unknown as JsonWriter).end(text);
+}
+
+function sendError(res: Res, status: number, message: string): void {
+  sendJson(res, status, { code: status, message });
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** 'ok', 'missing' or 'wrong' for the request's cluster token. */
+function checkAuth(req: Req, clusterToken: string): 'ok' | 'missing' | 'wrong' {
+  const apiKey = one(req.headers['x-api-key']);
+  const auth = one(req.headers.authorization);
+  const given = apiKey ?? (auth !== undefined ? (bearerToken(auth) ?? '') : undefined);
+  if (given === undefined) return 'missing';
+  return tokensEqual(given, clusterToken) ? 'ok' : 'wrong';
+}
+
+const NODE_ID = '([A-Za-z0-9._-]{1,128})';
+const ROUTES: { method: string; re: RegExp; name: string }[] = [
+  { method: 'GET', re: /^\/v1\/info$/, name: 'info' },
+  { method: 'GET', re: /^\/v1\/nodes$/, name: 'nodes' },
+  { method: 'POST', re: new RegExp(`^/v1/nodes/${NODE_ID}/drain$`), name: 'drain' },
+  { method: 'POST', re: new RegExp(`^/v1/nodes/${NODE_ID}/undrain$`), name: 'undrain' },
+  { method: 'GET', re: /^\/v1\/sandboxes\/([^/]+)$/, name: 'sandbox' },
+];
+
+/** Build the REST handler; it answers every request it is given (404 JSON for unknown paths). */
+export function createRestApi(deps: RestApiDeps): (req: Req, res: Res) => void {
+  return (req, res) => {
+    // Bodies are not used by any route; drain them so keep-alive connections stay usable.
+    req.resume();
+    handle(req, res, deps).catch((err: unknown) => {
+      if (err instanceof EdgeError) {
+        if (err.code === 'internal' || err.code === 'node_unavailable') deps.log.warn({ err }, 'rest api request failed');
+        sendError(res, HTTP_STATUS[err.code], err.message);
+        return;
+      }
+      deps.log.error({ err, url: req.url }, 'rest api request failed');
+      sendError(res, 500, 'internal error');
+    });
+  };
+}
+
+async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
+  const path = new URL(req.url ?? '/', 'http://edge').pathname;
+  if (path === '/health') {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 405, 'method not allowed');
+    const status = await deps.status();
+    return sendJson(res, status === 'unhealthy' ? 503 : 200, { status });
+  }
+  const matches = ROUTES.filter((r) => r.re.test(path));
+  if (matches.length === 0) return sendError(res, 404, `no route ${path}`);
+  const route = matches.find((r) => r.method === req.method);
+  if (!route) return sendError(res, 405, 'method not allowed');
+  const auth = checkAuth(req, deps.clusterToken);
+  if (auth === 'missing') return sendError(res, 401, 'missing cluster token (authorization: Bearer or X-API-Key)');
+  if (auth === 'wrong') return sendError(res, 403, 'invalid cluster token');
+  const param = route.re.exec(path)?.[1] ?? '';
+
+  switch (route.name) {
+    case 'info':
+      return sendJson(res, 200, {
+        nodeId: deps.edgeId,
+        version: deps.version,
+        status: await deps.status(),
+        startedAt: deps.startedAt.toISOString(),
+      });
+    case 'nodes': {
+      const nodes = await deps.directory.list();
+      return sendJson(
+        res,
+        200,
+        nodes.map((n) => ({
+          nodeId: n.nodeId,
+          status: n.status,
+          rpcUrl: n.rpcUrl,
+          proxyUrl: n.proxyUrl,
+          lastHeartbeatAt: new Date(n.lastHeartbeatAt).toISOString(),
+          info: toJson(InfoResponseSchema, deps.directory.info(n)),
+        })),
+      );
+    }
+    case 'drain':
+    case 'undrain': {
+      const node = await deps.directory.get(param);
+      if (!node) throw new NodeNotFound(param);
+      await deps.nodeClients.setStatus(node.nodeId, node.rpcUrl, route.name === 'drain');
+      deps.log.info({ nodeId: node.nodeId }, route.name === 'drain' ? 'node drained' : 'node undrained');
+      return sendJson(res, 200, { nodeId: node.nodeId, status: route.name === 'drain' ? 'draining' : 'healthy' });
+    }
+    case 'sandbox': {
+      const entry = /^[a-z0-9]+$/.test(param) ? await deps.store.getSandbox(param) : undefined;
+      if (!entry) throw new SandboxNotFound(param);
+      return sendJson(res, 200, { sandboxId: param, nodeId: entry.nodeId });
+    }
+    default:
+      return sendError(res, 404, `no route ${path}`);
+  }
+}

@@ -1,0 +1,128 @@
+// Builds the edge from its configuration without listening: the API port (REST + heartbeats + control
+// link) and the sandbox traffic port, over one store (in-process or Redis). main.ts listens and handles
+// signals; tests call buildEdge with port 0.
+
+import { once } from 'node:events';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createUpstreamAgent } from '@cove/traffic-proxy';
+import type { Logger } from 'pino';
+import { createApiServer, type ApiServer } from './api/api-server.js';
+import type { EdgeStatus } from './api/rest-api.js';
+import type { EdgeConfig } from './config.js';
+import { H2SessionPool } from './control-link/h2-session-pool.js';
+import { NodeClients } from './nodes/node-client.js';
+import { DEFAULT_DIRECTORY_OPTIONS, NodeDirectory, type NodeDirectoryOptions } from './nodes/node-directory.js';
+import { packageVersion } from './package-info.js';
+import type { EdgeStore } from './store/edge-store.js';
+import { MemoryStore } from './store/memory-store.js';
+import { RedisStore } from './store/redis-store.js';
+import { createTrafficServer } from './traffic/traffic-server.js';
+
+/** Extra inputs of {@link buildEdge}. */
+export interface EdgeDeps {
+  log: Logger;
+  /** Heartbeat timings; defaults suit production (2 s beats). */
+  directoryOptions?: Partial<NodeDirectoryOptions>;
+}
+
+/** Where a listening edge can be reached. */
+export interface EdgeAddresses {
+  apiPort: number;
+  trafficPort: number;
+  apiUrl: string;
+  trafficUrl: string;
+}
+
+/** A built edge. */
+export interface Edge {
+  readonly config: EdgeConfig;
+  readonly store: EdgeStore;
+  readonly directory: NodeDirectory;
+  listen(): Promise<EdgeAddresses>;
+  /** Report `draining` from now on (SIGTERM); traffic keeps flowing until close(). */
+  drain(): void;
+  status(): Promise<EdgeStatus>;
+  /** Stop accepting, give in-flight requests `graceMs`, then close everything. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Build the edge; nothing listens until listen(). */
+export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
+  const log = deps.log.child({ edgeId: config.edgeId });
+  const store: EdgeStore = config.redisUrl ? new RedisStore(config.redisUrl, log) : new MemoryStore();
+  const directory = new NodeDirectory(store, log, { ...DEFAULT_DIRECTORY_OPTIONS, ...deps.directoryOptions });
+  const nodeClients = new NodeClients(config.nodeToken);
+  const sessions = new H2SessionPool(log);
+  const agent = createUpstreamAgent();
+  let draining = false;
+
+  const status = async (): Promise<EdgeStatus> => {
+    if (draining) return 'draining';
+    const nodes = await directory.list().catch(() => []);
+    return nodes.some((n) => n.status !== 'unhealthy') ? 'healthy' : 'unhealthy';
+  };
+
+  const api: ApiServer = createApiServer({
+    rest: {
+      edgeId: config.edgeId,
+      version: packageVersion(),
+      startedAt: new Date(),
+      clusterToken: config.clusterToken,
+      directory,
+      store,
+      nodeClients,
+      status,
+      log,
+    },
+    controlLink: { clusterToken: config.clusterToken, nodeToken: config.nodeToken, directory, store, sessions, log },
+    nodeToken: config.nodeToken,
+    directory,
+    log,
+  });
+  const traffic: Server = createTrafficServer({
+    sandboxDomain: config.sandboxDomain,
+    store,
+    directory,
+    nodeToken: config.nodeToken,
+    agent,
+    log,
+  });
+
+  const listenOn = async (server: { listen: (port: number, host: string) => unknown } & NodeJS.EventEmitter, port: number): Promise<number> => {
+    server.listen(port, config.host);
+    await once(server, 'listening');
+    return ((server as unknown as { address(): AddressInfo }).address()).port;
+  };
+
+  return {
+    config,
+    store,
+    directory,
+    async listen() {
+      const apiPort = await listenOn(api.server, config.apiPort);
+      const trafficPort = await listenOn(traffic, config.trafficPort);
+      const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+      log.info({ apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl) }, 'edge listening');
+      return { apiPort, trafficPort, apiUrl: `http://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };
+    },
+    drain() {
+      draining = true;
+    },
+    status,
+    async close(graceMs = 0) {
+      draining = true;
+      const trafficClosed = new Promise<void>((resolve) => (traffic.listening ? traffic.close(() => resolve()) : resolve()));
+      traffic.closeIdleConnections();
+      let timer: NodeJS.Timeout | undefined;
+      if (graceMs > 0) await Promise.race([trafficClosed, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+      traffic.closeAllConnections();
+      await Promise.all([trafficClosed, api.close(graceMs)]);
+      sessions.close();
+      nodeClients.close();
+      agent.destroy();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,186 @@
+// The control link (reference e2b-infra.md §3.2): the control plane calls
+// /cove.orchestrator.v1.{SandboxService,InfoService}/* on the edge's API port with the cluster token and
+// `cove-node-id`; the edge checks both and forwards the HTTP/2 stream verbatim to that node's RPC URL —
+// headers (authorization replaced by the node token), body frames both ways with backpressure, trailers,
+// cancellation — so it needs no knowledge of the messages. Create/Delete also carry `cove-sandbox-id`; once
+// the node answered, the catalog is updated *before* the reply goes on, so the first sandbox request that
+// follows a Create always finds its route.
+
+import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
+import type { Logger } from 'pino';
+import type { NodeDirectory } from '../nodes/node-directory.js';
+import type { EdgeStore } from '../store/edge-store.js';
+import { bearerToken, tokenHash, tokensEqual } from '../token-compare.js';
+import type { H2SessionPool } from './h2-session-pool.js';
+import { GrpcCode, replyRpcError } from './rpc-reply.js';
+
+/** Path prefixes forwarded to nodes; everything else on h2 is served by the edge itself. */
+export const CONTROL_LINK_PREFIXES = ['/cove.orchestrator.v1.SandboxService/', '/cove.orchestrator.v1.InfoService/'];
+
+const CREATE = '/cove.orchestrator.v1.SandboxService/Create';
+const DELETE = '/cove.orchestrator.v1.SandboxService/Delete';
+/** Request headers the edge consumes; not forwarded. */
+const NOT_FORWARDED = new Set(['authorization', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host', 'http2-settings']);
+/** gRPC status fields a trailers-only response carries in its headers; moved to real trailers. */
+const STATUS_FIELDS = ['grpc-status', 'grpc-message', 'grpc-status-details-bin'];
+
+/** What the control link needs. */
+export interface ControlLinkDeps {
+  clusterToken: string;
+  nodeToken: string;
+  directory: NodeDirectory;
+  store: EdgeStore;
+  sessions: H2SessionPool;
+  log: Logger;
+}
+
+/** True when `path` belongs to the control link. */
+export function isControlLinkPath(path: string | undefined): boolean {
+  return path !== undefined && CONTROL_LINK_PREFIXES.some((p) => path.startsWith(p));
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Handle one control-link call arriving on the edge's HTTP/2 server. */
+export async function handleControlLink(req: Http2ServerRequest, res: Http2ServerResponse, deps: ControlLinkDeps): Promise<void> {
+  const auth = one(req.headers.authorization);
+  if (auth === undefined || auth === '') {
+    replyRpcError(req, res, GrpcCode.UNAUTHENTICATED, 'missing cluster token');
+    return;
+  }
+  const token = bearerToken(auth) ?? auth;
+  if (!tokensEqual(token, deps.clusterToken)) {
+    replyRpcError(req, res, GrpcCode.PERMISSION_DENIED, 'invalid cluster token');
+    return;
+  }
+  const nodeId = one(req.headers['cove-node-id']);
+  if (!nodeId) {
+    replyRpcError(req, res, GrpcCode.INVALID_ARGUMENT, 'missing cove-node-id header');
+    return;
+  }
+  let node;
+  try {
+    node = await deps.directory.get(nodeId);
+  } catch (err) {
+    deps.log.error({ err, nodeId }, 'node lookup failed');
+    replyRpcError(req, res, GrpcCode.UNAVAILABLE, 'node registry unavailable');
+    return;
+  }
+  if (!node) {
+    replyRpcError(req, res, GrpcCode.NOT_FOUND, `node ${nodeId} is not registered with this edge`);
+    return;
+  }
+  forward(req, res, deps, node.nodeId, node.rpcUrl);
+}
+
+function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: ControlLinkDeps, nodeId: string, rpcUrl: string): void {
+  const path = req.headers[':path'] ?? req.url;
+  const log = deps.log.child({ nodeId, method: path });
+  const headers: OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (name.startsWith(':') || NOT_FORWARDED.has(name) || value === undefined) continue;
+    headers[name] = value;
+  }
+  headers[':method'] = req.method;
+  headers[':path'] = path;
+  headers.authorization = `Bearer ${deps.nodeToken}`;
+
+  let upstream;
+  try {
+    upstream = deps.sessions.get(rpcUrl).request(headers, { endStream: false });
+  } catch (err) {
+    log.warn({ err }, 'control link: node session failed');
+    replyRpcError(req, res, GrpcCode.UNAVAILABLE, `node ${nodeId} is unreachable`);
+    return;
+  }
+
+  let trailers: Record<string, string | string[] | undefined> = {};
+  let grpcStatus: string | undefined;
+  let httpStatus = 0;
+  let responded = false;
+
+  upstream.on('response', (upHeaders) => {
+    responded = true;
+    const out: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(upHeaders)) {
+      if (name.startsWith(':') || value === undefined) continue;
+      if (STATUS_FIELDS.includes(name)) trailers[name] = value;
+      else out[name] = value;
+    }
+    grpcStatus = one(trailers['grpc-status']);
+    httpStatus = Number(upHeaders[':status'] ?? 200);
+    res.writeHead(httpStatus, out);
+  });
+  upstream.on('trailers', (t) => {
+    trailers = { ...trailers, ...t };
+    grpcStatus = one(trailers['grpc-status']) ?? grpcStatus;
+  });
+  upstream.on('data', (chunk: Buffer) => {
+    if (!res.write(chunk)) {
+      upstream.pause();
+      res.once('drain', () => upstream.resume());
+    }
+  });
+  upstream.on('end', () => {
+    // The Connect protocol (unary) has no grpc-status: its outcome is the HTTP status.
+    const code = grpcStatus ?? (httpStatus === 200 ? '0' : httpStatus === 404 ? String(GrpcCode.NOT_FOUND) : undefined);
+    void recordCatalog(req, deps, nodeId, path, code, log).finally(() => {
+      if (res.writableEnded || res.stream.destroyed) return;
+      const t: OutgoingHttpHeaders = {};
+      for (const [k, v] of Object.entries(trailers)) if (!k.startsWith(':') && v !== undefined) t[k] = v;
+      if (Object.keys(t).length > 0) res.addTrailers(t);
+      res.end();
+    });
+  });
+  upstream.on('error', (err) => {
+    log.warn({ err }, 'control link: upstream stream failed');
+    if (!responded) replyRpcError(req, res, GrpcCode.UNAVAILABLE, `node ${nodeId} is unreachable`);
+    else if (!res.stream.destroyed) res.stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+  });
+  upstream.on('close', () => {
+    // Reset by the node without an error event (e.g. RST_STREAM CANCEL): pass the reset on.
+    if (!res.writableEnded && responded && !res.stream.destroyed && upstream.rstCode !== h2.NGHTTP2_NO_ERROR) {
+      res.stream.close(upstream.rstCode ?? h2.NGHTTP2_INTERNAL_ERROR);
+    }
+  });
+
+  req.pipe(upstream);
+  res.on('close', () => {
+    if (!res.writableFinished && !upstream.destroyed) upstream.close(h2.NGHTTP2_CANCEL);
+  });
+}
+
+/** Catalog side effects of a completed Create/Delete. Failures are logged: the node has already acted. */
+async function recordCatalog(
+  req: Http2ServerRequest,
+  deps: ControlLinkDeps,
+  nodeId: string,
+  path: string,
+  grpcStatus: string | undefined,
+  log: Logger,
+): Promise<void> {
+  if (path !== CREATE && path !== DELETE) return;
+  const sandboxId = one(req.headers['cove-sandbox-id']);
+  if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) {
+    log.warn('control link: Create/Delete without a valid cove-sandbox-id; catalog relies on heartbeats');
+    return;
+  }
+  try {
+    if (path === CREATE && grpcStatus === '0') {
+      const trafficToken = one(req.headers['cove-traffic-access-token']);
+      await deps.store.putSandbox(sandboxId, {
+        nodeId,
+        trafficTokenHash: trafficToken ? tokenHash(trafficToken) : undefined,
+        createdAt: Date.now(),
+      });
+      log.debug({ sandboxId }, 'catalog: sandbox created');
+    } else if (path === DELETE && (grpcStatus === '0' || grpcStatus === String(GrpcCode.NOT_FOUND))) {
+      await deps.store.deleteSandbox(sandboxId, nodeId);
+      log.debug({ sandboxId }, 'catalog: sandbox deleted');
+    }
+  } catch (err) {
+    log.error({ err, sandboxId }, 'catalog update after control-link call failed');
+  }
+}

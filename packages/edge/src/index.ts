@@ -1,0 +1,8 @@
+// Public surface of @cove/edge: build an edge in-process (CLI, integration tests) from a parsed config.
+
+export { buildEdge } from './app.js';
+export type { Edge, EdgeAddresses, EdgeDeps } from './app.js';
+export { ConfigError, loadConfig } from './config.js';
+export type { EdgeConfig } from './config.js';
+export { createLogger } from './logger.js';
+export type { EdgeStatus } from './api/rest-api.js';

@@ -1,0 +1,51 @@
+// Process entry of the edge: configuration from the environment, build, listen, and on SIGTERM/SIGINT
+// report `draining`, stop accepting and close after a grace period. The only file touching process.*.
+
+import { buildEdge } from './app.js';
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './logger.js';
+
+/** Time in-flight requests get to finish after SIGTERM before connections are cut. */
+const SHUTDOWN_GRACE_MS = 15_000;
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      createLogger('error').fatal({ issues: err.issues }, err.message);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const edge = buildEdge(config, { log });
+  await edge.listen();
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'edge draining');
+    edge.drain();
+    edge
+      .close(SHUTDOWN_GRACE_MS)
+      .then(() => {
+        log.info('edge stopped');
+        process.exitCode = 0;
+      })
+      .catch((err: unknown) => {
+        log.error({ err }, 'edge shutdown failed');
+        process.exitCode = 1;
+      });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  createLogger('error').fatal({ err }, 'edge failed to start');
+  process.exitCode = 1;
+});

@@ -1,0 +1,44 @@
+// Calls the edge itself makes to a node's RPC (InfoService/SetStatus for drain), with the node token. One
+// HTTP/2 session manager per node URL, aborted on close so no session outlives the edge.
+
+import { create } from '@bufbuild/protobuf';
+import { ConnectError, createClient, type Client } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { InfoService, NodeStatus, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
+import { NodeUnavailable } from '../errors.js';
+
+/** Pool of InfoService clients keyed by node RPC URL. */
+export class NodeClients {
+  private readonly clients = new Map<string, { manager: Http2SessionManager; client: Client<typeof InfoService> }>();
+
+  constructor(private readonly nodeToken: string) {}
+
+  /** Ask a node to drain (`draining: true`) or return to service; resolves to the status it reports. */
+  async setStatus(nodeId: string, rpcUrl: string, draining: boolean): Promise<NodeStatus> {
+    const status = draining ? NodeStatus.DRAINING : NodeStatus.HEALTHY;
+    try {
+      const res = await this.client(rpcUrl).setStatus(create(SetStatusRequestSchema, { status }), {
+        headers: { authorization: `Bearer ${this.nodeToken}` },
+        timeoutMs: 10_000,
+      });
+      return res.status;
+    } catch (err) {
+      throw new NodeUnavailable(nodeId, { cause: ConnectError.from(err) });
+    }
+  }
+
+  close(): void {
+    for (const { manager } of this.clients.values()) manager.abort();
+    this.clients.clear();
+  }
+
+  private client(rpcUrl: string): Client<typeof InfoService> {
+    let entry = this.clients.get(rpcUrl);
+    if (!entry) {
+      const manager = new Http2SessionManager(rpcUrl, { idleConnectionTimeoutMs: 60_000 });
+      const client = createClient(InfoService, createGrpcTransport({ baseUrl: rpcUrl, sessionManager: manager }));
+      this.clients.set(rpcUrl, (entry = { manager, client }));
+    }
+    return entry.client;
+  }
+}

@@ -1,0 +1,54 @@
+// What the edge remembers: the sandbox catalog (sandbox → node, plus the hash of a private sandbox's
+// traffic token) and the node registry (node → where to reach it, its last Info, when it last beat).
+// In-process by default; Redis when several edges must share it (DESIGN.md §3). Both implement this.
+
+import type { JsonValue } from '@bufbuild/protobuf';
+
+/** One catalog row. */
+export interface CatalogEntry {
+  nodeId: string;
+  /** sha256 (hex) of the sandbox's traffic token; absent for a public sandbox. */
+  trafficTokenHash?: string;
+  /** When the edge first recorded it (ms since epoch); young entries survive a reconcile they missed. */
+  createdAt: number;
+}
+
+/** One node registry row, as written on every heartbeat. */
+export interface NodeRecord {
+  nodeId: string;
+  rpcUrl: string;
+  proxyUrl: string;
+  /** The node's InfoResponse in protobuf JSON (toJson). */
+  info: JsonValue;
+  firstSeenAt: number;
+  lastHeartbeatAt: number;
+}
+
+/** What a reconcile changed. */
+export interface ReconcileResult {
+  added: number;
+  removed: number;
+}
+
+/** Persistence of the catalog and node registry. All methods are safe to call concurrently. */
+export interface EdgeStore {
+  getSandbox(sandboxId: string): Promise<CatalogEntry | undefined>;
+  putSandbox(sandboxId: string, entry: CatalogEntry): Promise<void>;
+  /** Remove a sandbox; with `nodeId`, only while it still points at that node (it may have moved). */
+  deleteSandbox(sandboxId: string, nodeId?: string): Promise<void>;
+  /**
+   * Make the catalog agree with the ids a node reports: add missing ones (keeping any known traffic token),
+   * drop this node's entries it no longer reports unless they are younger than `graceMs` (a Create the
+   * heartbeat raced with).
+   */
+  reconcileNode(nodeId: string, sandboxIds: readonly string[], now: number, graceMs: number): Promise<ReconcileResult>;
+  /** Number of catalog entries pointing at `nodeId`. */
+  countSandboxes(nodeId: string): Promise<number>;
+
+  /** Write a node row; it disappears by itself `ttlMs` after its last write. */
+  putNode(record: NodeRecord, ttlMs: number): Promise<void>;
+  getNode(nodeId: string): Promise<NodeRecord | undefined>;
+  listNodes(): Promise<NodeRecord[]>;
+
+  close(): Promise<void>;
+}

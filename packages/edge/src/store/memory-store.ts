@@ -1,0 +1,91 @@
+// The in-process EdgeStore for a single edge (`cove up`). Node rows expire lazily on read.
+
+import type { CatalogEntry, EdgeStore, NodeRecord, ReconcileResult } from './edge-store.js';
+
+/** EdgeStore held in Maps; `now` is injectable only so expiry has one clock with the registry. */
+export class MemoryStore implements EdgeStore {
+  private readonly sandboxes = new Map<string, CatalogEntry>();
+  private readonly byNode = new Map<string, Set<string>>();
+  private readonly nodes = new Map<string, { record: NodeRecord; expiresAt: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  async getSandbox(sandboxId: string): Promise<CatalogEntry | undefined> {
+    return this.sandboxes.get(sandboxId);
+  }
+
+  async putSandbox(sandboxId: string, entry: CatalogEntry): Promise<void> {
+    const prior = this.sandboxes.get(sandboxId);
+    if (prior) this.byNode.get(prior.nodeId)?.delete(sandboxId);
+    this.sandboxes.set(sandboxId, entry);
+    this.nodeSet(entry.nodeId).add(sandboxId);
+  }
+
+  async deleteSandbox(sandboxId: string, nodeId?: string): Promise<void> {
+    const prior = this.sandboxes.get(sandboxId);
+    if (!prior || (nodeId !== undefined && prior.nodeId !== nodeId)) return;
+    this.sandboxes.delete(sandboxId);
+    this.byNode.get(prior.nodeId)?.delete(sandboxId);
+  }
+
+  async reconcileNode(nodeId: string, sandboxIds: readonly string[], now: number, graceMs: number): Promise<ReconcileResult> {
+    const reported = new Set(sandboxIds);
+    let added = 0;
+    let removed = 0;
+    for (const id of reported) {
+      const prior = this.sandboxes.get(id);
+      if (prior?.nodeId === nodeId) continue;
+      await this.putSandbox(id, { nodeId, trafficTokenHash: prior?.trafficTokenHash, createdAt: now });
+      added++;
+    }
+    for (const id of [...this.nodeSet(nodeId)]) {
+      const entry = this.sandboxes.get(id);
+      if (reported.has(id) || !entry || now - entry.createdAt < graceMs) continue;
+      await this.deleteSandbox(id, nodeId);
+      removed++;
+    }
+    return { added, removed };
+  }
+
+  async countSandboxes(nodeId: string): Promise<number> {
+    return this.byNode.get(nodeId)?.size ?? 0;
+  }
+
+  async putNode(record: NodeRecord, ttlMs: number): Promise<void> {
+    this.nodes.set(record.nodeId, { record, expiresAt: this.now() + ttlMs });
+  }
+
+  async getNode(nodeId: string): Promise<NodeRecord | undefined> {
+    const row = this.nodes.get(nodeId);
+    if (!row) return undefined;
+    if (row.expiresAt <= this.now()) {
+      this.forget(nodeId);
+      return undefined;
+    }
+    return row.record;
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    const out: NodeRecord[] = [];
+    for (const id of [...this.nodes.keys()]) {
+      const rec = await this.getNode(id);
+      if (rec) out.push(rec);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {}
+
+  /** A forgotten node takes its catalog entries with it: nothing could route to them any more. */
+  private forget(nodeId: string): void {
+    this.nodes.delete(nodeId);
+    for (const id of this.byNode.get(nodeId) ?? []) this.sandboxes.delete(id);
+    this.byNode.delete(nodeId);
+  }
+
+  private nodeSet(nodeId: string): Set<string> {
+    let set = this.byNode.get(nodeId);
+    if (!set) this.byNode.set(nodeId, (set = new Set()));
+    return set;
+  }
+}

@@ -1,0 +1,127 @@
+// The sandbox traffic port (HTTP/1.1): every request and WebSocket of every sandbox enters here and leaves
+// for the node proxy of the node that runs the sandbox, with `Cove-Node-Token` (a client-sent one is
+// stripped first), `E2b-Sandbox-Id` and `E2b-Sandbox-Port` always set — however the request was routed —
+// and X-Forwarded-* added. Bodies stream both ways; idle streams may live 610 s (E2B's client proxy).
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Agent } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  DEFAULT_IDLE_TIMEOUT_MS,
+  SANDBOX_ID_HEADER,
+  SANDBOX_PORT_HEADER,
+  forwardHttp,
+  forwardRequestHeaders,
+  forwardUpgrade,
+  proxyErrorBody,
+  sendProxyError,
+  writeRawProxyError,
+} from '@cove/traffic-proxy';
+import { addCorsHeaders, answerPreflight, isPreflight } from './cors.js';
+import { routeSandboxRequest, type SandboxRouterDeps } from './sandbox-router.js';
+
+/** Header the node proxy authenticates edges with (docs/decisions.md, secrets table). */
+const NODE_TOKEN_HEADER = 'cove-node-token';
+/** Node's default max header size (16 KiB) is kept; larger heads get a 431 JSON. */
+const HEADERS_TIMEOUT_MS = 60_000;
+
+/** What the traffic port needs. */
+export interface TrafficServerDeps extends SandboxRouterDeps {
+  nodeToken: string;
+  agent: Agent;
+}
+
+function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxId: string, port: number, upgrade: boolean) {
+  return forwardRequestHeaders(req.headers, {
+    remove: [NODE_TOKEN_HEADER],
+    set: {
+      [NODE_TOKEN_HEADER]: deps.nodeToken,
+      [SANDBOX_ID_HEADER]: sandboxId,
+      [SANDBOX_PORT_HEADER]: String(port),
+    },
+    forwarded: { remoteAddress: req.socket.remoteAddress, proto: 'http' },
+    upgrade,
+  });
+}
+
+async function onRequest(req: IncomingMessage, res: ServerResponse, deps: TrafficServerDeps): Promise<void> {
+  if (isPreflight(req.method, req.headers)) {
+    req.resume();
+    answerPreflight(req.headers, res);
+    return;
+  }
+  const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
+  const decision = await routeSandboxRequest(req.headers, deps);
+  if (!decision.ok) {
+    req.resume();
+    if (origin) res.setHeader('access-control-allow-origin', origin);
+    sendProxyError(res, decision.status, decision.body);
+    return;
+  }
+  const { sandboxId, port, nodeId, proxyUrl } = decision;
+  await forwardHttp(req, res, {
+    target: proxyUrl,
+    headers: upstreamHeaders(req, deps, sandboxId, port, false),
+    agent: deps.agent,
+    onResponse: (_status, headers) => addCorsHeaders(origin, headers),
+    onError: (err, failure) => {
+      deps.log.warn({ err, sandboxId, nodeId, failure }, 'node proxy unreachable');
+      if (origin) res.setHeader('access-control-allow-origin', origin);
+      sendProxyError(res, 502, proxyErrorBody(502, 'The sandbox node is unreachable', { sandboxId }));
+    },
+  });
+}
+
+async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, deps: TrafficServerDeps): Promise<void> {
+  const decision = await routeSandboxRequest(req.headers, deps);
+  if (!decision.ok) {
+    writeRawProxyError(socket, decision.status, decision.body);
+    return;
+  }
+  const { sandboxId, port, nodeId, proxyUrl } = decision;
+  forwardUpgrade(req, socket, head, {
+    target: proxyUrl,
+    headers: upstreamHeaders(req, deps, sandboxId, port, true),
+    onError: (err, failure) => {
+      deps.log.warn({ err, sandboxId, nodeId, failure }, 'node proxy unreachable (upgrade)');
+      writeRawProxyError(socket, 502, proxyErrorBody(502, 'The sandbox node is unreachable', { sandboxId }));
+    },
+  });
+}
+
+/** Build (not listen) the traffic server. */
+export function createTrafficServer(deps: TrafficServerDeps): Server {
+  const server = createServer({
+    requestTimeout: 0, // uploads may take longer than Node's 300 s default; idleness is bounded below
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    keepAliveTimeout: 65_000,
+  });
+  server.setTimeout(DEFAULT_IDLE_TIMEOUT_MS);
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    onRequest(req, res, deps).catch((err: unknown) => {
+      deps.log.error({ err }, 'traffic request failed');
+      sendProxyError(res, 500, proxyErrorBody(500, 'Internal proxy error'));
+    });
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    onUpgrade(req, socket, head, deps).catch((err: unknown) => {
+      deps.log.error({ err }, 'traffic upgrade failed');
+      writeRawProxyError(socket, 500, proxyErrorBody(500, 'Internal proxy error'));
+    });
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    if (err.code === 'HPE_HEADER_OVERFLOW') {
+      writeRawProxyError(socket, 431, proxyErrorBody(431, 'Request headers are too large'));
+    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'ERR_HTTP_HEADERS_TIMEOUT') {
+      writeRawProxyError(socket, 408, proxyErrorBody(408, 'Request timed out'));
+    } else {
+      writeRawProxyError(socket, 400, proxyErrorBody(400, 'Malformed HTTP request'));
+    }
+  });
+  return server;
+}

@@ -1,0 +1,153 @@
+// Heartbeats, the REST cluster API and the control link, against a real edge and a fake node on loopback.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { NodeStatus } from '@cove/contracts/orchestrator';
+import { request } from 'undici';
+import { FakeNode } from './fixtures/fake-node.js';
+import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CreateRequestSchema, DeleteRequestSchema } from '@cove/contracts/orchestrator';
+
+async function getJson(url: string, headers: Record<string, string> = {}, method: 'GET' | 'POST' = 'GET') {
+  const res = await request(url, { method, headers });
+  return { status: res.statusCode, body: (await res.body.json()) as any };
+}
+
+async function rejectsWith(p: Promise<unknown>, code: Code, message?: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    const e = ConnectError.from(err);
+    assert.equal(e.code, code, `expected ${Code[code]}, got ${Code[e.code]}: ${e.message}`);
+    if (message) assert.match(e.rawMessage, message);
+    return true;
+  });
+}
+
+describe('edge API port', () => {
+  let edge: RunningEdge;
+  let node: FakeNode;
+  const auth = { authorization: `Bearer ${CLUSTER_TOKEN}` };
+
+  before(async () => {
+    edge = await startEdge();
+    node = await new FakeNode({ nodeId: 'node-a', nodeToken: NODE_TOKEN }).start();
+  });
+  after(async () => {
+    await edge.close();
+    await node.close();
+  });
+
+  it('is unhealthy until a node registers', async () => {
+    const res = await getJson(`${edge.apiUrl}/health`);
+    assert.deepEqual(res, { status: 503, body: { status: 'unhealthy' } });
+  });
+
+  it('rejects heartbeats without or with a wrong node token', async () => {
+    await rejectsWith(node.heartbeat(edge.apiUrl, { token: '' }), Code.Unauthenticated);
+    await rejectsWith(node.heartbeat(edge.apiUrl, { token: 'wrong-token-0123456789' }), Code.PermissionDenied);
+    const nodes = await getJson(`${edge.apiUrl}/v1/nodes`, auth);
+    assert.deepEqual(nodes.body, []);
+  });
+
+  it('registers a node from its heartbeat', async () => {
+    const res = await node.heartbeat(edge.apiUrl);
+    assert.equal(res.intervalMs, 2000);
+    const nodes = await getJson(`${edge.apiUrl}/v1/nodes`, auth);
+    assert.equal(nodes.status, 200);
+    assert.equal(nodes.body.length, 1);
+    const [n] = nodes.body;
+    assert.equal(n.nodeId, 'node-a');
+    assert.equal(n.status, 'healthy');
+    assert.equal(n.rpcUrl, node.rpcUrl);
+    assert.equal(n.proxyUrl, node.proxyUrl);
+    assert.equal(n.info.nodeId, 'node-a');
+    assert.equal(n.info.capacity.cpuCount, 4);
+    assert.ok(!Number.isNaN(Date.parse(n.lastHeartbeatAt)));
+    assert.deepEqual(await getJson(`${edge.apiUrl}/health`), { status: 200, body: { status: 'healthy' } });
+  });
+
+  it('serves /v1/info and requires the cluster token on the REST API', async () => {
+    const info = await getJson(`${edge.apiUrl}/v1/info`, { 'x-api-key': CLUSTER_TOKEN });
+    assert.equal(info.status, 200);
+    assert.equal(info.body.nodeId, 'edge-test');
+    assert.equal(info.body.status, 'healthy');
+    assert.equal(typeof info.body.version, 'string');
+    assert.deepEqual(await getJson(`${edge.apiUrl}/v1/nodes`), {
+      status: 401,
+      body: { code: 401, message: 'missing cluster token (authorization: Bearer or X-API-Key)' },
+    });
+    assert.equal((await getJson(`${edge.apiUrl}/v1/nodes`, { authorization: 'Bearer nope' })).status, 403);
+    assert.equal((await getJson(`${edge.apiUrl}/v1/nope`, auth)).status, 404);
+  });
+
+  it('forwards Create/List/Delete/Info to the node and keeps the catalog in step', async () => {
+    const created = await edge.sandboxClient.create(
+      create(CreateRequestSchema, { sandbox: { sandboxId: 'sbx1', templateId: 'base' } }),
+      { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'sbx1' }) },
+    );
+    assert.equal(created.sandbox?.sandboxId, 'sbx1');
+    assert.equal(created.warmPoolHit, true);
+    // The node saw the node token, not the cluster token, and the routing headers.
+    const seen = node.rpcHeaders.at(-1)!;
+    assert.equal(seen.method, 'Create');
+    assert.equal(seen.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+    assert.equal(seen.headers.get('cove-node-id'), 'node-a');
+    assert.deepEqual(await getJson(`${edge.apiUrl}/v1/sandboxes/sbx1`, auth), { status: 200, body: { sandboxId: 'sbx1', nodeId: 'node-a' } });
+
+    const list = await edge.sandboxClient.list({}, { headers: linkHeaders('node-a') });
+    assert.deepEqual(list.sandboxes.map((s) => s.sandboxId), ['sbx1']);
+    const info = await edge.infoClient.info({}, { headers: linkHeaders('node-a') });
+    assert.equal(info.nodeId, 'node-a');
+
+    // Errors from the node pass through with their status and message.
+    await rejectsWith(
+      edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'sbx1' } }), {
+        headers: linkHeaders('node-a', { 'cove-sandbox-id': 'sbx1' }),
+      }),
+      Code.AlreadyExists,
+      /exists/,
+    );
+
+    await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'sbx1' }), {
+      headers: linkHeaders('node-a', { 'cove-sandbox-id': 'sbx1' }),
+    });
+    assert.equal((await getJson(`${edge.apiUrl}/v1/sandboxes/sbx1`, auth)).status, 404);
+    await rejectsWith(
+      edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'sbx1' }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'sbx1' }) }),
+      Code.NotFound,
+    );
+  });
+
+  it('answers NOT_FOUND for an unknown node and checks the cluster token', async () => {
+    await rejectsWith(edge.infoClient.info({}, { headers: linkHeaders('node-zzz') }), Code.NotFound, /^node node-zzz is not registered with this edge$/);
+    await rejectsWith(edge.infoClient.info({}, { headers: { 'cove-node-id': 'node-a' } }), Code.Unauthenticated);
+    await rejectsWith(edge.infoClient.info({}, { headers: { authorization: 'Bearer wrong-cluster-token', 'cove-node-id': 'node-a' } }), Code.PermissionDenied);
+  });
+
+  it('rebuilds the catalog from heartbeats', async () => {
+    node.sandboxes.set('hb1', node.info() as any);
+    await node.heartbeat(edge.apiUrl, { sandboxIds: ['hb1'] });
+    assert.deepEqual((await getJson(`${edge.apiUrl}/v1/sandboxes/hb1`, auth)).body, { sandboxId: 'hb1', nodeId: 'node-a' });
+    node.sandboxes.delete('hb1');
+  });
+
+  it('drains and undrains a node through InfoService/SetStatus', async () => {
+    const drained = await getJson(`${edge.apiUrl}/v1/nodes/node-a/drain`, auth, 'POST');
+    assert.deepEqual(drained, { status: 200, body: { nodeId: 'node-a', status: 'draining' } });
+    assert.deepEqual(node.statusCalls, [NodeStatus.DRAINING]);
+    const undrained = await getJson(`${edge.apiUrl}/v1/nodes/node-a/undrain`, auth, 'POST');
+    assert.equal(undrained.body.status, 'healthy');
+    assert.deepEqual(node.statusCalls, [NodeStatus.DRAINING, NodeStatus.HEALTHY]);
+    const setStatusCall = node.rpcHeaders.filter((c) => c.method === 'SetStatus').at(-1)!;
+    assert.equal(setStatusCall.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+    assert.deepEqual(await getJson(`${edge.apiUrl}/v1/nodes/nobody/drain`, auth, 'POST'), {
+      status: 404,
+      body: { code: 404, message: 'node nobody is not registered with this edge' },
+    });
+  });
+
+  it('reports draining after drain()', async () => {
+    edge.edge.drain();
+    assert.deepEqual(await getJson(`${edge.apiUrl}/health`), { status: 200, body: { status: 'draining' } });
+  });
+});
