@@ -3,7 +3,7 @@
 // crash mid-build never leaves a half rootfs that looks usable.
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { shiftOwnership } from './id-shift.js';
@@ -85,7 +85,28 @@ export class TemplateStore {
       }
     }
     await this.pointCurrent(dir, loaded.hash);
+    await this.prune(dir, loaded.hash, log);
     return join(final, 'rootfs');
+  }
+
+  /**
+   * Removes superseded builds no overlay uses any more (a running slot keeps its lower dir until it is
+   * destroyed; the next prepare() collects it) and `.build-*` leftovers of crashed builds older than a day.
+   */
+  private async prune(dir: string, keepHash: string, log: Logger): Promise<void> {
+    const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+    for (const name of await readdir(dir)) {
+      const path = join(dir, name);
+      if (name === keepHash || name === 'current' || name.startsWith('.current-')) continue;
+      if (name.startsWith('.build-')) {
+        const st = await stat(path).catch(() => null);
+        if (st && Date.now() - st.mtimeMs > 86_400_000) await rm(path, { recursive: true, force: true });
+        continue;
+      }
+      if (mountinfo.includes(`${path}/rootfs`)) continue;
+      await rm(path, { recursive: true, force: true });
+      log.info({ removed: name }, 'removed superseded template build');
+    }
   }
 
   private async pointCurrent(dir: string, hash: string): Promise<void> {
