@@ -16,7 +16,7 @@ export interface BootOptions {
   /** Limits while the slot waits in the warm pool (small). */
   limits: SlotLimits;
   /**
-   * The slot's first process (argv inside the sandbox). Defaults to envd:
+   * The slot's first service (argv inside the sandbox, run under tini as PID 1). Defaults to envd:
    * `/opt/cove/bin/node ... /opt/cove/envd/envd.mjs`. It must answer HTTP GET /health on port 49983
    * (any 2xx) for boot to finish. Meant for tests and stand-ins while envd is not built.
    */
@@ -31,11 +31,11 @@ export interface SlotInfo {
   diskMb: number;
   /** IPv4 address on the node bridge; envd is at http://<address>:49983. */
   address: string;
-  /** Host pid of envd (the sandbox's first service). */
+  /** Host pid of envd (the sandbox's first service; PID 2 inside, under tini). */
   pid: number;
   /** Secret envd requires on POST /init (X-Cove-Init-Token), so nothing inside can re-init it. */
   initToken: string;
-  /** Opaque runtime data persisted by the service layer and handed back on recover. */
+  /** ISO time the slot was booted. */
   createdAt: string;
 }
 
