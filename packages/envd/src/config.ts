@@ -3,7 +3,8 @@ import { z } from 'zod';
 const schema = z.object({
   ENVD_PORT: z.coerce.number().int().min(0).max(65535).default(49983),
   ENVD_HOST: z.string().min(1).default('0.0.0.0'),
-  COVE_ENVD_INIT_TOKEN: z.string().min(1).optional(),
+  // Empty counts as unset: /init is then refused.
+  COVE_ENVD_INIT_TOKEN: z.preprocess((v) => (v === '' ? undefined : v), z.string().min(16).optional()),
   ENVD_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   // 0 disables the limit. Default 10 GiB: large enough for datasets, small enough to stop a runaway stream.
   ENVD_MAX_UPLOAD_BYTES: z.coerce.number().int().min(0).default(10 * 1024 * 1024 * 1024),

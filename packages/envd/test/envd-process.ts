@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,7 +23,7 @@ export interface RunningEnvd {
 }
 
 export async function startEnvd(env: Record<string, string> = {}): Promise<RunningEnvd> {
-  const initToken = 'init-' + Math.random().toString(36).slice(2);
+  const initToken = 'init-' + randomBytes(16).toString('hex');
   const proc = spawn(process.execPath, [MAIN], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENVD_PORT: '0', ENVD_HOST: '127.0.0.1', COVE_ENVD_INIT_TOKEN: initToken, ENVD_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
