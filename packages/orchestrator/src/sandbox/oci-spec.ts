@@ -104,7 +104,8 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
       cgroupsPath: i.cgroupsPath,
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
-        memory: { limit: i.memoryBytes, swap: i.memoryBytes, swappiness: 0 },
+        // swap == limit: no swap (memsw on v1, memory.swap.max 0 on v2). No swappiness: cgroup v2 has none.
+        memory: { limit: i.memoryBytes, swap: i.memoryBytes },
         cpu: { quota: i.cpuQuotaUs, period: i.cpuPeriodUs },
         pids: { limit: i.pids },
       },
