@@ -1,0 +1,181 @@
+// The local driver's upload URLs, exercised over real HTTP: a node:http server on 127.0.0.1 port 0 mounts
+// createUploadHandler, and undici PUTs to the URLs BuildFileUploads mints.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import {
+  BuildFileUploads,
+  LocalBlobStore,
+  UploadTokenSigner,
+  createUploadHandler,
+} from '../src/index.js';
+import { filesIn, patternBytes, readAll, silentLogger } from './fixtures/streams.js';
+
+const TEAM = 'team-1';
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+describe('local upload endpoint', () => {
+  let root: string;
+  let store: LocalBlobStore;
+  let server: Server;
+  let base: string;
+  let uploads: BuildFileUploads;
+  const secret = randomBytes(32);
+  const signer = new UploadTokenSigner({ secret });
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), 'cove-upload-'));
+    store = new LocalBlobStore({ root, logger: silentLogger });
+    const handler = createUploadHandler({ store, signer, logger: silentLogger });
+    server = createServer((req, res) => {
+      if (req.url?.startsWith('/storage/upload')) handler(req, res);
+      else res.writeHead(404).end();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/storage/upload`;
+    uploads = new BuildFileUploads({ store, signer, uploadBaseUrl: base, maxSize: 64 * 1024 });
+  });
+  after(async () => {
+    server.closeAllConnections();
+    server.close();
+    await once(server, 'close');
+    await rm(root, { recursive: true, force: true });
+  });
+
+  async function put(url: string, body: Buffer | Readable, headers: Record<string, string> = {}) {
+    const res = await request(url, {
+      method: 'PUT',
+      body,
+      headers: Buffer.isBuffer(body) ? { 'content-length': String(body.length), ...headers } : headers,
+    });
+    return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
+  }
+
+  it('accepts an upload whose sha256 matches the key and reports it present', async () => {
+    const tar = await patternBytes(40_000, 21);
+    const hash = sha(tar);
+    const absent = await uploads.describe({ scope: TEAM, hash, ttlSeconds: 1800 });
+    assert.equal(absent.present, false);
+    assert.ok(absent.url?.startsWith(`${base}?token=`));
+    const { url, method, expiresAt } = await uploads.createUploadUrl({ scope: TEAM, hash, ttlSeconds: 1800 });
+    assert.equal(method, 'PUT');
+    assert.ok(url.startsWith(`${base}?token=`));
+    assert.ok(expiresAt.getTime() > Date.now());
+    const res = await put(url, tar);
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.body, { key: `files/${TEAM}/${hash}.tar`, size: tar.length, sha256: hash });
+    assert.deepEqual(await readAll(await store.get(`files/${TEAM}/${hash}.tar`)), tar);
+    assert.equal(await uploads.present(TEAM, hash), true);
+    assert.deepEqual(await uploads.describe({ scope: TEAM, hash, ttlSeconds: 1800 }), { present: true });
+  });
+
+  it('refuses a body whose sha256 differs from the key with 400 and stores nothing', async () => {
+    const hash = sha(Buffer.from('what was promised'));
+    const { url } = await uploads.createUploadUrl({ scope: TEAM, hash, ttlSeconds: 60 });
+    const res = await put(url, Buffer.from('what was sent'));
+    assert.equal(res.status, 400);
+    assert.equal(res.body.code, 'hash_mismatch');
+    assert.equal(await uploads.present(TEAM, hash), false);
+    assert.deepEqual(await filesIn(join(root, 'tmp')), []);
+  });
+
+  it('refuses an expired token with 403', async () => {
+    const past = new UploadTokenSigner({ secret, now: () => Date.now() - 3_600_000 });
+    const tar = Buffer.from('late');
+    const { token } = past.sign({ key: `files/${TEAM}/${sha(tar)}.tar`, ttlSeconds: 60, maxSize: 1024, sha256: sha(tar) });
+    const res = await put(`${base}?token=${token}`, tar);
+    assert.equal(res.status, 403);
+    assert.equal(res.body.code, 'upload_token_expired');
+    assert.equal(await uploads.present(TEAM, sha(tar)), false);
+  });
+
+  it('refuses forged, tampered and missing tokens with 403', async () => {
+    const tar = Buffer.from('forged');
+    const hash = sha(tar);
+    const other = new UploadTokenSigner({ secret: randomBytes(32) });
+    const forged = other.sign({ key: `files/${TEAM}/${hash}.tar`, ttlSeconds: 60, maxSize: 1024 }).token;
+    const { url } = await uploads.createUploadUrl({ scope: TEAM, hash, ttlSeconds: 60 });
+    const genuine = new URL(url).searchParams.get('token')!;
+    const [claims, mac] = genuine.split('.') as [string, string];
+    // Re-point a genuine token at another team's key, keeping the original signature.
+    const retargeted = Buffer.from(
+      Buffer.from(claims, 'base64url').toString().replace(TEAM, 'team-2'),
+    ).toString('base64url');
+    const flipped = mac.slice(0, -2) + (mac.endsWith('AA') ? 'AB' : 'AA');
+    for (const token of [forged, `${retargeted}.${mac}`, `${claims}.${flipped}`, `${claims}.`, 'garbage']) {
+      const res = await put(`${base}?token=${encodeURIComponent(token)}`, tar);
+      assert.equal(res.status, 403, token);
+      assert.equal(res.body.code, 'upload_token_invalid');
+    }
+    const missing = await put(base, tar);
+    assert.equal(missing.status, 403);
+    assert.equal(await uploads.present(TEAM, hash), false);
+    assert.equal(await uploads.present('team-2', hash), false);
+  });
+
+  it('refuses a body larger than the token allows with 413, declared or streamed', async () => {
+    const big = await patternBytes(100_000, 9);
+    const hash = sha(big);
+    const { url } = await uploads.createUploadUrl({ scope: TEAM, hash, ttlSeconds: 60 });
+    const declared = await put(url, big);
+    assert.equal(declared.status, 413);
+    assert.equal(declared.body.code, 'too_large');
+    // Chunked transfer: no content-length, so the limit is enforced while the body streams in.
+    const streamed = await put(url, Readable.from([big.subarray(0, 50_000), big.subarray(50_000)]));
+    assert.equal(streamed.status, 413);
+    assert.equal(streamed.body.code, 'too_large');
+    assert.equal(await uploads.present(TEAM, hash), false);
+    assert.deepEqual(await filesIn(join(root, 'tmp')), []);
+  });
+
+  it('stores one object when the same tarball is uploaded concurrently', async () => {
+    const tar = await patternBytes(60_000, 33);
+    const hash = sha(tar);
+    const urls = await Promise.all(
+      Array.from({ length: 5 }, () => uploads.createUploadUrl({ scope: TEAM, hash, ttlSeconds: 60 })),
+    );
+    const results = await Promise.all(urls.map(({ url }) => put(url, tar)));
+    assert.deepEqual(
+      results.map((r) => r.status),
+      [200, 200, 200, 200, 200],
+    );
+    assert.deepEqual(await readAll(await store.get(`files/${TEAM}/${hash}.tar`)), tar);
+    const listed = [];
+    for await (const info of store.list(`files/${TEAM}/${hash}`)) listed.push(info.key);
+    assert.deepEqual(listed, [`files/${TEAM}/${hash}.tar`]);
+    assert.deepEqual(await filesIn(join(root, 'tmp')), []);
+  });
+
+  it('answers 405 to methods other than PUT', async () => {
+    const { url } = await uploads.createUploadUrl({ scope: TEAM, hash: sha(Buffer.from('x')), ttlSeconds: 60 });
+    const res = await request(url, { method: 'POST', body: 'x' });
+    assert.equal(res.statusCode, 405);
+    assert.equal(((await res.body.json()) as { code: string }).code, 'method_not_allowed');
+  });
+
+  it('lets E2B SDK uploads through when content verification is off', async () => {
+    // The SDK's filesHash is not the tarball's digest (see build-files.ts), so the hash cannot be checked.
+    const e2b = new BuildFileUploads({ store, signer, uploadBaseUrl: base, verifyContentHash: false });
+    const filesHash = sha(Buffer.from('COPY src /app'));
+    const { url } = await e2b.createUploadUrl({ scope: TEAM, hash: filesHash, ttlSeconds: 60 });
+    const res = await put(url, Buffer.from('gzipped tar bytes'));
+    assert.equal(res.status, 200);
+    assert.equal(await e2b.present(TEAM, filesHash), true);
+  });
+
+  it('validates scope and hash before minting', async () => {
+    await assert.rejects(uploads.createUploadUrl({ scope: '../x', hash: sha(Buffer.from('')), ttlSeconds: 60 }), {
+      code: 'invalid_key',
+    });
+    await assert.rejects(uploads.createUploadUrl({ scope: TEAM, hash: 'ABC', ttlSeconds: 60 }), { code: 'invalid_key' });
+  });
+});
