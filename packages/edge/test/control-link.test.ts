@@ -135,6 +135,9 @@ describe('edge API port', () => {
     const drained = await getJson(`${edge.apiUrl}/v1/nodes/node-a/drain`, auth, 'POST');
     assert.deepEqual(drained, { status: 200, body: { nodeId: 'node-a', status: 'draining' } });
     assert.deepEqual(node.statusCalls, [NodeStatus.DRAINING]);
+    // The node reports draining in its next heartbeat; discovery shows it.
+    await node.heartbeat(edge.apiUrl);
+    assert.equal((await getJson(`${edge.apiUrl}/v1/nodes`, auth)).body[0].status, 'draining');
     const undrained = await getJson(`${edge.apiUrl}/v1/nodes/node-a/undrain`, auth, 'POST');
     assert.equal(undrained.body.status, 'healthy');
     assert.deepEqual(node.statusCalls, [NodeStatus.DRAINING, NodeStatus.HEALTHY]);

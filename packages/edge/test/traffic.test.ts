@@ -156,6 +156,16 @@ describe('edge traffic port', () => {
     assert.equal(pub.status, 200);
   });
 
+  it('fails closed on non-envd ports of sandboxes learnt only from heartbeats', async () => {
+    node.sandboxes.set('rec1', node.info() as any);
+    await node.heartbeat(edge.apiUrl);
+    assert.equal((await send(`${url}/`, { headers: route('rec1', 49983) })).status, 200);
+    const res = await send(`${url}/`, { headers: route('rec1', 8080, { 'e2b-traffic-access-token': 'anything' }) });
+    assert.equal(res.status, 403);
+    assert.equal(res.json().sandboxId, 'rec1');
+    node.sandboxes.delete('rec1');
+  });
+
   it('answers bad routing input with 4xx JSON', async () => {
     const cases: [Record<string, string>, number][] = [
       [{ host: 'foo.example.com' }, 400],

@@ -4,7 +4,7 @@
 // forgotten with its catalog entries. Each heartbeat also reconciles the catalog with the node's own list of
 // sandboxes, so a restarted edge (or a lost Create reply) heals within one beat.
 
-import { fromJson, toJson } from '@bufbuild/protobuf';
+import { create, fromJson, toJson, type JsonObject } from '@bufbuild/protobuf';
 import { InfoResponseSchema, NodeStatus, type InfoResponse } from '@cove/contracts/orchestrator';
 import type { HeartbeatRequest } from '@cove/contracts/edge';
 import type { Logger } from 'pino';
@@ -38,6 +38,10 @@ export const DEFAULT_DIRECTORY_OPTIONS: NodeDirectoryOptions = {
   reconcileGraceMs: 30_000,
 };
 
+const statusJson = (status: NodeStatus): unknown =>
+  (toJson(InfoResponseSchema, create(InfoResponseSchema, { status })) as JsonObject).status;
+const DRAINING = statusJson(NodeStatus.DRAINING);
+const UNHEALTHY = statusJson(NodeStatus.UNHEALTHY);
 const NODE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 
 function checkUrl(field: string, value: string): void {
@@ -109,8 +113,9 @@ export class NodeDirectory {
     let status: NodeHealth;
     if (this.now() - rec.lastHeartbeatAt > this.options.unhealthyAfterMs) status = 'unhealthy';
     else {
-      const reported = this.info(rec).status;
-      status = reported === NodeStatus.DRAINING ? 'draining' : reported === NodeStatus.UNHEALTHY ? 'unhealthy' : 'healthy';
+      // Read the enum straight from the stored JSON: this runs on every sandbox request, fromJson would not.
+      const reported = (rec.info as { status?: unknown } | null)?.status;
+      status = reported === DRAINING ? 'draining' : reported === UNHEALTHY ? 'unhealthy' : 'healthy';
     }
     return { ...rec, status };
   }

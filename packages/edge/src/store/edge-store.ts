@@ -9,6 +9,11 @@ export interface CatalogEntry {
   nodeId: string;
   /** sha256 (hex) of the sandbox's traffic token; absent for a public sandbox. */
   trafficTokenHash?: string;
+  /**
+   * Learnt from a heartbeat rather than from a control-link Create, so whether the sandbox is private is
+   * unknown (an edge with the in-process store restarted): its non-envd ports fail closed.
+   */
+  recovered?: boolean;
   /** When the edge first recorded it (ms since epoch); young entries survive a reconcile they missed. */
   createdAt: number;
 }

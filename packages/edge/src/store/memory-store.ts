@@ -35,7 +35,12 @@ export class MemoryStore implements EdgeStore {
     for (const id of reported) {
       const prior = this.sandboxes.get(id);
       if (prior?.nodeId === nodeId) continue;
-      await this.putSandbox(id, { nodeId, trafficTokenHash: prior?.trafficTokenHash, createdAt: now });
+      await this.putSandbox(id, {
+        nodeId,
+        trafficTokenHash: prior?.trafficTokenHash,
+        recovered: prior ? prior.recovered : true,
+        createdAt: now,
+      });
       added++;
     }
     for (const id of [...this.nodeSet(nodeId)]) {

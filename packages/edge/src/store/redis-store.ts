@@ -70,7 +70,12 @@ export class RedisStore implements EdgeStore {
       const id = ids[i] as string;
       const prior = parse<CatalogEntry>(current[i] ?? null);
       if (prior?.nodeId === nodeId) continue;
-      await this.putSandbox(id, { nodeId, trafficTokenHash: prior?.trafficTokenHash, createdAt: now });
+      await this.putSandbox(id, {
+        nodeId,
+        trafficTokenHash: prior?.trafficTokenHash,
+        recovered: prior ? prior.recovered : true,
+        createdAt: now,
+      });
       added++;
     }
     const known = await this.redis.smembers(nodeSandboxesKey(nodeId));

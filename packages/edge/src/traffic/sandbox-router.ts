@@ -48,6 +48,13 @@ export async function routeSandboxRequest(headers: IncomingHttpHeaders, deps: Sa
     return { ok: false, status: 503, body: proxyErrorBody(503, 'The sandbox catalog is unavailable', { sandboxId }) };
   }
   if (!entry || !node) return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
+  if (port !== ENVD_PORT && entry.recovered && !entry.trafficTokenHash) {
+    return {
+      ok: false,
+      status: 403,
+      body: proxyErrorBody(403, 'Traffic access for this sandbox is not known to the edge yet; only the envd port is reachable', { sandboxId }),
+    };
+  }
   if (port !== ENVD_PORT && entry.trafficTokenHash) {
     const given = one(headers[TRAFFIC_TOKEN_HEADER]);
     if (!given || !tokenMatchesHash(given, entry.trafficTokenHash)) {

@@ -1,0 +1,139 @@
+// Requests/s and latency straight to an upstream vs. through the edge's traffic port. Upstream, edge and
+// this load generator (undici Pool with keep-alive and pipelining) are separate processes, like undici's
+// own benchmarks. Prints a table to stderr and one JSON document to stdout.
+//
+//   node packages/edge/dist/bench/proxy.bench.js [--duration 10] [--connections 50] [--pipelining 10]
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { create } from '@bufbuild/protobuf';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { HeartbeatRequestSchema, NodeRegistry } from '@cove/contracts/edge';
+import { Pool } from 'undici';
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '50' },
+    pipelining: { type: 'string', default: '10' },
+  },
+});
+const DURATION_MS = Number(values.duration) * 1000;
+const CONNECTIONS = Number(values.connections);
+const PIPELINING = Number(values.pipelining);
+const NODE_TOKEN = 'bench-node-token-0123456789';
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** Spawn a node process and resolve with the first stdout JSON line matching `pick`. */
+async function spawnAndRead<T>(args: string[], env: Record<string, string>, pick: (line: any) => T | undefined): Promise<{ child: ChildProcess; value: T }> {
+  const child = spawn(process.execPath, [...(process.env.COVE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! });
+  for await (const line of lines) {
+    try {
+      const v = pick(JSON.parse(line));
+      if (v !== undefined) {
+        lines.removeAllListeners();
+        child.stdout!.resume();
+        return { child, value: v };
+      }
+    } catch {
+      /* not JSON */
+    }
+  }
+  throw new Error(`${args[0]} exited before it was ready`);
+}
+
+interface RunResult {
+  requests: number;
+  errors: number;
+  rps: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number };
+}
+
+async function load(origin: string, headers: Record<string, string>): Promise<RunResult> {
+  const pool = new Pool(origin, { connections: CONNECTIONS, pipelining: PIPELINING, keepAliveTimeout: 30_000 });
+  const latencies: number[] = [];
+  let errors = 0;
+  const started = performance.now();
+  const deadline = started + DURATION_MS;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const t0 = performance.now();
+      try {
+        const res = await pool.request({ path: '/', method: 'GET', headers });
+        await res.body.dump();
+        if (res.statusCode !== 200) errors++;
+        else latencies.push(performance.now() - t0);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECTIONS * PIPELINING }, worker));
+  const elapsed = (performance.now() - started) / 1000;
+  await pool.close();
+  latencies.sort((a, b) => a - b);
+  const q = (p: number): number => Number((latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0).toFixed(3));
+  return {
+    requests: latencies.length,
+    errors,
+    rps: Math.round(latencies.length / elapsed),
+    latencyMs: { p50: q(0.5), p90: q(0.9), p99: q(0.99), max: q(1 - Number.EPSILON) },
+  };
+}
+
+const upstream = await spawnAndRead([join(here, 'upstream-server.js')], {}, (l: { port?: number }) => l.port);
+const edge = await spawnAndRead(
+  [join(here, '..', 'src', 'main.js')],
+  {
+    COVE_EDGE_API_PORT: '0',
+    COVE_EDGE_TRAFFIC_PORT: '0',
+    COVE_CLUSTER_TOKEN: 'bench-cluster-token-0123456789',
+    COVE_NODE_TOKEN: NODE_TOKEN,
+    COVE_SANDBOX_DOMAIN: 'cove.bench',
+    COVE_LOG_LEVEL: 'info',
+  },
+  (l: { apiPort?: number; trafficPort?: number }) => (l.apiPort ? { apiPort: l.apiPort, trafficPort: l.trafficPort! } : undefined),
+);
+
+try {
+  const apiUrl = `http://127.0.0.1:${edge.value.apiPort}`;
+  const manager = new Http2SessionManager(apiUrl);
+  await createClient(NodeRegistry, createGrpcTransport({ baseUrl: apiUrl, sessionManager: manager })).heartbeat(
+    create(HeartbeatRequestSchema, {
+      info: { nodeId: 'bench-node', version: 'bench' },
+      rpcUrl: 'http://127.0.0.1:1',
+      proxyUrl: `http://127.0.0.1:${upstream.value}`,
+      sandboxIds: ['benchsbx'],
+    }),
+    { headers: { authorization: `Bearer ${NODE_TOKEN}` } },
+  );
+  manager.abort();
+
+  const direct = await load(`http://127.0.0.1:${upstream.value}`, {});
+  const viaEdge = await load(`http://127.0.0.1:${edge.value.trafficPort}`, { 'e2b-sandbox-id': 'benchsbx', 'e2b-sandbox-port': '49983' });
+  const result = {
+    benchmark: 'edge-proxy',
+    node: process.version,
+    durationS: DURATION_MS / 1000,
+    connections: CONNECTIONS,
+    pipelining: PIPELINING,
+    direct,
+    viaEdge,
+    overheadRatio: Number((direct.rps / Math.max(1, viaEdge.rps)).toFixed(2)),
+  };
+  const row = (name: string, r: RunResult): string =>
+    `${name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.latencyMs.p50} ms  p99 ${r.latencyMs.p99} ms  errors ${r.errors}`;
+  process.stderr.write(`${row('direct', direct)}\n${row('via edge', viaEdge)}\n`);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+} finally {
+  for (const c of [edge.child, upstream.child]) {
+    c.kill('SIGTERM');
+    if (c.exitCode === null) await once(c, 'exit');
+  }
+}

@@ -1,0 +1,21 @@
+// Benchmark upstream, run as its own process: a minimal HTTP server answering every request with a small
+// body, standing in for a node traffic proxy + sandbox port. Prints {"port":N} on stdout once listening.
+
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+
+const BODY = Buffer.from('{"ok":true}');
+
+const server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+  req.resume();
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': BODY.length });
+  res.end(BODY);
+});
+server.listen(0, '127.0.0.1');
+await once(server, 'listening');
+process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`);
+process.once('SIGTERM', () => {
+  server.closeAllConnections();
+  server.close();
+});
