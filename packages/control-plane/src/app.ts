@@ -52,7 +52,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit },
     log.child({ module: 'sandboxes' }),
   );
-  const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }));
+  const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }), 2 * config.controlLinkTimeoutMs + 10_000);
 
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,

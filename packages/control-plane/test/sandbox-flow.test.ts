@@ -279,6 +279,40 @@ describe('sandbox lifecycle through the control link', () => {
     assert.equal((await cp.cp.sandboxes.get(id))?.endReason, 'timeout');
   });
 
+  test('a create interrupted by a restart stops counting against the limit once its deadline has passed', async () => {
+    const now = Date.now();
+    await cp.cp.sandboxes.reserve(
+      {
+        id: 'iinterrupted000000000',
+        teamId,
+        clusterId: (await cp.cp.clusters.list())[0]!.id,
+        nodeId: null,
+        templateId: 'base',
+        alias: 'base',
+        buildId: 'b',
+        cpuCount: 2,
+        memoryMb: 512,
+        diskMb: 1024,
+        metadata: {},
+        envdVersion: '0.6.4',
+        envdAccessToken: 'x',
+        trafficAccessToken: null,
+        allowInternetAccess: null,
+        network: null,
+        state: 'creating',
+        startedAt: now,
+        endAt: now + 60_000,
+        endedAt: null,
+        endReason: null,
+      },
+      100,
+    );
+    assert.deepEqual(await cp.cp.evictor.runOnce(now + 1000), []);
+    const ended = await cp.cp.evictor.runOnce(now + 10 * 60_000);
+    assert.ok(ended.includes('iinterrupted000000000'));
+    assert.equal((await cp.cp.sandboxes.get('iinterrupted000000000'))?.endReason, 'create interrupted');
+  });
+
   test('state survives a restart: the new instance lists the sandbox and evicts it at its end', async () => {
     const r = await create({ timeout: 300, metadata: { restart: 'yes' } });
     const id = r.body.sandboxID;

@@ -16,11 +16,21 @@ export class Evictor {
     private readonly service: SandboxService,
     private readonly intervalMs: number,
     private readonly log: Logger,
+    /** A create still pending after this long was interrupted (the control link deadline has long passed). */
+    private readonly staleCreateMs: number,
   ) {}
 
   /** One pass: every running sandbox whose end time is at or before `now`. Returns the ids that ended. */
   async runOnce(now = Date.now()): Promise<string[]> {
     const ended: string[] = [];
+    // A control plane that stopped mid-create leaves a reservation that would count against the team's limit
+    // forever. The node, if it started the sandbox at all, expires it at the end time it was given.
+    for (const stale of await this.store.staleCreating(now - this.staleCreateMs)) {
+      if (await this.store.markKilled(stale.id, 'create interrupted', now)) {
+        ended.push(stale.id);
+        this.log.warn({ sandboxId: stale.id, teamId: stale.teamId }, 'dropped an interrupted create');
+      }
+    }
     for (const due of await this.store.due(now)) {
       // Re-read: a connect or refresh may have moved the end since the query.
       const cur = await this.store.get(due.id);

@@ -195,6 +195,12 @@ export class SandboxStore {
     return rows.map(toRecord);
   }
 
+  /** Reservations still `creating` that started before `before`: their create was interrupted (a restart). */
+  async staleCreating(before: number): Promise<SandboxRecord[]> {
+    const rows = await this.db.selectFrom('sandboxes').selectAll().where('state', '=', 'creating').where('started_at', '<', before).execute();
+    return rows.map(toRecord);
+  }
+
   /** Earliest end time among running sandboxes, for the evictor's next wake-up. */
   async nextEndAt(): Promise<number | undefined> {
     const r = await this.db
