@@ -28,6 +28,9 @@ export interface ChildHandle {
   closeInput(): boolean;
   signal(sig: NodeJS.Signals): void;
   resize(cols: number, rows: number): void;
+  /** Stops reading output (backpressure from a slow stream consumer). */
+  pause(): void;
+  resume(): void;
 }
 
 // Go's signal strings, which E2B puts in `status` ("signal: killed").
@@ -126,6 +129,14 @@ export function spawnPipes(spec: LaunchSpec, stdin: boolean, sink: ChildSink): P
       resize() {
         throw new EnvdError('invalid_argument', 'process was not started with a PTY');
       },
+      pause() {
+        child.stdout?.pause();
+        child.stderr?.pause();
+      },
+      resume() {
+        child.stdout?.resume();
+        child.stderr?.resume();
+      },
     });
   });
 }
@@ -141,6 +152,8 @@ interface PtyModule {
     onExit(cb: (e: { exitCode: number; signal?: number }) => void): void;
     write(d: Buffer | string): void;
     resize(cols: number, rows: number): void;
+    pause(): void;
+    resume(): void;
   };
 }
 
@@ -192,6 +205,8 @@ export function spawnPty(spec: LaunchSpec, size: { cols: number; rows: number },
       return false;
     },
     signal: (sig) => signalGroup(pid, sig),
+    pause: () => term.pause(),
+    resume: () => term.resume(),
     resize(c, r) {
       if (exited) return;
       term.resize(Math.min(Math.max(c, 1), 10_000), Math.min(Math.max(r, 1), 10_000));

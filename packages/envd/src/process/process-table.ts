@@ -12,9 +12,16 @@ import { spawnPipes, spawnPty, type ChildHandle, type ChildSink } from './child-
 import type { LaunchSpec } from './launch-spec.js';
 
 /** A process started through envd, while it runs. */
+/**
+ * Output events a stream may have queued before the child's output is paused; keeps
+ * envd's heap bounded when a client reads slower than the process writes (~64 KiB each).
+ */
+const HIGH_WATER_EVENTS = 128;
+
 export class ManagedProcess {
   readonly subscribers = new Set<EventQueue<ProcessEvent>>();
   child!: ChildHandle;
+  private paused = false;
 
   constructor(
     readonly config: ProcessConfig,
@@ -28,16 +35,33 @@ export class ManagedProcess {
   /** A new subscriber sees only what happens from now on (Connect replays nothing). */
   subscribe(): EventQueue<ProcessEvent> {
     const q = new EventQueue<ProcessEvent>();
+    q.onDrained = () => this.maybeResume();
     this.subscribers.add(q);
     return q;
   }
 
   unsubscribe(q: EventQueue<ProcessEvent>): void {
     this.subscribers.delete(q);
+    this.maybeResume();
   }
 
   broadcast(event: ProcessEvent): void {
-    for (const q of this.subscribers) q.push(event);
+    let full = false;
+    for (const q of this.subscribers) {
+      q.push(event);
+      if (q.length > HIGH_WATER_EVENTS) full = true;
+    }
+    if (full && !this.paused && event.event.case === 'data') {
+      this.paused = true;
+      this.child.pause();
+    }
+  }
+
+  private maybeResume(): void {
+    if (!this.paused) return;
+    for (const q of this.subscribers) if (q.length > HIGH_WATER_EVENTS / 2) return;
+    this.paused = false;
+    this.child.resume();
   }
 }
 

@@ -10,6 +10,8 @@ export class EventQueue<T> {
   private done = false;
   private failure: unknown;
   private wake: (() => void) | undefined;
+  /** Called when the consumer has caught up (queue empty again). */
+  onDrained: (() => void) | undefined;
 
   push(item: T): void {
     if (this.done) return;
@@ -57,6 +59,7 @@ export class EventQueue<T> {
           return;
         }
         const item = this.items.shift();
+        if (this.items.length === 0) this.onDrained?.();
         if (item !== undefined) {
           yield item;
           continue;

@@ -1,0 +1,56 @@
+// Builds the self-contained envd directory the orchestrator bind-mounts read-only at
+// /opt/cove/envd: envd.mjs (every JS dependency bundled) plus the two native addons,
+// which are loaded lazily at run time and so stay outside the bundle.
+import { build } from 'esbuild';
+import { existsSync } from 'node:fs';
+import { cp, mkdir, rm, writeFile, readFile, readdir } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const pkgDir = dirname(dirname(fileURLToPath(import.meta.url)));
+const out = join(pkgDir, 'dist', 'bundle');
+const require = createRequire(join(pkgDir, 'package.json'));
+
+await rm(out, { recursive: true, force: true });
+await mkdir(out, { recursive: true });
+
+await build({
+  entryPoints: [join(pkgDir, 'src', 'main.ts')],
+  outfile: join(out, 'envd.mjs'),
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'esm',
+  minify: true,
+  sourcemap: false,
+  legalComments: 'none',
+  external: ['node-pty', 'fs-xattr'],
+  // CommonJS dependencies (pino, zod's cjs paths) call require() for built-ins.
+  banner: { js: "import { createRequire as __envdCreateRequire } from 'node:module'; const require = __envdCreateRequire(import.meta.url);" },
+  logLevel: 'warning',
+});
+
+/** Copies a package's run-time files only. */
+async function copyAddon(name, files) {
+  // Not require.resolve(name/package.json): fs-xattr's exports map hides it.
+  const base = require.resolve.paths(name).find((d) => existsSync(join(d, name, 'package.json')));
+  if (!base) throw new Error(`${name} is not installed`);
+  const src = join(base, name);
+  const dst = join(out, 'node_modules', name);
+  for (const f of files) {
+    await mkdir(dirname(join(dst, f)), { recursive: true });
+    await cp(join(src, f), join(dst, f), {
+      recursive: true,
+      filter: (p) => !/\.(map|ts)$/.test(p) && !/\.test\.js$/.test(p) && !/(windows|conpty|winpty)/i.test(p),
+    });
+  }
+}
+
+await copyAddon('node-pty', ['package.json', 'lib', 'build/Release/pty.node', 'LICENSE']);
+await copyAddon('fs-xattr', ['package.json', 'index.js', 'build/Release/xattr.node', 'LICENSE']);
+await writeFile(join(out, 'package.json'), JSON.stringify({ name: 'cove-envd-bundle', private: true, type: 'module' }, null, 2) + '\n');
+
+const { version } = JSON.parse(await readFile(join(pkgDir, 'package.json'), 'utf8'));
+const listing = await readdir(out, { recursive: true });
+process.stdout.write(`envd bundle ${version} -> ${out} (${listing.length} entries)\n`);
