@@ -4,6 +4,9 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { NodeStatus } from '@cove/contracts/orchestrator';
+import { connect as h2connect } from 'node:http2';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { request } from 'undici';
 import { FakeNode } from './fixtures/fake-node.js';
 import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
@@ -54,7 +57,7 @@ describe('edge API port', () => {
     assert.equal(res.intervalMs, 2000);
     const nodes = await getJson(`${edge.apiUrl}/v1/nodes`, auth);
     assert.equal(nodes.status, 200);
-    assert.equal(nodes.body.length, 1);
+    assert.equal(nodes.body.length, 1, JSON.stringify(nodes.body));
     const [n] = nodes.body;
     assert.equal(n.nodeId, 'node-a');
     assert.equal(n.status, 'healthy');
@@ -122,6 +125,33 @@ describe('edge API port', () => {
     await rejectsWith(edge.infoClient.info({}, { headers: linkHeaders('node-zzz') }), Code.NotFound, /^node node-zzz is not registered with this edge$/);
     await rejectsWith(edge.infoClient.info({}, { headers: { 'cove-node-id': 'node-a' } }), Code.Unauthenticated);
     await rejectsWith(edge.infoClient.info({}, { headers: { authorization: 'Bearer wrong-cluster-token', 'cove-node-id': 'node-a' } }), Code.PermissionDenied);
+  });
+
+  it('serves the REST API over h2c too (the control plane shares one connection)', async () => {
+    const session = h2connect(edge.apiUrl);
+    try {
+      const stream = session.request({ ':method': 'GET', ':path': '/v1/nodes', ...auth });
+      stream.end();
+      const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
+      let text = '';
+      for await (const c of stream) text += String(c);
+      assert.equal(headers[':status'], 200);
+      assert.ok(JSON.parse(text).some((n: { nodeId: string }) => n.nodeId === 'node-a'));
+    } finally {
+      session.close();
+    }
+  });
+
+  it('answers UNAVAILABLE when a registered node cannot be reached', async () => {
+    const dead = createServer().listen(0, '127.0.0.1');
+    await once(dead, 'listening');
+    const port = (dead.address() as { port: number }).port;
+    await new Promise((r) => dead.close(r));
+    const ghost = await new FakeNode({ nodeId: 'node-dead', nodeToken: NODE_TOKEN }).start();
+    ghost.rpcUrl = `http://127.0.0.1:${port}`;
+    await ghost.heartbeat(edge.apiUrl);
+    await rejectsWith(edge.infoClient.info({}, { headers: linkHeaders('node-dead') }), Code.Unavailable, /node-dead/);
+    await ghost.close();
   });
 
   it('rebuilds the catalog from heartbeats', async () => {

@@ -87,6 +87,23 @@ describe('edge traffic port', () => {
     assert.equal(bytes, 50 * MB);
   });
 
+  it('cancels the upstream when the client goes away mid-download', async () => {
+    const res = await openRequest(`${url}/download?bytes=${1024 * MB}`, { headers: route('pub1', 49983) });
+    const aborted = once(node.events, 'download-aborted');
+    const it = res[Symbol.asyncIterator]();
+    await it.next();
+    res.destroy();
+    await aborted;
+  });
+
+  it('cuts the client response when the upstream dies mid-body', async () => {
+    const res = await openRequest(`${url}/die`, { headers: route('pub1', 49983) });
+    assert.equal(res.statusCode, 200);
+    await assert.rejects(async () => {
+      for await (const _ of res) void _;
+    });
+  });
+
   it('flushes server-sent events as they come', async () => {
     const res = await openRequest(`${url}/sse`, { headers: route('pub1', 8000) });
     assert.equal(res.headers['content-type'], 'text/event-stream');
