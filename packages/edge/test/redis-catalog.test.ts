@@ -60,6 +60,28 @@ describe('Redis catalog shared by two edges', () => {
     assert.equal(gone.text, '{"message":"The sandbox was not found","sandboxId":"shared1","code":502}');
   });
 
+  it('forgets a silent node together with its routes', async () => {
+    const c = await startEdge({ COVE_EDGE_ID: 'edge-c', COVE_EDGE_REDIS_URL: redis.socketPath }, { directoryOptions: { forgetAfterMs: 100 } });
+    const quiet = await new FakeNode({ nodeId: 'node-quiet', nodeToken: NODE_TOKEN }).start();
+    try {
+      await quiet.heartbeat(c.apiUrl, { sandboxIds: ['quiet1'] });
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const res = await request(`${a.apiUrl}/v1/nodes`, { headers: auth });
+        const ids = ((await res.body.json()) as { nodeId: string }[]).map((n) => n.nodeId);
+        if (!ids.includes('node-quiet')) break;
+        assert.ok(Date.now() < deadline, 'node was not forgotten');
+        await new Promise((r) => setImmediate(r));
+      }
+      const gone = await request(`${a.apiUrl}/v1/sandboxes/quiet1`, { headers: auth });
+      assert.equal(gone.statusCode, 404);
+      await gone.body.dump();
+    } finally {
+      await quiet.close();
+      await c.close();
+    }
+  });
+
   it('reconciles the shared catalog from heartbeats', async () => {
     node.sandboxes.set('hbr1', node.info() as any);
     await node.heartbeat(b.apiUrl);

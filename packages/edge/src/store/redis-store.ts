@@ -120,7 +120,11 @@ export class RedisStore implements EdgeStore {
       if (rec) out.push(rec);
       else expired.push(ids[i] as string);
     });
-    if (expired.length > 0) await this.redis.srem(NODES, ...expired);
+    // A forgotten node takes its routes with it, as in the in-process store.
+    for (const nodeId of expired) {
+      for (const id of await this.redis.smembers(nodeSandboxesKey(nodeId))) await this.deleteSandbox(id, nodeId);
+      await this.redis.multi().del(nodeSandboxesKey(nodeId)).srem(NODES, nodeId).exec();
+    }
     return out;
   }
 
