@@ -42,8 +42,11 @@ export interface CachedStoreOptions {
 export interface CacheLease {
   readonly path: string;
   readonly size: number;
-  /** Unpins the file; calling it more than once has no further effect. */
-  release(): void;
+  /**
+   * Unpins the file; resolves once anything the release made evictable has been removed. Calling it more
+   * than once has no further effect.
+   */
+  release(): Promise<void>;
 }
 
 /** Counters for diagnostics and tests. */
@@ -80,6 +83,7 @@ export class CachedStore implements BlobStore {
   private hits = 0;
   private misses = 0;
   private evictions = 0;
+  private lastStamp = 0;
   private readonly objectsDir: string;
   private readonly tmpDir: string;
   private readonly remote: BlobStore;
@@ -112,6 +116,7 @@ export class CachedStore implements BlobStore {
       found.push({ entry: { id: match[1], file, size: st.size, pins: 0, stale: false }, mtime: st.mtimeMs });
     }
     found.sort((a, b) => a.mtime - b.mtime);
+    cache.lastStamp = found.at(-1)?.mtime ?? 0;
     for (const { entry } of found) {
       const older = cache.entries.get(entry.id);
       if (older !== undefined) await cache.drop(older);
@@ -146,8 +151,7 @@ export class CachedStore implements BlobStore {
       this.entries.delete(id);
       this.entries.set(id, cached);
       const lease = this.lease(cached);
-      const now = new Date();
-      await utimes(cached.file, now, now).catch(() => undefined);
+      await this.stamp(cached.file);
       return lease;
     }
     let flight = this.inflight.get(id);
@@ -181,6 +185,7 @@ export class CachedStore implements BlobStore {
         createWriteStream(tmp, { flags: 'wx', mode: 0o644 }),
       );
       await rename(tmp, file);
+      await this.stamp(file);
       // Synchronous from here on: every waiter registered so far gets its pin before anyone can evict.
       const entry: Entry = { id, file, size, pins: flight.waiters, stale: false };
       this.entries.set(id, entry);
@@ -196,22 +201,32 @@ export class CachedStore implements BlobStore {
     }
   }
 
+  /**
+   * Records a use in the file's mtime, which is how LRU order survives a restart. File timestamps come from
+   * a coarse kernel clock (several uses can share one tick), so each stamp is forced past the previous one.
+   */
+  private async stamp(file: string): Promise<void> {
+    this.lastStamp = Math.max(Date.now(), this.lastStamp + 1);
+    const when = new Date(this.lastStamp);
+    await utimes(file, when, when).catch((err: unknown) => this.logger.debug({ err, file }, 'cache stamp failed'));
+  }
+
   private lease(entry: Entry): CacheLease {
     let released = false;
     return {
       path: entry.file,
       size: entry.size,
-      release: () => {
+      release: async (): Promise<void> => {
         if (released) return;
         released = true;
         entry.pins--;
-        if (entry.pins === 0 && entry.stale) {
+        if (entry.pins > 0) return;
+        if (entry.stale) {
           this.staleFiles.delete(entry);
           this.bytes -= entry.size;
-          rm(entry.file, { force: true }).catch((err: unknown) =>
-            this.logger.warn({ err, file: entry.file }, 'could not remove a stale cache file'),
-          );
+          await rm(entry.file, { force: true });
         }
+        await this.evict();
       },
     };
   }
@@ -263,14 +278,16 @@ export class CachedStore implements BlobStore {
     let end = lease.size - 1;
     if (range !== undefined) {
       if (range.start < 0 || range.start >= lease.size || (range.end !== undefined && range.end < range.start)) {
-        lease.release();
+        await lease.release();
         throw new InvalidRange(key);
       }
       start = range.start;
       end = Math.min(range.end ?? lease.size - 1, lease.size - 1);
     }
     const stream = lease.size === 0 ? createReadStream(lease.path) : createReadStream(lease.path, { start, end });
-    stream.once('close', () => lease.release());
+    stream.once('close', () => {
+      lease.release().catch((err: unknown) => this.logger.warn({ err, key }, 'cache release failed'));
+    });
     return stream;
   }
 

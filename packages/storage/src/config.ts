@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { BlobStore } from './blob-store.js';
 import { InvalidStorageConfig } from './errors.js';
+import { checkKey } from './keys.js';
 import { LocalBlobStore } from './local-store.js';
 import { S3BlobStore, type S3Credentials } from './s3-store.js';
 
@@ -39,6 +40,14 @@ export interface StorageConfigOptions {
 
 const S3_PARAMS = new Set(['endpoint', 'region', 'pathStyle']);
 
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return '\0';
+  }
+}
+
 /** Parses a storage URL; throws InvalidStorageConfig listing every problem found. */
 export function parseStorageUrl(input: string, options: StorageConfigOptions = {}): StorageConfig {
   let url: URL;
@@ -63,9 +72,11 @@ export function parseStorageUrl(input: string, options: StorageConfigOptions = {
   if (url.username !== '' || url.password !== '') issues.push('credentials must not be put in the URL');
   if (url.port !== '') issues.push('put the port in the endpoint parameter, not the s3 URL');
   for (const name of url.searchParams.keys()) if (!S3_PARAMS.has(name)) issues.push(`unknown parameter ${name}`);
-  let prefix = decodeURIComponent(url.pathname.replace(/^\/+/, ''));
+  let prefix = safeDecode(url.pathname.replace(/^\/+/, ''));
   if (prefix !== '' && !prefix.endsWith('/')) prefix += '/';
-  if (prefix.split('/').slice(0, -1).some((s) => s === '' || s === '.' || s === '..')) {
+  try {
+    if (prefix !== '') checkKey(prefix.slice(0, -1));
+  } catch {
     issues.push('bad prefix');
   }
   const endpoint = url.searchParams.get('endpoint') ?? undefined;
