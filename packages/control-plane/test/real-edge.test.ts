@@ -1,0 +1,105 @@
+// The control link against the real edge (packages/edge, run as its own process from its build): node
+// discovery, and Create/Update/Delete forwarded by the edge to a node. The node is the wire-level fixture
+// speaking the orchestrator contract, registered with the edge through its heartbeat RPC like a real
+// orchestrator. Skipped when the edge is not built.
+
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { NodeRegistry } from '@cove/contracts/edge';
+import { request } from 'undici';
+import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
+import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
+import { freePort } from './fixtures/throwaway-postgres.js';
+
+const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
+const CLUSTER_TOKEN = 'real-edge-cluster-token-0123456789';
+const NODE_TOKEN = 'real-edge-node-token-0123456789ab';
+
+describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? false : 'edge not built' }, () => {
+  let edge: ChildProcess;
+  let edgeUrl: string;
+  let node: FakeCluster;
+  let cp: RunningControlPlane;
+  let key: string;
+  let sessions: Http2SessionManager;
+
+  before(async () => {
+    // The fixture node authenticates the edge with the node token, as an orchestrator does.
+    node = await startFakeCluster(NODE_TOKEN);
+    const fakeNode = node.addNode('real-edge-node-1');
+    const [apiPort, trafficPort] = [await freePort(), await freePort()];
+    edge = spawn(process.execPath, [EDGE_MAIN], {
+      env: {
+        PATH: process.env.PATH,
+        COVE_EDGE_API_PORT: String(apiPort),
+        COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
+        COVE_EDGE_HOST: '127.0.0.1',
+        COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
+        COVE_NODE_TOKEN: NODE_TOKEN,
+        COVE_SANDBOX_DOMAIN: 'cove.test',
+        COVE_LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const lines = createInterface({ input: edge.stdout! });
+    const exited = once(edge, 'exit').then(([code]) => {
+      throw new Error(`edge exited early with ${String(code)}`);
+    });
+    const listening = (async () => {
+      for await (const line of lines) if (line.includes('edge listening')) return;
+    })();
+    await Promise.race([listening, exited]);
+    lines.on('line', () => undefined); // keep draining the edge's log
+    edgeUrl = `http://127.0.0.1:${apiPort}`;
+
+    sessions = new Http2SessionManager(edgeUrl);
+    const registry = createClient(NodeRegistry, createGrpcTransport({ baseUrl: edgeUrl, sessionManager: sessions }));
+    await registry.heartbeat(
+      { info: nodeInfo(fakeNode), rpcUrl: node.endpoint, proxyUrl: 'http://127.0.0.1:1', sandboxIds: [] },
+      { headers: { authorization: `Bearer ${NODE_TOKEN}` } },
+    );
+
+    cp = await startControlPlane();
+    ({ key } = await setupTeam(cp.url, edgeUrl, CLUSTER_TOKEN));
+  });
+
+  after(async () => {
+    sessions?.abort();
+    await cp?.close();
+    if (edge && edge.exitCode === null) {
+      edge.kill('SIGTERM');
+      await once(edge, 'exit');
+    }
+    await node?.close();
+  });
+
+  test('create, timeout and kill travel through the edge to the node', async () => {
+    const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', timeout: 120, network: { allowPublicTraffic: false } } });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    const id = r.body.sandboxID as string;
+    assert.equal(r.body.domain, 'cove.test');
+    const n = node.nodes.get('real-edge-node-1')!;
+    assert.ok(n.sandboxes.has(id));
+    const created = node.calls.find((c) => c.method === 'Create' && c.sandboxId === id);
+    assert.equal(created?.authorization, `Bearer ${NODE_TOKEN}`, 'the edge swaps the cluster token for the node token');
+    assert.equal(created?.nodeId, 'real-edge-node-1');
+
+    // The edge recorded the route before answering.
+    const route = await request(new URL(`/v1/sandboxes/${id}`, edgeUrl), { headers: { authorization: `Bearer ${CLUSTER_TOKEN}` } });
+    assert.equal(route.statusCode, 200);
+    assert.deepEqual(await route.body.json(), { sandboxId: id, nodeId: 'real-edge-node-1' });
+
+    assert.equal((await call(cp.url, 'POST', `/sandboxes/${id}/timeout`, { key, body: { timeout: 30 } })).status, 204);
+    assert.ok(node.calls.some((c) => c.method === 'Update' && c.sandboxId === id));
+    assert.equal((await call(cp.url, 'DELETE', `/sandboxes/${id}`, { key })).status, 204);
+    assert.ok(!n.sandboxes.has(id));
+    assert.equal((await call(cp.url, 'DELETE', `/sandboxes/${id}`, { key })).status, 404);
+  });
+});
