@@ -7,7 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { copyFile, mkdir, open, opendir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { copyFile, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -148,6 +148,25 @@ export class LocalBlobStore implements BlobStore {
       }
       throw err;
     }
+  }
+
+  /**
+   * Removes staging files older than `maxAgeMs` (left behind by a crash mid-write); returns how many. Run it
+   * at start-up: a write in progress is younger than any sensible age, so it is safe beside live writers.
+   */
+  async removeStaleTemp(maxAgeMs: number): Promise<number> {
+    let removed = 0;
+    const cutoff = Date.now() - maxAgeMs;
+    for (const name of await readdir(this.tmpDir).catch(() => [] as string[])) {
+      const path = join(this.tmpDir, name);
+      const st = await stat(path).catch(() => undefined);
+      if (st !== undefined && st.mtimeMs < cutoff) {
+        await rm(path, { recursive: true, force: true });
+        removed++;
+      }
+    }
+    if (removed > 0) this.logger.info({ removed }, 'removed stale staging files');
+    return removed;
   }
 
   async put(key: string, body: BlobBody, options: PutOptions = {}): Promise<PutResult> {

@@ -1,6 +1,9 @@
 // The upload endpoint behind the local driver's upload URLs (the counterpart of an S3 presigned PUT). It is a
-// plain node:http handler so the edge or orchestrator can mount it under any path of an existing server
-// (fastify: `app.put('/storage/upload', (req, reply) => { reply.hijack(); handler(req.raw, reply.raw) })`).
+// plain node:http handler so the edge or orchestrator can mount it under any path of an existing server. In
+// fastify, register it in its own plugin with a catch-all content-type parser that leaves the body unread
+// (`app.addContentTypeParser('*', (_req, _payload, done) => done(null))`), then
+// `app.put('/storage/upload', (req, reply) => { reply.hijack(); handler(req.raw, reply.raw) })`; the E2B SDK
+// sends tarballs with arbitrary content types, which fastify would otherwise refuse with 415.
 //
 // The body streams to a temp file while it is hashed and counted; it is published only when the token is
 // valid, the length is within the token's limit and (when the token carries one) the sha256 matches.

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -39,5 +39,16 @@ describe('LocalBlobStore layout', () => {
     assert.equal(await store.head('coll'), undefined);
     await assert.rejects(store.get('coll'), { code: 'not_found' });
     assert.deepEqual(await filesIn(join(root, 'tmp')), []);
+  });
+
+  it('removes staging files a crash left behind, and only old ones', async () => {
+    await mkdir(join(root, 'tmp'), { recursive: true });
+    await writeFile(join(root, 'tmp', 'crashed'), 'partial');
+    await writeFile(join(root, 'tmp', 'in-flight'), 'partial');
+    const dayAgo = new Date(Date.now() - 86_400_000);
+    await utimes(join(root, 'tmp', 'crashed'), dayAgo, dayAgo);
+    assert.equal(await store.removeStaleTemp(3_600_000), 1);
+    assert.deepEqual(await filesIn(join(root, 'tmp')), ['in-flight']);
+    await rm(join(root, 'tmp', 'in-flight'));
   });
 });
