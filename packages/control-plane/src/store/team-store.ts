@@ -6,6 +6,8 @@ import { NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { ApiKeyTable, Database, TeamTable } from './schema.js';
 
+const LAST_USED_RESOLUTION_MS = 60_000;
+
 export interface Team {
   id: string;
   name: string;
@@ -145,11 +147,15 @@ export class TeamStore {
       .selectFrom('api_keys')
       .innerJoin('teams', 'teams.id', 'api_keys.team_id')
       .selectAll('teams')
-      .select('api_keys.id as key_id')
+      .select(['api_keys.id as key_id', 'api_keys.last_used_at as key_last_used_at'])
       .where('api_keys.key_hash', '=', hashApiKey(key))
       .executeTakeFirst();
     if (!r) return undefined;
-    await this.db.updateTable('api_keys').set({ last_used_at: Date.now() }).where('id', '=', r.key_id).execute();
+    // "Last used" to the minute: a write on every request would make every read a write.
+    const now = Date.now();
+    if (r.key_last_used_at === null || now - Number(r.key_last_used_at) > LAST_USED_RESOLUTION_MS) {
+      await this.db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', r.key_id).execute();
+    }
     return toTeam(r);
   }
 }

@@ -1,0 +1,71 @@
+// Control-plane API benchmark: create / get / list / kill latency and throughput through real HTTP and the
+// control link (gRPC over HTTP/2 to the cluster fixture). Server and load generator run in separate processes.
+// Run: `node packages/control-plane/dist/bench/api.bench.js [sandboxes=400] [concurrency=16]`.
+
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { Pool } from 'undici';
+
+const total = Number(process.argv[2] ?? 400);
+const concurrency = Number(process.argv[3] ?? 16);
+
+const server = spawn(process.execPath, [fileURLToPath(new URL('./server.js', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+const first = await createInterface({ input: server.stdout! })[Symbol.asyncIterator]().next();
+const { url, key } = JSON.parse(String(first.value)) as { url: string; key: string };
+const pool = new Pool(url, { connections: concurrency });
+
+async function req(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+  const res = await pool.request({
+    method: method as 'GET',
+    path,
+    headers: { 'x-api-key': key, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, json: text ? JSON.parse(text) : undefined };
+}
+
+function stats(name: string, samples: number[], wallMs: number) {
+  const s = [...samples].sort((a, b) => a - b);
+  const p = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0;
+  return { op: name, n: s.length, p50: +p(0.5).toFixed(2), p90: +p(0.9).toFixed(2), p99: +p(0.99).toFixed(2), max: +(s[s.length - 1] ?? 0).toFixed(2), perSec: +((s.length / wallMs) * 1000).toFixed(0) };
+}
+
+async function phase(name: string, n: number, fn: (i: number) => Promise<void>) {
+  const samples: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) {
+        const i = next++;
+        const t = performance.now();
+        await fn(i);
+        samples.push(performance.now() - t);
+      }
+    }),
+  );
+  return stats(name, samples, performance.now() - t0);
+}
+
+const ids: string[] = [];
+const results = [];
+results.push(
+  await phase('create', total, async (i) => {
+    const r = await req('POST', '/v2/sandboxes', { templateID: 'base', timeout: 600, metadata: { i: String(i) } });
+    if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.json)}`);
+    ids.push(r.json.sandboxID);
+  }),
+);
+results.push(await phase('get', total, async (i) => void (await req('GET', `/sandboxes/${ids[i]}`))));
+results.push(await phase('list(100)', Math.max(20, total / 10), async () => void (await req('GET', '/v2/sandboxes?limit=100'))));
+results.push(await phase('timeout', total, async (i) => void (await req('POST', `/sandboxes/${ids[i]}/timeout`, { timeout: 300 }))));
+results.push(await phase('kill', total, async (i) => void (await req('DELETE', `/sandboxes/${ids[i]}`))));
+
+const mem = process.memoryUsage();
+console.table(results);
+process.stdout.write(`${JSON.stringify({ bench: 'control-plane-api', total, concurrency, results, clientRssMb: Math.round(mem.rss / 2 ** 20) })}\n`);
+await pool.close();
+server.stdin!.end();
