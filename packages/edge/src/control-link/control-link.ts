@@ -76,6 +76,8 @@ export async function handleControlLink(req: Http2ServerRequest, res: Http2Serve
 }
 
 function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: ControlLinkDeps, nodeId: string, rpcUrl: string): void {
+  // The caller may have cancelled while the node was looked up.
+  if (res.stream.destroyed) return;
   const path = req.headers[':path'] ?? req.url;
   const log = deps.log.child({ nodeId, method: path });
   const headers: OutgoingHttpHeaders = {};
@@ -103,6 +105,10 @@ function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: Contro
 
   upstream.on('response', (upHeaders) => {
     responded = true;
+    if (res.stream.destroyed || res.writableEnded) {
+      upstream.close(h2.NGHTTP2_CANCEL);
+      return;
+    }
     const out: OutgoingHttpHeaders = {};
     for (const [name, value] of Object.entries(upHeaders)) {
       if (name.startsWith(':') || value === undefined) continue;
