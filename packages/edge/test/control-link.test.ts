@@ -121,6 +121,18 @@ describe('edge API port', () => {
     );
   });
 
+  it('carries large messages through HTTP/2 flow control', async () => {
+    const big = 'x'.repeat(3 * 1024 * 1024);
+    const created = await edge.sandboxClient.create(
+      create(CreateRequestSchema, { sandbox: { sandboxId: 'bigone', templateId: big } }),
+      { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'bigone' }) },
+    );
+    assert.equal(created.sandbox?.templateId.length, big.length);
+    const list = await edge.sandboxClient.list({}, { headers: linkHeaders('node-a') });
+    assert.equal(list.sandboxes.find((s) => s.sandboxId === 'bigone')?.templateId.length, big.length);
+    await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'bigone' }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'bigone' }) });
+  });
+
   it('answers NOT_FOUND for an unknown node and checks the cluster token', async () => {
     await rejectsWith(edge.infoClient.info({}, { headers: linkHeaders('node-zzz') }), Code.NotFound, /^node node-zzz is not registered with this edge$/);
     await rejectsWith(edge.infoClient.info({}, { headers: { 'cove-node-id': 'node-a' } }), Code.Unauthenticated);
