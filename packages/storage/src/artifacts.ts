@@ -25,22 +25,16 @@ export interface ArtifactPutOptions {
 
 /**
  * Stores `body` under its own sha256. If that content is already present nothing is overwritten. A body
- * that does not match a declared hash or size fails with a typed error and leaves nothing behind.
+ * that does not match a declared hash or size fails with a typed error and leaves nothing behind. The body
+ * is always received and hashed, even when its declared hash is already stored, so a wrong declaration is
+ * reported rather than silently answered with someone else's bytes; callers that want to skip sending known
+ * content ask hasArtifact first.
  */
 export async function putArtifact(
   store: BlobStore,
   body: BlobBody,
   options: ArtifactPutOptions = {},
 ): Promise<ArtifactPut> {
-  if (options.sha256 !== undefined) {
-    // Known hash: skip receiving the body at all when the artifact already exists.
-    const key = artifactKey(options.sha256.toLowerCase());
-    const existing = await store.head(key);
-    if (existing !== undefined) {
-      if (typeof (body as { resume?: unknown }).resume === 'function') (body as Readable).resume();
-      return { key, sha256: options.sha256.toLowerCase(), size: existing.size, created: false };
-    }
-  }
   const staged = await store.stage(body, options);
   const key = artifactKey(staged.sha256);
   if (await store.exists(key)) {

@@ -62,7 +62,10 @@ export type BlobBody = Readable | AsyncIterable<Uint8Array> | Uint8Array;
 export interface BlobStore {
   /** Driver name, for logs. */
   readonly driver: 'local' | 's3' | 'cached';
-  /** Opens the object (or a range of it) for reading. Throws BlobNotFound / InvalidRange. */
+  /**
+   * Opens the object (or a range of it) for reading. Throws BlobNotFound / InvalidRange. The caller must read
+   * the stream to the end or destroy it: it holds a file handle, a socket or a cache lease until then.
+   */
   get(key: string, options?: GetOptions): Promise<Readable>;
   /** Streams `body` in, verifying size and hash, then publishes it under `key`. */
   put(key: string, body: BlobBody, options?: PutOptions): Promise<PutResult>;

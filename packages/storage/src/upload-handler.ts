@@ -65,6 +65,10 @@ export function createUploadHandler(options: UploadHandlerOptions): UploadHandle
     // the socket) alive long enough to answer with a JSON error.
     const body = new PassThrough();
     req.pipe(body);
+    // pipe() does not forward a client disconnect; without this the store would wait for the rest forever.
+    req.once('close', () => {
+      if (!req.complete) body.destroy(new Error('client disconnected mid-body'));
+    });
     const result = await store.put(claims.key, body, {
       maxSize: claims.maxSize,
       ...(declared !== undefined && Number.isSafeInteger(declared) ? { size: declared } : {}),
@@ -76,6 +80,11 @@ export function createUploadHandler(options: UploadHandlerOptions): UploadHandle
 
   return (req, res) => {
     handle(req, res).catch((err: unknown) => {
+      if (req.destroyed && !req.complete) {
+        // The client went away mid-body; the store already removed the partial file.
+        logger.info('upload aborted by the client');
+        return;
+      }
       if (res.headersSent) {
         res.destroy();
         return;

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -153,6 +154,30 @@ describe('local upload endpoint', () => {
     for await (const info of store.list(`files/${TEAM}/${hash}`)) listed.push(info.key);
     assert.deepEqual(listed, [`files/${TEAM}/${hash}.tar`]);
     assert.deepEqual(await filesIn(join(root, 'tmp')), []);
+  });
+
+  it('leaves nothing behind when the client disconnects mid-body', async () => {
+    const hash = sha(Buffer.from('never finished'));
+    const { url } = await uploads.createUploadUrl({ scope: TEAM, hash, ttlSeconds: 60 });
+    const target = new URL(url);
+    const socket = connect(Number(target.port), target.hostname);
+    await once(socket, 'connect');
+    socket.write(
+      `PUT ${target.pathname}${target.search} HTTP/1.1\r\nhost: ${target.host}\r\ncontent-length: 10000\r\n\r\n`,
+    );
+    socket.write(Buffer.alloc(3000, 1));
+    // Wait until the server has started staging the body, then cut the connection.
+    const deadline = Date.now() + 10_000;
+    while ((await filesIn(join(root, 'tmp'))).length === 0) {
+      assert.ok(Date.now() < deadline, 'upload never started');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    socket.destroy();
+    while ((await filesIn(join(root, 'tmp'))).length > 0) {
+      assert.ok(Date.now() < deadline, 'partial upload was not removed');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    assert.equal(await uploads.present(TEAM, hash), false);
   });
 
   it('answers 405 to methods other than PUT', async () => {
