@@ -1,6 +1,7 @@
 // Requests/s and latency straight to an upstream vs. through the edge's traffic port. Upstream, edge and
 // this load generator (undici Pool with keep-alive and pipelining) are separate processes, like undici's
-// own benchmarks. Prints a table to stderr and one JSON document to stdout.
+// own benchmarks. Prints a table to stderr, one JSON document to stdout, and `BENCH_RESULT {...}` lines for
+// `cove bench` (packages/cli/src/bench.ts).
 //
 //   node packages/edge/dist/bench/proxy.bench.js [--duration 10] [--connections 50] [--pipelining 10]
 
@@ -18,7 +19,7 @@ import { Pool } from 'undici';
 
 const { values } = parseArgs({
   options: {
-    duration: { type: 'string', default: '10' },
+    duration: { type: 'string', default: '5' },
     connections: { type: 'string', default: '50' },
     pipelining: { type: 'string', default: '10' },
   },
@@ -131,6 +132,14 @@ try {
     `${name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.latencyMs.p50} ms  p99 ${r.latencyMs.p99} ms  errors ${r.errors}`;
   process.stderr.write(`${row('direct', direct)}\n${row('via edge', viaEdge)}\n`);
   process.stdout.write(`${JSON.stringify(result)}\n`);
+  const figures = [
+    { name: 'edge.proxy.direct.rps', value: direct.rps, unit: 'req/s' },
+    { name: 'edge.proxy.via_edge.rps', value: viaEdge.rps, unit: 'req/s' },
+    { name: 'edge.proxy.via_edge.p50', value: viaEdge.latencyMs.p50, unit: 'ms' },
+    { name: 'edge.proxy.via_edge.p99', value: viaEdge.latencyMs.p99, unit: 'ms' },
+    { name: 'edge.proxy.overhead_ratio', value: result.overheadRatio, unit: 'x', target: 'lower is better' },
+  ];
+  for (const f of figures) process.stdout.write(`BENCH_RESULT ${JSON.stringify(f)}\n`);
 } finally {
   for (const c of [edge.child, upstream.child]) {
     c.kill('SIGTERM');
