@@ -53,6 +53,20 @@ describe('user selection and ownership', () => {
     await assert.rejects(sbx.files.read('/etc/shadow', { user: 'nobody' as never }));
   });
 
+  test('filesystem RPCs respect directory permissions for non-root users', async () => {
+    await sbx.files.write(`${tmp.dir}/root-file.txt`, 'root');
+    await assert.rejects(sbx.files.remove(`${tmp.dir}/root-file.txt`, { user: 'nobody' as never }), /cannot write/);
+    await assert.rejects(sbx.files.rename(`${shared}/new/dir/file.txt`, `${tmp.dir}/stolen.txt`, { user: 'nobody' as never }), /cannot write/);
+    await assert.rejects(sbx.files.makeDir(`${tmp.dir}/nobody-dir`, { user: 'nobody' as never }), /cannot write/);
+    assert.equal(await sbx.files.exists(`${tmp.dir}/root-file.txt`), true);
+  });
+
+  test('uploads through a dangling symlink are refused', async () => {
+    await sbx.commands.run(`ln -s ${tmp.dir}/created-by-link ${shared}/dangling`);
+    await assert.rejects(sbx.files.write(`${shared}/dangling`, 'x', { user: 'nobody' as never }), /dangling/);
+    assert.equal(await sbx.files.exists(`${tmp.dir}/created-by-link`), false);
+  });
+
   test('makeDir creates directories owned by the user', async () => {
     await sbx.files.makeDir(`${shared}/made`, { user: 'nobody' as never });
     const info = await sbx.files.getInfo(`${shared}/made`, { user: 'nobody' as never });

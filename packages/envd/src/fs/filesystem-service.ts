@@ -20,6 +20,7 @@ import type { SandboxUser, UserDb } from '../users/user-db.js';
 import { DirWatcher, type DirEvent } from './dir-watcher.js';
 import { entryInfo } from './entry-info.js';
 import { makeDirsOwned } from './owned-paths.js';
+import { assertCanModifyIn } from '../users/access-check.js';
 import type { WatcherRegistry } from './watcher-registry.js';
 
 export interface FilesystemDeps {
@@ -103,6 +104,7 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
           if (existing.isDirectory()) throw new EnvdError('already_exists', `directory ${path} already exists`);
           throw new EnvdError('invalid_argument', `path ${path} already exists and is not a directory`);
         }
+        await assertCanModifyIn(path, user);
         await makeDirsOwned(posix.dirname(path), user);
         try {
           await mkdir(path);
@@ -120,6 +122,8 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
         const source = resolveFor(user, req.source, 'source');
         const destination = resolveFor(user, req.destination, 'destination');
         await statOrNotFound(source);
+        await assertCanModifyIn(source, user);
+        await assertCanModifyIn(destination, user);
         await makeDirsOwned(posix.dirname(destination), user);
         await rename(source, destination);
         return { entry: await entryInfo(destination, users) };
@@ -161,6 +165,7 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
         const user = await rpcUser(ctx, state, users);
         const path = resolveFor(user, req.path);
         await statOrNotFound(path);
+        await assertCanModifyIn(path, user);
         await rm(path, { recursive: true, force: true });
         return {};
       }),

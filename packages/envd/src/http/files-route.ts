@@ -12,7 +12,7 @@ import { checkMetadata, writeMetadata } from '../fs/xattr-metadata.js';
 import { makeDirsOwned } from '../fs/owned-paths.js';
 import { resolvePath } from '../paths.js';
 import type { EnvdState } from '../state.js';
-import { userCan } from '../users/access-check.js';
+import { assertCanAccessFile, assertCanModifyIn } from '../users/access-check.js';
 import type { SandboxUser, UserDb } from '../users/user-db.js';
 import { sendError, sendJson } from './json-reply.js';
 
@@ -60,7 +60,7 @@ export async function handleDownload(req: IncomingMessage, res: ServerResponse, 
     throw e;
   }
   if (st.isDirectory()) throw new EnvdError('invalid_argument', `path ${path} is a directory`);
-  if (!userCan(st, user, 'r')) throw new EnvdError('permission_denied', `user ${user.name} cannot read ${path}`);
+  await assertCanAccessFile(path, user, 'r');
   const handle = await open(path, 'r');
   const source = handle.createReadStream();
   const gzip = /\bgzip\b/i.test(String(req.headers['accept-encoding'] ?? '')) && st.size > 0;
@@ -97,24 +97,17 @@ function limiter(max: number): Transform {
 async function writeUpload(source: Readable, path: string, user: SandboxUser, metadata: Record<string, string>, deps: FilesDeps): Promise<WrittenFile> {
   const existing = await lstat(path).catch(() => undefined);
   if (existing?.isDirectory()) throw new EnvdError('invalid_argument', `path ${path} is a directory`);
-  if (existing) {
-    const target = await stat(path).catch(() => existing);
-    if (!userCan(target, user, 'w')) throw new EnvdError('permission_denied', `user ${user.name} cannot write ${path}`);
-  } else {
-    let dir = posix.dirname(path);
-    let dirStat = await stat(dir).catch(() => undefined);
-    while (!dirStat && dir !== '/') {
-      dir = posix.dirname(dir);
-      dirStat = await stat(dir).catch(() => undefined);
-    }
-    if (dirStat && dirStat.isDirectory() && !userCan(dirStat, user, 'w')) {
-      throw new EnvdError('permission_denied', `user ${user.name} cannot write in ${dir}`);
-    }
+  if (existing?.isSymbolicLink() && !(await stat(path).catch(() => undefined))) {
+    // Writing through a dangling link would let a user create files anywhere as root.
+    throw new EnvdError('invalid_argument', `path ${path} is a dangling symbolic link`);
   }
+  if (existing) await assertCanAccessFile(path, user, 'w');
+  else await assertCanModifyIn(path, user);
   await makeDirsOwned(posix.dirname(path), user);
   const handle = await open(path, 'w', 0o644);
   try {
-    await handle.chown(user.uid, user.gid);
+    // A new file belongs to the user; an existing one keeps its owner, as if the user had written it.
+    if (!existing) await handle.chown(user.uid, user.gid);
     // The write stream owns the handle from here and closes it when done or destroyed.
     await pipeline(source, limiter(deps.maxUploadBytes), handle.createWriteStream());
   } catch (e) {

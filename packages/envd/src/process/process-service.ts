@@ -87,6 +87,15 @@ export function processService(deps: ProcessDeps): ServiceImpl<typeof Process> {
       } catch (e) {
         throw toConnectError(e);
       }
+      // The command timeout is the process's lifetime, not the connection's: kill at the deadline
+      // even when the client's own timer already dropped the stream.
+      const timeoutMs = ctx.timeoutMs();
+      if (timeoutMs !== undefined) {
+        const { proc } = started;
+        const timer = setTimeout(() => proc.child.signal('SIGKILL'), timeoutMs);
+        timer.unref();
+        proc.onExit(() => clearTimeout(timer));
+      }
       for await (const event of follow(started.proc, started.queue, ctx, true)) {
         yield create(StartResponseSchema, { event });
       }

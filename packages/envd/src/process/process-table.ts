@@ -22,6 +22,17 @@ export class ManagedProcess {
   readonly subscribers = new Set<EventQueue<ProcessEvent>>();
   child!: ChildHandle;
   private paused = false;
+  private readonly exitHooks: (() => void)[] = [];
+
+  /** Runs `fn` once the process has ended. */
+  onExit(fn: () => void): void {
+    this.exitHooks.push(fn);
+  }
+
+  /** @internal called by the table when the child ends. */
+  ended(): void {
+    for (const fn of this.exitHooks.splice(0)) fn();
+  }
 
   constructor(
     readonly config: ProcessConfig,
@@ -106,6 +117,7 @@ export class ProcessTable {
           q.end();
         }
         proc.subscribers.clear();
+        proc.ended();
       },
     };
     proc.child = opts.pty ? spawnPty(opts.spec, opts.pty, sink) : await spawnPipes(opts.spec, opts.stdin, sink);
