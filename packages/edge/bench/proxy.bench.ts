@@ -21,7 +21,7 @@ const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '5' },
     connections: { type: 'string', default: '50' },
-    pipelining: { type: 'string', default: '10' },
+    pipelining: { type: 'string', default: '1' },
   },
 });
 const DURATION_MS = Number(values.duration) * 1000;

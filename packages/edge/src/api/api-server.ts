@@ -38,7 +38,8 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   });
 
   const http1: Http1Server = createHttp1Server({ keepAliveTimeout: 65_000 }, connect);
-  const http2: Http2Server = createHttp2Server({});
+  // 10 MB per session (Node's default) is tight for several multi-MB control-link messages in flight.
+  const http2: Http2Server = createHttp2Server({ maxSessionMemory: 64 });
   http2.on('request', (req, res) => {
     if (isControlLinkPath(req.headers[':path'])) {
       handleControlLink(req, res, deps.controlLink).catch((err: unknown) => {

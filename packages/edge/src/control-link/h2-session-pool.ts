@@ -14,7 +14,7 @@ export class H2SessionPool {
   get(origin: string): ClientHttp2Session {
     const existing = this.sessions.get(origin);
     if (existing && !existing.closed && !existing.destroyed) return existing;
-    const session = connect(origin);
+    const session = connect(origin, { maxSessionMemory: 64 });
     const drop = (): void => {
       if (this.sessions.get(origin) === session) this.sessions.delete(origin);
     };
