@@ -100,8 +100,16 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     store,
     directory,
     async listen() {
-      const apiPort = await listenOn(api.server, config.apiPort);
-      const trafficPort = await listenOn(traffic, config.trafficPort);
+      let apiPort: number;
+      let trafficPort: number;
+      try {
+        apiPort = await listenOn(api.server, config.apiPort);
+        trafficPort = await listenOn(traffic, config.trafficPort);
+      } catch (err) {
+        // e.g. EADDRINUSE on the second port: release the first so the process can exit.
+        await this.close().catch(() => undefined);
+        throw err;
+      }
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       log.info({ apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl) }, 'edge listening');
       return { apiPort, trafficPort, apiUrl: `http://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };

@@ -31,3 +31,15 @@ describe('edge config', () => {
     assert.equal(loadConfig({ ...base, COVE_EDGE_REDIS_URL: '/run/redis.sock' }).redisUrl, '/run/redis.sock');
   });
 });
+
+describe('edge listen', () => {
+  it('fails with EADDRINUSE and releases the port it already had', async () => {
+    const { startEdge } = await import('./fixtures/edge-harness.js');
+    const first = await startEdge();
+    try {
+      await assert.rejects(startEdge({ COVE_EDGE_TRAFFIC_PORT: String(first.trafficPort) }), { code: 'EADDRINUSE' });
+    } finally {
+      await first.close();
+    }
+  });
+});
