@@ -2,7 +2,7 @@
 // API, the admin API and the request log. Nothing listens and no timer runs until the caller says so
 // (main.ts: `app.listen` + `evictor.start()`; tests: port 0 and `evictor.runOnce()`).
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { ControlLinks } from './cluster/control-link.js';
 import type { Config } from './config.js';
@@ -60,6 +60,12 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.bodyLimit,
     return503OnClosing: true,
+    // Errors the router raises before any handler (bad percent-encoding, over-long path params) get the same
+    // `{code, message}` body as everything else.
+    frameworkErrors: (err, _req, reply) => {
+      const status = typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      void (reply as FastifyReply).status(status).send({ code: status, message: err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'path parameter is too long' : 'malformed request URL' });
+    },
   });
 
   // The SDK sends some POSTs with a JSON content type and no body; treat an empty body as absent.

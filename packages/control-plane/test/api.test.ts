@@ -164,6 +164,15 @@ describe('public and admin API', () => {
     assert.equal(text.body.code, 415);
   });
 
+  test('malformed URLs (400) and over-long path parameters (414) → JSON', async () => {
+    for (const [p, status] of [['/sandboxes/%ff', 400], ['/sandboxes/%', 400], [`/sandboxes/${'a'.repeat(5000)}`, 414]] as const) {
+      const r = await call(cp.url, 'GET', p, { key });
+      assert.equal(r.status, status, p.slice(0, 40));
+      assert.equal(r.body.code, status);
+      assert.equal(typeof r.body.message, 'string');
+    }
+  });
+
   test('huge bodies → 413 JSON', async () => {
     const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', metadata: { big: 'x'.repeat(60_000), more: 'y'.repeat(10_000) } } });
     assert.equal(r.status, 413);
