@@ -1,0 +1,179 @@
+// Builds the orchestrator — RPC server, node traffic proxy, sandbox manager, warm pools, expiry scanner,
+// heartbeat — without listening or touching the host. main.ts (or a test) calls start(), listen(), close().
+
+import { createServer as createHttp2Server, type Http2Server, type Http2Session } from 'node:http2';
+import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { once } from 'node:events';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { InfoService, SandboxService, type InfoResponse } from '@cove/contracts/orchestrator';
+import type { Logger } from 'pino';
+import type { OrchestratorConfig } from './config.js';
+import { Heartbeat } from './heartbeat/heartbeat.js';
+import { HostStats } from './node/host-stats.js';
+import { buildNodeInfo } from './node/node-info.js';
+import { packageVersion } from './package-info.js';
+import { createNodeProxy } from './proxy/node-proxy.js';
+import { authInterceptor, errorInterceptor } from './rpc/interceptors.js';
+import { infoService } from './rpc/info-service.js';
+import { sandboxService } from './rpc/sandbox-service.js';
+import type { SandboxRuntime } from './sandbox/runtime.js';
+import { ExpiryScanner } from './sandboxes/expiry-scanner.js';
+import { recoverSandboxes, type RecoveryReport } from './sandboxes/recovery.js';
+import { SandboxManager } from './sandboxes/sandbox-manager.js';
+import { SandboxStore } from './sandboxes/sandbox-store.js';
+import { WarmPool } from './sandboxes/warm-pool.js';
+
+export interface OrchestratorDeps {
+  runtime: SandboxRuntime;
+  log: Logger;
+}
+
+export interface Orchestrator {
+  readonly rpcServer: Http2Server;
+  readonly proxyServer: HttpServer;
+  readonly manager: SandboxManager;
+  readonly pool: WarmPool;
+  /** Recover sandboxes left by a previous run, then start warm pools and the expiry scanner. */
+  start(): Promise<RecoveryReport>;
+  /** Listen on the configured host and ports (0 = any free port), then start heartbeats. */
+  listen(): Promise<{ rpcPort: number; proxyPort: number }>;
+  info(): Promise<InfoResponse>;
+  /** Stop accepting work and close servers; running sandboxes keep running and are re-adopted next start. */
+  close(): Promise<void>;
+}
+
+/** Warm slots idle with a small share; claim raises it to what the sandbox asked for. */
+const IDLE_LIMITS = { vcpu: 1, memoryMb: 256 };
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+export function buildOrchestrator(config: OrchestratorConfig, deps: OrchestratorDeps): Orchestrator {
+  const log = deps.log.child({ nodeId: config.nodeId });
+  const { runtime } = deps;
+  const host = new HostStats(config.dataDir);
+  const store = new SandboxStore(config.dataDir, config.nodeId, log);
+  const pool = new WarmPool({
+    runtime,
+    targets: config.warmPool,
+    diskMb: config.defaults.diskMb,
+    idleLimits: IDLE_LIMITS,
+    concurrency: config.warmPoolConcurrency,
+    log: log.child({ component: 'warm-pool' }),
+  });
+  const manager = new SandboxManager(
+    runtime,
+    store,
+    pool,
+    {
+      cpuCount: host.cpuCount,
+      memoryBytes: host.memoryBytes,
+      maxSandboxes: config.maxSandboxes,
+      cpuOvercommit: config.cpuOvercommit,
+      memoryOvercommit: config.memoryOvercommit,
+    },
+    log,
+  );
+  const scanner = new ExpiryScanner(manager, log);
+  const startedAt = Date.now();
+  let proxyPort = config.proxyPort;
+  let rpcPort = config.rpcPort;
+
+  const info = (): Promise<InfoResponse> =>
+    buildNodeInfo({
+      nodeId: config.nodeId,
+      version: packageVersion(),
+      startedAt,
+      maxSandboxes: config.maxSandboxes,
+      proxyAddress: hostPort(config.advertiseHost, proxyPort),
+      manager,
+      pool,
+      host,
+    });
+
+  const rpcLog = log.child({ component: 'rpc' });
+  const handler = connectNodeAdapter({
+    // The last interceptor runs first: errors from auth pass through the error mapper too.
+    interceptors: [errorInterceptor(rpcLog), authInterceptor(config.nodeToken)],
+    routes(router) {
+      router.service(
+        SandboxService,
+        sandboxService(manager, { cpuCount: host.cpuCount, memoryMb: Math.floor(host.memoryBytes / (1024 * 1024)) }),
+      );
+      router.service(InfoService, infoService(manager, info));
+    },
+  });
+  const rpcServer = createHttp2Server(handler);
+  // HTTP/2 clients keep sessions open; close() must end them or server.close() never returns.
+  const sessions = new Set<Http2Session>();
+  rpcServer.on('session', (s: Http2Session) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
+  });
+  const proxyServer = createNodeProxy({
+    nodeToken: config.nodeToken,
+    lookup: (sandboxId) => manager.get(sandboxId)?.address,
+    log: log.child({ component: 'node-proxy' }),
+  });
+
+  let heartbeat: Heartbeat | undefined;
+  let started = false;
+
+  return {
+    rpcServer,
+    proxyServer,
+    manager,
+    pool,
+    info,
+    async start() {
+      await store.init();
+      const report = await recoverSandboxes({ runtime, store, manager, log, now: Date.now() });
+      log.info(
+        { adopted: report.adopted.length, expired: report.expired.length, dead: report.dead.length, orphanSlots: report.orphanSlots.length },
+        'recovery done',
+      );
+      pool.start();
+      scanner.start();
+      started = true;
+      return report;
+    },
+    async listen() {
+      rpcServer.listen(config.rpcPort, config.host);
+      proxyServer.listen(config.proxyPort, config.host);
+      await Promise.all([once(rpcServer, 'listening'), once(proxyServer, 'listening')]);
+      rpcPort = (rpcServer.address() as AddressInfo).port;
+      proxyPort = (proxyServer.address() as AddressInfo).port;
+      log.info({ host: config.host, rpcPort, proxyPort }, 'orchestrator listening');
+      if (config.edgeUrl) {
+        heartbeat = new Heartbeat({
+          edgeUrl: config.edgeUrl,
+          nodeToken: config.nodeToken,
+          rpcUrl: `http://${hostPort(config.advertiseHost, rpcPort)}`,
+          proxyUrl: `http://${hostPort(config.advertiseHost, proxyPort)}`,
+          intervalMs: config.heartbeatIntervalMs,
+          info,
+          sandboxIds: () => manager.list().map((s) => s.sandboxId),
+          log: log.child({ component: 'heartbeat' }),
+        });
+        heartbeat.start();
+      }
+      return { rpcPort, proxyPort };
+    },
+    async close() {
+      manager.close();
+      await heartbeat?.stop();
+      await scanner.stop();
+      const closing = [
+        new Promise<void>((r) => (rpcServer.listening ? rpcServer.close(() => r()) : r())),
+        new Promise<void>((r) => (proxyServer.listening ? proxyServer.close(() => r()) : r())),
+      ];
+      proxyServer.closeAllConnections();
+      for (const s of sessions) s.close();
+      if (started) await pool.close();
+      await Promise.all(closing);
+      log.info('orchestrator closed');
+    },
+  };
+}

@@ -1,0 +1,150 @@
+// Orchestrator configuration: one zod schema over the environment, parsed once in main.ts and frozen.
+// Defaults fit the single-host `cove up`; nothing below main.ts reads process.env.
+
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { packageRoot } from './package-info.js';
+
+/** packages/envd/dist/bundle, next to this package in the repository. */
+function defaultEnvdBundle(): string {
+  return resolve(packageRoot(), '..', 'envd', 'dist', 'bundle');
+}
+
+const port = z.coerce.number().int().min(0).max(65535);
+const posInt = z.coerce.number().int().positive();
+
+/** `base=2,python=1` → { base: 2, python: 1 }. An empty string disables warm pools. */
+const warmPool = z
+  .string()
+  .transform((raw, ctx) => {
+    const out: Record<string, number> = {};
+    for (const part of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+      const m = /^([a-z0-9][a-z0-9-]{0,62})=(\d{1,4})$/.exec(part);
+      if (!m) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `bad warm pool entry "${part}" (want <template>=<size>)` });
+        return z.NEVER;
+      }
+      out[m[1]!] = Number(m[2]);
+    }
+    return out;
+  });
+
+const envSchema = z.object({
+  COVE_NODE_ID: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/).default(hostname()),
+  COVE_NODE_TOKEN: z.string().min(16, 'COVE_NODE_TOKEN must be at least 16 characters'),
+  COVE_ORCH_HOST: z.string().min(1).default('127.0.0.1'),
+  COVE_ORCH_RPC_PORT: port.default(5008),
+  COVE_ORCH_PROXY_PORT: port.default(5007),
+  COVE_ORCH_ADVERTISE_HOST: z.string().min(1).optional(),
+  COVE_DATA_DIR: z.string().min(1).default('/var/lib/cove'),
+  COVE_ENVD_BUNDLE: z.string().min(1).optional(),
+  COVE_TEMPLATE_CACHE_DIR: z.string().min(1).optional(),
+  COVE_EDGE_URL: z.string().url().optional(),
+  COVE_HEARTBEAT_INTERVAL_MS: posInt.default(2000),
+  COVE_WARM_POOL: warmPool.default('base=2'),
+  COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
+  COVE_MAX_SANDBOXES: posInt.default(100),
+  COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(8),
+  COVE_MEMORY_OVERCOMMIT: z.coerce.number().positive().default(1),
+  COVE_DEFAULT_VCPU: posInt.default(2),
+  COVE_DEFAULT_MEMORY_MB: posInt.default(512),
+  COVE_DEFAULT_DISK_MB: posInt.default(1024),
+  COVE_SANDBOX_SUBNET: z.string().optional(),
+  COVE_SANDBOX_BRIDGE: z.string().optional(),
+  COVE_RUNTIME_INSTANCE: z.string().regex(/^[a-z][a-z0-9]{0,9}$/).optional(),
+  COVE_VETH_PREFIX: z.string().regex(/^[a-z][a-z0-9-]{0,3}$/).optional(),
+  COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface OrchestratorConfig {
+  readonly nodeId: string;
+  readonly nodeToken: string;
+  readonly host: string;
+  readonly rpcPort: number;
+  readonly proxyPort: number;
+  /** Host the edge dials to reach this node (RPC and traffic proxy). */
+  readonly advertiseHost: string;
+  readonly dataDir: string;
+  readonly envdBundle: string;
+  readonly edgeUrl: string | undefined;
+  readonly heartbeatIntervalMs: number;
+  /** Target number of ready warm slots per template. */
+  readonly warmPool: Readonly<Record<string, number>>;
+  readonly warmPoolConcurrency: number;
+  readonly maxSandboxes: number;
+  /** vCPUs handed out may reach cpus × this; sandboxes rarely use their whole share. */
+  readonly cpuOvercommit: number;
+  /** Memory handed out may reach total memory × this. */
+  readonly memoryOvercommit: number;
+  /** Limits of warm slots and the disk size warm slots are booted with. */
+  readonly defaults: { readonly vcpu: number; readonly memoryMb: number; readonly diskMb: number };
+  /** Passed through to the runtime constructor untouched; undefined = the runtime's default. */
+  readonly runtime: {
+    readonly subnet: string | undefined;
+    readonly bridge: string | undefined;
+    /** Names the runtime's host objects (bridge, nft table, cgroup parent); two nodes on one host differ. */
+    readonly instance: string | undefined;
+    readonly vethPrefix: string | undefined;
+    /** Cache of built templates (default <dataDir>/templates). */
+    readonly templateCacheDir: string | undefined;
+  };
+  readonly logLevel: z.infer<typeof envSchema>['COVE_LOG_LEVEL'];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid orchestrator configuration:\n  ${issues.join('\n  ')}`);
+    this.name = new.target.name;
+  }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Parses the environment; throws ConfigError listing every bad field at once. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): OrchestratorConfig {
+  // Empty strings mean "unset" so `FOO= cmd` falls back to the default, except COVE_WARM_POOL where "" disables pools.
+  const cleaned: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith('COVE_') || v === undefined) continue;
+    if (v === '' && k !== 'COVE_WARM_POOL') continue;
+    cleaned[k] = v;
+  }
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'env'}: ${i.message}`));
+  }
+  const e = parsed.data;
+  return deepFreeze({
+    nodeId: e.COVE_NODE_ID,
+    nodeToken: e.COVE_NODE_TOKEN,
+    host: e.COVE_ORCH_HOST,
+    rpcPort: e.COVE_ORCH_RPC_PORT,
+    proxyPort: e.COVE_ORCH_PROXY_PORT,
+    advertiseHost: e.COVE_ORCH_ADVERTISE_HOST ?? e.COVE_ORCH_HOST,
+    dataDir: resolve(e.COVE_DATA_DIR),
+    envdBundle: resolve(e.COVE_ENVD_BUNDLE ?? defaultEnvdBundle()),
+    edgeUrl: e.COVE_EDGE_URL?.replace(/\/+$/, ''),
+    heartbeatIntervalMs: e.COVE_HEARTBEAT_INTERVAL_MS,
+    warmPool: e.COVE_WARM_POOL,
+    warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,
+    maxSandboxes: e.COVE_MAX_SANDBOXES,
+    cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
+    memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
+    defaults: { vcpu: e.COVE_DEFAULT_VCPU, memoryMb: e.COVE_DEFAULT_MEMORY_MB, diskMb: e.COVE_DEFAULT_DISK_MB },
+    runtime: {
+      subnet: e.COVE_SANDBOX_SUBNET,
+      bridge: e.COVE_SANDBOX_BRIDGE,
+      instance: e.COVE_RUNTIME_INSTANCE,
+      vethPrefix: e.COVE_VETH_PREFIX,
+      templateCacheDir: e.COVE_TEMPLATE_CACHE_DIR ? resolve(e.COVE_TEMPLATE_CACHE_DIR) : undefined,
+    },
+    logLevel: e.COVE_LOG_LEVEL,
+  });
+}

@@ -1,0 +1,80 @@
+// The orchestrator's failures a caller can act on. Domain code throws these; the RPC boundary
+// (rpc/error-interceptor.ts) is the one place that turns a code into a Connect code.
+
+export type OrchestratorErrorCode =
+  | 'invalid_argument'
+  | 'unauthenticated'
+  | 'permission_denied'
+  | 'sandbox_not_found'
+  | 'sandbox_exists'
+  | 'template_not_found'
+  | 'node_draining'
+  | 'node_full'
+  | 'envd_init_failed';
+
+export class OrchestratorError extends Error {
+  constructor(
+    readonly code: OrchestratorErrorCode,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** One or more request fields are bad; `violations` names each (field: reason). */
+export class InvalidArgument extends OrchestratorError {
+  constructor(readonly violations: string[]) {
+    super('invalid_argument', violations.join('; '));
+  }
+}
+
+export class Unauthenticated extends OrchestratorError {
+  constructor() {
+    super('unauthenticated', 'missing node token');
+  }
+}
+
+export class PermissionDenied extends OrchestratorError {
+  constructor() {
+    super('permission_denied', 'invalid node token');
+  }
+}
+
+export class SandboxNotFound extends OrchestratorError {
+  constructor(readonly sandboxId: string) {
+    super('sandbox_not_found', `sandbox ${sandboxId} is not on this node`);
+  }
+}
+
+export class SandboxExists extends OrchestratorError {
+  constructor(readonly sandboxId: string) {
+    super('sandbox_exists', `sandbox ${sandboxId} already exists on this node`);
+  }
+}
+
+export class TemplateNotFound extends OrchestratorError {
+  constructor(readonly templateId: string) {
+    super('template_not_found', `template ${templateId} is not available on this node`);
+  }
+}
+
+export class NodeDraining extends OrchestratorError {
+  constructor() {
+    super('node_draining', 'node is draining and accepts no new sandboxes');
+  }
+}
+
+export class NodeFull extends OrchestratorError {
+  constructor(readonly resource: 'sandboxes' | 'cpu' | 'memory') {
+    super('node_full', `node has no room for the sandbox (${resource})`);
+  }
+}
+
+/** envd inside the slot did not accept POST /init. The cause is kept for logs. */
+export class EnvdInitFailed extends OrchestratorError {
+  constructor(readonly sandboxId: string, options?: ErrorOptions) {
+    super('envd_init_failed', `envd of sandbox ${sandboxId} did not initialise`, options);
+  }
+}

@@ -1,0 +1,32 @@
+// The root pino logger. Secrets are redacted by path wherever they appear in bound objects.
+
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+/** Shared log field names, so every component's logs join up. */
+export const LogFields = {
+  sandboxId: 'sandboxId',
+  nodeId: 'nodeId',
+  templateId: 'templateId',
+  slotId: 'slotId',
+} as const;
+
+const REDACT = [
+  'nodeToken',
+  'accessToken',
+  'initToken',
+  'envdAccessToken',
+  'headers.authorization',
+  'headers["cove-node-token"]',
+  'headers["x-access-token"]',
+  '*.nodeToken',
+  '*.accessToken',
+  '*.initToken',
+  '*.envdAccessToken',
+  '*.envVars',
+];
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino({ level, base: undefined, redact: { paths: REDACT, censor: '[redacted]' } }, destination);
+}
+
+export type { Logger };

@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// Process entry of the orchestrator: the only file that touches process.*. Parses the config, prepares the
+// host (the first run builds the base template — minutes; progress is logged), recovers sandboxes left by a
+// previous run, listens, and on SIGTERM/SIGINT stops accepting work while leaving running sandboxes alone:
+// the next start re-adopts them.
+
+import { buildOrchestrator } from './app.js';
+import { ConfigError, loadConfig, type OrchestratorConfig } from './config.js';
+import { createLogger } from './logger.js';
+import { LinuxSandboxRuntime } from './sandbox/linux-runtime.js';
+
+async function main(): Promise<void> {
+  let config: OrchestratorConfig;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel).child({ nodeId: config.nodeId });
+  const runtime = new LinuxSandboxRuntime({
+    dataDir: config.dataDir,
+    envdDir: config.envdBundle,
+    nodeBinary: process.execPath,
+    logger: log.child({ component: 'runtime' }),
+    templates: Object.keys(config.warmPool).length ? Object.keys(config.warmPool) : ['base'],
+    ...(config.runtime.templateCacheDir ? { templatesDir: config.runtime.templateCacheDir } : {}),
+    ...(config.runtime.subnet ? { subnet: config.runtime.subnet } : {}),
+    ...(config.runtime.bridge ? { bridge: config.runtime.bridge } : {}),
+    ...(config.runtime.instance ? { instance: config.runtime.instance } : {}),
+    ...(config.runtime.vethPrefix ? { vethPrefix: config.runtime.vethPrefix } : {}),
+    onTemplateProgress: (templateId, line) => log.info({ templateId, line }, 'template build'),
+  });
+
+  log.info({ dataDir: config.dataDir, envdBundle: config.envdBundle }, 'preparing node (the first run builds templates)');
+  await runtime.prepare();
+  const orchestrator = buildOrchestrator(config, { runtime, log });
+  await orchestrator.start();
+  await orchestrator.listen();
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down; running sandboxes stay up and are re-adopted on the next start');
+    orchestrator.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`orchestrator failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

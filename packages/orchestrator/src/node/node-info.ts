@@ -1,0 +1,58 @@
+// Builds the node's InfoResponse (Info RPC and the heartbeat's payload) from the manager, the pools and
+// host figures.
+
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs } from '@bufbuild/protobuf/wkt';
+import {
+  InfoResponseSchema,
+  NodeCapacitySchema,
+  NodeStatus,
+  NodeUsageSchema,
+  WarmPoolInfoSchema,
+  type InfoResponse,
+} from '@cove/contracts/orchestrator';
+import type { SandboxManager } from '../sandboxes/sandbox-manager.js';
+import type { WarmPool } from '../sandboxes/warm-pool.js';
+import type { HostStats } from './host-stats.js';
+
+const MB = 1024 * 1024;
+
+export interface NodeInfoDeps {
+  nodeId: string;
+  version: string;
+  startedAt: number;
+  maxSandboxes: number;
+  proxyAddress: string;
+  manager: SandboxManager;
+  pool: WarmPool;
+  host: HostStats;
+}
+
+export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
+  const [cpuPercent, memoryUsed, disk] = await Promise.all([d.host.cpuPercent(), d.host.memoryUsedBytes(), d.host.disk()]);
+  const alloc = d.manager.allocation();
+  return create(InfoResponseSchema, {
+    nodeId: d.nodeId,
+    version: d.version,
+    status: d.manager.status === 'draining' ? NodeStatus.DRAINING : NodeStatus.HEALTHY,
+    capacity: create(NodeCapacitySchema, {
+      cpuCount: d.host.cpuCount,
+      memoryBytes: BigInt(d.host.memoryBytes),
+      diskBytes: BigInt(disk.totalBytes),
+      maxSandboxes: d.maxSandboxes,
+    }),
+    usage: create(NodeUsageSchema, {
+      cpuPercent,
+      memoryUsedBytes: BigInt(memoryUsed),
+      diskUsedBytes: BigInt(disk.usedBytes),
+      cpuAllocated: alloc.vcpu,
+      memoryAllocatedBytes: BigInt(alloc.memoryMb) * BigInt(MB),
+      diskAllocatedBytes: BigInt(alloc.diskMb) * BigInt(MB),
+    }),
+    sandboxCount: d.manager.list().length,
+    startedAt: timestampFromMs(d.startedAt),
+    roles: ['orchestrator'],
+    warmPools: d.pool.stats().map((p) => create(WarmPoolInfoSchema, p)),
+    proxyAddress: d.proxyAddress,
+  });
+}

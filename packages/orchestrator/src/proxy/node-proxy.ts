@@ -1,0 +1,128 @@
+// The node traffic proxy (reference e2b-infra.md §5.5): edges send sandbox traffic here with
+// E2b-Sandbox-Id / E2b-Sandbox-Port headers; it is forwarded to http://<sandbox address>:<port>.
+// Only edges talk to it, so every request must carry Cove-Node-Token; the token is stripped before
+// forwarding so a sandbox never sees it. Forwarding and the 502 bodies come from @cove/traffic-proxy,
+// shared with the edge so both hops fail the way the E2B SDK expects.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  ENVD_PORT,
+  SANDBOX_ID_HEADER,
+  SANDBOX_PORT_HEADER,
+  createUpstreamAgent,
+  forwardHttp,
+  forwardRequestHeaders,
+  forwardUpgrade,
+  parsePort,
+  portClosedBody,
+  proxyErrorBody,
+  sandboxNotFoundBody,
+  sendProxyError,
+  writeRawProxyError,
+  type ProxyErrorBody,
+  type UpstreamFailure,
+} from '@cove/traffic-proxy';
+import type { Logger } from 'pino';
+import { SANDBOX_ID_RE } from '../sandboxes/validate-spec.js';
+import { tokensEqual } from '../token-compare.js';
+
+export const NODE_TOKEN_HEADER = 'cove-node-token';
+
+export interface NodeProxyOptions {
+  nodeToken: string;
+  /** Address of a sandbox on this node, undefined when it is not here. */
+  lookup: (sandboxId: string) => string | undefined;
+  log: Logger;
+}
+
+/** envd routes only the node may call (x-internal in envd's spec); refused on the envd port. */
+const ENVD_INTERNAL_PATHS = new Set(['/init', '/metrics', '/freeze', '/unfreeze', '/collapse', '/fsfreeze', '/fsthaw', '/upgrade']);
+/** Above the edge's 610 s, below envd's 640 s (reference §6.2), so the outer hop always times out first. */
+const IDLE_TIMEOUT_MS = 620_000;
+
+type Route =
+  | { ok: true; sandboxId: string; port: number; target: string }
+  | { ok: false; status: number; body: ProxyErrorBody };
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Normalised path, so /init/, //init, /a/../init or /%69nit cannot slip past the internal-path check. */
+function pathOf(url: string | undefined): string {
+  const raw = ((url ?? '/').split('?', 1)[0] ?? '/').replace(/\/{2,}/g, '/');
+  let path: string;
+  try {
+    path = decodeURIComponent(new URL(`http://x${raw.startsWith('/') ? '' : '/'}${raw}`).pathname);
+  } catch {
+    path = raw;
+  }
+  return path.replace(/\/{2,}/g, '/').replace(/\/+$/, '').toLowerCase() || '/';
+}
+
+function route(req: IncomingMessage, opts: NodeProxyOptions): Route {
+  const token = header(req, NODE_TOKEN_HEADER);
+  if (!token || !tokensEqual(token, opts.nodeToken)) {
+    return { ok: false, status: 401, body: proxyErrorBody(401, 'Missing or invalid node token') };
+  }
+  // The node's own sandbox-id rule (it may contain '-'), not the public-host rule of the edge.
+  const sandboxId = header(req, SANDBOX_ID_HEADER) ?? '';
+  const port = parsePort((header(req, SANDBOX_PORT_HEADER) ?? '').trim());
+  if (!SANDBOX_ID_RE.test(sandboxId) || port === undefined) {
+    return { ok: false, status: 400, body: proxyErrorBody(400, 'Missing or invalid E2b-Sandbox-Id / E2b-Sandbox-Port headers') };
+  }
+  if (port === ENVD_PORT && ENVD_INTERNAL_PATHS.has(pathOf(req.url))) {
+    return { ok: false, status: 404, body: proxyErrorBody(404, 'Not found') };
+  }
+  const address = opts.lookup(sandboxId);
+  if (!address) return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
+  return { ok: true, sandboxId, port, target: `http://${address}:${port}` };
+}
+
+function upstreamFailureBody(r: Extract<Route, { ok: true }>, failure: UpstreamFailure): ProxyErrorBody {
+  if (failure === 'refused') return portClosedBody(r.sandboxId, r.port);
+  return proxyErrorBody(502, 'The sandbox could not be reached', { sandboxId: r.sandboxId, port: r.port });
+}
+
+export function createNodeProxy(opts: NodeProxyOptions): Server {
+  const agent = createUpstreamAgent();
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    const r = route(req, opts);
+    if (!r.ok) {
+      req.resume();
+      sendProxyError(res, r.status, r.body);
+      return;
+    }
+    void forwardHttp(req, res, {
+      target: r.target,
+      headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER] }),
+      agent,
+      idleTimeoutMs: IDLE_TIMEOUT_MS,
+      onError: (err, failure) => {
+        opts.log.debug({ err, sandboxId: r.sandboxId, port: r.port, failure }, 'upstream request failed');
+        sendProxyError(res, 502, upstreamFailureBody(r, failure));
+      },
+    });
+  };
+  const server = createServer(onRequest);
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const r = route(req, opts);
+    if (!r.ok) {
+      writeRawProxyError(socket, r.status, r.body);
+      return;
+    }
+    forwardUpgrade(req, socket, head, {
+      target: r.target,
+      headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER], upgrade: true }),
+      idleTimeoutMs: IDLE_TIMEOUT_MS,
+      onError: (_err, failure) => writeRawProxyError(socket, 502, upstreamFailureBody(r, failure)),
+    });
+  });
+  server.on('close', () => agent.destroy());
+  server.keepAliveTimeout = IDLE_TIMEOUT_MS;
+  server.headersTimeout = 60_000;
+  server.requestTimeout = 0;
+  return server;
+}

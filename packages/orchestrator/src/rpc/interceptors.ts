@@ -1,0 +1,56 @@
+// The RPC boundary: node-token authentication on every call, and the one place where the orchestrator's
+// typed errors become Connect codes. Unknown errors are logged with their cause and answered as
+// Internal with a generic message, so no internal detail reaches the caller.
+
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { Logger } from 'pino';
+import { OrchestratorError, PermissionDenied, Unauthenticated, type OrchestratorErrorCode } from '../errors.js';
+import { tokensEqual } from '../token-compare.js';
+
+const toConnect: Record<OrchestratorErrorCode, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
+  sandbox_not_found: Code.NotFound,
+  sandbox_exists: Code.AlreadyExists,
+  template_not_found: Code.NotFound,
+  node_draining: Code.ResourceExhausted,
+  node_full: Code.ResourceExhausted,
+  envd_init_failed: Code.Unavailable,
+};
+
+/** Requires `authorization: Bearer <node token>`: missing → Unauthenticated, wrong → PermissionDenied. */
+export function authInterceptor(nodeToken: string): Interceptor {
+  return (next) => async (req) => {
+    const header = req.header.get('authorization');
+    if (!header) throw new Unauthenticated();
+    const m = /^Bearer\s+(.+)$/i.exec(header.trim());
+    if (!m) throw new Unauthenticated();
+    if (!tokensEqual(m[1]!, nodeToken)) throw new PermissionDenied();
+    return next(req);
+  };
+}
+
+/** Outermost interceptor: maps errors once and logs failures with the procedure name. */
+export function errorInterceptor(log: Logger): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (err) {
+      throw toConnectError(err, log.child({ procedure: req.method.name }));
+    }
+  };
+}
+
+export function toConnectError(err: unknown, log: Logger): ConnectError {
+  if (err instanceof OrchestratorError) {
+    const code = toConnect[err.code];
+    if (code === Code.Unavailable || err.cause) log.warn({ err }, 'rpc failed');
+    else log.debug({ code: err.code, message: err.message }, 'rpc rejected');
+    // envd failures keep a generic message; the cause stays in the log.
+    return new ConnectError(err.code === 'envd_init_failed' ? 'sandbox failed to start' : err.message, code);
+  }
+  if (err instanceof ConnectError) return err;
+  log.error({ err }, 'rpc failed with an unexpected error');
+  return new ConnectError('internal error', Code.Internal);
+}

@@ -1,0 +1,70 @@
+// SandboxService handlers: translate between generated messages and the SandboxManager.
+
+import { create } from '@bufbuild/protobuf';
+import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
+import type { ServiceImpl } from '@connectrpc/connect';
+import {
+  CreateResponseSchema,
+  DeleteResponseSchema,
+  ListResponseSchema,
+  SandboxInfoSchema,
+  UpdateResponseSchema,
+  type SandboxInfo,
+  type SandboxService,
+} from '@cove/contracts/orchestrator';
+import { InvalidArgument } from '../errors.js';
+import type { SandboxManager } from '../sandboxes/sandbox-manager.js';
+import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
+import { validateSandboxId, validateSpec, type NodeLimits } from '../sandboxes/validate-spec.js';
+
+export function toSandboxInfo(r: SandboxRecord): SandboxInfo {
+  return create(SandboxInfoSchema, {
+    sandboxId: r.sandboxId,
+    templateId: r.templateId,
+    buildId: r.buildId,
+    teamId: r.teamId,
+    vcpu: r.vcpu,
+    memoryMb: r.memoryMb,
+    diskMb: r.diskMb,
+    metadata: r.metadata,
+    startTime: timestampFromMs(r.startTime),
+    endTime: timestampFromMs(r.endTime),
+    envdVersion: r.envdVersion,
+    allowInternetAccess: r.allowInternetAccess,
+    address: r.address,
+  });
+}
+
+function checkId(id: string): void {
+  const v = validateSandboxId(id);
+  if (v.length) throw new InvalidArgument(v);
+}
+
+export function sandboxService(
+  manager: SandboxManager,
+  node: NodeLimits,
+  now: () => number = Date.now,
+): ServiceImpl<typeof SandboxService> {
+  return {
+    async create(req) {
+      const spec = validateSpec(req.sandbox, node, now());
+      const { record, warmPoolHit } = await manager.create(spec);
+      return create(CreateResponseSchema, { sandbox: toSandboxInfo(record), warmPoolHit });
+    },
+    list() {
+      return create(ListResponseSchema, { sandboxes: manager.list().map(toSandboxInfo) });
+    },
+    async delete(req) {
+      checkId(req.sandboxId);
+      await manager.delete(req.sandboxId, req.reason || 'requested');
+      return create(DeleteResponseSchema, {});
+    },
+    async update(req) {
+      const v = validateSandboxId(req.sandboxId);
+      if (!req.endTime) v.push('end_time: required');
+      if (v.length) throw new InvalidArgument(v);
+      const record = await manager.setEndTime(req.sandboxId, timestampMs(req.endTime!));
+      return create(UpdateResponseSchema, { sandbox: toSandboxInfo(record) });
+    },
+  };
+}

@@ -1,0 +1,244 @@
+// The node's sandboxes: create (warm claim or fresh boot, then envd /init), list, delete, move end times,
+// and the capacity rules that decide whether a new sandbox fits. The in-memory map is the routing table
+// of the node proxy; the SandboxStore mirrors it on disk for crash recovery.
+
+import type { Logger } from 'pino';
+import {
+  EnvdInitFailed,
+  NodeDraining,
+  NodeFull,
+  SandboxExists,
+  SandboxNotFound,
+  TemplateNotFound,
+} from '../errors.js';
+import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
+import { initEnvd } from './envd-init.js';
+import { flushNeighbor } from './neighbor-flush.js';
+import type { SandboxRecord } from './sandbox-record.js';
+import type { SandboxStore } from './sandbox-store.js';
+import type { ValidSpec } from './validate-spec.js';
+import type { WarmPool } from './warm-pool.js';
+
+export interface Capacity {
+  cpuCount: number;
+  memoryBytes: number;
+  maxSandboxes: number;
+  cpuOvercommit: number;
+  memoryOvercommit: number;
+}
+
+export interface CreateResult {
+  record: SandboxRecord;
+  warmPoolHit: boolean;
+}
+
+export interface Allocation {
+  count: number;
+  vcpu: number;
+  memoryMb: number;
+  diskMb: number;
+}
+
+interface Reservation {
+  vcpu: number;
+  memoryMb: number;
+  diskMb: number;
+}
+
+export type NodeState = 'healthy' | 'draining';
+
+export class SandboxManager {
+  private readonly sandboxes = new Map<string, SandboxRecord>();
+  private readonly creating = new Map<string, Reservation>();
+  private readonly deleting = new Set<string>();
+  private state: NodeState = 'healthy';
+  private closed = false;
+
+  constructor(
+    private readonly runtime: SandboxRuntime,
+    private readonly store: SandboxStore,
+    private readonly pool: WarmPool,
+    private readonly capacity: Capacity,
+    private readonly log: Logger,
+  ) {}
+
+  get status(): NodeState {
+    return this.state;
+  }
+
+  setStatus(status: NodeState): void {
+    if (status !== this.state) this.log.info({ from: this.state, to: status }, 'node status changed');
+    this.state = status;
+  }
+
+  /** Stop accepting Creates (shutdown). Running sandboxes are left alone. */
+  close(): void {
+    this.closed = true;
+  }
+
+  get(sandboxId: string): SandboxRecord | undefined {
+    return this.sandboxes.get(sandboxId);
+  }
+
+  list(): SandboxRecord[] {
+    return [...this.sandboxes.values()];
+  }
+
+  /** Sandboxes running plus those being created (they hold resources already). */
+  allocation(): Allocation {
+    const a: Allocation = { count: 0, vcpu: 0, memoryMb: 0, diskMb: 0 };
+    for (const r of [...this.sandboxes.values(), ...this.creating.values()]) {
+      a.count++;
+      a.vcpu += r.vcpu;
+      a.memoryMb += r.memoryMb;
+      a.diskMb += r.diskMb;
+    }
+    return a;
+  }
+
+  /** Put a recovered sandbox back (crash recovery); it keeps its end time. */
+  adopt(record: SandboxRecord): void {
+    this.sandboxes.set(record.sandboxId, record);
+  }
+
+  async create(spec: ValidSpec): Promise<CreateResult> {
+    const { sandboxId } = spec;
+    const log = this.log.child({ sandboxId, templateId: spec.templateId });
+    if (this.sandboxes.has(sandboxId) || this.creating.has(sandboxId)) throw new SandboxExists(sandboxId);
+    if (this.state === 'draining' || this.closed) throw new NodeDraining();
+    this.checkRoom(spec);
+    // Reserve synchronously, before the first await, so concurrent Creates see each other.
+    this.creating.set(sandboxId, { vcpu: spec.vcpu, memoryMb: spec.memoryMb, diskMb: spec.diskMb });
+    let slot: SlotInfo | undefined;
+    try {
+      if (!(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
+      slot = this.pool.take(spec.templateId, spec.diskMb);
+      const warmPoolHit = slot !== undefined;
+      if (!slot) {
+        slot = await this.boot(spec);
+      }
+      log.debug({ slotId: slot.slotId, warmPoolHit }, 'slot obtained');
+      await this.runtime.claim(slot.slotId, {
+        sandboxId,
+        limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
+        allowInternetAccess: spec.allowInternetAccess,
+      });
+      let envdVersion: string;
+      try {
+        envdVersion = await initEnvd({
+          address: slot.address,
+          initToken: slot.initToken,
+          body: {
+            envVars: spec.envVars,
+            ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
+            defaultUser: 'user',
+            defaultWorkdir: '/home/user',
+            hostname: sandboxId,
+            timestamp: new Date().toISOString(),
+          },
+          log,
+        });
+      } catch (err) {
+        throw new EnvdInitFailed(sandboxId, { cause: err });
+      }
+      const record: SandboxRecord = {
+        version: 1,
+        sandboxId,
+        templateId: spec.templateId,
+        buildId: spec.buildId,
+        teamId: spec.teamId,
+        vcpu: spec.vcpu,
+        memoryMb: spec.memoryMb,
+        diskMb: spec.diskMb,
+        metadata: spec.metadata,
+        startTime: spec.startTime,
+        endTime: spec.endTime,
+        envdVersion,
+        allowInternetAccess: spec.allowInternetAccess,
+        slotId: slot.slotId,
+        address: slot.address,
+        pid: slot.pid,
+      };
+      await this.store.save(record);
+      this.sandboxes.set(sandboxId, record);
+      log.info({ slotId: slot.slotId, address: slot.address, warmPoolHit, endTime: new Date(spec.endTime).toISOString() }, 'sandbox created');
+      return { record, warmPoolHit };
+    } catch (err) {
+      if (slot) await this.destroySlot(slot, log);
+      throw err;
+    } finally {
+      this.creating.delete(sandboxId);
+    }
+  }
+
+  async delete(sandboxId: string, reason: string): Promise<void> {
+    const record = this.sandboxes.get(sandboxId);
+    if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
+    const log = this.log.child({ sandboxId, slotId: record.slotId });
+    this.deleting.add(sandboxId);
+    // Leave the routing table first, so the proxy answers "not found" while the slot is torn down.
+    this.sandboxes.delete(sandboxId);
+    try {
+      await this.runtime.destroy(record.slotId);
+      await flushNeighbor(record.address);
+      await this.store.remove(sandboxId);
+      log.info({ reason }, 'sandbox deleted');
+    } catch (err) {
+      // The record stays on disk, so the next start retries the clean-up.
+      log.error({ err, reason }, 'destroying sandbox failed');
+      throw err;
+    } finally {
+      this.deleting.delete(sandboxId);
+    }
+  }
+
+  async setEndTime(sandboxId: string, endTime: number): Promise<SandboxRecord> {
+    const record = this.sandboxes.get(sandboxId);
+    if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
+    const updated = { ...record, endTime };
+    await this.store.save(updated);
+    // A Delete may have raced the write; do not resurrect it.
+    if (this.sandboxes.get(sandboxId) === record) this.sandboxes.set(sandboxId, updated);
+    this.log.info({ sandboxId, endTime: new Date(endTime).toISOString() }, 'sandbox end time updated');
+    return updated;
+  }
+
+  /** Sandboxes whose end time has passed (checked by the expiry scanner). */
+  expired(now: number): string[] {
+    const out: string[] = [];
+    for (const r of this.sandboxes.values()) if (r.endTime <= now && !this.deleting.has(r.sandboxId)) out.push(r.sandboxId);
+    return out;
+  }
+
+  private checkRoom(spec: ValidSpec): void {
+    const a = this.allocation();
+    const c = this.capacity;
+    if (a.count + 1 > c.maxSandboxes) throw new NodeFull('sandboxes');
+    if (a.vcpu + spec.vcpu > c.cpuCount * c.cpuOvercommit) throw new NodeFull('cpu');
+    if ((a.memoryMb + spec.memoryMb) * 1024 * 1024 > c.memoryBytes * c.memoryOvercommit) throw new NodeFull('memory');
+  }
+
+  private async boot(spec: ValidSpec): Promise<SlotInfo> {
+    try {
+      return await this.runtime.boot({
+        templateId: spec.templateId,
+        diskMb: spec.diskMb,
+        limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
+      });
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code === 'runtime_template_missing') throw new TemplateNotFound(spec.templateId);
+      if (code === 'runtime_address_pool_exhausted') throw new NodeFull('sandboxes');
+      throw err;
+    }
+  }
+
+  private async destroySlot(slot: SlotInfo, log: Logger): Promise<void> {
+    try {
+      await this.runtime.destroy(slot.slotId);
+      await flushNeighbor(slot.address);
+    } catch (err) {
+      log.error({ err, slotId: slot.slotId }, 'destroying slot of a failed create failed');
+    }
+  }
+}

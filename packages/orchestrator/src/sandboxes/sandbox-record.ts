@@ -1,0 +1,27 @@
+// What the node remembers about a running sandbox, in memory and on disk. Secrets are left out on
+// purpose: envd checks the access token itself, and the slot's init token is spent once /init is done.
+
+import { z } from 'zod';
+
+export const sandboxRecordSchema = z.object({
+  version: z.literal(1),
+  sandboxId: z.string(),
+  templateId: z.string(),
+  buildId: z.string(),
+  teamId: z.string(),
+  vcpu: z.number().int(),
+  memoryMb: z.number().int(),
+  diskMb: z.number().int(),
+  metadata: z.record(z.string()),
+  /** Epoch milliseconds. */
+  startTime: z.number(),
+  /** Epoch milliseconds; the node kills the sandbox at this time. */
+  endTime: z.number(),
+  envdVersion: z.string(),
+  allowInternetAccess: z.boolean(),
+  slotId: z.string(),
+  address: z.string(),
+  pid: z.number().int(),
+});
+
+export type SandboxRecord = z.infer<typeof sandboxRecordSchema>;

@@ -1,0 +1,89 @@
+// Checks a CreateRequest's SandboxSpec before anything is allocated. Every bad field is reported at once
+// (InvalidArgument lists them), so a caller fixes its request in one round trip.
+
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import type { SandboxSpec } from '@cove/contracts/orchestrator';
+import { InvalidArgument } from '../errors.js';
+
+export const SANDBOX_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const TEMPLATE_ID_RE = /^[a-z0-9][a-z0-9_.-]{0,127}$/;
+/** POSIX-portable environment variable names. */
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const MAX_ENV_VARS = 1000;
+const MAX_ENV_BYTES = 256 * 1024;
+const MAX_METADATA = 200;
+
+export const MIN_MEMORY_MB = 128;
+export const MIN_DISK_MB = 256;
+
+export interface NodeLimits {
+  cpuCount: number;
+  memoryMb: number;
+}
+
+/** The spec, checked and converted to plain values. */
+export interface ValidSpec {
+  sandboxId: string;
+  templateId: string;
+  buildId: string;
+  teamId: string;
+  vcpu: number;
+  memoryMb: number;
+  diskMb: number;
+  envVars: Record<string, string>;
+  metadata: Record<string, string>;
+  startTime: number;
+  endTime: number;
+  allowInternetAccess: boolean;
+  envdAccessToken: string;
+}
+
+export function validateSandboxId(id: string): string[] {
+  return SANDBOX_ID_RE.test(id) ? [] : [`sandbox_id: must match ${SANDBOX_ID_RE.source}`];
+}
+
+export function validateSpec(spec: SandboxSpec | undefined, node: NodeLimits, now: number): ValidSpec {
+  if (!spec) throw new InvalidArgument(['sandbox: required']);
+  const v: string[] = [];
+  v.push(...validateSandboxId(spec.sandboxId));
+  if (!TEMPLATE_ID_RE.test(spec.templateId)) v.push(`template_id: must match ${TEMPLATE_ID_RE.source}`);
+  if (spec.vcpu < 1 || spec.vcpu > node.cpuCount) v.push(`vcpu: must be between 1 and ${node.cpuCount}`);
+  if (spec.memoryMb < MIN_MEMORY_MB || spec.memoryMb > node.memoryMb) {
+    v.push(`memory_mb: must be between ${MIN_MEMORY_MB} and ${node.memoryMb}`);
+  }
+  if (spec.diskMb < MIN_DISK_MB) v.push(`disk_mb: must be at least ${MIN_DISK_MB}`);
+  const start = spec.startTime ? timestampMs(spec.startTime) : now;
+  let end = 0;
+  if (!spec.endTime) v.push('end_time: required');
+  else {
+    end = timestampMs(spec.endTime);
+    if (!(end > now)) v.push('end_time: must be in the future');
+  }
+  const envEntries = Object.entries(spec.envVars);
+  if (envEntries.length > MAX_ENV_VARS) v.push(`env_vars: at most ${MAX_ENV_VARS} variables`);
+  let envBytes = 0;
+  for (const [name, value] of envEntries) {
+    envBytes += name.length + value.length;
+    if (!ENV_NAME_RE.test(name)) v.push(`env_vars: invalid name ${JSON.stringify(name.slice(0, 64))}`);
+    else if (value.includes('\0')) v.push(`env_vars: value of ${name} contains NUL`);
+  }
+  if (envBytes > MAX_ENV_BYTES) v.push(`env_vars: larger than ${MAX_ENV_BYTES} bytes`);
+  if (Object.keys(spec.metadata).length > MAX_METADATA) v.push(`metadata: at most ${MAX_METADATA} entries`);
+  if (spec.envdAccessToken.length > 512) v.push('envd_access_token: too long');
+  if (v.length > 0) throw new InvalidArgument(v);
+  return {
+    sandboxId: spec.sandboxId,
+    templateId: spec.templateId,
+    buildId: spec.buildId,
+    teamId: spec.teamId,
+    vcpu: spec.vcpu,
+    memoryMb: spec.memoryMb,
+    diskMb: spec.diskMb,
+    envVars: { ...spec.envVars },
+    metadata: { ...spec.metadata },
+    startTime: start,
+    endTime: end,
+    allowInternetAccess: spec.allowInternetAccess,
+    envdAccessToken: spec.envdAccessToken,
+  };
+}

@@ -1,0 +1,152 @@
+// Warm pools: booted slots per template, envd listening but not initialised, waiting to be claimed.
+// A Create that finds one skips the boot (the slow part) and only pays claim + /init. Refills run in the
+// background with bounded concurrency, never above the target per template; failures are logged and
+// retried with exponential backoff, and never reach the caller or crash the node.
+
+import type { Logger } from 'pino';
+import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
+import { flushNeighbor } from './neighbor-flush.js';
+
+export interface WarmPoolOptions {
+  runtime: SandboxRuntime;
+  /** Ready slots wanted per template. */
+  targets: Readonly<Record<string, number>>;
+  /** Disk size warm slots are booted with; a Create asking for another size misses the pool. */
+  diskMb: number;
+  /** Limits while waiting (claim raises them to the sandbox's own). */
+  idleLimits: SlotLimits;
+  /** Boots in flight at once, over all templates. */
+  concurrency: number;
+  log: Logger;
+}
+
+export interface WarmPoolStats {
+  templateId: string;
+  ready: number;
+  target: number;
+}
+
+interface TemplatePool {
+  ready: SlotInfo[];
+  booting: number;
+  failures: number;
+  retryAt: number;
+  retryTimer: NodeJS.Timeout | undefined;
+}
+
+const MIN_BACKOFF_MS = 1_000;
+const MAX_BACKOFF_MS = 60_000;
+
+export class WarmPool {
+  private readonly pools = new Map<string, TemplatePool>();
+  private inFlight = 0;
+  private closed = false;
+  private readonly boots = new Set<Promise<void>>();
+
+  constructor(private readonly opts: WarmPoolOptions) {
+    for (const templateId of Object.keys(opts.targets)) {
+      this.pools.set(templateId, { ready: [], booting: 0, failures: 0, retryAt: 0, retryTimer: undefined });
+    }
+  }
+
+  /** Start filling every pool up to its target. */
+  start(): void {
+    this.fill();
+  }
+
+  /** A ready slot of the template booted with `diskMb`, removed from the pool; undefined on a miss. */
+  take(templateId: string, diskMb: number): SlotInfo | undefined {
+    const pool = this.pools.get(templateId);
+    if (!pool || diskMb !== this.opts.diskMb) return undefined;
+    const slot = pool.ready.shift();
+    if (slot) this.fill();
+    return slot;
+  }
+
+  /** Slot ids currently held by the pools (ready or not yet claimed). */
+  slotIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const pool of this.pools.values()) for (const s of pool.ready) ids.add(s.slotId);
+    return ids;
+  }
+
+  stats(): WarmPoolStats[] {
+    return [...this.pools.entries()].map(([templateId, p]) => ({
+      templateId,
+      ready: p.ready.length,
+      target: this.opts.targets[templateId] ?? 0,
+    }));
+  }
+
+  /** Stop refilling, wait for boots in flight, destroy every ready slot. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const pool of this.pools.values()) clearTimeout(pool.retryTimer);
+    await Promise.allSettled([...this.boots]);
+    const slots = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
+    await Promise.allSettled(slots.map((s) => this.destroy(s)));
+  }
+
+  private fill(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    for (const [templateId, pool] of this.pools) {
+      const target = this.opts.targets[templateId] ?? 0;
+      while (
+        !this.closed &&
+        this.inFlight < this.opts.concurrency &&
+        pool.ready.length + pool.booting < target &&
+        pool.retryAt <= now
+      ) {
+        this.bootOne(templateId, pool);
+      }
+    }
+  }
+
+  private bootOne(templateId: string, pool: TemplatePool): void {
+    pool.booting++;
+    this.inFlight++;
+    const log = this.opts.log.child({ templateId });
+    const p = (async () => {
+      try {
+        const slot = await this.opts.runtime.boot({
+          templateId,
+          diskMb: this.opts.diskMb,
+          limits: this.opts.idleLimits,
+        });
+        if (this.closed) {
+          await this.destroy(slot);
+          return;
+        }
+        pool.ready.push(slot);
+        pool.failures = 0;
+        log.debug({ slotId: slot.slotId, ready: pool.ready.length }, 'warm slot ready');
+      } catch (err) {
+        pool.failures++;
+        const backoff = Math.min(MIN_BACKOFF_MS * 2 ** (pool.failures - 1), MAX_BACKOFF_MS);
+        pool.retryAt = Date.now() + backoff;
+        log.warn({ err, failures: pool.failures, backoffMs: backoff }, 'warm slot boot failed');
+        clearTimeout(pool.retryTimer);
+        pool.retryTimer = setTimeout(() => this.fill(), backoff);
+        pool.retryTimer.unref();
+      } finally {
+        pool.booting--;
+        this.inFlight--;
+      }
+    })();
+    this.boots.add(p);
+    void p.finally(() => {
+      this.boots.delete(p);
+      this.fill();
+    });
+  }
+
+  private async destroy(slot: SlotInfo): Promise<void> {
+    try {
+      await this.opts.runtime.destroy(slot.slotId);
+      await flushNeighbor(slot.address);
+    } catch (err) {
+      this.opts.log.warn({ err, slotId: slot.slotId }, 'destroying warm slot failed');
+    }
+  }
+}

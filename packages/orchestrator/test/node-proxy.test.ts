@@ -1,0 +1,201 @@
+// The node traffic proxy against real upstream servers on loopback standing in for a sandbox's ports.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { createLogger } from '../src/logger.js';
+import { createNodeProxy } from '../src/proxy/node-proxy.js';
+
+const TOKEN = 'node-token-for-proxy-tests-0123456789';
+
+async function listen(server: Server): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as AddressInfo).port;
+}
+
+/** A free port nobody listens on: bind, read the port, close. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  const port = await listen(s);
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+interface Reply {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+function call(port: number, headers: Record<string, string>, path = '/', method = 'GET', body?: string): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method, headers }, (res) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (data += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: data }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('node proxy', () => {
+  let upstream: Server;
+  let upstreamPort: number;
+  let proxy: Server;
+  let proxyPort: number;
+  const seen: IncomingMessage['headers'][] = [];
+  const tunnels = new Set<Duplex>();
+
+  before(async () => {
+    upstream = createServer((req, res) => {
+      seen.push(req.headers);
+      if (req.url === '/stream') {
+        // Streams: answer each request chunk as it arrives, so the test proves both directions flow.
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.flushHeaders();
+        req.on('data', (c: Buffer) => res.write(`echo:${c.toString()}`));
+        req.on('end', () => res.end('done'));
+        return;
+      }
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': 'yes' });
+        res.end(JSON.stringify({ method: req.method, url: req.url, body }));
+      });
+    });
+    upstream.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      tunnels.add(socket);
+      socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+      if (head.length) socket.write(head);
+      socket.on('data', (c: Buffer) => socket.write(Buffer.concat([Buffer.from('ws:'), c])));
+    });
+    upstreamPort = await listen(upstream);
+    proxy = createNodeProxy({
+      nodeToken: TOKEN,
+      lookup: (id) => (id === 'sbx-here' ? '127.0.0.1' : undefined),
+      log: createLogger('silent'),
+    });
+    proxyPort = await listen(proxy);
+  });
+
+  after(async () => {
+    for (const t of tunnels) t.destroy();
+    proxy.closeAllConnections();
+    upstream.closeAllConnections();
+    await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => upstream.close(r))]);
+  });
+
+  const route = (port: number, id = 'sbx-here'): Record<string, string> => ({
+    'cove-node-token': TOKEN,
+    'e2b-sandbox-id': id,
+    'e2b-sandbox-port': String(port),
+  });
+
+  it('refuses requests without the node token or with a wrong one', async () => {
+    const missing = await call(proxyPort, { 'e2b-sandbox-id': 'sbx-here', 'e2b-sandbox-port': String(upstreamPort) });
+    assert.equal(missing.status, 401);
+    assert.equal(JSON.parse(missing.body).code, 401);
+    const wrong = await call(proxyPort, { ...route(upstreamPort), 'cove-node-token': 'nope' });
+    assert.equal(wrong.status, 401);
+  });
+
+  it('forwards a request with its body and strips the node token', async () => {
+    const r = await call(proxyPort, { ...route(upstreamPort), 'x-custom': 'kept' }, '/a/b?c=d', 'POST', 'hello');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-upstream'], 'yes');
+    assert.deepEqual(JSON.parse(r.body), { method: 'POST', url: '/a/b?c=d', body: 'hello' });
+    const last = seen.at(-1)!;
+    assert.equal(last['cove-node-token'], undefined);
+    assert.equal(last['x-custom'], 'kept');
+  });
+
+  it('answers 502 "sandbox was not found" for a sandbox on no node', async () => {
+    const r = await call(proxyPort, route(upstreamPort, 'sbx-elsewhere'));
+    assert.equal(r.status, 502);
+    assert.deepEqual(JSON.parse(r.body), { message: 'The sandbox was not found', sandboxId: 'sbx-elsewhere', code: 502 });
+  });
+
+  it('answers 502 "port is not open" for a closed port', async () => {
+    const port = await closedPort();
+    const r = await call(proxyPort, route(port));
+    assert.equal(r.status, 502);
+    assert.deepEqual(JSON.parse(r.body), {
+      message: 'The sandbox is running but port is not open',
+      sandboxId: 'sbx-here',
+      port,
+      code: 502,
+    });
+  });
+
+  it('refuses envd-internal paths on port 49983 with 404 JSON', async () => {
+    for (const path of ['/init', '/metrics', '/init/', '//init', '/%69nit', '/a/../init', '/metrics?x=1']) {
+      const r = await call(proxyPort, route(49983), path, path.startsWith('/init') ? 'POST' : 'GET');
+      assert.equal(r.status, 404, path);
+      assert.equal(JSON.parse(r.body).code, 404);
+    }
+  });
+
+  it('rejects missing or malformed routing headers with 400', async () => {
+    const r = await call(proxyPort, { 'cove-node-token': TOKEN, 'e2b-sandbox-id': 'sbx-here', 'e2b-sandbox-port': 'x' });
+    assert.equal(r.status, 400);
+  });
+
+  it('streams request and response bodies both ways', async () => {
+    const req = request({ host: '127.0.0.1', port: proxyPort, path: '/stream', method: 'POST', headers: route(upstreamPort) });
+    const responded = once(req, 'response');
+    req.write('one');
+    const [res] = (await responded) as [IncomingMessage];
+    assert.equal(res.statusCode, 200);
+    res.setEncoding('utf8');
+    const chunks: string[] = [];
+    const next = async (): Promise<string> => {
+      const [c] = (await once(res, 'data')) as [string];
+      return c;
+    };
+    // Each chunk is echoed before the next one is sent: the proxy must not buffer either direction.
+    chunks.push(await next());
+    req.write('two');
+    chunks.push(await next());
+    req.end();
+    await once(res, 'end');
+    assert.deepEqual(chunks, ['echo:one', 'echo:two']);
+  });
+
+  it('tunnels upgraded (WebSocket) connections', async () => {
+    const req = request({
+      host: '127.0.0.1',
+      port: proxyPort,
+      path: '/ws',
+      headers: { ...route(upstreamPort), connection: 'Upgrade', upgrade: 'websocket' },
+    });
+    req.end();
+    const [res, socket] = (await once(req, 'upgrade')) as [IncomingMessage, Duplex];
+    assert.equal(res.statusCode, 101);
+    socket.write('ping');
+    const [data] = (await once(socket, 'data')) as [Buffer];
+    assert.equal(data.toString(), 'ws:ping');
+    socket.destroy();
+  });
+
+  it('answers an upgrade to an unknown sandbox with the 502 JSON', async () => {
+    const req = request({
+      host: '127.0.0.1',
+      port: proxyPort,
+      path: '/ws',
+      headers: { ...route(upstreamPort, 'sbx-gone'), connection: 'Upgrade', upgrade: 'websocket' },
+    });
+    req.end();
+    const [res] = (await once(req, 'response')) as [IncomingMessage];
+    assert.equal(res.statusCode, 502);
+    let body = '';
+    res.setEncoding('utf8');
+    for await (const c of res) body += c;
+    assert.equal(JSON.parse(body).message, 'The sandbox was not found');
+  });
+});
