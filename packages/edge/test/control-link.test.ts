@@ -167,7 +167,7 @@ describe('edge API port', () => {
   });
 
   it('rebuilds the catalog from heartbeats', async () => {
-    node.sandboxes.set('hb1', node.info() as any);
+    node.addSandbox('hb1');
     await node.heartbeat(edge.apiUrl, { sandboxIds: ['hb1'] });
     assert.deepEqual((await getJson(`${edge.apiUrl}/v1/sandboxes/hb1`, auth)).body, { sandboxId: 'hb1', nodeId: 'node-a' });
     node.sandboxes.delete('hb1');

@@ -83,7 +83,7 @@ describe('Redis catalog shared by two edges', () => {
   });
 
   it('reconciles the shared catalog from heartbeats', async () => {
-    node.sandboxes.set('hbr1', node.info() as any);
+    node.addSandbox('hbr1');
     await node.heartbeat(b.apiUrl);
     const res = await request(`${a.apiUrl}/v1/sandboxes/hbr1`, { headers: auth });
     assert.deepEqual(await res.body.json(), { sandboxId: 'hbr1', nodeId: 'node-r' });

@@ -174,7 +174,7 @@ describe('edge traffic port', () => {
   });
 
   it('fails closed on non-envd ports of sandboxes learnt only from heartbeats', async () => {
-    node.sandboxes.set('rec1', node.info() as any);
+    node.addSandbox('rec1');
     await node.heartbeat(edge.apiUrl);
     assert.equal((await send(`${url}/`, { headers: route('rec1', 49983) })).status, 200);
     const res = await send(`${url}/`, { headers: route('rec1', 8080, { 'e2b-traffic-access-token': 'anything' }) });
