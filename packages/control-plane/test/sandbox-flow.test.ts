@@ -11,6 +11,7 @@ import { Code } from '@connectrpc/connect';
 import { NodeStatus } from '@cove/contracts/orchestrator';
 import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
+import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
 
 /** The metadata query exactly as SDK 2.51 builds it (e2b-sdk.md §2.1). */
 function sdkMetadataQuery(m: Record<string, string>): string {
@@ -18,17 +19,20 @@ function sdkMetadataQuery(m: Record<string, string>): string {
   return `metadata=${encodeURIComponent(inner)}`;
 }
 
-describe('sandbox lifecycle through the control link', () => {
+for (const engine of ['sqlite', 'postgres'] as const)
+describe(`sandbox lifecycle through the control link (${engine} store)`, { skip: engine === 'postgres' && !postgresAvailable() ? 'postgresql 15 not installed' : false }, () => {
   let dir: string;
+  let pgServer: ThrowawayPostgres | undefined;
   let cp: RunningControlPlane;
   let cluster: FakeCluster;
   let key: string;
   let teamId: string;
   let otherKey: string;
-  const env = () => ({ COVE_CP_REQUEST_LOG: join(dir, 'requests.jsonl'), COVE_DB_URL: join(dir, 'cp.db') });
+  const env = () => ({ COVE_CP_REQUEST_LOG: join(dir, 'requests.jsonl'), COVE_DB_URL: pgServer ? pgServer.url : join(dir, 'cp.db') });
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'cove-cp-flow-'));
+    if (engine === 'postgres') pgServer = await startPostgres();
     cluster = await startFakeCluster();
     cluster.addNode('node-a');
     cp = await startControlPlane(env(), dir);
@@ -39,6 +43,7 @@ describe('sandbox lifecycle through the control link', () => {
   after(async () => {
     await cp.close();
     await cluster.close();
+    pgServer?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
 
