@@ -30,6 +30,7 @@ import {
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
+  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Logger } from 'pino';
@@ -69,8 +70,10 @@ export interface S3BlobStoreOptions {
   spoolDir?: string;
   /** Bodies above this many bytes are sent as a multipart upload; default 256 MiB. */
   multipartThreshold?: number;
-  /** Part size of multipart uploads; default 64 MiB (S3's minimum is 5 MiB, except the last part). */
+  /** Part size of multipart uploads and copies; default 64 MiB (S3's minimum is 5 MiB, except the last part). */
   partSize?: number;
+  /** Objects above this many bytes are copied in parts; default 5 GiB, the limit of one CopyObject. */
+  copyThreshold?: number;
   /** Clock for presigned URLs' signing time; injectable so tests can mint already-expired URLs. */
   now?: () => Date;
   /** Send the SDK's flexible checksums on every request (AWS S3 accepts them; many others do not). */
@@ -107,6 +110,7 @@ export class S3BlobStore implements BlobStore {
   private readonly spoolDir: string;
   private readonly multipartThreshold: number;
   private readonly partSize: number;
+  private readonly copyThreshold: number;
   private readonly logger: Logger;
   private readonly now: () => Date;
 
@@ -118,6 +122,7 @@ export class S3BlobStore implements BlobStore {
     this.spoolDir = options.spoolDir ?? join(tmpdir(), 'cove-s3-spool');
     this.multipartThreshold = options.multipartThreshold ?? 256 * MiB;
     this.partSize = options.partSize ?? 64 * MiB;
+    this.copyThreshold = options.copyThreshold ?? 5 * 1024 * MiB;
     this.logger = options.logger.child({ storage: 's3', bucket: options.bucket });
     const checksums = options.sdkChecksums === true ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED';
     this.client = new S3Client({
@@ -321,17 +326,62 @@ export class S3BlobStore implements BlobStore {
   }
 
   async copy(from: string, to: string): Promise<void> {
-    const source = this.objectKey(from);
+    const copySource = `${this.bucket}/${this.objectKey(from).split('/').map(encodeURIComponent).join('/')}`;
+    const key = this.objectKey(to);
     try {
+      const source = await this.head(from);
+      if (source === undefined) throw new BlobNotFound(from);
+      if (source.size > this.copyThreshold) {
+        await this.multipartCopy(copySource, key, source);
+        return;
+      }
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: key, CopySource: copySource }));
+    } catch (err) {
+      throw this.translate('copy', from, err);
+    }
+  }
+
+  /** Server-side copy in parts: one CopyObject is limited to 5 GiB, and rootfs/memory snapshots are larger. */
+  private async multipartCopy(copySource: string, key: string, source: BlobInfo): Promise<void> {
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({
+        Bucket: this.bucket,
+        Key: key,
+        ContentType: 'application/octet-stream',
+        ...(source.sha256 !== undefined ? { Metadata: { sha256: source.sha256 } } : {}),
+      }),
+    );
+    const uploadId = created.UploadId;
+    if (uploadId === undefined) throw new Error('CreateMultipartUpload returned no UploadId');
+    try {
+      const parts: { PartNumber: number; ETag: string | undefined }[] = [];
+      for (let offset = 0, n = 1; offset < source.size; offset += this.partSize, n++) {
+        const last = Math.min(offset + this.partSize, source.size) - 1;
+        const out = await this.client.send(
+          new UploadPartCopyCommand({
+            Bucket: this.bucket,
+            Key: key,
+            UploadId: uploadId,
+            PartNumber: n,
+            CopySource: copySource,
+            CopySourceRange: `bytes=${offset}-${last}`,
+          }),
+        );
+        parts.push({ PartNumber: n, ETag: out.CopyPartResult?.ETag });
+      }
       await this.client.send(
-        new CopyObjectCommand({
+        new CompleteMultipartUploadCommand({
           Bucket: this.bucket,
-          Key: this.objectKey(to),
-          CopySource: `${this.bucket}/${source.split('/').map(encodeURIComponent).join('/')}`,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts },
         }),
       );
     } catch (err) {
-      throw this.translate('copy', from, err);
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))
+        .catch((abortErr: unknown) => this.logger.warn({ err: abortErr, key }, 'multipart abort failed'));
+      throw err;
     }
   }
 

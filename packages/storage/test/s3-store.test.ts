@@ -59,6 +59,20 @@ describe('S3BlobStore specifics', () => {
     }
   });
 
+  it('copies large objects in parts, keeping the recorded sha256', async () => {
+    const fx = await openStore('mpc/', { copyThreshold: 200 * 1024, partSize: 150 * 1024 });
+    try {
+      const data = await patternBytes(500_000, 8);
+      const put = await fx.store.put('src.bin', data);
+      await fx.store.copy('src.bin', 'dst/copy.bin');
+      assert.deepEqual(await readAll(await fx.store.get('dst/copy.bin')), data);
+      assert.equal((await fx.store.head('dst/copy.bin'))?.sha256, put.sha256);
+      await assert.rejects(fx.store.copy('absent.bin', 'dst/never'), { code: 'not_found' });
+    } finally {
+      await fx.close();
+    }
+  });
+
   it('keeps prefixes apart and pages through long listings', async () => {
     const a = await openStore('tenant-a/');
     const b = await openStore('tenant-b');
