@@ -86,6 +86,8 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   });
 
   installErrorHandling(app);
+  // Declared up front so every request object has the same shape (fastify's advice); set by the auth hook.
+  app.decorateRequest('team', undefined);
 
   app.get('/health', async () => ({ status: 'ok' }));
 
