@@ -19,18 +19,13 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
   CopyObjectCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  UploadPartCommand,
-  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Logger } from 'pino';
@@ -47,6 +42,7 @@ import { toReadable } from './body-stream.js';
 import { BackendError, BlobNotFound, InvalidRange, TooLarge, isStorageError } from './errors.js';
 import { HashingStream, checkDeclared, verifyReceived } from './hashing-stream.js';
 import { checkKey, checkPrefix } from './keys.js';
+import { copyInParts, uploadInParts, type MultipartTarget } from './s3-multipart.js';
 
 /** Static credentials; when omitted the SDK's default provider chain (env, instance role ...) is used. */
 export interface S3Credentials {
@@ -194,7 +190,7 @@ export class S3BlobStore implements BlobStore {
         const objectKey = this.objectKey(key);
         try {
           if ('file' in source && size > this.multipartThreshold) {
-            await this.multipartUpload(objectKey, source.file, size, sha256);
+            await uploadInParts(this.parts(objectKey, size, sha256), source.file);
           } else {
             await this.client.send(
               new PutObjectCommand({
@@ -218,47 +214,16 @@ export class S3BlobStore implements BlobStore {
     };
   }
 
-  private async multipartUpload(objectKey: string, file: string, size: number, sha256: string): Promise<void> {
-    const created = await this.client.send(
-      new CreateMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: objectKey,
-        ContentType: 'application/octet-stream',
-        Metadata: { sha256 },
-      }),
-    );
-    const uploadId = created.UploadId;
-    if (uploadId === undefined) throw new Error('CreateMultipartUpload returned no UploadId');
-    try {
-      const parts: { PartNumber: number; ETag: string | undefined }[] = [];
-      for (let offset = 0, n = 1; offset < size; offset += this.partSize, n++) {
-        const length = Math.min(this.partSize, size - offset);
-        const out = await this.client.send(
-          new UploadPartCommand({
-            Bucket: this.bucket,
-            Key: objectKey,
-            UploadId: uploadId,
-            PartNumber: n,
-            ContentLength: length,
-            Body: createReadStream(file, { start: offset, end: offset + length - 1 }),
-          }),
-        );
-        parts.push({ PartNumber: n, ETag: out.ETag });
-      }
-      await this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.bucket,
-          Key: objectKey,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: parts },
-        }),
-      );
-    } catch (err) {
-      await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }))
-        .catch((abortErr: unknown) => this.logger.warn({ err: abortErr, objectKey }, 'multipart abort failed'));
-      throw err;
-    }
+  private parts(key: string, size: number, sha256: string | undefined): MultipartTarget {
+    return {
+      client: this.client,
+      bucket: this.bucket,
+      key,
+      size,
+      partSize: this.partSize,
+      logger: this.logger,
+      ...(sha256 !== undefined ? { sha256 } : {}),
+    };
   }
 
   async put(key: string, body: BlobBody, options: PutOptions = {}): Promise<PutResult> {
@@ -332,56 +297,12 @@ export class S3BlobStore implements BlobStore {
       const source = await this.head(from);
       if (source === undefined) throw new BlobNotFound(from);
       if (source.size > this.copyThreshold) {
-        await this.multipartCopy(copySource, key, source);
+        await copyInParts(this.parts(key, source.size, source.sha256), copySource);
         return;
       }
       await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: key, CopySource: copySource }));
     } catch (err) {
       throw this.translate('copy', from, err);
-    }
-  }
-
-  /** Server-side copy in parts: one CopyObject is limited to 5 GiB, and rootfs/memory snapshots are larger. */
-  private async multipartCopy(copySource: string, key: string, source: BlobInfo): Promise<void> {
-    const created = await this.client.send(
-      new CreateMultipartUploadCommand({
-        Bucket: this.bucket,
-        Key: key,
-        ContentType: 'application/octet-stream',
-        ...(source.sha256 !== undefined ? { Metadata: { sha256: source.sha256 } } : {}),
-      }),
-    );
-    const uploadId = created.UploadId;
-    if (uploadId === undefined) throw new Error('CreateMultipartUpload returned no UploadId');
-    try {
-      const parts: { PartNumber: number; ETag: string | undefined }[] = [];
-      for (let offset = 0, n = 1; offset < source.size; offset += this.partSize, n++) {
-        const last = Math.min(offset + this.partSize, source.size) - 1;
-        const out = await this.client.send(
-          new UploadPartCopyCommand({
-            Bucket: this.bucket,
-            Key: key,
-            UploadId: uploadId,
-            PartNumber: n,
-            CopySource: copySource,
-            CopySourceRange: `bytes=${offset}-${last}`,
-          }),
-        );
-        parts.push({ PartNumber: n, ETag: out.CopyPartResult?.ETag });
-      }
-      await this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.bucket,
-          Key: key,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: parts },
-        }),
-      );
-    } catch (err) {
-      await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))
-        .catch((abortErr: unknown) => this.logger.warn({ err: abortErr, key }, 'multipart abort failed'));
-      throw err;
     }
   }
 
