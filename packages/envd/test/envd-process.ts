@@ -26,11 +26,15 @@ export interface StartOptions {
   /** Script to run instead of the compiled main.js (e.g. the bundle). */
   entry?: string;
   nodeFlags?: string[];
+  /** Command prefix that execs its arguments (e.g. an `unshare` wrapper). */
+  wrap?: string[];
 }
 
 export async function startEnvd(env: Record<string, string> = {}, opts: StartOptions = {}): Promise<RunningEnvd> {
   const initToken = 'init-' + randomBytes(16).toString('hex');
-  const proc = spawn(process.execPath, [...(opts.nodeFlags ?? []), opts.entry ?? MAIN], {
+  const argv = [process.execPath, ...(opts.nodeFlags ?? []), opts.entry ?? MAIN];
+  const full = [...(opts.wrap ?? []), ...argv];
+  const proc = spawn(full[0], full.slice(1), {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENVD_PORT: '0', ENVD_HOST: '127.0.0.1', COVE_ENVD_INIT_TOKEN: initToken, ENVD_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

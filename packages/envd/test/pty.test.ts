@@ -19,8 +19,7 @@ describe('pty through the unchanged e2b SDK', () => {
     const decoder = new TextDecoder();
     const h = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => void (out += decoder.decode(d, { stream: true })), timeoutMs: 30_000 });
     await sbx.pty.sendInput(h.pid, new TextEncoder().encode('stty size; echo "tty:$(tty | cut -c1-8)"\n'));
-    await waitFor(() => out.includes('24 80'), 'initial pty size');
-    assert.match(out, /tty:\/dev\/pts/);
+    await waitFor(() => out.includes('24 80') && /tty:\/dev\/pts/.test(out), 'initial pty size and tty name');
     await sbx.pty.resize(h.pid, { cols: 120, rows: 40 });
     await sbx.pty.sendInput(h.pid, new TextEncoder().encode('stty size\n'));
     await waitFor(() => out.includes('40 120'), 'resized pty size');

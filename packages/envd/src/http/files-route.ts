@@ -121,11 +121,40 @@ async function writeUpload(source: Readable, path: string, user: SandboxUser, me
   return out;
 }
 
-/** After an error mid-upload: discard the rest of the body and close the connection afterwards. */
-function abandonBody(req: IncomingMessage, res: ServerResponse): void {
-  if (!req.complete) {
+/** Bytes / time envd spends discarding the rest of a refused upload so the client can read the error. */
+const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
+const DRAIN_MAX_MS = 5_000;
+
+/**
+ * After an error mid-upload: read and discard the rest of the body (bounded), so the client
+ * finishes sending and sees the JSON error instead of a reset; past the bound, close.
+ */
+async function abandonBody(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (req.complete || req.readableEnded) return;
+  req.unpipe();
+  const drained = await new Promise<boolean>((resolve) => {
+    let seen = 0;
+    const timer = setTimeout(() => done(false), DRAIN_MAX_MS);
+    const onData = (chunk: Buffer): void => {
+      seen += chunk.length;
+      if (seen > DRAIN_MAX_BYTES) done(false);
+    };
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onErr);
+      resolve(ok);
+    };
+    const onEnd = (): void => done(true);
+    const onErr = (): void => done(false);
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onErr);
+    req.resume();
+  });
+  if (!drained) {
     res.setHeader('connection', 'close');
-    req.unpipe();
     req.resume();
   }
 }
@@ -162,7 +191,7 @@ export async function handleUpload(req: IncomingMessage, res: ServerResponse, qu
     const err = toEnvdError(e);
     const errno = (err.cause as NodeJS.ErrnoException | undefined)?.code;
     const gunzipFailed = errno === 'Z_DATA_ERROR' || errno === 'Z_BUF_ERROR';
-    abandonBody(req, res);
+    await abandonBody(req, res);
     sendError(res, gunzipFailed ? new EnvdError('invalid_argument', 'body is not valid gzip') : err, deps.log);
   }
 }

@@ -1,4 +1,4 @@
-import { access, constants, stat } from 'node:fs/promises';
+import { access, constants, readFile, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { EnvdError } from '../errors.js';
 import { resolvePath } from '../paths.js';
@@ -27,6 +27,10 @@ let setprivPath: Promise<string | undefined> | undefined;
  */
 function findSetpriv(): Promise<string | undefined> {
   setprivPath ??= (async () => {
+    // In a user namespace whose setgroups is "deny", no process can change groups; libuv's
+    // plain uid/gid switch tolerates that, setpriv --groups would fail.
+    const setgroups = await readFile('/proc/self/setgroups', 'utf8').catch(() => 'allow');
+    if (setgroups.trim() === 'deny') return undefined;
     for (const p of SETPRIV_CANDIDATES) {
       if (await access(p, constants.X_OK).then(() => true, () => false)) return p;
     }
