@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig } from '../src/config.js';
+
+const TOKEN = 'a-node-token-of-enough-length';
+
+describe('config', () => {
+  it('applies the documented defaults and freezes the result', () => {
+    const c = loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_NODE_ID: 'n1' });
+    assert.equal(c.nodeId, 'n1');
+    assert.equal(c.host, '127.0.0.1');
+    assert.equal(c.rpcPort, 5008);
+    assert.equal(c.proxyPort, 5007);
+    assert.equal(c.advertiseHost, '127.0.0.1');
+    assert.equal(c.dataDir, '/var/lib/cove');
+    assert.match(c.envdBundle, /packages\/envd\/dist\/bundle$/);
+    assert.deepEqual({ ...c.warmPool }, { base: 2 });
+    assert.deepEqual({ ...c.defaults }, { vcpu: 2, memoryMb: 512, diskMb: 1024 });
+    assert.equal(c.edgeUrl, undefined);
+    assert.ok(Object.isFrozen(c) && Object.isFrozen(c.defaults) && Object.isFrozen(c.warmPool));
+  });
+
+  it('parses overrides', () => {
+    const c = loadConfig({
+      COVE_NODE_TOKEN: TOKEN,
+      COVE_ORCH_HOST: '0.0.0.0',
+      COVE_ORCH_ADVERTISE_HOST: '10.0.0.5',
+      COVE_ORCH_RPC_PORT: '0',
+      COVE_WARM_POOL: 'base=3, python=1',
+      COVE_EDGE_URL: 'http://127.0.0.1:3001/',
+      COVE_MAX_SANDBOXES: '7',
+    });
+    assert.equal(c.advertiseHost, '10.0.0.5');
+    assert.equal(c.rpcPort, 0);
+    assert.deepEqual({ ...c.warmPool }, { base: 3, python: 1 });
+    assert.equal(c.edgeUrl, 'http://127.0.0.1:3001');
+    assert.equal(c.maxSandboxes, 7);
+    assert.deepEqual({ ...loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_WARM_POOL: '' }).warmPool }, {});
+  });
+
+  it('lists every bad field at once', () => {
+    assert.throws(
+      () => loadConfig({ COVE_ORCH_RPC_PORT: '70000', COVE_WARM_POOL: 'base', COVE_EDGE_URL: 'not a url' }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        const fields = err.issues.map((i) => i.split(':')[0]);
+        assert.deepEqual(fields.sort(), ['COVE_EDGE_URL', 'COVE_NODE_TOKEN', 'COVE_ORCH_RPC_PORT', 'COVE_WARM_POOL']);
+        return true;
+      },
+    );
+  });
+});

@@ -1,0 +1,106 @@
+// Heartbeats to a real edge (its own process): the node registers itself with its URLs and Info, and the
+// edge can drive the node back over RPC with the node token (drain / undrain).
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { NodeStatus } from '@cove/contracts/orchestrator';
+import { NODE_TOKEN, PACKAGE_DIR, instance, rpcClients, startOrchestrator, teardown, waitFor, type Running } from './orchestrator-fixture.js';
+
+const I = instance('covthb', 'cth-', '10.239.0.0/16');
+const CLUSTER_TOKEN = 'heartbeat-test-cluster-token-0123';
+const EDGE_MAIN = join(PACKAGE_DIR, '..', 'edge', 'dist', 'src', 'main.js');
+
+interface NodeView {
+  nodeId: string;
+  status: string;
+  rpcUrl: string;
+  proxyUrl: string;
+  info: { nodeId?: string; roles?: string[]; status?: string };
+}
+
+describe('heartbeat to the edge', () => {
+  let edge: ChildProcess;
+  let edgeExited: Promise<unknown>;
+  let apiUrl: string;
+  let node: Running;
+
+  before(async () => {
+    await teardown(I);
+    edge = spawn(process.execPath, [EDGE_MAIN], {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        COVE_EDGE_API_PORT: '0',
+        COVE_EDGE_TRAFFIC_PORT: '0',
+        COVE_EDGE_HOST: '127.0.0.1',
+        COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
+        COVE_NODE_TOKEN: NODE_TOKEN,
+        COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
+        COVE_LOG_LEVEL: 'info',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    edgeExited = once(edge, 'exit');
+    const lines = createInterface({ input: edge.stdout! });
+    const apiPort = await new Promise<number>((resolve, reject) => {
+      lines.on('line', (line) => {
+        try {
+          const rec = JSON.parse(line) as { msg?: string; apiPort?: number };
+          if (rec.msg === 'edge listening') resolve(rec.apiPort!);
+        } catch {
+          /* not a log line */
+        }
+      });
+      void edgeExited.then(() => reject(new Error('edge exited before listening')));
+    });
+    apiUrl = `http://127.0.0.1:${apiPort}`;
+    node = await startOrchestrator(I, { COVE_EDGE_URL: apiUrl, COVE_WARM_POOL: '', COVE_HEARTBEAT_INTERVAL_MS: '200' });
+  });
+
+  after(async () => {
+    await node?.close();
+    if (edge && edge.exitCode === null) {
+      edge.kill('SIGTERM');
+      await edgeExited;
+    }
+    await teardown(I);
+  });
+
+  async function nodes(): Promise<NodeView[]> {
+    const res = await fetch(`${apiUrl}/v1/nodes`, { headers: { authorization: `Bearer ${CLUSTER_TOKEN}` } });
+    assert.equal(res.status, 200);
+    return (await res.json()) as NodeView[];
+  }
+
+  it('registers the node with its RPC and proxy URLs and Info', async () => {
+    let mine: NodeView | undefined;
+    assert.ok(
+      await waitFor(async () => {
+        mine = (await nodes()).find((n) => n.nodeId === node.config.nodeId);
+        return mine !== undefined;
+      }, 20_000, 100),
+      'node never showed up at the edge',
+    );
+    assert.equal(mine!.rpcUrl, node.rpcUrl);
+    assert.equal(mine!.proxyUrl, node.proxyUrl);
+    assert.deepEqual(mine!.info.roles, ['orchestrator']);
+  });
+
+  it('the edge drains and undrains the node over its RPC', async () => {
+    const drain = await fetch(`${apiUrl}/v1/nodes/${node.config.nodeId}/drain`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${CLUSTER_TOKEN}` },
+    });
+    assert.equal(drain.status, 200);
+    const rpc = rpcClients(node.rpcUrl);
+    assert.equal((await rpc.info.info({})).status, NodeStatus.DRAINING);
+    const undrain = await fetch(`${apiUrl}/v1/nodes/${node.config.nodeId}/undrain`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${CLUSTER_TOKEN}` },
+    });
+    assert.equal(undrain.status, 200);
+    assert.equal((await rpc.info.info({})).status, NodeStatus.HEALTHY);
+  });
+});

@@ -1,0 +1,138 @@
+// Crash recovery with a real orchestrator process: kill -9 leaves the sandboxes running; the next start
+// re-adopts the live ones (routes, end times), kills those whose end time passed while it was down, and
+// destroys slots nobody owns (the warm pool's). A clean SIGTERM also leaves sandboxes running.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { timestampMs } from '@bufbuild/protobuf/wkt';
+import {
+  PACKAGE_DIR,
+  instance,
+  nodeEnv,
+  processClient,
+  recordOf,
+  rpcClients,
+  runInSandbox,
+  slotTraces,
+  spec,
+  teardown,
+  viaProxy,
+  waitFor,
+} from './orchestrator-fixture.js';
+
+const I = instance('covtrec', 'ctc-', '10.238.0.0/16');
+const MAIN = join(PACKAGE_DIR, 'dist', 'src', 'main.js');
+
+interface Child {
+  proc: ChildProcess;
+  rpcUrl: string;
+  proxyUrl: string;
+  exited: Promise<unknown>;
+}
+
+/** Start `node dist/src/main.js` and wait for its "orchestrator listening" log line (ports are 0). */
+async function startChild(): Promise<Child> {
+  const proc = spawn(process.execPath, [MAIN], {
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...nodeEnv(I, { COVE_LOG_LEVEL: 'info' }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = once(proc, 'exit');
+  let stderr = '';
+  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const lines = createInterface({ input: proc.stdout! });
+  const ports = await new Promise<{ rpcPort: number; proxyPort: number }>((resolve, reject) => {
+    lines.on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as { msg?: string; rpcPort?: number; proxyPort?: number };
+        if (rec.msg === 'orchestrator listening') resolve({ rpcPort: rec.rpcPort!, proxyPort: rec.proxyPort! });
+      } catch {
+        /* not a log line */
+      }
+    });
+    void exited.then(([code]) => reject(new Error(`orchestrator exited with ${String(code)} before listening: ${stderr}`)));
+  });
+  // Keep draining stdout so the child never blocks on a full pipe.
+  lines.on('line', () => undefined);
+  return { proc, rpcUrl: `http://127.0.0.1:${ports.rpcPort}`, proxyUrl: `http://127.0.0.1:${ports.proxyPort}`, exited };
+}
+
+async function slotIds(): Promise<string[]> {
+  return readdir(join(I.dataDir, 'slots')).catch(() => [] as string[]);
+}
+
+describe('orchestrator crash recovery', () => {
+  const children: Child[] = [];
+
+  before(async () => {
+    await teardown(I);
+  });
+
+  after(async () => {
+    for (const c of children) {
+      if (c.proc.exitCode === null && c.proc.signalCode === null) {
+        c.proc.kill('SIGKILL');
+        await c.exited;
+      }
+    }
+    await teardown(I);
+  });
+
+  it('re-adopts a running sandbox after kill -9, cleans the warm slot, kills what expired meanwhile', async () => {
+    const first = await startChild();
+    children.push(first);
+    let rpc = rpcClients(first.rpcUrl);
+    const token = 'survivor-access-token';
+    const created = await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'survivor', envdAccessToken: token, envVars: { MARK: 'kept' } }, 600_000) });
+    const endTime = timestampMs(created.sandbox!.endTime!);
+    const shortLived = await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'shortlived' }, 3_000) });
+    const shortEnd = timestampMs(shortLived.sandbox!.endTime!);
+    const survivor = await recordOf(I, 'survivor');
+    const short = await recordOf(I, 'shortlived');
+    assert.ok(
+      await waitFor(async () => ((await rpc.info.info({})).warmPools[0]?.ready ?? 0) >= 1, 120_000, 200),
+      'warm pool never filled',
+    );
+    const warmSlots = (await slotIds()).filter((id) => id !== survivor.slotId && id !== short.slotId);
+    assert.ok(warmSlots.length >= 1, 'no warm slot on disk');
+
+    first.proc.kill('SIGKILL');
+    await first.exited;
+    // The sandbox outlives its agent.
+    const direct = await fetch(`http://${survivor.address}:49983/health`);
+    assert.equal(direct.status, 204);
+    // Let the short-lived sandbox's end time pass while no orchestrator runs.
+    assert.ok(await waitFor(() => Date.now() > shortEnd + 100, 10_000));
+
+    const second = await startChild();
+    children.push(second);
+    rpc = rpcClients(second.rpcUrl);
+    const listed = (await rpc.sandboxes.list({})).sandboxes;
+    assert.deepEqual(listed.map((s) => s.sandboxId), ['survivor']);
+    assert.equal(timestampMs(listed[0]!.endTime!), endTime);
+    assert.equal(listed[0]!.address, survivor.address);
+    // Routes are back: envd through the node proxy, with the token envd still holds from the first /init.
+    assert.equal((await viaProxy(second.proxyUrl, 'survivor', 49983, '/health')).status, 204);
+    const out = await runInSandbox(processClient(second.proxyUrl, 'survivor', token), 'echo $MARK');
+    assert.equal(out.stdout.trim(), 'kept');
+    // Warm slots and the expired sandbox were destroyed during recovery.
+    for (const id of [...warmSlots, short.slotId]) assert.deepEqual(await slotTraces(I, id), [], `slot ${id} left behind`);
+
+    // A clean shutdown leaves the sandbox running as well.
+    second.proc.kill('SIGTERM');
+    const [code] = (await second.exited) as [number];
+    assert.equal(code, 0);
+    assert.equal((await fetch(`http://${survivor.address}:49983/health`)).status, 204);
+    const third = await startChild();
+    children.push(third);
+    rpc = rpcClients(third.rpcUrl);
+    assert.deepEqual((await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId), ['survivor']);
+    await rpc.sandboxes.delete({ sandboxId: 'survivor' });
+    assert.deepEqual(await slotTraces(I, survivor.slotId), []);
+    third.proc.kill('SIGTERM');
+    await third.exited;
+  });
+});
