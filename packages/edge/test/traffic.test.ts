@@ -183,6 +183,28 @@ describe('edge traffic port', () => {
     node.sandboxes.delete('rec1');
   });
 
+  it('restores private/public state of recovered sandboxes from heartbeat traffic info', async () => {
+    const sha = (t: string) => createHash('sha256').update(t).digest('hex');
+    node.addSandbox('rec2');
+    node.addSandbox('rec3');
+    node.addSandbox('rec4');
+    // rec4 is first learnt without traffic info (fails closed), then settled by a later beat.
+    await node.heartbeat(edge.apiUrl);
+    assert.equal((await send(`${url}/`, { headers: route('rec4', 8080) })).status, 403);
+    await node.heartbeat(edge.apiUrl, {
+      sandboxTraffic: [
+        { sandboxId: 'rec2', trafficTokenSha256: sha('tok-rec2') },
+        { sandboxId: 'rec3', trafficTokenSha256: '' },
+        { sandboxId: 'rec4', trafficTokenSha256: '' },
+      ],
+    });
+    assert.equal((await send(`${url}/`, { headers: route('rec2', 8080) })).status, 403);
+    assert.equal((await send(`${url}/`, { headers: route('rec2', 8080, { 'e2b-traffic-access-token': 'tok-rec2' }) })).status, 200);
+    assert.equal((await send(`${url}/`, { headers: route('rec3', 8080) })).status, 200);
+    assert.equal((await send(`${url}/`, { headers: route('rec4', 8080) })).status, 200);
+    for (const id of ['rec2', 'rec3', 'rec4']) node.sandboxes.delete(id);
+  });
+
   it('answers bad routing input with 4xx JSON', async () => {
     const cases: [Record<string, string>, number][] = [
       [{ host: 'foo.example.com' }, 400],

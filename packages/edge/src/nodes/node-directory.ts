@@ -88,7 +88,12 @@ export class NodeDirectory {
       this.options.forgetAfterMs,
     );
     const ids = req.sandboxIds.filter((id) => /^[a-z0-9]+$/.test(id));
-    const { added, removed } = await this.store.reconcileNode(info.nodeId, ids, now, this.options.reconcileGraceMs);
+    const traffic = new Map<string, string>();
+    for (const t of req.sandboxTraffic) {
+      const hash = t.trafficTokenSha256.toLowerCase();
+      if (hash === '' || /^[0-9a-f]{64}$/.test(hash)) traffic.set(t.sandboxId, hash);
+    }
+    const { added, removed } = await this.store.reconcileNode(info.nodeId, ids, now, this.options.reconcileGraceMs, traffic);
     if (added > 0 || removed > 0) this.log.debug({ nodeId: info.nodeId, added, removed }, 'catalog reconciled from heartbeat');
   }
 

@@ -44,9 +44,16 @@ export interface EdgeStore {
   /**
    * Make the catalog agree with the ids a node reports: add missing ones (keeping any known traffic token),
    * drop this node's entries it no longer reports unless they are younger than `graceMs` (a Create the
-   * heartbeat raced with).
+   * heartbeat raced with). `traffic` maps sandbox id → traffic-token sha256 ('' = public) where the node
+   * knows it; it settles entries that were only `recovered`.
    */
-  reconcileNode(nodeId: string, sandboxIds: readonly string[], now: number, graceMs: number): Promise<ReconcileResult>;
+  reconcileNode(
+    nodeId: string,
+    sandboxIds: readonly string[],
+    now: number,
+    graceMs: number,
+    traffic?: ReadonlyMap<string, string>,
+  ): Promise<ReconcileResult>;
   /** Number of catalog entries pointing at `nodeId`. */
   countSandboxes(nodeId: string): Promise<number>;
 

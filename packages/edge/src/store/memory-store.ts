@@ -1,6 +1,7 @@
 // The in-process EdgeStore for a single edge (`cove up`). Node rows expire lazily on read.
 
 import type { CatalogEntry, EdgeStore, NodeRecord, ReconcileResult } from './edge-store.js';
+import { entryFromHeartbeat } from './recovered-entry.js';
 
 /** EdgeStore held in Maps; `now` is injectable only so expiry has one clock with the registry. */
 export class MemoryStore implements EdgeStore {
@@ -28,19 +29,20 @@ export class MemoryStore implements EdgeStore {
     this.byNode.get(prior.nodeId)?.delete(sandboxId);
   }
 
-  async reconcileNode(nodeId: string, sandboxIds: readonly string[], now: number, graceMs: number): Promise<ReconcileResult> {
+  async reconcileNode(
+    nodeId: string,
+    sandboxIds: readonly string[],
+    now: number,
+    graceMs: number,
+    traffic: ReadonlyMap<string, string> = new Map(),
+  ): Promise<ReconcileResult> {
     const reported = new Set(sandboxIds);
     let added = 0;
     let removed = 0;
     for (const id of reported) {
-      const prior = this.sandboxes.get(id);
-      if (prior?.nodeId === nodeId) continue;
-      await this.putSandbox(id, {
-        nodeId,
-        trafficTokenHash: prior?.trafficTokenHash,
-        recovered: prior ? prior.recovered : true,
-        createdAt: now,
-      });
+      const entry = entryFromHeartbeat(this.sandboxes.get(id), nodeId, traffic.get(id), now);
+      if (!entry) continue;
+      await this.putSandbox(id, entry);
       added++;
     }
     for (const id of [...this.nodeSet(nodeId)]) {

@@ -8,6 +8,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { CatalogEntry, EdgeStore, NodeRecord, ReconcileResult } from './edge-store.js';
+import { entryFromHeartbeat } from './recovered-entry.js';
 
 const P = 'cove:';
 const sandboxKey = (id: string): string => `${P}sandbox:${id}`;
@@ -60,7 +61,13 @@ export class RedisStore implements EdgeStore {
     await this.redis.eval(DELETE_IF_ON_NODE, 1, sandboxKey(sandboxId), nodeId ?? '', `${P}node-sandboxes:`, sandboxId);
   }
 
-  async reconcileNode(nodeId: string, sandboxIds: readonly string[], now: number, graceMs: number): Promise<ReconcileResult> {
+  async reconcileNode(
+    nodeId: string,
+    sandboxIds: readonly string[],
+    now: number,
+    graceMs: number,
+    traffic: ReadonlyMap<string, string> = new Map(),
+  ): Promise<ReconcileResult> {
     const reported = new Set(sandboxIds);
     let added = 0;
     let removed = 0;
@@ -68,14 +75,9 @@ export class RedisStore implements EdgeStore {
     const current = ids.length > 0 ? await this.redis.mget(ids.map(sandboxKey)) : [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as string;
-      const prior = parse<CatalogEntry>(current[i] ?? null);
-      if (prior?.nodeId === nodeId) continue;
-      await this.putSandbox(id, {
-        nodeId,
-        trafficTokenHash: prior?.trafficTokenHash,
-        recovered: prior ? prior.recovered : true,
-        createdAt: now,
-      });
+      const entry = entryFromHeartbeat(parse<CatalogEntry>(current[i] ?? null), nodeId, traffic.get(id), now);
+      if (!entry) continue;
+      await this.putSandbox(id, entry);
       added++;
     }
     const known = await this.redis.smembers(nodeSandboxesKey(nodeId));

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cove/edge/v1/edge.proto.
  */
 export const file_cove_edge_v1_edge: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb3ZlL2VkZ2UvdjEvZWRnZS5wcm90bxIMY292ZS5lZGdlLnYxIn0KEEhlYXJ0YmVhdFJlcXVlc3QSMAoEaW5mbxgBIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXNwb25zZRIPCgdycGNfdXJsGAIgASgJEhEKCXByb3h5X3VybBgDIAEoCRITCgtzYW5kYm94X2lkcxgEIAMoCSIoChFIZWFydGJlYXRSZXNwb25zZRITCgtpbnRlcnZhbF9tcxgBIAEoDTJcCgxOb2RlUmVnaXN0cnkSTAoJSGVhcnRiZWF0Eh4uY292ZS5lZGdlLnYxLkhlYXJ0YmVhdFJlcXVlc3QaHy5jb3ZlLmVkZ2UudjEuSGVhcnRiZWF0UmVzcG9uc2ViBnByb3RvMw", [file_cove_orchestrator_v1_orchestrator]);
+  fileDesc("Chdjb3ZlL2VkZ2UvdjEvZWRnZS5wcm90bxIMY292ZS5lZGdlLnYxIrQBChBIZWFydGJlYXRSZXF1ZXN0EjAKBGluZm8YASABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVzcG9uc2USDwoHcnBjX3VybBgCIAEoCRIRCglwcm94eV91cmwYAyABKAkSEwoLc2FuZGJveF9pZHMYBCADKAkSNQoPc2FuZGJveF90cmFmZmljGAUgAygLMhwuY292ZS5lZGdlLnYxLlNhbmRib3hUcmFmZmljIkIKDlNhbmRib3hUcmFmZmljEhIKCnNhbmRib3hfaWQYASABKAkSHAoUdHJhZmZpY190b2tlbl9zaGEyNTYYAiABKAkiKAoRSGVhcnRiZWF0UmVzcG9uc2USEwoLaW50ZXJ2YWxfbXMYASABKA0yXAoMTm9kZVJlZ2lzdHJ5EkwKCUhlYXJ0YmVhdBIeLmNvdmUuZWRnZS52MS5IZWFydGJlYXRSZXF1ZXN0Gh8uY292ZS5lZGdlLnYxLkhlYXJ0YmVhdFJlc3BvbnNlYgZwcm90bzM", [file_cove_orchestrator_v1_orchestrator]);
 
 /**
  * @generated from message cove.edge.v1.HeartbeatRequest
@@ -48,6 +48,16 @@ export type HeartbeatRequest = Message<"cove.edge.v1.HeartbeatRequest"> & {
    * @generated from field: repeated string sandbox_ids = 4;
    */
   sandboxIds: string[];
+
+  /**
+   * Traffic access of sandboxes in sandbox_ids, when the node knows it (the control plane sends
+   * `cove-traffic-access-token` on SandboxService/Create through the edge, which forwards it to the
+   * node). An edge that lost its catalog restores public/private state from this; sandboxes it
+   * cannot learn it for keep only their envd port reachable (fail closed).
+   *
+   * @generated from field: repeated cove.edge.v1.SandboxTraffic sandbox_traffic = 5;
+   */
+  sandboxTraffic: SandboxTraffic[];
 };
 
 /**
@@ -56,6 +66,30 @@ export type HeartbeatRequest = Message<"cove.edge.v1.HeartbeatRequest"> & {
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
   messageDesc(file_cove_edge_v1_edge, 0);
+
+/**
+ * @generated from message cove.edge.v1.SandboxTraffic
+ */
+export type SandboxTraffic = Message<"cove.edge.v1.SandboxTraffic"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Lower-case hex sha256 of the sandbox's traffic access token; empty = public sandbox.
+   *
+   * @generated from field: string traffic_token_sha256 = 2;
+   */
+  trafficTokenSha256: string;
+};
+
+/**
+ * Describes the message cove.edge.v1.SandboxTraffic.
+ * Use `create(SandboxTrafficSchema)` to create a new message.
+ */
+export const SandboxTrafficSchema: GenMessage<SandboxTraffic> = /*@__PURE__*/
+  messageDesc(file_cove_edge_v1_edge, 1);
 
 /**
  * @generated from message cove.edge.v1.HeartbeatResponse
@@ -74,7 +108,7 @@ export type HeartbeatResponse = Message<"cove.edge.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_cove_edge_v1_edge, 1);
+  messageDesc(file_cove_edge_v1_edge, 2);
 
 /**
  * @generated from service cove.edge.v1.NodeRegistry
