@@ -13,6 +13,7 @@ import { notImplementedRoutes } from './http/not-implemented-routes.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { templateRoutes } from './http/template-routes.js';
 import { Evictor } from './sandboxes/evictor.js';
+import { Reconciler } from './sandboxes/reconciler.js';
 import { SandboxService } from './sandboxes/sandbox-service.js';
 import { ClusterStore } from './store/cluster-store.js';
 import { openDatabase, type Db } from './store/database.js';
@@ -33,8 +34,11 @@ export interface ControlPlane {
   sandboxes: SandboxStore;
   service: SandboxService;
   evictor: Evictor;
+  reconciler: Reconciler;
   links: ControlLinks;
-  /** Stops the evictor, the HTTP server, the control links and the store, in that order. */
+  /** Starts the background loops (evictor, reconciler); main.ts calls it after listen. */
+  startBackground(): void;
+  /** Stops the background loops, the HTTP server, the control links and the store, in that order. */
   close(): Promise<void>;
 }
 
@@ -53,6 +57,8 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     log.child({ module: 'sandboxes' }),
   );
   const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }), 2 * config.controlLinkTimeoutMs + 10_000);
+
+  const reconciler = new Reconciler(sandboxes, clusters, links, config.reconcileIntervalMs, 30_000, log.child({ module: 'reconciler' }));
 
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
@@ -113,9 +119,15 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     sandboxes,
     service,
     evictor,
+    reconciler,
     links,
+    startBackground() {
+      evictor.start();
+      reconciler.start();
+    },
     async close() {
       await evictor.stop();
+      await reconciler.stop();
       await app.close();
       links.closeAll();
       await db.close();

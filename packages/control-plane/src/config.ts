@@ -21,6 +21,8 @@ const EnvSchema = z.object({
   COVE_DEFAULT_MAX_TIMEOUT_HOURS: int(1, 1),
   /** How often the evictor looks for sandboxes past their end time. */
   COVE_EVICT_INTERVAL_MS: int(1000, 10),
+  /** How often running sandboxes are checked against their nodes' lists. */
+  COVE_RECONCILE_INTERVAL_MS: int(15_000, 100),
   /** vCPUs placement may hand out per physical CPU of a node (sandboxes rarely use all they are given). */
   COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(4),
   /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
@@ -42,6 +44,7 @@ export interface Config {
   bodyLimit: number;
   defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number };
   evictIntervalMs: number;
+  reconcileIntervalMs: number;
   cpuOvercommit: number;
   memoryOvercommit: number;
   controlLinkTimeoutMs: number;
@@ -79,6 +82,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
       maxTimeoutHours: e.COVE_DEFAULT_MAX_TIMEOUT_HOURS,
     }),
     evictIntervalMs: e.COVE_EVICT_INTERVAL_MS,
+    reconcileIntervalMs: e.COVE_RECONCILE_INTERVAL_MS,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   const requestLog = config.requestLogPath ? createFileLogger(config.requestLogPath) : undefined;
   const cp = await buildControlPlane(config, { logger, requestLog: requestLog?.logger });
   const address = await cp.app.listen({ port: config.port, host: config.host });
-  cp.evictor.start();
+  cp.startBackground();
   logger.info({ address, db: config.db.kind }, 'control plane listening');
 
   let closing = false;

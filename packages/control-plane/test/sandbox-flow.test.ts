@@ -284,6 +284,28 @@ describe(`sandbox lifecycle through the control link (${engine} store)`, { skip:
     assert.equal((await cp.cp.sandboxes.get(id))?.endReason, 'timeout');
   });
 
+  test('the reconciler marks sandboxes their node no longer has as gone, and leaves unlisted nodes alone', async () => {
+    const kept = (await create({ timeout: 300 })).body.sandboxID;
+    const lost = (await create({ timeout: 300 })).body.sandboxID;
+    cluster.nodes.get('node-a')!.sandboxes.delete(lost);
+    assert.deepEqual(await cp.cp.reconciler.runOnce(Date.now()), [], 'young sandboxes are left to their create');
+    const gone = await cp.cp.reconciler.runOnce(Date.now() + 60_000);
+    assert.ok(gone.includes(lost));
+    assert.ok(!gone.includes(kept));
+    assert.equal((await call(cp.url, 'GET', `/sandboxes/${lost}`, { key })).status, 404);
+    assert.equal((await call(cp.url, 'GET', `/sandboxes/${kept}`, { key })).status, 200);
+
+    // a node the edge does not list (e.g. an edge that just restarted) is not taken as proof of anything
+    const nodeA = cluster.nodes.get('node-a')!;
+    cluster.nodes.delete('node-a');
+    try {
+      assert.ok(!(await cp.cp.reconciler.runOnce(Date.now() + 60_000)).includes(kept));
+    } finally {
+      cluster.nodes.set('node-a', nodeA);
+    }
+    assert.equal((await call(cp.url, 'DELETE', `/sandboxes/${kept}`, { key })).status, 204);
+  });
+
   test('a create interrupted by a restart stops counting against the limit once its deadline has passed', async () => {
     const now = Date.now();
     await cp.cp.sandboxes.reserve(

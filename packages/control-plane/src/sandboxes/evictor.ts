@@ -4,21 +4,22 @@
 
 import type { Logger } from 'pino';
 import type { SandboxStore } from '../store/sandbox-store.js';
+import { Periodic } from './periodic.js';
 import type { SandboxService } from './sandbox-service.js';
 
 export class Evictor {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = true;
+  private readonly loop: Periodic;
 
   constructor(
     private readonly store: SandboxStore,
     private readonly service: SandboxService,
-    private readonly intervalMs: number,
+    intervalMs: number,
     private readonly log: Logger,
     /** A create still pending after this long was interrupted (the control link deadline has long passed). */
     private readonly staleCreateMs: number,
-  ) {}
+  ) {
+    this.loop = new Periodic('evictor', intervalMs, () => this.runOnce(), log);
+  }
 
   /** One pass: every running sandbox whose end time is at or before `now`. Returns the ids that ended. */
   async runOnce(now = Date.now()): Promise<string[]> {
@@ -47,26 +48,10 @@ export class Evictor {
   }
 
   start(): void {
-    this.stopped = false;
-    this.schedule();
+    this.loop.start();
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.runOnce()
-        .then(() => undefined)
-        .catch((err: unknown) => this.log.error({ err }, 'evictor pass failed'))
-        .finally(() => {
-          this.running = undefined;
-          this.schedule();
-        });
-    }, this.intervalMs);
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }
