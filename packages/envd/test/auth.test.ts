@@ -143,7 +143,25 @@ describe('auth, signatures and bad input', () => {
     assert.equal(nul.status, 400);
     const notUtf8 = await fetch(`${envd.url}/files?path=%2Ftmp%2F%FF`, { headers: { 'x-access-token': TOKEN } });
     assert.equal(notUtf8.status, 400);
+    const badGzip = await fetch(`${envd.url}/files?path=${tmp.dir}/gz`, {
+      method: 'POST',
+      headers: { 'x-access-token': TOKEN, 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' },
+      body: 'definitely not gzip',
+    });
+    assert.equal(badGzip.status, 400);
+    const badMultipart = await fetch(`${envd.url}/files`, {
+      method: 'POST',
+      headers: { 'x-access-token': TOKEN, 'content-type': 'multipart/form-data; boundary=zzz' },
+      body: 'garbage',
+    });
+    assert.equal(badMultipart.status, 400);
     const proc = createClient(Process, transport({ 'x-access-token': TOKEN }));
+    await assert.rejects(async () => {
+      for await (const _ of proc.start({ process: { cmd: 'no-such-executable' } })) void _;
+    }, (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument);
+    await assert.rejects(async () => {
+      for await (const _ of proc.start({ process: { cmd: '/bin/echo', args: ['a\0b'] } })) void _;
+    }, (e: unknown) => e instanceof ConnectError && e.code === Code.InvalidArgument);
     await assert.rejects(proc.sendSignal({ process: { selector: { case: 'pid', value: 999_999 } }, signal: 9 }), (e: unknown) => e instanceof ConnectError && e.code === Code.NotFound);
     await assert.rejects(proc.sendInput({ process: { selector: { case: 'tag', value: 'none' } }, input: { input: { case: 'stdin', value: new Uint8Array([1]) } } }), (e: unknown) => e instanceof ConnectError && e.code === Code.NotFound);
     const unknownUser = createClient(Filesystem, transport({ 'x-access-token': TOKEN, authorization: 'Basic ' + Buffer.from('nosuchuser:').toString('base64') }));
@@ -164,8 +182,29 @@ describe('auth, signatures and bad input', () => {
     await assert.rejects(fs.removeWatcher({ watcherId }), (e: unknown) => e instanceof ConnectError && e.code === Code.NotFound);
   });
 
+  test('StreamInput (client streaming) feeds stdin', async () => {
+    const proc = createClient(Process, transport({ 'x-access-token': TOKEN }));
+    let pid = 0;
+    let out = '';
+    const stream = proc.start({ process: { cmd: '/bin/sh', args: ['-c', 'read a; echo "in:$a"'] }, stdin: true });
+    for await (const m of stream) {
+      const ev = m.event?.event;
+      if (ev?.case === 'start') {
+        pid = ev.value.pid;
+        async function* input() {
+          yield { event: { case: 'start' as const, value: { process: { selector: { case: 'pid' as const, value: pid } } } } };
+          yield { event: { case: 'data' as const, value: { input: { input: { case: 'stdin' as const, value: new TextEncoder().encode('streamed\n') } } } } };
+        }
+        await proc.streamInput(input());
+      }
+      if (ev?.case === 'data' && ev.value.output.case === 'stdout') out += Buffer.from(ev.value.output.value).toString();
+    }
+    assert.equal(out, 'in:streamed\n');
+  });
+
   test('envd is still up after all of it', async () => {
     assert.ok(envd.alive());
+    assert.ok(!envd.logs.some((l) => l.includes('uncaught exception')), 'no uncaught exceptions logged');
     assert.equal((await fetch(`${envd.url}/health`)).status, 204);
   });
 });

@@ -180,7 +180,12 @@ export async function handleUpload(req: IncomingMessage, res: ServerResponse, qu
     } else if (contentType.startsWith('application/octet-stream') || contentType === '') {
       const path = resolvePath(query.get('path') ?? '', user.home);
       let source: Readable = req;
-      if (encoding === 'gzip') source = req.pipe(createGunzip());
+      if (encoding === 'gzip') {
+        const gunzip = createGunzip();
+        // Bad gzip can fail before the pipeline is attached; the pipeline still sees `errored`.
+        gunzip.on('error', () => undefined);
+        source = req.pipe(gunzip);
+      }
       else if (encoding !== 'identity') throw new EnvdError('invalid_argument', `unsupported Content-Encoding ${encoding}`);
       written = [await writeUpload(source, path, user, metadata, deps)];
     } else {
