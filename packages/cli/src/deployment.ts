@@ -100,23 +100,23 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
 async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void): Promise<ClientEnv> {
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const state = readState(paths);
-  const cluster = await admin.call<{ clusterID: string }>('POST', '/admin/clusters', {
+  const cluster = await admin.call<{ id: string }>('POST', '/admin/clusters', {
     name: 'local',
     endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
     token: secrets.clusterToken,
     sandboxDomain: topo.domain,
   });
   if (!state.teamId || !state.apiKey) {
-    const team = await admin.call<{ teamID: string; apiKey: string }>('POST', '/admin/teams', {
+    const team = await admin.call<{ team: { id: string }; apiKey: { key: string } }>('POST', '/admin/teams', {
       name: 'default',
-      clusterID: cluster.clusterID,
+      clusterId: cluster.id,
     });
-    state.teamId = team.teamID;
-    state.apiKey = team.apiKey;
-    say(`team "default" created with a new API key`);
+    state.teamId = team.team.id;
+    state.apiKey = team.apiKey.key;
+    say('team "default" created with a new API key');
   }
-  await admin.call('PUT', `/admin/teams/${state.teamId}/cluster`, { clusterID: cluster.clusterID });
-  state.clusterId = cluster.clusterID;
+  await admin.call('PUT', `/admin/teams/${state.teamId}/cluster`, { clusterId: cluster.id });
+  state.clusterId = cluster.id;
   writeFileSync(paths.state, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
   say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${topo.domain})`);
   return {

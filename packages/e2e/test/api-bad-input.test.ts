@@ -1,6 +1,7 @@
 // Issue 3 proof: bad input on every public route gets a 4xx JSON answer, and nothing crashes.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { Sandbox } from 'e2b';
 import { request } from 'undici';
 import { deployment } from './deployment.js';
@@ -36,21 +37,15 @@ describe('public API bad input', () => {
     const d = deployment();
     sbx = await Sandbox.create({ timeoutMs: 120_000 });
     // A second team on the same cluster, to prove teams cannot see each other's sandboxes.
+    const state = JSON.parse(readFileSync(`${d.stateDir}/state.json`, 'utf8')) as { clusterId: string };
     const res = await request(`${d.env.E2B_API_URL}/admin/teams`, {
       method: 'POST',
       headers: { 'x-admin-token': d.secrets.adminToken, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: `other-${Date.now()}` }),
+      body: JSON.stringify({ name: `other-${Date.now()}`, clusterId: state.clusterId }),
     });
-    const team = (await res.body.json()) as { teamID: string; apiKey: string };
+    const team = (await res.body.json()) as { team: { id: string }; apiKey: { key: string } };
     assert.equal(res.statusCode, 201, JSON.stringify(team));
-    const state = JSON.parse((await import('node:fs')).readFileSync(`${d.stateDir}/state.json`, 'utf8')) as { clusterId: string };
-    const bind = await request(`${d.env.E2B_API_URL}/admin/teams/${team.teamID}/cluster`, {
-      method: 'PUT',
-      headers: { 'x-admin-token': d.secrets.adminToken, 'content-type': 'application/json' },
-      body: JSON.stringify({ clusterID: state.clusterId }),
-    });
-    await bind.body.dump();
-    otherKey = team.apiKey;
+    otherKey = team.apiKey.key;
   });
   after(async () => {
     await sbx?.kill();
