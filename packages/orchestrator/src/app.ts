@@ -129,6 +129,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     info,
     async start() {
       await store.init();
+      // First /proc/stat sample, so the first Info reports a real CPU figure rather than 0.
+      await host.cpuPercent();
       const report = await recoverSandboxes({ runtime, store, manager, log, now: Date.now() });
       log.info(
         { adopted: report.adopted.length, expired: report.expired.length, dead: report.dead.length, orphanSlots: report.orphanSlots.length },

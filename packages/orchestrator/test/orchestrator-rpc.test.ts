@@ -174,6 +174,18 @@ describe('orchestrator RPC', () => {
     await rpc.sandboxes.delete({ sandboxId: 'miss1' });
   });
 
+  it('falls back to a fresh boot when the warm slot died while waiting', async () => {
+    assert.ok(await waitFor(warmReady, 120_000, 200), 'warm pool never filled');
+    const slots = await node.runtime.listSlots();
+    assert.equal(slots.length, 1, 'expected exactly the one warm slot');
+    process.kill(slots[0]!.pid, 'SIGKILL');
+    const res = await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'fallback1' }) });
+    assert.equal(res.warmPoolHit, false);
+    assert.equal((await viaProxy(node.proxyUrl, 'fallback1', 49983, '/health')).status, 204);
+    assert.deepEqual(await slotTraces(I, slots[0]!.slotId), []);
+    await rpc.sandboxes.delete({ sandboxId: 'fallback1' });
+  });
+
   it('node proxy: auth, internal paths, closed ports, streaming', async () => {
     await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'proxy1', envdAccessToken: 'tok-proxy1' }) });
     const noToken = await viaProxy(node.proxyUrl, 'proxy1', 49983, '/health', { token: 'wrong' });

@@ -113,33 +113,23 @@ export class SandboxManager {
     try {
       if (!(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
       slot = this.pool.take(spec.templateId, spec.diskMb);
-      const warmPoolHit = slot !== undefined;
+      let warmPoolHit = slot !== undefined;
+      let envdVersion: string;
+      if (slot) {
+        try {
+          envdVersion = await this.claimAndInit(slot, spec, log);
+        } catch (err) {
+          // A warm slot can die while it waits (OOM, a node hiccup); that is the pool's failure, not the
+          // caller's: fall back to a fresh boot once.
+          log.warn({ err, slotId: slot.slotId }, 'warm slot unusable, booting a fresh one');
+          await this.destroySlot(slot, log);
+          slot = undefined;
+          warmPoolHit = false;
+        }
+      }
       if (!slot) {
         slot = await this.boot(spec);
-      }
-      log.debug({ slotId: slot.slotId, warmPoolHit }, 'slot obtained');
-      await this.runtime.claim(slot.slotId, {
-        sandboxId,
-        limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
-        allowInternetAccess: spec.allowInternetAccess,
-      });
-      let envdVersion: string;
-      try {
-        envdVersion = await initEnvd({
-          address: slot.address,
-          initToken: slot.initToken,
-          body: {
-            envVars: spec.envVars,
-            ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
-            defaultUser: 'user',
-            defaultWorkdir: '/home/user',
-            hostname: sandboxId,
-            timestamp: new Date().toISOString(),
-          },
-          log,
-        });
-      } catch (err) {
-        throw new EnvdInitFailed(sandboxId, { cause: err });
+        envdVersion = await this.claimAndInit(slot, spec, log);
       }
       const record: SandboxRecord = {
         version: 1,
@@ -153,7 +143,7 @@ export class SandboxManager {
         metadata: spec.metadata,
         startTime: spec.startTime,
         endTime: spec.endTime,
-        envdVersion,
+        envdVersion: envdVersion!,
         allowInternetAccess: spec.allowInternetAccess,
         slotId: slot.slotId,
         address: slot.address,
@@ -208,6 +198,33 @@ export class SandboxManager {
     const out: string[] = [];
     for (const r of this.sandboxes.values()) if (r.endTime <= now && !this.deleting.has(r.sandboxId)) out.push(r.sandboxId);
     return out;
+  }
+
+  /** Give a booted slot the sandbox's limits and identity, then /init its envd; returns envd's version. */
+  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger): Promise<string> {
+    log.debug({ slotId: slot.slotId }, 'claiming slot');
+    await this.runtime.claim(slot.slotId, {
+      sandboxId: spec.sandboxId,
+      limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
+      allowInternetAccess: spec.allowInternetAccess,
+    });
+    try {
+      return await initEnvd({
+        address: slot.address,
+        initToken: slot.initToken,
+        body: {
+          envVars: spec.envVars,
+          ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
+          defaultUser: 'user',
+          defaultWorkdir: '/home/user',
+          hostname: spec.sandboxId,
+          timestamp: new Date().toISOString(),
+        },
+        log,
+      });
+    } catch (err) {
+      throw new EnvdInitFailed(spec.sandboxId, { cause: err });
+    }
   }
 
   private checkRoom(spec: ValidSpec): void {
