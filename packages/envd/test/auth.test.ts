@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
@@ -125,6 +126,23 @@ describe('auth, signatures and bad input', () => {
     const bigMultipart = await fetch(`${envd.url}/files`, { method: 'POST', headers: { 'x-access-token': TOKEN }, body: form });
     assert.equal(bigMultipart.status, 413);
     await assert.rejects(readFile(`${tmp.dir}/big2`), 'partial upload removed');
+  });
+
+  test('a full disk answers 507 with a JSON body', { skip: process.getuid?.() === 0 ? false : 'needs root to mount a tmpfs' }, async () => {
+    const small = `${tmp.dir}/small`;
+    await mkdir(small);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', small]);
+    try {
+      const res = await fetch(`${envd.url}/files?path=${small}/big.bin`, {
+        method: 'POST',
+        headers: { 'x-access-token': TOKEN, 'content-type': 'application/octet-stream' },
+        body: Buffer.alloc(512 * 1024, 1),
+      });
+      assert.equal(res.status, 507);
+      assert.equal(((await res.json()) as { code: number }).code, 507);
+    } finally {
+      execFileSync('umount', [small]);
+    }
   });
 
   test('malformed input is refused, not fatal', async () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { chmod, chown, mkdir, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
@@ -76,6 +76,16 @@ describe('user selection and ownership', () => {
 
   test('unknown user is a clear error', async () => {
     await assert.rejects(sbx.commands.run('true', { user: 'no-such-user' as never }), /no-such-user/);
+  });
+
+  test('children leave envd\'s protected OOM score', async () => {
+    // The orchestrator sets -998; raising needs no privilege (this host's root lacks CAP_SYS_RESOURCE),
+    // so mark envd with +500 to see that children do not inherit envd's score.
+    await writeFile(`/proc/${envd.proc.pid}/oom_score_adj`, '500');
+    const h = await sbx.commands.run('cat', { background: true, stdin: true });
+    assert.equal((await readFile(`/proc/${h.pid}/oom_score_adj`, 'utf8')).trim(), '0');
+    await sbx.commands.closeStdin(h.pid);
+    await h.wait();
   });
 
   test('keepalive events arrive at the requested interval header', async () => {

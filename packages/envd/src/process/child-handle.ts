@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { EnvdError } from '../errors.js';
 import type { LaunchSpec } from './launch-spec.js';
@@ -51,9 +51,17 @@ function exitOf(code: number | null, signal: string | null): ChildExit {
   return { exitCode: -1, exited: false, status: `signal: ${text}` };
 }
 
-/** Gives the OOM killer back its normal view of the child (envd itself runs at -998). */
+/**
+ * Gives the OOM killer back its normal view of the child (envd itself runs at -998).
+ * Synchronous, right after the synchronous spawn, so the child (and anything it forks)
+ * leaves the protected score before the start event is even sent.
+ */
 function resetOomScore(pid: number): void {
-  writeFile(`/proc/${pid}/oom_score_adj`, '0').catch(() => undefined);
+  try {
+    writeFileSync(`/proc/${pid}/oom_score_adj`, '0');
+  } catch {
+    // not permitted or already gone: the child keeps envd's score
+  }
 }
 
 /** Signals the child's process group (each child leads its own), falling back to the pid. */
