@@ -6,7 +6,7 @@ import { WatcherRegistry } from './fs/watcher-registry.js';
 import { httpRouter } from './http/http-router.js';
 import { MetricsReader } from './http/metrics.js';
 import { ProcessTable } from './process/process-table.js';
-import { accessTokenInterceptor, registerRoutes } from './rpc/connect-routes.js';
+import { accessTokenInterceptor, errorLogInterceptor, registerRoutes } from './rpc/connect-routes.js';
 import { EnvdState } from './state.js';
 import { UserDb } from './users/user-db.js';
 
@@ -47,7 +47,7 @@ export function buildEnvd(config: EnvdConfig, deps: EnvdDeps): Envd {
 
   const rpc = connectNodeAdapter({
     routes: registerRoutes({ state, users, watchers, processes, selfUid }),
-    interceptors: [accessTokenInterceptor(state)],
+    interceptors: [errorLogInterceptor(log), accessTokenInterceptor(state)],
     // Newer SDKs may send fields this proto does not know yet; accept them.
     jsonOptions: { ignoreUnknownFields: true },
     readMaxBytes: 64 * 1024 * 1024,

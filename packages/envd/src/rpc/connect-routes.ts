@@ -1,4 +1,5 @@
 import type { ConnectRouter, Interceptor } from '@connectrpc/connect';
+import type { Logger } from 'pino';
 import { ConnectError, Code } from '@connectrpc/connect';
 import { Filesystem } from '@cove/contracts/envd/filesystem';
 import { Process } from '@cove/contracts/envd/process';
@@ -14,6 +15,36 @@ export function accessTokenInterceptor(state: EnvdState): Interceptor {
       throw new ConnectError('missing or invalid X-Access-Token', Code.Unauthenticated);
     }
     return next(req);
+  };
+}
+
+function logFailure(log: Logger, method: string, err: unknown): void {
+  const ce = ConnectError.from(err);
+  if (ce.code === Code.Internal || ce.code === Code.Unknown) log.error({ method, err: ce.cause ?? err }, ce.message);
+  else log.debug({ method, code: Code[ce.code] }, ce.message);
+}
+
+/** Logs each failed RPC once, with the internal cause for `internal` errors (the client only sees the message). */
+export function errorLogInterceptor(log: Logger): Interceptor {
+  return (next) => async (req) => {
+    const method = `${req.service.typeName}/${req.method.name}`;
+    try {
+      const res = await next(req);
+      if (!res.stream) return res;
+      const source = res.message;
+      async function* logged(): AsyncGenerator<unknown> {
+        try {
+          yield* source;
+        } catch (e) {
+          logFailure(log, method, e);
+          throw e;
+        }
+      }
+      return { ...res, message: logged() } as typeof res;
+    } catch (e) {
+      logFailure(log, method, e);
+      throw e;
+    }
   };
 }
 
