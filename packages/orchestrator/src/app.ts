@@ -156,7 +156,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
           proxyUrl: `http://${hostPort(config.advertiseHost, proxyPort)}`,
           intervalMs: config.heartbeatIntervalMs,
           info,
-          sandboxIds: () => manager.list().map((s) => s.sandboxId),
+          sandboxes: () => manager.list().map((s) => ({ sandboxId: s.sandboxId, trafficTokenSha256: s.trafficTokenSha256 })),
           log: log.child({ component: 'heartbeat' }),
         });
         heartbeat.start();

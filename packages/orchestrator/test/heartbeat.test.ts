@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { NodeStatus } from '@cove/contracts/orchestrator';
-import { NODE_TOKEN, PACKAGE_DIR, instance, rpcClients, startOrchestrator, teardown, waitFor, type Running } from './orchestrator-fixture.js';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { SandboxService } from '@cove/contracts/orchestrator';
+import { NODE_TOKEN, PACKAGE_DIR, bearer, instance, rpcClients, spec, startOrchestrator, teardown, waitFor, type Running } from './orchestrator-fixture.js';
 
 const I = instance('covthb', 'cth-', '10.239.0.0/16');
 const CLUSTER_TOKEN = 'heartbeat-test-cluster-token-0123';
@@ -25,6 +28,7 @@ describe('heartbeat to the edge', () => {
   let edge: ChildProcess;
   let edgeExited: Promise<unknown>;
   let apiUrl: string;
+  let trafficUrl: string;
   let node: Running;
 
   before(async () => {
@@ -44,11 +48,11 @@ describe('heartbeat to the edge', () => {
     });
     edgeExited = once(edge, 'exit');
     const lines = createInterface({ input: edge.stdout! });
-    const apiPort = await new Promise<number>((resolve, reject) => {
+    const { apiPort, trafficPort } = await new Promise<{ apiPort: number; trafficPort: number }>((resolve, reject) => {
       lines.on('line', (line) => {
         try {
-          const rec = JSON.parse(line) as { msg?: string; apiPort?: number };
-          if (rec.msg === 'edge listening') resolve(rec.apiPort!);
+          const rec = JSON.parse(line) as { msg?: string; apiPort?: number; trafficPort?: number };
+          if (rec.msg === 'edge listening') resolve({ apiPort: rec.apiPort!, trafficPort: rec.trafficPort! });
         } catch {
           /* not a log line */
         }
@@ -56,6 +60,7 @@ describe('heartbeat to the edge', () => {
       void edgeExited.then(() => reject(new Error('edge exited before listening')));
     });
     apiUrl = `http://127.0.0.1:${apiPort}`;
+    trafficUrl = `http://127.0.0.1:${trafficPort}`;
     node = await startOrchestrator(I, { COVE_EDGE_URL: apiUrl, COVE_WARM_POOL: '', COVE_HEARTBEAT_INTERVAL_MS: '200' });
   });
 
@@ -102,5 +107,45 @@ describe('heartbeat to the edge', () => {
     });
     assert.equal(undrain.status, 200);
     assert.equal((await rpc.info.info({})).status, NodeStatus.HEALTHY);
+  });
+
+  it('reports its sandboxes and their traffic-token hashes, so the edge routes and guards them', async () => {
+    const rpc = rpcClients(node.rpcUrl);
+    // The control plane's traffic token rides as request metadata, as the edge's control link forwards it.
+    const withTraffic = createClient(
+      SandboxService,
+      createGrpcTransport({
+        baseUrl: node.rpcUrl,
+        interceptors: [
+          bearer(NODE_TOKEN),
+          (next) => (req) => {
+            req.header.set('cove-traffic-access-token', 'traffic-secret-1');
+            return next(req);
+          },
+        ],
+      }),
+    );
+    await withTraffic.create({ sandbox: spec({ sandboxId: 'priv1' }) });
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'pub1' }) });
+    const edgeGet = async (sandboxId: string, token?: string): Promise<{ status: number; body: { message?: string } }> => {
+      const res = await fetch(`${trafficUrl}/`, {
+        headers: { 'e2b-sandbox-id': sandboxId, 'e2b-sandbox-port': '8080', ...(token ? { 'e2b-traffic-access-token': token } : {}) },
+      });
+      return { status: res.status, body: (await res.json()) as { message?: string } };
+    };
+    assert.ok(await waitFor(async () => (await edgeGet('priv1')).status === 403, 20_000, 100), 'edge never learnt priv1 is private');
+    const authorised = await edgeGet('priv1', 'traffic-secret-1');
+    assert.equal(authorised.status, 502);
+    assert.equal(authorised.body.message, 'The sandbox is running but port is not open', 'priv1 with its token');
+    // pub1 may reach the edge one heartbeat later than priv1.
+    let pub = await edgeGet('pub1');
+    assert.ok(
+      await waitFor(async () => (pub = await edgeGet('pub1')).body.message !== 'The sandbox was not found', 20_000, 100),
+      'edge never learnt pub1',
+    );
+    assert.equal(pub.status, 502);
+    assert.equal(pub.body.message, 'The sandbox is running but port is not open', 'pub1 without a token');
+    await rpc.sandboxes.delete({ sandboxId: 'priv1' });
+    await rpc.sandboxes.delete({ sandboxId: 'pub1' });
   });
 });

@@ -5,7 +5,7 @@
 import { create } from '@bufbuild/protobuf';
 import { createClient, type Client } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
-import { HeartbeatRequestSchema, NodeRegistry } from '@cove/contracts/edge';
+import { HeartbeatRequestSchema, NodeRegistry, SandboxTrafficSchema } from '@cove/contracts/edge';
 import type { InfoResponse } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
 
@@ -16,7 +16,8 @@ export interface HeartbeatOptions {
   proxyUrl: string;
   intervalMs: number;
   info: () => Promise<InfoResponse>;
-  sandboxIds: () => string[];
+  /** Sandboxes on the node with the sha256 of their traffic token ('' = public). */
+  sandboxes: () => { sandboxId: string; trafficTokenSha256: string }[];
   log: Logger;
 }
 
@@ -48,11 +49,13 @@ export class Heartbeat {
   /** Send one heartbeat now (also used by the loop). */
   async beat(): Promise<void> {
     const { opts } = this;
+    const sandboxes = opts.sandboxes();
     const req = create(HeartbeatRequestSchema, {
       info: await opts.info(),
       rpcUrl: opts.rpcUrl,
       proxyUrl: opts.proxyUrl,
-      sandboxIds: opts.sandboxIds(),
+      sandboxIds: sandboxes.map((s) => s.sandboxId),
+      sandboxTraffic: sandboxes.map((s) => create(SandboxTrafficSchema, s)),
     });
     await this.client.heartbeat(req, {
       headers: { authorization: `Bearer ${opts.nodeToken}` },

@@ -1,5 +1,6 @@
 // SandboxService handlers: translate between generated messages and the SandboxManager.
 
+import { createHash } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 import type { ServiceImpl } from '@connectrpc/connect';
@@ -35,6 +36,13 @@ export function toSandboxInfo(r: SandboxRecord): SandboxInfo {
   });
 }
 
+/** Request metadata carrying a private sandbox's traffic access token (see edge.proto SandboxTraffic). */
+export const TRAFFIC_TOKEN_HEADER = 'cove-traffic-access-token';
+
+function sha256Hex(value: string): string {
+  return createHash('sha256').update(value, 'utf8').digest('hex');
+}
+
 function checkId(id: string): void {
   const v = validateSandboxId(id);
   if (v.length) throw new InvalidArgument(v);
@@ -46,8 +54,11 @@ export function sandboxService(
   now: () => number = Date.now,
 ): ServiceImpl<typeof SandboxService> {
   return {
-    async create(req) {
-      const spec = validateSpec(req.sandbox, node, now());
+    async create(req, ctx) {
+      // The control plane sends a private sandbox's traffic token as request metadata (the edge's control
+      // link passes it through); only its hash is kept, for the edge's catalog via heartbeats.
+      const trafficToken = ctx.requestHeader.get(TRAFFIC_TOKEN_HEADER) ?? '';
+      const spec = validateSpec(req.sandbox, node, now(), trafficToken ? sha256Hex(trafficToken) : '');
       const { record, warmPoolHit } = await manager.create(spec);
       return create(CreateResponseSchema, { sandbox: toSandboxInfo(record), warmPoolHit });
     },

@@ -145,6 +145,7 @@ export class SandboxManager {
         endTime: spec.endTime,
         envdVersion: envdVersion!,
         allowInternetAccess: spec.allowInternetAccess,
+        trafficTokenSha256: spec.trafficTokenSha256,
         slotId: slot.slotId,
         address: slot.address,
         pid: slot.pid,

@@ -19,9 +19,11 @@ export const sandboxRecordSchema = z.object({
   endTime: z.number(),
   envdVersion: z.string(),
   allowInternetAccess: z.boolean(),
+  /** sha256 (hex) of the sandbox's traffic access token; '' = public. Reported to edges in heartbeats. */
+  trafficTokenSha256: z.string().default(''),
   slotId: z.string(),
   address: z.string(),
   pid: z.number().int(),
 });
 
-export type SandboxRecord = z.infer<typeof sandboxRecordSchema>;
+export type SandboxRecord = z.output<typeof sandboxRecordSchema>;

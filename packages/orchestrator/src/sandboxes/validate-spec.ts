@@ -36,13 +36,20 @@ export interface ValidSpec {
   endTime: number;
   allowInternetAccess: boolean;
   envdAccessToken: string;
+  /** sha256 (hex) of the traffic access token the control plane sent with Create; '' = public. */
+  trafficTokenSha256: string;
 }
 
 export function validateSandboxId(id: string): string[] {
   return SANDBOX_ID_RE.test(id) ? [] : [`sandbox_id: must match ${SANDBOX_ID_RE.source}`];
 }
 
-export function validateSpec(spec: SandboxSpec | undefined, node: NodeLimits, now: number): ValidSpec {
+export function validateSpec(
+  spec: SandboxSpec | undefined,
+  node: NodeLimits,
+  now: number,
+  trafficTokenSha256 = '',
+): ValidSpec {
   if (!spec) throw new InvalidArgument(['sandbox: required']);
   const v: string[] = [];
   v.push(...validateSandboxId(spec.sandboxId));
@@ -85,5 +92,6 @@ export function validateSpec(spec: SandboxSpec | undefined, node: NodeLimits, no
     endTime: end,
     allowInternetAccess: spec.allowInternetAccess,
     envdAccessToken: spec.envdAccessToken,
+    trafficTokenSha256,
   };
 }
