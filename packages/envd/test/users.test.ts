@@ -59,6 +59,14 @@ describe('user selection and ownership', () => {
     await assert.rejects(sbx.files.rename(`${shared}/new/dir/file.txt`, `${tmp.dir}/stolen.txt`, { user: 'nobody' as never }), /cannot write/);
     await assert.rejects(sbx.files.makeDir(`${tmp.dir}/nobody-dir`, { user: 'nobody' as never }), /cannot write/);
     assert.equal(await sbx.files.exists(`${tmp.dir}/root-file.txt`), true);
+    // Sticky directory: writable by all, but only owners may remove entries.
+    const sticky = `${tmp.dir}/sticky`;
+    await mkdir(sticky);
+    await chmod(sticky, 0o1777);
+    await sbx.files.write(`${sticky}/roots.txt`, 'r');
+    await assert.rejects(sbx.files.remove(`${sticky}/roots.txt`, { user: 'nobody' as never }), /sticky/);
+    await sbx.files.write(`${sticky}/nobodys.txt`, 'n', { user: 'nobody' as never });
+    await sbx.files.remove(`${sticky}/nobodys.txt`, { user: 'nobody' as never });
   });
 
   test('uploads through a dangling symlink are refused', async () => {

@@ -121,8 +121,8 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
         const user = await rpcUser(ctx, state, users);
         const source = resolveFor(user, req.source, 'source');
         const destination = resolveFor(user, req.destination, 'destination');
-        await statOrNotFound(source);
-        await assertCanModifyIn(source, user);
+        const sourceStat = await statOrNotFound(source);
+        await assertCanModifyIn(source, user, sourceStat);
         await assertCanModifyIn(destination, user);
         await makeDirsOwned(posix.dirname(destination), user);
         await rename(source, destination);
@@ -164,8 +164,8 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
       guard(async () => {
         const user = await rpcUser(ctx, state, users);
         const path = resolveFor(user, req.path);
-        await statOrNotFound(path);
-        await assertCanModifyIn(path, user);
+        const st = await statOrNotFound(path);
+        await assertCanModifyIn(path, user, st);
         await rm(path, { recursive: true, force: true });
         return {};
       }),

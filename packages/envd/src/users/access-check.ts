@@ -42,12 +42,16 @@ async function assertTraverse(dir: string, user: SandboxUser): Promise<void> {
  * The user may create or remove entries in the directory that holds (or would hold) `path`:
  * every ancestor searchable, the nearest existing one writable.
  */
-export async function assertCanModifyIn(path: string, user: SandboxUser): Promise<void> {
+export async function assertCanModifyIn(path: string, user: SandboxUser, existing?: Stats): Promise<void> {
   if (user.uid === 0) return;
   const dir = await existingDir(posix.dirname(path));
   await assertTraverse(dir, user);
   const st = await stat(dir);
   if (!userCan(st, user, 'w')) throw new EnvdError('permission_denied', `user ${user.name} cannot write in ${dir}`);
+  // Sticky directories (/tmp): only the entry's or the directory's owner may remove or rename it.
+  if (existing && st.mode & 0o1000 && existing.uid !== user.uid && st.uid !== user.uid) {
+    throw new EnvdError('permission_denied', `user ${user.name} cannot remove ${path} (sticky directory)`);
+  }
 }
 
 /** The user may read (`r`) or write (`w`) the existing file at `path` (symlinks followed). */
