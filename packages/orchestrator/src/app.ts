@@ -12,6 +12,7 @@ import type { OrchestratorConfig } from './config.js';
 import { Heartbeat } from './heartbeat/heartbeat.js';
 import { HostStats } from './node/host-stats.js';
 import { buildNodeInfo } from './node/node-info.js';
+import { SandboxUsageSampler } from './node/sandbox-usage.js';
 import { packageVersion } from './package-info.js';
 import { createNodeProxy } from './proxy/node-proxy.js';
 import { authInterceptor, errorInterceptor } from './rpc/interceptors.js';
@@ -34,6 +35,7 @@ export interface Orchestrator {
   readonly proxyServer: HttpServer;
   readonly manager: SandboxManager;
   readonly pool: WarmPool;
+  readonly usage: SandboxUsageSampler;
   /** Recover sandboxes left by a previous run, then start warm pools and the expiry scanner. */
   start(): Promise<RecoveryReport>;
   /** Listen on the configured host and ports (0 = any free port), then start heartbeats. */
@@ -77,6 +79,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     log,
   );
   const scanner = new ExpiryScanner(manager, log);
+  const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
   const startedAt = Date.now();
   let proxyPort = config.proxyPort;
   let rpcPort = config.rpcPort;
@@ -91,6 +94,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       manager,
       pool,
       host,
+      usage,
     });
 
   const rpcLog = log.child({ component: 'rpc' });
@@ -126,6 +130,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     proxyServer,
     manager,
     pool,
+    usage,
     info,
     async start() {
       await store.init();
@@ -138,6 +143,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       );
       pool.start();
       scanner.start();
+      await usage.sample();
+      usage.start();
       started = true;
       return report;
     },
@@ -167,6 +174,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       manager.close();
       await heartbeat?.stop();
       await scanner.stop();
+      await usage.stop();
       const closing = [
         new Promise<void>((r) => (rpcServer.listening ? rpcServer.close(() => r()) : r())),
         new Promise<void>((r) => (proxyServer.listening ? proxyServer.close(() => r()) : r())),

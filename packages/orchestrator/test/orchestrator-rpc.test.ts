@@ -156,6 +156,13 @@ describe('orchestrator RPC', () => {
     assert.equal(info.sandboxCount, 1);
     assert.equal(info.usage!.cpuAllocated, 1);
     assert.equal(info.usage!.memoryAllocatedBytes, 256n * 1024n * 1024n);
+    // Per-sandbox usage from the slot's cgroup (sampled every 5 s; sample now rather than wait).
+    await node.orchestrator.usage.sample();
+    const usage = (await rpc.info.info({})).sandboxUsage.find((u) => u.sandboxId === 'happy1');
+    assert.ok(usage, 'no usage sample for happy1');
+    assert.ok(usage.memoryUsedBytes > 0n);
+    assert.ok(usage.pids >= 1);
+    assert.ok(usage.cpuPercent >= 0 && usage.cpuPercent <= 100);
 
     const { slotId } = await recordOf(I, 'happy1');
     await rpc.sandboxes.delete({ sandboxId: 'happy1', reason: 'test' });

@@ -8,12 +8,14 @@ import {
   NodeCapacitySchema,
   NodeStatus,
   NodeUsageSchema,
+  SandboxUsageSchema,
   WarmPoolInfoSchema,
   type InfoResponse,
 } from '@cove/contracts/orchestrator';
 import type { SandboxManager } from '../sandboxes/sandbox-manager.js';
 import type { WarmPool } from '../sandboxes/warm-pool.js';
 import type { HostStats } from './host-stats.js';
+import type { SandboxUsageSampler } from './sandbox-usage.js';
 
 const MB = 1024 * 1024;
 
@@ -26,6 +28,7 @@ export interface NodeInfoDeps {
   manager: SandboxManager;
   pool: WarmPool;
   host: HostStats;
+  usage: SandboxUsageSampler;
 }
 
 export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
@@ -54,5 +57,15 @@ export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
     roles: ['orchestrator'],
     warmPools: d.pool.stats().map((p) => create(WarmPoolInfoSchema, p)),
     proxyAddress: d.proxyAddress,
+    sandboxUsage: d.usage.samples().map((s) =>
+      create(SandboxUsageSchema, {
+        sandboxId: s.sandboxId,
+        cpuPercent: s.cpuPercent,
+        memoryUsedBytes: BigInt(s.memoryUsedBytes),
+        diskUsedBytes: BigInt(s.diskUsedBytes),
+        pids: s.pids,
+        sampledAt: timestampFromMs(s.sampledAt),
+      }),
+    ),
   });
 }
