@@ -21,6 +21,9 @@ async function main(): Promise<void> {
     throw err;
   }
   const log = createLogger(config.logLevel).child({ nodeId: config.nodeId });
+  if (config.edgeUrl && ['0.0.0.0', '::'].includes(config.advertiseHost)) {
+    log.warn({ advertiseHost: config.advertiseHost }, 'COVE_ORCH_ADVERTISE_HOST is a wildcard; edges cannot dial it — set it to this node\'s address');
+  }
   const runtime = new LinuxSandboxRuntime({
     dataDir: config.dataDir,
     envdDir: config.envdBundle,
@@ -46,6 +49,11 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down; running sandboxes stay up and are re-adopted on the next start');
+    // A wedged close (a runtime call that never returns) must not keep a stopping node half alive.
+    setTimeout(() => {
+      log.error('shutdown took longer than 20 s, exiting');
+      process.exit(1);
+    }, 20_000).unref();
     orchestrator.close().then(
       () => process.exit(0),
       (err: unknown) => {
