@@ -37,8 +37,8 @@ describe('orchestrator RPC', () => {
 
   before(async () => {
     await teardown(I);
-    // cpu overcommit 1 on a 2-CPU host: a 2-vCPU sandbox fills the node (ResourceExhausted test).
-    node = await startOrchestrator(I, { COVE_CPU_OVERCOMMIT: '1' });
+    // Memory overcommit 1: a sandbox given all of the node's memory fills it (ResourceExhausted test).
+    node = await startOrchestrator(I, { COVE_MEMORY_OVERCOMMIT: '1' });
     rpc = rpcClients(node.rpcUrl);
   });
 
@@ -227,6 +227,27 @@ describe('orchestrator RPC', () => {
     await server;
   });
 
+  it('concurrent Creates: distinct ids all start, a duplicate id starts once', async () => {
+    const ids = ['conc1', 'conc2', 'conc3'];
+    const results = await Promise.allSettled([
+      ...ids.map((sandboxId) => rpc.sandboxes.create({ sandbox: spec({ sandboxId }) })),
+      rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'dup1' }) }),
+      rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'dup1' }) }),
+    ]);
+    assert.deepEqual(results.slice(0, 3).map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled']);
+    const dups = results.slice(3);
+    assert.equal(dups.filter((r) => r.status === 'fulfilled').length, 1);
+    const rejected = dups.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    assert.equal(ConnectError.from(rejected.reason).code, Code.AlreadyExists);
+    const listed = (await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId).sort();
+    assert.deepEqual(listed, [...ids, 'dup1'].sort());
+    const addresses = new Set((await rpc.sandboxes.list({})).sandboxes.map((s) => s.address));
+    assert.equal(addresses.size, 4, 'two sandboxes share an address');
+    for (const id of listed) assert.equal((await viaProxy(node.proxyUrl, id, 49983, '/health')).status, 204, id);
+    await Promise.all(listed.map((sandboxId) => rpc.sandboxes.delete({ sandboxId })));
+    assert.equal((await rpc.sandboxes.list({})).sandboxes.length, 0);
+  });
+
   it('kills a sandbox at its end time without being asked', async () => {
     await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'expire1' }, 3_000) });
     const { slotId } = await recordOf(I, 'expire1');
@@ -249,9 +270,10 @@ describe('orchestrator RPC', () => {
     assert.equal(await code(rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'drain1' }) })), Code.ResourceExhausted);
     assert.equal((await rpc.info.setStatus({ status: NodeStatus.HEALTHY })).status, NodeStatus.HEALTHY);
 
-    const cpus = (await rpc.info.info({})).capacity!.cpuCount;
-    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'full1', vcpu: cpus }) });
-    assert.equal(await code(rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'full2', vcpu: 1 }) })), Code.ResourceExhausted);
+    // A memory limit is a ceiling, not a reservation of host pages: a sandbox may be given all of it.
+    const memoryMb = Number((await rpc.info.info({})).capacity!.memoryBytes / 1024n / 1024n);
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'full1', memoryMb }) });
+    assert.equal(await code(rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'full2', memoryMb: 128 }) })), Code.ResourceExhausted);
     await rpc.sandboxes.delete({ sandboxId: 'full1' });
   });
 });

@@ -104,7 +104,10 @@ export class SandboxManager {
   async create(spec: ValidSpec): Promise<CreateResult> {
     const { sandboxId } = spec;
     const log = this.log.child({ sandboxId, templateId: spec.templateId });
-    if (this.sandboxes.has(sandboxId) || this.creating.has(sandboxId)) throw new SandboxExists(sandboxId);
+    // An id still being deleted counts as taken: its record file is removed at the end of the delete.
+    if (this.sandboxes.has(sandboxId) || this.creating.has(sandboxId) || this.deleting.has(sandboxId)) {
+      throw new SandboxExists(sandboxId);
+    }
     if (this.state === 'draining' || this.closed) throw new NodeDraining();
     this.checkRoom(spec);
     // Reserve synchronously, before the first await, so concurrent Creates see each other.
