@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
 
@@ -48,5 +52,16 @@ describe('config', () => {
         return true;
       },
     );
+  });
+
+  it('main.js exits 2 and names the bad fields when the environment is invalid', async () => {
+    const main = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'src', 'main.js');
+    const child = spawn(process.execPath, [main], { env: { COVE_ORCH_RPC_PORT: 'x' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const [code] = (await once(child, 'exit')) as [number];
+    assert.equal(code, 2);
+    assert.match(stderr, /COVE_NODE_TOKEN/);
+    assert.match(stderr, /COVE_ORCH_RPC_PORT/);
   });
 });
