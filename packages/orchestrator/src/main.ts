@@ -29,7 +29,8 @@ async function main(): Promise<void> {
     envdDir: config.envdBundle,
     nodeBinary: process.execPath,
     logger: log.child({ component: 'runtime' }),
-    templates: Object.keys(config.warmPool).length ? Object.keys(config.warmPool) : ['base'],
+    // `base` is every SDK's default template; warm-pooled templates must exist before their pools fill.
+    templates: [...new Set(['base', ...Object.keys(config.warmPool)])],
     ...(config.runtime.templateCacheDir ? { templatesDir: config.runtime.templateCacheDir } : {}),
     ...(config.runtime.subnet ? { subnet: config.runtime.subnet } : {}),
     ...(config.runtime.bridge ? { bridge: config.runtime.bridge } : {}),
