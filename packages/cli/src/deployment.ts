@@ -70,7 +70,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     const proc = start(c.name, entry, c.env, paths.run, paths.logs);
     // The first orchestrator start builds the base template (about a minute): allow for it.
     const budget = c.name === 'orchestrator' ? 20 * 60_000 : 60_000;
-    const waiting = waitForHttp(c.health, budget, () => running(paths.run, c.name) !== undefined);
+    const waiting = waitForHttp(c.health, budget, () => running(paths.run, c.name) !== undefined, c.readyStatus, c.ready);
     let done = false;
     waiting.finally(() => (done = true)).catch(() => undefined);
     while (!done) {
@@ -165,7 +165,7 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     const rec = running(paths.run, c.name);
     let healthy = false;
     if (rec) {
-      healthy = await waitForHttp(c.health, 1500).then(
+      healthy = await waitForHttp(c.health, 1500, undefined, c.readyStatus, c.ready).then(
         () => true,
         () => false,
       );

@@ -2,7 +2,13 @@ import { request } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Poll `url` until it answers 2xx, or throw after `timeoutMs` naming what was last seen. */
-export async function waitForHttp(url: string, timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+export async function waitForHttp(
+  url: string,
+  timeoutMs: number,
+  isAlive: () => boolean = () => true,
+  readyStatus: number[] = [200, 204],
+  ready: () => Promise<boolean> = async () => true,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
   while (Date.now() < deadline) {
@@ -10,7 +16,7 @@ export async function waitForHttp(url: string, timeoutMs: number, isAlive: () =>
     try {
       const res = await request(url, { headersTimeout: 2000, bodyTimeout: 2000 });
       await res.body.dump();
-      if (res.statusCode >= 200 && res.statusCode < 300) return;
+      if (readyStatus.includes(res.statusCode) && (await ready())) return;
       last = `HTTP ${res.statusCode}`;
     } catch (err) {
       last = (err as Error).message;

@@ -33,9 +33,10 @@ export class LogTail {
 
 function render(line: string): string | undefined {
   try {
-    const rec = JSON.parse(line) as { level?: number; msg?: string; progress?: string };
+    const rec = JSON.parse(line) as { level?: number; msg?: string; line?: string; templateId?: string };
     if (!rec.msg || (rec.level ?? 30) < 30) return undefined;
-    return rec.progress ? `${rec.msg} ${rec.progress}` : rec.msg;
+    // Template builds log each line of the builder's output in `line`.
+    return rec.line ? `${rec.msg}${rec.templateId ? ` ${rec.templateId}` : ''}: ${rec.line}` : rec.msg;
   } catch {
     return line.trim() || undefined;
   }

@@ -1,6 +1,18 @@
 import { join } from 'node:path';
 import type { DeploymentSecrets } from './secrets.js';
 import type { StatePaths } from './paths.js';
+import { request } from 'undici';
+
+/** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive). */
+export async function nodeRegistered(edgeUrl: string, clusterToken: string, nodeId: string): Promise<boolean> {
+  const res = await request(`${edgeUrl}/v1/nodes`, { headers: { authorization: `Bearer ${clusterToken}` }, headersTimeout: 2000, bodyTimeout: 2000 });
+  if (res.statusCode !== 200) {
+    await res.body.dump();
+    return false;
+  }
+  const nodes = (await res.body.json()) as Array<{ nodeId: string; status: string }>;
+  return nodes.some((n) => n.nodeId === nodeId && n.status === 'healthy');
+}
 
 /** Ports of a one-machine deployment; `offset` moves all of them so a test deployment can run beside `cove up`. */
 export interface Ports {
@@ -36,8 +48,11 @@ export interface ComponentSpec {
   name: 'control-plane' | 'edge' | 'orchestrator';
   pkg: string;
   env: Record<string, string>;
-  /** URL that answers 2xx once the component is ready. */
+  /** URL polled until it answers with one of `readyStatus`. */
   health: string;
+  readyStatus: number[];
+  /** Extra readiness condition (e.g. the node registered with the edge). */
+  ready?: () => Promise<boolean>;
 }
 
 /** The three processes `cove up` runs, each with its own env (nothing else configures them). */
@@ -48,6 +63,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
       name: 'control-plane',
       pkg: 'control-plane',
       health: `http://${t.host}:${t.ports.controlPlane}/health`,
+      readyStatus: [200, 204],
       env: {
         COVE_CP_HOST: t.host,
         COVE_CP_PORT: String(t.ports.controlPlane),
@@ -60,7 +76,9 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
     {
       name: 'edge',
       pkg: 'edge',
+      // 503 until a node registers: listening is what the edge needs to be before the orchestrator starts.
       health: `${edgeUrl}/health`,
+      readyStatus: [200, 503],
       env: {
         COVE_EDGE_HOST: t.host,
         COVE_EDGE_API_PORT: String(t.ports.edgeApi),
@@ -74,6 +92,8 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
       name: 'orchestrator',
       pkg: 'orchestrator',
       health: `${edgeUrl}/health`,
+      readyStatus: [200],
+      ready: async () => nodeRegistered(edgeUrl, s.clusterToken, t.nodeId),
       env: {
         COVE_NODE_ID: t.nodeId,
         COVE_NODE_TOKEN: s.nodeToken,

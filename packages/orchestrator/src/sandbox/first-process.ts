@@ -9,7 +9,15 @@ import { processStartTime } from './slot-store.js';
 export const ENVD_PORT = 49983;
 
 /** envd run by the host's node binary; small heaps because every idle sandbox pays for them. */
-export const ENVD_ARGS = ['/opt/cove/bin/node', '--max-semi-space-size=1', '--max-old-space-size=64', '/opt/cove/envd/envd.mjs'];
+// Flags measured by envd (docs/decisions.md, envd): ~14 MiB private memory idle; a 128 MiB old space
+// so that a 100k-entry listing cannot take envd down.
+export const ENVD_ARGS = [
+  '/opt/cove/bin/node',
+  '--max-semi-space-size=1',
+  '--max-old-space-size=128',
+  '--v8-pool-size=1',
+  '/opt/cove/envd/envd.mjs',
+];
 
 /** Polls GET /health until a 2xx, failing early when the first process exits. */
 export async function waitHealthy(

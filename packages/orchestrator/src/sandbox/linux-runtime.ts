@@ -246,6 +246,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         PATH: SANDBOX_PATH,
         HOME: '/root',
         ENVD_PORT: String(ENVD_PORT),
+        UV_THREADPOOL_SIZE: '2',
         COVE_ENVD_INIT_TOKEN: rec.initToken,
       },
       netnsPath: netnsPath(this.bridge, rec.slotId),

@@ -43,6 +43,9 @@ export async function removeBridge(cfg: BridgeConfig): Promise<void> {
 export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, address: string): Promise<void> {
   const ns = netnsName(cfg, slotId);
   const host = hostVethName(cfg, slotId);
+  // A reused address comes with a new MAC: drop the host's neighbour entry for it, which otherwise stays
+  // REACHABLE for ~30 s after the previous slot went away and leaves the new one unreachable.
+  await run('ip', ['neigh', 'flush', 'to', address, 'dev', cfg.bridge], { allowFailure: true });
   await run('ip', ['netns', 'add', ns]);
   await run('ip', ['link', 'add', 'name', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
   await run('ip', ['link', 'set', 'dev', host, 'master', cfg.bridge]);

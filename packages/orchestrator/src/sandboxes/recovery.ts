@@ -5,7 +5,6 @@
 
 import type { Logger } from 'pino';
 import type { SandboxRuntime } from '../sandbox/runtime.js';
-import { flushNeighbor } from './neighbor-flush.js';
 import type { SandboxManager } from './sandbox-manager.js';
 import type { SandboxStore } from './sandbox-store.js';
 
@@ -54,7 +53,6 @@ export async function recoverSandboxes(deps: {
     rlog.info({ alive }, alive ? 'sandbox expired while the node was down, killing it' : 'sandbox died while the node was down');
     try {
       await runtime.destroy(record.slotId);
-      await flushNeighbor(record.address);
       await store.remove(record.sandboxId);
     } catch (err) {
       rlog.error({ err }, 'cleaning up a recovered sandbox failed; will retry on the next start');
@@ -67,7 +65,6 @@ export async function recoverSandboxes(deps: {
   if (cleaner) {
     try {
       report.orphanSlots.push(...(await cleaner.cleanupOrphans([...kept])));
-      for (const slot of slots) if (!kept.has(slot.slotId)) await flushNeighbor(slot.address);
     } catch (err) {
       log.error({ err }, 'orphan clean-up failed');
     }
@@ -78,7 +75,6 @@ export async function recoverSandboxes(deps: {
     report.orphanSlots.push(slot.slotId);
     try {
       await runtime.destroy(slot.slotId);
-      await flushNeighbor(slot.address);
       log.info({ slotId: slot.slotId }, 'destroyed orphan slot');
     } catch (err) {
       log.error({ err, slotId: slot.slotId }, 'destroying orphan slot failed');

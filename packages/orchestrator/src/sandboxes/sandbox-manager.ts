@@ -13,7 +13,6 @@ import {
 } from '../errors.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import { initEnvd } from './envd-init.js';
-import { flushNeighbor } from './neighbor-flush.js';
 import type { SandboxRecord } from './sandbox-record.js';
 import type { SandboxStore } from './sandbox-store.js';
 import type { ValidSpec } from './validate-spec.js';
@@ -174,7 +173,6 @@ export class SandboxManager {
     this.sandboxes.delete(sandboxId);
     try {
       await this.runtime.destroy(record.slotId);
-      await flushNeighbor(record.address);
       await this.store.remove(sandboxId);
       log.info({ reason }, 'sandbox deleted');
     } catch (err) {
@@ -257,7 +255,6 @@ export class SandboxManager {
   private async destroySlot(slot: SlotInfo, log: Logger): Promise<void> {
     try {
       await this.runtime.destroy(slot.slotId);
-      await flushNeighbor(slot.address);
     } catch (err) {
       log.error({ err, slotId: slot.slotId }, 'destroying slot of a failed create failed');
     }

@@ -5,7 +5,6 @@
 
 import type { Logger } from 'pino';
 import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
-import { flushNeighbor } from './neighbor-flush.js';
 
 export interface WarmPoolOptions {
   runtime: SandboxRuntime;
@@ -144,7 +143,6 @@ export class WarmPool {
   private async destroy(slot: SlotInfo): Promise<void> {
     try {
       await this.opts.runtime.destroy(slot.slotId);
-      await flushNeighbor(slot.address);
     } catch (err) {
       this.opts.log.warn({ err, slotId: slot.slotId }, 'destroying warm slot failed');
     }
