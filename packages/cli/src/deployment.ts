@@ -87,6 +87,8 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   }
 
   const env = await register(topo, secrets, paths, o.say);
+  // What tools and tests need to find this deployment's parts (no secrets here).
+  writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
   writeFileSync(
     paths.env,
     Object.entries(env)

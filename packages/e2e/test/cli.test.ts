@@ -2,19 +2,27 @@
 // create/connect routes) as a process against the deployment.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { deployment, repoRoot } from './deployment.js';
 
-const run = promisify(execFile);
 const e2b = join(repoRoot, 'node_modules/.bin/e2b');
 
-async function cli(...args: string[]): Promise<{ stdout: string; stderr: string }> {
+/** Runs the CLI like a user in a script would: no terminal, stdin closed (exec forwards piped stdin). */
+function cli(...args: string[]): Promise<{ stdout: string; stderr: string }> {
   const d = deployment();
-  return run(e2b, args, {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, NO_UPDATE_NOTIFIER: '1', NO_COLOR: '1', ...d.env },
-    timeout: 120_000,
+  return new Promise((resolve, reject) => {
+    const child = spawn(e2b, args, {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, NO_UPDATE_NOTIFIER: '1', NO_COLOR: '1', ...d.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 120_000,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve({ stdout, stderr }) : reject(new Error(`e2b ${args.join(' ')} exited ${code}: ${stdout}${stderr}`))));
   });
 }
 

@@ -42,12 +42,12 @@ export function deployment(): Deployment {
   }
   const env = parseEnv(join(stateDir, 'env'));
   Object.assign(process.env, env);
-  const o = E2E_PORT_OFFSET;
+  const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports'] };
   cached = {
     stateDir,
     env,
     secrets: JSON.parse(readFileSync(join(stateDir, 'secrets.json'), 'utf8')),
-    ports: { controlPlane: 3000 + o, edgeApi: 3001 + o, edgeTraffic: 3002 + o, orchestratorRpc: 5008 + o, orchestratorProxy: 5007 + o },
+    ports: topology.ports,
     requestLog: join(stateDir, 'logs', 'control-plane-requests.jsonl'),
   };
   return cached;

@@ -144,7 +144,10 @@ export class SandboxStore {
     return r && toRecord(r);
   }
 
-  /** A running sandbox of the team, or undefined (unknown, killed, another team's, or still starting). */
+  /**
+   * A running sandbox of the team, or undefined (unknown, killed, another team's, still starting, or past its
+   * end time: the node kills it then, and the evictor records it within a tick).
+   */
   async getRunning(teamId: string, id: string): Promise<SandboxRecord | undefined> {
     const r = await this.db
       .selectFrom('sandboxes')
@@ -152,6 +155,7 @@ export class SandboxStore {
       .where('id', '=', id)
       .where('team_id', '=', teamId)
       .where('state', '=', 'running')
+      .where('end_at', '>', Date.now())
       .executeTakeFirst();
     return r && toRecord(r);
   }
@@ -216,7 +220,13 @@ export class SandboxStore {
    * is JSON text on both engines and a team holds at most its concurrency limit of live sandboxes.
    */
   async listRunning(teamId: string, f: ListFilter): Promise<{ items: SandboxRecord[]; next?: { startedAt: number; id: string } }> {
-    let q = this.db.selectFrom('sandboxes').selectAll().where('team_id', '=', teamId).where('state', '=', 'running');
+    // Past their end time sandboxes are being killed (see getRunning): not listed.
+    let q = this.db
+      .selectFrom('sandboxes')
+      .selectAll()
+      .where('team_id', '=', teamId)
+      .where('state', '=', 'running')
+      .where('end_at', '>', Date.now());
     if (f.template !== undefined) {
       const t = f.template;
       q = q.where((eb) => eb.or([eb('template_id', '=', t), eb('alias', '=', t)]));
