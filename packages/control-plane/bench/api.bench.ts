@@ -67,5 +67,8 @@ results.push(await phase('kill', total, async (i) => void (await req('DELETE', `
 const mem = process.memoryUsage();
 console.table(results);
 process.stdout.write(`${JSON.stringify({ bench: 'control-plane-api', total, concurrency, results, clientRssMb: Math.round(mem.rss / 2 ** 20) })}\n`);
+for (const r of results) {
+  process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name: `control-plane API ${r.op} p50 (c=${concurrency})`, value: r.p50, unit: 'ms' })}\n`);
+}
 await pool.close();
 server.stdin!.end();

@@ -80,12 +80,21 @@ describe('envd bad input through the edge', () => {
     assert.equal((await sbx.commands.run('echo still-mine')).stdout, 'still-mine\n');
   });
 
-  test('oversized uploads → 413 JSON and the sandbox keeps working', async () => {
-    const big = Buffer.alloc(600 * 1024 * 1024, 1);
-    const r = await envd('/files?path=/tmp/huge', { body: big, headers: { 'content-type': 'application/octet-stream' } }).catch((e: Error) => e);
+  test('an upload larger than the sandbox disk → 413 JSON, nothing left behind, the sandbox keeps working', async () => {
+    const diskBytes = Number((await sbx.commands.run("df -B1 --output=size / | tail -1")).stdout.trim());
+    assert.ok(diskBytes > 0);
+    const size = diskBytes + 64 * 1024 * 1024;
+    const chunk = Buffer.alloc(4 * 1024 * 1024);
+    async function* body() {
+      for (let sent = 0; sent < size; sent += chunk.length) yield chunk.subarray(0, Math.min(chunk.length, size - sent));
+    }
+    const r = await envd('/files?path=/tmp/huge', {
+      body: body() as unknown as Buffer,
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
+    }).catch((e: Error) => e);
     if (!(r instanceof Error)) {
       assert.equal(r.statusCode, 413);
-      await r.body.dump();
+      assert.equal(((await r.body.json()) as { code: number }).code, 413);
     }
     assert.equal(await sbx.files.exists('/tmp/huge'), false);
     assert.equal((await sbx.commands.run('echo fine')).stdout, 'fine\n');

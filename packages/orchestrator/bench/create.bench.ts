@@ -28,7 +28,7 @@ const num = (name: string, def: number): number => {
 const HITS = num('COVE_BENCH_HITS', 10);
 const MISSES = num('COVE_BENCH_MISSES', 5);
 const POOL = Math.max(1, num('COVE_BENCH_POOL', 3));
-const MAX_IDLE = num('COVE_BENCH_MAX_IDLE', 30);
+const MAX_IDLE = num('COVE_BENCH_MAX_IDLE', 100);
 
 const INSTANCE = 'covbench';
 const DATA_DIR = '/var/tmp/cove-bench/covbench';
@@ -196,6 +196,14 @@ async function main(): Promise<void> {
       row('idle sandbox PSS', result.idleSandboxPssMiB, 'MiB'),
       `idle sandboxes held: ${held} (${stoppedBy}); warm hits reported ${result.warmHitsReported}`,
       `BENCH_JSON ${JSON.stringify(result)}`,
+      ...[
+        { name: 'orchestrator Create, warm-pool hit p50', value: result.createWarmHitMs.p50, unit: 'ms', target: '≤ 20' },
+        { name: 'orchestrator Create, warm-pool hit p95', value: result.createWarmHitMs.p95, unit: 'ms' },
+        { name: 'orchestrator Create, warm-pool miss p50', value: result.createWarmMissMs.p50, unit: 'ms' },
+        { name: 'orchestrator Create, warm-pool miss p95', value: result.createWarmMissMs.p95, unit: 'ms' },
+        { name: 'host memory per idle sandbox (PSS) p50', value: result.idleSandboxPssMiB.p50, unit: 'MiB', target: '≤ 20' },
+        { name: `idle sandboxes one node held (${stoppedBy})`, value: held, unit: 'count' },
+      ].map((r) => `BENCH_RESULT ${JSON.stringify(r)}`),
     ];
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {

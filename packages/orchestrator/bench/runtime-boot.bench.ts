@@ -61,3 +61,6 @@ const rows = [
 ];
 process.stdout.write(`${rows.map((r) => `${r.what.padEnd(20)} p50 ${r.p50} ms  p95 ${r.p95} ms  max ${r.max} ms`).join('\n')}\n`);
 process.stdout.write(`${JSON.stringify({ count, parallel, wallMs: Math.round(wallMs), rows })}\n`);
+for (const r of rows) {
+  process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name: `runtime ${r.what} p50`, value: r.p50, unit: 'ms' })}\n`);
+}

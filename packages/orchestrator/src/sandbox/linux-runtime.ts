@@ -247,6 +247,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         HOME: '/root',
         ENVD_PORT: String(ENVD_PORT),
         UV_THREADPOOL_SIZE: '2',
+        // An upload bigger than the whole writable disk can never succeed: envd refuses it up front (413).
+        ENVD_MAX_UPLOAD_BYTES: String(opts.diskMb * 1024 * 1024),
         COVE_ENVD_INIT_TOKEN: rec.initToken,
       },
       netnsPath: netnsPath(this.bridge, rec.slotId),
