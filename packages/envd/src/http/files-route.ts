@@ -121,9 +121,15 @@ async function writeUpload(source: Readable, path: string, user: SandboxUser, me
   return out;
 }
 
-/** Bytes / time envd spends discarding the rest of a refused upload so the client can read the error. */
-const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
-const DRAIN_MAX_MS = 5_000;
+/**
+ * Time envd spends discarding the rest of a refused upload so the client can read the error. Bounded by
+ * time, not bytes: closing with unread data makes the kernel send a reset, which destroys the already-sent
+ * error before a proxy in front of envd reads it (the edge then has to answer 502 instead of our 413).
+ * Discarding runs at loopback speed (~1 GB/s through both proxies), so 15 s covers any upload that fits a
+ * sandbox disk.
+ */
+const DRAIN_MAX_BYTES = Number.POSITIVE_INFINITY;
+const DRAIN_MAX_MS = 15_000;
 
 /**
  * After an error mid-upload: read and discard the rest of the body (bounded), so the client
