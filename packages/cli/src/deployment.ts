@@ -37,12 +37,18 @@ interface DeploymentState {
 const DOMAIN = 'sandbox.cove.internal';
 
 export function topologyOf(o: DeploymentOptions): Topology {
+  // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16…
+  const k = Math.round(o.portOffset / 100);
+  if (k < 0 || k > 2 || o.portOffset % 100 !== 0) throw new Error('--port-offset must be 0, 100 or 200');
+  const instance = k === 0 ? 'cove' : `cove${o.portOffset}`;
   return {
     ports: portsFor(o.portOffset),
     host: '127.0.0.1',
     domain: DOMAIN,
-    nodeId: `${hostname()}-${o.portOffset === 0 ? 'node' : `node${o.portOffset}`}`.toLowerCase().replace(/[^a-z0-9-]/g, '-'),
-    nodeDataDir: o.nodeDataDir,
+    nodeId: `${hostname()}-${k === 0 ? 'node' : `node${o.portOffset}`}`.toLowerCase().replace(/[^a-z0-9-]/g, '-'),
+    nodeDataDir: k === 0 ? o.nodeDataDir : `${o.nodeDataDir}-${o.portOffset}`,
+    templateCacheDir: `${o.nodeDataDir}/templates`,
+    runtime: { instance, bridge: `${instance}0`, vethPrefix: k === 0 ? 'cvh-' : `cv${k}-`, subnet: `10.${231 + 10 * k}.0.0/16` },
     warmPool: o.warmPool,
   };
 }

@@ -39,8 +39,15 @@ export interface Topology {
   /** Sandbox domain of the local cluster; deliberately not one of E2B's own domains. */
   domain: string;
   nodeId: string;
-  /** Node data dir (templates cache, slots); shared by deployments on one machine. */
+  /** Node data dir (slots, sandbox records): one per deployment, since a node owns everything in it. */
   nodeDataDir: string;
+  /** Built templates, shared by every deployment on the machine (immutable, keyed by recipe hash). */
+  templateCacheDir: string;
+  /**
+   * The node's host-level names (nft tables, cgroup parent, bridge, veth prefix, subnet): distinct per
+   * deployment so a test deployment never touches the sandboxes of a developer's `cove up`.
+   */
+  runtime: { instance: string; bridge: string; vethPrefix: string; subnet: string };
   warmPool: string;
 }
 
@@ -101,6 +108,11 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_ORCH_RPC_PORT: String(t.ports.orchestratorRpc),
         COVE_ORCH_PROXY_PORT: String(t.ports.orchestratorProxy),
         COVE_DATA_DIR: t.nodeDataDir,
+        COVE_TEMPLATE_CACHE_DIR: t.templateCacheDir,
+        COVE_RUNTIME_INSTANCE: t.runtime.instance,
+        COVE_SANDBOX_BRIDGE: t.runtime.bridge,
+        COVE_VETH_PREFIX: t.runtime.vethPrefix,
+        COVE_SANDBOX_SUBNET: t.runtime.subnet,
         COVE_EDGE_URL: edgeUrl,
         COVE_WARM_POOL: t.warmPool,
       },
