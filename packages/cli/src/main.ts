@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { down, status, up, type DeploymentOptions } from './deployment.js';
 import { repoRoot } from './paths.js';
@@ -24,6 +25,12 @@ function withDeploymentFlags(cmd: Command): Command {
     .option('--port-offset <n>', 'added to every default port (3000-3002, 5007-5008)', '0')
     .option('--node-data-dir <dir>', 'orchestrator data (templates, sandboxes)', '/var/lib/cove')
     .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2');
+}
+
+/** Stops what a previous (perhaps crashed) run left and forgets its state: test and bench runs start clean. */
+async function fresh(o: DeploymentOptions): Promise<void> {
+  await down({ ...o, say: () => undefined });
+  rmSync(o.stateDir, { recursive: true, force: true });
 }
 
 const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
@@ -77,6 +84,7 @@ program
     if (e2e.length) {
       const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: 'base=2' });
       say('==> starting the end-to-end deployment');
+      await fresh(o);
       try {
         await up(o);
         code = (await runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir })) || code;
@@ -101,6 +109,7 @@ program
       // SDK-level figures come from a deployment started exactly like `cove up`.
       const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'bench'), portOffset: '200', nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool });
       say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
+      await fresh(o);
       try {
         await up(o);
         results.push(...(await runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say)));

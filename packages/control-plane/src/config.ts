@@ -24,7 +24,7 @@ const EnvSchema = z.object({
   /** How often running sandboxes are checked against their nodes' lists. */
   COVE_RECONCILE_INTERVAL_MS: int(15_000, 100),
   /** vCPUs placement may hand out per physical CPU of a node (sandboxes rarely use all they are given). */
-  COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(16),
+  COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(32),
   /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().min(1).default(1),
   /** Deadline for one control-link call (Create waits for the sandbox to boot). */

@@ -45,7 +45,7 @@ const envSchema = z.object({
   COVE_WARM_POOL: warmPool.default('base=2'),
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
   COVE_MAX_SANDBOXES: posInt.default(100),
-  COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(16),
+  COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().positive().default(1),
   COVE_DEFAULT_VCPU: posInt.default(2),
   COVE_DEFAULT_MEMORY_MB: posInt.default(512),

@@ -320,12 +320,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const { cgroups } = await this.ensureContext();
     const rec = await this.mustRead(slotId);
     if (!(await this.isAlive(slotId))) throw new SlotNotFound(slotId);
-    await cgroups.setLimits(slotId, this.cgroupLimits(opts.limits));
-    if (opts.allowInternetAccess) await allowInternet(this.instance, rec.address);
-    else await denyInternet(this.instance, rec.address);
-    // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
-    await run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]);
-    await writeSlotEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, this.firewall?.dnsServers ?? [], this.idOffset);
+    // Independent steps, run together: claim latency is what a warm-pool create waits for.
+    await Promise.all([
+      cgroups.setLimits(slotId, this.cgroupLimits(opts.limits)),
+      // A slot boots without internet; only a change needs the firewall.
+      opts.allowInternetAccess !== rec.allowInternetAccess
+        ? opts.allowInternetAccess
+          ? allowInternet(this.instance, rec.address)
+          : denyInternet(this.instance, rec.address)
+        : undefined,
+      // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
+      run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]),
+      writeSlotEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, this.firewall?.dnsServers ?? [], this.idOffset),
+    ]);
     Object.assign(rec, { state: 'claimed', sandboxId: opts.sandboxId, limits: opts.limits, allowInternetAccess: opts.allowInternetAccess });
     await this.slots.write(rec);
   }
