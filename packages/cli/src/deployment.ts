@@ -9,7 +9,8 @@ import { loadOrCreateSecrets, type DeploymentSecrets } from './secrets.js';
 import { running, start, stop } from './supervisor.js';
 import { components, portsFor, type Topology } from './topology.js';
 import { waitForHttp } from './http-wait.js';
-import { deleteAllSandboxes } from './node-client.js';
+import { deleteAllSandboxes, listSandboxes } from './node-client.js';
+import type { SandboxInfo } from '@cove/contracts/orchestrator';
 
 export interface DeploymentOptions {
   stateDir: string;
@@ -163,7 +164,7 @@ export interface ComponentStatus {
 }
 
 /** Components, the node(s) the edge knows and their sandboxes. */
-export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[] }> {
+export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[]; sandboxes: SandboxInfo[] }> {
   const paths = statePaths(o.stateDir);
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
@@ -187,5 +188,9 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     });
     nodes = res.statusCode === 200 ? ((await res.body.json()) as unknown[]) : (await res.body.dump(), []);
   }
-  return { components: out, nodes };
+  const sandboxes =
+    secrets && out.find((c) => c.name === 'orchestrator')?.pid
+      ? await listSandboxes(`http://${topo.host}:${topo.ports.orchestratorRpc}`, secrets.nodeToken).catch(() => [])
+      : [];
+  return { components: out, nodes, sandboxes };
 }

@@ -60,12 +60,17 @@ withDeploymentFlags(program.command('status').description('show components, node
   .action(async (opts) => {
     const s = await status(deploymentOptions(opts));
     if (opts.json) {
-      say(JSON.stringify(s, null, 2));
+      say(JSON.stringify(s, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2));
       return;
     }
     for (const c of s.components) say(`${c.name.padEnd(14)} ${c.pid ? `pid ${c.pid}` : 'stopped'}${c.pid ? (c.healthy ? '  healthy' : '  NOT healthy') : ''}`);
-    for (const n of s.nodes as Array<{ nodeId: string; status: string; info?: { sandboxCount?: number } }>) {
-      say(`node ${n.nodeId}  ${n.status}  sandboxes ${n.info?.sandboxCount ?? 0}`);
+    for (const n of s.nodes as Array<{ nodeId: string; status: string }>) {
+      say(`node ${n.nodeId}  ${n.status}`);
+    }
+    say(`${s.sandboxes.length} sandbox(es)`);
+    for (const sb of s.sandboxes) {
+      const end = sb.endTime ? new Date(Number(sb.endTime.seconds) * 1000).toISOString() : '?';
+      say(`  sandbox ${sb.sandboxId}  template ${sb.templateId}  ${sb.vcpu} vCPU ${sb.memoryMb} MB  ends ${end}  ${sb.address}`);
     }
   });
 
