@@ -108,6 +108,10 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
       else sendProxyError(res, 502, proxyErrorBody(502, 'The upstream is unreachable'));
     });
 
+    // Send the request head now: a client may wait for the response headers before it sends any body
+    // (bidirectional streams over HTTP/1.1), and node:http would otherwise hold the head for the first chunk.
+    up.flushHeaders();
+
     req.on('error', () => up.destroy());
     res.on('close', () => {
       if (!res.writableFinished) {

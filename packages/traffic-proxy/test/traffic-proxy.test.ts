@@ -37,6 +37,13 @@ describe('forwardHttp', () => {
   let proxyUrl: string;
   before(async () => {
     upstream = createServer((req, res) => {
+      if (req.url?.startsWith('/early')) {
+        // Answers before reading any body, like a bidirectional stream over HTTP/1.1.
+        res.writeHead(200, { 'x-early': '1' });
+        res.flushHeaders();
+        req.pipe(res);
+        return;
+      }
       res.setHeader('x-seen-host', req.headers.host ?? '');
       res.setHeader('x-seen-secret', String(req.headers['x-secret'] ?? ''));
       req.pipe(res);
@@ -77,6 +84,22 @@ describe('forwardHttp', () => {
     assert.equal(await res.text(), 'hello');
     assert.equal(res.headers.get('x-seen-host'), new URL(proxyUrl).host);
     assert.equal(res.headers.get('x-seen-secret'), '');
+  });
+
+  it('sends the request head before any body, so an upstream can answer first', async () => {
+    const echoed = await new Promise<string>((resolve, reject) => {
+      const req = request(`${proxyUrl}/early`, { method: 'POST', headers: { 'transfer-encoding': 'chunked' } }, (res) => {
+        assert.equal(res.headers['x-early'], '1');
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve(body));
+        // Only now, with the response under way, does the client send its body.
+        req.end('ping');
+      });
+      req.on('error', reject);
+      req.flushHeaders();
+    });
+    assert.equal(echoed, 'ping');
   });
 
   it('reports a refused upstream to onError', async () => {
