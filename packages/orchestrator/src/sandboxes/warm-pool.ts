@@ -4,6 +4,7 @@
 // retried with exponential backoff, and never reach the caller or crash the node.
 
 import type { Logger } from 'pino';
+import { warmUpEnvd } from './envd-warmup.js';
 import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
 
 export interface WarmPoolOptions {
@@ -117,6 +118,7 @@ export class WarmPool {
           await this.destroy(slot);
           return;
         }
+        await warmUpEnvd(slot.address).catch((err: unknown) => log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
         pool.ready.push(slot);
         pool.failures = 0;
         log.debug({ slotId: slot.slotId, ready: pool.ready.length }, 'warm slot ready');
