@@ -3,7 +3,7 @@
 // constant time.
 
 import type { FastifyRequest } from 'fastify';
-import { tokensEqual } from '../auth/token-compare.js';
+import { tokensEqual } from '@cove/auth-tokens';
 import { Unauthenticated } from '../errors.js';
 import type { Team, TeamStore } from '../store/team-store.js';
 

@@ -6,7 +6,7 @@ import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect';
 import { HeartbeatResponseSchema, NodeRegistry } from '@cove/contracts/edge';
 import { EdgeError } from '../errors.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
-import { bearerToken, tokensEqual } from '../token-compare.js';
+import { bearerToken, tokensEqual } from '@cove/auth-tokens';
 
 /** Register the NodeRegistry service on a Connect router. */
 export function registerHeartbeatService(router: ConnectRouter, deps: { nodeToken: string; directory: NodeDirectory }): void {

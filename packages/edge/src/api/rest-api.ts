@@ -12,7 +12,7 @@ import { EdgeError, HTTP_STATUS, NodeNotFound, SandboxNotFound } from '../errors
 import type { NodeClients } from '../nodes/node-client.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { EdgeStore } from '../store/edge-store.js';
-import { bearerToken, tokensEqual } from '../token-compare.js';
+import { bearerToken, tokensEqual } from '@cove/auth-tokens';
 
 /** Edge-wide status as reported by /health and /v1/info. */
 export type EdgeStatus = 'healthy' | 'draining' | 'unhealthy';

@@ -10,7 +10,7 @@ import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, typ
 import type { Logger } from 'pino';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { EdgeStore } from '../store/edge-store.js';
-import { bearerToken, tokenHash, tokensEqual } from '../token-compare.js';
+import { bearerToken, tokenHash, tokensEqual } from '@cove/auth-tokens';
 import type { H2SessionPool } from './h2-session-pool.js';
 import { GrpcCode, replyRpcError } from './rpc-reply.js';
 

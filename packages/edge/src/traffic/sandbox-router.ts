@@ -14,7 +14,7 @@ import {
 import type { Logger } from 'pino';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { EdgeStore } from '../store/edge-store.js';
-import { tokenMatchesHash } from '../token-compare.js';
+import { tokenMatchesHash } from '@cove/auth-tokens';
 
 /** Where a request goes, or why it goes nowhere. */
 export type RouteDecision =

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EnvdError } from '../errors.js';
-import { tokensEqual } from './token-compare.js';
+import { tokensEqual } from '@cove/auth-tokens';
 
 export type FileOperation = 'read' | 'write';
 

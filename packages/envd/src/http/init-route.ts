@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { tokensEqual } from '../auth/token-compare.js';
+import { tokensEqual } from '@cove/auth-tokens';
 import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
 import { ENVD_VERSION } from '../version.js';

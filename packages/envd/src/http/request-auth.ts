@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { tokensEqual } from '../auth/token-compare.js';
+import { tokensEqual } from '@cove/auth-tokens';
 import type { EnvdState } from '../state.js';
 
 /** True when no access token is configured yet, or the request carries the right `X-Access-Token`. */

@@ -25,7 +25,7 @@ import {
 } from '@cove/traffic-proxy';
 import type { Logger } from 'pino';
 import { SANDBOX_ID_RE } from '../sandboxes/validate-spec.js';
-import { tokensEqual } from '../token-compare.js';
+import { tokensEqual } from '@cove/auth-tokens';
 
 export const NODE_TOKEN_HEADER = 'cove-node-token';
 

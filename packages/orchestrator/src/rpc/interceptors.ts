@@ -5,7 +5,7 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { OrchestratorError, PermissionDenied, Unauthenticated, type OrchestratorErrorCode } from '../errors.js';
-import { tokensEqual } from '../token-compare.js';
+import { tokensEqual } from '@cove/auth-tokens';
 
 const toConnect: Record<OrchestratorErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
