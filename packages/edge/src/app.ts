@@ -78,6 +78,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     controlLink: { clusterToken: config.clusterToken, nodeToken: config.nodeToken, directory, store, sessions, log },
     nodeToken: config.nodeToken,
     directory,
+    tls: config.tls,
     log,
   });
   const traffic: Server = createTrafficServer({
@@ -111,8 +112,10 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
         throw err;
       }
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-      log.info({ apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl) }, 'edge listening');
-      return { apiPort, trafficPort, apiUrl: `http://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };
+      const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
+      log.info({ apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl), tls }, 'edge listening');
+      const apiScheme = config.tls ? 'https' : 'http';
+      return { apiPort, trafficPort, apiUrl: `${apiScheme}://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };
     },
     drain() {
       draining = true;

@@ -3,6 +3,8 @@
 
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 
 /** Domains the unchanged SDK treats specially (reference e2b-sdk.md §1.3): a self-hosted cluster must not use them. */
@@ -32,7 +34,27 @@ const EnvSchema = z.object({
     .refine((v) => /^rediss?:\/\/./.test(v) || v.startsWith('/'), 'must be a redis:// or rediss:// URL or a unix socket path')
     .optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-});
+  // TLS on the API port: PEM files; cert and key together or neither. A client CA makes it mutual TLS.
+  COVE_EDGE_TLS_CERT: z.string().min(1).optional(),
+  COVE_EDGE_TLS_KEY: z.string().min(1).optional(),
+  COVE_EDGE_TLS_CLIENT_CA: z.string().min(1).optional(),
+})
+  .refine((e) => (e.COVE_EDGE_TLS_CERT === undefined) === (e.COVE_EDGE_TLS_KEY === undefined), {
+    message: 'COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY must be set together (or neither, for cleartext)',
+    path: ['COVE_EDGE_TLS_CERT'],
+  })
+  .refine((e) => e.COVE_EDGE_TLS_CLIENT_CA === undefined || e.COVE_EDGE_TLS_CERT !== undefined, {
+    message: 'COVE_EDGE_TLS_CLIENT_CA needs COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY (mutual TLS is TLS first)',
+    path: ['COVE_EDGE_TLS_CLIENT_CA'],
+  });
+
+/** TLS material of the API port, read from the configured PEM files at start-up. */
+export interface EdgeTlsConfig {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /** Set = mutual TLS: a client certificate signed by one of these CAs is required. */
+  readonly clientCa: Buffer | undefined;
+}
 
 /** The parsed, frozen edge configuration. */
 export interface EdgeConfig {
@@ -45,6 +67,8 @@ export interface EdgeConfig {
   readonly sandboxDomain: string;
   readonly redisUrl: string | undefined;
   readonly logLevel: string;
+  /** Undefined = cleartext API port (h2c and HTTP/1.1 sniffed on one port). */
+  readonly tls: EdgeTlsConfig | undefined;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -62,6 +86,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  const tls = loadTls(e.COVE_EDGE_TLS_CERT, e.COVE_EDGE_TLS_KEY, e.COVE_EDGE_TLS_CLIENT_CA);
   return Object.freeze({
     edgeId: e.COVE_EDGE_ID ?? `edge-${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${randomBytes(3).toString('hex')}`,
     apiPort: e.COVE_EDGE_API_PORT,
@@ -72,5 +97,32 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     sandboxDomain: e.COVE_SANDBOX_DOMAIN,
     redisUrl: e.COVE_EDGE_REDIS_URL,
     logLevel: e.COVE_LOG_LEVEL,
+    tls,
   });
+}
+
+/** Read the PEM files and check they form a usable TLS context, so a bad file fails start-up, not the first handshake. */
+function loadTls(certPath: string | undefined, keyPath: string | undefined, clientCaPath: string | undefined): EdgeTlsConfig | undefined {
+  if (certPath === undefined || keyPath === undefined) return undefined;
+  const issues: string[] = [];
+  const read = (name: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      issues.push(`${name}: cannot read ${path}: ${(err as Error).message}`);
+      return Buffer.alloc(0);
+    }
+  };
+  const cert = read('COVE_EDGE_TLS_CERT', certPath);
+  const key = read('COVE_EDGE_TLS_KEY', keyPath);
+  const clientCa = clientCaPath === undefined ? undefined : read('COVE_EDGE_TLS_CLIENT_CA', clientCaPath);
+  if (issues.length === 0) {
+    try {
+      createSecureContext({ cert, key, ca: clientCa });
+    } catch (err) {
+      issues.push(`COVE_EDGE_TLS_CERT/COVE_EDGE_TLS_KEY: not a usable PEM certificate and key: ${(err as Error).message}`);
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return Object.freeze({ cert, key, clientCa });
 }

@@ -3,6 +3,6 @@
 export { buildEdge } from './app.js';
 export type { Edge, EdgeAddresses, EdgeDeps } from './app.js';
 export { ConfigError, loadConfig } from './config.js';
-export type { EdgeConfig } from './config.js';
+export type { EdgeConfig, EdgeTlsConfig } from './config.js';
 export { createLogger } from './logger.js';
 export type { EdgeStatus } from './api/rest-api.js';

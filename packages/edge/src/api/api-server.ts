@@ -1,13 +1,23 @@
 // The edge's API port: REST (HTTP/1.1 and HTTP/2), the NodeRegistry heartbeat service (Connect/gRPC on
 // h2c, Connect on HTTP/1.1 too) and the control link (gRPC pass-through on h2c), behind one port mux.
+// With TLS configured there is no mux: one node:http2 secure server negotiates `h2` or `http/1.1` by ALPN
+// (allowHTTP1) and hands both kinds of request to the same handler.
 
 import { createServer as createHttp1Server, type Server as Http1Server } from 'node:http';
-import { createServer as createHttp2Server, type Http2Server, type ServerHttp2Session } from 'node:http2';
+import {
+  createSecureServer,
+  createServer as createHttp2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type ServerHttp2Session,
+} from 'node:http2';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server, Socket } from 'node:net';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Logger } from 'pino';
 import { handleControlLink, isControlLinkPath, type ControlLinkDeps } from '../control-link/control-link.js';
 import { replyRpcError, GrpcCode } from '../control-link/rpc-reply.js';
+import type { EdgeTlsConfig } from '../config.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import { registerHeartbeatService } from './heartbeat-service.js';
 import { createPortMux } from './port-mux.js';
@@ -19,6 +29,8 @@ export interface ApiServerDeps {
   controlLink: ControlLinkDeps;
   nodeToken: string;
   directory: NodeDirectory;
+  /** Undefined = cleartext (h2c + HTTP/1.1 sniffed). */
+  tls?: EdgeTlsConfig | undefined;
   log: Logger;
 }
 
@@ -37,30 +49,65 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     fallback: rest,
   });
 
-  const http1: Http1Server = createHttp1Server({ keepAliveTimeout: 65_000 }, connect);
   // 10 MB per session (Node's default) is tight for several multi-MB control-link messages in flight.
-  const http2: Http2Server = createHttp2Server({ maxSessionMemory: 64 });
-  http2.on('request', (req, res) => {
-    if (isControlLinkPath(req.headers[':path'])) {
-      handleControlLink(req, res, deps.controlLink).catch((err: unknown) => {
+  const maxSessionMemory = 64;
+  const onRequest = (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse): void => {
+    if (req.httpVersionMajor === 2 && isControlLinkPath(req.headers[':path'] as string | undefined)) {
+      const [h2req, h2res] = [req as Http2ServerRequest, res as Http2ServerResponse];
+      handleControlLink(h2req, h2res, deps.controlLink).catch((err: unknown) => {
         deps.log.error({ err }, 'control link failed');
-        replyRpcError(req, res, GrpcCode.INTERNAL, 'internal error');
+        replyRpcError(h2req, h2res, GrpcCode.INTERNAL, 'internal error');
       });
       return;
     }
-    connect(req, res);
-  });
+    connect(req as IncomingMessage, res as ServerResponse);
+  };
+
+  let http1: Http1Server | undefined;
+  let server: Server;
+  const http2 = deps.tls
+    ? createSecureServer({
+        allowHTTP1: true,
+        maxSessionMemory,
+        cert: deps.tls.cert,
+        key: deps.tls.key,
+        minVersion: 'TLSv1.2',
+        ...(deps.tls.clientCa ? { ca: deps.tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+      })
+    : createHttp2Server({ maxSessionMemory });
+  http2.on('request', onRequest);
+  if (deps.tls) {
+    server = http2 as unknown as Server;
+    http2.on('tlsClientError', (err: Error) => deps.log.debug({ err }, 'TLS handshake with a client failed'));
+  } else {
+    http1 = createHttp1Server({ keepAliveTimeout: 65_000 }, connect);
+    const h1 = http1;
+    server = createPortMux({
+      http1: (socket) => h1.emit('connection', socket),
+      http2: (socket) => http2.emit('connection', socket),
+    });
+  }
 
   const sessions = new Set<ServerHttp2Session>();
-  http2.on('session', (s) => {
+  http2.on('session', (s: ServerHttp2Session) => {
     sessions.add(s);
     s.on('close', () => sessions.delete(s));
   });
-  const sockets = new Set<Socket>();
-  const server = createPortMux({
-    http1: (socket) => http1.emit('connection', socket),
-    http2: (socket) => http2.emit('connection', socket),
+  // HTTP/1.1 over TLS: requests in flight per socket, so close() can cut idle keep-alive sockets at once.
+  const http1Busy = new Map<Socket, number>();
+  let closing = false;
+  http2.on('request', (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => {
+    if (req.httpVersionMajor !== 1) return;
+    const socket = req.socket as Socket;
+    http1Busy.set(socket, (http1Busy.get(socket) ?? 0) + 1);
+    res.once('close', () => {
+      const n = (http1Busy.get(socket) ?? 1) - 1;
+      http1Busy.set(socket, n);
+      if (closing && n === 0) socket.destroy();
+    });
+    socket.once('close', () => http1Busy.delete(socket));
   });
+  const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -70,7 +117,9 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     server,
     async close(graceMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      http1.closeIdleConnections();
+      closing = true;
+      http1?.closeIdleConnections();
+      for (const [socket, n] of http1Busy) if (n === 0) socket.destroy();
       for (const s of sessions) s.close();
       let timer: NodeJS.Timeout | undefined;
       const drained = new Promise<void>((resolve) => {
