@@ -48,7 +48,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const teams = new TeamStore(db.kysely);
   const clusters = new ClusterStore(db.kysely);
   const sandboxes = new SandboxStore(db.kysely, db.kind);
-  const links = new ControlLinks(config.controlLinkTimeoutMs);
+  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
   const service = new SandboxService(
     sandboxes,
     clusters,

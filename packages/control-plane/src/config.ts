@@ -1,7 +1,9 @@
 // Control-plane configuration: one zod schema over the environment, parsed once in main.ts and frozen.
 // Defaults fit a single-host `cove up`; nothing below main.ts reads process.env.
 
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
@@ -29,7 +31,24 @@ const EnvSchema = z.object({
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().min(1).default(1),
   /** Deadline for one control-link call (Create waits for the sandbox to boot). */
   COVE_CONTROL_LINK_TIMEOUT_MS: int(60_000, 100),
+  /** PEM file of extra CA certificates trusted for `https://` cluster endpoints (on top of the system roots). */
+  COVE_CONTROL_LINK_CA: z.string().min(1).optional(),
+  /** PEM files of the control plane's client certificate and key, for edges requiring mutual TLS. */
+  COVE_CONTROL_LINK_CLIENT_CERT: z.string().min(1).optional(),
+  COVE_CONTROL_LINK_CLIENT_KEY: z.string().min(1).optional(),
+}).refine((e) => (e.COVE_CONTROL_LINK_CLIENT_CERT === undefined) === (e.COVE_CONTROL_LINK_CLIENT_KEY === undefined), {
+  message: 'COVE_CONTROL_LINK_CLIENT_CERT and COVE_CONTROL_LINK_CLIENT_KEY must be set together (or neither)',
+  path: ['COVE_CONTROL_LINK_CLIENT_CERT'],
 });
+
+/** TLS material for `https://` cluster endpoints; certificate verification is always on. */
+export interface ControlLinkTls {
+  /** Extra trusted CAs (added to Node's root certificates). */
+  ca: Buffer | undefined;
+  /** Client certificate and key for mutual TLS. */
+  cert: Buffer | undefined;
+  key: Buffer | undefined;
+}
 
 export type DbConfig = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
 
@@ -48,6 +67,7 @@ export interface Config {
   cpuOvercommit: number;
   memoryOvercommit: number;
   controlLinkTimeoutMs: number;
+  controlLinkTls: Readonly<ControlLinkTls>;
 }
 
 export class ConfigError extends Error {
@@ -86,5 +106,30 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
+    controlLinkTls: loadControlLinkTls(e.COVE_CONTROL_LINK_CA, e.COVE_CONTROL_LINK_CLIENT_CERT, e.COVE_CONTROL_LINK_CLIENT_KEY),
   });
+}
+
+/** Read the control link's PEM files; a missing or malformed file fails start-up with the setting's name. */
+function loadControlLinkTls(caPath: string | undefined, certPath: string | undefined, keyPath: string | undefined): Readonly<ControlLinkTls> {
+  const issues: string[] = [];
+  const read = (name: string, path: string | undefined): Buffer | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      issues.push(`${name}: cannot read ${path}: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
+  const tls = { ca: read('COVE_CONTROL_LINK_CA', caPath), cert: read('COVE_CONTROL_LINK_CLIENT_CERT', certPath), key: read('COVE_CONTROL_LINK_CLIENT_KEY', keyPath) };
+  if (issues.length === 0) {
+    try {
+      createSecureContext(tls);
+    } catch (err) {
+      issues.push(`COVE_CONTROL_LINK_CA/COVE_CONTROL_LINK_CLIENT_CERT/COVE_CONTROL_LINK_CLIENT_KEY: unusable PEM: ${(err as Error).message}`);
+    }
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return Object.freeze(tls);
 }

@@ -13,8 +13,10 @@ import {
   type SandboxInfo,
   type SandboxSpec,
 } from '@cove/contracts/orchestrator';
-import { constants as h2 } from 'node:http2';
+import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
+import { rootCertificates } from 'node:tls';
 import { z } from 'zod';
+import type { ControlLinkTls } from '../config.js';
 import { ClusterUnavailable } from '../errors.js';
 import type { Cluster } from '../store/cluster-store.js';
 import type { NodeView } from './placement.js';
@@ -52,6 +54,21 @@ function asLinkError(err: unknown, what: string): LinkCallError {
   return new LinkCallError(ce.code, `${what}: ${ce.rawMessage}`, { cause: err });
 }
 
+/** No TLS settings: `https://` endpoints are verified against Node's root certificates only. */
+export const NO_CONTROL_LINK_TLS: Readonly<ControlLinkTls> = Object.freeze({ ca: undefined, cert: undefined, key: undefined });
+
+/**
+ * Session options for an `https://` endpoint: the system roots plus the configured CA, and the client
+ * certificate when there is one. Verification stays on (Node's default `rejectUnauthorized: true`).
+ */
+function tlsSessionOptions(tls: Readonly<ControlLinkTls>): SecureClientSessionOptions {
+  return {
+    minVersion: 'TLSv1.2',
+    ...(tls.ca ? { ca: [...rootCertificates, tls.ca.toString('utf8')] } : {}),
+    ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+  };
+}
+
 export class ControlLink {
   private readonly sessions: Http2SessionManager;
   private readonly sandboxes: Client<typeof SandboxService>;
@@ -59,8 +76,11 @@ export class ControlLink {
   constructor(
     readonly cluster: Cluster,
     private readonly timeoutMs: number,
+    tls: Readonly<ControlLinkTls> = NO_CONTROL_LINK_TLS,
   ) {
-    this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 });
+    const secure = new URL(cluster.endpoint).protocol === 'https:';
+    // One HTTP/2 session (h2c or h2 over TLS) carries both the gRPC calls and the REST discovery.
+    this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 }, secure ? tlsSessionOptions(tls) : undefined);
     const transport = createGrpcTransport({ baseUrl: cluster.endpoint, sessionManager: this.sessions });
     this.sandboxes = createClient(SandboxService, transport);
   }
@@ -191,13 +211,16 @@ export class ControlLink {
 export class ControlLinks {
   private readonly links = new Map<string, ControlLink>();
 
-  constructor(private readonly timeoutMs: number) {}
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly tls: Readonly<ControlLinkTls> = NO_CONTROL_LINK_TLS,
+  ) {}
 
   for(cluster: Cluster): ControlLink {
     const cur = this.links.get(cluster.id);
     if (cur && cur.cluster.endpoint === cluster.endpoint && cur.cluster.token === cluster.token) return cur;
     cur?.close();
-    const link = new ControlLink(cluster, this.timeoutMs);
+    const link = new ControlLink(cluster, this.timeoutMs, this.tls);
     this.links.set(cluster.id, link);
     return link;
   }
