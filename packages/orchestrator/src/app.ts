@@ -158,6 +158,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       if (config.edgeUrl) {
         heartbeat = new Heartbeat({
           edgeUrl: config.edgeUrl,
+          tls: config.edgeTls,
           nodeToken: config.nodeToken,
           rpcUrl: `http://${hostPort(config.advertiseHost, rpcPort)}`,
           proxyUrl: `http://${hostPort(config.advertiseHost, proxyPort)}`,

@@ -1,6 +1,7 @@
 // Orchestrator configuration: one zod schema over the environment, parsed once in main.ts and frozen.
 // Defaults fit the single-host `cove up`; nothing below main.ts reads process.env.
 
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -41,6 +42,11 @@ const envSchema = z.object({
   COVE_ENVD_BUNDLE: z.string().min(1).optional(),
   COVE_TEMPLATE_CACHE_DIR: z.string().min(1).optional(),
   COVE_EDGE_URL: z.string().url().optional(),
+  /** PEM file of extra CAs trusted for an `https://` COVE_EDGE_URL (on top of the system roots). */
+  COVE_EDGE_CA: z.string().min(1).optional(),
+  /** PEM files of this node's client certificate and key, for an edge requiring mutual TLS. */
+  COVE_EDGE_CLIENT_CERT: z.string().min(1).optional(),
+  COVE_EDGE_CLIENT_KEY: z.string().min(1).optional(),
   COVE_HEARTBEAT_INTERVAL_MS: posInt.default(2000),
   COVE_WARM_POOL: warmPool.default('base=2'),
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
@@ -55,6 +61,9 @@ const envSchema = z.object({
   COVE_RUNTIME_INSTANCE: z.string().regex(/^[a-z][a-z0-9]{0,9}$/).optional(),
   COVE_VETH_PREFIX: z.string().regex(/^[a-z][a-z0-9-]{0,3}$/).optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+}).refine((e) => (e.COVE_EDGE_CLIENT_CERT === undefined) === (e.COVE_EDGE_CLIENT_KEY === undefined), {
+  message: 'COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY must be set together (or neither)',
+  path: ['COVE_EDGE_CLIENT_CERT'],
 });
 
 export interface OrchestratorConfig {
@@ -68,6 +77,8 @@ export interface OrchestratorConfig {
   readonly dataDir: string;
   readonly envdBundle: string;
   readonly edgeUrl: string | undefined;
+  /** PEM text for an `https://` edge: extra CAs, and a client certificate for mutual TLS. */
+  readonly edgeTls: { readonly ca: string | undefined; readonly cert: string | undefined; readonly key: string | undefined };
   readonly heartbeatIntervalMs: number;
   /** Target number of ready warm slots per template. */
   readonly warmPool: Readonly<Record<string, number>>;
@@ -121,6 +132,18 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || 'env'}: ${i.message}`));
   }
   const e = parsed.data;
+  const issues: string[] = [];
+  const pem = (name: string, path: string | undefined): string | undefined => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      issues.push(`${name}: cannot read ${path}: ${(err as Error).message}`);
+      return undefined;
+    }
+  };
+  const edgeTls = { ca: pem('COVE_EDGE_CA', e.COVE_EDGE_CA), cert: pem('COVE_EDGE_CLIENT_CERT', e.COVE_EDGE_CLIENT_CERT), key: pem('COVE_EDGE_CLIENT_KEY', e.COVE_EDGE_CLIENT_KEY) };
+  if (issues.length > 0) throw new ConfigError(issues);
   return deepFreeze({
     nodeId: e.COVE_NODE_ID,
     nodeToken: e.COVE_NODE_TOKEN,
@@ -131,6 +154,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     dataDir: resolve(e.COVE_DATA_DIR),
     envdBundle: resolve(e.COVE_ENVD_BUNDLE ?? defaultEnvdBundle()),
     edgeUrl: e.COVE_EDGE_URL?.replace(/\/+$/, ''),
+    edgeTls,
     heartbeatIntervalMs: e.COVE_HEARTBEAT_INTERVAL_MS,
     warmPool: e.COVE_WARM_POOL,
     warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,

@@ -7,10 +7,13 @@ import { createClient, type Client } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { HeartbeatRequestSchema, NodeRegistry, SandboxTrafficSchema } from '@cove/contracts/edge';
 import type { InfoResponse } from '@cove/contracts/orchestrator';
+import { rootCertificates } from 'node:tls';
 import type { Logger } from 'pino';
 
 export interface HeartbeatOptions {
   edgeUrl: string;
+  /** For an `https://` edge: extra CAs (PEM, added to the system roots) and a client certificate for mutual TLS. */
+  tls?: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined };
   nodeToken: string;
   rpcUrl: string;
   proxyUrl: string;
@@ -32,7 +35,14 @@ export class Heartbeat {
   private stopped = false;
 
   constructor(private readonly opts: HeartbeatOptions) {
-    this.client = createClient(NodeRegistry, createGrpcTransport({ baseUrl: opts.edgeUrl }));
+    const tls = opts.tls ?? {};
+    const nodeOptions = opts.edgeUrl.startsWith('https:')
+      ? {
+          ...(tls.ca ? { ca: [...rootCertificates, tls.ca] } : {}),
+          ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}),
+        }
+      : undefined;
+    this.client = createClient(NodeRegistry, createGrpcTransport({ baseUrl: opts.edgeUrl, nodeOptions }));
   }
 
   start(): void {
