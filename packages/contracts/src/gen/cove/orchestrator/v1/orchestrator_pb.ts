@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cove/orchestrator/v1/orchestrator.proto.
  */
 export const file_cove_orchestrator_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIokECgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiowMKC1NhbmRib3hJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDwoHdGVhbV9pZBgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEkEKCG1ldGFkYXRhGAggAygLMi8uY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8uTWV0YWRhdGFFbnRyeRIuCgpzdGFydF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZW52ZF92ZXJzaW9uGAsgASgJEh0KFWFsbG93X2ludGVybmV0X2FjY2VzcxgMIAEoCBIPCgdhZGRyZXNzGA0gASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJDCg1DcmVhdGVSZXF1ZXN0EjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYyJbCg5DcmVhdGVSZXNwb25zZRIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8SFQoNd2FybV9wb29sX2hpdBgCIAEoCCINCgtMaXN0UmVxdWVzdCJECgxMaXN0UmVzcG9uc2USNAoJc2FuZGJveGVzGAEgAygLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iMwoNRGVsZXRlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIQCg5EZWxldGVSZXNwb25zZSJRCg1VcGRhdGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKDlVwZGF0ZVJlc3BvbnNlEjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyINCgtJbmZvUmVxdWVzdCJiCgxOb2RlQ2FwYWNpdHkSEQoJY3B1X2NvdW50GAEgASgNEhQKDG1lbW9yeV9ieXRlcxgCIAEoBBISCgpkaXNrX2J5dGVzGAMgASgEEhUKDW1heF9zYW5kYm94ZXMYBCABKA0iqQEKCU5vZGVVc2FnZRITCgtjcHVfcGVyY2VudBgBIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgCIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYAyABKAQSFQoNY3B1X2FsbG9jYXRlZBgEIAEoDRIeChZtZW1vcnlfYWxsb2NhdGVkX2J5dGVzGAUgASgEEhwKFGRpc2tfYWxsb2NhdGVkX2J5dGVzGAYgASgEIkIKDFdhcm1Qb29sSW5mbxITCgt0ZW1wbGF0ZV9pZBgBIAEoCRINCgVyZWFkeRgCIAEoDRIOCgZ0YXJnZXQYAyABKA0iqAMKDEluZm9SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSMAoGc3RhdHVzGAMgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cxI0CghjYXBhY2l0eRgEIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVDYXBhY2l0eRIuCgV1c2FnZRgFIAEoCzIfLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVVc2FnZRIVCg1zYW5kYm94X2NvdW50GAYgASgNEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXJvbGVzGAggAygJEjYKCndhcm1fcG9vbHMYCSADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5XYXJtUG9vbEluZm8SFQoNcHJveHlfYWRkcmVzcxgKIAEoCRI5Cg1zYW5kYm94X3VzYWdlGAsgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFVzYWdlIqkBCgxTYW5kYm94VXNhZ2USEgoKc2FuZGJveF9pZBgBIAEoCRITCgtjcHVfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYBCABKAQSDAoEcGlkcxgFIAEoDRIuCgpzYW1wbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChBTZXRTdGF0dXNSZXF1ZXN0EjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiRQoRU2V0U3RhdHVzUmVzcG9uc2USMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyp3CgpOb2RlU3RhdHVzEhsKF05PREVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTk9ERV9TVEFUVVNfSEVBTFRIWRABEhgKFE5PREVfU1RBVFVTX0RSQUlOSU5HEAISGQoVTk9ERV9TVEFUVVNfVU5IRUFMVEhZEAMy3gIKDlNhbmRib3hTZXJ2aWNlElMKBkNyZWF0ZRIjLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlcXVlc3QaJC5jb3ZlLm9yY2hlc3RyYXRvci52MS5DcmVhdGVSZXNwb25zZRJNCgRMaXN0EiEuY292ZS5vcmNoZXN0cmF0b3IudjEuTGlzdFJlcXVlc3QaIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVzcG9uc2USUwoGRGVsZXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVJlc3BvbnNlElMKBlVwZGF0ZRIjLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlcXVlc3QaJC5jb3ZlLm9yY2hlc3RyYXRvci52MS5VcGRhdGVSZXNwb25zZTK6AQoLSW5mb1NlcnZpY2USTQoESW5mbxIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXF1ZXN0GiIuY292ZS5vcmNoZXN0cmF0b3IudjEuSW5mb1Jlc3BvbnNlElwKCVNldFN0YXR1cxImLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNldFN0YXR1c1JlcXVlc3QaJy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIokECgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiowMKC1NhbmRib3hJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDwoHdGVhbV9pZBgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEkEKCG1ldGFkYXRhGAggAygLMi8uY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8uTWV0YWRhdGFFbnRyeRIuCgpzdGFydF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZW52ZF92ZXJzaW9uGAsgASgJEh0KFWFsbG93X2ludGVybmV0X2FjY2VzcxgMIAEoCBIPCgdhZGRyZXNzGA0gASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJDCg1DcmVhdGVSZXF1ZXN0EjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYyJbCg5DcmVhdGVSZXNwb25zZRIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8SFQoNd2FybV9wb29sX2hpdBgCIAEoCCINCgtMaXN0UmVxdWVzdCJECgxMaXN0UmVzcG9uc2USNAoJc2FuZGJveGVzGAEgAygLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iMwoNRGVsZXRlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIQCg5EZWxldGVSZXNwb25zZSJRCg1VcGRhdGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKDlVwZGF0ZVJlc3BvbnNlEjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyINCgtJbmZvUmVxdWVzdCJiCgxOb2RlQ2FwYWNpdHkSEQoJY3B1X2NvdW50GAEgASgNEhQKDG1lbW9yeV9ieXRlcxgCIAEoBBISCgpkaXNrX2J5dGVzGAMgASgEEhUKDW1heF9zYW5kYm94ZXMYBCABKA0iqQEKCU5vZGVVc2FnZRITCgtjcHVfcGVyY2VudBgBIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgCIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYAyABKAQSFQoNY3B1X2FsbG9jYXRlZBgEIAEoDRIeChZtZW1vcnlfYWxsb2NhdGVkX2J5dGVzGAUgASgEEhwKFGRpc2tfYWxsb2NhdGVkX2J5dGVzGAYgASgEIkIKDFdhcm1Qb29sSW5mbxITCgt0ZW1wbGF0ZV9pZBgBIAEoCRINCgVyZWFkeRgCIAEoDRIOCgZ0YXJnZXQYAyABKA0iqAMKDEluZm9SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSMAoGc3RhdHVzGAMgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cxI0CghjYXBhY2l0eRgEIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVDYXBhY2l0eRIuCgV1c2FnZRgFIAEoCzIfLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVVc2FnZRIVCg1zYW5kYm94X2NvdW50GAYgASgNEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXJvbGVzGAggAygJEjYKCndhcm1fcG9vbHMYCSADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5XYXJtUG9vbEluZm8SFQoNcHJveHlfYWRkcmVzcxgKIAEoCRI5Cg1zYW5kYm94X3VzYWdlGAsgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFVzYWdlIqkBCgxTYW5kYm94VXNhZ2USEgoKc2FuZGJveF9pZBgBIAEoCRITCgtjcHVfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYBCABKAQSDAoEcGlkcxgFIAEoDRIuCgpzYW1wbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChBTZXRTdGF0dXNSZXF1ZXN0EjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiRQoRU2V0U3RhdHVzUmVzcG9uc2USMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyJNCgxUZW1wbGF0ZVN0ZXASDAoEdHlwZRgBIAEoCRIMCgRhcmdzGAIgAygJEg0KBWZvcmNlGAMgASgIEhIKCmZpbGVzX2hhc2gYBCABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJItoCCgxCdWlsZFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSDwoHdGVhbV9pZBgDIAEoCRIUCgpmcm9tX2ltYWdlGAQgASgJSAASFwoNZnJvbV9idWlsZF9pZBgFIAEoCUgAEj8KE2Zyb21faW1hZ2VfcmVnaXN0cnkYBiABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5SZWdpc3RyeUF1dGgSMQoFc3RlcHMYByADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5UZW1wbGF0ZVN0ZXASEQoJc3RhcnRfY21kGAggASgJEhEKCXJlYWR5X2NtZBgJIAEoCRINCgVmb3JjZRgKIAEoCBIMCgR2Y3B1GAsgASgNEhEKCW1lbW9yeV9tYhgMIAEoDRIPCgdkaXNrX21iGA0gASgNQggKBnNvdXJjZSIPCg1CdWlsZFJlc3BvbnNlImwKDUJ1aWxkTG9nRW50cnkSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkiLQoMQnVpbGRGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEc3RlcBgCIAEoCSJfChJCdWlsZFN0YXR1c1JlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSEwoLbG9nc19vZmZzZXQYAyABKA0SDQoFbGltaXQYBCABKA0ikQIKE0J1aWxkU3RhdHVzUmVzcG9uc2USLwoFc3RhdGUYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXRlEjgKC2xvZ19lbnRyaWVzGAIgAygLMiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRMb2dFbnRyeRIzCgdmYWlsdXJlGAMgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRGYWlsdXJlEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEhIKCmxvZ3NfdG90YWwYCCABKA0iPQoTRGVsZXRlQnVpbGRzUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIRCglidWlsZF9pZHMYAiADKAkiFgoURGVsZXRlQnVpbGRzUmVzcG9uc2UqdwoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX0hFQUxUSFkQARIYChROT0RFX1NUQVRVU19EUkFJTklORxACEhkKFU5PREVfU1RBVFVTX1VOSEVBTFRIWRADKnEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCVUlMRF9TVEFURV9CVUlMRElORxABEhUKEUJVSUxEX1NUQVRFX1JFQURZEAISFQoRQlVJTERfU1RBVEVfRVJST1IQAzLeAgoOU2FuZGJveFNlcnZpY2USUwoGQ3JlYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQ3JlYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlc3BvbnNlEk0KBExpc3QSIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkxpc3RSZXNwb25zZRJTCgZEZWxldGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVzcG9uc2USUwoGVXBkYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlc3BvbnNlMq4CCg9UZW1wbGF0ZVNlcnZpY2USUAoFQnVpbGQSIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlcXVlc3QaIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlc3BvbnNlEmIKC0J1aWxkU3RhdHVzEiguY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXF1ZXN0GikuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXNwb25zZRJlCgxEZWxldGVCdWlsZHMSKS5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVCdWlsZHNSZXF1ZXN0GiouY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlQnVpbGRzUmVzcG9uc2UyugEKC0luZm9TZXJ2aWNlEk0KBEluZm8SIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXNwb25zZRJcCglTZXRTdGF0dXMSJi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TZXRTdGF0dXNSZXF1ZXN0GicuY292ZS5vcmNoZXN0cmF0b3IudjEuU2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxSpec
@@ -587,6 +587,358 @@ export const SetStatusResponseSchema: GenMessage<SetStatusResponse> = /*@__PURE_
   messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
 
 /**
+ * @generated from message cove.orchestrator.v1.TemplateStep
+ */
+export type TemplateStep = Message<"cove.orchestrator.v1.TemplateStep"> & {
+  /**
+   * RUN, COPY, ENV, WORKDIR or USER; args as the E2B SDK sends them.
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * @generated from field: repeated string args = 2;
+   */
+  args: string[];
+
+  /**
+   * Rebuild this step and every later one even when cached.
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
+
+  /**
+   * COPY only: the SDK's filesHash, naming `files/<team_id>/<files_hash>.tar` in cluster storage.
+   *
+   * @generated from field: string files_hash = 4;
+   */
+  filesHash: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.TemplateStep.
+ * Use `create(TemplateStepSchema)` to create a new message.
+ */
+export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
+
+/**
+ * @generated from message cove.orchestrator.v1.RegistryAuth
+ */
+export type RegistryAuth = Message<"cove.orchestrator.v1.RegistryAuth"> & {
+  /**
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.RegistryAuth.
+ * Use `create(RegistryAuthSchema)` to create a new message.
+ */
+export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
+
+/**
+ * @generated from message cove.orchestrator.v1.BuildRequest
+ */
+export type BuildRequest = Message<"cove.orchestrator.v1.BuildRequest"> & {
+  /**
+   * @generated from field: string template_id = 1;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: string build_id = 2;
+   */
+  buildId: string;
+
+  /**
+   * Cache scope and owner of the COPY uploads.
+   *
+   * @generated from field: string team_id = 3;
+   */
+  teamId: string;
+
+  /**
+   * @generated from oneof cove.orchestrator.v1.BuildRequest.source
+   */
+  source: {
+    /**
+     * An image reference resolved through the cluster's OCI registry, e.g. "debian:bookworm".
+     *
+     * @generated from field: string from_image = 4;
+     */
+    value: string;
+    case: "fromImage";
+  } | {
+    /**
+     * Build id of the parent template (a finished user build), or the id of a built-in template ("base").
+     *
+     * @generated from field: string from_build_id = 5;
+     */
+    value: string;
+    case: "fromBuildId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * @generated from field: cove.orchestrator.v1.RegistryAuth from_image_registry = 6;
+   */
+  fromImageRegistry?: RegistryAuth | undefined;
+
+  /**
+   * @generated from field: repeated cove.orchestrator.v1.TemplateStep steps = 7;
+   */
+  steps: TemplateStep[];
+
+  /**
+   * @generated from field: string start_cmd = 8;
+   */
+  startCmd: string;
+
+  /**
+   * @generated from field: string ready_cmd = 9;
+   */
+  readyCmd: string;
+
+  /**
+   * Rebuild every step (skipCache).
+   *
+   * @generated from field: bool force = 10;
+   */
+  force: boolean;
+
+  /**
+   * @generated from field: uint32 vcpu = 11;
+   */
+  vcpu: number;
+
+  /**
+   * @generated from field: uint32 memory_mb = 12;
+   */
+  memoryMb: number;
+
+  /**
+   * @generated from field: uint32 disk_mb = 13;
+   */
+  diskMb: number;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.BuildRequest.
+ * Use `create(BuildRequestSchema)` to create a new message.
+ */
+export const BuildRequestSchema: GenMessage<BuildRequest> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
+
+/**
+ * @generated from message cove.orchestrator.v1.BuildResponse
+ */
+export type BuildResponse = Message<"cove.orchestrator.v1.BuildResponse"> & {
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.BuildResponse.
+ * Use `create(BuildResponseSchema)` to create a new message.
+ */
+export const BuildResponseSchema: GenMessage<BuildResponse> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
+
+/**
+ * @generated from message cove.orchestrator.v1.BuildLogEntry
+ */
+export type BuildLogEntry = Message<"cove.orchestrator.v1.BuildLogEntry"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp timestamp = 1;
+   */
+  timestamp?: Timestamp | undefined;
+
+  /**
+   * debug, info, warn or error.
+   *
+   * @generated from field: string level = 2;
+   */
+  level: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * "base", "finalize" or the 1-based step number the entry belongs to; empty for general lines.
+   *
+   * @generated from field: string step = 4;
+   */
+  step: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.BuildLogEntry.
+ * Use `create(BuildLogEntrySchema)` to create a new message.
+ */
+export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
+
+/**
+ * @generated from message cove.orchestrator.v1.BuildFailure
+ */
+export type BuildFailure = Message<"cove.orchestrator.v1.BuildFailure"> & {
+  /**
+   * @generated from field: string message = 1;
+   */
+  message: string;
+
+  /**
+   * As in BuildLogEntry.step: where the build failed.
+   *
+   * @generated from field: string step = 2;
+   */
+  step: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.BuildFailure.
+ * Use `create(BuildFailureSchema)` to create a new message.
+ */
+export const BuildFailureSchema: GenMessage<BuildFailure> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
+
+/**
+ * @generated from message cove.orchestrator.v1.BuildStatusRequest
+ */
+export type BuildStatusRequest = Message<"cove.orchestrator.v1.BuildStatusRequest"> & {
+  /**
+   * @generated from field: string template_id = 1;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: string build_id = 2;
+   */
+  buildId: string;
+
+  /**
+   * @generated from field: uint32 logs_offset = 3;
+   */
+  logsOffset: number;
+
+  /**
+   * Most entries returned (default and cap 100).
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.BuildStatusRequest.
+ * Use `create(BuildStatusRequestSchema)` to create a new message.
+ */
+export const BuildStatusRequestSchema: GenMessage<BuildStatusRequest> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
+
+/**
+ * @generated from message cove.orchestrator.v1.BuildStatusResponse
+ */
+export type BuildStatusResponse = Message<"cove.orchestrator.v1.BuildStatusResponse"> & {
+  /**
+   * @generated from field: cove.orchestrator.v1.BuildState state = 1;
+   */
+  state: BuildState;
+
+  /**
+   * @generated from field: repeated cove.orchestrator.v1.BuildLogEntry log_entries = 2;
+   */
+  logEntries: BuildLogEntry[];
+
+  /**
+   * Set when state is ERROR.
+   *
+   * @generated from field: cove.orchestrator.v1.BuildFailure failure = 3;
+   */
+  failure?: BuildFailure | undefined;
+
+  /**
+   * Set when READY: what the control plane records for the template.
+   *
+   * @generated from field: string envd_version = 4;
+   */
+  envdVersion: string;
+
+  /**
+   * @generated from field: uint32 vcpu = 5;
+   */
+  vcpu: number;
+
+  /**
+   * @generated from field: uint32 memory_mb = 6;
+   */
+  memoryMb: number;
+
+  /**
+   * @generated from field: uint32 disk_mb = 7;
+   */
+  diskMb: number;
+
+  /**
+   * Total log entries the build has so far.
+   *
+   * @generated from field: uint32 logs_total = 8;
+   */
+  logsTotal: number;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.BuildStatusResponse.
+ * Use `create(BuildStatusResponseSchema)` to create a new message.
+ */
+export const BuildStatusResponseSchema: GenMessage<BuildStatusResponse> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
+
+/**
+ * @generated from message cove.orchestrator.v1.DeleteBuildsRequest
+ */
+export type DeleteBuildsRequest = Message<"cove.orchestrator.v1.DeleteBuildsRequest"> & {
+  /**
+   * @generated from field: string template_id = 1;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: repeated string build_ids = 2;
+   */
+  buildIds: string[];
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.DeleteBuildsRequest.
+ * Use `create(DeleteBuildsRequestSchema)` to create a new message.
+ */
+export const DeleteBuildsRequestSchema: GenMessage<DeleteBuildsRequest> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
+
+/**
+ * @generated from message cove.orchestrator.v1.DeleteBuildsResponse
+ */
+export type DeleteBuildsResponse = Message<"cove.orchestrator.v1.DeleteBuildsResponse"> & {
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.DeleteBuildsResponse.
+ * Use `create(DeleteBuildsResponseSchema)` to create a new message.
+ */
+export const DeleteBuildsResponseSchema: GenMessage<DeleteBuildsResponse> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
+
+/**
  * @generated from enum cove.orchestrator.v1.NodeStatus
  */
 export enum NodeStatus {
@@ -616,6 +968,37 @@ export enum NodeStatus {
  */
 export const NodeStatusSchema: GenEnum<NodeStatus> = /*@__PURE__*/
   enumDesc(file_cove_orchestrator_v1_orchestrator, 0);
+
+/**
+ * @generated from enum cove.orchestrator.v1.BuildState
+ */
+export enum BuildState {
+  /**
+   * @generated from enum value: BUILD_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: BUILD_STATE_BUILDING = 1;
+   */
+  BUILDING = 1,
+
+  /**
+   * @generated from enum value: BUILD_STATE_READY = 2;
+   */
+  READY = 2,
+
+  /**
+   * @generated from enum value: BUILD_STATE_ERROR = 3;
+   */
+  ERROR = 3,
+}
+
+/**
+ * Describes the enum cove.orchestrator.v1.BuildState.
+ */
+export const BuildStateSchema: GenEnum<BuildState> = /*@__PURE__*/
+  enumDesc(file_cove_orchestrator_v1_orchestrator, 1);
 
 /**
  * @generated from service cove.orchestrator.v1.SandboxService
@@ -666,6 +1049,50 @@ export const SandboxService: GenService<{
   serviceDesc(file_cove_orchestrator_v1_orchestrator, 0);
 
 /**
+ * Template builds (reference/e2b-infra.md section 7). The node builds in isolated build sandboxes, keeps
+ * the logs, and writes every artifact (layers, the build's manifest, its logs) to cluster storage, so any
+ * node can later run sandboxes of the template. COPY sources are read from cluster storage
+ * (`files/<team_id>/<files_hash>.tar`), never from the caller.
+ *
+ * @generated from service cove.orchestrator.v1.TemplateService
+ */
+export const TemplateService: GenService<{
+  /**
+   * Accept a build and start it in the background; progress through BuildStatus. INVALID_ARGUMENT for a
+   * bad step, ALREADY_EXISTS for a build id this node already builds, RESOURCE_EXHAUSTED when draining.
+   *
+   * @generated from rpc cove.orchestrator.v1.TemplateService.Build
+   */
+  build: {
+    methodKind: "unary";
+    input: typeof BuildRequestSchema;
+    output: typeof BuildResponseSchema;
+  },
+  /**
+   * State and log entries from logs_offset. NOT_FOUND when neither the node nor storage knows the build.
+   *
+   * @generated from rpc cove.orchestrator.v1.TemplateService.BuildStatus
+   */
+  buildStatus: {
+    methodKind: "unary";
+    input: typeof BuildStatusRequestSchema;
+    output: typeof BuildStatusResponseSchema;
+  },
+  /**
+   * Remove builds' artifacts that no other build references (manifests, logs, unshared layers) from
+   * storage and this node's cache. FAILED_PRECONDITION while a sandbox on this node uses one of them.
+   *
+   * @generated from rpc cove.orchestrator.v1.TemplateService.DeleteBuilds
+   */
+  deleteBuilds: {
+    methodKind: "unary";
+    input: typeof DeleteBuildsRequestSchema;
+    output: typeof DeleteBuildsResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_cove_orchestrator_v1_orchestrator, 1);
+
+/**
  * @generated from service cove.orchestrator.v1.InfoService
  */
 export const InfoService: GenService<{
@@ -688,5 +1115,5 @@ export const InfoService: GenService<{
     output: typeof SetStatusResponseSchema;
   },
 }> = /*@__PURE__*/
-  serviceDesc(file_cove_orchestrator_v1_orchestrator, 1);
+  serviceDesc(file_cove_orchestrator_v1_orchestrator, 2);
 
