@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Builds CRIU 4.1.1 from Debian 13's source package and installs the binary into a Cove-owned prefix.
+#   install-criu.sh [--prefix DIR]        (default /var/lib/cove/tools, or $COVE_TOOLS_DIR)
+# Why: Debian 12 ships CRIU 3.17, which fails on kernels >= 6.13 ("Unexpected rt vDSO area bounds");
+# 4.1 handles the new [vvar_vclock] mapping. Only Debian's registry is reachable, so the source comes
+# from trixie's deb-src (the upstream .orig.tar.xz) and is built with bookworm's build dependencies.
+# Idempotent: a present binary whose `criu check` passes is left alone (well under a second).
+set -euo pipefail
+
+VERSION=4.1.1
+PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) PREFIX="$2"; shift 2 ;;
+    --prefix=*) PREFIX="${1#--prefix=}"; shift ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "install-criu: unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+DEST="$PREFIX/criu-$VERSION"
+BIN="$DEST/criu"
+
+say() { printf 'install-criu: %s\n' "$*" >&2; }
+die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
+
+if [ -x "$BIN" ] && "$BIN" check >/dev/null 2>&1; then
+  say "criu $VERSION present at $BIN (criu check passes)"
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || die "run as root (installs Debian packages)"
+START=$(date +%s)
+
+# Build dependencies from bookworm (what `make criu` needs; no docs, no plugins, no tests):
+# protobuf-c runtime + compiler and python3-protobuf generate the image format code; libnl-3, libnet,
+# libcap, libbsd, gnutls (TLS for page-server), libnftables (network locking), libuuid are linked in.
+BUILD_DEPS=(build-essential pkg-config python3 python3-protobuf protobuf-compiler protobuf-c-compiler
+  libprotobuf-dev libprotobuf-c-dev libnl-3-dev libnet1-dev libcap-dev libbsd-dev libgnutls28-dev
+  libnftables-dev uuid-dev libaio-dev xz-utils dpkg-dev iproute2)
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for p in "${BUILD_DEPS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing build dependencies: ${missing[*]}"
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+fi
+
+# Only source packages come from trixie (deb-src), so nothing from Debian 13 is ever installed.
+SRC_LIST=/etc/apt/sources.list.d/cove-criu-src.sources
+if [ ! -f "$SRC_LIST" ]; then
+  say "adding $SRC_LIST (deb-src trixie main)"
+  cat >"$SRC_LIST" <<'EOF'
+# Added by Cove's install-criu.sh: source packages only (CRIU 4.1 is built from trixie's source).
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+fi
+
+WORK="$(mktemp -d /var/tmp/cove-criu-build.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+# Only the upstream tarball is needed. On this registry the .dsc and .debian.tar.xz of trixie's criu are
+# not served (404), so apt-get source exits non-zero even when the .orig.tar.xz arrived: judge by the file.
+chmod 0755 "$WORK"   # apt's _apt user downloads into it
+say "downloading the criu source package"
+if ! apt-cache showsrc criu 2>/dev/null | grep -q "^Version: $VERSION"; then
+  # Refresh only the trixie source index (keeps the other lists as they are).
+  apt-get update -qq -o Dir::Etc::sourcelist="$SRC_LIST" -o Dir::Etc::sourceparts=- \
+    -o APT::Get::List-Cleanup=0 || die "apt-get update of $SRC_LIST failed"
+fi
+SRC_VERSION="$(apt-cache showsrc criu 2>/dev/null | awk '/^Version: /{print $2}' | grep "^$VERSION" | sort -V | tail -1)"
+[ -n "$SRC_VERSION" ] || die "no criu $VERSION source in the apt source lists (is $SRC_LIST reachable?)"
+ORIG="$WORK/criu_$VERSION.orig.tar.xz"
+apt-get source --download-only "criu=$SRC_VERSION" >"$WORK/fetch.log" 2>&1 || true
+[ -f "$ORIG" ] || { cat "$WORK/fetch.log" >&2; die "apt-get source criu=$SRC_VERSION did not download $(basename "$ORIG")"; }
+# apt checked the download against the signed Sources index; check again, explicitly, against that index.
+WANT="$(apt-cache showsrc criu 2>/dev/null | awk -v v="$SRC_VERSION" -v n="$(basename "$ORIG")" '
+  /^$/ {ver=""; f=0} /^Version: / {ver=$2}
+  /^Checksums-Sha256:/ {f=1; next} f && !/^ / {f=0}
+  f && ver==v && $3==n {print $1; exit}')"
+GOT="$(sha256sum "$ORIG" | cut -d' ' -f1)"
+[ -n "$WANT" ] && [ "$WANT" = "$GOT" ] || die "sha256 of $(basename "$ORIG") ($GOT) does not match the Sources index (${WANT:-none})"
+say "got $(basename "$ORIG") ($(du -h "$ORIG" | cut -f1), sha256 matches the signed Sources index of $SRC_VERSION)"
+
+tar -xf "$ORIG"
+SRC_DIR="$(find "$WORK" -maxdepth 1 -type d -name "criu-$VERSION*" | head -1)"
+[ -n "$SRC_DIR" ] || die "unexpected layout in $(basename "$ORIG")"
+say "building (make criu, $(nproc) jobs)"
+if ! make -C "$SRC_DIR" -j"$(nproc)" criu >"$WORK/build.log" 2>&1; then
+  tail -40 "$WORK/build.log" >&2
+  die "make criu failed"
+fi
+[ -x "$SRC_DIR/criu/criu" ] || die "build produced no criu/criu"
+
+mkdir -p "$DEST"
+install -m 0755 "$SRC_DIR/criu/criu" "$BIN.tmp"
+mv -f "$BIN.tmp" "$BIN"
+if ! out="$("$BIN" check 2>&1)"; then
+  printf '%s\n' "$out" >&2
+  die "$BIN check failed on this kernel"
+fi
+say "installed $("$BIN" --version | head -1) at $BIN in $(( $(date +%s) - START )) s: $out"
