@@ -8,6 +8,7 @@
 set -euo pipefail
 
 VERSION=4.1.1
+SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -23,8 +24,16 @@ BIN="$DEST/criu"
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-if [ -x "$BIN" ] && "$BIN" check >/dev/null 2>&1; then
-  say "criu $VERSION present at $BIN (criu check passes)"
+# Two small fixes on top of 4.1.1 (the heredoc at the end of this file), both needed to checkpoint a
+# Cove sandbox on this kernel:
+#  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
+#     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
+#     that open fails (EACCES) although the namespaces do belong to the sandbox's userns. Open first.
+#  2. Linux >= 6.16 refuses SO_PASSCRED/SO_PASSSEC on TCP sockets (EOPNOTSUPP); 4.1.1 treats that as a
+#     dump failure, so no sandbox with a listening socket could be checkpointed. Treat it as "off".
+PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
+if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
+  say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
   exit 0
 fi
 [ "$(id -u)" = 0 ] || die "run as root (installs Debian packages)"
@@ -33,7 +42,7 @@ START=$(date +%s)
 # Build dependencies from bookworm (what `make criu` needs; no docs, no plugins, no tests):
 # protobuf-c runtime + compiler and python3-protobuf generate the image format code; libnl-3, libnet,
 # libcap, libbsd, gnutls (TLS for page-server), libnftables (network locking), libuuid are linked in.
-BUILD_DEPS=(build-essential pkg-config python3 python3-protobuf protobuf-compiler protobuf-c-compiler
+BUILD_DEPS=(build-essential patch pkg-config python3 python3-protobuf protobuf-compiler protobuf-c-compiler
   libprotobuf-dev libprotobuf-c-dev libnl-3-dev libnet1-dev libcap-dev libbsd-dev libgnutls28-dev
   libnftables-dev uuid-dev libaio-dev xz-utils dpkg-dev iproute2)
 export DEBIAN_FRONTEND=noninteractive
@@ -92,6 +101,8 @@ say "got $(basename "$ORIG") ($(du -h "$ORIG" | cut -f1), sha256 matches the sig
 tar -xf "$ORIG"
 SRC_DIR="$(find "$WORK" -maxdepth 1 -type d -name "criu-$VERSION*" | head -1)"
 [ -n "$SRC_DIR" ] || die "unexpected layout in $(basename "$ORIG")"
+sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | tail -n +2 | patch -d "$SRC_DIR" -p1 -s >"$WORK/patch.log" 2>&1 \
+  || { cat "$WORK/patch.log" >&2; die "applying Cove's patches to criu $VERSION failed"; }
 say "building (make criu, $(nproc) jobs)"
 if ! make -C "$SRC_DIR" -j"$(nproc)" criu >"$WORK/build.log" 2>&1; then
   tail -40 "$WORK/build.log" >&2
@@ -102,8 +113,112 @@ fi
 mkdir -p "$DEST"
 install -m 0755 "$SRC_DIR/criu/criu" "$BIN.tmp"
 mv -f "$BIN.tmp" "$BIN"
+echo "$PATCH_ID" >"$DEST/PATCHES"
 if ! out="$("$BIN" check 2>&1)"; then
   printf '%s\n' "$out" >&2
   die "$BIN check failed on this kernel"
 fi
 say "installed $("$BIN" --version | head -1) at $BIN in $(( $(date +%s) - START )) s: $out"
+exit 0
+
+__COVE_PATCH__
+--- a/criu/namespaces.c
++++ b/criu/namespaces.c
+@@ -922,9 +922,27 @@
+ 	if (chld == 0) {
+ 		struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+ 		struct __user_cap_header_struct hdr;
++		struct ns_desc *descs[] = { &user_ns_desc, &net_ns_desc, &uts_ns_desc, &time_ns_desc, &ipc_ns_desc, &mnt_ns_desc };
++		int fds[ARRAY_SIZE(descs)];
++		unsigned int i;
+ 		uid_t uid;
+ 		gid_t gid;
+ 
++		/*
++		 * Open the namespace files while still privileged: once in the target
++		 * userns, /proc/<pid>/ns/ of a task whose mm belongs to an ancestor userns
++		 * (e.g. it runs an execute-only binary) is not accessible, although its
++		 * namespaces may well belong to the target userns, which setns() checks.
++		 */
++		for (i = 0; i < ARRAY_SIZE(descs); i++) {
++			fds[i] = -1;
++			if (i > 0 && !(root_ns_mask & descs[i]->cflag))
++				continue;
++			fds[i] = open_proc(pid, "ns/%s", descs[i]->str);
++			if (fds[i] < 0)
++				exit(1);
++		}
++
+ 		uid = host_uid(0);
+ 		gid = host_gid(0);
+ 		if (uid == INVALID_ID || gid == INVALID_ID) {
+@@ -972,19 +990,9 @@
+ 		 * namespaces were created from the target userns.
+ 		 */
+ 
+-		if (switch_ns(pid, &user_ns_desc, NULL))
+-			exit(1);
+-
+-		if ((root_ns_mask & CLONE_NEWNET) && switch_ns(pid, &net_ns_desc, NULL))
+-			exit(1);
+-		if ((root_ns_mask & CLONE_NEWUTS) && switch_ns(pid, &uts_ns_desc, NULL))
+-			exit(1);
+-		if ((root_ns_mask & CLONE_NEWTIME) && switch_ns(pid, &time_ns_desc, NULL))
+-			exit(1);
+-		if ((root_ns_mask & CLONE_NEWIPC) && switch_ns(pid, &ipc_ns_desc, NULL))
+-			exit(1);
+-		if ((root_ns_mask & CLONE_NEWNS) && switch_ns(pid, &mnt_ns_desc, NULL))
+-			exit(1);
++		for (i = 0; i < ARRAY_SIZE(descs); i++)
++			if (fds[i] >= 0 && switch_ns_by_fd(fds[i], descs[i], NULL))
++				exit(1);
+ 		exit(0);
+ 	}
+ 
+--- a/criu/sockets.c
++++ b/criu/sockets.c
+@@ -637,6 +637,14 @@
+ 	return 0;
+ }
+ 
++static bool pass_opt_supported(int sk, int name)
++{
++	int v;
++	socklen_t len = sizeof(v);
++
++	return getsockopt(sk, SOL_SOCKET, name, &v, &len) == 0 || errno != EOPNOTSUPP;
++}
++
+ int dump_socket_opts(int sk, SkOptsEntry *soe)
+ {
+ 	int ret = 0, val;
+@@ -676,13 +684,22 @@
+ 	soe->so_reuseport = val ? true : false;
+ 	soe->has_so_reuseport = true;
+ 
+-	ret |= dump_opt(sk, SOL_SOCKET, SO_PASSCRED, &val);
+-	soe->has_so_passcred = true;
+-	soe->so_passcred = val ? true : false;
+-
+-	ret |= dump_opt(sk, SOL_SOCKET, SO_PASSSEC, &val);
+-	soe->has_so_passsec = true;
+-	soe->so_passsec = val ? true : false;
++	/*
++	 * Since Linux 6.16 SO_PASSCRED and SO_PASSSEC exist only for unix, netlink
++	 * and bluetooth sockets: elsewhere getsockopt() fails with EOPNOTSUPP and
++	 * the option is simply off.
++	 */
++	if (pass_opt_supported(sk, SO_PASSCRED)) {
++		ret |= dump_opt(sk, SOL_SOCKET, SO_PASSCRED, &val);
++		soe->has_so_passcred = true;
++		soe->so_passcred = val ? true : false;
++	}
++
++	if (pass_opt_supported(sk, SO_PASSSEC)) {
++		ret |= dump_opt(sk, SOL_SOCKET, SO_PASSSEC, &val);
++		soe->has_so_passsec = true;
++		soe->so_passsec = val ? true : false;
++	}
+ 
+ 	ret |= dump_opt(sk, SOL_SOCKET, SO_DONTROUTE, &val);
+ 	soe->has_so_dontroute = true;
