@@ -1,13 +1,16 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { AdminClient } from './admin-client.js';
 import { LogTail } from './log-tail.js';
-import { componentEntry, statePaths, type StatePaths } from './paths.js';
-import { loadOrCreateSecrets, type DeploymentSecrets } from './secrets.js';
+import { componentEntry, repoRoot, statePaths, type StatePaths } from './paths.js';
+import { RegistryClient } from '@cove/oci';
+import { loadOrCreateSecrets, REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
 import { running, start, stop } from './supervisor.js';
-import { components, portsFor, type Topology } from './topology.js';
+import { clusterDirs, components, portsFor, registryUrl, type ComponentSpec, type Topology } from './topology.js';
+import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder } from './seed-image.js';
 import { waitForHttp } from './http-wait.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
@@ -19,6 +22,8 @@ export interface DeploymentOptions {
   warmPool: string;
   /** Printer for progress lines. */
   say: (line: string) => void;
+  /** How the seed image's rootfs tarball is made (tests pass a tiny one; default mmdebstrap). */
+  seedTarball?: TarballBuilder;
 }
 
 /** What `up` leaves behind for clients: the four variables the unchanged E2B SDK reads. */
@@ -65,32 +70,11 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   const secrets = loadOrCreateSecrets(paths.secrets);
   const topo = topologyOf(o);
 
+  mkdirSync(clusterDirs(paths).storage, { recursive: true, mode: 0o700 });
+
   for (const c of components(topo, secrets, paths)) {
-    const entry = componentEntry(c.pkg);
-    const already = running(paths.run, c.name);
-    if (already) {
-      o.say(`${c.name}: already running (pid ${already.pid})`);
-      continue;
-    }
-    o.say(`${c.name}: starting`);
-    const tail = new LogTail(`${paths.logs}/${c.name}.log`);
-    const proc = start(c.name, entry, c.env, paths.run, paths.logs);
-    // The first orchestrator start builds the base template (about a minute): allow for it.
-    const budget = c.name === 'orchestrator' ? 20 * 60_000 : 60_000;
-    const waiting = waitForHttp(c.health, budget, () => running(paths.run, c.name) !== undefined, c.readyStatus, c.ready);
-    let done = false;
-    waiting.finally(() => (done = true)).catch(() => undefined);
-    while (!done) {
-      for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
-      await sleep(250);
-    }
-    try {
-      await waiting;
-    } catch (err) {
-      for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
-      throw new Error(`${c.name} did not become ready: ${(err as Error).message}; see ${paths.logs}/${c.name}.log`);
-    }
-    o.say(`${c.name}: ready (pid ${proc.pid})`);
+    await startComponent(c, paths, o);
+    if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
   const env = await register(topo, secrets, paths, o.say);
@@ -104,6 +88,52 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     { mode: 0o600 },
   );
   return env;
+}
+
+function entryOf(c: ComponentSpec): string {
+  return c.command ? c.command.match : componentEntry(c.pkg!);
+}
+
+/** Starts one component unless it runs, and waits until it is ready, relaying its log. */
+export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say'>): Promise<void> {
+  const entry = entryOf(c);
+  const already = running(paths.run, c.name);
+  if (already) {
+    o.say(`${c.name}: already running (pid ${already.pid})`);
+    return;
+  }
+  o.say(`${c.name}: starting`);
+  c.prepare?.();
+  const tail = new LogTail(`${paths.logs}/${c.name}.log`);
+  let proc;
+  try {
+    proc = start(c.name, entry, c.env, paths.run, paths.logs, c.command);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}${c.command ? ` (is ${c.command.bin} installed? ./cove installs it)` : ''}`);
+  }
+  // The first orchestrator start builds the base template (about a minute): allow for it.
+  const budget = c.name === 'orchestrator' ? 20 * 60_000 : 60_000;
+  const waiting = waitForHttp(c.health, budget, () => running(paths.run, c.name) !== undefined, c.readyStatus, c.ready);
+  let done = false;
+  waiting.finally(() => (done = true)).catch(() => undefined);
+  while (!done) {
+    for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
+    await sleep(250);
+  }
+  try {
+    await waiting;
+  } catch (err) {
+    for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
+    throw new Error(`${c.name} did not become ready: ${(err as Error).message}; see ${paths.logs}/${c.name}.log`);
+  }
+  o.say(`${c.name}: ready (pid ${proc.pid})`);
+}
+
+/** Makes sure the registry holds debian:bookworm (built once per machine, pushed once per deployment). */
+export async function seedRegistry(topo: Topology, secrets: DeploymentSecrets, o: Pick<DeploymentOptions, 'say' | 'seedTarball'>): Promise<void> {
+  const client = new RegistryClient({ url: registryUrl(topo), username: REGISTRY_USERNAME, password: secrets.registryPassword });
+  const recipe = seedRecipeFrom(join(repoRoot, 'packages', 'orchestrator', 'templates', 'base', 'recipe.json'));
+  await ensureSeedImage(client, topo.templateCacheDir, DEBIAN_BOOKWORM, recipe, o.say, o.seedTarball);
 }
 
 async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void): Promise<ClientEnv> {
@@ -152,7 +182,7 @@ export async function down(o: DeploymentOptions): Promise<void> {
     });
     o.say(`killed ${n} sandbox(es)`);
   }
-  for (const name of ['orchestrator', 'edge', 'control-plane']) {
+  for (const name of ['orchestrator', 'edge', 'control-plane', 'registry']) {
     o.say((await stop(paths.run, name)) ? `${name}: stopped` : `${name}: not running`);
   }
 }

@@ -22,7 +22,7 @@ function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDat
 function withDeploymentFlags(cmd: Command): Command {
   return cmd
     .option('--state-dir <dir>', 'where this deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove'))
-    .option('--port-offset <n>', 'added to every default port (3000-3002, 5007-5008)', '0')
+    .option('--port-offset <n>', 'added to every default port (3000-3002, 5000, 5007-5008)', '0')
     .option('--node-data-dir <dir>', 'orchestrator data (templates, sandboxes)', '/var/lib/cove')
     .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2');
 }
@@ -35,7 +35,7 @@ async function fresh(o: DeploymentOptions): Promise<void> {
 
 const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
 
-withDeploymentFlags(program.command('up').description('start control plane, edge and orchestrator on this machine')).action(
+withDeploymentFlags(program.command('up').description('start the registry, control plane, edge and orchestrator on this machine')).action(
   async (opts) => {
     const o = deploymentOptions(opts);
     const env = await up(o);

@@ -6,12 +6,30 @@ export interface DeploymentSecrets {
   adminToken: string;
   clusterToken: string;
   nodeToken: string;
+  /** Basic-auth password of the cluster registry (user REGISTRY_USERNAME). */
+  registryPassword: string;
+  /** The registry's http.secret (signs upload session state). */
+  registryHttpSecret: string;
+  /** Signs the edge's storage upload URLs. */
+  uploadSecret: string;
 }
 
+export const REGISTRY_USERNAME = 'cove';
+
+const token = () => randomBytes(32).toString('hex');
+
+/** Loads the secrets, adding any a newer Cove needs (older deployments keep the ones they have). */
 export function loadOrCreateSecrets(file: string): DeploymentSecrets {
-  if (existsSync(file)) return JSON.parse(readFileSync(file, 'utf8')) as DeploymentSecrets;
-  const token = () => randomBytes(32).toString('hex');
-  const secrets: DeploymentSecrets = { adminToken: token(), clusterToken: token(), nodeToken: token() };
-  writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
+  const have = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Partial<DeploymentSecrets>) : {};
+  const keys: Array<keyof DeploymentSecrets> = ['adminToken', 'clusterToken', 'nodeToken', 'registryPassword', 'registryHttpSecret', 'uploadSecret'];
+  const secrets = { ...have } as DeploymentSecrets;
+  let changed = !existsSync(file);
+  for (const k of keys) {
+    if (typeof secrets[k] !== 'string' || secrets[k] === '') {
+      secrets[k] = token();
+      changed = true;
+    }
+  }
+  if (changed) writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
   return secrets;
 }

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export interface Managed {
   name: string;
   pid: number;
+  /** What the process's command line contains (a node entry file, or a config path for other programs). */
   entry: string;
 }
 
@@ -29,17 +30,28 @@ export function running(runDir: string, name: string): Managed | undefined {
   return undefined;
 }
 
-/** Start `entry` detached with its output appended to logs/<name>.log; it outlives the CLI. */
-export function start(name: string, entry: string, env: Record<string, string>, runDir: string, logDir: string): Managed {
+/**
+ * Start `entry` under node (or `command`, recognised later by `entry` in its command line) detached with its
+ * output appended to logs/<name>.log; it outlives the CLI.
+ */
+export function start(
+  name: string,
+  entry: string,
+  env: Record<string, string>,
+  runDir: string,
+  logDir: string,
+  command?: { bin: string; args: string[] },
+): Managed {
   mkdirSync(runDir, { recursive: true });
   mkdirSync(logDir, { recursive: true });
   const out = openSync(join(logDir, `${name}.log`), 'a');
-  const child = spawn(process.execPath, [entry], {
+  const child = spawn(command?.bin ?? process.execPath, command?.args ?? [entry], {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, ...env },
   });
   closeSync(out);
+  child.on('error', () => undefined); // a missing binary: reported by the readiness wait (the process is gone)
   child.unref();
   if (child.pid === undefined) throw new Error(`could not start ${name}`);
   const rec: Managed = { name, pid: child.pid, entry };

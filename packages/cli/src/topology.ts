@@ -1,5 +1,7 @@
 import { join } from 'node:path';
-import type { DeploymentSecrets } from './secrets.js';
+import { pathToFileURL } from 'node:url';
+import { registryCommand, registryReady, writeRegistryConfig } from '@cove/oci';
+import { REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
 import type { StatePaths } from './paths.js';
 import { request } from 'undici';
 
@@ -21,6 +23,8 @@ export interface Ports {
   edgeTraffic: number;
   orchestratorRpc: number;
   orchestratorProxy: number;
+  /** The cluster's OCI registry (image pulls for `fromImage` builds). */
+  registry: number;
 }
 
 export function portsFor(offset: number): Ports {
@@ -30,6 +34,7 @@ export function portsFor(offset: number): Ports {
     edgeTraffic: 3002 + offset,
     orchestratorRpc: 5008 + offset,
     orchestratorProxy: 5007 + offset,
+    registry: 5000 + offset,
   };
 }
 
@@ -52,8 +57,13 @@ export interface Topology {
 }
 
 export interface ComponentSpec {
-  name: 'control-plane' | 'edge' | 'orchestrator';
-  pkg: string;
+  name: 'registry' | 'control-plane' | 'edge' | 'orchestrator';
+  /** Workspace package whose dist/src/main.js runs under node (the Cove components). */
+  pkg?: string;
+  /** Any other program: `match` is what its /proc cmdline contains (how the supervisor recognises it). */
+  command?: { bin: string; args: string[]; match: string };
+  /** Run before starting (writes config files). */
+  prepare?: () => void;
   env: Record<string, string>;
   /** URL polled until it answers with one of `readyStatus`. */
   health: string;
@@ -62,10 +72,48 @@ export interface ComponentSpec {
   ready?: () => Promise<boolean>;
 }
 
-/** The three processes `cove up` runs, each with its own env (nothing else configures them). */
+/** Where a deployment keeps its registry and cluster storage (inside its own state dir, so never shared). */
+export function clusterDirs(paths: StatePaths): { registryConfig: string; registryStorage: string; storage: string } {
+  return {
+    registryConfig: join(paths.dir, 'registry'),
+    registryStorage: join(paths.data, 'registry'),
+    storage: join(paths.data, 'storage'),
+  };
+}
+
+export function registryUrl(t: Topology): string {
+  return `http://${t.host}:${t.ports.registry}`;
+}
+
+/** The processes `cove up` runs, in start order, each with its own env (nothing else configures them). */
 export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths): ComponentSpec[] {
   const edgeUrl = `http://${t.host}:${t.ports.edgeApi}`;
+  const dirs = clusterDirs(paths);
+  const registryConfig = join(dirs.registryConfig, 'config.yml');
+  // One storage for the edge (upload URLs) and the orchestrator (build files, layers, manifests): one machine.
+  const storageUrl = pathToFileURL(dirs.storage).href;
+  const registry = registryCommand(registryConfig);
   return [
+    {
+      name: 'registry',
+      command: { ...registry, match: registryConfig },
+      prepare: () => {
+        writeRegistryConfig({
+          host: t.host,
+          port: t.ports.registry,
+          storageDir: dirs.registryStorage,
+          configDir: dirs.registryConfig,
+          username: REGISTRY_USERNAME,
+          password: s.registryPassword,
+          httpSecret: s.registryHttpSecret,
+        });
+      },
+      // /v2/ is 401 without credentials: the port is up; ready means our credentials work.
+      health: `${registryUrl(t)}/v2/`,
+      readyStatus: [401],
+      ready: () => registryReady(registryUrl(t), REGISTRY_USERNAME, s.registryPassword),
+      env: {},
+    },
     {
       name: 'control-plane',
       pkg: 'control-plane',
@@ -93,6 +141,9 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_CLUSTER_TOKEN: s.clusterToken,
         COVE_NODE_TOKEN: s.nodeToken,
         COVE_SANDBOX_DOMAIN: t.domain,
+        COVE_STORAGE_URL: storageUrl,
+        COVE_UPLOAD_SECRET: s.uploadSecret,
+        COVE_EDGE_PUBLIC_URL: edgeUrl,
       },
     },
     {
@@ -115,6 +166,10 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_SANDBOX_SUBNET: t.runtime.subnet,
         COVE_EDGE_URL: edgeUrl,
         COVE_WARM_POOL: t.warmPool,
+        COVE_STORAGE_URL: storageUrl,
+        COVE_REGISTRY_URL: registryUrl(t),
+        COVE_REGISTRY_USERNAME: REGISTRY_USERNAME,
+        COVE_REGISTRY_PASSWORD: s.registryPassword,
       },
     },
   ];

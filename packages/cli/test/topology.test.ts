@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { topologyOf } from '../src/deployment.js';
+import { statePaths } from '../src/paths.js';
+import { loadOrCreateSecrets } from '../src/secrets.js';
+import { clusterDirs, components, portsFor } from '../src/topology.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'cove-cli-topology-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+// The three deployments a machine may run at once: `cove up`, `cove test`'s e2e one, `cove bench`'s.
+const deployments = [
+  { offset: 0, state: join(dir, '.cove') },
+  { offset: 100, state: join(dir, '.cove', 'e2e') },
+  { offset: 200, state: join(dir, '.cove', 'bench') },
+];
+
+function setup(offset: number, state: string) {
+  const topo = topologyOf({ stateDir: state, portOffset: offset, nodeDataDir: join(dir, 'var-lib-cove'), warmPool: 'base=2', say: () => undefined });
+  const paths = statePaths(state);
+  mkdirSync(paths.dir, { recursive: true });
+  const secrets = loadOrCreateSecrets(paths.secrets);
+  return { topo, paths, secrets, specs: components(topo, secrets, paths) };
+}
+
+test('every port of every deployment is distinct, the registry included', () => {
+  const all = deployments.flatMap((d) => Object.values(portsFor(d.offset)));
+  assert.equal(new Set(all).size, all.length);
+  assert.deepEqual(
+    deployments.map((d) => portsFor(d.offset).registry),
+    [5000, 5100, 5200],
+  );
+});
+
+test('components get the cluster registry and storage settings; each deployment has its own', () => {
+  const seen = { storage: new Set<string>(), registry: new Set<string>(), registryData: new Set<string>(), uploadSecret: new Set<string>() };
+  for (const d of deployments) {
+    const { topo, paths, secrets, specs } = setup(d.offset, d.state);
+    assert.deepEqual(
+      specs.map((s) => s.name),
+      ['registry', 'control-plane', 'edge', 'orchestrator'],
+      'registry first: the orchestrator pulls from it',
+    );
+    const edge = specs.find((s) => s.name === 'edge')!.env;
+    const orch = specs.find((s) => s.name === 'orchestrator')!.env;
+    assert.equal(orch.COVE_STORAGE_URL, edge.COVE_STORAGE_URL, 'one storage for edge and orchestrator');
+    assert.equal(fileURLToPath(orch.COVE_STORAGE_URL), join(paths.data, 'storage'));
+    assert.equal(orch.COVE_REGISTRY_URL, `http://127.0.0.1:${5000 + d.offset}`);
+    assert.equal(orch.COVE_REGISTRY_USERNAME, 'cove');
+    assert.equal(orch.COVE_REGISTRY_PASSWORD, secrets.registryPassword);
+    assert.ok(secrets.registryPassword.length >= 32);
+    assert.equal(edge.COVE_UPLOAD_SECRET, secrets.uploadSecret);
+    assert.ok(edge.COVE_UPLOAD_SECRET.length >= 32);
+    assert.equal(edge.COVE_EDGE_PUBLIC_URL, `http://127.0.0.1:${topo.ports.edgeApi}`);
+    assert.equal(orch.COVE_LAYER_CACHE_MB, undefined, 'left to the orchestrator default');
+    seen.storage.add(orch.COVE_STORAGE_URL);
+    seen.registry.add(orch.COVE_REGISTRY_URL);
+    seen.registryData.add(clusterDirs(paths).registryStorage);
+    seen.uploadSecret.add(edge.COVE_UPLOAD_SECRET);
+    // The seed image cache is shared by all deployments of the machine (built once).
+    assert.equal(topo.templateCacheDir, join(dir, 'var-lib-cove', 'templates'));
+  }
+  for (const s of Object.values(seen)) assert.equal(s.size, deployments.length);
+});
+
+test('the registry component writes an authenticated config into the state dir', () => {
+  const { paths, secrets, specs } = setup(0, join(dir, 'cfg'));
+  const reg = specs.find((s) => s.name === 'registry')!;
+  assert.equal(reg.command?.bin, 'docker-registry');
+  reg.prepare!();
+  const cfg = readFileSync(join(paths.dir, 'registry', 'config.yml'), 'utf8');
+  assert.match(cfg, /addr: "127\.0\.0\.1:5000"/);
+  assert.match(cfg, /htpasswd:/);
+  assert.ok(cfg.includes(JSON.stringify(join(paths.data, 'registry'))));
+  assert.ok(!cfg.includes('debug'), 'no debug listener');
+  assert.ok(!cfg.includes(secrets.registryPassword), 'password only as a bcrypt hash');
+  const htpasswd = readFileSync(join(paths.dir, 'registry', 'htpasswd'), 'utf8');
+  assert.match(htpasswd, /^cove:\$2[aby]\$\d\d\$/);
+  assert.equal(statSync(join(paths.dir, 'registry', 'htpasswd')).mode & 0o777, 0o600);
+});
+
+test('secrets of an older deployment keep their tokens and gain the new ones', () => {
+  const file = join(dir, 'old-secrets.json');
+  writeFileSync(file, JSON.stringify({ adminToken: 'a'.repeat(64), clusterToken: 'c'.repeat(64), nodeToken: 'n'.repeat(64) }));
+  const s = loadOrCreateSecrets(file);
+  assert.equal(s.adminToken, 'a'.repeat(64));
+  assert.equal(s.nodeToken, 'n'.repeat(64));
+  assert.match(s.registryPassword, /^[0-9a-f]{64}$/);
+  assert.match(s.uploadSecret, /^[0-9a-f]{64}$/);
+  assert.deepEqual(loadOrCreateSecrets(file), s, 'stable once written');
+});
