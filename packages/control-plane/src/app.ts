@@ -19,6 +19,9 @@ import { ClusterStore } from './store/cluster-store.js';
 import { openDatabase, type Db } from './store/database.js';
 import { SandboxStore } from './store/sandbox-store.js';
 import { TeamStore } from './store/team-store.js';
+import { TemplateStore } from './store/template-store.js';
+import { BuildWatcher } from './templates/build-watcher.js';
+import { TemplateService } from './templates/template-service.js';
 
 export interface ControlPlaneDeps {
   logger: Logger;
@@ -32,11 +35,14 @@ export interface ControlPlane {
   teams: TeamStore;
   clusters: ClusterStore;
   sandboxes: SandboxStore;
+  templateStore: TemplateStore;
   service: SandboxService;
+  templates: TemplateService;
+  buildWatcher: BuildWatcher;
   evictor: Evictor;
   reconciler: Reconciler;
   links: ControlLinks;
-  /** Starts the background loops (evictor, reconciler); main.ts calls it after listen. */
+  /** Starts the background loops (evictor, reconciler, build watcher); main.ts calls it after listen. */
   startBackground(): void;
   /** Stops the background loops, the HTTP server, the control links and the store, in that order. */
   close(): Promise<void>;
@@ -48,13 +54,18 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const teams = new TeamStore(db.kysely);
   const clusters = new ClusterStore(db.kysely);
   const sandboxes = new SandboxStore(db.kysely, db.kind);
+  const templateStore = new TemplateStore(db.kysely, db.kind);
   const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
-  const service = new SandboxService(
-    sandboxes,
-    clusters,
-    links,
-    { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit },
-    log.child({ module: 'sandboxes' }),
+  const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit };
+  const templates = new TemplateService(templateStore, clusters, links, placement, log.child({ module: 'templates' }));
+  const service = new SandboxService(sandboxes, clusters, links, placement, log.child({ module: 'sandboxes' }), templates);
+  const buildWatcher = new BuildWatcher(
+    templateStore,
+    templates,
+    config.buildWatchIntervalMs,
+    config.buildLostAfterMs,
+    2 * config.controlLinkTimeoutMs + 10_000,
+    log.child({ module: 'build-watcher' }),
   );
   const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }), 2 * config.controlLinkTimeoutMs + 10_000);
 
@@ -100,7 +111,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   await app.register(async (pub) => {
     pub.addHook('onRequest', apiKeyAuth(teams));
     sandboxRoutes(pub, service);
-    templateRoutes(pub, clusters);
+    templateRoutes(pub, templates);
     notImplementedRoutes(pub);
   });
 
@@ -117,17 +128,22 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     teams,
     clusters,
     sandboxes,
+    templateStore,
     service,
+    templates,
+    buildWatcher,
     evictor,
     reconciler,
     links,
     startBackground() {
       evictor.start();
       reconciler.start();
+      buildWatcher.start();
     },
     async close() {
       await evictor.stop();
       await reconciler.stop();
+      await buildWatcher.stop();
       await app.close();
       links.closeAll();
       await db.close();

@@ -29,6 +29,10 @@ const EnvSchema = z.object({
   COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(32),
   /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().min(1).default(1),
+  /** How often running template builds are asked for their state (so builds nobody polls still finish). */
+  COVE_BUILD_WATCH_INTERVAL_MS: int(2000, 50),
+  /** A build no node of its cluster knows for this long (its node left or restarted) ends as an error. */
+  COVE_BUILD_LOST_AFTER_MS: int(60_000, 0),
   /** Deadline for one control-link call (Create waits for the sandbox to boot). */
   COVE_CONTROL_LINK_TIMEOUT_MS: int(60_000, 100),
   /** PEM file of extra CA certificates trusted for `https://` cluster endpoints (on top of the system roots). */
@@ -68,6 +72,8 @@ export interface Config {
   memoryOvercommit: number;
   controlLinkTimeoutMs: number;
   controlLinkTls: Readonly<ControlLinkTls>;
+  buildWatchIntervalMs: number;
+  buildLostAfterMs: number;
 }
 
 export class ConfigError extends Error {
@@ -106,6 +112,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
+    buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,
+    buildLostAfterMs: e.COVE_BUILD_LOST_AFTER_MS,
     controlLinkTls: loadControlLinkTls(e.COVE_CONTROL_LINK_CA, e.COVE_CONTROL_LINK_CLIENT_CERT, e.COVE_CONTROL_LINK_CLIENT_KEY),
   });
 }

@@ -1,6 +1,7 @@
 // The control link: how the control plane reaches a customer cluster. Node discovery is the edge's REST
-// `GET /v1/nodes`; sandbox operations are `cove.orchestrator.v1.SandboxService` over gRPC (h2c or TLS) to the
-// edge, which routes each call to the node named in `cove-node-id`. Every call carries the cluster token.
+// `GET /v1/nodes` (and COPY upload links its `POST /v1/templates/files`); sandbox and template-build operations
+// are `cove.orchestrator.v1.SandboxService` / `TemplateService` over gRPC (h2c or TLS) to the edge, which routes
+// each call to the node named in `cove-node-id`. Every call carries the cluster token.
 
 import { fromJson, create, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
@@ -10,9 +11,13 @@ import {
   InfoResponseSchema,
   SandboxService,
   SandboxSpecSchema,
+  TemplateService,
+  type BuildRequestSchema,
+  type BuildStatusResponse,
   type SandboxInfo,
   type SandboxSpec,
 } from '@cove/contracts/orchestrator';
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
 import { rootCertificates } from 'node:tls';
 import { z } from 'zod';
@@ -36,6 +41,14 @@ const NodeListSchema = z.array(
 );
 
 export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime'> & { startMs: number; endMs: number };
+
+/** The edge's answer to `POST /v1/templates/files` (docs/template-builds.md, "Edge"). */
+const FileUploadSchema = z.object({
+  present: z.boolean(),
+  url: z.string().min(1).optional(),
+  headers: z.record(z.string()).optional(),
+});
+export type FileUpload = z.infer<typeof FileUploadSchema>;
 
 /** A control-link call failed with a gRPC status (the caller decides what a code means). */
 export class LinkCallError extends Error {
@@ -72,6 +85,7 @@ function tlsSessionOptions(tls: Readonly<ControlLinkTls>): SecureClientSessionOp
 export class ControlLink {
   private readonly sessions: Http2SessionManager;
   private readonly sandboxes: Client<typeof SandboxService>;
+  private readonly templates: Client<typeof TemplateService>;
 
   constructor(
     readonly cluster: Cluster,
@@ -83,6 +97,7 @@ export class ControlLink {
     this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 }, secure ? tlsSessionOptions(tls) : undefined);
     const transport = createGrpcTransport({ baseUrl: cluster.endpoint, sessionManager: this.sessions });
     this.sandboxes = createClient(SandboxService, transport);
+    this.templates = createClient(TemplateService, transport);
   }
 
   private headers(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
@@ -90,23 +105,20 @@ export class ControlLink {
   }
 
   /**
-   * GET a JSON document from the edge's REST API. It goes over the same HTTP/2 connection as the gRPC calls
-   * (the edge serves REST on h2c and HTTP/1.1 alike), so one connection carries the whole control link.
+   * A JSON request to the edge's REST API. It goes over the same HTTP/2 connection as the gRPC calls (the edge
+   * serves REST on h2c and HTTP/1.1 alike), so one connection carries the whole control link.
    */
-  private async getJson(path: string): Promise<{ status: number; body: unknown }> {
-    const stream = await this.sessions.request(
-      'GET',
-      path,
-      { authorization: `Bearer ${this.cluster.token}`, accept: 'application/json' },
-      {},
-    );
+  private async requestJson(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.cluster.token}`, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const stream = await this.sessions.request(method, path, headers, {});
     return new Promise((resolve, reject) => {
       let status = 0;
       const chunks: Buffer[] = [];
       let size = 0;
       stream.setTimeout(this.timeoutMs, () => {
         stream.close(h2.NGHTTP2_CANCEL);
-        reject(new Error(`GET ${path} timed out`));
+        reject(new Error(`${method} ${path} timed out`));
       });
       stream.on('response', (headers) => {
         status = Number(headers[':status']);
@@ -116,7 +128,7 @@ export class ControlLink {
         size += chunk.length;
         if (size > 16 * 1024 * 1024) {
           stream.close(h2.NGHTTP2_CANCEL);
-          reject(new Error(`GET ${path}: response too large`));
+          reject(new Error(`${method} ${path}: response too large`));
           return;
         }
         chunks.push(chunk);
@@ -130,7 +142,7 @@ export class ControlLink {
           reject(err instanceof Error ? err : new Error(String(err)));
         }
       });
-      stream.end();
+      stream.end(body === undefined ? undefined : JSON.stringify(body));
     });
   }
 
@@ -138,7 +150,7 @@ export class ControlLink {
   async listNodes(): Promise<NodeView[]> {
     let res: { status: number; body: unknown };
     try {
-      res = await this.getJson('/v1/nodes');
+      res = await this.requestJson('GET', '/v1/nodes');
     } catch (err) {
       throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
     }
@@ -199,6 +211,49 @@ export class ControlLink {
       return res.sandboxes;
     } catch (err) {
       throw asLinkError(err, 'list');
+    }
+  }
+
+  /**
+   * Asks the cluster whether it holds a team's COPY files of `hash` and, if not, for a short-lived upload URL
+   * into cluster storage (edge `POST /v1/templates/files`). The files never pass through the control plane.
+   */
+  async fileUpload(teamId: string, hash: string): Promise<FileUpload> {
+    let res: { status: number; body: unknown };
+    try {
+      res = await this.requestJson('POST', '/v1/templates/files', { teamId, hash });
+    } catch (err) {
+      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+    }
+    if (res.status !== 200 && res.status !== 201) {
+      throw new ClusterUnavailable(`cluster "${this.cluster.name}" could not provide an upload link (${res.status})`);
+    }
+    const parsed = FileUploadSchema.safeParse(res.body);
+    if (!parsed.success) throw new ClusterUnavailable(`cluster "${this.cluster.name}" sent a malformed upload link`);
+    return parsed.data;
+  }
+
+  async build(nodeId: string, req: MessageInitShape<typeof BuildRequestSchema>): Promise<void> {
+    try {
+      await this.templates.build(req, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+    } catch (err) {
+      throw asLinkError(err, 'build');
+    }
+  }
+
+  async buildStatus(nodeId: string, templateId: string, buildId: string, logsOffset: number, limit: number): Promise<BuildStatusResponse> {
+    try {
+      return await this.templates.buildStatus({ templateId, buildId, logsOffset, limit }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+    } catch (err) {
+      throw asLinkError(err, 'build status');
+    }
+  }
+
+  async deleteBuilds(nodeId: string, templateId: string, buildIds: string[]): Promise<void> {
+    try {
+      await this.templates.deleteBuilds({ templateId, buildIds }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+    } catch (err) {
+      throw asLinkError(err, 'delete builds');
     }
   }
 

@@ -535,6 +535,464 @@ export interface paths {
                     };
                 };
                 401: components["responses"]["401"];
+                403: components["responses"]["403"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v3/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description A new template (or a new build of the team's template of that name), status waiting. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TemplateBuildRequestV3"];
+                };
+            };
+            responses: {
+                /** @description Build registered */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateRequestResponseV3"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                409: components["responses"]["409"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/templates/{templateID}/files/{hash}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+                /** @description The SDK's filesHash (sha256 hex) */
+                hash: string;
+            };
+            cookie?: never;
+        };
+        /** @description Whether the cluster holds the COPY files of this hash, and where to upload them if not. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                    /** @description The SDK's filesHash (sha256 hex) */
+                    hash: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Upload link */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateBuildFileUpload"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+                502: components["responses"]["502"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/templates/{templateID}/builds/{buildID}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+                buildID: components["parameters"]["buildID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Starts a waiting build on a node of the team's cluster. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                    buildID: components["parameters"]["buildID"];
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TemplateBuildStartV2"];
+                };
+            };
+            responses: {
+                /** @description Build started */
+                202: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                501: components["responses"]["501"];
+                502: components["responses"]["502"];
+                503: components["responses"]["503"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/templates/{templateID}/builds/{buildID}/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+                buildID: components["parameters"]["buildID"];
+            };
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    logsOffset?: number;
+                    limit?: number;
+                    level?: components["schemas"]["LogLevel"];
+                };
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                    buildID: components["parameters"]["buildID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description State and log entries from logsOffset */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateBuildInfo"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/templates/{templateID}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+            };
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    nextToken?: string;
+                };
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The template and its builds (newest first) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateWithBuilds"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Deleted */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                401: components["responses"]["401"];
+                403: components["responses"]["403"];
+                404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                502: components["responses"]["502"];
+                503: components["responses"]["503"];
+            };
+        };
+        options?: never;
+        head?: never;
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TemplateUpdateRequest"];
+                };
+            };
+            responses: {
+                /** @description Updated */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateUpdateResponse"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                403: components["responses"]["403"];
+                404: components["responses"]["404"];
+            };
+        };
+        trace?: never;
+    };
+    "/v2/templates/{templateID}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TemplateUpdateRequest"];
+                };
+            };
+            responses: {
+                /** @description Updated */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateUpdateResponse"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                403: components["responses"]["403"];
+                404: components["responses"]["404"];
+            };
+        };
+        trace?: never;
+    };
+    "/templates/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["AssignTemplateTagsRequest"];
+                };
+            };
+            responses: {
+                /** @description Tagged */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["AssignedTemplateTags"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["DeleteTemplateTagsRequest"];
+                };
+            };
+            responses: {
+                /** @description Tags removed */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/templates/{templateID}/tags": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+            };
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Each tag and the ready build it names */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateTag"][];
+                    };
+                };
+                401: components["responses"]["401"];
                 404: components["responses"]["404"];
             };
         };
@@ -736,6 +1194,160 @@ export interface components {
             templateID: string;
             public: boolean;
         };
+        /** @enum {string} */
+        LogLevel: "debug" | "info" | "warn" | "error";
+        /** @enum {string} */
+        TemplateBuildStatus: "building" | "waiting" | "ready" | "error";
+        /** Format: int32 */
+        MinFreeDiskMb: number;
+        TemplateBuildRequestV3: {
+            /** @description Template name, optionally with :tag (default tag `default`) */
+            name?: string;
+            /** @description More tags for the new build */
+            tags?: string[];
+            /**
+             * @deprecated
+             * @description Same as name
+             */
+            alias?: string;
+            /** @deprecated */
+            teamID?: string;
+            cpuCount?: components["schemas"]["CPUCount"];
+            memoryMB?: components["schemas"]["MemoryMB"];
+            minFreeDiskMb?: components["schemas"]["MinFreeDiskMb"];
+        };
+        TemplateRequestResponseV3: {
+            templateID: string;
+            buildID: string;
+            public: boolean;
+            names: string[];
+            aliases: string[];
+            tags: string[];
+        };
+        TemplateBuildFileUpload: {
+            /** @description The cluster already holds these files */
+            present: boolean;
+            /** @description Where to PUT the tar of the files (cluster storage */
+            url?: string;
+            headers?: {
+                [key: string]: string;
+            };
+        };
+        TemplateStep: {
+            /** @description RUN, COPY, ENV, WORKDIR or USER */
+            type: string;
+            args?: string[];
+            /** @description COPY only */
+            filesHash?: string;
+            /** @default false */
+            force?: boolean;
+        };
+        AWSRegistry: {
+            /** @enum {string} */
+            type: "aws";
+            awsAccessKeyId: string;
+            awsSecretAccessKey: string;
+            awsRegion: string;
+        };
+        GCPRegistry: {
+            /** @enum {string} */
+            type: "gcp";
+            serviceAccountJson: string;
+        };
+        GeneralRegistry: {
+            /** @enum {string} */
+            type: "registry";
+            username: string;
+            password: string;
+        };
+        FromImageRegistry: components["schemas"]["AWSRegistry"] | components["schemas"]["GCPRegistry"] | components["schemas"]["GeneralRegistry"];
+        TemplateBuildStartV2: {
+            fromImage?: string;
+            /** @description Name or name:tag of a ready template the team may use, or base */
+            fromTemplate?: string;
+            fromImageRegistry?: components["schemas"]["FromImageRegistry"];
+            /** @default false */
+            force?: boolean;
+            steps?: components["schemas"]["TemplateStep"][];
+            startCmd?: string;
+            readyCmd?: string;
+        };
+        BuildLogEntry: {
+            /** Format: date-time */
+            timestamp: string;
+            level: components["schemas"]["LogLevel"];
+            message: string;
+            /** @description base, finalize or the 1-based step number */
+            step?: string;
+        };
+        BuildStatusReason: {
+            message: string;
+            step?: string;
+            logEntries?: components["schemas"]["BuildLogEntry"][];
+        };
+        TemplateBuildInfo: {
+            templateID: string;
+            buildID: string;
+            status: components["schemas"]["TemplateBuildStatus"];
+            logEntries: components["schemas"]["BuildLogEntry"][];
+            /** @deprecated */
+            logs: string[];
+            reason?: components["schemas"]["BuildStatusReason"];
+        };
+        TemplateBuild: {
+            buildID: string;
+            status: components["schemas"]["TemplateBuildStatus"];
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** Format: date-time */
+            finishedAt?: string;
+            cpuCount: components["schemas"]["CPUCount"];
+            memoryMB: components["schemas"]["MemoryMB"];
+            diskSizeMB?: components["schemas"]["DiskSizeMB"];
+            envdVersion?: components["schemas"]["EnvdVersion"];
+        };
+        TemplateWithBuilds: {
+            templateID: string;
+            public: boolean;
+            aliases: string[];
+            names: string[];
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            updatedAt: string;
+            /** Format: date-time */
+            lastSpawnedAt: string | null;
+            /** Format: int64 */
+            spawnCount: number;
+            builds: components["schemas"]["TemplateBuild"][];
+        };
+        TemplateUpdateRequest: {
+            public?: boolean;
+        };
+        TemplateUpdateResponse: {
+            names: string[];
+        };
+        AssignTemplateTagsRequest: {
+            /** @description name or name:tag of the build to tag */
+            target: string;
+            tags: string[];
+        };
+        AssignedTemplateTags: {
+            buildID: string;
+            tags: string[];
+        };
+        DeleteTemplateTagsRequest: {
+            name: string;
+            tags: string[];
+        };
+        TemplateTag: {
+            tag: string;
+            buildID: string;
+            /** Format: date-time */
+            createdAt: string;
+        };
     };
     responses: {
         /** @description Bad request */
@@ -756,8 +1368,26 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
+        /** @description Forbidden */
+        403: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
         /** @description Not found */
         404: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description Conflict with the current state */
+        409: {
             headers: {
                 [name: string]: unknown;
             };
@@ -801,6 +1431,15 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
+        /** @description The team's cluster could not be reached or failed */
+        502: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
         /** @description No capacity or cluster unavailable */
         503: {
             headers: {
@@ -813,7 +1452,9 @@ export interface components {
     };
     parameters: {
         sandboxID: string;
+        /** @description Template id, or the team's template name */
         templateID: string;
+        buildID: string;
     };
     requestBodies: never;
     headers: never;

@@ -4,6 +4,7 @@
 import type { components } from '../gen/public-api.js';
 import type { Cluster, Template } from '../store/cluster-store.js';
 import type { SandboxRecord } from '../store/sandbox-store.js';
+import type { Build } from '../store/template-store.js';
 
 type S = components['schemas'];
 
@@ -52,7 +53,7 @@ export function sandboxDetailView(s: SandboxRecord, c: Cluster): S['SandboxDetai
   };
 }
 
-export function templateView(t: Template): S['Template'] {
+export function templateView(t: Template, buildCount = 1): S['Template'] {
   const names = t.alias ? [t.alias] : [];
   return {
     templateID: t.templateId,
@@ -60,7 +61,8 @@ export function templateView(t: Template): S['Template'] {
     cpuCount: t.cpuCount,
     memoryMB: t.memoryMb,
     diskSizeMB: t.diskMb,
-    public: t.public,
+    // Built-in templates are usable by every team of the cluster.
+    public: t.public || t.teamId === null,
     aliases: names,
     names,
     createdAt: t.createdAt.toISOString(),
@@ -68,8 +70,22 @@ export function templateView(t: Template): S['Template'] {
     createdBy: null,
     lastSpawnedAt: t.lastSpawnedAt ? t.lastSpawnedAt.toISOString() : null,
     spawnCount: t.spawnCount,
-    buildCount: 1,
+    buildCount,
     envdVersion: t.envdVersion,
     buildStatus: t.buildStatus as S['Template']['buildStatus'],
+  };
+}
+
+export function templateBuildView(b: Build): S['TemplateBuild'] {
+  return {
+    buildID: b.buildId,
+    status: b.status,
+    createdAt: new Date(b.createdAt).toISOString(),
+    updatedAt: new Date(b.updatedAt).toISOString(),
+    ...(b.finishedAt !== null ? { finishedAt: new Date(b.finishedAt).toISOString() } : {}),
+    cpuCount: b.cpuCount,
+    memoryMB: b.memoryMb,
+    diskSizeMB: b.diskMb,
+    ...(b.envdVersion ? { envdVersion: b.envdVersion } : {}),
   };
 }

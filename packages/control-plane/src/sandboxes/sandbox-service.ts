@@ -6,9 +6,10 @@ import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
 import { rankNodes, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, NoCapacity, NotFound, NotImplemented, SandboxNotFound } from '../errors.js';
-import type { Cluster, ClusterStore, Template } from '../store/cluster-store.js';
+import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxRecord, SandboxStore, ListFilter } from '../store/sandbox-store.js';
 import type { Team } from '../store/team-store.js';
+import type { ResolvedTemplate } from '../templates/template-service.js';
 import { newAccessToken, newSandboxId } from './ids.js';
 
 /** E2B's server default when a create omits `timeout` (e2b-infra.md §6.2). */
@@ -44,6 +45,11 @@ export interface Created {
   cluster: Cluster;
 }
 
+/** Resolves a create's `templateID` (id, name or `name:tag`) to the build a sandbox runs. */
+export interface TemplateResolver {
+  resolveForSandbox(team: Team, ref: string): Promise<ResolvedTemplate>;
+}
+
 /** Control-link codes after which another node may well succeed. */
 const TRY_NEXT = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.AlreadyExists]);
 /** Codes after which the node may have started the sandbox anyway: clean up before moving on. */
@@ -56,6 +62,7 @@ export class SandboxService {
     private readonly links: ControlLinks,
     private readonly placement: PlacementOptions,
     private readonly log: Logger,
+    private readonly templates: TemplateResolver,
   ) {}
 
   private checkTimeout(team: Team, seconds: number): void {
@@ -82,20 +89,13 @@ export class SandboxService {
     if (input.iam && Object.keys(input.iam as object).length > 0) throw new NotImplemented('workload identity tokens (iam)');
   }
 
-  async resolveTemplate(team: Team, ref: string): Promise<Template> {
-    const cluster = await this.teamCluster(team);
-    const t = await this.clusters.findTemplate(cluster.id, ref);
-    if (!t) throw new NotFound(`template '${ref}' not found`);
-    return t;
-  }
-
   async create(team: Team, input: CreateInput): Promise<Created> {
     const timeout = input.timeout ?? DEFAULT_CREATE_TIMEOUT_S;
     this.checkTimeout(team, timeout);
     this.rejectUnsupported(input);
     const cluster = await this.teamCluster(team);
-    const template = await this.clusters.findTemplate(cluster.id, input.templateID);
-    if (!template) throw new NotFound(`template '${input.templateID}' not found`);
+    const resolved = await this.templates.resolveForSandbox(team, input.templateID);
+    const template = resolved.template;
 
     const now = Date.now();
     const record: SandboxRecord = {
@@ -105,12 +105,12 @@ export class SandboxService {
       nodeId: null,
       templateId: template.templateId,
       alias: template.alias,
-      buildId: template.buildId,
-      cpuCount: template.cpuCount,
-      memoryMb: template.memoryMb,
-      diskMb: template.diskMb,
+      buildId: resolved.buildId,
+      cpuCount: resolved.cpuCount,
+      memoryMb: resolved.memoryMb,
+      diskMb: resolved.diskMb,
       metadata: input.metadata ?? {},
-      envdVersion: template.envdVersion,
+      envdVersion: resolved.envdVersion,
       envdAccessToken: newAccessToken(),
       trafficAccessToken: input.network?.allowPublicTraffic === false ? newAccessToken() : null,
       allowInternetAccess: input.allowInternetAccess ?? null,
@@ -137,7 +137,8 @@ export class SandboxService {
             {
               sandboxId: record.id,
               templateId: record.templateId,
-              buildId: record.buildId,
+              // Empty for a built-in template: the node's own (docs/template-builds.md, "Orchestrator").
+              buildId: resolved.nodeBuildId,
               teamId: team.id,
               vcpu: record.cpuCount,
               memoryMb: record.memoryMb,
@@ -152,7 +153,7 @@ export class SandboxService {
             record.trafficAccessToken,
           );
           record.nodeId = nodeId;
-          record.envdVersion = info.envdVersion || template.envdVersion;
+          record.envdVersion = info.envdVersion || resolved.envdVersion;
           record.state = 'running';
           await this.sandboxes.markRunning(record.id, nodeId, record.envdVersion);
           await this.clusters.recordSpawn(cluster.id, template.templateId, now);

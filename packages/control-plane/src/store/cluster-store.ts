@@ -38,6 +38,8 @@ export interface Template {
   lastSpawnedAt: Date | null;
   createdAt: Date;
   updatedAt: Date;
+  /** The owning team of a user template; null for a built-in one (`base`). */
+  teamId: string | null;
 }
 
 /**
@@ -63,7 +65,7 @@ const toCluster = (r: ClusterTable): Cluster => ({
   updatedAt: new Date(r.updated_at),
 });
 
-const toTemplate = (r: Selectable<TemplateTable>): Template => ({
+export const toTemplate = (r: Selectable<TemplateTable>): Template => ({
   clusterId: r.cluster_id,
   templateId: r.template_id,
   alias: r.alias,
@@ -75,9 +77,10 @@ const toTemplate = (r: Selectable<TemplateTable>): Template => ({
   public: r.public === 1,
   buildStatus: r.build_status,
   spawnCount: Number(r.spawn_count),
-  lastSpawnedAt: r.last_spawned_at === null ? null : new Date(r.last_spawned_at),
-  createdAt: new Date(r.created_at),
-  updatedAt: new Date(r.updated_at),
+  lastSpawnedAt: r.last_spawned_at === null ? null : new Date(Number(r.last_spawned_at)),
+  createdAt: new Date(Number(r.created_at)),
+  updatedAt: new Date(Number(r.updated_at)),
+  teamId: r.team_id ?? null,
 });
 
 const sameSpec = (c: Cluster, s: ClusterSpec) =>

@@ -82,8 +82,54 @@ const m0001: Migration = {
   },
 };
 
+/**
+ * User templates (docs/template-builds.md): a template row gains its owning team (null = built-in); every build
+ * is a row with its state and node; tags are assignments of a tag to a build, and `name:tag` resolves to the
+ * newest assignment whose build is ready, so a failed rebuild never takes a working tag away.
+ */
+const m0002: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('templates').addColumn('team_id', 'text').execute();
+    // Names are unique within a cluster (several NULL aliases are allowed on both engines).
+    await db.schema.createIndex('templates_cluster_alias').on('templates').columns(['cluster_id', 'alias']).unique().execute();
+    await db.schema.createIndex('templates_team').on('templates').column('team_id').execute();
+    await db.schema
+      .createTable('template_builds')
+      .addColumn('build_id', 'text', (c) => c.primaryKey())
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('template_id', 'text', (c) => c.notNull())
+      .addColumn('team_id', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('node_id', 'text')
+      .addColumn('source', 'text')
+      .addColumn('cpu_count', 'integer', (c) => c.notNull())
+      .addColumn('memory_mb', 'integer', (c) => c.notNull())
+      .addColumn('disk_mb', 'integer', (c) => c.notNull())
+      .addColumn('envd_version', 'text')
+      .addColumn('reason_message', 'text')
+      .addColumn('reason_step', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('updated_at', 'bigint', (c) => c.notNull())
+      .addColumn('started_at', 'bigint')
+      .addColumn('finished_at', 'bigint')
+      .execute();
+    await db.schema.createIndex('template_builds_template').on('template_builds').columns(['cluster_id', 'template_id', 'created_at']).execute();
+    await db.schema.createIndex('template_builds_status').on('template_builds').column('status').execute();
+    await db.schema
+      .createTable('template_tags')
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('template_id', 'text', (c) => c.notNull())
+      .addColumn('tag', 'text', (c) => c.notNull())
+      .addColumn('build_id', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('template_tags_pk', ['cluster_id', 'template_id', 'tag', 'build_id'])
+      .execute();
+    await db.schema.createIndex('sandboxes_template_state').on('sandboxes').columns(['cluster_id', 'template_id', 'state']).execute();
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002 };
   },
 };

@@ -50,6 +50,40 @@ export interface TemplateTable {
   last_spawned_at: number | null;
   created_at: number;
   updated_at: number;
+  /** Owner of a user template; null for the built-in ones every cluster has (`base`). */
+  team_id: Generated<string | null>;
+}
+
+export type BuildStatus = 'waiting' | 'building' | 'ready' | 'error';
+
+export interface TemplateBuildTable {
+  build_id: string;
+  cluster_id: string;
+  template_id: string;
+  team_id: string;
+  status: BuildStatus;
+  /** The node running (or that ran) the build. */
+  node_id: string | null;
+  /** What the build started from, as JSON `{fromImage}` or `{fromBuildId}`; null while waiting. */
+  source: string | null;
+  cpu_count: number;
+  memory_mb: number;
+  disk_mb: number;
+  envd_version: string | null;
+  reason_message: string | null;
+  reason_step: string | null;
+  created_at: number;
+  updated_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+}
+
+export interface TemplateTagTable {
+  cluster_id: string;
+  template_id: string;
+  tag: string;
+  build_id: string;
+  created_at: number;
 }
 
 export type SandboxState = 'creating' | 'running' | 'killed';
@@ -84,5 +118,7 @@ export interface Database {
   teams: TeamTable;
   api_keys: ApiKeyTable;
   templates: TemplateTable;
+  template_builds: TemplateBuildTable;
+  template_tags: TemplateTagTable;
   sandboxes: SandboxTable;
 }
