@@ -1,0 +1,299 @@
+// Checkpoint/restore of a sandbox slot's whole process tree (tini, envd, user processes) with CRIU 4.1
+// (built by scripts/install-criu.sh), driven directly on the container's PID 1: Debian's crun has no
+// CRIU support, and runc would need the same external-mount and netns plumbing on top of its own.
+//
+// What a slot must look like to be checkpointable (see checkpointableSpec / launchCheckpointable):
+//  - its netns belongs to its user namespace (crun creates it; the host plumbs the veth between
+//    `crun create` and `crun start`). A host-made netns is refused by CRIU's dump ("namespaces don't
+//    belong to the target userns"), and could not be re-joined from the restored userns either.
+//  - /sys is a sysfs mounted by crun (possible once the userns owns the netns), not a host bind.
+//  - stdio is /dev/null (never a host file or pipe).
+// The netns is dumped empty (--empty-ns net): on restore CRIU makes a fresh one in the restored userns
+// and runs an action script (setup-namespaces) in which the host plumbs veth, address and route again,
+// before sockets are restored. So a restore may land on another node or in another slot, as long as
+// the address is the same.
+
+import { spawn } from 'node:child_process';
+import { access, chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run } from '../sandbox/run-command.js';
+
+/** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1/criu';
+
+export async function findCriu(): Promise<string | null> {
+  const path = process.env['COVE_CRIU'] || DEFAULT_CRIU;
+  return access(path).then(() => path, () => null);
+}
+
+export class CheckpointFailed extends Error {
+  constructor(message: string, readonly logTail: string) {
+    super(logTail ? `${message}: ${logTail}` : message);
+    this.name = 'CheckpointFailed';
+  }
+}
+
+/** The slot's network as the host plumbs it (same names as slot-network.ts). */
+export interface SlotNet {
+  netnsName: string;
+  hostVeth: string;
+  bridge: string;
+  /** `10.228.0.2/16` */
+  addressCidr: string;
+  gateway: string;
+}
+
+type Spec = Record<string, any>;
+
+/**
+ * The runtime's OCI spec made checkpointable: crun creates the netns inside the sandbox's userns and
+ * mounts /sys itself. Root inside still has no CAP_NET_ADMIN (not in the bounding set), so it can no
+ * more change its address or routes than before; what is lost is the second fence of the netns being
+ * owned by the host userns.
+ */
+export function checkpointableSpec(spec: Spec): Spec {
+  const out = structuredClone(spec);
+  out.linux.namespaces = out.linux.namespaces.map((n: { type: string }) => (n.type === 'network' ? { type: 'network' } : n));
+  out.mounts = out.mounts.map((m: { destination: string }) =>
+    m.destination === '/sys'
+      ? { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['ro', 'nosuid', 'noexec', 'nodev'] }
+      : m,
+  );
+  return out;
+}
+
+const PLUMB = `
+set -e
+ip link add "$COVE_HOST_VETH" type veth peer name eth0 netns "$NS"
+ip link set dev "$COVE_HOST_VETH" master "$COVE_BRIDGE"
+bridge link set dev "$COVE_HOST_VETH" isolated on
+ip link set dev "$COVE_HOST_VETH" up
+nsenter --net="$NS" sh -ec 'sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip addr add "$COVE_ADDRESS" dev eth0; ip link set dev lo up; ip link set dev eth0 up
+ip route add default via "$COVE_GATEWAY"'
+# The runtime reaches the netns by name (nsenter, ip -n, cleanup).
+mkdir -p /run/netns
+touch "/run/netns/$COVE_NETNS"
+mount --bind "$NS" "/run/netns/$COVE_NETNS"
+`;
+
+/** CRIU action script: at setup-namespaces the restored tree's netns is still empty; plumb it. */
+const ACTION_SCRIPT = `#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
+NS=/proc/$CRTOOLS_INIT_PID/ns/net
+${PLUMB}`;
+
+function netEnv(net: SlotNet): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    COVE_HOST_VETH: net.hostVeth,
+    COVE_BRIDGE: net.bridge,
+    COVE_ADDRESS: net.addressCidr,
+    COVE_GATEWAY: net.gateway,
+    COVE_NETNS: net.netnsName,
+  };
+}
+
+/** Removes the slot's named netns and host veth (both may be absent). */
+export async function removeNet(net: SlotNet): Promise<void> {
+  await run('ip', ['link', 'del', 'dev', net.hostVeth], { allowFailure: true });
+  await run('ip', ['netns', 'del', net.netnsName], { allowFailure: true });
+}
+
+/** Plumbs the netns of `initPid` (created by crun, owned by the sandbox's userns) like slot-network.ts does. */
+export async function plumbNetwork(initPid: number, net: SlotNet): Promise<void> {
+  await run('sh', ['-c', PLUMB], { env: { ...netEnv(net), NS: `/proc/${initPid}/ns/net` } });
+}
+
+/**
+ * Starts a slot's container checkpointably: `crun create`, plumb the network, `crun start`. Returns the
+ * host pid of PID 1. What the runtime's bringUp would do instead of `crun run` with a host-made netns.
+ */
+export async function launchCheckpointable(o: { crunRoot: string; slotId: string; bundle: string; spec: Spec; net: SlotNet }): Promise<number> {
+  await writeFile(join(o.bundle, 'config.json'), JSON.stringify(o.spec));
+  await run('crun', ['--root', o.crunRoot, 'create', '--bundle', o.bundle, o.slotId], { nullStdio: true });
+  const state = await run('crun', ['--root', o.crunRoot, 'state', o.slotId]);
+  const pid = (JSON.parse(state.stdout) as { pid: number }).pid;
+  try {
+    await plumbNetwork(pid, o.net);
+    await run('crun', ['--root', o.crunRoot, 'start', o.slotId], { nullStdio: true });
+  } catch (err) {
+    await run('crun', ['--root', o.crunRoot, 'delete', '--force', o.slotId], { allowFailure: true });
+    throw err;
+  }
+  return pid;
+}
+
+/** One external bind mount of the slot: its path inside, the key in the image, its host source. */
+interface ExternalMount {
+  key: string;
+  destination: string;
+  source: string;
+}
+
+interface Manifest {
+  version: 1;
+  createdAt: string;
+  externals: ExternalMount[];
+}
+
+const MANIFEST = 'cove-checkpoint.json';
+
+/**
+ * Mounts CRIU cannot recreate itself: bind mounts from the host (device nodes, the lent binaries, the
+ * envd bundle) and crun's masks of files (binds of /dev/null). Found in the live mountinfo, with host
+ * sources from the spec (binds) or the devtmpfs path (/dev/<name>).
+ */
+async function externalMounts(initPid: number, spec: Spec): Promise<ExternalMount[]> {
+  const binds = new Map<string, string>();
+  for (const m of spec.mounts as Array<{ destination: string; type: string; source: string }>) {
+    if (m.type === 'bind') binds.set(m.destination, m.source);
+  }
+  const out = new Map<string, ExternalMount>();
+  for (const line of (await readFile(`/proc/${initPid}/mountinfo`, 'utf8')).split('\n')) {
+    const f = line.split(' ');
+    const sep = f.indexOf('-');
+    if (sep < 0) continue;
+    const [root, point, fstype] = [f[3] ?? '', f[4] ?? '', f[sep + 1] ?? ''];
+    if (out.has(point)) continue;
+    let source = binds.get(point);
+    if (!source && fstype === 'devtmpfs') source = join('/dev', root);
+    if (!source) continue;
+    out.set(point, { key: `m${out.size}`, destination: point, source });
+  }
+  return [...out.values()];
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isFile()) n += (await stat(join(dir, e.name))).size;
+  }
+  return n;
+}
+
+function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    // criu's own stdio is /dev/null: the restored tree inherits nothing from the orchestrator.
+    const child = spawn(criu, [...args, '-o', logFile, '-v4'], { stdio: 'ignore', env: env ?? { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    child.on('error', reject);
+    child.on('exit', (code) => resolve(code ?? 1));
+  });
+}
+
+async function logTail(file: string): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter((l) => /Error|error/.test(l) && !/RLIMIT_NOFILE|iptables|ip6tables/.test(l))
+    .slice(-4)
+    .join(' | ');
+}
+
+export interface CheckpointResult {
+  ms: number;
+  imageBytes: number;
+}
+
+/**
+ * Dumps the tree under `initPid` into `imagesDir` (created; must not exist) and leaves it dead. The
+ * slot's named netns and veth are removed afterwards (the restore makes new ones). The overlay (rootfs)
+ * stays mounted; it is the filesystem half of the checkpoint.
+ */
+export async function checkpointSlot(o: {
+  criu: string;
+  initPid: number;
+  imagesDir: string;
+  rootfs: string;
+  spec: Spec;
+  net: SlotNet;
+}): Promise<CheckpointResult> {
+  const started = Date.now();
+  // The restored tasks read some images themselves, as root inside (host uid 100000, not the owner):
+  // they must be able to traverse the directory (criu writes the images 0644).
+  await mkdir(o.imagesDir, { recursive: false });
+  await chmod(o.imagesDir, 0o711);
+  const externals = await externalMounts(o.initPid, o.spec);
+  const manifest: Manifest = { version: 1, createdAt: new Date().toISOString(), externals };
+  const args = [
+    'dump', '-t', String(o.initPid), '-D', o.imagesDir,
+    // The restore bind-mounts this path as the tree's root mount (the slot's overlay).
+    '--root', o.rootfs,
+    // Tasks go back into the same cgroup paths (the slot's, crun's naming).
+    '--manage-cgroups',
+    // Established connections survive when the address comes back; the network is locked with
+    // nftables (libnftables is linked in; Debian 12 has no iptables binary by default).
+    '--tcp-established', '--network-lock', 'nftables',
+    // Network config is the host's business (the action script redoes it), not the image's.
+    '--empty-ns', 'net',
+    ...externals.flatMap((e) => ['--external', `mnt[${e.destination}]:${e.key}`]),
+  ];
+  const code = await runCriu(o.criu, args, join(o.imagesDir, 'dump.log'));
+  if (code !== 0) throw new CheckpointFailed(`criu dump exited ${code}`, await logTail(join(o.imagesDir, 'dump.log')));
+  await writeFile(join(o.imagesDir, MANIFEST), JSON.stringify(manifest, null, 2));
+  await removeNet(o.net);
+  return { ms: Date.now() - started, imageBytes: await dirBytes(o.imagesDir) };
+}
+
+/**
+ * A readable (0755) copy of an execute-only lent binary. CRIU maps a restored task's executable from
+ * a file opened by the task itself, as root inside, which cannot read the 0711 original; the copy has
+ * the same bytes (CRIU checks size), the mode check is skipped (--skip-file-rwx-check). envd and tini
+ * keep their restored non-dumpable state and an mm owned by the host userns, so root inside still
+ * cannot read their memory or environ.
+ */
+export async function readableCopy(source: string, dir: string): Promise<string> {
+  const dest = join(dir, source.split('/').pop()!);
+  const [src, cur] = await Promise.all([stat(source), stat(dest).catch(() => null)]);
+  if (cur && cur.size === src.size && cur.mtimeMs >= src.mtimeMs) return dest;
+  await mkdir(dir, { recursive: true, mode: 0o711 });
+  const tmp = `${dest}.${process.pid}.tmp`;
+  await copyFile(source, tmp);
+  await chmod(tmp, 0o755);
+  await rename(tmp, dest);
+  return dest;
+}
+
+export interface RestoreResult {
+  /** Host pid of the restored PID 1 (tini). */
+  initPid: number;
+  ms: number;
+}
+
+/**
+ * Restores a checkpoint over `rootfs` (the same overlay, or one built from a copy of its upper dir) and
+ * into a new netns plumbed as `net`. `sources` overrides host sources of bind mounts by destination
+ * (another node's paths, readable copies of the lent binaries).
+ */
+export async function restoreSlot(o: {
+  criu: string;
+  imagesDir: string;
+  rootfs: string;
+  net: SlotNet;
+  sources?: Record<string, string>;
+}): Promise<RestoreResult> {
+  const started = Date.now();
+  const manifest = JSON.parse(await readFile(join(o.imagesDir, MANIFEST), 'utf8')) as Manifest;
+  const script = join(o.imagesDir, 'cove-setup-net.sh');
+  await writeFile(script, ACTION_SCRIPT, { mode: 0o700 });
+  const pidfile = join(o.imagesDir, 'restored.pid');
+  await rm(pidfile, { force: true });
+  // A leftover netns/veth of the slot would make the action script's `ip link add` fail.
+  await removeNet(o.net);
+  const args = [
+    'restore', '-D', o.imagesDir, '--root', o.rootfs,
+    '--manage-cgroups', '--tcp-established', '--empty-ns', 'net',
+    '--skip-file-rwx-check',
+    '--action-script', script,
+    '--restore-detached', '--pidfile', pidfile,
+    ...manifest.externals.flatMap((e) => ['--external', `mnt[${e.key}]:${o.sources?.[e.destination] ?? e.source}`]),
+  ];
+  const log = join(o.imagesDir, `restore-${Date.now()}.log`);
+  const code = await runCriu(o.criu, args, log, netEnv(o.net));
+  if (code !== 0) {
+    await removeNet(o.net);
+    throw new CheckpointFailed(`criu restore exited ${code}`, await logTail(log));
+  }
+  const initPid = Number((await readFile(pidfile, 'utf8')).trim());
+  return { initPid, ms: Date.now() - started };
+}
