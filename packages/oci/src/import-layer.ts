@@ -13,6 +13,7 @@ import { constants, chmodSync, lchownSync, linkSync, lstatSync, lutimesSync, mkd
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { setAttributeSync } from 'fs-xattr';
 import { extract as tarExtract, type Header } from 'tar-stream';
@@ -155,7 +156,13 @@ export async function importLayer(input: Readable, destDir: string, options: Imp
 
   const source = await openTar(input);
   const extract = tarExtract();
-  source.on('error', (e) => extract.destroy(e));
+  // The input's own failure (a digest mismatch, a gzip error) is the one to report, not the "stream destroyed"
+  // that the entry being read sees as a consequence.
+  let sourceError: Error | undefined;
+  source.on('error', (e) => {
+    sourceError = e;
+    extract.destroy(e);
+  });
   source.pipe(extract);
   try {
     for await (const e of extract) {
@@ -266,10 +273,16 @@ export async function importLayer(input: Readable, destDir: string, options: Imp
           break;
       }
     }
+    // The tar may end (zero blocks) before its input does: the rest (padding) still has to be read, since a
+    // digest is only checked at the very end of the input.
+    source.unpipe(extract);
+    source.resume();
+    await finished(source);
   } catch (err) {
     source.destroy();
-    throw err;
+    throw sourceError ?? err;
   }
+  if (sourceError) throw sourceError;
   for (const [rel, t] of dirTimes) {
     if (dirs.has(rel)) utimesSync(abs(rel), t, t);
   }

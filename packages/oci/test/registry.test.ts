@@ -176,6 +176,17 @@ test('a blob corrupted in the registry fails with a digest error', async () => {
     })(),
     DigestMismatch,
   );
+  // A plain-tar layer whose file content was altered still parses as a tar: only the digest catches it, and the
+  // import fails instead of returning a quietly wrong directory.
+  const plain = await makeTar([{ name: 'file', content: 'z'.repeat(4096) }]);
+  const layer = await client.pushBlob('library/corrupt', plain);
+  const lhex = layer.digest.slice('sha256:'.length);
+  const ldata = join(dir, 'storage/docker/registry/v2/blobs/sha256', lhex.slice(0, 2), lhex, 'data');
+  const lbytes = readFileSync(ldata);
+  lbytes[600] = 'y'.charCodeAt(0);
+  writeFileSync(ldata, lbytes);
+  await assert.rejects(importLayer(await client.openBlob('library/corrupt', layer), join(dir, 'corrupt-import'), { idOffset: 100000 }), DigestMismatch);
+
   // Corrupt config of a pushed image: getImage refuses it too.
   const img = await pushImage(client, { repository: 'library/badcfg', tags: ['1'], layers: [{ data: layerTar }], config: { env: ['X=1'] } });
   const chex = img.config.digest.slice('sha256:'.length);
