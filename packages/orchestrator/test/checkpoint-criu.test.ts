@@ -48,6 +48,17 @@ async function alive(pid: number): Promise<boolean> {
   return stat !== null && !/^\d+ \(.*\) [ZX]/.test(stat);
 }
 
+/** Summed RSS of a process and its descendants. */
+async function treeRssKb(root: number): Promise<number> {
+  const rows = (await sh('ps', ['-eo', 'pid=,ppid=,rss='])).stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+  const tree = new Set([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, ppid] of rows) if (tree.has(ppid!) && !tree.has(pid!)) (tree.add(pid!), (grew = true));
+  }
+  return rows.filter(([pid]) => tree.has(pid!)).reduce((a, r) => a + (r[2] ?? 0), 0);
+}
+
 describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? false : 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' }, () => {
   const rt = makeRuntime(OPTS);
   let slot: SlotInfo | undefined;
@@ -99,7 +110,7 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
     const before = (await counter(slot.address))!;
     assert.equal(before.cwd, '/srv/hog');
     assert.equal(before.mark, 'kept');
-    const rss = (await sh('sh', ['-c', `ps -o rss= --ppid ${initPid} --ppid $(pgrep -P ${initPid} | tr '\\n' ' ' | sed 's/ /,/g;s/,$//') | paste -sd+ | bc`])).stdout.trim();
+    const rssKb = await treeRssKb(initPid);
 
     const imagesDir = join(DATA_DIR, 'checkpoints', `${slot.slotId}-${Date.now()}`);
     await sh('mkdir', ['-p', join(DATA_DIR, 'checkpoints')]);
@@ -128,7 +139,7 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
       assert.equal(health.status, 204, 'envd answers after restore');
     }
     console.log(
-      `criu: resident ~${Math.round(Number(rss) / 1024)} MiB; checkpoint ${cp.ms} ms, image ${(cp.imageBytes / 1048576).toFixed(1)} MiB; restore ${rs.ms} ms`,
+      `criu: resident ~${Math.round(rssKb / 1024)} MiB; checkpoint ${cp.ms} ms, image ${(cp.imageBytes / 1048576).toFixed(1)} MiB; restore ${rs.ms} ms`,
     );
     await sh('rm', ['-rf', imagesDir]);
   });
