@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { InfoResponseSchema, NodeStatus } from '@cove/contracts/orchestrator';
-import { rankNodes, type NodeView } from '../src/cluster/placement.js';
+import { answeringNodes, rankNodes, type NodeView } from '../src/cluster/placement.js';
 
 const GiB = 1n << 30n;
 const opts = { cpuOvercommit: 1, memoryOvercommit: 1 };
@@ -61,4 +61,15 @@ test('overcommit lets more vCPUs out than cores, never more per sandbox than the
 test('ties spread by sandbox count, then node id', () => {
   const r = rankNodes([node('b', { count: 1 }), node('a', { count: 1 }), node('c', { count: 0 })], { cpuCount: 0, memoryMb: 0 }, opts);
   assert.deepEqual(r.map((c) => c.nodeId), ['c', 'a', 'b']);
+});
+
+test('nodes that can answer build status or deletion: healthy or draining, full or not; healthy first', () => {
+  const r = answeringNodes([
+    node('b-draining', { status: NodeStatus.DRAINING }),
+    node('a-full', { count: 4, max: 4, cpuAlloc: 8 }),
+    node('c-sick', { status: NodeStatus.UNHEALTHY }),
+    node('d-edge-lost', { edge: 'unhealthy' }),
+    { nodeId: 'e-no-info', edgeStatus: 'healthy', info: undefined },
+  ]);
+  assert.deepEqual(r, ['a-full', 'b-draining']);
 });

@@ -14,6 +14,8 @@ import { ClusterStore } from '../src/store/cluster-store.js';
 import { openDatabase, type Db } from '../src/store/database.js';
 import { SandboxStore, type SandboxRecord } from '../src/store/sandbox-store.js';
 import { TeamStore } from '../src/store/team-store.js';
+import { TemplateStore } from '../src/store/template-store.js';
+import { newBuildId, newTemplateId } from '../src/templates/names.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
 
 function sandbox(teamId: string, clusterId: string, over: Partial<SandboxRecord> = {}): SandboxRecord {
@@ -159,6 +161,57 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal(await sandboxes.getRunning(team.id, s0.id), undefined);
       assert.equal((await sandboxes.get(s0.id))!.state, 'killed');
       assert.ok(!(await sandboxes.due(Date.now())).some((d) => d.id === s0.id));
+    });
+
+    test('template names: one owner per cluster name, also when two teams race for a new one', async () => {
+      const templates = new TemplateStore(db.kysely, db.kind);
+      const a = await teams.create({ name: 'tpl-a', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const b = await teams.create({ name: 'tpl-b', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const req = (teamId: string, name: string, tags = ['default']) =>
+        templates.requestBuild({ clusterId, teamId, name, tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId() });
+      const raced = await Promise.allSettled([req(a.id, 'raced'), req(b.id, 'raced'), req(a.id, 'raced'), req(b.id, 'raced')]);
+      const won = raced.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof req>>> => r.status === 'fulfilled');
+      const owner = won[0]!.value.template.teamId;
+      assert.ok(won.every((w) => w.value.template.teamId === owner && w.value.template.templateId === won[0]!.value.template.templateId));
+      assert.equal(won.length, 2, 'both builds of the winning team, none of the other');
+      for (const r of raced) if (r.status === 'rejected') assert.equal((r.reason as { code: string }).code, 'conflict');
+      assert.equal((await templates.listBuilding()).length, 0);
+      await assert.rejects(req(a.id, 'base'), { code: 'conflict' });
+    });
+
+    test('a tag names its newest ready build; unfinished and failed builds never take it over', async () => {
+      const templates = new TemplateStore(db.kysely, db.kind);
+      const team = await teams.create({ name: 'tpl-tags', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const req = (tags: string[]) =>
+        templates.requestBuild({ clusterId, teamId: team.id, name: 'tags', tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId() });
+      const one = await req(['default', 'v1']);
+      const t = one.template.templateId;
+      assert.equal((await templates.resolveTag(clusterId, t, 'default')).build, undefined);
+      assert.equal(await templates.claim(one.build.buildId, { fromBuildId: 'base' }), true);
+      assert.equal(await templates.claim(one.build.buildId, { fromBuildId: 'base' }), false, 'a build starts once');
+      assert.equal(await templates.finish(one.build.buildId, { status: 'ready', envdVersion: '0.6.4', diskMb: 2048 }), true);
+      assert.equal(await templates.finish(one.build.buildId, { status: 'error' }), false, 'a build ends once');
+      const two = await req(['default']);
+      assert.equal((await templates.resolveTag(clusterId, t, 'default')).build?.buildId, one.build.buildId, 'waiting build does not take the tag');
+      await templates.claim(two.build.buildId, { fromImage: 'debian:bookworm' });
+      await templates.finish(two.build.buildId, { status: 'error', reason: { message: 'boom', step: '1' } });
+      const r = await templates.resolveTag(clusterId, t, 'default');
+      assert.equal(r.build?.buildId, one.build.buildId);
+      assert.equal(r.latest?.buildId, two.build.buildId);
+      assert.deepEqual(r.latest?.reason, { message: 'boom', step: '1' });
+      assert.deepEqual((await templates.getBuild(two.build.buildId))?.source, { fromImage: 'debian:bookworm' });
+      const three = await req(['default']);
+      await templates.claim(three.build.buildId, { fromBuildId: one.build.buildId });
+      await templates.finish(three.build.buildId, { status: 'ready', envdVersion: '0.6.4' });
+      assert.equal((await templates.resolveTag(clusterId, t, 'default')).build?.buildId, three.build.buildId);
+      assert.deepEqual((await templates.listTags(clusterId, t)).map((x) => [x.tag, x.buildId]), [['default', three.build.buildId], ['v1', one.build.buildId]]);
+      const summary = await templates.find(clusterId, 'tags');
+      assert.deepEqual([summary?.buildId, summary?.buildStatus, summary?.envdVersion], [three.build.buildId, 'ready', '0.6.4']);
+      assert.deepEqual(await templates.removeTags(clusterId, t, ['v1', 'zz']), ['zz']);
+      assert.deepEqual(await templates.removeTags(clusterId, t, ['v1']), []);
+      await templates.remove(clusterId, t);
+      assert.equal(await templates.find(clusterId, t), undefined);
+      assert.equal(await templates.getBuild(one.build.buildId), undefined);
     });
 
     test('times round-trip as numbers (bigint columns)', async () => {

@@ -55,3 +55,14 @@ export function rankNodes(nodes: readonly NodeView[], req: PlacementRequest, opt
   ranked.sort((a, b) => b.score - a.score || a.sandboxes - b.sandboxes || a.nodeId.localeCompare(b.nodeId));
   return ranked.map(({ nodeId, score }) => ({ nodeId, score }));
 }
+
+/**
+ * Nodes that can answer a call that places nothing (build status, artifact deletion): the edge and the node
+ * call them healthy or draining, whatever their load. Healthy ones first, then by id.
+ */
+export function answeringNodes(nodes: readonly NodeView[]): string[] {
+  return nodes
+    .filter((n) => n.info && EDGE_OK.has(n.edgeStatus.toLowerCase()) && (n.info.status === NodeStatus.HEALTHY || n.info.status === NodeStatus.DRAINING))
+    .sort((a, b) => Number(b.info!.status === NodeStatus.HEALTHY) - Number(a.info!.status === NodeStatus.HEALTHY) || a.nodeId.localeCompare(b.nodeId))
+    .map((n) => n.nodeId);
+}

@@ -124,73 +124,84 @@ export class TemplateStore {
    */
   async requestBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
     try {
-      return await this.db.transaction().execute(async (trx) => {
-        const now = Date.now();
-        const existing = await trx
-          .selectFrom('templates')
-          .selectAll()
-          .where('cluster_id', '=', b.clusterId)
-          .where('alias', '=', b.name)
-          .$if(this.kind === 'postgres', (q) => q.forUpdate())
-          .executeTakeFirst();
-        if (existing && existing.team_id !== b.teamId) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
-        const templateId = existing?.template_id ?? b.templateId;
-        if (existing) {
-          await trx
-            .updateTable('templates')
-            .set({ build_id: b.buildId, build_status: 'waiting', cpu_count: b.cpuCount, memory_mb: b.memoryMb, disk_mb: b.diskMb, updated_at: now })
-            .where('cluster_id', '=', b.clusterId)
-            .where('template_id', '=', templateId)
-            .execute();
-        } else {
-          await trx
-            .insertInto('templates')
-            .values({
-              cluster_id: b.clusterId,
-              template_id: templateId,
-              alias: b.name,
-              build_id: b.buildId,
-              cpu_count: b.cpuCount,
-              memory_mb: b.memoryMb,
-              disk_mb: b.diskMb,
-              envd_version: '',
-              public: 0,
-              build_status: 'waiting',
-              last_spawned_at: null,
-              created_at: now,
-              updated_at: now,
-              team_id: b.teamId,
-            })
-            .execute();
-        }
-        const row: TemplateBuildTable = {
-          build_id: b.buildId,
-          cluster_id: b.clusterId,
-          template_id: templateId,
-          team_id: b.teamId,
-          status: 'waiting',
-          node_id: null,
-          source: null,
-          cpu_count: b.cpuCount,
-          memory_mb: b.memoryMb,
-          disk_mb: b.diskMb,
-          envd_version: null,
-          reason_message: null,
-          reason_step: null,
-          created_at: now,
-          updated_at: now,
-          started_at: null,
-          finished_at: null,
-        };
-        await trx.insertInto('template_builds').values(row).execute();
-        await this.insertTags(trx, b.clusterId, templateId, b.buildId, b.tags, now);
-        const t = await trx.selectFrom('templates').selectAll().where('cluster_id', '=', b.clusterId).where('template_id', '=', templateId).executeTakeFirstOrThrow();
-        return { template: toTemplate(t), build: toBuild(row), created: !existing };
-      });
+      return await this.registerBuild(b);
+    } catch (err) {
+      if (!isUniqueViolation(err)) throw err;
+    }
+    // Another request created the name between our check and insert: once more, now finding its row (the
+    // same team gets a new build of it; another team a conflict).
+    try {
+      return await this.registerBuild(b);
     } catch (err) {
       if (isUniqueViolation(err)) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
       throw err;
     }
+  }
+
+  private async registerBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
+    return this.db.transaction().execute(async (trx) => {
+      const now = Date.now();
+      const existing = await trx
+        .selectFrom('templates')
+        .selectAll()
+        .where('cluster_id', '=', b.clusterId)
+        .where('alias', '=', b.name)
+        .$if(this.kind === 'postgres', (q) => q.forUpdate())
+        .executeTakeFirst();
+      if (existing && existing.team_id !== b.teamId) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
+      const templateId = existing?.template_id ?? b.templateId;
+      if (existing) {
+        await trx
+          .updateTable('templates')
+          .set({ build_id: b.buildId, build_status: 'waiting', cpu_count: b.cpuCount, memory_mb: b.memoryMb, disk_mb: b.diskMb, updated_at: now })
+          .where('cluster_id', '=', b.clusterId)
+          .where('template_id', '=', templateId)
+          .execute();
+      } else {
+        await trx
+          .insertInto('templates')
+          .values({
+            cluster_id: b.clusterId,
+            template_id: templateId,
+            alias: b.name,
+            build_id: b.buildId,
+            cpu_count: b.cpuCount,
+            memory_mb: b.memoryMb,
+            disk_mb: b.diskMb,
+            envd_version: '',
+            public: 0,
+            build_status: 'waiting',
+            last_spawned_at: null,
+            created_at: now,
+            updated_at: now,
+            team_id: b.teamId,
+          })
+          .execute();
+      }
+      const row: TemplateBuildTable = {
+        build_id: b.buildId,
+        cluster_id: b.clusterId,
+        template_id: templateId,
+        team_id: b.teamId,
+        status: 'waiting',
+        node_id: null,
+        source: null,
+        cpu_count: b.cpuCount,
+        memory_mb: b.memoryMb,
+        disk_mb: b.diskMb,
+        envd_version: null,
+        reason_message: null,
+        reason_step: null,
+        created_at: now,
+        updated_at: now,
+        started_at: null,
+        finished_at: null,
+      };
+      await trx.insertInto('template_builds').values(row).execute();
+      await this.insertTags(trx, b.clusterId, templateId, b.buildId, b.tags, now);
+      const t = await trx.selectFrom('templates').selectAll().where('cluster_id', '=', b.clusterId).where('template_id', '=', templateId).executeTakeFirstOrThrow();
+      return { template: toTemplate(t), build: toBuild(row), created: !existing };
+    });
   }
 
   private async insertTags(trx: Transaction<Database>, clusterId: string, templateId: string, buildId: string, tags: string[], now: number): Promise<void> {

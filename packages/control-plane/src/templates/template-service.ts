@@ -7,7 +7,7 @@ import { BuildState, type BuildLogEntry, type BuildStatusResponse } from '@cove/
 import { timestampDate } from '@bufbuild/protobuf/wkt';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLink, type ControlLinks, type FileUpload } from '../cluster/control-link.js';
-import { rankNodes, type PlacementOptions } from '../cluster/placement.js';
+import { answeringNodes, rankNodes, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented } from '../errors.js';
 import { BASE_TEMPLATE, type Cluster, type ClusterStore, type Template } from '../store/cluster-store.js';
 import type { Build, BuildSource, BuildStatus, TagView, TemplateStore } from '../store/template-store.js';
@@ -247,7 +247,7 @@ export class TemplateService {
       const r = await ask(build.nodeId);
       if (r) return r;
     }
-    for (const { nodeId } of rankNodes(await link.listNodes(), { cpuCount: 0, memoryMb: 0 }, this.placement)) {
+    for (const nodeId of answeringNodes(await link.listNodes())) {
       if (tried.has(nodeId)) continue;
       const r = await ask(nodeId);
       if (r) return r;
@@ -404,11 +404,11 @@ export class TemplateService {
     const started = builds.filter((b) => b.nodeId !== null).map((b) => b.buildId);
     if (started.length > 0) {
       const link = this.links.for(cluster);
-      const nodes = rankNodes(await link.listNodes(), { cpuCount: 0, memoryMb: 0 }, this.placement);
+      const nodes = answeringNodes(await link.listNodes());
       if (nodes.length === 0) throw new ClusterUnavailable('no healthy node can delete the template\'s artifacts now; try again later');
       let done = false;
       let lastError: unknown;
-      for (const { nodeId } of nodes) {
+      for (const nodeId of nodes) {
         try {
           await link.deleteBuilds(nodeId, template.templateId, started);
           done = true;
