@@ -18,9 +18,10 @@ import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
 import { ensureExecOnlyCopy } from './exec-only-binaries.js';
 import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
-import { AddressPoolExhausted, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
+import { AddressPoolExhausted, BadLayerStack, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
+import { exportLayer } from './layer-export.js';
 import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
-import { createSlotDisk, diskUsedBytes, mountsUnder, removeSlotDisk, slotDiskPaths } from './slot-disk.js';
+import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { createSlotNetwork, ensureBridge, listNetworkSlotIds, mountSlotSysfs, netnsPath, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
@@ -169,15 +170,28 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return (await this.templates.rootfsOf(templateId)) !== null;
   }
 
+  builtinRootfs(templateId: string): Promise<string | null> {
+    return this.templates.rootfsOf(templateId);
+  }
+
   async boot(opts: BootOptions): Promise<SlotInfo> {
     const { cgroups } = await this.ensureContext();
-    const lowerdir = await this.templates.rootfsOf(opts.templateId);
-    if (!lowerdir) throw new TemplateMissing(opts.templateId);
+    const layers = opts.layers ? [...opts.layers] : [await this.templates.rootfsOf(opts.templateId)];
+    if (layers.length === 1 && layers[0] === null) throw new TemplateMissing(opts.templateId);
+    const lowers = layers as string[];
     const slotId = randomBytes(5).toString('hex');
+    if (opts.layers) {
+      // Refused before a record exists: a stack the kernel cannot mount is the caller's error, not a boot failure.
+      overlayOptions(lowers, join(this.slots.dirOf(slotId), 'disk', 'upper'), join(this.slots.dirOf(slotId), 'disk', 'work'));
+      for (const l of lowers) {
+        const st = await stat(l).catch(() => null);
+        if (!st?.isDirectory()) throw new BadLayerStack(lowers.length, `layer ${l} is not a directory`);
+      }
+    }
     const log = this.log.child({ slotId, templateId: opts.templateId });
     this.booting.add(slotId);
     try {
-      const rec = await this.reserve(slotId, opts, lowerdir);
+      const rec = await this.reserve(slotId, opts, lowers);
       try {
         await this.bringUp(rec, opts, cgroups, log);
       } catch (err) {
@@ -192,7 +206,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /** Picks an address and persists the record before any host resource exists. */
-  private reserve(slotId: string, opts: BootOptions, lowerdir: string): Promise<SlotRecord> {
+  private reserve(slotId: string, opts: BootOptions, layers: string[]): Promise<SlotRecord> {
     const next = this.allocating.then(async () => {
       const used = new Set((await this.slots.readAll()).map((r) => r.address));
       const address = firstFree(this.subnet, used);
@@ -208,7 +222,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         state: 'booting',
         pidStartTime: null,
         loopDevice: null,
-        lowerdir,
+        lowerdir: layers.join(':'),
+        layers,
         limits: opts.limits,
         sandboxId: null,
         allowInternetAccess: false,
@@ -224,7 +239,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const started = Date.now();
     const dir = this.slots.dirOf(rec.slotId);
     const disk = slotDiskPaths(dir);
-    rec.loopDevice = await createSlotDisk(disk, rec.lowerdir, opts.diskMb, this.idOffset);
+    rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset);
     await this.slots.write(rec);
     await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
     await createSlotNetwork(this.bridge, rec.slotId, rec.address);
@@ -363,6 +378,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     await rm(dir, { recursive: true, force: true });
     this.log.debug({ slotId }, 'slot destroyed');
+  }
+
+  async exportUpper(slotId: string, destFile: string): Promise<{ bytes: number; sha256: string }> {
+    await this.mustRead(slotId);
+    return exportLayer(upperDirOf(slotDiskPaths(this.slots.dirOf(slotId))), destFile, this.log.child({ slotId }));
+  }
+
+  async layersInUse(): Promise<Set<string>> {
+    const out = new Set<string>();
+    for (const rec of await this.slots.readAll()) {
+      for (const l of rec.layers ?? rec.lowerdir.split(':')) out.add(l);
+    }
+    return out;
   }
 
   async listSlots(): Promise<SlotInfo[]> {

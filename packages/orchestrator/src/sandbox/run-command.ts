@@ -18,6 +18,8 @@ export interface RunOptions {
    * inherits crun's stdio, and must never hold a pipe to (or a file of) the host.
    */
   nullStdio?: boolean;
+  /** Working directory of the child (overlay mounts with relative lower dirs). */
+  cwd?: string;
 }
 
 export interface RunResult {
@@ -42,6 +44,7 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     const child = spawn(cmd, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: opts.env ?? DEFAULT_ENV,
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
     });
     let stdout = '';
     let stderr = '';

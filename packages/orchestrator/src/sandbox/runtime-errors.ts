@@ -7,7 +7,8 @@ export type RuntimeErrorCode =
   | 'runtime_slot_not_found'
   | 'runtime_boot_failed'
   | 'runtime_address_pool_exhausted'
-  | 'runtime_host_unsupported';
+  | 'runtime_host_unsupported'
+  | 'runtime_bad_layers';
 
 export class SandboxRuntimeError extends Error {
   constructor(
@@ -64,5 +65,12 @@ export class AddressPoolExhausted extends SandboxRuntimeError {
 export class HostUnsupported extends SandboxRuntimeError {
   constructor(reason: string) {
     super('runtime_host_unsupported', reason);
+  }
+}
+
+/** A layer stack the overlay cannot mount: a bad path, or more layers than its options can name. */
+export class BadLayerStack extends SandboxRuntimeError {
+  constructor(readonly layers: number, reason: string) {
+    super('runtime_bad_layers', `cannot stack ${layers} layers: ${reason}`);
   }
 }

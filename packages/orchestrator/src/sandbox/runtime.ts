@@ -9,8 +9,17 @@ export interface SlotLimits {
 }
 
 export interface BootOptions {
-  /** Template id, e.g. 'base'. */
+  /** Template id, e.g. 'base'; with `layers` only a label (kept in the slot record). */
   templateId: string;
+  /**
+   * Host directories stacked as the overlay's lower layers, top first, instead of the built-in template's
+   * rootfs: the caller passes the complete stack (the built-in rootfs last when there is one). Each must be an
+   * absolute path without ':', ',', '\\' or whitespace; the options naming them must fit in one page (about 80
+   * layers at `<dataDir>/l/<16 hex>`, many more thanks to a relative fallback), else boot fails with
+   * `runtime_bad_layers` before anything is made. The caller keeps the dirs alive until the slot is destroyed
+   * (layersInUse() reports them from the slot records, also after a restart).
+   */
+  layers?: string[];
   /** Size of the writable layer; writes past it fail with ENOSPC inside. */
   diskMb: number;
   /** Limits while the slot waits in the warm pool (small). */
@@ -51,12 +60,23 @@ export interface SandboxRuntime {
   prepare(): Promise<void>;
   /** Whether a template is available on this node. */
   hasTemplate(templateId: string): Promise<boolean>;
+  /** The built-in template's read-only rootfs (bottom layer of a stack on it), or null when absent. */
+  builtinRootfs(templateId: string): Promise<string | null>;
   /** Boot a new slot and wait until envd answers /health. */
   boot(opts: BootOptions): Promise<SlotInfo>;
   /** Apply the claimed sandbox's limits and egress policy to a booted slot. */
   claim(slotId: string, opts: ClaimOptions): Promise<void>;
   /** Kill a slot and remove everything it had: processes, mounts, cgroups, veth, netns, files. Idempotent. */
   destroy(slotId: string): Promise<void>;
+  /**
+   * Writes the slot's writable layer (overlay upper dir) as a layer tar (docs/template-builds.md "Layer
+   * format") to `destFile`, without the runtime's own files (/etc/hostname, /etc/hosts, /etc/resolv.conf) and
+   * the mount points crun makes (/proc, /dev, /sys, /opt/cove/bin/{node,tini}, /opt/cove/envd). Call it when
+   * nothing writes in the slot any more (after the step's command exited), before destroy.
+   */
+  exportUpper(slotId: string, destFile: string): Promise<{ bytes: number; sha256: string }>;
+  /** Every layer dir a slot on this node stacks (from the slot records, so it survives restarts). */
+  layersInUse(): Promise<Set<string>>;
   /** Slots that exist on this node right now (after an orchestrator crash: what survived). */
   listSlots(): Promise<SlotInfo[]>;
   /** Whether the slot's processes are still alive. */

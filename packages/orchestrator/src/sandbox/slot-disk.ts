@@ -1,11 +1,12 @@
-// A slot's root filesystem: overlayfs with the template rootfs as the read-only lower layer and the
+// A slot's root filesystem: overlayfs with the template rootfs (or a stack of layers) as the read-only lower layers and the
 // upper/work dirs on a per-slot ext4 image of `diskMb` (sparse, loop-mounted), so a sandbox filling
 // its disk gets ENOSPC and never the node's disk. Layout under the slot dir:
 //   disk.ext4  the image;  disk/  its mount (upper/, work/);  rootfs/  the overlay crun runs.
 
 import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { run } from './run-command.js';
+import { BadLayerStack } from './runtime-errors.js';
 
 export interface SlotDiskPaths {
   slotDir: string;
@@ -18,13 +19,44 @@ export function slotDiskPaths(slotDir: string): SlotDiskPaths {
   return { slotDir, image: join(slotDir, 'disk.ext4'), diskMount: join(slotDir, 'disk'), rootfs: join(slotDir, 'rootfs') };
 }
 
+/** mount(2) copies its data argument into one page; the overlay options must fit, with its NUL. */
+const MOUNT_DATA_MAX = 4095;
+
+/**
+ * The overlay's mount options and the directory to run mount in. Lower dirs are absolute unless that does not
+ * fit into one page; then the dirs sharing the most common parent (the layer cache) are named relative to it
+ * and mount runs there (the kernel resolves relative lower dirs against the mounting process's cwd).
+ */
+export function overlayOptions(lowers: readonly string[], upper: string, work: string): { options: string; cwd?: string } {
+  if (lowers.length === 0) throw new BadLayerStack(0, 'no lower layer');
+  for (const l of lowers) {
+    // ':' separates layers, ',' options, '\\' escapes: none may appear in a path we hand the kernel.
+    if (!l.startsWith('/') || /[:,\\\s]/.test(l)) throw new BadLayerStack(lowers.length, `unusable layer path ${JSON.stringify(l)}`);
+  }
+  const tail = `,upperdir=${upper},workdir=${work}`;
+  const absolute = `lowerdir=${lowers.join(':')}${tail}`;
+  if (absolute.length <= MOUNT_DATA_MAX) return { options: absolute };
+  const counts = new Map<string, number>();
+  for (const l of lowers) counts.set(dirname(l), (counts.get(dirname(l)) ?? 0) + 1);
+  const cwd = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]![0];
+  const relative = `lowerdir=${lowers.map((l) => (dirname(l) === cwd ? basename(l) : l)).join(':')}${tail}`;
+  if (relative.length > MOUNT_DATA_MAX) {
+    throw new BadLayerStack(lowers.length, `the overlay options need ${relative.length} bytes, at most ${MOUNT_DATA_MAX} fit`);
+  }
+  return { options: relative, cwd };
+}
+
 /** Creates the image, attaches a loop device, mounts it and the overlay. Returns the loop device. */
 export async function createSlotDisk(
   p: SlotDiskPaths,
-  lowerdir: string,
+  lowers: readonly string[],
   diskMb: number,
   rootId: number,
 ): Promise<string> {
+  const work = join(p.diskMount, 'work');
+  const upper = join(p.diskMount, 'upper');
+  // Checked before anything is made, so a stack that cannot be mounted fails without side effects.
+  const overlay = overlayOptions(lowers, upper, work);
   const fh = await open(p.image, 'wx', 0o600);
   try {
     await fh.truncate(diskMb * 1024 * 1024);
@@ -39,17 +71,12 @@ export async function createSlotDisk(
   const loop = (await run('losetup', ['--find', '--show', '--direct-io=on', p.image])).stdout.trim();
   await mkdir(p.diskMount, { recursive: true });
   await run('mount', ['-t', 'ext4', '-o', 'nosuid,nodev', loop, p.diskMount]);
-  const upper = join(p.diskMount, 'upper');
   await mkdir(upper, { mode: 0o755 });
-  await mkdir(join(p.diskMount, 'work'), { mode: 0o700 });
+  await mkdir(work, { mode: 0o700 });
   // The overlay root takes the upper dir's owner: root inside (host rootId) must own `/`.
   await chown(upper, rootId, rootId);
   await mkdir(p.rootfs, { recursive: true });
-  await run('mount', [
-    '-t', 'overlay', 'overlay',
-    '-o', `lowerdir=${lowerdir},upperdir=${upper},workdir=${join(p.diskMount, 'work')}`,
-    p.rootfs,
-  ]);
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', overlay.options, p.rootfs], overlay.cwd ? { cwd: overlay.cwd } : {});
   return loop;
 }
 
@@ -70,6 +97,11 @@ export async function removeSlotDisk(p: SlotDiskPaths): Promise<void> {
   for (const dev of attached.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) {
     await run('losetup', ['-d', dev], { allowFailure: true });
   }
+}
+
+/** The slot's writable layer (overlay upper dir). */
+export function upperDirOf(p: SlotDiskPaths): string {
+  return join(p.diskMount, 'upper');
 }
 
 /** Bytes used on the slot's disk (what the sandbox wrote, plus ext4 metadata). */

@@ -13,7 +13,10 @@ export interface SlotRecord extends SlotInfo {
   /** /proc/<pid>/stat start time, so a reused pid is never mistaken for envd. */
   pidStartTime: string | null;
   loopDevice: string | null;
+  /** The overlay's lower dirs joined by ':' (top first); kept for records written before `layers`. */
   lowerdir: string;
+  /** The overlay's lower dirs, top first (absent in records of older versions: then `lowerdir` alone). */
+  layers?: string[];
   limits: SlotLimits;
   sandboxId: string | null;
   allowInternetAccess: boolean;
