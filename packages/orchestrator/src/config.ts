@@ -3,7 +3,9 @@
 
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseStorageUrl } from '@cove/storage';
 import { z } from 'zod';
 import { packageRoot } from './package-info.js';
 
@@ -61,9 +63,31 @@ const envSchema = z.object({
   COVE_RUNTIME_INSTANCE: z.string().regex(/^[a-z][a-z0-9]{0,9}$/).optional(),
   COVE_VETH_PREFIX: z.string().regex(/^[a-z][a-z0-9-]{0,3}$/).optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Cluster storage (template layers, manifests, COPY uploads): `file:///dir` or `s3://bucket/prefix?endpoint=…`. */
+  COVE_STORAGE_URL: z.string().min(1).optional(),
+  /** S3 keys for an `s3://` COVE_STORAGE_URL; both or neither (neither = the AWS SDK's default chain). */
+  COVE_STORAGE_ACCESS_KEY_ID: z.string().min(1).optional(),
+  COVE_STORAGE_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+  /** Size the node's extracted-layer cache is kept under (least recently used layers no slot uses go first). */
+  COVE_LAYER_CACHE_MB: posInt.default(10240),
+  /** The cluster's OCI registry (`http(s)://host:port`) template builds pull `fromImage` images through. */
+  COVE_REGISTRY_URL: z.string().url().optional(),
+  COVE_REGISTRY_USERNAME: z.string().min(1).optional(),
+  COVE_REGISTRY_PASSWORD: z.string().min(1).optional(),
+  /** Warm slots kept per user-template build, for this many most recently used builds (0 = none). */
+  COVE_TEMPLATE_WARM_POOL_SIZE: z.coerce.number().int().min(0).max(16).default(1),
+  COVE_TEMPLATE_WARM_POOL_BUILDS: z.coerce.number().int().min(0).max(64).default(4),
+  /** How long a user template's ready command may take to succeed before the create fails. */
+  COVE_TEMPLATE_READY_TIMEOUT_MS: posInt.default(30_000),
 }).refine((e) => (e.COVE_EDGE_CLIENT_CERT === undefined) === (e.COVE_EDGE_CLIENT_KEY === undefined), {
   message: 'COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY must be set together (or neither)',
   path: ['COVE_EDGE_CLIENT_CERT'],
+}).refine((e) => (e.COVE_STORAGE_ACCESS_KEY_ID === undefined) === (e.COVE_STORAGE_SECRET_ACCESS_KEY === undefined), {
+  message: 'COVE_STORAGE_ACCESS_KEY_ID and COVE_STORAGE_SECRET_ACCESS_KEY must be set together (or neither)',
+  path: ['COVE_STORAGE_ACCESS_KEY_ID'],
+}).refine((e) => (e.COVE_REGISTRY_USERNAME === undefined) === (e.COVE_REGISTRY_PASSWORD === undefined), {
+  message: 'COVE_REGISTRY_USERNAME and COVE_REGISTRY_PASSWORD must be set together (or neither)',
+  path: ['COVE_REGISTRY_USERNAME'],
 });
 
 export interface OrchestratorConfig {
@@ -101,6 +125,20 @@ export interface OrchestratorConfig {
     readonly templateCacheDir: string | undefined;
   };
   readonly logLevel: z.infer<typeof envSchema>['COVE_LOG_LEVEL'];
+  /** Cluster storage; url defaults to `file://<dataDir>/storage`. Keys only for S3 (else the SDK's chain). */
+  readonly storage: { readonly url: string; readonly accessKeyId: string | undefined; readonly secretAccessKey: string | undefined };
+  /** Bound of the node's layer cache (`<dataDir>/l`), in bytes. */
+  readonly layerCacheBytes: number;
+  /** The cluster's OCI registry for image pulls; undefined = image builds are refused. */
+  readonly registry: { readonly url: string | undefined; readonly username: string | undefined; readonly password: string | undefined };
+  /** Sandboxes of user templates (template_id + build_id). */
+  readonly userTemplates: {
+    /** Warm slots per build, kept for the `warmBuilds` most recently used builds. */
+    readonly warmPerBuild: number;
+    readonly warmBuilds: number;
+    /** Bound on a build's ready command (polled every 200 ms) before a create fails. */
+    readonly readyTimeoutMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -143,6 +181,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     }
   };
   const edgeTls = { ca: pem('COVE_EDGE_CA', e.COVE_EDGE_CA), cert: pem('COVE_EDGE_CLIENT_CERT', e.COVE_EDGE_CLIENT_CERT), key: pem('COVE_EDGE_CLIENT_KEY', e.COVE_EDGE_CLIENT_KEY) };
+  const storageUrl = e.COVE_STORAGE_URL ?? pathToFileURL(join(resolve(e.COVE_DATA_DIR), 'storage')).href;
+  try {
+    parseStorageUrl(storageUrl);
+  } catch (err) {
+    issues.push(`COVE_STORAGE_URL: ${(err as Error).message}`);
+  }
   if (issues.length > 0) throw new ConfigError(issues);
   return deepFreeze({
     nodeId: e.COVE_NODE_ID,
@@ -170,5 +214,17 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
       templateCacheDir: e.COVE_TEMPLATE_CACHE_DIR ? resolve(e.COVE_TEMPLATE_CACHE_DIR) : undefined,
     },
     logLevel: e.COVE_LOG_LEVEL,
+    storage: {
+      url: storageUrl,
+      accessKeyId: e.COVE_STORAGE_ACCESS_KEY_ID,
+      secretAccessKey: e.COVE_STORAGE_SECRET_ACCESS_KEY,
+    },
+    layerCacheBytes: e.COVE_LAYER_CACHE_MB * 1024 * 1024,
+    registry: { url: e.COVE_REGISTRY_URL?.replace(/\/+$/, ''), username: e.COVE_REGISTRY_USERNAME, password: e.COVE_REGISTRY_PASSWORD },
+    userTemplates: {
+      warmPerBuild: e.COVE_TEMPLATE_WARM_POOL_SIZE,
+      warmBuilds: e.COVE_TEMPLATE_WARM_POOL_BUILDS,
+      readyTimeoutMs: e.COVE_TEMPLATE_READY_TIMEOUT_MS,
+    },
   });
 }
