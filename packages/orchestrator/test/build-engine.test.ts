@@ -3,7 +3,7 @@
 // failures with the right step, refused COPY sources, BuildStatus paging.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +19,10 @@ import { createLogger } from '../src/logger.js';
 import { LayerCache } from '../src/templates/layer-cache.js';
 import { readManifest } from '../src/templates/manifest.js';
 import { instance, makeRuntime, teardown, waitFor } from './orchestrator-fixture.js';
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { freePort, pushImage, RegistryClient, startRegistry, type RunningRegistry } from '@cove/oci';
+import { RegistryImageBase } from '../src/build/image-base.js';
 
 const I = instance('covtb1', 'tb1-', '10.224.0.0/16');
 const TEAM = 'team1';
@@ -49,6 +53,9 @@ describe('template builds', { timeout: 600_000 }, () => {
   let layers: LayerCache;
   let manager: BuildManager;
   let boots = 0;
+  let registry: RunningRegistry;
+  const regUser = 'cove';
+  const regPass = randomBytes(16).toString('hex');
   let seq = 0;
   const log = createLogger('error');
 
@@ -108,10 +115,21 @@ describe('template builds', { timeout: 600_000 }, () => {
     storeDir = await mkdtemp(join(tmpdir(), 'cove-build-test-'));
     store = new LocalBlobStore({ root: join(storeDir, 'storage'), logger: log });
     layers = new LayerCache({ dir: join(I.dataDir, 'l'), store, maxBytes: 2 * 1024 ** 3, inUse: () => runtime.layersInUse(), log });
+    registry = await startRegistry({
+      host: '127.0.0.1',
+      port: await freePort(),
+      storageDir: join(storeDir, 'registry'),
+      configDir: join(storeDir, 'registry-config'),
+      username: regUser,
+      password: regPass,
+      httpSecret: randomBytes(16).toString('hex'),
+    });
+    await mkdir(join(I.dataDir, 'build-tmp'), { recursive: true });
     manager = new BuildManager({
       runtime: counting,
       layers,
       store,
+      images: new RegistryImageBase({ url: registry.url, username: regUser, password: regPass, store, layers, workDir: join(I.dataDir, 'build-tmp'), idOffset: 100_000, log }),
       workDir: join(I.dataDir, 'build-tmp'),
       limits: { defaults: { vcpu: 1, memoryMb: 256, diskMb: 512 }, maxVcpu: 4, maxMemoryMb: 4096, maxDiskMb: 8192 },
       concurrency: 2,
@@ -121,6 +139,7 @@ describe('template builds', { timeout: 600_000 }, () => {
 
   after(async () => {
     await manager?.close();
+    await registry?.stop();
     await teardown(I);
     await rm(storeDir, { recursive: true, force: true });
   });
@@ -276,5 +295,66 @@ describe('template builds', { timeout: 600_000 }, () => {
     assert.equal(fromStore.entries.length, 100);
     assert.equal(fromStore.total, p1.total);
     await assert.rejects(other.status(req.templateId, 'never-built', 0, 100), /unknown/);
+  });
+
+  it('fromImage: the registry image layers become Cove layers (owners shifted), converted once', async () => {
+    const layer = await makeTar(
+      [
+        { name: 'etc/', type: 'directory' },
+        { name: 'etc/passwd', data: 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n' },
+        { name: 'opt/', type: 'directory' },
+        { name: 'opt/hello.txt', data: 'from the image\n' },
+      ],
+      true,
+    );
+    const client = new RegistryClient({ url: registry.url, username: regUser, password: regPass });
+    await pushImage(client, { repository: 'library/tiny', tags: ['1'], layers: [{ data: layer }], config: { env: ['PATH=/usr/bin:/bin', 'FROM_IMAGE=yes'] } });
+    const req = request({ source: { case: 'fromImage', value: 'tiny:1' } });
+    await manager.start(req);
+    const s = await finish(req);
+    assert.equal(s.state, 'ready', JSON.stringify(s.failure));
+    const m = (await readManifest(store, req.buildId))!;
+    assert.equal(m.base, null);
+    assert.equal(m.layers.length, 1);
+    assert.equal(m.user, 'root');
+    assert.equal(m.env.FROM_IMAGE, 'yes');
+    const dir = await layers.ensure(m.layers[0]!.digest);
+    assert.equal(execFileSync('stat', ['-c', '%u %s', join(dir, 'opt', 'hello.txt')], { encoding: 'utf8' }), '100000 15\n');
+    assert.ok((await allLogs(req)).some((l) => l.includes('converting layer')));
+    const again = request({ source: { case: 'fromImage', value: 'tiny:1' } });
+    await manager.start(again);
+    assert.equal((await finish(again)).state, 'ready');
+    assert.ok(!(await allLogs(again)).some((l) => l.includes('converting layer')), 'the converted layer is reused');
+    const unknown = request({ source: { case: 'fromImage', value: 'nothere:1' } });
+    await manager.start(unknown);
+    const u = await finish(unknown);
+    assert.equal(u.state, 'error');
+    assert.equal(u.failure?.step, 'base');
+  });
+
+  it('finalize runs the start command and polls the ready command; a start command that dies fails at "finalize"', async () => {
+    const ok = request({ startCmd: 'touch /tmp/up && sleep 600', readyCmd: '[ -f /tmp/up ]' });
+    await manager.start(ok);
+    const s = await finish(ok);
+    assert.equal(s.state, 'ready', JSON.stringify(s.failure));
+    const m = (await readManifest(store, ok.buildId))!;
+    assert.equal(m.startCmd, 'touch /tmp/up && sleep 600');
+    assert.equal(m.readyCmd, '[ -f /tmp/up ]');
+    const bad = request({ startCmd: 'echo dying; exit 3', readyCmd: 'false' });
+    await manager.start(bad);
+    const b = await finish(bad);
+    assert.equal(b.state, 'error');
+    assert.equal(b.failure?.step, 'finalize');
+    assert.match(b.failure!.message, /code 3/);
+  });
+
+  it('DeleteBuilds removes manifest and logs, and refuses while the build runs', async () => {
+    const req = request({ steps: [{ type: 'RUN', args: ['sleep 2'] }] });
+    await manager.start(req);
+    await assert.rejects(manager.delete(req.templateId, [req.buildId]), /still running/);
+    assert.equal((await finish(req)).state, 'ready');
+    await manager.delete(req.templateId, [req.buildId]);
+    assert.equal(await readManifest(store, req.buildId), null);
+    await assert.rejects(manager.status(req.templateId, req.buildId, 0, 100), /unknown/);
   });
 });

@@ -255,7 +255,7 @@ export class BuildEngine {
       }
       sb = await BuildSandbox.start(
         this.deps.runtime,
-        { layers: dirs, vcpu: this.req.vcpu, memoryMb: this.req.memoryMb, diskMb: this.req.diskMb, name: `build-${this.req.buildId.slice(0, 20).toLowerCase()}` },
+        { layers: dirs, vcpu: this.req.vcpu, memoryMb: this.req.memoryMb, diskMb: this.req.diskMb, name: `build-${this.req.buildId.slice(0, 20).toLowerCase().replace(/[^a-z0-9-]/g, '-')}` },
         this.deps.log,
       );
       if (sb.envdVersion) this.deps.rememberEnvdVersion(sb.envdVersion);
