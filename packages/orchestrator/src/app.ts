@@ -7,7 +7,9 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { InfoService, SandboxService, type InfoResponse } from '@cove/contracts/orchestrator';
+import type { BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
+import { join } from 'node:path';
 import type { OrchestratorConfig } from './config.js';
 import { Heartbeat } from './heartbeat/heartbeat.js';
 import { HostStats } from './node/host-stats.js';
@@ -24,10 +26,28 @@ import { recoverSandboxes, type RecoveryReport } from './sandboxes/recovery.js';
 import { SandboxManager } from './sandboxes/sandbox-manager.js';
 import { SandboxStore } from './sandboxes/sandbox-store.js';
 import { WarmPool } from './sandboxes/warm-pool.js';
+import { BuildPool } from './sandboxes/build-pool.js';
+import { LayerCache } from './templates/layer-cache.js';
+import { TemplateResolver } from './templates/resolver.js';
+import { openClusterStorage } from './templates/storage.js';
 
 export interface OrchestratorDeps {
   runtime: SandboxRuntime;
   log: Logger;
+}
+
+/** User-template plumbing, shared by sandbox creation and the build engine (TemplateService). */
+export interface TemplatePlumbing {
+  /** Cluster storage (COVE_STORAGE_URL): layers, manifests, build logs, COPY uploads. */
+  readonly store: BlobStore;
+  /** Extracted layers on this node (`<dataDir>/l`), bounded by COVE_LAYER_CACHE_MB. init() runs in start(). */
+  readonly layerCache: LayerCache;
+  /** templateId + buildId → manifest and a lower-dir stack. */
+  readonly resolver: TemplateResolver;
+  /** Warm slots of recently used builds. */
+  readonly buildPool: BuildPool;
+  /** The cluster OCI registry for image builds (COVE_REGISTRY_*). */
+  readonly registry: OrchestratorConfig['registry'];
 }
 
 export interface Orchestrator {
@@ -36,6 +56,7 @@ export interface Orchestrator {
   readonly manager: SandboxManager;
   readonly pool: WarmPool;
   readonly usage: SandboxUsageSampler;
+  readonly templates: TemplatePlumbing;
   /** Recover sandboxes left by a previous run, then start warm pools and the expiry scanner. */
   start(): Promise<RecoveryReport>;
   /** Listen on the configured host and ports (0 = any free port), then start heartbeats. */
@@ -65,6 +86,31 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     concurrency: config.warmPoolConcurrency,
     log: log.child({ component: 'warm-pool' }),
   });
+  const clusterStore = openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ component: 'storage' }) });
+  const layerCache = new LayerCache({
+    dir: join(config.dataDir, 'l'),
+    store: clusterStore,
+    maxBytes: config.layerCacheBytes,
+    // Layers slots stack (from the runtime's slot records, so also those of sandboxes re-adopted after a crash).
+    inUse: () => runtime.layersInUse(),
+    log: log.child({ component: 'layer-cache' }),
+  });
+  const resolver = new TemplateResolver({
+    store: clusterStore,
+    cache: layerCache,
+    builtinRootfs: (id) => runtime.builtinRootfs(id),
+    log: log.child({ component: 'templates' }),
+  });
+  const buildPool = new BuildPool({
+    runtime,
+    resolver,
+    perBuild: config.userTemplates.warmPerBuild,
+    builds: config.userTemplates.warmBuilds,
+    concurrency: config.warmPoolConcurrency,
+    readyTimeoutMs: config.userTemplates.readyTimeoutMs,
+    log: log.child({ component: 'build-pool' }),
+  });
+  const templates: TemplatePlumbing = { store: clusterStore, layerCache, resolver, buildPool, registry: config.registry };
   const manager = new SandboxManager(
     runtime,
     store,
@@ -77,6 +123,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       memoryOvercommit: config.memoryOvercommit,
     },
     log,
+    { resolver, pool: buildPool, readyTimeoutMs: config.userTemplates.readyTimeoutMs },
   );
   const scanner = new ExpiryScanner(manager, log);
   const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
@@ -131,6 +178,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     manager,
     pool,
     usage,
+    templates,
     info,
     async start() {
       await store.init();
@@ -141,6 +189,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
         { adopted: report.adopted.length, expired: report.expired.length, dead: report.dead.length, orphanSlots: report.orphanSlots.length },
         'recovery done',
       );
+      // After recovery: the slots kept are known, so their layers are never taken for leftovers.
+      await layerCache.init();
       pool.start();
       scanner.start();
       await usage.sample();
@@ -182,7 +232,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       ];
       proxyServer.closeAllConnections();
       for (const s of sessions) s.close();
-      if (started) await pool.close();
+      if (started) await Promise.all([pool.close(), buildPool.close()]);
       await Promise.all(closing);
       log.info('orchestrator closed');
     },

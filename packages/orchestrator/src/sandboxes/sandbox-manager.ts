@@ -12,6 +12,9 @@ import {
   TemplateNotFound,
 } from '../errors.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
+import type { BuildManifest } from '../templates/manifest.js';
+import type { TemplateResolver } from '../templates/resolver.js';
+import { bootBuildSlot, type BuildPool } from './build-pool.js';
 import { initEnvd } from './envd-init.js';
 import type { SandboxRecord } from './sandbox-record.js';
 import type { SandboxStore } from './sandbox-store.js';
@@ -46,10 +49,20 @@ interface Reservation {
 
 export type NodeState = 'healthy' | 'draining';
 
+/** What sandboxes of user templates (template_id + build_id) need; without it such Creates are NOT_FOUND. */
+export interface UserTemplates {
+  resolver: TemplateResolver;
+  pool: BuildPool;
+  /** Bound on a build's ready command. */
+  readyTimeoutMs: number;
+}
+
 export class SandboxManager {
   private readonly sandboxes = new Map<string, SandboxRecord>();
   private readonly creating = new Map<string, Reservation>();
   private readonly deleting = new Set<string>();
+  /** Build ids of Creates in flight (counted: several may run at once). */
+  private readonly creatingBuilds = new Map<string, number>();
   private state: NodeState = 'healthy';
   private closed = false;
 
@@ -59,6 +72,7 @@ export class SandboxManager {
     private readonly pool: WarmPool,
     private readonly capacity: Capacity,
     private readonly log: Logger,
+    private readonly userTemplates?: UserTemplates,
   ) {}
 
   get status(): NodeState {
@@ -111,15 +125,18 @@ export class SandboxManager {
     this.checkRoom(spec);
     // Reserve synchronously, before the first await, so concurrent Creates see each other.
     this.creating.set(sandboxId, { vcpu: spec.vcpu, memoryMb: spec.memoryMb, diskMb: spec.diskMb });
+    if (spec.buildId) this.creatingBuilds.set(spec.buildId, (this.creatingBuilds.get(spec.buildId) ?? 0) + 1);
     let slot: SlotInfo | undefined;
     try {
-      if (!(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
-      slot = this.pool.take(spec.templateId, spec.diskMb);
+      // A build id names a user template (its manifest, NOT_FOUND when unknown); none, a built-in one.
+      const build = spec.buildId ? await this.manifestOf(spec) : undefined;
+      if (!build && !(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
+      slot = build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
       let warmPoolHit = slot !== undefined;
       let envdVersion: string;
       if (slot) {
         try {
-          envdVersion = await this.claimAndInit(slot, spec, log);
+          envdVersion = await this.claimAndInit(slot, spec, log, build);
         } catch (err) {
           // A warm slot can die while it waits (OOM, a node hiccup); that is the pool's failure, not the
           // caller's: fall back to a fresh boot once.
@@ -130,8 +147,8 @@ export class SandboxManager {
         }
       }
       if (!slot) {
-        slot = await this.boot(spec);
-        envdVersion = await this.claimAndInit(slot, spec, log);
+        slot = build ? await this.bootBuild(spec) : await this.boot(spec);
+        envdVersion = await this.claimAndInit(slot, spec, log, build);
       }
       const record: SandboxRecord = {
         version: 1,
@@ -154,6 +171,8 @@ export class SandboxManager {
       };
       await this.store.save(record);
       this.sandboxes.set(sandboxId, record);
+      // Only a build that started once is kept warm: a broken one must not boot in a loop.
+      if (build) this.userTemplates!.pool.noteUse(build);
       log.info({ slotId: slot.slotId, address: slot.address, warmPoolHit, endTime: new Date(spec.endTime).toISOString() }, 'sandbox created');
       return { record, warmPoolHit };
     } catch (err) {
@@ -161,6 +180,11 @@ export class SandboxManager {
       throw err;
     } finally {
       this.creating.delete(sandboxId);
+      if (spec.buildId) {
+        const n = (this.creatingBuilds.get(spec.buildId) ?? 1) - 1;
+        if (n <= 0) this.creatingBuilds.delete(spec.buildId);
+        else this.creatingBuilds.set(spec.buildId, n);
+      }
     }
   }
 
@@ -202,8 +226,38 @@ export class SandboxManager {
     return out;
   }
 
+  /** True while a sandbox on this node runs (or is being created from) the build: DeleteBuilds must wait. */
+  buildInUse(buildId: string): boolean {
+    if (this.creatingBuilds.has(buildId)) return true;
+    for (const r of this.sandboxes.values()) if (r.buildId === buildId) return true;
+    return false;
+  }
+
+  private async manifestOf(spec: ValidSpec): Promise<BuildManifest> {
+    if (!this.userTemplates) throw new TemplateNotFound(`${spec.templateId} (build ${spec.buildId})`);
+    return this.userTemplates.resolver.manifest(spec.templateId, spec.buildId);
+  }
+
+  /** A fresh slot of a user template: its layers, start command running, ready command passed. */
+  private async bootBuild(spec: ValidSpec): Promise<SlotInfo> {
+    const u = this.userTemplates!;
+    try {
+      return await bootBuildSlot(
+        { runtime: this.runtime, resolver: u.resolver, readyTimeoutMs: u.readyTimeoutMs, log: this.log.child({ sandboxId: spec.sandboxId, buildId: spec.buildId }) },
+        spec.templateId,
+        spec.buildId,
+        { diskMb: spec.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb } },
+      );
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code === 'runtime_address_pool_exhausted') throw new NodeFull('sandboxes');
+      if (code === 'runtime_bad_layers') throw new TemplateNotFound(`${spec.templateId} (build ${spec.buildId}: ${(err as Error).message})`);
+      throw err;
+    }
+  }
+
   /** Give a booted slot the sandbox's limits and identity, then /init its envd; returns envd's version. */
-  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger): Promise<string> {
+  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger, build?: BuildManifest): Promise<string> {
     log.debug({ slotId: slot.slotId }, 'claiming slot');
     await this.runtime.claim(slot.slotId, {
       sandboxId: spec.sandboxId,
@@ -215,10 +269,11 @@ export class SandboxManager {
         address: slot.address,
         initToken: slot.initToken,
         body: {
-          envVars: spec.envVars,
+          // A build's env is the sandbox's default; the Create's own variables win.
+          envVars: build ? { ...build.env, ...spec.envVars } : spec.envVars,
           ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
-          defaultUser: 'user',
-          defaultWorkdir: '/home/user',
+          defaultUser: build?.user ?? 'user',
+          defaultWorkdir: build?.workdir ?? '/home/user',
           hostname: spec.sandboxId,
           timestamp: new Date().toISOString(),
         },

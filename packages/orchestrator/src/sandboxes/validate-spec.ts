@@ -4,6 +4,7 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { SandboxSpec } from '@cove/contracts/orchestrator';
 import { InvalidArgument } from '../errors.js';
+import { BUILD_ID_RE } from '../templates/manifest.js';
 
 export const SANDBOX_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const TEMPLATE_ID_RE = /^[a-z0-9][a-z0-9_.-]{0,127}$/;
@@ -54,6 +55,8 @@ export function validateSpec(
   const v: string[] = [];
   v.push(...validateSandboxId(spec.sandboxId));
   if (!TEMPLATE_ID_RE.test(spec.templateId)) v.push(`template_id: must match ${TEMPLATE_ID_RE.source}`);
+  // Empty = a built-in template; otherwise a user template's build (a storage key segment).
+  if (spec.buildId !== '' && !BUILD_ID_RE.test(spec.buildId)) v.push(`build_id: must be empty or match ${BUILD_ID_RE.source}`);
   if (spec.vcpu < 1 || spec.vcpu > node.cpuCount) v.push(`vcpu: must be between 1 and ${node.cpuCount}`);
   if (spec.memoryMb < MIN_MEMORY_MB || spec.memoryMb > node.memoryMb) {
     v.push(`memory_mb: must be between ${MIN_MEMORY_MB} and ${node.memoryMb}`);

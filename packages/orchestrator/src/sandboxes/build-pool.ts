@@ -1,0 +1,181 @@
+// Warm slots of user-template builds: for the few builds used most recently (a Create from a build marks it),
+// keep a small number of slots booted on the build's layers with its start/ready commands already done, so a
+// Create from a user template costs what one from `base` does. Builds that fall out of the recent list lose
+// their slots; failures back off per build and never reach a caller.
+
+import type { Logger } from 'pino';
+import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
+import type { BuildManifest } from '../templates/manifest.js';
+import type { TemplateResolver } from '../templates/resolver.js';
+import { warmUpEnvd } from './envd-warmup.js';
+import { runStartAndReady } from './template-start.js';
+
+export interface BuildPoolOptions {
+  runtime: SandboxRuntime;
+  resolver: TemplateResolver;
+  /** Ready slots wanted per build. 0 disables the pool. */
+  perBuild: number;
+  /** How many most recently used builds keep slots. */
+  builds: number;
+  /** Boots in flight at once, over all builds. */
+  concurrency: number;
+  readyTimeoutMs: number;
+  log: Logger;
+}
+
+interface BuildEntry {
+  templateId: string;
+  buildId: string;
+  manifest: BuildManifest;
+  ready: SlotInfo[];
+  booting: number;
+  failures: number;
+  retryAt: number;
+  retryTimer: NodeJS.Timeout | undefined;
+}
+
+const MIN_BACKOFF_MS = 1_000;
+const MAX_BACKOFF_MS = 60_000;
+
+/** Boots a slot of a build, ready to be claimed: layers, envd warm, start command running, ready passed. */
+export async function bootBuildSlot(
+  deps: { runtime: SandboxRuntime; resolver: TemplateResolver; readyTimeoutMs: number; log: Logger },
+  templateId: string,
+  buildId: string,
+  opts: { diskMb: number; limits: { vcpu: number; memoryMb: number } },
+): Promise<SlotInfo> {
+  const resolved = await deps.resolver.resolve(templateId, buildId);
+  let slot: SlotInfo;
+  try {
+    slot = await deps.runtime.boot({ templateId, layers: resolved.layers, diskMb: opts.diskMb, limits: opts.limits });
+  } finally {
+    // From here the slot's record keeps its layers from eviction.
+    resolved.release();
+  }
+  try {
+    await warmUpEnvd(slot.address).catch((err: unknown) => deps.log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
+    await runStartAndReady({ address: slot.address, manifest: resolved.manifest, readyTimeoutMs: deps.readyTimeoutMs, log: deps.log });
+    return slot;
+  } catch (err) {
+    await deps.runtime.destroy(slot.slotId).catch((e: unknown) => deps.log.error({ err: e, slotId: slot.slotId }, 'destroying a failed build slot failed'));
+    throw err;
+  }
+}
+
+export class BuildPool {
+  /** Most recently used last. */
+  private readonly entries = new Map<string, BuildEntry>();
+  private inFlight = 0;
+  private closed = false;
+  private readonly boots = new Set<Promise<void>>();
+
+  constructor(private readonly o: BuildPoolOptions) {}
+
+  /** Marks the build as just used: it (re)joins the recent list, the oldest beyond the limit lose their slots. */
+  noteUse(manifest: BuildManifest): void {
+    if (this.closed || this.o.perBuild === 0 || this.o.builds === 0) return;
+    const existing = this.entries.get(manifest.buildId);
+    if (existing) this.entries.delete(manifest.buildId);
+    this.entries.set(
+      manifest.buildId,
+      existing ?? { templateId: manifest.templateId, buildId: manifest.buildId, manifest, ready: [], booting: 0, failures: 0, retryAt: 0, retryTimer: undefined },
+    );
+    while (this.entries.size > this.o.builds) {
+      const oldest = this.entries.keys().next().value as string;
+      this.drop(oldest);
+    }
+    this.fill();
+  }
+
+  /** A ready slot of the build booted with `diskMb`, removed from the pool; undefined on a miss. */
+  take(buildId: string, diskMb: number): SlotInfo | undefined {
+    const e = this.entries.get(buildId);
+    if (!e || e.manifest.diskMb !== diskMb) return undefined;
+    const slot = e.ready.shift();
+    if (slot) this.fill();
+    return slot;
+  }
+
+  /** Forgets a build (deleted) and destroys its ready slots. */
+  drop(buildId: string): void {
+    const e = this.entries.get(buildId);
+    if (!e) return;
+    this.entries.delete(buildId);
+    clearTimeout(e.retryTimer);
+    for (const s of e.ready.splice(0)) void this.destroy(s);
+  }
+
+  slotIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const e of this.entries.values()) for (const s of e.ready) ids.add(s.slotId);
+    return ids;
+  }
+
+  stats(): Array<{ templateId: string; buildId: string; ready: number; target: number }> {
+    return [...this.entries.values()].map((e) => ({ templateId: e.templateId, buildId: e.buildId, ready: e.ready.length, target: this.o.perBuild }));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const e of this.entries.values()) clearTimeout(e.retryTimer);
+    await Promise.allSettled([...this.boots]);
+    const slots = [...this.entries.values()].flatMap((e) => e.ready.splice(0));
+    this.entries.clear();
+    await Promise.allSettled(slots.map((s) => this.destroy(s)));
+  }
+
+  private fill(): void {
+    if (this.closed) return;
+    const now = Date.now();
+    // Most recently used first.
+    for (const e of [...this.entries.values()].reverse()) {
+      while (this.inFlight < this.o.concurrency && e.ready.length + e.booting < this.o.perBuild && e.retryAt <= now) this.bootOne(e);
+    }
+  }
+
+  private bootOne(e: BuildEntry): void {
+    e.booting++;
+    this.inFlight++;
+    const log = this.o.log.child({ templateId: e.templateId, buildId: e.buildId });
+    const p = (async () => {
+      try {
+        const slot = await bootBuildSlot({ ...this.o, log }, e.templateId, e.buildId, {
+          diskMb: e.manifest.diskMb,
+          // The start command runs while the slot waits: it gets the build's own limits, not an idle share.
+          limits: { vcpu: e.manifest.vcpu, memoryMb: e.manifest.memoryMb },
+        });
+        if (this.closed || this.entries.get(e.buildId) !== e) {
+          await this.destroy(slot);
+          return;
+        }
+        e.ready.push(slot);
+        e.failures = 0;
+        log.debug({ slotId: slot.slotId, ready: e.ready.length }, 'warm build slot ready');
+      } catch (err) {
+        e.failures++;
+        const backoff = Math.min(MIN_BACKOFF_MS * 2 ** (e.failures - 1), MAX_BACKOFF_MS);
+        e.retryAt = Date.now() + backoff;
+        log.warn({ err, failures: e.failures, backoffMs: backoff }, 'warm build slot failed');
+        clearTimeout(e.retryTimer);
+        e.retryTimer = setTimeout(() => this.fill(), backoff);
+        e.retryTimer.unref();
+      } finally {
+        e.booting--;
+        this.inFlight--;
+      }
+    })();
+    this.boots.add(p);
+    void p.finally(() => {
+      this.boots.delete(p);
+      this.fill();
+    });
+  }
+
+  private async destroy(slot: SlotInfo): Promise<void> {
+    try {
+      await this.o.runtime.destroy(slot.slotId);
+    } catch (err) {
+      this.o.log.warn({ err, slotId: slot.slotId }, 'destroying warm build slot failed');
+    }
+  }
+}

@@ -1,0 +1,82 @@
+// A user template's start and ready commands (E2B `setStartCmd(start, ready)`), run through the slot's envd
+// before the slot is claimed: the start command in the background as the template's user in its workdir with
+// its env, then the ready command every 200 ms until it exits 0. A warm slot has done this before it joins
+// the pool, so a Create from the pool pays nothing for it.
+
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { Process } from '@cove/contracts/envd/process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { BuildManifest } from '../templates/manifest.js';
+import { ENVD_PORT } from './envd-init.js';
+
+export const READY_POLL_MS = 200;
+
+export interface TemplateStartOptions {
+  address: string;
+  manifest: BuildManifest;
+  /** Bound on the ready command succeeding (COVE_TEMPLATE_READY_TIMEOUT_MS). */
+  readyTimeoutMs: number;
+  log: Logger;
+}
+
+/** The start command did not start, or the ready command never succeeded in time. FAILED_PRECONDITION. */
+export class TemplateStartFailed extends ConnectError {
+  constructor(manifest: BuildManifest, reason: string) {
+    super(`template ${manifest.templateId} build ${manifest.buildId}: ${reason}`, Code.FailedPrecondition);
+  }
+}
+
+function processClient(address: string) {
+  return createClient(Process, createConnectTransport({ baseUrl: `http://${address}:${ENVD_PORT}`, httpVersion: '1.1' }));
+}
+
+/** envd picks the user from Basic authorization (no access token exists before /init). */
+function asUser(user: string): HeadersInit {
+  return { authorization: `Basic ${Buffer.from(`${user}:`).toString('base64')}` };
+}
+
+export async function runStartAndReady(o: TemplateStartOptions): Promise<void> {
+  const { manifest: m } = o;
+  const client = processClient(o.address);
+  const proc = (cmd: string) => ({ cmd: '/bin/bash', args: ['-l', '-c', cmd], envs: { ...m.env }, cwd: m.workdir });
+  if (m.startCmd) {
+    // Only until envd reports the pid: envd keeps a process running when its client goes away.
+    const abort = new AbortController();
+    try {
+      const stream = client.start({ process: proc(m.startCmd), stdin: false, tag: 'start-cmd' }, { headers: asUser(m.user), signal: abort.signal, timeoutMs: 10_000 });
+      for await (const res of stream) {
+        if (res.event?.event.case === 'start') break;
+      }
+    } catch (err) {
+      throw new TemplateStartFailed(m, `start command did not start: ${ConnectError.from(err).message}`);
+    } finally {
+      abort.abort();
+    }
+  }
+  if (!m.readyCmd) return;
+  const started = Date.now();
+  const deadline = started + o.readyTimeoutMs;
+  let last = 'never ran';
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    try {
+      let exit = -1;
+      for await (const res of client.start({ process: proc(m.readyCmd), stdin: false }, { headers: asUser(m.user), timeoutMs: Math.max(left, 100) })) {
+        const ev = res.event?.event;
+        if (ev?.case === 'end') exit = ev.value.exitCode;
+      }
+      if (exit === 0) {
+        o.log.debug({ ms: Date.now() - started }, 'template ready');
+        return;
+      }
+      last = `exit code ${exit}`;
+    } catch (err) {
+      last = ConnectError.from(err).message;
+    }
+    await sleep(Math.min(READY_POLL_MS, Math.max(0, deadline - Date.now())));
+  }
+  throw new TemplateStartFailed(m, `ready command did not succeed within ${o.readyTimeoutMs} ms (last: ${last})`);
+}
