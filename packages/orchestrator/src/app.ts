@@ -6,7 +6,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
-import { InfoService, SandboxService, type InfoResponse } from '@cove/contracts/orchestrator';
+import { InfoService, SandboxService, TemplateService, type InfoResponse } from '@cove/contracts/orchestrator';
 import type { BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import { join } from 'node:path';
@@ -19,6 +19,8 @@ import { packageVersion } from './package-info.js';
 import { createNodeProxy } from './proxy/node-proxy.js';
 import { authInterceptor, errorInterceptor } from './rpc/interceptors.js';
 import { infoService } from './rpc/info-service.js';
+import { templateService } from './rpc/template-service.js';
+import { createTemplateBuilds } from './build/template-builds.js';
 import { sandboxService } from './rpc/sandbox-service.js';
 import type { SandboxRuntime } from './sandbox/runtime.js';
 import { ExpiryScanner } from './sandboxes/expiry-scanner.js';
@@ -125,6 +127,19 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     log,
     { resolver, pool: buildPool, readyTimeoutMs: config.userTemplates.readyTimeoutMs },
   );
+  const builds = createTemplateBuilds({
+    dataDir: config.dataDir,
+    runtime,
+    store: clusterStore,
+    layerCache,
+    registry: config.registry,
+    defaults: config.defaults,
+    cpuCount: host.cpuCount,
+    memoryMb: Math.floor(host.memoryBytes / (1024 * 1024)),
+    draining: () => manager.status === 'draining',
+    buildInUse: (buildId) => manager.list().some((s) => s.buildId === buildId),
+    log,
+  });
   const scanner = new ExpiryScanner(manager, log);
   const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
   const startedAt = Date.now();
@@ -154,6 +169,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
         sandboxService(manager, { cpuCount: host.cpuCount, memoryMb: Math.floor(host.memoryBytes / (1024 * 1024)) }),
       );
       router.service(InfoService, infoService(manager, info));
+      // Template builds (src/build): one build sandbox per uncached step, at most 2 builds at once.
+      router.service(TemplateService, templateService(builds));
     },
   });
   const rpcServer = createHttp2Server(handler);
@@ -232,7 +249,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       ];
       proxyServer.closeAllConnections();
       for (const s of sessions) s.close();
-      if (started) await Promise.all([pool.close(), buildPool.close()]);
+      if (started) await Promise.all([pool.close(), buildPool.close(), builds.close()]);
       await Promise.all(closing);
       log.info('orchestrator closed');
     },
