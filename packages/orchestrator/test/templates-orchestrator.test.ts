@@ -14,6 +14,7 @@ import { putArtifact } from '@cove/storage';
 import { writeManifest, type BuildManifestInput } from '../src/templates/manifest.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import {
+  exists,
   instance,
   processClient,
   rpcClients,
@@ -171,6 +172,29 @@ describe('sandboxes of user templates', { timeout: 300_000 }, () => {
     const out = await runInSandbox(processClient(node.proxyUrl, 'tl-plain', ''), 'pwd; whoami; cat /srv/app/index.html');
     assert.equal(out.stdout, '/home/user\nuser\nv2\n');
     await rpc.sandboxes.delete({ sandboxId: 'tl-plain' });
+  });
+
+  it('re-adopts a user-template sandbox after a restart and never evicts the layers it stacks', async () => {
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tl-keep', templateId: TEMPLATE, buildId: 'build-h1-ok', diskMb: 512 }) });
+    const cache = node.orchestrator.templates.layerCache;
+    const dirs = layers.map((l) => cache.dirOf(l.digest));
+    // The node goes away with the sandbox running; the next one has a cache far too small for its layers.
+    await node.close();
+    node = await startOrchestrator(I, { COVE_WARM_POOL: '', COVE_LAYER_CACHE_MB: '1', COVE_TEMPLATE_WARM_POOL_SIZE: '0' });
+    rpc = rpcClients(node.rpcUrl);
+    assert.deepEqual((await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId), ['tl-keep']);
+    const again = node.orchestrator.templates.layerCache;
+    assert.ok(layers.every((l) => again.has(l.digest)), 'the cache reloaded its layers');
+    // A new layer pushes the cache over its bound: eviction runs, but both layers are stacked by tl-keep.
+    const base = (await node.runtime.builtinRootfs('base'))!;
+    const extra = await makeLayer([base], 'head -c 2000000 /dev/urandom > /big.bin');
+    await again.ensure(extra.digest);
+    await again.settle();
+    for (const d of dirs) assert.ok(await exists(d), `${d} kept`);
+    assert.equal(again.has(extra.digest), false, 'the one free layer went (nobody leased it)');
+    const out = await runInSandbox(processClient(node.proxyUrl, 'tl-keep', ''), 'cat /srv/app/index.html');
+    assert.equal(out.stdout, 'v2\n');
+    await rpc.sandboxes.delete({ sandboxId: 'tl-keep' });
     await rm(work, { recursive: true, force: true });
   });
 });
