@@ -3,6 +3,7 @@
 // signals; tests call buildEdge with port 0.
 
 import { once } from 'node:events';
+import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createUpstreamAgent } from '@cove/traffic-proxy';
@@ -17,6 +18,7 @@ import { packageVersion } from './package-info.js';
 import type { EdgeStore } from './store/edge-store.js';
 import { MemoryStore } from './store/memory-store.js';
 import { RedisStore } from './store/redis-store.js';
+import { TemplateFiles } from './storage/template-files.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
 
 /** Extra inputs of {@link buildEdge}. */
@@ -39,6 +41,8 @@ export interface Edge {
   readonly config: EdgeConfig;
   readonly store: EdgeStore;
   readonly directory: NodeDirectory;
+  /** Cluster storage for template-build COPY files. */
+  readonly templateFiles: TemplateFiles;
   listen(): Promise<EdgeAddresses>;
   /** Report `draining` from now on (SIGTERM); traffic keeps flowing until close(). */
   drain(): void;
@@ -55,6 +59,10 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const nodeClients = new NodeClients(config.nodeToken);
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
+  const templateFiles = new TemplateFiles(config.storage, log);
+  if (config.tls?.clientCa && templateFiles.servesUploads) {
+    log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use local-storage upload URLs');
+  }
   let draining = false;
 
   const status = async (): Promise<EdgeStatus> => {
@@ -73,11 +81,13 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       store,
       nodeClients,
       status,
+      templateFiles,
       log,
     },
     controlLink: { clusterToken: config.clusterToken, nodeToken: config.nodeToken, directory, store, sessions, log },
     nodeToken: config.nodeToken,
     directory,
+    uploads: templateFiles,
     tls: config.tls,
     log,
   });
@@ -100,6 +110,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     config,
     store,
     directory,
+    templateFiles,
     async listen() {
       let apiPort: number;
       let trafficPort: number;
@@ -115,6 +126,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
       log.info({ apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl), tls }, 'edge listening');
       const apiScheme = config.tls ? 'https' : 'http';
+      templateFiles.setPublicUrl(`${apiScheme}://${publicHost(config.host)}:${apiPort}`);
       return { apiPort, trafficPort, apiUrl: `${apiScheme}://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };
     },
     drain() {
@@ -133,7 +145,14 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       sessions.close();
       nodeClients.close();
       agent.destroy();
+      templateFiles.close();
       await store.close();
     },
   };
+}
+
+/** Host part of the derived public URL: a wildcard listen address names no host, so use the machine's name. */
+function publicHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '') return hostname();
+  return host.includes(':') ? `[${host}]` : host;
 }

@@ -5,12 +5,16 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
+import { InvalidStorageConfig, parseStorageUrl, type StorageConfig } from '@cove/storage';
 import { z } from 'zod';
 
 /** Domains the unchanged SDK treats specially (reference e2b-sdk.md §1.3): a self-hosted cluster must not use them. */
 const E2B_DOMAINS = ['e2b.app', 'e2b.dev', 'e2b.pro', 'e2b-staging.dev'];
 
 const port = z.coerce.number().int().min(0).max(65535);
+/** One PUT to S3 is limited to 5 GiB; the local endpoint uses the same default. */
+const DEFAULT_UPLOAD_MAX_BYTES = 5 * 1024 ** 3;
+const optionalText = z.string().min(1).optional();
 const secret = z.string().min(16, 'must be at least 16 characters');
 
 const EnvSchema = z.object({
@@ -38,6 +42,31 @@ const EnvSchema = z.object({
   COVE_EDGE_TLS_CERT: z.string().min(1).optional(),
   COVE_EDGE_TLS_KEY: z.string().min(1).optional(),
   COVE_EDGE_TLS_CLIENT_CA: z.string().min(1).optional(),
+  // Cluster storage (template-build COPY uploads): a @cove/storage URL, file:// or s3://.
+  COVE_STORAGE_URL: z
+    .string()
+    .min(1)
+    .default('file:///var/lib/cove/storage')
+    .superRefine((v, ctx) => {
+      try {
+        parseStorageUrl(v);
+      } catch (err) {
+        const issues = err instanceof InvalidStorageConfig ? err.issues : [(err as Error).message];
+        for (const message of issues) ctx.addIssue({ code: z.ZodIssueCode.custom, message });
+      }
+    }),
+  COVE_STORAGE_ACCESS_KEY_ID: optionalText,
+  COVE_STORAGE_SECRET_ACCESS_KEY: optionalText,
+  // HMAC key of the local driver's upload tokens; only the edge mints and checks them.
+  COVE_UPLOAD_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  // Base URL clients reach the API port at (upload URLs of the local driver point here).
+  COVE_EDGE_PUBLIC_URL: z
+    .string()
+    .url()
+    .refine((v) => /^https?:$/.test(new URL(v).protocol), 'must be an http or https URL')
+    .refine((v) => new URL(v).search === '' && new URL(v).hash === '' && new URL(v).username === '', 'must not have a query, fragment or credentials')
+    .optional(),
+  COVE_UPLOAD_MAX_BYTES: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(DEFAULT_UPLOAD_MAX_BYTES),
 })
   .refine((e) => (e.COVE_EDGE_TLS_CERT === undefined) === (e.COVE_EDGE_TLS_KEY === undefined), {
     message: 'COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY must be set together (or neither, for cleartext)',
@@ -46,7 +75,23 @@ const EnvSchema = z.object({
   .refine((e) => e.COVE_EDGE_TLS_CLIENT_CA === undefined || e.COVE_EDGE_TLS_CERT !== undefined, {
     message: 'COVE_EDGE_TLS_CLIENT_CA needs COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY (mutual TLS is TLS first)',
     path: ['COVE_EDGE_TLS_CLIENT_CA'],
+  })
+  .refine((e) => (e.COVE_STORAGE_ACCESS_KEY_ID === undefined) === (e.COVE_STORAGE_SECRET_ACCESS_KEY === undefined), {
+    message: 'COVE_STORAGE_ACCESS_KEY_ID and COVE_STORAGE_SECRET_ACCESS_KEY must be set together (or neither, for the default AWS chain)',
+    path: ['COVE_STORAGE_ACCESS_KEY_ID'],
+  })
+  .refine((e) => !isLocal(e.COVE_STORAGE_URL) || e.COVE_UPLOAD_SECRET !== undefined, {
+    message: 'required with a file:// COVE_STORAGE_URL (it signs the upload URLs the edge serves)',
+    path: ['COVE_UPLOAD_SECRET'],
+  })
+  .refine((e) => !isLocal(e.COVE_STORAGE_URL) || e.COVE_STORAGE_ACCESS_KEY_ID === undefined, {
+    message: 'only meaningful with an s3:// COVE_STORAGE_URL',
+    path: ['COVE_STORAGE_ACCESS_KEY_ID'],
   });
+
+function isLocal(storageUrl: string): boolean {
+  return storageUrl.startsWith('file:');
+}
 
 /** TLS material of the API port, read from the configured PEM files at start-up. */
 export interface EdgeTlsConfig {
@@ -54,6 +99,17 @@ export interface EdgeTlsConfig {
   readonly key: Buffer;
   /** Set = mutual TLS: a client certificate signed by one of these CAs is required. */
   readonly clientCa: Buffer | undefined;
+}
+
+/** Cluster storage as the edge uses it: presence checks and upload URLs for template-build COPY files. */
+export interface EdgeStorageConfig {
+  readonly storage: StorageConfig;
+  /** HMAC key of local upload tokens; always set for the local driver, unused with S3 (presigned URLs). */
+  readonly uploadSecret: string | undefined;
+  /** Base URL of the API port as clients see it; undefined = derived from host, port and TLS at listen. */
+  readonly publicUrl: string | undefined;
+  /** Largest COPY tarball the local upload endpoint accepts (S3 caps one presigned PUT at 5 GiB itself). */
+  readonly uploadMaxBytes: number;
 }
 
 /** The parsed, frozen edge configuration. */
@@ -69,6 +125,7 @@ export interface EdgeConfig {
   readonly logLevel: string;
   /** Undefined = cleartext API port (h2c and HTTP/1.1 sniffed on one port). */
   readonly tls: EdgeTlsConfig | undefined;
+  readonly storage: EdgeStorageConfig;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -86,6 +143,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
   }
   const e = parsed.data;
+  const storage = loadStorage(e);
   const tls = loadTls(e.COVE_EDGE_TLS_CERT, e.COVE_EDGE_TLS_KEY, e.COVE_EDGE_TLS_CLIENT_CA);
   return Object.freeze({
     edgeId: e.COVE_EDGE_ID ?? `edge-${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${randomBytes(3).toString('hex')}`,
@@ -98,6 +156,22 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     redisUrl: e.COVE_EDGE_REDIS_URL,
     logLevel: e.COVE_LOG_LEVEL,
     tls,
+    storage,
+  });
+}
+
+function loadStorage(e: z.infer<typeof EnvSchema>): EdgeStorageConfig {
+  const credentials =
+    e.COVE_STORAGE_ACCESS_KEY_ID !== undefined && e.COVE_STORAGE_SECRET_ACCESS_KEY !== undefined
+      ? { accessKeyId: e.COVE_STORAGE_ACCESS_KEY_ID, secretAccessKey: e.COVE_STORAGE_SECRET_ACCESS_KEY }
+      : undefined;
+  // Already validated by the schema.
+  const storage = parseStorageUrl(e.COVE_STORAGE_URL, credentials ? { credentials } : {});
+  return Object.freeze({
+    storage: Object.freeze(storage),
+    uploadSecret: e.COVE_UPLOAD_SECRET,
+    publicUrl: e.COVE_EDGE_PUBLIC_URL?.replace(/\/+$/, ''),
+    uploadMaxBytes: e.COVE_UPLOAD_MAX_BYTES,
   });
 }
 

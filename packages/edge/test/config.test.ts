@@ -2,7 +2,12 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError, loadConfig } from '../src/index.js';
 
-const base = { COVE_CLUSTER_TOKEN: 'c'.repeat(20), COVE_NODE_TOKEN: 'n'.repeat(20), COVE_SANDBOX_DOMAIN: 'cove.localhost' };
+const base = {
+    COVE_CLUSTER_TOKEN: 'c'.repeat(20),
+    COVE_NODE_TOKEN: 'n'.repeat(20),
+    COVE_SANDBOX_DOMAIN: 'cove.localhost',
+    COVE_UPLOAD_SECRET: 'u'.repeat(32),
+  };
 
 describe('edge config', () => {
   it('applies the single-host defaults', () => {

@@ -133,6 +133,50 @@ describe('edge API port', () => {
     await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'bigone' }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'bigone' }) });
   });
 
+  it('forwards TemplateService Build/BuildStatus/DeleteBuilds to the node named by cove-node-id', async () => {
+    const steps = [
+      { type: 'RUN', args: ['echo hi'] },
+      { type: 'COPY', args: ['app', '/app'], filesHash: 'a'.repeat(64) },
+    ];
+    await edge.templateClient.build(
+      { templateId: 'tpl1', buildId: 'b-1', teamId: 'team-1', source: { case: 'fromBuildId', value: 'base' }, steps, vcpu: 2, memoryMb: 512 },
+      { headers: linkHeaders('node-a') },
+    );
+    const seen = node.rpcHeaders.at(-1)!;
+    assert.equal(seen.method, 'Build');
+    assert.equal(seen.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+    const build = node.builds.get('b-1');
+    assert.equal(build?.teamId, 'team-1');
+    assert.equal(build?.steps[1]?.filesHash, 'a'.repeat(64));
+    assert.deepEqual(build?.source, { case: 'fromBuildId', value: 'base' });
+
+    const page = await edge.templateClient.buildStatus({ templateId: 'tpl1', buildId: 'b-1', logsOffset: 1, limit: 10 }, { headers: linkHeaders('node-a') });
+    assert.equal(page.logsTotal, 2);
+    assert.deepEqual(page.logEntries.map((e) => e.message), ['step 2: COPY']);
+    assert.equal(page.memoryMb, 512);
+
+    // The node's own errors pass through unchanged.
+    await rejectsWith(edge.templateClient.build({ templateId: 'tpl1', buildId: 'b-1' }, { headers: linkHeaders('node-a') }), Code.AlreadyExists, /build exists/);
+    await edge.templateClient.deleteBuilds({ templateId: 'tpl1', buildIds: ['b-1'] }, { headers: linkHeaders('node-a') });
+    await rejectsWith(
+      edge.templateClient.buildStatus({ templateId: 'tpl1', buildId: 'b-1' }, { headers: linkHeaders('node-a') }),
+      Code.NotFound,
+      /build b-1 not found/,
+    );
+    // Same routing rules as SandboxService: unknown node, missing or wrong cluster token.
+    await rejectsWith(
+      edge.templateClient.build({ templateId: 'tpl1', buildId: 'b-2' }, { headers: linkHeaders('node-zzz') }),
+      Code.NotFound,
+      /^node node-zzz is not registered with this edge$/,
+    );
+    await rejectsWith(edge.templateClient.build({ templateId: 'tpl1', buildId: 'b-2' }, { headers: { 'cove-node-id': 'node-a' } }), Code.Unauthenticated);
+    await rejectsWith(
+      edge.templateClient.buildStatus({ templateId: 'tpl1', buildId: 'b-2' }, { headers: { authorization: 'Bearer wrong-cluster-token', 'cove-node-id': 'node-a' } }),
+      Code.PermissionDenied,
+    );
+    assert.equal(node.builds.has('b-2'), false);
+  });
+
   it('answers NOT_FOUND for an unknown node and checks the cluster token', async () => {
     await rejectsWith(edge.infoClient.info({}, { headers: linkHeaders('node-zzz') }), Code.NotFound, /^node node-zzz is not registered with this edge$/);
     await rejectsWith(edge.infoClient.info({}, { headers: { 'cove-node-id': 'node-a' } }), Code.Unauthenticated);

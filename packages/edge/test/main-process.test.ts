@@ -7,7 +7,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { tmpdir } from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { request } from 'undici';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'main.js');
@@ -17,6 +18,8 @@ const ENV = {
   COVE_CLUSTER_TOKEN: 'cluster-token-for-main-test',
   COVE_NODE_TOKEN: 'node-token-for-main-test-00',
   COVE_SANDBOX_DOMAIN: 'cove.test',
+  COVE_STORAGE_URL: pathToFileURL(join(tmpdir(), 'cove-edge-main-test-storage')).href,
+  COVE_UPLOAD_SECRET: 'upload-secret-for-main-test-0123456789',
 };
 
 describe('edge process', () => {

@@ -198,7 +198,12 @@ describe('edge API port with mutual TLS', () => {
 });
 
 describe('edge TLS configuration', () => {
-  const base = { COVE_CLUSTER_TOKEN: 'c'.repeat(20), COVE_NODE_TOKEN: 'n'.repeat(20), COVE_SANDBOX_DOMAIN: 'cove.localhost' };
+  const base = {
+    COVE_CLUSTER_TOKEN: 'c'.repeat(20),
+    COVE_NODE_TOKEN: 'n'.repeat(20),
+    COVE_SANDBOX_DOMAIN: 'cove.localhost',
+    COVE_UPLOAD_SECRET: 'u'.repeat(32),
+  };
 
   it('needs cert and key together, and TLS for a client CA', () => {
     for (const env of [{ COVE_EDGE_TLS_CERT: '/x.pem' }, { COVE_EDGE_TLS_KEY: '/x.key' }, { COVE_EDGE_TLS_CLIENT_CA: '/ca.pem' }]) {

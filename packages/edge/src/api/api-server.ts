@@ -1,7 +1,8 @@
 // The edge's API port: REST (HTTP/1.1 and HTTP/2), the NodeRegistry heartbeat service (Connect/gRPC on
 // h2c, Connect on HTTP/1.1 too) and the control link (gRPC pass-through on h2c), behind one port mux.
 // With TLS configured there is no mux: one node:http2 secure server negotiates `h2` or `http/1.1` by ALPN
-// (allowHTTP1) and hands both kinds of request to the same handler.
+// (allowHTTP1) and hands both kinds of request to the same handler. `PUT /storage/upload?token=…` (the
+// local storage driver's upload URLs) is served here too, before Connect, on either protocol.
 
 import { createServer as createHttp1Server, type Server as Http1Server } from 'node:http';
 import {
@@ -19,6 +20,7 @@ import { handleControlLink, isControlLinkPath, type ControlLinkDeps } from '../c
 import { replyRpcError, GrpcCode } from '../control-link/rpc-reply.js';
 import type { EdgeTlsConfig } from '../config.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
+import { UPLOAD_PATH, type TemplateFiles } from '../storage/template-files.js';
 import { registerHeartbeatService } from './heartbeat-service.js';
 import { createPortMux } from './port-mux.js';
 import { createRestApi, type RestApiDeps } from './rest-api.js';
@@ -29,6 +31,8 @@ export interface ApiServerDeps {
   controlLink: ControlLinkDeps;
   nodeToken: string;
   directory: NodeDirectory;
+  /** Serves `PUT /storage/upload` (local storage driver). */
+  uploads: Pick<TemplateFiles, 'handleUpload'>;
   /** Undefined = cleartext (h2c + HTTP/1.1 sniffed). */
   tls?: EdgeTlsConfig | undefined;
   log: Logger;
@@ -39,6 +43,12 @@ export interface ApiServer {
   server: Server;
   /** Stop accepting, let in-flight requests finish for up to `graceMs`, then cut what is left. */
   close(graceMs: number): Promise<void>;
+}
+
+function isUploadPath(url: string | undefined): boolean {
+  if (url === undefined || !url.startsWith(UPLOAD_PATH)) return false;
+  const rest = url.slice(UPLOAD_PATH.length);
+  return rest === '' || rest.startsWith('?');
 }
 
 /** Build (not listen) the API port. */
@@ -52,6 +62,11 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   // 10 MB per session (Node's default) is tight for several multi-MB control-link messages in flight.
   const maxSessionMemory = 64;
   const onRequest = (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse): void => {
+    if (isUploadPath(req.url)) {
+      // createUploadHandler uses only what node:http and the HTTP/2 compatibility API have in common.
+      deps.uploads.handleUpload(req as IncomingMessage, res as ServerResponse);
+      return;
+    }
     if (req.httpVersionMajor === 2 && isControlLinkPath(req.headers[':path'] as string | undefined)) {
       const [h2req, h2res] = [req as Http2ServerRequest, res as Http2ServerResponse];
       handleControlLink(h2req, h2res, deps.controlLink).catch((err: unknown) => {
@@ -63,6 +78,9 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     connect(req as IncomingMessage, res as ServerResponse);
   };
 
+  // Node's 5-minute whole-request limit would cut multi-GB COPY uploads; headers keep their 60 s limit and
+  // uploads an idle timeout (TemplateFiles.handleUpload).
+  const requestTimeout = 0;
   let http1: Http1Server | undefined;
   let server: Server;
   const http2 = deps.tls
@@ -76,11 +94,12 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
       })
     : createHttp2Server({ maxSessionMemory });
   http2.on('request', onRequest);
+  (http2 as unknown as { requestTimeout: number }).requestTimeout = requestTimeout;
   if (deps.tls) {
     server = http2 as unknown as Server;
     http2.on('tlsClientError', (err: Error) => deps.log.debug({ err }, 'TLS handshake with a client failed'));
   } else {
-    http1 = createHttp1Server({ keepAliveTimeout: 65_000 }, connect);
+    http1 = createHttp1Server({ keepAliveTimeout: 65_000, requestTimeout }, onRequest);
     const h1 = http1;
     server = createPortMux({
       http1: (socket) => h1.emit('connection', socket),

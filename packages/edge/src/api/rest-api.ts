@@ -1,5 +1,5 @@
 // The cluster REST API (JSON, reference e2b-infra.md §3.1 adapted to Cove): health, edge info, node
-// discovery, drain/undrain, sandbox lookup. Served on both HTTP/1.1 and HTTP/2 of the API port. Everything
+// discovery, drain/undrain, sandbox lookup, COPY-file upload URLs for template builds. Served on both HTTP/1.1 and HTTP/2 of the API port. Everything
 // but /health needs the cluster token as `authorization: Bearer` or `X-API-Key`. Errors are `{code, message}`
 // with `code` = HTTP status, mapped once here from the edge's error codes.
 
@@ -7,10 +7,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { toJson } from '@bufbuild/protobuf';
 import { InfoResponseSchema } from '@cove/contracts/orchestrator';
+import { HTTP_STATUS as STORAGE_HTTP_STATUS, isStorageError } from '@cove/storage';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import { EdgeError, HTTP_STATUS, NodeNotFound, SandboxNotFound } from '../errors.js';
 import type { NodeClients } from '../nodes/node-client.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
+import type { TemplateFiles } from '../storage/template-files.js';
 import type { EdgeStore } from '../store/edge-store.js';
 import { bearerToken, tokensEqual } from '@cove/auth-tokens';
 
@@ -27,7 +30,44 @@ export interface RestApiDeps {
   store: EdgeStore;
   nodeClients: NodeClients;
   status: () => Promise<EdgeStatus>;
+  templateFiles: Pick<TemplateFiles, 'describe'>;
   log: Logger;
+}
+
+/** JSON request bodies are small; anything bigger is not a cluster API call. */
+const MAX_JSON_BODY = 64 * 1024;
+
+/** `POST /v1/templates/files`: the same rules as @cove/storage's buildFileKey, so every accepted pair has a key. */
+const TemplateFilesBody = z.object({
+  teamId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, 'must be 1-128 of A-Z a-z 0-9 _ - (not starting with _ or -)'),
+  hash: z.string().regex(/^[0-9a-f]{64}$/, 'must be a lowercase hex sha256'),
+});
+
+class BadRequest extends EdgeError {
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
+    super('invalid_argument', message);
+  }
+}
+
+/** Read and parse a JSON body of at most MAX_JSON_BODY bytes. */
+async function readJson(req: Req): Promise<unknown> {
+  const declared = Number(one(req.headers['content-length']) ?? 0);
+  if (declared > MAX_JSON_BODY) throw new BadRequest(`request body larger than ${MAX_JSON_BODY} bytes`, 413);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_JSON_BODY) throw new BadRequest(`request body larger than ${MAX_JSON_BODY} bytes`, 413);
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new BadRequest('request body is not JSON');
+  }
 }
 
 type Req = IncomingMessage | Http2ServerRequest;
@@ -66,20 +106,30 @@ function checkAuth(req: Req, clusterToken: string): 'ok' | 'missing' | 'wrong' {
 }
 
 const NODE_ID = '([A-Za-z0-9._-]{1,128})';
-const ROUTES: { method: string; re: RegExp; name: string }[] = [
+const ROUTES: { method: string; re: RegExp; name: string; body?: boolean }[] = [
   { method: 'GET', re: /^\/v1\/info$/, name: 'info' },
   { method: 'GET', re: /^\/v1\/nodes$/, name: 'nodes' },
   { method: 'POST', re: new RegExp(`^/v1/nodes/${NODE_ID}/drain$`), name: 'drain' },
   { method: 'POST', re: new RegExp(`^/v1/nodes/${NODE_ID}/undrain$`), name: 'undrain' },
   { method: 'GET', re: /^\/v1\/sandboxes\/([^/]+)$/, name: 'sandbox' },
+  { method: 'POST', re: /^\/v1\/templates\/files$/, name: 'templateFiles', body: true },
 ];
 
 /** Build the REST handler; it answers every request it is given (404 JSON for unknown paths). */
 export function createRestApi(deps: RestApiDeps): (req: Req, res: Res) => void {
   return (req, res) => {
-    // Bodies are not used by any route; drain them so keep-alive connections stay usable.
-    req.resume();
     handle(req, res, deps).catch((err: unknown) => {
+      // Whatever of the body is left unread: drain it so keep-alive connections stay usable.
+      req.resume();
+      if (err instanceof BadRequest) {
+        sendError(res, err.status, err.message);
+        return;
+      }
+      if (isStorageError(err)) {
+        if (err.code === 'backend') deps.log.warn({ err }, 'rest api: cluster storage failed');
+        sendError(res, STORAGE_HTTP_STATUS[err.code], err.message);
+        return;
+      }
       if (err instanceof EdgeError) {
         if (err.code === 'internal' || err.code === 'node_unavailable') deps.log.warn({ err }, 'rest api request failed');
         sendError(res, HTTP_STATUS[err.code], err.message);
@@ -93,6 +143,9 @@ export function createRestApi(deps: RestApiDeps): (req: Req, res: Res) => void {
 
 async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
   const path = new URL(req.url ?? '/', 'http://edge').pathname;
+  const bodyRoute = ROUTES.find((r) => r.body === true && r.method === req.method && r.re.test(path));
+  // Only body routes read their body (after the token check); every other body is drained unread.
+  if (bodyRoute === undefined) req.resume();
   if (path === '/health') {
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendError(res, 405, 'method not allowed');
     const status = await deps.status();
@@ -142,6 +195,14 @@ async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
       const entry = /^[a-z0-9]+$/.test(param) ? await deps.store.getSandbox(param) : undefined;
       if (!entry) throw new SandboxNotFound(param);
       return sendJson(res, 200, { sandboxId: param, nodeId: entry.nodeId });
+    }
+    case 'templateFiles': {
+      const parsed = TemplateFilesBody.safeParse(await readJson(req));
+      if (!parsed.success) {
+        throw new BadRequest(`invalid body: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
+      }
+      const answer = await deps.templateFiles.describe(parsed.data.teamId, parsed.data.hash);
+      return sendJson(res, answer.present ? 200 : 201, answer);
     }
     default:
       return sendError(res, 404, `no route ${path}`);

@@ -1,5 +1,5 @@
 // The control link (reference e2b-infra.md §3.2): the control plane calls
-// /cove.orchestrator.v1.{SandboxService,InfoService}/* on the edge's API port with the cluster token and
+// /cove.orchestrator.v1.{SandboxService,TemplateService,InfoService}/* on the edge's API port with the cluster token and
 // `cove-node-id`; the edge checks both and forwards the HTTP/2 stream verbatim to that node's RPC URL —
 // headers (authorization replaced by the node token), body frames both ways with backpressure, trailers,
 // cancellation — so it needs no knowledge of the messages. Create/Delete also carry `cove-sandbox-id`; once
@@ -15,7 +15,11 @@ import type { H2SessionPool } from './h2-session-pool.js';
 import { GrpcCode, replyRpcError } from './rpc-reply.js';
 
 /** Path prefixes forwarded to nodes; everything else on h2 is served by the edge itself. */
-export const CONTROL_LINK_PREFIXES = ['/cove.orchestrator.v1.SandboxService/', '/cove.orchestrator.v1.InfoService/'];
+export const CONTROL_LINK_PREFIXES = [
+  '/cove.orchestrator.v1.SandboxService/',
+  '/cove.orchestrator.v1.TemplateService/',
+  '/cove.orchestrator.v1.InfoService/',
+];
 
 const CREATE = '/cove.orchestrator.v1.SandboxService/Create';
 const DELETE = '/cove.orchestrator.v1.SandboxService/Delete';
