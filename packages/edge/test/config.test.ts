@@ -37,6 +37,60 @@ describe('edge config', () => {
   });
 });
 
+describe('edge storage config', () => {
+  const noSecret = { COVE_CLUSTER_TOKEN: 'c'.repeat(20), COVE_NODE_TOKEN: 'n'.repeat(20), COVE_SANDBOX_DOMAIN: 'cove.localhost' };
+  const issuesOf = (env: Record<string, string>): string[] => {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.issues;
+    }
+    assert.fail('expected a ConfigError');
+  };
+
+  it('defaults to local storage under /var/lib/cove/storage, 5 GiB uploads, a derived public URL', () => {
+    const c = loadConfig(base);
+    assert.deepEqual(c.storage.storage, { driver: 'local', root: '/var/lib/cove/storage' });
+    assert.equal(c.storage.uploadSecret, 'u'.repeat(32));
+    assert.equal(c.storage.uploadMaxBytes, 5 * 1024 ** 3);
+    assert.equal(c.storage.publicUrl, undefined);
+    assert.equal(loadConfig({ ...base, COVE_EDGE_PUBLIC_URL: 'https://edge.example:3001/' }).storage.publicUrl, 'https://edge.example:3001');
+    assert.equal(loadConfig({ ...base, COVE_UPLOAD_MAX_BYTES: '1048576' }).storage.uploadMaxBytes, 1048576);
+  });
+
+  it('requires a 32-character upload secret with the local driver, and none with S3', () => {
+    assert.match(issuesOf(noSecret).join('\n'), /^COVE_UPLOAD_SECRET: required with a file:\/\/ COVE_STORAGE_URL/m);
+    assert.match(issuesOf({ ...noSecret, COVE_UPLOAD_SECRET: 'short' }).join('\n'), /^COVE_UPLOAD_SECRET: must be at least 32 characters/m);
+    const s3 = loadConfig({
+      ...noSecret,
+      COVE_STORAGE_URL: 's3://cove-bucket/prefix?endpoint=http://127.0.0.1:9000&pathStyle=true',
+      COVE_STORAGE_ACCESS_KEY_ID: 'AKIA0000',
+      COVE_STORAGE_SECRET_ACCESS_KEY: 'secret0000',
+    });
+    assert.equal(s3.storage.storage.driver, 's3');
+    assert.deepEqual(s3.storage.storage.driver === 's3' && s3.storage.storage.credentials, { accessKeyId: 'AKIA0000', secretAccessKey: 'secret0000' });
+    assert.equal(s3.storage.uploadSecret, undefined);
+  });
+
+  it('lists storage problems with the other bad fields', () => {
+    const issues = issuesOf({
+      ...base,
+      COVE_NODE_TOKEN: 'short',
+      COVE_STORAGE_URL: 's3://cove-bucket/p?bogus=1',
+      COVE_STORAGE_ACCESS_KEY_ID: 'only-the-id',
+      COVE_EDGE_PUBLIC_URL: 'ftp://edge.example',
+      COVE_UPLOAD_MAX_BYTES: '0',
+    });
+    const fields = issues.map((i) => i.split(':')[0]);
+    for (const f of ['COVE_NODE_TOKEN', 'COVE_STORAGE_URL', 'COVE_EDGE_PUBLIC_URL', 'COVE_UPLOAD_MAX_BYTES']) assert.ok(fields.includes(f), `${f} in ${issues.join('; ')}`);
+    assert.match(issues.join('\n'), /COVE_STORAGE_URL: unknown parameter bogus/);
+    assert.match(issuesOf({ ...base, COVE_STORAGE_URL: 'http://x/y' }).join('\n'), /COVE_STORAGE_URL: unsupported scheme http:/);
+    assert.match(issuesOf({ ...base, COVE_STORAGE_ACCESS_KEY_ID: 'a', COVE_STORAGE_SECRET_ACCESS_KEY: 'b' }).join('\n'), /COVE_STORAGE_ACCESS_KEY_ID: only meaningful with an s3/);
+    assert.match(issuesOf({ ...base, COVE_EDGE_PUBLIC_URL: 'https://edge.example/?x=1' }).join('\n'), /COVE_EDGE_PUBLIC_URL: must not have a query/);
+  });
+});
+
 describe('edge listen', () => {
   it('fails with EADDRINUSE and releases the port it already had', async () => {
     const { startEdge } = await import('./fixtures/edge-harness.js');
