@@ -7,7 +7,8 @@
 //
 // The body streams to a temp file while it is hashed and counted; it is published only when the token is
 // valid, the length is within the token's limit and (when the token carries one) the sha256 matches.
-// Anything else answers a JSON error and leaves nothing behind.
+// Anything else answers a JSON error and leaves nothing behind. It also runs under node:http2's
+// compatibility API (HTTP/2 has no `connection` header; a stream is reset instead of a connection closed).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
@@ -49,7 +50,7 @@ export function createUploadHandler(options: UploadHandlerOptions): UploadHandle
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (req.method !== 'PUT') {
-      reply(res, 405, { code: 'method_not_allowed', message: 'use PUT' }, true);
+      reply(res, 405, { code: 'method_not_allowed', message: 'use PUT' }, req.httpVersionMajor === 1);
       return;
     }
     const url = new URL(req.url ?? '/', 'http://upload.invalid');
@@ -90,7 +91,7 @@ export function createUploadHandler(options: UploadHandlerOptions): UploadHandle
         return;
       }
       // Close the connection when the body was not read to the end, so an oversized upload is not drained.
-      const close = !req.readableEnded;
+      const close = !req.readableEnded && req.httpVersionMajor === 1;
       if (isStorageError(err)) {
         logger.info({ code: err.code }, 'upload refused');
         reply(res, HTTP_STATUS[err.code], { code: err.code, message: err.message }, close);

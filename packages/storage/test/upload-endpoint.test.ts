@@ -5,7 +5,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -202,5 +203,46 @@ describe('local upload endpoint', () => {
       code: 'invalid_key',
     });
     await assert.rejects(uploads.createUploadUrl({ scope: TEAM, hash: 'ABC', ttlSeconds: 60 }), { code: 'invalid_key' });
+  });
+  it('works under node:http2 compatibility, refusals included, without HTTP/1-only headers', async () => {
+    // The edge mounts the handler on its h2 port as well; HTTP/2 forbids `connection`, which Node would drop
+    // with a process warning.
+    const h2 = createHttp2Server((req, res) => handler2(req as unknown as IncomingMessage, res as unknown as ServerResponse));
+    const handler2 = createUploadHandler({ store, signer, logger: silentLogger });
+    h2.listen(0, '127.0.0.1');
+    await once(h2, 'listening');
+    const origin = `http://127.0.0.1:${(h2.address() as AddressInfo).port}`;
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    const session = connectHttp2(origin);
+    const h2put = async (path: string, body: Buffer, method = 'PUT'): Promise<{ status: number; body: { code?: string } }> => {
+      const stream = session.request({ ':method': method, ':path': path, 'content-length': String(body.length) });
+      stream.end(body);
+      const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
+      let text = '';
+      for await (const c of stream) text += String(c);
+      return { status: Number(headers[':status']), body: JSON.parse(text) as { code?: string } };
+    };
+    try {
+      const tar = Buffer.from('over h2');
+      const ok = await uploads.createUploadUrl({ scope: TEAM, hash: sha(tar), ttlSeconds: 60 });
+      const okUrl = new URL(ok.url);
+      assert.equal((await h2put(`/storage/upload${okUrl.search}`, tar)).status, 200);
+      assert.equal(await uploads.present(TEAM, sha(tar)), true);
+
+      const big = await patternBytes(100_000, 5);
+      const tooBig = new URL((await uploads.createUploadUrl({ scope: TEAM, hash: sha(big), ttlSeconds: 60 })).url);
+      const refused = await h2put(`/storage/upload${tooBig.search}`, big);
+      assert.deepEqual([refused.status, refused.body.code], [413, 'too_large']);
+      assert.equal((await h2put(`/storage/upload${tooBig.search}`, big, 'POST')).status, 405);
+      assert.equal(await uploads.present(TEAM, sha(big)), false);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(warnings.map((w) => w.message), []);
+    } finally {
+      process.off('warning', onWarning);
+      session.close();
+      h2.close();
+    }
   });
 });
