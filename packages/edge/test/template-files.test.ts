@@ -152,6 +152,23 @@ describe('template COPY files, local storage', () => {
     }
   });
 
+  it('accepts the upload over h2c as well (clients that speak HTTP/2 to the API port)', async () => {
+    const hash = newHash();
+    const tar = gzippedTar({ 'h2.txt': 'via h2c' });
+    const url = new URL((await postFiles(edge, { teamId: TEAM, hash })).body.url);
+    const session = h2connect(edge.apiUrl);
+    try {
+      const stream = session.request({ ':method': 'PUT', ':path': `${url.pathname}${url.search}`, 'content-length': String(tar.length) });
+      stream.end(tar);
+      const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
+      for await (const _ of stream) void _;
+      assert.equal(headers[':status'], 200);
+    } finally {
+      session.close();
+    }
+    assert.deepEqual(readFileSync(objectPath(TEAM, hash)), tar);
+  });
+
   it('refuses uploads without a valid token for exactly that object, and writes nothing', async () => {
     const hash = newHash();
     const tar = gzippedTar({ 'f.txt': 'x' });
