@@ -8,6 +8,7 @@ export type EdgeErrorCode =
   | 'node_not_found'
   | 'sandbox_not_found'
   | 'invalid_argument'
+  | 'payload_too_large'
   | 'node_unavailable'
   | 'not_found'
   | 'internal';
@@ -45,6 +46,20 @@ export class NodeUnavailable extends EdgeError {
   }
 }
 
+/** A request the edge cannot act on (bad JSON, a field out of range); the message says which. */
+export class InvalidArgument extends EdgeError {
+  constructor(message: string) {
+    super('invalid_argument', message);
+  }
+}
+
+/** A request body over the limit of its route; nothing of it was used. */
+export class PayloadTooLarge extends EdgeError {
+  constructor(readonly limit: number) {
+    super('payload_too_large', `request body larger than ${limit} bytes`);
+  }
+}
+
 /** HTTP status per error code; the one table the REST API uses. */
 export const HTTP_STATUS: Record<EdgeErrorCode, number> = {
   unauthenticated: 401,
@@ -52,6 +67,7 @@ export const HTTP_STATUS: Record<EdgeErrorCode, number> = {
   node_not_found: 404,
   sandbox_not_found: 404,
   invalid_argument: 400,
+  payload_too_large: 413,
   node_unavailable: 502,
   not_found: 404,
   internal: 500,

@@ -10,7 +10,7 @@ import { InfoResponseSchema } from '@cove/contracts/orchestrator';
 import { HTTP_STATUS as STORAGE_HTTP_STATUS, isStorageError } from '@cove/storage';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { EdgeError, HTTP_STATUS, NodeNotFound, SandboxNotFound } from '../errors.js';
+import { EdgeError, HTTP_STATUS, InvalidArgument, NodeNotFound, PayloadTooLarge, SandboxNotFound } from '../errors.js';
 import type { NodeClients } from '../nodes/node-client.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { TemplateFiles } from '../storage/template-files.js';
@@ -43,30 +43,21 @@ const TemplateFilesBody = z.object({
   hash: z.string().regex(/^[0-9a-f]{64}$/, 'must be a lowercase hex sha256'),
 });
 
-class BadRequest extends EdgeError {
-  constructor(
-    message: string,
-    readonly status = 400,
-  ) {
-    super('invalid_argument', message);
-  }
-}
-
 /** Read and parse a JSON body of at most MAX_JSON_BODY bytes. */
 async function readJson(req: Req): Promise<unknown> {
   const declared = Number(one(req.headers['content-length']) ?? 0);
-  if (declared > MAX_JSON_BODY) throw new BadRequest(`request body larger than ${MAX_JSON_BODY} bytes`, 413);
+  if (declared > MAX_JSON_BODY) throw new PayloadTooLarge(MAX_JSON_BODY);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_JSON_BODY) throw new BadRequest(`request body larger than ${MAX_JSON_BODY} bytes`, 413);
+    if (size > MAX_JSON_BODY) throw new PayloadTooLarge(MAX_JSON_BODY);
     chunks.push(chunk);
   }
   try {
     return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
   } catch {
-    throw new BadRequest('request body is not JSON');
+    throw new InvalidArgument('request body is not JSON');
   }
 }
 
@@ -121,18 +112,14 @@ export function createRestApi(deps: RestApiDeps): (req: Req, res: Res) => void {
     handle(req, res, deps).catch((err: unknown) => {
       // Whatever of the body is left unread: drain it so keep-alive connections stay usable.
       req.resume();
-      if (err instanceof BadRequest) {
-        sendError(res, err.status, err.message);
+      if (err instanceof EdgeError) {
+        if (err.code === 'internal' || err.code === 'node_unavailable') deps.log.warn({ err }, 'rest api request failed');
+        sendError(res, HTTP_STATUS[err.code], err.message);
         return;
       }
       if (isStorageError(err)) {
         if (err.code === 'backend') deps.log.warn({ err }, 'rest api: cluster storage failed');
         sendError(res, STORAGE_HTTP_STATUS[err.code], err.message);
-        return;
-      }
-      if (err instanceof EdgeError) {
-        if (err.code === 'internal' || err.code === 'node_unavailable') deps.log.warn({ err }, 'rest api request failed');
-        sendError(res, HTTP_STATUS[err.code], err.message);
         return;
       }
       deps.log.error({ err, url: req.url }, 'rest api request failed');
@@ -199,7 +186,7 @@ async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
     case 'templateFiles': {
       const parsed = TemplateFilesBody.safeParse(await readJson(req));
       if (!parsed.success) {
-        throw new BadRequest(`invalid body: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
+        throw new InvalidArgument(`invalid body: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
       }
       const answer = await deps.templateFiles.describe(parsed.data.teamId, parsed.data.hash);
       return sendJson(res, answer.present ? 200 : 201, answer);

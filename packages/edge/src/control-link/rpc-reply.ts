@@ -23,6 +23,8 @@ export const GRPC_CODE: Record<EdgeErrorCode, number> = {
   sandbox_not_found: GrpcCode.NOT_FOUND,
   not_found: GrpcCode.NOT_FOUND,
   invalid_argument: GrpcCode.INVALID_ARGUMENT,
+  // gRPC has no size status of its own; a too-large message is an invalid argument there.
+  payload_too_large: GrpcCode.INVALID_ARGUMENT,
   node_unavailable: GrpcCode.UNAVAILABLE,
   internal: GrpcCode.INTERNAL,
 };
