@@ -328,6 +328,14 @@ describe('template COPY files, S3 storage', () => {
     assert.equal((await postFiles(edge, { teamId: 'team-2', hash })).body.present, false);
   });
 
+  it('answers 502 JSON when the storage backend is down', async () => {
+    await s3.stop();
+    const res = await postFiles(edge, { teamId: TEAM, hash: newHash() });
+    assert.equal(res.status, 502);
+    assert.equal(res.body.code, 502);
+    assert.match(res.body.message, /storage backend failed/);
+  });
+
   it('serves no upload endpoint of its own', async () => {
     const res = await sdkPut(`${edge.apiUrl}/storage/upload?token=x`, Buffer.from('x'));
     assert.equal(res.status, 404);
