@@ -5,7 +5,9 @@
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +46,8 @@ describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? f
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
         COVE_NODE_TOKEN: NODE_TOKEN,
         COVE_SANDBOX_DOMAIN: 'cove.test',
+        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-real-edge-storage-'))}`,
+        COVE_UPLOAD_SECRET: 'real-edge-upload-secret-0123456789abcdef',
         COVE_LOG_LEVEL: 'info',
       },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -3,9 +3,11 @@
 // and creates, extends and kills a sandbox through it. Without the CA, or without a client certificate,
 // calls fail fast with the TLS reason. Certificates are generated per run with openssl.
 
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -52,6 +54,9 @@ describe('control link over mutual TLS through the real edge', { skip: existsSyn
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
         COVE_NODE_TOKEN: NODE_TOKEN,
         COVE_SANDBOX_DOMAIN: 'cove.test',
+        // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
+        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
+        COVE_UPLOAD_SECRET: 'test-upload-secret-0123456789abcdef0123',
         COVE_EDGE_TLS_CERT: pki.files.serverCert,
         COVE_EDGE_TLS_KEY: pki.files.serverKey,
         COVE_EDGE_TLS_CLIENT_CA: pki.files.ca,

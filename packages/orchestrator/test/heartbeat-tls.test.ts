@@ -1,6 +1,8 @@
 // Heartbeats to an `https://` edge (its own process, mutual TLS on its API port): the node trusts the
 // edge through COVE_EDGE_CA and presents COVE_EDGE_CLIENT_CERT/KEY; without them the beat fails with the
 // TLS reason. Certificates are generated per run with openssl; no sandbox runtime is needed.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -36,6 +38,9 @@ describe('heartbeat to an https edge', () => {
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
         COVE_NODE_TOKEN: NODE_TOKEN,
         COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
+        // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
+        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
+        COVE_UPLOAD_SECRET: 'test-upload-secret-0123456789abcdef0123',
         COVE_EDGE_TLS_CERT: pki.files.serverCert,
         COVE_EDGE_TLS_KEY: pki.files.serverKey,
         COVE_EDGE_TLS_CLIENT_CA: pki.files.ca,

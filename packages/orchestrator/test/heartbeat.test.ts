@@ -1,5 +1,7 @@
 // Heartbeats to a real edge (its own process): the node registers itself with its URLs and Info, and the
 // edge can drive the node back over RPC with the node token (drain / undrain).
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -42,6 +44,9 @@ describe('heartbeat to the edge', () => {
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
         COVE_NODE_TOKEN: NODE_TOKEN,
         COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
+        // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
+        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
+        COVE_UPLOAD_SECRET: 'test-upload-secret-0123456789abcdef0123',
         COVE_LOG_LEVEL: 'info',
       },
       stdio: ['ignore', 'pipe', 'inherit'],
