@@ -3,7 +3,11 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Sandbox } from 'e2b';
 import { deployment, repoRoot } from './deployment.js';
 
 const e2b = join(repoRoot, 'node_modules/.bin/e2b');
@@ -45,4 +49,28 @@ test('cli: sandbox create --detach, list, exec, kill', async () => {
   await cli('sandbox', 'kill', id);
   const after = JSON.parse((await cli('sandbox', 'list', '--format', 'json')).stdout) as Array<{ sandboxID?: string; sandboxId?: string }>;
   assert.ok(!after.some((r) => (r.sandboxID ?? r.sandboxId) === id));
+});
+
+test('cli: template create -d Dockerfile builds in the cluster; the template runs', { timeout: 300_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cove-cli-tpl-'));
+  try {
+    const marker = `cli-${randomBytes(6).toString('hex')}`;
+    writeFileSync(join(dir, 'hello.txt'), `${marker}\n`);
+    writeFileSync(
+      join(dir, 'e2b.Dockerfile'),
+      ['FROM debian:bookworm', 'ENV MARKER_FILE=/opt/hello.txt', 'COPY hello.txt /opt/hello.txt', 'RUN echo from-run > /opt/run.txt', 'WORKDIR /opt', ''].join('\n'),
+    );
+    const name = `e2e-cli-${randomBytes(3).toString('hex')}`;
+    await cli('template', 'create', name, '--path', dir, '--dockerfile', 'e2b.Dockerfile', '--cpu-count', '1', '--memory-mb', '512');
+    const sbx = await Sandbox.create(name, { timeoutMs: 60_000 });
+    try {
+      assert.equal((await sbx.commands.run('cat "$MARKER_FILE" /opt/run.txt')).stdout, `${marker}\nfrom-run\n`);
+    } finally {
+      await sbx.kill();
+    }
+    const listed = JSON.parse((await cli('template', 'list', '--format', 'json')).stdout) as Array<{ aliases?: string[]; names?: string[] }>;
+    assert.ok(listed.some((t) => [...(t.names ?? []), ...(t.aliases ?? [])].some((n) => n === name || n.startsWith(`${name}:`))), JSON.stringify(listed));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

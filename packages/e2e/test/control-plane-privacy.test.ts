@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { Sandbox } from 'e2b';
-import { deployment } from './deployment.js';
+import { deployment, eventually } from './deployment.js';
 
 test('file content and command output never pass through the control plane', async () => {
   const d = deployment();
@@ -22,9 +22,11 @@ test('file content and command output never pass through the control plane', asy
   } finally {
     await sbx.kill();
   }
-  const logged = readFileSync(d.requestLog).subarray(before).toString('utf8');
-  // The control plane did see this sandbox's lifecycle calls (the log is live) ...
-  assert.ok(logged.includes(sbx.sandboxId), 'request log records the lifecycle calls');
+  // The control plane did see this sandbox's lifecycle calls (the log is live; it is written asynchronously) ...
+  const logged = await eventually(() => {
+    const text = readFileSync(d.requestLog).subarray(before).toString('utf8');
+    return text.includes(sbx.sandboxId) ? text : undefined;
+  }, 10_000, 'the request log to record the lifecycle calls');
   // ... but neither the file content nor the command output.
   assert.ok(!logged.includes(marker), 'file content reached the control plane');
   assert.ok(!logged.includes(marker.split('').reverse().join('')), 'command output reached the control plane');
