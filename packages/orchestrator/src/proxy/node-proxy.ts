@@ -86,8 +86,45 @@ function upstreamFailureBody(r: Extract<Route, { ok: true }>, failure: UpstreamF
   return proxyErrorBody(502, 'The sandbox could not be reached', { sandboxId: r.sandboxId, port: r.port });
 }
 
+/**
+ * Keep-alive pools per sandbox, not per address: a killed sandbox's address is soon given to a new one, and a
+ * pooled socket of the old sandbox (its veth gone, so it never saw a FIN) would then reach the new sandbox,
+ * which answers with a reset. Pools idle for a minute are closed.
+ */
+class SandboxAgents {
+  private readonly agents = new Map<string, { agent: ReturnType<typeof createUpstreamAgent>; usedAt: number }>();
+  private readonly sweeper = setInterval(() => this.sweep(60_000), 30_000).unref();
+
+  get(sandboxId: string): ReturnType<typeof createUpstreamAgent> {
+    let entry = this.agents.get(sandboxId);
+    if (!entry) {
+      entry = { agent: createUpstreamAgent({ maxFreeSockets: 32 }), usedAt: 0 };
+      this.agents.set(sandboxId, entry);
+    }
+    entry.usedAt = Date.now();
+    return entry.agent;
+  }
+
+  private sweep(idleMs: number): void {
+    const now = Date.now();
+    for (const [id, entry] of this.agents) {
+      const busy = Object.values(entry.agent.sockets).some((list) => (list?.length ?? 0) > 0);
+      if (!busy && now - entry.usedAt > idleMs) {
+        entry.agent.destroy();
+        this.agents.delete(id);
+      }
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    for (const { agent } of this.agents.values()) agent.destroy();
+    this.agents.clear();
+  }
+}
+
 export function createNodeProxy(opts: NodeProxyOptions): Server {
-  const agent = createUpstreamAgent();
+  const agents = new SandboxAgents();
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const r = route(req, opts);
     if (!r.ok) {
@@ -98,7 +135,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
     void forwardHttp(req, res, {
       target: r.target,
       headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER] }),
-      agent,
+      agent: agents.get(r.sandboxId),
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       onError: (err, failure) => {
         opts.log.debug({ err, sandboxId: r.sandboxId, port: r.port, failure }, 'upstream request failed');
@@ -120,7 +157,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
       onError: (_err, failure) => writeRawProxyError(socket, 502, upstreamFailureBody(r, failure)),
     });
   });
-  server.on('close', () => agent.destroy());
+  server.on('close', () => agents.close());
   server.keepAliveTimeout = IDLE_TIMEOUT_MS;
   server.headersTimeout = 60_000;
   server.requestTimeout = 0;
