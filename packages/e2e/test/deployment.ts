@@ -32,7 +32,7 @@ let cached: Deployment | undefined;
 /** The deployment, with E2B_* set in process.env so the unchanged SDK uses it. */
 export function deployment(): Deployment {
   if (cached) return cached;
-  const stateDir = process.env.COVE_E2E_STATE_DIR ?? join(repoRoot, '.cove', 'e2e');
+  const stateDir = process.env.COVE_E2E_STATE_DIR || join(repoRoot, '.cove', 'e2e');
   if (!process.env.COVE_E2E_STATE_DIR || !existsSync(join(stateDir, 'env'))) {
     execFileSync(
       process.execPath,
