@@ -138,6 +138,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     memoryMb: Math.floor(host.memoryBytes / (1024 * 1024)),
     draining: () => manager.status === 'draining',
     buildInUse: (buildId) => manager.list().some((s) => s.buildId === buildId),
+    concurrency: config.maxBuilds,
     log,
   });
   const scanner = new ExpiryScanner(manager, log);
@@ -170,7 +171,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       );
       router.service(InfoService, infoService(manager, info));
       // Template builds (src/build): one build sandbox per uncached step, at most 2 builds at once.
-      router.service(TemplateService, templateService(builds));
+      router.service(TemplateService, templateService(builds, { onDeleted: (ids) => ids.forEach((id) => buildPool.drop(id)) }));
     },
   });
   const rpcServer = createHttp2Server(handler);

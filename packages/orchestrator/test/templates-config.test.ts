@@ -12,6 +12,12 @@ describe('config: templates', () => {
     assert.equal(c.layerCacheBytes, 10240 * 1024 * 1024);
     assert.deepEqual({ ...c.registry }, { url: undefined, username: undefined, password: undefined });
     assert.deepEqual({ ...c.userTemplates }, { warmPerBuild: 1, warmBuilds: 4, readyTimeoutMs: 30_000 });
+    assert.equal(c.maxBuilds, 2);
+  });
+
+  it('bounds concurrent builds per node', () => {
+    assert.equal(loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_MAX_BUILDS: '4' }).maxBuilds, 4);
+    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_MAX_BUILDS: '0' }), (err: unknown) => err instanceof ConfigError && /COVE_MAX_BUILDS/.test(err.message));
   });
 
   it('parses overrides', () => {

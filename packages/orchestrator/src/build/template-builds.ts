@@ -1,6 +1,7 @@
 // Wires the build engine from the node's parts (app.ts calls this once): cluster storage, the layer cache,
 // the runtime, the registry for image builds, and the sandbox manager (drain state, builds in use).
 
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
@@ -31,6 +32,8 @@ export interface TemplateBuildsOptions {
 
 export function createTemplateBuilds(o: TemplateBuildsOptions): BuildManager {
   const workDir = join(o.dataDir, 'build-tmp');
+  // Scratch of builds a crash interrupted: no build is running yet when the node starts.
+  rmSync(workDir, { recursive: true, force: true });
   const log = o.log.child({ component: 'template-builds' });
   return new BuildManager({
     runtime: o.runtime,

@@ -31,7 +31,12 @@ function mapRefusal<T>(p: Promise<T>): Promise<T> {
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-export function templateService(builds: BuildManager): ServiceImpl<typeof TemplateService> {
+export interface TemplateServiceHooks {
+  /** Called after builds were deleted, e.g. to drop their warm slots. */
+  onDeleted?: (buildIds: readonly string[]) => void;
+}
+
+export function templateService(builds: BuildManager, hooks: TemplateServiceHooks = {}): ServiceImpl<typeof TemplateService> {
   return {
     async build(req) {
       await mapRefusal(builds.start(req));
@@ -56,6 +61,7 @@ export function templateService(builds: BuildManager): ServiceImpl<typeof Templa
     async deleteBuilds(req) {
       if (!ID.test(req.templateId) || req.buildIds.some((b) => !ID.test(b))) throw new InvalidArgument(['template_id and build_ids: required ids']);
       await mapRefusal(builds.delete(req.templateId, req.buildIds));
+      hooks.onDeleted?.(req.buildIds);
       return create(DeleteBuildsResponseSchema, {});
     },
   };
