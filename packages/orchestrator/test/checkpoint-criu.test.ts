@@ -7,7 +7,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
-import { checkpointableSpec, checkpointSlot, findCriu, launchCheckpointable, readableCopy, removeNet, restoreSlot, type SlotNet } from '../src/checkpoint/criu.js';
+import { checkpointSlot, findCriu, launchCheckpointable, readableCopy, removeNet, restoreSlot, type SlotNet } from '../src/checkpoint/criu.js';
 import { leftovers, makeRuntime, PACKAGE_DIR, sh, STAND_IN, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covtck', vethPrefix: 'tck-', subnet: '10.228.0.0/16' };
@@ -85,19 +85,18 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
       gateway: rt.gateway,
     };
 
-    // Relaunch the slot's container the checkpointable way (what bringUp would do): same overlay, same
-    // cgroup, netns owned by the sandbox's userns, /sys mounted by crun. The user processes run under
-    // tini beside the first process (as envd's children would).
+    // Relaunch the slot's container with user processes under tini beside the first process (as envd's
+    // children would): same spec (netns owned by the sandbox's userns, /sys mounted by crun), same
+    // overlay, same cgroup.
     await sh('crun', ['--root', crunRoot, 'kill', '--all', slot.slotId, 'KILL']);
     assert.ok(await waitFor(async () => !(await alive(slot!.pid)), 5000));
     await sh('crun', ['--root', crunRoot, 'delete', '--force', slot.slotId]);
     await removeNet(net);
-    await sh('umount', [join(slotDir, 'sys')]);
     await sh('mkdir', ['-p', join(rootfs, 'tmp', 'www'), join(rootfs, 'srv', 'hog')]);
     // Written by host root: hand them to root inside (host uid 100000).
     await sh('chown', ['100000:100000', join(rootfs, 'tmp', 'www'), join(rootfs, 'srv', 'hog')]);
     await writeFile(join(rootfs, 'tmp', 'hog.py'), HOG);
-    const spec = checkpointableSpec(JSON.parse(await readFile(join(slotDir, 'bundle', 'config.json'), 'utf8')));
+    const spec = JSON.parse(await readFile(join(slotDir, 'bundle', 'config.json'), 'utf8'));
     const first = (spec.process.args as string[]).slice(2); // after `tini --`
     spec.process.args = [
       '/opt/cove/bin/tini', '--', '/bin/sh', '-c',

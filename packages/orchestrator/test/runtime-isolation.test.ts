@@ -92,6 +92,24 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     assert.deepEqual([...new Set(names)].sort(), ['eth0', 'lo']);
   });
 
+  it('cannot change its own address, routes or links (no CAP_NET_ADMIN, though its userns owns the netns)', async () => {
+    for (const cmd of [
+      `ip addr add 10.230.99.99/16 dev eth0`,
+      'ip route del default',
+      'ip link set dev eth0 down',
+      'ip link add x0 type dummy',
+      'sysctl -w net.ipv4.ip_forward=1',
+      'mount -o remount,rw /sys',
+    ]) {
+      const r = await exec(online, cmd);
+      assert.notEqual(r.code, 0, `${cmd} must fail`);
+    }
+    const after = await exec(online, 'ip -4 -o addr show dev eth0; ip route');
+    assert.match(after.stdout, new RegExp(`inet ${online.address.replace(/\./g, '\\.')}/`));
+    assert.doesNotMatch(after.stdout, /10\.230\.99\.99/);
+    assert.match(after.stdout, /^default via /m);
+  });
+
   it('lets user run sudo, and user is uid 1000', async () => {
     const r = await exec(online, 'id -un; sudo -n id -u', '1000:1000');
     assert.equal(r.code, 0, r.stderr);

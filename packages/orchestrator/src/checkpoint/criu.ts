@@ -2,7 +2,7 @@
 // (built by scripts/install-criu.sh), driven directly on the container's PID 1: Debian's crun has no
 // CRIU support, and runc would need the same external-mount and netns plumbing on top of its own.
 //
-// What a slot must look like to be checkpointable (see checkpointableSpec / launchCheckpointable):
+// What a slot must look like to be checkpointable (the runtime's layout, oci-spec.ts and slot-network.ts):
 //  - its netns belongs to its user namespace (crun creates it; the host plumbs the veth between
 //    `crun create` and `crun start`). A host-made netns is refused by CRIU's dump ("namespaces don't
 //    belong to the target userns"), and could not be re-joined from the restored userns either.
@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process';
 import { access, chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../sandbox/run-command.js';
+import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
 export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1/criu';
@@ -45,43 +46,11 @@ export interface SlotNet {
 
 type Spec = Record<string, any>;
 
-/**
- * The runtime's OCI spec made checkpointable: crun creates the netns inside the sandbox's userns and
- * mounts /sys itself. Root inside still has no CAP_NET_ADMIN (not in the bounding set), so it can no
- * more change its address or routes than before; what is lost is the second fence of the netns being
- * owned by the host userns.
- */
-export function checkpointableSpec(spec: Spec): Spec {
-  const out = structuredClone(spec);
-  out.linux.namespaces = out.linux.namespaces.map((n: { type: string }) => (n.type === 'network' ? { type: 'network' } : n));
-  out.mounts = out.mounts.map((m: { destination: string }) =>
-    m.destination === '/sys'
-      ? { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['ro', 'nosuid', 'noexec', 'nodev'] }
-      : m,
-  );
-  return out;
-}
-
-const PLUMB = `
-set -e
-ip link add "$COVE_HOST_VETH" type veth peer name eth0 netns "$NS"
-ip link set dev "$COVE_HOST_VETH" master "$COVE_BRIDGE"
-bridge link set dev "$COVE_HOST_VETH" isolated on
-ip link set dev "$COVE_HOST_VETH" up
-nsenter --net="$NS" sh -ec 'sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-ip addr add "$COVE_ADDRESS" dev eth0; ip link set dev lo up; ip link set dev eth0 up
-ip route add default via "$COVE_GATEWAY"'
-# The runtime reaches the netns by name (nsenter, ip -n, cleanup).
-mkdir -p /run/netns
-touch "/run/netns/$COVE_NETNS"
-mount --bind "$NS" "/run/netns/$COVE_NETNS"
-`;
-
 /** CRIU action script: at setup-namespaces the restored tree's netns is still empty; plumb it. */
 const ACTION_SCRIPT = `#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
 NS=/proc/$CRTOOLS_INIT_PID/ns/net
-${PLUMB}`;
+${PLUMB_SCRIPT}`;
 
 function netEnv(net: SlotNet): Record<string, string> {
   return {
@@ -102,12 +71,12 @@ export async function removeNet(net: SlotNet): Promise<void> {
 
 /** Plumbs the netns of `initPid` (created by crun, owned by the sandbox's userns) like slot-network.ts does. */
 export async function plumbNetwork(initPid: number, net: SlotNet): Promise<void> {
-  await run('sh', ['-c', PLUMB], { env: { ...netEnv(net), NS: `/proc/${initPid}/ns/net` } });
+  await run('sh', ['-c', PLUMB_SCRIPT], { env: { ...netEnv(net), NS: `/proc/${initPid}/ns/net` } });
 }
 
 /**
  * Starts a slot's container checkpointably: `crun create`, plumb the network, `crun start`. Returns the
- * host pid of PID 1. What the runtime's bringUp would do instead of `crun run` with a host-made netns.
+ * host pid of PID 1. For tests that relaunch a slot's container with other processes.
  */
 export async function launchCheckpointable(o: { crunRoot: string; slotId: string; bundle: string; spec: Spec; net: SlotNet }): Promise<number> {
   await writeFile(join(o.bundle, 'config.json'), JSON.stringify(o.spec));

@@ -1,7 +1,8 @@
 // Every crun invocation of the runtime, against one state root (`<dataDir>/crun`), so crun's view of
 // containers is private to this runtime instance and survives an orchestrator restart.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { run, type RunResult } from './run-command.js';
 import { BootFailed } from './runtime-errors.js';
 
@@ -11,17 +12,54 @@ export class CrunCli {
   constructor(readonly stateRoot: string) {}
 
   /**
-   * `crun run --detach` with /dev/null stdio (the sandbox inherits crun's stdio and must hold no host
-   * pipe or file); crun's own errors go to `logFile`, quoted in the BootFailed it throws.
+   * `crun create`, then `between(pid of the first process)` (the host plumbs the netns and binds it at
+   * `netnsPath`), then `crun start`. stdio is /dev/null (the sandbox inherits crun's and must hold no host pipe or file); crun's
+   * own errors go to `logFile`, quoted in the BootFailed it throws. A failed step leaves the container
+   * for the caller's cleanup (killAndDelete).
    */
-  async runDetached(slotId: string, bundle: string, logFile: string): Promise<void> {
-    const r = await run('crun', ['--root', this.stateRoot, `--log=file:${logFile}`, 'run', '--detach', '--bundle', bundle, slotId], {
-      nullStdio: true,
-      allowFailure: true,
-    });
-    if (r.code === 0) return;
-    const why = await readFile(logFile, 'utf8').catch(() => '');
-    throw new BootFailed(slotId, `crun run exited ${r.code}: ${why.trim().split('\n').slice(-3).join(' | ')}`);
+  async createAndStart(slotId: string, bundle: string, logFile: string, netnsPath: string, between: (pid: number) => Promise<void>): Promise<number> {
+    const crun = async (args: string[]): Promise<void> => {
+      const r = await run('crun', ['--root', this.stateRoot, `--log=file:${logFile}`, ...args], { nullStdio: true, allowFailure: true });
+      if (r.code === 0) return;
+      const why = await readFile(logFile, 'utf8').catch(() => '');
+      throw new BootFailed(slotId, `crun ${args[0]} exited ${r.code}: ${why.trim().split('\n').slice(-3).join(' | ')}`);
+    };
+    await crun(['create', '--bundle', bundle, slotId]);
+    const pid = await this.pid(slotId);
+    await between(pid);
+    await this.pinNetns(slotId, netnsPath);
+    await crun(['start', slotId]);
+    return pid;
+  }
+
+  /**
+   * Records the plumbed netns by path in crun's saved copy of the spec. crun 1.8 `exec` joins all of
+   * PID 1's namespaces with one pidfd setns() unless some namespace has a path, and that call fails
+   * (EPERM) after it entered the user namespace once the netns is the container's (crun#1264, fixed
+   * in 1.9); with a path it joins them one by one, as it did when the host made the netns.
+   */
+  private async pinNetns(slotId: string, netnsPath: string): Promise<void> {
+    const file = join(this.stateRoot, slotId, 'config.json');
+    const spec = JSON.parse(await readFile(file, 'utf8')) as { linux: { namespaces: Array<{ type: string; path?: string }> } };
+    spec.linux.namespaces = spec.linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: netnsPath } : n));
+    const tmp = `${file}.tmp`;
+    await writeFile(tmp, JSON.stringify(spec));
+    await rename(tmp, file);
+  }
+
+  /**
+   * Points crun's record of a container at a new first process (a CRIU-restored PID 1): crun checks
+   * the pid and its start time before exec and kill.
+   */
+  async repoint(slotId: string, pid: number): Promise<void> {
+    const file = join(this.stateRoot, slotId, 'status');
+    const status = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    status['pid'] = pid;
+    status['process-start-time'] = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const tmp = `${file}.tmp`;
+    await writeFile(tmp, JSON.stringify(status));
+    await rename(tmp, file);
   }
 
   /** Host pid of the container's first process. */

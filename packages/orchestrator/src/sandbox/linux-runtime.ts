@@ -1,5 +1,6 @@
-// SandboxRuntime on Linux without KVM: crun (user, pid, mount, uts, ipc, cgroup namespaces + seccomp)
-// over an overlay rootfs on a per-slot ext4 image, a pre-made netns on the node bridge, cgroup limits.
+// SandboxRuntime on Linux without KVM: crun (user, pid, mount, uts, ipc, cgroup, net namespaces + seccomp)
+// over an overlay rootfs on a per-slot ext4 image, a netns crun makes and the host plumbs onto the node
+// bridge, cgroup limits. The layout is checkpointable by CRIU (checkpoint/criu.ts).
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
@@ -18,11 +19,12 @@ import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
 import { ensureExecOnlyCopy } from './exec-only-binaries.js';
 import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
-import { AddressPoolExhausted, BadLayerStack, BootFailed, SlotNotFound, TemplateMissing } from './runtime-errors.js';
+import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
+import { checkpointSlot, findCriu, readableCopy, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
 import { exportLayer } from './layer-export.js';
 import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
-import { createSlotNetwork, ensureBridge, listNetworkSlotIds, mountSlotSysfs, netnsPath, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
+import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 
@@ -242,10 +244,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset);
     await this.slots.write(rec);
     await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
-    await createSlotNetwork(this.bridge, rec.slotId, rec.address);
-    const sysfs = join(dir, 'sys');
-    await mkdir(sysfs, { recursive: true });
-    await mountSlotSysfs(this.bridge, rec.slotId, sysfs);
 
     const limits = this.cgroupLimits(opts.limits);
     // PID 1 is tini: node does not reap orphans, so without it every process a sandbox user leaves
@@ -266,7 +264,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         ENVD_MAX_UPLOAD_BYTES: String(opts.diskMb * 1024 * 1024),
         COVE_ENVD_INIT_TOKEN: rec.initToken,
       },
-      netnsPath: netnsPath(this.bridge, rec.slotId),
       cgroupsPath: cgroups.pathOf(rec.slotId),
       idOffset: this.idOffset,
       idCount: this.idCount,
@@ -276,15 +273,15 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       pids: limits.pids,
       nodeBinary: bins.node,
       initBinary: bins.init,
-      sysfs,
       envdDir: envdPresent ? this.cfg.envdDir : null,
       nofile: await nofileLimit(),
     });
     const bundle = join(dir, 'bundle');
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
-    await this.crun.runDetached(rec.slotId, bundle, join(dir, 'crun.log'));
-    const initPid = await this.crun.pid(rec.slotId);
+    const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.bridge, rec.slotId), (pid) =>
+      plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
+    );
     rec.pid = await childOf(initPid, rec.slotId);
     rec.pidStartTime = await processStartTime(rec.pid);
     // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd (nor
@@ -378,6 +375,68 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     await rm(dir, { recursive: true, force: true });
     this.log.debug({ slotId }, 'slot destroyed');
+  }
+
+  async checkpoint(slotId: string, imageDir: string): Promise<{ ms: number; imageBytes: number }> {
+    const rec = await this.mustRead(slotId);
+    if (!(await this.pidMatches(rec))) throw new SlotNotFound(slotId);
+    const criu = await findCriu();
+    if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
+    const dir = this.slots.dirOf(slotId);
+    const initPid = await this.crun.pid(slotId);
+    const spec = JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>;
+    let result;
+    try {
+      result = await checkpointSlot({ criu, initPid, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, spec, net: this.slotNet(rec) });
+    } catch (err) {
+      throw new CheckpointError(slotId, `checkpoint failed: ${(err as Error).message}`, { cause: err });
+    }
+    rec.checkpointDir = imageDir;
+    await this.slots.write(rec);
+    this.log.info({ slotId, ...result }, 'slot checkpointed');
+    return result;
+  }
+
+  async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }> {
+    const started = Date.now();
+    const rec = await this.mustRead(slotId);
+    if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
+    const criu = await findCriu();
+    if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
+    const bins = await this.lentBinaries();
+    // CRIU maps the restored executables from files the restored tasks open (see readableCopy).
+    const readable = join(this.cfg.dataDir, 'bin-restore');
+    const sources = {
+      '/opt/cove/bin/node': await readableCopy(bins.node, readable),
+      '/opt/cove/bin/tini': await readableCopy(bins.init, readable),
+    };
+    let initPid: number;
+    try {
+      ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(this.slots.dirOf(slotId)).rootfs, net: this.slotNet(rec), sources }));
+    } catch (err) {
+      throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
+    }
+    rec.pid = await envdOf(initPid, slotId);
+    rec.pidStartTime = await processStartTime(rec.pid);
+    rec.checkpointDir = null;
+    await this.slots.write(rec);
+    // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
+    // `crun exec`/`kill` (exec(), destroy()) working.
+    await this.crun.repoint(slotId, initPid);
+    await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    const ms = Date.now() - started;
+    this.log.info({ slotId, ms, pid: rec.pid }, 'slot restored');
+    return { ms, pid: rec.pid };
+  }
+
+  private slotNet(rec: SlotRecord): SlotNet {
+    return {
+      netnsName: netnsName(this.bridge, rec.slotId),
+      hostVeth: hostVethName(this.bridge, rec.slotId),
+      bridge: this.bridge.bridge,
+      addressCidr: `${rec.address}/${this.subnet.prefix}`,
+      gateway: this.bridge.gateway,
+    };
   }
 
   async exportUpper(slotId: string, destFile: string): Promise<{ bytes: number; sha256: string }> {
@@ -484,6 +543,16 @@ async function childOf(initPid: number, slotId: string): Promise<number> {
     await sleep(5);
   }
   throw new BootFailed(slotId, 'the first process did not start under tini');
+}
+
+/** The restored envd: the process under `initPid` that is PID 2 in the sandbox's pid namespace. */
+async function envdOf(initPid: number, slotId: string): Promise<number> {
+  const children = await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '');
+  for (const c of children.trim().split(' ').map(Number).filter((n) => n > 0)) {
+    const status = await readFile(`/proc/${c}/status`, 'utf8').catch(() => '');
+    if (/^NSpid:.*\s2$/m.test(status)) return c;
+  }
+  throw new CheckpointError(slotId, 'the restored tree has no first process (pid 2) under tini');
 }
 
 function toInfo(rec: SlotRecord): SlotInfo {

@@ -1,5 +1,5 @@
 // Generates the OCI config.json crun runs a slot from. The rootfs is an overlay the runtime mounted on
-// the host; the netns is the slot's named netns joined by path; everything else is created by crun.
+// the host; everything else, the netns included, is created by crun (the host plumbs the netns).
 
 import { sandboxSeccompProfile } from './seccomp-profile.js';
 
@@ -14,7 +14,6 @@ export interface OciSpecInput {
   rootfs: string;
   args: string[];
   env: Record<string, string>;
-  netnsPath: string;
   cgroupsPath: string;
   idOffset: number;
   idCount: number;
@@ -22,8 +21,6 @@ export interface OciSpecInput {
   cpuQuotaUs: number;
   cpuPeriodUs: number;
   pids: number;
-  /** Host path of a sysfs mounted in the slot's netns, bound read-only at /sys. */
-  sysfs: string;
   /** Host path of the node binary bound at /opt/cove/bin/node. */
   nodeBinary: string;
   /** Host path of the static init bound at /opt/cove/bin/tini. */
@@ -55,9 +52,9 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
     },
     { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
     { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-    // A fresh sysfs needs CAP_SYS_ADMIN over the netns, which the sandbox's userns deliberately lacks
-    // (the netns is made by the host), so the host mounts one for the slot's netns and it is bound here.
-    { destination: '/sys', type: 'bind', source: i.sysfs, options: ['bind', 'ro', 'nosuid', 'noexec', 'nodev'] },
+    // crun may mount sysfs because the sandbox's userns owns its netns: it lists only the sandbox's own
+    // interfaces, and no host path is bound (CRIU can dump and restore it).
+    { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['ro', 'nosuid', 'noexec', 'nodev'] },
     { destination: '/opt/cove/bin/node', type: 'bind', source: i.nodeBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
     { destination: '/opt/cove/bin/tini', type: 'bind', source: i.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
   ];
@@ -99,7 +96,9 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
         { type: 'mount' },
         { type: 'cgroup' },
         { type: 'user' },
-        { type: 'network', path: i.netnsPath },
+        // A new netns owned by the sandbox's userns (CRIU refuses a host-made one); the host plumbs it
+        // between `crun create` and `crun start` (slot-network.ts).
+        { type: 'network' },
       ],
       cgroupsPath: i.cgroupsPath,
       resources: {

@@ -8,7 +8,8 @@ export type RuntimeErrorCode =
   | 'runtime_boot_failed'
   | 'runtime_address_pool_exhausted'
   | 'runtime_host_unsupported'
-  | 'runtime_bad_layers';
+  | 'runtime_bad_layers'
+  | 'runtime_checkpoint_failed';
 
 export class SandboxRuntimeError extends Error {
   constructor(
@@ -72,5 +73,12 @@ export class HostUnsupported extends SandboxRuntimeError {
 export class BadLayerStack extends SandboxRuntimeError {
   constructor(readonly layers: number, reason: string) {
     super('runtime_bad_layers', `cannot stack ${layers} layers: ${reason}`);
+  }
+}
+
+/** CRIU is missing, or a checkpoint or restore failed (the message quotes CRIU's log). */
+export class CheckpointError extends SandboxRuntimeError {
+  constructor(readonly slotId: string, reason: string, options?: ErrorOptions) {
+    super('runtime_checkpoint_failed', `slot ${slotId}: ${reason}`, options);
   }
 }

@@ -75,6 +75,22 @@ export interface SandboxRuntime {
    * nothing writes in the slot any more (after the step's command exited), before destroy.
    */
   exportUpper(slotId: string, destFile: string): Promise<{ bytes: number; sha256: string }>;
+  /**
+   * Dumps the slot's whole process tree (tini, envd, everything under them: memory, open files,
+   * listening and established TCP sockets) with CRIU into `imageDir` (created; its parent must exist, it
+   * must not), after which the slot's processes are gone. Its disk (overlay, upper dir), cgroup,
+   * address and record stay: the slot is not alive (isAlive false, not in listSlots, claim refuses it)
+   * until restore() or destroy(). Throws CheckpointError (runtime_checkpoint_failed) when CRIU is not
+   * installed or the dump fails (the slot then keeps running).
+   */
+  checkpoint(slotId: string, imageDir: string): Promise<{ ms: number; imageBytes: number }>;
+  /**
+   * Restores a checkpoint made by checkpoint() into the same slot on this node: same address (the host
+   * plumbs a new netns for it), same overlay, same cgroup. Updates the slot's pid (the restored envd)
+   * and returns once envd answers. The image dir is kept (the caller removes it). Throws
+   * CheckpointError when the restore fails (the slot stays not alive; destroy() cleans it).
+   */
+  restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }>;
   /** Every layer dir a slot on this node stacks (from the slot records, so it survives restarts). */
   layersInUse(): Promise<Set<string>>;
   /** Slots that exist on this node right now (after an orchestrator crash: what survived). */

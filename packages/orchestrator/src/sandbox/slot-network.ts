@@ -1,7 +1,7 @@
-// Node bridge and per-slot network: a named netns `cove-<slot>` holding one end of a veth pair, the
-// other end (`cvh-<slot>`) an isolated port of the bridge. The netns is created by the host before the
-// sandbox's user namespace exists, so root inside has no CAP_NET_ADMIN over it and cannot change its
-// address, routes or firewall.
+// Node bridge and per-slot network: the container's netns (made by crun in the sandbox's user namespace,
+// bound by name at /run/netns/cove-<slot>) holding one end of a veth pair, the other end (`cvh-<slot>`)
+// an isolated port of the bridge. Root inside has no CAP_NET_ADMIN (not in its bounding set), so it
+// cannot change its address, routes or firewall.
 
 import { run } from './run-command.js';
 import type { Subnet } from './ipv4.js';
@@ -39,33 +39,49 @@ export async function removeBridge(cfg: BridgeConfig): Promise<void> {
   await run('ip', ['link', 'del', 'dev', cfg.bridge], { allowFailure: true });
 }
 
-/** Creates netns + veth for a slot and configures the inside (address, default route, lo up, no IPv6). */
-export async function createSlotNetwork(cfg: BridgeConfig, slotId: string, address: string): Promise<void> {
-  const ns = netnsName(cfg, slotId);
-  const host = hostVethName(cfg, slotId);
-  // A reused address comes with a new MAC: drop the host's neighbour entry for it, which otherwise stays
-  // REACHABLE for ~30 s after the previous slot went away and leaves the new one unreachable.
-  await run('ip', ['neigh', 'flush', 'to', address, 'dev', cfg.bridge], { allowFailure: true });
-  await run('ip', ['netns', 'add', ns]);
-  await run('ip', ['link', 'add', 'name', host, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
-  await run('ip', ['link', 'set', 'dev', host, 'master', cfg.bridge]);
-  // Isolated ports only forward to non-isolated ones (the bridge itself): no sandbox↔sandbox L2 path.
-  await run('bridge', ['link', 'set', 'dev', host, 'isolated', 'on']);
-  await run('ip', ['link', 'set', 'dev', host, 'up']);
-  await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
-  await run('ip', ['-n', ns, 'addr', 'add', `${address}/${cfg.subnet.prefix}`, 'dev', 'eth0']);
-  await run('ip', ['-n', ns, 'link', 'set', 'dev', 'lo', 'up']);
-  await run('ip', ['-n', ns, 'link', 'set', 'dev', 'eth0', 'up']);
-  await run('ip', ['-n', ns, 'route', 'add', 'default', 'via', cfg.gateway]);
+/**
+ * Plumbs a slot's netns, given as a path (`/proc/<pid>/ns/net`): veth into the bridge as an isolated
+ * port, address, default route, lo up, no IPv6; then binds it at /run/netns/<name> so nsenter, `ip -n`
+ * and cleanup reach it by name. One shell, so boot pays one spawn. Used between `crun create` and
+ * `crun start`, and by CRIU's restore action script (checkpoint/criu.ts).
+ */
+export const PLUMB_SCRIPT = `
+set -e
+# A reused address comes with a new MAC: drop the host's neighbour entry for it, which otherwise stays
+# REACHABLE for ~30 s after the previous slot went away and leaves the new one unreachable.
+ip neigh flush to "\${COVE_ADDRESS%/*}" dev "$COVE_BRIDGE" || true
+ip link add "$COVE_HOST_VETH" type veth peer name eth0 netns "$NS"
+ip link set dev "$COVE_HOST_VETH" master "$COVE_BRIDGE"
+# Isolated ports only forward to non-isolated ones (the bridge itself): no sandbox-to-sandbox L2 path.
+bridge link set dev "$COVE_HOST_VETH" isolated on
+ip link set dev "$COVE_HOST_VETH" up
+nsenter --net="$NS" sh -ec 'sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip addr add "$COVE_ADDRESS" dev eth0; ip link set dev lo up; ip link set dev eth0 up
+ip route add default via "$COVE_GATEWAY"'
+mkdir -p /run/netns
+touch "/run/netns/$COVE_NETNS"
+mount --bind "$NS" "/run/netns/$COVE_NETNS"
+`;
+
+/** Environment PLUMB_SCRIPT reads (besides NS). */
+export function plumbEnv(cfg: BridgeConfig, slotId: string, address: string): Record<string, string> {
+  return {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    COVE_HOST_VETH: hostVethName(cfg, slotId),
+    COVE_BRIDGE: cfg.bridge,
+    COVE_ADDRESS: `${address}/${cfg.subnet.prefix}`,
+    COVE_GATEWAY: cfg.gateway,
+    COVE_NETNS: netnsName(cfg, slotId),
+  };
 }
 
 /**
- * Mounts a sysfs instance belonging to the slot's netns at `target` (on the host), for the sandbox's
- * read-only /sys: the sandbox cannot mount one itself (no CAP_SYS_ADMIN over a netns the host made),
- * and the host's own sysfs would list the host's network interfaces.
+ * Plumbs the netns of the slot's container (created by crun inside the sandbox's user namespace, so
+ * CRIU can checkpoint it) from the host. Root inside still cannot change address, routes or firewall:
+ * CAP_NET_ADMIN is not in its bounding set.
  */
-export async function mountSlotSysfs(cfg: BridgeConfig, slotId: string, target: string): Promise<void> {
-  await run('nsenter', [`--net=${netnsPath(cfg, slotId)}`, '--', 'mount', '-t', 'sysfs', '-o', 'ro,nosuid,nodev,noexec', 'sysfs', target]);
+export async function plumbSlotNetwork(cfg: BridgeConfig, slotId: string, address: string, initPid: number): Promise<void> {
+  await run('sh', ['-c', PLUMB_SCRIPT], { env: { ...plumbEnv(cfg, slotId, address), NS: `/proc/${initPid}/ns/net` } });
 }
 
 /** Deletes the slot's veth and netns; missing pieces are fine. */

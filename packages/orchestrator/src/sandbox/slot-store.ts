@@ -20,6 +20,8 @@ export interface SlotRecord extends SlotInfo {
   limits: SlotLimits;
   sandboxId: string | null;
   allowInternetAccess: boolean;
+  /** Image dir of the checkpoint the slot was last dumped to; set while its processes are gone. */
+  checkpointDir?: string | null;
 }
 
 export class SlotStore {

@@ -1,0 +1,116 @@
+// SandboxRuntime.checkpoint/restore on a slot booted the normal way (envd as first process): an idle
+// slot round-trips (times printed), then user processes started inside (a python http server, a process
+// holding ~50 MB and a counter) survive a second round trip; destroy afterwards leaves nothing.
+// Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
+
+import assert from 'node:assert/strict';
+import { access, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { findCriu } from '../src/checkpoint/criu.js';
+import type { SlotInfo } from '../src/sandbox/runtime.js';
+import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
+import { healthy, leftovers, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+
+const OPTS: TestRuntimeOptions = { instance: 'covtk2', vethPrefix: 'tk2-', subnet: '10.229.0.0/16' };
+const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
+const CHECKPOINTS = join(DATA_DIR, 'checkpoints');
+const criu = await findCriu();
+const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
+const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
+
+// ~50 MiB of random bytes whose sha256 is recomputed every second; a counter written 10× a second.
+const HOG = `
+import time, os, hashlib
+buf = bytearray(os.urandom(1024 * 1024)) * 50
+digest = hashlib.sha256(buf).hexdigest()
+n = 0
+while True:
+    n += 1
+    if n % 10 == 0:
+        digest = hashlib.sha256(buf).hexdigest()
+    with open('/tmp/www/counter.tmp', 'w') as f:
+        f.write(f"{n} {digest}")
+    os.replace('/tmp/www/counter.tmp', '/tmp/www/counter')
+    time.sleep(0.1)
+`;
+
+async function counter(address: string): Promise<{ n: number; digest: string } | null> {
+  try {
+    const res = await fetch(`http://${address}:8080/counter`, { signal: AbortSignal.timeout(2000) });
+    if (!res.ok) return null;
+    const [n, digest] = (await res.text()).trim().split(' ');
+    return { n: Number(n), digest: digest ?? '' };
+  } catch {
+    return null;
+  }
+}
+
+describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => {
+  const rt = makeRuntime(OPTS);
+  let slot: SlotInfo;
+  let round = 0;
+  const imageDir = () => join(CHECKPOINTS, `${slot.slotId}-${++round}`);
+
+  before(async () => {
+    await rt.prepare();
+    await mkdir(CHECKPOINTS, { recursive: true });
+    slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 512 } });
+  });
+
+  after(async () => {
+    await rm(CHECKPOINTS, { recursive: true, force: true });
+    await rt.teardownHost();
+  });
+
+  it('round-trips an idle slot: gone after the checkpoint, envd answers on the same address after restore', async () => {
+    const cp = await rt.checkpoint(slot.slotId, imageDir());
+    assert.equal(await rt.isAlive(slot.slotId), false);
+    assert.equal(await healthy(slot.address), false, 'nothing answers while checkpointed');
+    assert.ok(!(await rt.listSlots()).some((s) => s.slotId === slot.slotId), 'not listed while checkpointed');
+    await assert.rejects(rt.claim(slot.slotId, { sandboxId: 'x', limits: { vcpu: 1, memoryMb: 512 }, allowInternetAccess: false }), (e: unknown) => e instanceof SandboxRuntimeError);
+    await assert.rejects(rt.checkpoint(slot.slotId, imageDir()), (e: unknown) => e instanceof SandboxRuntimeError && e.code === 'runtime_slot_not_found');
+
+    const rs = await rt.restore(slot.slotId, join(CHECKPOINTS, `${slot.slotId}-1`));
+    assert.ok(await healthy(slot.address), 'envd answers after restore');
+    assert.equal(await rt.isAlive(slot.slotId), true);
+    const listed = (await rt.listSlots()).find((s) => s.slotId === slot.slotId);
+    assert.equal(listed?.pid, rs.pid, 'the record carries the restored envd pid');
+    assert.equal(listed?.address, slot.address);
+    await assert.rejects(rt.restore(slot.slotId, join(CHECKPOINTS, `${slot.slotId}-1`)), (e: unknown) => e instanceof SandboxRuntimeError && e.code === 'runtime_checkpoint_failed');
+    console.log(`idle slot: checkpoint ${cp.ms} ms (image ${(cp.imageBytes / 1048576).toFixed(1)} MiB), restore ${rs.ms} ms (until envd answers)`);
+  });
+
+  it('keeps a process\'s memory and a listening http server across a second round trip; exec works after', async () => {
+    const w = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'mkdir -p /tmp/www && cat > /tmp/hog.py'], { input: HOG });
+    assert.equal(w.code, 0, w.stderr);
+    // setsid: a process `crun exec` starts is in crun's session (a leader outside the sandbox's pid
+    // namespace), which CRIU refuses to dump; envd's own children are in sessions inside.
+    const s = await rt.exec(
+      slot.slotId,
+      ['setsid', '/bin/sh', '-c', 'python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 & python3 /tmp/hog.py >/dev/null 2>&1 &'],
+      { detach: true },
+    );
+    assert.equal(s.code, 0, s.stderr);
+    assert.ok(await waitFor(async () => ((await counter(slot.address))?.n ?? 0) > 5, 20_000), 'http server and counter up');
+    const before = (await counter(slot.address))!;
+
+    const cp = await rt.checkpoint(slot.slotId, imageDir());
+    assert.equal(await counter(slot.address), null, 'the http server is gone while checkpointed');
+    const rs = await rt.restore(slot.slotId, join(CHECKPOINTS, `${slot.slotId}-${round}`));
+    const first = await counter(slot.address);
+    assert.ok(first, 'the http server answers right after restore');
+    assert.ok(first.n >= before.n, `counter continues (${before.n} → ${first.n}), not restarted`);
+    assert.ok(await waitFor(async () => ((await counter(slot.address))?.n ?? 0) > first.n + 10, 10_000), 'counter keeps counting');
+    assert.equal((await counter(slot.address))!.digest, before.digest, 'the 50 MB buffer is intact (sha256 recomputed after restore)');
+    const ps = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'ps -eo args']);
+    assert.equal(ps.code, 0, ps.stderr);
+    assert.match(ps.stdout, /python3 \/tmp\/hog\.py/);
+    console.log(`slot with ~50 MB in use: checkpoint ${cp.ms} ms (image ${(cp.imageBytes / 1048576).toFixed(1)} MiB), restore ${rs.ms} ms`);
+  });
+
+  it('destroys a restored slot without leftovers', async () => {
+    await rt.destroy(slot.slotId);
+    assert.deepEqual(await leftovers(OPTS, DATA_DIR, slot.slotId, slot.address), []);
+  });
+});
