@@ -9,6 +9,7 @@ import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { warmUpEnvd } from './envd-warmup.js';
 import { runStartAndReady } from './template-start.js';
+import { BootBackoff } from './boot-backoff.js';
 
 export interface BuildPoolOptions {
   runtime: SandboxRuntime;
@@ -29,13 +30,9 @@ interface BuildEntry {
   manifest: BuildManifest;
   ready: SlotInfo[];
   booting: number;
-  failures: number;
-  retryAt: number;
-  retryTimer: NodeJS.Timeout | undefined;
+  backoff: BootBackoff;
 }
 
-const MIN_BACKOFF_MS = 1_000;
-const MAX_BACKOFF_MS = 60_000;
 
 /** Boots a slot of a build, ready to be claimed: layers, envd warm, start command running, ready passed. */
 export async function bootBuildSlot(
@@ -78,7 +75,7 @@ export class BuildPool {
     if (existing) this.entries.delete(manifest.buildId);
     this.entries.set(
       manifest.buildId,
-      existing ?? { templateId: manifest.templateId, buildId: manifest.buildId, manifest, ready: [], booting: 0, failures: 0, retryAt: 0, retryTimer: undefined },
+      existing ?? { templateId: manifest.templateId, buildId: manifest.buildId, manifest, ready: [], booting: 0, backoff: new BootBackoff() },
     );
     while (this.entries.size > this.o.builds) {
       const oldest = this.entries.keys().next().value as string;
@@ -101,7 +98,7 @@ export class BuildPool {
     const e = this.entries.get(buildId);
     if (!e) return;
     this.entries.delete(buildId);
-    clearTimeout(e.retryTimer);
+    e.backoff.cancel();
     for (const s of e.ready.splice(0)) void this.destroy(s);
   }
 
@@ -117,7 +114,7 @@ export class BuildPool {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const e of this.entries.values()) clearTimeout(e.retryTimer);
+    for (const e of this.entries.values()) e.backoff.cancel();
     await Promise.allSettled([...this.boots]);
     const slots = [...this.entries.values()].flatMap((e) => e.ready.splice(0));
     this.entries.clear();
@@ -129,7 +126,7 @@ export class BuildPool {
     const now = Date.now();
     // Most recently used first.
     for (const e of [...this.entries.values()].reverse()) {
-      while (this.inFlight < this.o.concurrency && e.ready.length + e.booting < this.o.perBuild && e.retryAt <= now) this.bootOne(e);
+      while (this.inFlight < this.o.concurrency && e.ready.length + e.booting < this.o.perBuild && e.backoff.allows(now)) this.bootOne(e);
     }
   }
 
@@ -149,16 +146,11 @@ export class BuildPool {
           return;
         }
         e.ready.push(slot);
-        e.failures = 0;
+        e.backoff.succeeded();
         log.debug({ slotId: slot.slotId, ready: e.ready.length }, 'warm build slot ready');
       } catch (err) {
-        e.failures++;
-        const backoff = Math.min(MIN_BACKOFF_MS * 2 ** (e.failures - 1), MAX_BACKOFF_MS);
-        e.retryAt = Date.now() + backoff;
-        log.warn({ err, failures: e.failures, backoffMs: backoff }, 'warm build slot failed');
-        clearTimeout(e.retryTimer);
-        e.retryTimer = setTimeout(() => this.fill(), backoff);
-        e.retryTimer.unref();
+        const backoff = e.backoff.failed(() => this.fill());
+        log.warn({ err, failures: e.backoff.failures, backoffMs: backoff }, 'warm build slot failed');
       } finally {
         e.booting--;
         this.inFlight--;

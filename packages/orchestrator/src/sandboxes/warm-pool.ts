@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import { warmUpEnvd } from './envd-warmup.js';
 import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
+import { BootBackoff } from './boot-backoff.js';
 
 export interface WarmPoolOptions {
   runtime: SandboxRuntime;
@@ -29,13 +30,9 @@ export interface WarmPoolStats {
 interface TemplatePool {
   ready: SlotInfo[];
   booting: number;
-  failures: number;
-  retryAt: number;
-  retryTimer: NodeJS.Timeout | undefined;
+  backoff: BootBackoff;
 }
 
-const MIN_BACKOFF_MS = 1_000;
-const MAX_BACKOFF_MS = 60_000;
 
 export class WarmPool {
   private readonly pools = new Map<string, TemplatePool>();
@@ -45,7 +42,7 @@ export class WarmPool {
 
   constructor(private readonly opts: WarmPoolOptions) {
     for (const templateId of Object.keys(opts.targets)) {
-      this.pools.set(templateId, { ready: [], booting: 0, failures: 0, retryAt: 0, retryTimer: undefined });
+      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff() });
     }
   }
 
@@ -81,7 +78,7 @@ export class WarmPool {
   /** Stop refilling, wait for boots in flight, destroy every ready slot. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const pool of this.pools.values()) clearTimeout(pool.retryTimer);
+    for (const pool of this.pools.values()) pool.backoff.cancel();
     await Promise.allSettled([...this.boots]);
     const slots = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
     await Promise.allSettled(slots.map((s) => this.destroy(s)));
@@ -96,7 +93,7 @@ export class WarmPool {
         !this.closed &&
         this.inFlight < this.opts.concurrency &&
         pool.ready.length + pool.booting < target &&
-        pool.retryAt <= now
+        pool.backoff.allows(now)
       ) {
         this.bootOne(templateId, pool);
       }
@@ -120,16 +117,11 @@ export class WarmPool {
         }
         await warmUpEnvd(slot.address).catch((err: unknown) => log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
         pool.ready.push(slot);
-        pool.failures = 0;
+        pool.backoff.succeeded();
         log.debug({ slotId: slot.slotId, ready: pool.ready.length }, 'warm slot ready');
       } catch (err) {
-        pool.failures++;
-        const backoff = Math.min(MIN_BACKOFF_MS * 2 ** (pool.failures - 1), MAX_BACKOFF_MS);
-        pool.retryAt = Date.now() + backoff;
-        log.warn({ err, failures: pool.failures, backoffMs: backoff }, 'warm slot boot failed');
-        clearTimeout(pool.retryTimer);
-        pool.retryTimer = setTimeout(() => this.fill(), backoff);
-        pool.retryTimer.unref();
+        const backoff = pool.backoff.failed(() => this.fill());
+        log.warn({ err, failures: pool.backoff.failures, backoffMs: backoff }, 'warm slot boot failed');
       } finally {
         pool.booting--;
         this.inFlight--;
