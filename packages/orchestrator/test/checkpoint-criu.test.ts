@@ -9,6 +9,7 @@ import { after, describe, it } from 'node:test';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { checkpointSlot, findCriu, launchCheckpointable, readableCopy, removeNet, restoreSlot, type SlotNet } from '../src/checkpoint/criu.js';
 import { leftovers, makeRuntime, PACKAGE_DIR, sh, STAND_IN, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { hogScript, readCounter } from './checkpoint-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covtck', vethPrefix: 'tck-', subnet: '10.228.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
@@ -16,31 +17,8 @@ const criu = await findCriu();
 const envdBundle = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs');
 const haveEnvd = await access(envdBundle).then(() => true, () => false);
 
-// ~100 MiB of random bytes, its sha256 re-checked every second, a counter written 10× a second.
-const HOG = `
-import time, os, hashlib
-buf = bytearray(os.urandom(1024 * 1024)) * 100
-digest = hashlib.sha256(buf).hexdigest()
-n = 0
-while True:
-    n += 1
-    if n % 10 == 0:
-        digest = hashlib.sha256(buf).hexdigest()
-    with open('/tmp/www/counter.tmp', 'w') as f:
-        f.write(f"{n} {digest} {os.getcwd()} {os.environ.get('HOG_MARK')}")
-    os.replace('/tmp/www/counter.tmp', '/tmp/www/counter')
-    time.sleep(0.1)
-`;
+const HOG = hogScript(100);
 
-async function counter(address: string): Promise<{ n: number; digest: string; cwd: string; mark: string } | null> {
-  try {
-    const res = await fetch(`http://${address}:8080/counter`, { signal: AbortSignal.timeout(2000) });
-    const [n, digest, cwd, mark] = (await res.text()).trim().split(' ');
-    return { n: Number(n), digest: digest ?? '', cwd: cwd ?? '', mark: mark ?? '' };
-  } catch {
-    return null;
-  }
-}
 
 /** Running (a zombie waiting for its reaper counts as gone). */
 async function alive(pid: number): Promise<boolean> {
@@ -105,8 +83,8 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
       'sh', ...first,
     ];
     const initPid = await launchCheckpointable({ crunRoot, slotId: slot.slotId, bundle: join(slotDir, 'bundle'), spec, net });
-    assert.ok(await waitFor(async () => ((await counter(slot!.address))?.n ?? 0) > 5, 20_000), 'http server and counter up');
-    const before = (await counter(slot.address))!;
+    assert.ok(await waitFor(async () => ((await readCounter(slot!.address))?.n ?? 0) > 5, 20_000), 'http server and counter up');
+    const before = (await readCounter(slot.address))!;
     assert.equal(before.cwd, '/srv/hog');
     assert.equal(before.mark, 'kept');
     const rssKb = await treeRssKb(initPid);
@@ -115,7 +93,7 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
     await sh('mkdir', ['-p', join(DATA_DIR, 'checkpoints')]);
     const cp = await checkpointSlot({ criu: criu!, initPid, imagesDir, rootfs, spec, net });
     assert.equal(await alive(initPid), false, 'the tree is gone after the checkpoint');
-    assert.equal(await counter(slot.address), null, 'nothing answers while checkpointed');
+    assert.equal(await readCounter(slot.address), null, 'nothing answers while checkpointed');
 
     const bins = join(DATA_DIR, 'bin');
     const readable = join(DATA_DIR, 'bin-restore');
@@ -125,11 +103,11 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
     };
     const rs = await restoreSlot({ criu: criu!, imagesDir, rootfs, net, sources });
     assert.ok(await alive(rs.initPid));
-    const afterRestore = await counter(slot.address);
+    const afterRestore = await readCounter(slot.address);
     assert.ok(afterRestore, 'the http server answers on the same address right after restore');
     assert.ok(afterRestore.n >= before.n, `counter continues (${before.n} → ${afterRestore.n}), not restarted`);
-    assert.ok(await waitFor(async () => ((await counter(slot!.address))?.n ?? 0) > afterRestore.n + 10, 10_000), 'counter keeps counting');
-    const later = (await counter(slot.address))!;
+    assert.ok(await waitFor(async () => ((await readCounter(slot!.address))?.n ?? 0) > afterRestore.n + 10, 10_000), 'counter keeps counting');
+    const later = (await readCounter(slot.address))!;
     assert.equal(later.digest, before.digest, 'the 100 MB buffer is intact (sha256 recomputed after restore)');
     assert.equal(later.cwd, '/srv/hog');
     assert.equal(later.mark, 'kept');

@@ -11,6 +11,7 @@ import { findCriu } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
 import { healthy, leftovers, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { hogScript, readCounter } from './checkpoint-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covtk2', vethPrefix: 'tk2-', subnet: '10.229.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
@@ -19,32 +20,8 @@ const criu = await findCriu();
 const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
 const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
 
-// ~50 MiB of random bytes whose sha256 is recomputed every second; a counter written 10× a second.
-const HOG = `
-import time, os, hashlib
-buf = bytearray(os.urandom(1024 * 1024)) * 50
-digest = hashlib.sha256(buf).hexdigest()
-n = 0
-while True:
-    n += 1
-    if n % 10 == 0:
-        digest = hashlib.sha256(buf).hexdigest()
-    with open('/tmp/www/counter.tmp', 'w') as f:
-        f.write(f"{n} {digest}")
-    os.replace('/tmp/www/counter.tmp', '/tmp/www/counter')
-    time.sleep(0.1)
-`;
+const HOG = hogScript(50);
 
-async function counter(address: string): Promise<{ n: number; digest: string } | null> {
-  try {
-    const res = await fetch(`http://${address}:8080/counter`, { signal: AbortSignal.timeout(2000) });
-    if (!res.ok) return null;
-    const [n, digest] = (await res.text()).trim().split(' ');
-    return { n: Number(n), digest: digest ?? '' };
-  } catch {
-    return null;
-  }
-}
 
 describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => {
   const rt = makeRuntime(OPTS);
@@ -92,17 +69,17 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
       { detach: true },
     );
     assert.equal(s.code, 0, s.stderr);
-    assert.ok(await waitFor(async () => ((await counter(slot.address))?.n ?? 0) > 5, 20_000), 'http server and counter up');
-    const before = (await counter(slot.address))!;
+    assert.ok(await waitFor(async () => ((await readCounter(slot.address))?.n ?? 0) > 5, 20_000), 'http server and counter up');
+    const before = (await readCounter(slot.address))!;
 
     const cp = await rt.checkpoint(slot.slotId, imageDir());
-    assert.equal(await counter(slot.address), null, 'the http server is gone while checkpointed');
+    assert.equal(await readCounter(slot.address), null, 'the http server is gone while checkpointed');
     const rs = await rt.restore(slot.slotId, join(CHECKPOINTS, `${slot.slotId}-${round}`));
-    const first = await counter(slot.address);
+    const first = await readCounter(slot.address);
     assert.ok(first, 'the http server answers right after restore');
     assert.ok(first.n >= before.n, `counter continues (${before.n} → ${first.n}), not restarted`);
-    assert.ok(await waitFor(async () => ((await counter(slot.address))?.n ?? 0) > first.n + 10, 10_000), 'counter keeps counting');
-    assert.equal((await counter(slot.address))!.digest, before.digest, 'the 50 MB buffer is intact (sha256 recomputed after restore)');
+    assert.ok(await waitFor(async () => ((await readCounter(slot.address))?.n ?? 0) > first.n + 10, 10_000), 'counter keeps counting');
+    assert.equal((await readCounter(slot.address))!.digest, before.digest, 'the 50 MB buffer is intact (sha256 recomputed after restore)');
     const ps = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'ps -eo args']);
     assert.equal(ps.code, 0, ps.stderr);
     assert.match(ps.stdout, /python3 \/tmp\/hog\.py/);

@@ -1,0 +1,39 @@
+// What the checkpoint tests run inside a slot and read back: a python process holding `mib` MiB of random
+// bytes whose sha256 it recomputes every second, writing a counter 10× a second to /tmp/www/counter
+// (served by a python http server on :8080) together with the digest, its cwd and $HOG_MARK.
+
+export function hogScript(mib: number): string {
+  return `
+import time, os, hashlib
+buf = bytearray(os.urandom(1024 * 1024)) * ${mib}
+digest = hashlib.sha256(buf).hexdigest()
+n = 0
+while True:
+    n += 1
+    if n % 10 == 0:
+        digest = hashlib.sha256(buf).hexdigest()
+    with open('/tmp/www/counter.tmp', 'w') as f:
+        f.write(f"{n} {digest} {os.getcwd()} {os.environ.get('HOG_MARK')}")
+    os.replace('/tmp/www/counter.tmp', '/tmp/www/counter')
+    time.sleep(0.1)
+`;
+}
+
+export interface Counter {
+  n: number;
+  digest: string;
+  cwd: string;
+  mark: string;
+}
+
+/** The hog's latest line through the slot's http server, or null when nothing answers. */
+export async function readCounter(address: string): Promise<Counter | null> {
+  try {
+    const res = await fetch(`http://${address}:8080/counter`, { signal: AbortSignal.timeout(2000) });
+    if (!res.ok) return null;
+    const [n, digest, cwd, mark] = (await res.text()).trim().split(' ');
+    return { n: Number(n), digest: digest ?? '', cwd: cwd ?? '', mark: mark ?? '' };
+  } catch {
+    return null;
+  }
+}
