@@ -138,7 +138,15 @@ export class BuildSandbox {
   }
 
   /** Runs `argv` to its end (or the timeout); output lines go to onLine as they arrive. */
-  async exec(argv: string[], o: CommandOptions): Promise<CommandResult> {
+  exec(argv: string[], o: CommandOptions): Promise<CommandResult> {
+    return this.follow(argv, o, o.timeoutMs ?? 0);
+  }
+
+  /**
+   * Starts `argv` through envd and follows its event stream to the end: output lines to onLine (and the last
+   * few kept for error messages), `onStart` once envd reports the process started.
+   */
+  private async follow(argv: string[], o: CommandOptions, timeoutMs: number, onStart?: () => void): Promise<CommandResult> {
     const [cmd, ...args] = argv;
     let exitCode = -1;
     let error = '';
@@ -150,11 +158,12 @@ export class BuildSandbox {
     const err = new LineSplitter((l) => (keep(l), o.onLine?.('stderr', l)));
     const stream = this.process.start(
       { process: { cmd: cmd!, args, envs: o.env ?? {}, ...(o.cwd ? { cwd: o.cwd } : {}) }, stdin: false },
-      { headers: { authorization: basicAuth(o.user) }, timeoutMs: o.timeoutMs ?? 0, signal: o.signal },
+      { headers: { authorization: basicAuth(o.user) }, timeoutMs, signal: o.signal },
     );
     for await (const res of stream) {
       const ev = res.event?.event;
-      if (ev?.case === 'data') {
+      if (ev?.case === 'start') onStart?.();
+      else if (ev?.case === 'data') {
         if (ev.value.output.case === 'stdout') out.push(ev.value.output.value);
         else if (ev.value.output.case === 'stderr') err.push(ev.value.output.value);
       } else if (ev?.case === 'end') {
@@ -177,30 +186,7 @@ export class BuildSandbox {
     let started!: () => void;
     let failed!: (e: unknown) => void;
     const startedP = new Promise<void>((res, rej) => ((started = res), (failed = rej)));
-    const run = (async (): Promise<CommandResult> => {
-      let exitCode = -1;
-      let error = '';
-      const stream = this.process.start(
-        { process: { cmd: '/bin/bash', args: ['-l', '-c', script], envs: o.env ?? {}, ...(o.cwd ? { cwd: o.cwd } : {}) }, stdin: false },
-        { headers: { authorization: basicAuth(o.user) }, signal: o.signal },
-      );
-      const out = new LineSplitter((l) => o.onLine?.('stdout', l));
-      const err = new LineSplitter((l) => o.onLine?.('stderr', l));
-      for await (const res of stream) {
-        const ev = res.event?.event;
-        if (ev?.case === 'start') started();
-        else if (ev?.case === 'data') {
-          if (ev.value.output.case === 'stdout') out.push(ev.value.output.value);
-          else if (ev.value.output.case === 'stderr') err.push(ev.value.output.value);
-        } else if (ev?.case === 'end') {
-          exitCode = ev.value.exitCode;
-          error = ev.value.error ?? '';
-        }
-      }
-      out.end();
-      err.end();
-      return { exitCode, error, tail: '' };
-    })();
+    const run = this.follow(['/bin/bash', '-l', '-c', script], o, 0, () => started());
     run.then(() => started(), failed);
     await startedP;
     return { done: run };
