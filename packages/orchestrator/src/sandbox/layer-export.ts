@@ -4,7 +4,7 @@
 // into every slot, and the mount points crun creates for what it mounts (empty stubs, and mounted over, so a
 // sandbox can never have put anything into them); a stack without them gets them again from crun at boot.
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
@@ -24,20 +24,19 @@ export const EXCLUDED_PATHS = [
 /** GNU tar flags shared by export and extraction (the layer format). */
 export const LAYER_TAR_FLAGS = ['--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.*'];
 
-export async function exportLayer(upperDir: string, destFile: string, log: Logger): Promise<{ bytes: number; sha256: string }> {
-  // Members are named relative to the upper dir without a `./` root entry: the upper root carries the overlay
-  // instance's own xattrs (trusted.overlay.uuid), which must not travel into another stack.
-  const top = (await readdir(upperDir)).filter((n) => !EXCLUDED_TOP.has(n)).sort();
-  const child = spawn(
-    'tar',
-    [
-      '-c', '-f', '-', '-C', upperDir, ...LAYER_TAR_FLAGS,
-      // Exact paths (no wildcards), matched from the member name's start; an excluded dir takes its contents.
-      '--anchored', '--no-wildcards', ...EXCLUDED_PATHS.map((p) => `--exclude=${p}`),
-      '--null', '-T', '-',
-    ],
-    { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' } },
-  );
+/** A GNU tar process over the layer format: its first 4 KiB of stderr, and its exit. */
+export interface LayerTar {
+  child: ChildProcessWithoutNullStreams;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Spawns `tar <args> <LAYER_TAR_FLAGS>` with a fixed PATH and locale, all three streams piped. */
+export function spawnLayerTar(args: string[]): LayerTar {
+  const child = spawn('tar', [...args, ...LAYER_TAR_FLAGS], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (c: string) => {
     if (stderr.length < 4096) stderr += c;
@@ -46,6 +45,21 @@ export async function exportLayer(upperDir: string, destFile: string, log: Logge
     child.on('error', reject);
     child.on('close', resolve);
   });
+  return { child, stderr: () => stderr, exited };
+}
+
+export async function exportLayer(upperDir: string, destFile: string, log: Logger): Promise<{ bytes: number; sha256: string }> {
+  // Members are named relative to the upper dir without a `./` root entry: the upper root carries the overlay
+  // instance's own xattrs (trusted.overlay.uuid), which must not travel into another stack.
+  const top = (await readdir(upperDir)).filter((n) => !EXCLUDED_TOP.has(n)).sort();
+  const { child, stderr, exited } = spawnLayerTar(
+    [
+      '-c', '-f', '-', '-C', upperDir,
+      // Exact paths (no wildcards), matched from the member name's start; an excluded dir takes its contents.
+      '--anchored', '--no-wildcards', ...EXCLUDED_PATHS.map((p) => `--exclude=${p}`),
+      '--null', '-T', '-',
+    ],
+  );
   child.stdin.end(top.map((n) => `${n}\0`).join(''));
   const hash = createHash('sha256');
   let bytes = 0;
@@ -61,8 +75,8 @@ export async function exportLayer(upperDir: string, destFile: string, log: Logge
     const code = await exited;
     // 1 = a file changed while it was read (something still writes in the slot): the layer is still a
     // consistent tar, so keep it but say so; 2 = fatal.
-    if (code === 1) log.warn({ stderr: stderr.trim() }, 'files changed while the layer was exported');
-    else if (code !== 0) throw new CommandFailed('tar -c (layer export)', code, stderr);
+    if (code === 1) log.warn({ stderr: stderr().trim() }, 'files changed while the layer was exported');
+    else if (code !== 0) throw new CommandFailed('tar -c (layer export)', code, stderr());
   } catch (err) {
     child.kill('SIGKILL');
     await rm(destFile, { force: true });

@@ -9,7 +9,6 @@
 //   runtime's layersInUse() keeps them (also across restarts). Neither kind is ever evicted.
 // - Beyond maxBytes (tar bytes, close to what extraction takes), the least recently used free layers go.
 
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -17,7 +16,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BlobNotFound, getArtifact, isSha256Hex, type BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
-import { LAYER_TAR_FLAGS } from '../sandbox/layer-export.js';
+import { spawnLayerTar } from '../sandbox/layer-export.js';
 
 export class LayerMissing extends Error {
   readonly code = 'layer_missing';
@@ -65,7 +64,6 @@ export interface LayerCacheStats {
   pinned: number;
 }
 
-const TAR_ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
 
 export class LayerCache {
   private readonly entries = new Map<string, Entry>();
@@ -214,18 +212,8 @@ export class LayerCache {
     const started = Date.now();
     try {
       // As root: owners (already shifted), whiteout devices and trusted.overlay.* xattrs come out as stored.
-      const child = spawn('tar', ['-x', '-f', '-', '-C', tmp, '-p', '--same-owner', ...LAYER_TAR_FLAGS], {
-        stdio: ['pipe', 'ignore', 'pipe'],
-        env: TAR_ENV,
-      });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (c: string) => {
-        if (stderr.length < 4096) stderr += c;
-      });
-      const exited = new Promise<number | null>((resolve, reject) => {
-        child.on('error', reject);
-        child.on('close', resolve);
-      });
+      const { child, stderr, exited } = spawnLayerTar(['-x', '-f', '-', '-C', tmp, '-p', '--same-owner']);
+      child.stdout.resume(); // tar -x writes nothing there; never let a pipe fill
       // The whole body is hashed even when tar stops reading early (it may exit after the end-of-archive
       // blocks, leaving padding unread): the digest check covers every byte storage returned.
       const hash = createHash('sha256');
@@ -262,7 +250,7 @@ export class LayerCache {
       const code = await exited;
       const actual = hash.digest('hex');
       if (actual !== digest) throw new LayerCorrupt(digest, `content hashes to ${actual}`);
-      if (code !== 0) throw new LayerCorrupt(digest, `tar exited ${code}: ${stderr.trim().slice(0, 500)}`);
+      if (code !== 0) throw new LayerCorrupt(digest, `tar exited ${code}: ${stderr().trim().slice(0, 500)}`);
       await chmod(tmp, 0o755);
       await writeFile(`${final}.json`, JSON.stringify({ digest, size }));
       try {
