@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cove/orchestrator/v1/orchestrator.proto.
  */
 export const file_cove_orchestrator_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIokECgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiowMKC1NhbmRib3hJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDwoHdGVhbV9pZBgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEkEKCG1ldGFkYXRhGAggAygLMi8uY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8uTWV0YWRhdGFFbnRyeRIuCgpzdGFydF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZW52ZF92ZXJzaW9uGAsgASgJEh0KFWFsbG93X2ludGVybmV0X2FjY2VzcxgMIAEoCBIPCgdhZGRyZXNzGA0gASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJDCg1DcmVhdGVSZXF1ZXN0EjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYyJbCg5DcmVhdGVSZXNwb25zZRIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8SFQoNd2FybV9wb29sX2hpdBgCIAEoCCINCgtMaXN0UmVxdWVzdCJECgxMaXN0UmVzcG9uc2USNAoJc2FuZGJveGVzGAEgAygLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iMwoNRGVsZXRlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIQCg5EZWxldGVSZXNwb25zZSJRCg1VcGRhdGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKDlVwZGF0ZVJlc3BvbnNlEjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyINCgtJbmZvUmVxdWVzdCJiCgxOb2RlQ2FwYWNpdHkSEQoJY3B1X2NvdW50GAEgASgNEhQKDG1lbW9yeV9ieXRlcxgCIAEoBBISCgpkaXNrX2J5dGVzGAMgASgEEhUKDW1heF9zYW5kYm94ZXMYBCABKA0iqQEKCU5vZGVVc2FnZRITCgtjcHVfcGVyY2VudBgBIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgCIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYAyABKAQSFQoNY3B1X2FsbG9jYXRlZBgEIAEoDRIeChZtZW1vcnlfYWxsb2NhdGVkX2J5dGVzGAUgASgEEhwKFGRpc2tfYWxsb2NhdGVkX2J5dGVzGAYgASgEIkIKDFdhcm1Qb29sSW5mbxITCgt0ZW1wbGF0ZV9pZBgBIAEoCRINCgVyZWFkeRgCIAEoDRIOCgZ0YXJnZXQYAyABKA0iqAMKDEluZm9SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSMAoGc3RhdHVzGAMgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cxI0CghjYXBhY2l0eRgEIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVDYXBhY2l0eRIuCgV1c2FnZRgFIAEoCzIfLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVVc2FnZRIVCg1zYW5kYm94X2NvdW50GAYgASgNEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXJvbGVzGAggAygJEjYKCndhcm1fcG9vbHMYCSADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5XYXJtUG9vbEluZm8SFQoNcHJveHlfYWRkcmVzcxgKIAEoCRI5Cg1zYW5kYm94X3VzYWdlGAsgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFVzYWdlIqkBCgxTYW5kYm94VXNhZ2USEgoKc2FuZGJveF9pZBgBIAEoCRITCgtjcHVfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYBCABKAQSDAoEcGlkcxgFIAEoDRIuCgpzYW1wbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChBTZXRTdGF0dXNSZXF1ZXN0EjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiRQoRU2V0U3RhdHVzUmVzcG9uc2USMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyJNCgxUZW1wbGF0ZVN0ZXASDAoEdHlwZRgBIAEoCRIMCgRhcmdzGAIgAygJEg0KBWZvcmNlGAMgASgIEhIKCmZpbGVzX2hhc2gYBCABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJItoCCgxCdWlsZFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSDwoHdGVhbV9pZBgDIAEoCRIUCgpmcm9tX2ltYWdlGAQgASgJSAASFwoNZnJvbV9idWlsZF9pZBgFIAEoCUgAEj8KE2Zyb21faW1hZ2VfcmVnaXN0cnkYBiABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5SZWdpc3RyeUF1dGgSMQoFc3RlcHMYByADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5UZW1wbGF0ZVN0ZXASEQoJc3RhcnRfY21kGAggASgJEhEKCXJlYWR5X2NtZBgJIAEoCRINCgVmb3JjZRgKIAEoCBIMCgR2Y3B1GAsgASgNEhEKCW1lbW9yeV9tYhgMIAEoDRIPCgdkaXNrX21iGA0gASgNQggKBnNvdXJjZSIPCg1CdWlsZFJlc3BvbnNlImwKDUJ1aWxkTG9nRW50cnkSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkiLQoMQnVpbGRGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEc3RlcBgCIAEoCSJfChJCdWlsZFN0YXR1c1JlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSEwoLbG9nc19vZmZzZXQYAyABKA0SDQoFbGltaXQYBCABKA0ikQIKE0J1aWxkU3RhdHVzUmVzcG9uc2USLwoFc3RhdGUYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXRlEjgKC2xvZ19lbnRyaWVzGAIgAygLMiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRMb2dFbnRyeRIzCgdmYWlsdXJlGAMgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRGYWlsdXJlEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEhIKCmxvZ3NfdG90YWwYCCABKA0iPQoTRGVsZXRlQnVpbGRzUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIRCglidWlsZF9pZHMYAiADKAkiFgoURGVsZXRlQnVpbGRzUmVzcG9uc2UqdwoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX0hFQUxUSFkQARIYChROT0RFX1NUQVRVU19EUkFJTklORxACEhkKFU5PREVfU1RBVFVTX1VOSEVBTFRIWRADKnEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCVUlMRF9TVEFURV9CVUlMRElORxABEhUKEUJVSUxEX1NUQVRFX1JFQURZEAISFQoRQlVJTERfU1RBVEVfRVJST1IQAzLeAgoOU2FuZGJveFNlcnZpY2USUwoGQ3JlYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQ3JlYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlc3BvbnNlEk0KBExpc3QSIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkxpc3RSZXNwb25zZRJTCgZEZWxldGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVzcG9uc2USUwoGVXBkYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlc3BvbnNlMq4CCg9UZW1wbGF0ZVNlcnZpY2USUAoFQnVpbGQSIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlcXVlc3QaIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlc3BvbnNlEmIKC0J1aWxkU3RhdHVzEiguY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXF1ZXN0GikuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXNwb25zZRJlCgxEZWxldGVCdWlsZHMSKS5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVCdWlsZHNSZXF1ZXN0GiouY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlQnVpbGRzUmVzcG9uc2UyugEKC0luZm9TZXJ2aWNlEk0KBEluZm8SIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXNwb25zZRJcCglTZXRTdGF0dXMSJi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TZXRTdGF0dXNSZXF1ZXN0GicuY292ZS5vcmNoZXN0cmF0b3IudjEuU2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIqwECgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRITCgtzbmFwc2hvdF9pZBgOIAEoCRIMCgRjb2xkGA8gASgIGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKjAwoLU2FuZGJveEluZm8SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIQCghidWlsZF9pZBgDIAEoCRIPCgd0ZWFtX2lkGAQgASgJEgwKBHZjcHUYBSABKA0SEQoJbWVtb3J5X21iGAYgASgNEg8KB2Rpc2tfbWIYByABKA0SQQoIbWV0YWRhdGEYCCADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mby5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxlbnZkX3ZlcnNpb24YCyABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAwgASgIEg8KB2FkZHJlc3MYDSABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkMKDUNyZWF0ZVJlcXVlc3QSMgoHc2FuZGJveBgBIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hTcGVjIlsKDkNyZWF0ZVJlc3BvbnNlEjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbxIVCg13YXJtX3Bvb2xfaGl0GAIgASgIIg0KC0xpc3RSZXF1ZXN0IkQKDExpc3RSZXNwb25zZRI0CglzYW5kYm94ZXMYASADKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyIzCg1EZWxldGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIhAKDkRlbGV0ZVJlc3BvbnNlIlEKDVVwZGF0ZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoOVXBkYXRlUmVzcG9uc2USMgoHc2FuZGJveBgBIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvIkcKDFBhdXNlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEg4KBm1lbW9yeRgDIAEoCCKdAQoMU25hcHNob3RJbmZvEhMKC3NuYXBzaG90X2lkGAEgASgJEhIKCnNhbmRib3hfaWQYAiABKAkSDgoGbWVtb3J5GAMgASgIEhIKCnNpemVfYnl0ZXMYBCABKAQSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcGF1c2VfbXMYBiABKA0iRQoNUGF1c2VSZXNwb25zZRI0CghzbmFwc2hvdBgBIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90SW5mbyI6Cg9TbmFwc2hvdFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSJ8ChBTbmFwc2hvdFJlc3BvbnNlEjQKCHNuYXBzaG90GAEgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU25hcHNob3RJbmZvEjIKB3NhbmRib3gYAiABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyIuChZEZWxldGVTbmFwc2hvdHNSZXF1ZXN0EhQKDHNuYXBzaG90X2lkcxgBIAMoCSIZChdEZWxldGVTbmFwc2hvdHNSZXNwb25zZSINCgtJbmZvUmVxdWVzdCJiCgxOb2RlQ2FwYWNpdHkSEQoJY3B1X2NvdW50GAEgASgNEhQKDG1lbW9yeV9ieXRlcxgCIAEoBBISCgpkaXNrX2J5dGVzGAMgASgEEhUKDW1heF9zYW5kYm94ZXMYBCABKA0iqQEKCU5vZGVVc2FnZRITCgtjcHVfcGVyY2VudBgBIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgCIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYAyABKAQSFQoNY3B1X2FsbG9jYXRlZBgEIAEoDRIeChZtZW1vcnlfYWxsb2NhdGVkX2J5dGVzGAUgASgEEhwKFGRpc2tfYWxsb2NhdGVkX2J5dGVzGAYgASgEIkIKDFdhcm1Qb29sSW5mbxITCgt0ZW1wbGF0ZV9pZBgBIAEoCRINCgVyZWFkeRgCIAEoDRIOCgZ0YXJnZXQYAyABKA0iqAMKDEluZm9SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSMAoGc3RhdHVzGAMgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cxI0CghjYXBhY2l0eRgEIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVDYXBhY2l0eRIuCgV1c2FnZRgFIAEoCzIfLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVVc2FnZRIVCg1zYW5kYm94X2NvdW50GAYgASgNEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXJvbGVzGAggAygJEjYKCndhcm1fcG9vbHMYCSADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5XYXJtUG9vbEluZm8SFQoNcHJveHlfYWRkcmVzcxgKIAEoCRI5Cg1zYW5kYm94X3VzYWdlGAsgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFVzYWdlIqkBCgxTYW5kYm94VXNhZ2USEgoKc2FuZGJveF9pZBgBIAEoCRITCgtjcHVfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYBCABKAQSDAoEcGlkcxgFIAEoDRIuCgpzYW1wbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChBTZXRTdGF0dXNSZXF1ZXN0EjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiRQoRU2V0U3RhdHVzUmVzcG9uc2USMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyJNCgxUZW1wbGF0ZVN0ZXASDAoEdHlwZRgBIAEoCRIMCgRhcmdzGAIgAygJEg0KBWZvcmNlGAMgASgIEhIKCmZpbGVzX2hhc2gYBCABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJItoCCgxCdWlsZFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSDwoHdGVhbV9pZBgDIAEoCRIUCgpmcm9tX2ltYWdlGAQgASgJSAASFwoNZnJvbV9idWlsZF9pZBgFIAEoCUgAEj8KE2Zyb21faW1hZ2VfcmVnaXN0cnkYBiABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5SZWdpc3RyeUF1dGgSMQoFc3RlcHMYByADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5UZW1wbGF0ZVN0ZXASEQoJc3RhcnRfY21kGAggASgJEhEKCXJlYWR5X2NtZBgJIAEoCRINCgVmb3JjZRgKIAEoCBIMCgR2Y3B1GAsgASgNEhEKCW1lbW9yeV9tYhgMIAEoDRIPCgdkaXNrX21iGA0gASgNQggKBnNvdXJjZSIPCg1CdWlsZFJlc3BvbnNlImwKDUJ1aWxkTG9nRW50cnkSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkiLQoMQnVpbGRGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEc3RlcBgCIAEoCSJfChJCdWlsZFN0YXR1c1JlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSEwoLbG9nc19vZmZzZXQYAyABKA0SDQoFbGltaXQYBCABKA0ikQIKE0J1aWxkU3RhdHVzUmVzcG9uc2USLwoFc3RhdGUYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXRlEjgKC2xvZ19lbnRyaWVzGAIgAygLMiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRMb2dFbnRyeRIzCgdmYWlsdXJlGAMgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRGYWlsdXJlEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEhIKCmxvZ3NfdG90YWwYCCABKA0iPQoTRGVsZXRlQnVpbGRzUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIRCglidWlsZF9pZHMYAiADKAkiFgoURGVsZXRlQnVpbGRzUmVzcG9uc2UqdwoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX0hFQUxUSFkQARIYChROT0RFX1NUQVRVU19EUkFJTklORxACEhkKFU5PREVfU1RBVFVTX1VOSEVBTFRIWRADKnEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCVUlMRF9TVEFURV9CVUlMRElORxABEhUKEUJVSUxEX1NUQVRFX1JFQURZEAISFQoRQlVJTERfU1RBVEVfRVJST1IQAzL7BAoOU2FuZGJveFNlcnZpY2USUwoGQ3JlYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQ3JlYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlc3BvbnNlEk0KBExpc3QSIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkxpc3RSZXNwb25zZRJTCgZEZWxldGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVzcG9uc2USUwoGVXBkYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlc3BvbnNlElAKBVBhdXNlEiIuY292ZS5vcmNoZXN0cmF0b3IudjEuUGF1c2VSZXF1ZXN0GiMuY292ZS5vcmNoZXN0cmF0b3IudjEuUGF1c2VSZXNwb25zZRJZCghTbmFwc2hvdBIlLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90UmVxdWVzdBomLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90UmVzcG9uc2USbgoPRGVsZXRlU25hcHNob3RzEiwuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlU25hcHNob3RzUmVxdWVzdBotLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVNuYXBzaG90c1Jlc3BvbnNlMq4CCg9UZW1wbGF0ZVNlcnZpY2USUAoFQnVpbGQSIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlcXVlc3QaIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlc3BvbnNlEmIKC0J1aWxkU3RhdHVzEiguY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXF1ZXN0GikuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXNwb25zZRJlCgxEZWxldGVCdWlsZHMSKS5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVCdWlsZHNSZXF1ZXN0GiouY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlQnVpbGRzUmVzcG9uc2UyugEKC0luZm9TZXJ2aWNlEk0KBEluZm8SIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXNwb25zZRJcCglTZXRTdGF0dXMSJi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TZXRTdGF0dXNSZXF1ZXN0GicuY292ZS5vcmNoZXN0cmF0b3IudjEuU2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxSpec
@@ -90,6 +90,23 @@ export type SandboxSpec = Message<"cove.orchestrator.v1.SandboxSpec"> & {
    * @generated from field: string build_id = 13;
    */
   buildId: string;
+
+  /**
+   * Start from this snapshot instead of the template (resume of a paused sandbox when sandbox_id is the
+   * snapshot's sandbox, else a new sandbox from a persistent snapshot). template_id / build_id are the
+   * snapshot's. NOT_FOUND when the snapshot is not in cluster storage, DATA_LOSS when it is corrupt.
+   *
+   * @generated from field: string snapshot_id = 14;
+   */
+  snapshotId: string;
+
+  /**
+   * With snapshot_id: keep only the filesystem and boot the start command again, even when the snapshot
+   * holds memory.
+   *
+   * @generated from field: bool cold = 15;
+   */
+  cold: boolean;
 };
 
 /**
@@ -322,6 +339,174 @@ export const UpdateResponseSchema: GenMessage<UpdateResponse> = /*@__PURE__*/
   messageDesc(file_cove_orchestrator_v1_orchestrator, 9);
 
 /**
+ * @generated from message cove.orchestrator.v1.PauseRequest
+ */
+export type PauseRequest = Message<"cove.orchestrator.v1.PauseRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Chosen by the caller (the control plane): [a-z0-9-]{1,64}.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+
+  /**
+   * Keep processes and their memory (CRIU); false keeps the filesystem only.
+   *
+   * @generated from field: bool memory = 3;
+   */
+  memory: boolean;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.PauseRequest.
+ * Use `create(PauseRequestSchema)` to create a new message.
+ */
+export const PauseRequestSchema: GenMessage<PauseRequest> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 10);
+
+/**
+ * @generated from message cove.orchestrator.v1.SnapshotInfo
+ */
+export type SnapshotInfo = Message<"cove.orchestrator.v1.SnapshotInfo"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: bool memory = 3;
+   */
+  memory: boolean;
+
+  /**
+   * Bytes the snapshot's artifacts take in cluster storage.
+   *
+   * @generated from field: uint64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 5;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * How long the sandbox's processes were stopped (checkpoint until the sandbox left the node, or ran again).
+   *
+   * @generated from field: uint32 pause_ms = 6;
+   */
+  pauseMs: number;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.SnapshotInfo.
+ * Use `create(SnapshotInfoSchema)` to create a new message.
+ */
+export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 11);
+
+/**
+ * @generated from message cove.orchestrator.v1.PauseResponse
+ */
+export type PauseResponse = Message<"cove.orchestrator.v1.PauseResponse"> & {
+  /**
+   * @generated from field: cove.orchestrator.v1.SnapshotInfo snapshot = 1;
+   */
+  snapshot?: SnapshotInfo | undefined;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.PauseResponse.
+ * Use `create(PauseResponseSchema)` to create a new message.
+ */
+export const PauseResponseSchema: GenMessage<PauseResponse> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 12);
+
+/**
+ * @generated from message cove.orchestrator.v1.SnapshotRequest
+ */
+export type SnapshotRequest = Message<"cove.orchestrator.v1.SnapshotRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.SnapshotRequest.
+ * Use `create(SnapshotRequestSchema)` to create a new message.
+ */
+export const SnapshotRequestSchema: GenMessage<SnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 13);
+
+/**
+ * @generated from message cove.orchestrator.v1.SnapshotResponse
+ */
+export type SnapshotResponse = Message<"cove.orchestrator.v1.SnapshotResponse"> & {
+  /**
+   * @generated from field: cove.orchestrator.v1.SnapshotInfo snapshot = 1;
+   */
+  snapshot?: SnapshotInfo | undefined;
+
+  /**
+   * @generated from field: cove.orchestrator.v1.SandboxInfo sandbox = 2;
+   */
+  sandbox?: SandboxInfo | undefined;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.SnapshotResponse.
+ * Use `create(SnapshotResponseSchema)` to create a new message.
+ */
+export const SnapshotResponseSchema: GenMessage<SnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 14);
+
+/**
+ * @generated from message cove.orchestrator.v1.DeleteSnapshotsRequest
+ */
+export type DeleteSnapshotsRequest = Message<"cove.orchestrator.v1.DeleteSnapshotsRequest"> & {
+  /**
+   * @generated from field: repeated string snapshot_ids = 1;
+   */
+  snapshotIds: string[];
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.DeleteSnapshotsRequest.
+ * Use `create(DeleteSnapshotsRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotsRequestSchema: GenMessage<DeleteSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 15);
+
+/**
+ * @generated from message cove.orchestrator.v1.DeleteSnapshotsResponse
+ */
+export type DeleteSnapshotsResponse = Message<"cove.orchestrator.v1.DeleteSnapshotsResponse"> & {
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.DeleteSnapshotsResponse.
+ * Use `create(DeleteSnapshotsResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotsResponseSchema: GenMessage<DeleteSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 16);
+
+/**
  * @generated from message cove.orchestrator.v1.InfoRequest
  */
 export type InfoRequest = Message<"cove.orchestrator.v1.InfoRequest"> & {
@@ -332,7 +517,7 @@ export type InfoRequest = Message<"cove.orchestrator.v1.InfoRequest"> & {
  * Use `create(InfoRequestSchema)` to create a new message.
  */
 export const InfoRequestSchema: GenMessage<InfoRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 10);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
 
 /**
  * @generated from message cove.orchestrator.v1.NodeCapacity
@@ -364,7 +549,7 @@ export type NodeCapacity = Message<"cove.orchestrator.v1.NodeCapacity"> & {
  * Use `create(NodeCapacitySchema)` to create a new message.
  */
 export const NodeCapacitySchema: GenMessage<NodeCapacity> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 11);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
 
 /**
  * @generated from message cove.orchestrator.v1.NodeUsage
@@ -408,7 +593,7 @@ export type NodeUsage = Message<"cove.orchestrator.v1.NodeUsage"> & {
  * Use `create(NodeUsageSchema)` to create a new message.
  */
 export const NodeUsageSchema: GenMessage<NodeUsage> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 12);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
 
 /**
  * @generated from message cove.orchestrator.v1.WarmPoolInfo
@@ -435,7 +620,7 @@ export type WarmPoolInfo = Message<"cove.orchestrator.v1.WarmPoolInfo"> & {
  * Use `create(WarmPoolInfoSchema)` to create a new message.
  */
 export const WarmPoolInfoSchema: GenMessage<WarmPoolInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 13);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
 
 /**
  * @generated from message cove.orchestrator.v1.InfoResponse
@@ -506,7 +691,7 @@ export type InfoResponse = Message<"cove.orchestrator.v1.InfoResponse"> & {
  * Use `create(InfoResponseSchema)` to create a new message.
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 14);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxUsage
@@ -550,7 +735,7 @@ export type SandboxUsage = Message<"cove.orchestrator.v1.SandboxUsage"> & {
  * Use `create(SandboxUsageSchema)` to create a new message.
  */
 export const SandboxUsageSchema: GenMessage<SandboxUsage> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 15);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
 
 /**
  * @generated from message cove.orchestrator.v1.SetStatusRequest
@@ -567,7 +752,7 @@ export type SetStatusRequest = Message<"cove.orchestrator.v1.SetStatusRequest"> 
  * Use `create(SetStatusRequestSchema)` to create a new message.
  */
 export const SetStatusRequestSchema: GenMessage<SetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 16);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
 
 /**
  * @generated from message cove.orchestrator.v1.SetStatusResponse
@@ -584,7 +769,7 @@ export type SetStatusResponse = Message<"cove.orchestrator.v1.SetStatusResponse"
  * Use `create(SetStatusResponseSchema)` to create a new message.
  */
 export const SetStatusResponseSchema: GenMessage<SetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
 
 /**
  * @generated from message cove.orchestrator.v1.TemplateStep
@@ -622,7 +807,7 @@ export type TemplateStep = Message<"cove.orchestrator.v1.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
 
 /**
  * @generated from message cove.orchestrator.v1.RegistryAuth
@@ -644,7 +829,7 @@ export type RegistryAuth = Message<"cove.orchestrator.v1.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildRequest
@@ -736,7 +921,7 @@ export type BuildRequest = Message<"cove.orchestrator.v1.BuildRequest"> & {
  * Use `create(BuildRequestSchema)` to create a new message.
  */
 export const BuildRequestSchema: GenMessage<BuildRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildResponse
@@ -749,7 +934,7 @@ export type BuildResponse = Message<"cove.orchestrator.v1.BuildResponse"> & {
  * Use `create(BuildResponseSchema)` to create a new message.
  */
 export const BuildResponseSchema: GenMessage<BuildResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 28);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildLogEntry
@@ -785,7 +970,7 @@ export type BuildLogEntry = Message<"cove.orchestrator.v1.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 29);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildFailure
@@ -809,7 +994,7 @@ export type BuildFailure = Message<"cove.orchestrator.v1.BuildFailure"> & {
  * Use `create(BuildFailureSchema)` to create a new message.
  */
 export const BuildFailureSchema: GenMessage<BuildFailure> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 30);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildStatusRequest
@@ -843,7 +1028,7 @@ export type BuildStatusRequest = Message<"cove.orchestrator.v1.BuildStatusReques
  * Use `create(BuildStatusRequestSchema)` to create a new message.
  */
 export const BuildStatusRequestSchema: GenMessage<BuildStatusRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 31);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildStatusResponse
@@ -901,7 +1086,7 @@ export type BuildStatusResponse = Message<"cove.orchestrator.v1.BuildStatusRespo
  * Use `create(BuildStatusResponseSchema)` to create a new message.
  */
 export const BuildStatusResponseSchema: GenMessage<BuildStatusResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 32);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteBuildsRequest
@@ -923,7 +1108,7 @@ export type DeleteBuildsRequest = Message<"cove.orchestrator.v1.DeleteBuildsRequ
  * Use `create(DeleteBuildsRequestSchema)` to create a new message.
  */
 export const DeleteBuildsRequestSchema: GenMessage<DeleteBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 33);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteBuildsResponse
@@ -936,7 +1121,7 @@ export type DeleteBuildsResponse = Message<"cove.orchestrator.v1.DeleteBuildsRes
  * Use `create(DeleteBuildsResponseSchema)` to create a new message.
  */
 export const DeleteBuildsResponseSchema: GenMessage<DeleteBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 34);
 
 /**
  * @generated from enum cove.orchestrator.v1.NodeStatus
@@ -1044,6 +1229,44 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof UpdateRequestSchema;
     output: typeof UpdateResponseSchema;
+  },
+  /**
+   * Pause (docs/pause-resume.md): checkpoint the sandbox's processes (memory = true) or stop them (false),
+   * write the snapshot (filesystem diff, memory image) to cluster storage as snapshot_id and take the
+   * sandbox off this node. The snapshot's manifest in cluster storage is the commit point: once Pause
+   * answers OK the sandbox can be resumed on any node (Create with snapshot_id). Idempotent: a Pause naming
+   * a snapshot already committed for this sandbox answers OK again. NOT_FOUND for an unknown sandbox,
+   * FAILED_PRECONDITION while it is being paused, snapshotted or deleted, or when its processes cannot be
+   * checkpointed (it keeps running then).
+   *
+   * @generated from rpc cove.orchestrator.v1.SandboxService.Pause
+   */
+  pause: {
+    methodKind: "unary";
+    input: typeof PauseRequestSchema;
+    output: typeof PauseResponseSchema;
+  },
+  /**
+   * A persistent snapshot: as Pause, but the sandbox is restored in place and runs on (its established
+   * TCP connections are closed). Same errors as Pause.
+   *
+   * @generated from rpc cove.orchestrator.v1.SandboxService.Snapshot
+   */
+  snapshot: {
+    methodKind: "unary";
+    input: typeof SnapshotRequestSchema;
+    output: typeof SnapshotResponseSchema;
+  },
+  /**
+   * Remove snapshots from cluster storage (manifests, and artifacts no other snapshot references) and from
+   * this node's cache. Unknown ids are skipped.
+   *
+   * @generated from rpc cove.orchestrator.v1.SandboxService.DeleteSnapshots
+   */
+  deleteSnapshots: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotsRequestSchema;
+    output: typeof DeleteSnapshotsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_cove_orchestrator_v1_orchestrator, 0);
