@@ -16,6 +16,20 @@ const port = z.coerce.number().int().min(0).max(65535);
 const DEFAULT_UPLOAD_MAX_BYTES = 5 * 1024 ** 3;
 const optionalText = z.string().min(1).optional();
 const secret = z.string().min(16, 'must be at least 16 characters');
+/** An http(s) base URL other URLs are built on: no query, fragment or credentials. */
+const baseUrl = z.string().superRefine((v, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an http or https URL' });
+    return;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an http or https URL' });
+  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must not have a query, fragment or credentials' });
+  }
+});
 
 const EnvSchema = z.object({
   COVE_EDGE_ID: z
@@ -60,13 +74,10 @@ const EnvSchema = z.object({
   // HMAC key of the local driver's upload tokens; only the edge mints and checks them.
   COVE_UPLOAD_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
   // Base URL clients reach the API port at (upload URLs of the local driver point here).
-  COVE_EDGE_PUBLIC_URL: z
-    .string()
-    .url()
-    .refine((v) => /^https?:$/.test(new URL(v).protocol), 'must be an http or https URL')
-    .refine((v) => new URL(v).search === '' && new URL(v).hash === '' && new URL(v).username === '', 'must not have a query, fragment or credentials')
-    .optional(),
+  COVE_EDGE_PUBLIC_URL: baseUrl.optional(),
   COVE_UPLOAD_MAX_BYTES: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(DEFAULT_UPLOAD_MAX_BYTES),
+  // The control plane's base URL: set = requests for sandboxes the catalog does not know ask it to resume them.
+  COVE_CONTROL_PLANE_URL: baseUrl.optional(),
 })
   .refine((e) => (e.COVE_EDGE_TLS_CERT === undefined) === (e.COVE_EDGE_TLS_KEY === undefined), {
     message: 'COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY must be set together (or neither, for cleartext)',
@@ -126,6 +137,8 @@ export interface EdgeConfig {
   /** Undefined = cleartext API port (h2c and HTTP/1.1 sniffed on one port). */
   readonly tls: EdgeTlsConfig | undefined;
   readonly storage: EdgeStorageConfig;
+  /** Base URL of the control plane (no trailing slash); undefined = auto-resume on traffic is off. */
+  readonly controlPlaneUrl: string | undefined;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -157,6 +170,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     logLevel: e.COVE_LOG_LEVEL,
     tls,
     storage,
+    controlPlaneUrl: e.COVE_CONTROL_PLANE_URL?.replace(/\/+$/, ''),
   });
 }
 

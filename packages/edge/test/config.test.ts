@@ -37,6 +37,36 @@ describe('edge config', () => {
   });
 });
 
+describe('edge control plane URL', () => {
+  const issues = (url: string): string => {
+    try {
+      loadConfig({ ...base, COVE_CONTROL_PLANE_URL: url });
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.issues.join('\n');
+    }
+    assert.fail(`expected ${url} to be refused`);
+  };
+
+  it('is optional: without it auto-resume is off', () => {
+    assert.equal(loadConfig(base).controlPlaneUrl, undefined);
+  });
+
+  it('takes an http(s) URL and drops trailing slashes', () => {
+    assert.equal(loadConfig({ ...base, COVE_CONTROL_PLANE_URL: 'http://127.0.0.1:3000/' }).controlPlaneUrl, 'http://127.0.0.1:3000');
+    assert.equal(loadConfig({ ...base, COVE_CONTROL_PLANE_URL: 'https://cp.example/api//' }).controlPlaneUrl, 'https://cp.example/api');
+  });
+
+  it('refuses other schemes, queries, fragments and credentials', () => {
+    assert.match(issues('not a url'), /^COVE_CONTROL_PLANE_URL: /m);
+    assert.match(issues('ftp://cp.example'), /^COVE_CONTROL_PLANE_URL: must be an http or https URL/m);
+    assert.match(issues('http://cp.example/?x=1'), /^COVE_CONTROL_PLANE_URL: must not have a query, fragment or credentials/m);
+    assert.match(issues('http://cp.example/#top'), /^COVE_CONTROL_PLANE_URL: must not have a query, fragment or credentials/m);
+    assert.match(issues('http://user:pw@cp.example'), /^COVE_CONTROL_PLANE_URL: must not have a query, fragment or credentials/m);
+    assert.match(issues('http://:pw@cp.example'), /^COVE_CONTROL_PLANE_URL: must not have a query, fragment or credentials/m);
+  });
+});
+
 describe('edge storage config', () => {
   const noSecret = { COVE_CLUSTER_TOKEN: 'c'.repeat(20), COVE_NODE_TOKEN: 'n'.repeat(20), COVE_SANDBOX_DOMAIN: 'cove.localhost' };
   const issuesOf = (env: Record<string, string>): string[] => {
