@@ -240,6 +240,10 @@ export async function restoreSlot(o: {
   rootfs: string;
   net: SlotNet;
   sources?: Record<string, string>;
+  /** Cgroup the tree goes into instead of the one it was dumped from (another slot, another node). */
+  cgroupRoot?: string;
+  /** Established TCP connections come back closed (their peer and address are gone anyway). */
+  tcpClose?: boolean;
 }): Promise<RestoreResult> {
   const started = Date.now();
   const manifest = JSON.parse(await readFile(join(o.imagesDir, MANIFEST), 'utf8')) as Manifest;
@@ -252,6 +256,8 @@ export async function restoreSlot(o: {
   const args = [
     'restore', '-D', o.imagesDir, '--root', o.rootfs,
     '--manage-cgroups', '--tcp-established', '--empty-ns', 'net',
+    ...(o.cgroupRoot ? ['--cgroup-root', o.cgroupRoot] : []),
+    ...(o.tcpClose ? ['--tcp-close'] : []),
     '--skip-file-rwx-check',
     '--action-script', script,
     '--restore-detached', '--pidfile', pidfile,

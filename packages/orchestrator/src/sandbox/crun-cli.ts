@@ -1,7 +1,7 @@
 // Every crun invocation of the runtime, against one state root (`<dataDir>/crun`), so crun's view of
 // containers is private to this runtime instance and survives an orchestrator restart.
 
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type RunResult } from './run-command.js';
 import { BootFailed } from './runtime-errors.js';
@@ -60,6 +60,31 @@ export class CrunCli {
     const tmp = `${file}.tmp`;
     await writeFile(tmp, JSON.stringify(status));
     await rename(tmp, file);
+  }
+
+  /**
+   * Records a container crun did not start (a tree CRIU restored from a snapshot) in crun's state, the way
+   * `crun create` + `crun start` would have, so `exec`, `kill` and `delete` work on it like on any slot.
+   */
+  async adopt(slotId: string, bundle: string, spec: Record<string, unknown>, pid: number, netnsPath: string): Promise<void> {
+    const dir = join(this.stateRoot, slotId);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const linux = spec['linux'] as { namespaces: Array<{ type: string; path?: string }>; cgroupsPath: string };
+    const saved = { ...spec, linux: { ...linux, namespaces: linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: netnsPath } : n)) } };
+    await writeFile(join(dir, 'config.json'), JSON.stringify(saved));
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const status = {
+      pid,
+      'process-start-time': Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]),
+      'cgroup-path': linux.cgroupsPath,
+      rootfs: (spec['root'] as { path: string }).path,
+      'systemd-cgroup': false,
+      bundle,
+      created: new Date().toISOString(),
+      detached: true,
+      'external_descriptors': JSON.stringify(['/dev/null', '/dev/null', '/dev/null']),
+    };
+    await writeFile(join(dir, 'status'), JSON.stringify(status));
   }
 
   /** Host pid of the container's first process. */

@@ -22,7 +22,7 @@ import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import { checkpointSlot, findCriu, readableCopy, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
 import { exportLayer } from './layer-export.js';
-import type { BootOptions, ClaimOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
+import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
@@ -176,20 +176,28 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.templates.rootfsOf(templateId);
   }
 
-  async boot(opts: BootOptions): Promise<SlotInfo> {
-    const { cgroups } = await this.ensureContext();
+  /** The overlay's lower dirs of a boot: the given stack (checked), or the built-in template's rootfs. */
+  private async lowersOf(opts: BootOptions): Promise<string[]> {
     const layers = opts.layers ? [...opts.layers] : [await this.templates.rootfsOf(opts.templateId)];
     if (layers.length === 1 && layers[0] === null) throw new TemplateMissing(opts.templateId);
     const lowers = layers as string[];
-    const slotId = randomBytes(5).toString('hex');
     if (opts.layers) {
       // Refused before a record exists: a stack the kernel cannot mount is the caller's error, not a boot failure.
-      overlayOptions(lowers, join(this.slots.dirOf(slotId), 'disk', 'upper'), join(this.slots.dirOf(slotId), 'disk', 'work'));
+      // (Slot ids all have 10 characters: a stand-in one gives the options' exact length.)
+      const dir = this.slots.dirOf('0'.repeat(10));
+      overlayOptions(lowers, join(dir, 'disk', 'upper'), join(dir, 'disk', 'work'));
       for (const l of lowers) {
         const st = await stat(l).catch(() => null);
         if (!st?.isDirectory()) throw new BadLayerStack(lowers.length, `layer ${l} is not a directory`);
       }
     }
+    return lowers;
+  }
+
+  async boot(opts: BootOptions): Promise<SlotInfo> {
+    const { cgroups } = await this.ensureContext();
+    const lowers = await this.lowersOf(opts);
+    const slotId = randomBytes(5).toString('hex');
     const log = this.log.child({ slotId, templateId: opts.templateId });
     this.booting.add(slotId);
     try {
@@ -208,7 +216,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /** Picks an address and persists the record before any host resource exists. */
-  private reserve(slotId: string, opts: BootOptions, layers: string[]): Promise<SlotRecord> {
+  private reserve(slotId: string, opts: BootOptions, layers: string[], initToken?: string): Promise<SlotRecord> {
     const next = this.allocating.then(async () => {
       const used = new Set((await this.slots.readAll()).map((r) => r.address));
       const address = firstFree(this.subnet, used);
@@ -219,7 +227,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         diskMb: opts.diskMb,
         address,
         pid: 0,
-        initToken: randomBytes(32).toString('hex'),
+        initToken: initToken ?? randomBytes(32).toString('hex'),
         createdAt: new Date().toISOString(),
         state: 'booting',
         pidStartTime: null,
@@ -237,14 +245,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return next;
   }
 
-  private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
-    const started = Date.now();
+  /** The slot's OCI spec (also what a restore takes its bind sources from), written to its bundle dir. */
+  private async writeBundle(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups): Promise<{ bundle: string; spec: Record<string, unknown> }> {
     const dir = this.slots.dirOf(rec.slotId);
     const disk = slotDiskPaths(dir);
-    rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset);
-    await this.slots.write(rec);
-    await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
-
     const limits = this.cgroupLimits(opts.limits);
     // PID 1 is tini: node does not reap orphans, so without it every process a sandbox user leaves
     // behind would end as a zombie holding a pid until pids.max is reached.
@@ -279,6 +283,17 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const bundle = join(dir, 'bundle');
     await mkdir(bundle, { recursive: true, mode: 0o700 });
     await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
+    return { bundle, spec };
+  }
+
+  private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
+    const started = Date.now();
+    const dir = this.slots.dirOf(rec.slotId);
+    const disk = slotDiskPaths(dir);
+    rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset, opts.upperTar);
+    await this.slots.write(rec);
+    await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
+    const { bundle } = await this.writeBundle(rec, opts, cgroups);
     const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.bridge, rec.slotId), (pid) =>
       plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
     );
@@ -403,13 +418,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
     const criu = await findCriu();
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
-    const bins = await this.lentBinaries();
-    // CRIU maps the restored executables from files the restored tasks open (see readableCopy).
-    const readable = join(this.cfg.dataDir, 'bin-restore');
-    const sources = {
-      '/opt/cove/bin/node': await readableCopy(bins.node, readable),
-      '/opt/cove/bin/tini': await readableCopy(bins.init, readable),
-    };
+    const sources = await this.restoreBinaries();
     let initPid: number;
     try {
       ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(this.slots.dirOf(slotId)).rootfs, net: this.slotNet(rec), sources }));
@@ -427,6 +436,70 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const ms = Date.now() - started;
     this.log.info({ slotId, ms, pid: rec.pid }, 'slot restored');
     return { ms, pid: rec.pid };
+  }
+
+  async restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo> {
+    const started = Date.now();
+    const { cgroups } = await this.ensureContext();
+    const criu = await findCriu();
+    if (!criu) throw new CheckpointError('-', 'criu is not installed (scripts/install-criu.sh)');
+    const lowers = await this.lowersOf(opts);
+    const slotId = randomBytes(5).toString('hex');
+    const log = this.log.child({ slotId, templateId: opts.templateId });
+    this.booting.add(slotId);
+    try {
+      const rec = await this.reserve(slotId, opts, lowers, opts.initToken);
+      try {
+        const dir = this.slots.dirOf(slotId);
+        const disk = slotDiskPaths(dir);
+        rec.loopDevice = await createSlotDisk(disk, lowers, opts.diskMb, this.idOffset, opts.upperTar);
+        await this.slots.write(rec);
+        await writeSlotEtcFiles(disk.rootfs, slotId, this.firewall?.dnsServers ?? [], this.idOffset);
+        const { bundle, spec } = await this.writeBundle(rec, opts, cgroups);
+        // Bind sources are this node's (lent binaries, envd bundle, devices), not the dumping node's.
+        const sources: Record<string, string> = {};
+        for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
+          if (m.type === 'bind') sources[m.destination] = m.source;
+        }
+        Object.assign(sources, await this.restoreBinaries());
+        const { initPid } = await restoreSlot({
+          criu,
+          imagesDir: opts.imageDir,
+          rootfs: disk.rootfs,
+          net: this.slotNet(rec),
+          sources,
+          cgroupRoot: cgroups.pathOf(slotId),
+          tcpClose: true,
+        });
+        await this.crun.adopt(slotId, bundle, spec, initPid, netnsPath(this.bridge, slotId));
+        rec.pid = await envdOf(initPid, slotId);
+        rec.pidStartTime = await processStartTime(rec.pid);
+        await this.slots.write(rec);
+        // The dumped tree kept the limits of the slot it left; this slot's apply from here on.
+        await cgroups.setLimits(slotId, this.cgroupLimits(opts.limits));
+        await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+        rec.state = 'pooled';
+        await this.slots.write(rec);
+        log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, 'slot restored from a snapshot');
+        return toInfo(rec);
+      } catch (err) {
+        log.warn({ err }, 'restore from a snapshot failed; cleaning up');
+        await this.destroy(slotId).catch((e: unknown) => log.error({ err: e }, 'cleanup after failed restore failed'));
+        throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
+      }
+    } finally {
+      this.booting.delete(slotId);
+    }
+  }
+
+  /** Readable copies of the lent binaries, which CRIU maps restored executables from (see readableCopy). */
+  private async restoreBinaries(): Promise<Record<string, string>> {
+    const bins = await this.lentBinaries();
+    const readable = join(this.cfg.dataDir, 'bin-restore');
+    return {
+      '/opt/cove/bin/node': await readableCopy(bins.node, readable),
+      '/opt/cove/bin/tini': await readableCopy(bins.init, readable),
+    };
   }
 
   private slotNet(rec: SlotRecord): SlotNet {

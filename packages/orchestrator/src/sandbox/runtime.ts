@@ -30,6 +30,17 @@ export interface BootOptions {
    * (any 2xx) for boot to finish. Meant for tests and stand-ins while envd is not built.
    */
   process?: string[];
+  /** A layer tar unpacked into the writable layer before boot (a snapshot's filesystem diff). */
+  upperTar?: string;
+}
+
+/** A slot rebuilt from a snapshot: the stack it ran on, its filesystem diff, its CRIU image. */
+export interface RestoreSnapshotOptions extends BootOptions {
+  upperTar: string;
+  /** CRIU image dir (checkpoint()'s output, possibly made on another node); kept, the caller removes it. */
+  imageDir: string;
+  /** The dumped envd's init secret (it lives in the restored process's environment). */
+  initToken: string;
 }
 
 /** A booted sandbox slot: envd is listening, not yet initialised (no token). */
@@ -91,6 +102,13 @@ export interface SandboxRuntime {
    * CheckpointError when the restore fails (the slot stays not alive; destroy() cleans it).
    */
   restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }>;
+  /**
+   * A new slot (new slot id, any free address) from a checkpoint made on this or another node: the stack in
+   * `layers`, the writable layer unpacked from `upperTar`, the processes restored from `imageDir` into this
+   * slot's cgroup and network; established TCP connections come back closed. Returns once envd answers, as
+   * a pooled slot (claim it next). Throws CheckpointError when the restore fails (nothing is left behind).
+   */
+  restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo>;
   /** Every layer dir a slot on this node stacks (from the slot records, so it survives restarts). */
   layersInUse(): Promise<Set<string>>;
   /** Slots that exist on this node right now (after an orchestrator crash: what survived). */

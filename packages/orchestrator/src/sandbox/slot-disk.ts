@@ -5,8 +5,9 @@
 
 import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { spawnLayerTar } from './layer-export.js';
 import { run } from './run-command.js';
-import { BadLayerStack } from './runtime-errors.js';
+import { BadLayerStack, CommandFailed } from './runtime-errors.js';
 
 export interface SlotDiskPaths {
   slotDir: string;
@@ -46,12 +47,17 @@ export function overlayOptions(lowers: readonly string[], upper: string, work: s
   return { options: relative, cwd };
 }
 
-/** Creates the image, attaches a loop device, mounts it and the overlay. Returns the loop device. */
+/**
+ * Creates the image, attaches a loop device, mounts it and the overlay. Returns the loop device. `upperTar` (a
+ * layer tar, e.g. a snapshot's filesystem diff) is unpacked into the upper dir before the overlay is mounted
+ * (writing below a mounted overlay is undefined).
+ */
 export async function createSlotDisk(
   p: SlotDiskPaths,
   lowers: readonly string[],
   diskMb: number,
   rootId: number,
+  upperTar?: string,
 ): Promise<string> {
   const work = join(p.diskMount, 'work');
   const upper = join(p.diskMount, 'upper');
@@ -75,9 +81,19 @@ export async function createSlotDisk(
   await mkdir(work, { mode: 0o700 });
   // The overlay root takes the upper dir's owner: root inside (host rootId) must own `/`.
   await chown(upper, rootId, rootId);
+  if (upperTar) await unpackLayer(upperTar, upper);
   await mkdir(p.rootfs, { recursive: true });
   await run('mount', ['-t', 'overlay', 'overlay', '-o', overlay.options, p.rootfs], overlay.cwd ? { cwd: overlay.cwd } : {});
   return loop;
+}
+
+/** As root: owners (already shifted), whiteouts and trusted.overlay.* xattrs come out as stored. */
+async function unpackLayer(tarFile: string, dir: string): Promise<void> {
+  const { child, stderr, exited } = spawnLayerTar(['-x', '-f', tarFile, '-C', dir, '-p', '--same-owner']);
+  child.stdin.end();
+  child.stdout.resume();
+  const code = await exited;
+  if (code !== 0) throw new CommandFailed('tar -x (writable layer)', code, stderr());
 }
 
 async function mountedAt(path: string): Promise<boolean> {
