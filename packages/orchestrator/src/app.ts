@@ -26,6 +26,7 @@ import type { SandboxRuntime } from './sandbox/runtime.js';
 import { ExpiryScanner } from './sandboxes/expiry-scanner.js';
 import { recoverSandboxes, type RecoveryReport } from './sandboxes/recovery.js';
 import { SandboxManager } from './sandboxes/sandbox-manager.js';
+import { SnapshotManager } from './snapshots/snapshot-manager.js';
 import { SandboxStore } from './sandboxes/sandbox-store.js';
 import { WarmPool } from './sandboxes/warm-pool.js';
 import { BuildPool } from './sandboxes/build-pool.js';
@@ -127,6 +128,19 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     log,
     { resolver, pool: buildPool, readyTimeoutMs: config.userTemplates.readyTimeoutMs },
   );
+  const snapshots = new SnapshotManager({
+    dataDir: config.dataDir,
+    nodeId: config.nodeId,
+    runtime,
+    manager,
+    store,
+    blobs: clusterStore,
+    resolver,
+    readyTimeoutMs: config.userTemplates.readyTimeoutMs,
+    maxPausedSlots: config.pausedSlots,
+    log: log.child({ component: 'snapshots' }),
+  });
+  manager.useSnapshots(snapshots);
   const builds = createTemplateBuilds({
     dataDir: config.dataDir,
     runtime,
@@ -167,7 +181,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     routes(router) {
       router.service(
         SandboxService,
-        sandboxService(manager, { cpuCount: host.cpuCount, memoryMb: Math.floor(host.memoryBytes / (1024 * 1024)) }),
+        sandboxService(manager, { cpuCount: host.cpuCount, memoryMb: Math.floor(host.memoryBytes / (1024 * 1024)) }, Date.now, snapshots),
       );
       router.service(InfoService, infoService(manager, info));
       // Template builds (src/build): one build sandbox per uncached step, at most 2 builds at once.
@@ -202,7 +216,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       await store.init();
       // First /proc/stat sample, so the first Info reports a real CPU figure rather than 0.
       await host.cpuPercent();
-      const report = await recoverSandboxes({ runtime, store, manager, log, now: Date.now() });
+      const report = await recoverSandboxes({ runtime, store, manager, log, now: Date.now(), pauses: snapshots });
       log.info(
         { adopted: report.adopted.length, expired: report.expired.length, dead: report.dead.length, orphanSlots: report.orphanSlots.length },
         'recovery done',
@@ -211,6 +225,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       await layerCache.init();
       pool.start();
       scanner.start();
+      snapshots.startSweeping(60_000);
       await usage.sample();
       usage.start();
       started = true;
@@ -243,6 +258,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       manager.close();
       await heartbeat?.stop();
       await scanner.stop();
+      await snapshots.stopSweeping();
       await usage.stop();
       const closing = [
         new Promise<void>((r) => (rpcServer.listening ? rpcServer.close(() => r()) : r())),

@@ -81,6 +81,8 @@ const envSchema = z.object({
   COVE_TEMPLATE_READY_TIMEOUT_MS: posInt.default(30_000),
   /** Template builds running at once on this node (each holds one build sandbox at a time). */
   COVE_MAX_BUILDS: z.coerce.number().int().min(1).max(16).default(2),
+  // Paused sandboxes kept restorable in place on this node (their disk and memory image); the rest resume from storage.
+  COVE_PAUSED_SLOTS: z.coerce.number().int().min(0).max(1000).default(16),
 }).refine((e) => (e.COVE_EDGE_CLIENT_CERT === undefined) === (e.COVE_EDGE_CLIENT_KEY === undefined), {
   message: 'COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY must be set together (or neither)',
   path: ['COVE_EDGE_CLIENT_CERT'],
@@ -135,6 +137,8 @@ export interface OrchestratorConfig {
   readonly registry: { readonly url: string | undefined; readonly username: string | undefined; readonly password: string | undefined };
   /** Sandboxes of user templates (template_id + build_id). */
   readonly maxBuilds: number;
+  /** Paused slots kept in place for fast resumes on this node. */
+  readonly pausedSlots: number;
   readonly userTemplates: {
     /** Warm slots per build, kept for the `warmBuilds` most recently used builds. */
     readonly warmPerBuild: number;
@@ -225,6 +229,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     layerCacheBytes: e.COVE_LAYER_CACHE_MB * 1024 * 1024,
     registry: { url: e.COVE_REGISTRY_URL?.replace(/\/+$/, ''), username: e.COVE_REGISTRY_USERNAME, password: e.COVE_REGISTRY_PASSWORD },
     maxBuilds: e.COVE_MAX_BUILDS,
+    pausedSlots: e.COVE_PAUSED_SLOTS,
     userTemplates: {
       warmPerBuild: e.COVE_TEMPLATE_WARM_POOL_SIZE,
       warmBuilds: e.COVE_TEMPLATE_WARM_POOL_BUILDS,

@@ -10,7 +10,11 @@ export type OrchestratorErrorCode =
   | 'template_not_found'
   | 'node_draining'
   | 'node_full'
-  | 'envd_init_failed';
+  | 'envd_init_failed'
+  | 'sandbox_busy'
+  | 'checkpoint_failed'
+  | 'snapshot_not_found'
+  | 'snapshot_corrupt';
 
 export class OrchestratorError extends Error {
   constructor(
@@ -76,5 +80,32 @@ export class NodeFull extends OrchestratorError {
 export class EnvdInitFailed extends OrchestratorError {
   constructor(readonly sandboxId: string, options?: ErrorOptions) {
     super('envd_init_failed', `envd of sandbox ${sandboxId} did not initialise`, options);
+  }
+}
+
+/** The sandbox is being paused, snapshotted or deleted: try again once that is over. */
+export class SandboxBusy extends OrchestratorError {
+  constructor(readonly sandboxId: string, what: string) {
+    super('sandbox_busy', `sandbox ${sandboxId} is ${what}`);
+  }
+}
+
+/** The sandbox's processes could not be checkpointed; it keeps running. */
+export class CheckpointFailed extends OrchestratorError {
+  constructor(readonly sandboxId: string, options?: ErrorOptions) {
+    super('checkpoint_failed', `sandbox ${sandboxId} could not be checkpointed: ${(options?.cause as Error | undefined)?.message ?? 'unknown error'}`, options);
+  }
+}
+
+export class SnapshotNotFound extends OrchestratorError {
+  constructor(readonly snapshotId: string) {
+    super('snapshot_not_found', `snapshot ${snapshotId} is not in cluster storage`);
+  }
+}
+
+/** A snapshot's manifest is unreadable or one of its artifacts is missing or does not match its digest. */
+export class SnapshotCorrupt extends OrchestratorError {
+  constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
+    super('snapshot_corrupt', `snapshot ${snapshotId} is corrupt: ${why}`, options);
   }
 }

@@ -223,6 +223,27 @@ export async function readableCopy(source: string, dir: string): Promise<string>
   return dest;
 }
 
+/**
+ * Whether a dump into `imagesDir` completed: waits while a criu process still works on it (it outlives an
+ * orchestrator killed mid-dump), then reads criu's own verdict, the last line of its log.
+ */
+export async function dumpCompleted(imagesDir: string, waitMs = 60_000): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  while (Date.now() < deadline && (await criuWorkingOn(imagesDir))) await new Promise((r) => setTimeout(r, 50));
+  const log = await readFile(join(imagesDir, 'dump.log'), 'utf8').catch(() => '');
+  return /Dumping finished successfully/.test(log.slice(-4096));
+}
+
+async function criuWorkingOn(imagesDir: string): Promise<boolean> {
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    const argv = cmd.split('\0');
+    if (argv.includes('dump') && argv.includes(imagesDir)) return true;
+  }
+  return false;
+}
+
 export interface RestoreResult {
   /** Host pid of the restored PID 1 (tini). */
   initPid: number;
@@ -244,12 +265,15 @@ export async function restoreSlot(o: {
   cgroupRoot?: string;
   /** Established TCP connections come back closed (their peer and address are gone anyway). */
   tcpClose?: boolean;
+  /** Where the restore's own files go (action script, pidfile, log); default the image dir. */
+  workDir?: string;
 }): Promise<RestoreResult> {
   const started = Date.now();
   const manifest = JSON.parse(await readFile(join(o.imagesDir, MANIFEST), 'utf8')) as Manifest;
-  const script = join(o.imagesDir, 'cove-setup-net.sh');
+  const work = o.workDir ?? o.imagesDir;
+  const script = join(work, 'cove-setup-net.sh');
   await writeFile(script, ACTION_SCRIPT, { mode: 0o700 });
-  const pidfile = join(o.imagesDir, 'restored.pid');
+  const pidfile = join(work, 'restored.pid');
   await rm(pidfile, { force: true });
   // A leftover netns/veth of the slot would make the action script's `ip link add` fail.
   await removeNet(o.net);
@@ -263,7 +287,7 @@ export async function restoreSlot(o: {
     '--restore-detached', '--pidfile', pidfile,
     ...manifest.externals.flatMap((e) => ['--external', `mnt[${e.key}]:${o.sources?.[e.destination] ?? e.source}`]),
   ];
-  const log = join(o.imagesDir, `restore-${Date.now()}.log`);
+  const log = join(work, `restore-${Date.now()}.log`);
   const code = await runCriu(o.criu, args, log, netEnv(o.net));
   if (code !== 0) {
     await removeNet(o.net);

@@ -95,11 +95,11 @@ class SandboxAgents {
   private readonly agents = new Map<string, { agent: ReturnType<typeof createUpstreamAgent>; usedAt: number }>();
   private readonly sweeper = setInterval(() => this.sweep(60_000), 30_000).unref();
 
-  get(sandboxId: string): ReturnType<typeof createUpstreamAgent> {
-    let entry = this.agents.get(sandboxId);
+  get(key: string): ReturnType<typeof createUpstreamAgent> {
+    let entry = this.agents.get(key);
     if (!entry) {
       entry = { agent: createUpstreamAgent({ maxFreeSockets: 32 }), usedAt: 0 };
-      this.agents.set(sandboxId, entry);
+      this.agents.set(key, entry);
     }
     entry.usedAt = Date.now();
     return entry.agent;
@@ -135,7 +135,8 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
     void forwardHttp(req, res, {
       target: r.target,
       headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER] }),
-      agent: agents.get(r.sandboxId),
+      // Keyed by address too: a resumed sandbox may come back elsewhere, and its old pooled sockets are dead.
+      agent: agents.get(`${r.sandboxId}@${r.target}`),
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       onError: (err, failure) => {
         opts.log.debug({ err, sandboxId: r.sandboxId, port: r.port, failure }, 'upstream request failed');

@@ -17,6 +17,10 @@ const toConnect: Record<OrchestratorErrorCode, Code> = {
   node_draining: Code.ResourceExhausted,
   node_full: Code.ResourceExhausted,
   envd_init_failed: Code.Unavailable,
+  sandbox_busy: Code.FailedPrecondition,
+  checkpoint_failed: Code.FailedPrecondition,
+  snapshot_not_found: Code.NotFound,
+  snapshot_corrupt: Code.DataLoss,
 };
 
 /** Requires `authorization: Bearer <node token>`: missing → Unauthenticated, wrong → PermissionDenied. */

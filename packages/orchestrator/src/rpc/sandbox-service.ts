@@ -7,6 +7,11 @@ import type { ServiceImpl } from '@connectrpc/connect';
 import {
   CreateResponseSchema,
   DeleteResponseSchema,
+  DeleteSnapshotsResponseSchema,
+  PauseResponseSchema,
+  SnapshotInfoSchema,
+  SnapshotResponseSchema,
+  type SnapshotInfo,
   ListResponseSchema,
   SandboxInfoSchema,
   UpdateResponseSchema,
@@ -15,6 +20,7 @@ import {
 } from '@cove/contracts/orchestrator';
 import { InvalidArgument } from '../errors.js';
 import type { SandboxManager } from '../sandboxes/sandbox-manager.js';
+import type { PauseResult, SnapshotManager } from '../snapshots/snapshot-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import { validateSandboxId, validateSpec, type NodeLimits } from '../sandboxes/validate-spec.js';
 
@@ -48,10 +54,23 @@ function checkId(id: string): void {
   if (v.length) throw new InvalidArgument(v);
 }
 
+function toSnapshotInfo(r: PauseResult): SnapshotInfo {
+  const m = r.manifest;
+  return create(SnapshotInfoSchema, {
+    snapshotId: m.snapshotId,
+    sandboxId: m.sandboxId,
+    memory: m.memory !== null,
+    sizeBytes: BigInt(m.upper.size + (m.memory?.size ?? 0)),
+    createdAt: timestampFromMs(Date.parse(m.createdAt)),
+    pauseMs: r.pauseMs,
+  });
+}
+
 export function sandboxService(
   manager: SandboxManager,
   node: NodeLimits,
   now: () => number = Date.now,
+  snapshots?: SnapshotManager,
 ): ServiceImpl<typeof SandboxService> {
   return {
     async create(req, ctx) {
@@ -76,6 +95,21 @@ export function sandboxService(
       if (v.length) throw new InvalidArgument(v);
       const record = await manager.setEndTime(req.sandboxId, timestampMs(req.endTime!));
       return create(UpdateResponseSchema, { sandbox: toSandboxInfo(record) });
+    },
+    async pause(req) {
+      if (!snapshots) throw new InvalidArgument(['pause: this node has no cluster storage for snapshots']);
+      const r = await snapshots.pause(req.sandboxId, req.snapshotId, req.memory);
+      return create(PauseResponseSchema, { snapshot: toSnapshotInfo(r) });
+    },
+    async snapshot(req) {
+      if (!snapshots) throw new InvalidArgument(['snapshot: this node has no cluster storage for snapshots']);
+      const r = await snapshots.snapshot(req.sandboxId, req.snapshotId);
+      return create(SnapshotResponseSchema, { snapshot: toSnapshotInfo(r), sandbox: toSandboxInfo(r.record) });
+    },
+    async deleteSnapshots(req) {
+      if (req.snapshotIds.length > 1000) throw new InvalidArgument(['snapshot_ids: at most 1000']);
+      await snapshots?.delete(req.snapshotIds);
+      return create(DeleteSnapshotsResponseSchema, {});
     },
   };
 }

@@ -412,6 +412,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return result;
   }
 
+  async halt(slotId: string): Promise<void> {
+    const { cgroups } = await this.ensureContext();
+    await this.mustRead(slotId);
+    await this.crun.killAndDelete(slotId);
+    const deadline = Date.now() + 15_000;
+    while ((await cgroups.pidsOf(slotId)).length > 0) {
+      if (Date.now() > deadline) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
+      await cgroups.killAll(slotId);
+      await sleep(20);
+    }
+  }
+
   async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }> {
     const started = Date.now();
     const rec = await this.mustRead(slotId);
@@ -421,7 +433,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const sources = await this.restoreBinaries();
     let initPid: number;
     try {
-      ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(this.slots.dirOf(slotId)).rootfs, net: this.slotNet(rec), sources }));
+      const dir = this.slots.dirOf(slotId);
+      ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir }));
     } catch (err) {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
@@ -470,6 +483,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
           sources,
           cgroupRoot: cgroups.pathOf(slotId),
           tcpClose: true,
+          // Several slots may restore one snapshot at once: each keeps its restore files to itself.
+          workDir: dir,
         });
         await this.crun.adopt(slotId, bundle, spec, initPid, netnsPath(this.bridge, slotId));
         rec.pid = await envdOf(initPid, slotId);

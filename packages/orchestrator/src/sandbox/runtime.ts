@@ -95,6 +95,8 @@ export interface SandboxRuntime {
    * installed or the dump fails (the slot then keeps running).
    */
   checkpoint(slotId: string, imageDir: string): Promise<{ ms: number; imageBytes: number }>;
+  /** Kills every process of the slot and waits until they are gone; its disk and record stay (for exportUpper). */
+  halt(slotId: string): Promise<void>;
   /**
    * Restores a checkpoint made by checkpoint() into the same slot on this node: same address (the host
    * plumbs a new netns for it), same overlay, same cgroup. Updates the slot's pid (the restored envd)

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { SandboxRuntime } from '../sandbox/runtime.js';
 import type { SandboxManager } from './sandbox-manager.js';
+import type { SandboxRecord } from './sandbox-record.js';
 import type { SandboxStore } from './sandbox-store.js';
 
 /** Optional runtime capability: destroy every slot trace not in `keep`, returning what it removed. */
@@ -31,10 +32,14 @@ export async function recoverSandboxes(deps: {
   manager: SandboxManager;
   log: Logger;
   now: number;
+  /** Settles records with an interrupted pause (src/snapshots) and names the slots it keeps (paused ones too). */
+  pauses?: { recover(records: SandboxRecord[]): Promise<string[]> };
 }): Promise<RecoveryReport> {
   const { runtime, store, manager, log, now } = deps;
   const report: RecoveryReport = { adopted: [], expired: [], dead: [], orphanSlots: [] };
-  const records = await store.loadAll();
+  const all = await store.loadAll();
+  // A record with a pause intent is never "dead": its dumped state is what the pause keeps.
+  const records = deps.pauses ? all.filter((r) => !r.pausing) : all;
   const slots = await runtime.listSlots();
   const liveSlotIds = new Set(slots.map((s) => s.slotId));
   const kept = new Set<string>();
@@ -57,6 +62,10 @@ export async function recoverSandboxes(deps: {
     } catch (err) {
       rlog.error({ err }, 'cleaning up a recovered sandbox failed; will retry on the next start');
     }
+  }
+
+  if (deps.pauses) {
+    for (const id of await deps.pauses.recover(all.filter((r) => r.pausing))) kept.add(id);
   }
 
   // Everything else is an orphan. The runtime's own sweep also finds traces listSlots() cannot see

@@ -7,6 +7,7 @@ import {
   EnvdInitFailed,
   NodeDraining,
   NodeFull,
+  SandboxBusy,
   SandboxExists,
   SandboxNotFound,
   TemplateNotFound,
@@ -49,6 +50,27 @@ interface Reservation {
 
 export type NodeState = 'healthy' | 'draining';
 
+/** What envd is initialised with besides the Create's own fields. */
+export interface InitDefaults {
+  envVars: Record<string, string>;
+  user: string;
+  workdir: string;
+}
+
+interface Started {
+  slot: SlotInfo;
+  init: InitDefaults;
+  build?: BuildManifest | undefined;
+  warmPoolHit: boolean;
+  envdVersion: string;
+}
+
+/** Where sandboxes started from a snapshot get their slot (src/snapshots). */
+export interface SnapshotSlots {
+  /** A claimed-ready slot running the snapshot, and what envd was first initialised with. */
+  slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }>;
+}
+
 /** What sandboxes of user templates (template_id + build_id) need; without it such Creates are NOT_FOUND. */
 export interface UserTemplates {
   resolver: TemplateResolver;
@@ -61,6 +83,9 @@ export class SandboxManager {
   private readonly sandboxes = new Map<string, SandboxRecord>();
   private readonly creating = new Map<string, Reservation>();
   private readonly deleting = new Set<string>();
+  /** Sandboxes taken off the routing table for a pause or snapshot, with what is happening to them. */
+  private readonly busy = new Map<string, string>();
+  private snapshotSlots: SnapshotSlots | undefined;
   /** Build ids of Creates in flight (counted: several may run at once). */
   private readonly creatingBuilds = new Map<string, number>();
   private state: NodeState = 'healthy';
@@ -74,6 +99,11 @@ export class SandboxManager {
     private readonly log: Logger,
     private readonly userTemplates?: UserTemplates,
   ) {}
+
+  /** Set once the snapshot machinery exists (it needs the manager itself). */
+  useSnapshots(s: SnapshotSlots): void {
+    this.snapshotSlots = s;
+  }
 
   get status(): NodeState {
     return this.state;
@@ -118,7 +148,7 @@ export class SandboxManager {
     const { sandboxId } = spec;
     const log = this.log.child({ sandboxId, templateId: spec.templateId });
     // An id still being deleted counts as taken: its record file is removed at the end of the delete.
-    if (this.sandboxes.has(sandboxId) || this.creating.has(sandboxId) || this.deleting.has(sandboxId)) {
+    if (this.sandboxes.has(sandboxId) || this.creating.has(sandboxId) || this.deleting.has(sandboxId) || this.busy.has(sandboxId)) {
       throw new SandboxExists(sandboxId);
     }
     if (this.state === 'draining' || this.closed) throw new NodeDraining();
@@ -128,28 +158,9 @@ export class SandboxManager {
     if (spec.buildId) this.creatingBuilds.set(spec.buildId, (this.creatingBuilds.get(spec.buildId) ?? 0) + 1);
     let slot: SlotInfo | undefined;
     try {
-      // A build id names a user template (its manifest, NOT_FOUND when unknown); none, a built-in one.
-      const build = spec.buildId ? await this.manifestOf(spec) : undefined;
-      if (!build && !(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
-      slot = build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
-      let warmPoolHit = slot !== undefined;
-      let envdVersion: string;
-      if (slot) {
-        try {
-          envdVersion = await this.claimAndInit(slot, spec, log, build);
-        } catch (err) {
-          // A warm slot can die while it waits (OOM, a node hiccup); that is the pool's failure, not the
-          // caller's: fall back to a fresh boot once.
-          log.warn({ err, slotId: slot.slotId }, 'warm slot unusable, booting a fresh one');
-          await this.destroySlot(slot, log);
-          slot = undefined;
-          warmPoolHit = false;
-        }
-      }
-      if (!slot) {
-        slot = build ? await this.bootBuild(spec) : await this.boot(spec);
-        envdVersion = await this.claimAndInit(slot, spec, log, build);
-      }
+      const started = spec.snapshotId ? await this.fromSnapshot(spec, log) : await this.fromTemplate(spec, log);
+      slot = started.slot;
+      const { init, build, warmPoolHit, envdVersion } = started;
       const record: SandboxRecord = {
         version: 1,
         sandboxId,
@@ -162,18 +173,19 @@ export class SandboxManager {
         metadata: spec.metadata,
         startTime: spec.startTime,
         endTime: spec.endTime,
-        envdVersion: envdVersion!,
+        envdVersion,
         allowInternetAccess: spec.allowInternetAccess,
         trafficTokenSha256: spec.trafficTokenSha256,
         slotId: slot.slotId,
         address: slot.address,
         pid: slot.pid,
+        envVars: init.envVars,
       };
       await this.store.save(record);
       this.sandboxes.set(sandboxId, record);
       // Only a build that started once is kept warm: a broken one must not boot in a loop.
       if (build) this.userTemplates!.pool.noteUse(build);
-      log.info({ slotId: slot.slotId, address: slot.address, warmPoolHit, endTime: new Date(spec.endTime).toISOString() }, 'sandbox created');
+      log.info({ slotId: slot.slotId, address: slot.address, warmPoolHit, snapshotId: spec.snapshotId || undefined, endTime: new Date(spec.endTime).toISOString() }, 'sandbox created');
       return { record, warmPoolHit };
     } catch (err) {
       if (slot) await this.destroySlot(slot, log);
@@ -189,6 +201,8 @@ export class SandboxManager {
   }
 
   async delete(sandboxId: string, reason: string): Promise<void> {
+    const what = this.busy.get(sandboxId);
+    if (what) throw new SandboxBusy(sandboxId, what);
     const record = this.sandboxes.get(sandboxId);
     if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
     const log = this.log.child({ sandboxId, slotId: record.slotId });
@@ -209,6 +223,8 @@ export class SandboxManager {
   }
 
   async setEndTime(sandboxId: string, endTime: number): Promise<SandboxRecord> {
+    const what = this.busy.get(sandboxId);
+    if (what) throw new SandboxBusy(sandboxId, what);
     const record = this.sandboxes.get(sandboxId);
     if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
     const updated = { ...record, endTime };
@@ -217,6 +233,40 @@ export class SandboxManager {
     if (this.sandboxes.get(sandboxId) === record) this.sandboxes.set(sandboxId, updated);
     this.log.info({ sandboxId, endTime: new Date(endTime).toISOString() }, 'sandbox end time updated');
     return updated;
+  }
+
+  /**
+   * Takes a sandbox off the routing table for a pause or snapshot (`what` says which, for errors): Create,
+   * Delete and Update of it are refused until reattach() or release().
+   */
+  detach(sandboxId: string, what: string): SandboxRecord {
+    const busy = this.busy.get(sandboxId);
+    if (busy) throw new SandboxBusy(sandboxId, busy);
+    const record = this.sandboxes.get(sandboxId);
+    if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
+    this.busy.set(sandboxId, what);
+    this.sandboxes.delete(sandboxId);
+    return record;
+  }
+
+  /** Puts a detached sandbox back (it runs again). */
+  reattach(record: SandboxRecord): void {
+    this.busy.delete(record.sandboxId);
+    this.sandboxes.set(record.sandboxId, record);
+  }
+
+  /** Forgets a detached sandbox (it is paused: no longer on this node). */
+  release(sandboxId: string): void {
+    this.busy.delete(sandboxId);
+  }
+
+  /** Marks a recovered sandbox whose pause is unfinished as busy (a Pause naming its snapshot finishes it). */
+  holdBusy(sandboxId: string, what: string): void {
+    this.busy.set(sandboxId, what);
+  }
+
+  isBusy(sandboxId: string): boolean {
+    return this.busy.has(sandboxId);
   }
 
   /** Sandboxes whose end time has passed (checked by the expiry scanner). */
@@ -231,6 +281,44 @@ export class SandboxManager {
     if (this.creatingBuilds.has(buildId)) return true;
     for (const r of this.sandboxes.values()) if (r.buildId === buildId) return true;
     return false;
+  }
+
+  /** A claimed, initialised slot from the template: a warm one when there is one, else a fresh boot. */
+  private async fromTemplate(spec: ValidSpec, log: Logger): Promise<Started> {
+    // A build id names a user template (its manifest, NOT_FOUND when unknown); none, a built-in one.
+    const build = spec.buildId ? await this.manifestOf(spec) : undefined;
+    if (!build && !(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
+    // A build's env is the sandbox's default; the Create's own variables win.
+    const init: InitDefaults = { envVars: { ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
+    const warm = build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
+    if (warm) {
+      try {
+        return { slot: warm, init, build, warmPoolHit: true, envdVersion: await this.claimAndInit(warm, spec, log, init) };
+      } catch (err) {
+        // A warm slot can die while it waits (OOM, a node hiccup); that is the pool's failure, not the
+        // caller's: fall back to a fresh boot once.
+        log.warn({ err, slotId: warm.slotId }, 'warm slot unusable, booting a fresh one');
+        await this.destroySlot(warm, log);
+      }
+    }
+    const slot = build ? await this.bootBuild(spec) : await this.boot(spec);
+    return { slot, init, build, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
+  }
+
+  /** A claimed, initialised slot running a snapshot (a resume, or a new sandbox from a persistent one). */
+  private async fromSnapshot(spec: ValidSpec, log: Logger): Promise<Started> {
+    if (!this.snapshotSlots) throw new TemplateNotFound(`snapshot ${spec.snapshotId}`);
+    const { slot, init } = await this.snapshotSlots.slotFor(spec, log);
+    return { slot, init, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
+  }
+
+  private async initOrDestroy(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<string> {
+    try {
+      return await this.claimAndInit(slot, spec, log, init);
+    } catch (err) {
+      await this.destroySlot(slot, log);
+      throw err;
+    }
   }
 
   private async manifestOf(spec: ValidSpec): Promise<BuildManifest> {
@@ -257,7 +345,7 @@ export class SandboxManager {
   }
 
   /** Give a booted slot the sandbox's limits and identity, then /init its envd; returns envd's version. */
-  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger, build?: BuildManifest): Promise<string> {
+  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<string> {
     log.debug({ slotId: slot.slotId }, 'claiming slot');
     await this.runtime.claim(slot.slotId, {
       sandboxId: spec.sandboxId,
@@ -269,11 +357,10 @@ export class SandboxManager {
         address: slot.address,
         initToken: slot.initToken,
         body: {
-          // A build's env is the sandbox's default; the Create's own variables win.
-          envVars: build ? { ...build.env, ...spec.envVars } : spec.envVars,
+          envVars: init.envVars,
           ...(spec.envdAccessToken ? { accessToken: spec.envdAccessToken } : {}),
-          defaultUser: build?.user ?? 'user',
-          defaultWorkdir: build?.workdir ?? '/home/user',
+          defaultUser: init.user,
+          defaultWorkdir: init.workdir,
           hostname: spec.sandboxId,
           timestamp: new Date().toISOString(),
         },

@@ -24,6 +24,13 @@ export const sandboxRecordSchema = z.object({
   slotId: z.string(),
   address: z.string(),
   pid: z.number().int(),
+  /** What envd was initialised with (a cold resume initialises a new envd with it again). */
+  envVars: z.record(z.string()).default({}),
+  /**
+   * Set before a pause or snapshot touches the slot (docs/pause-resume.md, "Crash safety"): a restarted node
+   * finishes or undoes what this names.
+   */
+  pausing: z.object({ snapshotId: z.string(), memory: z.boolean(), keepRunning: z.boolean() }).optional(),
 });
 
 export type SandboxRecord = z.output<typeof sandboxRecordSchema>;

@@ -4,6 +4,7 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { SandboxSpec } from '@cove/contracts/orchestrator';
 import { InvalidArgument } from '../errors.js';
+import { SNAPSHOT_ID_RE } from '../snapshots/snapshot-manifest.js';
 import { BUILD_ID_RE } from '../templates/manifest.js';
 
 export const SANDBOX_ID_RE = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -39,6 +40,10 @@ export interface ValidSpec {
   envdAccessToken: string;
   /** sha256 (hex) of the traffic access token the control plane sent with Create; '' = public. */
   trafficTokenSha256: string;
+  /** Start from this snapshot ('' = from the template). */
+  snapshotId: string;
+  /** With snapshotId: filesystem only, boot afresh. */
+  cold: boolean;
 }
 
 export function validateSandboxId(id: string): string[] {
@@ -80,6 +85,8 @@ export function validateSpec(
   if (envBytes > MAX_ENV_BYTES) v.push(`env_vars: larger than ${MAX_ENV_BYTES} bytes`);
   if (Object.keys(spec.metadata).length > MAX_METADATA) v.push(`metadata: at most ${MAX_METADATA} entries`);
   if (spec.envdAccessToken.length > 512) v.push('envd_access_token: too long');
+  if (spec.snapshotId !== '' && !SNAPSHOT_ID_RE.test(spec.snapshotId)) v.push(`snapshot_id: must be empty or match ${SNAPSHOT_ID_RE.source}`);
+  if (spec.cold && spec.snapshotId === '') v.push('cold: only meaningful with snapshot_id');
   if (v.length > 0) throw new InvalidArgument(v);
   return {
     sandboxId: spec.sandboxId,
@@ -96,5 +103,7 @@ export function validateSpec(
     allowInternetAccess: spec.allowInternetAccess,
     envdAccessToken: spec.envdAccessToken,
     trafficTokenSha256,
+    snapshotId: spec.snapshotId,
+    cold: spec.cold,
   };
 }

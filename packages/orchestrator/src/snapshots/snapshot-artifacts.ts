@@ -1,0 +1,90 @@
+// Moving a snapshot's two artifacts between a node and cluster storage (content-addressed, verified): the
+// upper-dir layer tar as a file, the CRIU image dir as a plain tar streamed in and out (no temp copy).
+
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BlobNotFound, getArtifact, putArtifact, type BlobStore } from '@cove/storage';
+import { SnapshotCorrupt } from '../errors.js';
+
+export interface ArtifactRef {
+  sha256: string;
+  size: number;
+}
+
+export async function storeFile(store: BlobStore, file: string): Promise<ArtifactRef> {
+  const put = await putArtifact(store, createReadStream(file));
+  return { sha256: put.sha256, size: put.size };
+}
+
+function tar(args: string[]): { child: ReturnType<typeof spawn>; exited: Promise<number | null>; stderr: () => string } {
+  const child = spawn('tar', args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' } });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => {
+    if (err.length < 4096) err += c;
+  });
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  return { child, exited, stderr: () => err };
+}
+
+/** Streams `dir` as a tar into storage. */
+export async function storeDirTar(store: BlobStore, dir: string): Promise<ArtifactRef> {
+  const t = tar(['-c', '-f', '-', '-C', dir, '--numeric-owner', '.']);
+  t.child.stdin!.end();
+  const put = putArtifact(store, t.child.stdout as Readable);
+  const [code, stored] = await Promise.all([t.exited, put.catch((e: unknown) => e as Error)]);
+  if (stored instanceof Error) throw stored;
+  if (code !== 0) throw new Error(`tar -c ${dir} exited ${code}: ${t.stderr().trim()}`);
+  return { sha256: stored.sha256, size: stored.size };
+}
+
+/** A stream of the artifact's bytes that fails with SnapshotCorrupt when they do not hash to `ref`. */
+async function verified(store: BlobStore, ref: ArtifactRef, snapshotId: string): Promise<{ body: Readable; check: Transform }> {
+  let body: Readable;
+  try {
+    body = await getArtifact(store, ref.sha256);
+  } catch (err) {
+    if (err instanceof BlobNotFound) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is missing from cluster storage`);
+    throw err;
+  }
+  const hash = createHash('sha256');
+  let size = 0;
+  const check = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+    flush(cb) {
+      const got = hash.digest('hex');
+      cb(got === ref.sha256 && size === ref.size ? null : new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} hashes to ${got} (${size} bytes)`));
+    },
+  });
+  return { body, check };
+}
+
+export async function fetchToFile(store: BlobStore, ref: ArtifactRef, dest: string, snapshotId: string): Promise<void> {
+  const { body, check } = await verified(store, ref, snapshotId);
+  await pipeline(body, check, createWriteStream(dest, { mode: 0o600 }));
+}
+
+/** Unpacks a tar artifact into `dir` (created): fetched and verified into `spool` first, then unpacked. */
+export async function fetchTarToDir(store: BlobStore, ref: ArtifactRef, dir: string, spool: string, snapshotId: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o711 });
+  try {
+    await fetchToFile(store, ref, spool, snapshotId);
+    const t = tar(['-x', '-f', spool, '-C', dir, '--numeric-owner', '-p']);
+    t.child.stdin!.end();
+    t.child.stdout!.resume();
+    const code = await t.exited;
+    if (code !== 0) throw new SnapshotCorrupt(snapshotId, `its image tar does not unpack: ${t.stderr().trim().slice(0, 300)}`);
+  } finally {
+    await rm(spool, { force: true });
+  }
+}

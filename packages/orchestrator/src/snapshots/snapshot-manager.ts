@@ -1,0 +1,452 @@
+// Pause, persistent snapshots and starts from a snapshot on this node (docs/pause-resume.md, "Orchestrator").
+//
+// Crash safety: before a pause touches the slot, the sandbox's record gets its intent (`pausing`). From the
+// dump on, a pause only ever goes forward: the dumped images and the slot's disk stay on this node until the
+// manifest is committed in cluster storage, and a failure (storage down, node restart) leaves a *pending* pause
+// that a repeated Pause naming the same snapshot, or the next start of the node, completes. Before the dump
+// nothing has changed: a failed dump leaves the sandbox running. So at every moment the sandbox is either
+// running, or its complete state is on this node's disk or in cluster storage.
+//
+// Cache: a paused slot (its disk and images) stays here after the commit, so a resume on this node restores
+// in place without reading storage; at most `maxPausedSlots` are kept, the oldest go first (the snapshot stays
+// in storage). Local files of snapshots whose manifest disappeared are swept.
+
+import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BlobStore } from '@cove/storage';
+import type { Logger } from 'pino';
+import { dumpCompleted } from '../checkpoint/criu.js';
+import { CheckpointFailed, InvalidArgument, SandboxBusy, SandboxNotFound, SnapshotCorrupt } from '../errors.js';
+import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
+import type { InitDefaults, SandboxManager, SnapshotSlots } from '../sandboxes/sandbox-manager.js';
+import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
+import type { SandboxStore } from '../sandboxes/sandbox-store.js';
+import { runStartAndReady } from '../sandboxes/template-start.js';
+import type { ValidSpec } from '../sandboxes/validate-spec.js';
+import type { TemplateResolver } from '../templates/resolver.js';
+import { fetchTarToDir, fetchToFile, storeDirTar, storeFile } from './snapshot-artifacts.js';
+import { readSnapshotManifest, SNAPSHOT_ID_RE, snapshotManifestKey, writeSnapshotManifest, type SnapshotManifest } from './snapshot-manifest.js';
+import { deleteUnreferenced } from './snapshot-gc.js';
+
+export interface SnapshotManagerOptions {
+  dataDir: string;
+  nodeId: string;
+  runtime: SandboxRuntime;
+  manager: SandboxManager;
+  store: SandboxStore;
+  blobs: BlobStore;
+  resolver: TemplateResolver;
+  readyTimeoutMs: number;
+  maxPausedSlots: number;
+  log: Logger;
+}
+
+export interface PauseResult {
+  manifest: SnapshotManifest;
+  /** How long the sandbox's processes were stopped. */
+  pauseMs: number;
+}
+
+type Pausing = NonNullable<SandboxRecord['pausing']>;
+
+export class SnapshotManager implements SnapshotSlots {
+  /** snapshot id → slot id of paused slots kept in place, oldest first. */
+  private readonly paused = new Map<string, string>();
+  /** Pauses past their dump whose commit failed, by sandbox id: a Pause of the same snapshot finishes them. */
+  private readonly pending = new Map<string, SandboxRecord & { pausing: Pausing }>();
+  /** Snapshot ids a pause or snapshot is working on right now (the sweep leaves their files alone). */
+  private readonly active = new Set<string>();
+  /** Artifact downloads in flight, by snapshot id. */
+  private readonly fetches = new Map<string, Promise<void>>();
+  private readonly log: Logger;
+
+  constructor(private readonly o: SnapshotManagerOptions) {
+    this.log = o.log;
+  }
+
+  dirOf(snapshotId: string): string {
+    return join(this.o.dataDir, 'snapshots', snapshotId);
+  }
+
+  private imagesOf(snapshotId: string): string {
+    return join(this.dirOf(snapshotId), 'images');
+  }
+
+  private upperOf(snapshotId: string): string {
+    return join(this.dirOf(snapshotId), 'upper.tar');
+  }
+
+  private checkIds(sandboxId: string, snapshotId: string): void {
+    const v: string[] = [];
+    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(sandboxId)) v.push('sandbox_id: required');
+    if (!SNAPSHOT_ID_RE.test(snapshotId)) v.push(`snapshot_id: must match ${SNAPSHOT_ID_RE.source}`);
+    if (v.length) throw new InvalidArgument(v);
+  }
+
+  async pause(sandboxId: string, snapshotId: string, memory: boolean): Promise<PauseResult> {
+    this.checkIds(sandboxId, snapshotId);
+    const pending = this.pending.get(sandboxId);
+    if (pending) {
+      if (pending.pausing.snapshotId !== snapshotId) throw new SandboxBusy(sandboxId, `being paused as snapshot ${pending.pausing.snapshotId}`);
+      return { manifest: await this.commit(pending), pauseMs: 0 };
+    }
+    if (!this.o.manager.get(sandboxId) && !this.o.manager.isBusy(sandboxId)) {
+      // Idempotent: the pause already happened (its answer may have been lost).
+      const done = await readSnapshotManifest(this.o.blobs, snapshotId).catch(() => undefined);
+      if (done && done.sandboxId === sandboxId) return { manifest: done, pauseMs: 0 };
+    }
+    const record = this.o.manager.detach(sandboxId, 'being paused');
+    const started = Date.now();
+    const intent = { ...record, pausing: { snapshotId, memory, keepRunning: false } };
+    this.active.add(snapshotId);
+    try {
+      await this.stop(intent);
+      const manifest = await this.commit(intent);
+      return { manifest, pauseMs: Date.now() - started };
+    } finally {
+      this.active.delete(snapshotId);
+    }
+  }
+
+  /**
+   * Records the intent, then stops the sandbox's processes (a CRIU dump, or SIGKILL without memory). A failure
+   * before the processes are gone puts the sandbox back, running, and throws CheckpointFailed.
+   */
+  private async stop(intent: SandboxRecord & { pausing: Pausing }): Promise<void> {
+    const { sandboxId, slotId } = intent;
+    const { snapshotId, memory } = intent.pausing;
+    const dir = this.dirOf(snapshotId);
+    try {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true, mode: 0o711 });
+      await this.o.store.save(intent);
+      if (memory) await this.o.runtime.checkpoint(slotId, this.imagesOf(snapshotId));
+      else await this.o.runtime.halt(slotId);
+    } catch (err) {
+      if (await this.o.runtime.isAlive(slotId).catch(() => false)) {
+        const { pausing: _, ...running } = intent;
+        await this.o.store.save(running).catch((e: unknown) => this.log.error({ err: e, sandboxId }, 'clearing the pause intent failed'));
+        this.o.manager.reattach(running);
+        throw new CheckpointFailed(sandboxId, { cause: err });
+      }
+      // The processes are gone without a complete dump: only the filesystem can still be kept.
+      this.log.error({ err, sandboxId, snapshotId }, 'the dump failed and the processes are gone; pausing the filesystem only');
+      intent.pausing.memory = false;
+      this.pending.set(sandboxId, intent);
+      await this.o.store.save(intent).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Stores the artifacts, writes the manifest (the commit), then lets the sandbox go. Pending on failure. */
+  private async commit(intent: SandboxRecord & { pausing: Pausing }): Promise<SnapshotManifest> {
+    const { sandboxId, slotId } = intent;
+    const { snapshotId, memory, keepRunning } = intent.pausing;
+    const log = this.log.child({ sandboxId, snapshotId });
+    let manifest: SnapshotManifest;
+    try {
+      manifest = await this.store(intent);
+      await writeSnapshotManifest(this.o.blobs, manifest);
+    } catch (err) {
+      if (!keepRunning) {
+        this.pending.set(sandboxId, intent);
+        log.warn({ err }, 'pause not committed yet; a repeated Pause or the next start finishes it');
+      }
+      throw err;
+    }
+    this.pending.delete(sandboxId);
+    if (keepRunning) return manifest;
+    await this.o.store.remove(sandboxId);
+    this.o.manager.release(sandboxId);
+    if (memory) this.keepPausedSlot(snapshotId, slotId);
+    else await this.o.runtime.destroy(slotId).catch((err: unknown) => log.error({ err, slotId }, 'destroying a paused slot failed'));
+    log.info({ memory, upperBytes: manifest.upper.size, memoryBytes: manifest.memory?.size ?? 0 }, 'sandbox paused');
+    return manifest;
+  }
+
+  /** Exports the writable layer (once) and puts both artifacts into cluster storage. */
+  private async store(intent: SandboxRecord & { pausing: Pausing }): Promise<SnapshotManifest> {
+    const { snapshotId, memory } = intent.pausing;
+    const upperFile = this.upperOf(snapshotId);
+    if (!(await exists(upperFile))) {
+      await this.o.runtime.exportUpper(intent.slotId, `${upperFile}.tmp`);
+      await rename(`${upperFile}.tmp`, upperFile);
+    }
+    const [upper, images] = await Promise.all([
+      storeFile(this.o.blobs, upperFile),
+      memory ? storeDirTar(this.o.blobs, this.imagesOf(snapshotId)) : Promise.resolve(null),
+    ]);
+    return {
+      version: 1,
+      snapshotId,
+      sandboxId: intent.sandboxId,
+      teamId: intent.teamId,
+      templateId: intent.templateId,
+      buildId: intent.buildId,
+      vcpu: intent.vcpu,
+      memoryMb: intent.memoryMb,
+      diskMb: intent.diskMb,
+      envVars: intent.envVars,
+      upper,
+      memory: images,
+      initToken: memory ? await this.initTokenOf(intent.slotId) : '',
+      envdVersion: intent.envdVersion,
+      nodeId: this.o.nodeId,
+      createdAt: new Date().toISOString(),
+    };
+  }
+
+  private async initTokenOf(slotId: string): Promise<string> {
+    const rt = this.o.runtime as SandboxRuntime & { listRecords?: () => Promise<Array<{ slotId: string; initToken: string }>> };
+    const rec = (await rt.listRecords?.())?.find((r) => r.slotId === slotId);
+    if (!rec) throw new Error(`slot ${slotId} has no record`);
+    return rec.initToken;
+  }
+
+  /** A persistent snapshot: pause, then the sandbox runs on in place (restored right after the dump). */
+  async snapshot(sandboxId: string, snapshotId: string): Promise<PauseResult & { record: SandboxRecord }> {
+    this.checkIds(sandboxId, snapshotId);
+    const record = this.o.manager.detach(sandboxId, 'being snapshotted');
+    const started = Date.now();
+    const intent = { ...record, pausing: { snapshotId, memory: true, keepRunning: true } };
+    this.active.add(snapshotId);
+    try {
+      await this.stop(intent);
+      let running: SandboxRecord;
+      try {
+        await this.o.runtime.exportUpper(record.slotId, `${this.upperOf(snapshotId)}.tmp`);
+        await rename(`${this.upperOf(snapshotId)}.tmp`, this.upperOf(snapshotId));
+      } finally {
+        running = await this.restoreInPlace(intent);
+      }
+      const pauseMs = Date.now() - started;
+      const manifest = await this.commit({ ...running, pausing: intent.pausing });
+      this.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken');
+      return { manifest, pauseMs, record: running };
+    } finally {
+      this.active.delete(snapshotId);
+    }
+  }
+
+  /** Restores a dumped sandbox into its own slot and puts it back on the routing table. */
+  private async restoreInPlace(intent: SandboxRecord & { pausing: Pausing }): Promise<SandboxRecord> {
+    const { pid } = await this.o.runtime.restore(intent.slotId, this.imagesOf(intent.pausing.snapshotId));
+    const { pausing: _, ...running } = { ...intent, pid };
+    await this.o.store.save(running);
+    this.o.manager.reattach(running);
+    return running;
+  }
+
+  private keepPausedSlot(snapshotId: string, slotId: string): void {
+    this.paused.set(snapshotId, slotId);
+    while (this.paused.size > this.o.maxPausedSlots) {
+      const [oldest, oldSlot] = this.paused.entries().next().value as [string, string];
+      this.paused.delete(oldest);
+      void this.o.runtime.destroy(oldSlot).catch((err: unknown) => this.log.warn({ err, slotId: oldSlot }, 'dropping a cached paused slot failed'));
+    }
+  }
+
+  /** SnapshotSlots: the slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
+  async slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }> {
+    const m = await readSnapshotManifest(this.o.blobs, spec.snapshotId);
+    const cold = spec.cold || m.memory === null;
+    const defaults = await this.defaultsOf(m);
+    const init: InitDefaults = { ...defaults, envVars: { ...m.envVars, ...spec.envVars } };
+    const inPlace = this.paused.get(m.snapshotId);
+    if (!cold && inPlace && spec.sandboxId === m.sandboxId) {
+      this.paused.delete(m.snapshotId);
+      try {
+        await this.o.runtime.restore(inPlace, this.imagesOf(m.snapshotId));
+        const slot = (await this.o.runtime.listSlots()).find((s) => s.slotId === inPlace);
+        if (slot) return { slot, init };
+      } catch (err) {
+        log.warn({ err, slotId: inPlace }, 'restoring the paused slot in place failed; restoring from the snapshot');
+      }
+      await this.o.runtime.destroy(inPlace).catch(() => undefined);
+    }
+    await this.fetch(m, cold);
+    const build = m.buildId ? await this.o.resolver.resolve(m.templateId, m.buildId) : undefined;
+    try {
+      const base = {
+        templateId: m.templateId,
+        ...(build ? { layers: build.layers } : {}),
+        diskMb: m.diskMb,
+        limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
+        upperTar: this.upperOf(m.snapshotId),
+      };
+      if (!cold) {
+        const slot = await this.o.runtime.restoreSnapshot({ ...base, imageDir: this.imagesOf(m.snapshotId), initToken: m.initToken });
+        return { slot, init };
+      }
+      const slot = await this.o.runtime.boot(base);
+      if (build) {
+        try {
+          await runStartAndReady({ address: slot.address, manifest: build.manifest, readyTimeoutMs: this.o.readyTimeoutMs, log });
+        } catch (err) {
+          await this.o.runtime.destroy(slot.slotId).catch(() => undefined);
+          throw err;
+        }
+      }
+      return { slot, init };
+    } finally {
+      build?.release();
+    }
+  }
+
+  private async defaultsOf(m: SnapshotManifest): Promise<InitDefaults> {
+    if (!m.buildId) return { envVars: {}, user: 'user', workdir: '/home/user' };
+    const b = await this.o.resolver.manifest(m.templateId, m.buildId);
+    return { envVars: {}, user: b.user, workdir: b.workdir };
+  }
+
+  /** Makes the snapshot's artifacts present in its local dir (one download per snapshot at a time). */
+  private fetch(m: SnapshotManifest, cold: boolean): Promise<void> {
+    const key = `${m.snapshotId}/${cold ? 'fs' : 'mem'}`;
+    let p = this.fetches.get(key);
+    if (!p) {
+      p = this.download(m, cold).finally(() => this.fetches.delete(key));
+      this.fetches.set(key, p);
+    }
+    return p;
+  }
+
+  private async download(m: SnapshotManifest, cold: boolean): Promise<void> {
+    const dir = this.dirOf(m.snapshotId);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    const upper = this.upperOf(m.snapshotId);
+    if (!(await exists(upper))) {
+      await fetchToFile(this.o.blobs, m.upper, `${upper}.part`, m.snapshotId).catch(async (err: unknown) => {
+        await rm(`${upper}.part`, { force: true });
+        throw err;
+      });
+      await rename(`${upper}.part`, upper);
+    }
+    const images = this.imagesOf(m.snapshotId);
+    if (!cold && m.memory && !(await exists(join(images, 'cove-checkpoint.json')))) {
+      const part = `${images}.part`;
+      await rm(part, { recursive: true, force: true });
+      try {
+        await fetchTarToDir(this.o.blobs, m.memory, part, join(dir, 'images.tar.part'), m.snapshotId);
+      } catch (err) {
+        await rm(part, { recursive: true, force: true });
+        throw err;
+      }
+      await rm(images, { recursive: true, force: true });
+      await rename(part, images);
+    }
+  }
+
+  /** Removes snapshots from storage (manifest, then artifacts nothing else references) and from this node. */
+  async delete(snapshotIds: string[]): Promise<void> {
+    for (const id of snapshotIds) {
+      if (!SNAPSHOT_ID_RE.test(id)) continue;
+      const m = await readSnapshotManifest(this.o.blobs, id).catch((err: unknown) => {
+        if (err instanceof SnapshotCorrupt) return null;
+        return undefined;
+      });
+      await this.o.blobs.delete(snapshotManifestKey(id));
+      if (m) await deleteUnreferenced(this.o.blobs, [m.upper.sha256, ...(m.memory ? [m.memory.sha256] : [])], this.log);
+      await this.dropLocal(id);
+      this.log.info({ snapshotId: id }, 'snapshot deleted');
+    }
+  }
+
+  private async dropLocal(snapshotId: string): Promise<void> {
+    const slot = this.paused.get(snapshotId);
+    if (slot) {
+      this.paused.delete(snapshotId);
+      await this.o.runtime.destroy(slot).catch((err: unknown) => this.log.warn({ err, slotId: slot }, 'destroying a cached paused slot failed'));
+    }
+    await rm(this.dirOf(snapshotId), { recursive: true, force: true });
+  }
+
+  /**
+   * After a restart: settles every sandbox record that carries a pause intent (see the file comment) and
+   * re-registers paused slots kept in place. Returns the slot ids to keep. Call after the running sandboxes
+   * were re-adopted, before orphan clean-up.
+   */
+  async recover(records: SandboxRecord[]): Promise<string[]> {
+    const keep: string[] = [];
+    for (const r of records) {
+      if (!r.pausing) continue;
+      const intent = r as SandboxRecord & { pausing: Pausing };
+      const { snapshotId, memory } = intent.pausing;
+      const log = this.log.child({ sandboxId: r.sandboxId, snapshotId });
+      keep.push(r.slotId);
+      // A criu that outlived the orchestrator finishes first; its log says whether the dump completed.
+      const dumped = memory && (await dumpCompleted(this.imagesOf(snapshotId)));
+      if (await this.o.runtime.isAlive(r.slotId).catch(() => false)) {
+        // The dump never happened or failed (criu resumes the tree then): the sandbox simply runs on.
+        const { pausing: _, ...running } = intent;
+        await this.o.store.save(running);
+        this.o.manager.adopt(running);
+        log.info('an interrupted pause left the sandbox running');
+        continue;
+      }
+      // The processes are gone without a complete dump: only the filesystem is left to keep.
+      if (memory && !dumped) intent.pausing.memory = false;
+      if (intent.pausing.keepRunning && dumped) {
+        try {
+          this.o.manager.holdBusy(r.sandboxId, 'being restored');
+          await this.restoreInPlace(intent);
+          log.info('an interrupted snapshot was rolled back; the sandbox runs');
+          continue;
+        } catch (err) {
+          log.error({ err }, 'restoring after an interrupted snapshot failed; pausing the sandbox instead');
+        }
+      }
+      intent.pausing.keepRunning = false;
+      this.o.manager.holdBusy(r.sandboxId, 'being paused');
+      try {
+        await this.commit(intent);
+        log.info('an interrupted pause was completed');
+      } catch (err) {
+        log.warn({ err }, 'completing an interrupted pause failed; a repeated Pause retries it');
+      }
+    }
+    // Paused slots kept in place: dead slots whose checkpoint dir is one of our committed snapshots.
+    const rt = this.o.runtime as SandboxRuntime & { listRecords?: () => Promise<Array<{ slotId: string; checkpointDir?: string | null }>> };
+    for (const rec of (await rt.listRecords?.()) ?? []) {
+      const id = rec.checkpointDir?.match(/\/snapshots\/([a-z0-9-]+)\/images$/)?.[1];
+      if (!id || rec.checkpointDir !== this.imagesOf(id) || keep.includes(rec.slotId)) continue;
+      if (await this.o.runtime.isAlive(rec.slotId)) continue;
+      if (!(await this.o.blobs.exists(snapshotManifestKey(id)).catch(() => false))) continue;
+      this.keepPausedSlot(id, rec.slotId);
+      keep.push(rec.slotId);
+    }
+    // Slots of completed pauses without memory were destroyed by commit(); keeping their id is harmless.
+    return keep;
+  }
+
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+
+  startSweeping(intervalMs: number): void {
+    this.sweeper ??= setInterval(() => {
+      this.sweeping ??= this.sweep()
+        .catch((err: unknown) => this.log.warn({ err }, 'snapshot sweep failed'))
+        .finally(() => (this.sweeping = undefined));
+    }, intervalMs).unref();
+  }
+
+  async stopSweeping(): Promise<void> {
+    clearInterval(this.sweeper);
+    this.sweeper = undefined;
+    await this.sweeping;
+  }
+
+  /** Drops local copies and paused slots of snapshots whose manifest is gone (deleted through another node). */
+  async sweep(): Promise<void> {
+    const ids = await readdir(join(this.o.dataDir, 'snapshots')).catch(() => [] as string[]);
+    for (const id of ids) {
+      if (!SNAPSHOT_ID_RE.test(id) || this.active.has(id) || [...this.pending.values()].some((p) => p.pausing.snapshotId === id)) continue;
+      if (await this.o.blobs.exists(snapshotManifestKey(id)).catch(() => true)) continue;
+      await this.dropLocal(id);
+      this.log.info({ snapshotId: id }, 'dropped the local copy of a deleted snapshot');
+    }
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}

@@ -1,0 +1,203 @@
+// Pause, resume and snapshots through the orchestrator's RPC, with two real nodes (own runtimes, data dirs,
+// subnets) sharing one cluster storage: a sandbox paused on node A resumes on node B with its processes,
+// memory, cwd, env and files, and its http server answers through B's proxy; a resume on the pausing node
+// restores in place; memory:false reboots; persistent snapshots start new sandboxes; bad input and missing or
+// corrupt snapshots get the documented codes; a pause whose commit fails is finished by a repeated Pause.
+
+import assert from 'node:assert/strict';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { findCriu } from '../src/checkpoint/criu.js';
+import { hogScript } from './checkpoint-fixture.js';
+import {
+  ENVD_BUNDLE,
+  exists,
+  instance,
+  processClient,
+  rpcClients,
+  runInSandbox,
+  spec,
+  startOrchestrator,
+  teardown,
+  viaProxy,
+  waitFor,
+  type Running,
+} from './orchestrator-fixture.js';
+
+const A = instance('covtp1', 'tp1-', '10.214.0.0/16');
+const B = instance('covtp2', 'tp2-', '10.215.0.0/16');
+const STORAGE = '/var/tmp/cove-orch-test/pause-storage';
+/** The local driver keeps objects under objects/<key>. */
+const OBJECTS = join(STORAGE, 'objects');
+const criu = await findCriu();
+const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
+const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
+
+async function code(p: Promise<unknown>): Promise<Code | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
+}
+
+async function counter(node: Running, sandboxId: string): Promise<{ n: number; digest: string; cwd: string; mark: string } | null> {
+  const r = await viaProxy(node.proxyUrl, sandboxId, 8080, '/counter').catch(() => null);
+  if (!r || r.status !== 200) return null;
+  const [n, digest, cwd, mark] = r.body.trim().split(' ');
+  return { n: Number(n), digest: digest ?? '', cwd: cwd ?? '', mark: mark ?? '' };
+}
+
+describe('pause and resume across two orchestrators', { timeout: 300_000, skip }, () => {
+  let a: Running;
+  let b: Running;
+  const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1' };
+
+  before(async () => {
+    await Promise.all([teardown(A), teardown(B), rm(STORAGE, { recursive: true, force: true })]);
+    await mkdir(STORAGE, { recursive: true });
+    [a, b] = await Promise.all([startOrchestrator(A, env), startOrchestrator(B, env)]);
+  });
+
+  after(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await Promise.all([teardown(A), teardown(B)]);
+    await rm(STORAGE, { recursive: true, force: true });
+  });
+
+  /** A sandbox on `node` running the counter (python, ~20 MB) and an http server, started through envd. */
+  async function busySandbox(node: Running, sandboxId: string): Promise<void> {
+    await rpcClients(node.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId, envdAccessToken: `tok-${sandboxId}`, envVars: { SBX: sandboxId } }) });
+    const p = processClient(node.proxyUrl, sandboxId, `tok-${sandboxId}`);
+    const hog = Buffer.from(hogScript(20)).toString('base64');
+    const r = await runInSandbox(
+      p,
+      `mkdir -p /tmp/www /home/user/work && echo ${hog} | base64 -d > /tmp/hog.py && echo kept > /home/user/work/note && ` +
+        `cd /home/user/work && (HOG_MARK=$SBX nohup python3 /tmp/hog.py >/dev/null 2>&1 &) && ` +
+        `(nohup python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 &)`,
+    );
+    assert.equal(r.exitCode, 0);
+    assert.ok(await waitFor(async () => ((await counter(node, sandboxId))?.n ?? 0) > 3, 20_000), 'counter and http server up');
+  }
+
+  it('pauses on A and resumes on B: processes, memory, cwd, env, files and the http server come back', async () => {
+    await busySandbox(a, 'pz1');
+    const before = (await counter(a, 'pz1'))!;
+    const started = Date.now();
+    const paused = await rpcClients(a.rpcUrl).sandboxes.pause({ sandboxId: 'pz1', snapshotId: 'snap-pz1', memory: true });
+    const pauseMs = Date.now() - started;
+    assert.equal(paused.snapshot?.snapshotId, 'snap-pz1');
+    assert.equal(paused.snapshot?.memory, true);
+    assert.ok(Number(paused.snapshot?.sizeBytes) > 20 * 1024 * 1024, 'the memory image is in the snapshot');
+    assert.ok(!(await rpcClients(a.rpcUrl).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === 'pz1'), 'off node A');
+    assert.equal((await viaProxy(a.proxyUrl, 'pz1', 8080, '/counter')).status, 502);
+    // Idempotent: the same pause again answers OK; the sandbox is not paused twice.
+    const again = await rpcClients(a.rpcUrl).sandboxes.pause({ sandboxId: 'pz1', snapshotId: 'snap-pz1', memory: true });
+    assert.equal(again.snapshot?.pauseMs, 0);
+
+    const t = Date.now();
+    const res = await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz1', snapshotId: 'snap-pz1', envdAccessToken: 'tok-pz1' }) });
+    const resumeMs = Date.now() - t;
+    assert.match(res.sandbox!.address, /^10\.215\./);
+    const first = await counter(b, 'pz1');
+    assert.ok(first && first.n >= before.n, `the counter continues on B (${before.n} → ${first?.n})`);
+    assert.equal(first.cwd, '/home/user/work');
+    assert.equal(first.mark, 'pz1', 'its environment came along');
+    assert.equal(first.digest, before.digest, 'its 20 MB of memory came along');
+    const p = processClient(b.proxyUrl, 'pz1', 'tok-pz1');
+    const note = await runInSandbox(p, 'cat /home/user/work/note; echo $SBX; hostname');
+    assert.deepEqual(note.stdout.trim().split('\n'), ['kept', 'pz1', 'pz1'], 'files, env vars of new commands and the hostname');
+    console.log(`pause on A ${pauseMs} ms (node ${paused.snapshot?.pauseMs} ms), resume on B ${resumeMs} ms, snapshot ${(Number(paused.snapshot?.sizeBytes) / 1048576).toFixed(1)} MiB`);
+  });
+
+  it('resumes on the pausing node in place, at the same address', async () => {
+    const rpc = rpcClients(b.rpcUrl).sandboxes;
+    const address = (await rpc.list({})).sandboxes.find((s) => s.sandboxId === 'pz1')!.address;
+    await rpc.pause({ sandboxId: 'pz1', snapshotId: 'snap-pz1-b', memory: true });
+    const t = Date.now();
+    const res = await rpc.create({ sandbox: spec({ sandboxId: 'pz1', snapshotId: 'snap-pz1-b', envdAccessToken: 'tok-pz1' }) });
+    const ms = Date.now() - t;
+    assert.equal(res.sandbox!.address, address);
+    assert.ok(await waitFor(async () => (await counter(b, 'pz1')) !== null, 5000));
+    console.log(`in-place resume on B ${ms} ms`);
+  });
+
+  it('memory:false keeps the files only and boots envd again', async () => {
+    const rpc = rpcClients(b.rpcUrl).sandboxes;
+    const paused = await rpc.pause({ sandboxId: 'pz1', snapshotId: 'snap-pz1-fs', memory: false });
+    assert.equal(paused.snapshot?.memory, false);
+    await rpcClients(a.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz1', snapshotId: 'snap-pz1-fs', envdAccessToken: 'tok-pz1' }) });
+    const p = processClient(a.proxyUrl, 'pz1', 'tok-pz1');
+    const r = await runInSandbox(p, 'cat /home/user/work/note; pgrep -f [h]og[.]py >/dev/null && echo running || echo gone; echo $SBX');
+    assert.deepEqual(r.stdout.trim().split('\n'), ['kept', 'gone', 'pz1']);
+    assert.equal(await code(rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'pz1' })), 'ok');
+  });
+
+  it('a persistent snapshot leaves the sandbox running and starts new sandboxes elsewhere', async () => {
+    await busySandbox(a, 'pz2');
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    const snap = await rpc.snapshot({ sandboxId: 'pz2', snapshotId: 'persist-pz2' });
+    assert.equal(snap.sandbox?.sandboxId, 'pz2');
+    const n0 = (await counter(a, 'pz2'))!.n;
+    assert.ok(await waitFor(async () => ((await counter(a, 'pz2'))?.n ?? 0) > n0 + 5, 10_000), 'the original keeps running');
+    await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz2copy', snapshotId: 'persist-pz2', envdAccessToken: 'tok-copy' }) });
+    const c = await counter(b, 'pz2copy');
+    assert.ok(c && c.mark === 'pz2', 'the copy runs the snapshot\'s processes');
+    const hn = await runInSandbox(processClient(b.proxyUrl, 'pz2copy', 'tok-copy'), 'hostname');
+    assert.equal(hn.stdout.trim(), 'pz2copy');
+    // Two sandboxes at once from one snapshot on one node.
+    await Promise.all(
+      ['pz2c2', 'pz2c3'].map((id) => rpcClients(a.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: id, snapshotId: 'persist-pz2', envdAccessToken: 'tok' }) })),
+    );
+    assert.ok(await counter(a, 'pz2c2'));
+    assert.ok(await counter(a, 'pz2c3'));
+    for (const [node, id] of [[b, 'pz2copy'], [a, 'pz2c2'], [a, 'pz2c3'], [a, 'pz2']] as const) await rpcClients(node.rpcUrl).sandboxes.delete({ sandboxId: id });
+  });
+
+  it('answers bad input, missing and corrupt snapshots with the documented codes', async () => {
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    assert.equal(await code(rpc.pause({ sandboxId: 'nosuch', snapshotId: 'x1', memory: true })), Code.NotFound);
+    assert.equal(await code(rpc.pause({ sandboxId: 'pz1', snapshotId: 'Bad/Id', memory: true })), Code.InvalidArgument);
+    assert.equal(await code(rpc.snapshot({ sandboxId: 'nosuch', snapshotId: 'x2' })), Code.NotFound);
+    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'm1', snapshotId: 'never-made' }) })), Code.NotFound);
+    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'm1', cold: true }) })), Code.InvalidArgument);
+    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'm1', snapshotId: '../etc' }) })), Code.InvalidArgument);
+    // Corrupt: the memory image's bytes change in storage.
+    await busySandbox(a, 'pz3');
+    const paused = await rpc.pause({ sandboxId: 'pz3', snapshotId: 'snap-pz3', memory: true });
+    assert.ok(paused.snapshot);
+    const artifacts = join(OBJECTS, 'artifacts', 'sha256');
+    const manifest = JSON.parse(await readFile(join(OBJECTS, 'snapshots', 'snap-pz3', 'manifest.json'), 'utf8')) as { memory: { sha256: string } };
+    const file = join(artifacts, manifest.memory.sha256.slice(0, 2), manifest.memory.sha256);
+    await writeFile(file, 'not the image');
+    assert.equal(await code(rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.DataLoss);
+    assert.ok(!(await rpcClients(b.rpcUrl).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === 'pz3'), 'nothing left on B');
+    // DeleteSnapshots removes it from storage and from A's cache; a resume then is NOT_FOUND.
+    await rpc.deleteSnapshots({ snapshotIds: ['snap-pz3', 'never-made'] });
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz3', 'manifest.json')), false);
+    assert.equal(await exists(file), false, 'its unreferenced memory image is deleted too');
+    assert.equal(await exists(join(A.dataDir, 'snapshots', 'snap-pz3')), false);
+    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.NotFound);
+  });
+
+  it('a pause whose commit fails is pending; a repeated Pause finishes it and nothing is lost', async () => {
+    await busySandbox(a, 'pz4');
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    // Storage refuses writes (a file where the snapshots dir must go; root ignores modes).
+    await rm(join(OBJECTS, 'snapshots'), { recursive: true, force: true });
+    await writeFile(join(OBJECTS, 'snapshots'), 'blocked');
+    const failed = await code(rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true }));
+    assert.notEqual(failed, 'ok');
+    assert.equal(await code(rpc.pause({ sandboxId: 'pz4', snapshotId: 'other-id', memory: true })), Code.FailedPrecondition, 'another pause of it is refused');
+    assert.equal(await code(rpc.delete({ sandboxId: 'pz4' })), Code.FailedPrecondition);
+    await rm(join(OBJECTS, 'snapshots'));
+    const done = await rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
+    assert.equal(done.snapshot?.snapshotId, 'snap-pz4');
+    await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz4', snapshotId: 'snap-pz4', envdAccessToken: 'tok-pz4' }) });
+    assert.equal((await counter(b, 'pz4'))?.mark, 'pz4');
+    await rpcClients(b.rpcUrl).sandboxes.delete({ sandboxId: 'pz4' });
+  });
+});
