@@ -3,7 +3,9 @@
 // can run beside each other and beside the runtime's own tests. Templates come from the cache the runtime
 // tests share, so only the first run anywhere builds `base`.
 
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { access, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -215,4 +217,39 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
 
 export async function recordOf(i: Instance, sandboxId: string): Promise<{ slotId: string; address: string }> {
   return JSON.parse(await readFile(join(i.dataDir, 'orchestrator', `node-${i.instance}`, 'sandboxes', `${sandboxId}.json`), 'utf8'));
+}
+
+export interface Child {
+  proc: ChildProcess;
+  rpcUrl: string;
+  proxyUrl: string;
+  exited: Promise<unknown>;
+}
+
+/** Start `node dist/src/main.js` as its own process and wait for its "orchestrator listening" log line (ports are 0). */
+export async function startChildOrchestrator(i: Instance, extra: Record<string, string> = {}): Promise<Child> {
+  const proc = spawn(process.execPath, [join(PACKAGE_DIR, 'dist', 'src', 'main.js')], {
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...nodeEnv(i, { COVE_LOG_LEVEL: 'info', ...extra }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = once(proc, 'exit');
+  let stderr = '';
+  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const lines = createInterface({ input: proc.stdout! });
+  const ports = await new Promise<{ rpcPort: number; proxyPort: number }>((resolve, reject) => {
+    lines.on('line', (line) => {
+      try {
+        const rec = JSON.parse(line) as { msg?: string; rpcPort?: number; proxyPort?: number };
+        if (rec.msg === 'orchestrator listening') resolve({ rpcPort: rec.rpcPort!, proxyPort: rec.proxyPort! });
+      } catch {
+        /* not a log line */
+      }
+    });
+    void exited.then(([code]) => reject(new Error(`orchestrator exited with ${String(code)} before listening: ${stderr}`)));
+  });
+  // Keep draining stdout so the child never blocks on a full pipe; COVE_TEST_CHILD_ERRORS=1 shows its errors.
+  lines.on('line', (l) => {
+    if (process.env['COVE_TEST_CHILD_ERRORS'] && /"level":(50|60)/.test(l)) console.error(l.slice(0, 3000));
+  });
+  return { proc, rpcUrl: `http://127.0.0.1:${ports.rpcPort}`, proxyUrl: `http://127.0.0.1:${ports.proxyPort}`, exited };
 }

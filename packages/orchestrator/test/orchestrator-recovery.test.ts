@@ -2,17 +2,14 @@
 // re-adopts the live ones (routes, end times), kills those whose end time passed while it was down, and
 // destroys slots nobody owns (the warm pool's). A clean SIGTERM also leaves sandboxes running.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import {
-  PACKAGE_DIR,
   instance,
-  nodeEnv,
+  startChildOrchestrator,
+  type Child,
   processClient,
   recordOf,
   rpcClients,
@@ -25,40 +22,7 @@ import {
 } from './orchestrator-fixture.js';
 
 const I = instance('covtrec', 'ctc-', '10.238.0.0/16');
-const MAIN = join(PACKAGE_DIR, 'dist', 'src', 'main.js');
-
-interface Child {
-  proc: ChildProcess;
-  rpcUrl: string;
-  proxyUrl: string;
-  exited: Promise<unknown>;
-}
-
-/** Start `node dist/src/main.js` and wait for its "orchestrator listening" log line (ports are 0). */
-async function startChild(): Promise<Child> {
-  const proc = spawn(process.execPath, [MAIN], {
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...nodeEnv(I, { COVE_LOG_LEVEL: 'info' }) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const exited = once(proc, 'exit');
-  let stderr = '';
-  proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const lines = createInterface({ input: proc.stdout! });
-  const ports = await new Promise<{ rpcPort: number; proxyPort: number }>((resolve, reject) => {
-    lines.on('line', (line) => {
-      try {
-        const rec = JSON.parse(line) as { msg?: string; rpcPort?: number; proxyPort?: number };
-        if (rec.msg === 'orchestrator listening') resolve({ rpcPort: rec.rpcPort!, proxyPort: rec.proxyPort! });
-      } catch {
-        /* not a log line */
-      }
-    });
-    void exited.then(([code]) => reject(new Error(`orchestrator exited with ${String(code)} before listening: ${stderr}`)));
-  });
-  // Keep draining stdout so the child never blocks on a full pipe.
-  lines.on('line', () => undefined);
-  return { proc, rpcUrl: `http://127.0.0.1:${ports.rpcPort}`, proxyUrl: `http://127.0.0.1:${ports.proxyPort}`, exited };
-}
+const startChild = (): Promise<Child> => startChildOrchestrator(I);
 
 async function slotIds(): Promise<string[]> {
   return readdir(join(I.dataDir, 'slots')).catch(() => [] as string[]);

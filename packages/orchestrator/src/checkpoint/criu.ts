@@ -197,9 +197,10 @@ export async function checkpointSlot(o: {
     '--empty-ns', 'net',
     ...externals.flatMap((e) => ['--external', `mnt[${e.destination}]:${e.key}`]),
   ];
+  // Written first: a dump that completes after the orchestrator died (criu outlives it) is restorable too.
+  await writeFile(join(o.imagesDir, MANIFEST), JSON.stringify(manifest, null, 2));
   const code = await runCriu(o.criu, args, join(o.imagesDir, 'dump.log'));
   if (code !== 0) throw new CheckpointFailed(`criu dump exited ${code}`, await logTail(join(o.imagesDir, 'dump.log')));
-  await writeFile(join(o.imagesDir, MANIFEST), JSON.stringify(manifest, null, 2));
   await removeNet(o.net);
   return { ms: Date.now() - started, imageBytes: await dirBytes(o.imagesDir) };
 }

@@ -275,8 +275,13 @@ export class SnapshotManager implements SnapshotSlots {
         upperTar: this.upperOf(m.snapshotId),
       };
       if (!cold) {
-        const slot = await this.o.runtime.restoreSnapshot({ ...base, imageDir: this.imagesOf(m.snapshotId), initToken: m.initToken });
-        return { slot, init };
+        try {
+          const slot = await this.o.runtime.restoreSnapshot({ ...base, imageDir: this.imagesOf(m.snapshotId), initToken: m.initToken });
+          return { slot, init };
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== 'runtime_checkpoint_failed') throw err;
+          throw new SnapshotCorrupt(m.snapshotId, `its processes could not be restored (${(err as Error).message})`, { cause: err });
+        }
       }
       const slot = await this.o.runtime.boot(base);
       if (build) {
