@@ -9,7 +9,7 @@ import { componentEntry, repoRoot, statePaths, type StatePaths } from './paths.j
 import { RegistryClient } from '@cove/oci';
 import { loadOrCreateSecrets, REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
 import { running, start, stop } from './supervisor.js';
-import { clusterDirs, components, portsFor, registryUrl, type ComponentSpec, type Topology } from './topology.js';
+import { clusterDirs, components, orchestratorName, portsFor, registryUrl, type ComponentSpec, type NodeTopology, type Topology } from './topology.js';
 import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder } from './seed-image.js';
 import { waitForHttp } from './http-wait.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
@@ -20,6 +20,8 @@ export interface DeploymentOptions {
   portOffset: number;
   nodeDataDir: string;
   warmPool: string;
+  /** Orchestrator nodes on this machine (1-4). */
+  nodes?: number;
   /** Printer for progress lines. */
   say: (line: string) => void;
   /** How the seed image's rootfs tarball is made (tests pass a tiny one; default mmdebstrap). */
@@ -46,16 +48,37 @@ export function topologyOf(o: DeploymentOptions): Topology {
   // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16…
   const k = Math.round(o.portOffset / 100);
   if (k < 0 || k > 2 || o.portOffset % 100 !== 0) throw new Error('--port-offset must be 0, 100 or 200');
-  const instance = k === 0 ? 'cove' : `cove${o.portOffset}`;
+  const count = o.nodes ?? 1;
+  if (!Number.isInteger(count) || count < 1 || count > 4) throw new Error('--nodes must be between 1 and 4');
+  const ports = portsFor(o.portOffset);
+  // Node j > 0 of deployment k: ports 20·j above the first node's, subnet 10.(231 + 10k + j)/16, names with n<j>.
+  const nodes: NodeTopology[] = Array.from({ length: count }, (_, j) => {
+    const instance = `${k === 0 ? 'cove' : `cove${o.portOffset}`}${j === 0 ? '' : `n${j}`}`;
+    const dataDir = k === 0 ? o.nodeDataDir : `${o.nodeDataDir}-${o.portOffset}`;
+    return {
+      nodeId: `${hostname()}-${k === 0 ? 'node' : `node${o.portOffset}`}${j === 0 ? '' : `-${j + 1}`}`.toLowerCase().replace(/[^a-z0-9-]/g, '-'),
+      rpcPort: ports.orchestratorRpc + 20 * j,
+      proxyPort: ports.orchestratorProxy + 20 * j,
+      dataDir: j === 0 ? dataDir : `${dataDir}-n${j}`,
+      runtime: {
+        instance,
+        bridge: `${instance}0`,
+        vethPrefix: j === 0 ? (k === 0 ? 'cvh-' : `cv${k}-`) : `c${k}${j}-`,
+        subnet: `10.${231 + 10 * k + j}.0.0/16`,
+      },
+    };
+  });
+  const first = nodes[0]!;
   return {
-    ports: portsFor(o.portOffset),
+    ports,
     host: '127.0.0.1',
     domain: DOMAIN,
-    nodeId: `${hostname()}-${k === 0 ? 'node' : `node${o.portOffset}`}`.toLowerCase().replace(/[^a-z0-9-]/g, '-'),
-    nodeDataDir: k === 0 ? o.nodeDataDir : `${o.nodeDataDir}-${o.portOffset}`,
+    nodeId: first.nodeId,
+    nodeDataDir: first.dataDir,
     templateCacheDir: `${o.nodeDataDir}/templates`,
-    runtime: { instance, bridge: `${instance}0`, vethPrefix: k === 0 ? 'cvh-' : `cv${k}-`, subnet: `10.${231 + 10 * k}.0.0/16` },
+    runtime: first.runtime,
     warmPool: o.warmPool,
+    nodes,
   };
 }
 
@@ -174,15 +197,20 @@ export async function down(o: DeploymentOptions): Promise<void> {
     return;
   }
   const secrets = loadOrCreateSecrets(paths.secrets);
-  const topo = topologyOf(o);
-  if (running(paths.run, 'orchestrator')) {
-    const n = await deleteAllSandboxes(`http://${topo.host}:${topo.ports.orchestratorRpc}`, secrets.nodeToken).catch((err: Error) => {
+  // The nodes this deployment was started with (topology.json), whatever --nodes says now.
+  const topo = existsSync(`${paths.dir}/topology.json`)
+    ? ({ ...topologyOf(o), ...(JSON.parse(readFileSync(`${paths.dir}/topology.json`, 'utf8')) as Partial<Topology>) } as Topology)
+    : topologyOf(o);
+  const nodes = topo.nodes ?? topologyOf(o).nodes;
+  for (const [i, node] of nodes.entries()) {
+    if (!running(paths.run, orchestratorName(i))) continue;
+    const n = await deleteAllSandboxes(`http://${topo.host}:${node.rpcPort}`, secrets.nodeToken).catch((err: Error) => {
       o.say(`could not list sandboxes: ${err.message}`);
       return 0;
     });
-    o.say(`killed ${n} sandbox(es)`);
+    o.say(`killed ${n} sandbox(es) on ${node.nodeId}`);
   }
-  for (const name of ['orchestrator', 'edge', 'control-plane', 'registry']) {
+  for (const name of [...nodes.map((_, i) => orchestratorName(i)).reverse(), 'edge', 'control-plane', 'registry']) {
     o.say((await stop(paths.run, name)) ? `${name}: stopped` : `${name}: not running`);
   }
 }
@@ -218,9 +246,10 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     });
     nodes = res.statusCode === 200 ? ((await res.body.json()) as unknown[]) : (await res.body.dump(), []);
   }
-  const sandboxes =
-    secrets && out.find((c) => c.name === 'orchestrator')?.pid
-      ? await listSandboxes(`http://${topo.host}:${topo.ports.orchestratorRpc}`, secrets.nodeToken).catch(() => [])
-      : [];
+  const sandboxes: SandboxInfo[] = [];
+  for (const [i, node] of topo.nodes.entries()) {
+    if (!secrets || !out.find((c) => c.name === orchestratorName(i))?.pid) continue;
+    sandboxes.push(...(await listSandboxes(`http://${topo.host}:${node.rpcPort}`, secrets.nodeToken).catch(() => [])));
+  }
   return { components: out, nodes, sandboxes };
 }

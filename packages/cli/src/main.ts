@@ -9,12 +9,13 @@ import { printTable, runBenches, writeJson } from './bench.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
-function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string }): DeploymentOptions {
+function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string }): DeploymentOptions {
   return {
     stateDir: opts.stateDir,
     portOffset: Number(opts.portOffset),
     nodeDataDir: opts.nodeDataDir,
     warmPool: opts.warmPool,
+    nodes: Number(opts.nodes ?? '1'),
     say,
   };
 }
@@ -24,7 +25,8 @@ function withDeploymentFlags(cmd: Command): Command {
     .option('--state-dir <dir>', 'where this deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove'))
     .option('--port-offset <n>', 'added to every default port (3000-3002, 5000, 5007-5008)', '0')
     .option('--node-data-dir <dir>', 'orchestrator data (templates, sandboxes)', '/var/lib/cove')
-    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2');
+    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2')
+    .option('--nodes <n>', 'orchestrator nodes to run on this machine (1-4; more than one shares the cluster storage)', '1');
 }
 
 /** Stops what a previous (perhaps crashed) run left and forgets its state: test and bench runs start clean. */
@@ -87,7 +89,8 @@ program
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     let code = unit.length ? await runTests(unit) : 0;
     if (e2e.length) {
-      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: 'base=2' });
+      // Two nodes: the suite proves sandboxes paused on one resume on the other.
+      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: 'base=2', nodes: '2' });
       say('==> starting the end-to-end deployment');
       await fresh(o);
       try {
@@ -112,7 +115,7 @@ program
     const results = await runBenches(component, {}, say);
     if (e2e.length) {
       // SDK-level figures come from a deployment started exactly like `cove up`.
-      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'bench'), portOffset: '200', nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool });
+      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'bench'), portOffset: '200', nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool, nodes: '2' });
       say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
       await fresh(o);
       try {

@@ -54,10 +54,29 @@ export interface Topology {
    */
   runtime: { instance: string; bridge: string; vethPrefix: string; subnet: string };
   warmPool: string;
+  /**
+   * Every orchestrator node of the deployment, the first being the one above. More than one (`--nodes`) runs
+   * several nodes on this machine, each with its own ports, data dir and host-level names, sharing the
+   * cluster storage: what a multi-node cluster looks like, for trying it and for the suite's cross-node tests.
+   */
+  nodes: NodeTopology[];
+}
+
+export interface NodeTopology {
+  nodeId: string;
+  rpcPort: number;
+  proxyPort: number;
+  dataDir: string;
+  runtime: { instance: string; bridge: string; vethPrefix: string; subnet: string };
+}
+
+/** The supervisor's name of node i's orchestrator process. */
+export function orchestratorName(i: number): string {
+  return i === 0 ? 'orchestrator' : `orchestrator-${i + 1}`;
 }
 
 export interface ComponentSpec {
-  name: 'registry' | 'control-plane' | 'edge' | 'orchestrator';
+  name: 'registry' | 'control-plane' | 'edge' | 'orchestrator' | `orchestrator-${number}`;
   /** Workspace package whose dist/src/main.js runs under node (the Cove components). */
   pkg?: string;
   /** Any other program: `match` is what its /proc cmdline contains (how the supervisor recognises it). */
@@ -144,33 +163,37 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_STORAGE_URL: storageUrl,
         COVE_UPLOAD_SECRET: s.uploadSecret,
         COVE_EDGE_PUBLIC_URL: edgeUrl,
+        // Auto-resume: the edge asks the control plane to wake a paused sandbox its traffic is for.
+        COVE_CONTROL_PLANE_URL: `http://${t.host}:${t.ports.controlPlane}`,
       },
     },
-    {
-      name: 'orchestrator',
-      pkg: 'orchestrator',
-      health: `${edgeUrl}/health`,
-      readyStatus: [200],
-      ready: async () => nodeRegistered(edgeUrl, s.clusterToken, t.nodeId),
-      env: {
-        COVE_NODE_ID: t.nodeId,
-        COVE_NODE_TOKEN: s.nodeToken,
-        COVE_ORCH_HOST: t.host,
-        COVE_ORCH_RPC_PORT: String(t.ports.orchestratorRpc),
-        COVE_ORCH_PROXY_PORT: String(t.ports.orchestratorProxy),
-        COVE_DATA_DIR: t.nodeDataDir,
-        COVE_TEMPLATE_CACHE_DIR: t.templateCacheDir,
-        COVE_RUNTIME_INSTANCE: t.runtime.instance,
-        COVE_SANDBOX_BRIDGE: t.runtime.bridge,
-        COVE_VETH_PREFIX: t.runtime.vethPrefix,
-        COVE_SANDBOX_SUBNET: t.runtime.subnet,
-        COVE_EDGE_URL: edgeUrl,
-        COVE_WARM_POOL: t.warmPool,
-        COVE_STORAGE_URL: storageUrl,
-        COVE_REGISTRY_URL: registryUrl(t),
-        COVE_REGISTRY_USERNAME: REGISTRY_USERNAME,
-        COVE_REGISTRY_PASSWORD: s.registryPassword,
-      },
-    },
+    ...t.nodes.map(
+      (n, i): ComponentSpec => ({
+        name: orchestratorName(i) as ComponentSpec['name'],
+        pkg: 'orchestrator',
+        health: `${edgeUrl}/health`,
+        readyStatus: [200],
+        ready: async () => nodeRegistered(edgeUrl, s.clusterToken, n.nodeId),
+        env: {
+          COVE_NODE_ID: n.nodeId,
+          COVE_NODE_TOKEN: s.nodeToken,
+          COVE_ORCH_HOST: t.host,
+          COVE_ORCH_RPC_PORT: String(n.rpcPort),
+          COVE_ORCH_PROXY_PORT: String(n.proxyPort),
+          COVE_DATA_DIR: n.dataDir,
+          COVE_TEMPLATE_CACHE_DIR: t.templateCacheDir,
+          COVE_RUNTIME_INSTANCE: n.runtime.instance,
+          COVE_SANDBOX_BRIDGE: n.runtime.bridge,
+          COVE_VETH_PREFIX: n.runtime.vethPrefix,
+          COVE_SANDBOX_SUBNET: n.runtime.subnet,
+          COVE_EDGE_URL: edgeUrl,
+          COVE_WARM_POOL: t.warmPool,
+          COVE_STORAGE_URL: storageUrl,
+          COVE_REGISTRY_URL: registryUrl(t),
+          COVE_REGISTRY_USERNAME: REGISTRY_USERNAME,
+          COVE_REGISTRY_PASSWORD: s.registryPassword,
+        },
+      }),
+    ),
   ];
 }

@@ -93,3 +93,27 @@ test('secrets of an older deployment keep their tokens and gain the new ones', (
   assert.match(s.uploadSecret, /^[0-9a-f]{64}$/);
   assert.deepEqual(loadOrCreateSecrets(file), s, 'stable once written');
 });
+
+test('--nodes runs several orchestrators per deployment, all distinct on this machine, one cluster storage', () => {
+  const ports = new Set<number>();
+  const names = new Set<string>();
+  for (const d of deployments) {
+    const topo = topologyOf({ stateDir: d.state, portOffset: d.offset, nodeDataDir: join(dir, 'var-lib-cove'), warmPool: 'base=2', nodes: 4, say: () => undefined });
+    const paths = statePaths(d.state);
+    const specs = components(topo, loadOrCreateSecrets(paths.secrets), paths);
+    const orchs = specs.filter((s) => s.name.startsWith('orchestrator'));
+    assert.deepEqual(orchs.map((s) => s.name), ['orchestrator', 'orchestrator-2', 'orchestrator-3', 'orchestrator-4']);
+    assert.equal(new Set(orchs.map((s) => s.env.COVE_STORAGE_URL)).size, 1, 'the nodes share the cluster storage');
+    assert.equal(specs.find((s) => s.name === 'edge')!.env.COVE_CONTROL_PLANE_URL, `http://127.0.0.1:${3000 + d.offset}`);
+    for (const o of orchs) {
+      for (const p of [o.env.COVE_ORCH_RPC_PORT, o.env.COVE_ORCH_PROXY_PORT]) ports.add(Number(p));
+      for (const n of [o.env.COVE_NODE_ID, o.env.COVE_DATA_DIR, o.env.COVE_RUNTIME_INSTANCE, o.env.COVE_SANDBOX_BRIDGE, o.env.COVE_VETH_PREFIX, o.env.COVE_SANDBOX_SUBNET]) names.add(n!);
+      assert.ok(o.env.COVE_SANDBOX_BRIDGE!.length <= 15, 'a Linux interface name');
+      assert.ok(o.env.COVE_VETH_PREFIX!.length <= 4);
+    }
+    for (const p of Object.values(portsFor(d.offset))) assert.ok(!ports.has(p) || [topo.ports.orchestratorRpc, topo.ports.orchestratorProxy].includes(p));
+  }
+  assert.equal(ports.size, 3 * 4 * 2, 'every node port distinct');
+  assert.equal(names.size, 3 * 4 * 6, 'every node name, dir and subnet distinct');
+  assert.throws(() => topologyOf({ stateDir: dir, portOffset: 0, nodeDataDir: dir, warmPool: '', nodes: 5, say: () => undefined }), /--nodes/);
+});

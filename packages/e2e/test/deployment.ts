@@ -14,6 +14,10 @@ export interface Deployment {
   env: Record<'E2B_API_URL' | 'E2B_SANDBOX_URL' | 'E2B_API_KEY' | 'E2B_DOMAIN', string>;
   secrets: { adminToken: string; clusterToken: string; nodeToken: string };
   ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; orchestratorRpc: number; orchestratorProxy: number };
+  /** The orchestrator nodes (`cove test` runs two). */
+  nodes: Array<{ nodeId: string; rpcPort: number; proxyPort: number; dataDir: string }>;
+  /** The deployment's cluster storage directory (file:// driver). */
+  storageDir: string;
   /** JSON-lines request log of the control plane. */
   requestLog: string;
 }
@@ -36,18 +40,20 @@ export function deployment(): Deployment {
   if (!process.env.COVE_E2E_STATE_DIR || !existsSync(join(stateDir, 'env'))) {
     execFileSync(
       process.execPath,
-      [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--warm-pool', 'base=2'],
+      [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--warm-pool', 'base=2', '--nodes', '2'],
       { stdio: ['ignore', 'inherit', 'inherit'] },
     );
   }
   const env = parseEnv(join(stateDir, 'env'));
   Object.assign(process.env, env);
-  const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports'] };
+  const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports']; nodes: Deployment['nodes'] };
   cached = {
     stateDir,
     env,
     secrets: JSON.parse(readFileSync(join(stateDir, 'secrets.json'), 'utf8')),
     ports: topology.ports,
+    nodes: topology.nodes,
+    storageDir: join(stateDir, 'data', 'storage'),
     requestLog: join(stateDir, 'logs', 'control-plane-requests.jsonl'),
   };
   return cached;
