@@ -10,7 +10,7 @@ import { createServer } from 'node:net';
 import { request } from 'undici';
 import { FakeNode } from './fixtures/fake-node.js';
 import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
-import { CreateRequestSchema, DeleteRequestSchema } from '@cove/contracts/orchestrator';
+import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema, SnapshotRequestSchema } from '@cove/contracts/orchestrator';
 
 async function getJson(url: string, headers: Record<string, string> = {}, method: 'GET' | 'POST' = 'GET') {
   const res = await request(url, { method, headers });
@@ -119,6 +119,56 @@ describe('edge API port', () => {
       edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'sbx1' }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'sbx1' }) }),
       Code.NotFound,
     );
+  });
+
+  it('removes the route of a paused sandbox, keeps it on Snapshot and restores it on a Create from the snapshot', async () => {
+    const catalog = async (id: string) => getJson(`${edge.apiUrl}/v1/sandboxes/${id}`, auth);
+    const headers = linkHeaders('node-a', { 'cove-sandbox-id': 'psbx1' });
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'psbx1' } }), { headers });
+    assert.equal((await catalog('psbx1')).status, 200);
+
+    // A persistent snapshot leaves the sandbox running where it is.
+    const snap = await edge.sandboxClient.snapshot(create(SnapshotRequestSchema, { sandboxId: 'psbx1', snapshotId: 'persist-1' }), { headers });
+    assert.equal(snap.snapshot?.snapshotId, 'persist-1');
+    assert.deepEqual(await catalog('psbx1'), { status: 200, body: { sandboxId: 'psbx1', nodeId: 'node-a' } });
+
+    // A failed Pause changes nothing: the sandbox is still where it was.
+    await rejectsWith(
+      edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'nosuch', snapshotId: 'p-0', memory: true }), {
+        headers: linkHeaders('node-a', { 'cove-sandbox-id': 'psbx1' }),
+      }),
+      Code.NotFound,
+    );
+    assert.equal((await catalog('psbx1')).status, 200);
+
+    const paused = await edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'psbx1', snapshotId: 'pause-1', memory: true }), { headers });
+    assert.equal(paused.snapshot?.snapshotId, 'pause-1');
+    assert.equal(node.rpcHeaders.at(-1)?.method, 'Pause');
+    assert.equal((await catalog('psbx1')).status, 404);
+
+    // Resume = Create from the snapshot: a Create like any other.
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'psbx1', snapshotId: 'pause-1' } }), { headers });
+    assert.deepEqual(await catalog('psbx1'), { status: 200, body: { sandboxId: 'psbx1', nodeId: 'node-a' } });
+    await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'psbx1' }), { headers });
+  });
+
+  it('removes a paused sandbox only from the node that paused it', async () => {
+    const other = await new FakeNode({ nodeId: 'node-p2', nodeToken: NODE_TOKEN }).start();
+    try {
+      await other.heartbeat(edge.apiUrl);
+      // psbx2 runs on node-a per the catalog; a (stale) Pause answered by node-p2 must not drop that route.
+      await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'psbx2' } }), {
+        headers: linkHeaders('node-a', { 'cove-sandbox-id': 'psbx2' }),
+      });
+      other.addSandbox('psbx2');
+      await edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'psbx2', snapshotId: 'pause-2', memory: false }), {
+        headers: linkHeaders('node-p2', { 'cove-sandbox-id': 'psbx2' }),
+      });
+      assert.deepEqual(await getJson(`${edge.apiUrl}/v1/sandboxes/psbx2`, auth), { status: 200, body: { sandboxId: 'psbx2', nodeId: 'node-a' } });
+      await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'psbx2' }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'psbx2' }) });
+    } finally {
+      await other.close();
+    }
   });
 
   it('carries large messages through HTTP/2 flow control', async () => {

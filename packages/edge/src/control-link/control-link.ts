@@ -2,9 +2,10 @@
 // /cove.orchestrator.v1.{SandboxService,TemplateService,InfoService}/* on the edge's API port with the cluster token and
 // `cove-node-id`; the edge checks both and forwards the HTTP/2 stream verbatim to that node's RPC URL —
 // headers (authorization replaced by the node token), body frames both ways with backpressure, trailers,
-// cancellation — so it needs no knowledge of the messages. Create/Delete also carry `cove-sandbox-id`; once
-// the node answered, the catalog is updated *before* the reply goes on, so the first sandbox request that
-// follows a Create always finds its route.
+// cancellation — so it needs no knowledge of the messages. Create/Delete/Pause also carry `cove-sandbox-id`;
+// once the node answered, the catalog is updated *before* the reply goes on, so the first sandbox request that
+// follows a Create always finds its route, and the first one after a Pause finds none (and may wake it).
+// Create from a snapshot (a resume) is a Create like any other; Snapshot leaves the sandbox where it runs.
 
 import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
 import type { Logger } from 'pino';
@@ -23,6 +24,7 @@ export const CONTROL_LINK_PREFIXES = [
 
 const CREATE = '/cove.orchestrator.v1.SandboxService/Create';
 const DELETE = '/cove.orchestrator.v1.SandboxService/Delete';
+const PAUSE = '/cove.orchestrator.v1.SandboxService/Pause';
 /** Request headers the edge consumes; not forwarded. */
 const NOT_FORWARDED = new Set(['authorization', 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host', 'http2-settings']);
 /** gRPC status fields a trailers-only response carries in its headers; moved to real trailers. */
@@ -162,7 +164,7 @@ function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: Contro
   });
 }
 
-/** Catalog side effects of a completed Create/Delete. Failures are logged: the node has already acted. */
+/** Catalog side effects of a completed Create/Delete/Pause. Failures are logged: the node has already acted. */
 async function recordCatalog(
   req: Http2ServerRequest,
   deps: ControlLinkDeps,
@@ -171,10 +173,10 @@ async function recordCatalog(
   grpcStatus: string | undefined,
   log: Logger,
 ): Promise<void> {
-  if (path !== CREATE && path !== DELETE) return;
+  if (path !== CREATE && path !== DELETE && path !== PAUSE) return;
   const sandboxId = one(req.headers['cove-sandbox-id']);
   if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) {
-    log.warn('control link: Create/Delete without a valid cove-sandbox-id; catalog relies on heartbeats');
+    log.warn('control link: Create/Delete/Pause without a valid cove-sandbox-id; catalog relies on heartbeats');
     return;
   }
   try {
@@ -189,6 +191,11 @@ async function recordCatalog(
     } else if (path === DELETE && (grpcStatus === '0' || grpcStatus === String(GrpcCode.NOT_FOUND))) {
       await deps.store.deleteSandbox(sandboxId, nodeId);
       log.debug({ sandboxId }, 'catalog: sandbox deleted');
+    } else if (path === PAUSE && grpcStatus === '0') {
+      // The sandbox left the node (its snapshot is in cluster storage); only this node's entry goes, since
+      // a resume elsewhere may already have written a newer one.
+      await deps.store.deleteSandbox(sandboxId, nodeId);
+      log.info({ sandboxId }, 'catalog: sandbox paused, route removed');
     }
   } catch (err) {
     log.error({ err, sandboxId }, 'catalog update after control-link call failed');
