@@ -13,6 +13,7 @@ import { newAccessToken, newSandboxId } from '../src/sandboxes/ids.js';
 import { ClusterStore } from '../src/store/cluster-store.js';
 import { openDatabase, type Db } from '../src/store/database.js';
 import { SandboxStore, type SandboxRecord } from '../src/store/sandbox-store.js';
+import { SnapshotStore, type SnapshotRecord } from '../src/store/snapshot-store.js';
 import { TeamStore } from '../src/store/team-store.js';
 import { TemplateStore } from '../src/store/template-store.js';
 import { newBuildId, newTemplateId } from '../src/templates/names.js';
@@ -42,6 +43,13 @@ function sandbox(teamId: string, clusterId: string, over: Partial<SandboxRecord>
     endAt: now + 60_000,
     endedAt: null,
     endReason: null,
+    nodeBuildId: '',
+    autoPause: false,
+    autoPauseMemory: true,
+    autoResume: false,
+    pauseSnapshotId: null,
+    pauseMemory: null,
+    stateChangedAt: null,
     ...over,
   };
 }
@@ -133,19 +141,19 @@ for (const engine of ['sqlite', 'postgres'] as const) {
         await sandboxes.markRunning(s.id, 'n1', '0.6.4');
         ids.push(s.id);
       }
-      const page1 = await sandboxes.listRunning(team.id, { order: 'desc', limit: 3 });
+      const page1 = await sandboxes.list(team.id, { order: 'desc', limit: 3 });
       assert.deepEqual(page1.items.map((s) => s.id), [ids[6], ids[5], ids[4]]);
       assert.ok(page1.next);
-      const page2 = await sandboxes.listRunning(team.id, { order: 'desc', limit: 3, cursor: page1.next });
+      const page2 = await sandboxes.list(team.id, { order: 'desc', limit: 3, cursor: page1.next });
       assert.deepEqual(page2.items.map((s) => s.id), [ids[3], ids[2], ids[1]]);
-      const page3 = await sandboxes.listRunning(team.id, { order: 'desc', limit: 3, cursor: page2.next });
+      const page3 = await sandboxes.list(team.id, { order: 'desc', limit: 3, cursor: page2.next });
       assert.deepEqual(page3.items.map((s) => s.id), [ids[0]]);
       assert.equal(page3.next, undefined);
-      const asc = await sandboxes.listRunning(team.id, { order: 'asc', limit: 100 });
+      const asc = await sandboxes.list(team.id, { order: 'asc', limit: 100 });
       assert.deepEqual(asc.items.map((s) => s.id), ids);
-      const odd = await sandboxes.listRunning(team.id, { order: 'asc', limit: 2, metadata: { parity: 'odd' } });
+      const odd = await sandboxes.list(team.id, { order: 'asc', limit: 2, metadata: { parity: 'odd' } });
       assert.deepEqual(odd.items.map((s) => s.id), [ids[1], ids[3]]);
-      const after3 = await sandboxes.listRunning(team.id, { order: 'asc', limit: 100, startedAfter: base + 3000 });
+      const after3 = await sandboxes.list(team.id, { order: 'asc', limit: 100, startedAfter: base + 3000 });
       assert.deepEqual(after3.items.map((s) => s.id), ids.slice(4));
 
       // end times: extend only moves later, set moves anywhere
@@ -212,6 +220,80 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       await templates.remove(clusterId, t);
       assert.equal(await templates.find(clusterId, t), undefined);
       assert.equal(await templates.getBuild(one.build.buildId), undefined);
+    });
+
+    test('pause and resume transitions are conditional; paused sandboxes do not count against the limit', async () => {
+      const snapshots = new SnapshotStore(db.kysely);
+      const team = await teams.create({ name: 'pause', clusterId, maxConcurrentSandboxes: 1, maxTimeoutHours: 1 });
+      const s = sandbox(team.id, clusterId);
+      await sandboxes.reserve(s, 1);
+      await sandboxes.markRunning(s.id, 'n1', '0.6.4');
+      const snap = (id: string): SnapshotRecord => ({
+        id, teamId: team.id, clusterId, kind: 'pause', status: 'ready', sandboxId: s.id, templateId: 'base', alias: 'base', buildId: 'b1',
+        nodeBuildId: '', envdVersion: '0.6.4', cpuCount: 2, memoryMb: 512, diskMb: 1024, memory: true, name: null, sizeBytes: 10, nodeId: 'n1', createdAt: Date.now(),
+      });
+      assert.equal(await sandboxes.beginPause(s.id, 'p1', true, Date.now()), true);
+      assert.equal(await sandboxes.beginPause(s.id, 'p2', true, Date.now()), false, 'one pause wins');
+      assert.equal(await sandboxes.finishPause(s.id, snap('p2'), Date.now()), false, 'only the pause that began commits');
+      assert.equal(await sandboxes.finishPause(s.id, snap('p1'), Date.now()), true);
+      assert.equal((await sandboxes.get(s.id))?.state, 'paused');
+      assert.equal(await sandboxes.countLive(team.id), 0);
+      assert.equal((await sandboxes.getVisible(team.id, s.id))?.pauseSnapshotId, 'p1');
+      assert.deepEqual((await sandboxes.list(team.id, { order: 'desc', limit: 10, states: ['paused'] })).items.map((x) => x.id), [s.id]);
+      assert.deepEqual((await sandboxes.list(team.id, { order: 'desc', limit: 10, states: ['running'] })).items, []);
+      assert.deepEqual(await snapshots.garbage(Date.now()), [], 'a paused sandbox refers to its snapshot');
+
+      // another sandbox takes the only slot: the resume is refused by the limit and nothing changes
+      const other = sandbox(team.id, clusterId);
+      await sandboxes.reserve(other, 1);
+      await assert.rejects(sandboxes.beginResume(team.id, s.id, 1, Date.now()), SandboxLimitReached);
+      assert.equal((await sandboxes.get(s.id))?.state, 'paused');
+      await sandboxes.markKilled(other.id, 'x', Date.now());
+
+      const raced = await Promise.all([1, 2, 3].map(() => sandboxes.beginResume(team.id, s.id, 5, Date.now())));
+      assert.deepEqual(raced.sort(), ['not-paused', 'not-paused', 'resuming'], 'exactly one resume wins');
+      assert.equal(await sandboxes.abortResume(s.id, Date.now()), true);
+      assert.equal(await sandboxes.beginResume(team.id, s.id, 5, Date.now()), 'resuming');
+      const t = Date.now();
+      assert.equal(await sandboxes.finishResume(s.id, { nodeId: 'n2', envdVersion: '0.6.5', startedAt: t, endAt: t + 1000 }, t), true);
+      const back = (await sandboxes.get(s.id))!;
+      assert.deepEqual([back.state, back.nodeId, back.pauseSnapshotId, back.endAt], ['running', 'n2', null, t + 1000]);
+      assert.deepEqual((await snapshots.garbage(Date.now())).map((x) => x.id), ['p1'], 'the old pause snapshot is garbage now');
+      await snapshots.remove(['p1']);
+
+      // a refused pause rolls back; a paused sandbox is killed only from paused
+      assert.equal(await sandboxes.beginPause(s.id, 'p3', false, Date.now()), true);
+      assert.equal(await sandboxes.abortPause(s.id, 'p3', Date.now()), true);
+      assert.equal((await sandboxes.get(s.id))?.state, 'running');
+      assert.equal(await sandboxes.markKilled(s.id, 'k', Date.now(), ['paused']), false);
+      assert.equal(await sandboxes.markKilled(s.id, 'k', Date.now()), true);
+    });
+
+    test('persistent snapshots: lookup by id or name is per team, newest first, paged', async () => {
+      const snapshots = new SnapshotStore(db.kysely);
+      const a = await teams.create({ name: 'snap-a', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const b = await teams.create({ name: 'snap-b', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
+      const base = Date.now();
+      const mk = async (id: string, teamId: string, name: string | null, at: number, status: 'ready' | 'creating' = 'ready') =>
+        snapshots.insert({
+          id, teamId, clusterId, kind: 'persistent', status, sandboxId: 'isrc', templateId: 'base', alias: 'base', buildId: 'b1', nodeBuildId: '',
+          envdVersion: '0.6.4', cpuCount: 2, memoryMb: 512, diskMb: 1024, memory: true, name, sizeBytes: 1, nodeId: 'n1', createdAt: at,
+        });
+      await mk('sa1', a.id, 'named', base);
+      await mk('sa2', a.id, 'named', base + 1);
+      await mk('sa3', a.id, null, base + 2);
+      await mk('sa4', a.id, 'named', base + 3, 'creating');
+      await mk('sb1', b.id, 'named', base + 4);
+      assert.deepEqual((await snapshots.findPersistent(a.id, clusterId, 'named')).map((x) => x.id), ['sa2', 'sa1']);
+      assert.deepEqual((await snapshots.findPersistent(a.id, clusterId, 'sa1')).map((x) => x.id), ['sa1']);
+      assert.deepEqual(await snapshots.findPersistent(a.id, clusterId, 'sb1'), [], "another team's snapshot is never found");
+      const p1 = await snapshots.listPersistent(a.id, clusterId, { limit: 2 });
+      assert.deepEqual([p1.items.map((x) => x.id), p1.more], [['sa3', 'sa2'], true]);
+      const last = p1.items[1]!;
+      const p2 = await snapshots.listPersistent(a.id, clusterId, { limit: 2, cursor: { createdAt: last.createdAt, id: last.id } });
+      assert.deepEqual([p2.items.map((x) => x.id), p2.more], [['sa1'], false]);
+      assert.deepEqual((await snapshots.garbage(base + 10)).map((x) => x.id), ['sa4'], 'a snapshot never confirmed is garbage once stale');
+      assert.deepEqual(await snapshots.garbage(base), []);
     });
 
     test('times round-trip as numbers (bigint columns)', async () => {

@@ -128,8 +128,54 @@ const m0002: Migration = {
   },
 };
 
+/**
+ * Pause, resume and snapshots (docs/pause-resume.md): lifecycle and pause columns on sandboxes (states are text,
+ * so `pausing`/`paused`/`resuming` need no DDL) and the snapshots table. SQLite adds one column per statement.
+ */
+const m0003: Migration = {
+  async up(db: Kysely<unknown>) {
+    const add = (name: string, type: 'text' | 'integer' | 'bigint', notNullDefault?: number) =>
+      db.schema
+        .alterTable('sandboxes')
+        .addColumn(name, type, (c) => (notNullDefault === undefined ? c : c.notNull().defaultTo(notNullDefault)))
+        .execute();
+    await add('node_build_id', 'text');
+    await add('auto_pause', 'integer', 0);
+    await add('auto_pause_memory', 'integer', 1);
+    await add('auto_resume', 'integer', 0);
+    await add('pause_snapshot_id', 'text');
+    await add('pause_memory', 'integer');
+    await add('state_changed_at', 'bigint');
+    await db.schema
+      .createTable('snapshots')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('team_id', 'text', (c) => c.notNull())
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('kind', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('template_id', 'text', (c) => c.notNull())
+      .addColumn('alias', 'text')
+      .addColumn('build_id', 'text', (c) => c.notNull())
+      .addColumn('node_build_id', 'text', (c) => c.notNull())
+      .addColumn('envd_version', 'text', (c) => c.notNull())
+      .addColumn('cpu_count', 'integer', (c) => c.notNull())
+      .addColumn('memory_mb', 'integer', (c) => c.notNull())
+      .addColumn('disk_mb', 'integer', (c) => c.notNull())
+      .addColumn('memory', 'integer', (c) => c.notNull())
+      .addColumn('name', 'text')
+      .addColumn('size_bytes', 'bigint')
+      .addColumn('node_id', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('snapshots_team').on('snapshots').columns(['team_id', 'kind', 'created_at']).execute();
+    await db.schema.createIndex('snapshots_sandbox').on('snapshots').column('sandbox_id').execute();
+    await db.schema.createIndex('snapshots_template').on('snapshots').columns(['cluster_id', 'template_id']).execute();
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003 };
   },
 };

@@ -1,9 +1,10 @@
 // Every sandbox the control plane started: who owns it, where it runs, its resources and its end time.
 // Rows stay after a kill (state `killed`) as the record of what ran; lists and lookups only show live ones.
 
-import type { Kysely } from 'kysely';
+import type { Kysely, Selectable, Transaction } from 'kysely';
 import { SandboxLimitReached } from '../errors.js';
 import type { Database, SandboxState, SandboxTable } from './schema.js';
+import { snapshotRow, type SnapshotRecord } from './snapshot-store.js';
 
 export interface SandboxRecord {
   id: string;
@@ -27,6 +28,16 @@ export interface SandboxRecord {
   endAt: number;
   endedAt: number | null;
   endReason: string | null;
+  /** The build id the node knows (empty for a built-in template); null on rows older than migration 0003. */
+  nodeBuildId: string | null;
+  autoPause: boolean;
+  /** With autoPause: keep memory (CRIU) when pausing at the end time. */
+  autoPauseMemory: boolean;
+  autoResume: boolean;
+  /** The snapshot of the current pause (set while `pausing`, `paused`, `resuming`). */
+  pauseSnapshotId: string | null;
+  pauseMemory: boolean | null;
+  stateChangedAt: number | null;
 }
 
 export interface ListFilter {
@@ -37,9 +48,14 @@ export interface ListFilter {
   limit: number;
   /** Opaque cursor from a previous page's nextToken. */
   cursor?: { startedAt: number; id: string };
+  /** Which sandboxes: running ones and/or paused ones (a transition counts as paused: neither is reachable). */
+  states?: ReadonlyArray<'running' | 'paused'>;
 }
 
-const toRecord = (r: SandboxTable): SandboxRecord => ({
+const bool = (v: number | null) => (v === null ? null : v === 1);
+const int = (v: boolean) => (v ? 1 : 0);
+
+const toRecord = (r: Selectable<SandboxTable>): SandboxRecord => ({
   id: r.id,
   teamId: r.team_id,
   clusterId: r.cluster_id,
@@ -61,6 +77,13 @@ const toRecord = (r: SandboxTable): SandboxRecord => ({
   endAt: Number(r.end_at),
   endedAt: r.ended_at === null ? null : Number(r.ended_at),
   endReason: r.end_reason,
+  nodeBuildId: r.node_build_id,
+  autoPause: r.auto_pause === 1,
+  autoPauseMemory: r.auto_pause_memory === 1,
+  autoResume: r.auto_resume === 1,
+  pauseSnapshotId: r.pause_snapshot_id,
+  pauseMemory: bool(r.pause_memory),
+  stateChangedAt: r.state_changed_at === null ? null : Number(r.state_changed_at),
 });
 
 const toRow = (s: SandboxRecord): SandboxTable => ({
@@ -85,9 +108,23 @@ const toRow = (s: SandboxRecord): SandboxTable => ({
   end_at: s.endAt,
   ended_at: s.endedAt,
   end_reason: s.endReason,
+  node_build_id: s.nodeBuildId,
+  auto_pause: int(s.autoPause),
+  auto_pause_memory: int(s.autoPauseMemory),
+  auto_resume: int(s.autoResume),
+  pause_snapshot_id: s.pauseSnapshotId,
+  pause_memory: s.pauseMemory === null ? null : int(s.pauseMemory),
+  state_changed_at: s.stateChangedAt,
 });
 
-const LIVE: SandboxState[] = ['creating', 'running'];
+/** States that count against the team's concurrency limit: a paused sandbox uses no node, a transition may. */
+export const LIVE: readonly SandboxState[] = ['creating', 'running', 'pausing', 'resuming'];
+/** States shown as `paused` by the API. */
+const PAUSED_VIEW: readonly SandboxState[] = ['pausing', 'paused', 'resuming'];
+/** States in which a sandbox may still be killed by the simple path (Delete on its node). */
+const KILLABLE: readonly SandboxState[] = ['creating', 'running'];
+
+export type ResumeStart = 'resuming' | 'not-paused';
 
 export class SandboxStore {
   constructor(
@@ -102,17 +139,12 @@ export class SandboxStore {
    */
   async reserve(s: SandboxRecord, limit: number): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
-      await trx
-        .selectFrom('teams')
-        .select('id')
-        .where('id', '=', s.teamId)
-        .$if(this.kind === 'postgres', (q) => q.forUpdate())
-        .execute();
+      await this.lockTeam(trx, s.teamId);
       const { n } = await trx
         .selectFrom('sandboxes')
         .select((eb) => eb.fn.countAll<number>().as('n'))
         .where('team_id', '=', s.teamId)
-        .where('state', 'in', LIVE)
+        .where('state', 'in', [...LIVE])
         .executeTakeFirstOrThrow();
       if (Number(n) >= limit) throw new SandboxLimitReached(limit);
       await trx.insertInto('sandboxes').values(toRow({ ...s, state: 'creating' })).execute();
@@ -120,7 +152,12 @@ export class SandboxStore {
   }
 
   async markRunning(id: string, nodeId: string, envdVersion: string): Promise<void> {
-    await this.db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
+    await this.db
+      .updateTable('sandboxes')
+      .set({ state: 'running', node_id: nodeId, envd_version: envdVersion })
+      .where('id', '=', id)
+      .where('state', '=', 'creating')
+      .execute();
   }
 
   /** Drops a reservation whose create failed: it never ran. */
@@ -128,15 +165,132 @@ export class SandboxStore {
     await this.db.deleteFrom('sandboxes').where('id', '=', id).where('state', '=', 'creating').execute();
   }
 
-  /** Marks a sandbox gone; returns false when it already was. */
-  async markKilled(id: string, reason: string, at: number): Promise<boolean> {
+  /**
+   * Marks a sandbox gone if it is in one of `from` (default: creating or running); returns false otherwise. A
+   * paused sandbox keeps its pause snapshot id, so the reconciler's sweep deletes the snapshot if nobody else did.
+   */
+  async markKilled(id: string, reason: string, at: number, from: readonly SandboxState[] = KILLABLE): Promise<boolean> {
     const r = await this.db
       .updateTable('sandboxes')
-      .set({ state: 'killed', ended_at: at, end_reason: reason })
+      .set({ state: 'killed', ended_at: at, end_reason: reason, state_changed_at: at })
       .where('id', '=', id)
-      .where('state', 'in', LIVE)
+      .where('state', 'in', [...from])
       .executeTakeFirst();
     return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** running → pausing with the snapshot id the pause will write; false when the sandbox was not running. */
+  async beginPause(id: string, snapshotId: string, memory: boolean, at: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('sandboxes')
+      .set({ state: 'pausing', pause_snapshot_id: snapshotId, pause_memory: int(memory), state_changed_at: at })
+      .where('id', '=', id)
+      .where('state', '=', 'running')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /**
+   * pausing → paused, recording the committed snapshot in the same transaction (so a snapshot row exists exactly
+   * when a sandbox refers to it). False when the row no longer waits for this snapshot.
+   */
+  async finishPause(id: string, snapshot: SnapshotRecord, at: number): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      const r = await trx
+        .updateTable('sandboxes')
+        .set({ state: 'paused', pause_memory: int(snapshot.memory), state_changed_at: at })
+        .where('id', '=', id)
+        .where('state', '=', 'pausing')
+        .where('pause_snapshot_id', '=', snapshot.id)
+        .executeTakeFirst();
+      if (Number(r.numUpdatedRows) === 0) return false;
+      await trx.insertInto('snapshots').values(snapshotRow(snapshot)).onConflict((oc) => oc.column('id').doNothing()).execute();
+      return true;
+    });
+  }
+
+  /** pausing → running: the node refused the pause, or never got it, and the sandbox runs on. */
+  async abortPause(id: string, snapshotId: string, at: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('sandboxes')
+      .set({ state: 'running', pause_snapshot_id: null, pause_memory: null, state_changed_at: at })
+      .where('id', '=', id)
+      .where('state', '=', 'pausing')
+      .where('pause_snapshot_id', '=', snapshotId)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /**
+   * paused → resuming if the team is under its limit, in one transaction holding the team row (as `reserve`),
+   * so two resumes cannot both win and a resume cannot overshoot the limit.
+   */
+  async beginResume(teamId: string, id: string, limit: number, at: number): Promise<ResumeStart> {
+    return this.db.transaction().execute(async (trx) => {
+      await this.lockTeam(trx, teamId);
+      const cur = await trx.selectFrom('sandboxes').select('state').where('id', '=', id).executeTakeFirst();
+      if (cur?.state !== 'paused') return 'not-paused';
+      const { n } = await trx
+        .selectFrom('sandboxes')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('team_id', '=', teamId)
+        .where('state', 'in', [...LIVE])
+        .executeTakeFirstOrThrow();
+      if (Number(n) >= limit) throw new SandboxLimitReached(limit);
+      const r = await trx
+        .updateTable('sandboxes')
+        .set({ state: 'resuming', state_changed_at: at })
+        .where('id', '=', id)
+        .where('state', '=', 'paused')
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0 ? 'resuming' : 'not-paused';
+    });
+  }
+
+  /** resuming → running on `nodeId`; the pause snapshot is no longer referred to (the caller deletes it). */
+  async finishResume(id: string, run: { nodeId: string; envdVersion: string; startedAt: number; endAt: number }, at: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('sandboxes')
+      .set({
+        state: 'running',
+        node_id: run.nodeId,
+        envd_version: run.envdVersion,
+        started_at: run.startedAt,
+        end_at: run.endAt,
+        pause_snapshot_id: null,
+        pause_memory: null,
+        state_changed_at: at,
+      })
+      .where('id', '=', id)
+      .where('state', '=', 'resuming')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** resuming → paused: no node started it. */
+  async abortResume(id: string, at: number): Promise<boolean> {
+    const r = await this.db
+      .updateTable('sandboxes')
+      .set({ state: 'paused', state_changed_at: at })
+      .where('id', '=', id)
+      .where('state', '=', 'resuming')
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows) > 0;
+  }
+
+  /** Rows in a transition (`pausing`, `resuming`), for the reconciler. */
+  async inTransition(): Promise<SandboxRecord[]> {
+    const rows = await this.db.selectFrom('sandboxes').selectAll().where('state', 'in', ['pausing', 'resuming']).execute();
+    return rows.map(toRecord);
+  }
+
+  private async lockTeam(trx: Transaction<Database>, teamId: string): Promise<void> {
+    await trx
+      .selectFrom('teams')
+      .select('id')
+      .where('id', '=', teamId)
+      .$if(this.kind === 'postgres', (q) => q.forUpdate())
+      .execute();
   }
 
   async get(id: string): Promise<SandboxRecord | undefined> {
@@ -156,6 +310,21 @@ export class SandboxStore {
       .where('team_id', '=', teamId)
       .where('state', '=', 'running')
       .where('end_at', '>', Date.now())
+      .executeTakeFirst();
+    return r && toRecord(r);
+  }
+
+  /**
+   * A sandbox of the team as the API shows it: running (before its end time), paused, or in a transition; undefined
+   * for unknown, killed, starting or another team's. With no team: any cluster caller (the edge's auto-resume).
+   */
+  async getVisible(teamId: string | undefined, id: string): Promise<SandboxRecord | undefined> {
+    const r = await this.db
+      .selectFrom('sandboxes')
+      .selectAll()
+      .where('id', '=', id)
+      .$if(teamId !== undefined, (q) => q.where('team_id', '=', teamId!))
+      .where((eb) => eb.or([eb.and([eb('state', '=', 'running'), eb('end_at', '>', Date.now())]), eb('state', 'in', [...PAUSED_VIEW])]))
       .executeTakeFirst();
     return r && toRecord(r);
   }
@@ -181,7 +350,7 @@ export class SandboxStore {
       .selectFrom('sandboxes')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('team_id', '=', teamId)
-      .where('state', 'in', LIVE)
+      .where('state', 'in', [...LIVE])
       .executeTakeFirstOrThrow();
     return Number(n);
   }
@@ -216,17 +385,23 @@ export class SandboxStore {
   }
 
   /**
-   * One page of a team's running sandboxes. The metadata filter runs here rather than in SQL because metadata
-   * is JSON text on both engines and a team holds at most its concurrency limit of live sandboxes.
+   * One page of a team's running and/or paused sandboxes. The metadata filter runs here rather than in SQL
+   * because metadata is JSON text on both engines.
    */
-  async listRunning(teamId: string, f: ListFilter): Promise<{ items: SandboxRecord[]; next?: { startedAt: number; id: string } }> {
-    // Past their end time sandboxes are being killed (see getRunning): not listed.
+  async list(teamId: string, f: ListFilter): Promise<{ items: SandboxRecord[]; next?: { startedAt: number; id: string } }> {
+    const states = f.states ?? ['running'];
+    const now = Date.now();
     let q = this.db
       .selectFrom('sandboxes')
       .selectAll()
       .where('team_id', '=', teamId)
-      .where('state', '=', 'running')
-      .where('end_at', '>', Date.now());
+      .where((eb) =>
+        eb.or([
+          // Past their end time running sandboxes are being ended (see getRunning): not listed.
+          ...(states.includes('running') ? [eb.and([eb('state', '=', 'running'), eb('end_at', '>', now)])] : []),
+          ...(states.includes('paused') ? [eb('state', 'in', [...PAUSED_VIEW])] : []),
+        ]),
+      );
     if (f.template !== undefined) {
       const t = f.template;
       q = q.where((eb) => eb.or([eb('template_id', '=', t), eb('alias', '=', t)]));
@@ -250,7 +425,7 @@ export class SandboxStore {
 
   /** Every live sandbox (used by the evictor after a restart, and by admin views). */
   async listLive(): Promise<SandboxRecord[]> {
-    const rows = await this.db.selectFrom('sandboxes').selectAll().where('state', 'in', LIVE).execute();
+    const rows = await this.db.selectFrom('sandboxes').selectAll().where('state', 'in', [...LIVE]).execute();
     return rows.map(toRecord);
   }
 }

@@ -86,7 +86,11 @@ export interface TemplateTagTable {
   created_at: number;
 }
 
-export type SandboxState = 'creating' | 'running' | 'killed';
+/**
+ * `pausing` and `resuming` are the transitions of docs/pause-resume.md: a row enters them with one conditional
+ * update, so exactly one caller drives a transition; `paused` sandboxes hold a pause snapshot in cluster storage.
+ */
+export type SandboxState = 'creating' | 'running' | 'pausing' | 'paused' | 'resuming' | 'killed';
 
 export interface SandboxTable {
   id: string;
@@ -111,6 +115,51 @@ export interface SandboxTable {
   end_at: number;
   ended_at: number | null;
   end_reason: string | null;
+  /** The build id the node knows (empty for a built-in template); null on rows from before migration 0003. */
+  node_build_id: string | null;
+  /** Lifecycle chosen at create: pause instead of kill at the end time, with or without memory; wake on traffic. */
+  auto_pause: number;
+  auto_pause_memory: number;
+  auto_resume: number;
+  /** The snapshot of the current (or interrupted) pause: set on `pausing`, kept while `paused`/`resuming`. */
+  pause_snapshot_id: string | null;
+  pause_memory: number | null;
+  /** When the row last entered a transition (`pausing`/`resuming`) or left one. */
+  state_changed_at: number | null;
+}
+
+/**
+ * Snapshots in cluster storage that the control plane accounts for. `pause` ones belong to a paused sandbox and
+ * are deleted once it no longer refers to them (resumed or killed); `persistent` ones are a team's templates
+ * until deleted. A `creating` persistent snapshot whose Snapshot call never answered is deleted by the reconciler.
+ */
+export type SnapshotKind = 'pause' | 'persistent';
+export type SnapshotStatus = 'creating' | 'ready';
+
+export interface SnapshotTable {
+  id: string;
+  team_id: string;
+  cluster_id: string;
+  kind: SnapshotKind;
+  status: SnapshotStatus;
+  /** The sandbox it was taken from. */
+  sandbox_id: string;
+  template_id: string;
+  alias: string | null;
+  build_id: string;
+  node_build_id: string;
+  envd_version: string;
+  cpu_count: number;
+  memory_mb: number;
+  disk_mb: number;
+  /** 1 when it holds the process image (CRIU), 0 for filesystem only. */
+  memory: number;
+  /** A persistent snapshot's name (unique per team only in the sense that the newest of a name wins). */
+  name: string | null;
+  size_bytes: number | null;
+  /** The node that wrote it (its cache holds it: resumes prefer it). */
+  node_id: string | null;
+  created_at: number;
 }
 
 export interface Database {
@@ -121,4 +170,5 @@ export interface Database {
   template_builds: TemplateBuildTable;
   template_tags: TemplateTagTable;
   sandboxes: SandboxTable;
+  snapshots: SnapshotTable;
 }

@@ -396,14 +396,29 @@ export class TemplateStore {
     return new Map(rows.map((r) => [r.template_id, Number(r.n)]));
   }
 
-  /** Sandboxes being created or running from the template. */
+  /**
+   * Sandboxes of the template that are not killed: running ones, and paused ones too, since their pause snapshot
+   * is a layer on top of the template build's layers.
+   */
   async liveSandboxes(clusterId: string, templateId: string): Promise<number> {
     const { n } = await this.db
       .selectFrom('sandboxes')
       .select((eb) => eb.fn.countAll<number>().as('n'))
       .where('cluster_id', '=', clusterId)
       .where('template_id', '=', templateId)
-      .where('state', 'in', ['creating', 'running'])
+      .where('state', '!=', 'killed')
+      .executeTakeFirstOrThrow();
+    return Number(n);
+  }
+
+  /** Persistent snapshots taken from sandboxes of the template (they need its build's layers too). */
+  async snapshotCount(clusterId: string, templateId: string): Promise<number> {
+    const { n } = await this.db
+      .selectFrom('snapshots')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('cluster_id', '=', clusterId)
+      .where('template_id', '=', templateId)
+      .where('kind', '=', 'persistent')
       .executeTakeFirstOrThrow();
     return Number(n);
   }
