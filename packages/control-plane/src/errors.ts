@@ -10,6 +10,9 @@ export type ErrorCode =
   | 'no_capacity'
   | 'cluster_unavailable'
   | 'not_implemented'
+  | 'snapshot_missing'
+  | 'snapshot_corrupt'
+  | 'operation_failed'
   | 'internal';
 
 export class CoveError extends Error {
@@ -88,6 +91,33 @@ export class NotImplemented extends CoveError {
   }
 }
 
+/**
+ * A snapshot a sandbox needs is not in cluster storage (the node answered NOT_FOUND). 410: it existed and is gone;
+ * nothing the caller can send fixes it. A paused sandbox stays paused (it can still be killed).
+ */
+export class SnapshotMissing extends CoveError {
+  constructor(readonly snapshotId: string, what: string) {
+    super('snapshot_missing', `${what}: snapshot '${snapshotId}' is missing from cluster storage`);
+  }
+}
+
+/** A snapshot's artifacts are missing or do not match their digests (DATA_LOSS from the node). */
+export class SnapshotCorrupt extends CoveError {
+  constructor(readonly snapshotId: string, what: string, detail: string) {
+    super('snapshot_corrupt', `${what}: snapshot '${snapshotId}' is corrupt in cluster storage (${detail})`);
+  }
+}
+
+/**
+ * The node refused an operation it understood (a pause or snapshot of a sandbox it cannot checkpoint, or one
+ * busy with another operation); the sandbox is as it was. Not 409: the SDK reads a 409 on pause as "already paused".
+ */
+export class OperationFailed extends CoveError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('operation_failed', message, options);
+  }
+}
+
 /** HTTP status per code; the SDK reads `code` in the body, which repeats the status. */
 export const httpStatus: Record<ErrorCode, number> = {
   bad_request: 400,
@@ -99,6 +129,9 @@ export const httpStatus: Record<ErrorCode, number> = {
   no_capacity: 503,
   cluster_unavailable: 502,
   not_implemented: 501,
+  snapshot_missing: 410,
+  snapshot_corrupt: 500,
+  operation_failed: 500,
   internal: 500,
 };
 
@@ -106,5 +139,7 @@ export const httpStatus: Record<ErrorCode, number> = {
 export const e2bErrorCode: Partial<Record<ErrorCode, string>> = {
   no_capacity: 'sandbox_capacity_unavailable',
   cluster_unavailable: 'sandbox_create_failed',
+  snapshot_missing: 'snapshot_not_found',
+  snapshot_corrupt: 'snapshot_corrupt',
   internal: 'internal_server_error',
 };

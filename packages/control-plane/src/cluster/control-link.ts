@@ -16,6 +16,7 @@ import {
   type BuildStatusResponse,
   type SandboxInfo,
   type SandboxSpec,
+  type SnapshotInfo,
 } from '@cove/contracts/orchestrator';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
@@ -40,7 +41,14 @@ const NodeListSchema = z.array(
     .passthrough(),
 );
 
-export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime'> & { startMs: number; endMs: number };
+/** A Create's spec; `snapshotId` starts it from a snapshot (a resume, or a new sandbox from a persistent one). */
+export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime' | 'snapshotId' | 'cold'> & {
+  startMs: number;
+  endMs: number;
+  snapshotId?: string;
+  /** With snapshotId: filesystem only, boot the start command again. */
+  cold?: boolean;
+};
 
 /** The edge's answer to `POST /v1/templates/files` (docs/template-builds.md, "Edge"). */
 const FileUploadSchema = z.object({
@@ -180,6 +188,45 @@ export class ControlLink {
     } catch (err) {
       if (err instanceof LinkCallError) throw err;
       throw asLinkError(err, 'create');
+    }
+  }
+
+  /**
+   * Pauses a sandbox into `snapshotId` (docs/pause-resume.md). Carries `cove-sandbox-id` so the edge drops the
+   * sandbox's route once the node answered. Idempotent on the node for the same ids.
+   */
+  async pause(nodeId: string, sandboxId: string, snapshotId: string, memory: boolean): Promise<SnapshotInfo> {
+    try {
+      const res = await this.sandboxes.pause(
+        { sandboxId, snapshotId, memory },
+        { headers: this.headers(nodeId, { 'cove-sandbox-id': sandboxId }), timeoutMs: this.timeoutMs },
+      );
+      if (!res.snapshot) throw new LinkCallError(Code.Internal, 'pause: node returned no snapshot');
+      return res.snapshot;
+    } catch (err) {
+      if (err instanceof LinkCallError) throw err;
+      throw asLinkError(err, 'pause');
+    }
+  }
+
+  /** A persistent snapshot: the sandbox runs on where it is, so the edge's route stays (no `cove-sandbox-id`). */
+  async snapshot(nodeId: string, sandboxId: string, snapshotId: string): Promise<SnapshotInfo> {
+    try {
+      const res = await this.sandboxes.snapshot({ sandboxId, snapshotId }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+      if (!res.snapshot) throw new LinkCallError(Code.Internal, 'snapshot: node returned no snapshot');
+      return res.snapshot;
+    } catch (err) {
+      if (err instanceof LinkCallError) throw err;
+      throw asLinkError(err, 'snapshot');
+    }
+  }
+
+  /** Removes snapshots from cluster storage and the node's cache; unknown ids are skipped by the node. */
+  async deleteSnapshots(nodeId: string, snapshotIds: string[]): Promise<void> {
+    try {
+      await this.sandboxes.deleteSnapshots({ snapshotIds }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+    } catch (err) {
+      throw asLinkError(err, 'delete snapshots');
     }
   }
 
