@@ -8,16 +8,21 @@ import { ControlLinks } from './cluster/control-link.js';
 import type { Config } from './config.js';
 import { adminRoutes } from './http/admin-routes.js';
 import { adminAuth, apiKeyAuth } from './http/auth.js';
+import { clusterAuth, clusterRoutes } from './http/cluster-routes.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { notImplementedRoutes } from './http/not-implemented-routes.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
+import { snapshotRoutes } from './http/snapshot-routes.js';
 import { templateRoutes } from './http/template-routes.js';
 import { Evictor } from './sandboxes/evictor.js';
 import { Reconciler } from './sandboxes/reconciler.js';
 import { SandboxService } from './sandboxes/sandbox-service.js';
+import { SnapshotCleaner } from './sandboxes/snapshot-cleaner.js';
+import { SnapshotService } from './snapshots/snapshot-service.js';
 import { ClusterStore } from './store/cluster-store.js';
 import { openDatabase, type Db } from './store/database.js';
 import { SandboxStore } from './store/sandbox-store.js';
+import { SnapshotStore } from './store/snapshot-store.js';
 import { TeamStore } from './store/team-store.js';
 import { TemplateStore } from './store/template-store.js';
 import { BuildWatcher } from './templates/build-watcher.js';
@@ -35,8 +40,10 @@ export interface ControlPlane {
   teams: TeamStore;
   clusters: ClusterStore;
   sandboxes: SandboxStore;
+  snapshotStore: SnapshotStore;
   templateStore: TemplateStore;
   service: SandboxService;
+  snapshots: SnapshotService;
   templates: TemplateService;
   buildWatcher: BuildWatcher;
   evictor: Evictor;
@@ -58,7 +65,23 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
   const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, log.child({ module: 'templates' }));
-  const service = new SandboxService(sandboxes, clusters, links, placement, log.child({ module: 'sandboxes' }), templates);
+  const snapshotStore = new SnapshotStore(db.kysely);
+  const cleaner = new SnapshotCleaner(snapshotStore, clusters, links, log.child({ module: 'snapshots' }));
+  const service = new SandboxService({
+    sandboxes,
+    snapshots: snapshotStore,
+    clusters,
+    teams,
+    links,
+    cleaner,
+    placement,
+    log: log.child({ module: 'sandboxes' }),
+    templates,
+    transitionWaitMs: config.transitionWaitMs,
+  });
+  const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, log.child({ module: 'snapshots' }));
+  // A call that outlived this has lost its caller: twice the link deadline, and some.
+  const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;
   const buildWatcher = new BuildWatcher(
     templateStore,
     templates,
@@ -67,9 +90,20 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     2 * config.controlLinkTimeoutMs + 10_000,
     log.child({ module: 'build-watcher' }),
   );
-  const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }), 2 * config.controlLinkTimeoutMs + 10_000);
+  const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }), staleMs);
 
-  const reconciler = new Reconciler(sandboxes, clusters, links, config.reconcileIntervalMs, 30_000, log.child({ module: 'reconciler' }));
+  const reconciler = new Reconciler({
+    store: sandboxes,
+    snapshots: snapshotStore,
+    clusters,
+    links,
+    service,
+    cleaner,
+    intervalMs: config.reconcileIntervalMs,
+    graceMs: 30_000,
+    staleMs,
+    log: log.child({ module: 'reconciler' }),
+  });
 
   const app: FastifyInstance = Fastify({
     loggerInstance: log as FastifyBaseLogger,
@@ -105,14 +139,21 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   installErrorHandling(app);
   // Declared up front so every request object has the same shape (fastify's advice); set by the auth hook.
   app.decorateRequest('team', undefined);
+  app.decorateRequest('cluster', undefined);
 
   app.get('/health', async () => ({ status: 'ok' }));
 
   await app.register(async (pub) => {
     pub.addHook('onRequest', apiKeyAuth(teams));
     sandboxRoutes(pub, service);
-    templateRoutes(pub, templates);
+    snapshotRoutes(pub, snapshots);
+    templateRoutes(pub, templates, snapshots);
     notImplementedRoutes(pub);
+  });
+
+  await app.register(async (edge) => {
+    edge.addHook('onRequest', clusterAuth(clusters));
+    clusterRoutes(edge, service);
   });
 
   await app.register(async (admin) => {
@@ -128,8 +169,10 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     teams,
     clusters,
     sandboxes,
+    snapshotStore,
     templateStore,
     service,
+    snapshots,
     templates,
     buildWatcher,
     evictor,
@@ -145,6 +188,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
       await reconciler.stop();
       await buildWatcher.stop();
       await app.close();
+      await service.drain();
       links.closeAll();
       await db.close();
     },

@@ -35,6 +35,8 @@ const EnvSchema = z.object({
   COVE_BUILD_LOST_AFTER_MS: int(60_000, 0),
   /** Deadline for one control-link call (Create waits for the sandbox to boot). */
   COVE_CONTROL_LINK_TIMEOUT_MS: int(60_000, 100),
+  /** How long a call waits for another operation's pause/resume of the same sandbox; default 2 × link deadline + 10 s. */
+  COVE_TRANSITION_WAIT_MS: z.coerce.number().int().min(0).optional(),
   /** PEM file of extra CA certificates trusted for `https://` cluster endpoints (on top of the system roots). */
   COVE_CONTROL_LINK_CA: z.string().min(1).optional(),
   /** PEM files of the control plane's client certificate and key, for edges requiring mutual TLS. */
@@ -71,6 +73,7 @@ export interface Config {
   cpuOvercommit: number;
   memoryOvercommit: number;
   controlLinkTimeoutMs: number;
+  transitionWaitMs: number;
   controlLinkTls: Readonly<ControlLinkTls>;
   buildWatchIntervalMs: number;
   buildLostAfterMs: number;
@@ -112,6 +115,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
+    transitionWaitMs: e.COVE_TRANSITION_WAIT_MS ?? 2 * e.COVE_CONTROL_LINK_TIMEOUT_MS + 10_000,
     buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,
     buildLostAfterMs: e.COVE_BUILD_LOST_AFTER_MS,
     controlLinkTls: loadControlLinkTls(e.COVE_CONTROL_LINK_CA, e.COVE_CONTROL_LINK_CLIENT_CERT, e.COVE_CONTROL_LINK_CLIENT_KEY),

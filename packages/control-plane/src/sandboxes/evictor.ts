@@ -1,6 +1,7 @@
-// Kills sandboxes at their end time through the control link, even though nodes expire them too: the control
-// plane's record is the authority (a node may be partitioned or restarted with a stale end time). It reads the
-// store on every pass, so a control-plane restart loses nothing.
+// Ends sandboxes at their end time through the control link, even though nodes expire them too: the control
+// plane's record is the authority (a node may be partitioned or restarted with a stale end time). Sandboxes
+// created with autoPause are paused instead of killed. It reads the store on every pass, so a control-plane
+// restart loses nothing.
 
 import type { Logger } from 'pino';
 import type { SandboxStore } from '../store/sandbox-store.js';
@@ -21,7 +22,7 @@ export class Evictor {
     this.loop = new Periodic('evictor', intervalMs, () => this.runOnce(), log);
   }
 
-  /** One pass: every running sandbox whose end time is at or before `now`. Returns the ids that ended. */
+  /** One pass: every running sandbox whose end time is at or before `now`. Returns the ids that ended (or paused). */
   async runOnce(now = Date.now()): Promise<string[]> {
     const ended: string[] = [];
     // A control plane that stopped mid-create leaves a reservation that would count against the team's limit
@@ -33,15 +34,14 @@ export class Evictor {
       }
     }
     for (const due of await this.store.due(now)) {
-      // Re-read: a connect or refresh may have moved the end since the query.
-      const cur = await this.store.get(due.id);
-      if (!cur || cur.state !== 'running' || cur.endAt > now) continue;
       try {
-        await this.service.terminate(cur, 'timeout');
-        ended.push(cur.id);
-        this.log.info({ sandboxId: cur.id, teamId: cur.teamId, nodeId: cur.nodeId }, 'sandbox evicted at end time');
+        // Re-read inside: a connect or refresh may have moved the end since the query.
+        const outcome = await this.service.expire(due.id, now);
+        if (outcome === 'skipped') continue;
+        ended.push(due.id);
+        this.log.info({ sandboxId: due.id, teamId: due.teamId, nodeId: due.nodeId }, outcome === 'paused' ? 'sandbox paused at end time' : 'sandbox evicted at end time');
       } catch (err) {
-        this.log.warn({ sandboxId: cur.id, err }, 'eviction failed; retrying on the next pass');
+        this.log.warn({ sandboxId: due.id, err }, 'ending the sandbox failed; retrying on the next pass');
       }
     }
     return ended;

@@ -8,9 +8,7 @@ const ALPHABET = 'abcdefghijklmnopqrstuvwxyz0123456789';
 export const SANDBOX_ID_RE = /^i[a-z0-9]{20}$/;
 
 export function newSandboxId(): string {
-  let id = 'i';
-  for (let i = 0; i < 20; i++) id += ALPHABET[randomInt(ALPHABET.length)];
-  return id;
+  return `i${randomChars(20)}`;
 }
 
 export function newAccessToken(): string {
@@ -19,4 +17,20 @@ export function newAccessToken(): string {
 
 export function newId(): string {
   return randomUUID();
+}
+
+function randomChars(n: number): string {
+  let s = '';
+  for (let i = 0; i < n; i++) s += ALPHABET[randomInt(ALPHABET.length)];
+  return s;
+}
+
+/** A pause snapshot's id (`[a-z0-9-]{1,64}`, the node's rule): fresh for every pause, so ids are never reused. */
+export function newPauseSnapshotId(sandboxId: string): string {
+  return `${sandboxId}-p${randomChars(10)}`;
+}
+
+/** A persistent snapshot's id: like a template id (20 of [a-z0-9]), since the SDK uses it as one. */
+export function newSnapshotId(): string {
+  return randomChars(20);
 }

@@ -1,22 +1,37 @@
-// Sandbox lifecycle as the public API sees it: create (limits, placement, control link), kill, timeouts,
-// connect, list. Throws typed errors only; the HTTP layer maps them.
+// Sandbox lifecycle as the public API sees it: create (limits, placement, control link; also from a persistent
+// snapshot), kill, timeouts, connect (which resumes a paused sandbox), pause, list, and the edge's auto-resume.
+// Work on one sandbox is serialised (SandboxOps) and waits out other processes' transitions. Throws typed errors
+// only; the HTTP layer maps them.
 
+import { tokensEqual } from '@cove/auth-tokens';
 import { Code } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
 import { rankNodes, type PlacementOptions } from '../cluster/placement.js';
-import { BadRequest, ClusterUnavailable, NoCapacity, NotFound, NotImplemented, SandboxNotFound } from '../errors.js';
+import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
-import type { SandboxRecord, SandboxStore, ListFilter } from '../store/sandbox-store.js';
-import type { Team } from '../store/team-store.js';
+import type { ListFilter, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
+import type { SnapshotRecord, SnapshotStore } from '../store/snapshot-store.js';
+import type { Team, TeamStore } from '../store/team-store.js';
 import type { ResolvedTemplate } from '../templates/template-service.js';
+import { DEFAULT_TAG, splitRef } from '../templates/names.js';
 import { newAccessToken, newSandboxId } from './ids.js';
+import { preferNode, startOnNodes } from './node-start.js';
+import { PauseResume } from './pause-resume.js';
+import { SandboxOps } from './sandbox-ops.js';
+import type { SnapshotCleaner } from './snapshot-cleaner.js';
 
 /** E2B's server default when a create omits `timeout` (e2b-infra.md §6.2). */
 export const DEFAULT_CREATE_TIMEOUT_S = 15;
 /** Default keep-alive for `/refreshes` without a duration, and for `/connect` without a timeout (SDK default). */
 export const DEFAULT_REFRESH_S = 15;
 export const DEFAULT_CONNECT_TIMEOUT_S = 300;
+/** The deprecated `/resume`'s default (E2B's ResumedSandbox.timeout). */
+export const DEFAULT_RESUME_TIMEOUT_S = 15;
+/** A sandbox woken by traffic runs this long (E2B's defaultProxyAutoResumeTimeout), capped by the team maximum. */
+export const AUTO_RESUME_TIMEOUT_S = 300;
+/** envd's port: traffic to it needs no traffic token (envd checks its own access token). */
+export const ENVD_PORT = 49983;
 
 export interface CreateInput {
   templateID: string;
@@ -34,6 +49,7 @@ export interface CreateInput {
     rules?: Record<string, unknown>;
   };
   autoPause?: boolean;
+  autoPauseMemory?: boolean;
   autoResume?: { enabled: boolean };
   mcp?: unknown;
   iam?: unknown;
@@ -45,25 +61,69 @@ export interface Created {
   cluster: Cluster;
 }
 
+export interface Connected extends Created {
+  /** True when the sandbox was paused and this call resumed it (201), false when it was running (200). */
+  resumed: boolean;
+}
+
 /** Resolves a create's `templateID` (id, name or `name:tag`) to the build a sandbox runs. */
 export interface TemplateResolver {
   resolveForSandbox(team: Team, ref: string): Promise<ResolvedTemplate>;
 }
 
-/** Control-link codes after which another node may well succeed. */
-const TRY_NEXT = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.AlreadyExists]);
-/** Codes after which the node may have started the sandbox anyway: clean up before moving on. */
-const MAYBE_STARTED = new Set([Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Unavailable]);
+export interface SandboxServiceDeps {
+  sandboxes: SandboxStore;
+  snapshots: SnapshotStore;
+  clusters: ClusterStore;
+  teams: TeamStore;
+  links: ControlLinks;
+  cleaner: SnapshotCleaner;
+  placement: PlacementOptions;
+  log: Logger;
+  templates: TemplateResolver;
+  /** How long a call waits for another operation on the same sandbox to settle before answering 409. */
+  transitionWaitMs: number;
+}
+
+/** What a new sandbox starts from: a template's build, or a persistent snapshot of one. */
+interface Origin {
+  templateId: string;
+  alias: string | null;
+  buildId: string;
+  nodeBuildId: string;
+  cpuCount: number;
+  memoryMb: number;
+  diskMb: number;
+  envdVersion: string;
+  snapshot?: SnapshotRecord;
+}
+
+const WAIT = Symbol('wait');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class SandboxService {
-  constructor(
-    private readonly sandboxes: SandboxStore,
-    private readonly clusters: ClusterStore,
-    private readonly links: ControlLinks,
-    private readonly placement: PlacementOptions,
-    private readonly log: Logger,
-    private readonly templates: TemplateResolver,
-  ) {}
+  readonly ops = new SandboxOps();
+  readonly pauses: PauseResume;
+  private readonly pending = new Set<Promise<unknown>>();
+
+  constructor(private readonly d: SandboxServiceDeps) {
+    this.pauses = new PauseResume(d.sandboxes, d.clusters, d.links, d.cleaner, d.placement, d.log, (work) => this.background(work));
+  }
+
+  private get sandboxes() {
+    return this.d.sandboxes;
+  }
+
+  private background(work: Promise<unknown>): void {
+    const p = work.catch((err: unknown) => this.d.log.warn({ err }, 'background work failed')).finally(() => this.pending.delete(p));
+    this.pending.add(p);
+  }
+
+  /** Waits for background work (snapshot deletions after resumes) and operations in flight; for shutdown and tests. */
+  async drain(): Promise<void> {
+    await this.ops.idle();
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
+  }
 
   private checkTimeout(team: Team, seconds: number): void {
     if (seconds > team.maxTimeoutHours * 3600) {
@@ -73,7 +133,7 @@ export class SandboxService {
 
   private async teamCluster(team: Team): Promise<Cluster> {
     if (!team.clusterId) throw new NoCapacity('this team is not bound to a cluster yet');
-    return this.clusters.require(team.clusterId);
+    return this.d.clusters.require(team.clusterId);
   }
 
   /** Features the SDK can request that Cove does not enforce yet: refuse rather than silently ignore them. */
@@ -83,19 +143,42 @@ export class SandboxService {
     if (n && n.rules && Object.keys(n.rules).length > 0) throw new NotImplemented('egress transform rules (network.rules)');
     if (n && n.egressProxy) throw new NotImplemented('egress proxy (network.egressProxy)');
     if (n && n.maskRequestHost) throw new NotImplemented('network.maskRequestHost');
-    if (input.autoPause) throw new NotImplemented('auto-pause (sandbox pause)');
-    if (input.autoResume?.enabled) throw new NotImplemented('auto-resume (sandbox pause)');
     if (input.volumeMounts && input.volumeMounts.length > 0) throw new NotImplemented('volumes');
     if (input.iam && Object.keys(input.iam as object).length > 0) throw new NotImplemented('workload identity tokens (iam)');
+  }
+
+  /** E2B's lifecycle rules: a filesystem-only auto-pause needs autoPause and cannot be woken by traffic. */
+  private checkLifecycle(input: CreateInput): void {
+    if (input.autoPauseMemory === false && !input.autoPause) throw new BadRequest('autoPauseMemory can only be set when autoPause is true');
+    if (input.autoPauseMemory === false && input.autoResume?.enabled) {
+      throw new BadRequest('autoResume cannot be combined with autoPauseMemory=false: a filesystem-only snapshot cannot be resumed by traffic');
+    }
+  }
+
+  /**
+   * A persistent snapshot of the team that `ref` names (its id, or its name, optionally `:default`): the newest
+   * of that name. Checked before templates, so a team's snapshot shadows a same-named template for that team only.
+   */
+  private async findSnapshot(team: Team, cluster: Cluster, ref: string): Promise<SnapshotRecord | undefined> {
+    const { name, tag } = splitRef(ref);
+    if (tag !== undefined && tag !== DEFAULT_TAG) return undefined;
+    return (await this.d.snapshots.findPersistent(team.id, cluster.id, name))[0];
+  }
+
+  private async origin(team: Team, cluster: Cluster, ref: string): Promise<Origin> {
+    const snapshot = await this.findSnapshot(team, cluster, ref);
+    if (snapshot) return { ...snapshot, snapshot };
+    const r = await this.d.templates.resolveForSandbox(team, ref);
+    return { ...r, templateId: r.template.templateId, alias: r.template.alias };
   }
 
   async create(team: Team, input: CreateInput): Promise<Created> {
     const timeout = input.timeout ?? DEFAULT_CREATE_TIMEOUT_S;
     this.checkTimeout(team, timeout);
     this.rejectUnsupported(input);
+    this.checkLifecycle(input);
     const cluster = await this.teamCluster(team);
-    const resolved = await this.templates.resolveForSandbox(team, input.templateID);
-    const template = resolved.template;
+    const origin = await this.origin(team, cluster, input.templateID);
 
     const now = Date.now();
     const record: SandboxRecord = {
@@ -103,14 +186,15 @@ export class SandboxService {
       teamId: team.id,
       clusterId: cluster.id,
       nodeId: null,
-      templateId: template.templateId,
-      alias: template.alias,
-      buildId: resolved.buildId,
-      cpuCount: resolved.cpuCount,
-      memoryMb: resolved.memoryMb,
-      diskMb: resolved.diskMb,
+      templateId: origin.templateId,
+      alias: origin.alias,
+      buildId: origin.buildId,
+      nodeBuildId: origin.nodeBuildId,
+      cpuCount: origin.cpuCount,
+      memoryMb: origin.memoryMb,
+      diskMb: origin.diskMb,
       metadata: input.metadata ?? {},
-      envdVersion: resolved.envdVersion,
+      envdVersion: origin.envdVersion,
       envdAccessToken: newAccessToken(),
       trafficAccessToken: input.network?.allowPublicTraffic === false ? newAccessToken() : null,
       allowInternetAccess: input.allowInternetAccess ?? null,
@@ -120,83 +204,98 @@ export class SandboxService {
       endAt: now + timeout * 1000,
       endedAt: null,
       endReason: null,
+      autoPause: input.autoPause ?? false,
+      autoPauseMemory: input.autoPauseMemory ?? true,
+      autoResume: input.autoResume?.enabled ?? false,
+      pauseSnapshotId: null,
+      pauseMemory: null,
+      stateChangedAt: null,
     };
     await this.sandboxes.reserve(record, team.maxConcurrentSandboxes);
-    const log = this.log.child({ sandboxId: record.id, teamId: team.id, clusterId: cluster.id });
+    const log = this.d.log.child({ sandboxId: record.id, teamId: team.id, clusterId: cluster.id });
     try {
-      const link = this.links.for(cluster);
-      const candidates = rankNodes(await link.listNodes(), record, this.placement);
+      const link = this.d.links.for(cluster);
+      const candidates = rankNodes(await link.listNodes(), record, this.d.placement);
       if (candidates.length === 0) throw new NoCapacity();
-      let lastError: LinkCallError | undefined;
-      let allExhausted = true;
-      let allNotFound = true;
-      for (const { nodeId } of candidates) {
-        try {
-          const info = await link.create(
-            nodeId,
-            {
-              sandboxId: record.id,
-              templateId: record.templateId,
-              // Empty for a built-in template: the node's own (docs/template-builds.md, "Orchestrator").
-              buildId: resolved.nodeBuildId,
-              teamId: team.id,
-              vcpu: record.cpuCount,
-              memoryMb: record.memoryMb,
-              diskMb: record.diskMb,
-              envVars: input.envVars ?? {},
-              metadata: record.metadata,
-              allowInternetAccess: input.allowInternetAccess ?? true,
-              envdAccessToken: record.envdAccessToken,
-              startMs: record.startedAt,
-              endMs: record.endAt,
-            },
-            record.trafficAccessToken,
-          );
-          record.nodeId = nodeId;
-          record.envdVersion = info.envdVersion || resolved.envdVersion;
-          record.state = 'running';
-          await this.sandboxes.markRunning(record.id, nodeId, record.envdVersion);
-          await this.clusters.recordSpawn(cluster.id, template.templateId, now);
-          log.info({ nodeId, templateId: template.templateId }, 'sandbox created');
-          return { sandbox: record, cluster };
-        } catch (err) {
-          if (!(err instanceof LinkCallError)) throw err;
-          if (!TRY_NEXT.has(err.code)) throw new ClusterUnavailable('the cluster refused to create the sandbox', { cause: err });
-          log.warn({ nodeId, err: err.message }, 'create failed on node, trying the next one');
-          if (err.code !== Code.ResourceExhausted) allExhausted = false;
-          // NotFound is an unknown template on the node, or a node the edge no longer knows: try the others.
-          if (err.code !== Code.NotFound) allNotFound = false;
-          lastError = err;
-          if (MAYBE_STARTED.has(err.code)) {
-            await link.delete(nodeId, record.id, 'create failed').catch(() => undefined);
-          }
-        }
-      }
-      if (allExhausted) throw new NoCapacity();
-      if (allNotFound) throw new NotFound(`template '${input.templateID}' is not available in this cluster`);
-      throw new ClusterUnavailable('no node could start the sandbox', { cause: lastError });
+      const snapshotId = origin.snapshot?.id;
+      const { nodeId, info } = await startOnNodes(
+        link,
+        // A persistent snapshot's node may still hold it in its cache.
+        preferNode(candidates, origin.snapshot?.nodeId ?? null),
+        {
+          sandboxId: record.id,
+          templateId: record.templateId,
+          // Empty for a built-in template: the node's own (docs/template-builds.md, "Orchestrator").
+          buildId: origin.nodeBuildId,
+          teamId: team.id,
+          vcpu: record.cpuCount,
+          memoryMb: record.memoryMb,
+          diskMb: record.diskMb,
+          envVars: input.envVars ?? {},
+          metadata: record.metadata,
+          allowInternetAccess: input.allowInternetAccess ?? true,
+          envdAccessToken: record.envdAccessToken,
+          startMs: record.startedAt,
+          endMs: record.endAt,
+          ...(snapshotId ? { snapshotId } : {}),
+        },
+        record.trafficAccessToken,
+        { describe: snapshotId ? `cannot start a sandbox from snapshot '${snapshotId}'` : `template '${input.templateID}'`, templateRef: input.templateID },
+        log,
+      );
+      record.nodeId = nodeId;
+      record.envdVersion = info.envdVersion || origin.envdVersion;
+      record.state = 'running';
+      await this.sandboxes.markRunning(record.id, nodeId, record.envdVersion);
+      if (!snapshotId) await this.d.clusters.recordSpawn(cluster.id, origin.templateId, now);
+      log.info({ nodeId, templateId: origin.templateId, snapshotId }, 'sandbox created');
+      return { sandbox: record, cluster };
     } catch (err) {
       await this.sandboxes.remove(record.id);
       throw err;
     }
   }
 
+  /**
+   * Runs `act` on the sandbox as it stands once no transition is under way: serialised with this process's
+   * other operations on it, and polling the row while another process (or an interrupted one, which the
+   * reconciler settles) holds it `pausing`/`resuming`. `act` gets undefined for unknown, killed, starting, expired
+   * and other teams' sandboxes (`teamId` undefined: any team). 409 when it does not settle in time.
+   */
+  async whenSettled<T>(id: string, teamId: string | undefined, act: (s: SandboxRecord | undefined) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.d.transitionWaitMs;
+    let state = '';
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      const r = await this.ops.exclusive(id, deadline, async () => {
+        const s = await this.sandboxes.getVisible(teamId, id);
+        if (s && (s.state === 'pausing' || s.state === 'resuming')) {
+          state = s.state;
+          return WAIT;
+        }
+        return { value: await act(s) };
+      });
+      if (r !== WAIT) return r.value;
+      if (Date.now() + delay > deadline) throw new Conflict(`sandbox "${id}" is still ${state}; try again`);
+      await sleep(delay);
+    }
+  }
+
   async get(team: Team, id: string): Promise<{ sandbox: SandboxRecord; cluster: Cluster }> {
-    const sandbox = await this.sandboxes.getRunning(team.id, id);
+    const sandbox = await this.sandboxes.getVisible(team.id, id);
     if (!sandbox) throw new SandboxNotFound(id);
-    return { sandbox, cluster: await this.clusters.require(sandbox.clusterId) };
+    return { sandbox, cluster: await this.d.clusters.require(sandbox.clusterId) };
   }
 
   async list(team: Team, filter: ListFilter) {
-    return this.sandboxes.listRunning(team.id, filter);
+    return this.sandboxes.list(team.id, filter);
   }
 
-  /** Deletes on the node, then records the end. NotFound from the node means it is already gone. */
+  /** Deletes a running sandbox on its node, then records the end. NotFound from the node means it is already gone. */
   async terminate(sandbox: SandboxRecord, reason: string): Promise<void> {
-    const cluster = await this.clusters.require(sandbox.clusterId);
+    const cluster = await this.d.clusters.require(sandbox.clusterId);
     if (sandbox.nodeId) {
       try {
-        await this.links.for(cluster).delete(sandbox.nodeId, sandbox.id, reason);
+        await this.d.links.for(cluster).delete(sandbox.nodeId, sandbox.id, reason);
       } catch (err) {
         if (!(err instanceof LinkCallError) || err.code !== Code.NotFound) {
           throw new ClusterUnavailable('the cluster could not kill the sandbox', { cause: err });
@@ -206,19 +305,22 @@ export class SandboxService {
     await this.sandboxes.markKilled(sandbox.id, reason, Date.now());
   }
 
+  /** Kills a running sandbox on its node, or a paused one by deleting its snapshot. */
   async kill(team: Team, id: string): Promise<void> {
-    const sandbox = await this.sandboxes.getRunning(team.id, id);
-    if (!sandbox) throw new SandboxNotFound(id);
-    await this.terminate(sandbox, 'killed');
-    this.log.info({ sandboxId: id, teamId: team.id }, 'sandbox killed');
+    await this.whenSettled(id, team.id, async (s) => {
+      if (!s) throw new SandboxNotFound(id);
+      if (s.state === 'paused') await this.pauses.killPaused(s, 'killed');
+      else await this.terminate(s, 'killed');
+    });
+    this.d.log.info({ sandboxId: id, teamId: team.id }, 'sandbox killed');
   }
 
   /** Pushes a new end time to the node; a node that no longer knows the sandbox means it is gone. */
   private async propagateEnd(sandbox: SandboxRecord, endMs: number): Promise<void> {
-    const cluster = await this.clusters.require(sandbox.clusterId);
+    const cluster = await this.d.clusters.require(sandbox.clusterId);
     if (!sandbox.nodeId) return;
     try {
-      await this.links.for(cluster).update(sandbox.nodeId, sandbox.id, endMs);
+      await this.d.links.for(cluster).update(sandbox.nodeId, sandbox.id, endMs);
     } catch (err) {
       if (err instanceof LinkCallError && err.code === Code.NotFound) {
         await this.sandboxes.markKilled(sandbox.id, 'gone on node', Date.now());
@@ -228,7 +330,7 @@ export class SandboxService {
     }
   }
 
-  /** `POST /sandboxes/{id}/timeout`: end = now + timeout, earlier or later. */
+  /** `POST /sandboxes/{id}/timeout`: end = now + timeout, earlier or later. Only running sandboxes (as E2B). */
   async setTimeout(team: Team, id: string, seconds: number): Promise<void> {
     this.checkTimeout(team, seconds);
     const sandbox = await this.sandboxes.getRunning(team.id, id);
@@ -255,10 +357,81 @@ export class SandboxService {
     await this.extend(team, id, seconds ?? DEFAULT_REFRESH_S, true);
   }
 
-  async connect(team: Team, id: string, seconds: number | undefined): Promise<Created> {
-    const timeout = seconds ?? DEFAULT_CONNECT_TIMEOUT_S;
-    this.checkTimeout(team, timeout);
-    const sandbox = await this.extend(team, id, timeout, false);
-    return { sandbox, cluster: await this.clusters.require(sandbox.clusterId) };
+  /**
+   * `connect` (and the deprecated `resume`): a running sandbox only has its end extended; a paused one is resumed
+   * with end = now + timeout (`memory: false` boots it from its filesystem only). Of concurrent calls on a paused
+   * sandbox one resumes it and the others then find it running.
+   */
+  async connect(team: Team, id: string, opts: { timeout?: number; memory?: boolean; defaultTimeout?: number }): Promise<Connected> {
+    const seconds = opts.timeout ?? opts.defaultTimeout ?? DEFAULT_CONNECT_TIMEOUT_S;
+    this.checkTimeout(team, seconds);
+    return this.whenSettled(id, team.id, async (s) => {
+      if (!s) throw new SandboxNotFound(id);
+      const cluster = await this.d.clusters.require(s.clusterId);
+      if (s.state === 'running') return { sandbox: await this.extend(team, id, seconds, false), cluster, resumed: false };
+      return { sandbox: await this.pauses.resume(team, s, seconds, opts.memory === false), cluster, resumed: true };
+    });
+  }
+
+  /** `POST /sandboxes/{id}/pause`: 409 when it is already paused (or pausing). */
+  async pause(team: Team, id: string, memory: boolean): Promise<void> {
+    await this.whenSettled(id, team.id, async (s) => {
+      if (!s) throw new SandboxNotFound(id);
+      if (s.state === 'paused') throw new Conflict(`sandbox "${id}" is already paused`);
+      await this.pauses.pause(s, memory);
+    });
+  }
+
+  /**
+   * The evictor's action at a sandbox's end time: pause it when it was created with autoPause (falling back to a
+   * filesystem-only pause, then a kill, when the node cannot checkpoint it), kill it otherwise. Returns what happened.
+   */
+  async expire(id: string, now: number): Promise<'killed' | 'paused' | 'skipped'> {
+    return this.ops.exclusive(id, Date.now() + this.d.transitionWaitMs, async () => {
+      const cur = await this.sandboxes.get(id);
+      if (!cur || cur.state !== 'running' || cur.endAt > now) return 'skipped';
+      if (!cur.autoPause) {
+        await this.terminate(cur, 'timeout');
+        return 'killed';
+      }
+      try {
+        await this.pauses.pause(cur, cur.autoPauseMemory);
+        return 'paused';
+      } catch (err) {
+        if (!(err instanceof OperationFailed)) throw err;
+        this.d.log.warn({ sandboxId: id, err: err.message }, 'auto-pause refused');
+      }
+      if (cur.autoPauseMemory) {
+        try {
+          await this.pauses.pause(cur, false);
+          return 'paused';
+        } catch (err) {
+          if (!(err instanceof OperationFailed)) throw err;
+        }
+      }
+      await this.terminate(cur, 'timeout (the sandbox could not be paused)');
+      return 'killed';
+    });
+  }
+
+  /**
+   * The edge's `POST /cluster/v1/sandboxes/{id}/resume` when traffic arrives for a sandbox it does not route: a
+   * running sandbox of `cluster` answers at once; a paused one created with autoResume (and paused with memory) is
+   * resumed for AUTO_RESUME_TIMEOUT_S. A private sandbox needs its traffic token unless the port is envd's.
+   */
+  async autoResume(cluster: Cluster, id: string, req: { port: number; trafficAccessToken?: string }): Promise<{ sandboxID: string; nodeID: string }> {
+    return this.whenSettled(id, undefined, async (s) => {
+      if (!s || s.clusterId !== cluster.id) throw new SandboxNotFound(id);
+      const token = s.trafficAccessToken;
+      if (token && req.port !== ENVD_PORT && !(req.trafficAccessToken !== undefined && tokensEqual(req.trafficAccessToken, token))) {
+        throw new Forbidden(`sandbox "${id}" is private: a valid traffic access token is required`);
+      }
+      if (s.state === 'running') return { sandboxID: s.id, nodeID: s.nodeId! };
+      if (!s.autoResume) throw new NotFound(`sandbox "${id}" is paused and does not resume on traffic`);
+      if (s.pauseMemory === false) throw new NotFound(`sandbox "${id}" was paused without memory and resumes only through connect`);
+      const team = await this.d.teams.require(s.teamId);
+      const r = await this.pauses.resume(team, s, Math.min(AUTO_RESUME_TIMEOUT_S, team.maxTimeoutHours * 3600), false);
+      return { sandboxID: r.id, nodeID: r.nodeId! };
+    });
   }
 }

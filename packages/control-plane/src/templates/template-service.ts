@@ -393,11 +393,16 @@ export class TemplateService {
     return { template, builds: builds.slice(0, limit), more: builds.length > limit };
   }
 
-  /** `DELETE /templates/{id}`: refused while a sandbox uses it or a build runs; artifacts go first, then rows. */
+  /**
+   * `DELETE /templates/{id}`: refused while a sandbox uses it (running or paused), a snapshot was taken from it, or
+   * a build runs; artifacts go first, then rows.
+   */
   async delete(team: Team, ref: string): Promise<void> {
     const { cluster, template } = await this.owned(team, ref);
     const live = await this.templates.liveSandboxes(cluster.id, template.templateId);
-    if (live > 0) throw new Conflict(`template '${ref}' is used by ${live} running sandbox${live === 1 ? '' : 'es'}; kill ${live === 1 ? 'it' : 'them'} first`);
+    if (live > 0) throw new Conflict(`template '${ref}' is used by ${live} running or paused sandbox${live === 1 ? '' : 'es'}; kill ${live === 1 ? 'it' : 'them'} first`);
+    const snapshots = await this.templates.snapshotCount(cluster.id, template.templateId);
+    if (snapshots > 0) throw new Conflict(`template '${ref}' has ${snapshots} snapshot${snapshots === 1 ? '' : 's'} taken from its sandboxes; delete ${snapshots === 1 ? 'it' : 'them'} first`);
     const builds = await this.templates.listBuilds(cluster.id, template.templateId, 100_000);
     const running = builds.find((b) => b.status === 'building');
     if (running) throw new Conflict(`template '${ref}' has a build in progress (${running.buildId}); wait for it to finish`);
