@@ -372,9 +372,23 @@ export interface paths {
                         "application/json": components["schemas"]["Sandbox"];
                     };
                 };
+                /** @description Paused sandbox */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Sandbox"];
+                    };
+                };
                 400: components["responses"]["400"];
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                410: components["responses"]["410"];
+                429: components["responses"]["429"];
+                500: components["responses"]["500"];
+                503: components["responses"]["503"];
             };
         };
         delete?: never;
@@ -418,11 +432,231 @@ export interface paths {
                         "application/json": components["schemas"]["Sandbox"];
                     };
                 };
+                /** @description Paused sandbox */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Sandbox"];
+                    };
+                };
                 400: components["responses"]["400"];
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                410: components["responses"]["410"];
+                429: components["responses"]["429"];
+                500: components["responses"]["500"];
+                503: components["responses"]["503"];
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sandboxes/{sandboxID}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * @deprecated
+         * @description As connect (running → 200, end extended only; paused → resumed, 201), with E2B's default timeout of 15 s.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["ResumedSandbox"];
+                };
+            };
+            responses: {
+                /** @description Running sandbox */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Sandbox"];
+                    };
+                };
+                /** @description Paused sandbox */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Sandbox"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                410: components["responses"]["410"];
+                429: components["responses"]["429"];
+                500: components["responses"]["500"];
+                503: components["responses"]["503"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sandboxes/{sandboxID}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["SandboxPauseRequest"];
+                };
+            };
+            responses: {
+                /** @description Paused; resume with connect */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                500: components["responses"]["500"];
+                502: components["responses"]["502"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sandboxes/{sandboxID}/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description A persistent snapshot of a running sandbox (checkpointed in place; it runs on). */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["SandboxSnapshotRequest"];
+                };
+            };
+            responses: {
+                /** @description Snapshot created */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SnapshotInfo"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                500: components["responses"]["500"];
+                502: components["responses"]["502"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/snapshots": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    sandboxID?: string;
+                    /** @description A snapshot id or name (optionally :default) */
+                    name?: string;
+                    limit?: number;
+                    nextToken?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description One page of the team's snapshots, newest first */
+                200: {
+                    headers: {
+                        /** @description Present when there is a next page */
+                        "X-Next-Token"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SnapshotInfo"][];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+            };
+        };
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1162,6 +1396,32 @@ export interface components {
             timeout?: number;
             memory?: boolean;
         };
+        SandboxPauseRequest: {
+            /**
+             * @description Keep processes and memory; false keeps the filesystem only
+             * @default true
+             */
+            memory?: boolean;
+        };
+        ResumedSandbox: {
+            /**
+             * Format: int32
+             * @default 15
+             */
+            timeout?: number;
+            /** @deprecated */
+            autoPause?: boolean;
+            memory?: boolean;
+        };
+        SandboxSnapshotRequest: {
+            /** @description Name of the snapshot; the newest snapshot of a name is what Sandbox.create(name) starts */
+            name?: string;
+        };
+        SnapshotInfo: {
+            /** @description Usable as templateID in POST /sandboxes; deleted with DELETE /templates/{snapshotID} */
+            snapshotID: string;
+            names: string[];
+        };
         TeamUser: {
             id: string;
             email?: string;
@@ -1388,6 +1648,15 @@ export interface components {
         };
         /** @description Conflict with the current state */
         409: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
+        /** @description A snapshot the sandbox needs is missing from cluster storage */
+        410: {
             headers: {
                 [name: string]: unknown;
             };

@@ -5,12 +5,8 @@ import type { FastifyInstance, HTTPMethods } from 'fastify';
 import { NotImplemented } from '../errors.js';
 
 const ROUTES: Array<[HTTPMethods, string, string]> = [
-  ['POST', '/sandboxes/:sandboxID/pause', 'sandbox pause'],
-  ['POST', '/sandboxes/:sandboxID/resume', 'sandbox resume'],
   ['PUT', '/sandboxes/:sandboxID/network', 'sandbox network update'],
   ['POST', '/sandboxes/:sandboxID/fork', 'sandbox fork'],
-  ['POST', '/sandboxes/:sandboxID/snapshots', 'sandbox snapshots'],
-  ['GET', '/snapshots', 'snapshot listing'],
   ['GET', '/sandboxes/:sandboxID/metrics', 'sandbox metrics'],
   ['GET', '/sandboxes/metrics', 'sandbox metrics'],
   ['GET', '/sandboxes/:sandboxID/logs', 'sandbox logs'],

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { BadRequest } from '../errors.js';
 import type { components } from '../gen/public-api.js';
-import type { SandboxService } from '../sandboxes/sandbox-service.js';
+import { DEFAULT_RESUME_TIMEOUT_S, type SandboxService } from '../sandboxes/sandbox-service.js';
 import { teamOf } from './auth.js';
 import { decodeMetadataFilter } from './metadata-filter.js';
 import { parse } from './validation.js';
@@ -46,6 +46,9 @@ const IdParams = z.object({ sandboxID: z.string().min(1).max(128).transform((id)
 const TimeoutBody = z.object({ timeout: z.number().int().min(0) }) satisfies z.ZodType<S['SandboxTimeoutRequest']>;
 const RefreshBody = z.object({ duration: z.number().int().min(0).max(3600).optional() }).optional();
 const ConnectBody = z.object({ timeout: z.number().int().min(0).optional(), memory: z.boolean().optional() }).optional();
+const PauseBody = z.object({ memory: z.boolean().optional() }).optional();
+/** The deprecated `/resume` (E2B's ResumedSandbox; its autoPause is deprecated and ignored). */
+const ResumeBody = z.object({ timeout: z.number().int().min(0).optional(), autoPause: z.boolean().optional(), memory: z.boolean().optional() }).optional();
 
 const StateList = z
   .union([z.string(), z.array(z.string())])
@@ -98,10 +101,9 @@ export function sandboxRoutes(app: FastifyInstance, service: SandboxService): vo
 
   app.get('/v2/sandboxes', async (req, reply) => {
     const q = parse(ListQuery, req.query, 'query');
-    const states = q.state ?? ['running', 'paused'];
-    // Cove has no paused sandboxes yet, so a paused-only query is empty.
-    if (!states.includes('running')) return [];
+    const states = q.state && q.state.length > 0 ? q.state : (['running', 'paused'] as const);
     const { items, next } = await service.list(teamOf(req), {
+      states,
       metadata: decodeMetadataFilter(q.metadata),
       template: q.template,
       startedAfter: q.startedAfter ? Date.parse(q.startedAfter) : undefined,
@@ -139,12 +141,32 @@ export function sandboxRoutes(app: FastifyInstance, service: SandboxService): vo
     return reply.status(204).send();
   });
 
+  // Running → end extended only, 200; paused → resumed, 201 (E2B).
   for (const url of ['/sandboxes/:sandboxID/connect', '/v2/sandboxes/:sandboxID/connect']) {
     app.post(url, async (req, reply) => {
       const { sandboxID } = parse(IdParams, req.params, 'path');
       const body = parse(ConnectBody, req.body, 'body');
-      const { sandbox, cluster } = await service.connect(teamOf(req), sandboxID, body?.timeout);
-      return reply.status(200).send(sandboxView(sandbox, cluster));
+      const { sandbox, cluster, resumed } = await service.connect(teamOf(req), sandboxID, { timeout: body?.timeout, memory: body?.memory });
+      return reply.status(resumed ? 201 : 200).send(sandboxView(sandbox, cluster));
     });
   }
+
+  app.post('/sandboxes/:sandboxID/resume', async (req, reply) => {
+    const { sandboxID } = parse(IdParams, req.params, 'path');
+    const body = parse(ResumeBody, req.body, 'body');
+    const { sandbox, cluster, resumed } = await service.connect(teamOf(req), sandboxID, {
+      timeout: body?.timeout,
+      memory: body?.memory,
+      defaultTimeout: DEFAULT_RESUME_TIMEOUT_S,
+    });
+    return reply.status(resumed ? 201 : 200).send(sandboxView(sandbox, cluster));
+  });
+
+  // 204 once paused; 409 when already paused (the SDK's pause() then returns false).
+  app.post('/sandboxes/:sandboxID/pause', async (req, reply) => {
+    const { sandboxID } = parse(IdParams, req.params, 'path');
+    const body = parse(PauseBody, req.body, 'body');
+    await service.pause(teamOf(req), sandboxID, body?.memory ?? true);
+    return reply.status(204).send();
+  });
 }

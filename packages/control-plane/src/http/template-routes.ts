@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { BadRequest } from '../errors.js';
 import type { components } from '../gen/public-api.js';
 import type { Build } from '../store/template-store.js';
+import type { SnapshotService } from '../snapshots/snapshot-service.js';
 import { parseBuildStart } from '../templates/build-spec.js';
 import { MAX_BUILD_CPU, MAX_LOG_PAGE, type TemplateService } from '../templates/template-service.js';
 import { NameRefSchema, TagListSchema } from '../templates/names.js';
@@ -65,7 +66,7 @@ function decodeCursor(t: string): { createdAt: number; buildId: string } {
   throw new BadRequest('invalid nextToken');
 }
 
-export function templateRoutes(app: FastifyInstance, templates: TemplateService): void {
+export function templateRoutes(app: FastifyInstance, templates: TemplateService, snapshots: SnapshotService): void {
   const list = async (req: Parameters<typeof teamOf>[0]) => (await templates.list(teamOf(req))).map(({ template, buildCount }) => templateView(template, buildCount));
 
   app.get('/templates', async (req) => {
@@ -140,7 +141,8 @@ export function templateRoutes(app: FastifyInstance, templates: TemplateService)
 
   app.delete('/templates/:templateID', async (req, reply) => {
     const { templateID } = parse(TemplateParams, req.params, 'path');
-    await templates.delete(teamOf(req), templateID);
+    // A persistent snapshot is a template of its team as far as E2B's API goes (SDK deleteSnapshot).
+    if (!(await snapshots.deleteIfSnapshot(teamOf(req), templateID))) await templates.delete(teamOf(req), templateID);
     return reply.status(204).send();
   });
 

@@ -36,7 +36,8 @@ export function listedSandboxView(s: SandboxRecord): S['ListedSandbox'] {
     memoryMB: s.memoryMb,
     diskSizeMB: s.diskMb,
     metadata: s.metadata,
-    state: 'running',
+    // A transition shows as paused: neither a pausing nor a resuming sandbox can be reached yet.
+    state: s.state === 'running' ? 'running' : 'paused',
     envdVersion: s.envdVersion,
     volumeMounts: [],
   };
@@ -49,7 +50,7 @@ export function sandboxDetailView(s: SandboxRecord, c: Cluster): S['SandboxDetai
     domain: c.sandboxDomain,
     allowInternetAccess: s.allowInternetAccess,
     network: (s.network ?? {}) as S['SandboxNetworkConfig'],
-    lifecycle: { autoResume: false, onTimeout: 'kill' },
+    lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },
   };
 }
 

@@ -1,0 +1,43 @@
+// The cluster API the edges call (docs/pause-resume.md, "Edge: auto-resume"), authenticated with the cluster
+// token (`authorization: Bearer <token>`): the cluster is the one whose stored token matches, compared in constant
+// time. Missing token → 401, a token of no cluster → 403, as the edge's own REST API answers.
+
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { bearerToken, tokensEqual } from '@cove/auth-tokens';
+import { z } from 'zod';
+import { Forbidden, Unauthenticated } from '../errors.js';
+import type { SandboxService } from '../sandboxes/sandbox-service.js';
+import type { Cluster, ClusterStore } from '../store/cluster-store.js';
+import { parse } from './validation.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    cluster?: Cluster;
+  }
+}
+
+const Params = z.object({ sandboxID: z.string().min(1).max(128).regex(/^[a-z0-9]+$/, 'sandboxID must be lowercase letters and digits') });
+const ResumeBody = z.object({
+  port: z.number().int().min(1).max(65535),
+  trafficAccessToken: z.string().min(1).max(512).optional(),
+});
+
+export function clusterAuth(clusters: ClusterStore) {
+  return async (req: FastifyRequest): Promise<void> => {
+    const token = bearerToken(req.headers.authorization);
+    if (!token) throw new Unauthenticated('missing cluster token: send authorization: Bearer <cluster token>');
+    // Every cluster is compared (no early exit), so the time taken does not say which one matched.
+    let match: Cluster | undefined;
+    for (const c of await clusters.list()) if (tokensEqual(token, c.token) && !match) match = c;
+    if (!match) throw new Forbidden('invalid cluster token');
+    req.cluster = match;
+  };
+}
+
+export function clusterRoutes(app: FastifyInstance, service: SandboxService): void {
+  app.post('/cluster/v1/sandboxes/:sandboxID/resume', async (req) => {
+    const { sandboxID } = parse(Params, req.params, 'path');
+    const body = parse(ResumeBody, req.body, 'body');
+    return service.autoResume(req.cluster!, sandboxID, body);
+  });
+}
