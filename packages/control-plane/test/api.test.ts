@@ -198,8 +198,8 @@ describe('public and admin API', () => {
     const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { denyOut: ['0.0.0.0/0'] } } });
     assert.equal(egress.status, 501);
     assert.match(egress.body.message, /not implemented yet/);
-    const pause = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', autoPause: true } });
-    assert.equal(pause.status, 501);
+    const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
+    assert.equal(volumes.status, 501);
   });
 
   test('timeouts above the team maximum → 400 with E2B wording', async () => {

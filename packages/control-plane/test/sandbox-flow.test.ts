@@ -331,6 +331,13 @@ describe(`sandbox lifecycle through the control link (${engine} store)`, { skip:
         endAt: now + 60_000,
         endedAt: null,
         endReason: null,
+        nodeBuildId: '',
+        autoPause: false,
+        autoPauseMemory: true,
+        autoResume: false,
+        pauseSnapshotId: null,
+        pauseMemory: null,
+        stateChangedAt: null,
       },
       100,
     );

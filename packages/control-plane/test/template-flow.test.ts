@@ -428,7 +428,7 @@ describe(`template builds through the control link (${engine} store)`, { skip: e
     assert.equal(sbx.status, 201);
     const refused = await api('DELETE', `/templates/${t.templateID}`);
     assert.equal(refused.status, 409);
-    assert.match(refused.body.message, /used by 1 running sandbox/);
+    assert.match(refused.body.message, /used by 1 running or paused sandbox/);
     assert.equal((await api('DELETE', `/sandboxes/${sbx.body.sandboxID}`)).status, 204);
 
     cluster.nodes.get('node-a')!.failDeleteWith = Code.FailedPrecondition;
