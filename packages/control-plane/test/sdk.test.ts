@@ -84,6 +84,47 @@ describe('unchanged e2b SDK against the control plane', () => {
     assert.equal(await Sandbox.kill(other.sandboxId), true);
   });
 
+  test('pause, list paused, connect resumes, lifecycle in getInfo', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000, metadata: { suite: 'pause' }, lifecycle: { onTimeout: 'pause', autoResume: true } });
+    assert.deepEqual((await sbx.getInfo()).lifecycle, { onTimeout: 'pause', autoResume: true });
+    assert.equal(await sbx.pause(), true);
+    assert.equal(await sbx.pause(), false, 'already paused');
+    assert.equal((await sbx.getInfo()).state, 'paused');
+    const paused = await Sandbox.list({ query: { metadata: { suite: 'pause' }, state: ['paused'] } }).nextItems();
+    assert.deepEqual(paused.map((s) => [s.sandboxId, s.state]), [[sbx.sandboxId, 'paused']]);
+    assert.deepEqual(await Sandbox.list({ query: { metadata: { suite: 'pause' }, state: ['running'] } }).nextItems(), []);
+
+    const resumed = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 60_000 });
+    assert.equal(resumed.sandboxId, sbx.sandboxId);
+    assert.equal((await resumed.getInfo()).state, 'running');
+    const creates = cluster.calls.filter((c) => c.method === 'Create' && c.sandboxId === sbx.sandboxId);
+    assert.equal(creates.length, 2);
+    assert.ok(creates[1]!.snapshotId, 'resumed from its pause snapshot');
+
+    await resumed.pause({ keepMemory: false });
+    assert.equal(cluster.calls.filter((c) => c.method === 'Pause' && c.sandboxId === sbx.sandboxId).at(-1)?.memory, false);
+    await Sandbox.connect(sbx.sandboxId, { onResume: 'reboot' });
+    assert.equal(cluster.calls.filter((c) => c.method === 'Create' && c.sandboxId === sbx.sandboxId).at(-1)?.cold, true);
+    assert.equal(await Sandbox.kill(sbx.sandboxId), true);
+    await assert.rejects(Sandbox.pause(sbx.sandboxId), SandboxNotFoundError);
+  });
+
+  test('createSnapshot, listSnapshots, Sandbox.create from a snapshot, deleteSnapshot', async () => {
+    const sbx = await Sandbox.create('base');
+    const snap = await sbx.createSnapshot({ name: 'sdk-golden' });
+    assert.deepEqual(snap.names, ['sdk-golden']);
+    const listed = await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems();
+    assert.deepEqual(listed, [{ snapshotId: snap.snapshotId, names: ['sdk-golden'] }]);
+    const copy = await Sandbox.create(snap.snapshotId);
+    assert.equal(cluster.calls.find((c) => c.method === 'Create' && c.sandboxId === copy.sandboxId)?.snapshotId, snap.snapshotId);
+    const byName = await Sandbox.create('sdk-golden');
+    assert.equal(cluster.calls.find((c) => c.method === 'Create' && c.sandboxId === byName.sandboxId)?.snapshotId, snap.snapshotId);
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true);
+    assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false);
+    assert.deepEqual(await Sandbox.listSnapshots({ sandboxId: sbx.sandboxId }).nextItems(), []);
+    for (const s of [sbx, copy, byName]) assert.equal(await s.kill(), true);
+  });
+
   test('the concurrency limit surfaces as RateLimitError', async () => {
     const one = await Sandbox.create('base', { apiKey: limitedKey });
     await assert.rejects(Sandbox.create('base', { apiKey: limitedKey }), (err: unknown) => {
