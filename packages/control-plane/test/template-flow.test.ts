@@ -429,7 +429,19 @@ describe(`template builds through the control link (${engine} store)`, { skip: e
     const refused = await api('DELETE', `/templates/${t.templateID}`);
     assert.equal(refused.status, 409);
     assert.match(refused.body.message, /used by 1 running or paused sandbox/);
+    // paused, its snapshot still needs the build's layers; a snapshot taken from it too
+    assert.equal((await api('POST', `/sandboxes/${sbx.body.sandboxID}/pause`)).status, 204);
+    assert.equal((await api('DELETE', `/templates/${t.templateID}`)).status, 409);
+    assert.equal((await api('POST', `/sandboxes/${sbx.body.sandboxID}/connect`, { timeout: 60 })).status, 201);
+    const resumed = cluster.calls.filter((x) => x.method === 'Create' && x.sandboxId === sbx.body.sandboxID).at(-1);
+    assert.deepEqual([resumed?.templateId, resumed?.buildId], [t.templateID, t.buildID], 'a user template resumes with its build id');
+    const snap = await api('POST', `/sandboxes/${sbx.body.sandboxID}/snapshots`, {});
+    assert.equal(snap.status, 201);
     assert.equal((await api('DELETE', `/sandboxes/${sbx.body.sandboxID}`)).status, 204);
+    const withSnapshot = await api('DELETE', `/templates/${t.templateID}`);
+    assert.equal(withSnapshot.status, 409);
+    assert.match(withSnapshot.body.message, /has 1 snapshot taken from its sandboxes/);
+    assert.equal((await api('DELETE', `/templates/${snap.body.snapshotID}`)).status, 204);
 
     cluster.nodes.get('node-a')!.failDeleteWith = Code.FailedPrecondition;
     try {
