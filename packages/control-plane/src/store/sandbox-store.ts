@@ -152,12 +152,7 @@ export class SandboxStore {
   }
 
   async markRunning(id: string, nodeId: string, envdVersion: string): Promise<void> {
-    await this.db
-      .updateTable('sandboxes')
-      .set({ state: 'running', node_id: nodeId, envd_version: envdVersion })
-      .where('id', '=', id)
-      .where('state', '=', 'creating')
-      .execute();
+    await this.db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
   }
 
   /** Drops a reservation whose create failed: it never ran. */
