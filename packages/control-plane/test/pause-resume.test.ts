@@ -465,6 +465,7 @@ describe(`pause, resume and snapshots (${engine} store)`, { skip: engine === 'po
     assert.equal((await pause(priv.sandboxID)).status, 204);
     assert.equal((await autoResume(priv.sandboxID, { port: 8080 })).status, 403);
     assert.equal((await autoResume(priv.sandboxID, { port: 8080, trafficAccessToken: 'f'.repeat(64) })).status, 403);
+    assert.equal((await autoResume(priv.sandboxID, { port: 8080, trafficAccessToken: '' })).status, 403, 'an empty token is no token');
     assert.equal((await cp.cp.sandboxes.get(priv.sandboxID))?.state, 'paused');
     const viaEnvd = await autoResume(priv.sandboxID, { port: 49983 });
     assert.equal(viaEnvd.status, 200);
@@ -472,6 +473,19 @@ describe(`pause, resume and snapshots (${engine} store)`, { skip: engine === 'po
     const withToken = await autoResume(priv.sandboxID, { port: 8080, trafficAccessToken: priv.trafficAccessToken });
     assert.equal(withToken.status, 200);
     assert.equal(callsFor('Create', priv.sandboxID).at(-1)?.trafficToken, priv.trafficAccessToken);
+
+    // still pausing (the node did not answer) → 409 once the wait is over
+    const stuck = await createOn(a, { autoResume: { enabled: true } });
+    a.failPauseWith = Code.Unavailable;
+    try {
+      assert.equal((await pause(stuck.sandboxID)).status, 502);
+    } finally {
+      a.failPauseWith = undefined;
+    }
+    const transitioning = await autoResume(stuck.sandboxID, body);
+    assert.deepEqual([transitioning.status, transitioning.body.code], [409, 409]);
+    await cp.cp.reconciler.runOnce();
+    assert.equal((await autoResume(stuck.sandboxID, body)).status, 200);
 
     // the other cluster's edge sees only its own sandboxes
     const elsewhere = (await call(cp.url, 'POST', '/v2/sandboxes', { key: otherClusterKey, body: { templateID: 'base' } })).body;

@@ -19,7 +19,8 @@ declare module 'fastify' {
 const Params = z.object({ sandboxID: z.string().min(1).max(128).regex(/^[a-z0-9]+$/, 'sandboxID must be lowercase letters and digits') });
 const ResumeBody = z.object({
   port: z.number().int().min(1).max(65535),
-  trafficAccessToken: z.string().min(1).max(512).optional(),
+  // An empty header value is no token (it matches no sandbox's token).
+  trafficAccessToken: z.string().max(512).optional(),
 });
 
 export function clusterAuth(clusters: ClusterStore) {

@@ -30,6 +30,8 @@ export const DEFAULT_CONNECT_TIMEOUT_S = 300;
 export const DEFAULT_RESUME_TIMEOUT_S = 15;
 /** A sandbox woken by traffic runs this long (E2B's defaultProxyAutoResumeTimeout), capped by the team maximum. */
 export const AUTO_RESUME_TIMEOUT_S = 300;
+/** An edge waits about a minute for an auto-resume: answer 409 before that rather than leave it to time out. */
+export const AUTO_RESUME_WAIT_MS = 45_000;
 /** envd's port: traffic to it needs no traffic token (envd checks its own access token). */
 export const ENVD_PORT = 49983;
 
@@ -262,8 +264,8 @@ export class SandboxService {
    * reconciler settles) holds it `pausing`/`resuming`. `act` gets undefined for unknown, killed, starting, expired
    * and other teams' sandboxes (`teamId` undefined: any team). 409 when it does not settle in time.
    */
-  async whenSettled<T>(id: string, teamId: string | undefined, act: (s: SandboxRecord | undefined) => Promise<T>): Promise<T> {
-    const deadline = Date.now() + this.d.transitionWaitMs;
+  async whenSettled<T>(id: string, teamId: string | undefined, act: (s: SandboxRecord | undefined) => Promise<T>, waitMs = this.d.transitionWaitMs): Promise<T> {
+    const deadline = Date.now() + waitMs;
     let state = '';
     for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
       const r = await this.ops.exclusive(id, deadline, async () => {
@@ -432,6 +434,6 @@ export class SandboxService {
       const team = await this.d.teams.require(s.teamId);
       const r = await this.pauses.resume(team, s, Math.min(AUTO_RESUME_TIMEOUT_S, team.maxTimeoutHours * 3600), false);
       return { sandboxID: r.id, nodeID: r.nodeId! };
-    });
+    }, Math.min(this.d.transitionWaitMs, AUTO_RESUME_WAIT_MS));
   }
 }
