@@ -19,6 +19,7 @@ import type { EdgeStore } from './store/edge-store.js';
 import { MemoryStore } from './store/memory-store.js';
 import { RedisStore } from './store/redis-store.js';
 import { TemplateFiles } from './storage/template-files.js';
+import { SandboxResumer } from './traffic/sandbox-resumer.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
 
 /** Extra inputs of {@link buildEdge}. */
@@ -26,6 +27,8 @@ export interface EdgeDeps {
   log: Logger;
   /** Heartbeat timings; defaults suit production (2 s beats). */
   directoryOptions?: Partial<NodeDirectoryOptions>;
+  /** How long a traffic request waits for the control plane to resume a sandbox; default 60 s. */
+  resumeTimeoutMs?: number;
 }
 
 /** Where a listening edge can be reached. */
@@ -60,6 +63,9 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
   const templateFiles = new TemplateFiles(config.storage, log);
+  const resumer = config.controlPlaneUrl
+    ? new SandboxResumer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, log, timeoutMs: deps.resumeTimeoutMs })
+    : undefined;
   if (config.tls?.clientCa && templateFiles.servesUploads) {
     log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use local-storage upload URLs');
   }
@@ -97,6 +103,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     directory,
     nodeToken: config.nodeToken,
     agent,
+    resumer,
     log,
   });
 
@@ -124,7 +131,10 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       }
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
-      log.info({ apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl), tls }, 'edge listening');
+      log.info(
+        { apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
+        'edge listening',
+      );
       const apiScheme = config.tls ? 'https' : 'http';
       templateFiles.setPublicUrl(`${apiScheme}://${publicHost(config.host)}:${apiPort}`);
       return { apiPort, trafficPort, apiUrl: `${apiScheme}://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };
@@ -146,6 +156,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       nodeClients.close();
       agent.destroy();
       templateFiles.close();
+      await resumer?.close();
       await store.close();
     },
   };

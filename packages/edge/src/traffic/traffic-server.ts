@@ -2,6 +2,8 @@
 // for the node proxy of the node that runs the sandbox, with `Cove-Node-Token` (a client-sent one is
 // stripped first), `E2b-Sandbox-Id` and `E2b-Sandbox-Port` always set — however the request was routed —
 // and X-Forwarded-* added. Bodies stream both ways; idle streams may live 610 s (E2B's client proxy).
+// While a paused sandbox is being resumed the request waits unread (its body stays in the socket), then goes
+// on like any other.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Agent } from 'node:http';
@@ -59,6 +61,8 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
     return;
   }
   const { sandboxId, port, nodeId, proxyUrl } = decision;
+  // Routing may have waited seconds for a resume; a client that left meanwhile gets nothing forwarded.
+  if (req.socket.destroyed) return;
   await forwardHttp(req, res, {
     target: proxyUrl,
     headers: upstreamHeaders(req, deps, sandboxId, port, false),
@@ -79,6 +83,7 @@ async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, dep
     return;
   }
   const { sandboxId, port, nodeId, proxyUrl } = decision;
+  if (socket.destroyed) return;
   forwardUpgrade(req, socket, head, {
     target: proxyUrl,
     headers: upstreamHeaders(req, deps, sandboxId, port, true),
