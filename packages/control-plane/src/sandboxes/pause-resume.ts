@@ -22,6 +22,7 @@ import type { Team } from '../store/team-store.js';
 import { newPauseSnapshotId } from './ids.js';
 import { MAYBE_DONE, preferNode, startOnNodes } from './node-start.js';
 import type { SnapshotCleaner } from './snapshot-cleaner.js';
+import { nodeEndMs } from './node-end.js';
 
 /** What the node reported about a snapshot it wrote. */
 export interface Taken {
@@ -170,7 +171,7 @@ export class PauseResume {
           allowInternetAccess: s.allowInternetAccess ?? true,
           envdAccessToken: s.envdAccessToken,
           startMs,
-          endMs,
+          endMs: nodeEndMs(s, endMs),
           snapshotId,
           cold,
         },

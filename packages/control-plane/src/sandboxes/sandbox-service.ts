@@ -20,6 +20,7 @@ import { preferNode, startOnNodes } from './node-start.js';
 import { PauseResume } from './pause-resume.js';
 import { SandboxOps } from './sandbox-ops.js';
 import type { SnapshotCleaner } from './snapshot-cleaner.js';
+import { nodeEndMs } from './node-end.js';
 
 /** E2B's server default when a create omits `timeout` (e2b-infra.md §6.2). */
 export const DEFAULT_CREATE_TIMEOUT_S = 15;
@@ -238,7 +239,7 @@ export class SandboxService {
           allowInternetAccess: input.allowInternetAccess ?? true,
           envdAccessToken: record.envdAccessToken,
           startMs: record.startedAt,
-          endMs: record.endAt,
+          endMs: nodeEndMs(record, record.endAt),
           ...(snapshotId ? { snapshotId } : {}),
         },
         record.trafficAccessToken,
@@ -322,7 +323,7 @@ export class SandboxService {
     const cluster = await this.d.clusters.require(sandbox.clusterId);
     if (!sandbox.nodeId) return;
     try {
-      await this.d.links.for(cluster).update(sandbox.nodeId, sandbox.id, endMs);
+      await this.d.links.for(cluster).update(sandbox.nodeId, sandbox.id, nodeEndMs(sandbox, endMs));
     } catch (err) {
       if (err instanceof LinkCallError && err.code === Code.NotFound) {
         await this.sandboxes.markKilled(sandbox.id, 'gone on node', Date.now());
