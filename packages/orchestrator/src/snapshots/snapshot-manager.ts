@@ -144,6 +144,7 @@ export class SnapshotManager implements SnapshotSlots {
     const { snapshotId, memory, keepRunning } = intent.pausing;
     const log = this.log.child({ sandboxId, snapshotId });
     let manifest: SnapshotManifest;
+    const t0 = Date.now();
     try {
       manifest = await this.store(intent);
       await writeSnapshotManifest(this.o.blobs, manifest);
@@ -160,7 +161,7 @@ export class SnapshotManager implements SnapshotSlots {
     this.o.manager.release(sandboxId);
     if (memory) this.keepPausedSlot(snapshotId, slotId);
     else await this.o.runtime.destroy(slotId).catch((err: unknown) => log.error({ err, slotId }, 'destroying a paused slot failed'));
-    log.info({ memory, upperBytes: manifest.upper.size, memoryBytes: manifest.memory?.size ?? 0 }, 'sandbox paused');
+    log.info({ memory, upperBytes: manifest.upper.size, memoryBytes: manifest.memory?.size ?? 0, commitMs: Date.now() - t0 }, 'sandbox paused');
     return manifest;
   }
 
