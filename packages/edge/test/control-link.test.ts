@@ -152,6 +152,29 @@ describe('edge API port', () => {
     await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'psbx1' }), { headers });
   });
 
+  it('takes the route away while the node pauses, and gives it back when the pause fails', async () => {
+    const catalog = async (id: string) => (await getJson(`${edge.apiUrl}/v1/sandboxes/${id}`, auth)).status;
+    const headers = linkHeaders('node-a', { 'cove-sandbox-id': 'psbx3' });
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'psbx3' } }), { headers });
+    let release!: (fail: boolean) => void;
+    node.beforePause = () =>
+      new Promise<void>((resolve, reject) => {
+        release = (fail) => (fail ? reject(new ConnectError('cannot checkpoint', Code.FailedPrecondition)) : resolve());
+      });
+    try {
+      const failing = edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'psbx3', snapshotId: 'pause-3', memory: true }), { headers });
+      // While the node works on it, traffic finds no route (and would go the auto-resume way).
+      for (let i = 0; i < 100 && (await catalog('psbx3')) !== 404; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(await catalog('psbx3'), 404);
+      release(true);
+      await rejectsWith(failing, Code.FailedPrecondition);
+      assert.equal(await catalog('psbx3'), 200, 'the sandbox runs on: its route is back');
+    } finally {
+      node.beforePause = undefined;
+    }
+    await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'psbx3' }), { headers });
+  });
+
   it('removes a paused sandbox only from the node that paused it', async () => {
     const other = await new FakeNode({ nodeId: 'node-p2', nodeToken: NODE_TOKEN }).start();
     try {

@@ -1,7 +1,7 @@
 // Every sandbox the control plane started: who owns it, where it runs, its resources and its end time.
 // Rows stay after a kill (state `killed`) as the record of what ran; lists and lookups only show live ones.
 
-import type { Kysely, Selectable, Transaction } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely';
 import { SandboxLimitReached } from '../errors.js';
 import type { Database, SandboxState, SandboxTable } from './schema.js';
 import { snapshotRow, type SnapshotRecord } from './snapshot-store.js';
@@ -125,6 +125,14 @@ const PAUSED_VIEW: readonly SandboxState[] = ['pausing', 'paused', 'resuming'];
 const KILLABLE: readonly SandboxState[] = ['creating', 'running'];
 
 export type ResumeStart = 'resuming' | 'not-paused';
+
+/**
+ * Running and not ending: before its end time, or past it but created with autoPause — the evictor is about to
+ * pause such a sandbox, not kill it, so it stays visible (and reachable) until it is paused.
+ */
+function liveRunning(eb: ExpressionBuilder<Database, 'sandboxes'>, now: number) {
+  return eb.and([eb('state', '=', 'running'), eb.or([eb('end_at', '>', now), eb('auto_pause', '=', 1)])]);
+}
 
 export class SandboxStore {
   constructor(
@@ -303,8 +311,7 @@ export class SandboxStore {
       .selectAll()
       .where('id', '=', id)
       .where('team_id', '=', teamId)
-      .where('state', '=', 'running')
-      .where('end_at', '>', Date.now())
+      .where((eb) => liveRunning(eb, Date.now()))
       .executeTakeFirst();
     return r && toRecord(r);
   }
@@ -319,7 +326,7 @@ export class SandboxStore {
       .selectAll()
       .where('id', '=', id)
       .$if(teamId !== undefined, (q) => q.where('team_id', '=', teamId!))
-      .where((eb) => eb.or([eb.and([eb('state', '=', 'running'), eb('end_at', '>', Date.now())]), eb('state', 'in', [...PAUSED_VIEW])]))
+      .where((eb) => eb.or([liveRunning(eb, Date.now()), eb('state', 'in', [...PAUSED_VIEW])]))
       .executeTakeFirst();
     return r && toRecord(r);
   }
@@ -393,7 +400,7 @@ export class SandboxStore {
       .where((eb) =>
         eb.or([
           // Past their end time running sandboxes are being ended (see getRunning): not listed.
-          ...(states.includes('running') ? [eb.and([eb('state', '=', 'running'), eb('end_at', '>', now)])] : []),
+          ...(states.includes('running') ? [liveRunning(eb, now)] : []),
           ...(states.includes('paused') ? [eb('state', 'in', [...PAUSED_VIEW])] : []),
         ]),
       );

@@ -10,7 +10,7 @@
 import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
 import type { Logger } from 'pino';
 import type { NodeDirectory } from '../nodes/node-directory.js';
-import type { EdgeStore } from '../store/edge-store.js';
+import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
 import { bearerToken, tokenHash, tokensEqual } from '@cove/auth-tokens';
 import type { H2SessionPool } from './h2-session-pool.js';
 import { GrpcCode, replyRpcError } from './rpc-reply.js';
@@ -78,10 +78,38 @@ export async function handleControlLink(req: Http2ServerRequest, res: Http2Serve
     replyRpcError(req, res, GrpcCode.NOT_FOUND, `node ${nodeId} is not registered with this edge`);
     return;
   }
-  forward(req, res, deps, node.nodeId, node.rpcUrl);
+  const held = await takeRouteForPause(req, deps, node.nodeId);
+  forward(req, res, deps, node.nodeId, node.rpcUrl, held);
 }
 
-function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: ControlLinkDeps, nodeId: string, rpcUrl: string): void {
+/**
+ * A Pause takes the sandbox's route away *before* the node starts: traffic arriving meanwhile then finds no
+ * route and goes the auto-resume way (the control plane waits for the pause to settle, then resumes), instead
+ * of reaching a node that is dumping the sandbox. Returns the entry, put back if the Pause fails.
+ */
+async function takeRouteForPause(req: Http2ServerRequest, deps: ControlLinkDeps, nodeId: string): Promise<{ sandboxId: string; entry: CatalogEntry } | undefined> {
+  if ((req.headers[':path'] ?? req.url) !== PAUSE) return undefined;
+  const sandboxId = one(req.headers['cove-sandbox-id']);
+  if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) return undefined;
+  try {
+    const entry = await deps.store.getSandbox(sandboxId);
+    if (!entry || entry.nodeId !== nodeId) return undefined;
+    await deps.store.deleteSandbox(sandboxId, nodeId);
+    return { sandboxId, entry };
+  } catch (err) {
+    deps.log.warn({ err, sandboxId }, 'catalog: could not take the route of a sandbox being paused');
+    return undefined;
+  }
+}
+
+function forward(
+  req: Http2ServerRequest,
+  res: Http2ServerResponse,
+  deps: ControlLinkDeps,
+  nodeId: string,
+  rpcUrl: string,
+  held?: { sandboxId: string; entry: CatalogEntry },
+): void {
   // The caller may have cancelled while the node was looked up.
   if (res.stream.destroyed) return;
   const path = req.headers[':path'] ?? req.url;
@@ -95,11 +123,20 @@ function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: Contro
   headers[':path'] = path;
   headers.authorization = `Bearer ${deps.nodeToken}`;
 
+  // The catalog is settled once per call: after the node's answer, or (no answer) as for a failed call.
+  let settled = false;
+  const settle = (code: string | undefined): Promise<void> => {
+    if (settled) return Promise.resolve();
+    settled = true;
+    return recordCatalog(req, deps, nodeId, path, code, log, held);
+  };
+
   let upstream;
   try {
     upstream = deps.sessions.get(rpcUrl).request(headers, { endStream: false });
   } catch (err) {
     log.warn({ err }, 'control link: node session failed');
+    void settle(undefined);
     replyRpcError(req, res, GrpcCode.UNAVAILABLE, `node ${nodeId} is unreachable`);
     return;
   }
@@ -138,7 +175,7 @@ function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: Contro
   upstream.on('end', () => {
     // The Connect protocol (unary) has no grpc-status: its outcome is the HTTP status.
     const code = grpcStatus ?? (httpStatus === 200 ? '0' : httpStatus === 404 ? String(GrpcCode.NOT_FOUND) : undefined);
-    void recordCatalog(req, deps, nodeId, path, code, log).finally(() => {
+    void settle(code).finally(() => {
       if (res.writableEnded || res.stream.destroyed) return;
       const t: OutgoingHttpHeaders = {};
       for (const [k, v] of Object.entries(trailers)) if (!k.startsWith(':') && v !== undefined) t[k] = v;
@@ -148,6 +185,7 @@ function forward(req: Http2ServerRequest, res: Http2ServerResponse, deps: Contro
   });
   upstream.on('error', (err) => {
     log.warn({ err }, 'control link: upstream stream failed');
+    void settle(undefined);
     if (!responded) replyRpcError(req, res, GrpcCode.UNAVAILABLE, `node ${nodeId} is unreachable`);
     else if (!res.stream.destroyed) res.stream.close(h2.NGHTTP2_INTERNAL_ERROR);
   });
@@ -172,7 +210,17 @@ async function recordCatalog(
   path: string,
   grpcStatus: string | undefined,
   log: Logger,
+  held?: { sandboxId: string; entry: CatalogEntry },
 ): Promise<void> {
+  if (held && grpcStatus !== '0') {
+    // The pause did not happen: the sandbox runs on, its route comes back (unless a newer one was written).
+    try {
+      if (!(await deps.store.getSandbox(held.sandboxId))) await deps.store.putSandbox(held.sandboxId, held.entry);
+    } catch (err) {
+      log.error({ err, sandboxId: held.sandboxId }, 'catalog: could not restore the route after a failed pause');
+    }
+    return;
+  }
   if (path !== CREATE && path !== DELETE && path !== PAUSE) return;
   const sandboxId = one(req.headers['cove-sandbox-id']);
   if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) {
