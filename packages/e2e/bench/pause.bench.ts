@@ -1,0 +1,91 @@
+// Pause/resume benchmarks through the unchanged SDK (issue 5): a sandbox holding ~100 MB of resident memory is
+// paused (`sbx.pause()`) and resumed (`Sandbox.connect`) on the same node, then on the other node (the origin is
+// drained between pause and resume); the snapshot's size is read from the cluster storage's manifest.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { create } from '@bufbuild/protobuf';
+import { createClient, type Interceptor } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { InfoService, NodeStatus, SandboxService, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
+import { Sandbox } from 'e2b';
+import { deployment, type Deployment } from '../test/deployment.js';
+import { percentile, report } from './stats.js';
+
+const ROUNDS = Number(process.env.COVE_BENCH_PAUSE_ROUNDS ?? 8);
+const MIB = Number(process.env.COVE_BENCH_PAUSE_MIB ?? 100);
+
+function node(d: Deployment, rpcPort: number) {
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set('authorization', `Bearer ${d.secrets.nodeToken}`);
+    return next(req);
+  };
+  const t = createGrpcTransport({ baseUrl: `http://127.0.0.1:${rpcPort}`, interceptors: [auth] });
+  return { sandboxes: createClient(SandboxService, t), info: createClient(InfoService, t) };
+}
+
+async function nodeOf(d: Deployment, sandboxId: string): Promise<number> {
+  for (const n of d.nodes) {
+    if ((await node(d, n.rpcPort).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === sandboxId)) return n.rpcPort;
+  }
+  throw new Error(`sandbox ${sandboxId} runs on no node`);
+}
+
+/** Bytes of the newest snapshot in cluster storage (upper-dir tar + memory image). */
+function newestSnapshotBytes(d: Deployment): number {
+  const dir = join(d.storageDir, 'objects', 'snapshots');
+  const manifests = readdirSync(dir).map((id) => join(dir, id, 'manifest.json')).filter((f) => statSync(f, { throwIfNoEntry: false }));
+  manifests.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  const m = JSON.parse(readFileSync(manifests[0]!, 'utf8')) as { upper: { size: number }; memory: { size: number } | null };
+  return m.upper.size + (m.memory?.size ?? 0);
+}
+
+const d = deployment();
+const sbx = await Sandbox.create({ timeoutMs: 900_000 });
+try {
+  await sbx.files.write('/home/user/hold.py', `import os, time\nbuf = bytearray(os.urandom(${MIB} * 1024 * 1024))\nopen('/tmp/held', 'w').write('ok')\nwhile True: time.sleep(1)\n`);
+  await sbx.commands.run('python3 /home/user/hold.py', { background: true });
+  for (let i = 0; i < 100 && (await sbx.commands.run('cat /tmp/held 2>/dev/null || true')).stdout !== 'ok'; i++) await new Promise((r) => setTimeout(r, 200));
+  const rss = (await sbx.commands.run("ps -o rss= -C python3 | sort -n | tail -1")).stdout.trim();
+
+  const pause: number[] = [];
+  const resumeSame: number[] = [];
+  const resumeOther: number[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    let t0 = performance.now();
+    await sbx.pause();
+    pause.push(performance.now() - t0);
+    t0 = performance.now();
+    await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
+    resumeSame.push(performance.now() - t0);
+  }
+  const sizeBytes = newestSnapshotBytes(d);
+  if (d.nodes.length > 1) {
+    for (let i = 0; i < ROUNDS; i++) {
+      const origin = await nodeOf(d, sbx.sandboxId);
+      let t0 = performance.now();
+      await sbx.pause();
+      pause.push(performance.now() - t0);
+      await node(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.DRAINING }));
+      try {
+        t0 = performance.now();
+        await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
+        resumeOther.push(performance.now() - t0);
+      } finally {
+        await node(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY }));
+      }
+      if ((await nodeOf(d, sbx.sandboxId)) === origin) throw new Error('the resume did not move the sandbox');
+    }
+  }
+  report(`sandbox resident memory (python RSS)`, Number(rss) / 1024, 'MiB');
+  report('pause p50 (~100 MB resident)', percentile(pause, 50), 'ms', '≤ 300');
+  report('pause p95', percentile(pause, 95), 'ms');
+  report('resume p50, same node', percentile(resumeSame, 50), 'ms', '≤ 150');
+  report('resume p95, same node', percentile(resumeSame, 95), 'ms');
+  if (resumeOther.length) {
+    report('resume p50, other node', percentile(resumeOther, 50), 'ms');
+    report('resume p95, other node', percentile(resumeOther, 95), 'ms');
+  }
+  report('snapshot size in cluster storage', sizeBytes / 1048576, 'MiB');
+} finally {
+  await sbx.kill().catch(() => undefined);
+}
