@@ -30,6 +30,17 @@ async function nodeOf(d: Deployment, sandboxId: string): Promise<number> {
   throw new Error(`sandbox ${sandboxId} runs on no node`);
 }
 
+/** Waits until the edge (which placement asks) sees every node healthy again after a drain. */
+async function allNodesHealthy(d: Deployment): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+    const nodes = (await res.json()) as Array<{ status: string }>;
+    if (nodes.length >= d.nodes.length && nodes.every((n) => n.status === 'healthy')) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the nodes did not come back healthy');
+}
+
 /** Bytes of the newest snapshot in cluster storage (upper-dir tar + memory image). */
 function newestSnapshotBytes(d: Deployment): number {
   const dir = join(d.storageDir, 'objects', 'snapshots');
@@ -74,6 +85,7 @@ try {
         await node(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY }));
       }
       if ((await nodeOf(d, sbx.sandboxId)) === origin) throw new Error('the resume did not move the sandbox');
+      await allNodesHealthy(d);
     }
   }
   report(`sandbox resident memory (python RSS)`, Number(rss) / 1024, 'MiB');
