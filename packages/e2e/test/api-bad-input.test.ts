@@ -119,7 +119,17 @@ describe('public API bad input', () => {
 
   test('unknown routes → 404 JSON; routes of later work → 501 JSON', async () => {
     assertJsonError(await api('GET', '/no/such/route'), 404);
-    assertJsonError(await api('POST', `/sandboxes/${sbx.sandboxId}/pause`, { body: '{}' }), 501);
+    assertJsonError(await api('POST', `/sandboxes/${sbx.sandboxId}/fork`, { body: '{}' }), 501);
+  });
+
+  test('pause and resume bad input: wrong types → 400, unknown ids → 404; the sandbox keeps running', async () => {
+    assertJsonError(await api('POST', `/sandboxes/${sbx.sandboxId}/pause`, { body: '{"memory":"yes"}' }), 400);
+    assertJsonError(await api('POST', `/sandboxes/${sbx.sandboxId}/pause`, { body: '[1,2]' }), 400);
+    assertJsonError(await api('POST', `/sandboxes/${sbx.sandboxId}/connect`, { body: '{"timeout":-5}' }), 400);
+    assertJsonError(await api('POST', '/sandboxes/inosuchsandbox000000000/pause', { body: '{}' }), 404);
+    assertJsonError(await api('POST', '/sandboxes/inosuchsandbox000000000/connect', { body: '{"timeout":30}' }), 404);
+    assertJsonError(await api('POST', '/sandboxes/inosuchsandbox000000000/snapshots', { body: '{}' }), 404);
+    assertJsonError(await api('DELETE', '/templates/nosuchsnapshot0000000'), 404);
   });
 
   test('the control plane is still healthy after all of it', async () => {

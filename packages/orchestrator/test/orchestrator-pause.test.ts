@@ -129,6 +129,8 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     const rpc = rpcClients(b.rpcUrl).sandboxes;
     const paused = await rpc.pause({ sandboxId: 'pz1', snapshotId: 'snap-pz1-fs', memory: false });
     assert.equal(paused.snapshot?.memory, false);
+    // As the control plane does before resuming elsewhere: a repeated Pause waits for the commit.
+    await rpc.pause({ sandboxId: 'pz1', snapshotId: 'snap-pz1-fs', memory: false });
     await rpcClients(a.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz1', snapshotId: 'snap-pz1-fs', envdAccessToken: 'tok-pz1' }) });
     const p = processClient(a.proxyUrl, 'pz1', 'tok-pz1');
     const r = await runInSandbox(p, 'cat /home/user/work/note; pgrep -f [h]og[.]py >/dev/null && echo running || echo gone; echo $SBX');
@@ -169,6 +171,7 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     await busySandbox(a, 'pz3');
     const paused = await rpc.pause({ sandboxId: 'pz3', snapshotId: 'snap-pz3', memory: true });
     assert.ok(paused.snapshot);
+    await rpc.pause({ sandboxId: 'pz3', snapshotId: 'snap-pz3', memory: true });
     const artifacts = join(OBJECTS, 'artifacts', 'sha256');
     const manifest = JSON.parse(await readFile(join(OBJECTS, 'snapshots', 'snap-pz3', 'manifest.json'), 'utf8')) as { memory: { sha256: string } };
     const file = join(artifacts, manifest.memory.sha256.slice(0, 2), manifest.memory.sha256);
@@ -183,21 +186,37 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.NotFound);
   });
 
-  it('a pause whose commit fails is pending; a repeated Pause finishes it and nothing is lost', async () => {
+  it('a pause answers before its commit; storage down delays the commit, a repeated Pause waits for it, nothing is lost', async () => {
     await busySandbox(a, 'pz4');
     const rpc = rpcClients(a.rpcUrl).sandboxes;
     // Storage refuses writes (a file where the snapshots dir must go; root ignores modes).
     await rm(join(OBJECTS, 'snapshots'), { recursive: true, force: true });
     await writeFile(join(OBJECTS, 'snapshots'), 'blocked');
-    const failed = await code(rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true }));
-    assert.notEqual(failed, 'ok');
+    const paused = await rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
+    assert.ok(Number(paused.snapshot?.sizeBytes) > 0, 'answered from the local copy');
     assert.equal(await code(rpc.pause({ sandboxId: 'pz4', snapshotId: 'other-id', memory: true })), Code.FailedPrecondition, 'another pause of it is refused');
-    assert.equal(await code(rpc.delete({ sandboxId: 'pz4' })), Code.FailedPrecondition);
+    assert.equal(await code(rpc.delete({ sandboxId: 'pz4' })), Code.NotFound, 'it is paused, not running here');
+    const waiting = rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
+    await new Promise((r) => setTimeout(r, 300));
     await rm(join(OBJECTS, 'snapshots'));
-    const done = await rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
+    const done = await waiting;
     assert.equal(done.snapshot?.snapshotId, 'snap-pz4');
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz4', 'manifest.json')), true, 'committed once storage came back');
     await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz4', snapshotId: 'snap-pz4', envdAccessToken: 'tok-pz4' }) });
     assert.equal((await counter(b, 'pz4'))?.mark, 'pz4');
     await rpcClients(b.rpcUrl).sandboxes.delete({ sandboxId: 'pz4' });
+  });
+
+  it('a resume in place does not wait for the commit, and a delete right after never leaves the snapshot behind', async () => {
+    await busySandbox(a, 'pz5');
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    await rpc.pause({ sandboxId: 'pz5', snapshotId: 'snap-pz5', memory: true });
+    await rpc.create({ sandbox: spec({ sandboxId: 'pz5', snapshotId: 'snap-pz5', envdAccessToken: 'tok-pz5' }) });
+    assert.equal((await counter(a, 'pz5'))?.mark, 'pz5');
+    await rpc.deleteSnapshots({ snapshotIds: ['snap-pz5'] });
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz5', 'manifest.json')), false);
+    assert.ok((await rpc.list({})).sandboxes.some((s) => s.sandboxId === 'pz5'), 'the running sandbox is untouched');
+    assert.equal((await counter(a, 'pz5'))?.mark, 'pz5');
+    await rpc.delete({ sandboxId: 'pz5' });
   });
 });

@@ -25,6 +25,8 @@ export interface StartWhat {
   describe: string;
   /** For a NOT_FOUND from every node of a fresh create: the template reference the caller gave. */
   templateRef?: string;
+  /** Runs before the Create on each node (a resume makes sure its snapshot is committed before leaving its node). */
+  before?: (nodeId: string) => Promise<void>;
 }
 
 /**
@@ -46,6 +48,7 @@ export async function startOnNodes(
   let allNotFound = true;
   for (const nodeId of nodeIds) {
     try {
+      await what.before?.(nodeId);
       return { nodeId, info: await link.create(nodeId, spec, trafficAccessToken) };
     } catch (err) {
       if (!(err instanceof LinkCallError)) throw err;

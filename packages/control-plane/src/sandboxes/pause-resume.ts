@@ -154,6 +154,7 @@ export class PauseResume {
     try {
       const link = await this.link(s);
       const nodeIds = preferNode(rankNodes(await link.listNodes(), s, this.placement), s.nodeId);
+      let committed = false;
       started = await startOnNodes(
         link,
         nodeIds,
@@ -176,7 +177,18 @@ export class PauseResume {
           cold,
         },
         s.trafficAccessToken,
-        { describe: `sandbox "${s.id}" stays paused` },
+        {
+          describe: `sandbox "${s.id}" stays paused`,
+          // A node answers a pause once the snapshot is on its disk and commits it to cluster storage right after;
+          // before another node may read it, a repeated (idempotent) Pause on the origin waits for that commit.
+          before: async (nodeId) => {
+            if (committed || !s.nodeId || nodeId === s.nodeId) return;
+            committed = true;
+            await link.pause(s.nodeId, s.id, snapshotId, s.pauseMemory ?? true).catch((err: unknown) => {
+              log.warn({ err: (err as Error).message, origin: s.nodeId }, 'could not confirm the snapshot is committed; trying the resume anyway');
+            });
+          },
+        },
         log,
       );
     } catch (err) {

@@ -55,12 +55,12 @@ function checkId(id: string): void {
 }
 
 function toSnapshotInfo(r: PauseResult): SnapshotInfo {
-  const m = r.manifest;
+  const m = r.summary;
   return create(SnapshotInfoSchema, {
     snapshotId: m.snapshotId,
     sandboxId: m.sandboxId,
-    memory: m.memory !== null,
-    sizeBytes: BigInt(m.upper.size + (m.memory?.size ?? 0)),
+    memory: m.memory,
+    sizeBytes: BigInt(m.sizeBytes),
     createdAt: timestampFromMs(Date.parse(m.createdAt)),
     pauseMs: r.pauseMs,
   });

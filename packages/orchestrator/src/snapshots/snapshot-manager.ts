@@ -1,22 +1,27 @@
 // Pause, persistent snapshots and starts from a snapshot on this node (docs/pause-resume.md, "Orchestrator").
 //
-// Crash safety: before a pause touches the slot, the sandbox's record gets its intent (`pausing`). From the
-// dump on, a pause only ever goes forward: the dumped images and the slot's disk stay on this node until the
-// manifest is committed in cluster storage, and a failure (storage down, node restart) leaves a *pending* pause
-// that a repeated Pause naming the same snapshot, or the next start of the node, completes. Before the dump
-// nothing has changed: a failed dump leaves the sandbox running. So at every moment the sandbox is either
-// running, or its complete state is on this node's disk or in cluster storage.
+// A pause answers once the sandbox is stopped and its state is on this node's disk (dump + upper-dir export);
+// a *commit job* then stores the artifacts and writes the manifest (the commit point for every other node),
+// retrying until storage takes them. Until then the snapshot can be resumed here, in place; a Pause naming the
+// same snapshot waits for the commit (the control plane calls it before resuming on another node), and so does
+// DeleteSnapshots.
+//
+// Crash safety: before a pause touches the slot, the sandbox's record gets its intent (`pausing`). Before the
+// processes are gone a failure puts the sandbox back, running. From the dump on, a pause only goes forward: the
+// images and the slot's disk stay until the commit, and the next start of the node restarts the commit job of
+// every intent it finds. So at every moment the sandbox is running, or its complete state is on this node's
+// disk or in cluster storage.
 //
 // Cache: a paused slot (its disk and images) stays here after the commit, so a resume on this node restores
 // in place without reading storage; at most `maxPausedSlots` are kept, the oldest go first (the snapshot stays
 // in storage). Local files of snapshots whose manifest disappeared are swept.
 
-import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { access, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import { dumpCompleted } from '../checkpoint/criu.js';
-import { CheckpointFailed, InvalidArgument, SandboxBusy, SandboxNotFound, SnapshotCorrupt } from '../errors.js';
+import { CheckpointFailed, InvalidArgument, SandboxBusy, SnapshotCorrupt, SnapshotNotFound } from '../errors.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { InitDefaults, SandboxManager, SnapshotSlots } from '../sandboxes/sandbox-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
@@ -41,19 +46,52 @@ export interface SnapshotManagerOptions {
   log: Logger;
 }
 
+/** What a Pause or Snapshot answers about the snapshot. */
+export interface SnapshotSummary {
+  snapshotId: string;
+  sandboxId: string;
+  memory: boolean;
+  sizeBytes: number;
+  createdAt: string;
+}
+
 export interface PauseResult {
-  manifest: SnapshotManifest;
-  /** How long the sandbox's processes were stopped. */
+  summary: SnapshotSummary;
+  /** How long the sandbox's processes were stopped (0 for a repeated Pause). */
   pauseMs: number;
 }
 
 type Pausing = NonNullable<SandboxRecord['pausing']>;
+type Intent = SandboxRecord & { pausing: Pausing };
+
+/** A pause whose snapshot is on this node's disk and not yet committed to cluster storage. */
+interface CommitJob {
+  intent: Intent;
+  /** Settles once the manifest is in storage (or the snapshot was deleted first: rejects then). */
+  committed: Promise<SnapshotManifest>;
+  /** The sandbox was resumed in place meanwhile: its record is a running sandbox's again. */
+  resumed: boolean;
+  /** DeleteSnapshots came first: do not commit. */
+  deleted: boolean;
+}
+
+const summaryOf = (m: SnapshotManifest): SnapshotSummary => ({
+  snapshotId: m.snapshotId,
+  sandboxId: m.sandboxId,
+  memory: m.memory !== null,
+  sizeBytes: m.upper.size + (m.memory?.size ?? 0),
+  createdAt: m.createdAt,
+});
+
+/** Waits between commit attempts: quick at first (a storage hiccup), then once a minute. */
+const COMMIT_RETRY_MS = [1000, 2000, 5000, 10_000, 30_000, 60_000];
 
 export class SnapshotManager implements SnapshotSlots {
   /** snapshot id → slot id of paused slots kept in place, oldest first. */
   private readonly paused = new Map<string, string>();
-  /** Pauses past their dump whose commit failed, by sandbox id: a Pause of the same snapshot finishes them. */
-  private readonly pending = new Map<string, SandboxRecord & { pausing: Pausing }>();
+  /** Commit jobs by snapshot id. */
+  private readonly jobs = new Map<string, CommitJob>();
+  private closed = false;
   /** Snapshot ids a pause or snapshot is working on right now (the sweep leaves their files alone). */
   private readonly active = new Set<string>();
   /** Artifact downloads in flight, by snapshot id. */
@@ -85,27 +123,99 @@ export class SnapshotManager implements SnapshotSlots {
 
   async pause(sandboxId: string, snapshotId: string, memory: boolean): Promise<PauseResult> {
     this.checkIds(sandboxId, snapshotId);
-    const pending = this.pending.get(sandboxId);
-    if (pending) {
-      if (pending.pausing.snapshotId !== snapshotId) throw new SandboxBusy(sandboxId, `being paused as snapshot ${pending.pausing.snapshotId}`);
-      return { manifest: await this.commit(pending), pauseMs: 0 };
+    const job = this.jobs.get(snapshotId);
+    if (job) {
+      // Idempotent, and the way to wait for the commit (before a resume on another node).
+      if (job.intent.sandboxId !== sandboxId) throw new InvalidArgument([`snapshot_id: ${snapshotId} is another sandbox's`]);
+      return { summary: summaryOf(await job.committed), pauseMs: 0 };
     }
+    const other = [...this.jobs.values()].find((j) => j.intent.sandboxId === sandboxId && !j.resumed);
+    if (other) throw new SandboxBusy(sandboxId, `paused as snapshot ${other.intent.pausing.snapshotId}`);
     if (!this.o.manager.get(sandboxId) && !this.o.manager.isBusy(sandboxId)) {
-      // Idempotent: the pause already happened (its answer may have been lost).
+      // The pause already happened and was committed (its answer may have been lost).
       const done = await readSnapshotManifest(this.o.blobs, snapshotId).catch(() => undefined);
-      if (done && done.sandboxId === sandboxId) return { manifest: done, pauseMs: 0 };
+      if (done && done.sandboxId === sandboxId) return { summary: summaryOf(done), pauseMs: 0 };
     }
     const record = this.o.manager.detach(sandboxId, 'being paused');
     const started = Date.now();
-    const intent = { ...record, pausing: { snapshotId, memory, keepRunning: false } };
+    const intent: Intent = { ...record, pausing: { snapshotId, memory, keepRunning: false } };
     this.active.add(snapshotId);
     try {
-      await this.stop(intent);
-      const manifest = await this.commit(intent);
-      return { manifest, pauseMs: Date.now() - started };
+      try {
+        await this.stop(intent);
+        // Exported now, while nothing runs in the slot: a resume in place may start writing again at once.
+        await this.exportUpper(intent);
+      } catch (err) {
+        if (err instanceof CheckpointFailed) throw err;
+        // The processes are gone: whatever is left is committed (the control plane's retry waits for it).
+        this.hold(intent);
+        throw err;
+      }
+      const pauseMs = Date.now() - started;
+      const summary = await this.localSummary(intent);
+      this.hold(intent);
+      this.log.info({ sandboxId, snapshotId, memory, pauseMs, sizeBytes: summary.sizeBytes }, 'sandbox paused; committing its snapshot');
+      return { summary, pauseMs };
     } finally {
       this.active.delete(snapshotId);
     }
+  }
+
+  /** The paused sandbox leaves the node (its slot stays as a cache) and its commit job starts. */
+  private hold(intent: Intent): void {
+    const { sandboxId, slotId } = intent;
+    const { snapshotId, memory } = intent.pausing;
+    if (memory) this.keepPausedSlot(snapshotId, slotId);
+    this.o.manager.release(sandboxId);
+    const job: CommitJob = { intent, resumed: false, deleted: false, committed: Promise.resolve(undefined as never) };
+    job.committed = this.runJob(job);
+    job.committed.catch(() => undefined);
+    this.jobs.set(snapshotId, job);
+  }
+
+  private async runJob(job: CommitJob): Promise<SnapshotManifest> {
+    const { sandboxId, slotId } = job.intent;
+    const { snapshotId, memory } = job.intent.pausing;
+    const log = this.log.child({ sandboxId, snapshotId });
+    for (let attempt = 0; ; attempt++) {
+      if (job.deleted) throw new SnapshotNotFound(snapshotId);
+      const t0 = Date.now();
+      try {
+        const manifest = await this.store(job.intent);
+        if (job.deleted) throw new SnapshotNotFound(snapshotId);
+        await writeSnapshotManifest(this.o.blobs, manifest);
+        this.jobs.delete(snapshotId);
+        // The intent record goes, unless a resume in place already made it a running sandbox's record again.
+        if (!job.resumed) await this.o.store.remove(sandboxId).catch((err: unknown) => log.error({ err }, 'removing the paused sandbox\'s record failed'));
+        if (!memory) await this.o.runtime.destroy(slotId).catch((err: unknown) => log.error({ err, slotId }, 'destroying a paused slot failed'));
+        log.info({ upperBytes: manifest.upper.size, memoryBytes: manifest.memory?.size ?? 0, commitMs: Date.now() - t0 }, 'snapshot committed');
+        return manifest;
+      } catch (err) {
+        if (job.deleted || this.closed) {
+          this.jobs.delete(snapshotId);
+          throw err;
+        }
+        const wait = COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;
+        log.warn({ err, attempt, retryInMs: wait }, 'committing the snapshot failed; retrying');
+        await new Promise((r) => setTimeout(r, wait).unref());
+      }
+    }
+  }
+
+  private async exportUpper(intent: Intent): Promise<void> {
+    const upperFile = this.upperOf(intent.pausing.snapshotId);
+    if (await exists(upperFile)) return;
+    await this.o.runtime.exportUpper(intent.slotId, `${upperFile}.tmp`);
+    await rename(`${upperFile}.tmp`, upperFile);
+  }
+
+  /** What the snapshot will be once committed, from the local files. */
+  private async localSummary(intent: Intent): Promise<SnapshotSummary> {
+    const { snapshotId, memory } = intent.pausing;
+    const upper = (await stat(this.upperOf(snapshotId))).size;
+    let images = 0;
+    if (memory) for (const f of await readdir(this.imagesOf(snapshotId))) images += (await stat(join(this.imagesOf(snapshotId), f))).size;
+    return { snapshotId, sandboxId: intent.sandboxId, memory, sizeBytes: upper + images, createdAt: new Date().toISOString() };
   }
 
   /**
@@ -132,47 +242,16 @@ export class SnapshotManager implements SnapshotSlots {
       // The processes are gone without a complete dump: only the filesystem can still be kept.
       this.log.error({ err, sandboxId, snapshotId }, 'the dump failed and the processes are gone; pausing the filesystem only');
       intent.pausing.memory = false;
-      this.pending.set(sandboxId, intent);
       await this.o.store.save(intent).catch(() => undefined);
       throw err;
     }
   }
 
-  /** Stores the artifacts, writes the manifest (the commit), then lets the sandbox go. Pending on failure. */
-  private async commit(intent: SandboxRecord & { pausing: Pausing }): Promise<SnapshotManifest> {
-    const { sandboxId, slotId } = intent;
-    const { snapshotId, memory, keepRunning } = intent.pausing;
-    const log = this.log.child({ sandboxId, snapshotId });
-    let manifest: SnapshotManifest;
-    const t0 = Date.now();
-    try {
-      manifest = await this.store(intent);
-      await writeSnapshotManifest(this.o.blobs, manifest);
-    } catch (err) {
-      if (!keepRunning) {
-        this.pending.set(sandboxId, intent);
-        log.warn({ err }, 'pause not committed yet; a repeated Pause or the next start finishes it');
-      }
-      throw err;
-    }
-    this.pending.delete(sandboxId);
-    if (keepRunning) return manifest;
-    await this.o.store.remove(sandboxId);
-    this.o.manager.release(sandboxId);
-    if (memory) this.keepPausedSlot(snapshotId, slotId);
-    else await this.o.runtime.destroy(slotId).catch((err: unknown) => log.error({ err, slotId }, 'destroying a paused slot failed'));
-    log.info({ memory, upperBytes: manifest.upper.size, memoryBytes: manifest.memory?.size ?? 0, commitMs: Date.now() - t0 }, 'sandbox paused');
-    return manifest;
-  }
-
   /** Exports the writable layer (once) and puts both artifacts into cluster storage. */
-  private async store(intent: SandboxRecord & { pausing: Pausing }): Promise<SnapshotManifest> {
+  private async store(intent: Intent): Promise<SnapshotManifest> {
     const { snapshotId, memory } = intent.pausing;
     const upperFile = this.upperOf(snapshotId);
-    if (!(await exists(upperFile))) {
-      await this.o.runtime.exportUpper(intent.slotId, `${upperFile}.tmp`);
-      await rename(`${upperFile}.tmp`, upperFile);
-    }
+    await this.exportUpper(intent);
     const [upper, images] = await Promise.all([
       storeFile(this.o.blobs, upperFile),
       memory ? storeDirTar(this.o.blobs, this.imagesOf(snapshotId)) : Promise.resolve(null),
@@ -215,22 +294,23 @@ export class SnapshotManager implements SnapshotSlots {
       await this.stop(intent);
       let running: SandboxRecord;
       try {
-        await this.o.runtime.exportUpper(record.slotId, `${this.upperOf(snapshotId)}.tmp`);
-        await rename(`${this.upperOf(snapshotId)}.tmp`, this.upperOf(snapshotId));
+        await this.exportUpper(intent);
       } finally {
         running = await this.restoreInPlace(intent);
       }
       const pauseMs = Date.now() - started;
-      const manifest = await this.commit({ ...running, pausing: intent.pausing });
+      // A persistent snapshot must be usable from any node as soon as it is answered: committed first.
+      const manifest = await this.store({ ...running, pausing: intent.pausing });
+      await writeSnapshotManifest(this.o.blobs, manifest);
       this.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken');
-      return { manifest, pauseMs, record: running };
+      return { summary: summaryOf(manifest), pauseMs, record: running };
     } finally {
       this.active.delete(snapshotId);
     }
   }
 
   /** Restores a dumped sandbox into its own slot and puts it back on the routing table. */
-  private async restoreInPlace(intent: SandboxRecord & { pausing: Pausing }): Promise<SandboxRecord> {
+  private async restoreInPlace(intent: Intent): Promise<SandboxRecord> {
     const { pid } = await this.o.runtime.restore(intent.slotId, this.imagesOf(intent.pausing.snapshotId));
     const { pausing: _, ...running } = { ...intent, pid };
     await this.o.store.save(running);
@@ -249,21 +329,25 @@ export class SnapshotManager implements SnapshotSlots {
 
   /** SnapshotSlots: the slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
   async slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }> {
+    const job = this.jobs.get(spec.snapshotId);
+    const inPlace = this.paused.get(spec.snapshotId);
+    if (job && inPlace && !spec.cold && job.intent.pausing.memory && spec.sandboxId === job.intent.sandboxId) {
+      // Resumed before its commit finished: everything needed is here (the commit goes on meanwhile).
+      job.resumed = true;
+      const i = job.intent;
+      const init: InitDefaults = { ...(await this.defaultsOf(i)), envVars: { ...i.envVars, ...spec.envVars } };
+      const slot = await this.restorePaused(spec.snapshotId, inPlace, log);
+      if (slot) return { slot, init };
+    }
+    // Anything else needs the committed snapshot.
+    if (job) await job.committed.catch(() => undefined);
     const m = await readSnapshotManifest(this.o.blobs, spec.snapshotId);
     const cold = spec.cold || m.memory === null;
-    const defaults = await this.defaultsOf(m);
-    const init: InitDefaults = { ...defaults, envVars: { ...m.envVars, ...spec.envVars } };
-    const inPlace = this.paused.get(m.snapshotId);
-    if (!cold && inPlace && spec.sandboxId === m.sandboxId) {
-      this.paused.delete(m.snapshotId);
-      try {
-        await this.o.runtime.restore(inPlace, this.imagesOf(m.snapshotId));
-        const slot = (await this.o.runtime.listSlots()).find((s) => s.slotId === inPlace);
-        if (slot) return { slot, init };
-      } catch (err) {
-        log.warn({ err, slotId: inPlace }, 'restoring the paused slot in place failed; restoring from the snapshot');
-      }
-      await this.o.runtime.destroy(inPlace).catch(() => undefined);
+    const init: InitDefaults = { ...(await this.defaultsOf(m)), envVars: { ...m.envVars, ...spec.envVars } };
+    const paused = this.paused.get(m.snapshotId);
+    if (!cold && paused && spec.sandboxId === m.sandboxId) {
+      const slot = await this.restorePaused(m.snapshotId, paused, log);
+      if (slot) return { slot, init };
     }
     await this.fetch(m, cold);
     const build = m.buildId ? await this.o.resolver.resolve(m.templateId, m.buildId) : undefined;
@@ -299,7 +383,21 @@ export class SnapshotManager implements SnapshotSlots {
     }
   }
 
-  private async defaultsOf(m: SnapshotManifest): Promise<InitDefaults> {
+  /** Restores a paused slot kept on this node in place; undefined (slot destroyed) when that fails. */
+  private async restorePaused(snapshotId: string, slotId: string, log: Logger): Promise<SlotInfo | undefined> {
+    this.paused.delete(snapshotId);
+    try {
+      await this.o.runtime.restore(slotId, this.imagesOf(snapshotId));
+      const slot = (await this.o.runtime.listSlots()).find((s) => s.slotId === slotId);
+      if (slot) return slot;
+    } catch (err) {
+      log.warn({ err, slotId }, 'restoring the paused slot in place failed; restoring from the snapshot');
+    }
+    await this.o.runtime.destroy(slotId).catch(() => undefined);
+    return undefined;
+  }
+
+  private async defaultsOf(m: { templateId: string; buildId: string }): Promise<InitDefaults> {
     if (!m.buildId) return { envVars: {}, user: 'user', workdir: '/home/user' };
     const b = await this.o.resolver.manifest(m.templateId, m.buildId);
     return { envVars: {}, user: b.user, workdir: b.workdir };
@@ -346,6 +444,13 @@ export class SnapshotManager implements SnapshotSlots {
   async delete(snapshotIds: string[]): Promise<void> {
     for (const id of snapshotIds) {
       if (!SNAPSHOT_ID_RE.test(id)) continue;
+      const job = this.jobs.get(id);
+      if (job) {
+        // Not committed yet: it never will be; one in the middle of its upload finishes first.
+        job.deleted = true;
+        await job.committed.catch(() => undefined);
+        if (!job.resumed) await this.o.store.remove(job.intent.sandboxId).catch(() => undefined);
+      }
       const m = await readSnapshotManifest(this.o.blobs, id).catch((err: unknown) => {
         if (err instanceof SnapshotCorrupt) return null;
         return undefined;
@@ -402,13 +507,16 @@ export class SnapshotManager implements SnapshotSlots {
         }
       }
       intent.pausing.keepRunning = false;
-      this.o.manager.holdBusy(r.sandboxId, 'being paused');
-      try {
-        await this.commit(intent);
-        log.info('an interrupted pause was completed');
-      } catch (err) {
-        log.warn({ err }, 'completing an interrupted pause failed; a repeated Pause retries it');
+      if (await this.o.blobs.exists(snapshotManifestKey(snapshotId)).catch(() => false)) {
+        // Committed before the crash; only the record was left.
+        await this.o.store.remove(r.sandboxId).catch(() => undefined);
+        if (!intent.pausing.memory) await this.o.runtime.destroy(r.slotId).catch(() => undefined);
+        else this.keepPausedSlot(snapshotId, r.slotId);
+        log.info('a committed pause was tidied up');
+        continue;
       }
+      this.hold(intent);
+      log.info('an interrupted pause goes on: its snapshot is being committed');
     }
     // Paused slots kept in place: dead slots whose checkpoint dir is one of our committed snapshots.
     const rt = this.o.runtime as SandboxRuntime & { listRecords?: () => Promise<Array<{ slotId: string; checkpointDir?: string | null }>> };
@@ -436,6 +544,7 @@ export class SnapshotManager implements SnapshotSlots {
   }
 
   async stopSweeping(): Promise<void> {
+    this.closed = true;
     clearInterval(this.sweeper);
     this.sweeper = undefined;
     await this.sweeping;
@@ -445,7 +554,7 @@ export class SnapshotManager implements SnapshotSlots {
   async sweep(): Promise<void> {
     const ids = await readdir(join(this.o.dataDir, 'snapshots')).catch(() => [] as string[]);
     for (const id of ids) {
-      if (!SNAPSHOT_ID_RE.test(id) || this.active.has(id) || [...this.pending.values()].some((p) => p.pausing.snapshotId === id)) continue;
+      if (!SNAPSHOT_ID_RE.test(id) || this.active.has(id) || this.jobs.has(id)) continue;
       if (await this.o.blobs.exists(snapshotManifestKey(id)).catch(() => true)) continue;
       await this.dropLocal(id);
       this.log.info({ snapshotId: id }, 'dropped the local copy of a deleted snapshot');
