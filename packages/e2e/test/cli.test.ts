@@ -51,6 +51,29 @@ test('cli: sandbox create --detach, list, exec, kill', async () => {
   assert.ok(!after.some((r) => (r.sandboxID ?? r.sandboxId) === id));
 });
 
+test('cli: sandbox pause, resume and snapshot create/list/delete', async () => {
+  const created = await cli('sandbox', 'create', '--detach', 'base');
+  const id = /\b(i[a-z0-9]{20})\b/.exec(created.stdout + created.stderr)?.[1];
+  assert.ok(id, `no sandbox id in: ${created.stdout}${created.stderr}`);
+  try {
+    await cli('sandbox', 'exec', id, 'sh', '-c', 'echo kept > /home/user/cli-note');
+    assert.match((await cli('sandbox', 'pause', id)).stdout, /has been paused/);
+    assert.match((await cli('sandbox', 'pause', id)).stdout, /already paused/);
+    assert.equal((await Sandbox.getInfo(id)).state, 'paused');
+    assert.match((await cli('sandbox', 'resume', id)).stdout, /has been resumed/);
+    assert.match((await cli('sandbox', 'exec', id, 'cat', '/home/user/cli-note')).stdout, /kept/);
+
+    const snap = await cli('sandbox', 'snapshot', 'create', id);
+    const snapshotId = /Created snapshot (\S+)/.exec(snap.stdout.replace(/\x1b\[[0-9;]*m/g, ''))?.[1];
+    assert.ok(snapshotId, snap.stdout);
+    assert.ok((await cli('sandbox', 'snapshot', 'list')).stdout.includes(snapshotId));
+    await cli('sandbox', 'snapshot', 'delete', snapshotId);
+    assert.ok(!(await cli('sandbox', 'snapshot', 'list')).stdout.includes(snapshotId));
+  } finally {
+    await cli('sandbox', 'kill', id).catch(() => undefined);
+  }
+});
+
 test('cli: template create -d Dockerfile builds in the cluster; the template runs', { timeout: 300_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'cove-cli-tpl-'));
   try {
