@@ -3,6 +3,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { createClient, type Interceptor } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
@@ -176,6 +178,40 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
     assert.equal(a.sandboxId, b.sandboxId);
     assert.equal(await a.files.read('/home/user/once.txt'), 'once');
     assert.equal(await b.files.read('/home/user/once.txt'), 'once');
+  });
+
+  test('a resume from a corrupt or missing snapshot fails clearly and the sandbox stays paused', async () => {
+    assert.ok(d.nodes.length >= 2, 'needs a second node (the origin keeps a restorable copy of its own)');
+    const sbx = await Sandbox.create({ timeoutMs: 120_000 });
+    made.push(sbx);
+    await sbx.files.write('/home/user/x.txt', 'x');
+    const origin = await nodeOf(d, sbx.sandboxId);
+    assert.ok(origin);
+    assert.equal(await sbx.pause(), true);
+    // The snapshot's manifest appears once committed; then its memory image is damaged in cluster storage.
+    const objects = join(d.storageDir, 'objects');
+    const manifestFile = await eventually(async () => {
+      for (const id of await readdir(join(objects, 'snapshots')).catch(() => [] as string[])) {
+        const f = join(objects, 'snapshots', id, 'manifest.json');
+        const m = JSON.parse(await readFile(f, 'utf8').catch(() => '{}')) as { sandboxId?: string };
+        if (m.sandboxId === sbx.sandboxId) return f;
+      }
+      return undefined;
+    }, 20_000, 'the committed snapshot');
+    const memory = (JSON.parse(await readFile(manifestFile, 'utf8')) as { memory: { sha256: string } }).memory.sha256;
+    await writeFile(join(objects, 'artifacts', 'sha256', memory.slice(0, 2), memory), 'damaged');
+    await nodeClients(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.DRAINING }));
+    try {
+      await assert.rejects(Sandbox.connect(sbx.sandboxId), (err: Error) => /corrupt/i.test(err.message), 'a clear error');
+      assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused', 'still paused');
+      // Gone altogether from storage: a clear "missing" error, still paused.
+      await rm(manifestFile);
+      await assert.rejects(Sandbox.connect(sbx.sandboxId), (err: Error) => /missing/i.test(err.message));
+      assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused');
+    } finally {
+      await nodeClients(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY }));
+    }
+    assert.equal(await Sandbox.kill(sbx.sandboxId), true);
   });
 
   test('a paused sandbox resumes on another orchestrator node', { skip: false }, async () => {

@@ -46,6 +46,10 @@ export async function startOnNodes(
   let lastError: LinkCallError | undefined;
   let allExhausted = true;
   let allNotFound = true;
+  // Snapshots live in cluster storage, shared by every node: one node's NOT_FOUND is everyone's, as long as no
+  // other node failed for another reason than being full or draining.
+  let notFoundOrFull = true;
+  let anyNotFound = false;
   for (const nodeId of nodeIds) {
     try {
       await what.before?.(nodeId);
@@ -59,6 +63,8 @@ export async function startOnNodes(
       log.warn({ nodeId, err: err.message }, 'create failed on node, trying the next one');
       if (err.code !== Code.ResourceExhausted) allExhausted = false;
       if (err.code !== Code.NotFound) allNotFound = false;
+      if (err.code === Code.NotFound) anyNotFound = true;
+      else if (err.code !== Code.ResourceExhausted) notFoundOrFull = false;
       lastError = err;
       if (MAYBE_DONE.has(err.code)) {
         await link.delete(nodeId, spec.sandboxId, 'create failed').catch(() => undefined);
@@ -66,6 +72,7 @@ export async function startOnNodes(
     }
   }
   if (allExhausted) throw new NoCapacity();
+  if (spec.snapshotId && anyNotFound && notFoundOrFull) throw new SnapshotMissing(spec.snapshotId, what.describe);
   if (allNotFound) {
     if (spec.snapshotId) throw new SnapshotMissing(spec.snapshotId, what.describe);
     throw new NotFound(`template '${what.templateRef ?? spec.templateId}' is not available in this cluster`);
