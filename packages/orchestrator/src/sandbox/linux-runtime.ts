@@ -540,6 +540,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return out;
   }
 
+  async slot(slotId: string): Promise<SlotInfo | null> {
+    const rec = await this.slots.read(slotId);
+    return rec && rec.state !== 'booting' && (await this.pidMatches(rec)) ? toInfo(rec) : null;
+  }
+
   async listSlots(): Promise<SlotInfo[]> {
     const out: SlotInfo[] = [];
     for (const rec of await this.slots.readAll()) {

@@ -113,6 +113,8 @@ export interface SandboxRuntime {
   restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo>;
   /** Every layer dir a slot on this node stacks (from the slot records, so it survives restarts). */
   layersInUse(): Promise<Set<string>>;
+  /** One alive slot, or null. */
+  slot(slotId: string): Promise<SlotInfo | null>;
   /** Slots that exist on this node right now (after an orchestrator crash: what survived). */
   listSlots(): Promise<SlotInfo[]>;
   /** Whether the slot's processes are still alive. */

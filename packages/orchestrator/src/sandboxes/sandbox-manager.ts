@@ -67,8 +67,11 @@ interface Started {
 
 /** Where sandboxes started from a snapshot get their slot (src/snapshots). */
 export interface SnapshotSlots {
-  /** A claimed-ready slot running the snapshot, and what envd was first initialised with. */
-  slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }>;
+  /**
+   * A slot running the snapshot, and what envd was first initialised with. `resumedInPlace` (envd's version) says
+   * the slot is the sandbox's own, restored with its claim and envd state intact: no claim or /init needed.
+   */
+  slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults; resumedInPlace?: string | undefined }>;
 }
 
 /** What sandboxes of user templates (template_id + build_id) need; without it such Creates are NOT_FOUND. */
@@ -308,7 +311,8 @@ export class SandboxManager {
   /** A claimed, initialised slot running a snapshot (a resume, or a new sandbox from a persistent one). */
   private async fromSnapshot(spec: ValidSpec, log: Logger): Promise<Started> {
     if (!this.snapshotSlots) throw new TemplateNotFound(`snapshot ${spec.snapshotId}`);
-    const { slot, init } = await this.snapshotSlots.slotFor(spec, log);
+    const { slot, init, resumedInPlace } = await this.snapshotSlots.slotFor(spec, log);
+    if (resumedInPlace !== undefined) return { slot, init, warmPoolHit: false, envdVersion: resumedInPlace };
     return { slot, init, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
   }
 

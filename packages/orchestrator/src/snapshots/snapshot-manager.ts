@@ -328,7 +328,7 @@ export class SnapshotManager implements SnapshotSlots {
   }
 
   /** SnapshotSlots: the slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
-  async slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }> {
+  async slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults; resumedInPlace?: string | undefined }> {
     const job = this.jobs.get(spec.snapshotId);
     const inPlace = this.paused.get(spec.snapshotId);
     if (job && inPlace && !spec.cold && job.intent.pausing.memory && spec.sandboxId === job.intent.sandboxId) {
@@ -337,7 +337,7 @@ export class SnapshotManager implements SnapshotSlots {
       const i = job.intent;
       const init: InitDefaults = { ...(await this.defaultsOf(i)), envVars: { ...i.envVars, ...spec.envVars } };
       const slot = await this.restorePaused(spec.snapshotId, inPlace, log);
-      if (slot) return { slot, init };
+      if (slot) return { slot, init, resumedInPlace: sameClaim(i, spec) ? i.envdVersion : undefined };
     }
     // Anything else needs the committed snapshot.
     if (job) await job.committed.catch(() => undefined);
@@ -347,7 +347,7 @@ export class SnapshotManager implements SnapshotSlots {
     const paused = this.paused.get(m.snapshotId);
     if (!cold && paused && spec.sandboxId === m.sandboxId) {
       const slot = await this.restorePaused(m.snapshotId, paused, log);
-      if (slot) return { slot, init };
+      if (slot) return { slot, init, resumedInPlace: sameClaim(m, spec) ? m.envdVersion : undefined };
     }
     await this.fetch(m, cold);
     const build = m.buildId ? await this.o.resolver.resolve(m.templateId, m.buildId) : undefined;
@@ -388,7 +388,7 @@ export class SnapshotManager implements SnapshotSlots {
     this.paused.delete(snapshotId);
     try {
       await this.o.runtime.restore(slotId, this.imagesOf(snapshotId));
-      const slot = (await this.o.runtime.listSlots()).find((s) => s.slotId === slotId);
+      const slot = await this.o.runtime.slot(slotId);
       if (slot) return slot;
     } catch (err) {
       log.warn({ err, slotId }, 'restoring the paused slot in place failed; restoring from the snapshot');
@@ -560,6 +560,14 @@ export class SnapshotManager implements SnapshotSlots {
       this.log.info({ snapshotId: id }, 'dropped the local copy of a deleted snapshot');
     }
   }
+}
+
+/**
+ * Whether a resume in place may skip the claim and envd's /init: the slot still holds this sandbox's claim (its
+ * hostname, limits and egress), and its restored envd its token and env — as long as nothing asked for changes.
+ */
+function sameClaim(was: { vcpu: number; memoryMb: number; envVars: Record<string, string> }, spec: ValidSpec): boolean {
+  return was.vcpu === spec.vcpu && was.memoryMb === spec.memoryMb && Object.keys(spec.envVars).length === 0;
 }
 
 async function exists(path: string): Promise<boolean> {
