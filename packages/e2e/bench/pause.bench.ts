@@ -12,6 +12,13 @@ import { deployment, type Deployment } from '../test/deployment.js';
 import { percentile, report } from './stats.js';
 
 const ROUNDS = Number(process.env.COVE_BENCH_PAUSE_ROUNDS ?? 8);
+/**
+ * The sandbox runs this long after each resume before it is paused again, as an agent's sandbox would between
+ * idle periods; it also lets the previous snapshot's commit (upload) finish instead of competing with the next
+ * dump for the machine's two cores.
+ */
+const RUN_BETWEEN_MS = Number(process.env.COVE_BENCH_PAUSE_RUN_MS ?? 1500);
+const settle = () => new Promise((r) => setTimeout(r, RUN_BETWEEN_MS));
 const MIB = Number(process.env.COVE_BENCH_PAUSE_MIB ?? 100);
 
 function node(d: Deployment, rpcPort: number) {
@@ -41,13 +48,19 @@ async function allNodesHealthy(d: Deployment): Promise<void> {
   throw new Error('the nodes did not come back healthy');
 }
 
-/** Bytes of the newest snapshot in cluster storage (upper-dir tar + memory image). */
-function newestSnapshotBytes(d: Deployment): number {
+/** Bytes of the sandbox's committed pause snapshot (upper-dir tar + memory image), once its manifest appears. */
+async function committedSnapshotBytes(d: Deployment, sandboxId: string): Promise<number> {
   const dir = join(d.storageDir, 'objects', 'snapshots');
-  const manifests = readdirSync(dir).map((id) => join(dir, id, 'manifest.json')).filter((f) => statSync(f, { throwIfNoEntry: false }));
-  manifests.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  const m = JSON.parse(readFileSync(manifests[0]!, 'utf8')) as { upper: { size: number }; memory: { size: number } | null };
-  return m.upper.size + (m.memory?.size ?? 0);
+  for (let i = 0; i < 200; i++) {
+    for (const id of readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
+      const file = join(dir, id, 'manifest.json');
+      if (!statSync(file, { throwIfNoEntry: false })) continue;
+      const m = JSON.parse(readFileSync(file, 'utf8')) as { sandboxId: string; upper: { size: number }; memory: { size: number } | null };
+      if (m.sandboxId === sandboxId) return m.upper.size + (m.memory?.size ?? 0);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the pause snapshot was never committed');
 }
 
 const d = deployment();
@@ -68,8 +81,8 @@ try {
     t0 = performance.now();
     await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
     resumeSame.push(performance.now() - t0);
+    await settle();
   }
-  const sizeBytes = newestSnapshotBytes(d);
   if (d.nodes.length > 1) {
     for (let i = 0; i < ROUNDS; i++) {
       const origin = await nodeOf(d, sbx.sandboxId);
@@ -77,6 +90,8 @@ try {
       await sbx.pause();
       pause.push(performance.now() - t0);
       await node(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.DRAINING }));
+      // Measured from a committed snapshot: the other node reads it from cluster storage.
+      await committedSnapshotBytes(d, sbx.sandboxId);
       try {
         t0 = performance.now();
         await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
@@ -86,8 +101,11 @@ try {
       }
       if ((await nodeOf(d, sbx.sandboxId)) === origin) throw new Error('the resume did not move the sandbox');
       await allNodesHealthy(d);
+      await settle();
     }
   }
+  await sbx.pause();
+  const sizeBytes = await committedSnapshotBytes(d, sbx.sandboxId);
   report(`sandbox resident memory (python RSS)`, Number(rss) / 1024, 'MiB');
   report('pause p50 (~100 MB resident)', percentile(pause, 50), 'ms', '≤ 300');
   report('pause p95', percentile(pause, 95), 'ms');

@@ -83,6 +83,8 @@ const summaryOf = (m: SnapshotManifest): SnapshotSummary => ({
   createdAt: m.createdAt,
 });
 
+/** Before a commit starts (see runJob). */
+const COMMIT_DELAY_MS = 300;
 /** Waits between commit attempts: quick at first (a storage hiccup), then once a minute. */
 const COMMIT_RETRY_MS = [1000, 2000, 5000, 10_000, 30_000, 60_000];
 
@@ -177,22 +179,31 @@ export class SnapshotManager implements SnapshotSlots {
     const { sandboxId, slotId } = job.intent;
     const { snapshotId, memory } = job.intent.pausing;
     const log = this.log.child({ sandboxId, snapshotId });
+    // A moment's grace: a sandbox resumed right away (here, in place) no longer needs this snapshot, and its
+    // restore then does not compete with hashing and uploading it.
+    await new Promise((r) => setTimeout(r, COMMIT_DELAY_MS).unref());
     for (let attempt = 0; ; attempt++) {
-      if (job.deleted) throw new SnapshotNotFound(snapshotId);
       const t0 = Date.now();
       try {
+        if (job.deleted || job.resumed) throw new SnapshotNotFound(snapshotId);
         const manifest = await this.store(job.intent);
-        if (job.deleted) throw new SnapshotNotFound(snapshotId);
+        if (job.deleted || job.resumed) {
+          await deleteUnreferenced(this.o.blobs, [manifest.upper.sha256, ...(manifest.memory ? [manifest.memory.sha256] : [])], log);
+          throw new SnapshotNotFound(snapshotId);
+        }
         await writeSnapshotManifest(this.o.blobs, manifest);
         this.jobs.delete(snapshotId);
         // The intent record goes, unless a resume in place already made it a running sandbox's record again.
-        if (!job.resumed) await this.o.store.remove(sandboxId).catch((err: unknown) => log.error({ err }, 'removing the paused sandbox\'s record failed'));
+        if (!job.resumed && !this.o.manager.get(sandboxId)) {
+          await this.o.store.remove(sandboxId).catch((err: unknown) => log.error({ err }, 'removing the paused sandbox\'s record failed'));
+        }
         if (!memory) await this.o.runtime.destroy(slotId).catch((err: unknown) => log.error({ err, slotId }, 'destroying a paused slot failed'));
         log.info({ upperBytes: manifest.upper.size, memoryBytes: manifest.memory?.size ?? 0, commitMs: Date.now() - t0 }, 'snapshot committed');
         return manifest;
       } catch (err) {
-        if (job.deleted || this.closed) {
+        if (job.deleted || job.resumed || this.closed) {
           this.jobs.delete(snapshotId);
+          if (job.resumed) log.info('the sandbox was resumed in place before its snapshot was committed; not committing it');
           throw err;
         }
         const wait = COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;
@@ -332,12 +343,15 @@ export class SnapshotManager implements SnapshotSlots {
     const job = this.jobs.get(spec.snapshotId);
     const inPlace = this.paused.get(spec.snapshotId);
     if (job && inPlace && !spec.cold && job.intent.pausing.memory && spec.sandboxId === job.intent.sandboxId) {
-      // Resumed before its commit finished: everything needed is here (the commit goes on meanwhile).
-      job.resumed = true;
+      // Resumed before its commit finished: everything needed is here. Once it runs again the snapshot is stale
+      // (the control plane deletes it after a resume), so a commit that has not finished is dropped.
       const i = job.intent;
       const init: InitDefaults = { ...(await this.defaultsOf(i)), envVars: { ...i.envVars, ...spec.envVars } };
       const slot = await this.restorePaused(spec.snapshotId, inPlace, log);
-      if (slot) return { slot, init, resumedInPlace: sameClaim(i, spec) ? i.envdVersion : undefined };
+      if (slot) {
+        job.resumed = true;
+        return { slot, init, resumedInPlace: sameClaim(i, spec) ? i.envdVersion : undefined };
+      }
     }
     // Anything else needs the committed snapshot.
     if (job) await job.committed.catch(() => undefined);
