@@ -3,12 +3,9 @@
 // drained between pause and resume); the snapshot's size is read from the cluster storage's manifest.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { create } from '@bufbuild/protobuf';
-import { createClient, type Interceptor } from '@connectrpc/connect';
-import { createGrpcTransport } from '@connectrpc/connect-node';
-import { InfoService, NodeStatus, SandboxService, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
 import { Sandbox } from 'e2b';
 import { deployment, type Deployment } from '../test/deployment.js';
+import { allNodesHealthy, nodeOf, setDraining } from '../test/nodes.js';
 import { percentile, report } from './stats.js';
 
 const ROUNDS = Number(process.env.COVE_BENCH_PAUSE_ROUNDS ?? 8);
@@ -20,33 +17,6 @@ const ROUNDS = Number(process.env.COVE_BENCH_PAUSE_ROUNDS ?? 8);
 const RUN_BETWEEN_MS = Number(process.env.COVE_BENCH_PAUSE_RUN_MS ?? 1500);
 const settle = () => new Promise((r) => setTimeout(r, RUN_BETWEEN_MS));
 const MIB = Number(process.env.COVE_BENCH_PAUSE_MIB ?? 100);
-
-function node(d: Deployment, rpcPort: number) {
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set('authorization', `Bearer ${d.secrets.nodeToken}`);
-    return next(req);
-  };
-  const t = createGrpcTransport({ baseUrl: `http://127.0.0.1:${rpcPort}`, interceptors: [auth] });
-  return { sandboxes: createClient(SandboxService, t), info: createClient(InfoService, t) };
-}
-
-async function nodeOf(d: Deployment, sandboxId: string): Promise<number> {
-  for (const n of d.nodes) {
-    if ((await node(d, n.rpcPort).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === sandboxId)) return n.rpcPort;
-  }
-  throw new Error(`sandbox ${sandboxId} runs on no node`);
-}
-
-/** Waits until the edge (which placement asks) sees every node healthy again after a drain. */
-async function allNodesHealthy(d: Deployment): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-    const nodes = (await res.json()) as Array<{ status: string }>;
-    if (nodes.length >= d.nodes.length && nodes.every((n) => n.status === 'healthy')) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the nodes did not come back healthy');
-}
 
 /** Bytes of the sandbox's committed pause snapshot (upper-dir tar + memory image), once its manifest appears. */
 async function committedSnapshotBytes(d: Deployment, sandboxId: string): Promise<number> {
@@ -86,10 +56,11 @@ try {
   if (d.nodes.length > 1) {
     for (let i = 0; i < ROUNDS; i++) {
       const origin = await nodeOf(d, sbx.sandboxId);
+      if (!origin) throw new Error('the sandbox runs on no node');
       let t0 = performance.now();
       await sbx.pause();
       pause.push(performance.now() - t0);
-      await node(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.DRAINING }));
+      await setDraining(d, origin, true);
       // Measured from a committed snapshot: the other node reads it from cluster storage.
       await committedSnapshotBytes(d, sbx.sandboxId);
       try {
@@ -97,7 +68,7 @@ try {
         await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
         resumeOther.push(performance.now() - t0);
       } finally {
-        await node(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY }));
+        await setDraining(d, origin, false);
       }
       if ((await nodeOf(d, sbx.sandboxId)) === origin) throw new Error('the resume did not move the sandbox');
       await allNodesHealthy(d);

@@ -5,31 +5,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { create } from '@bufbuild/protobuf';
-import { createClient, type Interceptor } from '@connectrpc/connect';
-import { createGrpcTransport } from '@connectrpc/connect-node';
-import { InfoService, NodeStatus, SandboxService, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
 import { Sandbox, SandboxNotFoundError } from 'e2b';
 import { request } from 'undici';
 import { deployment, eventually, type Deployment } from './deployment.js';
-
-function nodeClients(d: Deployment, rpcPort: number) {
-  const auth: Interceptor = (next) => (req) => {
-    req.header.set('authorization', `Bearer ${d.secrets.nodeToken}`);
-    return next(req);
-  };
-  const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${rpcPort}`, interceptors: [auth] });
-  return { sandboxes: createClient(SandboxService, transport), info: createClient(InfoService, transport) };
-}
-
-/** The node (by rpc port) a sandbox runs on right now, or undefined. */
-async function nodeOf(d: Deployment, sandboxId: string): Promise<number | undefined> {
-  for (const n of d.nodes) {
-    const listed = await nodeClients(d, n.rpcPort).sandboxes.list({});
-    if (listed.sandboxes.some((s) => s.sandboxId === sandboxId)) return n.rpcPort;
-  }
-  return undefined;
-}
+import { nodeOf, setDraining } from './nodes.js';
 
 async function httpVia(d: Deployment, sbx: Sandbox, port: number, path = '/'): Promise<{ status: number; text: string }> {
   const r = await request(`http://127.0.0.1:${d.ports.edgeTraffic}${path}`, { headers: { host: sbx.getHost(port) } });
@@ -71,7 +50,7 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
     d = deployment();
   });
   after(async () => {
-    for (const n of d.nodes) await nodeClients(d, n.rpcPort).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY })).catch(() => undefined);
+    for (const n of d.nodes) await setDraining(d, n.rpcPort, false).catch(() => undefined);
     await Promise.all(made.map((s) => s.kill().catch(() => undefined)));
   });
 
@@ -200,7 +179,7 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
     }, 20_000, 'the committed snapshot');
     const memory = (JSON.parse(await readFile(manifestFile, 'utf8')) as { memory: { sha256: string } }).memory.sha256;
     await writeFile(join(objects, 'artifacts', 'sha256', memory.slice(0, 2), memory), 'damaged');
-    await nodeClients(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.DRAINING }));
+    await setDraining(d, origin, true);
     try {
       await assert.rejects(Sandbox.connect(sbx.sandboxId), (err: Error) => /corrupt/i.test(err.message), 'a clear error');
       assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused', 'still paused');
@@ -209,7 +188,7 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
       await assert.rejects(Sandbox.connect(sbx.sandboxId), (err: Error) => /missing/i.test(err.message));
       assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused');
     } finally {
-      await nodeClients(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY }));
+      await setDraining(d, origin, false);
     }
     assert.equal(await Sandbox.kill(sbx.sandboxId), true);
   });
@@ -225,7 +204,7 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
     assert.ok(origin, 'runs on one of the nodes');
     assert.equal(await sbx.pause(), true);
     // The origin stops taking sandboxes, so the resume has to land elsewhere.
-    await nodeClients(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.DRAINING }));
+    await setDraining(d, origin, true);
     try {
       const moved = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 300_000 });
       const now = await nodeOf(d, sbx.sandboxId);
@@ -234,7 +213,7 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
       assert.equal(await moved.files.read('/home/user/moved.txt'), 'moved');
       assert.equal((await moved.commands.run('hostname')).stdout.trim(), sbx.sandboxId);
     } finally {
-      await nodeClients(d, origin).info.setStatus(create(SetStatusRequestSchema, { status: NodeStatus.HEALTHY }));
+      await setDraining(d, origin, false);
     }
   });
 });

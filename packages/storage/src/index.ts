@@ -19,6 +19,7 @@ export {
   type CacheStats,
 } from './cached-store.js';
 export { putArtifact, getArtifact, hasArtifact, type ArtifactPut, type ArtifactPutOptions } from './artifacts.js';
+export { HashingStream } from './hashing-stream.js';
 export {
   BuildFileUploads,
   type BuildFileUploadsOptions,

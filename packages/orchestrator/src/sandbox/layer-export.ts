@@ -5,11 +5,10 @@
 // sandbox can never have put anything into them); a stack without them gets them again from crun at boot.
 
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { HashingStream } from '@cove/storage';
 import type { Logger } from 'pino';
 import { CommandFailed } from './runtime-errors.js';
 
@@ -61,17 +60,9 @@ export async function exportLayer(upperDir: string, destFile: string, log: Logge
     ],
   );
   child.stdin.end(top.map((n) => `${n}\0`).join(''));
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const count = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      cb(null, chunk);
-    },
-  });
+  const hash = new HashingStream();
   try {
-    await pipeline(child.stdout, count, createWriteStream(destFile, { mode: 0o600 }));
+    await pipeline(child.stdout, hash, createWriteStream(destFile, { mode: 0o600 }));
     const code = await exited;
     // 1 = a file changed while it was read (something still writes in the slot): the layer is still a
     // consistent tar, so keep it but say so; 2 = fatal.
@@ -82,5 +73,5 @@ export async function exportLayer(upperDir: string, destFile: string, log: Logge
     await rm(destFile, { force: true });
     throw err;
   }
-  return { bytes, sha256: hash.digest('hex') };
+  return { bytes: hash.size, sha256: hash.digest() };
 }

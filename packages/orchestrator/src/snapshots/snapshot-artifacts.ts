@@ -2,12 +2,11 @@
 // upper-dir layer tar as a file, the CRIU image dir as a plain tar streamed in and out (no temp copy).
 
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BlobNotFound, getArtifact, putArtifact, type BlobStore } from '@cove/storage';
+import { BlobNotFound, getArtifact, HashingStream, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
 import { SnapshotCorrupt } from '../errors.js';
 
 export interface ArtifactRef {
@@ -44,8 +43,7 @@ export async function storeDirTar(store: BlobStore, dir: string): Promise<Artifa
   return { sha256: stored.sha256, size: stored.size };
 }
 
-/** A stream of the artifact's bytes that fails with SnapshotCorrupt when they do not hash to `ref`. */
-async function verified(store: BlobStore, ref: ArtifactRef, snapshotId: string): Promise<{ body: Readable; check: Transform }> {
+export async function fetchToFile(store: BlobStore, ref: ArtifactRef, dest: string, snapshotId: string): Promise<void> {
   let body: Readable;
   try {
     body = await getArtifact(store, ref.sha256);
@@ -53,25 +51,15 @@ async function verified(store: BlobStore, ref: ArtifactRef, snapshotId: string):
     if (err instanceof BlobNotFound) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is missing from cluster storage`);
     throw err;
   }
-  const hash = createHash('sha256');
-  let size = 0;
-  const check = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      size += chunk.length;
-      cb(null, chunk);
-    },
-    flush(cb) {
-      const got = hash.digest('hex');
-      cb(got === ref.sha256 && size === ref.size ? null : new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} hashes to ${got} (${size} bytes)`));
-    },
-  });
-  return { body, check };
-}
-
-export async function fetchToFile(store: BlobStore, ref: ArtifactRef, dest: string, snapshotId: string): Promise<void> {
-  const { body, check } = await verified(store, ref, snapshotId);
-  await pipeline(body, check, createWriteStream(dest, { mode: 0o600 }));
+  const hash = new HashingStream({ size: ref.size });
+  try {
+    await pipeline(body, hash, createWriteStream(dest, { mode: 0o600 }));
+  } catch (err) {
+    if (err instanceof SizeMismatch) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is longer than ${ref.size} bytes`);
+    throw err;
+  }
+  const got = hash.digest();
+  if (got !== ref.sha256 || hash.size !== ref.size) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} hashes to ${got} (${hash.size} bytes)`);
 }
 
 /** Unpacks a tar artifact into `dir` (created): fetched and verified into `spool` first, then unpacked. */

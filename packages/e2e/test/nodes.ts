@@ -1,0 +1,41 @@
+// The deployment's orchestrator nodes as an operator reaches them (node RPC with the node token): where a
+// sandbox runs, draining and un-draining a node, waiting until the edge sees them all healthy again.
+import { create } from '@bufbuild/protobuf';
+import { createClient, type Interceptor } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { InfoService, NodeStatus, SandboxService, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
+import type { Deployment } from './deployment.js';
+
+export function nodeClients(d: Deployment, rpcPort: number) {
+  const auth: Interceptor = (next) => (req) => {
+    req.header.set('authorization', `Bearer ${d.secrets.nodeToken}`);
+    return next(req);
+  };
+  const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${rpcPort}`, interceptors: [auth] });
+  return { sandboxes: createClient(SandboxService, transport), info: createClient(InfoService, transport) };
+}
+
+/** The rpc port of the node a sandbox runs on right now, or undefined. */
+export async function nodeOf(d: Deployment, sandboxId: string): Promise<number | undefined> {
+  for (const n of d.nodes) {
+    const listed = await nodeClients(d, n.rpcPort).sandboxes.list({});
+    if (listed.sandboxes.some((s) => s.sandboxId === sandboxId)) return n.rpcPort;
+  }
+  return undefined;
+}
+
+export async function setDraining(d: Deployment, rpcPort: number, draining: boolean): Promise<void> {
+  await nodeClients(d, rpcPort).info.setStatus(create(SetStatusRequestSchema, { status: draining ? NodeStatus.DRAINING : NodeStatus.HEALTHY }));
+}
+
+/** Waits until the edge (which placement asks) sees every node healthy, e.g. after an un-drain. */
+export async function allNodesHealthy(d: Deployment, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+    const nodes = (await res.json()) as Array<{ status: string }>;
+    if (nodes.length >= d.nodes.length && nodes.every((n) => n.status === 'healthy')) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('the nodes did not come back healthy');
+}
