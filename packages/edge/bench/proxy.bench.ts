@@ -8,8 +8,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { create } from '@bufbuild/protobuf';
 import { createClient } from '@connectrpc/connect';
@@ -88,6 +90,9 @@ async function load(origin: string, headers: Record<string, string>): Promise<Ru
   };
 }
 
+// The edge needs a cluster store (COPY upload URLs); a throwaway one, unused by this benchmark.
+const storageDir = mkdtempSync(join(tmpdir(), 'cove-bench-edge-'));
+process.on('exit', () => rmSync(storageDir, { recursive: true, force: true }));
 const upstream = await spawnAndRead([join(here, 'upstream-server.js')], {}, (l: { port?: number }) => l.port);
 const edge = await spawnAndRead(
   [join(here, '..', 'src', 'main.js')],
@@ -97,6 +102,8 @@ const edge = await spawnAndRead(
     COVE_CLUSTER_TOKEN: 'bench-cluster-token-0123456789',
     COVE_NODE_TOKEN: NODE_TOKEN,
     COVE_SANDBOX_DOMAIN: 'cove.bench',
+    COVE_STORAGE_URL: pathToFileURL(storageDir).href,
+    COVE_UPLOAD_SECRET: 'bench-upload-secret-0123456789abcdef0123456789',
     COVE_LOG_LEVEL: 'info',
   },
   (l: { apiPort?: number; trafficPort?: number }) => (l.apiPort ? { apiPort: l.apiPort, trafficPort: l.trafficPort! } : undefined),
