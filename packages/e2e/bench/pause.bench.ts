@@ -22,7 +22,9 @@ const MIB = Number(process.env.COVE_BENCH_PAUSE_MIB ?? 100);
 async function committedSnapshotBytes(d: Deployment, sandboxId: string): Promise<number> {
   const dir = join(d.storageDir, 'objects', 'snapshots');
   for (let i = 0; i < 200; i++) {
-    for (const id of readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)) {
+    // The directory appears with the first commit.
+    const ids = statSync(dir, { throwIfNoEntry: false }) ? readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name) : [];
+    for (const id of ids) {
       const file = join(dir, id, 'manifest.json');
       if (!statSync(file, { throwIfNoEntry: false })) continue;
       const m = JSON.parse(readFileSync(file, 'utf8')) as { sandboxId: string; upper: { size: number }; memory: { size: number } | null };
