@@ -60,6 +60,8 @@ export interface Orchestrator {
   readonly pool: WarmPool;
   readonly usage: SandboxUsageSampler;
   readonly templates: TemplatePlumbing;
+  /** Pause, snapshots and starts from them (src/snapshots). */
+  readonly snapshots: SnapshotManager;
   /** Recover sandboxes left by a previous run, then start warm pools and the expiry scanner. */
   start(): Promise<RecoveryReport>;
   /** Listen on the configured host and ports (0 = any free port), then start heartbeats. */
@@ -138,6 +140,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     resolver,
     readyTimeoutMs: config.userTemplates.readyTimeoutMs,
     maxPausedSlots: config.pausedSlots,
+    maxLocalSnapshots: config.localSnapshots,
     log: log.child({ component: 'snapshots' }),
   });
   manager.useSnapshots(snapshots);
@@ -211,6 +214,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     pool,
     usage,
     templates,
+    snapshots,
     info,
     async start() {
       await store.init();

@@ -83,6 +83,8 @@ const envSchema = z.object({
   COVE_MAX_BUILDS: z.coerce.number().int().min(1).max(16).default(2),
   // Paused sandboxes kept restorable in place on this node (their disk and memory image); the rest resume from storage.
   COVE_PAUSED_SLOTS: z.coerce.number().int().min(0).max(1000).default(16),
+  // Local copies of snapshots kept besides them (for creates from persistent snapshots); storage has them all.
+  COVE_LOCAL_SNAPSHOTS: z.coerce.number().int().min(0).max(10_000).default(32),
 }).refine((e) => (e.COVE_EDGE_CLIENT_CERT === undefined) === (e.COVE_EDGE_CLIENT_KEY === undefined), {
   message: 'COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY must be set together (or neither)',
   path: ['COVE_EDGE_CLIENT_CERT'],
@@ -139,6 +141,8 @@ export interface OrchestratorConfig {
   readonly maxBuilds: number;
   /** Paused slots kept in place for fast resumes on this node. */
   readonly pausedSlots: number;
+  /** Local copies of committed snapshots kept on this node. */
+  readonly localSnapshots: number;
   readonly userTemplates: {
     /** Warm slots per build, kept for the `warmBuilds` most recently used builds. */
     readonly warmPerBuild: number;
@@ -230,6 +234,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     registry: { url: e.COVE_REGISTRY_URL?.replace(/\/+$/, ''), username: e.COVE_REGISTRY_USERNAME, password: e.COVE_REGISTRY_PASSWORD },
     maxBuilds: e.COVE_MAX_BUILDS,
     pausedSlots: e.COVE_PAUSED_SLOTS,
+    localSnapshots: e.COVE_LOCAL_SNAPSHOTS,
     userTemplates: {
       warmPerBuild: e.COVE_TEMPLATE_WARM_POOL_SIZE,
       warmBuilds: e.COVE_TEMPLATE_WARM_POOL_BUILDS,

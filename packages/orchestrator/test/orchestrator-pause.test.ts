@@ -54,7 +54,7 @@ async function counter(node: Running, sandboxId: string): Promise<{ n: number; d
 describe('pause and resume across two orchestrators', { timeout: 300_000, skip }, () => {
   let a: Running;
   let b: Running;
-  const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1' };
+  const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1', COVE_LOCAL_SNAPSHOTS: '1' };
 
   before(async () => {
     await Promise.all([teardown(A), teardown(B), rm(STORAGE, { recursive: true, force: true })]);
@@ -157,6 +157,18 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     assert.ok(await counter(a, 'pz2c2'));
     assert.ok(await counter(a, 'pz2c3'));
     for (const [node, id] of [[b, 'pz2copy'], [a, 'pz2c2'], [a, 'pz2c3'], [a, 'pz2']] as const) await rpcClients(node.rpcUrl).sandboxes.delete({ sandboxId: id });
+    // B keeps its downloaded copy as a cache, bounded (COVE_LOCAL_SNAPSHOTS=1 here): a second snapshot's copy
+    // pushes the older one out; both still start sandboxes (from storage).
+    assert.equal(await exists(join(B.dataDir, 'snapshots', 'persist-pz2', 'images')), true);
+    await busySandbox(a, 'pz6');
+    await rpcClients(a.rpcUrl).sandboxes.snapshot({ sandboxId: 'pz6', snapshotId: 'persist-pz6' });
+    await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz6copy', snapshotId: 'persist-pz6', envdAccessToken: 'tok' }) });
+    await b.orchestrator.snapshots.sweep();
+    assert.equal(await exists(join(B.dataDir, 'snapshots', 'persist-pz2')), false, 'the older copy went');
+    assert.equal(await exists(join(B.dataDir, 'snapshots', 'persist-pz6', 'images')), true, 'the newer one stays');
+    await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz2again', snapshotId: 'persist-pz2', envdAccessToken: 'tok' }) });
+    assert.equal((await counter(b, 'pz2again'))?.mark, 'pz2', 'and it still starts sandboxes, from storage');
+    for (const [node, id] of [[b, 'pz6copy'], [b, 'pz2again'], [a, 'pz6']] as const) await rpcClients(node.rpcUrl).sandboxes.delete({ sandboxId: id });
   });
 
   it('answers bad input, missing and corrupt snapshots with the documented codes', async () => {

@@ -43,6 +43,8 @@ export interface SnapshotManagerOptions {
   resolver: TemplateResolver;
   readyTimeoutMs: number;
   maxPausedSlots: number;
+  /** Local copies of committed snapshots (not paused slots) kept for quick starts on this node. */
+  maxLocalSnapshots: number;
   log: Logger;
 }
 
@@ -96,6 +98,8 @@ export class SnapshotManager implements SnapshotSlots {
   private closed = false;
   /** Snapshot ids a pause or snapshot is working on right now (the sweep leaves their files alone). */
   private readonly active = new Set<string>();
+  /** Starts reading a snapshot's local files right now, by snapshot id (the sweep leaves those alone). */
+  private readonly inUse = new Map<string, number>();
   /** Artifact downloads in flight, by snapshot id. */
   private readonly fetches = new Map<string, Promise<void>>();
   private readonly log: Logger;
@@ -363,6 +367,18 @@ export class SnapshotManager implements SnapshotSlots {
       const slot = await this.restorePaused(m.snapshotId, paused, log);
       if (slot) return { slot, init, resumedInPlace: sameClaim(m, spec) ? m.envdVersion : undefined };
     }
+    this.inUse.set(m.snapshotId, (this.inUse.get(m.snapshotId) ?? 0) + 1);
+    try {
+      return await this.startFromFiles(m, spec, cold, init, log);
+    } finally {
+      const n = (this.inUse.get(m.snapshotId) ?? 1) - 1;
+      if (n > 0) this.inUse.set(m.snapshotId, n);
+      else this.inUse.delete(m.snapshotId);
+    }
+  }
+
+  /** A new slot from the snapshot's local files (downloaded first when needed). */
+  private async startFromFiles(m: SnapshotManifest, spec: ValidSpec, cold: boolean, init: InitDefaults, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }> {
     await this.fetch(m, cold);
     const build = m.buildId ? await this.o.resolver.resolve(m.templateId, m.buildId) : undefined;
     try {
@@ -567,11 +583,24 @@ export class SnapshotManager implements SnapshotSlots {
   /** Drops local copies and paused slots of snapshots whose manifest is gone (deleted through another node). */
   async sweep(): Promise<void> {
     const ids = await readdir(join(this.o.dataDir, 'snapshots')).catch(() => [] as string[]);
+    const busy = (id: string): boolean =>
+      !SNAPSHOT_ID_RE.test(id) || this.active.has(id) || this.jobs.has(id) || this.inUse.has(id) || this.paused.has(id);
+    const kept: Array<{ id: string; mtimeMs: number }> = [];
     for (const id of ids) {
-      if (!SNAPSHOT_ID_RE.test(id) || this.active.has(id) || this.jobs.has(id)) continue;
-      if (await this.o.blobs.exists(snapshotManifestKey(id)).catch(() => true)) continue;
+      if (busy(id)) continue;
+      if (await this.o.blobs.exists(snapshotManifestKey(id)).catch(() => true)) {
+        kept.push({ id, mtimeMs: (await stat(this.dirOf(id)).catch(() => null))?.mtimeMs ?? 0 });
+        continue;
+      }
       await this.dropLocal(id);
       this.log.info({ snapshotId: id }, 'dropped the local copy of a deleted snapshot');
+    }
+    // Local copies of committed snapshots are only a cache (storage has them): the oldest beyond the bound go.
+    kept.sort((a, b) => b.mtimeMs - a.mtimeMs);
+    for (const { id } of kept.slice(this.o.maxLocalSnapshots)) {
+      if (busy(id)) continue;
+      await rm(this.dirOf(id), { recursive: true, force: true });
+      this.log.info({ snapshotId: id }, 'dropped the local copy of a snapshot (cache bound)');
     }
   }
 }
