@@ -12,6 +12,7 @@ import { NodeStatus } from '@cove/contracts/orchestrator';
 import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
+import { sandbox } from './fixtures/sandbox-record.js';
 
 /** The metadata query exactly as SDK 2.51 builds it (e2b-sdk.md §2.1). */
 function sdkMetadataQuery(m: Record<string, string>): string {
@@ -309,36 +310,7 @@ describe(`sandbox lifecycle through the control link (${engine} store)`, { skip:
   test('a create interrupted by a restart stops counting against the limit once its deadline has passed', async () => {
     const now = Date.now();
     await cp.cp.sandboxes.reserve(
-      {
-        id: 'iinterrupted000000000',
-        teamId,
-        clusterId: (await cp.cp.clusters.list())[0]!.id,
-        nodeId: null,
-        templateId: 'base',
-        alias: 'base',
-        buildId: 'b',
-        cpuCount: 2,
-        memoryMb: 512,
-        diskMb: 1024,
-        metadata: {},
-        envdVersion: '0.6.4',
-        envdAccessToken: 'x',
-        trafficAccessToken: null,
-        allowInternetAccess: null,
-        network: null,
-        state: 'creating',
-        startedAt: now,
-        endAt: now + 60_000,
-        endedAt: null,
-        endReason: null,
-        nodeBuildId: '',
-        autoPause: false,
-        autoPauseMemory: true,
-        autoResume: false,
-        pauseSnapshotId: null,
-        pauseMemory: null,
-        stateChangedAt: null,
-      },
+      sandbox(teamId, (await cp.cp.clusters.list())[0]!.id, { id: 'iinterrupted000000000', buildId: 'b', envdAccessToken: 'x', startedAt: now, endAt: now + 60_000 }),
       100,
     );
     assert.deepEqual(await cp.cp.evictor.runOnce(now + 1000), []);

@@ -9,50 +9,15 @@ import { sql } from 'kysely';
 import { hashApiKey } from '../src/auth/api-key.js';
 import type { DbConfig } from '../src/config.js';
 import { SandboxLimitReached } from '../src/errors.js';
-import { newAccessToken, newSandboxId } from '../src/sandboxes/ids.js';
 import { ClusterStore } from '../src/store/cluster-store.js';
 import { openDatabase, type Db } from '../src/store/database.js';
-import { SandboxStore, type SandboxRecord } from '../src/store/sandbox-store.js';
+import { SandboxStore } from '../src/store/sandbox-store.js';
 import { SnapshotStore, type SnapshotRecord } from '../src/store/snapshot-store.js';
 import { TeamStore } from '../src/store/team-store.js';
 import { TemplateStore } from '../src/store/template-store.js';
 import { newBuildId, newTemplateId } from '../src/templates/names.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
-
-function sandbox(teamId: string, clusterId: string, over: Partial<SandboxRecord> = {}): SandboxRecord {
-  const now = Date.now();
-  return {
-    id: newSandboxId(),
-    teamId,
-    clusterId,
-    nodeId: null,
-    templateId: 'base',
-    alias: 'base',
-    buildId: 'b1',
-    cpuCount: 2,
-    memoryMb: 512,
-    diskMb: 1024,
-    metadata: {},
-    envdVersion: '0.6.4',
-    envdAccessToken: newAccessToken(),
-    trafficAccessToken: null,
-    allowInternetAccess: null,
-    network: null,
-    state: 'creating',
-    startedAt: now,
-    endAt: now + 60_000,
-    endedAt: null,
-    endReason: null,
-    nodeBuildId: '',
-    autoPause: false,
-    autoPauseMemory: true,
-    autoResume: false,
-    pauseSnapshotId: null,
-    pauseMemory: null,
-    stateChangedAt: null,
-    ...over,
-  };
-}
+import { sandbox } from './fixtures/sandbox-record.js';
 
 for (const engine of ['sqlite', 'postgres'] as const) {
   describe(`store on ${engine}`, { skip: engine === 'postgres' && !postgresAvailable() ? 'postgresql 15 not installed' : false }, () => {

@@ -134,11 +134,6 @@ export class SandboxService {
     }
   }
 
-  private async teamCluster(team: Team): Promise<Cluster> {
-    if (!team.clusterId) throw new NoCapacity('this team is not bound to a cluster yet');
-    return this.d.clusters.require(team.clusterId);
-  }
-
   /** Features the SDK can request that Cove does not enforce yet: refuse rather than silently ignore them. */
   private rejectUnsupported(input: CreateInput): void {
     const n = input.network;
@@ -180,7 +175,7 @@ export class SandboxService {
     this.checkTimeout(team, timeout);
     this.rejectUnsupported(input);
     this.checkLifecycle(input);
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.d.clusters.forTeam(team);
     const origin = await this.origin(team, cluster, input.templateID);
 
     const now = Date.now();

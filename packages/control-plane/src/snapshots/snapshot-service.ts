@@ -5,8 +5,8 @@
 import { Code } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
-import { ClusterUnavailable, Conflict, NoCapacity, OperationFailed, SandboxNotFound } from '../errors.js';
-import type { Cluster, ClusterStore } from '../store/cluster-store.js';
+import { ClusterUnavailable, Conflict, OperationFailed, SandboxNotFound } from '../errors.js';
+import type { ClusterStore } from '../store/cluster-store.js';
 import type { SnapshotListFilter, SnapshotRecord, SnapshotStore } from '../store/snapshot-store.js';
 import type { Team } from '../store/team-store.js';
 import type { TemplateStore } from '../store/template-store.js';
@@ -36,11 +36,6 @@ export class SnapshotService {
     private readonly log: Logger,
   ) {}
 
-  private async teamCluster(team: Team): Promise<Cluster> {
-    if (!team.clusterId) throw new NoCapacity('this team is not bound to a cluster yet');
-    return this.clusters.require(team.clusterId);
-  }
-
   /**
    * `POST /sandboxes/{id}/snapshots`: Snapshot on the sandbox's node (it runs on; its established connections are
    * closed). The row is written first as `creating`, so a snapshot whose call never answered is still found and
@@ -48,7 +43,7 @@ export class SnapshotService {
    * become ambiguous.
    */
   async create(team: Team, sandboxId: string, name: string | undefined): Promise<SnapshotView> {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     if (name !== undefined) {
       const t = await this.templates.find(cluster.id, name);
       if (t && (t.teamId === null || t.teamId === team.id || t.public)) throw new Conflict(`the name '${name}' is used by template '${t.templateId}'`);
@@ -85,7 +80,7 @@ export class SnapshotService {
 
   /** `GET /snapshots`: the team's snapshots, newest first; `name` may be a snapshot id or name (`:default` allowed). */
   async list(team: Team, f: Omit<SnapshotListFilter, 'ref'> & { name?: string }): Promise<{ items: SnapshotView[]; last?: SnapshotRecord; more: boolean }> {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     let ref: string | undefined;
     if (f.name !== undefined) {
       const { name, tag } = splitRef(f.name);
@@ -102,7 +97,7 @@ export class SnapshotService {
    */
   async deleteIfSnapshot(team: Team, ref: string): Promise<boolean> {
     if (!team.clusterId) return false;
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     const { name, tag } = splitRef(ref);
     if (tag !== undefined && tag !== DEFAULT_TAG) return false;
     const found = await this.snapshots.findPersistent(team.id, cluster.id, name);

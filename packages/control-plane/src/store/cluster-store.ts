@@ -1,7 +1,7 @@
 // Clusters (a customer's edge endpoint, token and sandbox domain) and the templates each cluster offers.
 
 import type { Kysely } from 'kysely';
-import { Conflict, NotFound } from '../errors.js';
+import { Conflict, NoCapacity, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { Selectable } from 'kysely';
 import type { ClusterTable, Database, TemplateTable } from './schema.js';
@@ -149,6 +149,12 @@ export class ClusterStore {
   async get(id: string): Promise<Cluster | undefined> {
     const r = await this.db.selectFrom('clusters').selectAll().where('id', '=', id).executeTakeFirst();
     return r && toCluster(r);
+  }
+
+  /** The cluster a team's sandboxes and templates live in; NoCapacity while the team has none. */
+  async forTeam(team: { clusterId: string | null }): Promise<Cluster> {
+    if (!team.clusterId) throw new NoCapacity('this team is not bound to a cluster yet');
+    return this.require(team.clusterId);
   }
 
   async require(id: string): Promise<Cluster> {

@@ -95,14 +95,9 @@ export class TemplateService {
     private readonly log: Logger,
   ) {}
 
-  private async teamCluster(team: Team): Promise<Cluster> {
-    if (!team.clusterId) throw new NoCapacity('this team is not bound to a cluster yet');
-    return this.clusters.require(team.clusterId);
-  }
-
   /** A template the team may read: its own or a built-in one. Another team's is not found, as E2B answers. */
   private async readable(team: Team, ref: string): Promise<{ cluster: Cluster; template: Template }> {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     const template = await this.templates.find(cluster.id, ref);
     if (!template || (template.teamId !== null && template.teamId !== team.id)) throw new NotFound(`template '${ref}' not found`);
     return { cluster, template };
@@ -126,7 +121,7 @@ export class TemplateService {
 
   /** `POST /v3/templates`: a waiting build of the team's template `name` (created when the name is new). */
   async requestBuild(team: Team, input: BuildRequestInput) {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     const tags = [...new Set([input.name.tag ?? DEFAULT_TAG, ...input.tags])];
     const { template, build } = await this.templates.requestBuild({
       clusterId: cluster.id,
@@ -358,7 +353,7 @@ export class TemplateService {
   }
 
   async list(team: Team): Promise<Array<{ template: Template; buildCount: number }>> {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     const ts = await this.templates.listForTeam(cluster.id, team.id);
     const counts = await this.templates.buildCounts(cluster.id, ts.map((t) => t.templateId));
     return ts.map((t) => ({ template: t, buildCount: t.teamId === null ? 1 : (counts.get(t.templateId) ?? 0) }));
@@ -466,7 +461,7 @@ export class TemplateService {
 
   /** `GET /templates/aliases/{alias}`: 403 for another team's private template, as E2B answers. */
   async alias(team: Team, alias: string): Promise<{ templateID: string; public: boolean }> {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     const t = await this.templates.find(cluster.id, splitRef(alias).name);
     if (!t) throw new NotFound(`template alias '${alias}' not found`);
     if (t.teamId !== null && t.teamId !== team.id && !t.public) throw new Forbidden(`template alias '${alias}' belongs to another team`);
@@ -478,7 +473,7 @@ export class TemplateService {
    * own, a public one, or a built-in one) → the ready build the tag names.
    */
   async resolveForSandbox(team: Team, ref: string): Promise<ResolvedTemplate> {
-    const cluster = await this.teamCluster(team);
+    const cluster = await this.clusters.forTeam(team);
     const { name, tag } = splitRef(ref);
     const t = await this.templates.find(cluster.id, name);
     if (!t || (t.teamId !== null && t.teamId !== team.id && !t.public)) throw new NotFound(`template '${ref}' not found`);
