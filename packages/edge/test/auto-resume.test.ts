@@ -163,6 +163,17 @@ describe('edge auto-resume', () => {
     assert.deepEqual(res.json(), { message: 'sandbox is still transitioning', sandboxId: 'busy1', code: 409 });
   });
 
+  it('answers 429 JSON when the team is at its sandbox limit', async () => {
+    behaviour.set('full1', async () => ({ status: 429, body: { code: 429, message: 'sandbox limit reached' } }));
+    const res = await send(`${url}/`, { headers: route('full1', ENVD) });
+    assert.equal(res.status, 429);
+    assert.deepEqual(res.json(), {
+      message: 'The sandbox could not be resumed: the team has reached its limit of running sandboxes',
+      sandboxId: 'full1',
+      code: 429,
+    });
+  });
+
   it('answers 503 JSON when the control plane fails or answers nonsense', async () => {
     const unavailable = { message: 'The sandbox could not be resumed: the control plane is unavailable', code: 503 };
     const cases: [string, Awaited<ReturnType<ResumeHandler>>][] = [

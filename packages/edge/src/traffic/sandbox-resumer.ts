@@ -27,6 +27,7 @@ export type ResumeOutcome =
   | { kind: 'not_found' }
   | { kind: 'denied' }
   | { kind: 'transitioning' }
+  | { kind: 'limited' }
   | { kind: 'unavailable'; reason: string };
 
 /** An outcome plus whether the control plane judged exactly this request's port and token. */
@@ -130,6 +131,9 @@ export class SandboxResumer {
       case 409:
         log.info(detail, 'auto-resume: sandbox still transitioning');
         return { kind: 'transitioning' };
+      case 429:
+        log.info(detail, 'auto-resume: the team is at its sandbox limit');
+        return { kind: 'limited' };
       default:
         // 401 means the control plane does not accept this edge's cluster token: a misconfiguration.
         if (status >= 500) log.warn(detail, 'auto-resume: control plane failed');

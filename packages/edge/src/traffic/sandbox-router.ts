@@ -116,6 +116,9 @@ async function resumeAndRoute(
       };
     case 'transitioning':
       return { ok: false, status: 409, body: proxyErrorBody(409, 'sandbox is still transitioning', { sandboxId }) };
+    case 'limited':
+      // E2B's client proxy answers the team-limit case as such, not as an outage.
+      return { ok: false, status: 429, body: proxyErrorBody(429, 'The sandbox could not be resumed: the team has reached its limit of running sandboxes', { sandboxId }) };
     case 'unavailable':
       return { ok: false, status: 503, body: proxyErrorBody(503, 'The sandbox could not be resumed: the control plane is unavailable', { sandboxId }) };
     case 'resumed':
