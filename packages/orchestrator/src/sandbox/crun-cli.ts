@@ -5,6 +5,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, type RunResult } from './run-command.js';
 import { BootFailed } from './runtime-errors.js';
+import { processStartTime } from './slot-store.js';
 
 export const SANDBOX_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -40,11 +41,7 @@ export class CrunCli {
    */
   private async pinNetns(slotId: string, netnsPath: string): Promise<void> {
     const file = join(this.stateRoot, slotId, 'config.json');
-    const spec = JSON.parse(await readFile(file, 'utf8')) as { linux: { namespaces: Array<{ type: string; path?: string }> } };
-    spec.linux.namespaces = spec.linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: netnsPath } : n));
-    const tmp = `${file}.tmp`;
-    await writeFile(tmp, JSON.stringify(spec));
-    await rename(tmp, file);
+    await writeJson(file, withNetnsPath(JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>, netnsPath));
   }
 
   /**
@@ -54,12 +51,7 @@ export class CrunCli {
   async repoint(slotId: string, pid: number): Promise<void> {
     const file = join(this.stateRoot, slotId, 'status');
     const status = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    status['pid'] = pid;
-    status['process-start-time'] = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    const tmp = `${file}.tmp`;
-    await writeFile(tmp, JSON.stringify(status));
-    await rename(tmp, file);
+    await writeJson(file, { ...status, pid, 'process-start-time': await startTimeOf(pid) });
   }
 
   /**
@@ -69,22 +61,18 @@ export class CrunCli {
   async adopt(slotId: string, bundle: string, spec: Record<string, unknown>, pid: number, netnsPath: string): Promise<void> {
     const dir = join(this.stateRoot, slotId);
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const linux = spec['linux'] as { namespaces: Array<{ type: string; path?: string }>; cgroupsPath: string };
-    const saved = { ...spec, linux: { ...linux, namespaces: linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: netnsPath } : n)) } };
-    await writeFile(join(dir, 'config.json'), JSON.stringify(saved));
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    const status = {
+    await writeJson(join(dir, 'config.json'), withNetnsPath(spec, netnsPath));
+    await writeJson(join(dir, 'status'), {
       pid,
-      'process-start-time': Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]),
-      'cgroup-path': linux.cgroupsPath,
+      'process-start-time': await startTimeOf(pid),
+      'cgroup-path': (spec['linux'] as { cgroupsPath: string }).cgroupsPath,
       rootfs: (spec['root'] as { path: string }).path,
       'systemd-cgroup': false,
       bundle,
       created: new Date().toISOString(),
       detached: true,
       'external_descriptors': JSON.stringify(['/dev/null', '/dev/null', '/dev/null']),
-    };
-    await writeFile(join(dir, 'status'), JSON.stringify(status));
+    });
   }
 
   /** Host pid of the container's first process. */
@@ -119,4 +107,24 @@ export class CrunCli {
       nullStdio: opts.detach,
     });
   }
+}
+
+/** The spec with its network namespace named by path (see pinNetns). */
+function withNetnsPath(spec: Record<string, unknown>, netnsPath: string): Record<string, unknown> {
+  const linux = spec['linux'] as { namespaces: Array<{ type: string; path?: string }> };
+  return { ...spec, linux: { ...linux, namespaces: linux.namespaces.map((n) => (n.type === 'network' ? { type: 'network', path: netnsPath } : n)) } };
+}
+
+/** crun's record of a process's start time: field 22 of /proc/<pid>/stat, as a number. */
+async function startTimeOf(pid: number): Promise<number> {
+  const t = await processStartTime(pid);
+  if (t === null) throw new BootFailed(String(pid), `process ${pid} is gone`);
+  return Number(t);
+}
+
+/** Replaces a crun state file atomically: crun may read it at any moment. */
+async function writeJson(file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, JSON.stringify(value));
+  await rename(tmp, file);
 }

@@ -195,19 +195,35 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   async boot(opts: BootOptions): Promise<SlotInfo> {
+    return this.startSlot(opts, undefined, 'boot', (rec, cgroups, log) => this.bringUp(rec, opts, cgroups, log), (slotId, err) =>
+      err instanceof BootFailed ? err : new BootFailed(slotId, (err as Error).message, { cause: err }),
+    );
+  }
+
+  /**
+   * A new slot up to a healthy first process: a record with an address, then `start`; a failure removes every
+   * trace of the slot and is thrown as `failed` makes it.
+   */
+  private async startSlot(
+    opts: BootOptions,
+    initToken: string | undefined,
+    what: string,
+    start: (rec: SlotRecord, cgroups: Cgroups, log: Logger) => Promise<void>,
+    failed: (slotId: string, err: unknown) => Error,
+  ): Promise<SlotInfo> {
     const { cgroups } = await this.ensureContext();
     const lowers = await this.lowersOf(opts);
     const slotId = randomBytes(5).toString('hex');
     const log = this.log.child({ slotId, templateId: opts.templateId });
     this.booting.add(slotId);
     try {
-      const rec = await this.reserve(slotId, opts, lowers);
+      const rec = await this.reserve(slotId, opts, lowers, initToken);
       try {
-        await this.bringUp(rec, opts, cgroups, log);
+        await start(rec, cgroups, log);
       } catch (err) {
-        log.warn({ err }, 'boot failed; cleaning up');
-        await this.destroy(slotId).catch((e: unknown) => log.error({ err: e }, 'cleanup after failed boot failed'));
-        throw err instanceof BootFailed ? err : new BootFailed(slotId, (err as Error).message, { cause: err });
+        log.warn({ err }, `${what} failed; cleaning up`);
+        await this.destroy(slotId).catch((e: unknown) => log.error({ err: e }, `cleanup after failed ${what} failed`));
+        throw failed(slotId, err);
       }
       return toInfo(rec);
     } finally {
@@ -286,34 +302,45 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return { bundle, spec };
   }
 
-  private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
-    const started = Date.now();
+  /** The slot's disk (overlay, with `upperTar` unpacked), its /etc files and its OCI bundle. */
+  private async prepareSlot(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups): Promise<{ dir: string; rootfs: string; bundle: string; spec: Record<string, unknown> }> {
     const dir = this.slots.dirOf(rec.slotId);
     const disk = slotDiskPaths(dir);
     rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset, opts.upperTar);
     await this.slots.write(rec);
     await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
-    const { bundle } = await this.writeBundle(rec, opts, cgroups);
+    return { dir, rootfs: disk.rootfs, ...(await this.writeBundle(rec, opts, cgroups)) };
+  }
+
+  /** Records the first process (envd), waits until it answers, and makes the slot poolable. */
+  private async finishStart(rec: SlotRecord, envdPid: number, log: Logger, started: number, msg: string): Promise<void> {
+    rec.pid = envdPid;
+    rec.pidStartTime = await processStartTime(rec.pid);
+    await this.slots.write(rec);
+    await waitHealthy(rec.slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    rec.state = 'pooled';
+    await this.slots.write(rec);
+    log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, msg);
+  }
+
+  private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
+    const started = Date.now();
+    const { dir, bundle } = await this.prepareSlot(rec, opts, cgroups);
     const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.bridge, rec.slotId), (pid) =>
       plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
     );
-    rec.pid = await childOf(initPid, rec.slotId);
-    rec.pidStartTime = await processStartTime(rec.pid);
+    const envdPid = await childOf(initPid, rec.slotId);
     // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd (nor
     // tini, whose exit would end the sandbox). Lowering needs CAP_SYS_RESOURCE; without it (these CI
     // hosts drop it) the OOM killer still picks the biggest task in the cgroup, so this is not fatal.
-    for (const pid of [initPid, rec.pid]) {
+    for (const pid of [initPid, envdPid]) {
       await writeFile(`/proc/${pid}/oom_score_adj`, '-998').catch((err: unknown) => {
         if (this.oomWarned) return;
         this.oomWarned = true;
         log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
       });
     }
-    await this.slots.write(rec);
-    await waitHealthy(rec.slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
-    rec.state = 'pooled';
-    await this.slots.write(rec);
-    log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, 'slot booted');
+    await this.finishStart(rec, envdPid, log, started, 'slot booted');
   }
 
   private lentBinaries(): Promise<{ node: string; init: string }> {
@@ -453,58 +480,36 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
 
   async restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo> {
     const started = Date.now();
-    const { cgroups } = await this.ensureContext();
     const criu = await findCriu();
     if (!criu) throw new CheckpointError('-', 'criu is not installed (scripts/install-criu.sh)');
-    const lowers = await this.lowersOf(opts);
-    const slotId = randomBytes(5).toString('hex');
-    const log = this.log.child({ slotId, templateId: opts.templateId });
-    this.booting.add(slotId);
-    try {
-      const rec = await this.reserve(slotId, opts, lowers, opts.initToken);
-      try {
-        const dir = this.slots.dirOf(slotId);
-        const disk = slotDiskPaths(dir);
-        rec.loopDevice = await createSlotDisk(disk, lowers, opts.diskMb, this.idOffset, opts.upperTar);
-        await this.slots.write(rec);
-        await writeSlotEtcFiles(disk.rootfs, slotId, this.firewall?.dnsServers ?? [], this.idOffset);
-        const { bundle, spec } = await this.writeBundle(rec, opts, cgroups);
-        // Bind sources are this node's (lent binaries, envd bundle, devices), not the dumping node's.
-        const sources: Record<string, string> = {};
-        for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
-          if (m.type === 'bind') sources[m.destination] = m.source;
-        }
-        Object.assign(sources, await this.restoreBinaries());
-        const { initPid } = await restoreSlot({
-          criu,
-          imagesDir: opts.imageDir,
-          rootfs: disk.rootfs,
-          net: this.slotNet(rec),
-          sources,
-          cgroupRoot: cgroups.pathOf(slotId),
-          tcpClose: true,
-          // Several slots may restore one snapshot at once: each keeps its restore files to itself.
-          workDir: dir,
-        });
-        await this.crun.adopt(slotId, bundle, spec, initPid, netnsPath(this.bridge, slotId));
-        rec.pid = await envdOf(initPid, slotId);
-        rec.pidStartTime = await processStartTime(rec.pid);
-        await this.slots.write(rec);
-        // The dumped tree kept the limits of the slot it left; this slot's apply from here on.
-        await cgroups.setLimits(slotId, this.cgroupLimits(opts.limits));
-        await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
-        rec.state = 'pooled';
-        await this.slots.write(rec);
-        log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, 'slot restored from a snapshot');
-        return toInfo(rec);
-      } catch (err) {
-        log.warn({ err }, 'restore from a snapshot failed; cleaning up');
-        await this.destroy(slotId).catch((e: unknown) => log.error({ err: e }, 'cleanup after failed restore failed'));
-        throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
+    const restore = async (rec: SlotRecord, cgroups: Cgroups, log: Logger): Promise<void> => {
+      const { dir, rootfs, bundle, spec } = await this.prepareSlot(rec, opts, cgroups);
+      // Bind sources are this node's (lent binaries, envd bundle, devices), not the dumping node's.
+      const sources: Record<string, string> = {};
+      for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
+        if (m.type === 'bind') sources[m.destination] = m.source;
       }
-    } finally {
-      this.booting.delete(slotId);
-    }
+      Object.assign(sources, await this.restoreBinaries());
+      const { initPid } = await restoreSlot({
+        criu,
+        imagesDir: opts.imageDir,
+        rootfs,
+        net: this.slotNet(rec),
+        sources,
+        cgroupRoot: cgroups.pathOf(rec.slotId),
+        tcpClose: true,
+        // Several slots may restore one snapshot at once: each keeps its restore files to itself.
+        workDir: dir,
+      });
+      await this.crun.adopt(rec.slotId, bundle, spec, initPid, netnsPath(this.bridge, rec.slotId));
+      const envdPid = await envdOf(initPid, rec.slotId);
+      // The dumped tree kept the limits of the slot it left; this slot's apply from here on.
+      await cgroups.setLimits(rec.slotId, this.cgroupLimits(opts.limits));
+      await this.finishStart(rec, envdPid, log, started, 'slot restored from a snapshot');
+    };
+    return this.startSlot(opts, opts.initToken, 'restore from a snapshot', restore, (slotId, err) =>
+      err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err }),
+    );
   }
 
   /** Readable copies of the lent binaries, which CRIU maps restored executables from (see readableCopy). */
