@@ -2,6 +2,8 @@
 // proxy) and the Linux sandbox runtime (namespaces, cgroups, seccomp, overlay,
 // network). The service layer only ever talks to a sandbox through this.
 
+import type { SlotRecord } from './slot-store.js';
+
 /** Resources a slot is bounded by. disk is fixed at boot; cpu and memory can change on claim. */
 export interface SlotLimits {
   vcpu: number;
@@ -113,6 +115,8 @@ export interface SandboxRuntime {
   restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo>;
   /** Every layer dir a slot on this node stacks (from the slot records, so it survives restarts). */
   layersInUse(): Promise<Set<string>>;
+  /** Every slot record on this node, alive or not (checkpointed slots keep theirs). */
+  listRecords(): Promise<SlotRecord[]>;
   /** One alive slot, or null. */
   slot(slotId: string): Promise<SlotInfo | null>;
   /** Slots that exist on this node right now (after an orchestrator crash: what survived). */

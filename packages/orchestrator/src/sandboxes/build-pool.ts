@@ -39,12 +39,12 @@ export async function bootBuildSlot(
   deps: { runtime: SandboxRuntime; resolver: TemplateResolver; readyTimeoutMs: number; log: Logger },
   templateId: string,
   buildId: string,
-  opts: { diskMb: number; limits: { vcpu: number; memoryMb: number } },
+  opts: { diskMb: number; limits: { vcpu: number; memoryMb: number }; upperTar?: string },
 ): Promise<SlotInfo> {
   const resolved = await deps.resolver.resolve(templateId, buildId);
   let slot: SlotInfo;
   try {
-    slot = await deps.runtime.boot({ templateId, layers: resolved.layers, diskMb: opts.diskMb, limits: opts.limits });
+    slot = await deps.runtime.boot({ templateId, layers: resolved.layers, ...opts });
   } finally {
     // From here the slot's record keeps its layers from eviction.
     resolved.release();

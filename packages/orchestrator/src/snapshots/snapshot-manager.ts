@@ -26,8 +26,8 @@ import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { InitDefaults, SandboxManager, SnapshotSlots } from '../sandboxes/sandbox-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import type { SandboxStore } from '../sandboxes/sandbox-store.js';
-import { runStartAndReady } from '../sandboxes/template-start.js';
-import type { ValidSpec } from '../sandboxes/validate-spec.js';
+import { bootBuildSlot } from '../sandboxes/build-pool.js';
+import { validateSandboxId, type ValidSpec } from '../sandboxes/validate-spec.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { fetchTarToDir, fetchToFile, storeDirTar, storeFile } from './snapshot-artifacts.js';
 import { readSnapshotManifest, SNAPSHOT_ID_RE, snapshotManifestKey, writeSnapshotManifest, type SnapshotManifest } from './snapshot-manifest.js';
@@ -64,6 +64,9 @@ export interface PauseResult {
 }
 
 type Pausing = NonNullable<SandboxRecord['pausing']>;
+/** What a resume in place needs of the paused sandbox: from its pause intent, or from the committed manifest. */
+type PausedSandbox = Pick<SnapshotManifest, 'sandboxId' | 'templateId' | 'buildId' | 'vcpu' | 'memoryMb' | 'envVars' | 'envdVersion'>;
+type StartedSlot = Awaited<ReturnType<SnapshotSlots['slotFor']>>;
 type Intent = SandboxRecord & { pausing: Pausing };
 
 /** A pause whose snapshot is on this node's disk and not yet committed to cluster storage. */
@@ -84,6 +87,8 @@ const summaryOf = (m: SnapshotManifest): SnapshotSummary => ({
   sizeBytes: m.upper.size + (m.memory?.size ?? 0),
   createdAt: m.createdAt,
 });
+
+const artifactsOf = (m: SnapshotManifest): string[] => [m.upper.sha256, ...(m.memory ? [m.memory.sha256] : [])];
 
 /** Before a commit starts (see runJob). */
 const COMMIT_DELAY_MS = 300;
@@ -121,8 +126,7 @@ export class SnapshotManager implements SnapshotSlots {
   }
 
   private checkIds(sandboxId: string, snapshotId: string): void {
-    const v: string[] = [];
-    if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(sandboxId)) v.push('sandbox_id: required');
+    const v = validateSandboxId(sandboxId);
     if (!SNAPSHOT_ID_RE.test(snapshotId)) v.push(`snapshot_id: must match ${SNAPSHOT_ID_RE.source}`);
     if (v.length) throw new InvalidArgument(v);
   }
@@ -147,8 +151,9 @@ export class SnapshotManager implements SnapshotSlots {
     const intent: Intent = { ...record, pausing: { snapshotId, memory, keepRunning: false } };
     this.active.add(snapshotId);
     try {
+      let imageBytes: number;
       try {
-        await this.stop(intent);
+        imageBytes = await this.stop(intent);
         // Exported now, while nothing runs in the slot: a resume in place may start writing again at once.
         await this.exportUpper(intent);
       } catch (err) {
@@ -158,7 +163,8 @@ export class SnapshotManager implements SnapshotSlots {
         throw err;
       }
       const pauseMs = Date.now() - started;
-      const summary = await this.localSummary(intent);
+      const upperBytes = (await stat(this.upperOf(snapshotId))).size;
+      const summary: SnapshotSummary = { snapshotId, sandboxId, memory: intent.pausing.memory, sizeBytes: upperBytes + imageBytes, createdAt: new Date().toISOString() };
       this.hold(intent);
       this.log.info({ sandboxId, snapshotId, memory, pauseMs, sizeBytes: summary.sizeBytes }, 'sandbox paused; committing its snapshot');
       return { summary, pauseMs };
@@ -192,7 +198,7 @@ export class SnapshotManager implements SnapshotSlots {
         if (job.deleted || job.resumed) throw new SnapshotNotFound(snapshotId);
         const manifest = await this.store(job.intent);
         if (job.deleted || job.resumed) {
-          await deleteUnreferenced(this.o.blobs, [manifest.upper.sha256, ...(manifest.memory ? [manifest.memory.sha256] : [])], log);
+          await deleteUnreferenced(this.o.blobs, artifactsOf(manifest), log);
           throw new SnapshotNotFound(snapshotId);
         }
         await writeSnapshotManifest(this.o.blobs, manifest);
@@ -224,20 +230,12 @@ export class SnapshotManager implements SnapshotSlots {
     await rename(`${upperFile}.tmp`, upperFile);
   }
 
-  /** What the snapshot will be once committed, from the local files. */
-  private async localSummary(intent: Intent): Promise<SnapshotSummary> {
-    const { snapshotId, memory } = intent.pausing;
-    const upper = (await stat(this.upperOf(snapshotId))).size;
-    let images = 0;
-    if (memory) for (const f of await readdir(this.imagesOf(snapshotId))) images += (await stat(join(this.imagesOf(snapshotId), f))).size;
-    return { snapshotId, sandboxId: intent.sandboxId, memory, sizeBytes: upper + images, createdAt: new Date().toISOString() };
-  }
-
   /**
-   * Records the intent, then stops the sandbox's processes (a CRIU dump, or SIGKILL without memory). A failure
-   * before the processes are gone puts the sandbox back, running, and throws CheckpointFailed.
+   * Records the intent, then stops the sandbox's processes (a CRIU dump, or SIGKILL without memory); returns the
+   * dump's bytes (0 without memory). A failure before the processes are gone puts the sandbox back, running, and
+   * throws CheckpointFailed.
    */
-  private async stop(intent: SandboxRecord & { pausing: Pausing }): Promise<void> {
+  private async stop(intent: Intent): Promise<number> {
     const { sandboxId, slotId } = intent;
     const { snapshotId, memory } = intent.pausing;
     const dir = this.dirOf(snapshotId);
@@ -245,8 +243,9 @@ export class SnapshotManager implements SnapshotSlots {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o711 });
       await this.o.store.save(intent);
-      if (memory) await this.o.runtime.checkpoint(slotId, this.imagesOf(snapshotId));
-      else await this.o.runtime.halt(slotId);
+      if (memory) return (await this.o.runtime.checkpoint(slotId, this.imagesOf(snapshotId))).imageBytes;
+      await this.o.runtime.halt(slotId);
+      return 0;
     } catch (err) {
       if (await this.o.runtime.isAlive(slotId).catch(() => false)) {
         const { pausing: _, ...running } = intent;
@@ -292,8 +291,7 @@ export class SnapshotManager implements SnapshotSlots {
   }
 
   private async initTokenOf(slotId: string): Promise<string> {
-    const rt = this.o.runtime as SandboxRuntime & { listRecords?: () => Promise<Array<{ slotId: string; initToken: string }>> };
-    const rec = (await rt.listRecords?.())?.find((r) => r.slotId === slotId);
+    const rec = (await this.o.runtime.listRecords()).find((r) => r.slotId === slotId);
     if (!rec) throw new Error(`slot ${slotId} has no record`);
     return rec.initToken;
   }
@@ -343,33 +341,29 @@ export class SnapshotManager implements SnapshotSlots {
   }
 
   /** SnapshotSlots: the slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
-  async slotFor(spec: ValidSpec, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults; resumedInPlace?: string | undefined }> {
+  async slotFor(spec: ValidSpec, log: Logger): Promise<StartedSlot> {
     const job = this.jobs.get(spec.snapshotId);
-    const inPlace = this.paused.get(spec.snapshotId);
-    if (job && inPlace && !spec.cold && job.intent.pausing.memory && spec.sandboxId === job.intent.sandboxId) {
+    if (job && !spec.cold && job.intent.pausing.memory) {
       // Resumed before its commit finished: everything needed is here. Once it runs again the snapshot is stale
       // (the control plane deletes it after a resume), so a commit that has not finished is dropped.
-      const i = job.intent;
-      const init: InitDefaults = { ...(await this.defaultsOf(i)), envVars: { ...i.envVars, ...spec.envVars } };
-      const slot = await this.restorePaused(spec.snapshotId, inPlace, log);
-      if (slot) {
+      const started = await this.resumeInPlace(spec, job.intent, log);
+      if (started) {
         job.resumed = true;
-        return { slot, init, resumedInPlace: sameClaim(i, spec) ? i.envdVersion : undefined };
+        return started;
       }
     }
     // Anything else needs the committed snapshot.
     if (job) await job.committed.catch(() => undefined);
     const m = await readSnapshotManifest(this.o.blobs, spec.snapshotId);
     const cold = spec.cold || m.memory === null;
-    const init: InitDefaults = { ...(await this.defaultsOf(m)), envVars: { ...m.envVars, ...spec.envVars } };
-    const paused = this.paused.get(m.snapshotId);
-    if (!cold && paused && spec.sandboxId === m.sandboxId) {
-      const slot = await this.restorePaused(m.snapshotId, paused, log);
-      if (slot) return { slot, init, resumedInPlace: sameClaim(m, spec) ? m.envdVersion : undefined };
+    if (!cold) {
+      const started = await this.resumeInPlace(spec, m, log);
+      if (started) return started;
     }
+    const init: InitDefaults = { ...(await this.defaultsOf(m)), envVars: { ...m.envVars, ...spec.envVars } };
     this.inUse.set(m.snapshotId, (this.inUse.get(m.snapshotId) ?? 0) + 1);
     try {
-      return await this.startFromFiles(m, spec, cold, init, log);
+      return { slot: await this.startFromFiles(m, spec, cold, log), init };
     } finally {
       const n = (this.inUse.get(m.snapshotId) ?? 1) - 1;
       if (n > 0) this.inUse.set(m.snapshotId, n);
@@ -377,37 +371,39 @@ export class SnapshotManager implements SnapshotSlots {
     }
   }
 
+  /**
+   * The sandbox's own paused slot restored in place, when this node keeps it and the Create is its resume;
+   * undefined otherwise (or when the restore failed: the slot is gone then, the caller starts from the files).
+   */
+  private async resumeInPlace(spec: ValidSpec, was: PausedSandbox, log: Logger): Promise<StartedSlot | undefined> {
+    const slotId = this.paused.get(spec.snapshotId);
+    if (!slotId || spec.sandboxId !== was.sandboxId) return undefined;
+    const init: InitDefaults = { ...(await this.defaultsOf(was)), envVars: { ...was.envVars, ...spec.envVars } };
+    const slot = await this.restorePaused(spec.snapshotId, slotId, log);
+    return slot && { slot, init, resumedInPlace: sameClaim(was, spec) ? was.envdVersion : undefined };
+  }
+
   /** A new slot from the snapshot's local files (downloaded first when needed). */
-  private async startFromFiles(m: SnapshotManifest, spec: ValidSpec, cold: boolean, init: InitDefaults, log: Logger): Promise<{ slot: SlotInfo; init: InitDefaults }> {
+  private async startFromFiles(m: SnapshotManifest, spec: ValidSpec, cold: boolean, log: Logger): Promise<SlotInfo> {
     await this.fetch(m, cold);
+    const opts = { diskMb: m.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb }, upperTar: this.upperOf(m.snapshotId) };
+    if (cold) {
+      // envd and the build's start command boot afresh on the snapshot's files.
+      if (!m.buildId) return this.o.runtime.boot({ templateId: m.templateId, ...opts });
+      return bootBuildSlot({ runtime: this.o.runtime, resolver: this.o.resolver, readyTimeoutMs: this.o.readyTimeoutMs, log }, m.templateId, m.buildId, opts);
+    }
     const build = m.buildId ? await this.o.resolver.resolve(m.templateId, m.buildId) : undefined;
     try {
-      const base = {
+      return await this.o.runtime.restoreSnapshot({
         templateId: m.templateId,
         ...(build ? { layers: build.layers } : {}),
-        diskMb: m.diskMb,
-        limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
-        upperTar: this.upperOf(m.snapshotId),
-      };
-      if (!cold) {
-        try {
-          const slot = await this.o.runtime.restoreSnapshot({ ...base, imageDir: this.imagesOf(m.snapshotId), initToken: m.initToken });
-          return { slot, init };
-        } catch (err) {
-          if ((err as { code?: unknown }).code !== 'runtime_checkpoint_failed') throw err;
-          throw new SnapshotCorrupt(m.snapshotId, `its processes could not be restored (${(err as Error).message})`, { cause: err });
-        }
-      }
-      const slot = await this.o.runtime.boot(base);
-      if (build) {
-        try {
-          await runStartAndReady({ address: slot.address, manifest: build.manifest, readyTimeoutMs: this.o.readyTimeoutMs, log });
-        } catch (err) {
-          await this.o.runtime.destroy(slot.slotId).catch(() => undefined);
-          throw err;
-        }
-      }
-      return { slot, init };
+        ...opts,
+        imageDir: this.imagesOf(m.snapshotId),
+        initToken: m.initToken,
+      });
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'runtime_checkpoint_failed') throw err;
+      throw new SnapshotCorrupt(m.snapshotId, `its processes could not be restored (${(err as Error).message})`, { cause: err });
     } finally {
       build?.release();
     }
@@ -486,7 +482,7 @@ export class SnapshotManager implements SnapshotSlots {
         return undefined;
       });
       await this.o.blobs.delete(snapshotManifestKey(id));
-      if (m) await deleteUnreferenced(this.o.blobs, [m.upper.sha256, ...(m.memory ? [m.memory.sha256] : [])], this.log);
+      if (m) await deleteUnreferenced(this.o.blobs, artifactsOf(m), this.log);
       await this.dropLocal(id);
       this.log.info({ snapshotId: id }, 'snapshot deleted');
     }
@@ -549,8 +545,7 @@ export class SnapshotManager implements SnapshotSlots {
       log.info('an interrupted pause goes on: its snapshot is being committed');
     }
     // Paused slots kept in place: dead slots whose checkpoint dir is one of our committed snapshots.
-    const rt = this.o.runtime as SandboxRuntime & { listRecords?: () => Promise<Array<{ slotId: string; checkpointDir?: string | null }>> };
-    for (const rec of (await rt.listRecords?.()) ?? []) {
+    for (const rec of await this.o.runtime.listRecords()) {
       const id = rec.checkpointDir?.match(/\/snapshots\/([a-z0-9-]+)\/images$/)?.[1];
       if (!id || rec.checkpointDir !== this.imagesOf(id) || keep.includes(rec.slotId)) continue;
       if (await this.o.runtime.isAlive(rec.slotId)) continue;
@@ -558,7 +553,7 @@ export class SnapshotManager implements SnapshotSlots {
       this.keepPausedSlot(id, rec.slotId);
       keep.push(rec.slotId);
     }
-    // Slots of completed pauses without memory were destroyed by commit(); keeping their id is harmless.
+    // Slots of committed pauses without memory were destroyed above; keeping their id is harmless.
     return keep;
   }
 
