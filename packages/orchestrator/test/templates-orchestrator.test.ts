@@ -140,6 +140,21 @@ describe('sandboxes of user templates', { timeout: 300_000 }, () => {
     assert.equal(node.orchestrator.manager.buildInUse('build-h1-ok'), false);
   });
 
+  it('a filesystem-only pause of a user-template sandbox boots the start command again on resume', async () => {
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tl-fs', templateId: TEMPLATE, buildId: 'build-h1-ok', diskMb: 512 }) });
+    const before = await runInSandbox(processClient(node.proxyUrl, 'tl-fs', ''), 'echo kept > /srv/app/note.txt && pgrep -c -f [h]ttp.server');
+    assert.equal(before.stdout, '1\n');
+    await rpc.sandboxes.pause({ sandboxId: 'tl-fs', snapshotId: 'snap-tl-fs', memory: false });
+    // A repeated Pause answers once the snapshot is committed (what the control plane does before a cold resume).
+    await rpc.sandboxes.pause({ sandboxId: 'tl-fs', snapshotId: 'snap-tl-fs', memory: false });
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tl-fs', templateId: TEMPLATE, buildId: 'build-h1-ok', diskMb: 512, snapshotId: 'snap-tl-fs' }) });
+    // The build's start command runs again (its ready command passed before the create answered) on the kept files.
+    assert.deepEqual(await viaProxy(node.proxyUrl, 'tl-fs', 8000, '/note.txt'), { status: 200, body: 'kept\n' });
+    const after = await runInSandbox(processClient(node.proxyUrl, 'tl-fs', ''), 'whoami; pwd; echo "$GREETING"');
+    assert.equal(after.stdout, 'user\n/srv/app\nhi\n', 'the build\'s user, workdir and env');
+    await rpc.sandboxes.delete({ sandboxId: 'tl-fs' });
+  });
+
   it('answers NOT_FOUND for unknown builds, another template\'s build and missing layers', async () => {
     const create = (sandboxId: string, templateId: string, buildId: string) =>
       rpc.sandboxes.create({ sandbox: spec({ sandboxId, templateId, buildId, diskMb: 512 }) });
