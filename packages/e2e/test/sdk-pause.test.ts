@@ -193,7 +193,7 @@ describe('pause, resume and snapshots through the unchanged SDK', () => {
     assert.equal(await Sandbox.kill(sbx.sandboxId), true);
   });
 
-  test('a paused sandbox resumes on another orchestrator node', { skip: false }, async () => {
+  test('a paused sandbox resumes on another orchestrator node', async () => {
     assert.ok(d.nodes.length >= 2, `the e2e deployment runs ${d.nodes.length} orchestrator node(s); cove test starts it with --nodes 2`);
     const sbx = await Sandbox.create({ timeoutMs: 300_000 });
     made.push(sbx);
