@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 
 /** Secrets of a one-machine deployment, made once and kept (mode 0600) so `up` is idempotent. */
 export interface DeploymentSecrets {
@@ -12,6 +12,10 @@ export interface DeploymentSecrets {
   registryHttpSecret: string;
   /** Signs the edge's storage upload URLs. */
   uploadSecret: string;
+  /** Derives each node's own credential (edge only; a node holds just its derived token). */
+  nodeCredentialKey: string;
+  /** Authenticates snapshot and template manifests in cluster storage (orchestrators only). */
+  artifactKey: string;
 }
 
 export const REGISTRY_USERNAME = 'cove';
@@ -21,7 +25,7 @@ const token = () => randomBytes(32).toString('hex');
 /** Loads the secrets, adding any a newer Cove needs (older deployments keep the ones they have). */
 export function loadOrCreateSecrets(file: string): DeploymentSecrets {
   const have = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Partial<DeploymentSecrets>) : {};
-  const keys: Array<keyof DeploymentSecrets> = ['adminToken', 'clusterToken', 'nodeToken', 'registryPassword', 'registryHttpSecret', 'uploadSecret'];
+  const keys: Array<keyof DeploymentSecrets> = ['adminToken', 'clusterToken', 'nodeToken', 'registryPassword', 'registryHttpSecret', 'uploadSecret', 'nodeCredentialKey', 'artifactKey'];
   const secrets = { ...have } as DeploymentSecrets;
   let changed = !existsSync(file);
   for (const k of keys) {
@@ -31,5 +35,7 @@ export function loadOrCreateSecrets(file: string): DeploymentSecrets {
     }
   }
   if (changed) writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
+  // Every start, not only on creation: a copy or an editor may have widened the mode since.
+  chmodSync(file, 0o600);
   return secrets;
 }

@@ -192,6 +192,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
           COVE_REGISTRY_URL: registryUrl(t),
           COVE_REGISTRY_USERNAME: REGISTRY_USERNAME,
           COVE_REGISTRY_PASSWORD: s.registryPassword,
+          COVE_ARTIFACT_KEY: s.artifactKey,
         },
       }),
     ),
