@@ -3,7 +3,7 @@
 // far; its exported writable layer is stored as an artifact and adopted into the node's layer cache.
 
 import { createReadStream } from 'node:fs';
-import { lstat, readFile, realpath, rm } from 'node:fs/promises';
+import { realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BlobNotFound, hasArtifact, putArtifact, type BlobStore } from '@cove/storage';
@@ -14,9 +14,13 @@ import { BuildStepFailed, CopySourceRejected } from './build-errors.js';
 import { applyStep, cwdOf, initialContext, resolveIn, sha256Of, stepKey, type BuildContext } from './build-context.js';
 import type { BuildLog } from './build-log.js';
 import { BuildSandbox, type BuildRuntime } from './build-sandbox.js';
+import { readTenantFile, TenantFsError } from '../sandbox/tenant-fs.js';
 import { checkCopySource, fetchCopySource } from './copy-source.js';
 import { COPY_SCRIPT, copySourceBase, FINALIZE_USER_SCRIPT, scriptArgv, USER_SCRIPT, WORKDIR_SCRIPT } from './step-scripts.js';
 import type { BuildStep, ValidatedBuild } from './validate-request.js';
+
+/** /etc/passwd beyond this is not a user database a build needs to read. */
+const PASSWD_MAX_BYTES = 4 * 1024 * 1024;
 
 export interface Layer {
   digest: string;
@@ -359,13 +363,15 @@ export class BuildEngine {
         if (rootfs) dirs.push(rootfs);
       }
       for (const d of dirs) {
-        const p = join(d, 'etc', 'passwd');
-        const st = await lstat(p).catch(() => null);
-        if (!st) continue;
-        // A whiteout (character device) hides the file below; a symlink is not followed on the host.
-        if (!st.isFile()) return false;
-        const text = await readFile(p, 'utf8');
-        return text.split('\n').some((l) => l.startsWith(`${name}:`));
+        // The layers are the tenant's: read through tenant-fs, which follows no link (a link at /etc or at
+        // the file hides whatever is below, as a whiteout does, so the answer is "not there").
+        const text = await readTenantFile(d, 'etc/passwd', PASSWD_MAX_BYTES).catch((err: unknown) => {
+          if (err instanceof TenantFsError && err.code === 'tenant_fs_absent') return undefined;
+          if (err instanceof TenantFsError && (err.code === 'tenant_fs_not_plain' || err.code === 'tenant_fs_too_big')) return null;
+          throw err;
+        });
+        if (text === undefined) continue;
+        return text !== null && text.toString('utf8').split('\n').some((l) => l.startsWith(`${name}:`));
       }
       return false;
     } finally {

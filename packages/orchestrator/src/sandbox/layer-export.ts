@@ -23,6 +23,15 @@ export const EXCLUDED_PATHS = [
 /** GNU tar flags shared by export and extraction (the layer format). */
 export const LAYER_TAR_FLAGS = ['--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.*'];
 
+/**
+ * Extraction of a layer (as host root, into a fresh directory): owners as stored (already shifted), and of the
+ * overlay's xattrs only `opaque`, the one the layer format uses. A tar's other trusted.overlay.* (redirect,
+ * metacopy, origin) would steer overlayfs lookups, and the tar's content is the tenant's. GNU tar itself
+ * refuses absolute and `..` members and writes no member through a link the archive made (it places such
+ * links last); tests/tenant-fs.test.ts holds it to that.
+ */
+const LAYER_EXTRACT_FLAGS = ['-x', '-p', '--same-owner', '--numeric-owner', '--xattrs', '--xattrs-include=trusted.overlay.opaque'];
+
 /** A GNU tar process over the layer format: its first 4 KiB of stderr, and its exit. */
 export interface LayerTar {
   child: ChildProcessWithoutNullStreams;
@@ -32,7 +41,16 @@ export interface LayerTar {
 
 /** Spawns `tar <args> <LAYER_TAR_FLAGS>` with a fixed PATH and locale, all three streams piped. */
 export function spawnLayerTar(args: string[]): LayerTar {
-  const child = spawn('tar', [...args, ...LAYER_TAR_FLAGS], {
+  return spawnTar([...args, ...LAYER_TAR_FLAGS]);
+}
+
+/** Spawns the extraction of a layer tar (`file`, or '-' for stdin) into `dir`; see LAYER_EXTRACT_FLAGS. */
+export function spawnLayerExtract(file: string, dir: string): LayerTar {
+  return spawnTar([...LAYER_EXTRACT_FLAGS, '-f', file, '-C', dir]);
+}
+
+function spawnTar(args: string[]): LayerTar {
+  const child = spawn('tar', args, {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' },
   });

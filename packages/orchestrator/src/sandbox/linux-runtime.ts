@@ -308,7 +308,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const disk = slotDiskPaths(dir);
     rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset, opts.upperTar);
     await this.slots.write(rec);
-    await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset);
+    if (!(await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset))) {
+      this.log.warn({ slotId: rec.slotId }, 'the stack\'s /etc is not a plain directory: hostname and resolver files not written');
+    }
     return { dir, rootfs: disk.rootfs, ...(await this.writeBundle(rec, opts, cgroups)) };
   }
 
@@ -385,7 +387,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         : undefined,
       // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
       run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]),
-      writeSlotEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, this.firewall?.dnsServers ?? [], this.idOffset),
+      writeSlotEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, this.firewall?.dnsServers ?? [], this.idOffset).then((written) => {
+        if (!written) this.log.warn({ slotId, sandboxId: opts.sandboxId }, 'the sandbox\'s /etc is not a plain directory: hostname and resolver files not written');
+      }),
     ]);
     Object.assign(rec, { state: 'claimed', sandboxId: opts.sandboxId, limits: opts.limits, allowInternetAccess: opts.allowInternetAccess });
     await this.slots.write(rec);

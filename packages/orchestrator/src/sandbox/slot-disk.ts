@@ -5,7 +5,7 @@
 
 import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { spawnLayerTar } from './layer-export.js';
+import { spawnLayerExtract } from './layer-export.js';
 import { run } from './run-command.js';
 import { BadLayerStack, CommandFailed } from './runtime-errors.js';
 
@@ -87,9 +87,9 @@ export async function createSlotDisk(
   return loop;
 }
 
-/** As root: owners (already shifted), whiteouts and trusted.overlay.* xattrs come out as stored. */
-async function unpackLayer(tarFile: string, dir: string): Promise<void> {
-  const { child, stderr, exited } = spawnLayerTar(['-x', '-f', tarFile, '-C', dir, '-p', '--same-owner']);
+/** As root: owners (already shifted), whiteouts and opaque dirs come out as stored (see spawnLayerExtract). */
+export async function unpackLayer(tarFile: string, dir: string): Promise<void> {
+  const { child, stderr, exited } = spawnLayerExtract(tarFile, dir);
   child.stdin.end();
   child.stdout.resume();
   const code = await exited;

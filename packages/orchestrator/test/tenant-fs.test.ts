@@ -1,0 +1,154 @@
+// tenant-fs against trees shaped the way a hostile tenant would shape them: links at file and directory level,
+// absolute and relative, `..` tricks, links into /proc, FIFOs and oversized files. Host files outside the
+// tree must stay byte-identical and root-owned whatever the tree holds.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readTenantFile, TenantFsError, writeTenantFiles } from '../src/sandbox/tenant-fs.js';
+import { writeSlotEtcFiles } from '../src/sandbox/slot-etc-files.js';
+import { unpackLayer } from '../src/sandbox/slot-disk.js';
+
+const UID = 100_000;
+
+describe('tenant-fs: no link inside a tenant tree is followed', () => {
+  let base: string;
+  let host: string;
+  const hostFiles: Record<string, string> = {};
+
+  before(() => {
+    base = mkdtempSync(join(tmpdir(), 'tenant-fs-'));
+    host = join(base, 'host');
+    mkdirSync(join(host, 'cron.d'), { recursive: true });
+    for (const name of ['hostname', 'hosts', 'resolv.conf', 'passwd', 'cron.d/x']) {
+      hostFiles[name] = `host ${name} ${Math.random()}\n`;
+      writeFileSync(join(host, name), hostFiles[name]!);
+    }
+  });
+  after(() => rmSync(base, { recursive: true, force: true }));
+
+  function assertHostUntouched(): void {
+    for (const [name, content] of Object.entries(hostFiles)) {
+      assert.equal(readFileSync(join(host, name), 'utf8'), content, `host file ${name} changed`);
+      const st = statSync(join(host, name));
+      assert.equal(st.uid, 0, `host file ${name} changed owner`);
+    }
+  }
+
+  function tree(name: string): string {
+    const root = join(base, name);
+    mkdirSync(root, { recursive: true });
+    return root;
+  }
+
+  it('replaces file-level links (absolute, relative, dangling, into /proc) with files and leaves their targets alone', async () => {
+    const root = tree('file-links');
+    mkdirSync(join(root, 'etc'));
+    symlinkSync(join(host, 'hostname'), join(root, 'etc', 'hostname'));
+    symlinkSync(`../../host/hosts`, join(root, 'etc', 'hosts'));
+    symlinkSync('/proc/sysrq-trigger', join(root, 'etc', 'resolv.conf'));
+    assert.equal(await writeSlotEtcFiles(root, 'sbx1', ['10.0.0.53'], UID), true);
+    for (const f of ['hostname', 'hosts', 'resolv.conf']) {
+      const st = lstatSync(join(root, 'etc', f));
+      assert.ok(st.isFile(), `${f} is a plain file now`);
+      assert.equal(st.uid, UID);
+      assert.equal(st.mode & 0o777, 0o644);
+    }
+    assert.equal(readFileSync(join(root, 'etc', 'hostname'), 'utf8'), 'sbx1\n');
+    assert.equal(readFileSync(join(root, 'etc', 'resolv.conf'), 'utf8'), 'nameserver 10.0.0.53\n');
+    assertHostUntouched();
+  });
+
+  it('refuses a directory-level link (/etc -> host dir, /etc -> ../.., /etc -> /proc/self/root/...) and writes nothing', async () => {
+    for (const [name, target] of [
+      ['dir-abs', host],
+      ['dir-rel', '../host'],
+      ['dir-dotdot', '../../../../../../..' + host],
+      ['dir-proc', `/proc/self/root${host}`],
+    ] as const) {
+      const root = tree(name);
+      symlinkSync(target, join(root, 'etc'));
+      assert.equal(await writeSlotEtcFiles(root, 'sbx2', [], UID), false, name);
+      assertHostUntouched();
+    }
+  });
+
+  it('creates a missing /etc owned by the sandbox root', async () => {
+    const root = tree('no-etc');
+    assert.equal(await writeSlotEtcFiles(root, 'sbx3', [], UID), true);
+    assert.equal(statSync(join(root, 'etc')).uid, UID);
+    assert.equal(readFileSync(join(root, 'etc', 'hosts'), 'utf8').includes('sbx3'), true);
+  });
+
+  it('reads plain files only: links, FIFOs, directories and oversized files are refused, absent ones say so', async () => {
+    const root = tree('reads');
+    mkdirSync(join(root, 'etc'));
+    writeFileSync(join(root, 'etc', 'passwd'), 'user:x:1000:1000::/home/user:/bin/bash\n');
+    assert.equal((await readTenantFile(root, 'etc/passwd', 1024)).toString(), 'user:x:1000:1000::/home/user:/bin/bash\n');
+    const code = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof TenantFsError ? e.code : String(e)));
+    assert.equal(await code(readTenantFile(root, 'etc/passwd', 8)), 'tenant_fs_too_big');
+    assert.equal(await code(readTenantFile(root, 'etc/group', 1024)), 'tenant_fs_absent');
+    symlinkSync(join(host, 'passwd'), join(root, 'etc', 'shadow'));
+    assert.equal(await code(readTenantFile(root, 'etc/shadow', 1024)), 'tenant_fs_not_plain');
+    execFileSync('mkfifo', [join(root, 'etc', 'fifo')]);
+    assert.equal(await code(readTenantFile(root, 'etc/fifo', 1024)), 'tenant_fs_not_plain');
+    assert.equal(await code(readTenantFile(root, 'etc', 1024)), 'tenant_fs_not_plain');
+    const linked = tree('reads-linked');
+    symlinkSync(host, join(linked, 'etc'));
+    assert.equal(await code(readTenantFile(linked, 'etc/passwd', 1024)), 'tenant_fs_not_plain');
+    assert.equal(await code(readTenantFile(root, '../host/passwd', 1024)), 'tenant_fs_failed');
+    assertHostUntouched();
+  });
+
+  it('writes many files without following a link swapped in while it runs', async () => {
+    // A running sandbox races the claim: flip /etc between a directory and a link to the host as fast as
+    // possible while the files are written; whichever the kernel sees, no host file changes.
+    const root = tree('race');
+    const flipper = execFileSync('sh', ['-c', `
+      cd '${root}' && ( i=0; while [ $i -lt 4000 ]; do mkdir -p d; mv -T d etc 2>/dev/null; ln -sfn '${host}' l; mv -T l etc 2>/dev/null; rm -rf etc; i=$((i+1)); done ) >/dev/null 2>&1 & echo $!`,
+    ]).toString().trim();
+    try {
+      for (let i = 0; i < 200; i++) await writeTenantFiles(root, UID, UID, 0o644, [{ path: 'etc/hostname', content: 'x\n' }]).catch(() => undefined);
+    } finally {
+      try {
+        process.kill(Number(flipper), 'SIGKILL');
+      } catch {
+        // already done
+      }
+    }
+    assertHostUntouched();
+  });
+
+  it('unpacks a hostile layer tar without writing through its links or taking steering xattrs', async () => {
+    const root = tree('unpack');
+    const tar = join(base, 'hostile.tar');
+    // Members that write through links the archive itself made (absolute, relative with .., via `.`), a hard
+    // link to a host file, and an overlay redirect xattr: only in-tree effects may remain.
+    execFileSync('python3', ['-c', `
+import io, tarfile, sys
+t = tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT)
+def add(name, kind, link='', data=b'', pax=None):
+    ti = tarfile.TarInfo(name); ti.type = kind; ti.linkname = link; ti.uid = ti.gid = ${UID}; ti.mode = 0o755
+    ti.size = len(data)
+    if pax: ti.pax_headers = pax
+    t.addfile(ti, io.BytesIO(data) if data else None)
+add('etc', tarfile.SYMTYPE, sys.argv[2])
+add('etc/cron.d/x', tarfile.REGTYPE, data=b'pwned')
+add('rel', tarfile.SYMTYPE, '../host')
+add('rel/hostname', tarfile.REGTYPE, data=b'pwned')
+add('hl', tarfile.LNKTYPE, sys.argv[2] + '/passwd')
+add('redir', tarfile.DIRTYPE, pax={'SCHILY.xattr.trusted.overlay.redirect': '/etc', 'SCHILY.xattr.trusted.overlay.opaque': 'y'})
+add('ok/file', tarfile.REGTYPE, data=b'fine')
+t.close()
+`, tar, host]);
+    await unpackLayer(tar, root).catch(() => undefined); // tar exits 2 for the refused members
+    assertHostUntouched();
+    assert.equal(readFileSync(join(root, 'ok', 'file'), 'utf8'), 'fine');
+    const xattr = (name: string) =>
+      execFileSync('python3', ['-c', 'import os, sys; sys.stdout.write(os.getxattr(sys.argv[1], sys.argv[2]).decode())', join(root, 'redir'), name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    assert.equal(xattr('trusted.overlay.opaque'), 'y');
+    assert.throws(() => xattr('trusted.overlay.redirect'));
+  });
+});
