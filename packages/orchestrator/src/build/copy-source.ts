@@ -76,14 +76,13 @@ function entryPath(name: string): string {
   return parts.join('/');
 }
 
-/** A link target, resolved against the entry's directory, must stay inside the copied tree. */
-function checkLinkTarget(path: string, target: string, kind: 'symlink' | 'hard link', relativeToRoot: boolean): void {
-  if (target === '' || target.includes('\0')) throw new CopySourceRejected(`${kind} ${path} has an empty or bad target`);
-  if (target.startsWith('/')) throw new CopySourceRejected(`${kind} ${path} points outside the copied files (${target})`);
-  const base = relativeToRoot ? '' : posix.dirname(path);
-  const resolved = posix.normalize(posix.join(base === '.' ? '' : base, target));
+/** A hard link's target (named from the archive root) must be a file of the copied tree. */
+function checkHardLinkTarget(path: string, target: string): void {
+  if (target === '' || target.includes('\0')) throw new CopySourceRejected(`hard link ${path} has an empty or bad target`);
+  if (target.startsWith('/')) throw new CopySourceRejected(`hard link ${path} points outside the copied files (${target})`);
+  const resolved = posix.normalize(target);
   if (resolved === '..' || resolved.startsWith('../')) {
-    throw new CopySourceRejected(`${kind} ${path} points outside the copied files (${target})`);
+    throw new CopySourceRejected(`hard link ${path} points outside the copied files (${target})`);
   }
 }
 
@@ -129,8 +128,11 @@ export async function checkCopySource(file: string, src: string, dest: string, d
           if (!unverifiable.includes('directories')) unverifiable.push('directories');
           break;
         case 'symlink': {
+          // Kept as a link whatever it points at (relative, absolute, dangling), as E2B copies it: the tar is
+          // unpacked inside the build sandbox, where a link can only lead to the sandbox's own files. (With
+          // `resolveSymlinks` the SDK sends the targets' contents instead.)
           const target = h.linkname ?? '';
-          checkLinkTarget(path, target, 'symlink', false);
+          if (target === '' || target.includes('\0')) throw new CopySourceRejected(`symlink ${path} has an empty or bad target`);
           hash.update(path);
           hash.update(String(S_IFLNK | perm));
           hash.update(String(Buffer.byteLength(target)));
@@ -139,7 +141,7 @@ export async function checkCopySource(file: string, src: string, dest: string, d
         }
         case 'link': {
           // Hard link names are relative to the archive root.
-          checkLinkTarget(path, h.linkname ?? '', 'hard link', true);
+          checkHardLinkTarget(path, h.linkname ?? '');
           entryPath(h.linkname ?? '');
           if (!unverifiable.includes('hard links')) unverifiable.push('hard links');
           break;

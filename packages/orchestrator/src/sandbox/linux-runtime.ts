@@ -22,6 +22,7 @@ import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import { checkpointSlot, findCriu, readableCopy, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
 import { exportLayer } from './layer-export.js';
+import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
@@ -37,7 +38,10 @@ export interface LinuxRuntimeConfig {
   templatesDir?: string;
   /** Directory of template recipes; default packages/orchestrator/templates (next to dist/). */
   recipesDir?: string;
-  /** envd bundle directory (contains envd.mjs), bound read-only at /opt/cove/envd. */
+  /**
+   * envd bundle directory (contains envd.mjs, e.g. the build output). Slots never mount it: an immutable
+   * copy of it (envd-install.ts) is bound read-only at /opt/cove/envd.
+   */
   envdDir: string;
   /**
    * Host node binary; main.ts passes process.execPath. An execute-only copy in `<dataDir>/bin` is what
@@ -98,6 +102,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly booting = new Set<string>();
   private oomWarned = false;
   private binaries: Promise<{ node: string; init: string }> | null = null;
+  private envd: Promise<string | null> | null = null;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -143,8 +148,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
     await this.lentBinaries();
     for (const t of this.cfg.templates ?? ['base']) await this.templates.ensure(t);
-    const envdPresent = await access(join(this.cfg.envdDir, 'envd.mjs')).then(() => true, () => false);
-    if (!envdPresent) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
+    const envd = await this.envdInstall();
+    if (!envd) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
+    const keep = new Set([envd, ...records.map((r) => r.envdDir)].filter((d): d is string => !!d));
+    const pruned = await pruneEnvdInstalls(this.cfg.dataDir, keep);
+    if (pruned.length) this.log.info({ pruned }, 'removed envd installs no slot uses');
   }
 
   /** Cgroup mode and firewall inputs; discovered once, also by runtimes that skip prepare() (recovery). */
@@ -270,7 +278,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     // behind would end as a zombie holding a pid until pids.max is reached.
     const args = ['/opt/cove/bin/tini', '--', ...(opts.process ?? ENVD_ARGS)];
     const bins = await this.lentBinaries();
-    const envdPresent = await access(this.cfg.envdDir).then(() => true, () => false);
+    const envdDir = await this.envdInstall();
+    rec.envdDir = envdDir;
     const spec = buildOciSpec({
       slotId: rec.slotId,
       rootfs: disk.rootfs,
@@ -293,7 +302,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       pids: limits.pids,
       nodeBinary: bins.node,
       initBinary: bins.init,
-      envdDir: envdPresent ? this.cfg.envdDir : null,
+      envdDir,
       nofile: await nofileLimit(),
     });
     const bundle = join(dir, 'bundle');
@@ -343,6 +352,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       });
     }
     await this.finishStart(rec, envdPid, log, started, 'slot booted');
+  }
+
+  /** The immutable envd install new slots mount (made once per bundle content); null without a bundle. */
+  private envdInstall(): Promise<string | null> {
+    this.envd ??= access(join(this.cfg.envdDir, 'envd.mjs')).then(
+      () => installEnvd(this.cfg.envdDir, this.cfg.dataDir),
+      () => null,
+    );
+    this.envd.catch(() => {
+      this.envd = null;
+    });
+    return this.envd;
   }
 
   private lentBinaries(): Promise<{ node: string; init: string }> {

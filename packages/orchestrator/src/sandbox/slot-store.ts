@@ -22,6 +22,8 @@ export interface SlotRecord extends SlotInfo {
   allowInternetAccess: boolean;
   /** Image dir of the checkpoint the slot was last dumped to; set while its processes are gone. */
   checkpointDir?: string | null;
+  /** The envd install the slot bind-mounts (envd-install.ts); kept until no slot references it. */
+  envdDir?: string | null;
 }
 
 export class SlotStore {
