@@ -319,8 +319,10 @@ export class BuildEngine {
     const plain = join(this.deps.workDir, `${this.req.buildId}-${label}-${Date.now()}.copy.tar`);
     this.scratch.push(plain);
     try {
-      await fetchCopySource(this.deps.store, this.req.teamId, step.filesHash, plain);
+      // What cannot fit on the build sandbox's disk cannot be copied: that bounds the unpacked bytes.
+      await fetchCopySource(this.deps.store, this.req.teamId, step.filesHash, plain, this.req.diskMb * 1024 * 1024);
     } catch (err) {
+      if (err instanceof CopySourceRejected) throw new BuildStepFailed(label, `COPY refused: ${err.message}`);
       if (err instanceof BlobNotFound) throw new BuildStepFailed(label, `the files of this COPY were never uploaded (files hash ${step.filesHash})`);
       throw new BuildStepFailed(label, `reading the COPY files failed: ${(err as Error).message}`, { cause: err });
     }

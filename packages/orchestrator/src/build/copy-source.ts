@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { posix } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { BlobStore } from '@cove/storage';
@@ -37,8 +37,11 @@ export interface CopySourceCheck {
   bytes: number;
 }
 
-/** Writes the tarball (gzip or plain, told apart by the gzip magic bytes) as a plain tar to `destFile`. */
-export async function fetchCopySource(store: BlobStore, teamId: string, filesHash: string, destFile: string): Promise<void> {
+/**
+ * Writes the tarball (gzip or plain, told apart by the gzip magic bytes) as a plain tar to `destFile`, at most
+ * `maxBytes` of it: a small gzip bomb would otherwise fill the node's disk before anything looks at it.
+ */
+export async function fetchCopySource(store: BlobStore, teamId: string, filesHash: string, destFile: string, maxBytes: number): Promise<void> {
   const body = await store.get(buildFileKey(teamId, filesHash));
   const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let head = Buffer.alloc(0);
@@ -58,8 +61,19 @@ export async function fetchCopySource(store: BlobStore, teamId: string, filesHas
   }
   const out = createWriteStream(destFile, { flags: 'wx', mode: 0o600 });
   const source = Readable.from(all());
-  if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(source, createGunzip(), out);
-  else await pipeline(source, out);
+  if (head[0] === 0x1f && head[1] === 0x8b) await pipeline(source, createGunzip(), capped(maxBytes), out);
+  else await pipeline(source, capped(maxBytes), out);
+}
+
+function capped(maxBytes: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > maxBytes) done(new CopySourceRejected(`the files unpack to more than ${maxBytes} bytes, more than the template's disk`));
+      else done(null, chunk);
+    },
+  });
 }
 
 /** Lexical normalisation of a tar path; throws on absolute paths and `..`. */
