@@ -40,7 +40,10 @@ const EnvSchema = z.object({
   COVE_EDGE_TRAFFIC_PORT: port.default(3002),
   COVE_EDGE_HOST: z.string().min(1).default('127.0.0.1'),
   COVE_CLUSTER_TOKEN: secret,
-  COVE_NODE_TOKEN: secret,
+  // Derives each node's own token (nodes/node-credentials.ts); nodes hold only theirs, as COVE_NODE_TOKEN.
+  COVE_NODE_CREDENTIAL_KEY: z.string().min(32, 'must be at least 32 characters'),
+  // The one shared token of older releases: refused, so an upgrade cannot keep it by mistake.
+  COVE_NODE_TOKEN: z.undefined({ invalid_type_error: 'no longer used by the edge: set COVE_NODE_CREDENTIAL_KEY (each node gets its own derived token)' }),
   COVE_SANDBOX_DOMAIN: z
     .string()
     .toLowerCase()
@@ -130,7 +133,8 @@ export interface EdgeConfig {
   readonly trafficPort: number;
   readonly host: string;
   readonly clusterToken: string;
-  readonly nodeToken: string;
+  /** Key node tokens are derived from; never sent anywhere. */
+  readonly nodeCredentialKey: string;
   readonly sandboxDomain: string;
   readonly redisUrl: string | undefined;
   readonly logLevel: string;
@@ -164,7 +168,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     trafficPort: e.COVE_EDGE_TRAFFIC_PORT,
     host: e.COVE_EDGE_HOST,
     clusterToken: e.COVE_CLUSTER_TOKEN,
-    nodeToken: e.COVE_NODE_TOKEN,
+    nodeCredentialKey: e.COVE_NODE_CREDENTIAL_KEY,
     sandboxDomain: e.COVE_SANDBOX_DOMAIN,
     redisUrl: e.COVE_EDGE_REDIS_URL,
     logLevel: e.COVE_LOG_LEVEL,

@@ -13,7 +13,7 @@ import { CreateRequestSchema, PauseRequestSchema } from '@cove/contracts/orchest
 import { WebSocket } from 'undici';
 import { FakeControlPlane, type ResumeCall, type ResumeHandler } from './fixtures/fake-control-plane.js';
 import { FakeNode } from './fixtures/fake-node.js';
-import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
 
 const ENVD = 49983;
@@ -54,7 +54,7 @@ describe('edge auto-resume', () => {
   before(async () => {
     cp = await new FakeControlPlane(CLUSTER_TOKEN, (call) => (behaviour.get(call.sandboxId) ?? resumeThroughLink)(call)).start();
     edge = await startEdge({ COVE_CONTROL_PLANE_URL: cp.url });
-    node = await new FakeNode({ nodeId: NODE_ID, nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: NODE_ID }).start();
     await node.heartbeat(edge.apiUrl);
     url = edge.trafficUrl;
   });

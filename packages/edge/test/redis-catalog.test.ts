@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { CreateRequestSchema, DeleteRequestSchema } from '@cove/contracts/orchestrator';
 import { request } from 'undici';
 import { FakeNode } from './fixtures/fake-node.js';
-import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
 import { startRedis, type RedisFixture } from './fixtures/redis-server.js';
 
@@ -21,7 +21,7 @@ describe('Redis catalog shared by two edges', () => {
     redis = await startRedis();
     a = await startEdge({ COVE_EDGE_ID: 'edge-a', COVE_EDGE_REDIS_URL: redis.socketPath });
     b = await startEdge({ COVE_EDGE_ID: 'edge-b', COVE_EDGE_REDIS_URL: redis.socketPath });
-    node = await new FakeNode({ nodeId: 'node-r', nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: 'node-r' }).start();
   });
   after(async () => {
     await a.close();
@@ -62,7 +62,7 @@ describe('Redis catalog shared by two edges', () => {
 
   it('forgets a silent node together with its routes', async () => {
     const c = await startEdge({ COVE_EDGE_ID: 'edge-c', COVE_EDGE_REDIS_URL: redis.socketPath }, { directoryOptions: { forgetAfterMs: 100 } });
-    const quiet = await new FakeNode({ nodeId: 'node-quiet', nodeToken: NODE_TOKEN }).start();
+    const quiet = await new FakeNode({ nodeId: 'node-quiet' }).start();
     try {
       await quiet.heartbeat(c.apiUrl, { sandboxIds: ['quiet1'] });
       const deadline = Date.now() + 10_000;

@@ -1,7 +1,7 @@
 // The control link (reference e2b-infra.md §3.2): the control plane calls
 // /cove.orchestrator.v1.{SandboxService,TemplateService,InfoService}/* on the edge's API port with the cluster token and
 // `cove-node-id`; the edge checks both and forwards the HTTP/2 stream verbatim to that node's RPC URL —
-// headers (authorization replaced by the node token), body frames both ways with backpressure, trailers,
+// headers (authorization replaced by that node's own token), body frames both ways with backpressure, trailers,
 // cancellation — so it needs no knowledge of the messages. Create/Delete/Pause also carry `cove-sandbox-id`;
 // once the node answered, the catalog is updated *before* the reply goes on, so the first sandbox request that
 // follows a Create always finds its route, and the first one after a Pause finds none (and may wake it).
@@ -9,6 +9,7 @@
 
 import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
 import type { Logger } from 'pino';
+import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
 import { bearerToken, tokenHash, tokensEqual } from '@cove/auth-tokens';
@@ -33,7 +34,7 @@ const STATUS_FIELDS = ['grpc-status', 'grpc-message', 'grpc-status-details-bin']
 /** What the control link needs. */
 export interface ControlLinkDeps {
   clusterToken: string;
-  nodeToken: string;
+  credentials: NodeCredentials;
   directory: NodeDirectory;
   store: EdgeStore;
   sessions: H2SessionPool;
@@ -121,7 +122,7 @@ function forward(
   }
   headers[':method'] = req.method;
   headers[':path'] = path;
-  headers.authorization = `Bearer ${deps.nodeToken}`;
+  headers.authorization = `Bearer ${deps.credentials.tokenFor(nodeId)}`;
 
   // The catalog is settled once per call: after the node's answer, or (no answer) as for a failed call.
   let settled = false;

@@ -45,7 +45,8 @@ export interface EdgeStore {
    * Make the catalog agree with the ids a node reports: add missing ones (keeping any known traffic token),
    * drop this node's entries it no longer reports unless they are younger than `graceMs` (a Create the
    * heartbeat raced with). `traffic` maps sandbox id → traffic-token sha256 ('' = public) where the node
-   * knows it; it settles entries that were only `recovered`.
+   * knows it; it settles entries that were only `recovered`. Entries routed to one of `otherNodes` (the other
+   * nodes the edge knows) are left alone: a node reports its own sandboxes only.
    */
   reconcileNode(
     nodeId: string,
@@ -53,6 +54,7 @@ export interface EdgeStore {
     now: number,
     graceMs: number,
     traffic?: ReadonlyMap<string, string>,
+    otherNodes?: ReadonlySet<string>,
   ): Promise<ReconcileResult>;
   /** Number of catalog entries pointing at `nodeId`. */
   countSandboxes(nodeId: string): Promise<number>;

@@ -35,12 +35,13 @@ export class MemoryStore implements EdgeStore {
     now: number,
     graceMs: number,
     traffic: ReadonlyMap<string, string> = new Map(),
+    otherNodes: ReadonlySet<string> = new Set(),
   ): Promise<ReconcileResult> {
     const reported = new Set(sandboxIds);
     let added = 0;
     let removed = 0;
     for (const id of reported) {
-      const entry = entryFromHeartbeat(this.sandboxes.get(id), nodeId, traffic.get(id), now);
+      const entry = entryFromHeartbeat(this.sandboxes.get(id), nodeId, traffic.get(id), now, otherNodes);
       if (!entry) continue;
       await this.putSandbox(id, entry);
       added++;

@@ -67,6 +67,7 @@ export class RedisStore implements EdgeStore {
     now: number,
     graceMs: number,
     traffic: ReadonlyMap<string, string> = new Map(),
+    otherNodes: ReadonlySet<string> = new Set(),
   ): Promise<ReconcileResult> {
     const reported = new Set(sandboxIds);
     let added = 0;
@@ -75,7 +76,7 @@ export class RedisStore implements EdgeStore {
     const current = ids.length > 0 ? await this.redis.mget(ids.map(sandboxKey)) : [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as string;
-      const entry = entryFromHeartbeat(parse<CatalogEntry>(current[i] ?? null), nodeId, traffic.get(id), now);
+      const entry = entryFromHeartbeat(parse<CatalogEntry>(current[i] ?? null), nodeId, traffic.get(id), now, otherNodes);
       if (!entry) continue;
       await this.putSandbox(id, entry);
       added++;
