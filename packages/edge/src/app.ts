@@ -68,8 +68,8 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const resumer = config.controlPlaneUrl
     ? new SandboxResumer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, log, timeoutMs: deps.resumeTimeoutMs })
     : undefined;
-  if (config.tls?.clientCa && templateFiles.servesUploads) {
-    log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use local-storage upload URLs');
+  if (config.tls?.clientCa) {
+    log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use the upload URLs (they point at this port)');
   }
   let draining = false;
 

@@ -96,18 +96,20 @@ describe('edge storage config', () => {
     assert.equal(loadConfig({ ...base, COVE_UPLOAD_MAX_BYTES: '1048576' }).storage.uploadMaxBytes, 1048576);
   });
 
-  it('requires a 32-character upload secret with the local driver, and none with S3', () => {
-    assert.match(issuesOf(noSecret).join('\n'), /^COVE_UPLOAD_SECRET: required with a file:\/\/ COVE_STORAGE_URL/m);
+  it('requires a 32-character upload secret with either driver (S3 uploads are relayed and bounded too)', () => {
+    assert.match(issuesOf(noSecret).join('\n'), /^COVE_UPLOAD_SECRET: required/m);
     assert.match(issuesOf({ ...noSecret, COVE_UPLOAD_SECRET: 'short' }).join('\n'), /^COVE_UPLOAD_SECRET: must be at least 32 characters/m);
-    const s3 = loadConfig({
+    const s3Env = {
       ...noSecret,
       COVE_STORAGE_URL: 's3://cove-bucket/prefix?endpoint=http://127.0.0.1:9000&pathStyle=true',
       COVE_STORAGE_ACCESS_KEY_ID: 'AKIA0000',
       COVE_STORAGE_SECRET_ACCESS_KEY: 'secret0000',
-    });
+    };
+    assert.match(issuesOf(s3Env).join('\n'), /^COVE_UPLOAD_SECRET: required/m);
+    const s3 = loadConfig({ ...s3Env, COVE_UPLOAD_SECRET: 'u'.repeat(32) });
     assert.equal(s3.storage.storage.driver, 's3');
     assert.deepEqual(s3.storage.storage.driver === 's3' && s3.storage.storage.credentials, { accessKeyId: 'AKIA0000', secretAccessKey: 'secret0000' });
-    assert.equal(s3.storage.uploadSecret, undefined);
+    assert.equal(s3.storage.uploadSecret, 'u'.repeat(32));
   });
 
   it('lists storage problems with the other bad fields', () => {
