@@ -3,7 +3,8 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CreateRequestSchema, DeleteRequestSchema } from '@cove/contracts/orchestrator';
+import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
+import { tokenHash } from '@cove/auth-tokens';
 import { request } from 'undici';
 import { FakeNode } from './fixtures/fake-node.js';
 import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
@@ -87,5 +88,16 @@ describe('Redis catalog shared by two edges', () => {
     await node.heartbeat(b.apiUrl);
     const res = await request(`${a.apiUrl}/v1/sandboxes/hbr1`, { headers: auth });
     assert.deepEqual(await res.body.json(), { sandboxId: 'hbr1', nodeId: 'node-r' });
+  });
+
+  it("shares a paused private sandbox's wake credentials, so every edge refuses to wake it without them", async () => {
+    await a.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'pausedr1', envdAccessToken: 'envd-r1' } }), {
+      headers: linkHeaders('node-r', { 'cove-sandbox-id': 'pausedr1', 'cove-traffic-access-token': 'tok-r1' }),
+    });
+    await a.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'pausedr1', snapshotId: 'snap-r1', memory: true }), {
+      headers: linkHeaders('node-r', { 'cove-sandbox-id': 'pausedr1' }),
+    });
+    const seen = await b.edge.store.getPaused('pausedr1');
+    assert.deepEqual({ ...seen, pausedAt: 0 }, { trafficTokenHash: tokenHash('tok-r1'), envdTokenHash: tokenHash('envd-r1'), pausedAt: 0 });
   });
 });

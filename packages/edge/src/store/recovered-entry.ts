@@ -21,7 +21,7 @@ export function entryFromHeartbeat(
   const known = traffic !== undefined;
   if (prior?.nodeId === nodeId && !(prior.recovered && known)) return undefined;
   // A route the control link wrote (its node is gone): its privacy stays what Create said.
-  if (prior && !prior.recovered) return { nodeId, trafficTokenHash: prior.trafficTokenHash, createdAt: now };
+  if (prior && !prior.recovered) return { nodeId, trafficTokenHash: prior.trafficTokenHash, envdTokenHash: prior.envdTokenHash, createdAt: now };
   if (known) return { nodeId, trafficTokenHash: traffic === '' ? undefined : traffic, createdAt: prior?.nodeId === nodeId ? prior.createdAt : now };
   return { nodeId, trafficTokenHash: prior?.trafficTokenHash, recovered: true, createdAt: now };
 }
