@@ -2,7 +2,7 @@
 // orchestrator, envd). Both sides are hashed first, so the time taken depends neither on where two
 // tokens differ nor on their lengths, and timingSafeEqual always gets equal-length input.
 
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 
 const digest = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
 
@@ -28,4 +28,12 @@ export function bearerToken(value: string | undefined): string | undefined {
   if (!value) return undefined;
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(value);
   return m?.[1];
+}
+
+/**
+ * The node token of `nodeId`: HMAC-SHA256(key, "cove-node:" + nodeId), hex. Only the edge (and `cove up`, which
+ * hands each orchestrator its own) holds the key, so one node's token says nothing about another's.
+ */
+export function deriveNodeToken(key: string, nodeId: string): string {
+  return createHmac('sha256', key).update(`cove-node:${nodeId}`, 'utf8').digest('hex');
 }

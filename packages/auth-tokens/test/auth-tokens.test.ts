@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bearerToken, tokenHash, tokenMatchesHash, tokensEqual } from '../src/index.js';
+import { createHmac } from 'node:crypto';
+import { bearerToken, deriveNodeToken, tokenHash, tokenMatchesHash, tokensEqual } from '../src/index.js';
 
 test('tokensEqual: equal only for identical strings, whatever the lengths', () => {
   assert.equal(tokensEqual('secret-token', 'secret-token'), true);
@@ -24,4 +25,11 @@ test('bearerToken extracts the token of a Bearer header only', () => {
   assert.equal(bearerToken('Basic abc'), undefined);
   assert.equal(bearerToken('Bearer a b'), undefined);
   assert.equal(bearerToken(undefined), undefined);
+});
+
+test('deriveNodeToken: HMAC-SHA256(key, "cove-node:" + id), distinct per node and per key', () => {
+  const key = 'k'.repeat(64);
+  assert.equal(deriveNodeToken(key, 'node-a'), createHmac('sha256', key).update('cove-node:node-a').digest('hex'));
+  assert.notEqual(deriveNodeToken(key, 'node-a'), deriveNodeToken(key, 'node-b'));
+  assert.notEqual(deriveNodeToken(key, 'node-a'), deriveNodeToken('j'.repeat(64), 'node-a'));
 });

@@ -7,7 +7,7 @@ import { AdminClient } from './admin-client.js';
 import { LogTail } from './log-tail.js';
 import { componentEntry, repoRoot, statePaths, type StatePaths } from './paths.js';
 import { RegistryClient } from '@cove/oci';
-import { loadOrCreateSecrets, REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
+import { loadOrCreateSecrets, nodeTokenOf, REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
 import { running, start, stop } from './supervisor.js';
 import { clusterDirs, components, orchestratorName, portsFor, registryUrl, type ComponentSpec, type NodeTopology, type Topology } from './topology.js';
 import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder } from './seed-image.js';
@@ -204,7 +204,7 @@ export async function down(o: DeploymentOptions): Promise<void> {
   const nodes = topo.nodes ?? topologyOf(o).nodes;
   for (const [i, node] of nodes.entries()) {
     if (!running(paths.run, orchestratorName(i))) continue;
-    const n = await deleteAllSandboxes(`http://${topo.host}:${node.rpcPort}`, secrets.nodeToken).catch((err: Error) => {
+    const n = await deleteAllSandboxes(`http://${topo.host}:${node.rpcPort}`, nodeTokenOf(secrets, node.nodeId)).catch((err: Error) => {
       o.say(`could not list sandboxes: ${err.message}`);
       return 0;
     });
@@ -249,7 +249,7 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
   const sandboxes: SandboxInfo[] = [];
   for (const [i, node] of topo.nodes.entries()) {
     if (!secrets || !out.find((c) => c.name === orchestratorName(i))?.pid) continue;
-    sandboxes.push(...(await listSandboxes(`http://${topo.host}:${node.rpcPort}`, secrets.nodeToken).catch(() => [])));
+    sandboxes.push(...(await listSandboxes(`http://${topo.host}:${node.rpcPort}`, nodeTokenOf(secrets, node.nodeId)).catch(() => [])));
   }
   return { components: out, nodes, sandboxes };
 }

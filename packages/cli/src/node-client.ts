@@ -15,7 +15,7 @@ function client(rpcUrl: string, nodeToken: string) {
   return createClient(SandboxService, transport);
 }
 
-/** The sandboxes one orchestrator runs, asked over its RPC with the node token. */
+/** The sandboxes one orchestrator runs, asked over its RPC with that node's own token (secrets.nodeTokenOf). */
 export async function listSandboxes(rpcUrl: string, nodeToken: string): Promise<SandboxInfo[]> {
   return (await client(rpcUrl, nodeToken).list({})).sandboxes;
 }

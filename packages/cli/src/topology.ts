@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { registryCommand, registryReady, writeRegistryConfig } from '@cove/oci';
-import { REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
+import { nodeTokenOf, REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
 import type { StatePaths } from './paths.js';
 import { request } from 'undici';
 
@@ -158,7 +158,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_EDGE_API_PORT: String(t.ports.edgeApi),
         COVE_EDGE_TRAFFIC_PORT: String(t.ports.edgeTraffic),
         COVE_CLUSTER_TOKEN: s.clusterToken,
-        COVE_NODE_TOKEN: s.nodeToken,
+        COVE_NODE_CREDENTIAL_KEY: s.nodeCredentialKey,
         COVE_SANDBOX_DOMAIN: t.domain,
         COVE_STORAGE_URL: storageUrl,
         COVE_UPLOAD_SECRET: s.uploadSecret,
@@ -176,7 +176,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         ready: async () => nodeRegistered(edgeUrl, s.clusterToken, n.nodeId),
         env: {
           COVE_NODE_ID: n.nodeId,
-          COVE_NODE_TOKEN: s.nodeToken,
+          COVE_NODE_TOKEN: nodeTokenOf(s, n.nodeId),
           COVE_ORCH_HOST: t.host,
           COVE_ORCH_RPC_PORT: String(n.rpcPort),
           COVE_ORCH_PROXY_PORT: String(n.proxyPort),

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHmac } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -88,7 +89,7 @@ test('secrets of an older deployment keep their tokens and gain the new ones', (
   writeFileSync(file, JSON.stringify({ adminToken: 'a'.repeat(64), clusterToken: 'c'.repeat(64), nodeToken: 'n'.repeat(64) }));
   const s = loadOrCreateSecrets(file);
   assert.equal(s.adminToken, 'a'.repeat(64));
-  assert.equal(s.nodeToken, 'n'.repeat(64));
+  assert.match(s.nodeCredentialKey, /^[0-9a-f]{64}$/, 'per-node tokens replace the shared nodeToken');
   assert.match(s.registryPassword, /^[0-9a-f]{64}$/);
   assert.match(s.uploadSecret, /^[0-9a-f]{64}$/);
   assert.deepEqual(loadOrCreateSecrets(file), s, 'stable once written');
@@ -116,4 +117,36 @@ test('--nodes runs several orchestrators per deployment, all distinct on this ma
   assert.equal(ports.size, 3 * 4 * 2, 'every node port distinct');
   assert.equal(names.size, 3 * 4 * 6, 'every node name, dir and subnet distinct');
   assert.throws(() => topologyOf({ stateDir: dir, portOffset: 0, nodeDataDir: dir, warmPool: '', nodes: 5, say: () => undefined }), /--nodes/);
+});
+
+test('each orchestrator gets only its own node token; the edge gets the key they derive from', () => {
+  const d = deployments[0]!;
+  const topo = topologyOf({ stateDir: d.state, portOffset: d.offset, nodeDataDir: join(dir, 'var-lib-cove'), warmPool: 'base=2', nodes: 3, say: () => undefined });
+  const paths = statePaths(d.state);
+  const secrets = loadOrCreateSecrets(paths.secrets);
+  const specs = components(topo, secrets, paths);
+  const edge = specs.find((s) => s.name === 'edge')!.env;
+  assert.equal(edge.COVE_NODE_CREDENTIAL_KEY, secrets.nodeCredentialKey);
+  assert.equal(edge.COVE_NODE_TOKEN, undefined, 'no shared node token any more');
+  const orchs = specs.filter((s) => s.name.startsWith('orchestrator'));
+  const tokens = orchs.map((o) => o.env.COVE_NODE_TOKEN!);
+  assert.equal(new Set(tokens).size, orchs.length, 'one token per node');
+  for (const o of orchs) {
+    assert.equal(o.env.COVE_NODE_TOKEN, createHmac('sha256', secrets.nodeCredentialKey).update(`cove-node:${o.env.COVE_NODE_ID}`).digest('hex'));
+    assert.equal(o.env.COVE_NODE_CREDENTIAL_KEY, undefined, 'a node never holds the key');
+    assert.ok(!Object.values(o.env).includes(secrets.nodeCredentialKey));
+  }
+});
+
+test('secrets.json is made 0600 again on every load, whatever widened it since', () => {
+  const file = join(dir, 'widened-secrets.json');
+  const first = loadOrCreateSecrets(file);
+  assert.equal(statSync(file).mode & 0o777, 0o600, 'created 0600');
+  chmodSync(file, 0o644);
+  assert.equal(statSync(file).mode & 0o777, 0o644);
+  assert.deepEqual(loadOrCreateSecrets(file), first, 'same secrets');
+  assert.equal(statSync(file).mode & 0o777, 0o600, 'narrowed again by a load that changed nothing');
+  chmodSync(file, 0o666);
+  loadOrCreateSecrets(file);
+  assert.equal(statSync(file).mode & 0o777, 0o600);
 });

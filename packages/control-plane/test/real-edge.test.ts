@@ -3,6 +3,7 @@
 // speaking the orchestrator contract, registered with the edge through its heartbeat RPC like a real
 // orchestrator. Skipped when the edge is not built.
 
+import { deriveNodeToken } from '@cove/auth-tokens';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
@@ -22,7 +23,9 @@ import { freePort } from './fixtures/throwaway-postgres.js';
 
 const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'real-edge-cluster-token-0123456789';
-const NODE_TOKEN = 'real-edge-node-token-0123456789ab';
+// The edge derives each node's token from this key; the fixture node holds only its own.
+const NODE_CREDENTIAL_KEY = 'edge-node-credential-key-0123456789abcdef';
+const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'real-edge-node-1');
 
 describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? false : 'edge not built' }, () => {
   let edge: ChildProcess;
@@ -44,7 +47,7 @@ describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? f
         COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
         COVE_EDGE_HOST: '127.0.0.1',
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_TOKEN: NODE_TOKEN,
+        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
         COVE_SANDBOX_DOMAIN: 'cove.test',
         COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-real-edge-storage-'))}`,
         COVE_UPLOAD_SECRET: 'real-edge-upload-secret-0123456789abcdef',

@@ -3,6 +3,7 @@
 // and creates, extends and kills a sandbox through it. Without the CA, or without a client certificate,
 // calls fail fast with the TLS reason. Certificates are generated per run with openssl.
 
+import { deriveNodeToken } from '@cove/auth-tokens';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -26,7 +27,9 @@ import { makeTestPki, type TestPki } from './fixtures/tls-certs.js';
 
 const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'tls-edge-cluster-token-0123456789';
-const NODE_TOKEN = 'tls-edge-node-token-0123456789abc';
+// The edge derives each node's token from this key; the fixture node holds only its own.
+const NODE_CREDENTIAL_KEY = 'edge-node-credential-key-0123456789abcdef';
+const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'tls-node-1');
 
 function clusterAt(endpoint: string) {
   return { id: 'c1', name: 'tls', endpoint, token: CLUSTER_TOKEN, sandboxDomain: null, createdAt: new Date(), updatedAt: new Date() };
@@ -52,7 +55,7 @@ describe('control link over mutual TLS through the real edge', { skip: existsSyn
         COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
         COVE_EDGE_HOST: '127.0.0.1',
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_TOKEN: NODE_TOKEN,
+        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
         COVE_SANDBOX_DOMAIN: 'cove.test',
         // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
         COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,

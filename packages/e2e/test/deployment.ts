@@ -12,7 +12,7 @@ export const E2E_PORT_OFFSET = 100;
 export interface Deployment {
   stateDir: string;
   env: Record<'E2B_API_URL' | 'E2B_SANDBOX_URL' | 'E2B_API_KEY' | 'E2B_DOMAIN', string>;
-  secrets: { adminToken: string; clusterToken: string; nodeToken: string };
+  secrets: { adminToken: string; clusterToken: string; nodeCredentialKey: string };
   ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; orchestratorRpc: number; orchestratorProxy: number };
   /** The orchestrator nodes (`cove test` runs two). */
   nodes: Array<{ nodeId: string; rpcPort: number; proxyPort: number; dataDir: string }>;

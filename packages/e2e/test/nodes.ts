@@ -4,11 +4,16 @@ import { create } from '@bufbuild/protobuf';
 import { createClient, type Interceptor } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { InfoService, NodeStatus, SandboxService, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
+import { deriveNodeToken } from '@cove/auth-tokens';
 import type { Deployment } from './deployment.js';
 
 export function nodeClients(d: Deployment, rpcPort: number) {
+  // Each node accepts only its own token, derived from the deployment's node-credential key.
+  const node = d.nodes.find((n) => n.rpcPort === rpcPort);
+  if (!node) throw new Error(`no node of this deployment listens on rpc port ${rpcPort}`);
+  const token = deriveNodeToken(d.secrets.nodeCredentialKey, node.nodeId);
   const auth: Interceptor = (next) => (req) => {
-    req.header.set('authorization', `Bearer ${d.secrets.nodeToken}`);
+    req.header.set('authorization', `Bearer ${token}`);
     return next(req);
   };
   const transport = createGrpcTransport({ baseUrl: `http://127.0.0.1:${rpcPort}`, interceptors: [auth] });

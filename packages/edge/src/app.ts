@@ -13,6 +13,7 @@ import type { EdgeStatus } from './api/rest-api.js';
 import type { EdgeConfig } from './config.js';
 import { H2SessionPool } from './control-link/h2-session-pool.js';
 import { NodeClients } from './nodes/node-client.js';
+import { NodeCredentials } from './nodes/node-credentials.js';
 import { DEFAULT_DIRECTORY_OPTIONS, NodeDirectory, type NodeDirectoryOptions } from './nodes/node-directory.js';
 import { packageVersion } from './package-info.js';
 import type { EdgeStore } from './store/edge-store.js';
@@ -59,15 +60,16 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const log = deps.log.child({ edgeId: config.edgeId });
   const store: EdgeStore = config.redisUrl ? new RedisStore(config.redisUrl, log) : new MemoryStore();
   const directory = new NodeDirectory(store, log, { ...DEFAULT_DIRECTORY_OPTIONS, ...deps.directoryOptions });
-  const nodeClients = new NodeClients(config.nodeToken);
+  const credentials = new NodeCredentials(config.nodeCredentialKey);
+  const nodeClients = new NodeClients(credentials);
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
   const templateFiles = new TemplateFiles(config.storage, log);
   const resumer = config.controlPlaneUrl
     ? new SandboxResumer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, log, timeoutMs: deps.resumeTimeoutMs })
     : undefined;
-  if (config.tls?.clientCa && templateFiles.servesUploads) {
-    log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use local-storage upload URLs');
+  if (config.tls?.clientCa) {
+    log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use the upload URLs (they point at this port)');
   }
   let draining = false;
 
@@ -90,8 +92,8 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       templateFiles,
       log,
     },
-    controlLink: { clusterToken: config.clusterToken, nodeToken: config.nodeToken, directory, store, sessions, log },
-    nodeToken: config.nodeToken,
+    controlLink: { clusterToken: config.clusterToken, credentials, directory, store, sessions, log },
+    credentials,
     directory,
     uploads: templateFiles,
     tls: config.tls,
@@ -101,7 +103,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     sandboxDomain: config.sandboxDomain,
     store,
     directory,
-    nodeToken: config.nodeToken,
+    credentials,
     agent,
     resumer,
     log,

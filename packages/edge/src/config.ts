@@ -12,7 +12,7 @@ import { z } from 'zod';
 const E2B_DOMAINS = ['e2b.app', 'e2b.dev', 'e2b.pro', 'e2b-staging.dev'];
 
 const port = z.coerce.number().int().min(0).max(65535);
-/** One PUT to S3 is limited to 5 GiB; the local endpoint uses the same default. */
+/** The upload endpoint's default bound: S3's own limit for one PUT. */
 const DEFAULT_UPLOAD_MAX_BYTES = 5 * 1024 ** 3;
 const optionalText = z.string().min(1).optional();
 const secret = z.string().min(16, 'must be at least 16 characters');
@@ -40,7 +40,10 @@ const EnvSchema = z.object({
   COVE_EDGE_TRAFFIC_PORT: port.default(3002),
   COVE_EDGE_HOST: z.string().min(1).default('127.0.0.1'),
   COVE_CLUSTER_TOKEN: secret,
-  COVE_NODE_TOKEN: secret,
+  // Derives each node's own token (nodes/node-credentials.ts); nodes hold only theirs, as COVE_NODE_TOKEN.
+  COVE_NODE_CREDENTIAL_KEY: z.string().min(32, 'must be at least 32 characters'),
+  // The one shared token of older releases: refused, so an upgrade cannot keep it by mistake.
+  COVE_NODE_TOKEN: z.undefined({ invalid_type_error: 'no longer used by the edge: set COVE_NODE_CREDENTIAL_KEY (each node gets its own derived token)' }),
   COVE_SANDBOX_DOMAIN: z
     .string()
     .toLowerCase()
@@ -71,9 +74,9 @@ const EnvSchema = z.object({
     }),
   COVE_STORAGE_ACCESS_KEY_ID: optionalText,
   COVE_STORAGE_SECRET_ACCESS_KEY: optionalText,
-  // HMAC key of the local driver's upload tokens; only the edge mints and checks them.
-  COVE_UPLOAD_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
-  // Base URL clients reach the API port at (upload URLs of the local driver point here).
+  // HMAC key of the upload tokens; only edges mint and check them (every edge of a cluster shares it).
+  COVE_UPLOAD_SECRET: z.string({ required_error: 'required (it signs the upload URLs the edge serves)' }).min(32, 'must be at least 32 characters'),
+  // Base URL clients reach the API port at (upload URLs point here).
   COVE_EDGE_PUBLIC_URL: baseUrl.optional(),
   COVE_UPLOAD_MAX_BYTES: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(DEFAULT_UPLOAD_MAX_BYTES),
   // The control plane's base URL: set = requests for sandboxes the catalog does not know ask it to resume them.
@@ -90,10 +93,6 @@ const EnvSchema = z.object({
   .refine((e) => (e.COVE_STORAGE_ACCESS_KEY_ID === undefined) === (e.COVE_STORAGE_SECRET_ACCESS_KEY === undefined), {
     message: 'COVE_STORAGE_ACCESS_KEY_ID and COVE_STORAGE_SECRET_ACCESS_KEY must be set together (or neither, for the default AWS chain)',
     path: ['COVE_STORAGE_ACCESS_KEY_ID'],
-  })
-  .refine((e) => !isLocal(e.COVE_STORAGE_URL) || e.COVE_UPLOAD_SECRET !== undefined, {
-    message: 'required with a file:// COVE_STORAGE_URL (it signs the upload URLs the edge serves)',
-    path: ['COVE_UPLOAD_SECRET'],
   })
   .refine((e) => !isLocal(e.COVE_STORAGE_URL) || e.COVE_STORAGE_ACCESS_KEY_ID === undefined, {
     message: 'only meaningful with an s3:// COVE_STORAGE_URL',
@@ -115,11 +114,11 @@ export interface EdgeTlsConfig {
 /** Cluster storage as the edge uses it: presence checks and upload URLs for template-build COPY files. */
 export interface EdgeStorageConfig {
   readonly storage: StorageConfig;
-  /** HMAC key of local upload tokens; always set for the local driver, unused with S3 (presigned URLs). */
-  readonly uploadSecret: string | undefined;
+  /** HMAC key of upload tokens (any driver: the edge relays uploads into S3 too, see TemplateFiles). */
+  readonly uploadSecret: string;
   /** Base URL of the API port as clients see it; undefined = derived from host, port and TLS at listen. */
   readonly publicUrl: string | undefined;
-  /** Largest COPY tarball the local upload endpoint accepts (S3 caps one presigned PUT at 5 GiB itself). */
+  /** Largest COPY tarball the upload endpoint accepts, whatever the driver. */
   readonly uploadMaxBytes: number;
 }
 
@@ -130,7 +129,8 @@ export interface EdgeConfig {
   readonly trafficPort: number;
   readonly host: string;
   readonly clusterToken: string;
-  readonly nodeToken: string;
+  /** Key node tokens are derived from; never sent anywhere. */
+  readonly nodeCredentialKey: string;
   readonly sandboxDomain: string;
   readonly redisUrl: string | undefined;
   readonly logLevel: string;
@@ -164,7 +164,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     trafficPort: e.COVE_EDGE_TRAFFIC_PORT,
     host: e.COVE_EDGE_HOST,
     clusterToken: e.COVE_CLUSTER_TOKEN,
-    nodeToken: e.COVE_NODE_TOKEN,
+    nodeCredentialKey: e.COVE_NODE_CREDENTIAL_KEY,
     sandboxDomain: e.COVE_SANDBOX_DOMAIN,
     redisUrl: e.COVE_EDGE_REDIS_URL,
     logLevel: e.COVE_LOG_LEVEL,

@@ -15,6 +15,8 @@ const REDACT = [
   'nodeToken',
   'config.clusterToken',
   'config.nodeToken',
+  'nodeCredentialKey',
+  'config.nodeCredentialKey',
   'req.headers.authorization',
   'req.headers["x-api-key"]',
   'req.headers["cove-node-token"]',

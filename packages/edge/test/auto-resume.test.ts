@@ -13,7 +13,7 @@ import { CreateRequestSchema, PauseRequestSchema } from '@cove/contracts/orchest
 import { WebSocket } from 'undici';
 import { FakeControlPlane, type ResumeCall, type ResumeHandler } from './fixtures/fake-control-plane.js';
 import { FakeNode } from './fixtures/fake-node.js';
-import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
 
 const ENVD = 49983;
@@ -28,6 +28,8 @@ describe('edge auto-resume', () => {
   let url: string;
   /** Traffic tokens of private sandboxes, as the control plane keeps them. */
   const tokens = new Map<string, string>();
+  /** envd access tokens, which the control plane puts in every Create's spec (a resume's too). */
+  const envdTokens = new Map<string, string>();
   /** Per-sandbox answers; the default resumes through the control link. */
   const behaviour = new Map<string, ResumeHandler>();
 
@@ -39,22 +41,28 @@ describe('edge auto-resume', () => {
     if (token !== undefined && call.body.port !== ENVD && call.body.trafficAccessToken !== token) {
       return { status: 403, body: { code: 403, message: 'invalid traffic access token' } };
     }
-    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: call.sandboxId, snapshotId: `snap-${call.sandboxId}` } }), {
+    const envdAccessToken = envdTokens.get(call.sandboxId) ?? '';
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: call.sandboxId, snapshotId: `snap-${call.sandboxId}`, envdAccessToken } }), {
       headers: linkFor(call.sandboxId),
     });
     return { status: 200, body: { sandboxID: call.sandboxId, nodeID: NODE_ID } };
   };
 
-  async function createAndPause(id: string, token?: string): Promise<void> {
+  async function createAndPause(id: string, token?: string, envdToken?: string): Promise<void> {
     if (token !== undefined) tokens.set(id, token);
-    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: id } }), { headers: linkFor(id) });
+    if (envdToken !== undefined) envdTokens.set(id, envdToken);
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: id, envdAccessToken: envdToken ?? '' } }), { headers: linkFor(id) });
+    await pause(id);
+  }
+
+  async function pause(id: string): Promise<void> {
     await edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: id, snapshotId: `snap-${id}`, memory: true }), { headers: linkFor(id) });
   }
 
   before(async () => {
     cp = await new FakeControlPlane(CLUSTER_TOKEN, (call) => (behaviour.get(call.sandboxId) ?? resumeThroughLink)(call)).start();
     edge = await startEdge({ COVE_CONTROL_PLANE_URL: cp.url });
-    node = await new FakeNode({ nodeId: NODE_ID, nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: NODE_ID }).start();
     await node.heartbeat(edge.apiUrl);
     url = edge.trafficUrl;
   });
@@ -131,10 +139,68 @@ describe('edge auto-resume', () => {
       code: 403,
     });
     assert.equal(node.sandboxes.has('priv2'), false);
+    assert.equal(cp.callsFor('priv2').length, 0, 'refused by the edge itself: it knows the paused sandbox is private');
+  });
+
+  it("does not wake a paused private sandbox through envd's port without its envd access token or traffic token", async () => {
+    await createAndPause('privenv1', 'traffic-secret-e1', 'envd-secret-e1');
+    const refused: Record<string, string>[] = [
+      {},
+      { 'x-access-token': 'envd-secret-OTHER' },
+      { 'x-access-token': '' },
+      { 'e2b-traffic-access-token': 'traffic-secret-WRONG' },
+      { 'x-access-token': 'traffic-secret-e1' },
+    ];
+    for (const extra of refused) {
+      const res = await send(`${url}/health`, { headers: route('privenv1', ENVD, extra) });
+      assert.equal(res.status, 403, JSON.stringify(extra));
+      assert.deepEqual(res.json(), {
+        message: 'The sandbox is paused and this request may not resume it (missing or invalid e2b-traffic-access-token or x-access-token header)',
+        sandboxId: 'privenv1',
+        code: 403,
+      });
+    }
+    // A WebSocket upgrade is held to the same rule.
+    const ws = new WebSocket(`${url.replace('http', 'ws')}/ws`, { headers: route('privenv1', ENVD) } as any);
+    const [event] = await Promise.race([once(ws, 'error'), once(ws, 'open')]);
+    assert.equal((event as Event).type, 'error');
+    assert.equal(cp.callsFor('privenv1').length, 0, 'the control plane was never asked');
+    assert.equal(node.sandboxes.has('privenv1'), false, 'still paused');
+
+    // The SDK's own envd request (its X-Access-Token) wakes it, as on E2B.
+    const woke = await send(`${url}/health`, { headers: route('privenv1', ENVD, { 'x-access-token': 'envd-secret-e1' }) });
+    assert.equal(woke.status, 200, woke.text);
+    assert.equal(node.sandboxes.has('privenv1'), true);
+    assert.equal(await edge.edge.store.getPaused('privenv1'), undefined, 'running again: its route guards it');
+    // Paused again (the resume's Create carried the envd token too): the traffic token also wakes it via envd.
+    await pause('privenv1');
+    assert.equal((await send(`${url}/health`, { headers: route('privenv1', ENVD) })).status, 403);
+    assert.equal((await send(`${url}/health`, { headers: route('privenv1', ENVD, { 'e2b-traffic-access-token': 'traffic-secret-e1' }) })).status, 200);
+    assert.equal(cp.callsFor('privenv1').length, 2);
+  });
+
+  it('keeps the wake credentials only while the pause holds: a failed pause gives the route back', async () => {
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'privenv2', envdAccessToken: 'envd-secret-e2' } }), {
+      headers: linkHeaders(NODE_ID, { 'cove-sandbox-id': 'privenv2', 'cove-traffic-access-token': 'traffic-secret-e2' }),
+    });
+    node.beforePause = async () => {
+      throw new Error('dump failed');
+    };
+    try {
+      await assert.rejects(pause('privenv2'));
+    } finally {
+      node.beforePause = undefined;
+    }
+    assert.equal(await edge.edge.store.getPaused('privenv2'), undefined);
+    // Still running and routed: envd's port needs no traffic token (envd checks its own access token).
+    assert.equal((await send(`${url}/health`, { headers: route('privenv2', ENVD) })).status, 200);
+    assert.equal(cp.callsFor('privenv2').length, 0);
   });
 
   it('asks again for a request whose token differs from the one a shared call was refused for', async () => {
     await createAndPause('priv3', 'traffic-secret-p3');
+    // As if paused through another edge with its own catalog: this edge cannot judge, the control plane does.
+    await edge.edge.store.deletePaused('priv3');
     behaviour.set('priv3', async (call) => {
       await sleep(200);
       return resumeThroughLink(call);

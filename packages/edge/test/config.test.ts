@@ -4,7 +4,7 @@ import { ConfigError, loadConfig } from '../src/index.js';
 
 const base = {
     COVE_CLUSTER_TOKEN: 'c'.repeat(20),
-    COVE_NODE_TOKEN: 'n'.repeat(20),
+    COVE_NODE_CREDENTIAL_KEY: 'n'.repeat(32),
     COVE_SANDBOX_DOMAIN: 'cove.localhost',
     COVE_UPLOAD_SECRET: 'u'.repeat(32),
   };
@@ -26,7 +26,7 @@ describe('edge config', () => {
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         const fields = err.issues.map((i) => i.split(':')[0]);
-        for (const f of ['COVE_CLUSTER_TOKEN', 'COVE_NODE_TOKEN', 'COVE_SANDBOX_DOMAIN', 'COVE_EDGE_API_PORT', 'COVE_EDGE_REDIS_URL']) {
+        for (const f of ['COVE_CLUSTER_TOKEN', 'COVE_NODE_CREDENTIAL_KEY', 'COVE_SANDBOX_DOMAIN', 'COVE_EDGE_API_PORT', 'COVE_EDGE_REDIS_URL']) {
           assert.ok(fields.includes(f), f);
         }
         return true;
@@ -34,6 +34,13 @@ describe('edge config', () => {
     );
     assert.throws(() => loadConfig({ ...base, COVE_SANDBOX_DOMAIN: 'sandbox.e2b.dev' }), ConfigError);
     assert.equal(loadConfig({ ...base, COVE_EDGE_REDIS_URL: '/run/redis.sock' }).redisUrl, '/run/redis.sock');
+  });
+
+  it('refuses the shared COVE_NODE_TOKEN of older releases, naming its replacement', () => {
+    assert.throws(
+      () => loadConfig({ ...base, COVE_NODE_TOKEN: 'n'.repeat(20) }),
+      (err: unknown) => err instanceof ConfigError && err.issues.some((i) => /^COVE_NODE_TOKEN: .*COVE_NODE_CREDENTIAL_KEY/.test(i)),
+    );
   });
 });
 
@@ -68,7 +75,7 @@ describe('edge control plane URL', () => {
 });
 
 describe('edge storage config', () => {
-  const noSecret = { COVE_CLUSTER_TOKEN: 'c'.repeat(20), COVE_NODE_TOKEN: 'n'.repeat(20), COVE_SANDBOX_DOMAIN: 'cove.localhost' };
+  const noSecret = { COVE_CLUSTER_TOKEN: 'c'.repeat(20), COVE_NODE_CREDENTIAL_KEY: 'n'.repeat(32), COVE_SANDBOX_DOMAIN: 'cove.localhost' };
   const issuesOf = (env: Record<string, string>): string[] => {
     try {
       loadConfig(env);
@@ -89,31 +96,33 @@ describe('edge storage config', () => {
     assert.equal(loadConfig({ ...base, COVE_UPLOAD_MAX_BYTES: '1048576' }).storage.uploadMaxBytes, 1048576);
   });
 
-  it('requires a 32-character upload secret with the local driver, and none with S3', () => {
-    assert.match(issuesOf(noSecret).join('\n'), /^COVE_UPLOAD_SECRET: required with a file:\/\/ COVE_STORAGE_URL/m);
+  it('requires a 32-character upload secret with either driver (S3 uploads are relayed and bounded too)', () => {
+    assert.match(issuesOf(noSecret).join('\n'), /^COVE_UPLOAD_SECRET: required/m);
     assert.match(issuesOf({ ...noSecret, COVE_UPLOAD_SECRET: 'short' }).join('\n'), /^COVE_UPLOAD_SECRET: must be at least 32 characters/m);
-    const s3 = loadConfig({
+    const s3Env = {
       ...noSecret,
       COVE_STORAGE_URL: 's3://cove-bucket/prefix?endpoint=http://127.0.0.1:9000&pathStyle=true',
       COVE_STORAGE_ACCESS_KEY_ID: 'AKIA0000',
       COVE_STORAGE_SECRET_ACCESS_KEY: 'secret0000',
-    });
+    };
+    assert.match(issuesOf(s3Env).join('\n'), /^COVE_UPLOAD_SECRET: required/m);
+    const s3 = loadConfig({ ...s3Env, COVE_UPLOAD_SECRET: 'u'.repeat(32) });
     assert.equal(s3.storage.storage.driver, 's3');
     assert.deepEqual(s3.storage.storage.driver === 's3' && s3.storage.storage.credentials, { accessKeyId: 'AKIA0000', secretAccessKey: 'secret0000' });
-    assert.equal(s3.storage.uploadSecret, undefined);
+    assert.equal(s3.storage.uploadSecret, 'u'.repeat(32));
   });
 
   it('lists storage problems with the other bad fields', () => {
     const issues = issuesOf({
       ...base,
-      COVE_NODE_TOKEN: 'short',
+      COVE_NODE_CREDENTIAL_KEY: 'short',
       COVE_STORAGE_URL: 's3://cove-bucket/p?bogus=1',
       COVE_STORAGE_ACCESS_KEY_ID: 'only-the-id',
       COVE_EDGE_PUBLIC_URL: 'ftp://edge.example',
       COVE_UPLOAD_MAX_BYTES: '0',
     });
     const fields = issues.map((i) => i.split(':')[0]);
-    for (const f of ['COVE_NODE_TOKEN', 'COVE_STORAGE_URL', 'COVE_EDGE_PUBLIC_URL', 'COVE_UPLOAD_MAX_BYTES']) assert.ok(fields.includes(f), `${f} in ${issues.join('; ')}`);
+    for (const f of ['COVE_NODE_CREDENTIAL_KEY', 'COVE_STORAGE_URL', 'COVE_EDGE_PUBLIC_URL', 'COVE_UPLOAD_MAX_BYTES']) assert.ok(fields.includes(f), `${f} in ${issues.join('; ')}`);
     assert.match(issues.join('\n'), /COVE_STORAGE_URL: unknown parameter bogus/);
     assert.match(issuesOf({ ...base, COVE_STORAGE_URL: 'http://x/y' }).join('\n'), /COVE_STORAGE_URL: unsupported scheme http:/);
     assert.match(issuesOf({ ...base, COVE_STORAGE_ACCESS_KEY_ID: 'a', COVE_STORAGE_SECRET_ACCESS_KEY: 'b' }).join('\n'), /COVE_STORAGE_ACCESS_KEY_ID: only meaningful with an s3/);

@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { request } from 'undici';
 import { FakeNode } from './fixtures/fake-node.js';
-import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema, SnapshotRequestSchema } from '@cove/contracts/orchestrator';
 
 async function getJson(url: string, headers: Record<string, string> = {}, method: 'GET' | 'POST' = 'GET') {
@@ -33,7 +33,7 @@ describe('edge API port', () => {
 
   before(async () => {
     edge = await startEdge();
-    node = await new FakeNode({ nodeId: 'node-a', nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: 'node-a' }).start();
   });
   after(async () => {
     await edge.close();
@@ -93,7 +93,7 @@ describe('edge API port', () => {
     // The node saw the node token, not the cluster token, and the routing headers.
     const seen = node.rpcHeaders.at(-1)!;
     assert.equal(seen.method, 'Create');
-    assert.equal(seen.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+    assert.equal(seen.headers.get('authorization'), `Bearer ${node.nodeToken}`);
     assert.equal(seen.headers.get('cove-node-id'), 'node-a');
     assert.deepEqual(await getJson(`${edge.apiUrl}/v1/sandboxes/sbx1`, auth), { status: 200, body: { sandboxId: 'sbx1', nodeId: 'node-a' } });
 
@@ -176,7 +176,7 @@ describe('edge API port', () => {
   });
 
   it('removes a paused sandbox only from the node that paused it', async () => {
-    const other = await new FakeNode({ nodeId: 'node-p2', nodeToken: NODE_TOKEN }).start();
+    const other = await new FakeNode({ nodeId: 'node-p2' }).start();
     try {
       await other.heartbeat(edge.apiUrl);
       // psbx2 runs on node-a per the catalog; a (stale) Pause answered by node-p2 must not drop that route.
@@ -217,7 +217,7 @@ describe('edge API port', () => {
     );
     const seen = node.rpcHeaders.at(-1)!;
     assert.equal(seen.method, 'Build');
-    assert.equal(seen.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+    assert.equal(seen.headers.get('authorization'), `Bearer ${node.nodeToken}`);
     const build = node.builds.get('b-1');
     assert.equal(build?.teamId, 'team-1');
     assert.equal(build?.steps[1]?.filesHash, 'a'.repeat(64));
@@ -276,7 +276,7 @@ describe('edge API port', () => {
     await once(dead, 'listening');
     const port = (dead.address() as { port: number }).port;
     await new Promise((r) => dead.close(r));
-    const ghost = await new FakeNode({ nodeId: 'node-dead', nodeToken: NODE_TOKEN }).start();
+    const ghost = await new FakeNode({ nodeId: 'node-dead' }).start();
     ghost.rpcUrl = `http://127.0.0.1:${port}`;
     await ghost.heartbeat(edge.apiUrl);
     await rejectsWith(edge.infoClient.info({}, { headers: linkHeaders('node-dead') }), Code.Unavailable, /node-dead/);
@@ -301,7 +301,7 @@ describe('edge API port', () => {
     assert.equal(undrained.body.status, 'healthy');
     assert.deepEqual(node.statusCalls, [NodeStatus.DRAINING, NodeStatus.HEALTHY]);
     const setStatusCall = node.rpcHeaders.filter((c) => c.method === 'SetStatus').at(-1)!;
-    assert.equal(setStatusCall.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+    assert.equal(setStatusCall.headers.get('authorization'), `Bearer ${node.nodeToken}`);
     assert.deepEqual(await getJson(`${edge.apiUrl}/v1/nodes/nobody/drain`, auth, 'POST'), {
       status: 404,
       body: { code: 404, message: 'node nobody is not registered with this edge' },

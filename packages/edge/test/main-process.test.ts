@@ -16,7 +16,7 @@ const ENV = {
   COVE_EDGE_API_PORT: '0',
   COVE_EDGE_TRAFFIC_PORT: '0',
   COVE_CLUSTER_TOKEN: 'cluster-token-for-main-test',
-  COVE_NODE_TOKEN: 'node-token-for-main-test-00',
+  COVE_NODE_CREDENTIAL_KEY: 'node-credential-key-for-main-test-0123',
   COVE_SANDBOX_DOMAIN: 'cove.test',
   COVE_STORAGE_URL: pathToFileURL(join(tmpdir(), 'cove-edge-main-test-storage')).href,
   COVE_UPLOAD_SECRET: 'upload-secret-for-main-test-0123456789',

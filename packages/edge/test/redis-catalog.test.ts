@@ -3,10 +3,11 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CreateRequestSchema, DeleteRequestSchema } from '@cove/contracts/orchestrator';
+import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
+import { tokenHash } from '@cove/auth-tokens';
 import { request } from 'undici';
 import { FakeNode } from './fixtures/fake-node.js';
-import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
 import { startRedis, type RedisFixture } from './fixtures/redis-server.js';
 
@@ -21,7 +22,7 @@ describe('Redis catalog shared by two edges', () => {
     redis = await startRedis();
     a = await startEdge({ COVE_EDGE_ID: 'edge-a', COVE_EDGE_REDIS_URL: redis.socketPath });
     b = await startEdge({ COVE_EDGE_ID: 'edge-b', COVE_EDGE_REDIS_URL: redis.socketPath });
-    node = await new FakeNode({ nodeId: 'node-r', nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: 'node-r' }).start();
   });
   after(async () => {
     await a.close();
@@ -62,7 +63,7 @@ describe('Redis catalog shared by two edges', () => {
 
   it('forgets a silent node together with its routes', async () => {
     const c = await startEdge({ COVE_EDGE_ID: 'edge-c', COVE_EDGE_REDIS_URL: redis.socketPath }, { directoryOptions: { forgetAfterMs: 100 } });
-    const quiet = await new FakeNode({ nodeId: 'node-quiet', nodeToken: NODE_TOKEN }).start();
+    const quiet = await new FakeNode({ nodeId: 'node-quiet' }).start();
     try {
       await quiet.heartbeat(c.apiUrl, { sandboxIds: ['quiet1'] });
       const deadline = Date.now() + 10_000;
@@ -87,5 +88,16 @@ describe('Redis catalog shared by two edges', () => {
     await node.heartbeat(b.apiUrl);
     const res = await request(`${a.apiUrl}/v1/sandboxes/hbr1`, { headers: auth });
     assert.deepEqual(await res.body.json(), { sandboxId: 'hbr1', nodeId: 'node-r' });
+  });
+
+  it("shares a paused private sandbox's wake credentials, so every edge refuses to wake it without them", async () => {
+    await a.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'pausedr1', envdAccessToken: 'envd-r1' } }), {
+      headers: linkHeaders('node-r', { 'cove-sandbox-id': 'pausedr1', 'cove-traffic-access-token': 'tok-r1' }),
+    });
+    await a.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'pausedr1', snapshotId: 'snap-r1', memory: true }), {
+      headers: linkHeaders('node-r', { 'cove-sandbox-id': 'pausedr1' }),
+    });
+    const seen = await b.edge.store.getPaused('pausedr1');
+    assert.deepEqual({ ...seen, pausedAt: 0 }, { trafficTokenHash: tokenHash('tok-r1'), envdTokenHash: tokenHash('envd-r1'), pausedAt: 0 });
   });
 });

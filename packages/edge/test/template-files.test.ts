@@ -1,7 +1,8 @@
 // COPY-file uploads for template builds (docs/template-builds.md, "Edge"): `POST /v1/templates/files` on a
 // real edge, and the upload the unchanged E2B SDK makes with the URL it answers — a plain PUT of a gzipped tar
 // with an exact Content-Length, any content type, no credentials — into local storage through the edge's own
-// `PUT /storage/upload`, or into a real S3-protocol server (s3rver) through a presigned URL.
+// `PUT /storage/upload`, or — through the same endpoint, bounded the same way — into a real S3-protocol server
+// (s3rver).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -294,6 +295,7 @@ describe('template COPY files, S3 storage', () => {
       COVE_STORAGE_URL: storageUrl,
       COVE_STORAGE_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId,
       COVE_STORAGE_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey,
+      COVE_UPLOAD_MAX_BYTES: String(MAX),
     });
   });
   after(async () => {
@@ -301,14 +303,15 @@ describe('template COPY files, S3 storage', () => {
     await s3?.stop();
   });
 
-  it('answers a presigned PUT the SDK uploads to directly, then reports the files present', async () => {
+  it('answers an upload URL of its own that relays the SDK PUT into S3, then reports the files present', async () => {
     const hash = newHash();
     const tar = gzippedTar({ 'main.go': 'package main\n', 'blob': randomBytes(100_000) });
     const minted = await postFiles(edge, { teamId: TEAM, hash });
     assert.equal(minted.status, 201);
     assert.equal(minted.body.present, false);
-    assert.ok(minted.body.url.startsWith(`${s3.endpoint}/${s3.bucket}/c1/files/${TEAM}/${hash}.tar?`), minted.body.url);
-    assert.match(minted.body.url, /X-Amz-Expires=3600/);
+    // Not a presigned S3 URL: the SDK does not say the size, and an unsized presigned PUT takes up to 5 GiB.
+    assert.ok(minted.body.url.startsWith(`${edge.apiUrl}/storage/upload?token=`), minted.body.url);
+    assert.ok(!minted.body.url.includes('X-Amz-'), minted.body.url);
 
     assert.equal((await sdkPut(minted.body.url, tar)).status, 200);
     assert.deepEqual(await postFiles(edge, { teamId: TEAM, hash }), { status: 200, contentType: 'application/json', body: { present: true } });
@@ -317,13 +320,36 @@ describe('template COPY files, S3 storage', () => {
     assert.deepEqual(Buffer.concat(chunks), tar);
   });
 
-  it('refuses the presigned URL for any other object', async () => {
+  it('stores nothing in S3 past COVE_UPLOAD_MAX_BYTES, declared or streamed', async () => {
+    const hash = newHash();
+    const { url } = (await postFiles(edge, { teamId: TEAM, hash })).body;
+    const key = `files/${TEAM}/${hash}.tar`;
+    // Declared too large: refused before a byte is read.
+    const declared = await sdkPut(url, randomBytes(MAX + 1));
+    assert.equal(declared.status, 413);
+    assert.equal(declared.body.code, 'too_large');
+    // Chunked, no length: cut where it passes the bound.
+    const streamed = await sdkPut(url, Readable.from((function* () {
+      for (let i = 0; i < 8; i++) yield randomBytes(64 * 1024);
+    })()));
+    assert.equal(streamed.status, 413);
+    assert.equal(await edge.edge.templateFiles.store.exists(key), false, 'nothing reached the bucket');
+    assert.equal((await postFiles(edge, { teamId: TEAM, hash })).body.present, false);
+    // Exactly the bound is accepted.
+    assert.equal((await sdkPut(url, randomBytes(MAX))).status, 200);
+    assert.equal(await edge.edge.templateFiles.store.exists(key), true);
+  });
+
+  it('refuses the upload URL for any other object', async () => {
     const hash = newHash();
     const otherHash = newHash();
     const { url } = (await postFiles(edge, { teamId: TEAM, hash })).body;
     const tar = gzippedTar({ 'a.txt': 'a' });
-    assert.equal((await sdkPut(url.replace(`/${hash}.tar?`, `/${otherHash}.tar?`), tar)).status, 403);
-    assert.equal((await sdkPut(url.replace(`/files/${TEAM}/`, '/files/team-2/'), tar)).status, 403);
+    const other = (await postFiles(edge, { teamId: TEAM, hash: otherHash })).body.url as string;
+    // A token is for one object: swapping in a token whose signature was cut or changed is refused.
+    const token = new URL(url).searchParams.get('token')!;
+    assert.equal((await sdkPut(`${edge.apiUrl}/storage/upload?token=${encodeURIComponent(token.slice(0, -2))}`, tar)).status, 403);
+    assert.ok(other !== url);
     assert.equal((await postFiles(edge, { teamId: TEAM, hash: otherHash })).body.present, false);
     assert.equal((await postFiles(edge, { teamId: 'team-2', hash })).body.present, false);
   });
@@ -336,8 +362,8 @@ describe('template COPY files, S3 storage', () => {
     assert.match(res.body.message, /storage backend failed/);
   });
 
-  it('serves no upload endpoint of its own', async () => {
+  it('refuses a forged upload token', async () => {
     const res = await sdkPut(`${edge.apiUrl}/storage/upload?token=x`, Buffer.from('x'));
-    assert.equal(res.status, 404);
+    assert.equal(res.status, 403);
   });
 });

@@ -13,7 +13,7 @@ import { CreateRequestSchema, SandboxService } from '@cove/contracts/orchestrato
 import { Agent, request } from 'undici';
 import { ConfigError, loadConfig } from '../src/index.js';
 import { FakeNode } from './fixtures/fake-node.js';
-import { CLUSTER_TOKEN, NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { makeTestPki, type TestPki } from './fixtures/tls-certs.js';
 
 const auth = { authorization: `Bearer ${CLUSTER_TOKEN}` };
@@ -60,7 +60,7 @@ describe('edge API port over TLS', () => {
   before(async () => {
     pki = makeTestPki();
     edge = await startEdge({ COVE_EDGE_TLS_CERT: pki.files.serverCert, COVE_EDGE_TLS_KEY: pki.files.serverKey });
-    node = await new FakeNode({ nodeId: 'tls-node', nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: 'tls-node' }).start();
   });
   after(async () => {
     await edge?.close();
@@ -105,7 +105,7 @@ describe('edge API port over TLS', () => {
         headers: linkHeaders('tls-node', { 'cove-sandbox-id': 'tls-sbx' }),
       });
       assert.equal(created.sandbox?.sandboxId, 'tls-sbx');
-      assert.equal(node.rpcHeaders.at(-1)?.headers.get('authorization'), `Bearer ${NODE_TOKEN}`);
+      assert.equal(node.rpcHeaders.at(-1)?.headers.get('authorization'), `Bearer ${node.nodeToken}`);
       const list = await client.list({}, { headers: linkHeaders('tls-node') });
       assert.deepEqual(list.sandboxes.map((s) => s.sandboxId), ['tls-sbx']);
     } finally {
@@ -150,7 +150,7 @@ describe('edge API port with mutual TLS', () => {
       COVE_EDGE_TLS_KEY: pki.files.serverKey,
       COVE_EDGE_TLS_CLIENT_CA: pki.files.ca,
     });
-    node = await new FakeNode({ nodeId: 'mtls-node', nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: 'mtls-node' }).start();
   });
   after(async () => {
     await edge?.close();
@@ -200,7 +200,7 @@ describe('edge API port with mutual TLS', () => {
 describe('edge TLS configuration', () => {
   const base = {
     COVE_CLUSTER_TOKEN: 'c'.repeat(20),
-    COVE_NODE_TOKEN: 'n'.repeat(20),
+    COVE_NODE_CREDENTIAL_KEY: 'n'.repeat(32),
     COVE_SANDBOX_DOMAIN: 'cove.localhost',
     COVE_UPLOAD_SECRET: 'u'.repeat(32),
   };

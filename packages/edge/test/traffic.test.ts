@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { CreateRequestSchema } from '@cove/contracts/orchestrator';
 import { WebSocket } from 'undici';
 import { CLOSED_PORT, FakeNode } from './fixtures/fake-node.js';
-import { NODE_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { openRequest, send } from './fixtures/http-client.js';
 
 const MB = 1024 * 1024;
@@ -27,7 +27,7 @@ describe('edge traffic port', () => {
 
   before(async () => {
     edge = await startEdge();
-    node = await new FakeNode({ nodeId: 'node-t', nodeToken: NODE_TOKEN }).start();
+    node = await new FakeNode({ nodeId: 'node-t' }).start();
     await node.heartbeat(edge.apiUrl);
     url = edge.trafficUrl;
     for (const [id, token] of [['pub1', undefined], ['priv1', 'traffic-secret-1']] as const) {
@@ -47,7 +47,7 @@ describe('edge traffic port', () => {
     });
     assert.equal(res.status, 200, res.text);
     const seen = res.json();
-    assert.equal(seen['cove-node-token'], NODE_TOKEN);
+    assert.equal(seen['cove-node-token'], node.nodeToken);
     assert.equal(seen['e2b-sandbox-id'], 'pub1');
     assert.equal(seen['e2b-sandbox-port'], '49983');
     assert.equal(seen['x-access-token'], 'envd-token');
@@ -232,7 +232,7 @@ describe('edge traffic port', () => {
     await once(dead, 'listening');
     const deadPort = (dead.address() as { port: number }).port;
     await new Promise((r) => dead.close(r));
-    const ghost = await new FakeNode({ nodeId: 'node-ghost', nodeToken: NODE_TOKEN }).start();
+    const ghost = await new FakeNode({ nodeId: 'node-ghost' }).start();
     ghost.proxyUrl = `http://127.0.0.1:${deadPort}`;
     await ghost.heartbeat(edge.apiUrl, { sandboxIds: ['ghost1'] });
     const res = await send(`${url}/`, { headers: route('ghost1', 49983) });

@@ -1,6 +1,7 @@
 // Heartbeats to an `https://` edge (its own process, mutual TLS on its API port): the node trusts the
 // edge through COVE_EDGE_CA and presents COVE_EDGE_CLIENT_CERT/KEY; without them the beat fails with the
 // TLS reason. Certificates are generated per run with openssl; no sandbox runtime is needed.
+import { deriveNodeToken } from '@cove/auth-tokens';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import assert from 'node:assert/strict';
@@ -20,7 +21,9 @@ import { makeTestPki, type TestPki } from './tls-certs.js';
 
 const EDGE_MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'edge', 'dist', 'src', 'main.js');
 const CLUSTER_TOKEN = 'heartbeat-tls-cluster-token-01234';
-const NODE_TOKEN = 'heartbeat-tls-node-token-0123456789';
+const NODE_CREDENTIAL_KEY = 'heartbeat-tls-node-credential-key-0123456789';
+// The node's own token, as the edge derives it for node id hb-tls-node.
+const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'hb-tls-node');
 
 describe('heartbeat to an https edge', () => {
   let pki: TestPki;
@@ -36,7 +39,7 @@ describe('heartbeat to an https edge', () => {
         COVE_EDGE_TRAFFIC_PORT: '0',
         COVE_EDGE_HOST: '127.0.0.1',
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_TOKEN: NODE_TOKEN,
+        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
         COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
         // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
         COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,

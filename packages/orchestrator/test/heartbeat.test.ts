@@ -12,10 +12,14 @@ import { NodeStatus } from '@cove/contracts/orchestrator';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { SandboxService } from '@cove/contracts/orchestrator';
-import { NODE_TOKEN, PACKAGE_DIR, bearer, instance, rpcClients, spec, startOrchestrator, teardown, waitFor, type Running } from './orchestrator-fixture.js';
+import { deriveNodeToken } from '@cove/auth-tokens';
+import { PACKAGE_DIR, bearer, instance, rpcClients, spec, startOrchestrator, teardown, waitFor, type Running } from './orchestrator-fixture.js';
 
 const I = instance('covthb', 'cth-', '10.239.0.0/16');
 const CLUSTER_TOKEN = 'heartbeat-test-cluster-token-0123';
+// The edge derives each node's token from this key; the node holds only its own (as `cove up` hands it out).
+const NODE_CREDENTIAL_KEY = 'heartbeat-test-node-credential-key-0123456789';
+const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, `node-${I.instance}`);
 const EDGE_MAIN = join(PACKAGE_DIR, '..', 'edge', 'dist', 'src', 'main.js');
 
 interface NodeView {
@@ -42,7 +46,7 @@ describe('heartbeat to the edge', () => {
         COVE_EDGE_TRAFFIC_PORT: '0',
         COVE_EDGE_HOST: '127.0.0.1',
         COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_TOKEN: NODE_TOKEN,
+        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
         COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
         // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
         COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
@@ -66,7 +70,7 @@ describe('heartbeat to the edge', () => {
     });
     apiUrl = `http://127.0.0.1:${apiPort}`;
     trafficUrl = `http://127.0.0.1:${trafficPort}`;
-    node = await startOrchestrator(I, { COVE_EDGE_URL: apiUrl, COVE_WARM_POOL: '', COVE_HEARTBEAT_INTERVAL_MS: '200' });
+    node = await startOrchestrator(I, { COVE_EDGE_URL: apiUrl, COVE_WARM_POOL: '', COVE_HEARTBEAT_INTERVAL_MS: '200', COVE_NODE_TOKEN: NODE_TOKEN });
   });
 
   after(async () => {
@@ -105,7 +109,7 @@ describe('heartbeat to the edge', () => {
       headers: { authorization: `Bearer ${CLUSTER_TOKEN}` },
     });
     assert.equal(drain.status, 200);
-    const rpc = rpcClients(node.rpcUrl);
+    const rpc = rpcClients(node.rpcUrl, NODE_TOKEN);
     assert.equal((await rpc.info.info({})).status, NodeStatus.DRAINING);
     const undrain = await fetch(`${apiUrl}/v1/nodes/${node.config.nodeId}/undrain`, {
       method: 'POST',
@@ -116,7 +120,7 @@ describe('heartbeat to the edge', () => {
   });
 
   it('reports its sandboxes and their traffic-token hashes, so the edge routes and guards them', async () => {
-    const rpc = rpcClients(node.rpcUrl);
+    const rpc = rpcClients(node.rpcUrl, NODE_TOKEN);
     // The control plane's traffic token rides as request metadata, as the edge's control link forwards it.
     const withTraffic = createClient(
       SandboxService,

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { createLogger } from '../src/logger.js';
@@ -197,5 +197,98 @@ describe('node proxy', () => {
     res.setEncoding('utf8');
     for await (const c of res) body += c;
     assert.equal(JSON.parse(body).message, 'The sandbox was not found');
+  });
+});
+
+/** Send one raw HTTP/1.1 request (exact request line) and read the status code of the answer. */
+async function rawStatus(port: number, requestLine: string, headers: Record<string, string>, extra = ''): Promise<number> {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  const head = [requestLine, 'host: sandbox', 'connection: close', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), extra].filter(Boolean);
+  // Not end(): a half-closed client counts as gone and its request is not forwarded; `connection: close` ends it.
+  socket.write(`${head.join('\r\n')}\r\n\r\n`);
+  let data = '';
+  socket.setEncoding('utf8');
+  for await (const chunk of socket) data += chunk as string;
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
+  assert.ok(m, `no HTTP answer to ${requestLine}: ${JSON.stringify(data.slice(0, 200))}`);
+  return Number(m[1]);
+}
+
+describe('node proxy: envd-internal paths in any spelling', () => {
+  // A stand-in envd on the real envd port, on a loopback address of its own so it cannot meet another test's.
+  const address = `127.${10 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 250)}.${2 + Math.floor(Math.random() * 250)}`;
+  let envd: Server;
+  let proxy: Server;
+  let proxyPort: number;
+  const reached: string[] = [];
+
+  before(async () => {
+    envd = createServer((req, res) => {
+      reached.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { 'content-type': 'text/plain', connection: 'close' });
+      res.end('envd');
+    });
+    envd.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      reached.push(`UPGRADE ${req.url}`);
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+    });
+    envd.listen(49983, address);
+    await once(envd, 'listening');
+    proxy = createNodeProxy({ nodeToken: TOKEN, lookup: (id) => (id === 'sbx-envd' ? address : undefined), log: createLogger('silent') });
+    proxyPort = await listen(proxy);
+  });
+  after(async () => {
+    proxy.closeAllConnections();
+    envd.closeAllConnections();
+    await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => envd.close(r))]);
+  });
+
+  const envdRoute = { 'cove-node-token': TOKEN, 'e2b-sandbox-id': 'sbx-envd', 'e2b-sandbox-port': '49983' };
+
+  it('refuses every spelling of /init and the other internal routes, and envd never sees them', async () => {
+    const targets = [
+      'http://x/init',
+      'HTTP://X/INIT?x=1',
+      'https://sandbox:49983/init',
+      'http://x//init',
+      'http://x/a/../init',
+      'http://x/%69nit',
+      '/init',
+      '/init?',
+      '/init#frag',
+      '/./init',
+      '//init',
+      '///init/',
+      '/INIT',
+      '/Init',
+      '/%69nit',
+      '/%2569nit',
+      '/%2finit',
+      '/%2e/init',
+      '/a/%2e%2e/init',
+      '/init/anything',
+      '/metrics',
+      '/upgrade',
+      '/FSFREEZE',
+    ];
+    for (const target of targets) {
+      const status = await rawStatus(proxyPort, `POST ${target} HTTP/1.1`, { ...envdRoute, 'content-length': '0' });
+      assert.equal(status, 404, target);
+    }
+    // Asterisk-form and other targets that are neither a path nor an http URL are not forwarded at all.
+    for (const target of ['*', 'init', 'ftp://x/init']) {
+      assert.equal(await rawStatus(proxyPort, `OPTIONS ${target} HTTP/1.1`, envdRoute), 400, target);
+    }
+    // A WebSocket upgrade takes the same check.
+    assert.equal(await rawStatus(proxyPort, 'GET http://x/init HTTP/1.1', { ...envdRoute, connection: 'upgrade', upgrade: 'websocket' }), 404);
+    assert.deepEqual(reached, [], 'envd saw none of them');
+  });
+
+  it('forwards public envd routes, an absolute-form target as its path and query', async () => {
+    assert.equal(await rawStatus(proxyPort, 'GET /health HTTP/1.1', envdRoute), 200);
+    assert.equal(await rawStatus(proxyPort, 'GET http://sandbox/files?path=%2Finit HTTP/1.1', envdRoute), 200);
+    assert.equal(await rawStatus(proxyPort, 'GET /initialise HTTP/1.1', envdRoute), 200);
+    assert.deepEqual(reached, ['GET /health', 'GET /files?path=%2Finit', 'GET /initialise']);
   });
 });

@@ -1,8 +1,10 @@
 // Template-build COPY tarballs (E2B's `<teamId>/files/<hash>.tar`, here `files/<teamId>/<hash>.tar`): the SDK
 // asks `GET /templates/{id}/files/{hash}`, gets `{present, url}`, and PUTs the tarball straight to cluster
-// storage through a URL minted inside the cluster (reference/e2b-infra.md §1.4, §7.1). With an S3 store the
-// URL is a presigned PUT; with the local store it points at createUploadHandler, authorised by a signed
-// token.
+// storage through a URL minted inside the cluster (reference/e2b-infra.md §1.4, §7.1). Every URL bounds what
+// it stores: a presigned S3 PUT only when the exact size is known up front (it is signed as Content-Length —
+// S3 has no maximum for a presigned PUT, and the SDK cannot send the POST policy that would carry one); else
+// — the E2B SDK never says the size before it uploads — a URL of createUploadHandler, authorised by a signed
+// token that carries `maxSize`, which relays into any store (local or S3) and stops at that many bytes.
 //
 // Caveat on hashes: the E2B SDK's filesHash is sha256 over "COPY src dest" plus each file's path, mode, size
 // and bytes, not the sha256 of the (gzipped) tar it uploads. Content verification therefore has to be turned
@@ -17,7 +19,7 @@ import type { UploadTokenSigner } from './upload-token.js';
 
 /** A store that can mint presigned PUT URLs itself (the S3 driver). */
 export interface PresigningStore extends BlobStore {
-  presignPut(key: string, ttlSeconds: number, size?: number): Promise<PresignedPut>;
+  presignPut(key: string, ttlSeconds: number, size: number): Promise<PresignedPut>;
 }
 
 function canPresign(store: BlobStore): store is PresigningStore {
@@ -31,7 +33,7 @@ export interface BuildFileUploadsOptions {
   signer?: UploadTokenSigner;
   /** Absolute URL where createUploadHandler is mounted, e.g. `http://10.0.0.5:3001/storage/upload`. */
   uploadBaseUrl?: string;
-  /** Largest tarball accepted by the local endpoint; default 5 GiB. */
+  /** Largest tarball any URL accepts (the endpoint's token limit, or the bound on a presigned size); default 5 GiB. */
   maxSize?: number;
   /** Require the body's sha256 to equal the hash in the key (local endpoint only); default true. */
   verifyContentHash?: boolean;
@@ -53,6 +55,8 @@ export interface UploadUrlRequest {
   /** The COPY step's filesHash, lowercase hex sha256. */
   hash: string;
   ttlSeconds: number;
+  /** Exact byte size, when the client said it up front: a presigning store then signs it as Content-Length. */
+  size?: number;
 }
 
 /** Presence check and upload-URL minting for template-build COPY tarballs. */
@@ -66,6 +70,7 @@ export class BuildFileUploads {
     if (!canPresign(options.store) && (options.signer === undefined || options.uploadBaseUrl === undefined)) {
       throw new Unsupported('a store that cannot presign needs a signer and an uploadBaseUrl');
     }
+    if (!(this.maxSize > 0)) throw new RangeError('maxSize must be positive');
   }
 
   /** The object key of a COPY tarball: `files/<scope>/<hash>.tar`. */
@@ -78,13 +83,19 @@ export class BuildFileUploads {
     return this.options.store.exists(this.key(scope, hash));
   }
 
-  /** A short-lived URL that allows a PUT of exactly this tarball and nothing else. */
+  /** A short-lived URL that allows one bounded PUT of exactly this tarball and nothing else. */
   async createUploadUrl(request: UploadUrlRequest): Promise<UploadUrl> {
     const key = this.key(request.scope, request.hash);
     if (!(request.ttlSeconds > 0)) throw new RangeError('ttlSeconds must be positive');
+    const { size } = request;
+    if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0 && size <= this.maxSize)) {
+      throw new RangeError(`size must be an integer from 0 to ${this.maxSize}`);
+    }
     const { store, signer, uploadBaseUrl } = this.options;
-    if (canPresign(store)) return store.presignPut(key, request.ttlSeconds);
-    if (signer === undefined || uploadBaseUrl === undefined) throw new Unsupported('no upload signer configured');
+    if (canPresign(store) && size !== undefined) return store.presignPut(key, request.ttlSeconds, size);
+    if (signer === undefined || uploadBaseUrl === undefined) {
+      throw new Unsupported('an upload of unknown size needs the upload endpoint (a signer and an uploadBaseUrl): a presigned PUT would be unbounded');
+    }
     const { token, expiresAt } = signer.sign({
       key,
       ttlSeconds: request.ttlSeconds,

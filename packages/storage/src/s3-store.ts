@@ -307,26 +307,24 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * A presigned PUT for `key`, valid for `ttlSeconds`. When `size` is given the Content-Length is signed, so
-   * the server refuses a body of any other length. S3 cannot check a body's sha256 against a presigned URL
+   * A presigned PUT for `key`, valid for `ttlSeconds`, of exactly `size` bytes: the Content-Length is signed, so
+   * the server refuses a body of any other length (an unsized presigned PUT would let its holder store up to
+   * S3's 5 GiB per URL). S3 cannot check a body's sha256 against a presigned URL
    * without the client sending a checksum header, so readers of uploaded objects verify content themselves.
    */
-  async presignPut(key: string, ttlSeconds: number, size?: number): Promise<PresignedPut> {
-    const command = new PutObjectCommand({
-      Bucket: this.bucket,
-      Key: this.objectKey(key),
-      ...(size !== undefined ? { ContentLength: size } : {}),
-    });
+  async presignPut(key: string, ttlSeconds: number, size: number): Promise<PresignedPut> {
+    if (!(Number.isSafeInteger(size) && size >= 0)) throw new RangeError('size must be a non-negative integer');
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), ContentLength: size });
     const signingDate = this.now();
     const url = await getSignedUrl(this.client, command, {
       expiresIn: ttlSeconds,
       signingDate,
-      ...(size !== undefined ? { signableHeaders: new Set(['content-length']) } : {}),
+      signableHeaders: new Set(['content-length']),
     });
     return {
       url,
       method: 'PUT',
-      headers: size !== undefined ? { 'content-length': String(size) } : {},
+      headers: { 'content-length': String(size) },
       expiresAt: new Date(signingDate.getTime() + ttlSeconds * 1000),
     };
   }

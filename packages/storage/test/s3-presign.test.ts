@@ -1,5 +1,6 @@
-// Upload URLs minted for an S3 store are presigned PUTs; the client here is undici, sending a plain body with
-// a content-length (E2B's SDK never uses chunked encoding for these uploads).
+// Upload URLs minted for an S3 store with a known size are presigned PUTs with that Content-Length signed; the
+// client here is undici, sending a plain body with a content-length (E2B's SDK never uses chunked encoding for
+// these uploads). Without a size no presigned URL is minted at all: it would be unbounded.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
@@ -41,9 +42,9 @@ describe('presigned PUT upload URLs (S3 protocol)', () => {
   it('mints a URL that uploads exactly the tarball, then reports it present', async () => {
     const tar = await patternBytes(80_000, 41);
     const hash = sha(tar);
-    const answer = await uploads.describe({ scope: 'team-a', hash, ttlSeconds: 1800 });
-    assert.equal(answer.present, false);
-    assert.ok(answer.url !== undefined && answer.url.startsWith(`${server.endpoint}/${server.bucket}/cluster-1/files/team-a/${hash}.tar?`));
+    const answer = await uploads.createUploadUrl({ scope: 'team-a', hash, ttlSeconds: 1800, size: tar.length });
+    assert.deepEqual(answer.headers, { 'content-length': String(tar.length) });
+    assert.ok(answer.url.startsWith(`${server.endpoint}/${server.bucket}/cluster-1/files/team-a/${hash}.tar?`));
     assert.match(answer.url, /X-Amz-Expires=1800/);
     assert.equal(await put(answer.url, tar), 200);
     assert.equal(await uploads.present('team-a', hash), true);
@@ -54,7 +55,7 @@ describe('presigned PUT upload URLs (S3 protocol)', () => {
   it('rejects a presigned URL re-pointed at another object', async () => {
     const tar = Buffer.from('not yours');
     const hash = sha(tar);
-    const { url } = await uploads.createUploadUrl({ scope: 'team-a', hash, ttlSeconds: 60 });
+    const { url } = await uploads.createUploadUrl({ scope: 'team-a', hash, ttlSeconds: 60, size: tar.length });
     const retargeted = url.replace('/files/team-a/', '/files/team-b/');
     assert.equal(await put(retargeted, tar), 403);
     assert.equal(await uploads.present('team-b', hash), false);
@@ -80,6 +81,7 @@ describe('presigned PUT upload URLs (S3 protocol)', () => {
         scope: 'team-a',
         hash,
         ttlSeconds: 60,
+        size: tar.length,
       });
       assert.ok(expiresAt.getTime() < Date.now());
       assert.equal(await put(url, tar), 403);
@@ -87,6 +89,19 @@ describe('presigned PUT upload URLs (S3 protocol)', () => {
     } finally {
       past.close();
     }
+  });
+
+  it('mints no presigned URL without a size, nor for a size beyond maxSize', async () => {
+    const hash = sha(Buffer.from('unsized'));
+    await assert.rejects(uploads.createUploadUrl({ scope: 'team-a', hash, ttlSeconds: 60 }), (err: unknown) => (err as { code?: string }).code === 'unsupported');
+    await assert.rejects(uploads.describe({ scope: 'team-a', hash, ttlSeconds: 60 }), (err: unknown) => (err as { code?: string }).code === 'unsupported');
+    const small = new BuildFileUploads({ store, maxSize: 1024 });
+    await assert.rejects(small.createUploadUrl({ scope: 'team-a', hash, ttlSeconds: 60, size: 1025 }), RangeError);
+    const ok = await small.createUploadUrl({ scope: 'team-a', hash, ttlSeconds: 60, size: 1024 });
+    // The signed length is the bound: a body one byte longer (or shorter) is refused, nothing is stored.
+    assert.equal(await put(ok.url, Buffer.alloc(1025, 1)), 403);
+    assert.equal(await put(ok.url, Buffer.alloc(1023, 1)), 403);
+    assert.equal(await uploads.present('team-a', hash), false);
   });
 
   it('binds the content-length when the size is presigned', async () => {

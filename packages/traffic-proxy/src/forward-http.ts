@@ -20,6 +20,8 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 610_000;
 export interface ForwardHttpOptions {
   /** Upstream origin, e.g. `http://10.0.0.5:5007`; the request keeps its own path and query. */
   target: URL | string;
+  /** Request target sent upstream instead of `req.url` (e.g. an absolute-form target rewritten to origin form). */
+  path?: string;
   /** Complete request headers for the upstream (see forwardRequestHeaders); Host is taken from here. */
   headers: OutgoingHttpHeaders;
   /** Connection pool; {@link createUpstreamAgent} makes a suitable one. Defaults to a shared keep-alive agent. */
@@ -68,7 +70,7 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
       hostname: target.hostname.replace(/^\[|\]$/g, ''),
       port: target.port || 80,
       method: req.method,
-      path: req.url,
+      path: opts.path ?? req.url,
       headers: opts.headers,
       agent,
       setHost: false,

@@ -13,6 +13,8 @@ import { classifyUpstreamError, type UpstreamFailure } from './upstream-error.js
 export interface ForwardUpgradeOptions {
   /** Upstream origin, e.g. `http://10.0.0.5:5007`. */
   target: URL | string;
+  /** Request target sent upstream instead of `req.url` (e.g. an absolute-form target rewritten to origin form). */
+  path?: string;
   /** Complete request headers for the upstream, including `connection: upgrade` and `upgrade` (see
    * forwardRequestHeaders with `upgrade: true`). */
   headers: OutgoingHttpHeaders;
@@ -22,8 +24,8 @@ export interface ForwardUpgradeOptions {
   onError?: (err: unknown, failure: UpstreamFailure) => void;
 }
 
-function serializeHead(req: IncomingMessage, headers: OutgoingHttpHeaders): string {
-  let head = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/1.1\r\n`;
+function serializeHead(req: IncomingMessage, headers: OutgoingHttpHeaders, path: string | undefined): string {
+  let head = `${req.method ?? 'GET'} ${path ?? req.url ?? '/'} HTTP/1.1\r\n`;
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) continue;
     for (const v of Array.isArray(value) ? value : [value]) {
@@ -69,7 +71,7 @@ export function forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffe
 
   upstream.once('connect', () => {
     connected = true;
-    upstream.write(serializeHead(req, opts.headers));
+    upstream.write(serializeHead(req, opts.headers, opts.path));
     if (head.length > 0) upstream.write(head);
     upstream.pipe(socket);
     socket.pipe(upstream);

@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import { handleControlLink, isControlLinkPath, type ControlLinkDeps } from '../control-link/control-link.js';
 import { replyRpcError, GrpcCode } from '../control-link/rpc-reply.js';
 import type { EdgeTlsConfig } from '../config.js';
+import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import { UPLOAD_PATH, type TemplateFiles } from '../storage/template-files.js';
 import { registerHeartbeatService } from './heartbeat-service.js';
@@ -29,7 +30,7 @@ import { createRestApi, type RestApiDeps } from './rest-api.js';
 export interface ApiServerDeps {
   rest: RestApiDeps;
   controlLink: ControlLinkDeps;
-  nodeToken: string;
+  credentials: NodeCredentials;
   directory: NodeDirectory;
   /** Serves `PUT /storage/upload` (local storage driver). */
   uploads: Pick<TemplateFiles, 'handleUpload'>;
@@ -55,7 +56,7 @@ function isUploadPath(url: string | undefined): boolean {
 export function createApiServer(deps: ApiServerDeps): ApiServer {
   const rest = createRestApi(deps.rest);
   const connect = connectNodeAdapter({
-    routes: (router) => registerHeartbeatService(router, { nodeToken: deps.nodeToken, directory: deps.directory }),
+    routes: (router) => registerHeartbeatService(router, { credentials: deps.credentials, directory: deps.directory }),
     fallback: rest,
   });
 

@@ -1,17 +1,20 @@
 // The control link (reference e2b-infra.md §3.2): the control plane calls
 // /cove.orchestrator.v1.{SandboxService,TemplateService,InfoService}/* on the edge's API port with the cluster token and
 // `cove-node-id`; the edge checks both and forwards the HTTP/2 stream verbatim to that node's RPC URL —
-// headers (authorization replaced by the node token), body frames both ways with backpressure, trailers,
+// headers (authorization replaced by that node's own token), body frames both ways with backpressure, trailers,
 // cancellation — so it needs no knowledge of the messages. Create/Delete/Pause also carry `cove-sandbox-id`;
 // once the node answered, the catalog is updated *before* the reply goes on, so the first sandbox request that
-// follows a Create always finds its route, and the first one after a Pause finds none (and may wake it).
+// follows a Create always finds its route, and the first one after a Pause finds none (and may wake it, with
+// the credentials the Pause left behind for a private sandbox: a PausedEntry).
 // Create from a snapshot (a resume) is a Create like any other; Snapshot leaves the sandbox where it runs.
 
 import { constants as h2, type Http2ServerRequest, type Http2ServerResponse, type OutgoingHttpHeaders } from 'node:http2';
 import type { Logger } from 'pino';
+import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
 import { bearerToken, tokenHash, tokensEqual } from '@cove/auth-tokens';
+import { CreateTap } from './create-tap.js';
 import type { H2SessionPool } from './h2-session-pool.js';
 import { GrpcCode, replyRpcError } from './rpc-reply.js';
 
@@ -33,7 +36,7 @@ const STATUS_FIELDS = ['grpc-status', 'grpc-message', 'grpc-status-details-bin']
 /** What the control link needs. */
 export interface ControlLinkDeps {
   clusterToken: string;
-  nodeToken: string;
+  credentials: NodeCredentials;
   directory: NodeDirectory;
   store: EdgeStore;
   sessions: H2SessionPool;
@@ -94,6 +97,14 @@ async function takeRouteForPause(req: Http2ServerRequest, deps: ControlLinkDeps,
   try {
     const entry = await deps.store.getSandbox(sandboxId);
     if (!entry || entry.nodeId !== nodeId) return undefined;
+    // A private sandbox's wake credentials go in first, so no request finds it without a route and without them.
+    if (entry.trafficTokenHash) {
+      await deps.store.putPaused(sandboxId, {
+        trafficTokenHash: entry.trafficTokenHash,
+        ...(entry.envdTokenHash ? { envdTokenHash: entry.envdTokenHash } : {}),
+        pausedAt: Date.now(),
+      });
+    }
     await deps.store.deleteSandbox(sandboxId, nodeId);
     return { sandboxId, entry };
   } catch (err) {
@@ -121,14 +132,18 @@ function forward(
   }
   headers[':method'] = req.method;
   headers[':path'] = path;
-  headers.authorization = `Bearer ${deps.nodeToken}`;
+  headers.authorization = `Bearer ${deps.credentials.tokenFor(nodeId)}`;
+
+  // A Create's envd access token, for the PausedEntry a later Pause of a private sandbox leaves.
+  const tap = path === CREATE ? new CreateTap(one(req.headers['content-type'])) : undefined;
+  if (tap) req.on('data', (chunk: Buffer) => tap.push(chunk));
 
   // The catalog is settled once per call: after the node's answer, or (no answer) as for a failed call.
   let settled = false;
   const settle = (code: string | undefined): Promise<void> => {
     if (settled) return Promise.resolve();
     settled = true;
-    return recordCatalog(req, deps, nodeId, path, code, log, held);
+    return recordCatalog(req, deps, nodeId, path, code, log, held, tap);
   };
 
   let upstream;
@@ -211,11 +226,15 @@ async function recordCatalog(
   grpcStatus: string | undefined,
   log: Logger,
   held?: { sandboxId: string; entry: CatalogEntry },
+  tap?: CreateTap,
 ): Promise<void> {
   if (held && grpcStatus !== '0') {
     // The pause did not happen: the sandbox runs on, its route comes back (unless a newer one was written).
     try {
-      if (!(await deps.store.getSandbox(held.sandboxId))) await deps.store.putSandbox(held.sandboxId, held.entry);
+      if (!(await deps.store.getSandbox(held.sandboxId))) {
+        await deps.store.putSandbox(held.sandboxId, held.entry);
+        await deps.store.deletePaused(held.sandboxId);
+      }
     } catch (err) {
       log.error({ err, sandboxId: held.sandboxId }, 'catalog: could not restore the route after a failed pause');
     }
@@ -230,11 +249,15 @@ async function recordCatalog(
   try {
     if (path === CREATE && grpcStatus === '0') {
       const trafficToken = one(req.headers['cove-traffic-access-token']);
+      const envdTokenHash = tap?.envdTokenHash();
       await deps.store.putSandbox(sandboxId, {
         nodeId,
         trafficTokenHash: trafficToken ? tokenHash(trafficToken) : undefined,
+        ...(envdTokenHash ? { envdTokenHash } : {}),
         createdAt: Date.now(),
       });
+      // Running again (a resume is a Create): its route is what guards it now.
+      await deps.store.deletePaused(sandboxId);
       log.debug({ sandboxId }, 'catalog: sandbox created');
     } else if (path === DELETE && (grpcStatus === '0' || grpcStatus === String(GrpcCode.NOT_FOUND))) {
       await deps.store.deleteSandbox(sandboxId, nodeId);

@@ -1,4 +1,4 @@
-// Calls the edge itself makes to a node's RPC (InfoService/SetStatus for drain), with the node token. One
+// Calls the edge itself makes to a node's RPC (InfoService/SetStatus for drain), with that node's token. One
 // HTTP/2 session manager per node URL, aborted on close so no session outlives the edge.
 
 import { create } from '@bufbuild/protobuf';
@@ -6,19 +6,20 @@ import { ConnectError, createClient, type Client } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { InfoService, NodeStatus, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
 import { NodeUnavailable } from '../errors.js';
+import type { NodeCredentials } from './node-credentials.js';
 
 /** Pool of InfoService clients keyed by node RPC URL. */
 export class NodeClients {
   private readonly clients = new Map<string, { manager: Http2SessionManager; client: Client<typeof InfoService> }>();
 
-  constructor(private readonly nodeToken: string) {}
+  constructor(private readonly credentials: NodeCredentials) {}
 
   /** Ask a node to drain (`draining: true`) or return to service; resolves to the status it reports. */
   async setStatus(nodeId: string, rpcUrl: string, draining: boolean): Promise<NodeStatus> {
     const status = draining ? NodeStatus.DRAINING : NodeStatus.HEALTHY;
     try {
       const res = await this.client(rpcUrl).setStatus(create(SetStatusRequestSchema, { status }), {
-        headers: { authorization: `Bearer ${this.nodeToken}` },
+        headers: { authorization: `Bearer ${this.credentials.tokenFor(nodeId)}` },
         timeoutMs: 10_000,
       });
       return res.status;

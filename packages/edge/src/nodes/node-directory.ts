@@ -42,7 +42,7 @@ const statusJson = (status: NodeStatus): unknown =>
   (toJson(InfoResponseSchema, create(InfoResponseSchema, { status })) as JsonObject).status;
 const DRAINING = statusJson(NodeStatus.DRAINING);
 const UNHEALTHY = statusJson(NodeStatus.UNHEALTHY);
-const NODE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
+export const NODE_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 
 function checkUrl(field: string, value: string): void {
   let url: URL;
@@ -93,7 +93,9 @@ export class NodeDirectory {
       const hash = t.trafficTokenSha256.toLowerCase();
       if (hash === '' || /^[0-9a-f]{64}$/.test(hash)) traffic.set(t.sandboxId, hash);
     }
-    const { added, removed } = await this.store.reconcileNode(info.nodeId, ids, now, this.options.reconcileGraceMs, traffic);
+    const otherNodes = new Set((await this.store.listNodes()).map((n) => n.nodeId));
+    otherNodes.delete(info.nodeId);
+    const { added, removed } = await this.store.reconcileNode(info.nodeId, ids, now, this.options.reconcileGraceMs, traffic, otherNodes);
     if (added > 0 || removed > 0) this.log.debug({ nodeId: info.nodeId, added, removed }, 'catalog reconciled from heartbeat');
   }
 

@@ -1,8 +1,9 @@
 // Template-build COPY files in cluster storage (docs/template-builds.md, "Edge"): the control plane asks
 // `POST /v1/templates/files {teamId, hash}` and relays `{present, url}` to the SDK, which PUTs its tarball to
-// the URL. With an S3 store the URL is a presigned PUT straight to the bucket; with the local store it is the
-// edge's own `PUT /storage/upload?token=…`, served by @cove/storage's createUploadHandler. Either way the URL
-// names exactly `files/<teamId>/<hash>.tar` and lives one hour.
+// the URL: the edge's own `PUT /storage/upload?token=…`, served by @cove/storage's createUploadHandler into the
+// cluster store, local or S3. Not a presigned S3 PUT: the SDK does not say the size before it uploads, and a
+// presigned PUT without a signed length takes up to 5 GiB per URL; the token carries COVE_UPLOAD_MAX_BYTES and
+// the handler stops there. The URL names exactly `files/<teamId>/<hash>.tar` and lives one hour.
 //
 // Content verification is off: the SDK's filesHash covers paths, modes and bytes, not the gzipped tar it
 // uploads, so no digest of the body can be checked here; the orchestrator checks filesHash when it builds.
@@ -37,8 +38,8 @@ export interface TemplateFileAnswer {
 /** Cluster storage for COPY files: presence, upload URLs and (local driver) the upload endpoint. */
 export class TemplateFiles {
   readonly store: BlobStore;
-  private readonly signer: UploadTokenSigner | undefined;
-  private readonly handler: UploadHandler | undefined;
+  private readonly signer: UploadTokenSigner;
+  private readonly handler: UploadHandler;
   private uploads: BuildFileUploads | undefined;
 
   constructor(
@@ -46,18 +47,8 @@ export class TemplateFiles {
     private readonly log: Logger,
   ) {
     this.store = createBlobStore(config.storage, { logger: log });
-    if (config.storage.driver === 'local') {
-      // The schema requires the secret with the local driver.
-      this.signer = new UploadTokenSigner({ secret: Buffer.from(config.uploadSecret ?? '', 'utf8') });
-      this.handler = createUploadHandler({ store: this.store, signer: this.signer, logger: log });
-    } else {
-      this.uploads = new BuildFileUploads({ store: this.store });
-    }
-  }
-
-  /** True when uploads go through this edge (local driver), false when they go to S3 directly. */
-  get servesUploads(): boolean {
-    return this.handler !== undefined;
+    this.signer = new UploadTokenSigner({ secret: Buffer.from(config.uploadSecret, 'utf8') });
+    this.handler = createUploadHandler({ store: this.store, signer: this.signer, logger: log });
   }
 
   /**
@@ -65,7 +56,6 @@ export class TemplateFiles {
    * COVE_EDGE_PUBLIC_URL wins over `derived`.
    */
   setPublicUrl(derived: string): void {
-    if (this.signer === undefined) return;
     const base = this.config.publicUrl ?? derived;
     this.uploads = new BuildFileUploads({
       store: this.store,
@@ -89,11 +79,6 @@ export class TemplateFiles {
   /** Serve `PUT /storage/upload?token=…` (HTTP/1.1 or the HTTP/2 compatibility API). */
   handleUpload(req: IncomingMessage, res: ServerResponse): void {
     const handler = this.handler;
-    if (handler === undefined) {
-      req.resume();
-      reply(res, 404, { code: 'not_found', message: 'uploads go to the S3 store directly; this edge serves none' });
-      return;
-    }
     // Checked here so a request without any token is told it is unauthenticated (401), not forbidden.
     if (req.method === 'PUT' && !new URL(req.url ?? '/', 'http://edge').searchParams.has('token')) {
       reply(res, 401, { code: 'unauthenticated', message: 'missing upload token (?token=)' }, req.httpVersionMajor === 1);

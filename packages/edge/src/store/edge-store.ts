@@ -9,6 +9,8 @@ export interface CatalogEntry {
   nodeId: string;
   /** sha256 (hex) of the sandbox's traffic token; absent for a public sandbox. */
   trafficTokenHash?: string;
+  /** sha256 (hex) of its envd access token, read from the Create (control-link/create-tap.ts); absent = unknown. */
+  envdTokenHash?: string;
   /**
    * Learnt from a heartbeat rather than from a control-link Create, so whether the sandbox is private is
    * unknown (an edge with the in-process store restarted): its non-envd ports fail closed.
@@ -16,6 +18,19 @@ export interface CatalogEntry {
   recovered?: boolean;
   /** When the edge first recorded it (ms since epoch); young entries survive a reconcile they missed. */
   createdAt: number;
+}
+
+/**
+ * What the edge keeps of a private sandbox paused through its control link: the credentials that may wake it
+ * through traffic (traffic/sandbox-router.ts). Written when the Pause takes the route away, dropped by the
+ * Create that resumes it.
+ */
+export interface PausedEntry {
+  /** sha256 (hex) of the traffic token: set, as only private sandboxes get an entry. */
+  trafficTokenHash: string;
+  /** sha256 (hex) of the envd access token, when the Create carried one the edge could read. */
+  envdTokenHash?: string;
+  pausedAt: number;
 }
 
 /** One node registry row, as written on every heartbeat. */
@@ -45,7 +60,8 @@ export interface EdgeStore {
    * Make the catalog agree with the ids a node reports: add missing ones (keeping any known traffic token),
    * drop this node's entries it no longer reports unless they are younger than `graceMs` (a Create the
    * heartbeat raced with). `traffic` maps sandbox id → traffic-token sha256 ('' = public) where the node
-   * knows it; it settles entries that were only `recovered`.
+   * knows it; it settles entries that were only `recovered`. Entries routed to one of `otherNodes` (the other
+   * nodes the edge knows) are left alone: a node reports its own sandboxes only.
    */
   reconcileNode(
     nodeId: string,
@@ -53,9 +69,15 @@ export interface EdgeStore {
     now: number,
     graceMs: number,
     traffic?: ReadonlyMap<string, string>,
+    otherNodes?: ReadonlySet<string>,
   ): Promise<ReconcileResult>;
   /** Number of catalog entries pointing at `nodeId`. */
   countSandboxes(nodeId: string): Promise<number>;
+
+  /** Remember a paused private sandbox's wake credentials (kept for a long time, but not forever). */
+  putPaused(sandboxId: string, entry: PausedEntry): Promise<void>;
+  getPaused(sandboxId: string): Promise<PausedEntry | undefined>;
+  deletePaused(sandboxId: string): Promise<void>;
 
   /** Write a node row; it disappears by itself `ttlMs` after its last write. */
   putNode(record: NodeRecord, ttlMs: number): Promise<void>;

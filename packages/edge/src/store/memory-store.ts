@@ -1,13 +1,18 @@
 // The in-process EdgeStore for a single edge (`cove up`). Node rows expire lazily on read.
 
-import type { CatalogEntry, EdgeStore, NodeRecord, ReconcileResult } from './edge-store.js';
+import type { CatalogEntry, EdgeStore, NodeRecord, PausedEntry, ReconcileResult } from './edge-store.js';
 import { entryFromHeartbeat } from './recovered-entry.js';
+
+/** Paused-sandbox entries kept in memory (about 200 bytes each). */
+const MAX_PAUSED = 100_000;
 
 /** EdgeStore held in Maps; `now` is injectable only so expiry has one clock with the registry. */
 export class MemoryStore implements EdgeStore {
   private readonly sandboxes = new Map<string, CatalogEntry>();
   private readonly byNode = new Map<string, Set<string>>();
   private readonly nodes = new Map<string, { record: NodeRecord; expiresAt: number }>();
+  /** Insertion order = pause order, so the oldest go first once the bound is reached. */
+  private readonly paused = new Map<string, PausedEntry>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -35,12 +40,13 @@ export class MemoryStore implements EdgeStore {
     now: number,
     graceMs: number,
     traffic: ReadonlyMap<string, string> = new Map(),
+    otherNodes: ReadonlySet<string> = new Set(),
   ): Promise<ReconcileResult> {
     const reported = new Set(sandboxIds);
     let added = 0;
     let removed = 0;
     for (const id of reported) {
-      const entry = entryFromHeartbeat(this.sandboxes.get(id), nodeId, traffic.get(id), now);
+      const entry = entryFromHeartbeat(this.sandboxes.get(id), nodeId, traffic.get(id), now, otherNodes);
       if (!entry) continue;
       await this.putSandbox(id, entry);
       added++;
@@ -56,6 +62,20 @@ export class MemoryStore implements EdgeStore {
 
   async countSandboxes(nodeId: string): Promise<number> {
     return this.byNode.get(nodeId)?.size ?? 0;
+  }
+
+  async putPaused(sandboxId: string, entry: PausedEntry): Promise<void> {
+    this.paused.delete(sandboxId);
+    this.paused.set(sandboxId, entry);
+    if (this.paused.size > MAX_PAUSED) this.paused.delete(this.paused.keys().next().value as string);
+  }
+
+  async getPaused(sandboxId: string): Promise<PausedEntry | undefined> {
+    return this.paused.get(sandboxId);
+  }
+
+  async deletePaused(sandboxId: string): Promise<void> {
+    this.paused.delete(sandboxId);
   }
 
   async putNode(record: NodeRecord, ttlMs: number): Promise<void> {

@@ -4,10 +4,11 @@
 //   cove:node-sandboxes:<nodeId>    SET of sandbox ids on that node (for reconcile)
 //   cove:node:<nodeId>              JSON NodeRecord, expiring (PX) when the node stops beating
 //   cove:nodes                      SET of node ids (pruned when their row has expired)
+//   cove:paused:<sandboxId>         JSON PausedEntry of a paused private sandbox (expiring after 90 days)
 
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { CatalogEntry, EdgeStore, NodeRecord, ReconcileResult } from './edge-store.js';
+import type { CatalogEntry, EdgeStore, NodeRecord, PausedEntry, ReconcileResult } from './edge-store.js';
 import { entryFromHeartbeat } from './recovered-entry.js';
 
 const P = 'cove:';
@@ -15,6 +16,9 @@ const sandboxKey = (id: string): string => `${P}sandbox:${id}`;
 const nodeSandboxesKey = (nodeId: string): string => `${P}node-sandboxes:${nodeId}`;
 const nodeKey = (nodeId: string): string => `${P}node:${nodeId}`;
 const NODES = `${P}nodes`;
+const pausedKey = (id: string): string => `${P}paused:${id}`;
+/** A paused sandbox's wake credentials outlive any realistic pause; past this it falls back to the control plane. */
+const PAUSED_TTL_MS = 90 * 24 * 3600 * 1000;
 
 /** Delete a catalog entry only while it points at ARGV[1] (empty = any node); keeps the per-node set in step. */
 const DELETE_IF_ON_NODE = `
@@ -67,6 +71,7 @@ export class RedisStore implements EdgeStore {
     now: number,
     graceMs: number,
     traffic: ReadonlyMap<string, string> = new Map(),
+    otherNodes: ReadonlySet<string> = new Set(),
   ): Promise<ReconcileResult> {
     const reported = new Set(sandboxIds);
     let added = 0;
@@ -75,7 +80,7 @@ export class RedisStore implements EdgeStore {
     const current = ids.length > 0 ? await this.redis.mget(ids.map(sandboxKey)) : [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as string;
-      const entry = entryFromHeartbeat(parse<CatalogEntry>(current[i] ?? null), nodeId, traffic.get(id), now);
+      const entry = entryFromHeartbeat(parse<CatalogEntry>(current[i] ?? null), nodeId, traffic.get(id), now, otherNodes);
       if (!entry) continue;
       await this.putSandbox(id, entry);
       added++;
@@ -101,6 +106,18 @@ export class RedisStore implements EdgeStore {
 
   async countSandboxes(nodeId: string): Promise<number> {
     return this.redis.scard(nodeSandboxesKey(nodeId));
+  }
+
+  async putPaused(sandboxId: string, entry: PausedEntry): Promise<void> {
+    await this.redis.set(pausedKey(sandboxId), JSON.stringify(entry), 'PX', PAUSED_TTL_MS);
+  }
+
+  async getPaused(sandboxId: string): Promise<PausedEntry | undefined> {
+    return parse<PausedEntry>(await this.redis.get(pausedKey(sandboxId)));
+  }
+
+  async deletePaused(sandboxId: string): Promise<void> {
+    await this.redis.del(pausedKey(sandboxId));
   }
 
   async putNode(record: NodeRecord, ttlMs: number): Promise<void> {

@@ -14,9 +14,12 @@ import {
 } from '@cove/traffic-proxy';
 import type { Logger } from 'pino';
 import type { NodeDirectory, NodeView } from '../nodes/node-directory.js';
-import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
+import type { CatalogEntry, EdgeStore, PausedEntry } from '../store/edge-store.js';
 import { tokenMatchesHash } from '@cove/auth-tokens';
 import type { SandboxResumer } from './sandbox-resumer.js';
+
+/** envd's own access-token header (the SDK sends it on every envd request of a secured sandbox). */
+const ACCESS_TOKEN_HEADER = 'x-access-token';
 
 /** Where a request goes, or why it goes nowhere. */
 export type RouteDecision =
@@ -64,7 +67,33 @@ export async function routeSandboxRequest(headers: IncomingHttpHeaders, deps: Sa
   if (entry && node) return checkTraffic(sandboxId, port, entry, node, headers);
   // Only a sandbox without a usable route is woken; a known one (even `recovered`) is routed as is.
   if (!deps.resumer) return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
+  let paused: PausedEntry | undefined;
+  try {
+    paused = await deps.store.getPaused(sandboxId);
+  } catch (err) {
+    return catalogUnavailable(err, sandboxId, deps);
+  }
+  if (paused && !mayWake(paused, port, headers)) return { ok: false, status: 403, body: mayNotWakeBody(sandboxId, port) };
   return resumeAndRoute(sandboxId, port, headers, deps.resumer, deps);
+}
+
+/**
+ * Whether a request may wake a paused private sandbox (E2B: the private-ingress token, or the envd access token
+ * for envd's port). Checked here because the control plane exempts envd's port from its own traffic-token check,
+ * which would let anyone who knows the id wake the sandbox through 49983.
+ */
+function mayWake(paused: PausedEntry, port: number, headers: IncomingHttpHeaders): boolean {
+  const traffic = one(headers[TRAFFIC_TOKEN_HEADER]);
+  if (traffic && tokenMatchesHash(traffic, paused.trafficTokenHash)) return true;
+  if (port !== ENVD_PORT || !paused.envdTokenHash) return false;
+  const access = one(headers[ACCESS_TOKEN_HEADER]);
+  return access !== undefined && tokenMatchesHash(access, paused.envdTokenHash);
+}
+
+/** The 403 of a request that may not wake a paused sandbox, whoever refused it (this edge or the control plane). */
+function mayNotWakeBody(sandboxId: string, port: number): ProxyErrorBody {
+  const headers = port === ENVD_PORT ? `${TRAFFIC_TOKEN_HEADER} or ${ACCESS_TOKEN_HEADER}` : TRAFFIC_TOKEN_HEADER;
+  return proxyErrorBody(403, `The sandbox is paused and this request may not resume it (missing or invalid ${headers} header)`, { sandboxId });
 }
 
 /** Traffic-token rules for a sandbox with a catalog entry. */
@@ -107,13 +136,7 @@ async function resumeAndRoute(
     case 'not_found':
       return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
     case 'denied':
-      return {
-        ok: false,
-        status: 403,
-        body: proxyErrorBody(403, `The sandbox is paused and this request may not resume it (missing or invalid ${TRAFFIC_TOKEN_HEADER} header)`, {
-          sandboxId,
-        }),
-      };
+      return { ok: false, status: 403, body: mayNotWakeBody(sandboxId, port) };
     case 'transitioning':
       return { ok: false, status: 409, body: proxyErrorBody(409, 'sandbox is still transitioning', { sandboxId }) };
     case 'limited':

@@ -1,5 +1,5 @@
 // The sandbox traffic port (HTTP/1.1): every request and WebSocket of every sandbox enters here and leaves
-// for the node proxy of the node that runs the sandbox, with `Cove-Node-Token` (a client-sent one is
+// for the node proxy of the node that runs the sandbox, with that node's `Cove-Node-Token` (a client-sent one is
 // stripped first), `E2b-Sandbox-Id` and `E2b-Sandbox-Port` always set — however the request was routed —
 // and X-Forwarded-* added. Bodies stream both ways; idle streams may live 610 s (E2B's client proxy).
 // While a paused sandbox is being resumed the request waits unread (its body stays in the socket), then goes
@@ -19,6 +19,7 @@ import {
   sendProxyError,
   writeRawProxyError,
 } from '@cove/traffic-proxy';
+import type { NodeCredentials } from '../nodes/node-credentials.js';
 import { addCorsHeaders, answerPreflight, isPreflight } from './cors.js';
 import { routeSandboxRequest, type SandboxRouterDeps } from './sandbox-router.js';
 
@@ -29,15 +30,15 @@ const HEADERS_TIMEOUT_MS = 60_000;
 
 /** What the traffic port needs. */
 export interface TrafficServerDeps extends SandboxRouterDeps {
-  nodeToken: string;
+  credentials: NodeCredentials;
   agent: Agent;
 }
 
-function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxId: string, port: number, upgrade: boolean) {
+function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxId: string, nodeId: string, port: number, upgrade: boolean) {
   return forwardRequestHeaders(req.headers, {
     remove: [NODE_TOKEN_HEADER],
     set: {
-      [NODE_TOKEN_HEADER]: deps.nodeToken,
+      [NODE_TOKEN_HEADER]: deps.credentials.tokenFor(nodeId),
       [SANDBOX_ID_HEADER]: sandboxId,
       [SANDBOX_PORT_HEADER]: String(port),
     },
@@ -65,7 +66,7 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
   if (req.socket.destroyed) return;
   await forwardHttp(req, res, {
     target: proxyUrl,
-    headers: upstreamHeaders(req, deps, sandboxId, port, false),
+    headers: upstreamHeaders(req, deps, sandboxId, nodeId, port, false),
     agent: deps.agent,
     onResponse: (_status, headers) => addCorsHeaders(origin, headers),
     onError: (err, failure) => {
@@ -86,7 +87,7 @@ async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, dep
   if (socket.destroyed) return;
   forwardUpgrade(req, socket, head, {
     target: proxyUrl,
-    headers: upstreamHeaders(req, deps, sandboxId, port, true),
+    headers: upstreamHeaders(req, deps, sandboxId, nodeId, port, true),
     onError: (err, failure) => {
       deps.log.warn({ err, sandboxId, nodeId, failure }, 'node proxy unreachable (upgrade)');
       writeRawProxyError(socket, 502, proxyErrorBody(502, 'The sandbox node is unreachable', { sandboxId }));

@@ -36,13 +36,13 @@ export interface NodeProxyOptions {
   log: Logger;
 }
 
-/** envd routes only the node may call (x-internal in envd's spec); refused on the envd port. */
-const ENVD_INTERNAL_PATHS = new Set(['/init', '/metrics', '/freeze', '/unfreeze', '/collapse', '/fsfreeze', '/fsthaw', '/upgrade']);
+/** envd routes only the node may call (x-internal in envd's spec); refused on the envd port, whatever follows them. */
+const ENVD_INTERNAL_SEGMENTS = new Set(['init', 'metrics', 'freeze', 'unfreeze', 'collapse', 'fsfreeze', 'fsthaw', 'upgrade']);
 /** Above the edge's 610 s, below envd's 640 s (reference §6.2), so the outer hop always times out first. */
 const IDLE_TIMEOUT_MS = 620_000;
 
 type Route =
-  | { ok: true; sandboxId: string; port: number; target: string }
+  | { ok: true; sandboxId: string; port: number; target: string; path: string }
   | { ok: false; status: number; body: ProxyErrorBody };
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -50,16 +50,47 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** Normalised path, so /init/, //init, /a/../init or /%69nit cannot slip past the internal-path check. */
-function pathOf(url: string | undefined): string {
-  const raw = ((url ?? '/').split('?', 1)[0] ?? '/').replace(/\/{2,}/g, '/');
-  let path: string;
+/**
+ * The request target in origin form (RFC 9112 §3.2), which is what goes upstream: an absolute-form target
+ * (`POST http://x/init HTTP/1.1`) becomes its path and query — envd would resolve it to /init all the same —
+ * and anything else not starting with '/' (asterisk-form, garbage) is refused (undefined).
+ */
+function originForm(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  if (url.startsWith('/')) return url;
+  if (!/^https?:\/\//i.test(url)) return undefined;
   try {
-    path = decodeURIComponent(new URL(`http://x${raw.startsWith('/') ? '' : '/'}${raw}`).pathname);
+    const u = new URL(url);
+    return `${u.pathname}${u.search}`;
   } catch {
-    path = raw;
+    return undefined;
   }
-  return path.replace(/\/{2,}/g, '/').replace(/\/+$/, '').toLowerCase() || '/';
+}
+
+/**
+ * The first path segment as any reader of `target` could understand it: query and fragment cut, percent-escapes
+ * decoded (repeatedly, so double encoding does not help), backslashes read as slashes, empty and dot segments
+ * resolved, lower case. /init/, //init, /./init, /a/../init, /%69nit, /%2finit, /INIT and /init? all give "init".
+ */
+function firstSegment(target: string): string {
+  let path = target.split(/[?#]/, 1)[0] ?? '';
+  for (let i = 0; i < 4; i++) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(path);
+    } catch {
+      break;
+    }
+    if (decoded === path) break;
+    path = decoded;
+  }
+  const segments: string[] = [];
+  for (const seg of path.replace(/\\/g, '/').split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') segments.pop();
+    else segments.push(seg);
+  }
+  return (segments[0] ?? '').toLowerCase();
 }
 
 function route(req: IncomingMessage, opts: NodeProxyOptions): Route {
@@ -73,12 +104,14 @@ function route(req: IncomingMessage, opts: NodeProxyOptions): Route {
   if (!SANDBOX_ID_RE.test(sandboxId) || port === undefined) {
     return { ok: false, status: 400, body: proxyErrorBody(400, 'Missing or invalid E2b-Sandbox-Id / E2b-Sandbox-Port headers') };
   }
-  if (port === ENVD_PORT && ENVD_INTERNAL_PATHS.has(pathOf(req.url))) {
+  const path = originForm(req.url);
+  if (path === undefined) return { ok: false, status: 400, body: proxyErrorBody(400, 'The request target must be a path (origin form) or an http URL') };
+  if (port === ENVD_PORT && ENVD_INTERNAL_SEGMENTS.has(firstSegment(path))) {
     return { ok: false, status: 404, body: proxyErrorBody(404, 'Not found') };
   }
   const address = opts.lookup(sandboxId);
   if (!address) return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
-  return { ok: true, sandboxId, port, target: `http://${address}:${port}` };
+  return { ok: true, sandboxId, port, target: `http://${address}:${port}`, path };
 }
 
 function upstreamFailureBody(r: Extract<Route, { ok: true }>, failure: UpstreamFailure): ProxyErrorBody {
@@ -134,6 +167,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
     }
     void forwardHttp(req, res, {
       target: r.target,
+      path: r.path,
       headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER] }),
       // Keyed by address too: a resumed sandbox may come back elsewhere, and its old pooled sockets are dead.
       agent: agents.get(`${r.sandboxId}@${r.target}`),
@@ -153,6 +187,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
     }
     forwardUpgrade(req, socket, head, {
       target: r.target,
+      path: r.path,
       headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER], upgrade: true }),
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       onError: (_err, failure) => writeRawProxyError(socket, 502, upstreamFailureBody(r, failure)),

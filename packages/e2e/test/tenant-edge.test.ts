@@ -1,0 +1,118 @@
+// Hostile tenant, the edge's doors (docs/decisions.md, "Hostile tenant: edge and node credentials"), against a
+// real two-node deployment: a paused private sandbox cannot be woken by someone who only knows its id, one
+// node's token speaks for no other node, and envd's internal routes stay shut in any request-target spelling.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { create } from '@bufbuild/protobuf';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { deriveNodeToken } from '@cove/auth-tokens';
+import { HeartbeatRequestSchema, NodeRegistry } from '@cove/contracts/edge';
+import { InfoResponseSchema, SandboxService } from '@cove/contracts/orchestrator';
+import { Sandbox } from 'e2b';
+import { request } from 'undici';
+import { deployment, type Deployment } from './deployment.js';
+
+/** One raw HTTP/1.1 request with an exact request line; resolves with the status code. */
+async function rawStatus(port: number, requestLine: string, headers: Record<string, string>): Promise<number> {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  const lines = [requestLine, 'connection: close', 'content-length: 0', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
+  socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+  let data = '';
+  socket.setEncoding('utf8');
+  for await (const chunk of socket) data += chunk as string;
+  const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
+  assert.ok(m, `no HTTP answer to ${requestLine}: ${JSON.stringify(data.slice(0, 200))}`);
+  return Number(m[1]);
+}
+
+describe('tenant-facing edge doors through the unchanged SDK', () => {
+  let d: Deployment;
+  const made: Sandbox[] = [];
+  before(() => {
+    d = deployment();
+  });
+  after(async () => {
+    await Promise.all(made.map((s) => s.kill().catch(() => undefined)));
+  });
+
+  const edgeTraffic = async (sbx: Sandbox, port: number, headers: Record<string, string> = {}): Promise<number> => {
+    const r = await request(`http://127.0.0.1:${d.ports.edgeTraffic}/health`, { headers: { host: sbx.getHost(port), ...headers } });
+    await r.body.dump();
+    return r.statusCode;
+  };
+
+  test("a paused private sandbox is not woken through port 49983 or 8080 without its tokens; the SDK's own envd call wakes it", async () => {
+    const sbx = await Sandbox.create({ timeoutMs: 120_000, network: { allowPublicTraffic: false }, lifecycle: { onTimeout: 'pause', autoResume: true } });
+    made.push(sbx);
+    assert.ok(sbx.trafficAccessToken, 'a private sandbox has a traffic token');
+    await sbx.files.write('/home/user/mark.txt', 'still here');
+    assert.equal(await sbx.pause(), true);
+
+    // Someone who knows only the id (and maybe guesses tokens): refused, and the sandbox stays paused.
+    const attempts: Array<[number, Record<string, string>]> = [
+      [49983, {}],
+      [49983, { 'x-access-token': 'guessed-envd-token' }],
+      [49983, { 'e2b-traffic-access-token': 'guessed-traffic-token' }],
+      [8080, {}],
+      [8080, { 'e2b-traffic-access-token': 'guessed-traffic-token' }],
+    ];
+    for (const [port, headers] of attempts) assert.equal(await edgeTraffic(sbx, port, headers), 403, `${port} ${JSON.stringify(headers)}`);
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused', 'not woken');
+
+    // The SDK's envd call carries the sandbox's own X-Access-Token: the edge wakes it (E2B semantics).
+    assert.equal(await sbx.files.read('/home/user/mark.txt'), 'still here');
+    assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running');
+  });
+
+  test("one node's token neither registers another node nor is accepted by it", async () => {
+    assert.ok(d.nodes.length >= 2, 'the e2e deployment runs two nodes');
+    const [a, b] = d.nodes as [Deployment['nodes'][number], Deployment['nodes'][number]];
+    const tokenA = deriveNodeToken(d.secrets.nodeCredentialKey, a.nodeId);
+    const registry = createClient(NodeRegistry, createGrpcTransport({ baseUrl: `http://127.0.0.1:${d.ports.edgeApi}` }));
+    const impostor = create(HeartbeatRequestSchema, {
+      info: create(InfoResponseSchema, { nodeId: b.nodeId }),
+      rpcUrl: `http://127.0.0.1:${a.rpcPort}`,
+      proxyUrl: `http://127.0.0.1:${a.proxyPort}`,
+      sandboxIds: [],
+    });
+    await assert.rejects(registry.heartbeat(impostor, { headers: { authorization: `Bearer ${tokenA}` } }), (err: unknown) => {
+      assert.equal(ConnectError.from(err).code, Code.PermissionDenied);
+      return true;
+    });
+    const nodes = (await (await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } })).json()) as Array<{
+      nodeId: string;
+      rpcUrl: string;
+    }>;
+    assert.equal(nodes.find((n) => n.nodeId === b.nodeId)?.rpcUrl, `http://127.0.0.1:${b.rpcPort}`, "node B's registration is untouched");
+
+    // Node B's RPC refuses node A's token.
+    const onB = createClient(SandboxService, createGrpcTransport({ baseUrl: `http://127.0.0.1:${b.rpcPort}` }));
+    await assert.rejects(onB.list({}, { headers: { authorization: `Bearer ${tokenA}` } }), (err: unknown) => {
+      assert.equal(ConnectError.from(err).code, Code.PermissionDenied);
+      return true;
+    });
+  });
+
+  test("envd's /init is refused in absolute form and other spellings, through the edge and at the node proxy", async () => {
+    const sbx = await Sandbox.create({ timeoutMs: 60_000 });
+    made.push(sbx);
+    const envdHost = sbx.getHost(49983);
+    for (const target of ['http://x/init', `http://${envdHost}/init`, '/./init', '//init', '/%69nit', '/INIT', '/init?']) {
+      assert.equal(await rawStatus(d.ports.edgeTraffic, `POST ${target} HTTP/1.1`, { host: envdHost }), 404, `edge: ${target}`);
+    }
+    // Straight at each node proxy, with that node's own token (what a compromised edge path would send).
+    for (const n of d.nodes) {
+      const headers = { host: 'node', 'cove-node-token': deriveNodeToken(d.secrets.nodeCredentialKey, n.nodeId), 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983' };
+      for (const target of ['http://x/init', '/./init', '*']) {
+        const status = await rawStatus(n.proxyPort, `POST ${target} HTTP/1.1`, headers);
+        assert.ok(status === 404 || status === 400, `node ${n.nodeId}: ${target} → ${status}`);
+      }
+    }
+    // The sandbox is unharmed and its envd still serves the SDK.
+    assert.equal((await sbx.commands.run('echo ok')).stdout.trim(), 'ok');
+  });
+});
