@@ -748,6 +748,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** @description The team's own name, a built-in one, or team-slug/name of another team's public template. Another team's private template is 404 (not E2B's 403, which would reveal it exists). */
         get: {
             parameters: {
                 query?: never;
@@ -769,7 +770,6 @@ export interface paths {
                     };
                 };
                 401: components["responses"]["401"];
-                403: components["responses"]["403"];
                 404: components["responses"]["404"];
             };
         };
@@ -790,7 +790,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** @description A new template (or a new build of the team's template of that name), status waiting. */
+        /** @description A new template (or a new build of the team's template of that name), status waiting. Names are per team; name may carry the team's own slug (team-slug/name); a built-in name is 409, another team's slug 403. */
         post: {
             parameters: {
                 query?: never;
@@ -815,6 +815,7 @@ export interface paths {
                 };
                 400: components["responses"]["400"];
                 401: components["responses"]["401"];
+                403: components["responses"]["403"];
                 409: components["responses"]["409"];
             };
         };
@@ -1305,7 +1306,7 @@ export interface components {
             onTimeout: "kill" | "pause";
         };
         NewSandbox: {
-            /** @description Template id or alias, optionally with :tag */
+            /** @description Template id, the team's own name (else a built-in one), or another team's public template as team-slug/name; optionally with :tag */
             templateID: string;
             /**
              * Format: int32

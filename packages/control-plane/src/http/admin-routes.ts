@@ -10,6 +10,7 @@ import { Conflict } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxStore } from '../store/sandbox-store.js';
 import type { Team, TeamStore } from '../store/team-store.js';
+import { SlugSchema } from '../store/team-slug.js';
 import { parse } from './validation.js';
 
 const name = z.string().min(1).max(128);
@@ -24,6 +25,8 @@ const ClusterBody = z.object({ name, endpoint, token: z.string().min(16).max(512
 const ClusterPatch = z.object({ name: name.optional(), endpoint: endpoint.optional(), token: z.string().min(16).max(512).optional(), sandboxDomain: domain.optional() });
 const TeamBody = z.object({
   name,
+  /** The team's template namespace; derived from the name when omitted. */
+  slug: SlugSchema.optional(),
   clusterId: z.string().min(1).max(128).nullable().optional(),
   maxConcurrentSandboxes: z.number().int().min(1).max(100_000).optional(),
   maxTimeoutHours: z.number().int().min(1).max(24 * 365).optional(),
@@ -54,6 +57,7 @@ const clusterView = (c: Cluster) => ({
 const teamView = (t: Team) => ({
   id: t.id,
   name: t.name,
+  slug: t.slug,
   clusterId: t.clusterId,
   maxConcurrentSandboxes: t.maxConcurrentSandboxes,
   maxTimeoutHours: t.maxTimeoutHours,
@@ -125,6 +129,7 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
     await ensureKeyFree(b.apiKey);
     const team = await d.teams.create({
       name: b.name,
+      slug: b.slug,
       clusterId: b.clusterId ?? null,
       maxConcurrentSandboxes: b.maxConcurrentSandboxes ?? d.config.defaultLimits.maxConcurrentSandboxes,
       maxTimeoutHours: b.maxTimeoutHours ?? d.config.defaultLimits.maxTimeoutHours,

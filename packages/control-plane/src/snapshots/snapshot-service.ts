@@ -45,7 +45,7 @@ export class SnapshotService {
   async create(team: Team, sandboxId: string, name: string | undefined): Promise<SnapshotView> {
     const cluster = await this.clusters.forTeam(team);
     if (name !== undefined) {
-      const t = await this.templates.find(cluster.id, name);
+      const t = await this.templates.find(cluster.id, team.id, name);
       if (t && (t.teamId === null || t.teamId === team.id || t.public)) throw new Conflict(`the name '${name}' is used by template '${t.templateId}'`);
     }
     return this.service.whenSettled(sandboxId, team.id, async (s) => {

@@ -18,6 +18,8 @@ export interface ClusterTable {
 export interface TeamTable {
   id: string;
   name: string;
+  /** The team's template namespace (`slug/name`), unique; set for every row since migration 0004. */
+  slug: string;
   cluster_id: string | null;
   max_concurrent_sandboxes: number;
   max_timeout_hours: number;

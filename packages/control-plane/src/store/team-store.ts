@@ -2,15 +2,19 @@
 
 import type { Kysely } from 'kysely';
 import { generateApiKey, hashApiKey, maskApiKey } from '../auth/api-key.js';
-import { NotFound } from '../errors.js';
+import { Conflict, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { ApiKeyTable, Database, TeamTable } from './schema.js';
+import { slugOf, suffixedSlug } from './team-slug.js';
+import { isUniqueViolation } from './template-store.js';
 
 const LAST_USED_RESOLUTION_MS = 60_000;
 
 export interface Team {
   id: string;
   name: string;
+  /** The namespace other teams write as `slug/name` to reach this team's public templates. */
+  slug: string;
   clusterId: string | null;
   maxConcurrentSandboxes: number;
   maxTimeoutHours: number;
@@ -33,6 +37,8 @@ export interface CreatedApiKey extends ApiKeyInfo {
 
 export interface NewTeam {
   name: string;
+  /** Chosen by the admin; otherwise derived from the name (with a random suffix when that one is taken). */
+  slug?: string;
   clusterId?: string | null;
   maxConcurrentSandboxes: number;
   maxTimeoutHours: number;
@@ -41,6 +47,7 @@ export interface NewTeam {
 const toTeam = (r: TeamTable): Team => ({
   id: r.id,
   name: r.name,
+  slug: r.slug,
   clusterId: r.cluster_id,
   maxConcurrentSandboxes: r.max_concurrent_sandboxes,
   maxTimeoutHours: r.max_timeout_hours,
@@ -59,17 +66,32 @@ const toKey = (r: ApiKeyTable): ApiKeyInfo => ({
 export class TeamStore {
   constructor(private readonly db: Kysely<Database>) {}
 
+  /** Conflict when the admin's slug is taken; a derived one that is taken gets a random suffix instead. */
   async create(t: NewTeam): Promise<Team> {
-    const row: TeamTable = {
-      id: newId(),
-      name: t.name,
-      cluster_id: t.clusterId ?? null,
-      max_concurrent_sandboxes: t.maxConcurrentSandboxes,
-      max_timeout_hours: t.maxTimeoutHours,
-      created_at: Date.now(),
-    };
-    await this.db.insertInto('teams').values(row).execute();
-    return toTeam(row);
+    for (let attempt = 0; ; attempt++) {
+      const row: TeamTable = {
+        id: newId(),
+        name: t.name,
+        slug: t.slug ?? (attempt === 0 ? slugOf(t.name) : suffixedSlug(t.name)),
+        cluster_id: t.clusterId ?? null,
+        max_concurrent_sandboxes: t.maxConcurrentSandboxes,
+        max_timeout_hours: t.maxTimeoutHours,
+        created_at: Date.now(),
+      };
+      try {
+        await this.db.insertInto('teams').values(row).execute();
+        return toTeam(row);
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        if (t.slug !== undefined) throw new Conflict(`team slug '${t.slug}' is already taken`);
+        if (attempt >= 3) throw err;
+      }
+    }
+  }
+
+  async bySlug(slug: string): Promise<Team | undefined> {
+    const r = await this.db.selectFrom('teams').selectAll().where('slug', '=', slug).executeTakeFirst();
+    return r && toTeam(r);
   }
 
   async get(id: string): Promise<Team | undefined> {

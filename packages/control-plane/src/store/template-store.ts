@@ -4,6 +4,7 @@
 
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import { Conflict } from '../errors.js';
+import { splitNamespace } from '../templates/names.js';
 import { toTemplate, type Template } from './cluster-store.js';
 import type { BuildStatus, Database, TemplateBuildTable } from './schema.js';
 
@@ -79,7 +80,7 @@ const toBuild = (r: Selectable<TemplateBuildTable>): Build => ({
 });
 
 /** A unique-index violation on SQLite (better-sqlite3) or PostgreSQL (SQLSTATE 23505). */
-function isUniqueViolation(err: unknown): boolean {
+export function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: unknown };
   return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }
@@ -90,17 +91,38 @@ export class TemplateStore {
     private readonly kind: 'sqlite' | 'postgres',
   ) {}
 
-  /** A template of the cluster by id or name. */
-  async find(clusterId: string, idOrName: string): Promise<Template | undefined> {
-    const r = await this.db
+  /**
+   * The template `ref` names for team `teamId` in the cluster (docs/decisions.md, "Tenant names"):
+   * - `namespace/name`: the template `name` of the team whose slug is `namespace` (any team: the caller decides
+   *   whether it may use it — its own, or a public one);
+   * - otherwise a template id (any team's, the caller checks access), else the team's own template of that name,
+   *   else a built-in one. Another team's name is never reached by a bare name, so nobody can squat or shadow it.
+   */
+  async find(clusterId: string, teamId: string, ref: string): Promise<Template | undefined> {
+    const { namespace, name } = splitNamespace(ref);
+    if (namespace !== undefined) {
+      const r = await this.db
+        .selectFrom('templates')
+        .innerJoin('teams', 'teams.id', 'templates.team_id')
+        .selectAll('templates')
+        .where('templates.cluster_id', '=', clusterId)
+        .where('teams.slug', '=', namespace)
+        .where('templates.alias', '=', name)
+        .executeTakeFirst();
+      return r && toTemplate(r);
+    }
+    const rows = await this.db
       .selectFrom('templates')
       .selectAll()
       .where('cluster_id', '=', clusterId)
-      .where((eb) => eb.or([eb('template_id', '=', idOrName), eb('alias', '=', idOrName)]))
-      // An id wins over a name that happens to spell another template's id.
-      .orderBy((eb) => eb.case().when('template_id', '=', idOrName).then(0).else(1).end())
-      .executeTakeFirst();
-    return r && toTemplate(r);
+      .where((eb) =>
+        eb.or([eb('template_id', '=', ref), eb.and([eb('alias', '=', ref), eb.or([eb('team_id', '=', teamId), eb('team_id', 'is', null)])])]),
+      )
+      .execute();
+    // An id wins over a name that happens to spell another template's id; the team's own name over a built-in one.
+    const rank = (r: (typeof rows)[number]) => (r.template_id === ref ? 0 : r.team_id === teamId ? 1 : 2);
+    const best = rows.sort((a, b) => rank(a) - rank(b))[0];
+    return best && toTemplate(best);
   }
 
   /** The built-in templates plus the team's own, oldest first. */
@@ -117,10 +139,11 @@ export class TemplateStore {
   }
 
   /**
-   * Registers a waiting build of the team's template `name`, creating the template when the name is free.
-   * Conflict when the name belongs to another team or to a built-in template. The name check and the insert
-   * share a transaction holding the row (PostgreSQL `FOR UPDATE`; SQLite has one writer), and the unique
-   * index on (cluster, name) settles two first builds racing for a new name.
+   * Registers a waiting build of the team's template `name`, creating the template when the team has none of
+   * that name. Names are per team: another team's template of the same name is a different template. Conflict
+   * when the name is a built-in template's (they are every team's). The name check and the insert share a
+   * transaction holding the row (PostgreSQL `FOR UPDATE`; SQLite has one writer), and the unique index on
+   * (cluster, team, name) settles two first builds of the team racing for a new name.
    */
   async requestBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
     try {
@@ -128,27 +151,23 @@ export class TemplateStore {
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
     }
-    // Another request created the name between our check and insert: once more, now finding its row (the
-    // same team gets a new build of it; another team a conflict).
-    try {
-      return await this.registerBuild(b);
-    } catch (err) {
-      if (isUniqueViolation(err)) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
-      throw err;
-    }
+    // Another request of the team created the name between our check and insert: once more, now finding its row.
+    return this.registerBuild(b);
   }
 
   private async registerBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
     return this.db.transaction().execute(async (trx) => {
       const now = Date.now();
+      const builtIn = await trx.selectFrom('templates').select('template_id').where('cluster_id', '=', b.clusterId).where('alias', '=', b.name).where('team_id', 'is', null).executeTakeFirst();
+      if (builtIn) throw new Conflict(`template name '${b.name}' is a built-in template's and cannot be used`);
       const existing = await trx
         .selectFrom('templates')
         .selectAll()
         .where('cluster_id', '=', b.clusterId)
+        .where('team_id', '=', b.teamId)
         .where('alias', '=', b.name)
         .$if(this.kind === 'postgres', (q) => q.forUpdate())
         .executeTakeFirst();
-      if (existing && existing.team_id !== b.teamId) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
       const templateId = existing?.template_id ?? b.templateId;
       if (existing) {
         await trx
