@@ -157,7 +157,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   });
 
   await app.register(async (admin) => {
-    admin.addHook('onRequest', adminAuth(config.adminToken));
+    admin.addHook('onRequest', adminAuth(config.adminTokenHash));
     adminRoutes(admin, { config, teams, clusters, sandboxes, links });
   });
 

@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
+import { tokenHash } from '@cove/auth-tokens';
 import { z } from 'zod';
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
@@ -14,7 +15,9 @@ const EnvSchema = z.object({
   COVE_DATA_DIR: z.string().min(1).default('.cove/control-plane'),
   /** `postgres://…` for PostgreSQL, `sqlite:<path>` or a bare path for SQLite; default `<data dir>/control-plane.db`. */
   COVE_DB_URL: z.string().min(1).optional(),
-  COVE_ADMIN_TOKEN: z.string().min(16, 'COVE_ADMIN_TOKEN must be at least 16 characters'),
+  COVE_ADMIN_TOKEN: z.string().min(16, 'COVE_ADMIN_TOKEN must be at least 16 characters').optional(),
+  /** sha256 hex of the admin token, instead of COVE_ADMIN_TOKEN: the control plane then never holds the token. */
+  COVE_ADMIN_TOKEN_SHA256: z.string().regex(/^[0-9a-f]{64}$/i, 'COVE_ADMIN_TOKEN_SHA256 must be 64 hex digits (sha256)').transform((h) => h.toLowerCase()).optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** JSON-lines file receiving one line per request (method, url, status, duration); unset = stdout log only. */
   COVE_CP_REQUEST_LOG: z.string().min(1).optional(),
@@ -42,6 +45,9 @@ const EnvSchema = z.object({
   /** PEM files of the control plane's client certificate and key, for edges requiring mutual TLS. */
   COVE_CONTROL_LINK_CLIENT_CERT: z.string().min(1).optional(),
   COVE_CONTROL_LINK_CLIENT_KEY: z.string().min(1).optional(),
+}).refine((e) => (e.COVE_ADMIN_TOKEN === undefined) !== (e.COVE_ADMIN_TOKEN_SHA256 === undefined), {
+  message: 'set exactly one of COVE_ADMIN_TOKEN and COVE_ADMIN_TOKEN_SHA256',
+  path: ['COVE_ADMIN_TOKEN'],
 }).refine((e) => (e.COVE_CONTROL_LINK_CLIENT_CERT === undefined) === (e.COVE_CONTROL_LINK_CLIENT_KEY === undefined), {
   message: 'COVE_CONTROL_LINK_CLIENT_CERT and COVE_CONTROL_LINK_CLIENT_KEY must be set together (or neither)',
   path: ['COVE_CONTROL_LINK_CLIENT_CERT'],
@@ -63,7 +69,8 @@ export interface Config {
   host: string;
   dataDir: string;
   db: DbConfig;
-  adminToken: string;
+  /** sha256 hex of the admin token: only the hash is kept, and requests are compared against it in constant time. */
+  adminTokenHash: string;
   logLevel: string;
   requestLogPath: string | undefined;
   bodyLimit: number;
@@ -102,7 +109,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     host: e.COVE_CP_HOST,
     dataDir: e.COVE_DATA_DIR,
     db: Object.freeze(parseDbUrl(e.COVE_DB_URL, e.COVE_DATA_DIR)),
-    adminToken: e.COVE_ADMIN_TOKEN,
+    adminTokenHash: e.COVE_ADMIN_TOKEN_SHA256 ?? tokenHash(e.COVE_ADMIN_TOKEN!),
     logLevel: e.COVE_LOG_LEVEL,
     requestLogPath: e.COVE_CP_REQUEST_LOG,
     bodyLimit: e.COVE_CP_BODY_LIMIT,
