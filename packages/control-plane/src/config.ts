@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { tokenHash } from '@cove/auth-tokens';
 import { z } from 'zod';
+import type { TeamQuotas } from './store/team-store.js';
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 
@@ -24,6 +25,11 @@ const EnvSchema = z.object({
   COVE_CP_BODY_LIMIT: int(1024 * 1024, 1024),
   COVE_DEFAULT_MAX_SANDBOXES: int(20, 1),
   COVE_DEFAULT_MAX_TIMEOUT_HOURS: int(1, 1),
+  /** Per-team quotas unless the admin API sets a team's own: template builds at once (each is a sandbox's worth of
+   *  CPU and memory on a node), templates, and persistent snapshots (each a full copy in cluster storage). */
+  COVE_DEFAULT_MAX_CONCURRENT_BUILDS: int(3, 0),
+  COVE_DEFAULT_MAX_TEMPLATES: int(100, 0),
+  COVE_DEFAULT_MAX_SNAPSHOTS: int(100, 0),
   /** How often the evictor looks for sandboxes past their end time. */
   COVE_EVICT_INTERVAL_MS: int(1000, 10),
   /** How often running sandboxes are checked against their nodes' lists. */
@@ -74,7 +80,7 @@ export interface Config {
   logLevel: string;
   requestLogPath: string | undefined;
   bodyLimit: number;
-  defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number };
+  defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number } & TeamQuotas;
   evictIntervalMs: number;
   reconcileIntervalMs: number;
   cpuOvercommit: number;
@@ -116,6 +122,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     defaultLimits: Object.freeze({
       maxConcurrentSandboxes: e.COVE_DEFAULT_MAX_SANDBOXES,
       maxTimeoutHours: e.COVE_DEFAULT_MAX_TIMEOUT_HOURS,
+      maxConcurrentBuilds: e.COVE_DEFAULT_MAX_CONCURRENT_BUILDS,
+      maxTemplates: e.COVE_DEFAULT_MAX_TEMPLATES,
+      maxSnapshots: e.COVE_DEFAULT_MAX_SNAPSHOTS,
     }),
     evictIntervalMs: e.COVE_EVICT_INTERVAL_MS,
     reconcileIntervalMs: e.COVE_RECONCILE_INTERVAL_MS,

@@ -19,6 +19,9 @@ import { newBuildId, newTemplateId } from '../src/templates/names.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
 import { sandbox } from './fixtures/sandbox-record.js';
 
+/** Quotas high enough not to matter here (tenant-quotas.test.ts tests them). */
+const QUOTAS = { maxTemplates: 1000, maxConcurrentBuilds: 1000 };
+
 for (const engine of ['sqlite', 'postgres'] as const) {
   describe(`store on ${engine}`, { skip: engine === 'postgres' && !postgresAvailable() ? 'postgresql 15 not installed' : false }, () => {
     let dir: string;
@@ -141,7 +144,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const a = await teams.create({ name: 'tpl-a', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const b = await teams.create({ name: 'tpl-b', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const req = (teamId: string, name: string, tags = ['default']) =>
-        templates.requestBuild({ clusterId, teamId, name, tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId() });
+        templates.requestBuild({ clusterId, teamId, name, tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId(), ...QUOTAS });
       const raced = await Promise.all([req(a.id, 'raced'), req(b.id, 'raced'), req(a.id, 'raced'), req(b.id, 'raced')]);
       const ofA = raced.filter((r) => r.template.teamId === a.id);
       const ofB = raced.filter((r) => r.template.teamId === b.id);
@@ -161,7 +164,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const templates = new TemplateStore(db.kysely, db.kind);
       const team = await teams.create({ name: 'tpl-tags', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const req = (tags: string[]) =>
-        templates.requestBuild({ clusterId, teamId: team.id, name: 'tags', tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId() });
+        templates.requestBuild({ clusterId, teamId: team.id, name: 'tags', tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId(), ...QUOTAS });
       const one = await req(['default', 'v1']);
       const t = one.template.templateId;
       assert.equal((await templates.resolveTag(clusterId, t, 'default')).build, undefined);
@@ -193,7 +196,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
     });
 
     test('pause and resume transitions are conditional; paused sandboxes do not count against the limit', async () => {
-      const snapshots = new SnapshotStore(db.kysely);
+      const snapshots = new SnapshotStore(db.kysely, db.kind);
       const team = await teams.create({ name: 'pause', clusterId, maxConcurrentSandboxes: 1, maxTimeoutHours: 1 });
       const s = sandbox(team.id, clusterId);
       await sandboxes.reserve(s, 1);
@@ -240,7 +243,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
     });
 
     test('persistent snapshots: lookup by id or name is per team, newest first, paged', async () => {
-      const snapshots = new SnapshotStore(db.kysely);
+      const snapshots = new SnapshotStore(db.kysely, db.kind);
       const a = await teams.create({ name: 'snap-a', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const b = await teams.create({ name: 'snap-b', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const base = Date.now();

@@ -188,11 +188,11 @@ describe(`a store from before per-team names migrates (${engine})`, { skip: engi
         assert.equal((await templates.find('c1', 't-1', 'app'))?.templateId, 'tplone');
         assert.equal(await templates.find('c1', 't-2', 'app'), undefined, "another team's name is not reached bare");
         assert.equal((await templates.find('c1', 't-2', 'same-name/app'))?.templateId, 'tplone');
-        const mine = await templates.requestBuild({ clusterId: 'c1', teamId: 't-2', name: 'app', tags: ['default'], cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: 'tpltwo', buildId: 'b2' });
+        const mine = await templates.requestBuild({ clusterId: 'c1', teamId: 't-2', name: 'app', tags: ['default'], cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: 'tpltwo', buildId: 'b2', maxTemplates: 10, maxConcurrentBuilds: 10 });
         assert.equal(mine.created, true);
         assert.equal((await templates.find('c1', 't-2', 'app'))?.templateId, 'tpltwo');
         // Same team, same name: still one template (the new index).
-        assert.equal((await templates.requestBuild({ clusterId: 'c1', teamId: 't-2', name: 'app', tags: ['default'], cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: 'tplthree', buildId: 'b3' })).template.templateId, 'tpltwo');
+        assert.equal((await templates.requestBuild({ clusterId: 'c1', teamId: 't-2', name: 'app', tags: ['default'], cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: 'tplthree', buildId: 'b3', maxTemplates: 10, maxConcurrentBuilds: 10 })).template.templateId, 'tpltwo');
       } finally {
         await db.close();
       }

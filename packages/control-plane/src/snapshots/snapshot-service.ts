@@ -8,7 +8,7 @@ import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
 import { ClusterUnavailable, Conflict, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { ClusterStore } from '../store/cluster-store.js';
 import type { SnapshotListFilter, SnapshotRecord, SnapshotStore } from '../store/snapshot-store.js';
-import type { Team } from '../store/team-store.js';
+import { quotasOf, type Team, type TeamQuotas } from '../store/team-store.js';
 import type { TemplateStore } from '../store/template-store.js';
 import { newSnapshotId } from '../sandboxes/ids.js';
 import { MAYBE_DONE } from '../sandboxes/node-start.js';
@@ -33,6 +33,8 @@ export class SnapshotService {
     private readonly links: ControlLinks,
     private readonly cleaner: SnapshotCleaner,
     private readonly service: SandboxService,
+    /** The deployment's default quotas (a team's own override them). */
+    private readonly quotaDefaults: TeamQuotas,
     private readonly log: Logger,
   ) {}
 
@@ -55,7 +57,7 @@ export class SnapshotService {
       const log = this.log.child({ sandboxId, teamId: team.id, nodeId: s.nodeId, snapshotId: id });
       const nodeBuildId = await this.service.pauses.nodeBuildId(s);
       const pending = snapshotOf(s, nodeBuildId, { memory: true, sizeBytes: null, createdAt: Date.now() }, { id, kind: 'persistent', status: 'creating', name: name ?? null, nodeId: s.nodeId });
-      await this.snapshots.insert(pending);
+      await this.snapshots.insertPersistent(pending, quotasOf(team, this.quotaDefaults).maxSnapshots);
       try {
         const taken = takenOf(await this.links.for(cluster).snapshot(s.nodeId, s.id, id));
         const ready = { ...pending, ...taken, status: 'ready' as const };

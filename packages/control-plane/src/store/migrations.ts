@@ -199,8 +199,17 @@ const m0004: Migration = {
   },
 };
 
+/** Per-team quotas for builds, templates and persistent snapshots; NULL means the deployment's default. */
+const m0005: Migration = {
+  async up(db: Kysely<unknown>) {
+    for (const column of ['max_concurrent_builds', 'max_templates', 'max_snapshots']) {
+      await db.schema.alterTable('teams').addColumn(column, 'integer').execute();
+    }
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005 };
   },
 };

@@ -24,6 +24,10 @@ export interface TeamTable {
   max_concurrent_sandboxes: number;
   max_timeout_hours: number;
   created_at: number;
+  /** Per-team quotas (migration 0005); null = the deployment's default (COVE_DEFAULT_MAX_*). */
+  max_concurrent_builds: number | null;
+  max_templates: number | null;
+  max_snapshots: number | null;
 }
 
 export interface ApiKeyTable {

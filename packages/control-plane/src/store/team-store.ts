@@ -19,6 +19,25 @@ export interface Team {
   maxConcurrentSandboxes: number;
   maxTimeoutHours: number;
   createdAt: Date;
+  /** Per-team quotas; null = the deployment's default (see quotasOf). */
+  maxConcurrentBuilds: number | null;
+  maxTemplates: number | null;
+  maxSnapshots: number | null;
+}
+
+/** The quotas in force for a team: its own, else the deployment's defaults. */
+export interface TeamQuotas {
+  maxConcurrentBuilds: number;
+  maxTemplates: number;
+  maxSnapshots: number;
+}
+
+export function quotasOf(team: Pick<Team, keyof TeamQuotas>, defaults: TeamQuotas): TeamQuotas {
+  return {
+    maxConcurrentBuilds: team.maxConcurrentBuilds ?? defaults.maxConcurrentBuilds,
+    maxTemplates: team.maxTemplates ?? defaults.maxTemplates,
+    maxSnapshots: team.maxSnapshots ?? defaults.maxSnapshots,
+  };
 }
 
 export interface ApiKeyInfo {
@@ -42,6 +61,9 @@ export interface NewTeam {
   clusterId?: string | null;
   maxConcurrentSandboxes: number;
   maxTimeoutHours: number;
+  maxConcurrentBuilds?: number | null;
+  maxTemplates?: number | null;
+  maxSnapshots?: number | null;
 }
 
 const toTeam = (r: TeamTable): Team => ({
@@ -52,6 +74,9 @@ const toTeam = (r: TeamTable): Team => ({
   maxConcurrentSandboxes: r.max_concurrent_sandboxes,
   maxTimeoutHours: r.max_timeout_hours,
   createdAt: new Date(r.created_at),
+  maxConcurrentBuilds: r.max_concurrent_builds ?? null,
+  maxTemplates: r.max_templates ?? null,
+  maxSnapshots: r.max_snapshots ?? null,
 });
 
 const toKey = (r: ApiKeyTable): ApiKeyInfo => ({
@@ -77,6 +102,9 @@ export class TeamStore {
         max_concurrent_sandboxes: t.maxConcurrentSandboxes,
         max_timeout_hours: t.maxTimeoutHours,
         created_at: Date.now(),
+        max_concurrent_builds: t.maxConcurrentBuilds ?? null,
+        max_templates: t.maxTemplates ?? null,
+        max_snapshots: t.maxSnapshots ?? null,
       };
       try {
         await this.db.insertInto('teams').values(row).execute();
@@ -112,9 +140,12 @@ export class TeamStore {
 
   async update(
     id: string,
-    patch: Partial<Pick<Team, 'name' | 'clusterId' | 'maxConcurrentSandboxes' | 'maxTimeoutHours'>>,
+    patch: Partial<Pick<Team, 'name' | 'clusterId' | 'maxConcurrentSandboxes' | 'maxTimeoutHours' | 'maxConcurrentBuilds' | 'maxTemplates' | 'maxSnapshots'>>,
   ): Promise<Team> {
     const set: Partial<TeamTable> = {};
+    if (patch.maxConcurrentBuilds !== undefined) set.max_concurrent_builds = patch.maxConcurrentBuilds;
+    if (patch.maxTemplates !== undefined) set.max_templates = patch.maxTemplates;
+    if (patch.maxSnapshots !== undefined) set.max_snapshots = patch.maxSnapshots;
     if (patch.name !== undefined) set.name = patch.name;
     if (patch.clusterId !== undefined) set.cluster_id = patch.clusterId;
     if (patch.maxConcurrentSandboxes !== undefined) set.max_concurrent_sandboxes = patch.maxConcurrentSandboxes;

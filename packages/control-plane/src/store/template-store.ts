@@ -3,7 +3,8 @@
 // a history of assignments to builds, and `name:tag` means the newest assignment whose build is ready.
 
 import type { Kysely, Selectable, Transaction } from 'kysely';
-import { Conflict } from '../errors.js';
+import { Conflict, QuotaExceeded } from '../errors.js';
+import { lockTeam } from './team-lock.js';
 import { splitNamespace } from '../templates/names.js';
 import { toTemplate, type Template } from './cluster-store.js';
 import type { BuildStatus, Database, TemplateBuildTable } from './schema.js';
@@ -43,7 +44,16 @@ export interface NewBuild {
   diskMb: number;
   templateId: string;
   buildId: string;
+  /** The team's quotas: templates it may have, and builds it may run (or have just registered) at once. */
+  maxTemplates: number;
+  maxConcurrentBuilds: number;
 }
+
+/**
+ * A registered build that was never started counts against the concurrent-build quota for this long: long enough
+ * for the SDK to upload its files and start it, short enough that a client that vanished does not block the team.
+ */
+export const WAITING_BUILD_COUNTS_MS = 10 * 60_000;
 
 export interface Outcome {
   status: 'ready' | 'error';
@@ -158,6 +168,7 @@ export class TemplateStore {
   private async registerBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
     return this.db.transaction().execute(async (trx) => {
       const now = Date.now();
+      await lockTeam(trx, this.kind, b.teamId);
       const builtIn = await trx.selectFrom('templates').select('template_id').where('cluster_id', '=', b.clusterId).where('alias', '=', b.name).where('team_id', 'is', null).executeTakeFirst();
       if (builtIn) throw new Conflict(`template name '${b.name}' is a built-in template's and cannot be used`);
       const existing = await trx
@@ -168,6 +179,25 @@ export class TemplateStore {
         .where('alias', '=', b.name)
         .$if(this.kind === 'postgres', (q) => q.forUpdate())
         .executeTakeFirst();
+      if (!existing) {
+        const { n } = await trx
+          .selectFrom('templates')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('cluster_id', '=', b.clusterId)
+          .where('team_id', '=', b.teamId)
+          .executeTakeFirstOrThrow();
+        if (Number(n) >= b.maxTemplates) {
+          throw new QuotaExceeded('template_limit', b.maxTemplates, `your team has reached its limit of ${b.maxTemplates} templates; delete one before creating another`);
+        }
+      }
+      const unfinished = await this.unfinishedBuilds(trx, b.teamId, now);
+      if (unfinished >= b.maxConcurrentBuilds) {
+        throw new QuotaExceeded(
+          'template_build_limit',
+          b.maxConcurrentBuilds,
+          `your team has reached its limit of ${b.maxConcurrentBuilds} concurrent template builds; wait for one to finish`,
+        );
+      }
       const templateId = existing?.template_id ?? b.templateId;
       if (existing) {
         await trx
@@ -250,16 +280,49 @@ export class TemplateStore {
     return rows.map(toBuild);
   }
 
-  /** Moves a waiting build to building (recording its source); false when it was not waiting. */
-  async claim(buildId: string, source: BuildSource): Promise<boolean> {
+  /** The team's builds that count against its concurrent-build quota: building, or waiting since recently. */
+  private async unfinishedBuilds(trx: Transaction<Database>, teamId: string, now: number): Promise<number> {
+    const { n } = await trx
+      .selectFrom('template_builds')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('team_id', '=', teamId)
+      .where((eb) => eb.or([eb('status', '=', 'building'), eb.and([eb('status', '=', 'waiting'), eb('created_at', '>', now - WAITING_BUILD_COUNTS_MS)])]))
+      .executeTakeFirstOrThrow();
+    return Number(n);
+  }
+
+  /**
+   * Moves a waiting build to building (recording its source); false when it was not waiting. With `quota`, the
+   * team may have at most that many builds building (this one included), counted under the team's lock.
+   */
+  async claim(buildId: string, source: BuildSource, quota?: { teamId: string; maxConcurrentBuilds: number }): Promise<boolean> {
     const now = Date.now();
-    const r = await this.db
-      .updateTable('template_builds')
-      .set({ status: 'building', source: JSON.stringify(source), started_at: now, updated_at: now })
-      .where('build_id', '=', buildId)
-      .where('status', '=', 'waiting')
-      .executeTakeFirst();
-    if (Number(r.numUpdatedRows) === 0) return false;
+    const claimed = await this.db.transaction().execute(async (trx) => {
+      if (quota) {
+        await lockTeam(trx, this.kind, quota.teamId);
+        const { n } = await trx
+          .selectFrom('template_builds')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('team_id', '=', quota.teamId)
+          .where('status', '=', 'building')
+          .executeTakeFirstOrThrow();
+        if (Number(n) >= quota.maxConcurrentBuilds) {
+          throw new QuotaExceeded(
+            'template_build_limit',
+            quota.maxConcurrentBuilds,
+            `your team has reached its limit of ${quota.maxConcurrentBuilds} concurrent template builds; wait for one to finish`,
+          );
+        }
+      }
+      const r = await trx
+        .updateTable('template_builds')
+        .set({ status: 'building', source: JSON.stringify(source), started_at: now, updated_at: now })
+        .where('build_id', '=', buildId)
+        .where('status', '=', 'waiting')
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    });
+    if (!claimed) return false;
     await this.syncSummary(buildId, 'building');
     return true;
   }

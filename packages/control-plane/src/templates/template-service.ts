@@ -11,7 +11,7 @@ import { answeringNodes, rankNodes, type PlacementOptions } from '../cluster/pla
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented } from '../errors.js';
 import { BASE_TEMPLATE, type Cluster, type ClusterStore, type Template } from '../store/cluster-store.js';
 import type { Build, BuildSource, BuildStatus, TagView, TemplateStore } from '../store/template-store.js';
-import type { Team } from '../store/team-store.js';
+import { quotasOf, type Team, type TeamQuotas } from '../store/team-store.js';
 import type { BuildStart } from './build-spec.js';
 import { DEFAULT_TAG, isE2bBaseImage, newBuildId, newTemplateId, splitNamespace, splitRef, type TemplateRef } from './names.js';
 
@@ -92,6 +92,8 @@ export class TemplateService {
     private readonly clusters: ClusterStore,
     private readonly links: ControlLinks,
     private readonly placement: PlacementOptions,
+    /** The deployment's default quotas (a team's own override them). */
+    private readonly quotaDefaults: TeamQuotas,
     private readonly log: Logger,
   ) {}
 
@@ -137,6 +139,7 @@ export class TemplateService {
       diskMb: BASE_TEMPLATE.diskMb + (input.minFreeDiskMb ?? 0),
       templateId: newTemplateId(),
       buildId: newBuildId(),
+      ...quotasOf(team, this.quotaDefaults),
     });
     this.log.info({ teamId: team.id, templateId: template.templateId, buildId: build.buildId, tags }, 'template build registered');
     const names = template.alias ? [template.alias] : [];
@@ -182,7 +185,8 @@ export class TemplateService {
     const link = this.links.for(cluster);
     const candidates = rankNodes(await link.listNodes(), { cpuCount: build.cpuCount, memoryMb: build.memoryMb }, this.placement);
     if (candidates.length === 0) throw new NoCapacity('no node has capacity for this build');
-    if (!(await this.templates.claim(buildId, source))) throw new Conflict(`build '${buildId}' was already started`);
+    const { maxConcurrentBuilds } = quotasOf(team, this.quotaDefaults);
+    if (!(await this.templates.claim(buildId, source, { teamId: team.id, maxConcurrentBuilds }))) throw new Conflict(`build '${buildId}' was already started`);
     const log = this.log.child({ teamId: team.id, templateId: template.templateId, buildId });
     const request = {
       templateId: template.templateId,
