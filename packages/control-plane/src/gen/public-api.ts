@@ -608,6 +608,7 @@ export interface paths {
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
                 409: components["responses"]["409"];
+                429: components["responses"]["429"];
                 500: components["responses"]["500"];
                 502: components["responses"]["502"];
             };
@@ -817,6 +818,7 @@ export interface paths {
                 401: components["responses"]["401"];
                 403: components["responses"]["403"];
                 409: components["responses"]["409"];
+                429: components["responses"]["429"];
             };
         };
         delete?: never;
@@ -917,6 +919,7 @@ export interface paths {
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
                 409: components["responses"]["409"];
+                429: components["responses"]["429"];
                 501: components["responses"]["501"];
                 502: components["responses"]["502"];
                 503: components["responses"]["503"];
@@ -1674,7 +1677,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description Too many concurrent sandboxes */
+        /** @description A team limit or quota: concurrent sandboxes, or (error_code template_build_limit, template_limit, snapshot_limit) concurrent template builds, templates, persistent snapshots */
         429: {
             headers: {
                 [name: string]: unknown;
