@@ -63,7 +63,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
   const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
-  const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit };
+  const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
   const cleaner = new SnapshotCleaner(snapshotStore, clusters, links, log.child({ module: 'snapshots' }));

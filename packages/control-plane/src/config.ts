@@ -38,6 +38,8 @@ const EnvSchema = z.object({
   COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(32),
   /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().min(1).default(1),
+  /** Disk placement may hand out per byte of a node's disk (1 = none); the node's actually free space is a floor either way. */
+  COVE_DISK_OVERCOMMIT: z.coerce.number().min(1).default(1),
   /** How often running template builds are asked for their state (so builds nobody polls still finish). */
   COVE_BUILD_WATCH_INTERVAL_MS: int(2000, 50),
   /** A build no node of its cluster knows for this long (its node left or restarted) ends as an error. */
@@ -85,6 +87,7 @@ export interface Config {
   reconcileIntervalMs: number;
   cpuOvercommit: number;
   memoryOvercommit: number;
+  diskOvercommit: number;
   controlLinkTimeoutMs: number;
   transitionWaitMs: number;
   controlLinkTls: Readonly<ControlLinkTls>;
@@ -130,6 +133,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     reconcileIntervalMs: e.COVE_RECONCILE_INTERVAL_MS,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
+    diskOvercommit: e.COVE_DISK_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
     transitionWaitMs: e.COVE_TRANSITION_WAIT_MS ?? 2 * e.COVE_CONTROL_LINK_TIMEOUT_MS + 10_000,
     buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,

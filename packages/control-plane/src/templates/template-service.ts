@@ -183,7 +183,7 @@ export class TemplateService {
     else source = { fromImage: spec.fromImage! };
 
     const link = this.links.for(cluster);
-    const candidates = rankNodes(await link.listNodes(), { cpuCount: build.cpuCount, memoryMb: build.memoryMb }, this.placement);
+    const candidates = rankNodes(await link.listNodes(), { cpuCount: build.cpuCount, memoryMb: build.memoryMb, diskMb: build.diskMb }, this.placement);
     if (candidates.length === 0) throw new NoCapacity('no node has capacity for this build');
     const { maxConcurrentBuilds } = quotasOf(team, this.quotaDefaults);
     if (!(await this.templates.claim(buildId, source, { teamId: team.id, maxConcurrentBuilds }))) throw new Conflict(`build '${buildId}' was already started`);
