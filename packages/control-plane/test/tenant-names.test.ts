@@ -144,6 +144,23 @@ describe(`template names between teams (${engine} store)`, { skip: engine === 'p
     assert.equal((await api('POST', '/sandboxes', keyA, { templateID: 'bravo/b-public' })).status, 404);
   });
 
+  test("snapshots are never reachable through another team's namespace; the own namespace reaches them", async () => {
+    const sbx = await api('POST', '/sandboxes', keyB, { templateID: 'base', timeout: 60 });
+    assert.equal(sbx.status, 201);
+    const snap = await api('POST', `/sandboxes/${sbx.body.sandboxID}/snapshots`, keyB, { name: 'golden' });
+    assert.equal(snap.status, 201, JSON.stringify(snap.body));
+    for (const ref of ['golden', 'bravo/golden', 'bravo/golden:default', snap.body.snapshotID]) {
+      assert.equal((await api('POST', '/sandboxes', keyA, { templateID: ref })).status, 404, `A from ${ref}`);
+    }
+    assert.deepEqual((await api('GET', `/snapshots?name=${encodeURIComponent('bravo/golden')}`, keyA)).body, []);
+    assert.equal((await api('DELETE', `/templates/${encodeURIComponent('bravo/golden')}`, keyA)).status, 404);
+    const own = await api('POST', '/sandboxes', keyB, { templateID: 'bravo/golden' });
+    assert.equal(own.status, 201, JSON.stringify(own.body));
+    assert.deepEqual((await api('GET', `/snapshots?name=${encodeURIComponent('bravo/golden')}`, keyB)).body.map((x: { snapshotID: string }) => x.snapshotID), [snap.body.snapshotID]);
+    for (const id of [sbx.body.sandboxID, own.body.sandboxID]) await api('DELETE', `/sandboxes/${id}`, keyB);
+    assert.equal((await api('DELETE', `/templates/${encodeURIComponent('bravo/golden')}`, keyB)).status, 204);
+  });
+
   test("nobody builds into another team's namespace; the own namespace is the bare name", async () => {
     const into = await api('POST', '/v3/templates', keyA, { name: 'bravo/planted' });
     assert.equal(into.status, 403, JSON.stringify(into.body));

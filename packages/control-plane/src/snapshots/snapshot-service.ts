@@ -15,7 +15,7 @@ import { MAYBE_DONE } from '../sandboxes/node-start.js';
 import { snapshotOf, takenOf } from '../sandboxes/pause-resume.js';
 import type { SandboxService } from '../sandboxes/sandbox-service.js';
 import type { SnapshotCleaner } from '../sandboxes/snapshot-cleaner.js';
-import { DEFAULT_TAG, splitRef } from '../templates/names.js';
+import { DEFAULT_TAG, ownName, splitRef } from '../templates/names.js';
 
 /** E2B's SnapshotInfo. */
 export interface SnapshotView {
@@ -85,8 +85,9 @@ export class SnapshotService {
     const cluster = await this.clusters.forTeam(team);
     let ref: string | undefined;
     if (f.name !== undefined) {
-      const { name, tag } = splitRef(f.name);
-      if (tag !== undefined && tag !== DEFAULT_TAG) return { items: [], more: false };
+      const { name: qualified, tag } = splitRef(f.name);
+      const name = ownName(qualified, team.slug);
+      if (name === undefined || (tag !== undefined && tag !== DEFAULT_TAG)) return { items: [], more: false };
       ref = name;
     }
     const { items, more } = await this.snapshots.listPersistent(team.id, cluster.id, { ...f, ref });
@@ -100,8 +101,9 @@ export class SnapshotService {
   async deleteIfSnapshot(team: Team, ref: string): Promise<boolean> {
     if (!team.clusterId) return false;
     const cluster = await this.clusters.forTeam(team);
-    const { name, tag } = splitRef(ref);
-    if (tag !== undefined && tag !== DEFAULT_TAG) return false;
+    const { name: qualified, tag } = splitRef(ref);
+    const name = ownName(qualified, team.slug);
+    if (name === undefined || (tag !== undefined && tag !== DEFAULT_TAG)) return false;
     const found = await this.snapshots.findPersistent(team.id, cluster.id, name);
     if (found.length === 0) return false;
     await this.cleaner.delete(cluster, found.map((s) => s.id), found[0]!.nodeId);

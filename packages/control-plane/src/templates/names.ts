@@ -39,6 +39,15 @@ export function splitNamespace(name: string): { namespace: string | undefined; n
   return i < 0 ? { namespace: undefined, name } : { namespace: name.slice(0, i), name: name.slice(i + 1) };
 }
 
+/**
+ * The name within the team's own namespace: `name` as it is, `<own slug>/name` without the slug, and undefined for
+ * another team's namespace. For what is never shared across teams (persistent snapshots).
+ */
+export function ownName(qualified: string, ownSlug: string): string | undefined {
+  const { namespace, name } = splitNamespace(qualified);
+  return namespace === undefined || namespace === ownSlug ? name : undefined;
+}
+
 /** `[namespace/]name` or `…:tag`, validated; the message names what is wrong. */
 export const NameRefSchema = z
   .string()
