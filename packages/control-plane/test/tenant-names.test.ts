@@ -139,6 +139,10 @@ describe(`template names between teams (${engine} store)`, { skip: engine === 'p
     // A public template is usable, never changeable, through its namespace either.
     assert.equal((await api('DELETE', `/templates/${encodeURIComponent('bravo/b-public')}`, keyA)).status, 404);
     assert.equal((await api('PATCH', `/v2/templates/${encodeURIComponent('bravo/b-public')}`, keyA, { public: false })).status, 404);
+    // A's own name wins over a stranger's template whose id happens to spell it.
+    const lookalike = await built(pub.templateID, keyA);
+    assert.equal(await runs(pub.templateID, keyA), lookalike.templateID);
+    assert.equal(await runs(pub.templateID, keyB), pub.templateID, 'for B the id is still its own template');
     // Unpublished, it is gone for team A again.
     assert.equal((await api('PATCH', `/v2/templates/${pub.templateID}`, keyB, { public: false })).status, 200);
     assert.equal((await api('POST', '/sandboxes', keyA, { templateID: 'bravo/b-public' })).status, 404);

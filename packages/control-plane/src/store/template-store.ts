@@ -129,8 +129,11 @@ export class TemplateStore {
         eb.or([eb('template_id', '=', ref), eb.and([eb('alias', '=', ref), eb.or([eb('team_id', '=', teamId), eb('team_id', 'is', null)])])]),
       )
       .execute();
-    // An id wins over a name that happens to spell another template's id; the team's own name over a built-in one.
-    const rank = (r: (typeof rows)[number]) => (r.template_id === ref ? 0 : r.team_id === teamId ? 1 : 2);
+    // The team's own (or a built-in) id first, then its own name, then a built-in name, and only then another
+    // team's id: a name the team chose is never taken over by a stranger's template whose id happens to spell it.
+    const mine = (r: (typeof rows)[number]) => r.team_id === teamId || r.team_id === null;
+    const rank = (r: (typeof rows)[number]) =>
+      r.template_id === ref ? (mine(r) ? 0 : 3) : r.team_id === teamId ? 1 : 2;
     const best = rows.sort((a, b) => rank(a) - rank(b))[0];
     return best && toTemplate(best);
   }
