@@ -63,9 +63,9 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
   const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
-  const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit };
-  const templates = new TemplateService(templateStore, clusters, links, placement, log.child({ module: 'templates' }));
-  const snapshotStore = new SnapshotStore(db.kysely);
+  const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
+  const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
+  const snapshotStore = new SnapshotStore(db.kysely, db.kind);
   const cleaner = new SnapshotCleaner(snapshotStore, clusters, links, log.child({ module: 'snapshots' }));
   const service = new SandboxService({
     sandboxes,
@@ -79,7 +79,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     templates,
     transitionWaitMs: config.transitionWaitMs,
   });
-  const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, log.child({ module: 'snapshots' }));
+  const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, config.defaultLimits, log.child({ module: 'snapshots' }));
   // A call that outlived this has lost its caller: twice the link deadline, and some.
   const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;
   const buildWatcher = new BuildWatcher(
@@ -157,7 +157,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   });
 
   await app.register(async (admin) => {
-    admin.addHook('onRequest', adminAuth(config.adminToken));
+    admin.addHook('onRequest', adminAuth(config.adminTokenHash));
     adminRoutes(admin, { config, teams, clusters, sandboxes, links });
   });
 

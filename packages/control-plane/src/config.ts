@@ -4,7 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
+import { tokenHash } from '@cove/auth-tokens';
 import { z } from 'zod';
+import type { TeamQuotas } from './store/team-store.js';
 
 const int = (def: number, min = 0) => z.coerce.number().int().min(min).default(def);
 
@@ -14,13 +16,20 @@ const EnvSchema = z.object({
   COVE_DATA_DIR: z.string().min(1).default('.cove/control-plane'),
   /** `postgres://…` for PostgreSQL, `sqlite:<path>` or a bare path for SQLite; default `<data dir>/control-plane.db`. */
   COVE_DB_URL: z.string().min(1).optional(),
-  COVE_ADMIN_TOKEN: z.string().min(16, 'COVE_ADMIN_TOKEN must be at least 16 characters'),
+  COVE_ADMIN_TOKEN: z.string().min(16, 'COVE_ADMIN_TOKEN must be at least 16 characters').optional(),
+  /** sha256 hex of the admin token, instead of COVE_ADMIN_TOKEN: the control plane then never holds the token. */
+  COVE_ADMIN_TOKEN_SHA256: z.string().regex(/^[0-9a-f]{64}$/i, 'COVE_ADMIN_TOKEN_SHA256 must be 64 hex digits (sha256)').transform((h) => h.toLowerCase()).optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** JSON-lines file receiving one line per request (method, url, status, duration); unset = stdout log only. */
   COVE_CP_REQUEST_LOG: z.string().min(1).optional(),
   COVE_CP_BODY_LIMIT: int(1024 * 1024, 1024),
   COVE_DEFAULT_MAX_SANDBOXES: int(20, 1),
   COVE_DEFAULT_MAX_TIMEOUT_HOURS: int(1, 1),
+  /** Per-team quotas unless the admin API sets a team's own: template builds at once (each is a sandbox's worth of
+   *  CPU and memory on a node), templates, and persistent snapshots (each a full copy in cluster storage). */
+  COVE_DEFAULT_MAX_CONCURRENT_BUILDS: int(3, 0),
+  COVE_DEFAULT_MAX_TEMPLATES: int(100, 0),
+  COVE_DEFAULT_MAX_SNAPSHOTS: int(100, 0),
   /** How often the evictor looks for sandboxes past their end time. */
   COVE_EVICT_INTERVAL_MS: int(1000, 10),
   /** How often running sandboxes are checked against their nodes' lists. */
@@ -29,6 +38,8 @@ const EnvSchema = z.object({
   COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(32),
   /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().min(1).default(1),
+  /** Disk placement may hand out per byte of a node's disk (1 = none); the node's actually free space is a floor either way. */
+  COVE_DISK_OVERCOMMIT: z.coerce.number().min(1).default(1),
   /** How often running template builds are asked for their state (so builds nobody polls still finish). */
   COVE_BUILD_WATCH_INTERVAL_MS: int(2000, 50),
   /** A build no node of its cluster knows for this long (its node left or restarted) ends as an error. */
@@ -42,6 +53,9 @@ const EnvSchema = z.object({
   /** PEM files of the control plane's client certificate and key, for edges requiring mutual TLS. */
   COVE_CONTROL_LINK_CLIENT_CERT: z.string().min(1).optional(),
   COVE_CONTROL_LINK_CLIENT_KEY: z.string().min(1).optional(),
+}).refine((e) => (e.COVE_ADMIN_TOKEN === undefined) !== (e.COVE_ADMIN_TOKEN_SHA256 === undefined), {
+  message: 'set exactly one of COVE_ADMIN_TOKEN and COVE_ADMIN_TOKEN_SHA256',
+  path: ['COVE_ADMIN_TOKEN'],
 }).refine((e) => (e.COVE_CONTROL_LINK_CLIENT_CERT === undefined) === (e.COVE_CONTROL_LINK_CLIENT_KEY === undefined), {
   message: 'COVE_CONTROL_LINK_CLIENT_CERT and COVE_CONTROL_LINK_CLIENT_KEY must be set together (or neither)',
   path: ['COVE_CONTROL_LINK_CLIENT_CERT'],
@@ -63,15 +77,17 @@ export interface Config {
   host: string;
   dataDir: string;
   db: DbConfig;
-  adminToken: string;
+  /** sha256 hex of the admin token: only the hash is kept, and requests are compared against it in constant time. */
+  adminTokenHash: string;
   logLevel: string;
   requestLogPath: string | undefined;
   bodyLimit: number;
-  defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number };
+  defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number } & TeamQuotas;
   evictIntervalMs: number;
   reconcileIntervalMs: number;
   cpuOvercommit: number;
   memoryOvercommit: number;
+  diskOvercommit: number;
   controlLinkTimeoutMs: number;
   transitionWaitMs: number;
   controlLinkTls: Readonly<ControlLinkTls>;
@@ -102,18 +118,22 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     host: e.COVE_CP_HOST,
     dataDir: e.COVE_DATA_DIR,
     db: Object.freeze(parseDbUrl(e.COVE_DB_URL, e.COVE_DATA_DIR)),
-    adminToken: e.COVE_ADMIN_TOKEN,
+    adminTokenHash: e.COVE_ADMIN_TOKEN_SHA256 ?? tokenHash(e.COVE_ADMIN_TOKEN!),
     logLevel: e.COVE_LOG_LEVEL,
     requestLogPath: e.COVE_CP_REQUEST_LOG,
     bodyLimit: e.COVE_CP_BODY_LIMIT,
     defaultLimits: Object.freeze({
       maxConcurrentSandboxes: e.COVE_DEFAULT_MAX_SANDBOXES,
       maxTimeoutHours: e.COVE_DEFAULT_MAX_TIMEOUT_HOURS,
+      maxConcurrentBuilds: e.COVE_DEFAULT_MAX_CONCURRENT_BUILDS,
+      maxTemplates: e.COVE_DEFAULT_MAX_TEMPLATES,
+      maxSnapshots: e.COVE_DEFAULT_MAX_SNAPSHOTS,
     }),
     evictIntervalMs: e.COVE_EVICT_INTERVAL_MS,
     reconcileIntervalMs: e.COVE_RECONCILE_INTERVAL_MS,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
+    diskOvercommit: e.COVE_DISK_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
     transitionWaitMs: e.COVE_TRANSITION_WAIT_MS ?? 2 * e.COVE_CONTROL_LINK_TIMEOUT_MS + 10_000,
     buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,

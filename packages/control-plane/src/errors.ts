@@ -7,6 +7,7 @@ export type ErrorCode =
   | 'not_found'
   | 'conflict'
   | 'sandbox_limit'
+  | 'quota_exceeded'
   | 'no_capacity'
   | 'cluster_unavailable'
   | 'not_implemented'
@@ -16,6 +17,9 @@ export type ErrorCode =
   | 'internal';
 
 export class CoveError extends Error {
+  /** A finer machine-readable code for the body's `error_code`, where the code alone does not say enough. */
+  readonly errorCode?: string;
+
   constructor(
     readonly code: ErrorCode,
     message: string,
@@ -73,6 +77,23 @@ export class SandboxLimitReached extends CoveError {
   }
 }
 
+/** Which per-team quota a request ran into (`error_code` on the wire). */
+export type Quota = 'template_build_limit' | 'template_limit' | 'snapshot_limit';
+
+/**
+ * A per-team quota (concurrent template builds, templates, persistent snapshots). 429 like E2B's sandbox limit:
+ * the SDK turns it into its RateLimitError with this message, and no Retry-After is sent, because only the team's
+ * own action (a build finishing, a deletion) frees room, not time.
+ */
+export class QuotaExceeded extends CoveError {
+  override readonly errorCode: Quota;
+
+  constructor(quota: Quota, readonly limit: number, message: string) {
+    super('quota_exceeded', message);
+    this.errorCode = quota;
+  }
+}
+
 export class NoCapacity extends CoveError {
   constructor(message = 'no node has capacity for this sandbox') {
     super('no_capacity', message);
@@ -126,6 +147,7 @@ export const httpStatus: Record<ErrorCode, number> = {
   not_found: 404,
   conflict: 409,
   sandbox_limit: 429,
+  quota_exceeded: 429,
   no_capacity: 503,
   cluster_unavailable: 502,
   not_implemented: 501,

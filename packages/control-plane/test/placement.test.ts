@@ -7,11 +7,25 @@ import { InfoResponseSchema, NodeStatus } from '@cove/contracts/orchestrator';
 import { answeringNodes, rankNodes, type NodeView } from '../src/cluster/placement.js';
 
 const GiB = 1n << 30n;
-const opts = { cpuOvercommit: 1, memoryOvercommit: 1 };
+const opts = { cpuOvercommit: 1, memoryOvercommit: 1, diskOvercommit: 1 };
+
+const mib = (gib = 0) => BigInt(Math.round(gib * 1024)) * (1n << 20n);
 
 function node(
   nodeId: string,
-  o: { cpu?: number; memGiB?: bigint; cpuAlloc?: number; memAllocGiB?: number; status?: NodeStatus; edge?: string; count?: number; max?: number } = {},
+  o: {
+    cpu?: number;
+    memGiB?: bigint;
+    cpuAlloc?: number;
+    memAllocGiB?: number;
+    diskGiB?: bigint;
+    diskUsedGiB?: number;
+    diskAllocGiB?: number;
+    status?: NodeStatus;
+    edge?: string;
+    count?: number;
+    max?: number;
+  } = {},
 ): NodeView {
   return {
     nodeId,
@@ -19,14 +33,19 @@ function node(
     info: create(InfoResponseSchema, {
       nodeId,
       status: o.status ?? NodeStatus.HEALTHY,
-      capacity: { cpuCount: o.cpu ?? 8, memoryBytes: (o.memGiB ?? 16n) * GiB, maxSandboxes: o.max ?? 0 },
-      usage: { cpuAllocated: o.cpuAlloc ?? 0, memoryAllocatedBytes: BigInt(Math.round((o.memAllocGiB ?? 0) * 1024)) * (1n << 20n) },
+      capacity: { cpuCount: o.cpu ?? 8, memoryBytes: (o.memGiB ?? 16n) * GiB, diskBytes: (o.diskGiB ?? 100n) * GiB, maxSandboxes: o.max ?? 0 },
+      usage: {
+        cpuAllocated: o.cpuAlloc ?? 0,
+        memoryAllocatedBytes: mib(o.memAllocGiB),
+        diskUsedBytes: mib(o.diskUsedGiB),
+        diskAllocatedBytes: mib(o.diskAllocGiB),
+      },
       sandboxCount: o.count ?? 0,
     }),
   };
 }
 
-const req = { cpuCount: 2, memoryMb: 512 };
+const req = { cpuCount: 2, memoryMb: 512, diskMb: 1024 };
 
 test('prefers the node with the most free share on its tighter resource', () => {
   const r = rankNodes([node('busy-cpu', { cpuAlloc: 6 }), node('busy-mem', { memAllocGiB: 15.75 }), node('idle')], req, opts);
@@ -54,12 +73,29 @@ test('excludes draining, unhealthy, edge-unhealthy, full and info-less nodes', (
 test('overcommit lets more vCPUs out than cores, never more per sandbox than the machine has', () => {
   const full = node('n', { cpu: 4, cpuAlloc: 4 });
   assert.deepEqual(rankNodes([full], req, opts), []);
-  assert.deepEqual(rankNodes([full], req, { cpuOvercommit: 2, memoryOvercommit: 1 }).map((c) => c.nodeId), ['n']);
-  assert.deepEqual(rankNodes([node('small', { cpu: 1 })], req, { cpuOvercommit: 8, memoryOvercommit: 1 }), []);
+  assert.deepEqual(rankNodes([full], req, { cpuOvercommit: 2, memoryOvercommit: 1, diskOvercommit: 1 }).map((c) => c.nodeId), ['n']);
+  assert.deepEqual(rankNodes([node('small', { cpu: 1 })], req, { cpuOvercommit: 8, memoryOvercommit: 1, diskOvercommit: 1 }), []);
+});
+
+test('disk counts like CPU and memory: allocated disk (with its overcommit) and the filesystem actually free', () => {
+  const big = { ...req, diskMb: 20 * 1024 };
+  // Disk allocated to sandboxes: 90 of 100 GiB, so a 20 GiB disk does not fit without overcommit.
+  const allocatedFull = node('alloc-full', { diskAllocGiB: 90 });
+  assert.deepEqual(rankNodes([allocatedFull], big, opts), []);
+  assert.deepEqual(rankNodes([allocatedFull], big, { ...opts, diskOvercommit: 2 }).map((c) => c.nodeId), ['alloc-full']);
+  // The filesystem holds 95 GiB already (images, snapshots, other data): no overcommit makes room that is not there.
+  const physicallyFull = node('fs-full', { diskUsedGiB: 95 });
+  assert.deepEqual(rankNodes([physicallyFull], big, { ...opts, diskOvercommit: 100 }), []);
+  assert.deepEqual(rankNodes([physicallyFull], req, opts).map((c) => c.nodeId), ['fs-full'], 'a small disk still fits');
+  // Among nodes idle on CPU and memory, the one with more disk left wins.
+  const r = rankNodes([node('fuller', { diskUsedGiB: 60 }), node('emptier', { diskUsedGiB: 10 }), node('mid', { diskAllocGiB: 40 })], req, opts);
+  assert.deepEqual(r.map((c) => c.nodeId), ['emptier', 'mid', 'fuller']);
+  // A node reporting no disk (an older orchestrator) is judged on CPU and memory alone.
+  assert.deepEqual(rankNodes([node('no-disk-figures', { diskGiB: 0n })], big, opts).map((c) => c.nodeId), ['no-disk-figures']);
 });
 
 test('ties spread by sandbox count, then node id', () => {
-  const r = rankNodes([node('b', { count: 1 }), node('a', { count: 1 }), node('c', { count: 0 })], { cpuCount: 0, memoryMb: 0 }, opts);
+  const r = rankNodes([node('b', { count: 1 }), node('a', { count: 1 }), node('c', { count: 0 })], { cpuCount: 0, memoryMb: 0, diskMb: 0 }, opts);
   assert.deepEqual(r.map((c) => c.nodeId), ['c', 'a', 'b']);
 });
 

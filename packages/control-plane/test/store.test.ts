@@ -19,6 +19,9 @@ import { newBuildId, newTemplateId } from '../src/templates/names.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
 import { sandbox } from './fixtures/sandbox-record.js';
 
+/** Quotas high enough not to matter here (tenant-quotas.test.ts tests them). */
+const QUOTAS = { maxTemplates: 1000, maxConcurrentBuilds: 1000 };
+
 for (const engine of ['sqlite', 'postgres'] as const) {
   describe(`store on ${engine}`, { skip: engine === 'postgres' && !postgresAvailable() ? 'postgresql 15 not installed' : false }, () => {
     let dir: string;
@@ -136,18 +139,23 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.ok(!(await sandboxes.due(Date.now())).some((d) => d.id === s0.id));
     });
 
-    test('template names: one owner per cluster name, also when two teams race for a new one', async () => {
+    test('template names are per team: two teams racing for the same new name each get their own template', async () => {
       const templates = new TemplateStore(db.kysely, db.kind);
       const a = await teams.create({ name: 'tpl-a', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const b = await teams.create({ name: 'tpl-b', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const req = (teamId: string, name: string, tags = ['default']) =>
-        templates.requestBuild({ clusterId, teamId, name, tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId() });
-      const raced = await Promise.allSettled([req(a.id, 'raced'), req(b.id, 'raced'), req(a.id, 'raced'), req(b.id, 'raced')]);
-      const won = raced.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof req>>> => r.status === 'fulfilled');
-      const owner = won[0]!.value.template.teamId;
-      assert.ok(won.every((w) => w.value.template.teamId === owner && w.value.template.templateId === won[0]!.value.template.templateId));
-      assert.equal(won.length, 2, 'both builds of the winning team, none of the other');
-      for (const r of raced) if (r.status === 'rejected') assert.equal((r.reason as { code: string }).code, 'conflict');
+        templates.requestBuild({ clusterId, teamId, name, tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId(), ...QUOTAS });
+      const raced = await Promise.all([req(a.id, 'raced'), req(b.id, 'raced'), req(a.id, 'raced'), req(b.id, 'raced')]);
+      const ofA = raced.filter((r) => r.template.teamId === a.id);
+      const ofB = raced.filter((r) => r.template.teamId === b.id);
+      assert.equal(ofA.length, 2);
+      assert.equal(ofB.length, 2);
+      assert.equal(ofA[0]!.template.templateId, ofA[1]!.template.templateId, "a team's two builds of a name are one template");
+      assert.equal(ofB[0]!.template.templateId, ofB[1]!.template.templateId);
+      assert.notEqual(ofA[0]!.template.templateId, ofB[0]!.template.templateId);
+      assert.equal((await templates.find(clusterId, a.id, 'raced'))?.teamId, a.id);
+      assert.equal((await templates.find(clusterId, b.id, 'raced'))?.teamId, b.id);
+      assert.equal((await templates.find(clusterId, a.id, `${b.slug}/raced`))?.teamId, b.id, 'the namespace names the other team');
       assert.equal((await templates.listBuilding()).length, 0);
       await assert.rejects(req(a.id, 'base'), { code: 'conflict' });
     });
@@ -156,7 +164,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const templates = new TemplateStore(db.kysely, db.kind);
       const team = await teams.create({ name: 'tpl-tags', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const req = (tags: string[]) =>
-        templates.requestBuild({ clusterId, teamId: team.id, name: 'tags', tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId() });
+        templates.requestBuild({ clusterId, teamId: team.id, name: 'tags', tags, cpuCount: 1, memoryMb: 256, diskMb: 1024, templateId: newTemplateId(), buildId: newBuildId(), ...QUOTAS });
       const one = await req(['default', 'v1']);
       const t = one.template.templateId;
       assert.equal((await templates.resolveTag(clusterId, t, 'default')).build, undefined);
@@ -178,17 +186,17 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       await templates.finish(three.build.buildId, { status: 'ready', envdVersion: '0.6.4' });
       assert.equal((await templates.resolveTag(clusterId, t, 'default')).build?.buildId, three.build.buildId);
       assert.deepEqual((await templates.listTags(clusterId, t)).map((x) => [x.tag, x.buildId]), [['default', three.build.buildId], ['v1', one.build.buildId]]);
-      const summary = await templates.find(clusterId, 'tags');
+      const summary = await templates.find(clusterId, team.id, 'tags');
       assert.deepEqual([summary?.buildId, summary?.buildStatus, summary?.envdVersion], [three.build.buildId, 'ready', '0.6.4']);
       assert.deepEqual(await templates.removeTags(clusterId, t, ['v1', 'zz']), ['zz']);
       assert.deepEqual(await templates.removeTags(clusterId, t, ['v1']), []);
       await templates.remove(clusterId, t);
-      assert.equal(await templates.find(clusterId, t), undefined);
+      assert.equal(await templates.find(clusterId, team.id, t), undefined);
       assert.equal(await templates.getBuild(one.build.buildId), undefined);
     });
 
     test('pause and resume transitions are conditional; paused sandboxes do not count against the limit', async () => {
-      const snapshots = new SnapshotStore(db.kysely);
+      const snapshots = new SnapshotStore(db.kysely, db.kind);
       const team = await teams.create({ name: 'pause', clusterId, maxConcurrentSandboxes: 1, maxTimeoutHours: 1 });
       const s = sandbox(team.id, clusterId);
       await sandboxes.reserve(s, 1);
@@ -235,7 +243,7 @@ for (const engine of ['sqlite', 'postgres'] as const) {
     });
 
     test('persistent snapshots: lookup by id or name is per team, newest first, paged', async () => {
-      const snapshots = new SnapshotStore(db.kysely);
+      const snapshots = new SnapshotStore(db.kysely, db.kind);
       const a = await teams.create({ name: 'snap-a', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const b = await teams.create({ name: 'snap-b', clusterId, maxConcurrentSandboxes: 5, maxTimeoutHours: 1 });
       const base = Date.now();

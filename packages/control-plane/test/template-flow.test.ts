@@ -349,7 +349,7 @@ describe(`template builds through the control link (${engine} store)`, { skip: e
     }
   });
 
-  test("another team's template: 404 on every route, 403 on its alias; public ones can be used but not changed", async () => {
+  test("another team's template: 404 on every route and its alias; public ones can be used (as slug/name) but not changed", async () => {
     const mine = await built('private-one');
     const paths: Array<[string, string, unknown?]> = [
       ['GET', `/templates/${mine.templateID}`],
@@ -368,28 +368,29 @@ describe(`template builds through the control link (${engine} store)`, { skip: e
       const r = await api(method, path, body, otherKey);
       assert.equal(r.status, 404, `${method} ${path} → ${r.status} ${JSON.stringify(r.body)}`);
     }
-    assert.equal((await api('GET', '/templates/aliases/private-one', undefined, otherKey)).status, 403);
+    assert.equal((await api('GET', '/templates/aliases/private-one', undefined, otherKey)).status, 404);
+    assert.equal((await api('GET', '/templates/aliases/team%2Fprivate-one', undefined, otherKey)).status, 404, 'private: not even through the namespace');
     assert.ok(!(await api('GET', '/templates', undefined, otherKey)).body.some((t: { templateID: string }) => t.templateID === mine.templateID));
-    const taken = await register({ name: 'private-one' }, otherKey);
-    assert.equal(taken.status, 409);
-    assert.match(taken.body.message, /already taken/);
-    assert.equal((await register({ name: 'base' })).status, 409, 'built-in names are taken too');
+    assert.equal((await register({ name: 'base' })).status, 409, 'built-in names are reserved');
 
     const pub = await api('PATCH', `/v2/templates/${mine.templateID}`, { public: true });
     assert.deepEqual([pub.status, pub.body], [200, { names: ['private-one'] }]);
-    assert.deepEqual((await api('GET', '/templates/aliases/private-one', undefined, otherKey)).body, { templateID: mine.templateID, public: true });
-    const used = await api('POST', '/sandboxes', { templateID: 'private-one' }, otherKey);
+    // Public: reachable by another team as `<slug>/<name>` (the first team's slug is `team`), never by the bare name.
+    assert.equal((await api('GET', '/templates/aliases/private-one', undefined, otherKey)).status, 404);
+    assert.deepEqual((await api('GET', '/templates/aliases/team%2Fprivate-one', undefined, otherKey)).body, { templateID: mine.templateID, public: true });
+    assert.equal((await api('POST', '/sandboxes', { templateID: 'private-one' }, otherKey)).status, 404);
+    const used = await api('POST', '/sandboxes', { templateID: 'team/private-one' }, otherKey);
     assert.equal(used.status, 201, JSON.stringify(used.body));
     // …and built upon, but still not changed.
     const child = await register({ name: 'child' }, otherKey);
-    assert.equal((await start(child.body.templateID, child.body.buildID, { fromTemplate: 'private-one:default', steps: [] }, otherKey)).status, 202);
+    assert.equal((await start(child.body.templateID, child.body.buildID, { fromTemplate: 'team/private-one:default', steps: [] }, otherKey)).status, 202);
     assert.deepEqual(cluster.findBuild(child.body.buildID)!.build.request.source, { case: 'fromBuildId', value: mine.buildID });
     assert.equal((await api('DELETE', `/templates/${mine.templateID}`, undefined, otherKey)).status, 404);
     assert.equal((await api('DELETE', `/templates/${mine.templateID}`)).status, 409, 'the other team’s sandbox uses it');
     await api('DELETE', `/sandboxes/${used.body.sandboxID}`, undefined, otherKey);
 
     assert.equal((await api('PATCH', `/templates/${mine.templateID}`, { public: false })).status, 200);
-    assert.equal((await api('POST', '/sandboxes', { templateID: 'private-one' }, otherKey)).status, 404);
+    assert.equal((await api('POST', '/sandboxes', { templateID: 'team/private-one' }, otherKey)).status, 404);
     assert.equal((await api('DELETE', '/templates/base')).status, 403);
     assert.equal((await api('PATCH', '/v2/templates/base', { public: false })).status, 403);
   });

@@ -2,8 +2,11 @@
 // (the orchestrator contract), so it is tested without any server.
 //
 // A node is a candidate when the edge and the node both call it healthy, it is under its sandbox cap, and the
-// request fits in its free CPU *and* memory (allocated vs capacity, each scaled by an overcommit factor).
-// Candidates are ordered by the free share left on their tighter resource after placing the request, so
+// request fits in its free CPU, memory *and* disk (allocated vs capacity, each scaled by an overcommit factor).
+// Disk has a second, physical floor: a sandbox's disk is a sparse file that may grow to its full size, so the
+// node's filesystem must have that much actually free now (a full host filesystem fails every sandbox on it).
+// A node reporting no disk capacity (an older orchestrator) is judged on CPU and memory alone.
+// Candidates are ordered by the free share left on their tightest resource after placing the request, so
 // sandboxes spread over nodes instead of filling one; ties go to the node with fewer sandboxes, then by id.
 
 import { NodeStatus, type InfoResponse } from '@cove/contracts/orchestrator';
@@ -18,11 +21,15 @@ export interface NodeView {
 export interface PlacementRequest {
   cpuCount: number;
   memoryMb: number;
+  /** The sandbox's (or build's) disk size. */
+  diskMb: number;
 }
 
 export interface PlacementOptions {
   cpuOvercommit: number;
   memoryOvercommit: number;
+  /** Disk placement may hand out per byte of a node's disk (sandbox disks are sparse; 1 = none). */
+  diskOvercommit: number;
 }
 
 export interface Candidate {
@@ -50,7 +57,16 @@ export function rankNodes(nodes: readonly NodeView[], req: PlacementRequest, opt
     const cpuFree = cpuTotal - (use?.cpuAllocated ?? 0) - req.cpuCount;
     const memFree = memTotal - Number(use?.memoryAllocatedBytes ?? 0n) / MIB - req.memoryMb;
     if (cpuFree < 0 || memFree < 0) continue;
-    ranked.push({ nodeId: n.nodeId, score: Math.min(cpuFree / cpuTotal, memFree / memTotal), sandboxes: info.sandboxCount });
+    let score = Math.min(cpuFree / cpuTotal, memFree / memTotal);
+    const diskMb = Number(cap.diskBytes) / MIB;
+    if (diskMb > 0) {
+      const physicalFree = diskMb - Number(use?.diskUsedBytes ?? 0n) / MIB - req.diskMb;
+      const diskTotal = diskMb * opts.diskOvercommit;
+      const diskFree = diskTotal - Number(use?.diskAllocatedBytes ?? 0n) / MIB - req.diskMb;
+      if (physicalFree < 0 || diskFree < 0) continue;
+      score = Math.min(score, diskFree / diskTotal, physicalFree / diskMb);
+    }
+    ranked.push({ nodeId: n.nodeId, score, sandboxes: info.sandboxCount });
   }
   ranked.sort((a, b) => b.score - a.score || a.sandboxes - b.sandboxes || a.nodeId.localeCompare(b.nodeId));
   return ranked.map(({ nodeId, score }) => ({ nodeId, score }));

@@ -608,6 +608,7 @@ export interface paths {
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
                 409: components["responses"]["409"];
+                429: components["responses"]["429"];
                 500: components["responses"]["500"];
                 502: components["responses"]["502"];
             };
@@ -748,6 +749,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** @description The team's own name, a built-in one, or team-slug/name of another team's public template. Another team's private template is 404 (not E2B's 403, which would reveal it exists). */
         get: {
             parameters: {
                 query?: never;
@@ -769,7 +771,6 @@ export interface paths {
                     };
                 };
                 401: components["responses"]["401"];
-                403: components["responses"]["403"];
                 404: components["responses"]["404"];
             };
         };
@@ -790,7 +791,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** @description A new template (or a new build of the team's template of that name), status waiting. */
+        /** @description A new template (or a new build of the team's template of that name), status waiting. Names are per team; name may carry the team's own slug (team-slug/name); a built-in name is 409, another team's slug 403. */
         post: {
             parameters: {
                 query?: never;
@@ -815,7 +816,9 @@ export interface paths {
                 };
                 400: components["responses"]["400"];
                 401: components["responses"]["401"];
+                403: components["responses"]["403"];
                 409: components["responses"]["409"];
+                429: components["responses"]["429"];
             };
         };
         delete?: never;
@@ -916,6 +919,7 @@ export interface paths {
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
                 409: components["responses"]["409"];
+                429: components["responses"]["429"];
                 501: components["responses"]["501"];
                 502: components["responses"]["502"];
                 503: components["responses"]["503"];
@@ -1305,7 +1309,7 @@ export interface components {
             onTimeout: "kill" | "pause";
         };
         NewSandbox: {
-            /** @description Template id or alias, optionally with :tag */
+            /** @description Template id, the team's own name (else a built-in one), or another team's public template as team-slug/name; optionally with :tag */
             templateID: string;
             /**
              * Format: int32
@@ -1673,7 +1677,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description Too many concurrent sandboxes */
+        /** @description A team limit or quota: concurrent sandboxes, or (error_code template_build_limit, template_limit, snapshot_limit) concurrent template builds, templates, persistent snapshots */
         429: {
             headers: {
                 [name: string]: unknown;

@@ -9,7 +9,8 @@ import type { Config } from '../config.js';
 import { Conflict } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxStore } from '../store/sandbox-store.js';
-import type { Team, TeamStore } from '../store/team-store.js';
+import { quotasOf, type Team, type TeamQuotas, type TeamStore } from '../store/team-store.js';
+import { SlugSchema } from '../store/team-slug.js';
 import { parse } from './validation.js';
 
 const name = z.string().min(1).max(128);
@@ -22,8 +23,15 @@ const domain = z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i, 'must
 
 const ClusterBody = z.object({ name, endpoint, token: z.string().min(16).max(512), sandboxDomain: domain.default(null) });
 const ClusterPatch = z.object({ name: name.optional(), endpoint: endpoint.optional(), token: z.string().min(16).max(512).optional(), sandboxDomain: domain.optional() });
+/** A per-team quota; null (on update) returns the team to the deployment's default. */
+const quota = z.number().int().min(0).max(100_000);
+const Quotas = { maxConcurrentBuilds: quota.optional(), maxTemplates: quota.optional(), maxSnapshots: quota.optional() };
+const QuotaPatch = { maxConcurrentBuilds: quota.nullable().optional(), maxTemplates: quota.nullable().optional(), maxSnapshots: quota.nullable().optional() };
 const TeamBody = z.object({
+  ...Quotas,
   name,
+  /** The team's template namespace; derived from the name when omitted. */
+  slug: SlugSchema.optional(),
   clusterId: z.string().min(1).max(128).nullable().optional(),
   maxConcurrentSandboxes: z.number().int().min(1).max(100_000).optional(),
   maxTimeoutHours: z.number().int().min(1).max(24 * 365).optional(),
@@ -31,6 +39,7 @@ const TeamBody = z.object({
   apiKeyName: name.optional(),
 });
 const TeamPatch = z.object({
+  ...QuotaPatch,
   name: name.optional(),
   maxConcurrentSandboxes: z.number().int().min(1).max(100_000).optional(),
   maxTimeoutHours: z.number().int().min(1).max(24 * 365).optional(),
@@ -51,12 +60,15 @@ const clusterView = (c: Cluster) => ({
   updatedAt: c.updatedAt.toISOString(),
 });
 
-const teamView = (t: Team) => ({
+/** A team with the quotas in force (its own, else the deployment's defaults). */
+const teamView = (t: Team, defaults: TeamQuotas) => ({
   id: t.id,
   name: t.name,
+  slug: t.slug,
   clusterId: t.clusterId,
   maxConcurrentSandboxes: t.maxConcurrentSandboxes,
   maxTimeoutHours: t.maxTimeoutHours,
+  ...quotasOf(t, defaults),
   createdAt: t.createdAt.toISOString(),
 });
 
@@ -115,7 +127,7 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
 
   app.get('/admin/teams', async () =>
     Promise.all(
-      (await d.teams.list()).map(async (t) => ({ ...teamView(t), liveSandboxes: await d.sandboxes.countLive(t.id) })),
+      (await d.teams.list()).map(async (t) => ({ ...teamView(t, d.config.defaultLimits), liveSandboxes: await d.sandboxes.countLive(t.id) })),
     ),
   );
 
@@ -125,25 +137,29 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
     await ensureKeyFree(b.apiKey);
     const team = await d.teams.create({
       name: b.name,
+      slug: b.slug,
       clusterId: b.clusterId ?? null,
       maxConcurrentSandboxes: b.maxConcurrentSandboxes ?? d.config.defaultLimits.maxConcurrentSandboxes,
       maxTimeoutHours: b.maxTimeoutHours ?? d.config.defaultLimits.maxTimeoutHours,
+      maxConcurrentBuilds: b.maxConcurrentBuilds,
+      maxTemplates: b.maxTemplates,
+      maxSnapshots: b.maxSnapshots,
     });
     const key = await d.teams.createApiKey(team.id, b.apiKeyName ?? 'default', b.apiKey);
-    return reply.status(201).send({ team: teamView(team), apiKey: key });
+    return reply.status(201).send({ team: teamView(team, d.config.defaultLimits), apiKey: key });
   });
 
   app.get('/admin/teams/:teamId', async (req) => {
     const { teamId } = parse(TeamParams, req.params, 'path');
     const team = await d.teams.require(teamId);
-    return { ...teamView(team), liveSandboxes: await d.sandboxes.countLive(teamId), apiKeys: await d.teams.listApiKeys(teamId) };
+    return { ...teamView(team, d.config.defaultLimits), liveSandboxes: await d.sandboxes.countLive(teamId), apiKeys: await d.teams.listApiKeys(teamId) };
   });
 
   app.patch('/admin/teams/:teamId', async (req) => {
     const { teamId } = parse(TeamParams, req.params, 'path');
     const b = parse(TeamPatch, req.body, 'body');
     await d.teams.require(teamId);
-    return teamView(await d.teams.update(teamId, b));
+    return teamView(await d.teams.update(teamId, b), d.config.defaultLimits);
   });
 
   app.put('/admin/teams/:teamId/cluster', async (req) => {
@@ -151,7 +167,7 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
     const { clusterId } = parse(BindBody, req.body, 'body');
     await d.teams.require(teamId);
     if (clusterId) await d.clusters.require(clusterId);
-    return teamView(await d.teams.update(teamId, { clusterId }));
+    return teamView(await d.teams.update(teamId, { clusterId }), d.config.defaultLimits);
   });
 
   app.get('/admin/teams/:teamId/api-keys', async (req) => {

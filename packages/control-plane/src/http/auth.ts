@@ -1,9 +1,9 @@
 // Public-API authentication: `X-API-Key: <key>` (the SDK) or `Authorization: Bearer <key>`. The key is looked
 // up by its sha256, so the clear key is never compared or stored. Admin routes use `X-Admin-Token`, compared in
-// constant time.
+// constant time against the token's sha256 (the configuration keeps only the hash).
 
 import type { FastifyRequest } from 'fastify';
-import { tokensEqual } from '@cove/auth-tokens';
+import { tokenMatchesHash } from '@cove/auth-tokens';
 import { Unauthenticated } from '../errors.js';
 import type { Team, TeamStore } from '../store/team-store.js';
 
@@ -35,10 +35,10 @@ export function apiKeyAuth(teams: TeamStore) {
   };
 }
 
-export function adminAuth(adminToken: string) {
+export function adminAuth(adminTokenHash: string) {
   return async (req: FastifyRequest): Promise<void> => {
     const t = req.headers['x-admin-token'];
-    if (typeof t !== 'string' || !tokensEqual(t, adminToken)) throw new Unauthenticated('missing or invalid X-Admin-Token');
+    if (typeof t !== 'string' || !tokenMatchesHash(t, adminTokenHash)) throw new Unauthenticated('missing or invalid X-Admin-Token');
   };
 }
 

@@ -18,7 +18,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (err instanceof CoveError) {
       const status = httpStatus[err.code];
       if (status >= 500) request.log.error({ err, code: err.code }, err.message);
-      const ec = e2bErrorCode[err.code];
+      const ec = err.errorCode ?? e2bErrorCode[err.code];
       return reply.status(status).send({ code: status, message: err.message, ...(ec ? { error_code: ec } : {}) });
     }
     const fe = err as FastifyError;

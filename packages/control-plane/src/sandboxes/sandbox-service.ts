@@ -14,7 +14,7 @@ import type { ListFilter, SandboxRecord, SandboxStore } from '../store/sandbox-s
 import type { SnapshotRecord, SnapshotStore } from '../store/snapshot-store.js';
 import type { Team, TeamStore } from '../store/team-store.js';
 import type { ResolvedTemplate } from '../templates/template-service.js';
-import { DEFAULT_TAG, splitRef } from '../templates/names.js';
+import { DEFAULT_TAG, ownName, splitRef } from '../templates/names.js';
 import { newAccessToken, newSandboxId } from './ids.js';
 import { preferNode, startOnNodes } from './node-start.js';
 import { PauseResume } from './pause-resume.js';
@@ -158,8 +158,11 @@ export class SandboxService {
    * of that name. Checked before templates, so a team's snapshot shadows a same-named template for that team only.
    */
   private async findSnapshot(team: Team, cluster: Cluster, ref: string): Promise<SnapshotRecord | undefined> {
-    const { name, tag } = splitRef(ref);
+    const { name: qualified, tag } = splitRef(ref);
     if (tag !== undefined && tag !== DEFAULT_TAG) return undefined;
+    // Snapshots are never public: only the team's own namespace can name one.
+    const name = ownName(qualified, team.slug);
+    if (name === undefined) return undefined;
     return (await this.d.snapshots.findPersistent(team.id, cluster.id, name))[0];
   }
 

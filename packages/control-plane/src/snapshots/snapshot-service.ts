@@ -8,14 +8,14 @@ import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
 import { ClusterUnavailable, Conflict, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { ClusterStore } from '../store/cluster-store.js';
 import type { SnapshotListFilter, SnapshotRecord, SnapshotStore } from '../store/snapshot-store.js';
-import type { Team } from '../store/team-store.js';
+import { quotasOf, type Team, type TeamQuotas } from '../store/team-store.js';
 import type { TemplateStore } from '../store/template-store.js';
 import { newSnapshotId } from '../sandboxes/ids.js';
 import { MAYBE_DONE } from '../sandboxes/node-start.js';
 import { snapshotOf, takenOf } from '../sandboxes/pause-resume.js';
 import type { SandboxService } from '../sandboxes/sandbox-service.js';
 import type { SnapshotCleaner } from '../sandboxes/snapshot-cleaner.js';
-import { DEFAULT_TAG, splitRef } from '../templates/names.js';
+import { DEFAULT_TAG, ownName, splitRef } from '../templates/names.js';
 
 /** E2B's SnapshotInfo. */
 export interface SnapshotView {
@@ -33,6 +33,8 @@ export class SnapshotService {
     private readonly links: ControlLinks,
     private readonly cleaner: SnapshotCleaner,
     private readonly service: SandboxService,
+    /** The deployment's default quotas (a team's own override them). */
+    private readonly quotaDefaults: TeamQuotas,
     private readonly log: Logger,
   ) {}
 
@@ -45,7 +47,7 @@ export class SnapshotService {
   async create(team: Team, sandboxId: string, name: string | undefined): Promise<SnapshotView> {
     const cluster = await this.clusters.forTeam(team);
     if (name !== undefined) {
-      const t = await this.templates.find(cluster.id, name);
+      const t = await this.templates.find(cluster.id, team.id, name);
       if (t && (t.teamId === null || t.teamId === team.id || t.public)) throw new Conflict(`the name '${name}' is used by template '${t.templateId}'`);
     }
     return this.service.whenSettled(sandboxId, team.id, async (s) => {
@@ -55,7 +57,7 @@ export class SnapshotService {
       const log = this.log.child({ sandboxId, teamId: team.id, nodeId: s.nodeId, snapshotId: id });
       const nodeBuildId = await this.service.pauses.nodeBuildId(s);
       const pending = snapshotOf(s, nodeBuildId, { memory: true, sizeBytes: null, createdAt: Date.now() }, { id, kind: 'persistent', status: 'creating', name: name ?? null, nodeId: s.nodeId });
-      await this.snapshots.insert(pending);
+      await this.snapshots.insertPersistent(pending, quotasOf(team, this.quotaDefaults).maxSnapshots);
       try {
         const taken = takenOf(await this.links.for(cluster).snapshot(s.nodeId, s.id, id));
         const ready = { ...pending, ...taken, status: 'ready' as const };
@@ -83,8 +85,9 @@ export class SnapshotService {
     const cluster = await this.clusters.forTeam(team);
     let ref: string | undefined;
     if (f.name !== undefined) {
-      const { name, tag } = splitRef(f.name);
-      if (tag !== undefined && tag !== DEFAULT_TAG) return { items: [], more: false };
+      const { name: qualified, tag } = splitRef(f.name);
+      const name = ownName(qualified, team.slug);
+      if (name === undefined || (tag !== undefined && tag !== DEFAULT_TAG)) return { items: [], more: false };
       ref = name;
     }
     const { items, more } = await this.snapshots.listPersistent(team.id, cluster.id, { ...f, ref });
@@ -98,8 +101,9 @@ export class SnapshotService {
   async deleteIfSnapshot(team: Team, ref: string): Promise<boolean> {
     if (!team.clusterId) return false;
     const cluster = await this.clusters.forTeam(team);
-    const { name, tag } = splitRef(ref);
-    if (tag !== undefined && tag !== DEFAULT_TAG) return false;
+    const { name: qualified, tag } = splitRef(ref);
+    const name = ownName(qualified, team.slug);
+    if (name === undefined || (tag !== undefined && tag !== DEFAULT_TAG)) return false;
     const found = await this.snapshots.findPersistent(team.id, cluster.id, name);
     if (found.length === 0) return false;
     await this.cleaner.delete(cluster, found.map((s) => s.id), found[0]!.nodeId);

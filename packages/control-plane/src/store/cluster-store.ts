@@ -173,15 +173,13 @@ export class ClusterStore {
     return rows.map(toTemplate);
   }
 
-  /** Resolves a template by id or alias; a `:tag` suffix is accepted and ignored (only `default` builds exist). */
+  /**
+   * A template by id (`:default` accepted). Not by name: names are per team (TemplateStore.find resolves them for
+   * a team), so a name alone could be several teams' templates.
+   */
   async findTemplate(clusterId: string, ref: string): Promise<Template | undefined> {
-    const name = ref.replace(/:default$/, '');
-    const r = await this.db
-      .selectFrom('templates')
-      .selectAll()
-      .where('cluster_id', '=', clusterId)
-      .where((eb) => eb.or([eb('template_id', '=', name), eb('alias', '=', name)]))
-      .executeTakeFirst();
+    const id = ref.replace(/:default$/, '');
+    const r = await this.db.selectFrom('templates').selectAll().where('cluster_id', '=', clusterId).where('template_id', '=', id).executeTakeFirst();
     return r && toTemplate(r);
   }
 

@@ -18,7 +18,8 @@ export interface Db {
 
 const INT8_OID = 20;
 
-export async function openDatabase(config: DbConfig): Promise<Db> {
+/** A connection to the store without migrating it (openDatabase migrates; tests build old schemas with this). */
+export function connectDatabase(config: DbConfig): Kysely<Database> {
   let kysely: Kysely<Database>;
   if (config.kind === 'sqlite') {
     if (config.path !== ':memory:') mkdirSync(dirname(config.path), { recursive: true });
@@ -39,6 +40,11 @@ export async function openDatabase(config: DbConfig): Promise<Db> {
     const pool = new pg.Pool({ connectionString: config.url, types, max: 10 });
     kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   }
+  return kysely;
+}
+
+export async function openDatabase(config: DbConfig): Promise<Db> {
+  const kysely = connectDatabase(config);
   const { error, results } = await new Migrator({ db: kysely, provider: migrationProvider }).migrateToLatest();
   const failed = results?.find((r) => r.status === 'Error');
   if (error || failed) {

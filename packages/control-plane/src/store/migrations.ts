@@ -1,7 +1,8 @@
 // Schema migrations, in code so the compiled package carries them. Only portable column types are used, so
 // SQLite and PostgreSQL run the same list. Never edit a shipped migration; add the next one.
 
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { slugOf } from './team-slug.js';
 
 const m0001: Migration = {
   async up(db: Kysely<unknown>) {
@@ -174,8 +175,41 @@ const m0003: Migration = {
   },
 };
 
+/**
+ * Template names per team (docs/decisions.md, "Tenant names"): teams gain a unique slug — the namespace another
+ * team writes as `slug/name` to reach a public template — backfilled from each team's name (oldest team keeps the
+ * plain slug; a later one with the same gets its id's first characters appended), and a template name is unique
+ * within its team instead of the cluster.
+ */
+const m0004: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('teams').addColumn('slug', 'text').execute();
+    const teams = await sql<{ id: string; name: string }>`select id, name from teams order by created_at, id`.execute(db);
+    const used = new Set<string>();
+    for (const t of teams.rows) {
+      let slug = slugOf(t.name);
+      if (used.has(slug)) slug = `${slug.slice(0, 40)}-${t.id.replace(/[^a-z0-9]/g, '').slice(0, 8)}`;
+      used.add(slug);
+      await sql`update teams set slug = ${slug} where id = ${t.id}`.execute(db);
+    }
+    await db.schema.createIndex('teams_slug').on('teams').column('slug').unique().execute();
+    await db.schema.dropIndex('templates_cluster_alias').execute();
+    // Built-in templates have a NULL team: the code keeps their names reserved (several NULLs pass the index).
+    await db.schema.createIndex('templates_cluster_team_alias').on('templates').columns(['cluster_id', 'team_id', 'alias']).unique().execute();
+  },
+};
+
+/** Per-team quotas for builds, templates and persistent snapshots; NULL means the deployment's default. */
+const m0005: Migration = {
+  async up(db: Kysely<unknown>) {
+    for (const column of ['max_concurrent_builds', 'max_templates', 'max_snapshots']) {
+      await db.schema.alterTable('teams').addColumn(column, 'integer').execute();
+    }
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005 };
   },
 };

@@ -1,10 +1,11 @@
 // Every sandbox the control plane started: who owns it, where it runs, its resources and its end time.
 // Rows stay after a kill (state `killed`) as the record of what ran; lists and lookups only show live ones.
 
-import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import { SandboxLimitReached } from '../errors.js';
 import type { Database, SandboxState, SandboxTable } from './schema.js';
 import { snapshotRow, type SnapshotRecord } from './snapshot-store.js';
+import { lockTeam } from './team-lock.js';
 
 export interface SandboxRecord {
   id: string;
@@ -147,7 +148,7 @@ export class SandboxStore {
    */
   async reserve(s: SandboxRecord, limit: number): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
-      await this.lockTeam(trx, s.teamId);
+      await lockTeam(trx, this.kind, s.teamId);
       const { n } = await trx
         .selectFrom('sandboxes')
         .select((eb) => eb.fn.countAll<number>().as('n'))
@@ -230,7 +231,7 @@ export class SandboxStore {
    */
   async beginResume(teamId: string, id: string, limit: number, at: number): Promise<ResumeStart> {
     return this.db.transaction().execute(async (trx) => {
-      await this.lockTeam(trx, teamId);
+      await lockTeam(trx, this.kind, teamId);
       const cur = await trx.selectFrom('sandboxes').select('state').where('id', '=', id).executeTakeFirst();
       if (cur?.state !== 'paused') return 'not-paused';
       const { n } = await trx
@@ -285,15 +286,6 @@ export class SandboxStore {
   async inTransition(): Promise<SandboxRecord[]> {
     const rows = await this.db.selectFrom('sandboxes').selectAll().where('state', 'in', ['pausing', 'resuming']).execute();
     return rows.map(toRecord);
-  }
-
-  private async lockTeam(trx: Transaction<Database>, teamId: string): Promise<void> {
-    await trx
-      .selectFrom('teams')
-      .select('id')
-      .where('id', '=', teamId)
-      .$if(this.kind === 'postgres', (q) => q.forUpdate())
-      .execute();
   }
 
   async get(id: string): Promise<SandboxRecord | undefined> {

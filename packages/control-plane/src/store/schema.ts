@@ -18,10 +18,16 @@ export interface ClusterTable {
 export interface TeamTable {
   id: string;
   name: string;
+  /** The team's template namespace (`slug/name`), unique; set for every row since migration 0004. */
+  slug: string;
   cluster_id: string | null;
   max_concurrent_sandboxes: number;
   max_timeout_hours: number;
   created_at: number;
+  /** Per-team quotas (migration 0005); null = the deployment's default (COVE_DEFAULT_MAX_*). */
+  max_concurrent_builds: number | null;
+  max_templates: number | null;
+  max_snapshots: number | null;
 }
 
 export interface ApiKeyTable {

@@ -3,7 +3,9 @@
 // taken from (so a sandbox can start from it) and which node wrote it (so a resume can prefer that node's cache).
 
 import type { Kysely, Selectable } from 'kysely';
+import { QuotaExceeded } from '../errors.js';
 import type { Database, SnapshotKind, SnapshotStatus, SnapshotTable } from './schema.js';
+import { lockTeam } from './team-lock.js';
 
 export interface SnapshotRecord {
   id: string;
@@ -81,10 +83,33 @@ export const snapshotRow = (s: SnapshotRecord): SnapshotTable => ({
 });
 
 export class SnapshotStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly kind: 'sqlite' | 'postgres',
+  ) {}
 
   async insert(s: SnapshotRecord): Promise<void> {
     await this.db.insertInto('snapshots').values(snapshotRow(s)).execute();
+  }
+
+  /**
+   * Inserts a persistent snapshot's row if the team holds fewer than `limit` persistent snapshots (ready or still
+   * being written), counted and inserted under the team's lock so parallel requests cannot overshoot.
+   */
+  async insertPersistent(s: SnapshotRecord, limit: number): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await lockTeam(trx, this.kind, s.teamId);
+      const { n } = await trx
+        .selectFrom('snapshots')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('team_id', '=', s.teamId)
+        .where('kind', '=', 'persistent')
+        .executeTakeFirstOrThrow();
+      if (Number(n) >= limit) {
+        throw new QuotaExceeded('snapshot_limit', limit, `your team has reached its limit of ${limit} snapshots; delete one before taking another`);
+      }
+      await trx.insertInto('snapshots').values(snapshotRow(s)).execute();
+    });
   }
 
   async get(id: string): Promise<SnapshotRecord | undefined> {

@@ -2,19 +2,42 @@
 
 import type { Kysely } from 'kysely';
 import { generateApiKey, hashApiKey, maskApiKey } from '../auth/api-key.js';
-import { NotFound } from '../errors.js';
+import { Conflict, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { ApiKeyTable, Database, TeamTable } from './schema.js';
+import { slugOf, suffixedSlug } from './team-slug.js';
+import { isUniqueViolation } from './template-store.js';
 
 const LAST_USED_RESOLUTION_MS = 60_000;
 
 export interface Team {
   id: string;
   name: string;
+  /** The namespace other teams write as `slug/name` to reach this team's public templates. */
+  slug: string;
   clusterId: string | null;
   maxConcurrentSandboxes: number;
   maxTimeoutHours: number;
   createdAt: Date;
+  /** Per-team quotas; null = the deployment's default (see quotasOf). */
+  maxConcurrentBuilds: number | null;
+  maxTemplates: number | null;
+  maxSnapshots: number | null;
+}
+
+/** The quotas in force for a team: its own, else the deployment's defaults. */
+export interface TeamQuotas {
+  maxConcurrentBuilds: number;
+  maxTemplates: number;
+  maxSnapshots: number;
+}
+
+export function quotasOf(team: Pick<Team, keyof TeamQuotas>, defaults: TeamQuotas): TeamQuotas {
+  return {
+    maxConcurrentBuilds: team.maxConcurrentBuilds ?? defaults.maxConcurrentBuilds,
+    maxTemplates: team.maxTemplates ?? defaults.maxTemplates,
+    maxSnapshots: team.maxSnapshots ?? defaults.maxSnapshots,
+  };
 }
 
 export interface ApiKeyInfo {
@@ -33,18 +56,27 @@ export interface CreatedApiKey extends ApiKeyInfo {
 
 export interface NewTeam {
   name: string;
+  /** Chosen by the admin; otherwise derived from the name (with a random suffix when that one is taken). */
+  slug?: string;
   clusterId?: string | null;
   maxConcurrentSandboxes: number;
   maxTimeoutHours: number;
+  maxConcurrentBuilds?: number | null;
+  maxTemplates?: number | null;
+  maxSnapshots?: number | null;
 }
 
 const toTeam = (r: TeamTable): Team => ({
   id: r.id,
   name: r.name,
+  slug: r.slug,
   clusterId: r.cluster_id,
   maxConcurrentSandboxes: r.max_concurrent_sandboxes,
   maxTimeoutHours: r.max_timeout_hours,
   createdAt: new Date(r.created_at),
+  maxConcurrentBuilds: r.max_concurrent_builds ?? null,
+  maxTemplates: r.max_templates ?? null,
+  maxSnapshots: r.max_snapshots ?? null,
 });
 
 const toKey = (r: ApiKeyTable): ApiKeyInfo => ({
@@ -59,17 +91,35 @@ const toKey = (r: ApiKeyTable): ApiKeyInfo => ({
 export class TeamStore {
   constructor(private readonly db: Kysely<Database>) {}
 
+  /** Conflict when the admin's slug is taken; a derived one that is taken gets a random suffix instead. */
   async create(t: NewTeam): Promise<Team> {
-    const row: TeamTable = {
-      id: newId(),
-      name: t.name,
-      cluster_id: t.clusterId ?? null,
-      max_concurrent_sandboxes: t.maxConcurrentSandboxes,
-      max_timeout_hours: t.maxTimeoutHours,
-      created_at: Date.now(),
-    };
-    await this.db.insertInto('teams').values(row).execute();
-    return toTeam(row);
+    for (let attempt = 0; ; attempt++) {
+      const row: TeamTable = {
+        id: newId(),
+        name: t.name,
+        slug: t.slug ?? (attempt === 0 ? slugOf(t.name) : suffixedSlug(t.name)),
+        cluster_id: t.clusterId ?? null,
+        max_concurrent_sandboxes: t.maxConcurrentSandboxes,
+        max_timeout_hours: t.maxTimeoutHours,
+        created_at: Date.now(),
+        max_concurrent_builds: t.maxConcurrentBuilds ?? null,
+        max_templates: t.maxTemplates ?? null,
+        max_snapshots: t.maxSnapshots ?? null,
+      };
+      try {
+        await this.db.insertInto('teams').values(row).execute();
+        return toTeam(row);
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        if (t.slug !== undefined) throw new Conflict(`team slug '${t.slug}' is already taken`);
+        if (attempt >= 3) throw err;
+      }
+    }
+  }
+
+  async bySlug(slug: string): Promise<Team | undefined> {
+    const r = await this.db.selectFrom('teams').selectAll().where('slug', '=', slug).executeTakeFirst();
+    return r && toTeam(r);
   }
 
   async get(id: string): Promise<Team | undefined> {
@@ -90,9 +140,12 @@ export class TeamStore {
 
   async update(
     id: string,
-    patch: Partial<Pick<Team, 'name' | 'clusterId' | 'maxConcurrentSandboxes' | 'maxTimeoutHours'>>,
+    patch: Partial<Pick<Team, 'name' | 'clusterId' | 'maxConcurrentSandboxes' | 'maxTimeoutHours' | 'maxConcurrentBuilds' | 'maxTemplates' | 'maxSnapshots'>>,
   ): Promise<Team> {
     const set: Partial<TeamTable> = {};
+    if (patch.maxConcurrentBuilds !== undefined) set.max_concurrent_builds = patch.maxConcurrentBuilds;
+    if (patch.maxTemplates !== undefined) set.max_templates = patch.maxTemplates;
+    if (patch.maxSnapshots !== undefined) set.max_snapshots = patch.maxSnapshots;
     if (patch.name !== undefined) set.name = patch.name;
     if (patch.clusterId !== undefined) set.cluster_id = patch.clusterId;
     if (patch.maxConcurrentSandboxes !== undefined) set.max_concurrent_sandboxes = patch.maxConcurrentSandboxes;

@@ -3,7 +3,9 @@
 // a history of assignments to builds, and `name:tag` means the newest assignment whose build is ready.
 
 import type { Kysely, Selectable, Transaction } from 'kysely';
-import { Conflict } from '../errors.js';
+import { Conflict, QuotaExceeded } from '../errors.js';
+import { lockTeam } from './team-lock.js';
+import { splitNamespace } from '../templates/names.js';
 import { toTemplate, type Template } from './cluster-store.js';
 import type { BuildStatus, Database, TemplateBuildTable } from './schema.js';
 
@@ -42,7 +44,16 @@ export interface NewBuild {
   diskMb: number;
   templateId: string;
   buildId: string;
+  /** The team's quotas: templates it may have, and builds it may run (or have just registered) at once. */
+  maxTemplates: number;
+  maxConcurrentBuilds: number;
 }
+
+/**
+ * A registered build that was never started counts against the concurrent-build quota for this long: long enough
+ * for the SDK to upload its files and start it, short enough that a client that vanished does not block the team.
+ */
+export const WAITING_BUILD_COUNTS_MS = 10 * 60_000;
 
 export interface Outcome {
   status: 'ready' | 'error';
@@ -79,7 +90,7 @@ const toBuild = (r: Selectable<TemplateBuildTable>): Build => ({
 });
 
 /** A unique-index violation on SQLite (better-sqlite3) or PostgreSQL (SQLSTATE 23505). */
-function isUniqueViolation(err: unknown): boolean {
+export function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: unknown };
   return e?.code === '23505' || e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }
@@ -90,17 +101,41 @@ export class TemplateStore {
     private readonly kind: 'sqlite' | 'postgres',
   ) {}
 
-  /** A template of the cluster by id or name. */
-  async find(clusterId: string, idOrName: string): Promise<Template | undefined> {
-    const r = await this.db
+  /**
+   * The template `ref` names for team `teamId` in the cluster (docs/decisions.md, "Tenant names"):
+   * - `namespace/name`: the template `name` of the team whose slug is `namespace` (any team: the caller decides
+   *   whether it may use it — its own, or a public one);
+   * - otherwise a template id (any team's, the caller checks access), else the team's own template of that name,
+   *   else a built-in one. Another team's name is never reached by a bare name, so nobody can squat or shadow it.
+   */
+  async find(clusterId: string, teamId: string, ref: string): Promise<Template | undefined> {
+    const { namespace, name } = splitNamespace(ref);
+    if (namespace !== undefined) {
+      const r = await this.db
+        .selectFrom('templates')
+        .innerJoin('teams', 'teams.id', 'templates.team_id')
+        .selectAll('templates')
+        .where('templates.cluster_id', '=', clusterId)
+        .where('teams.slug', '=', namespace)
+        .where('templates.alias', '=', name)
+        .executeTakeFirst();
+      return r && toTemplate(r);
+    }
+    const rows = await this.db
       .selectFrom('templates')
       .selectAll()
       .where('cluster_id', '=', clusterId)
-      .where((eb) => eb.or([eb('template_id', '=', idOrName), eb('alias', '=', idOrName)]))
-      // An id wins over a name that happens to spell another template's id.
-      .orderBy((eb) => eb.case().when('template_id', '=', idOrName).then(0).else(1).end())
-      .executeTakeFirst();
-    return r && toTemplate(r);
+      .where((eb) =>
+        eb.or([eb('template_id', '=', ref), eb.and([eb('alias', '=', ref), eb.or([eb('team_id', '=', teamId), eb('team_id', 'is', null)])])]),
+      )
+      .execute();
+    // The team's own (or a built-in) id first, then its own name, then a built-in name, and only then another
+    // team's id: a name the team chose is never taken over by a stranger's template whose id happens to spell it.
+    const mine = (r: (typeof rows)[number]) => r.team_id === teamId || r.team_id === null;
+    const rank = (r: (typeof rows)[number]) =>
+      r.template_id === ref ? (mine(r) ? 0 : 3) : r.team_id === teamId ? 1 : 2;
+    const best = rows.sort((a, b) => rank(a) - rank(b))[0];
+    return best && toTemplate(best);
   }
 
   /** The built-in templates plus the team's own, oldest first. */
@@ -117,10 +152,11 @@ export class TemplateStore {
   }
 
   /**
-   * Registers a waiting build of the team's template `name`, creating the template when the name is free.
-   * Conflict when the name belongs to another team or to a built-in template. The name check and the insert
-   * share a transaction holding the row (PostgreSQL `FOR UPDATE`; SQLite has one writer), and the unique
-   * index on (cluster, name) settles two first builds racing for a new name.
+   * Registers a waiting build of the team's template `name`, creating the template when the team has none of
+   * that name. Names are per team: another team's template of the same name is a different template. Conflict
+   * when the name is a built-in template's (they are every team's). The name check and the insert share a
+   * transaction holding the row (PostgreSQL `FOR UPDATE`; SQLite has one writer), and the unique index on
+   * (cluster, team, name) settles two first builds of the team racing for a new name.
    */
   async requestBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
     try {
@@ -128,27 +164,43 @@ export class TemplateStore {
     } catch (err) {
       if (!isUniqueViolation(err)) throw err;
     }
-    // Another request created the name between our check and insert: once more, now finding its row (the
-    // same team gets a new build of it; another team a conflict).
-    try {
-      return await this.registerBuild(b);
-    } catch (err) {
-      if (isUniqueViolation(err)) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
-      throw err;
-    }
+    // Another request of the team created the name between our check and insert: once more, now finding its row.
+    return this.registerBuild(b);
   }
 
   private async registerBuild(b: NewBuild): Promise<{ template: Template; build: Build; created: boolean }> {
     return this.db.transaction().execute(async (trx) => {
       const now = Date.now();
+      await lockTeam(trx, this.kind, b.teamId);
+      const builtIn = await trx.selectFrom('templates').select('template_id').where('cluster_id', '=', b.clusterId).where('alias', '=', b.name).where('team_id', 'is', null).executeTakeFirst();
+      if (builtIn) throw new Conflict(`template name '${b.name}' is a built-in template's and cannot be used`);
       const existing = await trx
         .selectFrom('templates')
         .selectAll()
         .where('cluster_id', '=', b.clusterId)
+        .where('team_id', '=', b.teamId)
         .where('alias', '=', b.name)
         .$if(this.kind === 'postgres', (q) => q.forUpdate())
         .executeTakeFirst();
-      if (existing && existing.team_id !== b.teamId) throw new Conflict(`template name '${b.name}' is already taken in this cluster`);
+      if (!existing) {
+        const { n } = await trx
+          .selectFrom('templates')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('cluster_id', '=', b.clusterId)
+          .where('team_id', '=', b.teamId)
+          .executeTakeFirstOrThrow();
+        if (Number(n) >= b.maxTemplates) {
+          throw new QuotaExceeded('template_limit', b.maxTemplates, `your team has reached its limit of ${b.maxTemplates} templates; delete one before creating another`);
+        }
+      }
+      const unfinished = await this.unfinishedBuilds(trx, b.teamId, now);
+      if (unfinished >= b.maxConcurrentBuilds) {
+        throw new QuotaExceeded(
+          'template_build_limit',
+          b.maxConcurrentBuilds,
+          `your team has reached its limit of ${b.maxConcurrentBuilds} concurrent template builds; wait for one to finish`,
+        );
+      }
       const templateId = existing?.template_id ?? b.templateId;
       if (existing) {
         await trx
@@ -231,16 +283,49 @@ export class TemplateStore {
     return rows.map(toBuild);
   }
 
-  /** Moves a waiting build to building (recording its source); false when it was not waiting. */
-  async claim(buildId: string, source: BuildSource): Promise<boolean> {
+  /** The team's builds that count against its concurrent-build quota: building, or waiting since recently. */
+  private async unfinishedBuilds(trx: Transaction<Database>, teamId: string, now: number): Promise<number> {
+    const { n } = await trx
+      .selectFrom('template_builds')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('team_id', '=', teamId)
+      .where((eb) => eb.or([eb('status', '=', 'building'), eb.and([eb('status', '=', 'waiting'), eb('created_at', '>', now - WAITING_BUILD_COUNTS_MS)])]))
+      .executeTakeFirstOrThrow();
+    return Number(n);
+  }
+
+  /**
+   * Moves a waiting build to building (recording its source); false when it was not waiting. With `quota`, the
+   * team may have at most that many builds building (this one included), counted under the team's lock.
+   */
+  async claim(buildId: string, source: BuildSource, quota?: { teamId: string; maxConcurrentBuilds: number }): Promise<boolean> {
     const now = Date.now();
-    const r = await this.db
-      .updateTable('template_builds')
-      .set({ status: 'building', source: JSON.stringify(source), started_at: now, updated_at: now })
-      .where('build_id', '=', buildId)
-      .where('status', '=', 'waiting')
-      .executeTakeFirst();
-    if (Number(r.numUpdatedRows) === 0) return false;
+    const claimed = await this.db.transaction().execute(async (trx) => {
+      if (quota) {
+        await lockTeam(trx, this.kind, quota.teamId);
+        const { n } = await trx
+          .selectFrom('template_builds')
+          .select((eb) => eb.fn.countAll<number>().as('n'))
+          .where('team_id', '=', quota.teamId)
+          .where('status', '=', 'building')
+          .executeTakeFirstOrThrow();
+        if (Number(n) >= quota.maxConcurrentBuilds) {
+          throw new QuotaExceeded(
+            'template_build_limit',
+            quota.maxConcurrentBuilds,
+            `your team has reached its limit of ${quota.maxConcurrentBuilds} concurrent template builds; wait for one to finish`,
+          );
+        }
+      }
+      const r = await trx
+        .updateTable('template_builds')
+        .set({ status: 'building', source: JSON.stringify(source), started_at: now, updated_at: now })
+        .where('build_id', '=', buildId)
+        .where('status', '=', 'waiting')
+        .executeTakeFirst();
+      return Number(r.numUpdatedRows) > 0;
+    });
+    if (!claimed) return false;
     await this.syncSummary(buildId, 'building');
     return true;
   }

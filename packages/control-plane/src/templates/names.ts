@@ -1,9 +1,10 @@
-// Template names, tags and references (`name`, `name:tag`, or a template id), and the ids the control plane
-// mints. Names are what sandboxes are created from, so they stay in a conservative charset: lowercase letters,
+// Template names, tags and references (`name`, `name:tag`, `namespace/name[:tag]`, or a template id), and the ids
+// the control plane mints. A name is unique within its team; `namespace` is a team's slug (E2B's spelling). Names are what sandboxes are created from, so they stay in a conservative charset: lowercase letters,
 // digits, `.`, `_` and `-`; tags may also use uppercase (release names like `v1.2-RC`).
 
 import { randomInt, randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { MAX_SLUG, SlugSchema } from '../store/team-slug.js';
 
 export const DEFAULT_TAG = 'default';
 export const MAX_NAME = 128;
@@ -21,23 +22,43 @@ export const TagSchema = z.string().min(1, 'a tag must not be empty').max(MAX_TA
 export const TagListSchema = z.array(TagSchema).max(MAX_TAGS, `at most ${MAX_TAGS} tags`);
 
 export interface TemplateRef {
+  /** `namespace/name` when the reference named a namespace, else `name`. */
   name: string;
   tag: string | undefined;
 }
 
-/** Splits `name[:tag]` without validating (lookups of unknown refs simply find nothing). */
+/** Splits `[namespace/]name[:tag]` without validating (lookups of unknown refs simply find nothing). */
 export function splitRef(ref: string): TemplateRef {
   const i = ref.lastIndexOf(':');
   return i < 0 ? { name: ref, tag: undefined } : { name: ref.slice(0, i), tag: ref.slice(i + 1) };
 }
 
-/** `name` or `name:tag`, validated; the message names what is wrong. */
+/** Splits `namespace/name` (the part before the tag); `namespace` is undefined for a bare name. */
+export function splitNamespace(name: string): { namespace: string | undefined; name: string } {
+  const i = name.indexOf('/');
+  return i < 0 ? { namespace: undefined, name } : { namespace: name.slice(0, i), name: name.slice(i + 1) };
+}
+
+/**
+ * The name within the team's own namespace: `name` as it is, `<own slug>/name` without the slug, and undefined for
+ * another team's namespace. For what is never shared across teams (persistent snapshots).
+ */
+export function ownName(qualified: string, ownSlug: string): string | undefined {
+  const { namespace, name } = splitNamespace(qualified);
+  return namespace === undefined || namespace === ownSlug ? name : undefined;
+}
+
+/** `[namespace/]name` or `…:tag`, validated; the message names what is wrong. */
 export const NameRefSchema = z
   .string()
   .min(1, 'name must not be empty')
-  .max(MAX_NAME + 1 + MAX_TAG)
+  .max(MAX_SLUG + 1 + MAX_NAME + 1 + MAX_TAG)
   .superRefine((ref, ctx) => {
-    const { name, tag } = splitRef(ref);
+    const { name: qualified, tag } = splitRef(ref);
+    const { namespace, name } = splitNamespace(qualified);
+    if (namespace !== undefined && !SlugSchema.safeParse(namespace).success) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `namespace '${namespace}' is invalid: a team slug is lowercase letters, digits and dashes` });
+    }
     if (name.length === 0 || name.length > MAX_NAME || !NAME_RE.test(name)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, message: `template name '${name}' is invalid: use up to ${MAX_NAME} ${NAME_RULE}` });
     }

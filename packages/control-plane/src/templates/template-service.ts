@@ -11,9 +11,9 @@ import { answeringNodes, rankNodes, type PlacementOptions } from '../cluster/pla
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented } from '../errors.js';
 import { BASE_TEMPLATE, type Cluster, type ClusterStore, type Template } from '../store/cluster-store.js';
 import type { Build, BuildSource, BuildStatus, TagView, TemplateStore } from '../store/template-store.js';
-import type { Team } from '../store/team-store.js';
+import { quotasOf, type Team, type TeamQuotas } from '../store/team-store.js';
 import type { BuildStart } from './build-spec.js';
-import { DEFAULT_TAG, isE2bBaseImage, newBuildId, newTemplateId, splitRef, type TemplateRef } from './names.js';
+import { DEFAULT_TAG, isE2bBaseImage, newBuildId, newTemplateId, splitNamespace, splitRef, type TemplateRef } from './names.js';
 
 /** E2B's template defaults (e2b-infra.md §2.4); the built-in `base` stays at 2 vCPU / 512 MiB. */
 export const DEFAULT_BUILD_CPU = 2;
@@ -92,13 +92,15 @@ export class TemplateService {
     private readonly clusters: ClusterStore,
     private readonly links: ControlLinks,
     private readonly placement: PlacementOptions,
+    /** The deployment's default quotas (a team's own override them). */
+    private readonly quotaDefaults: TeamQuotas,
     private readonly log: Logger,
   ) {}
 
   /** A template the team may read: its own or a built-in one. Another team's is not found, as E2B answers. */
   private async readable(team: Team, ref: string): Promise<{ cluster: Cluster; template: Template }> {
     const cluster = await this.clusters.forTeam(team);
-    const template = await this.templates.find(cluster.id, ref);
+    const template = await this.templates.find(cluster.id, team.id, ref);
     if (!template || (template.teamId !== null && template.teamId !== team.id)) throw new NotFound(`template '${ref}' not found`);
     return { cluster, template };
   }
@@ -122,11 +124,14 @@ export class TemplateService {
   /** `POST /v3/templates`: a waiting build of the team's template `name` (created when the name is new). */
   async requestBuild(team: Team, input: BuildRequestInput) {
     const cluster = await this.clusters.forTeam(team);
+    // A team builds in its own namespace only; `own-slug/name` is the same as `name`.
+    const { namespace, name } = splitNamespace(input.name.name);
+    if (namespace !== undefined && namespace !== team.slug) throw new Forbidden(`templates can only be built in your own namespace '${team.slug}', not '${namespace}'`);
     const tags = [...new Set([input.name.tag ?? DEFAULT_TAG, ...input.tags])];
     const { template, build } = await this.templates.requestBuild({
       clusterId: cluster.id,
       teamId: team.id,
-      name: input.name.name,
+      name,
       tags,
       cpuCount: input.cpuCount ?? DEFAULT_BUILD_CPU,
       memoryMb: input.memoryMB ?? DEFAULT_BUILD_MEMORY_MB,
@@ -134,6 +139,7 @@ export class TemplateService {
       diskMb: BASE_TEMPLATE.diskMb + (input.minFreeDiskMb ?? 0),
       templateId: newTemplateId(),
       buildId: newBuildId(),
+      ...quotasOf(team, this.quotaDefaults),
     });
     this.log.info({ teamId: team.id, templateId: template.templateId, buildId: build.buildId, tags }, 'template build registered');
     const names = template.alias ? [template.alias] : [];
@@ -149,7 +155,7 @@ export class TemplateService {
   /** Resolves `fromTemplate` to the build id a node builds on. */
   private async parentBuild(team: Team, cluster: Cluster, ref: string): Promise<string> {
     const { name, tag } = splitRef(ref);
-    const t = await this.templates.find(cluster.id, name);
+    const t = await this.templates.find(cluster.id, team.id, name);
     if (!t || (t.teamId !== null && t.teamId !== team.id && !t.public)) throw new BadRequest(`base template '${ref}' not found`);
     if (t.teamId === null) {
       if (tag !== undefined && tag !== DEFAULT_TAG) throw new BadRequest(`base template '${ref}' not found`);
@@ -177,9 +183,10 @@ export class TemplateService {
     else source = { fromImage: spec.fromImage! };
 
     const link = this.links.for(cluster);
-    const candidates = rankNodes(await link.listNodes(), { cpuCount: build.cpuCount, memoryMb: build.memoryMb }, this.placement);
+    const candidates = rankNodes(await link.listNodes(), { cpuCount: build.cpuCount, memoryMb: build.memoryMb, diskMb: build.diskMb }, this.placement);
     if (candidates.length === 0) throw new NoCapacity('no node has capacity for this build');
-    if (!(await this.templates.claim(buildId, source))) throw new Conflict(`build '${buildId}' was already started`);
+    const { maxConcurrentBuilds } = quotasOf(team, this.quotaDefaults);
+    if (!(await this.templates.claim(buildId, source, { teamId: team.id, maxConcurrentBuilds }))) throw new Conflict(`build '${buildId}' was already started`);
     const log = this.log.child({ teamId: team.id, templateId: template.templateId, buildId });
     const request = {
       templateId: template.templateId,
@@ -459,23 +466,26 @@ export class TemplateService {
     return this.templates.listTags(cluster.id, template.templateId);
   }
 
-  /** `GET /templates/aliases/{alias}`: 403 for another team's private template, as E2B answers. */
+  /**
+   * `GET /templates/aliases/{alias}`: the team's own name, a built-in one, or `namespace/name` of a public
+   * template. Another team's private template is 404, not E2B's 403: a 403 would tell anyone which private names
+   * a team has (the SDK's `Template.exists` reads 404 as "free", which it is in the caller's own namespace).
+   */
   async alias(team: Team, alias: string): Promise<{ templateID: string; public: boolean }> {
     const cluster = await this.clusters.forTeam(team);
-    const t = await this.templates.find(cluster.id, splitRef(alias).name);
-    if (!t) throw new NotFound(`template alias '${alias}' not found`);
-    if (t.teamId !== null && t.teamId !== team.id && !t.public) throw new Forbidden(`template alias '${alias}' belongs to another team`);
+    const t = await this.templates.find(cluster.id, team.id, splitRef(alias).name);
+    if (!t || (t.teamId !== null && t.teamId !== team.id && !t.public)) throw new NotFound(`template alias '${alias}' not found`);
     return { templateID: t.templateId, public: t.public || t.teamId === null };
   }
 
   /**
-   * What `POST /sandboxes {templateID}` runs: an id, name or `name:tag` of a template the team may use (its
-   * own, a public one, or a built-in one) → the ready build the tag names.
+   * What `POST /sandboxes {templateID}` runs: an id, `name[:tag]` (the team's own, else a built-in one) or
+   * `namespace/name[:tag]` (another team's public one, or the team's own) → the ready build the tag names.
    */
   async resolveForSandbox(team: Team, ref: string): Promise<ResolvedTemplate> {
     const cluster = await this.clusters.forTeam(team);
     const { name, tag } = splitRef(ref);
-    const t = await this.templates.find(cluster.id, name);
+    const t = await this.templates.find(cluster.id, team.id, name);
     if (!t || (t.teamId !== null && t.teamId !== team.id && !t.public)) throw new NotFound(`template '${ref}' not found`);
     if (t.teamId === null) {
       if (tag !== undefined && tag !== DEFAULT_TAG) throw new NotFound(`template '${ref}' not found`);
