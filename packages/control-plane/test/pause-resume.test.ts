@@ -460,14 +460,18 @@ describe(`pause, resume and snapshots (${engine} store)`, { skip: engine === 'po
     assert.equal((await autoResume(fsOnly.sandboxID, body)).status, 404);
     assert.equal((await cp.cp.sandboxes.get(fsOnly.sandboxID))?.state, 'paused');
 
-    // private: the traffic token is needed except on envd's port
+    // private: the traffic token is needed, or envd's access token on envd's port — never the id alone
     const priv = await create({ autoResume: { enabled: true }, network: { allowPublicTraffic: false } });
     assert.equal((await pause(priv.sandboxID)).status, 204);
     assert.equal((await autoResume(priv.sandboxID, { port: 8080 })).status, 403);
     assert.equal((await autoResume(priv.sandboxID, { port: 8080, trafficAccessToken: 'f'.repeat(64) })).status, 403);
     assert.equal((await autoResume(priv.sandboxID, { port: 8080, trafficAccessToken: '' })).status, 403, 'an empty token is no token');
     assert.equal((await cp.cp.sandboxes.get(priv.sandboxID))?.state, 'paused');
-    const viaEnvd = await autoResume(priv.sandboxID, { port: 49983 });
+    assert.equal((await autoResume(priv.sandboxID, { port: 49983 })).status, 403, 'the id alone does not wake it through envd');
+    assert.equal((await autoResume(priv.sandboxID, { port: 49983, envdAccessToken: 'e'.repeat(64) })).status, 403);
+    assert.equal((await autoResume(priv.sandboxID, { port: 8080, envdAccessToken: priv.envdAccessToken })).status, 403, 'envd\'s token only counts on its port');
+    assert.equal((await cp.cp.sandboxes.get(priv.sandboxID))?.state, 'paused');
+    const viaEnvd = await autoResume(priv.sandboxID, { port: 49983, envdAccessToken: priv.envdAccessToken });
     assert.equal(viaEnvd.status, 200);
     assert.equal((await pause(priv.sandboxID)).status, 204);
     const withToken = await autoResume(priv.sandboxID, { port: 8080, trafficAccessToken: priv.trafficAccessToken });

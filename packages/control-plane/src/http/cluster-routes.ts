@@ -21,6 +21,8 @@ const ResumeBody = z.object({
   port: z.number().int().min(1).max(65535),
   // An empty header value is no token (it matches no sandbox's token).
   trafficAccessToken: z.string().max(512).optional(),
+  // envd's own access token (X-Access-Token), what wakes a sandbox through envd's port.
+  envdAccessToken: z.string().max(512).optional(),
 });
 
 export function clusterAuth(clusters: ClusterStore) {

@@ -418,14 +418,25 @@ export class SandboxService {
   /**
    * The edge's `POST /cluster/v1/sandboxes/{id}/resume` when traffic arrives for a sandbox it does not route: a
    * running sandbox of `cluster` answers at once; a paused one created with autoResume (and paused with memory) is
-   * resumed for AUTO_RESUME_TIMEOUT_S. A private sandbox needs its traffic token unless the port is envd's.
+   * resumed for AUTO_RESUME_TIMEOUT_S. A private sandbox needs its traffic token; through envd's port, as E2B has
+   * it, envd's access token does instead (a sandbox's id alone never wakes it).
    */
-  async autoResume(cluster: Cluster, id: string, req: { port: number; trafficAccessToken?: string }): Promise<{ sandboxID: string; nodeID: string }> {
+  async autoResume(
+    cluster: Cluster,
+    id: string,
+    req: { port: number; trafficAccessToken?: string; envdAccessToken?: string },
+  ): Promise<{ sandboxID: string; nodeID: string }> {
     return this.whenSettled(id, undefined, async (s) => {
       if (!s || s.clusterId !== cluster.id) throw new SandboxNotFound(id);
       const token = s.trafficAccessToken;
-      if (token && req.port !== ENVD_PORT && !(req.trafficAccessToken !== undefined && tokensEqual(req.trafficAccessToken, token))) {
-        throw new Forbidden(`sandbox "${id}" is private: a valid traffic access token is required`);
+      const given = (t: string | undefined, want: string | null): boolean => !!want && t !== undefined && tokensEqual(t, want);
+      const allowed = !token || given(req.trafficAccessToken, token) || (req.port === ENVD_PORT && given(req.envdAccessToken, s.envdAccessToken));
+      if (!allowed) {
+        throw new Forbidden(
+          req.port === ENVD_PORT
+            ? `sandbox "${id}" is private: its envd access token (X-Access-Token) or traffic access token is required`
+            : `sandbox "${id}" is private: a valid traffic access token is required`,
+        );
       }
       if (s.state === 'running') return { sandboxID: s.id, nodeID: s.nodeId! };
       if (!s.autoResume) throw new NotFound(`sandbox "${id}" is paused and does not resume on traffic`);

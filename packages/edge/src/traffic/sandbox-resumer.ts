@@ -19,6 +19,8 @@ export interface ResumeRequest {
   port: number;
   /** The request's e2b-traffic-access-token header, when it had one. */
   trafficToken: string | undefined;
+  /** The request's x-access-token header (envd's own token), when it had one: what wakes through envd's port. */
+  envdToken?: string | undefined;
 }
 
 /** How a resume ended, in the terms the traffic port answers with. */
@@ -50,6 +52,7 @@ const ResumedBody = z.object({ sandboxID: z.string().min(1), nodeID: z.string().
 interface Flight {
   port: number;
   trafficToken: string | undefined;
+  envdToken: string | undefined;
   promise: Promise<ResumeOutcome>;
 }
 
@@ -69,10 +72,10 @@ export class SandboxResumer {
     const joined = flight !== undefined;
     if (!flight) {
       const promise = this.call(req).finally(() => this.inflight.delete(req.sandboxId));
-      flight = { port: req.port, trafficToken: req.trafficToken, promise };
+      flight = { port: req.port, trafficToken: req.trafficToken, envdToken: req.envdToken, promise };
       this.inflight.set(req.sandboxId, flight);
     }
-    const own = flight.port === req.port && flight.trafficToken === req.trafficToken;
+    const own = flight.port === req.port && flight.trafficToken === req.trafficToken && flight.envdToken === req.envdToken;
     const outcome = await flight.promise;
     if (joined && outcome.kind === 'denied' && !own) {
       // The refusal was about another request's token (or port): this one may well be allowed.
@@ -98,7 +101,11 @@ export class SandboxResumer {
         method: 'POST',
         dispatcher: this.agent,
         headers: { authorization: `Bearer ${this.opts.clusterToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ port, ...(req.trafficToken !== undefined ? { trafficAccessToken: req.trafficToken } : {}) }),
+        body: JSON.stringify({
+          port,
+          ...(req.trafficToken !== undefined ? { trafficAccessToken: req.trafficToken } : {}),
+          ...(req.envdToken !== undefined ? { envdAccessToken: req.envdToken } : {}),
+        }),
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
         signal: AbortSignal.timeout(this.timeoutMs),

@@ -131,7 +131,12 @@ async function resumeAndRoute(
   resumer: SandboxResumer,
   deps: SandboxRouterDeps,
 ): Promise<RouteDecision> {
-  const { outcome, ownCredentials } = await resumer.resume({ sandboxId, port, trafficToken: one(headers[TRAFFIC_TOKEN_HEADER]) });
+  const { outcome, ownCredentials } = await resumer.resume({
+    sandboxId,
+    port,
+    trafficToken: one(headers[TRAFFIC_TOKEN_HEADER]),
+    ...(port === ENVD_PORT ? { envdToken: one(headers[ACCESS_TOKEN_HEADER]) } : {}),
+  });
   switch (outcome.kind) {
     case 'not_found':
       return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
