@@ -1,0 +1,73 @@
+// The cluster's telemetry vocabulary (docs/observability.md): one definition of every OTLP attribute and metric
+// name Cove's senders write and the collector reads, and of the anonymized metrics a cluster may send out.
+import { z } from 'zod';
+
+/** OTLP resource and record attributes. */
+export const Attr = {
+  serviceName: 'service.name',
+  serviceInstanceId: 'service.instance.id',
+  logKind: 'cove.log.kind',
+  teamId: 'cove.team_id',
+  sandboxId: 'cove.sandbox_id',
+  templateId: 'cove.template_id',
+  buildId: 'cove.build_id',
+  buildStep: 'cove.build.step',
+} as const;
+
+export type LogKind = 'sandbox' | 'build';
+
+/** Sandbox gauges (attributes teamId, sandboxId). Bytes for memory and disk. */
+export const SandboxMetric = {
+  cpuUsedPct: 'cove.sandbox.cpu.used_pct',
+  cpuCount: 'cove.sandbox.cpu.count',
+  memoryUsed: 'cove.sandbox.memory.used',
+  memoryTotal: 'cove.sandbox.memory.total',
+  diskUsed: 'cove.sandbox.disk.used',
+  diskTotal: 'cove.sandbox.disk.total',
+} as const;
+
+/** E2B's log levels, and the OTLP severity numbers they map from (debug 5-8, info 9-12, warn 13-16, error 17+). */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export function levelOfSeverity(n: number | undefined): LogLevel {
+  if (n === undefined || n === 0) return 'info';
+  if (n <= 8) return 'debug';
+  if (n <= 12) return 'info';
+  if (n <= 16) return 'warn';
+  return 'error';
+}
+export const SEVERITY_OF_LEVEL: Record<LogLevel, number> = { debug: 5, info: 9, warn: 13, error: 17 };
+
+const count = z.number().int().min(0).max(1e9);
+const bytes = z.number().int().min(0).max(2 ** 53);
+const pct = z.number().min(0).max(100_000);
+
+/**
+ * What a cluster may tell the control plane about itself (POST /cluster/v1/metrics). Strict: a property the
+ * schema does not name is refused, so no id, name, address or text can ride along. Nodes are an opaque index.
+ */
+export const ClusterMetricsReport = z
+  .object({
+    schema: z.literal('cove.cluster-metrics.v1'),
+    sampledAt: z.string().datetime(),
+    nodes: z
+      .array(
+        z
+          .object({
+            index: z.number().int().min(0).max(10_000),
+            healthy: z.boolean(),
+            cpuCount: count,
+            cpuUsedPct: pct,
+            memoryBytes: bytes,
+            memoryUsedBytes: bytes,
+            diskBytes: bytes,
+            diskUsedBytes: bytes,
+          })
+          .strict(),
+      )
+      .max(10_000),
+    sandboxes: z.object({ running: count, paused: count, starting: count }).strict(),
+    builds: z.object({ running: count, succeeded: count, failed: count }).strict(),
+    errors: z.object({ sandboxCreateFailed: count, resumeFailed: count, telemetryDropped: count }).strict(),
+  })
+  .strict();
+export type ClusterMetricsReport = z.infer<typeof ClusterMetricsReport>;
