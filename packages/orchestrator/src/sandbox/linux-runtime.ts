@@ -465,17 +465,36 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     } catch (err) {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
-    rec.pid = await envdOf(initPid, slotId);
-    rec.pidStartTime = await processStartTime(rec.pid);
-    rec.checkpointDir = null;
-    await this.slots.write(rec);
-    // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
-    // `crun exec`/`kill` (exec(), destroy()) working.
-    await this.crun.repoint(slotId, initPid);
-    await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    try {
+      rec.pid = await envdOf(initPid, slotId);
+      rec.pidStartTime = await processStartTime(rec.pid);
+      rec.checkpointDir = null;
+      await this.slots.write(rec);
+      // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
+      // `crun exec`/`kill` (exec(), destroy()) working.
+      await this.crun.repoint(slotId, initPid);
+      await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    } catch (err) {
+      // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
+      // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.
+      await this.killTree(slotId);
+      rec.checkpointDir = imageDir;
+      await this.slots.write(rec).catch(() => undefined);
+      throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
+    }
     const ms = Date.now() - started;
     this.log.info({ slotId, ms, pid: rec.pid }, 'slot restored');
     return { ms, pid: rec.pid };
+  }
+
+  /** Kills every process of the slot's cgroup (crun's state stays: a restore repoints it). */
+  private async killTree(slotId: string): Promise<void> {
+    const { cgroups } = await this.ensureContext();
+    const deadline = Date.now() + 15_000;
+    while ((await cgroups.pidsOf(slotId).catch(() => [])).length > 0 && Date.now() < deadline) {
+      await cgroups.killAll(slotId).catch(() => undefined);
+      await sleep(20);
+    }
   }
 
   async restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo> {

@@ -68,6 +68,8 @@ type Pausing = NonNullable<SandboxRecord['pausing']>;
 type PausedSandbox = Pick<SnapshotManifest, 'sandboxId' | 'templateId' | 'buildId' | 'vcpu' | 'memoryMb' | 'envVars' | 'envdVersion'>;
 type StartedSlot = Awaited<ReturnType<SnapshotSlots['slotFor']>>;
 type Intent = SandboxRecord & { pausing: Pausing };
+/** What a start from a snapshot's local files needs: from the committed manifest, or from a pause intent. */
+type SnapshotSource = Pick<SnapshotManifest, 'snapshotId' | 'templateId' | 'buildId' | 'diskMb' | 'initToken'>;
 
 /** A pause whose snapshot is on this node's disk and not yet committed to cluster storage. */
 interface CommitJob {
@@ -78,6 +80,8 @@ interface CommitJob {
   resumed: boolean;
   /** DeleteSnapshots came first: do not commit. */
   deleted: boolean;
+  /** Ends a wait between attempts early (a delete need not sit out a retry delay). */
+  wake?: () => void;
 }
 
 const summaryOf = (m: SnapshotManifest): SnapshotSummary => ({
@@ -94,6 +98,11 @@ const artifactsOf = (m: SnapshotManifest): string[] => [m.upper.sha256, ...(m.me
 const COMMIT_DELAY_MS = 300;
 /** Waits between commit attempts: quick at first (a storage hiccup), then once a minute. */
 const COMMIT_RETRY_MS = [1000, 2000, 5000, 10_000, 30_000, 60_000];
+/**
+ * How long a caller that needs the committed snapshot (a repeated Pause, a Create of another sandbox) waits for a
+ * pending commit before it gets SandboxBusy: storage may be down for long, and callers must hear so in seconds.
+ */
+const COMMIT_WAIT_MS = 10_000;
 
 export class SnapshotManager implements SnapshotSlots {
   /** snapshot id → slot id of paused slots kept in place, oldest first. */
@@ -137,7 +146,7 @@ export class SnapshotManager implements SnapshotSlots {
     if (job) {
       // Idempotent, and the way to wait for the commit (before a resume on another node).
       if (job.intent.sandboxId !== sandboxId) throw new InvalidArgument([`snapshot_id: ${snapshotId} is another sandbox's`]);
-      return { summary: summaryOf(await job.committed), pauseMs: 0 };
+      return { summary: summaryOf(await this.committed(job)), pauseMs: 0 };
     }
     const other = [...this.jobs.values()].find((j) => j.intent.sandboxId === sandboxId && !j.resumed);
     if (other) throw new SandboxBusy(sandboxId, `paused as snapshot ${other.intent.pausing.snapshotId}`);
@@ -218,8 +227,31 @@ export class SnapshotManager implements SnapshotSlots {
         }
         const wait = COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;
         log.warn({ err, attempt, retryInMs: wait }, 'committing the snapshot failed; retrying');
-        await new Promise((r) => setTimeout(r, wait).unref());
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, wait).unref();
+          job.wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        job.wake = undefined;
       }
+    }
+  }
+
+  /** The job's manifest once committed; SandboxBusy when that takes longer than COMMIT_WAIT_MS. */
+  private async committed(job: CommitJob): Promise<SnapshotManifest> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new SandboxBusy(job.intent.sandboxId, `paused; its snapshot ${job.intent.pausing.snapshotId} is not committed to cluster storage yet`)),
+        COMMIT_WAIT_MS,
+      ).unref();
+    });
+    try {
+      return await Promise.race([job.committed, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -242,6 +274,8 @@ export class SnapshotManager implements SnapshotSlots {
     try {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true, mode: 0o711 });
+      // Everything the commit needs is taken now, while the slot surely exists (docs/pause-resume.md, "Invariant").
+      if (memory) intent.pausing.initToken ??= await this.initTokenOf(slotId);
       await this.o.store.save(intent);
       if (memory) return (await this.o.runtime.checkpoint(slotId, this.imagesOf(snapshotId))).imageBytes;
       await this.o.runtime.halt(slotId);
@@ -283,7 +317,7 @@ export class SnapshotManager implements SnapshotSlots {
       envVars: intent.envVars,
       upper,
       memory: images,
-      initToken: memory ? await this.initTokenOf(intent.slotId) : '',
+      initToken: memory ? (intent.pausing.initToken ?? (await this.initTokenOf(intent.slotId))) : '',
       envdVersion: intent.envdVersion,
       nodeId: this.o.nodeId,
       createdAt: new Date().toISOString(),
@@ -333,8 +367,11 @@ export class SnapshotManager implements SnapshotSlots {
 
   private keepPausedSlot(snapshotId: string, slotId: string): void {
     this.paused.set(snapshotId, slotId);
-    while (this.paused.size > this.o.maxPausedSlots) {
-      const [oldest, oldSlot] = this.paused.entries().next().value as [string, string];
+    // Only committed ones are a cache: the slot of a pause not yet in storage is part of its only copy.
+    const evictable = [...this.paused.keys()].filter((id) => !this.jobs.has(id) && id !== snapshotId);
+    while (this.paused.size > this.o.maxPausedSlots && evictable.length > 0) {
+      const oldest = evictable.shift()!;
+      const oldSlot = this.paused.get(oldest)!;
       this.paused.delete(oldest);
       void this.o.runtime.destroy(oldSlot).catch((err: unknown) => this.log.warn({ err, slotId: oldSlot }, 'dropping a cached paused slot failed'));
     }
@@ -343,49 +380,94 @@ export class SnapshotManager implements SnapshotSlots {
   /** SnapshotSlots: the slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
   async slotFor(spec: ValidSpec, log: Logger): Promise<StartedSlot> {
     const job = this.jobs.get(spec.snapshotId);
-    if (job && !spec.cold && job.intent.pausing.memory) {
-      // Resumed before its commit finished: everything needed is here. Once it runs again the snapshot is stale
-      // (the control plane deletes it after a resume), so a commit that has not finished is dropped.
-      const started = await this.resumeInPlace(spec, job.intent, log);
+    if (job && job.intent.sandboxId === spec.sandboxId) return this.startUncommitted(job, spec, log);
+    // Anyone else needs the committed snapshot (bounded: a storage outage answers SandboxBusy in seconds).
+    if (job) await this.committed(job);
+    const m = await readSnapshotManifest(this.o.blobs, spec.snapshotId);
+    const cold = spec.cold || m.memory === null;
+    if (!cold) {
+      const started = await this.resumeInPlace(spec, m, log, false);
+      if (started) return started;
+    }
+    const init: InitDefaults = { ...(await this.defaultsOf(m)), envVars: { ...m.envVars, ...spec.envVars } };
+    return this.usingFiles(m.snapshotId, async () => {
+      await this.fetch(m, cold);
+      return { slot: await this.startFromFiles(m, spec, cold, log), init };
+    });
+  }
+
+  /**
+   * The resume of a pause not committed yet: in place when possible, else into a new slot from this node's own
+   * files of it — never waiting for storage. The paused slot, its files and the commit job stay until the snapshot
+   * is committed or deleted (the control plane deletes it after a resume), so a failure here loses nothing and the
+   * sandbox stays resumable.
+   */
+  private async startUncommitted(job: CommitJob, spec: ValidSpec, log: Logger): Promise<StartedSlot> {
+    const { intent } = job;
+    const { snapshotId, memory } = intent.pausing;
+    const cold = spec.cold || !memory;
+    if (!cold) {
+      // Resumed before its commit finished: once it runs again the snapshot is stale, so the commit is dropped.
+      const started = await this.resumeInPlace(spec, intent, log, true);
       if (started) {
         job.resumed = true;
         return started;
       }
     }
-    // Anything else needs the committed snapshot.
-    if (job) await job.committed.catch(() => undefined);
-    const m = await readSnapshotManifest(this.o.blobs, spec.snapshotId);
-    const cold = spec.cold || m.memory === null;
-    if (!cold) {
-      const started = await this.resumeInPlace(spec, m, log);
-      if (started) return started;
-    }
-    const init: InitDefaults = { ...(await this.defaultsOf(m)), envVars: { ...m.envVars, ...spec.envVars } };
-    this.inUse.set(m.snapshotId, (this.inUse.get(m.snapshotId) ?? 0) + 1);
+    const init: InitDefaults = { ...(await this.defaultsOf(intent)), envVars: { ...intent.envVars, ...spec.envVars } };
+    const local: SnapshotSource = {
+      snapshotId,
+      templateId: intent.templateId,
+      buildId: intent.buildId,
+      diskMb: intent.diskMb,
+      initToken: intent.pausing.initToken ?? '',
+    };
+    return this.usingFiles(snapshotId, async () => {
+      await this.exportUpper(intent);
+      return { slot: await this.startFromFiles(local, spec, cold, log), init };
+    });
+  }
+
+  /** Runs `start` with the snapshot's local files protected from the sweep. */
+  private async usingFiles<T>(snapshotId: string, start: () => Promise<T>): Promise<T> {
+    this.inUse.set(snapshotId, (this.inUse.get(snapshotId) ?? 0) + 1);
     try {
-      return { slot: await this.startFromFiles(m, spec, cold, log), init };
+      return await start();
     } finally {
-      const n = (this.inUse.get(m.snapshotId) ?? 1) - 1;
-      if (n > 0) this.inUse.set(m.snapshotId, n);
-      else this.inUse.delete(m.snapshotId);
+      const n = (this.inUse.get(snapshotId) ?? 1) - 1;
+      if (n > 0) this.inUse.set(snapshotId, n);
+      else this.inUse.delete(snapshotId);
     }
   }
 
   /**
    * The sandbox's own paused slot restored in place, when this node keeps it and the Create is its resume;
-   * undefined otherwise (or when the restore failed: the slot is gone then, the caller starts from the files).
+   * undefined otherwise, or when the restore failed: an uncommitted pause's slot is kept then (`uncommitted`),
+   * a committed one's is destroyed with the local files, so the caller starts from storage's verified copy.
    */
-  private async resumeInPlace(spec: ValidSpec, was: PausedSandbox, log: Logger): Promise<StartedSlot | undefined> {
+  private async resumeInPlace(spec: ValidSpec, was: PausedSandbox, log: Logger, uncommitted: boolean): Promise<StartedSlot | undefined> {
     const slotId = this.paused.get(spec.snapshotId);
     if (!slotId || spec.sandboxId !== was.sandboxId) return undefined;
     const init: InitDefaults = { ...(await this.defaultsOf(was)), envVars: { ...was.envVars, ...spec.envVars } };
-    const slot = await this.restorePaused(spec.snapshotId, slotId, log);
-    return slot && { slot, init, resumedInPlace: sameClaim(was, spec) ? was.envdVersion : undefined };
+    this.paused.delete(spec.snapshotId);
+    try {
+      await this.o.runtime.restore(slotId, this.imagesOf(spec.snapshotId));
+      const slot = await this.o.runtime.slot(slotId);
+      if (slot) return { slot, init, resumedInPlace: sameClaim(was, spec) ? was.envdVersion : undefined };
+    } catch (err) {
+      log.warn({ err, slotId, uncommitted }, 'restoring the paused slot in place failed; starting from the snapshot\'s files');
+    }
+    if (uncommitted) {
+      this.paused.set(spec.snapshotId, slotId);
+      return undefined;
+    }
+    await this.o.runtime.destroy(slotId).catch((err: unknown) => log.warn({ err, slotId }, 'destroying a paused slot failed'));
+    await rm(this.dirOf(spec.snapshotId), { recursive: true, force: true });
+    return undefined;
   }
 
-  /** A new slot from the snapshot's local files (downloaded first when needed). */
-  private async startFromFiles(m: SnapshotManifest, spec: ValidSpec, cold: boolean, log: Logger): Promise<SlotInfo> {
-    await this.fetch(m, cold);
+  /** A new slot from the snapshot's local files (the caller made them present). */
+  private async startFromFiles(m: SnapshotSource, spec: ValidSpec, cold: boolean, log: Logger): Promise<SlotInfo> {
     const opts = { diskMb: m.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb }, upperTar: this.upperOf(m.snapshotId) };
     if (cold) {
       // envd and the build's start command boot afresh on the snapshot's files.
@@ -407,20 +489,6 @@ export class SnapshotManager implements SnapshotSlots {
     } finally {
       build?.release();
     }
-  }
-
-  /** Restores a paused slot kept on this node in place; undefined (slot destroyed) when that fails. */
-  private async restorePaused(snapshotId: string, slotId: string, log: Logger): Promise<SlotInfo | undefined> {
-    this.paused.delete(snapshotId);
-    try {
-      await this.o.runtime.restore(slotId, this.imagesOf(snapshotId));
-      const slot = await this.o.runtime.slot(slotId);
-      if (slot) return slot;
-    } catch (err) {
-      log.warn({ err, slotId }, 'restoring the paused slot in place failed; restoring from the snapshot');
-    }
-    await this.o.runtime.destroy(slotId).catch(() => undefined);
-    return undefined;
   }
 
   private async defaultsOf(m: { templateId: string; buildId: string }): Promise<InitDefaults> {
@@ -474,8 +542,16 @@ export class SnapshotManager implements SnapshotSlots {
       if (job) {
         // Not committed yet: it never will be; one in the middle of its upload finishes first.
         job.deleted = true;
+        job.wake?.();
         await job.committed.catch(() => undefined);
-        if (!job.resumed) await this.o.store.remove(job.intent.sandboxId).catch(() => undefined);
+        // Unless it runs again (resumed in place, or into a new slot from these files): its record is a running one's.
+        if (!job.resumed && !this.o.manager.get(job.intent.sandboxId)) {
+          await this.o.store.remove(job.intent.sandboxId).catch(() => undefined);
+        }
+        // A paused slot without memory is no cache (nothing restores into it): it goes with its snapshot.
+        if (!job.resumed && !job.intent.pausing.memory) {
+          await this.o.runtime.destroy(job.intent.slotId).catch((err: unknown) => this.log.warn({ err }, 'destroying a paused slot failed'));
+        }
       }
       const m = await readSnapshotManifest(this.o.blobs, id).catch((err: unknown) => {
         if (err instanceof SnapshotCorrupt) return null;
