@@ -457,10 +457,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
     const criu = await findCriu();
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
-    const sources = await this.restoreBinaries();
+    const dir = this.slots.dirOf(slotId);
+    const sources = await this.restoreSources(JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>);
     let initPid: number;
     try {
-      const dir = this.slots.dirOf(slotId);
       ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir }));
     } catch (err) {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
@@ -503,12 +503,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!criu) throw new CheckpointError('-', 'criu is not installed (scripts/install-criu.sh)');
     const restore = async (rec: SlotRecord, cgroups: Cgroups, log: Logger): Promise<void> => {
       const { dir, rootfs, bundle, spec } = await this.prepareSlot(rec, opts, cgroups);
-      // Bind sources are this node's (lent binaries, envd bundle, devices), not the dumping node's.
-      const sources: Record<string, string> = {};
-      for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
-        if (m.type === 'bind') sources[m.destination] = m.source;
-      }
-      Object.assign(sources, await this.restoreBinaries());
+      const sources = await this.restoreSources(spec);
       const { initPid } = await restoreSlot({
         criu,
         imagesDir: opts.imageDir,
@@ -529,6 +524,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.startSlot(opts, opts.initToken, 'restore from a snapshot', restore, (slotId, err) =>
       err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err }),
     );
+  }
+
+  /**
+   * Host sources of a restore's bind mounts: this node's own (the slot's spec, written by this node; readable
+   * copies of the lent binaries), never the dumping node's or the image's (criu.ts, externalArgs).
+   */
+  private async restoreSources(spec: Record<string, unknown>): Promise<Record<string, string>> {
+    const sources: Record<string, string> = {};
+    for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
+      if (m.type === 'bind') sources[m.destination] = m.source;
+    }
+    return { ...sources, ...(await this.restoreBinaries()) };
   }
 
   /** Readable copies of the lent binaries, which CRIU maps restored executables from (see readableCopy). */

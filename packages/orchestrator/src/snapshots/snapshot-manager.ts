@@ -513,11 +513,7 @@ export class SnapshotManager implements SnapshotSlots {
     await mkdir(dir, { recursive: true, mode: 0o711 });
     const upper = this.upperOf(m.snapshotId);
     if (!(await exists(upper))) {
-      await fetchToFile(this.o.blobs, m.upper, `${upper}.part`, m.snapshotId).catch(async (err: unknown) => {
-        await rm(`${upper}.part`, { force: true });
-        throw err;
-      });
-      await rename(`${upper}.part`, upper);
+      await fetchToFile(this.o.blobs, m.upper, upper, m.snapshotId);
     }
     const images = this.imagesOf(m.snapshotId);
     if (!cold && m.memory && !(await exists(join(images, 'cove-checkpoint.json')))) {
