@@ -65,6 +65,7 @@ describe('pause and snapshots against a hostile tenant and failing steps', () =>
       await assert.rejects(Sandbox.connect(sbx.sandboxId), (err: Error) => /corrupt/i.test(err.message), 'a clear error');
       const ms = Date.now() - t0;
       assert.ok(ms < 20_000, `answered in ${ms} ms, not after a timeout`);
+      console.log(`Sandbox.connect of a paused sandbox that cannot be resumed failed in ${ms} ms`);
       assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused', 'still paused');
       // Whole again, and storage is back: the resume works, with its processes and files.
       await writeFile(inventory, good);
