@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { InfoService, SandboxService, TemplateService, type InfoResponse } from '@cove/contracts/orchestrator';
-import type { BlobStore } from '@cove/storage';
+import { bindArtifactKey, type BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import { join } from 'node:path';
 import type { OrchestratorConfig } from './config.js';
@@ -92,6 +92,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     log: log.child({ component: 'warm-pool' }),
   });
   const clusterStore = openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ component: 'storage' }) });
+  // Every manifest this node writes is signed with the cluster's key, and every one it reads verified with it.
+  bindArtifactKey(clusterStore, config.artifactKey);
   const layerCache = new LayerCache({
     dir: join(config.dataDir, 'l'),
     store: clusterStore,

@@ -36,6 +36,11 @@ const warmPool = z
 const envSchema = z.object({
   COVE_NODE_ID: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/).default(hostname()),
   COVE_NODE_TOKEN: z.string().min(16, 'COVE_NODE_TOKEN must be at least 16 characters'),
+  /**
+   * Signs and verifies snapshot and build manifests in cluster storage (the same on every node, never given to
+   * anything else): required, there is no default a deployment could forget to change. `cove up` generates it.
+   */
+  COVE_ARTIFACT_KEY: z.string().min(32, 'COVE_ARTIFACT_KEY must be at least 32 characters'),
   COVE_ORCH_HOST: z.string().min(1).default('127.0.0.1'),
   COVE_ORCH_RPC_PORT: port.default(5008),
   COVE_ORCH_PROXY_PORT: port.default(5007),
@@ -99,6 +104,8 @@ const envSchema = z.object({
 export interface OrchestratorConfig {
   readonly nodeId: string;
   readonly nodeToken: string;
+  /** COVE_ARTIFACT_KEY: authenticates manifests in cluster storage (src/snapshots, src/templates/manifest.ts). */
+  readonly artifactKey: string;
   readonly host: string;
   readonly rpcPort: number;
   readonly proxyPort: number;
@@ -202,6 +209,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
   return deepFreeze({
     nodeId: e.COVE_NODE_ID,
     nodeToken: e.COVE_NODE_TOKEN,
+    artifactKey: e.COVE_ARTIFACT_KEY,
     host: e.COVE_ORCH_HOST,
     rpcPort: e.COVE_ORCH_RPC_PORT,
     proxyPort: e.COVE_ORCH_PROXY_PORT,

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { BuildRequestSchema, type BuildRequest } from '@cove/contracts/orchestrator';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import { LocalBlobStore, buildFileKey } from '@cove/storage';
+import { bindArtifactKey, LocalBlobStore, buildFileKey } from '@cove/storage';
 import { pack as tarPack } from 'tar-stream';
 import { gzipSync } from 'node:zlib';
 import { BuildManager, type BuildStatusView } from '../src/build/build-manager.js';
@@ -114,6 +114,7 @@ describe('template builds', { timeout: 600_000 }, () => {
     await runtime.prepare();
     storeDir = await mkdtemp(join(tmpdir(), 'cove-build-test-'));
     store = new LocalBlobStore({ root: join(storeDir, 'storage'), logger: log });
+    bindArtifactKey(store, 'build-engine-test-artifact-key-0123456789abcdef');
     layers = new LayerCache({ dir: join(I.dataDir, 'l'), store, maxBytes: 2 * 1024 ** 3, inUse: () => runtime.layersInUse(), log });
     registry = await startRegistry({
       host: '127.0.0.1',

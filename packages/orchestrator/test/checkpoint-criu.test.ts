@@ -97,7 +97,9 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
 
     const bins = join(DATA_DIR, 'bin');
     const readable = join(DATA_DIR, 'bin-restore');
+    // As the runtime does: this node's bind sources from its own spec, never from the image.
     const sources = {
+      ...Object.fromEntries((spec.mounts as Array<{ type: string; destination: string; source: string }>).filter((m) => m.type === 'bind').map((m) => [m.destination, m.source])),
       '/opt/cove/bin/node': await readableCopy(join(bins, 'node'), readable),
       '/opt/cove/bin/tini': await readableCopy(join(bins, 'tini'), readable),
     };

@@ -7,10 +7,11 @@ import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
 
 const TOKEN = 'a-node-token-of-enough-length';
+const KEY = 'an-artifact-key-of-enough-length-0123456789';
 
 describe('config', () => {
   it('applies the documented defaults and freezes the result', () => {
-    const c = loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_NODE_ID: 'n1' });
+    const c = loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_NODE_ID: 'n1' });
     assert.equal(c.nodeId, 'n1');
     assert.equal(c.host, '127.0.0.1');
     assert.equal(c.rpcPort, 5008);
@@ -26,7 +27,7 @@ describe('config', () => {
 
   it('parses overrides', () => {
     const c = loadConfig({
-      COVE_NODE_TOKEN: TOKEN,
+      COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY,
       COVE_ORCH_HOST: '0.0.0.0',
       COVE_ORCH_ADVERTISE_HOST: '10.0.0.5',
       COVE_ORCH_RPC_PORT: '0',
@@ -39,7 +40,7 @@ describe('config', () => {
     assert.deepEqual({ ...c.warmPool }, { base: 3, python: 1 });
     assert.equal(c.edgeUrl, 'http://127.0.0.1:3001');
     assert.equal(c.maxSandboxes, 7);
-    assert.deepEqual({ ...loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_WARM_POOL: '' }).warmPool }, {});
+    assert.deepEqual({ ...loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_WARM_POOL: '' }).warmPool }, {});
   });
 
   it('lists every bad field at once', () => {
@@ -48,10 +49,20 @@ describe('config', () => {
       (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         const fields = err.issues.map((i) => i.split(':')[0]);
-        assert.deepEqual(fields.sort(), ['COVE_EDGE_URL', 'COVE_NODE_TOKEN', 'COVE_ORCH_RPC_PORT', 'COVE_WARM_POOL']);
+        assert.deepEqual(fields.sort(), ['COVE_ARTIFACT_KEY', 'COVE_EDGE_URL', 'COVE_NODE_TOKEN', 'COVE_ORCH_RPC_PORT', 'COVE_WARM_POOL']);
         return true;
       },
     );
+  });
+
+  it('requires an artifact key of at least 32 characters (no default to forget)', () => {
+    for (const key of [undefined, 'short-key']) {
+      assert.throws(
+        () => loadConfig({ COVE_NODE_TOKEN: TOKEN, ...(key ? { COVE_ARTIFACT_KEY: key } : {}) }),
+        (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.startsWith('COVE_ARTIFACT_KEY')),
+      );
+    }
+    assert.equal(loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY }).artifactKey, KEY);
   });
 
   it('main.js exits 2 and names the bad fields when the environment is invalid', async () => {
@@ -63,5 +74,6 @@ describe('config', () => {
     assert.equal(code, 2);
     assert.match(stderr, /COVE_NODE_TOKEN/);
     assert.match(stderr, /COVE_ORCH_RPC_PORT/);
+    assert.match(stderr, /COVE_ARTIFACT_KEY/);
   });
 });

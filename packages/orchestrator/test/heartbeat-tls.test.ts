@@ -24,6 +24,7 @@ const CLUSTER_TOKEN = 'heartbeat-tls-cluster-token-01234';
 const NODE_CREDENTIAL_KEY = 'heartbeat-tls-node-credential-key-0123456789';
 // The node's own token, as the edge derives it for node id hb-tls-node.
 const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'hb-tls-node');
+const ARTIFACT_KEY = 'heartbeat-tls-artifact-key-0123456789abcdef';
 
 describe('heartbeat to an https edge', () => {
   let pki: TestPki;
@@ -72,7 +73,7 @@ describe('heartbeat to an https edge', () => {
   });
 
   const heartbeatFor = (env: Record<string, string>): Heartbeat => {
-    const config = loadConfig({ COVE_NODE_TOKEN: NODE_TOKEN, COVE_NODE_ID: 'hb-tls-node', COVE_EDGE_URL: apiUrl, ...env });
+    const config = loadConfig({ COVE_NODE_TOKEN: NODE_TOKEN, COVE_ARTIFACT_KEY: ARTIFACT_KEY, COVE_NODE_ID: 'hb-tls-node', COVE_EDGE_URL: apiUrl, ...env });
     return new Heartbeat({
       edgeUrl: config.edgeUrl!,
       tls: config.edgeTls,
@@ -105,7 +106,7 @@ describe('heartbeat to an https edge', () => {
   });
 
   it('config: client certificate and key go together, files must be readable', () => {
-    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: NODE_TOKEN, COVE_EDGE_CLIENT_KEY: '/k.pem' }), /COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY/);
-    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: NODE_TOKEN, COVE_EDGE_CA: '/nonexistent/ca.pem' }), /COVE_EDGE_CA: cannot read/);
+    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: NODE_TOKEN, COVE_ARTIFACT_KEY: ARTIFACT_KEY, COVE_EDGE_CLIENT_KEY: '/k.pem' }), /COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY/);
+    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: NODE_TOKEN, COVE_ARTIFACT_KEY: ARTIFACT_KEY, COVE_EDGE_CA: '/nonexistent/ca.pem' }), /COVE_EDGE_CA: cannot read/);
   });
 });

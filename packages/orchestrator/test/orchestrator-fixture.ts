@@ -31,6 +31,8 @@ export const ENVD_BUNDLE = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle');
 /** Built templates shared with the runtime tests. */
 export const TEMPLATE_CACHE = '/var/tmp/cove-runtime-test/templates';
 export const NODE_TOKEN = 'orchestrator-test-node-token-0123456789';
+/** The test clusters' COVE_ARTIFACT_KEY (production gets a generated one from `cove up`). */
+export const ARTIFACT_KEY = 'orchestrator-test-artifact-key-0123456789abcdef';
 
 export interface Instance {
   instance: string;
@@ -61,6 +63,7 @@ export function nodeEnv(i: Instance, extra: Record<string, string> = {}): Record
   return {
     COVE_NODE_ID: `node-${i.instance}`,
     COVE_NODE_TOKEN: NODE_TOKEN,
+    COVE_ARTIFACT_KEY: ARTIFACT_KEY,
     COVE_ORCH_HOST: '127.0.0.1',
     COVE_ORCH_RPC_PORT: '0',
     COVE_ORCH_PROXY_PORT: '0',

@@ -1,13 +1,15 @@
 // Crash safety of pause (docs/pause-resume.md): the orchestrator is a real process killed with SIGKILL
 // (1) at the worst moment — the sandbox's processes are dumped and gone, nothing is committed in cluster
 // storage — and (2) at several moments during a pause that would succeed. After the restart the sandbox is
-// always either running on the node or committed as a snapshot that resumes with its memory; never lost.
+// always either running on the node or committed as a snapshot that resumes with its memory; never lost —
+// also (3) when killed after a resume of a pause not yet committed had failed.
 
 import assert from 'node:assert/strict';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { findCriu } from '../src/checkpoint/criu.js';
 import { hogScript } from './checkpoint-fixture.js';
 import {
@@ -97,6 +99,37 @@ describe('pause survives kill -9 of the orchestrator', { timeout: 600_000, skip 
     const after = await counterN(child, 'cr1');
     assert.ok(after && after.n >= before.n && after.mark === 'cr1', `resumed with its memory (${before.n} → ${after?.n})`);
     await rpc.delete({ sandboxId: 'cr1' });
+    await kill9(child);
+  });
+
+  it('killed after a resume of an uncommitted pause failed: nothing was given up, the restart commits it, it resumes with memory', async () => {
+    let child = await start();
+    await busy(child, 'cr2');
+    const before = (await counterN(child, 'cr2'))!;
+    await rm(join(OBJECTS, 'snapshots'), { recursive: true, force: true });
+    await writeFile(join(OBJECTS, 'snapshots'), 'blocked');
+    let rpc = rpcClients(child.rpcUrl).sandboxes;
+    await rpc.pause({ sandboxId: 'cr2', snapshotId: 'snap-cr2', memory: true });
+    // The resume cannot succeed (a damaged image file) and storage is down: a clear answer, nothing given up.
+    const inventory = join(I.dataDir, 'snapshots', 'snap-cr2', 'images', 'inventory.img');
+    const good = await readFile(inventory);
+    await writeFile(inventory, 'damaged');
+    const failed = await rpc.create({ sandbox: spec({ sandboxId: 'cr2', snapshotId: 'snap-cr2', envdAccessToken: 'tok' }) }).then(
+      () => 'ok',
+      (err: unknown) => ConnectError.from(err).code,
+    );
+    assert.equal(failed, Code.DataLoss);
+    await kill9(child);
+    await writeFile(inventory, good);
+    await rm(join(OBJECTS, 'snapshots'));
+
+    child = await start();
+    assert.ok(await waitFor(() => exists(join(OBJECTS, 'snapshots', 'snap-cr2', 'manifest.json')), 15_000), 'the restart committed the pause');
+    rpc = rpcClients(child.rpcUrl).sandboxes;
+    await rpc.create({ sandbox: spec({ sandboxId: 'cr2', snapshotId: 'snap-cr2', envdAccessToken: 'tok' }) });
+    const after = await counterN(child, 'cr2');
+    assert.ok(after && after.n >= before.n && after.mark === 'cr2', `resumed with its memory (${before.n} → ${after?.n})`);
+    await rpc.delete({ sandboxId: 'cr2' });
     await kill9(child);
   });
 

@@ -9,6 +9,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
+import { signDocument } from '@cove/storage';
 import { findCriu } from '../src/checkpoint/criu.js';
 import { hogScript } from './checkpoint-fixture.js';
 import {
@@ -196,6 +197,56 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     assert.equal(await exists(file), false, 'its unreferenced memory image is deleted too');
     assert.equal(await exists(join(A.dataDir, 'snapshots', 'snap-pz3')), false);
     assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.NotFound);
+  });
+
+  it('refuses forged, unsigned and altered manifests and swapped artifacts (DATA_LOSS), and nothing of them runs', async () => {
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    await busySandbox(a, 'pz7');
+    await busySandbox(a, 'pz8');
+    for (const id of ['pz7', 'pz8']) {
+      await rpc.pause({ sandboxId: id, snapshotId: `snap-${id}`, memory: true });
+      await rpc.pause({ sandboxId: id, snapshotId: `snap-${id}`, memory: true });
+    }
+    const manifestFile = (id: string): string => join(OBJECTS, 'snapshots', id, 'manifest.json');
+    const artifactFile = (sha: string): string => join(OBJECTS, 'artifacts', 'sha256', sha.slice(0, 2), sha);
+    type M = Record<string, unknown> & { upper: { sha256: string; size: number }; memory: { sha256: string; size: number } };
+    const goodText = await readFile(manifestFile('snap-pz8'), 'utf8');
+    const good = JSON.parse(goodText) as M;
+    const other = JSON.parse(await readFile(manifestFile('snap-pz7'), 'utf8')) as M;
+    const { mac: _, ...unsigned } = good;
+    const resumeOnB = () => code(rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz8', snapshotId: 'snap-pz8', envdAccessToken: 'tok-pz8' }) }));
+    const forgeries: Array<[string, string]> = [
+      // Points at another sandbox's artifacts, its mac kept.
+      ['altered to name the artifacts of another sandbox', JSON.stringify({ ...good, upper: other.upper, memory: other.memory })],
+      ['signed with another key', signDocument('not-this-clusters-key-0123456789abcdef', 'snapshot-manifest', { ...unsigned, upper: other.upper, memory: other.memory })],
+      ['unsigned (as written before manifests were signed)', JSON.stringify(unsigned)],
+      ['another snapshot\'s genuine manifest', JSON.stringify(other)],
+    ];
+    for (const [what, text] of forgeries) {
+      await writeFile(manifestFile('snap-pz8'), text);
+      assert.equal(await resumeOnB(), Code.DataLoss, what);
+    }
+    await writeFile(manifestFile('snap-pz8'), goodText);
+    // Swapped artifacts: the upper tar's bytes are another snapshot's (a valid tar), then the memory image altered.
+    const upper = artifactFile(good.upper.sha256);
+    const upperBytes = await readFile(upper);
+    await writeFile(upper, await readFile(artifactFile(other.upper.sha256)));
+    assert.equal(await resumeOnB(), Code.DataLoss, 'swapped upper tar');
+    await writeFile(upper, upperBytes);
+    const memory = artifactFile(good.memory.sha256);
+    const memoryBytes = await readFile(memory);
+    const altered = Buffer.from(memoryBytes);
+    altered[altered.length >> 1] ^= 0xff;
+    await writeFile(memory, altered);
+    assert.equal(await resumeOnB(), Code.DataLoss, 'altered memory image');
+    await writeFile(memory, memoryBytes);
+    assert.ok(!(await rpcClients(b.rpcUrl).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === 'pz8'), 'nothing of them runs on B');
+    assert.equal(await exists(join(B.dataDir, 'snapshots', 'snap-pz8', 'images')), false, 'no unverified image was unpacked on B');
+    // The genuine snapshot still resumes, with its own processes.
+    assert.equal(await resumeOnB(), 'ok');
+    assert.equal((await counter(b, 'pz8'))?.mark, 'pz8');
+    await rpcClients(b.rpcUrl).sandboxes.delete({ sandboxId: 'pz8' });
+    await rpc.deleteSnapshots({ snapshotIds: ['snap-pz7', 'snap-pz8'] });
   });
 
   it('a pause answers before its commit; storage down delays the commit, a repeated Pause waits for it, nothing is lost', async () => {

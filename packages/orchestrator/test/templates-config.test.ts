@@ -4,10 +4,11 @@ import { describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
 
 const TOKEN = 'a-node-token-of-enough-length';
+const KEY = 'an-artifact-key-of-enough-length-0123456789';
 
 describe('config: templates', () => {
   it('defaults storage to <dataDir>/storage and the layer cache to 10 GiB', () => {
-    const c = loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_DATA_DIR: '/srv/cove' });
+    const c = loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_DATA_DIR: '/srv/cove' });
     assert.deepEqual({ ...c.storage }, { url: 'file:///srv/cove/storage', accessKeyId: undefined, secretAccessKey: undefined });
     assert.equal(c.layerCacheBytes, 10240 * 1024 * 1024);
     assert.deepEqual({ ...c.registry }, { url: undefined, username: undefined, password: undefined });
@@ -16,13 +17,13 @@ describe('config: templates', () => {
   });
 
   it('bounds concurrent builds per node', () => {
-    assert.equal(loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_MAX_BUILDS: '4' }).maxBuilds, 4);
-    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_MAX_BUILDS: '0' }), (err: unknown) => err instanceof ConfigError && /COVE_MAX_BUILDS/.test(err.message));
+    assert.equal(loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_MAX_BUILDS: '4' }).maxBuilds, 4);
+    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_MAX_BUILDS: '0' }), (err: unknown) => err instanceof ConfigError && /COVE_MAX_BUILDS/.test(err.message));
   });
 
   it('parses overrides', () => {
     const c = loadConfig({
-      COVE_NODE_TOKEN: TOKEN,
+      COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY,
       COVE_STORAGE_URL: 's3://bucket/prefix?endpoint=http://127.0.0.1:9000&pathStyle=true',
       COVE_STORAGE_ACCESS_KEY_ID: 'AK',
       COVE_STORAGE_SECRET_ACCESS_KEY: 'SK',
@@ -44,7 +45,7 @@ describe('config: templates', () => {
     assert.throws(
       () =>
         loadConfig({
-          COVE_NODE_TOKEN: TOKEN,
+          COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY,
           COVE_STORAGE_URL: 'ftp://nowhere',
           COVE_STORAGE_ACCESS_KEY_ID: 'AK',
           COVE_LAYER_CACHE_MB: '0',
@@ -57,6 +58,6 @@ describe('config: templates', () => {
         return true;
       },
     );
-    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_STORAGE_URL: 'ftp://nowhere' }), /COVE_STORAGE_URL: .*unsupported scheme/);
+    assert.throws(() => loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_STORAGE_URL: 'ftp://nowhere' }), /COVE_STORAGE_URL: .*unsupported scheme/);
   });
 });

@@ -10,12 +10,16 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { artifactKey, LocalBlobStore, putArtifact, type BlobStore } from '@cove/storage';
+import { Readable } from 'node:stream';
+import { artifactKey, bindArtifactKey, LocalBlobStore, putArtifact, signDocument, type BlobStore } from '@cove/storage';
 import { createLogger } from '../src/logger.js';
 import { LAYER_TAR_FLAGS } from '../src/sandbox/layer-export.js';
 import { LayerCache } from '../src/templates/layer-cache.js';
 import { ManifestExists, ManifestInvalid, readManifest, writeManifest, type BuildManifestInput } from '../src/templates/manifest.js';
 import { TemplateResolver } from '../src/templates/resolver.js';
+import { waitFor } from './orchestrator-fixture.js';
+
+const KEY = 'layer-cache-test-artifact-key-0123456789abcdef';
 
 const pexec = promisify(execFile);
 const ROOT = '/var/tmp/cove-orch-test/templates-cache';
@@ -161,6 +165,44 @@ describe('layer cache', () => {
     assert.equal(c.gets(), 0);
     assert.deepEqual(await cacheNames(dir), [l4, l5].flatMap((l) => [l.digest.slice(0, 16), `${l.digest.slice(0, 16)}.json`]).sort());
   });
+
+  it('never hands unverified bytes to tar: a swapped layer is refused before anything of it is unpacked', async () => {
+    const good = await makeLayer('v-good', { 'g.txt': 'g' });
+    const evil = await readFile((await makeLayer('v-evil', { 'pwned.txt': 'evil' })).file);
+    const dir = join(ROOT, 'cv');
+    // Storage answers the good digest with another tar and then holds the body open: every byte is on the node,
+    // but the end (and so the digest check) has not come yet.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let delivered = false;
+    const swapped = Object.create(store) as BlobStore;
+    swapped.get = async () =>
+      Readable.from(
+        (async function* () {
+          yield evil;
+          delivered = true;
+          await gate;
+        })(),
+      );
+    const cache = new LayerCache({ dir, store: swapped, maxBytes: 1 << 30, log });
+    const result = cache.ensure(good.digest).then(() => null, (err: unknown) => err);
+    const spooled = async (): Promise<number> => {
+      let n = 0;
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const st = await lstat(join(dir, name));
+        if (st.isFile() && name.startsWith('.tmp-')) n += st.size;
+      }
+      return n;
+    };
+    const extracted = async (): Promise<boolean> =>
+      ((await readdir(dir, { recursive: true }).catch(() => [])) as string[]).some((p) => p.endsWith('pwned.txt'));
+    assert.ok(await waitFor(async () => delivered && ((await spooled()) === evil.length || (await extracted())), 10_000), 'the body arrived');
+    assert.equal(await extracted(), false, 'nothing was unpacked from bytes not yet verified');
+    release();
+    assert.equal(((await result) as { code?: string } | null)?.code, 'layer_corrupt');
+    assert.equal(await extracted(), false);
+    assert.deepEqual((await cacheNames(dir)).filter((n) => n.startsWith('.tmp-')), [], 'no leftovers');
+  });
 });
 
 describe('build manifests and the resolver', () => {
@@ -189,6 +231,7 @@ describe('build manifests and the resolver', () => {
     await rm(ROOT2, { recursive: true, force: true });
     await mkdir(join(ROOT2, 'src'), { recursive: true });
     store = new LocalBlobStore({ root: join(ROOT2, 'storage'), logger: log });
+    bindArtifactKey(store, KEY);
   });
   after(async () => {
     await rm(ROOT2, { recursive: true, force: true });
@@ -211,6 +254,38 @@ describe('build manifests and the resolver', () => {
     await assert.rejects(writeManifest(store, manifest({ buildId: '../escape' })), ManifestInvalid);
     await store.put('templates/builds/build-junk/manifest.json', Buffer.from('{"version":1'));
     await assert.rejects(readManifest(store, 'build-junk'), ManifestInvalid);
+  });
+
+  it('refuses build manifests not signed with the cluster key: unsigned, forged, altered, another purpose', async () => {
+    const m = await writeManifest(store, manifest({ buildId: 'build-auth' }));
+    const key = 'templates/builds/build-auth/manifest.json';
+    const text = async (k: string): Promise<string> => {
+      const chunks: Buffer[] = [];
+      for await (const c of await store.get(k)) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    };
+    const signed = JSON.parse(await text(key)) as Record<string, unknown>;
+    assert.match(String(signed['mac']), /^hmac-sha256:[0-9a-f]{64}$/);
+    const untrusted = (build: string) => (err: unknown) => err instanceof ManifestInvalid && err.buildId === build && /not authenticated/.test(err.message);
+    const { mac: _, ...unsigned } = signed;
+    const cases: Array<[string, string]> = [
+      // Written before manifests were signed (or by anyone without the key).
+      ['build-unsigned', JSON.stringify({ ...unsigned, buildId: 'build-unsigned' })],
+      // Signed, but with another key.
+      ['build-forged', signDocument('another-cluster-key-0123456789abcdefghij', 'build-manifest', { ...unsigned, buildId: 'build-forged' })],
+      // Signed with the right key, then one layer swapped for another team's.
+      ['build-auth', JSON.stringify({ ...signed, layers: [{ digest: 'a'.repeat(64), size: 1 }] })],
+      // The right key, for a snapshot manifest: not a build manifest.
+      ['build-purpose', signDocument(KEY, 'snapshot-manifest', { ...unsigned, buildId: 'build-purpose' })],
+    ];
+    for (const [build, body] of cases) {
+      await store.put(`templates/builds/${build}/manifest.json`, Buffer.from(body));
+      await assert.rejects(readManifest(store, build), untrusted(build), build);
+    }
+    const cache = new LayerCache({ dir: join(ROOT2, 'l-auth'), store, maxBytes: 1 << 30, log });
+    const resolver = new TemplateResolver({ store, cache, builtinRootfs: async () => '/rootfs', log });
+    await assert.rejects(resolver.resolve('tmpl1', 'build-forged'), { code: 'template_not_found' });
+    assert.equal(m.buildId, 'build-auth');
   });
 
   it('resolves a build to its layers, top first over the built-in rootfs, or NOT_FOUND', async () => {

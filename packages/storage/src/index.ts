@@ -55,3 +55,13 @@ export {
   isStorageError,
   type StorageErrorCode,
 } from './errors.js';
+export {
+  signDocument,
+  verifyDocument,
+  canonicalJson,
+  bindArtifactKey,
+  artifactKeyOf,
+  DocumentUntrusted,
+  MIN_ARTIFACT_KEY_LENGTH,
+} from './signed-document.js';
+export { downloadVerified, type VerifiedDownloadOptions } from './verified-download.js';

@@ -251,17 +251,40 @@ export interface RestoreResult {
   ms: number;
 }
 
+/** Device nodes a dump may name as the source of crun's masks (binds of /dev/null) and device binds. */
+const DEVICE_SOURCES = new Set(['/dev/null', '/dev/zero', '/dev/full', '/dev/random', '/dev/urandom', '/dev/tty']);
+
+/**
+ * The `--external` arguments of a restore. An image dir is an artifact (a downloaded snapshot), so no host path
+ * is taken from it: each external mount's source is this node's own (`sources`, by destination), or one of a
+ * fixed set of device nodes; keys and destinations must be what checkpointSlot writes. CheckpointFailed otherwise.
+ */
+export function externalArgs(externals: unknown, sources: Readonly<Record<string, string>>): string[] {
+  if (!Array.isArray(externals) || externals.length > 256) throw new CheckpointFailed('untrusted checkpoint image', 'bad external mount list');
+  const args: string[] = [];
+  for (const e of externals as Array<Partial<ExternalMount>>) {
+    const { key, destination, source } = e ?? {};
+    if (typeof key !== 'string' || !/^m\d{1,3}$/.test(key) || typeof destination !== 'string' || !/^\/[^\0\]\[:,\n]{0,4095}$/.test(destination)) {
+      throw new CheckpointFailed('untrusted checkpoint image', `bad external mount ${JSON.stringify(e).slice(0, 200)}`);
+    }
+    const own = Object.hasOwn(sources, destination) ? sources[destination] : typeof source === 'string' && DEVICE_SOURCES.has(source) ? source : undefined;
+    if (!own) throw new CheckpointFailed('untrusted checkpoint image', `external mount ${destination} has no source on this node`);
+    args.push('--external', `mnt[${key}]:${own}`);
+  }
+  return args;
+}
+
 /**
  * Restores a checkpoint over `rootfs` (the same overlay, or one built from a copy of its upper dir) and
- * into a new netns plumbed as `net`. `sources` overrides host sources of bind mounts by destination
- * (another node's paths, readable copies of the lent binaries).
+ * into a new netns plumbed as `net`. `sources` are this node's host sources of the bind mounts, by
+ * destination (its spec's binds, readable copies of the lent binaries): the only host paths a restore mounts.
  */
 export async function restoreSlot(o: {
   criu: string;
   imagesDir: string;
   rootfs: string;
   net: SlotNet;
-  sources?: Record<string, string>;
+  sources: Readonly<Record<string, string>>;
   /** Cgroup the tree goes into instead of the one it was dumped from (another slot, another node). */
   cgroupRoot?: string;
   /** Established TCP connections come back closed (their peer and address are gone anyway). */
@@ -270,7 +293,14 @@ export async function restoreSlot(o: {
   workDir?: string;
 }): Promise<RestoreResult> {
   const started = Date.now();
-  const manifest = JSON.parse(await readFile(join(o.imagesDir, MANIFEST), 'utf8')) as Manifest;
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(await readFile(join(o.imagesDir, MANIFEST), 'utf8')) as Manifest;
+  } catch (err) {
+    throw new CheckpointFailed('untrusted checkpoint image', `${MANIFEST} is unreadable: ${(err as Error).message}`);
+  }
+  // Checked before anything runs: a bad image never gets as far as criu.
+  const externals = externalArgs(manifest?.externals, o.sources);
   const work = o.workDir ?? o.imagesDir;
   const script = join(work, 'cove-setup-net.sh');
   await writeFile(script, ACTION_SCRIPT, { mode: 0o700 });
@@ -286,7 +316,7 @@ export async function restoreSlot(o: {
     '--skip-file-rwx-check',
     '--action-script', script,
     '--restore-detached', '--pidfile', pidfile,
-    ...manifest.externals.flatMap((e) => ['--external', `mnt[${e.key}]:${o.sources?.[e.destination] ?? e.source}`]),
+    ...externals,
   ];
   const log = join(work, `restore-${Date.now()}.log`);
   const code = await runCriu(o.criu, args, log, netEnv(o.net));

@@ -482,25 +482,44 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
     const criu = await findCriu();
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
-    const sources = await this.restoreBinaries();
+    const dir = this.slots.dirOf(slotId);
+    const sources = await this.restoreSources(JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>);
     let initPid: number;
     try {
-      const dir = this.slots.dirOf(slotId);
       ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir }));
     } catch (err) {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
-    rec.pid = await envdOf(initPid, slotId);
-    rec.pidStartTime = await processStartTime(rec.pid);
-    rec.checkpointDir = null;
-    await this.slots.write(rec);
-    // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
-    // `crun exec`/`kill` (exec(), destroy()) working.
-    await this.crun.repoint(slotId, initPid);
-    await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    try {
+      rec.pid = await envdOf(initPid, slotId);
+      rec.pidStartTime = await processStartTime(rec.pid);
+      rec.checkpointDir = null;
+      await this.slots.write(rec);
+      // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
+      // `crun exec`/`kill` (exec(), destroy()) working.
+      await this.crun.repoint(slotId, initPid);
+      await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    } catch (err) {
+      // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
+      // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.
+      await this.killTree(slotId);
+      rec.checkpointDir = imageDir;
+      await this.slots.write(rec).catch(() => undefined);
+      throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
+    }
     const ms = Date.now() - started;
     this.log.info({ slotId, ms, pid: rec.pid }, 'slot restored');
     return { ms, pid: rec.pid };
+  }
+
+  /** Kills every process of the slot's cgroup (crun's state stays: a restore repoints it). */
+  private async killTree(slotId: string): Promise<void> {
+    const { cgroups } = await this.ensureContext();
+    const deadline = Date.now() + 15_000;
+    while ((await cgroups.pidsOf(slotId).catch(() => [])).length > 0 && Date.now() < deadline) {
+      await cgroups.killAll(slotId).catch(() => undefined);
+      await sleep(20);
+    }
   }
 
   async restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo> {
@@ -509,12 +528,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!criu) throw new CheckpointError('-', 'criu is not installed (scripts/install-criu.sh)');
     const restore = async (rec: SlotRecord, cgroups: Cgroups, log: Logger): Promise<void> => {
       const { dir, rootfs, bundle, spec } = await this.prepareSlot(rec, opts, cgroups);
-      // Bind sources are this node's (lent binaries, envd bundle, devices), not the dumping node's.
-      const sources: Record<string, string> = {};
-      for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
-        if (m.type === 'bind') sources[m.destination] = m.source;
-      }
-      Object.assign(sources, await this.restoreBinaries());
+      const sources = await this.restoreSources(spec);
       const { initPid } = await restoreSlot({
         criu,
         imagesDir: opts.imageDir,
@@ -535,6 +549,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.startSlot(opts, opts.initToken, 'restore from a snapshot', restore, (slotId, err) =>
       err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err }),
     );
+  }
+
+  /**
+   * Host sources of a restore's bind mounts: this node's own (the slot's spec, written by this node; readable
+   * copies of the lent binaries), never the dumping node's or the image's (criu.ts, externalArgs).
+   */
+  private async restoreSources(spec: Record<string, unknown>): Promise<Record<string, string>> {
+    const sources: Record<string, string> = {};
+    for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
+      if (m.type === 'bind') sources[m.destination] = m.source;
+    }
+    return { ...sources, ...(await this.restoreBinaries()) };
   }
 
   /** Readable copies of the lent binaries, which CRIU maps restored executables from (see readableCopy). */

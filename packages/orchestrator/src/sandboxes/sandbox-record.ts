@@ -30,7 +30,13 @@ export const sandboxRecordSchema = z.object({
    * Set before a pause or snapshot touches the slot (docs/pause-resume.md, "Crash safety"): a restarted node
    * finishes or undoes what this names.
    */
-  pausing: z.object({ snapshotId: z.string(), memory: z.boolean(), keepRunning: z.boolean() }).optional(),
+  pausing: z.object({
+    snapshotId: z.string(),
+    memory: z.boolean(),
+    keepRunning: z.boolean(),
+    /** envd's init secret, taken at pause time: the commit must not depend on the slot still existing. */
+    initToken: z.string().optional(),
+  }).optional(),
 });
 
 export type SandboxRecord = z.output<typeof sandboxRecordSchema>;

@@ -2,11 +2,10 @@
 // upper-dir layer tar as a file, the CRIU image dir as a plain tar streamed in and out (no temp copy).
 
 import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { BlobNotFound, getArtifact, HashingStream, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
+import { BlobNotFound, downloadVerified, HashMismatch, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
 import { SnapshotCorrupt } from '../errors.js';
 
 export interface ArtifactRef {
@@ -43,26 +42,18 @@ export async function storeDirTar(store: BlobStore, dir: string): Promise<Artifa
   return { sha256: stored.sha256, size: stored.size };
 }
 
+/** Downloads the artifact to `dest`, verified against the (authenticated) manifest's sha256 and size. */
 export async function fetchToFile(store: BlobStore, ref: ArtifactRef, dest: string, snapshotId: string): Promise<void> {
-  let body: Readable;
   try {
-    body = await getArtifact(store, ref.sha256);
+    await downloadVerified(store, ref.sha256, dest, { size: ref.size });
   } catch (err) {
     if (err instanceof BlobNotFound) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is missing from cluster storage`);
+    if (err instanceof SizeMismatch || err instanceof HashMismatch) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} does not match its manifest (${err.message})`);
     throw err;
   }
-  const hash = new HashingStream({ size: ref.size });
-  try {
-    await pipeline(body, hash, createWriteStream(dest, { mode: 0o600 }));
-  } catch (err) {
-    if (err instanceof SizeMismatch) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is longer than ${ref.size} bytes`);
-    throw err;
-  }
-  const got = hash.digest();
-  if (got !== ref.sha256 || hash.size !== ref.size) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} hashes to ${got} (${hash.size} bytes)`);
 }
 
-/** Unpacks a tar artifact into `dir` (created): fetched and verified into `spool` first, then unpacked. */
+/** Unpacks a tar artifact into `dir` (created): fetched and verified into `spool` first, never unpacked unverified. */
 export async function fetchTarToDir(store: BlobStore, ref: ArtifactRef, dir: string, spool: string, snapshotId: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o711 });
   try {

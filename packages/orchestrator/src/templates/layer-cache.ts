@@ -2,8 +2,9 @@
 // into `<dir>/<first 16 hex of the digest>` (dir = `<dataDir>/l`, short on purpose: a stack of them has to fit in
 // the overlay's one-page mount options) and used as overlay lower dirs as they are.
 //
-// - A layer is extracted into a temp dir, its bytes checked against the digest as they stream by, then renamed
-//   into place after its `<16 hex>.json` record: a crash never leaves a half layer under a real name.
+// - A layer is downloaded into a temp file and its bytes checked against the digest (from an authenticated
+//   build manifest) before tar ever sees them; then extracted into a temp dir and renamed into place after its
+//   `<16 hex>.json` record: a crash never leaves a half layer under a real name.
 // - Concurrent ensure() of one digest share one download and extraction.
 // - Leases (acquire/release) pin layers while a caller boots on them; once a slot's record names them, the
 //   runtime's layersInUse() keeps them (also across restarts). Neither kind is ever evicted.
@@ -11,10 +12,10 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
 import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { BlobNotFound, getArtifact, isSha256Hex, type BlobStore } from '@cove/storage';
+import { BlobNotFound, downloadVerified, HashMismatch, isSha256Hex, type BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import { spawnLayerTar } from '../sandbox/layer-export.js';
 
@@ -168,14 +169,19 @@ export class LayerCache {
       p = (async () => {
         // An eviction in progress may still be removing a dir of this name.
         await this.evicting;
-        let body: Readable;
+        const spool = this.tempName('tar');
         try {
-          body = await getArtifact(this.opts.store, digest);
-        } catch (err) {
-          if (err instanceof BlobNotFound) throw new LayerMissing(digest, { cause: err });
-          throw err;
+          try {
+            await downloadVerified(this.opts.store, digest, spool);
+          } catch (err) {
+            if (err instanceof BlobNotFound) throw new LayerMissing(digest, { cause: err });
+            if (err instanceof HashMismatch) throw new LayerCorrupt(digest, `content hashes to ${err.actual}`, { cause: err });
+            throw err;
+          }
+          return await this.extract(digest, spool);
+        } finally {
+          await rm(spool, { force: true });
         }
-        return this.extract(digest, body);
       })().finally(() => this.inflight.delete(digest));
       this.inflight.set(digest, p);
     }
@@ -184,7 +190,7 @@ export class LayerCache {
 
   /**
    * Adds a layer this node just produced (the build engine's export), so it is not downloaded again. The
-   * file's sha256 must be `digest`; the file is left where it is.
+   * file's sha256 must be `digest` (checked before extraction); the file is left where it is.
    */
   async adopt(digest: string, tarFile: string): Promise<string> {
     if (!isSha256Hex(digest)) throw new LayerCorrupt(String(digest), 'not a sha256 digest');
@@ -193,9 +199,22 @@ export class LayerCache {
     if (hit) return hit;
     const running = this.inflight.get(digest);
     if (running) return running;
-    const p = this.evicting.then(() => this.extract(digest, createReadStream(tarFile))).finally(() => this.inflight.delete(digest));
+    const p = this.evicting
+      .then(async () => {
+        const hash = createHash('sha256');
+        await pipeline(createReadStream(tarFile), hash);
+        const actual = hash.digest('hex');
+        if (actual !== digest) throw new LayerCorrupt(digest, `content hashes to ${actual}`);
+        return this.extract(digest, tarFile);
+      })
+      .finally(() => this.inflight.delete(digest));
     this.inflight.set(digest, p);
     return p;
+  }
+
+  /** A fresh name in the cache dir that load() removes if a crash leaves it behind. */
+  private tempName(kind: string): string {
+    return join(this.opts.dir, `.tmp-${kind}-${randomBytes(6).toString('hex')}`);
   }
 
   private touch(digest: string): string | undefined {
@@ -205,51 +224,19 @@ export class LayerCache {
     return e.dir;
   }
 
-  private async extract(digest: string, body: Readable): Promise<string> {
+  /** Extracts a verified layer tar (its digest already checked) and records it. */
+  private async extract(digest: string, tarFile: string): Promise<string> {
     const final = this.dirOf(digest);
     const tmp = join(this.opts.dir, `.tmp-${digest.slice(0, 16)}-${randomBytes(4).toString('hex')}`);
     await mkdir(tmp, { mode: 0o755 });
     const started = Date.now();
     try {
+      const size = (await stat(tarFile)).size;
       // As root: owners (already shifted), whiteout devices and trusted.overlay.* xattrs come out as stored.
-      const { child, stderr, exited } = spawnLayerTar(['-x', '-f', '-', '-C', tmp, '-p', '--same-owner']);
+      const { child, stderr, exited } = spawnLayerTar(['-x', '-f', tarFile, '-C', tmp, '-p', '--same-owner']);
+      child.stdin.end();
       child.stdout.resume(); // tar -x writes nothing there; never let a pipe fill
-      // The whole body is hashed even when tar stops reading early (it may exit after the end-of-archive
-      // blocks, leaving padding unread): the digest check covers every byte storage returned.
-      const hash = createHash('sha256');
-      let size = 0;
-      const stdin = child.stdin;
-      let tarGone = false;
-      stdin.on('error', () => {
-        tarGone = true;
-      });
-      stdin.on('close', () => {
-        tarGone = true;
-      });
-      try {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          hash.update(chunk);
-          size += chunk.length;
-          if (tarGone || stdin.write(chunk)) continue;
-          await new Promise<void>((resolve) => {
-            const done = (): void => {
-              stdin.off('drain', done);
-              stdin.off('close', done);
-              resolve();
-            };
-            stdin.on('drain', done);
-            stdin.on('close', done);
-          });
-        }
-      } catch (err) {
-        child.kill('SIGKILL');
-        await exited.catch(() => undefined);
-        throw err;
-      }
-      stdin.end();
       const code = await exited;
-      const actual = hash.digest('hex');
-      if (actual !== digest) throw new LayerCorrupt(digest, `content hashes to ${actual}`);
       if (code !== 0) throw new LayerCorrupt(digest, `tar exited ${code}: ${stderr().trim().slice(0, 500)}`);
       await chmod(tmp, 0o755);
       await writeFile(`${final}.json`, JSON.stringify({ digest, size }));

@@ -1,9 +1,11 @@
 // A build's manifest, `templates/builds/<buildId>/manifest.json` (docs/template-builds.md, "Build manifest"):
 // written once, last, by the build node; a build is ready exactly when it exists. Everything a node needs to
 // run a sandbox of the build is in it: the full layer stack (bottom → top), env, user, workdir, start/ready.
+// It is signed with the cluster's artifact key bound to the store (@cove/storage signDocument); an unsigned, forged
+// or altered manifest is ManifestInvalid, so its layers are never fetched.
 
 import type { BlobStore } from '@cove/storage';
-import { BlobNotFound, isSha256Hex } from '@cove/storage';
+import { artifactKeyOf, BlobNotFound, DocumentUntrusted, isSha256Hex, signDocument, verifyDocument } from '@cove/storage';
 import { z } from 'zod';
 
 /** Build ids become storage keys: no separators, no dots. E2B's are UUIDs. */
@@ -71,6 +73,9 @@ export class ManifestExists extends Error {
   }
 }
 
+/** What the manifest's mac is over (a snapshot manifest's is another). */
+const PURPOSE = 'build-manifest';
+
 function parse(buildId: string, value: unknown): BuildManifest {
   const r = manifestSchema.safeParse(value);
   if (!r.success) throw new ManifestInvalid(buildId, r.error.issues.map((i) => `${i.path.join('.') || 'manifest'}: ${i.message}`));
@@ -86,13 +91,14 @@ export async function writeManifest(store: BlobStore, manifest: BuildManifestInp
   const m = parse(String(manifest.buildId), manifest);
   const key = manifestKey(m.buildId);
   if (await store.exists(key)) throw new ManifestExists(m.buildId);
-  await store.put(key, Buffer.from(`${JSON.stringify(m, null, 2)}\n`));
+  await store.put(key, Buffer.from(signDocument(artifactKeyOf(store), PURPOSE, m)));
   return m;
 }
 
 /** The build's manifest; null when there is none (no such build, or not ready). Throws ManifestInvalid when corrupt. */
 export async function readManifest(store: BlobStore, buildId: string): Promise<BuildManifest | null> {
   const key = manifestKey(buildId);
+  const artifactKey = artifactKeyOf(store);
   let text: string;
   try {
     const body = await store.get(key);
@@ -117,5 +123,10 @@ export async function readManifest(store: BlobStore, buildId: string): Promise<B
   } catch {
     throw new ManifestInvalid(buildId, ['not JSON']);
   }
-  return parse(buildId, json);
+  try {
+    return parse(buildId, verifyDocument(artifactKey, PURPOSE, json, 'the manifest'));
+  } catch (err) {
+    if (err instanceof DocumentUntrusted) throw new ManifestInvalid(buildId, [err.message]);
+    throw err;
+  }
 }

@@ -1,0 +1,53 @@
+// Turning a paused sandbox's local state into a snapshot in cluster storage: the upper-dir export (once), both
+// artifacts stored content-addressed, and the manifest that names them (written by the caller: the commit point).
+
+import { rename } from 'node:fs/promises';
+import type { SandboxRuntime } from '../sandbox/runtime.js';
+import { storeDirTar, storeFile } from './snapshot-artifacts.js';
+import type { SnapshotFiles } from './snapshot-files.js';
+import type { SnapshotManifest } from './snapshot-manifest.js';
+import { exists, type Intent, type SnapshotManagerOptions } from './snapshot-types.js';
+
+/** Exports the slot's writable layer to the snapshot's `upper.tar` unless it is there already. */
+export async function exportUpper(runtime: SandboxRuntime, files: SnapshotFiles, intent: Intent): Promise<void> {
+  const upperFile = files.upperOf(intent.pausing.snapshotId);
+  if (await exists(upperFile)) return;
+  await runtime.exportUpper(intent.slotId, `${upperFile}.tmp`);
+  await rename(`${upperFile}.tmp`, upperFile);
+}
+
+/** envd's init secret of a slot, from the runtime's record of it (taken at pause time into the intent). */
+export async function initTokenOf(runtime: SandboxRuntime, slotId: string): Promise<string> {
+  const rec = (await runtime.listRecords()).find((r) => r.slotId === slotId);
+  if (!rec) throw new Error(`slot ${slotId} has no record`);
+  return rec.initToken;
+}
+
+/** Exports the writable layer (once), puts both artifacts into cluster storage and returns the manifest to write. */
+export async function uploadSnapshot(o: SnapshotManagerOptions, files: SnapshotFiles, intent: Intent): Promise<SnapshotManifest> {
+  const { snapshotId, memory } = intent.pausing;
+  const upperFile = files.upperOf(snapshotId);
+  await exportUpper(o.runtime, files, intent);
+  const [upper, images] = await Promise.all([
+    storeFile(o.blobs, upperFile),
+    memory ? storeDirTar(o.blobs, files.imagesOf(snapshotId)) : Promise.resolve(null),
+  ]);
+  return {
+    version: 1,
+    snapshotId,
+    sandboxId: intent.sandboxId,
+    teamId: intent.teamId,
+    templateId: intent.templateId,
+    buildId: intent.buildId,
+    vcpu: intent.vcpu,
+    memoryMb: intent.memoryMb,
+    diskMb: intent.diskMb,
+    envVars: intent.envVars,
+    upper,
+    memory: images,
+    initToken: memory ? (intent.pausing.initToken ?? (await initTokenOf(o.runtime, intent.slotId))) : '',
+    envdVersion: intent.envdVersion,
+    nodeId: o.nodeId,
+    createdAt: new Date().toISOString(),
+  };
+}
