@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readTenantFile, TenantFsError, writeTenantFiles } from '../src/sandbox/tenant-fs.js';
 import { writeSlotEtcFiles } from '../src/sandbox/slot-etc-files.js';
-import { unpackLayer } from '../src/sandbox/slot-disk.js';
+import { extractLayer } from '../src/sandbox/layer-export.js';
 
 const UID = 100_000;
 
@@ -143,7 +143,7 @@ add('redir', tarfile.DIRTYPE, pax={'SCHILY.xattr.trusted.overlay.redirect': '/et
 add('ok/file', tarfile.REGTYPE, data=b'fine')
 t.close()
 `, tar, host]);
-    await unpackLayer(tar, root).catch(() => undefined); // tar exits 2 for the refused members
+    await extractLayer(tar, root).catch(() => undefined); // tar exits 2 for the refused members
     assertHostUntouched();
     assert.equal(readFileSync(join(root, 'ok', 'file'), 'utf8'), 'fine');
     const xattr = (name: string) =>

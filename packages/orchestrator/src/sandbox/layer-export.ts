@@ -44,9 +44,13 @@ export function spawnLayerTar(args: string[]): LayerTar {
   return spawnTar([...args, ...LAYER_TAR_FLAGS]);
 }
 
-/** Spawns the extraction of a layer tar (`file`, or '-' for stdin) into `dir`; see LAYER_EXTRACT_FLAGS. */
-export function spawnLayerExtract(file: string, dir: string): LayerTar {
-  return spawnTar([...LAYER_EXTRACT_FLAGS, '-f', file, '-C', dir]);
+/** Extracts a layer tar file (already verified) into the fresh directory `dir`; see LAYER_EXTRACT_FLAGS. */
+export async function extractLayer(tarFile: string, dir: string): Promise<void> {
+  const { child, stderr, exited } = spawnTar([...LAYER_EXTRACT_FLAGS, '-f', tarFile, '-C', dir]);
+  child.stdin.end();
+  child.stdout.resume(); // tar -x writes nothing there; never let a pipe fill
+  const code = await exited;
+  if (code !== 0) throw new CommandFailed('tar -x (layer)', code, stderr());
 }
 
 function spawnTar(args: string[]): LayerTar {

@@ -5,7 +5,7 @@
 
 import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { spawnLayerExtract } from './layer-export.js';
+import { extractLayer } from './layer-export.js';
 import { run } from './run-command.js';
 import { BadLayerStack, CommandFailed } from './runtime-errors.js';
 
@@ -81,19 +81,11 @@ export async function createSlotDisk(
   await mkdir(work, { mode: 0o700 });
   // The overlay root takes the upper dir's owner: root inside (host rootId) must own `/`.
   await chown(upper, rootId, rootId);
-  if (upperTar) await unpackLayer(upperTar, upper);
+  // As root: owners (already shifted), whiteouts and opaque dirs come out as stored (see extractLayer).
+  if (upperTar) await extractLayer(upperTar, upper);
   await mkdir(p.rootfs, { recursive: true });
   await run('mount', ['-t', 'overlay', 'overlay', '-o', overlay.options, p.rootfs], overlay.cwd ? { cwd: overlay.cwd } : {});
   return loop;
-}
-
-/** As root: owners (already shifted), whiteouts and opaque dirs come out as stored (see spawnLayerExtract). */
-export async function unpackLayer(tarFile: string, dir: string): Promise<void> {
-  const { child, stderr, exited } = spawnLayerExtract(tarFile, dir);
-  child.stdin.end();
-  child.stdout.resume();
-  const code = await exited;
-  if (code !== 0) throw new CommandFailed('tar -x (writable layer)', code, stderr());
 }
 
 async function mountedAt(path: string): Promise<boolean> {

@@ -17,7 +17,7 @@ import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'no
 import { join } from 'node:path';
 import { BlobNotFound, downloadVerified, HashMismatch, isSha256Hex, type BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
-import { spawnLayerTar } from '../sandbox/layer-export.js';
+import { extractLayer } from '../sandbox/layer-export.js';
 
 export class LayerMissing extends Error {
   readonly code = 'layer_missing';
@@ -232,12 +232,10 @@ export class LayerCache {
     const started = Date.now();
     try {
       const size = (await stat(tarFile)).size;
-      // As root: owners (already shifted), whiteout devices and trusted.overlay.* xattrs come out as stored.
-      const { child, stderr, exited } = spawnLayerTar(['-x', '-f', tarFile, '-C', tmp, '-p', '--same-owner']);
-      child.stdin.end();
-      child.stdout.resume(); // tar -x writes nothing there; never let a pipe fill
-      const code = await exited;
-      if (code !== 0) throw new LayerCorrupt(digest, `tar exited ${code}: ${stderr().trim().slice(0, 500)}`);
+      // As root: owners (already shifted), whiteout devices and opaque dirs come out as stored.
+      await extractLayer(tarFile, tmp).catch((err: unknown) => {
+        throw new LayerCorrupt(digest, (err as Error).message);
+      });
       await chmod(tmp, 0o755);
       await writeFile(`${final}.json`, JSON.stringify({ digest, size }));
       try {
