@@ -330,14 +330,16 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
     );
     const envdPid = await childOf(initPid, rec.slotId);
-    // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd (nor
-    // tini, whose exit would end the sandbox). Lowering needs CAP_SYS_RESOURCE; without it (these CI
-    // hosts drop it) the OOM killer still picks the biggest task in the cgroup, so this is not fatal.
+    // tini and envd run at oom_score_adj 0 and envd raises what it starts (envd's child-handle.ts), so
+    // the OOM killer still prefers a sandbox's own processes over envd. Never below 0: a privileged
+    // write also sets oom_score_adj_min, which every descendant inherits as the floor it may lower
+    // itself back to, so -998 here let any sandbox process shield itself while host daemons died
+    // first. Writing 0 as root also lifts a negative floor inherited from the orchestrator's own unit.
     for (const pid of [initPid, envdPid]) {
-      await writeFile(`/proc/${pid}/oom_score_adj`, '-998').catch((err: unknown) => {
+      await writeFile(`/proc/${pid}/oom_score_adj`, '0').catch((err: unknown) => {
         if (this.oomWarned) return;
         this.oomWarned = true;
-        log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
+        log.warn({ err }, 'cannot set the sandbox OOM score floor to 0 (no CAP_SYS_RESOURCE?); warning once');
       });
     }
     await this.finishStart(rec, envdPid, log, started, 'slot booted');

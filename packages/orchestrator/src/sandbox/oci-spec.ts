@@ -80,6 +80,8 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
         { type: 'RLIMIT_NOFILE', hard: i.nofile, soft: i.nofile },
         { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
       ],
+      // Never below 0 (the host sets the floor again after start: linux-runtime.ts bringUp).
+      oomScoreAdj: 0,
       // sudo is setuid: no_new_privs would make it useless.
       noNewPrivileges: false,
     },
