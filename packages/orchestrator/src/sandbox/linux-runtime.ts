@@ -18,6 +18,7 @@ import { run, type RunResult } from './run-command.js';
 import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
 import { ensureExecOnlyCopy } from './exec-only-binaries.js';
 import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
+import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import { checkpointSlot, findCriu, readableCopy, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
@@ -342,6 +343,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         log.warn({ err }, 'cannot set the sandbox OOM score floor to 0 (no CAP_SYS_RESOURCE?); warning once');
       });
     }
+    // Before the slot can be claimed: its own inotify, signal and message-queue budgets.
+    await applySandboxBudgets(initPid, envdPid);
     await this.finishStart(rec, envdPid, log, started, 'slot booted');
   }
 
