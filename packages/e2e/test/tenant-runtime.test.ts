@@ -120,6 +120,25 @@ describe('tenant runtime', () => {
     });
   }
 
+  test('the budgets and the OOM floor hold in a fresh sandbox and again after pause and resume (user and root)', async () => {
+    const probe = [
+      'cat /proc/sys/user/max_inotify_instances /proc/sys/user/max_inotify_watches /proc/sys/fs/mqueue/queues_max',
+      'grep -E "^Max (pending signals|msgqueue size)" /proc/self/limits | tr -s " " | cut -d" " -f4,5',
+      '(echo -1 > /proc/self/oom_score_adj) 2>/dev/null && echo lowered',
+      'true',
+    ].join('; ');
+    const expected = '512\n65536\n4\n1024 1024\n16384 16384\n';
+    const c = await Sandbox.create({ timeoutMs: 300_000 });
+    try {
+      for (const user of users) assert.equal((await run(c, probe, user)).out, expected, `fresh, ${user}`);
+      assert.equal(await c.pause(), true);
+      const resumed = await Sandbox.connect(c.sandboxId, { timeoutMs: 300_000 });
+      for (const user of users) assert.equal((await run(resumed, probe, user)).out, expected, `resumed, ${user}`);
+    } finally {
+      await c.kill();
+    }
+  });
+
   test('one sandbox at its inotify, signal and message-queue limits leaves the others and the node working', async () => {
     for (const user of users) await a.commands.run(py(HOG), { user, background: true });
     const held = async (uid: number) => {

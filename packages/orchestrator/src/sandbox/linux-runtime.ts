@@ -471,6 +471,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
     rec.pid = await envdOf(initPid, slotId);
+    // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
+    await applySandboxBudgets(initPid, rec.pid).catch((err: unknown) => this.log.error({ err, slotId }, 'restored slot without its own kernel budgets'));
     rec.pidStartTime = await processStartTime(rec.pid);
     rec.checkpointDir = null;
     await this.slots.write(rec);
@@ -508,6 +510,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       });
       await this.crun.adopt(rec.slotId, bundle, spec, initPid, netnsPath(this.bridge, rec.slotId));
       const envdPid = await envdOf(initPid, rec.slotId);
+      // CRIU makes a new user namespace (no inotify limits) and keeps the dumped processes' rlimits.
+      await applySandboxBudgets(initPid, envdPid);
       // The dumped tree kept the limits of the slot it left; this slot's apply from here on.
       await cgroups.setLimits(rec.slotId, this.cgroupLimits(opts.limits));
       await this.finishStart(rec, envdPid, log, started, 'slot restored from a snapshot');
