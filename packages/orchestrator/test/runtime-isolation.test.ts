@@ -206,6 +206,31 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     }
   });
 
+  it('keeps one sandbox\'s inotify instances from starving the others and the host (per-userns limit)', async () => {
+    const hog = [
+      'import ctypes, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'n = 0',
+      'while libc.inotify_init1(0) >= 0: n += 1',
+      'open("/tmp/inotify-hog", "w").write("%d %d" % (n, ctypes.get_errno()))',
+      'time.sleep(600)',
+    ].join('\n');
+    const one = 'import ctypes; print(ctypes.CDLL(None).inotify_init1(0) >= 0)';
+    assert.equal((await rt.exec(online.slotId, ['python3', '-c', hog], { detach: true })).code, 0);
+    try {
+      assert.ok(await waitFor(async () => (await exec(online, 'cat /tmp/inotify-hog')).code === 0, 30_000));
+      // Root inside holds its 512 (SANDBOX_INOTIFY_INSTANCES; the host-wide default was 128 for everyone).
+      assert.equal((await exec(online, 'cat /tmp/inotify-hog')).stdout, '512 24');
+      assert.equal((await rt.exec(online.slotId, ['python3', '-c', one])).stdout, 'False\n');
+      assert.equal((await rt.exec(offline.slotId, ['python3', '-c', one])).stdout, 'True\n', 'another sandbox');
+      assert.equal((await sh('python3', ['-c', one])).stdout, 'True\n', 'the host');
+      // Root inside cannot raise its own limit.
+      assert.notEqual((await exec(online, 'echo 100000 > /proc/sys/user/max_inotify_instances')).code, 0);
+    } finally {
+      await exec(online, "pkill -f '[i]notify_init1'; rm -f /tmp/inotify-hog");
+    }
+  });
+
   it('cannot reach the node, link-local metadata or another sandbox; the host can reach sandboxes', async () => {
     const hostAddrs = ['127.0.0.1', rt.gateway];
     for (const list of Object.values(networkInterfaces())) {
