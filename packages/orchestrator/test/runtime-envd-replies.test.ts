@@ -137,10 +137,10 @@ describe('hostile envd replies', { timeout: 300_000 }, () => {
     await nodeHealthy('warm-up connect-huge', t);
   });
 
-  it('times out a Connect call whose headers never finish, well before the call deadline', async (t) => {
+  it('times out a Connect call whose headers never finish, even without a call deadline', async (t) => {
     await mode('slowloris');
     const t0 = Date.now();
-    await assert.rejects(warmUpEnvd(fake.address, 60_000), (err: unknown) => ConnectError.from(err).code === Code.DeadlineExceeded);
+    await assert.rejects(warmUpEnvd(fake.address, 0), (err: unknown) => ConnectError.from(err).code === Code.DeadlineExceeded);
     const took = Date.now() - t0;
     assert.ok(took >= ENVD_HEADERS_TIMEOUT_MS - 100 && took < ENVD_HEADERS_TIMEOUT_MS + 5000, `took ${took} ms`);
     await nodeHealthy('warm-up slowloris', t);

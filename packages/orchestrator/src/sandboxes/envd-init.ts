@@ -92,8 +92,11 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
   const payload = JSON.stringify(opts.body);
   let lastError: unknown;
   for (let attempt = 0; Date.now() < deadline; attempt++) {
+    const left = Math.max(1000, deadline - Date.now());
+    let status = 0;
+    let text = '';
+    let version: string | string[] | undefined;
     try {
-      const left = Math.max(1000, deadline - Date.now());
       const res = await request(`http://${opts.address}:${ENVD_PORT}/init`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-cove-init-token': opts.initToken },
@@ -103,18 +106,19 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
         // bodyTimeout is per chunk: a reply dripping a byte at a time needs a bound on the whole call.
         signal: AbortSignal.timeout(left),
       });
-      const text = await readCapped(res.body);
-      if (res.statusCode === 204 || res.statusCode === 200) {
-        const version = res.headers['x-envd-version'];
-        return (Array.isArray(version) ? version[0] : version) ?? '';
-      }
-      lastError = new Error(`envd /init answered ${res.statusCode}: ${text.slice(0, 200)}`);
-      // A 4xx is a definite answer (bad token, bad body): retrying cannot help.
-      if (res.statusCode >= 400 && res.statusCode < 500) throw lastError;
+      status = res.statusCode;
+      version = res.headers['x-envd-version'];
+      text = await readCapped(res.body);
     } catch (err) {
-      // Too large is a definite answer too.
-      if (err instanceof EnvdReplyRejected || err === lastError) throw err;
+      // Too large is a definite answer; anything else (refused, cut off) may pass before the deadline.
+      if (err instanceof EnvdReplyRejected) throw err;
       lastError = err;
+    }
+    if (status === 204 || status === 200) return (Array.isArray(version) ? version[0] : version) ?? '';
+    if (status !== 0) {
+      lastError = new Error(`envd /init answered ${status}: ${text.slice(0, 200)}`);
+      // A 4xx is a definite answer (bad token, bad body): retrying cannot help.
+      if (status >= 400 && status < 500) throw lastError;
     }
     opts.log.debug({ attempt, err: lastError }, 'envd /init not accepted yet');
     await new Promise((r) => setTimeout(r, Math.min(20 * 2 ** attempt, 250)));
