@@ -27,13 +27,22 @@ export const SANDBOX_MSGQUEUE_BYTES = 16 * 1024;
 export const SANDBOX_MQUEUE = { queuesMax: 4, msgMax: 10, msgsizeMax: 1024 };
 
 /**
- * Host totals: room for this many sandboxes at their inotify limits (2048 × 512 instances, 2048 × 65536
- * watches). Watches and instances are kernel memory charged to the sandbox's memory cgroup, so the
- * memory limit, not these totals, is what bounds a sandbox that spreads them over many uids.
+ * Host totals. A sandbox's root can switch to any of its 65536 uids, each with the per-uid limits above, so the
+ * count a sandbox can reach is bounded by its memory, not by them: instances and watches are kernel memory
+ * charged to the sandbox's memory cgroup (measured: ~0.96 KiB of slab per instance, ~120 B per watch; 40 uids ×
+ * 512 = 20 480 instances in a 256 MiB sandbox). So the totals are set above what the node's RAM could hold —
+ * one instance per KiB, one watch per 100 bytes — and never below room for 2048 sandboxes at their per-uid
+ * limits: memory runs out (inside the offending sandbox's cgroup) before the shared count does.
  */
 export const HOST_SANDBOX_ROOM = 2048;
-export const HOST_INOTIFY_INSTANCES = HOST_SANDBOX_ROOM * SANDBOX_INOTIFY_INSTANCES;
-export const HOST_INOTIFY_WATCHES = HOST_SANDBOX_ROOM * SANDBOX_INOTIFY_WATCHES;
+const INT_MAX = 2 ** 31 - 1;
+
+export function hostInotifyTotals(memTotalBytes: number): { instances: number; watches: number } {
+  return {
+    instances: Math.min(INT_MAX, Math.max(HOST_SANDBOX_ROOM * SANDBOX_INOTIFY_INSTANCES, Math.ceil(memTotalBytes / 1024))),
+    watches: Math.min(INT_MAX, Math.max(HOST_SANDBOX_ROOM * SANDBOX_INOTIFY_WATCHES, Math.ceil(memTotalBytes / 100))),
+  };
+}
 
 /** The OCI `linux.sysctl` entries, for the sandbox's IPC namespace (crun refuses user.*: "not namespaced"). */
 export function sandboxSysctls(): Record<string, string> {
@@ -46,14 +55,16 @@ export function sandboxSysctls(): Record<string, string> {
 
 /** Raises (never lowers) the host's inotify totals; idempotent, part of prepareHost. */
 export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
-  for (const [file, want] of [
-    ['/proc/sys/fs/inotify/max_user_instances', HOST_INOTIFY_INSTANCES],
-    ['/proc/sys/fs/inotify/max_user_watches', HOST_INOTIFY_WATCHES],
+  const memKiB = Number(/^MemTotal:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+  const want = hostInotifyTotals(memKiB * 1024);
+  for (const [file, value] of [
+    ['/proc/sys/fs/inotify/max_user_instances', want.instances],
+    ['/proc/sys/fs/inotify/max_user_watches', want.watches],
   ] as const) {
     const have = Number((await readFile(file, 'utf8')).trim());
-    if (have >= want) continue;
-    await writeFile(file, String(want));
-    log.info({ file, from: have, to: want }, 'raised a host kernel budget shared by all sandboxes');
+    if (have >= value) continue;
+    await writeFile(file, String(value));
+    log.info({ file, from: have, to: value }, 'raised a host kernel budget shared by all sandboxes');
   }
 }
 
