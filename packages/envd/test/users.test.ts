@@ -86,12 +86,12 @@ describe('user selection and ownership', () => {
     await assert.rejects(sbx.commands.run('true', { user: 'no-such-user' as never }), /no-such-user/);
   });
 
-  test('children leave envd\'s protected OOM score', async () => {
-    // The orchestrator sets -998; raising needs no privilege (this host's root lacks CAP_SYS_RESOURCE),
-    // so mark envd with +500 to see that children do not inherit envd's score.
-    await writeFile(`/proc/${envd.proc.pid}/oom_score_adj`, '500');
+  test('children are the OOM killer\'s first choice over envd', async () => {
+    // envd runs at 0 (the host never sets a floor below 0); what it starts is raised to 100.
+    await writeFile(`/proc/${envd.proc.pid}/oom_score_adj`, '0');
     const h = await sbx.commands.run('cat', { background: true, stdin: true });
-    assert.equal((await readFile(`/proc/${h.pid}/oom_score_adj`, 'utf8')).trim(), '0');
+    assert.equal((await readFile(`/proc/${h.pid}/oom_score_adj`, 'utf8')).trim(), '100');
+    assert.equal((await readFile(`/proc/${envd.proc.pid}/oom_score_adj`, 'utf8')).trim(), '0');
     await sbx.commands.closeStdin(h.pid);
     await h.wait();
   });

@@ -161,6 +161,76 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
     assert.notEqual(m.code, 0);
   });
 
+  it('refuses socket families and personalities sandboxes do not need, as user and as root (seccomp)', async () => {
+    const py = [
+      'import ctypes, socket',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'def sock(fam, typ, proto=0):',
+      '    try:',
+      '        socket.socket(fam, typ, proto).close(); return "ok"',
+      '    except OSError as e: return str(e.errno)',
+      // VSOCK, TIPC, RDS, ALG, CAN, BLUETOOTH, PACKET, AX25, XDP, KCM, high bits set on AF_INET.
+      'fams = [(40, 1), (30, 4), (21, 5), (38, 5), (29, 3), (31, 1), (17, 3), (3, 2), (44, 3), (41, 2)]',
+      'print("refused", " ".join(sock(f, t) for f, t in fams))',
+      'fds = (ctypes.c_int * 2)()',
+      // socket(0x100000002, ...): the kernel reads an int (AF_INET), the filter all 64 bits.
+      'libc.syscall.argtypes = [ctypes.c_long] * 4',
+      'print("socketpair", libc.socketpair(40, 1, 0, fds), ctypes.get_errno(), libc.syscall(41, 0x100000002, 1, 0), ctypes.get_errno())',
+      'print("netlink", sock(16, 3, 0), sock(16, 3, 4), sock(16, 3, 9), sock(16, 3, 12))',
+      's = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); c = socket.create_connection(s.getsockname()); a, _ = s.accept(); c.send(b"x")',
+      'u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); u.sendto(b"y", u.getsockname())',
+      'p, q = socket.socketpair(); p.send(b"z")',
+      'print("normal", a.recv(1), u.recv(1), q.recv(1), sock(10, 1))',
+      'libc.personality.argtypes = [ctypes.c_ulong]',
+      'print("personality", libc.personality(0x400000), ctypes.get_errno(), libc.personality(0x0200000), libc.personality(0xffffffff), libc.personality(0x20008), libc.personality(0))',
+    ].join('\n');
+    for (const user of [undefined, '1000:1000']) {
+      const r = await rt.exec(online.slotId, ['python3', '-c', py], { user });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        r.stdout,
+        [
+          `refused ${Array(10).fill('97').join(' ')}`,
+          'socketpair -1 97 -1 97',
+          'netlink ok ok 93 93',
+          "normal b'x' b'y' b'z' ok",
+          // READ_IMPLIES_EXEC and ADDR_NO_RANDOMIZE refused; the query answers the current one (0).
+          'personality -1 1 -1 0 0 131080',
+          '',
+        ].join('\n'),
+        `as ${user ?? 'root'}`,
+      );
+      const tools = await exec(online, 'ip -o addr show dev lo && ss -tln', user);
+      assert.equal(tools.code, 0, tools.stderr);
+      assert.match(tools.stdout, /inet 127\.0\.0\.1/);
+    }
+  });
+
+  it('keeps one sandbox\'s inotify instances from starving the others and the host (per-userns limit)', async () => {
+    const hog = [
+      'import ctypes, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'n = 0',
+      'while libc.inotify_init1(0) >= 0: n += 1',
+      'open("/tmp/inotify-hog", "w").write("%d %d" % (n, ctypes.get_errno()))',
+      'time.sleep(600)',
+    ].join('\n');
+    const one = 'import ctypes; print(ctypes.CDLL(None).inotify_init1(0) >= 0)';
+    assert.equal((await rt.exec(online.slotId, ['python3', '-c', hog], { detach: true })).code, 0);
+    try {
+      assert.ok(await waitFor(async () => (await exec(online, 'cat /tmp/inotify-hog')).code === 0, 30_000));
+      // Root inside holds its 512 (SANDBOX_INOTIFY_INSTANCES; the host-wide default was 128 for everyone).
+      assert.equal((await exec(online, 'cat /tmp/inotify-hog')).stdout, '512 24');
+      assert.equal((await rt.exec(online.slotId, ['python3', '-c', one])).stdout, 'False\n');
+      assert.equal((await rt.exec(offline.slotId, ['python3', '-c', one])).stdout, 'True\n', 'another sandbox');
+      assert.equal((await sh('python3', ['-c', one])).stdout, 'True\n', 'the host');
+      // Root inside cannot raise its own limit.
+      assert.notEqual((await exec(online, 'echo 100000 > /proc/sys/user/max_inotify_instances')).code, 0);
+    } finally {
+      await exec(online, "pkill -f '[i]notify_init1'; rm -f /tmp/inotify-hog");
+    }
+  });
+
   it('cannot reach the node, link-local metadata or another sandbox; the host can reach sandboxes', async () => {
     const hostAddrs = ['127.0.0.1', rt.gateway];
     for (const list of Object.values(networkInterfaces())) {

@@ -52,15 +52,18 @@ function exitOf(code: number | null, signal: string | null): ChildExit {
 }
 
 /**
- * Gives the OOM killer back its normal view of the child (envd itself runs at -998).
- * Synchronous, right after the synchronous spawn, so the child (and anything it forks)
- * leaves the protected score before the start event is even sent.
+ * What envd starts is the OOM killer's first choice over envd itself (which runs at 0, as E2B's envd
+ * gives its commands 100). Raising needs no privilege; a child may lower itself back to the floor it
+ * inherited, which the host keeps at 0 for the whole sandbox. Synchronous, right after the synchronous
+ * spawn, so the child (and anything it forks) has the score before the start event is even sent.
  */
-function resetOomScore(pid: number): void {
+export const CHILD_OOM_SCORE_ADJ = 100;
+
+function raiseOomScore(pid: number): void {
   try {
-    writeFileSync(`/proc/${pid}/oom_score_adj`, '0');
+    writeFileSync(`/proc/${pid}/oom_score_adj`, String(CHILD_OOM_SCORE_ADJ));
   } catch {
-    // not permitted or already gone: the child keeps envd's score
+    // already gone, or /proc not ours (tests on a host): the child keeps envd's score
   }
 }
 
@@ -98,7 +101,7 @@ export function spawnPipes(spec: LaunchSpec, stdin: boolean, sink: ChildSink): P
     if (child.pid === undefined) return;
     started = true;
     const pid = child.pid;
-    resetOomScore(pid);
+    raiseOomScore(pid);
     child.stdout!.on('data', (d: Buffer) => sink.stdout(d));
     child.stderr!.on('data', (d: Buffer) => sink.stderr(d));
     child.stdin?.on('error', () => undefined);
@@ -194,7 +197,7 @@ export function spawnPty(spec: LaunchSpec, size: { cols: number; rows: number },
     throw new EnvdError('internal', 'failed to start PTY process', { cause: err });
   }
   const pid = term.pid;
-  resetOomScore(pid);
+  raiseOomScore(pid);
   let exited = false;
   term.onData((d) => sink.pty(typeof d === 'string' ? Buffer.from(d) : d));
   term.onExit(({ exitCode, signal }) => {

@@ -6,11 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createClient, type Client } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
 import { Process } from '@cove/contracts/envd/process';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { ENVD_PORT, initEnvd } from '../sandboxes/envd-init.js';
+import { ENVD_PORT, envdTransport, initEnvd } from '../sandboxes/envd-init.js';
 
 /** What the build engine needs from the sandbox runtime (src/sandbox/runtime.ts). */
 export interface BuildRuntime {
@@ -97,16 +96,12 @@ export class BuildSandbox {
     const token = this.accessToken;
     this.process = createClient(
       Process,
-      createConnectTransport({
-        baseUrl: `http://${address}:${ENVD_PORT}`,
-        httpVersion: '1.1',
-        interceptors: [
-          (next) => (req) => {
-            req.header.set('x-access-token', token);
-            return next(req);
-          },
-        ],
-      }),
+      envdTransport(address, [
+        (next) => (req) => {
+          req.header.set('x-access-token', token);
+          return next(req);
+        },
+      ]),
     );
   }
 

@@ -4,6 +4,7 @@
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
+import { raiseHostKernelBudgets } from './kernel-budgets.js';
 import { run } from './run-command.js';
 import { HostUnsupported } from './runtime-errors.js';
 
@@ -20,7 +21,7 @@ async function mountpoints(): Promise<Map<string, string>> {
 
 export async function prepareHost(logger: Logger): Promise<void> {
   if (process.getuid?.() !== 0) throw new HostUnsupported('the sandbox runtime must run as root');
-  for (const tool of ['crun', 'ip', 'bridge', 'nft', 'losetup', 'mkfs.ext4', 'nsenter', 'mount', 'mmdebstrap']) {
+  for (const tool of ['crun', 'ip', 'bridge', 'nft', 'losetup', 'mkfs.ext4', 'nsenter', 'prlimit', 'mount', 'mmdebstrap']) {
     const r = await run('sh', ['-c', `command -v ${tool}`], { allowFailure: true });
     if (r.code !== 0) throw new HostUnsupported(`missing host tool ${tool}`);
   }
@@ -40,4 +41,5 @@ export async function prepareHost(logger: Logger): Promise<void> {
     await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
     logger.info('enabled net.ipv4.ip_forward');
   }
+  await raiseHostKernelBudgets(logger);
 }

@@ -18,6 +18,7 @@ import { run, type RunResult } from './run-command.js';
 import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
 import { ensureExecOnlyCopy } from './exec-only-binaries.js';
 import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
+import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
 import { checkpointSlot, findCriu, readableCopy, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
@@ -341,16 +342,20 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
     );
     const envdPid = await childOf(initPid, rec.slotId);
-    // envd must outlive whatever a sandbox runs: the OOM killer takes the memory hog, not envd (nor
-    // tini, whose exit would end the sandbox). Lowering needs CAP_SYS_RESOURCE; without it (these CI
-    // hosts drop it) the OOM killer still picks the biggest task in the cgroup, so this is not fatal.
+    // tini and envd run at oom_score_adj 0 and envd raises what it starts (envd's child-handle.ts), so
+    // the OOM killer still prefers a sandbox's own processes over envd. Never below 0: a privileged
+    // write also sets oom_score_adj_min, which every descendant inherits as the floor it may lower
+    // itself back to, so -998 here let any sandbox process shield itself while host daemons died
+    // first. Writing 0 as root also lifts a negative floor inherited from the orchestrator's own unit.
     for (const pid of [initPid, envdPid]) {
-      await writeFile(`/proc/${pid}/oom_score_adj`, '-998').catch((err: unknown) => {
+      await writeFile(`/proc/${pid}/oom_score_adj`, '0').catch((err: unknown) => {
         if (this.oomWarned) return;
         this.oomWarned = true;
-        log.warn({ err }, 'cannot protect envd from the OOM killer (no CAP_SYS_RESOURCE?); warning once');
+        log.warn({ err }, 'cannot set the sandbox OOM score floor to 0 (no CAP_SYS_RESOURCE?); warning once');
       });
     }
+    // Before the slot can be claimed: its own inotify, signal and message-queue budgets.
+    await applySandboxBudgets(initPid, envdPid);
     await this.finishStart(rec, envdPid, log, started, 'slot booted');
   }
 
@@ -492,6 +497,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     try {
       rec.pid = await envdOf(initPid, slotId);
+      // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
+      await applySandboxBudgets(initPid, rec.pid).catch((err: unknown) => this.log.error({ err, slotId }, 'restored slot without its own kernel budgets'));
       rec.pidStartTime = await processStartTime(rec.pid);
       rec.checkpointDir = null;
       await this.slots.write(rec);
@@ -542,6 +549,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       });
       await this.crun.adopt(rec.slotId, bundle, spec, initPid, netnsPath(this.bridge, rec.slotId));
       const envdPid = await envdOf(initPid, rec.slotId);
+      // CRIU makes a new user namespace (no inotify limits) and keeps the dumped processes' rlimits.
+      await applySandboxBudgets(initPid, envdPid);
       // The dumped tree kept the limits of the slot it left; this slot's apply from here on.
       await cgroups.setLimits(rec.slotId, this.cgroupLimits(opts.limits));
       await this.finishStart(rec, envdPid, log, started, 'slot restored from a snapshot');

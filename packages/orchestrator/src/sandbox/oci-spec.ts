@@ -1,6 +1,7 @@
 // Generates the OCI config.json crun runs a slot from. The rootfs is an overlay the runtime mounted on
 // the host; everything else, the netns included, is created by crun (the host plumbs the netns).
 
+import { sandboxSysctls } from './kernel-budgets.js';
 import { sandboxSeccompProfile } from './seccomp-profile.js';
 
 /** Docker's default set minus NET_RAW (no spoofed packets on the bridge) and MKNOD (useless in a userns). */
@@ -79,7 +80,10 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
       rlimits: [
         { type: 'RLIMIT_NOFILE', hard: i.nofile, soft: i.nofile },
         { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
+        // Not RLIMIT_SIGPENDING/MSGQUEUE: the host sets those after start (kernel-budgets.ts says why).
       ],
+      // Never below 0 (the host sets the floor again after start: linux-runtime.ts bringUp).
+      oomScoreAdj: 0,
       // sudo is setuid: no_new_privs would make it useless.
       noNewPrivileges: false,
     },
@@ -100,6 +104,8 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
         // between `crun create` and `crun start` (slot-network.ts).
         { type: 'network' },
       ],
+      // Written by crun inside the sandbox's own user and IPC namespaces (read-only to the sandbox after).
+      sysctl: sandboxSysctls(),
       cgroupsPath: i.cgroupsPath,
       resources: {
         devices: [{ allow: false, access: 'rwm' }],

@@ -2,10 +2,70 @@
 // The slot's init token (X-Cove-Init-Token) proves the caller is the node, so nothing inside the sandbox
 // can re-initialise envd. envd answers 204 with X-Envd-Version.
 
-import { request } from 'undici';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { Code, ConnectError, type Interceptor, type Transport } from '@connectrpc/connect';
+import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 
 export const ENVD_PORT = 49983;
+
+// Whatever answers on a sandbox's envd port is the tenant's (root inside can subvert or replace envd), so
+// every read of it is bounded in bytes and in time: a reply cannot grow the node's memory or hold a call.
+
+/** A plain HTTP reply of envd (/init, /files): a status body or a short error text. */
+export const ENVD_REPLY_MAX_BYTES = 64 * 1024;
+/** One Connect message from envd; a process data event carries one pipe read (≤64 KiB). */
+export const ENVD_MESSAGE_MAX_BYTES = 4 * 1024 * 1024;
+/** Until envd's response headers are complete (envd answers them at once). */
+export const ENVD_HEADERS_TIMEOUT_MS = 10_000;
+
+export type EnvdReplyCode = 'envd_reply_too_large' | 'envd_reply_timeout';
+
+/** What envd sent back was refused: larger than the bound, or not complete in time. */
+export class EnvdReplyRejected extends Error {
+  constructor(readonly code: EnvdReplyCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'EnvdReplyRejected';
+  }
+}
+
+/** Reads at most `max` bytes of a reply body; more is an error and the connection is dropped. */
+export async function readCapped(body: Dispatcher.ResponseData['body'], max = ENVD_REPLY_MAX_BYTES): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) {
+      body.destroy();
+      throw new EnvdReplyRejected('envd_reply_too_large', `envd's reply is larger than ${max} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Fails a call whose response headers are not complete within `ms` (a reply that never starts). */
+function headersWithin(ms: number): Interceptor {
+  return (next) => async (req) => {
+    const timer = new AbortController();
+    const t = setTimeout(() => timer.abort(new ConnectError(`envd sent no response headers within ${ms} ms`, Code.DeadlineExceeded)), ms);
+    try {
+      return await next({ ...req, signal: AbortSignal.any([req.signal, timer.signal]) });
+    } finally {
+      clearTimeout(t);
+    }
+  };
+}
+
+/** The one Connect transport the node uses towards a sandbox's envd, with the bounds above. */
+export function envdTransport(address: string, interceptors: Interceptor[] = []): Transport {
+  return createConnectTransport({
+    baseUrl: `http://${address}:${ENVD_PORT}`,
+    httpVersion: '1.1',
+    readMaxBytes: ENVD_MESSAGE_MAX_BYTES,
+    interceptors: [headersWithin(ENVD_HEADERS_TIMEOUT_MS), ...interceptors],
+  });
+}
 
 export interface EnvdInitBody {
   envVars: Record<string, string>;
@@ -32,27 +92,37 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
   const payload = JSON.stringify(opts.body);
   let lastError: unknown;
   for (let attempt = 0; Date.now() < deadline; attempt++) {
+    const left = Math.max(1000, deadline - Date.now());
+    let status = 0;
+    let text = '';
+    let version: string | string[] | undefined;
     try {
       const res = await request(`http://${opts.address}:${ENVD_PORT}/init`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-cove-init-token': opts.initToken },
         body: payload,
-        headersTimeout: Math.max(1000, deadline - Date.now()),
-        bodyTimeout: Math.max(1000, deadline - Date.now()),
+        headersTimeout: left,
+        bodyTimeout: left,
+        // bodyTimeout is per chunk: a reply dripping a byte at a time needs a bound on the whole call.
+        signal: AbortSignal.timeout(left),
       });
-      const text = await res.body.text();
-      if (res.statusCode === 204 || res.statusCode === 200) {
-        const version = res.headers['x-envd-version'];
-        return (Array.isArray(version) ? version[0] : version) ?? '';
-      }
-      lastError = new Error(`envd /init answered ${res.statusCode}: ${text.slice(0, 200)}`);
-      // A 4xx is a definite answer (bad token, bad body): retrying cannot help.
-      if (res.statusCode >= 400 && res.statusCode < 500) break;
+      status = res.statusCode;
+      version = res.headers['x-envd-version'];
+      text = await readCapped(res.body);
     } catch (err) {
+      // Too large is a definite answer; anything else (refused, cut off) may pass before the deadline.
+      if (err instanceof EnvdReplyRejected) throw err;
       lastError = err;
+    }
+    if (status === 204 || status === 200) return (Array.isArray(version) ? version[0] : version) ?? '';
+    if (status !== 0) {
+      lastError = new Error(`envd /init answered ${status}: ${text.slice(0, 200)}`);
+      // A 4xx is a definite answer (bad token, bad body): retrying cannot help.
+      if (status >= 400 && status < 500) throw lastError;
     }
     opts.log.debug({ attempt, err: lastError }, 'envd /init not accepted yet');
     await new Promise((r) => setTimeout(r, Math.min(20 * 2 ** attempt, 250)));
   }
-  throw lastError instanceof Error ? lastError : new Error('envd /init timed out');
+  // Refused connections, 5xx, or a reply that never completed (headers or body dripping).
+  throw new EnvdReplyRejected('envd_reply_timeout', `envd /init gave no answer within ${opts.timeoutMs ?? 10_000} ms`, { cause: lastError });
 }

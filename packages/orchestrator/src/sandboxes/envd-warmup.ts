@@ -4,17 +4,15 @@
 // process. Running one throwaway command here moves that cost off the Create path.
 
 import { createClient } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
 import { Process } from '@cove/contracts/envd/process';
-import { ENVD_PORT } from './envd-init.js';
+import { envdTransport } from './envd-init.js';
 
 /**
  * Runs `bash -l -c true` through envd's own process API and waits for it to end. Before /init envd has no
  * access token yet, and only the node can reach a slot that is not claimed.
  */
 export async function warmUpEnvd(address: string, timeoutMs = 10_000): Promise<void> {
-  const transport = createConnectTransport({ baseUrl: `http://${address}:${ENVD_PORT}`, httpVersion: '1.1' });
-  const client = createClient(Process, transport);
+  const client = createClient(Process, envdTransport(address));
   const stream = client.start(
     { process: { cmd: '/bin/bash', args: ['-l', '-c', 'true'], envs: {} }, stdin: false },
     { timeoutMs },

@@ -4,12 +4,11 @@
 // the pool, so a Create from the pool pays nothing for it.
 
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createConnectTransport } from '@connectrpc/connect-node';
 import { Process } from '@cove/contracts/envd/process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { BuildManifest } from '../templates/manifest.js';
-import { ENVD_PORT } from './envd-init.js';
+import { envdTransport } from './envd-init.js';
 
 export const READY_POLL_MS = 200;
 
@@ -29,7 +28,7 @@ export class TemplateStartFailed extends ConnectError {
 }
 
 function processClient(address: string) {
-  return createClient(Process, createConnectTransport({ baseUrl: `http://${address}:${ENVD_PORT}`, httpVersion: '1.1' }));
+  return createClient(Process, envdTransport(address));
 }
 
 /** envd picks the user from Basic authorization (no access token exists before /init). */

@@ -1,0 +1,90 @@
+// Kernel budgets that every sandbox would otherwise share. All sandboxes map to the same host uids and their
+// user namespaces are owned by host root (crun's euid), so the kernel charges each sandbox's inotify instances
+// and watches, queued signals and POSIX message queues up the user-namespace chain to one counter per type:
+// (init namespace, uid 0), shared by every sandbox and by the host's own root processes. Measured before
+// this: one sandbox opening inotify instances until EMFILE (128, the host's max_user_instances) left every
+// other sandbox and host root unable to open a single one.
+//
+// The scheme: each sandbox gets its own limits (below: the IPC sysctls through the OCI spec, the rest written by
+// the host at boot), and the host's inotify totals are raised so that the node's sandboxes, each at its limit,
+// still fit (docs/decisions.md).
+
+import { readFile, writeFile } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { run } from './run-command.js';
+
+/** Per sandbox user namespace, per uid inside (user.max_inotify_*; the kernel default per user is 128). */
+export const SANDBOX_INOTIFY_INSTANCES = 512;
+export const SANDBOX_INOTIFY_WATCHES = 65_536;
+/** RLIMIT_SIGPENDING of every sandbox process: queued signals (and POSIX timers) per uid inside. */
+export const SANDBOX_SIGPENDING = 1024;
+/** RLIMIT_MSGQUEUE per uid inside; fits one queue of the sandbox's largest size (below). */
+export const SANDBOX_MSGQUEUE_BYTES = 16 * 1024;
+/**
+ * POSIX message queues per sandbox (its IPC namespace, whatever uid creates them): at most 4 queues of 10
+ * messages of 1 KiB (~10.7 KiB of budget each, ~43 KiB per sandbox).
+ */
+export const SANDBOX_MQUEUE = { queuesMax: 4, msgMax: 10, msgsizeMax: 1024 };
+
+/**
+ * Host totals. A sandbox's root can switch to any of its 65536 uids, each with the per-uid limits above, so the
+ * count a sandbox can reach is bounded by its memory, not by them: instances and watches are kernel memory
+ * charged to the sandbox's memory cgroup (measured: ~0.96 KiB of slab per instance, ~120 B per watch; 40 uids ×
+ * 512 = 20 480 instances in a 256 MiB sandbox). So the totals are set above what the node's RAM could hold —
+ * one instance per KiB, one watch per 100 bytes — and never below room for 2048 sandboxes at their per-uid
+ * limits: memory runs out (inside the offending sandbox's cgroup) before the shared count does.
+ */
+export const HOST_SANDBOX_ROOM = 2048;
+const INT_MAX = 2 ** 31 - 1;
+
+export function hostInotifyTotals(memTotalBytes: number): { instances: number; watches: number } {
+  return {
+    instances: Math.min(INT_MAX, Math.max(HOST_SANDBOX_ROOM * SANDBOX_INOTIFY_INSTANCES, Math.ceil(memTotalBytes / 1024))),
+    watches: Math.min(INT_MAX, Math.max(HOST_SANDBOX_ROOM * SANDBOX_INOTIFY_WATCHES, Math.ceil(memTotalBytes / 100))),
+  };
+}
+
+/** The OCI `linux.sysctl` entries, for the sandbox's IPC namespace (crun refuses user.*: "not namespaced"). */
+export function sandboxSysctls(): Record<string, string> {
+  return {
+    'fs.mqueue.queues_max': String(SANDBOX_MQUEUE.queuesMax),
+    'fs.mqueue.msg_max': String(SANDBOX_MQUEUE.msgMax),
+    'fs.mqueue.msgsize_max': String(SANDBOX_MQUEUE.msgsizeMax),
+  };
+}
+
+/** Raises (never lowers) the host's inotify totals; idempotent, part of prepareHost. */
+export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
+  const memKiB = Number(/^MemTotal:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+  const want = hostInotifyTotals(memKiB * 1024);
+  for (const [file, value] of [
+    ['/proc/sys/fs/inotify/max_user_instances', want.instances],
+    ['/proc/sys/fs/inotify/max_user_watches', want.watches],
+  ] as const) {
+    const have = Number((await readFile(file, 'utf8')).trim());
+    if (have >= value) continue;
+    await writeFile(file, String(value));
+    log.info({ file, from: have, to: value }, 'raised a host kernel budget shared by all sandboxes');
+  }
+}
+
+/**
+ * Applies the per-sandbox limits the OCI spec cannot carry, once the slot runs and before it can be claimed:
+ *  - user.max_inotify_*: user sysctls are those of the writer's user namespace, so nsenter joins it as its root
+ *    (host root owns it: full capabilities there); crun refuses user.* sysctls as "not namespaced".
+ *  - RLIMIT_SIGPENDING and RLIMIT_MSGQUEUE of tini and envd (what envd starts inherits them): not OCI rlimits,
+ *    because crun sets those before it creates the user namespace, and the namespace's own ceiling on the
+ *    shared host counter is the creator's limit at that moment. Measured with them in the spec: one sandbox's
+ *    1023 queued signals made a second sandbox's first sigqueue fail (EAGAIN).
+ * The sandbox's root cannot undo either: it lacks CAP_SYS_RESOURCE, and sees /proc/sys read-only.
+ */
+export async function applySandboxBudgets(initPid: number, envdPid: number): Promise<void> {
+  const script = [
+    `echo ${SANDBOX_INOTIFY_INSTANCES} > /proc/sys/user/max_inotify_instances`,
+    `echo ${SANDBOX_INOTIFY_WATCHES} > /proc/sys/user/max_inotify_watches`,
+  ].join(' && ');
+  await run('nsenter', [`--user=/proc/${initPid}/ns/user`, 'sh', '-c', script]);
+  for (const pid of [initPid, envdPid]) {
+    await run('prlimit', [`--pid=${pid}`, `--sigpending=${SANDBOX_SIGPENDING}:${SANDBOX_SIGPENDING}`, `--msgqueue=${SANDBOX_MSGQUEUE_BYTES}:${SANDBOX_MSGQUEUE_BYTES}`]);
+  }
+}
