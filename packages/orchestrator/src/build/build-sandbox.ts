@@ -9,7 +9,7 @@ import { createClient, type Client } from '@connectrpc/connect';
 import { Process } from '@cove/contracts/envd/process';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { ENVD_PORT, envdTransport, initEnvd } from '../sandboxes/envd-init.js';
+import { ENVD_PORT, envdTransport, initEnvd, readCapped } from '../sandboxes/envd-init.js';
 
 /** What the build engine needs from the sandbox runtime (src/sandbox/runtime.ts). */
 export interface BuildRuntime {
@@ -197,8 +197,12 @@ export class BuildSandbox {
       method: 'POST',
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size), 'x-access-token': this.accessToken },
       body: createReadStream(hostFile),
+      // A reply that never starts fails the step instead of holding the build.
+      headersTimeout: 10 * 60_000,
+      bodyTimeout: 30_000,
     });
-    const text = await res.body.text();
+    // The reply is whatever answers on 49983 in the build sandbox: read within a bound.
+    const text = await readCapped(res.body, 64 * 1024);
     if (res.statusCode !== 200) throw new Error(`envd refused the upload (${res.statusCode}): ${text.slice(0, 300)}`);
   }
 
