@@ -4,7 +4,7 @@
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
-import { access, chmod, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,17 +13,17 @@ import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
 import { prepareHost } from './host-prepare.js';
 import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
 import { allowInternet, applyFirewall, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
-import { buildOciSpec } from './oci-spec.js';
 import { run, type RunResult } from './run-command.js';
-import { CrunCli, SANDBOX_PATH } from './crun-cli.js';
-import { ensureExecOnlyCopy } from './exec-only-binaries.js';
-import { ENVD_ARGS, ENVD_PORT, nofileLimit, waitHealthy } from './first-process.js';
+import { CrunCli } from './crun-cli.js';
+import { waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
-import { checkpointSlot, findCriu, readableCopy, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
+import { checkpointSlot, findCriu, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
 import { exportLayer } from './layer-export.js';
-import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
+import { LentFiles } from './lent-files.js';
+import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
+import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
@@ -80,8 +80,6 @@ export interface LinuxRuntimeConfig {
   onTemplateProgress?: (templateId: string, line: string) => void;
 }
 
-const CPU_PERIOD_US = 100_000;
-
 export interface ExecResult extends RunResult {}
 
 export class LinuxSandboxRuntime implements SandboxRuntime {
@@ -102,8 +100,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
   private oomWarned = false;
-  private binaries: Promise<{ node: string; init: string }> | null = null;
-  private envd: Promise<string | null> | null = null;
+  private readonly lent: LentFiles;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -130,6 +127,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       onProgress: cfg.onTemplateProgress,
     });
     this.crun = new CrunCli(join(cfg.dataDir, 'crun'));
+    this.lent = new LentFiles(cfg);
     this.idOffset = cfg.idOffset ?? 100_000;
     this.idCount = cfg.idCount ?? 65_536;
     this.pidsLimit = cfg.pidsLimit ?? 1024;
@@ -147,12 +145,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await ensureBridge(this.bridge);
     const records = await this.slots.readAll();
     await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
-    await this.lentBinaries();
+    await this.lent.binaries();
     for (const t of this.cfg.templates ?? ['base']) await this.templates.ensure(t);
-    const envd = await this.envdInstall();
-    if (!envd) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
-    const keep = new Set([envd, ...records.map((r) => r.envdDir)].filter((d): d is string => !!d));
-    const pruned = await pruneEnvdInstalls(this.cfg.dataDir, keep);
+    if (!(await this.lent.envd())) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
+    const pruned = await this.lent.pruneEnvd(records.map((r) => r.envdDir));
     if (pruned.length) this.log.info({ pruned }, 'removed envd installs no slot uses');
   }
 
@@ -273,43 +269,22 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** The slot's OCI spec (also what a restore takes its bind sources from), written to its bundle dir. */
   private async writeBundle(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups): Promise<{ bundle: string; spec: Record<string, unknown> }> {
     const dir = this.slots.dirOf(rec.slotId);
-    const disk = slotDiskPaths(dir);
-    const limits = this.cgroupLimits(opts.limits);
-    // PID 1 is tini: node does not reap orphans, so without it every process a sandbox user leaves
-    // behind would end as a zombie holding a pid until pids.max is reached.
-    const args = ['/opt/cove/bin/tini', '--', ...(opts.process ?? ENVD_ARGS)];
-    const bins = await this.lentBinaries();
-    const envdDir = await this.envdInstall();
+    const [binaries, envdDir] = await Promise.all([this.lent.binaries(), this.lent.envd()]);
     rec.envdDir = envdDir;
-    const spec = buildOciSpec({
+    return writeSlotBundle({
       slotId: rec.slotId,
-      rootfs: disk.rootfs,
-      args,
-      env: {
-        PATH: SANDBOX_PATH,
-        HOME: '/root',
-        ENVD_PORT: String(ENVD_PORT),
-        UV_THREADPOOL_SIZE: '2',
-        // An upload bigger than the whole writable disk can never succeed: envd refuses it up front (413).
-        ENVD_MAX_UPLOAD_BYTES: String(opts.diskMb * 1024 * 1024),
-        COVE_ENVD_INIT_TOKEN: rec.initToken,
-      },
+      slotDir: dir,
+      rootfs: slotDiskPaths(dir).rootfs,
+      initToken: rec.initToken,
+      diskMb: opts.diskMb,
+      ...(opts.process ? { process: opts.process } : {}),
       cgroupsPath: cgroups.pathOf(rec.slotId),
+      limits: this.cgroupLimits(opts.limits),
       idOffset: this.idOffset,
       idCount: this.idCount,
-      memoryBytes: limits.memoryBytes,
-      cpuQuotaUs: limits.cpuQuotaUs,
-      cpuPeriodUs: limits.cpuPeriodUs,
-      pids: limits.pids,
-      nodeBinary: bins.node,
-      initBinary: bins.init,
+      binaries,
       envdDir,
-      nofile: await nofileLimit(),
     });
-    const bundle = join(dir, 'bundle');
-    await mkdir(bundle, { recursive: true, mode: 0o700 });
-    await writeFile(join(bundle, 'config.json'), JSON.stringify(spec));
-    return { bundle, spec };
   }
 
   /** The slot's disk (overlay, with `upperTar` unpacked), its /etc files and its OCI bundle. */
@@ -342,54 +317,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
     );
     const envdPid = await childOf(initPid, rec.slotId);
-    // tini and envd run at oom_score_adj 0 and envd raises what it starts (envd's child-handle.ts), so
-    // the OOM killer still prefers a sandbox's own processes over envd. Never below 0: a privileged
-    // write also sets oom_score_adj_min, which every descendant inherits as the floor it may lower
-    // itself back to, so -998 here let any sandbox process shield itself while host daemons died
-    // first. Writing 0 as root also lifts a negative floor inherited from the orchestrator's own unit.
-    for (const pid of [initPid, envdPid]) {
-      await writeFile(`/proc/${pid}/oom_score_adj`, '0').catch((err: unknown) => {
-        if (this.oomWarned) return;
-        this.oomWarned = true;
-        log.warn({ err }, 'cannot set the sandbox OOM score floor to 0 (no CAP_SYS_RESOURCE?); warning once');
-      });
+    const oom = await setOomFloor([initPid, envdPid]);
+    if (!oom.ok && !this.oomWarned) {
+      this.oomWarned = true;
+      log.warn({ err: oom.err }, 'cannot set the sandbox OOM score floor to 0 (no CAP_SYS_RESOURCE?); warning once');
     }
     // Before the slot can be claimed: its own inotify, signal and message-queue budgets.
     await applySandboxBudgets(initPid, envdPid);
     await this.finishStart(rec, envdPid, log, started, 'slot booted');
   }
 
-  /** The immutable envd install new slots mount (made once per bundle content); null without a bundle. */
-  private envdInstall(): Promise<string | null> {
-    this.envd ??= access(join(this.cfg.envdDir, 'envd.mjs')).then(
-      () => installEnvd(this.cfg.envdDir, this.cfg.dataDir),
-      () => null,
-    );
-    this.envd.catch(() => {
-      this.envd = null;
-    });
-    return this.envd;
-  }
-
-  private lentBinaries(): Promise<{ node: string; init: string }> {
-    const binDir = join(this.cfg.dataDir, 'bin');
-    this.binaries ??= Promise.all([
-      ensureExecOnlyCopy(this.cfg.nodeBinary, binDir, 'node'),
-      ensureExecOnlyCopy(this.cfg.initBinary ?? '/usr/bin/tini-static', binDir, 'tini'),
-    ]).then(([node, init]) => ({ node, init }));
-    this.binaries.catch(() => {
-      this.binaries = null;
-    });
-    return this.binaries;
-  }
-
   private cgroupLimits(l: SlotLimits): CgroupLimits {
-    return {
-      memoryBytes: Math.max(16, l.memoryMb) * 1024 * 1024,
-      cpuQuotaUs: Math.max(1000, Math.round(l.vcpu * CPU_PERIOD_US)),
-      cpuPeriodUs: CPU_PERIOD_US,
-      pids: this.pidsLimit,
-    };
+    return cgroupLimitsOf(l, this.pidsLimit);
   }
 
   private async mustRead(slotId: string): Promise<SlotRecord> {
@@ -426,11 +365,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const { cgroups } = await this.ensureContext();
     const rec = await this.slots.read(slotId);
     await this.crun.killAndDelete(slotId);
+    await killSlotProcesses(cgroups, slotId);
     const deadline = Date.now() + 15_000;
-    while ((await cgroups.pidsOf(slotId)).length > 0 && Date.now() < deadline) {
-      await cgroups.killAll(slotId);
-      await sleep(20);
-    }
     const dir = this.slots.dirOf(slotId);
     await removeSlotDisk(slotDiskPaths(dir));
     if (rec) await denyInternet(this.instance, rec.address);
@@ -473,12 +409,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const { cgroups } = await this.ensureContext();
     await this.mustRead(slotId);
     await this.crun.killAndDelete(slotId);
-    const deadline = Date.now() + 15_000;
-    while ((await cgroups.pidsOf(slotId)).length > 0) {
-      if (Date.now() > deadline) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
-      await cgroups.killAll(slotId);
-      await sleep(20);
-    }
+    if (!(await killSlotProcesses(cgroups, slotId))) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
   }
 
   async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }> {
@@ -522,11 +453,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** Kills every process of the slot's cgroup (crun's state stays: a restore repoints it). */
   private async killTree(slotId: string): Promise<void> {
     const { cgroups } = await this.ensureContext();
-    const deadline = Date.now() + 15_000;
-    while ((await cgroups.pidsOf(slotId).catch(() => [])).length > 0 && Date.now() < deadline) {
-      await cgroups.killAll(slotId).catch(() => undefined);
-      await sleep(20);
-    }
+    await killSlotProcesses(cgroups, slotId);
   }
 
   async restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo> {
@@ -569,17 +496,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
       if (m.type === 'bind') sources[m.destination] = m.source;
     }
-    return { ...sources, ...(await this.restoreBinaries()) };
-  }
-
-  /** Readable copies of the lent binaries, which CRIU maps restored executables from (see readableCopy). */
-  private async restoreBinaries(): Promise<Record<string, string>> {
-    const bins = await this.lentBinaries();
-    const readable = join(this.cfg.dataDir, 'bin-restore');
-    return {
-      '/opt/cove/bin/node': await readableCopy(bins.node, readable),
-      '/opt/cove/bin/tini': await readableCopy(bins.init, readable),
-    };
+    return { ...sources, ...(await this.lent.restoreBinaries()) };
   }
 
   private slotNet(rec: SlotRecord): SlotNet {
@@ -688,29 +605,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   ): Promise<ExecResult> {
     return this.crun.exec(slotId, args, opts);
   }
-}
-
-/** The first child of tini (envd), polled briefly: tini forks it right after starting. */
-async function childOf(initPid: number, slotId: string): Promise<number> {
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    const children = await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => null);
-    if (children === null) break;
-    const first = Number(children.trim().split(' ')[0]);
-    if (first > 0) return first;
-    await sleep(5);
-  }
-  throw new BootFailed(slotId, 'the first process did not start under tini');
-}
-
-/** The restored envd: the process under `initPid` that is PID 2 in the sandbox's pid namespace. */
-async function envdOf(initPid: number, slotId: string): Promise<number> {
-  const children = await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '');
-  for (const c of children.trim().split(' ').map(Number).filter((n) => n > 0)) {
-    const status = await readFile(`/proc/${c}/status`, 'utf8').catch(() => '');
-    if (/^NSpid:.*\s2$/m.test(status)) return c;
-  }
-  throw new CheckpointError(slotId, 'the restored tree has no first process (pid 2) under tini');
 }
 
 function toInfo(rec: SlotRecord): SlotInfo {

@@ -1,0 +1,71 @@
+// What the host lends every slot, read-only: execute-only copies of node and tini (exec-only-binaries.ts), the
+// immutable envd install (envd-install.ts), and the readable copies CRIU maps restored executables from. Each is
+// made once per runtime and kept under the node's data dir.
+
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { readableCopy } from '../checkpoint/criu.js';
+import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
+import { ensureExecOnlyCopy } from './exec-only-binaries.js';
+
+export interface LentFilesConfig {
+  dataDir: string;
+  /** The envd bundle (build output); slots mount an immutable copy of it. */
+  envdDir: string;
+  nodeBinary: string;
+  /** Default Debian's /usr/bin/tini-static (package `tini`). */
+  initBinary?: string;
+}
+
+export interface LentBinaries {
+  node: string;
+  init: string;
+}
+
+/** Memoises a promise, forgetting a rejected one so the next call tries again. */
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let p: Promise<T> | null = null;
+  return () => {
+    p ??= make();
+    p.catch(() => {
+      p = null;
+    });
+    return p;
+  };
+}
+
+export class LentFiles {
+  constructor(private readonly cfg: LentFilesConfig) {}
+
+  /** Execute-only copies bound at /opt/cove/bin/{node,tini}. */
+  readonly binaries = once(async (): Promise<LentBinaries> => {
+    const binDir = join(this.cfg.dataDir, 'bin');
+    const [node, init] = await Promise.all([
+      ensureExecOnlyCopy(this.cfg.nodeBinary, binDir, 'node'),
+      ensureExecOnlyCopy(this.cfg.initBinary ?? '/usr/bin/tini-static', binDir, 'tini'),
+    ]);
+    return { node, init };
+  });
+
+  /** The envd install new slots mount (made once per bundle content); null without a bundle. */
+  readonly envd = once(async (): Promise<string | null> => {
+    const present = await access(join(this.cfg.envdDir, 'envd.mjs')).then(() => true, () => false);
+    return present ? installEnvd(this.cfg.envdDir, this.cfg.dataDir) : null;
+  });
+
+  /** Readable copies of the lent binaries by mount destination, which CRIU maps restored executables from. */
+  async restoreBinaries(): Promise<Record<string, string>> {
+    const bins = await this.binaries();
+    const readable = join(this.cfg.dataDir, 'bin-restore');
+    return {
+      '/opt/cove/bin/node': await readableCopy(bins.node, readable),
+      '/opt/cove/bin/tini': await readableCopy(bins.init, readable),
+    };
+  }
+
+  /** Removes envd installs that neither the current bundle nor any slot in `inUse` mounts. */
+  async pruneEnvd(inUse: Iterable<string | null | undefined>): Promise<string[]> {
+    const keep = new Set([await this.envd(), ...inUse].filter((d): d is string => !!d));
+    return pruneEnvdInstalls(this.cfg.dataDir, keep);
+  }
+}
