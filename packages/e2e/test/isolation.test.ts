@@ -1,5 +1,7 @@
 // Issue 2 proof: what a sandbox can and cannot reach, and that its limits hold while
-// the node and the other sandboxes keep working. Every check runs as `user` and as root.
+// the node and the other sandboxes keep working. Every check runs as `user` and as root, on every
+// orchestrator node of the deployment (`cove test` runs two): the others are drained while the suite's
+// sandboxes are placed.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
@@ -8,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { CommandExitError, Sandbox } from 'e2b';
 import { deployment } from './deployment.js';
+import { allNodesHealthy, nodeOf, setDraining } from './nodes.js';
 
 const users = ['user', 'root'] as const;
 
@@ -24,7 +27,7 @@ async function exitCode(sbx: Sandbox, cmd: string, user: 'user' | 'root' = 'user
 
 const tcpProbe = (ip: string, port: number) => `timeout 3 bash -c 'echo > /dev/tcp/${ip}/${port}'`;
 
-describe('isolation', () => {
+for (const nodeIndex of deployment().nodes.map((_, i) => i)) describe(`isolation on node ${nodeIndex + 1}`, () => {
   let a: Sandbox;
   let b: Sandbox;
   let listener: Server;
@@ -33,8 +36,17 @@ describe('isolation', () => {
   const secretFile = `/root/cove-e2e-${randomBytes(4).toString('hex')}`;
 
   before(async () => {
-    deployment();
-    [a, b] = await Promise.all([Sandbox.create({ timeoutMs: 300_000 }), Sandbox.create({ timeoutMs: 300_000 })]);
+    const d = deployment();
+    const node = d.nodes[nodeIndex]!;
+    const others = d.nodes.filter((n) => n !== node);
+    for (const n of others) await setDraining(d, n.rpcPort, true);
+    try {
+      [a, b] = await Promise.all([Sandbox.create({ timeoutMs: 300_000 }), Sandbox.create({ timeoutMs: 300_000 })]);
+    } finally {
+      for (const n of others) await setDraining(d, n.rpcPort, false);
+      await allNodesHealthy(d);
+    }
+    for (const s of [a, b]) assert.equal(await nodeOf(d, s.sandboxId), node.rpcPort, `the suite's sandboxes run on node ${nodeIndex + 1}`);
     writeFileSync(secretFile, secret);
     listener = createServer((s) => s.end('host-service\n'));
     await new Promise<void>((r) => listener.listen(0, '0.0.0.0', r));
