@@ -7,9 +7,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox, Template, waitForFile } from 'e2b';
+import { pushImage, RegistryClient } from '@cove/oci';
 import { deployment, repoRoot, type Deployment } from './deployment.js';
 import { nodeOf, setDraining } from './nodes.js';
 
@@ -88,6 +89,37 @@ describe('hostile tenant: links inside a sandbox never reach host files', () => 
     const sbx = await Sandbox.create(info.name, { timeoutMs: 120_000 });
     made.push(sbx);
     assert.equal((await sbx.commands.run('readlink /etc; cat /tmp/ok')).stdout, `/proc/self/root${canaryDir}\nstill-works\n`);
+    assertHostUntouched('after create');
+  });
+
+  test('a fromImage layer that carries the links', { timeout: BUILD_TIMEOUT }, async () => {
+    // An image in the cluster registry: the seeded Debian layer, and on top a layer whose /etc files are links
+    // to the host canaries (as anyone who may push to the registry could make it).
+    const topology = JSON.parse(readFileSync(join(d.stateDir, 'topology.json'), 'utf8')) as { templateCacheDir: string; ports: { registry: number } };
+    const seedDir = join(topology.templateCacheDir, '.images', 'debian-bookworm');
+    const seed = readdirSync(seedDir).map((n) => join(seedDir, n, 'layer.tar.gz')).find((p) => existsSync(p));
+    assert.ok(seed, 'cove up seeded debian:bookworm');
+    const layer = join(canaryDir, '..', `cove-hostile-layer-${tag}.tar`);
+    execFileSync('python3', ['-c', `
+import io, tarfile, sys
+t = tarfile.open(sys.argv[1], 'w')
+for name, target in [('etc/hostname', '/proc/self/root' + sys.argv[2] + '/hostname'), ('etc/hosts', sys.argv[2] + '/hosts'), ('etc/resolv.conf', '../../../../..' + sys.argv[2] + '/resolv.conf')]:
+    ti = tarfile.TarInfo(name); ti.type = tarfile.SYMTYPE; ti.linkname = target; t.addfile(ti)
+t.close()
+`, layer, canaryDir]);
+    try {
+      const secrets = JSON.parse(readFileSync(join(d.stateDir, 'secrets.json'), 'utf8')) as { registryPassword: string };
+      const client = new RegistryClient({ url: `http://127.0.0.1:${topology.ports.registry}`, username: 'cove', password: secrets.registryPassword });
+      await pushImage(client, { repository: `cove-e2e/hostile-${tag}`, tags: ['1'], layers: [{ path: seed }, { path: layer }], config: { cmd: ['bash'] } });
+    } finally {
+      rmSync(layer, { force: true });
+    }
+    const t = Template().fromImage(`cove-e2e/hostile-${tag}:1`).runCmd('ls -l /etc/hostname', { user: 'root' });
+    const info = await Template.build(t, `e2e-links-image-${tag}`, { cpuCount: 1, memoryMB: 512 });
+    assertHostUntouched('after the build');
+    const sbx = await Sandbox.create(info.name, { timeoutMs: 120_000 });
+    made.push(sbx);
+    await etcFilesArePlain(sbx, sbx.sandboxId);
     assertHostUntouched('after create');
   });
 
