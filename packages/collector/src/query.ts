@@ -42,7 +42,8 @@ function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, unknown>, value: unknown): 
 }
 
 function range(startMs: number | undefined, endMs: number | undefined, nowMs: number, retentionMs: number): { startMs: number; endMs: number } {
-  const end = endMs ?? nowMs;
+  // No upper bound by default: a sender whose clock runs ahead must not hide its newest entries.
+  const end = endMs ?? Number.MAX_SAFE_INTEGER;
   const start = startMs ?? Math.max(0, nowMs - retentionMs);
   if (start > end) throw new InvalidQuery('start must not be after end');
   return { startMs: start, endMs: end };
