@@ -2,7 +2,7 @@
 // One bearer token (COVE_COLLECTOR_TOKEN) guards everything but /health.
 
 import { bearerToken, tokensEqual } from '@cove/auth-tokens';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { CollectorConfig } from './config.js';
 import { decodeLogs, decodeMetrics, LogsRequest, MetricsRequest } from './otlp.js';
@@ -48,7 +48,12 @@ export function buildCollector(config: CollectorConfig, deps: { log: Logger; now
   const reporter = config.report
     ? new Reporter(store, () => rejected.logs + rejected.metrics, config.report, deps.log.child({ part: 'report' }), metrics)
     : undefined;
-  const app = Fastify({ loggerInstance: deps.log as FastifyBaseLogger, bodyLimit: MAX_BODY_BYTES, disableRequestLogging: true, return503OnClosing: true });
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    bodyLimit: MAX_BODY_BYTES,
+    logController: new LogController({ disableRequestLogging: true }),
+    return503OnClosing: true,
+  });
 
   const expire = () => {
     const d = store.expire(now());
