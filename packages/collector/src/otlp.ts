@@ -11,6 +11,13 @@ export const MAX_MESSAGE_BYTES = 16 * 1024;
 /** At most this many `fields` per record, each value up to MAX_FIELD_BYTES. */
 export const MAX_FIELDS = 64;
 export const MAX_FIELD_BYTES = 1024;
+/** All `fields` of one record together stay under this (keys and values). */
+export const MAX_FIELDS_BYTES = 4096;
+/**
+ * How far ahead of the collector's clock a record's time may be. Later ones get the arrival time: a timestamp a
+ * sandbox can influence (envd's clock) must not make rows outlive everyone else's under oldest-first retention.
+ */
+export const MAX_FUTURE_SKEW_MS = 5 * 60_000;
 /** Ids are printable tokens; anything else is refused (they key every query). */
 const ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -121,22 +128,51 @@ export function anyValueText(v: unknown, depth = 0): string {
   if (typeof o.doubleValue === 'number' || typeof o.doubleValue === 'string') return String(o.doubleValue);
   if (typeof o.bytesValue === 'string') return o.bytesValue;
   if (depth >= 4) return '…';
+  // Nested values are rendered only up to the message bound: nesting JSON in JSON doubles escapes per level, so
+  // an unbounded rendering of a 4 MiB body could grow far past it before the cap applies.
+  let budget = MAX_MESSAGE_BYTES;
   const arr = (o.arrayValue as { values?: unknown[] } | undefined)?.values;
-  if (Array.isArray(arr)) return JSON.stringify(arr.slice(0, 256).map((x) => anyValueText(x, depth + 1)));
+  if (Array.isArray(arr)) {
+    const out: string[] = [];
+    for (const x of arr) {
+      if (budget <= 0) break;
+      const t = anyValueText(x, depth + 1);
+      budget -= t.length;
+      out.push(t);
+    }
+    return JSON.stringify(out);
+  }
   const kv = (o.kvlistValue as { values?: unknown[] } | undefined)?.values;
   if (Array.isArray(kv)) {
     const out: Record<string, string> = {};
-    for (const e of kv.slice(0, 256)) {
-      if (e && typeof e === 'object' && typeof (e as { key?: unknown }).key === 'string') out[(e as { key: string }).key] = anyValueText((e as { value?: unknown }).value, depth + 1);
+    for (const e of kv) {
+      if (budget <= 0) break;
+      if (!e || typeof e !== 'object' || typeof (e as { key?: unknown }).key !== 'string') continue;
+      const key = (e as { key: string }).key.slice(0, 256);
+      const t = anyValueText((e as { value?: unknown }).value, depth + 1);
+      budget -= key.length + t.length;
+      out[key] = t;
     }
     return JSON.stringify(out);
   }
   return '';
 }
 
-function attrMap(list: Array<{ key: string; value?: unknown }> | undefined): Map<string, string> {
+/** Cove's own attribute names: whoever sets one decides where a record is filed. */
+const COVE_KEYS = new Set<string>(Object.values(Attr));
+
+/**
+ * Attributes as a map. OTLP's JSON is a list, so a key can appear twice: for one of Cove's keys that is refused
+ * (undefined), since a sender that appended a tenant's fields after its own stamps would otherwise let the
+ * tenant's `cove.team_id` win and file the record under another team.
+ */
+function attrMap(list: Array<{ key: string; value?: unknown }> | undefined): Map<string, string> | undefined {
   const m = new Map<string, string>();
-  for (const kv of list ?? []) m.set(kv.key, anyValueText(kv.value));
+  for (const kv of list ?? []) {
+    const v = anyValueText(kv.value);
+    if (COVE_KEYS.has(kv.key) && m.has(kv.key) && m.get(kv.key) !== v) return undefined;
+    m.set(kv.key, v);
+  }
   return m;
 }
 
@@ -161,6 +197,10 @@ function nanosToMs(v: string | number | undefined): number | undefined {
   }
 }
 
+function recordTime(tsMs: number | undefined, nowMs: number): number {
+  return tsMs === undefined || tsMs > nowMs + MAX_FUTURE_SKEW_MS ? nowMs : tsMs;
+}
+
 function levelOf(severityNumber: number | undefined, severityText: string | undefined): LogLevel {
   if (severityNumber) return levelOfSeverity(severityNumber);
   const t = severityText?.toLowerCase();
@@ -183,6 +223,10 @@ export function decodeLogs(req: z.infer<typeof LogsRequest>, nowMs: number): Dec
     for (const sl of rl.scopeLogs ?? []) {
       for (const rec of sl.logRecords ?? []) {
         const attrs = attrMap(rec.attributes);
+        if (!res || !attrs) {
+          reject('a Cove attribute (cove.*, service.*) appears twice with different values');
+          continue;
+        }
         // The record's own attribute wins over the resource's (one orchestrator speaks for many sandboxes).
         const get = (k: string) => attrs.get(k) ?? res.get(k);
         const kind = get(Attr.logKind);
@@ -208,10 +252,14 @@ export function decodeLogs(req: z.infer<typeof LogsRequest>, nowMs: number): Dec
         }
         const fields: Record<string, string> = {};
         let n = 0;
+        let fieldBytes = 0;
         for (const [k, v] of attrs) {
           if (CONSUMED.has(k)) continue;
-          if (n++ >= MAX_FIELDS) break;
-          fields[capText(k, 256)] = capText(v, MAX_FIELD_BYTES);
+          const key = capText(k, 256);
+          const value = capText(v, MAX_FIELD_BYTES);
+          fieldBytes += Buffer.byteLength(key) + Buffer.byteLength(value);
+          if (n++ >= MAX_FIELDS || fieldBytes > MAX_FIELDS_BYTES) break;
+          fields[key] = value;
         }
         const step = get(Attr.buildStep);
         out.rows.push({
@@ -221,7 +269,7 @@ export function decodeLogs(req: z.infer<typeof LogsRequest>, nowMs: number): Dec
           templateId,
           buildId: kind === 'build' ? buildId : null,
           step: kind === 'build' && step ? capText(step, 64) : null,
-          tsMs: nanosToMs(rec.timeUnixNano) ?? nanosToMs(rec.observedTimeUnixNano) ?? nowMs,
+          tsMs: recordTime(nanosToMs(rec.timeUnixNano) ?? nanosToMs(rec.observedTimeUnixNano), nowMs),
           level: levelOf(rec.severityNumber, rec.severityText),
           message: capText(anyValueText(rec.body), MAX_MESSAGE_BYTES),
           fields,
@@ -256,6 +304,11 @@ export function decodeMetrics(req: z.infer<typeof MetricsRequest>, nowMs: number
   };
   for (const rm of req.resourceMetrics ?? []) {
     const res = attrMap(rm.resource?.attributes);
+    if (!res) {
+      const points = (rm.scopeMetrics ?? []).flatMap((sm) => sm.metrics ?? []).reduce((a, m) => a + (m.gauge?.dataPoints?.length ?? 0) + (m.sum?.dataPoints?.length ?? 0), 0);
+      for (let i = 0; i < Math.max(points, 1); i++) reject('a Cove attribute (cove.*, service.*) appears twice with different values');
+      continue;
+    }
     const instance = res.get(Attr.serviceInstanceId);
     const source = instance ? `${res.get(Attr.serviceName) ?? ''}/${instance}` : undefined;
     for (const sm of rm.scopeMetrics ?? []) {
@@ -270,7 +323,7 @@ export function decodeMetrics(req: z.infer<typeof MetricsRequest>, nowMs: number
             reject(`${m.name}: a data point needs a finite, non-negative asDouble or asInt`);
             continue;
           }
-          const tsMs = nanosToMs(p.timeUnixNano) ?? nowMs;
+          const tsMs = recordTime(nanosToMs(p.timeUnixNano), nowMs);
           if (nodeGauge) {
             if (!source) {
               reject(`${m.name}: node metrics need the resource attribute ${Attr.serviceInstanceId}`);
@@ -280,6 +333,10 @@ export function decodeMetrics(req: z.infer<typeof MetricsRequest>, nowMs: number
             continue;
           }
           const attrs = attrMap(p.attributes);
+          if (!attrs) {
+            reject(`${m.name}: a Cove attribute appears twice with different values`);
+            continue;
+          }
           const teamId = idOrNull(attrs.get(Attr.teamId) ?? res.get(Attr.teamId));
           const sandboxId = idOrNull(attrs.get(Attr.sandboxId) ?? res.get(Attr.sandboxId));
           if (!teamId || !sandboxId) {

@@ -13,6 +13,11 @@ const LEVEL_RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error
 /** Fixed per-row cost (row header, integer columns, index entries) on top of the text a row holds. */
 const LOG_ROW_OVERHEAD = 96;
 const METRIC_ROW_OVERHEAD = 120;
+/**
+ * A log answer stops adding entries past this many bytes of messages and fields (the caller pages on by time):
+ * 1000 entries of 16 KiB messages must not become one 40 MiB response.
+ */
+export const MAX_ANSWER_BYTES = 8 * 1024 * 1024;
 /** Retention trims to this share of the bound, so a full store is not trimmed on every single insert. */
 const TRIM_TO = 0.9;
 
@@ -246,8 +251,8 @@ export class Store {
            AND level >= @minLevel ${search}
          ORDER BY ts ${order}, id ${order} LIMIT @limit`,
       )
-      .all({ ...q, search: q.search ?? null, minLevel: LEVEL_RANK[q.minLevel] });
-    return rows.map(toLog);
+      .iterate({ ...q, search: q.search ?? null, minLevel: LEVEL_RANK[q.minLevel] });
+    return bounded(rows);
   }
 
   buildLogs(q: { teamId: string; templateId: string; buildId: string; startMs: number; endMs: number; offset: number; limit: number; direction: Direction; minLevel: LogLevel }): StoredLog[] {
@@ -259,8 +264,8 @@ export class Store {
            AND ts >= @startMs AND ts <= @endMs AND level >= @minLevel
          ORDER BY ts ${order}, id ${order} LIMIT @limit OFFSET @offset`,
       )
-      .all({ ...q, minLevel: LEVEL_RANK[q.minLevel] });
-    return rows.map(toLog);
+      .iterate({ ...q, minLevel: LEVEL_RANK[q.minLevel] });
+    return bounded(rows);
   }
 
   sandboxMetrics(q: { teamId: string; sandboxId: string; startMs: number; endMs: number; limit: number }): StoredSample[] {
@@ -301,6 +306,19 @@ interface SampleRow {
 
 function toSample(r: SampleRow): StoredSample {
   return { tsMs: r.ts, cpuUsedPct: r.cpu_used_pct, cpuCount: r.cpu_count, memUsed: r.mem_used, memTotal: r.mem_total, diskUsed: r.disk_used, diskTotal: r.disk_total };
+}
+
+/** Rows as entries, up to MAX_ANSWER_BYTES (at least one, so a caller paging by time always moves on). */
+function bounded(rows: IterableIterator<unknown>): StoredLog[] {
+  const out: StoredLog[] = [];
+  let bytes = 0;
+  for (const r of rows) {
+    const x = r as { message: string; fields: string };
+    bytes += x.message.length + x.fields.length;
+    if (bytes > MAX_ANSWER_BYTES && out.length > 0) break;
+    out.push(toLog(r));
+  }
+  return out;
 }
 
 function toLog(r: unknown): StoredLog {
