@@ -210,7 +210,7 @@ export async function down(o: DeploymentOptions): Promise<void> {
     });
     o.say(`killed ${n} sandbox(es) on ${node.nodeId}`);
   }
-  for (const name of [...nodes.map((_, i) => orchestratorName(i)).reverse(), 'edge', 'control-plane', 'registry']) {
+  for (const name of [...nodes.map((_, i) => orchestratorName(i)).reverse(), 'edge', 'collector', 'control-plane', 'registry']) {
     o.say((await stop(paths.run, name)) ? `${name}: stopped` : `${name}: not running`);
   }
 }

@@ -37,7 +37,7 @@ async function fresh(o: DeploymentOptions): Promise<void> {
 
 const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
 
-withDeploymentFlags(program.command('up').description('start the registry, control plane, edge and orchestrator on this machine')).action(
+withDeploymentFlags(program.command('up').description('start the registry, control plane, collector, edge and orchestrator on this machine')).action(
   async (opts) => {
     const o = deploymentOptions(opts);
     const env = await up(o);

@@ -16,6 +16,8 @@ export interface DeploymentSecrets {
   nodeCredentialKey: string;
   /** Authenticates snapshot and template manifests in cluster storage (orchestrators only). */
   artifactKey: string;
+  /** Bearer token of the cluster's collector: OTLP senders (orchestrators, edges) and the edge's log/metric queries. */
+  collectorToken: string;
 }
 
 export const REGISTRY_USERNAME = 'cove';
@@ -30,7 +32,7 @@ export function nodeTokenOf(secrets: Pick<DeploymentSecrets, 'nodeCredentialKey'
 /** Loads the secrets, adding any a newer Cove needs (older deployments keep the ones they have). */
 export function loadOrCreateSecrets(file: string): DeploymentSecrets {
   const have = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Partial<DeploymentSecrets>) : {};
-  const keys: Array<keyof DeploymentSecrets> = ['adminToken', 'clusterToken', 'registryPassword', 'registryHttpSecret', 'uploadSecret', 'nodeCredentialKey', 'artifactKey'];
+  const keys: Array<keyof DeploymentSecrets> = ['adminToken', 'clusterToken', 'registryPassword', 'registryHttpSecret', 'uploadSecret', 'nodeCredentialKey', 'artifactKey', 'collectorToken'];
   const secrets = { ...have } as DeploymentSecrets;
   let changed = !existsSync(file);
   for (const k of keys) {

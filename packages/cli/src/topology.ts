@@ -25,6 +25,8 @@ export interface Ports {
   orchestratorProxy: number;
   /** The cluster's OCI registry (image pulls for `fromImage` builds). */
   registry: number;
+  /** The cluster's collector (OTLP/HTTP intake and the log/metric query API): OTLP/HTTP's port. */
+  collector: number;
 }
 
 export function portsFor(offset: number): Ports {
@@ -35,6 +37,7 @@ export function portsFor(offset: number): Ports {
     orchestratorRpc: 5008 + offset,
     orchestratorProxy: 5007 + offset,
     registry: 5000 + offset,
+    collector: 4318 + offset,
   };
 }
 
@@ -76,7 +79,7 @@ export function orchestratorName(i: number): string {
 }
 
 export interface ComponentSpec {
-  name: 'registry' | 'control-plane' | 'edge' | 'orchestrator' | `orchestrator-${number}`;
+  name: 'registry' | 'control-plane' | 'collector' | 'edge' | 'orchestrator' | `orchestrator-${number}`;
   /** Workspace package whose dist/src/main.js runs under node (the Cove components). */
   pkg?: string;
   /** Any other program: `match` is what its /proc cmdline contains (how the supervisor recognises it). */
@@ -100,6 +103,10 @@ export function clusterDirs(paths: StatePaths): { registryConfig: string; regist
   };
 }
 
+export function collectorUrl(t: Topology): string {
+  return `http://${t.host}:${t.ports.collector}`;
+}
+
 export function registryUrl(t: Topology): string {
   return `http://${t.host}:${t.ports.registry}`;
 }
@@ -112,6 +119,9 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
   // One storage for the edge (upload URLs) and the orchestrator (build files, layers, manifests): one machine.
   const storageUrl = pathToFileURL(dirs.storage).href;
   const registry = registryCommand(registryConfig);
+  const controlPlaneUrl = `http://${t.host}:${t.ports.controlPlane}`;
+  // Where orchestrators and edges send OTLP and the edge asks for logs and metrics (docs/observability.md).
+  const telemetry = { COVE_COLLECTOR_URL: collectorUrl(t), COVE_COLLECTOR_TOKEN: s.collectorToken };
   return [
     {
       name: 'registry',
@@ -148,6 +158,22 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
       },
     },
     {
+      // Before the edge and the nodes: they send to it from their first record.
+      name: 'collector',
+      pkg: 'collector',
+      health: `${collectorUrl(t)}/health`,
+      readyStatus: [200],
+      env: {
+        COVE_COLLECTOR_HOST: t.host,
+        COVE_COLLECTOR_PORT: String(t.ports.collector),
+        COVE_COLLECTOR_TOKEN: s.collectorToken,
+        COVE_DATA_DIR: join(paths.data, 'collector'),
+        // The anonymized report (POST /cluster/v1/metrics) goes to the control plane with the cluster token.
+        COVE_CONTROL_PLANE_URL: controlPlaneUrl,
+        COVE_CLUSTER_TOKEN: s.clusterToken,
+      },
+    },
+    {
       name: 'edge',
       pkg: 'edge',
       // 503 until a node registers: listening is what the edge needs to be before the orchestrator starts.
@@ -164,7 +190,8 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_UPLOAD_SECRET: s.uploadSecret,
         COVE_EDGE_PUBLIC_URL: edgeUrl,
         // Auto-resume: the edge asks the control plane to wake a paused sandbox its traffic is for.
-        COVE_CONTROL_PLANE_URL: `http://${t.host}:${t.ports.controlPlane}`,
+        COVE_CONTROL_PLANE_URL: controlPlaneUrl,
+        ...telemetry,
       },
     },
     ...t.nodes.map(
@@ -193,6 +220,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
           COVE_REGISTRY_USERNAME: REGISTRY_USERNAME,
           COVE_REGISTRY_PASSWORD: s.registryPassword,
           COVE_ARTIFACT_KEY: s.artifactKey,
+          ...telemetry,
         },
       }),
     ),

@@ -43,8 +43,8 @@ test('components get the cluster registry and storage settings; each deployment 
     const { topo, paths, secrets, specs } = setup(d.offset, d.state);
     assert.deepEqual(
       specs.map((s) => s.name),
-      ['registry', 'control-plane', 'edge', 'orchestrator'],
-      'registry first: the orchestrator pulls from it',
+      ['registry', 'control-plane', 'collector', 'edge', 'orchestrator'],
+      'registry first: the orchestrator pulls from it; the collector before its senders',
     );
     const edge = specs.find((s) => s.name === 'edge')!.env;
     const orch = specs.find((s) => s.name === 'orchestrator')!.env;
@@ -58,6 +58,17 @@ test('components get the cluster registry and storage settings; each deployment 
     assert.ok(edge.COVE_UPLOAD_SECRET.length >= 32);
     assert.equal(edge.COVE_EDGE_PUBLIC_URL, `http://127.0.0.1:${topo.ports.edgeApi}`);
     assert.equal(orch.COVE_LAYER_CACHE_MB, undefined, 'left to the orchestrator default');
+    const collector = specs.find((s) => s.name === 'collector')!.env;
+    assert.equal(collector.COVE_COLLECTOR_PORT, String(4318 + d.offset));
+    assert.equal(collector.COVE_COLLECTOR_TOKEN, secrets.collectorToken);
+    assert.ok(secrets.collectorToken.length >= 32);
+    assert.equal(collector.COVE_DATA_DIR, join(paths.data, 'collector'));
+    assert.equal(collector.COVE_CONTROL_PLANE_URL, `http://127.0.0.1:${3000 + d.offset}`);
+    assert.equal(collector.COVE_CLUSTER_TOKEN, secrets.clusterToken);
+    for (const env of [edge, orch]) {
+      assert.equal(env.COVE_COLLECTOR_URL, `http://127.0.0.1:${4318 + d.offset}`);
+      assert.equal(env.COVE_COLLECTOR_TOKEN, secrets.collectorToken);
+    }
     seen.storage.add(orch.COVE_STORAGE_URL);
     seen.registry.add(orch.COVE_REGISTRY_URL);
     seen.registryData.add(clusterDirs(paths).registryStorage);

@@ -26,6 +26,31 @@ export const SandboxMetric = {
   diskTotal: 'cove.sandbox.disk.total',
 } as const;
 
+/**
+ * Node gauges an orchestrator sends about its whole machine (resource `service.instance.id` = node id), the only
+ * source of the anonymized report's node figures and counts. Bytes for memory and disk. The `*.total` names
+ * below `builds`/`errors` are cumulative sums since the sender started (a restart resets them; the collector
+ * reports the increase per report interval).
+ */
+export const NodeMetric = {
+  cpuCount: 'cove.node.cpu.count',
+  cpuUsedPct: 'cove.node.cpu.used_pct',
+  memoryTotal: 'cove.node.memory.total',
+  memoryUsed: 'cove.node.memory.used',
+  diskTotal: 'cove.node.disk.total',
+  diskUsed: 'cove.node.disk.used',
+  sandboxesRunning: 'cove.node.sandboxes.running',
+  sandboxesPaused: 'cove.node.sandboxes.paused',
+  sandboxesStarting: 'cove.node.sandboxes.starting',
+  buildsRunning: 'cove.node.builds.running',
+  buildsSucceededTotal: 'cove.node.builds.succeeded.total',
+  buildsFailedTotal: 'cove.node.builds.failed.total',
+  sandboxCreateFailedTotal: 'cove.node.sandbox_create.failed.total',
+  resumeFailedTotal: 'cove.node.resume.failed.total',
+  /** Telemetry records a sender dropped (collector down, queue full): `cove_telemetry_dropped_total` as OTLP. */
+  telemetryDroppedTotal: 'cove.telemetry.dropped.total',
+} as const;
+
 /** E2B's log levels, and the OTLP severity numbers they map from (debug 5-8, info 9-12, warn 13-16, error 17+). */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export function levelOfSeverity(n: number | undefined): LogLevel {
