@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox, Template, waitForFile } from 'e2b';
 import { pushImage, RegistryClient } from '@cove/oci';
@@ -93,20 +94,36 @@ describe('hostile tenant: links inside a sandbox never reach host files', () => 
   });
 
   test('a fromImage layer that carries the links', { timeout: BUILD_TIMEOUT }, async () => {
-    // An image in the cluster registry: the seeded Debian layer, and on top a layer whose /etc files are links
-    // to the host canaries (as anyone who may push to the registry could make it).
+    // An image in the cluster registry: the seeded Debian layer, and on top a layer (as anyone who may push to
+    // the registry could make it) with file-level links at the runtime's /etc files (the import drops those
+    // paths) and /etc itself a /proc/self/root link to the host canary directory's path, under which the layer
+    // carries the image's own copy of /etc, so the sandbox keeps working.
     const topology = JSON.parse(readFileSync(join(d.stateDir, 'topology.json'), 'utf8')) as { templateCacheDir: string; ports: { registry: number } };
     const seedDir = join(topology.templateCacheDir, '.images', 'debian-bookworm');
     const seed = readdirSync(seedDir).map((n) => join(seedDir, n, 'layer.tar.gz')).find((p) => existsSync(p));
     assert.ok(seed, 'cove up seeded debian:bookworm');
     const layer = join(canaryDir, '..', `cove-hostile-layer-${tag}.tar`);
     execFileSync('python3', ['-c', `
-import io, tarfile, sys
-t = tarfile.open(sys.argv[1], 'w')
-for name, target in [('etc/hostname', '/proc/self/root' + sys.argv[2] + '/hostname'), ('etc/hosts', sys.argv[2] + '/hosts'), ('etc/resolv.conf', '../../../../..' + sys.argv[2] + '/resolv.conf')]:
+import tarfile, sys
+seed, out, canary = sys.argv[1], sys.argv[2], sys.argv[3]
+t = tarfile.open(out, 'w')
+def link(name, target):
     ti = tarfile.TarInfo(name); ti.type = tarfile.SYMTYPE; ti.linkname = target; t.addfile(ti)
+link('etc/hostname', '/proc/self/root' + canary + '/hostname')
+link('etc/hosts', canary + '/hosts')
+with tarfile.open(seed, 'r:gz') as s:
+    for m in s:
+        name = m.name[2:] if m.name.startswith('./') else m.name
+        if name == 'etc' or name.startswith('etc/'):
+            m.name = canary.lstrip('/') + name[3:]
+            if m.islnk():
+                target = m.linkname[2:] if m.linkname.startswith('./') else m.linkname
+                if not target.startswith('etc/'): continue
+                m.linkname = canary.lstrip('/') + target[3:]
+            t.addfile(m, s.extractfile(m) if m.isfile() else None)
+link('etc', '/proc/self/root' + canary)
 t.close()
-`, layer, canaryDir]);
+`, seed, layer, canaryDir]);
     try {
       const secrets = JSON.parse(readFileSync(join(d.stateDir, 'secrets.json'), 'utf8')) as { registryPassword: string };
       const client = new RegistryClient({ url: `http://127.0.0.1:${topology.ports.registry}`, username: 'cove', password: secrets.registryPassword });
@@ -114,13 +131,39 @@ t.close()
     } finally {
       rmSync(layer, { force: true });
     }
-    const t = Template().fromImage(`cove-e2e/hostile-${tag}:1`).runCmd('ls -l /etc/hostname', { user: 'root' });
+    const t = Template().fromImage(`cove-e2e/hostile-${tag}:1`).runCmd('echo built > /tmp/built', { user: 'root' });
     const info = await Template.build(t, `e2e-links-image-${tag}`, { cpuCount: 1, memoryMB: 512 });
     assertHostUntouched('after the build');
     const sbx = await Sandbox.create(info.name, { timeoutMs: 120_000 });
     made.push(sbx);
-    await etcFilesArePlain(sbx, sbx.sandboxId);
+    assert.equal((await sbx.commands.run('readlink /etc; cat /tmp/built')).stdout, `/proc/self/root${canaryDir}\nbuilt\n`);
     assertHostUntouched('after create');
+  });
+
+  test('COPY keeps links as E2B does: relative and absolute as links; resolveSymlinks copies targets', { timeout: BUILD_TIMEOUT }, async () => {
+    const ctx = mkdtempSync(join(tmpdir(), 'cove-links-'));
+    try {
+      mkdirSync(join(ctx, 'links'));
+      writeFileSync(join(ctx, 'links', 'real.txt'), 'real\n');
+      symlinkSync('real.txt', join(ctx, 'links', 'rel'));
+      symlinkSync(`${canaryDir}/hostname`, join(ctx, 'links', 'abs'));
+      // (A dangling link the SDK itself cannot upload: it stats every entry. The node keeps one as a link:
+      // orchestrator test copy-source.test.ts.)
+      mkdirSync(join(ctx, 'resolved'));
+      symlinkSync(join(ctx, 'links', 'real.txt'), join(ctx, 'resolved', 'was-link.txt'));
+      const t = Template({ fileContextPath: ctx })
+        .fromTemplate('base')
+        .copy('links', '/links/')
+        .copy('resolved', '/resolved/', { resolveSymlinks: true });
+      const info = await Template.build(t, `e2e-copy-links-${tag}`, { cpuCount: 1, memoryMB: 512 });
+      const sbx = await Sandbox.create(info.name, { timeoutMs: 120_000 });
+      made.push(sbx);
+      const r = await sbx.commands.run('cd /links && readlink rel abs && cat rel && test -f /resolved/was-link.txt && ! test -L /resolved/was-link.txt && cat /resolved/was-link.txt');
+      assert.equal(r.stdout, `real.txt\n${canaryDir}/hostname\nreal\nreal\n`);
+      assertHostUntouched('after copying links');
+    } finally {
+      rmSync(ctx, { recursive: true, force: true });
+    }
   });
 
   test('a running sandbox plants links, then is snapshotted, paused and resumed in place, and resumed on another node', { timeout: 300_000 }, async () => {

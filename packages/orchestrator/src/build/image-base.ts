@@ -84,7 +84,10 @@ export class RegistryImageBase implements ImageBaseResolver {
       await importLayer(await client.openBlob(repository, d), dir, { idOffset: this.o.idOffset });
       // Members relative to the dir without a `./` root entry, as runtime exports are (layer-export.ts).
       const names = (await readdir(dir)).sort();
-      await pexec('tar', ['-c', '-f', tarFile, '-C', dir, ...LAYER_TAR_FLAGS, '--', ...names], { maxBuffer: 1024 * 1024 });
+      // A layer that held only what the runtime provides (its /etc/hosts, say) is empty here: GNU tar refuses to
+      // make an empty archive from no names, but writes one from an empty name list.
+      const members = names.length ? ['--', ...names] : ['-T', '/dev/null'];
+      await pexec('tar', ['-c', '-f', tarFile, '-C', dir, ...LAYER_TAR_FLAGS, ...members], { maxBuffer: 1024 * 1024 });
       const h = createHash('sha256');
       await pipeline(createReadStream(tarFile), async function* (src) {
         for await (const c of src) h.update(c as Buffer);
