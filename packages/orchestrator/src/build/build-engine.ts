@@ -286,8 +286,11 @@ export class BuildEngine {
   private async must(p: Promise<{ exitCode: number; error: string; tail: string }>, step: string, what: string): Promise<void> {
     const r = await p;
     if (r.exitCode !== 0) {
+      // The failure message travels to the control plane (it records the build's reason): step and exit code only.
+      // What the step printed, and envd's own error text (the sandbox controls both), stay in the build log.
       const last = r.tail.trim().split('\n').slice(-1)[0] ?? '';
-      throw new BuildStepFailed(step, `${what} (exit code ${r.exitCode})${r.error ? `: ${r.error}` : last ? `: ${last}` : ''}`);
+      if (r.error || last) this.say(r.error || last, step, 'error');
+      throw new BuildStepFailed(step, `${what} (exit code ${r.exitCode})`);
     }
   }
 
