@@ -38,7 +38,7 @@ const TeamParams = z.object({ teamID: z.string().min(1).max(128) });
 const uint = (what: string, max = Number.MAX_SAFE_INTEGER) =>
   z
     .string()
-    .regex(/^\d{1,16}$/, `${what} must be a non-negative integer`)
+    .regex(/^\d{1,20}$/, `${what} must be a non-negative integer`)
     .transform(Number)
     .refine((n) => n <= max, `${what} is too large`);
 /** A limit: non-negative integer, clamped to `cap` (E2B clamps too). */
