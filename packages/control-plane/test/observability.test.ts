@@ -45,12 +45,12 @@ describe(`observability routes (${engine} store)`, { skip: engine === 'postgres'
   const api = (path: string, k = key) => call(cp.url, 'GET', path, { key: k });
 
   /** Follows nothing: asserts a 307 to the same path on the public port and returns the verified grant. */
-  async function redirected(path: string, k = key): Promise<{ url: URL; claims: JWTPayload & Record<string, unknown> }> {
+  async function redirected(path: string, k = key, to = path): Promise<{ url: URL; claims: JWTPayload & Record<string, unknown> }> {
     const r = await api(path, k);
     assert.equal(r.status, 307, `${path} → ${r.status} ${JSON.stringify(r.body)}`);
     const url = new URL(String(r.headers.location));
     assert.equal(url.origin, new URL(PUBLIC_URL).origin);
-    assert.equal(url.pathname, new URL(path, 'http://x').pathname);
+    assert.equal(url.pathname, new URL(to, 'http://x').pathname);
     const grant = url.searchParams.get('cove_grant');
     assert.ok(grant, 'the redirect carries a grant');
     const jwks = await call(cp.url, 'GET', '/.well-known/cove-grant-jwks.json');
@@ -121,7 +121,8 @@ describe(`observability routes (${engine} store)`, { skip: engine === 'postgres'
     const s = await redirected(`/templates/${build.templateID}/builds/${build.buildID}/status?logsOffset=7`);
     assert.deepEqual([s.claims.scope, s.claims.template_id, s.claims.build_id, s.claims.sandbox_ids], ['build.status', build.templateID, build.buildID, undefined]);
     assert.equal(s.url.searchParams.get('logsOffset'), '7');
-    const byName = await redirected(`/templates/obs/builds/${build.buildID}/logs`);
+    assert.deepEqual(s.claims.build_state, { status: 'building' });
+    const byName = await redirected(`/templates/obs/builds/${build.buildID}/logs`, key, `/templates/${build.templateID}/builds/${build.buildID}/logs`);
     assert.deepEqual([byName.claims.scope, byName.claims.template_id], ['build.logs', build.templateID]);
   });
 

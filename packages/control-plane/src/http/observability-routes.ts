@@ -89,9 +89,11 @@ export function jwksRoute(app: FastifyInstance, grants: GrantSigner): void {
 
 export function observabilityRoutes(app: FastifyInstance, d: ObservabilityDeps): void {
   /** 307 to the same path and (normalised) query on the cluster's public port, with a grant appended. */
-  const redirect = async (req: FastifyRequest, reply: FastifyReply, cluster: Cluster, subject: GrantSubject, clamped: Record<string, number | undefined>) => {
+  const redirect = async (req: FastifyRequest, reply: FastifyReply, cluster: Cluster, subject: GrantSubject, clamped: Record<string, number | undefined>, path?: string) => {
     if (!cluster.publicUrl) throw new ClusterUnavailable(`the team's cluster '${cluster.name}' has no public URL for logs and metrics (register it with publicUrl)`);
     const url = new URL(req.url, 'http://placeholder');
+    // Build routes go to the canonical path (template id, not a name), which the edge matches against the grant.
+    if (path !== undefined) url.pathname = path;
     const query = new URLSearchParams(url.search);
     for (const [k, v] of Object.entries(clamped)) if (v !== undefined) query.set(k, String(v));
     query.set(GRANT_PARAM, await d.grants.sign(cluster.id, teamOf(req).id, subject));
@@ -143,14 +145,18 @@ export function observabilityRoutes(app: FastifyInstance, d: ObservabilityDeps):
     const { templateID, buildID } = parse(BuildParams, req.params, 'path');
     const q = parse(BuildLogsQuery, req.query, 'query');
     const { cluster, templateId, build } = await d.templates.readableBuild(teamOf(req), templateID, buildID);
-    return redirect(req, reply, cluster, { scope: 'build.logs', templateId, buildId: build.buildId }, { limit: q.limit });
+    const path = `/templates/${encodeURIComponent(templateId)}/builds/${encodeURIComponent(build.buildId)}/logs`;
+    return redirect(req, reply, cluster, { scope: 'build.logs', templateId, buildId: build.buildId }, { limit: q.limit }, path);
   });
 
   app.get('/templates/:templateID/builds/:buildID/status', async (req, reply) => {
     const { templateID, buildID } = parse(BuildParams, req.params, 'path');
     const q = parse(BuildStatusQuery, req.query, 'query');
     const { cluster, templateId, build } = await d.templates.readableBuild(teamOf(req), templateID, buildID);
-    return redirect(req, reply, cluster, { scope: 'build.status', templateId, buildId: build.buildId }, { limit: q.limit });
+    const path = `/templates/${encodeURIComponent(templateId)}/builds/${encodeURIComponent(build.buildId)}/status`;
+    const reason = build.status === 'error' && build.reason ? { reason: { message: build.reason.message, ...(build.reason.step ? { step: build.reason.step } : {}) } } : {};
+    const state = { status: build.status, ...reason };
+    return redirect(req, reply, cluster, { scope: 'build.status', templateId, buildId: build.buildId, state }, { limit: q.limit }, path);
   });
 
   // Team metrics from the control plane's own records: how many sandboxes ran at once, how fast they started.

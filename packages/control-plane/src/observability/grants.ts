@@ -19,7 +19,16 @@ export type GrantScope = 'sandbox.logs' | 'sandbox.metrics' | 'build.logs' | 'bu
 
 export type GrantSubject =
   | { scope: 'sandbox.logs' | 'sandbox.metrics'; sandboxIds: string[] }
-  | { scope: 'build.logs' | 'build.status'; templateId: string; buildId: string };
+  | { scope: 'build.logs' | 'build.status'; templateId: string; buildId: string; state?: RecordedBuildState };
+
+/**
+ * The build's state as the control plane records it, for the edge to answer with when no node knows the build
+ * (not started yet, or its node is gone). The reason carries the step and exit code only, never step output.
+ */
+export interface RecordedBuildState {
+  status: 'waiting' | 'building' | 'ready' | 'error';
+  reason?: { message: string; step?: string };
+}
 
 export interface GrantClaims {
   iss: string;
@@ -29,6 +38,7 @@ export interface GrantClaims {
   sandbox_ids?: string[];
   template_id?: string;
   build_id?: string;
+  build_state?: RecordedBuildState;
   iat: number;
   exp: number;
 }
@@ -73,6 +83,7 @@ export class GrantSigner {
     else {
       claims.template_id = subject.templateId;
       claims.build_id = subject.buildId;
+      if (subject.state) claims.build_state = subject.state;
     }
     const iat = Math.floor(now / 1000);
     return new SignJWT(claims)
