@@ -122,6 +122,7 @@ describe(`observability routes (${engine} store)`, { skip: engine === 'postgres'
     assert.deepEqual([s.claims.scope, s.claims.template_id, s.claims.build_id, s.claims.sandbox_ids], ['build.status', build.templateID, build.buildID, undefined]);
     assert.equal(s.url.searchParams.get('logsOffset'), '7');
     assert.deepEqual(s.claims.build_state, { status: 'building' });
+    assert.equal(s.claims.node_id, 'node-a', 'the builder node, asked first by the edge');
     const byName = await redirected(`/templates/obs/builds/${build.buildID}/logs`, key, `/templates/${build.templateID}/builds/${build.buildID}/logs`);
     assert.deepEqual([byName.claims.scope, byName.claims.template_id], ['build.logs', build.templateID]);
   });

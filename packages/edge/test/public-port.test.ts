@@ -264,6 +264,19 @@ describe('edge public port: grants, collector answers, build status', () => {
     const past = await get('/templates/tpl1/builds/b1/status?logsOffset=3', g);
     assert.deepEqual(past.body.logEntries, []);
 
+    // The builder node named by the grant answers first (another node only knows what reached storage so far).
+    const other = await new FakeNode({ nodeId: 'node-b' }).start();
+    try {
+      await other.heartbeat(edge.apiUrl);
+      other.builds.set('b1', create(BuildRequestSchema, { templateId: 'tpl1', buildId: 'b1', steps: [{ type: 'RUN', args: ['only'] }] }));
+      for (const [nodeId, n] of [['node-b', 1], ['node-a', 3]] as const) {
+        const r = await get('/templates/tpl1/builds/b1/status', await grant({ scope: 'build.status', template_id: 'tpl1', build_id: 'b1', node_id: nodeId }));
+        assert.equal(r.body.logEntries.length, n, `builder ${nodeId}`);
+      }
+    } finally {
+      await other.close();
+    }
+
     const gone = await get('/templates/tpl1/builds/b9/status', await grant({ scope: 'build.status', template_id: 'tpl1', build_id: 'b9', build_state: { status: 'error', reason: { message: 'step 2 failed (exit code 1)', step: '2' } } }));
     assert.equal(gone.status, 200);
     assert.deepEqual(gone.body, { templateID: 'tpl1', buildID: 'b9', status: 'error', logEntries: [], logs: [], reason: { message: 'step 2 failed (exit code 1)', step: '2' } });
@@ -299,7 +312,7 @@ describe('edge public port: grants, collector answers, build status', () => {
     assert.match(text, /cove_edge_public_requests_total\{route="logs.v2",status="200"\} \d+/);
     assert.match(text, /cove_edge_grant_refusals_total\{status="401"\} \d+/);
     assert.match(text, /cove_edge_collector_errors_total \d+/);
-    assert.match(text, /cove_edge_nodes\{status="healthy"\} 1/);
+    assert.match(text, /cove_edge_nodes\{status="healthy"\} [1-9]/);
     assert.ok(!text.includes('sbxa'), 'no sandbox ids in metrics');
   });
 });

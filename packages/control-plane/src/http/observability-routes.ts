@@ -156,7 +156,7 @@ export function observabilityRoutes(app: FastifyInstance, d: ObservabilityDeps):
     const path = `/templates/${encodeURIComponent(templateId)}/builds/${encodeURIComponent(build.buildId)}/status`;
     const reason = build.status === 'error' && build.reason ? { reason: { message: build.reason.message, ...(build.reason.step ? { step: build.reason.step } : {}) } } : {};
     const state = { status: build.status, ...reason };
-    return redirect(req, reply, cluster, { scope: 'build.status', templateId, buildId: build.buildId, state }, { limit: q.limit }, path);
+    return redirect(req, reply, cluster, { scope: 'build.status', templateId, buildId: build.buildId, state, ...(build.nodeId ? { nodeId: build.nodeId } : {}) }, { limit: q.limit }, path);
   });
 
   // Team metrics from the control plane's own records: how many sandboxes ran at once, how fast they started.

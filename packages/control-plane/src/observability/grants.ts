@@ -19,7 +19,7 @@ export type GrantScope = 'sandbox.logs' | 'sandbox.metrics' | 'build.logs' | 'bu
 
 export type GrantSubject =
   | { scope: 'sandbox.logs' | 'sandbox.metrics'; sandboxIds: string[] }
-  | { scope: 'build.logs' | 'build.status'; templateId: string; buildId: string; state?: RecordedBuildState };
+  | { scope: 'build.logs' | 'build.status'; templateId: string; buildId: string; state?: RecordedBuildState; nodeId?: string };
 
 /**
  * The build's state as the control plane records it, for the edge to answer with when no node knows the build
@@ -39,6 +39,7 @@ export interface GrantClaims {
   template_id?: string;
   build_id?: string;
   build_state?: RecordedBuildState;
+  node_id?: string;
   iat: number;
   exp: number;
 }
@@ -84,6 +85,8 @@ export class GrantSigner {
       claims.template_id = subject.templateId;
       claims.build_id = subject.buildId;
       if (subject.state) claims.build_state = subject.state;
+      // The builder node: asked first, as another node only knows what reached cluster storage so far.
+      if (subject.nodeId) claims.node_id = subject.nodeId;
     }
     const iat = Math.floor(now / 1000);
     return new SignJWT(claims)

@@ -22,6 +22,7 @@ const Claims = z.object({
   template_id: z.string().min(1).max(256).optional(),
   build_id: z.string().min(1).max(128).optional(),
   build_state: BuildState.optional(),
+  node_id: z.string().min(1).max(128).optional(),
 });
 export type Grant = z.infer<typeof Claims>;
 

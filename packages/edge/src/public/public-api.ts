@@ -268,9 +268,15 @@ async function answer(deps: PublicApiDeps, name: string, p: string[], q: Query, 
   }
 }
 
-/** BuildStatus from the node that has the build (or any node: finished builds' logs are in cluster storage). */
-async function askNodes(deps: PublicApiDeps, templateId: string, buildId: string, offset: number, limit: number): Promise<BuildStatusResponse | undefined> {
-  const nodes = (await deps.directory.list()).filter((n) => n.status !== 'unhealthy');
+/**
+ * BuildStatus from the builder node (the grant names it), else from any other node: a finished build's log and
+ * manifest are in cluster storage. The builder goes first, since another node only sees what storage holds so far
+ * and would call a running build failed.
+ */
+async function askNodes(deps: PublicApiDeps, grant: Grant, templateId: string, buildId: string, offset: number, limit: number): Promise<BuildStatusResponse | undefined> {
+  const nodes = (await deps.directory.list())
+    .filter((n) => n.status !== 'unhealthy')
+    .sort((a, b) => Number(b.nodeId === grant.node_id) - Number(a.nodeId === grant.node_id));
   for (const n of nodes) {
     try {
       return await deps.nodeClients.buildStatus(n.nodeId, n.rpcUrl, templateId, buildId, offset, limit);
@@ -290,7 +296,7 @@ async function buildStatus(deps: PublicApiDeps, grant: Grant, templateId: string
   if (recorded?.status === 'waiting' || limit === 0) {
     return { ...base, status: recorded?.status ?? 'building', logEntries: [], logs: [], ...(recorded?.reason ? { reason: recorded.reason } : {}) };
   }
-  let res = await askNodes(deps, templateId, buildId, level ? 0 : offset, level ? MAX_BUILD_LOG_LIMIT : limit);
+  let res = await askNodes(deps, grant, templateId, buildId, level ? 0 : offset, level ? MAX_BUILD_LOG_LIMIT : limit);
   if (!res) {
     // No node knows it (its node left): the state the control plane recorded, with no log entries.
     return { ...base, status: recorded?.status ?? 'building', logEntries: [], logs: [], ...(recorded?.reason ? { reason: recorded.reason } : {}) };
@@ -304,7 +310,7 @@ async function buildStatus(deps: PublicApiDeps, grant: Grant, templateId: string
       matching.push(...res.logEntries.filter((e) => LEVEL_RANK[levelOf(e.level)] >= min));
       at += res.logEntries.length;
       if (matching.length >= offset + limit || res.logEntries.length === 0 || at >= res.logsTotal) break;
-      const next = await askNodes(deps, templateId, buildId, at, MAX_BUILD_LOG_LIMIT);
+      const next = await askNodes(deps, grant, templateId, buildId, at, MAX_BUILD_LOG_LIMIT);
       if (!next) break;
       res = next;
     }
