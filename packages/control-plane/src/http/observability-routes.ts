@@ -152,7 +152,11 @@ export function observabilityRoutes(app: FastifyInstance, d: ObservabilityDeps):
   app.get('/templates/:templateID/builds/:buildID/status', async (req, reply) => {
     const { templateID, buildID } = parse(BuildParams, req.params, 'path');
     const q = parse(BuildStatusQuery, req.query, 'query');
-    const { cluster, templateId, build } = await d.templates.readableBuild(teamOf(req), templateID, buildID);
+    const { cluster, templateId, build: found } = await d.templates.readableBuild(teamOf(req), templateID, buildID);
+    // The SDK learns `ready` from the cluster; the control plane records it on the way (a state-only BuildStatus,
+    // no log entries), so the tags and names the SDK uses next already resolve to the new build.
+    const settled = found.status === 'building' ? await d.templates.settle(found) : found.status;
+    const build = settled === found.status ? found : ((await d.templates.buildRecord(found.buildId)) ?? found);
     const path = `/templates/${encodeURIComponent(templateId)}/builds/${encodeURIComponent(build.buildId)}/status`;
     const reason = build.status === 'error' && build.reason ? { reason: { message: build.reason.message, ...(build.reason.step ? { step: build.reason.step } : {}) } } : {};
     const state = { status: build.status, ...reason };

@@ -109,6 +109,11 @@ export class TemplateService {
     }
   }
 
+  /** A build as recorded now. */
+  buildRecord(buildId: string): Promise<Build | undefined> {
+    return this.templates.getBuild(buildId);
+  }
+
   /** `POST /v3/templates`: a waiting build of the team's template `name` (created when the name is new). */
   async requestBuild(team: Team, input: BuildRequestInput) {
     const cluster = await this.clusters.forTeam(team);
