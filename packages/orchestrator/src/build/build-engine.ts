@@ -287,9 +287,9 @@ export class BuildEngine {
     const r = await p;
     if (r.exitCode !== 0) {
       // The failure message travels to the control plane (it records the build's reason): step and exit code only.
-      // What the step printed, and envd's own error text (the sandbox controls both), stay in the build log.
-      const last = r.tail.trim().split('\n').slice(-1)[0] ?? '';
-      if (r.error || last) this.say(r.error || last, step, 'error');
+      // What the step printed is in the build log already; envd's own error text (the sandbox controls both)
+      // goes there too, inside the cluster.
+      if (r.error) this.say(r.error, step, 'error');
       throw new BuildStepFailed(step, `${what} (exit code ${r.exitCode})`);
     }
   }
