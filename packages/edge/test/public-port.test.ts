@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { BuildRequestSchema } from '@cove/contracts/orchestrator';
-import { SignJWT, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
+import { SignJWT, UnsecuredJWT, exportJWK, generateKeyPair, type CryptoKey } from 'jose';
 import { request } from 'undici';
 import { CLUSTER_TOKEN, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { FakeNode } from './fixtures/fake-node.js';
@@ -174,6 +174,8 @@ describe('edge public port: grants, collector answers, build status', () => {
       [await grant({ scope: 'sandbox.logs', sandbox_ids: ['sbxa'] }, { aud: 'another-cluster' }), /invalid cove_grant/],
       [await grant({ scope: 'sandbox.logs', sandbox_ids: ['sbxa'] }, { iss: 'someone-else' }), /invalid cove_grant/],
       [await grant({ scope: 'everything' }), /invalid cove_grant/],
+      // An unsigned token (alg none) with the right claims is no grant.
+      [new UnsecuredJWT({ scope: 'sandbox.logs', sandbox_ids: ['sbxa'] }).setIssuer('cove-control-plane').setAudience(CLUSTER_ID).setSubject(TEAM).setIssuedAt().setExpirationTime('1m').encode(), /invalid cove_grant/],
     ];
     for (const [g, re] of cases) {
       const r = await get('/v2/sandboxes/sbxa/logs', g);
