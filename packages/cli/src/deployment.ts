@@ -167,6 +167,8 @@ async function register(topo: Topology, secrets: DeploymentSecrets, paths: State
     endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
     token: secrets.clusterToken,
     sandboxDomain: topo.domain,
+    // Where the control plane redirects log, metric and build-status requests (the edge's public port).
+    publicUrl: `http://${topo.host}:${topo.ports.edgePublic}`,
   });
   if (!state.teamId || !state.apiKey) {
     const team = await admin.call<{ team: { id: string }; apiKey: { key: string } }>('POST', '/admin/teams', {
@@ -221,8 +223,16 @@ export interface ComponentStatus {
   healthy: boolean;
 }
 
-/** Components, the node(s) the edge knows and their sandboxes. */
-export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[]; sandboxes: SandboxInfo[] }> {
+/** The cluster's health from its anonymized metrics reports (GET /admin/clusters/{id}/health). */
+export interface ClusterHealthView {
+  status: 'healthy' | 'degraded' | 'unknown';
+  lastReportAt: string | null;
+  report: { sandboxes: { running: number; paused: number; starting: number }; nodes: unknown[] } | null;
+  alerts: Array<{ kind: string; message: string }>;
+}
+
+/** Components, the node(s) the edge knows, their sandboxes and the cluster's health. */
+export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[]; sandboxes: SandboxInfo[]; health?: ClusterHealthView }> {
   const paths = statePaths(o.stateDir);
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
@@ -251,5 +261,14 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     if (!secrets || !out.find((c) => c.name === orchestratorName(i))?.pid) continue;
     sandboxes.push(...(await listSandboxes(`http://${topo.host}:${node.rpcPort}`, nodeTokenOf(secrets, node.nodeId)).catch(() => [])));
   }
-  return { components: out, nodes, sandboxes };
+  let health: ClusterHealthView | undefined;
+  const clusterId = existsSync(paths.state) ? readState(paths).clusterId : undefined;
+  if (secrets && clusterId && out.find((c) => c.name === 'control-plane')?.healthy) {
+    const res = await request(`http://${topo.host}:${topo.ports.controlPlane}/admin/clusters/${encodeURIComponent(clusterId)}/health`, {
+      headers: { 'x-admin-token': secrets.adminToken },
+    }).catch(() => undefined);
+    if (res?.statusCode === 200) health = (await res.body.json()) as ClusterHealthView;
+    else await res?.body.dump();
+  }
+  return { components: out, nodes, sandboxes, ...(health ? { health } : {}) };
 }

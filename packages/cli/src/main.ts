@@ -69,6 +69,12 @@ withDeploymentFlags(program.command('status').description('show components, node
     for (const n of s.nodes as Array<{ nodeId: string; status: string }>) {
       say(`node ${n.nodeId}  ${n.status}`);
     }
+    if (s.health) {
+      const h = s.health;
+      say(`cluster health ${h.status}${h.lastReportAt ? `  (last metrics report ${h.lastReportAt})` : ''}`);
+      if (h.report) say(`  sandboxes running ${h.report.sandboxes.running}, paused ${h.report.sandboxes.paused}, starting ${h.report.sandboxes.starting}; ${h.report.nodes.length} node(s) reporting`);
+      for (const a of h.alerts) say(`  ALERT ${a.kind}: ${a.message}`);
+    }
     say(`${s.sandboxes.length} sandbox(es)`);
     for (const sb of s.sandboxes) {
       const end = sb.endTime ? new Date(Number(sb.endTime.seconds) * 1000).toISOString() : '?';

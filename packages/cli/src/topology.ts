@@ -21,6 +21,8 @@ export interface Ports {
   controlPlane: number;
   edgeApi: number;
   edgeTraffic: number;
+  /** The edge's public port: sandbox logs and metrics, build status, behind the control plane's grants. */
+  edgePublic: number;
   orchestratorRpc: number;
   orchestratorProxy: number;
   /** The cluster's OCI registry (image pulls for `fromImage` builds). */
@@ -34,6 +36,7 @@ export function portsFor(offset: number): Ports {
     controlPlane: 3000 + offset,
     edgeApi: 3001 + offset,
     edgeTraffic: 3002 + offset,
+    edgePublic: 3003 + offset,
     orchestratorRpc: 5008 + offset,
     orchestratorProxy: 5007 + offset,
     registry: 5000 + offset,
@@ -183,6 +186,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_EDGE_HOST: t.host,
         COVE_EDGE_API_PORT: String(t.ports.edgeApi),
         COVE_EDGE_TRAFFIC_PORT: String(t.ports.edgeTraffic),
+        COVE_EDGE_PUBLIC_PORT: String(t.ports.edgePublic),
         COVE_CLUSTER_TOKEN: s.clusterToken,
         COVE_NODE_CREDENTIAL_KEY: s.nodeCredentialKey,
         COVE_SANDBOX_DOMAIN: t.domain,

@@ -11,6 +11,10 @@ import { adminAuth, apiKeyAuth } from './http/auth.js';
 import { clusterAuth, clusterRoutes } from './http/cluster-routes.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { notImplementedRoutes } from './http/not-implemented-routes.js';
+import { jwksRoute, observabilityRoutes } from './http/observability-routes.js';
+import { ClusterMetricsStore } from './observability/cluster-health.js';
+import { GrantSigner } from './observability/grants.js';
+import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
 import { templateRoutes } from './http/template-routes.js';
@@ -49,6 +53,8 @@ export interface ControlPlane {
   evictor: Evictor;
   reconciler: Reconciler;
   links: ControlLinks;
+  grants: GrantSigner;
+  clusterMetrics: ClusterMetricsStore;
   /** Starts the background loops (evictor, reconciler, build watcher); main.ts calls it after listen. */
   startBackground(): void;
   /** Stops the background loops, the HTTP server, the control links and the store, in that order. */
@@ -90,6 +96,12 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     2 * config.controlLinkTimeoutMs + 10_000,
     log.child({ module: 'build-watcher' }),
   );
+  const grants = await GrantSigner.open(db.kysely, config.grantIssuer, config.grantTtlS);
+  const clusterMetrics = new ClusterMetricsStore(db.kysely, config.clusterMetricsRetention);
+  const metrics = new ControlPlaneMetrics(async () => {
+    const r = await db.kysely.selectFrom('sandboxes').select((eb) => eb.fn.countAll<number>().as('n')).where('state', '!=', 'killed').executeTakeFirst();
+    return Number(r?.n ?? 0);
+  });
   const evictor = new Evictor(sandboxes, service, config.evictIntervalMs, log.child({ module: 'evictor' }), staleMs);
 
   const reconciler = new Reconciler({
@@ -142,23 +154,26 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   app.decorateRequest('cluster', undefined);
 
   app.get('/health', async () => ({ status: 'ok' }));
+  metrics.install(app, config.adminTokenHash);
+  jwksRoute(app, grants);
 
   await app.register(async (pub) => {
     pub.addHook('onRequest', apiKeyAuth(teams));
     sandboxRoutes(pub, service);
     snapshotRoutes(pub, snapshots);
     templateRoutes(pub, templates, snapshots);
+    observabilityRoutes(pub, { sandboxes, clusters, templates, grants });
     notImplementedRoutes(pub);
   });
 
   await app.register(async (edge) => {
     edge.addHook('onRequest', clusterAuth(clusters));
-    clusterRoutes(edge, service);
+    clusterRoutes(edge, service, clusterMetrics);
   });
 
   await app.register(async (admin) => {
     admin.addHook('onRequest', adminAuth(config.adminTokenHash));
-    adminRoutes(admin, { config, teams, clusters, sandboxes, links });
+    adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics });
   });
 
   await app.ready();
@@ -178,6 +193,8 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     evictor,
     reconciler,
     links,
+    grants,
+    clusterMetrics,
     startBackground() {
       evictor.start();
       reconciler.start();

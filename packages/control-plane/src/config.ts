@@ -53,6 +53,16 @@ const EnvSchema = z.object({
   /** PEM files of the control plane's client certificate and key, for edges requiring mutual TLS. */
   COVE_CONTROL_LINK_CLIENT_CERT: z.string().min(1).optional(),
   COVE_CONTROL_LINK_CLIENT_KEY: z.string().min(1).optional(),
+  /** `iss` of the grants the control plane signs for the clusters' public ports (edges expect the same value). */
+  COVE_GRANT_ISSUER: z.string().min(1).max(256).default('cove-control-plane'),
+  /** How long a grant lives (at most 60 s: it only has to survive one redirect). */
+  COVE_GRANT_TTL_S: int(60, 5).pipe(z.number().max(60)),
+  /** Cluster health alerts: a node's CPU, memory or disk use above this percentage; no report for this long. */
+  COVE_ALERT_CAPACITY_PCT: z.coerce.number().min(1).max(100).default(85),
+  COVE_ALERT_REPORT_STALE_S: int(120, 1),
+  /** Anonymized cluster metrics kept per cluster: by age and by count (a report every 30 s: 20160 = 7 days). */
+  COVE_CLUSTER_METRICS_RETENTION_HOURS: int(168, 1),
+  COVE_CLUSTER_METRICS_MAX_REPORTS: int(20_160, 10),
 }).refine((e) => (e.COVE_ADMIN_TOKEN === undefined) !== (e.COVE_ADMIN_TOKEN_SHA256 === undefined), {
   message: 'set exactly one of COVE_ADMIN_TOKEN and COVE_ADMIN_TOKEN_SHA256',
   path: ['COVE_ADMIN_TOKEN'],
@@ -93,6 +103,10 @@ export interface Config {
   controlLinkTls: Readonly<ControlLinkTls>;
   buildWatchIntervalMs: number;
   buildLostAfterMs: number;
+  grantIssuer: string;
+  grantTtlS: number;
+  alerts: { capacityPct: number; reportStaleMs: number };
+  clusterMetricsRetention: { maxAgeMs: number; maxReports: number };
 }
 
 export class ConfigError extends Error {
@@ -138,6 +152,10 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     transitionWaitMs: e.COVE_TRANSITION_WAIT_MS ?? 2 * e.COVE_CONTROL_LINK_TIMEOUT_MS + 10_000,
     buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,
     buildLostAfterMs: e.COVE_BUILD_LOST_AFTER_MS,
+    grantIssuer: e.COVE_GRANT_ISSUER,
+    grantTtlS: e.COVE_GRANT_TTL_S,
+    alerts: Object.freeze({ capacityPct: e.COVE_ALERT_CAPACITY_PCT, reportStaleMs: e.COVE_ALERT_REPORT_STALE_S * 1000 }),
+    clusterMetricsRetention: Object.freeze({ maxAgeMs: e.COVE_CLUSTER_METRICS_RETENTION_HOURS * 3_600_000, maxReports: e.COVE_CLUSTER_METRICS_MAX_REPORTS }),
     controlLinkTls: loadControlLinkTls(e.COVE_CONTROL_LINK_CA, e.COVE_CONTROL_LINK_CLIENT_CERT, e.COVE_CONTROL_LINK_CLIENT_KEY),
   });
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { NOT_IMPLEMENTED_ROUTES } from '../src/http/not-implemented-routes.js';
-import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
+import { ADMIN_TOKEN, PUBLIC_URL, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 
 describe('public and admin API', () => {
@@ -65,7 +65,7 @@ describe('public and admin API', () => {
     assert.ok(!JSON.stringify(list.body).includes(cluster.token));
     const again = await call(cp.url, 'POST', '/admin/clusters', {
       admin: ADMIN_TOKEN,
-      body: { name: `cluster-${cluster.endpoint}`, endpoint: cluster.endpoint, token: cluster.token, sandboxDomain: 'cove.test' },
+      body: { name: `cluster-${cluster.endpoint}`, endpoint: cluster.endpoint, token: cluster.token, sandboxDomain: 'cove.test', publicUrl: PUBLIC_URL },
     });
     assert.equal(again.status, 200);
     assert.equal(again.body.id, clusterId);

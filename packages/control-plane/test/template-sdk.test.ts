@@ -1,6 +1,6 @@
 // The unchanged e2b SDK's Template API against the control plane, with the wire-level cluster fixture behind
 // it: Template.build (v3 registration, upload link, PUT of the COPY tar to the cluster, v2 start, status
-// polling with logs), failures with reason.step, buildInBackground settled by the watcher, exists, tags.
+// polling with logs, redirected to a stand-in of the cluster's public port), failures with reason.step, buildInBackground settled by the watcher, exists, tags.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,7 +32,8 @@ describe('unchanged e2b SDK Template API against the control plane', () => {
     };
     cp = await startControlPlane();
     let key: string;
-    ({ key, teamId } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 20 }));
+    // Build status reaches the SDK from the cluster's public port (the control plane redirects there).
+    ({ key, teamId } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 20, publicUrl: await cluster.startPublicPort(cp.url) }));
     process.env.E2B_API_URL = cp.url;
     process.env.E2B_API_KEY = key;
   });

@@ -32,7 +32,7 @@ const NODE_CREDENTIAL_KEY = 'edge-node-credential-key-0123456789abcdef';
 const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'tls-node-1');
 
 function clusterAt(endpoint: string) {
-  return { id: 'c1', name: 'tls', endpoint, token: CLUSTER_TOKEN, sandboxDomain: null, createdAt: new Date(), updatedAt: new Date() };
+  return { id: 'c1', name: 'tls', endpoint, token: CLUSTER_TOKEN, sandboxDomain: null, publicUrl: null, createdAt: new Date(), updatedAt: new Date() };
 }
 
 describe('control link over mutual TLS through the real edge', { skip: existsSync(EDGE_MAIN) ? false : 'edge not built' }, () => {

@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createUpstreamAgent } from '@cove/traffic-proxy';
+import type { JWTVerifyGetKey } from 'jose';
 import type { Logger } from 'pino';
 import { createApiServer, type ApiServer } from './api/api-server.js';
 import type { EdgeStatus } from './api/rest-api.js';
@@ -15,7 +16,11 @@ import { H2SessionPool } from './control-link/h2-session-pool.js';
 import { NodeClients } from './nodes/node-client.js';
 import { NodeCredentials } from './nodes/node-credentials.js';
 import { DEFAULT_DIRECTORY_OPTIONS, NodeDirectory, type NodeDirectoryOptions } from './nodes/node-directory.js';
+import { EdgeMetrics } from './metrics.js';
 import { packageVersion } from './package-info.js';
+import { CollectorClient } from './public/collector-client.js';
+import { GrantVerifier } from './public/grant-verifier.js';
+import { createPublicServer } from './public/public-api.js';
 import type { EdgeStore } from './store/edge-store.js';
 import { MemoryStore } from './store/memory-store.js';
 import { RedisStore } from './store/redis-store.js';
@@ -30,6 +35,9 @@ export interface EdgeDeps {
   directoryOptions?: Partial<NodeDirectoryOptions>;
   /** How long a traffic request waits for the control plane to resume a sandbox; default 60 s. */
   resumeTimeoutMs?: number;
+  /** Tests: verify grants with these keys and this cluster id instead of asking the control plane. */
+  grantKeys?: JWTVerifyGetKey;
+  clusterId?: string;
 }
 
 /** Where a listening edge can be reached. */
@@ -38,6 +46,9 @@ export interface EdgeAddresses {
   trafficPort: number;
   apiUrl: string;
   trafficUrl: string;
+  /** The public port (logs, metrics, build status behind grants), when configured. */
+  publicPort?: number;
+  publicUrl?: string;
 }
 
 /** A built edge. */
@@ -65,6 +76,21 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
   const templateFiles = new TemplateFiles(config.storage, log);
+  const metrics = new EdgeMetrics(directory);
+  const publicServer =
+    config.publicPort !== undefined && config.controlPlaneUrl !== undefined
+      ? createPublicServer(
+          {
+            grants: new GrantVerifier({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, issuer: config.grantIssuer, keys: deps.grantKeys, clusterId: deps.clusterId }),
+            collector: config.collector ? new CollectorClient(config.collector) : undefined,
+            directory,
+            nodeClients,
+            metrics,
+            log: log.child({ module: 'public' }),
+          },
+          config.tls,
+        )
+      : undefined;
   const resumer = config.controlPlaneUrl
     ? new SandboxResumer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, log, timeoutMs: deps.resumeTimeoutMs })
     : undefined;
@@ -90,6 +116,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       nodeClients,
       status,
       templateFiles,
+      metrics: metrics.registry,
       log,
     },
     controlLink: { clusterToken: config.clusterToken, credentials, directory, store, sessions, log },
@@ -123,9 +150,11 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     async listen() {
       let apiPort: number;
       let trafficPort: number;
+      let publicPort: number | undefined;
       try {
         apiPort = await listenOn(api.server, config.apiPort);
         trafficPort = await listenOn(traffic, config.trafficPort);
+        if (publicServer) publicPort = await listenOn(publicServer, config.publicPort!);
       } catch (err) {
         // e.g. EADDRINUSE on the second port: release the first so the process can exit.
         await this.close().catch(() => undefined);
@@ -134,12 +163,18 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
       log.info(
-        { apiPort, trafficPort, host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
+        { apiPort, trafficPort, publicPort: publicPort ?? 'off', collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
         'edge listening',
       );
       const apiScheme = config.tls ? 'https' : 'http';
       templateFiles.setPublicUrl(`${apiScheme}://${publicHost(config.host)}:${apiPort}`);
-      return { apiPort, trafficPort, apiUrl: `${apiScheme}://${host}:${apiPort}`, trafficUrl: `http://${host}:${trafficPort}` };
+      return {
+        apiPort,
+        trafficPort,
+        apiUrl: `${apiScheme}://${host}:${apiPort}`,
+        trafficUrl: `http://${host}:${trafficPort}`,
+        ...(publicPort !== undefined ? { publicPort, publicUrl: `${apiScheme}://${host}:${publicPort}` } : {}),
+      };
     },
     drain() {
       draining = true;
@@ -153,7 +188,9 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       if (graceMs > 0) await Promise.race([trafficClosed, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
       clearTimeout(timer);
       traffic.closeAllConnections();
-      await Promise.all([trafficClosed, api.close(graceMs)]);
+      const publicClosed = new Promise<void>((resolve) => (publicServer?.listening ? publicServer.close(() => resolve()) : resolve()));
+      publicServer?.closeAllConnections();
+      await Promise.all([trafficClosed, publicClosed, api.close(graceMs)]);
       sessions.close();
       nodeClients.close();
       agent.destroy();

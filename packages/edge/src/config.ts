@@ -81,6 +81,16 @@ const EnvSchema = z.object({
   COVE_UPLOAD_MAX_BYTES: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(DEFAULT_UPLOAD_MAX_BYTES),
   // The control plane's base URL: set = requests for sandboxes the catalog does not know ask it to resume them.
   COVE_CONTROL_PLANE_URL: baseUrl.optional(),
+  // The public port (docs/observability.md): sandbox logs and metrics, build logs and status for SDK clients the
+  // control plane redirected here with a grant. Unset = not served (`cove up` sets 3003 + its port offset).
+  COVE_EDGE_PUBLIC_PORT: port.optional(),
+  // `iss` the control plane's grants carry (its COVE_GRANT_ISSUER).
+  COVE_GRANT_ISSUER: z.string().min(1).max(256).default('cove-control-plane'),
+  // The cluster's collector query API and its token; unset = log and metric routes answer 503.
+  COVE_COLLECTOR_URL: baseUrl.optional(),
+  COVE_COLLECTOR_TOKEN: secret.optional(),
+  // Deadline of one collector query (headers and body).
+  COVE_COLLECTOR_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(5_000),
 })
   .refine((e) => (e.COVE_EDGE_TLS_CERT === undefined) === (e.COVE_EDGE_TLS_KEY === undefined), {
     message: 'COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY must be set together (or neither, for cleartext)',
@@ -89,6 +99,14 @@ const EnvSchema = z.object({
   .refine((e) => e.COVE_EDGE_TLS_CLIENT_CA === undefined || e.COVE_EDGE_TLS_CERT !== undefined, {
     message: 'COVE_EDGE_TLS_CLIENT_CA needs COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY (mutual TLS is TLS first)',
     path: ['COVE_EDGE_TLS_CLIENT_CA'],
+  })
+  .refine((e) => (e.COVE_COLLECTOR_URL === undefined) === (e.COVE_COLLECTOR_TOKEN === undefined), {
+    message: 'COVE_COLLECTOR_URL and COVE_COLLECTOR_TOKEN must be set together (or neither)',
+    path: ['COVE_COLLECTOR_URL'],
+  })
+  .refine((e) => e.COVE_EDGE_PUBLIC_PORT === undefined || e.COVE_CONTROL_PLANE_URL !== undefined, {
+    message: 'the public port verifies grants against the control plane: set COVE_CONTROL_PLANE_URL too',
+    path: ['COVE_EDGE_PUBLIC_PORT'],
   })
   .refine((e) => (e.COVE_STORAGE_ACCESS_KEY_ID === undefined) === (e.COVE_STORAGE_SECRET_ACCESS_KEY === undefined), {
     message: 'COVE_STORAGE_ACCESS_KEY_ID and COVE_STORAGE_SECRET_ACCESS_KEY must be set together (or neither, for the default AWS chain)',
@@ -139,6 +157,11 @@ export interface EdgeConfig {
   readonly storage: EdgeStorageConfig;
   /** Base URL of the control plane (no trailing slash); undefined = auto-resume on traffic is off. */
   readonly controlPlaneUrl: string | undefined;
+  /** The public port (logs, metrics, build status behind grants); undefined = not served. */
+  readonly publicPort: number | undefined;
+  readonly grantIssuer: string;
+  /** The collector query API; undefined = log and metric routes answer 503. */
+  readonly collector: { readonly url: string; readonly token: string; readonly timeoutMs: number } | undefined;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -171,6 +194,12 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     tls,
     storage,
     controlPlaneUrl: e.COVE_CONTROL_PLANE_URL?.replace(/\/+$/, ''),
+    publicPort: e.COVE_EDGE_PUBLIC_PORT,
+    grantIssuer: e.COVE_GRANT_ISSUER,
+    collector:
+      e.COVE_COLLECTOR_URL !== undefined && e.COVE_COLLECTOR_TOKEN !== undefined
+        ? Object.freeze({ url: e.COVE_COLLECTOR_URL.replace(/\/+$/, ''), token: e.COVE_COLLECTOR_TOKEN, timeoutMs: e.COVE_COLLECTOR_TIMEOUT_MS })
+        : undefined,
   });
 }
 

@@ -233,6 +233,8 @@ describe('template builds', { timeout: 600_000 }, () => {
     assert.equal(s.state, 'error');
     assert.equal(s.failure?.step, '2');
     assert.match(s.failure!.message, /exit code 7/);
+    // The failure message goes to the control plane: the step's output stays in the build log only.
+    assert.doesNotMatch(s.failure!.message, /oops/);
     const logs = await allLogs(req);
     assert.ok(logs.includes('[2] oops'), logs.join('\n'));
     assert.equal(await readManifest(store, req.buildId), null);

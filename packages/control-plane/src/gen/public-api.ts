@@ -942,10 +942,12 @@ export interface paths {
             };
             cookie?: never;
         };
+        /** @description Redirected (307) to the cluster, which answers from the builder node (state and log entries from logsOffset). */
         get: {
             parameters: {
                 query?: {
                     logsOffset?: number;
+                    /** @description Larger values are clamped to 100 */
                     limit?: number;
                     level?: components["schemas"]["LogLevel"];
                 };
@@ -968,6 +970,63 @@ export interface paths {
                         "application/json": components["schemas"]["TemplateBuildInfo"];
                     };
                 };
+                307: components["responses"]["307"];
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/templates/{templateID}/builds/{buildID}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Template id, or the team's template name */
+                templateID: components["parameters"]["templateID"];
+                buildID: components["parameters"]["buildID"];
+            };
+            cookie?: never;
+        };
+        /** @description Redirected (307) to the cluster, which answers from its collector. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Unix milliseconds */
+                    cursor?: number;
+                    /** @description Larger values are clamped to 100 */
+                    limit?: number;
+                    direction?: components["schemas"]["LogsDirection"];
+                    level?: components["schemas"]["LogLevel"];
+                    source?: "temporary" | "persistent";
+                };
+                header?: never;
+                path: {
+                    /** @description Template id, or the team's template name */
+                    templateID: components["parameters"]["templateID"];
+                    buildID: components["parameters"]["buildID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Build log entries */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TemplateBuildLogsResponse"];
+                    };
+                };
+                307: components["responses"]["307"];
                 400: components["responses"]["400"];
                 401: components["responses"]["401"];
                 404: components["responses"]["404"];
@@ -1242,6 +1301,295 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sandboxes/{sandboxID}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        /**
+         * @deprecated
+         * @description Redirected (307) to the cluster; also for a sandbox that has ended.
+         */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Unix milliseconds */
+                    start?: number;
+                    /** @description Larger values are clamped to 1000 */
+                    limit?: number;
+                };
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Sandbox logs */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxLogs"];
+                    };
+                };
+                307: components["responses"]["307"];
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v2/sandboxes/{sandboxID}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        /** @description Redirected (307) to the cluster; also for a sandbox that has ended. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Unix milliseconds */
+                    cursor?: number;
+                    /** @description Larger values are clamped to 1000 */
+                    limit?: number;
+                    direction?: components["schemas"]["LogsDirection"];
+                    level?: components["schemas"]["LogLevel"];
+                    search?: string;
+                };
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Sandbox log entries */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxLogsV2Response"];
+                    };
+                };
+                307: components["responses"]["307"];
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sandboxes/{sandboxID}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        /** @description Redirected (307) to the cluster; also for a sandbox that has ended. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Unix seconds */
+                    start?: number;
+                    /** @description Unix seconds */
+                    end?: number;
+                };
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Metric samples */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxMetric"][];
+                    };
+                };
+                307: components["responses"]["307"];
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/sandboxes/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Redirected (307) to the cluster; every id must be one of the team's sandboxes. */
+        get: {
+            parameters: {
+                query: {
+                    sandbox_ids: string[];
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The latest sample of each sandbox */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxesWithMetrics"];
+                    };
+                };
+                307: components["responses"]["307"];
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/teams/{teamID}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                teamID: string;
+            };
+            cookie?: never;
+        };
+        /** @description Concurrent sandboxes and start rate of the caller's team, from the control plane's own sandbox records. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description Unix seconds (default end - 1 h) */
+                    start?: number;
+                    /** @description Unix seconds (default now); at most 31 days after start */
+                    end?: number;
+                };
+                header?: never;
+                path: {
+                    teamID: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Team metrics over the window */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TeamMetric"][];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/teams/{teamID}/metrics/max": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                teamID: string;
+            };
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query: {
+                    start?: number;
+                    end?: number;
+                    metric: "concurrent_sandboxes" | "sandbox_start_rate";
+                };
+                header?: never;
+                path: {
+                    teamID: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The maximum of the metric over the window */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["MaxTeamMetric"];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1461,6 +1809,77 @@ export interface components {
         /** @enum {string} */
         LogLevel: "debug" | "info" | "warn" | "error";
         /** @enum {string} */
+        LogsDirection: "forward" | "backward";
+        SandboxLog: {
+            /** Format: date-time */
+            timestamp: string;
+            line: string;
+        };
+        SandboxLogEntry: {
+            /** Format: date-time */
+            timestamp: string;
+            level: components["schemas"]["LogLevel"];
+            message: string;
+            fields: {
+                [key: string]: string;
+            };
+        };
+        SandboxLogs: {
+            logs: components["schemas"]["SandboxLog"][];
+            logEntries: components["schemas"]["SandboxLogEntry"][];
+        };
+        SandboxLogsV2Response: {
+            logs: components["schemas"]["SandboxLogEntry"][];
+        };
+        SandboxMetric: {
+            /** Format: date-time */
+            timestamp: string;
+            /** Format: int64 */
+            timestampUnix: number;
+            /** Format: int32 */
+            cpuCount: number;
+            /** Format: float */
+            cpuUsedPct: number;
+            /** Format: int64 */
+            memUsed: number;
+            /** Format: int64 */
+            memTotal: number;
+            /** Format: int64 */
+            memCache: number;
+            /** Format: int64 */
+            diskUsed: number;
+            /** Format: int64 */
+            diskTotal: number;
+        };
+        SandboxesWithMetrics: {
+            sandboxes: {
+                [key: string]: components["schemas"]["SandboxMetric"];
+            };
+        };
+        TemplateBuildLogsResponse: {
+            logs: components["schemas"]["BuildLogEntry"][];
+        };
+        TeamMetric: {
+            /** Format: date-time */
+            timestamp: string;
+            /** Format: int64 */
+            timestampUnix: number;
+            /** Format: int32 */
+            concurrentSandboxes: number;
+            /**
+             * Format: float
+             * @description Sandboxes started per second over the step before the point
+             */
+            sandboxStartRate: number;
+        };
+        MaxTeamMetric: {
+            /** Format: date-time */
+            timestamp: string;
+            /** Format: int64 */
+            timestampUnix: number;
+            value: number;
+        };
+        /** @enum {string} */
         TemplateBuildStatus: "building" | "waiting" | "ready" | "error";
         /** Format: int32 */
         MinFreeDiskMb: number;
@@ -1614,6 +2033,14 @@ export interface components {
         };
     };
     responses: {
+        /** @description Redirect to the same path on the cluster's public port with a short-lived grant (`cove_grant`); the control plane never serves logs or per-sandbox metrics itself (docs/observability.md). The cluster answers with the schema named in each route's 200. */
+        307: {
+            headers: {
+                Location?: string;
+                [name: string]: unknown;
+            };
+            content?: never;
+        };
         /** @description Bad request */
         400: {
             headers: {

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { API_KEY_RE } from '../auth/api-key.js';
 import type { ControlLinks } from '../cluster/control-link.js';
 import type { Config } from '../config.js';
+import type { ClusterMetricsStore } from '../observability/cluster-health.js';
 import { Conflict } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxStore } from '../store/sandbox-store.js';
@@ -21,8 +22,10 @@ const endpoint = z
   .transform((u) => u.replace(/\/+$/, ''));
 const domain = z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i, 'must be a DNS name').nullable();
 
-const ClusterBody = z.object({ name, endpoint, token: z.string().min(16).max(512), sandboxDomain: domain.default(null) });
-const ClusterPatch = z.object({ name: name.optional(), endpoint: endpoint.optional(), token: z.string().min(16).max(512).optional(), sandboxDomain: domain.optional() });
+/** The edge's public port as SDK clients reach it (log and metric routes redirect there); an http(s) base URL. */
+const publicUrl = endpoint.refine((u) => { const x = new URL(u); return x.search === '' && x.hash === '' && x.username === '' && x.password === ''; }, 'must not have a query, fragment or credentials').nullable();
+const ClusterBody = z.object({ name, endpoint, token: z.string().min(16).max(512), sandboxDomain: domain.default(null), publicUrl: publicUrl.default(null) });
+const ClusterPatch = z.object({ name: name.optional(), endpoint: endpoint.optional(), token: z.string().min(16).max(512).optional(), sandboxDomain: domain.optional(), publicUrl: publicUrl.optional() });
 /** A per-team quota; null (on update) returns the team to the deployment's default. */
 const quota = z.number().int().min(0).max(100_000);
 const Quotas = { maxConcurrentBuilds: quota.optional(), maxTemplates: quota.optional(), maxSnapshots: quota.optional() };
@@ -56,6 +59,7 @@ const clusterView = (c: Cluster) => ({
   name: c.name,
   endpoint: c.endpoint,
   sandboxDomain: c.sandboxDomain,
+  publicUrl: c.publicUrl,
   createdAt: c.createdAt.toISOString(),
   updatedAt: c.updatedAt.toISOString(),
 });
@@ -78,6 +82,7 @@ export interface AdminDeps {
   clusters: ClusterStore;
   sandboxes: SandboxStore;
   links: ControlLinks;
+  clusterMetrics: ClusterMetricsStore;
 }
 
 export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
@@ -102,6 +107,13 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
     const { clusterId } = parse(ClusterParams, req.params, 'path');
     const b = parse(ClusterPatch, req.body, 'body');
     return clusterView(await d.clusters.update(clusterId, b));
+  });
+
+  /** Health from the cluster's latest anonymized metrics report, with alerts (COVE_ALERT_* thresholds). */
+  app.get('/admin/clusters/:clusterId/health', async (req) => {
+    const { clusterId } = parse(ClusterParams, req.params, 'path');
+    await d.clusters.require(clusterId);
+    return d.clusterMetrics.health(clusterId, d.config.alerts);
   });
 
   /** The cluster's nodes as its edge reports them (status, capacity, usage). */

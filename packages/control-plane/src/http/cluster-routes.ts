@@ -4,7 +4,9 @@
 
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bearerToken, tokensEqual } from '@cove/auth-tokens';
+import { ClusterMetricsReport } from '@cove/contracts/telemetry';
 import { z } from 'zod';
+import type { ClusterMetricsStore } from '../observability/cluster-health.js';
 import { Forbidden, Unauthenticated } from '../errors.js';
 import type { SandboxService } from '../sandboxes/sandbox-service.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
@@ -37,7 +39,21 @@ export function clusterAuth(clusters: ClusterStore) {
   };
 }
 
-export function clusterRoutes(app: FastifyInstance, service: SandboxService): void {
+export function clusterRoutes(app: FastifyInstance, service: SandboxService, metrics: ClusterMetricsStore): void {
+  /** Who the calling cluster is: the edge checks that a grant's audience is its own cluster. */
+  app.get('/cluster/v1/identity', async (req) => ({ clusterId: req.cluster!.id }));
+
+  /**
+   * The anonymized metrics report (docs/observability.md, "Anonymized metrics out"). Parsed with the strict
+   * published schema: a property it does not name, or a value of the wrong type, is refused whole (400), so
+   * nothing else can ride along into the store.
+   */
+  app.post('/cluster/v1/metrics', async (req, reply) => {
+    const report = parse(ClusterMetricsReport, req.body, 'metrics report');
+    await metrics.add(req.cluster!.id, report);
+    return reply.status(204).send();
+  });
+
   app.post('/cluster/v1/sandboxes/:sandboxID/resume', async (req) => {
     const { sandboxID } = parse(Params, req.params, 'path');
     const body = parse(ResumeBody, req.body, 'body');

@@ -9,7 +9,7 @@ import type { components } from '../gen/public-api.js';
 import type { Build } from '../store/template-store.js';
 import type { SnapshotService } from '../snapshots/snapshot-service.js';
 import { parseBuildStart } from '../templates/build-spec.js';
-import { MAX_BUILD_CPU, MAX_LOG_PAGE, type TemplateService } from '../templates/template-service.js';
+import { MAX_BUILD_CPU, type TemplateService } from '../templates/template-service.js';
 import { NameRefSchema, TagListSchema } from '../templates/names.js';
 import { teamOf } from './auth.js';
 import { parse } from './validation.js';
@@ -39,11 +39,6 @@ const BuildRequestBody = z
   })
   .refine((b) => b.name !== undefined || b.alias !== undefined, { message: 'name is required', path: ['name'] });
 
-const StatusQuery = z.object({
-  logsOffset: z.coerce.number().int().min(0).max(0xffffffff).default(0),
-  limit: z.coerce.number().int().min(0).max(MAX_LOG_PAGE).default(MAX_LOG_PAGE),
-  level: z.enum(['debug', 'info', 'warn', 'error']).optional(),
-});
 const DetailQuery = z.object({
   limit: z.coerce.number().int().min(1).max(100).default(100),
   nextToken: z.string().max(512).optional(),
@@ -111,12 +106,6 @@ export function templateRoutes(app: FastifyInstance, templates: TemplateService,
     const spec = parseBuildStart(req.body);
     await templates.startBuild(teamOf(req), templateID, buildID, spec);
     return reply.status(202).send();
-  });
-
-  app.get('/templates/:templateID/builds/:buildID/status', async (req) => {
-    const { templateID, buildID } = parse(BuildParams, req.params, 'path');
-    const q = parse(StatusQuery, req.query, 'query');
-    return templates.buildStatus(teamOf(req), templateID, buildID, q) satisfies Promise<S['TemplateBuildInfo']>;
   });
 
   app.get('/templates/:templateID', async (req, reply) => {

@@ -12,6 +12,8 @@ export interface Cluster {
   endpoint: string;
   token: string;
   sandboxDomain: string | null;
+  /** Base URL of the edge's public port (logs, metrics, build status are redirected there); null = not served. */
+  publicUrl: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -21,6 +23,7 @@ export interface ClusterSpec {
   endpoint: string;
   token: string;
   sandboxDomain: string | null;
+  publicUrl?: string | null;
 }
 
 export interface Template {
@@ -61,6 +64,7 @@ const toCluster = (r: ClusterTable): Cluster => ({
   endpoint: r.endpoint,
   token: r.token,
   sandboxDomain: r.sandbox_domain,
+  publicUrl: r.public_url ?? null,
   createdAt: new Date(r.created_at),
   updatedAt: new Date(r.updated_at),
 });
@@ -84,7 +88,7 @@ export const toTemplate = (r: Selectable<TemplateTable>): Template => ({
 });
 
 const sameSpec = (c: Cluster, s: ClusterSpec) =>
-  c.endpoint === s.endpoint && c.token === s.token && c.sandboxDomain === s.sandboxDomain;
+  c.endpoint === s.endpoint && c.token === s.token && c.sandboxDomain === s.sandboxDomain && (s.publicUrl ?? null) === c.publicUrl;
 
 export class ClusterStore {
   constructor(private readonly db: Kysely<Database>) {}
@@ -99,6 +103,10 @@ export class ClusterStore {
     if (existing) {
       const c = toCluster(existing);
       if (sameSpec(c, spec)) return { cluster: c, created: false };
+      // A cluster registered before public URLs existed gains one on its next identical registration (upgrade).
+      if (c.publicUrl === null && spec.publicUrl && sameSpec({ ...c, publicUrl: spec.publicUrl }, spec)) {
+        return { cluster: await this.update(c.id, { publicUrl: spec.publicUrl }), created: false };
+      }
       throw new Conflict(`cluster "${spec.name}" is already registered with a different configuration`);
     }
     const now = Date.now();
@@ -108,6 +116,7 @@ export class ClusterStore {
       endpoint: spec.endpoint,
       token: spec.token,
       sandbox_domain: spec.sandboxDomain,
+      public_url: spec.publicUrl ?? null,
       created_at: now,
       updated_at: now,
     };
@@ -141,6 +150,7 @@ export class ClusterStore {
     if (patch.endpoint !== undefined) set.endpoint = patch.endpoint;
     if (patch.token !== undefined) set.token = patch.token;
     if (patch.sandboxDomain !== undefined) set.sandbox_domain = patch.sandboxDomain;
+    if (patch.publicUrl !== undefined) set.public_url = patch.publicUrl;
     const r = await this.db.updateTable('clusters').set(set).where('id', '=', id).executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw new NotFound(`cluster "${id}" not found`);
     return this.require(id);

@@ -208,8 +208,35 @@ const m0005: Migration = {
   },
 };
 
+/**
+ * Observability (docs/observability.md): the cluster's public URL (where log and metric routes redirect), the
+ * key pair that signs those redirects' grants, and the anonymized metrics reports clusters post (JSON text of
+ * the strict ClusterMetricsReport; pruned by age and count, see ClusterMetricsStore).
+ */
+const m0006: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema.alterTable('clusters').addColumn('public_url', 'text').execute();
+    await db.schema
+      .createTable('grant_keys')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('private_jwk', 'text', (c) => c.notNull())
+      .addColumn('public_jwk', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema
+      .createTable('cluster_metrics')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('sampled_at', 'bigint', (c) => c.notNull())
+      .addColumn('received_at', 'bigint', (c) => c.notNull())
+      .addColumn('report', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('cluster_metrics_cluster_received').on('cluster_metrics').columns(['cluster_id', 'received_at']).execute();
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006 };
   },
 };

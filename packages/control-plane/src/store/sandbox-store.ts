@@ -422,4 +422,38 @@ export class SandboxStore {
     const rows = await this.db.selectFrom('sandboxes').selectAll().where('state', 'in', [...LIVE]).execute();
     return rows.map(toRecord);
   }
+
+  /**
+   * The team's sandboxes among `ids`, in any state — also ended ones (rows stay after a kill), so their logs and
+   * metrics stay reachable once the sandbox is gone. Another team's or unknown ids are simply absent.
+   */
+  async ownedBy(teamId: string, ids: readonly string[]): Promise<Array<{ id: string; clusterId: string }>> {
+    if (ids.length === 0) return [];
+    return this.db
+      .selectFrom('sandboxes')
+      .select(['id', 'cluster_id as clusterId'])
+      .where('team_id', '=', teamId)
+      .where('id', 'in', [...ids])
+      .where('state', '!=', 'creating')
+      .execute();
+  }
+
+  /**
+   * Start and end times of the team's sandboxes that overlap [from, to] (team metrics), oldest first, at most
+   * `limit`. A sandbox still live has no end; a paused one counts as running from its start (paused intervals are
+   * not kept).
+   */
+  async lifetimes(teamId: string, from: number, to: number, limit: number): Promise<Array<{ startedAt: number; endedAt: number | null }>> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .select(['started_at', 'ended_at'])
+      .where('team_id', '=', teamId)
+      .where('state', '!=', 'creating')
+      .where('started_at', '<=', to)
+      .where((eb) => eb.or([eb('ended_at', 'is', null), eb('ended_at', '>=', from)]))
+      .orderBy('started_at')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => ({ startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at) }));
+  }
 }

@@ -13,6 +13,25 @@ export interface ClusterTable {
   sandbox_domain: string | null;
   created_at: number;
   updated_at: number;
+  /** Base URL of the edge's public port (migration 0006): where log and metric routes redirect; null = none. */
+  public_url: string | null;
+}
+
+/** The key pair signing redirect grants (JWK JSON text); one row, id `current`. */
+export interface GrantKeyTable {
+  id: string;
+  private_jwk: string;
+  public_jwk: string;
+  created_at: number;
+}
+
+/** One anonymized metrics report of a cluster (ClusterMetricsReport JSON, validated before it is stored). */
+export interface ClusterMetricsTable {
+  id: string;
+  cluster_id: string;
+  sampled_at: number;
+  received_at: number;
+  report: string;
 }
 
 export interface TeamTable {
@@ -177,4 +196,6 @@ export interface Database {
   template_tags: TemplateTagTable;
   sandboxes: SandboxTable;
   snapshots: SnapshotTable;
+  grant_keys: GrantKeyTable;
+  cluster_metrics: ClusterMetricsTable;
 }

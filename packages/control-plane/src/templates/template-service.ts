@@ -1,10 +1,9 @@
 // Templates as the public API sees them (docs/template-builds.md): registering builds, COPY upload links from
-// the cluster, starting a build on a node, relaying its status and logs, names, tags, publishing, deletion,
+// the cluster, starting a build on a node, recording build states (status and logs are served by the cluster), names, tags, publishing, deletion,
 // and resolving `name[:tag]` for sandbox creation. Throws typed errors only; the HTTP layer maps them.
 
 import { Code } from '@connectrpc/connect';
-import { BuildState, type BuildLogEntry, type BuildStatusResponse } from '@cove/contracts/orchestrator';
-import { timestampDate } from '@bufbuild/protobuf/wkt';
+import { BuildState, type BuildStatusResponse } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLink, type ControlLinks, type FileUpload } from '../cluster/control-link.js';
 import { answeringNodes, rankNodes, type PlacementOptions } from '../cluster/placement.js';
@@ -19,13 +18,8 @@ import { DEFAULT_TAG, isE2bBaseImage, newBuildId, newTemplateId, splitNamespace,
 export const DEFAULT_BUILD_CPU = 2;
 export const DEFAULT_BUILD_MEMORY_MB = 1024;
 export const MAX_BUILD_CPU = 32;
-/** Most entries one status page carries (E2B's cap, and BuildStatus's). */
-export const MAX_LOG_PAGE = 100;
-/** A level-filtered page scans at most this many pages of the build's log. */
-const MAX_SCAN_PAGES = 200;
-
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-const LEVELS: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+/** Longest failure message the control plane records for a build. */
+const MAX_REASON_CHARS = 512;
 
 export interface BuildRequestInput {
   name: TemplateRef;
@@ -33,22 +27,6 @@ export interface BuildRequestInput {
   cpuCount?: number;
   memoryMB?: number;
   minFreeDiskMb?: number;
-}
-
-export interface LogEntryView {
-  timestamp: string;
-  level: LogLevel;
-  message: string;
-  step?: string;
-}
-
-export interface BuildInfo {
-  templateID: string;
-  buildID: string;
-  status: BuildStatus;
-  logEntries: LogEntryView[];
-  logs: string[];
-  reason?: { message: string; step?: string };
 }
 
 /** What a sandbox of a template runs: `nodeBuildId` is empty for a built-in template (the node's own). */
@@ -70,21 +48,6 @@ const STATE: Partial<Record<BuildState, BuildStatus>> = {
   [BuildState.READY]: 'ready',
   [BuildState.ERROR]: 'error',
 };
-
-function levelOf(s: string): LogLevel {
-  const l = s.toLowerCase();
-  if (l === 'warning') return 'warn';
-  return l in LEVELS ? (l as LogLevel) : 'info';
-}
-
-function entryView(e: BuildLogEntry): LogEntryView {
-  return {
-    timestamp: (e.timestamp ? timestampDate(e.timestamp) : new Date()).toISOString(),
-    level: levelOf(e.level),
-    message: e.message,
-    ...(e.step ? { step: e.step } : {}),
-  };
-}
 
 export class TemplateService {
   constructor(
@@ -119,6 +82,36 @@ export class TemplateService {
       throw new NotFound(`build '${buildId}' of template '${ref}' not found`);
     }
     return { ...r, build };
+  }
+
+  /**
+   * A build whose logs and status the team may read: one of its own builds (a public template's builds are not
+   * another team's to read). NotFound otherwise, as for unknown ones.
+   */
+  async readableBuild(team: Team, ref: string, buildId: string): Promise<{ cluster: Cluster; templateId: string; build: Build }> {
+    const { cluster, template, build } = await this.ownBuild(team, ref, buildId);
+    if (build.teamId !== team.id) throw new NotFound(`build '${buildId}' of template '${ref}' not found`);
+    return { cluster, templateId: template.templateId, build };
+  }
+
+  /**
+   * Settles a build the control plane still records as building by asking its node for the state only (no log
+   * entries): the SDK learns `ready` from the cluster's public port, and may create a sandbox from the template
+   * before the watcher's next pass.
+   */
+  async settle(build: Build): Promise<BuildStatus> {
+    if (build.status !== 'building' || !build.nodeId) return build.status;
+    try {
+      const s = await this.poll(build, 0);
+      return s === 'gone' ? build.status : s;
+    } catch {
+      return build.status;
+    }
+  }
+
+  /** A build as recorded now. */
+  buildRecord(buildId: string): Promise<Build | undefined> {
+    return this.templates.getBuild(buildId);
   }
 
   /** `POST /v3/templates`: a waiting build of the team's template `name` (created when the name is new). */
@@ -265,64 +258,14 @@ export class TemplateService {
         this.log.info({ templateId: build.templateId, buildId: build.buildId, envdVersion: res.envdVersion }, 'template build ready');
       }
     } else if (status === 'error') {
-      const reason = { message: res.failure?.message || 'the build failed', step: res.failure?.step || null };
+      // The node's message names the step and exit code, never step output (the orchestrator keeps that in the
+      // build log, inside the cluster); bounded all the same, as it is stored and shown by the control plane.
+      const reason = { message: (res.failure?.message || 'the build failed').slice(0, MAX_REASON_CHARS), step: res.failure?.step.slice(0, 32) || null };
       if (await this.templates.finish(build.buildId, { status, reason })) {
         this.log.info({ templateId: build.templateId, buildId: build.buildId, reason }, 'template build failed');
       }
     }
     return status;
-  }
-
-  /** One page of log entries from `offset`, at or above `level` when given (offsets then count matching entries). */
-  private async page(link: ControlLink, build: Build, offset: number, limit: number, level: LogLevel | undefined) {
-    if (!level) {
-      const res = await this.askStatus(link, build, offset, limit);
-      return { res, entries: res.logEntries };
-    }
-    const min = LEVELS[level];
-    const matching: BuildLogEntry[] = [];
-    let res = await this.askStatus(link, build, 0, MAX_LOG_PAGE);
-    for (let n = 0, at = 0; n < MAX_SCAN_PAGES; n++) {
-      matching.push(...res.logEntries.filter((e) => LEVELS[levelOf(e.level)] >= min));
-      at += res.logEntries.length;
-      if (matching.length >= offset + limit || res.logEntries.length === 0 || at >= res.logsTotal) break;
-      res = await this.askStatus(link, build, at, MAX_LOG_PAGE);
-    }
-    return { res, entries: matching.slice(offset, offset + limit) };
-  }
-
-  /** `GET /templates/{id}/builds/{buildID}/status`, relayed from the build's node. */
-  async buildStatus(team: Team, ref: string, buildId: string, q: { logsOffset: number; limit: number; level?: LogLevel }): Promise<BuildInfo> {
-    const { cluster, template, build } = await this.ownBuild(team, ref, buildId);
-    const base = { templateID: template.templateId, buildID: build.buildId };
-    const stored = (b: Build): BuildInfo => ({
-      ...base,
-      status: b.status,
-      logEntries: [],
-      logs: [],
-      ...(b.status === 'error' && b.reason ? { reason: { message: b.reason.message, ...(b.reason.step ? { step: b.reason.step } : {}) } } : {}),
-    });
-    if (build.status === 'waiting' || (build.status === 'building' && !build.nodeId) || q.limit === 0) return stored(build);
-    let res: BuildStatusResponse;
-    let entries: BuildLogEntry[];
-    try {
-      ({ res, entries } = await this.page(this.links.for(cluster), build, q.logsOffset, Math.min(q.limit, MAX_LOG_PAGE), q.level));
-    } catch (err) {
-      // The state we recorded stands (the watcher settles builds whose node is gone); logs come back later.
-      this.log.debug({ buildId, err }, 'build status: cluster did not answer');
-      return stored((await this.templates.getBuild(buildId)) ?? build);
-    }
-    let status = await this.record(build, res);
-    // A build we already ended (e.g. its node vanished) stays ended even if some node still says building.
-    if (status === 'building' && (build.status === 'ready' || build.status === 'error')) status = build.status;
-    const logEntries = entries.map(entryView);
-    const info: BuildInfo = { ...base, status, logEntries, logs: logEntries.map((e) => `[${e.timestamp}] ${e.message}`) };
-    if (status === 'error') {
-      const message = res.failure?.message || build.reason?.message || 'the build failed';
-      const step = res.failure?.step || build.reason?.step || undefined;
-      info.reason = { message, ...(step ? { step } : {}) };
-    }
-    return info;
   }
 
   /**
@@ -342,7 +285,8 @@ export class TemplateService {
     const cluster = await this.clusters.get(build.clusterId);
     if (!cluster) return 'building';
     try {
-      // Past the end of the log: only the state is wanted.
+      // Past the end of the log: only the state is wanted, never log entries (BuildStatus has no "0 entries":
+      // limit 0 means the default page; an offset past the end returns none).
       const res = await this.askStatus(this.links.for(cluster), build, 0xffffffff, 1);
       return await this.record(build, res);
     } catch (err) {
@@ -491,8 +435,11 @@ export class TemplateService {
       if (tag !== undefined && tag !== DEFAULT_TAG) throw new NotFound(`template '${ref}' not found`);
       return { template: t, buildId: t.buildId, nodeBuildId: '', cpuCount: t.cpuCount, memoryMb: t.memoryMb, diskMb: t.diskMb, envdVersion: t.envdVersion };
     }
-    const r = await this.templates.resolveTag(cluster.id, t.templateId, tag ?? DEFAULT_TAG);
+    let r = await this.templates.resolveTag(cluster.id, t.templateId, tag ?? DEFAULT_TAG);
     if (!r.tagged) throw new NotFound(`template '${ref}' not found (no tag '${tag ?? DEFAULT_TAG}')`);
+    // Build status reaches the SDK from the cluster, not through here: a build the node already finished may
+    // still be `building` in the store until the watcher's next pass. Ask the node once (state only) before refusing.
+    if (!r.build && r.latest && (await this.settle(r.latest)) === 'ready') r = await this.templates.resolveTag(cluster.id, t.templateId, tag ?? DEFAULT_TAG);
     if (!r.build) {
       const l = r.latest!;
       throw new BadRequest(`template '${ref}' has no ready build yet (its latest build ${l.buildId} is ${l.status}${l.reason ? `: ${l.reason.message}` : ''})`);

@@ -286,8 +286,11 @@ export class BuildEngine {
   private async must(p: Promise<{ exitCode: number; error: string; tail: string }>, step: string, what: string): Promise<void> {
     const r = await p;
     if (r.exitCode !== 0) {
-      const last = r.tail.trim().split('\n').slice(-1)[0] ?? '';
-      throw new BuildStepFailed(step, `${what} (exit code ${r.exitCode})${r.error ? `: ${r.error}` : last ? `: ${last}` : ''}`);
+      // The failure message travels to the control plane (it records the build's reason): step and exit code only.
+      // What the step printed is in the build log already; envd's own error text (the sandbox controls both)
+      // goes there too, inside the cluster.
+      if (r.error) this.say(r.error, step, 'error');
+      throw new BuildStepFailed(step, `${what} (exit code ${r.exitCode})`);
     }
   }
 
