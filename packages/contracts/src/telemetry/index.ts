@@ -71,3 +71,60 @@ export const ClusterMetricsReport = z
   })
   .strict();
 export type ClusterMetricsReport = z.infer<typeof ClusterMetricsReport>;
+
+/**
+ * Node gauges (attribute `service.instance.id` on the resource; sandbox counts carry `cove.sandbox.state`).
+ * Their sum over a cluster is what the anonymized report above is made from.
+ */
+export const NodeMetric = {
+  cpuCount: 'cove.node.cpu.count',
+  cpuUsedPct: 'cove.node.cpu.used_pct',
+  memoryTotal: 'cove.node.memory.total',
+  memoryUsed: 'cove.node.memory.used',
+  diskTotal: 'cove.node.disk.total',
+  diskUsed: 'cove.node.disk.used',
+  sandboxes: 'cove.node.sandboxes',
+} as const;
+/** Attribute of `NodeMetric.sandboxes`. */
+export const SANDBOX_STATE_ATTR = 'cove.sandbox.state';
+export type SandboxState = 'running' | 'paused' | 'starting';
+
+/** Sender-side counter of records a sender dropped (queue full, collector down); Prometheus name. */
+export const TELEMETRY_DROPPED_METRIC = 'cove_telemetry_dropped_total';
+
+/** envd's internal log route (init token only; the node proxy refuses it from outside). */
+export const ENVD_LOGS_PATH = '/cove/logs';
+/** Bounds of one envd log entry and of one reply of the route (envd truncates to them; the node refuses more). */
+export const ENVD_LOG_LIMITS = {
+  messageChars: 4096,
+  fields: 32,
+  fieldKeyChars: 64,
+  fieldValueChars: 1024,
+  /** Entries one reply may hold. */
+  maxEntries: 1000,
+} as const;
+
+const fieldValue = z.union([z.string().max(ENVD_LOG_LIMITS.fieldValueChars), z.number(), z.boolean()]);
+/** One entry of envd's log ring. `seq` grows by one per entry for envd's life. */
+export const EnvdLogEntry = z
+  .object({
+    seq: z.number().int().min(1),
+    ts: z.string().datetime(),
+    level: z.enum(['debug', 'info', 'warn', 'error']),
+    message: z.string().max(ENVD_LOG_LIMITS.messageChars),
+    fields: z
+      .record(z.string().max(ENVD_LOG_LIMITS.fieldKeyChars), fieldValue)
+      .refine((f) => Object.keys(f).length <= ENVD_LOG_LIMITS.fields, 'too many fields'),
+  })
+  .strict();
+export type EnvdLogEntry = z.infer<typeof EnvdLogEntry>;
+/** `GET /cove/logs?after=<seq>&limit=<n>`: entries after `after`, and how many after it the ring overwrote. */
+export const EnvdLogsReply = z
+  .object({
+    entries: z.array(EnvdLogEntry).max(ENVD_LOG_LIMITS.maxEntries),
+    dropped: z.number().int().min(0),
+    /** The seq to ask `after` next time. */
+    next: z.number().int().min(0),
+  })
+  .strict();
+export type EnvdLogsReply = z.infer<typeof EnvdLogsReply>;
