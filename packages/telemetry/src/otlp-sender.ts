@@ -167,9 +167,10 @@ export class OtlpSender {
       return false;
     }
     this.pending++;
-    const attributes: AnyValueMap = { [Attr.logKind]: r.kind };
+    const attributes: AnyValueMap = {};
     for (const [k, v] of Object.entries(r.fields ?? {})) attributes[k] = v;
-    // Identity last: a field named like an identity attribute cannot override it.
+    // Kind and identity last: a field named like one of them cannot override it.
+    attributes[Attr.logKind] = r.kind;
     for (const [k, v] of Object.entries(r.ids)) if (v !== undefined) attributes[k] = v;
     this.logger.emit({
       severityNumber: SEVERITY_OF_LEVEL[r.level],

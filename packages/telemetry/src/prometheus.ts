@@ -13,7 +13,7 @@ export const METRICS_PATH = '/metrics';
 export function componentRegistry(component: string, dropped: () => DroppedCounts | undefined): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ component });
-  collectDefaultMetrics({ register: registry, prefix: 'cove_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'cove_' });
   new Counter({
     name: TELEMETRY_DROPPED_METRIC,
     help: 'Telemetry records this process dropped (queue full, collector down or refusing)',
