@@ -22,6 +22,7 @@ import { RedisStore } from './store/redis-store.js';
 import { TemplateFiles } from './storage/template-files.js';
 import { SandboxResumer } from './traffic/sandbox-resumer.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
+import { EdgeTelemetry } from './telemetry/edge-telemetry.js';
 
 /** Extra inputs of {@link buildEdge}. */
 export interface EdgeDeps {
@@ -30,6 +31,8 @@ export interface EdgeDeps {
   directoryOptions?: Partial<NodeDirectoryOptions>;
   /** How long a traffic request waits for the control plane to resume a sandbox; default 60 s. */
   resumeTimeoutMs?: number;
+  /** main.ts makes it first (the logger writes to it); otherwise one is made from the config. */
+  telemetry?: EdgeTelemetry;
 }
 
 /** Where a listening edge can be reached. */
@@ -71,6 +74,8 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   if (config.tls?.clientCa) {
     log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use the upload URLs (they point at this port)');
   }
+  const telemetry = deps.telemetry ?? new EdgeTelemetry(config);
+  telemetry.watchNodes(directory);
   let draining = false;
 
   const status = async (): Promise<EdgeStatus> => {
@@ -97,6 +102,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     directory,
     uploads: templateFiles,
     tls: config.tls,
+    telemetry,
     log,
   });
   const traffic: Server = createTrafficServer({
@@ -160,6 +166,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       templateFiles.close();
       await resumer?.close();
       await store.close();
+      await telemetry.close();
     },
   };
 }

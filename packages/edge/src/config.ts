@@ -55,6 +55,11 @@ const EnvSchema = z.object({
     .refine((v) => /^rediss?:\/\/./.test(v) || v.startsWith('/'), 'must be a redis:// or rediss:// URL or a unix socket path')
     .optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // The cluster's collector (OTLP/HTTP base URL) and its token; unset = the edge sends no telemetry.
+  COVE_COLLECTOR_URL: z.string().url().optional(),
+  COVE_COLLECTOR_TOKEN: z.string().min(1).optional(),
+  // A customer's own OTLP/HTTP receiver instead of the collector.
+  COVE_OTLP_ENDPOINT: z.string().url().optional(),
   // TLS on the API port: PEM files; cert and key together or neither. A client CA makes it mutual TLS.
   COVE_EDGE_TLS_CERT: z.string().min(1).optional(),
   COVE_EDGE_TLS_KEY: z.string().min(1).optional(),
@@ -139,6 +144,8 @@ export interface EdgeConfig {
   readonly storage: EdgeStorageConfig;
   /** Base URL of the control plane (no trailing slash); undefined = auto-resume on traffic is off. */
   readonly controlPlaneUrl: string | undefined;
+  /** OTLP/HTTP receiver of the edge's own logs; undefined = off. */
+  readonly telemetry: { readonly url: string; readonly token: string | undefined } | undefined;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -171,7 +178,12 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     tls,
     storage,
     controlPlaneUrl: e.COVE_CONTROL_PLANE_URL?.replace(/\/+$/, ''),
+    telemetry: otlpTarget(e.COVE_OTLP_ENDPOINT ?? e.COVE_COLLECTOR_URL, e.COVE_COLLECTOR_TOKEN),
   });
+}
+
+function otlpTarget(url: string | undefined, token: string | undefined): EdgeConfig['telemetry'] {
+  return url === undefined ? undefined : Object.freeze({ url: url.replace(/\/+$/, ''), token });
 }
 
 function loadStorage(e: z.infer<typeof EnvSchema>): EdgeStorageConfig {

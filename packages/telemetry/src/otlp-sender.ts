@@ -17,7 +17,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { Attr, SEVERITY_OF_LEVEL, type LogKind, type LogLevel } from '@cove/contracts/telemetry';
+import { Attr, SEVERITY_OF_LEVEL, type COMPONENT_LOG_KIND, type LogKind, type LogLevel } from '@cove/contracts/telemetry';
 
 export interface OtlpSenderOptions {
   /** Base URL of the OTLP/HTTP receiver (COVE_COLLECTOR_URL); `/v1/logs` and `/v1/metrics` are appended. */
@@ -37,7 +37,7 @@ export interface OtlpSenderOptions {
 }
 
 export interface LogRecordInput {
-  kind: LogKind;
+  kind: LogKind | typeof COMPONENT_LOG_KIND;
   level: LogLevel;
   message: string;
   /** Identity attributes (`Attr.*`), set by the sender only — never taken from what a sandbox said. */

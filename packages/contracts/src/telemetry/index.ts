@@ -15,6 +15,11 @@ export const Attr = {
 } as const;
 
 export type LogKind = 'sandbox' | 'build';
+/**
+ * `cove.log.kind` of a component's own log lines (an edge's, say): neither a sandbox's nor a build's, never
+ * served through the sandbox or build log routes; kept for operators (and their own OTLP backends).
+ */
+export const COMPONENT_LOG_KIND = 'component';
 
 /** Sandbox gauges (attributes teamId, sandboxId). Bytes for memory and disk. */
 export const SandboxMetric = {
