@@ -145,6 +145,21 @@ describe('node telemetry', () => {
     assert.equal(l.attributes[Attr.sandboxId], undefined);
   });
 
+  it('pause and resume are sandbox log records; a memory resume sends nothing twice', { timeout: 180_000 }, async () => {
+    const before = otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1' && l.body === 'process started').length;
+    await rpc.sandboxes.pause({ sandboxId: 'tel1', snapshotId: 'snap-tel1', memory: true });
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tel1', teamId: 'team-tel', snapshotId: 'snap-tel1', envdAccessToken: 'tok-tel1' }) });
+    const out = await runInSandbox(processClient(node.proxyUrl, 'tel1', 'tok-tel1'), 'echo after-resume');
+    assert.equal(out.stdout.trim(), 'after-resume');
+    const ofTel1 = () => otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1');
+    assert.ok(await waitFor(() => ofTel1().some((l) => l.body === 'process started' && String(l.attributes.args).includes('after-resume')), 20_000));
+    const bodies = ofTel1().map((l) => l.body);
+    assert.ok(bodies.includes('sandbox paused') && bodies.includes('sandbox resumed'), JSON.stringify(bodies));
+    const starts = ofTel1().filter((l) => l.body === 'process started').length;
+    assert.equal(starts, before + 1, 'only the new command\'s start is new');
+    for (const l of ofTel1()) assert.equal(l.attributes[Attr.teamId], 'team-tel');
+  });
+
   it('serves Prometheus /metrics on the proxy port only with the node token', async () => {
     await assert.rejects(rpcClients(node.rpcUrl, null).info.info({}));
     assert.equal((await metrics(null)).status, 401);
@@ -157,7 +172,8 @@ describe('node telemetry', () => {
     assert.ok((sample(text, 'cove_rpc_requests_total', { operation: 'Info', outcome: 'Unauthenticated' }) ?? 0) >= 1, 'refused calls are counted');
     assert.ok((sample(text, 'cove_sandboxes', { state: 'running' }) ?? 0) >= 1);
     assert.equal(sample(text, 'cove_warm_pool_slots', { template: 'base', kind: 'target' }), 1);
-    assert.equal(sample(text, 'cove_sandbox_pause_duration_seconds_count', {}), 0);
+    assert.equal(sample(text, 'cove_sandbox_pause_duration_seconds_count', {}), 1);
+    assert.equal(sample(text, 'cove_sandbox_resume_duration_seconds_count', {}), 1);
     assert.equal(sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }), 0);
     assert.ok(sample(text, 'cove_process_cpu_seconds_total', { component: 'orchestrator' }) !== undefined);
     // A sandbox's own /metrics (named by the routing headers) still goes to the sandbox.

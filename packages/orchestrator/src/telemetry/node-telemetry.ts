@@ -55,8 +55,10 @@ export interface NodeTelemetryDeps {
   log: Logger;
 }
 
+/** Cursors of paused sandboxes kept for their resume (oldest forgotten first). */
+const MAX_PAUSED_CURSORS = 10_000;
+
 interface Cursor {
-  slotId: string;
   after: number;
   /** Ticks to skip after failures. */
   skip: number;
@@ -76,6 +78,7 @@ export class NodeTelemetry {
   private readonly resumeSeconds: Histogram;
   private readonly pullFailures: Counter;
   private readonly cursors = new Map<string, Cursor>();
+  private readonly pausedCursors = new Map<string, number>();
   private readonly initTokens = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
@@ -132,6 +135,11 @@ export class NodeTelemetry {
   /** The sandbox's lifecycle as the node saw it, as sandbox log records. */
   readonly lifecycle: SandboxLifecycle = {
     created: (r, how) => {
+      // A resume goes on from where the pull stopped at the pause: a memory resume brings back the same ring
+      // (nothing is sent twice); a cold one starts a new envd, whose ring envd itself reads from its start.
+      const after = this.pausedCursors.get(r.sandboxId);
+      this.pausedCursors.delete(r.sandboxId);
+      if (how.resumed && after !== undefined) this.cursors.set(r.sandboxId, { after, skip: 0, failures: 0, lastFailure: undefined });
       this.sandboxLog(r, 'info', how.resumed ? 'sandbox resumed' : 'sandbox created', {
         vcpu: r.vcpu,
         memoryMb: r.memoryMb,
@@ -146,7 +154,12 @@ export class NodeTelemetry {
     },
     paused: (r) => {
       this.sandboxLog(r, 'info', 'sandbox paused', {});
+      const c = this.cursors.get(r.sandboxId);
       this.cursors.delete(r.sandboxId);
+      if (c) {
+        this.pausedCursors.set(r.sandboxId, c.after);
+        if (this.pausedCursors.size > MAX_PAUSED_CURSORS) this.pausedCursors.delete(this.pausedCursors.keys().next().value!);
+      }
     },
   };
 
@@ -240,9 +253,8 @@ export class NodeTelemetry {
 
   private async pull(r: SandboxRecord): Promise<void> {
     let c = this.cursors.get(r.sandboxId);
-    // A resumed sandbox may sit in another slot with a new envd: its cursor starts again.
-    if (!c || c.slotId !== r.slotId) {
-      c = { slotId: r.slotId, after: 0, skip: 0, failures: 0, lastFailure: undefined };
+    if (!c) {
+      c = { after: 0, skip: 0, failures: 0, lastFailure: undefined };
       this.cursors.set(r.sandboxId, c);
     }
     const token = await this.initTokenOf(r.slotId).catch(() => undefined);
