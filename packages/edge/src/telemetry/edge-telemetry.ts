@@ -63,7 +63,10 @@ export class EdgeTelemetry {
     return serveMetrics(this.registry, clusterToken, req as IncomingMessage, res as ServerResponse);
   }
 
+  /** Sends what is queued, for at most 3 s: a collector that is down must not hold a stopping edge. */
   async close(): Promise<void> {
-    await this.sender?.shutdown();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.sender?.shutdown(), new Promise((r) => (timer = setTimeout(r, 3000)))]);
+    clearTimeout(timer);
   }
 }

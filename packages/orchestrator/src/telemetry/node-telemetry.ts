@@ -55,6 +55,8 @@ export interface NodeTelemetryDeps {
   log: Logger;
 }
 
+/** How long close() waits for the last export. */
+const CLOSE_BOUND_MS = 3000;
 /** Cursors of paused sandboxes kept for their resume (oldest forgotten first). */
 const MAX_PAUSED_CURSORS = 10_000;
 
@@ -219,7 +221,10 @@ export class NodeTelemetry {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.ticking;
-    await this.sender?.shutdown();
+    // A collector that is down must not hold a stopping node: what is not out within the bound is lost.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.sender?.shutdown(), new Promise((r) => (timer = setTimeout(r, CLOSE_BOUND_MS)))]);
+    clearTimeout(timer);
   }
 
   /** One round of envd log pulls (tests call it directly to wait on a round). */
