@@ -27,6 +27,7 @@ import { RedisStore } from './store/redis-store.js';
 import { TemplateFiles } from './storage/template-files.js';
 import { SandboxResumer } from './traffic/sandbox-resumer.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
+import { EdgeTelemetry } from './telemetry/edge-telemetry.js';
 
 /** Extra inputs of {@link buildEdge}. */
 export interface EdgeDeps {
@@ -38,6 +39,8 @@ export interface EdgeDeps {
   /** Tests: verify grants with these keys and this cluster id instead of asking the control plane. */
   grantKeys?: JWTVerifyGetKey;
   clusterId?: string;
+  /** main.ts makes it first (the logger writes to it); otherwise one is made from the config. */
+  telemetry?: EdgeTelemetry;
 }
 
 /** Where a listening edge can be reached. */
@@ -76,7 +79,8 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
   const templateFiles = new TemplateFiles(config.storage, log);
-  const metrics = new EdgeMetrics(directory);
+  const telemetry = deps.telemetry ?? new EdgeTelemetry(config);
+  const metrics = new EdgeMetrics(telemetry.registry);
   const publicServer =
     config.publicPort !== undefined && config.controlPlaneUrl !== undefined
       ? createPublicServer(
@@ -97,6 +101,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   if (config.tls?.clientCa) {
     log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use the upload URLs (they point at this port)');
   }
+  telemetry.watchNodes(directory);
   let draining = false;
 
   const status = async (): Promise<EdgeStatus> => {
@@ -116,7 +121,6 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       nodeClients,
       status,
       templateFiles,
-      metrics: metrics.registry,
       log,
     },
     controlLink: { clusterToken: config.clusterToken, credentials, directory, store, sessions, log },
@@ -124,6 +128,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     directory,
     uploads: templateFiles,
     tls: config.tls,
+    telemetry,
     log,
   });
   const traffic: Server = createTrafficServer({
@@ -197,6 +202,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       templateFiles.close();
       await resumer?.close();
       await store.close();
+      await telemetry.close();
     },
   };
 }

@@ -55,6 +55,8 @@ const EnvSchema = z.object({
     .refine((v) => /^rediss?:\/\/./.test(v) || v.startsWith('/'), 'must be a redis:// or rediss:// URL or a unix socket path')
     .optional(),
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // A customer's own OTLP/HTTP receiver for the edge's own logs instead of the collector (COVE_COLLECTOR_URL).
+  COVE_OTLP_ENDPOINT: z.string().url().optional(),
   // TLS on the API port: PEM files; cert and key together or neither. A client CA makes it mutual TLS.
   COVE_EDGE_TLS_CERT: z.string().min(1).optional(),
   COVE_EDGE_TLS_KEY: z.string().min(1).optional(),
@@ -86,7 +88,8 @@ const EnvSchema = z.object({
   COVE_EDGE_PUBLIC_PORT: port.optional(),
   // `iss` the control plane's grants carry (its COVE_GRANT_ISSUER).
   COVE_GRANT_ISSUER: z.string().min(1).max(256).default('cove-control-plane'),
-  // The cluster's collector query API and its token; unset = log and metric routes answer 503.
+  // The cluster's collector (its OTLP intake for the edge's own logs, its query API for the public port) and its
+  // token; unset = no telemetry is sent and log and metric routes answer 503.
   COVE_COLLECTOR_URL: baseUrl.optional(),
   COVE_COLLECTOR_TOKEN: secret.optional(),
   // Deadline of one collector query (headers and body).
@@ -162,6 +165,8 @@ export interface EdgeConfig {
   readonly grantIssuer: string;
   /** The collector query API; undefined = log and metric routes answer 503. */
   readonly collector: { readonly url: string; readonly token: string; readonly timeoutMs: number } | undefined;
+  /** OTLP/HTTP receiver of the edge's own logs; undefined = off. */
+  readonly telemetry: { readonly url: string; readonly token: string | undefined } | undefined;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -200,7 +205,12 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
       e.COVE_COLLECTOR_URL !== undefined && e.COVE_COLLECTOR_TOKEN !== undefined
         ? Object.freeze({ url: e.COVE_COLLECTOR_URL.replace(/\/+$/, ''), token: e.COVE_COLLECTOR_TOKEN, timeoutMs: e.COVE_COLLECTOR_TIMEOUT_MS })
         : undefined,
+    telemetry: otlpTarget(e.COVE_OTLP_ENDPOINT ?? e.COVE_COLLECTOR_URL, e.COVE_COLLECTOR_TOKEN),
   });
+}
+
+function otlpTarget(url: string | undefined, token: string | undefined): EdgeConfig['telemetry'] {
+  return url === undefined ? undefined : Object.freeze({ url: url.replace(/\/+$/, ''), token });
 }
 
 function loadStorage(e: z.infer<typeof EnvSchema>): EdgeStorageConfig {

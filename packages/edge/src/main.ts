@@ -3,7 +3,9 @@
 
 import { buildEdge } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
+import { multistream, type Level } from 'pino';
 import { createLogger } from './logger.js';
+import { EdgeTelemetry } from './telemetry/edge-telemetry.js';
 
 /** Time in-flight requests get to finish after SIGTERM before connections are cut. */
 const SHUTDOWN_GRACE_MS = 15_000;
@@ -20,8 +22,11 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const log = createLogger(config.logLevel);
-  const edge = buildEdge(config, { log });
+  // Telemetry first: the logger tees its lines to the collector (when COVE_COLLECTOR_URL is set).
+  const telemetry = new EdgeTelemetry(config);
+  const otlp = telemetry.logStream();
+  const log = createLogger(config.logLevel, otlp ? multistream([{ level: config.logLevel as Level, stream: process.stdout }, { level: 'info', stream: otlp }]) : undefined);
+  const edge = buildEdge(config, { log, telemetry });
   await edge.listen();
 
   let stopping = false;

@@ -5,15 +5,19 @@ import type { EnvdConfig } from './config.js';
 import { WatcherRegistry } from './fs/watcher-registry.js';
 import { httpRouter } from './http/http-router.js';
 import { MetricsReader } from './http/metrics.js';
+import { LogRing } from './log-ring.js';
 import { ProcessTable } from './process/process-table.js';
 import { accessTokenInterceptor, errorLogInterceptor, registerRoutes } from './rpc/connect-routes.js';
 import { EnvdState } from './state.js';
 import { UserDb } from './users/user-db.js';
+import { ENVD_VERSION } from './version.js';
 
 /** A built envd: the HTTP server (not listening yet) and its runtime parts. */
 export interface Envd {
   readonly server: Server;
   readonly state: EnvdState;
+  /** What envd records for the sandbox's logs. */
+  readonly ring: LogRing;
   /** Stops watchers and kills child processes; call after `server.close()`. */
   shutdown(): void;
 }
@@ -41,18 +45,20 @@ export function buildEnvd(config: EnvdConfig, deps: EnvdDeps): Envd {
   const log = deps.logger;
   const state = new EnvdState();
   const users = new UserDb(config.passwdPath, config.groupPath);
-  const processes = new ProcessTable();
+  const ring = new LogRing();
+  ring.record('info', 'envd started', { version: ENVD_VERSION });
+  const processes = new ProcessTable(ring);
   const watchers = new WatcherRegistry();
   const selfUid = deps.selfUid ?? process.getuid?.() ?? 0;
 
   const rpc = connectNodeAdapter({
-    routes: registerRoutes({ state, users, watchers, processes, selfUid }),
-    interceptors: [errorLogInterceptor(log), accessTokenInterceptor(state)],
+    routes: registerRoutes({ state, users, watchers, processes, selfUid, ring }),
+    interceptors: [errorLogInterceptor(log, ring), accessTokenInterceptor(state)],
     // Newer SDKs may send fields this proto does not know yet; accept them.
     jsonOptions: { ignoreUnknownFields: true },
     readMaxBytes: 64 * 1024 * 1024,
   });
-  const http = httpRouter({ state, users, log, maxUploadBytes: config.maxUploadBytes, initToken: config.initToken, metrics: new MetricsReader() });
+  const http = httpRouter({ state, users, log, maxUploadBytes: config.maxUploadBytes, initToken: config.initToken, metrics: new MetricsReader(), ring });
 
   const server = createServer({ requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 640_000 }, (req: IncomingMessage, res: ServerResponse) => {
     req.on('error', () => undefined);
@@ -73,6 +79,7 @@ export function buildEnvd(config: EnvdConfig, deps: EnvdDeps): Envd {
   return {
     server,
     state,
+    ring,
     shutdown() {
       watchers.closeAll();
       processes.killAll();

@@ -33,6 +33,7 @@ import { BuildPool } from './sandboxes/build-pool.js';
 import { LayerCache } from './templates/layer-cache.js';
 import { TemplateResolver } from './templates/resolver.js';
 import { openClusterStorage } from './templates/storage.js';
+import { NodeTelemetry } from './telemetry/node-telemetry.js';
 
 export interface OrchestratorDeps {
   runtime: SandboxRuntime;
@@ -62,6 +63,8 @@ export interface Orchestrator {
   readonly templates: TemplatePlumbing;
   /** Pause, snapshots and starts from them (src/snapshots). */
   readonly snapshots: SnapshotManager;
+  /** Sandbox and build logs, gauges (OTLP when COVE_COLLECTOR_URL is set) and Prometheus /metrics. */
+  readonly telemetry: NodeTelemetry;
   /** Recover sandboxes left by a previous run, then start warm pools and the expiry scanner. */
   start(): Promise<RecoveryReport>;
   /** Listen on the configured host and ports (0 = any free port), then start heartbeats. */
@@ -146,6 +149,9 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     log: log.child({ component: 'snapshots' }),
   });
   manager.useSnapshots(snapshots);
+  const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
+  const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log });
+  manager.onLifecycle(telemetry.lifecycle);
   const builds = createTemplateBuilds({
     dataDir: config.dataDir,
     runtime,
@@ -158,10 +164,10 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     draining: () => manager.status === 'draining',
     buildInUse: (buildId) => manager.list().some((s) => s.buildId === buildId),
     concurrency: config.maxBuilds,
+    onLog: (ids, entry) => telemetry.buildLog(ids, entry),
     log,
   });
   const scanner = new ExpiryScanner(manager, log);
-  const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
   const startedAt = Date.now();
   let proxyPort = config.proxyPort;
   let rpcPort = config.rpcPort;
@@ -182,7 +188,9 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   const rpcLog = log.child({ component: 'rpc' });
   const handler = connectNodeAdapter({
     // The last interceptor runs first: errors from auth pass through the error mapper too.
-    interceptors: [errorInterceptor(rpcLog), authInterceptor(config.nodeToken)],
+    // Telemetry wraps the others (connect applies the first interceptor outermost), so it counts calls that auth
+    // refuses too, with the codes the error mapper gives them.
+    interceptors: [telemetry.interceptor(), errorInterceptor(rpcLog), authInterceptor(config.nodeToken)],
     routes(router) {
       router.service(
         SandboxService,
@@ -205,6 +213,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     lookup: (sandboxId) => manager.get(sandboxId)?.address,
     log: log.child({ component: 'node-proxy' }),
   });
+  telemetry.attachMetricsRoute(proxyServer);
 
   let heartbeat: Heartbeat | undefined;
   let started = false;
@@ -217,6 +226,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     usage,
     templates,
     snapshots,
+    telemetry,
     info,
     async start() {
       await store.init();
@@ -234,6 +244,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       snapshots.startSweeping(60_000);
       await usage.sample();
       usage.start();
+      telemetry.start();
       started = true;
       return report;
     },
@@ -274,6 +285,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       for (const s of sessions) s.close();
       if (started) await Promise.all([pool.close(), buildPool.close(), builds.close()]);
       await Promise.all(closing);
+      // Last: what the shutdown itself logged still goes out (bounded by the exporter's timeout).
+      await telemetry.close();
       log.info('orchestrator closed');
     },
   };

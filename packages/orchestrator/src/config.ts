@@ -90,6 +90,16 @@ const envSchema = z.object({
   COVE_PAUSED_SLOTS: z.coerce.number().int().min(0).max(1000).default(16),
   // Local copies of snapshots kept besides them (for creates from persistent snapshots); storage has them all.
   COVE_LOCAL_SNAPSHOTS: z.coerce.number().int().min(0).max(10_000).default(32),
+  /** The cluster's collector (OTLP/HTTP base URL, docs/observability.md); unset = no telemetry is sent. */
+  COVE_COLLECTOR_URL: z.string().url().optional(),
+  COVE_COLLECTOR_TOKEN: z.string().min(1).optional(),
+  /** A customer's own OTLP/HTTP receiver instead of the collector (same token header if one is set). */
+  COVE_OTLP_ENDPOINT: z.string().url().optional(),
+  /** How often sandbox logs are pulled from envd and gauges exported. */
+  COVE_TELEMETRY_LOG_PULL_MS: z.coerce.number().int().min(100).max(60_000).default(2000),
+  COVE_TELEMETRY_METRIC_INTERVAL_MS: z.coerce.number().int().min(100).max(300_000).default(5000),
+  /** Log records waiting for the collector at most; beyond it records are dropped and counted. */
+  COVE_TELEMETRY_MAX_QUEUE: z.coerce.number().int().min(1).max(1_000_000).default(8192),
 }).refine((e) => (e.COVE_EDGE_CLIENT_CERT === undefined) === (e.COVE_EDGE_CLIENT_KEY === undefined), {
   message: 'COVE_EDGE_CLIENT_CERT and COVE_EDGE_CLIENT_KEY must be set together (or neither)',
   path: ['COVE_EDGE_CLIENT_CERT'],
@@ -150,6 +160,16 @@ export interface OrchestratorConfig {
   readonly pausedSlots: number;
   /** Local copies of committed snapshots kept on this node. */
   readonly localSnapshots: number;
+  /** Where logs and metrics go (OTLP/HTTP JSON); undefined = telemetry off. */
+  readonly telemetry:
+    | {
+        readonly url: string;
+        readonly token: string | undefined;
+        readonly logPullMs: number;
+        readonly metricIntervalMs: number;
+        readonly maxQueue: number;
+      }
+    | undefined;
   readonly userTemplates: {
     /** Warm slots per build, kept for the `warmBuilds` most recently used builds. */
     readonly warmPerBuild: number;
@@ -243,6 +263,16 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     maxBuilds: e.COVE_MAX_BUILDS,
     pausedSlots: e.COVE_PAUSED_SLOTS,
     localSnapshots: e.COVE_LOCAL_SNAPSHOTS,
+    telemetry:
+      (e.COVE_OTLP_ENDPOINT ?? e.COVE_COLLECTOR_URL) === undefined
+        ? undefined
+        : {
+            url: (e.COVE_OTLP_ENDPOINT ?? e.COVE_COLLECTOR_URL)!.replace(/\/+$/, ''),
+            token: e.COVE_COLLECTOR_TOKEN,
+            logPullMs: e.COVE_TELEMETRY_LOG_PULL_MS,
+            metricIntervalMs: e.COVE_TELEMETRY_METRIC_INTERVAL_MS,
+            maxQueue: e.COVE_TELEMETRY_MAX_QUEUE,
+          },
     userTemplates: {
       warmPerBuild: e.COVE_TEMPLATE_WARM_POOL_SIZE,
       warmBuilds: e.COVE_TEMPLATE_WARM_POOL_BUILDS,

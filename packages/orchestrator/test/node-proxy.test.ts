@@ -134,7 +134,7 @@ describe('node proxy', () => {
   });
 
   it('refuses envd-internal paths on port 49983 with 404 JSON', async () => {
-    for (const path of ['/init', '/metrics', '/init/', '//init', '/%69nit', '/a/../init', '/metrics?x=1']) {
+    for (const path of ['/init', '/metrics', '/init/', '//init', '/%69nit', '/a/../init', '/metrics?x=1', '/cove/logs', '/cove/logs?after=0']) {
       const r = await call(proxyPort, route(49983), path, path.startsWith('/init') ? 'POST' : 'GET');
       assert.equal(r.status, 404, path);
       assert.equal(JSON.parse(r.body).code, 404);
@@ -271,10 +271,22 @@ describe('node proxy: envd-internal paths in any spelling', () => {
       '/metrics',
       '/upgrade',
       '/FSFREEZE',
+      '/cove/logs',
+      '/cove/logs?after=0&limit=1000',
+      '/COVE/LOGS',
+      '//cove//logs',
+      '/%63ove/logs',
+      '/cove%2flogs',
+      '/x/../cove/logs',
+      'http://x/cove/logs',
     ];
     for (const target of targets) {
       const status = await rawStatus(proxyPort, `POST ${target} HTTP/1.1`, { ...envdRoute, 'content-length': '0' });
       assert.equal(status, 404, target);
+    }
+    // The log ring is read with GET by the node; from outside it is refused the same way.
+    for (const target of ['/cove/logs?after=0', '/%63ove/logs', 'http://x/cove/logs']) {
+      assert.equal(await rawStatus(proxyPort, `GET ${target} HTTP/1.1`, envdRoute), 404, target);
     }
     // Asterisk-form and other targets that are neither a path nor an http URL are not forwarded at all.
     for (const target of ['*', 'init', 'ftp://x/init']) {

@@ -15,6 +15,11 @@ export const Attr = {
 } as const;
 
 export type LogKind = 'sandbox' | 'build';
+/**
+ * `cove.log.kind` of a component's own log lines (an edge's, say): neither a sandbox's nor a build's, never
+ * served through the sandbox or build log routes; kept for operators (and their own OTLP backends).
+ */
+export const COMPONENT_LOG_KIND = 'component';
 
 /** Sandbox gauges (attributes teamId, sandboxId). Bytes for memory and disk. */
 export const SandboxMetric = {
@@ -96,3 +101,43 @@ export const ClusterMetricsReport = z
   })
   .strict();
 export type ClusterMetricsReport = z.infer<typeof ClusterMetricsReport>;
+
+/** Sender-side counter of records a sender dropped (queue full, collector down); Prometheus name. */
+export const TELEMETRY_DROPPED_METRIC = 'cove_telemetry_dropped_total';
+
+/** envd's internal log route (init token only; the node proxy refuses it from outside). */
+export const ENVD_LOGS_PATH = '/cove/logs';
+/** Bounds of one envd log entry and of one reply of the route (envd truncates to them; the node refuses more). */
+export const ENVD_LOG_LIMITS = {
+  messageChars: 4096,
+  fields: 32,
+  fieldKeyChars: 64,
+  fieldValueChars: 1024,
+  /** Entries one reply may hold. */
+  maxEntries: 1000,
+} as const;
+
+const fieldValue = z.union([z.string().max(ENVD_LOG_LIMITS.fieldValueChars), z.number(), z.boolean()]);
+/** One entry of envd's log ring. `seq` grows by one per entry for envd's life. */
+export const EnvdLogEntry = z
+  .object({
+    seq: z.number().int().min(1),
+    ts: z.string().datetime(),
+    level: z.enum(['debug', 'info', 'warn', 'error']),
+    message: z.string().max(ENVD_LOG_LIMITS.messageChars),
+    fields: z
+      .record(z.string().max(ENVD_LOG_LIMITS.fieldKeyChars), fieldValue)
+      .refine((f) => Object.keys(f).length <= ENVD_LOG_LIMITS.fields, 'too many fields'),
+  })
+  .strict();
+export type EnvdLogEntry = z.infer<typeof EnvdLogEntry>;
+/** `GET /cove/logs?after=<seq>&limit=<n>`: entries after `after`, and how many after it the ring overwrote. */
+export const EnvdLogsReply = z
+  .object({
+    entries: z.array(EnvdLogEntry).max(ENVD_LOG_LIMITS.maxEntries),
+    dropped: z.number().int().min(0),
+    /** The seq to ask `after` next time. */
+    next: z.number().int().min(0),
+  })
+  .strict();
+export type EnvdLogsReply = z.infer<typeof EnvdLogsReply>;

@@ -25,6 +25,7 @@ import { UPLOAD_PATH, type TemplateFiles } from '../storage/template-files.js';
 import { registerHeartbeatService } from './heartbeat-service.js';
 import { createPortMux } from './port-mux.js';
 import { createRestApi, type RestApiDeps } from './rest-api.js';
+import type { EdgeTelemetry } from '../telemetry/edge-telemetry.js';
 
 /** What the API port needs. */
 export interface ApiServerDeps {
@@ -36,6 +37,8 @@ export interface ApiServerDeps {
   uploads: Pick<TemplateFiles, 'handleUpload'>;
   /** Undefined = cleartext (h2c + HTTP/1.1 sniffed). */
   tls?: EdgeTlsConfig | undefined;
+  /** Request metrics and `GET /metrics` (cluster token). */
+  telemetry?: EdgeTelemetry;
   log: Logger;
 }
 
@@ -63,6 +66,7 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   // 10 MB per session (Node's default) is tight for several multi-MB control-link messages in flight.
   const maxSessionMemory = 64;
   const onRequest = (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse): void => {
+    if (deps.telemetry?.handle(req, res, deps.rest.clusterToken)) return;
     if (isUploadPath(req.url)) {
       // createUploadHandler uses only what node:http and the HTTP/2 compatibility API have in common.
       deps.uploads.handleUpload(req as IncomingMessage, res as ServerResponse);

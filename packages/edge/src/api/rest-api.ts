@@ -31,8 +31,6 @@ export interface RestApiDeps {
   nodeClients: NodeClients;
   status: () => Promise<EdgeStatus>;
   templateFiles: Pick<TemplateFiles, 'describe'>;
-  /** Prometheus registry served at GET /metrics (cluster token). */
-  metrics?: { contentType: string; metrics(): Promise<string> };
   log: Logger;
 }
 
@@ -106,7 +104,6 @@ const ROUTES: { method: string; re: RegExp; name: string; body?: boolean }[] = [
   { method: 'POST', re: new RegExp(`^/v1/nodes/${NODE_ID}/undrain$`), name: 'undrain' },
   { method: 'GET', re: /^\/v1\/sandboxes\/([^/]+)$/, name: 'sandbox' },
   { method: 'POST', re: /^\/v1\/templates\/files$/, name: 'templateFiles', body: true },
-  { method: 'GET', re: /^\/metrics$/, name: 'metrics' },
 ];
 
 /** Build the REST handler; it answers every request it is given (404 JSON for unknown paths). */
@@ -193,13 +190,6 @@ async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
       }
       const answer = await deps.templateFiles.describe(parsed.data.teamId, parsed.data.hash);
       return sendJson(res, answer.present ? 200 : 201, answer);
-    }
-    case 'metrics': {
-      if (!deps.metrics) return sendError(res, 404, 'no metrics');
-      const text = await deps.metrics.metrics();
-      (res as unknown as JsonWriter).writeHead(200, { 'content-type': deps.metrics.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
-      (res as unknown as JsonWriter).end(text);
-      return;
     }
     default:
       return sendError(res, 404, `no route ${path}`);

@@ -39,7 +39,11 @@ export class DirWatcher {
     await this.addDir(this.root, this.recursive);
   }
 
+  /** Called once, on the first close(). */
+  onClosed: (() => void) | undefined;
+
   close(): void {
+    if (!this.closed) this.onClosed?.();
     this.closed = true;
     for (const w of this.watchers.values()) w.close();
     this.watchers.clear();

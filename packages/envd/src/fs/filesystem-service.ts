@@ -16,6 +16,7 @@ import { resolvePath } from '../paths.js';
 import { rpcUser } from '../rpc/rpc-user.js';
 import type { EnvdState } from '../state.js';
 import { EventQueue, keepaliveMsFrom } from '../stream/event-queue.js';
+import type { LogRing } from '../log-ring.js';
 import type { SandboxUser, UserDb } from '../users/user-db.js';
 import { DirWatcher, type DirEvent } from './dir-watcher.js';
 import { entryInfo } from './entry-info.js';
@@ -24,6 +25,7 @@ import { assertCanModifyIn } from '../users/access-check.js';
 import type { WatcherRegistry } from './watcher-registry.js';
 
 export interface FilesystemDeps {
+  ring?: LogRing;
   state: EnvdState;
   users: UserDb;
   watchers: WatcherRegistry;
@@ -72,6 +74,8 @@ async function startWatch(
   );
   register?.(watcher);
   await watcher.start();
+  deps.ring?.record('info', 'watcher started', { path: root, recursive: req.recursive, user: user.name });
+  watcher.onClosed = () => deps.ring?.record('info', 'watcher stopped', { path: root });
   return watcher;
 }
 

@@ -14,6 +14,7 @@ import { resolvePath } from '../paths.js';
 import type { EnvdState } from '../state.js';
 import { assertCanAccessFile, assertCanModifyIn } from '../users/access-check.js';
 import type { SandboxUser, UserDb } from '../users/user-db.js';
+import type { LogRing } from '../log-ring.js';
 import { sendError, sendJson } from './json-reply.js';
 
 export interface FilesDeps {
@@ -264,11 +265,11 @@ function multipartUpload(
 }
 
 /** Runs a handler, turning thrown errors into JSON error replies. */
-export async function guardHttp(res: ServerResponse, log: Logger, fn: () => Promise<void>): Promise<void> {
+export async function guardHttp(res: ServerResponse, log: Logger, fn: () => Promise<void>, ring?: LogRing): Promise<void> {
   try {
     await fn();
   } catch (e) {
-    sendError(res, e, log);
+    sendError(res, e, log, ring);
   }
 }
 

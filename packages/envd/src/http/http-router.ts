@@ -5,7 +5,9 @@ import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
 import { ENVD_VERSION } from '../version.js';
 import { guardHttp, handleDownload, handleUpload, type FilesDeps } from './files-route.js';
-import { handleInit } from './init-route.js';
+import { ENVD_LOGS_PATH, ENVD_LOG_LIMITS } from '@cove/contracts/telemetry';
+import type { LogRing } from '../log-ring.js';
+import { checkInitToken, handleInit } from './init-route.js';
 import { sendJson } from './json-reply.js';
 import type { MetricsReader } from './metrics.js';
 import { hasValidAccessToken } from './request-auth.js';
@@ -13,6 +15,14 @@ import { hasValidAccessToken } from './request-auth.js';
 export interface HttpDeps extends FilesDeps {
   initToken: string | undefined;
   metrics: MetricsReader;
+  ring: LogRing;
+}
+
+function intParam(q: URLSearchParams, name: string, dflt: number, max: number): number {
+  const raw = q.get(name);
+  if (raw === null) return dflt;
+  if (!/^\d{1,15}$/.test(raw)) throw new EnvdError('invalid_argument', `${name} must be a non-negative integer`);
+  return Math.min(Number(raw), max);
 }
 
 type Next = () => void;
@@ -42,7 +52,17 @@ export function httpRouter(deps: HttpDeps): (req: IncomingMessage, res: ServerRe
     }
     if (path === '/init') {
       if (method !== 'POST') return methodNotAllowed(res);
-      void guardHttp(res, log, () => handleInit(req, res, { state, initToken: deps.initToken }));
+      void guardHttp(res, log, () => handleInit(req, res, { state, initToken: deps.initToken, ring: deps.ring }), deps.ring);
+      return;
+    }
+    if (path === ENVD_LOGS_PATH) {
+      if (method !== 'GET') return methodNotAllowed(res);
+      void guardHttp(res, log, async () => {
+        checkInitToken(req, deps.initToken);
+        const after = intParam(url.searchParams, 'after', 0, Number.MAX_SAFE_INTEGER);
+        const limit = intParam(url.searchParams, 'limit', ENVD_LOG_LIMITS.maxEntries, ENVD_LOG_LIMITS.maxEntries);
+        sendJson(res, 200, deps.ring.read(after, limit), { 'cache-control': 'no-store' });
+      }, deps.ring);
       return;
     }
     if (path === '/files') {
@@ -51,7 +71,7 @@ export function httpRouter(deps: HttpDeps): (req: IncomingMessage, res: ServerRe
         checkFilesAuth(req, url.searchParams, method === 'GET' ? 'read' : 'write', state);
         if (method === 'GET') await handleDownload(req, res, url.searchParams, deps);
         else await handleUpload(req, res, url.searchParams, deps);
-      });
+      }, deps.ring);
       return;
     }
     if (path === '/envs' || path === '/metrics') {
@@ -60,7 +80,7 @@ export function httpRouter(deps: HttpDeps): (req: IncomingMessage, res: ServerRe
         if (!hasValidAccessToken(req, state)) throw new EnvdError('unauthenticated', 'missing or invalid X-Access-Token');
         if (path === '/envs') sendJson(res, 200, state.envVars);
         else sendJson(res, 200, await deps.metrics.read());
-      });
+      }, deps.ring);
       return;
     }
     next();

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { tokensEqual } from '@cove/auth-tokens';
 import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
+import type { LogRing } from '../log-ring.js';
 import { ENVD_VERSION } from '../version.js';
 import { readSmallBody } from './read-body.js';
 
@@ -19,6 +20,15 @@ const initBody = z.object({
 export interface InitDeps {
   state: EnvdState;
   initToken: string | undefined;
+  ring?: LogRing;
+}
+
+/** The node's own routes (`/init`, `/cove/logs`) need the slot's init token; none configured refuses them. */
+export function checkInitToken(req: IncomingMessage, initToken: string | undefined): void {
+  if (!initToken) throw new EnvdError('init_disabled', 'init is disabled: envd has no init token');
+  const given = req.headers['x-cove-init-token'];
+  if (typeof given !== 'string' || given === '') throw new EnvdError('unauthenticated', 'missing X-Cove-Init-Token');
+  if (!tokensEqual(given, initToken)) throw new EnvdError('forbidden', 'invalid init token');
 }
 
 /**
@@ -27,10 +37,7 @@ export interface InitDeps {
  * refused outright when envd was started without an init token.
  */
 export async function handleInit(req: IncomingMessage, res: ServerResponse, deps: InitDeps): Promise<void> {
-  if (!deps.initToken) throw new EnvdError('init_disabled', 'init is disabled: envd has no init token');
-  const given = req.headers['x-cove-init-token'];
-  if (typeof given !== 'string' || given === '') throw new EnvdError('unauthenticated', 'missing X-Cove-Init-Token');
-  if (!tokensEqual(given, deps.initToken)) throw new EnvdError('forbidden', 'invalid init token');
+  checkInitToken(req, deps.initToken);
   const raw = await readSmallBody(req, 1024 * 1024);
   let json: unknown = {};
   if (raw.length > 0) {
@@ -53,6 +60,7 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, deps
     if (body.defaultUser) state.defaultUser = body.defaultUser;
     if (body.defaultWorkdir) state.defaultWorkdir = body.defaultWorkdir;
     if (body.hostname) await writeFile('/proc/sys/kernel/hostname', body.hostname).catch(() => undefined);
+    deps.ring?.record('info', 'envd initialized', { defaultUser: state.defaultUser, defaultWorkdir: state.defaultWorkdir, envVarCount: Object.keys(state.envVars).length });
   }
   res.writeHead(204, { 'x-envd-version': ENVD_VERSION, 'cache-control': 'no-store' });
   res.end();

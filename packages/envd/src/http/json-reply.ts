@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { httpStatusOf, toEnvdError } from '../errors.js';
 import type { Logger } from 'pino';
+import type { LogRing } from '../log-ring.js';
 
 /** Writes a JSON body with the given status. */
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -13,9 +14,10 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * The one place HTTP errors meet the wire: `{code, message}` with the mapped status.
  * Internal causes are logged, never sent.
  */
-export function sendError(res: ServerResponse, err: unknown, log: Logger): void {
+export function sendError(res: ServerResponse, err: unknown, log: Logger, ring?: LogRing): void {
   const e = toEnvdError(err);
   const status = httpStatusOf(e.code);
+  ring?.record(status >= 500 ? 'error' : 'warn', e.message, { code: e.code, status });
   if (status >= 500 && status !== 507) log.error({ err: e.cause ?? e }, e.message);
   else log.debug({ code: e.code }, e.message);
   if (res.headersSent) {

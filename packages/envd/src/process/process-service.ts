@@ -83,6 +83,7 @@ export function processService(deps: ProcessDeps): ServiceImpl<typeof Process> {
           tag: req.tag,
           stdin: req.stdin ?? true,
           pty: req.pty ? { cols: size?.cols ?? 80, rows: size?.rows ?? 24 } : undefined,
+          user: user.name,
         });
       } catch (e) {
         throw toConnectError(e);

@@ -9,6 +9,7 @@ import {
 import { EnvdError } from '../errors.js';
 import { EventQueue } from '../stream/event-queue.js';
 import { spawnPipes, spawnPty, type ChildHandle, type ChildSink } from './child-handle.js';
+import type { LogRing } from '../log-ring.js';
 import type { LaunchSpec } from './launch-spec.js';
 
 /** A process started through envd, while it runs. */
@@ -82,11 +83,15 @@ export interface StartOptions {
   tag: string | undefined;
   stdin: boolean;
   pty: { cols: number; rows: number } | undefined;
+  /** Name of the user the process runs as (for the log). */
+  user?: string;
 }
 
 /** Running processes by pid; a finished process is dropped as soon as its end event is sent. */
 export class ProcessTable {
   private readonly byPid = new Map<number, ManagedProcess>();
+
+  constructor(private readonly ring?: LogRing) {}
 
   /**
    * Spawns and registers a process. The returned queue is subscribed before any output
@@ -106,6 +111,15 @@ export class ProcessTable {
       pty: data('pty'),
       exit: (r) => {
         this.byPid.delete(proc.pid);
+        this.ring?.record(r.exited && r.exitCode === 0 ? 'info' : 'warn', 'process ended', {
+          pid: proc.pid,
+          tag: opts.tag,
+          cmd: opts.config.cmd,
+          exitCode: r.exitCode,
+          exited: r.exited,
+          status: r.status,
+          durationMs: Date.now() - startedAt,
+        });
         const end = create(ProcessEventSchema, {
           event: {
             case: 'end',
@@ -120,8 +134,23 @@ export class ProcessTable {
         proc.ended();
       },
     };
-    proc.child = opts.pty ? spawnPty(opts.spec, opts.pty, sink) : await spawnPipes(opts.spec, opts.stdin, sink);
+    const startedAt = Date.now();
+    try {
+      proc.child = opts.pty ? spawnPty(opts.spec, opts.pty, sink) : await spawnPipes(opts.spec, opts.stdin, sink);
+    } catch (e) {
+      this.ring?.record('error', 'process start failed', { cmd: opts.config.cmd, cwd: opts.spec.cwd, user: opts.user, error: e instanceof Error ? e.message : String(e) });
+      throw e;
+    }
     this.byPid.set(proc.pid, proc);
+    this.ring?.record('info', 'process started', {
+      pid: proc.pid,
+      tag: opts.tag,
+      cmd: opts.config.cmd,
+      args: JSON.stringify(opts.config.args),
+      cwd: opts.spec.cwd,
+      user: opts.user,
+      pty: opts.pty !== undefined,
+    });
     return { proc, queue };
   }
 

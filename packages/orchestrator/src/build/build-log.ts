@@ -53,6 +53,8 @@ export class BuildLog {
     private readonly store: BlobStore,
     private readonly buildId: string,
     private readonly log: Logger,
+    /** Sees every entry kept (the node's telemetry sends it on as a build log record). */
+    private readonly onEntry?: (e: LogEntry) => void,
   ) {}
 
   add(level: LogLevel, message: string, step = ''): void {
@@ -63,7 +65,9 @@ export class BuildLog {
       level = 'warn';
     }
     const text = message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)} …[cut]` : message;
-    this.entries.push({ timestamp: Date.now(), level, message: text, step });
+    const entry = { timestamp: Date.now(), level, message: text, step };
+    this.entries.push(entry);
+    this.onEntry?.(entry);
     this.dirty = true;
     this.timer ??= setTimeout(() => {
       this.timer = null;

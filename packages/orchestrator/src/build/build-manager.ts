@@ -59,7 +59,15 @@ export interface BuildManagerOptions {
   draining?: () => boolean;
   /** True while a sandbox on this node runs the build (DeleteBuilds refuses then). */
   buildInUse?: (buildId: string) => boolean;
+  /** Every build log entry, with the build's ids (telemetry). */
+  onLog?: (ids: BuildIds, entry: LogEntry) => void;
   log: Logger;
+}
+
+export interface BuildIds {
+  templateId: string;
+  buildId: string;
+  teamId: string;
 }
 
 const PAGE_CAP = 100;
@@ -82,7 +90,9 @@ export class BuildManager {
     if (this.builds.has(v.buildId)) throw new BuildRefused('exists', `build ${v.buildId} is already on this node`);
     if (await this.o.store.exists(manifestKey(v.buildId))) throw new BuildRefused('exists', `build ${v.buildId} is already finished`);
     if (this.builds.has(v.buildId)) throw new BuildRefused('exists', `build ${v.buildId} is already on this node`);
-    const log = new BuildLog(this.o.store, v.buildId, this.o.log.child({ buildId: v.buildId }));
+    const ids: BuildIds = { templateId: v.templateId, buildId: v.buildId, teamId: v.teamId };
+    const onLog = this.o.onLog;
+    const log = new BuildLog(this.o.store, v.buildId, this.o.log.child({ buildId: v.buildId }), onLog && ((e) => onLog(ids, e)));
     const abort = new AbortController();
     const b: Running = { templateId: v.templateId, state: 'building', log, abort, done: Promise.resolve() };
     this.builds.set(v.buildId, b);

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import type { LayerCache } from '../templates/layer-cache.js';
-import { BuildManager } from './build-manager.js';
+import { BuildManager, type BuildManagerOptions } from './build-manager.js';
 import type { BuildRuntime } from './build-sandbox.js';
 import { RegistryImageBase } from './image-base.js';
 
@@ -27,6 +27,7 @@ export interface TemplateBuildsOptions {
   draining: () => boolean;
   /** True while a sandbox on this node runs the build. */
   buildInUse: (buildId: string) => boolean;
+  onLog?: BuildManagerOptions['onLog'];
   log: Logger;
 }
 
@@ -56,6 +57,7 @@ export function createTemplateBuilds(o: TemplateBuildsOptions): BuildManager {
     concurrency: o.concurrency ?? 2,
     draining: o.draining,
     buildInUse: o.buildInUse,
+    onLog: o.onLog,
     log,
   });
 }

@@ -36,8 +36,11 @@ export interface NodeProxyOptions {
   log: Logger;
 }
 
-/** envd routes only the node may call (x-internal in envd's spec); refused on the envd port, whatever follows them. */
-const ENVD_INTERNAL_SEGMENTS = new Set(['init', 'metrics', 'freeze', 'unfreeze', 'collapse', 'fsfreeze', 'fsthaw', 'upgrade']);
+/**
+ * envd routes only the node may call (x-internal in envd's spec, and Cove's own `/cove/…`, e.g. the log ring the
+ * node pulls); refused on the envd port, whatever follows them.
+ */
+const ENVD_INTERNAL_SEGMENTS = new Set(['init', 'metrics', 'freeze', 'unfreeze', 'collapse', 'fsfreeze', 'fsthaw', 'upgrade', 'cove']);
 /** Above the edge's 610 s, below envd's 640 s (reference §6.2), so the outer hop always times out first. */
 const IDLE_TIMEOUT_MS = 620_000;
 

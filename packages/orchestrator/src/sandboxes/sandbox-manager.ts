@@ -82,8 +82,18 @@ export interface UserTemplates {
   readyTimeoutMs: number;
 }
 
+/** What happened to a sandbox, for its logs (src/telemetry); called after the fact, never awaited. */
+export interface SandboxLifecycle {
+  created(record: SandboxRecord, how: { resumed: boolean; warmPoolHit: boolean }): void;
+  deleted(record: SandboxRecord, reason: string): void;
+  paused(record: SandboxRecord): void;
+}
+
 export class SandboxManager {
   private readonly sandboxes = new Map<string, SandboxRecord>();
+  /** Records of detached sandboxes (pause, snapshot), for the lifecycle's `paused`. */
+  private readonly detached = new Map<string, SandboxRecord>();
+  private lifecycle: SandboxLifecycle | undefined;
   private readonly creating = new Map<string, Reservation>();
   private readonly deleting = new Set<string>();
   /** Sandboxes taken off the routing table for a pause or snapshot, with what is happening to them. */
@@ -102,6 +112,20 @@ export class SandboxManager {
     private readonly log: Logger,
     private readonly userTemplates?: UserTemplates,
   ) {}
+
+  /** Set by the telemetry (app.ts). */
+  onLifecycle(l: SandboxLifecycle): void {
+    this.lifecycle = l;
+  }
+
+  private tell(fn: (l: SandboxLifecycle) => void): void {
+    if (!this.lifecycle) return;
+    try {
+      fn(this.lifecycle);
+    } catch (err) {
+      this.log.warn({ err }, 'sandbox lifecycle listener failed');
+    }
+  }
 
   /** Set once the snapshot machinery exists (it needs the manager itself). */
   useSnapshots(s: SnapshotSlots): void {
@@ -189,6 +213,7 @@ export class SandboxManager {
       // Only a build that started once is kept warm: a broken one must not boot in a loop.
       if (build) this.userTemplates!.pool.noteUse(build);
       log.info({ slotId: slot.slotId, address: slot.address, warmPoolHit, snapshotId: spec.snapshotId || undefined, endTime: new Date(spec.endTime).toISOString() }, 'sandbox created');
+      this.tell((l) => l.created(record, { resumed: Boolean(spec.snapshotId), warmPoolHit }));
       return { record, warmPoolHit };
     } catch (err) {
       if (slot) await this.destroySlot(slot, log);
@@ -216,6 +241,7 @@ export class SandboxManager {
       await this.runtime.destroy(record.slotId);
       await this.store.remove(sandboxId);
       log.info({ reason }, 'sandbox deleted');
+      this.tell((l) => l.deleted(record, reason));
     } catch (err) {
       // The record stays on disk, so the next start retries the clean-up.
       log.error({ err, reason }, 'destroying sandbox failed');
@@ -249,18 +275,23 @@ export class SandboxManager {
     if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
     this.busy.set(sandboxId, what);
     this.sandboxes.delete(sandboxId);
+    this.detached.set(sandboxId, record);
     return record;
   }
 
   /** Puts a detached sandbox back (it runs again). */
   reattach(record: SandboxRecord): void {
     this.busy.delete(record.sandboxId);
+    this.detached.delete(record.sandboxId);
     this.sandboxes.set(record.sandboxId, record);
   }
 
   /** Forgets a detached sandbox (it is paused: no longer on this node). */
   release(sandboxId: string): void {
     this.busy.delete(sandboxId);
+    const record = this.detached.get(sandboxId);
+    this.detached.delete(sandboxId);
+    if (record) this.tell((l) => l.paused(record));
   }
 
   /** Marks a recovered sandbox whose pause is unfinished as busy (a Pause naming its snapshot finishes it). */

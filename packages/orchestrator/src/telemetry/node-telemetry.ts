@@ -1,0 +1,354 @@
+// The node's telemetry (docs/observability.md): sandbox logs (envd's ring, pulled every 2 s, and the lifecycle
+// the node itself knows), build logs, per-sandbox and node gauges — sent over OTLP/HTTP to the collector when
+// COVE_COLLECTOR_URL is set — and Prometheus /metrics on the proxy port behind the node token.
+// Every id on a record comes from the node's own records: envd cannot speak for another sandbox or team.
+
+import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import {
+  Attr,
+  NodeMetric,
+  SandboxMetric,
+  type LogLevel,
+  type EnvdLogEntry,
+} from '@cove/contracts/telemetry';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  OtlpSender,
+  componentRegistry,
+  requestMetrics,
+  serveMetrics,
+  type Registry,
+  type RequestMetrics,
+} from '@cove/telemetry';
+import type { Logger } from 'pino';
+import type { BuildIds } from '../build/build-manager.js';
+import type { LogEntry as BuildLogEntry } from '../build/build-log.js';
+import type { OrchestratorConfig } from '../config.js';
+import type { HostStats } from '../node/host-stats.js';
+import type { SandboxUsageSampler } from '../node/sandbox-usage.js';
+import type { SandboxRuntime } from '../sandbox/runtime.js';
+import type { SandboxLifecycle, SandboxManager } from '../sandboxes/sandbox-manager.js';
+import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
+import type { WarmPool } from '../sandboxes/warm-pool.js';
+import { EnvdLogsUnreadable, pullEnvdLogs } from './envd-logs.js';
+
+const MiB = 1024 * 1024;
+/** envd pulls at once; the rest wait for the next tick. */
+const PULL_CONCURRENCY = 8;
+/** After a failed pull, wait this many ticks (doubling) before the next, up to the cap. */
+const MAX_BACKOFF_TICKS = 16;
+/** envd's clock is the sandbox's: its timestamps are kept only within this window before the pull. */
+const ENVD_CLOCK_WINDOW_MS = 10 * 60_000;
+
+export interface NodeTelemetryDeps {
+  config: OrchestratorConfig;
+  runtime: SandboxRuntime;
+  manager: SandboxManager;
+  pool: WarmPool;
+  usage: SandboxUsageSampler;
+  host: HostStats;
+  log: Logger;
+}
+
+/** How long close() waits for the last export. */
+const CLOSE_BOUND_MS = 3000;
+/** Cursors of paused sandboxes kept for their resume (oldest forgotten first). */
+const MAX_PAUSED_CURSORS = 10_000;
+
+interface Cursor {
+  after: number;
+  /** Ticks to skip after failures. */
+  skip: number;
+  failures: number;
+  lastFailure: string | undefined;
+}
+
+function sandboxIds(r: Pick<SandboxRecord, 'teamId' | 'sandboxId' | 'templateId' | 'buildId'>): Record<string, string> {
+  return { [Attr.teamId]: r.teamId, [Attr.sandboxId]: r.sandboxId, [Attr.templateId]: r.templateId, [Attr.buildId]: r.buildId };
+}
+
+export class NodeTelemetry {
+  readonly registry: Registry;
+  readonly sender: OtlpSender | undefined;
+  private readonly rpc: RequestMetrics;
+  private readonly pauseSeconds: Histogram;
+  private readonly resumeSeconds: Histogram;
+  private readonly pullFailures: Counter;
+  private readonly cursors = new Map<string, Cursor>();
+  private readonly pausedCursors = new Map<string, number>();
+  private readonly initTokens = new Map<string, string>();
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly d: NodeTelemetryDeps) {
+    this.log = d.log.child({ component: 'telemetry' });
+    const t = d.config.telemetry;
+    this.sender = t
+      ? new OtlpSender({
+          url: t.url,
+          token: t.token,
+          serviceName: 'cove-orchestrator',
+          instanceId: d.config.nodeId,
+          maxQueue: t.maxQueue,
+          metricIntervalMs: t.metricIntervalMs,
+        })
+      : undefined;
+    this.registry = componentRegistry('orchestrator', () => this.sender?.dropped());
+    this.rpc = requestMetrics(this.registry, 'cove_rpc');
+    const buckets = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120];
+    this.pauseSeconds = new Histogram({ name: 'cove_sandbox_pause_duration_seconds', help: 'Pause calls that succeeded', buckets, registers: [this.registry] });
+    this.resumeSeconds = new Histogram({ name: 'cove_sandbox_resume_duration_seconds', help: 'Creates from a snapshot (resumes) that succeeded', buckets, registers: [this.registry] });
+    this.pullFailures = new Counter({ name: 'cove_envd_log_pull_failures_total', help: 'Reads of envd log rings that failed or were refused', labelNames: ['code'], registers: [this.registry] });
+    const manager = d.manager;
+    new Gauge({
+      name: 'cove_sandboxes',
+      help: 'Sandboxes on this node by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const running = manager.list().length;
+        this.set({ state: 'running' }, running);
+        this.set({ state: 'starting' }, Math.max(0, manager.allocation().count - running));
+      },
+    });
+    const pool = d.pool;
+    new Gauge({
+      name: 'cove_warm_pool_slots',
+      help: 'Warm slots ready, and the target, per template',
+      labelNames: ['template', 'kind'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const s of pool.stats()) {
+          this.set({ template: s.templateId, kind: 'ready' }, s.ready);
+          this.set({ template: s.templateId, kind: 'target' }, s.target);
+        }
+      },
+    });
+    if (this.sender) this.registerGauges(this.sender);
+  }
+
+  /** The sandbox's lifecycle as the node saw it, as sandbox log records. */
+  readonly lifecycle: SandboxLifecycle = {
+    created: (r, how) => {
+      // A resume goes on from where the pull stopped at the pause: a memory resume brings back the same ring
+      // (nothing is sent twice); a cold one starts a new envd, whose ring envd itself reads from its start.
+      const after = this.pausedCursors.get(r.sandboxId);
+      this.pausedCursors.delete(r.sandboxId);
+      if (how.resumed && after !== undefined) this.cursors.set(r.sandboxId, { after, skip: 0, failures: 0, lastFailure: undefined });
+      this.sandboxLog(r, 'info', how.resumed ? 'sandbox resumed' : 'sandbox created', {
+        vcpu: r.vcpu,
+        memoryMb: r.memoryMb,
+        diskMb: r.diskMb,
+        warmPoolHit: how.warmPoolHit,
+        endTime: new Date(r.endTime).toISOString(),
+      });
+    },
+    deleted: (r, reason) => {
+      this.sandboxLog(r, 'info', reason === 'timeout' ? 'sandbox timed out' : 'sandbox killed', { reason });
+      this.cursors.delete(r.sandboxId);
+    },
+    paused: (r) => {
+      this.sandboxLog(r, 'info', 'sandbox paused', {});
+      const c = this.cursors.get(r.sandboxId);
+      this.cursors.delete(r.sandboxId);
+      if (c) {
+        this.pausedCursors.set(r.sandboxId, c.after);
+        if (this.pausedCursors.size > MAX_PAUSED_CURSORS) this.pausedCursors.delete(this.pausedCursors.keys().next().value!);
+      }
+    },
+  };
+
+  /** A build log entry, as a `cove.log.kind=build` record. */
+  buildLog(ids: BuildIds, e: BuildLogEntry): void {
+    this.sender?.emit({
+      kind: 'build',
+      level: e.level,
+      message: e.message,
+      ids: { [Attr.teamId]: ids.teamId, [Attr.templateId]: ids.templateId, [Attr.buildId]: ids.buildId, [Attr.buildStep]: e.step },
+      time: e.timestamp,
+    });
+  }
+
+  /** RPC request counts and latencies by method and code; pause and resume durations. */
+  interceptor(): Interceptor {
+    return (next) => async (req) => {
+      const t0 = performance.now();
+      const method = req.method.name;
+      const resume = method === 'Create' && Boolean((req.message as { sandbox?: { snapshotId?: string } }).sandbox?.snapshotId);
+      try {
+        const res = await next(req);
+        const s = (performance.now() - t0) / 1000;
+        this.rpc.observe(method, 'ok', s);
+        if (method === 'Pause') this.pauseSeconds.observe(s);
+        if (resume) this.resumeSeconds.observe(s);
+        return res;
+      } catch (err) {
+        this.rpc.observe(method, Code[ConnectError.from(err).code] ?? 'unknown', (performance.now() - t0) / 1000);
+        throw err;
+      }
+    };
+  }
+
+  /**
+   * `GET /metrics` with `Authorization: Bearer <node token>` on the proxy port. Only requests that name no
+   * sandbox are taken: a sandbox's own /metrics (E2b-Sandbox-Id header) still goes to the sandbox.
+   */
+  attachMetricsRoute(server: HttpServer): void {
+    const proxyListeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[];
+    server.removeAllListeners('request');
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (req.headers['e2b-sandbox-id'] === undefined && serveMetrics(this.registry, this.d.config.nodeToken, req, res)) return;
+      for (const l of proxyListeners) l.call(server, req, res);
+    });
+  }
+
+  start(): void {
+    if (!this.sender || this.timer) return;
+    this.timer = setInterval(() => {
+      this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
+    }, this.d.config.telemetry!.logPullMs);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    this.timer = undefined;
+    await this.ticking;
+    // A collector that is down must not hold a stopping node: what is not out within the bound is lost.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.sender?.shutdown(), new Promise((r) => (timer = setTimeout(r, CLOSE_BOUND_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /** One round of envd log pulls (tests call it directly to wait on a round). */
+  async tick(): Promise<void> {
+    const records = this.d.manager.list();
+    const live = new Set(records.map((r) => r.sandboxId));
+    for (const id of this.cursors.keys()) if (!live.has(id)) this.cursors.delete(id);
+    const due = records.filter((r) => {
+      const c = this.cursors.get(r.sandboxId);
+      if (c && c.skip > 0) {
+        c.skip--;
+        return false;
+      }
+      return true;
+    });
+    for (let i = 0; i < due.length; i += PULL_CONCURRENCY) {
+      await Promise.all(due.slice(i, i + PULL_CONCURRENCY).map((r) => this.pull(r)));
+    }
+  }
+
+  private async initTokenOf(slotId: string): Promise<string | undefined> {
+    let token = this.initTokens.get(slotId);
+    if (token === undefined) {
+      const live = new Set(this.d.manager.list().map((r) => r.slotId));
+      this.initTokens.clear();
+      for (const rec of await this.d.runtime.listRecords()) if (live.has(rec.slotId)) this.initTokens.set(rec.slotId, rec.initToken);
+      token = this.initTokens.get(slotId);
+    }
+    return token;
+  }
+
+  private async pull(r: SandboxRecord): Promise<void> {
+    let c = this.cursors.get(r.sandboxId);
+    if (!c) {
+      c = { after: 0, skip: 0, failures: 0, lastFailure: undefined };
+      this.cursors.set(r.sandboxId, c);
+    }
+    const token = await this.initTokenOf(r.slotId).catch(() => undefined);
+    if (!token) return;
+    const pulledAt = Date.now();
+    try {
+      const reply = await pullEnvdLogs(r.address, token, c.after);
+      // The sandbox may have gone while the read ran; its ids are still the node's own.
+      if (reply.dropped > 0) this.sandboxLog(r, 'warn', 'envd log entries were overwritten before they were read', { dropped: reply.dropped });
+      for (const e of reply.entries) this.envdEntry(r, e, pulledAt);
+      c.after = reply.next;
+      c.failures = 0;
+      c.lastFailure = undefined;
+    } catch (err) {
+      const code = err instanceof EnvdLogsUnreadable ? err.code : 'envd_unreachable';
+      this.pullFailures.inc({ code });
+      c.failures++;
+      c.skip = Math.min(MAX_BACKOFF_TICKS, 2 ** Math.min(c.failures - 1, 4));
+      // Said once per kind of failure, in the sandbox's own log: the tenant's envd gave an unusable answer.
+      if (code !== c.lastFailure && code !== 'envd_unreachable') {
+        this.sandboxLog(r, 'warn', 'the sandbox\'s envd logs could not be read', { code });
+      }
+      c.lastFailure = code;
+      this.log.debug({ err, sandboxId: r.sandboxId, code }, 'envd log pull failed');
+    }
+  }
+
+  private envdEntry(r: SandboxRecord, e: EnvdLogEntry, pulledAt: number): void {
+    const ts = Date.parse(e.ts);
+    const time = Number.isFinite(ts) && ts <= pulledAt && ts >= pulledAt - ENVD_CLOCK_WINDOW_MS ? ts : pulledAt;
+    this.sender?.emit({ kind: 'sandbox', level: e.level, message: e.message, ids: sandboxIds(r), fields: e.fields, time });
+  }
+
+  private sandboxLog(r: SandboxRecord, level: LogLevel, message: string, fields: Record<string, string | number | boolean>): void {
+    this.sender?.emit({ kind: 'sandbox', level, message, ids: sandboxIds(r), fields: { ...fields, source: 'node' } });
+  }
+
+  private registerGauges(sender: OtlpSender): void {
+    const { meter } = sender;
+    const { manager, usage, host } = this.d;
+    const g = (name: string, unit?: string) => meter.createObservableGauge(name, unit ? { unit } : {});
+    const cpuUsed = g(SandboxMetric.cpuUsedPct, '%');
+    const cpuCount = g(SandboxMetric.cpuCount);
+    const memUsed = g(SandboxMetric.memoryUsed, 'By');
+    const memTotal = g(SandboxMetric.memoryTotal, 'By');
+    const diskUsed = g(SandboxMetric.diskUsed, 'By');
+    const diskTotal = g(SandboxMetric.diskTotal, 'By');
+    meter.addBatchObservableCallback(
+      (o) => {
+        const records = new Map(manager.list().map((r) => [r.sandboxId, r]));
+        for (const s of usage.samples()) {
+          const r = records.get(s.sandboxId);
+          if (!r) continue;
+          const a = { [Attr.teamId]: r.teamId, [Attr.sandboxId]: r.sandboxId };
+          o.observe(cpuUsed, s.cpuPercent, a);
+          o.observe(cpuCount, r.vcpu, a);
+          o.observe(memUsed, s.memoryUsedBytes, a);
+          o.observe(memTotal, r.memoryMb * MiB, a);
+          o.observe(diskUsed, s.diskUsedBytes, a);
+          o.observe(diskTotal, r.diskMb * MiB, a);
+        }
+      },
+      [cpuUsed, cpuCount, memUsed, memTotal, diskUsed, diskTotal],
+    );
+    const nCpu = g(NodeMetric.cpuCount);
+    const nCpuUsed = g(NodeMetric.cpuUsedPct, '%');
+    const nMem = g(NodeMetric.memoryTotal, 'By');
+    const nMemUsed = g(NodeMetric.memoryUsed, 'By');
+    const nDisk = g(NodeMetric.diskTotal, 'By');
+    const nDiskUsed = g(NodeMetric.diskUsed, 'By');
+    const nRunning = g(NodeMetric.sandboxesRunning);
+    const nStarting = g(NodeMetric.sandboxesStarting);
+    meter.addBatchObservableCallback(
+      async (o) => {
+        const [cpu, memUsedBytes, disk] = await Promise.all([
+          host.cpuPercent().catch(() => 0),
+          host.memoryUsedBytes().catch(() => 0),
+          host.disk().catch(() => ({ totalBytes: 0, usedBytes: 0 })),
+        ]);
+        o.observe(nCpu, host.cpuCount);
+        o.observe(nCpuUsed, cpu);
+        o.observe(nMem, host.memoryBytes);
+        o.observe(nMemUsed, memUsedBytes);
+        o.observe(nDisk, disk.totalBytes);
+        o.observe(nDiskUsed, disk.usedBytes);
+        const running = manager.list().length;
+        o.observe(nRunning, running);
+        o.observe(nStarting, Math.max(0, manager.allocation().count - running));
+      },
+      [nCpu, nCpuUsed, nMem, nMemUsed, nDisk, nDiskUsed, nRunning, nStarting],
+    );
+  }
+}

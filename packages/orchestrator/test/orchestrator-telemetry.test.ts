@@ -1,0 +1,285 @@
+// The node's telemetry against a real OTLP/HTTP stand-in (records every JSON body posted): a real orchestrator
+// (app.ts, real crun sandboxes) creates a sandbox, runs commands and a build; envd's process starts and ends,
+// the lifecycle and the build's log lines arrive as log records carrying the node's ids; a CPU-busy command
+// shows in the CPU gauge; /metrics on the proxy port needs the node token; a collector that is down costs
+// counted records and never a create or a command. A hostile envd's logs reply (huge, endless, dripping,
+// malformed) is refused within its bounds.
+
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { once } from 'node:events';
+import { after, before, describe, it } from 'node:test';
+import { createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { BuildState, TemplateService } from '@cove/contracts/orchestrator';
+import { Attr, ENVD_LOGS_PATH, SEVERITY_OF_LEVEL, SandboxMetric, NodeMetric } from '@cove/contracts/telemetry';
+import { startOtlpStandIn, type OtlpStandIn } from '@cove/telemetry/testing';
+import { ENVD_PORT } from '../src/sandboxes/envd-init.js';
+import { ENVD_LOGS_REPLY_MAX_BYTES, EnvdLogsUnreadable, pullEnvdLogs } from '../src/telemetry/envd-logs.js';
+import {
+  NODE_TOKEN,
+  bearer,
+  instance,
+  processClient,
+  rpcClients,
+  runInSandbox,
+  spec,
+  startOrchestrator,
+  teardown,
+  waitFor,
+  type Running,
+} from './orchestrator-fixture.js';
+
+const I = instance('covttel', 'ctt-', '10.203.0.0/16');
+const COLLECTOR_TOKEN = 'collector-token-for-the-telemetry-test';
+const MiB = 1024 * 1024;
+
+/** The value of a Prometheus sample by name and labels (in any order); undefined when absent. */
+function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
+  }
+  return undefined;
+}
+
+describe('node telemetry', () => {
+  let otlp: OtlpStandIn;
+  let node: Running;
+  let rpc: ReturnType<typeof rpcClients>;
+
+  before(async () => {
+    await teardown(I);
+    otlp = await startOtlpStandIn();
+    node = await startOrchestrator(I, {
+      COVE_COLLECTOR_URL: otlp.url,
+      COVE_COLLECTOR_TOKEN: COLLECTOR_TOKEN,
+      COVE_TELEMETRY_LOG_PULL_MS: '250',
+      COVE_TELEMETRY_METRIC_INTERVAL_MS: '500',
+    });
+    rpc = rpcClients(node.rpcUrl);
+  });
+
+  after(async () => {
+    await node?.close();
+    await otlp?.close().catch(() => undefined);
+    await teardown(I);
+  });
+
+  const metrics = (token: string | null) =>
+    fetch(`${node.proxyUrl}/metrics`, { headers: token === null ? {} : { authorization: `Bearer ${token}` } });
+
+  it('sends process starts and ends, with exit codes, as sandbox logs stamped with the node\'s ids', { timeout: 120_000 }, async () => {
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tel1', teamId: 'team-tel', envdAccessToken: 'tok-tel1' }) });
+    const proc = processClient(node.proxyUrl, 'tel1', 'tok-tel1');
+    const out = await runInSandbox(proc, 'x=42; echo stdout-canary-$x; exit 3');
+    assert.equal(out.exitCode, 3);
+    const ofTel1 = () => otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1');
+    assert.ok(
+      await waitFor(() => ofTel1().some((l) => l.body === 'process ended' && l.attributes.exitCode === 3), 20_000),
+      JSON.stringify(ofTel1(), null, 1),
+    );
+    const logs = ofTel1();
+    const started = logs.find((l) => l.body === 'process started' && String(l.attributes.args).includes('stdout-canary'))!;
+    const ended = logs.find((l) => l.body === 'process ended' && l.attributes.exitCode === 3)!;
+    assert.ok(started, 'process start recorded');
+    for (const l of [started, ended]) {
+      assert.equal(l.attributes[Attr.logKind], 'sandbox');
+      assert.equal(l.attributes[Attr.teamId], 'team-tel');
+      assert.equal(l.attributes[Attr.templateId], 'base');
+      assert.equal(l.resource[Attr.serviceName], 'cove-orchestrator');
+      assert.equal(l.resource[Attr.serviceInstanceId], node.config.nodeId);
+    }
+    assert.equal(started.attributes.cmd, '/bin/bash');
+    assert.equal(ended.attributes.pid, started.attributes.pid);
+    assert.equal(ended.severityNumber, SEVERITY_OF_LEVEL.warn);
+    assert.ok(logs.some((l) => l.body === 'sandbox created' && l.attributes.source === 'node'), 'the node\'s own lifecycle record');
+    assert.ok(logs.some((l) => l.body === 'envd initialized'), 'envd init recorded');
+    assert.ok(!JSON.stringify(otlp.logs()).includes('stdout-canary-42'), 'a process\'s output is never a log record');
+    assert.ok(otlp.posts.every((p) => p.authorization === `Bearer ${COLLECTOR_TOKEN}`));
+  });
+
+  it('a CPU-busy command shows in the sandbox CPU gauge; totals come from the sandbox\'s limits', { timeout: 120_000 }, async () => {
+    const proc = processClient(node.proxyUrl, 'tel1', 'tok-tel1');
+    // Busy for 25 s in the background; the command itself returns at once.
+    const r = await runInSandbox(proc, "nohup timeout 25 sh -c 'while :; do :; done' >/dev/null 2>&1 & echo started");
+    assert.equal(r.stdout.trim(), 'started');
+    const busy = () => otlp.points().find((p) => p.name === SandboxMetric.cpuUsedPct && p.attributes[Attr.sandboxId] === 'tel1' && p.value > 10);
+    assert.ok(await waitFor(() => Boolean(busy()), 30_000), 'cpu gauge never rose');
+    assert.equal(busy()!.attributes[Attr.teamId], 'team-tel');
+    const last = (name: string) => otlp.points().filter((p) => p.name === name && p.attributes[Attr.sandboxId] === 'tel1').at(-1)?.value;
+    assert.equal(last(SandboxMetric.cpuCount), 1);
+    assert.equal(last(SandboxMetric.memoryTotal), 256 * MiB);
+    assert.equal(last(SandboxMetric.diskTotal), 1024 * MiB);
+    assert.ok((last(SandboxMetric.memoryUsed) ?? 0) > 0);
+    const node1 = (name: string) => otlp.points().filter((p) => p.name === name).at(-1)?.value ?? 0;
+    assert.ok(node1(NodeMetric.cpuCount) >= 1);
+    assert.ok(node1(NodeMetric.memoryTotal) > 0 && node1(NodeMetric.diskTotal) > 0);
+    assert.ok(otlp.points().some((p) => p.name === NodeMetric.sandboxesRunning && p.value >= 1));
+  });
+
+  it('sends every build log line with template, build and step ids', { timeout: 150_000 }, async () => {
+    const c = createClient(TemplateService, createGrpcTransport({ baseUrl: node.rpcUrl, interceptors: [bearer(NODE_TOKEN)] }));
+    await c.build({
+      templateId: 'teltpl',
+      buildId: 'telb1',
+      teamId: 'team-tel',
+      source: { case: 'fromBuildId', value: 'base' },
+      vcpu: 1,
+      memoryMb: 256,
+      diskMb: 512,
+      steps: [{ type: 'RUN', args: ['echo build-line-$((6*7))'] }],
+    });
+    assert.ok(
+      await waitFor(async () => (await c.buildStatus({ templateId: 'teltpl', buildId: 'telb1', logsOffset: 0 })).state !== BuildState.BUILDING, 120_000, 250),
+    );
+    const line = () => otlp.logs().find((l) => l.attributes[Attr.logKind] === 'build' && l.body === 'build-line-42');
+    assert.ok(await waitFor(() => Boolean(line()), 10_000), JSON.stringify(otlp.logs().filter((l) => l.attributes[Attr.logKind] === 'build')));
+    const l = line()!;
+    assert.equal(l.attributes[Attr.templateId], 'teltpl');
+    assert.equal(l.attributes[Attr.buildId], 'telb1');
+    assert.equal(l.attributes[Attr.teamId], 'team-tel');
+    assert.equal(l.attributes[Attr.buildStep], '1');
+    assert.equal(l.attributes[Attr.sandboxId], undefined);
+  });
+
+  it('pause and resume are sandbox log records; a memory resume sends nothing twice', { timeout: 180_000 }, async () => {
+    const before = otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1' && l.body === 'process started').length;
+    await rpc.sandboxes.pause({ sandboxId: 'tel1', snapshotId: 'snap-tel1', memory: true });
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tel1', teamId: 'team-tel', snapshotId: 'snap-tel1', envdAccessToken: 'tok-tel1' }) });
+    const out = await runInSandbox(processClient(node.proxyUrl, 'tel1', 'tok-tel1'), 'echo after-resume');
+    assert.equal(out.stdout.trim(), 'after-resume');
+    const ofTel1 = () => otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1');
+    assert.ok(await waitFor(() => ofTel1().some((l) => l.body === 'process started' && String(l.attributes.args).includes('after-resume')), 20_000));
+    const bodies = ofTel1().map((l) => l.body);
+    assert.ok(bodies.includes('sandbox paused') && bodies.includes('sandbox resumed'), JSON.stringify(bodies));
+    const starts = ofTel1().filter((l) => l.body === 'process started').length;
+    assert.equal(starts, before + 1, 'only the new command\'s start is new');
+    for (const l of ofTel1()) assert.equal(l.attributes[Attr.teamId], 'team-tel');
+  });
+
+  it('serves Prometheus /metrics on the proxy port only with the node token', async () => {
+    await assert.rejects(rpcClients(node.rpcUrl, null).info.info({}));
+    assert.equal((await metrics(null)).status, 401);
+    assert.equal((await metrics('not-the-node-token')).status, 403);
+    const res = await metrics(NODE_TOKEN);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.ok((sample(text, 'cove_rpc_requests_total', { operation: 'Create', outcome: 'ok' }) ?? 0) >= 1, text);
+    assert.ok((sample(text, 'cove_rpc_request_duration_seconds_count', { operation: 'Create' }) ?? 0) >= 1);
+    assert.ok((sample(text, 'cove_rpc_requests_total', { operation: 'Info', outcome: 'Unauthenticated' }) ?? 0) >= 1, 'refused calls are counted');
+    assert.ok((sample(text, 'cove_sandboxes', { state: 'running' }) ?? 0) >= 1);
+    assert.equal(sample(text, 'cove_warm_pool_slots', { template: 'base', kind: 'target' }), 1);
+    assert.equal(sample(text, 'cove_sandbox_pause_duration_seconds_count', {}), 1);
+    assert.equal(sample(text, 'cove_sandbox_resume_duration_seconds_count', {}), 1);
+    assert.equal(sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }), 0);
+    assert.ok(sample(text, 'cove_process_cpu_seconds_total', { component: 'orchestrator' }) !== undefined);
+    // A sandbox's own /metrics (named by the routing headers) still goes to the sandbox.
+    const viaSandbox = await fetch(`${node.proxyUrl}/metrics`, {
+      headers: { 'cove-node-token': NODE_TOKEN, 'e2b-sandbox-id': 'tel1', 'e2b-sandbox-port': '49983', authorization: `Bearer ${NODE_TOKEN}` },
+    });
+    assert.notEqual(viaSandbox.status, 200, 'envd-internal /metrics is refused by the node proxy, not answered by the node');
+  });
+
+  it('a collector that is down never blocks a create or a command; what is lost is counted', { timeout: 120_000 }, async () => {
+    await otlp.close();
+    const t0 = Date.now();
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tel2', teamId: 'team-tel', envdAccessToken: 'tok-tel2' }) });
+    const out = await runInSandbox(processClient(node.proxyUrl, 'tel2', 'tok-tel2'), 'for i in 1 2 3 4 5; do true; done; echo ok');
+    assert.equal(out.stdout.trim(), 'ok');
+    assert.ok(Date.now() - t0 < 30_000, `create and command took ${Date.now() - t0} ms`);
+    const dropped = async () => {
+      const text = await (await metrics(NODE_TOKEN)).text();
+      return sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0;
+    };
+    assert.ok(await waitFor(async () => (await dropped()) > 0, 40_000, 250), 'dropped counter never rose');
+    await rpc.sandboxes.delete({ sandboxId: 'tel2' });
+    await rpc.sandboxes.delete({ sandboxId: 'tel1' });
+  });
+});
+
+/**
+ * A subverted envd answers the node's log pull: each mode below is what root in a sandbox could make its envd
+ * port say. A real HTTP server on a loopback address of its own, on envd's port.
+ */
+describe('a hostile envd answering GET /cove/logs', () => {
+  let server: Server;
+  let address: string;
+  let mode = 'huge';
+  const seen: string[] = [];
+
+  before(async () => {
+    server = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} ${req.headers['x-cove-init-token'] ?? ''}`);
+      const junk = Buffer.alloc(64 * 1024, 'x');
+      if (mode === 'huge') {
+        res.writeHead(200, { 'content-length': String(1024 * MiB) });
+        const pump = () => {
+          while (res.write(junk));
+        };
+        res.on('drain', pump);
+        pump();
+      } else if (mode === 'endless') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.write('{"entries":[');
+        const pump = () => {
+          while (res.write('{"seq":1,"ts":"2026-01-01T00:00:00.000Z","level":"info","message":"' + 'y'.repeat(4000) + '","fields":{}},'));
+        };
+        res.on('drain', pump);
+        pump();
+      } else if (mode === 'drip') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const t = setInterval(() => res.write(' '), 200);
+        res.on('close', () => clearInterval(t));
+      } else if (mode === 'forged') {
+        // Valid JSON, but claims more than the contract allows and ids it has no say over.
+        const entries = Array.from({ length: 1001 }, (_, i) => ({ seq: i + 1, ts: new Date().toISOString(), level: 'info', message: 'm', fields: {} }));
+        res.end(JSON.stringify({ entries, dropped: 0, next: 1001 }));
+      } else if (mode === 'unordered') {
+        const e = (seq: number) => ({ seq, ts: new Date().toISOString(), level: 'info', message: 'm', fields: {} });
+        res.end(JSON.stringify({ entries: [e(5), e(4)], dropped: 0, next: 5 }));
+      } else {
+        res.end(JSON.stringify({ entries: [{ seq: 1, ts: new Date().toISOString(), level: 'info', message: 'ok', fields: { [Attr.sandboxId]: 'other' } }], dropped: 0, next: 1 }));
+      }
+      res.on('error', () => undefined);
+    });
+    // A loopback address of its own, so envd's fixed port cannot collide with anything else on the host.
+    address = `127.${10 + Math.floor(Math.random() * 200)}.${Math.floor(Math.random() * 250)}.${2 + Math.floor(Math.random() * 250)}`;
+    server.listen(ENVD_PORT, address);
+    await once(server, 'listening');
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  const refused = async (m: string, code: string, withinMs: number) => {
+    mode = m;
+    const heapBefore = process.memoryUsage().arrayBuffers + process.memoryUsage().heapUsed;
+    const t0 = Date.now();
+    await assert.rejects(pullEnvdLogs(address, 'init-token', 0, 3000), (e: unknown) => e instanceof EnvdLogsUnreadable && e.code === code, m);
+    const took = Date.now() - t0;
+    assert.ok(took < withinMs, `${m}: ${took} ms`);
+    const grown = process.memoryUsage().arrayBuffers + process.memoryUsage().heapUsed - heapBefore;
+    assert.ok(grown < 64 * MiB, `${m}: memory grew ${grown} bytes`);
+  };
+
+  it('a 1 GiB or endless reply is cut at the bound, a dripping one at the deadline, a malformed one refused', async () => {
+    await refused('huge', 'envd_reply_too_large', 3000);
+    await refused('endless', 'envd_reply_too_large', 3000);
+    await refused('drip', 'envd_reply_timeout', 5000);
+    await refused('forged', 'envd_reply_invalid', 3000);
+    await refused('unordered', 'envd_reply_invalid', 3000);
+    assert.ok(ENVD_LOGS_REPLY_MAX_BYTES <= 4 * MiB);
+    assert.ok(seen.every((s) => s.startsWith(`GET ${ENVD_LOGS_PATH}?after=0&limit=1000 init-token`)), seen.join('\n'));
+  });
+
+  it('an honest reply is read; the fields it carries are only fields', async () => {
+    mode = 'ok';
+    const r = await pullEnvdLogs(address, 'init-token', 0, 3000);
+    assert.equal(r.entries.length, 1);
+    assert.equal(r.entries[0].fields[Attr.sandboxId], 'other');
+  });
+});
