@@ -124,9 +124,18 @@ export function manyMetricsQuery(q: Record<string, unknown>) {
 
 // ---- responses -----------------------------------------------------------------------------------------
 
+/**
+ * A v1 `line`: the log record as one JSON object, as E2B's v1 route answers (the CLI's `sandbox logs` parses each
+ * line and prints its level, logger and fields). Cove's own keys win over a field of the same name.
+ */
+function v1Line(r: StoredLog): string {
+  const logger = typeof r.fields['source'] === 'string' ? r.fields['source'] : 'envd';
+  return JSON.stringify({ ...r.fields, logger, level: r.level, message: r.message });
+}
+
 export function sandboxLogsBody(rows: StoredLog[]) {
   return {
-    logs: rows.map((r) => ({ timestamp: new Date(r.tsMs).toISOString(), line: r.message })),
+    logs: rows.map((r) => ({ timestamp: new Date(r.tsMs).toISOString(), line: v1Line(r) })),
     logEntries: rows.map((r) => ({ timestamp: new Date(r.tsMs).toISOString(), level: r.level, message: r.message, fields: r.fields })),
   };
 }

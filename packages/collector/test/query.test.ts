@@ -60,7 +60,9 @@ describe('sandbox logs', () => {
     assert.equal(r.json.logEntries.length, 20);
     assert.equal(r.json.logs.length, 20);
     assert.deepEqual(r.json.logEntries[0], { timestamp: new Date(T0).toISOString(), level: 'debug', message: 'process 0 needle started', fields: { pid: '100' } });
-    assert.deepEqual(r.json.logs[1], { timestamp: new Date(T0 + 1000).toISOString(), line: 'line 1' });
+    assert.equal(r.json.logs[1].timestamp, new Date(T0 + 1000).toISOString());
+    // v1 lines are JSON records, as the CLI's `sandbox logs` parses them.
+    assert.deepEqual(JSON.parse(r.json.logs[1].line), { ...r.json.logEntries[1].fields, logger: 'envd', level: r.json.logEntries[1].level, message: 'line 1' });
     assert.equal(r.headers['cache-control'], 'no-store');
   });
   test('start/end (ms), limit, direction', async () => {

@@ -1,0 +1,88 @@
+// Issue 11 with real data: the collector gathers what envd records and the sandbox's resource samples, and the
+// unchanged SDK and CLI read them through the control plane's redirect — metrics during a CPU-busy command,
+// `e2b sandbox logs` showing the sandbox's process starts and ends, `e2b sandbox metrics`, logs still readable
+// after the sandbox is killed.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Sandbox } from 'e2b';
+import { request } from 'undici';
+import { deployment, eventually, repoRoot } from './deployment.js';
+
+const e2b = join(repoRoot, 'node_modules/.bin/e2b');
+
+function cli(...args: string[]): Promise<string> {
+  const d = deployment();
+  return new Promise((resolve, reject) => {
+    const child = spawn(e2b, args, {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, NO_UPDATE_NOTIFIER: '1', NO_COLOR: '1', ...d.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`e2b ${args.join(' ')} exited ${code}: ${out}`))));
+  });
+}
+
+describe('observability with the collector: the SDK and CLI read sandbox logs and metrics', () => {
+  const canary = `cove-obs-${randomBytes(5).toString('hex')}`;
+  let sbx: Sandbox;
+
+  before(async () => {
+    deployment();
+    sbx = await Sandbox.create({ timeoutMs: 300_000 });
+  });
+  after(async () => {
+    await sbx?.kill().catch(() => undefined);
+  });
+
+  test('getMetrics shows CPU use while a command keeps a core busy, with the sandbox\'s totals', { timeout: 90_000 }, async () => {
+    await sbx.commands.run('timeout 20 sh -c "while :; do :; done"', { background: true });
+    const busy = await eventually(async () => {
+      const samples = await sbx.getMetrics();
+      return samples.find((s) => s.cpuUsedPct > 20);
+    }, 60_000, 'a metrics sample with the busy core');
+    assert.ok(busy.cpuCount >= 1);
+    assert.ok(busy.memTotal > 0 && busy.memUsed > 0 && busy.memUsed <= busy.memTotal, JSON.stringify(busy));
+    assert.ok(busy.diskTotal > 0 && busy.diskUsed > 0, JSON.stringify(busy));
+    const windowed = await Sandbox.getMetrics(sbx.sandboxId, { start: new Date(Date.now() - 5 * 60_000), end: new Date() });
+    assert.ok(windowed.length > 0, 'a start/end window answers too');
+  });
+
+  test('`e2b sandbox logs` shows the process starts and ends envd recorded; `e2b sandbox metrics` prints samples', { timeout: 90_000 }, async () => {
+    await sbx.commands.run(`echo ${canary}; exit 0`);
+    await sbx.commands.run(`sh -c 'exit 3' # ${canary}`).catch(() => undefined);
+    const logs = await eventually(async () => {
+      const out = await cli('sandbox', 'logs', sbx.sandboxId, '--format', 'json');
+      return out.includes(canary) && /process ended/.test(out) ? out : undefined;
+    }, 30_000, 'the canary command in the sandbox logs');
+    const lines = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(lines.some((l) => l['message'] === 'process started' && JSON.stringify(l).includes(canary)), 'the start of the canary command');
+    assert.ok(lines.some((l) => l['message'] === 'process ended' && l['exitCode'] === 3), 'the end of the failing command, with its exit code');
+    assert.ok(!logs.includes(`${canary}\n`) || lines.every((l) => l['message'] !== canary), 'a command\'s output is not a log line');
+    const warn = await cli('sandbox', 'logs', sbx.sandboxId, '--level', 'WARN', '--format', 'json');
+    assert.ok(!/"level":"INFO"/.test(warn), '--level WARN hides info lines');
+    const metrics = await cli('sandbox', 'metrics', sbx.sandboxId);
+    assert.match(metrics, /CPU:\s+[\d.]+% \/\s+\d+ Core/);
+  });
+
+  test('logs stay readable after the sandbox is killed; another team gets 404', { timeout: 60_000 }, async () => {
+    const d = deployment();
+    const id = sbx.sandboxId;
+    await sbx.kill();
+    const res = await eventually(async () => {
+      const r = await fetch(`${d.env.E2B_API_URL}/v2/sandboxes/${id}/logs?limit=1000`, { headers: { 'x-api-key': d.env.E2B_API_KEY } });
+      const body = (await r.json()) as { logs: Array<{ message: string; fields: Record<string, string> }> };
+      return r.status === 200 && body.logs.some((l) => l.message === 'sandbox killed') ? body : undefined;
+    }, 30_000, 'the killed sandbox\'s logs, with its end');
+    assert.ok(res.logs.some((l) => JSON.stringify(l).includes(canary)));
+    const unknown = await request(`${d.env.E2B_API_URL}/v2/sandboxes/not-a-sandbox-${canary}/logs`, { headers: { 'x-api-key': d.env.E2B_API_KEY } });
+    assert.equal(unknown.statusCode, 404);
+    await unknown.body.dump();
+  });
+});
