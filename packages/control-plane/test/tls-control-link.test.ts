@@ -23,7 +23,7 @@ import { ClusterUnavailable } from '../src/errors.js';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { freePort } from './fixtures/throwaway-postgres.js';
-import { makeTestPki, type TestPki } from './fixtures/tls-certs.js';
+import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 
 const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'tls-edge-cluster-token-0123456789';

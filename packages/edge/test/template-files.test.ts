@@ -17,8 +17,8 @@ import { Readable } from 'node:stream';
 import { UploadTokenSigner } from '@cove/storage';
 import { Agent, request } from 'undici';
 import { CLUSTER_TOKEN, UPLOAD_SECRET, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
-import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from './fixtures/s3-server.js';
-import { makeTestPki, type TestPki } from './fixtures/tls-certs.js';
+import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from '@cove/test-support/s3-server';
+import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 
 const auth = { authorization: `Bearer ${CLUSTER_TOKEN}` };
 const TEAM = 'team-1';

@@ -14,7 +14,7 @@ import { Agent, request } from 'undici';
 import { ConfigError, loadConfig } from '../src/index.js';
 import { FakeNode } from './fixtures/fake-node.js';
 import { CLUSTER_TOKEN, create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
-import { makeTestPki, type TestPki } from './fixtures/tls-certs.js';
+import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 
 const auth = { authorization: `Bearer ${CLUSTER_TOKEN}` };
 

@@ -17,7 +17,7 @@ import { Agent, request } from 'undici';
 import { loadConfig } from '../src/config.js';
 import { Heartbeat } from '../src/heartbeat/heartbeat.js';
 import { createLogger } from '../src/logger.js';
-import { makeTestPki, type TestPki } from './tls-certs.js';
+import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 
 const EDGE_MAIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'edge', 'dist', 'src', 'main.js');
 const CLUSTER_TOKEN = 'heartbeat-tls-cluster-token-01234';

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { BuildFileUploads, S3BlobStore } from '../src/index.js';
-import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from './fixtures/s3-server.js';
+import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from '@cove/test-support/s3-server';
 import { patternBytes, readAll, silentLogger } from './fixtures/streams.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { S3BlobStore, putArtifact } from '../src/index.js';
 import { describeBlobStore } from './fixtures/blob-store-suite.js';
-import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from './fixtures/s3-server.js';
+import { S3RVER_CREDENTIALS, startS3Server, type S3Server } from '@cove/test-support/s3-server';
 import { filesIn, patternBytes, patternStream, readAll, silentLogger } from './fixtures/streams.js';
 
 let server: S3Server;
