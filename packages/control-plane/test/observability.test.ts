@@ -247,6 +247,10 @@ describe(`observability routes (${engine} store)`, { skip: engine === 'postgres'
     const small = new ClusterMetricsStore(cp.cp.db.kysely, { maxAgeMs: 3_600_000, maxReports: 3 });
     for (let i = 0; i < 6; i++) await small.add(clusterId, report() as never, Date.now() + i);
     assert.equal(await store.count(clusterId), 3);
+    // Reports received in the same millisecond as the oldest kept one: exactly the bound is kept, not fewer.
+    const same = (await store.latest(clusterId, 10)).at(-1)!.receivedAt;
+    await small.add(clusterId, report() as never, same);
+    assert.equal(await store.count(clusterId), 3);
     const old = Date.now() - 2 * 3_600_000;
     await small.add(clusterId, report() as never, old);
     await small.add(clusterId, report() as never);

@@ -50,15 +50,17 @@ export class ClusterMetricsStore {
       .values({ id: randomUUID(), cluster_id: clusterId, sampled_at: Date.parse(report.sampledAt), received_at: now, report: JSON.stringify(report) })
       .execute();
     await this.db.deleteFrom('cluster_metrics').where('cluster_id', '=', clusterId).where('received_at', '<', now - this.retention.maxAgeMs).execute();
-    const cutoff = await this.db
+    // By id, not by a received_at cutoff: reports received in the same millisecond must not go together.
+    const stale = await this.db
       .selectFrom('cluster_metrics')
-      .select('received_at')
+      .select('id')
       .where('cluster_id', '=', clusterId)
       .orderBy('received_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(10_000)
       .offset(this.retention.maxReports)
-      .limit(1)
-      .executeTakeFirst();
-    if (cutoff) await this.db.deleteFrom('cluster_metrics').where('cluster_id', '=', clusterId).where('received_at', '<=', Number(cutoff.received_at)).execute();
+      .execute();
+    if (stale.length) await this.db.deleteFrom('cluster_metrics').where('id', 'in', stale.map((r) => r.id)).execute();
   }
 
   /** The newest `n` reports of a cluster, newest first. */
