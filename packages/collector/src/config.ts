@@ -1,24 +1,11 @@
 // The collector's configuration: one zod schema over the environment, parsed once in main.ts and frozen.
 
+import { httpBaseUrl } from '@cove/contracts/config';
 import { z } from 'zod';
 
 const port = z.coerce.number().int().min(0).max(65535);
 const positiveInt = z.coerce.number().int().min(1);
 const secret = z.string().min(16, 'must be at least 16 characters');
-/** An http(s) base URL other URLs are built on: no query, fragment or credentials. */
-const baseUrl = z.string().superRefine((v, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an http or https URL' });
-    return;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an http or https URL' });
-  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must not have a query, fragment or credentials' });
-  }
-});
 
 export const GiB = 1024 ** 3;
 export const MiB = 1024 ** 2;
@@ -34,7 +21,7 @@ const EnvSchema = z
     COVE_METRIC_RETENTION_BYTES: positiveInt.default(256 * MiB),
     COVE_RETENTION_HOURS: z.coerce.number().positive().max(24 * 366).default(168),
     // The anonymized report: both or neither (a collector without a control plane just keeps data).
-    COVE_CONTROL_PLANE_URL: baseUrl.optional(),
+    COVE_CONTROL_PLANE_URL: httpBaseUrl.optional(),
     COVE_CLUSTER_TOKEN: secret.optional(),
     COVE_REPORT_INTERVAL_MS: z.coerce.number().int().min(1000).max(3_600_000).default(30_000),
     COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

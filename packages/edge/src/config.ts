@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { InvalidStorageConfig, parseStorageUrl, type StorageConfig } from '@cove/storage';
+import { httpBaseUrl } from '@cove/contracts/config';
 import { z } from 'zod';
 
 /** Domains the unchanged SDK treats specially (reference e2b-sdk.md §1.3): a self-hosted cluster must not use them. */
@@ -16,20 +17,6 @@ const port = z.coerce.number().int().min(0).max(65535);
 const DEFAULT_UPLOAD_MAX_BYTES = 5 * 1024 ** 3;
 const optionalText = z.string().min(1).optional();
 const secret = z.string().min(16, 'must be at least 16 characters');
-/** An http(s) base URL other URLs are built on: no query, fragment or credentials. */
-const baseUrl = z.string().superRefine((v, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an http or https URL' });
-    return;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be an http or https URL' });
-  if (url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must not have a query, fragment or credentials' });
-  }
-});
 
 const EnvSchema = z.object({
   COVE_EDGE_ID: z
@@ -79,10 +66,10 @@ const EnvSchema = z.object({
   // HMAC key of the upload tokens; only edges mint and check them (every edge of a cluster shares it).
   COVE_UPLOAD_SECRET: z.string({ required_error: 'required (it signs the upload URLs the edge serves)' }).min(32, 'must be at least 32 characters'),
   // Base URL clients reach the API port at (upload URLs point here).
-  COVE_EDGE_PUBLIC_URL: baseUrl.optional(),
+  COVE_EDGE_PUBLIC_URL: httpBaseUrl.optional(),
   COVE_UPLOAD_MAX_BYTES: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER).default(DEFAULT_UPLOAD_MAX_BYTES),
   // The control plane's base URL: set = requests for sandboxes the catalog does not know ask it to resume them.
-  COVE_CONTROL_PLANE_URL: baseUrl.optional(),
+  COVE_CONTROL_PLANE_URL: httpBaseUrl.optional(),
   // The public port (docs/observability.md): sandbox logs and metrics, build logs and status for SDK clients the
   // control plane redirected here with a grant. Unset = not served (`cove up` sets 3003 + its port offset).
   COVE_EDGE_PUBLIC_PORT: port.optional(),
@@ -90,7 +77,7 @@ const EnvSchema = z.object({
   COVE_GRANT_ISSUER: z.string().min(1).max(256).default('cove-control-plane'),
   // The cluster's collector (its OTLP intake for the edge's own logs, its query API for the public port) and its
   // token; unset = no telemetry is sent and log and metric routes answer 503.
-  COVE_COLLECTOR_URL: baseUrl.optional(),
+  COVE_COLLECTOR_URL: httpBaseUrl.optional(),
   COVE_COLLECTOR_TOKEN: secret.optional(),
   // Deadline of one collector query (headers and body).
   COVE_COLLECTOR_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(5_000),
