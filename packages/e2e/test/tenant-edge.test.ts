@@ -3,8 +3,6 @@
 // node's token speaks for no other node, and envd's internal routes stay shut in any request-target spelling.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { connect } from 'node:net';
 import { create } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
@@ -13,21 +11,9 @@ import { HeartbeatRequestSchema, NodeRegistry } from '@cove/contracts/edge';
 import { InfoResponseSchema, SandboxService } from '@cove/contracts/orchestrator';
 import { Sandbox } from 'e2b';
 import { request } from 'undici';
+import { rawHttpStatus } from '@cove/test-support/raw-http';
 import { deployment, type Deployment } from './deployment.js';
 
-/** One raw HTTP/1.1 request with an exact request line; resolves with the status code. */
-async function rawStatus(port: number, requestLine: string, headers: Record<string, string>): Promise<number> {
-  const socket = connect(port, '127.0.0.1');
-  await once(socket, 'connect');
-  const lines = [requestLine, 'connection: close', 'content-length: 0', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-  socket.write(`${lines.join('\r\n')}\r\n\r\n`);
-  let data = '';
-  socket.setEncoding('utf8');
-  for await (const chunk of socket) data += chunk as string;
-  const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
-  assert.ok(m, `no HTTP answer to ${requestLine}: ${JSON.stringify(data.slice(0, 200))}`);
-  return Number(m[1]);
-}
 
 describe('tenant-facing edge doors through the unchanged SDK', () => {
   let d: Deployment;
@@ -102,13 +88,13 @@ describe('tenant-facing edge doors through the unchanged SDK', () => {
     made.push(sbx);
     const envdHost = sbx.getHost(49983);
     for (const target of ['http://x/init', `http://${envdHost}/init`, '/./init', '//init', '/%69nit', '/INIT', '/init?']) {
-      assert.equal(await rawStatus(d.ports.edgeTraffic, `POST ${target} HTTP/1.1`, { host: envdHost }), 404, `edge: ${target}`);
+      assert.equal(await rawHttpStatus(d.ports.edgeTraffic, `POST ${target} HTTP/1.1`, { host: envdHost, 'content-length': '0' }), 404, `edge: ${target}`);
     }
     // Straight at each node proxy, with that node's own token (what a compromised edge path would send).
     for (const n of d.nodes) {
       const headers = { host: 'node', 'cove-node-token': deriveNodeToken(d.secrets.nodeCredentialKey, n.nodeId), 'e2b-sandbox-id': sbx.sandboxId, 'e2b-sandbox-port': '49983' };
       for (const target of ['http://x/init', '/./init', '*']) {
-        const status = await rawStatus(n.proxyPort, `POST ${target} HTTP/1.1`, headers);
+        const status = await rawHttpStatus(n.proxyPort, `POST ${target} HTTP/1.1`, { ...headers, 'content-length': '0' });
         assert.ok(status === 404 || status === 400, `node ${n.nodeId}: ${target} → ${status}`);
       }
     }

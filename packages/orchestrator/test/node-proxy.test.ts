@@ -2,9 +2,10 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { rawHttpStatus } from '@cove/test-support/raw-http';
 import { createLogger } from '../src/logger.js';
 import { createNodeProxy } from '../src/proxy/node-proxy.js';
 
@@ -200,20 +201,6 @@ describe('node proxy', () => {
   });
 });
 
-/** Send one raw HTTP/1.1 request (exact request line) and read the status code of the answer. */
-async function rawStatus(port: number, requestLine: string, headers: Record<string, string>, extra = ''): Promise<number> {
-  const socket = connect(port, '127.0.0.1');
-  await once(socket, 'connect');
-  const head = [requestLine, 'host: sandbox', 'connection: close', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), extra].filter(Boolean);
-  // Not end(): a half-closed client counts as gone and its request is not forwarded; `connection: close` ends it.
-  socket.write(`${head.join('\r\n')}\r\n\r\n`);
-  let data = '';
-  socket.setEncoding('utf8');
-  for await (const chunk of socket) data += chunk as string;
-  const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
-  assert.ok(m, `no HTTP answer to ${requestLine}: ${JSON.stringify(data.slice(0, 200))}`);
-  return Number(m[1]);
-}
 
 describe('node proxy: envd-internal paths in any spelling', () => {
   // A stand-in envd on the real envd port, on a loopback address of its own so it cannot meet another test's.
@@ -244,7 +231,7 @@ describe('node proxy: envd-internal paths in any spelling', () => {
     await Promise.all([new Promise((r) => proxy.close(r)), new Promise((r) => envd.close(r))]);
   });
 
-  const envdRoute = { 'cove-node-token': TOKEN, 'e2b-sandbox-id': 'sbx-envd', 'e2b-sandbox-port': '49983' };
+  const envdRoute = { host: 'sandbox', 'cove-node-token': TOKEN, 'e2b-sandbox-id': 'sbx-envd', 'e2b-sandbox-port': '49983' };
 
   it('refuses every spelling of /init and the other internal routes, and envd never sees them', async () => {
     const targets = [
@@ -281,26 +268,26 @@ describe('node proxy: envd-internal paths in any spelling', () => {
       'http://x/cove/logs',
     ];
     for (const target of targets) {
-      const status = await rawStatus(proxyPort, `POST ${target} HTTP/1.1`, { ...envdRoute, 'content-length': '0' });
+      const status = await rawHttpStatus(proxyPort, `POST ${target} HTTP/1.1`, { ...envdRoute, 'content-length': '0' });
       assert.equal(status, 404, target);
     }
     // The log ring is read with GET by the node; from outside it is refused the same way.
     for (const target of ['/cove/logs?after=0', '/%63ove/logs', 'http://x/cove/logs']) {
-      assert.equal(await rawStatus(proxyPort, `GET ${target} HTTP/1.1`, envdRoute), 404, target);
+      assert.equal(await rawHttpStatus(proxyPort, `GET ${target} HTTP/1.1`, envdRoute), 404, target);
     }
     // Asterisk-form and other targets that are neither a path nor an http URL are not forwarded at all.
     for (const target of ['*', 'init', 'ftp://x/init']) {
-      assert.equal(await rawStatus(proxyPort, `OPTIONS ${target} HTTP/1.1`, envdRoute), 400, target);
+      assert.equal(await rawHttpStatus(proxyPort, `OPTIONS ${target} HTTP/1.1`, envdRoute), 400, target);
     }
     // A WebSocket upgrade takes the same check.
-    assert.equal(await rawStatus(proxyPort, 'GET http://x/init HTTP/1.1', { ...envdRoute, connection: 'upgrade', upgrade: 'websocket' }), 404);
+    assert.equal(await rawHttpStatus(proxyPort, 'GET http://x/init HTTP/1.1', { ...envdRoute, connection: 'upgrade', upgrade: 'websocket' }), 404);
     assert.deepEqual(reached, [], 'envd saw none of them');
   });
 
   it('forwards public envd routes, an absolute-form target as its path and query', async () => {
-    assert.equal(await rawStatus(proxyPort, 'GET /health HTTP/1.1', envdRoute), 200);
-    assert.equal(await rawStatus(proxyPort, 'GET http://sandbox/files?path=%2Finit HTTP/1.1', envdRoute), 200);
-    assert.equal(await rawStatus(proxyPort, 'GET /initialise HTTP/1.1', envdRoute), 200);
+    assert.equal(await rawHttpStatus(proxyPort, 'GET /health HTTP/1.1', envdRoute), 200);
+    assert.equal(await rawHttpStatus(proxyPort, 'GET http://sandbox/files?path=%2Finit HTTP/1.1', envdRoute), 200);
+    assert.equal(await rawHttpStatus(proxyPort, 'GET /initialise HTTP/1.1', envdRoute), 200);
     assert.deepEqual(reached, ['GET /health', 'GET /files?path=%2Finit', 'GET /initialise']);
   });
 });
