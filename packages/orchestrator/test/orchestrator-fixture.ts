@@ -84,6 +84,8 @@ export interface Running {
   orchestrator: Orchestrator;
   runtime: LinuxSandboxRuntime;
   config: OrchestratorConfig;
+  /** What start() re-adopted, expired or found dead (diagnostics for restart tests). */
+  recovery: Awaited<ReturnType<Orchestrator['start']>>;
   rpcUrl: string;
   proxyUrl: string;
   close(): Promise<void>;
@@ -95,12 +97,13 @@ export async function startOrchestrator(i: Instance, extra: Record<string, strin
   const runtime = makeRuntime(i);
   await runtime.prepare();
   const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
-  await orchestrator.start();
+  const recovery = await orchestrator.start();
   const { rpcPort, proxyPort } = await orchestrator.listen();
   return {
     orchestrator,
     runtime,
     config,
+    recovery,
     rpcUrl: `http://127.0.0.1:${rpcPort}`,
     proxyUrl: `http://127.0.0.1:${proxyPort}`,
     async close() {

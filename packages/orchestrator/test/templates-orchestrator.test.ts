@@ -197,16 +197,18 @@ describe('sandboxes of user templates', { timeout: 300_000 }, () => {
     await node.close();
     node = await startOrchestrator(I, { COVE_WARM_POOL: '', COVE_LAYER_CACHE_MB: '1', COVE_TEMPLATE_WARM_POOL_SIZE: '0' });
     rpc = rpcClients(node.rpcUrl);
-    assert.deepEqual((await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId), ['tl-keep']);
+    const recovered = node.recovery;
+    assert.deepEqual((await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId), ['tl-keep'], `recovery: ${JSON.stringify(recovered)}`);
     const again = node.orchestrator.templates.layerCache;
-    assert.ok(layers.every((l) => again.has(l.digest)), 'the cache reloaded its layers');
+    assert.ok(layers.every((l) => again.has(l.digest)), `the cache reloaded its layers: ${JSON.stringify(again.stats())}`);
     // A new layer pushes the cache over its bound: eviction runs, but both layers are stacked by tl-keep.
     const base = (await node.runtime.builtinRootfs('base'))!;
     const extra = await makeLayer([base], 'head -c 2000000 /dev/urandom > /big.bin');
     await again.ensure(extra.digest);
     await again.settle();
-    for (const d of dirs) assert.ok(await exists(d), `${d} kept`);
-    assert.equal(again.has(extra.digest), false, 'the one free layer went (nobody leased it)');
+    const inUse = [...(await node.runtime.layersInUse())];
+    for (const d of dirs) assert.ok(await exists(d), `${d} kept; in use: ${inUse.join(' ')}`);
+    assert.equal(again.has(extra.digest), false, `the one free layer went (nobody leased it): ${JSON.stringify(again.stats())}`);
     const out = await runInSandbox(processClient(node.proxyUrl, 'tl-keep', ''), 'cat /srv/app/index.html');
     assert.equal(out.stdout, 'v2\n');
     await rpc.sandboxes.delete({ sandboxId: 'tl-keep' });
