@@ -1,7 +1,8 @@
 import { z } from 'zod';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 const schema = z.object({
-  ENVD_PORT: z.coerce.number().int().min(0).max(65535).default(49983),
+  ENVD_PORT: z.coerce.number().int().min(0).max(65535).default(ENVD_PORT),
   ENVD_HOST: z.string().min(1).default('0.0.0.0'),
   // Empty counts as unset: /init is then refused.
   COVE_ENVD_INIT_TOKEN: z.preprocess((v) => (v === '' ? undefined : v), z.string().min(16).optional()),

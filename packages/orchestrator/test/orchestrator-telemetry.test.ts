@@ -14,7 +14,7 @@ import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BuildState, TemplateService } from '@cove/contracts/orchestrator';
 import { Attr, ENVD_LOGS_PATH, SEVERITY_OF_LEVEL, SandboxMetric, NodeMetric } from '@cove/contracts/telemetry';
 import { startOtlpStandIn, type OtlpStandIn } from '@cove/telemetry/testing';
-import { ENVD_PORT } from '../src/sandboxes/envd-init.js';
+
 import { ENVD_LOGS_REPLY_MAX_BYTES, EnvdLogsUnreadable, pullEnvdLogs } from '../src/telemetry/envd-logs.js';
 import {
   NODE_TOKEN,
@@ -29,6 +29,7 @@ import {
   waitFor,
   type Running,
 } from './orchestrator-fixture.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 const I = instance('covttel', 'ctt-', '10.203.0.0/16');
 const COLLECTOR_TOKEN = 'collector-token-for-the-telemetry-test';

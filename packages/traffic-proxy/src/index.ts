@@ -2,7 +2,6 @@
 // node proxy, so both route and fail the same way E2B's proxies do (reference e2b-infra.md §5.5).
 
 export {
-  ENVD_PORT,
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
   TRAFFIC_TOKEN_HEADER,

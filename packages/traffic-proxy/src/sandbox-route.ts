@@ -13,8 +13,6 @@ export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const SANDBOX_PORT_HEADER = 'e2b-sandbox-port';
 /** Header with a private sandbox's traffic token (ports other than envd's). */
 export const TRAFFIC_TOKEN_HEADER = 'e2b-traffic-access-token';
-/** envd's port inside every sandbox; never behind the traffic token (envd has its own access token). */
-export const ENVD_PORT = 49983;
 
 const SANDBOX_ID_RE = /^[a-z0-9]+$/;
 const PORT_RE = /^[0-9]{1,5}$/;

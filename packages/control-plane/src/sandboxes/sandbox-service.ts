@@ -21,6 +21,7 @@ import { PauseResume } from './pause-resume.js';
 import { SandboxOps } from './sandbox-ops.js';
 import type { SnapshotCleaner } from './snapshot-cleaner.js';
 import { nodeEndMs } from './node-end.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** E2B's server default when a create omits `timeout` (e2b-infra.md §6.2). */
 export const DEFAULT_CREATE_TIMEOUT_S = 15;
@@ -34,7 +35,6 @@ export const AUTO_RESUME_TIMEOUT_S = 300;
 /** An edge waits about a minute for an auto-resume: answer 409 before that rather than leave it to time out. */
 export const AUTO_RESUME_WAIT_MS = 45_000;
 /** envd's port: traffic to it needs no traffic token (envd checks its own access token). */
-export const ENVD_PORT = 49983;
 
 export interface CreateInput {
   templateID: string;

@@ -5,7 +5,6 @@
 
 import type { IncomingHttpHeaders } from 'node:http';
 import {
-  ENVD_PORT,
   TRAFFIC_TOKEN_HEADER,
   proxyErrorBody,
   resolveSandboxRoute,
@@ -17,6 +16,7 @@ import type { NodeDirectory, NodeView } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore, PausedEntry } from '../store/edge-store.js';
 import { tokenMatchesHash } from '@cove/auth-tokens';
 import type { SandboxResumer } from './sandbox-resumer.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** envd's own access-token header (the SDK sends it on every envd request of a secured sandbox). */
 const ACCESS_TOKEN_HEADER = 'x-access-token';

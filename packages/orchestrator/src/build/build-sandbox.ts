@@ -9,7 +9,8 @@ import { createClient, type Client } from '@connectrpc/connect';
 import { Process } from '@cove/contracts/envd/process';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { ENVD_PORT, envdTransport, initEnvd, readCapped } from '../sandboxes/envd-init.js';
+import { envdTransport, initEnvd, readCapped } from '../sandboxes/envd-init.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** What the build engine needs from the sandbox runtime (src/sandbox/runtime.ts). */
 export interface BuildRuntime {

@@ -7,7 +7,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
-  ENVD_PORT,
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
   createUpstreamAgent,
@@ -26,6 +25,7 @@ import {
 import type { Logger } from 'pino';
 import { SANDBOX_ID_RE } from '../sandboxes/validate-spec.js';
 import { tokensEqual } from '@cove/auth-tokens';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 export const NODE_TOKEN_HEADER = 'cove-node-token';
 

@@ -5,8 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BootFailed } from './runtime-errors.js';
 import { processStartTime } from './slot-store.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
-export const ENVD_PORT = 49983;
 
 /** envd run by the host's node binary; small heaps because every idle sandbox pays for them. */
 // Flags measured by envd (docs/decisions.md, envd): ~14 MiB private memory idle; a 128 MiB old space

@@ -30,7 +30,6 @@ import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, p
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 
-export { ENVD_PORT } from './first-process.js';
 
 export interface LinuxRuntimeConfig {
   /** Root of everything the runtime stores: templates/, slots/, crun/ (crun state). */

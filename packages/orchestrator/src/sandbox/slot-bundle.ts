@@ -5,10 +5,11 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { CgroupLimits } from './cgroups.js';
 import { SANDBOX_PATH } from './crun-cli.js';
-import { ENVD_ARGS, ENVD_PORT, nofileLimit } from './first-process.js';
+import { ENVD_ARGS, nofileLimit } from './first-process.js';
 import type { LentBinaries } from './lent-files.js';
 import { buildOciSpec } from './oci-spec.js';
 import type { SlotLimits } from './runtime.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 const CPU_PERIOD_US = 100_000;
 

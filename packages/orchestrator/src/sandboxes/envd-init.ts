@@ -6,8 +6,8 @@ import { createConnectTransport } from '@connectrpc/connect-node';
 import { Code, ConnectError, type Interceptor, type Transport } from '@connectrpc/connect';
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
-export const ENVD_PORT = 49983;
 
 // Whatever answers on a sandbox's envd port is the tenant's (root inside can subvert or replace envd), so
 // every read of it is bounded in bytes and in time: a reply cannot grow the node's memory or hold a call.

@@ -3,7 +3,8 @@
 
 import { request } from 'undici';
 import { ENVD_LOGS_PATH, ENVD_LOG_LIMITS, EnvdLogsReply } from '@cove/contracts/telemetry';
-import { ENVD_PORT, EnvdReplyRejected, readCapped } from '../sandboxes/envd-init.js';
+import { EnvdReplyRejected, readCapped } from '../sandboxes/envd-init.js';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 /**
  * The ring holds at most 1 MiB of JSON, so an honest reply stays below it; twice that is the bound. A reply of

@@ -1,0 +1,10 @@
+// Fixed facts about a sandbox that several components share: one definition each.
+
+/** envd's port inside every sandbox (E2B's envd protocol). */
+export const ENVD_PORT = 49983;
+
+/** The built-in template `@e2b/code-interpreter`'s `Sandbox.create()` asks for. */
+export const CODE_INTERPRETER_TEMPLATE_ID = 'code-interpreter-v1';
+
+/** The code-interpreter server's port inside sandboxes of that template (the SDK calls it directly). */
+export const CODE_INTERPRETER_PORT = 49999;
