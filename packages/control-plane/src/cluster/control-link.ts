@@ -58,21 +58,25 @@ const FileUploadSchema = z.object({
 });
 export type FileUpload = z.infer<typeof FileUploadSchema>;
 
-/** A control-link call failed with a gRPC status (the caller decides what a code means). */
+/**
+ * A control-link call failed with a gRPC status (the caller decides what a code means). `detail` is the node's
+ * own message, kept apart from the operation so callers can quote it without parsing `message`.
+ */
 export class LinkCallError extends Error {
   constructor(
     readonly code: Code,
-    message: string,
+    readonly operation: string,
+    readonly detail: string,
     options?: ErrorOptions,
   ) {
-    super(message, options);
+    super(`${operation}: ${detail}`, options);
     this.name = 'LinkCallError';
   }
 }
 
 function asLinkError(err: unknown, what: string): LinkCallError {
   const ce = ConnectError.from(err);
-  return new LinkCallError(ce.code, `${what}: ${ce.rawMessage}`, { cause: err });
+  return new LinkCallError(ce.code, what, ce.rawMessage, { cause: err });
 }
 
 /** No TLS settings: `https://` endpoints are verified against Node's root certificates only. */
@@ -183,7 +187,7 @@ export class ControlLink {
     if (trafficAccessToken) extra['cove-traffic-access-token'] = trafficAccessToken;
     try {
       const res = await this.sandboxes.create({ sandbox }, { headers: this.headers(nodeId, extra), timeoutMs: this.timeoutMs });
-      if (!res.sandbox) throw new LinkCallError(Code.Internal, 'create: node returned no sandbox');
+      if (!res.sandbox) throw new LinkCallError(Code.Internal, 'create', 'node returned no sandbox');
       return res.sandbox;
     } catch (err) {
       if (err instanceof LinkCallError) throw err;
@@ -201,7 +205,7 @@ export class ControlLink {
         { sandboxId, snapshotId, memory },
         { headers: this.headers(nodeId, { 'cove-sandbox-id': sandboxId }), timeoutMs: this.timeoutMs },
       );
-      if (!res.snapshot) throw new LinkCallError(Code.Internal, 'pause: node returned no snapshot');
+      if (!res.snapshot) throw new LinkCallError(Code.Internal, 'pause', 'node returned no snapshot');
       return res.snapshot;
     } catch (err) {
       if (err instanceof LinkCallError) throw err;
@@ -213,7 +217,7 @@ export class ControlLink {
   async snapshot(nodeId: string, sandboxId: string, snapshotId: string): Promise<SnapshotInfo> {
     try {
       const res = await this.sandboxes.snapshot({ sandboxId, snapshotId }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
-      if (!res.snapshot) throw new LinkCallError(Code.Internal, 'snapshot: node returned no snapshot');
+      if (!res.snapshot) throw new LinkCallError(Code.Internal, 'snapshot', 'node returned no snapshot');
       return res.snapshot;
     } catch (err) {
       if (err instanceof LinkCallError) throw err;

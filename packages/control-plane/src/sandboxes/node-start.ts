@@ -57,7 +57,7 @@ export async function startOnNodes(
     } catch (err) {
       if (!(err instanceof LinkCallError)) throw err;
       if (err.code === Code.DataLoss && spec.snapshotId) {
-        throw new SnapshotCorrupt(spec.snapshotId, what.describe, err.message.replace(/^create: /, ''));
+        throw new SnapshotCorrupt(spec.snapshotId, what.describe, err.detail);
       }
       if (!TRY_NEXT.has(err.code)) throw new ClusterUnavailable(`the cluster refused to start the sandbox (${what.describe})`, { cause: err });
       log.warn({ nodeId, err: err.message }, 'create failed on node, trying the next one');

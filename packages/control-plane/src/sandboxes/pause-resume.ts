@@ -108,7 +108,7 @@ export class PauseResume {
       }
       if (err.code === Code.FailedPrecondition) {
         await this.sandboxes.abortPause(s.id, snapshotId, Date.now());
-        throw new OperationFailed(`sandbox "${s.id}" could not be paused: ${err.message.replace(/^pause: /, '')}; it keeps running`, { cause: err });
+        throw new OperationFailed(`sandbox "${s.id}" could not be paused: ${err.detail}; it keeps running`, { cause: err });
       }
       if (err.code === Code.NotFound) {
         // From the node: it no longer has the sandbox. From the edge: the node is not registered, so the

@@ -72,7 +72,7 @@ export class SnapshotService {
         }
         await this.snapshots.remove([id]);
         if (err.code === Code.FailedPrecondition) {
-          throw new OperationFailed(`sandbox "${sandboxId}" could not be snapshotted: ${err.message.replace(/^snapshot: /, '')}; it keeps running`, { cause: err });
+          throw new OperationFailed(`sandbox "${sandboxId}" could not be snapshotted: ${err.detail}; it keeps running`, { cause: err });
         }
         if (err.code === Code.NotFound) throw new SandboxNotFound(sandboxId);
         throw new ClusterUnavailable('the cluster refused the snapshot', { cause: err });

@@ -209,7 +209,7 @@ export class TemplateService {
           }
           await this.templates.release(buildId);
           if (err instanceof LinkCallError && (err.code === Code.InvalidArgument || err.code === Code.FailedPrecondition)) {
-            throw new BadRequest(`the cluster refused the build: ${err.message.replace(/^build: /, '')}`);
+            throw new BadRequest(`the cluster refused the build: ${err.detail}`);
           }
           throw new ClusterUnavailable('the cluster could not start the build', { cause: err });
         }
@@ -366,7 +366,7 @@ export class TemplateService {
           break;
         } catch (err) {
           if (err instanceof LinkCallError && err.code === Code.FailedPrecondition) {
-            throw new Conflict(`template '${ref}' is still in use on node ${nodeId}: ${err.message.replace(/^delete builds: /, '')}`);
+            throw new Conflict(`template '${ref}' is still in use on node ${nodeId}: ${err.detail}`);
           }
           if (err instanceof LinkCallError && (err.code === Code.Unavailable || err.code === Code.NotFound || err.code === Code.ResourceExhausted)) {
             lastError = err;
