@@ -51,6 +51,20 @@ describe('files through the unchanged SDK', () => {
     assert.equal(await sbx.files.read('/home/user/multi/deep/y.txt'), 'y');
   });
 
+  test('multi-file write: relative paths resolve against the home, as on E2B; an empty list writes nothing', async () => {
+    const res = await sbx.files.write([
+      { path: 'rel-multi/a.txt', data: 'a' },
+      { path: 'rel-b.txt', data: 'b' },
+      { path: '~/rel-tilde.txt', data: 't' },
+    ]);
+    assert.deepEqual(res.map((r) => r.path), ['/home/user/rel-multi/a.txt', '/home/user/rel-b.txt', '/home/user/rel-tilde.txt']);
+    assert.equal((await sbx.commands.run('cat ~/rel-multi/a.txt ~/rel-b.txt ~/rel-tilde.txt; stat -c %U ~/rel-multi')).stdout, 'abtuser\n');
+    assert.deepEqual(await sbx.files.write([]), []);
+    // As root, relative paths resolve against root's home.
+    const asRoot = await sbx.files.write([{ path: 'root-rel.txt', data: 'r' }], { user: 'root' });
+    assert.equal(asRoot[0]!.path, '/root/root-rel.txt');
+  });
+
   test('list with depth, makeDir, rename, remove, exists, getInfo', async () => {
     assert.equal(await sbx.files.makeDir('/home/user/d1/d2'), true);
     assert.equal(await sbx.files.makeDir('/home/user/d1/d2'), false);
@@ -69,12 +83,18 @@ describe('files through the unchanged SDK', () => {
     await sbx.files.remove('/home/user/d1');
     assert.equal(await sbx.files.exists('/home/user/d1'), false);
     await assert.rejects(sbx.files.read('/home/user/nope.txt'), /not found|does not exist/i);
+    // Removing what is not there is done (E2B's envd uses RemoveAll).
+    await sbx.files.remove('/home/user/never-there');
   });
 
   test('metadata is stored with the file and returned by getInfo', async () => {
     await sbx.files.write('/home/user/meta.txt', 'm', { metadata: { owner: 'cove', purpose: 'test' } } as never);
     const info = await sbx.files.getInfo('/home/user/meta.txt');
     assert.deepEqual((info as unknown as { metadata?: Record<string, string> }).metadata, { owner: 'cove', purpose: 'test' });
+    // An overwrite without metadata clears it, as on E2B.
+    await sbx.files.write('/home/user/meta.txt', 'm2');
+    const after = await sbx.files.getInfo('/home/user/meta.txt');
+    assert.deepEqual((after as unknown as { metadata?: Record<string, string> }).metadata ?? {}, {});
   });
 
   test('watchDir recursive reports creates and writes below the directory', async () => {

@@ -133,6 +133,23 @@ describe('files through the unchanged e2b SDK', () => {
     assert.deepEqual(listed?.metadata, { author: 'cove', 'mixed-case': 'v 1' });
   });
 
+  test('an overwrite replaces the metadata: without headers none is left, with others only those', async () => {
+    const p = `${tmp.dir}/meta-over.txt`;
+    await sbx.files.write(p, 'one', { metadata: { author: 'cove', stage: 'draft' } });
+    await sbx.files.write(p, 'two', { metadata: { stage: 'final' } });
+    assert.deepEqual((await sbx.files.getInfo(p)).metadata, { stage: 'final' });
+    await sbx.files.write(p, 'three');
+    const info = await sbx.files.getInfo(p);
+    assert.deepEqual(info.metadata ?? {}, {});
+    assert.equal(await sbx.files.read(p), 'three');
+  });
+
+  test('removing a path that does not exist is done, as on E2B; the parent stays', async () => {
+    await sbx.files.remove(`${tmp.dir}/never-there.txt`);
+    await sbx.files.remove(`${tmp.dir}/never/there/either`);
+    assert.equal(await sbx.files.exists(tmp.dir), true);
+  });
+
   test('watchDir recursive with includeEntry', async () => {
     const base = `${tmp.dir}/watched`;
     await mkdir(`${base}/sub`, { recursive: true });

@@ -168,7 +168,12 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
       guard(async () => {
         const user = await rpcUser(ctx, state, users);
         const path = resolveFor(user, req.path);
-        const st = await statOrNotFound(path);
+        // As E2B's envd (os.RemoveAll): removing what is not there is done, not an error.
+        const st = await lstat(path).catch((err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+          throw err;
+        });
+        if (!st) return {};
         await assertCanModifyIn(path, user, st);
         await rm(path, { recursive: true, force: true });
         return {};

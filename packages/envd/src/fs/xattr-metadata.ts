@@ -10,6 +10,7 @@ interface XattrModule {
   getAttribute(path: string, attr: string): Promise<Buffer>;
   setAttribute(path: string, attr: string, value: string | Buffer): Promise<void>;
   listAttributes(path: string): Promise<string[]>;
+  removeAttribute(path: string, attr: string): Promise<void>;
 }
 
 let xattr: Promise<XattrModule> | undefined;
@@ -35,11 +36,22 @@ export function checkMetadata(metadata: Record<string, string>): void {
   if (total > MAX_TOTAL) throw new EnvdError('invalid_argument', 'metadata exceeds 4096 bytes');
 }
 
-/** Stores metadata as xattrs on a file. */
-export async function writeMetadata(path: string, metadata: Record<string, string>): Promise<void> {
+/**
+ * Makes `metadata` the file's whole metadata: an upload replaces what the file carried before, so an overwrite
+ * without `X-Metadata-*` headers leaves none (as E2B's envd does).
+ */
+export async function replaceMetadata(path: string, metadata: Record<string, string>): Promise<void> {
   const entries = Object.entries(metadata);
-  if (entries.length === 0) return;
   const x = await loadXattr();
+  let existing: string[] = [];
+  try {
+    existing = await x.listAttributes(path);
+  } catch {
+    // No xattr support here: nothing stored before, and nothing can be stored now unless asked.
+  }
+  for (const name of existing) {
+    if (name.startsWith(PREFIX) && !(name.slice(PREFIX.length) in metadata)) await x.removeAttribute(path, name);
+  }
   for (const [k, v] of entries) await x.setAttribute(path, PREFIX + k, v);
 }
 

@@ -8,7 +8,7 @@ import { createGunzip, createGzip } from 'node:zlib';
 import busboy from 'busboy';
 import type { Logger } from 'pino';
 import { EnvdError, toEnvdError } from '../errors.js';
-import { checkMetadata, writeMetadata } from '../fs/xattr-metadata.js';
+import { checkMetadata, replaceMetadata } from '../fs/xattr-metadata.js';
 import { makeDirsOwned } from '../fs/owned-paths.js';
 import { resolvePath } from '../paths.js';
 import type { EnvdState } from '../state.js';
@@ -116,7 +116,7 @@ async function writeUpload(source: Readable, path: string, user: SandboxUser, me
     if (toEnvdError(e).code === 'payload_too_large') await unlink(path).catch(() => undefined);
     throw e;
   }
-  await writeMetadata(path, metadata);
+  await replaceMetadata(path, metadata);
   const out: WrittenFile = { path, name: posix.basename(path), type: 'file' };
   if (Object.keys(metadata).length > 0) out.metadata = metadata;
   return out;
