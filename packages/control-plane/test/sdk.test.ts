@@ -37,6 +37,15 @@ describe('unchanged e2b SDK against the control plane', () => {
     assert.equal(await Sandbox.kill('i0000000000000000000a'), false);
   });
 
+  test('the mcp option is refused clearly (no MCP gateway in Cove templates), and no sandbox is started', async () => {
+    const before = cluster.nodes.get('node-a')!.sandboxes.size;
+    await assert.rejects(
+      Sandbox.create('base', { mcp: { exa: { apiKey: 'k' } } } as never),
+      (err: Error) => /501/.test(err.message) && /MCP gateway/.test(err.message),
+    );
+    assert.equal(cluster.nodes.get('node-a')!.sandboxes.size, before);
+  });
+
   test('a wrong key is an AuthenticationError', async () => {
     await assert.rejects(Sandbox.kill('i0000000000000000000a', { apiKey: `e2b_${'1'.repeat(40)}` }), AuthenticationError);
   });
@@ -59,6 +68,10 @@ describe('unchanged e2b SDK against the control plane', () => {
     const items = await paginator.nextItems();
     assert.deepEqual(items.map((s) => s.sandboxId), [sbx.sandboxId]);
     assert.equal(paginator.hasNext, false);
+
+    // startedAfter is inclusive: the sandbox that started at exactly that instant is listed.
+    const since = Sandbox.list({ query: { startedAfter: info.startedAt } as never, limit: 100 });
+    assert.ok((await since.nextItems()).some((s) => s.sandboxId === sbx.sandboxId));
 
     const pages = Sandbox.list({ limit: 1 });
     const first = await pages.nextItems();

@@ -122,7 +122,8 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       const odd = await sandboxes.list(team.id, { order: 'asc', limit: 2, metadata: { parity: 'odd' } });
       assert.deepEqual(odd.items.map((s) => s.id), [ids[1], ids[3]]);
       const after3 = await sandboxes.list(team.id, { order: 'asc', limit: 100, startedAfter: base + 3000 });
-      assert.deepEqual(after3.items.map((s) => s.id), ids.slice(4));
+      // Inclusive: the one that started at exactly base + 3000 is listed.
+      assert.deepEqual(after3.items.map((s) => s.id), ids.slice(3));
 
       // end times: extend only moves later, set moves anywhere
       const s0 = (await sandboxes.get(ids[0]!))!;

@@ -143,6 +143,8 @@ export class SandboxService {
     if (n && n.maskRequestHost) throw new NotImplemented('network.maskRequestHost');
     if (input.volumeMounts && input.volumeMounts.length > 0) throw new NotImplemented('volumes');
     if (input.iam && Object.keys(input.iam as object).length > 0) throw new NotImplemented('workload identity tokens (iam)');
+    // The SDK would start E2B's `mcp-gateway` binary inside the sandbox, which Cove's templates do not carry.
+    if (input.mcp && Object.keys(input.mcp as object).length > 0) throw new NotImplemented('the MCP gateway (mcp)');
   }
 
   /** E2B's lifecycle rules: a filesystem-only auto-pause needs autoPause and cannot be woken by traffic. */

@@ -400,7 +400,8 @@ export class SandboxStore {
       const t = f.template;
       q = q.where((eb) => eb.or([eb('template_id', '=', t), eb('alias', '=', t)]));
     }
-    if (f.startedAfter !== undefined) q = q.where('started_at', '>', f.startedAfter);
+    // Inclusive, as E2B: a sandbox that started at exactly that instant is listed.
+    if (f.startedAfter !== undefined) q = q.where('started_at', '>=', f.startedAfter);
     if (f.cursor) {
       const { startedAt, id } = f.cursor;
       q = q.where((eb) =>
