@@ -9,6 +9,14 @@ import { printTable, runBenches, writeJson } from './bench.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
+// A reader that stops early (`cove status | head -3`) is not an error: end quietly, like any Unix tool.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}
+
 function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string }): DeploymentOptions {
   return {
     stateDir: opts.stateDir,
