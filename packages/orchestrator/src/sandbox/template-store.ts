@@ -4,7 +4,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { shiftOwnership } from './id-shift.js';
 import { run } from './run-command.js';
@@ -44,8 +44,21 @@ export class TemplateStore {
     }
   }
 
-  /** Builds the template from its recipe unless the cached build for the recipe's hash exists. */
-  async ensure(templateId: string): Promise<string> {
+  /**
+   * The built-in template whose cached rootfs `path` is (`<templatesDir>/<id>/<hash>/rootfs`, as rootfsOf gives
+   * it), or null. Decides what a slot stacked on it is lent; the path comes from the node itself, never a tenant.
+   */
+  builtinIdOf(path: string): string | null {
+    const rel = relative(this.cfg.templatesDir, path).split(sep);
+    if (rel.length !== 3 || rel[2] !== 'rootfs' || rel[0] === '..' || isAbsolute(rel.join(sep))) return null;
+    return /^[a-z0-9][a-z0-9-]{0,62}$/.test(rel[0]!) ? rel[0]! : null;
+  }
+
+  /**
+   * Builds the template from its recipe unless the cached build for the recipe's hash exists. `background` runs
+   * the build at a low CPU priority (nice 10), so it never slows the sandboxes the node already serves.
+   */
+  async ensure(templateId: string, opts: { background?: boolean } = {}): Promise<string> {
     const loaded = await loadRecipe(this.cfg.recipesDir, templateId);
     if (!loaded) {
       const existing = await this.rootfsOf(templateId);
@@ -62,7 +75,7 @@ export class TemplateStore {
       const started = Date.now();
       try {
         log.info('building template rootfs');
-        await this.build(loaded.recipe, join(tmp, 'rootfs'), (line) => {
+        await this.build(loaded.recipe, join(tmp, 'rootfs'), opts.background === true, (line) => {
           log.debug({ line }, 'mmdebstrap');
           this.cfg.onProgress?.(templateId, line);
         });
@@ -117,7 +130,7 @@ export class TemplateStore {
     await rename(tmpLink, join(dir, 'current'));
   }
 
-  private async build(recipe: TemplateRecipe, rootfs: string, onLine: (line: string) => void): Promise<void> {
+  private async build(recipe: TemplateRecipe, rootfs: string, background: boolean, onLine: (line: string) => void): Promise<void> {
     const u = recipe.user;
     const sudoers = `${u.name} ALL=(ALL:ALL) NOPASSWD: ALL\n`;
     const hooks = [
@@ -142,6 +155,7 @@ export class TemplateStore {
       rootfs,
       recipe.mirror,
     ];
-    await run('mmdebstrap', args, { onLine });
+    if (background) await run('nice', ['-n', '10', 'mmdebstrap', ...args], { onLine });
+    else await run('mmdebstrap', args, { onLine });
   }
 }
