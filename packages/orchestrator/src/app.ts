@@ -76,6 +76,8 @@ export interface Orchestrator {
 
 /** Warm slots idle with a small share; claim raises it to what the sandbox asked for. */
 const IDLE_LIMITS = { vcpu: 1, memoryMb: 256 };
+/** A template whose server starts before the claim (code-interpreter-v1) idles with what E2B builds it with. */
+const SERVER_IDLE_LIMITS = { vcpu: 2, memoryMb: 2048 };
 
 function hostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
@@ -91,6 +93,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     targets: config.warmPool,
     diskMb: config.defaults.diskMb,
     idleLimits: IDLE_LIMITS,
+    serverIdleLimits: SERVER_IDLE_LIMITS,
+    readyTimeoutMs: config.userTemplates.readyTimeoutMs,
     concurrency: config.warmPoolConcurrency,
     log: log.child({ component: 'warm-pool' }),
   });
