@@ -34,6 +34,7 @@ import { LayerCache } from './templates/layer-cache.js';
 import { TemplateResolver } from './templates/resolver.js';
 import { openClusterStorage } from './templates/storage.js';
 import { NodeTelemetry } from './telemetry/node-telemetry.js';
+import { BACKGROUND_TEMPLATES } from './code-interpreter.js';
 
 export interface OrchestratorDeps {
   runtime: SandboxRuntime;
@@ -187,6 +188,11 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       pool,
       host,
       usage,
+      readyTemplates: async () => {
+        const ids = [...new Set(['base', ...BACKGROUND_TEMPLATES, ...Object.keys(config.warmPool)])];
+        const ready = await Promise.all(ids.map((id) => runtime.hasTemplate(id)));
+        return ids.filter((_, n) => ready[n]);
+      },
     });
 
   const rpcLog = log.child({ component: 'rpc' });
