@@ -10,6 +10,7 @@ import { shiftOwnership } from './id-shift.js';
 import { run } from './run-command.js';
 import { TemplateBuildFailed } from './runtime-errors.js';
 import { loadRecipe, type TemplateRecipe } from './template-recipe.js';
+import { GUEST_MOUNT } from '../code-interpreter.js';
 
 export interface TemplateStoreConfig {
   /** Cache root: `<templatesDir>/<id>/<recipe-hash>/rootfs`. */
@@ -139,8 +140,11 @@ export class TemplateStore {
       ...(u.passwordlessSudo
         ? [`printf '%s' '${sudoers}' > "$1/etc/sudoers.d/${u.name}"`, `chmod 0440 "$1/etc/sudoers.d/${u.name}"`]
         : []),
-      // Mount points for what the runtime binds in (host node binary, envd bundle, generated files).
-      `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd"`,
+      // Mount points for what the runtime binds in (host node binary, envd bundle, generated files, the
+      // code-interpreter guest dir). They must be in the lower rootfs: a CRIU restore on another node mounts onto
+      // them without crun, and a slot's exported upper never carries them. (No TEMPLATE_BUILDER_VERSION bump for the
+      // guest dir's: only code-interpreter-v1 mounts it, and its recipe is newer than this line.)
+      `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd" "$1${GUEST_MOUNT}"`,
       `touch "$1/opt/cove/bin/node" "$1/opt/cove/bin/tini" "$1/etc/resolv.conf" "$1/etc/hostname" "$1/etc/hosts"`,
       `rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*`,
     ];
