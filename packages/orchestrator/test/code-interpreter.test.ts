@@ -30,6 +30,7 @@ import {
   ENVD_BUNDLE,
   exists,
   instance,
+  makeRuntime,
   NODE_TOKEN,
   PACKAGE_DIR,
   processClient,
@@ -55,6 +56,7 @@ const STORAGE = join(ROOT, 'storage');
 const A = instance('covci1', 'ci1-', '10.186.0.0/16');
 const B = instance('covci2', 'ci2-', '10.187.0.0/16');
 const C = instance('covci3', 'ci3-', '10.188.0.0/16');
+const D = instance('covci4', 'ci4-', '10.189.0.0/16');
 const criu = await findCriu();
 const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
 const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
@@ -84,10 +86,10 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(('0.0.0.0', ${CODE_INTERPRETER_PORT}), H).serve_forever()
 `;
 
-async function writeGuest(dir: string): Promise<void> {
+async function writeGuest(dir: string, server = SERVER): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
-  await writeFile(join(dir, 'server.py'), SERVER);
+  await writeFile(join(dir, 'server.py'), server);
   await writeFile(join(dir, 'start'), `#!/bin/sh\nexec python3 ${GUEST_MOUNT}/server.py\n`);
   await chmod(join(dir, 'start'), 0o755);
 }
@@ -270,6 +272,10 @@ describe('code-interpreter-v1 on two nodes', { timeout: 900_000, skip }, () => {
         'ls /opt/cove-moved/code-interpreter/start 2>&1',
     );
     console.log(`the swap inside the sandbox: ${swap.stdout.trim().replace(/\n/g, ' | ')}`);
+    // Overlay refuses to rename a lower dir (mv falls back to copying) and a mount point cannot be removed: the
+    // guest dir is still mounted where it was, not replaced by the tenant's symlink.
+    const still = await runInSandbox(p, `test -L ${GUEST_MOUNT} && echo symlink; findmnt -no TARGET ${GUEST_MOUNT}; test -x ${GUEST_MOUNT}/start && echo guest`);
+    assert.deepEqual(still.stdout.trim().split('\n'), [GUEST_MOUNT, 'guest'], still.stdout);
     assert.equal(await treeDigest(install), before, `the host's install is unchanged (${swap.stdout})`);
     assert.equal(await exists('/etc/cove-ci-probe'), false, 'nothing was written on the host');
     // A pause of that sandbox either refuses (it keeps running) or works; neither touches the install or the host.
@@ -347,6 +353,55 @@ describe('code-interpreter-v1 on two nodes', { timeout: 900_000, skip }, () => {
     const r = await runInSandbox(processClient(a.proxyUrl, 'cichild', 'tok-child'), `cat /home/user/child.txt; test -L ${GUEST_MOUNT} && echo symlink; test -x ${GUEST_MOUNT}/start && echo guest; test -f /etc/passwd && echo etc`);
     assert.deepEqual(r.stdout.trim().split('\n'), ['child', 'guest', 'etc']);
     await rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'cichild' });
+  });
+});
+
+describe('a node without the code-interpreter guest dir', { skip }, () => {
+  it('does not offer code-interpreter-v1 (its slots would never get a server), base still', async () => {
+    await writeRecipes(RECIPES);
+    await templatesWithSharedBase(TEMPLATES);
+    await new TemplateStore({ templatesDir: TEMPLATES, recipesDir: RECIPES, idOffset: 100_000, logger: createLogger('error') }).ensure(CI);
+    const empty = join(ROOT, 'no-guest');
+    await mkdir(empty, { recursive: true });
+    const runtime = makeRuntime(C, 'error', { ...runtimeExtra(RECIPES, TEMPLATES), codeInterpreterGuestDir: empty });
+    assert.equal(await runtime.hasTemplate('base'), true);
+    assert.equal(await runtime.hasTemplate(CI), false);
+    assert.equal(await runtime.templateStatus(CI), 'absent');
+    const withGuest = makeRuntime(C, 'error', runtimeExtra(RECIPES, TEMPLATES));
+    await writeGuest(GUEST);
+    assert.equal(await withGuest.hasTemplate(CI), true, 'the same rootfs with a guest dir is offered');
+    await rm(join(C.dataDir, 'code-interpreter'), { recursive: true, force: true });
+  });
+});
+
+describe('a server that never gets ready', { timeout: 120_000, skip }, () => {
+  let d: Running;
+  const guest = join(ROOT, 'never-ready-guest');
+
+  before(async () => {
+    await teardown(D);
+    await writeRecipes(RECIPES);
+    await templatesWithSharedBase(TEMPLATES);
+    await new TemplateStore({ templatesDir: TEMPLATES, recipesDir: RECIPES, idOffset: 100_000, logger: createLogger('error') }).ensure(CI);
+    await writeGuest(guest, SERVER.replace("time.time() - t0 > 1.0", 'False'));
+    d = await startOrchestrator(D, { COVE_WARM_POOL: '', COVE_TEMPLATE_READY_TIMEOUT_MS: '2000' }, { ...runtimeExtra(RECIPES, TEMPLATES), codeInterpreterGuestDir: guest });
+  });
+
+  after(async () => {
+    await d?.close();
+    await teardown(D);
+    await rm(guest, { recursive: true, force: true });
+  });
+
+  it('fails the create within the bound with FAILED_PRECONDITION and leaves no slot behind', async () => {
+    const t = Date.now();
+    const err = await failure(rpcClients(d.rpcUrl).sandboxes.create({ sandbox: ciSpec('nready') }));
+    const ms = Date.now() - t;
+    assert.equal(err?.code, Code.FailedPrecondition, err?.message);
+    assert.match(err?.rawMessage ?? '', /template code-interpreter-v1: ready command did not succeed within 2000 ms/);
+    assert.ok(ms < 15_000, `bounded (${ms} ms)`);
+    assert.deepEqual(await d.runtime.listRecords(), [], 'the slot was destroyed');
+    assert.equal((await rpcClients(d.rpcUrl).sandboxes.list({})).sandboxes.length, 0);
   });
 });
 

@@ -193,7 +193,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       await this.templates.ensure(templateId, { background: true });
       this.background.delete(templateId);
       log.info({ ms: Date.now() - started }, 'template ready');
-      for (const w of this.readyWaiters.get(templateId)?.splice(0) ?? []) w();
+      if (await this.serverPresent(templateId)) for (const w of this.readyWaiters.get(templateId)?.splice(0) ?? []) w();
     } catch (err) {
       const retry = setTimeout(() => void this.buildOneBackground(templateId), 600_000);
       retry.unref();
@@ -207,13 +207,16 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
    * `failed` (the last background build failed) or `absent` (no recipe, nothing cached).
    */
   async templateStatus(templateId: string): Promise<TemplateStatus> {
+    if (!(await this.serverPresent(templateId))) return 'absent';
     if (await this.templates.rootfsOf(templateId)) return 'ready';
     return this.background.get(templateId)?.state ?? 'absent';
   }
 
   /** Resolves once the template is ready on this node (at once when it is; never for one that never becomes ready). */
   async whenTemplateReady(templateId: string): Promise<void> {
-    if (await this.templates.rootfsOf(templateId)) return;
+    if (await this.hasTemplate(templateId)) return;
+    // The guest dir is installed once per runtime: without it the template never becomes ready here.
+    if (!(await this.serverPresent(templateId))) return new Promise<void>(() => undefined);
     await new Promise<void>((resolve) => {
       const list = this.readyWaiters.get(templateId) ?? [];
       list.push(resolve);
@@ -249,7 +252,12 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   async hasTemplate(templateId: string): Promise<boolean> {
-    return (await this.templates.rootfsOf(templateId)) !== null;
+    return (await this.templates.rootfsOf(templateId)) !== null && (await this.serverPresent(templateId));
+  }
+
+  /** code-interpreter-v1 without its guest dir would boot slots whose server never starts: it is not offered. */
+  private async serverPresent(templateId: string): Promise<boolean> {
+    return templateId !== CODE_INTERPRETER_TEMPLATE_ID || (await this.lent.codeInterpreter()) !== null;
   }
 
   builtinRootfs(templateId: string): Promise<string | null> {
