@@ -57,6 +57,7 @@ const A = instance('covci1', 'ci1-', '10.186.0.0/16');
 const B = instance('covci2', 'ci2-', '10.187.0.0/16');
 const C = instance('covci3', 'ci3-', '10.188.0.0/16');
 const D = instance('covci4', 'ci4-', '10.189.0.0/16');
+const E = instance('covci5', 'ci5-', '10.190.0.0/16');
 const criu = await findCriu();
 const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
 const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
@@ -371,6 +372,56 @@ describe('a node without the code-interpreter guest dir', { skip }, () => {
     await writeGuest(GUEST);
     assert.equal(await withGuest.hasTemplate(CI), true, 'the same rootfs with a guest dir is offered');
     await rm(join(C.dataDir, 'code-interpreter'), { recursive: true, force: true });
+  });
+});
+
+describe('a guest dir that changes between node starts', { timeout: 180_000, skip }, () => {
+  const guest = join(ROOT, 'versioned-guest');
+  let node: Running | undefined;
+  const start = async () => {
+    node = await startOrchestrator(E, { COVE_WARM_POOL: '' }, { ...runtimeExtra(RECIPES, TEMPLATES), codeInterpreterGuestDir: guest });
+    return node;
+  };
+  const version = async (n: Running, id: string) =>
+    (await runInSandbox(processClient(n.proxyUrl, id, `tok-${id}`), `cat ${GUEST_MOUNT}/version`)).stdout.trim();
+
+  before(async () => {
+    await teardown(E);
+    await writeRecipes(RECIPES);
+    await templatesWithSharedBase(TEMPLATES);
+    await new TemplateStore({ templatesDir: TEMPLATES, recipesDir: RECIPES, idOffset: 100_000, logger: createLogger('error') }).ensure(CI);
+  });
+
+  after(async () => {
+    await node?.close();
+    await teardown(E);
+    await rm(guest, { recursive: true, force: true });
+  });
+
+  it('a running sandbox keeps its version across a restart, new ones get the new one, the old copy goes once unused', async () => {
+    await writeGuest(guest);
+    await writeFile(join(guest, 'version'), 'v1');
+    let n = await start();
+    await rpcClients(n.rpcUrl).sandboxes.create({ sandbox: ciSpec('gv1') });
+    const v1 = (await slotRecord(E, 'gv1')).guestDir!;
+    await n.close();
+    // The build output changes in place (a second `cove up`) while the sandbox runs.
+    await writeFile(join(guest, 'version'), 'v2');
+    n = await start();
+    assert.equal(await version(n, 'gv1'), 'v1', 'the running sandbox still sees its own copy');
+    assert.equal((await viaProxy(n.proxyUrl, 'gv1', CODE_INTERPRETER_PORT, '/health')).status, 200);
+    assert.equal(await exists(v1), true, 'kept while a slot mounts it');
+    await rpcClients(n.rpcUrl).sandboxes.create({ sandbox: ciSpec('gv2') });
+    const v2 = (await slotRecord(E, 'gv2')).guestDir!;
+    assert.notEqual(v2, v1);
+    assert.equal(await version(n, 'gv2'), 'v2');
+    await rpcClients(n.rpcUrl).sandboxes.delete({ sandboxId: 'gv1' });
+    await n.close();
+    n = await start();
+    assert.equal(await exists(v1), false, 'pruned once no slot uses it');
+    assert.equal(await exists(v2), true);
+    assert.equal(await version(n, 'gv2'), 'v2');
+    await rpcClients(n.rpcUrl).sandboxes.delete({ sandboxId: 'gv2' });
   });
 });
 
