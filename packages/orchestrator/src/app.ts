@@ -34,6 +34,7 @@ import { LayerCache } from './templates/layer-cache.js';
 import { TemplateResolver } from './templates/resolver.js';
 import { openClusterStorage } from './templates/storage.js';
 import { NodeTelemetry } from './telemetry/node-telemetry.js';
+import { BACKGROUND_TEMPLATES } from './code-interpreter.js';
 
 export interface OrchestratorDeps {
   runtime: SandboxRuntime;
@@ -76,6 +77,8 @@ export interface Orchestrator {
 
 /** Warm slots idle with a small share; claim raises it to what the sandbox asked for. */
 const IDLE_LIMITS = { vcpu: 1, memoryMb: 256 };
+/** A template whose server starts before the claim (code-interpreter-v1) idles with what E2B builds it with. */
+const SERVER_IDLE_LIMITS = { vcpu: 2, memoryMb: 2048 };
 
 function hostPort(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
@@ -91,6 +94,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     targets: config.warmPool,
     diskMb: config.defaults.diskMb,
     idleLimits: IDLE_LIMITS,
+    serverIdleLimits: SERVER_IDLE_LIMITS,
+    readyTimeoutMs: config.userTemplates.readyTimeoutMs,
     concurrency: config.warmPoolConcurrency,
     log: log.child({ component: 'warm-pool' }),
   });
@@ -183,6 +188,11 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       pool,
       host,
       usage,
+      readyTemplates: async () => {
+        const ids = [...new Set(['base', ...BACKGROUND_TEMPLATES, ...Object.keys(config.warmPool)])];
+        const ready = await Promise.all(ids.map((id) => runtime.hasTemplate(id)));
+        return ids.filter((_, n) => ready[n]);
+      },
     });
 
   const rpcLog = log.child({ component: 'rpc' });

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import { parseStorageUrl } from '@cove/storage';
 import { z } from 'zod';
 import { packageRoot } from './package-info.js';
+import { defaultGuestDir } from './code-interpreter.js';
 
 /** packages/envd/dist/bundle, next to this package in the repository. */
 function defaultEnvdBundle(): string {
@@ -47,6 +48,8 @@ const envSchema = z.object({
   COVE_ORCH_ADVERTISE_HOST: z.string().min(1).optional(),
   COVE_DATA_DIR: z.string().min(1).default('/var/lib/cove'),
   COVE_ENVD_BUNDLE: z.string().min(1).optional(),
+  /** The code-interpreter guest dir lent to code-interpreter-v1 slots (default packages/code-interpreter/dist/guest). */
+  COVE_CODE_INTERPRETER_GUEST_DIR: z.string().min(1).optional(),
   COVE_TEMPLATE_CACHE_DIR: z.string().min(1).optional(),
   COVE_EDGE_URL: z.string().url().optional(),
   /** PEM file of extra CAs trusted for an `https://` COVE_EDGE_URL (on top of the system roots). */
@@ -55,7 +58,9 @@ const envSchema = z.object({
   COVE_EDGE_CLIENT_CERT: z.string().min(1).optional(),
   COVE_EDGE_CLIENT_KEY: z.string().min(1).optional(),
   COVE_HEARTBEAT_INTERVAL_MS: posInt.default(2000),
-  COVE_WARM_POOL: warmPool.default('base=2'),
+  // One ready code-interpreter slot: its idle server and kernels cost their memory (~100-150 MiB) all the time,
+  // a miss costs a kernel start (seconds) on the Create; one covers the first Create while the pool refills.
+  COVE_WARM_POOL: warmPool.default('base=2,code-interpreter-v1=1'),
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
   COVE_MAX_SANDBOXES: posInt.default(100),
   COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),
@@ -123,6 +128,8 @@ export interface OrchestratorConfig {
   readonly advertiseHost: string;
   readonly dataDir: string;
   readonly envdBundle: string;
+  /** The code-interpreter guest dir (its `start` runs the server on CODE_INTERPRETER_PORT). */
+  readonly codeInterpreterGuestDir: string;
   readonly edgeUrl: string | undefined;
   /** PEM text for an `https://` edge: extra CAs, and a client certificate for mutual TLS. */
   readonly edgeTls: { readonly ca: string | undefined; readonly cert: string | undefined; readonly key: string | undefined };
@@ -236,6 +243,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     advertiseHost: e.COVE_ORCH_ADVERTISE_HOST ?? e.COVE_ORCH_HOST,
     dataDir: resolve(e.COVE_DATA_DIR),
     envdBundle: resolve(e.COVE_ENVD_BUNDLE ?? defaultEnvdBundle()),
+    codeInterpreterGuestDir: resolve(e.COVE_CODE_INTERPRETER_GUEST_DIR ?? defaultGuestDir()),
     edgeUrl: e.COVE_EDGE_URL?.replace(/\/+$/, ''),
     edgeTls,
     heartbeatIntervalMs: e.COVE_HEARTBEAT_INTERVAL_MS,

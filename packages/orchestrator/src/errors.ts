@@ -8,6 +8,7 @@ export type OrchestratorErrorCode =
   | 'sandbox_not_found'
   | 'sandbox_exists'
   | 'template_not_found'
+  | 'template_not_ready'
   | 'node_draining'
   | 'node_full'
   | 'envd_init_failed'
@@ -61,6 +62,21 @@ export class SandboxExists extends OrchestratorError {
 export class TemplateNotFound extends OrchestratorError {
   constructor(readonly templateId: string) {
     super('template_not_found', `template ${templateId} is not available on this node`);
+  }
+}
+
+/**
+ * A built-in template this node builds in the background is not ready yet (`building`) or its last build failed
+ * (`failed`, retried later): another node may have it, and this one will. UNAVAILABLE, answered at once.
+ */
+export class TemplateNotReady extends OrchestratorError {
+  constructor(readonly templateId: string, readonly state: 'building' | 'failed') {
+    super(
+      'template_not_ready',
+      state === 'building'
+        ? `template ${templateId} is still being built on this node; try again shortly`
+        : `template ${templateId} failed to build on this node (retried in the background)`,
+    );
   }
 }
 

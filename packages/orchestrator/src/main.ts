@@ -8,6 +8,7 @@ import { buildOrchestrator } from './app.js';
 import { ConfigError, loadConfig, type OrchestratorConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { LinuxSandboxRuntime } from './sandbox/linux-runtime.js';
+import { BACKGROUND_TEMPLATES } from './code-interpreter.js';
 
 async function main(): Promise<void> {
   let config: OrchestratorConfig;
@@ -29,8 +30,12 @@ async function main(): Promise<void> {
     envdDir: config.envdBundle,
     nodeBinary: process.execPath,
     logger: log.child({ component: 'runtime' }),
-    // `base` is every SDK's default template; warm-pooled templates must exist before their pools fill.
-    templates: [...new Set(['base', ...Object.keys(config.warmPool)])],
+    // `base` is every SDK's default template; other warm-pooled templates must exist before their pools fill.
+    // code-interpreter-v1 (minutes to build the first time) comes after, in the background: base sandboxes never
+    // wait for it, and its Creates fail fast (template_not_ready) until it is there.
+    templates: [...new Set(['base', ...Object.keys(config.warmPool)])].filter((t) => !BACKGROUND_TEMPLATES.includes(t)),
+    backgroundTemplates: [...BACKGROUND_TEMPLATES],
+    codeInterpreterGuestDir: config.codeInterpreterGuestDir,
     ...(config.runtime.templateCacheDir ? { templatesDir: config.runtime.templateCacheDir } : {}),
     ...(config.runtime.subnet ? { subnet: config.runtime.subnet } : {}),
     ...(config.runtime.bridge ? { bridge: config.runtime.bridge } : {}),
@@ -39,7 +44,7 @@ async function main(): Promise<void> {
     onTemplateProgress: (templateId, line) => log.info({ templateId, line }, 'template build'),
   });
 
-  log.info({ dataDir: config.dataDir, envdBundle: config.envdBundle }, 'preparing node (the first run builds templates)');
+  log.info({ dataDir: config.dataDir, envdBundle: config.envdBundle, codeInterpreterGuestDir: config.codeInterpreterGuestDir }, 'preparing node (the first run builds templates)');
   await runtime.prepare();
   const orchestrator = buildOrchestrator(config, { runtime, log });
   await orchestrator.start();
@@ -55,6 +60,7 @@ async function main(): Promise<void> {
       log.error('shutdown took longer than 20 s, exiting');
       process.exit(1);
     }, 20_000).unref();
+    runtime.stopBackgroundBuilds();
     orchestrator.close().then(
       () => process.exit(0),
       (err: unknown) => {

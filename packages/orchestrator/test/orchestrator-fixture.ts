@@ -21,7 +21,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { buildOrchestrator, type Orchestrator } from '../src/app.js';
 import { loadConfig, type OrchestratorConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import { LinuxSandboxRuntime, type LinuxRuntimeConfig } from '../src/sandbox/linux-runtime.js';
 
 const pexec = promisify(execFile);
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -45,7 +45,7 @@ export function instance(name: string, vethPrefix: string, subnet: string): Inst
   return { instance: name, vethPrefix, subnet, dataDir: `/var/tmp/cove-orch-test/${name}` };
 }
 
-export function makeRuntime(i: Instance, logLevel = 'error'): LinuxSandboxRuntime {
+export function makeRuntime(i: Instance, logLevel = 'error', extra: Partial<LinuxRuntimeConfig> = {}): LinuxSandboxRuntime {
   return new LinuxSandboxRuntime({
     dataDir: i.dataDir,
     templatesDir: TEMPLATE_CACHE,
@@ -55,6 +55,7 @@ export function makeRuntime(i: Instance, logLevel = 'error'): LinuxSandboxRuntim
     instance: i.instance,
     vethPrefix: i.vethPrefix,
     subnet: i.subnet,
+    ...extra,
   });
 }
 
@@ -92,9 +93,9 @@ export interface Running {
 }
 
 /** Prepare the runtime, build the orchestrator from app.ts, start and listen on port 0. */
-export async function startOrchestrator(i: Instance, extra: Record<string, string> = {}): Promise<Running> {
+export async function startOrchestrator(i: Instance, extra: Record<string, string> = {}, runtimeExtra: Partial<LinuxRuntimeConfig> = {}): Promise<Running> {
   const config = loadConfig(nodeEnv(i, extra));
-  const runtime = makeRuntime(i);
+  const runtime = makeRuntime(i, 'error', runtimeExtra);
   await runtime.prepare();
   const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
   const recovery = await orchestrator.start();
@@ -107,6 +108,7 @@ export async function startOrchestrator(i: Instance, extra: Record<string, strin
     rpcUrl: `http://127.0.0.1:${rpcPort}`,
     proxyUrl: `http://127.0.0.1:${proxyPort}`,
     async close() {
+      runtime.stopBackgroundBuilds();
       await orchestrator.close();
     },
   };

@@ -10,6 +10,7 @@ import { BlobNotFound, hasArtifact, putArtifact, type BlobStore } from '@cove/st
 import type { Logger } from 'pino';
 import type { LayerCache } from '../templates/layer-cache.js';
 import { readManifest, writeManifest, type BuildManifest } from '../templates/manifest.js';
+import { builtinStartOf } from '../code-interpreter.js';
 import { BuildStepFailed, CopySourceRejected } from './build-errors.js';
 import { applyStep, cwdOf, initialContext, resolveIn, sha256Of, stepKey, type BuildContext } from './build-context.js';
 import type { BuildLog } from './build-log.js';
@@ -204,7 +205,17 @@ export class BuildEngine {
         if (rootfs) {
           this.say(`FROM built-in template ${source.ref}`, 'base');
           // The rootfs path names the recipe's hash: a changed built-in template invalidates every layer on it.
-          return { builtin: source.ref, layers: [], ctx: initialContext(), key: sha256Of('builtin', source.ref, await realpath(rootfs)), startCmd: '', readyCmd: '' };
+          // A built-in template with a server (code-interpreter-v1) passes its start and ready commands on, as a
+          // parent build does: a child without its own runs the server too (its stack gets the guest dir lent).
+          const start = builtinStartOf(source.ref);
+          return {
+            builtin: source.ref,
+            layers: [],
+            ctx: initialContext(),
+            key: sha256Of('builtin', source.ref, await realpath(rootfs)),
+            startCmd: start?.startCmd ?? '',
+            readyCmd: start?.readyCmd ?? '',
+          };
         }
         const parent = await readManifest(this.deps.store, source.ref);
         if (!parent) throw new BuildStepFailed('base', `base template build ${source.ref} not found (not built, or not ready yet)`);

@@ -29,10 +29,12 @@ export interface NodeInfoDeps {
   pool: WarmPool;
   host: HostStats;
   usage: SandboxUsageSampler;
+  /** Built-in templates the node can start sandboxes of right now (background builds appear once done). */
+  readyTemplates: () => Promise<string[]>;
 }
 
 export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
-  const [cpuPercent, memoryUsed, disk] = await Promise.all([d.host.cpuPercent(), d.host.memoryUsedBytes(), d.host.disk()]);
+  const [cpuPercent, memoryUsed, disk, readyTemplates] = await Promise.all([d.host.cpuPercent(), d.host.memoryUsedBytes(), d.host.disk(), d.readyTemplates()]);
   const alloc = d.manager.allocation();
   return create(InfoResponseSchema, {
     nodeId: d.nodeId,
@@ -57,6 +59,7 @@ export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
     roles: ['orchestrator'],
     warmPools: d.pool.stats().map((p) => create(WarmPoolInfoSchema, p)),
     proxyAddress: d.proxyAddress,
+    readyTemplates,
     sandboxUsage: d.usage.samples().map((s) =>
       create(SandboxUsageSchema, {
         sandboxId: s.sandboxId,

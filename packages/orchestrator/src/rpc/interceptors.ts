@@ -7,6 +7,9 @@ import type { Logger } from 'pino';
 import { OrchestratorError, PermissionDenied, Unauthenticated, type OrchestratorErrorCode } from '../errors.js';
 import { tokensEqual } from '@cove/auth-tokens';
 
+/** Response metadata (gRPC trailer / Connect error meta) naming the OrchestratorErrorCode of a failure. */
+export const ERROR_CODE_HEADER = 'cove-error-code';
+
 const toConnect: Record<OrchestratorErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
   unauthenticated: Code.Unauthenticated,
@@ -14,6 +17,7 @@ const toConnect: Record<OrchestratorErrorCode, Code> = {
   sandbox_not_found: Code.NotFound,
   sandbox_exists: Code.AlreadyExists,
   template_not_found: Code.NotFound,
+  template_not_ready: Code.Unavailable,
   node_draining: Code.ResourceExhausted,
   node_full: Code.ResourceExhausted,
   envd_init_failed: Code.Unavailable,
@@ -52,7 +56,9 @@ export function toConnectError(err: unknown, log: Logger): ConnectError {
     if (code === Code.Unavailable || err.cause) log.warn({ err }, 'rpc failed');
     else log.debug({ code: err.code, message: err.message }, 'rpc rejected');
     // envd failures keep a generic message; the cause stays in the log.
-    return new ConnectError(err.code === 'envd_init_failed' ? 'sandbox failed to start' : err.message, code);
+    // The structured code travels too (ERROR_CODE_HEADER), so a caller tells e.g. `template_not_ready` from other
+    // UNAVAILABLEs without reading the message.
+    return new ConnectError(err.code === 'envd_init_failed' ? 'sandbox failed to start' : err.message, code, { [ERROR_CODE_HEADER]: err.code });
   }
   if (err instanceof ConnectError) return err;
   log.error({ err }, 'rpc failed with an unexpected error');

@@ -17,7 +17,7 @@ const EXCLUDED_TOP = new Set(['proc', 'dev', 'sys']);
 /** Deeper paths never exported: the runtime's /etc files and crun's bind-mount targets. */
 export const EXCLUDED_PATHS = [
   'etc/hostname', 'etc/hosts', 'etc/resolv.conf',
-  'opt/cove/bin/node', 'opt/cove/bin/tini', 'opt/cove/envd',
+  'opt/cove/bin/node', 'opt/cove/bin/tini', 'opt/cove/envd', 'opt/cove/code-interpreter',
 ];
 
 /** GNU tar flags shared by export and extraction (the layer format). */

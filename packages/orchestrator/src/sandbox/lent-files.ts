@@ -1,11 +1,13 @@
 // What the host lends every slot, read-only: execute-only copies of node and tini (exec-only-binaries.ts), the
-// immutable envd install (envd-install.ts), and the readable copies CRIU maps restored executables from. Each is
-// made once per runtime and kept under the node's data dir.
+// immutable envd install (envd-install.ts), and the readable copies CRIU maps restored executables from; and to
+// slots stacked on the code-interpreter-v1 rootfs only, the immutable install of its guest dir. Each is made once
+// per runtime and kept under the node's data dir.
 
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readableCopy } from '../checkpoint/criu.js';
 import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
+import { installImmutable, pruneInstalls } from './immutable-install.js';
 import { ensureExecOnlyCopy } from './exec-only-binaries.js';
 
 export interface LentFilesConfig {
@@ -13,6 +15,8 @@ export interface LentFilesConfig {
   /** The envd bundle (build output); slots mount an immutable copy of it. */
   envdDir: string;
   nodeBinary: string;
+  /** The code-interpreter guest dir (build output with an executable `start`); slots mount an immutable copy. */
+  codeInterpreterGuestDir?: string;
   /** Default Debian's /usr/bin/tini-static (package `tini`). */
   initBinary?: string;
 }
@@ -53,6 +57,18 @@ export class LentFiles {
     return present ? installEnvd(this.cfg.envdDir, this.cfg.dataDir) : null;
   });
 
+  /** The guest-dir install code-interpreter slots mount (made once per content); null without a guest dir. */
+  readonly codeInterpreter = once(async (): Promise<string | null> => {
+    const dir = this.cfg.codeInterpreterGuestDir;
+    if (!dir) return null;
+    const present = await access(join(dir, 'start')).then(() => true, () => false);
+    return present ? installImmutable(dir, this.guestRoot(), 'code-interpreter guest dir', '.cove-install-complete') : null;
+  });
+
+  private guestRoot(): string {
+    return join(this.cfg.dataDir, 'code-interpreter');
+  }
+
   /** Readable copies of the lent binaries by mount destination, which CRIU maps restored executables from. */
   async restoreBinaries(): Promise<Record<string, string>> {
     const bins = await this.binaries();
@@ -67,5 +83,11 @@ export class LentFiles {
   async pruneEnvd(inUse: Iterable<string | null | undefined>): Promise<string[]> {
     const keep = new Set([await this.envd(), ...inUse].filter((d): d is string => !!d));
     return pruneEnvdInstalls(this.cfg.dataDir, keep);
+  }
+
+  /** Removes guest-dir installs that neither the current guest dir nor any slot in `inUse` mounts. */
+  async pruneCodeInterpreter(inUse: Iterable<string | null | undefined>): Promise<string[]> {
+    const keep = new Set([await this.codeInterpreter(), ...inUse].filter((d): d is string => !!d));
+    return pruneInstalls(this.guestRoot(), keep);
   }
 }

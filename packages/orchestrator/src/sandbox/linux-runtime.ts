@@ -24,11 +24,13 @@ import { exportLayer } from './layer-export.js';
 import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
-import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits } from './runtime.js';
+import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, TemplateStatus } from './runtime.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
+import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { GUEST_MOUNT } from '../code-interpreter.js';
 
 
 export interface LinuxRuntimeConfig {
@@ -73,6 +75,16 @@ export interface LinuxRuntimeConfig {
   pidsLimit?: number;
   /** Templates prepare() builds or verifies. */
   templates?: string[];
+  /**
+   * Templates built or verified in the background once prepare() is done with `templates` (at a low CPU
+   * priority); until one is ready, templateStatus() says `building` (or `failed`: retried every 10 minutes).
+   */
+  backgroundTemplates?: string[];
+  /**
+   * The code-interpreter guest dir (its `start` is the server's entry). Slots stacked on the code-interpreter-v1
+   * rootfs, and no others, mount an immutable copy of it read-only at /opt/cove/code-interpreter.
+   */
+  codeInterpreterGuestDir?: string;
   bootTimeoutMs?: number;
   /** Extra destination ranges sandboxes may never reach (the node's LAN is added automatically). */
   extraBlockedCidrs?: string[];
@@ -100,6 +112,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly booting = new Set<string>();
   private oomWarned = false;
   private readonly lent: LentFiles;
+  /** Background template builds: what the last attempt is doing, and who waits for it to succeed. */
+  private readonly background = new Map<string, { state: 'building' | 'failed'; error?: string; timer?: NodeJS.Timeout }>();
+  private readonly readyWaiters = new Map<string, Array<() => void>>();
+  private closedBackground = false;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -149,6 +165,69 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!(await this.lent.envd())) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
     const pruned = await this.lent.pruneEnvd(records.map((r) => r.envdDir));
     if (pruned.length) this.log.info({ pruned }, 'removed envd installs no slot uses');
+    if (this.cfg.codeInterpreterGuestDir && !(await this.lent.codeInterpreter())) {
+      this.log.warn({ guestDir: this.cfg.codeInterpreterGuestDir }, 'code-interpreter guest dir missing: code-interpreter-v1 slots get no server');
+    }
+    const prunedGuests = await this.lent.pruneCodeInterpreter(records.map((r) => r.guestDir));
+    if (prunedGuests.length) this.log.info({ pruned: prunedGuests }, 'removed code-interpreter guest installs no slot uses');
+    const foreground = new Set(this.cfg.templates ?? ['base']);
+    for (const t of this.cfg.backgroundTemplates ?? []) if (!foreground.has(t)) this.background.set(t, { state: 'building' });
+    void this.buildBackground();
+  }
+
+  /** Builds the background templates one after another; a failure is logged and retried later. */
+  private async buildBackground(): Promise<void> {
+    for (const [templateId, entry] of this.background) {
+      if (entry.state !== 'building') continue;
+      await this.buildOneBackground(templateId);
+    }
+  }
+
+  private async buildOneBackground(templateId: string): Promise<void> {
+    if (this.closedBackground) return;
+    const log = this.log.child({ templateId });
+    const started = Date.now();
+    this.background.set(templateId, { state: 'building' });
+    log.info('building or verifying template in the background');
+    try {
+      await this.templates.ensure(templateId, { background: true });
+      this.background.delete(templateId);
+      log.info({ ms: Date.now() - started }, 'template ready');
+      if (await this.serverPresent(templateId)) for (const w of this.readyWaiters.get(templateId)?.splice(0) ?? []) w();
+    } catch (err) {
+      const retry = setTimeout(() => void this.buildOneBackground(templateId), 600_000);
+      retry.unref();
+      this.background.set(templateId, { state: 'failed', error: (err as Error).message, timer: retry });
+      log.error({ err }, 'background template build failed; retrying in 10 minutes');
+    }
+  }
+
+  /**
+   * Whether a template can be started here: `ready` (a cached rootfs), `building` (a background build is under way),
+   * `failed` (the last background build failed) or `absent` (no recipe, nothing cached).
+   */
+  async templateStatus(templateId: string): Promise<TemplateStatus> {
+    if (!(await this.serverPresent(templateId))) return 'absent';
+    if (await this.templates.rootfsOf(templateId)) return 'ready';
+    return this.background.get(templateId)?.state ?? 'absent';
+  }
+
+  /** Resolves once the template is ready on this node (at once when it is; never for one that never becomes ready). */
+  async whenTemplateReady(templateId: string): Promise<void> {
+    if (await this.hasTemplate(templateId)) return;
+    // The guest dir is installed once per runtime: without it the template never becomes ready here.
+    if (!(await this.serverPresent(templateId))) return new Promise<void>(() => undefined);
+    await new Promise<void>((resolve) => {
+      const list = this.readyWaiters.get(templateId) ?? [];
+      list.push(resolve);
+      this.readyWaiters.set(templateId, list);
+    });
+  }
+
+  /** Stops retrying failed background builds (a build under way finishes). For shutdown and tests. */
+  stopBackgroundBuilds(): void {
+    this.closedBackground = true;
+    for (const e of this.background.values()) clearTimeout(e.timer);
   }
 
   /** Cgroup mode and firewall inputs; discovered once, also by runtimes that skip prepare() (recovery). */
@@ -173,7 +252,12 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   async hasTemplate(templateId: string): Promise<boolean> {
-    return (await this.templates.rootfsOf(templateId)) !== null;
+    return (await this.templates.rootfsOf(templateId)) !== null && (await this.serverPresent(templateId));
+  }
+
+  /** code-interpreter-v1 without its guest dir would boot slots whose server never starts: it is not offered. */
+  private async serverPresent(templateId: string): Promise<boolean> {
+    return templateId !== CODE_INTERPRETER_TEMPLATE_ID || (await this.lent.codeInterpreter()) !== null;
   }
 
   builtinRootfs(templateId: string): Promise<string | null> {
@@ -270,6 +354,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const dir = this.slots.dirOf(rec.slotId);
     const [binaries, envdDir] = await Promise.all([this.lent.binaries(), this.lent.envd()]);
     rec.envdDir = envdDir;
+    // Lent by what the stack stands on (its bottom layer, the node's own path), not by the template's label:
+    // a user template built from code-interpreter-v1, and a snapshot of either, get it too; nothing else does.
+    const bottom = (rec.layers ?? rec.lowerdir.split(':')).at(-1) ?? '';
+    const guest = this.templates.builtinIdOf(bottom) === CODE_INTERPRETER_TEMPLATE_ID ? await this.lent.codeInterpreter() : null;
+    rec.guestDir = guest;
     return writeSlotBundle({
       slotId: rec.slotId,
       slotDir: dir,
@@ -283,6 +372,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       idCount: this.idCount,
       binaries,
       envdDir,
+      guestDir: guest ? { source: guest, mount: GUEST_MOUNT } : null,
     });
   }
 

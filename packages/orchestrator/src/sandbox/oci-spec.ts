@@ -28,6 +28,8 @@ export interface OciSpecInput {
   initBinary: string;
   /** Host directory bound at /opt/cove/envd (may be absent when a stand-in process is used). */
   envdDir: string | null;
+  /** Host directory bound read-only at `guestDir.mount` (the code-interpreter guest install), or null. */
+  guestDir: { source: string; mount: string } | null;
   /** RLIMIT_NOFILE inside; at most the orchestrator's own hard limit (crun cannot raise it in a userns). */
   nofile: number;
 }
@@ -61,6 +63,9 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
   ];
   if (i.envdDir) {
     mounts.push({ destination: '/opt/cove/envd', type: 'bind', source: i.envdDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+  }
+  if (i.guestDir) {
+    mounts.push({ destination: i.guestDir.mount, type: 'bind', source: i.guestDir.source, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
   }
   return {
     ociVersion: '1.0.2',

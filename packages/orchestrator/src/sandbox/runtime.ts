@@ -68,11 +68,18 @@ export interface ClaimOptions {
   allowInternetAccess: boolean;
 }
 
+/** A built-in template on this node: startable, being built in the background, its build failed, or unknown. */
+export type TemplateStatus = 'ready' | 'building' | 'failed' | 'absent';
+
 export interface SandboxRuntime {
   /** Idempotent node set-up: bridge, nftables table, cgroup parents, envd bundle, base template present. */
   prepare(): Promise<void>;
   /** Whether a template is available on this node. */
   hasTemplate(templateId: string): Promise<boolean>;
+  /** Why a built-in template is or is not available (background builds: prepare() does not wait for them). */
+  templateStatus(templateId: string): Promise<TemplateStatus>;
+  /** Resolves once the built-in template is available (at once when it is). */
+  whenTemplateReady(templateId: string): Promise<void>;
   /** The built-in template's read-only rootfs (bottom layer of a stack on it), or null when absent. */
   builtinRootfs(templateId: string): Promise<string | null>;
   /** Boot a new slot and wait until envd answers /health. */

@@ -36,6 +36,8 @@ export interface SlotBundleInput {
   idCount: number;
   binaries: LentBinaries;
   envdDir: string | null;
+  /** The code-interpreter guest install and where it appears inside; null for other stacks. */
+  guestDir: { source: string; mount: string } | null;
 }
 
 /** Writes `<slotDir>/bundle/config.json`; returns the bundle dir and the spec. */
@@ -66,6 +68,7 @@ export async function writeSlotBundle(i: SlotBundleInput): Promise<{ bundle: str
     nodeBinary: i.binaries.node,
     initBinary: i.binaries.init,
     envdDir: i.envdDir,
+    guestDir: i.guestDir,
     nofile: await nofileLimit(),
   });
   const bundle = join(i.slotDir, 'bundle');

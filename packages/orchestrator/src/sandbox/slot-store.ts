@@ -24,6 +24,8 @@ export interface SlotRecord extends SlotInfo {
   checkpointDir?: string | null;
   /** The envd install the slot bind-mounts (envd-install.ts); kept until no slot references it. */
   envdDir?: string | null;
+  /** The code-interpreter guest install the slot bind-mounts (lent-files.ts); null/absent when none. */
+  guestDir?: string | null;
 }
 
 export class SlotStore {

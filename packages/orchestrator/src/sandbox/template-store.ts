@@ -4,12 +4,13 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { shiftOwnership } from './id-shift.js';
 import { run } from './run-command.js';
 import { TemplateBuildFailed } from './runtime-errors.js';
 import { loadRecipe, type TemplateRecipe } from './template-recipe.js';
+import { GUEST_MOUNT } from '../code-interpreter.js';
 
 export interface TemplateStoreConfig {
   /** Cache root: `<templatesDir>/<id>/<recipe-hash>/rootfs`. */
@@ -44,8 +45,21 @@ export class TemplateStore {
     }
   }
 
-  /** Builds the template from its recipe unless the cached build for the recipe's hash exists. */
-  async ensure(templateId: string): Promise<string> {
+  /**
+   * The built-in template whose cached rootfs `path` is (`<templatesDir>/<id>/<hash>/rootfs`, as rootfsOf gives
+   * it), or null. Decides what a slot stacked on it is lent; the path comes from the node itself, never a tenant.
+   */
+  builtinIdOf(path: string): string | null {
+    const rel = relative(this.cfg.templatesDir, path).split(sep);
+    if (rel.length !== 3 || rel[2] !== 'rootfs' || rel[0] === '..' || isAbsolute(rel.join(sep))) return null;
+    return /^[a-z0-9][a-z0-9-]{0,62}$/.test(rel[0]!) ? rel[0]! : null;
+  }
+
+  /**
+   * Builds the template from its recipe unless the cached build for the recipe's hash exists. `background` runs
+   * the build at a low CPU priority (nice 10), so it never slows the sandboxes the node already serves.
+   */
+  async ensure(templateId: string, opts: { background?: boolean } = {}): Promise<string> {
     const loaded = await loadRecipe(this.cfg.recipesDir, templateId);
     if (!loaded) {
       const existing = await this.rootfsOf(templateId);
@@ -62,7 +76,7 @@ export class TemplateStore {
       const started = Date.now();
       try {
         log.info('building template rootfs');
-        await this.build(loaded.recipe, join(tmp, 'rootfs'), (line) => {
+        await this.build(loaded.recipe, join(tmp, 'rootfs'), opts.background === true, (line) => {
           log.debug({ line }, 'mmdebstrap');
           this.cfg.onProgress?.(templateId, line);
         });
@@ -117,7 +131,7 @@ export class TemplateStore {
     await rename(tmpLink, join(dir, 'current'));
   }
 
-  private async build(recipe: TemplateRecipe, rootfs: string, onLine: (line: string) => void): Promise<void> {
+  private async build(recipe: TemplateRecipe, rootfs: string, background: boolean, onLine: (line: string) => void): Promise<void> {
     const u = recipe.user;
     const sudoers = `${u.name} ALL=(ALL:ALL) NOPASSWD: ALL\n`;
     const hooks = [
@@ -126,8 +140,11 @@ export class TemplateStore {
       ...(u.passwordlessSudo
         ? [`printf '%s' '${sudoers}' > "$1/etc/sudoers.d/${u.name}"`, `chmod 0440 "$1/etc/sudoers.d/${u.name}"`]
         : []),
-      // Mount points for what the runtime binds in (host node binary, envd bundle, generated files).
-      `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd"`,
+      // Mount points for what the runtime binds in (host node binary, envd bundle, generated files, the
+      // code-interpreter guest dir). They must be in the lower rootfs: a CRIU restore on another node mounts onto
+      // them without crun, and a slot's exported upper never carries them. (No TEMPLATE_BUILDER_VERSION bump for the
+      // guest dir's: only code-interpreter-v1 mounts it, and its recipe is newer than this line.)
+      `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd" "$1${GUEST_MOUNT}"`,
       `touch "$1/opt/cove/bin/node" "$1/opt/cove/bin/tini" "$1/etc/resolv.conf" "$1/etc/hostname" "$1/etc/hosts"`,
       `rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*`,
     ];
@@ -142,6 +159,7 @@ export class TemplateStore {
       rootfs,
       recipe.mirror,
     ];
-    await run('mmdebstrap', args, { onLine });
+    if (background) await run('nice', ['-n', '10', 'mmdebstrap', ...args], { onLine });
+    else await run('mmdebstrap', args, { onLine });
   }
 }

@@ -11,7 +11,9 @@ import {
   SandboxExists,
   SandboxNotFound,
   TemplateNotFound,
+  TemplateNotReady,
 } from '../errors.js';
+import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
@@ -321,7 +323,12 @@ export class SandboxManager {
   private async fromTemplate(spec: ValidSpec, log: Logger): Promise<Started> {
     // A build id names a user template (its manifest, NOT_FOUND when unknown); none, a built-in one.
     const build = spec.buildId ? await this.manifestOf(spec) : undefined;
-    if (!build && !(await this.runtime.hasTemplate(spec.templateId))) throw new TemplateNotFound(spec.templateId);
+    if (!build && !(await this.runtime.hasTemplate(spec.templateId))) {
+      // A template the node still builds (or failed to) is answered at once, not waited for: another node may have it.
+      const status = await this.runtime.templateStatus(spec.templateId);
+      if (status === 'building' || status === 'failed') throw new TemplateNotReady(spec.templateId, status);
+      throw new TemplateNotFound(spec.templateId);
+    }
     // A build's env is the sandbox's default; the Create's own variables win.
     const init: InitDefaults = { envVars: { ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
     const warm = build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
@@ -414,19 +421,26 @@ export class SandboxManager {
     if ((a.memoryMb + spec.memoryMb) * 1024 * 1024 > c.memoryBytes * c.memoryOvercommit) throw new NodeFull('memory');
   }
 
+  /** A fresh slot of a built-in template, its server (if it has one) started and ready. */
   private async boot(spec: ValidSpec): Promise<SlotInfo> {
     try {
-      return await this.runtime.boot({
+      const slot = await this.runtime.boot({
         templateId: spec.templateId,
         diskMb: spec.diskMb,
         limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
       });
+      return await readyBuiltinSlot({ runtime: this.runtime, readyTimeoutMs: this.readyTimeoutMs, log: this.log.child({ sandboxId: spec.sandboxId }) }, slot, { warmUp: false });
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (code === 'runtime_template_missing') throw new TemplateNotFound(spec.templateId);
       if (code === 'runtime_address_pool_exhausted') throw new NodeFull('sandboxes');
       throw err;
     }
+  }
+
+  /** Bound on a start command's ready command (the user templates' setting; built-ins share it). */
+  private get readyTimeoutMs(): number {
+    return this.userTemplates?.readyTimeoutMs ?? 30_000;
   }
 
   private async destroySlot(slot: SlotInfo, log: Logger): Promise<void> {

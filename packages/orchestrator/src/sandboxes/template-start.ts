@@ -1,5 +1,5 @@
-// A user template's start and ready commands (E2B `setStartCmd(start, ready)`), run through the slot's envd
-// before the slot is claimed: the start command in the background as the template's user in its workdir with
+// A template's start and ready commands (E2B `setStartCmd(start, ready)` of a user template, or a built-in
+// template's own: code-interpreter.ts), run through the slot's envd before the slot is claimed: the start command in the background as the template's user in its workdir with
 // its env, then the ready command every 200 ms until it exits 0. A warm slot has done this before it joins
 // the pool, so a Create from the pool pays nothing for it.
 
@@ -7,14 +7,17 @@ import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { Process } from '@cove/contracts/envd/process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { BuildManifest } from '../templates/manifest.js';
+import { builtinStartOf, type StartSpec } from '../code-interpreter.js';
+import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
+import { warmUpEnvd } from './envd-warmup.js';
 import { envdTransport } from './envd-init.js';
 
 export const READY_POLL_MS = 200;
 
 export interface TemplateStartOptions {
   address: string;
-  manifest: BuildManifest;
+  /** A build's manifest, or a built-in template's start spec. */
+  manifest: StartSpec;
   /** Bound on the ready command succeeding (COVE_TEMPLATE_READY_TIMEOUT_MS). */
   readyTimeoutMs: number;
   log: Logger;
@@ -22,8 +25,8 @@ export interface TemplateStartOptions {
 
 /** The start command did not start, or the ready command never succeeded in time. FAILED_PRECONDITION. */
 export class TemplateStartFailed extends ConnectError {
-  constructor(manifest: BuildManifest, reason: string) {
-    super(`template ${manifest.templateId} build ${manifest.buildId}: ${reason}`, Code.FailedPrecondition);
+  constructor(manifest: StartSpec, reason: string) {
+    super(`template ${manifest.templateId}${manifest.buildId ? ` build ${manifest.buildId}` : ''}: ${reason}`, Code.FailedPrecondition);
   }
 }
 
@@ -78,4 +81,26 @@ export async function runStartAndReady(o: TemplateStartOptions): Promise<void> {
     await sleep(Math.min(READY_POLL_MS, Math.max(0, deadline - Date.now())));
   }
   throw new TemplateStartFailed(m, `ready command did not succeed within ${o.readyTimeoutMs} ms (last: ${last})`);
+}
+
+/**
+ * A freshly booted slot of a built-in template made ready to hand out: envd warmed up and, for a template with a
+ * start command (code-interpreter-v1), its server started and its ready command passed. A slot that does not get
+ * there is destroyed and the failure thrown (TemplateStartFailed).
+ */
+export async function readyBuiltinSlot(
+  deps: { runtime: SandboxRuntime; readyTimeoutMs: number; log: Logger },
+  slot: SlotInfo,
+  opts: { warmUp: boolean },
+): Promise<SlotInfo> {
+  const start = builtinStartOf(slot.templateId);
+  try {
+    // Only for a slot that waits in a pool: a Create that boots its own would pay for it.
+    if (opts.warmUp) await warmUpEnvd(slot.address).catch((err: unknown) => deps.log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
+    if (start) await runStartAndReady({ address: slot.address, manifest: start, readyTimeoutMs: deps.readyTimeoutMs, log: deps.log });
+    return slot;
+  } catch (err) {
+    await deps.runtime.destroy(slot.slotId).catch((e: unknown) => deps.log.error({ err: e, slotId: slot.slotId }, 'destroying a slot that did not get ready failed'));
+    throw err;
+  }
 }

@@ -1,10 +1,14 @@
 // Warm pools: booted slots per template, envd listening but not initialised, waiting to be claimed.
 // A Create that finds one skips the boot (the slow part) and only pays claim + /init. Refills run in the
 // background with bounded concurrency, never above the target per template; failures are logged and
-// retried with exponential backoff, and never reach the caller or crash the node.
+// retried with exponential backoff, and never reach the caller or crash the node. A template the node still
+// builds in the background (code-interpreter-v1) is not booted before it is ready. A slot of a template with a start
+// command (code-interpreter-v1's server) joins the pool only once its ready command passed, so a Create from the
+// pool gets a server that already runs.
 
 import type { Logger } from 'pino';
-import { warmUpEnvd } from './envd-warmup.js';
+import { builtinStartOf } from '../code-interpreter.js';
+import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
 import { BootBackoff } from './boot-backoff.js';
 
@@ -16,6 +20,13 @@ export interface WarmPoolOptions {
   diskMb: number;
   /** Limits while waiting (claim raises them to the sandbox's own). */
   idleLimits: SlotLimits;
+  /**
+   * Limits while waiting for a template with a start command: its server and kernels start and idle under
+   * them (caps, not reservations: they count nowhere until a Create claims the slot).
+   */
+  serverIdleLimits: SlotLimits;
+  /** Bound on a start template's ready command. */
+  readyTimeoutMs: number;
   /** Boots in flight at once, over all templates. */
   concurrency: number;
   log: Logger;
@@ -31,6 +42,8 @@ interface TemplatePool {
   ready: SlotInfo[];
   booting: number;
   backoff: BootBackoff;
+  /** Whether the node has the template yet (background builds). */
+  available: boolean;
 }
 
 
@@ -42,13 +55,18 @@ export class WarmPool {
 
   constructor(private readonly opts: WarmPoolOptions) {
     for (const templateId of Object.keys(opts.targets)) {
-      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff() });
+      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff(), available: false });
     }
   }
 
   /** Start filling every pool up to its target. */
   start(): void {
-    this.fill();
+    for (const [templateId, pool] of this.pools) {
+      void this.opts.runtime.whenTemplateReady(templateId).then(() => {
+        pool.available = true;
+        this.fill();
+      });
+    }
   }
 
   /** A ready slot of the template booted with `diskMb`, removed from the pool; undefined on a miss. */
@@ -92,6 +110,7 @@ export class WarmPool {
       while (
         !this.closed &&
         this.inFlight < this.opts.concurrency &&
+        pool.available &&
         pool.ready.length + pool.booting < target &&
         pool.backoff.allows(now)
       ) {
@@ -106,16 +125,20 @@ export class WarmPool {
     const log = this.opts.log.child({ templateId });
     const p = (async () => {
       try {
-        const slot = await this.opts.runtime.boot({
+        const booted = await this.opts.runtime.boot({
           templateId,
           diskMb: this.opts.diskMb,
-          limits: this.opts.idleLimits,
+          limits: builtinStartOf(templateId) ? this.opts.serverIdleLimits : this.opts.idleLimits,
         });
+        if (this.closed) {
+          await this.destroy(booted);
+          return;
+        }
+        const slot = await readyBuiltinSlot({ runtime: this.opts.runtime, readyTimeoutMs: this.opts.readyTimeoutMs, log }, booted, { warmUp: true });
         if (this.closed) {
           await this.destroy(slot);
           return;
         }
-        await warmUpEnvd(slot.address).catch((err: unknown) => log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
         pool.ready.push(slot);
         pool.backoff.succeeded();
         log.debug({ slotId: slot.slotId, ready: pool.ready.length }, 'warm slot ready');

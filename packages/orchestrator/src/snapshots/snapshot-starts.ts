@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { SnapshotCorrupt } from '../errors.js';
 import type { SlotInfo } from '../sandbox/runtime.js';
 import { bootBuildSlot } from '../sandboxes/build-pool.js';
+import { readyBuiltinSlot } from '../sandboxes/template-start.js';
 import type { InitDefaults } from '../sandboxes/sandbox-manager.js';
 import type { ValidSpec } from '../sandboxes/validate-spec.js';
 import type { CommitJob, CommitJobs } from './commit-jobs.js';
@@ -107,7 +108,10 @@ export class SnapshotStarts {
     const opts = { diskMb: m.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb }, upperTar: this.files.upperOf(m.snapshotId) };
     if (cold) {
       // envd and the build's start command boot afresh on the snapshot's files.
-      if (!m.buildId) return this.o.runtime.boot({ templateId: m.templateId, ...opts });
+      if (!m.buildId) {
+        const slot = await this.o.runtime.boot({ templateId: m.templateId, ...opts });
+        return readyBuiltinSlot({ runtime: this.o.runtime, readyTimeoutMs: this.o.readyTimeoutMs, log }, slot, { warmUp: false });
+      }
       return bootBuildSlot({ runtime: this.o.runtime, resolver: this.o.resolver, readyTimeoutMs: this.o.readyTimeoutMs, log }, m.templateId, m.buildId, opts);
     }
     const build = m.buildId ? await this.o.resolver.resolve(m.templateId, m.buildId) : undefined;
