@@ -14,6 +14,8 @@ import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder }
 import { waitForHttp } from './http-wait.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
+import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { codeInterpreterOn, describeReadiness, edgeNodes, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
 
 export interface DeploymentOptions {
   stateDir: string;
@@ -26,7 +28,18 @@ export interface DeploymentOptions {
   say: (line: string) => void;
   /** How the seed image's rootfs tarball is made (tests pass a tiny one; default mmdebstrap). */
   seedTarball?: TarballBuilder;
+  /**
+   * How long `up` waits for a node to have the code-interpreter template ready before it writes the env file
+   * (default DEFAULT_CODE_INTERPRETER_WAIT_MS); 0 reports its state and does not wait.
+   */
+  codeInterpreterWaitMs?: number;
 }
+
+/**
+ * A cold node builds the template in a minute or two; a fresh machine also downloads its Debian packages first.
+ * Past this, something is wrong and the node's log says what.
+ */
+export const DEFAULT_CODE_INTERPRETER_WAIT_MS = 20 * 60_000;
 
 /** What `up` leaves behind for clients: the four variables the unchanged E2B SDK reads. */
 export interface ClientEnv {
@@ -101,6 +114,12 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   }
 
   const env = await register(topo, secrets, paths, o.say);
+  // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
+  // works as soon as it exists (the nodes prepare the template in the background after they start).
+  const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken);
+  const wait = o.codeInterpreterWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
+  if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say });
+  else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(codeInterpreterOn(await nodes().catch(() => [])))} (not waiting for it)`);
   // What tools and tests need to find this deployment's parts (no secrets here).
   writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
   writeFileSync(
@@ -232,7 +251,14 @@ export interface ClusterHealthView {
 }
 
 /** Components, the node(s) the edge knows, their sandboxes and the cluster's health. */
-export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[]; sandboxes: SandboxInfo[]; health?: ClusterHealthView }> {
+export async function status(o: DeploymentOptions): Promise<{
+  components: ComponentStatus[];
+  nodes: EdgeNodeView[];
+  /** The code-interpreter template on each node the edge knows. */
+  codeInterpreter: NodeTemplateState[];
+  sandboxes: SandboxInfo[];
+  health?: ClusterHealthView;
+}> {
   const paths = statePaths(o.stateDir);
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
@@ -249,12 +275,9 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     }
     out.push({ name: c.name, pid: rec?.pid, healthy });
   }
-  let nodes: unknown[] = [];
+  let nodes: EdgeNodeView[] = [];
   if (secrets && out.find((c) => c.name === 'edge')?.healthy) {
-    const res = await request(`http://${topo.host}:${topo.ports.edgeApi}/v1/nodes`, {
-      headers: { authorization: `Bearer ${secrets.clusterToken}` },
-    });
-    nodes = res.statusCode === 200 ? ((await res.body.json()) as unknown[]) : (await res.body.dump(), []);
+    nodes = await edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken).catch(() => []);
   }
   const sandboxes: SandboxInfo[] = [];
   for (const [i, node] of topo.nodes.entries()) {
@@ -270,5 +293,5 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     if (res?.statusCode === 200) health = (await res.body.json()) as ClusterHealthView;
     else await res?.body.dump();
   }
-  return { components: out, nodes, sandboxes, ...(health ? { health } : {}) };
+  return { components: out, nodes, codeInterpreter: codeInterpreterOn(nodes), sandboxes, ...(health ? { health } : {}) };
 }
