@@ -13,7 +13,7 @@ import { sql } from 'kysely';
 import type { DbConfig } from '../src/config.js';
 import { ClusterStore } from '../src/store/cluster-store.js';
 import { connectDatabase } from '../src/store/database.js';
-import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
+import { ADMIN_TOKEN, PUBLIC_URL, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
 
@@ -175,6 +175,23 @@ describe(`built-in ${CI} (${engine} store)`, { skip: engine === 'postgres' && !p
       await start();
       assert.equal(await new ClusterStore(db).ensureBuiltIns(), 0);
       for (const id of running) assert.equal((await api('DELETE', `/sandboxes/${id}`, keyA)).status, 204);
+    } finally {
+      await db.destroy();
+    }
+  });
+  test('registering the cluster again, as every `cove up` does, gives a running control plane a missing built-in', async () => {
+    const db = connectDatabase(dbConfig);
+    try {
+      await sql`delete from templates where template_id = ${CI}`.execute(db);
+      // Team B (team A still has its own template of that name from the upgrade test).
+      assert.equal((await api('GET', `/templates/aliases/${CI}`, keyB)).status, 404);
+      const again = await call(cp.url, 'POST', '/admin/clusters', {
+        admin: ADMIN_TOKEN,
+        body: { name: `cluster-${cluster.endpoint}`, endpoint: cluster.endpoint, token: cluster.token, sandboxDomain: 'cove.test', publicUrl: PUBLIC_URL },
+      });
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      assert.equal(again.body.id, clusterId);
+      assert.deepEqual((await api('GET', `/templates/aliases/${CI}`, keyB)).body, { templateID: CI, public: true });
     } finally {
       await db.destroy();
     }

@@ -150,7 +150,7 @@ export class ClusterStore {
   constructor(private readonly db: Kysely<Database>) {}
 
   /**
-   * Registers a cluster and its `base` template. Registering the same name with an identical configuration
+   * Registers a cluster and its built-in templates. Registering the same name with an identical configuration
    * returns the existing cluster (so `cove up` can run twice); a different configuration is a conflict — use
    * update for that.
    */
@@ -158,6 +158,8 @@ export class ClusterStore {
     const existing = await this.db.selectFrom('clusters').selectAll().where('name', '=', spec.name).executeTakeFirst();
     if (existing) {
       const c = toCluster(existing);
+      // Registering again (every `cove up`) also gives the cluster any built-in it lacks (the upgrade path).
+      await insertBuiltIns(this.db, c.id, Date.now());
       if (sameSpec(c, spec)) return { cluster: c, created: false };
       // A cluster registered before public URLs existed gains one on its next identical registration (upgrade).
       if (c.publicUrl === null && spec.publicUrl && sameSpec({ ...c, publicUrl: spec.publicUrl }, spec)) {
