@@ -108,18 +108,39 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
 
   mkdirSync(clusterDirs(paths).storage, { recursive: true, mode: 0o700 });
 
-  for (const c of components(topo, secrets, paths)) {
-    await startComponent(c, paths, o);
+  const startedNow = new Set<string>();
+  const specs = components(topo, secrets, paths);
+  for (const c of specs) {
+    if (await startComponent(c, paths, o)) startedNow.add(c.name);
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
-  const env = await register(topo, secrets, paths, o.say);
+  let env = await register(topo, secrets, paths, o.say);
+  const cpUrl = `http://${topo.host}:${topo.ports.controlPlane}`;
+  if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) {
+    // Registering gives a current control plane every built-in; one that still lacks it runs code from before
+    // the template existed. It keeps no state of its own (sandboxes run on the nodes, the store is on disk), so
+    // restarting it on this tree's code upgrades it without disturbing anything running.
+    if (startedNow.has('control-plane')) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
+    o.say(`control-plane: predates the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template; restarting it on this tree's code (sandboxes keep running)`);
+    await stop(paths.run, 'control-plane');
+    await startComponent(specs.find((c) => c.name === 'control-plane')!, paths, o);
+    env = await register(topo, secrets, paths, o.say);
+    if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
+  }
+
   // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
   // works as soon as it exists (the nodes prepare the template in the background after they start).
   const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken);
   const wait = o.codeInterpreterWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
-  if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say });
-  else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(codeInterpreterOn(await nodes().catch(() => [])))} (not waiting for it)`);
+  const now = codeInterpreterOn(await nodes().catch(() => []));
+  const nodesStartedNow = topo.nodes.some((_, i) => startedNow.has(orchestratorName(i)));
+  if (wait > 0 && !nodesStartedNow && now.length > 0 && now.every((n) => n.state === 'absent')) {
+    // Nodes that were already running and do not even offer it run code from before it: waiting cannot help,
+    // and restarting them is the operator's call (it stops their sandboxes).
+    o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: not offered by any node; the nodes were already running and predate it (restart them to get it: cove down && cove up)`);
+  } else if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say });
+  else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(now)} (not waiting for it)`);
   // What tools and tests need to find this deployment's parts (no secrets here).
   writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
   writeFileSync(
@@ -136,13 +157,13 @@ function entryOf(c: ComponentSpec): string {
   return c.command ? c.command.match : componentEntry(c.pkg!);
 }
 
-/** Starts one component unless it runs, and waits until it is ready, relaying its log. */
-export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say'>): Promise<void> {
+/** Starts one component unless it runs, and waits until it is ready, relaying its log; true when it started it. */
+export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say'>): Promise<boolean> {
   const entry = entryOf(c);
   const already = running(paths.run, c.name);
   if (already) {
     o.say(`${c.name}: already running (pid ${already.pid})`);
-    return;
+    return false;
   }
   o.say(`${c.name}: starting`);
   c.prepare?.();
@@ -169,6 +190,16 @@ export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pic
     throw new Error(`${c.name} did not become ready: ${(err as Error).message}; see ${paths.logs}/${c.name}.log`);
   }
   o.say(`${c.name}: ready (pid ${proc.pid})`);
+  return true;
+}
+
+/** Whether the control plane offers template `name` to the team of `apiKey` (GET /templates/aliases/{name}). */
+async function offersTemplate(cpUrl: string, apiKey: string, name: string): Promise<boolean> {
+  const res = await request(`${cpUrl}/templates/aliases/${encodeURIComponent(name)}`, { headers: { 'x-api-key': apiKey } });
+  const body = await res.body.text();
+  if (res.statusCode === 200) return true;
+  if (res.statusCode === 404) return false;
+  throw new Error(`control plane GET /templates/aliases/${name}: ${res.statusCode} ${body.slice(0, 200)}`);
 }
 
 /** Makes sure the registry holds debian:bookworm (built once per machine, pushed once per deployment). */
