@@ -1,6 +1,6 @@
-// The built-in `code-interpreter-v1` template as `cove up`, `cove status` and `cove test` see it. Nodes prepare
-// it in the background after they start (about a minute the first time); a node has it ready when its Info
-// reports warm slots of it (WarmPoolInfo with ready ≥ 1), which the edge relays on GET /v1/nodes.
+// The built-in `code-interpreter-v1` template as `cove up`, `cove status` and `cove test` see it. Nodes build it in
+// the background after they start (about a minute the first time); a node can start sandboxes of it when its Info
+// lists it in `ready_templates` (relayed by the edge on GET /v1/nodes). Its warm pool is shown beside that.
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,18 +15,23 @@ import { repoRoot } from './paths.js';
 export interface EdgeNodeView {
   nodeId: string;
   status: string;
-  info?: { warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
+  info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
 }
 
-/** `ready`: warm slots to hand out; `preparing`: the node offers it but has none yet; `absent`: not offered. */
-export type TemplateReadiness = 'ready' | 'preparing' | 'absent';
+/**
+ * `ready`: the node can start it now; `not-ready`: the node reports its ready templates and this one is not among
+ * them (building in the background, failed, or not offered: its log says which); `unknown`: the node reports no
+ * ready templates at all (a node from before they were reported).
+ */
+export type TemplateReadiness = 'ready' | 'not-ready' | 'unknown';
 
 export interface NodeTemplateState {
   nodeId: string;
   /** The node's own health as the edge sees it (healthy, draining, unhealthy). */
   nodeStatus: string;
   state: TemplateReadiness;
-  ready: number;
+  /** Its warm pool on the node: slots ready to hand out, and the pool's target. */
+  warm: number;
   target: number;
 }
 
@@ -34,18 +39,26 @@ export interface NodeTemplateState {
 export function codeInterpreterOn(nodes: EdgeNodeView[]): NodeTemplateState[] {
   return nodes.map((n) => {
     const pool = n.info?.warmPools?.find((p) => p.templateId === CODE_INTERPRETER_TEMPLATE_ID);
-    const ready = pool?.ready ?? 0;
-    const target = pool?.target ?? 0;
-    return { nodeId: n.nodeId, nodeStatus: n.status, state: !pool ? 'absent' : ready > 0 ? 'ready' : 'preparing', ready, target };
+    // protobuf JSON leaves an empty list out: a node that reports none is indistinguishable from one that cannot.
+    const readyTemplates = n.info?.readyTemplates ?? [];
+    const state: TemplateReadiness = readyTemplates.includes(CODE_INTERPRETER_TEMPLATE_ID) ? 'ready' : readyTemplates.length > 0 ? 'not-ready' : 'unknown';
+    return { nodeId: n.nodeId, nodeStatus: n.status, state, warm: pool?.ready ?? 0, target: pool?.target ?? 0 };
   });
 }
 
 /** Nodes that can hand out a code-interpreter sandbox now: healthy and ready. */
 export const readyNodes = (states: NodeTemplateState[]) => states.filter((s) => s.state === 'ready' && s.nodeStatus === 'healthy');
 
-/** `ready on 1/2 nodes (a: ready, 2/2 warm; b: preparing)`. */
+const STATE_TEXT: Record<TemplateReadiness, string> = { ready: 'ready', 'not-ready': 'not ready yet', unknown: 'not reported' };
+
+/** One node's state in words: `ready, 1/1 warm`, `not ready yet`, `not reported (node draining)`. */
+export function describeNode(s: NodeTemplateState): string {
+  return `${STATE_TEXT[s.state]}${s.target > 0 ? `, ${s.warm}/${s.target} warm` : ''}${s.nodeStatus === 'healthy' ? '' : ` (node ${s.nodeStatus})`}`;
+}
+
+/** `ready on 1/2 node(s) (a: ready, 1/1 warm; b: not ready yet)`. */
 export function describeReadiness(states: NodeTemplateState[]): string {
-  const per = states.map((s) => `${s.nodeId}: ${s.state === 'absent' ? 'not offered' : s.state}${s.state === 'absent' ? '' : `, ${s.ready}/${s.target} warm`}${s.nodeStatus === 'healthy' ? '' : ` (node ${s.nodeStatus})`}`);
+  const per = states.map((s) => `${s.nodeId}: ${describeNode(s)}`);
   return `ready on ${readyNodes(states).length}/${states.length} node(s)${per.length ? ` (${per.join('; ')})` : ''}`;
 }
 

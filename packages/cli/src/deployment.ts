@@ -36,6 +36,12 @@ export interface DeploymentOptions {
 }
 
 /**
+ * Warm slots kept per template: two of base and one of the code-interpreter template (its idle server and kernels
+ * cost memory all the time; one covers the first create while the pool refills). The orchestrator's own default.
+ */
+export const DEFAULT_WARM_POOL = `base=2,${CODE_INTERPRETER_TEMPLATE_ID}=1`;
+
+/**
  * A cold node builds the template in a minute or two; a fresh machine also downloads its Debian packages first.
  * Past this, something is wrong and the node's log says what.
  */
@@ -135,10 +141,10 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   const wait = o.codeInterpreterWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
   const now = codeInterpreterOn(await nodes().catch(() => []));
   const nodesStartedNow = topo.nodes.some((_, i) => startedNow.has(orchestratorName(i)));
-  if (wait > 0 && !nodesStartedNow && now.length > 0 && now.every((n) => n.state === 'absent')) {
-    // Nodes that were already running and do not even offer it run code from before it: waiting cannot help,
-    // and restarting them is the operator's call (it stops their sandboxes).
-    o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: not offered by any node; the nodes were already running and predate it (restart them to get it: cove down && cove up)`);
+  if (wait > 0 && !nodesStartedNow && now.length > 0 && now.every((n) => n.state === 'unknown')) {
+    // Nodes that were already running and report no ready templates run code from before they were reported:
+    // waiting cannot help, and restarting them is the operator's call (it stops their sandboxes).
+    o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: no node reports it; the nodes were already running and predate it (restart them to get it: cove down && cove up)`);
   } else if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say });
   else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(now)} (not waiting for it)`);
   // What tools and tests need to find this deployment's parts (no secrets here).

@@ -3,8 +3,8 @@ import { Command } from 'commander';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
-import { DEFAULT_CODE_INTERPRETER_WAIT_MS, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
-import { ensureCodeInterpreterRootfs } from './code-interpreter.js';
+import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
+import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
 import { benchFiles, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
@@ -34,7 +34,7 @@ function withDeploymentFlags(cmd: Command): Command {
     .option('--state-dir <dir>', 'where this deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove'))
     .option('--port-offset <n>', 'added to every default port (3000-3002, 5000, 5007-5008)', '0')
     .option('--node-data-dir <dir>', 'orchestrator data (templates, sandboxes)', '/var/lib/cove')
-    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2')
+    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', DEFAULT_WARM_POOL)
     .option('--nodes <n>', 'orchestrator nodes to run on this machine (1-4; more than one shares the cluster storage)', '1');
 }
 
@@ -81,10 +81,7 @@ withDeploymentFlags(program.command('status').description('show components, node
       return;
     }
     for (const c of s.components) say(`${c.name.padEnd(14)} ${c.pid ? `pid ${c.pid}` : 'stopped'}${c.pid ? (c.healthy ? '  healthy' : '  NOT healthy') : ''}`);
-    for (const n of s.codeInterpreter) {
-      const ci = n.state === 'absent' ? 'not offered' : `${n.state} (${n.ready}/${n.target} warm)`;
-      say(`node ${n.nodeId}  ${n.nodeStatus}  ${CODE_INTERPRETER_TEMPLATE_ID} ${ci}`);
-    }
+    for (const n of s.codeInterpreter) say(`node ${n.nodeId}  ${n.nodeStatus}  ${CODE_INTERPRETER_TEMPLATE_ID} ${describeNode({ ...n, nodeStatus: 'healthy' })}`);
     if (s.health) {
       const h = s.health;
       say(`cluster health ${h.status}${h.lastReportAt ? `  (last metrics report ${h.lastReportAt})` : ''}`);
@@ -110,7 +107,7 @@ program
     const unit = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     // Two nodes: the suite proves sandboxes paused on one resume on the other.
-    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: 'base=2', nodes: '2' });
+    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2' });
     let code = 0;
     if (unit.length) {
       // Component tests that run code-interpreter sandboxes get its rootfs, built once per recipe into the node
@@ -137,7 +134,7 @@ program
   .command('bench')
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
-  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', 'base=20')
+  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1`)
   .action(async (pkgs: string[], opts: { warmPool: string }) => {
     const files = benchFiles(pkgs);
     const component = files.filter((f) => !f.includes('/packages/e2e/'));

@@ -1,7 +1,7 @@
 // How `cove up` decides the code-interpreter template is ready: from the edge's GET /v1/nodes (a real HTTP server
-// answering as the edge does, with the node Info the edge relays). Ready means a healthy node with warm slots of
-// it; a draining node's slots, an empty pool or a node that does not offer it are not; the wait ends with an
-// error naming each node's state.
+// answering as the edge does, with the node Info the edge relays). Ready means a healthy node listing it in its
+// ready templates; a draining node's, a node still building it, or one reporting nothing are not; the wait ends
+// with an error naming each node's state.
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -35,39 +35,44 @@ describe('code-interpreter readiness as cove up waits for it', () => {
   });
   after(() => server.close());
 
-  const node = (nodeId: string, status: string, pool?: { ready: number; target: number }): EdgeNodeView => ({
+  /** A node as the edge relays it: `ci` = code-interpreter-v1 among its ready templates (with a warm pool of 1). */
+  const node = (nodeId: string, status: string, reports: 'ci' | 'base-only' | 'nothing'): EdgeNodeView => ({
     nodeId,
     status,
-    info: { warmPools: [{ templateId: 'base', ready: 2, target: 2 }, ...(pool ? [{ templateId: CI, ...pool }] : [])] },
+    info: {
+      ...(reports === 'nothing' ? {} : { readyTemplates: reports === 'ci' ? ['base', CI] : ['base'] }),
+      warmPools: [{ templateId: 'base', ready: 2, target: 2 }, { templateId: CI, ready: reports === 'ci' ? 1 : 0, target: 1 }],
+    },
   });
 
-  test('waits through "not offered" and "preparing", and ends when one healthy node has warm slots', async () => {
+  test('waits while nodes report nothing or are still building it, and ends when one healthy node has it ready', async () => {
     requests = 0;
     answers = [
       [],
-      [node('a', 'healthy'), node('b', 'healthy')],
-      [node('a', 'healthy', { ready: 0, target: 2 }), node('b', 'healthy', { ready: 0, target: 2 })],
-      // Slots on a draining node hand nothing out: still waiting.
-      [node('a', 'draining', { ready: 2, target: 2 }), node('b', 'healthy', { ready: 0, target: 2 })],
-      [node('a', 'draining', { ready: 2, target: 2 }), node('b', 'healthy', { ready: 1, target: 2 })],
+      [node('a', 'healthy', 'nothing'), node('b', 'healthy', 'nothing')],
+      [node('a', 'healthy', 'base-only'), node('b', 'healthy', 'base-only')],
+      // Ready on a draining node hands nothing out: still waiting.
+      [node('a', 'draining', 'ci'), node('b', 'healthy', 'base-only')],
+      [node('a', 'draining', 'ci'), node('b', 'healthy', 'ci')],
     ];
     const lines: string[] = [];
     const states = await waitForCodeInterpreter(() => edgeNodes(url, TOKEN), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
     assert.equal(requests, 5, 'it polled until the last picture');
     assert.deepEqual(
-      states.map((s) => [s.nodeId, s.state, s.nodeStatus]),
-      [['a', 'ready', 'draining'], ['b', 'ready', 'healthy']],
+      states.map((s) => [s.nodeId, s.state, s.nodeStatus, s.warm]),
+      [['a', 'ready', 'draining', 1], ['b', 'ready', 'healthy', 1]],
     );
     assert.match(lines.at(-1)!, /ready on 1\/2 node\(s\)/);
-    assert.ok(lines.some((l) => /a: not offered; b: not offered/.test(l)), lines.join('\n'));
-    assert.ok(lines.some((l) => /a: preparing, 0\/2 warm/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /a: not reported, 0\/1 warm; b: not reported, 0\/1 warm/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /a: not ready yet, 0\/1 warm/.test(l)), lines.join('\n'));
+    assert.ok(lines.some((l) => /a: ready, 1\/1 warm \(node draining\); b: not ready yet/.test(l)), lines.join('\n'));
   });
 
   test('gives up with an error naming each node’s state', async () => {
     requests = 0;
-    answers = [[node('a', 'healthy', { ready: 0, target: 1 }), node('b', 'unhealthy', { ready: 3, target: 3 })]];
+    answers = [[node('a', 'healthy', 'base-only'), node('b', 'unhealthy', 'ci')]];
     await assert.rejects(waitForCodeInterpreter(() => edgeNodes(url, TOKEN), { timeoutMs: 50, pollMs: 5, say: () => undefined }), (err: Error) => {
-      assert.match(err.message, /not ready on any node within 0 s: ready on 0\/2 node\(s\) \(a: preparing, 0\/1 warm; b: ready, 3\/3 warm \(node unhealthy\)\)/);
+      assert.match(err.message, /not ready on any node within 0 s: ready on 0\/2 node\(s\) \(a: not ready yet, 0\/1 warm; b: ready, 1\/1 warm \(node unhealthy\)\)/);
       assert.match(err.message, /--code-interpreter-wait 0/);
       return true;
     });

@@ -17,7 +17,12 @@ const MiB = 1024 * 1024;
 interface NodeView {
   nodeId: string;
   status: string;
-  info?: { capacity?: { memoryBytes?: string; maxSandboxes?: number }; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
+  info?: {
+    capacity?: { memoryBytes?: string; maxSandboxes?: number };
+    /** Built-in templates the node can start now (protobuf JSON of InfoResponse.ready_templates). */
+    readyTemplates?: string[];
+    warmPools?: Array<{ templateId?: string; ready?: number; target?: number }>;
+  };
 }
 
 async function nodes(): Promise<NodeView[]> {
@@ -35,8 +40,8 @@ async function templatePresent(): Promise<void> {
   if (res.statusCode !== 200) {
     throw new Error(`the deployment has no '${CI}' template (GET /templates/aliases/${CI}: ${res.statusCode} ${body.slice(0, 200)}); this bench needs a control plane and nodes that ship it`);
   }
-  const ready = (await nodes()).some((n) => n.status === 'healthy' && (n.info?.warmPools ?? []).some((p) => p.templateId === CI && (p.ready ?? 0) > 0));
-  if (!ready) throw new Error(`no healthy node has '${CI}' ready (no warm slots of it reported on GET /v1/nodes); cove up waits for it unless --code-interpreter-wait 0`);
+  const ready = (await nodes()).some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(CI));
+  if (!ready) throw new Error(`no healthy node has '${CI}' ready (none lists it in its ready templates on GET /v1/nodes); cove up waits for it unless --code-interpreter-wait 0`);
 }
 
 /** Waits until every warm pool is full, so no background boots compete with a measurement (outside its time). */

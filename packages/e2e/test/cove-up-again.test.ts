@@ -19,7 +19,7 @@ before(() => {
 });
 
 function coveUp(): Promise<{ code: number | null; out: string }> {
-  const args = ['up', '--state-dir', d.stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', String(d.nodes.length), '--warm-pool', 'base=2', '--code-interpreter-wait', '0'];
+  const args = ['up', '--state-dir', d.stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', String(d.nodes.length), '--code-interpreter-wait', '0'];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(repoRoot, 'packages/cli/dist/src/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
