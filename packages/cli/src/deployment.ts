@@ -14,6 +14,8 @@ import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder }
 import { waitForHttp } from './http-wait.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
+import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { codeInterpreterOn, describeReadiness, edgeNodes, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
 
 export interface DeploymentOptions {
   stateDir: string;
@@ -26,7 +28,24 @@ export interface DeploymentOptions {
   say: (line: string) => void;
   /** How the seed image's rootfs tarball is made (tests pass a tiny one; default mmdebstrap). */
   seedTarball?: TarballBuilder;
+  /**
+   * How long `up` waits for a node to have the code-interpreter template ready before it writes the env file
+   * (default DEFAULT_CODE_INTERPRETER_WAIT_MS); 0 reports its state and does not wait.
+   */
+  codeInterpreterWaitMs?: number;
 }
+
+/**
+ * Warm slots kept per template: two of base and one of the code-interpreter template (its idle server and kernels
+ * cost memory all the time; one covers the first create while the pool refills). The orchestrator's own default.
+ */
+export const DEFAULT_WARM_POOL = `base=2,${CODE_INTERPRETER_TEMPLATE_ID}=1`;
+
+/**
+ * A cold node builds the template in a minute or two; a fresh machine also downloads its Debian packages first.
+ * Past this, something is wrong and the node's log says what.
+ */
+export const DEFAULT_CODE_INTERPRETER_WAIT_MS = 20 * 60_000;
 
 /** What `up` leaves behind for clients: the four variables the unchanged E2B SDK reads. */
 export interface ClientEnv {
@@ -95,12 +114,39 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
 
   mkdirSync(clusterDirs(paths).storage, { recursive: true, mode: 0o700 });
 
-  for (const c of components(topo, secrets, paths)) {
-    await startComponent(c, paths, o);
+  const startedNow = new Set<string>();
+  const specs = components(topo, secrets, paths);
+  for (const c of specs) {
+    if (await startComponent(c, paths, o)) startedNow.add(c.name);
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
-  const env = await register(topo, secrets, paths, o.say);
+  let env = await register(topo, secrets, paths, o.say);
+  const cpUrl = `http://${topo.host}:${topo.ports.controlPlane}`;
+  if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) {
+    // Registering gives a current control plane every built-in; one that still lacks it runs code from before
+    // the template existed. It keeps no state of its own (sandboxes run on the nodes, the store is on disk), so
+    // restarting it on this tree's code upgrades it without disturbing anything running.
+    if (startedNow.has('control-plane')) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
+    o.say(`control-plane: predates the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template; restarting it on this tree's code (sandboxes keep running)`);
+    await stop(paths.run, 'control-plane');
+    await startComponent(specs.find((c) => c.name === 'control-plane')!, paths, o);
+    env = await register(topo, secrets, paths, o.say);
+    if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
+  }
+
+  // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
+  // works as soon as it exists (the nodes prepare the template in the background after they start).
+  const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken);
+  const wait = o.codeInterpreterWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
+  const now = codeInterpreterOn(await nodes().catch(() => []));
+  const nodesStartedNow = topo.nodes.some((_, i) => startedNow.has(orchestratorName(i)));
+  if (wait > 0 && !nodesStartedNow && now.length > 0 && now.every((n) => n.state === 'unknown')) {
+    // Nodes that were already running and report no ready templates run code from before they were reported:
+    // waiting cannot help, and restarting them is the operator's call (it stops their sandboxes).
+    o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: no node reports it; the nodes were already running and predate it (restart them to get it: cove down && cove up)`);
+  } else if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say });
+  else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(now)} (not waiting for it)`);
   // What tools and tests need to find this deployment's parts (no secrets here).
   writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
   writeFileSync(
@@ -117,13 +163,13 @@ function entryOf(c: ComponentSpec): string {
   return c.command ? c.command.match : componentEntry(c.pkg!);
 }
 
-/** Starts one component unless it runs, and waits until it is ready, relaying its log. */
-export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say'>): Promise<void> {
+/** Starts one component unless it runs, and waits until it is ready, relaying its log; true when it started it. */
+export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say'>): Promise<boolean> {
   const entry = entryOf(c);
   const already = running(paths.run, c.name);
   if (already) {
     o.say(`${c.name}: already running (pid ${already.pid})`);
-    return;
+    return false;
   }
   o.say(`${c.name}: starting`);
   c.prepare?.();
@@ -150,6 +196,16 @@ export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pic
     throw new Error(`${c.name} did not become ready: ${(err as Error).message}; see ${paths.logs}/${c.name}.log`);
   }
   o.say(`${c.name}: ready (pid ${proc.pid})`);
+  return true;
+}
+
+/** Whether the control plane offers template `name` to the team of `apiKey` (GET /templates/aliases/{name}). */
+async function offersTemplate(cpUrl: string, apiKey: string, name: string): Promise<boolean> {
+  const res = await request(`${cpUrl}/templates/aliases/${encodeURIComponent(name)}`, { headers: { 'x-api-key': apiKey } });
+  const body = await res.body.text();
+  if (res.statusCode === 200) return true;
+  if (res.statusCode === 404) return false;
+  throw new Error(`control plane GET /templates/aliases/${name}: ${res.statusCode} ${body.slice(0, 200)}`);
 }
 
 /** Makes sure the registry holds debian:bookworm (built once per machine, pushed once per deployment). */
@@ -232,7 +288,14 @@ export interface ClusterHealthView {
 }
 
 /** Components, the node(s) the edge knows, their sandboxes and the cluster's health. */
-export async function status(o: DeploymentOptions): Promise<{ components: ComponentStatus[]; nodes: unknown[]; sandboxes: SandboxInfo[]; health?: ClusterHealthView }> {
+export async function status(o: DeploymentOptions): Promise<{
+  components: ComponentStatus[];
+  nodes: EdgeNodeView[];
+  /** The code-interpreter template on each node the edge knows. */
+  codeInterpreter: NodeTemplateState[];
+  sandboxes: SandboxInfo[];
+  health?: ClusterHealthView;
+}> {
   const paths = statePaths(o.stateDir);
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
@@ -249,12 +312,9 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     }
     out.push({ name: c.name, pid: rec?.pid, healthy });
   }
-  let nodes: unknown[] = [];
+  let nodes: EdgeNodeView[] = [];
   if (secrets && out.find((c) => c.name === 'edge')?.healthy) {
-    const res = await request(`http://${topo.host}:${topo.ports.edgeApi}/v1/nodes`, {
-      headers: { authorization: `Bearer ${secrets.clusterToken}` },
-    });
-    nodes = res.statusCode === 200 ? ((await res.body.json()) as unknown[]) : (await res.body.dump(), []);
+    nodes = await edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken).catch(() => []);
   }
   const sandboxes: SandboxInfo[] = [];
   for (const [i, node] of topo.nodes.entries()) {
@@ -270,5 +330,5 @@ export async function status(o: DeploymentOptions): Promise<{ components: Compon
     if (res?.statusCode === 200) health = (await res.body.json()) as ClusterHealthView;
     else await res?.body.dump();
   }
-  return { components: out, nodes, sandboxes, ...(health ? { health } : {}) };
+  return { components: out, nodes, codeInterpreter: codeInterpreterOn(nodes), sandboxes, ...(health ? { health } : {}) };
 }

@@ -2,7 +2,9 @@
 import { Command } from 'commander';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { down, status, up, type DeploymentOptions } from './deployment.js';
+import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
+import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
 import { benchFiles, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
@@ -17,7 +19,13 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string }): DeploymentOptions {
+function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string }): DeploymentOptions {
+  let codeInterpreterWaitMs: number | undefined;
+  if (opts.codeInterpreterWait !== undefined) {
+    const s = Number(opts.codeInterpreterWait);
+    if (!Number.isInteger(s) || s < 0) throw new Error('--code-interpreter-wait must be a whole number of seconds (0 = do not wait)');
+    codeInterpreterWaitMs = s * 1000;
+  }
   return {
     stateDir: opts.stateDir,
     portOffset: Number(opts.portOffset),
@@ -25,6 +33,7 @@ function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDat
     warmPool: opts.warmPool,
     nodes: Number(opts.nodes ?? '1'),
     say,
+    ...(codeInterpreterWaitMs !== undefined ? { codeInterpreterWaitMs } : {}),
   };
 }
 
@@ -33,7 +42,7 @@ function withDeploymentFlags(cmd: Command): Command {
     .option('--state-dir <dir>', 'where this deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove'))
     .option('--port-offset <n>', 'added to every default port (3000-3002, 5000, 5007-5008)', '0')
     .option('--node-data-dir <dir>', 'orchestrator data (templates, sandboxes)', '/var/lib/cove')
-    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', 'base=2')
+    .option('--warm-pool <spec>', 'warm sandboxes kept per template, e.g. base=2', DEFAULT_WARM_POOL)
     .option('--nodes <n>', 'orchestrator nodes to run on this machine (1-4; more than one shares the cluster storage)', '1');
 }
 
@@ -45,7 +54,13 @@ async function fresh(o: DeploymentOptions): Promise<void> {
 
 const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
 
-withDeploymentFlags(program.command('up').description('start the registry, control plane, collector, edge and orchestrator on this machine')).action(
+withDeploymentFlags(program.command('up').description('start the registry, control plane, collector, edge and orchestrator on this machine'))
+  .option(
+    '--code-interpreter-wait <seconds>',
+    `how long to wait for a node to have the ${CODE_INTERPRETER_TEMPLATE_ID} template ready before writing the env file (0 = do not wait)`,
+    String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
+  )
+  .action(
   async (opts) => {
     const o = deploymentOptions(opts);
     const env = await up(o);
@@ -74,9 +89,7 @@ withDeploymentFlags(program.command('status').description('show components, node
       return;
     }
     for (const c of s.components) say(`${c.name.padEnd(14)} ${c.pid ? `pid ${c.pid}` : 'stopped'}${c.pid ? (c.healthy ? '  healthy' : '  NOT healthy') : ''}`);
-    for (const n of s.nodes as Array<{ nodeId: string; status: string }>) {
-      say(`node ${n.nodeId}  ${n.status}`);
-    }
+    for (const n of s.codeInterpreter) say(`node ${n.nodeId}  ${n.nodeStatus}  ${CODE_INTERPRETER_TEMPLATE_ID} ${describeNode({ ...n, nodeStatus: 'healthy' })}`);
     if (s.health) {
       const h = s.health;
       say(`cluster health ${h.status}${h.lastReportAt ? `  (last metrics report ${h.lastReportAt})` : ''}`);
@@ -101,10 +114,18 @@ program
     // one deployment started exactly as `cove up` starts it, beside any developer deployment.
     const unit = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
-    let code = unit.length ? await runTests(unit) : 0;
+    // Two nodes: the suite proves sandboxes paused on one resume on the other.
+    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2' });
+    let code = 0;
+    if (unit.length) {
+      // Component tests that run code-interpreter sandboxes get its rootfs, built once per recipe into the node
+      // template cache (the e2e nodes below then find it built instead of building it again).
+      const ci = await ensureCodeInterpreterRootfs(topologyOf(o).templateCacheDir, say);
+      if (ci.failure) code = 1;
+      code = (await runTests(unit, [], ci.rootfs ? { COVE_CI_ROOTFS: ci.rootfs } : {})) || code;
+    }
     if (e2e.length) {
-      // Two nodes: the suite proves sandboxes paused on one resume on the other.
-      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: 'base=2', nodes: '2' });
+      // `up` waits until a node has the code-interpreter template ready: its e2e tests start with it.
       say('==> starting the end-to-end deployment');
       await fresh(o);
       try {
@@ -121,7 +142,7 @@ program
   .command('bench')
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
-  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', 'base=20')
+  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1`)
   .action(async (pkgs: string[], opts: { warmPool: string }) => {
     const files = benchFiles(pkgs);
     const component = files.filter((f) => !f.includes('/packages/e2e/'));

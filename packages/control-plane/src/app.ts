@@ -66,6 +66,9 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const db = await openDatabase(config.db);
   const teams = new TeamStore(db.kysely);
   const clusters = new ClusterStore(db.kysely);
+  // Upgrade path: clusters registered before a built-in template existed (e.g. code-interpreter-v1) gain it.
+  const builtInsAdded = await clusters.ensureBuiltIns();
+  if (builtInsAdded > 0) log.info({ added: builtInsAdded }, 'built-in templates added to existing clusters');
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
   const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);

@@ -220,13 +220,13 @@ describe('public and admin API', () => {
   test('templates: list, v2 list and alias lookup show the cluster catalogue', async () => {
     const v1 = await call(cp.url, 'GET', '/templates?teamID=whatever', { key });
     assert.equal(v1.status, 200);
-    assert.equal(v1.body.length, 1);
-    assert.equal(v1.body[0].templateID, 'base');
+    // The cluster's built-ins, oldest first: base, then the code interpreter's.
+    assert.deepEqual(v1.body.map((t: { templateID: string }) => t.templateID), ['base', 'code-interpreter-v1']);
     assert.deepEqual(v1.body[0].aliases, ['base']);
     assert.equal(v1.body[0].buildStatus, 'ready');
     const v2 = await call(cp.url, 'GET', '/v2/templates', { key });
     assert.equal(v2.status, 200);
-    assert.equal(v2.body[0].templateID, 'base');
+    assert.deepEqual(v2.body.map((t: { templateID: string }) => t.templateID), ['base', 'code-interpreter-v1']);
     const alias = await call(cp.url, 'GET', '/templates/aliases/base', { key });
     assert.deepEqual(alias.body, { templateID: 'base', public: true });
     const missing = await call(cp.url, 'GET', '/templates/aliases/nope', { key });

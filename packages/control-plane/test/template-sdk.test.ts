@@ -112,4 +112,17 @@ describe('unchanged e2b SDK Template API against the control plane', () => {
     assert.equal((await sbx.getInfo()).templateId, info.templateId);
     await sbx.kill();
   });
+
+  test('fromTemplate(code-interpreter-v1): the node builds on the built-in, as on base; another tag of it is refused', async () => {
+    const info = await Template.buildInBackground(Template().fromTemplate('code-interpreter-v1').runCmd('echo on ci'), 'sdk-on-code-interpreter', { cpuCount: 2, memoryMB: 2048 });
+    assert.deepEqual(cluster.findBuild(info.buildId)!.build.request.source, { case: 'fromBuildId', value: 'code-interpreter-v1' });
+    const deadline = Date.now() + 10_000;
+    while (!(await cp.cp.buildWatcher.runOnce()).includes(info.buildId)) {
+      assert.ok(Date.now() < deadline, 'the watcher never saw the build end');
+    }
+    const sbx = await Sandbox.create('sdk-on-code-interpreter');
+    assert.equal((await sbx.getInfo()).templateId, info.templateId);
+    await sbx.kill();
+    await assert.rejects(Template.build(Template().fromTemplate('code-interpreter-v1:other').runCmd('true'), 'sdk-bad-parent', { cpuCount: 1, memoryMB: 256 }), /base template 'code-interpreter-v1:other' not found/);
+  });
 });

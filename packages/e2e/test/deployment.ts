@@ -40,7 +40,7 @@ export function deployment(): Deployment {
   if (!process.env.COVE_E2E_STATE_DIR || !existsSync(join(stateDir, 'env'))) {
     execFileSync(
       process.execPath,
-      [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--warm-pool', 'base=2', '--nodes', '2'],
+      [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', '2'],
       { stdio: ['ignore', 'inherit', 'inherit'] },
     );
   }

@@ -1,5 +1,6 @@
 // Clusters (a customer's edge endpoint, token and sandbox domain) and the templates each cluster offers.
 
+import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import type { Kysely } from 'kysely';
 import { Conflict, NoCapacity, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
@@ -45,10 +46,17 @@ export interface Template {
   teamId: string | null;
 }
 
-/**
- * The template every cluster starts with (DESIGN.md §4). Its id is its alias, `base`, which is also the name the
- * orchestrators know it by; E2B's base sandbox size is 2 vCPU / 512 MiB.
- */
+export interface BuiltInTemplate {
+  /** Its id, which is also its name (alias) and the name the orchestrators know it by. */
+  readonly templateId: string;
+  readonly alias: string;
+  readonly cpuCount: number;
+  readonly memoryMb: number;
+  readonly diskMb: number;
+  readonly envdVersion: string;
+}
+
+/** The template every cluster starts with (DESIGN.md §4); E2B's base sandbox size is 2 vCPU / 512 MiB. */
 export const BASE_TEMPLATE = {
   templateId: 'base',
   alias: 'base',
@@ -56,7 +64,27 @@ export const BASE_TEMPLATE = {
   memoryMb: 512,
   diskMb: 1024,
   envdVersion: '0.6.4',
-} as const;
+} as const satisfies BuiltInTemplate;
+
+/**
+ * The template `@e2b/code-interpreter`'s `Sandbox.create()` asks for (issue 17), at E2B's size for it: 2 vCPU /
+ * 2048 MiB. Its disk is the per-sandbox writable disk, as base's (the kernels and data stack are read-only
+ * template layers the node shares between sandboxes).
+ */
+export const CODE_INTERPRETER_TEMPLATE = {
+  templateId: CODE_INTERPRETER_TEMPLATE_ID,
+  alias: CODE_INTERPRETER_TEMPLATE_ID,
+  cpuCount: 2,
+  memoryMb: 2048,
+  diskMb: 1024,
+  envdVersion: '0.6.4',
+} as const satisfies BuiltInTemplate;
+
+/**
+ * Every cluster's built-in templates: public to every team by name, never built, changed or deleted by one.
+ * A cluster registered before one of them existed gains it when the control plane starts (ensureBuiltIns).
+ */
+export const BUILT_IN_TEMPLATES: readonly BuiltInTemplate[] = [BASE_TEMPLATE, CODE_INTERPRETER_TEMPLATE];
 
 const toCluster = (r: ClusterTable): Cluster => ({
   id: r.id,
@@ -87,6 +115,34 @@ export const toTemplate = (r: Selectable<TemplateTable>): Template => ({
   teamId: r.team_id ?? null,
 });
 
+/** Inserts the built-ins `clusterId` lacks (built-in ids cannot collide with user ones: those are 20 of [a-z0-9]). */
+async function insertBuiltIns(db: Kysely<Database>, clusterId: string, now: number): Promise<number> {
+  let added = 0;
+  for (const b of BUILT_IN_TEMPLATES) {
+    const r = await db
+      .insertInto('templates')
+      .values({
+        cluster_id: clusterId,
+        template_id: b.templateId,
+        alias: b.alias,
+        build_id: newId(),
+        cpu_count: b.cpuCount,
+        memory_mb: b.memoryMb,
+        disk_mb: b.diskMb,
+        envd_version: b.envdVersion,
+        public: 1,
+        build_status: 'ready',
+        last_spawned_at: null,
+        created_at: now,
+        updated_at: now,
+      })
+      .onConflict((oc) => oc.columns(['cluster_id', 'template_id']).doNothing())
+      .executeTakeFirst();
+    added += Number(r.numInsertedOrUpdatedRows ?? 0n);
+  }
+  return added;
+}
+
 const sameSpec = (c: Cluster, s: ClusterSpec) =>
   c.endpoint === s.endpoint && c.token === s.token && c.sandboxDomain === s.sandboxDomain && (s.publicUrl ?? null) === c.publicUrl;
 
@@ -94,7 +150,7 @@ export class ClusterStore {
   constructor(private readonly db: Kysely<Database>) {}
 
   /**
-   * Registers a cluster and its `base` template. Registering the same name with an identical configuration
+   * Registers a cluster and its built-in templates. Registering the same name with an identical configuration
    * returns the existing cluster (so `cove up` can run twice); a different configuration is a conflict — use
    * update for that.
    */
@@ -102,6 +158,8 @@ export class ClusterStore {
     const existing = await this.db.selectFrom('clusters').selectAll().where('name', '=', spec.name).executeTakeFirst();
     if (existing) {
       const c = toCluster(existing);
+      // Registering again (every `cove up`) also gives the cluster any built-in it lacks (the upgrade path).
+      await insertBuiltIns(this.db, c.id, Date.now());
       if (sameSpec(c, spec)) return { cluster: c, created: false };
       // A cluster registered before public URLs existed gains one on its next identical registration (upgrade).
       if (c.publicUrl === null && spec.publicUrl && sameSpec({ ...c, publicUrl: spec.publicUrl }, spec)) {
@@ -122,26 +180,21 @@ export class ClusterStore {
     };
     await this.db.transaction().execute(async (trx) => {
       await trx.insertInto('clusters').values(row).execute();
-      await trx
-        .insertInto('templates')
-        .values({
-          cluster_id: row.id,
-          template_id: BASE_TEMPLATE.templateId,
-          alias: BASE_TEMPLATE.alias,
-          build_id: newId(),
-          cpu_count: BASE_TEMPLATE.cpuCount,
-          memory_mb: BASE_TEMPLATE.memoryMb,
-          disk_mb: BASE_TEMPLATE.diskMb,
-          envd_version: BASE_TEMPLATE.envdVersion,
-          public: 1,
-          build_status: 'ready',
-          last_spawned_at: null,
-          created_at: now,
-          updated_at: now,
-        })
-        .execute();
+      await insertBuiltIns(trx, row.id, now);
     });
     return { cluster: toCluster(row), created: true };
+  }
+
+  /**
+   * Gives every cluster the built-in templates it lacks (the upgrade path: a deployment registered before a
+   * built-in existed gains it on the control plane's next start). Only missing rows are inserted, so running
+   * sandboxes, spawn counts and user templates are untouched; a concurrent start inserting the same row is
+   * settled by the (cluster, template id) primary key. Returns how many rows it added.
+   */
+  async ensureBuiltIns(): Promise<number> {
+    let added = 0;
+    for (const c of await this.db.selectFrom('clusters').select('id').execute()) added += await insertBuiltIns(this.db, c.id, Date.now());
+    return added;
   }
 
   async update(id: string, patch: Partial<ClusterSpec>): Promise<Cluster> {

@@ -1,0 +1,175 @@
+// The built-in code-interpreter template through the unchanged `@e2b/code-interpreter` SDK, each figure with a
+// same-run baseline from a `base` sandbox beside it (issue 17's bench): create → first runCode('1+1') result,
+// runCode round trip, idle memory (PSS) and how many sandboxes one node holds. Runs against a deployment started
+// like `cove up` (`cove bench` starts one and passes COVE_E2E_STATE_DIR); fails at once, saying why, when the
+// deployment has no code-interpreter template or no node can run it.
+import { Sandbox as CodeSandbox } from '@e2b/code-interpreter';
+import { CODE_INTERPRETER_TEMPLATE_ID as CI } from '@cove/contracts/sandbox';
+import { Sandbox } from 'e2b';
+import { request } from 'undici';
+import { deployment } from '../test/deployment.js';
+import { percentile, report } from './stats.js';
+
+const SERIAL = Number(process.env.COVE_BENCH_CI_SERIAL ?? 20);
+const ROUND_TRIPS = Number(process.env.COVE_BENCH_CI_ROUND_TRIPS ?? 200);
+const MiB = 1024 * 1024;
+
+interface NodeView {
+  nodeId: string;
+  status: string;
+  info?: {
+    capacity?: { memoryBytes?: string; maxSandboxes?: number };
+    /** Built-in templates the node can start now (protobuf JSON of InfoResponse.ready_templates). */
+    readyTemplates?: string[];
+    warmPools?: Array<{ templateId?: string; ready?: number; target?: number }>;
+  };
+}
+
+async function nodes(): Promise<NodeView[]> {
+  const d = deployment();
+  const res = await request(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+  if (res.statusCode !== 200) throw new Error(`edge GET /v1/nodes answered ${res.statusCode}`);
+  return (await res.body.json()) as NodeView[];
+}
+
+/** The deployment offers the template (control plane) and a node has it ready; otherwise a clear failure. */
+async function templatePresent(): Promise<void> {
+  const d = deployment();
+  const res = await request(`${d.env.E2B_API_URL}/templates/aliases/${CI}`, { headers: { 'x-api-key': d.env.E2B_API_KEY } });
+  const body = await res.body.text();
+  if (res.statusCode !== 200) {
+    throw new Error(`the deployment has no '${CI}' template (GET /templates/aliases/${CI}: ${res.statusCode} ${body.slice(0, 200)}); this bench needs a control plane and nodes that ship it`);
+  }
+  const ready = (await nodes()).some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(CI));
+  if (!ready) throw new Error(`no healthy node has '${CI}' ready (none lists it in its ready templates on GET /v1/nodes); cove up waits for it unless --code-interpreter-wait 0`);
+}
+
+/** Waits until every warm pool is full, so no background boots compete with a measurement (outside its time). */
+async function poolsSettled(): Promise<void> {
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const pools = (await nodes()).flatMap((n) => n.info?.warmPools ?? []);
+    if (pools.length > 0 && pools.every((p) => (p.ready ?? 0) >= (p.target ?? 0))) return;
+    if (Date.now() > deadline) throw new Error(`warm pools did not fill within 5 minutes: ${JSON.stringify(pools)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function createCi(): Promise<CodeSandbox> {
+  try {
+    return await CodeSandbox.create({ timeoutMs: 300_000 });
+  } catch (err) {
+    throw new Error(`cannot create a '${CI}' sandbox: ${(err as Error).message}`);
+  }
+}
+
+/** Serial create → first result, the pools full before each create (steady state, not a drained pool). */
+async function serialCreate(): Promise<void> {
+  const ci: number[] = [];
+  const base: number[] = [];
+  for (let i = 0; i < SERIAL; i++) {
+    await poolsSettled();
+    let t0 = performance.now();
+    const sbx = await createCi();
+    const r = await sbx.runCode('1+1');
+    ci.push(performance.now() - t0);
+    if (r.text !== '2') throw new Error(`runCode('1+1') gave ${JSON.stringify(r.text)} (error ${JSON.stringify(r.error)})`);
+    await sbx.kill();
+    await poolsSettled();
+    t0 = performance.now();
+    const b = await Sandbox.create({ timeoutMs: 120_000 });
+    await b.commands.run('true');
+    base.push(performance.now() - t0);
+    await b.kill();
+  }
+  report(`${CI} create→first runCode('1+1'), serial p50`, percentile(ci, 50), 'ms', '≤ 150');
+  report(`  baseline: base create→first command, serial p50`, percentile(base, 50), 'ms');
+  report(`${CI} create→first runCode('1+1'), serial p95`, percentile(ci, 95), 'ms', '≤ 250');
+  report(`  baseline: base create→first command, serial p95`, percentile(base, 95), 'ms');
+}
+
+/** runCode('1+1') round trip beside envd's commands.run('true') on the same sandbox, after a warm-up of each. */
+async function roundTrip(): Promise<void> {
+  const sbx = await createCi();
+  try {
+    for (let i = 0; i < 10; i++) {
+      await sbx.runCode('1+1');
+      await sbx.commands.run('true');
+    }
+    const code: number[] = [];
+    const cmd: number[] = [];
+    for (let i = 0; i < ROUND_TRIPS; i++) {
+      let t0 = performance.now();
+      await sbx.runCode('1+1');
+      code.push(performance.now() - t0);
+      t0 = performance.now();
+      await sbx.commands.run('true');
+      cmd.push(performance.now() - t0);
+    }
+    report(`runCode('1+1') round trip p50`, percentile(code, 50), 'ms', '≤ 15');
+    report(`  baseline: commands.run('true') round trip p50, same sandbox`, percentile(cmd, 50), 'ms');
+    report(`runCode('1+1') round trip p95`, percentile(code, 95), 'ms');
+  } finally {
+    await sbx.kill();
+  }
+}
+
+/**
+ * Proportional set size of everything running in the sandbox, in bytes: each process's Pss from
+ * /proc/<pid>/smaps_rollup, read as root inside the sandbox's own pid namespace (shared pages — the template's
+ * libraries, shared with other sandboxes through the page cache — are divided among all who map them).
+ */
+async function pss(sbx: Sandbox): Promise<number> {
+  const r = await sbx.commands.run(`sudo sh -c 'cat /proc/[0-9]*/smaps_rollup 2>/dev/null' | awk '/^Pss:/ { kb += $2 } END { print kb }'`);
+  const kb = Number(r.stdout.trim());
+  if (!Number.isFinite(kb) || kb <= 0) throw new Error(`could not read PSS in sandbox ${sbx.sandboxId}: ${JSON.stringify(r.stdout)} ${r.stderr}`);
+  return kb * 1024;
+}
+
+/** PSS once it stops moving: two samples a second apart within 1 MiB (idle = after one cell, nothing running). */
+async function idlePss(sbx: Sandbox): Promise<number> {
+  let last = await pss(sbx);
+  for (let i = 0; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await pss(sbx);
+    if (Math.abs(now - last) < MiB) return now;
+    last = now;
+  }
+  return last;
+}
+
+async function memory(): Promise<void> {
+  const ci = await createCi();
+  const base = await Sandbox.create({ timeoutMs: 300_000 });
+  try {
+    await ci.runCode('1+1');
+    await base.commands.run('true');
+    const ciPss = await idlePss(ci);
+    const basePss = await idlePss(base);
+    report(`${CI} idle memory (PSS)`, ciPss / MiB, 'MiB', '≤ 120');
+    report(`  baseline: base idle memory (PSS)`, basePss / MiB, 'MiB');
+    // How many one node holds: its memory over one idle sandbox's PSS (memory is what runs out first on an idle
+    // fleet: CPU is overcommitted 32x by default), capped by the node's own sandbox limit. Placement today
+    // reserves the template's 2048 MiB per sandbox (COVE_MEMORY_OVERCOMMIT=1); the PSS figure is what a
+    // memory overcommit of 2048 / PSS would let it place.
+    const node = (await nodes()).find((n) => n.status === 'healthy');
+    const memoryBytes = Number(node?.info?.capacity?.memoryBytes ?? 0);
+    const cap = node?.info?.capacity?.maxSandboxes || Infinity;
+    if (memoryBytes > 0) {
+      report(`${CI} sandboxes one node holds (node memory / idle PSS)`, Math.min(cap, Math.floor(memoryBytes / ciPss)), 'count');
+      report(`  baseline: base sandboxes one node holds (node memory / idle PSS)`, Math.min(cap, Math.floor(memoryBytes / basePss)), 'count');
+      report(`${CI} sandboxes one node places (2048 MiB reserved each)`, Math.min(cap, Math.floor(memoryBytes / (2048 * MiB))), 'count');
+    }
+  } finally {
+    await ci.kill();
+    await base.kill();
+  }
+}
+
+deployment();
+await templatePresent();
+await poolsSettled();
+await roundTrip();
+await serialCreate();
+await poolsSettled();
+await memory();
