@@ -24,6 +24,8 @@ from queue import Empty
 from jupyter_client.ioloop import AsyncIOLoopKernelManager
 from tornado import httpclient, httpserver, iostream, web
 
+from direct_js import DirectJsKernel
+
 PORT = int(os.environ.get("COVE_CI_PORT", "49999"))
 HOME = os.environ.get("HOME") or "/home/user"
 GUEST = os.path.dirname(os.path.abspath(__file__))
@@ -40,11 +42,12 @@ DRAIN_S = 10.0
 
 log = logging.getLogger("code-interpreter")
 
-# language -> Jupyter kernel spec name (ours live in share/jupyter/kernels, found via JUPYTER_PATH).
+# language -> Jupyter kernel spec name (ours live in share/jupyter/kernels, found via JUPYTER_PATH);
+# None: driven by the server directly (direct_js.py says why).
 KERNELS = {
     "python": "python3",
-    "javascript": "javascript",
-    "typescript": "javascript",
+    "javascript": None,
+    "typescript": None,
     "r": "ir",
     "bash": "bash",
 }
@@ -194,6 +197,16 @@ class Context:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
 
     async def start(self, runtime_dir):
+        # A cwd the user cannot enter (e.g. /root) still makes a context, as upstream's failed
+        # `%cd` does; the kernel then starts in the home directory.
+        start_dir = self.cwd if os.path.isdir(self.cwd) and os.access(self.cwd, os.X_OK) else HOME
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COVE_CI_") or k == "COVE_CI_GUEST"}
+        if KERNELS[self.language] is None:
+            kernel = DirectJsKernel(start_dir, env)
+            await kernel.start_kernel()
+            kernel.add_restart_callback(self._on_restart, "restart")
+            self.km = self.kc = kernel
+            return
         km = AsyncIOLoopKernelManager(
             kernel_name=KERNELS[self.language],
             transport="ipc",
@@ -201,10 +214,6 @@ class Context:
         )
         # ipc: `ip` is the socket path prefix; the private directory keeps other users out.
         km.ip = os.path.join(runtime_dir, f"k-{self.id[:8]}")
-        # A cwd the user cannot enter (e.g. /root) still makes a context, as upstream's failed
-        # `%cd` does; the kernel then starts in the home directory.
-        start_dir = self.cwd if os.path.isdir(self.cwd) and os.access(self.cwd, os.X_OK) else HOME
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COVE_CI_") or k == "COVE_CI_GUEST"}
         await km.start_kernel(cwd=start_dir, env=env)
         km.add_restart_callback(self._on_restart, "restart")
         kc = km.client()

@@ -205,6 +205,19 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
     assert.equal(thrown.error?.value, 'nope');
   });
 
+  it('restarts a JavaScript context, and survives a cell that ends the Node runtime', async () => {
+    const ctx = await sbx.createCodeContext({ language: 'typescript' });
+    assert.equal(ctx.language, 'typescript');
+    await sbx.runCode('const kept = 5', { context: ctx });
+    assert.equal((await sbx.runCode('kept * 2', { context: ctx })).text, '10');
+    await sbx.restartCodeContext(ctx);
+    assert.equal((await sbx.runCode('typeof kept', { context: ctx })).text, 'undefined');
+    const exited = await sbx.runCode('process.exit(3)', { context: ctx });
+    assert.equal(exited.error?.name, 'ContextRestarting');
+    assert.equal((await sbx.runCode('1 + 1', { context: ctx, timeoutMs: 10_000 })).text, '2');
+    await sbx.removeCodeContext(ctx);
+  });
+
   it('runs R and bash cells in the home directory', async () => {
     const r = await sbx.runCode('getwd()', { language: 'r' });
     assert.equal(r.error, undefined, r.error?.traceback);

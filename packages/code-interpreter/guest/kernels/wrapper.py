@@ -1,4 +1,4 @@
-"""Shared parts of Cove's wrapper kernels (bash, javascript): an ipykernel Kernel that drives a
+"""Shared parts of Cove's wrapper kernels (bash): an ipykernel Kernel that drives a
 persistent child process. A Jupyter interrupt is SIGINT to the kernel's process group: the child
 handles it (the cell stops), while this process ignores it so its event loop is never broken."""
 import signal
