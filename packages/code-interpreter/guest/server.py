@@ -321,7 +321,8 @@ class Server:
         """The sandbox's envs from envd; none when envd is absent (debug mode) or fails."""
         headers = {"X-Access-Token": access_token} if access_token else {}
         try:
-            resp = await httpclient.AsyncHTTPClient().fetch(
+            # Bounded: a reply larger than any env set is refused, not buffered.
+            resp = await httpclient.AsyncHTTPClient(max_body_size=1024 * 1024).fetch(
                 ENVD_ENVS_URL, headers=headers, request_timeout=3.0, raise_error=True
             )
             envs = json.loads(resp.body)
@@ -498,6 +499,9 @@ class ExecuteHandler(Handler):
         env_vars = body.get("env_vars") or {}
         token = self.request.headers.get("X-Access-Token")
         async with ctx.lock:
+            if SERVER.contexts.get(ctx.id) is not ctx:
+                # Removed while this request waited for the lock.
+                return self.send_error_response(not_found(ctx.id))
             if not ctx.global_envs_loaded:
                 ctx.global_envs = await SERVER.global_envs(token)
                 await ctx.silent(env_set_code(ctx.language, ctx.global_envs))
@@ -583,6 +587,14 @@ class ExecuteHandler(Handler):
             # Nobody reads any more: stop the cell so the context is free for the next run.
             log.info("client left during execution in %s: interrupting", ctx.id)
             await self.interrupt_and_drain(ctx, msg_id)
+        except Exception as exc:
+            # Our own failure (not the user's code): say so in-band and end the stream properly.
+            log.exception("execution failed in %s", ctx.id)
+            try:
+                await self.emit(error_line("ExecutionFailed", f"the code interpreter failed: {exc}", ""))
+                await self.emit({"type": "end_of_execution"})
+            except ClientGone:
+                pass
 
     async def shell_reply(self, kc, msg_id, timeout=5.0):
         deadline = time.monotonic() + timeout

@@ -246,6 +246,21 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
     await sbx.removeCodeContext(a);
   });
 
+  it('ends a running cell with ContextRestarting when its context is restarted', async () => {
+    const ctx = await sbx.createCodeContext();
+    let started!: () => void;
+    const isRunning = new Promise<void>((r) => { started = r; });
+    const running = sbx.runCode('import time\nprint("started", flush=True)\ntime.sleep(60)', {
+      context: ctx, timeoutMs: 30_000, onStdout: () => started(),
+    });
+    await isRunning;
+    await sbx.restartCodeContext(ctx);
+    const exec = await running;
+    assert.equal(exec.error?.name, 'ContextRestarting');
+    assert.equal((await sbx.runCode('2 + 2', { context: ctx, timeoutMs: 10_000 })).text, '4');
+    await sbx.removeCodeContext(ctx);
+  });
+
   it('applies global envs (from envd) and per-run envs, then restores them, in every language', async () => {
     const cases: Array<[string, (k: string) => string]> = [
       ['python', (k) => `import os; print(os.environ.get("${k}"))`],
@@ -322,6 +337,10 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
     // Both language and context.
     const both = await post('/execute', { code: '1', language: 'python', context_id: 'x' });
     assert.equal(both.status, 400);
+    // The SDK's ?source= query is ignored.
+    const sourced = await post('/execute?source=ci', { code: '"q"' });
+    assert.equal(sourced.status, 200);
+    assert.match(sourced.text, /"text": "q"/);
     // Unknown context.
     const missing = await post('/execute', { code: '1', context_id: 'nope' });
     assert.equal(missing.status, 404);
