@@ -2,22 +2,17 @@
 // node"): its rootfs is built from its recipe like `base`; its guest dir (the in-sandbox server, package
 // @cove/code-interpreter) is lent read-only at GUEST_MOUNT; its server is started as `user` in /home/user and
 // waited for before a slot is handed out. The one place the start and ready commands are defined: at merge they
-// come from @cove/code-interpreter's START_CMD / READY_CMD / guestDir().
+// come from @cove/code-interpreter (START_CMD, READY_CMD, guestDir()); the wrapper that drops root is the node's.
 
-import { CODE_INTERPRETER_PORT, CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
-import { resolve } from 'node:path';
-import { packageRoot } from './package-info.js';
+import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { GUEST_MOUNT, READY_CMD, START_CMD as START_CMD_INNER, guestDir } from '@cove/code-interpreter';
 
-/** Where the guest dir appears inside every slot stacked on the code-interpreter-v1 rootfs (read-only). */
-export const GUEST_MOUNT = '/opt/cove/code-interpreter';
+export { GUEST_MOUNT, READY_CMD };
 
-/** packages/code-interpreter/dist/guest, next to this package (as the envd bundle is found). */
+/** packages/code-interpreter/dist/guest (the package's own build output). */
 export function defaultGuestDir(): string {
-  return resolve(packageRoot(), '..', 'code-interpreter', 'dist', 'guest');
+  return guestDir();
 }
-
-/** The guest's entry: runs the server in the foreground on 0.0.0.0:CODE_INTERPRETER_PORT. */
-export const START_CMD_INNER = `${GUEST_MOUNT}/start`;
 
 /**
  * What a slot runs (bash -l -c, in the background through envd). The server must run as `user` in /home/user
@@ -26,9 +21,6 @@ export const START_CMD_INNER = `${GUEST_MOUNT}/start`;
  */
 export const START_CMD =
   `cd /home/user && if [ "$(id -u)" = 0 ]; then exec runuser -u user -- ${START_CMD_INNER}; else exec ${START_CMD_INNER}; fi`;
-
-/** Exits 0 once the server answers /health (it does only when its default kernels are up). */
-export const READY_CMD = `curl -sf -o /dev/null http://127.0.0.1:${CODE_INTERPRETER_PORT}/health`;
 
 /** What a slot of a template runs before it is handed out (a build manifest carries the same fields). */
 export interface StartSpec {
