@@ -64,6 +64,8 @@ export interface NodeTelemetryDeps {
 const CLOSE_BOUND_MS = 3000;
 /** Cursors of paused sandboxes kept for their resume (oldest forgotten first). */
 const MAX_PAUSED_CURSORS = 10_000;
+/** Create outcomes that are the caller's doing, not the node failing to start a sandbox. */
+const CALLER_CODES = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.NotFound, Code.AlreadyExists, Code.Canceled]);
 /** Where the pull cursors outlive a restart of the node (under the data dir, host-owned). */
 export const CURSORS_FILE = 'telemetry/envd-log-cursors.json';
 const CURSORS_FILE_MAX_BYTES = 4 * MiB;
@@ -226,8 +228,8 @@ export class NodeTelemetry {
       } catch (err) {
         const code = ConnectError.from(err).code;
         this.rpc.observe(method, Code[code] ?? 'unknown', (performance.now() - t0) / 1000);
-        // A refused caller (auth, bad request) is not a failed start of a sandbox.
-        if (method === 'Create' && code !== Code.Unauthenticated && code !== Code.PermissionDenied && code !== Code.InvalidArgument) {
+        // A refused caller (auth, bad request, unknown template or snapshot, duplicate id) is not a failed start.
+        if (method === 'Create' && !CALLER_CODES.has(code)) {
           if (resume) this.totals.resumeFailed++;
           else this.totals.sandboxCreateFailed++;
         }
