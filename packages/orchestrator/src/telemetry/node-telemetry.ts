@@ -435,13 +435,13 @@ export class NodeTelemetry {
     const nStarting = g(NodeMetric.sandboxesStarting);
     const nPaused = g(NodeMetric.sandboxesPaused);
     const nBuilds = g(NodeMetric.buildsRunning);
-    // Cumulative sums since this process started (a restart resets them; the collector counts that as new).
+    // Cumulative sums since this process started (a restart resets them; the collector counts that as new). The
+    // sender adds its own `cove.telemetry.dropped.total`.
     const c = (name: string) => meter.createObservableCounter(name);
     const tBuildsOk = c(NodeMetric.buildsSucceededTotal);
     const tBuildsFailed = c(NodeMetric.buildsFailedTotal);
     const tCreateFailed = c(NodeMetric.sandboxCreateFailedTotal);
     const tResumeFailed = c(NodeMetric.resumeFailedTotal);
-    const tDropped = c(NodeMetric.telemetryDroppedTotal);
     const counts = this.d.counts;
     const totals = this.totals;
     meter.addBatchObservableCallback(
@@ -466,10 +466,8 @@ export class NodeTelemetry {
         o.observe(tBuildsFailed, totals.buildsFailed);
         o.observe(tCreateFailed, totals.sandboxCreateFailed);
         o.observe(tResumeFailed, totals.resumeFailed);
-        const dropped = sender.dropped();
-        o.observe(tDropped, dropped.logs + dropped.metrics);
       },
-      [nCpu, nCpuUsed, nMem, nMemUsed, nDisk, nDiskUsed, nRunning, nStarting, nPaused, nBuilds, tBuildsOk, tBuildsFailed, tCreateFailed, tResumeFailed, tDropped],
+      [nCpu, nCpuUsed, nMem, nMemUsed, nDisk, nDiskUsed, nRunning, nStarting, nPaused, nBuilds, tBuildsOk, tBuildsFailed, tCreateFailed, tResumeFailed],
     );
   }
 }
