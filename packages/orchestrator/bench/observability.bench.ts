@@ -8,8 +8,8 @@
 // private runtime instance; this process only drives them and reads their CPU from /proc.
 //
 // Run (root): node packages/orchestrator/dist/bench/observability.bench.js
-// Knobs: COVE_BENCH_LOG_SANDBOXES (50), COVE_BENCH_WINDOW_S (30), COVE_BENCH_ROUNDS (2), COVE_BENCH_CREATES (12),
-// COVE_BENCH_BACKGROUND (10). Prints a table, `BENCH_JSON {...}` and `BENCH_RESULT` lines for `cove bench`.
+// Knobs: COVE_BENCH_LOG_SANDBOXES (50), COVE_BENCH_WINDOW_S (30), COVE_BENCH_ROUNDS (4), COVE_BENCH_CREATES (16),
+// COVE_BENCH_BACKGROUND (10), COVE_BENCH_PHASES (abc); COVE_TELEMETRY_* are passed to the node. Prints a table, `BENCH_JSON {...}` and `BENCH_RESULT` lines for `cove bench`.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -40,9 +40,11 @@ const num = (name: string, def: number): number => {
 };
 const LOG_SANDBOXES = num('COVE_BENCH_LOG_SANDBOXES', 50);
 const WINDOW_S = num('COVE_BENCH_WINDOW_S', 30);
-const ROUNDS = Math.max(1, num('COVE_BENCH_ROUNDS', 2));
-const CREATES = Math.max(2, num('COVE_BENCH_CREATES', 12));
+const ROUNDS = Math.max(1, num('COVE_BENCH_ROUNDS', 4));
+const CREATES = Math.max(2, num('COVE_BENCH_CREATES', 16));
 const BACKGROUND = num('COVE_BENCH_BACKGROUND', 10);
+/** Which parts to run (a, b, c). */
+const PHASES = process.env.COVE_BENCH_PHASES ?? 'abc';
 const QUERY_SANDBOXES = 20;
 const QUERIES = 200;
 
@@ -177,6 +179,8 @@ async function startNode(collectorUrl: string | undefined, pool: number, maxSand
     COVE_LOG_LEVEL: 'info',
     ...(collectorUrl ? { COVE_COLLECTOR_URL: collectorUrl, COVE_COLLECTOR_TOKEN: COLLECTOR_TOKEN } : {}),
   };
+  // The node's telemetry knobs given to the bench reach the node (e.g. a longer pull interval).
+  for (const [k, v] of Object.entries(process.env)) if (collectorUrl && k.startsWith('COVE_TELEMETRY_') && v !== undefined) env[k] = v;
   const proc = spawn(process.execPath, [join(PKG, 'dist', 'src', 'main.js')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = once(proc, 'exit');
   const lines = createInterface({ input: proc.stdout! });
@@ -404,33 +408,48 @@ async function main(): Promise<void> {
   await rm(DATA_DIR, { recursive: true, force: true });
   const collector = await startCollector();
   try {
-    console.log(`(a) ingest: ${LOG_SANDBOXES} sandboxes flooding their envd log, windows of ${WINDOW_S} s`);
-    const a = await ingest(collector);
-    await runtime().teardownHost().catch(() => undefined);
-    await rm(DATA_DIR, { recursive: true, force: true });
-    console.log('(b) sandbox-metrics query over 1 h of 5 s samples');
-    const b = await metricsQuery(collector);
-    console.log(`(c) create latency, telemetry on vs off: ${ROUNDS} rounds × ${CREATES} warm-pool hits per mode, ${BACKGROUND} sandboxes running`);
-    const c = await createOverhead(collector);
-
-    const rate = (w: { lines: number; seconds: number }) => r2(w.lines / w.seconds);
-    const per10k = (cpu: number, lines: number) => (lines > 0 ? r2((cpu / lines) * 10_000) : NaN);
-    const overheadPct = r2(((c.on.p50 - c.off.p50) / c.off.p50) * 100);
-    const result = { ingest: a, metricsQuery: b, create: c, createOverheadPct: overheadPct };
-    const rows: Array<{ name: string; value: number; unit: string; baseline: number; baselineLabel: string; target?: string }> = [
-      { name: `log lines/s one node ingests (${a.sandboxes} sandboxes flooding)`, value: rate(a.busy), unit: 'lines/s', baseline: rate(a.idle), baselineLabel: 'same sandboxes idle' },
-      { name: 'orchestrator CPU s per 10k lines', value: per10k(a.busy.nodeCpu, a.busy.lines), unit: 's', baseline: r2(a.idle.nodeCpu), baselineLabel: `CPU s idle over ${WINDOW_S} s` },
-      { name: 'collector CPU s per 10k lines', value: per10k(a.busy.collectorCpu, a.busy.lines), unit: 's', baseline: r2(a.idle.collectorCpu), baselineLabel: `CPU s idle over ${WINDOW_S} s` },
-      { name: `sandbox metrics query, 1 h (${b.hourSamples} samples) p50`, value: b.hour.p50, unit: 'ms', baseline: b.minute.p50, baselineLabel: `1 min (${b.minuteSamples} samples) p50` },
-      { name: 'sandbox metrics query, 1 h p95', value: b.hour.p95, unit: 'ms', baseline: b.minute.p95, baselineLabel: '1 min p95' },
-      { name: 'create p50 (warm hit), telemetry on', value: c.on.p50, unit: 'ms', baseline: c.off.p50, baselineLabel: 'telemetry off p50' },
-      { name: 'create p95 (warm hit), telemetry on', value: c.on.p95, unit: 'ms', baseline: c.off.p95, baselineLabel: 'telemetry off p95' },
-      { name: 'create p50 overhead of telemetry', value: overheadPct, unit: '%', baseline: 0, baselineLabel: 'telemetry off', target: '< 5' },
-    ];
+    type Row = { name: string; value: number; unit: string; baseline: number; baselineLabel: string; target?: string };
+    const rows: Row[] = [];
+    const result: Record<string, unknown> = {};
+    if (PHASES.includes('a')) {
+      console.log(`(a) ingest: ${LOG_SANDBOXES} sandboxes flooding their envd log, windows of ${WINDOW_S} s`);
+      const a = await ingest(collector);
+      await runtime().teardownHost().catch(() => undefined);
+      await rm(DATA_DIR, { recursive: true, force: true });
+      const rate = (w: { lines: number; seconds: number }) => r2(w.lines / w.seconds);
+      const per10k = (cpu: number, lines: number) => (lines > 0 ? r2((cpu / lines) * 10_000) : NaN);
+      result.ingest = a;
+      rows.push(
+        { name: `log lines/s one node ingests (${a.sandboxes} sandboxes flooding)`, value: rate(a.busy), unit: 'lines/s', baseline: rate(a.idle), baselineLabel: 'same sandboxes idle' },
+        { name: 'orchestrator CPU s per 10k lines', value: per10k(a.busy.nodeCpu, a.busy.lines), unit: 's', baseline: r2(a.idle.nodeCpu), baselineLabel: `CPU s idle over ${WINDOW_S} s` },
+        { name: 'collector CPU s per 10k lines', value: per10k(a.busy.collectorCpu, a.busy.lines), unit: 's', baseline: r2(a.idle.collectorCpu), baselineLabel: `CPU s idle over ${WINDOW_S} s` },
+      );
+      console.log(`sandboxes flooding: ${a.sandboxes} (${a.stoppedBy}); records the node's sender dropped: ${a.senderDroppedLogs}`);
+    }
+    if (PHASES.includes('b')) {
+      console.log('(b) sandbox-metrics query over 1 h of 5 s samples');
+      const b = await metricsQuery(collector);
+      result.metricsQuery = b;
+      rows.push(
+        { name: `sandbox metrics query, 1 h (${b.hourSamples} samples) p50`, value: b.hour.p50, unit: 'ms', baseline: b.minute.p50, baselineLabel: `1 min (${b.minuteSamples} samples) p50` },
+        { name: 'sandbox metrics query, 1 h p95', value: b.hour.p95, unit: 'ms', baseline: b.minute.p95, baselineLabel: '1 min p95' },
+      );
+    }
+    if (PHASES.includes('c')) {
+      console.log(`(c) create latency, telemetry on vs off: ${ROUNDS} rounds × ${CREATES} warm-pool hits per mode, ${BACKGROUND} sandboxes running`);
+      const c = await createOverhead(collector);
+      const overheadPct = r2(((c.on.p50 - c.off.p50) / c.off.p50) * 100);
+      result.create = c;
+      result.createOverheadPct = overheadPct;
+      rows.push(
+        { name: 'create p50 (warm hit), telemetry on', value: c.on.p50, unit: 'ms', baseline: c.off.p50, baselineLabel: 'telemetry off p50' },
+        { name: 'create p95 (warm hit), telemetry on', value: c.on.p95, unit: 'ms', baseline: c.off.p95, baselineLabel: 'telemetry off p95' },
+        { name: 'create p50 overhead of telemetry', value: overheadPct, unit: '%', baseline: 0, baselineLabel: 'telemetry off', target: '< 5' },
+      );
+    }
     const w = Math.max(...rows.map((r) => r.name.length));
     console.log(`${'figure'.padEnd(w)}  ${'value'.padStart(10)}  ${'baseline'.padStart(10)}  unit     baseline is`);
     for (const r of rows) console.log(`${r.name.padEnd(w)}  ${String(r.value).padStart(10)}  ${String(r.baseline).padStart(10)}  ${r.unit.padEnd(7)}  ${r.baselineLabel}`);
-    console.log(`sandboxes flooding: ${a.sandboxes} (${a.stoppedBy}); records the node's sender dropped: ${a.senderDroppedLogs}`);
     console.log(`BENCH_JSON ${JSON.stringify(result)}`);
     for (const r of rows) console.log(`BENCH_RESULT ${JSON.stringify(r)}`);
   } finally {
