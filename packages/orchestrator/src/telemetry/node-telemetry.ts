@@ -69,11 +69,9 @@ const CALLER_CODES = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.
 /** Where the pull cursors outlive a restart of the node (under the data dir, host-owned). */
 export const CURSORS_FILE = 'telemetry/envd-log-cursors.json';
 const CURSORS_FILE_MAX_BYTES = 4 * MiB;
-const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const CursorsFile = z.object({
-  running: z.record(z.string().max(128), seq),
-  paused: z.record(z.string().max(128), seq),
-});
+const CursorsFile = z.object({ running: z.record(z.string(), z.unknown()), paused: z.record(z.string(), z.unknown()) });
+/** One cursor of the file; a bad one is skipped alone (that sandbox's pull starts at 0), never the whole file. */
+const CursorEntry = z.tuple([z.string().min(1).max(128), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)]);
 
 /** Figures of other parts of the node that its gauges report. */
 export interface NodeCounts {
@@ -284,10 +282,15 @@ export class NodeTelemetry {
       return;
     }
     const live = new Set(this.d.manager.list().map((r) => r.sandboxId));
-    for (const [id, after] of Object.entries(parsed.data.running)) {
+    const entries = (m: Record<string, unknown>) =>
+      Object.entries(m).flatMap((e) => {
+        const ok = CursorEntry.safeParse(e);
+        return ok.success ? [ok.data] : [];
+      });
+    for (const [id, after] of entries(parsed.data.running)) {
       if (live.has(id)) this.cursors.set(id, { after, skip: 0, failures: 0, lastFailure: undefined });
     }
-    for (const [id, after] of Object.entries(parsed.data.paused).slice(-MAX_PAUSED_CURSORS)) this.pausedCursors.set(id, after);
+    for (const [id, after] of entries(parsed.data.paused).slice(-MAX_PAUSED_CURSORS)) this.pausedCursors.set(id, after);
   }
 
   /** Writes the cursors when they changed (tmp file + rename: a crash leaves the old file or the new). */
