@@ -9,6 +9,9 @@ export interface BenchResult {
   value: number;
   unit: string;
   target?: string;
+  /** The same figure measured in the same run under a reference condition (e.g. telemetry off), and what that is. */
+  baseline?: number;
+  baselineLabel?: string;
 }
 
 const MARK = 'BENCH_RESULT ';
@@ -39,7 +42,10 @@ export async function runBenches(files: string[], env: Record<string, string>, s
 export function printTable(results: BenchResult[], say: (l: string) => void): void {
   const w = Math.max(...results.map((r) => r.name.length), 10);
   say(`${'benchmark'.padEnd(w)}  ${'value'.padStart(12)}  unit    target`);
-  for (const r of results) say(`${r.name.padEnd(w)}  ${r.value.toFixed(2).padStart(12)}  ${r.unit.padEnd(6)}  ${r.target ?? ''}`);
+  for (const r of results) {
+    const base = r.baseline === undefined ? '' : `  (baseline ${r.baseline.toFixed(2)}: ${r.baselineLabel ?? ''})`;
+    say(`${r.name.padEnd(w)}  ${r.value.toFixed(2).padStart(12)}  ${r.unit.padEnd(6)}  ${r.target ?? ''}${base}`);
+  }
 }
 
 export function writeJson(results: BenchResult[]): string {

@@ -39,6 +39,8 @@ const ENV = {
   PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
   COVE_NODE_ID: NODE_ID,
   COVE_NODE_TOKEN: TOKEN,
+  // Required since manifests are authenticated; without it the node refuses to start and `cove bench` aborts.
+  COVE_ARTIFACT_KEY: 'bench-artifact-key-0123456789abcdef0123456789',
   COVE_ORCH_RPC_PORT: '0',
   COVE_ORCH_PROXY_PORT: '0',
   COVE_DATA_DIR: DATA_DIR,

@@ -33,7 +33,7 @@ import { BuildPool } from './sandboxes/build-pool.js';
 import { LayerCache } from './templates/layer-cache.js';
 import { TemplateResolver } from './templates/resolver.js';
 import { openClusterStorage } from './templates/storage.js';
-import { NodeTelemetry } from './telemetry/node-telemetry.js';
+import { NodeTelemetry, type NodeCounts } from './telemetry/node-telemetry.js';
 import { BACKGROUND_TEMPLATES } from './code-interpreter.js';
 
 export interface OrchestratorDeps {
@@ -155,7 +155,9 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   });
   manager.useSnapshots(snapshots);
   const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
-  const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log });
+  // The build manager is made below (it logs through telemetry); its count is wired once it exists.
+  const counts: NodeCounts = { buildsRunning: () => 0, sandboxesPaused: () => snapshots.pausedSlotCount() };
+  const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log, counts });
   manager.onLifecycle(telemetry.lifecycle);
   const builds = createTemplateBuilds({
     dataDir: config.dataDir,
@@ -170,8 +172,10 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     buildInUse: (buildId) => manager.list().some((s) => s.buildId === buildId),
     concurrency: config.maxBuilds,
     onLog: (ids, entry) => telemetry.buildLog(ids, entry),
+    onFinished: (outcome) => telemetry.buildFinished(outcome),
     log,
   });
+  counts.buildsRunning = () => builds.running();
   const scanner = new ExpiryScanner(manager, log);
   const startedAt = Date.now();
   let proxyPort = config.proxyPort;

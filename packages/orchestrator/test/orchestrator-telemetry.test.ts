@@ -238,6 +238,9 @@ describe('a hostile envd answering GET /cove/logs', () => {
         // Valid JSON, but claims more than the contract allows and ids it has no say over.
         const entries = Array.from({ length: 1001 }, (_, i) => ({ seq: i + 1, ts: new Date().toISOString(), level: 'info', message: 'm', fields: {} }));
         res.end(JSON.stringify({ entries, dropped: 0, next: 1001 }));
+      } else if (mode === 'hugeNext') {
+        // Valid by the contract (an integer ≥ 0), but no cursor the node could keep and read back.
+        res.end(JSON.stringify({ entries: [], dropped: 0, next: 1e300 }));
       } else if (mode === 'unordered') {
         const e = (seq: number) => ({ seq, ts: new Date().toISOString(), level: 'info', message: 'm', fields: {} });
         res.end(JSON.stringify({ entries: [e(5), e(4)], dropped: 0, next: 5 }));
@@ -273,6 +276,7 @@ describe('a hostile envd answering GET /cove/logs', () => {
     await refused('drip', 'envd_reply_timeout', 5000);
     await refused('forged', 'envd_reply_invalid', 3000);
     await refused('unordered', 'envd_reply_invalid', 3000);
+    await refused('hugeNext', 'envd_reply_invalid', 3000);
     assert.ok(ENVD_LOGS_REPLY_MAX_BYTES <= 4 * MiB);
     assert.ok(seen.every((s) => s.startsWith(`GET ${ENVD_LOGS_PATH}?after=0&limit=1000 init-token`)), seen.join('\n'));
   });

@@ -17,7 +17,7 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
-import { Attr, SEVERITY_OF_LEVEL, type COMPONENT_LOG_KIND, type LogKind, type LogLevel } from '@cove/contracts/telemetry';
+import { Attr, NodeMetric, SEVERITY_OF_LEVEL, type COMPONENT_LOG_KIND, type LogKind, type LogLevel } from '@cove/contracts/telemetry';
 
 export interface OtlpSenderOptions {
   /** Base URL of the OTLP/HTTP receiver (COVE_COLLECTOR_URL); `/v1/logs` and `/v1/metrics` are appended. */
@@ -158,6 +158,11 @@ export class OtlpSender {
       ],
     });
     this.meter = this.meterProvider.getMeter('cove');
+    // Every sender reports its own losses (orchestrators and edges alike): the anonymized report's
+    // `errors.telemetryDropped` is the increase of this sum.
+    this.meter
+      .createObservableCounter(NodeMetric.telemetryDroppedTotal)
+      .addCallback((o) => o.observe(this.counts.logs + this.counts.metrics));
   }
 
   /** Queues one log record; never blocks. Returns false when it was dropped (queue full or closed). */

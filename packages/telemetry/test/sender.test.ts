@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Attr, SEVERITY_OF_LEVEL, TELEMETRY_DROPPED_METRIC } from '@cove/contracts/telemetry';
+import { Attr, NodeMetric, SEVERITY_OF_LEVEL, TELEMETRY_DROPPED_METRIC } from '@cove/contracts/telemetry';
 import { OtlpSender, componentRegistry, serveMetrics } from '../src/index.js';
 import { startOtlpStandIn, type OtlpStandIn } from '../src/testing.js';
 
@@ -38,6 +38,20 @@ describe('OTLP sender', () => {
     const point = await until(() => otlp.points().find((p) => p.name === 'cove.test.gauge'), 'the gauge');
     assert.equal(point.value, 42);
     assert.deepEqual(s.dropped(), { logs: 0, metrics: 0 });
+    await s.shutdown();
+  });
+
+  test('what the sender drops is sent as the cumulative cove.telemetry.dropped.total (edges and nodes alike)', async () => {
+    const s = new OtlpSender({ url: otlp.url, serviceName: 'cove-edge', instanceId: 'e1', maxQueue: 1, metricIntervalMs: 100 });
+    // The queue holds one record: of five emitted at once, four are dropped (the collector is up).
+    let accepted = 0;
+    for (let i = 0; i < 5; i++) if (s.emit({ kind: 'component', level: 'info', message: `drop-${i}`, ids: {} })) accepted++;
+    assert.equal(accepted, 1);
+    const point = await until(
+      () => otlp.points().find((p) => p.name === NodeMetric.telemetryDroppedTotal && p.resource[Attr.serviceInstanceId] === 'e1' && p.value === 4),
+      'the dropped total',
+    );
+    assert.equal(point.resource[Attr.serviceName], 'cove-edge');
     await s.shutdown();
   });
 

@@ -61,6 +61,8 @@ export interface BuildManagerOptions {
   buildInUse?: (buildId: string) => boolean;
   /** Every build log entry, with the build's ids (telemetry). */
   onLog?: (ids: BuildIds, entry: LogEntry) => void;
+  /** A build ended (telemetry's build totals). */
+  onFinished?: (outcome: 'ready' | 'error') => void;
   log: Logger;
 }
 
@@ -82,6 +84,13 @@ export class BuildManager {
   private closed = false;
 
   constructor(private readonly o: BuildManagerOptions) {}
+
+  /** Builds accepted here and not finished (waiting for a slot included). */
+  running(): number {
+    let n = 0;
+    for (const b of this.builds.values()) if (b.state === 'building') n++;
+    return n;
+  }
 
   /** Validates and starts a build in the background. */
   async start(req: BuildRequest): Promise<void> {
@@ -142,6 +151,7 @@ export class BuildManager {
       log.warn({ err, step }, 'template build failed');
     } finally {
       free();
+      this.o.onFinished?.(b.state === 'ready' ? 'ready' : 'error');
       await b.log.close();
       setTimeout(() => {
         if (this.builds.get(v.buildId) === b) this.builds.delete(v.buildId);

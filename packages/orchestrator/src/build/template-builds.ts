@@ -28,6 +28,7 @@ export interface TemplateBuildsOptions {
   /** True while a sandbox on this node runs the build. */
   buildInUse: (buildId: string) => boolean;
   onLog?: BuildManagerOptions['onLog'];
+  onFinished?: BuildManagerOptions['onFinished'];
   log: Logger;
 }
 
@@ -58,6 +59,7 @@ export function createTemplateBuilds(o: TemplateBuildsOptions): BuildManager {
     draining: o.draining,
     buildInUse: o.buildInUse,
     onLog: o.onLog,
+    onFinished: o.onFinished,
     log,
   });
 }

@@ -17,6 +17,11 @@ export class PausedSlots {
     return this.slots.has(snapshotId);
   }
 
+  /** Paused sandboxes this node holds for a resume in place. */
+  get size(): number {
+    return this.slots.size;
+  }
+
   /** Keeps the slot (newest), evicting the oldest committed ones beyond the bound. */
   keep(snapshotId: string, slotId: string): void {
     this.slots.set(snapshotId, slotId);

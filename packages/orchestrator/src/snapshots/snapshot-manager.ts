@@ -49,6 +49,11 @@ export class SnapshotManager implements SnapshotSlots {
     });
   }
 
+  /** Paused sandboxes whose slot this node keeps (the node's paused count in telemetry). */
+  pausedSlotCount(): number {
+    return this.paused.size;
+  }
+
   dirOf(snapshotId: string): string {
     return this.files.dirOf(snapshotId);
   }

@@ -57,5 +57,10 @@ export async function pullEnvdLogs(address: string, initToken: string, after: nu
     if (e.seq <= prev) throw new EnvdLogsUnreadable('envd_reply_invalid', 'envd logs reply is out of order');
     prev = e.seq;
   }
+  // The cursor is kept in the node's file across restarts: a value no JSON reader gets back exactly (1e300) is
+  // refused here, so one sandbox cannot make the node's cursors file unreadable for every other sandbox.
+  if (!Number.isSafeInteger(reply.next) || !reply.entries.every((e) => Number.isSafeInteger(e.seq))) {
+    throw new EnvdLogsUnreadable('envd_reply_invalid', 'envd logs reply has a sequence number beyond 2^53');
+  }
   return reply;
 }

@@ -3,7 +3,10 @@
 // COVE_COLLECTOR_URL is set — and Prometheus /metrics on the proxy port behind the node token.
 // Every id on a record comes from the node's own records: envd cannot speak for another sandbox or team.
 
+import { mkdirSync, readFileSync } from 'node:fs';
+import { rename, writeFile } from 'node:fs/promises';
 import type { Server as HttpServer, IncomingMessage, ServerResponse } from 'node:http';
+import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import {
@@ -25,6 +28,7 @@ import {
   type RequestMetrics,
 } from '@cove/telemetry';
 import type { Logger } from 'pino';
+import { z } from 'zod';
 import type { BuildIds } from '../build/build-manager.js';
 import type { LogEntry as BuildLogEntry } from '../build/build-log.js';
 import type { OrchestratorConfig } from '../config.js';
@@ -52,12 +56,29 @@ export interface NodeTelemetryDeps {
   usage: SandboxUsageSampler;
   host: HostStats;
   log: Logger;
+  /** What the node gauges read from other parts (builds, paused slots); absent = 0. */
+  counts?: NodeCounts;
 }
 
 /** How long close() waits for the last export. */
 const CLOSE_BOUND_MS = 3000;
 /** Cursors of paused sandboxes kept for their resume (oldest forgotten first). */
 const MAX_PAUSED_CURSORS = 10_000;
+/** Create outcomes that are the caller's doing, not the node failing to start a sandbox. */
+const CALLER_CODES = new Set([Code.Unauthenticated, Code.PermissionDenied, Code.InvalidArgument, Code.NotFound, Code.AlreadyExists, Code.Canceled]);
+/** Where the pull cursors outlive a restart of the node (under the data dir, host-owned). */
+export const CURSORS_FILE = 'telemetry/envd-log-cursors.json';
+const CURSORS_FILE_MAX_BYTES = 4 * MiB;
+const CursorsFile = z.object({ running: z.record(z.string(), z.unknown()), paused: z.record(z.string(), z.unknown()) });
+/** One cursor of the file; a bad one is skipped alone (that sandbox's pull starts at 0), never the whole file. */
+const CursorEntry = z.tuple([z.string().min(1).max(128), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)]);
+
+/** Figures of other parts of the node that its gauges report. */
+export interface NodeCounts {
+  buildsRunning: () => number;
+  /** Paused sandboxes whose slot (memory) this node keeps for a resume in place. */
+  sandboxesPaused: () => number;
+}
 
 interface Cursor {
   after: number;
@@ -84,6 +105,11 @@ export class NodeTelemetry {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private readonly log: Logger;
+  /** Cumulative sums sent as NodeMetric `*.total` (the report carries their increase per interval). */
+  private readonly totals = { buildsSucceeded: 0, buildsFailed: 0, sandboxCreateFailed: 0, resumeFailed: 0 };
+  /** The cursors changed since they were last written. */
+  private cursorsDirty = false;
+  private savingCursors: Promise<void> = Promise.resolve();
 
   constructor(private readonly d: NodeTelemetryDeps) {
     this.log = d.log.child({ component: 'telemetry' });
@@ -141,6 +167,7 @@ export class NodeTelemetry {
       const after = this.pausedCursors.get(r.sandboxId);
       this.pausedCursors.delete(r.sandboxId);
       if (how.resumed && after !== undefined) this.cursors.set(r.sandboxId, { after, skip: 0, failures: 0, lastFailure: undefined });
+      this.cursorsDirty ||= after !== undefined;
       this.sandboxLog(r, 'info', how.resumed ? 'sandbox resumed' : 'sandbox created', {
         vcpu: r.vcpu,
         memoryMb: r.memoryMb,
@@ -152,6 +179,7 @@ export class NodeTelemetry {
     deleted: (r, reason) => {
       this.sandboxLog(r, 'info', reason === 'timeout' ? 'sandbox timed out' : 'sandbox killed', { reason });
       this.cursors.delete(r.sandboxId);
+      this.cursorsDirty = true;
     },
     paused: (r) => {
       this.sandboxLog(r, 'info', 'sandbox paused', {});
@@ -160,9 +188,16 @@ export class NodeTelemetry {
       if (c) {
         this.pausedCursors.set(r.sandboxId, c.after);
         if (this.pausedCursors.size > MAX_PAUSED_CURSORS) this.pausedCursors.delete(this.pausedCursors.keys().next().value!);
+        this.cursorsDirty = true;
       }
     },
   };
+
+  /** A build this node ran ended (`ready` or `error`): counted in the node's build totals. */
+  buildFinished(outcome: 'ready' | 'error'): void {
+    if (outcome === 'ready') this.totals.buildsSucceeded++;
+    else this.totals.buildsFailed++;
+  }
 
   /** A build log entry, as a `cove.log.kind=build` record. */
   buildLog(ids: BuildIds, e: BuildLogEntry): void {
@@ -189,7 +224,13 @@ export class NodeTelemetry {
         if (resume) this.resumeSeconds.observe(s);
         return res;
       } catch (err) {
-        this.rpc.observe(method, Code[ConnectError.from(err).code] ?? 'unknown', (performance.now() - t0) / 1000);
+        const code = ConnectError.from(err).code;
+        this.rpc.observe(method, Code[code] ?? 'unknown', (performance.now() - t0) / 1000);
+        // A refused caller (auth, bad request, unknown template or snapshot, duplicate id) is not a failed start.
+        if (method === 'Create' && !CALLER_CODES.has(code)) {
+          if (resume) this.totals.resumeFailed++;
+          else this.totals.sandboxCreateFailed++;
+        }
         throw err;
       }
     };
@@ -210,16 +251,75 @@ export class NodeTelemetry {
 
   start(): void {
     if (!this.sender || this.timer) return;
+    this.loadCursors();
     this.timer = setInterval(() => {
-      this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
+      this.ticking ??= this.tick()
+        .then(() => this.saveCursors())
+        .finally(() => (this.ticking = undefined));
     }, this.d.config.telemetry!.logPullMs);
     this.timer.unref();
+  }
+
+  private cursorsPath(): string {
+    return join(this.d.config.dataDir, CURSORS_FILE);
+  }
+
+  /**
+   * The cursors the node's last run left (after recovery re-adopted its sandboxes): a restart goes on where the
+   * pull stopped, so nothing envd recorded is sent twice. A missing or unusable file starts from 0 (what the
+   * collector then gets twice is bounded by one ring).
+   */
+  private loadCursors(): void {
+    let text: string;
+    try {
+      text = readFileSync(this.cursorsPath(), 'utf8');
+    } catch {
+      return;
+    }
+    const parsed = text.length <= CURSORS_FILE_MAX_BYTES ? CursorsFile.safeParse(parseJsonOrUndefined(text)) : undefined;
+    if (!parsed?.success) {
+      this.log.warn({ file: this.cursorsPath() }, 'envd log cursors unreadable; pulls start from the beginning');
+      return;
+    }
+    const live = new Set(this.d.manager.list().map((r) => r.sandboxId));
+    const entries = (m: Record<string, unknown>) =>
+      Object.entries(m).flatMap((e) => {
+        const ok = CursorEntry.safeParse(e);
+        return ok.success ? [ok.data] : [];
+      });
+    for (const [id, after] of entries(parsed.data.running)) {
+      if (live.has(id)) this.cursors.set(id, { after, skip: 0, failures: 0, lastFailure: undefined });
+    }
+    for (const [id, after] of entries(parsed.data.paused).slice(-MAX_PAUSED_CURSORS)) this.pausedCursors.set(id, after);
+  }
+
+  /** Writes the cursors when they changed (tmp file + rename: a crash leaves the old file or the new). */
+  private saveCursors(): Promise<void> {
+    if (!this.cursorsDirty) return this.savingCursors;
+    this.cursorsDirty = false;
+    const body = JSON.stringify({
+      running: Object.fromEntries([...this.cursors].map(([id, c]) => [id, c.after])),
+      paused: Object.fromEntries(this.pausedCursors),
+    });
+    const file = this.cursorsPath();
+    this.savingCursors = this.savingCursors.then(async () => {
+      try {
+        mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+        await writeFile(`${file}.tmp`, body, { mode: 0o600 });
+        await rename(`${file}.tmp`, file);
+      } catch (err) {
+        this.cursorsDirty = true;
+        this.log.warn({ err }, 'writing envd log cursors failed');
+      }
+    });
+    return this.savingCursors;
   }
 
   async close(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
     await this.ticking;
+    if (this.sender) await this.saveCursors();
     // A collector that is down must not hold a stopping node: what is not out within the bound is lost.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.sender?.shutdown(), new Promise((r) => (timer = setTimeout(r, CLOSE_BOUND_MS)))]);
@@ -230,7 +330,11 @@ export class NodeTelemetry {
   async tick(): Promise<void> {
     const records = this.d.manager.list();
     const live = new Set(records.map((r) => r.sandboxId));
-    for (const id of this.cursors.keys()) if (!live.has(id)) this.cursors.delete(id);
+    for (const id of this.cursors.keys()) {
+      if (live.has(id)) continue;
+      this.cursors.delete(id);
+      this.cursorsDirty = true;
+    }
     const due = records.filter((r) => {
       const c = this.cursors.get(r.sandboxId);
       if (c && c.skip > 0) {
@@ -269,6 +373,7 @@ export class NodeTelemetry {
       // The sandbox may have gone while the read ran; its ids are still the node's own.
       if (reply.dropped > 0) this.sandboxLog(r, 'warn', 'envd log entries were overwritten before they were read', { dropped: reply.dropped });
       for (const e of reply.entries) this.envdEntry(r, e, pulledAt);
+      this.cursorsDirty ||= c.after !== reply.next;
       c.after = reply.next;
       c.failures = 0;
       c.lastFailure = undefined;
@@ -331,6 +436,17 @@ export class NodeTelemetry {
     const nDiskUsed = g(NodeMetric.diskUsed, 'By');
     const nRunning = g(NodeMetric.sandboxesRunning);
     const nStarting = g(NodeMetric.sandboxesStarting);
+    const nPaused = g(NodeMetric.sandboxesPaused);
+    const nBuilds = g(NodeMetric.buildsRunning);
+    // Cumulative sums since this process started (a restart resets them; the collector counts that as new). The
+    // sender adds its own `cove.telemetry.dropped.total`.
+    const c = (name: string) => meter.createObservableCounter(name);
+    const tBuildsOk = c(NodeMetric.buildsSucceededTotal);
+    const tBuildsFailed = c(NodeMetric.buildsFailedTotal);
+    const tCreateFailed = c(NodeMetric.sandboxCreateFailedTotal);
+    const tResumeFailed = c(NodeMetric.resumeFailedTotal);
+    const counts = this.d.counts;
+    const totals = this.totals;
     meter.addBatchObservableCallback(
       async (o) => {
         const [cpu, memUsedBytes, disk] = await Promise.all([
@@ -347,8 +463,22 @@ export class NodeTelemetry {
         const running = manager.list().length;
         o.observe(nRunning, running);
         o.observe(nStarting, Math.max(0, manager.allocation().count - running));
+        o.observe(nPaused, counts?.sandboxesPaused() ?? 0);
+        o.observe(nBuilds, counts?.buildsRunning() ?? 0);
+        o.observe(tBuildsOk, totals.buildsSucceeded);
+        o.observe(tBuildsFailed, totals.buildsFailed);
+        o.observe(tCreateFailed, totals.sandboxCreateFailed);
+        o.observe(tResumeFailed, totals.resumeFailed);
       },
-      [nCpu, nCpuUsed, nMem, nMemUsed, nDisk, nDiskUsed, nRunning, nStarting],
+      [nCpu, nCpuUsed, nMem, nMemUsed, nDisk, nDiskUsed, nRunning, nStarting, nPaused, nBuilds, tBuildsOk, tBuildsFailed, tCreateFailed, tResumeFailed],
     );
+  }
+}
+
+function parseJsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
