@@ -260,7 +260,7 @@ export class EgressProxy {
     const sock: Socket = ctx.tls
       ? tlsConnect({ socket: raw, servername: ctx.host, ...(this.opts.upstreamCa ? { ca: this.opts.upstreamCa } : {}) })
       : raw;
-    const upReq = httpRequest({ createConnection: () => sock, method: req.method, path: req.url, headers, agent: false });
+    const upReq = httpRequest({ createConnection: () => sock, method: req.method, path: req.url, headers });
     upReq.setTimeout(this.opts.idleTimeoutMs ?? 300_000, () => upReq.destroy());
     upReq.on('response', (up) => {
       const out: string[] = [];

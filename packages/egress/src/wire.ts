@@ -35,6 +35,7 @@ export function readPrefix(socket: Socket, max: number, timeoutMs: number, compl
       buf = Buffer.concat([buf, d]);
       const r = complete(buf);
       if (r === 'bad') done(new ReadLimitError('malformed', 'malformed prefix'));
+      else if (r !== 'more' && r > max) done(new ReadLimitError('too_large', `prefix exceeds ${max} bytes`));
       else if (r !== 'more') done();
       else if (buf.length >= max) done(new ReadLimitError('too_large', `prefix exceeds ${max} bytes`));
     };
