@@ -74,6 +74,7 @@ export class EgressProxy {
   private readonly servers: Server[] = [];
   private readonly resolver = new Resolver({ timeout: 2000, tries: 1 });
   private readonly forbidden: Cidr[];
+  private readonly dnsCache = new Map<string, { ip: string; until: number }>();
   private readonly mitmCtx = new WeakMap<Socket, MitmContext>();
   private readonly mitm = createHttpServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => {
     void this.forwardTransformed(req, res);
@@ -209,10 +210,20 @@ export class EgressProxy {
     splice(s, up, prefix, this.opts.idleTimeoutMs ?? 300_000);
   }
 
+  /**
+   * The address the proxy itself resolves for an allowed name, cached for the record's TTL (at most 60 s, at
+   * most 4096 names) so a hostname-allowed connection does not pay a DNS round trip each time.
+   */
   private async resolve(hostname: string): Promise<string | undefined> {
+    const hit = this.dnsCache.get(hostname);
+    if (hit && hit.until > Date.now()) return hit.ip;
     try {
-      const addrs = await this.resolver.resolve4(hostname);
-      return addrs.find((a) => isIPv4(a) && !this.forbidden.some((c) => cidrContains(c, a)));
+      const addrs = await this.resolver.resolve4(hostname, { ttl: true });
+      const a = addrs.find((r) => isIPv4(r.address) && !this.forbidden.some((c) => cidrContains(c, r.address)));
+      if (!a) return undefined;
+      if (this.dnsCache.size >= 4096) this.dnsCache.clear();
+      this.dnsCache.set(hostname, { ip: a.address, until: Date.now() + Math.min(a.ttl, 60) * 1000 });
+      return a.address;
     } catch {
       return undefined;
     }

@@ -2,7 +2,7 @@
 // RFC 1929) or HTTP CONNECT proxy. The customer's proxy is outside our trust too: its replies are read with caps
 // and deadlines, and a failure fails closed (no fallback to a direct connection).
 
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { connect, isIPv4, type Socket } from 'node:net';
 import type { EgressProxyTarget } from './policy.js';
 import { readPrefix } from './wire.js';
@@ -106,7 +106,9 @@ export function dial(t: DialTarget, proxy: EgressProxyTarget | undefined, timeou
  */
 export async function conntrackOriginalDst(srcIp: string, srcPort: number, localPort: number): Promise<{ ip: string; port: number } | undefined> {
   if (!isIPv4(srcIp)) return undefined;
-  const text = await readFile('/proc/net/nf_conntrack', 'latin1');
+  // One synchronous read: procfs answers from memory, and the thread-pool round trips of an async read cost
+  // more than the read itself at the table sizes of a node netns.
+  const text = readFileSync('/proc/net/nf_conntrack', 'latin1');
   const want = ` src=${srcIp} `;
   const sport = ` sport=${srcPort} `;
   for (const line of text.split('\n')) {
