@@ -31,8 +31,16 @@ export class EgressTable {
   async set(binding: SandboxBinding, policy: EgressPolicy): Promise<void> {
     const prev = this.bySrc.get(binding.ip);
     const ca = policy.rules.size > 0 ? (prev?.ca ?? (await SandboxCa.create(binding.sandboxId))) : prev?.ca;
+    const script = renderSandboxNft({ table: binding.table, iface: binding.iface, policy, ports: this.ports });
     this.bySrc.set(binding.ip, { sandboxId: binding.sandboxId, policy, ca, binding });
-    await applyNft(renderSandboxNft({ table: binding.table, iface: binding.iface, policy, ports: this.ports }), this.nftPrefix);
+    try {
+      await applyNft(script, this.nftPrefix);
+    } catch (e) {
+      // The kernel kept the previous table (one transaction); the proxy side goes back to match it.
+      if (prev) this.bySrc.set(binding.ip, prev);
+      else this.bySrc.delete(binding.ip);
+      throw e;
+    }
   }
 
   /** The CA certificate the sandbox must trust (present once its policy has had rules). */
