@@ -13,6 +13,9 @@ export interface NodePorts {
   tls: number;
   /** any other TCP when the sandbox has an egressProxy */
   tunnel: number;
+  /** TCP 80 / 443 to a denied address when only hostname allows need the proxy (no original address needed) */
+  httpToDenied: number;
+  tlsToDenied: number;
   /** DNS resolver, UDP and TCP */
   dns: number;
 }
@@ -46,8 +49,17 @@ export function renderSandboxNft(spec: SandboxNftSpec): string {
   if (filtersDns(policy)) {
     pre.push(`${i} udp dport 53 redirect to :${ports.dns}`, `${i} tcp dport 53 redirect to :${ports.dns}`);
   }
-  if (needsProxy(policy)) {
+  if (policy.rules.size > 0 || policy.egressProxy) {
+    // Every HTTP(S) flow: transforms and the chained proxy apply whatever the address.
     pre.push(`${i} tcp dport 80 redirect to :${ports.http}`, `${i} tcp dport 443 redirect to :${ports.tls}`);
+  } else if (needsProxy(policy)) {
+    // Only hostname allows: an allowed or undenied address goes direct (a name cannot deny), a denied one can
+    // only be let through by its name, so the proxy needs no original address for it.
+    pre.push(
+      `${i} ip daddr @allow accept`,
+      `${i} ip daddr @deny tcp dport 80 redirect to :${ports.httpToDenied}`,
+      `${i} ip daddr @deny tcp dport 443 redirect to :${ports.tlsToDenied}`,
+    );
   }
   if (policy.egressProxy) pre.push(`${i} meta l4proto tcp redirect to :${ports.tunnel}`);
   return [

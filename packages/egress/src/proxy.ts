@@ -13,6 +13,7 @@ import type { SandboxCa } from './ca.js';
 import {
   cidrContains,
   decide,
+  hostnameAllowed,
   normaliseHostname,
   parseNetworkPolicy,
   type Cidr,
@@ -24,6 +25,15 @@ import {
 } from './policy.js';
 import { conntrackOriginalDst, dial } from './upstream.js';
 import { clientHelloComplete, HEAD_MAX_BYTES, HELLO_MAX_BYTES, httpHeadComplete, parseHttpHost, parseSni, readPrefix } from './wire.js';
+
+/** The proxy's listening ports: see nft.ts for which flows nft sends to which. */
+export interface ProxyPorts {
+  http: number;
+  tls: number;
+  tunnel: number;
+  httpToDenied: number;
+  tlsToDenied: number;
+}
 
 export interface SandboxEgress {
   sandboxId: string;
@@ -79,7 +89,7 @@ export class EgressProxy {
   private readonly mitm = createHttpServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => {
     void this.forwardTransformed(req, res);
   });
-  readonly ports = { http: 0, tls: 0, tunnel: 0 };
+  readonly ports: ProxyPorts = { http: 0, tls: 0, tunnel: 0, httpToDenied: 0, tlsToDenied: 0 };
 
   constructor(private readonly opts: EgressProxyOptions) {
     if (opts.upstreamDns) this.resolver.setServers(opts.upstreamDns);
@@ -90,17 +100,18 @@ export class EgressProxy {
   }
 
   /** Listen on the three interception ports (0 = any free one); returns the ports bound. */
-  async listen(ports: { http: number; tls: number; tunnel: number }, host = '0.0.0.0'): Promise<{ http: number; tls: number; tunnel: number }> {
-    for (const kind of ['http', 'tls', 'tunnel'] as const) {
+  async listen(ports: Partial<ProxyPorts> = {}, host = '0.0.0.0'): Promise<ProxyPorts> {
+    for (const name of ['http', 'tls', 'tunnel', 'httpToDenied', 'tlsToDenied'] as const) {
+      const kind = name === 'httpToDenied' ? 'http' : name === 'tlsToDenied' ? 'tls' : name;
       const server = createServer({ pauseOnConnect: true, noDelay: true }, (s) => {
         s.on('error', () => s.destroy());
-        this.handle(kind, s).catch(() => s.destroy());
+        this.handle(kind, s, name.endsWith('ToDenied')).catch(() => s.destroy());
       });
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(ports[kind], host, () => resolve());
+        server.listen(ports[name] ?? 0, host, () => resolve());
       });
-      this.ports[kind] = (server.address() as AddressInfo).port;
+      this.ports[name] = (server.address() as AddressInfo).port;
       this.servers.push(server);
     }
     return { ...this.ports };
@@ -115,7 +126,11 @@ export class EgressProxy {
     this.opts.onDecision?.(d);
   }
 
-  private async handle(kind: 'http' | 'tls' | 'tunnel', s: Socket): Promise<void> {
+  /**
+   * `toDenied`: nft sent this flow here because its destination address is denied (and not allowed), so only an
+   * allowed name can let it through and the original address is never needed: no conntrack lookup.
+   */
+  private async handle(kind: 'http' | 'tls' | 'tunnel', s: Socket, toDenied: boolean): Promise<void> {
     const src = s.remoteAddress?.replace(/^::ffff:/, '') ?? '';
     const sb = this.opts.lookup(src);
     const base = { sandboxId: sb?.sandboxId ?? '', kind, dst: '' };
@@ -124,13 +139,15 @@ export class EgressProxy {
       s.destroy();
       return;
     }
-    const orig = await (this.opts.originalDst ?? conntrackOriginalDst)(src, s.remotePort ?? 0, s.localPort ?? 0);
+    const orig = toDenied
+      ? { ip: '', port: kind === 'tls' ? 443 : 80 }
+      : await (this.opts.originalDst ?? conntrackOriginalDst)(src, s.remotePort ?? 0, s.localPort ?? 0);
     if (!orig) {
       this.log({ ...base, verdict: 'no-original-dst', allow: false });
       s.destroy();
       return;
     }
-    base.dst = `${orig.ip}:${orig.port}`;
+    base.dst = toDenied ? `(denied):${orig.port}` : `${orig.ip}:${orig.port}`;
     let prefix = Buffer.alloc(0);
     let hostname: string | undefined;
     const timeout = this.opts.helloTimeoutMs ?? 5000;
@@ -150,7 +167,11 @@ export class EgressProxy {
     }
     // Re-read the policy after the (possibly slow) prefix: a live update applies to this new connection.
     const current = this.opts.lookup(src) ?? sb;
-    const verdict = decide(current.policy, orig.ip, orig.port, hostname);
+    const verdict: Verdict = toDenied
+      ? hostname !== undefined && hostnameAllowed(current.policy, hostname)
+        ? { allow: true, reason: 'host-allowed', connectTo: 'hostname' }
+        : { allow: false, reason: 'host-not-allowed' }
+      : decide(current.policy, orig.ip, orig.port, hostname);
     if (!verdict.allow) {
       this.log({ ...base, hostname, verdict: verdict.reason, allow: false });
       if (kind === 'http') s.end(deniedResponse(403, 'egress_denied', `egress to ${hostname ?? orig.ip} is not allowed by the sandbox's network policy`));
