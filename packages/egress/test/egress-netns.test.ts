@@ -139,6 +139,17 @@ describe('egress policy in network namespaces', { timeout: 180_000 }, () => {
     assert.ok(!inet.events.some((e) => e.event === 'dns' && (e.name === 'denied.test' || String(e.name).includes('exfil'))));
   });
 
+  it('DNS over TCP is filtered the same; hostile framing is cut', async () => {
+    await setPolicy({ allowOut: ['allowed.test'], denyOut: [ALL] });
+    assert.deepEqual(await probe(ns.sb, { mode: 'dnstcp', ip: ADDR.dns, names: ['allowed.test'] }), { rcode: 0, ancount: 1, answer: ADDR.web1 });
+    assert.deepEqual(await probe(ns.sb, { mode: 'dnstcp', ip: ADDR.dns, names: ['tcp-exfil.evil.test'] }), { rcode: 5, ancount: 0, answer: null });
+    // A length prefix of 65535 then nothing: the resolver closes instead of buffering or waiting.
+    const huge = await probe(ns.sb, { mode: 'dnstcp', ip: ADDR.dns, hex: 'ffff' + '00'.repeat(64) });
+    assert.deepEqual(huge, { closed: true, got: 0 });
+    await barrier();
+    assert.ok(!inet.events.some((e) => e.event === 'dns' && String(e.name).includes('tcp-exfil')));
+  });
+
   it('abuse: a DNS query flood is refused on the node, rate limited, and the resolver keeps serving', async () => {
     await setPolicy({ allowOut: ['allowed.test'], denyOut: [ALL] });
     const names = Array.from({ length: 50 }, (_, i) => `flood${i}.exfil.test`);
