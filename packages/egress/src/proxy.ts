@@ -47,7 +47,7 @@ export interface EgressDecisionLog {
   kind: 'http' | 'tls' | 'tunnel';
   dst: string;
   hostname?: string;
-  verdict: Verdict['reason'] | 'no-sandbox' | 'no-original-dst' | 'bad-prefix' | 'resolve-failed' | 'forbidden-address' | 'upstream-failed';
+  verdict: Verdict['reason'] | 'too-many-connections' | 'no-sandbox' | 'no-original-dst' | 'bad-prefix' | 'resolve-failed' | 'forbidden-address' | 'upstream-failed';
   allow: boolean;
 }
 
@@ -66,6 +66,8 @@ export interface EgressProxyOptions {
   originalDst?: (srcIp: string, srcPort: number, localPort: number) => Promise<{ ip: string; port: number } | undefined>;
   helloTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /** open connections one sandbox may hold through the proxy at once (default 1024); more are refused */
+  maxConnectionsPerSandbox?: number;
   idleTimeoutMs?: number;
   onDecision?: (d: EgressDecisionLog) => void;
 }
@@ -85,6 +87,7 @@ export class EgressProxy {
   private readonly resolver = new Resolver({ timeout: 2000, tries: 1 });
   private readonly forbidden: Cidr[];
   private readonly dnsCache = new Map<string, { ip: string; until: number }>();
+  private readonly open = new Map<string, number>();
   private readonly mitmCtx = new WeakMap<Socket, MitmContext>();
   private readonly mitm = createHttpServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => {
     void this.forwardTransformed(req, res);
@@ -147,6 +150,19 @@ export class EgressProxy {
       s.destroy();
       return;
     }
+    // A sandbox cannot exhaust the node's sockets or memory with connections it never completes.
+    const count = (this.open.get(sb.sandboxId) ?? 0) + 1;
+    if (count > (this.opts.maxConnectionsPerSandbox ?? 1024)) {
+      this.log({ ...base, verdict: 'too-many-connections', allow: false });
+      s.destroy();
+      return;
+    }
+    this.open.set(sb.sandboxId, count);
+    s.once('close', () => {
+      const n = (this.open.get(sb.sandboxId) ?? 1) - 1;
+      if (n <= 0) this.open.delete(sb.sandboxId);
+      else this.open.set(sb.sandboxId, n);
+    });
     base.dst = toDenied ? `(denied):${orig.port}` : `${orig.ip}:${orig.port}`;
     let prefix = Buffer.alloc(0);
     let hostname: string | undefined;

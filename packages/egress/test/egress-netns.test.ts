@@ -58,7 +58,7 @@ describe('egress policy in network namespaces', { timeout: 180_000 }, () => {
     inet = new NsProcess(ns.inet, './internet-main.js', { WEB_CERT: leaf.cert, WEB_KEY: leaf.key });
     await inet.waitFor((e) => e.event === 'ready');
     node = new NsProcess(ns.node, './node-main.js', {
-      SB_IP: ADDR.sandbox, SB_IFACE: ns.sbIface, NFT_TABLE: `covegr_${ns.tag}`, UPSTREAM_DNS: ADDR.dns, UPSTREAM_CA: pki.files.ca, HELLO_TIMEOUT_MS: '1000',
+      SB_IP: ADDR.sandbox, SB_IFACE: ns.sbIface, NFT_TABLE: `covegr_${ns.tag}`, UPSTREAM_DNS: ADDR.dns, UPSTREAM_CA: pki.files.ca, HELLO_TIMEOUT_MS: '1000', MAX_CONNECTIONS: '20',
     });
     await node.waitFor((e) => e.event === 'ready');
   });
@@ -241,6 +241,9 @@ describe('egress policy in network namespaces', { timeout: 180_000 }, () => {
     const slow = await probe(ns.sb, { mode: 'raw', ip: ADDR.web1, port: 443, hex: '1603010200', timeoutMs: 5000 });
     assert.ok(slow.closed || slow.error, 'a hello that never completes is cut');
     assert.ok((slow.ms as number) >= 900 && (slow.ms as number) < 4000, `cut after the hello deadline (${slow.ms} ms)`);
+    // Holding many half-open hellos: past the per-sandbox cap they are refused at once, not queued.
+    const many = await probe(ns.sb, { mode: 'rawmany', ip: ADDR.web1, port: 443, hex: '1603010200', count: 50 });
+    assert.equal(many.cutEarly, 30, 'exactly the connections over the cap of 20 are cut before the hello deadline');
     const big = await http(ADDR.web1, 'allowed.test', { headers: { 'x-pad': 'a'.repeat(20_000) }, path: '/huge' });
     assert.ok(big.status === 400 || big.error, JSON.stringify(big).slice(0, 200));
     await barrier();
