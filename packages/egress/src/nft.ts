@@ -4,6 +4,7 @@
 // never leaves a moment without rules.
 
 import { spawn } from 'node:child_process';
+import { isIPv4 } from 'node:net';
 import { type EgressPolicy, hasDenyAll, needsProxy } from './policy.js';
 
 export interface NodePorts {
@@ -25,6 +26,8 @@ export interface SandboxNftSpec {
   table: string;
   /** the host side of the sandbox's veth: everything it sends enters the node here */
   iface: string;
+  /** the sandbox's own address: the only source accepted from its iface (the proxy and resolver key on it) */
+  sandboxIp: string;
   policy: EgressPolicy;
   ports: NodePorts;
 }
@@ -42,8 +45,9 @@ export function filtersDns(policy: EgressPolicy): boolean {
 
 /** The full nft script for one sandbox (pure; names are validated because they are spliced into the script). */
 export function renderSandboxNft(spec: SandboxNftSpec): string {
-  const { table, iface, policy, ports } = spec;
+  const { table, iface, policy, ports, sandboxIp } = spec;
   if (!NAME.test(table) || !NAME.test(iface) || iface.length > 15) throw new Error(`unsafe nft table or interface name ${JSON.stringify([table, iface])}`);
+  if (!isIPv4(sandboxIp)) throw new Error(`not an IPv4 sandbox address: ${JSON.stringify(sandboxIp)}`);
   const i = `iifname "${iface}"`;
   const pre: string[] = [];
   if (filtersDns(policy)) {
@@ -68,6 +72,11 @@ export function renderSandboxNft(spec: SandboxNftSpec): string {
     `table ip ${table} {`,
     `  set allow { type ipv4_addr; flags interval; auto-merge;${elements(policy.allowCidrs)} }`,
     `  set deny { type ipv4_addr; flags interval; auto-merge;${elements(policy.denyCidrs)} }`,
+    // Before NAT: a sandbox that forges another source address would be judged (and answered) as someone else.
+    `  chain sandbox_antispoof {`,
+    `    type filter hook prerouting priority raw; policy accept;`,
+    `    ${i} ip saddr != ${sandboxIp} drop`,
+    `  }`,
     `  chain sandbox_prerouting {`,
     `    type nat hook prerouting priority dstnat; policy accept;`,
     ...pre.map((r) => `    ${r}`),

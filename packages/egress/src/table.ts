@@ -31,7 +31,7 @@ export class EgressTable {
   async set(binding: SandboxBinding, policy: EgressPolicy): Promise<void> {
     const prev = this.bySrc.get(binding.ip);
     const ca = policy.rules.size > 0 ? (prev?.ca ?? (await SandboxCa.create(binding.sandboxId))) : prev?.ca;
-    const script = renderSandboxNft({ table: binding.table, iface: binding.iface, policy, ports: this.ports });
+    const script = renderSandboxNft({ table: binding.table, iface: binding.iface, sandboxIp: binding.ip, policy, ports: this.ports });
     this.bySrc.set(binding.ip, { sandboxId: binding.sandboxId, policy, ca, binding });
     try {
       await applyNft(script, this.nftPrefix);

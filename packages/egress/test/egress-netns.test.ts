@@ -90,6 +90,16 @@ describe('egress policy in network namespaces', { timeout: 180_000 }, () => {
     assert.ok((await http(ADDR.web1)).error);
   });
 
+  it('abuse: a forged source address is dropped before the proxy or resolver could mistake it for another sandbox', async () => {
+    execFileSync('ip', ['-n', ns.sb, 'addr', 'add', '10.213.0.3/32', 'dev', `cgs${ns.tag}s`]);
+    await setPolicy({});
+    assert.equal((await http(ADDR.web1, undefined, { path: '/from-self' })).status, 200);
+    const forged = await http(ADDR.web1, undefined, { source: '10.213.0.3', path: '/forged', timeoutMs: 1500 });
+    assert.ok(forged.error, JSON.stringify(forged));
+    await barrier();
+    assert.ok(!inet.events.some((e) => e.path === '/forged'));
+  });
+
   it('allowInternetAccess:false denies all', async () => {
     await setPolicy({ allow_internet_access: false });
     assert.ok((await http(ADDR.web1)).error);

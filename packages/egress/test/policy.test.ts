@@ -193,18 +193,20 @@ describe('wire parsers', () => {
 describe('nft script', () => {
   const ports = { http: 1, tls: 2, tunnel: 3, dns: 4, httpToDenied: 5, tlsToDenied: 6 };
   it('only what the policy needs is redirected; names are never spliced in unchecked', () => {
-    const open = renderSandboxNft({ table: 't', iface: 'veth0', policy: parseNetworkPolicy({}), ports });
+    const open = renderSandboxNft({ table: 't', iface: 'veth0', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({}), ports });
     assert.doesNotMatch(open, /redirect/);
-    const ip = renderSandboxNft({ table: 't', iface: 'veth0', policy: parseNetworkPolicy({ allowOut: ['1.1.1.1'], denyOut: [ALL_TRAFFIC] }), ports });
+    const ip = renderSandboxNft({ table: 't', iface: 'veth0', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({ allowOut: ['1.1.1.1'], denyOut: [ALL_TRAFFIC] }), ports });
     assert.match(ip, /udp dport 53 redirect to :4/);
     assert.doesNotMatch(ip, /dport 443/);
-    const host = renderSandboxNft({ table: 't', iface: 'veth0', policy: parseNetworkPolicy({ allowOut: ['a.test'], denyOut: [ALL_TRAFFIC] }), ports });
+    const host = renderSandboxNft({ table: 't', iface: 'veth0', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({ allowOut: ['a.test'], denyOut: [ALL_TRAFFIC] }), ports });
     assert.match(host, /ip daddr @allow accept\n.*ip daddr @deny tcp dport 80 redirect to :5\n.*ip daddr @deny tcp dport 443 redirect to :6/);
-    const rules = renderSandboxNft({ table: 't', iface: 'veth0', policy: parseNetworkPolicy({ rules: { 'a.test': [] } }), ports });
+    const rules = renderSandboxNft({ table: 't', iface: 'veth0', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({ rules: { 'a.test': [] } }), ports });
     assert.match(rules, /tcp dport 443 redirect to :2/);
-    const chained = renderSandboxNft({ table: 't', iface: 'veth0', policy: parseNetworkPolicy({ egressProxy: { address: 'p.test:1080' } }), ports });
+    const chained = renderSandboxNft({ table: 't', iface: 'veth0', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({ egressProxy: { address: 'p.test:1080' } }), ports });
     assert.match(chained, /meta l4proto tcp redirect to :3/);
-    assert.throws(() => renderSandboxNft({ table: 't; flush ruleset', iface: 'veth0', policy: parseNetworkPolicy({}), ports }));
-    assert.throws(() => renderSandboxNft({ table: 't', iface: 'x" accept', policy: parseNetworkPolicy({}), ports }));
+    assert.match(open, /iifname "veth0" ip saddr != 10.0.0.2 drop/);
+    assert.throws(() => renderSandboxNft({ table: 't', iface: 'veth0', sandboxIp: '1.2.3.4 accept', policy: parseNetworkPolicy({}), ports }));
+    assert.throws(() => renderSandboxNft({ table: 't; flush ruleset', iface: 'veth0', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({}), ports }));
+    assert.throws(() => renderSandboxNft({ table: 't', iface: 'x" accept', sandboxIp: '10.0.0.2', policy: parseNetworkPolicy({}), ports }));
   });
 });
