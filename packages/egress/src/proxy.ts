@@ -367,7 +367,23 @@ function splice(a: Socket, b: Socket, prefix: Buffer, idleMs: number): void {
   b.on('close', () => a.destroy());
   b.on('error', () => b.destroy());
   if (prefix.length) b.write(prefix);
-  a.pipe(b);
-  b.pipe(a);
-  a.resume();
+  forward(a, b);
+  forward(b, a);
+}
+
+/**
+ * Like pipe(), but lets up to 1 MiB queue before pausing the reader: with the default 16 KiB mark, a bulk
+ * transfer stalls on every other chunk. Memory per direction stays bounded by the cap.
+ */
+function forward(from: Socket, to: Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    to.write(chunk);
+    if (to.writableLength > 1 << 20) {
+      from.pause();
+      to.once('drain', () => from.resume());
+    }
+  });
+  from.on('end', () => to.end());
+  // A leg that went through a handshake (SOCKS5, CONNECT) was left paused by its bounded reader.
+  from.resume();
 }
