@@ -363,9 +363,12 @@ function replayStream(s: Socket, prefix: Buffer): Duplex {
 function splice(a: Socket, b: Socket, prefix: Buffer, idleMs: number): void {
   a.setTimeout(idleMs, () => a.destroy());
   b.setTimeout(idleMs, () => b.destroy());
-  a.on('close', () => b.destroy());
-  b.on('close', () => a.destroy());
-  b.on('error', () => b.destroy());
+  // One side closing ends the other gracefully so what is still queued for it is delivered (destroying it
+  // would cut the tail of a response); errors and the idle timeout tear both down.
+  a.on('close', () => b.end());
+  b.on('close', () => a.end());
+  a.on('error', () => b.destroy());
+  b.on('error', () => a.destroy());
   if (prefix.length) b.write(prefix);
   forward(a, b);
   forward(b, a);
