@@ -182,7 +182,13 @@ export class EgressProxy {
       hostname = kind === 'tls' ? parseSni(prefix) : parseHttpHost(prefix);
     }
     // Re-read the policy after the (possibly slow) prefix: a live update applies to this new connection.
-    const current = this.opts.lookup(src) ?? sb;
+    const current = this.opts.lookup(src);
+    if (!current) {
+      // The sandbox went away while its first bytes were awaited: nothing to judge by.
+      this.log({ ...base, verdict: 'no-sandbox', allow: false });
+      s.destroy();
+      return;
+    }
     const verdict: Verdict = toDenied
       ? hostname !== undefined && hostnameAllowed(current.policy, hostname)
         ? { allow: true, reason: 'host-allowed', connectTo: 'hostname' }
