@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'sandbox_limit'
   | 'quota_exceeded'
   | 'no_capacity'
+  | 'template_not_ready'
   | 'cluster_unavailable'
   | 'not_implemented'
   | 'snapshot_missing'
@@ -100,6 +101,16 @@ export class NoCapacity extends CoveError {
   }
 }
 
+/**
+ * No node that could take the sandbox has the built-in template ready yet (nodes build it in the background
+ * after they start). 503: it passes with time, not with anything the caller changes.
+ */
+export class TemplateNotReady extends CoveError {
+  constructor(readonly templateRef: string) {
+    super('template_not_ready', `template '${templateRef}' is not ready on any node yet: nodes prepare it in the background after they start (about a minute the first time); try again shortly`);
+  }
+}
+
 export class ClusterUnavailable extends CoveError {
   constructor(message: string, options?: ErrorOptions) {
     super('cluster_unavailable', message, options);
@@ -149,6 +160,7 @@ export const httpStatus: Record<ErrorCode, number> = {
   sandbox_limit: 429,
   quota_exceeded: 429,
   no_capacity: 503,
+  template_not_ready: 503,
   cluster_unavailable: 502,
   not_implemented: 501,
   snapshot_missing: 410,
@@ -160,6 +172,7 @@ export const httpStatus: Record<ErrorCode, number> = {
 /** E2B's machine-readable `error_code` for the failures it names. */
 export const e2bErrorCode: Partial<Record<ErrorCode, string>> = {
   no_capacity: 'sandbox_capacity_unavailable',
+  template_not_ready: 'template_not_ready',
   cluster_unavailable: 'sandbox_create_failed',
   snapshot_missing: 'snapshot_not_found',
   snapshot_corrupt: 'snapshot_corrupt',

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CODE_INTERPRETER_TEMPLATE_ID as CI } from '@cove/contracts/sandbox';
+import { NodeStatus } from '@cove/contracts/orchestrator';
 import { sql } from 'kysely';
 import type { DbConfig } from '../src/config.js';
 import { ClusterStore } from '../src/store/cluster-store.js';
@@ -194,6 +195,57 @@ describe(`built-in ${CI} (${engine} store)`, { skip: engine === 'postgres' && !p
       assert.deepEqual((await api('GET', `/templates/aliases/${CI}`, keyB)).body, { templateID: CI, public: true });
     } finally {
       await db.destroy();
+    }
+  });
+  test('its sandboxes, resumes and builds go only to a node that has it ready; none ready is a clear 503', async () => {
+    const a = cluster.nodes.get('node-a')!;
+    // node-a has more room (it ranks first) but is still building the code interpreter; node-b has it.
+    a.readyTemplates = ['base'];
+    const b = cluster.addNode('node-b', { cpuCount: 4, readyTemplates: ['base', CI] });
+    try {
+      const nodeOf = async (id: string) => cluster.calls.filter((c) => c.method === 'Create' && c.sandboxId === id).at(-1)!.nodeId;
+      const ci = await api('POST', '/sandboxes', keyB, { templateID: CI, timeout: 120 });
+      assert.equal(ci.status, 201, JSON.stringify(ci.body));
+      assert.equal(await nodeOf(ci.body.sandboxID), 'node-b');
+      assert.equal(cluster.calls.filter((c) => c.method === 'Create' && c.sandboxId === ci.body.sandboxID).length, 1, 'node-a was never asked');
+      const base = await api('POST', '/sandboxes', keyB, { templateID: 'base', timeout: 60 });
+      assert.equal(await nodeOf(base.body.sandboxID), 'node-a', 'base still goes where there is most room');
+      assert.equal((await api('DELETE', `/sandboxes/${base.body.sandboxID}`, keyB)).status, 204);
+
+      // A paused code-interpreter sandbox resumes only where the template is ready.
+      assert.equal((await api('POST', `/sandboxes/${ci.body.sandboxID}/pause`, keyB)).status, 204);
+      b.status = NodeStatus.DRAINING;
+      const creates = cluster.calls.filter((c) => c.method === 'Create').length;
+      const builds = cluster.calls.filter((c) => c.method === 'Build').length;
+      const resume = await api('POST', `/v2/sandboxes/${ci.body.sandboxID}/connect`, keyB, { timeout: 60 });
+      assert.equal(resume.status, 503, JSON.stringify(resume.body));
+      assert.equal(resume.body.error_code, 'template_not_ready');
+      assert.equal((await api('GET', `/sandboxes/${ci.body.sandboxID}`, keyB)).body.state, 'paused', 'it stays paused');
+
+      // No node has it ready: a clear 503 with its code, and no node is asked.
+      const none = await api('POST', '/sandboxes', keyB, { templateID: CI, timeout: 60 });
+      assert.equal(none.status, 503, JSON.stringify(none.body));
+      assert.equal(none.body.error_code, 'template_not_ready');
+      assert.match(none.body.message, /not ready on any node yet/);
+      const build = await api('POST', '/v3/templates', keyB, { name: 'on-ci', cpuCount: 1, memoryMB: 256 });
+      const start = () => api('POST', `/v2/templates/${build.body.templateID}/builds/${build.body.buildID}`, keyB, { fromTemplate: CI, steps: [] });
+      const refused = await start();
+      assert.equal(refused.status, 503, JSON.stringify(refused.body));
+      assert.equal(refused.body.error_code, 'template_not_ready');
+      assert.equal(cluster.calls.filter((c) => c.method === 'Create').length, creates, 'no node was asked to start anything');
+      assert.equal(cluster.calls.filter((c) => c.method === 'Build').length, builds);
+
+      // Ready again: the build starts (it stayed waiting) on the node that has it, and the sandbox resumes there.
+      b.status = NodeStatus.HEALTHY;
+      assert.equal((await start()).status, 202);
+      assert.equal(cluster.calls.filter((c) => c.method === 'Build').at(-1)!.nodeId, 'node-b');
+      const resumed = await api('POST', `/v2/sandboxes/${ci.body.sandboxID}/connect`, keyB, { timeout: 60 });
+      assert.equal(resumed.status, 201, JSON.stringify(resumed.body));
+      assert.equal(await nodeOf(ci.body.sandboxID), 'node-b');
+      assert.equal((await api('DELETE', `/sandboxes/${ci.body.sandboxID}`, keyB)).status, 204);
+    } finally {
+      a.readyTemplates = undefined;
+      b.status = NodeStatus.DRAINING;
     }
   });
 });

@@ -10,6 +10,7 @@
 // sandboxes spread over nodes instead of filling one; ties go to the node with fewer sandboxes, then by id.
 
 import { NodeStatus, type InfoResponse } from '@cove/contracts/orchestrator';
+import { NoCapacity, TemplateNotReady } from '../errors.js';
 
 export interface NodeView {
   nodeId: string;
@@ -70,6 +71,31 @@ export function rankNodes(nodes: readonly NodeView[], req: PlacementRequest, opt
   }
   ranked.sort((a, b) => b.score - a.score || a.sandboxes - b.sandboxes || a.nodeId.localeCompare(b.nodeId));
   return ranked.map(({ nodeId, score }) => ({ nodeId, score }));
+}
+
+/**
+ * The nodes that can start sandboxes (or builds) of built-in template `templateId` now: those listing it among
+ * their ready templates, and those that report none at all (an orchestrator from before ready templates were
+ * reported answers for itself). A node that lists others but not this one is still building it in the
+ * background, or cannot offer it: placing there would only fail.
+ */
+export function readyFor(nodes: readonly NodeView[], templateId: string): NodeView[] {
+  return nodes.filter((n) => {
+    const ready = n.info?.readyTemplates ?? [];
+    return ready.length === 0 || ready.includes(templateId);
+  });
+}
+
+/**
+ * Candidates for a sandbox or build, best first; for one of built-in template `builtIn` only the nodes that have it
+ * ready. Throws TemplateNotReady when nodes could take it but none has the template ready yet, else NoCapacity
+ * when none can take it.
+ */
+export function placeOn(nodes: readonly NodeView[], req: PlacementRequest, opts: PlacementOptions, builtIn?: { templateId: string; ref: string }): Candidate[] {
+  const candidates = rankNodes(builtIn ? readyFor(nodes, builtIn.templateId) : nodes, req, opts);
+  if (candidates.length > 0) return candidates;
+  if (builtIn && rankNodes(nodes, req, opts).length > 0) throw new TemplateNotReady(builtIn.ref);
+  throw new NoCapacity();
 }
 
 /**

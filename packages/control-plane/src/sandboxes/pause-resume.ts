@@ -13,7 +13,7 @@ import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { SandboxInfo, SnapshotInfo } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLink, type ControlLinks } from '../cluster/control-link.js';
-import { rankNodes, type PlacementOptions } from '../cluster/placement.js';
+import { placeOn, type PlacementOptions } from '../cluster/placement.js';
 import { ClusterUnavailable, Conflict, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { ClusterStore } from '../store/cluster-store.js';
 import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
@@ -153,7 +153,9 @@ export class PauseResume {
     const endMs = startMs + seconds * 1000;
     try {
       const link = await this.link(s);
-      const nodeIds = preferNode(rankNodes(await link.listNodes(), s, this.placement), s.nodeId);
+      // A built-in template's sandbox resumes only where that template is ready (its lower layers live there).
+      const builtIn = (await this.nodeBuildId(s)) === '' ? { templateId: s.templateId, ref: s.templateId } : undefined;
+      const nodeIds = preferNode(placeOn(await link.listNodes(), s, this.placement, builtIn), s.nodeId);
       let committed = false;
       started = await startOnNodes(
         link,

@@ -7,7 +7,7 @@ import { tokensEqual } from '@cove/auth-tokens';
 import { Code } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
-import { rankNodes, type PlacementOptions } from '../cluster/placement.js';
+import { placeOn, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { ListFilter, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
@@ -218,8 +218,10 @@ export class SandboxService {
     const log = this.d.log.child({ sandboxId: record.id, teamId: team.id, clusterId: cluster.id });
     try {
       const link = this.d.links.for(cluster);
-      const candidates = rankNodes(await link.listNodes(), record, this.d.placement);
-      if (candidates.length === 0) throw new NoCapacity();
+      // A built-in template (empty node build id) only on nodes that have it ready (code-interpreter-v1 is built
+      // in the background after a node starts).
+      const builtIn = origin.nodeBuildId === '' && !origin.snapshot ? { templateId: record.templateId, ref: input.templateID } : undefined;
+      const candidates = placeOn(await link.listNodes(), record, this.d.placement, builtIn);
       const snapshotId = origin.snapshot?.id;
       const { nodeId, info } = await startOnNodes(
         link,

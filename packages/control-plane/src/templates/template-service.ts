@@ -6,9 +6,9 @@ import { Code } from '@connectrpc/connect';
 import { BuildState, type BuildStatusResponse } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLink, type ControlLinks, type FileUpload } from '../cluster/control-link.js';
-import { answeringNodes, rankNodes, type PlacementOptions } from '../cluster/placement.js';
+import { answeringNodes, placeOn, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented } from '../errors.js';
-import { BASE_TEMPLATE, type Cluster, type ClusterStore, type Template } from '../store/cluster-store.js';
+import { BASE_TEMPLATE, BUILT_IN_TEMPLATES, type Cluster, type ClusterStore, type Template } from '../store/cluster-store.js';
 import type { Build, BuildSource, BuildStatus, TagView, TemplateStore } from '../store/template-store.js';
 import { quotasOf, type Team, type TeamQuotas } from '../store/team-store.js';
 import type { BuildStart } from './build-spec.js';
@@ -174,10 +174,17 @@ export class TemplateService {
     if (spec.fromTemplate !== undefined) source = { fromBuildId: await this.parentBuild(team, cluster, spec.fromTemplate) };
     else if (isE2bBaseImage(spec.fromImage!)) source = { fromBuildId: BASE_TEMPLATE.templateId };
     else source = { fromImage: spec.fromImage! };
+    // A build on a built-in template runs only on a node that has that template ready.
+    const parent = 'fromBuildId' in source ? BUILT_IN_TEMPLATES.find((b) => b.templateId === source.fromBuildId) : undefined;
 
     const link = this.links.for(cluster);
-    const candidates = rankNodes(await link.listNodes(), { cpuCount: build.cpuCount, memoryMb: build.memoryMb, diskMb: build.diskMb }, this.placement);
-    if (candidates.length === 0) throw new NoCapacity('no node has capacity for this build');
+    const req = { cpuCount: build.cpuCount, memoryMb: build.memoryMb, diskMb: build.diskMb };
+    let candidates;
+    try {
+      candidates = placeOn(await link.listNodes(), req, this.placement, parent && { templateId: parent.templateId, ref: spec.fromTemplate ?? parent.templateId });
+    } catch (err) {
+      throw err instanceof NoCapacity ? new NoCapacity('no node has capacity for this build') : err;
+    }
     const { maxConcurrentBuilds } = quotasOf(team, this.quotaDefaults);
     if (!(await this.templates.claim(buildId, source, { teamId: team.id, maxConcurrentBuilds }))) throw new Conflict(`build '${buildId}' was already started`);
     const log = this.log.child({ teamId: team.id, templateId: template.templateId, buildId });
