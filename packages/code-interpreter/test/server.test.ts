@@ -309,10 +309,13 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
   });
 
   it('times out a never-ending cell, interrupts it, and the context is usable again', async () => {
-    await assert.rejects(sbx.runCode('import time\nwhile True: time.sleep(1)', { timeoutMs: 2000 }), TimeoutError);
+    await assert.rejects(
+      sbx.runCode('import time\nwhile True: time.sleep(1)', { timeoutMs: 2000, envs: { COVE_TIMED_OUT: 'set' } }),
+      TimeoutError,
+    );
     const started = Date.now();
-    const next = await sbx.runCode('1 + 1', { timeoutMs: 10_000 });
-    assert.equal(next.text, '2');
+    const next = await sbx.runCode('import os\nos.environ.get("COVE_TIMED_OUT", "unset")', { timeoutMs: 10_000 });
+    assert.equal(next.text, 'unset', 'the per-run env of a run whose client left must be restored too');
     assert.ok(Date.now() - started < 10_000);
     // JavaScript: a synchronous endless loop is interrupted too.
     await assert.rejects(sbx.runCode('while (true) {}', { language: 'js', timeoutMs: 2000 }), TimeoutError);
