@@ -511,7 +511,10 @@ class ExecuteHandler(Handler):
                 await self.stream_execution(ctx, body["code"])
             finally:
                 if not self._finished:
-                    self.finish()
+                    try:
+                        self.finish()
+                    except Exception:  # the client is gone; the restore below must still run
+                        pass
                 if env_vars:
                     # Put back what this run changed before the next run may start.
                     globals_ = ctx.global_envs

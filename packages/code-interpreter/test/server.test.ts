@@ -106,6 +106,18 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
     assert.match(String(data.t[0]), /^2024-01-01T00:00:00/);
   });
 
+  it('displays a PIL image that is shown, saved or returned as png', async () => {
+    const exec = await sbx.runCode(
+      'from PIL import Image\nimg = Image.new("RGB", (8, 8), "red")\nimg.show()\nimg.save("/tmp/red.png")\nimg',
+    );
+    assert.equal(exec.error, undefined, exec.error?.traceback);
+    assert.equal(exec.results.length, 3);
+    assert.ok(exec.results.every((r) => r.png && Buffer.from(r.png, 'base64').subarray(1, 4).toString() === 'PNG'));
+    // matplotlib's savefig saves through PIL: that is not the user showing an image.
+    const saved = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig("/tmp/fig.png")\nplt.close()');
+    assert.deepEqual(saved.results, []);
+  });
+
   it('gives a matplotlib figure as png plus line chart data, and a final value as a second result', async () => {
     const results: unknown[] = [];
     const exec = await sbx.runCode(
@@ -297,10 +309,13 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
   });
 
   it('times out a never-ending cell, interrupts it, and the context is usable again', async () => {
-    await assert.rejects(sbx.runCode('import time\nwhile True: time.sleep(1)', { timeoutMs: 2000 }), TimeoutError);
+    await assert.rejects(
+      sbx.runCode('import time\nwhile True: time.sleep(1)', { timeoutMs: 2000, envs: { COVE_TIMED_OUT: 'set' } }),
+      TimeoutError,
+    );
     const started = Date.now();
-    const next = await sbx.runCode('1 + 1', { timeoutMs: 10_000 });
-    assert.equal(next.text, '2');
+    const next = await sbx.runCode('import os\nos.environ.get("COVE_TIMED_OUT", "unset")', { timeoutMs: 10_000 });
+    assert.equal(next.text, 'unset', 'the per-run env of a run whose client left must be restored too');
     assert.ok(Date.now() - started < 10_000);
     // JavaScript: a synchronous endless loop is interrupted too.
     await assert.rejects(sbx.runCode('while (true) {}', { language: 'js', timeoutMs: 2000 }), TimeoutError);

@@ -113,6 +113,13 @@ describe('code interpreter through the unchanged @e2b/code-interpreter SDK', () 
     assert.equal((await sbx.runCode('os.environ["COVE_GLOBAL"]')).text, 'from-create');
   });
 
+  test('a secure sandbox: the server passes the caller\'s access token on to envd for the global envs', async () => {
+    const secure = await Sandbox.create({ secure: true, timeoutMs: 120_000, metadata: { suite: tag }, envs: { COVE_SECURE_ENV: 'seen' } });
+    made.push(secure);
+    assert.equal((await secure.runCode('import os; os.environ.get("COVE_SECURE_ENV", "missing")')).text, 'seen');
+    assert.equal((await secure.runCode('process.env.COVE_SECURE_ENV', { language: 'js' })).text, 'seen');
+  });
+
   test('a long cell streams before it ends; timeoutMs on an endless cell, then the context works', async () => {
     let firstAt = 0;
     await sbx.runCode('import time\nprint("early", flush=True)\ntime.sleep(2)\nprint("late")', {

@@ -75,7 +75,9 @@ function cellFrames(stack: string): string[] {
 function errorFrame(id: number, err: unknown): Record<string, unknown> {
   if (err instanceof Error || (err && typeof err === 'object' && 'stack' in err)) {
     const e = err as Error;
-    return { t: 'error', id, ename: e.name || 'Error', evalue: e.message ?? String(e), traceback: cellFrames(String(e.stack ?? `${e.name}: ${e.message}`)) };
+    // vm's own SIGINT break (during synchronous code) and our handler's (during an await) are one thing.
+    const interrupted = /^Script execution was interrupted/.test(String(e.message));
+    return { t: 'error', id, ename: interrupted ? 'Interrupted' : e.name || 'Error', evalue: e.message ?? String(e), traceback: cellFrames(String(e.stack ?? `${e.name}: ${e.message}`)) };
   }
   return { t: 'error', id, ename: 'Error', evalue: String(err), traceback: [`Uncaught ${formatValue(err)}`] };
 }

@@ -35,6 +35,14 @@ export function rewriteCell(source: string): Rewritten {
   const names: string[] = [];
   const hoisted: string[] = [];
   const edits: Edit[] = [];
+  // The cell's value is its last expression statement's, when only declarations follow it (their
+  // completion is empty, as in a REPL): `f()\nfunction f() {…}` shows f's result.
+  let valueAt = -1;
+  for (let i = body.length - 1; i >= 0; i--) {
+    const t = body[i].type;
+    if (t === 'ExpressionStatement' && !body[i].directive) { valueAt = i; break; }
+    if (t !== 'FunctionDeclaration' && t !== 'ClassDeclaration' && t !== 'VariableDeclaration' && t !== 'EmptyStatement') break;
+  }
   body.forEach((stmt, i) => {
     if (stmt.type === 'ExpressionStatement' && stmt.directive === 'use strict') {
       // sucrase's imports transform adds it; a REPL cell is sloppy script code.
@@ -62,11 +70,11 @@ export function rewriteCell(source: string): Rewritten {
       edits.push({ start: stmt.start, end: stmt.end, text: `${stmt.id.name} = (${code.slice(stmt.start, stmt.end)});` });
       return;
     }
-    if (i === body.length - 1 && stmt.type === 'ExpressionStatement') {
-      edits.push({ start: stmt.start, end: stmt.end, text: `return (${code.slice(stmt.expression.start, stmt.expression.end)});` });
+    if (i === valueAt) {
+      edits.push({ start: stmt.start, end: stmt.end, text: `__coveValue = (${code.slice(stmt.expression.start, stmt.expression.end)});` });
     }
   });
   for (const e of edits.sort((a, b) => b.start - a.start)) code = code.slice(0, e.start) + e.text + code.slice(e.end);
   const decl = names.length ? `var ${[...new Set(names)].join(', ')};\n` : '';
-  return { code: `${decl}(async () => {${hoisted.join('\n')}\n${code}\n})()` };
+  return { code: `${decl}(async () => {let __coveValue;\n${hoisted.join('\n')}\n${code}\n;return __coveValue;\n})()` };
 }

@@ -63,6 +63,55 @@ def __cove_startup():
     display.formatters["application/json"].for_type(list, as_json)
     display.formatters["application/json"].for_type(dict, as_json)
 
+    # PIL: show() and save("<path>") display the image inline (upstream's 0003_images.py), patched
+    # when the user first imports PIL.Image rather than by importing PIL here.
+    import importlib.abc
+    import importlib.util
+    import sys
+
+    def patch_pil(image_module):
+        from IPython.display import display
+
+        original_save = image_module.Image.save
+
+        def show(self, *args, **kwargs):
+            display(self)
+
+        def save(self, fp, *args, **kwargs):
+            result = original_save(self, fp, *args, **kwargs)
+            # Not when a library saves through PIL (matplotlib's savefig does): only user code.
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if isinstance(fp, (str, os.PathLike)) and not caller.startswith(("matplotlib", "PIL", "seaborn")):
+                display(self)
+            return result
+
+        image_module.Image.show = show
+        image_module.Image.save = save
+
+    class PilHook(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "PIL.Image":
+                return None
+            sys.meta_path.remove(self)
+            try:
+                spec = importlib.util.find_spec(name)
+            finally:
+                sys.meta_path.insert(0, self)
+            if spec is None or spec.loader is None:
+                return spec
+            loader = spec.loader
+            exec_module = loader.exec_module
+
+            def exec_and_patch(module):
+                exec_module(module)
+                sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+                patch_pil(module)
+
+            loader.exec_module = exec_and_patch
+            return spec
+
+    sys.meta_path.insert(0, PilHook())
+
 
 __cove_startup()
 del __cove_startup
