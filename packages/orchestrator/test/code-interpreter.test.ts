@@ -234,6 +234,18 @@ describe('code-interpreter-v1 on two nodes', { timeout: 900_000, skip }, () => {
     console.log(`create with a fresh boot ${ms} ms`);
   });
 
+  it('the server outlives the call that started it: still answering after the old 10 s start deadline', async () => {
+    // The start command once went to envd with an RPC deadline, which envd turns into the process's lifetime:
+    // servers died 10 s after boot, so pooled slots were handed out dead. The scenario is time passing.
+    const res = await rpcClients(a.rpcUrl).sandboxes.create({ sandbox: ciSpec('ci-long', { diskMb: 1536 }) });
+    assert.equal(res.warmPoolHit, false);
+    const started = Date.now();
+    await new Promise((r) => setTimeout(r, 12_000));
+    assert.ok(Date.now() - started >= 12_000);
+    assert.deepEqual(await viaProxy(a.proxyUrl, 'ci-long', CODE_INTERPRETER_PORT, '/health'), { status: 200, body: 'ok' });
+    await rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'ci-long' });
+  });
+
   it('lends nothing to other templates', async () => {
     await rpcClients(a.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'cibase', envdAccessToken: 'tok-cibase' }) });
     const r = await runInSandbox(processClient(a.proxyUrl, 'cibase', 'tok-cibase'), `ls -A ${GUEST_MOUNT} 2>&1; findmnt ${GUEST_MOUNT} >/dev/null && echo mounted || echo not-mounted`);

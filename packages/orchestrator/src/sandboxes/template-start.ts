@@ -44,16 +44,19 @@ export async function runStartAndReady(o: TemplateStartOptions): Promise<void> {
   const client = processClient(o.address);
   const proc = (cmd: string) => ({ cmd: '/bin/bash', args: ['-l', '-c', cmd], envs: { ...m.env }, cwd: m.workdir });
   if (m.startCmd) {
-    // Only until envd reports the pid: envd keeps a process running when its client goes away.
+    // Only until envd reports the pid: envd keeps a process running when its client goes away. No RPC deadline
+    // (timeoutMs): envd would end the process with it, as E2B's does for commands.run's timeout.
     const abort = new AbortController();
+    const noStart = setTimeout(() => abort.abort(new Error('no start event within 10 s')), 10_000);
     try {
-      const stream = client.start({ process: proc(m.startCmd), stdin: false, tag: 'start-cmd' }, { headers: asUser(m.user), signal: abort.signal, timeoutMs: 10_000 });
+      const stream = client.start({ process: proc(m.startCmd), stdin: false, tag: 'start-cmd' }, { headers: asUser(m.user), signal: abort.signal });
       for await (const res of stream) {
         if (res.event?.event.case === 'start') break;
       }
     } catch (err) {
       throw new TemplateStartFailed(m, `start command did not start: ${ConnectError.from(err).message}`);
     } finally {
+      clearTimeout(noStart);
       abort.abort();
     }
   }
