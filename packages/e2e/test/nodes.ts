@@ -29,8 +29,22 @@ export async function nodeOf(d: Deployment, sandboxId: string): Promise<number |
   return undefined;
 }
 
-export async function setDraining(d: Deployment, rpcPort: number, draining: boolean): Promise<void> {
+/**
+ * Drains or un-drains a node and waits until the edge (which placement asks) reports it so: placement acting on
+ * the edge's previous view made a resume right after an un-drain find no node (a failed clean run).
+ */
+export async function setDraining(d: Deployment, rpcPort: number, draining: boolean, timeoutMs = 20_000): Promise<void> {
   await nodeClients(d, rpcPort).info.setStatus(create(SetStatusRequestSchema, { status: draining ? NodeStatus.DRAINING : NodeStatus.HEALTHY }));
+  const nodeId = d.nodes.find((n) => n.rpcPort === rpcPort)!.nodeId;
+  const want = draining ? 'draining' : 'healthy';
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+    const nodes = (await res.json()) as Array<{ nodeId: string; status: string }>;
+    if (nodes.find((n) => n.nodeId === nodeId)?.status === want) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the edge did not see node ${nodeId} ${want} within ${timeoutMs} ms`);
 }
 
 /** Waits until the edge (which placement asks) sees every node healthy, e.g. after an un-drain. */
