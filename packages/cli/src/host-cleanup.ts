@@ -29,6 +29,8 @@ export function teardownNode(node: NodeTopology, templateCacheDir: string): Prom
     const child = spawn(process.execPath, [TEARDOWN_ENTRY], {
       env: { ...process.env, ...teardownEnv(node, templateCacheDir) },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: a second Ctrl-C at the terminal must not cut a cleanup short.
+      detached: true,
     });
     // Bounded: a report is one short JSON line, an error a stack.
     let out = '';

@@ -5,6 +5,7 @@
 // sandboxes' snapshots, records) stays. Reads only the names of the node's host objects, not its secrets, so a
 // deployment whose state dir is gone can still be cleaned. Idempotent: a clean host is left as it is.
 
+import { existsSync, rmSync } from 'node:fs';
 import { z } from 'zod';
 import { createLogger } from './logger.js';
 import { LinuxSandboxRuntime } from './sandbox/linux-runtime.js';
@@ -38,8 +39,11 @@ const runtime = new LinuxSandboxRuntime({
   ...(c.COVE_RUNTIME_INSTANCE ? { instance: c.COVE_RUNTIME_INSTANCE } : {}),
   ...(c.COVE_VETH_PREFIX ? { vethPrefix: c.COVE_VETH_PREFIX } : {}),
 });
+// The runtime makes its data dir; one that did not exist held nothing to keep (a second `down` after a purge).
+const existed = existsSync(c.COVE_DATA_DIR);
 runtime.teardownHost().then(
   (cleaned) => {
+    if (!existed) rmSync(c.COVE_DATA_DIR, { recursive: true, force: true });
     process.stdout.write(JSON.stringify({ destroyedSlots: cleaned }) + '\n');
     process.exit(0);
   },
