@@ -20,12 +20,12 @@ const MARK = 'BENCH_RESULT ';
  * Runs each benchmark file as its own process (load generator apart from the servers it
  * measures). A benchmark reports figures by printing lines `BENCH_RESULT {"name",...}`.
  */
-export async function runBenches(files: string[], env: Record<string, string>, say: (l: string) => void): Promise<BenchResult[]> {
+export async function runBenches(files: string[], env: Record<string, string>, say: (l: string) => void, signal?: AbortSignal): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   for (const file of files) {
     say(`bench ${file.replace(repoRoot + '/', '')}`);
     const out = await new Promise<string>((resolve, reject) => {
-      const child = spawn(process.execPath, [file], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn(process.execPath, [file], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'], ...(signal ? { signal } : {}) });
       let text = '';
       child.stdout.on('data', (d: Buffer) => {
         text += d.toString();

@@ -79,6 +79,8 @@ export interface WaitOptions {
   pollMs?: number;
   /** How often a line says it is still waiting. */
   progressEveryMs?: number;
+  /** Stops the wait (Ctrl-C of `cove test`/`bench`: their deployment is torn down next). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -91,6 +93,7 @@ export async function waitForCodeInterpreter(nodes: () => Promise<EdgeNodeView[]
   let last = '';
   let lastSaid = started;
   for (;;) {
+    o.signal?.throwIfAborted();
     let states: NodeTemplateState[] = [];
     let problem: string | undefined;
     try {

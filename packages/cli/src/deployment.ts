@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +12,7 @@ import { running, start, stop } from './supervisor.js';
 import { clusterDirs, components, orchestratorName, portsFor, registryUrl, type ComponentSpec, type NodeTopology, type Topology } from './topology.js';
 import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder } from './seed-image.js';
 import { waitForHttp } from './http-wait.js';
+import { listening, purgeDir, teardownNode } from './host-cleanup.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
@@ -33,6 +34,8 @@ export interface DeploymentOptions {
    * (default DEFAULT_CODE_INTERPRETER_WAIT_MS); 0 reports its state and does not wait.
    */
   codeInterpreterWaitMs?: number;
+  /** Aborts `up` between steps (a signal to `cove test`/`bench`, whose deployment is torn down next). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -64,9 +67,10 @@ interface DeploymentState {
 const DOMAIN = 'sandbox.cove.internal';
 
 export function topologyOf(o: DeploymentOptions): Topology {
-  // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16…
+  // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16, and
+  // 10.221/16 for k = 3 (the host-cleanup test's deployment; 10.261 does not exist).
   const k = Math.round(o.portOffset / 100);
-  if (k < 0 || k > 2 || o.portOffset % 100 !== 0) throw new Error('--port-offset must be 0, 100 or 200');
+  if (k < 0 || k > 3 || o.portOffset % 100 !== 0) throw new Error('--port-offset must be 0, 100, 200 or 300');
   const count = o.nodes ?? 1;
   if (!Number.isInteger(count) || count < 1 || count > 4) throw new Error('--nodes must be between 1 and 4');
   const ports = portsFor(o.portOffset);
@@ -83,7 +87,7 @@ export function topologyOf(o: DeploymentOptions): Topology {
         instance,
         bridge: `${instance}0`,
         vethPrefix: j === 0 ? (k === 0 ? 'cvh-' : `cv${k}-`) : `c${k}${j}-`,
-        subnet: `10.${231 + 10 * k + j}.0.0/16`,
+        subnet: `10.${(k === 3 ? 221 : 231 + 10 * k) + j}.0.0/16`,
       },
     };
   });
@@ -117,6 +121,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   const startedNow = new Set<string>();
   const specs = components(topo, secrets, paths);
   for (const c of specs) {
+    o.signal?.throwIfAborted();
     if (await startComponent(c, paths, o)) startedNow.add(c.name);
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
@@ -145,7 +150,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     // Nodes that were already running and report no ready templates run code from before they were reported:
     // waiting cannot help, and restarting them is the operator's call (it stops their sandboxes).
     o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: no node reports it; the nodes were already running and predate it (restart them to get it: cove down && cove up)`);
-  } else if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say });
+  } else if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say, ...(o.signal ? { signal: o.signal } : {}) });
   else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(now)} (not waiting for it)`);
   // What tools and tests need to find this deployment's parts (no secrets here).
   writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
@@ -164,7 +169,7 @@ function entryOf(c: ComponentSpec): string {
 }
 
 /** Starts one component unless it runs, and waits until it is ready, relaying its log; true when it started it. */
-export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say'>): Promise<boolean> {
+export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pick<DeploymentOptions, 'say' | 'signal'>): Promise<boolean> {
   const entry = entryOf(c);
   const already = running(paths.run, c.name);
   if (already) {
@@ -186,6 +191,8 @@ export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pic
   let done = false;
   waiting.finally(() => (done = true)).catch(() => undefined);
   while (!done) {
+    // The process started stays recorded in its pid file: the teardown that follows an abort stops it.
+    o.signal?.throwIfAborted();
     for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
     await sleep(250);
   }
@@ -247,30 +254,64 @@ async function register(topo: Topology, secrets: DeploymentSecrets, paths: State
   };
 }
 
-/** Kill every sandbox, then stop the components in reverse order of start. */
-export async function down(o: DeploymentOptions): Promise<void> {
+export interface DownOptions {
+  /** Also remove the deployment's data: node data dirs (but the machine-wide caches) and the state dir. */
+  purge?: boolean;
+}
+
+/**
+ * Kill every sandbox, stop the components in reverse order of start, then remove every node's host objects
+ * (slots' mounts, loop devices, netns, veths, bridge, nft tables, cgroups): also when the processes are already
+ * dead or the state dir is gone. Paused sandboxes' data stays unless `purge`. Idempotent.
+ */
+export async function down(o: DeploymentOptions, opts: DownOptions = {}): Promise<void> {
   const paths = statePaths(o.stateDir);
-  if (!existsSync(paths.secrets)) {
-    o.say('nothing to stop');
-    return;
-  }
-  const secrets = loadOrCreateSecrets(paths.secrets);
   // The nodes this deployment was started with (topology.json), whatever --nodes says now.
-  const topo = existsSync(`${paths.dir}/topology.json`)
-    ? ({ ...topologyOf(o), ...(JSON.parse(readFileSync(`${paths.dir}/topology.json`, 'utf8')) as Partial<Topology>) } as Topology)
-    : topologyOf(o);
+  const saved = existsSync(`${paths.dir}/topology.json`) ? (JSON.parse(readFileSync(`${paths.dir}/topology.json`, 'utf8')) as Partial<Topology>) : {};
+  const topo = { ...topologyOf(o), ...saved } as Topology;
   const nodes = topo.nodes ?? topologyOf(o).nodes;
-  for (const [i, node] of nodes.entries()) {
-    if (!running(paths.run, orchestratorName(i))) continue;
-    const n = await deleteAllSandboxes(`http://${topo.host}:${node.rpcPort}`, nodeTokenOf(secrets, node.nodeId)).catch((err: Error) => {
-      o.say(`could not list sandboxes: ${err.message}`);
-      return 0;
-    });
-    o.say(`killed ${n} sandbox(es) on ${node.nodeId}`);
+  if (existsSync(paths.secrets)) {
+    const secrets = loadOrCreateSecrets(paths.secrets);
+    for (const [i, node] of nodes.entries()) {
+      if (!running(paths.run, orchestratorName(i))) continue;
+      const n = await deleteAllSandboxes(`http://${topo.host}:${node.rpcPort}`, nodeTokenOf(secrets, node.nodeId)).catch((err: Error) => {
+        o.say(`could not list sandboxes: ${err.message}`);
+        return 0;
+      });
+      o.say(`killed ${n} sandbox(es) on ${node.nodeId}`);
+    }
   }
   for (const name of [...nodes.map((_, i) => orchestratorName(i)).reverse(), 'edge', 'collector', 'control-plane', 'registry']) {
     o.say((await stop(paths.run, name)) ? `${name}: stopped` : `${name}: not running`);
   }
+  // Only now: a running orchestrator would refill its warm pool behind the cleanup.
+  const failures: string[] = [];
+  for (const node of nodes) {
+    if (await listening(topo.host, node.rpcPort)) {
+      const msg = `${node.nodeId}: port ${node.rpcPort} still answers though no orchestrator of ${paths.dir} runs; not cleaning its host objects (is it another state dir's deployment?)`;
+      failures.push(msg);
+      o.say(msg);
+      continue;
+    }
+    try {
+      const destroyed = await teardownNode(node, topo.templateCacheDir);
+      o.say(`${node.nodeId}: host cleaned${destroyed.length ? ` (${destroyed.length} slot(s) destroyed)` : ''}`);
+    } catch (err) {
+      failures.push((err as Error).message);
+      o.say((err as Error).message);
+    }
+  }
+  if (failures.length) throw new Error(`host cleanup incomplete: ${failures.join('; ')}`);
+  if (!opts.purge) return;
+  // As if never installed, except what every deployment on the machine shares (built templates, the seed image,
+  // CRIU): purging one deployment must not cost the others a rebuild.
+  const shared = [topo.templateCacheDir, join(o.nodeDataDir, 'tools')];
+  for (const node of nodes) {
+    purgeDir(node.dataDir, shared);
+    o.say(`${node.dataDir}: purged${existsSync(node.dataDir) ? ` (kept ${shared.filter((d) => existsSync(d)).join(', ')})` : ''}`);
+  }
+  rmSync(paths.dir, { recursive: true, force: true });
+  o.say(`${paths.dir}: purged`);
 }
 
 export interface ComponentStatus {

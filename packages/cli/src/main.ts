@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
+import { withOwnDeployment } from './own-deployment.js';
 import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
 import { benchFiles, runTests, testFiles } from './test-suite.js';
@@ -46,12 +46,6 @@ function withDeploymentFlags(cmd: Command): Command {
     .option('--nodes <n>', 'orchestrator nodes to run on this machine (1-4; more than one shares the cluster storage)', '1');
 }
 
-/** Stops what a previous (perhaps crashed) run left and forgets its state: test and bench runs start clean. */
-async function fresh(o: DeploymentOptions): Promise<void> {
-  await down({ ...o, say: () => undefined });
-  rmSync(o.stateDir, { recursive: true, force: true });
-}
-
 const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
 
 withDeploymentFlags(program.command('up').description('start the registry, control plane, collector, edge and orchestrator on this machine'))
@@ -76,9 +70,11 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
   },
 );
 
-withDeploymentFlags(program.command('down').description('kill all sandboxes and stop every component')).action(async (opts) => {
-  await down(deploymentOptions(opts));
-});
+withDeploymentFlags(program.command('down').description('kill all sandboxes, stop every component and remove their host objects (mounts, network, nft tables, cgroups)'))
+  .option('--purge', "also remove this deployment's data: node data dirs (not the machine-wide template and tool caches) and the state dir, paused sandboxes included")
+  .action(async (opts: { purge?: boolean } & Parameters<typeof deploymentOptions>[0]) => {
+    await down(deploymentOptions(opts), { purge: opts.purge === true });
+  });
 
 withDeploymentFlags(program.command('status').description('show components, nodes and sandboxes'))
   .option('--json', 'machine-readable output')
@@ -127,13 +123,7 @@ program
     if (e2e.length) {
       // `up` waits until a node has the code-interpreter template ready: its e2e tests start with it.
       say('==> starting the end-to-end deployment');
-      await fresh(o);
-      try {
-        await up(o);
-        code = (await runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir })) || code;
-      } finally {
-        await down(o);
-      }
+      code = (await withOwnDeployment(o, (signal) => runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir }, signal))) || code;
     }
     process.exitCode = code;
   });
@@ -152,13 +142,7 @@ program
       // SDK-level figures come from a deployment started exactly like `cove up`.
       const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'bench'), portOffset: '200', nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool, nodes: '2' });
       say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
-      await fresh(o);
-      try {
-        await up(o);
-        results.push(...(await runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say)));
-      } finally {
-        await down(o);
-      }
+      results.push(...(await withOwnDeployment(o, (signal) => runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say, signal))));
     }
     printTable(results, say);
     say(`JSON: ${writeJson(results)}`);

@@ -18,11 +18,13 @@ export function testFiles(only: string[] = []): string[] {
 }
 
 /** Runs the suite with Node's test runner; resolves to its exit code. */
-export function runTests(files: string[], extraArgs: string[] = [], env: Record<string, string> = {}): Promise<number> {
+export function runTests(files: string[], extraArgs: string[] = [], env: Record<string, string> = {}, signal?: AbortSignal): Promise<number> {
   const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extraArgs, ...files];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot, env: { ...process.env, ...env } });
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 1 : 0)));
+    // An abort (Ctrl-C of `cove test`) ends the runner, whose test processes then end with it.
+    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot, env: { ...process.env, ...env }, ...(signal ? { signal, killSignal: 'SIGINT' as const } : {}) });
+    child.on('error', () => undefined); // an abort: 'exit' follows
+    child.on('exit', (code, sig) => resolve(code ?? (sig ? 1 : 0)));
   });
 }
 

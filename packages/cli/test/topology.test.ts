@@ -13,11 +13,13 @@ import { clusterDirs, components, portsFor } from '../src/topology.js';
 const dir = mkdtempSync(join(tmpdir(), 'cove-cli-topology-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-// The three deployments a machine may run at once: `cove up`, `cove test`'s e2e one, `cove bench`'s.
+// The deployments a machine may run at once: `cove up`, `cove test`'s e2e one, `cove bench`'s, the host-cleanup test's.
 const deployments = [
   { offset: 0, state: join(dir, '.cove') },
   { offset: 100, state: join(dir, '.cove', 'e2e') },
   { offset: 200, state: join(dir, '.cove', 'bench') },
+  // The host-cleanup e2e test's own deployment.
+  { offset: 300, state: join(dir, '.cove', 'host-cleanup') },
 ];
 
 function setup(offset: number, state: string) {
@@ -33,7 +35,7 @@ test('every port of every deployment is distinct, the registry included', () => 
   assert.equal(new Set(all).size, all.length);
   assert.deepEqual(
     deployments.map((d) => portsFor(d.offset).registry),
-    [5000, 5100, 5200],
+    [5000, 5100, 5200, 5300],
   );
 });
 
@@ -125,8 +127,8 @@ test('--nodes runs several orchestrators per deployment, all distinct on this ma
     }
     for (const p of Object.values(portsFor(d.offset))) assert.ok(!ports.has(p) || [topo.ports.orchestratorRpc, topo.ports.orchestratorProxy].includes(p));
   }
-  assert.equal(ports.size, 3 * 4 * 2, 'every node port distinct');
-  assert.equal(names.size, 3 * 4 * 6, 'every node name, dir and subnet distinct');
+  assert.equal(ports.size, deployments.length * 4 * 2, 'every node port distinct');
+  assert.equal(names.size, deployments.length * 4 * 6, 'every node name, dir and subnet distinct');
   assert.throws(() => topologyOf({ stateDir: dir, portOffset: 0, nodeDataDir: dir, warmPool: '', nodes: 5, say: () => undefined }), /--nodes/);
 });
 

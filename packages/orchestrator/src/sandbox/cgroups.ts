@@ -159,27 +159,24 @@ export class Cgroups {
 
   /** Removes the slot's cgroup directories; they must be empty of processes. Missing ones are fine. */
   async remove(slotId: string): Promise<void> {
-    const dirs = this.mode === 'v2' ? [this.v2Dir(slotId)] : V1_CONTROLLERS.map((c) => this.v1Dir(c, slotId));
-    if (this.mode === 'v1') dirs.push(join(ROOT, 'hugetlb', this.parent, slotId), join(ROOT, 'systemd', this.parent, slotId), join(ROOT, 'unified', this.parent, slotId));
-    for (const d of dirs) {
-      try {
-        await rmdir(d);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
+    for (const root of await this.hierarchies()) await removeTree(join(root, this.parent, slotId));
   }
 
-  /** Removes the parent cgroup(s); they must hold no slots. Missing ones are fine. */
+  /**
+   * Removes the parent cgroup and whatever is left below it, in every hierarchy mounted under /sys/fs/cgroup
+   * (crun creates the slot's cgroup in each, also in ones this module never writes: systemd, hugetlb, unified…); the slots must
+   * hold no processes. Missing ones are fine.
+   */
   async removeParent(): Promise<void> {
-    const dirs = this.mode === 'v2' ? [this.v2Dir()] : [...V1_CONTROLLERS, 'hugetlb', 'systemd', 'unified'].map((c) => this.v1Dir(c));
-    for (const d of dirs) {
-      try {
-        await rmdir(d);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
-    }
+    for (const root of await this.hierarchies()) await removeTree(join(root, this.parent));
+  }
+
+  /** The root of every hierarchy the parent may live in: /sys/fs/cgroup itself on v2, each v1 mount on v1. */
+  private async hierarchies(): Promise<string[]> {
+    if (this.mode === 'v2') return [ROOT];
+    // Real directories only: `cpu` → `cpu,cpuacct` style symlinks name the same hierarchy twice.
+    const entries = await readdir(ROOT, { withFileTypes: true }).catch(() => []);
+    return entries.filter((e) => e.isDirectory()).map((e) => join(ROOT, e.name));
   }
 
   /** Slot ids that have a cgroup under the parent (for orphan cleanup). */
@@ -193,6 +190,23 @@ export class Cgroups {
     } catch {
       return [];
     }
+  }
+}
+
+/** rmdir of a cgroup directory and its child cgroups, deepest first (cgroupfs refuses a non-empty rmdir). */
+async function removeTree(dir: string): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  for (const e of entries) if (e.isDirectory()) await removeTree(join(dir, e.name));
+  try {
+    await rmdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 }
 

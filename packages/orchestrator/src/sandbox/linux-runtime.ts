@@ -671,16 +671,18 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /**
-   * Undoes prepare()'s per-instance host objects (nft tables, bridge, cgroup parent) after destroying
-   * every slot of this instance. For `cove down` and test teardown; host-wide settings (ip_forward,
-   * the hugetlb mount) and the template cache stay.
+   * Undoes prepare()'s per-instance host objects (nft tables, bridge, cgroup parent in every hierarchy)
+   * after destroying every slot of this instance; returns the destroyed slot ids. For `cove down` (through
+   * teardown.ts, also when the orchestrator is dead) and test teardown; host-wide settings (ip_forward, the
+   * hugetlb mount), the template cache and paused sandboxes' snapshots stay. Idempotent.
    */
-  async teardownHost(): Promise<void> {
+  async teardownHost(): Promise<string[]> {
     const { cgroups } = await this.ensureContext();
-    await this.cleanupOrphans([]);
+    const cleaned = await this.cleanupOrphans([]);
     await removeFirewall(this.instance);
     await removeBridge(this.bridge);
     await cgroups.removeParent();
+    return cleaned;
   }
 
   /**
