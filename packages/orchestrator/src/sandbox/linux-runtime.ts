@@ -475,11 +475,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async setNetwork(slotId: string, net: SlotNetwork): Promise<void> {
     const rec = await this.mustRead(slotId);
     if (rec.state !== 'claimed') throw new SlotNotFound(slotId);
+    // Closing goes first and opening last, so the slot never passes through a state more open than both.
+    if (!net.allowInternetAccess && rec.allowInternetAccess) await denyInternet(this.instance, rec.address);
     await applySlotEgress(this.egressTable(slotId), hostVethName(this.bridge, slotId), rec.address, net.egress);
-    if (net.allowInternetAccess !== rec.allowInternetAccess) {
-      if (net.allowInternetAccess) await allowInternet(this.instance, rec.address);
-      else await denyInternet(this.instance, rec.address);
-    }
+    if (net.allowInternetAccess && !rec.allowInternetAccess) await allowInternet(this.instance, rec.address);
     Object.assign(rec, { allowInternetAccess: net.allowInternetAccess, egress: net.egress });
     await this.slots.write(rec);
   }
