@@ -46,7 +46,8 @@ export async function applySlotEgress(table: string, iface: string, sandboxIp: s
     return;
   }
   const policy = egressPolicyOf(rules);
-  await applyNft(renderSandboxNft({ table, iface, sandboxIp, policy, ports: NO_PORTS }));
+  // The slot's host veth is a bridge port: matched by source address, source checked at the bridge.
+  await applyNft(renderSandboxNft({ table, iface, sandboxIp, policy, ports: NO_PORTS, bridged: true }));
 }
 
 export async function removeSlotEgress(table: string): Promise<void> {
