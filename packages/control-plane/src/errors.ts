@@ -1,5 +1,7 @@
 // Every failure a caller can act on has a code here; http/error-handler.ts is the one place codes meet the wire.
 
+import type { PolicyIssue } from '@cove/egress';
+
 export type ErrorCode =
   | 'bad_request'
   | 'unauthenticated'
@@ -34,6 +36,14 @@ export class CoveError extends Error {
 export class BadRequest extends CoveError {
   constructor(message: string) {
     super('bad_request', message);
+  }
+}
+
+/** A `network` config @cove/egress refuses: every issue at once, with field paths, in the 400's `issues`. */
+export class InvalidNetworkPolicy extends CoveError {
+  override readonly errorCode = 'invalid_network_policy';
+  constructor(readonly issues: PolicyIssue[]) {
+    super('bad_request', `invalid network policy: ${issues.map((i) => `${i.field}: ${i.message}`).join('; ')}`);
   }
 }
 

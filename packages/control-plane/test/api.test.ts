@@ -195,11 +195,34 @@ describe('public and admin API', () => {
     assert.equal(r.status, 404);
     assert.equal(r.body.code, 404);
     assert.match(r.body.message, /no-such-template/);
-    const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { denyOut: ['0.0.0.0/0'] } } });
+    const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { allowOut: ['example.com'], denyOut: ['0.0.0.0/0'] } } });
     assert.equal(egress.status, 501);
-    assert.match(egress.body.message, /not implemented yet/);
+    assert.match(egress.body.message, /hostname rules.*not implemented yet/);
+    const proxy = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { egressProxy: { address: 'p.example.com:1080' } } } });
+    assert.equal(proxy.status, 501);
     const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
     assert.equal(volumes.status, 501);
+  });
+
+  test('a bad network policy → 400 invalid_network_policy naming every issue; nothing is created', async () => {
+    const r = await call(cp.url, 'POST', '/v2/sandboxes', {
+      key,
+      body: { templateID: 'base', network: { allowOut: ['10.0.0.300/8', '', `${'a'.repeat(254)}.com`], denyOut: ['example.com', '::1'] } },
+    });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error_code, 'invalid_network_policy');
+    assert.deepEqual(
+      r.body.issues.map((i: { code: string; field: string }) => `${i.field}:${i.code}`),
+      ['allowOut[0]:invalid_cidr', 'allowOut[1]:invalid_selector', 'allowOut[2]:too_long', 'denyOut[0]:hostname_in_deny', 'denyOut[1]:ipv6_unsupported'],
+    );
+    const many = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { denyOut: Array.from({ length: 257 }, () => '198.18.0.1') } } });
+    assert.equal(many.status, 400);
+    assert.ok(many.body.issues.some((i: { code: string; field: string }) => i.code === 'too_many' && i.field === 'denyOut'));
+    const listed = await call(cp.url, 'GET', '/v2/sandboxes', { key });
+    assert.deepEqual(listed.body, []);
+    // An update of an unknown sandbox is a 404, of a bad policy a 400 first (nothing is looked up or sent).
+    assert.equal((await call(cp.url, 'PUT', '/sandboxes/iunknown0000000000000/network', { key, body: { denyOut: ['203.0.113.0/24'] } })).status, 404);
+    assert.equal((await call(cp.url, 'PUT', '/sandboxes/iunknown0000000000000/network', { key, body: { denyOut: ['203.0.113.0/33'] } })).status, 400);
   });
 
   test('timeouts above the team maximum → 400 with E2B wording', async () => {

@@ -26,6 +26,7 @@ import type { ControlLinkTls } from '../config.js';
 import { ClusterUnavailable } from '../errors.js';
 import type { Cluster } from '../store/cluster-store.js';
 import type { NodeView } from './placement.js';
+import type { EgressRules, NodeNetwork } from '../sandboxes/network.js';
 
 /** The edge's node list entry (edge contract); `info` is the node's InfoResponse as protobuf JSON. */
 const NodeListSchema = z.array(
@@ -42,7 +43,9 @@ const NodeListSchema = z.array(
 );
 
 /** A Create's spec; `snapshotId` starts it from a snapshot (a resume, or a new sandbox from a persistent one). */
-export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime' | 'snapshotId' | 'cold'> & {
+export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime' | 'snapshotId' | 'cold' | 'egress'> & {
+  /** Egress address rules (sandboxes/network.ts); absent = none. */
+  egress?: EgressRules;
   startMs: number;
   endMs: number;
   snapshotId?: string;
@@ -253,6 +256,18 @@ export class ControlLink {
       );
     } catch (err) {
       throw asLinkError(err, 'update');
+    }
+  }
+
+  /** Replaces a running sandbox's egress on its node (live; the node keeps the previous policy on failure). */
+  async updateNetwork(nodeId: string, sandboxId: string, net: NodeNetwork): Promise<void> {
+    try {
+      await this.sandboxes.updateNetwork(
+        { sandboxId, allowInternetAccess: net.allowInternetAccess, egress: net.egress },
+        { headers: this.headers(nodeId), timeoutMs: this.timeoutMs },
+      );
+    } catch (err) {
+      throw asLinkError(err, 'updateNetwork');
     }
   }
 

@@ -3,7 +3,7 @@
 // else is a 500 with a generic message. Causes are logged, never sent.
 
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { CoveError, e2bErrorCode, httpStatus } from '../errors.js';
+import { CoveError, e2bErrorCode, httpStatus, InvalidNetworkPolicy } from '../errors.js';
 
 const FASTIFY_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'request body is too large',
@@ -19,7 +19,8 @@ export function installErrorHandling(app: FastifyInstance): void {
       const status = httpStatus[err.code];
       if (status >= 500) request.log.error({ err, code: err.code }, err.message);
       const ec = err.errorCode ?? e2bErrorCode[err.code];
-      return reply.status(status).send({ code: status, message: err.message, ...(ec ? { error_code: ec } : {}) });
+      const issues = err instanceof InvalidNetworkPolicy ? { issues: err.issues } : {};
+      return reply.status(status).send({ code: status, message: err.message, ...(ec ? { error_code: ec } : {}), ...issues });
     }
     const fe = err as FastifyError;
     if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {

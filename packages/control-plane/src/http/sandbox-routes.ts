@@ -25,6 +25,11 @@ const NetworkSchema = z.object({
   rules: z.record(z.array(z.object({ transform: z.object({ headers: z.record(z.string()).optional() }).optional() }))).optional(),
 });
 
+/** E2B's SandboxNetworkUpdateConfig (`PUT /sandboxes/{id}/network`): the egress fields; omitted ones clear. */
+const NetworkUpdateSchema = NetworkSchema.pick({ allowOut: true, denyOut: true, egressProxy: true, rules: true }).extend({
+  allow_internet_access: z.boolean().optional(),
+});
+
 const NewSandboxSchema = z.object({
   templateID: z.string().min(1).max(256),
   timeout: z.number().int().min(0).optional(),
@@ -92,6 +97,13 @@ export function sandboxRoutes(app: FastifyInstance, service: SandboxService): vo
       return reply.status(201).send(sandboxView(sandbox, cluster));
     });
   }
+
+  app.put('/sandboxes/:sandboxID/network', async (req, reply) => {
+    const { sandboxID } = parse(IdParams, req.params, 'path');
+    const b = parse(NetworkUpdateSchema, req.body ?? {}, 'body');
+    await service.updateNetwork(teamOf(req), sandboxID, { ...b, allowInternetAccess: b.allow_internet_access });
+    return reply.status(204).send();
+  });
 
   app.get('/sandboxes', async (req) => {
     const q = parse(V1ListQuery, req.query, 'query');

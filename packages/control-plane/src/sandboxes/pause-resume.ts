@@ -23,6 +23,7 @@ import { newPauseSnapshotId } from './ids.js';
 import { MAYBE_DONE, preferNode, startOnNodes } from './node-start.js';
 import type { SnapshotCleaner } from './snapshot-cleaner.js';
 import { nodeEndMs } from './node-end.js';
+import { nodeNetworkOf } from './network.js';
 
 /** What the node reported about a snapshot it wrote. */
 export interface Taken {
@@ -171,7 +172,8 @@ export class PauseResume {
           // The node restores the env vars envd had from the snapshot's manifest.
           envVars: {},
           metadata: s.metadata,
-          allowInternetAccess: s.allowInternetAccess ?? true,
+          // The policy travels with the row: the node applies it before the restored processes get any egress.
+          ...nodeNetworkOf(s.allowInternetAccess, s.network),
           envdAccessToken: s.envdAccessToken,
           startMs,
           endMs: nodeEndMs(s, endMs),

@@ -21,6 +21,7 @@ import { PauseResume } from './pause-resume.js';
 import { SandboxOps } from './sandbox-ops.js';
 import type { SnapshotCleaner } from './snapshot-cleaner.js';
 import { nodeEndMs } from './node-end.js';
+import { nodeNetworkOf, type EgressInput } from './network.js';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** E2B's server default when a create omits `timeout` (e2b-infra.md §6.2). */
@@ -137,9 +138,6 @@ export class SandboxService {
   /** Features the SDK can request that Cove does not enforce yet: refuse rather than silently ignore them. */
   private rejectUnsupported(input: CreateInput): void {
     const n = input.network;
-    if (n && ((n.allowOut?.length ?? 0) > 0 || (n.denyOut?.length ?? 0) > 0)) throw new NotImplemented('egress filtering (network.allowOut/denyOut)');
-    if (n && n.rules && Object.keys(n.rules).length > 0) throw new NotImplemented('egress transform rules (network.rules)');
-    if (n && n.egressProxy) throw new NotImplemented('egress proxy (network.egressProxy)');
     if (n && n.maskRequestHost) throw new NotImplemented('network.maskRequestHost');
     if (input.volumeMounts && input.volumeMounts.length > 0) throw new NotImplemented('volumes');
     if (input.iam && Object.keys(input.iam as object).length > 0) throw new NotImplemented('workload identity tokens (iam)');
@@ -180,6 +178,7 @@ export class SandboxService {
     this.checkTimeout(team, timeout);
     this.rejectUnsupported(input);
     this.checkLifecycle(input);
+    const net = nodeNetworkOf(input.allowInternetAccess, input.network);
     const cluster = await this.d.clusters.forTeam(team);
     const origin = await this.origin(team, cluster, input.templateID);
 
@@ -238,7 +237,8 @@ export class SandboxService {
           diskMb: record.diskMb,
           envVars: input.envVars ?? {},
           metadata: record.metadata,
-          allowInternetAccess: input.allowInternetAccess ?? true,
+          allowInternetAccess: net.allowInternetAccess,
+          egress: net.egress,
           envdAccessToken: record.envdAccessToken,
           startMs: record.startedAt,
           endMs: nodeEndMs(record, record.endAt),
@@ -318,6 +318,36 @@ export class SandboxService {
       else await this.terminate(s, 'killed');
     });
     this.d.log.info({ sandboxId: id, teamId: team.id }, 'sandbox killed');
+  }
+
+  /**
+   * E2B's `PUT /sandboxes/{id}/network`: replaces the sandbox's egress (omitted fields clear; the ingress fields of
+   * its network config stay). A running sandbox's node applies it first, so on any failure (a bad policy is a 400
+   * before anything is sent) the sandbox keeps its previous policy, on the node and in the row. A paused sandbox
+   * gets it in its row, and so on resume.
+   */
+  async updateNetwork(team: Team, id: string, body: EgressInput & { allowInternetAccess?: boolean }): Promise<void> {
+    const net = nodeNetworkOf(body.allowInternetAccess, body);
+    await this.whenSettled(id, team.id, async (s) => {
+      if (!s || (s.state !== 'running' && s.state !== 'paused')) throw new SandboxNotFound(id);
+      if (s.state === 'running' && s.nodeId) {
+        const cluster = await this.d.clusters.require(s.clusterId);
+        try {
+          await this.d.links.for(cluster).updateNetwork(s.nodeId, s.id, net);
+        } catch (err) {
+          if (err instanceof LinkCallError && err.code === Code.NotFound) throw new SandboxNotFound(id);
+          throw new ClusterUnavailable('the cluster could not update the sandbox\'s network', { cause: err });
+        }
+      }
+      const { allowOut: _a, denyOut: _d, rules: _r, egressProxy: _e, ...ingress } = s.network ?? {};
+      const network = {
+        ...ingress,
+        ...(body.allowOut !== undefined ? { allowOut: body.allowOut } : {}),
+        ...(body.denyOut !== undefined ? { denyOut: body.denyOut } : {}),
+      };
+      await this.sandboxes.setNetwork(s.id, body.allowInternetAccess ?? null, Object.keys(network).length ? network : null);
+    });
+    this.d.log.info({ sandboxId: id, teamId: team.id, allowOut: net.egress.allowOut.length, denyOut: net.egress.denyOut.length }, 'sandbox network updated');
   }
 
   /** Pushes a new end time to the node; a node that no longer knows the sandbox means it is gone. */

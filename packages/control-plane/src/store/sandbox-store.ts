@@ -164,6 +164,15 @@ export class SandboxStore {
     await this.db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
   }
 
+  /** Replaces the egress part of a sandbox's config (an updateNetwork the node has applied). */
+  async setNetwork(id: string, allowInternetAccess: boolean | null, network: Record<string, unknown> | null): Promise<void> {
+    await this.db
+      .updateTable('sandboxes')
+      .set({ allow_internet_access: allowInternetAccess === null ? null : allowInternetAccess ? 1 : 0, network: network === null ? null : JSON.stringify(network) })
+      .where('id', '=', id)
+      .execute();
+  }
+
   /** Drops a reservation whose create failed: it never ran. */
   async remove(id: string): Promise<void> {
     await this.db.deleteFrom('sandboxes').where('id', '=', id).where('state', '=', 'creating').execute();

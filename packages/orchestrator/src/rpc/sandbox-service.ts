@@ -14,6 +14,7 @@ import {
   type SnapshotInfo,
   ListResponseSchema,
   SandboxInfoSchema,
+  UpdateNetworkResponseSchema,
   UpdateResponseSchema,
   type SandboxInfo,
   type SandboxService,
@@ -22,7 +23,7 @@ import { InvalidArgument } from '../errors.js';
 import type { SandboxManager } from '../sandboxes/sandbox-manager.js';
 import type { PauseResult, SnapshotManager } from '../snapshots/snapshot-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
-import { validateSandboxId, validateSpec, type NodeLimits } from '../sandboxes/validate-spec.js';
+import { egressRulesOf, validateSandboxId, validateSpec, type NodeLimits } from '../sandboxes/validate-spec.js';
 
 export function toSandboxInfo(r: SandboxRecord): SandboxInfo {
   return create(SandboxInfoSchema, {
@@ -95,6 +96,13 @@ export function sandboxService(
       if (v.length) throw new InvalidArgument(v);
       const record = await manager.setEndTime(req.sandboxId, timestampMs(req.endTime!));
       return create(UpdateResponseSchema, { sandbox: toSandboxInfo(record) });
+    },
+    async updateNetwork(req) {
+      const v = validateSandboxId(req.sandboxId);
+      const egress = egressRulesOf(req.egress, v);
+      if (v.length) throw new InvalidArgument(v);
+      await manager.setNetwork(req.sandboxId, { allowInternetAccess: req.allowInternetAccess, egress });
+      return create(UpdateNetworkResponseSchema, {});
     },
     async pause(req) {
       if (!snapshots) throw new InvalidArgument(['pause: this node has no cluster storage for snapshots']);

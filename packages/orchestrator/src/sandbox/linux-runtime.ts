@@ -24,7 +24,8 @@ import { exportLayer } from './layer-export.js';
 import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
-import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, TemplateStatus } from './runtime.js';
+import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
+import { applySlotEgress, egressTableOf, hasEgressRules, NO_EGRESS_RULES, removeSlotEgress } from './slot-egress.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
@@ -159,7 +160,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await mkdir(this.crun.stateRoot, { recursive: true, mode: 0o700 });
     await ensureBridge(this.bridge);
     const records = await this.slots.readAll();
-    await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
+    // A restarted node puts each claimed slot's filter back before its address rejoins the internet set; a slot
+    // whose filter cannot be applied stays without egress rather than unfiltered.
+    const unfiltered = new Set<string>();
+    for (const r of records) {
+      if (!hasEgressRules(r.egress)) continue;
+      try {
+        await applySlotEgress(this.egressTable(r.slotId), hostVethName(this.bridge, r.slotId), r.address, r.egress);
+      } catch (err) {
+        unfiltered.add(r.slotId);
+        this.log.error({ err, slotId: r.slotId, sandboxId: r.sandboxId }, 'cannot re-apply the slot\'s egress filter: it keeps no egress');
+      }
+    }
+    await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess && !unfiltered.has(r.slotId)).map((r) => r.address));
     await this.lent.binaries();
     for (const t of this.cfg.templates ?? ['base']) await this.templates.ensure(t);
     if (!(await this.lent.envd())) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
@@ -431,6 +444,12 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const rec = await this.mustRead(slotId);
     if (!(await this.isAlive(slotId))) throw new SlotNotFound(slotId);
     // Independent steps, run together: claim latency is what a warm-pool create waits for.
+    const egress = opts.egress ?? NO_EGRESS_RULES;
+    // The filter goes in before the slot joins the internet set: it never has a moment of unfiltered egress. A
+    // failure fails the claim (and so the create), never leaves an open sandbox.
+    if (hasEgressRules(egress) || hasEgressRules(rec.egress)) {
+      await applySlotEgress(this.egressTable(slotId), hostVethName(this.bridge, slotId), rec.address, egress);
+    }
     await Promise.all([
       cgroups.setLimits(slotId, this.cgroupLimits(opts.limits)),
       // A slot boots without internet; only a change needs the firewall.
@@ -445,7 +464,22 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         if (!written) this.log.warn({ slotId, sandboxId: opts.sandboxId }, 'the sandbox\'s /etc is not a plain directory: hostname and resolver files not written');
       }),
     ]);
-    Object.assign(rec, { state: 'claimed', sandboxId: opts.sandboxId, limits: opts.limits, allowInternetAccess: opts.allowInternetAccess });
+    Object.assign(rec, { state: 'claimed', sandboxId: opts.sandboxId, limits: opts.limits, allowInternetAccess: opts.allowInternetAccess, egress });
+    await this.slots.write(rec);
+  }
+
+  private egressTable(slotId: string): string {
+    return egressTableOf(this.instance, slotId);
+  }
+
+  async setNetwork(slotId: string, net: SlotNetwork): Promise<void> {
+    const rec = await this.mustRead(slotId);
+    if (rec.state !== 'claimed') throw new SlotNotFound(slotId);
+    // Closing goes first and opening last, so the slot never passes through a state more open than both.
+    if (!net.allowInternetAccess && rec.allowInternetAccess) await denyInternet(this.instance, rec.address);
+    await applySlotEgress(this.egressTable(slotId), hostVethName(this.bridge, slotId), rec.address, net.egress);
+    if (net.allowInternetAccess && !rec.allowInternetAccess) await allowInternet(this.instance, rec.address);
+    Object.assign(rec, { allowInternetAccess: net.allowInternetAccess, egress: net.egress });
     await this.slots.write(rec);
   }
 
@@ -459,6 +493,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const dir = this.slots.dirOf(slotId);
     await removeSlotDisk(slotDiskPaths(dir));
     if (rec) await denyInternet(this.instance, rec.address);
+    // Unconditionally: a slot whose record is gone may still have left its table behind.
+    await removeSlotEgress(this.egressTable(slotId)).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot remove the slot\'s egress table'));
     await removeSlotNetwork(this.bridge, slotId);
     for (;;) {
       try {

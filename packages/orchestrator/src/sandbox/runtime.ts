@@ -2,6 +2,7 @@
 // proxy) and the Linux sandbox runtime (namespaces, cgroups, seccomp, overlay,
 // network). The service layer only ever talks to a sandbox through this.
 
+import type { EgressRules } from './slot-egress.js';
 import type { SlotRecord } from './slot-store.js';
 
 /** Resources a slot is bounded by. disk is fixed at boot; cpu and memory can change on claim. */
@@ -66,6 +67,14 @@ export interface ClaimOptions {
   sandboxId: string;
   limits: SlotLimits;
   allowInternetAccess: boolean;
+  /** Address rules on top of allowInternetAccess (slot-egress.ts); absent or empty = none. */
+  egress?: EgressRules;
+}
+
+/** A running sandbox's network, replaced live by setNetwork. */
+export interface SlotNetwork {
+  allowInternetAccess: boolean;
+  egress: EgressRules;
 }
 
 /** A built-in template on this node: startable, being built in the background, its build failed, or unknown. */
@@ -86,6 +95,11 @@ export interface SandboxRuntime {
   boot(opts: BootOptions): Promise<SlotInfo>;
   /** Apply the claimed sandbox's limits and egress policy to a booted slot. */
   claim(slotId: string, opts: ClaimOptions): Promise<void>;
+  /**
+   * Replaces a claimed slot's egress live: the filter first, then the internet set, each one nft transaction, so
+   * there is no moment with neither. On failure the slot keeps its previous filter (the record is written last).
+   */
+  setNetwork(slotId: string, net: SlotNetwork): Promise<void>;
   /** Kill a slot and remove everything it had: processes, mounts, cgroups, veth, netns, files. Idempotent. */
   destroy(slotId: string): Promise<void>;
   /**

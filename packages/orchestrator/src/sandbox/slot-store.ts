@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SlotInfo, SlotLimits } from './runtime.js';
+import type { EgressRules } from './slot-egress.js';
 
 export type SlotState = 'booting' | 'pooled' | 'claimed';
 
@@ -20,6 +21,8 @@ export interface SlotRecord extends SlotInfo {
   limits: SlotLimits;
   sandboxId: string | null;
   allowInternetAccess: boolean;
+  /** The sandbox's egress address rules (slot-egress.ts), re-applied when the node restarts; absent = none. */
+  egress?: EgressRules;
   /** Image dir of the checkpoint the slot was last dumped to; set while its processes are gone. */
   checkpointDir?: string | null;
   /** The envd install the slot bind-mounts (envd-install.ts); kept until no slot references it. */

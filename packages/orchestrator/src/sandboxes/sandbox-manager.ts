@@ -15,6 +15,7 @@ import {
 } from '../errors.js';
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
+import type { EgressRules } from '../sandbox/slot-egress.js';
 import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { bootBuildSlot, type BuildPool } from './build-pool.js';
@@ -204,6 +205,7 @@ export class SandboxManager {
         endTime: spec.endTime,
         envdVersion,
         allowInternetAccess: spec.allowInternetAccess,
+        egress: spec.egress,
         trafficTokenSha256: spec.trafficTokenSha256,
         slotId: slot.slotId,
         address: slot.address,
@@ -263,6 +265,23 @@ export class SandboxManager {
     // A Delete may have raced the write; do not resurrect it.
     if (this.sandboxes.get(sandboxId) === record) this.sandboxes.set(sandboxId, updated);
     this.log.info({ sandboxId, endTime: new Date(endTime).toISOString() }, 'sandbox end time updated');
+    return updated;
+  }
+
+  /**
+   * Replaces a running sandbox's egress live (runtime.setNetwork); on failure the previous policy stays in force
+   * and in the record. Refused while a pause or snapshot holds the sandbox (its slot is being checkpointed).
+   */
+  async setNetwork(sandboxId: string, net: { allowInternetAccess: boolean; egress: EgressRules }): Promise<SandboxRecord> {
+    const what = this.busy.get(sandboxId);
+    if (what) throw new SandboxBusy(sandboxId, what);
+    const record = this.sandboxes.get(sandboxId);
+    if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
+    await this.runtime.setNetwork(record.slotId, net);
+    const updated = { ...record, allowInternetAccess: net.allowInternetAccess, egress: net.egress };
+    await this.store.save(updated);
+    if (this.sandboxes.get(sandboxId) === record) this.sandboxes.set(sandboxId, updated);
+    this.log.info({ sandboxId, allowInternetAccess: net.allowInternetAccess, allowOut: net.egress.allowOut.length, denyOut: net.egress.denyOut.length }, 'sandbox network updated');
     return updated;
   }
 
@@ -393,6 +412,7 @@ export class SandboxManager {
       sandboxId: spec.sandboxId,
       limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
       allowInternetAccess: spec.allowInternetAccess,
+      egress: spec.egress,
     });
     try {
       return await initEnvd({

@@ -19,6 +19,8 @@ export const sandboxRecordSchema = z.object({
   endTime: z.number(),
   envdVersion: z.string(),
   allowInternetAccess: z.boolean(),
+  /** Egress address rules (slot-egress.ts); records of older versions have none. */
+  egress: z.object({ allowOut: z.array(z.string()), denyOut: z.array(z.string()) }).default({ allowOut: [], denyOut: [] }),
   /** sha256 (hex) of the sandbox's traffic access token; '' = public. Reported to edges in heartbeats. */
   trafficTokenSha256: z.string().default(''),
   slotId: z.string(),

@@ -2,7 +2,9 @@
 // (InvalidArgument lists them), so a caller fixes its request in one round trip.
 
 import { timestampMs } from '@bufbuild/protobuf/wkt';
-import type { SandboxSpec } from '@cove/contracts/orchestrator';
+import type { EgressPolicy as EgressPolicyMsg, SandboxSpec } from '@cove/contracts/orchestrator';
+import { PolicyError } from '@cove/egress';
+import { egressPolicyOf, NO_EGRESS_RULES, type EgressRules } from '../sandbox/slot-egress.js';
 import { InvalidArgument } from '../errors.js';
 import { SNAPSHOT_ID_RE } from '../snapshots/snapshot-manifest.js';
 import { BUILD_ID_RE } from '../templates/manifest.js';
@@ -37,6 +39,8 @@ export interface ValidSpec {
   startTime: number;
   endTime: number;
   allowInternetAccess: boolean;
+  /** Address rules on top of allowInternetAccess (checked by egressRulesOf). */
+  egress: EgressRules;
   envdAccessToken: string;
   /** sha256 (hex) of the traffic access token the control plane sent with Create; '' = public. */
   trafficTokenSha256: string;
@@ -87,6 +91,7 @@ export function validateSpec(
   if (spec.envdAccessToken.length > 512) v.push('envd_access_token: too long');
   if (spec.snapshotId !== '' && !SNAPSHOT_ID_RE.test(spec.snapshotId)) v.push(`snapshot_id: must be empty or match ${SNAPSHOT_ID_RE.source}`);
   if (spec.cold && spec.snapshotId === '') v.push('cold: only meaningful with snapshot_id');
+  const egress = egressRulesOf(spec.egress, v);
   if (v.length > 0) throw new InvalidArgument(v);
   return {
     sandboxId: spec.sandboxId,
@@ -101,9 +106,26 @@ export function validateSpec(
     startTime: start,
     endTime: end,
     allowInternetAccess: spec.allowInternetAccess,
+    egress,
     envdAccessToken: spec.envdAccessToken,
     trafficTokenSha256,
     snapshotId: spec.snapshotId,
     cold: spec.cold,
   };
+}
+
+/**
+ * The spec's egress rules, parsed again with @cove/egress (the node enforces only what it can parse itself);
+ * problems are pushed to `v` as `egress.<field>: <message>`.
+ */
+export function egressRulesOf(e: EgressPolicyMsg | undefined, v: string[]): EgressRules {
+  const rules: EgressRules = { allowOut: [...(e?.allowOut ?? [])], denyOut: [...(e?.denyOut ?? [])] };
+  try {
+    const p = egressPolicyOf(rules);
+    return { allowOut: p.allowCidrs.map((c) => c.text), denyOut: p.denyCidrs.map((c) => c.text) };
+  } catch (err) {
+    if (!(err instanceof PolicyError)) throw err;
+    for (const i of err.issues) v.push(`egress.${i.field}: ${i.message}`);
+    return NO_EGRESS_RULES;
+  }
 }
