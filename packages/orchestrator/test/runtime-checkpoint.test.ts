@@ -49,8 +49,7 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
     const id = await bootId();
     assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.notEqual(id, (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim(), 'not the host\'s boot');
-    // Root inside cannot change it (read-only bind) nor unmount it to see the host's (the mount is locked
-    // in the sandbox's user namespace).
+    // Root inside cannot change it (read-only bind) nor unmount it to see the host's (no CAP_SYS_ADMIN).
     const w = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'echo 00000000-0000-4000-8000-000000000000 > /proc/sys/kernel/random/boot_id || true; umount /proc/sys/kernel/random/boot_id 2>/dev/null; cat /proc/sys/kernel/random/boot_id']);
     assert.equal(w.stdout.trim(), id, 'the sandbox could neither rewrite nor uncover its boot_id');
     const cp = await rt.checkpoint(slot.slotId, imageDir());
