@@ -240,6 +240,25 @@ describe('template builds', { timeout: 600_000 }, () => {
     assert.equal(await readManifest(store, req.buildId), null);
   });
 
+  it('a RUN as a user the stack lacks fails as that step, naming the user; one an earlier step made runs', async () => {
+    const req = request({
+      steps: [
+        { type: 'RUN', args: ['useradd --create-home made-here 2>/dev/null || adduser -D made-here'] },
+        { type: 'RUN', args: ['whoami', 'made-here'] },
+        { type: 'RUN', args: ['echo never-$((6*7))', 'nobody-here'] },
+      ],
+    });
+    await manager.start(req);
+    const s = await finish(req);
+    assert.equal(s.state, 'error');
+    assert.equal(s.failure?.step, '3');
+    assert.match(s.failure!.message, /user "nobody-here" does not exist/);
+    const logs = await allLogs(req);
+    assert.ok(logs.includes('[2] made-here'), logs.join('\n'));
+    // The step's description names its command; its output (the expanded text) would prove it ran.
+    assert.ok(!logs.some((l) => l.includes('never-42')), 'the step never ran');
+  });
+
   it('refuses bad requests at once, naming the step', async () => {
     const bad = async (over: Parameters<typeof request>[0], re: RegExp) => {
       await assert.rejects(manager.start(request(over)), (err: Error) => (assert.match(err.message, re), true));

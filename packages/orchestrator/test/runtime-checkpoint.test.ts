@@ -4,7 +4,7 @@
 // Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
-import { access, mkdir, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { findCriu } from '../src/checkpoint/criu.js';
@@ -41,6 +41,17 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
   });
 
   it('round-trips an idle slot: gone after the checkpoint, envd answers on the same address after restore', async () => {
+    const bootId = async () => {
+      const r = await rt.exec(slot.slotId, ['/bin/cat', '/proc/sys/kernel/random/boot_id']);
+      assert.equal(r.code, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    const id = await bootId();
+    assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.notEqual(id, (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim(), 'not the host\'s boot');
+    // Root inside cannot change it (read-only bind) nor unmount it to see the host's (no CAP_SYS_ADMIN).
+    const w = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'echo 00000000-0000-4000-8000-000000000000 > /proc/sys/kernel/random/boot_id || true; umount /proc/sys/kernel/random/boot_id 2>/dev/null; cat /proc/sys/kernel/random/boot_id']);
+    assert.equal(w.stdout.trim(), id, 'the sandbox could neither rewrite nor uncover its boot_id');
     const cp = await rt.checkpoint(slot.slotId, imageDir());
     assert.equal(await rt.isAlive(slot.slotId), false);
     assert.equal(await healthy(slot.address), false, 'nothing answers while checkpointed');
@@ -55,6 +66,7 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
     assert.equal(listed?.pid, rs.pid, 'the record carries the restored envd pid');
     assert.equal(listed?.address, slot.address);
     await assert.rejects(rt.restore(slot.slotId, join(CHECKPOINTS, `${slot.slotId}-1`)), (e: unknown) => e instanceof SandboxRuntimeError && e.code === 'runtime_checkpoint_failed');
+    assert.equal(await bootId(), id, 'a memory restore is the same boot');
     console.log(`idle slot: checkpoint ${cp.ms} ms (image ${(cp.imageBytes / 1048576).toFixed(1)} MiB), restore ${rs.ms} ms (until envd answers)`);
   });
 

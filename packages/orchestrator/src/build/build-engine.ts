@@ -142,6 +142,11 @@ export class BuildEngine {
       this.say(`[${step.index}/${total}] ${describe(step)}`, label);
       // COPY sources are fetched and checked before anything boots: a refused tarball never reaches a sandbox.
       const copyTar = step.type === 'COPY' ? await this.prepareCopy(step) : '';
+      // A RUN as a named user that the stack does not have fails as that step, with that reason (E2B's build
+      // says so too), before a sandbox boots for it, not as whatever envd would answer.
+      if (step.type === 'RUN' && step.args[1] && (await this.userKnown(base.builtin, layers, step.args[1])) === false) {
+        throw new BuildStepFailed(label, `user "${step.args[1]}" does not exist in the template at this step (create it first, e.g. with setUser)`);
+      }
       const layer = await this.inSandbox(base.builtin, layers, label, (sb) => this.runStep(sb, step, ctx, copyTar));
       await this.deps.store.put(entryKey, Buffer.from(JSON.stringify(layer)));
       layers.push(layer);
@@ -370,6 +375,11 @@ export class BuildEngine {
 
   /** Whether `name` is in /etc/passwd of the stack, read from the topmost layer that has the file. */
   private async userExists(builtin: string | null, layers: Layer[], name: string): Promise<boolean> {
+    return (await this.userKnown(builtin, layers, name)) === true;
+  }
+
+  /** Whether the stack's /etc/passwd names `name`; null when it cannot tell (no plain, bounded passwd on top). */
+  private async userKnown(builtin: string | null, layers: Layer[], name: string): Promise<boolean | null> {
     const dirs: string[] = [];
     const lease = this.deps.layers.acquire(layers.map((l) => l.digest));
     try {
@@ -387,9 +397,11 @@ export class BuildEngine {
           throw err;
         });
         if (text === undefined) continue;
-        return text !== null && text.toString('utf8').split('\n').some((l) => l.startsWith(`${name}:`));
+        if (text === null) return null;
+        // A numeric uid is valid without a passwd entry (the process just has no name).
+        return /^\d+$/.test(name) || text.toString('utf8').split('\n').some((l) => l.startsWith(`${name}:`));
       }
-      return false;
+      return /^\d+$/.test(name) ? true : null;
     } finally {
       lease.release();
     }

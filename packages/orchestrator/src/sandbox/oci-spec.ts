@@ -32,7 +32,12 @@ export interface OciSpecInput {
   guestDir: { source: string; mount: string } | null;
   /** RLIMIT_NOFILE inside; at most the orchestrator's own hard limit (crun cannot raise it in a userns). */
   nofile: number;
+  /** Host file (outside the tenant tree) bound read-only over /proc/sys/kernel/random/boot_id, or null. */
+  bootIdFile: string | null;
 }
+
+/** Where Linux tells a process which boot it runs in; E2B's differs per sandbox boot. */
+export const BOOT_ID_PATH = '/proc/sys/kernel/random/boot_id';
 
 const dev = (name: string) => ({
   destination: `/dev/${name}`,
@@ -63,6 +68,11 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
   ];
   if (i.envdDir) {
     mounts.push({ destination: '/opt/cove/envd', type: 'bind', source: i.envdDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+  }
+  if (i.bootIdFile) {
+    // After /proc (mounts apply in order); a bind from the spec, so CRIU treats it as external and a restore
+    // rebinds this node's own file (criu.ts).
+    mounts.push({ destination: BOOT_ID_PATH, type: 'bind', source: i.bootIdFile, options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'] });
   }
   if (i.guestDir) {
     mounts.push({ destination: i.guestDir.mount, type: 'bind', source: i.guestDir.source, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
