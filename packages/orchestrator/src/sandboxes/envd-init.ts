@@ -2,6 +2,7 @@
 // The slot's init token (X-Cove-Init-Token) proves the caller is the node, so nothing inside the sandbox
 // can re-initialise envd. envd answers 204 with X-Envd-Version.
 
+import { Agent as HttpAgent } from 'node:http';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Code, ConnectError, type Interceptor, type Transport } from '@connectrpc/connect';
 import { request, type Dispatcher } from 'undici';
@@ -58,10 +59,18 @@ function headersWithin(ms: number): Interceptor {
 }
 
 /** The one Connect transport the node uses towards a sandbox's envd, with the bounds above. */
+/**
+ * No kept-alive sockets towards envd: slot addresses are reused within milliseconds, so a pooled socket to a
+ * destroyed slot's address would be written into the next slot's stack and reset (a build failed so with
+ * `write ECONNRESET`). A fresh connection on the node's own bridge costs a fraction of a millisecond.
+ */
+const envdAgent = new HttpAgent({ keepAlive: false });
+
 export function envdTransport(address: string, interceptors: Interceptor[] = []): Transport {
   return createConnectTransport({
     baseUrl: `http://${address}:${ENVD_PORT}`,
     httpVersion: '1.1',
+    nodeOptions: { agent: envdAgent },
     readMaxBytes: ENVD_MESSAGE_MAX_BYTES,
     interceptors: [headersWithin(ENVD_HEADERS_TIMEOUT_MS), ...interceptors],
   });

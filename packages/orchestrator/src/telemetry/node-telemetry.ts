@@ -375,6 +375,9 @@ export class NodeTelemetry {
       for (const e of reply.entries) this.envdEntry(r, e, pulledAt);
       this.cursorsDirty ||= c.after !== reply.next;
       c.after = reply.next;
+      // Paused while this read ran: the cursor its resume goes on from is this read's end, not the one the pause
+      // saw, or a memory resume would send these entries again.
+      if (this.cursors.get(r.sandboxId) !== c && this.pausedCursors.has(r.sandboxId)) this.pausedCursors.set(r.sandboxId, reply.next);
       c.failures = 0;
       c.lastFailure = undefined;
     } catch (err) {
