@@ -40,14 +40,18 @@ const HOG = [
   'time.sleep(3600)',
 ];
 
-/** One of each, released at once: 0 when the uid still has room. */
+/**
+ * One of each, released at once: "ok" when the uid still has room. Queued signals are the uid's across the
+ * sandbox, and a SIGCHLD pending for a moment elsewhere (envd reaping a command) frees its slot when delivered, so
+ * a uid at its limit may still queue a few: "ok" needs room for 32, not one.
+ */
 const ONE_OF_EACH = [
   'import ctypes, os, signal',
   'libc = ctypes.CDLL(None, use_errno=True)',
   'fd = libc.inotify_init1(0)',
   'signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])',
   'libc.sigqueue.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]',
-  'sq = libc.sigqueue(os.getpid(), signal.SIGRTMIN, None)',
+  'sq = 0 if all(libc.sigqueue(os.getpid(), signal.SIGRTMIN, None) == 0 for _ in range(32)) else -1',
   'libc.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]',
   'name = b"/probe-%d" % os.getpid()',
   'mq = libc.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, None)',
