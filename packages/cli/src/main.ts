@@ -133,14 +133,17 @@ program
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
   .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1`)
-  .action(async (pkgs: string[], opts: { warmPool: string }) => {
+  // Beside `cove up` (offset 0) and `cove test` (100) by default; elsewhere to run two benchmarks at once.
+  .option('--state-dir <dir>', 'where the benchmark deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove', 'bench'))
+  .option('--port-offset <n>', 'port offset of the benchmark deployment', '200')
+  .action(async (pkgs: string[], opts: { warmPool: string; stateDir: string; portOffset: string }) => {
     const files = benchFiles(pkgs);
     const component = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     const results = await runBenches(component, {}, say);
     if (e2e.length) {
       // SDK-level figures come from a deployment started exactly like `cove up`.
-      const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'bench'), portOffset: '200', nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool, nodes: '2' });
+      const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool, nodes: '2' });
       say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
       results.push(...(await withOwnDeployment(o, (signal) => runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say, signal))));
     }

@@ -3,7 +3,9 @@
 // running and a paused sandbox through the unchanged SDK, and one node's orchestrator SIGKILLed (down must clean
 // up after a dead process too). The host's mounts, loop devices, links, netns, nft tables and cgroup dirs of every
 // hierarchy that belong to this deployment are compared before `up` and after `down`; paused data must survive
-// `down` and go with `down --purge`, which keeps the machine-wide template cache.
+// `down` and go with `down --purge`, which keeps the machine-wide template cache. Then the same deployment as
+// `cove bench` starts it for itself, interrupted by Ctrl-C (SIGINT to the whole process group) while a benchmark
+// runs: it must tear itself down the same way and exit 130.
 
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,12 +22,26 @@ const FLAGS = ['--state-dir', STATE, '--port-offset', OFFSET, '--nodes', '2', '-
 /** This deployment's names (cli topologyOf, k = 3): instances cove300/cove300n1, veths cv3-/c31-, data dirs. */
 const OURS = /cove300|^cv3-|^c31-|\/var\/lib\/cove-300/;
 
-function cove(args: string[]): Promise<{ code: number | null; out: string }> {
+/**
+ * The CLI as a process. `onOutput` sees the output so far after each chunk; it may interrupt the process's group
+ * (the CLI and everything it runs in the foreground, as a terminal's Ctrl-C does).
+ */
+function cove(args: string[], onOutput?: (out: string, interrupt: () => void) => void): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(repoRoot, 'packages/cli/dist/src/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(repoRoot, 'packages/cli/dist/src/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: !!onOutput });
     let out = '';
-    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    let interrupted = false;
+    const interrupt = () => {
+      if (interrupted) return;
+      interrupted = true;
+      process.kill(-child.pid!, 'SIGINT');
+    };
+    const take = (b: Buffer) => {
+      out += b.toString();
+      onOutput?.(out, interrupt);
+    };
+    child.stdout.on('data', take);
+    child.stderr.on('data', take);
     child.on('error', reject);
     child.on('exit', (code) => resolve({ code, out }));
   });
@@ -130,4 +146,40 @@ test('cove down leaves no mount, loop device, link, netns, nft table or cgroup; 
   assert.equal(existsSync(STATE), false, 'state dir purged');
   assert.ok(readdirSync(join(NODE_DATA, 'templates')).length > 0, 'the machine-wide template cache stays');
   assert.deepEqual(snapshot(), before);
+});
+
+test('Ctrl-C of `cove bench` while a benchmark runs tears its deployment down and exits 130', { timeout: 300_000 }, async () => {
+  const pre = await cove(['down', '--purge', ...FLAGS]);
+  assert.equal(pre.code, 0, pre.out);
+  const before = snapshot();
+  assert.deepEqual(before, { mounts: [], loops: [], links: [], netns: [], nft: [], cgroups: [] }, 'a clean start');
+
+  // Interrupted once the first e2e benchmark has started against the running deployment, whose processes and host
+  // objects are taken as they are at that moment (so the check below sees them go, not a deployment never made).
+  let during: Record<string, string[]> | undefined;
+  let pids: number[] = [];
+  const bench = await cove(['bench', 'e2e', '--state-dir', STATE, '--port-offset', OFFSET, '--warm-pool', 'base=1'], (out, interrupt) => {
+    if (during || !/^bench packages\/e2e\//m.test(out)) return;
+    during = snapshot();
+    pids = readdirSync(join(STATE, 'run'))
+      .filter((f) => f.endsWith('.pid'))
+      .map((f) => (JSON.parse(readFileSync(join(STATE, 'run', f), 'utf8')) as { pid: number }).pid);
+    interrupt();
+  });
+  assert.ok(during, `the benchmark started: ${bench.out}`);
+  assert.ok(during.links.includes('cove3000') && during.mounts.length > 0, `the deployment was up: ${JSON.stringify(during)}`);
+  assert.ok(pids.length >= 5, `its services were running: ${pids}`);
+  assert.equal(bench.code, 130, bench.out);
+  assert.match(bench.out, /SIGINT: stopping, then tearing the deployment down/);
+  assert.match(bench.out, /host cleaned/);
+  const alive = pids.filter((pid) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(alive, [], 'no service of the deployment is left running');
+  assert.deepEqual(snapshot(), before, 'the host is as the benchmark found it');
 });
