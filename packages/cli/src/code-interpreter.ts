@@ -15,7 +15,7 @@ import { repoRoot } from './paths.js';
 export interface EdgeNodeView {
   nodeId: string;
   status: string;
-  info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
+  info?: { startedAt?: string; readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
 }
 
 /**
@@ -62,14 +62,25 @@ export function describeReadiness(states: NodeTemplateState[]): string {
   return `ready on ${readyNodes(states).length}/${states.length} node(s)${per.length ? ` (${per.join('; ')})` : ''}`;
 }
 
-/** The nodes the edge knows, with their Info. */
-export async function edgeNodes(edgeApiUrl: string, clusterToken: string): Promise<EdgeNodeView[]> {
+/**
+ * The nodes the edge knows, with their Info. `launched` names nodes (re)started at a time: until the edge relays
+ * an Info from that process (its start time at or after the launch), the edge's view is the previous process's last
+ * heartbeat, whose ready templates say nothing of the new one — such a node is listed without its Info.
+ */
+export async function edgeNodes(edgeApiUrl: string, clusterToken: string, launched?: ReadonlyMap<string, number>): Promise<EdgeNodeView[]> {
   const res = await request(`${edgeApiUrl}/v1/nodes`, { headers: { authorization: `Bearer ${clusterToken}` } });
   if (res.statusCode !== 200) {
     const body = await res.body.text();
     throw new Error(`edge GET /v1/nodes answered ${res.statusCode}: ${body.slice(0, 200)}`);
   }
-  return (await res.body.json()) as EdgeNodeView[];
+  const views = (await res.body.json()) as EdgeNodeView[];
+  if (!launched) return views;
+  return views.map((n) => {
+    const at = launched.get(n.nodeId);
+    // Timestamps in protobuf JSON carry their own resolution; a second of slack covers rounding.
+    const stale = at !== undefined && !(Date.parse(n.info?.startedAt ?? '') >= at - 1000);
+    return stale ? { nodeId: n.nodeId, status: n.status } : n;
+  });
 }
 
 export interface WaitOptions {

@@ -118,11 +118,12 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
 
   mkdirSync(clusterDirs(paths).storage, { recursive: true, mode: 0o700 });
 
-  const startedNow = new Set<string>();
+  const startedNow = new Map<string, number>();
   const specs = components(topo, secrets, paths);
   for (const c of specs) {
     o.signal?.throwIfAborted();
-    if (await startComponent(c, paths, o)) startedNow.add(c.name);
+    const launchedAt = Date.now();
+    if (await startComponent(c, paths, o)) startedNow.set(c.name, launchedAt);
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
@@ -142,7 +143,8 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
 
   // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
   // works as soon as it exists (the nodes prepare the template in the background after they start).
-  const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken);
+  const launched = new Map(topo.nodes.flatMap((n, i) => { const at = startedNow.get(orchestratorName(i)); return at === undefined ? [] : [[n.nodeId, at] as const]; }));
+  const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken, launched);
   const wait = o.codeInterpreterWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
   const now = codeInterpreterOn(await nodes().catch(() => []));
   const nodesStartedNow = topo.nodes.some((_, i) => startedNow.has(orchestratorName(i)));

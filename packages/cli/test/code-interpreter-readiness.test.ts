@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CODE_INTERPRETER_TEMPLATE_ID as CI } from '@cove/contracts/sandbox';
-import { edgeNodes, waitForCodeInterpreter, type EdgeNodeView } from '../src/code-interpreter.js';
+import { codeInterpreterOn, edgeNodes, waitForCodeInterpreter, type EdgeNodeView } from '../src/code-interpreter.js';
 
 const TOKEN = 'cluster-token-0123456789';
 
@@ -66,6 +66,27 @@ describe('code-interpreter readiness as cove up waits for it', () => {
     assert.ok(lines.some((l) => /a: not reported, 0\/1 warm; b: not reported, 0\/1 warm/.test(l)), lines.join('\n'));
     assert.ok(lines.some((l) => /a: not ready yet, 0\/1 warm/.test(l)), lines.join('\n'));
     assert.ok(lines.some((l) => /a: ready, 1\/1 warm \(node draining\); b: not ready yet/.test(l)), lines.join('\n'));
+  });
+
+  test('a node restarted by this up counts only once the edge relays an Info from the new process', async () => {
+    requests = 0;
+    const launchedAt = Date.parse('2026-12-03T10:00:00Z');
+    const from = (n: EdgeNodeView, startedAt: string): EdgeNodeView => ({ ...n, info: { ...n.info, startedAt } });
+    answers = [
+      // The previous process's last heartbeat: it had the template ready, the new one has not said so yet.
+      [from(node('a', 'healthy', 'ci'), '2026-12-03T09:00:00Z')],
+      [from(node('a', 'healthy', 'base-only'), '2026-12-03T10:00:02.500Z')],
+      [from(node('a', 'healthy', 'ci'), '2026-12-03T10:00:02.500Z')],
+    ];
+    const lines: string[] = [];
+    const states = await waitForCodeInterpreter(() => edgeNodes(url, TOKEN, new Map([['a', launchedAt]])), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
+    assert.equal(requests, 3, 'the stale view did not end the wait');
+    assert.deepEqual(states.map((s) => [s.nodeId, s.state]), [['a', 'ready']]);
+    assert.ok(lines.some((l) => /a: not reported/.test(l)), lines.join('\n'));
+    // A node this up did not start is taken as the edge sees it.
+    requests = 0;
+    answers = [[from(node('b', 'healthy', 'ci'), '2026-12-03T09:00:00Z')]];
+    assert.deepEqual(codeInterpreterOn(await edgeNodes(url, TOKEN, new Map([['a', launchedAt]]))).map((s) => s.state), ['ready']);
   });
 
   test('gives up with an error naming each node’s state', async () => {
