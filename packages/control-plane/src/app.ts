@@ -71,7 +71,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   if (builtInsAdded > 0) log.info({ added: builtInsAdded }, 'built-in templates added to existing clusters');
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
-  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
+  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients);
   const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
@@ -115,7 +115,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     service,
     cleaner,
     intervalMs: config.reconcileIntervalMs,
-    graceMs: 30_000,
+    graceMs: config.reconcileGraceMs,
     staleMs,
     log: log.child({ module: 'reconciler' }),
   });

@@ -40,6 +40,7 @@ export class OidcTestServer {
   tokenTtlS: number;
   keys: JWK[] = [];
   private readonly clients = new Map<string, OidcTestClient>();
+  private readonly disabled = new Map<string, OidcTestClient>();
   private server!: Server;
   private handler!: (req: IncomingMessage, res: ServerResponse) => void;
   /** Requests to the token endpoint, by client (Basic auth's user). */
@@ -58,6 +59,12 @@ export class OidcTestServer {
       if (req.url?.includes('/token')) {
         const basic = /^Basic (.+)$/.exec(req.headers.authorization ?? '')?.[1];
         this.tokenRequests.push(basic ? decodeURIComponent(Buffer.from(basic, 'base64').toString().split(':')[0] ?? '') : '');
+      }
+      // The provider is mounted under the issuer's path, as behind a reverse proxy.
+      const prefix = this.o.issuerPath ?? '';
+      if (prefix) {
+        if (!req.url?.startsWith(`${prefix}/`)) return void res.writeHead(404).end();
+        req.url = req.url.slice(prefix.length);
       }
       this.handler(req, res);
     });
@@ -127,7 +134,16 @@ export class OidcTestServer {
 
   /** The token endpoint refuses this client from now on (tokens it already holds live to their `exp`). */
   disableClient(clientId: string): void {
+    const c = this.clients.get(clientId);
+    if (c) this.disabled.set(clientId, c);
     this.clients.delete(clientId);
+  }
+
+  /** Undoes disableClient. */
+  enableClient(clientId: string): void {
+    const c = this.disabled.get(clientId);
+    if (c) this.clients.set(clientId, c);
+    this.disabled.delete(clientId);
   }
 
   /** A new signing key; the old one is dropped from the JWKS unless `keepOld`. */
@@ -136,14 +152,14 @@ export class OidcTestServer {
     this.build();
   }
 
-  /** An access token for `clientId` by client credentials (what a person's tooling or the control plane gets). */
+  /** An access token for `clientId` by client credentials (what a person's tooling or the control plane gets); every scope the client may have unless `scope` narrows it. */
   async token(clientId: string, opts: { resource: string; scope?: string }): Promise<string> {
-    const c = this.clients.get(clientId);
+    const c = this.clients.get(clientId) ?? this.disabled.get(clientId);
     const secret = c?.clientSecret ?? 'unknown-secret';
     const res = await fetch(`${this.issuer}/token`, {
       method: 'POST',
       headers: { authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ grant_type: 'client_credentials', resource: opts.resource, ...(opts.scope ? { scope: opts.scope } : {}) }),
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: opts.resource, ...((opts.scope ?? c?.scope) ? { scope: opts.scope ?? c!.scope } : {}) }),
     });
     const body = (await res.json()) as { access_token?: string; error?: string };
     if (!body.access_token) throw new Error(`token endpoint answered ${res.status}: ${JSON.stringify(body)}`);
