@@ -15,6 +15,8 @@ export interface OidcTestClient {
   clientSecret: string;
   /** Scopes the client may be given (space-separated). */
   scope: string;
+  /** Extra claims in this client's access tokens (a tenant, the teams it may read). */
+  claims?: Record<string, unknown>;
 }
 
 export interface OidcTestServerOptions {
@@ -112,6 +114,7 @@ export class OidcTestServer {
       jwks: { keys: this.keys },
       scopes: OIDC_TEST_SCOPES,
       ttl: { ClientCredentials: () => this.tokenTtlS },
+      extraTokenClaims: (_ctx: unknown, token: { clientId?: string }) => (token.clientId ? (clients.get(token.clientId)?.claims ?? {}) : {}),
       features: {
         devInteractions: { enabled: false },
         clientCredentials: { enabled: true },
