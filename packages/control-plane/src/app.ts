@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import { ControlLinks } from './cluster/control-link.js';
 import type { Config } from './config.js';
 import { adminRoutes } from './http/admin-routes.js';
-import { adminAuth, apiKeyAuth } from './http/auth.js';
+import { accountAuth, adminAuth, apiKeyAuth } from './http/auth.js';
+import { accountRoutes } from './http/account-routes.js';
 import { clusterAuth, clusterRoutes } from './http/cluster-routes.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { notImplementedRoutes } from './http/not-implemented-routes.js';
@@ -167,6 +168,12 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     templateRoutes(pub, templates, snapshots);
     observabilityRoutes(pub, { sandboxes, clusters, templates, grants });
     notImplementedRoutes(pub);
+  });
+
+  // E2B's account routes: their own credentials (an access token or an API key), so not in the plugin above.
+  await app.register(async (account) => {
+    account.addHook('onRequest', accountAuth(teams));
+    accountRoutes(account, teams);
   });
 
   await app.register(async (edge) => {
