@@ -26,6 +26,7 @@ import { eventually } from '@cove/test-support/eventually';
 import { OidcTestServer } from '@cove/test-support/oidc-server';
 import { SignJWT, UnsecuredJWT } from 'jose';
 import { request } from 'undici';
+import { ConfigError, loadConfig } from '../src/config.js';
 import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { freePort } from './fixtures/throwaway-postgres.js';
@@ -333,5 +334,37 @@ describe('the customer identity provider gates the cluster', { skip: existsSync(
     idp.enableClient(VENDOR.clientId);
     await eventually(async () => (await call(cp.url, 'GET', `/admin/clusters/${clusterId}/nodes`, { admin: ADMIN_TOKEN })).status === 200, 15_000, 'the control plane to be let in again');
     assert.equal((await call(cp.url, 'DELETE', `/sandboxes/${id}`, { key })).status, 204);
+  });
+});
+
+describe('COVE_CLUSTER_OIDC_CLIENTS', () => {
+  const load = (content: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'cove-oidc-config-'));
+    const file = join(dir, 'clients.json');
+    writeFileSync(file, content);
+    return loadConfig({ COVE_ADMIN_TOKEN: ADMIN_TOKEN, COVE_CLUSTER_OIDC_CLIENTS: file });
+  };
+  const refusal = (content: string): string => {
+    try {
+      load(content);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.issues.join('\n');
+    }
+    return '';
+  };
+
+  test('is off unless set, and reads a valid file', () => {
+    assert.deepEqual(loadConfig({ COVE_ADMIN_TOKEN: ADMIN_TOKEN }).clusterOidcClients, {});
+    const c = load(JSON.stringify({ prod: { issuer: 'https://idp.example.com/realms/acme', clientId: 'cove', clientSecret: 's', scope: 'cove:cluster', params: { audience: 'x' } } }));
+    assert.equal(c.clusterOidcClients.prod?.clientId, 'cove');
+  });
+
+  test('refuses a broken file with the setting and the field named', () => {
+    assert.match(refusal('{not json'), /^COVE_CLUSTER_OIDC_CLIENTS: cannot read .* as JSON/);
+    assert.match(refusal(JSON.stringify({ prod: { issuer: 'http://idp.example.com', clientId: 'c', clientSecret: 's' } })), /COVE_CLUSTER_OIDC_CLIENTS: prod\.issuer: must be an https/);
+    assert.match(refusal(JSON.stringify({ prod: { issuer: 'https://idp.example.com', clientId: 'c' } })), /prod\.clientSecret/);
+    assert.match(refusal(JSON.stringify({ prod: { issuer: 'https://idp.example.com', clientId: 'c', clientSecret: 's', secret: 'typo' } })), /prod: Unrecognized key/);
+    assert.throws(() => loadConfig({ COVE_ADMIN_TOKEN: ADMIN_TOKEN, COVE_CLUSTER_OIDC_CLIENTS: '/nonexistent/clients.json' }), ConfigError);
   });
 });
