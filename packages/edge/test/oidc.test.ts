@@ -101,6 +101,16 @@ describe('edge OIDC gate', () => {
     assert.equal(repeated.status, 400);
   });
 
+  it('/metrics takes provider tokens with the cluster scope, not the cluster token', async () => {
+    const byToken = await get(`${edge.apiUrl}/metrics`, CLUSTER_TOKEN);
+    assert.deepEqual([byToken.status, byToken.body.error], [401, 'token_malformed']);
+    const reader = await get(`${edge.apiUrl}/metrics`, await idp.token('acme-all', { resource: AUDIENCE }));
+    assert.deepEqual([reader.status, reader.body.error], [403, 'token_scope']);
+    const res = await request(`${edge.apiUrl}/metrics`, { headers: { authorization: `Bearer ${await idp.token('acme-ops', { resource: AUDIENCE })}` } });
+    assert.equal(res.statusCode, 200);
+    assert.match(await res.body.text(), /cove_edge_nodes|cove_http_requests_total/);
+  });
+
   it('with grants off, a grant opens nothing', async () => {
     const { privateKey } = await generateKeyPair('EdDSA');
     const grant = await new SignJWT({ scope: 'sandbox.logs', sandbox_ids: ['abc123'] })
