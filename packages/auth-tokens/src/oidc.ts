@@ -350,7 +350,8 @@ export class ClientCredentialsTokens {
   private async fetch(): Promise<string> {
     const d = await this.discovery.get();
     if (!d.token_endpoint) throw new OidcError('issuer_unavailable', 'the identity provider has no token endpoint');
-    const form = new URLSearchParams({ grant_type: 'client_credentials', ...(this.o.scope ? { scope: this.o.scope } : {}), ...(this.o.params ?? {}) });
+    // Extra parameters first, so none of them can change the grant type or the scope asked for.
+    const form = new URLSearchParams({ ...(this.o.params ?? {}), grant_type: 'client_credentials', ...(this.o.scope ? { scope: this.o.scope } : {}) });
     const basic = Buffer.from(`${encodeURIComponent(this.o.clientId)}:${encodeURIComponent(this.o.clientSecret)}`).toString('base64');
     const started = Date.now();
     let res;
