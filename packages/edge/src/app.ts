@@ -102,6 +102,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
               ? new GrantVerifier({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, issuer: config.grantIssuer, keys: deps.grantKeys, clusterId: deps.clusterId })
               : undefined,
             oidc: oidc && config.oidc ? { verifier: oidc, scopes: config.oidc.readScopes, teamClaim: config.oidc.teamClaim } : undefined,
+            corsOrigins: config.publicCorsOrigins,
             collector: config.collector ? new CollectorClient(config.collector) : undefined,
             directory,
             nodeClients,

@@ -114,6 +114,13 @@ const EnvSchema = z.object({
   COVE_OIDC_JWKS_COOLDOWN_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
   // Grants the control plane signs for SDK callers of the public routes: `off` = only OIDC tokens read them.
   COVE_PUBLIC_GRANTS: z.enum(['on', 'off']).default('on'),
+  // Browser origins (a dashboard) allowed to call the public routes, comma-separated exact origins; unset = none.
+  COVE_PUBLIC_CORS_ORIGINS: z
+    .string()
+    .max(4096)
+    .default('')
+    .transform(list)
+    .pipe(z.array(z.string().regex(/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$/, 'each must be an origin: scheme://host[:port], no path'))),
 })
   .refine((e) => (e.COVE_EDGE_TLS_CERT === undefined) === (e.COVE_EDGE_TLS_KEY === undefined), {
     message: 'COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY must be set together (or neither, for cleartext)',
@@ -202,6 +209,8 @@ export interface EdgeConfig {
   readonly oidc: EdgeOidcConfig | undefined;
   /** Whether the public routes accept the control plane's grants. */
   readonly publicGrants: boolean;
+  /** Browser origins allowed to call the public routes (CORS). */
+  readonly publicCorsOrigins: readonly string[];
   /** OTLP/HTTP receiver of the edge's own logs; undefined = off. */
   readonly telemetry: { readonly url: string; readonly token: string | undefined } | undefined;
 }
@@ -270,6 +279,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
           })
         : undefined,
     publicGrants: e.COVE_PUBLIC_GRANTS === 'on',
+    publicCorsOrigins: Object.freeze(e.COVE_PUBLIC_CORS_ORIGINS),
   });
 }
 

@@ -64,6 +64,7 @@ describe('edge OIDC gate', () => {
         COVE_OIDC_REQUIRED_CLAIMS: '{"tenant":"acme"}',
         COVE_OIDC_TEAM_CLAIM: 'cove_teams',
         COVE_PUBLIC_GRANTS: 'off',
+        COVE_PUBLIC_CORS_ORIGINS: 'https://dashboard.acme.test',
       },
       { clusterId: 'c1' },
     );
@@ -109,6 +110,28 @@ describe('edge OIDC gate', () => {
     const res = await request(`${edge.apiUrl}/metrics`, { headers: { authorization: `Bearer ${await idp.token('acme-ops', { resource: AUDIENCE })}` } });
     assert.equal(res.statusCode, 200);
     assert.match(await res.body.text(), /cove_edge_nodes|cove_http_requests_total/);
+  });
+
+  it('a browser dashboard at the configured origin may call the public routes; no other origin may', async () => {
+    const preflight = (origin: string) =>
+      request(`${edge.publicUrl}/sandboxes/abc123/logs?teamID=${TEAM}`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
+    const ok = await preflight('https://dashboard.acme.test');
+    await ok.body.text();
+    assert.equal(ok.statusCode, 204);
+    assert.equal(ok.headers['access-control-allow-origin'], 'https://dashboard.acme.test');
+    assert.equal(ok.headers['access-control-allow-headers'], 'authorization');
+    assert.equal(ok.headers['access-control-allow-credentials'], undefined);
+    const evil = await preflight('https://evil.test');
+    assert.equal(evil.statusCode, 403);
+    assert.equal(((await evil.body.json()) as { error: string }).error, 'cors_origin');
+    assert.equal(evil.headers['access-control-allow-origin'], undefined);
+    const ops = await idp.token('acme-ops', { resource: AUDIENCE });
+    const fromDashboard = await request(`${edge.publicUrl}/sandboxes/abc123/logs?teamID=${TEAM}`, { headers: { origin: 'https://dashboard.acme.test', authorization: `Bearer ${ops}` } });
+    await fromDashboard.body.text();
+    assert.equal(fromDashboard.headers['access-control-allow-origin'], 'https://dashboard.acme.test');
+    const fromEvil = await request(`${edge.publicUrl}/sandboxes/abc123/logs?teamID=${TEAM}`, { headers: { origin: 'https://evil.test', authorization: `Bearer ${ops}` } });
+    await fromEvil.body.text();
+    assert.equal(fromEvil.headers['access-control-allow-origin'], undefined, 'a browser on another site cannot read the answer');
   });
 
   it('with grants off, a grant opens nothing', async () => {
@@ -226,6 +249,8 @@ describe('edge OIDC configuration', () => {
     assert.match(issues({ COVE_OIDC_ISSUER: 'https://idp.example.com', COVE_OIDC_AUDIENCE: 'a', COVE_OIDC_REQUIRED_CLAIMS: '{"a":{"b":1}}' }).join('\n'), /^COVE_OIDC_REQUIRED_CLAIMS/m);
     assert.match(issues({ COVE_OIDC_ISSUER: 'https://idp.example.com', COVE_OIDC_AUDIENCE: 'a', COVE_OIDC_REQUIRED_CLAIMS: 'not json' }).join('\n'), /^COVE_OIDC_REQUIRED_CLAIMS: must be a JSON object/m);
     assert.match(issues({ COVE_PUBLIC_GRANTS: 'off' }).join('\n'), /^COVE_PUBLIC_GRANTS/m);
+    assert.match(issues({ COVE_PUBLIC_CORS_ORIGINS: 'https://a.test/path' }).join('\n'), /^COVE_PUBLIC_CORS_ORIGINS.*: each must be an origin/m);
+    assert.match(issues({ COVE_PUBLIC_CORS_ORIGINS: '*' }).join('\n'), /^COVE_PUBLIC_CORS_ORIGINS/m);
     assert.match(issues({ COVE_OIDC_ISSUER: 'https://idp.example.com?x=1', COVE_OIDC_AUDIENCE: 'a' }).join('\n'), /^COVE_OIDC_ISSUER/m);
   });
 });

@@ -32,6 +32,8 @@ export interface PublicApiDeps {
   /** Undefined = grants are off (COVE_PUBLIC_GRANTS=off): only OIDC tokens read these routes. */
   grants: GrantVerifier | undefined;
   oidc?: { verifier: OidcVerifier; scopes: readonly string[]; teamClaim: string | undefined } | undefined;
+  /** Browser origins (a dashboard) that may call these routes with a bearer token; empty = no CORS. */
+  corsOrigins?: readonly string[];
   /** Undefined = no collector configured: log and metric routes answer 503. */
   collector: CollectorClient | undefined;
   directory: NodeDirectory;
@@ -138,9 +140,21 @@ export function createPublicServer(deps: PublicApiDeps, tls: EdgeTlsConfig | und
     req.resume();
     const started = process.hrtime.bigint();
     let routeName = 'unmatched';
+    // CORS for the configured dashboard origins only, exact match; no credentials (the token is a header the page
+    // sets, never a cookie), so another site can neither read these answers nor make a browser send a token.
+    const origin = req.headers.origin;
+    const cors: Record<string, string> = origin !== undefined && deps.corsOrigins?.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : {};
+    if (req.method === 'OPTIONS') {
+      if (!cors['access-control-allow-origin']) {
+        res.writeHead(403, { 'content-type': 'application/json', vary: 'Origin' });
+        return void res.end(JSON.stringify({ code: 403, error: 'cors_origin', message: 'this origin may not call the public routes (COVE_PUBLIC_CORS_ORIGINS)' }));
+      }
+      res.writeHead(204, { ...cors, 'access-control-allow-methods': 'GET, HEAD', 'access-control-allow-headers': 'authorization', 'access-control-max-age': '600' });
+      return void res.end();
+    }
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.writeHead(status, { ...cors, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
       res.end(text);
       deps.metrics.publicRequests.inc({ route: routeName, status: String(status) });
       deps.metrics.publicLatency.observe({ route: routeName }, Number(process.hrtime.bigint() - started) / 1e9);
