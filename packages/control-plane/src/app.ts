@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import { ControlLinks } from './cluster/control-link.js';
 import type { Config } from './config.js';
 import { adminRoutes } from './http/admin-routes.js';
-import { adminAuth, apiKeyAuth } from './http/auth.js';
+import { accountAuth, adminAuth, apiKeyAuth } from './http/auth.js';
+import { accountRoutes } from './http/account-routes.js';
 import { clusterAuth, clusterRoutes } from './http/cluster-routes.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { notImplementedRoutes } from './http/not-implemented-routes.js';
@@ -71,7 +72,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   if (builtInsAdded > 0) log.info({ added: builtInsAdded }, 'built-in templates added to existing clusters');
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
-  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls);
+  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients);
   const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
@@ -115,7 +116,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     service,
     cleaner,
     intervalMs: config.reconcileIntervalMs,
-    graceMs: 30_000,
+    graceMs: config.reconcileGraceMs,
     staleMs,
     log: log.child({ module: 'reconciler' }),
   });
@@ -167,6 +168,12 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     templateRoutes(pub, templates, snapshots);
     observabilityRoutes(pub, { sandboxes, clusters, templates, grants });
     notImplementedRoutes(pub);
+  });
+
+  // E2B's account routes: their own credentials (an access token or an API key), so not in the plugin above.
+  await app.register(async (account) => {
+    account.addHook('onRequest', accountAuth(teams));
+    accountRoutes(account, teams);
   });
 
   await app.register(async (edge) => {

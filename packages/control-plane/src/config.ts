@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { tokenHash } from '@cove/auth-tokens';
+import { isAcceptableIssuerUrl, type ClientCredentialsOptions } from '@cove/auth-tokens/oidc';
 import { z } from 'zod';
 import type { TeamQuotas } from './store/team-store.js';
 
@@ -34,6 +35,8 @@ const EnvSchema = z.object({
   COVE_EVICT_INTERVAL_MS: int(1000, 10),
   /** How often running sandboxes are checked against their nodes' lists. */
   COVE_RECONCILE_INTERVAL_MS: int(15_000, 100),
+  /** A sandbox younger than this is not checked against its node's list (it may not be listed yet). */
+  COVE_RECONCILE_GRACE_MS: int(30_000, 0),
   /** vCPUs placement may hand out per physical CPU of a node (sandboxes rarely use all they are given). */
   COVE_CPU_OVERCOMMIT: z.coerce.number().min(1).default(32),
   /** Memory placement may hand out per byte of a node's memory (1 = no overcommit). */
@@ -63,6 +66,8 @@ const EnvSchema = z.object({
   /** Anonymized cluster metrics kept per cluster: by age and by count (a report every 30 s: 20160 = 7 days). */
   COVE_CLUSTER_METRICS_RETENTION_HOURS: int(168, 1),
   COVE_CLUSTER_METRICS_MAX_REPORTS: int(20_160, 10),
+  /** JSON file: per cluster name, the control plane's client at the cluster's own identity provider (docs/operating.md). */
+  COVE_CLUSTER_OIDC_CLIENTS: z.string().min(1).optional(),
 }).refine((e) => (e.COVE_ADMIN_TOKEN === undefined) !== (e.COVE_ADMIN_TOKEN_SHA256 === undefined), {
   message: 'set exactly one of COVE_ADMIN_TOKEN and COVE_ADMIN_TOKEN_SHA256',
   path: ['COVE_ADMIN_TOKEN'],
@@ -80,6 +85,21 @@ export interface ControlLinkTls {
   key: Buffer | undefined;
 }
 
+/** One gated cluster's client: `issuer` (https, or http on loopback), the client's id and secret, what to ask for. */
+const OidcClient = z
+  .object({
+    issuer: z.string().max(2048).refine(isAcceptableIssuerUrl, 'must be an https:// URL (http:// only on loopback) without query or fragment'),
+    clientId: z.string().min(1).max(256),
+    clientSecret: z.string().min(1).max(1024),
+    scope: z.string().max(1024).optional(),
+    /** Extra token-request parameters: `resource` (RFC 8707) or a provider's `audience`. */
+    params: z.record(z.string().max(1024)).optional(),
+    timeoutMs: z.number().int().min(100).max(60_000).optional(),
+  })
+  .strict();
+const OidcClients = z.record(z.string().min(1).max(128), OidcClient);
+export type OidcClients = Readonly<Record<string, ClientCredentialsOptions>>;
+
 export type DbConfig = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
 
 export interface Config {
@@ -95,6 +115,7 @@ export interface Config {
   defaultLimits: { maxConcurrentSandboxes: number; maxTimeoutHours: number } & TeamQuotas;
   evictIntervalMs: number;
   reconcileIntervalMs: number;
+  reconcileGraceMs: number;
   cpuOvercommit: number;
   memoryOvercommit: number;
   diskOvercommit: number;
@@ -107,6 +128,8 @@ export interface Config {
   grantTtlS: number;
   alerts: { capacityPct: number; reportStaleMs: number };
   clusterMetricsRetention: { maxAgeMs: number; maxReports: number };
+  /** Clusters gated by their customer's identity provider: the control plane's client there, by cluster name. */
+  clusterOidcClients: OidcClients;
 }
 
 export class ConfigError extends Error {
@@ -145,6 +168,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     }),
     evictIntervalMs: e.COVE_EVICT_INTERVAL_MS,
     reconcileIntervalMs: e.COVE_RECONCILE_INTERVAL_MS,
+    reconcileGraceMs: e.COVE_RECONCILE_GRACE_MS,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
     diskOvercommit: e.COVE_DISK_OVERCOMMIT,
@@ -157,7 +181,22 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     alerts: Object.freeze({ capacityPct: e.COVE_ALERT_CAPACITY_PCT, reportStaleMs: e.COVE_ALERT_REPORT_STALE_S * 1000 }),
     clusterMetricsRetention: Object.freeze({ maxAgeMs: e.COVE_CLUSTER_METRICS_RETENTION_HOURS * 3_600_000, maxReports: e.COVE_CLUSTER_METRICS_MAX_REPORTS }),
     controlLinkTls: loadControlLinkTls(e.COVE_CONTROL_LINK_CA, e.COVE_CONTROL_LINK_CLIENT_CERT, e.COVE_CONTROL_LINK_CLIENT_KEY),
+    clusterOidcClients: loadOidcClients(e.COVE_CLUSTER_OIDC_CLIENTS),
   });
+}
+
+/** Read the gated clusters' client file (a file, so the secrets stay out of the environment and process lists). */
+function loadOidcClients(path: string | undefined): OidcClients {
+  if (path === undefined) return Object.freeze({});
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError([`COVE_CLUSTER_OIDC_CLIENTS: cannot read ${path} as JSON: ${(err as Error).message}`]);
+  }
+  const parsed = OidcClients.safeParse(raw);
+  if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `COVE_CLUSTER_OIDC_CLIENTS: ${i.path.join('.')}: ${i.message}`));
+  return Object.freeze(Object.fromEntries(Object.entries(parsed.data).map(([name, c]) => [name, Object.freeze({ ...c })])));
 }
 
 /** Read the control link's PEM files; a missing or malformed file fails start-up with the setting's name. */

@@ -127,6 +127,22 @@ export class ClusterUnavailable extends CoveError {
   }
 }
 
+/**
+ * The cluster's gate refused the control plane: its customer's identity provider would not issue a token (the
+ * client was disabled, its secret is wrong) or the edge refused the one sent. The body's `reason` is the
+ * refusal's own code (`client_refused`, `token_expired`, …), so callers see why without parsing the message.
+ */
+export class ClusterAccessRefused extends ClusterUnavailable {
+  override readonly errorCode = 'cluster_access_refused';
+  constructor(
+    message: string,
+    readonly reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 export class NotImplemented extends CoveError {
   constructor(what: string) {
     super('not_implemented', `${what} is not implemented yet`);

@@ -20,6 +20,8 @@ import { EdgeMetrics } from './metrics.js';
 import { packageVersion } from './package-info.js';
 import { CollectorClient } from './public/collector-client.js';
 import { GrantVerifier } from './public/grant-verifier.js';
+import { ClusterAuth } from './api/cluster-auth.js';
+import { OidcVerifier } from '@cove/auth-tokens/oidc';
 import { createPublicServer } from './public/public-api.js';
 import type { EdgeStore } from './store/edge-store.js';
 import { MemoryStore } from './store/memory-store.js';
@@ -81,11 +83,26 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const templateFiles = new TemplateFiles(config.storage, log);
   const telemetry = deps.telemetry ?? new EdgeTelemetry(config);
   const metrics = new EdgeMetrics(telemetry.registry);
+  const oidc = config.oidc
+    ? new OidcVerifier({
+        issuer: config.oidc.issuer,
+        audience: [...config.oidc.audience],
+        requiredClaims: config.oidc.requiredClaims,
+        maxLifetimeS: config.oidc.maxLifetimeS,
+        clockToleranceS: config.oidc.clockToleranceS,
+        jwksCooldownMs: config.oidc.jwksCooldownMs,
+      })
+    : undefined;
+  const clusterAuth = new ClusterAuth({ clusterToken: config.clusterToken, oidc: oidc && config.oidc ? { verifier: oidc, scopes: config.oidc.clusterScopes } : undefined });
   const publicServer =
     config.publicPort !== undefined && config.controlPlaneUrl !== undefined
       ? createPublicServer(
           {
-            grants: new GrantVerifier({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, issuer: config.grantIssuer, keys: deps.grantKeys, clusterId: deps.clusterId }),
+            grants: config.publicGrants
+              ? new GrantVerifier({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, issuer: config.grantIssuer, keys: deps.grantKeys, clusterId: deps.clusterId })
+              : undefined,
+            oidc: oidc && config.oidc ? { verifier: oidc, scopes: config.oidc.readScopes, teamClaim: config.oidc.teamClaim } : undefined,
+            corsOrigins: config.publicCorsOrigins,
             collector: config.collector ? new CollectorClient(config.collector) : undefined,
             directory,
             nodeClients,
@@ -116,6 +133,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       version: packageVersion(),
       startedAt: new Date(),
       clusterToken: config.clusterToken,
+      auth: clusterAuth,
       directory,
       store,
       nodeClients,
@@ -123,7 +141,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       templateFiles,
       log,
     },
-    controlLink: { clusterToken: config.clusterToken, credentials, directory, store, sessions, log },
+    controlLink: { auth: clusterAuth, credentials, directory, store, sessions, log },
     credentials,
     directory,
     uploads: templateFiles,
@@ -168,7 +186,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
       log.info(
-        { apiPort, trafficPort, publicPort: publicPort ?? 'off', collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
+        { apiPort, trafficPort, publicPort: publicPort ?? 'off', oidc: config.oidc?.issuer ?? 'off', publicGrants: config.publicGrants, collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
         'edge listening',
       );
       const apiScheme = config.tls ? 'https' : 'http';

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { InvalidStorageConfig, parseStorageUrl, type StorageConfig } from '@cove/storage';
 import { httpBaseUrl } from '@cove/contracts/config';
+import { isAcceptableIssuerUrl } from '@cove/auth-tokens/oidc';
 import { z } from 'zod';
 
 /** Domains the unchanged SDK treats specially (reference e2b-sdk.md §1.3): a self-hosted cluster must not use them. */
@@ -81,6 +82,45 @@ const EnvSchema = z.object({
   COVE_COLLECTOR_TOKEN: secret.optional(),
   // Deadline of one collector query (headers and body).
   COVE_COLLECTOR_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(5_000),
+  // The customer's OpenID Connect provider (docs/operating.md). Set = the cluster API and the control link accept
+  // only its access tokens (the cluster token no longer opens them), and people or a dashboard may read the public
+  // routes with its tokens. Issuer: https (http only on loopback), exactly the `iss` of its tokens.
+  COVE_OIDC_ISSUER: z.string().max(2048).refine(isAcceptableIssuerUrl, 'must be an https:// URL (http:// only on loopback) without query or fragment').optional(),
+  // Accepted `aud` values, comma-separated (one must be in the token).
+  COVE_OIDC_AUDIENCE: z.string().max(4096).transform(list).pipe(z.array(z.string().min(1).max(512)).min(1, 'must name at least one audience')).optional(),
+  // Scopes a token needs for the cluster API and the control link, and for the public routes (space or comma separated).
+  COVE_OIDC_CLUSTER_SCOPES: z.string().max(1024).default('cove:cluster').transform(list),
+  COVE_OIDC_READ_SCOPES: z.string().max(1024).default('cove:read').transform(list),
+  // Claims every token must carry, as a JSON object of claim → string, number or boolean (an array claim must contain it).
+  COVE_OIDC_REQUIRED_CLAIMS: z
+    .string()
+    .max(8192)
+    .transform((v, ctx) => {
+      try {
+        return JSON.parse(v) as unknown;
+      } catch {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: 'must be a JSON object' });
+        return z.NEVER;
+      }
+    })
+    .pipe(z.record(z.union([z.string(), z.number(), z.boolean()])))
+    .default('{}'),
+  // Set = a token reads the public routes only for the teams this claim names (a string or an array); unset = every team.
+  COVE_OIDC_TEAM_CLAIM: z.string().regex(/^[A-Za-z0-9_.:/-]{1,128}$/).optional(),
+  // Tokens living longer than this are refused, so disabling a client cuts it off within this long at most.
+  COVE_OIDC_MAX_TOKEN_LIFETIME_S: z.coerce.number().int().min(30).max(86_400).default(3600),
+  COVE_OIDC_CLOCK_TOLERANCE_S: z.coerce.number().int().min(0).max(300).default(30),
+  // After a JWKS fetch, a token with an unknown key id fetches it again only after this long.
+  COVE_OIDC_JWKS_COOLDOWN_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
+  // Grants the control plane signs for SDK callers of the public routes: `off` = only OIDC tokens read them.
+  COVE_PUBLIC_GRANTS: z.enum(['on', 'off']).default('on'),
+  // Browser origins (a dashboard) allowed to call the public routes, comma-separated exact origins; unset = none.
+  COVE_PUBLIC_CORS_ORIGINS: z
+    .string()
+    .max(4096)
+    .default('')
+    .transform(list)
+    .pipe(z.array(z.string().regex(/^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?$/, 'each must be an origin: scheme://host[:port], no path'))),
 })
   .refine((e) => (e.COVE_EDGE_TLS_CERT === undefined) === (e.COVE_EDGE_TLS_KEY === undefined), {
     message: 'COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY must be set together (or neither, for cleartext)',
@@ -94,6 +134,14 @@ const EnvSchema = z.object({
     message: 'COVE_COLLECTOR_URL and COVE_COLLECTOR_TOKEN must be set together (or neither)',
     path: ['COVE_COLLECTOR_URL'],
   })
+  .refine((e) => (e.COVE_OIDC_ISSUER === undefined) === (e.COVE_OIDC_AUDIENCE === undefined), {
+    message: 'COVE_OIDC_ISSUER and COVE_OIDC_AUDIENCE must be set together (or neither)',
+    path: ['COVE_OIDC_ISSUER'],
+  })
+  .refine((e) => e.COVE_PUBLIC_GRANTS === 'on' || e.COVE_OIDC_ISSUER !== undefined, {
+    message: 'with grants off only OIDC tokens read the public routes: set COVE_OIDC_ISSUER',
+    path: ['COVE_PUBLIC_GRANTS'],
+  })
   .refine((e) => e.COVE_EDGE_PUBLIC_PORT === undefined || e.COVE_CONTROL_PLANE_URL !== undefined, {
     message: 'the public port verifies grants against the control plane: set COVE_CONTROL_PLANE_URL too',
     path: ['COVE_EDGE_PUBLIC_PORT'],
@@ -106,6 +154,11 @@ const EnvSchema = z.object({
     message: 'only meaningful with an s3:// COVE_STORAGE_URL',
     path: ['COVE_STORAGE_ACCESS_KEY_ID'],
   });
+
+/** `a b,c` → ['a', 'b', 'c']. */
+function list(v: string): string[] {
+  return v.split(/[\s,]+/).filter(Boolean);
+}
 
 function isLocal(storageUrl: string): boolean {
   return storageUrl.startsWith('file:');
@@ -152,8 +205,26 @@ export interface EdgeConfig {
   readonly grantIssuer: string;
   /** The collector query API; undefined = log and metric routes answer 503. */
   readonly collector: { readonly url: string; readonly token: string; readonly timeoutMs: number } | undefined;
+  /** The customer's identity provider; undefined = the cluster token opens the cluster API and control link. */
+  readonly oidc: EdgeOidcConfig | undefined;
+  /** Whether the public routes accept the control plane's grants. */
+  readonly publicGrants: boolean;
+  /** Browser origins allowed to call the public routes (CORS). */
+  readonly publicCorsOrigins: readonly string[];
   /** OTLP/HTTP receiver of the edge's own logs; undefined = off. */
   readonly telemetry: { readonly url: string; readonly token: string | undefined } | undefined;
+}
+
+export interface EdgeOidcConfig {
+  readonly issuer: string;
+  readonly audience: readonly string[];
+  readonly clusterScopes: readonly string[];
+  readonly readScopes: readonly string[];
+  readonly requiredClaims: Readonly<Record<string, string | number | boolean>>;
+  readonly teamClaim: string | undefined;
+  readonly maxLifetimeS: number;
+  readonly clockToleranceS: number;
+  readonly jwksCooldownMs: number;
 }
 
 /** Raised when the environment does not describe a valid edge; lists every bad field at once. */
@@ -193,6 +264,22 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
         ? Object.freeze({ url: e.COVE_COLLECTOR_URL.replace(/\/+$/, ''), token: e.COVE_COLLECTOR_TOKEN, timeoutMs: e.COVE_COLLECTOR_TIMEOUT_MS })
         : undefined,
     telemetry: otlpTarget(e.COVE_OTLP_ENDPOINT ?? e.COVE_COLLECTOR_URL, e.COVE_COLLECTOR_TOKEN),
+    oidc:
+      e.COVE_OIDC_ISSUER !== undefined && e.COVE_OIDC_AUDIENCE !== undefined
+        ? Object.freeze({
+            issuer: e.COVE_OIDC_ISSUER,
+            audience: Object.freeze(e.COVE_OIDC_AUDIENCE),
+            clusterScopes: Object.freeze(e.COVE_OIDC_CLUSTER_SCOPES),
+            readScopes: Object.freeze(e.COVE_OIDC_READ_SCOPES),
+            requiredClaims: Object.freeze(e.COVE_OIDC_REQUIRED_CLAIMS),
+            teamClaim: e.COVE_OIDC_TEAM_CLAIM,
+            maxLifetimeS: e.COVE_OIDC_MAX_TOKEN_LIFETIME_S,
+            clockToleranceS: e.COVE_OIDC_CLOCK_TOLERANCE_S,
+            jwksCooldownMs: e.COVE_OIDC_JWKS_COOLDOWN_MS,
+          })
+        : undefined,
+    publicGrants: e.COVE_PUBLIC_GRANTS === 'on',
+    publicCorsOrigins: Object.freeze(e.COVE_PUBLIC_CORS_ORIGINS),
   });
 }
 

@@ -1,11 +1,15 @@
 // The control link: how the control plane reaches a customer cluster. Node discovery is the edge's REST
 // `GET /v1/nodes` (and COPY upload links its `POST /v1/templates/files`); sandbox and template-build operations
 // are `cove.orchestrator.v1.SandboxService` / `TemplateService` over gRPC (h2c or TLS) to the edge, which routes
-// each call to the node named in `cove-node-id`. Every call carries the cluster token.
+// each call to the node named in `cove-node-id`. Every call carries the cluster token — or, for a cluster whose
+// customer gates it with their own identity provider (COVE_CLUSTER_OIDC_CLIENTS), an access token the control
+// plane obtained from that provider by client credentials (docs/operating.md). Disabling that client at the
+// provider cuts the control plane off once its last token expires; nothing here falls back to the cluster token.
 
 import { fromJson, create, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { Code, ConnectError, createClient, type Client } from '@connectrpc/connect';
+import { Code, ConnectError, createClient, type Client, type Interceptor } from '@connectrpc/connect';
+import { ClientCredentialsTokens, OidcError, type ClientCredentialsOptions } from '@cove/auth-tokens/oidc';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import {
   InfoResponseSchema,
@@ -23,7 +27,7 @@ import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
 import { rootCertificates } from 'node:tls';
 import { z } from 'zod';
 import type { ControlLinkTls } from '../config.js';
-import { ClusterUnavailable } from '../errors.js';
+import { ClusterAccessRefused, ClusterUnavailable } from '../errors.js';
 import type { Cluster } from '../store/cluster-store.js';
 import type { NodeView } from './placement.js';
 import type { EgressRules, NodeNetwork } from '../sandboxes/network.js';
@@ -106,17 +110,47 @@ export class ControlLink {
     readonly cluster: Cluster,
     private readonly timeoutMs: number,
     tls: Readonly<ControlLinkTls> = NO_CONTROL_LINK_TLS,
+    /** Set = the cluster takes only tokens of its customer's identity provider; these are the control plane's. */
+    private readonly tokens?: ClientCredentialsTokens,
   ) {
     const secure = new URL(cluster.endpoint).protocol === 'https:';
     // One HTTP/2 session (h2c or h2 over TLS) carries both the gRPC calls and the REST discovery.
     this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 }, secure ? tlsSessionOptions(tls) : undefined);
-    const transport = createGrpcTransport({ baseUrl: cluster.endpoint, sessionManager: this.sessions });
+    const transport = createGrpcTransport({ baseUrl: cluster.endpoint, sessionManager: this.sessions, interceptors: [this.authorize] });
     this.sandboxes = createClient(SandboxService, transport);
     this.templates = createClient(TemplateService, transport);
   }
 
+  /** The credential of every call, asked for per call: a provider token may have been renewed since the last. */
+  private async bearer(): Promise<string> {
+    if (!this.tokens) return this.cluster.token;
+    try {
+      return await this.tokens.token();
+    } catch (err) {
+      if (err instanceof OidcError) throw new ClusterAccessRefused(`cluster "${this.cluster.name}": ${err.message}`, err.code, { cause: err });
+      throw err;
+    }
+  }
+
+  private readonly authorize: Interceptor = (next) => async (req) => {
+    let token: string;
+    try {
+      token = await this.bearer();
+    } catch (err) {
+      throw new ConnectError(err instanceof Error ? err.message : String(err), Code.Unauthenticated, undefined, undefined, err);
+    }
+    req.header.set('authorization', `Bearer ${token}`);
+    try {
+      return await next(req);
+    } catch (err) {
+      // The cluster refused the token (e.g. its provider rotated keys): the next call asks for a new one.
+      if (ConnectError.from(err).code === Code.Unauthenticated) this.tokens?.invalidate(token);
+      throw err;
+    }
+  };
+
   private headers(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
-    return { authorization: `Bearer ${this.cluster.token}`, 'cove-node-id': nodeId, ...extra };
+    return { 'cove-node-id': nodeId, ...extra };
   }
 
   /**
@@ -124,10 +158,19 @@ export class ControlLink {
    * serves REST on h2c and HTTP/1.1 alike), so one connection carries the whole control link.
    */
   private async requestJson(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.cluster.token}`, accept: 'application/json' };
+    const first = await this.requestJsonOnce(method, path, body);
+    // A provider token the edge refused (its provider rotated keys, say) is dropped; both REST calls are
+    // idempotent, so one more try with a fresh token costs nothing and spares the caller a failure.
+    if (first.status === 401 && this.tokens) return this.requestJsonOnce(method, path, body);
+    return first;
+  }
+
+  private async requestJsonOnce(method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    const token = await this.bearer();
+    const headers: Record<string, string> = { authorization: `Bearer ${token}`, accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const stream = await this.sessions.request(method, path, headers, {});
-    return new Promise((resolve, reject) => {
+    const answered = await new Promise<{ status: number; body: unknown }>((resolve, reject) => {
       let status = 0;
       const chunks: Buffer[] = [];
       let size = 0;
@@ -159,6 +202,8 @@ export class ControlLink {
       });
       stream.end(body === undefined ? undefined : JSON.stringify(body));
     });
+    if (answered.status === 401) this.tokens?.invalidate(token);
+    return answered;
   }
 
   /** The cluster's nodes as the edge sees them (edge REST `GET /v1/nodes`). */
@@ -167,8 +212,10 @@ export class ControlLink {
     try {
       res = await this.requestJson('GET', '/v1/nodes');
     } catch (err) {
+      if (err instanceof ClusterAccessRefused) throw err;
       throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
     }
+    if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
     if (res.status !== 200) throw new ClusterUnavailable(`cluster "${this.cluster.name}" node discovery answered ${res.status}`);
     const parsed = NodeListSchema.safeParse(res.body);
     if (!parsed.success) throw new ClusterUnavailable(`cluster "${this.cluster.name}" sent a malformed node list`);
@@ -289,8 +336,10 @@ export class ControlLink {
     try {
       res = await this.requestJson('POST', '/v1/templates/files', { teamId, hash });
     } catch (err) {
+      if (err instanceof ClusterAccessRefused) throw err;
       throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
     }
+    if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
     if (res.status !== 200 && res.status !== 201) {
       throw new ClusterUnavailable(`cluster "${this.cluster.name}" could not provide an upload link (${res.status})`);
     }
@@ -328,20 +377,42 @@ export class ControlLink {
   }
 }
 
+/** The edge's refusal of the control plane's credential, with the edge's own reason code when it gave one. */
+function refusedBy(clusterName: string, res: { status: number; body: unknown }): ClusterAccessRefused {
+  const parsed = z.object({ error: z.string().max(64).optional(), message: z.string().max(512).optional() }).safeParse(res.body);
+  const reason = parsed.success ? parsed.data : {};
+  return new ClusterAccessRefused(`cluster "${clusterName}" refused the control plane (${res.status}${reason.message ? `: ${reason.message}` : ''})`, reason.error ?? `http_${res.status}`);
+}
+
 /** One link per cluster, rebuilt when the cluster's endpoint or token changes. */
 export class ControlLinks {
   private readonly links = new Map<string, ControlLink>();
+  /** Per cluster name: its token source, kept across link rebuilds so a valid token is not thrown away. */
+  private readonly tokens = new Map<string, ClientCredentialsTokens>();
 
   constructor(
     private readonly timeoutMs: number,
     private readonly tls: Readonly<ControlLinkTls> = NO_CONTROL_LINK_TLS,
+    /** Client credentials at each gated cluster's identity provider, by cluster name. */
+    private readonly oidcClients: Readonly<Record<string, ClientCredentialsOptions>> = {},
   ) {}
+
+  private tokensFor(name: string): ClientCredentialsTokens | undefined {
+    const o = this.oidcClients[name];
+    if (!o) return undefined;
+    let t = this.tokens.get(name);
+    if (!t) {
+      t = new ClientCredentialsTokens(o);
+      this.tokens.set(name, t);
+    }
+    return t;
+  }
 
   for(cluster: Cluster): ControlLink {
     const cur = this.links.get(cluster.id);
-    if (cur && cur.cluster.endpoint === cluster.endpoint && cur.cluster.token === cluster.token) return cur;
+    if (cur && cur.cluster.endpoint === cluster.endpoint && cur.cluster.token === cluster.token && cur.cluster.name === cluster.name) return cur;
     cur?.close();
-    const link = new ControlLink(cluster, this.timeoutMs, this.tls);
+    const link = new ControlLink(cluster, this.timeoutMs, this.tls, this.tokensFor(cluster.name));
     this.links.set(cluster.id, link);
     return link;
   }

@@ -4,12 +4,15 @@
 
 import type { FastifyRequest } from 'fastify';
 import { tokenMatchesHash } from '@cove/auth-tokens';
+import { ACCESS_TOKEN_PREFIX } from '../auth/api-key.js';
 import { Unauthenticated } from '../errors.js';
 import type { Team, TeamStore } from '../store/team-store.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     team?: Team;
+    /** The API key the caller authenticated with (account routes only). */
+    apiKey?: string;
   }
 }
 
@@ -32,6 +35,29 @@ export function apiKeyAuth(teams: TeamStore) {
     const team = key.length <= 256 ? await teams.teamByApiKey(key) : undefined;
     if (!team) throw new Unauthenticated('Invalid API key');
     req.team = team;
+  };
+}
+
+/**
+ * E2B's account routes (`/teams`, `/api-keys`, `/access-tokens`): an access token (`Authorization: Bearer
+ * sk_e2b_…`, as the CLI sends after `e2b auth login`) or an API key. Cove has no user accounts: both speak for
+ * their team. `req.apiKey` keeps the API key a caller authenticated with (GET /teams answers it back).
+ */
+export function accountAuth(teams: TeamStore) {
+  return async (req: FastifyRequest): Promise<void> => {
+    const secret = presentedKey(req);
+    if (!secret) throw new Unauthenticated('missing credentials: send an access token (authorization: Bearer) or an API key (X-API-Key)');
+    if (secret.length > 256) throw new Unauthenticated('Invalid access token or API key');
+    if (secret.startsWith(ACCESS_TOKEN_PREFIX)) {
+      const team = await teams.teamByAccessToken(secret);
+      if (!team) throw new Unauthenticated('Invalid access token');
+      req.team = team;
+      return;
+    }
+    const team = await teams.teamByApiKey(secret);
+    if (!team) throw new Unauthenticated('Invalid API key');
+    req.team = team;
+    req.apiKey = secret;
   };
 }
 

@@ -3,7 +3,7 @@
 // else is a 500 with a generic message. Causes are logged, never sent.
 
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { CoveError, e2bErrorCode, httpStatus, InvalidNetworkPolicy } from '../errors.js';
+import { ClusterAccessRefused, CoveError, e2bErrorCode, httpStatus, InvalidNetworkPolicy } from '../errors.js';
 
 const FASTIFY_MESSAGES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'request body is too large',
@@ -19,7 +19,7 @@ export function installErrorHandling(app: FastifyInstance): void {
       const status = httpStatus[err.code];
       if (status >= 500) request.log.error({ err, code: err.code }, err.message);
       const ec = err.errorCode ?? e2bErrorCode[err.code];
-      const issues = err instanceof InvalidNetworkPolicy ? { issues: err.issues } : {};
+      const issues = err instanceof InvalidNetworkPolicy ? { issues: err.issues } : err instanceof ClusterAccessRefused ? { reason: err.reason } : {};
       return reply.status(status).send({ code: status, message: err.message, ...(ec ? { error_code: ec } : {}), ...issues });
     }
     const fe = err as FastifyError;

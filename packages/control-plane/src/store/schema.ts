@@ -60,6 +60,16 @@ export interface ApiKeyTable {
   last_used_at: number | null;
 }
 
+export interface AccessTokenTable {
+  id: string;
+  team_id: string;
+  name: string;
+  /** sha256 hex of the whole token string; the token itself is never stored. */
+  token_hash: string;
+  mask: string;
+  created_at: number;
+}
+
 export interface TemplateTable {
   cluster_id: string;
   template_id: string;
@@ -191,6 +201,7 @@ export interface Database {
   clusters: ClusterTable;
   teams: TeamTable;
   api_keys: ApiKeyTable;
+  access_tokens: AccessTokenTable;
   templates: TemplateTable;
   template_builds: TemplateBuildTable;
   template_tags: TemplateTagTable;

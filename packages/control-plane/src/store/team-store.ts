@@ -1,10 +1,10 @@
 // Teams and their API keys.
 
 import type { Kysely } from 'kysely';
-import { generateApiKey, hashApiKey, maskApiKey } from '../auth/api-key.js';
+import { generateAccessToken, generateApiKey, hashApiKey, maskAccessToken, maskApiKey } from '../auth/api-key.js';
 import { Conflict, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
-import type { ApiKeyTable, Database, TeamTable } from './schema.js';
+import type { AccessTokenTable, ApiKeyTable, Database, TeamTable } from './schema.js';
 import { slugOf, suffixedSlug } from './team-slug.js';
 import { isUniqueViolation } from './template-store.js';
 
@@ -52,6 +52,18 @@ export interface ApiKeyInfo {
 /** A key as minted: the only moment the clear key exists outside its owner's hands. */
 export interface CreatedApiKey extends ApiKeyInfo {
   key: string;
+}
+
+export interface AccessTokenInfo {
+  id: string;
+  teamId: string;
+  name: string;
+  mask: string;
+  createdAt: Date;
+}
+
+export interface CreatedAccessToken extends AccessTokenInfo {
+  token: string;
 }
 
 export interface NewTeam {
@@ -179,6 +191,36 @@ export class TeamStore {
   async deleteApiKey(teamId: string, keyId: string): Promise<void> {
     const r = await this.db.deleteFrom('api_keys').where('team_id', '=', teamId).where('id', '=', keyId).executeTakeFirst();
     if (Number(r.numDeletedRows) === 0) throw new NotFound(`API key "${keyId}" not found`);
+  }
+
+  async renameApiKey(teamId: string, keyId: string, name: string): Promise<void> {
+    const r = await this.db.updateTable('api_keys').set({ name }).where('team_id', '=', teamId).where('id', '=', keyId).executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) throw new NotFound(`API key "${keyId}" not found`);
+  }
+
+  /** Mints an access token (E2B's `sk_e2b_…`); in Cove it speaks for its team on the account routes only. */
+  async createAccessToken(teamId: string, name: string): Promise<CreatedAccessToken> {
+    await this.require(teamId);
+    const token = generateAccessToken();
+    const row: AccessTokenTable = { id: newId(), team_id: teamId, name, token_hash: hashApiKey(token), mask: maskAccessToken(token), created_at: Date.now() };
+    await this.db.insertInto('access_tokens').values(row).execute();
+    return { id: row.id, teamId, name, mask: row.mask, createdAt: new Date(row.created_at), token };
+  }
+
+  async deleteAccessToken(teamId: string, tokenId: string): Promise<void> {
+    const r = await this.db.deleteFrom('access_tokens').where('team_id', '=', teamId).where('id', '=', tokenId).executeTakeFirst();
+    if (Number(r.numDeletedRows) === 0) throw new NotFound(`access token "${tokenId}" not found`);
+  }
+
+  /** The team an access token speaks for, looked up by the token's hash. */
+  async teamByAccessToken(token: string): Promise<Team | undefined> {
+    const r = await this.db
+      .selectFrom('access_tokens')
+      .innerJoin('teams', 'teams.id', 'access_tokens.team_id')
+      .selectAll('teams')
+      .where('access_tokens.token_hash', '=', hashApiKey(token))
+      .executeTakeFirst();
+    return r ? toTeam(r) : undefined;
   }
 
   /** Replaces a key with a new one under the same name, in one transaction. */

@@ -66,7 +66,7 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   // 10 MB per session (Node's default) is tight for several multi-MB control-link messages in flight.
   const maxSessionMemory = 64;
   const onRequest = (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse): void => {
-    if (deps.telemetry?.handle(req, res, deps.rest.clusterToken)) return;
+    if (deps.telemetry?.handle(req, res, deps.rest.clusterToken, deps.rest.auth)) return;
     if (isUploadPath(req.url)) {
       // createUploadHandler uses only what node:http and the HTTP/2 compatibility API have in common.
       deps.uploads.handleUpload(req as IncomingMessage, res as ServerResponse);

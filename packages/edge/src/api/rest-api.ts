@@ -1,7 +1,8 @@
 // The cluster REST API (JSON, reference e2b-infra.md §3.1 adapted to Cove): health, edge info, node
 // discovery, drain/undrain, sandbox lookup, COPY-file upload URLs for template builds. Served on both HTTP/1.1 and HTTP/2 of the API port. Everything
-// but /health needs the cluster token as `authorization: Bearer` or `X-API-Key`. Errors are `{code, message}`
-// with `code` = HTTP status, mapped once here from the edge's error codes.
+// but /health needs the cluster token as `authorization: Bearer` or `X-API-Key` — or, with the customer's identity
+// provider configured, only its access token (cluster-auth.ts). Errors are `{code, message}` with `code` = HTTP
+// status, mapped once here from the edge's error codes; refusals of an OIDC token add `error` (its structured code).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
@@ -15,7 +16,7 @@ import type { NodeClients } from '../nodes/node-client.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { TemplateFiles } from '../storage/template-files.js';
 import type { EdgeStore } from '../store/edge-store.js';
-import { bearerToken, tokensEqual } from '@cove/auth-tokens';
+import type { ClusterAuth } from './cluster-auth.js';
 
 /** Edge-wide status as reported by /health and /v1/info. */
 export type EdgeStatus = 'healthy' | 'draining' | 'unhealthy';
@@ -26,6 +27,8 @@ export interface RestApiDeps {
   version: string;
   startedAt: Date;
   clusterToken: string;
+  /** Who may call `/v1/*`: the cluster token, or only the customer's OIDC tokens. */
+  auth: ClusterAuth;
   directory: NodeDirectory;
   store: EdgeStore;
   nodeClients: NodeClients;
@@ -87,15 +90,6 @@ function one(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** 'ok', 'missing' or 'wrong' for the request's cluster token. */
-function checkAuth(req: Req, clusterToken: string): 'ok' | 'missing' | 'wrong' {
-  const apiKey = one(req.headers['x-api-key']);
-  const auth = one(req.headers.authorization);
-  const given = apiKey ?? (auth !== undefined ? (bearerToken(auth) ?? '') : undefined);
-  if (given === undefined) return 'missing';
-  return tokensEqual(given, clusterToken) ? 'ok' : 'wrong';
-}
-
 const NODE_ID = '([A-Za-z0-9._-]{1,128})';
 const ROUTES: { method: string; re: RegExp; name: string; body?: boolean }[] = [
   { method: 'GET', re: /^\/v1\/info$/, name: 'info' },
@@ -142,9 +136,11 @@ async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
   if (matches.length === 0) return sendError(res, 404, `no route ${path}`);
   const route = matches.find((r) => r.method === req.method);
   if (!route) return sendError(res, 405, 'method not allowed');
-  const auth = checkAuth(req, deps.clusterToken);
-  if (auth === 'missing') return sendError(res, 401, 'missing cluster token (authorization: Bearer or X-API-Key)');
-  if (auth === 'wrong') return sendError(res, 403, 'invalid cluster token');
+  const auth = await deps.auth.check(req.headers);
+  if (!auth.ok) {
+    // The cluster token's refusals keep their long-standing shape; an OIDC refusal names its reason.
+    return sendJson(res, auth.status, deps.auth.oidcMode ? { code: auth.status, error: auth.error, message: auth.message } : { code: auth.status, message: auth.message });
+  }
   const param = route.re.exec(path)?.[1] ?? '';
 
   switch (route.name) {

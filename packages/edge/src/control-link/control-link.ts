@@ -13,7 +13,8 @@ import type { Logger } from 'pino';
 import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
-import { bearerToken, tokenHash, tokensEqual } from '@cove/auth-tokens';
+import { tokenHash } from '@cove/auth-tokens';
+import type { ClusterAuth } from '../api/cluster-auth.js';
 import { CreateTap } from './create-tap.js';
 import type { H2SessionPool } from './h2-session-pool.js';
 import { GrpcCode, replyRpcError } from './rpc-reply.js';
@@ -35,7 +36,8 @@ const STATUS_FIELDS = ['grpc-status', 'grpc-message', 'grpc-status-details-bin']
 
 /** What the control link needs. */
 export interface ControlLinkDeps {
-  clusterToken: string;
+  /** The cluster token, or (OIDC mode) only the customer's identity provider's tokens. */
+  auth: ClusterAuth;
   credentials: NodeCredentials;
   directory: NodeDirectory;
   store: EdgeStore;
@@ -54,14 +56,10 @@ function one(v: string | string[] | undefined): string | undefined {
 
 /** Handle one control-link call arriving on the edge's HTTP/2 server. */
 export async function handleControlLink(req: Http2ServerRequest, res: Http2ServerResponse, deps: ControlLinkDeps): Promise<void> {
-  const auth = one(req.headers.authorization);
-  if (auth === undefined || auth === '') {
-    replyRpcError(req, res, GrpcCode.UNAUTHENTICATED, 'missing cluster token');
-    return;
-  }
-  const token = bearerToken(auth) ?? auth;
-  if (!tokensEqual(token, deps.clusterToken)) {
-    replyRpcError(req, res, GrpcCode.PERMISSION_DENIED, 'invalid cluster token');
+  const auth = await deps.auth.check(req.headers);
+  if (!auth.ok) {
+    const code = auth.status === 503 ? GrpcCode.UNAVAILABLE : auth.status === 403 ? GrpcCode.PERMISSION_DENIED : GrpcCode.UNAUTHENTICATED;
+    replyRpcError(req, res, code, auth.message);
     return;
   }
   const nodeId = one(req.headers['cove-node-id']);

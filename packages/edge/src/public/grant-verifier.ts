@@ -31,6 +31,8 @@ export class GrantRefused extends Error {
   constructor(
     readonly status: 401 | 403 | 503,
     message: string,
+    /** Structured reason, for refusals of an OIDC token (`token_expired`, …). */
+    readonly error?: string,
   ) {
     super(message);
     this.name = 'GrantRefused';

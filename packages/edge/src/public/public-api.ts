@@ -3,7 +3,9 @@
 // the cluster collector (logs, metrics) and the builder node (build status). Nothing else is served here.
 // Every request needs a grant that verifies (401 otherwise) and covers exactly this resource (403 otherwise);
 // the data asked of the collector is always scoped to the grant's team. Headers the SDK sends along (its API
-// key follows the redirect) are never read or logged.
+// key follows the redirect) are never read or logged. With the customer's identity provider configured, people
+// and a dashboard read the same routes with its access token instead (`authorization: Bearer`, the read scopes,
+// `teamID` naming the team — limited to the token's team claim when COVE_OIDC_TEAM_CLAIM is set).
 
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -17,6 +19,8 @@ import type { NodeClients } from '../nodes/node-client.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import { BuildLogsReply, CollectorFailed, ManyMetricsReply, MetricsReply, SandboxLogsReply, type CollectorClient, type EdgeMetric } from './collector-client.js';
 import { GrantRefused, type Grant, type GrantScope, type GrantVerifier } from './grant-verifier.js';
+import { bearerToken } from '@cove/auth-tokens';
+import { OidcError, type OidcVerifier } from '@cove/auth-tokens/oidc';
 
 export const MAX_SANDBOX_LOG_LIMIT = 1000;
 export const MAX_BUILD_LOG_LIMIT = 100;
@@ -25,7 +29,11 @@ const MAX_METRICS_SANDBOXES = 100;
 const MAX_SCAN_PAGES = 200;
 
 export interface PublicApiDeps {
-  grants: GrantVerifier;
+  /** Undefined = grants are off (COVE_PUBLIC_GRANTS=off): only OIDC tokens read these routes. */
+  grants: GrantVerifier | undefined;
+  oidc?: { verifier: OidcVerifier; scopes: readonly string[]; teamClaim: string | undefined } | undefined;
+  /** Browser origins (a dashboard) that may call these routes with a bearer token; empty = no CORS. */
+  corsOrigins?: readonly string[];
   /** Undefined = no collector configured: log and metric routes answer 503. */
   collector: CollectorClient | undefined;
   directory: NodeDirectory;
@@ -132,9 +140,21 @@ export function createPublicServer(deps: PublicApiDeps, tls: EdgeTlsConfig | und
     req.resume();
     const started = process.hrtime.bigint();
     let routeName = 'unmatched';
+    // CORS for the configured dashboard origins only, exact match; no credentials (the token is a header the page
+    // sets, never a cookie), so another site can neither read these answers nor make a browser send a token.
+    const origin = req.headers.origin;
+    const cors: Record<string, string> = origin !== undefined && deps.corsOrigins?.includes(origin) ? { 'access-control-allow-origin': origin, vary: 'Origin' } : {};
+    if (req.method === 'OPTIONS') {
+      if (!cors['access-control-allow-origin']) {
+        res.writeHead(403, { 'content-type': 'application/json', vary: 'Origin' });
+        return void res.end(JSON.stringify({ code: 403, error: 'cors_origin', message: 'this origin may not call the public routes (COVE_PUBLIC_CORS_ORIGINS)' }));
+      }
+      res.writeHead(204, { ...cors, 'access-control-allow-methods': 'GET, HEAD', 'access-control-allow-headers': 'authorization', 'access-control-max-age': '600' });
+      return void res.end();
+    }
     const send = (status: number, body: unknown) => {
       const text = JSON.stringify(body);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      res.writeHead(status, { ...cors, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
       res.end(text);
       deps.metrics.publicRequests.inc({ route: routeName, status: String(status) });
       deps.metrics.publicLatency.observe({ route: routeName }, Number(process.hrtime.bigint() - started) / 1e9);
@@ -146,15 +166,19 @@ export function createPublicServer(deps: PublicApiDeps, tls: EdgeTlsConfig | und
       routeName = route.name;
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method not allowed');
       const m = route.re.exec(url.pathname)!;
-      const grant = await deps.grants.verify(url.searchParams.get('cove_grant'));
+      const params = m.slice(1).map((s) => safeDecode(s));
+      const grant = await authorize(deps, req, url, route, params);
       if (grant.scope !== route.scope) throw new GrantRefused(403, `cove_grant is for ${grant.scope}, not ${route.scope}`);
-      return answer(deps, route.name, m.slice(1).map((s) => safeDecode(s)), url.searchParams, grant);
+      return answer(deps, route.name, params, url.searchParams, grant);
     };
     run()
       .then((body) => send(200, body))
       .catch((err: unknown) => {
         if (err instanceof HttpError || err instanceof GrantRefused) {
-          if (err instanceof GrantRefused) deps.metrics.grantRefusals.inc({ status: String(err.status) });
+          if (err instanceof GrantRefused) {
+            deps.metrics.grantRefusals.inc({ status: String(err.status) });
+            if (err.error) return send(err.status, { code: err.status, error: err.error, message: err.message });
+          }
           return send(err.status, { code: err.status, message: err.message });
         }
         if (err instanceof CollectorFailed) {
@@ -167,6 +191,50 @@ export function createPublicServer(deps: PublicApiDeps, tls: EdgeTlsConfig | und
       });
   };
   return tls ? createHttpsServer({ cert: tls.cert, key: tls.key }, handler) : createHttpServer(handler);
+}
+
+/**
+ * The request's access: a grant from the control plane (`cove_grant`, SDK callers) or, with OIDC configured and
+ * no grant given, the caller's bearer token from the customer's provider. An OIDC token covers a whole team (the
+ * `teamID` the caller names), so the access made for it covers exactly the resource asked for.
+ */
+async function authorize(deps: PublicApiDeps, req: IncomingMessage, url: URL, route: { name: string; scope: GrantScope }, p: string[]): Promise<Grant> {
+  const grantToken = url.searchParams.get('cove_grant');
+  const auth = req.headers.authorization;
+  if (grantToken !== null || deps.oidc === undefined || auth === undefined) {
+    if (!deps.grants) throw new GrantRefused(401, 'this cluster serves these routes only to tokens from its identity provider (authorization: Bearer)', 'token_missing');
+    return deps.grants.verify(grantToken);
+  }
+  const token = bearerToken(auth);
+  if (token === undefined) throw new GrantRefused(401, 'authorization must be "Bearer <token from the cluster identity provider>"', 'token_malformed');
+  let principal;
+  try {
+    principal = await deps.oidc.verifier.verify(token, deps.oidc.scopes);
+  } catch (err) {
+    if (err instanceof OidcError) throw new GrantRefused(err.status, err.message, err.code);
+    throw err;
+  }
+  const teamID = param(url.searchParams, 'teamID');
+  if (teamID === undefined || !/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/.test(teamID)) throw bad('teamID must name the team whose data is read');
+  if (deps.oidc.teamClaim !== undefined) {
+    const c = principal.claims[deps.oidc.teamClaim];
+    const teams = typeof c === 'string' ? [c] : Array.isArray(c) ? c.filter((t): t is string => typeof t === 'string') : [];
+    if (!teams.includes(teamID)) throw new GrantRefused(403, `bearer token does not cover team ${teamID}`, 'token_claims');
+    // A build's status comes from the nodes, which do not know its team: only a token for every team reads it.
+    if (route.scope === 'build.status') throw new GrantRefused(403, `build status needs a token for every team (${deps.oidc.teamClaim} limits this one)`, 'token_claims');
+  }
+  const base = { sub: teamID, scope: route.scope };
+  switch (route.scope) {
+    case 'sandbox.logs':
+      return { ...base, sandbox_ids: [p[0]!] };
+    case 'sandbox.metrics':
+      return route.name === 'metrics.many'
+        ? { ...base, sandbox_ids: url.searchParams.getAll('sandbox_ids').flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean).slice(0, MAX_METRICS_SANDBOXES + 1) }
+        : { ...base, sandbox_ids: [p[0]!] };
+    case 'build.logs':
+    case 'build.status':
+      return { ...base, template_id: p[0]!, build_id: p[1]! };
+  }
 }
 
 function safeDecode(s: string): string {

@@ -1,5 +1,6 @@
 // The edge's telemetry (docs/observability.md): its own log lines over OTLP to the collector when
-// COVE_COLLECTOR_URL is set, and Prometheus /metrics on the API port behind the cluster token.
+// COVE_COLLECTOR_URL is set, and Prometheus /metrics on the API port behind the cluster token (or, with OIDC on,
+// behind the customer's provider tokens).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
@@ -8,6 +9,7 @@ import type { Writable } from 'node:stream';
 import { Gauge, OtlpSender, componentRegistry, otlpLogStream, requestMetrics, serveMetrics, type Registry, type RequestMetrics } from '@cove/telemetry';
 import type { EdgeConfig } from '../config.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
+import type { ClusterAuth } from '../api/cluster-auth.js';
 
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
@@ -56,11 +58,38 @@ export class EdgeTelemetry {
    * Counts the request when it finishes; answers it when it is `GET /metrics` (cluster token). Returns true
    * when the request was answered here.
    */
-  handle(req: Req, res: Res, clusterToken: string): boolean {
+  handle(req: Req, res: Res, clusterToken: string, auth?: ClusterAuth): boolean {
     const t0 = performance.now();
     const op = operationOf(req);
     res.once('finish', () => this.http.observe(op, String(res.statusCode), (performance.now() - t0) / 1000));
+    // With the customer's identity provider configured, the cluster token (which the vendor holds) does not open
+    // /metrics either: the same provider tokens as the cluster API do (Prometheus has an oauth2 client).
+    if (auth?.oidcMode) {
+      if ((req.url ?? '').split('?', 1)[0] !== '/metrics') return false;
+      void this.serveToProviderToken(req, res, auth);
+      return true;
+    }
     return serveMetrics(this.registry, clusterToken, req as IncomingMessage, res as ServerResponse);
+  }
+
+  private async serveToProviderToken(req: Req, res: Res, auth: ClusterAuth): Promise<void> {
+    const w = res as ServerResponse;
+    const reply = (status: number, body: unknown): void => {
+      const text = JSON.stringify(body);
+      w.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      w.end(text);
+    };
+    req.resume();
+    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(405, { code: 405, message: 'method not allowed' });
+    try {
+      const a = await auth.check(req.headers);
+      if (!a.ok) return reply(a.status, { code: a.status, error: a.error, message: a.message });
+      const text = await this.registry.metrics();
+      w.writeHead(200, { 'content-type': this.registry.contentType, 'cache-control': 'no-store' });
+      w.end(req.method === 'HEAD' ? undefined : text);
+    } catch {
+      reply(500, { code: 500, message: 'collecting metrics failed' });
+    }
   }
 
   /** Sends what is queued, for at most 3 s: a collector that is down must not hold a stopping edge. */
