@@ -78,8 +78,8 @@ function aws(args) {
   }
 }
 
-/** The EC2 instance id through IMDSv2, or undefined off EC2 (one short try: a developer machine has no IMDS). */
-async function ec2InstanceId() {
+/** An instance metadata item through IMDSv2, or undefined off EC2 (one short try: a developer machine has no IMDS). */
+async function imds(item) {
   try {
     const token = await fetch('http://169.254.169.254/latest/api/token', {
       method: 'PUT',
@@ -87,7 +87,7 @@ async function ec2InstanceId() {
       signal: AbortSignal.timeout(1000),
     });
     if (!token.ok) return undefined;
-    const id = await fetch('http://169.254.169.254/latest/meta-data/instance-id', {
+    const id = await fetch(`http://169.254.169.254/latest/meta-data/${item}`, {
       headers: { 'x-aws-ec2-metadata-token': await token.text() },
       signal: AbortSignal.timeout(1000),
     });
@@ -101,13 +101,13 @@ const NODE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const TOKEN_RE = /^[0-9a-f]{64}$/;
 
 async function nodeIdOf(cfg) {
-  const id = cfg.COVE_NODE_ID || (await ec2InstanceId()) || hostname().toLowerCase();
+  const id = cfg.COVE_NODE_ID || (await imds('instance-id')) || hostname().toLowerCase();
   if (!NODE_ID_RE.test(id)) throw new JoinError('config', `node id "${id}" is not a valid node id`);
   return id;
 }
 
 /** This node's own credential: HMAC(cluster node-credential key, "cove-node:" + id), issued by whoever holds the key. */
-function nodeTokenOf(cfg) {
+async function nodeTokenOf(cfg) {
   let token;
   if (cfg.COVE_NODE_TOKEN_FILE) token = readSecretFile(cfg.COVE_NODE_TOKEN_FILE, 'node credential').trim();
   else if (cfg.COVE_NODE_TOKEN_S3_PREFIX) {
@@ -115,7 +115,17 @@ function nodeTokenOf(cfg) {
     // under that name, and the role's policy lets each instance read only its own.
     const who = JSON.parse(aws(['sts', 'get-caller-identity', '--output', 'json']));
     const url = `${cfg.COVE_NODE_TOKEN_S3_PREFIX.replace(/\/+$/, '')}/${who.UserId}`;
-    token = aws(['s3', 'cp', url, '-']).trim();
+    // The enroller runs on the launch lifecycle hook, concurrently with this first boot: wait for it (bounded).
+    const deadline = Date.now() + 300_000;
+    for (;;) {
+      try {
+        token = aws(['s3', 'cp', '--only-show-errors', url, '-']).trim();
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await sleep(5000);
+      }
+    }
   } else throw new JoinError('config', 'set COVE_NODE_TOKEN_FILE or COVE_NODE_TOKEN_S3_PREFIX (where this node gets its own credential)');
   if (!TOKEN_RE.test(token)) throw new JoinError('credential', 'the node credential is not 64 hex digits');
   return token;
@@ -136,6 +146,11 @@ function clusterSecretsOf(cfg) {
     if (s[k] !== undefined && (typeof s[k] !== 'string' || s[k].length < 16 || /[\r\n]/.test(s[k]))) throw new JoinError('credential', `cluster secret ${k} must be a string of at least 16 characters on one line`);
   }
   if (!s.artifactKey) throw new JoinError('credential', 'the cluster secrets lack artifactKey');
+  // The control link's TLS (edge API port): the cluster CA, and the client certificate nodes present to it.
+  for (const k of ['edgeCa', 'edgeClientCert', 'edgeClientKey']) {
+    if (s[k] !== undefined && (typeof s[k] !== 'string' || !s[k].startsWith('-----BEGIN ') || s[k].length > 64 * 1024)) throw new JoinError('credential', `cluster secret ${k} must be PEM text`);
+  }
+  if ((s.edgeClientCert === undefined) !== (s.edgeClientKey === undefined)) throw new JoinError('credential', 'cluster secrets edgeClientCert and edgeClientKey go together');
   return s;
 }
 
@@ -144,7 +159,7 @@ const OWN_KEYS = new Set(['COVE_HOME', 'COVE_JOIN_STATE_DIR', 'COVE_JOIN_SUPERVI
 /** Never from the config: they come from the credential and the secrets, so a config cannot smuggle others in. */
 const DERIVED_KEYS = new Set(['COVE_NODE_ID', 'COVE_NODE_TOKEN', 'COVE_ARTIFACT_KEY', 'COVE_REGISTRY_PASSWORD', 'COVE_COLLECTOR_TOKEN']);
 
-function orchestratorEnv(cfg, nodeId, token, secrets) {
+function orchestratorEnv(cfg, nodeId, token, secrets, tlsFiles) {
   const env = {};
   for (const [k, v] of Object.entries(cfg)) {
     if (!k.startsWith('COVE_') || OWN_KEYS.has(k) || DERIVED_KEYS.has(k)) continue;
@@ -157,6 +172,15 @@ function orchestratorEnv(cfg, nodeId, token, secrets) {
   env.COVE_ARTIFACT_KEY = secrets.artifactKey;
   if (secrets.registryPassword) env.COVE_REGISTRY_PASSWORD = secrets.registryPassword;
   if (secrets.collectorToken) env.COVE_COLLECTOR_TOKEN = secrets.collectorToken;
+  if (tlsFiles.ca) {
+    env.COVE_EDGE_CA = tlsFiles.ca;
+    // The cluster registry serves TLS with a certificate of the same CA (undici trusts Node's extra CAs).
+    env.NODE_EXTRA_CA_CERTS = tlsFiles.ca;
+  }
+  if (tlsFiles.cert) {
+    env.COVE_EDGE_CLIENT_CERT = tlsFiles.cert;
+    env.COVE_EDGE_CLIENT_KEY = tlsFiles.key;
+  }
   return env;
 }
 
@@ -224,7 +248,19 @@ async function join_(cfg) {
   const p = paths(cfg);
   mkdirSync(p.dir, { recursive: true, mode: 0o700 });
   const nodeId = await nodeIdOf(cfg);
-  const env = orchestratorEnv(cfg, nodeId, nodeTokenOf(cfg), clusterSecretsOf(cfg));
+  const secrets = clusterSecretsOf(cfg);
+  const tlsFiles = {};
+  for (const [k, name, file] of [['edgeCa', 'ca', 'edge-ca.pem'], ['edgeClientCert', 'cert', 'node-cert.pem'], ['edgeClientKey', 'key', 'node-key.pem']]) {
+    if (!secrets[k]) continue;
+    tlsFiles[name] = join(p.dir, file);
+    writePrivate(tlsFiles[name], secrets[k]);
+  }
+  // On EC2 the edge dials the node at its private address (the config may name it instead).
+  if (!cfg.COVE_ORCH_ADVERTISE_HOST) {
+    const ip = await imds('local-ipv4');
+    if (ip) cfg = { ...cfg, COVE_ORCH_ADVERTISE_HOST: ip };
+  }
+  const env = orchestratorEnv(cfg, nodeId, await nodeTokenOf(cfg), secrets, tlsFiles);
   // The env file holds the node's credential: 0600, written whole (a crash never leaves half of it).
   writePrivate(p.env, Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
   writeFileSync(p.node, JSON.stringify({ nodeId, home, supervisor: supervisorOf(cfg) }, null, 2) + '\n');
