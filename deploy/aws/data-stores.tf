@@ -35,26 +35,26 @@ resource "aws_db_subnet_group" "control_plane" {
 }
 
 resource "aws_db_instance" "control_plane" {
-  count                        = var.create_postgres ? 1 : 0
-  identifier_prefix            = "${local.prefix}-cp-"
-  engine                       = "postgres"
-  engine_version               = "16"
-  instance_class               = var.postgres_instance_class
-  allocated_storage            = 50
-  max_allocated_storage        = 500
-  storage_encrypted            = true
-  kms_key_id                   = aws_kms_key.cluster.arn
-  db_name                      = "cove"
-  username                     = "cove"
-  manage_master_user_password  = true
+  count                         = var.create_postgres ? 1 : 0
+  identifier_prefix             = "${local.prefix}-cp-"
+  engine                        = "postgres"
+  engine_version                = "16"
+  instance_class                = var.postgres_instance_class
+  allocated_storage             = 50
+  max_allocated_storage         = 500
+  storage_encrypted             = true
+  kms_key_id                    = aws_kms_key.cluster.arn
+  db_name                       = "cove"
+  username                      = "cove"
+  manage_master_user_password   = true
   master_user_secret_kms_key_id = aws_kms_key.cluster.arn
-  db_subnet_group_name         = aws_db_subnet_group.control_plane[0].name
-  vpc_security_group_ids       = [aws_security_group.postgres[0].id]
-  publicly_accessible          = false
-  multi_az                     = true
-  backup_retention_period      = 14
-  deletion_protection          = true
-  skip_final_snapshot          = false
-  final_snapshot_identifier    = "${local.prefix}-control-plane-final"
-  tags                         = local.tags
+  db_subnet_group_name          = aws_db_subnet_group.control_plane[0].name
+  vpc_security_group_ids        = [aws_security_group.postgres[0].id]
+  publicly_accessible           = false
+  multi_az                      = true
+  backup_retention_period       = 14
+  deletion_protection           = true
+  skip_final_snapshot           = false
+  final_snapshot_identifier     = "${local.prefix}-control-plane-final"
+  tags                          = local.tags
 }

@@ -112,6 +112,56 @@ test("the enroller issues the credential the edge checks (HMAC of the node id, a
   assert.equal(py.stdout.trim(), deriveNodeToken(key, id));
 });
 
+/**
+ * Runs the enroller's handler on one lifecycle event with boto3 replaced by a recorder (no AWS here): what it
+ * calls, with what, and whether it refused the event.
+ */
+function enroll(detail: Record<string, string>): { ok?: boolean; error?: string; calls: Array<[string, string, Record<string, string>]> } {
+  const harness = `
+import json, os, sys, types
+calls = []
+class Client:
+    def __init__(self, name): self.name = name
+    def __getattr__(self, op):
+        def f(**kw):
+            calls.append([self.name, op, {k: (v.decode() if isinstance(v, bytes) else v) for k, v in kw.items()}])
+            return {"SecretString": sys.argv[3]} if op == "get_secret_value" else {}
+        return f
+boto3 = types.ModuleType("boto3"); boto3.client = lambda name: Client(name); sys.modules["boto3"] = boto3
+sys.path.insert(0, sys.argv[1]); import enroller
+os.environ.update(KEY_SECRET_ARN="arn:key", BUCKET="cluster-bucket", ROLE_ID="AROAROLEID", ASG_NAME="acme-orchestrators")
+out = {"calls": calls}
+try:
+    enroller.handler({"detail": json.loads(sys.argv[2])}, None); out["ok"] = True
+except Exception as e:
+    out["error"] = str(e)
+print("RESULT " + json.dumps(out))
+`;
+  const r = spawnSync('python3', ['-c', harness, join(MODULE, 'enroller'), JSON.stringify(detail), 'k'.repeat(48)], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.split('\n').find((l) => l.startsWith('RESULT '))!.slice(7));
+}
+
+test('the enroller: a launch gets its credential where only that instance reads it, a termination revokes it, other events are refused', () => {
+  const base = { AutoScalingGroupName: 'acme-orchestrators', EC2InstanceId: 'i-0123456789abcdef0', LifecycleHookName: 'cove-enroll', LifecycleActionToken: 'tok' };
+  const launch = enroll({ ...base, LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING' });
+  assert.equal(launch.ok, true, launch.error);
+  const put = launch.calls.find(([svc, op]) => svc === 's3' && op === 'put_object')!;
+  assert.deepEqual(put[2], { Bucket: 'cluster-bucket', Key: 'node-credentials/AROAROLEID:i-0123456789abcdef0', Body: deriveNodeToken('k'.repeat(48), 'i-0123456789abcdef0') });
+  assert.ok(launch.calls.some(([svc, op, kw]) => svc === 'autoscaling' && op === 'complete_lifecycle_action' && kw.LifecycleActionResult === 'CONTINUE'));
+
+  const terminate = enroll({ ...base, LifecycleTransition: 'autoscaling:EC2_INSTANCE_TERMINATING' });
+  assert.equal(terminate.ok, true, terminate.error);
+  assert.deepEqual(terminate.calls.map(([svc, op]) => `${svc}.${op}`), ['s3.delete_object', 'autoscaling.complete_lifecycle_action']);
+
+  // Another group's instance, or an id that would name another object: nothing read, nothing written.
+  for (const bad of [{ ...base, AutoScalingGroupName: 'someone-else' }, { ...base, EC2InstanceId: 'i-0123/../../storage/x' }]) {
+    const r = enroll({ ...bad, LifecycleTransition: 'autoscaling:EC2_INSTANCE_LAUNCHING' });
+    assert.ok(r.error, JSON.stringify(r));
+    assert.deepEqual(r.calls, []);
+  }
+});
+
 test('the machine image recipe: Debian 12 from Debian\'s own account, every variable described, `packer validate` passes and catches a broken recipe', async (t) => {
   const recipe = readFileSync(join(IMAGE, 'cove-node.pkr.hcl'), 'utf8');
   const j = (await parse('cove-node.pkr.hcl', recipe)) as { variable: Record<string, Array<Record<string, unknown>>>; source: Record<string, Record<string, Array<Record<string, unknown>>>> };
