@@ -20,11 +20,12 @@
 // Every other COVE_* key is handed to the orchestrator as is (docs/byoc-aws.md lists them).
 
 import { spawn, execFileSync } from 'node:child_process';
-import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:http2';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 
 /** Exit codes: scripts (cloud-init, the autoscaler) branch on them, not on messages. */
 const EXIT = { usage: 2, config: 3, credential: 4, start: 5, busy: 6, teardown: 7 };
@@ -159,7 +160,7 @@ const OWN_KEYS = new Set(['COVE_HOME', 'COVE_JOIN_STATE_DIR', 'COVE_JOIN_SUPERVI
 /** Never from the config: they come from the credential and the secrets, so a config cannot smuggle others in. */
 const DERIVED_KEYS = new Set(['COVE_NODE_ID', 'COVE_NODE_TOKEN', 'COVE_ARTIFACT_KEY', 'COVE_REGISTRY_PASSWORD', 'COVE_COLLECTOR_TOKEN']);
 
-function orchestratorEnv(cfg, nodeId, token, secrets, tlsFiles) {
+export function orchestratorEnv(cfg, nodeId, token, secrets, tlsFiles) {
   const env = {};
   for (const [k, v] of Object.entries(cfg)) {
     if (!k.startsWith('COVE_') || OWN_KEYS.has(k) || DERIVED_KEYS.has(k)) continue;
@@ -355,7 +356,10 @@ async function main(argv) {
   else await leave(cfg, argv.includes('--force'));
 }
 
-main(process.argv.slice(2)).catch((err) => {
-  process.stderr.write(`cove-node-join: ${err.message}\n`);
-  process.exit(err instanceof JoinError ? EXIT[err.code] : 1);
-});
+// Run when executed (cloud-init, an operator), not when imported (packages/deploy-check checks orchestratorEnv).
+if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).catch((err) => {
+    process.stderr.write(`cove-node-join: ${err.message}\n`);
+    process.exit(err instanceof JoinError ? EXIT[err.code] : 1);
+  });
+}
