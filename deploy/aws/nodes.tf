@@ -8,7 +8,8 @@ locals {
     bucket          = aws_s3_bucket.cluster.bucket
     storage_url     = local.storage_url
     sandbox_domain  = var.sandbox_domain
-    public_url      = "https://${aws_lb.front.dns_name}:${local.ports.edge_public}"
+    # COVE_EDGE_PUBLIC_URL: where clients reach the edge API port (template COPY upload URLs point there).
+    api_url         = "https://${aws_lb.front.dns_name}:${local.ports.edge_api}"
     control_plane   = var.control_plane_url
     otlp_endpoint   = var.otlp_endpoint == null ? "" : var.otlp_endpoint
   })

@@ -26,7 +26,7 @@ resource "aws_secretsmanager_secret_version" "edge" {
     redisUrl           = var.create_redis ? "rediss://:${random_password.secret["redis_auth"].result}@${aws_elasticache_replication_group.edge[0].primary_endpoint_address}:6379" : null
     tlsCert            = tls_locally_signed_cert.edge.cert_pem
     tlsKey             = tls_private_key.edge.private_key_pem
-    tlsClientCa        = tls_self_signed_cert.ca.cert_pem
+    tlsClientCa        = var.control_link_mutual_tls ? tls_self_signed_cert.ca.cert_pem : null
   })
 }
 

@@ -99,6 +99,16 @@ resource "aws_vpc_security_group_ingress_rule" "front_lb_control_link" {
   ip_protocol       = "tcp"
 }
 
+resource "aws_vpc_security_group_ingress_rule" "front_lb_uploads" {
+  for_each          = var.control_link_mutual_tls ? toset([]) : toset(var.client_cidrs)
+  security_group_id = aws_security_group.front_lb.id
+  description       = "Without mutual TLS, SDK clients upload template COPY files to the edge API port (signed, size-capped upload tokens)"
+  cidr_ipv4         = each.value
+  from_port         = local.ports.edge_api
+  to_port           = local.ports.edge_api
+  ip_protocol       = "tcp"
+}
+
 resource "aws_vpc_security_group_egress_rule" "front_lb_to_edge" {
   security_group_id            = aws_security_group.front_lb.id
   description                  = "The load balancer forwards to the edges' API, traffic and public ports"

@@ -46,6 +46,12 @@ variable "team_api_key_secret_arn" {
   description = "Optional: Secrets Manager secret holding the team API key the control plane issued for this cluster; makes the E2B_API_KEY output a value instead of null."
 }
 
+variable "control_link_mutual_tls" {
+  type        = bool
+  default     = true
+  description = "Require the cluster CA's client certificate on the edge API port (control plane and orchestrators have one). The SDK's template COPY uploads go to that port too: with true, only clients holding a cluster client certificate can build templates with COPY; false admits client_cidrs to it with TLS and the signed upload tokens only."
+}
+
 variable "create_vpc" {
   type        = bool
   default     = true

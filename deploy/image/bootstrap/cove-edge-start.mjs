@@ -47,7 +47,7 @@ async function instanceId() {
 
 const yaml = (s) => JSON.stringify(s); // a JSON string is a valid YAML double-quoted scalar
 
-const SECRET_KEYS = ['clusterToken', 'nodeCredentialKey', 'uploadSecret', 'registryPassword', 'registryHttpSecret', 'tlsCert', 'tlsKey', 'tlsClientCa'];
+const SECRET_KEYS = ['clusterToken', 'nodeCredentialKey', 'uploadSecret', 'registryPassword', 'registryHttpSecret', 'tlsCert', 'tlsKey'];
 /** Keys the script consumes; every other COVE_* key of the config is the edge's. */
 const OWN_KEYS = new Set(['COVE_EDGE_SECRET_ARN', 'COVE_REGISTRY_BUCKET', 'COVE_REGISTRY_REGION', 'COVE_EDGE_STATE_DIR']);
 /** Never from the config: the secret supplies them, so a config (user data) can neither carry nor override them. */
@@ -55,6 +55,8 @@ const SECRET_ENV = new Set(['COVE_CLUSTER_TOKEN', 'COVE_NODE_CREDENTIAL_KEY', 'C
 
 export function checkSecret(s) {
   for (const k of SECRET_KEYS) if (typeof s?.[k] !== 'string' || s[k].length < 16) throw new Error(`the edge secret lacks ${k}`);
+  // Absent = no mutual TLS on the API port (the module's control_link_mutual_tls = false).
+  if (s.tlsClientCa != null && typeof s.tlsClientCa !== 'string') throw new Error('the edge secret has a bad tlsClientCa');
 }
 
 /** The edge's environment: the config's own COVE_* keys, then the secret's (files hold the TLS material). */
@@ -67,7 +69,7 @@ export function edgeEnv(cfg, s, files, edgeId) {
     COVE_UPLOAD_SECRET: s.uploadSecret,
     COVE_EDGE_TLS_CERT: files.cert,
     COVE_EDGE_TLS_KEY: files.key,
-    COVE_EDGE_TLS_CLIENT_CA: files.clientCa,
+    ...(s.tlsClientCa ? { COVE_EDGE_TLS_CLIENT_CA: files.clientCa } : {}),
     ...(s.redisUrl ? { COVE_EDGE_REDIS_URL: s.redisUrl } : {}),
   });
   for (const [k, v] of Object.entries(env)) if (/[\r\n]/.test(v)) throw new Error(`${k} spans lines`);
@@ -117,7 +119,7 @@ async function main() {
   const files = { cert: join(dir, 'edge-cert.pem'), key: join(dir, 'edge-key.pem'), clientCa: join(dir, 'client-ca.pem'), htpasswd: join(dir, 'htpasswd') };
   writePrivate(files.cert, s.tlsCert);
   writePrivate(files.key, s.tlsKey);
-  writePrivate(files.clientCa, s.tlsClientCa);
+  if (s.tlsClientCa) writePrivate(files.clientCa, s.tlsClientCa);
   // bcrypt, as distribution's htpasswd auth wants; the password goes on stdin, never on a command line.
   writePrivate(files.htpasswd, execFileSync('htpasswd', ['-niB', 'cove'], { input: `${s.registryPassword}\n`, encoding: 'utf8' }));
   writePrivate(join(dir, 'registry.yml'), registryConfig(cfg, s, files));

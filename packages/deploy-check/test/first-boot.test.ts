@@ -116,7 +116,7 @@ test("an edge's user data, through cove-edge-start, is a configuration the edge 
     bucket,
     storage_url: storageUrl,
     sandbox_domain: 'sandbox.acme.example',
-    public_url: 'https://acme-sandboxes-front-0123.elb.eu-west-1.amazonaws.com:3003',
+    api_url: 'https://acme-sandboxes-front-0123.elb.eu-west-1.amazonaws.com:3001',
     control_plane: 'https://api.cove.vendor.example',
     otlp_endpoint: '',
   });
@@ -144,6 +144,10 @@ test("an edge's user data, through cove-edge-start, is a configuration the edge 
   assert.equal(config.redisUrl, secret.redisUrl);
   assert.ok(config.tls, 'the API port serves TLS');
   assert.equal(env.COVE_EDGE_TLS_CLIENT_CA, pki.files.ca, 'and requires a client certificate of the cluster CA');
+  // control_link_mutual_tls = false: no client CA in the secret, TLS only.
+  const open = edgeConfig(edgeStart.edgeEnv(cfg, { ...secret, tlsClientCa: null } as unknown as Record<string, string>, files, 'i-0fedcba9876543210'));
+  assert.ok(open.tls);
+  assert.equal(open.tls.clientCa, undefined);
   assert.throws(() => edgeStart.edgeEnv({ ...cfg, COVE_SANDBOX_DOMAIN: 'x\nCOVE_CLUSTER_TOKEN=y' }, secret, files, 'i-0fedcba9876543210'), /spans lines/);
   const registry = edgeStart.registryConfig(cfg, secret, files);
   assert.match(registry, new RegExp(`bucket: "${bucket}"`));
