@@ -242,6 +242,19 @@ async function nodeRpc(env, method, body) {
   }
 }
 
+/** SIGTERM (the orchestrator leaves its sandboxes running), SIGKILL after 30 s. */
+async function stopDetached(p, entry) {
+  const pid = runningPid(p, entry);
+  if (pid) {
+    process.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + 30_000;
+    while (runningPid(p, entry) && Date.now() < deadline) await sleep(100);
+    if (runningPid(p, entry)) process.kill(pid, 'SIGKILL');
+    while (runningPid(p, entry)) await sleep(50);
+  }
+  rmSync(p.pid, { force: true });
+}
+
 async function join_(cfg) {
   const home = cfg.COVE_HOME || '/opt/cove';
   const entry = join(home, 'packages', 'orchestrator', 'dist', 'src', 'main.js');
@@ -263,16 +276,25 @@ async function join_(cfg) {
   }
   const env = orchestratorEnv(cfg, nodeId, await nodeTokenOf(cfg), secrets, tlsFiles);
   // The env file holds the node's credential: 0600, written whole (a crash never leaves half of it).
-  writePrivate(p.env, Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
+  const envText = Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n';
+  const changed = !existsSync(p.env) || readFileSync(p.env, 'utf8') !== envText;
+  writePrivate(p.env, envText);
   writeFileSync(p.node, JSON.stringify({ nodeId, home, supervisor: supervisorOf(cfg) }, null, 2) + '\n');
 
+  // Joining again is safe: the same settings leave a running orchestrator alone; new ones restart it, which its
+  // sandboxes survive (it re-adopts them, and the unit stops only the orchestrator process).
   const supervisor = supervisorOf(cfg);
   if (supervisor === 'systemd') {
     // The unit (deploy/image/files/cove-orchestrator.service) reads the env file written above.
-    execFileSync('systemctl', ['enable', '--now', 'cove-orchestrator.service'], { stdio: 'inherit' });
-  } else if (runningPid(p, entry)) {
+    execFileSync('systemctl', ['enable', 'cove-orchestrator.service'], { stdio: 'inherit' });
+    execFileSync('systemctl', [changed ? 'restart' : 'start', 'cove-orchestrator.service'], { stdio: 'inherit' });
+  } else if (runningPid(p, entry) && !changed) {
     say(`orchestrator already running (pid ${runningPid(p, entry)})`);
   } else {
+    if (runningPid(p, entry)) {
+      say('settings changed: restarting the orchestrator (its sandboxes keep running)');
+      await stopDetached(p, entry);
+    }
     const out = openSync(p.log, 'a', 0o600);
     const child = spawn(process.execPath, [entry], { detached: true, stdio: ['ignore', out, out], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
     closeSync(out);
@@ -315,17 +337,7 @@ async function leave(cfg, force) {
     }
   }
   if (supervisor === 'systemd') execFileSync('systemctl', ['disable', '--now', 'cove-orchestrator.service'], { stdio: 'inherit' });
-  else {
-    const pid = runningPid(p, entry);
-    if (pid) {
-      process.kill(pid, 'SIGTERM');
-      const deadline = Date.now() + 30_000;
-      while (runningPid(p, entry) && Date.now() < deadline) await sleep(100);
-      if (runningPid(p, entry)) process.kill(pid, 'SIGKILL');
-      while (runningPid(p, entry)) await sleep(50);
-    }
-    rmSync(p.pid, { force: true });
-  }
+  else await stopDetached(p, entry);
   // The node's host objects (slots, bridge, nft tables, cgroups) go with the orchestrator's own teardown.
   const names = ['COVE_DATA_DIR', 'COVE_TEMPLATE_CACHE_DIR', 'COVE_RUNTIME_INSTANCE', 'COVE_SANDBOX_BRIDGE', 'COVE_VETH_PREFIX', 'COVE_SANDBOX_SUBNET'];
   const tenv = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };

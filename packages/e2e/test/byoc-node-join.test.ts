@@ -155,6 +155,12 @@ describe('bootstrap: an extra node joins the running cluster with its own creden
     await eventually(async () => (await edgeNode(d.ports.edgeApi, secrets.clusterToken, node.nodeId))?.status === 'healthy', 60_000, 'the joined node healthy at the edge');
     // The env file the node runs with holds its credential: root only.
     assert.equal(spawnSync('stat', ['-c', '%a', join(stateDir, 'orchestrator.env')], { encoding: 'utf8' }).stdout.trim(), '600');
+    // cloud-init or an operator running join again changes nothing that runs.
+    const pid = readFileSync(join(stateDir, 'orchestrator.pid'), 'utf8');
+    const again = run('join', config);
+    assert.equal(again.code, 0, again.out);
+    assert.match(again.out, /already running/);
+    assert.equal(readFileSync(join(stateDir, 'orchestrator.pid'), 'utf8'), pid, 'the same orchestrator process');
 
     // Placement on the new node: the deployment's own nodes drained while the sandbox is created.
     for (const n of d.nodes) await setDraining(d, n.rpcPort, true);
