@@ -141,5 +141,32 @@ export function violations(m: Module, guide: string): string[] {
       if (actions.some((a) => a === '*' || /^[a-z0-9-]+:\*$/.test(a))) out.push(`iam-wildcard-action: ${doc}/${text(st.sid)}`);
     }
   }
+  out.push(...undeclaredReferences(m));
   return out;
+}
+
+/** Every string in a parsed block, however deep. */
+function strings(v: unknown): string[] {
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v)) return v.flatMap(strings);
+  if (v && typeof v === 'object') return Object.values(v).flatMap(strings);
+  return [];
+}
+
+/**
+ * What `terraform validate` would catch first, without terraform: a reference (`var.x`, `local.x`, `data.t.x`,
+ * `aws_t.x`, `random_t.x`, `tls_t.x`) to something the module does not declare.
+ */
+export function undeclaredReferences(m: Module): string[] {
+  const out = new Set<string>();
+  const exprs = strings(m).filter((s) => s.includes('${'));
+  for (const e of exprs) {
+    for (const [, name] of e.matchAll(/(?<![\w./-])var\.([a-z0-9_]+)/g)) if (!m.variable[name!]) out.add(`undeclared-reference: var.${name}`);
+    for (const [, name] of e.matchAll(/(?<![\w./-])local\.([a-z0-9_]+)/g)) if (!(name! in m.locals)) out.add(`undeclared-reference: local.${name}`);
+    for (const [, type, name] of e.matchAll(/(?<![\w./-])data\.([a-z0-9_]+)\.([a-z0-9_]+)/g)) if (!m.data[type!]?.[name!]) out.add(`undeclared-reference: data.${type}.${name}`);
+    for (const [, type, name] of e.matchAll(/(?<![\w./-])((?:aws|random|tls|archive)_[a-z0-9_]+)\.([a-z0-9_]+)/g)) {
+      if (!m.resource[type!]?.[name!]) out.add(`undeclared-reference: ${type}.${name}`);
+    }
+  }
+  return [...out];
 }

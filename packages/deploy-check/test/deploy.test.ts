@@ -98,6 +98,13 @@ test("IAM: another bucket, a wildcard resource or action, or a managed policy is
   has(await violationsOf({ add: 'resource "aws_iam_role_policy" "raw" {\n  role   = aws_iam_role.edge.id\n  policy = jsonencode({ Statement = [] })\n}\n' }), 'iam-policy-not-a-document', 'raw');
 });
 
+test('a reference to something the module does not declare (what terraform validate catches first) is caught', async () => {
+  has(await violationsOf({ replace: ['iam.tf', 'resources = [aws_secretsmanager_secret.node.arn]', 'resources = [aws_secretsmanager_secret.nodes.arn]'] }), 'undeclared-reference', 'aws_secretsmanager_secret.nodes');
+  has(await violationsOf({ replace: ['nodes.tf', 'instance_type = var.orchestrator_instance_type', 'instance_type = var.orchestrator_type'] }), 'undeclared-reference', 'var.orchestrator_type');
+  has(await violationsOf({ replace: ['nodes.tf', 'user_data     = base64encode(local.edge_user_data)', 'user_data     = base64encode(local.edge_userdata)'] }), 'undeclared-reference', 'local.edge_userdata');
+  has(await violationsOf({ replace: ['versions.tf', 'data.aws_region.current.name', 'data.aws_regions.current.name'] }), 'undeclared-reference', 'data.aws_regions.current');
+});
+
 test('the outputs include the four E2B_* variables, and dropping one is caught', async () => {
   const m = await loadModule(files);
   for (const k of ['E2B_API_URL', 'E2B_SANDBOX_URL', 'E2B_API_KEY', 'E2B_DOMAIN']) assert.ok(m.output[k], k);
