@@ -139,6 +139,13 @@ export function violations(m: Module, guide: string): string[] {
       }
       if (actions.some((a) => a.startsWith('s3:')) && res.some((r) => !(r === BUCKET || r.startsWith(`${BUCKET}/`)))) out.push(`iam-s3-action-outside-bucket: ${doc}/${text(st.sid)}`);
       if (actions.some((a) => a === '*' || /^[a-z0-9-]+:\*$/.test(a))) out.push(`iam-wildcard-action: ${doc}/${text(st.sid)}`);
+      // Node credentials: a reader gets exactly its own object (the session's aws:userid), never a prefix.
+      if (actions.some((a) => a === 's3:GetObject' || a === 's3:GetObjectVersion')) {
+        for (const r of res) {
+          const covers = r === `${BUCKET}/*` || r.startsWith(`${BUCKET}/node-credentials/`) || r === `${BUCKET}/node-credentials*`;
+          if (covers && r !== `${BUCKET}/node-credentials/$\${aws:userid}`) out.push(`node-credentials-readable: ${doc}/${text(st.sid)} ${r}`);
+        }
+      }
     }
   }
   out.push(...undeclaredReferences(m));

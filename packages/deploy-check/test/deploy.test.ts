@@ -94,6 +94,9 @@ test("IAM: another bucket, a wildcard resource or action, or a managed policy is
   has(await violationsOf({ replace: ['iam.tf', '["${aws_s3_bucket.cluster.arn}/storage/*"]', '["${aws_s3_bucket.cluster.arn}/storage/*", "arn:aws:s3:::customer-data/*"]'] }), 'iam-foreign-bucket', 'customer-data');
   has(await violationsOf({ replace: ['iam.tf', 'resources = [aws_secretsmanager_secret.node.arn]', 'resources = ["*"]'] }), 'iam-wildcard-resource', 'NodeSecret');
   has(await violationsOf({ replace: ['iam.tf', 'actions   = ["secretsmanager:GetSecretValue"]\n    resources = [aws_secretsmanager_secret.node.arn]', 'actions   = ["secretsmanager:*"]\n    resources = [aws_secretsmanager_secret.node.arn]'] }), 'iam-wildcard-action', 'NodeSecret');
+  // A node that may read every credential (the prefix, or the whole bucket) could speak for every node.
+  has(await violationsOf({ replace: ['iam.tf', '/node-credentials/$${aws:userid}"]', '/node-credentials/*"]'] }), 'node-credentials-readable', 'OwnNodeCredential');
+  has(await violationsOf({ replace: ['iam.tf', '["${aws_s3_bucket.cluster.arn}/storage/*"]', '["${aws_s3_bucket.cluster.arn}/*"]'] }), 'node-credentials-readable', 'ClusterStorage');
   has(await violationsOf({ add: 'resource "aws_iam_role_policy_attachment" "s3" {\n  role       = aws_iam_role.orchestrator.name\n  policy_arn = "arn:aws:iam::aws:policy/AmazonS3FullAccess"\n}\n' }), 'iam-managed-policy', 's3');
   has(await violationsOf({ add: 'resource "aws_iam_role_policy" "raw" {\n  role   = aws_iam_role.edge.id\n  policy = jsonencode({ Statement = [] })\n}\n' }), 'iam-policy-not-a-document', 'raw');
 });
