@@ -178,6 +178,19 @@ describe('bootstrap: an extra node joins the running cluster with its own creden
     assert.ok(listed.sandboxes.some((s) => s.sandboxId === sbx.sandboxId), 'the sandbox runs on the joined node');
     assert.equal((await sbx.commands.run('echo joined')).stdout.trim(), 'joined');
 
+    await t.test('joining again with new settings restarts the node, and its sandbox keeps running', async () => {
+      const before = readFileSync(join(stateDir, 'orchestrator.pid'), 'utf8');
+      const changed = writeConfig({ COVE_LOG_LEVEL: 'debug' });
+      const r = run('join', changed);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /restarting/);
+      assert.notEqual(readFileSync(join(stateDir, 'orchestrator.pid'), 'utf8'), before, 'a new orchestrator process');
+      assert.equal((await sbx.commands.run('echo survived')).stdout.trim(), 'survived');
+      const relisted = await createClient(SandboxService, rpc).list({}, { headers: auth });
+      assert.ok(relisted.sandboxes.some((s) => s.sandboxId === sbx.sandboxId), 'the restarted node re-adopted the sandbox');
+      await eventually(async () => (await edgeNode(d.ports.edgeApi, secrets.clusterToken, node.nodeId))?.status === 'healthy', 60_000, 'the node healthy again');
+    });
+
     await t.test('leave refuses while a sandbox runs there, and the sandbox keeps running', async () => {
       const busy = run('leave', config);
       assert.equal(busy.code, EXIT.busy, busy.out);
