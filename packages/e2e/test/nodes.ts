@@ -52,8 +52,9 @@ export async function allNodesHealthy(d: Deployment, timeoutMs = 20_000): Promis
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-    const nodes = (await res.json()) as Array<{ status: string }>;
-    if (nodes.length >= d.nodes.length && nodes.every((n) => n.status === 'healthy')) return;
+    // The deployment's own nodes: a node a test joined and removed stays listed (unhealthy) until the edge forgets it.
+    const nodes = (await res.json()) as Array<{ nodeId: string; status: string }>;
+    if (d.nodes.every((own) => nodes.find((n) => n.nodeId === own.nodeId)?.status === 'healthy')) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('the nodes did not come back healthy');
