@@ -70,6 +70,19 @@ export interface EgressProxyOptions {
   maxConnectionsPerSandbox?: number;
   idleTimeoutMs?: number;
   onDecision?: (d: EgressDecisionLog) => void;
+  /** the listening sockets do not keep the process alive (a node agent that stops by other means) */
+  unref?: boolean;
+}
+
+/** An open connection the proxy let through: re-judged when its sandbox's policy changes. */
+interface Tracked {
+  /** the address and port the flow reaches (for a name-allowed flow to a denied address: the one the proxy resolved) */
+  ip: string;
+  port: number;
+  hostname?: string;
+  /** the sandbox's side; destroying it ends the flow (the other side follows) */
+  client: Socket;
+  upstream?: Socket;
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
@@ -88,6 +101,8 @@ export class EgressProxy {
   private readonly forbidden: Cidr[];
   private readonly dnsCache = new Map<string, { ip: string; until: number }>();
   private readonly open = new Map<string, number>();
+  /** open allowed flows per source address; bounded by maxConnectionsPerSandbox */
+  private readonly flows = new Map<string, Set<Tracked>>();
   private readonly mitmCtx = new WeakMap<Socket, MitmContext>();
   private readonly mitm = createHttpServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => {
     void this.forwardTransformed(req, res);
@@ -115,6 +130,7 @@ export class EgressProxy {
         server.listen(ports[name] ?? 0, host, () => resolve());
       });
       this.ports[name] = (server.address() as AddressInfo).port;
+      if (this.opts.unref) server.unref();
       this.servers.push(server);
     }
     return { ...this.ports };
@@ -127,6 +143,43 @@ export class EgressProxy {
 
   private log(d: EgressDecisionLog): void {
     this.opts.onDecision?.(d);
+  }
+
+  private track(src: string, t: Tracked): void {
+    let set = this.flows.get(src);
+    if (!set) this.flows.set(src, (set = new Set()));
+    set.add(t);
+    t.client.once('close', () => {
+      const cur = this.flows.get(src);
+      cur?.delete(t);
+      if (cur && cur.size === 0) this.flows.delete(src);
+    });
+  }
+
+  /**
+   * Re-judges every open flow from `srcIp` against the sandbox's current policy (call it after a live update)
+   * and cuts the ones it no longer allows, so an update also applies to connections already open. Returns how
+   * many were cut. A source with no sandboxes any more loses them all.
+   */
+  recheck(srcIp: string): number {
+    const set = this.flows.get(srcIp);
+    if (!set) return 0;
+    const current = this.opts.lookup(srcIp);
+    let cut = 0;
+    for (const t of [...set]) {
+      if (current && decide(current.policy, t.ip, t.port, t.hostname).allow) continue;
+      set.delete(t);
+      t.client.destroy();
+      t.upstream?.destroy();
+      cut++;
+    }
+    if (set.size === 0) this.flows.delete(srcIp);
+    return cut;
+  }
+
+  /** Open flows from a source address (tests, metrics). */
+  openFlows(srcIp: string): number {
+    return this.flows.get(srcIp)?.size ?? 0;
   }
 
   /**
@@ -225,6 +278,7 @@ export class EgressProxy {
         return;
       }
       this.log({ ...base, hostname, verdict: verdict.reason, allow: true });
+      this.track(src, { ip, port: orig.port, hostname, client: s });
       const ctx: MitmContext = { sb: current, host: hostname!, ip, port: orig.port, tls: kind === 'tls' };
       // A plain stream (not the net.Socket) so the bytes already read are replayed: TLS and the HTTP parser
       // would otherwise read the socket's handle directly and skip them.
@@ -250,6 +304,11 @@ export class EgressProxy {
       return;
     }
     this.log({ ...base, hostname, verdict: verdict.reason, allow: true });
+    if (s.destroyed) {
+      up.destroy();
+      return;
+    }
+    this.track(src, { ip, port: orig.port, hostname, client: s, upstream: up });
     splice(s, up, prefix, this.opts.idleTimeoutMs ?? 300_000);
   }
 
