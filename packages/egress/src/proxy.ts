@@ -18,12 +18,13 @@ import {
   parseNetworkPolicy,
   type Cidr,
   type EgressPolicy,
+  type EgressProxyTarget,
   type PlaceholderKind,
   resolvePlaceholders,
   rulesFor,
   type Verdict,
 } from './policy.js';
-import { conntrackOriginalDst, dial } from './upstream.js';
+import { conntrackOriginalDst, dial, type DialTarget } from './upstream.js';
 import { clientHelloComplete, HEAD_MAX_BYTES, HELLO_MAX_BYTES, httpHeadComplete, parseHttpHost, parseSni, readPrefix } from './wire.js';
 
 /** The proxy's listening ports: see nft.ts for which flows nft sends to which. */
@@ -296,7 +297,7 @@ export class EgressProxy {
     }
     let up: Socket;
     try {
-      up = await dial({ ip, port: orig.port, hostname: verdict.connectTo === 'hostname' ? hostname : undefined }, current.policy.egressProxy, this.opts.connectTimeoutMs ?? 5000);
+      up = await this.dialOut({ ip, port: orig.port, hostname: verdict.connectTo === 'hostname' ? hostname : undefined }, current.policy.egressProxy);
     } catch {
       this.log({ ...base, hostname, verdict: 'upstream-failed', allow: false });
       if (kind === 'http') s.end(deniedResponse(502, 'egress_upstream_failed', 'could not reach the destination'));
@@ -310,6 +311,19 @@ export class EgressProxy {
     }
     this.track(src, { ip, port: orig.port, hostname, client: s, upstream: up });
     splice(s, up, prefix, this.opts.idleTimeoutMs ?? 300_000);
+  }
+
+  /**
+   * The outbound leg, direct or through the sandbox's chained proxy. The chained proxy's address is the tenant's
+   * too: it is resolved by the node and held to the same forbidden ranges as any destination, so an egressProxy
+   * of `127.0.0.1:<port>` or a name resolving into the node's network never gets a byte from the node.
+   */
+  private async dialOut(t: DialTarget, proxy: EgressProxyTarget | undefined): Promise<Socket> {
+    const timeout = this.opts.connectTimeoutMs ?? 5000;
+    if (!proxy) return dial(t, undefined, timeout);
+    const ip = isIPv4(proxy.host) ? proxy.host : await this.resolve(proxy.host);
+    if (!ip || this.forbidden.some((c) => cidrContains(c, ip))) throw new Error('the egress proxy address is not reachable from this node');
+    return dial(t, { ...proxy, host: ip }, timeout);
   }
 
   /**
@@ -364,7 +378,7 @@ export class EgressProxy {
     }
     let raw: Socket;
     try {
-      raw = await dial({ ip: ctx.ip, port: ctx.port, hostname: ctx.host }, ctx.sb.policy.egressProxy, this.opts.connectTimeoutMs ?? 5000);
+      raw = await this.dialOut({ ip: ctx.ip, port: ctx.port, hostname: ctx.host }, ctx.sb.policy.egressProxy);
     } catch {
       res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'egress_upstream_failed', message: 'could not reach the destination' }));
       req.resume();

@@ -94,6 +94,41 @@ describe('node egress services against a hostile sandbox (loopback)', () => {
     }
   });
 
+  it('an egressProxy aimed at the node itself is never dialled (the proxy address is held to the forbidden ranges)', async () => {
+    // Stands for a node-local service (an RPC port, a metadata endpoint) the tenant names as its "proxy".
+    let reached = 0;
+    const local = createServer((s) => {
+      reached++;
+      s.destroy();
+    });
+    local.listen(0, '127.0.0.3');
+    await once(local, 'listening');
+    const localPort = (local.address() as AddressInfo).port;
+    policy = parseNetworkPolicy({ egressProxy: { address: `127.0.0.3:${localPort}`, username: 'u', password: 'p' } });
+    const tryThrough = async (forbiddenCidrs: string[] | undefined): Promise<void> => {
+      const proxy = new EgressProxy({ lookup, ...(forbiddenCidrs ? { forbiddenCidrs } : {}), originalDst: async () => ({ ip: '203.0.113.10', port: 8080 }) });
+      const ports = await proxy.listen({}, '127.0.0.1');
+      try {
+        const c = connect(ports.tunnel, '127.0.0.1');
+        c.on('error', () => undefined);
+        await once(c, 'connect');
+        c.write('hello');
+        assert.equal(await closedWithin(c, 3000), true, 'the flow fails closed');
+      } finally {
+        await proxy.close();
+      }
+    };
+    try {
+      await tryThrough(undefined);
+      assert.equal(reached, 0, 'loopback is forbidden: the node never connected to it');
+      // The same policy with nothing forbidden does reach it: the check above is what stopped it.
+      await tryThrough([]);
+      assert.equal(reached, 1);
+    } finally {
+      local.close();
+    }
+  });
+
   it('the resolver answers REFUSED for denied names at once, and caps TCP sockets per sandbox', async () => {
     policy = parseNetworkPolicy({ allowOut: ['allowed.test'], denyOut: [ALL_TRAFFIC] });
     const seen: string[] = [];
