@@ -198,8 +198,8 @@ describe('public and admin API', () => {
     const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { allowOut: ['example.com'], rules: { 'example.com': [{ transform: { headers: { 'x-a': 'b' } } }] } } } });
     assert.equal(egress.status, 501);
     assert.match(egress.body.message, /transform rules.*not implemented yet/);
-    const proxy = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { egressProxy: { address: 'p.example.com:1080' } } } });
-    assert.equal(proxy.status, 501);
+    const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'localhost:${PORT}' } } });
+    assert.equal(mask.status, 501);
     const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
     assert.equal(volumes.status, 501);
   });

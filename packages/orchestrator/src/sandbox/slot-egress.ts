@@ -7,26 +7,47 @@
 import { applyNft, needsProxy, parseNetworkPolicy, PolicyError, renderRemoveNft, renderSandboxNft, type EgressPolicy, type NodePorts } from '@cove/egress';
 import type { NodeEgress } from './node-egress.js';
 
+/** The customer's proxy a slot's TCP is tunnelled through (E2B's egressProxy), as the spec carries it. */
+export interface EgressProxyRule {
+  address: string;
+  username?: string;
+  password?: string;
+}
+
 /** The rules a slot carries (normalised CIDR texts and hostnames), as the spec and the slot record hold them. */
 export interface EgressRules {
   allowOut: string[];
   denyOut: string[];
+  egressProxy?: EgressProxyRule;
 }
 
 export const NO_EGRESS_RULES: EgressRules = Object.freeze({ allowOut: [], denyOut: [] }) as EgressRules;
 
 /** Parses the rules again on the node (the spec crossed a network); throws PolicyError for anything else. */
 export function egressPolicyOf(rules: EgressRules): EgressPolicy {
-  return parseNetworkPolicy({ allowOut: rules.allowOut, denyOut: rules.denyOut });
+  return parseNetworkPolicy({ allowOut: rules.allowOut, denyOut: rules.denyOut, ...(rules.egressProxy ? { egressProxy: rules.egressProxy } : {}) });
 }
 
 /** The rules of a parsed policy in their normalised text form (what a slot record keeps). */
 export function egressRulesText(p: EgressPolicy): EgressRules {
-  return { allowOut: [...p.allowCidrs.map((c) => c.text), ...p.allowHosts, ...p.allowWildcards.map((w) => `*.${w}`)], denyOut: p.denyCidrs.map((c) => c.text) };
+  const e = p.egressProxy;
+  return {
+    allowOut: [...p.allowCidrs.map((c) => c.text), ...p.allowHosts, ...p.allowWildcards.map((w) => `*.${w}`)],
+    denyOut: p.denyCidrs.map((c) => c.text),
+    ...(e
+      ? {
+          egressProxy: {
+            address: `${e.kind === 'http-connect' ? 'http' : 'socks5'}://${e.host}:${e.port}`,
+            ...(e.username !== undefined ? { username: e.username } : {}),
+            ...(e.password !== undefined ? { password: e.password } : {}),
+          },
+        }
+      : {}),
+  };
 }
 
 export function hasEgressRules(rules: EgressRules | undefined): rules is EgressRules {
-  return rules !== undefined && rules.allowOut.length + rules.denyOut.length > 0;
+  return rules !== undefined && (rules.allowOut.length + rules.denyOut.length > 0 || rules.egressProxy !== undefined);
 }
 
 /** nft table name of a slot's filter (`[A-Za-z0-9_.-]`, unique per runtime instance and slot). */
@@ -57,7 +78,7 @@ export async function applySlotEgress(services: NodeEgress | undefined, t: SlotE
   const ports: NodePorts | undefined = services?.nodePorts();
   if ((!services || !ports) && needsProxy(policy)) {
     // (A deny-all's DNS redirect then points at port 0: unanswered, closed all the same.)
-    throw new PolicyError([{ code: 'invalid_selector', field: 'allowOut', message: 'this node runs no egress proxy: hostname rules cannot be enforced' }]);
+    throw new PolicyError([{ code: 'invalid_selector', field: 'allowOut', message: 'this node runs no egress proxy: hostname rules and egressProxy cannot be enforced' }]);
   }
   const prev = services?.bind(t.sandboxIp, t.sandboxId, policy);
   try {

@@ -119,7 +119,12 @@ export function validateSpec(
  * problems are pushed to `v` as `egress.<field>: <message>`.
  */
 export function egressRulesOf(e: EgressPolicyMsg | undefined, v: string[]): EgressRules {
-  const rules: EgressRules = { allowOut: [...(e?.allowOut ?? [])], denyOut: [...(e?.denyOut ?? [])] };
+  const px = e?.egressProxy;
+  const rules: EgressRules = {
+    allowOut: [...(e?.allowOut ?? [])],
+    denyOut: [...(e?.denyOut ?? [])],
+    ...(px ? { egressProxy: { address: px.address, ...(px.username !== undefined ? { username: px.username } : {}), ...(px.password !== undefined ? { password: px.password } : {}) } } : {}),
+  };
   try {
     return egressRulesText(egressPolicyOf(rules));
   } catch (err) {
