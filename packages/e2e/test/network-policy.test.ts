@@ -21,6 +21,8 @@ const PRIVATE = '10.99.0.1';
 const HOST_LINK = '198.51.100.253';
 /** The stand-in's zone: what its resolver answers (anything else is NXDOMAIN). */
 const ZONE: Record<string, string> = { 'example.test': WEB1, 'other.test': WEB2, 'wild.test': WEB2, '*.wild.test': WEB2 };
+/** The customer's SOCKS5 proxy in the stand-in (user puser, password ppass). */
+const SOCKS = '203.0.113.80';
 const NS_LINK = '198.51.100.254';
 
 function sh(...args: string[]): void {
@@ -43,6 +45,8 @@ class StandInInternet {
   readonly hostIf: string;
   /** names the stand-in's resolver was asked for: what left the node */
   readonly queries: string[] = [];
+  /** what the stand-in SOCKS5 proxy saw: `tunnel <target>` or `auth-failed` */
+  readonly socks: string[] = [];
   private readonly children: ChildProcess[] = [];
   private pki: TestPki | undefined;
 
@@ -82,7 +86,7 @@ class StandInInternet {
     x('link', 'set', 'lo', 'up');
     x('addr', 'add', `${NS_LINK}/30`, 'dev', 'np0');
     x('link', 'set', 'np0', 'up');
-    for (const a of [WEB1, WEB2, PRIVATE, E2E_EGRESS_DNS]) x('addr', 'add', `${a}/32`, 'dev', 'lo');
+    for (const a of [WEB1, WEB2, PRIVATE, E2E_EGRESS_DNS, SOCKS]) x('addr', 'add', `${a}/32`, 'dev', 'lo');
     x('route', 'add', 'default', 'via', HOST_LINK);
     // Not a connected (scope link) route: the nodes block their hosts' own LANs, not routed documentation ranges.
     sh('ip', 'route', 'replace', '203.0.113.0/24', 'via', NS_LINK, 'dev', this.hostIf);
@@ -96,6 +100,11 @@ require('node:https').createServer({ keepAliveTimeout: 120000, cert: fs.readFile
     const dnsMain = fileURLToPath(import.meta.resolve('@cove/test-support/stand-in-dns-main'));
     await this.spawnReady([dnsMain, E2E_EGRESS_DNS, ...Object.entries(ZONE).map(([n, ip]) => `${n}=${ip}`)], {}, (line) => {
       this.queries.push((JSON.parse(line) as { name: string }).name);
+    });
+    const socksMain = fileURLToPath(import.meta.resolve('@cove/test-support/stand-in-socks-main'));
+    await this.spawnReady([socksMain, SOCKS, '1080', 'puser', 'ppass', ...Object.entries(ZONE).map(([n, ip]) => `${n}=${ip}`)], {}, (line) => {
+      const e = JSON.parse(line) as { event: string; target?: string };
+      this.socks.push(e.event === 'tunnel' ? `tunnel ${e.target}` : e.event);
     });
   }
 
@@ -285,7 +294,9 @@ describe('network policy (allowOut/denyOut, updateNetwork) through the unchanged
     await assert.rejects(sbx.updateNetwork({ denyOut: ['example.com'] }), (err: Error) => /denyOut\[0\]/.test(err.message));
     // Parts not enforced yet are refused, never ignored.
     assert.equal((await putNetwork(d, sbx.sandboxId, { allowOut: ['example.com'], rules: { 'example.com': [{ transform: { headers: { 'x-a': 'b' } } }] } })).status, 501);
-    assert.equal((await putNetwork(d, sbx.sandboxId, { egressProxy: { address: `${WEB1}:1080` } })).status, 501);
+    const badProxy = await putNetwork(d, sbx.sandboxId, { egressProxy: { address: `ftp://${SOCKS}:1080` } });
+    assert.equal(badProxy.status, 400);
+    assert.ok((badProxy.body.issues as Array<{ code: string }>).some((i) => i.code === 'invalid_proxy'), JSON.stringify(badProxy.body));
     // Nothing changed.
     await expectReach(sbx, { [WEB1]: true, [WEB2]: false }, 'after refused updates');
     assert.deepEqual((await sbx.getInfo()).network?.denyOut, [WEB2]);
@@ -418,6 +429,38 @@ while True:
     assert.ok(q.ms < 1000, `answered in ${q.ms} ms`);
     assert.match(web, /^blocked:/);
     assert.ok(!inet.queries.includes(name));
+    await sbx.kill();
+  });
+
+  test('egressProxy: TCP goes through the customer SOCKS5 proxy with its credentials; refused or node-local proxies fail closed', async () => {
+    const proxy = { address: `${SOCKS}:1080`, username: 'puser', password: 'ppass' };
+    const sbx = await Sandbox.create({ timeoutMs: 300_000, network: { egressProxy: proxy } });
+    made.push(sbx);
+    const shown = (await sbx.getInfo()).network as { egressProxy?: Record<string, unknown> } | undefined;
+    assert.deepEqual(shown?.egressProxy, { address: proxy.address, username: 'puser' }, 'getInfo never shows the password');
+    const through = await probes(sbx, [['http', WEB1, WEB1], ['http', 'x', WEB2, 8080], ['https', 'example.test', WEB1]]);
+    assert.deepEqual(through, [`200 web ${WEB1}`, `200 web ${WEB2}`, `webs ${WEB1}`]);
+    for (const t of [`${WEB1}:80`, `${WEB2}:8080`, `${WEB1}:443`]) assert.ok(inet.socks.includes(`tunnel ${t}`), `tunnelled ${t}: ${inet.socks.join(', ')}`);
+
+    // Wrong credentials: the proxy refuses, and the node never falls back to a direct connection.
+    await sbx.updateNetwork({ egressProxy: { ...proxy, password: 'wrong' } });
+    const before = inet.socks.filter((e) => e === 'auth-failed').length;
+    const refused = await probes(sbx, [['http', WEB1, WEB1], ['http', 'x', WEB2, 8080]]);
+    assert.equal(refused[0], '502 {"code":"egress_upstream_failed","message":"could not reach the destination"}');
+    assert.match(String(refused[1]), /^blocked:/);
+    assert.ok(inet.socks.filter((e) => e === 'auth-failed').length > before, 'the proxy saw the bad login');
+
+    // A "proxy" on the node itself (its loopback, or the sandbox gateway): never dialled, fails closed.
+    for (const address of ['127.0.0.1:5008', '10.0.0.1:1080']) {
+      await sbx.updateNetwork({ egressProxy: { address } });
+      assert.deepEqual(await probes(sbx, [['http', WEB1, WEB1]]), ['502 {"code":"egress_upstream_failed","message":"could not reach the destination"}'], address);
+    }
+
+    // Removed (omitted fields clear): direct again, and the proxy sees nothing more.
+    await sbx.updateNetwork({});
+    const tunnels = inet.socks.length;
+    assert.deepEqual(await probes(sbx, [['http', WEB1, WEB1], ['http', 'x', WEB2, 8080]]), [`200 web ${WEB1}`, `200 web ${WEB2}`]);
+    assert.equal(inet.socks.length, tunnels, 'no tunnel once the proxy is removed');
     await sbx.kill();
   });
 
