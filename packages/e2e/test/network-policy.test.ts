@@ -8,11 +8,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ALL_TRAFFIC, Sandbox } from 'e2b';
 import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
-import { deployment, E2E_EGRESS_DNS, eventually, type Deployment } from './deployment.js';
-import { nodeOf, setDraining } from './nodes.js';
+import { deployment, E2E_EGRESS_DNS, eventually, repoRoot, type Deployment } from './deployment.js';
+import { allNodesHealthy, nodeClients, nodeOf, setDraining } from './nodes.js';
 
 const WEB1 = '203.0.113.10';
 const WEB2 = '203.0.113.11';
@@ -450,10 +453,22 @@ while True:
     assert.match(String(refused[1]), /^blocked:/);
     assert.ok(inet.socks.filter((e) => e === 'auth-failed').length > before, 'the proxy saw the bad login');
 
-    // A "proxy" on the node itself (its loopback, or the sandbox gateway): never dialled, fails closed.
-    for (const address of ['127.0.0.1:5008', '10.0.0.1:1080']) {
-      await sbx.updateNetwork({ egressProxy: { address } });
-      assert.deepEqual(await probes(sbx, [['http', WEB1, WEB1]]), ['502 {"code":"egress_upstream_failed","message":"could not reach the destination"}'], address);
+    // A "proxy" on the node itself (a service on its loopback, here one that counts who connects, or a private
+    // address): never dialled, fails closed.
+    let dialled = 0;
+    const nodeLocal = createServer((c) => {
+      dialled++;
+      c.destroy();
+    });
+    await new Promise<void>((r) => nodeLocal.listen(0, '127.0.0.1', () => r()));
+    try {
+      for (const address of [`127.0.0.1:${(nodeLocal.address() as AddressInfo).port}`, '10.0.0.1:1080']) {
+        await sbx.updateNetwork({ egressProxy: { address } });
+        assert.deepEqual(await probes(sbx, [['http', WEB1, WEB1]]), ['502 {"code":"egress_upstream_failed","message":"could not reach the destination"}'], address);
+      }
+      assert.equal(dialled, 0, 'the node never connected to its own loopback for the sandbox');
+    } finally {
+      nodeLocal.close();
     }
 
     // Removed (omitted fields clear): direct again, and the proxy sees nothing more.
@@ -466,7 +481,7 @@ while True:
 
   test('the policy survives pause and resume on the other node, with no open moment', async () => {
     assert.ok(d.nodes.length >= 2, 'needs two nodes');
-    const sbx = await Sandbox.create({ timeoutMs: 300_000, network: { allowOut: [WEB1], denyOut: [ALL_TRAFFIC] } });
+    const sbx = await Sandbox.create({ timeoutMs: 300_000, network: { allowOut: [WEB1, 'example.test'], denyOut: [ALL_TRAFFIC] } });
     made.push(sbx);
     await expectReach(sbx, { [WEB1]: true, [WEB2]: false }, 'before pause');
     // A loop that tries web2 ten times a second across the pause and resume and records any success.
@@ -492,10 +507,59 @@ while True:
       await eventually(async () => (await resumed.commands.list()).some((p) => p.cmd.includes('loop.py') || p.args.join(' ').includes('loop.py')), 10_000, 'the loop after resume');
       const leak = await resumed.commands.run('cat /tmp/leak 2>/dev/null || true');
       assert.equal(leak.stdout.trim(), '', 'web2 was never reached');
-      assert.deepEqual((await resumed.getInfo()).network?.allowOut, [WEB1]);
+      assert.deepEqual((await resumed.getInfo()).network?.allowOut, [WEB1, 'example.test']);
+      // The other node bound the hostname policy too: its resolver and proxy know the sandbox.
+      const [q, named, other] = (await probes(resumed, [['dns', 'other.test'], ['http', 'example.test'], ['http', 'other.test', WEB2]])) as [{ rcode: number }, string, string];
+      assert.equal(q.rcode, 5);
+      assert.equal(named, `200 web ${WEB1}`);
+      assert.match(other, /^403 /);
       await resumed.kill();
     } finally {
       await setDraining(d, origin, false);
     }
+  });
+
+  test('a restart of the node keeps hostname policies: re-bound before the sandbox has egress again, never open', { timeout: 300_000 }, async () => {
+    const sbx = await Sandbox.create({ timeoutMs: 300_000, network: { allowOut: ['example.test'], denyOut: [ALL_TRAFFIC] } });
+    made.push(sbx);
+    assert.deepEqual(await probes(sbx, [['http', 'example.test']]), [`200 web ${WEB1}`]);
+    // Tries a denied address ten times a second across the restart and records any success.
+    const loop = `import urllib.request, time
+while True:
+    try:
+        r = urllib.request.urlopen("http://${WEB2}/", timeout=0.5).read(); open("/tmp/leak", "a").write(r.decode() + "\\n")
+    except Exception:
+        pass
+    time.sleep(0.1)`;
+    await sbx.files.write('/tmp/loop.py', loop);
+    await sbx.commands.run('python3 /tmp/loop.py', { background: true });
+    const rpcPort = await nodeOf(d, sbx.sandboxId);
+    const index = d.nodes.findIndex((n) => n.rpcPort === rpcPort);
+    assert.ok(index >= 0);
+    const name = index === 0 ? 'orchestrator' : `orchestrator-${index + 1}`;
+    const { pid } = JSON.parse(readFileSync(join(d.stateDir, 'run', `${name}.pid`), 'utf8')) as { pid: number };
+    process.kill(pid, 'SIGTERM');
+    await eventually(() => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 60_000, `${name} to stop`);
+    execFileSync(
+      process.execPath,
+      [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', d.stateDir, '--port-offset', '100', '--warm-pool', 'base=2', '--nodes', String(d.nodes.length)],
+      { stdio: 'ignore', env: { ...process.env, COVE_EGRESS_DNS: process.env.COVE_EGRESS_DNS ?? E2E_EGRESS_DNS } },
+    );
+    await eventually(async () => (await nodeClients(d, rpcPort!).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === sbx.sandboxId), 120_000, 'the node to be back with the sandbox');
+    await allNodesHealthy(d, 60_000);
+    const [q, named, other] = (await probes(sbx, [['dns', 'other.test'], ['http', 'example.test'], ['http', 'other.test', WEB2]])) as [{ rcode: number }, string, string];
+    assert.equal(q.rcode, 5, 'denied names still refused');
+    assert.equal(named, `200 web ${WEB1}`, 'the allowed name works again (new proxy ports re-rendered into the slot table)');
+    assert.match(other, /^403 /);
+    const leak = await sbx.commands.run('cat /tmp/leak 2>/dev/null || true');
+    assert.equal(leak.stdout.trim(), '', 'the denied address was never reached across the restart');
+    await sbx.kill();
   });
 });
