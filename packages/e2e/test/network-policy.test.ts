@@ -377,7 +377,7 @@ describe('network policy (allowOut/denyOut, updateNetwork) through the unchanged
     made.push(sbx);
     const keeper = await sbx.commands.run('sleep 600', { background: true });
     // One kept-alive TLS connection to example.test, asking again every 100 ms and reporting when it breaks.
-    const held = `import socket, ssl, time
+    const held = `import socket, ssl, sys, time
 t = ssl._create_unverified_context().wrap_socket(socket.create_connection(("example.test", 443), timeout=5), server_hostname="example.test")
 n = 0
 while True:
@@ -387,16 +387,15 @@ while True:
         if not d:
             raise EOFError()
         n += 1
-        if n == 1:
-            open("/tmp/held", "w").write("open")
+        open(sys.argv[1], "w").write("open " + str(n))
     except Exception as e:
-        open("/tmp/held", "w").write("cut " + type(e).__name__)
+        open(sys.argv[1], "w").write("cut " + type(e).__name__)
         break
     time.sleep(0.1)
 `;
     await sbx.files.write('/tmp/held.py', held);
-    await sbx.commands.run('python3 /tmp/held.py', { background: true });
-    await eventually(async () => (await sbx.files.read('/tmp/held').catch(() => '')) === 'open', 15_000, 'the held connection is open');
+    await sbx.commands.run('python3 /tmp/held.py /tmp/held', { background: true });
+    await eventually(async () => (await sbx.files.read('/tmp/held').catch(() => '')).startsWith('open'), 15_000, 'the held connection is open');
 
     const t0 = Date.now();
     await sbx.updateNetwork({ allowOut: ['other.test'], denyOut: [ALL_TRAFFIC] });
@@ -417,8 +416,19 @@ while True:
       `200 web ${WEB1}`,
       `403 {"code":"egress_denied","message":"egress to other.test is not allowed by the sandbox's network policy"}`,
     ]);
+    // A connection held through the proxy survives an update that opens everything: nothing denies it now.
+    await sbx.commands.run('python3 /tmp/held.py /tmp/held2', { background: true });
+    const count = async (): Promise<number> => {
+      const v = await sbx.files.read('/tmp/held2').catch(() => '');
+      assert.ok(!v.startsWith('cut'), `the held connection was cut: ${v}`);
+      return v.startsWith('open ') ? Number(v.slice(5)) : 0;
+    };
+    await eventually(async () => (await count()) > 0, 15_000, 'the second held connection is open');
     await sbx.updateNetwork({});
+    const atUpdate = await count();
+    await eventually(async () => (await count()) > atUpdate + 5, 15_000, 'the held connection goes on after the update');
     await expectReach(sbx, { [WEB1]: true, [WEB2]: true }, 'cleared');
+    assert.ok((await count()) > 0);
     assert.ok((await sbx.commands.list()).some((p) => p.pid === keeper.pid), 'the sandbox kept running through the updates');
     await sbx.kill();
   });

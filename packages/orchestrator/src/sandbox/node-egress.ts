@@ -85,12 +85,18 @@ export class NodeEgress {
     else this.bySrc.delete(ip);
   }
 
-  unbind(ip: string): void {
+  /**
+   * Forgets a sandbox's policy. `cutFlows` (a destroyed sandbox) also ends what the proxy holds open for it; an
+   * update to no rules at all keeps them, since nothing is denied any more.
+   */
+  unbind(ip: string, cutFlows: boolean): void {
     const b = this.bySrc.get(ip);
-    if (!b) return;
-    this.bySrc.delete(ip);
-    this.dns.forget(b.sandboxId);
-    this.proxy.recheck(ip);
+    if (b) {
+      this.bySrc.delete(ip);
+      this.dns.forget(b.sandboxId);
+    }
+    // Also when unbound earlier by an update to no rules: flows kept then end with the sandbox.
+    if (cutFlows) this.proxy.recheck(ip);
   }
 
   async close(): Promise<void> {

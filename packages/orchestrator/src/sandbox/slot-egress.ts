@@ -71,7 +71,8 @@ export interface SlotEgressTarget {
 export async function applySlotEgress(services: NodeEgress | undefined, t: SlotEgressTarget, rules: EgressRules): Promise<void> {
   if (!hasEgressRules(rules)) {
     await applyNft(renderRemoveNft(t.table));
-    services?.unbind(t.sandboxIp);
+    // Everything is allowed now: flows already open through the proxy stay.
+    services?.unbind(t.sandboxIp, false);
     return;
   }
   const policy = egressPolicyOf(rules);
@@ -96,6 +97,6 @@ export async function applySlotEgress(services: NodeEgress | undefined, t: SlotE
 const NO_PORTS: NodePorts = { http: 0, tls: 0, tunnel: 0, httpToDenied: 0, tlsToDenied: 0, dns: 0 };
 
 export async function removeSlotEgress(services: NodeEgress | undefined, table: string, sandboxIp: string | undefined): Promise<void> {
-  if (sandboxIp) services?.unbind(sandboxIp);
+  if (sandboxIp) services?.unbind(sandboxIp, true);
   await applyNft(renderRemoveNft(table));
 }
