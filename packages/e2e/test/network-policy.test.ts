@@ -547,6 +547,12 @@ while True:
     const index = d.nodes.findIndex((n) => n.rpcPort === rpcPort);
     assert.ok(index >= 0);
     const name = index === 0 ? 'orchestrator' : `orchestrator-${index + 1}`;
+    // A table left by a slot that went away without destroy (a crash): it would filter whichever slot gets its
+    // address next. The restarted node must sweep it.
+    const topo = JSON.parse(readFileSync(join(d.stateDir, 'topology.json'), 'utf8')) as { nodes: Array<{ rpcPort: number; runtime: { instance: string } }> };
+    const instance = topo.nodes.find((n) => n.rpcPort === rpcPort)!.runtime.instance;
+    const stale = `${instance}_egress_zz${tag}`;
+    execFileSync('nft', ['-f', '-'], { input: `table ip ${stale} {\n chain c {\n  type filter hook forward priority filter; policy accept;\n  ip saddr 10.255.255.254 drop\n }\n}\n` });
     const { pid } = JSON.parse(readFileSync(join(d.stateDir, 'run', `${name}.pid`), 'utf8')) as { pid: number };
     process.kill(pid, 'SIGTERM');
     await eventually(() => {
@@ -570,6 +576,9 @@ while True:
     assert.match(other, /^403 /);
     const leak = await sbx.commands.run('cat /tmp/leak 2>/dev/null || true');
     assert.equal(leak.stdout.trim(), '', 'the denied address was never reached across the restart');
+    const tables = execFileSync('nft', ['list', 'tables'], { encoding: 'utf8' });
+    assert.ok(!tables.includes(stale), 'the stale egress table was swept at start');
+    assert.ok(tables.includes(`${instance}_egress_`), 'the live sandbox keeps its table');
     await sbx.kill();
   });
 });

@@ -25,7 +25,7 @@ import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
-import { applySlotEgress, egressTableOf, hasEgressRules, NO_EGRESS_RULES, removeSlotEgress } from './slot-egress.js';
+import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress } from './slot-egress.js';
 import { NodeEgress } from './node-egress.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
@@ -166,6 +166,13 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await ensureBridge(this.bridge);
     await this.startEgress();
     const records = await this.slots.readAll();
+    // Tables of slots that no longer exist would filter whichever slot gets their address next.
+    const filtered = new Set(records.filter((r) => hasEgressRules(r.egress)).map((r) => r.slotId));
+    for (const id of await listSlotEgressTables(this.instance)) {
+      if (filtered.has(id)) continue;
+      await removeSlotEgress(undefined, this.egressTable(id), undefined);
+      this.log.info({ slotId: id }, 'removed a stale egress table');
+    }
     // A restarted node puts each claimed slot's filter back before its address rejoins the internet set; a slot
     // whose filter cannot be applied stays without egress rather than unfiltered.
     const unfiltered = new Set<string>();
@@ -744,6 +751,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async teardownHost(): Promise<string[]> {
     const { cgroups } = await this.ensureContext();
     const cleaned = await this.cleanupOrphans([]);
+    for (const id of await listSlotEgressTables(this.instance)) await removeSlotEgress(undefined, this.egressTable(id), undefined);
     await removeFirewall(this.instance);
     await removeBridge(this.bridge);
     await cgroups.removeParent();

@@ -6,6 +6,7 @@
 
 import { applyNft, needsProxy, parseNetworkPolicy, PolicyError, renderRemoveNft, renderSandboxNft, type EgressPolicy, type NodePorts } from '@cove/egress';
 import type { NodeEgress } from './node-egress.js';
+import { run } from './run-command.js';
 
 /** The customer's proxy a slot's TCP is tunnelled through (E2B's egressProxy), as the spec carries it. */
 export interface EgressProxyRule {
@@ -99,4 +100,23 @@ const NO_PORTS: NodePorts = { http: 0, tls: 0, tunnel: 0, httpToDenied: 0, tlsTo
 export async function removeSlotEgress(services: NodeEgress | undefined, table: string, sandboxIp: string | undefined): Promise<void> {
   if (sandboxIp) services?.unbind(sandboxIp, true);
   await applyNft(renderRemoveNft(table));
+}
+
+/**
+ * The slot ids of this instance's egress tables present in the kernel (either family). A table outlives its slot
+ * when the slot went away without destroy() (a crash, a purge): it matches by source address, so it would filter
+ * whichever new slot is given that address. prepare() and teardownHost() sweep them.
+ */
+export async function listSlotEgressTables(instance: string): Promise<string[]> {
+  const r = await run('nft', ['-j', 'list', 'tables'], { allowFailure: true });
+  if (r.code !== 0) return [];
+  const prefix = `${instance}_egress_`;
+  const ids = new Set<string>();
+  for (const e of (JSON.parse(r.stdout) as { nftables?: Array<{ table?: { family: string; name: string } }> }).nftables ?? []) {
+    const name = e.table?.name;
+    const id = name?.startsWith(prefix) ? name.slice(prefix.length) : '';
+    // Only names this runtime could have made (slot ids are [a-z0-9]); anything else is not ours to remove.
+    if ((e.table?.family === 'ip' || e.table?.family === 'bridge') && /^[a-z0-9]+$/.test(id)) ids.add(id);
+  }
+  return [...ids];
 }
