@@ -123,6 +123,9 @@ program
     if (e2e.length) {
       // `up` waits until a node has the code-interpreter template ready: its e2e tests start with it.
       say('==> starting the end-to-end deployment');
+      // The nodes' egress DNS filter forwards allowed names to the e2e stand-in internet's resolver
+      // (packages/e2e/test/network-policy.test.ts); nothing else of the suite resolves through it.
+      process.env.COVE_EGRESS_DNS ??= '203.0.113.53';
       code = (await withOwnDeployment(o, (signal) => runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir }, signal))) || code;
     }
     process.exitCode = code;

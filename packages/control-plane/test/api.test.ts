@@ -195,11 +195,11 @@ describe('public and admin API', () => {
     assert.equal(r.status, 404);
     assert.equal(r.body.code, 404);
     assert.match(r.body.message, /no-such-template/);
-    const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { allowOut: ['example.com'], denyOut: ['0.0.0.0/0'] } } });
+    const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { allowOut: ['example.com'], rules: { 'example.com': [{ transform: { headers: { 'x-a': 'b' } } }] } } } });
     assert.equal(egress.status, 501);
-    assert.match(egress.body.message, /hostname rules.*not implemented yet/);
-    const proxy = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { egressProxy: { address: 'p.example.com:1080' } } } });
-    assert.equal(proxy.status, 501);
+    assert.match(egress.body.message, /transform rules.*not implemented yet/);
+    const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'localhost:${PORT}' } } });
+    assert.equal(mask.status, 501);
     const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
     assert.equal(volumes.status, 501);
   });

@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../../..');
 export const E2E_PORT_OFFSET = 100;
+/** The stand-in internet's resolver (network-policy.test.ts); the e2e nodes' egress DNS filter forwards to it. */
+export const E2E_EGRESS_DNS = '203.0.113.53';
 
 export interface Deployment {
   stateDir: string;
@@ -41,7 +43,8 @@ export function deployment(): Deployment {
     execFileSync(
       process.execPath,
       [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', '2'],
-      { stdio: ['ignore', 'inherit', 'inherit'] },
+      // As `cove test` does: the nodes' egress DNS filter forwards to the stand-in internet's resolver.
+      { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, COVE_EGRESS_DNS: process.env.COVE_EGRESS_DNS ?? E2E_EGRESS_DNS } },
     );
   }
   const env = parseEnv(join(stateDir, 'env'));

@@ -61,6 +61,10 @@ export interface DnsFilterOptions {
   /** queries per second per sandbox before excess is dropped */
   ratePerSecond?: number;
   timeoutMs?: number;
+  /** TCP connections one sandbox may hold open to the resolver at once (default 16); more are cut at accept */
+  maxTcpPerSandbox?: number;
+  /** the listening sockets do not keep the process alive */
+  unref?: boolean;
   onQuery?: (q: { sandboxId: string; name: string; allowed: boolean }) => void;
 }
 
@@ -68,6 +72,7 @@ export class DnsFilter {
   private udp?: UdpSocket;
   private tcp?: Server;
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly tcpOpen = new Map<string, number>();
   port = 0;
 
   constructor(private readonly opts: DnsFilterOptions) {}
@@ -91,7 +96,16 @@ export class DnsFilter {
       tcp.listen(this.port, host, () => resolve());
     });
     this.tcp = tcp;
+    if (this.opts.unref) {
+      udp.unref();
+      tcp.unref();
+    }
     return this.port;
+  }
+
+  /** Drops what is kept for a sandbox that is gone (its rate bucket), so per-sandbox state ends with it. */
+  forget(sandboxId: string): void {
+    this.buckets.delete(sandboxId);
   }
 
   async close(): Promise<void> {
@@ -144,6 +158,19 @@ export class DnsFilter {
 
   private serveTcp(s: Socket): void {
     const src = s.remoteAddress?.replace(/^::ffff:/, '') ?? '';
+    // Unknown sources get nothing, and one sandbox cannot hold more than a few sockets of the node's resolver.
+    const sb = this.opts.lookup(src);
+    const held = sb ? (this.tcpOpen.get(sb.sandboxId) ?? 0) : 0;
+    if (!sb || held >= (this.opts.maxTcpPerSandbox ?? 16)) {
+      s.destroy();
+      return;
+    }
+    this.tcpOpen.set(sb.sandboxId, held + 1);
+    s.once('close', () => {
+      const n = (this.tcpOpen.get(sb.sandboxId) ?? 1) - 1;
+      if (n <= 0) this.tcpOpen.delete(sb.sandboxId);
+      else this.tcpOpen.set(sb.sandboxId, n);
+    });
     let buf = Buffer.alloc(0);
     let busy = false;
     let served = 0;

@@ -18,12 +18,13 @@ import {
   parseNetworkPolicy,
   type Cidr,
   type EgressPolicy,
+  type EgressProxyTarget,
   type PlaceholderKind,
   resolvePlaceholders,
   rulesFor,
   type Verdict,
 } from './policy.js';
-import { conntrackOriginalDst, dial } from './upstream.js';
+import { conntrackOriginalDst, dial, type DialTarget } from './upstream.js';
 import { clientHelloComplete, HEAD_MAX_BYTES, HELLO_MAX_BYTES, httpHeadComplete, parseHttpHost, parseSni, readPrefix } from './wire.js';
 
 /** The proxy's listening ports: see nft.ts for which flows nft sends to which. */
@@ -70,6 +71,19 @@ export interface EgressProxyOptions {
   maxConnectionsPerSandbox?: number;
   idleTimeoutMs?: number;
   onDecision?: (d: EgressDecisionLog) => void;
+  /** the listening sockets do not keep the process alive (a node agent that stops by other means) */
+  unref?: boolean;
+}
+
+/** An open connection the proxy let through: re-judged when its sandbox's policy changes. */
+interface Tracked {
+  /** the address and port the flow reaches (for a name-allowed flow to a denied address: the one the proxy resolved) */
+  ip: string;
+  port: number;
+  hostname?: string;
+  /** the sandbox's side; destroying it ends the flow (the other side follows) */
+  client: Socket;
+  upstream?: Socket;
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authorization', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
@@ -88,6 +102,8 @@ export class EgressProxy {
   private readonly forbidden: Cidr[];
   private readonly dnsCache = new Map<string, { ip: string; until: number }>();
   private readonly open = new Map<string, number>();
+  /** open allowed flows per source address; bounded by maxConnectionsPerSandbox */
+  private readonly flows = new Map<string, Set<Tracked>>();
   private readonly mitmCtx = new WeakMap<Socket, MitmContext>();
   private readonly mitm = createHttpServer({ maxHeaderSize: 16 * 1024, headersTimeout: 10_000, requestTimeout: 60_000 }, (req, res) => {
     void this.forwardTransformed(req, res);
@@ -115,6 +131,7 @@ export class EgressProxy {
         server.listen(ports[name] ?? 0, host, () => resolve());
       });
       this.ports[name] = (server.address() as AddressInfo).port;
+      if (this.opts.unref) server.unref();
       this.servers.push(server);
     }
     return { ...this.ports };
@@ -127,6 +144,43 @@ export class EgressProxy {
 
   private log(d: EgressDecisionLog): void {
     this.opts.onDecision?.(d);
+  }
+
+  private track(src: string, t: Tracked): void {
+    let set = this.flows.get(src);
+    if (!set) this.flows.set(src, (set = new Set()));
+    set.add(t);
+    t.client.once('close', () => {
+      const cur = this.flows.get(src);
+      cur?.delete(t);
+      if (cur && cur.size === 0) this.flows.delete(src);
+    });
+  }
+
+  /**
+   * Re-judges every open flow from `srcIp` against the sandbox's current policy (call it after a live update)
+   * and cuts the ones it no longer allows, so an update also applies to connections already open. Returns how
+   * many were cut. A source with no sandboxes any more loses them all.
+   */
+  recheck(srcIp: string): number {
+    const set = this.flows.get(srcIp);
+    if (!set) return 0;
+    const current = this.opts.lookup(srcIp);
+    let cut = 0;
+    for (const t of [...set]) {
+      if (current && decide(current.policy, t.ip, t.port, t.hostname).allow) continue;
+      set.delete(t);
+      t.client.destroy();
+      t.upstream?.destroy();
+      cut++;
+    }
+    if (set.size === 0) this.flows.delete(srcIp);
+    return cut;
+  }
+
+  /** Open flows from a source address (tests, metrics). */
+  openFlows(srcIp: string): number {
+    return this.flows.get(srcIp)?.size ?? 0;
   }
 
   /**
@@ -225,6 +279,7 @@ export class EgressProxy {
         return;
       }
       this.log({ ...base, hostname, verdict: verdict.reason, allow: true });
+      this.track(src, { ip, port: orig.port, hostname, client: s });
       const ctx: MitmContext = { sb: current, host: hostname!, ip, port: orig.port, tls: kind === 'tls' };
       // A plain stream (not the net.Socket) so the bytes already read are replayed: TLS and the HTTP parser
       // would otherwise read the socket's handle directly and skip them.
@@ -242,7 +297,7 @@ export class EgressProxy {
     }
     let up: Socket;
     try {
-      up = await dial({ ip, port: orig.port, hostname: verdict.connectTo === 'hostname' ? hostname : undefined }, current.policy.egressProxy, this.opts.connectTimeoutMs ?? 5000);
+      up = await this.dialOut({ ip, port: orig.port, hostname: verdict.connectTo === 'hostname' ? hostname : undefined }, current.policy.egressProxy);
     } catch {
       this.log({ ...base, hostname, verdict: 'upstream-failed', allow: false });
       if (kind === 'http') s.end(deniedResponse(502, 'egress_upstream_failed', 'could not reach the destination'));
@@ -250,7 +305,25 @@ export class EgressProxy {
       return;
     }
     this.log({ ...base, hostname, verdict: verdict.reason, allow: true });
+    if (s.destroyed) {
+      up.destroy();
+      return;
+    }
+    this.track(src, { ip, port: orig.port, hostname, client: s, upstream: up });
     splice(s, up, prefix, this.opts.idleTimeoutMs ?? 300_000);
+  }
+
+  /**
+   * The outbound leg, direct or through the sandbox's chained proxy. The chained proxy's address is the tenant's
+   * too: it is resolved by the node and held to the same forbidden ranges as any destination, so an egressProxy
+   * of `127.0.0.1:<port>` or a name resolving into the node's network never gets a byte from the node.
+   */
+  private async dialOut(t: DialTarget, proxy: EgressProxyTarget | undefined): Promise<Socket> {
+    const timeout = this.opts.connectTimeoutMs ?? 5000;
+    if (!proxy) return dial(t, undefined, timeout);
+    const ip = isIPv4(proxy.host) ? proxy.host : await this.resolve(proxy.host);
+    if (!ip || this.forbidden.some((c) => cidrContains(c, ip))) throw new Error('the egress proxy address is not reachable from this node');
+    return dial(t, { ...proxy, host: ip }, timeout);
   }
 
   /**
@@ -305,7 +378,7 @@ export class EgressProxy {
     }
     let raw: Socket;
     try {
-      raw = await dial({ ip: ctx.ip, port: ctx.port, hostname: ctx.host }, ctx.sb.policy.egressProxy, this.opts.connectTimeoutMs ?? 5000);
+      raw = await this.dialOut({ ip: ctx.ip, port: ctx.port, hostname: ctx.host }, ctx.sb.policy.egressProxy);
     } catch {
       res.writeHead(502, { 'content-type': 'application/json' }).end(JSON.stringify({ code: 'egress_upstream_failed', message: 'could not reach the destination' }));
       req.resume();

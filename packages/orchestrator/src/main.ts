@@ -41,6 +41,7 @@ async function main(): Promise<void> {
     ...(config.runtime.bridge ? { bridge: config.runtime.bridge } : {}),
     ...(config.runtime.instance ? { instance: config.runtime.instance } : {}),
     ...(config.runtime.vethPrefix ? { vethPrefix: config.runtime.vethPrefix } : {}),
+    ...(config.runtime.egressDns ? { egressDns: config.runtime.egressDns } : {}),
     onTemplateProgress: (templateId, line) => log.info({ templateId, line }, 'template build'),
   });
 

@@ -41,12 +41,14 @@ describe('validateSpec', () => {
     );
   });
 
-  it('re-parses the egress rules it is sent: CIDRs normalised, hostnames and garbage refused', () => {
+  it('re-parses the egress rules it is sent: CIDRs and hostnames normalised, garbage refused', () => {
     const base = { sandboxId: 'abc-1', templateId: 'base', vcpu: 1, memoryMb: 512, diskMb: 1024, endTime: timestampFromMs(NOW + 1000) };
     const v = validateSpec(create(SandboxSpecSchema, { ...base, egress: { allowOut: ['203.0.113.7/24'], denyOut: ['0.0.0.0/0'] } }), NODE, NOW);
     assert.deepEqual(v.egress, { allowOut: ['203.0.113.0/24'], denyOut: ['0.0.0.0/0'] });
+    const h = validateSpec(create(SandboxSpecSchema, { ...base, egress: { allowOut: ['Example.COM.', '*.Api.example.com', '10.1.2.3/8'], denyOut: ['0.0.0.0/0'] } }), NODE, NOW);
+    assert.deepEqual(h.egress, { allowOut: ['10.0.0.0/8', 'example.com', '*.api.example.com'], denyOut: ['0.0.0.0/0'] });
     assert.throws(
-      () => validateSpec(create(SandboxSpecSchema, { ...base, egress: { allowOut: ['example.com', '1.2.3.4/40'], denyOut: ['x; drop'] } }), NODE, NOW),
+      () => validateSpec(create(SandboxSpecSchema, { ...base, egress: { allowOut: ['exa mple.com', '1.2.3.4/40'], denyOut: ['x; drop'] } }), NODE, NOW),
       (err: unknown) => {
         assert.ok(err instanceof InvalidArgument);
         assert.ok(err.violations.some((x) => x.startsWith('egress.allowOut')), err.violations.join('; '));

@@ -43,13 +43,21 @@ export function listedSandboxView(s: SandboxRecord): S['ListedSandbox'] {
   };
 }
 
+/** The stored network config without the egress proxy's password (kept for the node, never shown back). */
+function networkView(n: Record<string, unknown> | null): S['SandboxNetworkConfig'] {
+  const proxy = n?.egressProxy as Record<string, unknown> | null | undefined;
+  if (!n || !proxy || !('password' in proxy)) return (n ?? {}) as S['SandboxNetworkConfig'];
+  const { password: _hidden, ...shown } = proxy;
+  return { ...n, egressProxy: shown } as S['SandboxNetworkConfig'];
+}
+
 export function sandboxDetailView(s: SandboxRecord, c: Cluster): S['SandboxDetail'] {
   return {
     ...listedSandboxView(s),
     envdAccessToken: s.envdAccessToken,
     domain: c.sandboxDomain,
     allowInternetAccess: s.allowInternetAccess,
-    network: (s.network ?? {}) as S['SandboxNetworkConfig'],
+    network: networkView(s.network),
     lifecycle: { autoResume: s.autoResume, onTimeout: s.autoPause ? 'pause' : 'kill' },
   };
 }

@@ -1,14 +1,17 @@
 // A sandbox's egress as the API takes it (E2B's `allow_internet_access` and `network.allowOut/denyOut`) and as its
-// node enforces it: parsed once with @cove/egress (400 with every issue), reduced to IPv4 CIDR lists. What the
-// node cannot enforce yet (hostname rules, transforms, a chained proxy) is refused with 501, never ignored.
+// node enforces it: parsed once with @cove/egress (400 with every issue), reduced to normalised IPv4 CIDRs and
+// hostnames (`example.com`, `*.example.com`; the node's egress proxy and DNS filter enforce those), and the
+// customer's egressProxy. What the node cannot enforce yet (transforms) is refused with 501, never ignored.
 
 import { hasDenyAll, parseNetworkPolicy, PolicyError } from '@cove/egress';
 import { InvalidNetworkPolicy, NotImplemented } from '../errors.js';
 
-/** Normalised address rules (CIDR texts); allow wins over deny; both empty = no filter. */
+/** Normalised rules (CIDR texts; allowOut also hostnames); allow wins over deny; both empty, no proxy = no filter. */
 export interface EgressRules {
   allowOut: string[];
   denyOut: string[];
+  /** E2B's egressProxy as the user gave it (the node parses it again); absent = direct */
+  egressProxy?: { address: string; username?: string; password?: string };
 }
 
 /** What a node needs: whether the sandbox has any egress at all, and the filter on it. */
@@ -27,23 +30,30 @@ export interface EgressInput {
 
 export function nodeNetworkOf(allowInternetAccess: boolean | null | undefined, network: EgressInput | null | undefined): NodeNetwork {
   if (network?.rules && Object.keys(network.rules).length > 0) throw new NotImplemented('egress transform rules (network.rules)');
-  if (network?.egressProxy) throw new NotImplemented('egress proxy (network.egressProxy)');
   let policy;
   try {
     policy = parseNetworkPolicy({
       ...(network?.allowOut !== undefined ? { allowOut: network.allowOut } : {}),
       ...(network?.denyOut !== undefined ? { denyOut: network.denyOut } : {}),
+      ...(network?.egressProxy !== undefined ? { egressProxy: network.egressProxy } : {}),
       ...(allowInternetAccess !== null && allowInternetAccess !== undefined ? { allowInternetAccess } : {}),
     });
   } catch (err) {
     if (err instanceof PolicyError) throw new InvalidNetworkPolicy(err.issues);
     throw err;
   }
-  if (policy.allowHosts.length + policy.allowWildcards.length > 0) throw new NotImplemented('hostname rules in network.allowOut');
-  // A deny-all with no allowed address needs no filter: the sandbox simply has no egress, as before policies.
-  if (hasDenyAll(policy) && policy.allowCidrs.length === 0) return { allowInternetAccess: false, egress: { allowOut: [], denyOut: [] } };
-  return {
-    allowInternetAccess: true,
-    egress: { allowOut: policy.allowCidrs.map((c) => c.text), denyOut: policy.denyCidrs.map((c) => c.text) },
-  };
+  const allowOut = [...policy.allowCidrs.map((c) => c.text), ...policy.allowHosts, ...policy.allowWildcards.map((w) => `*.${w}`)];
+  const denyOut = policy.denyCidrs.map((c) => c.text);
+  // A deny-all that allows nothing: no egress at all, as before policies, but still the filter, whose DNS
+  // redirect lets the node's resolver answer REFUSED at once (a dropped query would hang the sandbox's lookups).
+  if (hasDenyAll(policy) && allowOut.length === 0) return { allowInternetAccess: false, egress: { allowOut: [], denyOut } };
+  const p = policy.egressProxy;
+  const egressProxy = p
+    ? {
+        address: `${p.kind === 'http-connect' ? 'http' : 'socks5'}://${p.host}:${p.port}`,
+        ...(p.username !== undefined ? { username: p.username } : {}),
+        ...(p.password !== undefined ? { password: p.password } : {}),
+      }
+    : undefined;
+  return { allowInternetAccess: true, egress: { allowOut, denyOut, ...(egressProxy ? { egressProxy } : {}) } };
 }

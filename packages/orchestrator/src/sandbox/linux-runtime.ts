@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
 import { prepareHost } from './host-prepare.js';
 import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
-import { allowInternet, applyFirewall, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
+import { allowInternet, applyFirewall, blockedCidrs, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { run, type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
 import { waitHealthy } from './first-process.js';
@@ -25,7 +25,8 @@ import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
-import { applySlotEgress, egressTableOf, hasEgressRules, NO_EGRESS_RULES, removeSlotEgress } from './slot-egress.js';
+import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress } from './slot-egress.js';
+import { NodeEgress } from './node-egress.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
@@ -89,6 +90,8 @@ export interface LinuxRuntimeConfig {
   bootTimeoutMs?: number;
   /** Extra destination ranges sandboxes may never reach (the node's LAN is added automatically). */
   extraBlockedCidrs?: string[];
+  /** Resolvers the node's egress services forward allowed names to (`ip` or `ip:port`); default the host's. */
+  egressDns?: string[];
   onTemplateProgress?: (templateId: string, line: string) => void;
 }
 
@@ -107,6 +110,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly instance: string;
   private cgroups: Cgroups | null = null;
   private firewall: FirewallConfig | null = null;
+  /** The node's egress proxy and DNS filter (hostname rules); started by prepare(). */
+  private egress: NodeEgress | undefined;
   /** Address allocation is read-modify-write over slot records: one at a time. */
   private allocating: Promise<unknown> = Promise.resolve();
   /** Slots this instance is booting right now (never treated as orphans). */
@@ -159,14 +164,22 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await this.ensureContext();
     await mkdir(this.crun.stateRoot, { recursive: true, mode: 0o700 });
     await ensureBridge(this.bridge);
+    await this.startEgress();
     const records = await this.slots.readAll();
+    // Tables of slots that no longer exist would filter whichever slot gets their address next.
+    const filtered = new Set(records.filter((r) => hasEgressRules(r.egress)).map((r) => r.slotId));
+    for (const id of await listSlotEgressTables(this.instance)) {
+      if (filtered.has(id)) continue;
+      await removeSlotEgress(undefined, this.egressTable(id), undefined);
+      this.log.info({ slotId: id }, 'removed a stale egress table');
+    }
     // A restarted node puts each claimed slot's filter back before its address rejoins the internet set; a slot
     // whose filter cannot be applied stays without egress rather than unfiltered.
     const unfiltered = new Set<string>();
     for (const r of records) {
       if (!hasEgressRules(r.egress)) continue;
       try {
-        await applySlotEgress(this.egressTable(r.slotId), hostVethName(this.bridge, r.slotId), r.address, r.egress);
+        await applySlotEgress(this.egress, this.egressTarget(r), r.egress);
       } catch (err) {
         unfiltered.add(r.slotId);
         this.log.error({ err, slotId: r.slotId, sandboxId: r.sandboxId }, 'cannot re-apply the slot\'s egress filter: it keeps no egress');
@@ -186,6 +199,25 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const foreground = new Set(this.cfg.templates ?? ['base']);
     for (const t of this.cfg.backgroundTemplates ?? []) if (!foreground.has(t)) this.background.set(t, { state: 'building' });
     void this.buildBackground();
+  }
+
+  /**
+   * The node's egress services listen on the gateway (the bridge must exist); the firewall lets sandboxes reach
+   * their ports there and nothing else of the host. Once per runtime object.
+   */
+  private async startEgress(): Promise<void> {
+    if (this.egress) return;
+    const { firewall } = await this.ensureContext();
+    const egress = new NodeEgress({
+      listenHost: this.bridge.gateway,
+      upstreamDns: this.cfg.egressDns ?? firewall.dnsServers,
+      // What sandboxes may never reach directly, the proxy never dials for them either.
+      forbiddenCidrs: [...blockedCidrs(firewall), this.subnet.cidr],
+      logger: this.log.child({ component: 'egress' }),
+    });
+    await egress.start();
+    firewall.egressInput = { gateway: this.bridge.gateway, ...egress.inputPorts()! };
+    this.egress = egress;
   }
 
   /** Builds the background templates one after another; a failure is logged and retried later. */
@@ -448,7 +480,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     // The filter goes in before the slot joins the internet set: it never has a moment of unfiltered egress. A
     // failure fails the claim (and so the create), never leaves an open sandbox.
     if (hasEgressRules(egress) || hasEgressRules(rec.egress)) {
-      await applySlotEgress(this.egressTable(slotId), hostVethName(this.bridge, slotId), rec.address, egress);
+      await applySlotEgress(this.egress, this.egressTarget({ slotId, address: rec.address, sandboxId: opts.sandboxId }), egress);
     }
     await Promise.all([
       cgroups.setLimits(slotId, this.cgroupLimits(opts.limits)),
@@ -472,12 +504,16 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return egressTableOf(this.instance, slotId);
   }
 
+  private egressTarget(r: { slotId: string; address: string; sandboxId?: string | null }): { table: string; iface: string; sandboxIp: string; sandboxId: string } {
+    return { table: this.egressTable(r.slotId), iface: hostVethName(this.bridge, r.slotId), sandboxIp: r.address, sandboxId: r.sandboxId ?? r.slotId };
+  }
+
   async setNetwork(slotId: string, net: SlotNetwork): Promise<void> {
     const rec = await this.mustRead(slotId);
     if (rec.state !== 'claimed') throw new SlotNotFound(slotId);
     // Closing goes first and opening last, so the slot never passes through a state more open than both.
     if (!net.allowInternetAccess && rec.allowInternetAccess) await denyInternet(this.instance, rec.address);
-    await applySlotEgress(this.egressTable(slotId), hostVethName(this.bridge, slotId), rec.address, net.egress);
+    await applySlotEgress(this.egress, this.egressTarget(rec), net.egress);
     if (net.allowInternetAccess && !rec.allowInternetAccess) await allowInternet(this.instance, rec.address);
     Object.assign(rec, { allowInternetAccess: net.allowInternetAccess, egress: net.egress });
     await this.slots.write(rec);
@@ -494,7 +530,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await removeSlotDisk(slotDiskPaths(dir));
     if (rec) await denyInternet(this.instance, rec.address);
     // Unconditionally: a slot whose record is gone may still have left its table behind.
-    await removeSlotEgress(this.egressTable(slotId)).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot remove the slot\'s egress table'));
+    await removeSlotEgress(this.egress, this.egressTable(slotId), rec?.address).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot remove the slot\'s egress table'));
     await removeSlotNetwork(this.bridge, slotId);
     for (;;) {
       try {
@@ -715,6 +751,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async teardownHost(): Promise<string[]> {
     const { cgroups } = await this.ensureContext();
     const cleaned = await this.cleanupOrphans([]);
+    for (const id of await listSlotEgressTables(this.instance)) await removeSlotEgress(undefined, this.egressTable(id), undefined);
     await removeFirewall(this.instance);
     await removeBridge(this.bridge);
     await cgroups.removeParent();

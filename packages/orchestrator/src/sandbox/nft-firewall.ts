@@ -21,6 +21,13 @@ export interface FirewallConfig {
   dnsServers: string[];
   /** Destination ranges sandboxes may never reach, on top of the fixed private/link-local list. */
   extraBlockedCidrs: string[];
+  /** The node's egress proxy and DNS filter (node-egress.ts): the only host ports sandboxes may open, on the gateway. */
+  egressInput?: { gateway: string; tcp: number[]; udp: number[] };
+}
+
+/** Every destination range sandboxes may never reach directly. */
+export function blockedCidrs(cfg: FirewallConfig): string[] {
+  return [...new Set([...ALWAYS_BLOCKED, ...cfg.extraBlockedCidrs])];
 }
 
 const ALWAYS_BLOCKED = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16', '224.0.0.0/4', '240.0.0.0/4'];
@@ -32,7 +39,13 @@ export async function applyFirewall(cfg: FirewallConfig, internetAddresses: stri
   const b = JSON.stringify(cfg.bridge);
   const TABLE = cfg.table;
   const ports = JSON.stringify(`${cfg.vethPrefix}*`);
-  const blocked = [...new Set([...ALWAYS_BLOCKED, ...cfg.extraBlockedCidrs])].join(', ');
+  const blocked = blockedCidrs(cfg).join(', ');
+  const e = cfg.egressInput;
+  // Reached only through a slot table's redirect or by aiming at them; either way the services judge by source.
+  const egressInput = e
+    ? `iifname ${b} ip saddr ${cfg.subnetCidr} ip daddr ${e.gateway} tcp dport { ${e.tcp.join(', ')} } accept
+    iifname ${b} ip saddr ${cfg.subnetCidr} ip daddr ${e.gateway} udp dport { ${e.udp.join(', ')} } accept`
+    : '';
   const dns = cfg.dnsServers.length ? cfg.dnsServers.join(', ') : null;
   const elements = internetAddresses.length ? `elements = { ${internetAddresses.join(', ')} }` : '';
   const script = `
@@ -43,6 +56,7 @@ table inet ${TABLE} {
   chain input {
     type filter hook input priority filter - 1; policy accept;
     iifname ${b} ct state established,related accept
+    ${egressInput}
     iifname ${b} drop
   }
   chain forward {

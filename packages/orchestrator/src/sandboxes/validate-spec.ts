@@ -4,7 +4,7 @@
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { EgressPolicy as EgressPolicyMsg, SandboxSpec } from '@cove/contracts/orchestrator';
 import { PolicyError } from '@cove/egress';
-import { egressPolicyOf, NO_EGRESS_RULES, type EgressRules } from '../sandbox/slot-egress.js';
+import { egressPolicyOf, egressRulesText, NO_EGRESS_RULES, type EgressRules } from '../sandbox/slot-egress.js';
 import { InvalidArgument } from '../errors.js';
 import { SNAPSHOT_ID_RE } from '../snapshots/snapshot-manifest.js';
 import { BUILD_ID_RE } from '../templates/manifest.js';
@@ -119,10 +119,14 @@ export function validateSpec(
  * problems are pushed to `v` as `egress.<field>: <message>`.
  */
 export function egressRulesOf(e: EgressPolicyMsg | undefined, v: string[]): EgressRules {
-  const rules: EgressRules = { allowOut: [...(e?.allowOut ?? [])], denyOut: [...(e?.denyOut ?? [])] };
+  const px = e?.egressProxy;
+  const rules: EgressRules = {
+    allowOut: [...(e?.allowOut ?? [])],
+    denyOut: [...(e?.denyOut ?? [])],
+    ...(px ? { egressProxy: { address: px.address, ...(px.username !== undefined ? { username: px.username } : {}), ...(px.password !== undefined ? { password: px.password } : {}) } } : {}),
+  };
   try {
-    const p = egressPolicyOf(rules);
-    return { allowOut: p.allowCidrs.map((c) => c.text), denyOut: p.denyCidrs.map((c) => c.text) };
+    return egressRulesText(egressPolicyOf(rules));
   } catch (err) {
     if (!(err instanceof PolicyError)) throw err;
     for (const i of err.issues) v.push(`egress.${i.field}: ${i.message}`);
