@@ -5,7 +5,8 @@
 // sandbox is never lost, and the drain finishes the move.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +14,8 @@ import { Sandbox } from 'e2b';
 import { request } from 'undici';
 import { deployment, eventually, repoRoot, type Deployment } from './deployment.js';
 import { allNodesHealthy, nodeOf } from './nodes.js';
+
+const run = promisify(execFile);
 
 interface DrainView {
   status: 'running' | 'done';
@@ -37,6 +40,13 @@ async function counting(sbx: Sandbox): Promise<number> {
   const h = await sbx.commands.run('python3 /home/user/count.py', { background: true });
   await eventually(async () => /^\d+$/.test(await sbx.files.read('/tmp/n').catch(() => '')), 20_000, 'the counter to start');
   return h.pid;
+}
+
+/** `cove <args>` against this deployment, as a process; its stdout (a non-zero exit fails the test). */
+async function cove(...args: string[]): Promise<string> {
+  const d = deployment();
+  const { stdout } = await run(process.execPath, [join(repoRoot, 'packages/cli/dist/src/main.js'), ...args, '--state-dir', d.stateDir, '--port-offset', '100'], { timeout: 240_000 });
+  return stdout;
 }
 
 const count = async (sbx: Sandbox) => Number(await sbx.files.read('/tmp/n'));
@@ -91,9 +101,12 @@ describe('draining a node migrates its sandboxes with their memory (unchanged SD
     const before = await count(sbx);
     assert.ok(before > 0);
 
-    const started = await admin(d, 'POST', drainPath(from.nodeId), { migrate: true, timeoutSeconds: 120 });
-    assert.equal(started.status, 202, JSON.stringify(started.body));
-    const v = await drainDone(from.nodeId, 150_000);
+    // The operator's way: `cove node drain` (a process) prints the progress and exits 0 once the node is empty.
+    const out = await cove('node', 'drain', from.nodeId, '--timeout', '120');
+    assert.match(out, new RegExp(`sandbox ${sbx.sandboxId}: moved → ${to.nodeId}`));
+    assert.match(out, new RegExp(`node ${from.nodeId} is empty: it can leave the cluster`));
+    const v = (await admin(d, 'GET', drainPath(from.nodeId))).body as DrainView;
+    assert.equal(v.status, 'done');
     const m = v.sandboxes.find((x) => x.sandboxId === sbx.sandboxId);
     assert.equal(m?.state, 'moved', JSON.stringify(v));
     assert.equal(m?.toNodeId, to.nodeId);
@@ -104,7 +117,7 @@ describe('draining a node migrates its sandboxes with their memory (unchanged SD
     assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running');
 
     // Back into service: the edge (which placement asks) sees both nodes healthy again.
-    assert.equal((await admin(d, 'POST', `/admin/clusters/${clusterId}/nodes/${from.nodeId}/undrain`)).status, 200);
+    assert.match(await cove('node', 'undrain', from.nodeId), /back in service/);
     await allNodesHealthy(d, 30_000);
   });
 
