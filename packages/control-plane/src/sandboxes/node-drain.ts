@@ -15,7 +15,7 @@
 import type { Logger } from 'pino';
 import type { ControlLinks } from '../cluster/control-link.js';
 import { placeOn, type PlacementOptions } from '../cluster/placement.js';
-import { ClusterUnavailable, Conflict, CoveError, NoCapacity, NotFound, OperationFailed, SandboxNotFound, TemplateNotReady } from '../errors.js';
+import { ClusterUnavailable, Conflict, CoveError, NoCapacity, OperationFailed, SandboxNotFound, TemplateNotReady } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 import type { TeamStore } from '../store/team-store.js';
@@ -187,8 +187,6 @@ export class NodeDrains {
           view.sandboxes.push(m);
         }
         if (this.closed) break;
-        // A node restarted mid-drain comes back in service: it must not take sandboxes back.
-        await link.setNodeDraining(view.nodeId, true).catch((err: unknown) => log.warn({ err: messageOf(err) }, 'could not re-assert draining'));
         m.state = 'moving';
         const t0 = Date.now();
         const r2 = await this.move(cluster, job, r.id, log);
@@ -208,8 +206,11 @@ export class NodeDrains {
     try {
       return await this.d.service.whenSettled(id, undefined, async (s) => {
         if (!s || s.clusterId !== cluster.id) return { state: 'gone' as const };
-        if (s.state === 'paused' && job.pausedHere.has(id)) return this.resumeElsewhere(job, s, log);
+        if (s.state === 'paused' && job.pausedHere.has(id)) return this.resumeElsewhere(cluster, job, s, log);
         if (s.state !== 'running' || s.nodeId !== nodeId) return { state: 'gone' as const, ...(s.nodeId && s.nodeId !== nodeId ? { toNodeId: s.nodeId } : {}) };
+        if (!(await this.reassertDraining(cluster, nodeId, log))) {
+          return { state: 'in_doubt' as const, reason: 'the node is not confirmed draining yet; it keeps running here until it is', errorCode: 'cluster_unavailable' };
+        }
         // Capacity first: a sandbox no other node can take is not paused at all; it runs on here.
         const link = this.d.links.for(cluster);
         const others = (await link.listNodes()).filter((n) => n.nodeId !== nodeId);
@@ -241,7 +242,7 @@ export class NodeDrains {
         }
         const paused = await this.d.sandboxes.get(id);
         if (!paused || paused.state !== 'paused') return { state: 'gone' as const };
-        return this.resumeElsewhere(job, paused, log);
+        return this.resumeElsewhere(cluster, job, paused, log);
       });
     } catch (err) {
       // whenSettled's Conflict: the row stayed pausing/resuming (e.g. the node is down); try again next round.
@@ -250,13 +251,37 @@ export class NodeDrains {
     }
   }
 
+  /**
+   * Marks the node draining again and waits (bounded) until the edge, which placement asks, no longer offers it:
+   * a node restarted mid-drain comes back in service and must not take its sandboxes back. False when the edge
+   * still calls it healthy.
+   */
+  private async reassertDraining(cluster: Cluster, nodeId: string, log: Logger): Promise<boolean> {
+    await this.d.links
+      .for(cluster)
+      .setNodeDraining(nodeId, true)
+      .catch((err: unknown) => log.warn({ err: messageOf(err) }, 'could not re-assert draining (the node may be down)'));
+    return this.untilEdgeSays(cluster, nodeId, 15_000);
+  }
+
   /** Resumes a sandbox the drain paused, keeping its end time; a failure leaves it paused (committed). */
-  private async resumeElsewhere(job: Job, s: SandboxRecord, log: Logger): Promise<Omit<SandboxMove, 'sandboxId'>> {
+  private async resumeElsewhere(cluster: Cluster, job: Job, s: SandboxRecord, log: Logger): Promise<Omit<SandboxMove, 'sandboxId'>> {
+    const nodeId = job.view.nodeId;
+    // The resume prefers the node that paused it (its cache): that must be a node the edge no longer offers.
+    if (!(await this.reassertDraining(cluster, nodeId, log))) {
+      return { state: 'paused', reason: 'paused; the drained node is not confirmed draining yet, so it is not resumed yet', errorCode: 'cluster_unavailable' };
+    }
     const team = await this.d.teams.require(s.teamId);
     const seconds = Math.max(1, Math.ceil((s.endAt - Date.now()) / 1000));
     try {
       const r = await this.d.service.pauses.resume(team, s, seconds, false);
       job.pausedHere.delete(s.id);
+      if (r.nodeId === nodeId) {
+        // The node came back in service between the check and the Create: it runs there again, whole; the next
+        // round moves it again.
+        log.warn({ sandboxId: s.id }, 'sandbox resumed on the draining node itself; it is moved again');
+        return { state: 'in_doubt', reason: 'resumed on the draining node (it restarted meanwhile); moved again next round', errorCode: 'conflict' };
+      }
       log.info({ sandboxId: s.id, to: r.nodeId }, 'sandbox migrated');
       return { state: 'moved', toNodeId: r.nodeId! };
     } catch (err) {
@@ -297,16 +322,18 @@ export class NodeDrains {
     log.info({ empty: view.empty, remaining }, 'drain done');
   }
 
-  /** Waits (bounded) until the edge lists the node as draining; NotFound when the edge drops it meanwhile. */
-  private async untilEdgeSays(cluster: Cluster, nodeId: string, timeoutMs: number): Promise<void> {
+  /**
+   * Waits (bounded) until the edge no longer offers the node for placement (draining, unhealthy or gone); false
+   * when it still does at the deadline.
+   */
+  private async untilEdgeSays(cluster: Cluster, nodeId: string, timeoutMs: number): Promise<boolean> {
     const link = this.d.links.for(cluster);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const nodes = await link.listNodes().catch(() => undefined);
       const n = nodes?.find((x) => x.nodeId === nodeId);
-      if (nodes && !n) throw new NotFound(`node "${nodeId}" left the cluster`);
-      if (n && n.edgeStatus.toLowerCase() !== 'healthy' && n.edgeStatus.toLowerCase() !== 'ready') return;
-      if (Date.now() > deadline) return;
+      if (nodes && (!n || (n.edgeStatus.toLowerCase() !== 'healthy' && n.edgeStatus.toLowerCase() !== 'ready'))) return true;
+      if (Date.now() > deadline) return false;
       await sleep(200);
     }
   }
