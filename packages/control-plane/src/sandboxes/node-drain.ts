@@ -203,6 +203,8 @@ export class NodeDrains {
   /** One attempt at moving sandbox `id` off the node. Never throws for a sandbox-level failure. */
   private async move(cluster: Cluster, job: Job, id: string, log: Logger): Promise<Omit<SandboxMove, 'sandboxId'>> {
     const nodeId = job.view.nodeId;
+    // A create the node accepted before it was drained may still finish there: look again next round.
+    if ((await this.d.sandboxes.get(id))?.state === 'creating') return { state: 'in_doubt', reason: 'still being created on the node', errorCode: 'conflict' };
     try {
       return await this.d.service.whenSettled(id, undefined, async (s) => {
         if (!s || s.clusterId !== cluster.id) return { state: 'gone' as const };
