@@ -105,7 +105,7 @@ export function topologyOf(o: DeploymentOptions): Topology {
   };
 }
 
-function readState(p: StatePaths): DeploymentState {
+export function readState(p: StatePaths): DeploymentState {
   return existsSync(p.state) ? (JSON.parse(readFileSync(p.state, 'utf8')) as DeploymentState) : {};
 }
 

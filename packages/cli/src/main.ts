@@ -8,6 +8,7 @@ import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js
 import { repoRoot } from './paths.js';
 import { benchFiles, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
+import { drainNode, undrainNode } from './node-drain.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -98,6 +99,21 @@ withDeploymentFlags(program.command('status').description('show components, node
       say(`  sandbox ${sb.sandboxId}  template ${sb.templateId}  ${sb.vcpu} vCPU ${sb.memoryMb} MB  ends ${end}  ${sb.address}`);
     }
   });
+
+const node = program.command('node').description("drain a node of this deployment's cluster (its sandboxes move to other nodes) or return it to service");
+withDeploymentFlags(node.command('drain').description('stop placing sandboxes on the node and move its running sandboxes, with their memory, to other nodes; exits 0 once the node is empty').argument('<nodeId>'))
+  .option('--no-migrate', 'only stop new sandboxes there; leave running ones')
+  .option('--timeout <seconds>', 'how long to keep retrying sandboxes that did not move yet', '600')
+  .action(async (nodeId: string, opts: { migrate: boolean; timeout: string } & Parameters<typeof deploymentOptions>[0]) => {
+    const timeoutSeconds = Number(opts.timeout);
+    if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 1) throw new Error('--timeout must be a whole number of seconds, at least 1');
+    if (!(await drainNode(deploymentOptions(opts), nodeId, { migrate: opts.migrate, timeoutSeconds }))) process.exitCode = 2;
+  });
+withDeploymentFlags(node.command('undrain').description('return a drained node to service').argument('<nodeId>')).action(
+  async (nodeId: string, opts: Parameters<typeof deploymentOptions>[0]) => {
+    await undrainNode(deploymentOptions(opts), nodeId);
+  },
+);
 
 program
   .command('test')

@@ -22,6 +22,7 @@ import { templateRoutes } from './http/template-routes.js';
 import { Evictor } from './sandboxes/evictor.js';
 import { Reconciler } from './sandboxes/reconciler.js';
 import { SandboxService } from './sandboxes/sandbox-service.js';
+import { NodeDrains } from './sandboxes/node-drain.js';
 import { SnapshotCleaner } from './sandboxes/snapshot-cleaner.js';
 import { SnapshotService } from './snapshots/snapshot-service.js';
 import { ClusterStore } from './store/cluster-store.js';
@@ -48,6 +49,7 @@ export interface ControlPlane {
   snapshotStore: SnapshotStore;
   templateStore: TemplateStore;
   service: SandboxService;
+  drains: NodeDrains;
   snapshots: SnapshotService;
   templates: TemplateService;
   buildWatcher: BuildWatcher;
@@ -89,6 +91,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     templates,
     transitionWaitMs: config.transitionWaitMs,
   });
+  const drains = new NodeDrains({ sandboxes, clusters, teams, links, service, placement, log: log.child({ module: 'drain' }) });
   const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, config.defaultLimits, log.child({ module: 'snapshots' }));
   // A call that outlived this has lost its caller: twice the link deadline, and some.
   const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;
@@ -183,7 +186,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
 
   await app.register(async (admin) => {
     admin.addHook('onRequest', adminAuth(config.adminTokenHash));
-    adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics });
+    adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics, drains });
   });
 
   await app.ready();
@@ -197,6 +200,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     snapshotStore,
     templateStore,
     service,
+    drains,
     snapshots,
     templates,
     buildWatcher,
@@ -215,6 +219,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
       await reconciler.stop();
       await buildWatcher.stop();
       await app.close();
+      await drains.close();
       await service.drain();
       links.closeAll();
       await db.close();

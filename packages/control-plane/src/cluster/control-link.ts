@@ -27,7 +27,7 @@ import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
 import { rootCertificates } from 'node:tls';
 import { z } from 'zod';
 import type { ControlLinkTls } from '../config.js';
-import { ClusterAccessRefused, ClusterUnavailable } from '../errors.js';
+import { ClusterAccessRefused, ClusterUnavailable, NotFound } from '../errors.js';
 import type { Cluster } from '../store/cluster-store.js';
 import type { NodeView } from './placement.js';
 import type { EgressRules, NodeNetwork } from '../sandboxes/network.js';
@@ -228,6 +228,24 @@ export class ControlLink {
       }
       return { nodeId: n.nodeId, edgeStatus: n.status, info };
     });
+  }
+
+  /**
+   * Drains a node (no new sandboxes or builds; what runs stays) or returns it to service (edge REST
+   * `POST /v1/nodes/{id}/drain|undrain`). Throws NotFound for a node the edge does not know.
+   */
+  async setNodeDraining(nodeId: string, draining: boolean): Promise<void> {
+    let res: { status: number; body: unknown };
+    const path = `/v1/nodes/${encodeURIComponent(nodeId)}/${draining ? 'drain' : 'undrain'}`;
+    try {
+      res = await this.requestJson('POST', path);
+    } catch (err) {
+      if (err instanceof ClusterAccessRefused) throw err;
+      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+    }
+    if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
+    if (res.status === 404) throw new NotFound(`node "${nodeId}" is not part of cluster "${this.cluster.name}"`);
+    if (res.status !== 200) throw new ClusterUnavailable(`cluster "${this.cluster.name}" answered ${res.status} to ${draining ? 'drain' : 'undrain'} node "${nodeId}"`);
   }
 
   async create(nodeId: string, spec: SandboxSpecInit, trafficAccessToken: string | null): Promise<SandboxInfo> {

@@ -7,9 +7,10 @@ import { API_KEY_RE } from '../auth/api-key.js';
 import type { ControlLinks } from '../cluster/control-link.js';
 import type { Config } from '../config.js';
 import type { ClusterMetricsStore } from '../observability/cluster-health.js';
-import { Conflict } from '../errors.js';
+import { Conflict, NotFound } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxStore } from '../store/sandbox-store.js';
+import type { NodeDrains } from '../sandboxes/node-drain.js';
 import { quotasOf, type Team, type TeamQuotas, type TeamStore } from '../store/team-store.js';
 import { SlugSchema } from '../store/team-slug.js';
 import { parse } from './validation.js';
@@ -50,6 +51,16 @@ const TeamPatch = z.object({
 const BindBody = z.object({ clusterId: z.string().min(1).max(128).nullable() });
 const KeyBody = z.object({ name: name.default('default'), key: z.string().regex(API_KEY_RE, 'must be e2b_ followed by 40 lowercase hex digits').optional() }).default({});
 const ClusterParams = z.object({ clusterId: z.string().min(1).max(128) });
+const NodeParams = ClusterParams.extend({ nodeId: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, 'must be a node id') });
+const DrainBody = z
+  .object({
+    /** Move running sandboxes to other nodes with their memory (pause → resume elsewhere). */
+    migrate: z.boolean().default(true),
+    /** How long the drain keeps retrying sandboxes that did not move yet. */
+    timeoutSeconds: z.number().int().min(1).max(24 * 3600).default(600),
+  })
+  .strict()
+  .default({});
 const TeamParams = z.object({ teamId: z.string().min(1).max(128) });
 const KeyParams = TeamParams.extend({ keyId: z.string().min(1).max(128) });
 
@@ -83,6 +94,7 @@ export interface AdminDeps {
   sandboxes: SandboxStore;
   links: ControlLinks;
   clusterMetrics: ClusterMetricsStore;
+  drains: NodeDrains;
 }
 
 export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
@@ -129,6 +141,34 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
       cpuAllocated: n.info?.usage?.cpuAllocated ?? null,
       memoryAllocatedBytes: n.info?.usage ? Number(n.info.usage.memoryAllocatedBytes) : null,
     }));
+  });
+
+  /**
+   * Drains a node: no new sandboxes there; with `migrate` (the default) its running sandboxes move to other nodes
+   * keeping memory, processes and files. 202 with the drain's progress (200 when that node's drain already runs);
+   * poll the GET until `status` is `done`, then `empty` says whether the node can leave.
+   */
+  app.post('/admin/clusters/:clusterId/nodes/:nodeId/drain', async (req, reply) => {
+    const { clusterId, nodeId } = parse(NodeParams, req.params, 'path');
+    const b = parse(DrainBody, req.body ?? {}, 'body');
+    const cluster = await d.clusters.require(clusterId);
+    const { view, started } = await d.drains.start(cluster, nodeId, { migrate: b.migrate, timeoutMs: b.timeoutSeconds * 1000 });
+    return reply.status(started ? 202 : 200).send(view);
+  });
+
+  app.get('/admin/clusters/:clusterId/nodes/:nodeId/drain', async (req) => {
+    const { clusterId, nodeId } = parse(NodeParams, req.params, 'path');
+    await d.clusters.require(clusterId);
+    const view = d.drains.get(clusterId, nodeId);
+    if (!view) throw new NotFound(`no drain of node "${nodeId}" ran since the control plane started`);
+    return view;
+  });
+
+  /** Returns a drained node to service (409 while its drain runs). */
+  app.post('/admin/clusters/:clusterId/nodes/:nodeId/undrain', async (req) => {
+    const { clusterId, nodeId } = parse(NodeParams, req.params, 'path');
+    await d.drains.undrain(await d.clusters.require(clusterId), nodeId);
+    return { nodeId, status: 'healthy' };
   });
 
   app.get('/admin/templates/:clusterId', async (req) => {

@@ -433,6 +433,20 @@ export class SandboxStore {
     return rows.map(toRecord);
   }
 
+  /** Sandboxes that run, are moving, or were paused on one node (a drain's work list); oldest first. */
+  async onNode(clusterId: string, nodeId: string): Promise<SandboxRecord[]> {
+    const rows = await this.db
+      .selectFrom('sandboxes')
+      .selectAll()
+      .where('cluster_id', '=', clusterId)
+      .where('node_id', '=', nodeId)
+      .where('state', '!=', 'killed')
+      .orderBy('started_at')
+      .orderBy('id')
+      .execute();
+    return rows.map(toRecord);
+  }
+
   /**
    * The team's sandboxes among `ids`, in any state — also ended ones (rows stay after a kill), so their logs and
    * metrics stay reachable once the sandbox is gone. Another team's or unknown ids are simply absent.

@@ -1,0 +1,108 @@
+// The autoscaler's policy (autoscaler/policy.ts) on plain data: a burst adds a node, idleness removes the least
+// used one, limits and cooldowns hold, a drain in progress blocks further scale in, and bad configurations are
+// refused with every problem named. The AWS provider says it is not available here.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { AutoscalerConfigError, decide, parseAutoscalerConfig, type NodeLoad } from '../src/autoscaler/policy.js';
+import { AwsAutoScalingGroupProvider, ProviderUnavailable } from '../src/autoscaler/provider.js';
+
+const GiB = 1024 ** 3;
+const node = (nodeId: string, o: Partial<NodeLoad> = {}): NodeLoad => ({
+  nodeId,
+  status: 'healthy',
+  cpuCount: 8,
+  cpuAllocated: 0,
+  memoryBytes: 16 * GiB,
+  memoryAllocatedBytes: 0,
+  sandboxCount: 0,
+  warmPoolDepth: 2,
+  warmPoolTarget: 2,
+  ...o,
+});
+const config = parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, targetFreeFraction: 0.25, scaleInFreeFraction: 0.6, minWarmPoolFraction: 0.5, scaleOutCooldownMs: 60_000, scaleInCooldownMs: 300_000 });
+const calm = { failedCreates: 0, queuedCreates: 0 };
+const NOW = 10_000_000;
+
+describe('autoscaler policy', () => {
+  test('a burst adds one node: failed or queued creates, low headroom on CPU or memory, drained warm pools', () => {
+    const busy = [node('a', { cpuAllocated: 7, sandboxCount: 7 })];
+    assert.deepEqual(decide(config, busy, calm, {}, NOW).action, 'scale_out', 'CPU headroom 12% < 25%');
+    const memBusy = [node('a', { memoryAllocatedBytes: 14 * GiB })];
+    assert.equal(decide(config, memBusy, calm, {}, NOW).action, 'scale_out', 'memory headroom');
+    const d1 = decide(config, [node('a')], { failedCreates: 2, queuedCreates: 0 }, {}, NOW);
+    assert.deepEqual(d1, { action: 'scale_out', count: 1, reason: '2 create(s) failed for lack of capacity' });
+    assert.equal(decide(config, [node('a')], { failedCreates: 0, queuedCreates: 1 }, {}, NOW).action, 'scale_out');
+    assert.equal(decide(config, [node('a', { warmPoolDepth: 0, warmPoolTarget: 4 })], calm, {}, NOW).action, 'scale_out', 'warm pools empty');
+    assert.equal(decide(config, [node('a', { warmPoolDepth: 2, warmPoolTarget: 4 })], calm, {}, NOW).action, 'none', 'warm pools at half: enough');
+  });
+
+  test('idleness removes the least used node, once the rest keep the scale-in headroom', () => {
+    const nodes = [node('a', { cpuAllocated: 2, sandboxCount: 2 }), node('b', { cpuAllocated: 1, sandboxCount: 1 }), node('c', { cpuAllocated: 1, sandboxCount: 3 })];
+    const d = decide(config, nodes, calm, {}, NOW);
+    assert.equal(d.action, 'scale_in');
+    assert.equal(d.action === 'scale_in' && d.nodeId, 'b');
+    // Without b the others would hold 4 of 16 CPUs — 75% free. With more load they would not: no scale in.
+    const loaded = [node('a', { cpuAllocated: 4, sandboxCount: 4 }), node('b', { cpuAllocated: 3, sandboxCount: 3 })];
+    assert.equal(decide(config, loaded, calm, {}, NOW).action, 'none');
+  });
+
+  test('limits hold: never below minNodes nor above maxNodes, whatever the load', () => {
+    assert.deepEqual(decide(config, [], calm, {}, NOW), { action: 'scale_out', count: 1, reason: '0 node(s) in service, below minNodes 1' });
+    const c2 = parseAutoscalerConfig({ minNodes: 2, maxNodes: 2, scaleInFreeFraction: 0.9 });
+    assert.equal(decide(c2, [node('a'), node('b')], calm, {}, NOW).action, 'none', 'idle, but at minNodes');
+    const full = [node('a', { cpuAllocated: 8 }), node('b', { cpuAllocated: 8 }), node('c', { cpuAllocated: 8 })];
+    const d = decide(config, full, { failedCreates: 5, queuedCreates: 0 }, {}, NOW);
+    assert.equal(d.action, 'none');
+    assert.match(d.reason, /already at maxNodes 3/);
+    const over = [node('a'), node('b'), node('c'), node('d', { sandboxCount: 0 })];
+    assert.equal(decide(config, over, calm, { lastScaleInAt: NOW }, NOW).action, 'scale_in', 'above maxNodes: scale in even within the cooldown');
+    // An unhealthy node still counts against maxNodes (it may come back); a draining one is already leaving.
+    assert.equal(decide(config, [node('a', { cpuAllocated: 8 }), node('b', { status: 'unhealthy' }), node('c', { cpuAllocated: 8 })], calm, {}, NOW).action, 'none');
+  });
+
+  test('cooldowns hold: no second scale out within scaleOutCooldownMs, no scale in within scaleInCooldownMs of any scaling', () => {
+    const busy = [node('a', { cpuAllocated: 8 })];
+    const d = decide(config, busy, calm, { lastScaleOutAt: NOW - 30_000 }, NOW);
+    assert.equal(d.action, 'none');
+    assert.match(d.reason, /scale-out cooldown \(30 s left\)/);
+    assert.equal(decide(config, busy, calm, { lastScaleOutAt: NOW - 60_000 }, NOW).action, 'scale_out');
+    const idle = [node('a'), node('b')];
+    assert.equal(decide(config, idle, calm, { lastScaleOutAt: NOW - 100_000 }, NOW).action, 'none', 'a node just added is not removed at once');
+    assert.equal(decide(config, idle, calm, { lastScaleInAt: NOW - 299_000 }, NOW).action, 'none');
+    assert.equal(decide(config, idle, calm, { lastScaleInAt: NOW - 300_000 }, NOW).action, 'scale_in');
+  });
+
+  test('one scale in at a time: while a node drains nothing else is removed', () => {
+    const d = decide(config, [node('a'), node('b'), node('c', { status: 'draining' })], calm, {}, NOW);
+    assert.equal(d.action, 'none');
+    assert.match(d.reason, /node c is draining/);
+  });
+
+  test('bad configurations are refused with every problem named', () => {
+    const bad: Array<[unknown, RegExp]> = [
+      [{ minNodes: 3, maxNodes: 2 }, /minNodes: must not exceed maxNodes \(3 > 2\)/],
+      [{ minNodes: 0, maxNodes: 2 }, /minNodes: must be at least 1: a cluster with zero nodes/],
+      [{ minNodes: 1, maxNodes: 0 }, /maxNodes: must be at least 1/],
+      [{ minNodes: -1, maxNodes: 2 }, /minNodes/],
+      [{ minNodes: 1, maxNodes: 2, scaleOutCooldownMs: -5 }, /scaleOutCooldownMs/],
+      [{ minNodes: 1, maxNodes: 2, targetFreeFraction: 1.5 }, /targetFreeFraction/],
+      [{ minNodes: 1, maxNodes: 2, targetFreeFraction: 0.5, scaleInFreeFraction: 0.4 }, /scaleInFreeFraction: must be above targetFreeFraction/],
+      [{ minNodes: 1.5, maxNodes: 2 }, /minNodes/],
+      [{ minNodes: 1, maxNodes: 2, surprise: true }, /Unrecognized key/],
+      [null, /config/],
+    ];
+    for (const [raw, re] of bad) {
+      assert.throws(() => parseAutoscalerConfig(raw), (err: unknown) => err instanceof AutoscalerConfigError && err.code === 'invalid_autoscaler_config' && re.test(err.message), JSON.stringify(raw));
+    }
+    const e = (() => { try { parseAutoscalerConfig({ minNodes: 0, maxNodes: -1 }); } catch (err) { return err as AutoscalerConfigError; } })()!;
+    assert.ok(e.issues.some((i) => i.startsWith('minNodes')) && e.issues.some((i) => i.startsWith('maxNodes')), `both problems at once: ${e.message}`);
+  });
+
+  test('the AWS provider is a stub that says so', async () => {
+    const p = new AwsAutoScalingGroupProvider({ region: 'eu-west-1', autoScalingGroupName: 'cove-orchestrators' });
+    for (const call of [() => p.list(), () => p.launch(1), () => p.terminate('n1')]) {
+      await assert.rejects(call(), (err: unknown) => err instanceof ProviderUnavailable && err.code === 'provider_unavailable' && /not available here/.test(err.message));
+    }
+  });
+});
