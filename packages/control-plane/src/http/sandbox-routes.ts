@@ -58,7 +58,7 @@ const ForkBody = z
     timeout: z.number().int().min(0).optional(),
     count: z.number().int().min(1, 'count must be at least 1').max(MAX_FORK_COUNT, `count must be at most ${MAX_FORK_COUNT}`).optional(),
   })
-  .optional();
+  .optional() satisfies z.ZodType<S['SandboxForkRequest'] | undefined>;
 const PauseBody = z.object({ memory: z.boolean().optional() }).optional();
 /** The deprecated `/resume` (E2B's ResumedSandbox; its autoPause is deprecated and ignored). */
 const ResumeBody = z.object({ timeout: z.number().int().min(0).optional(), autoPause: z.boolean().optional(), memory: z.boolean().optional() }).optional();
@@ -195,6 +195,6 @@ export function sandboxRoutes(app: FastifyInstance, service: SandboxService): vo
     const { sandboxID } = parse(IdParams, req.params, 'path');
     const body = parse(ForkBody, req.body, 'body');
     const { cluster, outcomes } = await service.forks.fork(teamOf(req), sandboxID, { count: body?.count, timeout: body?.timeout });
-    return reply.status(201).send(outcomes.map((o) => ('sandbox' in o ? { sandbox: sandboxView(o.sandbox, cluster) } : { error: o.error })));
+    return reply.status(201).send(outcomes.map((o): S['SandboxForkResult'] => ('sandbox' in o ? { sandbox: sandboxView(o.sandbox, cluster) } : { error: o.error })));
   });
 }

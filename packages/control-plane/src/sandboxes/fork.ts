@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
 import { placeOn, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, Conflict, CoveError, e2bErrorCode, httpStatus, OperationFailed, SandboxNotFound } from '../errors.js';
+import type { components } from '../gen/public-api.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
 import type { SnapshotRecord, SnapshotStore } from '../store/snapshot-store.js';
@@ -35,8 +36,8 @@ export const DEFAULT_FORK_TIMEOUT_S = 15;
 /** Copies started at once: each is a restore (CPU and disk bound); more at a time only queue on the nodes. */
 const START_PARALLELISM = 3;
 
-/** One entry of the answer: a started copy, or why it did not start (E2B's `{code, message}`). */
-export type ForkOutcome = { sandbox: SandboxRecord } | { error: { code: number; message: string; error_code?: string } };
+/** One entry of the answer: a started copy, or why it did not start (E2B's `Error`). */
+export type ForkOutcome = { sandbox: SandboxRecord } | { error: components['schemas']['Error'] };
 
 export interface ForkDeps {
   sandboxes: SandboxStore;
@@ -211,7 +212,7 @@ export class Forks {
 }
 
 /** A copy's failure as E2B's per-copy `Error` (the SDK maps `code` as it maps an HTTP status). */
-function errorEntry(err: unknown): { code: number; message: string; error_code?: string } {
+function errorEntry(err: unknown): components['schemas']['Error'] {
   if (err instanceof CoveError) {
     const ec = err.errorCode ?? e2bErrorCode[err.code];
     return { code: httpStatus[err.code], message: err.message, ...(ec ? { error_code: ec } : {}) };
