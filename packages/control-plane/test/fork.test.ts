@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Code } from '@connectrpc/connect';
-import { Sandbox, SandboxError, SandboxNotFoundError } from 'e2b';
+import { RateLimitError, Sandbox, SandboxError, SandboxNotFoundError } from 'e2b';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster, type FakeNode } from './fixtures/fake-cluster.js';
 import { postgresAvailable, startPostgres, type ThrowawayPostgres } from './fixtures/throwaway-postgres.js';
@@ -153,6 +153,13 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
     assert.match(r.body.message, /maximum number of concurrent E2B sandboxes \(3\)/);
     assert.equal(cluster.calls.filter((c) => c.method === 'Snapshot').length, snapsBefore, 'no checkpoint');
     assert.deepEqual(await live(smallKey), [src.sandboxID], 'nothing reserved');
+    // The unchanged SDK raises its RateLimitError for it.
+    process.env.E2B_API_URL = cp.url;
+    try {
+      await assert.rejects(Sandbox.fork(src.sandboxID, { count: 3, apiKey: smallKey }), RateLimitError);
+    } finally {
+      delete process.env.E2B_API_URL;
+    }
     const ok = await fork(src.sandboxID, { count: 2 }, smallKey);
     assert.equal(ok.status, 201);
     assert.ok((ok.body as ForkEntry[]).every((e) => e.sandbox));
