@@ -619,6 +619,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/sandboxes/{sandboxID}/fork": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sandboxID: components["parameters"]["sandboxID"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Running copies of a running sandbox (checkpointed in place; it runs on). docs/pause-resume.md, "Fork". */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    sandboxID: components["parameters"]["sandboxID"];
+                };
+                cookie?: never;
+            };
+            requestBody?: {
+                content: {
+                    "application/json": components["schemas"]["SandboxForkRequest"];
+                };
+            };
+            responses: {
+                /** @description One entry per requested copy */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["SandboxForkResult"][];
+                    };
+                };
+                400: components["responses"]["400"];
+                401: components["responses"]["401"];
+                404: components["responses"]["404"];
+                409: components["responses"]["409"];
+                429: components["responses"]["429"];
+                500: components["responses"]["500"];
+                502: components["responses"]["502"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/snapshots": {
         parameters: {
             query?: never;
@@ -1768,6 +1819,25 @@ export interface components {
         SandboxSnapshotRequest: {
             /** @description Name of the snapshot; the newest snapshot of a name is what Sandbox.create(name) starts */
             name?: string;
+        };
+        SandboxForkRequest: {
+            /**
+             * Format: int32
+             * @description Seconds each copy runs from its start
+             * @default 15
+             */
+            timeout?: number;
+            /**
+             * Format: int32
+             * @description Copies to start (E2B allows 100; Cove 20 per call)
+             * @default 1
+             */
+            count?: number;
+        };
+        /** @description One requested copy, in order — the started sandbox or why it did not start */
+        SandboxForkResult: {
+            sandbox?: components["schemas"]["Sandbox"];
+            error?: components["schemas"]["Error"];
         };
         SnapshotInfo: {
             /** @description Usable as templateID in POST /sandboxes; deleted with DELETE /templates/{snapshotID} */

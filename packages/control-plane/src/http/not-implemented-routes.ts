@@ -5,7 +5,6 @@ import type { FastifyInstance, HTTPMethods } from 'fastify';
 import { NotImplemented } from '../errors.js';
 
 const ROUTES: Array<[HTTPMethods, string, string]> = [
-  ['POST', '/sandboxes/:sandboxID/fork', 'sandbox fork'],
   ['POST', '/v2/templates', 'the deprecated v2 template registration (the SDK uses POST /v3/templates)'],
   ['POST', '/templates', 'v1 (Dockerfile push) template builds; use the SDK or `e2b template create`'],
   ['POST', '/templates/:templateID', 'v1 (Dockerfile push) template builds; use the SDK or `e2b template create`'],

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { BadRequest } from '../errors.js';
 import type { components } from '../gen/public-api.js';
+import { MAX_FORK_COUNT } from '../sandboxes/fork.js';
 import { DEFAULT_RESUME_TIMEOUT_S, type SandboxService } from '../sandboxes/sandbox-service.js';
 import { teamOf } from './auth.js';
 import { decodeMetadataFilter } from './metadata-filter.js';
@@ -51,6 +52,13 @@ const IdParams = z.object({ sandboxID: z.string().min(1).max(128).transform((id)
 const TimeoutBody = z.object({ timeout: z.number().int().min(0) }) satisfies z.ZodType<S['SandboxTimeoutRequest']>;
 const RefreshBody = z.object({ duration: z.number().int().min(0).max(3600).optional() }).optional();
 const ConnectBody = z.object({ timeout: z.number().int().min(0).optional(), memory: z.boolean().optional() }).optional();
+/** E2B's fork body: `count` copies (1..MAX_FORK_COUNT), each running `timeout` seconds. */
+const ForkBody = z
+  .object({
+    timeout: z.number().int().min(0).optional(),
+    count: z.number().int().min(1, 'count must be at least 1').max(MAX_FORK_COUNT, `count must be at most ${MAX_FORK_COUNT}`).optional(),
+  })
+  .optional() satisfies z.ZodType<S['SandboxForkRequest'] | undefined>;
 const PauseBody = z.object({ memory: z.boolean().optional() }).optional();
 /** The deprecated `/resume` (E2B's ResumedSandbox; its autoPause is deprecated and ignored). */
 const ResumeBody = z.object({ timeout: z.number().int().min(0).optional(), autoPause: z.boolean().optional(), memory: z.boolean().optional() }).optional();
@@ -180,5 +188,13 @@ export function sandboxRoutes(app: FastifyInstance, service: SandboxService): vo
     const body = parse(PauseBody, req.body, 'body');
     await service.pause(teamOf(req), sandboxID, body?.memory ?? true);
     return reply.status(204).send();
+  });
+
+  // 201 with one entry per requested copy, each a sandbox or an error (E2B's `[{sandbox?, error?}]`).
+  app.post('/sandboxes/:sandboxID/fork', async (req, reply) => {
+    const { sandboxID } = parse(IdParams, req.params, 'path');
+    const body = parse(ForkBody, req.body, 'body');
+    const { cluster, outcomes } = await service.forks.fork(teamOf(req), sandboxID, { count: body?.count, timeout: body?.timeout });
+    return reply.status(201).send(outcomes.map((o): S['SandboxForkResult'] => ('sandbox' in o ? { sandbox: sandboxView(o.sandbox, cluster) } : { error: o.error })));
   });
 }

@@ -7,7 +7,8 @@
 //   (idempotent on the node) until the node answers; a `resuming` row older than `staleMs` becomes running when a
 //   node runs it, else paused again.
 // - snapshots nothing needs any more (a resumed or killed sandbox's pause snapshot whose deletion failed, a
-//   persistent snapshot whose Snapshot call never answered) are deleted from cluster storage.
+//   persistent snapshot whose Snapshot call never answered, an interrupted fork's snapshot) are deleted from
+//   cluster storage.
 
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
@@ -142,7 +143,9 @@ export class Reconciler {
   }
 
   private async sweepSnapshots(now: number): Promise<void> {
-    const garbage = (await this.d.snapshots.garbage(now - this.d.staleMs)).filter((s) => s.kind === 'pause' || !this.d.service.ops.busy(s.sandboxId));
+    const garbage = (await this.d.snapshots.garbage(now - this.d.staleMs)).filter((s) =>
+      s.kind === 'pause' ? true : s.kind === 'fork' ? !this.d.service.forks.isActive(s.id) : !this.d.service.ops.busy(s.sandboxId),
+    );
     if (garbage.length === 0) return;
     const done = await this.d.cleaner.sweep(garbage);
     if (done.length > 0) this.d.log.info({ snapshotIds: done }, 'reconcile: unneeded snapshots deleted');

@@ -17,6 +17,7 @@ import type { ResolvedTemplate } from '../templates/template-service.js';
 import { DEFAULT_TAG, ownName, splitRef } from '../templates/names.js';
 import { newAccessToken, newSandboxId } from './ids.js';
 import { preferNode, startOnNodes } from './node-start.js';
+import { Forks } from './fork.js';
 import { PauseResume } from './pause-resume.js';
 import { SandboxOps } from './sandbox-ops.js';
 import type { SnapshotCleaner } from './snapshot-cleaner.js';
@@ -108,17 +109,21 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 export class SandboxService {
   readonly ops = new SandboxOps();
   readonly pauses: PauseResume;
+  /** `POST /sandboxes/{id}/fork` (fork.ts). */
+  readonly forks: Forks;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(private readonly d: SandboxServiceDeps) {
     this.pauses = new PauseResume(d.sandboxes, d.clusters, d.links, d.cleaner, d.placement, d.log, (work) => this.background(work));
+    this.forks = new Forks({ ...d, service: this });
   }
 
   private get sandboxes() {
     return this.d.sandboxes;
   }
 
-  private background(work: Promise<unknown>): void {
+  /** Runs `work` after the answer; failures are logged, `drain` waits for it. */
+  background(work: Promise<unknown>): void {
     const p = work.catch((err: unknown) => this.d.log.warn({ err }, 'background work failed')).finally(() => this.pending.delete(p));
     this.pending.add(p);
   }

@@ -160,6 +160,26 @@ export class SandboxStore {
     });
   }
 
+  /**
+   * As `reserve`, for several rows at once (a fork's copies): all of them or none, so a fork the team has no room
+   * for is refused before any work is done.
+   */
+  async reserveMany(rows: readonly SandboxRecord[], limit: number): Promise<void> {
+    if (rows.length === 0) return;
+    const teamId = rows[0]!.teamId;
+    await this.db.transaction().execute(async (trx) => {
+      await lockTeam(trx, this.kind, teamId);
+      const { n } = await trx
+        .selectFrom('sandboxes')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('team_id', '=', teamId)
+        .where('state', 'in', [...LIVE])
+        .executeTakeFirstOrThrow();
+      if (Number(n) + rows.length > limit) throw new SandboxLimitReached(limit);
+      await trx.insertInto('sandboxes').values(rows.map((s) => toRow({ ...s, state: 'creating' }))).execute();
+    });
+  }
+
   async markRunning(id: string, nodeId: string, envdVersion: string): Promise<void> {
     await this.db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
   }

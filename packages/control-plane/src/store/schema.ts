@@ -167,8 +167,10 @@ export interface SandboxTable {
  * Snapshots in cluster storage that the control plane accounts for. `pause` ones belong to a paused sandbox and
  * are deleted once it no longer refers to them (resumed or killed); `persistent` ones are a team's templates
  * until deleted. A `creating` persistent snapshot whose Snapshot call never answered is deleted by the reconciler.
+ * `fork` ones exist only while a fork starts its copies from them (docs/pause-resume.md, "Fork"); the fork deletes
+ * its own, the reconciler any an interrupted fork left.
  */
-export type SnapshotKind = 'pause' | 'persistent';
+export type SnapshotKind = 'pause' | 'persistent' | 'fork';
 export type SnapshotStatus = 'creating' | 'ready';
 
 export interface SnapshotTable {

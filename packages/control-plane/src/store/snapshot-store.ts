@@ -176,7 +176,9 @@ export class SnapshotStore {
   /**
    * Snapshots nothing needs any more, for the reconciler to delete from cluster storage: pause snapshots their
    * sandbox no longer refers to (it resumed, was killed, or paused again), and persistent ones still `creating`
-   * from before `staleBefore` (their Snapshot call never answered; the node may have committed them anyway).
+   * from before `staleBefore` (their Snapshot call never answered; the node may have committed them anyway), and
+   * fork snapshots from before `staleBefore` (a fork deletes its own when its copies started; these were left by
+   * an interrupted one — the caller skips those of forks still in progress).
    */
   async garbage(staleBefore: number, limit = 100): Promise<SnapshotRecord[]> {
     const orphaned = await this.db
@@ -202,6 +204,13 @@ export class SnapshotStore {
       .where('created_at', '<', staleBefore)
       .limit(limit)
       .execute();
-    return [...orphaned, ...abandoned].map(toRecord);
+    const forks = await this.db
+      .selectFrom('snapshots')
+      .selectAll()
+      .where('kind', '=', 'fork')
+      .where('created_at', '<', staleBefore)
+      .limit(limit)
+      .execute();
+    return [...orphaned, ...abandoned, ...forks].map(toRecord);
   }
 }

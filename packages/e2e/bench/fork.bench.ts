@@ -1,0 +1,61 @@
+// Fork benchmarks through the unchanged SDK (issue 13): a sandbox holding ~100 MB of resident memory is forked into
+// one copy and into five (`sbx.fork({count})`, timed until the SDK has every copy), with a same-run baseline: a
+// pause and a resume on the same node of that same sandbox (`sbx.pause()` + `Sandbox.connect`). Copies are killed
+// between rounds (not timed).
+import { Sandbox } from 'e2b';
+import { deployment } from '../test/deployment.js';
+import { percentile, report } from './stats.js';
+
+const ROUNDS = Number(process.env.COVE_BENCH_FORK_ROUNDS ?? 6);
+const MIB = Number(process.env.COVE_BENCH_FORK_MIB ?? 100);
+/** Lets the previous round's background work (snapshot deletion, commits) finish instead of competing for two cores. */
+const RUN_BETWEEN_MS = Number(process.env.COVE_BENCH_FORK_RUN_MS ?? 1500);
+const settle = () => new Promise((r) => setTimeout(r, RUN_BETWEEN_MS));
+
+async function forkOnce(sbx: Sandbox, count: number): Promise<number> {
+  const t0 = performance.now();
+  const results = await sbx.fork({ count, timeoutMs: 120_000 });
+  const ms = performance.now() - t0;
+  const failed = results.filter((r) => !(r instanceof Sandbox));
+  await Promise.all(results.map((r) => (r instanceof Sandbox ? r.kill().catch(() => undefined) : undefined)));
+  if (failed.length) throw new Error(`fork of ${count}: ${failed.length} copies failed: ${failed.map(String).join('; ')}`);
+  return ms;
+}
+
+deployment();
+const sbx = await Sandbox.create({ timeoutMs: 900_000 });
+try {
+  await sbx.files.write('/home/user/hold.py', `import os, time\nbuf = bytearray(os.urandom(${MIB} * 1024 * 1024))\nopen('/tmp/held', 'w').write('ok')\nwhile True: time.sleep(1)\n`);
+  await sbx.commands.run('python3 /home/user/hold.py', { background: true });
+  for (let i = 0; i < 100 && (await sbx.commands.run('cat /tmp/held 2>/dev/null || true')).stdout !== 'ok'; i++) await new Promise((r) => setTimeout(r, 200));
+  const rss = (await sbx.commands.run('ps -o rss= -C python3 | sort -n | tail -1')).stdout.trim();
+
+  const pause: number[] = [];
+  const resume: number[] = [];
+  const one: number[] = [];
+  const five: number[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    let t0 = performance.now();
+    await sbx.pause();
+    pause.push(performance.now() - t0);
+    t0 = performance.now();
+    await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
+    resume.push(performance.now() - t0);
+    await settle();
+    one.push(await forkOnce(sbx, 1));
+    await settle();
+    five.push(await forkOnce(sbx, 5));
+    await settle();
+  }
+  report('fork source resident memory (python RSS)', Number(rss) / 1024, 'MiB');
+  report('fork, 1 copy p50 (~100 MB resident)', percentile(one, 50), 'ms', '≤ 500');
+  report('fork, 1 copy p95', percentile(one, 95), 'ms');
+  report('fork, 5 copies p50', percentile(five, 50), 'ms');
+  report('fork, 5 copies p95', percentile(five, 95), 'ms');
+  report('baseline: pause p50 (same sandbox, same run)', percentile(pause, 50), 'ms');
+  report('baseline: pause p95', percentile(pause, 95), 'ms');
+  report('baseline: resume p50, same node', percentile(resume, 50), 'ms');
+  report('baseline: resume p95, same node', percentile(resume, 95), 'ms');
+} finally {
+  await sbx.kill().catch(() => undefined);
+}

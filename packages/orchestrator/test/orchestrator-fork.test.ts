@@ -1,0 +1,111 @@
+// A fork as the nodes see it (docs/pause-resume.md, "Fork"): the source's checkpoint (`Snapshot`) on node A, then
+// copies — other sandbox ids — started from it with `Create{snapshot_id}` on A and on B, two real orchestrators
+// sharing one cluster storage. The source controls its snapshot's bytes and storage is writable by more than the
+// nodes, so a copy restores only what verifies: an altered memory image fails the copy on B (DATA_LOSS, nothing
+// unpacked, nothing running) while A's copy from its own files runs; an unsigned or altered manifest is refused on
+// A too; with the genuine bytes back every copy runs the source's processes under its own id and hostname.
+
+import assert from 'node:assert/strict';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { findCriu } from '../src/checkpoint/criu.js';
+import { hogScript } from './checkpoint-fixture.js';
+import { ENVD_BUNDLE, exists, instance, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, viaProxy, waitFor, type Running } from './orchestrator-fixture.js';
+
+const A = instance('covfk1', 'fk1-', '10.246.0.0/16');
+const B = instance('covfk2', 'fk2-', '10.247.0.0/16');
+const STORAGE = '/var/tmp/cove-orch-test/fork-storage';
+const OBJECTS = join(STORAGE, 'objects');
+const criu = await findCriu();
+const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
+const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
+
+async function code(p: Promise<unknown>): Promise<Code | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
+}
+
+async function counter(node: Running, sandboxId: string): Promise<{ n: number; mark: string } | null> {
+  const r = await viaProxy(node.proxyUrl, sandboxId, 8080, '/counter').catch(() => null);
+  if (!r || r.status !== 200) return null;
+  const [n, , , mark] = r.body.trim().split(' ');
+  return { n: Number(n), mark: mark ?? '' };
+}
+
+describe('fork across two orchestrators: copies restore only verified bytes', { timeout: 300_000, skip }, () => {
+  let a: Running;
+  let b: Running;
+  const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1' };
+
+  before(async () => {
+    await Promise.all([teardown(A), teardown(B), rm(STORAGE, { recursive: true, force: true })]);
+    await mkdir(STORAGE, { recursive: true });
+    [a, b] = await Promise.all([startOrchestrator(A, env), startOrchestrator(B, env)]);
+  });
+
+  after(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await Promise.all([teardown(A), teardown(B)]);
+    await rm(STORAGE, { recursive: true, force: true });
+  });
+
+  it('an altered image fails the copy on B alone; an altered manifest fails it everywhere; genuine bytes start copies on both', async () => {
+    const ra = rpcClients(a.rpcUrl).sandboxes;
+    const rb = rpcClients(b.rpcUrl).sandboxes;
+    await ra.create({ sandbox: spec({ sandboxId: 'fk1', envdAccessToken: 'tok-fk1', envVars: { SBX: 'fk1' } }) });
+    const hog = Buffer.from(hogScript(20)).toString('base64');
+    const r = await runInSandbox(
+      processClient(a.proxyUrl, 'fk1', 'tok-fk1'),
+      `mkdir -p /tmp/www && echo ${hog} | base64 -d > /tmp/hog.py && (HOG_MARK=$SBX nohup python3 /tmp/hog.py >/dev/null 2>&1 &) && ` +
+        `(nohup python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 &)`,
+    );
+    assert.equal(r.exitCode, 0);
+    assert.ok(await waitFor(async () => ((await counter(a, 'fk1'))?.n ?? 0) > 3, 20_000), 'counter up');
+
+    // The fork's checkpoint: committed when answered; the source runs on.
+    await ra.snapshot({ sandboxId: 'fk1', snapshotId: 'fork-fk1' });
+    const manifestFile = join(OBJECTS, 'snapshots', 'fork-fk1', 'manifest.json');
+    const goodManifest = await readFile(manifestFile, 'utf8');
+    const m = JSON.parse(goodManifest) as Record<string, unknown> & { memory: { sha256: string } };
+    const image = join(OBJECTS, 'artifacts', 'sha256', m.memory.sha256.slice(0, 2), m.memory.sha256);
+    const genuine = await readFile(image);
+
+    // Same size, one byte changed: only the digest can tell.
+    const altered = Buffer.from(genuine);
+    altered[altered.length >> 1] ^= 0xff;
+    await writeFile(image, altered);
+    assert.equal(await code(rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) })), Code.DataLoss, 'altered image on B');
+    assert.ok(!(await rb.list({})).sandboxes.some((s) => s.sandboxId === 'fk1b'), 'nothing runs on B');
+    assert.equal(await exists(join(B.dataDir, 'snapshots', 'fork-fk1', 'images')), false, 'no unverified image was unpacked on B');
+    // The origin restores from the files its own dump wrote, under the verified manifest.
+    await ra.create({ sandbox: spec({ sandboxId: 'fk1a', snapshotId: 'fork-fk1', envdAccessToken: 'tok-a' }) });
+    assert.equal((await counter(a, 'fk1a'))?.mark, 'fk1', "A's copy runs the source's processes");
+    await writeFile(image, genuine);
+
+    // A manifest nobody vouches for is refused on every node, the origin included.
+    const { mac: _mac, ...unsigned } = JSON.parse(goodManifest) as Record<string, unknown>;
+    await writeFile(manifestFile, JSON.stringify(unsigned));
+    assert.equal(await code(ra.create({ sandbox: spec({ sandboxId: 'fk1a2', snapshotId: 'fork-fk1', envdAccessToken: 'tok-a2' }) })), Code.DataLoss, 'unsigned manifest on A');
+    assert.equal(await code(rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) })), Code.DataLoss, 'unsigned manifest on B');
+    assert.ok(!(await ra.list({})).sandboxes.some((s) => s.sandboxId === 'fk1a2'));
+    await writeFile(manifestFile, goodManifest);
+
+    // Genuine again: the copy on B runs the source's processes, under its own id and hostname.
+    await rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) });
+    const c = await counter(b, 'fk1b');
+    assert.equal(c?.mark, 'fk1');
+    const hn = await runInSandbox(processClient(b.proxyUrl, 'fk1b', 'tok-b'), 'hostname');
+    assert.equal(hn.stdout.trim(), 'fk1b');
+    assert.ok(((await counter(a, 'fk1'))?.n ?? 0) > 3, 'the source runs on');
+
+    for (const [rpc, id] of [[ra, 'fk1'], [ra, 'fk1a'], [rb, 'fk1b']] as const) await rpc.delete({ sandboxId: id });
+    await ra.deleteSnapshots({ snapshotIds: ['fork-fk1'] });
+    assert.equal(await exists(manifestFile), false);
+  });
+});
