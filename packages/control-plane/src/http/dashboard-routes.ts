@@ -6,8 +6,11 @@
 // access token for the session and sets it in an HttpOnly, SameSite=Strict cookie scoped to /dashboard. Page
 // script never sees a credential; sign-out deletes the session's token, so a copied cookie dies with it. The
 // session is a row in the store, so a restart of the control plane signs nobody out.
-// CSRF: every session-bearing request must carry `x-cove-dashboard: 1`. A custom header makes a cross-origin
-// request preflighted, and the control plane answers no preflight, so another site cannot send one.
+// CSRF: every request that changes something (and sign-in) must carry `x-cove-dashboard: 1`. A custom header makes
+// a cross-origin request preflighted, and the control plane answers no preflight, so another site cannot send one.
+// Reads need no header — SameSite=Strict keeps the cookie off cross-site requests and no CORS lets another site
+// read an answer — and must not have one: the log and metric reads are 307s the browser follows to the cluster's
+// public port, where a custom header would need a preflight the edge does not grant.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -89,15 +92,17 @@ function requireCsrfHeader(req: FastifyRequest): void {
   if (req.headers[CSRF_HEADER] !== '1') throw new CsrfHeaderMissing();
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD']);
+
 function setCookie(req: FastifyRequest, reply: FastifyReply, value: string, maxAge: number): void {
   const secure = req.protocol === 'https' ? '; Secure' : '';
   void reply.header('set-cookie', `${SESSION_COOKIE}=${value}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${secure}`);
 }
 
-/** The session check of /dashboard/api: the CSRF header, then a live session; sets `req.team`. */
+/** The session check of /dashboard/api: the CSRF header on writes, then a live session; sets `req.team`. */
 export function dashboardAuth(teams: TeamStore) {
   return async (req: FastifyRequest): Promise<void> => {
-    requireCsrfHeader(req);
+    if (!SAFE_METHODS.has(req.method)) requireCsrfHeader(req);
     const s = await sessionOf(req, teams);
     if (!s) throw new NoSession();
     req.team = s.team;
