@@ -3,7 +3,7 @@
 const NS = 'http://www.w3.org/2000/svg';
 const W = 480;
 const H = 140;
-const PAD = { l: 44, r: 8, t: 10, b: 20 };
+const PAD = { l: 60, r: 8, t: 10, b: 20 };
 const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2'];
 
 export interface Series {
@@ -33,7 +33,8 @@ export function lineChart(title: string, series: Series[], opts: { max?: number;
   }
   const t0 = Math.min(...all.map((p) => p[0]));
   const t1 = Math.max(...all.map((p) => p[0]));
-  const vmax = opts.max ?? Math.max(1e-9, ...all.map((p) => p[1]));
+  // At least 1, so an all-zero series draws as a flat line at the bottom under a readable scale.
+  const vmax = opts.max ?? Math.max(1, ...all.map((p) => p[1]));
   const x = (t: number) => PAD.l + ((t - t0) / Math.max(1, t1 - t0)) * (W - PAD.l - PAD.r);
   const y = (v: number) => H - PAD.b - (Math.min(v, vmax) / vmax) * (H - PAD.t - PAD.b);
   svg.appendChild(el('line', { x1: PAD.l, y1: H - PAD.b, x2: W - PAD.r, y2: H - PAD.b, class: 'axis' }));
