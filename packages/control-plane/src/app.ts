@@ -178,11 +178,11 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   });
 
   // The dashboard: its pages and session, then the same team routes as above behind the session cookie.
-  const dashboard = { teams, clusters, clusterMetrics, alerts: config.alerts };
+  const dashboard = { teams, clusters, clusterMetrics, alerts: config.alerts, sessionTtlS: config.dashboardSessionTtlS };
   dashboardRoutes(app, dashboard);
   await app.register(
     async (dash) => {
-      dash.addHook('onRequest', dashboardAuth(teams));
+      dash.addHook('onRequest', dashboardAuth(dashboard));
       sandboxRoutes(dash, service);
       templateRoutes(dash, templates, snapshots);
       observabilityRoutes(dash, { sandboxes, clusters, templates, grants });

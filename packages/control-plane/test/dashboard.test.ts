@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { eventually } from '@cove/test-support/eventually';
 import { request } from 'undici';
 import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 
@@ -132,7 +133,7 @@ describe('dashboard: static files, session and CSRF', () => {
 
   test('forged cookies open nothing; sign-out kills a copied cookie at once', async () => {
     const forged = [
-      `cove_dashboard=x.sk_e2b_${randomBytes(20).toString('hex')}`,
+      `cove_dashboard=sk_e2b_${randomBytes(20).toString('hex')}`,
       `cove_dashboard=${key}`,
       `cove_dashboard=abc.${key}`,
       `cove_dashboard=${'a'.repeat(5000)}`,
@@ -148,13 +149,31 @@ describe('dashboard: static files, session and CSRF', () => {
     assert.match(String(out.headers['set-cookie']), /Max-Age=0/);
     const after = await http(cp.url, 'GET', '/dashboard/api/api-keys', { cookie: copy });
     assert.deepEqual([after.status, after.json?.error_code], [401, 'no_session']);
-    // A session of team A naming a token id of team B in its cookie signs out only itself.
+    // Signing one session out leaves the others (another tab, another person) alone.
     const a = await signIn(cp.url, key);
     const b = await signIn(cp.url, otherKey);
-    const bId = b.cookie.split('=')[1]!.split('.')[0]!;
-    const aToken = a.cookie.split('.')[1]!;
-    assert.equal((await http(cp.url, 'DELETE', '/dashboard/session', { cookie: `cove_dashboard=${bId}.${aToken}` })).status, 204);
-    assert.equal((await http(cp.url, 'GET', '/dashboard/api/api-keys', { cookie: b.cookie })).status, 200, "the other team's session lives on");
+    assert.equal((await http(cp.url, 'DELETE', '/dashboard/session', { cookie: a.cookie })).status, 204);
+    assert.equal((await http(cp.url, 'GET', '/dashboard/api/api-keys', { cookie: b.cookie })).status, 200, 'the other session lives on');
+  });
+
+  test('a session ends by age on the server, whatever the browser keeps', async () => {
+    const short = await startControlPlane({ COVE_DASHBOARD_SESSION_TTL_S: '1' });
+    try {
+      const t = await setupTeam(short.url, 'http://127.0.0.1:1', 'cluster-token-0123456789abcdef', { name: 'brief' });
+      const { cookie, setCookie } = await signIn(short.url, t.key);
+      assert.match(setCookie, /; Max-Age=1(;|$)/);
+      // The browser would drop it now; a copied cookie is kept and replayed until the server refuses it.
+      await eventually(async () => ((await http(short.url, 'GET', '/dashboard/api/api-keys', { cookie })).status === 401 ? true : undefined), 10_000, 'the session expired');
+      const r = await http(short.url, 'GET', '/dashboard/api/api-keys', { cookie });
+      assert.equal(r.json?.error_code, 'no_session');
+    } finally {
+      await short.close();
+    }
+    const bad = await startControlPlane({ COVE_DASHBOARD_SESSION_TTL_S: '0' }).then(
+      async (x) => { await x.close(); return 'started'; },
+      (e: Error) => e.message,
+    );
+    assert.match(bad, /COVE_DASHBOARD_SESSION_TTL_S/, 'a zero TTL is refused at start');
   });
 
   test('the cluster view answers the team cluster with health (no report yet: unknown)', async () => {

@@ -4,8 +4,9 @@
 //
 // Sign-in: the person pastes an access token or an API key once; the control plane checks it, mints a fresh
 // access token for the session and sets it in an HttpOnly, SameSite=Strict cookie scoped to /dashboard. Page
-// script never sees a credential; sign-out deletes the session's token, so a copied cookie dies with it. The
-// session is a row in the store, so a restart of the control plane signs nobody out.
+// script never sees a credential; sign-out deletes the session's token, so a copied cookie dies with it, and the
+// token ends by age (COVE_DASHBOARD_SESSION_TTL_S) whatever the browser keeps. The session is a row in the store,
+// so a restart of the control plane signs nobody out.
 // CSRF: every request that changes something (and sign-in) must carry `x-cove-dashboard: 1`. A custom header makes
 // a cross-origin request preflighted, and the control plane answers no preflight, so another site cannot send one.
 // Reads need no header — SameSite=Strict keeps the cookie off cross-site requests and no CORS lets another site
@@ -27,8 +28,6 @@ import { parse } from './validation.js';
 
 export const SESSION_COOKIE = 'cove_dashboard';
 export const CSRF_HEADER = 'x-cove-dashboard';
-/** How long a browser keeps the session cookie (the token itself ends at sign-out). */
-const SESSION_MAX_AGE_S = 12 * 3600;
 /** Reports the cluster view charts (one every ~30 s: about an hour). */
 const CHART_REPORTS = 120;
 
@@ -78,14 +77,17 @@ function cookieOf(req: FastifyRequest): string | undefined {
   return undefined;
 }
 
-/** `<token id>.<access token>`: the id lets sign-out delete the token; the token alone authenticates. */
-const SessionValue = /^([A-Za-z0-9_-]{1,64})\.(\S{1,256})$/;
-
-async function sessionOf(req: FastifyRequest, teams: TeamStore): Promise<{ team: Team; tokenId: string } | undefined> {
-  const m = SessionValue.exec(cookieOf(req) ?? '');
-  if (!m || !m[2]!.startsWith(ACCESS_TOKEN_PREFIX)) return undefined;
-  const team = await teams.teamByAccessToken(m[2]!);
-  return team ? { team, tokenId: m[1]! } : undefined;
+/** The access token named by the cookie, if it lives and is younger than the session TTL (an older one is deleted). */
+async function sessionOf(req: FastifyRequest, d: Pick<DashboardDeps, 'teams' | 'sessionTtlS'>): Promise<{ team: Team; tokenId: string } | undefined> {
+  const token = cookieOf(req);
+  if (!token || token.length > 256 || !token.startsWith(ACCESS_TOKEN_PREFIX)) return undefined;
+  const t = await d.teams.accessToken(token);
+  if (!t) return undefined;
+  if (Date.now() - t.createdAt.getTime() >= d.sessionTtlS * 1000) {
+    await d.teams.deleteAccessToken(t.team.id, t.id).catch(() => undefined);
+    return undefined;
+  }
+  return { team: t.team, tokenId: t.id };
 }
 
 function requireCsrfHeader(req: FastifyRequest): void {
@@ -100,10 +102,10 @@ function setCookie(req: FastifyRequest, reply: FastifyReply, value: string, maxA
 }
 
 /** The session check of /dashboard/api: the CSRF header on writes, then a live session; sets `req.team`. */
-export function dashboardAuth(teams: TeamStore) {
+export function dashboardAuth(d: Pick<DashboardDeps, 'teams' | 'sessionTtlS'>) {
   return async (req: FastifyRequest): Promise<void> => {
     if (!SAFE_METHODS.has(req.method)) requireCsrfHeader(req);
-    const s = await sessionOf(req, teams);
+    const s = await sessionOf(req, d);
     if (!s) throw new NoSession();
     req.team = s.team;
   };
@@ -114,6 +116,8 @@ export interface DashboardDeps {
   clusters: ClusterStore;
   clusterMetrics: ClusterMetricsStore;
   alerts: AlertThresholds;
+  /** How long a session lives from sign-in (COVE_DASHBOARD_SESSION_TTL_S). */
+  sessionTtlS: number;
   /** The built web app (packages/dashboard/dist/web); resolved from @cove/dashboard when absent. */
   webDir?: string;
 }
@@ -146,14 +150,14 @@ export function dashboardRoutes(app: FastifyInstance, d: DashboardDeps): void {
     const team = token.startsWith(ACCESS_TOKEN_PREFIX) ? await d.teams.teamByAccessToken(token) : await d.teams.teamByApiKey(token);
     if (!team) throw new Unauthenticated('Invalid access token or API key');
     const session = await d.teams.createAccessToken(team.id, `dashboard session ${new Date().toISOString()}`);
-    setCookie(req, reply, `${session.id}.${session.token}`, SESSION_MAX_AGE_S);
+    setCookie(req, reply, session.token, d.sessionTtlS);
     void reply.header('cache-control', 'no-store');
     return reply.status(201).send({ teamID: team.id, name: team.name });
   });
 
   app.delete('/dashboard/session', async (req, reply) => {
     requireCsrfHeader(req);
-    const s = await sessionOf(req, d.teams);
+    const s = await sessionOf(req, d);
     // The token goes first: a cookie someone copied stops working now, not when the browser forgets it.
     if (s) await d.teams.deleteAccessToken(s.team.id, s.tokenId).catch(() => undefined);
     setCookie(req, reply, '', 0);
