@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Sandbox } from 'e2b';
+import { Sandbox, Template } from 'e2b';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { request } from 'undici';
 import { deployment, eventually, repoRoot } from './deployment.js';
@@ -26,6 +26,8 @@ describe('dashboard in a browser against a deployment', () => {
   let page: Page;
   let accessToken: string;
   let sbx: Sandbox | undefined;
+  /** The key created in the page. */
+  let key: string;
   /** Every URL the page fetched, to tell where logs came from. */
   const fetched: string[] = [];
   const shot = (name: string) => page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
@@ -85,7 +87,7 @@ describe('dashboard in a browser against a deployment', () => {
     await page.goto(`${d.env.E2B_API_URL}/dashboard/#/keys`);
     await page.fill('#key-name', `sdk-${tag}`);
     await page.click('#create-key button[type=submit]');
-    const key = (await page.textContent('#new-key', { timeout: 15_000 }))!.trim();
+    key = (await page.textContent('#new-key', { timeout: 15_000 }))!.trim();
     assert.match(key, /^e2b_[0-9a-f]{40}$/);
     await page.waitForSelector(`#keys-table >> text=sdk-${tag}`);
     await shot('02-key-created');
@@ -128,6 +130,23 @@ describe('dashboard in a browser against a deployment', () => {
     assert.ok(fromCluster.every((u) => new URL(u).origin !== cp), 'logs are read from another origin than the control plane');
   });
 
+  test('a build and its logs, read from the cluster; the build output is text', { timeout: 300_000 }, async () => {
+    const d = deployment();
+    const canary = `build-canary-${tag}`;
+    const built = await Template.build(Template().fromTemplate('base').runCmd(`echo ${canary} '${HOSTILE.replace(/'/g, '')}'`), `dash-${tag}`, { apiKey: key, cpuCount: 1, memoryMB: 512 });
+    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/templates`);
+    await page.click(`#templates-table a[href="#/templates/${built.templateId}"]`);
+    await page.click(`#builds-table a[href="#/templates/${built.templateId}/builds/${built.buildId}"]`);
+    await page.waitForFunction((c) => document.getElementById('build-logs')?.textContent?.includes(c), canary, { timeout: 30_000, polling: 500 }).catch(async (e: Error) => {
+      await shot('06-build-logs-failed');
+      throw new Error(`${e.message}; #build-logs: ${await page.textContent('#build-logs')}`);
+    });
+    assert.equal(await page.locator('#build-logs img, #build-logs script').count(), 0);
+    assert.ok(fetched.some((u) => u.includes(`/builds/${built.buildId}/logs`) && u.includes('cove_grant=') && new URL(u).origin !== new URL(d.env.E2B_API_URL).origin), 'build logs read from the cluster');
+    assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined);
+    await shot('06-build-logs');
+  });
+
   test('pause and kill from the list; the cluster view shows health and charts', { timeout: 180_000 }, async () => {
     const d = deployment();
     const id = sbx!.sandboxId;
@@ -149,7 +168,7 @@ describe('dashboard in a browser against a deployment', () => {
     await shot('05-cluster');
     await page.goto(`${d.env.E2B_API_URL}/dashboard/#/templates`);
     await page.waitForSelector('#templates-table');
-    await shot('06-templates');
+    await shot('07-templates');
 
     await page.click('#sign-out');
     await page.waitForSelector('#sign-in');
