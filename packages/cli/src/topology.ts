@@ -193,6 +193,8 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_STORAGE_URL: storageUrl,
         COVE_UPLOAD_SECRET: s.uploadSecret,
         COVE_EDGE_PUBLIC_URL: edgeUrl,
+        // The control plane serves the dashboard, whose page reads logs and metrics from this port.
+        COVE_PUBLIC_CORS_ORIGINS: controlPlaneUrl,
         // Auto-resume: the edge asks the control plane to wake a paused sandbox its traffic is for.
         COVE_CONTROL_PLANE_URL: controlPlaneUrl,
         ...telemetry,

@@ -59,6 +59,8 @@ test('components get the cluster registry and storage settings; each deployment 
     assert.equal(edge.COVE_UPLOAD_SECRET, secrets.uploadSecret);
     assert.ok(edge.COVE_UPLOAD_SECRET.length >= 32);
     assert.equal(edge.COVE_EDGE_PUBLIC_URL, `http://127.0.0.1:${topo.ports.edgeApi}`);
+    // The dashboard is served by the control plane and reads logs from the edge's public port.
+    assert.equal(edge.COVE_PUBLIC_CORS_ORIGINS, `http://127.0.0.1:${topo.ports.controlPlane}`);
     assert.equal(orch.COVE_LAYER_CACHE_MB, undefined, 'left to the orchestrator default');
     const collector = specs.find((s) => s.name === 'collector')!.env;
     assert.equal(collector.COVE_COLLECTOR_PORT, String(4318 + d.offset));

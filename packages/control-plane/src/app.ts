@@ -10,6 +10,7 @@ import { adminRoutes } from './http/admin-routes.js';
 import { accountAuth, adminAuth, apiKeyAuth } from './http/auth.js';
 import { accountRoutes } from './http/account-routes.js';
 import { clusterAuth, clusterRoutes } from './http/cluster-routes.js';
+import { dashboardAuth, dashboardClusterRoute, dashboardRoutes } from './http/dashboard-routes.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { notImplementedRoutes } from './http/not-implemented-routes.js';
 import { jwksRoute, observabilityRoutes } from './http/observability-routes.js';
@@ -178,6 +179,21 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     account.addHook('onRequest', accountAuth(teams));
     accountRoutes(account, teams);
   });
+
+  // The dashboard: its pages and session, then the same team routes as above behind the session cookie.
+  const dashboard = { teams, clusters, clusterMetrics, alerts: config.alerts, sessionTtlS: config.dashboardSessionTtlS };
+  dashboardRoutes(app, dashboard);
+  await app.register(
+    async (dash) => {
+      dash.addHook('onRequest', dashboardAuth(dashboard));
+      sandboxRoutes(dash, service);
+      templateRoutes(dash, templates, snapshots);
+      observabilityRoutes(dash, { sandboxes, clusters, templates, grants });
+      accountRoutes(dash, teams);
+      dashboardClusterRoute(dash, dashboard);
+    },
+    { prefix: '/dashboard/api' },
+  );
 
   await app.register(async (edge) => {
     edge.addHook('onRequest', clusterAuth(clusters));

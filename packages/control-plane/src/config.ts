@@ -60,6 +60,8 @@ const EnvSchema = z.object({
   COVE_GRANT_ISSUER: z.string().min(1).max(256).default('cove-control-plane'),
   /** How long a grant lives (at most 60 s: it only has to survive one redirect). */
   COVE_GRANT_TTL_S: int(60, 5).pipe(z.number().max(60)),
+  /** How long a dashboard session lives from sign-in (docs/dashboard.md); at most 7 days. */
+  COVE_DASHBOARD_SESSION_TTL_S: int(12 * 3600, 1).pipe(z.number().max(7 * 24 * 3600)),
   /** Cluster health alerts: a node's CPU, memory or disk use above this percentage; no report for this long. */
   COVE_ALERT_CAPACITY_PCT: z.coerce.number().min(1).max(100).default(85),
   COVE_ALERT_REPORT_STALE_S: int(120, 1),
@@ -126,6 +128,7 @@ export interface Config {
   buildLostAfterMs: number;
   grantIssuer: string;
   grantTtlS: number;
+  dashboardSessionTtlS: number;
   alerts: { capacityPct: number; reportStaleMs: number };
   clusterMetricsRetention: { maxAgeMs: number; maxReports: number };
   /** Clusters gated by their customer's identity provider: the control plane's client there, by cluster name. */
@@ -178,6 +181,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     buildLostAfterMs: e.COVE_BUILD_LOST_AFTER_MS,
     grantIssuer: e.COVE_GRANT_ISSUER,
     grantTtlS: e.COVE_GRANT_TTL_S,
+    dashboardSessionTtlS: e.COVE_DASHBOARD_SESSION_TTL_S,
     alerts: Object.freeze({ capacityPct: e.COVE_ALERT_CAPACITY_PCT, reportStaleMs: e.COVE_ALERT_REPORT_STALE_S * 1000 }),
     clusterMetricsRetention: Object.freeze({ maxAgeMs: e.COVE_CLUSTER_METRICS_RETENTION_HOURS * 3_600_000, maxReports: e.COVE_CLUSTER_METRICS_MAX_REPORTS }),
     controlLinkTls: loadControlLinkTls(e.COVE_CONTROL_LINK_CA, e.COVE_CONTROL_LINK_CLIENT_CERT, e.COVE_CONTROL_LINK_CLIENT_KEY),

@@ -94,6 +94,8 @@ export function observabilityRoutes(app: FastifyInstance, d: ObservabilityDeps):
     const url = new URL(req.url, 'http://placeholder');
     // Build routes go to the canonical path (template id, not a name), which the edge matches against the grant.
     if (path !== undefined) url.pathname = path;
+    // Mounted again under a prefix (the dashboard's /dashboard/api): the cluster's path is the one without it.
+    else if (app.prefix && url.pathname.startsWith(app.prefix)) url.pathname = url.pathname.slice(app.prefix.length);
     const query = new URLSearchParams(url.search);
     for (const [k, v] of Object.entries(clamped)) if (v !== undefined) query.set(k, String(v));
     query.set(GRANT_PARAM, await d.grants.sign(cluster.id, teamOf(req).id, subject));

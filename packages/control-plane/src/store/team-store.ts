@@ -223,6 +223,18 @@ export class TeamStore {
     return r ? toTeam(r) : undefined;
   }
 
+  /** An access token's id and age with its team (the dashboard's sessions end by age). */
+  async accessToken(token: string): Promise<{ id: string; createdAt: Date; team: Team } | undefined> {
+    const r = await this.db
+      .selectFrom('access_tokens')
+      .innerJoin('teams', 'teams.id', 'access_tokens.team_id')
+      .selectAll('teams')
+      .select(['access_tokens.id as token_id', 'access_tokens.created_at as token_created_at'])
+      .where('access_tokens.token_hash', '=', hashApiKey(token))
+      .executeTakeFirst();
+    return r ? { id: r.token_id, createdAt: new Date(Number(r.token_created_at)), team: toTeam(r) } : undefined;
+  }
+
   /** Replaces a key with a new one under the same name, in one transaction. */
   async rotateApiKey(teamId: string, keyId: string): Promise<CreatedApiKey> {
     const old = await this.db.selectFrom('api_keys').selectAll().where('team_id', '=', teamId).where('id', '=', keyId).executeTakeFirst();
