@@ -146,6 +146,28 @@ describe('node telemetry', () => {
     assert.equal(l.attributes[Attr.sandboxId], undefined);
   });
 
+  /** Every start record of tel1 once (a ring pulled again from its start would repeat earlier ones). */
+  const assertStartsUnique = () => {
+    const starts = otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1' && l.body === 'process started');
+    const keys = starts.map((l) => JSON.stringify([l.timeUnixNano, l.attributes.pid, l.attributes.args]));
+    assert.equal(new Set(keys).size, keys.length, `a start record was sent twice: ${keys.join(' ')}`);
+    return starts;
+  };
+
+  it('a snapshot of a running sandbox sends nothing twice (pull rounds run while it is off the routing table)', { timeout: 120_000 }, async () => {
+    // A snapshot holds the sandbox detached for longer than a pull round (250 ms here): rounds run meanwhile.
+    const t0 = Date.now();
+    await rpc.sandboxes.snapshot({ sandboxId: 'tel1', snapshotId: 'persist-tel1' });
+    const held = Date.now() - t0;
+    assert.ok(held > 250, `the snapshot took ${held} ms, less than a pull round: the test would prove nothing`);
+    const out = await runInSandbox(processClient(node.proxyUrl, 'tel1', 'tok-tel1'), 'echo after-snapshot');
+    assert.equal(out.stdout.trim(), 'after-snapshot');
+    assert.ok(await waitFor(() => otlp.logs().some((l) => l.attributes[Attr.sandboxId] === 'tel1' && l.body === 'process started' && String(l.attributes.args).includes('after-snapshot')), 20_000));
+    // A cursor lost while detached pulls the ring from its start: the earlier records come in the same reply as
+    // this command's, so they are here by now.
+    assertStartsUnique();
+  });
+
   it('pause and resume are sandbox log records; a memory resume sends nothing twice', { timeout: 180_000 }, async () => {
     const before = otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'tel1' && l.body === 'process started').length;
     await rpc.sandboxes.pause({ sandboxId: 'tel1', snapshotId: 'snap-tel1', memory: true });
@@ -156,11 +178,8 @@ describe('node telemetry', () => {
     assert.ok(await waitFor(() => ofTel1().some((l) => l.body === 'process started' && String(l.attributes.args).includes('after-resume')), 20_000));
     const bodies = ofTel1().map((l) => l.body);
     assert.ok(bodies.includes('sandbox paused') && bodies.includes('sandbox resumed'), JSON.stringify(bodies));
-    // Nothing twice: every start record is unique (a re-sent ring after a memory resume would repeat earlier ones).
-    // Counting against `before` raced with earlier commands' records still on their way (a clean run failed so).
-    const starts = ofTel1().filter((l) => l.body === 'process started');
-    const keys = starts.map((l) => JSON.stringify([l.timeUnixNano, l.attributes.pid, l.attributes.args]));
-    assert.equal(new Set(keys).size, keys.length, `a start record was sent twice: ${keys.join(' ')}`);
+    // Nothing twice. Counting against `before` raced with earlier commands' records still on their way.
+    const starts = assertStartsUnique();
     assert.equal(starts.filter((l) => String(l.attributes.args).includes('after-resume')).length, 1, 'the new command\'s start once');
     assert.ok(starts.length >= before + 1);
     for (const l of ofTel1()) assert.equal(l.attributes[Attr.teamId], 'team-tel');

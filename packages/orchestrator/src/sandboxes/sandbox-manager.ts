@@ -157,6 +157,11 @@ export class SandboxManager {
     return [...this.sandboxes.values()];
   }
 
+  /** Whether a sandbox is off the routing table for a pause or snapshot (it still exists; its processes are frozen). */
+  isDetached(sandboxId: string): boolean {
+    return this.detached.has(sandboxId);
+  }
+
   /** Sandboxes running plus those being created (they hold resources already). */
   allocation(): Allocation {
     const a: Allocation = { count: 0, vcpu: 0, memoryMb: 0, diskMb: 0 };

@@ -331,7 +331,9 @@ export class NodeTelemetry {
     const records = this.d.manager.list();
     const live = new Set(records.map((r) => r.sandboxId));
     for (const id of this.cursors.keys()) {
-      if (live.has(id)) continue;
+      // A pause or snapshot takes its sandbox off the list before the pause is told (or the sandbox is put back):
+      // its cursor stays, or the resume (or the snapshot's source, put back) would pull its ring from the start.
+      if (live.has(id) || this.d.manager.isDetached(id)) continue;
       this.cursors.delete(id);
       this.cursorsDirty = true;
     }
@@ -375,9 +377,7 @@ export class NodeTelemetry {
       for (const e of reply.entries) this.envdEntry(r, e, pulledAt);
       this.cursorsDirty ||= c.after !== reply.next;
       c.after = reply.next;
-      // Paused while this read ran: the cursor its resume goes on from is this read's end, not the one the pause
-      // saw, or a memory resume would send these entries again.
-      if (this.cursors.get(r.sandboxId) !== c && this.pausedCursors.has(r.sandboxId)) this.pausedCursors.set(r.sandboxId, reply.next);
+      this.carryOver(r.sandboxId, c, reply.next);
       c.failures = 0;
       c.lastFailure = undefined;
     } catch (err) {
@@ -392,6 +392,20 @@ export class NodeTelemetry {
       c.lastFailure = code;
       this.log.debug({ err, sandboxId: r.sandboxId, code }, 'envd log pull failed');
     }
+  }
+
+  /**
+   * A read that ran while its sandbox was paused (and perhaps already resumed) ends on a cursor that no longer
+   * stands for the sandbox: its end goes to the one that does — the paused cursor, or the resumed sandbox's, which
+   * has not pulled yet (rounds do not overlap) — or a memory resume would send these entries again.
+   */
+  private carryOver(sandboxId: string, read: Cursor, next: number): void {
+    const now = this.cursors.get(sandboxId);
+    if (now === read) return;
+    const paused = this.pausedCursors.get(sandboxId);
+    if (paused !== undefined) this.pausedCursors.set(sandboxId, Math.max(paused, next));
+    else if (now) now.after = Math.max(now.after, next);
+    this.cursorsDirty = true;
   }
 
   private envdEntry(r: SandboxRecord, e: EnvdLogEntry, pulledAt: number): void {
