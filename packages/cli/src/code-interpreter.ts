@@ -37,11 +37,16 @@ export interface NodeTemplateState {
 
 /** The code-interpreter template's state on each node. */
 export function codeInterpreterOn(nodes: EdgeNodeView[]): NodeTemplateState[] {
+  return templateOn(nodes, CODE_INTERPRETER_TEMPLATE_ID);
+}
+
+/** A background-built template's state on each node (code-interpreter-v1, desktop). */
+export function templateOn(nodes: EdgeNodeView[], templateId: string): NodeTemplateState[] {
   return nodes.map((n) => {
-    const pool = n.info?.warmPools?.find((p) => p.templateId === CODE_INTERPRETER_TEMPLATE_ID);
+    const pool = n.info?.warmPools?.find((p) => p.templateId === templateId);
     // protobuf JSON leaves an empty list out: a node that reports none is indistinguishable from one that cannot.
     const readyTemplates = n.info?.readyTemplates ?? [];
-    const state: TemplateReadiness = readyTemplates.includes(CODE_INTERPRETER_TEMPLATE_ID) ? 'ready' : readyTemplates.length > 0 ? 'not-ready' : 'unknown';
+    const state: TemplateReadiness = readyTemplates.includes(templateId) ? 'ready' : readyTemplates.length > 0 ? 'not-ready' : 'unknown';
     return { nodeId: n.nodeId, nodeStatus: n.status, state, warm: pool?.ready ?? 0, target: pool?.target ?? 0 };
   });
 }
@@ -81,6 +86,9 @@ export interface WaitOptions {
   progressEveryMs?: number;
   /** Stops the wait (Ctrl-C of `cove test`/`bench`: their deployment is torn down next). */
   signal?: AbortSignal;
+  /** The template waited for (default code-interpreter-v1) and the `up` option that skips the wait. */
+  templateId?: string;
+  skipFlag?: string;
 }
 
 /**
@@ -88,6 +96,7 @@ export interface WaitOptions {
  * a line every so often while nothing changes. Resolves to the states it ended on.
  */
 export async function waitForCodeInterpreter(nodes: () => Promise<EdgeNodeView[]>, o: WaitOptions): Promise<NodeTemplateState[]> {
+  const id = o.templateId ?? CODE_INTERPRETER_TEMPLATE_ID;
   const started = Date.now();
   const every = o.progressEveryMs ?? 15_000;
   let last = '';
@@ -97,25 +106,25 @@ export async function waitForCodeInterpreter(nodes: () => Promise<EdgeNodeView[]
     let states: NodeTemplateState[] = [];
     let problem: string | undefined;
     try {
-      states = codeInterpreterOn(await nodes());
+      states = templateOn(await nodes(), id);
     } catch (err) {
       problem = (err as Error).message;
     }
     const picture = problem ?? describeReadiness(states);
     if (states.length > 0 && readyNodes(states).length > 0) {
-      o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${picture}`);
+      o.say(`${id}: ${picture}`);
       return states;
     }
     const now = Date.now();
     if (picture !== last || now - lastSaid >= every) {
-      o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${picture}; waiting (${Math.round((now - started) / 1000)} s; nodes prepare it in the background, about a minute the first time)`);
+      o.say(`${id}: ${picture}; waiting (${Math.round((now - started) / 1000)} s; nodes prepare it in the background, about a minute the first time)`);
       last = picture;
       lastSaid = now;
     }
     if (now - started >= o.timeoutMs) {
       throw new Error(
-        `${CODE_INTERPRETER_TEMPLATE_ID} was not ready on any node within ${Math.round(o.timeoutMs / 1000)} s: ${picture}. ` +
-          'See the orchestrator logs; `--code-interpreter-wait 0` starts without waiting for it.',
+        `${id} was not ready on any node within ${Math.round(o.timeoutMs / 1000)} s: ${picture}. ` +
+          `See the orchestrator logs; \`${o.skipFlag ?? '--code-interpreter-wait'} 0\` starts without waiting for it.`,
       );
     }
     await sleep(o.pollMs ?? 1000);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
 import { withOwnDeployment } from './own-deployment.js';
 import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js';
@@ -19,13 +19,16 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string }): DeploymentOptions {
-  let codeInterpreterWaitMs: number | undefined;
-  if (opts.codeInterpreterWait !== undefined) {
-    const s = Number(opts.codeInterpreterWait);
-    if (!Number.isInteger(s) || s < 0) throw new Error('--code-interpreter-wait must be a whole number of seconds (0 = do not wait)');
-    codeInterpreterWaitMs = s * 1000;
-  }
+function waitMs(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const s = Number(value);
+  if (!Number.isInteger(s) || s < 0) throw new Error(`${flag} must be a whole number of seconds (0 = do not wait)`);
+  return s * 1000;
+}
+
+function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string; desktopWait?: string }): DeploymentOptions {
+  const codeInterpreterWaitMs = waitMs('--code-interpreter-wait', opts.codeInterpreterWait);
+  const desktopWaitMs = waitMs('--desktop-wait', opts.desktopWait);
   return {
     stateDir: opts.stateDir,
     portOffset: Number(opts.portOffset),
@@ -34,6 +37,7 @@ function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDat
     nodes: Number(opts.nodes ?? '1'),
     say,
     ...(codeInterpreterWaitMs !== undefined ? { codeInterpreterWaitMs } : {}),
+    ...(desktopWaitMs !== undefined ? { desktopWaitMs } : {}),
   };
 }
 
@@ -52,6 +56,11 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
   .option(
     '--code-interpreter-wait <seconds>',
     `how long to wait for a node to have the ${CODE_INTERPRETER_TEMPLATE_ID} template ready before writing the env file (0 = do not wait)`,
+    String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
+  )
+  .option(
+    '--desktop-wait <seconds>',
+    `the same for the ${DESKTOP_TEMPLATE_ID} template (built after it; waited for only on nodes this up starts)`,
     String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
   )
   .action(
@@ -111,7 +120,7 @@ program
     const unit = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     // Two nodes: the suite proves sandboxes paused on one resume on the other.
-    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2' });
+    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2', desktopWait: '0' });
     let code = 0;
     if (unit.length) {
       // Component tests that run code-interpreter sandboxes get its rootfs, built once per recipe into the node
@@ -132,7 +141,7 @@ program
   .command('bench')
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
-  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1`)
+  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`)
   .action(async (pkgs: string[], opts: { warmPool: string }) => {
     const files = benchFiles(pkgs);
     const component = files.filter((f) => !f.includes('/packages/e2e/'));
