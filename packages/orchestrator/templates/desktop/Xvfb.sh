@@ -9,20 +9,17 @@ exec 9>>"$M.lock"
 flock 9
 if [ -f "$M/args" ]; then
   pid=$(cat "$M/xvfb.pid" 2>/dev/null)
+  session=$(cat "$M/session.pid" 2>/dev/null)
   if [ "$(cat "$M/args")" = "$*" ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then exit 0; fi
   rm -rf "$M"
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null
-    i=0
-    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do i=$((i + 1)); sleep 0.05; done
-  fi
+  # Until both are gone (at most 5 s): the SDK's own check must not find the old session's processes.
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  i=0
+  alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+  while [ "$i" -lt 100 ] && { alive "$pid" || alive "$session"; }; do i=$((i + 1)); sleep 0.05; done
 fi
-/usr/bin/Xvfb "$@" 9>&- &
-xpid=$!
-i=0
-while [ "$i" -lt 200 ] && kill -0 "$xpid" 2>/dev/null && ! xdpyinfo -display "$1" >/dev/null 2>&1; do
-  i=$((i + 1)); sleep 0.05
-done
-flock -u 9
-exec 9>&-
-wait "$xpid"
+# The server replaces this shell (same pid, so `pgrep -x Xvfb` counts one); a helper keeps the lock until it answers
+# (at most 10 s) and exits, which releases it. The helper is a new `sh`, not a fork named Xvfb.
+sh -c 'i=0; while [ "$i" -lt 200 ] && kill -0 "$2" 2>/dev/null && ! xdpyinfo -display "$1" >/dev/null 2>&1; do
+  i=$((i + 1)); sleep 0.05; done' cove-desktop-wait "$1" "$$" &
+exec /usr/bin/Xvfb "$@" 9>&-

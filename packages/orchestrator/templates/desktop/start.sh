@@ -13,6 +13,7 @@ rm -rf "$M" && mkdir -m 0700 "$M" || exit 1
 # shellcheck disable=SC2086 # ARGS is split on purpose, as the SDK's command line is
 /usr/bin/Xvfb $ARGS >/tmp/cove-desktop-xvfb.log 2>&1 9>&- &
 echo $! >"$M/xvfb.pid"
+echo $$ >"$M/session.pid"
 i=0
 until xdpyinfo -display :0 >/dev/null 2>&1; do
   i=$((i + 1)); [ "$i" -le 200 ] && kill -0 "$(cat "$M/xvfb.pid")" 2>/dev/null || exit 1

@@ -1,0 +1,234 @@
+// Issue 18 proof: the unchanged @e2b/desktop 2.4.0 against a real deployment — template `desktop` (Xvfb, Xfce,
+// xdotool, scrot, x11vnc, noVNC), pre-started in the warm pool so the first screenshot does not wait for X; the
+// resolution and dpi the SDK passes honoured; mouse, keyboard, scroll and drag land; the noVNC stream is served
+// through the edge; and a desktop sandbox gives its tenant nothing a base one does not. The nodes build the
+// template in the background after code-interpreter-v1: this file waits for it (`cove test` does not).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Sandbox } from '@e2b/desktop';
+import { CommandExitError, Sandbox as BaseSandbox } from 'e2b';
+import { DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { deployment, eventually } from './deployment.js';
+
+/** Width and height from a PNG's IHDR chunk (bytes 16-23), after checking the signature. */
+function pngSize(bytes: Uint8Array): { width: number; height: number } {
+  const b = Buffer.from(bytes);
+  assert.equal(b.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', 'a PNG');
+  assert.equal(b.subarray(12, 16).toString('latin1'), 'IHDR');
+  return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+}
+
+/** Stdout of a command, or its exit code when it failed (no throw). */
+async function run(sbx: BaseSandbox, cmd: string, user: 'user' | 'root' = 'user'): Promise<{ code: number; out: string }> {
+  try {
+    const r = await sbx.commands.run(cmd, { user, timeoutMs: 60_000 });
+    return { code: 0, out: r.stdout };
+  } catch (err) {
+    if (err instanceof CommandExitError) return { code: err.exitCode, out: err.stdout + err.stderr };
+    throw err;
+  }
+}
+
+/** Waits until a healthy node lists `desktop` in its ready templates (the nodes build it in the background). */
+async function desktopReady(): Promise<void> {
+  const d = deployment();
+  await eventually(
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+      const nodes = (await res.json()) as Array<{ status: string; info?: { readyTemplates?: string[] } }>;
+      return nodes.some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(DESKTOP_TEMPLATE_ID));
+    },
+    20 * 60_000,
+    `a node with the ${DESKTOP_TEMPLATE_ID} template ready`,
+    1000,
+  );
+}
+
+describe('computer use through the unchanged @e2b/desktop SDK', () => {
+  const tag = randomBytes(4).toString('hex');
+  const made: BaseSandbox[] = [];
+  let desktop: Sandbox;
+  let createMs = 0;
+  let firstShot: Uint8Array;
+
+  before(async () => {
+    deployment();
+    await desktopReady();
+    const t0 = Date.now();
+    desktop = await Sandbox.create({ timeoutMs: 600_000, metadata: { suite: tag } });
+    made.push(desktop);
+    firstShot = await desktop.screenshot();
+    createMs = Date.now() - t0;
+  });
+  after(async () => {
+    await Promise.all(made.map((s) => s.kill().catch(() => undefined)));
+  });
+
+  test('create gives a running desktop: the first screenshot is a PNG of the default size, without waiting for X', async (t) => {
+    t.diagnostic(`create → first screenshot: ${createMs} ms`);
+    assert.deepEqual(pngSize(firstShot), { width: 1024, height: 768 });
+    // A warm slot already runs Xvfb and Xfce (the template's start command); a cold start takes several seconds.
+    assert.ok(createMs < 8_000, `create → first screenshot took ${createMs} ms`);
+    assert.deepEqual(await desktop.getScreenSize(), { width: 1024, height: 768 });
+    const procs = await run(desktop, 'ps -o user=,comm= -C Xvfb,xfce4-session,xfwm4,xfdesktop');
+    const lines = procs.out.trim().split('\n').map((l) => l.trim().split(/\s+/));
+    assert.deepEqual([...new Set(lines.map((l) => l[1]))].sort(), ['Xvfb', 'xfce4-session', 'xfdesktop', 'xfwm4']);
+    assert.ok(lines.every((l) => l[0] === 'user'), `the desktop runs as the sandbox's user: ${procs.out}`);
+    // One session, not the pre-started one plus the SDK's own.
+    assert.equal(lines.filter((l) => l[1] === 'xfce4-session').length, 1, procs.out);
+    assert.equal(lines.filter((l) => l[1] === 'Xvfb').length, 1, procs.out);
+  });
+
+  test('the resolution and dpi the SDK passes are honoured', async () => {
+    const other = await Sandbox.create({ timeoutMs: 300_000, resolution: [800, 600], dpi: 120, metadata: { suite: tag } });
+    made.push(other);
+    assert.deepEqual(await other.getScreenSize(), { width: 800, height: 600 });
+    assert.deepEqual(pngSize(await other.screenshot()), { width: 800, height: 600 });
+    assert.match((await other.commands.run('xdpyinfo | grep resolution')).stdout, /120x120 dots per inch/);
+    const procs = await run(other, 'pgrep -c -x xfce4-session; pgrep -c -x Xvfb');
+    assert.deepEqual(procs.out.trim().split('\n'), ['1', '1'], 'the pre-started desktop was replaced, not doubled');
+    await other.kill();
+  });
+
+  test('moveMouse then getCursorPosition', async () => {
+    await desktop.moveMouse(123, 234);
+    assert.deepEqual(await desktop.getCursorPosition(), { x: 123, y: 234 });
+    await desktop.moveMouse(900, 700);
+    assert.deepEqual(await desktop.getCursorPosition(), { x: 900, y: 700 });
+  });
+
+  test('type into a text editor, save with ctrl+s and read the file back', async () => {
+    const file = `/home/user/note-${tag}.txt`;
+    await desktop.files.write(file, '');
+    await (await desktop.commands.run(`mousepad ${file}`, { background: true })).disconnect();
+    const win = await eventually(async () => (await desktop.getApplicationWindows('mousepad')).find((w) => /^\d+$/.test(w)), 30_000, 'a mousepad window');
+    assert.match(await desktop.getWindowTitle(win), new RegExp(`note-${tag}`));
+    await desktop.commands.run(`xdotool windowactivate --sync ${win}`);
+    await eventually(async () => (await desktop.getCurrentWindowId()) === win, 10_000, 'mousepad focused');
+    await desktop.write('hello from cove', { chunkSize: 25, delayInMs: 10 });
+    await desktop.press('enter');
+    await desktop.write("second line, with 'quotes' & $signs", { chunkSize: 25, delayInMs: 10 });
+    await desktop.press(['ctrl', 's']);
+    const text = await eventually(async () => {
+      const t = await desktop.files.read(file);
+      return t.includes('$signs') ? t : undefined;
+    }, 15_000, 'the saved file');
+    assert.equal(text.trimEnd(), "hello from cove\nsecond line, with 'quotes' & $signs");
+    await desktop.press(['ctrl', 'q']);
+  });
+
+  test('scroll and drag land as X pointer events', async () => {
+    // xev (x11-utils) opens its own window and prints the events it receives: what the SDK's xdotool calls did.
+    const log = `/tmp/xev-${tag}.log`;
+    await (await desktop.commands.run(`xev -geometry 400x300+100+100 -event button >${log} 2>&1`, { background: true })).disconnect();
+    const win = await eventually(async () => {
+      const r = await run(desktop, 'xdotool search --onlyvisible --name "^Event Tester$"');
+      return r.code === 0 ? r.out.trim().split('\n')[0] : undefined;
+    }, 15_000, 'the xev window');
+    const geo = (await desktop.commands.run(`xdotool getwindowgeometry --shell ${win}`)).stdout;
+    const x = Number(/X=(\d+)/.exec(geo)![1]);
+    const y = Number(/Y=(\d+)/.exec(geo)![1]);
+    await desktop.moveMouse(x + 200, y + 150);
+    await desktop.scroll('down', 3);
+    await desktop.scroll('up', 2);
+    await desktop.drag([x + 50, y + 50], [x + 300, y + 200]);
+    const events = await eventually(async () => {
+      const t = await desktop.files.read(log);
+      return (t.match(/ButtonRelease/g) ?? []).length >= 6 ? t : undefined;
+    }, 10_000, 'six button releases in the xev log');
+    const buttons = [...events.matchAll(/ButtonPress event[^]*?\(([-\d]+),([-\d]+)\)[^]*?button (\d+)/g)].map((m) => ({ x: Number(m[1]), y: Number(m[2]), button: Number(m[3]) }));
+    assert.deepEqual(buttons.map((b) => b.button), [5, 5, 5, 4, 4, 1], events.slice(0, 2000));
+    // The drag: button 1 pressed at its start and released at its end, inside the window (xev reports window
+    // coordinates; the frame's decorations offset them from the screen's, so the distance is what is compared).
+    const release = [...events.matchAll(/ButtonRelease event[^]*?\(([-\d]+),([-\d]+)\)[^]*?button (\d+)/g)].at(-1)!;
+    const press = buttons[5]!;
+    assert.equal(Number(release[3]), 1);
+    assert.deepEqual([Number(release[1]) - press.x, Number(release[2]) - press.y], [250, 150], events.slice(-1500));
+    assert.ok(press.x >= 0 && press.y >= 0 && press.x < 400 && press.y < 300, `pressed inside the window: ${press.x},${press.y}`);
+    await run(desktop, 'pkill -x xev');
+  });
+
+  test('press: single keys and combinations reach the focused window', async () => {
+    const file = `/home/user/keys-${tag}.txt`;
+    await desktop.files.write(file, '');
+    await (await desktop.commands.run(`mousepad ${file}`, { background: true })).disconnect();
+    const win = await eventually(async () => (await desktop.getApplicationWindows('mousepad')).find((w) => /^\d+$/.test(w)), 30_000, 'a mousepad window');
+    await desktop.commands.run(`xdotool windowactivate --sync ${win}`);
+    await desktop.write('abc');
+    await desktop.press('backspace');
+    await desktop.press('home');
+    await desktop.press(['shift', 'end']);
+    await desktop.write('XY');
+    await desktop.press(['ctrl', 's']);
+    assert.equal((await eventually(async () => (await desktop.files.read(file)).trim() || undefined, 15_000, 'the saved file')), 'XY');
+    await desktop.press(['ctrl', 'q']);
+  });
+
+  test('stream.start(): noVNC serves through the edge; with requireAuth the URL carries the password', async () => {
+    await desktop.stream.start();
+    const url = new URL(desktop.stream.getUrl());
+    assert.equal(url.pathname, '/vnc.html');
+    assert.equal(url.hostname, desktop.getHost(6080));
+    assert.equal(url.searchParams.get('autoconnect'), 'true');
+    // The page and noVNC's own script, through the edge as the SDK reaches any port (E2B_SANDBOX_URL mode).
+    const base = process.env.E2B_SANDBOX_URL!;
+    const get = (path: string) =>
+      fetch(`${base}${path}`, { headers: { 'E2b-Sandbox-Id': desktop.sandboxId, 'E2b-Sandbox-Port': '6080' } });
+    const page = await get('/vnc.html');
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /noVNC/);
+    assert.equal((await get('/app/ui.js')).status, 200);
+    const vnc = await run(desktop, 'ps -o user= -C x11vnc');
+    assert.equal(vnc.out.trim(), 'user', 'x11vnc runs as the sandbox user');
+    await desktop.stream.stop();
+    await desktop.stream.start({ requireAuth: true });
+    const key = desktop.stream.getAuthKey();
+    assert.equal(new URL(desktop.stream.getUrl({ authKey: key })).searchParams.get('password'), key);
+    assert.match((await desktop.commands.run('ps -o args= -C x11vnc')).stdout, /-usepw/);
+    await desktop.stream.stop();
+  });
+});
+
+describe('a desktop sandbox gives its tenant nothing a base sandbox does not', () => {
+  let desktop: Sandbox;
+  let base: BaseSandbox;
+
+  before(async () => {
+    deployment();
+    await desktopReady();
+    [desktop, base] = await Promise.all([Sandbox.create({ timeoutMs: 300_000 }), BaseSandbox.create({ timeoutMs: 300_000 })]);
+  });
+  after(async () => {
+    await Promise.all([desktop?.kill(), base?.kill()]);
+  });
+
+  /** The same probe in both; the desktop's answer must equal base's. */
+  async function same(cmd: string, user: 'user' | 'root'): Promise<void> {
+    const [d, b] = await Promise.all([run(desktop, cmd, user), run(base, cmd, user)]);
+    assert.equal(d.code, 0, `${cmd} failed in the desktop: ${d.out}`);
+    assert.deepEqual(d, b, `${cmd} as ${user}`);
+  }
+
+  for (const user of ['user', 'root'] as const) {
+    test(`capabilities, seccomp and no_new_privs (${user})`, () => same('grep -E "^(Cap|Seccomp|NoNewPrivs)" /proc/self/status', user));
+    test(`devices (${user})`, () => same('ls -la /dev | awk \'{print $1, $NF}\' | sort', user));
+    test(`mounts: the same points, types and options, nothing more lent from the host (${user})`, () =>
+      same("awk '{print $5, $6}' /proc/self/mountinfo | sort", user));
+    test(`cgroup limits as its template gives them, and no way out (${user})`, () =>
+      same('cat /proc/self/cgroup; ls /sys/fs/cgroup | sort', user));
+  }
+
+  test('the X server listens on no network socket; another sandbox cannot reach its display or VNC', async () => {
+    await desktop.stream.start();
+    const listening = (await desktop.commands.run('netstat -tln')).stdout;
+    assert.doesNotMatch(listening, /:600\d\s/, 'no X over TCP');
+    assert.match(listening, /:5900\s/);
+    const ip = (await desktop.commands.run("hostname -I | awk '{print $1}'")).stdout.trim();
+    for (const port of [6000, 5900, 6080]) {
+      const r = await run(base, `timeout 3 bash -c 'echo > /dev/tcp/${ip}/${port}'`);
+      assert.notEqual(r.code, 0, `sandbox → desktop ${ip}:${port} must fail`);
+    }
+    await desktop.stream.stop();
+  });
+});
