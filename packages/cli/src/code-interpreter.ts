@@ -145,12 +145,20 @@ export interface RootfsResult {
  * loads the compiled module from the tree, as it starts every component from the tree.
  */
 export async function ensureCodeInterpreterRootfs(templatesDir: string, say: (line: string) => void): Promise<RootfsResult> {
+  return ensureTemplateRootfs(CODE_INTERPRETER_TEMPLATE_ID, templatesDir, say);
+}
+
+/**
+ * The same for any built-in with a recipe. `background` builds at nice 10, as a node does (`cove test` builds the
+ * desktop template so while component tests run, so the two e2e nodes find it cached instead of both building it).
+ */
+export async function ensureTemplateRootfs(templateId: string, templatesDir: string, say: (line: string) => void, opts: { background?: boolean } = {}): Promise<RootfsResult> {
   const orchestrator = join(repoRoot, 'packages', 'orchestrator');
-  if (!existsSync(join(orchestrator, 'templates', CODE_INTERPRETER_TEMPLATE_ID, 'recipe.json'))) {
-    say(`${CODE_INTERPRETER_TEMPLATE_ID}: this tree has no recipe for it; component tests that need COVE_CI_ROOTFS skip`);
+  if (!existsSync(join(orchestrator, 'templates', templateId, 'recipe.json'))) {
+    say(`${templateId}: this tree has no recipe for it (component tests that need COVE_CI_ROOTFS skip)`);
     return {};
   }
-  type Store = { ensure(id: string): Promise<string> };
+  type Store = { ensure(id: string, opts?: { background?: boolean }): Promise<string> };
   type StoreCtor = new (cfg: { templatesDir: string; recipesDir: string; idOffset: number; logger: unknown; onProgress?: (id: string, line: string) => void }) => Store;
   const mod = (await import(pathToFileURL(join(orchestrator, 'dist', 'src', 'sandbox', 'template-store.js')).href)) as { TemplateStore: StoreCtor };
   let lines = 0;
@@ -161,19 +169,19 @@ export async function ensureCodeInterpreterRootfs(templatesDir: string, say: (li
     idOffset: 100_000,
     logger: pino({ level: 'silent' }),
     onProgress: () => {
-      if (++lines % 200 === 0) say(`  ${CODE_INTERPRETER_TEMPLATE_ID}: still building (${lines} lines of build output)`);
+      if (++lines % 200 === 0) say(`  ${templateId}: still building (${lines} lines of build output)`);
     },
   });
   const t0 = Date.now();
-  say(`${CODE_INTERPRETER_TEMPLATE_ID}: building its rootfs for component tests unless cached (about a minute the first time)`);
+  say(`${templateId}: building its rootfs unless cached (a minute or two the first time)`);
   try {
-    const rootfs = await store.ensure(CODE_INTERPRETER_TEMPLATE_ID);
-    say(`${CODE_INTERPRETER_TEMPLATE_ID}: rootfs ${rootfs} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const rootfs = await store.ensure(templateId, opts);
+    say(`${templateId}: rootfs ${rootfs} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     return { rootfs };
   } catch (err) {
     const cause = (err as { cause?: Error }).cause;
     const failure = `${(err as Error).message}${cause ? `: ${cause.message}` : ''}`;
-    say(`${CODE_INTERPRETER_TEMPLATE_ID}: rootfs build FAILED (${failure})`);
+    say(`${templateId}: rootfs build FAILED (${failure})`);
     return { failure };
   }
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
 import { withOwnDeployment } from './own-deployment.js';
-import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js';
+import { describeNode, ensureCodeInterpreterRootfs, ensureTemplateRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
 import { benchFiles, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
@@ -122,13 +122,24 @@ program
     // Two nodes: the suite proves sandboxes paused on one resume on the other.
     const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2', desktopWait: '0' });
     let code = 0;
+    let desktop: Promise<unknown> | undefined;
     if (unit.length) {
       // Component tests that run code-interpreter sandboxes get its rootfs, built once per recipe into the node
       // template cache (the e2e nodes below then find it built instead of building it again).
       const ci = await ensureCodeInterpreterRootfs(topologyOf(o).templateCacheDir, say);
       if (ci.failure) code = 1;
+      // The desktop template is needed only by its e2e file: built at nice 10 while component tests run (after the
+      // code interpreter's, which they need), so the two e2e nodes (one template cache) find it cached rather than
+      // both building it during the e2e run.
+      if (e2e.length) {
+        desktop = ensureTemplateRootfs(DESKTOP_TEMPLATE_ID, topologyOf(o).templateCacheDir, say, { background: true }).catch((err: Error) =>
+          say(`${DESKTOP_TEMPLATE_ID}: rootfs build FAILED (${err.message})`),
+        );
+      }
       code = (await runTests(unit, [], ci.rootfs ? { COVE_CI_ROOTFS: ci.rootfs } : {})) || code;
     }
+    // A failed desktop build is the e2e nodes' to retry (its test then says so), not a failure of its own here.
+    await desktop;
     if (e2e.length) {
       // `up` waits until a node has the code-interpreter template ready: its e2e tests start with it.
       say('==> starting the end-to-end deployment');
