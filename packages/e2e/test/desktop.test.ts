@@ -30,18 +30,29 @@ async function run(sbx: BaseSandbox, cmd: string, user: 'user' | 'root' = 'user'
   }
 }
 
-/** Waits until a healthy node lists `desktop` in its ready templates (the nodes build it in the background). */
-async function desktopReady(): Promise<void> {
+type NodeView = { status: string; info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> } };
+
+/**
+ * Waits until a healthy node lists `desktop` in its ready templates (the nodes build it in the background); with
+ * `warm`, until every healthy node also has its desktop warm pool full (wherever placement puts the create, a
+ * pre-started desktop waits there).
+ */
+async function desktopReady(warm = false): Promise<void> {
   const d = deployment();
   await eventually(
     async () => {
       const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-      const nodes = (await res.json()) as Array<{ status: string; info?: { readyTemplates?: string[] } }>;
-      return nodes.some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(DESKTOP_TEMPLATE_ID));
+      const nodes = ((await res.json()) as NodeView[]).filter((n) => n.status === 'healthy');
+      const ready = nodes.some((n) => (n.info?.readyTemplates ?? []).includes(DESKTOP_TEMPLATE_ID));
+      const full = nodes.every((n) => {
+        const pool = n.info?.warmPools?.find((p) => p.templateId === DESKTOP_TEMPLATE_ID);
+        return pool !== undefined && (pool.ready ?? 0) >= (pool.target ?? 0) && (pool.target ?? 0) > 0;
+      });
+      return ready && (!warm || full);
     },
     20 * 60_000,
-    `a node with the ${DESKTOP_TEMPLATE_ID} template ready`,
-    1000,
+    `a node with the ${DESKTOP_TEMPLATE_ID} template ready${warm ? ' and every node\'s desktop warm pool full' : ''}`,
+    500,
   );
 }
 
@@ -54,7 +65,7 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
 
   before(async () => {
     deployment();
-    await desktopReady();
+    await desktopReady(true);
     const t0 = Date.now();
     desktop = await Sandbox.create({ timeoutMs: 600_000, metadata: { suite: tag } });
     made.push(desktop);
@@ -68,8 +79,9 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
   test('create gives a running desktop: the first screenshot is a PNG of the default size, without waiting for X', async (t) => {
     t.diagnostic(`create → first screenshot: ${createMs} ms`);
     assert.deepEqual(pngSize(firstShot), { width: 1024, height: 768 });
-    // A warm slot already runs Xvfb and Xfce (the template's start command); a cold start takes several seconds.
-    assert.ok(createMs < 8_000, `create → first screenshot took ${createMs} ms`);
+    // A warm slot already runs Xvfb and Xfce (the template's start command); a create that boots a slot and starts
+    // them took 7.6 s here, so this bound fails when the desktop is not pre-started.
+    assert.ok(createMs < 3_000, `create → first screenshot took ${createMs} ms`);
     assert.deepEqual(await desktop.getScreenSize(), { width: 1024, height: 768 });
     const procs = await run(desktop, 'ps -o user=,comm= -C Xvfb,xfce4-session,xfwm4,xfdesktop');
     const lines = procs.out.trim().split('\n').map((l) => l.trim().split(/\s+/));
@@ -163,6 +175,37 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     await desktop.press(['ctrl', 's']);
     assert.equal((await eventually(async () => (await desktop.files.read(file)).trim() || undefined, 15_000, 'the saved file')), 'XY');
     await desktop.press(['ctrl', 'q']);
+  });
+
+  test('pause keeps the desktop session (open editor, unsaved text, the same X server) or fails leaving it untouched', async (t) => {
+    const file = `/home/user/paused-${tag}.txt`;
+    await desktop.files.write(file, '');
+    await (await desktop.commands.run(`mousepad ${file}`, { background: true })).disconnect();
+    const win = await eventually(async () => (await desktop.getApplicationWindows('mousepad')).find((w) => /^\d+$/.test(w)), 30_000, 'a mousepad window');
+    await desktop.commands.run(`xdotool windowactivate --sync ${win}`);
+    await desktop.write('typed before the pause');
+    const xvfb = (await desktop.commands.run('pgrep -x Xvfb')).stdout.trim();
+    // Today CRIU cannot dump the inotify watches the desktop's GLib programs hold on the slot's overlay, so the
+    // pause fails (500) and the sandbox keeps running (docs/desktop.md, "Pause"). Either way the
+    // session must be the one typed into.
+    const watchers = await run(desktop, 'for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q anon_inode:inotify && cat $p/comm; done | sort | uniq -c | tr -s " \\n" " "');
+    t.diagnostic(`processes holding inotify: ${watchers.out}`);
+    let paused = false;
+    try {
+      paused = await desktop.pause();
+    } catch (err) {
+      t.diagnostic(`pause failed: ${(err as Error).message.slice(0, 300)}`);
+    }
+    const sbx = paused ? await Sandbox.connect(desktop.sandboxId, { timeoutMs: 600_000 }) : desktop;
+    desktop = sbx;
+    assert.equal((await sbx.getInfo()).state, 'running');
+    assert.equal((await sbx.commands.run('pgrep -x Xvfb')).stdout.trim(), xvfb, 'the same X server, not a new one');
+    assert.deepEqual(pngSize(await sbx.screenshot()), { width: 1024, height: 768 });
+    assert.ok((await sbx.getApplicationWindows('mousepad')).includes(win), 'the editor window is still open');
+    await sbx.commands.run(`xdotool windowactivate --sync ${win}`);
+    await sbx.press(['ctrl', 's']);
+    assert.equal(await eventually(async () => (await sbx.files.read(file)).trim() || undefined, 15_000, 'the saved file'), 'typed before the pause');
+    await sbx.press(['ctrl', 'q']);
   });
 
   test('stream.start(): noVNC serves through the edge; with requireAuth the URL carries the password', async () => {

@@ -170,7 +170,7 @@ export class TemplateStore {
  * after). The tree holds only Debian packages at this point, yet no existing symlink is followed or replaced: every
  * parent must be a real directory (made when missing) and the entry itself must not exist.
  */
-async function placeRecipeFiles(loaded: LoadedRecipe, rootfs: string): Promise<void> {
+export async function placeRecipeFiles(loaded: LoadedRecipe, rootfs: string): Promise<void> {
   const parentOf = async (path: string): Promise<void> => {
     let dir = rootfs;
     for (const part of path.split('/').slice(1, -1)) {
