@@ -5,7 +5,12 @@
 // template in the background after code-interpreter-v1: this file waits for it (`cove test` does not).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocket } from 'undici';
 import { Sandbox } from '@e2b/desktop';
 import { CommandExitError, Sandbox as BaseSandbox } from 'e2b';
 import { DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
@@ -229,6 +234,99 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     const key = desktop.stream.getAuthKey();
     assert.equal(new URL(desktop.stream.getUrl({ authKey: key })).searchParams.get('password'), key);
     assert.match((await desktop.commands.run('ps -o args= -C x11vnc')).stdout, /-usepw/);
+    await desktop.stream.stop();
+  });
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+
+/**
+ * A headless Chromium driven over the DevTools protocol. The page it loads is the sandbox's (hostile) noVNC, so it
+ * runs as `nobody` with Chromium's own sandbox on, never as root with --no-sandbox. `*.<domain>` resolves to the
+ * edge's traffic port, as a wildcard DNS record would.
+ */
+async function headlessChromium(domain: string, trafficPort: number) {
+  const profile = mkdtempSync(join(tmpdir(), 'cove-chromium-'));
+  chownSync(profile, 65534, 65534);
+  const proc: ChildProcess = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', CHROMIUM,
+    '--headless=new', '--disable-gpu', '--no-first-run', '--window-size=1024,800', `--user-data-dir=${profile}`,
+    '--remote-debugging-port=0', `--host-resolver-rules=MAP *.${domain} 127.0.0.1:${trafficPort}`, 'about:blank'], { stdio: 'ignore', env: { HOME: profile, PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const port = await eventually(() => {
+    const f = join(profile, 'DevToolsActivePort');
+    return existsSync(f) ? Number(readFileSync(f, 'utf8').split('\n')[0]) || undefined : undefined;
+  }, 30_000, 'Chromium\'s DevTools port');
+  const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as Array<{ type: string; webSocketDebuggerUrl: string }>;
+  const ws = new WebSocket(targets.find((t) => t.type === 'page')!.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  let next = 0;
+  const pending = new Map<number, (m: { result?: any; error?: { message: string } }) => void>();
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: { message: string } };
+    if (m.id !== undefined) pending.get(m.id)?.(m);
+  };
+  const send = (method: string, params: object = {}) =>
+    new Promise<any>((resolve, reject) => {
+      const id = ++next;
+      pending.set(id, (m) => (m.error ? reject(new Error(`${method}: ${m.error.message}`)) : resolve(m.result)));
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  const evaluate = async (expression: string) => (await send('Runtime.evaluate', { expression, returnByValue: true })).result.value;
+  const close = () => {
+    ws.close();
+    proc.kill('SIGKILL');
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return { send, evaluate, close };
+}
+
+describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, () => {
+  let desktop: Sandbox;
+  let browser: Awaited<ReturnType<typeof headlessChromium>> | undefined;
+
+  before(async () => {
+    deployment();
+    await desktopReady();
+    desktop = await Sandbox.create({ timeoutMs: 300_000 });
+  });
+  after(async () => {
+    browser?.close();
+    await desktop?.kill();
+  });
+
+  test('getUrl() opened in headless Chromium shows the desktop and a click through it lands', async () => {
+    const d = deployment();
+    await desktop.stream.start();
+    // The SDK builds https://6080-<id>.<domain>/vnc.html; locally the edge's traffic port serves plain http.
+    const url = new URL(desktop.stream.getUrl());
+    url.protocol = 'http:';
+    browser = await headlessChromium(d.env.E2B_DOMAIN, d.ports.edgeTraffic);
+    await browser.send('Page.navigate', { url: url.toString() });
+    await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected');
+    // A window to click into; xev prints what it receives.
+    const log = '/tmp/xev-browser.log';
+    await (await desktop.commands.run(`xev -geometry 300x200+200+200 -event button >${log} 2>&1`, { background: true })).disconnect();
+    const win = await eventually(async () => {
+      const r = await run(desktop, 'xdotool search --onlyvisible --name "^Event Tester$"');
+      return r.code === 0 ? r.out.trim().split('\n')[0] : undefined;
+    }, 15_000, 'the xev window');
+    const geo = (await desktop.commands.run(`xdotool getwindowgeometry --shell ${win}`)).stdout;
+    const target = { x: Number(/X=(\d+)/.exec(geo)![1]) + 150, y: Number(/Y=(\d+)/.exec(geo)![1]) + 100 };
+    // Page coordinates of that screen point on noVNC's (scaled) canvas.
+    const rect = JSON.parse(await browser.evaluate("JSON.stringify(document.querySelector('#noVNC_container canvas').getBoundingClientRect())")) as { left: number; top: number; width: number; height: number };
+    const px = rect.left + (target.x * rect.width) / 1024;
+    const py = rect.top + (target.y * rect.height) / 768;
+    for (const type of ['mouseMoved', 'mousePressed', 'mouseReleased']) {
+      await browser.send('Input.dispatchMouseEvent', { type, x: px, y: py, button: type === 'mouseMoved' ? 'none' : 'left', clickCount: 1 });
+    }
+    const at = await eventually(async () => {
+      const p = await desktop.getCursorPosition();
+      return Math.abs(p.x - target.x) <= 3 && Math.abs(p.y - target.y) <= 3 ? p : undefined;
+    }, 10_000, `the pointer at ${target.x},${target.y}`);
+    assert.ok(at);
+    await eventually(async () => /ButtonRelease[^]*button 1/.test(await desktop.files.read(log)), 10_000, 'the click in the xev window');
     await desktop.stream.stop();
   });
 });
