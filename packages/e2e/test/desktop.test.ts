@@ -329,6 +329,23 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     await eventually(async () => /ButtonRelease[^]*button 1/.test(await desktop.files.read(log)), 10_000, 'the click in the xev window');
     await desktop.stream.stop();
   });
+
+  test('with requireAuth the page connects only with the key: without it noVNC asks for a password', async () => {
+    await desktop.stream.start({ requireAuth: true });
+    const key = desktop.stream.getAuthKey();
+    const open = async (u: string) => {
+      const url = new URL(u);
+      url.protocol = 'http:';
+      await browser!.send('Page.navigate', { url: url.toString() });
+    };
+    await open(desktop.stream.getUrl());
+    // x11vnc answers with VNC authentication; noVNC shows its credentials dialog and stays unconnected.
+    await eventually(async () => (await browser!.evaluate("document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open')")) === true, 30_000, 'the password prompt');
+    assert.equal(await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')"), false);
+    await open(desktop.stream.getUrl({ authKey: key }));
+    await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected with the key');
+    await desktop.stream.stop();
+  });
 });
 
 describe('a desktop sandbox gives its tenant nothing a base sandbox does not', () => {
