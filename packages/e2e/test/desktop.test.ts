@@ -250,7 +250,10 @@ async function headlessChromium(domain: string, trafficPort: number) {
   chownSync(profile, 65534, 65534);
   const proc: ChildProcess = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', CHROMIUM,
     '--headless=new', '--disable-gpu', '--no-first-run', '--window-size=1024,800', `--user-data-dir=${profile}`,
-    '--remote-debugging-port=0', `--host-resolver-rules=MAP *.${domain} 127.0.0.1:${trafficPort}`, 'about:blank'], { stdio: 'ignore', env: { HOME: profile, PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    '--remote-debugging-port=0', `--host-resolver-rules=MAP *.${domain} 127.0.0.1:${trafficPort}`, 'about:blank'],
+    // Its own process group, so closing it ends its helper processes too (they write to the profile).
+    { stdio: 'ignore', detached: true, env: { HOME: profile, PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
   const port = await eventually(() => {
     const f = join(profile, 'DevToolsActivePort');
     return existsSync(f) ? Number(readFileSync(f, 'utf8').split('\n')[0]) || undefined : undefined;
@@ -274,10 +277,15 @@ async function headlessChromium(domain: string, trafficPort: number) {
       ws.send(JSON.stringify({ id, method, params }));
     });
   const evaluate = async (expression: string) => (await send('Runtime.evaluate', { expression, returnByValue: true })).result.value;
-  const close = () => {
+  const close = async () => {
     ws.close();
-    proc.kill('SIGKILL');
-    rmSync(profile, { recursive: true, force: true });
+    try {
+      process.kill(-proc.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await exited;
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   };
   return { send, evaluate, close };
 }
@@ -292,7 +300,7 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     desktop = await Sandbox.create({ timeoutMs: 300_000 });
   });
   after(async () => {
-    browser?.close();
+    await browser?.close();
     await desktop?.kill();
   });
 
