@@ -346,6 +346,8 @@ export async function status(o: DeploymentOptions): Promise<{
   nodes: EdgeNodeView[];
   /** The code-interpreter template on each node the edge knows. */
   codeInterpreter: NodeTemplateState[];
+  /** The desktop template on each node the edge knows. */
+  desktop: NodeTemplateState[];
   sandboxes: SandboxInfo[];
   health?: ClusterHealthView;
 }> {
@@ -383,5 +385,5 @@ export async function status(o: DeploymentOptions): Promise<{
     if (res?.statusCode === 200) health = (await res.body.json()) as ClusterHealthView;
     else await res?.body.dump();
   }
-  return { components: out, nodes, codeInterpreter: codeInterpreterOn(nodes), sandboxes, ...(health ? { health } : {}) };
+  return { components: out, nodes, codeInterpreter: codeInterpreterOn(nodes), desktop: templateOn(nodes, DESKTOP_TEMPLATE_ID), sandboxes, ...(health ? { health } : {}) };
 }

@@ -95,6 +95,7 @@ withDeploymentFlags(program.command('status').description('show components, node
     }
     for (const c of s.components) say(`${c.name.padEnd(14)} ${c.pid ? `pid ${c.pid}` : 'stopped'}${c.pid ? (c.healthy ? '  healthy' : '  NOT healthy') : ''}`);
     for (const n of s.codeInterpreter) say(`node ${n.nodeId}  ${n.nodeStatus}  ${CODE_INTERPRETER_TEMPLATE_ID} ${describeNode({ ...n, nodeStatus: 'healthy' })}`);
+    for (const n of s.desktop) say(`node ${n.nodeId}  ${n.nodeStatus}  ${DESKTOP_TEMPLATE_ID} ${describeNode({ ...n, nodeStatus: 'healthy' })}`);
     if (s.health) {
       const h = s.health;
       say(`cluster health ${h.status}${h.lastReportAt ? `  (last metrics report ${h.lastReportAt})` : ''}`);
