@@ -182,6 +182,26 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     await desktop.press(['ctrl', 'q']);
   });
 
+  test('open() shows a URL in the browser (Firefox ESR through xdg-open); its window is found by class, then title', async () => {
+    const title = `cove-page-${tag}`;
+    await desktop.files.write(`/home/user/www/${title}.html`, `<!doctype html><title>${title}</title><h1>${title}</h1>`);
+    await (await desktop.commands.run('cd /home/user/www && python3 -m http.server 8000 --bind 127.0.0.1', { background: true })).disconnect();
+    await eventually(async () => (await run(desktop, `curl -sf http://127.0.0.1:8000/${title}.html`)).code === 0, 15_000, 'the page served');
+    await desktop.open(`http://127.0.0.1:8000/${title}.html`);
+    // Found as an agent would, with the SDK's own calls: the browser's windows by class, then their titles.
+    const win = await eventually(async () => {
+      for (const w of (await desktop.getApplicationWindows('firefox-esr').catch(() => [])).filter((x) => /^\d+$/.test(x))) {
+        if ((await desktop.getWindowTitle(w).catch(() => '')).includes(title)) return w;
+      }
+      return undefined;
+    }, 60_000, 'the browser window with the page title').catch(async (err: Error) => {
+      const seen = await run(desktop, 'ps -eo args | grep -c [f]irefox; xdotool search --onlyvisible --name . getwindowname %@');
+      throw new Error(`${err.message}; firefox processes and windows: ${seen.out}`);
+    });
+    assert.match(await desktop.getWindowTitle(win), new RegExp(`^${title} — Mozilla Firefox$`));
+    await run(desktop, 'pkill -x firefox-esr; pkill -f "http.server 8000"');
+  });
+
   test('pause keeps the desktop session (open editor, unsaved text, the same X server) or fails leaving it untouched', async (t) => {
     const file = `/home/user/paused-${tag}.txt`;
     await desktop.files.write(file, '');
