@@ -37,11 +37,16 @@ export interface NodeTemplateState {
 
 /** The code-interpreter template's state on each node. */
 export function codeInterpreterOn(nodes: EdgeNodeView[]): NodeTemplateState[] {
+  return templateOn(nodes, CODE_INTERPRETER_TEMPLATE_ID);
+}
+
+/** A background-built template's state on each node (code-interpreter-v1, desktop). */
+export function templateOn(nodes: EdgeNodeView[], templateId: string): NodeTemplateState[] {
   return nodes.map((n) => {
-    const pool = n.info?.warmPools?.find((p) => p.templateId === CODE_INTERPRETER_TEMPLATE_ID);
+    const pool = n.info?.warmPools?.find((p) => p.templateId === templateId);
     // protobuf JSON leaves an empty list out: a node that reports none is indistinguishable from one that cannot.
     const readyTemplates = n.info?.readyTemplates ?? [];
-    const state: TemplateReadiness = readyTemplates.includes(CODE_INTERPRETER_TEMPLATE_ID) ? 'ready' : readyTemplates.length > 0 ? 'not-ready' : 'unknown';
+    const state: TemplateReadiness = readyTemplates.includes(templateId) ? 'ready' : readyTemplates.length > 0 ? 'not-ready' : 'unknown';
     return { nodeId: n.nodeId, nodeStatus: n.status, state, warm: pool?.ready ?? 0, target: pool?.target ?? 0 };
   });
 }
@@ -92,6 +97,9 @@ export interface WaitOptions {
   progressEveryMs?: number;
   /** Stops the wait (Ctrl-C of `cove test`/`bench`: their deployment is torn down next). */
   signal?: AbortSignal;
+  /** The template waited for (default code-interpreter-v1) and the `up` option that skips the wait. */
+  templateId?: string;
+  skipFlag?: string;
 }
 
 /**
@@ -99,6 +107,7 @@ export interface WaitOptions {
  * a line every so often while nothing changes. Resolves to the states it ended on.
  */
 export async function waitForCodeInterpreter(nodes: () => Promise<EdgeNodeView[]>, o: WaitOptions): Promise<NodeTemplateState[]> {
+  const id = o.templateId ?? CODE_INTERPRETER_TEMPLATE_ID;
   const started = Date.now();
   const every = o.progressEveryMs ?? 15_000;
   let last = '';
@@ -108,25 +117,25 @@ export async function waitForCodeInterpreter(nodes: () => Promise<EdgeNodeView[]
     let states: NodeTemplateState[] = [];
     let problem: string | undefined;
     try {
-      states = codeInterpreterOn(await nodes());
+      states = templateOn(await nodes(), id);
     } catch (err) {
       problem = (err as Error).message;
     }
     const picture = problem ?? describeReadiness(states);
     if (states.length > 0 && readyNodes(states).length > 0) {
-      o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${picture}`);
+      o.say(`${id}: ${picture}`);
       return states;
     }
     const now = Date.now();
     if (picture !== last || now - lastSaid >= every) {
-      o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${picture}; waiting (${Math.round((now - started) / 1000)} s; nodes prepare it in the background, about a minute the first time)`);
+      o.say(`${id}: ${picture}; waiting (${Math.round((now - started) / 1000)} s; nodes prepare it in the background, about a minute the first time)`);
       last = picture;
       lastSaid = now;
     }
     if (now - started >= o.timeoutMs) {
       throw new Error(
-        `${CODE_INTERPRETER_TEMPLATE_ID} was not ready on any node within ${Math.round(o.timeoutMs / 1000)} s: ${picture}. ` +
-          'See the orchestrator logs; `--code-interpreter-wait 0` starts without waiting for it.',
+        `${id} was not ready on any node within ${Math.round(o.timeoutMs / 1000)} s: ${picture}. ` +
+          `See the orchestrator logs; \`${o.skipFlag ?? '--code-interpreter-wait'} 0\` starts without waiting for it.`,
       );
     }
     await sleep(o.pollMs ?? 1000);
@@ -147,12 +156,20 @@ export interface RootfsResult {
  * loads the compiled module from the tree, as it starts every component from the tree.
  */
 export async function ensureCodeInterpreterRootfs(templatesDir: string, say: (line: string) => void): Promise<RootfsResult> {
+  return ensureTemplateRootfs(CODE_INTERPRETER_TEMPLATE_ID, templatesDir, say);
+}
+
+/**
+ * The same for any built-in with a recipe. `background` builds at nice 10, as a node does (`cove test` builds the
+ * desktop template so while component tests run, so the two e2e nodes find it cached instead of both building it).
+ */
+export async function ensureTemplateRootfs(templateId: string, templatesDir: string, say: (line: string) => void, opts: { background?: boolean } = {}): Promise<RootfsResult> {
   const orchestrator = join(repoRoot, 'packages', 'orchestrator');
-  if (!existsSync(join(orchestrator, 'templates', CODE_INTERPRETER_TEMPLATE_ID, 'recipe.json'))) {
-    say(`${CODE_INTERPRETER_TEMPLATE_ID}: this tree has no recipe for it; component tests that need COVE_CI_ROOTFS skip`);
+  if (!existsSync(join(orchestrator, 'templates', templateId, 'recipe.json'))) {
+    say(`${templateId}: this tree has no recipe for it (component tests that need COVE_CI_ROOTFS skip)`);
     return {};
   }
-  type Store = { ensure(id: string): Promise<string> };
+  type Store = { ensure(id: string, opts?: { background?: boolean }): Promise<string> };
   type StoreCtor = new (cfg: { templatesDir: string; recipesDir: string; idOffset: number; logger: unknown; onProgress?: (id: string, line: string) => void }) => Store;
   const mod = (await import(pathToFileURL(join(orchestrator, 'dist', 'src', 'sandbox', 'template-store.js')).href)) as { TemplateStore: StoreCtor };
   let lines = 0;
@@ -163,19 +180,19 @@ export async function ensureCodeInterpreterRootfs(templatesDir: string, say: (li
     idOffset: 100_000,
     logger: pino({ level: 'silent' }),
     onProgress: () => {
-      if (++lines % 200 === 0) say(`  ${CODE_INTERPRETER_TEMPLATE_ID}: still building (${lines} lines of build output)`);
+      if (++lines % 200 === 0) say(`  ${templateId}: still building (${lines} lines of build output)`);
     },
   });
   const t0 = Date.now();
-  say(`${CODE_INTERPRETER_TEMPLATE_ID}: building its rootfs for component tests unless cached (about a minute the first time)`);
+  say(`${templateId}: building its rootfs unless cached (a minute or two the first time)`);
   try {
-    const rootfs = await store.ensure(CODE_INTERPRETER_TEMPLATE_ID);
-    say(`${CODE_INTERPRETER_TEMPLATE_ID}: rootfs ${rootfs} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    const rootfs = await store.ensure(templateId, opts);
+    say(`${templateId}: rootfs ${rootfs} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     return { rootfs };
   } catch (err) {
     const cause = (err as { cause?: Error }).cause;
     const failure = `${(err as Error).message}${cause ? `: ${cause.message}` : ''}`;
-    say(`${CODE_INTERPRETER_TEMPLATE_ID}: rootfs build FAILED (${failure})`);
+    say(`${templateId}: rootfs build FAILED (${failure})`);
     return { failure };
   }
 }

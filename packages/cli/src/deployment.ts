@@ -15,8 +15,8 @@ import { waitForHttp } from './http-wait.js';
 import { listening, purgeDir, teardownNode } from './host-cleanup.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
-import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
-import { codeInterpreterOn, describeReadiness, edgeNodes, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
+import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { codeInterpreterOn, describeReadiness, edgeNodes, templateOn, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
 
 export interface DeploymentOptions {
   stateDir: string;
@@ -34,15 +34,21 @@ export interface DeploymentOptions {
    * (default DEFAULT_CODE_INTERPRETER_WAIT_MS); 0 reports its state and does not wait.
    */
   codeInterpreterWaitMs?: number;
+  /**
+   * The same for the `desktop` template (default DEFAULT_CODE_INTERPRETER_WAIT_MS), waited for after the code
+   * interpreter (nodes build it next). `cove test` passes 0: only the desktop e2e file waits for it, when it runs.
+   */
+  desktopWaitMs?: number;
   /** Aborts `up` between steps (a signal to `cove test`/`bench`, whose deployment is torn down next). */
   signal?: AbortSignal;
 }
 
 /**
- * Warm slots kept per template: two of base and one of the code-interpreter template (its idle server and kernels
- * cost memory all the time; one covers the first create while the pool refills). The orchestrator's own default.
+ * Warm slots kept per template: two of base and one each of the code-interpreter and desktop templates (their idle
+ * server/kernels and X/Xfce cost memory all the time; one covers the first create while the pool refills). The
+ * orchestrator's own default.
  */
-export const DEFAULT_WARM_POOL = `base=2,${CODE_INTERPRETER_TEMPLATE_ID}=1`;
+export const DEFAULT_WARM_POOL = `base=2,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`;
 
 /**
  * A cold node builds the template in a minute or two; a fresh machine also downloads its Debian packages first.
@@ -154,6 +160,12 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: no node reports it; the nodes were already running and predate it (restart them to get it: cove down && cove up)`);
   } else if (wait > 0) await waitForCodeInterpreter(nodes, { timeoutMs: wait, say: o.say, ...(o.signal ? { signal: o.signal } : {}) });
   else o.say(`${CODE_INTERPRETER_TEMPLATE_ID}: ${describeReadiness(now)} (not waiting for it)`);
+  // The desktop template, built next: waited for only on nodes started now (one already running may predate it,
+  // and a node reports no difference between "predates it" and "still building it").
+  const desktopWait = o.desktopWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
+  if (desktopWait > 0 && nodesStartedNow) {
+    await waitForCodeInterpreter(nodes, { templateId: DESKTOP_TEMPLATE_ID, skipFlag: '--desktop-wait', timeoutMs: desktopWait, say: o.say, ...(o.signal ? { signal: o.signal } : {}) });
+  } else o.say(`${DESKTOP_TEMPLATE_ID}: ${describeReadiness(templateOn(await nodes().catch(() => []), DESKTOP_TEMPLATE_ID))} (not waiting for it)`);
   // What tools and tests need to find this deployment's parts (no secrets here).
   writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
   writeFileSync(
@@ -336,6 +348,8 @@ export async function status(o: DeploymentOptions): Promise<{
   nodes: EdgeNodeView[];
   /** The code-interpreter template on each node the edge knows. */
   codeInterpreter: NodeTemplateState[];
+  /** The desktop template on each node the edge knows. */
+  desktop: NodeTemplateState[];
   sandboxes: SandboxInfo[];
   health?: ClusterHealthView;
 }> {
@@ -373,5 +387,5 @@ export async function status(o: DeploymentOptions): Promise<{
     if (res?.statusCode === 200) health = (await res.body.json()) as ClusterHealthView;
     else await res?.body.dump();
   }
-  return { components: out, nodes, codeInterpreter: codeInterpreterOn(nodes), sandboxes, ...(health ? { health } : {}) };
+  return { components: out, nodes, codeInterpreter: codeInterpreterOn(nodes), desktop: templateOn(nodes, DESKTOP_TEMPLATE_ID), sandboxes, ...(health ? { health } : {}) };
 }

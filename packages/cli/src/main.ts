@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
 import { join } from 'node:path';
-import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
 import { withOwnDeployment } from './own-deployment.js';
-import { describeNode, ensureCodeInterpreterRootfs } from './code-interpreter.js';
+import { describeNode, ensureCodeInterpreterRootfs, ensureTemplateRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
 import { benchFiles, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
@@ -20,13 +20,16 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string }): DeploymentOptions {
-  let codeInterpreterWaitMs: number | undefined;
-  if (opts.codeInterpreterWait !== undefined) {
-    const s = Number(opts.codeInterpreterWait);
-    if (!Number.isInteger(s) || s < 0) throw new Error('--code-interpreter-wait must be a whole number of seconds (0 = do not wait)');
-    codeInterpreterWaitMs = s * 1000;
-  }
+function waitMs(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const s = Number(value);
+  if (!Number.isInteger(s) || s < 0) throw new Error(`${flag} must be a whole number of seconds (0 = do not wait)`);
+  return s * 1000;
+}
+
+function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string; desktopWait?: string }): DeploymentOptions {
+  const codeInterpreterWaitMs = waitMs('--code-interpreter-wait', opts.codeInterpreterWait);
+  const desktopWaitMs = waitMs('--desktop-wait', opts.desktopWait);
   return {
     stateDir: opts.stateDir,
     portOffset: Number(opts.portOffset),
@@ -35,6 +38,7 @@ function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDat
     nodes: Number(opts.nodes ?? '1'),
     say,
     ...(codeInterpreterWaitMs !== undefined ? { codeInterpreterWaitMs } : {}),
+    ...(desktopWaitMs !== undefined ? { desktopWaitMs } : {}),
   };
 }
 
@@ -53,6 +57,11 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
   .option(
     '--code-interpreter-wait <seconds>',
     `how long to wait for a node to have the ${CODE_INTERPRETER_TEMPLATE_ID} template ready before writing the env file (0 = do not wait)`,
+    String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
+  )
+  .option(
+    '--desktop-wait <seconds>',
+    `the same for the ${DESKTOP_TEMPLATE_ID} template (built after it; waited for only on nodes this up starts)`,
     String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
   )
   .action(
@@ -87,6 +96,7 @@ withDeploymentFlags(program.command('status').description('show components, node
     }
     for (const c of s.components) say(`${c.name.padEnd(14)} ${c.pid ? `pid ${c.pid}` : 'stopped'}${c.pid ? (c.healthy ? '  healthy' : '  NOT healthy') : ''}`);
     for (const n of s.codeInterpreter) say(`node ${n.nodeId}  ${n.nodeStatus}  ${CODE_INTERPRETER_TEMPLATE_ID} ${describeNode({ ...n, nodeStatus: 'healthy' })}`);
+    for (const n of s.desktop) say(`node ${n.nodeId}  ${n.nodeStatus}  ${DESKTOP_TEMPLATE_ID} ${describeNode({ ...n, nodeStatus: 'healthy' })}`);
     if (s.health) {
       const h = s.health;
       say(`cluster health ${h.status}${h.lastReportAt ? `  (last metrics report ${h.lastReportAt})` : ''}`);
@@ -127,15 +137,26 @@ program
     const unit = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     // Two nodes: the suite proves sandboxes paused on one resume on the other.
-    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2' });
+    const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2', desktopWait: '0' });
     let code = 0;
+    let desktop: Promise<unknown> | undefined;
     if (unit.length) {
       // Component tests that run code-interpreter sandboxes get its rootfs, built once per recipe into the node
       // template cache (the e2e nodes below then find it built instead of building it again).
       const ci = await ensureCodeInterpreterRootfs(topologyOf(o).templateCacheDir, say);
       if (ci.failure) code = 1;
+      // The desktop template is needed only by its e2e file: built at nice 10 while component tests run (after the
+      // code interpreter's, which they need), so the two e2e nodes (one template cache) find it cached rather than
+      // both building it during the e2e run.
+      if (e2e.length) {
+        desktop = ensureTemplateRootfs(DESKTOP_TEMPLATE_ID, topologyOf(o).templateCacheDir, say, { background: true }).catch((err: Error) =>
+          say(`${DESKTOP_TEMPLATE_ID}: rootfs build FAILED (${err.message})`),
+        );
+      }
       code = (await runTests(unit, [], ci.rootfs ? { COVE_CI_ROOTFS: ci.rootfs } : {})) || code;
     }
+    // A failed desktop build is the e2e nodes' to retry (its test then says so), not a failure of its own here.
+    await desktop;
     if (e2e.length) {
       // `up` waits until a node has the code-interpreter template ready: its e2e tests start with it.
       say('==> starting the end-to-end deployment');
@@ -151,7 +172,7 @@ program
   .command('bench')
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
-  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1`)
+  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`)
   // Beside `cove up` (offset 0) and `cove test` (100) by default; elsewhere to run two benchmarks at once.
   .option('--state-dir <dir>', 'where the benchmark deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove', 'bench'))
   .option('--port-offset <n>', 'port offset of the benchmark deployment', '200')

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CODE_INTERPRETER_TEMPLATE_ID as CI } from '@cove/contracts/sandbox';
+import { CODE_INTERPRETER_TEMPLATE_ID as CI, DESKTOP_TEMPLATE_ID as DESKTOP } from '@cove/contracts/sandbox';
 import { NodeStatus } from '@cove/contracts/orchestrator';
 import { sql } from 'kysely';
 import type { DbConfig } from '../src/config.js';
@@ -85,6 +85,20 @@ describe(`built-in ${CI} (${engine} store)`, { skip: engine === 'postgres' && !p
     }
     const tagged = await api('POST', '/sandboxes', keyA, { templateID: `${CI}:other`, timeout: 60 });
     assert.equal(tagged.status, 404, 'a built-in has only the default tag');
+  });
+
+  test('desktop (issue 18) is a built-in the same way: public by name, 2 vCPU / 2048 MiB, its name reserved', async () => {
+    for (const key of [keyA, keyB]) {
+      const t = ((await api('GET', '/templates', key)).body as Array<Record<string, unknown>>).find((x) => x.templateID === DESKTOP);
+      assert.ok(t, `GET /templates lists ${DESKTOP}`);
+      assert.deepEqual([t.cpuCount, t.memoryMB, t.public, t.names, t.buildStatus], [2, 2048, true, [DESKTOP], 'ready']);
+    }
+    const r = await runs(DESKTOP, keyB);
+    assert.deepEqual([r.templateId, r.buildId, r.vcpu, r.memoryMb], [DESKTOP, '', 2, 2048]);
+    const build = await api('POST', '/v3/templates', keyA, { name: DESKTOP, cpuCount: 1, memoryMB: 256 });
+    assert.equal(build.status, 409, JSON.stringify(build.body));
+    assert.equal((await api('DELETE', `/templates/${DESKTOP}`, keyA)).status, 403);
+    assert.equal((await api('PATCH', `/templates/${DESKTOP}`, keyA, { public: false })).status, 403);
   });
 
   test('no team can build over it, retag, unpublish or delete it, or name a snapshot after it', async () => {

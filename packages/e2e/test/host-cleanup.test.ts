@@ -99,7 +99,7 @@ test('cove down leaves no mount, loop device, link, netns, nft table or cgroup; 
   const before = snapshot();
   assert.deepEqual(before, { mounts: [], loops: [], links: [], netns: [], nft: [], cgroups: [] }, 'a clean start');
 
-  const up = await cove(['up', ...FLAGS, '--warm-pool', 'base=1', '--code-interpreter-wait', '0']);
+  const up = await cove(['up', ...FLAGS, '--warm-pool', 'base=1', '--code-interpreter-wait', '0', '--desktop-wait', '0']);
   assert.equal(up.code, 0, up.out);
   const topology = JSON.parse(readFileSync(join(STATE, 'topology.json'), 'utf8')) as { nodes: Array<{ dataDir: string }> };
   Object.assign(process.env, parseEnv(join(STATE, 'env')));

@@ -4,7 +4,7 @@
 // waited for before a slot is handed out. The one place the start and ready commands are defined: at merge they
 // come from @cove/code-interpreter (START_CMD, READY_CMD, guestDir()); the wrapper that drops root is the node's.
 
-import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { GUEST_MOUNT, READY_CMD, START_CMD as START_CMD_INNER, guestDir } from '@cove/code-interpreter';
 
 export { GUEST_MOUNT, READY_CMD };
@@ -34,11 +34,30 @@ export interface StartSpec {
   readyCmd: string | null;
 }
 
+/**
+ * The `desktop` template (issue 18, docs/desktop.md) has nothing lent from the host: its start script is part of its
+ * rootfs (templates/desktop/start.sh). It starts Xvfb and Xfce as @e2b/desktop's create would with its defaults, so
+ * a pooled slot is handed out with the desktop up. It runs as root first: D-Bus (dbus-launch, which Xfce needs)
+ * refuses to start without a machine id, mmdebstrap leaves none, and one made here is the sandbox's own (one baked
+ * into the rootfs would be every sandbox's); then it drops to `user`, as code-interpreter-v1's does.
+ */
+const DESKTOP_START = '/usr/local/lib/cove-desktop/start';
+export const DESKTOP_START_CMD =
+  `cd /home/user && if [ "$(id -u)" = 0 ]; then dbus-uuidgen --ensure && exec runuser -u user -- ${DESKTOP_START}; else exec ${DESKTOP_START}; fi`;
+/** The SDK's own check that Xfce is up (its startXfce4), after the pre-start finished its Xvfb step. */
+export const DESKTOP_READY_CMD =
+  'test -f /tmp/.cove-desktop/args && pgrep -x xfce4-session >/dev/null && pgrep -x xfwm4 >/dev/null && pgrep -x xfdesktop >/dev/null';
+
 /** The start spec of a built-in template, or null when it has none (`base`). */
 export function builtinStartOf(templateId: string): StartSpec | null {
-  if (templateId !== CODE_INTERPRETER_TEMPLATE_ID) return null;
-  return { templateId, buildId: null, env: {}, user: 'user', workdir: '/home/user', startCmd: START_CMD, readyCmd: READY_CMD };
+  if (templateId === CODE_INTERPRETER_TEMPLATE_ID) {
+    return { templateId, buildId: null, env: {}, user: 'user', workdir: '/home/user', startCmd: START_CMD, readyCmd: READY_CMD };
+  }
+  if (templateId === DESKTOP_TEMPLATE_ID) {
+    return { templateId, buildId: null, env: {}, user: 'root', workdir: '/home/user', startCmd: DESKTOP_START_CMD, readyCmd: DESKTOP_READY_CMD };
+  }
+  return null;
 }
 
-/** Built-in templates whose rootfs the node builds in the background after `base` (never delaying it). */
-export const BACKGROUND_TEMPLATES: readonly string[] = [CODE_INTERPRETER_TEMPLATE_ID];
+/** Built-in templates whose rootfs the node builds in the background after `base` (never delaying it), in order. */
+export const BACKGROUND_TEMPLATES: readonly string[] = [CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID];

@@ -60,7 +60,7 @@ const envSchema = z.object({
   COVE_HEARTBEAT_INTERVAL_MS: posInt.default(2000),
   // One ready code-interpreter slot: its idle server and kernels cost their memory (~100-150 MiB) all the time,
   // a miss costs a kernel start (seconds) on the Create; one covers the first Create while the pool refills.
-  COVE_WARM_POOL: warmPool.default('base=2,code-interpreter-v1=1'),
+  COVE_WARM_POOL: warmPool.default('base=2,code-interpreter-v1=1,desktop=1'),
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
   COVE_MAX_SANDBOXES: posInt.default(100),
   COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),

@@ -19,7 +19,7 @@ describe('config', () => {
     assert.equal(c.advertiseHost, '127.0.0.1');
     assert.equal(c.dataDir, '/var/lib/cove');
     assert.match(c.envdBundle, /packages\/envd\/dist\/bundle$/);
-    assert.deepEqual({ ...c.warmPool }, { base: 2, 'code-interpreter-v1': 1 });
+    assert.deepEqual({ ...c.warmPool }, { base: 2, 'code-interpreter-v1': 1, desktop: 1 });
     assert.deepEqual({ ...c.defaults }, { vcpu: 2, memoryMb: 512, diskMb: 1024 });
     assert.equal(c.edgeUrl, undefined);
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.defaults) && Object.isFrozen(c.warmPool));

@@ -8,3 +8,6 @@ export const CODE_INTERPRETER_TEMPLATE_ID = 'code-interpreter-v1';
 
 /** The code-interpreter server's port inside sandboxes of that template (the SDK calls it directly). */
 export const CODE_INTERPRETER_PORT = 49999;
+
+/** The built-in template `@e2b/desktop`'s `Sandbox.create()` asks for (issue 18). */
+export const DESKTOP_TEMPLATE_ID = 'desktop';

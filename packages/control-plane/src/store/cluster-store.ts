@@ -1,6 +1,6 @@
 // Clusters (a customer's edge endpoint, token and sandbox domain) and the templates each cluster offers.
 
-import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import type { Kysely } from 'kysely';
 import { Conflict, NoCapacity, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
@@ -81,10 +81,23 @@ export const CODE_INTERPRETER_TEMPLATE = {
 } as const satisfies BuiltInTemplate;
 
 /**
+ * The template `@e2b/desktop`'s `Sandbox.create()` asks for (issue 18): Xvfb, Xfce and a browser, at the
+ * code interpreter's size (a browser tab needs the memory); its disk is the per-sandbox writable disk, as base's.
+ */
+export const DESKTOP_TEMPLATE = {
+  templateId: DESKTOP_TEMPLATE_ID,
+  alias: DESKTOP_TEMPLATE_ID,
+  cpuCount: 2,
+  memoryMb: 2048,
+  diskMb: 1024,
+  envdVersion: '0.6.4',
+} as const satisfies BuiltInTemplate;
+
+/**
  * Every cluster's built-in templates: public to every team by name, never built, changed or deleted by one.
  * A cluster registered before one of them existed gains it when the control plane starts (ensureBuiltIns).
  */
-export const BUILT_IN_TEMPLATES: readonly BuiltInTemplate[] = [BASE_TEMPLATE, CODE_INTERPRETER_TEMPLATE];
+export const BUILT_IN_TEMPLATES: readonly BuiltInTemplate[] = [BASE_TEMPLATE, CODE_INTERPRETER_TEMPLATE, DESKTOP_TEMPLATE];
 
 const toCluster = (r: ClusterTable): Cluster => ({
   id: r.id,

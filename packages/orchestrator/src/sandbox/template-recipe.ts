@@ -10,6 +10,9 @@ import { z } from 'zod';
 /** Bump when the build steps in template-build.ts change what ends up in a rootfs. */
 export const TEMPLATE_BUILDER_VERSION = 4;
 
+/** An absolute path inside the rootfs with no `.`/`..` parts: written by the host into a tree it just built. */
+const rootfsPath = z.string().regex(/^(\/[A-Za-z0-9_+@][A-Za-z0-9._+@-]*)+$/).refine((p) => !p.split('/').includes('..'), 'no .. parts');
+
 const recipeSchema = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
   description: z.string().optional(),
@@ -26,14 +29,42 @@ const recipeSchema = z.object({
     shell: z.string().startsWith('/'),
     passwordlessSudo: z.boolean(),
   }),
+  /**
+   * Files shipped beside the recipe (`<recipesDir>/<id>/<source>`) and written into the rootfs after the packages
+   * are installed, owned by root. Their bytes are part of the recipe's hash, so changing one rebuilds the rootfs.
+   */
+  files: z
+    .array(z.object({ path: rootfsPath, source: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), mode: z.enum(['0644', '0755']) }))
+    .default([]),
+  /**
+   * Symlinks made in the rootfs (e.g. a path a client expects, to a package's own directory). The target is relative
+   * to the link's directory, so a host tool that ever looks at the tree is not pointed outside it.
+   */
+  links: z
+    .array(
+      z
+        .object({ path: rootfsPath, target: z.string().regex(/^(\.\.\/)*[A-Za-z0-9_][A-Za-z0-9._/-]*$/) })
+        .refine(
+          (l) => {
+            const parts = l.target.split('/');
+            const ups = parts.filter((p) => p === '..').length;
+            // Leading `..` only, and no more of them than the link's own depth: it stays inside the rootfs.
+            return parts.slice(ups).every((p) => p !== '..' && p !== '.') && ups <= l.path.split('/').length - 2;
+          },
+          'link target must stay inside the rootfs',
+        ),
+    )
+    .default([]),
 });
 
 export type TemplateRecipe = z.infer<typeof recipeSchema>;
 
 export interface LoadedRecipe {
   recipe: TemplateRecipe;
-  /** sha256 over the recipe bytes and TEMPLATE_BUILDER_VERSION, first 16 hex digits. */
+  /** sha256 over the recipe bytes, its files' bytes and TEMPLATE_BUILDER_VERSION, first 16 hex digits. */
   hash: string;
+  /** The bytes of each entry of `recipe.files`, in the same order. */
+  fileContents: Buffer[];
 }
 
 /** Reads and validates `<recipesDir>/<templateId>/recipe.json`; null when there is no recipe for it. */
@@ -46,10 +77,9 @@ export async function loadRecipe(recipesDir: string, templateId: string): Promis
     throw err;
   }
   const recipe = recipeSchema.parse(JSON.parse(raw));
-  const hash = createHash('sha256')
-    .update(`builder=${TEMPLATE_BUILDER_VERSION}\n`)
-    .update(raw)
-    .digest('hex')
-    .slice(0, 16);
-  return { recipe, hash };
+  const fileContents = await Promise.all(recipe.files.map((f) => readFile(join(recipesDir, templateId, f.source))));
+  const h = createHash('sha256').update(`builder=${TEMPLATE_BUILDER_VERSION}\n`).update(raw);
+  // A recipe without files hashes as before (its cached builds stay valid).
+  recipe.files.forEach((f, i) => h.update(`\nfile ${f.source} ${fileContents[i]!.length}\n`).update(fileContents[i]!));
+  return { recipe, hash: h.digest('hex').slice(0, 16), fileContents };
 }

@@ -3,13 +3,13 @@
 // crash mid-build never leaves a half rootfs that looks usable.
 
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { shiftOwnership } from './id-shift.js';
 import { run } from './run-command.js';
 import { TemplateBuildFailed } from './runtime-errors.js';
-import { loadRecipe, type TemplateRecipe } from './template-recipe.js';
+import { loadRecipe, type LoadedRecipe, type TemplateRecipe } from './template-recipe.js';
 import { GUEST_MOUNT } from '../code-interpreter.js';
 
 export interface TemplateStoreConfig {
@@ -80,6 +80,7 @@ export class TemplateStore {
           log.debug({ line }, 'mmdebstrap');
           this.cfg.onProgress?.(templateId, line);
         });
+        await placeRecipeFiles(loaded, join(tmp, 'rootfs'));
         const files = await shiftOwnership(join(tmp, 'rootfs'), this.cfg.idOffset);
         await writeFile(
           join(tmp, 'template.json'),
@@ -161,5 +162,31 @@ export class TemplateStore {
     ];
     if (background) await run('nice', ['-n', '10', 'mmdebstrap', ...args], { onLine });
     else await run('mmdebstrap', args, { onLine });
+  }
+}
+
+/**
+ * Writes a recipe's own files and links into the rootfs mmdebstrap just made (root-owned; shiftOwnership maps them
+ * after). The tree holds only Debian packages at this point, yet no existing symlink is followed or replaced: every
+ * parent must be a real directory (made when missing) and the entry itself must not exist.
+ */
+export async function placeRecipeFiles(loaded: LoadedRecipe, rootfs: string): Promise<void> {
+  const parentOf = async (path: string): Promise<void> => {
+    let dir = rootfs;
+    for (const part of path.split('/').slice(1, -1)) {
+      dir = join(dir, part);
+      const st = await lstat(dir).catch(() => null);
+      if (!st) await mkdir(dir, { mode: 0o755 });
+      else if (!st.isDirectory()) throw new Error(`recipe path ${path}: ${dir} is not a directory`);
+    }
+  };
+  for (const [i, f] of loaded.recipe.files.entries()) {
+    await parentOf(f.path);
+    await writeFile(join(rootfs, f.path), loaded.fileContents[i]!, { flag: 'wx' });
+    await chmod(join(rootfs, f.path), Number.parseInt(f.mode, 8));
+  }
+  for (const l of loaded.recipe.links) {
+    await parentOf(l.path);
+    await symlink(l.target, join(rootfs, l.path));
   }
 }

@@ -1,0 +1,129 @@
+// The built-in desktop template through the unchanged `@e2b/desktop` SDK (issue 18's bench), each figure with a
+// same-run baseline from a `base` sandbox beside it: create → first screenshot (the SDK's create also starts, or
+// here finds, Xvfb and Xfce) and idle memory (PSS). Runs against a deployment started like `cove up` (`cove bench`
+// starts one and passes COVE_E2E_STATE_DIR); waits for the template (nodes build it in the background) and fails,
+// saying why, when no node gets it ready.
+import { Sandbox as DesktopSandbox } from '@e2b/desktop';
+import { DESKTOP_TEMPLATE_ID as DESKTOP } from '@cove/contracts/sandbox';
+import { Sandbox } from 'e2b';
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { request } from 'undici';
+import { deployment } from '../test/deployment.js';
+import { percentile, report } from './stats.js';
+
+const SERIAL = Number(process.env.COVE_BENCH_DESKTOP_SERIAL ?? 10);
+const MiB = 1024 * 1024;
+
+interface NodeView {
+  status: string;
+  lastHeartbeatAt: string;
+  info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
+}
+
+async function nodes(): Promise<NodeView[]> {
+  const d = deployment();
+  const res = await request(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+  if (res.statusCode !== 200) throw new Error(`edge GET /v1/nodes answered ${res.statusCode}`);
+  return (await res.body.json()) as NodeView[];
+}
+
+/** Until a healthy node has the template ready (bounded); a clear failure otherwise. */
+async function templateReady(): Promise<void> {
+  const deadline = Date.now() + 20 * 60_000;
+  while (!(await nodes()).some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(DESKTOP))) {
+    if (Date.now() > deadline) throw new Error(`no healthy node got '${DESKTOP}' ready within 20 minutes (GET /v1/nodes readyTemplates); see the orchestrator logs`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** Every warm pool full, as reported by a heartbeat sent after `since` (see code-interpreter.bench.ts). */
+async function poolsSettled(since = Date.now()): Promise<void> {
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const listed = await nodes();
+    const fresh = listed.every((n) => Date.parse(n.lastHeartbeatAt) > since);
+    const pools = listed.flatMap((n) => n.info?.warmPools ?? []);
+    if (fresh && pools.length > 0 && pools.every((p) => (p.ready ?? 0) >= (p.target ?? 0))) return;
+    if (Date.now() > deadline) throw new Error(`warm pools did not fill within 5 minutes: ${JSON.stringify(pools)}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** PSS of every host process in the sandbox's pid namespace (see code-interpreter.bench.ts for why on the host). */
+async function pss(sbx: Sandbox): Promise<number> {
+  const ns = (await sbx.commands.run('readlink /proc/self/ns/pid')).stdout.trim();
+  if (!/^pid:\[\d{1,20}\]$/.test(ns)) throw new Error(`sandbox ${sbx.sandboxId} named no pid namespace (${JSON.stringify(ns.slice(0, 80))})`);
+  let kb = 0;
+  let processes = 0;
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if ((await readlink(`/proc/${pid}/ns/pid`)) !== ns) continue;
+      const m = /^Pss:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8'));
+      if (m) {
+        kb += Number(m[1]);
+        processes++;
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  if (processes === 0) throw new Error(`no process of sandbox ${sbx.sandboxId} on this host: PSS is measured where the node runs, as root`);
+  return kb * 1024;
+}
+
+async function idlePss(sbx: Sandbox): Promise<number> {
+  let last = await pss(sbx);
+  for (let i = 0; i < 60; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = await pss(sbx);
+    if (Math.abs(now - last) < MiB) return now;
+    last = now;
+  }
+  return last;
+}
+
+async function serialCreate(): Promise<void> {
+  const desk: number[] = [];
+  const base: number[] = [];
+  for (let i = 0; i < SERIAL; i++) {
+    await poolsSettled();
+    let t0 = performance.now();
+    const sbx = await DesktopSandbox.create({ timeoutMs: 300_000 });
+    const png = await sbx.screenshot();
+    desk.push(performance.now() - t0);
+    if (png.length < 100) throw new Error(`screenshot of ${png.length} bytes`);
+    let since = Date.now();
+    await sbx.kill();
+    await poolsSettled(since);
+    t0 = performance.now();
+    const b = await Sandbox.create({ timeoutMs: 120_000 });
+    await b.commands.run('true');
+    base.push(performance.now() - t0);
+    since = Date.now();
+    await b.kill();
+  }
+  report(`${DESKTOP} create→first screenshot, serial p50`, percentile(desk, 50), 'ms', '≤ 1000');
+  report(`  baseline: base create→first command, serial p50`, percentile(base, 50), 'ms');
+  report(`${DESKTOP} create→first screenshot, serial p95`, percentile(desk, 95), 'ms');
+}
+
+async function memory(): Promise<void> {
+  await poolsSettled();
+  const desk = await DesktopSandbox.create({ timeoutMs: 300_000 });
+  const base = await Sandbox.create({ timeoutMs: 300_000 });
+  try {
+    await desk.screenshot();
+    await base.commands.run('true');
+    report(`${DESKTOP} idle memory (PSS: Xvfb, Xfce, envd)`, (await idlePss(desk)) / MiB, 'MiB');
+    report(`  baseline: base idle memory (PSS)`, (await idlePss(base)) / MiB, 'MiB');
+  } finally {
+    await desk.kill();
+    await base.kill();
+  }
+}
+
+deployment();
+await templateReady();
+await serialCreate();
+await memory();

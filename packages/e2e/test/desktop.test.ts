@@ -1,0 +1,420 @@
+// Issue 18 proof: the unchanged @e2b/desktop 2.4.0 against a real deployment — template `desktop` (Xvfb, Xfce,
+// xdotool, scrot, x11vnc, noVNC), pre-started in the warm pool so the first screenshot does not wait for X; the
+// resolution and dpi the SDK passes honoured; mouse, keyboard, scroll and drag land; the noVNC stream is served
+// through the edge; and a desktop sandbox gives its tenant nothing a base one does not. The nodes build the
+// template in the background after code-interpreter-v1: this file waits for it (`cove test` does not).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocket } from 'undici';
+import { Sandbox } from '@e2b/desktop';
+import { CommandExitError, Sandbox as BaseSandbox } from 'e2b';
+import { DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { deployment, eventually } from './deployment.js';
+
+/** Width and height from a PNG's IHDR chunk (bytes 16-23), after checking the signature. */
+function pngSize(bytes: Uint8Array): { width: number; height: number } {
+  const b = Buffer.from(bytes);
+  assert.equal(b.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', 'a PNG');
+  assert.equal(b.subarray(12, 16).toString('latin1'), 'IHDR');
+  return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+}
+
+/** Stdout of a command, or its exit code when it failed (no throw). */
+async function run(sbx: BaseSandbox, cmd: string, user: 'user' | 'root' = 'user'): Promise<{ code: number; out: string }> {
+  try {
+    const r = await sbx.commands.run(cmd, { user, timeoutMs: 60_000 });
+    return { code: 0, out: r.stdout };
+  } catch (err) {
+    if (err instanceof CommandExitError) return { code: err.exitCode, out: err.stdout + err.stderr };
+    throw err;
+  }
+}
+
+type NodeView = { status: string; info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> } };
+
+/**
+ * Waits until a healthy node lists `desktop` in its ready templates (the nodes build it in the background); with
+ * `warm`, until every healthy node also has its desktop warm pool full (wherever placement puts the create, a
+ * pre-started desktop waits there).
+ */
+async function desktopReady(warm = false): Promise<void> {
+  const d = deployment();
+  await eventually(
+    async () => {
+      const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+      const nodes = ((await res.json()) as NodeView[]).filter((n) => n.status === 'healthy');
+      const ready = nodes.some((n) => (n.info?.readyTemplates ?? []).includes(DESKTOP_TEMPLATE_ID));
+      const full = nodes.every((n) => {
+        const pool = n.info?.warmPools?.find((p) => p.templateId === DESKTOP_TEMPLATE_ID);
+        return pool !== undefined && (pool.ready ?? 0) >= (pool.target ?? 0) && (pool.target ?? 0) > 0;
+      });
+      return ready && (!warm || full);
+    },
+    20 * 60_000,
+    `a node with the ${DESKTOP_TEMPLATE_ID} template ready${warm ? ' and every node\'s desktop warm pool full' : ''}`,
+    500,
+  );
+}
+
+describe('computer use through the unchanged @e2b/desktop SDK', () => {
+  const tag = randomBytes(4).toString('hex');
+  const made: BaseSandbox[] = [];
+  let desktop: Sandbox;
+  let createMs = 0;
+  let firstShot: Uint8Array;
+
+  before(async () => {
+    deployment();
+    await desktopReady(true);
+    const t0 = Date.now();
+    desktop = await Sandbox.create({ timeoutMs: 600_000, metadata: { suite: tag } });
+    made.push(desktop);
+    firstShot = await desktop.screenshot();
+    createMs = Date.now() - t0;
+  });
+  after(async () => {
+    await Promise.all(made.map((s) => s.kill().catch(() => undefined)));
+  });
+
+  test('create gives a running desktop: the first screenshot is a PNG of the default size, without waiting for X', async (t) => {
+    t.diagnostic(`create → first screenshot: ${createMs} ms`);
+    assert.deepEqual(pngSize(firstShot), { width: 1024, height: 768 });
+    // A warm slot already runs Xvfb and Xfce (the template's start command); a create that boots a slot and starts
+    // them took 7.6 s here, so this bound fails when the desktop is not pre-started.
+    assert.ok(createMs < 3_000, `create → first screenshot took ${createMs} ms`);
+    assert.deepEqual(await desktop.getScreenSize(), { width: 1024, height: 768 });
+    const procs = await run(desktop, 'ps -o user=,comm= -C Xvfb,xfce4-session,xfwm4,xfdesktop');
+    const lines = procs.out.trim().split('\n').map((l) => l.trim().split(/\s+/));
+    assert.deepEqual([...new Set(lines.map((l) => l[1]))].sort(), ['Xvfb', 'xfce4-session', 'xfdesktop', 'xfwm4']);
+    assert.ok(lines.every((l) => l[0] === 'user'), `the desktop runs as the sandbox's user: ${procs.out}`);
+    // One session, not the pre-started one plus the SDK's own.
+    assert.equal(lines.filter((l) => l[1] === 'xfce4-session').length, 1, procs.out);
+    assert.equal(lines.filter((l) => l[1] === 'Xvfb').length, 1, procs.out);
+  });
+
+  test('the resolution and dpi the SDK passes are honoured', async () => {
+    const other = await Sandbox.create({ timeoutMs: 300_000, resolution: [800, 600], dpi: 120, metadata: { suite: tag } });
+    made.push(other);
+    assert.deepEqual(await other.getScreenSize(), { width: 800, height: 600 });
+    assert.deepEqual(pngSize(await other.screenshot()), { width: 800, height: 600 });
+    assert.match((await other.commands.run('xdpyinfo | grep resolution')).stdout, /120x120 dots per inch/);
+    const procs = await run(other, 'pgrep -c -x xfce4-session; pgrep -c -x Xvfb');
+    assert.deepEqual(procs.out.trim().split('\n'), ['1', '1'], 'the pre-started desktop was replaced, not doubled');
+    await other.kill();
+  });
+
+  test('moveMouse then getCursorPosition', async () => {
+    await desktop.moveMouse(123, 234);
+    assert.deepEqual(await desktop.getCursorPosition(), { x: 123, y: 234 });
+    await desktop.moveMouse(900, 700);
+    assert.deepEqual(await desktop.getCursorPosition(), { x: 900, y: 700 });
+  });
+
+  test('type into a text editor, save with ctrl+s and read the file back', async () => {
+    const file = `/home/user/note-${tag}.txt`;
+    await desktop.files.write(file, '');
+    await (await desktop.commands.run(`mousepad ${file}`, { background: true })).disconnect();
+    const win = await eventually(async () => (await desktop.getApplicationWindows('mousepad')).find((w) => /^\d+$/.test(w)), 30_000, 'a mousepad window');
+    assert.match(await desktop.getWindowTitle(win), new RegExp(`note-${tag}`));
+    await desktop.commands.run(`xdotool windowactivate --sync ${win}`);
+    await eventually(async () => (await desktop.getCurrentWindowId()) === win, 10_000, 'mousepad focused');
+    await desktop.write('hello from cove', { chunkSize: 25, delayInMs: 10 });
+    await desktop.press('enter');
+    await desktop.write("second line, with 'quotes' & $signs", { chunkSize: 25, delayInMs: 10 });
+    await desktop.press(['ctrl', 's']);
+    const text = await eventually(async () => {
+      const t = await desktop.files.read(file);
+      return t.includes('$signs') ? t : undefined;
+    }, 15_000, 'the saved file');
+    assert.equal(text.trimEnd(), "hello from cove\nsecond line, with 'quotes' & $signs");
+    await desktop.press(['ctrl', 'q']);
+  });
+
+  test('scroll and drag land as X pointer events', async () => {
+    // xev (x11-utils) opens its own window and prints the events it receives: what the SDK's xdotool calls did.
+    const log = `/tmp/xev-${tag}.log`;
+    await (await desktop.commands.run(`xev -geometry 400x300+100+100 -event button >${log} 2>&1`, { background: true })).disconnect();
+    const win = await eventually(async () => {
+      const r = await run(desktop, 'xdotool search --onlyvisible --name "^Event Tester$"');
+      return r.code === 0 ? r.out.trim().split('\n')[0] : undefined;
+    }, 15_000, 'the xev window');
+    const geo = (await desktop.commands.run(`xdotool getwindowgeometry --shell ${win}`)).stdout;
+    const x = Number(/X=(\d+)/.exec(geo)![1]);
+    const y = Number(/Y=(\d+)/.exec(geo)![1]);
+    await desktop.moveMouse(x + 200, y + 150);
+    await desktop.scroll('down', 3);
+    await desktop.scroll('up', 2);
+    await desktop.drag([x + 50, y + 50], [x + 300, y + 200]);
+    const events = await eventually(async () => {
+      const t = await desktop.files.read(log);
+      return (t.match(/ButtonRelease/g) ?? []).length >= 6 ? t : undefined;
+    }, 10_000, 'six button releases in the xev log');
+    const buttons = [...events.matchAll(/ButtonPress event[^]*?\(([-\d]+),([-\d]+)\)[^]*?button (\d+)/g)].map((m) => ({ x: Number(m[1]), y: Number(m[2]), button: Number(m[3]) }));
+    assert.deepEqual(buttons.map((b) => b.button), [5, 5, 5, 4, 4, 1], events.slice(0, 2000));
+    // The drag: button 1 pressed at its start and released at its end, inside the window (xev reports window
+    // coordinates; the frame's decorations offset them from the screen's, so the distance is what is compared).
+    const release = [...events.matchAll(/ButtonRelease event[^]*?\(([-\d]+),([-\d]+)\)[^]*?button (\d+)/g)].at(-1)!;
+    const press = buttons[5]!;
+    assert.equal(Number(release[3]), 1);
+    assert.deepEqual([Number(release[1]) - press.x, Number(release[2]) - press.y], [250, 150], events.slice(-1500));
+    assert.ok(press.x >= 0 && press.y >= 0 && press.x < 400 && press.y < 300, `pressed inside the window: ${press.x},${press.y}`);
+    await run(desktop, 'pkill -x xev');
+  });
+
+  test('press: single keys and combinations reach the focused window', async () => {
+    const file = `/home/user/keys-${tag}.txt`;
+    await desktop.files.write(file, '');
+    await (await desktop.commands.run(`mousepad ${file}`, { background: true })).disconnect();
+    const win = await eventually(async () => (await desktop.getApplicationWindows('mousepad')).find((w) => /^\d+$/.test(w)), 30_000, 'a mousepad window');
+    await desktop.commands.run(`xdotool windowactivate --sync ${win}`);
+    await desktop.write('abc');
+    await desktop.press('backspace');
+    await desktop.press('home');
+    await desktop.press(['shift', 'end']);
+    await desktop.write('XY');
+    await desktop.press(['ctrl', 's']);
+    assert.equal((await eventually(async () => (await desktop.files.read(file)).trim() || undefined, 15_000, 'the saved file')), 'XY');
+    await desktop.press(['ctrl', 'q']);
+  });
+
+  test('open() shows a URL in the browser (Firefox ESR through xdg-open); its window is found by class, then title', async () => {
+    const title = `cove-page-${tag}`;
+    await desktop.files.write(`/home/user/www/${title}.html`, `<!doctype html><title>${title}</title><h1>${title}</h1>`);
+    await (await desktop.commands.run('cd /home/user/www && python3 -m http.server 8000 --bind 127.0.0.1', { background: true })).disconnect();
+    await eventually(async () => (await run(desktop, `curl -sf http://127.0.0.1:8000/${title}.html`)).code === 0, 15_000, 'the page served');
+    await desktop.open(`http://127.0.0.1:8000/${title}.html`);
+    // Found as an agent would, with the SDK's own calls: the browser's windows by class, then their titles.
+    const win = await eventually(async () => {
+      for (const w of (await desktop.getApplicationWindows('firefox-esr').catch(() => [])).filter((x) => /^\d+$/.test(x))) {
+        if ((await desktop.getWindowTitle(w).catch(() => '')).includes(title)) return w;
+      }
+      return undefined;
+    }, 60_000, 'the browser window with the page title').catch(async (err: Error) => {
+      const seen = await run(desktop, 'ps -eo args | grep -c [f]irefox; xdotool search --onlyvisible --name . getwindowname %@');
+      throw new Error(`${err.message}; firefox processes and windows: ${seen.out}`);
+    });
+    assert.match(await desktop.getWindowTitle(win), new RegExp(`^${title} — Mozilla Firefox$`));
+    await run(desktop, 'pkill -x firefox-esr; pkill -f "http.server 8000"');
+  });
+
+  test('pause keeps the desktop session (open editor, unsaved text, the same X server) or fails leaving it untouched', async (t) => {
+    const file = `/home/user/paused-${tag}.txt`;
+    await desktop.files.write(file, '');
+    await (await desktop.commands.run(`mousepad ${file}`, { background: true })).disconnect();
+    const win = await eventually(async () => (await desktop.getApplicationWindows('mousepad')).find((w) => /^\d+$/.test(w)), 30_000, 'a mousepad window');
+    await desktop.commands.run(`xdotool windowactivate --sync ${win}`);
+    await desktop.write('typed before the pause');
+    const xvfb = (await desktop.commands.run('pgrep -x Xvfb')).stdout.trim();
+    // Today CRIU cannot dump the inotify watches the desktop's GLib programs hold on the slot's overlay, so the
+    // pause fails (500) and the sandbox keeps running (docs/desktop.md, "Pause"). Either way the
+    // session must be the one typed into.
+    const watchers = await run(desktop, 'for p in /proc/[0-9]*; do ls -l $p/fd 2>/dev/null | grep -q anon_inode:inotify && cat $p/comm; done | sort | uniq -c | tr -s " \\n" " "');
+    t.diagnostic(`processes holding inotify: ${watchers.out}`);
+    let paused = false;
+    try {
+      paused = await desktop.pause();
+    } catch (err) {
+      t.diagnostic(`pause failed: ${(err as Error).message.slice(0, 300)}`);
+    }
+    const sbx = paused ? await Sandbox.connect(desktop.sandboxId, { timeoutMs: 600_000 }) : desktop;
+    desktop = sbx;
+    assert.equal((await sbx.getInfo()).state, 'running');
+    assert.equal((await sbx.commands.run('pgrep -x Xvfb')).stdout.trim(), xvfb, 'the same X server, not a new one');
+    assert.deepEqual(pngSize(await sbx.screenshot()), { width: 1024, height: 768 });
+    assert.ok((await sbx.getApplicationWindows('mousepad')).includes(win), 'the editor window is still open');
+    await sbx.commands.run(`xdotool windowactivate --sync ${win}`);
+    await sbx.press(['ctrl', 's']);
+    assert.equal(await eventually(async () => (await sbx.files.read(file)).trim() || undefined, 15_000, 'the saved file'), 'typed before the pause');
+    await sbx.press(['ctrl', 'q']);
+  });
+
+  test('stream.start(): noVNC serves through the edge; with requireAuth the URL carries the password', async () => {
+    await desktop.stream.start();
+    const url = new URL(desktop.stream.getUrl());
+    assert.equal(url.pathname, '/vnc.html');
+    assert.equal(url.hostname, desktop.getHost(6080));
+    assert.equal(url.searchParams.get('autoconnect'), 'true');
+    // The page and noVNC's own script, through the edge as the SDK reaches any port (E2B_SANDBOX_URL mode).
+    const base = process.env.E2B_SANDBOX_URL!;
+    const get = (path: string) =>
+      fetch(`${base}${path}`, { headers: { 'E2b-Sandbox-Id': desktop.sandboxId, 'E2b-Sandbox-Port': '6080' } });
+    const page = await get('/vnc.html');
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /noVNC/);
+    assert.equal((await get('/app/ui.js')).status, 200);
+    const vnc = await run(desktop, 'ps -o user= -C x11vnc');
+    assert.equal(vnc.out.trim(), 'user', 'x11vnc runs as the sandbox user');
+    await desktop.stream.stop();
+    await desktop.stream.start({ requireAuth: true });
+    const key = desktop.stream.getAuthKey();
+    assert.equal(new URL(desktop.stream.getUrl({ authKey: key })).searchParams.get('password'), key);
+    assert.match((await desktop.commands.run('ps -o args= -C x11vnc')).stdout, /-usepw/);
+    await desktop.stream.stop();
+  });
+});
+
+const CHROMIUM = '/usr/bin/chromium';
+
+/**
+ * A headless Chromium driven over the DevTools protocol. The page it loads is the sandbox's (hostile) noVNC, so it
+ * runs as `nobody` with Chromium's own sandbox on, never as root with --no-sandbox. `*.<domain>` resolves to the
+ * edge's traffic port, as a wildcard DNS record would.
+ */
+async function headlessChromium(domain: string, trafficPort: number) {
+  const profile = mkdtempSync(join(tmpdir(), 'cove-chromium-'));
+  chownSync(profile, 65534, 65534);
+  const proc: ChildProcess = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', CHROMIUM,
+    '--headless=new', '--disable-gpu', '--no-first-run', '--window-size=1024,800', `--user-data-dir=${profile}`,
+    '--remote-debugging-port=0', `--host-resolver-rules=MAP *.${domain} 127.0.0.1:${trafficPort}`, 'about:blank'],
+    // Its own process group, so closing it ends its helper processes too (they write to the profile).
+    { stdio: 'ignore', detached: true, env: { HOME: profile, PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  const port = await eventually(() => {
+    const f = join(profile, 'DevToolsActivePort');
+    return existsSync(f) ? Number(readFileSync(f, 'utf8').split('\n')[0]) || undefined : undefined;
+  }, 30_000, 'Chromium\'s DevTools port');
+  const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as Array<{ type: string; webSocketDebuggerUrl: string }>;
+  const ws = new WebSocket(targets.find((t) => t.type === 'page')!.webSocketDebuggerUrl);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = reject;
+  });
+  let next = 0;
+  const pending = new Map<number, (m: { result?: any; error?: { message: string } }) => void>();
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: { message: string } };
+    if (m.id !== undefined) pending.get(m.id)?.(m);
+  };
+  const send = (method: string, params: object = {}) =>
+    new Promise<any>((resolve, reject) => {
+      const id = ++next;
+      pending.set(id, (m) => (m.error ? reject(new Error(`${method}: ${m.error.message}`)) : resolve(m.result)));
+      ws.send(JSON.stringify({ id, method, params }));
+    });
+  const evaluate = async (expression: string) => (await send('Runtime.evaluate', { expression, returnByValue: true })).result.value;
+  const close = async () => {
+    ws.close();
+    try {
+      process.kill(-proc.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await exited;
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+  };
+  return { send, evaluate, close };
+}
+
+describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, () => {
+  let desktop: Sandbox;
+  let browser: Awaited<ReturnType<typeof headlessChromium>> | undefined;
+
+  before(async () => {
+    deployment();
+    await desktopReady();
+    desktop = await Sandbox.create({ timeoutMs: 300_000 });
+  });
+  after(async () => {
+    await browser?.close();
+    await desktop?.kill();
+  });
+
+  test('getUrl() opened in headless Chromium shows the desktop and a click through it lands', async () => {
+    const d = deployment();
+    await desktop.stream.start();
+    // The SDK builds https://6080-<id>.<domain>/vnc.html; locally the edge's traffic port serves plain http.
+    const url = new URL(desktop.stream.getUrl());
+    url.protocol = 'http:';
+    browser = await headlessChromium(d.env.E2B_DOMAIN, d.ports.edgeTraffic);
+    await browser.send('Page.navigate', { url: url.toString() });
+    await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected');
+    // A window to click into; xev prints what it receives.
+    const log = '/tmp/xev-browser.log';
+    await (await desktop.commands.run(`xev -geometry 300x200+200+200 -event button >${log} 2>&1`, { background: true })).disconnect();
+    const win = await eventually(async () => {
+      const r = await run(desktop, 'xdotool search --onlyvisible --name "^Event Tester$"');
+      return r.code === 0 ? r.out.trim().split('\n')[0] : undefined;
+    }, 15_000, 'the xev window');
+    const geo = (await desktop.commands.run(`xdotool getwindowgeometry --shell ${win}`)).stdout;
+    const target = { x: Number(/X=(\d+)/.exec(geo)![1]) + 150, y: Number(/Y=(\d+)/.exec(geo)![1]) + 100 };
+    // Page coordinates of that screen point on noVNC's (scaled) canvas.
+    const rect = JSON.parse(await browser.evaluate("JSON.stringify(document.querySelector('#noVNC_container canvas').getBoundingClientRect())")) as { left: number; top: number; width: number; height: number };
+    const px = rect.left + (target.x * rect.width) / 1024;
+    const py = rect.top + (target.y * rect.height) / 768;
+    for (const type of ['mouseMoved', 'mousePressed', 'mouseReleased']) {
+      await browser.send('Input.dispatchMouseEvent', { type, x: px, y: py, button: type === 'mouseMoved' ? 'none' : 'left', clickCount: 1 });
+    }
+    const at = await eventually(async () => {
+      const p = await desktop.getCursorPosition();
+      return Math.abs(p.x - target.x) <= 3 && Math.abs(p.y - target.y) <= 3 ? p : undefined;
+    }, 10_000, `the pointer at ${target.x},${target.y}`);
+    assert.ok(at);
+    await eventually(async () => /ButtonRelease[^]*button 1/.test(await desktop.files.read(log)), 10_000, 'the click in the xev window');
+    await desktop.stream.stop();
+  });
+
+  test('with requireAuth the page connects only with the key: without it noVNC asks for a password', async () => {
+    await desktop.stream.start({ requireAuth: true });
+    const key = desktop.stream.getAuthKey();
+    const open = async (u: string) => {
+      const url = new URL(u);
+      url.protocol = 'http:';
+      await browser!.send('Page.navigate', { url: url.toString() });
+    };
+    await open(desktop.stream.getUrl());
+    // x11vnc answers with VNC authentication; noVNC shows its credentials dialog and stays unconnected.
+    await eventually(async () => (await browser!.evaluate("document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open')")) === true, 30_000, 'the password prompt');
+    assert.equal(await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')"), false);
+    await open(desktop.stream.getUrl({ authKey: key }));
+    await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected with the key');
+    await desktop.stream.stop();
+  });
+});
+
+describe('a desktop sandbox gives its tenant nothing a base sandbox does not', () => {
+  let desktop: Sandbox;
+  let base: BaseSandbox;
+
+  before(async () => {
+    deployment();
+    await desktopReady();
+    [desktop, base] = await Promise.all([Sandbox.create({ timeoutMs: 300_000 }), BaseSandbox.create({ timeoutMs: 300_000 })]);
+  });
+  after(async () => {
+    await Promise.all([desktop?.kill(), base?.kill()]);
+  });
+
+  /** The same probe in both; the desktop's answer must equal base's. */
+  async function same(cmd: string, user: 'user' | 'root'): Promise<void> {
+    const [d, b] = await Promise.all([run(desktop, cmd, user), run(base, cmd, user)]);
+    assert.equal(d.code, 0, `${cmd} failed in the desktop: ${d.out}`);
+    assert.deepEqual(d, b, `${cmd} as ${user}`);
+  }
+
+  for (const user of ['user', 'root'] as const) {
+    test(`capabilities, seccomp and no_new_privs (${user})`, () => same('grep -E "^(Cap|Seccomp|NoNewPrivs)" /proc/self/status', user));
+    test(`devices (${user})`, () => same('ls -la /dev | awk \'{print $1, $NF}\' | sort', user));
+    test(`mounts: the same points, types and options, nothing more lent from the host (${user})`, () =>
+      same("awk '{print $5, $6}' /proc/self/mountinfo | sort", user));
+    test(`cgroup limits as its template gives them, and no way out (${user})`, () =>
+      same('cat /proc/self/cgroup; ls /sys/fs/cgroup | sort', user));
+  }
+
+  test('the X server listens on no network socket; another sandbox cannot reach its display or VNC', async () => {
+    await desktop.stream.start();
+    const listening = (await desktop.commands.run('netstat -tln')).stdout;
+    assert.doesNotMatch(listening, /:600\d\s/, 'no X over TCP');
+    assert.match(listening, /:5900\s/);
+    const ip = (await desktop.commands.run("hostname -I | awk '{print $1}'")).stdout.trim();
+    for (const port of [6000, 5900, 6080]) {
+      const r = await run(base, `timeout 3 bash -c 'echo > /dev/tcp/${ip}/${port}'`);
+      assert.notEqual(r.code, 0, `sandbox → desktop ${ip}:${port} must fail`);
+    }
+    await desktop.stream.stop();
+  });
+});
