@@ -14,6 +14,7 @@ import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder }
 import { waitForHttp } from './http-wait.js';
 import { listening, purgeDir, teardownNode } from './host-cleanup.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
+import { ensureLocalTls, trustLocalCa, untrustLocalCa } from './local-ca.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { codeInterpreterOn, describeReadiness, edgeNodes, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
@@ -50,12 +51,21 @@ export const DEFAULT_WARM_POOL = `base=2,${CODE_INTERPRETER_TEMPLATE_ID}=1`;
  */
 export const DEFAULT_CODE_INTERPRETER_WAIT_MS = 20 * 60_000;
 
-/** What `up` leaves behind for clients: the four variables the unchanged E2B SDK reads. */
+/**
+ * What `up` leaves behind for clients: the variables the unchanged E2B SDK reads, and the local CA for Node. No
+ * E2B_SANDBOX_URL: with it the SDK would send envd calls and its signed file URLs to one address without the
+ * sandbox in the Host; without it every URL is `https://<port>-<id>.<domain>`, which works anywhere on the machine.
+ */
 export interface ClientEnv {
   E2B_API_URL: string;
-  E2B_SANDBOX_URL: string;
   E2B_API_KEY: string;
+  /** `<domain>:<TLS traffic port>`: the SDK builds `<port>-<id>.` + this, and the port rides along. */
   E2B_DOMAIN: string;
+  /**
+   * Node reads it at start only: a process that sources the env file trusts the deployment's local CA (through
+   * the system bundle, which holds it once installed; see trustLocalCa).
+   */
+  NODE_EXTRA_CA_CERTS: string;
 }
 
 interface DeploymentState {
@@ -64,7 +74,12 @@ interface DeploymentState {
   apiKey?: string;
 }
 
-const DOMAIN = 'sandbox.cove.internal';
+/**
+ * The sandbox domain of a one-machine deployment. Every name under `.localhost` is loopback (RFC 6761):
+ * Chromium and Firefox resolve it themselves, and glibc does through nss-myhostname (libnss-myhostname, which
+ * ./cove installs). Deployments on one machine share it and differ by port.
+ */
+export const LOCAL_SANDBOX_DOMAIN = 'cove.localhost';
 
 export function topologyOf(o: DeploymentOptions): Topology {
   // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16, and
@@ -95,7 +110,7 @@ export function topologyOf(o: DeploymentOptions): Topology {
   return {
     ports,
     host: '127.0.0.1',
-    domain: DOMAIN,
+    domain: LOCAL_SANDBOX_DOMAIN,
     nodeId: first.nodeId,
     nodeDataDir: first.dataDir,
     templateCacheDir: `${o.nodeDataDir}/templates`,
@@ -117,6 +132,9 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   const topo = topologyOf(o);
 
   mkdirSync(clusterDirs(paths).storage, { recursive: true, mode: 0o700 });
+  // Before the edge starts: it serves the traffic certificate. A re-run keeps the CA (see local-ca.ts).
+  const tls = ensureLocalTls(paths.dir, topo.domain, o.say);
+  const caBundle = trustLocalCa(paths.dir, tls.caCert, o.say);
 
   const startedNow = new Set<string>();
   const specs = components(topo, secrets, paths);
@@ -126,7 +144,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
-  let env = await register(topo, secrets, paths, o.say);
+  let env = await register(topo, secrets, paths, o.say, caBundle);
   const cpUrl = `http://${topo.host}:${topo.ports.controlPlane}`;
   if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) {
     // Registering gives a current control plane every built-in; one that still lacks it runs code from before
@@ -136,7 +154,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     o.say(`control-plane: predates the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template; restarting it on this tree's code (sandboxes keep running)`);
     await stop(paths.run, 'control-plane');
     await startComponent(specs.find((c) => c.name === 'control-plane')!, paths, o);
-    env = await register(topo, secrets, paths, o.say);
+    env = await register(topo, secrets, paths, o.say, caBundle);
     if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
   }
 
@@ -222,14 +240,19 @@ export async function seedRegistry(topo: Topology, secrets: DeploymentSecrets, o
   await ensureSeedImage(client, topo.templateCacheDir, DEBIAN_BOOKWORM, recipe, o.say, o.seedTarball);
 }
 
-async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void): Promise<ClientEnv> {
+/** The domain clients are told (and the SDK appends to `<port>-<id>.`): the TLS traffic port rides along. */
+export function publicSandboxDomain(topo: Topology): string {
+  return `${topo.domain}:${topo.ports.edgeTrafficTls}`;
+}
+
+async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void, caCert: string): Promise<ClientEnv> {
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const state = readState(paths);
   const cluster = await admin.call<{ id: string }>('POST', '/admin/clusters', {
     name: 'local',
     endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
     token: secrets.clusterToken,
-    sandboxDomain: topo.domain,
+    sandboxDomain: publicSandboxDomain(topo),
     // Where the control plane redirects log, metric and build-status requests (the edge's public port).
     publicUrl: `http://${topo.host}:${topo.ports.edgePublic}`,
   });
@@ -245,12 +268,12 @@ async function register(topo: Topology, secrets: DeploymentSecrets, paths: State
   await admin.call('PUT', `/admin/teams/${state.teamId}/cluster`, { clusterId: cluster.id });
   state.clusterId = cluster.id;
   writeFileSync(paths.state, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-  say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${topo.domain})`);
+  say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${publicSandboxDomain(topo)})`);
   return {
     E2B_API_URL: `http://${topo.host}:${topo.ports.controlPlane}`,
-    E2B_SANDBOX_URL: `http://${topo.host}:${topo.ports.edgeTraffic}`,
     E2B_API_KEY: state.apiKey!,
-    E2B_DOMAIN: topo.domain,
+    E2B_DOMAIN: publicSandboxDomain(topo),
+    NODE_EXTRA_CA_CERTS: caCert,
   };
 }
 
@@ -310,6 +333,8 @@ export async function down(o: DeploymentOptions, opts: DownOptions = {}): Promis
     purgeDir(node.dataDir, shared);
     o.say(`${node.dataDir}: purged${existsSync(node.dataDir) ? ` (kept ${shared.filter((d) => existsSync(d)).join(', ')})` : ''}`);
   }
+  // The CA goes with its key: nothing may keep trusting a CA whose key is deleted (or left behind elsewhere).
+  untrustLocalCa(paths.dir, o.say);
   rmSync(paths.dir, { recursive: true, force: true });
   o.say(`${paths.dir}: purged`);
 }
