@@ -30,10 +30,13 @@ async function asUser<T>(d: Deployment, script: string): Promise<T> {
   return JSON.parse(stdout.trim().split('\n').pop()!) as T;
 }
 
-/** Waits (inside the sandbox) until the sandbox's own server on `port` answers, so the test never sleeps. */
+/**
+ * Starts a server in the sandbox that outlives the short-lived client which started it (its own session, no pipe
+ * back to envd), then waits inside the sandbox until it answers, so the test never sleeps.
+ */
 const SERVE = (port: number) => `
   await sbx.files.write('/home/user/site/index.html', '<html><body><p id="m">hello-' + sbx.sandboxId + '</p></body></html>');
-  await sbx.commands.run('cd /home/user/site && python3 -m http.server ${port}', { background: true });
+  await sbx.commands.run('cd /home/user/site && (setsid python3 -m http.server ${port} </dev/null >/dev/null 2>&1 &)');
   await sbx.commands.run('for i in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen(\\'http://127.0.0.1:${port}/\\')" 2>/dev/null && exit 0; sleep 0.1; done; exit 1');
 `;
 
@@ -104,6 +107,7 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
         otherPath: { status: otherPath.status },
         otherSandbox: { status: otherSandbox.status },
       }));
+      process.exit(0);
       `,
     );
     made.push(out.id);
@@ -135,6 +139,7 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
       const sbx = await Sandbox.create({ timeoutMs: 120_000 });
       ${SERVE(8080)}
       console.log(JSON.stringify({ id: sbx.sandboxId, host: sbx.getHost(8080) }));
+      process.exit(0);
       `,
     );
     made.push(out.id);
@@ -157,6 +162,7 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
       const sbx = await Sandbox.create({ timeoutMs: 120_000 });
       ${SERVE(8080)}
       console.log(JSON.stringify({ id: sbx.sandboxId, host: sbx.getHost(8080) }));
+      process.exit(0);
       `,
     );
     made.push(out.id);
@@ -176,7 +182,8 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
   });
 
   test('bad Host headers on the TLS traffic port get a clear JSON error', async () => {
-    const agent = new Agent({ connect: { ca, servername: 'x.cove.localhost' } });
+    // These Hosts are no names the certificate covers; the check here is the edge's answer to them, not TLS.
+    const agent = new Agent({ connect: { ca, servername: 'x.cove.localhost', checkServerIdentity: () => undefined } });
     try {
       for (const host of ['evil.example', 'cove.localhost', 'nonsense.cove.localhost', '99999-abc.cove.localhost', '8000-ABC!.cove.localhost', `8000-abc.sub.cove.localhost`, 'x'.repeat(300)]) {
         const r = await request(`https://127.0.0.1:${d.ports.edgeTrafficTls}/`, { dispatcher: agent, headers: { host } });
