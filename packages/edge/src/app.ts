@@ -42,6 +42,8 @@ export interface EdgeDeps {
   clusterId?: string;
   /** main.ts makes it first (the logger writes to it); otherwise one is made from the config. */
   telemetry?: EdgeTelemetry;
+  /** How often the TLS traffic certificate file is checked for a change; default 10 s. */
+  trafficCertPollMs?: number;
 }
 
 /** Where a listening edge can be reached. */
@@ -148,7 +150,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       log.warn({ err }, 'traffic TLS certificate not reloaded (keeping the current one)');
     }
   };
-  if (config.trafficTls) watchFile(config.trafficTls.certPath, { interval: 10_000, persistent: false }, reloadTrafficCert);
+  if (config.trafficTls) watchFile(config.trafficTls.certPath, { interval: deps.trafficCertPollMs ?? 10_000, persistent: false }, reloadTrafficCert);
 
   const listenOn = async (server: { listen: (port: number, host: string) => unknown } & NodeJS.EventEmitter, port: number): Promise<number> => {
     server.listen(port, config.host);
