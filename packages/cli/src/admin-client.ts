@@ -7,7 +7,7 @@ export class AdminClient {
     private readonly adminToken: string,
   ) {}
 
-  async call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<T> {
+  async call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH', path: string, body?: unknown): Promise<T> {
     const res = await request(this.baseUrl + path, {
       method,
       headers: { 'x-admin-token': this.adminToken, ...(body ? { 'content-type': 'application/json' } : {}) },

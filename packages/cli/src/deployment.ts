@@ -158,6 +158,10 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
   }
 
+  if (!(await listening(topo.host, topo.ports.edgeTrafficTls))) {
+    // An edge started by an older Cove keeps running (restarting it would cut every sandbox's traffic): say so.
+    o.say(`edge: nothing serves the sandbox URLs on ${topo.ports.edgeTrafficTls} (the edge predates them); \`cove down && cove up\` restarts it`);
+  }
   // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
   // works as soon as it exists (the nodes prepare the template in the background after they start).
   const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken);
@@ -248,6 +252,11 @@ export function publicSandboxDomain(topo: Topology): string {
 async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void, caCert: string): Promise<ClientEnv> {
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const state = readState(paths);
+  if (state.clusterId) {
+    // A deployment registered before the sandbox domain changed (`sandbox.cove.internal`, no port): the same
+    // registration with another domain would be a conflict, so move the domain first (a no-op when it matches).
+    await admin.call('PATCH', `/admin/clusters/${state.clusterId}`, { sandboxDomain: publicSandboxDomain(topo) });
+  }
   const cluster = await admin.call<{ id: string }>('POST', '/admin/clusters', {
     name: 'local',
     endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
