@@ -131,25 +131,46 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
     assert.equal(out.otherSandbox.status, 401);
   });
 
-  test('headless Chromium opens https://<port>-<id>.<domain>/ of a sandbox server, trusting the local CA', async () => {
-    const out = await asUser<{ id: string; host: string }>(
+  test('headless Chromium opens https://<port>-<id>.<domain>/ of a sandbox server and a signed download URL, trusting the local CA', async () => {
+    const out = await asUser<{ id: string; host: string; download: string }>(
       d,
       `
       import { Sandbox } from 'e2b';
       const sbx = await Sandbox.create({ timeoutMs: 120_000 });
       ${SERVE(8080)}
-      console.log(JSON.stringify({ id: sbx.sandboxId, host: sbx.getHost(8080) }));
+      await sbx.files.write('/home/user/note.txt', 'downloaded-by-the-browser-' + sbx.sandboxId);
+      const download = await sbx.downloadUrl('/home/user/note.txt', { useSignatureExpiration: 300 });
+      console.log(JSON.stringify({ id: sbx.sandboxId, host: sbx.getHost(8080), download }));
       process.exit(0);
       `,
     );
     made.push(out.id);
     // No --ignore-certificate-errors: a certificate Chromium does not trust gives its error page, not the DOM.
-    const { stdout } = await run(
-      'chromium',
-      ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--user-data-dir=/tmp/cove-e2e-chromium', '--dump-dom', `https://${out.host}/`],
-      { timeout: 90_000, maxBuffer: 4 << 20 },
+    const browse = async (url: string): Promise<string> =>
+      (
+        await run('chromium', ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--user-data-dir=/tmp/cove-e2e-chromium', '--dump-dom', url], {
+          timeout: 90_000,
+          maxBuffer: 4 << 20,
+        })
+      ).stdout;
+    assert.match(await browse(`https://${out.host}/`), new RegExp(`<p id="m">hello-${out.id}</p>`));
+    assert.match(await browse(out.download), new RegExp(`downloaded-by-the-browser-${out.id}`));
+  });
+
+  test('@e2b/code-interpreter runs code over https from a Node that sourced the env file', async () => {
+    const out = await asUser<{ id: string; text: string; url: string }>(
+      d,
+      `
+      import { Sandbox } from '@e2b/code-interpreter';
+      const sbx = await Sandbox.create({ timeoutMs: 120_000 });
+      const exec = await sbx.runCode('6 * 7');
+      console.log(JSON.stringify({ id: sbx.sandboxId, text: exec.text ?? '', url: sbx.jupyterUrl }));
+      await sbx.kill();
+      process.exit(0);
+      `,
     );
-    assert.match(stdout, new RegExp(`<p id="m">hello-${out.id}</p>`));
+    assert.equal(out.text, '42');
+    assert.equal(out.url, `https://49999-${out.id}.${d.env.E2B_DOMAIN}`);
   });
 
   test('a second cove up keeps the CA and the served certificate; a running sandbox URL keeps working', async () => {

@@ -4,13 +4,14 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { copyFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { CreateRequestSchema } from '@cove/contracts/orchestrator';
 import { eventually } from '@cove/test-support/eventually';
 import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
-import { Agent, request } from 'undici';
+import { Agent, request, WebSocket } from 'undici';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { FakeNode } from './fixtures/fake-node.js';
 import { create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
@@ -67,6 +68,21 @@ describe('edge TLS traffic port', () => {
     assert.equal(await r.body.text(), 'hello from pub1:8080');
     const h = await request(`${base}/headers`, { dispatcher: agent, headers: { host: '8080-pub1.cove.test' } });
     assert.equal(((await h.body.json()) as Record<string, string>)['x-forwarded-proto'], 'https');
+  });
+
+  it('proxies a WebSocket upgrade over TLS', async () => {
+    // WebSocket clients may not set Host (a forbidden header): this one is header-routed, as a browser's behind `sandbox.<domain>` is.
+    const ws = new WebSocket(`wss://127.0.0.1:${edge.trafficTlsPort}/ws`, { headers: { 'e2b-sandbox-id': 'pub1', 'e2b-sandbox-port': '8080' }, dispatcher: agent } as never);
+    await new Promise<void>((resolve, reject) => {
+      ws.addEventListener('open', () => resolve(), { once: true });
+      ws.addEventListener('error', (e) => reject(new Error(`WebSocket failed: ${String((e as { message?: string }).message)}`)), { once: true });
+    });
+    const got = new Promise<string>((resolve) => ws.addEventListener('message', (e) => resolve(String(e.data)), { once: true }));
+    ws.send('ping through TLS');
+    assert.equal(await got, 'ping through TLS');
+    const closed = once(ws as never, 'close');
+    ws.close(1000);
+    await closed;
   });
 
   it('answers Hosts that name no sandbox with a 400 JSON error', async () => {
