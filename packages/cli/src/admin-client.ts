@@ -1,5 +1,16 @@
 import { request } from 'undici';
 
+/** A non-2xx answer of the admin API, with its status for callers that expect some. */
+export class AdminError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
 /** The control plane's admin API, as `cove up` uses it to register the local cluster and team. */
 export class AdminClient {
   constructor(
@@ -14,7 +25,7 @@ export class AdminClient {
       body: body ? JSON.stringify(body) : undefined,
     });
     const text = await res.body.text();
-    if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
+    if (res.statusCode >= 300) throw new AdminError(res.statusCode, `${method} ${path}: ${res.statusCode} ${text}`);
     return (text ? JSON.parse(text) : undefined) as T;
   }
 }

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { AdminClient } from './admin-client.js';
+import { AdminClient, AdminError } from './admin-client.js';
 import { LogTail } from './log-tail.js';
 import { componentEntry, repoRoot, statePaths, type StatePaths } from './paths.js';
 import { RegistryClient } from '@cove/oci';
@@ -255,7 +255,10 @@ async function register(topo: Topology, secrets: DeploymentSecrets, paths: State
   if (state.clusterId) {
     // A deployment registered before the sandbox domain changed (`sandbox.cove.internal`, no port): the same
     // registration with another domain would be a conflict, so move the domain first (a no-op when it matches).
-    await admin.call('PATCH', `/admin/clusters/${state.clusterId}`, { sandboxDomain: publicSandboxDomain(topo) });
+    // A control plane that does not know the cluster (its store was reset) gets it registered below.
+    await admin.call('PATCH', `/admin/clusters/${state.clusterId}`, { sandboxDomain: publicSandboxDomain(topo) }).catch((err: unknown) => {
+      if (!(err instanceof AdminError && err.status === 404)) throw err;
+    });
   }
   const cluster = await admin.call<{ id: string }>('POST', '/admin/clusters', {
     name: 'local',

@@ -187,11 +187,23 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
       `,
     );
     made.push(out.id);
+    // As registered by a Cove from before these URLs: the re-run must move the domain, not fail on a conflict.
+    const clusterId = (JSON.parse(readFileSync(join(d.stateDir, 'state.json'), 'utf8')) as { clusterId: string }).clusterId;
+    const admin = (method: 'GET' | 'PATCH', body?: unknown) =>
+      request(`${d.env.E2B_API_URL}/admin/clusters/${clusterId}`, {
+        method,
+        headers: { 'x-admin-token': d.secrets.adminToken, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+    const old = await admin('PATCH', { sandboxDomain: 'sandbox.cove.internal' });
+    assert.equal(old.statusCode, 200, await old.body.text());
     await run(process.execPath, [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', d.stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', String(d.nodes.length), '--code-interpreter-wait', '0'], {
       timeout: 120_000,
       maxBuffer: 4 << 20,
     });
     for (const [f, text] of Object.entries(before)) assert.equal(readFileSync(join(tlsDir, f), 'utf8'), text, f);
+    const now = await admin('GET');
+    assert.equal(((await now.body.json()) as { sandboxDomain: string }).sandboxDomain, d.env.E2B_DOMAIN);
     const agent = new Agent({ connect: { ca } });
     try {
       const r = await request(`https://${out.host}/`, { dispatcher: agent });
