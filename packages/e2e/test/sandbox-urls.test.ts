@@ -131,30 +131,34 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
     assert.equal(out.otherSandbox.status, 401);
   });
 
-  test('headless Chromium opens https://<port>-<id>.<domain>/ of a sandbox server and a signed download URL, trusting the local CA', async () => {
-    const out = await asUser<{ id: string; host: string; download: string }>(
+  test('headless Chromium opens https://<port>-<id>.<domain>/ of a sandbox server, whose page fetches a signed download URL; it trusts the local CA', async () => {
+    const out = await asUser<{ id: string; host: string }>(
       d,
       `
       import { Sandbox } from 'e2b';
       const sbx = await Sandbox.create({ timeoutMs: 120_000 });
       ${SERVE(8080)}
-      await sbx.files.write('/home/user/note.txt', 'downloaded-by-the-browser-' + sbx.sandboxId);
+      await sbx.files.write('/home/user/note.txt', 'fetched-by-the-page-' + sbx.sandboxId);
       const download = await sbx.downloadUrl('/home/user/note.txt', { useSignatureExpiration: 300 });
-      console.log(JSON.stringify({ id: sbx.sandboxId, host: sbx.getHost(8080), download }));
+      // A web app's use of a signed URL: a page on one sandbox origin fetches it from envd's (cross-origin, CORS).
+      await sbx.files.write('/home/user/site/dl.html', '<html><body><p id="d">waiting</p><script>fetch(' + JSON.stringify(download) +
+        ').then((r) => r.text()).then((t) => { document.getElementById("d").textContent = t; }, (e) => { document.getElementById("d").textContent = "failed " + e; });</script></body></html>');
+      console.log(JSON.stringify({ id: sbx.sandboxId, host: sbx.getHost(8080) }));
       process.exit(0);
       `,
     );
     made.push(out.id);
     // No --ignore-certificate-errors: a certificate Chromium does not trust gives its error page, not the DOM.
+    // The virtual-time budget lets the page's fetch finish before the DOM is printed.
     const browse = async (url: string): Promise<string> =>
       (
-        await run('chromium', ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--user-data-dir=/tmp/cove-e2e-chromium', '--dump-dom', url], {
+        await run('chromium', ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--user-data-dir=/tmp/cove-e2e-chromium', '--virtual-time-budget=15000', '--dump-dom', url], {
           timeout: 90_000,
           maxBuffer: 4 << 20,
         })
       ).stdout;
     assert.match(await browse(`https://${out.host}/`), new RegExp(`<p id="m">hello-${out.id}</p>`));
-    assert.match(await browse(out.download), new RegExp(`downloaded-by-the-browser-${out.id}`));
+    assert.match(await browse(`https://${out.host}/dl.html`), new RegExp(`<p id="d">fetched-by-the-page-${out.id}</p>`));
   });
 
   test('@e2b/code-interpreter runs code over https from a Node that sourced the env file', async () => {
