@@ -1,5 +1,16 @@
 import { request } from 'undici';
 
+/** A non-2xx answer of the admin API, with its status for callers that expect some. */
+export class AdminError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdminError';
+  }
+}
+
 /** The control plane's admin API, as `cove up` uses it to register the local cluster and team. */
 export class AdminClient {
   constructor(
@@ -7,14 +18,14 @@ export class AdminClient {
     private readonly adminToken: string,
   ) {}
 
-  async call<T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<T> {
+  async call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH', path: string, body?: unknown): Promise<T> {
     const res = await request(this.baseUrl + path, {
       method,
       headers: { 'x-admin-token': this.adminToken, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
     });
     const text = await res.body.text();
-    if (res.statusCode >= 300) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
+    if (res.statusCode >= 300) throw new AdminError(res.statusCode, `${method} ${path}: ${res.statusCode} ${text}`);
     return (text ? JSON.parse(text) : undefined) as T;
   }
 }

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
-import { AdminClient } from './admin-client.js';
+import { AdminClient, AdminError } from './admin-client.js';
 import { LogTail } from './log-tail.js';
 import { componentEntry, repoRoot, statePaths, type StatePaths } from './paths.js';
 import { RegistryClient } from '@cove/oci';
@@ -14,6 +14,7 @@ import { DEBIAN_BOOKWORM, ensureSeedImage, seedRecipeFrom, type TarballBuilder }
 import { waitForHttp } from './http-wait.js';
 import { listening, purgeDir, teardownNode } from './host-cleanup.js';
 import { deleteAllSandboxes, listSandboxes } from './node-client.js';
+import { ensureLocalTls, trustLocalCa, untrustLocalCa } from './local-ca.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { codeInterpreterOn, describeReadiness, edgeNodes, templateOn, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
@@ -56,12 +57,21 @@ export const DEFAULT_WARM_POOL = `base=2,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DES
  */
 export const DEFAULT_CODE_INTERPRETER_WAIT_MS = 20 * 60_000;
 
-/** What `up` leaves behind for clients: the four variables the unchanged E2B SDK reads. */
+/**
+ * What `up` leaves behind for clients: the variables the unchanged E2B SDK reads, and the local CA for Node. No
+ * E2B_SANDBOX_URL: with it the SDK would send envd calls and its signed file URLs to one address without the
+ * sandbox in the Host; without it every URL is `https://<port>-<id>.<domain>`, which works anywhere on the machine.
+ */
 export interface ClientEnv {
   E2B_API_URL: string;
-  E2B_SANDBOX_URL: string;
   E2B_API_KEY: string;
+  /** `<domain>:<TLS traffic port>`: the SDK builds `<port>-<id>.` + this, and the port rides along. */
   E2B_DOMAIN: string;
+  /**
+   * Node reads it at start only: a process that sources the env file trusts the deployment's local CA (through
+   * the system bundle, which holds it once installed; see trustLocalCa).
+   */
+  NODE_EXTRA_CA_CERTS: string;
 }
 
 interface DeploymentState {
@@ -70,7 +80,12 @@ interface DeploymentState {
   apiKey?: string;
 }
 
-const DOMAIN = 'sandbox.cove.internal';
+/**
+ * The sandbox domain of a one-machine deployment. Every name under `.localhost` is loopback (RFC 6761):
+ * Chromium and Firefox resolve it themselves, and glibc does through nss-myhostname (libnss-myhostname, which
+ * ./cove installs). Deployments on one machine share it and differ by port.
+ */
+export const LOCAL_SANDBOX_DOMAIN = 'cove.localhost';
 
 export function topologyOf(o: DeploymentOptions): Topology {
   // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16, and
@@ -101,7 +116,7 @@ export function topologyOf(o: DeploymentOptions): Topology {
   return {
     ports,
     host: '127.0.0.1',
-    domain: DOMAIN,
+    domain: LOCAL_SANDBOX_DOMAIN,
     nodeId: first.nodeId,
     nodeDataDir: first.dataDir,
     templateCacheDir: `${o.nodeDataDir}/templates`,
@@ -123,6 +138,9 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   const topo = topologyOf(o);
 
   mkdirSync(clusterDirs(paths).storage, { recursive: true, mode: 0o700 });
+  // Before the edge starts: it serves the traffic certificate. A re-run keeps the CA (see local-ca.ts).
+  const tls = ensureLocalTls(paths.dir, topo.domain, o.say);
+  const caBundle = trustLocalCa(paths.dir, tls.caCert, o.say);
 
   const startedNow = new Map<string, number>();
   const specs = components(topo, secrets, paths);
@@ -133,7 +151,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
-  let env = await register(topo, secrets, paths, o.say);
+  let env = await register(topo, secrets, paths, o.say, caBundle);
   const cpUrl = `http://${topo.host}:${topo.ports.controlPlane}`;
   if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) {
     // Registering gives a current control plane every built-in; one that still lacks it runs code from before
@@ -143,10 +161,14 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     o.say(`control-plane: predates the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template; restarting it on this tree's code (sandboxes keep running)`);
     await stop(paths.run, 'control-plane');
     await startComponent(specs.find((c) => c.name === 'control-plane')!, paths, o);
-    env = await register(topo, secrets, paths, o.say);
+    env = await register(topo, secrets, paths, o.say, caBundle);
     if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
   }
 
+  if (!(await listening(topo.host, topo.ports.edgeTrafficTls))) {
+    // An edge started by an older Cove keeps running (restarting it would cut every sandbox's traffic): say so.
+    o.say(`edge: nothing serves the sandbox URLs on ${topo.ports.edgeTrafficTls} (the edge predates them); \`cove down && cove up\` restarts it`);
+  }
   // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
   // works as soon as it exists (the nodes prepare the template in the background after they start).
   const launched = new Map(topo.nodes.flatMap((n, i) => { const at = startedNow.get(orchestratorName(i)); return at === undefined ? [] : [[n.nodeId, at] as const]; }));
@@ -236,14 +258,27 @@ export async function seedRegistry(topo: Topology, secrets: DeploymentSecrets, o
   await ensureSeedImage(client, topo.templateCacheDir, DEBIAN_BOOKWORM, recipe, o.say, o.seedTarball);
 }
 
-async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void): Promise<ClientEnv> {
+/** The domain clients are told (and the SDK appends to `<port>-<id>.`): the TLS traffic port rides along. */
+export function publicSandboxDomain(topo: Topology): string {
+  return `${topo.domain}:${topo.ports.edgeTrafficTls}`;
+}
+
+async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void, caCert: string): Promise<ClientEnv> {
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const state = readState(paths);
+  if (state.clusterId) {
+    // A deployment registered before the sandbox domain changed (`sandbox.cove.internal`, no port): the same
+    // registration with another domain would be a conflict, so move the domain first (a no-op when it matches).
+    // A control plane that does not know the cluster (its store was reset) gets it registered below.
+    await admin.call('PATCH', `/admin/clusters/${state.clusterId}`, { sandboxDomain: publicSandboxDomain(topo) }).catch((err: unknown) => {
+      if (!(err instanceof AdminError && err.status === 404)) throw err;
+    });
+  }
   const cluster = await admin.call<{ id: string }>('POST', '/admin/clusters', {
     name: 'local',
     endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
     token: secrets.clusterToken,
-    sandboxDomain: topo.domain,
+    sandboxDomain: publicSandboxDomain(topo),
     // Where the control plane redirects log, metric and build-status requests (the edge's public port).
     publicUrl: `http://${topo.host}:${topo.ports.edgePublic}`,
   });
@@ -259,12 +294,12 @@ async function register(topo: Topology, secrets: DeploymentSecrets, paths: State
   await admin.call('PUT', `/admin/teams/${state.teamId}/cluster`, { clusterId: cluster.id });
   state.clusterId = cluster.id;
   writeFileSync(paths.state, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-  say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${topo.domain})`);
+  say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${publicSandboxDomain(topo)})`);
   return {
     E2B_API_URL: `http://${topo.host}:${topo.ports.controlPlane}`,
-    E2B_SANDBOX_URL: `http://${topo.host}:${topo.ports.edgeTraffic}`,
     E2B_API_KEY: state.apiKey!,
-    E2B_DOMAIN: topo.domain,
+    E2B_DOMAIN: publicSandboxDomain(topo),
+    NODE_EXTRA_CA_CERTS: caCert,
   };
 }
 
@@ -324,6 +359,8 @@ export async function down(o: DeploymentOptions, opts: DownOptions = {}): Promis
     purgeDir(node.dataDir, shared);
     o.say(`${node.dataDir}: purged${existsSync(node.dataDir) ? ` (kept ${shared.filter((d) => existsSync(d)).join(', ')})` : ''}`);
   }
+  // The CA goes with its key: nothing may keep trusting a CA whose key is deleted (or left behind elsewhere).
+  untrustLocalCa(paths.dir, o.say);
   rmSync(paths.dir, { recursive: true, force: true });
   o.say(`${paths.dir}: purged`);
 }

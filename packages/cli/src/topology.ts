@@ -3,6 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { registryCommand, registryReady, writeRegistryConfig } from '@cove/oci';
 import { nodeTokenOf, REGISTRY_USERNAME, type DeploymentSecrets } from './secrets.js';
 import type { StatePaths } from './paths.js';
+import { localTlsPaths } from './local-ca.js';
 import { request } from 'undici';
 
 /** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive). */
@@ -23,6 +24,8 @@ export interface Ports {
   edgeTraffic: number;
   /** The edge's public port: sandbox logs and metrics, build status, behind the control plane's grants. */
   edgePublic: number;
+  /** The edge's traffic port over TLS: where the SDK's `https://<port>-<id>.<domain>` URLs arrive. */
+  edgeTrafficTls: number;
   orchestratorRpc: number;
   orchestratorProxy: number;
   /** The cluster's OCI registry (image pulls for `fromImage` builds). */
@@ -37,6 +40,7 @@ export function portsFor(offset: number): Ports {
     edgeApi: 3001 + offset,
     edgeTraffic: 3002 + offset,
     edgePublic: 3003 + offset,
+    edgeTrafficTls: 3443 + offset,
     orchestratorRpc: 5008 + offset,
     orchestratorProxy: 5007 + offset,
     registry: 5000 + offset,
@@ -187,6 +191,9 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_EDGE_API_PORT: String(t.ports.edgeApi),
         COVE_EDGE_TRAFFIC_PORT: String(t.ports.edgeTraffic),
         COVE_EDGE_PUBLIC_PORT: String(t.ports.edgePublic),
+        COVE_EDGE_TRAFFIC_TLS_PORT: String(t.ports.edgeTrafficTls),
+        COVE_EDGE_TRAFFIC_TLS_CERT: localTlsPaths(paths.dir).cert,
+        COVE_EDGE_TRAFFIC_TLS_KEY: localTlsPaths(paths.dir).key,
         COVE_CLUSTER_TOKEN: s.clusterToken,
         COVE_NODE_CREDENTIAL_KEY: s.nodeCredentialKey,
         COVE_SANDBOX_DOMAIN: t.domain,

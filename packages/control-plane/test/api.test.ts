@@ -83,6 +83,19 @@ describe('public and admin API', () => {
     assert.equal(nodes.body[0].nodeId, 'node-a');
   });
 
+  test('admin: a sandbox domain may name its port (the SDK appends it verbatim); anything else that is no DNS name → 400', async () => {
+    for (const sandboxDomain of ['cove.localhost:3443', 'sandbox.example.com']) {
+      const ok = await call(cp.url, 'POST', '/admin/clusters', { admin: ADMIN_TOKEN, body: { name: `d-${sandboxDomain}`, endpoint: 'http://127.0.0.1:1', token: 'domain-token-0123456789', sandboxDomain } });
+      assert.equal(ok.status, 201, JSON.stringify(ok.body));
+      assert.equal(ok.body.sandboxDomain, sandboxDomain);
+    }
+    for (const sandboxDomain of ['cove.localhost:0', 'cove.localhost:65536', 'cove.localhost:', 'a:1:2', 'evil.com/x', 'user@cove.localhost', 'cove.localhost:3443/']) {
+      const bad = await call(cp.url, 'POST', '/admin/clusters', { admin: ADMIN_TOKEN, body: { name: 'bad-domain', endpoint: 'http://127.0.0.1:1', token: 'domain-token-0123456789', sandboxDomain } });
+      assert.equal(bad.status, 400, sandboxDomain);
+      assert.match(bad.body.message, /sandboxDomain/, sandboxDomain);
+    }
+  });
+
   test('admin: teams, keys (shown once, masked after), rotation, binding', async () => {
     const t = await call(cp.url, 'POST', '/admin/teams', { admin: ADMIN_TOKEN, body: { name: 'second' } });
     assert.equal(t.status, 201);

@@ -13,9 +13,17 @@ export const E2E_EGRESS_DNS = '203.0.113.53';
 
 export interface Deployment {
   stateDir: string;
-  env: Record<'E2B_API_URL' | 'E2B_SANDBOX_URL' | 'E2B_API_KEY' | 'E2B_DOMAIN', string>;
+  /**
+   * The env file's variables plus E2B_SANDBOX_URL (the edge's cleartext traffic port). The SDK's own https URLs
+   * need the local CA, which Node takes from NODE_EXTRA_CA_CERTS at start only, and a test process learns the
+   * deployment later: in-process SDK calls go header-routed over cleartext, as before, and the URL tests
+   * (sandbox-urls.test.ts) run the SDK in a child started with the env file, as a user does.
+   */
+  env: Record<'E2B_API_URL' | 'E2B_SANDBOX_URL' | 'E2B_API_KEY' | 'E2B_DOMAIN' | 'NODE_EXTRA_CA_CERTS', string>;
+  /** The env file exactly as `cove up` wrote it. */
+  envFile: string;
   secrets: { adminToken: string; clusterToken: string; nodeCredentialKey: string };
-  ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; orchestratorRpc: number; orchestratorProxy: number };
+  ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; edgeTrafficTls: number; orchestratorRpc: number; orchestratorProxy: number };
   /** The orchestrator nodes (`cove test` runs two). */
   nodes: Array<{ nodeId: string; rpcPort: number; proxyPort: number; dataDir: string }>;
   /** The deployment's cluster storage directory (file:// driver). */
@@ -47,12 +55,13 @@ export function deployment(): Deployment {
       { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, COVE_EGRESS_DNS: process.env.COVE_EGRESS_DNS ?? E2E_EGRESS_DNS } },
     );
   }
-  const env = parseEnv(join(stateDir, 'env'));
-  Object.assign(process.env, env);
   const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports']; nodes: Deployment['nodes'] };
+  const env = { ...parseEnv(join(stateDir, 'env')), E2B_SANDBOX_URL: `http://127.0.0.1:${topology.ports.edgeTraffic}` };
+  Object.assign(process.env, env);
   cached = {
     stateDir,
     env,
+    envFile: join(stateDir, 'env'),
     secrets: JSON.parse(readFileSync(join(stateDir, 'secrets.json'), 'utf8')),
     ports: topology.ports,
     nodes: topology.nodes,

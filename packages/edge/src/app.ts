@@ -3,6 +3,7 @@
 // signals; tests call buildEdge with port 0.
 
 import { once } from 'node:events';
+import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -43,6 +44,8 @@ export interface EdgeDeps {
   clusterId?: string;
   /** main.ts makes it first (the logger writes to it); otherwise one is made from the config. */
   telemetry?: EdgeTelemetry;
+  /** How often the TLS traffic certificate file is checked for a change; default 10 s. */
+  trafficCertPollMs?: number;
 }
 
 /** Where a listening edge can be reached. */
@@ -54,6 +57,8 @@ export interface EdgeAddresses {
   /** The public port (logs, metrics, build status behind grants), when configured. */
   publicPort?: number;
   publicUrl?: string;
+  /** The TLS traffic port, when configured. */
+  trafficTlsPort?: number;
 }
 
 /** A built edge. */
@@ -149,15 +154,21 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     telemetry,
     log,
   });
-  const traffic: Server = createTrafficServer({
-    sandboxDomain: config.sandboxDomain,
-    store,
-    directory,
-    credentials,
-    agent,
-    resumer,
-    log,
-  });
+  const trafficDeps = { sandboxDomain: config.sandboxDomain, store, directory, credentials, agent, resumer, log };
+  const traffic: Server = createTrafficServer(trafficDeps);
+  const trafficTls = config.trafficTls ? createTrafficServer(trafficDeps, config.trafficTls) : undefined;
+  // A re-issued certificate (`cove up` renews it before it expires) is picked up without a restart: running
+  // connections keep theirs, new handshakes get the new one.
+  const reloadTrafficCert = (): void => {
+    if (!trafficTls || !config.trafficTls) return;
+    try {
+      (trafficTls as unknown as { setSecureContext(o: object): void }).setSecureContext({ cert: readFileSync(config.trafficTls.certPath), key: readFileSync(config.trafficTls.keyPath) });
+      log.info('traffic TLS certificate reloaded');
+    } catch (err) {
+      log.warn({ err }, 'traffic TLS certificate not reloaded (keeping the current one)');
+    }
+  };
+  if (config.trafficTls) watchFile(config.trafficTls.certPath, { interval: deps.trafficCertPollMs ?? 10_000, persistent: false }, reloadTrafficCert);
 
   const listenOn = async (server: { listen: (port: number, host: string) => unknown } & NodeJS.EventEmitter, port: number): Promise<number> => {
     server.listen(port, config.host);
@@ -174,9 +185,11 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       let apiPort: number;
       let trafficPort: number;
       let publicPort: number | undefined;
+      let trafficTlsPort: number | undefined;
       try {
         apiPort = await listenOn(api.server, config.apiPort);
         trafficPort = await listenOn(traffic, config.trafficPort);
+        if (trafficTls) trafficTlsPort = await listenOn(trafficTls, config.trafficTls!.port);
         if (publicServer) publicPort = await listenOn(publicServer, config.publicPort!);
       } catch (err) {
         // e.g. EADDRINUSE on the second port: release the first so the process can exit.
@@ -186,7 +199,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
       log.info(
-        { apiPort, trafficPort, publicPort: publicPort ?? 'off', oidc: config.oidc?.issuer ?? 'off', publicGrants: config.publicGrants, collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
+        { apiPort, trafficPort, trafficTlsPort: trafficTlsPort ?? 'off', publicPort: publicPort ?? 'off', oidc: config.oidc?.issuer ?? 'off', publicGrants: config.publicGrants, collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
         'edge listening',
       );
       const apiScheme = config.tls ? 'https' : 'http';
@@ -197,6 +210,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
         apiUrl: `${apiScheme}://${host}:${apiPort}`,
         trafficUrl: `http://${host}:${trafficPort}`,
         ...(publicPort !== undefined ? { publicPort, publicUrl: `${apiScheme}://${host}:${publicPort}` } : {}),
+        ...(trafficTlsPort !== undefined ? { trafficTlsPort } : {}),
       };
     },
     drain() {
@@ -205,12 +219,14 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     status,
     async close(graceMs = 0) {
       draining = true;
-      const trafficClosed = new Promise<void>((resolve) => (traffic.listening ? traffic.close(() => resolve()) : resolve()));
-      traffic.closeIdleConnections();
+      if (config.trafficTls) unwatchFile(config.trafficTls.certPath, reloadTrafficCert);
+      const servers = trafficTls ? [traffic, trafficTls] : [traffic];
+      const trafficClosed = Promise.all(servers.map((t) => new Promise<void>((resolve) => (t.listening ? t.close(() => resolve()) : resolve()))));
+      for (const t of servers) t.closeIdleConnections();
       let timer: NodeJS.Timeout | undefined;
       if (graceMs > 0) await Promise.race([trafficClosed, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
       clearTimeout(timer);
-      traffic.closeAllConnections();
+      for (const t of servers) t.closeAllConnections();
       const publicClosed = new Promise<void>((resolve) => (publicServer?.listening ? publicServer.close(() => resolve()) : resolve()));
       publicServer?.closeAllConnections();
       await Promise.all([trafficClosed, publicClosed, api.close(graceMs)]);

@@ -49,6 +49,12 @@ const EnvSchema = z.object({
   COVE_EDGE_TLS_CERT: z.string().min(1).optional(),
   COVE_EDGE_TLS_KEY: z.string().min(1).optional(),
   COVE_EDGE_TLS_CLIENT_CA: z.string().min(1).optional(),
+  // The sandbox traffic port over TLS (what `https://<port>-<id>.<domain>` reaches): a port and the PEM files of a
+  // certificate for `*.<domain>`; all three or none. The cleartext traffic port stays (header routing, LBs that
+  // end TLS themselves).
+  COVE_EDGE_TRAFFIC_TLS_PORT: port.optional(),
+  COVE_EDGE_TRAFFIC_TLS_CERT: z.string().min(1).optional(),
+  COVE_EDGE_TRAFFIC_TLS_KEY: z.string().min(1).optional(),
   // Cluster storage (template-build COPY uploads): a @cove/storage URL, file:// or s3://.
   COVE_STORAGE_URL: z
     .string()
@@ -130,6 +136,10 @@ const EnvSchema = z.object({
     message: 'COVE_EDGE_TLS_CLIENT_CA needs COVE_EDGE_TLS_CERT and COVE_EDGE_TLS_KEY (mutual TLS is TLS first)',
     path: ['COVE_EDGE_TLS_CLIENT_CA'],
   })
+  .refine(
+    (e) => new Set([e.COVE_EDGE_TRAFFIC_TLS_PORT, e.COVE_EDGE_TRAFFIC_TLS_CERT, e.COVE_EDGE_TRAFFIC_TLS_KEY].map((v) => v === undefined)).size === 1,
+    { message: 'COVE_EDGE_TRAFFIC_TLS_PORT, COVE_EDGE_TRAFFIC_TLS_CERT and COVE_EDGE_TRAFFIC_TLS_KEY must be set together (or none)', path: ['COVE_EDGE_TRAFFIC_TLS_PORT'] },
+  )
   .refine((e) => (e.COVE_COLLECTOR_URL === undefined) === (e.COVE_COLLECTOR_TOKEN === undefined), {
     message: 'COVE_COLLECTOR_URL and COVE_COLLECTOR_TOKEN must be set together (or neither)',
     path: ['COVE_COLLECTOR_URL'],
@@ -197,6 +207,8 @@ export interface EdgeConfig {
   readonly logLevel: string;
   /** Undefined = cleartext API port (h2c and HTTP/1.1 sniffed on one port). */
   readonly tls: EdgeTlsConfig | undefined;
+  /** The TLS traffic port; undefined = not served. The PEM paths are kept: the edge reloads them when they change. */
+  readonly trafficTls: { readonly port: number; readonly certPath: string; readonly keyPath: string; readonly cert: Buffer; readonly key: Buffer } | undefined;
   readonly storage: EdgeStorageConfig;
   /** Base URL of the control plane (no trailing slash); undefined = auto-resume on traffic is off. */
   readonly controlPlaneUrl: string | undefined;
@@ -244,6 +256,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
   const e = parsed.data;
   const storage = loadStorage(e);
   const tls = loadTls(e.COVE_EDGE_TLS_CERT, e.COVE_EDGE_TLS_KEY, e.COVE_EDGE_TLS_CLIENT_CA);
+  const trafficTls = loadTrafficTls(e.COVE_EDGE_TRAFFIC_TLS_PORT, e.COVE_EDGE_TRAFFIC_TLS_CERT, e.COVE_EDGE_TRAFFIC_TLS_KEY);
   return Object.freeze({
     edgeId: e.COVE_EDGE_ID ?? `edge-${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-${randomBytes(3).toString('hex')}`,
     apiPort: e.COVE_EDGE_API_PORT,
@@ -255,6 +268,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     redisUrl: e.COVE_EDGE_REDIS_URL,
     logLevel: e.COVE_LOG_LEVEL,
     tls,
+    trafficTls,
     storage,
     controlPlaneUrl: e.COVE_CONTROL_PLANE_URL?.replace(/\/+$/, ''),
     publicPort: e.COVE_EDGE_PUBLIC_PORT,
@@ -326,4 +340,16 @@ function loadTls(certPath: string | undefined, keyPath: string | undefined, clie
   }
   if (issues.length > 0) throw new ConfigError(issues);
   return Object.freeze({ cert, key, clientCa });
+}
+
+function loadTrafficTls(port: number | undefined, certPath: string | undefined, keyPath: string | undefined): EdgeConfig['trafficTls'] {
+  if (port === undefined || certPath === undefined || keyPath === undefined) return undefined;
+  try {
+    const cert = readFileSync(certPath);
+    const key = readFileSync(keyPath);
+    createSecureContext({ cert, key });
+    return Object.freeze({ port, certPath, keyPath, cert, key });
+  } catch (err) {
+    throw new ConfigError([`COVE_EDGE_TRAFFIC_TLS_CERT/COVE_EDGE_TRAFFIC_TLS_KEY: not a readable, usable PEM certificate and key: ${(err as Error).message}`]);
+  }
 }

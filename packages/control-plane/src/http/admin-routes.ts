@@ -21,7 +21,13 @@ const endpoint = z
   .url()
   .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http(s) URL')
   .transform((u) => u.replace(/\/+$/, ''));
-const domain = z.string().regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/i, 'must be a DNS name').nullable();
+// The SDK builds `<port>-<id>.<domain>`: a cluster whose traffic port is not 443 (a one-machine `cove up`) names it
+// here, `<name>:<port>`, and every URL the SDK derives carries it.
+const domain = z
+  .string()
+  .regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:([1-9][0-9]{0,4}))?$/i, 'must be a DNS name, optionally with :<port>')
+  .refine((d) => !d.includes(':') || Number(d.split(':')[1]) <= 65535, 'port must be 1-65535')
+  .nullable();
 
 /** The edge's public port as SDK clients reach it (log and metric routes redirect there); an http(s) base URL. */
 const publicUrl = endpoint.refine((u) => { const x = new URL(u); return x.search === '' && x.hash === '' && x.username === '' && x.password === ''; }, 'must not have a query, fragment or credentials').nullable();

@@ -6,6 +6,7 @@
 // on like any other.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Agent } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
@@ -35,6 +36,7 @@ export interface TrafficServerDeps extends SandboxRouterDeps {
 }
 
 function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxId: string, nodeId: string, port: number, upgrade: boolean) {
+  const proto = 'encrypted' in req.socket && req.socket.encrypted ? 'https' : 'http';
   return forwardRequestHeaders(req.headers, {
     remove: [NODE_TOKEN_HEADER],
     set: {
@@ -42,7 +44,7 @@ function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxI
       [SANDBOX_ID_HEADER]: sandboxId,
       [SANDBOX_PORT_HEADER]: String(port),
     },
-    forwarded: { remoteAddress: req.socket.remoteAddress, proto: 'http' },
+    forwarded: { remoteAddress: req.socket.remoteAddress, proto },
     upgrade,
   });
 }
@@ -95,13 +97,16 @@ async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, dep
   });
 }
 
-/** Build (not listen) the traffic server. */
-export function createTrafficServer(deps: TrafficServerDeps): Server {
-  const server = createServer({
+/** Build (not listen) the traffic server; with `tls`, the same server over HTTPS (HTTP/1.1 by ALPN). */
+export function createTrafficServer(deps: TrafficServerDeps, tls?: { cert: Buffer; key: Buffer }): Server {
+  const options = {
     requestTimeout: 0, // uploads may take longer than Node's 300 s default; idleness is bounded below
     headersTimeout: HEADERS_TIMEOUT_MS,
     keepAliveTimeout: 65_000,
-  });
+  };
+  // A failed handshake (an untrusting browser, a port scan) is the client's business: 'tlsClientError' just
+  // drops that socket, and Node's default does the same.
+  const server: Server = tls ? (createTlsServer({ ...options, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] }) as unknown as Server) : createServer(options);
   server.setTimeout(DEFAULT_IDLE_TIMEOUT_MS);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     onRequest(req, res, deps).catch((err: unknown) => {
