@@ -18,6 +18,9 @@ import { GrantSigner } from './observability/grants.js';
 import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
+import { volumeRoutes } from './http/volume-routes.js';
+import { VolumeStore } from './store/volume-store.js';
+import { VolumeService } from './volumes/volume-service.js';
 import { templateRoutes } from './http/template-routes.js';
 import { Evictor } from './sandboxes/evictor.js';
 import { Reconciler } from './sandboxes/reconciler.js';
@@ -92,6 +95,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     transitionWaitMs: config.transitionWaitMs,
   });
   const drains = new NodeDrains({ sandboxes, clusters, teams, links, service, placement, log: log.child({ module: 'drain' }) });
+  const volumes = new VolumeService(new VolumeStore(db.kysely), clusters);
   const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, config.defaultLimits, log.child({ module: 'snapshots' }));
   // A call that outlived this has lost its caller: twice the link deadline, and some.
   const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;
@@ -168,6 +172,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     pub.addHook('onRequest', apiKeyAuth(teams));
     sandboxRoutes(pub, service);
     snapshotRoutes(pub, snapshots);
+    volumeRoutes(pub, volumes);
     templateRoutes(pub, templates, snapshots);
     observabilityRoutes(pub, { sandboxes, clusters, templates, grants });
     notImplementedRoutes(pub);

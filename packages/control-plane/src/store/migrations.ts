@@ -253,8 +253,25 @@ const m0007: Migration = {
   },
 };
 
+/** Team volumes (docs/volumes.md): named, per team and cluster; a name is unique within its team. */
+const m0008: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('volumes')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('team_id', 'text', (c) => c.notNull().references('teams.id'))
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('token', 'text', (c) => c.notNull())
+      .addColumn('quota_bytes', 'bigint', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addUniqueConstraint('volumes_team_name', ['team_id', 'name'])
+      .execute();
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006, '0007_access_tokens': m0007 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006, '0007_access_tokens': m0007, '0008_volumes': m0008 };
   },
 };
