@@ -82,7 +82,9 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
   const cleaner = new SnapshotCleaner(snapshotStore, clusters, links, log.child({ module: 'snapshots' }));
+  const volumeStore = new VolumeStore(db.kysely);
   const service = new SandboxService({
+    volumes: volumeStore,
     sandboxes,
     snapshots: snapshotStore,
     clusters,
@@ -95,7 +97,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     transitionWaitMs: config.transitionWaitMs,
   });
   const drains = new NodeDrains({ sandboxes, clusters, teams, links, service, placement, log: log.child({ module: 'drain' }) });
-  const volumes = new VolumeService(new VolumeStore(db.kysely), clusters);
+  const volumes = new VolumeService(volumeStore, clusters);
   const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, config.defaultLimits, log.child({ module: 'snapshots' }));
   // A call that outlived this has lost its caller: twice the link deadline, and some.
   const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;

@@ -97,3 +97,105 @@ describe('volumes through the unchanged e2b SDK', () => {
     await Volume.destroy(v.volumeId);
   });
 });
+
+describe('volume mounts on Sandbox.create (control plane side; the node mounts, see e2e volumes.test)', () => {
+  let cp: RunningControlPlane;
+  let cluster: FakeCluster;
+  let keyA: string;
+  let keyB: string;
+  const saved = { url: process.env.E2B_API_URL, key: process.env.E2B_API_KEY };
+
+  before(async () => {
+    cluster = await startFakeCluster();
+    cluster.addNode('node-a');
+    cp = await startControlPlane();
+    ({ key: keyA } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { name: 'team-a', maxConcurrentSandboxes: 20 }));
+    ({ key: keyB } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { name: 'team-b' }));
+    process.env.E2B_API_URL = cp.url;
+    process.env.E2B_API_KEY = keyA;
+  });
+
+  after(async () => {
+    if (saved.url === undefined) delete process.env.E2B_API_URL;
+    else process.env.E2B_API_URL = saved.url;
+    if (saved.key === undefined) delete process.env.E2B_API_KEY;
+    else process.env.E2B_API_KEY = saved.key;
+    await cp.close();
+    await cluster.close();
+  });
+
+  const createWith = (key: string, body: Record<string, unknown>) => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', ...body } });
+
+  test('the node gets the volume by id with its quota; a second running sandbox, a destroy, a pause and a fork → 409', async () => {
+    const vol = await Volume.create('work');
+    const first = await createWith(keyA, { volumeMounts: [{ name: 'work', path: '/mnt/work' }] });
+    assert.equal(first.status, 201, JSON.stringify(first.body));
+    const sent = cluster.calls.filter((c) => c.method === 'Create').at(-1)!;
+    assert.deepEqual(sent.volumeMounts, [{ volumeId: vol.volumeId, path: '/mnt/work', quotaBytes: 10 * 1024 ** 3 }]);
+
+    const second = await createWith(keyA, { volumeMounts: [{ name: 'work', path: '/data' }] });
+    assert.equal(second.status, 409);
+    assert.equal(second.body.error_code, 'volume_in_use');
+    const creates = cluster.calls.filter((c) => c.method === 'Create').length;
+
+    const destroy = await call(cp.url, 'DELETE', `/volumes/${vol.volumeId}`, { key: keyA });
+    assert.equal(destroy.status, 409);
+    assert.equal(destroy.body.error_code, 'volume_in_use');
+    assert.match(destroy.body.message, new RegExp(first.body.sandboxID));
+    await assert.rejects(Volume.destroy(vol.volumeId), VolumeError);
+
+    const pause = await call(cp.url, 'POST', `/sandboxes/${first.body.sandboxID}/pause`, { key: keyA });
+    assert.equal(pause.status, 409);
+    assert.equal(pause.body.error_code, 'sandbox_has_volumes');
+    const fork = await call(cp.url, 'POST', `/sandboxes/${first.body.sandboxID}/fork`, { key: keyA, body: { count: 1 } });
+    assert.equal(fork.status, 409);
+    assert.equal(fork.body.error_code, 'sandbox_has_volumes');
+    // None of the refusals reached a node.
+    assert.equal(cluster.calls.filter((c) => c.method === 'Create').length, creates);
+    assert.equal(cluster.calls.filter((c) => c.method === 'Pause' || c.method === 'Snapshot').length, 0);
+
+    // Once that sandbox has ended, the volume is free: a new sandbox takes it, and then it can be destroyed.
+    const kill = await call(cp.url, 'DELETE', `/sandboxes/${first.body.sandboxID}`, { key: keyA });
+    assert.equal(kill.status, 204);
+    const third = await createWith(keyA, { volumeMounts: [{ name: 'work', path: '/data' }] });
+    assert.equal(third.status, 201, JSON.stringify(third.body));
+    assert.equal((await call(cp.url, 'DELETE', `/sandboxes/${third.body.sandboxID}`, { key: keyA })).status, 204);
+    assert.equal(await Volume.destroy(vol.volumeId), true);
+  });
+
+  test("another team's volume name, bad paths, duplicates and autoPause are refused before any node is asked", async () => {
+    await Volume.create('theirs', { apiKey: keyB });
+    await Volume.create('mine');
+    await Volume.create('mine2');
+    const creates = () => cluster.calls.filter((c) => c.method === 'Create').length;
+    const before = creates();
+    const other = await createWith(keyA, { volumeMounts: [{ name: 'theirs', path: '/data' }] });
+    assert.equal(other.status, 404);
+    assert.equal(other.body.error_code, 'volume_not_found');
+    for (const path of ['data', '/', '/data/', '/a/../etc', '/proc/x', '/sys', '/dev/shm', '/opt/cove/envd', '/a b', '/a,b', '/a:b', '/a\\b', '/a\nb', '//x']) {
+      const r = await createWith(keyA, { volumeMounts: [{ name: 'mine', path }] });
+      assert.equal(r.status, 400, path);
+      assert.match(r.body.message, /volumeMounts\[0\]\.path/);
+    }
+    const twice = await createWith(keyA, { volumeMounts: [{ name: 'mine', path: '/a' }, { name: 'mine', path: '/b' }] });
+    assert.equal(twice.status, 400);
+    const nested = await createWith(keyA, { volumeMounts: [{ name: 'mine', path: '/a' }, { name: 'mine2', path: '/a/b' }] });
+    assert.equal(nested.status, 400);
+    const pausing = await createWith(keyA, { autoPause: true, volumeMounts: [{ name: 'mine', path: '/a' }] });
+    assert.equal(pausing.status, 400);
+    assert.match(pausing.body.message, /autoPause/);
+    assert.equal(creates(), before);
+    // Nothing was left attached by the refusals: the volumes destroy cleanly.
+    for (const v of await Volume.list()) assert.equal(await Volume.destroy(v.volumeId), true);
+  });
+
+  test('a create the node refuses leaves the volume free', async () => {
+    const vol = await Volume.create('flaky');
+    const node = cluster.nodes.get('node-a')!;
+    node.failCreateWith = 13; // INTERNAL
+    const r = await createWith(keyA, { volumeMounts: [{ name: 'flaky', path: '/data' }] });
+    delete node.failCreateWith;
+    assert.ok(r.status >= 500, String(r.status));
+    assert.equal(await Volume.destroy(vol.volumeId), true);
+  });
+});

@@ -267,6 +267,16 @@ const m0008: Migration = {
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .addUniqueConstraint('volumes_team_name', ['team_id', 'name'])
       .execute();
+    // One row per attached volume: the primary key makes "one sandbox at a time" atomic across replicas. A row
+    // whose sandbox has ended is stale and taken over by the next attach (see VolumeStore.attach). The foreign
+    // key (no cascade) makes destroying a volume that a live row still names fail instead of orphaning a mount.
+    await db.schema
+      .createTable('volume_attachments')
+      .addColumn('volume_id', 'text', (c) => c.primaryKey().references('volumes.id'))
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('attached_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('volume_attachments_sandbox').on('volume_attachments').column('sandbox_id').execute();
   },
 };
 

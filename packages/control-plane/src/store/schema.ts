@@ -212,6 +212,13 @@ export interface VolumeTable {
   created_at: number;
 }
 
+/** Which sandbox a volume is attached to (migration 0008); stale once that sandbox has ended. */
+export interface VolumeAttachmentTable {
+  volume_id: string;
+  sandbox_id: string;
+  attached_at: number;
+}
+
 export interface Database {
   clusters: ClusterTable;
   teams: TeamTable;
@@ -225,4 +232,5 @@ export interface Database {
   grant_keys: GrantKeyTable;
   cluster_metrics: ClusterMetricsTable;
   volumes: VolumeTable;
+  volume_attachments: VolumeAttachmentTable;
 }

@@ -60,9 +60,84 @@ export class VolumeStore {
     return Number(r?.n ?? 0);
   }
 
-  /** Deletes the team's volume; false when it was not there (already gone, or another team's). */
-  async delete(teamId: string, id: string): Promise<boolean> {
-    const r = await this.db.deleteFrom('volumes').where('team_id', '=', teamId).where('id', '=', id).executeTakeFirst();
-    return Number(r.numDeletedRows) === 1;
+  /**
+   * Deletes the team's volume unless a live sandbox holds it. Stale attachment rows go first; a live one (also
+   * one a concurrent create inserted meanwhile) makes the volume's delete fail on the foreign key, so a volume
+   * is never deleted from under a sandbox. `deleted: false` without a holder: not there (gone, or another team's).
+   */
+  async deleteUnheld(teamId: string, id: string): Promise<{ deleted: boolean; holder?: string }> {
+    const own = await this.get(teamId, id);
+    if (!own) return { deleted: false };
+    const holder = await this.holder(id);
+    if (holder !== undefined) return { deleted: false, holder };
+    await this.db
+      .deleteFrom('volume_attachments')
+      .where('volume_id', '=', id)
+      .where('sandbox_id', 'not in', (eb) => eb.selectFrom('sandboxes').select('id').where('state', '!=', 'killed'))
+      .execute();
+    try {
+      const r = await this.db.deleteFrom('volumes').where('team_id', '=', teamId).where('id', '=', id).executeTakeFirst();
+      return { deleted: Number(r.numDeletedRows) === 1 };
+    } catch (err) {
+      const now = await this.holder(id);
+      if (now !== undefined) return { deleted: false, holder: now };
+      throw err;
+    }
+  }
+
+  async byName(teamId: string, name: string): Promise<VolumeRecord | undefined> {
+    const r = await this.db.selectFrom('volumes').selectAll().where('team_id', '=', teamId).where('name', '=', name).executeTakeFirst();
+    return r ? toRecord(r) : undefined;
+  }
+
+  /** The live sandbox `volumeId` is attached to, if any (an ended sandbox's row is stale). */
+  async holder(volumeId: string): Promise<string | undefined> {
+    const r = await this.db
+      .selectFrom('volume_attachments')
+      .innerJoin('sandboxes', 'sandboxes.id', 'volume_attachments.sandbox_id')
+      .select('volume_attachments.sandbox_id')
+      .where('volume_attachments.volume_id', '=', volumeId)
+      .where('sandboxes.state', '!=', 'killed')
+      .executeTakeFirst();
+    return r?.sandbox_id;
+  }
+
+  /**
+   * Attaches the volume to `sandboxId` unless a live sandbox holds it; returns that holder, or undefined when
+   * attached. A stale row (its sandbox ended, or never got recorded) is taken over with a compare-and-set on the
+   * old holder, so two concurrent attaches cannot both win.
+   */
+  async attach(volumeId: string, sandboxId: string): Promise<string | undefined> {
+    for (;;) {
+      const ins = await this.db
+        .insertInto('volume_attachments')
+        .values({ volume_id: volumeId, sandbox_id: sandboxId, attached_at: Date.now() })
+        .onConflict((oc) => oc.column('volume_id').doNothing())
+        .executeTakeFirst();
+      if (Number(ins.numInsertedOrUpdatedRows ?? 0n) === 1) return undefined;
+      const row = await this.db.selectFrom('volume_attachments').select('sandbox_id').where('volume_id', '=', volumeId).executeTakeFirst();
+      if (!row) continue; // released meanwhile: insert again
+      if (row.sandbox_id === sandboxId) return undefined;
+      const live = await this.db.selectFrom('sandboxes').select('state').where('id', '=', row.sandbox_id).executeTakeFirst();
+      if (live && live.state !== 'killed') return row.sandbox_id;
+      const upd = await this.db
+        .updateTable('volume_attachments')
+        .set({ sandbox_id: sandboxId, attached_at: Date.now() })
+        .where('volume_id', '=', volumeId)
+        .where('sandbox_id', '=', row.sandbox_id)
+        .executeTakeFirst();
+      if (Number(upd.numUpdatedRows) === 1) return undefined;
+    }
+  }
+
+  /** Drops `sandboxId`'s attachments (a create that failed); never another sandbox's. */
+  async release(sandboxId: string): Promise<void> {
+    await this.db.deleteFrom('volume_attachments').where('sandbox_id', '=', sandboxId).execute();
+  }
+
+  /** Whether `sandboxId` has volumes attached (pause, fork and migration refuse such a sandbox). */
+  async hasAttachments(sandboxId: string): Promise<boolean> {
+    const r = await this.db.selectFrom('volume_attachments').select('volume_id').where('sandbox_id', '=', sandboxId).executeTakeFirst();
+    return r !== undefined;
   }
 }

@@ -3,6 +3,7 @@
 // through here.
 
 import { randomBytes } from 'node:crypto';
+import { posix } from 'node:path';
 import { Conflict, NotFound, QuotaExceeded } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { ClusterStore } from '../store/cluster-store.js';
@@ -26,6 +27,40 @@ export class VolumeNameTaken extends Conflict {
   constructor(readonly volumeName: string) {
     super(`a volume named "${volumeName}" already exists in this team`);
   }
+}
+
+/** A running sandbox holds the volume: a second attach, or destroying it, would pull it from under that sandbox. */
+export class VolumeInUse extends Conflict {
+  override readonly errorCode = 'volume_in_use';
+  constructor(
+    readonly volumeName: string,
+    readonly sandboxId: string,
+  ) {
+    super(`volume "${volumeName}" is mounted by running sandbox "${sandboxId}"; kill that sandbox first`);
+  }
+}
+
+export class SandboxHasVolumes extends Conflict {
+  override readonly errorCode = 'sandbox_has_volumes';
+  constructor(
+    readonly sandboxId: string,
+    what: string,
+  ) {
+    super(`sandbox "${sandboxId}" has volumes mounted and cannot be ${what}; volumes are attached to one running sandbox`);
+  }
+}
+
+export const MAX_VOLUME_MOUNTS = 8;
+/** Where a volume may not go: the sandbox's own kernel interfaces and Cove's lent files (the node checks again). */
+const RESERVED_PATHS = ['/proc', '/sys', '/dev', '/opt/cove'];
+
+/** Why `path` cannot be a mount point inside a sandbox, or undefined when it can. */
+export function volumePathProblem(path: string): string | undefined {
+  if (!path.startsWith('/') || path.length > 1024 || posix.normalize(path) !== path || path === '/' || path.endsWith('/') || /[\0-\x1f,:\\\s]/.test(path)) {
+    return 'must be an absolute, normalised path other than / without spaces, commas, colons or backslashes';
+  }
+  if (RESERVED_PATHS.some((r) => path === r || path.startsWith(`${r}/`))) return `${RESERVED_PATHS.join(', ')} are reserved`;
+  return undefined;
 }
 
 export class VolumeService {
@@ -63,7 +98,11 @@ export class VolumeService {
     return this.volumes.list(team.id);
   }
 
+  /** 409 volume_in_use while a running (or starting) sandbox has it attached. */
   async destroy(team: Team, id: string): Promise<void> {
-    if (!(await this.volumes.delete(team.id, id))) throw new VolumeNotFound(id);
+    const r = await this.volumes.deleteUnheld(team.id, id);
+    if (r.deleted) return;
+    if (r.holder !== undefined) throw new VolumeInUse((await this.volumes.get(team.id, id))?.name ?? id, r.holder);
+    throw new VolumeNotFound(id);
   }
 }
