@@ -18,7 +18,7 @@ import { GrantSigner } from './observability/grants.js';
 import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
-import { volumeRoutes } from './http/volume-routes.js';
+import { volumeAdminRoutes, volumeRoutes } from './http/volume-routes.js';
 import { VolumeStore } from './store/volume-store.js';
 import { VolumeService } from './volumes/volume-service.js';
 import { templateRoutes } from './http/template-routes.js';
@@ -194,6 +194,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   await app.register(async (admin) => {
     admin.addHook('onRequest', adminAuth(config.adminTokenHash));
     adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics, drains });
+    volumeAdminRoutes(admin, volumes);
   });
 
   await app.ready();

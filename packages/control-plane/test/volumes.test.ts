@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Volume, VolumeError, VolumeNotFoundError } from 'e2b';
-import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
+import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 
 describe('volumes through the unchanged e2b SDK', () => {
@@ -187,6 +187,25 @@ describe('volume mounts on Sandbox.create (control plane side; the node mounts, 
     assert.equal(creates(), before);
     // Nothing was left attached by the refusals: the volumes destroy cleanly.
     for (const v of await Volume.list()) assert.equal(await Volume.destroy(v.volumeId), true);
+  });
+
+  test("the operator's quota (admin only) is what the node is told to make the image with", async () => {
+    const vol = await Volume.create('small');
+    const byTenant = await call(cp.url, 'PATCH', `/admin/volumes/${vol.volumeId}`, { key: keyA, body: { quotaMb: 16 } });
+    assert.ok(byTenant.status === 401 || byTenant.status === 403, String(byTenant.status));
+    for (const body of [{ quotaMb: 1 }, { quotaMb: 'x' }, {}]) {
+      assert.equal((await call(cp.url, 'PATCH', `/admin/volumes/${vol.volumeId}`, { admin: ADMIN_TOKEN, body })).status, 400);
+    }
+    const r = await call(cp.url, 'PATCH', `/admin/volumes/${vol.volumeId}`, { admin: ADMIN_TOKEN, body: { quotaMb: 16 } });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.quotaMb, 16);
+    const missing = await call(cp.url, 'PATCH', '/admin/volumes/00000000-0000-4000-8000-000000000000', { admin: ADMIN_TOKEN, body: { quotaMb: 16 } });
+    assert.equal(missing.status, 404);
+    const sbx = await createWith(keyA, { volumeMounts: [{ name: 'small', path: '/data' }] });
+    assert.equal(sbx.status, 201);
+    assert.equal(cluster.calls.filter((c) => c.method === 'Create').at(-1)!.volumeMounts![0]!.quotaBytes, 16 * 1024 * 1024);
+    await call(cp.url, 'DELETE', `/sandboxes/${sbx.body.sandboxID}`, { key: keyA });
+    assert.equal(await Volume.destroy(vol.volumeId), true);
   });
 
   test('a create the node refuses leaves the volume free', async () => {

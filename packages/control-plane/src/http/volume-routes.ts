@@ -48,3 +48,18 @@ export function volumeRoutes(app: FastifyInstance, volumes: VolumeService): void
     return reply.status(204).send();
   });
 }
+
+const QuotaBody = z.object({ quotaMb: z.number().int().min(16).max(1024 * 1024) }).strict();
+
+/**
+ * The operator's volume quota (admin token): `PATCH /admin/volumes/{volumeID}` `{ quotaMb }`. The quota is the
+ * size of the volume's image, made on its first mount; an image already made keeps its size (docs/volumes.md).
+ */
+export function volumeAdminRoutes(app: FastifyInstance, volumes: VolumeService): void {
+  app.patch('/admin/volumes/:volumeID', async (req) => {
+    const { volumeID } = parse(IdParams, req.params, 'path');
+    const { quotaMb } = parse(QuotaBody, req.body, 'body');
+    const v = await volumes.setQuota(volumeID, quotaMb * 1024 * 1024);
+    return { volumeID: v.id, name: v.name, teamID: v.teamId, quotaMb: v.quotaBytes / (1024 * 1024) };
+  });
+}

@@ -85,6 +85,12 @@ export class VolumeStore {
     }
   }
 
+  async setQuota(id: string, quotaBytes: number): Promise<VolumeRecord | undefined> {
+    await this.db.updateTable('volumes').set({ quota_bytes: quotaBytes }).where('id', '=', id).execute();
+    const r = await this.db.selectFrom('volumes').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? toRecord(r) : undefined;
+  }
+
   async byName(teamId: string, name: string): Promise<VolumeRecord | undefined> {
     const r = await this.db.selectFrom('volumes').selectAll().where('team_id', '=', teamId).where('name', '=', name).executeTakeFirst();
     return r ? toRecord(r) : undefined;

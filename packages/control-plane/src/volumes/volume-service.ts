@@ -98,6 +98,13 @@ export class VolumeService {
     return this.volumes.list(team.id);
   }
 
+  /** The operator's quota for any team's volume (admin route). */
+  async setQuota(id: string, quotaBytes: number): Promise<VolumeRecord> {
+    const v = await this.volumes.setQuota(id, quotaBytes);
+    if (!v) throw new VolumeNotFound(id);
+    return v;
+  }
+
   /** 409 volume_in_use while a running (or starting) sandbox has it attached. */
   async destroy(team: Team, id: string): Promise<void> {
     const r = await this.volumes.deleteUnheld(team.id, id);
