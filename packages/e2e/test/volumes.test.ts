@@ -73,7 +73,7 @@ describe('team volumes (unchanged SDK, two nodes)', () => {
     assert.ok(first, 'the writer runs on a node');
     const payload = randomBytes(256 * 1024);
     await writer.files.write('/data/blob.bin', new Blob([payload]));
-    const w = await sh(writer, 'mkdir -p /data/dir && echo "hello from $(hostname)" > /data/dir/hello.txt && sync && id -u');
+    const w = await sh(writer, `mkdir -p /data/dir && echo "hello ${tag}" > /data/dir/hello.txt && sync && id -u`);
     assert.equal(w.exitCode, 0, w.stderr);
     assert.equal(w.stdout.trim(), '1000', 'the default user writes its volume without sudo');
     await writer.kill();
@@ -88,7 +88,7 @@ describe('team volumes (unchanged SDK, two nodes)', () => {
     drained = undefined;
     await allNodesHealthy(d);
 
-    assert.equal((await reader.files.read('/mnt/v/dir/hello.txt')).trim(), `hello from ${writer.sandboxId}`);
+    assert.equal((await reader.files.read('/mnt/v/dir/hello.txt')).trim(), `hello ${tag}`);
     const back = await reader.files.read('/mnt/v/blob.bin', { format: 'bytes' });
     assert.ok(Buffer.from(back).equals(payload), 'the blob came back byte for byte');
     await reader.kill();
