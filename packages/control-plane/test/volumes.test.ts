@@ -130,6 +130,8 @@ describe('volume mounts on Sandbox.create (control plane side; the node mounts, 
     const vol = await Volume.create('work');
     const first = await createWith(keyA, { volumeMounts: [{ name: 'work', path: '/mnt/work' }] });
     assert.equal(first.status, 201, JSON.stringify(first.body));
+    const info = await call(cp.url, 'GET', `/sandboxes/${first.body.sandboxID}`, { key: keyA });
+    assert.deepEqual(info.body.volumeMounts, [{ name: 'work', path: '/mnt/work' }]);
     const sent = cluster.calls.filter((c) => c.method === 'Create').at(-1)!;
     assert.deepEqual(sent.volumeMounts, [{ volumeId: vol.volumeId, path: '/mnt/work', quotaBytes: 10 * 1024 ** 3 }]);
 

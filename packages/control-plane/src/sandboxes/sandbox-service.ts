@@ -309,9 +309,9 @@ export class SandboxService {
   }
 
   /** Attaches each volume to the new sandbox; 409 volume_in_use when a running sandbox holds one. */
-  private async attachVolumes(sandboxId: string, volumes: Array<{ volume: VolumeRecord }>): Promise<void> {
-    for (const { volume } of volumes) {
-      const holder = await this.d.volumes!.attach(volume.id, sandboxId);
+  private async attachVolumes(sandboxId: string, volumes: Array<{ volume: VolumeRecord; path: string }>): Promise<void> {
+    for (const { volume, path } of volumes) {
+      const holder = await this.d.volumes!.attach(volume.id, sandboxId, path);
       if (holder !== undefined) throw new VolumeInUse(volume.name, holder);
     }
   }
@@ -338,6 +338,11 @@ export class SandboxService {
       if (Date.now() + delay > deadline) throw new Conflict(`sandbox "${id}" is still ${state}; try again`);
       await sleep(delay);
     }
+  }
+
+  /** The sandbox's volume mounts (getInfo's `volumeMounts`). */
+  async volumeMountsOf(sandboxId: string): Promise<Array<{ name: string; path: string }>> {
+    return this.d.volumes ? this.d.volumes.mountsOf(sandboxId) : [];
   }
 
   async get(team: Team, id: string): Promise<{ sandbox: SandboxRecord; cluster: Cluster }> {

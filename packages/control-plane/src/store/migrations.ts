@@ -274,6 +274,7 @@ const m0008: Migration = {
       .createTable('volume_attachments')
       .addColumn('volume_id', 'text', (c) => c.primaryKey().references('volumes.id'))
       .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('path', 'text', (c) => c.notNull())
       .addColumn('attached_at', 'bigint', (c) => c.notNull())
       .execute();
     await db.schema.createIndex('volume_attachments_sandbox').on('volume_attachments').column('sandbox_id').execute();

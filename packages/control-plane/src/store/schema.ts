@@ -216,6 +216,8 @@ export interface VolumeTable {
 export interface VolumeAttachmentTable {
   volume_id: string;
   sandbox_id: string;
+  /** Where the sandbox has it mounted (its getInfo's volumeMounts). */
+  path: string;
   attached_at: number;
 }
 

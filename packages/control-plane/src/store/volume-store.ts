@@ -113,11 +113,11 @@ export class VolumeStore {
    * attached. A stale row (its sandbox ended, or never got recorded) is taken over with a compare-and-set on the
    * old holder, so two concurrent attaches cannot both win.
    */
-  async attach(volumeId: string, sandboxId: string): Promise<string | undefined> {
+  async attach(volumeId: string, sandboxId: string, path: string): Promise<string | undefined> {
     for (;;) {
       const ins = await this.db
         .insertInto('volume_attachments')
-        .values({ volume_id: volumeId, sandbox_id: sandboxId, attached_at: Date.now() })
+        .values({ volume_id: volumeId, sandbox_id: sandboxId, path, attached_at: Date.now() })
         .onConflict((oc) => oc.column('volume_id').doNothing())
         .executeTakeFirst();
       if (Number(ins.numInsertedOrUpdatedRows ?? 0n) === 1) return undefined;
@@ -128,7 +128,7 @@ export class VolumeStore {
       if (live && live.state !== 'killed') return row.sandbox_id;
       const upd = await this.db
         .updateTable('volume_attachments')
-        .set({ sandbox_id: sandboxId, attached_at: Date.now() })
+        .set({ sandbox_id: sandboxId, path, attached_at: Date.now() })
         .where('volume_id', '=', volumeId)
         .where('sandbox_id', '=', row.sandbox_id)
         .executeTakeFirst();
@@ -139,6 +139,17 @@ export class VolumeStore {
   /** Drops `sandboxId`'s attachments (a create that failed); never another sandbox's. */
   async release(sandboxId: string): Promise<void> {
     await this.db.deleteFrom('volume_attachments').where('sandbox_id', '=', sandboxId).execute();
+  }
+
+  /** The volumes `sandboxId` has mounted, as E2B's `volumeMounts` (name and path). */
+  async mountsOf(sandboxId: string): Promise<Array<{ name: string; path: string }>> {
+    return this.db
+      .selectFrom('volume_attachments')
+      .innerJoin('volumes', 'volumes.id', 'volume_attachments.volume_id')
+      .select(['volumes.name as name', 'volume_attachments.path as path'])
+      .where('volume_attachments.sandbox_id', '=', sandboxId)
+      .orderBy('volume_attachments.path')
+      .execute();
   }
 
   /** Whether `sandboxId` has volumes attached (pause, fork and migration refuse such a sandbox). */
