@@ -19,6 +19,9 @@ import { GrantSigner } from './observability/grants.js';
 import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
+import { volumeAdminRoutes, volumeRoutes } from './http/volume-routes.js';
+import { VolumeStore } from './store/volume-store.js';
+import { VolumeService } from './volumes/volume-service.js';
 import { templateRoutes } from './http/template-routes.js';
 import { Evictor } from './sandboxes/evictor.js';
 import { Reconciler } from './sandboxes/reconciler.js';
@@ -80,7 +83,9 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
   const cleaner = new SnapshotCleaner(snapshotStore, clusters, links, log.child({ module: 'snapshots' }));
+  const volumeStore = new VolumeStore(db.kysely);
   const service = new SandboxService({
+    volumes: volumeStore,
     sandboxes,
     snapshots: snapshotStore,
     clusters,
@@ -93,6 +98,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     transitionWaitMs: config.transitionWaitMs,
   });
   const drains = new NodeDrains({ sandboxes, clusters, teams, links, service, placement, log: log.child({ module: 'drain' }) });
+  const volumes = new VolumeService(volumeStore, clusters);
   const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, config.defaultLimits, log.child({ module: 'snapshots' }));
   // A call that outlived this has lost its caller: twice the link deadline, and some.
   const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;
@@ -169,6 +175,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     pub.addHook('onRequest', apiKeyAuth(teams));
     sandboxRoutes(pub, service);
     snapshotRoutes(pub, snapshots);
+    volumeRoutes(pub, volumes);
     templateRoutes(pub, templates, snapshots);
     observabilityRoutes(pub, { sandboxes, clusters, templates, grants });
     notImplementedRoutes(pub);
@@ -203,6 +210,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   await app.register(async (admin) => {
     admin.addHook('onRequest', adminAuth(config.adminTokenHash));
     adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics, drains });
+    volumeAdminRoutes(admin, volumes);
   });
 
   await app.ready();

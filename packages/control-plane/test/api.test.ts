@@ -214,7 +214,8 @@ describe('public and admin API', () => {
     const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'localhost:${PORT}' } } });
     assert.equal(mask.status, 501);
     const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
-    assert.equal(volumes.status, 501);
+    assert.equal(volumes.status, 404);
+    assert.equal(volumes.body.error_code, 'volume_not_found');
   });
 
   test('a bad network policy → 400 invalid_network_policy naming every issue; nothing is created', async () => {

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseStorageUrl } from '@cove/storage';
 import { z } from 'zod';
 import { packageRoot } from './package-info.js';
@@ -77,6 +77,11 @@ const envSchema = z.object({
   COVE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Cluster storage (template layers, manifests, COPY uploads): `file:///dir` or `s3://bucket/prefix?endpoint=…`. */
   COVE_STORAGE_URL: z.string().min(1).optional(),
+  /**
+   * Team volumes' directory (docs/volumes.md), the same shared directory on every node (NFS/EFS across machines).
+   * Default: `<dir>/volumes` of a `file://` COVE_STORAGE_URL; none with S3 storage (volume mounts are refused).
+   */
+  COVE_VOLUMES_DIR: z.string().min(1).optional(),
   /** S3 keys for an `s3://` COVE_STORAGE_URL; both or neither (neither = the AWS SDK's default chain). */
   COVE_STORAGE_ACCESS_KEY_ID: z.string().min(1).optional(),
   COVE_STORAGE_SECRET_ACCESS_KEY: z.string().min(1).optional(),
@@ -161,6 +166,8 @@ export interface OrchestratorConfig {
   readonly logLevel: z.infer<typeof envSchema>['COVE_LOG_LEVEL'];
   /** Cluster storage; url defaults to `file://<dataDir>/storage`. Keys only for S3 (else the SDK's chain). */
   readonly storage: { readonly url: string; readonly accessKeyId: string | undefined; readonly secretAccessKey: string | undefined };
+  /** Team volumes' shared directory (COVE_VOLUMES_DIR); undefined = this node refuses volume mounts. */
+  readonly volumesDir: string | undefined;
   /** Bound of the node's layer cache (`<dataDir>/l`), in bytes. */
   readonly layerCacheBytes: number;
   /** The cluster's OCI registry for image pulls; undefined = image builds are refused. */
@@ -246,6 +253,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     proxyPort: e.COVE_ORCH_PROXY_PORT,
     advertiseHost: e.COVE_ORCH_ADVERTISE_HOST ?? e.COVE_ORCH_HOST,
     dataDir: resolve(e.COVE_DATA_DIR),
+    volumesDir: e.COVE_VOLUMES_DIR ? resolve(e.COVE_VOLUMES_DIR) : storageUrl.startsWith('file:') ? join(fileURLToPath(storageUrl), 'volumes') : undefined,
     envdBundle: resolve(e.COVE_ENVD_BUNDLE ?? defaultEnvdBundle()),
     codeInterpreterGuestDir: resolve(e.COVE_CODE_INTERPRETER_GUEST_DIR ?? defaultGuestDir()),
     edgeUrl: e.COVE_EDGE_URL?.replace(/\/+$/, ''),

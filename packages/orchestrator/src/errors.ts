@@ -15,7 +15,8 @@ export type OrchestratorErrorCode =
   | 'sandbox_busy'
   | 'checkpoint_failed'
   | 'snapshot_not_found'
-  | 'snapshot_corrupt';
+  | 'snapshot_corrupt'
+  | 'volumes_unavailable';
 
 export class OrchestratorError extends Error {
   constructor(
@@ -123,5 +124,12 @@ export class SnapshotNotFound extends OrchestratorError {
 export class SnapshotCorrupt extends OrchestratorError {
   constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
     super('snapshot_corrupt', `snapshot ${snapshotId} is corrupt: ${why}`, options);
+  }
+}
+
+/** The spec has team volumes and this node has no volume directory (COVE_VOLUMES_DIR). FAILED_PRECONDITION. */
+export class VolumesNotAvailable extends OrchestratorError {
+  constructor() {
+    super('volumes_unavailable', 'this node has no volume directory (COVE_VOLUMES_DIR): team volumes cannot be mounted here');
   }
 }

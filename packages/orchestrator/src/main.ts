@@ -36,6 +36,7 @@ async function main(): Promise<void> {
     templates: [...new Set(['base', ...Object.keys(config.warmPool)])].filter((t) => !BACKGROUND_TEMPLATES.includes(t)),
     backgroundTemplates: [...BACKGROUND_TEMPLATES],
     codeInterpreterGuestDir: config.codeInterpreterGuestDir,
+    ...(config.volumesDir ? { volumesDir: config.volumesDir } : {}),
     ...(config.runtime.templateCacheDir ? { templatesDir: config.runtime.templateCacheDir } : {}),
     ...(config.runtime.subnet ? { subnet: config.runtime.subnet } : {}),
     ...(config.runtime.bridge ? { bridge: config.runtime.bridge } : {}),

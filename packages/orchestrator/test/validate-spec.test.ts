@@ -57,4 +57,41 @@ describe('validateSpec', () => {
       },
     );
   });
+
+  it('checks volume mounts again on the node: ids name images, paths stay out of reserved and overlapping places', () => {
+    const base = { sandboxId: 'abc-1', templateId: 'base', vcpu: 1, memoryMb: 512, diskMb: 1024, endTime: timestampFromMs(NOW + 1000) };
+    const id = '0b7c4a52-1f0e-4c5b-9a55-3f2b1f0c9e11';
+    const ok = validateSpec(create(SandboxSpecSchema, { ...base, volumeMounts: [{ volumeId: id, path: '/data', quotaBytes: 64n << 20n }] }), NODE, NOW);
+    assert.deepEqual(ok.volumes, [{ volumeId: id, path: '/data', quotaBytes: 64 * 1024 * 1024 }]);
+    const bad = [
+      { volumeId: '../../etc/passwd', path: '/a', quotaBytes: 64n << 20n },
+      { volumeId: id.toUpperCase(), path: '/b', quotaBytes: 64n << 20n },
+      { volumeId: '1b7c4a52-1f0e-4c5b-9a55-3f2b1f0c9e11', path: '/proc/sys', quotaBytes: 64n << 20n },
+      { volumeId: '2b7c4a52-1f0e-4c5b-9a55-3f2b1f0c9e11', path: '/x/../opt/cove', quotaBytes: 64n << 20n },
+      { volumeId: '3b7c4a52-1f0e-4c5b-9a55-3f2b1f0c9e11', path: '/c', quotaBytes: 1n },
+      { volumeId: '4b7c4a52-1f0e-4c5b-9a55-3f2b1f0c9e11', path: '/d,ro', quotaBytes: 64n << 20n },
+      { volumeId: '5b7c4a52-1f0e-4c5b-9a55-3f2b1f0c9e11', path: '/c/inner', quotaBytes: 64n << 20n },
+    ];
+    assert.throws(
+      () => validateSpec(create(SandboxSpecSchema, { ...base, volumeMounts: bad }), NODE, NOW),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgument);
+        const fields = err.violations.map((v) => v.split(':')[0]);
+        assert.deepEqual(fields, [
+          'volume_mounts[0].volume_id',
+          'volume_mounts[1].volume_id',
+          'volume_mounts[2].path',
+          'volume_mounts[3].path',
+          'volume_mounts[4].quota_bytes',
+          'volume_mounts[5].path',
+          'volume_mounts[6].path',
+        ]);
+        return true;
+      },
+    );
+    assert.throws(
+      () => validateSpec(create(SandboxSpecSchema, { ...base, snapshotId: 'snap-1', volumeMounts: [{ volumeId: id, path: '/data', quotaBytes: 64n << 20n }] }), NODE, NOW),
+      (err: unknown) => err instanceof InvalidArgument && err.violations.includes('volume_mounts: not with snapshot_id'),
+    );
+  });
 });

@@ -47,7 +47,9 @@ const NodeListSchema = z.array(
 );
 
 /** A Create's spec; `snapshotId` starts it from a snapshot (a resume, or a new sandbox from a persistent one). */
-export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime' | 'snapshotId' | 'cold' | 'egress'> & {
+export type SandboxSpecInit = Omit<SandboxSpec, '$typeName' | 'startTime' | 'endTime' | 'snapshotId' | 'cold' | 'egress' | 'volumeMounts'> & {
+  /** Team volumes to mount (docs/volumes.md); absent = none. */
+  volumeMounts?: Array<{ volumeId: string; path: string; quotaBytes: bigint }>;
   /** Egress address rules (sandboxes/network.ts); absent = none. */
   egress?: EgressRules;
   startMs: number;

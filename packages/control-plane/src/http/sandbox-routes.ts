@@ -138,7 +138,7 @@ export function sandboxRoutes(app: FastifyInstance, service: SandboxService): vo
   app.get('/sandboxes/:sandboxID', async (req) => {
     const { sandboxID } = parse(IdParams, req.params, 'path');
     const { sandbox, cluster } = await service.get(teamOf(req), sandboxID);
-    return sandboxDetailView(sandbox, cluster);
+    return { ...sandboxDetailView(sandbox, cluster), volumeMounts: await service.volumeMountsOf(sandbox.id) };
   });
 
   app.delete('/sandboxes/:sandboxID', async (req, reply) => {

@@ -75,6 +75,7 @@ export class Forks {
       const { source, snapshot, copies } = await this.d.service.whenSettled(sourceId, team.id, async (s) => {
         if (!s) throw new SandboxNotFound(sourceId);
         if (s.state !== 'running' || !s.nodeId) throw new Conflict(`sandbox "${sourceId}" is paused; connect to it before forking it`);
+        await this.d.service.refuseWithVolumes(s.id, 'forked');
         const copies = Array.from({ length: count }, () => this.copyOf(s, timeout));
         await this.d.sandboxes.reserveMany(copies, team.maxConcurrentSandboxes);
         try {

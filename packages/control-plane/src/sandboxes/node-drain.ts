@@ -227,6 +227,11 @@ export class NodeDrains {
         }
         // Recorded before the pause: one left `pausing` by a node that died is settled to paused by the
         // reconciler later, and must then still be resumed by this drain.
+        try {
+          await this.d.service.refuseWithVolumes(id, 'moved');
+        } catch (err) {
+          return { state: 'stuck' as const, reason: (err as Error).message, errorCode: codeOf(err) };
+        }
         job.pausedHere.add(id);
         try {
           await this.d.service.pauses.pause(s, true);

@@ -3,6 +3,8 @@
 // Work on one sandbox is serialised (SandboxOps) and waits out other processes' transitions. Throws typed errors
 // only; the HTTP layer maps them.
 
+import type { VolumeRecord, VolumeStore } from '../store/volume-store.js';
+import { MAX_VOLUME_MOUNTS, SandboxHasVolumes, VolumeInUse, VolumeNotFound, volumePathProblem } from '../volumes/volume-service.js';
 import { tokensEqual } from '@cove/auth-tokens';
 import { Code } from '@connectrpc/connect';
 import type { Logger } from 'pino';
@@ -58,7 +60,7 @@ export interface CreateInput {
   autoResume?: { enabled: boolean };
   mcp?: unknown;
   iam?: unknown;
-  volumeMounts?: unknown[];
+  volumeMounts?: Array<{ name: string; path: string }>;
 }
 
 export interface Created {
@@ -88,6 +90,8 @@ export interface SandboxServiceDeps {
   templates: TemplateResolver;
   /** How long a call waits for another operation on the same sandbox to settle before answering 409. */
   transitionWaitMs: number;
+  /** Team volumes (docs/volumes.md); without it, volumeMounts are refused (501). */
+  volumes?: VolumeStore;
 }
 
 /** What a new sandbox starts from: a template's build, or a persistent snapshot of one. */
@@ -144,7 +148,7 @@ export class SandboxService {
   private rejectUnsupported(input: CreateInput): void {
     const n = input.network;
     if (n && n.maskRequestHost) throw new NotImplemented('network.maskRequestHost');
-    if (input.volumeMounts && input.volumeMounts.length > 0) throw new NotImplemented('volumes');
+    if (input.volumeMounts && input.volumeMounts.length > 0 && !this.d.volumes) throw new NotImplemented('volumes');
     if (input.iam && Object.keys(input.iam as object).length > 0) throw new NotImplemented('workload identity tokens (iam)');
     // The SDK would start E2B's `mcp-gateway` binary inside the sandbox, which Cove's templates do not carry.
     if (input.mcp && Object.keys(input.mcp as object).length > 0) throw new NotImplemented('the MCP gateway (mcp)');
@@ -218,9 +222,11 @@ export class SandboxService {
       pauseMemory: null,
       stateChangedAt: null,
     };
+    const volumes = await this.volumesOf(team, cluster, input, origin);
     await this.sandboxes.reserve(record, team.maxConcurrentSandboxes);
     const log = this.d.log.child({ sandboxId: record.id, teamId: team.id, clusterId: cluster.id });
     try {
+      await this.attachVolumes(record.id, volumes);
       const link = this.d.links.for(cluster);
       // A built-in template (empty node build id) only on nodes that have it ready (code-interpreter-v1 is built
       // in the background after a node starts).
@@ -248,6 +254,7 @@ export class SandboxService {
           startMs: record.startedAt,
           endMs: nodeEndMs(record, record.endAt),
           ...(snapshotId ? { snapshotId } : {}),
+          ...(volumes.length > 0 ? { volumeMounts: volumes.map((v) => ({ volumeId: v.volume.id, path: v.path, quotaBytes: BigInt(v.volume.quotaBytes) })) } : {}),
         },
         record.trafficAccessToken,
         { describe: snapshotId ? `cannot start a sandbox from snapshot '${snapshotId}'` : `template '${input.templateID}'`, templateRef: input.templateID },
@@ -261,8 +268,51 @@ export class SandboxService {
       log.info({ nodeId, templateId: origin.templateId, snapshotId }, 'sandbox created');
       return { sandbox: record, cluster };
     } catch (err) {
+      await this.d.volumes?.release(record.id);
       await this.sandboxes.remove(record.id);
       throw err;
+    }
+  }
+
+  /**
+   * 409 sandbox_has_volumes: a checkpoint (pause, fork, a drain's move) would carry open files of a volume that
+   * is attached to this sandbox alone; docs/volumes.md.
+   */
+  async refuseWithVolumes(sandboxId: string, what: string): Promise<void> {
+    if (this.d.volumes && (await this.d.volumes.hasAttachments(sandboxId))) throw new SandboxHasVolumes(sandboxId, what);
+  }
+
+  /**
+   * The create's volume mounts, resolved by name in the team's own volumes (another team's name is unknown: 404).
+   * A volume is attached to one running sandbox at a time and its memory cannot be checkpointed with it, so
+   * volumes do not combine with auto-pause or a start from a snapshot.
+   */
+  private async volumesOf(team: Team, cluster: Cluster, input: CreateInput, origin: Origin): Promise<Array<{ volume: VolumeRecord; path: string }>> {
+    const mounts = input.volumeMounts ?? [];
+    if (mounts.length === 0 || !this.d.volumes) return [];
+    if (input.autoPause) throw new BadRequest('volumeMounts cannot be combined with autoPause: a sandbox with volumes cannot be paused');
+    if (origin.snapshot) throw new BadRequest('volumeMounts cannot be used when starting from a snapshot');
+    if (mounts.length > MAX_VOLUME_MOUNTS) throw new BadRequest(`at most ${MAX_VOLUME_MOUNTS} volumeMounts`);
+    const out: Array<{ volume: VolumeRecord; path: string }> = [];
+    for (const [i, m] of mounts.entries()) {
+      const problem = volumePathProblem(m.path);
+      if (problem) throw new BadRequest(`volumeMounts[${i}].path: ${problem}`);
+      const volume = await this.d.volumes.byName(team.id, m.name);
+      if (!volume || volume.clusterId !== cluster.id) throw new VolumeNotFound(m.name);
+      if (out.some((o) => o.volume.id === volume.id)) throw new BadRequest(`volumeMounts[${i}]: volume "${m.name}" is mounted twice`);
+      if (out.some((o) => o.path === m.path || o.path.startsWith(`${m.path}/`) || m.path.startsWith(`${o.path}/`))) {
+        throw new BadRequest(`volumeMounts[${i}].path: overlaps another mount`);
+      }
+      out.push({ volume, path: m.path });
+    }
+    return out;
+  }
+
+  /** Attaches each volume to the new sandbox; 409 volume_in_use when a running sandbox holds one. */
+  private async attachVolumes(sandboxId: string, volumes: Array<{ volume: VolumeRecord; path: string }>): Promise<void> {
+    for (const { volume, path } of volumes) {
+      const holder = await this.d.volumes!.attach(volume.id, sandboxId, path);
+      if (holder !== undefined) throw new VolumeInUse(volume.name, holder);
     }
   }
 
@@ -288,6 +338,11 @@ export class SandboxService {
       if (Date.now() + delay > deadline) throw new Conflict(`sandbox "${id}" is still ${state}; try again`);
       await sleep(delay);
     }
+  }
+
+  /** The sandbox's volume mounts (getInfo's `volumeMounts`). */
+  async volumeMountsOf(sandboxId: string): Promise<Array<{ name: string; path: string }>> {
+    return this.d.volumes ? this.d.volumes.mountsOf(sandboxId) : [];
   }
 
   async get(team: Team, id: string): Promise<{ sandbox: SandboxRecord; cluster: Cluster }> {
@@ -418,6 +473,7 @@ export class SandboxService {
     await this.whenSettled(id, team.id, async (s) => {
       if (!s) throw new SandboxNotFound(id);
       if (s.state === 'paused') throw new Conflict(`sandbox "${id}" is already paused`);
+      await this.refuseWithVolumes(s.id, 'paused');
       await this.pauses.pause(s, memory);
     });
   }

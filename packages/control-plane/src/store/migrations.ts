@@ -253,8 +253,36 @@ const m0007: Migration = {
   },
 };
 
+/** Team volumes (docs/volumes.md): named, per team and cluster; a name is unique within its team. */
+const m0008: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('volumes')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('team_id', 'text', (c) => c.notNull().references('teams.id'))
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('name', 'text', (c) => c.notNull())
+      .addColumn('token', 'text', (c) => c.notNull())
+      .addColumn('quota_bytes', 'bigint', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addUniqueConstraint('volumes_team_name', ['team_id', 'name'])
+      .execute();
+    // One row per attached volume: the primary key makes "one sandbox at a time" atomic across replicas. A row
+    // whose sandbox has ended is stale and taken over by the next attach (see VolumeStore.attach). The foreign
+    // key (no cascade) makes destroying a volume that a live row still names fail instead of orphaning a mount.
+    await db.schema
+      .createTable('volume_attachments')
+      .addColumn('volume_id', 'text', (c) => c.primaryKey().references('volumes.id'))
+      .addColumn('sandbox_id', 'text', (c) => c.notNull())
+      .addColumn('path', 'text', (c) => c.notNull())
+      .addColumn('attached_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('volume_attachments_sandbox').on('volume_attachments').column('sandbox_id').execute();
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006, '0007_access_tokens': m0007 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006, '0007_access_tokens': m0007, '0008_volumes': m0008 };
   },
 };

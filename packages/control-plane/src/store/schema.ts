@@ -199,6 +199,28 @@ export interface SnapshotTable {
   created_at: number;
 }
 
+/** A team's named volume (migration 0008, docs/volumes.md); `name` is unique per team. */
+export interface VolumeTable {
+  id: string;
+  team_id: string;
+  cluster_id: string;
+  name: string;
+  /** The volume content API's bearer token (the SDK's `token`); random, returned on every getInfo as E2B does. */
+  token: string;
+  /** Size limit in bytes the cluster enforces on the volume's content. */
+  quota_bytes: number;
+  created_at: number;
+}
+
+/** Which sandbox a volume is attached to (migration 0008); stale once that sandbox has ended. */
+export interface VolumeAttachmentTable {
+  volume_id: string;
+  sandbox_id: string;
+  /** Where the sandbox has it mounted (its getInfo's volumeMounts). */
+  path: string;
+  attached_at: number;
+}
+
 export interface Database {
   clusters: ClusterTable;
   teams: TeamTable;
@@ -211,4 +233,6 @@ export interface Database {
   snapshots: SnapshotTable;
   grant_keys: GrantKeyTable;
   cluster_metrics: ClusterMetricsTable;
+  volumes: VolumeTable;
+  volume_attachments: VolumeAttachmentTable;
 }

@@ -25,6 +25,7 @@ const toConnect: Record<OrchestratorErrorCode, Code> = {
   checkpoint_failed: Code.FailedPrecondition,
   snapshot_not_found: Code.NotFound,
   snapshot_corrupt: Code.DataLoss,
+  volumes_unavailable: Code.FailedPrecondition,
 };
 
 /** Requires `authorization: Bearer <node token>`: missing → Unauthenticated, wrong → PermissionDenied. */

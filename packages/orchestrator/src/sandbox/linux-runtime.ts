@@ -18,7 +18,7 @@ import { CrunCli } from './crun-cli.js';
 import { waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
-import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing } from './runtime-errors.js';
+import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
 import { checkpointSlot, findCriu, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
 import { exportLayer } from './layer-export.js';
 import { LentFiles } from './lent-files.js';
@@ -31,6 +31,7 @@ import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotD
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
+import { attachVolumes, type VolumeBind } from './slot-volumes.js';
 import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { GUEST_MOUNT } from '../code-interpreter.js';
 
@@ -58,6 +59,8 @@ export interface LinuxRuntimeConfig {
    */
   initBinary?: string;
   logger: Logger;
+  /** Team volumes' shared directory (slot-volumes.ts); undefined = boots with volumes fail. */
+  volumesDir?: string;
   /**
    * Names this runtime's host objects: bridge `<instance>0`, nftables tables `<instance>`, cgroup parent
    * `<instance>`, netns `<instance>-<slot>`. Two runtimes on one host (tests beside a node) need
@@ -395,7 +398,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /** The slot's OCI spec (also what a restore takes its bind sources from), written to its bundle dir. */
-  private async writeBundle(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups): Promise<{ bundle: string; spec: Record<string, unknown> }> {
+  private async writeBundle(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, volumes: VolumeBind[] = []): Promise<{ bundle: string; spec: Record<string, unknown> }> {
     const dir = this.slots.dirOf(rec.slotId);
     const [binaries, envdDir] = await Promise.all([this.lent.binaries(), this.lent.envd()]);
     rec.envdDir = envdDir;
@@ -418,6 +421,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       binaries,
       envdDir,
       guestDir: guest ? { source: guest, mount: GUEST_MOUNT } : null,
+      volumes,
     });
   }
 
@@ -427,10 +431,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const disk = slotDiskPaths(dir);
     rec.loopDevice = await createSlotDisk(disk, rec.layers ?? [rec.lowerdir], opts.diskMb, this.idOffset, opts.upperTar);
     await this.slots.write(rec);
+    const volumes = await this.attachVolumes(dir, opts);
     if (!(await writeSlotEtcFiles(disk.rootfs, rec.slotId, this.firewall?.dnsServers ?? [], this.idOffset))) {
       this.log.warn({ slotId: rec.slotId }, 'the stack\'s /etc is not a plain directory: hostname and resolver files not written');
     }
-    return { dir, rootfs: disk.rootfs, ...(await this.writeBundle(rec, opts, cgroups)) };
+    return { dir, rootfs: disk.rootfs, ...(await this.writeBundle(rec, opts, cgroups, volumes)) };
+  }
+
+  /** The boot's team volumes mounted under the slot dir (unmounted with the slot's disk), for the spec to bind. */
+  private async attachVolumes(dir: string, opts: BootOptions): Promise<VolumeBind[]> {
+    if (!opts.volumes || opts.volumes.length === 0) return [];
+    if (!this.cfg.volumesDir) throw new VolumesUnavailable();
+    // The volume's root belongs to the sandbox's default user (`user`, uid 1000 inside).
+    return attachVolumes(dir, this.cfg.volumesDir, opts.volumes, this.idOffset + 1000);
   }
 
   /** Records the first process (envd), waits until it answers, and makes the slot poolable. */

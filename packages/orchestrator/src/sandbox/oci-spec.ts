@@ -34,6 +34,8 @@ export interface OciSpecInput {
   nofile: number;
   /** Host file (outside the tenant tree) bound read-only over /proc/sys/kernel/random/boot_id, or null. */
   bootIdFile: string | null;
+  /** Team volumes (host mounts under the slot dir) and where they appear inside. */
+  volumes?: Array<{ source: string; destination: string }>;
 }
 
 /** Where Linux tells a process which boot it runs in; E2B's differs per sandbox boot. */
@@ -77,6 +79,9 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
   if (i.guestDir) {
     mounts.push({ destination: i.guestDir.mount, type: 'bind', source: i.guestDir.source, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
   }
+  // Last, so nothing above lands inside a volume. crun resolves each destination inside the rootfs (a link
+  // planted on the way stays in the sandbox's root); nosuid,nodev as the host mount itself.
+  for (const v of i.volumes ?? []) mounts.push({ destination: v.destination, type: 'bind', source: v.source, options: ['bind', 'nosuid', 'nodev'] });
   return {
     ociVersion: '1.0.2',
     process: {

@@ -9,7 +9,8 @@ export type RuntimeErrorCode =
   | 'runtime_address_pool_exhausted'
   | 'runtime_host_unsupported'
   | 'runtime_bad_layers'
-  | 'runtime_checkpoint_failed';
+  | 'runtime_checkpoint_failed'
+  | 'runtime_volumes_unavailable';
 
 export class SandboxRuntimeError extends Error {
   constructor(
@@ -80,5 +81,12 @@ export class BadLayerStack extends SandboxRuntimeError {
 export class CheckpointError extends SandboxRuntimeError {
   constructor(readonly slotId: string, reason: string, options?: ErrorOptions) {
     super('runtime_checkpoint_failed', `slot ${slotId}: ${reason}`, options);
+  }
+}
+
+/** A boot asked for team volumes on a node without a volume directory (COVE_VOLUMES_DIR, docs/volumes.md). */
+export class VolumesUnavailable extends SandboxRuntimeError {
+  constructor() {
+    super('runtime_volumes_unavailable', 'this node has no volume directory (COVE_VOLUMES_DIR): team volumes cannot be mounted here');
   }
 }

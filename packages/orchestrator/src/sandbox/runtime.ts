@@ -4,6 +4,7 @@
 
 import type { EgressRules } from './slot-egress.js';
 import type { SlotRecord } from './slot-store.js';
+import type { VolumeMountSpec } from './slot-volumes.js';
 
 /** Resources a slot is bounded by. disk is fixed at boot; cpu and memory can change on claim. */
 export interface SlotLimits {
@@ -35,6 +36,8 @@ export interface BootOptions {
   process?: string[];
   /** A layer tar unpacked into the writable layer before boot (a snapshot's filesystem diff). */
   upperTar?: string;
+  /** Team volumes to mount (slot-volumes.ts); such a slot is never pooled. */
+  volumes?: VolumeMountSpec[];
 }
 
 /** A slot rebuilt from a snapshot: the stack it ran on, its filesystem diff, its CRIU image. */

@@ -9,6 +9,7 @@ import { SANDBOX_PATH } from './crun-cli.js';
 import { ENVD_ARGS, nofileLimit } from './first-process.js';
 import type { LentBinaries } from './lent-files.js';
 import { buildOciSpec } from './oci-spec.js';
+import type { VolumeBind } from './slot-volumes.js';
 import type { SlotLimits } from './runtime.js';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
 
@@ -39,6 +40,8 @@ export interface SlotBundleInput {
   envdDir: string | null;
   /** The code-interpreter guest install and where it appears inside; null for other stacks. */
   guestDir: { source: string; mount: string } | null;
+  /** Team volumes mounted under the slot dir, bound at their destinations (slot-volumes.ts). */
+  volumes?: VolumeBind[];
 }
 
 /**
@@ -93,6 +96,7 @@ export async function writeSlotBundle(i: SlotBundleInput): Promise<{ bundle: str
     initBinary: i.binaries.init,
     envdDir: i.envdDir,
     guestDir: i.guestDir,
+    volumes: i.volumes ?? [],
     nofile: await nofileLimit(),
     bootIdFile,
   });

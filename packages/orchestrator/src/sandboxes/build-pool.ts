@@ -3,6 +3,7 @@
 // Create from a user template costs what one from `base` does. Builds that fall out of the recent list lose
 // their slots; failures back off per build and never reach a caller.
 
+import type { VolumeMountSpec } from '../sandbox/slot-volumes.js';
 import type { Logger } from 'pino';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { BuildManifest } from '../templates/manifest.js';
@@ -39,7 +40,7 @@ export async function bootBuildSlot(
   deps: { runtime: SandboxRuntime; resolver: TemplateResolver; readyTimeoutMs: number; log: Logger },
   templateId: string,
   buildId: string,
-  opts: { diskMb: number; limits: { vcpu: number; memoryMb: number }; upperTar?: string },
+  opts: { diskMb: number; limits: { vcpu: number; memoryMb: number }; upperTar?: string; volumes?: VolumeMountSpec[] },
 ): Promise<SlotInfo> {
   const resolved = await deps.resolver.resolve(templateId, buildId);
   let slot: SlotInfo;

@@ -12,6 +12,7 @@ import {
   SandboxNotFound,
   TemplateNotFound,
   TemplateNotReady,
+  VolumesNotAvailable,
 } from '../errors.js';
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
@@ -355,7 +356,8 @@ export class SandboxManager {
     }
     // A build's env is the sandbox's default; the Create's own variables win.
     const init: InitDefaults = { envVars: { ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
-    const warm = build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
+    // A warm slot's mounts were made before anyone asked: a sandbox with volumes always boots afresh.
+    const warm = spec.volumes.length > 0 ? undefined : build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
     if (warm) {
       try {
         return { slot: warm, init, build, warmPoolHit: true, envdVersion: await this.claimAndInit(warm, spec, log, init) };
@@ -400,12 +402,13 @@ export class SandboxManager {
         { runtime: this.runtime, resolver: u.resolver, readyTimeoutMs: u.readyTimeoutMs, log: this.log.child({ sandboxId: spec.sandboxId, buildId: spec.buildId }) },
         spec.templateId,
         spec.buildId,
-        { diskMb: spec.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb } },
+        { diskMb: spec.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb }, ...(spec.volumes.length > 0 ? { volumes: spec.volumes } : {}) },
       );
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (code === 'runtime_address_pool_exhausted') throw new NodeFull('sandboxes');
       if (code === 'runtime_bad_layers') throw new TemplateNotFound(`${spec.templateId} (build ${spec.buildId}: ${(err as Error).message})`);
+      if (code === 'runtime_volumes_unavailable') throw new VolumesNotAvailable();
       throw err;
     }
   }
@@ -453,12 +456,14 @@ export class SandboxManager {
         templateId: spec.templateId,
         diskMb: spec.diskMb,
         limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
+        ...(spec.volumes.length > 0 ? { volumes: spec.volumes } : {}),
       });
       return await readyBuiltinSlot({ runtime: this.runtime, readyTimeoutMs: this.readyTimeoutMs, log: this.log.child({ sandboxId: spec.sandboxId }) }, slot, { warmUp: false });
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       if (code === 'runtime_template_missing') throw new TemplateNotFound(spec.templateId);
       if (code === 'runtime_address_pool_exhausted') throw new NodeFull('sandboxes');
+      if (code === 'runtime_volumes_unavailable') throw new VolumesNotAvailable();
       throw err;
     }
   }

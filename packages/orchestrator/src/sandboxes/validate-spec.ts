@@ -6,6 +6,7 @@ import type { EgressPolicy as EgressPolicyMsg, SandboxSpec } from '@cove/contrac
 import { PolicyError } from '@cove/egress';
 import { egressPolicyOf, egressRulesText, NO_EGRESS_RULES, type EgressRules } from '../sandbox/slot-egress.js';
 import { InvalidArgument } from '../errors.js';
+import { volumeMountProblems, type VolumeMountSpec } from '../sandbox/slot-volumes.js';
 import { SNAPSHOT_ID_RE } from '../snapshots/snapshot-manifest.js';
 import { BUILD_ID_RE } from '../templates/manifest.js';
 
@@ -48,6 +49,8 @@ export interface ValidSpec {
   snapshotId: string;
   /** With snapshotId: filesystem only, boot afresh. */
   cold: boolean;
+  /** Team volumes to mount (slot-volumes.ts); never with snapshotId. */
+  volumes: VolumeMountSpec[];
 }
 
 export function validateSandboxId(id: string): string[] {
@@ -92,6 +95,10 @@ export function validateSpec(
   if (spec.snapshotId !== '' && !SNAPSHOT_ID_RE.test(spec.snapshotId)) v.push(`snapshot_id: must be empty or match ${SNAPSHOT_ID_RE.source}`);
   if (spec.cold && spec.snapshotId === '') v.push('cold: only meaningful with snapshot_id');
   const egress = egressRulesOf(spec.egress, v);
+  const volumes = spec.volumeMounts.map((m) => ({ volumeId: m.volumeId, path: m.path, quotaBytes: Number(m.quotaBytes) }));
+  v.push(...volumeMountProblems(volumes));
+  // A snapshot's memory holds open files of the volumes it had; a start from one cannot take volumes.
+  if (volumes.length > 0 && spec.snapshotId !== '') v.push('volume_mounts: not with snapshot_id');
   if (v.length > 0) throw new InvalidArgument(v);
   return {
     sandboxId: spec.sandboxId,
@@ -111,6 +118,7 @@ export function validateSpec(
     trafficTokenSha256,
     snapshotId: spec.snapshotId,
     cold: spec.cold,
+    volumes,
   };
 }
 
