@@ -349,6 +349,9 @@ export class SandboxService {
         ...ingress,
         ...(body.allowOut !== undefined ? { allowOut: body.allowOut } : {}),
         ...(body.denyOut !== undefined ? { denyOut: body.denyOut } : {}),
+        // Kept so a resume (on any node) gets them back with the rest of the policy.
+        ...(body.rules !== undefined ? { rules: body.rules } : {}),
+        ...(body.egressProxy !== undefined && body.egressProxy !== null ? { egressProxy: body.egressProxy } : {}),
       };
       await this.sandboxes.setNetwork(s.id, body.allowInternetAccess ?? null, Object.keys(network).length ? network : null);
     });

@@ -16,6 +16,7 @@ import {
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { EgressRules } from '../sandbox/slot-egress.js';
+import { SANDBOX_CA_ENV } from '../sandbox/slot-trust-store.js';
 import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { bootBuildSlot, type BuildPool } from './build-pool.js';
@@ -349,7 +350,9 @@ export class SandboxManager {
       throw new TemplateNotFound(spec.templateId);
     }
     // A build's env is the sandbox's default; the Create's own variables win.
-    const init: InitDefaults = { envVars: { ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
+    // With rules, runtimes that ignore the system bundle (Node) are pointed at the sandbox's egress CA too.
+    const caEnv = spec.egress.rules?.length ? SANDBOX_CA_ENV : {};
+    const init: InitDefaults = { envVars: { ...caEnv, ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
     const warm = build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
     if (warm) {
       try {

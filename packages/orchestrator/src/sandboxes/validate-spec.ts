@@ -124,6 +124,9 @@ export function egressRulesOf(e: EgressPolicyMsg | undefined, v: string[]): Egre
     allowOut: [...(e?.allowOut ?? [])],
     denyOut: [...(e?.denyOut ?? [])],
     ...(px ? { egressProxy: { address: px.address, ...(px.username !== undefined ? { username: px.username } : {}), ...(px.password !== undefined ? { password: px.password } : {}) } } : {}),
+    ...(e?.rules.length
+      ? { rules: e.rules.map((r) => ({ host: r.host, transforms: r.transforms.map((t) => ({ setHeaders: t.setHeaders.map((h) => ({ name: h.name, value: h.value })) })) })) }
+      : {}),
   };
   try {
     return egressRulesText(egressPolicyOf(rules));

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cove/orchestrator/v1/orchestrator.proto.
  */
 export const file_cove_orchestrator_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIuAECgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRITCgtzbmFwc2hvdF9pZBgOIAEoCRIMCgRjb2xkGA8gASgIEjIKBmVncmVzcxgQIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1BvbGljeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEibAoMRWdyZXNzUG9saWN5EhEKCWFsbG93X291dBgBIAMoCRIQCghkZW55X291dBgCIAMoCRI3CgxlZ3Jlc3NfcHJveHkYAyABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5FZ3Jlc3NQcm94eSJmCgtFZ3Jlc3NQcm94eRIPCgdhZGRyZXNzGAEgASgJEhUKCHVzZXJuYW1lGAIgASgJSACIAQESFQoIcGFzc3dvcmQYAyABKAlIAYgBAUILCglfdXNlcm5hbWVCCwoJX3Bhc3N3b3JkIn0KFFVwZGF0ZU5ldHdvcmtSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAIgASgIEjIKBmVncmVzcxgDIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1BvbGljeSIXChVVcGRhdGVOZXR3b3JrUmVzcG9uc2UiowMKC1NhbmRib3hJbmZvEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDwoHdGVhbV9pZBgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEkEKCG1ldGFkYXRhGAggAygLMi8uY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8uTWV0YWRhdGFFbnRyeRIuCgpzdGFydF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMZW52ZF92ZXJzaW9uGAsgASgJEh0KFWFsbG93X2ludGVybmV0X2FjY2VzcxgMIAEoCBIPCgdhZGRyZXNzGA0gASgJGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJDCg1DcmVhdGVSZXF1ZXN0EjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYyJbCg5DcmVhdGVSZXNwb25zZRIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8SFQoNd2FybV9wb29sX2hpdBgCIAEoCCINCgtMaXN0UmVxdWVzdCJECgxMaXN0UmVzcG9uc2USNAoJc2FuZGJveGVzGAEgAygLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iMwoNRGVsZXRlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIQCg5EZWxldGVSZXNwb25zZSJRCg1VcGRhdGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKDlVwZGF0ZVJlc3BvbnNlEjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyJHCgxQYXVzZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIOCgZtZW1vcnkYAyABKAginQEKDFNuYXBzaG90SW5mbxITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEg4KBm1lbW9yeRgDIAEoCBISCgpzaXplX2J5dGVzGAQgASgEEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCHBhdXNlX21zGAYgASgNIkUKDVBhdXNlUmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TbmFwc2hvdEluZm8iOgoPU25hcHNob3RSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkifAoQU25hcHNob3RSZXNwb25zZRI0CghzbmFwc2hvdBgBIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90SW5mbxIyCgdzYW5kYm94GAIgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iLgoWRGVsZXRlU25hcHNob3RzUmVxdWVzdBIUCgxzbmFwc2hvdF9pZHMYASADKAkiGQoXRGVsZXRlU25hcHNob3RzUmVzcG9uc2UiDQoLSW5mb1JlcXVlc3QiYgoMTm9kZUNhcGFjaXR5EhEKCWNwdV9jb3VudBgBIAEoDRIUCgxtZW1vcnlfYnl0ZXMYAiABKAQSEgoKZGlza19ieXRlcxgDIAEoBBIVCg1tYXhfc2FuZGJveGVzGAQgASgNIqkBCglOb2RlVXNhZ2USEwoLY3B1X3BlcmNlbnQYASABKAESGQoRbWVtb3J5X3VzZWRfYnl0ZXMYAiABKAQSFwoPZGlza191c2VkX2J5dGVzGAMgASgEEhUKDWNwdV9hbGxvY2F0ZWQYBCABKA0SHgoWbWVtb3J5X2FsbG9jYXRlZF9ieXRlcxgFIAEoBBIcChRkaXNrX2FsbG9jYXRlZF9ieXRlcxgGIAEoBCJCCgxXYXJtUG9vbEluZm8SEwoLdGVtcGxhdGVfaWQYASABKAkSDQoFcmVhZHkYAiABKA0SDgoGdGFyZ2V0GAMgASgNIsEDCgxJbmZvUmVzcG9uc2USDwoHbm9kZV9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgJEjAKBnN0YXR1cxgDIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMSNAoIY2FwYWNpdHkYBCABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5Ob2RlQ2FwYWNpdHkSLgoFdXNhZ2UYBSABKAsyHy5jb3ZlLm9yY2hlc3RyYXRvci52MS5Ob2RlVXNhZ2USFQoNc2FuZGJveF9jb3VudBgGIAEoDRIuCgpzdGFydGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVyb2xlcxgIIAMoCRI2Cgp3YXJtX3Bvb2xzGAkgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuV2FybVBvb2xJbmZvEhUKDXByb3h5X2FkZHJlc3MYCiABKAkSOQoNc2FuZGJveF91c2FnZRgLIAMoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hVc2FnZRIXCg9yZWFkeV90ZW1wbGF0ZXMYDCADKAkiqQEKDFNhbmRib3hVc2FnZRISCgpzYW5kYm94X2lkGAEgASgJEhMKC2NwdV9wZXJjZW50GAIgASgBEhkKEW1lbW9yeV91c2VkX2J5dGVzGAMgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgEIAEoBBIMCgRwaWRzGAUgASgNEi4KCnNhbXBsZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkQKEFNldFN0YXR1c1JlcXVlc3QSMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyJFChFTZXRTdGF0dXNSZXNwb25zZRIwCgZzdGF0dXMYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5Ob2RlU3RhdHVzIk0KDFRlbXBsYXRlU3RlcBIMCgR0eXBlGAEgASgJEgwKBGFyZ3MYAiADKAkSDQoFZm9yY2UYAyABKAgSEgoKZmlsZXNfaGFzaBgEIAEoCSIyCgxSZWdpc3RyeUF1dGgSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAki2gIKDEJ1aWxkUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRIPCgd0ZWFtX2lkGAMgASgJEhQKCmZyb21faW1hZ2UYBCABKAlIABIXCg1mcm9tX2J1aWxkX2lkGAUgASgJSAASPwoTZnJvbV9pbWFnZV9yZWdpc3RyeRgGIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlJlZ2lzdHJ5QXV0aBIxCgVzdGVwcxgHIAMoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlRlbXBsYXRlU3RlcBIRCglzdGFydF9jbWQYCCABKAkSEQoJcmVhZHlfY21kGAkgASgJEg0KBWZvcmNlGAogASgIEgwKBHZjcHUYCyABKA0SEQoJbWVtb3J5X21iGAwgASgNEg8KB2Rpc2tfbWIYDSABKA1CCAoGc291cmNlIg8KDUJ1aWxkUmVzcG9uc2UibAoNQnVpbGRMb2dFbnRyeRItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxldmVsGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDAoEc3RlcBgEIAEoCSItCgxCdWlsZEZhaWx1cmUSDwoHbWVzc2FnZRgBIAEoCRIMCgRzdGVwGAIgASgJIl8KEkJ1aWxkU3RhdHVzUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIQCghidWlsZF9pZBgCIAEoCRITCgtsb2dzX29mZnNldBgDIAEoDRINCgVsaW1pdBgEIAEoDSKRAgoTQnVpbGRTdGF0dXNSZXNwb25zZRIvCgVzdGF0ZRgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkU3RhdGUSOAoLbG9nX2VudHJpZXMYAiADKAsyIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZExvZ0VudHJ5EjMKB2ZhaWx1cmUYAyABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZEZhaWx1cmUSFAoMZW52ZF92ZXJzaW9uGAQgASgJEgwKBHZjcHUYBSABKA0SEQoJbWVtb3J5X21iGAYgASgNEg8KB2Rpc2tfbWIYByABKA0SEgoKbG9nc190b3RhbBgIIAEoDSI9ChNEZWxldGVCdWlsZHNSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEhEKCWJ1aWxkX2lkcxgCIAMoCSIWChREZWxldGVCdWlsZHNSZXNwb25zZSp3CgpOb2RlU3RhdHVzEhsKF05PREVfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTTk9ERV9TVEFUVVNfSEVBTFRIWRABEhgKFE5PREVfU1RBVFVTX0RSQUlOSU5HEAISGQoVTk9ERV9TVEFUVVNfVU5IRUFMVEhZEAMqcQoKQnVpbGRTdGF0ZRIbChdCVUlMRF9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJVSUxEX1NUQVRFX0JVSUxESU5HEAESFQoRQlVJTERfU1RBVEVfUkVBRFkQAhIVChFCVUlMRF9TVEFURV9FUlJPUhADMuUFCg5TYW5kYm94U2VydmljZRJTCgZDcmVhdGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5DcmVhdGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuQ3JlYXRlUmVzcG9uc2USTQoETGlzdBIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLkxpc3RSZXF1ZXN0GiIuY292ZS5vcmNoZXN0cmF0b3IudjEuTGlzdFJlc3BvbnNlElMKBkRlbGV0ZRIjLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVJlcXVlc3QaJC5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVSZXNwb25zZRJTCgZVcGRhdGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5VcGRhdGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlUmVzcG9uc2USUAoFUGF1c2USIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5QYXVzZVJlcXVlc3QaIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5QYXVzZVJlc3BvbnNlElkKCFNuYXBzaG90EiUuY292ZS5vcmNoZXN0cmF0b3IudjEuU25hcHNob3RSZXF1ZXN0GiYuY292ZS5vcmNoZXN0cmF0b3IudjEuU25hcHNob3RSZXNwb25zZRJuCg9EZWxldGVTbmFwc2hvdHMSLC5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVTbmFwc2hvdHNSZXF1ZXN0Gi0uY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlU25hcHNob3RzUmVzcG9uc2USaAoNVXBkYXRlTmV0d29yaxIqLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZU5ldHdvcmtSZXF1ZXN0GisuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlTmV0d29ya1Jlc3BvbnNlMq4CCg9UZW1wbGF0ZVNlcnZpY2USUAoFQnVpbGQSIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlcXVlc3QaIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFJlc3BvbnNlEmIKC0J1aWxkU3RhdHVzEiguY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXF1ZXN0GikuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0dXNSZXNwb25zZRJlCgxEZWxldGVCdWlsZHMSKS5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVCdWlsZHNSZXF1ZXN0GiouY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlQnVpbGRzUmVzcG9uc2UyugEKC0luZm9TZXJ2aWNlEk0KBEluZm8SIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXNwb25zZRJcCglTZXRTdGF0dXMSJi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TZXRTdGF0dXNSZXF1ZXN0GicuY292ZS5vcmNoZXN0cmF0b3IudjEuU2V0U3RhdHVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIuAECgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRITCgtzbmFwc2hvdF9pZBgOIAEoCRIMCgRjb2xkGA8gASgIEjIKBmVncmVzcxgQIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1BvbGljeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiogEKDEVncmVzc1BvbGljeRIRCglhbGxvd19vdXQYASADKAkSEAoIZGVueV9vdXQYAiADKAkSNwoMZWdyZXNzX3Byb3h5GAMgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuRWdyZXNzUHJveHkSNAoFcnVsZXMYBCADKAsyJS5jb3ZlLm9yY2hlc3RyYXRvci52MS5FZ3Jlc3NIb3N0UnVsZXMiWgoPRWdyZXNzSG9zdFJ1bGVzEgwKBGhvc3QYASABKAkSOQoKdHJhbnNmb3JtcxgCIAMoCzIlLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1RyYW5zZm9ybSJKCg9FZ3Jlc3NUcmFuc2Zvcm0SNwoLc2V0X2hlYWRlcnMYASADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5FZ3Jlc3NIZWFkZXIiKwoMRWdyZXNzSGVhZGVyEgwKBG5hbWUYASABKAkSDQoFdmFsdWUYAiABKAkiZgoLRWdyZXNzUHJveHkSDwoHYWRkcmVzcxgBIAEoCRIVCgh1c2VybmFtZRgCIAEoCUgAiAEBEhUKCHBhc3N3b3JkGAMgASgJSAGIAQFCCwoJX3VzZXJuYW1lQgsKCV9wYXNzd29yZCJ9ChRVcGRhdGVOZXR3b3JrUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEh0KFWFsbG93X2ludGVybmV0X2FjY2VzcxgCIAEoCBIyCgZlZ3Jlc3MYAyABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5FZ3Jlc3NQb2xpY3kiFwoVVXBkYXRlTmV0d29ya1Jlc3BvbnNlIqMDCgtTYW5kYm94SW5mbxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEhAKCGJ1aWxkX2lkGAMgASgJEg8KB3RlYW1faWQYBCABKAkSDAoEdmNwdRgFIAEoDRIRCgltZW1vcnlfbWIYBiABKA0SDwoHZGlza19tYhgHIAEoDRJBCghtZXRhZGF0YRgIIAMoCzIvLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvLk1ldGFkYXRhRW50cnkSLgoKc3RhcnRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGVudmRfdmVyc2lvbhgLIAEoCRIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYDCABKAgSDwoHYWRkcmVzcxgNIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoNQ3JlYXRlUmVxdWVzdBIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFNwZWMiWwoOQ3JlYXRlUmVzcG9uc2USMgoHc2FuZGJveBgBIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvEhUKDXdhcm1fcG9vbF9oaXQYAiABKAgiDQoLTGlzdFJlcXVlc3QiRAoMTGlzdFJlc3BvbnNlEjQKCXNhbmRib3hlcxgBIAMoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvIjMKDURlbGV0ZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiEAoORGVsZXRlUmVzcG9uc2UiUQoNVXBkYXRlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJECg5VcGRhdGVSZXNwb25zZRIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iRwoMUGF1c2VSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSDgoGbWVtb3J5GAMgASgIIp0BCgxTbmFwc2hvdEluZm8SEwoLc25hcHNob3RfaWQYASABKAkSEgoKc2FuZGJveF9pZBgCIAEoCRIOCgZtZW1vcnkYAyABKAgSEgoKc2l6ZV9ieXRlcxgEIAEoBBIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwYXVzZV9tcxgGIAEoDSJFCg1QYXVzZVJlc3BvbnNlEjQKCHNuYXBzaG90GAEgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU25hcHNob3RJbmZvIjoKD1NuYXBzaG90UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJInwKEFNuYXBzaG90UmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TbmFwc2hvdEluZm8SMgoHc2FuZGJveBgCIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvIi4KFkRlbGV0ZVNuYXBzaG90c1JlcXVlc3QSFAoMc25hcHNob3RfaWRzGAEgAygJIhkKF0RlbGV0ZVNuYXBzaG90c1Jlc3BvbnNlIg0KC0luZm9SZXF1ZXN0ImIKDE5vZGVDYXBhY2l0eRIRCgljcHVfY291bnQYASABKA0SFAoMbWVtb3J5X2J5dGVzGAIgASgEEhIKCmRpc2tfYnl0ZXMYAyABKAQSFQoNbWF4X3NhbmRib3hlcxgEIAEoDSKpAQoJTm9kZVVzYWdlEhMKC2NwdV9wZXJjZW50GAEgASgBEhkKEW1lbW9yeV91c2VkX2J5dGVzGAIgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgDIAEoBBIVCg1jcHVfYWxsb2NhdGVkGAQgASgNEh4KFm1lbW9yeV9hbGxvY2F0ZWRfYnl0ZXMYBSABKAQSHAoUZGlza19hbGxvY2F0ZWRfYnl0ZXMYBiABKAQiQgoMV2FybVBvb2xJbmZvEhMKC3RlbXBsYXRlX2lkGAEgASgJEg0KBXJlYWR5GAIgASgNEg4KBnRhcmdldBgDIAEoDSLBAwoMSW5mb1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIwCgZzdGF0dXMYAyABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5Ob2RlU3RhdHVzEjQKCGNhcGFjaXR5GAQgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZUNhcGFjaXR5Ei4KBXVzYWdlGAUgASgLMh8uY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVVzYWdlEhUKDXNhbmRib3hfY291bnQYBiABKA0SLgoKc3RhcnRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcm9sZXMYCCADKAkSNgoKd2FybV9wb29scxgJIAMoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLldhcm1Qb29sSW5mbxIVCg1wcm94eV9hZGRyZXNzGAogASgJEjkKDXNhbmRib3hfdXNhZ2UYCyADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94VXNhZ2USFwoPcmVhZHlfdGVtcGxhdGVzGAwgAygJIqkBCgxTYW5kYm94VXNhZ2USEgoKc2FuZGJveF9pZBgBIAEoCRITCgtjcHVfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYBCABKAQSDAoEcGlkcxgFIAEoDRIuCgpzYW1wbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChBTZXRTdGF0dXNSZXF1ZXN0EjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiRQoRU2V0U3RhdHVzUmVzcG9uc2USMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyJNCgxUZW1wbGF0ZVN0ZXASDAoEdHlwZRgBIAEoCRIMCgRhcmdzGAIgAygJEg0KBWZvcmNlGAMgASgIEhIKCmZpbGVzX2hhc2gYBCABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJItoCCgxCdWlsZFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSDwoHdGVhbV9pZBgDIAEoCRIUCgpmcm9tX2ltYWdlGAQgASgJSAASFwoNZnJvbV9idWlsZF9pZBgFIAEoCUgAEj8KE2Zyb21faW1hZ2VfcmVnaXN0cnkYBiABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5SZWdpc3RyeUF1dGgSMQoFc3RlcHMYByADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5UZW1wbGF0ZVN0ZXASEQoJc3RhcnRfY21kGAggASgJEhEKCXJlYWR5X2NtZBgJIAEoCRINCgVmb3JjZRgKIAEoCBIMCgR2Y3B1GAsgASgNEhEKCW1lbW9yeV9tYhgMIAEoDRIPCgdkaXNrX21iGA0gASgNQggKBnNvdXJjZSIPCg1CdWlsZFJlc3BvbnNlImwKDUJ1aWxkTG9nRW50cnkSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkiLQoMQnVpbGRGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEc3RlcBgCIAEoCSJfChJCdWlsZFN0YXR1c1JlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSEwoLbG9nc19vZmZzZXQYAyABKA0SDQoFbGltaXQYBCABKA0ikQIKE0J1aWxkU3RhdHVzUmVzcG9uc2USLwoFc3RhdGUYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXRlEjgKC2xvZ19lbnRyaWVzGAIgAygLMiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRMb2dFbnRyeRIzCgdmYWlsdXJlGAMgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRGYWlsdXJlEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEhIKCmxvZ3NfdG90YWwYCCABKA0iPQoTRGVsZXRlQnVpbGRzUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIRCglidWlsZF9pZHMYAiADKAkiFgoURGVsZXRlQnVpbGRzUmVzcG9uc2UqdwoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX0hFQUxUSFkQARIYChROT0RFX1NUQVRVU19EUkFJTklORxACEhkKFU5PREVfU1RBVFVTX1VOSEVBTFRIWRADKnEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCVUlMRF9TVEFURV9CVUlMRElORxABEhUKEUJVSUxEX1NUQVRFX1JFQURZEAISFQoRQlVJTERfU1RBVEVfRVJST1IQAzLlBQoOU2FuZGJveFNlcnZpY2USUwoGQ3JlYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQ3JlYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlc3BvbnNlEk0KBExpc3QSIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkxpc3RSZXNwb25zZRJTCgZEZWxldGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVzcG9uc2USUwoGVXBkYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlc3BvbnNlElAKBVBhdXNlEiIuY292ZS5vcmNoZXN0cmF0b3IudjEuUGF1c2VSZXF1ZXN0GiMuY292ZS5vcmNoZXN0cmF0b3IudjEuUGF1c2VSZXNwb25zZRJZCghTbmFwc2hvdBIlLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90UmVxdWVzdBomLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90UmVzcG9uc2USbgoPRGVsZXRlU25hcHNob3RzEiwuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlU25hcHNob3RzUmVxdWVzdBotLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVNuYXBzaG90c1Jlc3BvbnNlEmgKDVVwZGF0ZU5ldHdvcmsSKi5jb3ZlLm9yY2hlc3RyYXRvci52MS5VcGRhdGVOZXR3b3JrUmVxdWVzdBorLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZU5ldHdvcmtSZXNwb25zZTKuAgoPVGVtcGxhdGVTZXJ2aWNlElAKBUJ1aWxkEiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRSZXF1ZXN0GiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRSZXNwb25zZRJiCgtCdWlsZFN0YXR1cxIoLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkU3RhdHVzUmVxdWVzdBopLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkU3RhdHVzUmVzcG9uc2USZQoMRGVsZXRlQnVpbGRzEikuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlQnVpbGRzUmVxdWVzdBoqLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZUJ1aWxkc1Jlc3BvbnNlMroBCgtJbmZvU2VydmljZRJNCgRJbmZvEiEuY292ZS5vcmNoZXN0cmF0b3IudjEuSW5mb1JlcXVlc3QaIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVzcG9uc2USXAoJU2V0U3RhdHVzEiYuY292ZS5vcmNoZXN0cmF0b3IudjEuU2V0U3RhdHVzUmVxdWVzdBonLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxSpec
@@ -147,6 +147,14 @@ export type EgressPolicy = Message<"cove.orchestrator.v1.EgressPolicy"> & {
    * @generated from field: cove.orchestrator.v1.EgressProxy egress_proxy = 3;
    */
   egressProxy?: EgressProxy | undefined;
+
+  /**
+   * E2B's `rules`: per-host ordered header transforms the node's egress proxy applies to outbound HTTP/HTTPS
+   * (TLS terminated with the sandbox's CA). Values may hold `${e2b.secrets.x}` placeholders, resolved only there.
+   *
+   * @generated from field: repeated cove.orchestrator.v1.EgressHostRules rules = 4;
+   */
+  rules: EgressHostRules[];
 };
 
 /**
@@ -155,6 +163,69 @@ export type EgressPolicy = Message<"cove.orchestrator.v1.EgressPolicy"> & {
  */
 export const EgressPolicySchema: GenMessage<EgressPolicy> = /*@__PURE__*/
   messageDesc(file_cove_orchestrator_v1_orchestrator, 1);
+
+/**
+ * @generated from message cove.orchestrator.v1.EgressHostRules
+ */
+export type EgressHostRules = Message<"cove.orchestrator.v1.EgressHostRules"> & {
+  /**
+   * exact lower-cased host or `*.suffix`
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * @generated from field: repeated cove.orchestrator.v1.EgressTransform transforms = 2;
+   */
+  transforms: EgressTransform[];
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.EgressHostRules.
+ * Use `create(EgressHostRulesSchema)` to create a new message.
+ */
+export const EgressHostRulesSchema: GenMessage<EgressHostRules> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 2);
+
+/**
+ * @generated from message cove.orchestrator.v1.EgressTransform
+ */
+export type EgressTransform = Message<"cove.orchestrator.v1.EgressTransform"> & {
+  /**
+   * @generated from field: repeated cove.orchestrator.v1.EgressHeader set_headers = 1;
+   */
+  setHeaders: EgressHeader[];
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.EgressTransform.
+ * Use `create(EgressTransformSchema)` to create a new message.
+ */
+export const EgressTransformSchema: GenMessage<EgressTransform> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 3);
+
+/**
+ * @generated from message cove.orchestrator.v1.EgressHeader
+ */
+export type EgressHeader = Message<"cove.orchestrator.v1.EgressHeader"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.EgressHeader.
+ * Use `create(EgressHeaderSchema)` to create a new message.
+ */
+export const EgressHeaderSchema: GenMessage<EgressHeader> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 4);
 
 /**
  * As the user gave it; the node parses it again (@cove/egress).
@@ -185,7 +256,7 @@ export type EgressProxy = Message<"cove.orchestrator.v1.EgressProxy"> & {
  * Use `create(EgressProxySchema)` to create a new message.
  */
 export const EgressProxySchema: GenMessage<EgressProxy> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 2);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 5);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateNetworkRequest
@@ -212,7 +283,7 @@ export type UpdateNetworkRequest = Message<"cove.orchestrator.v1.UpdateNetworkRe
  * Use `create(UpdateNetworkRequestSchema)` to create a new message.
  */
 export const UpdateNetworkRequestSchema: GenMessage<UpdateNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 3);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 6);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateNetworkResponse
@@ -225,7 +296,7 @@ export type UpdateNetworkResponse = Message<"cove.orchestrator.v1.UpdateNetworkR
  * Use `create(UpdateNetworkResponseSchema)` to create a new message.
  */
 export const UpdateNetworkResponseSchema: GenMessage<UpdateNetworkResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 4);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 7);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxInfo
@@ -304,7 +375,7 @@ export type SandboxInfo = Message<"cove.orchestrator.v1.SandboxInfo"> & {
  * Use `create(SandboxInfoSchema)` to create a new message.
  */
 export const SandboxInfoSchema: GenMessage<SandboxInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 5);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 8);
 
 /**
  * @generated from message cove.orchestrator.v1.CreateRequest
@@ -321,7 +392,7 @@ export type CreateRequest = Message<"cove.orchestrator.v1.CreateRequest"> & {
  * Use `create(CreateRequestSchema)` to create a new message.
  */
 export const CreateRequestSchema: GenMessage<CreateRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 6);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 9);
 
 /**
  * @generated from message cove.orchestrator.v1.CreateResponse
@@ -343,7 +414,7 @@ export type CreateResponse = Message<"cove.orchestrator.v1.CreateResponse"> & {
  * Use `create(CreateResponseSchema)` to create a new message.
  */
 export const CreateResponseSchema: GenMessage<CreateResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 7);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 10);
 
 /**
  * @generated from message cove.orchestrator.v1.ListRequest
@@ -356,7 +427,7 @@ export type ListRequest = Message<"cove.orchestrator.v1.ListRequest"> & {
  * Use `create(ListRequestSchema)` to create a new message.
  */
 export const ListRequestSchema: GenMessage<ListRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 8);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 11);
 
 /**
  * @generated from message cove.orchestrator.v1.ListResponse
@@ -373,7 +444,7 @@ export type ListResponse = Message<"cove.orchestrator.v1.ListResponse"> & {
  * Use `create(ListResponseSchema)` to create a new message.
  */
 export const ListResponseSchema: GenMessage<ListResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 9);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 12);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteRequest
@@ -395,7 +466,7 @@ export type DeleteRequest = Message<"cove.orchestrator.v1.DeleteRequest"> & {
  * Use `create(DeleteRequestSchema)` to create a new message.
  */
 export const DeleteRequestSchema: GenMessage<DeleteRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 10);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 13);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteResponse
@@ -408,7 +479,7 @@ export type DeleteResponse = Message<"cove.orchestrator.v1.DeleteResponse"> & {
  * Use `create(DeleteResponseSchema)` to create a new message.
  */
 export const DeleteResponseSchema: GenMessage<DeleteResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 11);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 14);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateRequest
@@ -430,7 +501,7 @@ export type UpdateRequest = Message<"cove.orchestrator.v1.UpdateRequest"> & {
  * Use `create(UpdateRequestSchema)` to create a new message.
  */
 export const UpdateRequestSchema: GenMessage<UpdateRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 12);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 15);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateResponse
@@ -447,7 +518,7 @@ export type UpdateResponse = Message<"cove.orchestrator.v1.UpdateResponse"> & {
  * Use `create(UpdateResponseSchema)` to create a new message.
  */
 export const UpdateResponseSchema: GenMessage<UpdateResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 13);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 16);
 
 /**
  * @generated from message cove.orchestrator.v1.PauseRequest
@@ -478,7 +549,7 @@ export type PauseRequest = Message<"cove.orchestrator.v1.PauseRequest"> & {
  * Use `create(PauseRequestSchema)` to create a new message.
  */
 export const PauseRequestSchema: GenMessage<PauseRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 14);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
 
 /**
  * @generated from message cove.orchestrator.v1.SnapshotInfo
@@ -524,7 +595,7 @@ export type SnapshotInfo = Message<"cove.orchestrator.v1.SnapshotInfo"> & {
  * Use `create(SnapshotInfoSchema)` to create a new message.
  */
 export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 15);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
 
 /**
  * @generated from message cove.orchestrator.v1.PauseResponse
@@ -541,7 +612,7 @@ export type PauseResponse = Message<"cove.orchestrator.v1.PauseResponse"> & {
  * Use `create(PauseResponseSchema)` to create a new message.
  */
 export const PauseResponseSchema: GenMessage<PauseResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 16);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
 
 /**
  * @generated from message cove.orchestrator.v1.SnapshotRequest
@@ -563,7 +634,7 @@ export type SnapshotRequest = Message<"cove.orchestrator.v1.SnapshotRequest"> & 
  * Use `create(SnapshotRequestSchema)` to create a new message.
  */
 export const SnapshotRequestSchema: GenMessage<SnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
 
 /**
  * @generated from message cove.orchestrator.v1.SnapshotResponse
@@ -585,7 +656,7 @@ export type SnapshotResponse = Message<"cove.orchestrator.v1.SnapshotResponse"> 
  * Use `create(SnapshotResponseSchema)` to create a new message.
  */
 export const SnapshotResponseSchema: GenMessage<SnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteSnapshotsRequest
@@ -602,7 +673,7 @@ export type DeleteSnapshotsRequest = Message<"cove.orchestrator.v1.DeleteSnapsho
  * Use `create(DeleteSnapshotsRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotsRequestSchema: GenMessage<DeleteSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteSnapshotsResponse
@@ -615,7 +686,7 @@ export type DeleteSnapshotsResponse = Message<"cove.orchestrator.v1.DeleteSnapsh
  * Use `create(DeleteSnapshotsResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotsResponseSchema: GenMessage<DeleteSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
 
 /**
  * @generated from message cove.orchestrator.v1.InfoRequest
@@ -628,7 +699,7 @@ export type InfoRequest = Message<"cove.orchestrator.v1.InfoRequest"> & {
  * Use `create(InfoRequestSchema)` to create a new message.
  */
 export const InfoRequestSchema: GenMessage<InfoRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
 
 /**
  * @generated from message cove.orchestrator.v1.NodeCapacity
@@ -660,7 +731,7 @@ export type NodeCapacity = Message<"cove.orchestrator.v1.NodeCapacity"> & {
  * Use `create(NodeCapacitySchema)` to create a new message.
  */
 export const NodeCapacitySchema: GenMessage<NodeCapacity> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
 
 /**
  * @generated from message cove.orchestrator.v1.NodeUsage
@@ -704,7 +775,7 @@ export type NodeUsage = Message<"cove.orchestrator.v1.NodeUsage"> & {
  * Use `create(NodeUsageSchema)` to create a new message.
  */
 export const NodeUsageSchema: GenMessage<NodeUsage> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
 
 /**
  * @generated from message cove.orchestrator.v1.WarmPoolInfo
@@ -731,7 +802,7 @@ export type WarmPoolInfo = Message<"cove.orchestrator.v1.WarmPoolInfo"> & {
  * Use `create(WarmPoolInfoSchema)` to create a new message.
  */
 export const WarmPoolInfoSchema: GenMessage<WarmPoolInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
 
 /**
  * @generated from message cove.orchestrator.v1.InfoResponse
@@ -810,7 +881,7 @@ export type InfoResponse = Message<"cove.orchestrator.v1.InfoResponse"> & {
  * Use `create(InfoResponseSchema)` to create a new message.
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 28);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxUsage
@@ -854,7 +925,7 @@ export type SandboxUsage = Message<"cove.orchestrator.v1.SandboxUsage"> & {
  * Use `create(SandboxUsageSchema)` to create a new message.
  */
 export const SandboxUsageSchema: GenMessage<SandboxUsage> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 29);
 
 /**
  * @generated from message cove.orchestrator.v1.SetStatusRequest
@@ -871,7 +942,7 @@ export type SetStatusRequest = Message<"cove.orchestrator.v1.SetStatusRequest"> 
  * Use `create(SetStatusRequestSchema)` to create a new message.
  */
 export const SetStatusRequestSchema: GenMessage<SetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 30);
 
 /**
  * @generated from message cove.orchestrator.v1.SetStatusResponse
@@ -888,7 +959,7 @@ export type SetStatusResponse = Message<"cove.orchestrator.v1.SetStatusResponse"
  * Use `create(SetStatusResponseSchema)` to create a new message.
  */
 export const SetStatusResponseSchema: GenMessage<SetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 28);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 31);
 
 /**
  * @generated from message cove.orchestrator.v1.TemplateStep
@@ -926,7 +997,7 @@ export type TemplateStep = Message<"cove.orchestrator.v1.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 29);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 32);
 
 /**
  * @generated from message cove.orchestrator.v1.RegistryAuth
@@ -948,7 +1019,7 @@ export type RegistryAuth = Message<"cove.orchestrator.v1.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 30);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 33);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildRequest
@@ -1040,7 +1111,7 @@ export type BuildRequest = Message<"cove.orchestrator.v1.BuildRequest"> & {
  * Use `create(BuildRequestSchema)` to create a new message.
  */
 export const BuildRequestSchema: GenMessage<BuildRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 31);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 34);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildResponse
@@ -1053,7 +1124,7 @@ export type BuildResponse = Message<"cove.orchestrator.v1.BuildResponse"> & {
  * Use `create(BuildResponseSchema)` to create a new message.
  */
 export const BuildResponseSchema: GenMessage<BuildResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 32);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 35);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildLogEntry
@@ -1089,7 +1160,7 @@ export type BuildLogEntry = Message<"cove.orchestrator.v1.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 33);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 36);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildFailure
@@ -1113,7 +1184,7 @@ export type BuildFailure = Message<"cove.orchestrator.v1.BuildFailure"> & {
  * Use `create(BuildFailureSchema)` to create a new message.
  */
 export const BuildFailureSchema: GenMessage<BuildFailure> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 34);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 37);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildStatusRequest
@@ -1147,7 +1218,7 @@ export type BuildStatusRequest = Message<"cove.orchestrator.v1.BuildStatusReques
  * Use `create(BuildStatusRequestSchema)` to create a new message.
  */
 export const BuildStatusRequestSchema: GenMessage<BuildStatusRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 35);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 38);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildStatusResponse
@@ -1205,7 +1276,7 @@ export type BuildStatusResponse = Message<"cove.orchestrator.v1.BuildStatusRespo
  * Use `create(BuildStatusResponseSchema)` to create a new message.
  */
 export const BuildStatusResponseSchema: GenMessage<BuildStatusResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 36);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 39);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteBuildsRequest
@@ -1227,7 +1298,7 @@ export type DeleteBuildsRequest = Message<"cove.orchestrator.v1.DeleteBuildsRequ
  * Use `create(DeleteBuildsRequestSchema)` to create a new message.
  */
 export const DeleteBuildsRequestSchema: GenMessage<DeleteBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 37);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 40);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteBuildsResponse
@@ -1240,7 +1311,7 @@ export type DeleteBuildsResponse = Message<"cove.orchestrator.v1.DeleteBuildsRes
  * Use `create(DeleteBuildsResponseSchema)` to create a new message.
  */
 export const DeleteBuildsResponseSchema: GenMessage<DeleteBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 38);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 41);
 
 /**
  * @generated from enum cove.orchestrator.v1.NodeStatus
