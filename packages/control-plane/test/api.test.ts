@@ -203,8 +203,9 @@ describe('public and admin API', () => {
     assert.equal(egress.status, 400);
     assert.equal(egress.body.error_code, 'invalid_network_policy');
     assert.deepEqual((egress.body.issues as Array<{ code: string }>).map((i) => i.code).sort(), ['invalid_header', 'invalid_placeholder', 'invalid_rule_host']);
-    const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'localhost:${PORT}' } } });
-    assert.equal(mask.status, 501);
+    const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'a b/c' } } });
+    assert.equal(mask.status, 400);
+    assert.deepEqual((mask.body.issues as Array<{ field: string }>).map((i) => i.field), ['maskRequestHost']);
     const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
     assert.equal(volumes.status, 501);
   });

@@ -21,6 +21,8 @@ export interface EgressRules {
 export interface NodeNetwork {
   allowInternetAccess: boolean;
   egress: EgressRules;
+  /** E2B's maskRequestHost ('' = none): ingress, applied by the node proxy, validated with the rest */
+  maskRequestHost: string;
 }
 
 /** The egress part of E2B's network config (create's `network`, or an update's body). */
@@ -29,6 +31,7 @@ export interface EgressInput {
   denyOut?: string[];
   rules?: Record<string, unknown>;
   egressProxy?: unknown;
+  maskRequestHost?: string;
 }
 
 export function nodeNetworkOf(allowInternetAccess: boolean | null | undefined, network: EgressInput | null | undefined): NodeNetwork {
@@ -39,6 +42,7 @@ export function nodeNetworkOf(allowInternetAccess: boolean | null | undefined, n
       ...(network?.denyOut !== undefined ? { denyOut: network.denyOut } : {}),
       ...(network?.egressProxy !== undefined ? { egressProxy: network.egressProxy } : {}),
       ...(network?.rules !== undefined ? { rules: network.rules } : {}),
+      ...(network?.maskRequestHost !== undefined ? { maskRequestHost: network.maskRequestHost } : {}),
       ...(allowInternetAccess !== null && allowInternetAccess !== undefined ? { allowInternetAccess } : {}),
     });
   } catch (err) {
@@ -49,7 +53,8 @@ export function nodeNetworkOf(allowInternetAccess: boolean | null | undefined, n
   const denyOut = policy.denyCidrs.map((c) => c.text);
   // A deny-all that allows nothing: no egress at all, as before policies, but still the filter, whose DNS
   // redirect lets the node's resolver answer REFUSED at once (a dropped query would hang the sandbox's lookups).
-  if (hasDenyAll(policy) && allowOut.length === 0) return { allowInternetAccess: false, egress: { allowOut: [], denyOut } };
+  const maskRequestHost = policy.maskRequestHost ?? '';
+  if (hasDenyAll(policy) && allowOut.length === 0) return { allowInternetAccess: false, egress: { allowOut: [], denyOut }, maskRequestHost };
   const p = policy.egressProxy;
   const egressProxy = p
     ? {
@@ -59,5 +64,5 @@ export function nodeNetworkOf(allowInternetAccess: boolean | null | undefined, n
       }
     : undefined;
   const rules = policy.rules.size ? rulesToWire(policy) : undefined;
-  return { allowInternetAccess: true, egress: { allowOut, denyOut, ...(egressProxy ? { egressProxy } : {}), ...(rules ? { rules } : {}) } };
+  return { allowInternetAccess: true, egress: { allowOut, denyOut, ...(egressProxy ? { egressProxy } : {}), ...(rules ? { rules } : {}) }, maskRequestHost };
 }

@@ -208,6 +208,7 @@ export class SandboxManager {
         allowInternetAccess: spec.allowInternetAccess,
         egress: spec.egress,
         trafficTokenSha256: spec.trafficTokenSha256,
+        maskRequestHost: spec.maskRequestHost,
         slotId: slot.slotId,
         address: slot.address,
         pid: slot.pid,

@@ -3,7 +3,7 @@
 
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { EgressPolicy as EgressPolicyMsg, SandboxSpec } from '@cove/contracts/orchestrator';
-import { PolicyError } from '@cove/egress';
+import { parseNetworkPolicy, PolicyError } from '@cove/egress';
 import { egressPolicyOf, egressRulesText, NO_EGRESS_RULES, type EgressRules } from '../sandbox/slot-egress.js';
 import { InvalidArgument } from '../errors.js';
 import { SNAPSHOT_ID_RE } from '../snapshots/snapshot-manifest.js';
@@ -41,6 +41,8 @@ export interface ValidSpec {
   allowInternetAccess: boolean;
   /** Address rules on top of allowInternetAccess (checked by egressRulesOf). */
   egress: EgressRules;
+  /** E2B's maskRequestHost for the node proxy ('' = none); checked like the control plane does */
+  maskRequestHost: string;
   envdAccessToken: string;
   /** sha256 (hex) of the traffic access token the control plane sent with Create; '' = public. */
   trafficTokenSha256: string;
@@ -92,6 +94,14 @@ export function validateSpec(
   if (spec.snapshotId !== '' && !SNAPSHOT_ID_RE.test(spec.snapshotId)) v.push(`snapshot_id: must be empty or match ${SNAPSHOT_ID_RE.source}`);
   if (spec.cold && spec.snapshotId === '') v.push('cold: only meaningful with snapshot_id');
   const egress = egressRulesOf(spec.egress, v);
+  if (spec.maskRequestHost !== '') {
+    try {
+      parseNetworkPolicy({ maskRequestHost: spec.maskRequestHost });
+    } catch (err) {
+      if (!(err instanceof PolicyError)) throw err;
+      v.push(`mask_request_host: ${err.issues[0]?.message ?? 'invalid'}`);
+    }
+  }
   if (v.length > 0) throw new InvalidArgument(v);
   return {
     sandboxId: spec.sandboxId,
@@ -107,6 +117,7 @@ export function validateSpec(
     endTime: end,
     allowInternetAccess: spec.allowInternetAccess,
     egress,
+    maskRequestHost: spec.maskRequestHost,
     envdAccessToken: spec.envdAccessToken,
     trafficTokenSha256,
     snapshotId: spec.snapshotId,
