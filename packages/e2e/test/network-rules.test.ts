@@ -215,16 +215,19 @@ describe('network.rules: headers injected on the way out through the unchanged S
     assert.equal(header(otherReq, 'x-api-key'), undefined, 'no rule for other.test: nothing injected');
     assert.equal(header(otherReq, 'authorization'), undefined);
 
-    // The values are nowhere in the sandbox: its whole filesystem, every process's env and command line.
+    // The values are nowhere in the sandbox: its whole filesystem, every process's env and command line. The
+    // patterns reach grep base64-encoded through a pipe, so no command line or file of the search holds them.
+    // A canary planted the same way proves the search sees the filesystem.
+    const canary = `cove-canary-${randomBytes(12).toString('hex')}`;
+    await sbx.files.write('/home/user/canary.txt', canary);
+    const pats = Buffer.from(`${SECRET}\n${SECRET2}\n${canary}\n`).toString('base64');
     const search = await sbx.commands.run(
-      `grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e '${SECRET}' -e '${SECRET2}' / ; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | grep -caF -e '${SECRET}' -e '${SECRET2}' ; env | grep -c cove-secret ; true`,
+      `P() { echo ${pats} | base64 -d; }; grep -rlsF -f <(P) --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev / ; ` +
+        `cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | grep -caF -f <(P) ; env | grep -caF -f <(P) ; true`,
       { timeoutMs: 180_000, user: 'root' },
     );
-    const lines = search.stdout.trim().split('\n');
-    // Only the two counts: no file listed, and each count 0 (the grep command line itself holds the values, but
-    // this is `cat` of other processes' memory-visible places; a matching line would count 1 or more).
-    assert.deepEqual(lines.slice(-2), ['0', '0'], `secret search: ${search.stdout}`);
-    assert.equal(lines.length, 2, `files holding a secret value: ${search.stdout}`);
+    // Only the canary's file, and no process's memory-visible env or arguments holding a value.
+    assert.deepEqual(search.stdout.trim().split('\n'), ['/home/user/canary.txt', '0', '0'], `secret search: ${search.stdout}`);
 
     // The CA in the sandbox is a certificate; no private key in the sandbox belongs to it.
     const caPem = await sbx.files.read('/etc/cove-egress-ca.pem');

@@ -532,8 +532,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (rec.state !== 'claimed') throw new SlotNotFound(slotId);
     // Closing goes first and opening last, so the slot never passes through a state more open than both.
     if (!net.allowInternetAccess && rec.allowInternetAccess) await denyInternet(this.instance, rec.address);
-    await applySlotEgress(this.egress, this.egressTarget(rec), net.egress);
+    // The CA is trusted before the proxy starts terminating the sandbox's TLS with it.
     await this.installCa(slotId, rec.sandboxId ?? slotId, net.egress);
+    await applySlotEgress(this.egress, this.egressTarget(rec), net.egress);
     if (net.allowInternetAccess && !rec.allowInternetAccess) await allowInternet(this.instance, rec.address);
     Object.assign(rec, { allowInternetAccess: net.allowInternetAccess, egress: net.egress });
     await this.slots.write(rec);
