@@ -163,6 +163,8 @@ program
       // The nodes' egress DNS filter forwards allowed names to the e2e stand-in internet's resolver
       // (packages/e2e/test/network-policy.test.ts); nothing else of the suite resolves through it.
       process.env.COVE_EGRESS_DNS ??= '203.0.113.53';
+      // …and their egress proxy trusts the CA network-rules.test.ts gives its stand-in HTTPS servers (read per connection).
+      process.env.COVE_EGRESS_UPSTREAM_CA ??= join(o.stateDir, 'egress-upstream-ca.pem');
       code = (await withOwnDeployment(o, (signal) => runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir }, signal))) || code;
     }
     process.exitCode = code;

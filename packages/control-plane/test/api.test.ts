@@ -203,16 +203,22 @@ describe('public and admin API', () => {
     }
   });
 
-  test('unknown template → 404; unsupported features → 501 naming them', async () => {
+  test('unknown template → 404; bad rules → 400; unsupported features → 501 naming them', async () => {
     const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'no-such-template' } });
     assert.equal(r.status, 404);
     assert.equal(r.body.code, 404);
     assert.match(r.body.message, /no-such-template/);
-    const egress = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { allowOut: ['example.com'], rules: { 'example.com': [{ transform: { headers: { 'x-a': 'b' } } }] } } } });
-    assert.equal(egress.status, 501);
-    assert.match(egress.body.message, /transform rules.*not implemented yet/);
-    const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'localhost:${PORT}' } } });
-    assert.equal(mask.status, 501);
+    // rules are enforced now: bad ones are a 400 naming each issue, before anything is reserved.
+    const egress = await call(cp.url, 'POST', '/v2/sandboxes', {
+      key,
+      body: { templateID: 'base', network: { rules: { '*': [{ transform: { headers: { 'x-a': 'b' } } }], 'ok.test': [{ transform: { headers: { 'bad header': 'v', 'x-b': '${e2b.secrets.}' } } }] } } },
+    });
+    assert.equal(egress.status, 400);
+    assert.equal(egress.body.error_code, 'invalid_network_policy');
+    assert.deepEqual((egress.body.issues as Array<{ code: string }>).map((i) => i.code).sort(), ['invalid_header', 'invalid_placeholder', 'invalid_rule_host']);
+    const mask = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', network: { maskRequestHost: 'a b/c' } } });
+    assert.equal(mask.status, 400);
+    assert.deepEqual((mask.body.issues as Array<{ field: string }>).map((i) => i.field), ['maskRequestHost']);
     const volumes = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', volumeMounts: [{ name: 'v', path: '/data' }] } });
     assert.equal(volumes.status, 404);
     assert.equal(volumes.body.error_code, 'volume_not_found');

@@ -10,6 +10,9 @@ export const repoRoot = resolve(fileURLToPath(new URL('.', import.meta.url)), '.
 export const E2E_PORT_OFFSET = 100;
 /** The stand-in internet's resolver (network-policy.test.ts); the e2e nodes' egress DNS filter forwards to it. */
 export const E2E_EGRESS_DNS = '203.0.113.53';
+/** The file of extra upstream CAs the nodes' egress proxy trusts when it terminates TLS (COVE_EGRESS_UPSTREAM_CA,
+ * read per connection): network-rules.test.ts puts its stand-in internet's CA there. */
+export const E2E_UPSTREAM_CA_FILE = 'egress-upstream-ca.pem';
 
 export interface Deployment {
   stateDir: string;
@@ -52,7 +55,12 @@ export function deployment(): Deployment {
       process.execPath,
       [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', '2'],
       // As `cove test` does: the nodes' egress DNS filter forwards to the stand-in internet's resolver.
-      { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, COVE_EGRESS_DNS: process.env.COVE_EGRESS_DNS ?? E2E_EGRESS_DNS } },
+      { stdio: ['ignore', 'inherit', 'inherit'], env: {
+          ...process.env,
+          COVE_EGRESS_DNS: process.env.COVE_EGRESS_DNS ?? E2E_EGRESS_DNS,
+          COVE_EGRESS_UPSTREAM_CA: process.env.COVE_EGRESS_UPSTREAM_CA ?? join(stateDir, E2E_UPSTREAM_CA_FILE),
+        },
+      },
     );
   }
   const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports']; nodes: Deployment['nodes'] };

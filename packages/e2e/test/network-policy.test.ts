@@ -295,8 +295,10 @@ describe('network policy (allowOut/denyOut, updateNetwork) through the unchanged
     }
     // Through the SDK too: a clear error.
     await assert.rejects(sbx.updateNetwork({ denyOut: ['example.com'] }), (err: Error) => /denyOut\[0\]/.test(err.message));
-    // Parts not enforced yet are refused, never ignored.
-    assert.equal((await putNetwork(d, sbx.sandboxId, { allowOut: ['example.com'], rules: { 'example.com': [{ transform: { headers: { 'x-a': 'b' } } }] } })).status, 501);
+    // Bad rules (a bare `*`, a header name with a space) are refused like the rest (network-rules.test.ts covers good ones).
+    const badRules = await putNetwork(d, sbx.sandboxId, { rules: { '*': [{ transform: { headers: { 'x a': 'b' } } }] } });
+    assert.equal(badRules.status, 400);
+    assert.deepEqual((badRules.body.issues as Array<{ code: string }>).map((i) => i.code).sort(), ['invalid_header', 'invalid_rule_host'], JSON.stringify(badRules.body));
     const badProxy = await putNetwork(d, sbx.sandboxId, { egressProxy: { address: `ftp://${SOCKS}:1080` } });
     assert.equal(badProxy.status, 400);
     assert.ok((badProxy.body.issues as Array<{ code: string }>).some((i) => i.code === 'invalid_proxy'), JSON.stringify(badProxy.body));

@@ -456,3 +456,21 @@ export async function resolvePlaceholders(value: string, resolve: (kind: Placeho
 export function maskRequestHost(mask: string, port: number): string {
   return mask.split('${PORT}').join(String(port));
 }
+
+/** A policy's `rules` as the node spec carries them (proto `EgressHostRules`): host key, ordered header sets. */
+export interface EgressHostRule {
+  host: string;
+  transforms: Array<{ setHeaders: Array<{ name: string; value: string }> }>;
+}
+
+/** The wire form of a parsed policy's rules (normalised keys and lower-cased header names, in order). */
+export function rulesToWire(p: EgressPolicy): EgressHostRule[] {
+  return [...p.rules].map(([host, ts]) => ({ host, transforms: ts.map((t) => ({ setHeaders: t.set.map((h) => ({ name: h.name, value: h.value })) })) }));
+}
+
+/** Back to E2B's `rules` object, for parseNetworkPolicy on the node (which trusts nothing it was sent). */
+export function rulesFromWire(list: readonly EgressHostRule[]): NonNullable<NetworkConfigInput['rules']> {
+  return Object.fromEntries(
+    list.map((r) => [r.host, r.transforms.map((t) => ({ transform: { headers: Object.fromEntries(t.setHeaders.map((h) => [h.name, h.value])) } }))]),
+  );
+}

@@ -8,7 +8,7 @@ import { Resolver } from 'node:dns/promises';
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, isIPv4, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
-import { connect as tlsConnect, TLSSocket } from 'node:tls';
+import { connect as tlsConnect, rootCertificates, TLSSocket } from 'node:tls';
 import type { SandboxCa } from './ca.js';
 import {
   cidrContains,
@@ -59,8 +59,8 @@ export interface EgressProxyOptions {
   resolveSecret?: (sandboxId: string, kind: PlaceholderKind, name: string) => Promise<string>;
   /** DNS servers the proxy resolves allowed hostnames with (default: the system's) */
   upstreamDns?: string[];
-  /** extra CAs trusted for upstream TLS when terminating (tests); the system store otherwise */
-  upstreamCa?: string[];
+  /** extra CAs trusted for upstream TLS when terminating (tests); the system store otherwise. A function is asked per connection. */
+  upstreamCa?: string[] | (() => string[] | undefined);
   /** addresses no policy can reach (node-internal ranges, metadata services) */
   forbiddenCidrs?: string[];
   /** original destination of a redirected connection (default: conntrack) */
@@ -384,8 +384,9 @@ export class EgressProxy {
       req.resume();
       return;
     }
+    const extraCa = typeof this.opts.upstreamCa === 'function' ? this.opts.upstreamCa() : this.opts.upstreamCa;
     const sock: Socket = ctx.tls
-      ? tlsConnect({ socket: raw, servername: ctx.host, ...(this.opts.upstreamCa ? { ca: this.opts.upstreamCa } : {}) })
+      ? tlsConnect({ socket: raw, servername: ctx.host, ...(extraCa ? { ca: [...rootCertificates, ...extraCa] } : {}) })
       : raw;
     const upReq = httpRequest({ createConnection: () => sock, method: req.method, path: req.url, headers });
     upReq.setTimeout(this.opts.idleTimeoutMs ?? 300_000, () => upReq.destroy());

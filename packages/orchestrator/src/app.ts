@@ -225,6 +225,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   const proxyServer = createNodeProxy({
     nodeToken: config.nodeToken,
     lookup: (sandboxId) => manager.get(sandboxId)?.address,
+    maskOf: (sandboxId) => manager.get(sandboxId)?.maskRequestHost,
     log: log.child({ component: 'node-proxy' }),
   });
   telemetry.attachMetricsRoute(proxyServer);

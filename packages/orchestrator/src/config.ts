@@ -70,6 +70,7 @@ const envSchema = z.object({
   COVE_DEFAULT_DISK_MB: posInt.default(1024),
   COVE_SANDBOX_SUBNET: z.string().optional(),
   /** Resolvers the node's egress DNS filter and proxy use for allowed names (comma list of ip[:port]); default the host's. */
+  COVE_EGRESS_UPSTREAM_CA: z.string().startsWith('/', 'COVE_EGRESS_UPSTREAM_CA must be an absolute path').optional(),
   COVE_EGRESS_DNS: z.string().regex(/^\d+\.\d+\.\d+\.\d+(:\d{1,5})?(,\d+\.\d+\.\d+\.\d+(:\d{1,5})?)*$/, 'COVE_EGRESS_DNS must be a comma list of ip[:port]').optional(),
   COVE_SANDBOX_BRIDGE: z.string().optional(),
   COVE_RUNTIME_INSTANCE: z.string().regex(/^[a-z][a-z0-9]{0,9}$/).optional(),
@@ -162,6 +163,8 @@ export interface OrchestratorConfig {
     readonly templateCacheDir: string | undefined;
     /** Resolvers of the node's egress services (COVE_EGRESS_DNS); undefined = the host's. */
     readonly egressDns: string[] | undefined;
+    /** COVE_EGRESS_UPSTREAM_CA: a PEM file of extra CAs the egress proxy trusts upstream when it terminates TLS (tests). */
+    readonly egressUpstreamCaFile: string | undefined;
   };
   readonly logLevel: z.infer<typeof envSchema>['COVE_LOG_LEVEL'];
   /** Cluster storage; url defaults to `file://<dataDir>/storage`. Keys only for S3 (else the SDK's chain). */
@@ -272,6 +275,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
       vethPrefix: e.COVE_VETH_PREFIX,
       templateCacheDir: e.COVE_TEMPLATE_CACHE_DIR ? resolve(e.COVE_TEMPLATE_CACHE_DIR) : undefined,
       egressDns: e.COVE_EGRESS_DNS ? e.COVE_EGRESS_DNS.split(',') : undefined,
+      egressUpstreamCaFile: e.COVE_EGRESS_UPSTREAM_CA,
     },
     logLevel: e.COVE_LOG_LEVEL,
     storage: {

@@ -43,6 +43,9 @@ async function main(): Promise<void> {
     ...(config.runtime.instance ? { instance: config.runtime.instance } : {}),
     ...(config.runtime.vethPrefix ? { vethPrefix: config.runtime.vethPrefix } : {}),
     ...(config.runtime.egressDns ? { egressDns: config.runtime.egressDns } : {}),
+    // The artifact key is held by every node of the cluster and not by the control plane: sandbox CAs derive from it.
+    egressCaKey: config.artifactKey,
+    ...(config.runtime.egressUpstreamCaFile ? { egressUpstreamCaFile: config.runtime.egressUpstreamCaFile } : {}),
     onTemplateProgress: (templateId, line) => log.info({ templateId, line }, 'template build'),
   });
 

@@ -79,7 +79,8 @@ describe('node proxy', () => {
     upstreamPort = await listen(upstream);
     proxy = createNodeProxy({
       nodeToken: TOKEN,
-      lookup: (id) => (id === 'sbx-here' ? '127.0.0.1' : undefined),
+      lookup: (id) => (id === 'sbx-here' || id === 'sbx-masked' ? '127.0.0.1' : undefined),
+      maskOf: (id) => (id === 'sbx-masked' ? 'localhost:${PORT}' : ''),
       log: createLogger('silent'),
     });
     proxyPort = await listen(proxy);
@@ -114,6 +115,15 @@ describe('node proxy', () => {
     const last = seen.at(-1)!;
     assert.equal(last['cove-node-token'], undefined);
     assert.equal(last['x-custom'], 'kept');
+  });
+
+  it('maskRequestHost: the sandbox sees the mask with its port, whatever Host the client sent; others keep theirs', async () => {
+    const masked = await call(proxyPort, { ...route(upstreamPort, 'sbx-masked'), host: `8080-sbx-masked.evil.example` });
+    assert.equal(masked.status, 200);
+    assert.equal(seen.at(-1)!.host, `localhost:${upstreamPort}`);
+    const plain = await call(proxyPort, { ...route(upstreamPort), host: 'kept.example' });
+    assert.equal(plain.status, 200);
+    assert.equal(seen.at(-1)!.host, 'kept.example');
   });
 
   it('answers 502 "sandbox was not found" for a sandbox on no node', async () => {

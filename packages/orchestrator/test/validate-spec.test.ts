@@ -94,4 +94,28 @@ describe('validateSpec', () => {
       (err: unknown) => err instanceof InvalidArgument && err.violations.includes('volume_mounts: not with snapshot_id'),
     );
   });
+
+  it('re-parses rules and maskRequestHost: normalised, and a header a sender could smuggle CRLF into is refused', () => {
+    const base = { sandboxId: 'abc-1', templateId: 'base', vcpu: 1, memoryMb: 512, diskMb: 1024, endTime: timestampFromMs(NOW + 1000) };
+    const ok = validateSpec(create(SandboxSpecSchema, {
+      ...base,
+      maskRequestHost: 'localhost:${PORT}',
+      egress: { rules: [{ host: 'API.Example.com', transforms: [{ setHeaders: [{ name: 'X-Key', value: 'v' }] }] }] },
+    }), NODE, NOW);
+    assert.deepEqual(ok.egress.rules, [{ host: 'api.example.com', transforms: [{ setHeaders: [{ name: 'x-key', value: 'v' }] }] }]);
+    assert.equal(ok.maskRequestHost, 'localhost:${PORT}');
+    assert.throws(
+      () => validateSpec(create(SandboxSpecSchema, {
+        ...base,
+        maskRequestHost: 'a/b',
+        egress: { rules: [{ host: '*', transforms: [{ setHeaders: [{ name: 'x-key', value: 'v\r\nx-evil: 1' }] }] }] },
+      }), NODE, NOW),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgument);
+        assert.ok(err.violations.some((x) => x.startsWith('egress.rules')), err.violations.join('; '));
+        assert.ok(err.violations.some((x) => x.startsWith('mask_request_host')), err.violations.join('; '));
+        return true;
+      },
+    );
+  });
 });

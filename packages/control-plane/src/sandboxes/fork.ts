@@ -193,6 +193,7 @@ export class Forks {
         metadata: copy.metadata,
         allowInternetAccess: net.allowInternetAccess,
         egress: net.egress,
+        maskRequestHost: net.maskRequestHost,
         envdAccessToken: copy.envdAccessToken,
         startMs: copy.startedAt,
         endMs: nodeEndMs(copy, copy.endAt),

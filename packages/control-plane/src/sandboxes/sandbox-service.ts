@@ -146,8 +146,6 @@ export class SandboxService {
 
   /** Features the SDK can request that Cove does not enforce yet: refuse rather than silently ignore them. */
   private rejectUnsupported(input: CreateInput): void {
-    const n = input.network;
-    if (n && n.maskRequestHost) throw new NotImplemented('network.maskRequestHost');
     if (input.volumeMounts && input.volumeMounts.length > 0 && !this.d.volumes) throw new NotImplemented('volumes');
     if (input.iam && Object.keys(input.iam as object).length > 0) throw new NotImplemented('workload identity tokens (iam)');
     // The SDK would start E2B's `mcp-gateway` binary inside the sandbox, which Cove's templates do not carry.
@@ -250,6 +248,7 @@ export class SandboxService {
           metadata: record.metadata,
           allowInternetAccess: net.allowInternetAccess,
           egress: net.egress,
+          maskRequestHost: net.maskRequestHost,
           envdAccessToken: record.envdAccessToken,
           startMs: record.startedAt,
           endMs: nodeEndMs(record, record.endAt),
@@ -404,6 +403,9 @@ export class SandboxService {
         ...ingress,
         ...(body.allowOut !== undefined ? { allowOut: body.allowOut } : {}),
         ...(body.denyOut !== undefined ? { denyOut: body.denyOut } : {}),
+        // Kept so a resume (on any node) gets them back with the rest of the policy.
+        ...(body.rules !== undefined ? { rules: body.rules } : {}),
+        ...(body.egressProxy !== undefined && body.egressProxy !== null ? { egressProxy: body.egressProxy } : {}),
       };
       await this.sandboxes.setNetwork(s.id, body.allowInternetAccess ?? null, Object.keys(network).length ? network : null);
     });

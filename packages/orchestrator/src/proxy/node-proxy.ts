@@ -26,6 +26,7 @@ import type { Logger } from 'pino';
 import { SANDBOX_ID_RE } from '../sandboxes/validate-spec.js';
 import { tokensEqual } from '@cove/auth-tokens';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { maskRequestHost } from '@cove/egress';
 
 export const NODE_TOKEN_HEADER = 'cove-node-token';
 
@@ -33,6 +34,8 @@ export interface NodeProxyOptions {
   nodeToken: string;
   /** Address of a sandbox on this node, undefined when it is not here. */
   lookup: (sandboxId: string) => string | undefined;
+  /** E2B's maskRequestHost of a sandbox ('' or undefined = keep the client's Host) */
+  maskOf?: (sandboxId: string) => string | undefined;
   log: Logger;
 }
 
@@ -45,7 +48,7 @@ const ENVD_INTERNAL_SEGMENTS = new Set(['init', 'metrics', 'freeze', 'unfreeze',
 const IDLE_TIMEOUT_MS = 620_000;
 
 type Route =
-  | { ok: true; sandboxId: string; port: number; target: string; path: string }
+  | { ok: true; sandboxId: string; port: number; target: string; path: string; host?: string }
   | { ok: false; status: number; body: ProxyErrorBody };
 
 function header(req: IncomingMessage, name: string): string | undefined {
@@ -114,7 +117,10 @@ function route(req: IncomingMessage, opts: NodeProxyOptions): Route {
   }
   const address = opts.lookup(sandboxId);
   if (!address) return { ok: false, status: 502, body: sandboxNotFoundBody(sandboxId) };
-  return { ok: true, sandboxId, port, target: `http://${address}:${port}`, path };
+  // maskRequestHost (E2B): the sandbox's servers see the mask, never the edge's public name. Not envd's port,
+  // whose clients are the SDK and the node.
+  const mask = port === ENVD_PORT ? undefined : opts.maskOf?.(sandboxId);
+  return { ok: true, sandboxId, port, target: `http://${address}:${port}`, path, ...(mask ? { host: maskRequestHost(mask, port) } : {}) };
 }
 
 function upstreamFailureBody(r: Extract<Route, { ok: true }>, failure: UpstreamFailure): ProxyErrorBody {
@@ -171,7 +177,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
     void forwardHttp(req, res, {
       target: r.target,
       path: r.path,
-      headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER] }),
+      headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER], ...(r.host ? { set: { host: r.host } } : {}) }),
       // Keyed by address too: a resumed sandbox may come back elsewhere, and its old pooled sockets are dead.
       agent: agents.get(`${r.sandboxId}@${r.target}`),
       idleTimeoutMs: IDLE_TIMEOUT_MS,
@@ -191,7 +197,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
     forwardUpgrade(req, socket, head, {
       target: r.target,
       path: r.path,
-      headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER], upgrade: true }),
+      headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER], upgrade: true, ...(r.host ? { set: { host: r.host } } : {}) }),
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       onError: (_err, failure) => writeRawProxyError(socket, 502, upstreamFailureBody(r, failure)),
     });

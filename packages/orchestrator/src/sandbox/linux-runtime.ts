@@ -25,7 +25,8 @@ import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
-import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress } from './slot-egress.js';
+import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress, type EgressRules } from './slot-egress.js';
+import { installSandboxCa, SANDBOX_CA_FILE } from './slot-trust-store.js';
 import { NodeEgress } from './node-egress.js';
 import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
@@ -95,6 +96,10 @@ export interface LinuxRuntimeConfig {
   extraBlockedCidrs?: string[];
   /** Resolvers the node's egress services forward allowed names to (`ip` or `ip:port`); default the host's. */
   egressDns?: string[];
+  /** the cluster key sandbox egress CAs are derived from (COVE_ARTIFACT_KEY); absent = `rules` refused */
+  egressCaKey?: string;
+  /** PEM file of extra CAs the egress proxy trusts upstream (COVE_EGRESS_UPSTREAM_CA; the e2e stand-in) */
+  egressUpstreamCaFile?: string;
   onTemplateProgress?: (templateId: string, line: string) => void;
 }
 
@@ -217,6 +222,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       // What sandboxes may never reach directly, the proxy never dials for them either.
       forbiddenCidrs: [...blockedCidrs(firewall), this.subnet.cidr],
       logger: this.log.child({ component: 'egress' }),
+      ...(this.cfg.egressCaKey ? { caKey: this.cfg.egressCaKey } : {}),
+      ...(this.cfg.egressUpstreamCaFile ? { upstreamCaFile: this.cfg.egressUpstreamCaFile } : {}),
     });
     await egress.start();
     firewall.egressInput = { gateway: this.bridge.gateway, ...egress.inputPorts()! };
@@ -494,6 +501,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     // failure fails the claim (and so the create), never leaves an open sandbox.
     if (hasEgressRules(egress) || hasEgressRules(rec.egress)) {
       await applySlotEgress(this.egress, this.egressTarget({ slotId, address: rec.address, sandboxId: opts.sandboxId }), egress);
+      await this.installCa(slotId, opts.sandboxId, egress);
     }
     await Promise.all([
       cgroups.setLimits(slotId, this.cgroupLimits(opts.limits)),
@@ -513,6 +521,17 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await this.slots.write(rec);
   }
 
+  /**
+   * With `rules`, the sandbox's trust stores get its egress CA (the certificate only) before any flow of it can
+   * reach the proxy's TLS termination. A failure fails the claim or update: TLS to a rules host would fail anyway.
+   */
+  private async installCa(slotId: string, sandboxId: string, egress: EgressRules): Promise<void> {
+    if (!egress.rules?.length || !this.egress) return;
+    const ca = await this.egress.caFor(sandboxId);
+    const bundles = await installSandboxCa(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, this.idOffset, ca.certPem);
+    if (!bundles.length) this.log.warn({ slotId, sandboxId }, 'no system CA bundle in the sandbox: only ' + SANDBOX_CA_FILE + ' holds the egress CA');
+  }
+
   private egressTable(slotId: string): string {
     return egressTableOf(this.instance, slotId);
   }
@@ -526,6 +545,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (rec.state !== 'claimed') throw new SlotNotFound(slotId);
     // Closing goes first and opening last, so the slot never passes through a state more open than both.
     if (!net.allowInternetAccess && rec.allowInternetAccess) await denyInternet(this.instance, rec.address);
+    // The CA is trusted before the proxy starts terminating the sandbox's TLS with it.
+    await this.installCa(slotId, rec.sandboxId ?? slotId, net.egress);
     await applySlotEgress(this.egress, this.egressTarget(rec), net.egress);
     if (net.allowInternetAccess && !rec.allowInternetAccess) await allowInternet(this.instance, rec.address);
     Object.assign(rec, { allowInternetAccess: net.allowInternetAccess, egress: net.egress });

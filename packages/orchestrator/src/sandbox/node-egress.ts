@@ -4,7 +4,8 @@
 // pins to the slot (a forged source is dropped at the port). The services hold each bound sandbox's current
 // policy; a live update swaps it and re-judges the flows already open through the proxy.
 
-import { DnsFilter, EgressProxy, type EgressPolicy, type NodePorts } from '@cove/egress';
+import { readFileSync } from 'node:fs';
+import { DnsFilter, EgressProxy, SandboxCa, type EgressPolicy, type NodePorts, type SandboxEgress } from '@cove/egress';
 import type { Logger } from 'pino';
 
 export interface NodeEgressConfig {
@@ -15,6 +16,13 @@ export interface NodeEgressConfig {
   /** destinations the proxy never dials, whatever a policy or DNS answer says (the node's blocked ranges) */
   forbiddenCidrs: string[];
   logger: Logger;
+  /**
+   * The cluster key sandbox CAs are derived from (the artifact key: every node has it, the control plane does
+   * not): a sandbox resumed on another node gets the same CA. Absent = `rules` are refused on this node.
+   */
+  caKey?: string;
+  /** a PEM file of extra CAs trusted for upstream TLS when terminating (the e2e stand-in), read per connection */
+  upstreamCaFile?: string;
 }
 
 function hostPort(s: string): { host: string; port: number } {
@@ -24,19 +32,21 @@ function hostPort(s: string): { host: string; port: number } {
 }
 
 export class NodeEgress {
-  private readonly bySrc = new Map<string, { sandboxId: string; policy: EgressPolicy }>();
+  private readonly bySrc = new Map<string, SandboxEgress>();
+  private readonly cas = new Map<string, Promise<SandboxCa>>();
   private readonly proxy: EgressProxy;
   private readonly dns: DnsFilter;
   private ports: NodePorts | undefined;
 
   constructor(private readonly cfg: NodeEgressConfig) {
-    const lookup = (src: string): { sandboxId: string; policy: EgressPolicy } | undefined => this.bySrc.get(src);
+    const lookup = (src: string): SandboxEgress | undefined => this.bySrc.get(src);
     const log = cfg.logger;
     this.proxy = new EgressProxy({
       lookup,
       upstreamDns: cfg.upstreamDns,
       forbiddenCidrs: cfg.forbiddenCidrs,
       unref: true,
+      ...(cfg.upstreamCaFile ? { upstreamCa: () => readUpstreamCa(cfg.upstreamCaFile!) } : {}),
       onDecision: (d) => log.debug({ egress: d }, 'egress decision'),
     });
     // No upstream configured: allowed names get SERVFAIL, denied ones REFUSED; nothing leaves the node.
@@ -64,14 +74,31 @@ export class NodeEgress {
     return p ? { tcp: [p.http, p.tls, p.tunnel, p.httpToDenied, p.tlsToDenied, p.dns], udp: [p.dns] } : undefined;
   }
 
-  policyOf(ip: string): { sandboxId: string; policy: EgressPolicy } | undefined {
+  policyOf(ip: string): SandboxEgress | undefined {
     return this.bySrc.get(ip);
   }
 
+  /** Whether this node can terminate TLS for `rules` (it holds the cluster key CAs derive from). */
+  canTerminate(): boolean {
+    return this.cfg.caKey !== undefined;
+  }
+
+  /** The sandbox's CA (derived, so the same on every node; cached while the sandbox is here). */
+  caFor(sandboxId: string): Promise<SandboxCa> {
+    if (!this.cfg.caKey) return Promise.reject(new Error('this node holds no key to derive sandbox CAs from'));
+    let p = this.cas.get(sandboxId);
+    if (!p) {
+      p = SandboxCa.derive(this.cfg.caKey, sandboxId);
+      p.catch(() => this.cas.delete(sandboxId));
+      this.cas.set(sandboxId, p);
+    }
+    return p;
+  }
+
   /** Binds (or replaces) a sandbox's policy; returns the previous binding so a failed nft apply can restore it. */
-  bind(ip: string, sandboxId: string, policy: EgressPolicy): { sandboxId: string; policy: EgressPolicy } | undefined {
+  bind(ip: string, sandboxId: string, policy: EgressPolicy, ca?: SandboxCa): SandboxEgress | undefined {
     const prev = this.bySrc.get(ip);
-    this.bySrc.set(ip, { sandboxId, policy });
+    this.bySrc.set(ip, { sandboxId, policy, ...(ca ? { ca } : {}) });
     return prev;
   }
 
@@ -80,7 +107,7 @@ export class NodeEgress {
     return this.proxy.recheck(ip);
   }
 
-  restore(ip: string, prev: { sandboxId: string; policy: EgressPolicy } | undefined): void {
+  restore(ip: string, prev: SandboxEgress | undefined): void {
     if (prev) this.bySrc.set(ip, prev);
     else this.bySrc.delete(ip);
   }
@@ -94,6 +121,7 @@ export class NodeEgress {
     if (b) {
       this.bySrc.delete(ip);
       this.dns.forget(b.sandboxId);
+      if (cutFlows) this.cas.delete(b.sandboxId);
     }
     // Also when unbound earlier by an update to no rules: flows kept then end with the sandbox.
     if (cutFlows) this.proxy.recheck(ip);
@@ -101,5 +129,15 @@ export class NodeEgress {
 
   async close(): Promise<void> {
     await Promise.all([this.proxy.close(), this.dns.close()]);
+  }
+}
+
+/** Extra upstream CAs from a PEM file, or none when it cannot be read (the system store still applies). */
+function readUpstreamCa(file: string): string[] | undefined {
+  try {
+    const pem = readFileSync(file, 'utf8');
+    return pem.includes('BEGIN CERTIFICATE') ? [pem] : undefined;
+  } catch {
+    return undefined;
   }
 }

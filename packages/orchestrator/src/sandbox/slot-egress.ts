@@ -4,7 +4,7 @@
 // final, so an allow here can never open what Cove's table closes. Hostname rules and DNS filtering go through
 // the node's egress services (node-egress.ts): the table redirects to their ports, and they hold the policy.
 
-import { applyNft, needsProxy, parseNetworkPolicy, PolicyError, renderRemoveNft, renderSandboxNft, type EgressPolicy, type NodePorts } from '@cove/egress';
+import { applyNft, needsProxy, parseNetworkPolicy, PolicyError, renderRemoveNft, renderSandboxNft, rulesFromWire, rulesToWire, type EgressHostRule, type EgressPolicy, type NodePorts } from '@cove/egress';
 import type { NodeEgress } from './node-egress.js';
 import { run } from './run-command.js';
 
@@ -20,13 +20,20 @@ export interface EgressRules {
   allowOut: string[];
   denyOut: string[];
   egressProxy?: EgressProxyRule;
+  /** E2B's `rules` (header transforms), in the spec's wire form; absent = none */
+  rules?: EgressHostRule[];
 }
 
 export const NO_EGRESS_RULES: EgressRules = Object.freeze({ allowOut: [], denyOut: [] }) as EgressRules;
 
 /** Parses the rules again on the node (the spec crossed a network); throws PolicyError for anything else. */
 export function egressPolicyOf(rules: EgressRules): EgressPolicy {
-  return parseNetworkPolicy({ allowOut: rules.allowOut, denyOut: rules.denyOut, ...(rules.egressProxy ? { egressProxy: rules.egressProxy } : {}) });
+  return parseNetworkPolicy({
+    allowOut: rules.allowOut,
+    denyOut: rules.denyOut,
+    ...(rules.egressProxy ? { egressProxy: rules.egressProxy } : {}),
+    ...(rules.rules?.length ? { rules: rulesFromWire(rules.rules) } : {}),
+  });
 }
 
 /** The rules of a parsed policy in their normalised text form (what a slot record keeps). */
@@ -44,11 +51,12 @@ export function egressRulesText(p: EgressPolicy): EgressRules {
           },
         }
       : {}),
+    ...(p.rules.size ? { rules: rulesToWire(p) } : {}),
   };
 }
 
 export function hasEgressRules(rules: EgressRules | undefined): rules is EgressRules {
-  return rules !== undefined && (rules.allowOut.length + rules.denyOut.length > 0 || rules.egressProxy !== undefined);
+  return rules !== undefined && (rules.allowOut.length + rules.denyOut.length > 0 || rules.egressProxy !== undefined || (rules.rules?.length ?? 0) > 0);
 }
 
 /** nft table name of a slot's filter (`[A-Za-z0-9_.-]`, unique per runtime instance and slot). */
@@ -82,7 +90,12 @@ export async function applySlotEgress(services: NodeEgress | undefined, t: SlotE
     // (A deny-all's DNS redirect then points at port 0: unanswered, closed all the same.)
     throw new PolicyError([{ code: 'invalid_selector', field: 'allowOut', message: 'this node runs no egress proxy: hostname rules and egressProxy cannot be enforced' }]);
   }
-  const prev = services?.bind(t.sandboxIp, t.sandboxId, policy);
+  if (policy.rules.size > 0 && !services?.canTerminate()) {
+    throw new PolicyError([{ code: 'invalid_rule_host', field: 'rules', message: 'this node cannot terminate TLS for rules (no cluster key to derive sandbox CAs from)' }]);
+  }
+  // Rules: the proxy terminates TLS for their hosts with the sandbox's CA (the one its trust store holds).
+  const ca = policy.rules.size > 0 ? await services!.caFor(t.sandboxId) : undefined;
+  const prev = services?.bind(t.sandboxIp, t.sandboxId, policy, ca);
   try {
     // The slot's host veth is a bridge port: matched by source address, source checked at the bridge.
     await applyNft(renderSandboxNft({ table: t.table, iface: t.iface, sandboxIp: t.sandboxIp, policy, ports: ports ?? NO_PORTS, bridged: true }));

@@ -17,6 +17,7 @@ import {
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { EgressRules } from '../sandbox/slot-egress.js';
+import { SANDBOX_CA_ENV } from '../sandbox/slot-trust-store.js';
 import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { bootBuildSlot, type BuildPool } from './build-pool.js';
@@ -213,6 +214,7 @@ export class SandboxManager {
         allowInternetAccess: spec.allowInternetAccess,
         egress: spec.egress,
         trafficTokenSha256: spec.trafficTokenSha256,
+        maskRequestHost: spec.maskRequestHost,
         slotId: slot.slotId,
         address: slot.address,
         pid: slot.pid,
@@ -355,7 +357,9 @@ export class SandboxManager {
       throw new TemplateNotFound(spec.templateId);
     }
     // A build's env is the sandbox's default; the Create's own variables win.
-    const init: InitDefaults = { envVars: { ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
+    // With rules, runtimes that ignore the system bundle (Node) are pointed at the sandbox's egress CA too.
+    const caEnv = spec.egress.rules?.length ? SANDBOX_CA_ENV : {};
+    const init: InitDefaults = { envVars: { ...caEnv, ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
     // A warm slot's mounts were made before anyone asked: a sandbox with volumes always boots afresh.
     const warm = spec.volumes.length > 0 ? undefined : build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
     if (warm) {

@@ -23,6 +23,8 @@ export const sandboxRecordSchema = z.object({
   egress: z.object({ allowOut: z.array(z.string()), denyOut: z.array(z.string()) }).default({ allowOut: [], denyOut: [] }),
   /** sha256 (hex) of the sandbox's traffic access token; '' = public. Reported to edges in heartbeats. */
   trafficTokenSha256: z.string().default(''),
+  /** E2B's maskRequestHost: the Host the node proxy gives requests to the sandbox's ports ('' = the client's). */
+  maskRequestHost: z.string().default(''),
   slotId: z.string(),
   address: z.string(),
   pid: z.number().int(),

@@ -3,7 +3,7 @@
 
 import { timestampMs } from '@bufbuild/protobuf/wkt';
 import type { EgressPolicy as EgressPolicyMsg, SandboxSpec } from '@cove/contracts/orchestrator';
-import { PolicyError } from '@cove/egress';
+import { parseNetworkPolicy, PolicyError } from '@cove/egress';
 import { egressPolicyOf, egressRulesText, NO_EGRESS_RULES, type EgressRules } from '../sandbox/slot-egress.js';
 import { InvalidArgument } from '../errors.js';
 import { volumeMountProblems, type VolumeMountSpec } from '../sandbox/slot-volumes.js';
@@ -42,6 +42,8 @@ export interface ValidSpec {
   allowInternetAccess: boolean;
   /** Address rules on top of allowInternetAccess (checked by egressRulesOf). */
   egress: EgressRules;
+  /** E2B's maskRequestHost for the node proxy ('' = none); checked like the control plane does */
+  maskRequestHost: string;
   envdAccessToken: string;
   /** sha256 (hex) of the traffic access token the control plane sent with Create; '' = public. */
   trafficTokenSha256: string;
@@ -99,6 +101,14 @@ export function validateSpec(
   v.push(...volumeMountProblems(volumes));
   // A snapshot's memory holds open files of the volumes it had; a start from one cannot take volumes.
   if (volumes.length > 0 && spec.snapshotId !== '') v.push('volume_mounts: not with snapshot_id');
+  if (spec.maskRequestHost !== '') {
+    try {
+      parseNetworkPolicy({ maskRequestHost: spec.maskRequestHost });
+    } catch (err) {
+      if (!(err instanceof PolicyError)) throw err;
+      v.push(`mask_request_host: ${err.issues[0]?.message ?? 'invalid'}`);
+    }
+  }
   if (v.length > 0) throw new InvalidArgument(v);
   return {
     sandboxId: spec.sandboxId,
@@ -114,6 +124,7 @@ export function validateSpec(
     endTime: end,
     allowInternetAccess: spec.allowInternetAccess,
     egress,
+    maskRequestHost: spec.maskRequestHost,
     envdAccessToken: spec.envdAccessToken,
     trafficTokenSha256,
     snapshotId: spec.snapshotId,
@@ -132,6 +143,9 @@ export function egressRulesOf(e: EgressPolicyMsg | undefined, v: string[]): Egre
     allowOut: [...(e?.allowOut ?? [])],
     denyOut: [...(e?.denyOut ?? [])],
     ...(px ? { egressProxy: { address: px.address, ...(px.username !== undefined ? { username: px.username } : {}), ...(px.password !== undefined ? { password: px.password } : {}) } } : {}),
+    ...(e?.rules.length
+      ? { rules: e.rules.map((r) => ({ host: r.host, transforms: r.transforms.map((t) => ({ setHeaders: t.setHeaders.map((h) => ({ name: h.name, value: h.value })) })) })) }
+      : {}),
   };
   try {
     return egressRulesText(egressPolicyOf(rules));

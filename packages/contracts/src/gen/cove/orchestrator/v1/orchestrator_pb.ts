@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file cove/orchestrator/v1/orchestrator.proto.
  */
 export const file_cove_orchestrator_v1_orchestrator: GenFile = /*@__PURE__*/
-  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIpoFCgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRITCgtzbmFwc2hvdF9pZBgOIAEoCRIMCgRjb2xkGA8gASgIEjIKBmVncmVzcxgQIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1BvbGljeRI4Cg12b2x1bWVfbW91bnRzGBUgAygLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuVm9sdW1lTW91bnQaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkMKC1ZvbHVtZU1vdW50EhEKCXZvbHVtZV9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEhMKC3F1b3RhX2J5dGVzGAMgASgEImwKDEVncmVzc1BvbGljeRIRCglhbGxvd19vdXQYASADKAkSEAoIZGVueV9vdXQYAiADKAkSNwoMZWdyZXNzX3Byb3h5GAMgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuRWdyZXNzUHJveHkiZgoLRWdyZXNzUHJveHkSDwoHYWRkcmVzcxgBIAEoCRIVCgh1c2VybmFtZRgCIAEoCUgAiAEBEhUKCHBhc3N3b3JkGAMgASgJSAGIAQFCCwoJX3VzZXJuYW1lQgsKCV9wYXNzd29yZCJ9ChRVcGRhdGVOZXR3b3JrUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEh0KFWFsbG93X2ludGVybmV0X2FjY2VzcxgCIAEoCBIyCgZlZ3Jlc3MYAyABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5FZ3Jlc3NQb2xpY3kiFwoVVXBkYXRlTmV0d29ya1Jlc3BvbnNlIqMDCgtTYW5kYm94SW5mbxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEhAKCGJ1aWxkX2lkGAMgASgJEg8KB3RlYW1faWQYBCABKAkSDAoEdmNwdRgFIAEoDRIRCgltZW1vcnlfbWIYBiABKA0SDwoHZGlza19tYhgHIAEoDRJBCghtZXRhZGF0YRgIIAMoCzIvLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvLk1ldGFkYXRhRW50cnkSLgoKc3RhcnRfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDGVudmRfdmVyc2lvbhgLIAEoCRIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYDCABKAgSDwoHYWRkcmVzcxgNIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoNQ3JlYXRlUmVxdWVzdBIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFNwZWMiWwoOQ3JlYXRlUmVzcG9uc2USMgoHc2FuZGJveBgBIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvEhUKDXdhcm1fcG9vbF9oaXQYAiABKAgiDQoLTGlzdFJlcXVlc3QiRAoMTGlzdFJlc3BvbnNlEjQKCXNhbmRib3hlcxgBIAMoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvIjMKDURlbGV0ZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiEAoORGVsZXRlUmVzcG9uc2UiUQoNVXBkYXRlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJECg5VcGRhdGVSZXNwb25zZRIyCgdzYW5kYm94GAEgASgLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveEluZm8iRwoMUGF1c2VSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSDgoGbWVtb3J5GAMgASgIIp0BCgxTbmFwc2hvdEluZm8SEwoLc25hcHNob3RfaWQYASABKAkSEgoKc2FuZGJveF9pZBgCIAEoCRIOCgZtZW1vcnkYAyABKAgSEgoKc2l6ZV9ieXRlcxgEIAEoBBIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwYXVzZV9tcxgGIAEoDSJFCg1QYXVzZVJlc3BvbnNlEjQKCHNuYXBzaG90GAEgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU25hcHNob3RJbmZvIjoKD1NuYXBzaG90UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJInwKEFNuYXBzaG90UmVzcG9uc2USNAoIc25hcHNob3QYASABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TbmFwc2hvdEluZm8SMgoHc2FuZGJveBgCIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvIi4KFkRlbGV0ZVNuYXBzaG90c1JlcXVlc3QSFAoMc25hcHNob3RfaWRzGAEgAygJIhkKF0RlbGV0ZVNuYXBzaG90c1Jlc3BvbnNlIg0KC0luZm9SZXF1ZXN0ImIKDE5vZGVDYXBhY2l0eRIRCgljcHVfY291bnQYASABKA0SFAoMbWVtb3J5X2J5dGVzGAIgASgEEhIKCmRpc2tfYnl0ZXMYAyABKAQSFQoNbWF4X3NhbmRib3hlcxgEIAEoDSKpAQoJTm9kZVVzYWdlEhMKC2NwdV9wZXJjZW50GAEgASgBEhkKEW1lbW9yeV91c2VkX2J5dGVzGAIgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgDIAEoBBIVCg1jcHVfYWxsb2NhdGVkGAQgASgNEh4KFm1lbW9yeV9hbGxvY2F0ZWRfYnl0ZXMYBSABKAQSHAoUZGlza19hbGxvY2F0ZWRfYnl0ZXMYBiABKAQiQgoMV2FybVBvb2xJbmZvEhMKC3RlbXBsYXRlX2lkGAEgASgJEg0KBXJlYWR5GAIgASgNEg4KBnRhcmdldBgDIAEoDSLBAwoMSW5mb1Jlc3BvbnNlEg8KB25vZGVfaWQYASABKAkSDwoHdmVyc2lvbhgCIAEoCRIwCgZzdGF0dXMYAyABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5Ob2RlU3RhdHVzEjQKCGNhcGFjaXR5GAQgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZUNhcGFjaXR5Ei4KBXVzYWdlGAUgASgLMh8uY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVVzYWdlEhUKDXNhbmRib3hfY291bnQYBiABKA0SLgoKc3RhcnRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcm9sZXMYCCADKAkSNgoKd2FybV9wb29scxgJIAMoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLldhcm1Qb29sSW5mbxIVCg1wcm94eV9hZGRyZXNzGAogASgJEjkKDXNhbmRib3hfdXNhZ2UYCyADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94VXNhZ2USFwoPcmVhZHlfdGVtcGxhdGVzGAwgAygJIqkBCgxTYW5kYm94VXNhZ2USEgoKc2FuZGJveF9pZBgBIAEoCRITCgtjcHVfcGVyY2VudBgCIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgDIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYBCABKAQSDAoEcGlkcxgFIAEoDRIuCgpzYW1wbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJEChBTZXRTdGF0dXNSZXF1ZXN0EjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiRQoRU2V0U3RhdHVzUmVzcG9uc2USMAoGc3RhdHVzGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cyJNCgxUZW1wbGF0ZVN0ZXASDAoEdHlwZRgBIAEoCRIMCgRhcmdzGAIgAygJEg0KBWZvcmNlGAMgASgIEhIKCmZpbGVzX2hhc2gYBCABKAkiMgoMUmVnaXN0cnlBdXRoEhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJItoCCgxCdWlsZFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSDwoHdGVhbV9pZBgDIAEoCRIUCgpmcm9tX2ltYWdlGAQgASgJSAASFwoNZnJvbV9idWlsZF9pZBgFIAEoCUgAEj8KE2Zyb21faW1hZ2VfcmVnaXN0cnkYBiABKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5SZWdpc3RyeUF1dGgSMQoFc3RlcHMYByADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5UZW1wbGF0ZVN0ZXASEQoJc3RhcnRfY21kGAggASgJEhEKCXJlYWR5X2NtZBgJIAEoCRINCgVmb3JjZRgKIAEoCBIMCgR2Y3B1GAsgASgNEhEKCW1lbW9yeV9tYhgMIAEoDRIPCgdkaXNrX21iGA0gASgNQggKBnNvdXJjZSIPCg1CdWlsZFJlc3BvbnNlImwKDUJ1aWxkTG9nRW50cnkSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEgwKBHN0ZXAYBCABKAkiLQoMQnVpbGRGYWlsdXJlEg8KB21lc3NhZ2UYASABKAkSDAoEc3RlcBgCIAEoCSJfChJCdWlsZFN0YXR1c1JlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEAoIYnVpbGRfaWQYAiABKAkSEwoLbG9nc19vZmZzZXQYAyABKA0SDQoFbGltaXQYBCABKA0ikQIKE0J1aWxkU3RhdHVzUmVzcG9uc2USLwoFc3RhdGUYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXRlEjgKC2xvZ19lbnRyaWVzGAIgAygLMiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRMb2dFbnRyeRIzCgdmYWlsdXJlGAMgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRGYWlsdXJlEhQKDGVudmRfdmVyc2lvbhgEIAEoCRIMCgR2Y3B1GAUgASgNEhEKCW1lbW9yeV9tYhgGIAEoDRIPCgdkaXNrX21iGAcgASgNEhIKCmxvZ3NfdG90YWwYCCABKA0iPQoTRGVsZXRlQnVpbGRzUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIRCglidWlsZF9pZHMYAiADKAkiFgoURGVsZXRlQnVpbGRzUmVzcG9uc2UqdwoKTm9kZVN0YXR1cxIbChdOT0RFX1NUQVRVU19VTlNQRUNJRklFRBAAEhcKE05PREVfU1RBVFVTX0hFQUxUSFkQARIYChROT0RFX1NUQVRVU19EUkFJTklORxACEhkKFU5PREVfU1RBVFVTX1VOSEVBTFRIWRADKnEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIYChRCVUlMRF9TVEFURV9CVUlMRElORxABEhUKEUJVSUxEX1NUQVRFX1JFQURZEAISFQoRQlVJTERfU1RBVEVfRVJST1IQAzLlBQoOU2FuZGJveFNlcnZpY2USUwoGQ3JlYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQ3JlYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlc3BvbnNlEk0KBExpc3QSIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVxdWVzdBoiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkxpc3RSZXNwb25zZRJTCgZEZWxldGUSIy5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVSZXF1ZXN0GiQuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVzcG9uc2USUwoGVXBkYXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlc3BvbnNlElAKBVBhdXNlEiIuY292ZS5vcmNoZXN0cmF0b3IudjEuUGF1c2VSZXF1ZXN0GiMuY292ZS5vcmNoZXN0cmF0b3IudjEuUGF1c2VSZXNwb25zZRJZCghTbmFwc2hvdBIlLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90UmVxdWVzdBomLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90UmVzcG9uc2USbgoPRGVsZXRlU25hcHNob3RzEiwuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlU25hcHNob3RzUmVxdWVzdBotLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVNuYXBzaG90c1Jlc3BvbnNlEmgKDVVwZGF0ZU5ldHdvcmsSKi5jb3ZlLm9yY2hlc3RyYXRvci52MS5VcGRhdGVOZXR3b3JrUmVxdWVzdBorLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZU5ldHdvcmtSZXNwb25zZTKuAgoPVGVtcGxhdGVTZXJ2aWNlElAKBUJ1aWxkEiIuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRSZXF1ZXN0GiMuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRSZXNwb25zZRJiCgtCdWlsZFN0YXR1cxIoLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkU3RhdHVzUmVxdWVzdBopLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkU3RhdHVzUmVzcG9uc2USZQoMRGVsZXRlQnVpbGRzEikuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlQnVpbGRzUmVxdWVzdBoqLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZUJ1aWxkc1Jlc3BvbnNlMroBCgtJbmZvU2VydmljZRJNCgRJbmZvEiEuY292ZS5vcmNoZXN0cmF0b3IudjEuSW5mb1JlcXVlc3QaIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5JbmZvUmVzcG9uc2USXAoJU2V0U3RhdHVzEiYuY292ZS5vcmNoZXN0cmF0b3IudjEuU2V0U3RhdHVzUmVxdWVzdBonLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Cidjb3ZlL29yY2hlc3RyYXRvci92MS9vcmNoZXN0cmF0b3IucHJvdG8SFGNvdmUub3JjaGVzdHJhdG9yLnYxIrUFCgtTYW5kYm94U3BlYxISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEgwKBHZjcHUYAyABKA0SEQoJbWVtb3J5X21iGAQgASgNEg8KB2Rpc2tfbWIYBSABKA0SQAoIZW52X3ZhcnMYBiADKAsyLi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5FbnZWYXJzRW50cnkSQQoIbWV0YWRhdGEYByADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94U3BlYy5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYCiABKAgSGQoRZW52ZF9hY2Nlc3NfdG9rZW4YCyABKAkSDwoHdGVhbV9pZBgMIAEoCRIQCghidWlsZF9pZBgNIAEoCRITCgtzbmFwc2hvdF9pZBgOIAEoCRIMCgRjb2xkGA8gASgIEjIKBmVncmVzcxgQIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1BvbGljeRIZChFtYXNrX3JlcXVlc3RfaG9zdBgRIAEoCRI4Cg12b2x1bWVfbW91bnRzGBUgAygLMiEuY292ZS5vcmNoZXN0cmF0b3IudjEuVm9sdW1lTW91bnQaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkMKC1ZvbHVtZU1vdW50EhEKCXZvbHVtZV9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEhMKC3F1b3RhX2J5dGVzGAMgASgEIqIBCgxFZ3Jlc3NQb2xpY3kSEQoJYWxsb3dfb3V0GAEgAygJEhAKCGRlbnlfb3V0GAIgAygJEjcKDGVncmVzc19wcm94eRgDIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLkVncmVzc1Byb3h5EjQKBXJ1bGVzGAQgAygLMiUuY292ZS5vcmNoZXN0cmF0b3IudjEuRWdyZXNzSG9zdFJ1bGVzIloKD0VncmVzc0hvc3RSdWxlcxIMCgRob3N0GAEgASgJEjkKCnRyYW5zZm9ybXMYAiADKAsyJS5jb3ZlLm9yY2hlc3RyYXRvci52MS5FZ3Jlc3NUcmFuc2Zvcm0iSgoPRWdyZXNzVHJhbnNmb3JtEjcKC3NldF9oZWFkZXJzGAEgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuRWdyZXNzSGVhZGVyIisKDEVncmVzc0hlYWRlchIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJImYKC0VncmVzc1Byb3h5Eg8KB2FkZHJlc3MYASABKAkSFQoIdXNlcm5hbWUYAiABKAlIAIgBARIVCghwYXNzd29yZBgDIAEoCUgBiAEBQgsKCV91c2VybmFtZUILCglfcGFzc3dvcmQifQoUVXBkYXRlTmV0d29ya1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIdChVhbGxvd19pbnRlcm5ldF9hY2Nlc3MYAiABKAgSMgoGZWdyZXNzGAMgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuRWdyZXNzUG9saWN5IhcKFVVwZGF0ZU5ldHdvcmtSZXNwb25zZSKjAwoLU2FuZGJveEluZm8SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIQCghidWlsZF9pZBgDIAEoCRIPCgd0ZWFtX2lkGAQgASgJEgwKBHZjcHUYBSABKA0SEQoJbWVtb3J5X21iGAYgASgNEg8KB2Rpc2tfbWIYByABKA0SQQoIbWV0YWRhdGEYCCADKAsyLy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mby5NZXRhZGF0YUVudHJ5Ei4KCnN0YXJ0X3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxlbnZkX3ZlcnNpb24YCyABKAkSHQoVYWxsb3dfaW50ZXJuZXRfYWNjZXNzGAwgASgIEg8KB2FkZHJlc3MYDSABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkMKDUNyZWF0ZVJlcXVlc3QSMgoHc2FuZGJveBgBIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hTcGVjIlsKDkNyZWF0ZVJlc3BvbnNlEjIKB3NhbmRib3gYASABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbxIVCg13YXJtX3Bvb2xfaGl0GAIgASgIIg0KC0xpc3RSZXF1ZXN0IkQKDExpc3RSZXNwb25zZRI0CglzYW5kYm94ZXMYASADKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyIzCg1EZWxldGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIhAKDkRlbGV0ZVJlc3BvbnNlIlEKDVVwZGF0ZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIsCghlbmRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoOVXBkYXRlUmVzcG9uc2USMgoHc2FuZGJveBgBIAEoCzIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNhbmRib3hJbmZvIkcKDFBhdXNlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJEg4KBm1lbW9yeRgDIAEoCCKdAQoMU25hcHNob3RJbmZvEhMKC3NuYXBzaG90X2lkGAEgASgJEhIKCnNhbmRib3hfaWQYAiABKAkSDgoGbWVtb3J5GAMgASgIEhIKCnNpemVfYnl0ZXMYBCABKAQSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcGF1c2VfbXMYBiABKA0iRQoNUGF1c2VSZXNwb25zZRI0CghzbmFwc2hvdBgBIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNuYXBzaG90SW5mbyI6Cg9TbmFwc2hvdFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSJ8ChBTbmFwc2hvdFJlc3BvbnNlEjQKCHNuYXBzaG90GAEgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU25hcHNob3RJbmZvEjIKB3NhbmRib3gYAiABKAsyIS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TYW5kYm94SW5mbyIuChZEZWxldGVTbmFwc2hvdHNSZXF1ZXN0EhQKDHNuYXBzaG90X2lkcxgBIAMoCSIZChdEZWxldGVTbmFwc2hvdHNSZXNwb25zZSINCgtJbmZvUmVxdWVzdCJiCgxOb2RlQ2FwYWNpdHkSEQoJY3B1X2NvdW50GAEgASgNEhQKDG1lbW9yeV9ieXRlcxgCIAEoBBISCgpkaXNrX2J5dGVzGAMgASgEEhUKDW1heF9zYW5kYm94ZXMYBCABKA0iqQEKCU5vZGVVc2FnZRITCgtjcHVfcGVyY2VudBgBIAEoARIZChFtZW1vcnlfdXNlZF9ieXRlcxgCIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYAyABKAQSFQoNY3B1X2FsbG9jYXRlZBgEIAEoDRIeChZtZW1vcnlfYWxsb2NhdGVkX2J5dGVzGAUgASgEEhwKFGRpc2tfYWxsb2NhdGVkX2J5dGVzGAYgASgEIkIKDFdhcm1Qb29sSW5mbxITCgt0ZW1wbGF0ZV9pZBgBIAEoCRINCgVyZWFkeRgCIAEoDRIOCgZ0YXJnZXQYAyABKA0iwQMKDEluZm9SZXNwb25zZRIPCgdub2RlX2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKAkSMAoGc3RhdHVzGAMgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuTm9kZVN0YXR1cxI0CghjYXBhY2l0eRgEIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVDYXBhY2l0eRIuCgV1c2FnZRgFIAEoCzIfLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVVc2FnZRIVCg1zYW5kYm94X2NvdW50GAYgASgNEi4KCnN0YXJ0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBXJvbGVzGAggAygJEjYKCndhcm1fcG9vbHMYCSADKAsyIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5XYXJtUG9vbEluZm8SFQoNcHJveHlfYWRkcmVzcxgKIAEoCRI5Cg1zYW5kYm94X3VzYWdlGAsgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuU2FuZGJveFVzYWdlEhcKD3JlYWR5X3RlbXBsYXRlcxgMIAMoCSKpAQoMU2FuZGJveFVzYWdlEhIKCnNhbmRib3hfaWQYASABKAkSEwoLY3B1X3BlcmNlbnQYAiABKAESGQoRbWVtb3J5X3VzZWRfYnl0ZXMYAyABKAQSFwoPZGlza191c2VkX2J5dGVzGAQgASgEEgwKBHBpZHMYBSABKA0SLgoKc2FtcGxlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoQU2V0U3RhdHVzUmVxdWVzdBIwCgZzdGF0dXMYASABKA4yIC5jb3ZlLm9yY2hlc3RyYXRvci52MS5Ob2RlU3RhdHVzIkUKEVNldFN0YXR1c1Jlc3BvbnNlEjAKBnN0YXR1cxgBIAEoDjIgLmNvdmUub3JjaGVzdHJhdG9yLnYxLk5vZGVTdGF0dXMiTQoMVGVtcGxhdGVTdGVwEgwKBHR5cGUYASABKAkSDAoEYXJncxgCIAMoCRINCgVmb3JjZRgDIAEoCBISCgpmaWxlc19oYXNoGAQgASgJIjIKDFJlZ2lzdHJ5QXV0aBIQCgh1c2VybmFtZRgBIAEoCRIQCghwYXNzd29yZBgCIAEoCSLaAgoMQnVpbGRSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEhAKCGJ1aWxkX2lkGAIgASgJEg8KB3RlYW1faWQYAyABKAkSFAoKZnJvbV9pbWFnZRgEIAEoCUgAEhcKDWZyb21fYnVpbGRfaWQYBSABKAlIABI/ChNmcm9tX2ltYWdlX3JlZ2lzdHJ5GAYgASgLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuUmVnaXN0cnlBdXRoEjEKBXN0ZXBzGAcgAygLMiIuY292ZS5vcmNoZXN0cmF0b3IudjEuVGVtcGxhdGVTdGVwEhEKCXN0YXJ0X2NtZBgIIAEoCRIRCglyZWFkeV9jbWQYCSABKAkSDQoFZm9yY2UYCiABKAgSDAoEdmNwdRgLIAEoDRIRCgltZW1vcnlfbWIYDCABKA0SDwoHZGlza19tYhgNIAEoDUIICgZzb3VyY2UiDwoNQnVpbGRSZXNwb25zZSJsCg1CdWlsZExvZ0VudHJ5Ei0KCXRpbWVzdGFtcBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGV2ZWwYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRIMCgRzdGVwGAQgASgJIi0KDEJ1aWxkRmFpbHVyZRIPCgdtZXNzYWdlGAEgASgJEgwKBHN0ZXAYAiABKAkiXwoSQnVpbGRTdGF0dXNSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEhAKCGJ1aWxkX2lkGAIgASgJEhMKC2xvZ3Nfb2Zmc2V0GAMgASgNEg0KBWxpbWl0GAQgASgNIpECChNCdWlsZFN0YXR1c1Jlc3BvbnNlEi8KBXN0YXRlGAEgASgOMiAuY292ZS5vcmNoZXN0cmF0b3IudjEuQnVpbGRTdGF0ZRI4Cgtsb2dfZW50cmllcxgCIAMoCzIjLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkTG9nRW50cnkSMwoHZmFpbHVyZRgDIAEoCzIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkRmFpbHVyZRIUCgxlbnZkX3ZlcnNpb24YBCABKAkSDAoEdmNwdRgFIAEoDRIRCgltZW1vcnlfbWIYBiABKA0SDwoHZGlza19tYhgHIAEoDRISCgpsb2dzX3RvdGFsGAggASgNIj0KE0RlbGV0ZUJ1aWxkc1JlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSEQoJYnVpbGRfaWRzGAIgAygJIhYKFERlbGV0ZUJ1aWxkc1Jlc3BvbnNlKncKCk5vZGVTdGF0dXMSGwoXTk9ERV9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNOT0RFX1NUQVRVU19IRUFMVEhZEAESGAoUTk9ERV9TVEFUVVNfRFJBSU5JTkcQAhIZChVOT0RFX1NUQVRVU19VTkhFQUxUSFkQAypxCgpCdWlsZFN0YXRlEhsKF0JVSUxEX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlVJTERfU1RBVEVfQlVJTERJTkcQARIVChFCVUlMRF9TVEFURV9SRUFEWRACEhUKEUJVSUxEX1NUQVRFX0VSUk9SEAMy5QUKDlNhbmRib3hTZXJ2aWNlElMKBkNyZWF0ZRIjLmNvdmUub3JjaGVzdHJhdG9yLnYxLkNyZWF0ZVJlcXVlc3QaJC5jb3ZlLm9yY2hlc3RyYXRvci52MS5DcmVhdGVSZXNwb25zZRJNCgRMaXN0EiEuY292ZS5vcmNoZXN0cmF0b3IudjEuTGlzdFJlcXVlc3QaIi5jb3ZlLm9yY2hlc3RyYXRvci52MS5MaXN0UmVzcG9uc2USUwoGRGVsZXRlEiMuY292ZS5vcmNoZXN0cmF0b3IudjEuRGVsZXRlUmVxdWVzdBokLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVJlc3BvbnNlElMKBlVwZGF0ZRIjLmNvdmUub3JjaGVzdHJhdG9yLnYxLlVwZGF0ZVJlcXVlc3QaJC5jb3ZlLm9yY2hlc3RyYXRvci52MS5VcGRhdGVSZXNwb25zZRJQCgVQYXVzZRIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLlBhdXNlUmVxdWVzdBojLmNvdmUub3JjaGVzdHJhdG9yLnYxLlBhdXNlUmVzcG9uc2USWQoIU25hcHNob3QSJS5jb3ZlLm9yY2hlc3RyYXRvci52MS5TbmFwc2hvdFJlcXVlc3QaJi5jb3ZlLm9yY2hlc3RyYXRvci52MS5TbmFwc2hvdFJlc3BvbnNlEm4KD0RlbGV0ZVNuYXBzaG90cxIsLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZVNuYXBzaG90c1JlcXVlc3QaLS5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVTbmFwc2hvdHNSZXNwb25zZRJoCg1VcGRhdGVOZXR3b3JrEiouY292ZS5vcmNoZXN0cmF0b3IudjEuVXBkYXRlTmV0d29ya1JlcXVlc3QaKy5jb3ZlLm9yY2hlc3RyYXRvci52MS5VcGRhdGVOZXR3b3JrUmVzcG9uc2UyrgIKD1RlbXBsYXRlU2VydmljZRJQCgVCdWlsZBIiLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkUmVxdWVzdBojLmNvdmUub3JjaGVzdHJhdG9yLnYxLkJ1aWxkUmVzcG9uc2USYgoLQnVpbGRTdGF0dXMSKC5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXR1c1JlcXVlc3QaKS5jb3ZlLm9yY2hlc3RyYXRvci52MS5CdWlsZFN0YXR1c1Jlc3BvbnNlEmUKDERlbGV0ZUJ1aWxkcxIpLmNvdmUub3JjaGVzdHJhdG9yLnYxLkRlbGV0ZUJ1aWxkc1JlcXVlc3QaKi5jb3ZlLm9yY2hlc3RyYXRvci52MS5EZWxldGVCdWlsZHNSZXNwb25zZTK6AQoLSW5mb1NlcnZpY2USTQoESW5mbxIhLmNvdmUub3JjaGVzdHJhdG9yLnYxLkluZm9SZXF1ZXN0GiIuY292ZS5vcmNoZXN0cmF0b3IudjEuSW5mb1Jlc3BvbnNlElwKCVNldFN0YXR1cxImLmNvdmUub3JjaGVzdHJhdG9yLnYxLlNldFN0YXR1c1JlcXVlc3QaJy5jb3ZlLm9yY2hlc3RyYXRvci52MS5TZXRTdGF0dXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxSpec
@@ -116,6 +116,14 @@ export type SandboxSpec = Message<"cove.orchestrator.v1.SandboxSpec"> & {
   egress?: EgressPolicy | undefined;
 
   /**
+   * E2B's network.maskRequestHost: the Host header requests coming in to the sandbox's ports (not envd's) carry,
+   * `${PORT}` replaced by the port; '' = the client's Host is kept.
+   *
+   * @generated from field: string mask_request_host = 17;
+   */
+  maskRequestHost: string;
+
+  /**
    * Team volumes mounted into the sandbox (docs/volumes.md). Field number 21 leaves room for parallel additions.
    *
    * @generated from field: repeated cove.orchestrator.v1.VolumeMount volume_mounts = 21;
@@ -189,6 +197,14 @@ export type EgressPolicy = Message<"cove.orchestrator.v1.EgressPolicy"> & {
    * @generated from field: cove.orchestrator.v1.EgressProxy egress_proxy = 3;
    */
   egressProxy?: EgressProxy | undefined;
+
+  /**
+   * E2B's `rules`: per-host ordered header transforms the node's egress proxy applies to outbound HTTP/HTTPS
+   * (TLS terminated with the sandbox's CA). Values may hold `${e2b.secrets.x}` placeholders, resolved only there.
+   *
+   * @generated from field: repeated cove.orchestrator.v1.EgressHostRules rules = 4;
+   */
+  rules: EgressHostRules[];
 };
 
 /**
@@ -197,6 +213,69 @@ export type EgressPolicy = Message<"cove.orchestrator.v1.EgressPolicy"> & {
  */
 export const EgressPolicySchema: GenMessage<EgressPolicy> = /*@__PURE__*/
   messageDesc(file_cove_orchestrator_v1_orchestrator, 2);
+
+/**
+ * @generated from message cove.orchestrator.v1.EgressHostRules
+ */
+export type EgressHostRules = Message<"cove.orchestrator.v1.EgressHostRules"> & {
+  /**
+   * exact lower-cased host or `*.suffix`
+   *
+   * @generated from field: string host = 1;
+   */
+  host: string;
+
+  /**
+   * @generated from field: repeated cove.orchestrator.v1.EgressTransform transforms = 2;
+   */
+  transforms: EgressTransform[];
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.EgressHostRules.
+ * Use `create(EgressHostRulesSchema)` to create a new message.
+ */
+export const EgressHostRulesSchema: GenMessage<EgressHostRules> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 3);
+
+/**
+ * @generated from message cove.orchestrator.v1.EgressTransform
+ */
+export type EgressTransform = Message<"cove.orchestrator.v1.EgressTransform"> & {
+  /**
+   * @generated from field: repeated cove.orchestrator.v1.EgressHeader set_headers = 1;
+   */
+  setHeaders: EgressHeader[];
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.EgressTransform.
+ * Use `create(EgressTransformSchema)` to create a new message.
+ */
+export const EgressTransformSchema: GenMessage<EgressTransform> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 4);
+
+/**
+ * @generated from message cove.orchestrator.v1.EgressHeader
+ */
+export type EgressHeader = Message<"cove.orchestrator.v1.EgressHeader"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * Describes the message cove.orchestrator.v1.EgressHeader.
+ * Use `create(EgressHeaderSchema)` to create a new message.
+ */
+export const EgressHeaderSchema: GenMessage<EgressHeader> = /*@__PURE__*/
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 5);
 
 /**
  * As the user gave it; the node parses it again (@cove/egress).
@@ -227,7 +306,7 @@ export type EgressProxy = Message<"cove.orchestrator.v1.EgressProxy"> & {
  * Use `create(EgressProxySchema)` to create a new message.
  */
 export const EgressProxySchema: GenMessage<EgressProxy> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 3);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 6);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateNetworkRequest
@@ -254,7 +333,7 @@ export type UpdateNetworkRequest = Message<"cove.orchestrator.v1.UpdateNetworkRe
  * Use `create(UpdateNetworkRequestSchema)` to create a new message.
  */
 export const UpdateNetworkRequestSchema: GenMessage<UpdateNetworkRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 4);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 7);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateNetworkResponse
@@ -267,7 +346,7 @@ export type UpdateNetworkResponse = Message<"cove.orchestrator.v1.UpdateNetworkR
  * Use `create(UpdateNetworkResponseSchema)` to create a new message.
  */
 export const UpdateNetworkResponseSchema: GenMessage<UpdateNetworkResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 5);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 8);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxInfo
@@ -346,7 +425,7 @@ export type SandboxInfo = Message<"cove.orchestrator.v1.SandboxInfo"> & {
  * Use `create(SandboxInfoSchema)` to create a new message.
  */
 export const SandboxInfoSchema: GenMessage<SandboxInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 6);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 9);
 
 /**
  * @generated from message cove.orchestrator.v1.CreateRequest
@@ -363,7 +442,7 @@ export type CreateRequest = Message<"cove.orchestrator.v1.CreateRequest"> & {
  * Use `create(CreateRequestSchema)` to create a new message.
  */
 export const CreateRequestSchema: GenMessage<CreateRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 7);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 10);
 
 /**
  * @generated from message cove.orchestrator.v1.CreateResponse
@@ -385,7 +464,7 @@ export type CreateResponse = Message<"cove.orchestrator.v1.CreateResponse"> & {
  * Use `create(CreateResponseSchema)` to create a new message.
  */
 export const CreateResponseSchema: GenMessage<CreateResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 8);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 11);
 
 /**
  * @generated from message cove.orchestrator.v1.ListRequest
@@ -398,7 +477,7 @@ export type ListRequest = Message<"cove.orchestrator.v1.ListRequest"> & {
  * Use `create(ListRequestSchema)` to create a new message.
  */
 export const ListRequestSchema: GenMessage<ListRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 9);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 12);
 
 /**
  * @generated from message cove.orchestrator.v1.ListResponse
@@ -415,7 +494,7 @@ export type ListResponse = Message<"cove.orchestrator.v1.ListResponse"> & {
  * Use `create(ListResponseSchema)` to create a new message.
  */
 export const ListResponseSchema: GenMessage<ListResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 10);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 13);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteRequest
@@ -437,7 +516,7 @@ export type DeleteRequest = Message<"cove.orchestrator.v1.DeleteRequest"> & {
  * Use `create(DeleteRequestSchema)` to create a new message.
  */
 export const DeleteRequestSchema: GenMessage<DeleteRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 11);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 14);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteResponse
@@ -450,7 +529,7 @@ export type DeleteResponse = Message<"cove.orchestrator.v1.DeleteResponse"> & {
  * Use `create(DeleteResponseSchema)` to create a new message.
  */
 export const DeleteResponseSchema: GenMessage<DeleteResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 12);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 15);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateRequest
@@ -472,7 +551,7 @@ export type UpdateRequest = Message<"cove.orchestrator.v1.UpdateRequest"> & {
  * Use `create(UpdateRequestSchema)` to create a new message.
  */
 export const UpdateRequestSchema: GenMessage<UpdateRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 13);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 16);
 
 /**
  * @generated from message cove.orchestrator.v1.UpdateResponse
@@ -489,7 +568,7 @@ export type UpdateResponse = Message<"cove.orchestrator.v1.UpdateResponse"> & {
  * Use `create(UpdateResponseSchema)` to create a new message.
  */
 export const UpdateResponseSchema: GenMessage<UpdateResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 14);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
 
 /**
  * @generated from message cove.orchestrator.v1.PauseRequest
@@ -520,7 +599,7 @@ export type PauseRequest = Message<"cove.orchestrator.v1.PauseRequest"> & {
  * Use `create(PauseRequestSchema)` to create a new message.
  */
 export const PauseRequestSchema: GenMessage<PauseRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 15);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
 
 /**
  * @generated from message cove.orchestrator.v1.SnapshotInfo
@@ -566,7 +645,7 @@ export type SnapshotInfo = Message<"cove.orchestrator.v1.SnapshotInfo"> & {
  * Use `create(SnapshotInfoSchema)` to create a new message.
  */
 export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 16);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
 
 /**
  * @generated from message cove.orchestrator.v1.PauseResponse
@@ -583,7 +662,7 @@ export type PauseResponse = Message<"cove.orchestrator.v1.PauseResponse"> & {
  * Use `create(PauseResponseSchema)` to create a new message.
  */
 export const PauseResponseSchema: GenMessage<PauseResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 17);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
 
 /**
  * @generated from message cove.orchestrator.v1.SnapshotRequest
@@ -605,7 +684,7 @@ export type SnapshotRequest = Message<"cove.orchestrator.v1.SnapshotRequest"> & 
  * Use `create(SnapshotRequestSchema)` to create a new message.
  */
 export const SnapshotRequestSchema: GenMessage<SnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 18);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
 
 /**
  * @generated from message cove.orchestrator.v1.SnapshotResponse
@@ -627,7 +706,7 @@ export type SnapshotResponse = Message<"cove.orchestrator.v1.SnapshotResponse"> 
  * Use `create(SnapshotResponseSchema)` to create a new message.
  */
 export const SnapshotResponseSchema: GenMessage<SnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 19);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteSnapshotsRequest
@@ -644,7 +723,7 @@ export type DeleteSnapshotsRequest = Message<"cove.orchestrator.v1.DeleteSnapsho
  * Use `create(DeleteSnapshotsRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotsRequestSchema: GenMessage<DeleteSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 20);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteSnapshotsResponse
@@ -657,7 +736,7 @@ export type DeleteSnapshotsResponse = Message<"cove.orchestrator.v1.DeleteSnapsh
  * Use `create(DeleteSnapshotsResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotsResponseSchema: GenMessage<DeleteSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 21);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
 
 /**
  * @generated from message cove.orchestrator.v1.InfoRequest
@@ -670,7 +749,7 @@ export type InfoRequest = Message<"cove.orchestrator.v1.InfoRequest"> & {
  * Use `create(InfoRequestSchema)` to create a new message.
  */
 export const InfoRequestSchema: GenMessage<InfoRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 22);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
 
 /**
  * @generated from message cove.orchestrator.v1.NodeCapacity
@@ -702,7 +781,7 @@ export type NodeCapacity = Message<"cove.orchestrator.v1.NodeCapacity"> & {
  * Use `create(NodeCapacitySchema)` to create a new message.
  */
 export const NodeCapacitySchema: GenMessage<NodeCapacity> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 23);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
 
 /**
  * @generated from message cove.orchestrator.v1.NodeUsage
@@ -746,7 +825,7 @@ export type NodeUsage = Message<"cove.orchestrator.v1.NodeUsage"> & {
  * Use `create(NodeUsageSchema)` to create a new message.
  */
 export const NodeUsageSchema: GenMessage<NodeUsage> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 24);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
 
 /**
  * @generated from message cove.orchestrator.v1.WarmPoolInfo
@@ -773,7 +852,7 @@ export type WarmPoolInfo = Message<"cove.orchestrator.v1.WarmPoolInfo"> & {
  * Use `create(WarmPoolInfoSchema)` to create a new message.
  */
 export const WarmPoolInfoSchema: GenMessage<WarmPoolInfo> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 25);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 28);
 
 /**
  * @generated from message cove.orchestrator.v1.InfoResponse
@@ -852,7 +931,7 @@ export type InfoResponse = Message<"cove.orchestrator.v1.InfoResponse"> & {
  * Use `create(InfoResponseSchema)` to create a new message.
  */
 export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 26);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 29);
 
 /**
  * @generated from message cove.orchestrator.v1.SandboxUsage
@@ -896,7 +975,7 @@ export type SandboxUsage = Message<"cove.orchestrator.v1.SandboxUsage"> & {
  * Use `create(SandboxUsageSchema)` to create a new message.
  */
 export const SandboxUsageSchema: GenMessage<SandboxUsage> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 27);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 30);
 
 /**
  * @generated from message cove.orchestrator.v1.SetStatusRequest
@@ -913,7 +992,7 @@ export type SetStatusRequest = Message<"cove.orchestrator.v1.SetStatusRequest"> 
  * Use `create(SetStatusRequestSchema)` to create a new message.
  */
 export const SetStatusRequestSchema: GenMessage<SetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 28);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 31);
 
 /**
  * @generated from message cove.orchestrator.v1.SetStatusResponse
@@ -930,7 +1009,7 @@ export type SetStatusResponse = Message<"cove.orchestrator.v1.SetStatusResponse"
  * Use `create(SetStatusResponseSchema)` to create a new message.
  */
 export const SetStatusResponseSchema: GenMessage<SetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 29);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 32);
 
 /**
  * @generated from message cove.orchestrator.v1.TemplateStep
@@ -968,7 +1047,7 @@ export type TemplateStep = Message<"cove.orchestrator.v1.TemplateStep"> & {
  * Use `create(TemplateStepSchema)` to create a new message.
  */
 export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 30);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 33);
 
 /**
  * @generated from message cove.orchestrator.v1.RegistryAuth
@@ -990,7 +1069,7 @@ export type RegistryAuth = Message<"cove.orchestrator.v1.RegistryAuth"> & {
  * Use `create(RegistryAuthSchema)` to create a new message.
  */
 export const RegistryAuthSchema: GenMessage<RegistryAuth> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 31);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 34);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildRequest
@@ -1082,7 +1161,7 @@ export type BuildRequest = Message<"cove.orchestrator.v1.BuildRequest"> & {
  * Use `create(BuildRequestSchema)` to create a new message.
  */
 export const BuildRequestSchema: GenMessage<BuildRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 32);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 35);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildResponse
@@ -1095,7 +1174,7 @@ export type BuildResponse = Message<"cove.orchestrator.v1.BuildResponse"> & {
  * Use `create(BuildResponseSchema)` to create a new message.
  */
 export const BuildResponseSchema: GenMessage<BuildResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 33);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 36);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildLogEntry
@@ -1131,7 +1210,7 @@ export type BuildLogEntry = Message<"cove.orchestrator.v1.BuildLogEntry"> & {
  * Use `create(BuildLogEntrySchema)` to create a new message.
  */
 export const BuildLogEntrySchema: GenMessage<BuildLogEntry> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 34);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 37);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildFailure
@@ -1155,7 +1234,7 @@ export type BuildFailure = Message<"cove.orchestrator.v1.BuildFailure"> & {
  * Use `create(BuildFailureSchema)` to create a new message.
  */
 export const BuildFailureSchema: GenMessage<BuildFailure> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 35);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 38);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildStatusRequest
@@ -1189,7 +1268,7 @@ export type BuildStatusRequest = Message<"cove.orchestrator.v1.BuildStatusReques
  * Use `create(BuildStatusRequestSchema)` to create a new message.
  */
 export const BuildStatusRequestSchema: GenMessage<BuildStatusRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 36);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 39);
 
 /**
  * @generated from message cove.orchestrator.v1.BuildStatusResponse
@@ -1247,7 +1326,7 @@ export type BuildStatusResponse = Message<"cove.orchestrator.v1.BuildStatusRespo
  * Use `create(BuildStatusResponseSchema)` to create a new message.
  */
 export const BuildStatusResponseSchema: GenMessage<BuildStatusResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 37);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 40);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteBuildsRequest
@@ -1269,7 +1348,7 @@ export type DeleteBuildsRequest = Message<"cove.orchestrator.v1.DeleteBuildsRequ
  * Use `create(DeleteBuildsRequestSchema)` to create a new message.
  */
 export const DeleteBuildsRequestSchema: GenMessage<DeleteBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 38);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 41);
 
 /**
  * @generated from message cove.orchestrator.v1.DeleteBuildsResponse
@@ -1282,7 +1361,7 @@ export type DeleteBuildsResponse = Message<"cove.orchestrator.v1.DeleteBuildsRes
  * Use `create(DeleteBuildsResponseSchema)` to create a new message.
  */
 export const DeleteBuildsResponseSchema: GenMessage<DeleteBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_cove_orchestrator_v1_orchestrator, 39);
+  messageDesc(file_cove_orchestrator_v1_orchestrator, 42);
 
 /**
  * @generated from enum cove.orchestrator.v1.NodeStatus
