@@ -5,10 +5,10 @@
 // and replaced; nothing is written to the host's own /run. Skipped only when criu or envd is missing.
 
 import assert from 'node:assert/strict';
-import { access, mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { findCriu, KDAT_TMPFS, kdatRunDir } from '../src/checkpoint/criu.js';
+import { criuCommand, findCriu, KDAT_TMPFS, kdatRunDir } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { healthy, leftovers, makeRuntime, PACKAGE_DIR, sh, type TestRuntimeOptions } from './runtime-fixture.js';
 
@@ -106,5 +106,31 @@ describe('CRIU kernel-feature cache', { timeout: 240_000, skip }, () => {
     const fourth = await roundTrip();
     assert.match(fourth.dumpLog, /Loaded kdat cache/, 'a good cache was written back');
     assert.match(fourth.restoreLog, /Loaded kdat cache/);
+  });
+
+  it('names the host\'s mount namespace by a pid that outlives criu, not the orchestrator\'s', async () => {
+    // A stand-in criu reports what the real one (and its action script) would see.
+    const fake = join(DATA_DIR, 'criu-probe');
+    const out = join(DATA_DIR, 'criu-probe.out');
+    await writeFile(fake, `#!/bin/sh
+{ echo "ns=$(readlink /proc/self/ns/mnt)"; echo "host=$COVE_HOST_MNTNS"; echo "hostns=$(readlink "$COVE_HOST_MNTNS")"; echo "ppid=$PPID"; echo "run=$(ls -A /run | tr '\\n' ' ')"; } > "$1"
+`);
+    await chmod(fake, 0o755);
+    try {
+      const cmd = await criuCommand(fake, [out]);
+      await sh(cmd.file, cmd.argv);
+      const got = Object.fromEntries((await readFile(out, 'utf8')).trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const mine = (await sh('readlink', ['/proc/self/ns/mnt'])).stdout.trim();
+      assert.notEqual(got['ns'], mine, 'criu runs in a mount namespace of its own');
+      assert.equal(got['hostns'], mine, 'COVE_HOST_MNTNS names the host\'s namespace');
+      assert.notEqual(got['host'], `/proc/${process.pid}/ns/mnt`, 'not the orchestrator\'s pid, which a sandbox process could inherit');
+      assert.equal(got['host'], `/proc/${got['ppid']}/ns/mnt`, 'the waiting parent of criu, alive as long as criu is');
+      assert.ok(!got['run']!.split(' ').includes('netns'), 'criu\'s /run is the cache directory, not the host\'s');
+    } finally {
+      const dir = await kdatRunDir(fake);
+      if (dir) await rm(dir, { recursive: true, force: true });
+      await rm(fake, { force: true });
+      await rm(out, { force: true });
+    }
   });
 });
