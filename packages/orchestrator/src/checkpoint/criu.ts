@@ -14,7 +14,9 @@
 // the address is the same.
 
 import { spawn } from 'node:child_process';
-import { access, chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { access, chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { release, version } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
@@ -49,6 +51,8 @@ type Spec = Record<string, any>;
 /** CRIU action script: at setup-namespaces the restored tree's netns is still empty; plumb it. */
 const ACTION_SCRIPT = `#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
+# criu runs in a mount namespace of its own (see criuCommand): the netns is named in the host's.
+[ -z "$COVE_HOST_MNTNS" ] || exec nsenter --mount="$COVE_HOST_MNTNS" env COVE_HOST_MNTNS= sh "$0"
 NS=/proc/$CRTOOLS_INIT_PID/ns/net
 ${PLUMB_SCRIPT}`;
 
@@ -141,10 +145,66 @@ async function dirBytes(dir: string): Promise<number> {
   return n;
 }
 
-function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>): Promise<number> {
+/**
+ * CRIU probes the kernel's features ("kerndat", ~20 ms of every dump and restore) and caches the result in
+ * /run/criu.kdat, but only when /run is a tmpfs: a tmpfs is gone after a reboot, the only way to another
+ * kernel. Nodes whose /run is not one (containers, this machine) probe every time. So criu runs in a
+ * mount namespace of its own whose /run is a directory of a node-owned tmpfs (KDAT_TMPFS): the cache
+ * lives as long as that mount, i.e. until reboot, as CRIU intends. The directory is keyed by the criu
+ * binary, the kernel and the boot, so no criu ever reads a cache another build or kernel wrote, even if
+ * the mount outlived one (it cannot outlive a boot). Nothing a sandbox controls is on that path.
+ */
+export const KDAT_TMPFS = process.env['COVE_CRIU_KDAT_DIR'] || '/var/lib/cove/criu-kdat';
+const TMPFS_MAGIC = 0x01021994;
+const kdatDirs = new Map<string, Promise<string | null>>();
+
+/** The directory criu sees as /run (created on KDAT_TMPFS, mounted if need be); null if that cannot be had. */
+export function kdatRunDir(criu: string): Promise<string | null> {
+  let dir = kdatDirs.get(criu);
+  if (!dir) kdatDirs.set(criu, (dir = prepareKdatRunDir(criu).catch(() => null)));
+  return dir;
+}
+
+async function prepareKdatRunDir(criu: string): Promise<string | null> {
+  await mkdir(KDAT_TMPFS, { recursive: true, mode: 0o700 });
+  if ((await statfs(KDAT_TMPFS)).type !== TMPFS_MAGIC) {
+    // Serialised between orchestrators of one host (two would stack two mounts).
+    await run('flock', [`${KDAT_TMPFS}.lock`, 'sh', '-c', 'mountpoint -q "$0" || mount -t tmpfs -o mode=0700,size=1m,nosuid,nodev,noexec cove-criu-kdat "$0"', KDAT_TMPFS]);
+    if ((await statfs(KDAT_TMPFS)).type !== TMPFS_MAGIC) return null;
+  }
+  const bin = await stat(criu);
+  const bootId = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  const key = createHash('sha256').update(JSON.stringify([criu, bin.size, bin.mtimeMs, bin.ino, release(), version(), bootId])).digest('hex').slice(0, 16);
+  const dir = join(KDAT_TMPFS, key);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // A criu killed between writing its temporary file and renaming it leaves the file behind, and its
+  // O_EXCL create then refuses every later save.
+  await rm(join(dir, 'criu.kdat.tmp'), { force: true });
+  return dir;
+}
+
+/**
+ * criu in a mount namespace of its own whose /run is the kdat cache directory. A shell stays in the host's mount
+ * namespace as its parent, waiting (`; exit`: no exec of the last command), and names its own namespace for the
+ * action script (COVE_HOST_MNTNS): that pid lives as long as criu does, so the path can never come to name
+ * another process's namespace, as the orchestrator's own pid could once it died and the pid were reused.
+ */
+const IN_KDAT_NS = 'COVE_HOST_MNTNS=/proc/$$/ns/mnt unshare --mount --propagation slave -- sh -c \'mount --bind "$0" /run && exec "$@"\' "$@"; exit $?';
+
+/** Command and argv that run criu with `args`: in a mount namespace of its own whose /run is the kdat cache, when there is one. */
+export async function criuCommand(criu: string, args: string[]): Promise<{ file: string; argv: string[] }> {
+  // COVE_CRIU_KDAT_CACHE=0: criu as before (the bench's same-run baseline; a way out if a host refuses the mount).
+  const runDir = process.env['COVE_CRIU_KDAT_CACHE'] === '0' ? null : await kdatRunDir(criu);
+  if (!runDir) return { file: criu, argv: args };
+  // slave: the host's later mounts (a slot's overlay) still show inside; nothing mounted inside comes out.
+  return { file: 'sh', argv: ['-c', IN_KDAT_NS, 'sh', runDir, criu, ...args] };
+}
+
+async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>): Promise<number> {
+  const cmd = await criuCommand(criu, [...args, '-o', logFile, '-v4']);
   return new Promise((resolve, reject) => {
     // criu's own stdio is /dev/null: the restored tree inherits nothing from the orchestrator.
-    const child = spawn(criu, [...args, '-o', logFile, '-v4'], { stdio: 'ignore', env: env ?? { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    const child = spawn(cmd.file, cmd.argv, { stdio: 'ignore', env: env ?? { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
     child.on('error', reject);
     child.on('exit', (code) => resolve(code ?? 1));
   });
