@@ -237,7 +237,7 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     await desktop.stream.start();
     const url = new URL(desktop.stream.getUrl());
     assert.equal(url.pathname, '/vnc.html');
-    assert.equal(url.hostname, desktop.getHost(6080));
+    assert.equal(url.host, desktop.getHost(6080)); // the domain may carry a port (cove.localhost:<tls port>)
     assert.equal(url.searchParams.get('autoconnect'), 'true');
     // The page and noVNC's own script, through the edge as the SDK reaches any port (E2B_SANDBOX_URL mode).
     const base = process.env.E2B_SANDBOX_URL!;
