@@ -353,8 +353,9 @@ export async function down(o: DeploymentOptions, opts: DownOptions = {}): Promis
   if (failures.length) throw new Error(`host cleanup incomplete: ${failures.join('; ')}`);
   if (!opts.purge) return;
   // As if never installed, except what every deployment on the machine shares (built templates, the seed image,
-  // CRIU): purging one deployment must not cost the others a rebuild.
-  const shared = [topo.templateCacheDir, join(o.nodeDataDir, 'tools')];
+  // CRIU, and CRIU's kernel-feature cache on its tmpfs, mounted once per boot): purging one deployment must not
+  // cost the others a rebuild.
+  const shared = [topo.templateCacheDir, join(o.nodeDataDir, 'tools'), join(o.nodeDataDir, 'criu-kdat')];
   for (const node of nodes) {
     purgeDir(node.dataDir, shared);
     o.say(`${node.dataDir}: purged${existsSync(node.dataDir) ? ` (kept ${shared.filter((d) => existsSync(d)).join(', ')})` : ''}`);

@@ -66,9 +66,11 @@ export function mountsAtOrUnder(dir: string): string[] {
  */
 export function purgeDir(dir: string, keep: readonly string[] = []): void {
   if (!existsSync(dir)) return;
-  const mounted = mountsAtOrUnder(dir);
-  if (mounted.length) throw new Error(`not purging ${dir}: still mounted below it: ${mounted.slice(0, 3).join(', ')}`);
   const kept = new Set(keep.map((k) => resolve(k)));
+  // What is mounted inside a kept entry (the CRIU cache's tmpfs) stays, with the entry.
+  const inKept = (m: string) => [...kept].some((k) => m === k || m.startsWith(`${k}/`));
+  const mounted = mountsAtOrUnder(dir).filter((m) => !inKept(m));
+  if (mounted.length) throw new Error(`not purging ${dir}: still mounted below it: ${mounted.slice(0, 3).join(', ')}`);
   for (const name of readdirSync(dir)) {
     const p = resolve(dir, name);
     if (!kept.has(p)) rmSync(p, { recursive: true, force: true });

@@ -77,3 +77,22 @@ test('down --purge refuses while something is mounted below a data dir, and neve
   assert.equal(existsSync(dataDir), false, 'the data dir is gone');
   assert.equal(readFileSync(join(outside, 'precious'), 'utf8'), 'host data', 'the link was removed, not followed');
 });
+
+test('purge keeps a machine-wide cache with its mount (CRIU\'s kernel-feature tmpfs) and removes the rest', async () => {
+  const { purgeDir } = await import('../src/host-cleanup.js');
+  const data = join(dir, 'default-data');
+  const cache = join(data, 'criu-kdat');
+  mkdirSync(cache, { recursive: true });
+  mkdirSync(join(data, 'slots', 'x'), { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'cove-test-kdat', cache]);
+  try {
+    writeFileSync(join(cache, 'criu.kdat'), 'cached');
+    // Not kept: the mount below refuses the purge, as any mount does.
+    assert.throws(() => purgeDir(data, []), /still mounted below it/);
+    purgeDir(data, [cache]);
+    assert.equal(existsSync(join(data, 'slots')), false, 'the rest is gone');
+    assert.equal(readFileSync(join(cache, 'criu.kdat'), 'utf8'), 'cached', 'the kept cache and its mount stay');
+  } finally {
+    execFileSync('umount', [cache]);
+  }
+});
