@@ -6,9 +6,9 @@
 import { Sandbox as DesktopSandbox } from '@e2b/desktop';
 import { DESKTOP_TEMPLATE_ID as DESKTOP } from '@cove/contracts/sandbox';
 import { Sandbox } from 'e2b';
-import { readdir, readFile, readlink } from 'node:fs/promises';
 import { request } from 'undici';
 import { deployment } from '../test/deployment.js';
+import { idlePss } from './sandbox-pss.js';
 import { percentile, report } from './stats.js';
 
 const SERIAL = Number(process.env.COVE_BENCH_DESKTOP_SERIAL ?? 10);
@@ -47,40 +47,6 @@ async function poolsSettled(since = Date.now()): Promise<void> {
     if (Date.now() > deadline) throw new Error(`warm pools did not fill within 5 minutes: ${JSON.stringify(pools)}`);
     await new Promise((r) => setTimeout(r, 250));
   }
-}
-
-/** PSS of every host process in the sandbox's pid namespace (see code-interpreter.bench.ts for why on the host). */
-async function pss(sbx: Sandbox): Promise<number> {
-  const ns = (await sbx.commands.run('readlink /proc/self/ns/pid')).stdout.trim();
-  if (!/^pid:\[\d{1,20}\]$/.test(ns)) throw new Error(`sandbox ${sbx.sandboxId} named no pid namespace (${JSON.stringify(ns.slice(0, 80))})`);
-  let kb = 0;
-  let processes = 0;
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      if ((await readlink(`/proc/${pid}/ns/pid`)) !== ns) continue;
-      const m = /^Pss:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8'));
-      if (m) {
-        kb += Number(m[1]);
-        processes++;
-      }
-    } catch {
-      // gone meanwhile
-    }
-  }
-  if (processes === 0) throw new Error(`no process of sandbox ${sbx.sandboxId} on this host: PSS is measured where the node runs, as root`);
-  return kb * 1024;
-}
-
-async function idlePss(sbx: Sandbox): Promise<number> {
-  let last = await pss(sbx);
-  for (let i = 0; i < 60; i++) {
-    await new Promise((r) => setTimeout(r, 1000));
-    const now = await pss(sbx);
-    if (Math.abs(now - last) < MiB) return now;
-    last = now;
-  }
-  return last;
 }
 
 async function serialCreate(): Promise<void> {
