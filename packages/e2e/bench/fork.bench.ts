@@ -4,6 +4,7 @@
 // between rounds (not timed).
 import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
+import { holdMemory } from './memory-holder.js';
 import { percentile, report } from './stats.js';
 
 const ROUNDS = Number(process.env.COVE_BENCH_FORK_ROUNDS ?? 6);
@@ -25,10 +26,7 @@ async function forkOnce(sbx: Sandbox, count: number): Promise<number> {
 deployment();
 const sbx = await Sandbox.create({ timeoutMs: 900_000 });
 try {
-  await sbx.files.write('/home/user/hold.py', `import os, time\nbuf = bytearray(os.urandom(${MIB} * 1024 * 1024))\nopen('/tmp/held', 'w').write('ok')\nwhile True: time.sleep(1)\n`);
-  await sbx.commands.run('python3 /home/user/hold.py', { background: true });
-  for (let i = 0; i < 100 && (await sbx.commands.run('cat /tmp/held 2>/dev/null || true')).stdout !== 'ok'; i++) await new Promise((r) => setTimeout(r, 200));
-  const rss = (await sbx.commands.run('ps -o rss= -C python3 | sort -n | tail -1')).stdout.trim();
+  const rss = await holdMemory(sbx, MIB);
 
   const pause: number[] = [];
   const resume: number[] = [];

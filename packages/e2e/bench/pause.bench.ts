@@ -5,6 +5,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
 import { deployment, type Deployment } from '../test/deployment.js';
+import { holdMemory } from './memory-holder.js';
 import { allNodesHealthy, nodeOf, setDraining } from '../test/nodes.js';
 import { percentile, report } from './stats.js';
 
@@ -38,10 +39,7 @@ async function committedSnapshotBytes(d: Deployment, sandboxId: string): Promise
 const d = deployment();
 const sbx = await Sandbox.create({ timeoutMs: 900_000 });
 try {
-  await sbx.files.write('/home/user/hold.py', `import os, time\nbuf = bytearray(os.urandom(${MIB} * 1024 * 1024))\nopen('/tmp/held', 'w').write('ok')\nwhile True: time.sleep(1)\n`);
-  await sbx.commands.run('python3 /home/user/hold.py', { background: true });
-  for (let i = 0; i < 100 && (await sbx.commands.run('cat /tmp/held 2>/dev/null || true')).stdout !== 'ok'; i++) await new Promise((r) => setTimeout(r, 200));
-  const rss = (await sbx.commands.run("ps -o rss= -C python3 | sort -n | tail -1")).stdout.trim();
+  const rss = await holdMemory(sbx, MIB);
 
   const pause: number[] = [];
   const resumeSame: number[] = [];

@@ -1,0 +1,11 @@
+// A sandbox process holding `mib` MiB of written (resident) memory, as the pause, resume and fork benchmarks need.
+
+import type { Sandbox } from 'e2b';
+
+/** Starts the holder and waits until its memory is written; returns its resident size as `ps` reports it (KiB). */
+export async function holdMemory(sbx: Sandbox, mib: number): Promise<string> {
+  await sbx.files.write('/home/user/hold.py', `import os, time\nbuf = bytearray(os.urandom(${mib} * 1024 * 1024))\nopen('/tmp/held', 'w').write('ok')\nwhile True: time.sleep(1)\n`);
+  await sbx.commands.run('python3 /home/user/hold.py', { background: true });
+  for (let i = 0; i < 100 && (await sbx.commands.run('cat /tmp/held 2>/dev/null || true')).stdout !== 'ok'; i++) await new Promise((r) => setTimeout(r, 200));
+  return (await sbx.commands.run('ps -o rss= -C python3 | sort -n | tail -1')).stdout.trim();
+}
