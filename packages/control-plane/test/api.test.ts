@@ -263,13 +263,13 @@ describe('public and admin API', () => {
   test('templates: list, v2 list and alias lookup show the cluster catalogue', async () => {
     const v1 = await call(cp.url, 'GET', '/templates?teamID=whatever', { key });
     assert.equal(v1.status, 200);
-    // The cluster's built-ins, oldest first: base, then the code interpreter's.
-    assert.deepEqual(v1.body.map((t: { templateID: string }) => t.templateID), ['base', 'code-interpreter-v1']);
+    // The cluster's built-ins, oldest first: base, the code interpreter's, the desktop.
+    assert.deepEqual(v1.body.map((t: { templateID: string }) => t.templateID), ['base', 'code-interpreter-v1', 'desktop']);
     assert.deepEqual(v1.body[0].aliases, ['base']);
     assert.equal(v1.body[0].buildStatus, 'ready');
     const v2 = await call(cp.url, 'GET', '/v2/templates', { key });
     assert.equal(v2.status, 200);
-    assert.deepEqual(v2.body.map((t: { templateID: string }) => t.templateID), ['base', 'code-interpreter-v1']);
+    assert.deepEqual(v2.body.map((t: { templateID: string }) => t.templateID), ['base', 'code-interpreter-v1', 'desktop']);
     const alias = await call(cp.url, 'GET', '/templates/aliases/base', { key });
     assert.deepEqual(alias.body, { templateID: 'base', public: true });
     const missing = await call(cp.url, 'GET', '/templates/aliases/nope', { key });
