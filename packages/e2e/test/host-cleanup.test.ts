@@ -101,8 +101,10 @@ test('cove down leaves no mount, loop device, link, netns, nft table or cgroup; 
 
   const up = await cove(['up', ...FLAGS, '--warm-pool', 'base=1', '--code-interpreter-wait', '0', '--desktop-wait', '0']);
   assert.equal(up.code, 0, up.out);
-  const topology = JSON.parse(readFileSync(join(STATE, 'topology.json'), 'utf8')) as { nodes: Array<{ dataDir: string }> };
-  Object.assign(process.env, parseEnv(join(STATE, 'env')));
+  const topology = JSON.parse(readFileSync(join(STATE, 'topology.json'), 'utf8')) as { nodes: Array<{ dataDir: string }>; ports: { edgeTraffic: number } };
+  // The SDK in this process reaches the sandboxes through the edge's cleartext traffic port, as deployment() does:
+  // the https URLs need the CA this `up` just made, which Node reads only when a process starts.
+  Object.assign(process.env, parseEnv(join(STATE, 'env')), { E2B_SANDBOX_URL: `http://127.0.0.1:${topology.ports.edgeTraffic}` });
 
   const running = await Sandbox.create({ timeoutMs: 120_000 });
   await running.commands.run('sleep 600 >/dev/null 2>&1 &');
