@@ -4,10 +4,17 @@
 
 import { rmSync } from 'node:fs';
 import { down, up, type DeploymentOptions } from './deployment.js';
+import { untrustLocalCa } from './local-ca.js';
 
 /** Stops what a previous (perhaps crashed) run left and forgets its state: test and bench runs start clean. */
 export async function fresh(o: DeploymentOptions): Promise<void> {
   await down({ ...o, say: () => undefined });
+  // The machine must not keep trusting a CA whose key goes with the state dir.
+  try {
+    untrustLocalCa(o.stateDir, () => undefined);
+  } catch (err) {
+    o.say(`a previous deployment's CA could not be removed from the trust stores: ${(err as Error).message}`);
+  }
   rmSync(o.stateDir, { recursive: true, force: true });
 }
 
@@ -34,6 +41,13 @@ export async function withOwnDeployment<T>(o: DeploymentOptions, body: (signal: 
   } finally {
     try {
       await down(o);
+      // A throwaway deployment's CA is not left in the machine's trust stores (a CI machine would gather one per
+      // clone); its files stay with the state for a look afterwards, and the next run starts fresh.
+      try {
+        untrustLocalCa(o.stateDir, o.say);
+      } catch (err) {
+        o.say(`the deployment's CA could not be removed from the trust stores: ${(err as Error).message}`);
+      }
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

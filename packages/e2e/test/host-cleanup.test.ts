@@ -10,6 +10,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
@@ -160,9 +161,13 @@ test('Ctrl-C of `cove bench` while a benchmark runs tears its deployment down an
   // objects are taken as they are at that moment (so the check below sees them go, not a deployment never made).
   let during: Record<string, string[]> | undefined;
   let pids: number[] = [];
+  // Where `cove up` put this state dir's CA for update-ca-certificates (one file per state dir).
+  const caTrust = `/usr/local/share/ca-certificates/cove-${createHash('sha256').update(STATE).digest('hex').slice(0, 12)}.crt`;
+  let caTrustedDuring = false;
   const bench = await cove(['bench', 'e2e', '--state-dir', STATE, '--port-offset', OFFSET, '--warm-pool', 'base=1'], (out, interrupt) => {
     if (during || !/^bench packages\/e2e\//m.test(out)) return;
     during = snapshot();
+    caTrustedDuring = existsSync(caTrust);
     pids = readdirSync(join(STATE, 'run'))
       .filter((f) => f.endsWith('.pid'))
       .map((f) => (JSON.parse(readFileSync(join(STATE, 'run', f), 'utf8')) as { pid: number }).pid);
@@ -184,4 +189,6 @@ test('Ctrl-C of `cove bench` while a benchmark runs tears its deployment down an
   });
   assert.deepEqual(alive, [], 'no service of the deployment is left running');
   assert.deepEqual(snapshot(), before, 'the host is as the benchmark found it');
+  assert.ok(caTrustedDuring, 'its local CA was in the system trust store while it ran');
+  assert.equal(existsSync(caTrust), false, 'the throwaway deployment\'s CA is no longer trusted');
 });
