@@ -35,6 +35,15 @@ async function run(sbx: BaseSandbox, cmd: string, user: 'user' | 'root' = 'user'
   }
 }
 
+/**
+ * stream.stop() signals x11vnc and returns at once; the SDK's next start() refuses ("Stream is already running")
+ * while it is still exiting, so a test that starts the stream again waits until it is gone.
+ */
+async function stopStream(d: Sandbox): Promise<void> {
+  await d.stream.stop();
+  await eventually(async () => (await run(d, 'pgrep -x x11vnc')).code !== 0, 15_000, 'x11vnc gone after stream.stop()');
+}
+
 type NodeView = { status: string; info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> } };
 
 /**
@@ -249,12 +258,12 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     assert.equal((await get('/app/ui.js')).status, 200);
     const vnc = await run(desktop, 'ps -o user= -C x11vnc');
     assert.equal(vnc.out.trim(), 'user', 'x11vnc runs as the sandbox user');
-    await desktop.stream.stop();
+    await stopStream(desktop);
     await desktop.stream.start({ requireAuth: true });
     const key = desktop.stream.getAuthKey();
     assert.equal(new URL(desktop.stream.getUrl({ authKey: key })).searchParams.get('password'), key);
     assert.match((await desktop.commands.run('ps -o args= -C x11vnc')).stdout, /-usepw/);
-    await desktop.stream.stop();
+    await stopStream(desktop);
   });
 });
 
@@ -355,7 +364,7 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     }, 10_000, `the pointer at ${target.x},${target.y}`);
     assert.ok(at);
     await eventually(async () => /ButtonRelease[^]*button 1/.test(await desktop.files.read(log)), 10_000, 'the click in the xev window');
-    await desktop.stream.stop();
+    await stopStream(desktop);
   });
 
   test('with requireAuth the page connects only with the key: without it noVNC asks for a password', async () => {
@@ -372,7 +381,7 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     assert.equal(await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')"), false);
     await open(desktop.stream.getUrl({ authKey: key }));
     await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected with the key');
-    await desktop.stream.stop();
+    await stopStream(desktop);
   });
 });
 
@@ -415,6 +424,6 @@ describe('a desktop sandbox gives its tenant nothing a base sandbox does not', (
       const r = await run(base, `timeout 3 bash -c 'echo > /dev/tcp/${ip}/${port}'`);
       assert.notEqual(r.code, 0, `sandbox → desktop ${ip}:${port} must fail`);
     }
-    await desktop.stream.stop();
+    await stopStream(desktop);
   });
 });

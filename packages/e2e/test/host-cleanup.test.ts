@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
-import { repoRoot } from './deployment.js';
+import { eventually, repoRoot } from './deployment.js';
 
 const STATE = join(repoRoot, '.cove', 'host-cleanup');
 const OFFSET = '300';
@@ -112,6 +112,9 @@ test('cove down leaves no mount, loop device, link, netns, nft table or cgroup; 
   const paused = await Sandbox.create({ timeoutMs: 120_000 });
   await paused.files.write('/home/user/kept.txt', 'kept');
   assert.equal(await paused.pause(), true);
+  // The pause answers once the snapshot is on the node's disk; its commit to cluster storage follows. Waited for
+  // here, so the check after `down` (the committed snapshot stays) does not race the commit.
+  await eventually(() => files(join(STATE, 'data', 'storage')).some((f) => f.startsWith('objects/snapshots/')), 60_000, 'the pause committed to cluster storage');
 
   // The test sees what it checks for: every kind of object exists now (a snapshot that missed them would pass).
   const during = snapshot();
