@@ -10,29 +10,11 @@ import { request } from 'undici';
 import { deployment } from '../test/deployment.js';
 import { idlePss } from './sandbox-pss.js';
 import { percentile, report } from './stats.js';
+import { nodes, poolsSettled } from './warm-pools.js';
 
 const SERIAL = Number(process.env.COVE_BENCH_CI_SERIAL ?? 20);
 const ROUND_TRIPS = Number(process.env.COVE_BENCH_CI_ROUND_TRIPS ?? 200);
 const MiB = 1024 * 1024;
-
-interface NodeView {
-  nodeId: string;
-  status: string;
-  lastHeartbeatAt: string;
-  info?: {
-    capacity?: { memoryBytes?: string; maxSandboxes?: number };
-    /** Built-in templates the node can start now (protobuf JSON of InfoResponse.ready_templates). */
-    readyTemplates?: string[];
-    warmPools?: Array<{ templateId?: string; ready?: number; target?: number }>;
-  };
-}
-
-async function nodes(): Promise<NodeView[]> {
-  const d = deployment();
-  const res = await request(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-  if (res.statusCode !== 200) throw new Error(`edge GET /v1/nodes answered ${res.statusCode}`);
-  return (await res.body.json()) as NodeView[];
-}
 
 /** The deployment offers the template (control plane) and a node has it ready; otherwise a clear failure. */
 async function templatePresent(): Promise<void> {
@@ -44,23 +26,6 @@ async function templatePresent(): Promise<void> {
   }
   const ready = (await nodes()).some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(CI));
   if (!ready) throw new Error(`no healthy node has '${CI}' ready (none lists it in its ready templates on GET /v1/nodes); cove up waits for it unless --code-interpreter-wait 0`);
-}
-
-/**
- * Waits until every warm pool is full, as reported by a heartbeat sent after `since` (the edge's view of a pool is
- * its node's last heartbeat: one from before the previous create would still count the slot that create took),
- * so each measurement starts in steady state and no background boot competes with it.
- */
-async function poolsSettled(since = Date.now()): Promise<void> {
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    const listed = await nodes();
-    const fresh = listed.every((n) => Date.parse(n.lastHeartbeatAt) > since);
-    const pools = listed.flatMap((n) => n.info?.warmPools ?? []);
-    if (fresh && pools.length > 0 && pools.every((p) => (p.ready ?? 0) >= (p.target ?? 0))) return;
-    if (Date.now() > deadline) throw new Error(`warm pools did not fill within 5 minutes: ${JSON.stringify(pools)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
 }
 
 async function createCi(): Promise<CodeSandbox> {

@@ -6,26 +6,13 @@
 import { Sandbox as DesktopSandbox } from '@e2b/desktop';
 import { DESKTOP_TEMPLATE_ID as DESKTOP } from '@cove/contracts/sandbox';
 import { Sandbox } from 'e2b';
-import { request } from 'undici';
 import { deployment } from '../test/deployment.js';
 import { idlePss } from './sandbox-pss.js';
 import { percentile, report } from './stats.js';
+import { nodes, poolsSettled } from './warm-pools.js';
 
 const SERIAL = Number(process.env.COVE_BENCH_DESKTOP_SERIAL ?? 10);
 const MiB = 1024 * 1024;
-
-interface NodeView {
-  status: string;
-  lastHeartbeatAt: string;
-  info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
-}
-
-async function nodes(): Promise<NodeView[]> {
-  const d = deployment();
-  const res = await request(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-  if (res.statusCode !== 200) throw new Error(`edge GET /v1/nodes answered ${res.statusCode}`);
-  return (await res.body.json()) as NodeView[];
-}
 
 /** Until a healthy node has the template ready (bounded); a clear failure otherwise. */
 async function templateReady(): Promise<void> {
@@ -33,19 +20,6 @@ async function templateReady(): Promise<void> {
   while (!(await nodes()).some((n) => n.status === 'healthy' && (n.info?.readyTemplates ?? []).includes(DESKTOP))) {
     if (Date.now() > deadline) throw new Error(`no healthy node got '${DESKTOP}' ready within 20 minutes (GET /v1/nodes readyTemplates); see the orchestrator logs`);
     await new Promise((r) => setTimeout(r, 1000));
-  }
-}
-
-/** Every warm pool full, as reported by a heartbeat sent after `since` (see code-interpreter.bench.ts). */
-async function poolsSettled(since = Date.now()): Promise<void> {
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    const listed = await nodes();
-    const fresh = listed.every((n) => Date.parse(n.lastHeartbeatAt) > since);
-    const pools = listed.flatMap((n) => n.info?.warmPools ?? []);
-    if (fresh && pools.length > 0 && pools.every((p) => (p.ready ?? 0) >= (p.target ?? 0))) return;
-    if (Date.now() > deadline) throw new Error(`warm pools did not fill within 5 minutes: ${JSON.stringify(pools)}`);
-    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
