@@ -16,6 +16,19 @@ import { request } from 'undici';
 import { deployment, eventually, repoRoot } from './deployment.js';
 
 const CHROMIUM = process.env.COVE_CHROMIUM || '/usr/bin/chromium';
+
+/**
+ * Chromium fails a load with ERR_NETWORK_CHANGED when an address appears on the host, which every sandbox the warm
+ * pools start meanwhile does (its veth); a user reloads then, and so does this, at most twice.
+ */
+async function goto(page: Page, url: string, attempt = 1): Promise<void> {
+  try {
+    await page.goto(url);
+  } catch (err) {
+    if (attempt < 3 && /ERR_NETWORK_CHANGED/.test(String(err))) return goto(page, url, attempt + 1);
+    throw err;
+  }
+}
 const OUT = process.env.COVE_TEST_OUTPUT_DIR ? join(process.env.COVE_TEST_OUTPUT_DIR, 'dashboard') : join(repoRoot, '.cove', 'test-output', 'dashboard');
 /** Markup a sandbox controls; if the page ever parsed it, `window.__pwned` would be set. */
 const HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
@@ -65,7 +78,7 @@ describe('dashboard in a browser against a deployment', () => {
     const r = await request(`${d.env.E2B_API_URL}/dashboard/api/v2/sandboxes`, { headers: { 'x-cove-dashboard': '1' } });
     assert.equal(r.statusCode, 401);
     assert.equal(((await r.body.json()) as { error_code: string }).error_code, 'no_session');
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/`);
     await page.waitForSelector('#sign-in #token');
     await shot('01-sign-in');
   });
@@ -84,7 +97,7 @@ describe('dashboard in a browser against a deployment', () => {
     assert.ok(!session.value.includes(accessToken), 'the pasted token is not what the browser keeps');
     assert.equal(await page.evaluate(() => document.cookie), '', 'page script sees no session');
 
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/keys`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/#/keys`);
     await page.fill('#key-name', `sdk-${tag}`);
     await page.click('#create-key button[type=submit]');
     key = (await page.textContent('#new-key', { timeout: 15_000 }))!.trim();
@@ -92,7 +105,7 @@ describe('dashboard in a browser against a deployment', () => {
     await page.waitForSelector(`#keys-table >> text=sdk-${tag}`);
     await shot('02-key-created');
 
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/sandboxes`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/#/sandboxes`);
     await page.waitForSelector('#sandboxes');
     sbx = await Sandbox.create({ apiKey: key, timeoutMs: 300_000, metadata: { owner: `dash-${tag}`, note: HOSTILE } });
     const row = await page.waitForSelector(`a[data-sandbox-id="${sbx.sandboxId}"]`, { timeout: 30_000 });
@@ -134,7 +147,7 @@ describe('dashboard in a browser against a deployment', () => {
     const d = deployment();
     const canary = `build-canary-${tag}`;
     const built = await Template.build(Template().fromTemplate('base').runCmd(`echo ${canary} '${HOSTILE.replace(/'/g, '')}'`), `dash-${tag}`, { apiKey: key, cpuCount: 1, memoryMB: 512 });
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/templates`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/#/templates`);
     await page.click(`#templates-table a[href="#/templates/${built.templateId}"]`);
     await page.click(`#builds-table a[href="#/templates/${built.templateId}/builds/${built.buildId}"]`);
     await page.waitForFunction((c) => document.getElementById('build-logs')?.textContent?.includes(c), canary, { timeout: 30_000, polling: 500 }).catch(async (e: Error) => {
@@ -150,7 +163,7 @@ describe('dashboard in a browser against a deployment', () => {
   test('pause and kill from the list; the cluster view shows health and charts', { timeout: 180_000 }, async () => {
     const d = deployment();
     const id = sbx!.sandboxId;
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/sandboxes`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/#/sandboxes`);
     const row = page.locator('#sandboxes-table tbody tr', { has: page.locator(`a[data-sandbox-id="${id}"]`) });
     await row.getByRole('button', { name: 'Pause' }).click();
     await eventually(async () => ((await sbx!.getInfo()).state === 'paused' ? true : undefined), 60_000, 'the sandbox paused');
@@ -161,12 +174,12 @@ describe('dashboard in a browser against a deployment', () => {
     await assert.rejects(sbx!.getInfo(), 'the sandbox is gone');
     sbx = undefined;
 
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/cluster`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/#/cluster`);
     const status = (await page.textContent('#cluster-status', { timeout: 15_000 }))!;
     assert.ok(['healthy', 'degraded', 'unknown'].includes(status), status);
     await page.waitForSelector('.charts svg');
     await shot('05-cluster');
-    await page.goto(`${d.env.E2B_API_URL}/dashboard/#/templates`);
+    await goto(page, `${d.env.E2B_API_URL}/dashboard/#/templates`);
     await page.waitForSelector('#templates-table');
     await shot('07-templates');
 

@@ -305,6 +305,13 @@ async function headlessChromium(domain: string, trafficPort: number) {
       pending.set(id, (m) => (m.error ? reject(new Error(`${method}: ${m.error.message}`)) : resolve(m.result)));
       ws.send(JSON.stringify({ id, method, params }));
     });
+  // Chromium fails a navigation with ERR_NETWORK_CHANGED when an address appears on the host, which every sandbox
+  // the warm pools start meanwhile does (its veth); a user reloads then, and so does this, at most twice.
+  const navigate = async (url: string, attempt = 1): Promise<void> => {
+    const r = (await send('Page.navigate', { url })) as { errorText?: string };
+    if (r.errorText && /ERR_NETWORK_CHANGED/.test(r.errorText) && attempt < 3) return navigate(url, attempt + 1);
+    if (r.errorText) throw new Error(`navigating to ${url}: ${r.errorText}`);
+  };
   const evaluate = async (expression: string) => (await send('Runtime.evaluate', { expression, returnByValue: true })).result.value;
   const close = async () => {
     ws.close();
@@ -316,7 +323,7 @@ async function headlessChromium(domain: string, trafficPort: number) {
     await exited;
     rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   };
-  return { send, evaluate, close };
+  return { send, navigate, evaluate, close };
 }
 
 describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, () => {
@@ -340,7 +347,7 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     const url = new URL(desktop.stream.getUrl());
     url.protocol = 'http:';
     browser = await headlessChromium(d.env.E2B_DOMAIN, d.ports.edgeTraffic);
-    await browser.send('Page.navigate', { url: url.toString() });
+    await browser.navigate(url.toString());
     await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected');
     // A window to click into; xev prints what it receives.
     const log = '/tmp/xev-browser.log';
@@ -373,7 +380,7 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     const open = async (u: string) => {
       const url = new URL(u);
       url.protocol = 'http:';
-      await browser!.send('Page.navigate', { url: url.toString() });
+      await browser!.navigate(url.toString());
     };
     await open(desktop.stream.getUrl());
     // x11vnc answers with VNC authentication; noVNC shows its credentials dialog and stays unconnected.

@@ -159,7 +159,13 @@ describe('sandbox URLs from the machine that ran cove up', { timeout: 300_000 },
     // No --ignore-certificate-errors: a certificate Chromium does not trust gives its error page, not the DOM.
     // The virtual-time budget lets the page's fetch finish before the DOM is printed.
     // A fresh profile per page: nothing of another run (a profile lock, a cached page or certificate) decides it.
-    const browse = async (url: string): Promise<{ dom: string; log: string }> => {
+    // Chromium drops a load with ERR_NETWORK_CHANGED when an address appears on the host, which every sandbox the
+    // warm pools start meanwhile does (its veth); a browser's user reloads then, and so does this, at most twice.
+    const browse = async (url: string, attempt = 1): Promise<{ dom: string; log: string }> => {
+      const r = await browseOnce(url);
+      return attempt < 3 && r.dom === '' && /ERR_NETWORK_CHANGED/.test(r.log) ? browse(url, attempt + 1) : r;
+    };
+    const browseOnce = async (url: string): Promise<{ dom: string; log: string }> => {
       const profile = mkdtempSync(join(tmpdir(), 'cove-e2e-chromium-'));
       try {
         const r = await run('chromium', ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', `--user-data-dir=${profile}`, '--virtual-time-budget=15000', '--dump-dom', url], {
