@@ -6,7 +6,7 @@ import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topo
 import { withOwnDeployment } from './own-deployment.js';
 import { describeNode, ensureCodeInterpreterRootfs, ensureTemplateRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
-import { benchFiles, runTests, testFiles } from './test-suite.js';
+import { benchFiles, byConcurrency, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
 import { drainNode, undrainNode } from './node-drain.js';
 
@@ -153,7 +153,11 @@ program
           say(`${DESKTOP_TEMPLATE_ID}: rootfs build FAILED (${err.message})`),
         );
       }
-      code = (await runTests(unit, [], ci.rootfs ? { COVE_CI_ROOTFS: ci.rootfs } : {})) || code;
+      // Files holding no machine-wide resource run two at a time (the suite's time on 2 cores), then the rest alone.
+      const env: Record<string, string> = ci.rootfs ? { COVE_CI_ROOTFS: ci.rootfs } : {};
+      const { parallel, serial } = byConcurrency(unit);
+      if (parallel.length) code = (await runTests(parallel, [], env, undefined, 2)) || code;
+      if (serial.length) code = (await runTests(serial, [], env)) || code;
     }
     // A failed desktop build is the e2e nodes' to retry (its test then says so), not a failure of its own here.
     await desktop;

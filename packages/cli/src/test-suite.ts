@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './paths.js';
 
@@ -17,9 +17,33 @@ export function testFiles(only: string[] = []): string[] {
   return pkgs.flatMap((p) => walk(join(repoRoot, 'packages', p, 'dist', 'test'), '.test.js')).sort();
 }
 
-/** Runs the suite with Node's test runner; resolves to its exit code. */
-export function runTests(files: string[], extraArgs: string[] = [], env: Record<string, string> = {}, signal?: AbortSignal): Promise<number> {
-  const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...extraArgs, ...files];
+/**
+ * Packages whose every test holds machine-wide resources (sandboxes, crun, CRIU, cgroups, a deployment) or is
+ * timing-sensitive under load: their files run one at a time.
+ */
+const SERIAL_PACKAGES = ['orchestrator', 'code-interpreter', 'e2e'];
+/** A file elsewhere that must run alone says so in its first lines (kept by tsc in the compiled file). */
+const SERIAL_MARK = 'cove-test: serial';
+
+function marked(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(512);
+    return head.subarray(0, readSync(fd, head, 0, head.length, 0)).toString('utf8').includes(SERIAL_MARK);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Splits test files into those that may run two at a time and those that run alone. */
+export function byConcurrency(files: string[]): { parallel: string[]; serial: string[] } {
+  const serial = (f: string) => SERIAL_PACKAGES.some((p) => f.includes(`/packages/${p}/`)) || marked(f);
+  return { parallel: files.filter((f) => !serial(f)), serial: files.filter(serial) };
+}
+
+/** Runs the suite with Node's test runner (one file at a time unless `concurrency` says more); resolves to its exit code. */
+export function runTests(files: string[], extraArgs: string[] = [], env: Record<string, string> = {}, signal?: AbortSignal, concurrency = 1): Promise<number> {
+  const args = ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...extraArgs, ...files];
   return new Promise((resolve) => {
     // An abort (Ctrl-C of `cove test`) ends the runner, whose test processes then end with it.
     const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot, env: { ...process.env, ...env }, ...(signal ? { signal, killSignal: 'SIGINT' as const } : {}) });

@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // The customer's identity provider gates the cluster (docs/operating.md): a real OpenID provider (oidc-provider,
 // started here), the real edge as its own process configured with it, the real control plane obtaining its own
 // tokens by client credentials, and the wire-level node fixture behind the edge. Proves that the cluster token no

@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // Pause, resume and snapshots (docs/pause-resume.md) through real HTTP into the control plane and real gRPC out of
 // it, to the wire-level cluster fixture (which keeps "cluster storage" as plain data): pause/409, connect resuming
 // with origin-node preference and fallback, cold resumes, exactly-one resume under concurrency, missing and corrupt

@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // The control link against the real edge (packages/edge, run as its own process from its build): node
 // discovery, and Create/Update/Delete forwarded by the edge to a node. The node is the wire-level fixture
 // speaking the orchestrator contract, registered with the edge through its heartbeat RPC like a real

@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // The edge as a process (dist/src/main.js): starts from the environment, reports bad configuration with
 // exit code 2, and stops cleanly on SIGTERM.
 

@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // The edge's telemetry as a process (dist/src/main.js): its own log lines reach a real OTLP stand-in as
 // `cove.log.kind=component` records; /metrics on the API port needs the cluster token and counts requests;
 // with the collector gone, the edge keeps serving and counts what it could not send.

@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // The egress policy enforced for real: nft in a node netns, the egress proxy and filtering resolver in front of
 // a stand-in internet, a sandbox netns as the (hostile) client. Needs root; run under /tmp/cove-heavy.lock.
 

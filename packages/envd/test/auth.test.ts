@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
