@@ -101,13 +101,13 @@ describe('Secret API: values live sealed in the cluster and reach only the upstr
 
   test('bad input → 400 with a clear message that never quotes the value; duplicates 409; other teams 404', async () => {
     const bad: Array<[unknown, RegExp]> = [
-      [{ name: '', value: 'v' }, /name must not be empty/],
-      [{ name: 'n'.repeat(129), value: 'v' }, /name must be at most 128 bytes/],
-      [{ name: 'a{b}', value: 'v' }, /name must not contain/],
+      [{ name: '', value: 'v' }, /name: must not be empty/],
+      [{ name: 'n'.repeat(129), value: 'v' }, /name: must be at most 128 bytes/],
+      [{ name: 'a{b}', value: 'v' }, /name: must not contain/],
       [{ name: 'sec_abc', value: 'v' }, /reserved/],
-      [{ name: `ok-${tag}`, value: '' }, /value must not be empty/],
-      [{ name: `ok-${tag}`, value: `${VALUE1}${'v'.repeat(8 * 1024)}` }, /value must be at most 8192 bytes/],
-      [{ name: `ok-${tag}`, value: `${VALUE1}\r\nX-Injected: 1` }, /value must be printable/],
+      [{ name: `ok-${tag}`, value: '' }, /value: must not be empty/],
+      [{ name: `ok-${tag}`, value: `${VALUE1}${'v'.repeat(8 * 1024)}` }, /value: must be at most 8192 bytes/],
+      [{ name: `ok-${tag}`, value: `${VALUE1}\r\nX-Injected: 1` }, /value: must be printable/],
       [{ name: `ok-${tag}` }, /value/],
       [{ name: `ok-${tag}`, value: 'v', metadata: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v'])) }, /at most 32 entries/],
       [{ name: `ok-${tag}`, value: 'v', extra: 1 }, /Unrecognized key/],
@@ -120,7 +120,7 @@ describe('Secret API: values live sealed in the cluster and reach only the upstr
     }
     assert.equal(await Secret.exists(`ok-${tag}`), false, 'nothing was created by a refused request');
     // Through the SDK as well: its errors carry the server's message.
-    await assert.rejects(Secret.create('', 'v'), /name must not be empty/);
+    await assert.rejects(Secret.create('', 'v'), /name: must not be empty/);
 
     const mine = await Secret.create(NAME, VALUE1);
     const dup = await api('POST', '/secrets', { name: NAME.toUpperCase(), value: 'x' });

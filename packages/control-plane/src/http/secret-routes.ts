@@ -31,11 +31,11 @@ const view = (s: SecretRecord): SecretView => ({
 // The problem text never quotes the value (zod's own messages for these checks do not either).
 const SecretName = z.string().superRefine((n, ctx) => {
   const p = secretNameProblem(n);
-  if (p) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `name ${p}` });
+  if (p) ctx.addIssue({ code: z.ZodIssueCode.custom, message: p });
 });
 const SecretValue = z.string().superRefine((v, ctx) => {
   const p = secretValueProblem(v);
-  if (p) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `value ${p}` });
+  if (p) ctx.addIssue({ code: z.ZodIssueCode.custom, message: p });
 });
 /** E2B's bounds: at most 32 entries, keys 128 bytes, values 1024 bytes, 8192 bytes in all. */
 const Metadata = z
