@@ -74,7 +74,8 @@ const median = (xs: number[]): number => percentile(xs, 50);
 async function transition(sbx: Sandbox, state: 'ok' | 'fail', since: number): Promise<number> {
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const log = await sbx.files.read('/tmp/probe.log');
+    // Absent until the prober's first probe.
+    const log = await sbx.files.read('/tmp/probe.log').catch((err: Error) => (err.name === 'FileNotFoundError' ? '' : Promise.reject(err)));
     const hit = log
       .split('\n')
       .map((l) => l.split(' '))

@@ -203,7 +203,7 @@ describe('Secret API: values live sealed in the cluster and reach only the upstr
     assert.ok(db.length > 0, 'the control plane database exists');
     for (const f of db) assert.ok(!needles.some((n) => readFileSync(join(dataDir, f)).includes(n)), `${f} holds a secret value`);
     // The other team's secret is still stored in the cluster, sealed: present, but not in plaintext.
-    const secretsDir = join(d.storageDir, 'secrets');
+    const secretsDir = join(d.storageDir, 'objects', 'secrets');
     assert.ok(readdirSync(secretsDir, { recursive: true }).length > 0, 'sealed secrets are in cluster storage');
     assert.deepEqual(filesHolding(secretsDir, needles), []);
   });
