@@ -5,8 +5,8 @@
 // Needs root; run under /tmp/cove-heavy.lock.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ALL_TRAFFIC, Sandbox, Secret } from 'e2b';
 import { request } from 'undici';
@@ -18,6 +18,8 @@ const NAME = `E2E-Key-${tag}`; // upper case on purpose: E2B lower-cases names
 const VALUE1 = `cove-sv1-${randomBytes(16).toString('hex')}`;
 const VALUE2 = `cove-sv2-${randomBytes(16).toString('hex')}`;
 const OTHER_VALUE = `cove-svo-${randomBytes(16).toString('hex')}`;
+const MOVED = `moved-${tag}`;
+const MOVED_VALUE = `cove-svm-${randomBytes(16).toString('hex')}`;
 
 /** Every file under `dir` (recursively) that contains one of `needles`. */
 function filesHolding(dir: string, needles: string[]): string[] {
@@ -41,6 +43,7 @@ describe('Secret API: values live sealed in the cluster and reach only the upstr
   const made: Sandbox[] = [];
   let d: Deployment;
   let otherKey: string;
+  let otherTeamId: string;
   const api = async (method: string, path: string, body?: unknown, key?: string): Promise<{ status: number; json: Record<string, unknown> }> => {
     const r = await request(`${d.env.E2B_API_URL}${path}`, {
       method: method as 'GET',
@@ -60,13 +63,14 @@ describe('Secret API: values live sealed in the cluster and reach only the upstr
       headers: { 'x-admin-token': d.secrets.adminToken, 'content-type': 'application/json' },
       body: JSON.stringify({ name: `secrets-other-${tag}`, clusterId: state.clusterId }),
     });
-    const team = (await res.body.json()) as { apiKey: { key: string } };
+    const team = (await res.body.json()) as { team: { id: string }; apiKey: { key: string } };
     assert.equal(res.statusCode, 201, JSON.stringify(team));
     otherKey = team.apiKey.key;
+    otherTeamId = team.team.id;
   });
   after(async () => {
     await Promise.all(made.map((s) => s.kill().catch(() => undefined)));
-    for (const [n, k] of [[NAME, undefined], [NAME, otherKey]] as const) await Secret.destroy(n, k ? { apiKey: k } : {}).catch(() => undefined);
+    for (const [n, k] of [[NAME, undefined], [NAME, otherKey], [MOVED, undefined], [MOVED, otherKey]] as const) await Secret.destroy(n, k ? { apiKey: k } : {}).catch(() => undefined);
     inet.remove();
   });
 
@@ -195,8 +199,29 @@ describe('Secret API: values live sealed in the cluster and reach only the upstr
     await sbx.kill();
   });
 
+  test('a sealed value moved to another team in cluster storage does not open: the request fails closed', async () => {
+    // Storage is not trusted: its writer copies the other team's sealed value over this team's object of the same
+    // name. The node opens a value only for the team and name it was sealed for.
+    await Secret.create(MOVED, `own-${tag}`);
+    await Secret.create(MOVED, MOVED_VALUE, { apiKey: otherKey });
+    const nameKey = createHash('sha256').update(MOVED).digest('hex');
+    const root = join(d.storageDir, 'objects', 'secrets');
+    const theirs = join(root, otherTeamId, nameKey);
+    const ours = readdirSync(root).map((t) => join(root, t, nameKey)).filter((f) => f !== theirs && existsSync(f));
+    assert.equal(ours.length, 1, 'this team\'s sealed object');
+    copyFileSync(theirs, ours[0]!);
+    const sbx = await Sandbox.create({ timeoutMs: 120_000, network: { allowOut: ['example.test'], denyOut: [ALL_TRAFFIC], rules: { 'example.test': [{ transform: { headers: { 'X-Api-Key': Secret.fill(MOVED) } } }] } } });
+    made.push(sbx);
+    const before = inet.seen.length;
+    const [https] = await fetches(sbx, [['get', 'https://example.test/', {}]]);
+    assert.match(https!, /^502 .*egress_transform_failed/);
+    assert.ok(!JSON.stringify(inet.seen.slice(before)).includes(MOVED_VALUE), 'the other team\'s value never left the node');
+    assert.deepEqual(inet.seen.slice(before).filter((s) => s.host === 'example.test'), []);
+    await sbx.kill();
+  });
+
   test("the control plane's database and every log hold no value; cluster storage holds them only sealed", async () => {
-    const needles = [VALUE1, VALUE2, OTHER_VALUE];
+    const needles = [VALUE1, VALUE2, OTHER_VALUE, MOVED_VALUE];
     assert.deepEqual(filesHolding(join(d.stateDir, 'logs'), needles), []);
     const dataDir = join(d.stateDir, 'data');
     const db = readdirSync(dataDir).filter((f) => f.startsWith('control-plane.db'));
