@@ -191,6 +191,9 @@ program
       // SDK-level figures come from a deployment started exactly like `cove up`.
       const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool, nodes: '2' });
       say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
+      // As for `cove test`: the egress bench's stand-in internet (packages/e2e/bench/egress.bench.ts).
+      process.env.COVE_EGRESS_DNS ??= '203.0.113.53';
+      process.env.COVE_EGRESS_UPSTREAM_CA ??= join(o.stateDir, 'egress-upstream-ca.pem');
       results.push(...(await withOwnDeployment(o, (signal) => runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say, signal))));
     }
     printTable(results, say);

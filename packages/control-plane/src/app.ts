@@ -20,6 +20,9 @@ import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
 import { volumeAdminRoutes, volumeRoutes } from './http/volume-routes.js';
+import { secretRoutes } from './http/secret-routes.js';
+import { SecretService } from './secrets/secret-service.js';
+import { SecretStore } from './store/secret-store.js';
 import { VolumeStore } from './store/volume-store.js';
 import { VolumeService } from './volumes/volume-service.js';
 import { templateRoutes } from './http/template-routes.js';
@@ -99,6 +102,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   });
   const drains = new NodeDrains({ sandboxes, clusters, teams, links, service, placement, log: log.child({ module: 'drain' }) });
   const volumes = new VolumeService(volumeStore, clusters);
+  const secrets = new SecretService(new SecretStore(db.kysely), clusters, links);
   const snapshots = new SnapshotService(snapshotStore, templateStore, clusters, links, cleaner, service, config.defaultLimits, log.child({ module: 'snapshots' }));
   // A call that outlived this has lost its caller: twice the link deadline, and some.
   const staleMs = 2 * config.controlLinkTimeoutMs + 10_000;
@@ -176,6 +180,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     sandboxRoutes(pub, service);
     snapshotRoutes(pub, snapshots);
     volumeRoutes(pub, volumes);
+    secretRoutes(pub, secrets);
     templateRoutes(pub, templates, snapshots);
     observabilityRoutes(pub, { sandboxes, clusters, templates, grants });
     notImplementedRoutes(pub);

@@ -89,7 +89,7 @@ export class SandboxLimitReached extends CoveError {
 }
 
 /** Which per-team quota a request ran into (`error_code` on the wire). */
-export type Quota = 'template_build_limit' | 'template_limit' | 'snapshot_limit' | 'volume_limit';
+export type Quota = 'template_build_limit' | 'template_limit' | 'snapshot_limit' | 'volume_limit' | 'secret_limit';
 
 /**
  * A per-team quota (concurrent template builds, templates, persistent snapshots). 429 like E2B's sandbox limit:

@@ -144,6 +144,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       nodeClients,
       status,
       templateFiles,
+      secretStore: templateFiles.store,
       log,
     },
     controlLink: { auth: clusterAuth, credentials, directory, store, sessions, log },

@@ -6,3 +6,4 @@ export * from './proxy.js';
 export * from './dns.js';
 export * from './ca.js';
 export * from './table.js';
+export * from './secrets.js';

@@ -41,6 +41,8 @@ export interface SandboxEgress {
   policy: EgressPolicy;
   /** present when the policy has transform rules: terminates TLS for those hosts */
   ca?: SandboxCa;
+  /** the sandbox's team: whose secrets its placeholders name */
+  teamId?: string;
 }
 
 export interface EgressDecisionLog {
@@ -56,7 +58,7 @@ export interface EgressProxyOptions {
   /** who is behind this source address (the sandbox's veth address), and its current policy */
   lookup: (srcIp: string) => SandboxEgress | undefined;
   /** secret / workload-token values for placeholders; never written anywhere by the proxy */
-  resolveSecret?: (sandboxId: string, kind: PlaceholderKind, name: string) => Promise<string>;
+  resolveSecret?: (sandbox: SandboxEgress, kind: PlaceholderKind, name: string) => Promise<string>;
   /** DNS servers the proxy resolves allowed hostnames with (default: the system's) */
   upstreamDns?: string[];
   /** extra CAs trusted for upstream TLS when terminating (tests); the system store otherwise. A function is asked per connection. */
@@ -366,7 +368,7 @@ export class EgressProxy {
         for (const h of t.set) {
           headers[h.name] = await resolvePlaceholders(h.value, (kind, name) => {
             if (!this.opts.resolveSecret) throw new Error('no secret resolver');
-            return this.opts.resolveSecret(ctx.sb.sandboxId, kind, name);
+            return this.opts.resolveSecret(ctx.sb, kind, name);
           });
         }
       }

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { InfoService, SandboxService, TemplateService, type InfoResponse } from '@cove/contracts/orchestrator';
 import { bindArtifactKey, type BlobStore } from '@cove/storage';
+import { clusterSecretKeys } from '@cove/egress';
 import type { Logger } from 'pino';
 import { join } from 'node:path';
 import type { OrchestratorConfig } from './config.js';
@@ -181,8 +182,10 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   let proxyPort = config.proxyPort;
   let rpcPort = config.rpcPort;
 
+  const secretsPublicKey = clusterSecretKeys(config.artifactKey).publicKey;
   const info = (): Promise<InfoResponse> =>
     buildNodeInfo({
+      secretsPublicKey,
       nodeId: config.nodeId,
       version: packageVersion(),
       startedAt,

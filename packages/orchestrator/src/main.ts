@@ -8,6 +8,8 @@ import { buildOrchestrator } from './app.js';
 import { ConfigError, loadConfig, type OrchestratorConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { LinuxSandboxRuntime } from './sandbox/linux-runtime.js';
+import { SecretVault } from './sandbox/secret-vault.js';
+import { openClusterStorage } from './templates/storage.js';
 import { BACKGROUND_TEMPLATES } from './code-interpreter.js';
 
 async function main(): Promise<void> {
@@ -45,6 +47,8 @@ async function main(): Promise<void> {
     ...(config.runtime.egressDns ? { egressDns: config.runtime.egressDns } : {}),
     // The artifact key is held by every node of the cluster and not by the control plane: sandbox CAs derive from it.
     egressCaKey: config.artifactKey,
+    // E2B Secret values: sealed to the cluster key, read from cluster storage, opened only by this node's proxy.
+    egressSecrets: new SecretVault(openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ component: 'secrets' }) }), config.artifactKey),
     ...(config.runtime.egressUpstreamCaFile ? { egressUpstreamCaFile: config.runtime.egressUpstreamCaFile } : {}),
     onTemplateProgress: (templateId, line) => log.info({ templateId, line }, 'template build'),
   });

@@ -37,7 +37,7 @@ export {
   type S3StorageConfig,
   type StorageConfigOptions,
 } from './config.js';
-export { artifactKey, buildFileKey, checkKey, checkPrefix, isSha256Hex, MAX_KEY_BYTES } from './keys.js';
+export { artifactKey, buildFileKey, checkKey, checkPrefix, isSha256Hex, MAX_KEY_BYTES, secretKey } from './keys.js';
 export {
   StorageError,
   InvalidKey,

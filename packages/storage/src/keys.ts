@@ -55,3 +55,13 @@ export function buildFileKey(scope: string, hash: string): string {
   if (!isSha256Hex(hash)) throw new InvalidKey(String(hash), 'file hash is not lowercase hex sha256');
   return `files/${scope}/${hash}.tar`;
 }
+
+/**
+ * Key of a team's sealed secret (E2B's Secret API): `secrets/<team>/<sha256 of the canonical name>`. The edge
+ * writes it, nodes read it; neither key part is tenant text.
+ */
+export function secretKey(teamId: string, nameKey: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/.test(teamId)) throw new InvalidKey(String(teamId), 'bad team id');
+  if (!isSha256Hex(nameKey)) throw new InvalidKey(String(nameKey), 'secret name key is not lowercase hex sha256');
+  return `secrets/${teamId}/${nameKey}`;
+}

@@ -250,6 +250,40 @@ export class ControlLink {
     if (res.status !== 200) throw new ClusterUnavailable(`cluster "${this.cluster.name}" answered ${res.status} to ${draining ? 'drain' : 'undrain'} node "${nodeId}"`);
   }
 
+  /**
+   * The cluster's secret-sealing public key, as its nodes publish it (they derive it from the cluster key the
+   * control plane never holds). Nodes that disagree mean a misconfigured cluster: nothing is sealed then.
+   */
+  async secretsPublicKey(): Promise<string> {
+    const keys = new Set((await this.listNodes()).map((n) => n.info?.secretsPublicKey ?? '').filter((k) => k !== ''));
+    if (keys.size === 1) return [...keys][0]!;
+    throw new ClusterUnavailable(
+      keys.size === 0 ? `cluster "${this.cluster.name}" has no node that can hold secrets` : `cluster "${this.cluster.name}": its nodes publish different secret keys`,
+    );
+  }
+
+  /** Stores a sealed secret value in cluster storage (edge `POST /v1/secrets`); the edge cannot open it. */
+  async putSecret(teamId: string, nameKey: string, sealed: string): Promise<void> {
+    await this.secretCall('/v1/secrets', { teamId, nameKey, sealed }, 'store a secret');
+  }
+
+  /** Removes a sealed secret from cluster storage (edge `POST /v1/secrets/delete`); absent is not an error. */
+  async deleteSecret(teamId: string, nameKey: string): Promise<void> {
+    await this.secretCall('/v1/secrets/delete', { teamId, nameKey }, 'delete a secret');
+  }
+
+  private async secretCall(path: string, body: unknown, what: string): Promise<void> {
+    let res: { status: number; body: unknown };
+    try {
+      res = await this.requestJson('POST', path, body);
+    } catch (err) {
+      if (err instanceof ClusterAccessRefused) throw err;
+      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+    }
+    if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
+    if (res.status !== 200 && res.status !== 204) throw new ClusterUnavailable(`cluster "${this.cluster.name}" could not ${what} (${res.status})`);
+  }
+
   async create(nodeId: string, spec: SandboxSpecInit, trafficAccessToken: string | null): Promise<SandboxInfo> {
     const { startMs, endMs, ...rest } = spec;
     const sandbox = create(SandboxSpecSchema, { ...rest, startTime: timestampFromMs(startMs), endTime: timestampFromMs(endMs) });

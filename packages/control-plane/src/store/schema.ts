@@ -221,6 +221,24 @@ export interface VolumeAttachmentTable {
   attached_at: number;
 }
 
+/**
+ * E2B's secrets (migration 0009): metadata only. The value is sealed to the cluster and stored there
+ * (docs/network-policy.md, "Secrets"); nothing here can recover it.
+ */
+export interface SecretTable {
+  /** `sec_` + 24 of [a-z0-9] (E2B reserves the prefix for identifiers) */
+  id: string;
+  team_id: string;
+  cluster_id: string;
+  /** canonical (lower-cased) name, unique within the team */
+  name: string;
+  current_version: number;
+  /** customer metadata, JSON object of strings */
+  metadata: string;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface Database {
   clusters: ClusterTable;
   teams: TeamTable;
@@ -235,4 +253,5 @@ export interface Database {
   cluster_metrics: ClusterMetricsTable;
   volumes: VolumeTable;
   volume_attachments: VolumeAttachmentTable;
+  secrets: SecretTable;
 }

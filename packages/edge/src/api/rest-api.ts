@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { toJson } from '@bufbuild/protobuf';
 import { InfoResponseSchema } from '@cove/contracts/orchestrator';
-import { HTTP_STATUS as STORAGE_HTTP_STATUS, isStorageError } from '@cove/storage';
+import { HTTP_STATUS as STORAGE_HTTP_STATUS, isStorageError, secretKey, type BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { EdgeError, HTTP_STATUS, InvalidArgument, NodeNotFound, PayloadTooLarge, SandboxNotFound } from '../errors.js';
@@ -34,6 +34,8 @@ export interface RestApiDeps {
   nodeClients: NodeClients;
   status: () => Promise<EdgeStatus>;
   templateFiles: Pick<TemplateFiles, 'describe'>;
+  /** Cluster storage for sealed secrets (E2B's Secret API); absent = `/v1/secrets` answers 503. */
+  secretStore?: Pick<BlobStore, 'put' | 'delete'>;
   log: Logger;
 }
 
@@ -45,6 +47,25 @@ const TemplateFilesBody = z.object({
   teamId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, 'must be 1-128 of A-Z a-z 0-9 _ - (not starting with _ or -)'),
   hash: z.string().regex(/^[0-9a-f]{64}$/, 'must be a lowercase hex sha256'),
 });
+
+/**
+ * `POST /v1/secrets` / `/v1/secrets/delete`: a value sealed by the control plane to the nodes' key. The edge can
+ * store it but not open it; nodes check its shape and binding when they read it back.
+ */
+const SECRET_TARGET = {
+  teamId: TemplateFilesBody.shape.teamId,
+  nameKey: z.string().regex(/^[0-9a-f]{64}$/, 'must be a lowercase hex sha256'),
+};
+const SecretPutBody = z.object({ ...SECRET_TARGET, sealed: z.string().min(1).max(16 * 1024) }).strict();
+const SecretDeleteBody = z.object(SECRET_TARGET).strict();
+
+function parseBody<T extends z.ZodTypeAny>(schema: T, body: unknown): z.output<T> {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    throw new InvalidArgument(`invalid body: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data as z.output<T>;
+}
 
 /** Read and parse a JSON body of at most MAX_JSON_BODY bytes. */
 async function readJson(req: Req): Promise<unknown> {
@@ -98,6 +119,8 @@ const ROUTES: { method: string; re: RegExp; name: string; body?: boolean }[] = [
   { method: 'POST', re: new RegExp(`^/v1/nodes/${NODE_ID}/undrain$`), name: 'undrain' },
   { method: 'GET', re: /^\/v1\/sandboxes\/([^/]+)$/, name: 'sandbox' },
   { method: 'POST', re: /^\/v1\/templates\/files$/, name: 'templateFiles', body: true },
+  { method: 'POST', re: /^\/v1\/secrets$/, name: 'secretPut', body: true },
+  { method: 'POST', re: /^\/v1\/secrets\/delete$/, name: 'secretDelete', body: true },
 ];
 
 /** Build the REST handler; it answers every request it is given (404 JSON for unknown paths). */
@@ -186,6 +209,21 @@ async function handle(req: Req, res: Res, deps: RestApiDeps): Promise<void> {
       }
       const answer = await deps.templateFiles.describe(parsed.data.teamId, parsed.data.hash);
       return sendJson(res, answer.present ? 200 : 201, answer);
+    }
+    case 'secretPut':
+    case 'secretDelete': {
+      if (!deps.secretStore) return sendError(res, 503, 'this edge has no cluster storage for secrets');
+      if (route.name === 'secretPut') {
+        const b = parseBody(SecretPutBody, await readJson(req));
+        const body = Buffer.from(b.sealed, 'utf8');
+        await deps.secretStore.put(secretKey(b.teamId, b.nameKey), body, { size: body.length });
+      } else {
+        const b = parseBody(SecretDeleteBody, await readJson(req));
+        await deps.secretStore.delete(secretKey(b.teamId, b.nameKey));
+      }
+      // Never the body: it is sealed, but logs have no use for it.
+      deps.log.info({ op: route.name }, route.name === 'secretPut' ? 'sealed secret stored' : 'sealed secret deleted');
+      return sendJson(res, 200, {});
     }
     default:
       return sendError(res, 404, `no route ${path}`);

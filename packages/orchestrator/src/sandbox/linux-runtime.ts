@@ -25,6 +25,7 @@ import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
+import type { SecretVault } from './secret-vault.js';
 import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress, type EgressRules } from './slot-egress.js';
 import { installSandboxCa, SANDBOX_CA_FILE } from './slot-trust-store.js';
 import { NodeEgress } from './node-egress.js';
@@ -100,6 +101,8 @@ export interface LinuxRuntimeConfig {
   egressCaKey?: string;
   /** PEM file of extra CAs the egress proxy trusts upstream (COVE_EGRESS_UPSTREAM_CA; the e2e stand-in) */
   egressUpstreamCaFile?: string;
+  /** Where the egress proxy gets E2B Secret values for `${e2b.secrets.x}` (secret-vault.ts); absent = they fail closed. */
+  egressSecrets?: SecretVault;
   onTemplateProgress?: (templateId: string, line: string) => void;
 }
 
@@ -224,6 +227,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       logger: this.log.child({ component: 'egress' }),
       ...(this.cfg.egressCaKey ? { caKey: this.cfg.egressCaKey } : {}),
       ...(this.cfg.egressUpstreamCaFile ? { upstreamCaFile: this.cfg.egressUpstreamCaFile } : {}),
+      ...(this.cfg.egressSecrets ? { secrets: this.cfg.egressSecrets } : {}),
     });
     await egress.start();
     firewall.egressInput = { gateway: this.bridge.gateway, ...egress.inputPorts()! };

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { DnsFilter, EgressProxy, SandboxCa, type EgressPolicy, type NodePorts, type SandboxEgress } from '@cove/egress';
 import type { Logger } from 'pino';
+import type { SecretVault } from './secret-vault.js';
 
 export interface NodeEgressConfig {
   /** the bridge's gateway address: the only address the services listen on */
@@ -23,6 +24,8 @@ export interface NodeEgressConfig {
   caKey?: string;
   /** a PEM file of extra CAs trusted for upstream TLS when terminating (the e2e stand-in), read per connection */
   upstreamCaFile?: string;
+  /** E2B Secret values for `${e2b.secrets.x}` placeholders, by the sandbox's team; absent = they fail closed */
+  secrets?: Pick<SecretVault, 'resolve'>;
 }
 
 function hostPort(s: string): { host: string; port: number } {
@@ -48,6 +51,11 @@ export class NodeEgress {
       unref: true,
       ...(cfg.upstreamCaFile ? { upstreamCa: () => readUpstreamCa(cfg.upstreamCaFile!) } : {}),
       onDecision: (d) => log.debug({ egress: d }, 'egress decision'),
+      // Only secrets of the sandbox's own team; workload identity tokens are not offered (they fail closed).
+      resolveSecret: async (sb, kind, name) => {
+        if (kind !== 'secrets' || !cfg.secrets || !sb.teamId) throw new Error('no such placeholder source');
+        return cfg.secrets.resolve(sb.teamId, name);
+      },
     });
     // No upstream configured: allowed names get SERVFAIL, denied ones REFUSED; nothing leaves the node.
     const upstream = cfg.upstreamDns[0] ? hostPort(cfg.upstreamDns[0]) : { host: '127.0.0.1', port: 9 };
@@ -96,9 +104,9 @@ export class NodeEgress {
   }
 
   /** Binds (or replaces) a sandbox's policy; returns the previous binding so a failed nft apply can restore it. */
-  bind(ip: string, sandboxId: string, policy: EgressPolicy, ca?: SandboxCa): SandboxEgress | undefined {
+  bind(ip: string, sandboxId: string, policy: EgressPolicy, ca?: SandboxCa, teamId?: string): SandboxEgress | undefined {
     const prev = this.bySrc.get(ip);
-    this.bySrc.set(ip, { sandboxId, policy, ...(ca ? { ca } : {}) });
+    this.bySrc.set(ip, { sandboxId, policy, ...(ca ? { ca } : {}), ...(teamId ? { teamId } : {}) });
     return prev;
   }
 

@@ -22,6 +22,8 @@ export interface EgressRules {
   egressProxy?: EgressProxyRule;
   /** E2B's `rules` (header transforms), in the spec's wire form; absent = none */
   rules?: EgressHostRule[];
+  /** with rules: the sandbox's team, whose E2B Secrets `${e2b.secrets.x}` resolves */
+  teamId?: string;
 }
 
 export const NO_EGRESS_RULES: EgressRules = Object.freeze({ allowOut: [], denyOut: [] }) as EgressRules;
@@ -95,7 +97,7 @@ export async function applySlotEgress(services: NodeEgress | undefined, t: SlotE
   }
   // Rules: the proxy terminates TLS for their hosts with the sandbox's CA (the one its trust store holds).
   const ca = policy.rules.size > 0 ? await services!.caFor(t.sandboxId) : undefined;
-  const prev = services?.bind(t.sandboxIp, t.sandboxId, policy, ca);
+  const prev = services?.bind(t.sandboxIp, t.sandboxId, policy, ca, rules.teamId);
   try {
     // The slot's host veth is a bridge port: matched by source address, source checked at the bridge.
     await applyNft(renderSandboxNft({ table: t.table, iface: t.iface, sandboxIp: t.sandboxIp, policy, ports: ports ?? NO_PORTS, bridged: true }));

@@ -24,7 +24,7 @@ import { bootBuildSlot, type BuildPool } from './build-pool.js';
 import { initEnvd } from './envd-init.js';
 import type { SandboxRecord } from './sandbox-record.js';
 import type { SandboxStore } from './sandbox-store.js';
-import type { ValidSpec } from './validate-spec.js';
+import { withTeam, type ValidSpec } from './validate-spec.js';
 import type { WarmPool } from './warm-pool.js';
 
 export interface Capacity {
@@ -285,6 +285,8 @@ export class SandboxManager {
     if (what) throw new SandboxBusy(sandboxId, what);
     const record = this.sandboxes.get(sandboxId);
     if (!record || this.deleting.has(sandboxId)) throw new SandboxNotFound(sandboxId);
+    // The sandbox's own team: the only one whose secrets its rules can name.
+    net = { ...net, egress: withTeam(net.egress, record.teamId) };
     await this.runtime.setNetwork(record.slotId, net);
     const updated = { ...record, allowInternetAccess: net.allowInternetAccess, egress: net.egress };
     await this.store.save(updated);

@@ -96,7 +96,7 @@ export function validateSpec(
   if (spec.envdAccessToken.length > 512) v.push('envd_access_token: too long');
   if (spec.snapshotId !== '' && !SNAPSHOT_ID_RE.test(spec.snapshotId)) v.push(`snapshot_id: must be empty or match ${SNAPSHOT_ID_RE.source}`);
   if (spec.cold && spec.snapshotId === '') v.push('cold: only meaningful with snapshot_id');
-  const egress = egressRulesOf(spec.egress, v);
+  const egress = withTeam(egressRulesOf(spec.egress, v), spec.teamId);
   const volumes = spec.volumeMounts.map((m) => ({ volumeId: m.volumeId, path: m.path, quotaBytes: Number(m.quotaBytes) }));
   v.push(...volumeMountProblems(volumes));
   // A snapshot's memory holds open files of the volumes it had; a start from one cannot take volumes.
@@ -131,6 +131,11 @@ export function validateSpec(
     cold: spec.cold,
     volumes,
   };
+}
+
+/** Rules that transform headers carry the team whose secrets their placeholders name (kept in the slot record). */
+export function withTeam(rules: EgressRules, teamId: string): EgressRules {
+  return rules.rules?.length && teamId ? { ...rules, teamId } : rules;
 }
 
 /**
