@@ -26,6 +26,9 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { NodeRegistry } from '@cove/contracts/edge';
+import { createServer as createHttpServer } from 'node:http';
+import { isNoLinkOpen, OutboundLinks } from '../src/cluster/outbound-link.js';
+import { createLogger } from '../src/logger.js';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { freePort } from './fixtures/throwaway-postgres.js';
@@ -239,6 +242,18 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
     assert.ok(edge.lines.some((l) => l.includes('control link open (outbound)')));
   });
 
+  test('an idle link stays open: pings keep it alive on both sides', { timeout: 90_000 }, async () => {
+    // Time passing is what is tested (the edge cuts a link silent for 45 s; the control plane pings every 15 s),
+    // so this waits past that with no call on the link, then checks the same link is still the one in use.
+    const closedBefore = edge.lines.filter((l) => l.includes('control link closed')).length;
+    await new Promise((r) => setTimeout(r, 50_000));
+    assert.equal(edge.lines.filter((l) => l.includes('control link closed')).length, closedBefore, 'the link was not cut while idle');
+    assert.equal(outbound().count(clusterId), 1);
+    const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', timeout: 60 } });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.equal((await call(cp.url, 'DELETE', `/sandboxes/${r.body.sandboxID}`, { key })).status, 204);
+  });
+
   test('a dropped link: calls fail with cluster_unavailable, the edge re-dials, what ran keeps running', async (t) => {
     const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', timeout: 300 } });
     assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -364,6 +379,31 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
       assert.ok(term.received.slice(before).every((b) => b.length === 0));
     } finally {
       await untrusting.stop();
+    }
+  });
+});
+
+describe('outbound links: a silent edge', () => {
+  test('a link whose edge stops answering pings is cut, and calls fail UNAVAILABLE instead of hanging', async () => {
+    const cluster = { id: 'c-silent', name: 'silent', endpoint: 'outbound://silent', token: CLUSTER_TOKEN, sandboxDomain: null, publicUrl: null, createdAt: new Date(), updatedAt: new Date() };
+    const links = new OutboundLinks({ clusters: async () => [cluster], log: createLogger('silent'), pingIntervalMs: 300, pingTimeoutMs: 300, waitForLinkMs: 0 });
+    const server = createHttpServer((_req, res) => res.end());
+    server.on('upgrade', links.handleUpgrade);
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const port = (server.address() as { port: number }).port;
+      // The "edge" completes the handshake and then never sends a byte: no SETTINGS, no PING ack.
+      const h = await handshake(port, { upgrade: LINK_PROTOCOL, [EDGE_ID_HEADER]: 'silent-edge', authorization: `Bearer ${CLUSTER_TOKEN}` });
+      assert.equal(h.status, 101);
+      assert.equal(links.count('c-silent'), 1);
+      h.socket.resume(); // read (and drop) what the control plane sends, so only the silence is tested
+      await eventually(() => links.count('c-silent') === 0, 10_000, 'the silent link to be cut');
+      await assert.rejects(links.sessionManager(cluster).request('GET', '/v1/nodes', {}, {}), (err: unknown) => isNoLinkOpen(err));
+      h.socket.destroy();
+    } finally {
+      links.closeAll();
+      server.close();
     }
   });
 });

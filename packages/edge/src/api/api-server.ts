@@ -134,7 +134,18 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   http2.on('session', track);
   links.on('session', (s: ServerHttp2Session) => {
     track(s);
-    s.setTimeout(LINK_IDLE_MS, () => s.destroy());
+    // Not Http2Session.setTimeout: PING frames do not count as activity there, so an idle link would be cut.
+    let lastSeen = Date.now();
+    const seen = (): void => {
+      lastSeen = Date.now();
+    };
+    s.on('ping', seen);
+    s.on('stream', seen);
+    const watch = setInterval(() => {
+      if (Date.now() - lastSeen > LINK_IDLE_MS) s.destroy(new Error('control link silent'));
+    }, LINK_IDLE_MS / 3);
+    watch.unref();
+    s.on('close', () => clearInterval(watch));
     s.on('error', (err) => deps.log.warn({ err: err.message }, 'control link session error'));
   });
   // HTTP/1.1 over TLS: requests in flight per socket, so close() can cut idle keep-alive sockets at once.
