@@ -289,7 +289,9 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
       assert.equal(r.status, 400, `${endpoint}: ${JSON.stringify(r.body)}`);
     }
     const listed = await call(cp.url, 'GET', '/admin/clusters', { admin: 'admin-token-for-tests-0123456789' });
-    assert.ok(JSON.stringify(listed.body).includes('outbound://edge'));
+    const mine = (listed.body as Array<{ id: string; endpoint: string; controlLinks?: number }>).find((c) => c.id === clusterId);
+    assert.equal(mine?.endpoint, 'outbound://edge');
+    assert.equal(mine?.controlLinks, 1, 'the admin API shows the links the cluster holds');
   });
 
   test('handshakes that must not open a link are refused with a structured error', async () => {

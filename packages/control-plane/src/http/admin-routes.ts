@@ -116,7 +116,13 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
     if (key && (await d.teams.teamByApiKey(key))) throw new Conflict('that API key is already registered');
   };
 
-  app.get('/admin/clusters', async () => (await d.clusters.list()).map(clusterView));
+  app.get('/admin/clusters', async () =>
+    (await d.clusters.list()).map((c) => ({
+      ...clusterView(c),
+      // An outbound-only cluster is reachable only while one of its edges holds a link: say how many do.
+      ...(isOutboundEndpoint(c.endpoint) ? { controlLinks: d.links.outbound?.count(c.id) ?? 0 } : {}),
+    })),
+  );
 
   app.post('/admin/clusters', async (req, reply) => {
     const b = parse(ClusterBody, req.body, 'body');
