@@ -26,6 +26,8 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { NodeRegistry } from '@cove/contracts/edge';
+import { InfoResponseSchema } from '@cove/contracts/orchestrator';
+import { toJson } from '@bufbuild/protobuf';
 import { createServer as createHttpServer } from 'node:http';
 import { isNoLinkOpen, OutboundLinks } from '../src/cluster/outbound-link.js';
 import { createLogger } from '../src/logger.js';
@@ -358,6 +360,71 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
     h.socket.destroy();
     fake.close();
     assert.equal((await call(cp.url, 'GET', '/health')).status, 200);
+  });
+
+  test('a hostile edge mid-call: an oversized gRPC answer is refused, a link dropped under a create fails it at once', async () => {
+    const fakeNode = node.nodes.get('outbound-node-1')!;
+    let mode: 'oversize' | 'hang' = 'oversize';
+    let createSeen: (() => void) | undefined;
+    let sent = 0;
+    const fake = createH2Server();
+    fake.on('stream', (stream, headers) => {
+      stream.on('error', () => undefined);
+      if (headers[':path'] === '/v1/nodes') {
+        stream.respond({ ':status': 200, 'content-type': 'application/json' });
+        stream.end(JSON.stringify([{ nodeId: fakeNode.nodeId, status: 'healthy', info: toJson(InfoResponseSchema, nodeInfo(fakeNode)) }]));
+        return;
+      }
+      if (String(headers[':path']).endsWith('/Create')) {
+        createSeen?.();
+        if (mode === 'hang') return; // never answers: only the link's drop can end this call
+        // A gRPC message whose length prefix claims 2 GiB, then bytes for as long as the control plane reads.
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+        const head = Buffer.alloc(5);
+        head.writeUInt32BE(0x7fffffff, 1);
+        stream.write(head);
+        const chunk = Buffer.alloc(256 * 1024);
+        const push = (): void => {
+          while (!stream.destroyed && sent < 256 * 1024 * 1024) {
+            sent += chunk.length;
+            if (!stream.write(chunk)) return void stream.once('drain', push);
+          }
+        };
+        push();
+      }
+    });
+    fake.on('sessionError', () => undefined);
+    const dial = async (edgeId: string) => {
+      const h = await handshake(cpPort, { upgrade: LINK_PROTOCOL, [EDGE_ID_HEADER]: edgeId, authorization: `Bearer ${CLUSTER_TOKEN}` });
+      assert.equal(h.status, 101);
+      fake.emit('connection', h.socket);
+      await eventually(() => outbound().count(clusterId) === 1, 10_000, 'the hostile link to open');
+      return h.socket;
+    };
+    try {
+      const first = await dial('hostile-oversize');
+      const r1 = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', timeout: 60 } });
+      assert.ok(r1.status >= 500, JSON.stringify(r1.body));
+      if (process.env.DEBUG_LOG) process.stderr.write(`oversize create answered ${r1.status} ${JSON.stringify(r1.body)} after ${sent} bytes\n`);
+      assert.ok(sent > 0, 'the Create reached the hostile edge');
+      assert.ok(sent < 256 * 1024 * 1024, `the control plane stopped reading the oversized message (${sent} bytes sent)`);
+      first.destroy();
+      await eventually(() => outbound().count(clusterId) === 0, 10_000, 'the first hostile link to close');
+
+      mode = 'hang';
+      const second = await dial('hostile-hang');
+      const seen = new Promise<void>((r) => (createSeen = r));
+      const started = Date.now();
+      const pending = call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', timeout: 60 } });
+      await seen;
+      second.destroy(); // the link drops with the Create in flight
+      const r2 = await pending;
+      assert.ok(r2.status >= 500, JSON.stringify(r2.body));
+      assert.ok(Date.now() - started < 4_500, `the pending create failed at the drop, not at the 5 s call timeout (${Date.now() - started} ms)`);
+      assert.equal((await call(cp.url, 'GET', '/health')).status, 200);
+    } finally {
+      fake.close();
+    }
   });
 
   test('an edge with the wrong token, or facing a certificate it does not trust, is refused and says why', async () => {
