@@ -42,6 +42,12 @@ export interface DeploymentOptions {
   desktopWaitMs?: number;
   /** Aborts `up` between steps (a signal to `cove test`/`bench`, whose deployment is torn down next). */
   signal?: AbortSignal;
+  /**
+   * Outbound-only control link (docs/operating.md): the edge dials the control plane, and the cluster is
+   * registered as `outbound://local`. `up` makes the running deployment match: a running edge of the other mode
+   * is restarted (sandboxes keep running; their routes come back with the nodes' next heartbeats).
+   */
+  outboundLink?: boolean;
 }
 
 /**
@@ -75,6 +81,8 @@ export interface ClientEnv {
 }
 
 interface DeploymentState {
+  /** The control link mode the running edge was started in (absent = direct). */
+  outboundLink?: boolean;
   clusterId?: string;
   teamId?: string;
   apiKey?: string;
@@ -142,8 +150,13 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   const tls = ensureLocalTls(paths.dir, topo.domain, o.say);
   const caBundle = trustLocalCa(paths.dir, tls.caCert, o.say);
 
+  const outboundLink = o.outboundLink === true;
+  if ((readState(paths).outboundLink === true) !== outboundLink && running(paths.run, 'edge')) {
+    o.say(`edge: restarting for the ${outboundLink ? 'outbound-only' : 'direct'} control link (sandboxes keep running)`);
+    await stop(paths.run, 'edge');
+  }
   const startedNow = new Map<string, number>();
-  const specs = components(topo, secrets, paths);
+  const specs = components(topo, secrets, paths, { outboundLink });
   for (const c of specs) {
     o.signal?.throwIfAborted();
     const launchedAt = Date.now();
@@ -151,7 +164,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     if (c.name === 'registry') await seedRegistry(topo, secrets, o);
   }
 
-  let env = await register(topo, secrets, paths, o.say, caBundle);
+  let env = await register(topo, secrets, paths, o.say, caBundle, outboundLink);
   const cpUrl = `http://${topo.host}:${topo.ports.controlPlane}`;
   if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) {
     // Registering gives a current control plane every built-in; one that still lacks it runs code from before
@@ -161,7 +174,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     o.say(`control-plane: predates the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template; restarting it on this tree's code (sandboxes keep running)`);
     await stop(paths.run, 'control-plane');
     await startComponent(specs.find((c) => c.name === 'control-plane')!, paths, o);
-    env = await register(topo, secrets, paths, o.say, caBundle);
+    env = await register(topo, secrets, paths, o.say, caBundle, outboundLink);
     if (!(await offersTemplate(cpUrl, env.E2B_API_KEY, CODE_INTERPRETER_TEMPLATE_ID))) throw new Error(`the control plane does not offer the built-in ${CODE_INTERPRETER_TEMPLATE_ID} template`);
   }
 
@@ -263,20 +276,26 @@ export function publicSandboxDomain(topo: Topology): string {
   return `${topo.domain}:${topo.ports.edgeTrafficTls}`;
 }
 
-async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void, caCert: string): Promise<ClientEnv> {
+/** The cluster's endpoint as registered: the edge's API, or `outbound://local` when the edge dials in. */
+function clusterEndpoint(topo: Topology, outboundLink: boolean): string {
+  return outboundLink ? 'outbound://local' : `http://${topo.host}:${topo.ports.edgeApi}`;
+}
+
+async function register(topo: Topology, secrets: DeploymentSecrets, paths: StatePaths, say: (l: string) => void, caCert: string, outboundLink: boolean): Promise<ClientEnv> {
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const state = readState(paths);
   if (state.clusterId) {
     // A deployment registered before the sandbox domain changed (`sandbox.cove.internal`, no port): the same
     // registration with another domain would be a conflict, so move the domain first (a no-op when it matches).
     // A control plane that does not know the cluster (its store was reset) gets it registered below.
-    await admin.call('PATCH', `/admin/clusters/${state.clusterId}`, { sandboxDomain: publicSandboxDomain(topo) }).catch((err: unknown) => {
+    // The same holds for the endpoint when the control link's mode changed.
+    await admin.call('PATCH', `/admin/clusters/${state.clusterId}`, { sandboxDomain: publicSandboxDomain(topo), endpoint: clusterEndpoint(topo, outboundLink) }).catch((err: unknown) => {
       if (!(err instanceof AdminError && err.status === 404)) throw err;
     });
   }
   const cluster = await admin.call<{ id: string }>('POST', '/admin/clusters', {
     name: 'local',
-    endpoint: `http://${topo.host}:${topo.ports.edgeApi}`,
+    endpoint: clusterEndpoint(topo, outboundLink),
     token: secrets.clusterToken,
     sandboxDomain: publicSandboxDomain(topo),
     // Where the control plane redirects log, metric and build-status requests (the edge's public port).
@@ -293,8 +312,9 @@ async function register(topo: Topology, secrets: DeploymentSecrets, paths: State
   }
   await admin.call('PUT', `/admin/teams/${state.teamId}/cluster`, { clusterId: cluster.id });
   state.clusterId = cluster.id;
+  state.outboundLink = outboundLink;
   writeFileSync(paths.state, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
-  say(`cluster "local" registered (edge ${topo.host}:${topo.ports.edgeApi}, domain ${publicSandboxDomain(topo)})`);
+  say(`cluster "local" registered (${outboundLink ? 'outbound-only: the edge dials the control plane' : `edge ${topo.host}:${topo.ports.edgeApi}`}, domain ${publicSandboxDomain(topo)})`);
   return {
     E2B_API_URL: `http://${topo.host}:${topo.ports.controlPlane}`,
     E2B_API_KEY: state.apiKey!,

@@ -27,7 +27,7 @@ function waitMs(flag: string, value: string | undefined): number | undefined {
   return s * 1000;
 }
 
-function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string; desktopWait?: string }): DeploymentOptions {
+function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDataDir: string; warmPool: string; nodes?: string; codeInterpreterWait?: string; desktopWait?: string; outboundLink?: boolean }): DeploymentOptions {
   const codeInterpreterWaitMs = waitMs('--code-interpreter-wait', opts.codeInterpreterWait);
   const desktopWaitMs = waitMs('--desktop-wait', opts.desktopWait);
   return {
@@ -39,6 +39,7 @@ function deploymentOptions(opts: { stateDir: string; portOffset: string; nodeDat
     say,
     ...(codeInterpreterWaitMs !== undefined ? { codeInterpreterWaitMs } : {}),
     ...(desktopWaitMs !== undefined ? { desktopWaitMs } : {}),
+    ...(opts.outboundLink ? { outboundLink: true } : {}),
   };
 }
 
@@ -64,6 +65,7 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
     `the same for the ${DESKTOP_TEMPLATE_ID} template (built after it; waited for only on nodes this up starts)`,
     String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
   )
+  .option('--outbound-link', 'outbound-only control link: the edge dials the control plane (no port of the cluster is dialled by the vendor)')
   .action(
   async (opts) => {
     const o = deploymentOptions(opts);

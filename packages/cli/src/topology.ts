@@ -119,7 +119,7 @@ export function registryUrl(t: Topology): string {
 }
 
 /** The processes `cove up` runs, in start order, each with its own env (nothing else configures them). */
-export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths): ComponentSpec[] {
+export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths, mode: { outboundLink?: boolean } = {}): ComponentSpec[] {
   const edgeUrl = `http://${t.host}:${t.ports.edgeApi}`;
   const dirs = clusterDirs(paths);
   const registryConfig = join(dirs.registryConfig, 'config.yml');
@@ -204,6 +204,8 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths)
         COVE_PUBLIC_CORS_ORIGINS: controlPlaneUrl,
         // Auto-resume: the edge asks the control plane to wake a paused sandbox its traffic is for.
         COVE_CONTROL_PLANE_URL: controlPlaneUrl,
+        // `up --outbound-link`: the edge dials the control plane for the control link (loopback, so http).
+        COVE_CONTROL_LINK_OUTBOUND: mode.outboundLink ? 'on' : 'off',
         ...telemetry,
       },
     },

@@ -5,6 +5,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { ControlLinks } from './cluster/control-link.js';
+import { OutboundLinks } from './cluster/outbound-link.js';
 import type { Config } from './config.js';
 import { adminRoutes } from './http/admin-routes.js';
 import { accountAuth, adminAuth, apiKeyAuth } from './http/auth.js';
@@ -81,7 +82,9 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   if (builtInsAdded > 0) log.info({ added: builtInsAdded }, 'built-in templates added to existing clusters');
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
-  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients);
+  // Outbound-only clusters dial in (GET /cluster/v1/link, an HTTP upgrade served below on the same port).
+  const outbound = new OutboundLinks({ clusters: () => clusters.list(), log: log.child({ module: 'cluster-link' }) });
+  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients, outbound);
   const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
@@ -206,6 +209,13 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
     },
     { prefix: '/dashboard/api' },
   );
+
+  app.server.on('upgrade', outbound.handleUpgrade);
+  // Upgraded sockets keep the HTTP server open: close the links gracefully before the server waits for them.
+  app.addHook('preClose', (done) => {
+    outbound.drain();
+    done();
+  });
 
   await app.register(async (edge) => {
     edge.addHook('onRequest', clusterAuth(clusters));

@@ -14,6 +14,7 @@ import { createApiServer, type ApiServer } from './api/api-server.js';
 import type { EdgeStatus } from './api/rest-api.js';
 import type { EdgeConfig } from './config.js';
 import { H2SessionPool } from './control-link/h2-session-pool.js';
+import { OutboundDialer } from './control-link/outbound-dialer.js';
 import { NodeClients } from './nodes/node-client.js';
 import { NodeCredentials } from './nodes/node-credentials.js';
 import { DEFAULT_DIRECTORY_OPTIONS, NodeDirectory, type NodeDirectoryOptions } from './nodes/node-directory.js';
@@ -155,6 +156,11 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     telemetry,
     log,
   });
+  // Outbound-only control link: dialled once the API port serves (listen), so the control plane's first call finds it.
+  const dialer =
+    config.controlLinkOutbound && config.controlPlaneUrl
+      ? new OutboundDialer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, edgeId: config.edgeId, adopt: (socket) => api.adoptLink(socket), log: log.child({ module: 'control-link-dialer' }) })
+      : undefined;
   const trafficDeps = { sandboxDomain: config.sandboxDomain, store, directory, credentials, agent, resumer, log };
   const traffic: Server = createTrafficServer(trafficDeps);
   const trafficTls = config.trafficTls ? createTrafficServer(trafficDeps, config.trafficTls) : undefined;
@@ -203,6 +209,10 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
         { apiPort, trafficPort, trafficTlsPort: trafficTlsPort ?? 'off', publicPort: publicPort ?? 'off', oidc: config.oidc?.issuer ?? 'off', publicGrants: config.publicGrants, collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
         'edge listening',
       );
+      if (dialer) {
+        log.info({ controlPlane: config.controlPlaneUrl }, 'control link is outbound-only: dialling the control plane');
+        dialer.start();
+      }
       const apiScheme = config.tls ? 'https' : 'http';
       templateFiles.setPublicUrl(`${apiScheme}://${publicHost(config.host)}:${apiPort}`);
       return {
@@ -220,6 +230,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     status,
     async close(graceMs = 0) {
       draining = true;
+      dialer?.stop();
       if (config.trafficTls) unwatchFile(config.trafficTls.certPath, reloadTrafficCert);
       const servers = trafficTls ? [traffic, trafficTls] : [traffic];
       const trafficClosed = Promise.all(servers.map((t) => new Promise<void>((resolve) => (t.listening ? t.close(() => resolve()) : resolve()))));
@@ -231,6 +242,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const publicClosed = new Promise<void>((resolve) => (publicServer?.listening ? publicServer.close(() => resolve()) : resolve()));
       publicServer?.closeAllConnections();
       await Promise.all([trafficClosed, publicClosed, api.close(graceMs)]);
+      dialer?.close();
       sessions.close();
       nodeClients.close();
       agent.destroy();

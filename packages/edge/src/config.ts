@@ -120,6 +120,9 @@ const EnvSchema = z.object({
   COVE_OIDC_JWKS_COOLDOWN_MS: z.coerce.number().int().min(0).max(600_000).default(30_000),
   // Grants the control plane signs for SDK callers of the public routes: `off` = only OIDC tokens read them.
   COVE_PUBLIC_GRANTS: z.enum(['on', 'off']).default('on'),
+  // Outbound-only control link (docs/operating.md): `on` = this edge dials COVE_CONTROL_PLANE_URL and the control
+  // plane's calls come back over that connection, so the customer's network opens no port to the vendor.
+  COVE_CONTROL_LINK_OUTBOUND: z.enum(['on', 'off']).default('off'),
   // Browser origins (a dashboard) allowed to call the public routes, comma-separated exact origins; unset = none.
   COVE_PUBLIC_CORS_ORIGINS: z
     .string()
@@ -151,6 +154,11 @@ const EnvSchema = z.object({
   .refine((e) => e.COVE_PUBLIC_GRANTS === 'on' || e.COVE_OIDC_ISSUER !== undefined, {
     message: 'with grants off only OIDC tokens read the public routes: set COVE_OIDC_ISSUER',
     path: ['COVE_PUBLIC_GRANTS'],
+  })
+  .refine((e) => e.COVE_CONTROL_LINK_OUTBOUND === 'off' || (e.COVE_CONTROL_PLANE_URL !== undefined && isAcceptableIssuerUrl(e.COVE_CONTROL_PLANE_URL)), {
+    // The link carries the cluster token and every control call: only over TLS, but to a control plane on this machine.
+    message: 'the outbound control link dials COVE_CONTROL_PLANE_URL: set it to an https:// URL (http:// only on loopback)',
+    path: ['COVE_CONTROL_LINK_OUTBOUND'],
   })
   .refine((e) => e.COVE_EDGE_PUBLIC_PORT === undefined || e.COVE_CONTROL_PLANE_URL !== undefined, {
     message: 'the public port verifies grants against the control plane: set COVE_CONTROL_PLANE_URL too',
@@ -221,6 +229,8 @@ export interface EdgeConfig {
   readonly oidc: EdgeOidcConfig | undefined;
   /** Whether the public routes accept the control plane's grants. */
   readonly publicGrants: boolean;
+  /** The edge dials the control plane (controlPlaneUrl) for the control link instead of being dialled. */
+  readonly controlLinkOutbound: boolean;
   /** Browser origins allowed to call the public routes (CORS). */
   readonly publicCorsOrigins: readonly string[];
   /** OTLP/HTTP receiver of the edge's own logs; undefined = off. */
@@ -293,6 +303,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
           })
         : undefined,
     publicGrants: e.COVE_PUBLIC_GRANTS === 'on',
+    controlLinkOutbound: e.COVE_CONTROL_LINK_OUTBOUND === 'on',
     publicCorsOrigins: Object.freeze(e.COVE_PUBLIC_CORS_ORIGINS),
   });
 }

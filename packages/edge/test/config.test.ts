@@ -141,3 +141,18 @@ describe('edge listen', () => {
     }
   });
 });
+
+describe('edge outbound-only control link', () => {
+  it('is off by default, and on only with a control plane URL it may dial: https, or http on loopback', () => {
+    assert.equal(loadConfig(base).controlLinkOutbound, false);
+    assert.equal(loadConfig({ ...base, COVE_CONTROL_LINK_OUTBOUND: 'on', COVE_CONTROL_PLANE_URL: 'https://cp.vendor.example' }).controlLinkOutbound, true);
+    assert.equal(loadConfig({ ...base, COVE_CONTROL_LINK_OUTBOUND: 'on', COVE_CONTROL_PLANE_URL: 'http://127.0.0.1:3000' }).controlLinkOutbound, true);
+    for (const env of [{ COVE_CONTROL_LINK_OUTBOUND: 'on' }, { COVE_CONTROL_LINK_OUTBOUND: 'on', COVE_CONTROL_PLANE_URL: 'http://cp.vendor.example' }]) {
+      assert.throws(
+        () => loadConfig({ ...base, ...env }),
+        (err: unknown) => err instanceof ConfigError && err.issues.some((i) => /^COVE_CONTROL_LINK_OUTBOUND: .*https:\/\//.test(i)),
+      );
+    }
+    assert.throws(() => loadConfig({ ...base, COVE_CONTROL_LINK_OUTBOUND: 'yes' }), ConfigError);
+  });
+});

@@ -5,6 +5,8 @@
 // customer gates it with their own identity provider (COVE_CLUSTER_OIDC_CLIENTS), an access token the control
 // plane obtained from that provider by client credentials (docs/operating.md). Disabling that client at the
 // provider cuts the control plane off once its last token expires; nothing here falls back to the cluster token.
+// An outbound-only cluster (endpoint `outbound://…`) has no address to dial: its edge dials the control plane and
+// the same calls run over that connection (outbound-link.ts).
 
 import { fromJson, create, type JsonValue } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
@@ -31,6 +33,12 @@ import { ClusterAccessRefused, ClusterUnavailable, NotFound } from '../errors.js
 import type { Cluster } from '../store/cluster-store.js';
 import type { NodeView } from './placement.js';
 import type { EgressRules, NodeNetwork } from '../sandboxes/network.js';
+import { isNoLinkOpen, isOutboundEndpoint, type OutboundLinks } from './outbound-link.js';
+
+/** What carries the control link's HTTP/2 requests: a dialled session, or an outbound-only cluster's links. */
+type LinkSessions = Pick<Http2SessionManager, 'authority' | 'request' | 'notifyResponseByteRead'> & { abort?: () => void };
+/** The largest gRPC message the control plane reads from a cluster (the edge is the cluster's, so hostile). */
+const READ_MAX_BYTES = 64 * 1024 * 1024;
 
 /** The edge's node list entry (edge contract); `info` is the node's InfoResponse as protobuf JSON. */
 const NodeListSchema = z.array(
@@ -104,7 +112,7 @@ function tlsSessionOptions(tls: Readonly<ControlLinkTls>): SecureClientSessionOp
 }
 
 export class ControlLink {
-  private readonly sessions: Http2SessionManager;
+  private readonly sessions: LinkSessions;
   private readonly sandboxes: Client<typeof SandboxService>;
   private readonly templates: Client<typeof TemplateService>;
 
@@ -114,11 +122,20 @@ export class ControlLink {
     tls: Readonly<ControlLinkTls> = NO_CONTROL_LINK_TLS,
     /** Set = the cluster takes only tokens of its customer's identity provider; these are the control plane's. */
     private readonly tokens?: ClientCredentialsTokens,
+    /** The links outbound-only clusters dialled in on; required for such a cluster. */
+    outbound?: OutboundLinks,
   ) {
-    const secure = new URL(cluster.endpoint).protocol === 'https:';
-    // One HTTP/2 session (h2c or h2 over TLS) carries both the gRPC calls and the REST discovery.
-    this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 }, secure ? tlsSessionOptions(tls) : undefined);
-    const transport = createGrpcTransport({ baseUrl: cluster.endpoint, sessionManager: this.sessions, interceptors: [this.authorize] });
+    let baseUrl = cluster.endpoint;
+    if (isOutboundEndpoint(cluster.endpoint)) {
+      if (!outbound) throw new ClusterUnavailable(`cluster "${cluster.name}" is outbound-only and this control plane takes no links`);
+      this.sessions = outbound.sessionManager(cluster);
+      baseUrl = this.sessions.authority;
+    } else {
+      const secure = new URL(cluster.endpoint).protocol === 'https:';
+      // One HTTP/2 session (h2c or h2 over TLS) carries both the gRPC calls and the REST discovery.
+      this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 }, secure ? tlsSessionOptions(tls) : undefined);
+    }
+    const transport = createGrpcTransport({ baseUrl, sessionManager: this.sessions, interceptors: [this.authorize], readMaxBytes: READ_MAX_BYTES });
     this.sandboxes = createClient(SandboxService, transport);
     this.templates = createClient(TemplateService, transport);
   }
@@ -150,6 +167,12 @@ export class ControlLink {
       throw err;
     }
   };
+
+  /** A REST call that got no answer; an outbound-only cluster without a link says so. */
+  private unreachable(err: unknown): ClusterUnavailable {
+    const why = isNoLinkOpen(err) ? err.rawMessage : `cluster "${this.cluster.name}" is unreachable`;
+    return new ClusterUnavailable(why, { cause: err });
+  }
 
   private headers(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
     return { 'cove-node-id': nodeId, ...extra };
@@ -194,6 +217,8 @@ export class ControlLink {
         chunks.push(chunk);
       });
       stream.on('error', reject);
+      // A link that drops mid-answer closes the stream without an error: fail now, not at the timeout.
+      stream.on('close', () => reject(new Error(`${method} ${path}: the link closed before the answer ended`)));
       stream.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         try {
@@ -215,7 +240,7 @@ export class ControlLink {
       res = await this.requestJson('GET', '/v1/nodes');
     } catch (err) {
       if (err instanceof ClusterAccessRefused) throw err;
-      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+      throw this.unreachable(err);
     }
     if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
     if (res.status !== 200) throw new ClusterUnavailable(`cluster "${this.cluster.name}" node discovery answered ${res.status}`);
@@ -243,7 +268,7 @@ export class ControlLink {
       res = await this.requestJson('POST', path);
     } catch (err) {
       if (err instanceof ClusterAccessRefused) throw err;
-      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+      throw this.unreachable(err);
     }
     if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
     if (res.status === 404) throw new NotFound(`node "${nodeId}" is not part of cluster "${this.cluster.name}"`);
@@ -391,7 +416,7 @@ export class ControlLink {
       res = await this.requestJson('POST', '/v1/templates/files', { teamId, hash });
     } catch (err) {
       if (err instanceof ClusterAccessRefused) throw err;
-      throw new ClusterUnavailable(`cluster "${this.cluster.name}" is unreachable`, { cause: err });
+      throw this.unreachable(err);
     }
     if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
     if (res.status !== 200 && res.status !== 201) {
@@ -427,7 +452,7 @@ export class ControlLink {
   }
 
   close(): void {
-    this.sessions.abort();
+    this.sessions.abort?.();
   }
 }
 
@@ -449,6 +474,8 @@ export class ControlLinks {
     private readonly tls: Readonly<ControlLinkTls> = NO_CONTROL_LINK_TLS,
     /** Client credentials at each gated cluster's identity provider, by cluster name. */
     private readonly oidcClients: Readonly<Record<string, ClientCredentialsOptions>> = {},
+    /** The links of outbound-only clusters (app.ts serves their handshake). */
+    readonly outbound?: OutboundLinks,
   ) {}
 
   private tokensFor(name: string): ClientCredentialsTokens | undefined {
@@ -466,7 +493,7 @@ export class ControlLinks {
     const cur = this.links.get(cluster.id);
     if (cur && cur.cluster.endpoint === cluster.endpoint && cur.cluster.token === cluster.token && cur.cluster.name === cluster.name) return cur;
     cur?.close();
-    const link = new ControlLink(cluster, this.timeoutMs, this.tls, this.tokensFor(cluster.name));
+    const link = new ControlLink(cluster, this.timeoutMs, this.tls, this.tokensFor(cluster.name), this.outbound);
     this.links.set(cluster.id, link);
     return link;
   }
@@ -474,5 +501,6 @@ export class ControlLinks {
   closeAll(): void {
     for (const l of this.links.values()) l.close();
     this.links.clear();
+    this.outbound?.closeAll();
   }
 }

@@ -14,12 +14,20 @@ import type { NodeDrains } from '../sandboxes/node-drain.js';
 import { quotasOf, type Team, type TeamQuotas, type TeamStore } from '../store/team-store.js';
 import { SlugSchema } from '../store/team-slug.js';
 import { parse } from './validation.js';
+import { isOutboundEndpoint } from '../cluster/outbound-link.js';
 
 const name = z.string().min(1).max(128);
-const endpoint = z
+const httpUrl = z
   .string()
   .url()
   .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http(s) URL')
+  .transform((u) => u.replace(/\/+$/, ''));
+// The edge's API as the control plane dials it, or `outbound://<label>` for a cluster whose edge dials the
+// control plane instead (docs/operating.md, "Outbound-only clusters").
+const endpoint = z
+  .string()
+  .max(2048)
+  .refine((u) => isOutboundEndpoint(u) ? /^outbound:\/\/[a-z0-9.-]{1,253}$/i.test(u) : httpUrl.safeParse(u).success, 'must be an http(s) URL, or outbound://<label> for an outbound-only cluster')
   .transform((u) => u.replace(/\/+$/, ''));
 // The SDK builds `<port>-<id>.<domain>`: a cluster whose traffic port is not 443 (a one-machine `cove up`) names it
 // here, `<name>:<port>`, and every URL the SDK derives carries it.
@@ -30,7 +38,7 @@ const domain = z
   .nullable();
 
 /** The edge's public port as SDK clients reach it (log and metric routes redirect there); an http(s) base URL. */
-const publicUrl = endpoint.refine((u) => { const x = new URL(u); return x.search === '' && x.hash === '' && x.username === '' && x.password === ''; }, 'must not have a query, fragment or credentials').nullable();
+const publicUrl = httpUrl.refine((u) => { const x = new URL(u); return x.search === '' && x.hash === '' && x.username === '' && x.password === ''; }, 'must not have a query, fragment or credentials').nullable();
 const ClusterBody = z.object({ name, endpoint, token: z.string().min(16).max(512), sandboxDomain: domain.default(null), publicUrl: publicUrl.default(null) });
 const ClusterPatch = z.object({ name: name.optional(), endpoint: endpoint.optional(), token: z.string().min(16).max(512).optional(), sandboxDomain: domain.optional(), publicUrl: publicUrl.optional() });
 /** A per-team quota; null (on update) returns the team to the deployment's default. */
@@ -108,7 +116,13 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
     if (key && (await d.teams.teamByApiKey(key))) throw new Conflict('that API key is already registered');
   };
 
-  app.get('/admin/clusters', async () => (await d.clusters.list()).map(clusterView));
+  app.get('/admin/clusters', async () =>
+    (await d.clusters.list()).map((c) => ({
+      ...clusterView(c),
+      // An outbound-only cluster is reachable only while one of its edges holds a link: say how many do.
+      ...(isOutboundEndpoint(c.endpoint) ? { controlLinks: d.links.outbound?.count(c.id) ?? 0 } : {}),
+    })),
+  );
 
   app.post('/admin/clusters', async (req, reply) => {
     const b = parse(ClusterBody, req.body, 'body');

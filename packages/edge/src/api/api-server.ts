@@ -14,6 +14,7 @@ import {
 } from 'node:http2';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Logger } from 'pino';
 import { handleControlLink, isControlLinkPath, type ControlLinkDeps } from '../control-link/control-link.js';
@@ -45,9 +46,17 @@ export interface ApiServerDeps {
 /** The API port's servers; `server` is the one to listen on. */
 export interface ApiServer {
   server: Server;
+  /**
+   * Serve the API port's HTTP/2 (cleartext: the connection is already TLS to the control plane when it is not on
+   * loopback) on a connection this edge dialled — the outbound-only control link (outbound-dialer.ts).
+   */
+  adoptLink(socket: Duplex): void;
   /** Stop accepting, let in-flight requests finish for up to `graceMs`, then cut what is left. */
   close(graceMs: number): Promise<void>;
 }
+
+/** An outbound control link silent this long is dead (the control plane pings every 15 s). */
+const LINK_IDLE_MS = 45_000;
 
 function isUploadPath(url: string | undefined): boolean {
   if (url === undefined || !url.startsWith(UPLOAD_PATH)) return false;
@@ -112,10 +121,32 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     });
   }
 
+  // The outbound control link's connections: the same handler, HTTP/2 only (the control plane speaks nothing else
+  // on it). A link with no traffic at all for LINK_IDLE_MS is dead (the control plane pings every 15 s): cut it,
+  // and the dialer re-dials.
+  const links = createHttp2Server({ maxSessionMemory, settings: { enablePush: false } });
+  links.on('request', onRequest);
   const sessions = new Set<ServerHttp2Session>();
-  http2.on('session', (s: ServerHttp2Session) => {
+  const track = (s: ServerHttp2Session): void => {
     sessions.add(s);
     s.on('close', () => sessions.delete(s));
+  };
+  http2.on('session', track);
+  links.on('session', (s: ServerHttp2Session) => {
+    track(s);
+    // Not Http2Session.setTimeout: PING frames do not count as activity there, so an idle link would be cut.
+    let lastSeen = Date.now();
+    const seen = (): void => {
+      lastSeen = Date.now();
+    };
+    s.on('ping', seen);
+    s.on('stream', seen);
+    const watch = setInterval(() => {
+      if (Date.now() - lastSeen > LINK_IDLE_MS) s.destroy(new Error('control link silent'));
+    }, LINK_IDLE_MS / 3);
+    watch.unref();
+    s.on('close', () => clearInterval(watch));
+    s.on('error', (err) => deps.log.warn({ err: err.message }, 'control link session error'));
   });
   // HTTP/1.1 over TLS: requests in flight per socket, so close() can cut idle keep-alive sockets at once.
   const http1Busy = new Map<Socket, number>();
@@ -139,6 +170,12 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
 
   return {
     server,
+    adoptLink(socket) {
+      // Over TLS the link is a TLSSocket whose ALPN said nothing (the handshake was an HTTP/1.1 upgrade); the
+      // HTTP/2 server would take it for an unknown protocol and drop it. It carries h2 from here on.
+      if ((socket as { alpnProtocol?: unknown }).alpnProtocol === false) (socket as { alpnProtocol?: unknown }).alpnProtocol = 'h2';
+      links.emit('connection', socket);
+    },
     async close(graceMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       closing = true;
