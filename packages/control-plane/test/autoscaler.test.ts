@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Code } from '@connectrpc/connect';
 import { NodeStatus } from '@cove/contracts/orchestrator';
-import { Autoscaler } from '../src/autoscaler/controller.js';
+import { Autoscaler, inProcessTarget } from '../src/autoscaler/controller.js';
 import { parseAutoscalerConfig, type Demand } from '../src/autoscaler/policy.js';
 import type { NodeProvider, ProvidedNode } from '../src/autoscaler/provider.js';
 import { createLogger } from '../src/logger.js';
@@ -84,9 +84,7 @@ describe('autoscaler step', () => {
     let now = 1_000_000;
     const config = parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, targetFreeFraction: 0.2, scaleInFreeFraction: 0.5, scaleOutCooldownMs: 60_000, scaleInCooldownMs: 300_000 });
     const scaler = new Autoscaler({
-      cluster: await cp.cp.clusters.require(clusterId),
-      links: cp.cp.links,
-      drains: cp.cp.drains,
+      target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
       provider,
       config,
       demand: () => demand,
@@ -144,9 +142,7 @@ describe('autoscaler step', () => {
     const [first, second] = [...cluster.nodes.keys()];
     let now = 5_000_000;
     const scaler = new Autoscaler({
-      cluster: await cp.cp.clusters.require(clusterId),
-      links: cp.cp.links,
-      drains: cp.cp.drains,
+      target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
       provider,
       config: parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, scaleInCooldownMs: 0 }),
       demand: () => ({ failedCreates: 0, queuedCreates: 0 }),

@@ -14,6 +14,7 @@ import type { NodeDrains } from '../sandboxes/node-drain.js';
 import { quotasOf, type Team, type TeamQuotas, type TeamStore } from '../store/team-store.js';
 import { SlugSchema } from '../store/team-slug.js';
 import { parse } from './validation.js';
+import { nodeLoadOf } from '../autoscaler/controller.js';
 
 const name = z.string().min(1).max(128);
 const endpoint = z
@@ -146,6 +147,8 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
       memoryBytes: n.info?.capacity ? Number(n.info.capacity.memoryBytes) : null,
       cpuAllocated: n.info?.usage?.cpuAllocated ?? null,
       memoryAllocatedBytes: n.info?.usage ? Number(n.info.usage.memoryAllocatedBytes) : null,
+      // The node as the autoscaler's policy sees it (what `cove up --autoscale` decides from).
+      load: nodeLoadOf(n),
     }));
   });
 
