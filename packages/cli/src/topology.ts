@@ -32,6 +32,8 @@ export interface Ports {
   registry: number;
   /** The cluster's collector (OTLP/HTTP intake and the log/metric query API): OTLP/HTTP's port. */
   collector: number;
+  /** `cove up --autoscale`'s autoscaler: its /health and /status (127.0.0.1 only). */
+  autoscaler: number;
 }
 
 export function portsFor(offset: number): Ports {
@@ -45,6 +47,7 @@ export function portsFor(offset: number): Ports {
     orchestratorProxy: 5007 + offset,
     registry: 5000 + offset,
     collector: 4318 + offset,
+    autoscaler: 3005 + offset,
   };
 }
 
@@ -86,7 +89,7 @@ export function orchestratorName(i: number): string {
 }
 
 export interface ComponentSpec {
-  name: 'registry' | 'control-plane' | 'collector' | 'edge' | 'orchestrator' | `orchestrator-${number}`;
+  name: 'registry' | 'control-plane' | 'collector' | 'edge' | 'orchestrator' | `orchestrator-${number}` | 'autoscaler';
   /** Workspace package whose dist/src/main.js runs under node (the Cove components). */
   pkg?: string;
   /** Any other program: `match` is what its /proc cmdline contains (how the supervisor recognises it). */
