@@ -158,9 +158,11 @@ export class Autoscaler {
     const decision = decide(this.d.config, nodes, this.d.demand(), this.history, now);
     if (decision.action === 'scale_out') {
       const added = await this.d.provider.launch(decision.count);
-      this.history.lastScaleOutAt = now;
+      // Cooldowns count from when the nodes joined: a slow start must not eat the time they get to take load.
+      const joined = (this.d.now ?? Date.now)();
+      this.history.lastScaleOutAt = joined;
       did.push(`launched ${added.map((n) => n.nodeId).join(', ')}`);
-      for (const n of added) this.event({ at: now, action: 'launched', nodeId: n.nodeId, reason: decision.reason });
+      for (const n of added) this.event({ at: joined, action: 'launched', nodeId: n.nodeId, reason: decision.reason });
     } else if (decision.action === 'scale_in') {
       // Recorded before the drain starts: an autoscaler restarted in between resumes this scale in.
       this.setLeaving(decision.nodeId);
