@@ -31,7 +31,7 @@ import { teardownNode } from './host-cleanup.js';
 import { repoRoot, statePaths, type StatePaths } from './paths.js';
 import { loadOrCreateSecrets } from './secrets.js';
 import { running, stop } from './supervisor.js';
-import { components, orchestratorName, portsFor, type ComponentSpec, type NodeTopology, type Topology } from './topology.js';
+import { components, nodeRegistered, orchestratorName, portsFor, type ComponentSpec, type NodeTopology, type Topology } from './topology.js';
 
 /** Nodes one machine's topology has room for (ports, subnets and names per node: topologyOf). */
 export const LOCAL_MAX_NODES = 4;
@@ -169,6 +169,8 @@ export class LocalNodeProvider implements NodeProvider {
   private readonly specs: Map<string, { spec: ComponentSpec; node: NodeTopology }>;
 
   constructor(
+    private readonly edgeUrl: string,
+    private readonly clusterToken: string,
     private readonly paths: StatePaths,
     private readonly topoNodes: NodeTopology[],
     private readonly templateCacheDir: string,
@@ -253,7 +255,8 @@ export class LocalNodeProvider implements NodeProvider {
       const { spec } = this.specs.get(nodeId)!;
       if (running(this.paths.run, spec.name)) continue;
       this.say(`${nodeId}: its process is not running; starting it again`);
-      await this.startNode(spec);
+      // Ready once the edge lists it again: a drain under way may mark it draining before it is ever seen healthy.
+      await this.startNode({ ...spec, ready: () => nodeRegistered(this.edgeUrl, this.clusterToken, nodeId, ['healthy', 'draining']) });
       restarted.push(nodeId);
     }
     return restarted;
@@ -314,7 +317,8 @@ export async function runAutoscaler(
   const clusterId = (JSON.parse(readFileSync(paths.state, 'utf8')) as { clusterId?: string }).clusterId;
   if (!clusterId) throw new Error(`the deployment in ${s.stateDir} has no registered cluster`);
   const specs = components(topo, secrets, paths).filter((c) => c.name.startsWith('orchestrator'));
-  const provider = new LocalNodeProvider(paths, topo.nodes.slice(0, s.config.maxNodes), topo.templateCacheDir, specs, (spec) => startNode(spec, paths), say);
+  // Every slot: a node `cove up --nodes` started beyond maxNodes is still one of ours (the policy scales it in).
+  const provider = new LocalNodeProvider(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken, paths, topo.nodes, topo.templateCacheDir, specs, (spec) => startNode(spec, paths), say);
   provider.adoptRunning();
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const scaler = new Autoscaler({

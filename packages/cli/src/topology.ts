@@ -6,15 +6,15 @@ import type { StatePaths } from './paths.js';
 import { localTlsPaths } from './local-ca.js';
 import { request } from 'undici';
 
-/** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive). */
-export async function nodeRegistered(edgeUrl: string, clusterToken: string, nodeId: string): Promise<boolean> {
+/** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive), or in one of `statuses`. */
+export async function nodeRegistered(edgeUrl: string, clusterToken: string, nodeId: string, statuses: readonly string[] = ['healthy']): Promise<boolean> {
   const res = await request(`${edgeUrl}/v1/nodes`, { headers: { authorization: `Bearer ${clusterToken}` }, headersTimeout: 2000, bodyTimeout: 2000 });
   if (res.statusCode !== 200) {
     await res.body.dump();
     return false;
   }
   const nodes = (await res.body.json()) as Array<{ nodeId: string; status: string }>;
-  return nodes.some((n) => n.nodeId === nodeId && n.status === 'healthy');
+  return nodes.some((n) => n.nodeId === nodeId && statuses.includes(n.status));
 }
 
 /** Ports of a one-machine deployment; `offset` moves all of them so a test deployment can run beside `cove up`. */
