@@ -27,7 +27,7 @@ import {
 } from '@cove/control-plane/autoscaler';
 import { request } from 'undici';
 import { AdminClient, AdminError } from './admin-client.js';
-import { teardownNode } from './host-cleanup.js';
+import { listening, teardownNode } from './host-cleanup.js';
 import { repoRoot, statePaths, type StatePaths } from './paths.js';
 import { loadOrCreateSecrets } from './secrets.js';
 import { running, stop } from './supervisor.js';
@@ -255,8 +255,13 @@ export class LocalNodeProvider implements NodeProvider {
       const { spec } = this.specs.get(nodeId)!;
       if (running(this.paths.run, spec.name)) continue;
       this.say(`${nodeId}: its process is not running; starting it again`);
-      // Ready once the edge lists it again: a drain under way may mark it draining before it is ever seen healthy.
-      await this.startNode({ ...spec, ready: () => nodeRegistered(this.edgeUrl, this.clusterToken, nodeId, ['healthy', 'draining']) });
+      // Ready once it serves its RPC port and the edge lists it: a drain under way may mark it draining before it
+      // is ever seen healthy (and the edge lists the dead one as it last was, hence the port).
+      const { node } = this.specs.get(nodeId)!;
+      await this.startNode({
+        ...spec,
+        ready: async () => (await listening('127.0.0.1', node.rpcPort)) && nodeRegistered(this.edgeUrl, this.clusterToken, nodeId, ['healthy', 'draining']),
+      });
       restarted.push(nodeId);
     }
     return restarted;

@@ -151,10 +151,11 @@ export class Autoscaler {
       this.d.log.info({ did }, 'autoscaler step');
       return { decision: { action: 'none', reason: `scale in of node ${nodeId} finished` }, did };
     }
-    // A node the edge still lists (it forgets one minutes later) but the provider no longer runs has left: it is
-    // neither capacity nor a node to scale in.
+    // A node the edge still lists with its last status (draining, then unhealthy, until it forgets it minutes
+    // later) but the provider no longer runs has left: it is neither capacity, nor a scale in going on, nor a node
+    // to scale in. A healthy node of no provider (joined by hand) is capacity.
     const owned = new Set((await this.d.provider.list()).map((n) => n.nodeId));
-    const nodes = (await this.d.target.nodes()).filter((n) => n.status !== 'unhealthy' || owned.has(n.nodeId));
+    const nodes = (await this.d.target.nodes()).filter((n) => n.status === 'healthy' || owned.has(n.nodeId));
     const decision = decide(this.d.config, nodes, this.d.demand(), this.history, now);
     if (decision.action === 'scale_out') {
       const added = await this.d.provider.launch(decision.count);
