@@ -78,7 +78,8 @@ async function runsOn(d: Deployment, rpcPort: number, sandboxId: string): Promis
 /** A python process counting in memory into /tmp/n (a cold restart would count from 1 again); returns its pid. */
 async function counting(sbx: Sandbox): Promise<number> {
   await sbx.files.write('/home/user/count.py', ['import os, time', 'n = 0', 'while True:', '    n += 1', '    open("/tmp/n.tmp", "w").write(str(n)); os.replace("/tmp/n.tmp", "/tmp/n")', '    time.sleep(0.1)'].join('\n'));
-  const h = await sbx.commands.run('python3 /home/user/count.py', { background: true });
+  // No command timeout: the SDK's default (60 s) would end the counter between two scale ins, as E2B's envd does.
+  const h = await sbx.commands.run('python3 /home/user/count.py', { background: true, timeoutMs: 0 });
   await eventually(async () => /^\d+$/.test(await sbx.files.read('/tmp/n').catch(() => '')), 20_000, 'the counter to start');
   return h.pid;
 }
