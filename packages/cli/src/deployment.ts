@@ -414,7 +414,8 @@ export async function status(o: DeploymentOptions): Promise<{
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
   const out: ComponentStatus[] = [];
-  const list = secrets ? components(topo, secrets, paths) : [];
+  // The autoscaler is listed while it runs (only `cove up --autoscale` starts it).
+  const list = secrets ? [...components(topo, secrets, paths), ...(running(paths.run, 'autoscaler') ? [autoscalerSpec(paths, o.portOffset)] : [])] : [];
   for (const c of list) {
     const rec = running(paths.run, c.name);
     let healthy = false;
