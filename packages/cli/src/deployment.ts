@@ -17,6 +17,7 @@ import { deleteAllSandboxes, listSandboxes } from './node-client.js';
 import { ensureLocalTls, trustLocalCa, untrustLocalCa } from './local-ca.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
+import { autoscalePaths, autoscalerSpec, stopAutoscaler, type AutoscaleSettings } from './autoscale.js';
 import { codeInterpreterOn, describeReadiness, edgeNodes, templateOn, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
 
 export interface DeploymentOptions {
@@ -48,6 +49,9 @@ export interface DeploymentOptions {
    * is restarted (sandboxes keep running; their routes come back with the nodes' next heartbeats).
    */
   outboundLink?: boolean;
+
+  /** `--autoscale`: run the autoscaler with this (checked) configuration once the deployment is up. */
+  autoscale?: Pick<AutoscaleSettings, 'config' | 'intervalMs' | 'drainTimeoutMs'>;
 }
 
 /**
@@ -201,8 +205,10 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   if (desktopWait > 0 && nodesStartedNow) {
     await waitForCodeInterpreter(nodes, { templateId: DESKTOP_TEMPLATE_ID, skipFlag: '--desktop-wait', timeoutMs: desktopWait, say: o.say, ...(o.signal ? { signal: o.signal } : {}) });
   } else o.say(`${DESKTOP_TEMPLATE_ID}: ${describeReadiness(templateOn(await nodes().catch(() => []), DESKTOP_TEMPLATE_ID))} (not waiting for it)`);
-  // What tools and tests need to find this deployment's parts (no secrets here).
-  writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(topo, null, 2) + '\n');
+  // What tools and tests need to find this deployment's parts (no secrets here). With --autoscale, every node slot
+  // the autoscaler may use: `cove down` stops and cleans what it finds there.
+  const listed = o.autoscale ? topologyOf({ ...o, nodes: Math.max(topo.nodes.length, o.autoscale.config.maxNodes) }) : topo;
+  writeFileSync(`${paths.dir}/topology.json`, JSON.stringify(listed, null, 2) + '\n');
   writeFileSync(
     paths.env,
     Object.entries(env)
@@ -210,7 +216,19 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
       .join('\n') + '\n',
     { mode: 0o600 },
   );
+  if (o.autoscale) await startAutoscaler(o, paths, o.autoscale);
   return env;
+}
+
+/** Starts the autoscaler with these settings; one running with other settings is restarted (nodes keep running). */
+async function startAutoscaler(o: DeploymentOptions, paths: StatePaths, a: NonNullable<DeploymentOptions['autoscale']>): Promise<void> {
+  const settings: AutoscaleSettings = { stateDir: paths.dir, portOffset: o.portOffset, nodeDataDir: o.nodeDataDir, warmPool: o.warmPool, ...a };
+  const file = autoscalePaths(paths).settings;
+  const text = JSON.stringify(settings, null, 2) + '\n';
+  if (existsSync(file) && readFileSync(file, 'utf8') !== text && (await stopAutoscaler(paths))) o.say('autoscaler: settings changed; restarting it');
+  writeFileSync(file, text, { mode: 0o600 });
+  await startComponent(autoscalerSpec(paths, o.portOffset), paths, o);
+  o.say(`autoscaler: ${a.config.minNodes}-${a.config.maxNodes} nodes; \`cove autoscale status\` shows its decisions`);
 }
 
 function entryOf(c: ComponentSpec): string {
@@ -339,6 +357,8 @@ export async function down(o: DeploymentOptions, opts: DownOptions = {}): Promis
   const saved = existsSync(`${paths.dir}/topology.json`) ? (JSON.parse(readFileSync(`${paths.dir}/topology.json`, 'utf8')) as Partial<Topology>) : {};
   const topo = { ...topologyOf(o), ...saved } as Topology;
   const nodes = topo.nodes ?? topologyOf(o).nodes;
+  // The autoscaler first: it would scale nodes while their sandboxes go, and start again a node it sees stopped.
+  if (await stopAutoscaler(paths)) o.say('autoscaler: stopped');
   if (existsSync(paths.secrets)) {
     const secrets = loadOrCreateSecrets(paths.secrets);
     for (const [i, node] of nodes.entries()) {
@@ -415,7 +435,8 @@ export async function status(o: DeploymentOptions): Promise<{
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
   const out: ComponentStatus[] = [];
-  const list = secrets ? components(topo, secrets, paths) : [];
+  // The autoscaler is listed while it runs (only `cove up --autoscale` starts it).
+  const list = secrets ? [...components(topo, secrets, paths), ...(running(paths.run, 'autoscaler') ? [autoscalerSpec(paths, o.portOffset)] : [])] : [];
   for (const c of list) {
     const rec = running(paths.run, c.name);
     let healthy = false;

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { join } from 'node:path';
 import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topologyOf, up, type DeploymentOptions } from './deployment.js';
@@ -9,6 +9,8 @@ import { repoRoot } from './paths.js';
 import { benchFiles, byConcurrency, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
 import { drainNode, undrainNode } from './node-drain.js';
+import { autoscaleConfigOf, autoscalerStatus, LOCAL_MAX_NODES, stopAutoscaler, type AutoscaleFlags } from './autoscale.js';
+import { statePaths } from './paths.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -66,9 +68,23 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
     String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
   )
   .option('--outbound-link', 'outbound-only control link: the edge dials the control plane (no port of the cluster is dialled by the vendor)')
+
+  .option('--autoscale', 'run the autoscaler: nodes are added under load and drained and removed when idle (local provider)')
+  .addOption(new Option('--min-nodes <n>', 'autoscale: fewest nodes (at least 1)').env('COVE_AUTOSCALE_MIN_NODES'))
+  .addOption(new Option('--max-nodes <n>', `autoscale: most nodes (at most ${LOCAL_MAX_NODES} on one machine)`).env('COVE_AUTOSCALE_MAX_NODES'))
+  .addOption(new Option('--target-free <fraction>', 'autoscale: add a node when less than this share of CPU or memory is free (default 0.2)').env('COVE_AUTOSCALE_TARGET_FREE'))
+  .addOption(new Option('--scale-in-free <fraction>', 'autoscale: remove a node only if the rest keep this share free (default 0.5)').env('COVE_AUTOSCALE_SCALE_IN_FREE'))
+  .addOption(new Option('--min-warm-pool <fraction>', 'autoscale: add a node when warm pools hold less than this share of their targets (default 0: ignore)').env('COVE_AUTOSCALE_MIN_WARM_POOL'))
+  .addOption(new Option('--scale-out-cooldown <seconds>', 'autoscale: least time between two scale-outs (default 60)').env('COVE_AUTOSCALE_SCALE_OUT_COOLDOWN'))
+  .addOption(new Option('--scale-in-cooldown <seconds>', 'autoscale: least time between any scaling and a scale in (default 600)').env('COVE_AUTOSCALE_SCALE_IN_COOLDOWN'))
+  .addOption(new Option('--cpu-overcommit <n>', "autoscale: vCPUs the nodes place per CPU (their COVE_CPU_OVERCOMMIT, default 32)").env('COVE_AUTOSCALE_CPU_OVERCOMMIT'))
+  .addOption(new Option('--autoscale-interval <seconds>', 'autoscale: time between two decisions (default 10)').env('COVE_AUTOSCALE_INTERVAL'))
+  .addOption(new Option('--drain-timeout <seconds>', 'autoscale: how long a scale-in drain keeps retrying (default 600)').env('COVE_AUTOSCALE_DRAIN_TIMEOUT'))
   .action(
   async (opts) => {
-    const o = deploymentOptions(opts);
+    // Checked before anything starts: a bad configuration leaves the machine as it was.
+    const autoscale = opts.autoscale ? autoscaleConfigOf(opts as AutoscaleFlags) : undefined;
+    const o = { ...deploymentOptions(opts), ...(autoscale ? { autoscale } : {}) };
     const env = await up(o);
     say('');
     say(`Cove is up. Client settings are in ${join(o.stateDir, 'env')}:`);
@@ -126,6 +142,26 @@ withDeploymentFlags(node.command('undrain').description('return a drained node t
     await undrainNode(deploymentOptions(opts), nodeId);
   },
 );
+
+const autoscale = program.command('autoscale').description("the autoscaler `cove up --autoscale` runs");
+withDeploymentFlags(autoscale.command('status').description('its nodes, last decision and recent scaling events'))
+  .option('--json', 'machine-readable output')
+  .action(async (opts: { json?: boolean } & Parameters<typeof deploymentOptions>[0]) => {
+    const st = await autoscalerStatus(deploymentOptions(opts).portOffset);
+    if (!st) throw new Error('no autoscaler runs for this deployment (cove up --autoscale starts one)');
+    if (opts.json) {
+      say(JSON.stringify(st, null, 2));
+      return;
+    }
+    say(`provider ${st.provider}; nodes ${st.config.minNodes}-${st.config.maxNodes}: ${st.nodes.join(', ') || 'none'}${st.leaving ? `; scaling in ${st.leaving}` : ''}`);
+    if (st.lastDecision) say(`last decision: ${st.lastDecision.action} (${st.lastDecision.reason})`);
+    if (st.lastError) say(`last error: ${st.lastError}`);
+    for (const e of st.events) say(`  ${new Date(e.at).toISOString()}  ${e.action} ${e.nodeId}  ${e.reason}`);
+  });
+withDeploymentFlags(autoscale.command('stop').description('stop the autoscaler; its nodes keep running'))
+  .action(async (opts: Parameters<typeof deploymentOptions>[0]) => {
+    say((await stopAutoscaler(statePaths(deploymentOptions(opts).stateDir))) ? 'autoscaler: stopped' : 'autoscaler: not running');
+  });
 
 program
   .command('test')
@@ -202,7 +238,8 @@ program
     say(`JSON: ${writeJson(results)}`);
   });
 
-program.parseAsync().catch((err: Error) => {
-  process.stderr.write(`cove: ${err.message}\n`);
+program.parseAsync().catch((err: Error & { code?: string }) => {
+  // A structured code rides along where there is one (invalid_autoscaler_config): scripts branch on it.
+  process.stderr.write(`cove: ${err.code === 'invalid_autoscaler_config' ? `${err.code}: ` : ''}${err.message}\n`);
   process.exit(1);
 });

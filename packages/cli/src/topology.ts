@@ -6,15 +6,15 @@ import type { StatePaths } from './paths.js';
 import { localTlsPaths } from './local-ca.js';
 import { request } from 'undici';
 
-/** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive). */
-export async function nodeRegistered(edgeUrl: string, clusterToken: string, nodeId: string): Promise<boolean> {
+/** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive), or in one of `statuses`. */
+export async function nodeRegistered(edgeUrl: string, clusterToken: string, nodeId: string, statuses: readonly string[] = ['healthy']): Promise<boolean> {
   const res = await request(`${edgeUrl}/v1/nodes`, { headers: { authorization: `Bearer ${clusterToken}` }, headersTimeout: 2000, bodyTimeout: 2000 });
   if (res.statusCode !== 200) {
     await res.body.dump();
     return false;
   }
   const nodes = (await res.body.json()) as Array<{ nodeId: string; status: string }>;
-  return nodes.some((n) => n.nodeId === nodeId && n.status === 'healthy');
+  return nodes.some((n) => n.nodeId === nodeId && statuses.includes(n.status));
 }
 
 /** Ports of a one-machine deployment; `offset` moves all of them so a test deployment can run beside `cove up`. */
@@ -32,6 +32,8 @@ export interface Ports {
   registry: number;
   /** The cluster's collector (OTLP/HTTP intake and the log/metric query API): OTLP/HTTP's port. */
   collector: number;
+  /** `cove up --autoscale`'s autoscaler: its /health and /status (127.0.0.1 only). */
+  autoscaler: number;
 }
 
 export function portsFor(offset: number): Ports {
@@ -45,6 +47,7 @@ export function portsFor(offset: number): Ports {
     orchestratorProxy: 5007 + offset,
     registry: 5000 + offset,
     collector: 4318 + offset,
+    autoscaler: 3005 + offset,
   };
 }
 
@@ -86,7 +89,7 @@ export function orchestratorName(i: number): string {
 }
 
 export interface ComponentSpec {
-  name: 'registry' | 'control-plane' | 'collector' | 'edge' | 'orchestrator' | `orchestrator-${number}`;
+  name: 'registry' | 'control-plane' | 'collector' | 'edge' | 'orchestrator' | `orchestrator-${number}` | 'autoscaler';
   /** Workspace package whose dist/src/main.js runs under node (the Cove components). */
   pkg?: string;
   /** Any other program: `match` is what its /proc cmdline contains (how the supervisor recognises it). */

@@ -47,6 +47,19 @@ describe('autoscaler policy', () => {
     assert.equal(decide(config, loaded, calm, {}, NOW).action, 'none');
   });
 
+  test('free CPU is measured against what the nodes place (cpuOvercommit), not their bare CPUs', () => {
+    // Two 2-CPU nodes, one 2-vCPU sandbox on each: bare CPUs would call the rest full and never scale in.
+    const small = (id: string) => node(id, { cpuCount: 2, cpuAllocated: 2, sandboxCount: 1 });
+    const bare = parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, targetFreeFraction: 0.3, scaleInFreeFraction: 0.5 });
+    assert.equal(decide(bare, [small('a'), small('b')], calm, {}, NOW).action, 'scale_out', 'with bare CPUs both nodes are full');
+    const over = parseAutoscalerConfig({ minNodes: 1, maxNodes: 2, targetFreeFraction: 0.3, scaleInFreeFraction: 0.5, cpuOvercommit: 4 });
+    const d = decide(over, [small('a'), small('b')], calm, {}, NOW);
+    assert.deepEqual(d, { action: 'scale_in', nodeId: 'b', reason: 'idle: without node b the cluster keeps 50% free' });
+    // One node of 8 placeable vCPUs with 6 allocated: 25% free, below 30%.
+    assert.equal(decide(over, [node('a', { cpuCount: 2, cpuAllocated: 6 })], calm, {}, NOW).action, 'scale_out');
+    assert.throws(() => parseAutoscalerConfig({ minNodes: 1, maxNodes: 2, cpuOvercommit: 0.5 }), /cpuOvercommit/);
+  });
+
   test('limits hold: never below minNodes nor above maxNodes, whatever the load', () => {
     assert.deepEqual(decide(config, [], calm, {}, NOW), { action: 'scale_out', count: 1, reason: '0 node(s) in service, below minNodes 1' });
     const c2 = parseAutoscalerConfig({ minNodes: 2, maxNodes: 2, scaleInFreeFraction: 0.9 });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Code } from '@connectrpc/connect';
 import { NodeStatus } from '@cove/contracts/orchestrator';
-import { Autoscaler } from '../src/autoscaler/controller.js';
+import { Autoscaler, inProcessTarget } from '../src/autoscaler/controller.js';
 import { parseAutoscalerConfig, type Demand } from '../src/autoscaler/policy.js';
 import type { NodeProvider, ProvidedNode } from '../src/autoscaler/provider.js';
 import { createLogger } from '../src/logger.js';
@@ -84,9 +84,7 @@ describe('autoscaler step', () => {
     let now = 1_000_000;
     const config = parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, targetFreeFraction: 0.2, scaleInFreeFraction: 0.5, scaleOutCooldownMs: 60_000, scaleInCooldownMs: 300_000 });
     const scaler = new Autoscaler({
-      cluster: await cp.cp.clusters.require(clusterId),
-      links: cp.cp.links,
-      drains: cp.cp.drains,
+      target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
       provider,
       config,
       demand: () => demand,
@@ -144,9 +142,7 @@ describe('autoscaler step', () => {
     const [first, second] = [...cluster.nodes.keys()];
     let now = 5_000_000;
     const scaler = new Autoscaler({
-      cluster: await cp.cp.clusters.require(clusterId),
-      links: cp.cp.links,
-      drains: cp.cp.drains,
+      target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
       provider,
       config: parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, scaleInCooldownMs: 0 }),
       demand: () => ({ failedCreates: 0, queuedCreates: 0 }),
@@ -173,5 +169,32 @@ describe('autoscaler step', () => {
       for (const n of cluster.nodes.values()) n.refuseMemoryPause = false;
       for (const id of ids) await call(cp.url, 'DELETE', `/sandboxes/${id}`, { key });
     }
+  });
+  test('an autoscaler restarted mid scale in finishes it (the leaving node is handed over), and terminates only once empty', async () => {
+    const provider = new FixtureProvider(cluster, 'again');
+    await provider.launch(1);
+    const deps = {
+      target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
+      provider,
+      config: parseAutoscalerConfig({ minNodes: 1, maxNodes: 4, scaleInCooldownMs: 0 }),
+      demand: () => ({ failedCreates: 0, queuedCreates: 0 }),
+      log: createLogger('silent'),
+      drainTimeoutMs: 5_000,
+    };
+    let persisted: string | undefined;
+    const first = new Autoscaler({ ...deps, onLeaving: (n) => (persisted = n) });
+    const d = await first.step();
+    assert.equal(d.decision.action, 'scale_in');
+    const leaving = d.decision.action === 'scale_in' ? d.decision.nodeId : '';
+    assert.equal(persisted, leaving, 'the node being scaled in is handed to whoever persists it before anything else');
+    // The first autoscaler is gone; a new one starts from what was persisted.
+    const second = new Autoscaler({ ...deps, leaving: persisted, onLeaving: (n) => (persisted = n) });
+    assert.equal(second.leavingNode, leaving);
+    await cp.cp.drains.settled(clusterId, leaving);
+    const done = await second.step();
+    assert.deepEqual(done.did, [`terminated node ${leaving} (drained, empty)`]);
+    assert.equal(persisted, undefined);
+    assert.equal(second.events.at(-1)?.action, 'terminated');
+    assert.ok(!cluster.nodes.has(leaving));
   });
 });

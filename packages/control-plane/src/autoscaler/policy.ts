@@ -25,6 +25,11 @@ export interface AutoscalerConfig {
   minWarmPoolFraction: number;
   scaleOutCooldownMs: number;
   scaleInCooldownMs: number;
+  /**
+   * vCPUs the nodes place per host CPU (their COVE_CPU_OVERCOMMIT): free CPU is measured against what placement
+   * accepts, or a node that still takes sandboxes would count as full and block every scale in.
+   */
+  cpuOvercommit: number;
 }
 
 /** One node as the autoscaler sees it (from the edge's node list: the node's InfoResponse). */
@@ -81,6 +86,7 @@ const ConfigSchema = z
     minWarmPoolFraction: fraction.default(0),
     scaleOutCooldownMs: ms.default(60_000),
     scaleInCooldownMs: ms.default(600_000),
+    cpuOvercommit: z.number().min(1).max(1024).default(1),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -97,9 +103,9 @@ export function parseAutoscalerConfig(raw: unknown): AutoscalerConfig {
   return r.data;
 }
 
-/** Free share of CPU and memory over `nodes`, with `allocated` of everything to place on them. */
-function freeShare(nodes: readonly NodeLoad[], allocated: { cpu: number; mem: number }): number {
-  const cpu = nodes.reduce((s, n) => s + n.cpuCount, 0);
+/** Free share of CPU (placeable vCPUs) and memory over `nodes`, with `allocated` of everything to place on them. */
+function freeShare(nodes: readonly NodeLoad[], allocated: { cpu: number; mem: number }, cpuOvercommit: number): number {
+  const cpu = nodes.reduce((s, n) => s + n.cpuCount, 0) * cpuOvercommit;
   const mem = nodes.reduce((s, n) => s + n.memoryBytes, 0);
   if (cpu <= 0 || mem <= 0) return 0;
   return Math.min((cpu - allocated.cpu) / cpu, (mem - allocated.mem) / mem);
@@ -123,7 +129,7 @@ export function decide(config: AutoscalerConfig, nodes: readonly NodeLoad[], dem
   }
 
   const allocated = { cpu: healthy.reduce((s, n) => s + n.cpuAllocated, 0), mem: healthy.reduce((s, n) => s + n.memoryAllocatedBytes, 0) };
-  const free = freeShare(healthy, allocated);
+  const free = freeShare(healthy, allocated, config.cpuOvercommit);
   const warmTarget = healthy.reduce((s, n) => s + n.warmPoolTarget, 0);
   const warmDepth = healthy.reduce((s, n) => s + n.warmPoolDepth, 0);
   const pressure: string[] = [];
@@ -150,7 +156,7 @@ export function decide(config: AutoscalerConfig, nodes: readonly NodeLoad[], dem
     cpu: allocated.cpu + (candidate.status === 'healthy' ? 0 : candidate.cpuAllocated),
     mem: allocated.mem + (candidate.status === 'healthy' ? 0 : candidate.memoryAllocatedBytes),
   };
-  const after = freeShare(rest, everything);
+  const after = freeShare(rest, everything, config.cpuOvercommit);
   if (rest.length === 0 || after < config.scaleInFreeFraction) return { action: 'none', reason: `free capacity without node ${candidate.nodeId} would be ${pct(after)}, below ${pct(config.scaleInFreeFraction)}` };
   return { action: 'scale_in', nodeId: candidate.nodeId, reason: `idle: without node ${candidate.nodeId} the cluster keeps ${pct(after)} free` };
 }

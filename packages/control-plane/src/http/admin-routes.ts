@@ -16,6 +16,8 @@ import { SlugSchema } from '../store/team-slug.js';
 import { parse } from './validation.js';
 import { isOutboundEndpoint } from '../cluster/outbound-link.js';
 
+import { nodeLoadOf } from '../autoscaler/controller.js';
+
 const name = z.string().min(1).max(128);
 const httpUrl = z
   .string()
@@ -160,6 +162,8 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
       memoryBytes: n.info?.capacity ? Number(n.info.capacity.memoryBytes) : null,
       cpuAllocated: n.info?.usage?.cpuAllocated ?? null,
       memoryAllocatedBytes: n.info?.usage ? Number(n.info.usage.memoryAllocatedBytes) : null,
+      // The node as the autoscaler's policy sees it (what `cove up --autoscale` decides from).
+      load: nodeLoadOf(n),
     }));
   });
 
