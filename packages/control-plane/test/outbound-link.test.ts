@@ -1,3 +1,4 @@
+// cove-test: serial (long and timing-sensitive: it runs alone, see packages/cli/src/test-suite.ts)
 // Outbound-only control link (docs/operating.md, "Outbound-only clusters"): the real edge (its own process) dials
 // the real control plane through a TLS terminator the test runs (the edge verifies it against a per-run CA), and
 // the control plane — which was never told any address of the edge — discovers the node and creates, extends and
