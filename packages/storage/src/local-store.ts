@@ -95,13 +95,18 @@ export class LocalBlobStore implements BlobStore {
     await mkdir(this.tmpDir, { recursive: true });
     const tmp = join(this.tmpDir, randomBytes(16).toString('hex'));
     const hasher = new HashingStream(options);
+    // `flush` fsyncs the file before the stream closes, so a committed object survives a crash.
+    const out = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true });
+    const closed = new Promise<void>((resolve) => (out.closed ? resolve() : out.once('close', () => resolve())));
     try {
-      // `flush` fsyncs the file before the stream closes, so a committed object survives a crash.
-      await pipeline(toReadable(body), hasher, createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true }));
+      await pipeline(toReadable(body), hasher, out);
       const sha256 = hasher.digest();
       verifyReceived(options, hasher.size, sha256);
       return this.staged(tmp, hasher.size, sha256);
     } catch (err) {
+      // A failed pipeline rejects before the file stream has finished opening (it creates the file) and closing:
+      // removing it earlier left the file behind under load.
+      await closed;
       await rm(tmp, { force: true });
       if (isStorageError(err)) throw err;
       throw new BackendError('put', { cause: err });

@@ -167,12 +167,16 @@ export class S3BlobStore implements BlobStore {
     await mkdir(this.spoolDir, { recursive: true });
     const file = join(this.spoolDir, randomBytes(16).toString('hex'));
     const hasher = new HashingStream(options);
+    const out = createWriteStream(file, { flags: 'wx', mode: 0o600 });
+    const closed = new Promise<void>((resolve) => (out.closed ? resolve() : out.once('close', () => resolve())));
     try {
-      await pipeline(toReadable(body), hasher, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+      await pipeline(toReadable(body), hasher, out);
       const sha256 = hasher.digest();
       verifyReceived(options, hasher.size, sha256);
       return this.staged({ file }, hasher.size, sha256);
     } catch (err) {
+      // The file stream may still be opening (creating the file) when the pipeline rejects: remove it after.
+      await closed;
       await rm(file, { force: true });
       if (isStorageError(err)) throw err;
       throw new BackendError('put', { cause: err });
