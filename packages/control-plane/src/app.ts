@@ -19,7 +19,7 @@ import { GrantSigner } from './observability/grants.js';
 import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
-import { volumeAdminRoutes, volumeRoutes } from './http/volume-routes.js';
+import { volumeAdminRoutes, volumeClusterRoutes, volumeRoutes } from './http/volume-routes.js';
 import { VolumeStore } from './store/volume-store.js';
 import { VolumeService } from './volumes/volume-service.js';
 import { templateRoutes } from './http/template-routes.js';
@@ -205,6 +205,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   await app.register(async (edge) => {
     edge.addHook('onRequest', clusterAuth(clusters));
     clusterRoutes(edge, service, clusterMetrics);
+    volumeClusterRoutes(edge, volumes);
   });
 
   await app.register(async (admin) => {

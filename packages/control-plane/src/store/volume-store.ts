@@ -50,6 +50,18 @@ export class VolumeStore {
     return r ? toRecord(r) : undefined;
   }
 
+  /** Any team's volume: only for checks that prove access otherwise (the content API's volume token). */
+  async byId(id: string): Promise<VolumeRecord | undefined> {
+    const r = await this.db.selectFrom('volumes').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? toRecord(r) : undefined;
+  }
+
+  /** Ids of every volume of `clusterId` (what the cluster's image sweep keeps). */
+  async idsOfCluster(clusterId: string): Promise<string[]> {
+    const rows = await this.db.selectFrom('volumes').select('id').where('cluster_id', '=', clusterId).execute();
+    return rows.map((r) => r.id);
+  }
+
   async list(teamId: string): Promise<VolumeRecord[]> {
     const rows = await this.db.selectFrom('volumes').selectAll().where('team_id', '=', teamId).orderBy('created_at').orderBy('id').execute();
     return rows.map(toRecord);
