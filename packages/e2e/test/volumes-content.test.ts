@@ -189,13 +189,25 @@ describe('the volume content API (unchanged SDK)', { timeout: 900_000 }, () => {
     assert.equal(await vol.readFile('/canary'), 'inside');
   });
 
-  test('a write larger than the quota is a clear 413; another team opens nothing (404)', async () => {
+  test('a write larger than the quota is a clear 413 (507 once streamed past the space left); another team opens nothing (404)', async () => {
     const vol = await Volume.create(`content-quota-${tag}`);
     volumes.push(vol.volumeId);
     assert.equal((await admin(d, 'PATCH', `/admin/volumes/${vol.volumeId}`, { quotaMb: 32 })).status, 200);
-    const big = new Blob([randomBytes(40 * 1024 * 1024)]);
-    await assert.rejects(vol.writeFile('/big.bin', big), (e: unknown) => e instanceof VolumeError && /413/.test(String(e)) && /quota/i.test(String(e)));
+    const bigBytes = randomBytes(40 * 1024 * 1024);
+    // The SDK streams the body without a length: the file system fills first, and nothing is left of the write.
+    await assert.rejects(vol.writeFile('/big.bin', new Blob([bigBytes])), (e: unknown) => e instanceof VolumeError && /507/.test(String(e)) && /quota/i.test(String(e)));
     assert.equal(await vol.exists('/big.bin'), false, 'nothing of the refused write is left');
+    // With a length, it is refused before a byte is written.
+    const sized = await request(`${volumeApiUrl()}/volumecontent/${vol.volumeId}/file?path=/big.bin`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${vol.token}`, 'content-type': 'application/octet-stream' },
+      body: bigBytes,
+    });
+    assert.equal(sized.statusCode, 413);
+    const sizedBody = (await sized.body.json()) as { error_code: string; message: string };
+    assert.equal(sizedBody.error_code, 'volume_file_too_large');
+    assert.match(sizedBody.message, /quota/);
+    assert.equal(await vol.exists('/big.bin'), false);
     // Under the quota in size but over the space left: the file system's ENOSPC, as a 507, and nothing left.
     await vol.writeFile('/fill.bin', new Blob([randomBytes(20 * 1024 * 1024)]));
     await assert.rejects(vol.writeFile('/more.bin', new Blob([randomBytes(20 * 1024 * 1024)])), (e: unknown) => e instanceof VolumeError && /507/.test(String(e)));
@@ -225,7 +237,11 @@ describe('the volume content API (unchanged SDK)', { timeout: 900_000 }, () => {
     volumes.push(vol.volumeId);
     const sbx = await withVolume(vol.name);
     const conflict = (e: unknown) => /409|volumes mounted|sandbox_has_volumes/i.test(String(e));
-    await assert.rejects(sbx.pause(), conflict);
+    // The SDK reads any 409 of a pause as "already paused" (false); the API's answer says why.
+    assert.equal(await sbx.pause(), false);
+    const raw = await request(`${d.env.E2B_API_URL}/sandboxes/${sbx.sandboxId}/pause`, { method: 'POST', headers: { 'x-api-key': d.env.E2B_API_KEY, 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(raw.statusCode, 409);
+    assert.equal(((await raw.body.json()) as { error_code: string }).error_code, 'sandbox_has_volumes');
     await assert.rejects(sbx.createSnapshot(), conflict);
     await assert.rejects(sbx.fork({ count: 1 }), conflict);
     assert.equal((await sh(sbx, 'echo still > /data/s && cat /data/s')).stdout.trim(), 'still', 'the sandbox keeps running');

@@ -88,6 +88,12 @@ export async function serveVolumeContent(req: IncomingMessage, res: ServerRespon
     req.resume();
     return send(res, 503, 'the control plane cannot be reached to check the volume token; try again', 'volume_content_unavailable');
   }
+  // Refused here, before a hop: a body the node would refuse unread is drained by this server, not cut off.
+  const length = Number(req.headers['content-length'] ?? 0);
+  if (req.method === 'PUT' && length > quotaBytes) {
+    req.resume();
+    return send(res, 413, `${length} bytes is more than the volume's quota of ${quotaBytes} bytes`, 'volume_file_too_large');
+  }
   const nodes = (await deps.directory.list().catch(() => [])).filter((n) => n.status === 'healthy');
   const node = nodes[Math.floor(Math.random() * nodes.length)];
   if (!node) {

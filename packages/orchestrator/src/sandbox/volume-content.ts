@@ -37,7 +37,7 @@ const EXITS: Record<number, { status: number; code: string; message: string }> =
   5: { status: 413, code: 'volume_file_too_large', message: 'larger than the volume allows' },
   6: { status: 409, code: 'volume_path_exists', message: 'the path already exists' },
   7: { status: 409, code: 'volume_in_use', message: 'the volume is mounted by a running sandbox; kill that sandbox first' },
-  8: { status: 507, code: 'volume_full', message: 'the volume is full (its quota)' },
+  8: { status: 507, code: 'volume_full', message: 'no space left: the volume is full (its size is its quota)' },
   9: { status: 400, code: 'volume_wrong_type', message: 'a file where a directory is needed, or a directory where a file is' },
   10: { status: 400, code: 'volume_too_many_entries', message: `more than ${MAX_LIST_ENTRIES} entries; list a subdirectory or with less depth` },
 };
@@ -237,6 +237,7 @@ export class VolumeContent {
     const image = volumeImageOf(this.o.volumesDir, volumeId);
     // A volume no sandbox has mounted yet has no image: made now, like its first mount would.
     await ensureVolumeImage(image, quota, this.o.idOffset + DEFAULT_OWNER);
+    await mkdir(this.o.volumesDir, { recursive: true, mode: 0o700 });
     await mkdir(this.o.mountDir, { recursive: true, mode: 0o700 });
     const disk = (id: number | undefined) => String((id ?? DEFAULT_OWNER) + this.o.idOffset);
     const route = `${req.method} ${kind}`;
