@@ -308,8 +308,11 @@ static int op_mkdir(int rootfd, const char *path, uid_t uid, gid_t gid, mode_t m
   int pfd = open_parent(rootfd, path, dir, sizeof dir, &base, parents, uid, gid);
   if (pfd < 0) return complain("open parent of", path, errno);
   int rc = EX_OK;
+  struct stat st;
   if (mkdirat(pfd, base, 0700) != 0) {
-    rc = complain("mkdir", path, errno);
+    // With PARENTS (the SDK's `force`), an existing directory is what was asked for, like mkdir -p.
+    if (errno == EEXIST && parents && fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) rc = print_entry(pfd, base, path);
+    else rc = complain("mkdir", path, errno);
   } else {
     int fd = openat(pfd, base, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     rc = fd < 0 ? complain("open", path, errno) : set_meta(fd, path, uid, gid, mode);
@@ -348,13 +351,21 @@ static int image_mounted(const char *image) {
 
 static void on_alarm(int sig) { (void)sig; }
 
+/** Whether a segment of PATH is "..": the caller normalises, this is the helper's own guard (RESOLVE_IN_ROOT too). */
+static int has_dotdot(const char *path) {
+  for (const char *p = path; (p = strstr(p, "..")) != NULL; p += 2) {
+    if ((p == path || p[-1] == '/') && (p[2] == '\0' || p[2] == '/')) return 1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 5) {
     fprintf(stderr, "usage: volume-fs IMAGE MNT OP PATH [ARGS]\n");
     return EX_USAGE;
   }
   const char *op = argv[3], *path = argv[4];
-  if (path[0] == '/' || strstr(path, "..") != NULL || strlen(path) >= PATH_MAX - 256) return EX_USAGE;
+  if (path[0] == '/' || has_dotdot(path) || strlen(path) >= PATH_MAX - 256) return EX_USAGE;
   char image[PATH_MAX];
   if (!realpath(argv[1], image)) return complain("open image", argv[1], errno);
   int imgfd = open(image, O_RDONLY | O_CLOEXEC);

@@ -139,6 +139,12 @@ describe('volume content on the node (real helper, real images)', () => {
       assert.equal(r.status, 400, p);
     }
     assert.equal((await call(port, 'DELETE', `/volumecontent/${id}/path?${q('/')}`)).status, 400);
+    // Dots inside a name are a name, not a climb.
+    assert.equal((await call(port, 'PUT', `/volumecontent/${id}/file?${q('/a..b')}`, { body: 'dots' })).status, 200);
+    assert.equal((await call(port, 'GET', `/volumecontent/${id}/file?${q('/a..b')}`)).body.toString(), 'dots');
+    // makeDir: an existing path is a 409 without force, the directory itself with it (mkdir -p).
+    assert.equal((await call(port, 'POST', `/volumecontent/${id}/dir?${q('/d/e')}`)).status, 409);
+    assert.equal((await call(port, 'POST', `/volumecontent/${id}/dir?${q('/d/e')}&force=true`)).status, 201);
     assert.equal((await call(port, 'GET', `/volumecontent/not-a-uuid/path?${q('/')}`)).status, 404);
   });
 
