@@ -278,13 +278,13 @@ describe('the content API check the edge makes (cluster token)', () => {
     assert.equal((await access(cluster.token, mine.volumeId, '')).status, 400);
     assert.equal((await access(cluster.token, mine.volumeId, 42)).status, 400);
 
-    // The sweep's list: this cluster's volumes only, a destroyed one gone.
-    const listed = await call(cp.url, 'GET', '/cluster/v1/volumes', { headers: { authorization: `Bearer ${cluster.token}` } });
-    assert.deepEqual([...listed.body.volumeIDs].sort(), [mine.volumeId, theirs.volumeId].sort());
+    // The sweep's list: this cluster's destroyed volumes only — a live one never, a refused destroy never.
+    const destroyed = (token: string) => call(cp.url, 'GET', '/cluster/v1/volumes/destroyed', { headers: { authorization: `Bearer ${token}` } });
+    assert.deepEqual((await destroyed(cluster.token)).body.volumeIDs, []);
+    assert.equal(await Volume.destroy(mine.volumeId, { apiKey: keyB, apiUrl: cp.url }), false, "another team's destroy does nothing");
+    assert.deepEqual((await destroyed(cluster.token)).body.volumeIDs, []);
     assert.equal(await Volume.destroy(theirs.volumeId, { apiKey: keyB, apiUrl: cp.url }), true);
-    const after = await call(cp.url, 'GET', '/cluster/v1/volumes', { headers: { authorization: `Bearer ${cluster.token}` } });
-    assert.deepEqual(after.body.volumeIDs, [mine.volumeId]);
-    const other = await call(cp.url, 'GET', '/cluster/v1/volumes', { headers: { authorization: `Bearer ${otherCluster.token}` } });
-    assert.deepEqual(other.body.volumeIDs, []);
+    assert.deepEqual((await destroyed(cluster.token)).body.volumeIDs, [theirs.volumeId]);
+    assert.deepEqual((await destroyed(otherCluster.token)).body.volumeIDs, []);
   });
 });

@@ -84,6 +84,6 @@ export function volumeClusterRoutes(app: FastifyInstance, volumes: VolumeService
     return { volumeID: v.id, quotaBytes: v.quotaBytes };
   });
 
-  /** The cluster's live volume ids, for the edge's sweep of destroyed volumes' images. */
-  app.get('/cluster/v1/volumes', async (req) => ({ volumeIDs: await volumes.liveIds(req.cluster!.id) }));
+  /** The cluster's destroyed volume ids, for the edge's sweep of their images. */
+  app.get('/cluster/v1/volumes/destroyed', async (req) => ({ volumeIDs: await volumes.destroyedIds(req.cluster!.id) }));
 }

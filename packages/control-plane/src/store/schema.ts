@@ -235,4 +235,12 @@ export interface Database {
   cluster_metrics: ClusterMetricsTable;
   volumes: VolumeTable;
   volume_attachments: VolumeAttachmentTable;
+  volume_tombstones: VolumeTombstoneTable;
+}
+
+/** A destroyed volume whose image the cluster may delete (migration 0009). */
+export interface VolumeTombstoneTable {
+  id: string;
+  cluster_id: string;
+  destroyed_at: number;
 }

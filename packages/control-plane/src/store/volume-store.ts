@@ -56,9 +56,9 @@ export class VolumeStore {
     return r ? toRecord(r) : undefined;
   }
 
-  /** Ids of every volume of `clusterId` (what the cluster's image sweep keeps). */
-  async idsOfCluster(clusterId: string): Promise<string[]> {
-    const rows = await this.db.selectFrom('volumes').select('id').where('cluster_id', '=', clusterId).execute();
+  /** Ids of `clusterId`'s destroyed volumes (whose images the cluster's sweep deletes). */
+  async destroyedOfCluster(clusterId: string): Promise<string[]> {
+    const rows = await this.db.selectFrom('volume_tombstones').select('id').where('cluster_id', '=', clusterId).execute();
     return rows.map((r) => r.id);
   }
 
@@ -88,8 +88,15 @@ export class VolumeStore {
       .where('sandbox_id', 'not in', (eb) => eb.selectFrom('sandboxes').select('id').where('state', '!=', 'killed'))
       .execute();
     try {
-      const r = await this.db.deleteFrom('volumes').where('team_id', '=', teamId).where('id', '=', id).executeTakeFirst();
-      return { deleted: Number(r.numDeletedRows) === 1 };
+      // The tombstone and the delete commit together: an image is reclaimable exactly when its record is gone.
+      return await this.db.transaction().execute(async (tx) => {
+        const r = await tx.deleteFrom('volumes').where('team_id', '=', teamId).where('id', '=', id).executeTakeFirst();
+        const deleted = Number(r.numDeletedRows) === 1;
+        if (deleted) {
+          await tx.insertInto('volume_tombstones').values({ id, cluster_id: own.clusterId, destroyed_at: Date.now() }).onConflict((oc) => oc.column('id').doNothing()).execute();
+        }
+        return { deleted };
+      });
     } catch (err) {
       const now = await this.holder(id);
       if (now !== undefined) return { deleted: false, holder: now };

@@ -131,9 +131,9 @@ export class VolumeService {
     return v;
   }
 
-  /** The cluster's volume ids: an image on the cluster's volume dir whose id is not here is a destroyed volume's. */
-  liveIds(clusterId: string): Promise<string[]> {
-    return this.volumes.idsOfCluster(clusterId);
+  /** The cluster's destroyed volume ids: their images may go (only these; ids are never reused). */
+  destroyedIds(clusterId: string): Promise<string[]> {
+    return this.volumes.destroyedOfCluster(clusterId);
   }
 
   /** 409 volume_in_use while a running (or starting) sandbox has it attached. */

@@ -132,9 +132,9 @@ const Ids = z.object({ volumeIDs: z.array(z.string().max(64)).max(1_000_000) });
 
 /**
  * Deletes destroyed volumes' images from the cluster's shared volume dir: every `intervalMs`, one healthy node
- * lists the images, the control plane lists the cluster's volumes, and the node deletes each image whose
- * volume is gone. The images are listed first, so an image made meanwhile belongs to a volume the second list
- * already has (a volume's record precedes its image) and is never taken. Volume ids are never reused.
+ * lists the images, the control plane lists the cluster's destroyed volumes, and the node deletes each image on
+ * both lists. Only positive evidence deletes: an image missing from some list of live volumes (a wrong or empty
+ * list, a re-registered cluster) is kept. Volume ids are never reused.
  */
 export class VolumeImageSweeper {
   private timer: NodeJS.Timeout | undefined;
@@ -166,8 +166,8 @@ export class VolumeImageSweeper {
     const nodeHeaders = { [NODE_TOKEN_HEADER]: this.deps.credentials.tokenFor(node.nodeId) };
     const onDisk = await this.json(`${node.proxyUrl}/volumeimages`, nodeHeaders);
     if (onDisk.length === 0) return;
-    const live = new Set(await this.json(`${this.deps.controlPlaneUrl}/cluster/v1/volumes`, { authorization: `Bearer ${this.deps.clusterToken}` }));
-    for (const id of onDisk.filter((i) => !live.has(i))) {
+    const destroyed = new Set(await this.json(`${this.deps.controlPlaneUrl}/cluster/v1/volumes/destroyed`, { authorization: `Bearer ${this.deps.clusterToken}` }));
+    for (const id of onDisk.filter((i) => destroyed.has(i))) {
       const r = await request(`${node.proxyUrl}/volumeimages/${id}`, { method: 'DELETE', headers: nodeHeaders, headersTimeout: 90_000, bodyTimeout: 10_000 });
       await r.body.dump();
       if (r.statusCode === 204) this.deps.log.info({ volumeId: id, nodeId: node.nodeId }, 'destroyed volume image removed');
