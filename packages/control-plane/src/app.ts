@@ -20,7 +20,7 @@ import { GrantSigner } from './observability/grants.js';
 import { ControlPlaneMetrics } from './observability/prometheus.js';
 import { sandboxRoutes } from './http/sandbox-routes.js';
 import { snapshotRoutes } from './http/snapshot-routes.js';
-import { volumeAdminRoutes, volumeRoutes } from './http/volume-routes.js';
+import { volumeAdminRoutes, volumeClusterRoutes, volumeRoutes } from './http/volume-routes.js';
 import { secretRoutes } from './http/secret-routes.js';
 import { SecretService } from './secrets/secret-service.js';
 import { SecretStore } from './store/secret-store.js';
@@ -220,6 +220,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   await app.register(async (edge) => {
     edge.addHook('onRequest', clusterAuth(clusters));
     clusterRoutes(edge, service, clusterMetrics);
+    volumeClusterRoutes(edge, volumes);
   });
 
   await app.register(async (admin) => {

@@ -152,6 +152,13 @@ describe('volume mounts on Sandbox.create (control plane side; the node mounts, 
     const fork = await call(cp.url, 'POST', `/sandboxes/${first.body.sandboxID}/fork`, { key: keyA, body: { count: 1 } });
     assert.equal(fork.status, 409);
     assert.equal(fork.body.error_code, 'sandbox_has_volumes');
+    const snapshot = await call(cp.url, 'POST', `/sandboxes/${first.body.sandboxID}/snapshots`, { key: keyA, body: {} });
+    assert.equal(snapshot.status, 409);
+    assert.equal(snapshot.body.error_code, 'sandbox_has_volumes');
+    // The content API's check (the edge asks before serving /volumecontent): held → 409.
+    const held = await call(cp.url, 'POST', `/cluster/v1/volumes/${vol.volumeId}/content-access`, { headers: { authorization: `Bearer ${cluster.token}` }, body: { token: vol.token } });
+    assert.equal(held.status, 409);
+    assert.equal(held.body.error_code, 'volume_in_use');
     // None of the refusals reached a node.
     assert.equal(cluster.calls.filter((c) => c.method === 'Create').length, creates);
     assert.equal(cluster.calls.filter((c) => c.method === 'Pause' || c.method === 'Snapshot').length, 0);
@@ -218,5 +225,66 @@ describe('volume mounts on Sandbox.create (control plane side; the node mounts, 
     delete node.failCreateWith;
     assert.ok(r.status >= 500, String(r.status));
     assert.equal(await Volume.destroy(vol.volumeId), true);
+  });
+});
+
+describe('the content API check the edge makes (cluster token)', () => {
+  let cp: RunningControlPlane;
+  let cluster: FakeCluster;
+  let otherCluster: FakeCluster;
+  let keyA: string;
+  let keyB: string;
+
+  before(async () => {
+    cluster = await startFakeCluster();
+    otherCluster = await startFakeCluster('other-cluster-token-0123456789ab');
+    cp = await startControlPlane();
+    ({ key: keyA } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { name: 'team-a' }));
+    ({ key: keyB } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { name: 'team-b' }));
+    await setupTeam(cp.url, otherCluster.endpoint, otherCluster.token, { name: 'team-c' });
+  });
+
+  after(async () => {
+    await cp.close();
+    await cluster.close();
+    await otherCluster.close();
+  });
+
+  const access = (clusterToken: string | undefined, volumeId: string, token: unknown) =>
+    call(cp.url, 'POST', `/cluster/v1/volumes/${volumeId}/content-access`, {
+      headers: clusterToken ? { authorization: `Bearer ${clusterToken}` } : {},
+      body: { token },
+    });
+
+  test("the volume's own token opens it; another team's token, another cluster, no cluster token do not", async () => {
+    const mine = await Volume.create('content', { apiKey: keyA, apiUrl: cp.url });
+    const theirs = await Volume.create('content', { apiKey: keyB, apiUrl: cp.url });
+    assert.equal(mine.domain, 'cove.test', "the volume's domain is its cluster's sandbox domain");
+
+    const ok = await access(cluster.token, mine.volumeId, mine.token);
+    assert.equal(ok.status, 200);
+    assert.deepEqual(ok.body, { volumeID: mine.volumeId, quotaBytes: 10 * 1024 ** 3 });
+    // Another team's token on this volume's id: the answer of an unknown id.
+    const forged = await access(cluster.token, mine.volumeId, theirs.token);
+    assert.equal(forged.status, 404);
+    assert.equal(forged.body.error_code, 'volume_not_found');
+    const unknown = await access(cluster.token, '00000000-0000-4000-8000-000000000000', mine.token);
+    assert.equal(unknown.status, 404);
+    // The right token through another cluster's edge: not that cluster's volume.
+    const elsewhere = await access(otherCluster.token, mine.volumeId, mine.token);
+    assert.equal(elsewhere.status, 404);
+    assert.equal((await access(undefined, mine.volumeId, mine.token)).status, 401);
+    assert.equal((await access('not-a-cluster-token', mine.volumeId, mine.token)).status, 403);
+    assert.equal((await access(cluster.token, mine.volumeId, '')).status, 400);
+    assert.equal((await access(cluster.token, mine.volumeId, 42)).status, 400);
+
+    // The sweep's list: this cluster's destroyed volumes only — a live one never, a refused destroy never.
+    const destroyed = (token: string) => call(cp.url, 'GET', '/cluster/v1/volumes/destroyed', { headers: { authorization: `Bearer ${token}` } });
+    assert.deepEqual((await destroyed(cluster.token)).body.volumeIDs, []);
+    assert.equal(await Volume.destroy(mine.volumeId, { apiKey: keyB, apiUrl: cp.url }), false, "another team's destroy does nothing");
+    assert.deepEqual((await destroyed(cluster.token)).body.volumeIDs, []);
+    assert.equal(await Volume.destroy(theirs.volumeId, { apiKey: keyB, apiUrl: cp.url }), true);
+    assert.deepEqual((await destroyed(cluster.token)).body.volumeIDs, [theirs.volumeId]);
+    assert.deepEqual((await destroyed(otherCluster.token)).body.volumeIDs, []);
   });
 });

@@ -31,6 +31,7 @@ import { RedisStore } from './store/redis-store.js';
 import { TemplateFiles } from './storage/template-files.js';
 import { SandboxResumer } from './traffic/sandbox-resumer.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
+import { VolumeImageSweeper } from './traffic/volume-content.js';
 import { EdgeTelemetry } from './telemetry/edge-telemetry.js';
 
 /** Extra inputs of {@link buildEdge}. */
@@ -161,8 +162,18 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     config.controlLinkOutbound && config.controlPlaneUrl
       ? new OutboundDialer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, edgeId: config.edgeId, adopt: (socket) => api.adoptLink(socket), log: log.child({ module: 'control-link-dialer' }) })
       : undefined;
-  const trafficDeps = { sandboxDomain: config.sandboxDomain, store, directory, credentials, agent, resumer, log };
+  const trafficDeps = {
+    sandboxDomain: config.sandboxDomain,
+    store,
+    directory,
+    credentials,
+    agent,
+    resumer,
+    log,
+    volumeContent: { controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken },
+  };
   const traffic: Server = createTrafficServer(trafficDeps);
+  const volumeSweeper = new VolumeImageSweeper({ ...trafficDeps.volumeContent, directory, credentials, agent, log: log.child({ module: 'volume-sweep' }) });
   const trafficTls = config.trafficTls ? createTrafficServer(trafficDeps, config.trafficTls) : undefined;
   // A re-issued certificate (`cove up` renews it before it expires) is picked up without a restart: running
   // connections keep theirs, new handshakes get the new one.
@@ -203,6 +214,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
         await this.close().catch(() => undefined);
         throw err;
       }
+      volumeSweeper.start();
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
       log.info(
@@ -248,6 +260,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       agent.destroy();
       templateFiles.close();
       await resumer?.close();
+      await volumeSweeper.close();
       await store.close();
       await telemetry.close();
     },

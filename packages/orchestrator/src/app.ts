@@ -18,6 +18,8 @@ import { buildNodeInfo } from './node/node-info.js';
 import { SandboxUsageSampler } from './node/sandbox-usage.js';
 import { packageVersion } from './package-info.js';
 import { createNodeProxy } from './proxy/node-proxy.js';
+import { VolumeContent, volumeMountDir } from './sandbox/volume-content.js';
+import { DEFAULT_ID_OFFSET } from './sandbox/slot-volumes.js';
 import { authInterceptor, errorInterceptor } from './rpc/interceptors.js';
 import { infoService } from './rpc/info-service.js';
 import { templateService } from './rpc/template-service.js';
@@ -225,8 +227,15 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     sessions.add(s);
     s.on('close', () => sessions.delete(s));
   });
+  const volumeContent = new VolumeContent({
+    volumesDir: config.volumesDir,
+    mountDir: volumeMountDir(config.dataDir),
+    idOffset: DEFAULT_ID_OFFSET,
+    log: log.child({ component: 'volume-content' }),
+  });
   const proxyServer = createNodeProxy({
     nodeToken: config.nodeToken,
+    volumeContent: (req, res) => volumeContent.handle(req, res),
     lookup: (sandboxId) => manager.get(sandboxId)?.address,
     maskOf: (sandboxId) => manager.get(sandboxId)?.maskRequestHost,
     log: log.child({ component: 'node-proxy' }),

@@ -14,6 +14,8 @@ interface VolumeView {
 }
 interface VolumeAndTokenView extends VolumeView {
   token: string;
+  /** Where the content API is (`api.<domain>`); the SDK falls back to E2B_DOMAIN without it. */
+  domain?: string;
 }
 
 export const MAX_VOLUME_NAME = 64;
@@ -27,19 +29,22 @@ const CreateBody = z.object({ name: VolumeName }).strict() ;
 const IdParams = z.object({ volumeID: z.string().min(1).max(128) });
 
 const view = (v: VolumeRecord): VolumeView => ({ volumeID: v.id, name: v.name });
-const viewWithToken = (v: VolumeRecord): VolumeAndTokenView => ({ volumeID: v.id, name: v.name, token: v.token });
+async function viewWithToken(v: VolumeRecord, volumes: VolumeService): Promise<VolumeAndTokenView> {
+  const domain = await volumes.domainOf(v);
+  return { volumeID: v.id, name: v.name, token: v.token, ...(domain ? { domain } : {}) };
+}
 
 export function volumeRoutes(app: FastifyInstance, volumes: VolumeService): void {
   app.get('/volumes', async (req) => (await volumes.list(teamOf(req))).map(view));
 
   app.post('/volumes', async (req, reply) => {
     const body = parse(CreateBody, req.body, 'body');
-    return reply.status(201).send(viewWithToken(await volumes.create(teamOf(req), body.name)));
+    return reply.status(201).send(await viewWithToken(await volumes.create(teamOf(req), body.name), volumes));
   });
 
   app.get('/volumes/:volumeID', async (req) => {
     const { volumeID } = parse(IdParams, req.params, 'path');
-    return viewWithToken(await volumes.get(teamOf(req), volumeID));
+    return viewWithToken(await volumes.get(teamOf(req), volumeID), volumes);
   });
 
   app.delete('/volumes/:volumeID', async (req, reply) => {
@@ -62,4 +67,23 @@ export function volumeAdminRoutes(app: FastifyInstance, volumes: VolumeService):
     const v = await volumes.setQuota(volumeID, quotaMb * 1024 * 1024);
     return { volumeID: v.id, name: v.name, teamID: v.teamId, quotaMb: v.quotaBytes / (1024 * 1024) };
   });
+}
+
+const AccessBody = z.object({ token: z.string().min(1).max(256) }).strict();
+
+/**
+ * The edge's check before serving `/volumecontent/{volumeID}/…` (cluster token): `POST
+ * /cluster/v1/volumes/{volumeID}/content-access` `{ token }` → `{ volumeID, quotaBytes }`; 404
+ * volume_not_found for a wrong token or another cluster's volume, 409 volume_in_use while a sandbox holds it.
+ */
+export function volumeClusterRoutes(app: FastifyInstance, volumes: VolumeService): void {
+  app.post('/cluster/v1/volumes/:volumeID/content-access', async (req) => {
+    const { volumeID } = parse(IdParams, req.params, 'path');
+    const { token } = parse(AccessBody, req.body, 'body');
+    const v = await volumes.contentAccess(req.cluster!.id, volumeID, token);
+    return { volumeID: v.id, quotaBytes: v.quotaBytes };
+  });
+
+  /** The cluster's destroyed volume ids, for the edge's sweep of their images. */
+  app.get('/cluster/v1/volumes/destroyed', async (req) => ({ volumeIDs: await volumes.destroyedIds(req.cluster!.id) }));
 }

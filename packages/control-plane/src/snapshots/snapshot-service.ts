@@ -53,6 +53,7 @@ export class SnapshotService {
     return this.service.whenSettled(sandboxId, team.id, async (s) => {
       if (!s) throw new SandboxNotFound(sandboxId);
       if (s.state !== 'running' || !s.nodeId) throw new Conflict(`sandbox "${sandboxId}" is paused; connect to it before taking a snapshot`);
+      await this.service.refuseWithVolumes(s.id, 'snapshotted');
       const id = newSnapshotId();
       const log = this.log.child({ sandboxId, teamId: team.id, nodeId: s.nodeId, snapshotId: id });
       const nodeBuildId = await this.service.pauses.nodeBuildId(s);

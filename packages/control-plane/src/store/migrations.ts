@@ -299,8 +299,24 @@ const m0009: Migration = {
   },
 };
 
+/**
+ * Destroyed volumes (docs/volumes.md, "Destroy"): the cluster deletes an image only when its id is here, on
+ * positive evidence, never because a list of live volumes lacks it (a wrong or empty list would lose data).
+ */
+const m0010: Migration = {
+  async up(db: Kysely<unknown>) {
+    await db.schema
+      .createTable('volume_tombstones')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('cluster_id', 'text', (c) => c.notNull())
+      .addColumn('destroyed_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('volume_tombstones_cluster').on('volume_tombstones').column('cluster_id').execute();
+  },
+};
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
-    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006, '0007_access_tokens': m0007, '0008_volumes': m0008, '0009_secrets': m0009 };
+    return { '0001_initial': m0001, '0002_template_builds': m0002, '0003_pause_resume': m0003, '0004_team_names': m0004, '0005_team_quotas': m0005, '0006_observability': m0006, '0007_access_tokens': m0007, '0008_volumes': m0008, '0009_secrets': m0009, '0010_volume_tombstones': m0010 };
   },
 };

@@ -254,4 +254,12 @@ export interface Database {
   volumes: VolumeTable;
   volume_attachments: VolumeAttachmentTable;
   secrets: SecretTable;
+  volume_tombstones: VolumeTombstoneTable;
+}
+
+/** A destroyed volume whose image the cluster may delete (migration 0010). */
+export interface VolumeTombstoneTable {
+  id: string;
+  cluster_id: string;
+  destroyed_at: number;
 }

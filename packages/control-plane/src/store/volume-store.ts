@@ -50,6 +50,18 @@ export class VolumeStore {
     return r ? toRecord(r) : undefined;
   }
 
+  /** Any team's volume: only for checks that prove access otherwise (the content API's volume token). */
+  async byId(id: string): Promise<VolumeRecord | undefined> {
+    const r = await this.db.selectFrom('volumes').selectAll().where('id', '=', id).executeTakeFirst();
+    return r ? toRecord(r) : undefined;
+  }
+
+  /** Ids of `clusterId`'s destroyed volumes (whose images the cluster's sweep deletes). */
+  async destroyedOfCluster(clusterId: string): Promise<string[]> {
+    const rows = await this.db.selectFrom('volume_tombstones').select('id').where('cluster_id', '=', clusterId).execute();
+    return rows.map((r) => r.id);
+  }
+
   async list(teamId: string): Promise<VolumeRecord[]> {
     const rows = await this.db.selectFrom('volumes').selectAll().where('team_id', '=', teamId).orderBy('created_at').orderBy('id').execute();
     return rows.map(toRecord);
@@ -76,8 +88,15 @@ export class VolumeStore {
       .where('sandbox_id', 'not in', (eb) => eb.selectFrom('sandboxes').select('id').where('state', '!=', 'killed'))
       .execute();
     try {
-      const r = await this.db.deleteFrom('volumes').where('team_id', '=', teamId).where('id', '=', id).executeTakeFirst();
-      return { deleted: Number(r.numDeletedRows) === 1 };
+      // The tombstone and the delete commit together: an image is reclaimable exactly when its record is gone.
+      return await this.db.transaction().execute(async (tx) => {
+        const r = await tx.deleteFrom('volumes').where('team_id', '=', teamId).where('id', '=', id).executeTakeFirst();
+        const deleted = Number(r.numDeletedRows) === 1;
+        if (deleted) {
+          await tx.insertInto('volume_tombstones').values({ id, cluster_id: own.clusterId, destroyed_at: Date.now() }).onConflict((oc) => oc.column('id').doNothing()).execute();
+        }
+        return { deleted };
+      });
     } catch (err) {
       const now = await this.holder(id);
       if (now !== undefined) return { deleted: false, holder: now };

@@ -3,6 +3,7 @@
 // through here.
 
 import { randomBytes } from 'node:crypto';
+import { tokensEqual } from '@cove/auth-tokens';
 import { posix } from 'node:path';
 import { Conflict, NotFound, QuotaExceeded } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
@@ -94,6 +95,15 @@ export class VolumeService {
     return v;
   }
 
+  /**
+   * The domain the SDK reaches the volume's content at (`https://api.<domain>`): its cluster's sandbox domain,
+   * where that cluster's edges serve `/volumecontent` (docs/volumes.md). Null when the cluster names none (the
+   * SDK then uses E2B_DOMAIN).
+   */
+  async domainOf(v: VolumeRecord): Promise<string | null> {
+    return (await this.clusters.get(v.clusterId))?.sandboxDomain ?? null;
+  }
+
   list(team: Team): Promise<VolumeRecord[]> {
     return this.volumes.list(team.id);
   }
@@ -103,6 +113,27 @@ export class VolumeService {
     const v = await this.volumes.setQuota(id, quotaBytes);
     if (!v) throw new VolumeNotFound(id);
     return v;
+  }
+
+  /**
+   * The edge's check before it serves the volume content API: the volume's own token (E2B's per-volume bearer)
+   * names this volume of this cluster, and no running sandbox holds it (its kernel has the image mounted; the
+   * node refuses too, docs/volumes.md). A wrong token or another cluster's volume reads as absent (404), so a
+   * team's token says nothing about another team's volumes.
+   */
+  async contentAccess(clusterId: string, id: string, token: string): Promise<VolumeRecord> {
+    const v = await this.volumes.byId(id);
+    // Compared even when absent, so the time taken does not tell a missing volume from a wrong token.
+    const ok = tokensEqual(token, v?.token ?? randomBytes(32).toString('hex'));
+    if (!v || !ok || v.clusterId !== clusterId) throw new VolumeNotFound(id);
+    const holder = await this.volumes.holder(id);
+    if (holder !== undefined) throw new VolumeInUse(v.name, holder);
+    return v;
+  }
+
+  /** The cluster's destroyed volume ids: their images may go (only these; ids are never reused). */
+  destroyedIds(clusterId: string): Promise<string[]> {
+    return this.volumes.destroyedOfCluster(clusterId);
   }
 
   /** 409 volume_in_use while a running (or starting) sandbox has it attached. */

@@ -23,6 +23,7 @@ import {
 import type { NodeCredentials } from '../nodes/node-credentials.js';
 import { addCorsHeaders, answerPreflight, isPreflight } from './cors.js';
 import { routeSandboxRequest, type SandboxRouterDeps } from './sandbox-router.js';
+import { isVolumeApiHost, serveVolumeContent, type VolumeContentDeps } from './volume-content.js';
 
 /** Header the node proxy authenticates edges with (docs/decisions.md, secrets table). */
 const NODE_TOKEN_HEADER = 'cove-node-token';
@@ -33,6 +34,8 @@ const HEADERS_TIMEOUT_MS = 60_000;
 export interface TrafficServerDeps extends SandboxRouterDeps {
   credentials: NodeCredentials;
   agent: Agent;
+  /** The volume content API, served for Host `api.<sandbox domain>` (traffic/volume-content.ts). */
+  volumeContent: Omit<VolumeContentDeps, 'directory' | 'credentials' | 'agent' | 'log'>;
 }
 
 function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxId: string, nodeId: string, port: number, upgrade: boolean) {
@@ -56,6 +59,10 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
     return;
   }
   const origin = typeof req.headers.origin === 'string' ? req.headers.origin : undefined;
+  if (isVolumeApiHost(req.headers.host, deps.sandboxDomain)) {
+    await serveVolumeContent(req, res, { ...deps.volumeContent, directory: deps.directory, credentials: deps.credentials, agent: deps.agent, log: deps.log });
+    return;
+  }
   const decision = await routeSandboxRequest(req.headers, deps);
   if (!decision.ok) {
     req.resume();

@@ -37,6 +37,11 @@ export interface NodeProxyOptions {
   /** E2B's maskRequestHost of a sandbox ('' or undefined = keep the client's Host) */
   maskOf?: (sandboxId: string) => string | undefined;
   log: Logger;
+  /**
+   * The volume content API and the edge's image sweep (sandbox/volume-content.ts): a request with no
+   * E2b-Sandbox-Id whose path is `/volumecontent/…` or `/volumeimages…`, from an edge (node token checked first).
+   */
+  volumeContent?: (req: IncomingMessage, res: ServerResponse) => Promise<void>;
 }
 
 /**
@@ -168,6 +173,16 @@ class SandboxAgents {
 export function createNodeProxy(opts: NodeProxyOptions): Server {
   const agents = new SandboxAgents();
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (opts.volumeContent && header(req, SANDBOX_ID_HEADER) === undefined && (req.url?.startsWith('/volumecontent/') || req.url?.startsWith('/volumeimages'))) {
+      const token = header(req, NODE_TOKEN_HEADER);
+      if (!token || !tokensEqual(token, opts.nodeToken)) {
+        req.resume();
+        sendProxyError(res, 401, proxyErrorBody(401, 'Missing or invalid node token'));
+        return;
+      }
+      void opts.volumeContent(req, res);
+      return;
+    }
     const r = route(req, opts);
     if (!r.ok) {
       req.resume();

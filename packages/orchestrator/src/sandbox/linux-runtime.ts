@@ -33,7 +33,7 @@ import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotD
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
-import { attachVolumes, type VolumeBind } from './slot-volumes.js';
+import { attachVolumes, DEFAULT_ID_OFFSET, type VolumeBind } from './slot-volumes.js';
 import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { GUEST_MOUNT } from '../code-interpreter.js';
 
@@ -154,13 +154,13 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       templatesDir: cfg.templatesDir ?? join(cfg.dataDir, 'templates'),
       // dist/src/sandbox/linux-runtime.js → packages/orchestrator/templates
       recipesDir: cfg.recipesDir ?? fileURLToPath(new URL('../../../templates', import.meta.url)),
-      idOffset: cfg.idOffset ?? 100_000,
+      idOffset: cfg.idOffset ?? DEFAULT_ID_OFFSET,
       logger: cfg.logger,
       onProgress: cfg.onTemplateProgress,
     });
     this.crun = new CrunCli(join(cfg.dataDir, 'crun'));
     this.lent = new LentFiles(cfg);
-    this.idOffset = cfg.idOffset ?? 100_000;
+    this.idOffset = cfg.idOffset ?? DEFAULT_ID_OFFSET;
     this.idCount = cfg.idCount ?? 65_536;
     this.pidsLimit = cfg.pidsLimit ?? 1024;
   }

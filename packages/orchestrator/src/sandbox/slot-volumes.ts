@@ -30,6 +30,8 @@ export const VOLUME_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 export const MIN_VOLUME_QUOTA_BYTES = 16 * 1024 * 1024;
 export const MAX_VOLUME_QUOTA_BYTES = 1024 * 1024 * 1024 * 1024;
 export const MAX_VOLUME_MOUNTS = 8;
+/** Host uid/gid of id 0 inside every sandbox (the runtime's default offset); a volume's files are stored shifted. */
+export const DEFAULT_ID_OFFSET = 100_000;
 /** Where a volume may not go: the sandbox's own kernel and Cove's lent files. */
 const RESERVED = ['/proc', '/sys', '/dev', '/opt/cove'];
 
@@ -79,7 +81,7 @@ export function volumeImageOf(volumesDir: string, volumeId: string): string {
  * default user (host uid `userId`) so `user` can write without sudo. Created under a temporary name and linked
  * into place, so a crash never leaves a half-made image under the real name.
  */
-async function ensureImage(image: string, quotaBytes: number, userId: number): Promise<void> {
+export async function ensureVolumeImage(image: string, quotaBytes: number, userId: number): Promise<void> {
   const fresh = `${image}.${process.pid}.${Date.now()}.new`;
   let fh;
   try {
@@ -118,12 +120,14 @@ export async function attachVolumes(slotDir: string, volumesDir: string, mounts:
   const binds: VolumeBind[] = [];
   for (const [i, m] of mounts.entries()) {
     const image = volumeImageOf(volumesDir, m.volumeId);
-    await ensureImage(image, m.quotaBytes, userId);
+    await ensureVolumeImage(image, m.quotaBytes, userId);
     const at = join(slotDir, 'volumes', String(i));
     await mkdir(at, { recursive: true, mode: 0o755 });
     // A crash can leave the journal to replay; ext4 replays it on mount. nosuid,nodev: nothing planted inside
     // gains privilege.
-    await run('mount', ['-t', 'ext4', '-o', 'loop,nosuid,nodev', image, at]);
+    // Under the image's lock, which the content API's helper (native/volume-fs.c) holds while it has the image
+    // mounted in its own namespace: on one machine the two never mount the same image at once.
+    await run('flock', ['-w', '60', image, 'mount', '-t', 'ext4', '-o', 'loop,nosuid,nodev', image, at]);
     binds.push({ source: at, destination: m.path });
   }
   return binds;
