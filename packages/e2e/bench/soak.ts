@@ -78,6 +78,9 @@ function grown(before: Count[], after: Count[], slack: (c: Count) => number): Ar
 const d = deployment();
 await poolsSettled();
 const hostBefore = hostCensus(d.stateDir);
+// The census sees what it compares: with the pools full every node has slots, and so mounts, loops, veths, cgroups.
+const blind = hostBefore.filter((c) => / (mounts|loop devices|veths|cgroups|slot dirs)$/.test(c.key) && c.value === 0);
+if (blind.length > 0) throw new Error(`the host census finds none of: ${blind.map((c) => c.key).join(', ')} (with the warm pools full)`);
 say(`soak: ${MINUTES} min, ${WORKERS} workers; host before: ${hostBefore.map((c) => `${c.key}=${c.value}`).join(', ')}`);
 
 const t0 = Date.now();
