@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { InfoResponseSchema, NodeStatus } from '@cove/contracts/orchestrator';
-import { answeringNodes, PendingPlacements, placeOn, rankNodes, type NodeView } from '../src/cluster/placement.js';
+import { answeringNodes, rankNodes, type NodeView } from '../src/cluster/placement.js';
 
 const GiB = 1n << 30n;
 const opts = { cpuOvercommit: 1, memoryOvercommit: 1, diskOvercommit: 1 };
@@ -25,8 +25,6 @@ function node(
     edge?: string;
     count?: number;
     max?: number;
-    /** Ready warm slots of `base`. */
-    warm?: number;
   } = {},
 ): NodeView {
   return {
@@ -43,7 +41,6 @@ function node(
         diskAllocatedBytes: mib(o.diskAllocGiB),
       },
       sandboxCount: o.count ?? 0,
-      warmPools: o.warm === undefined ? [] : [{ templateId: 'base', ready: o.warm, target: o.warm }],
     }),
   };
 }
@@ -111,48 +108,4 @@ test('nodes that can answer build status or deletion: healthy or draining, full 
     { nodeId: 'e-no-info', edgeStatus: 'healthy', info: undefined },
   ]);
   assert.deepEqual(r, ['a-full', 'b-draining']);
-});
-
-// A burst: every create of it ranks the nodes from the same heartbeats (the nodes report every 2 s).
-const BASE = { templateId: 'base', ref: 'base' };
-
-test('a burst of 20 creates seen through one heartbeat spreads over two equal nodes instead of piling on the first', () => {
-  const nodes = [node('a', { warm: 20 }), node('b', { warm: 20 })];
-  const pending = new PendingPlacements();
-  const landed: string[] = [];
-  for (let i = 0; i < 20; i++) {
-    const first = placeOn(nodes, req, opts, BASE, pending)[0]!.nodeId;
-    pending.add(first, req, 'base');
-    landed.push(first);
-  }
-  assert.equal(landed.filter((n) => n === 'a').length, 10, landed.join(','));
-  assert.equal(landed.filter((n) => n === 'b').length, 10, landed.join(','));
-  // What it replaces: without the pending creates every one of them ranked `a` first.
-  assert.ok(Array.from({ length: 20 }, () => placeOn(nodes, req, opts, BASE)[0]!.nodeId).every((n) => n === 'a'));
-});
-
-test('a create goes where a warm slot is left, before a node with more free share but an empty pool', () => {
-  const nodes = [node('roomy-cold', { warm: 0 }), node('busier-warm', { cpuAlloc: 4, warm: 2 })];
-  const pending = new PendingPlacements();
-  const order = () => placeOn(nodes, req, opts, BASE, pending).map((c) => c.nodeId);
-  assert.deepEqual(order(), ['busier-warm', 'roomy-cold']);
-  // Two claims already sent there use up its two warm slots: the next goes by free share again.
-  pending.add('busier-warm', req, 'base');
-  pending.add('busier-warm', req, 'base');
-  assert.deepEqual(order(), ['roomy-cold', 'busier-warm']);
-  // A resume or a user template (no warm template given) ranks by free share alone, as before.
-  assert.deepEqual(placeOn(nodes, req, opts).map((c) => c.nodeId), ['roomy-cold', 'busier-warm']);
-});
-
-test('pending creates only rank: a node they would fill is still a candidate, and a finished one stops counting once', () => {
-  const nodes = [node('small', { cpu: 2 })];
-  const pending = new PendingPlacements();
-  const done = Array.from({ length: 5 }, () => pending.add('small', req, 'base'));
-  assert.deepEqual(placeOn(nodes, req, opts, BASE, pending).map((c) => c.nodeId), ['small'], 'its own report decides whether it can take one');
-  assert.equal(pending.of('small', 'base').count, 5);
-  done[0]!();
-  done[0]!();
-  assert.deepEqual(pending.of('small', 'base'), { count: 4, cpu: 8, memoryMb: 2048, diskMb: 4096, warm: 4 });
-  for (const d of done) d();
-  assert.deepEqual(pending.of('small', 'base'), { count: 0, cpu: 0, memoryMb: 0, diskMb: 0, warm: 0 });
 });

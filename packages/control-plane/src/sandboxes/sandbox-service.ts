@@ -9,7 +9,7 @@ import { tokensEqual } from '@cove/auth-tokens';
 import { Code } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
-import { PendingPlacements, placeOn, type PlacementOptions } from '../cluster/placement.js';
+import { placeOn, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { ListFilter, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
@@ -108,8 +108,6 @@ interface Origin {
 }
 
 const WAIT = Symbol('wait');
-/** How long a create stays counted after its node answered: until the node's next heartbeat (every 2 s) has it. */
-const HEARTBEAT_LAG_MS = 2500;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class SandboxService {
@@ -118,8 +116,6 @@ export class SandboxService {
   /** `POST /sandboxes/{id}/fork` (fork.ts). */
   readonly forks: Forks;
   private readonly pending = new Set<Promise<unknown>>();
-  /** Creates sent to nodes whose heartbeats may not show them yet: a burst spreads over nodes and warm pools. */
-  private readonly placements = new PendingPlacements();
 
   constructor(private readonly d: SandboxServiceDeps) {
     this.pauses = new PauseResume(d.sandboxes, d.clusters, d.links, d.cleaner, d.placement, d.log, (work) => this.background(work));
@@ -233,14 +229,12 @@ export class SandboxService {
       // A built-in template (empty node build id) only on nodes that have it ready (code-interpreter-v1 is built
       // in the background after a node starts).
       const builtIn = origin.nodeBuildId === '' && !origin.snapshot ? { templateId: record.templateId, ref: input.templateID } : undefined;
-      // A persistent snapshot's node may still hold it in its cache.
-      const order = preferNode(placeOn(await link.listNodes(), record, this.d.placement, builtIn, this.placements), origin.snapshot?.nodeId ?? null);
-      // Counted against the first choice (where it almost always lands) until the node's heartbeat has it too.
-      const placed = order[0] ? this.placements.add(order[0], record, volumes.length === 0 ? builtIn?.templateId : undefined) : undefined;
+      const candidates = placeOn(await link.listNodes(), record, this.d.placement, builtIn);
       const snapshotId = origin.snapshot?.id;
       const { nodeId, info } = await startOnNodes(
         link,
-        order,
+        // A persistent snapshot's node may still hold it in its cache.
+        preferNode(candidates, origin.snapshot?.nodeId ?? null),
         {
           sandboxId: record.id,
           templateId: record.templateId,
@@ -264,7 +258,7 @@ export class SandboxService {
         record.trafficAccessToken,
         { describe: snapshotId ? `cannot start a sandbox from snapshot '${snapshotId}'` : `template '${input.templateID}'`, templateRef: input.templateID },
         log,
-      ).finally(() => placed && setTimeout(placed, HEARTBEAT_LAG_MS).unref());
+      );
       record.nodeId = nodeId;
       record.envdVersion = info.envdVersion || origin.envdVersion;
       record.state = 'running';
