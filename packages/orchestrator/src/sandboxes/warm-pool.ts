@@ -47,23 +47,11 @@ interface TemplatePool {
 }
 
 
-/**
- * A refill waits until takes have stopped this long (a burst's creates arrive within a few hundred ms)…
- * A boot costs many times a claim in CPU: boots started at the first claim of a burst competed with the burst's
- * other claims and envd /inits for the node's cores (docs/performance.md, "Bursts").
- */
-export const REFILL_QUIET_MS = 250;
-/** …but never longer than this after the first take it waits for, so a steady stream of creates still refills. */
-export const REFILL_MAX_DEFER_MS = 1000;
-
 export class WarmPool {
   private readonly pools = new Map<string, TemplatePool>();
   private inFlight = 0;
   private closed = false;
   private readonly boots = new Set<Promise<void>>();
-  /** A refill deferred by takes (see REFILL_QUIET_MS), and when the first of them came. */
-  private refillTimer: NodeJS.Timeout | undefined;
-  private deferredSince = 0;
 
   constructor(private readonly opts: WarmPoolOptions) {
     for (const templateId of Object.keys(opts.targets)) {
@@ -86,22 +74,8 @@ export class WarmPool {
     const pool = this.pools.get(templateId);
     if (!pool || diskMb !== this.opts.diskMb) return undefined;
     const slot = pool.ready.shift();
-    if (slot) this.refillSoon();
+    if (slot) this.fill();
     return slot;
-  }
-
-  /** Refills once takes pause for REFILL_QUIET_MS, at most REFILL_MAX_DEFER_MS after the first deferred take. */
-  private refillSoon(): void {
-    if (this.closed) return;
-    const now = Date.now();
-    if (!this.refillTimer) this.deferredSince = now;
-    clearTimeout(this.refillTimer);
-    const wait = Math.max(0, Math.min(REFILL_QUIET_MS, this.deferredSince + REFILL_MAX_DEFER_MS - now));
-    this.refillTimer = setTimeout(() => {
-      this.refillTimer = undefined;
-      this.fill();
-    }, wait);
-    this.refillTimer.unref();
   }
 
   /** Slot ids currently held by the pools (ready or not yet claimed). */
@@ -122,16 +96,14 @@ export class WarmPool {
   /** Stop refilling, wait for boots in flight, destroy every ready slot. */
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.refillTimer);
     for (const pool of this.pools.values()) pool.backoff.cancel();
     await Promise.allSettled([...this.boots]);
     const slots = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
     await Promise.allSettled(slots.map((s) => this.destroy(s)));
   }
 
-  /** Starts boots up to each target; a refill deferred by takes starts none (boots that finish keep refilling: `chain`). */
-  private fill(chain = false): void {
-    if (this.closed || (this.refillTimer && !chain)) return;
+  private fill(): void {
+    if (this.closed) return;
     const now = Date.now();
     for (const [templateId, pool] of this.pools) {
       const target = this.opts.targets[templateId] ?? 0;
@@ -181,8 +153,7 @@ export class WarmPool {
     this.boots.add(p);
     void p.finally(() => {
       this.boots.delete(p);
-      // A refill under way goes on: under a steady stream of creates a pool must keep up, not wait for a pause.
-      this.fill(true);
+      this.fill();
     });
   }
 
