@@ -55,6 +55,8 @@ export function processes(stateDir: string): Map<string, number> {
 export function processCensus(stateDir: string): Count[] {
   const out: Count[] = [];
   for (const [name, pid] of [...processes(stateDir)].sort(([a], [b]) => a.localeCompare(b))) {
+    // A service that died under the load is the soak's finding, said as such (not an ENOENT from /proc).
+    if (!existsSync(`/proc/${pid}/fd`)) throw new Error(`${name} (pid ${pid}) is no longer running`);
     const fds = readdirSync(`/proc/${pid}/fd`).map((fd) => {
       try {
         return sh('readlink', [`/proc/${pid}/fd/${fd}`]).trim();
