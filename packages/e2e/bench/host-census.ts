@@ -2,7 +2,7 @@
 // anything that grew a leak. Host objects are found by the names `cove up` gives each node (topology.json: data dir,
 // veth prefix, runtime instance = nft table and cgroup parent); processes by the supervisor's pid files.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 
 interface NodeTopology {
@@ -59,7 +59,7 @@ export function processCensus(stateDir: string): Count[] {
     if (!existsSync(`/proc/${pid}/fd`)) throw new Error(`${name} (pid ${pid}) is no longer running`);
     const fds = readdirSync(`/proc/${pid}/fd`).map((fd) => {
       try {
-        return sh('readlink', [`/proc/${pid}/fd/${fd}`]).trim();
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
       } catch {
         return '(closed)';
       }
