@@ -216,26 +216,35 @@ program
   .command('bench')
   .description('run the benchmarks, print a table and write JSON')
   .argument('[packages...]')
-  .option('--warm-pool <spec>', 'warm pool of the benchmark deployment', `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`)
+  .option('--warm-pool <spec>', `warm pool of the benchmark deployment (default base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1; with --soak base=8)`)
   // Beside `cove up` (offset 0) and `cove test` (100) by default; elsewhere to run two benchmarks at once.
   .option('--state-dir <dir>', 'where the benchmark deployment keeps pids, logs, secrets and env', join(repoRoot, '.cove', 'bench'))
   .option('--port-offset <n>', 'port offset of the benchmark deployment', '200')
-  .action(async (pkgs: string[], opts: { warmPool: string; stateDir: string; portOffset: string }) => {
-    const files = benchFiles(pkgs);
+  .option('--soak', 'instead of the benchmarks: create/run/pause/resume/kill under load, then check that nothing leaked (exits 1 if anything did)')
+  .option('--minutes <n>', 'length of the soak', '30')
+  .option('--workers <n>', 'concurrent soak cycles', '4')
+  .action(async (pkgs: string[], opts: { warmPool?: string; stateDir: string; portOffset: string; soak?: boolean; minutes: string; workers: string }) => {
+    const files = opts.soak ? [join(repoRoot, 'packages/e2e/dist/bench/soak.js')] : benchFiles(pkgs);
     const component = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     const results = await runBenches(component, {}, say);
     if (e2e.length) {
-      // SDK-level figures come from a deployment started exactly like `cove up`.
-      const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool: opts.warmPool, nodes: '2' });
-      say(`==> starting the benchmark deployment (warm pool ${opts.warmPool})`);
+      // SDK-level figures come from a deployment started exactly like `cove up`. The soak's load is the base
+      // template only: a pool of two per worker keeps claims from waiting on boots without crowding the cores.
+      const warmPool = opts.warmPool ?? (opts.soak ? 'base=8' : `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`);
+      const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool, nodes: '2', ...(opts.soak ? { codeInterpreterWait: '0', desktopWait: '0' } : {}) });
+      const env = { COVE_E2E_STATE_DIR: o.stateDir, COVE_SOAK_MINUTES: opts.minutes, COVE_SOAK_WORKERS: opts.workers };
+      say(`==> starting the benchmark deployment (warm pool ${warmPool})`);
       // As for `cove test`: the egress bench's stand-in internet (packages/e2e/bench/egress.bench.ts).
       process.env.COVE_EGRESS_DNS ??= '203.0.113.53';
       process.env.COVE_EGRESS_UPSTREAM_CA ??= join(o.stateDir, 'egress-upstream-ca.pem');
-      results.push(...(await withOwnDeployment(o, (signal) => runBenches(e2e, { COVE_E2E_STATE_DIR: o.stateDir }, say, signal))));
+      results.push(...(await withOwnDeployment(o, (signal) => runBenches(e2e, env, say, signal))));
     }
     printTable(results, say);
     say(`JSON: ${writeJson(results)}`);
+    // The soak's verdict: anything that did not come back (it printed what), or a cycle that failed (lost work).
+    const figure = (name: string) => results.find((r) => r.name === name)?.value ?? 0;
+    if (opts.soak && (figure('soak leaks') > 0 || figure('soak failed cycles') > 0)) process.exitCode = 1;
   });
 
 program.parseAsync().catch((err: Error & { code?: string }) => {

@@ -14,7 +14,7 @@
 // the address is the same.
 
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { release, version } from 'node:os';
 import { join } from 'node:path';
@@ -275,12 +275,20 @@ export async function checkpointSlot(o: {
 export async function readableCopy(source: string, dir: string): Promise<string> {
   const dest = join(dir, source.split('/').pop()!);
   const [src, cur] = await Promise.all([stat(source), stat(dest).catch(() => null)]);
-  if (cur && cur.size === src.size && cur.mtimeMs >= src.mtimeMs) return dest;
+  // The mode is part of "done": a copy left 0711 (as the source) passes the size and time check yet makes every
+  // restore fail ("Can't open vma") until something replaces it.
+  if (cur && cur.size === src.size && cur.mtimeMs >= src.mtimeMs && (cur.mode & 0o777) === 0o755) return dest;
   await mkdir(dir, { recursive: true, mode: 0o711 });
-  const tmp = `${dest}.${process.pid}.tmp`;
-  await copyFile(source, tmp);
-  await chmod(tmp, 0o755);
-  await rename(tmp, dest);
+  // One temp name per call: concurrent restores (a burst of resumes) copy at once, and with a shared name one
+  // renamed the file from under another's chmod (ENOENT) or published a copy still 0711 (the soak found both).
+  const tmp = `${dest}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await copyFile(source, tmp);
+    await chmod(tmp, 0o755);
+    await rename(tmp, dest);
+  } finally {
+    await rm(tmp, { force: true });
+  }
   return dest;
 }
 
