@@ -22,7 +22,7 @@ import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove2/criu';
 
 export async function findCriu(): Promise<string | null> {
   const path = process.env['COVE_CRIU'] || DEFAULT_CRIU;
@@ -255,6 +255,11 @@ export async function checkpointSlot(o: {
     '--tcp-established', '--network-lock', 'nftables',
     // Network config is the host's business (the action script redoes it), not the image's.
     '--empty-ns', 'net',
+    // An inotify watch on the overlay (a desktop's config monitors, any file watcher) has no openable file
+    // handle; criu then finds the watched path by scanning the tree (irmap), by default only a few fixed
+    // dirs. The whole root mount is scanned instead; the patched criu (install-criu.sh, patch 3) keeps that
+    // host-side scan inside the sandbox's root mount (no links, no other mounts) and bounds it.
+    '--irmap-scan-path', '/',
     ...externals.flatMap((e) => ['--external', `mnt[${e.destination}]:${e.key}`]),
   ];
   // Written first: a dump that completes after the orchestrator died (criu outlives it) is restorable too.
