@@ -14,6 +14,8 @@ import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
 import { healthy, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 
+// The whole-root scan is opt-in (criu.ts); checkpointSlot runs in this process and reads it.
+process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] = '1';
 const OPTS: TestRuntimeOptions = { instance: 'covtir', vethPrefix: 'tir-', subnet: '10.241.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
 const CHECKPOINTS = join(DATA_DIR, 'checkpoints');

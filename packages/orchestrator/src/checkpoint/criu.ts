@@ -257,9 +257,11 @@ export async function checkpointSlot(o: {
     '--empty-ns', 'net',
     // An inotify watch on the overlay (a desktop's config monitors, any file watcher) has no openable file
     // handle; criu then finds the watched path by scanning the tree (irmap), by default only a few fixed
-    // dirs. The whole root mount is scanned instead; the patched criu (install-criu.sh, patch 3) keeps that
-    // host-side scan inside the sandbox's root mount (no links, no other mounts) and bounds it.
-    '--irmap-scan-path', '/',
+    // dirs. COVE_CRIU_IRMAP_SCAN_ROOT=1 scans the whole root mount; the patched criu (install-criu.sh,
+    // patch 3) keeps that host-side scan inside the sandbox's root mount (no links, no other mounts) and
+    // bounds it. Off by default: a desktop then dumps, but its restore fails at its path-bound unix
+    // sockets (docs/desktop.md, "Pause"), and a pause that cannot be resumed is worse than one refused.
+    ...(process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] === '1' ? ['--irmap-scan-path', '/'] : []),
     ...externals.flatMap((e) => ['--external', `mnt[${e.destination}]:${e.key}`]),
   ];
   // Written first: a dump that completes after the orchestrator died (criu outlives it) is restorable too.
