@@ -8,6 +8,10 @@
 set -euo pipefail
 
 VERSION=4.1.1
+# Bumped with every change of the patches below: each patch set installs into a directory of its own
+# (criu.ts's DEFAULT_CRIU names it), so hosts running checkouts with another patch set never swap
+# each other's binary back and forth.
+PATCH_LEVEL=2
 SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
@@ -18,19 +22,26 @@ while [ $# -gt 0 ]; do
     *) echo "install-criu: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
-DEST="$PREFIX/criu-$VERSION"
+DEST="$PREFIX/criu-$VERSION-cove$PATCH_LEVEL"
 BIN="$DEST/criu"
 
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# Two small fixes on top of 4.1.1 (the heredoc at the end of this file), both needed to checkpoint a
+# Three small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
 # Cove sandbox on this kernel:
 #  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
 #     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
 #     that open fails (EACCES) although the namespaces do belong to the sandbox's userns. Open first.
 #  2. Linux >= 6.16 refuses SO_PASSCRED/SO_PASSSEC on TCP sockets (EOPNOTSUPP); 4.1.1 treats that as a
 #     dump failure, so no sandbox with a listening socket could be checkpointed. Treat it as "off".
+#  3. An inotify watch on overlayfs (a desktop's config monitors, any file watcher) has no openable file
+#     handle, so the dump finds its path by scanning the dumped tree (irmap), which 4.1.1 does with plain
+#     openat/fstatat from the tree's root: a tenant's symlink (/var -> /var) leads that root-owned scan
+#     into the host's tree, a FUSE mount of theirs hangs it, a huge tree exhausts its memory. The scan now
+#     resolves with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV) — inside the tree's root
+#     mount only, never through a link or into another mount — and stops (the dump fails, the sandbox runs
+#     on) after 2^18 entries or 32 MiB of paths.
 PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
 if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
   say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
@@ -222,3 +233,127 @@ __COVE_PATCH__
  
  	ret |= dump_opt(sk, SOL_SOCKET, SO_DONTROUTE, &val);
  	soe->has_so_dontroute = true;
+--- a/criu/irmap.c
++++ b/criu/irmap.c
+@@ -25,6 +25,7 @@
+ #include "stats.h"
+ #include "pstree.h"
+ #include "cr_options.h"
++#include "mount-v2.h"
+ 
+ #include "protobuf.h"
+ #include "images/fsnotify.pb-c.h"
+@@ -54,6 +55,44 @@
+ 
+ static struct irmap *cache[IRMAP_CACHE_SIZE];
+ 
++/*
++ * The scanned tree belongs to the dumped tasks, so it is not trusted: every
++ * lookup stays inside the tasks' root mount (no symlink, no ".." above the
++ * root, no mount crossing: no /proc, no FUSE or other mount of theirs), and
++ * the whole scan of one dump is bounded in entries and path bytes.
++ */
++#ifndef RESOLVE_NO_SYMLINKS
++#define RESOLVE_NO_MAGICLINKS 0x02
++#define RESOLVE_NO_SYMLINKS 0x04
++#define RESOLVE_BENEATH 0x08
++#define RESOLVE_IN_ROOT 0x10
++#endif
++#define IRMAP_MAX_ENTRIES (1 << 18)
++#define IRMAP_MAX_PATH_BYTES (32 << 20)
++static unsigned long irmap_entries, irmap_path_bytes;
++
++static int irmap_openat(int root, const char *path, int flags)
++{
++	struct open_how how = {
++		.flags = flags | O_NOFOLLOW | O_CLOEXEC,
++		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
++	};
++
++	/* "/" (a scan path) is the root itself */
++	return sys_openat2(root, *path ? path : ".", &how, sizeof(how));
++}
++
++static int irmap_fstatat(int root, const char *path, struct stat *st)
++{
++	int fd = irmap_openat(root, path, O_PATH), ret;
++
++	if (fd < 0)
++		return -1;
++	ret = fstat(fd, st);
++	close(fd);
++	return ret;
++}
++
+ static struct irmap hints[] = {
+ 	{
+ 		.path = "/etc",
+@@ -101,7 +140,7 @@
+ 	mntns_root = get_service_fd(ROOT_FD_OFF);
+ 
+ 	pr_debug("Refresh stat for %s\n", i->path);
+-	if (fstatat(mntns_root, i->path + 1, &st, AT_SYMLINK_NOFOLLOW)) {
++	if (irmap_fstatat(mntns_root, i->path + 1, &st)) {
+ 		pr_pwarn("Can't stat %s", i->path);
+ 		return -1;
+ 	}
+@@ -135,7 +174,7 @@
+ 	mntns_root = get_service_fd(ROOT_FD_OFF);
+ 
+ 	pr_debug("Refilling %s dir\n", t->path);
+-	fd = openat(mntns_root, t->path + 1, O_RDONLY);
++	fd = irmap_openat(mntns_root, t->path + 1, O_RDONLY | O_DIRECTORY);
+ 	if (fd < 0) {
+ 		pr_pwarn("Can't open %s", t->path);
+ 		return -1;
+@@ -155,16 +194,22 @@
+ 		if (dir_dots(de))
+ 			continue;
+ 
+-		nr++;
+-		if (xrealloc_safe(&t->kids, nr * sizeof(struct irmap)))
++		irmap_path_bytes += strlen(t->path) + strlen(de->d_name) + 2;
++		if (++irmap_entries > IRMAP_MAX_ENTRIES || irmap_path_bytes > IRMAP_MAX_PATH_BYTES) {
++			pr_err("Scan budget exhausted at %s (%lu entries, %lu path bytes)\n", t->path, irmap_entries,
++			       irmap_path_bytes);
++			goto out_err;
++		}
++
++		if (xrealloc_safe(&t->kids, (nr + 1) * sizeof(struct irmap)))
+ 			goto out_err;
+ 
+-		k = &t->kids[nr - 1];
++		k = &t->kids[nr++];
+ 
+ 		k->kids = NULL;	 /* for xrealloc above */
+ 		k->ino = 0;	 /* for irmap_update_stat */
+ 		k->nr_kids = -1; /* for irmap_update_dir */
+-		k->path = xsprintf("%s/%s", t->path, de->d_name);
++		k->path = xsprintf("%s/%s", strcmp(t->path, "/") ? t->path : "", de->d_name);
+ 		if (!k->path)
+ 			goto out_err;
+ 	}
+@@ -179,7 +224,14 @@
+ 	return 0;
+ 
+ out_err:
++	/*
++	 * Forget the partial list, paths included: the dir stays unscanned (nr_kids -1), and a later
++	 * scan of it must start from no list, not from a freed one.
++	 */
++	while (nr > 0)
++		xfree(t->kids[--nr].path);
+ 	xfree(t->kids);
++	t->kids = NULL;
+ 	closedir(dfd);
+ 	return -1;
+ }
+@@ -215,7 +267,7 @@
+ 	mntns_root = get_service_fd(ROOT_FD_OFF);
+ 
+ 	pr_debug("Revalidate stat for %s\n", c->path);
+-	if (fstatat(mntns_root, c->path + 1, &st, AT_SYMLINK_NOFOLLOW)) {
++	if (irmap_fstatat(mntns_root, c->path + 1, &st)) {
+ 		/* File can be (re)moved, so just treat it as invalid */
+ 		pr_perror("Can't stat %s", c->path);
+ 		goto invalid;

@@ -22,7 +22,7 @@ import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove2/criu';
 
 export async function findCriu(): Promise<string | null> {
   const path = process.env['COVE_CRIU'] || DEFAULT_CRIU;
@@ -255,6 +255,13 @@ export async function checkpointSlot(o: {
     '--tcp-established', '--network-lock', 'nftables',
     // Network config is the host's business (the action script redoes it), not the image's.
     '--empty-ns', 'net',
+    // An inotify watch on the overlay (a desktop's config monitors, any file watcher) has no openable file
+    // handle; criu then finds the watched path by scanning the tree (irmap), by default only a few fixed
+    // dirs. COVE_CRIU_IRMAP_SCAN_ROOT=1 scans the whole root mount; the patched criu (install-criu.sh,
+    // patch 3) keeps that host-side scan inside the sandbox's root mount (no links, no other mounts) and
+    // bounds it. Off by default: a desktop then dumps, but its restore fails at its path-bound unix
+    // sockets (docs/desktop.md, "Pause"), and a pause that cannot be resumed is worse than one refused.
+    ...(process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] === '1' ? ['--irmap-scan-path', '/'] : []),
     ...externals.flatMap((e) => ['--external', `mnt[${e.destination}]:${e.key}`]),
   ];
   // Written first: a dump that completes after the orchestrator died (criu outlives it) is restorable too.
