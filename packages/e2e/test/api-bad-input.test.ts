@@ -119,7 +119,7 @@ describe('public API bad input', () => {
 
   test('unknown routes → 404 JSON; routes of later work → 501 JSON', async () => {
     assertJsonError(await api('GET', '/no/such/route'), 404);
-    assertJsonError(await api('GET', '/secrets'), 501);
+    assertJsonError(await api('GET', '/nodes'), 501);
   });
 
   test('pause and resume bad input: wrong types → 400, unknown ids → 404; the sandbox keeps running', async () => {
