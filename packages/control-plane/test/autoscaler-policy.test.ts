@@ -1,11 +1,10 @@
 // The autoscaler's policy (autoscaler/policy.ts) on plain data: a burst adds a node, idleness removes the least
 // used one, limits and cooldowns hold, a drain in progress blocks further scale in, and bad configurations are
-// refused with every problem named. The AWS provider says it is not available here.
+// refused with every problem named.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AutoscalerConfigError, decide, parseAutoscalerConfig, type NodeLoad } from '../src/autoscaler/policy.js';
-import { AwsAutoScalingGroupProvider, ProviderUnavailable } from '../src/autoscaler/provider.js';
 
 const GiB = 1024 ** 3;
 const node = (nodeId: string, o: Partial<NodeLoad> = {}): NodeLoad => ({
@@ -110,12 +109,5 @@ describe('autoscaler policy', () => {
     }
     const e = (() => { try { parseAutoscalerConfig({ minNodes: 0, maxNodes: -1 }); } catch (err) { return err as AutoscalerConfigError; } })()!;
     assert.ok(e.issues.some((i) => i.startsWith('minNodes')) && e.issues.some((i) => i.startsWith('maxNodes')), `both problems at once: ${e.message}`);
-  });
-
-  test('the AWS provider is a stub that says so', async () => {
-    const p = new AwsAutoScalingGroupProvider({ region: 'eu-west-1', autoScalingGroupName: 'cove-orchestrators' });
-    for (const call of [() => p.list(), () => p.launch(1), () => p.terminate('n1')]) {
-      await assert.rejects(call(), (err: unknown) => err instanceof ProviderUnavailable && err.code === 'provider_unavailable' && /not available here/.test(err.message));
-    }
   });
 });
