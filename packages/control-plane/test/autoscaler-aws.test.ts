@@ -32,6 +32,8 @@ interface Fault {
 class StandIn {
   calls: Call[] = [];
   faults: Fault[] = [];
+  /** Called on each request before its answer is chosen (to queue a fault for it). */
+  onCall: ((action: string) => void) | undefined;
   group: { exists: boolean; desired: number; max: number; instances: Instance[] } = { exists: true, desired: 0, max: 0, instances: [] };
   private server!: Server;
   private nextId = 0x100;
@@ -54,6 +56,7 @@ class StandIn {
     const params = Object.fromEntries(new URLSearchParams(body));
     const action = params.Action ?? '';
     this.calls.push({ action, params, authorization: req.headers.authorization });
+    this.onCall?.(action);
     const send = (status: number, xml: string) => {
       res.writeHead(status, { 'content-type': 'text/xml', 'x-amzn-requestid': 'req-1' });
       res.end(`<?xml version="1.0"?>\n${xml}`);
@@ -219,6 +222,24 @@ describe('AWS Auto Scaling group provider', () => {
     await rejectsWith(provider.launch(1), 'provider_unavailable', (e) => e.details?.providerCode === 'Throttling');
     assert.deepEqual(stand.calls.map((c) => c.action), ['DescribeAutoScalingGroups', 'SetDesiredCapacity', 'SetDesiredCapacity', 'SetDesiredCapacity']);
     assert.equal(stand.group.desired, 3);
+
+    // Raised, but the group cannot be described afterwards: the scale out happened, so launch does not fail (a
+    // failure would let the autoscaler count no scale out and raise the capacity again).
+    stand.calls = [];
+    stand.faults = [];
+    const quick = new AwsAutoScalingGroupProvider({ autoScalingGroupName: GROUP, endpoint: stand.url, launchWaitMs: 200, pollMs: 50, maxAttempts: 1 });
+    try {
+      let described = 0;
+      stand.onCall = (action) => {
+        if (action === 'DescribeAutoScalingGroups' && ++described > 1) stand.faults.unshift({ status: 503, code: 'ServiceUnavailable', action });
+      };
+      assert.deepEqual(await quick.launch(1), []);
+      assert.equal(stand.group.desired, 4);
+      assert.ok(stand.calls.filter((c) => c.action === 'DescribeAutoScalingGroups').length >= 2);
+    } finally {
+      stand.onCall = undefined;
+      quick.destroy();
+    }
   });
 
   test('an unknown group is provider_not_found; an unreachable endpoint is provider_unavailable', async () => {

@@ -164,8 +164,13 @@ export class AwsAutoScalingGroupProvider implements NodeProvider {
     );
     // The group starts the instances on its own; report them once they show (bounded: they join when they boot).
     const deadline = Date.now() + (this.options.launchWaitMs ?? 60_000);
+    let added: ProvidedNode[] = [];
     for (;;) {
-      const added = AwsAutoScalingGroupProvider.members(await this.describe()).filter((n) => !before.has(n.handle));
+      try {
+        added = AwsAutoScalingGroupProvider.members(await this.describe()).filter((n) => !before.has(n.handle));
+      } catch {
+        // The capacity was raised: failing now would let the caller count no scale out and raise it again.
+      }
       if (added.length >= target - desired || Date.now() >= deadline) return added;
       await sleep(this.options.pollMs ?? 2_000);
     }
