@@ -18,6 +18,7 @@ import {
   AutoscalerConfigError,
   parseAutoscalerConfig,
   type AutoscalerConfig,
+  type DemandView,
   type DrainState,
   type NodeLoad,
   type NodeProvider,
@@ -279,6 +280,8 @@ export function adminTarget(admin: AdminClient, clusterId: string): ScalingTarge
   const base = `/admin/clusters/${encodeURIComponent(clusterId)}/nodes`;
   return {
     nodes: async () => (await admin.call<AdminNode[]>('GET', base)).map((n) => n.load),
+    // Creates the control plane refused for lack of capacity: a scale-out reason the nodes' load cannot show.
+    demand: () => admin.call<DemandView>('GET', `/admin/clusters/${encodeURIComponent(clusterId)}/demand`),
     drain: async (nodeId, timeoutMs) => {
       await admin.call('POST', `${base}/${encodeURIComponent(nodeId)}/drain`, { migrate: true, timeoutSeconds: Math.max(1, Math.round(timeoutMs / 1000)) });
     },
@@ -330,8 +333,6 @@ export async function runAutoscaler(
     target: adminTarget(admin, clusterId),
     provider,
     config: s.config,
-    // Failed and queued creates are counted inside the control plane; from outside, headroom and warm pools speak.
-    demand: () => ({ failedCreates: 0, queuedCreates: 0 }),
     log: { info: (obj, msg) => log('info', obj, msg) },
     drainTimeoutMs: s.drainTimeoutMs,
     ...(provider.leaving ? { leaving: provider.leaving } : {}),

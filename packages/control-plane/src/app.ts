@@ -41,6 +41,7 @@ import { TeamStore } from './store/team-store.js';
 import { TemplateStore } from './store/template-store.js';
 import { BuildWatcher } from './templates/build-watcher.js';
 import { TemplateService } from './templates/template-service.js';
+import { CapacityMisses } from './autoscaler/demand.js';
 
 export interface ControlPlaneDeps {
   logger: Logger;
@@ -90,8 +91,10 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);
   const cleaner = new SnapshotCleaner(snapshotStore, clusters, links, log.child({ module: 'snapshots' }));
   const volumeStore = new VolumeStore(db.kysely);
+  const capacityMisses = new CapacityMisses();
   const service = new SandboxService({
     volumes: volumeStore,
+    capacityMisses,
     sandboxes,
     snapshots: snapshotStore,
     clusters,
@@ -225,7 +228,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
 
   await app.register(async (admin) => {
     admin.addHook('onRequest', adminAuth(config.adminTokenHash));
-    adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics, drains });
+    adminRoutes(admin, { config, teams, clusters, sandboxes, links, clusterMetrics, drains, capacityMisses });
     volumeAdminRoutes(admin, volumes);
   });
 

@@ -1,11 +1,12 @@
 // The autoscaler's policy (autoscaler/policy.ts) on plain data: a burst adds a node, idleness removes the least
 // used one, limits and cooldowns hold, a drain in progress blocks further scale in, and bad configurations are
-// refused with every problem named. The AWS provider says it is not available here.
+// refused with every problem named. Creates refused for lack of capacity are their own scale-out
+// reason, once: failures the last scale out already answered do not ask for another node.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { CapacityMisses } from '../src/autoscaler/demand.js';
 import { AutoscalerConfigError, decide, parseAutoscalerConfig, type NodeLoad } from '../src/autoscaler/policy.js';
-import { AwsAutoScalingGroupProvider, ProviderUnavailable } from '../src/autoscaler/provider.js';
 
 const GiB = 1024 ** 3;
 const node = (nodeId: string, o: Partial<NodeLoad> = {}): NodeLoad => ({
@@ -112,10 +113,34 @@ describe('autoscaler policy', () => {
     assert.ok(e.issues.some((i) => i.startsWith('minNodes')) && e.issues.some((i) => i.startsWith('maxNodes')), `both problems at once: ${e.message}`);
   });
 
-  test('the AWS provider is a stub that says so', async () => {
-    const p = new AwsAutoScalingGroupProvider({ region: 'eu-west-1', autoScalingGroupName: 'cove-orchestrators' });
-    for (const call of [() => p.list(), () => p.launch(1), () => p.terminate('n1')]) {
-      await assert.rejects(call(), (err: unknown) => err instanceof ProviderUnavailable && err.code === 'provider_unavailable' && /not available here/.test(err.message));
-    }
+  test('creates refused for capacity scale out on a cluster whose nodes look idle, but not twice for the same failures', () => {
+    const idle = [node('a'), node('b')];
+    // Idle by load (would even scale in), yet creates failed: the nodes' usage cannot show a create placed nowhere.
+    assert.equal(decide(config, idle, calm, {}, NOW).action, 'scale_in');
+    const failed = { failedCreates: 4, queuedCreates: 0, lastFailedCreateAt: NOW - 1_000 };
+    assert.deepEqual(decide(config, idle, failed, {}, NOW), { action: 'scale_out', count: 1, reason: '4 create(s) failed for lack of capacity' });
+    // The same failures after a scale out that came after them (and its cooldown): answered, no second node.
+    const later = NOW + 120_000;
+    assert.notEqual(decide(config, idle, failed, { lastScaleOutAt: NOW }, later).action, 'scale_out');
+    // A failure after that scale out: the new node was not enough, scale out again.
+    assert.equal(decide(config, idle, { ...failed, lastFailedCreateAt: NOW + 5_000 }, { lastScaleOutAt: NOW }, later).action, 'scale_out');
+    // Cooldown and maxNodes still hold against a flood of failures.
+    assert.equal(decide(config, idle, { ...failed, failedCreates: 10_000, lastFailedCreateAt: NOW }, { lastScaleOutAt: NOW - 1_000 }, NOW).action, 'none');
+    assert.equal(decide(config, [...idle, node('c')], { ...failed, failedCreates: 10_000 }, {}, NOW).action, 'none');
+  });
+
+  test('the control plane counts capacity misses per cluster in a window, bounded however many creates fail', () => {
+    const m = new CapacityMisses(60_000, 100);
+    assert.deepEqual(m.view('c1', NOW), { failedCreates: 0, lastFailedCreateAt: null, queuedCreates: 0, windowSeconds: 60 });
+    m.record('c1', NOW - 90_000); // outside the window by the time it is read
+    m.record('c1', NOW - 30_000);
+    m.record('c1', NOW - 10_000);
+    m.record('c2', NOW - 5_000);
+    assert.deepEqual(m.view('c1', NOW), { failedCreates: 2, lastFailedCreateAt: NOW - 10_000, queuedCreates: 0, windowSeconds: 60 });
+    assert.equal(m.view('c2', NOW).failedCreates, 1, 'clusters are counted apart');
+    assert.equal(m.view('c1', NOW + 60_000).failedCreates, 0, 'the window passes');
+    // A tenant looping on creates that fit nowhere: the count saturates at the bound instead of growing memory.
+    for (let i = 0; i < 100_000; i++) m.record('c3', NOW + i / 1000);
+    assert.deepEqual(m.view('c3', NOW + 100), { failedCreates: 100, lastFailedCreateAt: NOW + 99.999, queuedCreates: 0, windowSeconds: 60 });
   });
 });

@@ -12,6 +12,7 @@ import type { NodeView } from '../cluster/placement.js';
 import type { NodeDrains } from '../sandboxes/node-drain.js';
 import type { Cluster } from '../store/cluster-store.js';
 import { decide, type AutoscalerConfig, type Decision, type Demand, type NodeLoad, type ScalingHistory } from './policy.js';
+import type { CapacityMisses } from './demand.js';
 import type { NodeProvider } from './provider.js';
 
 /** A node of the edge's list as the policy sees it. */
@@ -48,11 +49,14 @@ export interface ScalingTarget {
   /** The node's latest drain; undefined when none is known (e.g. the control plane restarted). */
   drainState(nodeId: string): Promise<DrainState | undefined>;
   undrain(nodeId: string): Promise<void>;
+  /** Creates refused for lack of capacity in the control plane's recent window (demand.ts); used over `deps.demand`. */
+  demand?(): Promise<Demand>;
 }
 
 /** The target inside the control plane's own process. */
-export function inProcessTarget(cluster: Cluster, links: ControlLinks, drains: NodeDrains): ScalingTarget {
+export function inProcessTarget(cluster: Cluster, links: ControlLinks, drains: NodeDrains, misses?: CapacityMisses): ScalingTarget {
   return {
+    ...(misses ? { demand: async () => misses.view(cluster.id) } : {}),
     nodes: async () => (await links.for(cluster).listNodes()).map(nodeLoadOf),
     drain: async (nodeId, timeoutMs) => {
       await drains.start(cluster, nodeId, { migrate: true, timeoutMs });
@@ -80,8 +84,8 @@ export interface AutoscalerDeps {
   target: ScalingTarget;
   provider: NodeProvider;
   config: AutoscalerConfig;
-  /** Creates that failed or wait for lack of capacity; read (and reset by the caller) once per step. */
-  demand: () => Demand;
+  /** Creates that failed or wait for lack of capacity, when the target does not report them; read once per step. */
+  demand?: () => Demand;
   log: { info(obj: object, msg: string): void };
   /** How long a scale-in drain keeps retrying sandboxes. */
   drainTimeoutMs?: number;
@@ -156,7 +160,8 @@ export class Autoscaler {
     // to scale in. A healthy node of no provider (joined by hand) is capacity.
     const owned = new Set((await this.d.provider.list()).map((n) => n.nodeId));
     const nodes = (await this.d.target.nodes()).filter((n) => n.status === 'healthy' || owned.has(n.nodeId));
-    const decision = decide(this.d.config, nodes, this.d.demand(), this.history, now);
+    const demand = (await this.d.target.demand?.()) ?? this.d.demand?.() ?? { failedCreates: 0, queuedCreates: 0 };
+    const decision = decide(this.d.config, nodes, demand, this.history, now);
     if (decision.action === 'scale_out') {
       const added = await this.d.provider.launch(decision.count);
       // Cooldowns count from when the nodes joined: a slow start must not eat the time they get to take load.

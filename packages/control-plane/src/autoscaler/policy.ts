@@ -5,7 +5,7 @@
 // Rules, in order:
 // 1. Limits first: fewer in-service nodes than `minNodes` → scale out to it; more than `maxNodes` → scale in.
 // 2. Pressure → scale out by one (while under `maxNodes`, once `scaleOutCooldownMs` passed since the last one):
-//    creates that failed for lack of capacity or wait in a queue, free CPU or memory across healthy nodes below
+//    creates that failed for lack of capacity (after the last scale out) or wait in a queue, free CPU or memory across healthy nodes below
 //    the target headroom, or warm pools drained below `minWarmPoolFraction` of their targets.
 // 3. Idleness → scale in by one (above `minNodes`, once `scaleInCooldownMs` passed since the last scale in *or*
 //    out): if the cluster without its least-used node still has at least `scaleInFreeFraction` free on CPU and
@@ -47,8 +47,13 @@ export interface NodeLoad {
 }
 
 export interface Demand {
-  /** Creates that failed with no_capacity since the last decision. */
+  /** Creates that failed with no_capacity recently (since the last decision, or within the control plane's window). */
   failedCreates: number;
+  /**
+   * When the latest of them failed (epoch ms). Failures that all came before the last scale out were that scale
+   * out's reason: they do not ask for another node. Absent: every failure counts.
+   */
+  lastFailedCreateAt?: number | null;
   /** Creates waiting for capacity now. */
   queuedCreates: number;
 }
@@ -133,7 +138,8 @@ export function decide(config: AutoscalerConfig, nodes: readonly NodeLoad[], dem
   const warmTarget = healthy.reduce((s, n) => s + n.warmPoolTarget, 0);
   const warmDepth = healthy.reduce((s, n) => s + n.warmPoolDepth, 0);
   const pressure: string[] = [];
-  if (demand.failedCreates > 0) pressure.push(`${demand.failedCreates} create(s) failed for lack of capacity`);
+  const answered = demand.lastFailedCreateAt != null && history.lastScaleOutAt !== undefined && demand.lastFailedCreateAt <= history.lastScaleOutAt;
+  if (demand.failedCreates > 0 && !answered) pressure.push(`${demand.failedCreates} create(s) failed for lack of capacity`);
   if (demand.queuedCreates > 0) pressure.push(`${demand.queuedCreates} create(s) waiting for capacity`);
   if (free < config.targetFreeFraction) pressure.push(`free capacity ${pct(free)} below the target headroom ${pct(config.targetFreeFraction)}`);
   if (config.minWarmPoolFraction > 0 && warmTarget > 0 && warmDepth / warmTarget < config.minWarmPoolFraction) {

@@ -17,6 +17,7 @@ import { parse } from './validation.js';
 import { isOutboundEndpoint } from '../cluster/outbound-link.js';
 
 import { nodeLoadOf } from '../autoscaler/controller.js';
+import type { CapacityMisses, DemandView } from '../autoscaler/demand.js';
 
 const name = z.string().min(1).max(128);
 const httpUrl = z
@@ -111,6 +112,7 @@ export interface AdminDeps {
   links: ControlLinks;
   clusterMetrics: ClusterMetricsStore;
   drains: NodeDrains;
+  capacityMisses: CapacityMisses;
 }
 
 export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
@@ -165,6 +167,16 @@ export function adminRoutes(app: FastifyInstance, d: AdminDeps): void {
       // The node as the autoscaler's policy sees it (what `cove up --autoscale` decides from).
       load: nodeLoadOf(n),
     }));
+  });
+
+  /**
+   * The cluster's demand that its nodes' load does not show: creates refused for lack of capacity in the recent
+   * window (what an autoscaler adds to the nodes above; autoscaler/demand.ts).
+   */
+  app.get('/admin/clusters/:clusterId/demand', async (req): Promise<DemandView> => {
+    const { clusterId } = parse(ClusterParams, req.params, 'path');
+    await d.clusters.require(clusterId);
+    return d.capacityMisses.view(clusterId);
   });
 
   /**

@@ -26,6 +26,7 @@ import type { SnapshotCleaner } from './snapshot-cleaner.js';
 import { nodeEndMs } from './node-end.js';
 import { nodeNetworkOf, type EgressInput } from './network.js';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
+import type { CapacityMisses } from '../autoscaler/demand.js';
 
 /** E2B's server default when a create omits `timeout` (e2b-infra.md §6.2). */
 export const DEFAULT_CREATE_TIMEOUT_S = 15;
@@ -92,6 +93,8 @@ export interface SandboxServiceDeps {
   transitionWaitMs: number;
   /** Team volumes (docs/volumes.md); without it, volumeMounts are refused (501). */
   volumes?: VolumeStore;
+  /** Creates refused for lack of capacity, the autoscaler's demand signal (autoscaler/demand.ts). */
+  capacityMisses?: CapacityMisses;
 }
 
 /** What a new sandbox starts from: a template's build, or a persistent snapshot of one. */
@@ -267,6 +270,7 @@ export class SandboxService {
       log.info({ nodeId, templateId: origin.templateId, snapshotId }, 'sandbox created');
       return { sandbox: record, cluster };
     } catch (err) {
+      if (err instanceof NoCapacity) this.d.capacityMisses?.record(cluster.id);
       await this.d.volumes?.release(record.id);
       await this.sandboxes.remove(record.id);
       throw err;
