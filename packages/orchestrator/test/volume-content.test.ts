@@ -95,6 +95,22 @@ describe('volume content on the node (real helper, real images)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('on a fresh node (no volume dir yet) the first use of a volume is through the API: it makes the dir and the image', async () => {
+    const fresh = join(dir, 'fresh-node');
+    const content = new VolumeContent({ volumesDir: join(fresh, 'volumes'), mountDir: join(fresh, 'mnt'), idOffset: OFFSET, log: createLogger('silent') });
+    const p2 = createNodeProxy({ nodeToken: TOKEN, lookup: () => undefined, log: createLogger('silent'), volumeContent: (req, res) => content.handle(req, res) });
+    p2.listen(0, '127.0.0.1');
+    await once(p2, 'listening');
+    try {
+      const at = (p2.address() as AddressInfo).port;
+      const other = randomUUID();
+      assert.equal((await call(at, 'PUT', `/volumecontent/${other}/file?${q('/first.txt')}`, { body: 'first' })).status, 200);
+      assert.equal((await call(at, 'GET', `/volumecontent/${other}/file?${q('/first.txt')}`)).body.toString(), 'first');
+    } finally {
+      p2.close();
+    }
+  });
+
   it('needs the node token', async () => {
     assert.equal((await call(port, 'GET', `/volumecontent/${id}/path?${q('/')}`, { token: null })).status, 401);
     assert.equal((await call(port, 'GET', `/volumecontent/${id}/path?${q('/')}`, { token: 'wrong' })).status, 401);

@@ -235,10 +235,11 @@ export class VolumeContent {
     }
     const query = Object.fromEntries(url.searchParams);
     const image = volumeImageOf(this.o.volumesDir, volumeId);
-    // A volume no sandbox has mounted yet has no image: made now, like its first mount would.
-    await ensureVolumeImage(image, quota, this.o.idOffset + DEFAULT_OWNER);
+    // The dirs first: on a fresh node the content API can be the first user of the volume dir.
     await mkdir(this.o.volumesDir, { recursive: true, mode: 0o700 });
     await mkdir(this.o.mountDir, { recursive: true, mode: 0o700 });
+    // A volume no sandbox has mounted yet has no image: made now, like its first mount would.
+    await ensureVolumeImage(image, quota, this.o.idOffset + DEFAULT_OWNER);
     const disk = (id: number | undefined) => String((id ?? DEFAULT_OWNER) + this.o.idOffset);
     const route = `${req.method} ${kind}`;
     switch (route) {
