@@ -259,6 +259,26 @@ async function headlessChromium(domain: string, trafficPort: number) {
     if (r.errorText) throw new Error(`navigating to ${url}: ${r.errorText}`);
   };
   const evaluate = async (expression: string) => (await send('Runtime.evaluate', { expression, returnByValue: true })).result.value;
+  /**
+   * Loads a noVNC page and waits until `goal` (a page expression) holds. noVNC does not retry a WebSocket that failed
+   * to open (the same ERR_NETWORK_CHANGED can hit it after the page loaded); it shows "Failed to connect to server",
+   * and a user reloads: so does this, at most twice, and says so. Any other state past the deadline fails.
+   */
+  const openNoVnc = async (url: string, goal: string, what: string, diagnose: () => Promise<string>) => {
+    const state = `(() => (${goal}) ? 'goal' : (document.getElementById('noVNC_status')?.classList.contains('noVNC_status_error') ? 'failed: ' + document.getElementById('noVNC_status').textContent : ''))()`;
+    for (let attempt = 1; ; attempt++) {
+      await navigate(url);
+      let last = '';
+      try {
+        last = await eventually(async () => (await evaluate(state)) || undefined, 30_000, what);
+      } catch (e) {
+        throw new Error(`${(e as Error).message} (attempt ${attempt}); in the sandbox: ${await diagnose()}`);
+      }
+      if (last === 'goal') return;
+      if (attempt >= 3) throw new Error(`${what}: noVNC ${last} on ${attempt} loads; in the sandbox: ${await diagnose()}`);
+      console.log(`noVNC ${last} (load ${attempt} of ${what}); reloading`);
+    }
+  };
   const close = async () => {
     ws.close();
     try {
@@ -269,7 +289,7 @@ async function headlessChromium(domain: string, trafficPort: number) {
     await exited;
     rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
   };
-  return { send, navigate, evaluate, close };
+  return { send, navigate, evaluate, openNoVnc, close };
 }
 
 describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed` }, () => {
@@ -286,15 +306,30 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     await desktop?.kill();
   });
 
+  // What the stream's two servers said, for a failure message.
+  const streamLogs = async () =>
+    (await run(desktop, 'pgrep -a -x x11vnc; pgrep -a -f novnc_proxy | head -2; tail -c 1500 /tmp/novnc.log; tail -c 800 /tmp/x11vnc_stderr.log')).out;
+  const connected = "document.documentElement.classList.contains('noVNC_connected')";
+  const httpUrl = (u: string) => {
+    // The SDK builds https://6080-<id>.<domain>/vnc.html; locally the edge's traffic port serves plain http.
+    const url = new URL(u);
+    url.protocol = 'http:';
+    return url.toString();
+  };
+
   test('getUrl() opened in headless Chromium shows the desktop and a click through it lands', async () => {
     const d = deployment();
     await desktop.stream.start();
-    // The SDK builds https://6080-<id>.<domain>/vnc.html; locally the edge's traffic port serves plain http.
-    const url = new URL(desktop.stream.getUrl());
-    url.protocol = 'http:';
-    browser = await headlessChromium(d.env.E2B_DOMAIN, d.ports.edgeTraffic);
-    await browser.navigate(url.toString());
-    await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected');
+    try {
+      browser = await headlessChromium(d.env.E2B_DOMAIN, d.ports.edgeTraffic);
+      await browser.openNoVnc(httpUrl(desktop.stream.getUrl()), connected, 'noVNC connected', streamLogs);
+      await clickThrough(browser);
+    } finally {
+      await stopStream(desktop);
+    }
+  });
+
+  async function clickThrough(browser: Awaited<ReturnType<typeof headlessChromium>>) {
     // A window to click into; xev prints what it receives.
     const log = '/tmp/xev-browser.log';
     await (await desktop.commands.run(`xev -geometry 300x200+200+200 -event button >${log} 2>&1`, { background: true })).disconnect();
@@ -317,24 +352,20 @@ describe('the stream in a real browser', { skip: existsSync(CHROMIUM) ? false : 
     }, 10_000, `the pointer at ${target.x},${target.y}`);
     assert.ok(at);
     await eventually(async () => /ButtonRelease[^]*button 1/.test(await desktop.files.read(log)), 10_000, 'the click in the xev window');
-    await stopStream(desktop);
-  });
+  }
 
   test('with requireAuth the page connects only with the key: without it noVNC asks for a password', async () => {
     await desktop.stream.start({ requireAuth: true });
-    const key = desktop.stream.getAuthKey();
-    const open = async (u: string) => {
-      const url = new URL(u);
-      url.protocol = 'http:';
-      await browser!.navigate(url.toString());
-    };
-    await open(desktop.stream.getUrl());
-    // x11vnc answers with VNC authentication; noVNC shows its credentials dialog and stays unconnected.
-    await eventually(async () => (await browser!.evaluate("document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open')")) === true, 30_000, 'the password prompt');
-    assert.equal(await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')"), false);
-    await open(desktop.stream.getUrl({ authKey: key }));
-    await eventually(async () => (await browser!.evaluate("document.documentElement.classList.contains('noVNC_connected')")) === true, 30_000, 'noVNC connected with the key');
-    await stopStream(desktop);
+    try {
+      const key = desktop.stream.getAuthKey();
+      // x11vnc answers with VNC authentication; noVNC shows its credentials dialog and stays unconnected.
+      const prompt = "document.getElementById('noVNC_credentials_dlg').classList.contains('noVNC_open')";
+      await browser!.openNoVnc(httpUrl(desktop.stream.getUrl()), prompt, 'the password prompt', streamLogs);
+      assert.equal(await browser!.evaluate(connected), false);
+      await browser!.openNoVnc(httpUrl(desktop.stream.getUrl({ authKey: key })), connected, 'noVNC connected with the key', streamLogs);
+    } finally {
+      await stopStream(desktop);
+    }
   });
 });
 
