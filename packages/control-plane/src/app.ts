@@ -84,7 +84,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const sandboxes = new SandboxStore(db.kysely, db.kind);
   const templateStore = new TemplateStore(db.kysely, db.kind);
   // Outbound-only clusters dial in (GET /cluster/v1/link, an HTTP upgrade served below on the same port).
-  const outbound = new OutboundLinks({ clusters: () => clusters.list(), log: log.child({ module: 'cluster-link' }) });
+  const outbound = new OutboundLinks({ clusters: () => clusters.list(), pingIntervalMs: config.controlLinkPingMs, pingTimeoutMs: Math.min(10_000, config.controlLinkPingMs), log: log.child({ module: 'cluster-link' }) });
   const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients, outbound);
   const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));

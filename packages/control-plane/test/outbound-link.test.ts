@@ -36,6 +36,9 @@ import { call, setupTeam, startControlPlane, type RunningControlPlane } from './
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { freePort } from './fixtures/throwaway-postgres.js';
 
+// The link's keep-alive, scaled down from production's 15 s ping and 45 s silence so the idle test takes seconds.
+const PING_MS = 500;
+const IDLE_MS = 2_000;
 const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'outbound-edge-cluster-token-0123456789';
 const DIRECT_TOKEN = 'direct-cluster-token-0123456789abcdef';
@@ -189,7 +192,7 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
 
   before(async () => {
     pki = makeTestPki();
-    cp = await startControlPlane({ COVE_CONTROL_LINK_TIMEOUT_MS: '5000', COVE_LOG_LEVEL: process.env.DEBUG_LOG ?? 'silent' });
+    cp = await startControlPlane({ COVE_CONTROL_LINK_TIMEOUT_MS: '5000', COVE_CONTROL_LINK_PING_MS: String(PING_MS), COVE_LOG_LEVEL: process.env.DEBUG_LOG ?? 'silent' });
     cpPort = Number(new URL(cp.url).port);
     ({ key, clusterId } = await setupTeam(cp.url, 'outbound://edge', CLUSTER_TOKEN));
     // A second cluster the control plane dials itself: its token must not open a link.
@@ -203,7 +206,7 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
     node = await startFakeCluster(NODE_TOKEN);
     const fakeNode = node.addNode('outbound-node-1');
     // The edge trusts the per-run CA through NODE_EXTRA_CA_CERTS, as it would trust a private CA in production.
-    edge = await startEdge({ COVE_CONTROL_PLANE_URL: `https://localhost:${term.port}`, NODE_EXTRA_CA_CERTS: pki.files.ca, COVE_EDGE_ID: 'edge-a' });
+    edge = await startEdge({ COVE_CONTROL_PLANE_URL: `https://localhost:${term.port}`, NODE_EXTRA_CA_CERTS: pki.files.ca, COVE_EDGE_ID: 'edge-a', COVE_CONTROL_LINK_IDLE_MS: String(IDLE_MS) });
     const edgeUrl = `http://127.0.0.1:${edge.apiPort}`;
     sessions = new Http2SessionManager(edgeUrl);
     const registry = createClient(NodeRegistry, createGrpcTransport({ baseUrl: edgeUrl, sessionManager: sessions }));
@@ -245,11 +248,12 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
     assert.ok(edge.lines.some((l) => l.includes('control link open (outbound)')));
   });
 
-  test('an idle link stays open: pings keep it alive on both sides', { timeout: 90_000 }, async () => {
-    // Time passing is what is tested (the edge cuts a link silent for 45 s; the control plane pings every 15 s),
-    // so this waits past that with no call on the link, then checks the same link is still the one in use.
+  test('an idle link stays open: pings keep it alive on both sides', async () => {
+    // Time passing is what is tested (this edge cuts a link silent for IDLE_MS; this control plane pings every
+    // PING_MS, the production 45 s / 15 s scaled down), so this waits three silences long with no call on the link,
+    // then checks the same link is still the one in use.
     const closedBefore = edge.lines.filter((l) => l.includes('control link closed')).length;
-    await new Promise((r) => setTimeout(r, 50_000));
+    await new Promise((r) => setTimeout(r, 3 * IDLE_MS));
     assert.equal(edge.lines.filter((l) => l.includes('control link closed')).length, closedBefore, 'the link was not cut while idle');
     assert.equal(outbound().count(clusterId), 1);
     const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', timeout: 60 } });

@@ -155,6 +155,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     uploads: templateFiles,
     tls: config.tls,
     telemetry,
+    linkIdleMs: config.controlLinkIdleMs,
     log,
   });
   // Outbound-only control link: dialled once the API port serves (listen), so the control plane's first call finds it.

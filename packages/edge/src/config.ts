@@ -123,6 +123,9 @@ const EnvSchema = z.object({
   // Outbound-only control link (docs/operating.md): `on` = this edge dials COVE_CONTROL_PLANE_URL and the control
   // plane's calls come back over that connection, so the customer's network opens no port to the vendor.
   COVE_CONTROL_LINK_OUTBOUND: z.enum(['on', 'off']).default('off'),
+  // An outbound control link with no traffic this long is dead and re-dialled; the control plane pings every
+  // COVE_CONTROL_LINK_PING_MS (15 s by default), so keep this a few pings long.
+  COVE_CONTROL_LINK_IDLE_MS: z.coerce.number().int().min(300).max(600_000).default(45_000),
   // Browser origins (a dashboard) allowed to call the public routes, comma-separated exact origins; unset = none.
   COVE_PUBLIC_CORS_ORIGINS: z
     .string()
@@ -231,6 +234,7 @@ export interface EdgeConfig {
   readonly publicGrants: boolean;
   /** The edge dials the control plane (controlPlaneUrl) for the control link instead of being dialled. */
   readonly controlLinkOutbound: boolean;
+  readonly controlLinkIdleMs: number;
   /** Browser origins allowed to call the public routes (CORS). */
   readonly publicCorsOrigins: readonly string[];
   /** OTLP/HTTP receiver of the edge's own logs; undefined = off. */
@@ -304,6 +308,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
         : undefined,
     publicGrants: e.COVE_PUBLIC_GRANTS === 'on',
     controlLinkOutbound: e.COVE_CONTROL_LINK_OUTBOUND === 'on',
+    controlLinkIdleMs: e.COVE_CONTROL_LINK_IDLE_MS,
     publicCorsOrigins: Object.freeze(e.COVE_PUBLIC_CORS_ORIGINS),
   });
 }

@@ -39,11 +39,13 @@ async function main(): Promise<void> {
       .close(SHUTDOWN_GRACE_MS)
       .then(() => {
         log.info('edge stopped');
-        process.exitCode = 0;
+        // Everything of ours is closed; what a library still has scheduled (an OTLP exporter retrying a collector
+        // that is gone) must not hold the exit for seconds more.
+        process.exit(0);
       })
       .catch((err: unknown) => {
         log.error({ err }, 'edge shutdown failed');
-        process.exitCode = 1;
+        process.exit(1);
       });
   };
   process.once('SIGTERM', () => stop('SIGTERM'));

@@ -40,6 +40,8 @@ export interface ApiServerDeps {
   tls?: EdgeTlsConfig | undefined;
   /** Request metrics and `GET /metrics` (cluster token). */
   telemetry?: EdgeTelemetry;
+  /** An outbound control link with no traffic this long is dead (the control plane pings it); default 45 s. */
+  linkIdleMs?: number;
   log: Logger;
 }
 
@@ -55,8 +57,6 @@ export interface ApiServer {
   close(graceMs: number): Promise<void>;
 }
 
-/** An outbound control link silent this long is dead (the control plane pings every 15 s). */
-const LINK_IDLE_MS = 45_000;
 
 function isUploadPath(url: string | undefined): boolean {
   if (url === undefined || !url.startsWith(UPLOAD_PATH)) return false;
@@ -122,8 +122,9 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   }
 
   // The outbound control link's connections: the same handler, HTTP/2 only (the control plane speaks nothing else
-  // on it). A link with no traffic at all for LINK_IDLE_MS is dead (the control plane pings every 15 s): cut it,
+  // on it). A link with no traffic at all for linkIdleMs is dead (the control plane pings it): cut it,
   // and the dialer re-dials.
+  const linkIdleMs = deps.linkIdleMs ?? 45_000;
   const links = createHttp2Server({ maxSessionMemory, settings: { enablePush: false } });
   links.on('request', onRequest);
   const sessions = new Set<ServerHttp2Session>();
@@ -142,16 +143,18 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     s.on('ping', seen);
     s.on('stream', seen);
     const watch = setInterval(() => {
-      if (Date.now() - lastSeen > LINK_IDLE_MS) s.destroy(new Error('control link silent'));
-    }, LINK_IDLE_MS / 3);
+      if (Date.now() - lastSeen > linkIdleMs) s.destroy(new Error('control link silent'));
+    }, linkIdleMs / 3);
     watch.unref();
     s.on('close', () => clearInterval(watch));
     s.on('error', (err) => deps.log.warn({ err: err.message }, 'control link session error'));
   });
-  // HTTP/1.1 over TLS: requests in flight per socket, so close() can cut idle keep-alive sockets at once.
+  // HTTP/1.1 (over TLS or cleartext): requests in flight per socket, so close() can cut idle keep-alive sockets at
+  // once instead of waiting out the grace for a client's idle pool (the cleartext server gets its sockets from the
+  // port mux, so its own closeIdleConnections() does not see them).
   const http1Busy = new Map<Socket, number>();
   let closing = false;
-  http2.on('request', (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse) => {
+  const trackHttp1 = (req: Http2ServerRequest | IncomingMessage, res: Http2ServerResponse | ServerResponse): void => {
     if (req.httpVersionMajor !== 1) return;
     const socket = req.socket as Socket;
     http1Busy.set(socket, (http1Busy.get(socket) ?? 0) + 1);
@@ -161,7 +164,9 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
       if (closing && n === 0) socket.destroy();
     });
     socket.once('close', () => http1Busy.delete(socket));
-  });
+  };
+  http2.on('request', trackHttp1);
+  http1?.on('request', trackHttp1);
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
     sockets.add(socket);
