@@ -24,8 +24,10 @@ exec unshare --mount --pid --fork --kill-child --propagation private sh -eu -c '
   cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
   # Not exec: this shell stays pid 1 of the namespace and keeps --kill-child'"'"'s death signal
   # (setpriv'"'"'s uid change would drop it), so SIGKILL to unshare ends every process in here.
+  # The server'"'"'s tunables a test sets (output bound, keep-alive period) pass; nothing else of the host'"'"'s env does.
   chroot "$r" /usr/bin/setpriv --reuid=1000 --regid=1000 --init-groups \
     /usr/bin/env -i HOME=/home/user USER=user LOGNAME=user PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    $(env | grep -E "^COVE_CI_(MAX_OUTPUT_BYTES|KEEPALIVE_S)=[0-9.]+$") \
     sh -c "cd /home/user && exec /opt/cove/code-interpreter/start" &
   wait $!
 ' sh "$rootfs" "$guest" "$scratch" "$node"
