@@ -32,6 +32,7 @@ import { listening, teardownNode } from './host-cleanup.js';
 import { repoRoot, statePaths, type StatePaths } from './paths.js';
 import { loadOrCreateSecrets } from './secrets.js';
 import { running, stop } from './supervisor.js';
+import { clusterCredentialOf, readOidcSettings, type ClusterCredential } from './oidc.js';
 import { components, nodeRegistered, orchestratorName, portsFor, type ComponentSpec, type NodeTopology, type Topology } from './topology.js';
 
 /** Nodes one machine's topology has room for (ports, subnets and names per node: topologyOf). */
@@ -171,7 +172,7 @@ export class LocalNodeProvider implements NodeProvider {
 
   constructor(
     private readonly edgeUrl: string,
-    private readonly clusterToken: string,
+    private readonly credential: ClusterCredential,
     private readonly paths: StatePaths,
     private readonly topoNodes: NodeTopology[],
     private readonly templateCacheDir: string,
@@ -261,7 +262,7 @@ export class LocalNodeProvider implements NodeProvider {
       const { node } = this.specs.get(nodeId)!;
       await this.startNode({
         ...spec,
-        ready: async () => (await listening('127.0.0.1', node.rpcPort)) && nodeRegistered(this.edgeUrl, this.clusterToken, nodeId, ['healthy', 'draining']),
+        ready: async () => (await listening('127.0.0.1', node.rpcPort)) && nodeRegistered(this.edgeUrl, this.credential, nodeId, ['healthy', 'draining']),
       });
       restarted.push(nodeId);
     }
@@ -324,9 +325,11 @@ export async function runAutoscaler(
   const secrets = loadOrCreateSecrets(paths.secrets);
   const clusterId = (JSON.parse(readFileSync(paths.state, 'utf8')) as { clusterId?: string }).clusterId;
   if (!clusterId) throw new Error(`the deployment in ${s.stateDir} has no registered cluster`);
-  const specs = components(topo, secrets, paths).filter((c) => c.name.startsWith('orchestrator'));
+  // A deployment gated by the customer's provider (`up --oidc-issuer`): its nodes are checked with its tokens.
+  const credential = clusterCredentialOf(secrets.clusterToken, readOidcSettings(paths));
+  const specs = components(topo, secrets, paths, { credential }).filter((c) => c.name.startsWith('orchestrator'));
   // Every slot: a node `cove up --nodes` started beyond maxNodes is still one of ours (the policy scales it in).
-  const provider = new LocalNodeProvider(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken, paths, topo.nodes, topo.templateCacheDir, specs, (spec) => startNode(spec, paths), say);
+  const provider = new LocalNodeProvider(`http://${topo.host}:${topo.ports.edgeApi}`, credential, paths, topo.nodes, topo.templateCacheDir, specs, (spec) => startNode(spec, paths), say);
   provider.adoptRunning();
   const admin = new AdminClient(`http://${topo.host}:${topo.ports.controlPlane}`, secrets.adminToken);
   const scaler = new Autoscaler({

@@ -10,6 +10,7 @@ import { CODE_INTERPRETER_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { pino } from 'pino';
 import { request } from 'undici';
 import { repoRoot } from './paths.js';
+import type { ClusterCredential } from './oidc.js';
 
 /** One node as the edge's GET /v1/nodes lists it (`info` is the node's InfoResponse in protobuf JSON). */
 export interface EdgeNodeView {
@@ -72,8 +73,8 @@ export function describeReadiness(states: NodeTemplateState[]): string {
  * an Info from that process (its start time at or after the launch), the edge's view is the previous process's last
  * heartbeat, whose ready templates say nothing of the new one — such a node is listed without its Info.
  */
-export async function edgeNodes(edgeApiUrl: string, clusterToken: string, launched?: ReadonlyMap<string, number>): Promise<EdgeNodeView[]> {
-  const res = await request(`${edgeApiUrl}/v1/nodes`, { headers: { authorization: `Bearer ${clusterToken}` } });
+export async function edgeNodes(edgeApiUrl: string, credential: ClusterCredential, launched?: ReadonlyMap<string, number>): Promise<EdgeNodeView[]> {
+  const res = await request(`${edgeApiUrl}/v1/nodes`, { headers: { authorization: `Bearer ${await credential()}` } });
   if (res.statusCode !== 200) {
     const body = await res.body.text();
     throw new Error(`edge GET /v1/nodes answered ${res.statusCode}: ${body.slice(0, 200)}`);

@@ -18,6 +18,7 @@ import { ensureLocalTls, trustLocalCa, untrustLocalCa } from './local-ca.js';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_TEMPLATE_ID, DESKTOP_TEMPLATE_ID } from '@cove/contracts/sandbox';
 import { autoscalePaths, autoscalerSpec, stopAutoscaler, type AutoscaleSettings } from './autoscale.js';
+import { checkOidcClient, clusterCredentialOf, readOidcSettings, writeOidcSettings, type OidcSettings } from './oidc.js';
 import { codeInterpreterOn, describeReadiness, edgeNodes, templateOn, waitForCodeInterpreter, type EdgeNodeView, type NodeTemplateState } from './code-interpreter.js';
 
 export interface DeploymentOptions {
@@ -49,7 +50,12 @@ export interface DeploymentOptions {
    * is restarted (sandboxes keep running; their routes come back with the nodes' next heartbeats).
    */
   outboundLink?: boolean;
-
+  /**
+   * `--oidc-issuer …`: the edge's cluster API accepts only this provider's tokens, and the control plane (and
+   * this CLI's readiness checks) get theirs by client credentials. `up` makes the running deployment match: an
+   * edge and control plane started with other settings are restarted (sandboxes keep running).
+   */
+  oidc?: OidcSettings;
   /** `--autoscale`: run the autoscaler with this (checked) configuration once the deployment is up. */
   autoscale?: Pick<AutoscaleSettings, 'config' | 'intervalMs' | 'drainTimeoutMs'>;
 }
@@ -100,10 +106,11 @@ interface DeploymentState {
 export const LOCAL_SANDBOX_DOMAIN = 'cove.localhost';
 
 export function topologyOf(o: DeploymentOptions): Topology {
-  // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16, and
-  // 10.221/16 for k = 3 (the host-cleanup test's deployment; 10.261 does not exist).
+  // Deployment k (port offset 100·k) gets its own node names and subnet: 10.231/16, 10.241/16, 10.251/16,
+  // 10.221/16 for k = 3 (the host-cleanup test's deployment; 10.261 does not exist) and 10.211/16 for k = 4 (the
+  // OIDC e2e file's deployment).
   const k = Math.round(o.portOffset / 100);
-  if (k < 0 || k > 3 || o.portOffset % 100 !== 0) throw new Error('--port-offset must be 0, 100, 200 or 300');
+  if (k < 0 || k > 4 || o.portOffset % 100 !== 0) throw new Error('--port-offset must be 0, 100, 200, 300 or 400');
   const count = o.nodes ?? 1;
   if (!Number.isInteger(count) || count < 1 || count > 4) throw new Error('--nodes must be between 1 and 4');
   const ports = portsFor(o.portOffset);
@@ -120,7 +127,7 @@ export function topologyOf(o: DeploymentOptions): Topology {
         instance,
         bridge: `${instance}0`,
         vethPrefix: j === 0 ? (k === 0 ? 'cvh-' : `cv${k}-`) : `c${k}${j}-`,
-        subnet: `10.${(k === 3 ? 221 : 231 + 10 * k) + j}.0.0/16`,
+        subnet: `10.${(k === 4 ? 211 : k === 3 ? 221 : 231 + 10 * k) + j}.0.0/16`,
       },
     };
   });
@@ -144,6 +151,8 @@ export function readState(p: StatePaths): DeploymentState {
 
 /** Start whatever is not running, register the local cluster and team, write the env file. Idempotent. */
 export async function up(o: DeploymentOptions): Promise<ClientEnv> {
+  // OIDC: a provider that gives the client no token fails `up` here, before anything is made, stopped or started.
+  if (o.oidc) await checkOidcClient(o.oidc);
   const paths = statePaths(o.stateDir);
   for (const d of [paths.dir, paths.run, paths.logs, paths.data]) mkdirSync(d, { recursive: true, mode: 0o700 });
   const secrets = loadOrCreateSecrets(paths.secrets);
@@ -159,8 +168,20 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
     o.say(`edge: restarting for the ${outboundLink ? 'outbound-only' : 'direct'} control link (sandboxes keep running)`);
     await stop(paths.run, 'edge');
   }
+  const oidc = o.oidc;
+  if (JSON.stringify(readOidcSettings(paths) ?? null) !== JSON.stringify(oidc ?? null)) {
+    // Both hold the settings from their start (the edge its gate, the control plane its client); neither keeps
+    // sandboxes, so restarting them disturbs nothing running (routes come back with the nodes' next heartbeats).
+    for (const name of ['edge', 'control-plane']) {
+      if (!running(paths.run, name)) continue;
+      o.say(`${name}: restarting for ${oidc ? `the OIDC gate (issuer ${oidc.issuer})` : 'the cluster token (OIDC off)'} (sandboxes keep running)`);
+      await stop(paths.run, name);
+    }
+  }
+  writeOidcSettings(paths, oidc);
+  const credential = clusterCredentialOf(secrets.clusterToken, oidc);
   const startedNow = new Map<string, number>();
-  const specs = components(topo, secrets, paths, { outboundLink });
+  const specs = components(topo, secrets, paths, { outboundLink, ...(oidc ? { oidc } : {}), credential });
   for (const c of specs) {
     o.signal?.throwIfAborted();
     const launchedAt = Date.now();
@@ -189,7 +210,7 @@ export async function up(o: DeploymentOptions): Promise<ClientEnv> {
   // The env file is what clients start from: with the default wait, `@e2b/code-interpreter`'s Sandbox.create()
   // works as soon as it exists (the nodes prepare the template in the background after they start).
   const launched = new Map(topo.nodes.flatMap((n, i) => { const at = startedNow.get(orchestratorName(i)); return at === undefined ? [] : [[n.nodeId, at] as const]; }));
-  const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken, launched);
+  const nodes = () => edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, credential, launched);
   const wait = o.codeInterpreterWaitMs ?? DEFAULT_CODE_INTERPRETER_WAIT_MS;
   const now = codeInterpreterOn(await nodes().catch(() => []));
   const nodesStartedNow = topo.nodes.some((_, i) => startedNow.has(orchestratorName(i)));
@@ -435,8 +456,10 @@ export async function status(o: DeploymentOptions): Promise<{
   const topo = topologyOf(o);
   const secrets = existsSync(paths.secrets) ? loadOrCreateSecrets(paths.secrets) : undefined;
   const out: ComponentStatus[] = [];
+  const oidc = readOidcSettings(paths);
+  const credential = secrets ? clusterCredentialOf(secrets.clusterToken, oidc) : undefined;
   // The autoscaler is listed while it runs (only `cove up --autoscale` starts it).
-  const list = secrets ? [...components(topo, secrets, paths), ...(running(paths.run, 'autoscaler') ? [autoscalerSpec(paths, o.portOffset)] : [])] : [];
+  const list = secrets ? [...components(topo, secrets, paths, { ...(oidc ? { oidc } : {}), ...(credential ? { credential } : {}) }), ...(running(paths.run, 'autoscaler') ? [autoscalerSpec(paths, o.portOffset)] : [])] : [];
   for (const c of list) {
     const rec = running(paths.run, c.name);
     let healthy = false;
@@ -450,7 +473,7 @@ export async function status(o: DeploymentOptions): Promise<{
   }
   let nodes: EdgeNodeView[] = [];
   if (secrets && out.find((c) => c.name === 'edge')?.healthy) {
-    nodes = await edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, secrets.clusterToken).catch(() => []);
+    nodes = await edgeNodes(`http://${topo.host}:${topo.ports.edgeApi}`, credential!).catch(() => []);
   }
   const sandboxes: SandboxInfo[] = [];
   for (const [i, node] of topo.nodes.entries()) {

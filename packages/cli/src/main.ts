@@ -11,6 +11,7 @@ import { printTable, runBenches, writeJson } from './bench.js';
 import { drainNode, undrainNode } from './node-drain.js';
 import { autoscaleConfigOf, autoscalerStatus, LOCAL_MAX_NODES, stopAutoscaler, type AutoscaleFlags } from './autoscale.js';
 import { statePaths } from './paths.js';
+import { oidcSettingsOf, type OidcFlags } from './oidc.js';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -68,6 +69,11 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
     String(DEFAULT_CODE_INTERPRETER_WAIT_MS / 1000),
   )
   .option('--outbound-link', 'outbound-only control link: the edge dials the control plane (no port of the cluster is dialled by the vendor)')
+  .addOption(new Option('--oidc-issuer <url>', "gate the cluster with the customer's OpenID provider: its issuer URL (with --oidc-audience, --oidc-client-id, --oidc-client-secret)").env('COVE_OIDC_ISSUER'))
+  .addOption(new Option('--oidc-audience <aud>', 'OIDC: the audience the edge requires (asked for as `resource` in the token request)').env('COVE_OIDC_AUDIENCE'))
+  .addOption(new Option('--oidc-client-id <id>', "OIDC: the control plane's client at the provider (client credentials)").env('COVE_OIDC_CLIENT_ID'))
+  .addOption(new Option('--oidc-client-secret <secret>', 'OIDC: its secret (prefer the variable: arguments show in process listings)').env('COVE_OIDC_CLIENT_SECRET'))
+  .addOption(new Option('--oidc-scope <scopes>', 'OIDC: scopes the token request asks for (default cove:cluster, which the edge requires)').env('COVE_OIDC_SCOPE'))
 
   .option('--autoscale', 'run the autoscaler: nodes are added under load and drained and removed when idle (local provider)')
   .addOption(new Option('--min-nodes <n>', 'autoscale: fewest nodes (at least 1)').env('COVE_AUTOSCALE_MIN_NODES'))
@@ -84,7 +90,10 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
   async (opts) => {
     // Checked before anything starts: a bad configuration leaves the machine as it was.
     const autoscale = opts.autoscale ? autoscaleConfigOf(opts as AutoscaleFlags) : undefined;
-    const o = { ...deploymentOptions(opts), ...(autoscale ? { autoscale } : {}) };
+    const oidc = oidcSettingsOf(opts as OidcFlags);
+    // Kept out of every component's environment (they inherit this one): the control plane reads it from a file.
+    delete process.env.COVE_OIDC_CLIENT_SECRET;
+    const o = { ...deploymentOptions(opts), ...(autoscale ? { autoscale } : {}), ...(oidc ? { oidc } : {}) };
     const env = await up(o);
     say('');
     say(`Cove is up. Client settings are in ${join(o.stateDir, 'env')}:`);
@@ -249,6 +258,6 @@ program
 
 program.parseAsync().catch((err: Error & { code?: string }) => {
   // A structured code rides along where there is one (invalid_autoscaler_config): scripts branch on it.
-  process.stderr.write(`cove: ${err.code === 'invalid_autoscaler_config' ? `${err.code}: ` : ''}${err.message}\n`);
+  process.stderr.write(`cove: ${err.code === 'invalid_autoscaler_config' || err.code === 'invalid_oidc_config' ? `${err.code}: ` : ''}${err.message}\n`);
   process.exit(1);
 });

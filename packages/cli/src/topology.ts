@@ -5,10 +5,11 @@ import { nodeTokenOf, REGISTRY_USERNAME, type DeploymentSecrets } from './secret
 import type { StatePaths } from './paths.js';
 import { localTlsPaths } from './local-ca.js';
 import { request } from 'undici';
+import { controlPlaneClientsFile, writeControlPlaneClients, type ClusterCredential, type OidcSettings } from './oidc.js';
 
 /** Whether the edge lists `nodeId` as a healthy node (its heartbeats arrive), or in one of `statuses`. */
-export async function nodeRegistered(edgeUrl: string, clusterToken: string, nodeId: string, statuses: readonly string[] = ['healthy']): Promise<boolean> {
-  const res = await request(`${edgeUrl}/v1/nodes`, { headers: { authorization: `Bearer ${clusterToken}` }, headersTimeout: 2000, bodyTimeout: 2000 });
+export async function nodeRegistered(edgeUrl: string, credential: ClusterCredential, nodeId: string, statuses: readonly string[] = ['healthy']): Promise<boolean> {
+  const res = await request(`${edgeUrl}/v1/nodes`, { headers: { authorization: `Bearer ${await credential()}` }, headersTimeout: 2000, bodyTimeout: 2000 });
   if (res.statusCode !== 200) {
     await res.body.dump();
     return false;
@@ -122,7 +123,15 @@ export function registryUrl(t: Topology): string {
 }
 
 /** The processes `cove up` runs, in start order, each with its own env (nothing else configures them). */
-export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths, mode: { outboundLink?: boolean } = {}): ComponentSpec[] {
+export function components(
+  t: Topology,
+  s: DeploymentSecrets,
+  paths: StatePaths,
+  mode: { outboundLink?: boolean; oidc?: OidcSettings; credential?: ClusterCredential } = {},
+): ComponentSpec[] {
+  // How readiness checks read the edge's cluster API (the cluster token, or the provider's tokens under OIDC).
+  const credential = mode.credential ?? (async () => s.clusterToken);
+  const oidc = mode.oidc;
   const edgeUrl = `http://${t.host}:${t.ports.edgeApi}`;
   const dirs = clusterDirs(paths);
   const registryConfig = join(dirs.registryConfig, 'config.yml');
@@ -158,7 +167,11 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths,
       pkg: 'control-plane',
       health: `http://${t.host}:${t.ports.controlPlane}/health`,
       readyStatus: [200, 204],
+      // Under OIDC the control plane's client at the provider, by cluster name (the file keeps the secret out of
+      // the environment and process listings).
+      ...(oidc ? { prepare: () => writeControlPlaneClients(paths, oidc) } : {}),
       env: {
+        ...(oidc ? { COVE_CLUSTER_OIDC_CLIENTS: controlPlaneClientsFile(paths) } : {}),
         COVE_CP_HOST: t.host,
         COVE_CP_PORT: String(t.ports.controlPlane),
         COVE_DATA_DIR: paths.data,
@@ -209,6 +222,8 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths,
         COVE_CONTROL_PLANE_URL: controlPlaneUrl,
         // `up --outbound-link`: the edge dials the control plane for the control link (loopback, so http).
         COVE_CONTROL_LINK_OUTBOUND: mode.outboundLink ? 'on' : 'off',
+        // `up --oidc-issuer …`: the cluster API and the control link accept only this provider's tokens.
+        ...(oidc ? { COVE_OIDC_ISSUER: oidc.issuer, COVE_OIDC_AUDIENCE: oidc.audience } : {}),
         ...telemetry,
       },
     },
@@ -218,7 +233,7 @@ export function components(t: Topology, s: DeploymentSecrets, paths: StatePaths,
         pkg: 'orchestrator',
         health: `${edgeUrl}/health`,
         readyStatus: [200],
-        ready: async () => nodeRegistered(edgeUrl, s.clusterToken, n.nodeId),
+        ready: async () => nodeRegistered(edgeUrl, credential, n.nodeId),
         env: {
           COVE_NODE_ID: n.nodeId,
           COVE_NODE_TOKEN: nodeTokenOf(s, n.nodeId),

@@ -56,7 +56,7 @@ describe('code-interpreter readiness as cove up waits for it', () => {
       [node('a', 'draining', 'ci'), node('b', 'healthy', 'ci')],
     ];
     const lines: string[] = [];
-    const states = await waitForCodeInterpreter(() => edgeNodes(url, TOKEN), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
+    const states = await waitForCodeInterpreter(() => edgeNodes(url, async () => TOKEN), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
     assert.equal(requests, 5, 'it polled until the last picture');
     assert.deepEqual(
       states.map((s) => [s.nodeId, s.state, s.nodeStatus, s.warm]),
@@ -79,20 +79,20 @@ describe('code-interpreter readiness as cove up waits for it', () => {
       [from(node('a', 'healthy', 'ci'), '2026-12-03T10:00:02.500Z')],
     ];
     const lines: string[] = [];
-    const states = await waitForCodeInterpreter(() => edgeNodes(url, TOKEN, new Map([['a', launchedAt]])), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
+    const states = await waitForCodeInterpreter(() => edgeNodes(url, async () => TOKEN, new Map([['a', launchedAt]])), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
     assert.equal(requests, 3, 'the stale view did not end the wait');
     assert.deepEqual(states.map((s) => [s.nodeId, s.state]), [['a', 'ready']]);
     assert.ok(lines.some((l) => /a: not reported/.test(l)), lines.join('\n'));
     // A node this up did not start is taken as the edge sees it.
     requests = 0;
     answers = [[from(node('b', 'healthy', 'ci'), '2026-12-03T09:00:00Z')]];
-    assert.deepEqual(codeInterpreterOn(await edgeNodes(url, TOKEN, new Map([['a', launchedAt]]))).map((s) => s.state), ['ready']);
+    assert.deepEqual(codeInterpreterOn(await edgeNodes(url, async () => TOKEN, new Map([['a', launchedAt]]))).map((s) => s.state), ['ready']);
   });
 
   test('gives up with an error naming each node’s state', async () => {
     requests = 0;
     answers = [[node('a', 'healthy', 'base-only'), node('b', 'unhealthy', 'ci')]];
-    await assert.rejects(waitForCodeInterpreter(() => edgeNodes(url, TOKEN), { timeoutMs: 50, pollMs: 5, say: () => undefined }), (err: Error) => {
+    await assert.rejects(waitForCodeInterpreter(() => edgeNodes(url, async () => TOKEN), { timeoutMs: 50, pollMs: 5, say: () => undefined }), (err: Error) => {
       assert.match(err.message, /not ready on any node within 0 s: ready on 0\/2 node\(s\) \(a: not ready yet, 0\/1 warm; b: ready, 1\/1 warm \(node unhealthy\)\)/);
       assert.match(err.message, /--code-interpreter-wait 0/);
       return true;
@@ -100,7 +100,7 @@ describe('code-interpreter readiness as cove up waits for it', () => {
   });
 
   test('an edge that refuses the token is reported, not read as "no nodes"', async () => {
-    await assert.rejects(edgeNodes(url, 'wrong-token'), /answered 403/);
-    await assert.rejects(waitForCodeInterpreter(() => edgeNodes(url, 'wrong-token'), { timeoutMs: 20, pollMs: 5, say: () => undefined }), /answered 403/);
+    await assert.rejects(edgeNodes(url, async () => 'wrong-token'), /answered 403/);
+    await assert.rejects(waitForCodeInterpreter(() => edgeNodes(url, async () => 'wrong-token'), { timeoutMs: 20, pollMs: 5, say: () => undefined }), /answered 403/);
   });
 });

@@ -9,6 +9,7 @@ import { topologyOf } from '../src/deployment.js';
 import { statePaths } from '../src/paths.js';
 import { loadOrCreateSecrets } from '../src/secrets.js';
 import { clusterDirs, components, portsFor } from '../src/topology.js';
+import { oidcSettingsOf, OidcFlagsError } from '../src/oidc.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cove-cli-topology-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -20,6 +21,8 @@ const deployments = [
   { offset: 200, state: join(dir, '.cove', 'bench') },
   // The host-cleanup e2e test's own deployment.
   { offset: 300, state: join(dir, '.cove', 'host-cleanup') },
+  // The OIDC e2e test's own deployment.
+  { offset: 400, state: join(dir, '.cove', 'oidc') },
 ];
 
 function setup(offset: number, state: string) {
@@ -35,7 +38,7 @@ test('every port of every deployment is distinct, the registry included', () => 
   assert.equal(new Set(all).size, all.length);
   assert.deepEqual(
     deployments.map((d) => portsFor(d.offset).registry),
-    [5000, 5100, 5200, 5300],
+    [5000, 5100, 5200, 5300, 5400],
   );
 });
 
@@ -164,4 +167,40 @@ test('secrets.json is made 0600 again on every load, whatever widened it since',
   chmodSync(file, 0o666);
   loadOrCreateSecrets(file);
   assert.equal(statSync(file).mode & 0o777, 0o600);
+});
+
+test("OIDC mode: the edge gets the issuer and audience; the control plane's client secret lives only in a 0600 file", () => {
+  const d = deployments[4]!;
+  const { paths, secrets, specs: plain } = setup(d.offset, d.state);
+  const edgeOff = plain.find((s) => s.name === 'edge')!.env;
+  assert.equal(edgeOff.COVE_OIDC_ISSUER, undefined, 'off unless asked for');
+  assert.equal(plain.find((s) => s.name === 'control-plane')!.env.COVE_CLUSTER_OIDC_CLIENTS, undefined);
+  const oidc = oidcSettingsOf({ oidcIssuer: 'https://idp.acme.test/realms/x', oidcAudience: 'https://cluster.acme.test', oidcClientId: 'cove', oidcClientSecret: 'the-secret-value' })!;
+  const specs = components(setup(d.offset, d.state).topo, secrets, paths, { oidc });
+  const edge = specs.find((s) => s.name === 'edge')!.env;
+  assert.equal(edge.COVE_OIDC_ISSUER, 'https://idp.acme.test/realms/x');
+  assert.equal(edge.COVE_OIDC_AUDIENCE, 'https://cluster.acme.test');
+  const cp = specs.find((s) => s.name === 'control-plane')!;
+  cp.prepare!();
+  const file = cp.env.COVE_CLUSTER_OIDC_CLIENTS!;
+  assert.equal(statSync(file).mode & 0o777, 0o600);
+  assert.deepEqual(JSON.parse(readFileSync(file, 'utf8')), {
+    local: { issuer: 'https://idp.acme.test/realms/x', clientId: 'cove', clientSecret: 'the-secret-value', scope: 'cove:cluster', params: { resource: 'https://cluster.acme.test' } },
+  });
+  for (const s of specs) assert.ok(!Object.values(s.env).some((v) => v.includes('the-secret-value')), `${s.name}: no secret in its environment`);
+});
+
+test('OIDC flags: all four or none, an acceptable issuer, one audience; each refusal is invalid_oidc_config', () => {
+  assert.equal(oidcSettingsOf({}), undefined);
+  const full = { oidcIssuer: 'https://idp.test', oidcAudience: 'aud', oidcClientId: 'id', oidcClientSecret: 's' };
+  assert.equal(oidcSettingsOf(full)!.scope, 'cove:cluster');
+  const refused = (f: Parameters<typeof oidcSettingsOf>[0], re: RegExp) =>
+    assert.throws(() => oidcSettingsOf(f), (err: unknown) => err instanceof OidcFlagsError && err.code === 'invalid_oidc_config' && re.test(err.message));
+  refused({ oidcIssuer: 'https://idp.test' }, /--oidc-audience, --oidc-client-id, --oidc-client-secret/);
+  refused({ ...full, oidcClientSecret: '' }, /--oidc-client-secret/);
+  refused({ oidcScope: 'x' }, /--oidc-scope needs --oidc-issuer/);
+  refused({ ...full, oidcIssuer: 'http://idp.example.com' }, /https/);
+  refused({ ...full, oidcIssuer: 'https://idp.test/?q=1' }, /https/);
+  refused({ ...full, oidcAudience: 'a,b' }, /one audience/);
+  refused({ ...full, oidcAudience: 'x'.repeat(600) }, /one audience/);
 });

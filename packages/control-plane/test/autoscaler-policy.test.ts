@@ -22,18 +22,17 @@ const node = (nodeId: string, o: Partial<NodeLoad> = {}): NodeLoad => ({
   ...o,
 });
 const config = parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, targetFreeFraction: 0.25, scaleInFreeFraction: 0.6, minWarmPoolFraction: 0.5, scaleOutCooldownMs: 60_000, scaleInCooldownMs: 300_000 });
-const calm = { failedCreates: 0, queuedCreates: 0 };
+const calm = { failedCreates: 0 };
 const NOW = 10_000_000;
 
 describe('autoscaler policy', () => {
-  test('a burst adds one node: failed or queued creates, low headroom on CPU or memory, drained warm pools', () => {
+  test('a burst adds one node: failed creates, low headroom on CPU or memory, drained warm pools', () => {
     const busy = [node('a', { cpuAllocated: 7, sandboxCount: 7 })];
     assert.deepEqual(decide(config, busy, calm, {}, NOW).action, 'scale_out', 'CPU headroom 12% < 25%');
     const memBusy = [node('a', { memoryAllocatedBytes: 14 * GiB })];
     assert.equal(decide(config, memBusy, calm, {}, NOW).action, 'scale_out', 'memory headroom');
-    const d1 = decide(config, [node('a')], { failedCreates: 2, queuedCreates: 0 }, {}, NOW);
+    const d1 = decide(config, [node('a')], { failedCreates: 2 }, {}, NOW);
     assert.deepEqual(d1, { action: 'scale_out', count: 1, reason: '2 create(s) failed for lack of capacity' });
-    assert.equal(decide(config, [node('a')], { failedCreates: 0, queuedCreates: 1 }, {}, NOW).action, 'scale_out');
     assert.equal(decide(config, [node('a', { warmPoolDepth: 0, warmPoolTarget: 4 })], calm, {}, NOW).action, 'scale_out', 'warm pools empty');
     assert.equal(decide(config, [node('a', { warmPoolDepth: 2, warmPoolTarget: 4 })], calm, {}, NOW).action, 'none', 'warm pools at half: enough');
   });
@@ -66,7 +65,7 @@ describe('autoscaler policy', () => {
     const c2 = parseAutoscalerConfig({ minNodes: 2, maxNodes: 2, scaleInFreeFraction: 0.9 });
     assert.equal(decide(c2, [node('a'), node('b')], calm, {}, NOW).action, 'none', 'idle, but at minNodes');
     const full = [node('a', { cpuAllocated: 8 }), node('b', { cpuAllocated: 8 }), node('c', { cpuAllocated: 8 })];
-    const d = decide(config, full, { failedCreates: 5, queuedCreates: 0 }, {}, NOW);
+    const d = decide(config, full, { failedCreates: 5 }, {}, NOW);
     assert.equal(d.action, 'none');
     assert.match(d.reason, /already at maxNodes 3/);
     const over = [node('a'), node('b'), node('c'), node('d', { sandboxCount: 0 })];
@@ -117,7 +116,7 @@ describe('autoscaler policy', () => {
     const idle = [node('a'), node('b')];
     // Idle by load (would even scale in), yet creates failed: the nodes' usage cannot show a create placed nowhere.
     assert.equal(decide(config, idle, calm, {}, NOW).action, 'scale_in');
-    const failed = { failedCreates: 4, queuedCreates: 0, lastFailedCreateAt: NOW - 1_000 };
+    const failed = { failedCreates: 4, lastFailedCreateAt: NOW - 1_000 };
     assert.deepEqual(decide(config, idle, failed, {}, NOW), { action: 'scale_out', count: 1, reason: '4 create(s) failed for lack of capacity' });
     // The same failures after a scale out that came after them (and its cooldown): answered, no second node.
     const later = NOW + 120_000;
@@ -131,16 +130,16 @@ describe('autoscaler policy', () => {
 
   test('the control plane counts capacity misses per cluster in a window, bounded however many creates fail', () => {
     const m = new CapacityMisses(60_000, 100);
-    assert.deepEqual(m.view('c1', NOW), { failedCreates: 0, lastFailedCreateAt: null, queuedCreates: 0, windowSeconds: 60 });
+    assert.deepEqual(m.view('c1', NOW), { failedCreates: 0, lastFailedCreateAt: null, windowSeconds: 60 });
     m.record('c1', NOW - 90_000); // outside the window by the time it is read
     m.record('c1', NOW - 30_000);
     m.record('c1', NOW - 10_000);
     m.record('c2', NOW - 5_000);
-    assert.deepEqual(m.view('c1', NOW), { failedCreates: 2, lastFailedCreateAt: NOW - 10_000, queuedCreates: 0, windowSeconds: 60 });
+    assert.deepEqual(m.view('c1', NOW), { failedCreates: 2, lastFailedCreateAt: NOW - 10_000, windowSeconds: 60 });
     assert.equal(m.view('c2', NOW).failedCreates, 1, 'clusters are counted apart');
     assert.equal(m.view('c1', NOW + 60_000).failedCreates, 0, 'the window passes');
     // A tenant looping on creates that fit nowhere: the count saturates at the bound instead of growing memory.
     for (let i = 0; i < 100_000; i++) m.record('c3', NOW + i / 1000);
-    assert.deepEqual(m.view('c3', NOW + 100), { failedCreates: 100, lastFailedCreateAt: NOW + 99.999, queuedCreates: 0, windowSeconds: 60 });
+    assert.deepEqual(m.view('c3', NOW + 100), { failedCreates: 100, lastFailedCreateAt: NOW + 99.999, windowSeconds: 60 });
   });
 });

@@ -80,7 +80,7 @@ describe('autoscaler step', () => {
 
   test('a burst adds a node, the cooldown holds; idleness drains the least-used node (its sandbox moves) and removes it once empty', async () => {
     const provider = new FixtureProvider(cluster);
-    let demand: Demand = { failedCreates: 3, queuedCreates: 0 };
+    let demand: Demand = { failedCreates: 3 };
     let now = 1_000_000;
     const config = parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, targetFreeFraction: 0.2, scaleInFreeFraction: 0.5, scaleOutCooldownMs: 60_000, scaleInCooldownMs: 300_000 });
     const scaler = new Autoscaler({
@@ -107,7 +107,7 @@ describe('autoscaler step', () => {
 
     // Load settles: one sandbox on each node, no failed creates. After the scale-in cooldown the least-used
     // node (ties broken by id) drains; its sandbox moves to the other.
-    demand = { failedCreates: 0, queuedCreates: 0 };
+    demand = { failedCreates: 0 };
     const onA = await createOn('node-a');
     const onAuto = await createOn('auto-1');
     now += 300_000;
@@ -145,7 +145,7 @@ describe('autoscaler step', () => {
       target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
       provider,
       config: parseAutoscalerConfig({ minNodes: 1, maxNodes: 3, scaleInCooldownMs: 0 }),
-      demand: () => ({ failedCreates: 0, queuedCreates: 0 }),
+      demand: () => ({ failedCreates: 0 }),
       log: createLogger('silent'),
       drainTimeoutMs: 5_000,
       now: () => now,
@@ -177,7 +177,7 @@ describe('autoscaler step', () => {
       target: inProcessTarget(await cp.cp.clusters.require(clusterId), cp.cp.links, cp.cp.drains),
       provider,
       config: parseAutoscalerConfig({ minNodes: 1, maxNodes: 4, scaleInCooldownMs: 0 }),
-      demand: () => ({ failedCreates: 0, queuedCreates: 0 }),
+      demand: () => ({ failedCreates: 0 }),
       log: createLogger('silent'),
       drainTimeoutMs: 5_000,
     };

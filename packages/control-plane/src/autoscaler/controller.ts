@@ -160,7 +160,7 @@ export class Autoscaler {
     // to scale in. A healthy node of no provider (joined by hand) is capacity.
     const owned = new Set((await this.d.provider.list()).map((n) => n.nodeId));
     const nodes = (await this.d.target.nodes()).filter((n) => n.status === 'healthy' || owned.has(n.nodeId));
-    const demand = (await this.d.target.demand?.()) ?? this.d.demand?.() ?? { failedCreates: 0, queuedCreates: 0 };
+    const demand = (await this.d.target.demand?.()) ?? this.d.demand?.() ?? { failedCreates: 0 };
     const decision = decide(this.d.config, nodes, demand, this.history, now);
     if (decision.action === 'scale_out') {
       const added = await this.d.provider.launch(decision.count);

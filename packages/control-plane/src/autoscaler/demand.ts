@@ -8,8 +8,6 @@ export interface DemandView {
   failedCreates: number;
   /** When the latest of them was refused (epoch ms); null when none in the window. */
   lastFailedCreateAt: number | null;
-  /** Creates waiting for capacity now: always 0 — a create that finds no room fails at once (no queue). */
-  queuedCreates: number;
   windowSeconds: number;
 }
 
@@ -35,7 +33,7 @@ export class CapacityMisses {
 
   view(clusterId: string, now = Date.now()): DemandView {
     const list = this.prune(clusterId, now) ?? [];
-    return { failedCreates: list.length, lastFailedCreateAt: list.at(-1) ?? null, queuedCreates: 0, windowSeconds: Math.round(this.windowMs / 1000) };
+    return { failedCreates: list.length, lastFailedCreateAt: list.at(-1) ?? null, windowSeconds: Math.round(this.windowMs / 1000) };
   }
 
   private prune(clusterId: string, now: number): number[] | undefined {

@@ -54,8 +54,6 @@ export interface Demand {
    * out's reason: they do not ask for another node. Absent: every failure counts.
    */
   lastFailedCreateAt?: number | null;
-  /** Creates waiting for capacity now. */
-  queuedCreates: number;
 }
 
 /** What the caller remembers between decisions. */
@@ -140,7 +138,6 @@ export function decide(config: AutoscalerConfig, nodes: readonly NodeLoad[], dem
   const pressure: string[] = [];
   const answered = demand.lastFailedCreateAt != null && history.lastScaleOutAt !== undefined && demand.lastFailedCreateAt <= history.lastScaleOutAt;
   if (demand.failedCreates > 0 && !answered) pressure.push(`${demand.failedCreates} create(s) failed for lack of capacity`);
-  if (demand.queuedCreates > 0) pressure.push(`${demand.queuedCreates} create(s) waiting for capacity`);
   if (free < config.targetFreeFraction) pressure.push(`free capacity ${pct(free)} below the target headroom ${pct(config.targetFreeFraction)}`);
   if (config.minWarmPoolFraction > 0 && warmTarget > 0 && warmDepth / warmTarget < config.minWarmPoolFraction) {
     pressure.push(`warm pools at ${warmDepth}/${warmTarget}, below ${pct(config.minWarmPoolFraction)}`);
