@@ -12,6 +12,9 @@ locals {
     api_url         = "https://${aws_lb.front.dns_name}:${local.ports.edge_api}"
     control_plane   = var.control_plane_url
     otlp_endpoint   = var.otlp_endpoint == null ? "" : var.otlp_endpoint
+    # Both or neither (checked on the edge launch template): the edge refuses an issuer without an audience.
+    oidc_issuer   = var.oidc_issuer == null ? "" : var.oidc_issuer
+    oidc_audience = var.oidc_audience == null ? "" : var.oidc_audience
   })
   orchestrator_user_data = templatefile("${path.module}/templates/orchestrator-user-data.yaml.tftpl", {
     region          = local.region
@@ -80,6 +83,10 @@ resource "aws_autoscaling_group" "edge" {
     precondition {
       condition     = var.edge_count.max == 1 || var.create_redis
       error_message = "More than one edge needs create_redis = true: edges share their sandbox catalog in Redis."
+    }
+    precondition {
+      condition     = (var.oidc_issuer == null) == (var.oidc_audience == null)
+      error_message = "Set oidc_issuer and oidc_audience together (or neither): the edges check both on every token."
     }
   }
   dynamic "tag" {

@@ -176,6 +176,22 @@ variable "otlp_endpoint" {
   description = "Optional OTLP/HTTP receiver of the customer for the nodes' and edges' logs and metrics (COVE_OTLP_ENDPOINT)."
 }
 
+variable "oidc_issuer" {
+  type        = string
+  default     = null
+  description = "Optional issuer URL of your OpenID Connect provider: the edges then accept only its tokens on the cluster API and control link (COVE_OIDC_ISSUER); set with oidc_audience."
+  validation {
+    condition     = var.oidc_issuer == null || can(regex("^https://[^\\s]+$", var.oidc_issuer))
+    error_message = "oidc_issuer must be an https:// URL."
+  }
+}
+
+variable "oidc_audience" {
+  type        = string
+  default     = null
+  description = "The audience (API identifier) your provider puts in the cluster's access tokens (COVE_OIDC_AUDIENCE); set with oidc_issuer."
+}
+
 variable "tags" {
   type        = map(string)
   default     = {}

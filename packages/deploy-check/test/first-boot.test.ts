@@ -119,6 +119,8 @@ test("an edge's user data, through cove-edge-start, is a configuration the edge 
     api_url: 'https://acme-sandboxes-front-0123.elb.eu-west-1.amazonaws.com:3001',
     control_plane: 'https://api.cove.vendor.example',
     otlp_endpoint: '',
+    oidc_issuer: '',
+    oidc_audience: '',
   });
   assert.doesNotMatch(userData, /[0-9a-f]{64}|BEGIN [A-Z ]*PRIVATE KEY/);
   assert.doesNotMatch(userData, /COVE_OTLP_ENDPOINT/, 'an unset optional setting is left out');
@@ -149,6 +151,17 @@ test("an edge's user data, through cove-edge-start, is a configuration the edge 
   assert.ok(open.tls);
   assert.equal(open.tls.clientCa, undefined);
   assert.throws(() => edgeStart.edgeEnv({ ...cfg, COVE_SANDBOX_DOMAIN: 'x\nCOVE_CLUSTER_TOKEN=y' }, secret, files, 'i-0fedcba9876543210'), /spans lines/);
+  assert.equal(config.oidc, undefined, 'no issuer set: the cluster token opens the cluster API');
+  // With the customer's provider: the edge gates its cluster API by it.
+  const gated = render(template, {
+    region, edge_secret_arn: 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:acme-sandboxes/edge-AbCdEf', bucket,
+    storage_url: storageUrl, sandbox_domain: 'sandbox.acme.example', api_url: 'https://front.example:3001',
+    control_plane: 'https://api.cove.vendor.example', otlp_endpoint: '',
+    oidc_issuer: 'https://login.acme.example/oauth2/default', oidc_audience: 'https://cove.acme.example',
+  });
+  const gatedConfig = edgeConfig(edgeStart.edgeEnv(join_.parseConfig(writtenFile(gated, '/etc/cove/edge.env')), secret, files, 'i-0fedcba9876543210'));
+  assert.equal(gatedConfig.oidc?.issuer, 'https://login.acme.example/oauth2/default');
+  assert.deepEqual([...(gatedConfig.oidc?.audience ?? [])], ['https://cove.acme.example']);
   const registry = edgeStart.registryConfig(cfg, secret, files);
   assert.match(registry, new RegExp(`bucket: "${bucket}"`));
   assert.match(registry, /rootdirectory: \/registry\n/);
