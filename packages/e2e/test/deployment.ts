@@ -35,13 +35,14 @@ export interface Deployment {
   requestLog: string;
 }
 
-function parseEnv(file: string): Deployment['env'] {
+/** The variables of a deployment's env file (`export NAME=value` lines, as `cove up` writes them). */
+export function parseEnv(file: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]] = m[2];
+    if (m) out[m[1]!] = m[2]!;
   }
-  return out as Deployment['env'];
+  return out;
 }
 
 let cached: Deployment | undefined;
@@ -64,7 +65,7 @@ export function deployment(): Deployment {
     );
   }
   const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports']; nodes: Deployment['nodes'] };
-  const env = { ...parseEnv(join(stateDir, 'env')), E2B_SANDBOX_URL: `http://127.0.0.1:${topology.ports.edgeTraffic}` };
+  const env = { ...(parseEnv(join(stateDir, 'env')) as Deployment['env']), E2B_SANDBOX_URL: `http://127.0.0.1:${topology.ports.edgeTraffic}` };
   Object.assign(process.env, env);
   cached = {
     stateDir,

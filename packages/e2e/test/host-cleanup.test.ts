@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
-import { eventually, repoRoot } from './deployment.js';
+import { eventually, parseEnv, repoRoot } from './deployment.js';
 
 const STATE = join(repoRoot, '.cove', 'host-cleanup');
 const OFFSET = '300';
@@ -75,15 +75,6 @@ function snapshot(): Record<string, string[]> {
   const cgroups = readdirSync('/sys/fs/cgroup').flatMap((h) => cgroupDirs(join('/sys/fs/cgroup', h)).filter((d) => /^\/sys\/fs\/cgroup\/[^/]+\/cove300/.test(d)));
   const mine = (xs: string[]) => [...new Set(xs.filter((x) => OURS.test(x)))].sort();
   return { mounts: mine(mounts), loops: mine(loops), links: mine(links), netns: mine(netns), nft: mine(nft), cgroups: cgroups.sort() };
-}
-
-function parseEnv(file: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
 }
 
 const files = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort() : []);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { Sandbox } from 'e2b';
 import { OidcTestServer } from '@cove/test-support/oidc-server';
-import { eventually, repoRoot } from './deployment.js';
+import { eventually, parseEnv, repoRoot } from './deployment.js';
 
 const STATE = join(repoRoot, '.cove', 'oidc');
 const FLAGS = ['--state-dir', STATE, '--port-offset', '400', '--nodes', '1'];
@@ -48,15 +48,6 @@ const oidcFlags = (secret = VENDOR.clientSecret) => ({
   // The secret as a variable: arguments show in process listings.
   env: { COVE_OIDC_CLIENT_SECRET: secret },
 });
-
-function parseEnv(file: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line);
-    if (m) out[m[1]!] = m[2]!;
-  }
-  return out;
-}
 
 const topology = () => JSON.parse(readFileSync(join(STATE, 'topology.json'), 'utf8')) as { ports: { controlPlane: number; edgeApi: number; edgeTraffic: number } };
 const pids = () => Object.fromEntries(['control-plane', 'edge', 'orchestrator'].map((n) => [n, (JSON.parse(readFileSync(join(STATE, 'run', `${n}.pid`), 'utf8')) as { pid: number }).pid]));
