@@ -18,6 +18,7 @@ import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { HeartbeatRequestSchema, NodeRegistry } from '@cove/contracts/edge';
 import { Pool } from 'undici';
+import { deriveNodeToken } from '@cove/auth-tokens';
 
 const { values } = parseArgs({
   options: {
@@ -29,7 +30,9 @@ const { values } = parseArgs({
 const DURATION_MS = Number(values.duration) * 1000;
 const CONNECTIONS = Number(values.connections);
 const PIPELINING = Number(values.pipelining);
-const NODE_TOKEN = 'bench-node-token-0123456789';
+// The edge derives each node's token from its credential key (as in a deployment); the bench node presents its own.
+const NODE_CREDENTIAL_KEY = 'bench-node-credential-key-0123456789abcdef';
+const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'bench-node');
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** Spawn a node process and resolve with the first stdout JSON line matching `pick`. */
@@ -100,7 +103,7 @@ const edge = await spawnAndRead(
     COVE_EDGE_API_PORT: '0',
     COVE_EDGE_TRAFFIC_PORT: '0',
     COVE_CLUSTER_TOKEN: 'bench-cluster-token-0123456789',
-    COVE_NODE_TOKEN: NODE_TOKEN,
+    COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
     COVE_SANDBOX_DOMAIN: 'cove.bench',
     COVE_STORAGE_URL: pathToFileURL(storageDir).href,
     COVE_UPLOAD_SECRET: 'bench-upload-secret-0123456789abcdef0123456789',
