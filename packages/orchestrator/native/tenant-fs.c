@@ -22,11 +22,17 @@
 //   op 3 hostname PID STARTTIME NAME
 //       Sets NAME in the UTS namespace of PID, and only if PID's start time (field 22 of /proc/PID/stat) is
 //       STARTTIME once the namespace is held: a recycled pid is never entered.
+//   op 4 nft COMMANDS
+//       Runs nftables commands through libnftables (dlopen'ed: the node has it wherever it has `nft`), so the
+//       claim's change to the internet set is not an `nft` process either. Its output and errors are
+//       buffered, never written to stdout (the reply channel).
 // Reply: id, code, message (a string), then data to the end of the body. Codes (the caller maps them): 0 ok,
 // 2 bad request, 3 not found, 4 not a plain file or a link on the way, 5 larger than MAX, 6 the process is
-// gone, 1 any other failure. A frame the helper cannot read ends it (the caller restarts it).
+// gone, 7 libnftables is not there, 1 any other failure. A frame the helper cannot read ends it (the caller
+// restarts it).
 
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -42,8 +48,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 2, EX_ABSENT = 3, EX_NOTPLAIN = 4, EX_TOOBIG = 5, EX_GONE = 6 };
-enum { OP_PUT = 1, OP_GET = 2, OP_HOSTNAME = 3 };
+enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 2, EX_ABSENT = 3, EX_NOTPLAIN = 4, EX_TOOBIG = 5, EX_GONE = 6, EX_NO_NFT = 7 };
+enum { OP_PUT = 1, OP_GET = 2, OP_HOSTNAME = 3, OP_NFT = 4 };
 
 /** The largest request (a put's files) and the largest get; the caller holds the same bounds. */
 #define MAX_REQUEST (32u << 20)
@@ -322,6 +328,48 @@ static int op_hostname(struct cursor *c) {
   return rc;
 }
 
+/** libnftables, loaded on the first nft request (declared here: its -dev headers need not be on the node). */
+static struct {
+  int tried;
+  void *ctx;
+  int (*run)(void *, const char *);
+  const char *(*out)(void *);
+  const char *(*err)(void *);
+} nft;
+
+static int load_nft(void) {
+  if (nft.tried) return nft.ctx ? 0 : -1;
+  nft.tried = 1;
+  void *lib = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (!lib) return -1;
+  void *(*ctx_new)(uint32_t) = (void *(*)(uint32_t))dlsym(lib, "nft_ctx_new");
+  int (*buffer_output)(void *) = (int (*)(void *))dlsym(lib, "nft_ctx_buffer_output");
+  int (*buffer_error)(void *) = (int (*)(void *))dlsym(lib, "nft_ctx_buffer_error");
+  nft.run = (int (*)(void *, const char *))dlsym(lib, "nft_run_cmd_from_buffer");
+  nft.out = (const char *(*)(void *))dlsym(lib, "nft_ctx_get_output_buffer");
+  nft.err = (const char *(*)(void *))dlsym(lib, "nft_ctx_get_error_buffer");
+  if (!ctx_new || !buffer_output || !buffer_error || !nft.run || !nft.out || !nft.err) return -1;
+  void *ctx = ctx_new(0);
+  if (!ctx || buffer_output(ctx) != 0 || buffer_error(ctx) != 0) return -1;
+  nft.ctx = ctx;
+  return 0;
+}
+
+static int op_nft(struct cursor *c) {
+  uint32_t n = take_u32(c);
+  const char *b = take_bytes(c, n);
+  if (!b || n == 0 || n > 65536 || memchr(b, '\0', n) != NULL) return say(EX_USAGE, "bad nft request");
+  if (load_nft() != 0) return say(EX_NO_NFT, "libnftables.so.1 cannot be loaded");
+  char *cmd = strndup(b, n);
+  if (!cmd) return say(EX_FAIL, "out of memory");
+  int rc = nft.run(nft.ctx, cmd);
+  free(cmd);
+  // Both buffers are read after every command: that empties them, so they do not grow over the helper's life.
+  nft.out(nft.ctx);
+  const char *err = nft.err(nft.ctx);
+  return rc == 0 ? EX_OK : say(EX_FAIL, "nft: %s", err && *err ? err : "failed");
+}
+
 static void reply(uint32_t id, int code, const char *data, size_t datalen) {
   size_t mlen = code == EX_OK ? 0 : strlen(message);
   size_t body = 4 + 4 + 4 + mlen + datalen;
@@ -363,6 +411,7 @@ static int serve(void) {
       case OP_PUT: code = op_put(&c); break;
       case OP_GET: code = op_get(&c, &data, &datalen); break;
       case OP_HOSTNAME: code = op_hostname(&c); break;
+      case OP_NFT: code = op_nft(&c); break;
       default: code = say(EX_USAGE, "unknown op %u", op);
     }
     reply(id, code, data, datalen);

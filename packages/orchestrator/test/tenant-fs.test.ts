@@ -8,8 +8,9 @@ import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSyn
 import { hostname as hostHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readTenantFile, setUtsHostname, TenantFsError, TenantFsHelper, tenantFsHelper, writeTenantFiles } from '../src/sandbox/tenant-fs.js';
+import { readTenantFile, runNftCommands, setUtsHostname, TenantFsError, TenantFsHelper, tenantFsHelper, writeTenantFiles } from '../src/sandbox/tenant-fs.js';
 import { writeSlotEtcFiles } from '../src/sandbox/slot-etc-files.js';
+import { allowInternet, denyInternet, internetSetHas } from '../src/sandbox/nft-firewall.js';
 import { extractLayer } from '../src/sandbox/layer-export.js';
 
 const UID = 100_000;
@@ -274,5 +275,34 @@ describe('tenant-fs: the helper is supervised and its replies are bounded', () =
     assert.ok(err instanceof TenantFsError && err.code === 'tenant_fs_failed' && /longer than 300 ms/.test(err.message), String(err));
     assert.ok(Date.now() - t0 < 5000);
     helper.stop();
+  });
+});
+
+describe('tenant-fs: the internet set changed through libnftables, not an nft process', () => {
+  const table = `covtfs${process.pid}`;
+  before(() => execFileSync('nft', ['add table inet ' + table + '; add set inet ' + table + ' internet { type ipv4_addr; }']));
+  after(() => execFileSync('nft', ['delete', 'table', 'inet', table]));
+
+  it('adds and deletes an element with no spawn, reports nft\'s errors, and keeps its reply channel clean', async () => {
+    // Straight to the helper (allowInternet would fall back to `nft` if libnftables were not loadable).
+    await runNftCommands(`add element inet ${table} internet { 10.9.9.8 }`);
+    assert.equal(await internetSetHas(table, '10.9.9.8'), true);
+    const spawns = tenantFsHelper().spawns;
+    for (let i = 0; i < 10; i++) await allowInternet(table, `10.9.9.${10 + i}`);
+    assert.equal(await internetSetHas(table, '10.9.9.15'), true);
+    await denyInternet(table, '10.9.9.15');
+    assert.equal(await internetSetHas(table, '10.9.9.15'), false);
+    await denyInternet(table, '10.9.9.15'); // absent: ignored, as a destroy needs
+    // nft's error text goes back in the reply, never onto the frames.
+    const err = await allowInternet(`${table}x`, '10.9.9.9').then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof TenantFsError && err.code === 'tenant_fs_failed' && /nft:/.test(err.message), String(err));
+    const root = mkdtempSync(join(tmpdir(), 'tenant-fs-nft-'));
+    try {
+      await writeTenantFiles(root, UID, UID, 0o644, [{ path: 'etc/hostname', content: 'after\n' }]);
+      assert.equal((await readTenantFile(root, 'etc/hostname', 64)).toString(), 'after\n');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+    assert.equal(tenantFsHelper().spawns, spawns, 'no process per element change');
   });
 });

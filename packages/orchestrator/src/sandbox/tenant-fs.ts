@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 const DEFAULT_HELPER = fileURLToPath(new URL('../../native/tenant-fs', import.meta.url));
 
 /** The helper's reply codes (see native/tenant-fs.c). */
-const CODE = { ok: 0, absent: 3, notPlain: 4, tooBig: 5, gone: 6 } as const;
-const OP = { put: 1, get: 2, hostname: 3 } as const;
+const CODE = { ok: 0, absent: 3, notPlain: 4, tooBig: 5, gone: 6, noNft: 7 } as const;
+const OP = { put: 1, get: 2, hostname: 3, nft: 4 } as const;
 /** The helper's own bounds (MAX_GET, MAX_FILE in tenant-fs.c). */
 const MAX_GET = 16 << 20;
 const MAX_FILE = 16 << 20;
@@ -27,7 +27,13 @@ const REPLY_OVERHEAD = 2048;
 /** How long one request may take before the helper is deemed stuck and killed. */
 const REQUEST_TIMEOUT_MS = 15_000;
 
-export type TenantFsErrorCode = 'tenant_fs_absent' | 'tenant_fs_not_plain' | 'tenant_fs_too_big' | 'tenant_fs_process_gone' | 'tenant_fs_failed';
+export type TenantFsErrorCode =
+  | 'tenant_fs_absent'
+  | 'tenant_fs_not_plain'
+  | 'tenant_fs_too_big'
+  | 'tenant_fs_process_gone'
+  | 'tenant_fs_nft_unavailable'
+  | 'tenant_fs_failed';
 
 export class TenantFsError extends Error {
   constructor(
@@ -45,6 +51,7 @@ function codeOf(code: number): TenantFsErrorCode {
   if (code === CODE.notPlain) return 'tenant_fs_not_plain';
   if (code === CODE.tooBig) return 'tenant_fs_too_big';
   if (code === CODE.gone) return 'tenant_fs_process_gone';
+  if (code === CODE.noNft) return 'tenant_fs_nft_unavailable';
   return 'tenant_fs_failed';
 }
 
@@ -297,6 +304,15 @@ export async function setUtsHostname(pid: number, startTime: string, hostname: s
     throw new TenantFsError('tenant_fs_failed', `uts of ${pid}`, 'not a pid, start time and hostname');
   }
   await helper.request(OP.hostname, new Writer().u32(pid).str(startTime).str(hostname).done(), 0, `uts of ${pid}`);
+}
+
+/**
+ * nftables commands (nft's own syntax) run by the helper through libnftables: a claim's change to the internet
+ * set without an `nft` process. TenantFsError `tenant_fs_nft_unavailable` when the node lacks libnftables.so.1
+ * (the caller then runs `nft`), `tenant_fs_failed` with nft's error when the commands fail.
+ */
+export async function runNftCommands(commands: string, helper = tenantFsHelper()): Promise<void> {
+  await helper.request(OP.nft, new Writer().str(commands).done(), 0, 'nft');
 }
 
 function relative(path: string): string {
