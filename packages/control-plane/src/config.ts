@@ -49,6 +49,8 @@ const EnvSchema = z.object({
   COVE_BUILD_LOST_AFTER_MS: int(60_000, 0),
   /** Deadline for one control-link call (Create waits for the sandbox to boot). */
   COVE_CONTROL_LINK_TIMEOUT_MS: int(60_000, 100),
+  /** How long one node list from the edge serves placements (a burst asks once); 0 = once per placement. */
+  COVE_NODE_LIST_CACHE_MS: int(300).pipe(z.number().max(2_000)),
   /** How long a call waits for another operation's pause/resume of the same sandbox; default 2 × link deadline + 10 s. */
   COVE_TRANSITION_WAIT_MS: z.coerce.number().int().min(0).optional(),
   /** PEM file of extra CA certificates trusted for `https://` cluster endpoints (on top of the system roots). */
@@ -122,6 +124,7 @@ export interface Config {
   memoryOvercommit: number;
   diskOvercommit: number;
   controlLinkTimeoutMs: number;
+  nodeListCacheMs: number;
   transitionWaitMs: number;
   controlLinkTls: Readonly<ControlLinkTls>;
   buildWatchIntervalMs: number;
@@ -176,6 +179,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,
     diskOvercommit: e.COVE_DISK_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
+    nodeListCacheMs: e.COVE_NODE_LIST_CACHE_MS,
     transitionWaitMs: e.COVE_TRANSITION_WAIT_MS ?? 2 * e.COVE_CONTROL_LINK_TIMEOUT_MS + 10_000,
     buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,
     buildLostAfterMs: e.COVE_BUILD_LOST_AFTER_MS,
