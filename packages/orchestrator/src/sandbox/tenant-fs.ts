@@ -19,7 +19,8 @@ const DEFAULT_HELPER = fileURLToPath(new URL('../../native/tenant-fs', import.me
 /** The helper's reply codes (see native/tenant-fs.c). */
 const CODE = { ok: 0, absent: 3, notPlain: 4, tooBig: 5, gone: 6, noNft: 7 } as const;
 const OP = { put: 1, get: 2, hostname: 3, nft: 4 } as const;
-/** The helper's own bounds (MAX_GET, MAX_FILE in tenant-fs.c). */
+/** The helper's own bounds (MAX_REQUEST, MAX_GET, MAX_FILE in tenant-fs.c). */
+const MAX_REQUEST = 32 << 20;
 const MAX_GET = 16 << 20;
 const MAX_FILE = 16 << 20;
 /** A reply's message and framing on top of its data (the helper's message is at most 1 KiB). */
@@ -91,6 +92,7 @@ export class TenantFsHelper {
 
   request(op: number, payload: Buffer, maxData: number, what: string): Promise<Buffer> {
     if (this.stopped) return Promise.reject(new TenantFsError('tenant_fs_failed', what, 'the tenant-fs helper is stopped'));
+    if (8 + payload.length > MAX_REQUEST) return Promise.reject(new TenantFsError('tenant_fs_too_big', what, `a request of more than ${MAX_REQUEST} bytes`));
     return new Promise((resolve, reject) => {
       const id = this.nextId;
       this.nextId = (this.nextId % 0xffff_fffe) + 1;
