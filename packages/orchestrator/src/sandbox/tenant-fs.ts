@@ -164,16 +164,17 @@ export class TenantFsHelper {
     this.inboxBytes += chunk.length;
     for (;;) {
       if (this.inboxBytes < 4) return;
-      let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
-      this.inbox = [buf];
-      const len = buf.readUInt32LE(0);
+      if (this.inbox[0]!.length < 4) this.inbox = [Buffer.concat(this.inbox)];
+      const len = this.inbox[0]!.readUInt32LE(0);
       // Replies come in request order; the bound is the oldest request's, checked before any body is kept.
       const next = this.pending.values().next().value as Pending | undefined;
       if (!next || len < 12 || len > next.maxReply) {
         this.fail(`the tenant-fs helper sent a ${len}-byte frame${next ? ` (at most ${next.maxReply} allowed)` : ' unasked'}`);
         return;
       }
+      // Chunks are joined once the whole frame is here, not at every chunk of a large read.
       if (this.inboxBytes < 4 + len) return;
+      let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
       const body = buf.subarray(4, 4 + len);
       buf = buf.subarray(4 + len);
       this.inbox = buf.length ? [buf] : [];
