@@ -239,6 +239,12 @@ describe('tenant-fs: the helper is supervised and its replies are bounded', () =
       assert.ok(helper.spawns <= 3, `spawns: ${helper.spawns}`);
       const spawns = helper.spawns;
       for (let i = 0; i < 50; i++) await readTenantFile(root, 'etc/hostname', 16, helper);
+      // A reply as large as its bound arrives in many chunks and whole; one byte more is refused by the helper.
+      const big = Buffer.alloc(4 << 20, 7);
+      big[12345] = 9;
+      await writeTenantFiles(root, UID, UID, 0o644, [{ path: 'etc/big', content: big }], helper);
+      assert.ok((await readTenantFile(root, 'etc/big', 4 << 20, helper)).equals(big));
+      assert.equal(await codeOf(readTenantFile(root, 'etc/big', (4 << 20) - 1, helper)), 'tenant_fs_too_big');
       assert.equal(helper.spawns, spawns, 'no spawn per request');
     } finally {
       helper.stop();
