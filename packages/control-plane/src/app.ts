@@ -85,7 +85,7 @@ export async function buildControlPlane(config: Readonly<Config>, deps: ControlP
   const templateStore = new TemplateStore(db.kysely, db.kind);
   // Outbound-only clusters dial in (GET /cluster/v1/link, an HTTP upgrade served below on the same port).
   const outbound = new OutboundLinks({ clusters: () => clusters.list(), pingIntervalMs: config.controlLinkPingMs, pingTimeoutMs: Math.min(10_000, config.controlLinkPingMs), log: log.child({ module: 'cluster-link' }) });
-  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients, outbound);
+  const links = new ControlLinks(config.controlLinkTimeoutMs, config.controlLinkTls, config.clusterOidcClients, outbound, config.nodeListCacheMs);
   const placement = { cpuOvercommit: config.cpuOvercommit, memoryOvercommit: config.memoryOvercommit, diskOvercommit: config.diskOvercommit };
   const templates = new TemplateService(templateStore, clusters, links, placement, config.defaultLimits, log.child({ module: 'templates' }));
   const snapshotStore = new SnapshotStore(db.kysely, db.kind);

@@ -2,7 +2,9 @@
 // through `crun exec`: the same namespaces, capabilities and seccomp filter as the slot's own processes.
 
 import assert from 'node:assert/strict';
+import childProcess from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { syncBuiltinESMExports } from 'node:module';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -19,6 +21,8 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
   let rt: LinuxSandboxRuntime;
   let online: SlotInfo; // claimed with internet access
   let offline: SlotInfo; // claimed without
+  /** Processes started while `online` was claimed (a claim must fork the orchestrator for nothing). */
+  const claimSpawns: string[] = [];
   const listeners: Server[] = [];
   const secret = `/root/cove-test-secret-${randomBytes(4).toString('hex')}`;
 
@@ -30,7 +34,22 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
       rt.boot({ templateId: 'base', diskMb: 128, limits: { vcpu: 0.5, memoryMb: 64 }, process: STAND_IN }),
       rt.boot({ templateId: 'base', diskMb: 128, limits: { vcpu: 0.5, memoryMb: 64 }, process: STAND_IN }),
     ]);
-    await rt.claim(online.slotId, { sandboxId: 'sbx-online', limits: LIMITS, allowInternetAccess: true });
+    // Every way this process starts another, counted; the named imports of the runtime's modules see the
+    // wrappers through syncBuiltinESMExports.
+    const real = { spawn: childProcess.spawn, execFile: childProcess.execFile, exec: childProcess.exec };
+    for (const name of ['spawn', 'execFile', 'exec'] as const) {
+      (childProcess as unknown as Record<string, unknown>)[name] = (cmd: string, ...rest: unknown[]) => {
+        claimSpawns.push(`${name} ${cmd}`);
+        return (real[name] as (...a: unknown[]) => unknown)(cmd, ...rest);
+      };
+    }
+    syncBuiltinESMExports();
+    try {
+      await rt.claim(online.slotId, { sandboxId: 'sbx-online', limits: LIMITS, allowInternetAccess: true });
+    } finally {
+      Object.assign(childProcess, real);
+      syncBuiltinESMExports();
+    }
     await rt.claim(offline.slotId, { sandboxId: 'sbx-offline', limits: LIMITS, allowInternetAccess: false });
     await writeFile(secret, 'host secret\n', { mode: 0o644 });
   });
@@ -139,6 +158,10 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
       assert.equal(Number(await readFile(`${dir}/memory.max`, 'utf8')), LIMITS.memoryMb * 1024 * 1024);
       assert.equal((await readFile(`${dir}/cpu.max`, 'utf8')).trim(), `${LIMITS.vcpu * 100_000} 100000`);
     }
+  });
+
+  it('claims (limits, hostname, /etc files, internet access) without starting a process', () => {
+    assert.deepEqual(claimSpawns, []);
   });
 
   it('sets the claimed hostname', async () => {

@@ -2,13 +2,15 @@
 // absolute and relative, `..` tricks, links into /proc, FIFOs and oversized files. Host files outside the
 // tree must stay byte-identical and root-owned whatever the tree holds.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { hostname as hostHostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readTenantFile, TenantFsError, writeTenantFiles } from '../src/sandbox/tenant-fs.js';
+import { readTenantFile, runNftCommands, setUtsHostname, TenantFsError, TenantFsHelper, tenantFsHelper, writeTenantFiles } from '../src/sandbox/tenant-fs.js';
 import { writeSlotEtcFiles } from '../src/sandbox/slot-etc-files.js';
+import { allowInternet, denyInternet, internetSetHas } from '../src/sandbox/nft-firewall.js';
 import { extractLayer } from '../src/sandbox/layer-export.js';
 
 const UID = 100_000;
@@ -150,5 +152,163 @@ t.close()
       execFileSync('python3', ['-c', 'import os, sys; sys.stdout.write(os.getxattr(sys.argv[1], sys.argv[2]).decode())', join(root, 'redir'), name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
     assert.equal(xattr('trusted.overlay.opaque'), 'y');
     assert.throws(() => xattr('trusted.overlay.redirect'));
+  });
+});
+
+const codeOf = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof TenantFsError ? e.code : String(e)));
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const startTimeOf = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[19]!;
+const utsHostname = (pid: number): string => execFileSync('nsenter', ['--target', String(pid), '--uts', 'hostname']).toString().trim();
+
+describe('tenant-fs: the UTS hostname, set without a fork per call', () => {
+  const procs: ChildProcess[] = [];
+  after(() => {
+    for (const p of procs) p.kill('SIGKILL');
+  });
+
+  /** A process in a UTS namespace of its own, as a sandbox's envd is. */
+  async function inOwnUts(): Promise<number> {
+    const p = spawn('unshare', ['--uts', 'sh', '-c', 'hostname before; echo up; exec sleep 600'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    procs.push(p);
+    await once(p.stdout!, 'data');
+    return p.pid!;
+  }
+
+  it('sets the hostname in the process\'s namespace only, and the helper goes back to the host\'s', async () => {
+    const pid = await inOwnUts();
+    const spawnsBefore = tenantFsHelper().spawns;
+    for (let i = 0; i < 20; i++) await setUtsHostname(pid, startTimeOf(pid), `sbx-uts-${i}`);
+    assert.equal(utsHostname(pid), 'sbx-uts-19');
+    assert.equal(hostHostname(), execFileSync('hostname').toString().trim(), 'the host keeps its hostname');
+    assert.notEqual(hostHostname(), 'sbx-uts-19');
+    const helperPid = tenantFsHelper().pid!;
+    assert.equal(readlinkSync(`/proc/${helperPid}/ns/uts`), readlinkSync('/proc/self/ns/uts'), 'the helper serves from the host\'s namespace');
+    assert.ok(tenantFsHelper().spawns - spawnsBefore <= 1, 'one helper for all the calls');
+  });
+
+  it('refuses a pid whose start time is not the expected one (a recycled pid) and a dead pid, touching nothing', async () => {
+    const pid = await inOwnUts();
+    assert.equal(await codeOf(setUtsHostname(pid, String(Number(startTimeOf(pid)) - 1), 'hijacked')), 'tenant_fs_process_gone');
+    assert.equal(utsHostname(pid), 'before');
+    // A host process (this one) that took a sandbox's old pid: the start time keeps the helper out of the host's
+    // namespace.
+    assert.equal(await codeOf(setUtsHostname(process.pid, '1', 'hijacked')), 'tenant_fs_process_gone');
+    assert.notEqual(hostHostname(), 'hijacked');
+    const dead = spawn('true');
+    await once(dead, 'exit');
+    assert.equal(await codeOf(setUtsHostname(dead.pid!, '1', 'hijacked')), 'tenant_fs_process_gone');
+    assert.equal(await codeOf(setUtsHostname(pid, startTimeOf(pid), 'bad name; rm -rf /')), 'tenant_fs_failed');
+  });
+});
+
+describe('tenant-fs: the helper is supervised and its replies are bounded', () => {
+  let base: string;
+  before(() => {
+    base = mkdtempSync(join(tmpdir(), 'tenant-fs-sup-'));
+  });
+  after(() => rmSync(base, { recursive: true, force: true }));
+
+  function fake(name: string, script: string): string {
+    const path = join(base, name);
+    writeFileSync(path, `#!/bin/sh\n${script}\n`);
+    chmodSync(path, 0o755);
+    return path;
+  }
+
+  it('is restarted when it dies, and requests in flight at that moment still complete', async () => {
+    const root = join(base, 'restart');
+    mkdirSync(root);
+    const helper = new TenantFsHelper();
+    try {
+      await writeTenantFiles(root, UID, UID, 0o644, [{ path: 'etc/hostname', content: 'a\n' }], helper);
+      const first = helper.pid!;
+      process.kill(first, 'SIGKILL');
+      // The kill lands while these are queued or half-answered: each is sent once more to the new helper.
+      const writes = Array.from({ length: 30 }, (_, i) => writeTenantFiles(root, UID, UID, 0o644, [{ path: `etc/f${i}`, content: `${i}\n` }], helper));
+      await Promise.all(writes);
+      for (let i = 0; i < 30; i++) assert.equal(readFileSync(join(root, 'etc', `f${i}`), 'utf8'), `${i}\n`);
+      assert.notEqual(helper.pid, first);
+      assert.ok(!alive(first));
+      assert.ok(helper.spawns <= 3, `spawns: ${helper.spawns}`);
+      const spawns = helper.spawns;
+      for (let i = 0; i < 50; i++) await readTenantFile(root, 'etc/hostname', 16, helper);
+      // A reply as large as its bound arrives in many chunks and whole; one byte more is refused by the helper.
+      const big = Buffer.alloc(4 << 20, 7);
+      big[12345] = 9;
+      await writeTenantFiles(root, UID, UID, 0o644, [{ path: 'etc/big', content: big }], helper);
+      assert.ok((await readTenantFile(root, 'etc/big', 4 << 20, helper)).equals(big));
+      assert.equal(await codeOf(readTenantFile(root, 'etc/big', (4 << 20) - 1, helper)), 'tenant_fs_too_big');
+      assert.equal(helper.spawns, spawns, 'no spawn per request');
+    } finally {
+      helper.stop();
+    }
+  });
+
+  it('kills a helper that answers with a frame larger than the request allows, before buffering it', async () => {
+    // 4 GiB - 1 announced, then endless bytes: a reply must never be read past its bound.
+    const helper = new TenantFsHelper(fake('flood', `head -c 12 >/dev/null; printf '\\377\\377\\377\\377'; exec cat /dev/zero`));
+    try {
+      const before = process.memoryUsage().rss;
+      const err = await readTenantFile(base, 'etc/passwd', 1024, helper).then(() => null, (e: unknown) => e);
+      assert.ok(err instanceof TenantFsError && err.code === 'tenant_fs_failed' && /frame/.test(err.message), String(err));
+      assert.ok(process.memoryUsage().rss - before < 256 << 20, 'the flood was not buffered');
+    } finally {
+      helper.stop();
+    }
+    // One byte over an 8-byte read's bound (12 + 2048 + 8 = 2068): 2069 = 0x815, refused at once (not at the deadline).
+    const over = new TenantFsHelper(fake('over', `head -c 12 >/dev/null; printf '\\025\\010\\000\\000'; exec sleep 600`), 10_000);
+    try {
+      const t0 = Date.now();
+      const err = await readTenantFile(base, 'etc/passwd', 8, over).then(() => null, (e: unknown) => e);
+      assert.ok(err instanceof TenantFsError && /2069-byte frame/.test(err.message), String(err));
+      assert.ok(Date.now() - t0 < 5000);
+    } finally {
+      over.stop();
+    }
+  });
+
+  it('kills a helper that does not answer within its deadline and fails only that request', async () => {
+    const helper = new TenantFsHelper(fake('stuck', 'exec sleep 600'), 300);
+    const t0 = Date.now();
+    const err = await readTenantFile(base, 'etc/passwd', 8, helper).then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof TenantFsError && err.code === 'tenant_fs_failed' && /longer than 300 ms/.test(err.message), String(err));
+    assert.ok(Date.now() - t0 < 5000);
+    helper.stop();
+  });
+});
+
+describe('tenant-fs: the internet set changed through libnftables, not an nft process', () => {
+  const table = `covtfs${process.pid}`;
+  before(() => execFileSync('nft', ['add table inet ' + table + '; add set inet ' + table + ' internet { type ipv4_addr; }']));
+  after(() => execFileSync('nft', ['delete', 'table', 'inet', table]));
+
+  it('adds and deletes an element with no spawn, reports nft\'s errors, and keeps its reply channel clean', async () => {
+    // Straight to the helper (allowInternet would fall back to `nft` if libnftables were not loadable).
+    await runNftCommands(`add element inet ${table} internet { 10.9.9.8 }`);
+    assert.equal(await internetSetHas(table, '10.9.9.8'), true);
+    const spawns = tenantFsHelper().spawns;
+    for (let i = 0; i < 10; i++) await allowInternet(table, `10.9.9.${10 + i}`);
+    assert.equal(await internetSetHas(table, '10.9.9.15'), true);
+    await denyInternet(table, '10.9.9.15');
+    assert.equal(await internetSetHas(table, '10.9.9.15'), false);
+    await denyInternet(table, '10.9.9.15'); // absent: ignored, as a destroy needs
+    // nft's error text goes back in the reply, never onto the frames.
+    const err = await allowInternet(`${table}x`, '10.9.9.9').then(() => null, (e: unknown) => e);
+    assert.ok(err instanceof TenantFsError && err.code === 'tenant_fs_failed' && /nft:/.test(err.message), String(err));
+    const root = mkdtempSync(join(tmpdir(), 'tenant-fs-nft-'));
+    try {
+      await writeTenantFiles(root, UID, UID, 0o644, [{ path: 'etc/hostname', content: 'after\n' }]);
+      assert.equal((await readTenantFile(root, 'etc/hostname', 64)).toString(), 'after\n');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+    assert.equal(tenantFsHelper().spawns, spawns, 'no process per element change');
   });
 });

@@ -124,6 +124,8 @@ export class ControlLink {
     private readonly tokens?: ClientCredentialsTokens,
     /** The links outbound-only clusters dialled in on; required for such a cluster. */
     outbound?: OutboundLinks,
+    /** How long one node list serves placements (placementCandidates); 0 = every placement asks the edge. */
+    private readonly nodeListCacheMs = 0,
   ) {
     let baseUrl = cluster.endpoint;
     if (isOutboundEndpoint(cluster.endpoint)) {
@@ -258,6 +260,46 @@ export class ControlLink {
   }
 
   /**
+   * The candidates `rank` picks from the cluster's nodes, for a placement. A burst of creates asks the edge once
+   * (the list is shared for `nodeListCacheMs`, and callers arriving while it is fetched wait for that fetch):
+   * nodes report every 2 s, so a list this young is as current as the edge's own. A list that came from the
+   * cache and yields no candidate is fetched again (a node may just have joined); failed fetches are not kept.
+   */
+  async placementCandidates<T>(rank: (nodes: NodeView[]) => T[]): Promise<T[]> {
+    const first = this.sharedNodeList();
+    const nodes = await first.nodes;
+    if (first.fetched) return rank(nodes);
+    try {
+      const ranked = rank(nodes);
+      if (ranked.length > 0) return ranked;
+    } catch {
+      // placeOn's NoCapacity / TemplateNotReady on a cached list: the fresh list decides
+    }
+    this.forgetNodeList();
+    return rank(await this.sharedNodeList().nodes);
+  }
+
+  /** After a placement failed on a node (full, draining, gone): the next placement asks the edge again. */
+  forgetNodeList(): void {
+    this.nodeList = null;
+  }
+
+  private nodeList: { at: number; nodes: Promise<NodeView[]> } | null = null;
+
+  private sharedNodeList(): { nodes: Promise<NodeView[]>; fetched: boolean } {
+    const cur = this.nodeList;
+    if (cur && Date.now() - cur.at < this.nodeListCacheMs) return { nodes: cur.nodes, fetched: false };
+    const entry = { at: Date.now(), nodes: this.listNodes() };
+    if (this.nodeListCacheMs > 0) {
+      this.nodeList = entry;
+      entry.nodes.catch(() => {
+        if (this.nodeList === entry) this.nodeList = null;
+      });
+    }
+    return { nodes: entry.nodes, fetched: true };
+  }
+
+  /**
    * Drains a node (no new sandboxes or builds; what runs stays) or returns it to service (edge REST
    * `POST /v1/nodes/{id}/drain|undrain`). Throws NotFound for a node the edge does not know.
    */
@@ -271,6 +313,8 @@ export class ControlLink {
       throw this.unreachable(err);
     }
     if (res.status === 401 || res.status === 403) throw refusedBy(this.cluster.name, res);
+    // Placements from here on see the node's new state.
+    this.forgetNodeList();
     if (res.status === 404) throw new NotFound(`node "${nodeId}" is not part of cluster "${this.cluster.name}"`);
     if (res.status !== 200) throw new ClusterUnavailable(`cluster "${this.cluster.name}" answered ${res.status} to ${draining ? 'drain' : 'undrain'} node "${nodeId}"`);
   }
@@ -476,6 +520,8 @@ export class ControlLinks {
     private readonly oidcClients: Readonly<Record<string, ClientCredentialsOptions>> = {},
     /** The links of outbound-only clusters (app.ts serves their handshake). */
     readonly outbound?: OutboundLinks,
+    /** ControlLink's nodeListCacheMs (COVE_NODE_LIST_CACHE_MS). */
+    private readonly nodeListCacheMs = 0,
   ) {}
 
   private tokensFor(name: string): ClientCredentialsTokens | undefined {
@@ -493,7 +539,7 @@ export class ControlLinks {
     const cur = this.links.get(cluster.id);
     if (cur && cur.cluster.endpoint === cluster.endpoint && cur.cluster.token === cluster.token && cur.cluster.name === cluster.name) return cur;
     cur?.close();
-    const link = new ControlLink(cluster, this.timeoutMs, this.tls, this.tokensFor(cluster.name), this.outbound);
+    const link = new ControlLink(cluster, this.timeoutMs, this.tls, this.tokensFor(cluster.name), this.outbound, this.nodeListCacheMs);
     this.links.set(cluster.id, link);
     return link;
   }

@@ -149,7 +149,7 @@ export class Forks {
     let order: string[] = [];
     let placeError: unknown;
     try {
-      const nodes = placeOn(await this.d.links.for(cluster).listNodes(), source, this.d.placement).map((c) => c.nodeId);
+      const nodes = (await this.d.links.for(cluster).placementCandidates((all) => placeOn(all, source, this.d.placement))).map((c) => c.nodeId);
       order = source.nodeId && nodes.includes(source.nodeId) ? [source.nodeId, ...nodes.filter((n) => n !== source.nodeId)] : nodes;
     } catch (err) {
       placeError = err;

@@ -56,6 +56,8 @@ export async function startOnNodes(
       return { nodeId, info: await link.create(nodeId, spec, trafficAccessToken) };
     } catch (err) {
       if (!(err instanceof LinkCallError)) throw err;
+      // The list that sent us here may be out of date (the node filled up, drains, left): the next placement asks.
+      link.forgetNodeList();
       if (err.code === Code.DataLoss && spec.snapshotId) {
         throw new SnapshotCorrupt(spec.snapshotId, what.describe, err.detail);
       }

@@ -156,7 +156,7 @@ export class PauseResume {
       const link = await this.link(s);
       // A built-in template's sandbox resumes only where that template is ready (its lower layers live there).
       const builtIn = (await this.nodeBuildId(s)) === '' ? { templateId: s.templateId, ref: s.templateId } : undefined;
-      const nodeIds = preferNode(placeOn(await link.listNodes(), s, this.placement, builtIn), s.nodeId);
+      const nodeIds = preferNode(await link.placementCandidates((nodes) => placeOn(nodes, s, this.placement, builtIn)), s.nodeId);
       let committed = false;
       started = await startOnNodes(
         link,

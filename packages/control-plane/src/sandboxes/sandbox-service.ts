@@ -232,7 +232,7 @@ export class SandboxService {
       // A built-in template (empty node build id) only on nodes that have it ready (code-interpreter-v1 is built
       // in the background after a node starts).
       const builtIn = origin.nodeBuildId === '' && !origin.snapshot ? { templateId: record.templateId, ref: input.templateID } : undefined;
-      const candidates = placeOn(await link.listNodes(), record, this.d.placement, builtIn);
+      const candidates = await link.placementCandidates((nodes) => placeOn(nodes, record, this.d.placement, builtIn));
       const snapshotId = origin.snapshot?.id;
       const { nodeId, info } = await startOnNodes(
         link,

@@ -181,7 +181,7 @@ export class TemplateService {
     const req = { cpuCount: build.cpuCount, memoryMb: build.memoryMb, diskMb: build.diskMb };
     let candidates;
     try {
-      candidates = placeOn(await link.listNodes(), req, this.placement, parent && { templateId: parent.templateId, ref: spec.fromTemplate ?? parent.templateId });
+      candidates = await link.placementCandidates((nodes) => placeOn(nodes, req, this.placement, parent && { templateId: parent.templateId, ref: spec.fromTemplate ?? parent.templateId }));
     } catch (err) {
       throw err instanceof NoCapacity ? new NoCapacity('no node has capacity for this build') : err;
     }

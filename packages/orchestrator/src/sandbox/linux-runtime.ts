@@ -13,11 +13,12 @@ import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
 import { prepareHost } from './host-prepare.js';
 import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
 import { allowInternet, applyFirewall, blockedCidrs, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
-import { run, type RunResult } from './run-command.js';
+import { type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
 import { waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
+import { setUtsHostname, TenantFsError } from './tenant-fs.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
 import { checkpointSlot, findCriu, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
 import { exportLayer } from './layer-export.js';
@@ -515,8 +516,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
           ? allowInternet(this.instance, rec.address)
           : denyInternet(this.instance, rec.address)
         : undefined,
-      // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname by entering only that namespace.
-      run('nsenter', ['--target', String(rec.pid), '--uts', 'hostname', opts.sandboxId]),
+      // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname, through the long-lived helper (no fork of
+      // this process per claim); a pid that is no longer envd's means the slot died.
+      setUtsHostname(rec.pid, rec.pidStartTime ?? '', opts.sandboxId).catch((err: unknown) => {
+        throw err instanceof TenantFsError && err.code === 'tenant_fs_process_gone' ? new SlotNotFound(slotId) : err;
+      }),
       writeSlotEtcFiles(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, opts.sandboxId, this.firewall?.dnsServers ?? [], this.idOffset).then((written) => {
         if (!written) this.log.warn({ slotId, sandboxId: opts.sandboxId }, 'the sandbox\'s /etc is not a plain directory: hostname and resolver files not written');
       }),

@@ -9,6 +9,7 @@
 
 import { readFile } from 'node:fs/promises';
 import { run } from './run-command.js';
+import { runNftCommands, TenantFsError } from './tenant-fs.js';
 
 export interface FirewallConfig {
   /** Name of Cove's nftables tables (one `inet`, one `bridge`); one per runtime instance on a host. */
@@ -87,13 +88,26 @@ table bridge ${TABLE} {
   await run('nft', ['-f', '-'], { input: script });
 }
 
+/**
+ * One element command, through the node's long-lived helper (a claim must not fork the orchestrator), or by
+ * `nft` where libnftables cannot be loaded.
+ */
+async function elementCommand(verb: 'add' | 'delete', table: string, address: string): Promise<void> {
+  try {
+    await runNftCommands(`${verb} element inet ${table} ${SET} { ${address} }`);
+  } catch (err) {
+    if (!(err instanceof TenantFsError && err.code === 'tenant_fs_nft_unavailable')) throw err;
+    await run('nft', [verb, 'element', 'inet', table, SET, `{ ${address} }`]);
+  }
+}
+
 export async function allowInternet(table: string, address: string): Promise<void> {
-  await run('nft', ['add', 'element', 'inet', table, SET, `{ ${address} }`]);
+  await elementCommand('add', table, address);
 }
 
 export async function denyInternet(table: string, address: string): Promise<void> {
   // Deleting an absent element fails; destroy is idempotent, so that is fine.
-  await run('nft', ['delete', 'element', 'inet', table, SET, `{ ${address} }`], { allowFailure: true });
+  await elementCommand('delete', table, address).catch(() => undefined);
 }
 
 export async function internetSetHas(table: string, address: string): Promise<boolean> {

@@ -1,0 +1,80 @@
+// The node list a placement uses: a burst of creates asks the edge once, a list that turned out wrong (a node
+// refused the create, or the list had no room while a node joined since) is asked for again. Real HTTP into the
+// control plane, real HTTP/2 out of it to the wire-level cluster fixture, which counts its `GET /v1/nodes`.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Code } from '@connectrpc/connect';
+import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
+import { startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
+
+for (const cacheMs of [2000, 0] as const)
+describe(`placement node list (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
+  let cp: RunningControlPlane;
+  let cluster: FakeCluster;
+  let key: string;
+
+  before(async () => {
+    cluster = await startFakeCluster();
+    cluster.addNode('node-a');
+    // The largest value the setting takes: long enough that no test below depends on how fast it runs.
+    cp = await startControlPlane({ COVE_NODE_LIST_CACHE_MS: String(cacheMs) });
+    ({ key } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 100 }));
+  });
+  after(async () => {
+    await cp.close();
+    await cluster.close();
+  });
+
+  const create = () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } });
+  const listings = () => cluster.calls.filter((c) => c.method === 'GET /v1/nodes').length;
+  const forget = () => {
+    // A failed create on every node forgets the list: the next test starts from a fresh one.
+    for (const n of cluster.nodes.values()) n.failCreateWith = Code.Unavailable;
+    return create().then((r) => {
+      for (const n of cluster.nodes.values()) n.failCreateWith = undefined;
+      assert.equal(r.status, 502, JSON.stringify(r.body)); // cluster_unavailable: every node refused
+    });
+  };
+
+  test('a burst of creates asks the edge for the node list once (without the cache: once per create)', async () => {
+    await forget();
+    const before = listings();
+    const burst = await Promise.all(Array.from({ length: 12 }, () => create()));
+    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.equal(listings() - before, cacheMs ? 1 : 12);
+  });
+
+  test('a create a node refused makes the next placement ask again, and the create goes on to the next node', async () => {
+    await forget();
+    cluster.addNode('node-b');
+    await create(); // a list with both nodes, now shared
+    const before = listings();
+    const first = cluster.nodes.get(cluster.calls.filter((c) => c.method === 'Create').at(-1)!.nodeId!)!;
+    first.failCreateWith = Code.ResourceExhausted;
+    const r = await create();
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    first.failCreateWith = undefined;
+    assert.equal(listings() - before, cacheMs ? 0 : 1, 'the refused create used the shared list');
+    await create();
+    assert.equal(listings() - before, cacheMs ? 1 : 2, 'the next create asked again');
+    cluster.nodes.delete('node-b');
+  });
+
+  test('a shared list with no room is asked for again before the create is refused (a node joined since)', async () => {
+    await forget();
+    const a = cluster.nodes.get('node-a')!;
+    const maxBefore = a.maxSandboxes;
+    a.maxSandboxes = a.sandboxes.size; // full
+    const full = await create();
+    assert.equal(full.status, 503, JSON.stringify(full.body));
+    assert.match(JSON.stringify(full.body), /capacity/);
+    const before = listings();
+    cluster.addNode('node-c');
+    const r = await create();
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.equal(listings() - before, 1);
+    a.maxSandboxes = maxBefore;
+    cluster.nodes.delete('node-c');
+  });
+});
