@@ -51,7 +51,6 @@ const EnvSchema = z.object({
   COVE_CONTROL_LINK_TIMEOUT_MS: int(60_000, 100),
   // How often an outbound-only link is pinged; an edge cuts a link silent for COVE_CONTROL_LINK_IDLE_MS (3 × this by default).
   COVE_CONTROL_LINK_PING_MS: int(15_000, 100),
-
   /** How long one node list from the edge serves placements (a burst asks once); 0 = once per placement. */
   COVE_NODE_LIST_CACHE_MS: int(300).pipe(z.number().max(2_000)),
   /** How long a call waits for another operation's pause/resume of the same sandbox; default 2 × link deadline + 10 s. */
@@ -128,7 +127,6 @@ export interface Config {
   diskOvercommit: number;
   controlLinkTimeoutMs: number;
   controlLinkPingMs: number;
-
   nodeListCacheMs: number;
   transitionWaitMs: number;
   controlLinkTls: Readonly<ControlLinkTls>;
@@ -185,7 +183,6 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     diskOvercommit: e.COVE_DISK_OVERCOMMIT,
     controlLinkTimeoutMs: e.COVE_CONTROL_LINK_TIMEOUT_MS,
     controlLinkPingMs: e.COVE_CONTROL_LINK_PING_MS,
-
     nodeListCacheMs: e.COVE_NODE_LIST_CACHE_MS,
     transitionWaitMs: e.COVE_TRANSITION_WAIT_MS ?? 2 * e.COVE_CONTROL_LINK_TIMEOUT_MS + 10_000,
     buildWatchIntervalMs: e.COVE_BUILD_WATCH_INTERVAL_MS,
