@@ -22,7 +22,7 @@ import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove2/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove3/criu';
 
 export async function findCriu(): Promise<string | null> {
   const path = process.env['COVE_CRIU'] || DEFAULT_CRIU;
