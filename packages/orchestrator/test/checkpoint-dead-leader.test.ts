@@ -3,8 +3,8 @@
 // such a group through a helper task forked under the group's first member; criu 4.1.1 forked it sharing that
 // member's fs_struct, the kernel then refused the member's setns into the mount namespace that restoring the bound
 // socket needs ("Can't setns …/mnt: Invalid argument"), and the restore failed. install-criu.sh's patch 4 forks
-// the helper with an fs_struct of its own. The restore below fails with the cove2 build
-// (COVE_CRIU=/var/lib/cove/tools/criu-4.1.1-cove2/criu).
+// the helper with an fs_struct of its own. Both shapes below (a group's dead leader, a session member gone to init)
+// fail to restore with the cove2 build (COVE_CRIU=/var/lib/cove/tools/criu-4.1.1-cove2/criu), each run alone.
 // Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
@@ -55,9 +55,39 @@ while True:
     time.sleep(3600)
 `;
 
-const ASK = `python3 -c "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/tmp/dl.sock'); print(s.recv(100).decode())"`;
+/**
+ * The session shape (xfce4-session and its ICE listener): S (a session leader) listens on /tmp/sl.sock and forks M,
+ * which forks T and exits, so T goes to the sandbox's init, in S's session. CRIU restores T under a helper forked
+ * under S, which 4.1.1 made share S's fs_struct. Each connection gets "<S's pid> <S's sid> <n>".
+ */
+const SESSION = String.raw`
+import os, socket, time
+s = socket.socket(socket.AF_UNIX)
+s.bind('/tmp/sl.sock')
+s.listen(8)
+mid = os.fork()
+if mid == 0:
+    member = os.fork()
+    if member == 0:
+        s.close()
+        while True:
+            time.sleep(3600)
+    open('/tmp/sl.member', 'w').write(str(member))
+    os._exit(0)
+os.waitpid(mid, 0)
+open('/tmp/sl.ready', 'w').write(open('/tmp/sl.member').read())
+n = 0
+while True:
+    c, _ = s.accept()
+    n += 1
+    c.sendall(b'%d %d %d' % (os.getpid(), os.getsid(0), n))
+    c.close()
+`;
 
-describe('a process group with a dead leader and a path-bound unix listener across a checkpoint', { timeout: 180_000, skip }, () => {
+const ask = (path: string) => `python3 -c "import socket; s = socket.socket(socket.AF_UNIX); s.connect('${path}'); print(s.recv(100).decode())"`;
+const ASK = ask('/tmp/dl.sock');
+
+describe('groups and sessions CRIU restores through helpers, with path-bound unix listeners, across a checkpoint', { timeout: 180_000, skip }, () => {
   const rt = makeRuntime(OPTS);
   let slot: SlotInfo;
   const sh = async (cmd: string, input?: string) => {
@@ -101,5 +131,27 @@ describe('a process group with a dead leader and a path-bound unix listener acro
     // The same process answers on the same socket, its connection count kept; its group is the dead leader's.
     assert.equal(await sh(ASK), `${member} ${leader} 2`);
     assert.equal(await sh(`kill -0 ${leader} 2>/dev/null && echo alive || echo gone`), 'gone', 'no helper outlived the restore');
+  });
+
+  it('restores a session whose member went to init, its leader listening on a path socket', async () => {
+    await sh('cat > /tmp/sl.py', SESSION);
+    await sh('setsid python3 /tmp/sl.py >/dev/null 2>&1 &');
+    assert.ok(await waitFor(async () => (await rt.exec(slot.slotId, ['/bin/cat', '/tmp/sl.ready'])).code === 0, 15_000), 'the tree is up');
+    const member = await sh('cat /tmp/sl.ready');
+    const [leader, sid] = (await sh(ask('/tmp/sl.sock'))).split(' ');
+    assert.equal(leader, sid, 'S leads its session');
+    // The precondition: the member's parent is the sandbox's init, its session S's.
+    assert.equal(await sh(`ps -o ppid=,sid= -p ${member} | tr -s ' '`), `1 ${sid}`);
+
+    const images = join(CHECKPOINTS, `${slot.slotId}-2`);
+    await rt.checkpoint(slot.slotId, images);
+    await rt.restore(slot.slotId, images);
+    const slotDir = join(DATA_DIR, 'slots', slot.slotId);
+    const logName = (await readdir(slotDir)).filter((f) => /^restore-\d+\.log$/.test(f)).sort().at(-1);
+    const log = await readFile(join(slotDir, logName!), 'utf8');
+    assert.match(log, new RegExp(`Add a helper \\d+ for restoring SID ${sid}`));
+    assert.doesNotMatch(log, /Can't setns/);
+    assert.equal(await sh(ask('/tmp/sl.sock')), `${leader} ${sid} 2`);
+    assert.equal(await sh(`ps -o ppid=,sid= -p ${member} | tr -s ' '`), `1 ${sid}`, 'the member is back, in the same session');
   });
 });
