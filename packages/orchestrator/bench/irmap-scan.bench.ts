@@ -128,3 +128,10 @@ for d in range(1800):
   await rt.teardownHost();
 }
 console.log(JSON.stringify(out, null, 2));
+// Figures for `cove bench` (packages/cli/src/bench.ts reads these lines).
+const fig = (name: string, value: number, extra: Record<string, unknown> = {}) =>
+  console.log(`BENCH_RESULT ${JSON.stringify({ name, value, unit: 'ms', ...extra })}`);
+const plain = out['plain'] as { scanOnMs: number; scanOffMs: number };
+fig('criu dump, idle slot, whole-root scan on (p50)', plain.scanOnMs, { baseline: plain.scanOffMs, baselineLabel: 'scan off' });
+fig('criu dump, one inotify watch found by the whole-root scan (p50)', (out['watch'] as { scanOn: { p50: number } }).scanOn.p50);
+fig('criu dump refused at the scan budget, deepest tree (p50)', (out['deepBudget'] as { p50: number }).p50);
