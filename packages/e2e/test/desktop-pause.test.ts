@@ -1,11 +1,10 @@
 // Issue 18, pause/resume: a desktop paused with the unchanged @e2b/desktop SDK (`sbx.pause()`, `Sandbox.connect()`)
-// should come back with its session — the same X server, the editor window, the text typed into it and never
-// saved — on its own node and on the other one, with the stream startable after. The desktop's GLib programs and
-// D-Bus hold inotify watches on the slot's overlay; with COVE_CRIU_IRMAP_SCAN_ROOT=1 on the nodes CRIU finds their
-// paths by scanning the sandbox's root mount (patched criu: no links, no other mounts, bounded) and the dump
-// succeeds, but the restore still fails at the session's path-bound unix sockets (docs/desktop.md, "Pause"): the two
-// round trips run only with that variable set (the deployment inherits it), and fail there today. A watch the scan
-// cannot name (here /proc/1) fails the pause, and the sandbox runs on untouched.
+// comes back with its session — the same X server, the editor window, the text typed into it and never saved — on
+// its own node and on the other one, with the stream startable after. What it takes (docs/desktop.md, "Pause"): the
+// desktop's GLib programs and D-Bus hold inotify watches on the slot's overlay, whose paths CRIU finds by scanning
+// the sandbox's root mount (on by default; patched criu: no links, no other mounts, bounded); its session bus and
+// xfce4-session's ICE listener are path-bound unix sockets in process groups whose leaders exited (criu patch 4).
+// A watch the scan cannot name (here /proc/1) fails the pause, and the sandbox runs on untouched.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -103,7 +102,9 @@ describe('pause and resume of a desktop keep its session', () => {
     await stopStream(sbx);
   }
 
-  const roundTrips = process.env.COVE_CRIU_IRMAP_SCAN_ROOT === '1' ? false : 'needs COVE_CRIU_IRMAP_SCAN_ROOT=1 on the nodes; the restore then fails at path-bound unix sockets (open)';
+  // The deployment inherits this process's environment: the nodes' off switch makes the desktop unpausable.
+  const scan = process.env.COVE_CRIU_IRMAP_SCAN_ROOT;
+  const roundTrips = !scan || scan === '1' ? false : `COVE_CRIU_IRMAP_SCAN_ROOT=${scan} turns the nodes' whole-root scan off`;
 
   test('on the same node: the X server, the editor window and its unsaved text; input and the stream work after', { skip: roundTrips }, async (t) => {
     const d = deployment();

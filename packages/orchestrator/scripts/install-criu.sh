@@ -11,7 +11,7 @@ VERSION=4.1.1
 # Bumped with every change of the patches below: each patch set installs into a directory of its own
 # (criu.ts's DEFAULT_CRIU names it), so hosts running checkouts with another patch set never swap
 # each other's binary back and forth.
-PATCH_LEVEL=2
+PATCH_LEVEL=3
 SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
@@ -28,7 +28,7 @@ BIN="$DEST/criu"
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# Three small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
+# Four small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
 # Cove sandbox on this kernel:
 #  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
 #     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
@@ -42,6 +42,13 @@ die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 #     resolves with openat2(RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV) — inside the tree's root
 #     mount only, never through a link or into another mount — and stops (the dump fails, the sandbox runs
 #     on) after 2^18 entries or 32 MiB of paths.
+#  4. A process group or session whose leader is dead (dbus-launch's bus, xfce4-session's forks) is
+#     restored through a helper task, which 4.1.1 forks sharing its parent's fd table and fs_struct
+#     (CLONE_FILES | CLONE_FS). The kernel refuses setns(CLONE_NEWNS) to a task whose fs_struct is
+#     shared (EINVAL), and restoring a path-bound unix socket enters the socket's mount namespace, so
+#     the parent's restore failed ("Can't setns 7/mnt: Invalid argument", "Unable to open fd=4"). The
+#     helper restores no files: it is now forked with a table and fs_struct of its own and an empty
+#     fd list. (Same cause as upstream issue #2687, fixed there after 4.1.1.)
 PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
 if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
   say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
@@ -357,3 +364,36 @@ __COVE_PATCH__
  		/* File can be (re)moved, so just treat it as invalid */
  		pr_perror("Can't stat %s", c->path);
  		goto invalid;
+--- a/criu/files.c
++++ b/criu/files.c
+@@ -1329,7 +1329,7 @@
+ 		}
+ 	}
+ 
+-	BUG_ON(current->pid->state == TASK_HELPER);
++	/* A helper's fd list is empty (init_pstree_helper()): nothing to open. */
+ 	ret = open_fdinfos(me);
+ 
+ 	if (rsti(me)->fdt)
+--- a/criu/pstree.c
++++ b/criu/pstree.c
+@@ -237,9 +237,16 @@
+ {
+ 	BUG_ON(!ret->parent);
+ 	ret->pid->state = TASK_HELPER;
+-	rsti(ret)->clone_flags = CLONE_FILES | CLONE_FS;
+-	if (shared_fdt_prepare(ret) < 0)
+-		return -1;
++	/*
++	 * A helper gets an fd table and fs_struct of its own. Sharing them with
++	 * its parent (CLONE_FILES | CLONE_FS) made the parent's fs_struct shared,
++	 * and the kernel refuses setns(CLONE_NEWNS) to a task whose fs_struct is
++	 * shared (EINVAL): the parent could then not enter the mount namespace to
++	 * restore a path-bound unix socket. A helper restores no files, so it
++	 * starts with an empty fd list (helpers skip prepare_fd_pid()).
++	 */
++	rsti(ret)->clone_flags = 0;
++	INIT_LIST_HEAD(&rsti(ret)->fds);
+ 	task_entries->nr_helpers++;
+ 	return 0;
+ }

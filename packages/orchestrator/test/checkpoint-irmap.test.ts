@@ -9,12 +9,13 @@ import assert from 'node:assert/strict';
 import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { findCriu } from '../src/checkpoint/criu.js';
+import { DEFAULT_CRIU, findCriu } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
 import { healthy, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 
-// The whole-root scan is opt-in (criu.ts); checkpointSlot runs in this process and reads it.
+// The whole-root scan is on by default only with Cove's criu (criu.ts, irmapScanRoot); forced on here so the abuses
+// below also run against another binary (COVE_CRIU). checkpointSlot runs in this process and reads it.
 process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] = '1';
 const OPTS: TestRuntimeOptions = { instance: 'covtir', vethPrefix: 'tir-', subnet: '10.241.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
@@ -98,6 +99,26 @@ describe('inotify watches across a checkpoint; the scan for their paths stays in
     await rt.restore(slot.slotId, lastImages);
     await sh('touch /root/watched/after-restore');
     assert.ok(await waitFor(async () => (await rt.exec(slot.slotId, ['/bin/cat', '/tmp/watched.log'])).stdout.includes('event after-restore'), 10_000), 'the restored watch reports');
+  });
+
+  it('Cove\'s criu scans the whole root by default; COVE_CRIU_IRMAP_SCAN_ROOT=0 turns it off', { skip: criu === DEFAULT_CRIU ? false : 'COVE_CRIU names another binary' }, async () => {
+    // /root is none of criu's fixed hints: only the whole-root scan names this watch.
+    await sh('mkdir -p /root/by-default');
+    const pid = await watch('/root', 'by-default', '/tmp/by-default.log');
+    try {
+      process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] = '0';
+      await assert.rejects(rt.checkpoint(slot.slotId, imageDir()), (e: unknown) => e instanceof SandboxRuntimeError && e.code === 'runtime_checkpoint_failed');
+      assert.match(await dumpLog(), /Can't dump that handle/);
+      await runsOn(pid);
+      delete process.env['COVE_CRIU_IRMAP_SCAN_ROOT'];
+      await rt.checkpoint(slot.slotId, imageDir());
+      assert.match(await dumpLog(), /Dumping \/root\/by-default as path for handle/);
+      await rt.restore(slot.slotId, lastImages);
+      assert.ok(await healthy(slot.address));
+    } finally {
+      process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] = '1';
+    }
+    await sh(`kill ${pid}`);
   });
 
   it('a link planted in the tree does not lead the scan into the host\'s tree', async () => {

@@ -22,7 +22,19 @@ import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove2/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove3/criu';
+
+/**
+ * Whether a dump looks for inotify watch paths in the sandbox's whole root mount (`--irmap-scan-path /`), which a
+ * desktop session's watches need. On by default with Cove's criu (DEFAULT_CRIU), whose patch 3 keeps that host-side
+ * scan inside the sandbox's root mount (no links, no other mounts) and bounds it (2^18 entries, 32 MiB of paths);
+ * never by default with another binary (COVE_CRIU), which may lack the patch. COVE_CRIU_IRMAP_SCAN_ROOT=1 forces it
+ * on, any other non-empty value (0) off.
+ */
+export function irmapScanRoot(criu: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env['COVE_CRIU_IRMAP_SCAN_ROOT'];
+  return v ? v === '1' : criu === DEFAULT_CRIU;
+}
 
 export async function findCriu(): Promise<string | null> {
   const path = process.env['COVE_CRIU'] || DEFAULT_CRIU;
@@ -257,11 +269,8 @@ export async function checkpointSlot(o: {
     '--empty-ns', 'net',
     // An inotify watch on the overlay (a desktop's config monitors, any file watcher) has no openable file
     // handle; criu then finds the watched path by scanning the tree (irmap), by default only a few fixed
-    // dirs. COVE_CRIU_IRMAP_SCAN_ROOT=1 scans the whole root mount; the patched criu (install-criu.sh,
-    // patch 3) keeps that host-side scan inside the sandbox's root mount (no links, no other mounts) and
-    // bounds it. Off by default: a desktop then dumps, but its restore fails at its path-bound unix
-    // sockets (docs/desktop.md, "Pause"), and a pause that cannot be resumed is worse than one refused.
-    ...(process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] === '1' ? ['--irmap-scan-path', '/'] : []),
+    // dirs. The scan of the whole root mount is confined and bounded by install-criu.sh's patch 3.
+    ...(irmapScanRoot(o.criu) ? ['--irmap-scan-path', '/'] : []),
     ...externals.flatMap((e) => ['--external', `mnt[${e.destination}]:${e.key}`]),
   ];
   // Written first: a dump that completes after the orchestrator died (criu outlives it) is restorable too.
