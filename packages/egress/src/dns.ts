@@ -77,24 +77,45 @@ export class DnsFilter {
 
   constructor(private readonly opts: DnsFilterOptions) {}
 
+  /**
+   * Listens for UDP and TCP on one port. With `port` 0 the UDP socket picks it, and that number may be taken in TCP's
+   * separate port space (another listener of this node, or a connection from the gateway address to a sandbox): then
+   * both are given up and another port is tried, a few times.
+   */
   async listen(port: number, host = '0.0.0.0'): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listenOnce(port, host);
+      } catch (err) {
+        if (port !== 0 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 8) throw err;
+      }
+    }
+  }
+
+  private async listenOnce(port: number, host: string): Promise<number> {
     const udp = createSocket('udp4');
     await new Promise<void>((resolve, reject) => {
       udp.once('error', reject);
       udp.bind(port, host, () => resolve());
     });
-    this.port = udp.address().port;
+    const bound = udp.address().port;
+    const tcp = createServer((s) => this.serveTcp(s));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        tcp.once('error', reject);
+        tcp.listen(bound, host, () => resolve());
+      });
+    } catch (err) {
+      udp.close();
+      throw err;
+    }
+    this.port = bound;
     udp.on('message', (msg, rinfo) => {
       void this.answer(msg, rinfo.address).then((reply) => {
         if (reply) udp.send(reply, rinfo.port, rinfo.address);
       });
     });
     this.udp = udp;
-    const tcp = createServer((s) => this.serveTcp(s));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(this.port, host, () => resolve());
-    });
     this.tcp = tcp;
     if (this.opts.unref) {
       udp.unref();

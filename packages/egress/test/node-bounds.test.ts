@@ -177,3 +177,45 @@ describe('node egress services against a hostile sandbox (loopback)', () => {
     }
   });
 });
+
+describe('the resolver listens on one port for UDP and TCP', () => {
+  // Every source is a sandbox whose policy refuses everything: a query gets REFUSED at once.
+  const denyAll = parseNetworkPolicy({ denyOut: [ALL_TRAFFIC] });
+  const lookup = () => ({ sandboxId: 'sbx-dns-port', policy: denyAll });
+
+  it('a port taken in TCP is refused whole: no UDP socket is left on it', async () => {
+    const taken = createServer().listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const dns = new DnsFilter({ lookup, upstream: { host: '127.0.0.9', port: 9 } });
+      await assert.rejects(dns.listen(port, '127.0.0.1'), { code: 'EADDRINUSE' });
+      // The UDP side was given up with the TCP one: the port's UDP space is free again.
+      const probe = createSocket('udp4');
+      await new Promise<void>((resolve, reject) => {
+        probe.once('error', reject);
+        probe.bind(port, '127.0.0.1', () => resolve());
+      });
+      probe.close();
+    } finally {
+      taken.close();
+    }
+  });
+
+  it('an ephemeral port is the same for UDP and TCP, and answers on both', async () => {
+    const dns = new DnsFilter({ lookup, upstream: { host: '127.0.0.9', port: 9 } });
+    const port = await dns.listen(0, '127.0.0.1');
+    try {
+      const c = connect(port, '127.0.0.1');
+      await once(c, 'connect');
+      c.destroy();
+      const udp = createSocket('udp4');
+      const reply = once(udp, 'message');
+      udp.send(dnsQuery('example.test'), port, '127.0.0.1');
+      assert.ok((await reply)[0].length > 0);
+      udp.close();
+    } finally {
+      await dns.close();
+    }
+  });
+});
