@@ -88,6 +88,13 @@ describe('cove autoscale run --provider aws-asg', () => {
     return stderr.trim().split('\n').at(-1)!;
   }
 
+  const stop = async (child: ChildProcess) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  };
+
   before(async () => {
     await stand.start();
     cluster = await startFakeCluster();
@@ -227,6 +234,35 @@ describe('cove autoscale run --provider aws-asg', () => {
     assert.equal(stand.group.instances.find((i) => i.id === A)!.state, 'InService');
     assert.equal(stand.group.desired, 1);
     assert.ok(cluster.nodes.get(A)!.sandboxes.has(sandboxId), 'the sandbox on A is untouched');
-    child.kill('SIGTERM');
+    await stop(child);
+  });
+
+  test('a restarted autoscaler finishes the scale in it recorded, and a broken record stops it before any call', async () => {
+    // It was killed after recording C as leaving: its successor drains C (the drain it may not have started) and
+    // terminates C once empty, not A (and then scales out to its minimum again, as any start below it would).
+    const C = 'i-0ccccccccccccccc0';
+    stand.group.instances.push({ id: C, state: 'InService' });
+    stand.group.desired = 2;
+    cluster.addNode(C, { cpuCount: 16, memoryBytes: 64n * GiB });
+    stand.calls = [];
+    cluster.calls.length = 0;
+    writeFileSync(join(dir, 'state.json'), JSON.stringify({ leaving: C }));
+    // At 2 nodes of --min-nodes 2 --max-nodes 2 the policy itself never scales in (nor out): only the record does.
+    const child = spawn(process.execPath, [MAIN, ...args({ '--min-nodes': '2', '--max-nodes': '2' })], { env: env(), stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    const term = await eventually(() => stand.calls.find((c) => c.action === 'TerminateInstanceInAutoScalingGroup'), 20_000, 'the recorded scale in to finish');
+    assert.equal(term.params.InstanceId, C);
+    assert.deepEqual(cluster.calls.filter((c) => c.method === 'POST /v1/nodes/drain').map((c) => c.nodeId), [C]);
+    await eventually(() => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')).leaving === undefined, 5_000, 'the record cleared');
+    await stop(child);
+    assert.equal(stand.calls.filter((c) => c.action === 'TerminateInstanceInAutoScalingGroup').length, 1);
+    assert.equal(stand.group.instances.find((i) => i.id === A)!.state, 'InService');
+
+    // A record that is not the autoscaler's: refused with its code, the group and the control plane untouched.
+    writeFileSync(join(dir, 'state.json'), JSON.stringify({ leaving: { evil: true } }));
+    cluster.calls.length = 0;
+    assert.match(await refused({}), /^cove: invalid_autoscaler_state: /);
+    assert.equal(stand.calls.length, 0);
+    assert.equal(cluster.calls.length, 0);
   });
 });
