@@ -380,9 +380,12 @@ async function serveStatus(status: AutoscalerStatus, host: string, port: number)
 
 /** What an autoscaler step failed with, as a code (status and logs): the provider's, or the control plane's. */
 function errorCodeOf(err: unknown): string {
-  if (err instanceof ProviderError || err instanceof AutoscalerStartError) return err.code;
+  if (err instanceof ProviderError || err instanceof AutoscalerRunError) return err.code;
   if (err instanceof AdminError) return 'control_plane_error';
-  return 'control_plane_unreachable';
+  // undici's own failures (UND_ERR_*: timeouts, closed sockets) and the system's (ECONNREFUSED, ENOTFOUND, …).
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && /^(UND_ERR|E[A-Z]+$)/.test(code)) return 'control_plane_unreachable';
+  return 'autoscaler_step_failed';
 }
 
 /** The autoscaler's loop, one step per interval, for as long as the process runs; a failed step is retried. */
@@ -431,14 +434,14 @@ export function stopAutoscaler(paths: StatePaths): Promise<boolean> {
 // Scaling group (deploy/aws), against the vendor's control plane over its admin API (docs/byoc-aws.md,
 // "Autoscaling"). The admin token comes from a file or COVE_ADMIN_TOKEN, never an argument (process listings).
 
-/** Why `cove autoscale run` could not start (besides a ProviderError of the group, kept as it is). */
-export class AutoscalerStartError extends Error {
+/** Why `cove autoscale run` could not start or a step could not go on (a ProviderError of the group is kept as is). */
+export class AutoscalerRunError extends Error {
   constructor(
-    readonly code: 'control_plane_unreachable' | 'control_plane_error' | 'admin_token_rejected' | 'cluster_not_found' | 'invalid_autoscaler_state',
+    readonly code: 'control_plane_unreachable' | 'control_plane_error' | 'admin_token_rejected' | 'cluster_not_found' | 'invalid_autoscaler_state' | 'state_not_written',
     message: string,
   ) {
     super(message);
-    this.name = 'AutoscalerStartError';
+    this.name = 'AutoscalerRunError';
   }
 }
 
@@ -537,7 +540,7 @@ function readAwsState(file: string): { leaving?: string } {
     raw = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new AutoscalerStartError('invalid_autoscaler_state', `cannot read the state file ${file}: ${(err as Error).message}`);
+    throw new AutoscalerRunError('invalid_autoscaler_state', `cannot read the state file ${file}: ${(err as Error).message}`);
   }
   try {
     const st = JSON.parse(raw) as { leaving?: unknown };
@@ -545,21 +548,21 @@ function readAwsState(file: string): { leaving?: string } {
     return st.leaving ? { leaving: st.leaving } : {};
   } catch (err) {
     // Not guessed around: a scale in whose node we cannot name could leave a node draining forever.
-    throw new AutoscalerStartError('invalid_autoscaler_state', `the state file ${file} is not the autoscaler's (${(err as Error).message}); fix or remove it`);
+    throw new AutoscalerRunError('invalid_autoscaler_state', `the state file ${file} is not the autoscaler's (${(err as Error).message}); fix or remove it`);
   }
 }
 
-/** The control plane answers with this admin token and knows the cluster; else a coded AutoscalerStartError. */
+/** The control plane answers with this admin token and knows the cluster; else a coded AutoscalerRunError. */
 async function checkControlPlane(admin: AdminClient, s: AwsAutoscaleSettings): Promise<void> {
   try {
     await admin.call('GET', `/admin/clusters/${encodeURIComponent(s.clusterId)}`);
   } catch (err) {
     if (err instanceof AdminError) {
-      if (err.status === 401 || err.status === 403) throw new AutoscalerStartError('admin_token_rejected', `the control plane at ${s.controlPlaneUrl} refused the admin token (${err.status})`);
-      if (err.status === 404) throw new AutoscalerStartError('cluster_not_found', `the control plane at ${s.controlPlaneUrl} has no cluster "${s.clusterId}"`);
-      throw new AutoscalerStartError('control_plane_error', `the control plane at ${s.controlPlaneUrl} answered ${err.message}`);
+      if (err.status === 401 || err.status === 403) throw new AutoscalerRunError('admin_token_rejected', `the control plane at ${s.controlPlaneUrl} refused the admin token (${err.status})`);
+      if (err.status === 404) throw new AutoscalerRunError('cluster_not_found', `the control plane at ${s.controlPlaneUrl} has no cluster "${s.clusterId}"`);
+      throw new AutoscalerRunError('control_plane_error', `the control plane at ${s.controlPlaneUrl} answered ${err.message}`);
     }
-    throw new AutoscalerStartError('control_plane_unreachable', `the control plane at ${s.controlPlaneUrl} did not answer: ${(err as Error).message || (err as NodeJS.ErrnoException).code}`);
+    throw new AutoscalerRunError('control_plane_unreachable', `the control plane at ${s.controlPlaneUrl} did not answer: ${(err as Error).message || (err as NodeJS.ErrnoException).code}`);
   }
 }
 
@@ -585,7 +588,13 @@ export async function runAwsAutoscaler(s: AwsAutoscaleSettings, log: Log = jsonL
     ...(leaving ? { leaving } : {}),
     // On disk before the drain starts: a restarted autoscaler finishes this scale in rather than leaving the node
     // draining (and it never takes a node an operator drained by hand for one of its own).
-    onLeaving: (nodeId) => writeAtomic(s.stateFile, nodeId ? { leaving: nodeId } : {}),
+    onLeaving: (nodeId) => {
+      try {
+        writeAtomic(s.stateFile, nodeId ? { leaving: nodeId } : {});
+      } catch (err) {
+        throw new AutoscalerRunError('state_not_written', `cannot record the scale in of ${nodeId ?? '(done)'} in ${s.stateFile}: ${(err as Error).message}`);
+      }
+    },
   });
   const status = initialStatus(provider.name, s.config, scaler);
   const url = await serveStatus(status, s.listen.host, s.listen.port);

@@ -5,7 +5,7 @@
 // errors end the start with their structured code before anything is changed.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -172,8 +172,43 @@ describe('cove autoscale run --provider aws-asg', () => {
     );
   });
 
+  test('a scale in that cannot be recorded is not started: no drain, no terminate, until the record can be written', async () => {
+    // Two idle nodes at --min-nodes 1: the policy scales D in (ties go to the higher id). Its record cannot be
+    // written (the atomic write's temporary name is taken by a directory), so the step fails before the drain.
+    const D = 'i-0ddddddddddddddd0';
+    stand.calls = [];
+    stand.faults = [];
+    stand.group = { exists: true, desired: 2, max: 3, instances: [{ id: A, state: 'InService' }, { id: D, state: 'InService' }] };
+    cluster.addNode(D, { cpuCount: 16, memoryBytes: 64n * GiB });
+    cluster.calls.length = 0;
+    const stateFile = join(dir, 'unwritable', 'state.json');
+    mkdirSync(`${stateFile}.tmp`, { recursive: true });
+    const child = spawn(process.execPath, [MAIN, ...args({ '--state-file': stateFile })], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    const lines: Array<Record<string, unknown>> = [];
+    createInterface({ input: child.stdout! }).on('line', (l) => lines.push(JSON.parse(l)));
+    const url = await eventually(() => lines.find((l) => l.msg === 'autoscaler: serving /health and /status')?.url as string | undefined, 15_000, "the autoscaler's status URL");
+    const status = async () => (await (await request(`${url}/status`)).body.json()) as { steps: number; lastErrorCode: string | null; leaving: string | null };
+    await eventually(async () => {
+      const st = await status();
+      return st.lastErrorCode === 'state_not_written' && st.steps >= 3;
+    }, 10_000, 'three steps failing with state_not_written');
+    assert.equal((await status()).leaving, null, 'not counted as leaving');
+    assert.equal(cluster.calls.filter((c) => c.method === 'POST /v1/nodes/drain').length, 0, 'no drain started');
+    assert.equal(cluster.nodes.get(D)!.status, NodeStatus.HEALTHY);
+    assert.ok(stand.calls.every((c) => c.action === 'DescribeAutoScalingGroups'), 'nothing terminated');
+
+    // The record can be written again: the same scale in goes through, drain first.
+    rmSync(`${stateFile}.tmp`, { recursive: true });
+    const term = await eventually(() => stand.calls.find((c) => c.action === 'TerminateInstanceInAutoScalingGroup'), 20_000, 'the scale in once recordable');
+    assert.equal(term.params.InstanceId, D);
+    assert.deepEqual(cluster.calls.filter((c) => c.method === 'POST /v1/nodes/drain').map((c) => c.nodeId), [D]);
+    await stop(child);
+  });
+
   test('demand raises the desired capacity; an idle node is drained, then only its instance is terminated', async () => {
     stand.calls = [];
+    cluster.calls.length = 0;
     stand.faults = [];
     stand.group = { exists: true, desired: 1, max: 3, instances: [{ id: A, state: 'InService' }] };
     // A sandbox on A: the node that is in use must never be the one removed.
