@@ -162,3 +162,68 @@ resource "aws_iam_role_policy" "enroller" {
   role   = aws_iam_role.enroller.id
   policy = data.aws_iam_policy_document.enroller.json
 }
+
+# --- the autoscaler (optional; docs/byoc-aws.md, "Autoscaling") ---
+# `cove autoscale run --provider aws-asg` holds the control plane's admin token, so it runs where the control plane
+# runs (the vendor's account, or yours if you run the control plane), never on a cluster machine. It reaches the
+# orchestrator group only through this role, which exists only when autoscaler_principal_arn is set: assumable by
+# that principal alone and only with the external id you agreed on (a confused deputy cannot borrow it), allowed to
+# raise the group's desired capacity and to terminate one of its instances, nothing else. Unsetting the variable
+# (or deleting the role) cuts the autoscaler off: nodes and sandboxes keep running, scaling waits for you.
+
+locals {
+  autoscaler_enabled = var.autoscaler_principal_arn != null
+}
+
+data "aws_iam_policy_document" "autoscaler_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "AWS"
+      identifiers = local.autoscaler_enabled ? [var.autoscaler_principal_arn] : []
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "sts:ExternalId"
+      values   = var.autoscaler_external_id == null ? [] : [var.autoscaler_external_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "autoscaler" {
+  count                = local.autoscaler_enabled ? 1 : 0
+  name_prefix          = "${local.prefix}-autoscale-"
+  assume_role_policy   = data.aws_iam_policy_document.autoscaler_assume.json
+  max_session_duration = 3600
+  tags                 = local.tags
+  lifecycle {
+    precondition {
+      condition     = var.autoscaler_external_id != null
+      error_message = "Set autoscaler_external_id with autoscaler_principal_arn: the role is assumable only with it."
+    }
+  }
+}
+
+data "aws_iam_policy_document" "autoscaler" {
+  statement {
+    # DescribeAutoScalingGroups has no resource-level permission in IAM ("*" is the only resource it takes); it
+    # reads group settings and instance ids, no data. The provider then acts on the one group it was named.
+    sid       = "DescribeGroups"
+    actions   = ["autoscaling:DescribeAutoScalingGroups"]
+    resources = ["*"]
+  }
+  statement {
+    # Scale out (desired capacity, bounded by the group's MaxSize) and the terminate of a drained node's own
+    # instance (with ShouldDecrementDesiredCapacity), on the orchestrator group only: no edge, no other group.
+    sid       = "ScaleOrchestrators"
+    actions   = ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
+    resources = ["arn:${local.partition}:autoscaling:${local.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/${local.orchestrator_asg_name}"]
+  }
+}
+
+resource "aws_iam_role_policy" "autoscaler" {
+  count  = local.autoscaler_enabled ? 1 : 0
+  name   = "cove-autoscaler"
+  role   = aws_iam_role.autoscaler[0].id
+  policy = data.aws_iam_policy_document.autoscaler.json
+}

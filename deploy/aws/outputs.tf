@@ -78,3 +78,8 @@ output "control_plane_security_group_id" {
   description = "Security group a control plane run in this account carries to reach the database (create_postgres)."
   value       = var.create_postgres ? aws_security_group.control_plane[0].id : null
 }
+
+output "autoscaler_role_arn" {
+  description = "The role `cove autoscale run --provider aws-asg` assumes to scale the orchestrator group (with autoscaler_external_id); null unless autoscaler_principal_arn is set."
+  value       = local.autoscaler_enabled ? aws_iam_role.autoscaler[0].arn : null
+}

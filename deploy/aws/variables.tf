@@ -197,3 +197,24 @@ variable "tags" {
   default     = {}
   description = "Tags added to every resource."
 }
+
+variable "autoscaler_principal_arn" {
+  type        = string
+  default     = null
+  description = "Optional: the IAM principal (role ARN) that runs `cove autoscale run --provider aws-asg` next to the control plane; creates a role it may assume to scale the orchestrator group (outputs autoscaler_role_arn). Requires autoscaler_external_id."
+  validation {
+    condition     = var.autoscaler_principal_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/", var.autoscaler_principal_arn))
+    error_message = "autoscaler_principal_arn must be an IAM role or user ARN (arn:aws:iam::<account>:role/<name>)."
+  }
+}
+
+variable "autoscaler_external_id" {
+  type        = string
+  default     = null
+  sensitive   = true
+  description = "The external id the autoscaler's principal must present to assume the autoscaler role (agreed with whoever runs it; 16+ characters)."
+  validation {
+    condition     = var.autoscaler_external_id == null || can(regex("^[A-Za-z0-9+=,.@:/_-]{16,1224}$", var.autoscaler_external_id))
+    error_message = "autoscaler_external_id must be 16 to 1224 characters of A-Z a-z 0-9 + = , . @ : / _ -."
+  }
+}

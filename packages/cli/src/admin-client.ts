@@ -16,6 +16,8 @@ export class AdminClient {
   constructor(
     private readonly baseUrl: string,
     private readonly adminToken: string,
+    /** Bounds each call's wait for headers and for the body (a long-running process must not hang on one). */
+    private readonly timeoutMs?: number,
   ) {}
 
   async call<T>(method: 'GET' | 'POST' | 'PUT' | 'PATCH', path: string, body?: unknown): Promise<T> {
@@ -23,6 +25,7 @@ export class AdminClient {
       method,
       headers: { 'x-admin-token': this.adminToken, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined,
+      ...(this.timeoutMs ? { headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs } : {}),
     });
     const text = await res.body.text();
     if (res.statusCode >= 300) throw new AdminError(res.statusCode, `${method} ${path}: ${res.statusCode} ${text}`);

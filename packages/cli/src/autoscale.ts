@@ -10,13 +10,16 @@
 // it empty.
 
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   Autoscaler,
   AutoscalerConfigError,
+  AwsAutoScalingGroupProvider,
   parseAutoscalerConfig,
+  ProviderError,
   type AutoscalerConfig,
   type DemandView,
   type DrainState,
@@ -81,11 +84,17 @@ function num(flag: string, value: string | undefined, issues: string[], scale = 
  * (AutoscalerConfigError, code `invalid_autoscaler_config`) — min > max, zero nodes, more nodes than one machine
  * holds, fractions out of range, a scale-in headroom not above the scale-out one.
  */
-export function autoscaleConfigOf(f: AutoscaleFlags): { config: AutoscalerConfig; intervalMs: number; drainTimeoutMs: number } {
-  const issues: string[] = [];
+export function autoscaleConfigOf(
+  f: AutoscaleFlags,
+  /** The provider's own bounds: the local one holds LOCAL_MAX_NODES; an AWS group's ceiling is named by the operator. */
+  provider: 'local' | 'aws-asg' = 'local',
+  /** Problems found beside the policy's (the provider's settings), reported with them. */
+  issues: string[] = [],
+): { config: AutoscalerConfig; intervalMs: number; drainTimeoutMs: number } {
+  if (provider === 'aws-asg' && f.maxNodes === undefined) issues.push('--max-nodes: required with the aws-asg provider (the group\'s MaxSize is a second ceiling, not a policy)');
   const raw = {
     minNodes: num('--min-nodes', f.minNodes ?? '1', issues),
-    maxNodes: num('--max-nodes', f.maxNodes ?? String(LOCAL_MAX_NODES), issues),
+    maxNodes: num('--max-nodes', f.maxNodes ?? (provider === 'local' ? String(LOCAL_MAX_NODES) : undefined), issues),
     targetFreeFraction: num('--target-free', f.targetFree, issues),
     scaleInFreeFraction: num('--scale-in-free', f.scaleInFree, issues),
     minWarmPoolFraction: num('--min-warm-pool', f.minWarmPool, issues),
@@ -98,14 +107,15 @@ export function autoscaleConfigOf(f: AutoscaleFlags): { config: AutoscalerConfig
   const drainTimeoutMs = num('--drain-timeout', f.drainTimeout ?? '600', issues, 1000);
   if (intervalMs !== undefined && (intervalMs < 100 || intervalMs > 3_600_000)) issues.push('--autoscale-interval: must be between 0.1 and 3600 seconds');
   if (drainTimeoutMs !== undefined && (drainTimeoutMs < 1000 || drainTimeoutMs > 24 * 3_600_000)) issues.push('--drain-timeout: must be between 1 and 86400 seconds');
-  if (raw.maxNodes !== undefined && raw.maxNodes > LOCAL_MAX_NODES) issues.push(`--max-nodes: the local provider runs at most ${LOCAL_MAX_NODES} nodes on one machine`);
+  if (provider === 'local' && raw.maxNodes !== undefined && raw.maxNodes > LOCAL_MAX_NODES) issues.push(`--max-nodes: the local provider runs at most ${LOCAL_MAX_NODES} nodes on one machine`);
   const defined = Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
   let config: AutoscalerConfig | undefined;
   try {
     config = parseAutoscalerConfig(defined);
   } catch (err) {
     if (!(err instanceof AutoscalerConfigError)) throw err;
-    issues.push(...err.issues.map(flagNamed));
+    // A required maxNodes already named above is not named twice.
+    issues.push(...err.issues.map(flagNamed).filter((i) => !(raw.maxNodes === undefined && i.startsWith('--max-nodes:'))));
   }
   if (issues.length > 0 || !config) throw new AutoscalerConfigError(issues);
   return { config, intervalMs: intervalMs!, drainTimeoutMs: drainTimeoutMs! };
@@ -308,6 +318,8 @@ export interface AutoscalerStatus {
   leaving: string | null;
   lastDecision: { action: string; reason: string; at: number } | null;
   lastError: string | null;
+  /** The last error's structured code (a ProviderError's, `control_plane_error`, `control_plane_unreachable`). */
+  lastErrorCode: string | null;
   steps: number;
   events: ScalingEvent[];
 }
@@ -320,7 +332,7 @@ export async function runAutoscaler(
   startNode: (spec: ComponentSpec, paths: StatePaths) => Promise<unknown>,
 ): Promise<never> {
   const paths = statePaths(s.stateDir);
-  const log = (level: string, obj: object, msg: string) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...obj }) + '\n');
+  const log = jsonLog;
   const say = (line: string) => log('info', {}, line);
   const secrets = loadOrCreateSecrets(paths.secrets);
   const clusterId = (JSON.parse(readFileSync(paths.state, 'utf8')) as { clusterId?: string }).clusterId;
@@ -341,28 +353,60 @@ export async function runAutoscaler(
     ...(provider.leaving ? { leaving: provider.leaving } : {}),
     onLeaving: (nodeId) => (provider.leaving = nodeId),
   });
-  const status: AutoscalerStatus = { provider: provider.name, config: s.config, nodes: [], leaving: null, lastDecision: null, lastError: null, steps: 0, events: scaler.events };
+  const status = initialStatus(provider.name, s.config, scaler);
+  await serveStatus(status, '127.0.0.1', portsFor(s.portOffset).autoscaler);
+  say(`autoscaler: ${JSON.stringify(s.config)}; every ${s.intervalMs} ms`);
+  return loop({ provider, scaler, status, intervalMs: s.intervalMs, log, beforeStep: () => provider.reconcile() });
+}
+
+type Log = (level: string, obj: object, msg: string) => void;
+const jsonLog: Log = (level, obj, msg) => process.stdout.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...obj }) + '\n');
+
+function initialStatus(provider: string, config: AutoscalerConfig, scaler: Autoscaler): AutoscalerStatus {
+  return { provider, config, nodes: [], leaving: null, lastDecision: null, lastError: null, lastErrorCode: null, steps: 0, events: scaler.events };
+}
+
+/** Serves GET /health and /status; resolves with the base URL once listening. */
+async function serveStatus(status: AutoscalerStatus, host: string, port: number): Promise<string> {
   const server: Server = createServer((req, res) => {
     const body = req.url === '/health' ? { ok: true } : req.url === '/status' ? status : undefined;
     res.writeHead(body ? 200 : 404, { 'content-type': 'application/json' });
     res.end(JSON.stringify(body ?? { code: 'not_found', message: 'GET /health or /status' }));
   });
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(portsFor(s.portOffset).autoscaler, '127.0.0.1', resolve));
-  say(`autoscaler: ${JSON.stringify(s.config)}; every ${s.intervalMs} ms`);
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
+  const a = server.address() as AddressInfo;
+  return `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+}
+
+/** What an autoscaler step failed with, as a code (status and logs): the provider's, or the control plane's. */
+function errorCodeOf(err: unknown): string {
+  if (err instanceof ProviderError || err instanceof AutoscalerRunError) return err.code;
+  if (err instanceof AdminError) return 'control_plane_error';
+  // undici's own failures (UND_ERR_*: timeouts, closed sockets) and the system's (ECONNREFUSED, ENOTFOUND, …).
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && /^(UND_ERR|E[A-Z]+$)/.test(code)) return 'control_plane_unreachable';
+  return 'autoscaler_step_failed';
+}
+
+/** The autoscaler's loop, one step per interval, for as long as the process runs; a failed step is retried. */
+async function loop(l: { provider: NodeProvider; scaler: Autoscaler; status: AutoscalerStatus; intervalMs: number; log: Log; beforeStep?: () => Promise<unknown> }): Promise<never> {
+  const { status } = l;
   for (;;) {
     try {
-      await provider.reconcile();
-      const r = await scaler.step();
+      await l.beforeStep?.();
+      const r = await l.scaler.step();
       status.lastDecision = { action: r.decision.action, reason: r.decision.reason, at: Date.now() };
       status.lastError = null;
+      status.lastErrorCode = null;
+      status.nodes = (await l.provider.list()).map((n) => n.nodeId);
     } catch (err) {
       status.lastError = (err as Error).message;
-      log('error', { err: (err as Error).message }, 'autoscaler step failed');
+      status.lastErrorCode = errorCodeOf(err);
+      l.log('error', { err: (err as Error).message, code: status.lastErrorCode }, 'autoscaler step failed');
     }
     status.steps++;
-    status.nodes = (await provider.list()).map((n) => n.nodeId);
-    status.leaving = scaler.leavingNode ?? null;
-    await sleep(s.intervalMs);
+    status.leaving = l.scaler.leavingNode ?? null;
+    await sleep(l.intervalMs);
   }
 }
 
@@ -383,4 +427,177 @@ export async function autoscalerStatus(portOffset: number): Promise<AutoscalerSt
 /** Stops the deployment's autoscaler (its nodes keep running); true when one ran. */
 export function stopAutoscaler(paths: StatePaths): Promise<boolean> {
   return stop(paths.run, 'autoscaler');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// `cove autoscale run --provider aws-asg`: the same loop for a real cluster, whose orchestrators are an EC2 Auto
+// Scaling group (deploy/aws), against the vendor's control plane over its admin API (docs/byoc-aws.md,
+// "Autoscaling"). The admin token comes from a file or COVE_ADMIN_TOKEN, never an argument (process listings).
+
+/** Why `cove autoscale run` could not start or a step could not go on (a ProviderError of the group is kept as is). */
+export class AutoscalerRunError extends Error {
+  constructor(
+    readonly code: 'control_plane_unreachable' | 'control_plane_error' | 'admin_token_rejected' | 'cluster_not_found' | 'invalid_autoscaler_state' | 'state_not_written',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AutoscalerRunError';
+  }
+}
+
+/** The flags of `cove autoscale run` (strings as commander gives them; env-var defaults already applied). */
+export interface AwsAutoscaleFlags extends AutoscaleFlags {
+  provider?: string;
+  asgName?: string;
+  region?: string;
+  asgEndpoint?: string;
+  controlPlane?: string;
+  clusterId?: string;
+  adminTokenFile?: string;
+  stateFile: string;
+  listen: string;
+}
+
+export interface AwsAutoscaleSettings {
+  controlPlaneUrl: string;
+  adminToken: string;
+  clusterId: string;
+  asgName: string;
+  region: string;
+  /** Another endpoint than the regional one (a VPC interface endpoint; a stand-in in tests). */
+  asgEndpoint?: string;
+  /** Where the scale in under way is recorded before it starts (a restarted autoscaler finishes it). */
+  stateFile: string;
+  listen: { host: string; port: number };
+  config: AutoscalerConfig;
+  intervalMs: number;
+  drainTimeoutMs: number;
+}
+
+function httpUrl(flag: string, value: string | undefined, issues: string[]): string | undefined {
+  if (!value) return undefined;
+  try {
+    const u = new URL(value);
+    if (u.protocol === 'http:' || u.protocol === 'https:') return value.replace(/\/+$/, '');
+  } catch {
+    // named below
+  }
+  issues.push(`${flag}: "${value}" is not an http(s) URL`);
+  return undefined;
+}
+
+/**
+ * The settings of `cove autoscale run` from its flags and environment, every problem named at once
+ * (AutoscalerConfigError, `invalid_autoscaler_config`) before anything is called: the policy's limits (the same
+ * check as `cove up --autoscale`), the group, the region, the control plane, the cluster, the admin token.
+ */
+export function awsAutoscaleSettingsOf(f: AwsAutoscaleFlags, env: NodeJS.ProcessEnv = process.env): AwsAutoscaleSettings {
+  const issues: string[] = [];
+  if (f.provider !== 'aws-asg') issues.push(`--provider: "${f.provider ?? ''}" is not a provider this command runs (aws-asg; the local provider runs with \`cove up --autoscale\`)`);
+  if (!f.asgName) issues.push('--asg-name: required (the orchestrators\' Auto Scaling group; COVE_AUTOSCALE_ASG_NAME)');
+  else if (!/^[\x21-\x7e]{1,255}$/.test(f.asgName)) issues.push('--asg-name: must be 1-255 printable characters without spaces');
+  if (!f.region) issues.push('--region: required (the group\'s AWS region; AWS_REGION)');
+  else if (!/^[a-z]{2}(-[a-z]+)+-\d+$/.test(f.region)) issues.push(`--region: "${f.region}" is not an AWS region name`);
+  const asgEndpoint = httpUrl('--asg-endpoint', f.asgEndpoint, issues);
+  const controlPlaneUrl = httpUrl('--control-plane', f.controlPlane, issues);
+  if (!f.controlPlane) issues.push('--control-plane: required (the control plane\'s URL; COVE_CONTROL_PLANE_URL)');
+  if (!f.clusterId) issues.push('--cluster-id: required (the cluster this autoscaler scales; COVE_CLUSTER_ID)');
+  let adminToken = env.COVE_ADMIN_TOKEN?.trim();
+  if (f.adminTokenFile) {
+    try {
+      adminToken = readFileSync(f.adminTokenFile, 'utf8').trim();
+    } catch (err) {
+      issues.push(`--admin-token-file: cannot read ${f.adminTokenFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
+  if (!adminToken && !issues.some((i) => i.startsWith('--admin-token-file'))) issues.push('the admin token: set COVE_ADMIN_TOKEN or --admin-token-file (never an argument: process listings show it)');
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:]+):(\d{1,5})$/.exec(f.listen);
+  if (!m || Number(m[2]) > 65535) issues.push(`--listen: "${f.listen}" is not host:port`);
+  let policy: ReturnType<typeof autoscaleConfigOf> | undefined;
+  try {
+    policy = autoscaleConfigOf(f, 'aws-asg', issues);
+  } catch (err) {
+    if (!(err instanceof AutoscalerConfigError)) throw err;
+  }
+  if (issues.length > 0 || !policy) throw new AutoscalerConfigError(issues);
+  return {
+    controlPlaneUrl: controlPlaneUrl!,
+    adminToken: adminToken!,
+    clusterId: f.clusterId!,
+    asgName: f.asgName!,
+    region: f.region!,
+    ...(asgEndpoint ? { asgEndpoint } : {}),
+    stateFile: f.stateFile,
+    listen: { host: m![1]!.replace(/^\[|\]$/g, ''), port: Number(m![2]) },
+    ...policy,
+  };
+}
+
+/** The scale in under way, as recorded in the state file ({} when none or no file yet). */
+function readAwsState(file: string): { leaving?: string } {
+  let raw: string;
+  try {
+    raw = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+    throw new AutoscalerRunError('invalid_autoscaler_state', `cannot read the state file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    const st = JSON.parse(raw) as { leaving?: unknown };
+    if (st.leaving !== undefined && typeof st.leaving !== 'string') throw new Error('"leaving" is not a node id');
+    return st.leaving ? { leaving: st.leaving } : {};
+  } catch (err) {
+    // Not guessed around: a scale in whose node we cannot name could leave a node draining forever.
+    throw new AutoscalerRunError('invalid_autoscaler_state', `the state file ${file} is not the autoscaler's (${(err as Error).message}); fix or remove it`);
+  }
+}
+
+/** The control plane answers with this admin token and knows the cluster; else a coded AutoscalerRunError. */
+async function checkControlPlane(admin: AdminClient, s: AwsAutoscaleSettings): Promise<void> {
+  try {
+    await admin.call('GET', `/admin/clusters/${encodeURIComponent(s.clusterId)}`);
+  } catch (err) {
+    if (err instanceof AdminError) {
+      if (err.status === 401 || err.status === 403) throw new AutoscalerRunError('admin_token_rejected', `the control plane at ${s.controlPlaneUrl} refused the admin token (${err.status})`);
+      if (err.status === 404) throw new AutoscalerRunError('cluster_not_found', `the control plane at ${s.controlPlaneUrl} has no cluster "${s.clusterId}"`);
+      throw new AutoscalerRunError('control_plane_error', `the control plane at ${s.controlPlaneUrl} answered ${err.message}`);
+    }
+    throw new AutoscalerRunError('control_plane_unreachable', `the control plane at ${s.controlPlaneUrl} did not answer: ${(err as Error).message || (err as NodeJS.ErrnoException).code}`);
+  }
+}
+
+/**
+ * Runs the autoscaler of one cluster with its orchestrators' Auto Scaling group until the process ends. Before
+ * the loop it checks, in this order, that the control plane answers and knows the cluster and that the group can
+ * be described (credentials from the standard AWS chain: on an edge instance, its instance profile) — a failure
+ * ends the start with its code; once running, a failed step is retried on the next one and shown in /status.
+ */
+export async function runAwsAutoscaler(s: AwsAutoscaleSettings, log: Log = jsonLog): Promise<never> {
+  const leaving = readAwsState(s.stateFile).leaving;
+  const admin = new AdminClient(s.controlPlaneUrl, s.adminToken, 30_000);
+  await checkControlPlane(admin, s);
+  const provider = new AwsAutoScalingGroupProvider({ autoScalingGroupName: s.asgName, region: s.region, ...(s.asgEndpoint ? { endpoint: s.asgEndpoint } : {}) });
+  await provider.list();
+  mkdirSync(dirname(s.stateFile), { recursive: true, mode: 0o700 });
+  const scaler = new Autoscaler({
+    target: adminTarget(admin, s.clusterId),
+    provider,
+    config: s.config,
+    log: { info: (obj, msg) => log('info', obj, msg) },
+    drainTimeoutMs: s.drainTimeoutMs,
+    ...(leaving ? { leaving } : {}),
+    // On disk before the drain starts: a restarted autoscaler finishes this scale in rather than leaving the node
+    // draining (and it never takes a node an operator drained by hand for one of its own).
+    onLeaving: (nodeId) => {
+      try {
+        writeAtomic(s.stateFile, nodeId ? { leaving: nodeId } : {});
+      } catch (err) {
+        throw new AutoscalerRunError('state_not_written', `cannot record the scale in of ${nodeId ?? '(done)'} in ${s.stateFile}: ${(err as Error).message}`);
+      }
+    },
+  });
+  const status = initialStatus(provider.name, s.config, scaler);
+  const url = await serveStatus(status, s.listen.host, s.listen.port);
+  log('info', { url, cluster: s.clusterId, group: s.asgName, region: s.region, config: s.config, intervalMs: s.intervalMs, ...(leaving ? { leaving } : {}) }, 'autoscaler: serving /health and /status');
+  return loop({ provider, scaler, status, intervalMs: s.intervalMs, log });
 }

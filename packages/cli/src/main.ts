@@ -9,7 +9,7 @@ import { repoRoot } from './paths.js';
 import { benchFiles, byConcurrency, runTests, testFiles } from './test-suite.js';
 import { printTable, runBenches, writeJson } from './bench.js';
 import { drainNode, undrainNode } from './node-drain.js';
-import { autoscaleConfigOf, autoscalerStatus, LOCAL_MAX_NODES, stopAutoscaler, type AutoscaleFlags } from './autoscale.js';
+import { autoscaleConfigOf, autoscalerStatus, awsAutoscaleSettingsOf, LOCAL_MAX_NODES, runAwsAutoscaler, stopAutoscaler, type AutoscaleFlags, type AwsAutoscaleFlags } from './autoscale.js';
 import { statePaths } from './paths.js';
 import { oidcSettingsOf, type OidcFlags } from './oidc.js';
 
@@ -55,9 +55,28 @@ function withDeploymentFlags(cmd: Command): Command {
     .option('--nodes <n>', 'orchestrator nodes to run on this machine (1-4; more than one shares the cluster storage)', '1');
 }
 
+/**
+ * The autoscaler's policy flags (and their COVE_AUTOSCALE_* variables): one definition for `cove up --autoscale`
+ * (local provider) and `cove autoscale run` (an AWS Auto Scaling group); both check them with autoscaleConfigOf.
+ */
+function withAutoscalePolicyFlags(cmd: Command, provider: 'local' | 'aws-asg'): Command {
+  const maxHelp = provider === 'local' ? `at most ${LOCAL_MAX_NODES} on one machine` : "required; the group's MaxSize bounds it too";
+  return cmd
+  .addOption(new Option('--min-nodes <n>', 'autoscale: fewest nodes (at least 1)').env('COVE_AUTOSCALE_MIN_NODES'))
+  .addOption(new Option('--max-nodes <n>', `autoscale: most nodes (${maxHelp})`).env('COVE_AUTOSCALE_MAX_NODES'))
+  .addOption(new Option('--target-free <fraction>', 'autoscale: add a node when less than this share of CPU or memory is free (default 0.2)').env('COVE_AUTOSCALE_TARGET_FREE'))
+  .addOption(new Option('--scale-in-free <fraction>', 'autoscale: remove a node only if the rest keep this share free (default 0.5)').env('COVE_AUTOSCALE_SCALE_IN_FREE'))
+  .addOption(new Option('--min-warm-pool <fraction>', 'autoscale: add a node when warm pools hold less than this share of their targets (default 0: ignore)').env('COVE_AUTOSCALE_MIN_WARM_POOL'))
+  .addOption(new Option('--scale-out-cooldown <seconds>', 'autoscale: least time between two scale-outs (default 60)').env('COVE_AUTOSCALE_SCALE_OUT_COOLDOWN'))
+  .addOption(new Option('--scale-in-cooldown <seconds>', 'autoscale: least time between any scaling and a scale in (default 600)').env('COVE_AUTOSCALE_SCALE_IN_COOLDOWN'))
+  .addOption(new Option('--cpu-overcommit <n>', "autoscale: vCPUs the nodes place per CPU (their COVE_CPU_OVERCOMMIT, default 32)").env('COVE_AUTOSCALE_CPU_OVERCOMMIT'))
+  .addOption(new Option('--autoscale-interval <seconds>', 'autoscale: time between two decisions (default 10)').env('COVE_AUTOSCALE_INTERVAL'))
+  .addOption(new Option('--drain-timeout <seconds>', 'autoscale: how long a scale-in drain keeps retrying (default 600)').env('COVE_AUTOSCALE_DRAIN_TIMEOUT'));
+}
+
 const program = new Command('cove').description('Cove: a bring-your-own-cloud sandbox platform for the E2B SDK');
 
-withDeploymentFlags(program.command('up').description('start the registry, control plane, collector, edge and orchestrator on this machine'))
+withAutoscalePolicyFlags(withDeploymentFlags(program.command('up').description('start the registry, control plane, collector, edge and orchestrator on this machine'))
   .option(
     '--code-interpreter-wait <seconds>',
     `how long to wait for a node to have the ${CODE_INTERPRETER_TEMPLATE_ID} template ready before writing the env file (0 = do not wait)`,
@@ -75,17 +94,7 @@ withDeploymentFlags(program.command('up').description('start the registry, contr
   .addOption(new Option('--oidc-client-secret <secret>', 'OIDC: its secret (prefer the variable: arguments show in process listings)').env('COVE_OIDC_CLIENT_SECRET'))
   .addOption(new Option('--oidc-scope <scopes>', 'OIDC: scopes the token request asks for (default cove:cluster, which the edge requires)').env('COVE_OIDC_SCOPE'))
 
-  .option('--autoscale', 'run the autoscaler: nodes are added under load and drained and removed when idle (local provider)')
-  .addOption(new Option('--min-nodes <n>', 'autoscale: fewest nodes (at least 1)').env('COVE_AUTOSCALE_MIN_NODES'))
-  .addOption(new Option('--max-nodes <n>', `autoscale: most nodes (at most ${LOCAL_MAX_NODES} on one machine)`).env('COVE_AUTOSCALE_MAX_NODES'))
-  .addOption(new Option('--target-free <fraction>', 'autoscale: add a node when less than this share of CPU or memory is free (default 0.2)').env('COVE_AUTOSCALE_TARGET_FREE'))
-  .addOption(new Option('--scale-in-free <fraction>', 'autoscale: remove a node only if the rest keep this share free (default 0.5)').env('COVE_AUTOSCALE_SCALE_IN_FREE'))
-  .addOption(new Option('--min-warm-pool <fraction>', 'autoscale: add a node when warm pools hold less than this share of their targets (default 0: ignore)').env('COVE_AUTOSCALE_MIN_WARM_POOL'))
-  .addOption(new Option('--scale-out-cooldown <seconds>', 'autoscale: least time between two scale-outs (default 60)').env('COVE_AUTOSCALE_SCALE_OUT_COOLDOWN'))
-  .addOption(new Option('--scale-in-cooldown <seconds>', 'autoscale: least time between any scaling and a scale in (default 600)').env('COVE_AUTOSCALE_SCALE_IN_COOLDOWN'))
-  .addOption(new Option('--cpu-overcommit <n>', "autoscale: vCPUs the nodes place per CPU (their COVE_CPU_OVERCOMMIT, default 32)").env('COVE_AUTOSCALE_CPU_OVERCOMMIT'))
-  .addOption(new Option('--autoscale-interval <seconds>', 'autoscale: time between two decisions (default 10)').env('COVE_AUTOSCALE_INTERVAL'))
-  .addOption(new Option('--drain-timeout <seconds>', 'autoscale: how long a scale-in drain keeps retrying (default 600)').env('COVE_AUTOSCALE_DRAIN_TIMEOUT'))
+  .option('--autoscale', 'run the autoscaler: nodes are added under load and drained and removed when idle (local provider)'), 'local')
   .action(
   async (opts) => {
     // Checked before anything starts: a bad configuration leaves the machine as it was.
@@ -167,6 +176,26 @@ withDeploymentFlags(autoscale.command('status').description('its nodes, last dec
     if (st.lastError) say(`last error: ${st.lastError}`);
     for (const e of st.events) say(`  ${new Date(e.at).toISOString()}  ${e.action} ${e.nodeId}  ${e.reason}`);
   });
+withAutoscalePolicyFlags(
+  autoscale
+    .command('run')
+    .description("run the autoscaler of a cluster whose orchestrators are an EC2 Auto Scaling group, against the control plane's admin API (docs/byoc-aws.md)")
+    .addOption(new Option('--provider <name>', 'where nodes come from: aws-asg (the local provider runs with `cove up --autoscale`)').default('aws-asg').env('COVE_AUTOSCALE_PROVIDER'))
+    .addOption(new Option('--asg-name <name>', "the orchestrators' Auto Scaling group").env('COVE_AUTOSCALE_ASG_NAME'))
+    .addOption(new Option('--region <region>', "the group's AWS region").env('AWS_REGION'))
+    .addOption(new Option('--asg-endpoint <url>', 'the Auto Scaling API at another endpoint than the regional one (a VPC interface endpoint)').env('COVE_AUTOSCALE_ASG_ENDPOINT'))
+    .addOption(new Option('--control-plane <url>', "the control plane's URL").env('COVE_CONTROL_PLANE_URL'))
+    .addOption(new Option('--cluster-id <id>', 'the cluster to scale (its id at the control plane)').env('COVE_CLUSTER_ID'))
+    .addOption(new Option('--admin-token-file <path>', 'a file holding the admin token (or COVE_ADMIN_TOKEN; never an argument)').env('COVE_ADMIN_TOKEN_FILE'))
+    .addOption(new Option('--state-file <path>', 'where the scale in under way is recorded, so a restart finishes it').default('/var/lib/cove/autoscaler/state.json').env('COVE_AUTOSCALE_STATE_FILE'))
+    .addOption(new Option('--listen <host:port>', 'where /health and /status are served').default('127.0.0.1:3005').env('COVE_AUTOSCALE_LISTEN')),
+  'aws-asg',
+).action(async (opts: AwsAutoscaleFlags) => {
+  // Checked before anything is called: a bad configuration touches neither the control plane nor the group.
+  const settings = awsAutoscaleSettingsOf(opts);
+  delete process.env.COVE_ADMIN_TOKEN;
+  await runAwsAutoscaler(settings);
+});
 withDeploymentFlags(autoscale.command('stop').description('stop the autoscaler; its nodes keep running'))
   .action(async (opts: Parameters<typeof deploymentOptions>[0]) => {
     say((await stopAutoscaler(statePaths(deploymentOptions(opts).stateDir))) ? 'autoscaler: stopped' : 'autoscaler: not running');
@@ -257,7 +286,8 @@ program
   });
 
 program.parseAsync().catch((err: Error & { code?: string }) => {
-  // A structured code rides along where there is one (invalid_autoscaler_config): scripts branch on it.
-  process.stderr.write(`cove: ${err.code === 'invalid_autoscaler_config' || err.code === 'invalid_oidc_config' ? `${err.code}: ` : ''}${err.message}\n`);
+  // A structured code rides along where there is one (invalid_autoscaler_config, provider_not_found, …): scripts
+  // branch on it. Ours are lower_snake; Node's (ENOENT) and commander's (commander.x) are not and stay out.
+  process.stderr.write(`cove: ${typeof err.code === 'string' && /^[a-z]+(_[a-z]+)+$/.test(err.code) ? `${err.code}: ` : ''}${err.message}\n`);
   process.exit(1);
 });

@@ -119,6 +119,7 @@ export function violations(m: Module, guide: string): string[] {
   // IAM: every policy is a policy document checked here (no inline JSON, no AWS-managed policy), and every S3
   // resource it names is inside the cluster's bucket; no resource is a bare wildcard.
   const BUCKET = '${aws_s3_bucket.cluster.arn}';
+  const UNSCOPABLE_ACTIONS = new Set(['autoscaling:DescribeAutoScalingGroups']);
   for (const type of ['aws_iam_role_policy', 'aws_iam_policy']) {
     for (const [name, p] of resources(m, type)) {
       if (!/^\$\{data\.aws_iam_policy_document\.[a-z0-9_]+\.json\}$/.test(text(p.policy))) out.push(`iam-policy-not-a-document: ${type}.${name}`);
@@ -133,7 +134,10 @@ export function violations(m: Module, guide: string): string[] {
       const actions = asList(st.actions).map(text);
       if (res.length === 0 && (st.principals === undefined || actions.some((a) => !a.startsWith('sts:')))) out.push(`iam-no-resource: ${doc}/${text(st.sid)}`);
       for (const r of res) {
-        if (r === '*' || (r.endsWith(':*') && !r.startsWith('${aws_cloudwatch_log_group.'))) out.push(`iam-wildcard-resource: ${doc}/${text(st.sid)} ${r}`);
+        // "*" only where IAM takes nothing narrower: a statement of nothing but such actions (AWS's Service
+        // Authorization Reference lists no resource type for them).
+        const unscopable = r === '*' && actions.length > 0 && actions.every((a) => UNSCOPABLE_ACTIONS.has(a));
+        if (!unscopable && (r === '*' || (r.endsWith(':*') && !r.startsWith('${aws_cloudwatch_log_group.')))) out.push(`iam-wildcard-resource: ${doc}/${text(st.sid)} ${r}`);
         const s3ish = r.includes('arn:aws:s3') || r.includes(':s3:::') || r.includes('aws_s3_bucket.');
         if (s3ish && !(r === BUCKET || r.startsWith(`${BUCKET}/`))) out.push(`iam-foreign-bucket: ${doc}/${text(st.sid)} ${r}`);
       }

@@ -93,6 +93,10 @@ test('a secret templated into user data is caught', async () => {
 test("IAM: another bucket, a wildcard resource or action, or a managed policy is caught", async () => {
   has(await violationsOf({ replace: ['iam.tf', '["${aws_s3_bucket.cluster.arn}/storage/*"]', '["${aws_s3_bucket.cluster.arn}/storage/*", "arn:aws:s3:::customer-data/*"]'] }), 'iam-foreign-bucket', 'customer-data');
   has(await violationsOf({ replace: ['iam.tf', 'resources = [aws_secretsmanager_secret.node.arn]', 'resources = ["*"]'] }), 'iam-wildcard-resource', 'NodeSecret');
+  // "*" is allowed only for actions IAM cannot scope (the autoscaler's DescribeAutoScalingGroups); one more action
+  // beside it, or the scaling actions on "*", is caught.
+  has(await violationsOf({ replace: ['iam.tf', 'actions   = ["autoscaling:DescribeAutoScalingGroups"]', 'actions   = ["autoscaling:DescribeAutoScalingGroups", "autoscaling:TerminateInstanceInAutoScalingGroup"]'] }), 'iam-wildcard-resource', 'DescribeGroups');
+  has(await violationsOf({ replace: ['iam.tf', /(autoscaling:TerminateInstanceInAutoScalingGroup"\]\n    resources = )\[[^\n]+\]/, '$1["*"]'] }), 'iam-wildcard-resource', 'ScaleOrchestrators');
   has(await violationsOf({ replace: ['iam.tf', 'actions   = ["secretsmanager:GetSecretValue"]\n    resources = [aws_secretsmanager_secret.node.arn]', 'actions   = ["secretsmanager:*"]\n    resources = [aws_secretsmanager_secret.node.arn]'] }), 'iam-wildcard-action', 'NodeSecret');
   // A node that may read every credential (the prefix, or the whole bucket) could speak for every node.
   has(await violationsOf({ replace: ['iam.tf', '/node-credentials/$${aws:userid}"]', '/node-credentials/*"]'] }), 'node-credentials-readable', 'OwnNodeCredential');

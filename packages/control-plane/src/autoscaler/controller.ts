@@ -120,8 +120,10 @@ export class Autoscaler {
   }
 
   private setLeaving(nodeId: string | undefined): void {
-    this.leaving = nodeId;
+    // Persisted first: a scale in that could not be recorded is not started (a restart would not know to finish
+    // it, and its node would stay draining); a failed write fails the step before the drain.
     this.d.onLeaving?.(nodeId);
+    this.leaving = nodeId;
   }
 
   async step(): Promise<StepResult> {
