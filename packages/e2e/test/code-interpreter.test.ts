@@ -127,7 +127,8 @@ describe('code interpreter through the unchanged @e2b/code-interpreter SDK', () 
     });
     assert.ok(firstAt > 0 && Date.now() - firstAt >= 1500);
     await assert.rejects(sbx.runCode('import time\nwhile True: time.sleep(1)', { timeoutMs: 3000 }), TimeoutError);
-    assert.equal((await sbx.runCode('1 + 1', { timeoutMs: 10_000 })).text, '2');
+    const after = await sbx.runCode('1 + 1', { timeoutMs: 10_000 });
+    assert.equal(after.text, '2', JSON.stringify({ error: after.error, logs: after.logs }));
   });
 
   test('bad input: unknown language, unknown context, both, 10 MB of code, output flood', async () => {
