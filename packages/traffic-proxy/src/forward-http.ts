@@ -64,7 +64,7 @@ export function createUpstreamAgent(options: { maxFreeSockets?: number } = {}): 
  * The undici counterpart of {@link createUpstreamAgent} for body-less requests: keep-alive, no pipelining (a
  * slow response must not hold up the next request of another client), Nagle off.
  */
-export function createUpstreamDispatcher(): Dispatcher {
+export function createUpstreamDispatcher(): UndiciAgent {
   return new UndiciAgent({ connections: null, pipelining: 1, keepAliveTimeout: 60_000, connect: { noDelay: true } });
 }
 
