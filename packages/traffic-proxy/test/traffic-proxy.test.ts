@@ -134,6 +134,12 @@ describe('forwardHttp through an undici dispatcher (body-less requests)', () => 
     streamClosed = new Promise((r) => (onStreamClosed = r));
     upstream = createServer((req, res) => {
       if (req.url === '/silent') return; // never answers
+      if (req.url === '/huge-head') {
+        // A hostile upstream's endless head: the proxy must give up at its bound, not buffer it.
+        res.writeHead(200, { 'x-pad': 'a'.repeat(1024 * 1024) });
+        res.end();
+        return;
+      }
       if (req.url === '/truncated') {
         // Chunked, so only the proxy's reset (not a length mismatch) tells the client the body is cut short.
         res.writeHead(200, { 'content-type': 'text/plain' });
@@ -247,6 +253,14 @@ describe('forwardHttp through an undici dispatcher (body-less requests)', () => 
       const res = await fetch(`${proxyUrl}/truncated`);
       await res.arrayBuffer();
     });
+  });
+
+  it('refuses an upstream response head beyond the header bound', async () => {
+    const before = dispatched;
+    const res = await fetch(`${proxyUrl}/huge-head`);
+    assert.equal(res.status, 502);
+    assert.equal(res.headers.get('x-pad'), null);
+    assert.equal(dispatched, before + 1);
   });
 
   it('reports a refused upstream and an idle one to onError with their kinds', async () => {
