@@ -7,7 +7,7 @@ import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createUpstreamAgent } from '@cove/traffic-proxy';
+import { createUpstreamAgent, createUpstreamDispatcher } from '@cove/traffic-proxy';
 import type { JWTVerifyGetKey } from 'jose';
 import type { Logger } from 'pino';
 import { createApiServer, type ApiServer } from './api/api-server.js';
@@ -87,6 +87,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const nodeClients = new NodeClients(credentials);
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
+  const dispatcher = createUpstreamDispatcher();
   const templateFiles = new TemplateFiles(config.storage, log);
   const telemetry = deps.telemetry ?? new EdgeTelemetry(config);
   const metrics = new EdgeMetrics(telemetry.registry);
@@ -169,6 +170,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     directory,
     credentials,
     agent,
+    dispatcher,
     resumer,
     log,
     volumeContent: { controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken },
@@ -259,6 +261,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       sessions.close();
       nodeClients.close();
       agent.destroy();
+      await dispatcher.destroy();
       templateFiles.close();
       await resumer?.close();
       await volumeSweeper.close();

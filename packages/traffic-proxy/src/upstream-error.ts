@@ -4,7 +4,7 @@
 /** What went wrong talking to the upstream. */
 export type UpstreamFailure = 'refused' | 'timeout' | 'reset' | 'unreachable';
 
-/** Classify an error from a socket or `http.request` towards the upstream. */
+/** Classify an error from a socket, `http.request` or an undici dispatch towards the upstream. */
 export function classifyUpstreamError(err: unknown): UpstreamFailure {
   const code = (err as { code?: unknown } | null)?.code;
   switch (code) {
@@ -12,10 +12,14 @@ export function classifyUpstreamError(err: unknown): UpstreamFailure {
       return 'refused';
     case 'ETIMEDOUT':
     case 'UPSTREAM_IDLE_TIMEOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
       return 'timeout';
     case 'ECONNRESET':
     case 'EPIPE':
     case 'ERR_STREAM_PREMATURE_CLOSE':
+    case 'UND_ERR_SOCKET':
       return 'reset';
     default:
       return 'unreachable';

@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createTlsServer } from 'node:https';
 import type { Agent } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
 import {
   DEFAULT_IDLE_TIMEOUT_MS,
   SANDBOX_ID_HEADER,
@@ -34,6 +35,8 @@ const HEADERS_TIMEOUT_MS = 60_000;
 export interface TrafficServerDeps extends SandboxRouterDeps {
   credentials: NodeCredentials;
   agent: Agent;
+  /** undici pool for body-less requests (forwardHttp's faster path). */
+  dispatcher?: Dispatcher;
   /** The volume content API, served for Host `api.<sandbox domain>` (traffic/volume-content.ts). */
   volumeContent: Omit<VolumeContentDeps, 'directory' | 'credentials' | 'agent' | 'log'>;
 }
@@ -77,6 +80,7 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
     target: proxyUrl,
     headers: upstreamHeaders(req, deps, sandboxId, nodeId, port, false),
     agent: deps.agent,
+    ...(deps.dispatcher ? { dispatcher: deps.dispatcher } : {}),
     onResponse: (_status, headers) => addCorsHeaders(origin, headers),
     onError: (err, failure) => {
       deps.log.warn({ err, sandboxId, nodeId, failure }, 'node proxy unreachable');

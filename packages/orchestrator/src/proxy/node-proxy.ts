@@ -10,6 +10,7 @@ import {
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
   createUpstreamAgent,
+  createUpstreamDispatcher,
   forwardHttp,
   forwardRequestHeaders,
   forwardUpgrade,
@@ -139,25 +140,27 @@ function upstreamFailureBody(r: Extract<Route, { ok: true }>, failure: UpstreamF
  * which answers with a reset. Pools idle for a minute are closed.
  */
 class SandboxAgents {
-  private readonly agents = new Map<string, { agent: ReturnType<typeof createUpstreamAgent>; usedAt: number }>();
+  // node:http for requests with a body, undici for body-less ones (forwardHttp; docs/performance.md, "Proxy").
+  private readonly agents = new Map<string, { pools: SandboxPools; usedAt: number }>();
   private readonly sweeper = setInterval(() => this.sweep(60_000), 30_000).unref();
 
-  get(key: string): ReturnType<typeof createUpstreamAgent> {
+  get(key: string): SandboxPools {
     let entry = this.agents.get(key);
     if (!entry) {
-      entry = { agent: createUpstreamAgent({ maxFreeSockets: 32 }), usedAt: 0 };
+      entry = { pools: { agent: createUpstreamAgent({ maxFreeSockets: 32 }), dispatcher: createUpstreamDispatcher() }, usedAt: 0 };
       this.agents.set(key, entry);
     }
     entry.usedAt = Date.now();
-    return entry.agent;
+    return entry.pools;
   }
 
   private sweep(idleMs: number): void {
     const now = Date.now();
     for (const [id, entry] of this.agents) {
-      const busy = Object.values(entry.agent.sockets).some((list) => (list?.length ?? 0) > 0);
+      const { agent, dispatcher } = entry.pools;
+      const busy = Object.values(agent.sockets).some((list) => (list?.length ?? 0) > 0) || Object.values(dispatcher.stats).some((s) => s.size > 0);
       if (!busy && now - entry.usedAt > idleMs) {
-        entry.agent.destroy();
+        destroyPools(entry.pools);
         this.agents.delete(id);
       }
     }
@@ -165,9 +168,16 @@ class SandboxAgents {
 
   close(): void {
     clearInterval(this.sweeper);
-    for (const { agent } of this.agents.values()) agent.destroy();
+    for (const { pools } of this.agents.values()) destroyPools(pools);
     this.agents.clear();
   }
+}
+
+type SandboxPools = { agent: ReturnType<typeof createUpstreamAgent>; dispatcher: ReturnType<typeof createUpstreamDispatcher> };
+
+function destroyPools(pools: SandboxPools): void {
+  pools.agent.destroy();
+  pools.dispatcher.destroy().catch(() => undefined);
 }
 
 export function createNodeProxy(opts: NodeProxyOptions): Server {
@@ -194,7 +204,7 @@ export function createNodeProxy(opts: NodeProxyOptions): Server {
       path: r.path,
       headers: forwardRequestHeaders(req.headers, { remove: [NODE_TOKEN_HEADER], ...(r.host ? { set: { host: r.host } } : {}) }),
       // Keyed by address too: a resumed sandbox may come back elsewhere, and its old pooled sockets are dead.
-      agent: agents.get(`${r.sandboxId}@${r.target}`),
+      ...agents.get(`${r.sandboxId}@${r.target}`),
       idleTimeoutMs: IDLE_TIMEOUT_MS,
       onError: (err, failure) => {
         opts.log.debug({ err, sandboxId: r.sandboxId, port: r.port, failure }, 'upstream request failed');
