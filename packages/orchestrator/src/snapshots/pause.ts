@@ -44,7 +44,15 @@ export class Pauser {
       if (job.intent.sandboxId !== sandboxId) throw new InvalidArgument([`snapshot_id: ${snapshotId} is another sandbox's`]);
       return { summary: summaryOf(await this.jobs.committed(job)), pauseMs: 0 };
     }
-    const other = this.jobs.pendingOf(sandboxId);
+    let other = this.jobs.pendingOf(sandboxId);
+    if (other && this.o.manager.get(sandboxId)) {
+      // It runs here again: resumed into a new slot from this node's files of a pause whose commit has not settled
+      // (the control plane deletes that snapshot right after the resume). The new pause waits for that commit to
+      // settle, committed or deleted, so the two pauses' records never race; a commit stuck on storage still
+      // answers SandboxBusy within the commit wait.
+      await this.jobs.committed(other).catch(() => undefined);
+      other = this.jobs.pendingOf(sandboxId);
+    }
     if (other) throw new SandboxBusy(sandboxId, `paused as snapshot ${other.intent.pausing.snapshotId}`);
     if (!this.o.manager.get(sandboxId) && !this.o.manager.isBusy(sandboxId)) {
       // The pause already happened and was committed (its answer may have been lost).
