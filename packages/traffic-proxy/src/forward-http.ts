@@ -135,17 +135,7 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
       });
     });
 
-    up.on('error', (err) => {
-      if (res.headersSent || res.destroyed) {
-        finish({ outcome: res.destroyed && !res.headersSent ? 'client_aborted' : 'upstream_failed', error: err });
-        res.destroy();
-        return;
-      }
-      finish({ outcome: 'upstream_failed', error: err });
-      const failure = classifyUpstreamError(err);
-      if (opts.onError) opts.onError(err, failure);
-      else sendProxyError(res, 502, proxyErrorBody(502, 'The upstream is unreachable'));
-    });
+    up.on('error', (err) => failUpstream(res, opts, finish, err));
 
     // Send the request head now: a client may wait for the response headers before it sends any body
     // (bidirectional streams over HTTP/1.1), and node:http would otherwise hold the head for the first chunk.
@@ -162,6 +152,21 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
 
     req.pipe(up);
   });
+}
+
+/**
+ * An upstream failure, on either path: once the client has the head (or is gone) its response is cut, else it gets
+ * the caller's error answer or a 502.
+ */
+function failUpstream(res: ServerResponse, opts: ForwardHttpOptions, finish: (r: ForwardResult) => void, err: Error, status?: number): void {
+  if (res.headersSent || res.destroyed) {
+    finish({ outcome: res.destroyed && !res.headersSent ? 'client_aborted' : 'upstream_failed', ...(status !== undefined ? { status } : {}), error: err });
+    res.destroy();
+    return;
+  }
+  finish({ outcome: 'upstream_failed', error: err });
+  if (opts.onError) opts.onError(err, classifyUpstreamError(err));
+  else sendProxyError(res, 502, proxyErrorBody(502, 'The upstream is unreachable'));
 }
 
 /** The {@link forwardHttp} exchange of a body-less request through an undici dispatcher (same outcomes). */
@@ -220,15 +225,7 @@ function dispatchBodiless(req: IncomingMessage, res: ServerResponse, opts: Forwa
           res.end();
         },
         onResponseError(_c, err) {
-          if (res.headersSent || res.destroyed) {
-            finish({ outcome: res.destroyed && !res.headersSent ? 'client_aborted' : 'upstream_failed', ...(status !== undefined ? { status } : {}), error: err });
-            res.destroy();
-            return;
-          }
-          finish({ outcome: 'upstream_failed', error: err });
-          const failure = classifyUpstreamError(err);
-          if (opts.onError) opts.onError(err, failure);
-          else sendProxyError(res, 502, proxyErrorBody(502, 'The upstream is unreachable'));
+          failUpstream(res, opts, finish, err, status);
         },
       },
     );
