@@ -11,6 +11,7 @@ import type { TemplateResolver } from '../templates/resolver.js';
 import { warmUpEnvd } from './envd-warmup.js';
 import { runStartAndReady } from './template-start.js';
 import { BootBackoff } from './boot-backoff.js';
+import { PoolBoots, type PoolEntry } from './pool-boots.js';
 
 export interface BuildPoolOptions {
   runtime: SandboxRuntime;
@@ -25,13 +26,10 @@ export interface BuildPoolOptions {
   log: Logger;
 }
 
-interface BuildEntry {
+interface BuildEntry extends PoolEntry {
   templateId: string;
   buildId: string;
   manifest: BuildManifest;
-  ready: SlotInfo[];
-  booting: number;
-  backoff: BootBackoff;
 }
 
 
@@ -63,11 +61,12 @@ export async function bootBuildSlot(
 export class BuildPool {
   /** Most recently used last. */
   private readonly entries = new Map<string, BuildEntry>();
-  private inFlight = 0;
   private closed = false;
-  private readonly boots = new Set<Promise<void>>();
+  private readonly boots: PoolBoots;
 
-  constructor(private readonly o: BuildPoolOptions) {}
+  constructor(private readonly o: BuildPoolOptions) {
+    this.boots = new PoolBoots({ ...o, what: 'warm build slot' }, () => this.fill());
+  }
 
   /** Marks the build as just used: it (re)joins the recent list, the oldest beyond the limit lose their slots. */
   noteUse(manifest: BuildManifest): void {
@@ -100,7 +99,7 @@ export class BuildPool {
     if (!e) return;
     this.entries.delete(buildId);
     e.backoff.cancel();
-    for (const s of e.ready.splice(0)) void this.destroy(s);
+    for (const s of e.ready.splice(0)) void this.boots.destroy(s);
   }
 
   slotIds(): Set<string> {
@@ -116,10 +115,10 @@ export class BuildPool {
   async close(): Promise<void> {
     this.closed = true;
     for (const e of this.entries.values()) e.backoff.cancel();
-    await Promise.allSettled([...this.boots]);
+    await this.boots.settle();
     const slots = [...this.entries.values()].flatMap((e) => e.ready.splice(0));
     this.entries.clear();
-    await Promise.allSettled(slots.map((s) => this.destroy(s)));
+    await Promise.allSettled(slots.map((s) => this.boots.destroy(s)));
   }
 
   private fill(): void {
@@ -127,48 +126,23 @@ export class BuildPool {
     const now = Date.now();
     // Most recently used first.
     for (const e of [...this.entries.values()].reverse()) {
-      while (this.inFlight < this.o.concurrency && e.ready.length + e.booting < this.o.perBuild && e.backoff.allows(now)) this.bootOne(e);
+      while (this.boots.hasRoom && e.ready.length + e.booting < this.o.perBuild && e.backoff.allows(now)) this.bootOne(e);
     }
   }
 
   private bootOne(e: BuildEntry): void {
-    e.booting++;
-    this.inFlight++;
     const log = this.o.log.child({ templateId: e.templateId, buildId: e.buildId });
-    const p = (async () => {
-      try {
-        const slot = await bootBuildSlot({ ...this.o, log }, e.templateId, e.buildId, {
-          diskMb: e.manifest.diskMb,
-          // The start command runs while the slot waits: it gets the build's own limits, not an idle share.
-          limits: { vcpu: e.manifest.vcpu, memoryMb: e.manifest.memoryMb },
-        });
-        if (this.closed || this.entries.get(e.buildId) !== e) {
-          await this.destroy(slot);
-          return;
-        }
-        e.ready.push(slot);
-        e.backoff.succeeded();
-        log.debug({ slotId: slot.slotId, ready: e.ready.length }, 'warm build slot ready');
-      } catch (err) {
-        const backoff = e.backoff.failed(() => this.fill());
-        log.warn({ err, failures: e.backoff.failures, backoffMs: backoff }, 'warm build slot failed');
-      } finally {
-        e.booting--;
-        this.inFlight--;
+    this.boots.start(e, log, async () => {
+      const slot = await bootBuildSlot({ ...this.o, log }, e.templateId, e.buildId, {
+        diskMb: e.manifest.diskMb,
+        // The start command runs while the slot waits: it gets the build's own limits, not an idle share.
+        limits: { vcpu: e.manifest.vcpu, memoryMb: e.manifest.memoryMb },
+      });
+      if (this.closed || this.entries.get(e.buildId) !== e) {
+        await this.boots.destroy(slot);
+        return undefined;
       }
-    })();
-    this.boots.add(p);
-    void p.finally(() => {
-      this.boots.delete(p);
-      this.fill();
+      return slot;
     });
-  }
-
-  private async destroy(slot: SlotInfo): Promise<void> {
-    try {
-      await this.o.runtime.destroy(slot.slotId);
-    } catch (err) {
-      this.o.log.warn({ err, slotId: slot.slotId }, 'destroying warm build slot failed');
-    }
   }
 }

@@ -11,6 +11,7 @@ import { builtinStartOf } from '../code-interpreter.js';
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
 import { BootBackoff } from './boot-backoff.js';
+import { PoolBoots, type PoolEntry } from './pool-boots.js';
 
 export interface WarmPoolOptions {
   runtime: SandboxRuntime;
@@ -38,10 +39,7 @@ export interface WarmPoolStats {
   target: number;
 }
 
-interface TemplatePool {
-  ready: SlotInfo[];
-  booting: number;
-  backoff: BootBackoff;
+interface TemplatePool extends PoolEntry {
   /** Whether the node has the template yet (background builds). */
   available: boolean;
 }
@@ -49,11 +47,11 @@ interface TemplatePool {
 
 export class WarmPool {
   private readonly pools = new Map<string, TemplatePool>();
-  private inFlight = 0;
   private closed = false;
-  private readonly boots = new Set<Promise<void>>();
+  private readonly boots: PoolBoots;
 
   constructor(private readonly opts: WarmPoolOptions) {
+    this.boots = new PoolBoots({ ...opts, what: 'warm slot' }, () => this.fill());
     for (const templateId of Object.keys(opts.targets)) {
       this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff(), available: false });
     }
@@ -97,9 +95,9 @@ export class WarmPool {
   async close(): Promise<void> {
     this.closed = true;
     for (const pool of this.pools.values()) pool.backoff.cancel();
-    await Promise.allSettled([...this.boots]);
+    await this.boots.settle();
     const slots = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
-    await Promise.allSettled(slots.map((s) => this.destroy(s)));
+    await Promise.allSettled(slots.map((s) => this.boots.destroy(s)));
   }
 
   private fill(): void {
@@ -109,7 +107,7 @@ export class WarmPool {
       const target = this.opts.targets[templateId] ?? 0;
       while (
         !this.closed &&
-        this.inFlight < this.opts.concurrency &&
+        this.boots.hasRoom &&
         pool.available &&
         pool.ready.length + pool.booting < target &&
         pool.backoff.allows(now)
@@ -120,48 +118,23 @@ export class WarmPool {
   }
 
   private bootOne(templateId: string, pool: TemplatePool): void {
-    pool.booting++;
-    this.inFlight++;
     const log = this.opts.log.child({ templateId });
-    const p = (async () => {
-      try {
-        const booted = await this.opts.runtime.boot({
-          templateId,
-          diskMb: this.opts.diskMb,
-          limits: builtinStartOf(templateId) ? this.opts.serverIdleLimits : this.opts.idleLimits,
-        });
-        if (this.closed) {
-          await this.destroy(booted);
-          return;
-        }
-        const slot = await readyBuiltinSlot({ runtime: this.opts.runtime, readyTimeoutMs: this.opts.readyTimeoutMs, log }, booted, { warmUp: true });
-        if (this.closed) {
-          await this.destroy(slot);
-          return;
-        }
-        pool.ready.push(slot);
-        pool.backoff.succeeded();
-        log.debug({ slotId: slot.slotId, ready: pool.ready.length }, 'warm slot ready');
-      } catch (err) {
-        const backoff = pool.backoff.failed(() => this.fill());
-        log.warn({ err, failures: pool.backoff.failures, backoffMs: backoff }, 'warm slot boot failed');
-      } finally {
-        pool.booting--;
-        this.inFlight--;
+    this.boots.start(pool, log, async () => {
+      const booted = await this.opts.runtime.boot({
+        templateId,
+        diskMb: this.opts.diskMb,
+        limits: builtinStartOf(templateId) ? this.opts.serverIdleLimits : this.opts.idleLimits,
+      });
+      if (this.closed) {
+        await this.boots.destroy(booted);
+        return undefined;
       }
-    })();
-    this.boots.add(p);
-    void p.finally(() => {
-      this.boots.delete(p);
-      this.fill();
+      const slot = await readyBuiltinSlot({ runtime: this.opts.runtime, readyTimeoutMs: this.opts.readyTimeoutMs, log }, booted, { warmUp: true });
+      if (this.closed) {
+        await this.boots.destroy(slot);
+        return undefined;
+      }
+      return slot;
     });
-  }
-
-  private async destroy(slot: SlotInfo): Promise<void> {
-    try {
-      await this.opts.runtime.destroy(slot.slotId);
-    } catch (err) {
-      this.opts.log.warn({ err, slotId: slot.slotId }, 'destroying warm slot failed');
-    }
   }
 }
