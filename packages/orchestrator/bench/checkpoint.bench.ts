@@ -5,24 +5,11 @@
 
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
-import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import { makeRuntime } from '../test/runtime-fixture.js';
 
-const pkg = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const rounds = Number(process.argv[2] ?? 10);
 const dataDir = '/var/tmp/cove-runtime-test/covckb';
-const rt = new LinuxSandboxRuntime({
-  dataDir,
-  templatesDir: '/var/tmp/cove-runtime-test/templates',
-  recipesDir: join(pkg, 'templates'),
-  envdDir: join(pkg, '..', 'envd', 'dist', 'bundle'),
-  nodeBinary: process.execPath,
-  logger: pino({ level: 'error' }),
-  instance: 'covckb',
-  vethPrefix: 'ckb-',
-  subnet: '10.204.0.0/16',
-});
+const rt = makeRuntime({ instance: 'covckb', vethPrefix: 'ckb-', subnet: '10.204.0.0/16' });
 await rt.prepare();
 await rt.cleanupOrphans([]);
 const images = join(dataDir, 'checkpoints');

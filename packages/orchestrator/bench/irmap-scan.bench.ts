@@ -9,24 +9,11 @@
 
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
-import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import { makeRuntime } from '../test/runtime-fixture.js';
 
-const pkg = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const rounds = Number(process.argv[2] ?? 5);
 const dataDir = '/var/tmp/cove-runtime-test/covirb';
-const rt = new LinuxSandboxRuntime({
-  dataDir,
-  templatesDir: '/var/tmp/cove-runtime-test/templates',
-  recipesDir: join(pkg, 'templates'),
-  envdDir: join(pkg, '..', 'envd', 'dist', 'bundle'),
-  nodeBinary: process.execPath,
-  logger: pino({ level: 'error' }),
-  instance: 'covirb',
-  vethPrefix: 'irb-',
-  subnet: '10.203.0.0/16',
-});
+const rt = makeRuntime({ instance: 'covirb', vethPrefix: 'irb-', subnet: '10.203.0.0/16' });
 await rt.prepare();
 await rt.cleanupOrphans([]);
 const images = join(dataDir, 'checkpoints');

@@ -2,28 +2,13 @@
 // Run: node packages/orchestrator/dist/bench/runtime-boot.bench.js [count] [parallel] (as root, after a build).
 // Uses the test runtime instance names so it never touches a node's own slots.
 
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
-import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import { STAND_IN, makeRuntime } from '../test/runtime-fixture.js';
 
-const pkg = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..');
 const count = Number(process.argv[2] ?? 20);
 /** How many boots run at once (a warm pool refills several slots concurrently). */
 const parallel = Number(process.argv[3] ?? 1);
-const standIn = ['/opt/cove/bin/node', '-e', "require('http').createServer((q,s)=>{s.statusCode=204;s.end()}).listen(49983)"];
 
-const rt = new LinuxSandboxRuntime({
-  dataDir: '/var/tmp/cove-runtime-test/covebench',
-  templatesDir: '/var/tmp/cove-runtime-test/templates',
-  recipesDir: join(pkg, 'templates'),
-  envdDir: join(pkg, '..', 'envd', 'dist', 'bundle'),
-  nodeBinary: process.execPath,
-  logger: pino({ level: 'error' }),
-  instance: 'covebench',
-  vethPrefix: 'cbh-',
-  subnet: '10.234.0.0/16',
-});
+const rt = makeRuntime({ instance: 'covebench', vethPrefix: 'cbh-', subnet: '10.234.0.0/16' });
 await rt.prepare();
 await rt.cleanupOrphans([]);
 
@@ -35,7 +20,7 @@ for (let i = 0; i < count; i += parallel) {
   const slots = await Promise.all(
     Array.from({ length: batch }, async () => {
       const t = performance.now();
-      const slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 256 }, process: standIn });
+      const slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 256 }, process: STAND_IN });
       boot.push(performance.now() - t);
       return slot;
     }),
