@@ -5,9 +5,9 @@
 // Knobs: COVE_BENCH_BURSTS (4 counted bursts), COVE_BENCH_BURST_SIZE (20; the team's concurrency limit).
 
 import { Sandbox } from 'e2b';
-import { request } from 'undici';
 import { deployment } from '../test/deployment.js';
 import { percentile, report } from './stats.js';
+import { poolsSettled } from './warm-pools.js';
 
 const BURSTS = Number(process.env.COVE_BENCH_BURSTS ?? 4);
 const SIZE = Number(process.env.COVE_BENCH_BURST_SIZE ?? 20);
@@ -27,19 +27,6 @@ async function createAndRun(): Promise<One> {
   return { create: t1 - t0, first: performance.now() - t1, sbx };
 }
 
-/** Waits until the nodes' warm pools are full, so no background boot competes with a burst. */
-async function poolsSettled(): Promise<void> {
-  const d = deployment();
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    const res = await request(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-    const nodes = (await res.body.json()) as Array<{ info?: { warmPools?: Array<{ ready?: number; target?: number }> } }>;
-    const pools = nodes.flatMap((n) => n.info?.warmPools ?? []);
-    if (pools.length > 0 && pools.every((p) => (p.ready ?? 0) >= (p.target ?? 0))) return;
-    if (Date.now() > deadline) throw new Error('warm pools did not fill within 5 minutes');
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 deployment();
 const creates: number[] = [];

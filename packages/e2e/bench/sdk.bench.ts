@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { deployment } from '../test/deployment.js';
 import { percentile, report } from './stats.js';
+import { poolsSettled } from './warm-pools.js';
 
 const SERIAL = Number(process.env.COVE_BENCH_SERIAL ?? 30);
 const CONCURRENCY = 20;
@@ -100,19 +101,6 @@ async function proxyOverhead(): Promise<void> {
   }
 }
 
-/** Waits until the node's warm pools are full, so no background boots compete with the measurements. */
-async function poolsSettled(): Promise<void> {
-  const d = deployment();
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    const res = await request(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-    const nodes = (await res.body.json()) as Array<{ info?: { warmPools?: Array<{ ready?: number; target?: number }> } }>;
-    const pools = nodes.flatMap((n) => n.info?.warmPools ?? []);
-    if (pools.length > 0 && pools.every((p) => (p.ready ?? 0) >= (p.target ?? 0))) return;
-    if (Date.now() > deadline) throw new Error('warm pools did not fill within 5 minutes');
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 deployment();
 await poolsSettled();
