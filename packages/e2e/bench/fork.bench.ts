@@ -4,7 +4,7 @@
 // between rounds (not timed).
 import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
-import { holdMemory } from './memory-holder.js';
+import { holdMemory, pauseThenResume } from './memory-holder.js';
 import { percentile, report } from './stats.js';
 
 const ROUNDS = Number(process.env.COVE_BENCH_FORK_ROUNDS ?? 6);
@@ -33,12 +33,9 @@ try {
   const one: number[] = [];
   const five: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    let t0 = performance.now();
-    await sbx.pause();
-    pause.push(performance.now() - t0);
-    t0 = performance.now();
-    await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
-    resume.push(performance.now() - t0);
+    const round = await pauseThenResume(sbx);
+    pause.push(round.pauseMs);
+    resume.push(round.resumeMs);
     await settle();
     one.push(await forkOnce(sbx, 1));
     await settle();

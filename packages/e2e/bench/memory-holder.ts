@@ -1,6 +1,6 @@
 // A sandbox process holding `mib` MiB of written (resident) memory, as the pause, resume and fork benchmarks need.
 
-import type { Sandbox } from 'e2b';
+import { Sandbox } from 'e2b';
 
 /** Starts the holder and waits until its memory is written; returns its resident size as `ps` reports it (KiB). */
 export async function holdMemory(sbx: Sandbox, mib: number): Promise<string> {
@@ -8,4 +8,14 @@ export async function holdMemory(sbx: Sandbox, mib: number): Promise<string> {
   await sbx.commands.run('python3 /home/user/hold.py', { background: true });
   for (let i = 0; i < 100 && (await sbx.commands.run('cat /tmp/held 2>/dev/null || true')).stdout !== 'ok'; i++) await new Promise((r) => setTimeout(r, 200));
   return (await sbx.commands.run('ps -o rss= -C python3 | sort -n | tail -1')).stdout.trim();
+}
+
+/** One pause, then one resume on the same node (`Sandbox.connect`), as the SDK user sees them (ms each). */
+export async function pauseThenResume(sbx: Sandbox): Promise<{ pauseMs: number; resumeMs: number }> {
+  let t0 = performance.now();
+  await sbx.pause();
+  const pauseMs = performance.now() - t0;
+  t0 = performance.now();
+  await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
+  return { pauseMs, resumeMs: performance.now() - t0 };
 }

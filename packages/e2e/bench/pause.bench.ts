@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
 import { deployment, type Deployment } from '../test/deployment.js';
-import { holdMemory } from './memory-holder.js';
+import { holdMemory, pauseThenResume } from './memory-holder.js';
 import { allNodesHealthy, nodeOf, setDraining } from '../test/nodes.js';
 import { percentile, report } from './stats.js';
 
@@ -45,12 +45,9 @@ try {
   const resumeSame: number[] = [];
   const resumeOther: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    let t0 = performance.now();
-    await sbx.pause();
-    pause.push(performance.now() - t0);
-    t0 = performance.now();
-    await Sandbox.connect(sbx.sandboxId, { timeoutMs: 900_000 });
-    resumeSame.push(performance.now() - t0);
+    const round = await pauseThenResume(sbx);
+    pause.push(round.pauseMs);
+    resumeSame.push(round.resumeMs);
     await settle();
   }
   if (d.nodes.length > 1) {
