@@ -8,19 +8,17 @@
 // Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
-import { access, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { findCriu } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
-import { healthy, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { healthy, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { checkpointPrereqs } from './checkpoint-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covtdl', vethPrefix: 'tdl-', subnet: '10.237.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
 const CHECKPOINTS = join(DATA_DIR, 'checkpoints');
-const criu = await findCriu();
-const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
-const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
+const { skip } = await checkpointPrereqs();
 
 /**
  * S (a session leader, the caller's setsid) forks L, which leads a new process group, and T, which joins L's group

@@ -2,6 +2,19 @@
 // bytes whose sha256 it recomputes every second, writing a counter 10× a second to /tmp/www/counter
 // (served by a python http server on :8080) together with the digest, its cwd and $HOG_MARK.
 
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { findCriu } from '../src/checkpoint/criu.js';
+import { PACKAGE_DIR } from './runtime-fixture.js';
+
+/** criu's path, and why a checkpoint test cannot run here (criu or the envd bundle missing) or false. */
+export async function checkpointPrereqs(): Promise<{ criu: string | null; skip: string | false }> {
+  const criu = await findCriu();
+  const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
+  const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
+  return { criu, skip };
+}
+
 export function hogScript(mib: number): string {
   return `
 import time, os, hashlib

@@ -6,13 +6,14 @@
 // Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
-import { access, mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DEFAULT_CRIU, findCriu } from '../src/checkpoint/criu.js';
+import { DEFAULT_CRIU } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
-import { healthy, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { healthy, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { checkpointPrereqs } from './checkpoint-fixture.js';
 
 // The whole-root scan is on by default only with Cove's criu (criu.ts, irmapScanRoot); forced on here so the abuses
 // below also run against another binary (COVE_CRIU). checkpointSlot runs in this process and reads it.
@@ -20,9 +21,7 @@ process.env['COVE_CRIU_IRMAP_SCAN_ROOT'] = '1';
 const OPTS: TestRuntimeOptions = { instance: 'covtir', vethPrefix: 'tir-', subnet: '10.241.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
 const CHECKPOINTS = join(DATA_DIR, 'checkpoints');
-const criu = await findCriu();
-const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
-const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
+const { criu, skip } = await checkpointPrereqs();
 
 /**
  * Holds an inotify watch on argv[2] (relative to argv[1], reached one component at a time, so the path may exceed

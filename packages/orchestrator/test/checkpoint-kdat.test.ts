@@ -5,19 +5,18 @@
 // and replaced; nothing is written to the host's own /run. Skipped only when criu or envd is missing.
 
 import assert from 'node:assert/strict';
-import { access, chmod, mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { criuCommand, findCriu, KDAT_TMPFS, kdatRunDir } from '../src/checkpoint/criu.js';
+import { criuCommand, KDAT_TMPFS, kdatRunDir } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
-import { healthy, leftovers, makeRuntime, PACKAGE_DIR, sh, type TestRuntimeOptions } from './runtime-fixture.js';
+import { healthy, leftovers, makeRuntime, sh, type TestRuntimeOptions } from './runtime-fixture.js';
+import { checkpointPrereqs } from './checkpoint-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covtkd', vethPrefix: 'tkd-', subnet: '10.206.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
 const CHECKPOINTS = join(DATA_DIR, 'checkpoints');
-const criu = await findCriu();
-const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
-const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
+const { criu, skip } = await checkpointPrereqs();
 
 /** The newest restore log of the slot (the runtime keeps them in the slot's directory). */
 async function lastRestoreLog(slotId: string): Promise<string> {

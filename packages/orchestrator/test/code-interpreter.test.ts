@@ -11,14 +11,13 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { chmod, copyFile, lstat, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BuildState, TemplateService } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_PORT, CODE_INTERPRETER_TEMPLATE_ID as CI } from '@cove/contracts/sandbox';
-import { findCriu } from '../src/checkpoint/criu.js';
 import { GUEST_MOUNT, START_CMD } from '../src/code-interpreter.js';
 import { ERROR_CODE_HEADER } from '../src/rpc/interceptors.js';
 import { installImmutable, pruneInstalls } from '../src/sandbox/immutable-install.js';
@@ -27,7 +26,6 @@ import { TemplateStore } from '../src/sandbox/template-store.js';
 import { createLogger } from '../src/logger.js';
 import {
   bearer,
-  ENVD_BUNDLE,
   exists,
   instance,
   makeRuntime,
@@ -46,6 +44,7 @@ import {
   type Instance,
   type Running,
 } from './orchestrator-fixture.js';
+import { checkpointPrereqs } from './checkpoint-fixture.js';
 
 const ROOT = '/var/tmp/cove-ci-test';
 /** code-interpreter-v1 is built here (once; kept between runs); `base` is the shared test cache's, by a symlink. */
@@ -58,9 +57,7 @@ const B = instance('covci2', 'ci2-', '10.187.0.0/16');
 const C = instance('covci3', 'ci3-', '10.188.0.0/16');
 const D = instance('covci4', 'ci4-', '10.189.0.0/16');
 const E = instance('covci5', 'ci5-', '10.190.0.0/16');
-const criu = await findCriu();
-const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
-const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
+const { skip } = await checkpointPrereqs();
 
 /** The stand-in server: /health 503 for its first second (kernels starting), then 200; /count keeps state in memory. */
 const SERVER = `

@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromMs } from '@bufbuild/protobuf/wkt';
-import { createClient, type Client, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError, createClient, type Client, type Interceptor } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
 import { Process } from '@cove/contracts/envd/process';
 import { InfoService, SandboxService, SandboxSpecSchema, type SandboxSpec } from '@cove/contracts/orchestrator';
@@ -260,4 +260,14 @@ export async function startChildOrchestrator(i: Instance, extra: Record<string, 
     if (process.env['COVE_TEST_CHILD_ERRORS'] && /"level":(50|60)/.test(l)) console.error(l.slice(0, 3000));
   });
   return { proc, rpcUrl: `http://127.0.0.1:${ports.rpcPort}`, proxyUrl: `http://127.0.0.1:${ports.proxyPort}`, exited };
+}
+
+/** A call's gRPC outcome: 'ok', or the Connect code it failed with. */
+export async function rpcOutcome(p: Promise<unknown>): Promise<Code | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    return ConnectError.from(err).code;
+  }
 }

@@ -9,27 +9,15 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Code, ConnectError } from '@connectrpc/connect';
-import { findCriu } from '../src/checkpoint/criu.js';
-import { hogScript } from './checkpoint-fixture.js';
-import { ENVD_BUNDLE, exists, instance, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, viaProxy, waitFor, type Running } from './orchestrator-fixture.js';
+import { Code } from '@connectrpc/connect';
+import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
+import { exists, instance, rpcOutcome, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, viaProxy, waitFor, type Running } from './orchestrator-fixture.js';
 
 const A = instance('covfk1', 'fk1-', '10.246.0.0/16');
 const B = instance('covfk2', 'fk2-', '10.247.0.0/16');
 const STORAGE = '/var/tmp/cove-orch-test/fork-storage';
 const OBJECTS = join(STORAGE, 'objects');
-const criu = await findCriu();
-const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
-const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
-
-async function code(p: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-}
+const { skip } = await checkpointPrereqs();
 
 async function counter(node: Running, sandboxId: string): Promise<{ n: number; mark: string } | null> {
   const r = await viaProxy(node.proxyUrl, sandboxId, 8080, '/counter').catch(() => null);
@@ -80,7 +68,7 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
     const altered = Buffer.from(genuine);
     altered[altered.length >> 1] ^= 0xff;
     await writeFile(image, altered);
-    assert.equal(await code(rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) })), Code.DataLoss, 'altered image on B');
+    assert.equal(await rpcOutcome(rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) })), Code.DataLoss, 'altered image on B');
     assert.ok(!(await rb.list({})).sandboxes.some((s) => s.sandboxId === 'fk1b'), 'nothing runs on B');
     assert.equal(await exists(join(B.dataDir, 'snapshots', 'fork-fk1', 'images')), false, 'no unverified image was unpacked on B');
     // The origin restores from the files its own dump wrote, under the verified manifest.
@@ -91,8 +79,8 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
     // A manifest nobody vouches for is refused on every node, the origin included.
     const { mac: _mac, ...unsigned } = JSON.parse(goodManifest) as Record<string, unknown>;
     await writeFile(manifestFile, JSON.stringify(unsigned));
-    assert.equal(await code(ra.create({ sandbox: spec({ sandboxId: 'fk1a2', snapshotId: 'fork-fk1', envdAccessToken: 'tok-a2' }) })), Code.DataLoss, 'unsigned manifest on A');
-    assert.equal(await code(rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) })), Code.DataLoss, 'unsigned manifest on B');
+    assert.equal(await rpcOutcome(ra.create({ sandbox: spec({ sandboxId: 'fk1a2', snapshotId: 'fork-fk1', envdAccessToken: 'tok-a2' }) })), Code.DataLoss, 'unsigned manifest on A');
+    assert.equal(await rpcOutcome(rb.create({ sandbox: spec({ sandboxId: 'fk1b', snapshotId: 'fork-fk1', envdAccessToken: 'tok-b' }) })), Code.DataLoss, 'unsigned manifest on B');
     assert.ok(!(await ra.list({})).sandboxes.some((s) => s.sandboxId === 'fk1a2'));
     await writeFile(manifestFile, goodManifest);
 

@@ -10,10 +10,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { findCriu } from '../src/checkpoint/criu.js';
-import { hogScript } from './checkpoint-fixture.js';
+import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
-  ENVD_BUNDLE,
   exists,
   instance,
   processClient,
@@ -30,8 +28,7 @@ import {
 const I = instance('covtpc', 'tpc-', '10.216.0.0/16');
 const STORAGE = '/var/tmp/cove-orch-test/pause-crash-storage';
 const OBJECTS = join(STORAGE, 'objects');
-const criu = await findCriu();
-const skip = !criu ? 'criu not installed' : !(await exists(join(ENVD_BUNDLE, 'envd.mjs'))) ? 'envd bundle not built' : false;
+const { skip } = await checkpointPrereqs();
 const ENV = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: '' };
 
 async function counterN(child: Child, sandboxId: string): Promise<{ n: number; mark: string } | null> {

@@ -11,13 +11,12 @@ import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { Code, ConnectError } from '@connectrpc/connect';
-import { findCriu } from '../src/checkpoint/criu.js';
-import { hogScript } from './checkpoint-fixture.js';
+import { Code } from '@connectrpc/connect';
+import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
-  ENVD_BUNDLE,
   exists,
   instance,
+  rpcOutcome,
   processClient,
   recordOf,
   rpcClients,
@@ -35,17 +34,7 @@ const pexec = promisify(execFile);
 const I = instance('covtpf', 'tpf-', '10.217.0.0/16');
 const STORAGE = '/var/tmp/cove-orch-test/pause-failures-storage';
 const OBJECTS = join(STORAGE, 'objects');
-const criu = await findCriu();
-const skip = !criu ? 'criu not installed' : !(await exists(join(ENVD_BUNDLE, 'envd.mjs'))) ? 'envd bundle not built' : false;
-
-async function code(p: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-}
+const { skip } = await checkpointPrereqs();
 
 async function counter(node: Running, sandboxId: string): Promise<{ n: number; digest: string; mark: string } | null> {
   const r = await viaProxy(node.proxyUrl, sandboxId, 8080, '/counter').catch(() => null);
@@ -130,7 +119,7 @@ describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
     await copyFile(inventory, `${I.dataDir}/inventory.keep`);
     await writeFile(inventory, 'damaged');
     const t0 = Date.now();
-    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'pf2', snapshotId: 'snap-pf2', envdAccessToken: 'tok-pf2' }) })), Code.DataLoss);
+    assert.equal(await rpcOutcome(rpc.create({ sandbox: spec({ sandboxId: 'pf2', snapshotId: 'snap-pf2', envdAccessToken: 'tok-pf2' }) })), Code.DataLoss);
     const failMs = Date.now() - t0;
     assert.ok(failMs < 15_000, `answered in ${failMs} ms`);
     console.log(`a resume that cannot succeed answered DATA_LOSS in ${failMs} ms`);
@@ -139,7 +128,7 @@ describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
     assert.ok((await slotTraces(I, slotId)).includes('slot dir'), 'its slot is kept');
     // Waiting for the commit is bounded too: storage is still down.
     const t1 = Date.now();
-    assert.equal(await code(rpc.pause({ sandboxId: 'pf2', snapshotId: 'snap-pf2', memory: true })), Code.FailedPrecondition);
+    assert.equal(await rpcOutcome(rpc.pause({ sandboxId: 'pf2', snapshotId: 'snap-pf2', memory: true })), Code.FailedPrecondition);
     assert.ok(Date.now() - t1 < 15_000);
     // The files are whole again and storage is back: the commit goes through (the slot record it needed is the
     // intent's), and the sandbox resumes in place with its memory.

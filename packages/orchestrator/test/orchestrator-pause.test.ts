@@ -8,14 +8,13 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code } from '@connectrpc/connect';
 import { signDocument } from '@cove/storage';
-import { findCriu } from '../src/checkpoint/criu.js';
-import { hogScript } from './checkpoint-fixture.js';
+import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
-  ENVD_BUNDLE,
   exists,
   instance,
+  rpcOutcome,
   processClient,
   rpcClients,
   runInSandbox,
@@ -32,18 +31,7 @@ const B = instance('covtp2', 'tp2-', '10.215.0.0/16');
 const STORAGE = '/var/tmp/cove-orch-test/pause-storage';
 /** The local driver keeps objects under objects/<key>. */
 const OBJECTS = join(STORAGE, 'objects');
-const criu = await findCriu();
-const haveEnvd = await exists(join(ENVD_BUNDLE, 'envd.mjs'));
-const skip = !criu ? 'criu not installed' : !haveEnvd ? 'envd bundle not built' : false;
-
-async function code(p: Promise<unknown>): Promise<Code | 'ok'> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return ConnectError.from(err).code;
-  }
-}
+const { skip } = await checkpointPrereqs();
 
 async function counter(node: Running, sandboxId: string): Promise<{ n: number; digest: string; cwd: string; mark: string } | null> {
   const r = await viaProxy(node.proxyUrl, sandboxId, 8080, '/counter').catch(() => null);
@@ -136,7 +124,7 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     const p = processClient(a.proxyUrl, 'pz1', 'tok-pz1');
     const r = await runInSandbox(p, 'cat /home/user/work/note; pgrep -f [h]og[.]py >/dev/null && echo running || echo gone; echo $SBX');
     assert.deepEqual(r.stdout.trim().split('\n'), ['kept', 'gone', 'pz1']);
-    assert.equal(await code(rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'pz1' })), 'ok');
+    assert.equal(await rpcOutcome(rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'pz1' })), 'ok');
   });
 
   it('a persistent snapshot leaves the sandbox running and starts new sandboxes elsewhere', async () => {
@@ -174,12 +162,12 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
 
   it('answers bad input, missing and corrupt snapshots with the documented codes', async () => {
     const rpc = rpcClients(a.rpcUrl).sandboxes;
-    assert.equal(await code(rpc.pause({ sandboxId: 'nosuch', snapshotId: 'x1', memory: true })), Code.NotFound);
-    assert.equal(await code(rpc.pause({ sandboxId: 'pz1', snapshotId: 'Bad/Id', memory: true })), Code.InvalidArgument);
-    assert.equal(await code(rpc.snapshot({ sandboxId: 'nosuch', snapshotId: 'x2' })), Code.NotFound);
-    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'm1', snapshotId: 'never-made' }) })), Code.NotFound);
-    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'm1', cold: true }) })), Code.InvalidArgument);
-    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'm1', snapshotId: '../etc' }) })), Code.InvalidArgument);
+    assert.equal(await rpcOutcome(rpc.pause({ sandboxId: 'nosuch', snapshotId: 'x1', memory: true })), Code.NotFound);
+    assert.equal(await rpcOutcome(rpc.pause({ sandboxId: 'pz1', snapshotId: 'Bad/Id', memory: true })), Code.InvalidArgument);
+    assert.equal(await rpcOutcome(rpc.snapshot({ sandboxId: 'nosuch', snapshotId: 'x2' })), Code.NotFound);
+    assert.equal(await rpcOutcome(rpc.create({ sandbox: spec({ sandboxId: 'm1', snapshotId: 'never-made' }) })), Code.NotFound);
+    assert.equal(await rpcOutcome(rpc.create({ sandbox: spec({ sandboxId: 'm1', cold: true }) })), Code.InvalidArgument);
+    assert.equal(await rpcOutcome(rpc.create({ sandbox: spec({ sandboxId: 'm1', snapshotId: '../etc' }) })), Code.InvalidArgument);
     // Corrupt: the memory image's bytes change in storage.
     await busySandbox(a, 'pz3');
     const paused = await rpc.pause({ sandboxId: 'pz3', snapshotId: 'snap-pz3', memory: true });
@@ -189,14 +177,14 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     const manifest = JSON.parse(await readFile(join(OBJECTS, 'snapshots', 'snap-pz3', 'manifest.json'), 'utf8')) as { memory: { sha256: string } };
     const file = join(artifacts, manifest.memory.sha256.slice(0, 2), manifest.memory.sha256);
     await writeFile(file, 'not the image');
-    assert.equal(await code(rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.DataLoss);
+    assert.equal(await rpcOutcome(rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.DataLoss);
     assert.ok(!(await rpcClients(b.rpcUrl).sandboxes.list({})).sandboxes.some((s) => s.sandboxId === 'pz3'), 'nothing left on B');
     // DeleteSnapshots removes it from storage and from A's cache; a resume then is NOT_FOUND.
     await rpc.deleteSnapshots({ snapshotIds: ['snap-pz3', 'never-made'] });
     assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz3', 'manifest.json')), false);
     assert.equal(await exists(file), false, 'its unreferenced memory image is deleted too');
     assert.equal(await exists(join(A.dataDir, 'snapshots', 'snap-pz3')), false);
-    assert.equal(await code(rpc.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.NotFound);
+    assert.equal(await rpcOutcome(rpc.create({ sandbox: spec({ sandboxId: 'pz3', snapshotId: 'snap-pz3' }) })), Code.NotFound);
   });
 
   it('refuses forged, unsigned and altered manifests and swapped artifacts (DATA_LOSS), and nothing of them runs', async () => {
@@ -214,7 +202,7 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     const good = JSON.parse(goodText) as M;
     const other = JSON.parse(await readFile(manifestFile('snap-pz7'), 'utf8')) as M;
     const { mac: _, ...unsigned } = good;
-    const resumeOnB = () => code(rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz8', snapshotId: 'snap-pz8', envdAccessToken: 'tok-pz8' }) }));
+    const resumeOnB = () => rpcOutcome(rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz8', snapshotId: 'snap-pz8', envdAccessToken: 'tok-pz8' }) }));
     const forgeries: Array<[string, string]> = [
       // Points at another sandbox's artifacts, its mac kept.
       ['altered to name the artifacts of another sandbox', JSON.stringify({ ...good, upper: other.upper, memory: other.memory })],
@@ -257,8 +245,8 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     await writeFile(join(OBJECTS, 'snapshots'), 'blocked');
     const paused = await rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
     assert.ok(Number(paused.snapshot?.sizeBytes) > 0, 'answered from the local copy');
-    assert.equal(await code(rpc.pause({ sandboxId: 'pz4', snapshotId: 'other-id', memory: true })), Code.FailedPrecondition, 'another pause of it is refused');
-    assert.equal(await code(rpc.delete({ sandboxId: 'pz4' })), Code.NotFound, 'it is paused, not running here');
+    assert.equal(await rpcOutcome(rpc.pause({ sandboxId: 'pz4', snapshotId: 'other-id', memory: true })), Code.FailedPrecondition, 'another pause of it is refused');
+    assert.equal(await rpcOutcome(rpc.delete({ sandboxId: 'pz4' })), Code.NotFound, 'it is paused, not running here');
     const waiting = rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
     await new Promise((r) => setTimeout(r, 300));
     await rm(join(OBJECTS, 'snapshots'));

@@ -5,21 +5,18 @@
 // fails cleanly without leftovers. Skipped only when criu or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
-import { access, cp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { findCriu } from '../src/checkpoint/criu.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
-import { healthy, leftovers, makeRuntime, PACKAGE_DIR, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
-import { hogScript, readCounter } from './checkpoint-fixture.js';
+import { healthy, leftovers, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { checkpointPrereqs, hogScript, readCounter } from './checkpoint-fixture.js';
 
 const A: TestRuntimeOptions = { instance: 'covts1', vethPrefix: 'ts1-', subnet: '10.212.0.0/16' };
 const B: TestRuntimeOptions = { instance: 'covts2', vethPrefix: 'ts2-', subnet: '10.213.0.0/16' };
 const WORK = '/var/tmp/cove-runtime-test/snapshot-transfer';
-const criu = await findCriu();
-const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
-const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
+const { skip } = await checkpointPrereqs();
 
 describe('SandboxRuntime.restoreSnapshot on another runtime', { timeout: 240_000, skip }, () => {
   const rtA = makeRuntime(A);
