@@ -285,6 +285,24 @@ describe('forwardHttp through an undici dispatcher (body-less requests)', () => 
     assert.deepEqual(bodies.at(-1), { url: '/body/connect', method: 'POST', declared: String(body.length), body });
   });
 
+  it('sends a declared body with any method, GET included', async () => {
+    for (const method of ['GET', 'PUT', 'DELETE', 'PATCH']) {
+      const before = dispatched;
+      const echoed = await new Promise<string>((resolve, reject) => {
+        const req = request(`${proxyUrl}/body/${method}`, { method, headers: { 'content-length': '4' } }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve(text));
+        });
+        req.on('error', reject);
+        req.end('data');
+      });
+      assert.equal(echoed, 'data', method);
+      assert.equal(dispatched, before + 1, method);
+      assert.deepEqual(bodies.at(-1), { url: `/body/${method}`, method, declared: '4', body: 'data' });
+    }
+  });
+
   it('buffers a body of exactly the bound and streams one byte more on node:http', async () => {
     for (const size of [MAX_BUFFERED_BODY_BYTES, MAX_BUFFERED_BODY_BYTES + 1]) {
       const before = dispatched;
