@@ -231,6 +231,8 @@ function failUpstream(res: ServerResponse, opts: ForwardHttpOptions, finish: (r:
  * the exchange's result when it ended.
  */
 function readBody(req: IncomingMessage, res: ServerResponse, length: number, timeoutMs: number): Promise<Buffer | ForwardResult> {
+  // A caller may have awaited (routing, a resume) before forwarding; a client gone by then emits no more events.
+  if (res.destroyed || req.destroyed) return Promise.resolve({ outcome: 'client_aborted' });
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let received = 0;
