@@ -135,7 +135,7 @@ describe('forwardHttp', () => {
   });
 });
 
-describe('forwardHttp through an undici dispatcher (body-less requests)', () => {
+describe('forwardHttp through an undici dispatcher (body-less requests and small declared bodies)', () => {
   let proxy: Server;
   let upstream: Server;
   let proxyUrl: string;
@@ -233,16 +233,18 @@ describe('forwardHttp through an undici dispatcher (body-less requests)', () => 
       const port = req.url?.startsWith('/dead') ? deadPort : upPort;
       const url = req.url ?? '';
       exchanges.emit('request', url);
-      void forwardHttp(req, res, {
+      // /body/held: the caller awaits something (like the edge's resume wait) until the client's connection is gone.
+      const held = url.startsWith('/body/held') ? once(req.socket, 'close') : Promise.resolve();
+      void held.then(() => forwardHttp(req, res, {
         target: `http://127.0.0.1:${port}`,
         headers: forwardRequestHeaders(req.headers, { remove: ['x-secret'] }),
         dispatcher,
-        idleTimeoutMs: url === '/silent' ? 300 : url.startsWith('/body/trickle') ? 500 : 10_000,
+        idleTimeoutMs: url === '/silent' ? 300 : url.startsWith('/body/trickle') || url.startsWith('/body/held') ? 500 : 10_000,
         onError: (_err, failure) => {
           res.writeHead(502, { 'content-type': 'application/json' });
           res.end(JSON.stringify({ message: failure, code: 502 }));
         },
-      }).then((r) => exchanges.emit('done', url, r));
+      })).then((r) => exchanges.emit('done', url, r));
     });
     proxy.listen(0, '127.0.0.1');
     await once(proxy, 'listening');
@@ -376,6 +378,20 @@ describe('forwardHttp through an undici dispatcher (body-less requests)', () => 
       assert.ok(!heads.includes(url), 'the upstream never saw the partial request');
     });
   }
+
+  it('ends at once, sending nothing, when the client left while the caller was still routing', async () => {
+    const url = '/body/held';
+    const outcome = outcomeOf(url);
+    const started = once(exchanges, 'request');
+    // The whole body is sent; the client leaves before the caller gets to forward it.
+    await rawExchange(proxyUrl, `POST ${url} HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\nhello`, (socket) => {
+      void started.then(() => socket.destroy());
+    });
+    // Not the body time limit (500 ms here) running out on a connection that is long gone.
+    assert.equal((await outcome).outcome, 'client_aborted');
+    assert.equal((await fetch(`${proxyUrl}/plain`)).status, 200);
+    assert.ok(!heads.includes(url));
+  });
 
   it('cuts a client trickling its body at the time bound with a 408, and sends nothing upstream', { timeout: 10_000 }, async () => {
     const url = '/body/trickle';
