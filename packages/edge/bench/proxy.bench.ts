@@ -3,8 +3,10 @@
 // own benchmarks. Prints a table to stderr, one JSON document to stdout, and `BENCH_RESULT {...}` lines for
 // `cove bench` (packages/cli/src/bench.ts). Direct and via-edge runs alternate for --rounds rounds and the
 // medians are reported, with each round's ratio, since a shared 2-core machine swings by ±30 % between runs.
+// Two request shapes: GET (a sandbox's web server, file downloads) and POST with a small JSON body, the shape of
+// every E2B SDK envd call (Connect RPC `process.Process/Start`, `filesystem.*`); `--method` picks one or both.
 //
-//   node packages/edge/dist/bench/proxy.bench.js [--duration 5] [--connections 50] [--pipelining 1] [--rounds 3]
+//   node packages/edge/dist/bench/proxy.bench.js [--duration 5] [--connections 50] [--pipelining 1] [--rounds 3] [--method GET|POST|both]
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -27,8 +29,11 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     pipelining: { type: 'string', default: '1' },
     rounds: { type: 'string', default: '3' },
+    method: { type: 'string', default: 'both' },
   },
 });
+if (!['GET', 'POST', 'both'].includes(values.method!)) throw new Error('--method must be GET, POST or both');
+const METHODS = (values.method === 'both' ? ['GET', 'POST'] : [values.method]) as ('GET' | 'POST')[];
 const DURATION_MS = Number(values.duration) * 1000;
 const CONNECTIONS = Number(values.connections);
 const PIPELINING = Number(values.pipelining);
@@ -37,6 +42,9 @@ const ROUNDS = Math.max(1, Number(values.rounds));
 const NODE_CREDENTIAL_KEY = 'bench-node-credential-key-0123456789abcdef';
 const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'bench-node');
 const here = dirname(fileURLToPath(import.meta.url));
+/** A `commands.run('true')` start request as the SDK's Connect transport sends it (JSON codec, fixed length). */
+const POST_BODY = Buffer.from(JSON.stringify({ process: { cmd: '/bin/bash', args: ['-l', '-c', 'true'], envs: {} }, stdin: false }));
+const POST_HEADERS = { 'content-type': 'application/json', 'connect-protocol-version': '1' };
 
 /** Spawn a node process and resolve with the first stdout JSON line matching `pick`. */
 async function spawnAndRead<T>(args: string[], env: Record<string, string>, pick: (line: any) => T | undefined): Promise<{ child: ChildProcess; value: T }> {
@@ -64,7 +72,9 @@ interface RunResult {
   latencyMs: { p50: number; p90: number; p99: number; max: number };
 }
 
-async function load(origin: string, headers: Record<string, string>): Promise<RunResult> {
+async function load(origin: string, method: 'GET' | 'POST', routing: Record<string, string>): Promise<RunResult> {
+  const request =
+    method === 'GET' ? { path: '/', method, headers: routing } : { path: '/process.Process/Start', method, headers: { ...routing, ...POST_HEADERS }, body: POST_BODY };
   const pool = new Pool(origin, { connections: CONNECTIONS, pipelining: PIPELINING, keepAliveTimeout: 30_000 });
   const latencies: number[] = [];
   let errors = 0;
@@ -74,7 +84,7 @@ async function load(origin: string, headers: Record<string, string>): Promise<Ru
     while (performance.now() < deadline) {
       const t0 = performance.now();
       try {
-        const res = await pool.request({ path: '/', method: 'GET', headers });
+        const res = await pool.request(request);
         await res.body.dump();
         if (res.statusCode !== 200) errors++;
         else latencies.push(performance.now() - t0);
@@ -129,42 +139,49 @@ try {
   );
   manager.abort();
 
-  const rounds: { direct: RunResult; viaEdge: RunResult; ratio: number }[] = [];
-  for (let i = 0; i < ROUNDS; i++) {
-    const d = await load(`http://127.0.0.1:${upstream.value}`, {});
-    const e = await load(`http://127.0.0.1:${edge.value.trafficPort}`, { 'e2b-sandbox-id': 'benchsbx', 'e2b-sandbox-port': '49983' });
-    rounds.push({ direct: d, viaEdge: e, ratio: Number((e.rps / Math.max(1, d.rps)).toFixed(2)) });
+  const routing = { 'e2b-sandbox-id': 'benchsbx', 'e2b-sandbox-port': '49983' };
+  for (const method of METHODS) {
+    const rounds: { direct: RunResult; viaEdge: RunResult; ratio: number }[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      const d = await load(`http://127.0.0.1:${upstream.value}`, method, {});
+      const e = await load(`http://127.0.0.1:${edge.value.trafficPort}`, method, routing);
+      rounds.push({ direct: d, viaEdge: e, ratio: Number((e.rps / Math.max(1, d.rps)).toFixed(2)) });
+    }
+    // The round with the median ratio stands for the run, so its direct and via-edge figures belong together.
+    const median = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
+    const { direct, viaEdge } = median;
+    const result = {
+      benchmark: 'edge-proxy',
+      method,
+      node: process.version,
+      durationS: DURATION_MS / 1000,
+      connections: CONNECTIONS,
+      pipelining: PIPELINING,
+      ...(method === 'POST' ? { bodyBytes: POST_BODY.length } : {}),
+      direct,
+      viaEdge,
+      overheadRatio: Number((direct.rps / Math.max(1, viaEdge.rps)).toFixed(2)),
+      /** Via edge / direct requests per second (issue 14's "HTTP requests/s through the edge vs direct"). */
+      throughputRatio: median.ratio,
+      rounds: rounds.map((r) => ({ directRps: r.direct.rps, viaEdgeRps: r.viaEdge.rps, ratio: r.ratio })),
+    };
+    const row = (name: string, r: RunResult): string =>
+      `${name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.latencyMs.p50} ms  p99 ${r.latencyMs.p99} ms  errors ${r.errors}`;
+    for (const [i, r] of rounds.entries()) process.stderr.write(`${method} round ${i + 1}: ${r.direct.rps} direct, ${r.viaEdge.rps} via edge, ratio ${r.ratio}\n`);
+    process.stderr.write(`${method} median round:\n${row('direct', direct)}\n${row('via edge', viaEdge)}\n`);
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    // GET keeps its historical figure names; POST's carry `.post`.
+    const prefix = method === 'GET' ? 'edge.proxy' : 'edge.proxy.post';
+    const figures = [
+      { name: `${prefix}.direct.rps`, value: direct.rps, unit: 'req/s' },
+      { name: `${prefix}.via_edge.rps`, value: viaEdge.rps, unit: 'req/s' },
+      { name: `${prefix}.via_edge.p50`, value: viaEdge.latencyMs.p50, unit: 'ms' },
+      { name: `${prefix}.via_edge.p99`, value: viaEdge.latencyMs.p99, unit: 'ms' },
+      { name: `${prefix}.overhead_ratio`, value: result.overheadRatio, unit: 'x', target: 'lower is better' },
+      { name: `${prefix}.throughput_ratio`, value: result.throughputRatio, unit: 'x', target: '>= 0.7' },
+    ];
+    for (const f of figures) process.stdout.write(`BENCH_RESULT ${JSON.stringify(f)}\n`);
   }
-  // The round with the median ratio stands for the run, so its direct and via-edge figures belong together.
-  const median = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
-  const { direct, viaEdge } = median;
-  const result = {
-    benchmark: 'edge-proxy',
-    node: process.version,
-    durationS: DURATION_MS / 1000,
-    connections: CONNECTIONS,
-    pipelining: PIPELINING,
-    direct,
-    viaEdge,
-    overheadRatio: Number((direct.rps / Math.max(1, viaEdge.rps)).toFixed(2)),
-    /** Via edge / direct requests per second (issue 14's "HTTP requests/s through the edge vs direct"). */
-    throughputRatio: median.ratio,
-    rounds: rounds.map((r) => ({ directRps: r.direct.rps, viaEdgeRps: r.viaEdge.rps, ratio: r.ratio })),
-  };
-  const row = (name: string, r: RunResult): string =>
-    `${name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.latencyMs.p50} ms  p99 ${r.latencyMs.p99} ms  errors ${r.errors}`;
-  for (const [i, r] of rounds.entries()) process.stderr.write(`round ${i + 1}: ${r.direct.rps} direct, ${r.viaEdge.rps} via edge, ratio ${r.ratio}\n`);
-  process.stderr.write(`median round:\n${row('direct', direct)}\n${row('via edge', viaEdge)}\n`);
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  const figures = [
-    { name: 'edge.proxy.direct.rps', value: direct.rps, unit: 'req/s' },
-    { name: 'edge.proxy.via_edge.rps', value: viaEdge.rps, unit: 'req/s' },
-    { name: 'edge.proxy.via_edge.p50', value: viaEdge.latencyMs.p50, unit: 'ms' },
-    { name: 'edge.proxy.via_edge.p99', value: viaEdge.latencyMs.p99, unit: 'ms' },
-    { name: 'edge.proxy.overhead_ratio', value: result.overheadRatio, unit: 'x', target: 'lower is better' },
-    { name: 'edge.proxy.throughput_ratio', value: result.throughputRatio, unit: 'x', target: '>= 0.7' },
-  ];
-  for (const f of figures) process.stdout.write(`BENCH_RESULT ${JSON.stringify(f)}\n`);
 } finally {
   for (const c of [edge.child, upstream.child]) {
     c.kill('SIGTERM');

@@ -5,11 +5,17 @@
 // Content-Length (server-sent events, chunked downloads) get their headers flushed at once so a stream that
 // is quiet for minutes is still visibly open.
 //
-// A request without a body goes through an undici dispatcher instead when the caller gives one: undici's
-// HTTP/1.1 client costs about two thirds of node:http's per exchange (docs/performance.md, "Proxy"), and
-// with no body there is nothing it could hold back — it writes a body-less head at once, whereas for a
-// streamed body it holds the head until the first chunk, which would break clients that wait for the
-// response before they send (see the head-first test). Bodies therefore stay on node:http.
+// When the caller gives an undici dispatcher, two kinds of request go through it instead, because undici's
+// HTTP/1.1 client costs about two thirds of node:http's per exchange (docs/performance.md, "Proxy"):
+// - requests without a body: nothing could be held back;
+// - requests with a small, fully declared body (Content-Length ≤ MAX_BUFFERED_BODY_BYTES, not chunked, no
+//   Expect): read whole first, bounded in size and time like nginx's client body buffer, then sent with the
+//   head in one write. That is every E2B SDK envd call (Connect RPC POSTs of a few hundred bytes). Nothing
+//   goes upstream until the client has sent all it declared, so a client that stops, lies about its length
+//   or leaves mid-body costs the upstream nothing.
+// Other bodies stay on node:http, head first: undici holds a streamed body's head until the first chunk, which
+// would break clients that wait for the response before they send (see the head-first test), and a large
+// upload must not be held in memory.
 
 import { Agent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { Agent as UndiciAgent, type Dispatcher } from 'undici';
@@ -23,6 +29,28 @@ import { classifyUpstreamError, UpstreamIdleTimeout, type UpstreamFailure } from
  */
 export const DEFAULT_IDLE_TIMEOUT_MS = 610_000;
 
+/**
+ * Largest request body the proxy reads whole before forwarding (to take the undici path). nginx buffers
+ * 8–16 KiB by default; 64 KiB covers every SDK envd call with room, and bounds what one request can pin.
+ */
+export const MAX_BUFFERED_BODY_BYTES = 64 * 1024;
+
+/**
+ * Longest a buffered body may take to arrive in full (the idle limit, if shorter, wins). A total, not a
+ * per-chunk, limit: a client trickling a byte a second is never idle yet would hold the buffer forever.
+ * 64 KiB in 60 s is ~1 KiB/s; nginx's client_body_timeout is also 60 s.
+ */
+export const BUFFERED_BODY_TIMEOUT_MS = 60_000;
+
+/** Raised when a buffered request body did not arrive within its time limit; the client gets a 408. */
+export class ClientBodyTimeout extends Error {
+  readonly code = 'CLIENT_BODY_TIMEOUT';
+  constructor(ms: number) {
+    super(`request body not complete after ${ms} ms`);
+    this.name = 'ClientBodyTimeout';
+  }
+}
+
 /** Options of {@link forwardHttp}. */
 export interface ForwardHttpOptions {
   /** Upstream origin, e.g. `http://10.0.0.5:5007`; the request keeps its own path and query. */
@@ -33,7 +61,10 @@ export interface ForwardHttpOptions {
   headers: OutgoingHttpHeaders;
   /** Connection pool; {@link createUpstreamAgent} makes a suitable one. Defaults to a shared keep-alive agent. */
   agent?: Agent;
-  /** undici pool for requests without a body ({@link createUpstreamDispatcher}); without it, all go through `agent`. */
+  /**
+   * undici pool ({@link createUpstreamDispatcher}) for requests without a body or with a small declared one
+   * ({@link MAX_BUFFERED_BODY_BYTES}); without it, all go through `agent`.
+   */
   dispatcher?: Dispatcher;
   /** Idle limit in both directions; default {@link DEFAULT_IDLE_TIMEOUT_MS}. */
   idleTimeoutMs?: number;
@@ -49,7 +80,8 @@ export interface ForwardHttpOptions {
 
 /** How a forwarded exchange ended. */
 export interface ForwardResult {
-  outcome: 'completed' | 'client_aborted' | 'upstream_failed';
+  /** `client_timeout`: a buffered body did not arrive in time ({@link ClientBodyTimeout}); nothing went upstream. */
+  outcome: 'completed' | 'client_aborted' | 'client_timeout' | 'upstream_failed';
   /** Upstream status, when a response arrived. */
   status?: number;
   error?: unknown;
@@ -89,11 +121,34 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
+/**
+ * The declared length of a body the proxy may read whole, or undefined when it must stream: chunked, an
+ * `Expect` (the client waits for an interim answer), or over the bound. Node's parser has already refused
+ * malformed or conflicting Content-Length and Transfer-Encoding fields, and never hands over more body
+ * bytes than declared (what follows is parsed as the next request).
+ */
+function bufferedBodyLength(req: IncomingMessage): number | undefined {
+  if (req.headers['transfer-encoding'] !== undefined || req.headers.expect !== undefined) return undefined;
+  const declared = req.headers['content-length'];
+  if (declared === undefined || !/^\d{1,7}$/.test(declared)) return undefined;
+  const length = Number(declared);
+  return length <= MAX_BUFFERED_BODY_BYTES ? length : undefined;
+}
+
 /** Forward `req` to `opts.target` and stream the answer into `res`. Resolves when the exchange is over. */
 export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: ForwardHttpOptions): Promise<ForwardResult> {
   const target = targetUrl(opts.target);
   const idleMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
-  if (opts.dispatcher && !hasBody(req)) return dispatchBodiless(req, res, opts, opts.dispatcher, target, idleMs);
+  const { dispatcher } = opts;
+  if (dispatcher) {
+    if (!hasBody(req)) return dispatchUndici(req, res, opts, dispatcher, target, idleMs, null);
+    const length = bufferedBodyLength(req);
+    if (length !== undefined) {
+      return readBody(req, res, length, Math.min(idleMs, BUFFERED_BODY_TIMEOUT_MS)).then((body) =>
+        Buffer.isBuffer(body) ? dispatchUndici(req, res, opts, dispatcher, target, idleMs, body) : body,
+      );
+    }
+  }
   const agent = opts.agent ?? (sharedAgent ??= createUpstreamAgent());
 
   return new Promise<ForwardResult>((resolve) => {
@@ -169,8 +224,63 @@ function failUpstream(res: ServerResponse, opts: ForwardHttpOptions, finish: (r:
   else sendProxyError(res, 502, proxyErrorBody(502, 'The upstream is unreachable'));
 }
 
-/** The {@link forwardHttp} exchange of a body-less request through an undici dispatcher (same outcomes). */
-function dispatchBodiless(req: IncomingMessage, res: ServerResponse, opts: ForwardHttpOptions, dispatcher: Dispatcher, target: URL, idleMs: number): Promise<ForwardResult> {
+/**
+ * Read the request body whole: exactly `length` bytes within `timeoutMs`. Anything else — the client leaving
+ * or closing early (short body), its connection failing, the time running out — ends the exchange here, so
+ * not a byte of a body the client did not fully send reaches the upstream. Resolves with the body, or with
+ * the exchange's result when it ended.
+ */
+function readBody(req: IncomingMessage, res: ServerResponse, length: number, timeoutMs: number): Promise<Buffer | ForwardResult> {
+  // A caller may have awaited (routing, a resume) before forwarding; a client gone by then emits no more events.
+  if (res.destroyed || req.destroyed) return Promise.resolve({ outcome: 'client_aborted' });
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const done = (value: Buffer | ForwardResult): void => {
+      clearTimeout(timer);
+      req.off('data', onData).off('end', onEnd).off('error', onAbort).off('close', onAbort);
+      res.off('close', onAbort);
+      resolve(value);
+    };
+    const onData = (chunk: Buffer): void => {
+      received += chunk.length;
+      // Node's parser never delivers more than declared; if it ever did, the framing is not to be trusted.
+      if (received > length) {
+        res.destroy();
+        done({ outcome: 'client_aborted', error: new Error('request body longer than its Content-Length') });
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      if (received === length) done(Buffer.concat(chunks, received));
+      else onAbort();
+    };
+    // 'close' before 'end' (or an 'error'): the client closed or reset mid-body; Node marks the request aborted.
+    const onAbort = (): void => {
+      res.destroy();
+      done({ outcome: 'client_aborted' });
+    };
+    const timer = setTimeout(() => {
+      const error = new ClientBodyTimeout(timeoutMs);
+      // Whatever else the client sends is discarded, and the connection closes once the answer is out:
+      // the rest of this body cannot be told from a next request.
+      req.off('data', onData).resume();
+      res.setHeader('connection', 'close');
+      sendProxyError(res, 408, proxyErrorBody(408, 'The request body did not arrive in time'));
+      done({ outcome: 'client_timeout', error });
+    }, timeoutMs);
+    req.on('data', onData).on('end', onEnd).on('error', onAbort).on('close', onAbort);
+    res.on('close', onAbort);
+  });
+}
+
+/**
+ * The {@link forwardHttp} exchange through an undici dispatcher (same outcomes), for a request without a body
+ * (`body` null) or with its body already read whole.
+ */
+function dispatchUndici(req: IncomingMessage, res: ServerResponse, opts: ForwardHttpOptions, dispatcher: Dispatcher, target: URL, idleMs: number, body: Buffer | null): Promise<ForwardResult> {
+  if (res.destroyed) return Promise.resolve({ outcome: 'client_aborted' });
   return new Promise<ForwardResult>((resolve) => {
     let result: ForwardResult | undefined;
     const finish = (r: ForwardResult): void => {
@@ -178,8 +288,8 @@ function dispatchBodiless(req: IncomingMessage, res: ServerResponse, opts: Forwa
     };
     let controller: Dispatcher.DispatchController | undefined;
     let status: number | undefined;
-    // Whatever the client sent after the head (nothing, by hasBody) is drained so the connection stays usable.
-    req.resume();
+    // A body-less request has nothing after the head (hasBody); draining keeps the connection usable regardless.
+    if (body === null) req.resume();
     req.on('error', () => controller?.abort(new Error('client request failed')));
     res.on('close', () => {
       if (!res.writableFinished) {
@@ -196,7 +306,8 @@ function dispatchBodiless(req: IncomingMessage, res: ServerResponse, opts: Forwa
         method: req.method as Dispatcher.HttpMethod,
         path: opts.path ?? req.url ?? '/',
         headers: opts.headers as Record<string, string | string[]>,
-        body: null,
+        // With the head in one write; undici checks it against the Content-Length header.
+        body,
         // The same idle limit as the node:http path: waiting for the head, and between body chunks.
         headersTimeout: idleMs,
         bodyTimeout: idleMs,

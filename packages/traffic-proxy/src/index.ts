@@ -24,7 +24,15 @@ export {
 export type { ProxyErrorBody } from './proxy-errors.js';
 export { forwardRequestHeaders, forwardResponseHeaders } from './forward-headers.js';
 export type { ForwardHeaderOptions } from './forward-headers.js';
-export { DEFAULT_IDLE_TIMEOUT_MS, createUpstreamAgent, createUpstreamDispatcher, forwardHttp } from './forward-http.js';
+export {
+  BUFFERED_BODY_TIMEOUT_MS,
+  ClientBodyTimeout,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  MAX_BUFFERED_BODY_BYTES,
+  createUpstreamAgent,
+  createUpstreamDispatcher,
+  forwardHttp,
+} from './forward-http.js';
 export type { ForwardHttpOptions, ForwardResult } from './forward-http.js';
 export { forwardUpgrade } from './forward-upgrade.js';
 export type { ForwardUpgradeOptions } from './forward-upgrade.js';
