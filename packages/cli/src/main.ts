@@ -245,6 +245,9 @@ program
       process.env.COVE_EGRESS_DNS ??= '203.0.113.53';
       // …and their egress proxy trusts the CA network-rules.test.ts gives its stand-in HTTPS servers (read per connection).
       process.env.COVE_EGRESS_UPSTREAM_CA ??= join(o.stateDir, 'egress-upstream-ca.pem');
+      // …and their control plane reconciles every 2 s, not 15 s: it settles a pause whose node was killed mid-drain,
+      // which the kill -9 tests waited out (packages/e2e/test/deployment.ts, E2E_RECONCILE_INTERVAL_MS).
+      process.env.COVE_RECONCILE_INTERVAL_MS ??= '2000';
       code = (await withOwnDeployment(o, (signal) => runTests(e2e, [], { COVE_E2E_STATE_DIR: o.stateDir }, signal))) || code;
     }
     process.exitCode = code;

@@ -59,12 +59,23 @@ export function start(
   return rec;
 }
 
+/**
+ * Whether `pid` still runs. A zombie does not: it has exited and waits for its parent to reap it, which for a
+ * component whose `cove up` has ended is init (seen reaping only every ~2 s, so each stop waited that long).
+ */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  if (process.platform !== 'linux') return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // "pid (comm) state …": comm may hold spaces and parentheses, the state follows the last ')'.
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false; // reaped between the two looks
   }
 }
 

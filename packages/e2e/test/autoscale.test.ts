@@ -43,7 +43,9 @@ interface DrainView {
   sandboxes: Array<{ sandboxId: string; state: string; toNodeId?: string }>;
 }
 
-const SCALE_IN_COOLDOWN_S = 60;
+// Long enough that a scale in ignoring it would land well inside it (the burst's sandboxes end a few seconds after
+// the scale out and the autoscaler looks every second), short enough that waiting it out is not most of the file.
+const SCALE_IN_COOLDOWN_S = 20;
 
 /** `cove <args>` against this deployment, as a process (with the suite's egress settings, as `cove test` runs it). */
 async function cove(d: Deployment, ...args: string[]): Promise<string> {

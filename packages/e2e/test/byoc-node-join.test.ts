@@ -23,6 +23,8 @@ import { allNodesHealthy, setDraining } from './nodes.js';
 const SCRIPT = join(repoRoot, 'deploy', 'image', 'bootstrap', 'cove-node-join.mjs');
 /** The script's exit codes (its EXIT table). */
 const EXIT = { config: 3, credential: 4, busy: 6 };
+/** A restart or a leave well under the orchestrator's 20 s shutdown bound (main.ts), which it once always hit. */
+const STOP_BOUND_MS = 12_000;
 
 interface Secrets {
   nodeCredentialKey: string;
@@ -181,9 +183,12 @@ describe('bootstrap: an extra node joins the running cluster with its own creden
     await t.test('joining again with new settings restarts the node, and its sandbox keeps running', async () => {
       const before = readFileSync(join(stateDir, 'orchestrator.pid'), 'utf8');
       const changed = writeConfig({ COVE_LOG_LEVEL: 'debug' });
+      const t0 = Date.now();
       const r = run('join', changed);
       assert.equal(r.code, 0, r.out);
       assert.match(r.out, /restarting/);
+      // The old process stops at once: an open client connection once held it to the orchestrator's 20 s exit.
+      assert.ok(Date.now() - t0 < STOP_BOUND_MS, `the restart took ${Date.now() - t0} ms`);
       assert.notEqual(readFileSync(join(stateDir, 'orchestrator.pid'), 'utf8'), before, 'a new orchestrator process');
       assert.equal((await sbx.commands.run('echo survived')).stdout.trim(), 'survived');
       const relisted = await createClient(SandboxService, rpc).list({}, { headers: auth });
@@ -202,8 +207,10 @@ describe('bootstrap: an extra node joins the running cluster with its own creden
 
     await t.test('leave, once the sandbox ended: the node stops and its host objects are gone', async () => {
       await sbx.kill();
+      const t0 = Date.now();
       const r = run('leave', config);
       assert.equal(r.code, 0, r.out);
+      assert.ok(Date.now() - t0 < STOP_BOUND_MS, `leave took ${Date.now() - t0} ms`);
       assert.equal(await listening(node.rpcPort), false, 'the node no longer listens');
       assert.notEqual(spawnSync('ip', ['link', 'show', node.bridge]).status, 0, `bridge ${node.bridge} removed`);
       assert.notEqual(spawnSync('nft', ['list', 'table', 'inet', node.instance]).status, 0, `nft table ${node.instance} removed`);

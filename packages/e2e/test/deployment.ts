@@ -13,6 +13,11 @@ export const E2E_EGRESS_DNS = '203.0.113.53';
 /** The file of extra upstream CAs the nodes' egress proxy trusts when it terminates TLS (COVE_EGRESS_UPSTREAM_CA,
  * read per connection): network-rules.test.ts puts its stand-in internet's CA there. */
 export const E2E_UPSTREAM_CA_FILE = 'egress-upstream-ca.pem';
+/**
+ * The control plane's reconcile period in the suite's deployment (COVE_RECONCILE_INTERVAL_MS; default 15 s): it
+ * settles a pause whose node was killed mid-drain, which the kill -9 tests otherwise wait out. `cove test` sets the same.
+ */
+export const E2E_RECONCILE_INTERVAL_MS = '2000';
 
 export interface Deployment {
   stateDir: string;
@@ -51,17 +56,17 @@ let cached: Deployment | undefined;
 export function deployment(): Deployment {
   if (cached) return cached;
   const stateDir = process.env.COVE_E2E_STATE_DIR || join(repoRoot, '.cove', 'e2e');
+  // As `cove test` sets them for the whole run: the nodes' egress DNS filter forwards to the stand-in internet's
+  // resolver, their egress proxy trusts its CA, the control plane reconciles often. In this process's env too, so
+  // a node a test starts again with `cove up` (after a kill -9) gets them as the first start did.
+  process.env.COVE_EGRESS_DNS ??= E2E_EGRESS_DNS;
+  process.env.COVE_EGRESS_UPSTREAM_CA ??= join(stateDir, E2E_UPSTREAM_CA_FILE);
+  process.env.COVE_RECONCILE_INTERVAL_MS ??= E2E_RECONCILE_INTERVAL_MS;
   if (!process.env.COVE_E2E_STATE_DIR || !existsSync(join(stateDir, 'env'))) {
     execFileSync(
       process.execPath,
       [join(repoRoot, 'packages/cli/dist/src/main.js'), 'up', '--state-dir', stateDir, '--port-offset', String(E2E_PORT_OFFSET), '--nodes', '2'],
-      // As `cove test` does: the nodes' egress DNS filter forwards to the stand-in internet's resolver.
-      { stdio: ['ignore', 'inherit', 'inherit'], env: {
-          ...process.env,
-          COVE_EGRESS_DNS: process.env.COVE_EGRESS_DNS ?? E2E_EGRESS_DNS,
-          COVE_EGRESS_UPSTREAM_CA: process.env.COVE_EGRESS_UPSTREAM_CA ?? join(stateDir, E2E_UPSTREAM_CA_FILE),
-        },
-      },
+      { stdio: ['ignore', 'inherit', 'inherit'] },
     );
   }
   const topology = JSON.parse(readFileSync(join(stateDir, 'topology.json'), 'utf8')) as { ports: Deployment['ports']; nodes: Deployment['nodes'] };

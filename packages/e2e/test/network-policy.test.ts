@@ -197,8 +197,11 @@ async function reachable(sbx: Sandbox, ip: string): Promise<boolean> {
   return false;
 }
 
+/** All addresses probed at once: a blocked one costs its whole 2 s budget. */
 async function expectReach(sbx: Sandbox, want: Record<string, boolean>, what: string): Promise<void> {
-  for (const [ip, ok] of Object.entries(want)) assert.equal(await reachable(sbx, ip), ok, `${what}: ${ip} should be ${ok ? 'reachable' : 'blocked'}`);
+  const entries = Object.entries(want);
+  const got = await Promise.all(entries.map(([ip]) => reachable(sbx, ip)));
+  entries.forEach(([ip, ok], i) => assert.equal(got[i], ok, `${what}: ${ip} should be ${ok ? 'reachable' : 'blocked'}`));
 }
 
 /** PUT /sandboxes/{id}/network as raw HTTP, for the structured body of a refusal. */

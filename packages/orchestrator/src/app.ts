@@ -3,7 +3,7 @@
 
 import { createServer as createHttp2Server, type Http2Server, type Http2Session } from 'node:http2';
 import type { Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { once } from 'node:events';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import { InfoService, SandboxService, TemplateService, type InfoResponse } from '@cove/contracts/orchestrator';
@@ -227,6 +227,13 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     sessions.add(s);
     s.on('close', () => sessions.delete(s));
   });
+  // A closed session ends its socket and waits for the peer to end its side too; a peer that never does held a
+  // stopping node until its 20 s exit (seen on every restart of a joined node). close() ends what is left then.
+  const rpcSockets = new Set<Socket>();
+  rpcServer.on('connection', (sock: Socket) => {
+    rpcSockets.add(sock);
+    sock.once('close', () => rpcSockets.delete(sock));
+  });
   const volumeContent = new VolumeContent({
     volumesDir: config.volumesDir,
     mountDir: volumeMountDir(config.dataDir),
@@ -311,7 +318,12 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       proxyServer.closeAllConnections();
       for (const s of sessions) s.close();
       if (started) await Promise.all([pool.close(), buildPool.close(), builds.close()]);
-      await Promise.all(closing);
+      // Once every session is done (its in-flight calls answered), a socket still open only waits on its peer.
+      let closed = false;
+      const servers = Promise.all(closing).then(() => (closed = true));
+      while (!closed && [...sessions].some((s) => !s.destroyed)) await Promise.race([servers, new Promise((r) => setTimeout(r, 50))]);
+      if (!closed) for (const sock of rpcSockets) sock.destroy();
+      await servers;
       // Last: what the shutdown itself logged still goes out (bounded by the exporter's timeout).
       await telemetry.close();
       log.info('orchestrator closed');

@@ -2,7 +2,7 @@ import type { Stats } from 'node:fs';
 import { lstat, open, stat, unlink } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { posix } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import busboy from 'busboy';
@@ -186,7 +186,7 @@ export async function handleUpload(req: IncomingMessage, res: ServerResponse, qu
       written = await multipartUpload(req, query, user, metadata, deps);
     } else if (contentType.startsWith('application/octet-stream') || contentType === '') {
       const path = resolvePath(query.get('path') ?? '', user.home);
-      let source: Readable = req;
+      let source: Readable;
       if (encoding === 'gzip') {
         const gunzip = createGunzip();
         // Bad gzip can fail before the pipeline is attached; the pipeline still sees `errored`.
@@ -194,6 +194,9 @@ export async function handleUpload(req: IncomingMessage, res: ServerResponse, qu
         source = req.pipe(gunzip);
       }
       else if (encoding !== 'identity') throw new EnvdError('invalid_argument', `unsupported Content-Encoding ${encoding}`);
+      // Piped, never the pipeline's own source: a failed write (ENOSPC) makes pipeline destroy its source, and a
+      // destroyed request never ends, so abandonBody waited out DRAIN_MAX_MS before the 507 went out.
+      else source = req.pipe(new PassThrough());
       written = [await writeUpload(source, path, user, metadata, deps)];
     } else {
       throw new EnvdError('invalid_argument', 'Content-Type must be multipart/form-data or application/octet-stream');
