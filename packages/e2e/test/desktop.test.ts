@@ -158,9 +158,9 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
   });
 
   test('pause keeps the desktop session: the same X server, the open editor and its unsaved text', async (t) => {
-    // A running Firefox cannot be checkpointed (its profile's POSIX locks, a netlink socket with unread data): its
-    // pause is refused and the sandbox runs on (docs/desktop.md, "Pause"). The open() test above leaves it running
-    // (started as /usr/bin/x-www-browser, which `pkill -x firefox-esr` misses); found here by executable.
+    // This check is about the editor: the browser the open() test above leaves running (started as
+    // /usr/bin/x-www-browser, which `pkill -x firefox-esr` misses; found here by executable) goes first, which keeps
+    // the pause small. desktop-pause.test.ts pauses with Firefox open.
     const browsers = 'for p in /proc/[0-9]*; do case "$(readlink $p/exe)" in /usr/lib/firefox-esr/*) echo ${p#/proc/};; esac; done';
     await eventually(async () => {
       // As its user: root in the sandbox may not read another user's /proc/<pid>/exe (no CAP_SYS_PTRACE).
