@@ -5,6 +5,8 @@
 // the sandbox's root mount (on by default; patched criu: no links, no other mounts, bounded); its session bus and
 // xfce4-session's ICE listener are path-bound unix sockets in process groups whose leaders exited (criu patch 4).
 // A watch the scan cannot name (here /proc/1) fails the pause, and the sandbox runs on untouched.
+// A running Firefox pauses too: criu dumps and retakes its profile's file locks and drops its link monitor's queued
+// netlink notifications (criu patch 5).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -142,6 +144,58 @@ describe('pause and resume of a desktop keep its session', () => {
     } finally {
       await setDraining(d, origin, false);
     }
+  });
+
+  test('with Firefox open on a page: the same browser comes back, its window there, and it navigates', { skip: roundTrips }, async (t) => {
+    // What a computer-use agent leaves open. Firefox holds its profile's locks (.parentlock, sqlite), which criu
+    // dumps and retakes (--file-locks), and a NETLINK_ROUTE link monitor whose queued notifications criu patch 5
+    // drops (the restore makes a new netns); the orchestrator's checkpoint-locks-netlink test has both without a
+    // browser, with their abuses.
+    const page = (name: string) => `<!doctype html><title>${name}</title><h1>${name}</h1>`;
+    const first = `cove-fx-${tag}`;
+    const second = `cove-fx2-${tag}`;
+    await desktop.files.write(`/home/user/${first}.html`, page(first));
+    await desktop.files.write(`/home/user/${second}.html`, page(second));
+    // A local page through the SDK's open() (xdg-open → exo-open → GIO): GIO finds the page's application in
+    // /usr/share/applications/mimeinfo.cache, which the template has since it ships desktop-file-utils; without
+    // the cache exo-open failed at once and no browser started.
+    await desktop.open(`file:///home/user/${first}.html`);
+    const byTitle = async (sbx: Sandbox, title: string) => {
+      for (const w of (await sbx.getApplicationWindows('firefox-esr').catch(() => [])).filter((x) => /^\d+$/.test(x))) {
+        if ((await sbx.getWindowTitle(w).catch(() => '')).includes(title)) return w;
+      }
+      return undefined;
+    };
+    const fx = await eventually(() => byTitle(desktop, first), 60_000, 'the browser window with the page').catch(async (err: Error) => {
+      const seen = await run(desktop, 'ps -eo args | grep -c [f]irefox; xdotool search --onlyvisible --name . getwindowname %@');
+      throw new Error(`${err.message}; firefox processes and windows: ${seen.out}`);
+    });
+    // Its processes, found by executable (exo-open starts /usr/lib/firefox-esr/firefox-esr, x-www-browser the same
+    // through a link), as the sandbox user. Firefox starts and retires content processes on its own, so the same
+    // browser is its parent process: the one without -contentproc.
+    const browsers = 'for p in /proc/[0-9]*; do case "$(readlink $p/exe)" in /usr/lib/firefox-esr/*) echo ${p#/proc/};; esac; done | sort -n';
+    const parent = 'for p in /proc/[0-9]*; do [ "$(readlink $p/exe)" = /usr/lib/firefox-esr/firefox-esr ] && ! tr "\\0" " " < $p/cmdline | grep -q -- -contentproc && echo ${p#/proc/}; done';
+    const pids = (await run(desktop, browsers)).out.trim();
+    const main = (await run(desktop, parent)).out.trim();
+    const locks = (await run(desktop, 'cat /proc/locks | wc -l')).out.trim();
+    t.diagnostic(`firefox processes: ${pids.split('\n').join(' ')} (parent ${main}); file locks in the sandbox: ${locks}`);
+    assert.match(main, /^\d+$/, 'one firefox parent process runs');
+    const t0 = Date.now();
+    assert.equal(await desktop.pause(), true, 'the pause succeeds with the browser open');
+    const t1 = Date.now();
+    const sbx = await Sandbox.connect(desktop.sandboxId, { timeoutMs: 600_000 });
+    t.diagnostic(`pause ${t1 - t0} ms, resume ${Date.now() - t1} ms`);
+    desktop = sbx;
+    assert.equal((await run(sbx, parent)).out.trim(), main, 'the same browser process, not restarted');
+    const found = (await sbx.commands.run('xdotool search --class firefox')).stdout.trim().split('\n');
+    assert.ok(found.includes(fx), `the browser window ${fx} is still there: ${found.join(' ')}`);
+    assert.match(await sbx.getWindowTitle(fx), new RegExp(`^${first} — Mozilla Firefox$`));
+    // It responds: navigate by keyboard, and the same window shows the second page's title.
+    await sbx.commands.run(`xdotool windowactivate --sync ${fx}`);
+    await sbx.press(['ctrl', 'l']);
+    await sbx.write(`file:///home/user/${second}.html`);
+    await sbx.press('enter');
+    assert.equal(await eventually(async () => ((await sbx.getWindowTitle(fx)).includes(second) ? fx : undefined), 30_000, 'the browser navigated'), fx);
   });
 
   test('a watch the scan could only explain through another mount (/proc) fails the pause; the sandbox runs on', async () => {

@@ -137,7 +137,7 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     await desktop.press(['ctrl', 'q']);
   });
 
-  test('open() shows a URL in the browser (Firefox ESR through xdg-open); its window is found by class, then title', async () => {
+  test('open() shows a URL, then a local file, in the browser (Firefox ESR through xdg-open); its window is found by class, then title', async () => {
     const title = `cove-page-${tag}`;
     await desktop.files.write(`/home/user/www/${title}.html`, `<!doctype html><title>${title}</title><h1>${title}</h1>`);
     await (await desktop.commands.run('cd /home/user/www && python3 -m http.server 8000 --bind 127.0.0.1', { background: true })).disconnect();
@@ -154,13 +154,24 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
       throw new Error(`${err.message}; firefox processes and windows: ${seen.out}`);
     });
     assert.match(await desktop.getWindowTitle(win), new RegExp(`^${title} — Mozilla Firefox$`));
+    // A local file by path: exo-open asks GIO for the file type's application, which needs the template's
+    // /usr/share/applications/mimeinfo.cache (desktop-file-utils); without it nothing opened (exo-open exit 1).
+    const local = `cove-local-${tag}`;
+    await desktop.files.write(`/home/user/${local}.html`, `<!doctype html><title>${local}</title><h1>${local}</h1>`);
+    await desktop.open(`/home/user/${local}.html`);
+    await eventually(async () => {
+      for (const w of (await desktop.getApplicationWindows('firefox-esr').catch(() => [])).filter((x) => /^\d+$/.test(x))) {
+        if ((await desktop.getWindowTitle(w).catch(() => '')).startsWith(`${local} — `)) return w;
+      }
+      return undefined;
+    }, 60_000, 'the browser showing the local file');
     await run(desktop, 'pkill -x firefox-esr; pkill -f "http.server 8000"');
   });
 
   test('pause keeps the desktop session: the same X server, the open editor and its unsaved text', async (t) => {
-    // A running Firefox cannot be checkpointed (its profile's POSIX locks, a netlink socket with unread data): its
-    // pause is refused and the sandbox runs on (docs/desktop.md, "Pause"). The open() test above leaves it running
-    // (started as /usr/bin/x-www-browser, which `pkill -x firefox-esr` misses); found here by executable.
+    // This check is about the editor: the browser the open() test above leaves running (started as
+    // /usr/bin/x-www-browser, which `pkill -x firefox-esr` misses; found here by executable) goes first, which keeps
+    // the pause small. desktop-pause.test.ts pauses with Firefox open.
     const browsers = 'for p in /proc/[0-9]*; do case "$(readlink $p/exe)" in /usr/lib/firefox-esr/*) echo ${p#/proc/};; esac; done';
     await eventually(async () => {
       // As its user: root in the sandbox may not read another user's /proc/<pid>/exe (no CAP_SYS_PTRACE).

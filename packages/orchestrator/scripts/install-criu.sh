@@ -11,7 +11,7 @@ VERSION=4.1.1
 # Bumped with every change of the patches below: each patch set installs into a directory of its own
 # (criu.ts's DEFAULT_CRIU names it), so hosts running checkouts with another patch set never swap
 # each other's binary back and forth.
-PATCH_LEVEL=3
+PATCH_LEVEL=4
 SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
@@ -28,7 +28,7 @@ BIN="$DEST/criu"
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# Four small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
+# Five small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
 # Cove sandbox on this kernel:
 #  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
 #     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
@@ -49,6 +49,13 @@ die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 #     the parent's restore failed ("Can't setns 7/mnt: Invalid argument", "Unable to open fd=4"). The
 #     helper restores no files: it is now forked with a table and fs_struct of its own and an empty
 #     fd list. (Same cause as upstream issue #2687, fixed there after 4.1.1.)
+#  5. A browser (Firefox) keeps a NETLINK_ROUTE socket subscribed to link/address/neighbour groups; a
+#     notification that arrives while the tree is frozen (a neighbour entry going stale) failed the dump
+#     ("The socket has data to read"). Queued data on a route or uevent socket with multicast groups is
+#     now dropped (a warning): it describes a netns the restore makes anew. Any other netlink socket with
+#     data still fails the dump. And file locks (dumped with --file-locks, which criu.ts always passes) are
+#     restored without waiting (LOCK_NB, F_SETLK): a lock someone outside the tree took on a shared file
+#     meanwhile makes the restore fail ("Can not set flock") instead of hanging it forever.
 PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
 if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
   say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
@@ -397,3 +404,78 @@ __COVE_PATCH__
  	task_entries->nr_helpers++;
  	return 0;
  }
+--- a/criu/sk-netlink.c
++++ b/criu/sk-netlink.c
+@@ -68,11 +68,35 @@
+ 	return sk_collect_one(m->ndiag_ino, PF_NETLINK, &sd->sd, ns);
+ }
+ 
+-static bool can_dump_netlink_sk(int lfd)
++/*
++ * Cove: queued data on a route or uevent socket that listens to multicast groups is change notifications
++ * of a network namespace or device set the restore does not bring back as it was (the restore makes a new
++ * netns), so they are dropped (the restored socket starts empty, as after an overrun) instead of failing
++ * the dump: a browser's link monitor always has such a socket, and a notification may arrive while it is
++ * frozen. Anything else with data still fails, as before.
++ */
++static bool netlink_queue_droppable(const struct netlink_sk_desc *sk)
++{
++	u32 i;
++
++	if (!sk || (sk->protocol != NETLINK_ROUTE && sk->protocol != NETLINK_KOBJECT_UEVENT))
++		return false;
++	for (i = 0; i < sk->gsize / sizeof(sk->groups[0]); i++)
++		if (sk->groups[i])
++			return true;
++	return false;
++}
++
++static bool can_dump_netlink_sk(int lfd, const struct netlink_sk_desc *sk)
+ {
+ 	int ret;
+ 
+ 	ret = fd_has_data(lfd);
++	if (ret == 1 && netlink_queue_droppable(sk)) {
++		pr_warn("Dropping the queued notifications of netlink socket %#x (protocol %d)\n", sk->sd.ino,
++			sk->protocol);
++		return true;
++	}
+ 	if (ret == 1)
+ 		pr_err("The socket has data to read\n");
+ 
+@@ -93,7 +117,7 @@
+ 	ne.id = id;
+ 	ne.ino = p->stat.st_ino;
+ 
+-	if (!can_dump_netlink_sk(lfd))
++	if (!can_dump_netlink_sk(lfd, sk))
+ 		goto err;
+ 
+ 	if (sk) {
+--- a/criu/file-lock.c
++++ b/criu/file-lock.c
+@@ -623,9 +623,10 @@
+ 		pr_info("(flock)flag: %d, type: %d, cmd: %d, pid: %d, fd: %d\n", fle->flag, fle->type, cmd, fle->pid,
+ 			fle->fd);
+ 
+-		ret = flock(fle->fd, cmd);
++		/* Cove: never wait for a holder outside the tree (a shared file): the restore fails instead. */
++		ret = flock(fle->fd, cmd | LOCK_NB);
+ 		if (ret < 0) {
+-			pr_err("Can not set flock!\n");
++			pr_perror("Can not set flock");
+ 			goto err;
+ 		}
+ 	} else if (fle->flag & FL_POSIX) {
+@@ -642,9 +643,9 @@
+ 			"start: %8" PRIx64 ", len: %8" PRIx64 "\n",
+ 			fle->flag, fle->type, fle->pid, fle->fd, fle->start, fle->len);
+ 
+-		ret = fcntl(fle->fd, F_SETLKW, &flk);
++		ret = fcntl(fle->fd, F_SETLK, &flk);
+ 		if (ret < 0) {
+-			pr_err("Can not set posix lock!\n");
++			pr_perror("Can not set posix lock");
+ 			goto err;
+ 		}
+ 	} else if (fle->flag & FL_OFD) {

@@ -22,7 +22,7 @@ import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove3/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove4/criu';
 
 /**
  * Whether a dump looks for inotify watch paths in the sandbox's whole root mount (`--irmap-scan-path /`), which a
@@ -267,6 +267,10 @@ export async function checkpointSlot(o: {
     '--tcp-established', '--network-lock', 'nftables',
     // Network config is the host's business (the action script redoes it), not the image's.
     '--empty-ns', 'net',
+    // flock/POSIX/OFD locks the tree holds (a browser's profile lock, sqlite's) are dumped and taken again on
+    // restore; without it any held lock refuses the dump. Costs nothing when none is held (criu reads /proc/locks
+    // either way). Cove's criu (patch 5) retakes them without waiting, so a holder outside the tree fails the restore.
+    '--file-locks',
     // An inotify watch on the overlay (a desktop's config monitors, any file watcher) has no openable file
     // handle; criu then finds the watched path by scanning the tree (irmap), by default only a few fixed
     // dirs. The scan of the whole root mount is confined and bounded by install-criu.sh's patch 3.
@@ -395,6 +399,8 @@ export async function restoreSlot(o: {
   const args = [
     'restore', '-D', o.imagesDir, '--root', o.rootfs,
     '--manage-cgroups', '--tcp-established', '--empty-ns', 'net',
+    // Without it criu reads the dumped locks and silently drops them.
+    '--file-locks',
     ...(o.cgroupRoot ? ['--cgroup-root', o.cgroupRoot] : []),
     ...(o.tcpClose ? ['--tcp-close'] : []),
     '--skip-file-rwx-check',
