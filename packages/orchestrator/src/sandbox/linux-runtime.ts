@@ -5,7 +5,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -30,7 +30,8 @@ import type { SecretVault } from './secret-vault.js';
 import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress, type EgressRules } from './slot-egress.js';
 import { installSandboxCa, SANDBOX_CA_FILE } from './slot-trust-store.js';
 import { NodeEgress } from './node-egress.js';
-import { createSlotDisk, diskUsedBytes, mountsUnder, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
+import { createSlotDisk, diskUsedBytes, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
+import { mountsUnder } from './mount-tree.js';
 import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
@@ -767,8 +768,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       ...(await listNetworkSlotIds(this.bridge)),
     ]);
     for (const id of await this.crun.list()) ids.add(id);
-    for (const m of await mountsUnder(this.slots.slotsDir)) {
-      const id = m.slice(this.slots.slotsDir.length + 1).split('/')[0];
+    const slotsDir = resolve(this.slots.slotsDir);
+    for (const m of await mountsUnder(slotsDir)) {
+      const id = m.slice(slotsDir.length + 1).split('/')[0];
       if (id) ids.add(id);
     }
     const cleaned: string[] = [];

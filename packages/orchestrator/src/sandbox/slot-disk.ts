@@ -3,11 +3,12 @@
 // its disk gets ENOSPC and never the node's disk. Layout under the slot dir:
 //   disk.ext4  the image;  disk/  its mount (upper/, work/);  rootfs/  the overlay crun runs.
 
-import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
+import { chown, mkdir, open, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { extractLayer } from './layer-export.js';
+import { mountsUnder, unmountAll } from './mount-tree.js';
 import { run } from './run-command.js';
-import { BadLayerStack, CommandFailed } from './runtime-errors.js';
+import { BadLayerStack } from './runtime-errors.js';
 
 export interface SlotDiskPaths {
   slotDir: string;
@@ -88,19 +89,9 @@ export async function createSlotDisk(
   return loop;
 }
 
-async function mountedAt(path: string): Promise<boolean> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  return info.split('\n').some((l) => l.split(' ')[4] === path);
-}
-
 /** Unmounts everything under the slot dir (overlay, disk, sysfs) and detaches the image's loop devices; idempotent. */
 export async function removeSlotDisk(p: SlotDiskPaths): Promise<void> {
-  for (const m of [...(await mountsUnder(p.slotDir)), p.rootfs, p.diskMount]) {
-    while (await mountedAt(m)) {
-      const r = await run('umount', [m], { allowFailure: true });
-      if (r.code !== 0) await run('umount', ['-l', m]);
-    }
-  }
+  for (const m of [...(await mountsUnder(p.slotDir)), p.rootfs, p.diskMount]) await unmountAll(m);
   const attached = await run('losetup', ['-j', p.image, '-O', 'NAME', '-n'], { allowFailure: true });
   for (const dev of attached.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) {
     await run('losetup', ['-d', dev], { allowFailure: true });
@@ -116,15 +107,4 @@ export function upperDirOf(p: SlotDiskPaths): string {
 export async function diskUsedBytes(p: SlotDiskPaths): Promise<number> {
   const s = await statfs(p.diskMount);
   return (s.blocks - s.bfree) * s.bsize;
-}
-
-/** Every mount point under a directory (orphan cleanup), deepest first. */
-export async function mountsUnder(dir: string): Promise<string[]> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
-  return info
-    .split('\n')
-    .map((l) => l.split(' ')[4] ?? '')
-    .filter((m) => m.startsWith(prefix))
-    .sort((a, b) => b.length - a.length);
 }

@@ -3,10 +3,11 @@
 // crash mid-build never leaves a half rootfs that looks usable.
 
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, readlink, rename, stat, symlink, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { shiftOwnership } from './id-shift.js';
+import { removeTree } from './mount-tree.js';
 import { run } from './run-command.js';
 import { TemplateBuildFailed } from './runtime-errors.js';
 import { loadRecipe, type LoadedRecipe, type TemplateRecipe } from './template-recipe.js';
@@ -71,7 +72,8 @@ export class TemplateStore {
     const log = this.cfg.logger.child({ templateId, recipeHash: loaded.hash });
     const done = await stat(join(final, 'template.json')).then(() => true, () => false);
     if (!done) {
-      const tmp = join(dir, `.build-${loaded.hash}-${randomBytes(4).toString('hex')}`);
+      // The builder's pid is in the name: prune() removes the build dir of a builder that died (killed mid-build).
+      const tmp = join(dir, `.build-${loaded.hash}-${process.pid}-${randomBytes(4).toString('hex')}`);
       await mkdir(tmp, { recursive: true });
       const started = Date.now();
       try {
@@ -91,11 +93,12 @@ export class TemplateStore {
         } catch (err) {
           // Another builder finished the same hash first: theirs is as good as ours.
           if (!['ENOTEMPTY', 'EEXIST'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
-          await rm(tmp, { recursive: true, force: true });
+          await removeTree(tmp);
         }
         log.info({ ms: Date.now() - started, files }, 'template rootfs built');
       } catch (err) {
-        await rm(tmp, { recursive: true, force: true });
+        // A build that failed or was killed may leave mmdebstrap's binds of host /dev, /proc and /sys in the tree.
+        await removeTree(tmp).catch((e: unknown) => log.error({ err: e, dir: tmp }, 'left a failed build in place'));
         throw new TemplateBuildFailed(templateId, { cause: err });
       }
     }
@@ -106,7 +109,9 @@ export class TemplateStore {
 
   /**
    * Removes superseded builds no overlay uses any more (a running slot keeps its lower dir until it is
-   * destroyed; the next prepare() collects it) and `.build-*` leftovers of crashed builds older than a day.
+   * destroyed; the next prepare() collects it) and `.build-*` leftovers of builders that died, or (names without a
+   * pid) are older than a day. A leftover can still hold mmdebstrap's binds of host /dev, /proc and /sys: it is
+   * unmounted first and kept when that fails, because a recursive delete through such a bind empties the host's.
    */
   private async prune(dir: string, keepHash: string, log: Logger): Promise<void> {
     const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
@@ -114,13 +119,18 @@ export class TemplateStore {
       const path = join(dir, name);
       if (name === keepHash || name === 'current' || name.startsWith('.current-')) continue;
       if (name.startsWith('.build-')) {
-        const st = await stat(path).catch(() => null);
-        if (st && Date.now() - st.mtimeMs > 86_400_000) await rm(path, { recursive: true, force: true });
+        if (!(await abandonedBuild(name, path))) continue;
+        await removeTree(path).then(
+          () => log.info({ removed: name }, 'removed the build dir of a builder that is gone'),
+          (err: unknown) => log.error({ err, dir: path }, 'kept an abandoned build dir: a mount inside it could not be taken out'),
+        );
         continue;
       }
       if (mountinfo.includes(`${path}/rootfs`)) continue;
-      await rm(path, { recursive: true, force: true });
-      log.info({ removed: name }, 'removed superseded template build');
+      await removeTree(path).then(
+        () => log.info({ removed: name }, 'removed superseded template build'),
+        (err: unknown) => log.error({ err, dir: path }, 'kept a superseded build: a mount inside it could not be taken out'),
+      );
     }
   }
 
@@ -163,6 +173,23 @@ export class TemplateStore {
     if (background) await run('nice', ['-n', '10', 'mmdebstrap', ...args], { onLine });
     else await run('mmdebstrap', args, { onLine });
   }
+}
+
+/** A `.build-<hash>-<pid>-<rand>` dir whose builder process is gone, or an older-style name over a day old. */
+async function abandonedBuild(name: string, path: string): Promise<boolean> {
+  const pid = /^\.build-[0-9a-f]+-(\d+)-[0-9a-f]+$/.exec(name)?.[1];
+  if (pid) {
+    if (Number(pid) === process.pid) return false;
+    try {
+      process.kill(Number(pid), 0);
+      return false;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return false;
+    }
+    return true;
+  }
+  const st = await lstat(path).catch(() => null);
+  return st !== null && Date.now() - st.mtimeMs > 86_400_000;
 }
 
 /**
