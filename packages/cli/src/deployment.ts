@@ -287,8 +287,11 @@ export async function startComponent(c: ComponentSpec, paths: StatePaths, o: Pic
   try {
     await waiting;
   } catch (err) {
-    for (const line of tail.read()) o.say(`  ${c.name}: ${line}`);
-    throw new Error(`${c.name} did not become ready: ${(err as Error).message}; see ${paths.logs}/${c.name}.log`);
+    const last = tail.read();
+    for (const line of last) o.say(`  ${c.name}: ${line}`);
+    // The log's last words go into the error too: a test or CI run that fails here often keeps no log dir.
+    const why = last.slice(-3).join(' | ');
+    throw new Error(`${c.name} did not become ready: ${(err as Error).message}${why ? ` (log: ${why})` : ''}; see ${paths.logs}/${c.name}.log`);
   }
   o.say(`${c.name}: ready (pid ${proc.pid})`);
   return true;
