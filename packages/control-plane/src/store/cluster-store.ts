@@ -258,13 +258,4 @@ export class ClusterStore {
     const r = await this.db.selectFrom('templates').selectAll().where('cluster_id', '=', clusterId).where('template_id', '=', id).executeTakeFirst();
     return r && toTemplate(r);
   }
-
-  async recordSpawn(clusterId: string, templateId: string, at: number): Promise<void> {
-    await this.db
-      .updateTable('templates')
-      .set((eb) => ({ spawn_count: eb('spawn_count', '+', 1), last_spawned_at: at }))
-      .where('cluster_id', '=', clusterId)
-      .where('template_id', '=', templateId)
-      .execute();
-  }
 }

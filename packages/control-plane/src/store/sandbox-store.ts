@@ -180,8 +180,25 @@ export class SandboxStore {
     });
   }
 
-  async markRunning(id: string, nodeId: string, envdVersion: string): Promise<void> {
-    await this.db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
+  /**
+   * creating → running on `nodeId`. `spawnOf` also counts a spawn of that template (its spawn count and last
+   * spawn time), in the same transaction: one commit per started sandbox instead of two.
+   */
+  async markRunning(id: string, nodeId: string, envdVersion: string, spawnOf?: { clusterId: string; templateId: string; at: number }): Promise<void> {
+    const run = (db: Kysely<Database>) => db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
+    if (!spawnOf) {
+      await run(this.db);
+      return;
+    }
+    await this.db.transaction().execute(async (trx) => {
+      await run(trx);
+      await trx
+        .updateTable('templates')
+        .set((eb) => ({ spawn_count: eb('spawn_count', '+', 1), last_spawned_at: spawnOf.at }))
+        .where('cluster_id', '=', spawnOf.clusterId)
+        .where('template_id', '=', spawnOf.templateId)
+        .execute();
+    });
   }
 
   /** Replaces the egress part of a sandbox's config (an updateNetwork the node has applied). */
