@@ -11,7 +11,7 @@ import type { Database } from './schema.js';
 
 const STAND_IN = '\u0000cove-prepared-argument:';
 
-export class PreparedQuery<A extends readonly unknown[], R> {
+export class PreparedQuery<A extends readonly unknown[], R, DB = Database> {
   private readonly compiled: CompiledQuery<R>;
   /** Per parameter: the index of the argument it takes, or -1 for a constant kept from the build. */
   private readonly slots: number[];
@@ -20,7 +20,7 @@ export class PreparedQuery<A extends readonly unknown[], R> {
    * `build` gets stand-ins typed as the arguments (`arity` of them); it must use each only as a value (compared,
    * inserted, set), never in a way that looks at it (`in` lists, branches on it).
    */
-  constructor(db: Kysely<Database>, arity: number, build: (db: Kysely<Database>, ...args: A) => Compilable<R>) {
+  constructor(db: Kysely<DB>, arity: number, build: (db: Kysely<DB>, ...args: A) => Compilable<R>) {
     const standIns = Array.from({ length: arity }, (_, i) => `${STAND_IN}${i}`) as unknown as A;
     this.compiled = build(db, ...standIns).compile();
     if (this.compiled.sql.includes(STAND_IN)) throw new Error('prepared query: an argument was inlined into the SQL');
@@ -29,18 +29,18 @@ export class PreparedQuery<A extends readonly unknown[], R> {
   }
 
   /** Runs the query on `db` (the store's Kysely or a transaction of it) with `args`. */
-  execute(db: Kysely<Database>, ...args: A): Promise<QueryResult<R>> {
+  execute(db: Kysely<DB>, ...args: A): Promise<QueryResult<R>> {
     const constants = this.compiled.parameters;
     const parameters = this.slots.map((slot, i) => (slot < 0 ? constants[i] : args[slot]));
     return db.executeQuery<R>({ query: this.compiled.query, sql: this.compiled.sql, parameters });
   }
 
-  async rows(db: Kysely<Database>, ...args: A): Promise<R[]> {
+  async rows(db: Kysely<DB>, ...args: A): Promise<R[]> {
     return (await this.execute(db, ...args)).rows;
   }
 
   /** Rows an update, insert or delete changed. */
-  async affected(db: Kysely<Database>, ...args: A): Promise<number> {
+  async affected(db: Kysely<DB>, ...args: A): Promise<number> {
     return Number((await this.execute(db, ...args)).numAffectedRows ?? 0n);
   }
 }
