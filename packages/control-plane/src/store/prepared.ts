@@ -38,9 +38,4 @@ export class PreparedQuery<A extends readonly unknown[], R, DB = Database> {
   async rows(db: Kysely<DB>, ...args: A): Promise<R[]> {
     return (await this.execute(db, ...args)).rows;
   }
-
-  /** Rows an update, insert or delete changed. */
-  async affected(db: Kysely<DB>, ...args: A): Promise<number> {
-    return Number((await this.execute(db, ...args)).numAffectedRows ?? 0n);
-  }
 }
