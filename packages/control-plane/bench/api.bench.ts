@@ -1,6 +1,8 @@
 // Control-plane API benchmark: create / get / list / kill latency and throughput through real HTTP and the
 // control link (gRPC over HTTP/2 to the cluster fixture). Server and load generator run in separate processes.
 // Run: `node packages/control-plane/dist/bench/api.bench.js [sandboxes=400] [concurrency=16]`.
+// BENCH_SERVER_NODE_ARGS (space-separated) go to the server's node, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+// (NODE_OPTIONS refuses --cpu-prof); BENCH_OPS=create runs only the named phases (comma-separated).
 
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -11,9 +13,18 @@ import { Pool } from 'undici';
 const total = Number(process.argv[2] ?? 400);
 const concurrency = Number(process.argv[3] ?? 16);
 
-const server = spawn(process.execPath, [fileURLToPath(new URL('./server.js', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
-const first = await createInterface({ input: server.stdout! })[Symbol.asyncIterator]().next();
+const serverArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+const ops = new Set((process.env.BENCH_OPS ?? 'create,get,list,timeout,kill').split(','));
+const server = spawn(process.execPath, [...serverArgs, fileURLToPath(new URL('./server.js', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+const serverLines = createInterface({ input: server.stdout! })[Symbol.asyncIterator]();
+const first = await serverLines.next();
 const { url, key } = JSON.parse(String(first.value)) as { url: string; key: string };
+
+/** The server process's CPU time so far (user + system), in ms. */
+async function serverCpuMs(): Promise<number> {
+  server.stdin!.write('cpu\n');
+  return (JSON.parse(String((await serverLines.next()).value)) as { cpuMs: number }).cpuMs;
+}
 const pool = new Pool(url, { connections: concurrency });
 
 async function req(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
@@ -27,15 +38,25 @@ async function req(method: string, path: string, body?: unknown): Promise<{ stat
   return { status: res.statusCode, json: text ? JSON.parse(text) : undefined };
 }
 
-function stats(name: string, samples: number[], wallMs: number) {
+function stats(name: string, samples: number[], wallMs: number, cpuMs: number) {
   const s = [...samples].sort((a, b) => a - b);
   const p = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? 0;
-  return { op: name, n: s.length, p50: +p(0.5).toFixed(2), p90: +p(0.9).toFixed(2), p99: +p(0.99).toFixed(2), max: +(s[s.length - 1] ?? 0).toFixed(2), perSec: +((s.length / wallMs) * 1000).toFixed(0) };
+  return {
+    op: name,
+    n: s.length,
+    p50: +p(0.5).toFixed(2),
+    p90: +p(0.9).toFixed(2),
+    p99: +p(0.99).toFixed(2),
+    max: +(s[s.length - 1] ?? 0).toFixed(2),
+    perSec: +((s.length / wallMs) * 1000).toFixed(0),
+    serverCpuMsPerOp: +(cpuMs / s.length).toFixed(3),
+  };
 }
 
 async function phase(name: string, n: number, fn: (i: number) => Promise<void>) {
   const samples: number[] = [];
   let next = 0;
+  const cpu0 = await serverCpuMs();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
@@ -47,7 +68,8 @@ async function phase(name: string, n: number, fn: (i: number) => Promise<void>) 
       }
     }),
   );
-  return stats(name, samples, performance.now() - t0);
+  const wall = performance.now() - t0;
+  return stats(name, samples, wall, (await serverCpuMs()) - cpu0);
 }
 
 const ids: string[] = [];
@@ -59,10 +81,10 @@ results.push(
     ids.push(r.json.sandboxID);
   }),
 );
-results.push(await phase('get', total, async (i) => void (await req('GET', `/sandboxes/${ids[i]}`))));
-results.push(await phase('list(100)', Math.max(20, total / 10), async () => void (await req('GET', '/v2/sandboxes?limit=100'))));
-results.push(await phase('timeout', total, async (i) => void (await req('POST', `/sandboxes/${ids[i]}/timeout`, { timeout: 300 }))));
-results.push(await phase('kill', total, async (i) => void (await req('DELETE', `/sandboxes/${ids[i]}`))));
+if (ops.has('get')) results.push(await phase('get', total, async (i) => void (await req('GET', `/sandboxes/${ids[i]}`))));
+if (ops.has('list')) results.push(await phase('list(100)', Math.max(20, total / 10), async () => void (await req('GET', '/v2/sandboxes?limit=100'))));
+if (ops.has('timeout')) results.push(await phase('timeout', total, async (i) => void (await req('POST', `/sandboxes/${ids[i]}/timeout`, { timeout: 300 }))));
+if (ops.has('kill')) results.push(await phase('kill', total, async (i) => void (await req('DELETE', `/sandboxes/${ids[i]}`))));
 
 const mem = process.memoryUsage();
 console.table(results);

@@ -76,7 +76,8 @@ export interface Connected extends Created {
 
 /** Resolves a create's `templateID` (id, name or `name:tag`) to the build a sandbox runs. */
 export interface TemplateResolver {
-  resolveForSandbox(team: Team, ref: string): Promise<ResolvedTemplate>;
+  /** `cluster` is the team's (the caller has just read it). */
+  resolveForSandbox(team: Team, ref: string, cluster: Cluster): Promise<ResolvedTemplate>;
 }
 
 export interface SandboxServiceDeps {
@@ -179,7 +180,7 @@ export class SandboxService {
   private async origin(team: Team, cluster: Cluster, ref: string): Promise<Origin> {
     const snapshot = await this.findSnapshot(team, cluster, ref);
     if (snapshot) return { ...snapshot, snapshot };
-    const r = await this.d.templates.resolveForSandbox(team, ref);
+    const r = await this.d.templates.resolveForSandbox(team, ref, cluster);
     return { ...r, templateId: r.template.templateId, alias: r.template.alias };
   }
 
@@ -265,8 +266,8 @@ export class SandboxService {
       record.nodeId = nodeId;
       record.envdVersion = info.envdVersion || origin.envdVersion;
       record.state = 'running';
-      await this.sandboxes.markRunning(record.id, nodeId, record.envdVersion);
-      if (!snapshotId) await this.d.clusters.recordSpawn(cluster.id, origin.templateId, now);
+      // A start from a snapshot is not a spawn of its template.
+      await this.sandboxes.markRunning(record.id, nodeId, record.envdVersion, snapshotId ? undefined : { clusterId: cluster.id, templateId: origin.templateId, at: now });
       log.info({ nodeId, templateId: origin.templateId, snapshotId }, 'sandbox created');
       return { sandbox: record, cluster };
     } catch (err) {

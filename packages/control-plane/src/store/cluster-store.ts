@@ -6,6 +6,7 @@ import { Conflict, NoCapacity, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { Selectable } from 'kysely';
 import type { ClusterTable, Database, TemplateTable } from './schema.js';
+import { PreparedQuery } from './prepared.js';
 
 export interface Cluster {
   id: string;
@@ -160,7 +161,12 @@ const sameSpec = (c: Cluster, s: ClusterSpec) =>
   c.endpoint === s.endpoint && c.token === s.token && c.sandboxDomain === s.sandboxDomain && (s.publicUrl ?? null) === c.publicUrl;
 
 export class ClusterStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** Most sandbox requests read their cluster. */
+  private readonly byId;
+
+  constructor(private readonly db: Kysely<Database>) {
+    this.byId = new PreparedQuery(db, 1, (db, id: string) => db.selectFrom('clusters').selectAll().where('id', '=', id));
+  }
 
   /**
    * Registers a cluster and its built-in templates. Registering the same name with an identical configuration
@@ -223,7 +229,7 @@ export class ClusterStore {
   }
 
   async get(id: string): Promise<Cluster | undefined> {
-    const r = await this.db.selectFrom('clusters').selectAll().where('id', '=', id).executeTakeFirst();
+    const [r] = await this.byId.rows(this.db, id);
     return r && toCluster(r);
   }
 
@@ -257,14 +263,5 @@ export class ClusterStore {
     const id = ref.replace(/:default$/, '');
     const r = await this.db.selectFrom('templates').selectAll().where('cluster_id', '=', clusterId).where('template_id', '=', id).executeTakeFirst();
     return r && toTemplate(r);
-  }
-
-  async recordSpawn(clusterId: string, templateId: string, at: number): Promise<void> {
-    await this.db
-      .updateTable('templates')
-      .set((eb) => ({ spawn_count: eb('spawn_count', '+', 1), last_spawned_at: at }))
-      .where('cluster_id', '=', clusterId)
-      .where('template_id', '=', templateId)
-      .execute();
   }
 }

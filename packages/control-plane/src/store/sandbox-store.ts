@@ -6,6 +6,7 @@ import { SandboxLimitReached } from '../errors.js';
 import type { Database, SandboxState, SandboxTable } from './schema.js';
 import { snapshotRow, type SnapshotRecord } from './snapshot-store.js';
 import { lockTeam } from './team-lock.js';
+import { PreparedQuery } from './prepared.js';
 
 export interface SandboxRecord {
   id: string;
@@ -118,6 +119,39 @@ const toRow = (s: SandboxRecord): SandboxTable => ({
   state_changed_at: s.stateChangedAt,
 });
 
+/** Every column of a sandbox row (the compiler checks it against SandboxTable): the prepared insert's arguments. */
+const COLUMNS: Record<keyof SandboxTable, true> = {
+  id: true,
+  team_id: true,
+  cluster_id: true,
+  node_id: true,
+  template_id: true,
+  alias: true,
+  build_id: true,
+  cpu_count: true,
+  memory_mb: true,
+  disk_mb: true,
+  metadata: true,
+  envd_version: true,
+  envd_access_token: true,
+  traffic_access_token: true,
+  allow_internet_access: true,
+  network: true,
+  state: true,
+  started_at: true,
+  end_at: true,
+  ended_at: true,
+  end_reason: true,
+  node_build_id: true,
+  auto_pause: true,
+  auto_pause_memory: true,
+  auto_resume: true,
+  pause_snapshot_id: true,
+  pause_memory: true,
+  state_changed_at: true,
+};
+const COLUMN_NAMES = Object.keys(COLUMNS) as Array<keyof SandboxTable>;
+
 /** States that count against the team's concurrency limit: a paused sandbox uses no node, a transition may. */
 export const LIVE: readonly SandboxState[] = ['creating', 'running', 'pausing', 'resuming'];
 /** States shown as `paused` by the API. */
@@ -136,10 +170,37 @@ function liveRunning(eb: ExpressionBuilder<Database, 'sandboxes'>, now: number) 
 }
 
 export class SandboxStore {
+  // A create's statements, prepared (prepared.ts).
+  private readonly liveCount;
+  private readonly insertRow;
+  private readonly setRunning;
+  private readonly countSpawn;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly kind: 'sqlite' | 'postgres',
-  ) {}
+  ) {
+    this.liveCount = new PreparedQuery(db, 1, (db, teamId: string) =>
+      db
+        .selectFrom('sandboxes')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('team_id', '=', teamId)
+        .where('state', 'in', [...LIVE]),
+    );
+    this.insertRow = new PreparedQuery(db, COLUMN_NAMES.length, (db, ...values: unknown[]) =>
+      db.insertInto('sandboxes').values(Object.fromEntries(COLUMN_NAMES.map((c, i) => [c, values[i]])) as unknown as SandboxTable),
+    );
+    this.setRunning = new PreparedQuery(db, 3, (db, id: string, nodeId: string, envdVersion: string) =>
+      db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id),
+    );
+    this.countSpawn = new PreparedQuery(db, 3, (db, clusterId: string, templateId: string, at: number) =>
+      db
+        .updateTable('templates')
+        .set((eb) => ({ spawn_count: eb('spawn_count', '+', 1), last_spawned_at: at }))
+        .where('cluster_id', '=', clusterId)
+        .where('template_id', '=', templateId),
+    );
+  }
 
   /**
    * Inserts a `creating` row if the team is under its concurrency limit. The count and the insert happen in one
@@ -147,16 +208,11 @@ export class SandboxStore {
    * cannot overshoot the limit.
    */
   async reserve(s: SandboxRecord, limit: number): Promise<void> {
+    const row = toRow({ ...s, state: 'creating' });
     await this.db.transaction().execute(async (trx) => {
       await lockTeam(trx, this.kind, s.teamId);
-      const { n } = await trx
-        .selectFrom('sandboxes')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('team_id', '=', s.teamId)
-        .where('state', 'in', [...LIVE])
-        .executeTakeFirstOrThrow();
-      if (Number(n) >= limit) throw new SandboxLimitReached(limit);
-      await trx.insertInto('sandboxes').values(toRow({ ...s, state: 'creating' })).execute();
+      if ((await this.countLiveIn(trx, s.teamId)) >= limit) throw new SandboxLimitReached(limit);
+      await this.insertRow.execute(trx, ...COLUMN_NAMES.map((c) => row[c]));
     });
   }
 
@@ -169,19 +225,24 @@ export class SandboxStore {
     const teamId = rows[0]!.teamId;
     await this.db.transaction().execute(async (trx) => {
       await lockTeam(trx, this.kind, teamId);
-      const { n } = await trx
-        .selectFrom('sandboxes')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('team_id', '=', teamId)
-        .where('state', 'in', [...LIVE])
-        .executeTakeFirstOrThrow();
-      if (Number(n) + rows.length > limit) throw new SandboxLimitReached(limit);
+      if ((await this.countLiveIn(trx, teamId)) + rows.length > limit) throw new SandboxLimitReached(limit);
       await trx.insertInto('sandboxes').values(rows.map((s) => toRow({ ...s, state: 'creating' }))).execute();
     });
   }
 
-  async markRunning(id: string, nodeId: string, envdVersion: string): Promise<void> {
-    await this.db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id).execute();
+  /**
+   * creating → running on `nodeId`. `spawnOf` also counts a spawn of that template (its spawn count and last
+   * spawn time), in the same transaction: one commit per started sandbox instead of two.
+   */
+  async markRunning(id: string, nodeId: string, envdVersion: string, spawnOf?: { clusterId: string; templateId: string; at: number }): Promise<void> {
+    if (!spawnOf) {
+      await this.setRunning.execute(this.db, id, nodeId, envdVersion);
+      return;
+    }
+    await this.db.transaction().execute(async (trx) => {
+      await this.setRunning.execute(trx, id, nodeId, envdVersion);
+      await this.countSpawn.execute(trx, spawnOf.clusterId, spawnOf.templateId, spawnOf.at);
+    });
   }
 
   /** Replaces the egress part of a sandbox's config (an updateNetwork the node has applied). */
@@ -263,13 +324,7 @@ export class SandboxStore {
       await lockTeam(trx, this.kind, teamId);
       const cur = await trx.selectFrom('sandboxes').select('state').where('id', '=', id).executeTakeFirst();
       if (cur?.state !== 'paused') return 'not-paused';
-      const { n } = await trx
-        .selectFrom('sandboxes')
-        .select((eb) => eb.fn.countAll<number>().as('n'))
-        .where('team_id', '=', teamId)
-        .where('state', 'in', [...LIVE])
-        .executeTakeFirstOrThrow();
-      if (Number(n) >= limit) throw new SandboxLimitReached(limit);
+      if ((await this.countLiveIn(trx, teamId)) >= limit) throw new SandboxLimitReached(limit);
       const r = await trx
         .updateTable('sandboxes')
         .set({ state: 'resuming', state_changed_at: at })
@@ -369,13 +424,12 @@ export class SandboxStore {
   }
 
   async countLive(teamId: string): Promise<number> {
-    const { n } = await this.db
-      .selectFrom('sandboxes')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('team_id', '=', teamId)
-      .where('state', 'in', [...LIVE])
-      .executeTakeFirstOrThrow();
-    return Number(n);
+    return this.countLiveIn(this.db, teamId);
+  }
+
+  private async countLiveIn(db: Kysely<Database>, teamId: string): Promise<number> {
+    const [r] = await this.liveCount.rows(db, teamId);
+    return Number(r?.n ?? 0);
   }
 
   /** Running sandboxes whose end time has passed, oldest first. */

@@ -6,6 +6,7 @@ import type { Kysely, Selectable } from 'kysely';
 import { QuotaExceeded } from '../errors.js';
 import type { Database, SnapshotKind, SnapshotStatus, SnapshotTable } from './schema.js';
 import { lockTeam } from './team-lock.js';
+import { PreparedQuery } from './prepared.js';
 
 export interface SnapshotRecord {
   id: string;
@@ -83,10 +84,26 @@ export const snapshotRow = (s: SnapshotRecord): SnapshotTable => ({
 });
 
 export class SnapshotStore {
+  /** Every create looks for a snapshot of the name it was given (a snapshot shadows a template of that name). */
+  private readonly persistentByRef;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly kind: 'sqlite' | 'postgres',
-  ) {}
+  ) {
+    this.persistentByRef = new PreparedQuery(db, 3, (db, teamId: string, clusterId: string, ref: string) =>
+      db
+        .selectFrom('snapshots')
+        .selectAll()
+        .where('team_id', '=', teamId)
+        .where('cluster_id', '=', clusterId)
+        .where('kind', '=', 'persistent')
+        .where('status', '=', 'ready')
+        .where((eb) => eb.or([eb('id', '=', ref), eb('name', '=', ref)]))
+        .orderBy('created_at', 'desc')
+        .orderBy('id', 'desc'),
+    );
+  }
 
   async insert(s: SnapshotRecord): Promise<void> {
     await this.db.insertInto('snapshots').values(snapshotRow(s)).execute();
@@ -136,17 +153,7 @@ export class SnapshotStore {
    * (newest first). Another team's snapshots are never found.
    */
   async findPersistent(teamId: string, clusterId: string, ref: string): Promise<SnapshotRecord[]> {
-    const rows = await this.db
-      .selectFrom('snapshots')
-      .selectAll()
-      .where('team_id', '=', teamId)
-      .where('cluster_id', '=', clusterId)
-      .where('kind', '=', 'persistent')
-      .where('status', '=', 'ready')
-      .where((eb) => eb.or([eb('id', '=', ref), eb('name', '=', ref)]))
-      .orderBy('created_at', 'desc')
-      .orderBy('id', 'desc')
-      .execute();
+    const rows = await this.persistentByRef.rows(this.db, teamId, clusterId, ref);
     const byId = rows.find((r) => r.id === ref);
     return byId ? [toRecord(byId)] : rows.map(toRecord);
   }

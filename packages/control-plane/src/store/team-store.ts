@@ -6,6 +6,7 @@ import { Conflict, NotFound } from '../errors.js';
 import { newId } from '../sandboxes/ids.js';
 import type { AccessTokenTable, ApiKeyTable, Database, TeamTable } from './schema.js';
 import { slugOf, suffixedSlug } from './team-slug.js';
+import { PreparedQuery } from './prepared.js';
 import { isUniqueViolation } from './template-store.js';
 
 const LAST_USED_RESOLUTION_MS = 60_000;
@@ -101,7 +102,19 @@ const toKey = (r: ApiKeyTable): ApiKeyInfo => ({
 });
 
 export class TeamStore {
-  constructor(private readonly db: Kysely<Database>) {}
+  /** Every public-API request runs this. */
+  private readonly byKeyHash;
+
+  constructor(private readonly db: Kysely<Database>) {
+    this.byKeyHash = new PreparedQuery(db, 1, (db, hash: string) =>
+      db
+        .selectFrom('api_keys')
+        .innerJoin('teams', 'teams.id', 'api_keys.team_id')
+        .selectAll('teams')
+        .select(['api_keys.id as key_id', 'api_keys.last_used_at as key_last_used_at'])
+        .where('api_keys.key_hash', '=', hash),
+    );
+  }
 
   /** Conflict when the admin's slug is taken; a derived one that is taken gets a random suffix instead. */
   async create(t: NewTeam): Promise<Team> {
@@ -250,13 +263,7 @@ export class TeamStore {
 
   /** The team owning a key, looked up by the key's hash. */
   async teamByApiKey(key: string): Promise<Team | undefined> {
-    const r = await this.db
-      .selectFrom('api_keys')
-      .innerJoin('teams', 'teams.id', 'api_keys.team_id')
-      .selectAll('teams')
-      .select(['api_keys.id as key_id', 'api_keys.last_used_at as key_last_used_at'])
-      .where('api_keys.key_hash', '=', hashApiKey(key))
-      .executeTakeFirst();
+    const [r] = await this.byKeyHash.rows(this.db, hashApiKey(key));
     if (!r) return undefined;
     // "Last used" to the minute: a write on every request would make every read a write.
     const now = Date.now();

@@ -5,6 +5,7 @@
 import type { Kysely, Selectable, Transaction } from 'kysely';
 import { Conflict, QuotaExceeded } from '../errors.js';
 import { lockTeam } from './team-lock.js';
+import { PreparedQuery } from './prepared.js';
 import { splitNamespace } from '../templates/names.js';
 import { toTemplate, type Template } from './cluster-store.js';
 import type { BuildStatus, Database, TemplateBuildTable } from './schema.js';
@@ -96,10 +97,23 @@ export function isUniqueViolation(err: unknown): boolean {
 }
 
 export class TemplateStore {
+  /** Every create resolves its template reference. */
+  private readonly byIdOrName;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly kind: 'sqlite' | 'postgres',
-  ) {}
+  ) {
+    this.byIdOrName = new PreparedQuery(db, 3, (db, clusterId: string, teamId: string, ref: string) =>
+      db
+        .selectFrom('templates')
+        .selectAll()
+        .where('cluster_id', '=', clusterId)
+        .where((eb) =>
+          eb.or([eb('template_id', '=', ref), eb.and([eb('alias', '=', ref), eb.or([eb('team_id', '=', teamId), eb('team_id', 'is', null)])])]),
+        ),
+    );
+  }
 
   /**
    * The template `ref` names for team `teamId` in the cluster (docs/decisions.md, "Tenant names"):
@@ -121,14 +135,7 @@ export class TemplateStore {
         .executeTakeFirst();
       return r && toTemplate(r);
     }
-    const rows = await this.db
-      .selectFrom('templates')
-      .selectAll()
-      .where('cluster_id', '=', clusterId)
-      .where((eb) =>
-        eb.or([eb('template_id', '=', ref), eb.and([eb('alias', '=', ref), eb.or([eb('team_id', '=', teamId), eb('team_id', 'is', null)])])]),
-      )
-      .execute();
+    const rows = await this.byIdOrName.rows(this.db, clusterId, teamId, ref);
     // The team's own (or a built-in) id first, then its own name, then a built-in name, and only then another
     // team's id: a name the team chose is never taken over by a stranger's template whose id happens to spell it.
     const mine = (r: (typeof rows)[number]) => r.team_id === teamId || r.team_id === null;

@@ -433,8 +433,7 @@ export class TemplateService {
    * What `POST /sandboxes {templateID}` runs: an id, `name[:tag]` (the team's own, else a built-in one) or
    * `namespace/name[:tag]` (another team's public one, or the team's own) → the ready build the tag names.
    */
-  async resolveForSandbox(team: Team, ref: string): Promise<ResolvedTemplate> {
-    const cluster = await this.clusters.forTeam(team);
+  async resolveForSandbox(team: Team, ref: string, cluster: Cluster): Promise<ResolvedTemplate> {
     const { name, tag } = splitRef(ref);
     const t = await this.templates.find(cluster.id, team.id, name);
     if (!t || (t.teamId !== null && t.teamId !== team.id && !t.public)) throw new NotFound(`template '${ref}' not found`);
