@@ -232,3 +232,42 @@ export function sandboxProcesses(pidNs: string): Array<{ pid: number; comm: stri
   }
   return out;
 }
+
+/**
+ * CPU over `ms` by who spends it, in percent of one core: each process's utime+stime (its threads included) at
+ * both ends, grouped by `groupOf(pid, cmdline)`; pids that came or went meanwhile count from what is seen. The
+ * host's total beside it (kernel threads and everything this view of /proc does not show are in it, not in a group).
+ */
+export async function cpuByGroup(ms: number, groupOf: (pid: number, cmdline: string) => string): Promise<{ host: number; groups: Map<string, number> }> {
+  const snap = () => {
+    const out = new Map<number, { ticks: number; group: string }>();
+    for (const pid of pids()) {
+      try {
+        const f = read(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ');
+        const cmd = read(`/proc/${pid}/cmdline`).replace(/\0/g, ' ').trim();
+        out.set(Number(pid), { ticks: Number(f[11]) + Number(f[12]), group: groupOf(Number(pid), cmd) });
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return out;
+  };
+  const hostTicks = () => {
+    const f = read('/proc/stat').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
+    return { busy: f.reduce((a, b) => a + b, 0) - f[3]! - f[4]!, all: f.reduce((a, b) => a + b, 0) };
+  };
+  const cores = read('/proc/stat').split('\n').filter((l) => /^cpu\d/.test(l)).length;
+  const a = snap();
+  const h0 = hostTicks();
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = snap();
+  const h1 = hostTicks();
+  const seconds = (performance.now() - t0) / 1000;
+  const groups = new Map<string, number>();
+  for (const [pid, x] of b) {
+    const spent = x.ticks - (a.get(pid)?.ticks ?? 0);
+    groups.set(x.group, (groups.get(x.group) ?? 0) + (spent / 100 / seconds) * 100);
+  }
+  return { host: ((h1.busy - h0.busy) / (h1.all - h0.all)) * 100 * cores, groups };
+}
