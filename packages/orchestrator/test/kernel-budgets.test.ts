@@ -1,6 +1,7 @@
 // The host budgets the node raises at start so its sandboxes do not run out of a table every namespace shares.
-// The neighbour table: what ~500 idle sandboxes fill at the kernel's default cap is filled here on purpose, in a
-// throwaway network namespace (the table is the whole host's, whatever the namespace), and must take it.
+// The neighbour table: more fresh entries than the kernel's default cap holds (what ~600 sandboxes keep, two each)
+// are added here at once, in a throwaway network namespace (the table is the whole host's, whatever the
+// namespace); at the default the kernel refuses the ones past its cap, since none is old enough to evict.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -47,9 +47,10 @@ export function hostInotifyTotals(memTotalBytes: number): { instances: number; w
 /**
  * The IPv4 neighbour (ARP) table is one table for the whole host, every network namespace included, and its
  * hard cap gc_thresh3 (kernel default 1024) counts them all: each sandbox adds two entries that stay fresh while
- * it runs — the host's for the sandbox's address on the bridge and the sandbox's own for its gateway — and the
- * kernel's forced GC frees none updated in the last 5 s. So at the default, some 500 idle sandboxes leave the
- * table full: new entries fail ("neighbor table overflow") and the host loses the path to sandboxes' envds. Room
+ * it runs — the host's for the sandbox's address on the bridge and the sandbox's own for its gateway (measured:
+ * 2.0 per sandbox, `cove bench --density`). So at the default, past ~500 sandboxes the table is over its cap for
+ * good: every new entry first has to evict one not updated in the last 5 s (ARP churn), and fails — "neighbor
+ * table overflow", the packet dropped — when none is, as in a burst of creates (two fresh entries each). Room
  * for HOST_SANDBOX_ROOM sandboxes on top of the default's 1024 for the host's own neighbours; gc_thresh2 (above
  * which entries idle for 5 s are collected) at the sandboxes' working set, so their entries are not churned.
  * Kernel memory: well under 1 KiB an entry, a few MiB at this cap.
