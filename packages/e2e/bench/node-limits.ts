@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statfsSync } from 
 import { join } from 'node:path';
 
 export interface LimitUse {
-  /** Stable key (the JSON's). */
+  /** Stable key (the JSON's): no deployment's names in it (bridge, subnet: those go in `of`). */
   key: string;
   used: number;
   /** What it counts against; undefined when nothing bounds it (said as such, not as a number). */
@@ -145,10 +145,10 @@ export function limitCensus(n: NodeNames): LimitUse[] {
   const brif = `/sys/class/net/${n.bridge}/brif`;
   const ports = existsSync(brif) ? readdirSync(brif).length : 0;
   // net/bridge: BR_MAX_PORTS = 1 << 10 and port number 0 is never given out.
-  add(`ports on bridge ${n.bridge}`, ports, 1023, 'BR_MAX_PORTS (1024, port 0 reserved)');
+  add('ports on the node bridge', ports, 1023, `BR_MAX_PORTS (1024, port 0 reserved) on ${n.bridge}`);
   const veths = readdirSync('/sys/class/net').filter((l) => l.startsWith(n.vethPrefix)).length;
   const prefix = Number(n.subnet.split('/')[1]);
-  add(`sandbox addresses in ${n.subnet}`, veths, 2 ** (32 - prefix) - 3, 'subnet size less network, gateway, broadcast');
+  add('sandbox addresses in the node subnet', veths, 2 ** (32 - prefix) - 3, `${n.subnet} less network, gateway, broadcast`);
   // One ARP table for the whole host, every netns included (the sandboxes' own entries for their gateway too):
   // /proc/net/stat/arp_cache gives its entries (the table's, on every per-cpu line) and overflows (per cpu).
   const arp = read('/proc/net/stat/arp_cache').trim().split('\n').slice(1).map((l) => l.trim().split(/\s+/).map((h) => parseInt(h, 16)));
