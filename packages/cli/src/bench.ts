@@ -55,3 +55,32 @@ export function writeJson(results: BenchResult[]): string {
   writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), results }, null, 2) + '\n');
   return file;
 }
+
+/** The density bench (`cove bench --density`): it holds the machine, so the plain `cove bench` never runs it. */
+export const DENSITY_BENCH = join(repoRoot, 'packages/e2e/dist/bench/density.bench.js');
+
+export interface DensityFlags {
+  max: string;
+  memoryOvercommit: string;
+}
+
+/**
+ * What the density deployment's processes get on top of their defaults (never by editing a default): memory
+ * placement overcommitted as asked, and every other placement cap out of the way so the node's own limits, not a
+ * policy, stop the bench — CPU (2 vCPUs per `base` sandbox against 32 per core), disk (1 GiB sparse per sandbox;
+ * the node's real free space still bounds placement), the node's and the team's sandbox counts.
+ */
+export function densityDeploymentEnv(f: DensityFlags): Record<string, string> {
+  const max = Number(f.max);
+  const overcommit = Number(f.memoryOvercommit);
+  if (!Number.isInteger(max) || max < 1) throw Object.assign(new Error('--max must be a whole number of sandboxes, at least 1'), { code: 'invalid_bench_flags' });
+  if (!Number.isFinite(overcommit) || overcommit < 1) throw Object.assign(new Error('--memory-overcommit must be a number, at least 1'), { code: 'invalid_bench_flags' });
+  return {
+    COVE_MEMORY_OVERCOMMIT: String(overcommit),
+    COVE_CPU_OVERCOMMIT: '4096',
+    COVE_DISK_OVERCOMMIT: '64',
+    COVE_MAX_SANDBOXES: '100000',
+    COVE_DEFAULT_MAX_SANDBOXES: '100000',
+    COVE_DENSITY_MAX: String(max),
+  };
+}

@@ -7,7 +7,7 @@ import { withOwnDeployment } from './own-deployment.js';
 import { describeNode, ensureCodeInterpreterRootfs, ensureTemplateRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
 import { benchFiles, byConcurrency, runTests, testFiles } from './test-suite.js';
-import { printTable, runBenches, writeJson } from './bench.js';
+import { DENSITY_BENCH, densityDeploymentEnv, printTable, runBenches, writeJson } from './bench.js';
 import { drainNode, undrainNode } from './node-drain.js';
 import { autoscaleConfigOf, autoscalerStatus, awsAutoscaleSettingsOf, LOCAL_MAX_NODES, runAwsAutoscaler, stopAutoscaler, type AutoscaleFlags, type AwsAutoscaleFlags } from './autoscale.js';
 import { statePaths } from './paths.js';
@@ -264,16 +264,22 @@ program
   .option('--soak', 'instead of the benchmarks: create/run/pause/resume/kill under load, then check that nothing leaked (exits 1 if anything did)')
   .option('--minutes <n>', 'length of the soak', '30')
   .option('--workers <n>', 'concurrent soak cycles', '4')
-  .action(async (pkgs: string[], opts: { warmPool?: string; stateDir: string; portOffset: string; soak?: boolean; minutes: string; workers: string }) => {
-    const files = opts.soak ? [join(repoRoot, 'packages/e2e/dist/bench/soak.js')] : benchFiles(pkgs);
+  .option('--density', 'instead of the benchmarks: fill one node with idle base sandboxes, report what each costs and which limit stops the node first (holds the machine)')
+  .option('--max <n>', 'density: stop once this many sandboxes are held', '1100')
+  .option('--memory-overcommit <x>', "density: the node's and control plane's COVE_MEMORY_OVERCOMMIT", '4')
+  .action(async (pkgs: string[], opts: { warmPool?: string; stateDir: string; portOffset: string; soak?: boolean; minutes: string; workers: string; density?: boolean; max: string; memoryOvercommit: string }) => {
+    const files = opts.soak ? [join(repoRoot, 'packages/e2e/dist/bench/soak.js')] : opts.density ? [DENSITY_BENCH] : benchFiles(pkgs).filter((f) => f !== DENSITY_BENCH);
+    // Set before the deployment starts: its processes inherit this environment (packages/cli/src/supervisor.ts).
+    if (opts.density) Object.assign(process.env, densityDeploymentEnv(opts));
     const component = files.filter((f) => !f.includes('/packages/e2e/'));
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     const results = await runBenches(component, {}, say);
     if (e2e.length) {
       // SDK-level figures come from a deployment started exactly like `cove up`. The soak's load is the base
       // template only: a pool of two per worker keeps claims from waiting on boots without crowding the cores.
-      const warmPool = opts.warmPool ?? (opts.soak ? 'base=8' : `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`);
-      const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool, nodes: '2', ...(opts.soak ? { codeInterpreterWait: '0', desktopWait: '0' } : {}) });
+      // Density: one node (its ceiling is the question), a base pool of one create batch.
+      const warmPool = opts.warmPool ?? (opts.soak ? 'base=8' : opts.density ? 'base=10' : `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`);
+      const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool, nodes: opts.density ? '1' : '2', ...(opts.soak || opts.density ? { codeInterpreterWait: '0', desktopWait: '0' } : {}) });
       const env = { COVE_E2E_STATE_DIR: o.stateDir, COVE_SOAK_MINUTES: opts.minutes, COVE_SOAK_WORKERS: opts.workers };
       say(`==> starting the benchmark deployment (warm pool ${warmPool})`);
       // As for `cove test`: the egress bench's stand-in internet (packages/e2e/bench/egress.bench.ts).

@@ -44,6 +44,21 @@ export function hostInotifyTotals(memTotalBytes: number): { instances: number; w
   };
 }
 
+/**
+ * The IPv4 neighbour (ARP) table is one table for the whole host, every network namespace included, and its
+ * hard cap gc_thresh3 (kernel default 1024) counts them all: each sandbox adds two entries that stay fresh while
+ * it runs — the host's for the sandbox's address on the bridge and the sandbox's own for its gateway (measured:
+ * 2.0 per sandbox, `cove bench --density`). So at the default, past ~500 sandboxes the table is over its cap for
+ * good: every new entry first has to evict one not updated in the last 5 s (ARP churn), and fails — "neighbor
+ * table overflow", the packet dropped — when none is, as in a burst of creates (two fresh entries each). Room
+ * for HOST_SANDBOX_ROOM sandboxes on top of the default's 1024 for the host's own neighbours; gc_thresh2 (above
+ * which entries idle for 5 s are collected) at the sandboxes' working set, so their entries are not churned.
+ * Kernel memory: well under 1 KiB an entry, a few MiB at this cap.
+ */
+export function hostNeighbourThresholds(): { gcThresh2: number; gcThresh3: number } {
+  return { gcThresh2: 2 * HOST_SANDBOX_ROOM, gcThresh3: 1024 + 2 * 2 * HOST_SANDBOX_ROOM };
+}
+
 /** The OCI `linux.sysctl` entries, for the sandbox's IPC namespace (crun refuses user.*: "not namespaced"). */
 export function sandboxSysctls(): Record<string, string> {
   return {
@@ -53,13 +68,17 @@ export function sandboxSysctls(): Record<string, string> {
   };
 }
 
-/** Raises (never lowers) the host's inotify totals; idempotent, part of prepareHost. */
+/** Raises (never lowers) the host's inotify totals and neighbour-table caps; idempotent, part of prepareHost. */
 export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
   const memKiB = Number(/^MemTotal:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'))?.[1] ?? 0);
   const want = hostInotifyTotals(memKiB * 1024);
+  const neigh = hostNeighbourThresholds();
+  // gc_thresh3 before gc_thresh2, so the soft level is never above the hard one on the way.
   for (const [file, value] of [
     ['/proc/sys/fs/inotify/max_user_instances', want.instances],
     ['/proc/sys/fs/inotify/max_user_watches', want.watches],
+    ['/proc/sys/net/ipv4/neigh/default/gc_thresh3', neigh.gcThresh3],
+    ['/proc/sys/net/ipv4/neigh/default/gc_thresh2', neigh.gcThresh2],
   ] as const) {
     const have = Number((await readFile(file, 'utf8')).trim());
     if (have >= value) continue;

@@ -55,8 +55,13 @@ ip link set dev "$COVE_HOST_VETH" master "$COVE_BRIDGE"
 # Isolated ports only forward to non-isolated ones (the bridge itself): no sandbox-to-sandbox L2 path.
 bridge link set dev "$COVE_HOST_VETH" isolated on
 ip link set dev "$COVE_HOST_VETH" up
+# The sandbox's address as a /32 and only the gateway on-link: every other destination goes through the
+# gateway, so the sandbox holds one neighbour entry. With the node's /16 on-link, any process inside made one
+# entry per address it sent a packet to, in the neighbour table the whole host shares (gc_thresh3,
+# kernel-budgets.ts): a tenant could fill it and cut every other sandbox off.
 nsenter --net="$NS" sh -ec 'sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-ip addr add "$COVE_ADDRESS" dev eth0; ip link set dev lo up; ip link set dev eth0 up
+ip addr add "\${COVE_ADDRESS%/*}/32" dev eth0; ip link set dev lo up; ip link set dev eth0 up
+ip route add "$COVE_GATEWAY" dev eth0 scope link
 ip route add default via "$COVE_GATEWAY"'
 mkdir -p /run/netns
 touch "/run/netns/$COVE_NETNS"
