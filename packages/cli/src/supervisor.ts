@@ -20,14 +20,31 @@ export function running(runDir: string, name: string): Managed | undefined {
   const file = pidFile(runDir, name);
   if (!existsSync(file)) return undefined;
   const rec = JSON.parse(readFileSync(file, 'utf8')) as Managed;
-  try {
-    const cmdline = readFileSync(`/proc/${rec.pid}/cmdline`, 'utf8');
-    if (cmdline.includes(rec.entry)) return rec;
-  } catch {
-    /* gone */
-  }
+  const cmdline = commandLineOf(rec.pid);
+  if (cmdline?.includes(rec.entry)) return rec;
   rmSync(file, { force: true });
   return undefined;
+}
+
+/**
+ * A process's command line, or undefined when it is gone. Right after spawn() returns the child may still be inside
+ * exec: the kernel closes the close-on-exec pipe libuv waits on before it sets up the new argument pages, and in
+ * that window cmdline reads empty. A CI run saw a registry just started taken for gone (its pid file removed, the
+ * process left running untracked); this window is the one way we found for that. An empty read is looked at again
+ * for up to ~200 ms; a process whose cmdline stays empty (a kernel thread, a zombie) is not a component.
+ */
+function commandLineOf(pid: number): string | undefined {
+  for (let i = 0; i < 20; i++) {
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      return undefined;
+    }
+    if (cmdline !== '') return cmdline;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+  }
+  return '';
 }
 
 /**
