@@ -260,9 +260,12 @@ async function headlessChromium(domain: string, trafficPort: number) {
   });
   let next = 0;
   const pending = new Map<number, (m: { result?: any; error?: { message: string } }) => void>();
+  // Resources of the current page that failed because the host's network changed (see navigate).
+  let networkChanged: string[] = [];
   ws.onmessage = (ev) => {
-    const m = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: { message: string } };
+    const m = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: { message: string }; method?: string; params?: any };
     if (m.id !== undefined) pending.get(m.id)?.(m);
+    if (m.method === 'Network.loadingFailed' && /ERR_NETWORK_CHANGED/.test(m.params?.errorText ?? '')) networkChanged.push(m.params.requestId);
   };
   const send = (method: string, params: object = {}) =>
     new Promise<any>((resolve, reject) => {
@@ -270,9 +273,11 @@ async function headlessChromium(domain: string, trafficPort: number) {
       pending.set(id, (m) => (m.error ? reject(new Error(`${method}: ${m.error.message}`)) : resolve(m.result)));
       ws.send(JSON.stringify({ id, method, params }));
     });
+  await send('Network.enable');
   // Chromium fails a navigation with ERR_NETWORK_CHANGED when an address appears on the host, which every sandbox
   // the warm pools start meanwhile does (its veth); a user reloads then, and so does this, at most twice.
   const navigate = async (url: string, attempt = 1): Promise<void> => {
+    networkChanged = [];
     const r = (await send('Page.navigate', { url })) as { errorText?: string };
     if (r.errorText && /ERR_NETWORK_CHANGED/.test(r.errorText) && attempt < 3) return navigate(url, attempt + 1);
     if (r.errorText) throw new Error(`navigating to ${url}: ${r.errorText}`);
@@ -289,7 +294,9 @@ async function headlessChromium(domain: string, trafficPort: number) {
       await navigate(url);
       let last = '';
       try {
-        last = await eventually(async () => (await evaluate(state)) || undefined, 30_000, what);
+        // The same change can fail one of noVNC's scripts after the page loaded: its UI then never starts, and
+        // the page shows neither state. Chromium reports it (Network.loadingFailed); a user would reload.
+        last = await eventually(async () => (await evaluate(state)) || (networkChanged.length ? `failed: ${networkChanged.length} resource(s) ERR_NETWORK_CHANGED` : undefined), 30_000, what);
       } catch (e) {
         throw new Error(`${(e as Error).message} (attempt ${attempt}); in the sandbox: ${await diagnose()}`);
       }
