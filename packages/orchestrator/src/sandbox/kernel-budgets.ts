@@ -59,6 +59,20 @@ export function hostNeighbourThresholds(): { gcThresh2: number; gcThresh3: numbe
   return { gcThresh2: 2 * HOST_SANDBOX_ROOM, gcThresh3: 1024 + 2 * 2 * HOST_SANDBOX_ROOM };
 }
 
+/**
+ * fs.pipe-user-pages-soft: pipe buffer pages per host uid (default 16 384 = 64 MiB), above which the kernel gives
+ * that uid's new pipes 2 pages and refuses to grow any (F_SETPIPE_SZ: EPERM) without CAP_SYS_RESOURCE. Every
+ * sandbox's root is the same host uid, so one tenant holding 64 pipes grown to 1 MiB (no data needed) crossed it
+ * for all of them: their pipes shrank, and CRIU, which restores each pipe at its size from inside the sandbox's
+ * user namespace, failed every restore on the node ("Unable to open fd"; measured: `cove bench --soak` lost 16
+ * resumes while another deployment held ~300 sandboxes). Pipe buffers are kernel memory charged to the writer's
+ * memory cgroup (runtime-pipe-budget.test.ts), so each sandbox's memory limit bounds what it can hold; the
+ * per-uid count is set at the host's RAM in pages, where it never binds before memory does.
+ */
+export function hostPipeUserPages(memTotalBytes: number): number {
+  return Math.min(INT_MAX, Math.max(16_384, Math.ceil(memTotalBytes / 4096)));
+}
+
 /** The OCI `linux.sysctl` entries, for the sandbox's IPC namespace (crun refuses user.*: "not namespaced"). */
 export function sandboxSysctls(): Record<string, string> {
   return {
@@ -68,20 +82,23 @@ export function sandboxSysctls(): Record<string, string> {
   };
 }
 
-/** Raises (never lowers) the host's inotify totals and neighbour-table caps; idempotent, part of prepareHost. */
+/** Raises (never lowers) the host's inotify totals, neighbour-table caps and pipe budget; idempotent, part of prepareHost. */
 export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
   const memKiB = Number(/^MemTotal:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'))?.[1] ?? 0);
   const want = hostInotifyTotals(memKiB * 1024);
   const neigh = hostNeighbourThresholds();
+  const pipePages = hostPipeUserPages(memKiB * 1024);
   // gc_thresh3 before gc_thresh2, so the soft level is never above the hard one on the way.
   for (const [file, value] of [
     ['/proc/sys/fs/inotify/max_user_instances', want.instances],
     ['/proc/sys/fs/inotify/max_user_watches', want.watches],
     ['/proc/sys/net/ipv4/neigh/default/gc_thresh3', neigh.gcThresh3],
     ['/proc/sys/net/ipv4/neigh/default/gc_thresh2', neigh.gcThresh2],
+    ['/proc/sys/fs/pipe-user-pages-soft', pipePages],
   ] as const) {
     const have = Number((await readFile(file, 'utf8')).trim());
-    if (have >= value) continue;
+    // 0 is "no limit" for the pipe budget (and never a setting of the others): already above anything we set.
+    if (have >= value || (have === 0 && file.endsWith('pipe-user-pages-soft'))) continue;
     await writeFile(file, String(value));
     log.info({ file, from: have, to: value }, 'raised a host kernel budget shared by all sandboxes');
   }
