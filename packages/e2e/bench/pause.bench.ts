@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
 import { deployment, type Deployment } from '../test/deployment.js';
-import { holdMemory, pauseThenResume } from './memory-holder.js';
+import { holdMemory, pauseThenResume, TOUCH_ALL } from './memory-holder.js';
 import { allNodesHealthy, nodeOf, setDraining } from '../test/nodes.js';
 import { percentile, report } from './stats.js';
 
@@ -44,10 +44,22 @@ try {
   const pause: number[] = [];
   const resumeSame: number[] = [];
   const resumeOther: number[] = [];
+  const firstCommand: number[] = [];
+  const touchAll: number[] = [];
+  const touched = (await sbx.commands.run(TOUCH_ALL)).stdout.trim();
   for (let i = 0; i < ROUNDS; i++) {
     const round = await pauseThenResume(sbx);
     pause.push(round.pauseMs);
     resumeSame.push(round.resumeMs);
+    // What a resumed sandbox's user waits for next: a command, then one that reads all the held memory (a lazily
+    // restored sandbox may still fault those pages in).
+    let t0 = performance.now();
+    await sbx.commands.run('true');
+    firstCommand.push(performance.now() - t0);
+    t0 = performance.now();
+    const sum = (await sbx.commands.run(TOUCH_ALL)).stdout.trim();
+    touchAll.push(performance.now() - t0);
+    if (sum !== touched) throw new Error(`the held memory came back different (${sum}, was ${touched})`);
     await settle();
   }
   if (d.nodes.length > 1) {
@@ -79,6 +91,8 @@ try {
   report('pause p95', percentile(pause, 95), 'ms');
   report('resume p50, same node', percentile(resumeSame, 50), 'ms', '≤ 150');
   report('resume p95, same node', percentile(resumeSame, 95), 'ms');
+  report('first command after a same-node resume p50', percentile(firstCommand, 50), 'ms');
+  report('command reading all held memory after a same-node resume p50', percentile(touchAll, 50), 'ms');
   if (resumeOther.length) {
     report('resume p50, other node', percentile(resumeOther, 50), 'ms');
     report('resume p95, other node', percentile(resumeOther, 95), 'ms');

@@ -11,7 +11,7 @@ VERSION=4.1.1
 # Bumped with every change of the patches below: each patch set installs into a directory of its own
 # (criu.ts's DEFAULT_CRIU names it), so hosts running checkouts with another patch set never swap
 # each other's binary back and forth.
-PATCH_LEVEL=4
+PATCH_LEVEL=5
 SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
@@ -28,7 +28,7 @@ BIN="$DEST/criu"
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# Five small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
+# Six small fixes on top of 4.1.1 (the heredoc at the end of this file), all needed to checkpoint a
 # Cove sandbox on this kernel:
 #  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
 #     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
@@ -56,6 +56,13 @@ die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 #     data still fails the dump. And file locks (dumped with --file-locks, which criu.ts always passes) are
 #     restored without waiting (LOCK_NB, F_SETLK): a lock someone outside the tree took on a shared file
 #     meanwhile makes the restore fail ("Can not set flock") instead of hanging it forever.
+#  6. Lazy restore (`restore --lazy-pages`, criu.ts) makes each restored task open a userfaultfd for its own
+#     memory. The tasks already run in the sandbox's user namespace, and with vm.unprivileged_userfaultfd=0
+#     (the default, and right: it keeps a kernel-fault-stalling primitive from every unprivileged process)
+#     the syscall wants CAP_SYS_PTRACE in the initial namespace, so it fails (EPERM). criu (root) now opens
+#     /dev/userfaultfd (Linux >= 6.1) before it forks the tree and keeps it in its fd store; a task whose
+#     syscall is refused makes the same descriptor with USERFAULTFD_IOC_NEW on it and closes the device's
+#     descriptor at once, so no restored process keeps a way to make userfaultfds of its own.
 PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
 if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
   say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
@@ -479,3 +486,74 @@ __COVE_PATCH__
  			goto err;
  		}
  	} else if (fle->flag & FL_OFD) {
+--- a/criu/uffd.c
++++ b/criu/uffd.c
+@@ -17,6 +17,11 @@
+ 
+ #include "linux/userfaultfd.h"
+ 
++/* linux/userfaultfd.h of Linux >= 6.1; criu 4.1.1 carries an older copy */
++#ifndef USERFAULTFD_IOC_NEW
++#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
++#endif
++
+ #include "int.h"
+ #include "page.h"
+ #include "criu-log.h"
+@@ -109,6 +114,8 @@
+ static struct epoll_rfd lazy_sk_rfd;
+ /* socket for communication with lazy-pages daemon */
+ static int lazy_pages_sk_id = -1;
++/* /dev/userfaultfd opened by criu itself (root, the host's namespaces), for tasks restored into a user namespace */
++static int uffd_dev_id = -1;
+ 
+ static int handle_uffd_event(struct epoll_rfd *lpfd);
+ 
+@@ -264,6 +271,20 @@
+ 	int uffd;
+ 
+ 	uffd = syscall(SYS_userfaultfd, flags);
++	if (uffd == -1 && errno == EPERM && uffd_dev_id >= 0) {
++		/*
++		 * A task restored into a user namespace lacks CAP_SYS_PTRACE in the initial one, which the syscall
++		 * wants when vm.unprivileged_userfaultfd is 0. USERFAULTFD_IOC_NEW on the device criu opened makes the
++		 * same descriptor for the calling task's mm; the device's descriptor is closed at once, so the
++		 * restored task never keeps a way to make userfaultfds of its own.
++		 */
++		int dev = fdstore_get(uffd_dev_id);
++
++		if (dev >= 0) {
++			uffd = ioctl(dev, USERFAULTFD_IOC_NEW, flags);
++			close(dev);
++		}
++	}
+ 	if (uffd == -1) {
+ 		pr_info("Lazy pages are not available: %s\n", strerror(errno));
+ 		if (err)
+@@ -326,7 +347,7 @@
+ 
+ int prepare_lazy_pages_socket(void)
+ {
+-	int fd, len, ret = -1;
++	int fd, dev, len, ret = -1;
+ 	struct sockaddr_un sun;
+ 
+ 	if (!opts.lazy_pages)
+@@ -356,6 +377,17 @@
+ 		goto out;
+ 	}
+ 
++	/* Optional: only tasks restored into a user namespace need it (uffd_open). */
++	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
++	if (dev >= 0) {
++		uffd_dev_id = fdstore_add(dev);
++		close(dev);
++		if (uffd_dev_id < 0) {
++			pr_perror("Can't add /dev/userfaultfd to fdstore");
++			goto out;
++		}
++	}
++
+ 	ret = 0;
+ out:
+ 	close(fd);

@@ -20,9 +20,10 @@ import { release, version } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
+import { startLazyPages, type LazyPages } from './lazy-pages.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove4/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove5/criu';
 
 /**
  * Whether a dump looks for inotify watch paths in the sandbox's whole root mount (`--irmap-scan-path /`), which a
@@ -337,6 +338,8 @@ export interface RestoreResult {
   /** Host pid of the restored PID 1 (tini). */
   initPid: number;
   ms: number;
+  /** The daemon still serving the tree's memory, when restored lazily; its end must be watched. */
+  lazy?: LazyPages;
 }
 
 /** Device nodes a dump may name as the source of crun's masks (binds of /dev/null) and device binds. */
@@ -379,6 +382,11 @@ export async function restoreSlot(o: {
   tcpClose?: boolean;
   /** Where the restore's own files go (action script, pidfile, log); default the image dir. */
   workDir?: string;
+  /**
+   * Restore lazily (lazy-pages.ts): the tree runs before its memory is back, served by a daemon joined to
+   * these cgroups (`cgroup.procs` files). Only for images this node dumped itself.
+   */
+  lazy?: { cgroupProcs: string[] };
 }): Promise<RestoreResult> {
   const started = Date.now();
   let manifest: Manifest;
@@ -409,11 +417,18 @@ export async function restoreSlot(o: {
     ...externals,
   ];
   const log = join(work, `restore-${Date.now()}.log`);
-  const code = await runCriu(o.criu, args, log, netEnv(o.net));
+  let lazy: LazyPages | undefined;
+  if (o.lazy) {
+    lazy = await startLazyPages({ criu: o.criu, imagesDir: o.imagesDir, workDir: work, cgroupProcs: o.lazy.cgroupProcs });
+    // The daemon listens in the work dir (-W), a directory of the node's, never one the tree sees.
+    args.push('--lazy-pages', '-W', work);
+  }
+  const code = await runCriu(o.criu, args, log, netEnv(o.net)).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
   if (code !== 0) {
+    lazy?.kill();
     await removeNet(o.net);
     throw new CheckpointFailed(`criu restore exited ${code}`, await logTail(log));
   }
   const initPid = Number((await readFile(pidfile, 'utf8')).trim());
-  return { initPid, ms: Date.now() - started };
+  return { initPid, ms: Date.now() - started, ...(lazy ? { lazy } : {}) };
 }

@@ -136,6 +136,16 @@ export class Cgroups {
     }
   }
 
+  /** The `cgroup.procs` file of the slot's cgroup in every hierarchy that has one: writing a pid to each moves it in. */
+  async procsFiles(slotId: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const root of await this.hierarchies()) {
+      const file = join(root, this.parent, slotId, 'cgroup.procs');
+      if (await exists(file)) out.push(file);
+    }
+    return out;
+  }
+
   /** SIGKILLs everything in the slot's cgroup (freezing first on v1 so a fork bomb cannot outrun it). */
   async killAll(slotId: string): Promise<void> {
     if (this.mode === 'v2') {

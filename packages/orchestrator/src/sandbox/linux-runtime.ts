@@ -20,7 +20,8 @@ import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
-import { checkpointSlot, findCriu, restoreSlot, type SlotNet } from '../checkpoint/criu.js';
+import { checkpointSlot, findCriu, restoreSlot, type RestoreResult, type SlotNet } from '../checkpoint/criu.js';
+import { lazyRestoreSupported, type LazyOutcome, type LazyPages } from '../checkpoint/lazy-pages.js';
 import { exportLayer } from './layer-export.js';
 import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
@@ -134,6 +135,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** Background template builds: what the last attempt is doing, and who waits for it to succeed. */
   private readonly background = new Map<string, { state: 'building' | 'failed'; error?: string; timer?: NodeJS.Timeout }>();
   private readonly readyWaiters = new Map<string, Array<() => void>>();
+  /** Lazy-pages daemons of lazily restored slots, until they end. */
+  private readonly lazyPages = new Map<string, { lazy: LazyPages; stopped: boolean }>();
   private closedBackground = false;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
@@ -566,6 +569,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!/^[a-z0-9]+$/.test(slotId)) throw new SlotNotFound(slotId);
     const { cgroups } = await this.ensureContext();
     const rec = await this.slots.read(slotId);
+    this.stopLazyPages(slotId);
     await this.crun.killAndDelete(slotId);
     await killSlotProcesses(cgroups, slotId);
     const deadline = Date.now() + 15_000;
@@ -594,6 +598,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!(await this.pidMatches(rec))) throw new SlotNotFound(slotId);
     const criu = await findCriu();
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
+    // A tree restored lazily is dumped once all its memory is back (bounded by the daemon's deadline).
+    const lazy = await this.lazyPagesDone(slotId);
+    if (lazy !== null && lazy !== 'served') throw new CheckpointError(slotId, `its lazy restore failed (${lazy})`);
     const dir = this.slots.dirOf(slotId);
     const initPid = await this.crun.pid(slotId);
     const spec = JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -612,24 +619,39 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async halt(slotId: string): Promise<void> {
     const { cgroups } = await this.ensureContext();
     await this.mustRead(slotId);
+    this.stopLazyPages(slotId);
     await this.crun.killAndDelete(slotId);
     if (!(await killSlotProcesses(cgroups, slotId))) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
   }
 
-  async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }> {
+  async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy: boolean }> {
     const started = Date.now();
+    const { cgroups } = await this.ensureContext();
     const rec = await this.mustRead(slotId);
     if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
     const criu = await findCriu();
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
     const dir = this.slots.dirOf(slotId);
     const sources = await this.restoreSources(JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>);
-    let initPid: number;
+    const opts = { criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir };
+    let restored: RestoreResult;
     try {
-      ({ initPid } = await restoreSlot({ criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir }));
+      // Lazily when the kernel and criu can (the images are this node's own dump); any failure of that falls
+      // back to the whole restore, so a resume is never lost to it.
+      const lazy = (await lazyRestoreSupported(criu)) ? { cgroupProcs: await cgroups.procsFiles(slotId) } : undefined;
+      try {
+        restored = await restoreSlot({ ...opts, ...(lazy ? { lazy } : {}) });
+      } catch (err) {
+        if (!lazy) throw err;
+        this.log.warn({ err, slotId }, 'lazy restore failed; restoring the whole image');
+        await killSlotProcesses(cgroups, slotId);
+        restored = await restoreSlot(opts);
+      }
     } catch (err) {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
+    const { initPid, lazy } = restored;
+    if (lazy) this.watchLazyPages(slotId, initPid, lazy);
     try {
       rec.pid = await envdOf(initPid, slotId);
       // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
@@ -644,14 +666,51 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     } catch (err) {
       // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
       // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.
+      this.stopLazyPages(slotId);
       await this.killTree(slotId);
       rec.checkpointDir = imageDir;
       await this.slots.write(rec).catch(() => undefined);
       throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
     const ms = Date.now() - started;
-    this.log.info({ slotId, ms, pid: rec.pid }, 'slot restored');
-    return { ms, pid: rec.pid };
+    this.log.info({ slotId, ms, pid: rec.pid, lazy: !!lazy }, 'slot restored');
+    return { ms, pid: rec.pid, lazy: !!lazy };
+  }
+
+  /**
+   * A lazily restored tree lives on its daemon: once it has served every page, nothing more is needed. If it
+   * ends any other way (killed, a criu error, its deadline) pages may be missing and would read as zeros, so
+   * the slot's whole tree is killed at once; the sandbox then ends as one whose processes died.
+   */
+  private watchLazyPages(slotId: string, initPid: number, lazy: LazyPages): void {
+    const entry = { lazy, stopped: false };
+    this.lazyPages.set(slotId, entry);
+    void lazy.done.then(async (outcome) => {
+      if (this.lazyPages.get(slotId) === entry) this.lazyPages.delete(slotId);
+      if (outcome === 'served' || entry.stopped) return;
+      this.log.error({ slotId, initPid, outcome, code: 'lazy_restore_failed' }, 'the lazy-pages daemon ended before every page was in; killing the sandbox\'s processes');
+      await this.killTree(slotId).catch((err: unknown) => this.log.error({ err, slotId }, 'cannot kill a lazily restored tree'));
+    });
+  }
+
+  /** Ends a slot's lazy-pages daemon on purpose (the tree is being killed anyway). */
+  private stopLazyPages(slotId: string): void {
+    const entry = this.lazyPages.get(slotId);
+    if (!entry) return;
+    entry.stopped = true;
+    this.lazyPages.delete(slotId);
+    entry.lazy.kill();
+  }
+
+  /** Until a lazily restored slot has all its memory (or its daemon ended); at once otherwise. */
+  async lazyPagesDone(slotId: string): Promise<LazyOutcome | null> {
+    const entry = this.lazyPages.get(slotId);
+    return entry ? entry.lazy.done : null;
+  }
+
+  /** The pid of a slot's lazy-pages daemon while it serves; null otherwise. */
+  lazyPagesPid(slotId: string): number | null {
+    return this.lazyPages.get(slotId)?.lazy.pid ?? null;
   }
 
   /** Kills every process of the slot's cgroup (crun's state stays: a restore repoints it). */

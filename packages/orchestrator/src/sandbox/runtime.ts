@@ -128,8 +128,9 @@ export interface SandboxRuntime {
    * plumbs a new netns for it), same overlay, same cgroup. Updates the slot's pid (the restored envd)
    * and returns once envd answers. The image dir is kept (the caller removes it). Throws
    * CheckpointError when the restore fails (the slot stays not alive; destroy() cleans it).
+   * `lazy`: the tree was restored lazily and its memory still comes in behind it (linux-runtime.ts).
    */
-  restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number }>;
+  restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy?: boolean }>;
   /**
    * A new slot (new slot id, any free address) from a checkpoint made on this or another node: the stack in
    * `layers`, the writable layer unpacked from `upperTar`, the processes restored from `imageDir` into this

@@ -1,0 +1,147 @@
+// Lazy restore (lazy-pages.ts) through SandboxRuntime.restore on a slot booted the normal way: the tree runs
+// before its memory is back and gets every byte of it; the daemon lives in the slot's cgroup and ends by
+// itself; no process of the sandbox keeps a userfaultfd or /dev/userfaultfd; and a daemon that dies before
+// every page is in takes the tree with it (never a tree reading zeros), leaving the slot restorable again.
+// Skipped when criu or the envd bundle is missing, or lazy restore is not available on this host.
+
+import assert from 'node:assert/strict';
+import { readdir, readFile, readlink, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import type { SlotInfo } from '../src/sandbox/runtime.js';
+import { lazyRestoreSupported } from '../src/checkpoint/lazy-pages.js';
+import { leftovers, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { checkpointPrereqs } from './checkpoint-fixture.js';
+
+const OPTS: TestRuntimeOptions = { instance: 'covlzr', vethPrefix: 'lzr-', subnet: '10.207.0.0/16' };
+const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
+const CHECKPOINTS = join(DATA_DIR, 'checkpoints');
+const { criu, skip: noCriu } = await checkpointPrereqs();
+const skip = noCriu || (!(await lazyRestoreSupported(criu!)) && 'lazy restore is not available on this host');
+const MIB = 200;
+
+/** A process holding MIB MiB (page i holds i & 255) that answers the sum of one byte per page. */
+const HOLDER =
+  `const b=Buffer.alloc(${MIB}<<20);for(let i=0;i<b.length;i+=4096)b[i]=(i>>12)&255;` +
+  `require('http').createServer((q,s)=>{let x=0;for(let i=0;i<b.length;i+=4096)x+=b[i];s.end(String(x))}).listen(8000)`;
+const EXPECTED = String(Array.from({ length: (MIB << 20) / 4096 }, (_, i) => i & 255).reduce((a, b) => a + b, 0));
+
+/** pids of every process whose command line has all of `words`. */
+async function processesWith(...words: string[]): Promise<number[]> {
+  const out: number[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    if (words.every((w) => argv.includes(w))) out.push(Number(pid));
+  }
+  return out;
+}
+
+describe('SandboxRuntime lazy restore', { timeout: 240_000, skip }, () => {
+  const rt = makeRuntime(OPTS);
+  let slot: SlotInfo;
+  let round = 0;
+  const imageDir = () => join(CHECKPOINTS, `${slot.slotId}-${++round}`);
+  const sum = async (): Promise<string | null> => {
+    try {
+      return await (await fetch(`http://${slot.address}:8000/`, { signal: AbortSignal.timeout(10_000) })).text();
+    } catch {
+      return null;
+    }
+  };
+
+  before(async () => {
+    process.env['COVE_CRIU_LAZY'] = '1';
+    await rt.prepare();
+    await mkdir(CHECKPOINTS, { recursive: true });
+    slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 1024 } });
+    // setsid: out of crun exec's session, which CRIU would refuse.
+    const r = await rt.exec(slot.slotId, ['sh', '-c', `setsid /opt/cove/bin/node -e "${HOLDER}" >/dev/null 2>&1 &`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(await waitFor(async () => (await sum()) === EXPECTED, 30_000), 'the holder answers');
+  });
+
+  after(async () => {
+    delete process.env['COVE_CRIU_LAZY'];
+    if (slot) await rt.destroy(slot.slotId).catch(() => undefined);
+    if (slot) assert.deepEqual(await leftovers(OPTS, DATA_DIR, slot.slotId, slot.address), []);
+    await rm(CHECKPOINTS, { recursive: true, force: true });
+    await rt.teardownHost();
+  });
+
+  it('runs the tree before its memory is back, then has every page; the daemon ends by itself; no userfaultfd stays inside', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    const rs = await rt.restore(slot.slotId, dir);
+    assert.equal(rs.lazy, true, 'restored lazily');
+    const daemon = rt.lazyPagesPid(slot.slotId);
+    if (daemon !== null) {
+      // Still serving: it is one of the slot's own processes (its memory is the sandbox's).
+      const cg = (await readFile(`/proc/${daemon}/cgroup`, 'utf8').catch(() => '')) || 'gone';
+      assert.ok(cg === 'gone' || cg.includes(`/${OPTS.instance}/${slot.slotId}`), `the daemon runs in the slot's cgroup: ${cg}`);
+    }
+    assert.equal(await sum(), EXPECTED, 'every page came back');
+    assert.equal(await rt.lazyPagesDone(slot.slotId).then((o) => o ?? 'served'), 'served');
+    assert.deepEqual(await processesWith('lazy-pages', '-W', join(DATA_DIR, 'slots', slot.slotId)), [], 'no daemon left');
+    // Each restored task made its userfaultfd through criu's /dev/userfaultfd (install-criu.sh patch 6): neither
+    // may stay open in the sandbox, or its processes could stall the kernel on their memory.
+    const pids = (await readFile(join('/sys/fs/cgroup/pids', OPTS.instance, slot.slotId, 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean);
+    assert.ok(pids.length >= 3, 'tini, envd and the holder');
+    for (const pid of pids) {
+      for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [])) {
+        const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+        assert.doesNotMatch(target, /userfaultfd/, `pid ${pid} fd ${fd} is ${target}`);
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('kills the tree when the daemon dies before every page is in; the slot restores again with its memory', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    const slotDir = join(DATA_DIR, 'slots', slot.slotId);
+    // Stop the daemon as soon as it exists (it cannot have served anything: its transfer starts once the
+    // restore is finished), kill it once criu's restore has handed the tree over: the tree runs, pages missing.
+    let stopped = 0;
+    let killed = false;
+    const saboteur = (async () => {
+      while (!stopped) {
+        const [pid] = await processesWith('lazy-pages', '-W', slotDir);
+        if (pid) process.kill((stopped = pid), 'SIGSTOP');
+        else await sleep(1); // polling for a process another call starts
+      }
+      // criu's restore is done once the tree's pidfile names it.
+      assert.ok(await waitFor(async () => (await readFile(join(slotDir, 'restored.pid'), 'utf8').catch(() => '')) !== '', 30_000, 5));
+      process.kill(stopped, 'SIGKILL');
+      killed = true;
+    })();
+    await assert.rejects(rt.restore(slot.slotId, dir), (e: unknown) => (e as { code?: string }).code === 'runtime_checkpoint_failed');
+    await saboteur;
+    assert.ok(killed && stopped > 0);
+    assert.equal(await rt.isAlive(slot.slotId), false, 'the tree is not left running');
+    assert.deepEqual(await processesWith('lazy-pages', '-W', slotDir), []);
+    assert.ok(await waitFor(async () => (await readFile(join('/sys/fs/cgroup/pids', OPTS.instance, slot.slotId, 'cgroup.procs'), 'utf8')).trim() === '', 10_000), 'no process of the slot left');
+    // Nothing was lost: the same images restore (lazily again) with every byte.
+    const rs = await rt.restore(slot.slotId, dir);
+    assert.equal(rs.lazy, true);
+    assert.equal(await sum(), EXPECTED);
+    assert.equal(await rt.lazyPagesDone(slot.slotId).then((o) => o ?? 'served'), 'served');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('destroy ends a daemon that still serves', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    await rt.restore(slot.slotId, dir);
+    const daemon = rt.lazyPagesPid(slot.slotId);
+    const outcome = rt.lazyPagesDone(slot.slotId);
+    await rt.destroy(slot.slotId);
+    assert.equal(rt.lazyPagesPid(slot.slotId), null);
+    if (daemon !== null) assert.ok(['served', 'failed'].includes((await outcome) ?? 'served'));
+    assert.deepEqual(await processesWith('lazy-pages', '-W', join(DATA_DIR, 'slots', slot.slotId)), []);
+    assert.deepEqual(await leftovers(OPTS, DATA_DIR, slot.slotId, slot.address), []);
+    slot = undefined as unknown as SlotInfo;
+    await rm(dir, { recursive: true, force: true });
+  });
+});
