@@ -73,8 +73,9 @@ export class SandboxStore {
   private async flush(): Promise<void> {
     const paths = [...this.unsynced];
     this.unsynced.clear();
-    // The files' data, then the directory that names them (the renames).
-    await Promise.all(paths.map((p) => this.fsync(p)));
+    // The files' data, then the directory that names them (the renames). One at a time: each fsync holds a
+    // thread of libuv's small pool, which the next Creates' own writes and the claims' file work wait for.
+    for (const p of paths) await this.fsync(p);
     await this.fsync(this.dir);
   }
 
