@@ -324,6 +324,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       while (!closed && [...sessions].some((s) => !s.destroyed)) await Promise.race([servers, new Promise((r) => setTimeout(r, 50))]);
       if (!closed) for (const sock of rpcSockets) sock.destroy();
       await servers;
+      // The records of the last Creates are fsynced before a clean exit.
+      await store.flushed();
       // Last: what the shutdown itself logged still goes out (bounded by the exporter's timeout).
       await telemetry.close();
       log.info('orchestrator closed');

@@ -1,6 +1,7 @@
 // Crash recovery with a real orchestrator process: kill -9 leaves the sandboxes running; the next start
 // re-adopts the live ones (routes, end times), kills those whose end time passed while it was down, and
-// destroys slots nobody owns (the warm pool's). A clean SIGTERM also leaves sandboxes running.
+// destroys slots nobody owns (the warm pool's). A clean SIGTERM also leaves sandboxes running. A Create's
+// record is fsynced after the answer: a kill -9 the moment Creates are answered must still lose none of them.
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -98,5 +99,28 @@ describe('orchestrator crash recovery', () => {
     assert.deepEqual(await slotTraces(I, survivor.slotId), []);
     third.proc.kill('SIGTERM');
     await third.exited;
+  });
+
+  it('keeps every sandbox whose Create was answered when the agent is killed -9 at that moment', async () => {
+    const first = await startChild();
+    children.push(first);
+    let rpc = rpcClients(first.rpcUrl);
+    const ids = ['burst-a', 'burst-b', 'burst-c', 'burst-d'];
+    // Concurrent Creates share the record's flush; the kill comes in the same tick as the last answer.
+    await Promise.all(ids.map((sandboxId) => rpc.sandboxes.create({ sandbox: spec({ sandboxId, envdAccessToken: 'burst-token' }, 600_000) })));
+    first.proc.kill('SIGKILL');
+    await first.exited;
+
+    const second = await startChild();
+    children.push(second);
+    rpc = rpcClients(second.rpcUrl);
+    assert.deepEqual((await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId).sort(), ids);
+    for (const id of ids) {
+      const out = await runInSandbox(processClient(second.proxyUrl, id, 'burst-token'), 'echo alive');
+      assert.equal(out.stdout.trim(), 'alive');
+      await rpc.sandboxes.delete({ sandboxId: id });
+    }
+    second.proc.kill('SIGTERM');
+    await second.exited;
   });
 });

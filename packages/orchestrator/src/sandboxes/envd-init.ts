@@ -3,6 +3,7 @@
 // can re-initialise envd. envd answers 204 with X-Envd-Version.
 
 import { Agent as HttpAgent } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Code, ConnectError, type Interceptor, type Transport } from '@connectrpc/connect';
 import { request, type Dispatcher } from 'undici';
@@ -93,6 +94,8 @@ export interface EnvdInitOptions {
   /** Give up after this long; envd was healthy at boot so this only covers a slow start. */
   timeoutMs?: number;
   log: Logger;
+  /** Stops the retries and the request in flight (the claim run beside it failed: the slot is being destroyed). */
+  signal?: AbortSignal;
 }
 
 /** Returns envd's version. Retries transient failures (connection refused, 5xx) until the deadline. */
@@ -101,6 +104,7 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
   const payload = JSON.stringify(opts.body);
   let lastError: unknown;
   for (let attempt = 0; Date.now() < deadline; attempt++) {
+    opts.signal?.throwIfAborted();
     const left = Math.max(1000, deadline - Date.now());
     let status = 0;
     let text = '';
@@ -113,7 +117,7 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
         headersTimeout: left,
         bodyTimeout: left,
         // bodyTimeout is per chunk: a reply dripping a byte at a time needs a bound on the whole call.
-        signal: AbortSignal.timeout(left),
+        signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(left)]) : AbortSignal.timeout(left),
       });
       status = res.statusCode;
       version = res.headers['x-envd-version'];
@@ -130,8 +134,9 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
       if (status >= 400 && status < 500) throw lastError;
     }
     opts.log.debug({ attempt, err: lastError }, 'envd /init not accepted yet');
-    await new Promise((r) => setTimeout(r, Math.min(20 * 2 ** attempt, 250)));
+    await sleep(Math.min(20 * 2 ** attempt, 250), undefined, opts.signal ? { signal: opts.signal } : {}).catch(() => undefined);
   }
+  opts.signal?.throwIfAborted();
   // Refused connections, 5xx, or a reply that never completed (headers or body dripping).
   throw new EnvdReplyRejected('envd_reply_timeout', `envd /init gave no answer within ${opts.timeoutMs ?? 10_000} ms`, { cause: lastError });
 }

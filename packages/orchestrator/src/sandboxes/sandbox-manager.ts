@@ -220,7 +220,8 @@ export class SandboxManager {
         pid: slot.pid,
         envVars: init.envVars,
       };
-      await this.store.save(record);
+      // Readable by the next process before the answer; fsynced just after it (SandboxStore.saveVisible).
+      await this.store.saveVisible(record);
       this.sandboxes.set(sandboxId, record);
       // Only a build that started once is kept warm: a broken one must not boot in a loop.
       if (build) this.userTemplates!.pool.noteUse(build);
@@ -419,17 +420,30 @@ export class SandboxManager {
     }
   }
 
-  /** Give a booted slot the sandbox's limits and identity, then /init its envd; returns envd's version. */
+  /**
+   * Gives a booted slot the sandbox's limits and identity and /inits its envd, both at once (neither needs the
+   * other: the claim works on the host side of the slot, /init in envd, and a failure of either destroys the
+   * slot); returns envd's version. Both are settled before anything is thrown, so nothing still runs against a
+   * slot its caller is about to destroy.
+   */
   private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<string> {
     log.debug({ slotId: slot.slotId }, 'claiming slot');
-    await this.runtime.claim(slot.slotId, {
-      sandboxId: spec.sandboxId,
-      limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
-      allowInternetAccess: spec.allowInternetAccess,
-      egress: spec.egress,
-    });
-    try {
-      return await initEnvd({
+    // A failed claim stops /init's retries at once: a slot that died in the pool refuses connections until the
+    // deadline, and the fresh boot that follows must not wait for it.
+    const claimFailed = new AbortController();
+    const [claimed, initialised] = await Promise.allSettled([
+      this.runtime
+        .claim(slot.slotId, {
+          sandboxId: spec.sandboxId,
+          limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb },
+          allowInternetAccess: spec.allowInternetAccess,
+          egress: spec.egress,
+        })
+        .catch((err: unknown) => {
+          claimFailed.abort(err);
+          throw err;
+        }),
+      initEnvd({
         address: slot.address,
         initToken: slot.initToken,
         body: {
@@ -441,10 +455,12 @@ export class SandboxManager {
           timestamp: new Date().toISOString(),
         },
         log,
-      });
-    } catch (err) {
-      throw new EnvdInitFailed(spec.sandboxId, { cause: err });
-    }
+        signal: claimFailed.signal,
+      }),
+    ]);
+    if (claimed.status === 'rejected') throw claimed.reason;
+    if (initialised.status === 'rejected') throw new EnvdInitFailed(spec.sandboxId, { cause: initialised.reason });
+    return initialised.value;
   }
 
   private checkRoom(spec: ValidSpec): void {

@@ -1,6 +1,6 @@
 // Sandbox records on disk: <dataDir>/orchestrator/<nodeId>/sandboxes/<id>.json, one file each, written to a
 // temporary name and renamed so a crash never leaves half a record. The end time lives here, so timeouts
-// survive an orchestrator restart.
+// survive an orchestrator restart. A new sandbox's record is fsynced after its Create is answered (saveVisible).
 
 import { mkdir, readdir, readFile, rename, rm, writeFile, open } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -10,6 +10,9 @@ import { sandboxRecordSchema, type SandboxRecord } from './sandbox-record.js';
 
 export class SandboxStore {
   readonly dir: string;
+  /** Records written by saveVisible and not fsynced yet. */
+  private readonly unsynced = new Set<string>();
+  private flushing: Promise<void> | undefined;
 
   constructor(dataDir: string, nodeId: string, private readonly log: Logger) {
     this.dir = join(dataDir, 'orchestrator', nodeId, 'sandboxes');
@@ -35,6 +38,60 @@ export class SandboxStore {
       await fh.close();
     }
     await rename(tmp, target);
+  }
+
+  /**
+   * Writes the record where the next process reads it (a temporary file renamed, so never half a record) and
+   * fsyncs it in the background, together with every record written meanwhile (one flush at a time: a burst of
+   * Creates shares flushes instead of each waiting for its own). A kill -9 right after this returns loses
+   * nothing: the page cache outlives the process. Only a machine crash inside the flush can lose the record, and
+   * the crash kills the sandbox with it; recovery drops an empty or torn record as unreadable and destroys
+   * the slot as an orphan, as it would after a crash in the middle of a Create.
+   */
+  async saveVisible(record: SandboxRecord): Promise<void> {
+    const target = this.file(record.sandboxId);
+    const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+    await writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
+    await rename(tmp, target);
+    this.unsynced.add(target);
+    this.flushSoon();
+  }
+
+  /** Resolves once every record saveVisible wrote before the call is fsynced (or its flush failed, logged). */
+  async flushed(): Promise<void> {
+    while (this.flushing) await this.flushing;
+  }
+
+  private flushSoon(): void {
+    if (this.flushing) return;
+    this.flushing = this.flush().finally(() => {
+      this.flushing = undefined;
+      if (this.unsynced.size > 0) this.flushSoon();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const paths = [...this.unsynced];
+    this.unsynced.clear();
+    // The files' data, then the directory that names them (the renames). One at a time: each fsync holds a
+    // thread of libuv's small pool, which the next Creates' own writes and the claims' file work wait for.
+    for (const p of paths) await this.fsync(p);
+    await this.fsync(this.dir);
+  }
+
+  private async fsync(path: string): Promise<void> {
+    try {
+      const fh = await open(path, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      // Deleted (or replaced by save) meanwhile: nothing of it is left to flush.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      this.log.warn({ err, path }, 'fsync of a sandbox record failed');
+    }
   }
 
   async remove(sandboxId: string): Promise<void> {
