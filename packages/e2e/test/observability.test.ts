@@ -54,14 +54,18 @@ describe('observability with the collector: the SDK and CLI read sandbox logs an
     assert.ok(windowed.length > 0, 'a start/end window answers too');
   });
 
+  const parse = (out: string) => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
   test('`e2b sandbox logs` shows the process starts and ends envd recorded; `e2b sandbox metrics` prints samples', { timeout: 90_000 }, async () => {
     await sbx.commands.run(`echo ${canary}; exit 0`);
     await sbx.commands.run(`sh -c 'exit 3' # ${canary}`).catch(() => undefined);
     const logs = await eventually(async () => {
       const out = await cli('sandbox', 'logs', sbx.sandboxId, '--format', 'json');
-      return out.includes(canary) && /process ended/.test(out) ? out : undefined;
+      // The failing command's end, not just any: the sandbox's boot already recorded a `process ended`, and the
+      // canary's start can come in one pull and the end of `exit 3` in the next.
+      return out.includes(canary) && parse(out).some((l) => l['message'] === 'process ended' && String(l['exitCode']) === '3') ? out : undefined;
     }, 30_000, 'the canary command in the sandbox logs');
-    const lines = logs.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = parse(logs);
     assert.ok(lines.some((l) => l['message'] === 'process started' && JSON.stringify(l).includes(canary)), 'the start of the canary command');
     // (v1 lines carry the record's fields as strings, as E2B's do.)
     assert.ok(lines.some((l) => l['message'] === 'process ended' && String(l['exitCode']) === '3'), `the end of the failing command, with its exit code: ${logs}`);

@@ -18,6 +18,8 @@ export class LogRing {
   private head = 0;
   private bytes = 0;
   private lastSeq = 0;
+  /** Held `waitBeyond` calls, woken by the next entry. */
+  private readonly waiters = new Set<() => void>();
 
   constructor(private readonly maxBytes = LOG_RING_MAX_BYTES) {}
 
@@ -42,6 +44,36 @@ export class LogRing {
       this.entries.splice(0, this.head);
       this.head = 0;
     }
+    for (const wake of this.waiters) wake();
+  }
+
+  /** The last seq recorded (0 before the first entry). */
+  get last(): number {
+    return this.lastSeq;
+  }
+
+  /**
+   * Resolves once the last seq is not `after` (at once if it already is: no entry recorded before the call is
+   * missed), after `ms`, or when `signal` aborts; nothing of it is left behind in any of the three.
+   */
+  waitBeyond(after: number, ms: number, signal: AbortSignal): Promise<void> {
+    if (this.lastSeq !== after || ms <= 0 || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done);
+      this.waiters.add(done);
+    });
+  }
+
+  /** Waits held now (tests). */
+  get waiting(): number {
+    return this.waiters.size;
   }
 
   /** Entries with seq > `after`, oldest first, at most `limit`; `dropped` counts those the ring overwrote. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ENVD_LOGS_PATH, EnvdLogsReply } from '@cove/contracts/telemetry';
+import { ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH, EnvdLogsReply, EnvdLogsWaitReply } from '@cove/contracts/telemetry';
 import { CommandExitError, Sandbox } from 'e2b';
 import { LogRing, LOG_RING_MAX_BYTES } from '../src/log-ring.js';
 import { startEnvd, type RunningEnvd } from './envd-process.js';
@@ -48,6 +48,27 @@ describe('log ring', () => {
     const ring = new LogRing();
     ring.record('info', 'a');
     assert.deepEqual(ring.read(500, 10).entries.map((e) => e.message), ['a']);
+  });
+
+  test('a wait ends at once on news, on the next entry, at its bound or its abort, and leaves nothing held', async () => {
+    const ring = new LogRing();
+    const never = new AbortController().signal;
+    ring.record('info', 'a');
+    await ring.waitBeyond(0, 60_000, never); // news already there (and a cursor past the end, below)
+    await ring.waitBeyond(7, 60_000, never);
+    const woken = ring.waitBeyond(1, 60_000, never);
+    assert.equal(ring.waiting, 1);
+    ring.record('info', 'b');
+    await woken;
+    assert.equal(ring.waiting, 0);
+    await ring.waitBeyond(2, 20, never);
+    assert.equal(ring.waiting, 0, 'the bound frees the waiter');
+    const gone = new AbortController();
+    const aborted = ring.waitBeyond(2, 60_000, gone.signal);
+    gone.abort();
+    await aborted;
+    assert.equal(ring.waiting, 0, 'an abort frees the waiter');
+    assert.equal(ring.last, 2);
   });
 });
 
@@ -102,6 +123,24 @@ describe('GET /cove/logs', () => {
     assert.equal(typeof end.fields.durationMs, 'number');
     assert.match(String(start.fields.args), /echo out-canary-\$x/, 'the command line is recorded');
     assert.ok(!JSON.stringify(r).includes('out-canary-7731') && !JSON.stringify(r).includes('err-canary-7731'), 'no process output in the log');
+  });
+
+  test('GET /cove/logs/wait: init token only; held while nothing is new, answered by the next entry', { timeout: 20_000 }, async () => {
+    const wait = (q: string, token?: string) =>
+      fetch(`${envd.url}${ENVD_LOGS_WAIT_PATH}${q}`, { headers: token === undefined ? {} : { 'x-cove-init-token': token } });
+    assert.equal((await wait('?after=0&wait=1000')).status, 401);
+    assert.equal((await wait('?after=0&wait=1000', 'wrong-token')).status, 403);
+    assert.equal((await wait('?after=0&wait=-1', envd.initToken)).status, 400);
+    const last = EnvdLogsReply.parse(await (await logs('', envd.initToken)).json()).next;
+    // Nothing new: held to its bound, then the same seq.
+    assert.deepEqual(EnvdLogsWaitReply.parse(await (await wait(`?after=${last}&wait=1000`, envd.initToken)).json()), { last });
+    // An older cursor: at once.
+    assert.deepEqual(EnvdLogsWaitReply.parse(await (await wait(`?after=${last - 1}&wait=30000`, envd.initToken)).json()), { last });
+    // Held for up to 30 s (longer than this test may run): only the command's entry can end it.
+    const held = wait(`?after=${last}&wait=30000`, envd.initToken);
+    await sbx.commands.run('true');
+    const r = EnvdLogsWaitReply.parse(await (await held).json());
+    assert.ok(r.last > last, `${r.last} > ${last}`);
   });
 
   test('refused requests are recorded as envd errors', async () => {

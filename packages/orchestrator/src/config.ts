@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseStorageUrl } from '@cove/storage';
+import { ENVD_LOGS_MAX_WAIT_MS } from '@cove/contracts/telemetry';
 import { z } from 'zod';
 import { packageRoot } from './package-info.js';
 import { defaultGuestDir } from './code-interpreter.js';
@@ -110,6 +111,8 @@ const envSchema = z.object({
   COVE_OTLP_ENDPOINT: z.string().url().optional(),
   /** How often sandbox logs are pulled from envd and gauges exported. */
   COVE_TELEMETRY_LOG_PULL_MS: z.coerce.number().int().min(100).max(60_000).default(2000),
+  /** How long envd holds the node's wait for news in an idle sandbox's log ring (one request per idle sandbox per wait). */
+  COVE_TELEMETRY_LOG_WAIT_MS: z.coerce.number().int().min(1000).max(ENVD_LOGS_MAX_WAIT_MS).default(25_000),
   COVE_TELEMETRY_METRIC_INTERVAL_MS: z.coerce.number().int().min(100).max(300_000).default(5000),
   /** Log records waiting for the collector at most; beyond it records are dropped and counted. */
   COVE_TELEMETRY_MAX_QUEUE: z.coerce.number().int().min(1).max(1_000_000).default(8192),
@@ -187,6 +190,7 @@ export interface OrchestratorConfig {
         readonly url: string;
         readonly token: string | undefined;
         readonly logPullMs: number;
+        readonly logWaitMs: number;
         readonly metricIntervalMs: number;
         readonly maxQueue: number;
       }
@@ -295,6 +299,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
             url: (e.COVE_OTLP_ENDPOINT ?? e.COVE_COLLECTOR_URL)!.replace(/\/+$/, ''),
             token: e.COVE_COLLECTOR_TOKEN,
             logPullMs: e.COVE_TELEMETRY_LOG_PULL_MS,
+            logWaitMs: e.COVE_TELEMETRY_LOG_WAIT_MS,
             metricIntervalMs: e.COVE_TELEMETRY_METRIC_INTERVAL_MS,
             maxQueue: e.COVE_TELEMETRY_MAX_QUEUE,
           },

@@ -15,7 +15,7 @@ import { BuildState, TemplateService } from '@cove/contracts/orchestrator';
 import { Attr, ENVD_LOGS_PATH, SEVERITY_OF_LEVEL, SandboxMetric, NodeMetric } from '@cove/contracts/telemetry';
 import { startOtlpStandIn, type OtlpStandIn } from '@cove/telemetry/testing';
 
-import { ENVD_LOGS_REPLY_MAX_BYTES, EnvdLogsUnreadable, pullEnvdLogs } from '../src/telemetry/envd-logs.js';
+import { ENVD_LOGS_REPLY_MAX_BYTES, EnvdLogsUnreadable, pullEnvdLogs, waitEnvdLogs } from '../src/telemetry/envd-logs.js';
 import {
   NODE_TOKEN,
   bearer,
@@ -58,6 +58,7 @@ describe('node telemetry', () => {
       COVE_COLLECTOR_URL: otlp.url,
       COVE_COLLECTOR_TOKEN: COLLECTOR_TOKEN,
       COVE_TELEMETRY_LOG_PULL_MS: '250',
+      COVE_TELEMETRY_LOG_WAIT_MS: '1000',
       COVE_TELEMETRY_METRIC_INTERVAL_MS: '500',
     });
     rpc = rpcClients(node.rpcUrl);
@@ -100,6 +101,30 @@ describe('node telemetry', () => {
     assert.ok(logs.some((l) => l.body === 'envd initialized'), 'envd init recorded');
     assert.ok(!JSON.stringify(otlp.logs()).includes('stdout-canary-42'), 'a process\'s output is never a log record');
     assert.ok(otlp.posts.every((p) => p.authorization === `Bearer ${COLLECTOR_TOKEN}`));
+  });
+
+  it('an idle sandbox is waited on, not pulled every round; a line after the idle still arrives', { timeout: 120_000 }, async () => {
+    const requests = async () => {
+      const text = await (await metrics(NODE_TOKEN)).text();
+      return {
+        pull: sample(text, 'cove_envd_log_requests_total', { route: 'pull' }) ?? 0,
+        wait: sample(text, 'cove_envd_log_requests_total', { route: 'wait' }) ?? 0,
+      };
+    };
+    // Caught up: the ring is being waited on.
+    assert.ok(await waitFor(async () => (await requests()).wait > 0, 20_000, 250), 'no wait was ever held');
+    const r0 = await requests();
+    // Three waits of 1 s end with nothing new: ≥ 8 rounds of 250 ms, each of which pulled the sandbox before.
+    assert.ok(await waitFor(async () => (await requests()).wait >= r0.wait + 3, 30_000, 250), 'the waits did not go on');
+    const r1 = await requests();
+    assert.ok(r1.pull - r0.pull <= 1, `an idle sandbox was pulled ${r1.pull - r0.pull} times in ${r1.wait - r0.wait} waits`);
+    const out = await runInSandbox(processClient(node.proxyUrl, 'tel1', 'tok-tel1'), 'echo after-idle');
+    assert.equal(out.stdout.trim(), 'after-idle');
+    assert.ok(
+      await waitFor(() => otlp.logs().some((l) => l.attributes[Attr.sandboxId] === 'tel1' && l.body === 'process started' && String(l.attributes.args).includes('after-idle')), 20_000),
+      'the line written after the idle never arrived',
+    );
+    assert.ok((await requests()).pull > r1.pull, 'news is pulled');
   });
 
   it('a CPU-busy command shows in the sandbox CPU gauge; totals come from the sandbox\'s limits', { timeout: 120_000 }, async () => {
@@ -265,6 +290,12 @@ describe('a hostile envd answering GET /cove/logs', () => {
       } else if (mode === 'hugeNext') {
         // Valid by the contract (an integer ≥ 0), but no cursor the node could keep and read back.
         res.end(JSON.stringify({ entries: [], dropped: 0, next: 1e300 }));
+      } else if (mode === 'hugeLast') {
+        res.end(JSON.stringify({ last: 1e300 }));
+      } else if (mode === 'missing') {
+        res.writeHead(404).end();
+      } else if (mode === 'waitOk') {
+        res.end(JSON.stringify({ last: 3 }));
       } else if (mode === 'unordered') {
         const e = (seq: number) => ({ seq, ts: new Date().toISOString(), level: 'info', message: 'm', fields: {} });
         res.end(JSON.stringify({ entries: [e(5), e(4)], dropped: 0, next: 5 }));
@@ -303,6 +334,28 @@ describe('a hostile envd answering GET /cove/logs', () => {
     await refused('hugeNext', 'envd_reply_invalid', 3000);
     assert.ok(ENVD_LOGS_REPLY_MAX_BYTES <= 4 * MiB);
     assert.ok(seen.every((s) => s.startsWith(`GET ${ENVD_LOGS_PATH}?after=0&limit=1000 init-token`)), seen.join('\n'));
+  });
+
+  it('its wait for news is bounded the same way: a huge or dripping answer is cut, a wrong shape refused', async () => {
+    const refusedWait = async (m: string, code: string, withinMs: number, status?: number) => {
+      mode = m;
+      const t0 = Date.now();
+      await assert.rejects(
+        waitEnvdLogs(address, 'init-token', 0, 1000),
+        (e: unknown) => e instanceof EnvdLogsUnreadable && e.code === code && (status === undefined || e.status === status),
+        m,
+      );
+      assert.ok(Date.now() - t0 < withinMs, `${m}: ${Date.now() - t0} ms`);
+    };
+    await refusedWait('huge', 'envd_reply_too_large', 3000);
+    await refusedWait('endless', 'envd_reply_too_large', 3000);
+    // The bound is the wait (1 s) and the pull's 5 s.
+    await refusedWait('drip', 'envd_reply_timeout', 8000);
+    await refusedWait('ok', 'envd_reply_invalid', 3000);
+    await refusedWait('hugeLast', 'envd_reply_invalid', 3000);
+    await refusedWait('missing', 'envd_refused', 3000, 404);
+    mode = 'waitOk';
+    assert.deepEqual(await waitEnvdLogs(address, 'init-token', 0, 1000), { last: 3 });
   });
 
   it('an honest reply is read; the fields it carries are only fields', async () => {

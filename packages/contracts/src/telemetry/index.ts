@@ -141,3 +141,19 @@ export const EnvdLogsReply = z
   })
   .strict();
 export type EnvdLogsReply = z.infer<typeof EnvdLogsReply>;
+
+/**
+ * envd's wait for news in its log ring (init token only): `GET /cove/logs/wait?after=<seq>&wait=<ms>` answers at
+ * once when the ring's last seq is not `after` (new entries, or an envd that began again), else when one is
+ * recorded or `wait` ms have passed. The node holds one per sandbox instead of pulling an idle ring every round.
+ */
+export const ENVD_LOGS_WAIT_PATH = '/cove/logs/wait';
+/** The longest wait envd holds (a larger `wait` is cut to it). */
+export const ENVD_LOGS_MAX_WAIT_MS = 30_000;
+export const EnvdLogsWaitReply = z
+  .object({
+    /** The ring's last seq (0 before the first entry). */
+    last: z.number().int().min(0),
+  })
+  .strict();
+export type EnvdLogsWaitReply = z.infer<typeof EnvdLogsWaitReply>;

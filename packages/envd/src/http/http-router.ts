@@ -5,7 +5,7 @@ import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
 import { ENVD_VERSION } from '../version.js';
 import { guardHttp, handleDownload, handleUpload, type FilesDeps } from './files-route.js';
-import { ENVD_LOGS_PATH, ENVD_LOG_LIMITS } from '@cove/contracts/telemetry';
+import { ENVD_LOGS_MAX_WAIT_MS, ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH, ENVD_LOG_LIMITS, type EnvdLogsWaitReply } from '@cove/contracts/telemetry';
 import type { LogRing } from '../log-ring.js';
 import { checkInitToken, handleInit } from './init-route.js';
 import { sendJson } from './json-reply.js';
@@ -62,6 +62,22 @@ export function httpRouter(deps: HttpDeps): (req: IncomingMessage, res: ServerRe
         const after = intParam(url.searchParams, 'after', 0, Number.MAX_SAFE_INTEGER);
         const limit = intParam(url.searchParams, 'limit', ENVD_LOG_LIMITS.maxEntries, ENVD_LOG_LIMITS.maxEntries);
         sendJson(res, 200, deps.ring.read(after, limit), { 'cache-control': 'no-store' });
+      }, deps.ring);
+      return;
+    }
+    if (path === ENVD_LOGS_WAIT_PATH) {
+      if (method !== 'GET') return methodNotAllowed(res);
+      void guardHttp(res, log, async () => {
+        checkInitToken(req, deps.initToken);
+        const after = intParam(url.searchParams, 'after', 0, Number.MAX_SAFE_INTEGER);
+        const wait = intParam(url.searchParams, 'wait', 0, ENVD_LOGS_MAX_WAIT_MS);
+        // The node going away ends the wait: no timer or waiter outlives its request.
+        const gone = new AbortController();
+        res.once('close', () => gone.abort());
+        await deps.ring.waitBeyond(after, wait, gone.signal);
+        if (gone.signal.aborted) return;
+        const reply: EnvdLogsWaitReply = { last: deps.ring.last };
+        sendJson(res, 200, reply, { 'cache-control': 'no-store' });
       }, deps.ring);
       return;
     }

@@ -813,9 +813,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   async usage(slotId: string): Promise<{ cpuUsageNs: bigint; memoryBytes: number; pids: number; diskUsedBytes: number }> {
-    const { cgroups } = await this.ensureContext();
+    // A read needs no parent cgroups prepared (ensureContext prepares them again on every call: ~25 file
+    // operations, which made this read, once per sandbox every 5 s, most of an idle node's CPU).
+    const cgroups = this.cgroups ?? (await this.ensureContext()).cgroups;
     await this.mustRead(slotId);
-    const u = await cgroups.usage(slotId);
+    const u = cgroups.usage(slotId);
     return { ...u, diskUsedBytes: await diskUsedBytes(slotDiskPaths(this.slots.dirOf(slotId))) };
   }
 

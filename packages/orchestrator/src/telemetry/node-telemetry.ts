@@ -1,5 +1,6 @@
-// The node's telemetry (docs/observability.md): sandbox logs (envd's ring, pulled every 2 s, and the lifecycle
-// the node itself knows), build logs, per-sandbox and node gauges — sent over OTLP/HTTP to the collector when
+// The node's telemetry (docs/observability.md): sandbox logs (envd's ring, pulled in rounds every 2 s while it
+// has news — an idle ring is not pulled: the node holds a wait on it that envd answers when an entry comes —
+// and the lifecycle the node itself knows), build logs, per-sandbox and node gauges — sent over OTLP/HTTP to the collector when
 // COVE_COLLECTOR_URL is set — and Prometheus /metrics on the proxy port behind the node token.
 // Every id on a record comes from the node's own records: envd cannot speak for another sandbox or team.
 
@@ -15,6 +16,7 @@ import {
   SandboxMetric,
   type LogLevel,
   type EnvdLogEntry,
+  ENVD_LOG_LIMITS,
 } from '@cove/contracts/telemetry';
 import {
   Counter,
@@ -38,7 +40,7 @@ import type { SandboxRuntime } from '../sandbox/runtime.js';
 import type { SandboxLifecycle, SandboxManager } from '../sandboxes/sandbox-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import type { WarmPool } from '../sandboxes/warm-pool.js';
-import { EnvdLogsUnreadable, pullEnvdLogs } from './envd-logs.js';
+import { EnvdLogsUnreadable, pullEnvdLogs, waitEnvdLogs } from './envd-logs.js';
 
 const MiB = 1024 * 1024;
 /** envd pulls at once; the rest wait for the next tick. */
@@ -86,6 +88,16 @@ interface Cursor {
   skip: number;
   failures: number;
   lastFailure: string | undefined;
+  /** Pulled in the next round: new, resumed, its envd said it has news, or the last reply was full. */
+  due: boolean;
+  /** The wait held on its envd while it has nothing new. */
+  waiting: AbortController | undefined;
+  /** Its envd has no wait route (a memory snapshot of an older envd): pulled every round, as before the wait. */
+  legacy: boolean;
+}
+
+function newCursor(after: number): Cursor {
+  return { after, skip: 0, failures: 0, lastFailure: undefined, due: true, waiting: undefined, legacy: false };
 }
 
 function sandboxIds(r: Pick<SandboxRecord, 'teamId' | 'sandboxId' | 'templateId' | 'buildId'>): Record<string, string> {
@@ -99,11 +111,14 @@ export class NodeTelemetry {
   private readonly pauseSeconds: Histogram;
   private readonly resumeSeconds: Histogram;
   private readonly pullFailures: Counter;
+  private readonly envdRequests: Counter;
   private readonly cursors = new Map<string, Cursor>();
   private readonly pausedCursors = new Map<string, number>();
   private readonly initTokens = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
+  /** Set by close(): no new wait is held. */
+  private closing = false;
   private readonly log: Logger;
   /** Cumulative sums sent as NodeMetric `*.total` (the report carries their increase per interval). */
   private readonly totals = { buildsSucceeded: 0, buildsFailed: 0, sandboxCreateFailed: 0, resumeFailed: 0 };
@@ -130,6 +145,12 @@ export class NodeTelemetry {
     this.pauseSeconds = new Histogram({ name: 'cove_sandbox_pause_duration_seconds', help: 'Pause calls that succeeded', buckets, registers: [this.registry] });
     this.resumeSeconds = new Histogram({ name: 'cove_sandbox_resume_duration_seconds', help: 'Creates from a snapshot (resumes) that succeeded', buckets, registers: [this.registry] });
     this.pullFailures = new Counter({ name: 'cove_envd_log_pull_failures_total', help: 'Reads of envd log rings that failed or were refused', labelNames: ['code'], registers: [this.registry] });
+    this.envdRequests = new Counter({
+      name: 'cove_envd_log_requests_total',
+      help: 'Requests to envd log rings: pulls of entries, waits for news',
+      labelNames: ['route'],
+      registers: [this.registry],
+    });
     const manager = d.manager;
     new Gauge({
       name: 'cove_sandboxes',
@@ -166,7 +187,7 @@ export class NodeTelemetry {
       // (nothing is sent twice); a cold one starts a new envd, whose ring envd itself reads from its start.
       const after = this.pausedCursors.get(r.sandboxId);
       this.pausedCursors.delete(r.sandboxId);
-      if (how.resumed && after !== undefined) this.cursors.set(r.sandboxId, { after, skip: 0, failures: 0, lastFailure: undefined });
+      if (how.resumed && after !== undefined) this.cursors.set(r.sandboxId, newCursor(after));
       this.cursorsDirty ||= after !== undefined;
       this.sandboxLog(r, 'info', how.resumed ? 'sandbox resumed' : 'sandbox created', {
         vcpu: r.vcpu,
@@ -178,12 +199,14 @@ export class NodeTelemetry {
     },
     deleted: (r, reason) => {
       this.sandboxLog(r, 'info', reason === 'timeout' ? 'sandbox timed out' : 'sandbox killed', { reason });
+      this.cursors.get(r.sandboxId)?.waiting?.abort();
       this.cursors.delete(r.sandboxId);
       this.cursorsDirty = true;
     },
     paused: (r) => {
       this.sandboxLog(r, 'info', 'sandbox paused', {});
       const c = this.cursors.get(r.sandboxId);
+      c?.waiting?.abort();
       this.cursors.delete(r.sandboxId);
       if (c) {
         this.pausedCursors.set(r.sandboxId, c.after);
@@ -288,7 +311,7 @@ export class NodeTelemetry {
         return ok.success ? [ok.data] : [];
       });
     for (const [id, after] of entries(parsed.data.running)) {
-      if (live.has(id)) this.cursors.set(id, { after, skip: 0, failures: 0, lastFailure: undefined });
+      if (live.has(id)) this.cursors.set(id, newCursor(after));
     }
     for (const [id, after] of entries(parsed.data.paused).slice(-MAX_PAUSED_CURSORS)) this.pausedCursors.set(id, after);
   }
@@ -318,7 +341,9 @@ export class NodeTelemetry {
   async close(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    this.closing = true;
     await this.ticking;
+    for (const c of this.cursors.values()) c.waiting?.abort();
     if (this.sender) await this.saveCursors();
     // A collector that is down must not hold a stopping node: what is not out within the bound is lost.
     let timer: NodeJS.Timeout | undefined;
@@ -334,6 +359,7 @@ export class NodeTelemetry {
       // A pause or snapshot takes its sandbox off the list before the pause is told (or the sandbox is put back):
       // its cursor stays, or the resume (or the snapshot's source, put back) would pull its ring from the start.
       if (live.has(id) || this.d.manager.isDetached(id)) continue;
+      this.cursors.get(id)?.waiting?.abort();
       this.cursors.delete(id);
       this.cursorsDirty = true;
     }
@@ -343,11 +369,41 @@ export class NodeTelemetry {
         c.skip--;
         return false;
       }
-      return true;
+      return !c || c.due || c.legacy;
     });
     for (let i = 0; i < due.length; i += PULL_CONCURRENCY) {
       await Promise.all(due.slice(i, i + PULL_CONCURRENCY).map((r) => this.pull(r)));
     }
+    // Every other ring is waited on, not pulled: an idle sandbox costs one held request per wait, not one per round.
+    if (this.closing) return;
+    for (const r of records) {
+      const c = this.cursors.get(r.sandboxId);
+      if (c && !c.due && !c.legacy && c.skip === 0 && !c.waiting) this.wait(r, c);
+    }
+  }
+
+  /** Holds a wait on the sandbox's envd; its answer marks the ring due for the next round (rounds stay bounded). */
+  private wait(r: SandboxRecord, c: Cursor): void {
+    const abort = new AbortController();
+    c.waiting = abort;
+    void (async () => {
+      try {
+        const token = await this.initTokenOf(r.slotId).catch(() => undefined);
+        if (!token || abort.signal.aborted) return;
+        this.envdRequests.inc({ route: 'wait' });
+        const reply = await waitEnvdLogs(r.address, token, c.after, this.d.config.telemetry!.logWaitMs, abort.signal);
+        // A cursor moved meanwhile (a carry-over) only makes one pull more, never one less.
+        if (reply.last !== c.after) c.due = true;
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        // A snapshot holds the sandbox (and its envd) while the wait runs: not envd's failure; pulled once it is back.
+        if (this.d.manager.isDetached(r.sandboxId)) c.due = true;
+        else if (err instanceof EnvdLogsUnreadable && err.code === 'envd_refused' && err.status === 404) c.legacy = true;
+        else this.failed(r, c, err);
+      } finally {
+        if (c.waiting === abort) c.waiting = undefined;
+      }
+    })();
   }
 
   private async initTokenOf(slotId: string): Promise<string | undefined> {
@@ -364,13 +420,14 @@ export class NodeTelemetry {
   private async pull(r: SandboxRecord): Promise<void> {
     let c = this.cursors.get(r.sandboxId);
     if (!c) {
-      c = { after: 0, skip: 0, failures: 0, lastFailure: undefined };
+      c = newCursor(0);
       this.cursors.set(r.sandboxId, c);
     }
     const token = await this.initTokenOf(r.slotId).catch(() => undefined);
     if (!token) return;
     const pulledAt = Date.now();
     try {
+      this.envdRequests.inc({ route: 'pull' });
       const reply = await pullEnvdLogs(r.address, token, c.after);
       // The sandbox may have gone while the read ran; its ids are still the node's own.
       if (reply.dropped > 0) this.sandboxLog(r, 'warn', 'envd log entries were overwritten before they were read', { dropped: reply.dropped });
@@ -380,18 +437,28 @@ export class NodeTelemetry {
       this.carryOver(r.sandboxId, c, reply.next);
       c.failures = 0;
       c.lastFailure = undefined;
+      // A full reply may have left entries behind: pulled again next round; else waited on from the new cursor
+      // (envd answers that wait at once if an entry came in meanwhile).
+      c.due = reply.entries.length >= ENVD_LOG_LIMITS.maxEntries;
     } catch (err) {
-      const code = err instanceof EnvdLogsUnreadable ? err.code : 'envd_unreachable';
-      this.pullFailures.inc({ code });
-      c.failures++;
-      c.skip = Math.min(MAX_BACKOFF_TICKS, 2 ** Math.min(c.failures - 1, 4));
-      // Said once per kind of failure, in the sandbox's own log: the tenant's envd gave an unusable answer.
-      if (code !== c.lastFailure && code !== 'envd_unreachable') {
-        this.sandboxLog(r, 'warn', 'the sandbox\'s envd logs could not be read', { code });
-      }
-      c.lastFailure = code;
-      this.log.debug({ err, sandboxId: r.sandboxId, code }, 'envd log pull failed');
+      this.failed(r, c, err);
     }
+  }
+
+  /** A pull or wait failed: backed off (doubling ticks), counted, said once per kind in the sandbox's log. */
+  private failed(r: SandboxRecord, c: Cursor, err: unknown): void {
+    const code = err instanceof EnvdLogsUnreadable ? err.code : 'envd_unreachable';
+    this.pullFailures.inc({ code });
+    c.failures++;
+    c.skip = Math.min(MAX_BACKOFF_TICKS, 2 ** Math.min(c.failures - 1, 4));
+    // After a failure the next try is a pull: what the ring holds is read as soon as envd answers again.
+    c.due = true;
+    // Said once per kind of failure, in the sandbox's own log: the tenant's envd gave an unusable answer.
+    if (code !== c.lastFailure && code !== 'envd_unreachable') {
+      this.sandboxLog(r, 'warn', 'the sandbox\'s envd logs could not be read', { code });
+    }
+    c.lastFailure = code;
+    this.log.debug({ err, sandboxId: r.sandboxId, code }, 'envd log read failed');
   }
 
   /**
