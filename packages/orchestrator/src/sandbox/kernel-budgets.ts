@@ -59,6 +59,15 @@ export function hostNeighbourThresholds(): { gcThresh2: number; gcThresh3: numbe
   return { gcThresh2: 2 * HOST_SANDBOX_ROOM, gcThresh3: 1024 + 2 * 2 * HOST_SANDBOX_ROOM };
 }
 
+/**
+ * Every task of every sandbox (idle: tini, envd and its threads, 8 in all, measured by `cove bench --density`) takes
+ * a pid of the host's one pid space, capped by kernel.pid_max: 32 768 by default, which stops a node at ~4000
+ * sandboxes with room for nothing running in them. Raised to the kernel's ceiling on 64-bit (PID_MAX_LIMIT, what
+ * systemd sets by default since v243): a pid number costs nothing until a task holds it, and each sandbox's own
+ * tasks stay bounded by its pids cgroup. kernel.threads-max (from RAM) is the next bound, and is not raised.
+ */
+export const HOST_PID_MAX = 4_194_304;
+
 /** The OCI `linux.sysctl` entries, for the sandbox's IPC namespace (crun refuses user.*: "not namespaced"). */
 export function sandboxSysctls(): Record<string, string> {
   return {
@@ -68,7 +77,7 @@ export function sandboxSysctls(): Record<string, string> {
   };
 }
 
-/** Raises (never lowers) the host's inotify totals and neighbour-table caps; idempotent, part of prepareHost. */
+/** Raises (never lowers) the host's inotify totals, neighbour-table caps and pid_max; idempotent, part of prepareHost. */
 export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
   const memKiB = Number(/^MemTotal:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'))?.[1] ?? 0);
   const want = hostInotifyTotals(memKiB * 1024);
@@ -79,6 +88,7 @@ export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
     ['/proc/sys/fs/inotify/max_user_watches', want.watches],
     ['/proc/sys/net/ipv4/neigh/default/gc_thresh3', neigh.gcThresh3],
     ['/proc/sys/net/ipv4/neigh/default/gc_thresh2', neigh.gcThresh2],
+    ['/proc/sys/kernel/pid_max', HOST_PID_MAX],
   ] as const) {
     const have = Number((await readFile(file, 'utf8')).trim());
     if (have >= value) continue;
