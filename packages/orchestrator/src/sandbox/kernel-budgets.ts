@@ -47,7 +47,7 @@ export function hostInotifyTotals(memTotalBytes: number): { instances: number; w
 /**
  * The IPv4 neighbour (ARP) table is one table for the whole host, every network namespace included, and its
  * hard cap gc_thresh3 (kernel default 1024) counts them all: each sandbox adds two entries that stay fresh while
- * it runs — the host's for the sandbox's address on the bridge and the sandbox's own for its gateway (measured:
+ * it runs — the host's for the sandbox's address on its veth and the sandbox's own for its gateway (measured:
  * 2.0 per sandbox, `cove bench --density`). So at the default, past ~500 sandboxes the table is over its cap for
  * good: every new entry first has to evict one not updated in the last 5 s (ARP churn), and fails — "neighbor
  * table overflow", the packet dropped — when none is, as in a burst of creates (two fresh entries each). Room
