@@ -226,8 +226,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private async migrateBridgePorts(records: SlotRecord[]): Promise<void> {
     if (!(await bridgePorts(this.net)).length) return;
     await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
-    const migrated = await migrateBridgePorts(this.net, records);
+    const { migrated, failed } = await migrateBridgePorts(this.net, records);
     this.log.info({ migrated }, 'routed the slots an older version had on the node bridge');
+    for (const f of failed) this.log.error({ err: f.err, slotId: f.slotId }, 'cannot route a slot off the old node bridge');
   }
 
   /**

@@ -135,19 +135,28 @@ export async function plumbSlotNetwork(cfg: NodeNetConfig, slotId: string, addre
  * throughout; the bridge stays as the (portless) gateway link. `slots` are the node's slot records: the address
  * comes from them, never from inside a sandbox's namespace. A port without a record is detached and left to orphan
  * cleanup. The firewall must already match the veths (nft-firewall.ts), so no packet passes unfiltered on the way.
- * Returns the slot ids migrated.
+ * Returns the slots migrated and those it could not move (the node starts all the same).
  */
-export async function migrateBridgePorts(cfg: NodeNetConfig, slots: ReadonlyArray<{ slotId: string; address: string }>): Promise<string[]> {
+export async function migrateBridgePorts(
+  cfg: NodeNetConfig,
+  slots: ReadonlyArray<{ slotId: string; address: string }>,
+): Promise<{ migrated: string[]; failed: Array<{ slotId: string; err: unknown }> }> {
   const ports = new Set(await bridgePorts(cfg));
   const migrated: string[] = [];
+  const failed: Array<{ slotId: string; err: unknown }> = [];
   for (const s of slots) {
     const veth = hostVethName(cfg, s.slotId);
     if (!ports.delete(veth)) continue;
-    await run('sh', ['-c', MIGRATE_PORT_SCRIPT], { env: plumbEnv(cfg, s.slotId, s.address) });
-    migrated.push(s.slotId);
+    try {
+      await run('sh', ['-c', MIGRATE_PORT_SCRIPT], { env: plumbEnv(cfg, s.slotId, s.address) });
+      migrated.push(s.slotId);
+    } catch (err) {
+      // One slot's failure (its veth gone mid-way) must not keep the node from starting, nor the others from moving.
+      failed.push({ slotId: s.slotId, err });
+    }
   }
   for (const stray of ports) await run('ip', ['link', 'set', 'dev', stray, 'nomaster'], { allowFailure: true });
-  return migrated;
+  return { migrated, failed };
 }
 
 /** Deletes the slot's veth and netns; missing pieces are fine. */
