@@ -58,7 +58,6 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
     const net: SlotNet = {
       netnsName: `${OPTS.instance}-${slot.slotId}`,
       hostVeth: `${OPTS.vethPrefix}${slot.slotId}`,
-      bridge: `${OPTS.instance}0`,
       addressCidr: `${slot.address}/16`,
       gateway: rt.gateway,
     };

@@ -14,7 +14,7 @@ describe('restore from an untrusted checkpoint image', () => {
   let dir: string;
   let criu: string;
   const mark = (): string => join(dir, 'criu-ran');
-  const net = { netnsName: 'cove-untrusted-test-ns', hostVeth: 'cvut0', bridge: 'cvutbr', addressCidr: '10.250.0.2/16', gateway: '10.250.0.1' };
+  const net = { netnsName: 'cove-untrusted-test-ns', hostVeth: 'cvut0', addressCidr: '10.250.0.2/16', gateway: '10.250.0.1' };
   const ours = { '/opt/cove/bin/node': '/var/lib/cove/bin-restore/node', '/dev/null': '/dev/null' };
 
   before(async () => {

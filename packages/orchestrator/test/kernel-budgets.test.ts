@@ -3,11 +3,11 @@
 // are added here at once, in a throwaway network namespace (the table is the whole host's, whatever the
 // namespace); at the default the kernel refuses the ones past its cap, since none is old enough to evict.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
-import { HOST_SANDBOX_ROOM, hostNeighbourThresholds, raiseHostKernelBudgets } from '../src/sandbox/kernel-budgets.js';
+import { HOST_PID_MAX, HOST_SANDBOX_ROOM, hostNeighbourThresholds, raiseHostKernelBudgets } from '../src/sandbox/kernel-budgets.js';
 
 const KERNEL_DEFAULT_GC_THRESH3 = 1024;
 const sysctl = (name: string) => Number(readFileSync(`/proc/sys/net/ipv4/neigh/default/${name}`, 'utf8').trim());
@@ -22,6 +22,19 @@ describe('host kernel budgets', () => {
     const t = hostNeighbourThresholds();
     assert.ok(t.gcThresh3 >= KERNEL_DEFAULT_GC_THRESH3 + 2 * HOST_SANDBOX_ROOM);
     assert.ok(t.gcThresh2 >= 2 * HOST_SANDBOX_ROOM && t.gcThresh2 < t.gcThresh3);
+  });
+
+  it('raises pid_max at start past what the sandboxes\' tasks take (8 each idle), and never lowers it', { skip: process.getuid?.() !== 0 && 'needs root (the host sysctl)' }, async () => {
+    const pidMax = () => Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim());
+    await raiseHostKernelBudgets(pino({ level: 'silent' }));
+    assert.ok(pidMax() >= HOST_PID_MAX, `pid_max is ${pidMax()}`);
+    assert.ok(HOST_PID_MAX >= 32_768 + 8 * 100 * HOST_SANDBOX_ROOM, 'room for the host beside HOST_SANDBOX_ROOM sandboxes running 100 tasks each');
+    await raiseHostKernelBudgets(pino({ level: 'silent' }));
+    assert.ok(pidMax() >= HOST_PID_MAX);
+    // A pid past the kernel's default ceiling is handed out (at the default, the write below is refused: EINVAL).
+    writeFileSync('/proc/sys/kernel/ns_last_pid', String(4 * 32_768));
+    const child = spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' });
+    assert.ok(Number(child.stdout.trim()) > 32_768, `child pid ${child.stdout.trim()}`);
   });
 
   describe('the neighbour table, filled as 600 sandboxes would fill it', { skip: process.getuid?.() !== 0 && 'needs root (a network namespace, the host sysctl)' }, () => {

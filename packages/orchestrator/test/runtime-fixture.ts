@@ -1,4 +1,4 @@
-// Shared set-up for the runtime tests: a real LinuxSandboxRuntime on its own bridge, subnet, nft table,
+// Shared set-up for the runtime tests: a real LinuxSandboxRuntime on its own gateway link, subnet, nft table,
 // cgroup parent and data dir (so test files can run beside each other and beside a real node), reusing
 // one cached `base` template build.
 
@@ -91,6 +91,7 @@ export async function leftovers(
   if (loops.stdout.includes(slotId)) found.push('loop device');
   if ((await sh('ip', ['link', 'show', 'dev', `${o.vethPrefix}${slotId}`])).code === 0) found.push('veth');
   if ((await sh('ip', ['netns', 'list'])).stdout.includes(`${o.instance}-${slotId}`)) found.push('netns');
+  if ((await sh('ip', ['-4', 'route', 'show', 'exact', `${address}/32`])).stdout.trim()) found.push('route');
   for (const c of ['memory', 'cpu', 'pids', 'freezer', 'cpuset', 'cpuacct', 'unified', '']) {
     const dir = join('/sys/fs/cgroup', c, o.instance, slotId);
     if (await access(dir).then(() => true, () => false)) found.push(`cgroup ${dir}`);

@@ -63,7 +63,7 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
       assert.deepEqual(await leftovers(OPTS, DATA_DIR, s.slotId, s.address), []);
     }
     await rt.teardownHost();
-    assert.notEqual((await sh('ip', ['link', 'show', 'dev', `${OPTS.instance}0`])).code, 0, 'bridge left behind');
+    assert.notEqual((await sh('ip', ['link', 'show', 'dev', `${OPTS.instance}0`])).code, 0, 'gateway link left behind');
     assert.notEqual((await sh('nft', ['list', 'table', 'inet', OPTS.instance])).code, 0, 'nft table left behind');
   });
 
@@ -276,6 +276,34 @@ describe('sandbox isolation', { timeout: 300_000 }, () => {
       assert.notEqual(r.code, 0, `sandbox reached ${t}: ${r.stdout}`);
       assert.ok(!r.stdout.includes('hello from the host'));
     }
+  });
+
+  it('drops a forged source where it enters: another sandbox\'s address, an outside one (a sandbox with raw sockets)', async () => {
+    // The sandbox has no CAP_NET_RAW or CAP_NET_ADMIN; the host, in its namespace, stands in for one that found a way.
+    // What Cove's firewall lets in is counted by a chain of this test's own, hooked just after Cove's source check.
+    const ns = `${OPTS.instance}-${offline.slotId}`;
+    const veth = `${OPTS.vethPrefix}${offline.slotId}`;
+    const probe = 'covetest_spoof';
+    const forged = [online.address, '198.51.100.7'];
+    const counted = async (): Promise<number> => Number(/packets (\d+)/.exec((await sh('nft', ['list', 'chain', 'inet', probe, 'c'])).stdout)?.[1] ?? NaN);
+    const send = async (source: string) => {
+      const py = `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('${source}', 0)); s.sendto(b'x', ('${rt.gateway}', 9))`;
+      const r = await sh('ip', ['netns', 'exec', ns, 'python3', '-c', py]);
+      assert.equal(r.code, 0, r.stderr);
+    };
+    const made = await sh('nft', ['add table inet', probe, '; add chain inet', probe, 'c { type filter hook prerouting priority raw + 10; }', '; add rule inet', probe, `c iifname "${veth}" udp dport 9 counter`]);
+    assert.equal(made.code, 0, made.stderr);
+    try {
+      for (const a of forged) assert.equal((await sh('ip', ['-n', ns, 'addr', 'add', `${a}/32`, 'dev', 'eth0'])).code, 0);
+      await send(offline.address);
+      assert.equal(await counted(), 1, 'the sandbox\'s own source passes (the probe counts)');
+      for (const a of forged) await send(a);
+      assert.equal(await counted(), 1, 'a forged source passed the slot\'s veth');
+    } finally {
+      for (const a of forged) await sh('ip', ['-n', ns, 'addr', 'del', `${a}/32`, 'dev', 'eth0']);
+      await sh('nft', ['delete', 'table', 'inet', probe]);
+    }
+    assert.ok(await healthy(offline.address));
   });
 
   it('reaches the internet only when claimed with internet access', async () => {

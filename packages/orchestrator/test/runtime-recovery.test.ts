@@ -60,4 +60,37 @@ describe('runtime recovery', { timeout: 180_000 }, () => {
     assert.deepEqual(await leftovers(OPTS, DATA_DIR, survivor.slotId, survivor.address), []);
     assert.deepEqual(await second.listSlots(), []);
   });
+
+  it('routes the slots an older version left on the node bridge, their sandboxes reachable right away', async () => {
+    const first = makeRuntime(OPTS);
+    await first.prepare();
+    const old = await first.boot(BOOT);
+    made.push(old);
+    await first.claim(old.slotId, { sandboxId: 'sbx-old', limits: { vcpu: 1, memoryMb: 128 }, allowInternetAccess: true });
+    // Lay the slot out as the bridge design did: the host end an isolated port of `<instance>0` (which holds the
+    // gateway on the subnet), no address or route of its own; the sandbox side is the same in both designs.
+    const link = `${OPTS.instance}0`;
+    const veth = `${OPTS.vethPrefix}${old.slotId}`;
+    const ns = `${OPTS.instance}-${old.slotId}`;
+    for (const args of [['addr', 'flush', 'dev', veth], ['link', 'set', 'dev', veth, 'master', link], ['link', 'set', 'dev', veth, 'type', 'bridge_slave', 'isolated', 'on'], ['-n', ns, 'neigh', 'flush', 'dev', 'eth0']]) {
+      const r = await sh('ip', args);
+      assert.equal(r.code, 0, `ip ${args.join(' ')}: ${r.stderr}`);
+    }
+    assert.ok(await healthy(old.address), 'reachable through the bridge');
+    const bridgeMac = (await readFile(`/sys/class/net/${link}/address`, 'utf8')).trim();
+    assert.match((await sh('ip', ['-n', ns, 'neigh', 'show', 'dev', 'eth0'])).stdout, new RegExp(bridgeMac), 'the sandbox learnt its gateway as the bridge');
+
+    const second = makeRuntime(OPTS);
+    await second.prepare();
+    assert.equal((await sh('ip', ['-o', 'link', 'show', 'master', link])).stdout.trim(), '', 'the bridge has no ports left');
+    assert.match((await sh('ip', ['-4', 'route', 'show', 'exact', `${old.address}/32`])).stdout, new RegExp(`dev ${veth} .*src ${second.gateway}`));
+    // Its neighbour entry for the gateway no longer names the bridge's MAC, which no interface answers to now: the
+    // sandbox's next packet asks again, rather than going unanswered until that entry expires (~30 s and more).
+    assert.doesNotMatch((await sh('ip', ['-n', ns, 'neigh', 'show', 'dev', 'eth0'])).stdout, new RegExp(bridgeMac));
+    const out = await second.exec(old.slotId, ['/bin/sh', '-c', "curl -sS -m 10 -o /dev/null -w '%{http_code}' http://deb.debian.org/debian/"]);
+    assert.equal(out.stdout, '200', `sandbox → internet right after the restart: ${out.stderr}`);
+    assert.ok(await healthy(old.address), 'host → sandbox after the restart');
+    await second.destroy(old.slotId);
+    assert.deepEqual(await leftovers(OPTS, DATA_DIR, old.slotId, old.address), []);
+  });
 });

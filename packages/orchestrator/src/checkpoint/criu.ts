@@ -53,7 +53,6 @@ export class CheckpointFailed extends Error {
 export interface SlotNet {
   netnsName: string;
   hostVeth: string;
-  bridge: string;
   /** `10.228.0.2/16` */
   addressCidr: string;
   gateway: string;
@@ -73,7 +72,6 @@ function netEnv(net: SlotNet): Record<string, string> {
   return {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     COVE_HOST_VETH: net.hostVeth,
-    COVE_BRIDGE: net.bridge,
     COVE_ADDRESS: net.addressCidr,
     COVE_GATEWAY: net.gateway,
     COVE_NETNS: net.netnsName,

@@ -26,7 +26,7 @@ export function toDotted(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
 }
 
-/** The gateway (first host address), which sits on the bridge. */
+/** The gateway (first host address), on the node's gateway link and every slot's host veth. */
 export function gatewayOf(s: Subnet): string {
   return toDotted(s.base + 1);
 }

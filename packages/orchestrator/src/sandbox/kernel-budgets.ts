@@ -47,7 +47,7 @@ export function hostInotifyTotals(memTotalBytes: number): { instances: number; w
 /**
  * The IPv4 neighbour (ARP) table is one table for the whole host, every network namespace included, and its
  * hard cap gc_thresh3 (kernel default 1024) counts them all: each sandbox adds two entries that stay fresh while
- * it runs — the host's for the sandbox's address on the bridge and the sandbox's own for its gateway (measured:
+ * it runs — the host's for the sandbox's address on its veth and the sandbox's own for its gateway (measured:
  * 2.0 per sandbox, `cove bench --density`). So at the default, past ~500 sandboxes the table is over its cap for
  * good: every new entry first has to evict one not updated in the last 5 s (ARP churn), and fails — "neighbor
  * table overflow", the packet dropped — when none is, as in a burst of creates (two fresh entries each). Room
@@ -64,14 +64,23 @@ export function hostNeighbourThresholds(): { gcThresh2: number; gcThresh3: numbe
  * that uid's new pipes 2 pages and refuses to grow any (F_SETPIPE_SZ: EPERM) without CAP_SYS_RESOURCE. Every
  * sandbox's root is the same host uid, so one tenant holding 64 pipes grown to 1 MiB (no data needed) crossed it
  * for all of them: their pipes shrank, and CRIU, which restores each pipe at its size from inside the sandbox's
- * user namespace, failed every restore on the node ("Unable to open fd"; measured: `cove bench --soak` lost 16
- * resumes while another deployment held ~300 sandboxes). Pipe buffers are kernel memory charged to the writer's
+ * user namespace, failed every restore on the node ("Unable to open fd"; measured: `cove bench --soak` lost 38
+ * of 1294 resumes while other deployments held 300–1150 sandboxes). Pipe buffers are kernel memory charged to the writer's
  * memory cgroup (runtime-pipe-budget.test.ts), so each sandbox's memory limit bounds what it can hold; the
  * per-uid count is set at the host's RAM in pages, where it never binds before memory does.
  */
 export function hostPipeUserPages(memTotalBytes: number): number {
   return Math.min(INT_MAX, Math.max(16_384, Math.ceil(memTotalBytes / 4096)));
 }
+
+/**
+ * Every task of every sandbox (idle: tini, envd and its threads, 8 in all, measured by `cove bench --density`) takes
+ * a pid of the host's one pid space, capped by kernel.pid_max: 32 768 by default, which stops a node at ~4000
+ * sandboxes with room for nothing running in them. Raised to the kernel's ceiling on 64-bit (PID_MAX_LIMIT, what
+ * systemd sets by default since v243): a pid number costs nothing until a task holds it, and each sandbox's own
+ * tasks stay bounded by its pids cgroup. kernel.threads-max (from RAM) is the next bound, and is not raised.
+ */
+export const HOST_PID_MAX = 4_194_304;
 
 /** The OCI `linux.sysctl` entries, for the sandbox's IPC namespace (crun refuses user.*: "not namespaced"). */
 export function sandboxSysctls(): Record<string, string> {
@@ -82,7 +91,7 @@ export function sandboxSysctls(): Record<string, string> {
   };
 }
 
-/** Raises (never lowers) the host's inotify totals, neighbour-table caps and pipe budget; idempotent, part of prepareHost. */
+/** Raises (never lowers) the host's inotify totals, neighbour-table caps, pipe budget and pid_max; idempotent, part of prepareHost. */
 export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
   const memKiB = Number(/^MemTotal:\s+(\d+) kB/m.exec(await readFile('/proc/meminfo', 'utf8'))?.[1] ?? 0);
   const want = hostInotifyTotals(memKiB * 1024);
@@ -95,6 +104,7 @@ export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
     ['/proc/sys/net/ipv4/neigh/default/gc_thresh3', neigh.gcThresh3],
     ['/proc/sys/net/ipv4/neigh/default/gc_thresh2', neigh.gcThresh2],
     ['/proc/sys/fs/pipe-user-pages-soft', pipePages],
+    ['/proc/sys/kernel/pid_max', HOST_PID_MAX],
   ] as const) {
     const have = Number((await readFile(file, 'utf8')).trim());
     // 0 is "no limit" for the pipe budget (and never a setting of the others): already above anything we set.

@@ -1,6 +1,6 @@
 // SandboxRuntime on Linux without KVM: crun (user, pid, mount, uts, ipc, cgroup, net namespaces + seccomp)
-// over an overlay rootfs on a per-slot ext4 image, a netns crun makes and the host plumbs onto the node
-// bridge, cgroup limits. The layout is checkpointable by CRIU (checkpoint/criu.ts).
+// over an overlay rootfs on a per-slot ext4 image, a netns crun makes and the host routes to (a veth per slot,
+// slot-network.ts), cgroup limits. The layout is checkpointable by CRIU (checkpoint/criu.ts).
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
@@ -33,7 +33,7 @@ import { installSandboxCa, SANDBOX_CA_FILE } from './slot-trust-store.js';
 import { NodeEgress } from './node-egress.js';
 import { createSlotDisk, diskUsedBytes, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { mountsUnder } from './mount-tree.js';
-import { ensureBridge, hostVethName, listNetworkSlotIds, netnsName, netnsPath, plumbSlotNetwork, removeBridge, removeSlotNetwork, type BridgeConfig } from './slot-network.js';
+import { bridgePorts, ensureGatewayLink, hostVethName, listNetworkSlotIds, migrateBridgePorts, netnsName, netnsPath, plumbSlotNetwork, removeGatewayLink, removeSlotNetwork, type NodeNetConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 import { attachVolumes, DEFAULT_ID_OFFSET, type VolumeBind } from './slot-volumes.js';
@@ -67,16 +67,19 @@ export interface LinuxRuntimeConfig {
   /** Team volumes' shared directory (slot-volumes.ts); undefined = boots with volumes fail. */
   volumesDir?: string;
   /**
-   * Names this runtime's host objects: bridge `<instance>0`, nftables tables `<instance>`, cgroup parent
+   * Names this runtime's host objects: gateway link `<instance>0`, nftables tables `<instance>`, cgroup parent
    * `<instance>`, netns `<instance>-<slot>`. Two runtimes on one host (tests beside a node) need
    * different instances, veth prefixes and subnets. Default 'cove'.
    */
   instance?: string;
-  /** Bridge name override; default `<instance>0`. */
+  /**
+   * Gateway link name override (slot-network.ts); default `<instance>0`. Named `bridge` as before routed veths:
+   * the link is still a (portless) bridge, and an older Cove's slots are found on it by this name.
+   */
   bridge?: string;
   /** Host veth ends are `<vethPrefix><slotId>`; at most 4 characters. Default 'cvh-'. */
   vethPrefix?: string;
-  /** Sandbox subnet; the gateway (first address) sits on the bridge. Default 10.231.0.0/16. */
+  /** Sandbox subnet; the gateway (first address) sits on the gateway link and every slot's host veth. Default 10.231.0.0/16. */
   subnet?: string;
   /** Host uid/gid root inside maps to, and the size of the range (shared by all sandboxes). */
   idOffset?: number;
@@ -114,7 +117,7 @@ export interface ExecResult extends RunResult {}
 export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly log: Logger;
   private readonly subnet: Subnet;
-  private readonly bridge: BridgeConfig;
+  private readonly net: NodeNetConfig;
   private readonly slots: SlotStore;
   private readonly templates: TemplateStore;
   private readonly crun: CrunCli;
@@ -147,8 +150,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const vethPrefix = cfg.vethPrefix ?? 'cvh-';
     if (!/^[a-z][a-z0-9-]{0,3}$/.test(vethPrefix)) throw new RangeError(`bad veth prefix ${vethPrefix}`);
     this.instance = instance;
-    this.bridge = {
-      bridge: cfg.bridge ?? `${instance}0`,
+    this.net = {
+      link: cfg.bridge ?? `${instance}0`,
       subnet: this.subnet,
       gateway: gatewayOf(this.subnet),
       netnsPrefix: `${instance}-`,
@@ -170,18 +173,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     this.pidsLimit = cfg.pidsLimit ?? 1024;
   }
 
-  /** Gateway address on the bridge (the host as sandboxes see it). */
+  /** The gateway address (the host as sandboxes see it). */
   get gateway(): string {
-    return this.bridge.gateway;
+    return this.net.gateway;
   }
 
   async prepare(): Promise<void> {
     await prepareHost(this.log);
     await this.ensureContext();
     await mkdir(this.crun.stateRoot, { recursive: true, mode: 0o700 });
-    await ensureBridge(this.bridge);
+    await ensureGatewayLink(this.net);
     await this.startEgress();
     const records = await this.slots.readAll();
+    await this.migrateBridgePorts(records);
     // Tables of slots that no longer exist would filter whichever slot gets their address next.
     const filtered = new Set(records.filter((r) => hasEgressRules(r.egress)).map((r) => r.slotId));
     for (const id of await listSlotEgressTables(this.instance)) {
@@ -218,14 +222,27 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /**
-   * The node's egress services listen on the gateway (the bridge must exist); the firewall lets sandboxes reach
+   * Routes the slots an older Cove made ports of its bridge (slot-network.ts), their sandboxes running on. The
+   * firewall is loaded first in the form that matches routed veths (and still the bridge), with the allow-set as
+   * the records have it: the old slot tables match by source address, so they keep filtering on the way.
+   */
+  private async migrateBridgePorts(records: SlotRecord[]): Promise<void> {
+    if (!(await bridgePorts(this.net)).length) return;
+    await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess).map((r) => r.address));
+    const { migrated, failed } = await migrateBridgePorts(this.net, records);
+    this.log.info({ migrated }, 'routed the slots an older version had on the node bridge');
+    for (const f of failed) this.log.error({ err: f.err, slotId: f.slotId }, 'cannot route a slot off the old node bridge');
+  }
+
+  /**
+   * The node's egress services listen on the gateway (the gateway link must exist); the firewall lets sandboxes reach
    * their ports there and nothing else of the host. Once per runtime object.
    */
   private async startEgress(): Promise<void> {
     if (this.egress) return;
     const { firewall } = await this.ensureContext();
     const egress = new NodeEgress({
-      listenHost: this.bridge.gateway,
+      listenHost: this.net.gateway,
       upstreamDns: this.cfg.egressDns ?? firewall.dnsServers,
       // What sandboxes may never reach directly, the proxy never dials for them either.
       forbiddenCidrs: [...blockedCidrs(firewall), this.subnet.cidr],
@@ -235,7 +252,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       ...(this.cfg.egressSecrets ? { secrets: this.cfg.egressSecrets } : {}),
     });
     await egress.start();
-    firewall.egressInput = { gateway: this.bridge.gateway, ...egress.inputPorts()! };
+    firewall.egressInput = { gateway: this.net.gateway, ...egress.inputPorts()! };
     this.egress = egress;
   }
 
@@ -306,11 +323,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await this.cgroups.prepareParent();
     this.firewall ??= {
       table: this.instance,
-      vethPrefix: this.bridge.vethPrefix,
-      bridge: this.bridge.bridge,
+      vethPrefix: this.net.vethPrefix,
+      gatewayLink: this.net.link,
       subnetCidr: this.subnet.cidr,
       dnsServers: await hostNameservers(),
-      extraBlockedCidrs: [...(await hostConnectedSubnets(this.bridge.bridge)), ...(this.cfg.extraBlockedCidrs ?? [])],
+      extraBlockedCidrs: [...(await hostConnectedSubnets(this.net.link)), ...(this.cfg.extraBlockedCidrs ?? [])],
     };
     return { cgroups: this.cgroups, firewall: this.firewall };
   }
@@ -476,8 +493,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
     const started = Date.now();
     const { dir, bundle } = await this.prepareSlot(rec, opts, cgroups);
-    const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.bridge, rec.slotId), (pid) =>
-      plumbSlotNetwork(this.bridge, rec.slotId, rec.address, pid),
+    const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.net, rec.slotId), (pid) =>
+      plumbSlotNetwork(this.net, rec.slotId, rec.address, pid),
     );
     const envdPid = await childOf(initPid, rec.slotId);
     const oom = await setOomFloor([initPid, envdPid]);
@@ -549,7 +566,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   private egressTarget(r: { slotId: string; address: string; sandboxId?: string | null }): { table: string; iface: string; sandboxIp: string; sandboxId: string } {
-    return { table: this.egressTable(r.slotId), iface: hostVethName(this.bridge, r.slotId), sandboxIp: r.address, sandboxId: r.sandboxId ?? r.slotId };
+    return { table: this.egressTable(r.slotId), iface: hostVethName(this.net, r.slotId), sandboxIp: r.address, sandboxId: r.sandboxId ?? r.slotId };
   }
 
   async setNetwork(slotId: string, net: SlotNetwork): Promise<void> {
@@ -578,7 +595,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (rec) await denyInternet(this.instance, rec.address);
     // Unconditionally: a slot whose record is gone may still have left its table behind.
     await removeSlotEgress(this.egress, this.egressTable(slotId), rec?.address).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot remove the slot\'s egress table'));
-    await removeSlotNetwork(this.bridge, slotId);
+    await removeSlotNetwork(this.net, slotId);
     for (;;) {
       try {
         await cgroups.remove(slotId);
@@ -737,7 +754,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         // Several slots may restore one snapshot at once: each keeps its restore files to itself.
         workDir: dir,
       });
-      await this.crun.adopt(rec.slotId, bundle, spec, initPid, netnsPath(this.bridge, rec.slotId));
+      await this.crun.adopt(rec.slotId, bundle, spec, initPid, netnsPath(this.net, rec.slotId));
       const envdPid = await envdOf(initPid, rec.slotId);
       // CRIU makes a new user namespace (no inotify limits) and keeps the dumped processes' rlimits.
       await applySandboxBudgets(initPid, envdPid);
@@ -764,11 +781,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
 
   private slotNet(rec: SlotRecord): SlotNet {
     return {
-      netnsName: netnsName(this.bridge, rec.slotId),
-      hostVeth: hostVethName(this.bridge, rec.slotId),
-      bridge: this.bridge.bridge,
+      netnsName: netnsName(this.net, rec.slotId),
+      hostVeth: hostVethName(this.net, rec.slotId),
       addressCidr: `${rec.address}/${this.subnet.prefix}`,
-      gateway: this.bridge.gateway,
+      gateway: this.net.gateway,
     };
   }
 
@@ -826,7 +842,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const ids = new Set<string>([
       ...(await this.slots.listIds()),
       ...(await cgroups.listSlotIds()),
-      ...(await listNetworkSlotIds(this.bridge)),
+      ...(await listNetworkSlotIds(this.net)),
     ]);
     for (const id of await this.crun.list()) ids.add(id);
     const slotsDir = resolve(this.slots.slotsDir);
@@ -848,7 +864,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /**
-   * Undoes prepare()'s per-instance host objects (nft tables, bridge, cgroup parent in every hierarchy)
+   * Undoes prepare()'s per-instance host objects (nft tables, gateway link, cgroup parent in every hierarchy)
    * after destroying every slot of this instance; returns the destroyed slot ids. For `cove down` (through
    * teardown.ts, also when the orchestrator is dead) and test teardown; host-wide settings (ip_forward, the
    * hugetlb mount), the template cache and paused sandboxes' snapshots stay. Idempotent.
@@ -858,7 +874,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const cleaned = await this.cleanupOrphans([]);
     for (const id of await listSlotEgressTables(this.instance)) await removeSlotEgress(undefined, this.egressTable(id), undefined);
     await removeFirewall(this.instance);
-    await removeBridge(this.bridge);
+    await removeGatewayLink(this.net);
     await cgroups.removeParent();
     return cleaned;
   }

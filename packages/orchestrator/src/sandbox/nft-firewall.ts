@@ -1,7 +1,10 @@
-// Cove's firewall lives entirely in its own nftables tables (`inet cove`, `bridge cove`); the host's
-// other tables are never read or changed. Policy:
+// Cove's firewall lives entirely in its own nftables table (`inet cove`); the host's other tables are never read
+// or changed. Sandboxes are told apart by interface: their host veth ends (`<vethPrefix>*`, routed, slot-network.ts)
+// and the gateway link (the bridge an older Cove's slots were ports of, until prepare() routes them). Policy:
+// - a packet from a sandbox whose source does not route back out of the interface it came in by: dropped (no
+//   forged source passes, whatever the host's rp_filter says);
 // - sandbox → host: dropped, except replies to connections the host opened (envd /init, traffic proxy);
-// - sandbox ↔ sandbox: dropped (bridge table, on top of isolated bridge ports);
+// - sandbox ↔ sandbox: dropped;
 // - sandbox → elsewhere: only for addresses in the `internet` set, never to link-local, loopback,
 //   private, CGNAT or the node's own LAN ranges, except the host's upstream DNS servers on port 53;
 // - nothing new may enter a sandbox from outside the host; masquerade for the subnet.
@@ -12,10 +15,11 @@ import { run } from './run-command.js';
 import { runNftCommands, TenantFsError } from './tenant-fs.js';
 
 export interface FirewallConfig {
-  /** Name of Cove's nftables tables (one `inet`, one `bridge`); one per runtime instance on a host. */
+  /** Name of Cove's nftables table (`inet`); one per runtime instance on a host. */
   table: string;
-  bridge: string;
-  /** Host veth ends share this prefix (bridge-level sandbox↔sandbox drop). */
+  /** The node's gateway link (slot-network.ts). */
+  gatewayLink: string;
+  /** Host veth ends share this prefix. */
   vethPrefix: string;
   subnetCidr: string;
   /** Upstream DNS servers sandboxes may query (port 53) although they sit in blocked ranges. */
@@ -35,17 +39,18 @@ const ALWAYS_BLOCKED = ['0.0.0.0/8', '10.0.0.0/8', '100.64.0.0/10', '127.0.0.0/8
 
 const SET = 'internet';
 
-/** Loads (or atomically replaces) Cove's tables; `internetAddresses` restores the allow-set after a restart. */
+/** Loads (or atomically replaces) Cove's table; `internetAddresses` restores the allow-set after a restart. */
 export async function applyFirewall(cfg: FirewallConfig, internetAddresses: string[]): Promise<void> {
-  const b = JSON.stringify(cfg.bridge);
   const TABLE = cfg.table;
-  const ports = JSON.stringify(`${cfg.vethPrefix}*`);
+  // Every rule about sandbox traffic lives in a chain jumped to for each of these interface matches.
+  const sandboxIfaces = [JSON.stringify(`${cfg.vethPrefix}*`), JSON.stringify(cfg.gatewayLink)];
+  const each = (rule: (iface: string) => string): string => sandboxIfaces.map(rule).join('\n    ');
   const blocked = blockedCidrs(cfg).join(', ');
   const e = cfg.egressInput;
   // Reached only through a slot table's redirect or by aiming at them; either way the services judge by source.
   const egressInput = e
-    ? `iifname ${b} ip saddr ${cfg.subnetCidr} ip daddr ${e.gateway} tcp dport { ${e.tcp.join(', ')} } accept
-    iifname ${b} ip saddr ${cfg.subnetCidr} ip daddr ${e.gateway} udp dport { ${e.udp.join(', ')} } accept`
+    ? `ip saddr ${cfg.subnetCidr} ip daddr ${e.gateway} tcp dport { ${e.tcp.join(', ')} } accept
+    ip saddr ${cfg.subnetCidr} ip daddr ${e.gateway} udp dport { ${e.udp.join(', ')} } accept`
     : '';
   const dns = cfg.dnsServers.length ? cfg.dnsServers.join(', ') : null;
   const elements = internetAddresses.length ? `elements = { ${internetAddresses.join(', ')} }` : '';
@@ -54,36 +59,46 @@ table inet ${TABLE}
 delete table inet ${TABLE}
 table inet ${TABLE} {
   set ${SET} { type ipv4_addr; ${elements} }
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    # A sandbox's source must route back out of its own veth (its /32 route): strict reverse-path, before conntrack
+    # and NAT, so a forged source is neither answered nor judged as another sandbox.
+    ${each((i) => `iifname ${i} fib saddr . iif oif missing drop`)}
+  }
+  chain from_sandbox_input {
+    ct state established,related accept
+    ${egressInput}
+    drop
+  }
   chain input {
     type filter hook input priority filter - 1; policy accept;
-    iifname ${b} ct state established,related accept
-    ${egressInput}
-    iifname ${b} drop
+    ${each((i) => `iifname ${i} jump from_sandbox_input`)}
+  }
+  chain to_sandbox {
+    ct state established,related accept
+    drop
+  }
+  chain from_sandbox_forward {
+    ip saddr != ${cfg.subnetCidr} drop
+    ${dns ? `ip saddr @${SET} ip daddr { ${dns} } meta l4proto { tcp, udp } th dport 53 accept` : ''}
+    ip daddr { ${blocked} } drop
+    meta nfproto ipv6 drop
+    ip saddr @${SET} accept
+    drop
   }
   chain forward {
     type filter hook forward priority filter - 1; policy accept;
-    oifname ${b} ct state established,related accept
-    oifname ${b} drop
-    iifname ${b} ip saddr != ${cfg.subnetCidr} drop
-    ${dns ? `iifname ${b} ip saddr @${SET} ip daddr { ${dns} } meta l4proto { tcp, udp } th dport 53 accept` : ''}
-    iifname ${b} ip daddr { ${blocked} } drop
-    iifname ${b} meta nfproto ipv6 drop
-    iifname ${b} ip saddr @${SET} accept
-    iifname ${b} drop
+    ${each((i) => `oifname ${i} jump to_sandbox`)}
+    ${each((i) => `iifname ${i} jump from_sandbox_forward`)}
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    ip saddr ${cfg.subnetCidr} oifname != ${b} masquerade
+    ${each((i) => `oifname ${i} return`)}
+    ip saddr ${cfg.subnetCidr} masquerade
   }
 }
 table bridge ${TABLE}
 delete table bridge ${TABLE}
-table bridge ${TABLE} {
-  chain forward {
-    type filter hook forward priority filter - 1; policy accept;
-    iifname ${ports} oifname ${ports} drop
-  }
-}
 `;
   await run('nft', ['-f', '-'], { input: script });
 }
@@ -125,18 +140,18 @@ export async function hostNameservers(): Promise<string[]> {
   return resolved.filter((a) => !a.startsWith('127.'));
 }
 
-/** The host's directly connected IPv4 networks other than Cove's bridge (the node's LAN). */
-export async function hostConnectedSubnets(bridge: string): Promise<string[]> {
+/** The host's directly connected IPv4 networks other than Cove's gateway link (the node's LAN). */
+export async function hostConnectedSubnets(gatewayLink: string): Promise<string[]> {
   const r = await run('ip', ['-4', '-o', 'route', 'show', 'scope', 'link'], { allowFailure: true });
   const out: string[] = [];
   for (const line of r.stdout.split('\n')) {
     const m = /^(\d+\.\d+\.\d+\.\d+\/\d+) dev (\S+)/.exec(line.trim());
-    if (m?.[1] && m[2] !== bridge) out.push(m[1]);
+    if (m?.[1] && m[2] !== gatewayLink) out.push(m[1]);
   }
   return out;
 }
 
-/** Deletes Cove's tables; absent tables are fine. */
+/** Deletes Cove's tables (and the `bridge` table an older Cove made); absent tables are fine. */
 export async function removeFirewall(table: string): Promise<void> {
   await run('nft', ['delete', 'table', 'inet', table], { allowFailure: true });
   await run('nft', ['delete', 'table', 'bridge', table], { allowFailure: true });

@@ -1,7 +1,7 @@
 // The node's egress services (docs/network-policy.md): one @cove/egress proxy (HTTP Host / TLS SNI) and one
-// filtering DNS resolver per node, listening on the bridge's gateway address only. A slot's nft table redirects
-// its DNS and TCP 80/443 here; the sandbox is told apart by its source address, which the slot's bridge table
-// pins to the slot (a forged source is dropped at the port). The services hold each bound sandbox's current
+// filtering DNS resolver per node, listening on the gateway address only. A slot's nft table redirects its DNS and
+// TCP 80/443 here; the sandbox is told apart by its source address, which Cove's firewall pins to the slot's veth
+// (a forged source is dropped as it enters, nft-firewall.ts). The services hold each bound sandbox's current
 // policy; a live update swaps it and re-judges the flows already open through the proxy.
 
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { SecretVault } from './secret-vault.js';
 
 export interface NodeEgressConfig {
-  /** the bridge's gateway address: the only address the services listen on */
+  /** the node's gateway address: the only address the services listen on */
   listenHost: string;
   /** resolvers the node forwards allowed names to and resolves them with (`ip` or `ip:port`) */
   upstreamDns: string[];

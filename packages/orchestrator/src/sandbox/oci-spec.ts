@@ -4,7 +4,7 @@
 import { sandboxSysctls } from './kernel-budgets.js';
 import { sandboxSeccompProfile } from './seccomp-profile.js';
 
-/** Docker's default set minus NET_RAW (no spoofed packets on the bridge) and MKNOD (useless in a userns). */
+/** Docker's default set minus NET_RAW (no forged packets from a sandbox) and MKNOD (useless in a userns). */
 export const SANDBOX_CAPABILITIES = [
   'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_SETGID', 'CAP_SETUID', 'CAP_SETFCAP',
   'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',

@@ -55,7 +55,7 @@ export interface SlotInfo {
   slotId: string;
   templateId: string;
   diskMb: number;
-  /** IPv4 address on the node bridge; envd is at http://<address>:49983. */
+  /** The sandbox's IPv4 address, routed by the node to its veth; envd is at http://<address>:49983. */
   address: string;
   /** Host pid of envd (the sandbox's first service; PID 2 inside, under tini). */
   pid: number;
@@ -84,7 +84,7 @@ export interface SlotNetwork {
 export type TemplateStatus = 'ready' | 'building' | 'failed' | 'absent';
 
 export interface SandboxRuntime {
-  /** Idempotent node set-up: bridge, nftables table, cgroup parents, envd bundle, base template present. */
+  /** Idempotent node set-up: gateway link, nftables table, cgroup parents, envd bundle, base template present. */
   prepare(): Promise<void>;
   /** Whether a template is available on this node. */
   hasTemplate(templateId: string): Promise<boolean>;

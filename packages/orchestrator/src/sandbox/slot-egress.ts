@@ -99,8 +99,8 @@ export async function applySlotEgress(services: NodeEgress | undefined, t: SlotE
   const ca = policy.rules.size > 0 ? await services!.caFor(t.sandboxId) : undefined;
   const prev = services?.bind(t.sandboxIp, t.sandboxId, policy, ca, rules.teamId);
   try {
-    // The slot's host veth is a bridge port: matched by source address, source checked at the bridge.
-    await applyNft(renderSandboxNft({ table: t.table, iface: t.iface, sandboxIp: t.sandboxIp, policy, ports: ports ?? NO_PORTS, bridged: true }));
+    // The slot's host veth is routed (slot-network.ts): matched by input interface, its source checked there too.
+    await applyNft(renderSandboxNft({ table: t.table, iface: t.iface, sandboxIp: t.sandboxIp, policy, ports: ports ?? NO_PORTS }));
   } catch (err) {
     services?.restore(t.sandboxIp, prev);
     throw err;

@@ -63,7 +63,7 @@ function headersWithin(ms: number): Interceptor {
 /**
  * No kept-alive sockets towards envd: slot addresses are reused within milliseconds, so a pooled socket to a
  * destroyed slot's address would be written into the next slot's stack and reset (a build failed so with
- * `write ECONNRESET`). A fresh connection on the node's own bridge costs a fraction of a millisecond.
+ * `write ECONNRESET`). A fresh connection to a sandbox on the node costs a fraction of a millisecond.
  */
 const envdAgent = new HttpAgent({ keepAlive: false });
 
