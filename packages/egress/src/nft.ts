@@ -30,12 +30,6 @@ export interface SandboxNftSpec {
   sandboxIp: string;
   policy: EgressPolicy;
   ports: NodePorts;
-  /**
-   * `iface` is a port of a Linux bridge (a Cove node): at the IP hooks the input interface is then the bridge, so
-   * the sandbox is matched by its source address, and the source check moves to a `bridge` table where the port
-   * is visible (before the packet is routed, so a forged source never reaches the IP hooks).
-   */
-  bridged?: boolean;
 }
 
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -54,7 +48,7 @@ export function renderSandboxNft(spec: SandboxNftSpec): string {
   const { table, iface, policy, ports, sandboxIp } = spec;
   if (!NAME.test(table) || !NAME.test(iface) || iface.length > 15) throw new Error(`unsafe nft table or interface name ${JSON.stringify([table, iface])}`);
   if (!isIPv4(sandboxIp)) throw new Error(`not an IPv4 sandbox address: ${JSON.stringify(sandboxIp)}`);
-  const i = spec.bridged ? `ip saddr ${sandboxIp}` : `iifname "${iface}"`;
+  const i = `iifname "${iface}"`;
   const pre: string[] = [];
   if (filtersDns(policy)) {
     pre.push(`${i} udp dport 53 redirect to :${ports.dns}`, `${i} tcp dport 53 redirect to :${ports.dns}`);
@@ -72,29 +66,17 @@ export function renderSandboxNft(spec: SandboxNftSpec): string {
     );
   }
   if (policy.egressProxy) pre.push(`${i} meta l4proto tcp redirect to :${ports.tunnel}`);
-  const antispoof = spec.bridged
-    ? [
-        `table bridge ${table}`,
-        `delete table bridge ${table}`,
-        `table bridge ${table} {`,
-        `  chain sandbox_antispoof {`,
-        `    type filter hook prerouting priority -200; policy accept;`,
-        `    iifname "${iface}" ether type ip ip saddr != ${sandboxIp} drop`,
-        `  }`,
-        `}`,
-      ]
-    : [];
   return [
-    ...antispoof,
     `table ip ${table}`,
     `delete table ip ${table}`,
     `table ip ${table} {`,
     `  set allow { type ipv4_addr; flags interval; auto-merge;${elements(policy.allowCidrs)} }`,
     `  set deny { type ipv4_addr; flags interval; auto-merge;${elements(policy.denyCidrs)} }`,
     // Before NAT: a sandbox that forges another source address would be judged (and answered) as someone else.
-    ...(spec.bridged
-      ? []
-      : [`  chain sandbox_antispoof {`, `    type filter hook prerouting priority raw; policy accept;`, `    ${i} ip saddr != ${sandboxIp} drop`, `  }`]),
+    `  chain sandbox_antispoof {`,
+    `    type filter hook prerouting priority raw; policy accept;`,
+    `    ${i} ip saddr != ${sandboxIp} drop`,
+    `  }`,
     `  chain sandbox_prerouting {`,
     `    type nat hook prerouting priority dstnat; policy accept;`,
     ...pre.map((r) => `    ${r}`),
@@ -113,7 +95,7 @@ export function renderSandboxNft(spec: SandboxNftSpec): string {
 
 export function renderRemoveNft(table: string): string {
   if (!NAME.test(table)) throw new Error(`unsafe nft table name ${JSON.stringify(table)}`);
-  // Both families: a bridged sandbox's source check lives in a `bridge` table of the same name.
+  // Both families: a slot from before routed veths kept its source check in a `bridge` table of the same name.
   return `table ip ${table}\ndelete table ip ${table}\ntable bridge ${table}\ndelete table bridge ${table}\n`;
 }
 
