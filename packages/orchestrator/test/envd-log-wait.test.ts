@@ -8,6 +8,9 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { Attr, ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH } from '@cove/contracts/telemetry';
@@ -80,6 +83,8 @@ describe('envd log reads: idle sandboxes are waited on, a flooding one is read o
   const envds = { quiet: new FakeEnvd('quiet'), flood: new FakeEnvd('flood'), legacy: new FakeEnvd('legacy') };
   let otlp: OtlpStandIn;
   let telemetry: NodeTelemetry;
+  // The telemetry keeps its cursors under the node's data dir.
+  const dataDir = mkdtempSync(join(tmpdir(), 'cove-log-wait-'));
 
   before(async () => {
     for (const e of Object.values(envds)) await e.start();
@@ -90,7 +95,7 @@ describe('envd log reads: idle sandboxes are waited on, a flooding one is read o
     const deps = {
       config: {
         nodeId: 'node-w',
-        dataDir: '/nonexistent',
+        dataDir,
         nodeToken: 'node-token',
         telemetry: { url: otlp.url, token: undefined, logPullMs: 2000, logWaitMs: 30_000, metricIntervalMs: 300_000, maxQueue: 100_000 },
       },
@@ -108,6 +113,7 @@ describe('envd log reads: idle sandboxes are waited on, a flooding one is read o
     await telemetry?.close();
     for (const e of Object.values(envds)) await e.stop();
     await otlp?.close().catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   const quietLines = () => otlp.logs().filter((l) => l.attributes[Attr.sandboxId] === 'quiet').map((l) => l.body);
