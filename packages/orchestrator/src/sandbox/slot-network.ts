@@ -48,13 +48,12 @@ export async function removeGatewayLink(cfg: NodeNetConfig): Promise<void> {
 
 /** Host veths an older Cove made ports of the gateway link (migrateBridgePorts routes them). */
 export async function bridgePorts(cfg: NodeNetConfig): Promise<string[]> {
-  const shown = await run('ip', ['-o', 'link', 'show', 'master', cfg.link], { allowFailure: true });
-  const out: string[] = [];
-  for (const line of shown.stdout.split('\n')) {
-    const name = /^\d+: ([^@:]+)[@:]/.exec(line.trim())?.[1];
-    if (name) out.push(name);
-  }
-  return out;
+  return linkNames(await run('ip', ['-o', 'link', 'show', 'master', cfg.link], { allowFailure: true }).then((r) => r.stdout));
+}
+
+/** Interface names in `ip -o link show` output (a veth's is `name@peer`). */
+function linkNames(stdout: string): string[] {
+  return stdout.split('\n').flatMap((line) => /^\d+: ([^@:]+)[@:]/.exec(line.trim())?.[1] ?? []);
 }
 
 /**
@@ -175,8 +174,7 @@ export async function listNetworkSlotIds(cfg: NodeNetConfig): Promise<string[]> 
     if (/^[a-z0-9]+$/.test(id)) ids.add(id);
   }
   const links = await run('ip', ['-o', 'link', 'show'], { allowFailure: true });
-  for (const line of links.stdout.split('\n')) {
-    const name = /^\d+: ([^@:]+)[@:]/.exec(line.trim())?.[1] ?? '';
+  for (const name of linkNames(links.stdout)) {
     const id = name.startsWith(cfg.vethPrefix) ? name.slice(cfg.vethPrefix.length) : '';
     if (/^[a-z0-9]+$/.test(id)) ids.add(id);
   }

@@ -27,17 +27,25 @@ export class SandboxStore {
   }
 
   async save(record: SandboxRecord): Promise<void> {
+    await this.write(record, true);
+  }
+
+  /** Writes the record to a temporary name and renames it over the old one; with `durable`, fsynced before the rename. */
+  private async write(record: SandboxRecord, durable: boolean): Promise<string> {
     const target = this.file(record.sandboxId);
     const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
     await writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
-    // fsync the data before the rename makes it visible, so a power loss cannot leave an empty record.
-    const fh = await open(tmp, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
+    if (durable) {
+      // fsync the data before the rename makes it visible, so a power loss cannot leave an empty record.
+      const fh = await open(tmp, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
     }
     await rename(tmp, target);
+    return target;
   }
 
   /**
@@ -49,11 +57,7 @@ export class SandboxStore {
    * the slot as an orphan, as it would after a crash in the middle of a Create.
    */
   async saveVisible(record: SandboxRecord): Promise<void> {
-    const target = this.file(record.sandboxId);
-    const tmp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
-    await writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
-    await rename(tmp, target);
-    this.unsynced.add(target);
+    this.unsynced.add(await this.write(record, false));
     this.flushSoon();
   }
 

@@ -75,12 +75,8 @@ export async function pullEnvdLogs(address: string, initToken: string, after: nu
     timeoutMs,
   );
   if (status !== 200) throw new EnvdLogsUnreadable('envd_refused', `envd ${ENVD_LOGS_PATH} answered ${status}`, { status });
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new EnvdLogsUnreadable('envd_reply_invalid', 'envd logs reply is not JSON');
-  }
+  const json = parseJson(text);
+  if (json === undefined) throw new EnvdLogsUnreadable('envd_reply_invalid', 'envd logs reply is not JSON');
   const parsed = EnvdLogsReply.safeParse(json);
   if (!parsed.success) throw new EnvdLogsUnreadable('envd_reply_invalid', `envd logs reply does not match the contract: ${parsed.error.issues[0]?.message ?? ''}`);
   const reply = parsed.data;
