@@ -2,13 +2,14 @@
 // COVE_SOAK_WORKERS closed-loop workers go, for COVE_SOAK_MINUTES; then, once the warm pools are full again, the
 // node's host objects (mounts, loop devices, veths, cgroups, nft elements and rules, slot and snapshot dirs) must be
 // exactly where they were before the load; the fds of the orchestrators, edge, collector and control plane where
-// they were after a warm-up (first caches and connection pools filled, code compiled), and their RSS no longer
-// growing (end against mid-run).
+// they were after a warm-up (first caches and connection pools filled, code compiled), their live heap no longer
+// growing (its floor in the second half against the first: heap-census.ts) and their RSS not growing grossly.
 // Figures go out as BENCH_RESULT lines (value = after, baseline = before); `soak leaks` counts what did not come
 // back, which makes `cove bench --soak` exit non-zero. Not named *.bench.ts: the plain `cove bench` does not run it.
 import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
 import { hostCensus, processCensus, type Count } from './host-census.js';
+import { HeapSampler } from './heap-census.js';
 import { percentile } from './stats.js';
 import { poolsSettled } from './warm-pools.js';
 
@@ -26,12 +27,18 @@ const MID_MS = (WARMUP_MS + MINUTES * 60_000) / 2;
 /** Host objects must return exactly; these bound how long they may take (slot teardown, pool refill, commits). */
 const SETTLE_MS = 120_000;
 /**
- * What a process may gain without being called a leak (fds over the warm-up, RSS over mid-run): keep-alive
- * sockets come and go with traffic, and V8 grows its heap in steps and returns it lazily. A leak of one fd or a
- * few tens of KiB per cycle passes these in a few hundred cycles, which a 30-minute soak runs many times over.
+ * What a process may gain without being called a leak. fds over the warm-up: keep-alive sockets come and go with
+ * traffic. The live heap (heap-census.ts) over mid-run: V8's compiled code still grows a little as the JIT
+ * optimises (~1–2 MiB over the first few hundred cycles). RSS over mid-run only catches a gross native leak: V8
+ * and malloc keep freed pages, so RSS climbs ~20 MiB after mid-run with the live heap flat (measured with heap
+ * snapshots, docs/performance.md "The soak"). A leak of 10 KiB per cycle passes the heap's slack in a few hundred
+ * cycles, which a 30-minute soak runs several times over.
  */
 const FD_SLACK = 16;
-const RSS_SLACK_MIB = (mid: number) => Math.max(16, mid * 0.1);
+const HEAP_SLACK_MIB = (mid: number) => Math.max(4, mid * 0.1);
+const RSS_SLACK_MIB = (mid: number) => Math.max(48, mid * 0.3);
+/** How often the components' used heap is read (its low points, after collections, are the live heap). */
+const HEAP_SAMPLE_MS = 5_000;
 
 function emit(name: string, value: number, unit: string, baseline?: number, baselineLabel?: string): void {
   process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name, value, unit, ...(baseline === undefined ? {} : { baseline, baselineLabel }) })}\n`);
@@ -90,8 +97,10 @@ const blind = hostBefore.filter((c) => / (mounts|loop devices|veths|cgroups|slot
 if (blind.length > 0) throw new Error(`the host census finds none of: ${blind.map((c) => c.key).join(', ')} (with the warm pools full)`);
 say(`soak: ${MINUTES} min, ${WORKERS} workers; host before: ${hostBefore.map((c) => `${c.key}=${c.value}`).join(', ')}`);
 
+const heap = new HeapSampler(d);
 const t0 = Date.now();
 const end = t0 + MINUTES * 60_000;
+heap.start(HEAP_SAMPLE_MS);
 let cycles = 0;
 let procStart: Count[] | undefined;
 let procMid: Count[] | undefined;
@@ -110,9 +119,17 @@ await Promise.all(
     }
   }),
 );
-const seconds = (Date.now() - t0) / 1000;
+const loadEnd = Date.now();
+heap.stop();
+const seconds = (loadEnd - t0) / 1000;
 procStart ??= processCensus(d.stateDir);
 procMid ??= processCensus(d.stateDir);
+// The live heap over the first half after warm-up against the second half: a floor of few samples is no floor.
+const heapFirst = heap.floors(t0 + WARMUP_MS, t0 + MID_MS);
+const heapSecond = heap.floors(t0 + MID_MS, loadEnd + 1);
+if (heap.count(t0 + WARMUP_MS, t0 + MID_MS) < 6 || heap.count(t0 + MID_MS, loadEnd + 1) < 6) {
+  throw new Error(`too few heap samples to judge (${heap.errors.slice(0, 3).join('; ') || 'run longer'})`);
+}
 
 // Settled: pools full (a heartbeat after the last kill), then the host objects back where they were (teardown and
 // the pools' refill finish in the background); whatever has not come back by the bound is what leaked.
@@ -129,6 +146,7 @@ const procAfter = processCensus(d.stateDir);
 const leaks = [
   ...grown(hostBefore, hostAfter, () => 0),
   ...grown(procStart.filter((c) => c.unit === 'count'), procAfter.filter((c) => c.unit === 'count'), () => FD_SLACK),
+  ...grown(heapFirst, heapSecond, (c) => HEAP_SLACK_MIB(c.value)),
   ...grown(procMid.filter((c) => c.unit === 'MiB'), procAfter.filter((c) => c.unit === 'MiB'), (c) => RSS_SLACK_MIB(c.value)),
 ];
 
@@ -144,6 +162,7 @@ for (const c of procAfter) {
   if (c.unit === 'MiB') emit(`soak ${c.key}`, c.value, c.unit, byKey(procMid).get(c.key)?.value, 'at mid-run');
   else emit(`soak ${c.key}`, c.value, c.unit, byKey(procStart).get(c.key)?.value, 'after warm-up');
 }
+for (const c of heapSecond) emit(`soak ${c.key}`, c.value, c.unit, byKey(heapFirst).get(c.key)?.value, 'first half');
 emit('soak leaks', leaks.length, 'count');
 
 for (const f of failures.slice(0, 20)) say(`soak: failed cycle: ${f}`);

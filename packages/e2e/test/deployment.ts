@@ -30,8 +30,8 @@ export interface Deployment {
   env: Record<'E2B_API_URL' | 'E2B_SANDBOX_URL' | 'E2B_API_KEY' | 'E2B_DOMAIN' | 'NODE_EXTRA_CA_CERTS', string>;
   /** The env file exactly as `cove up` wrote it. */
   envFile: string;
-  secrets: { adminToken: string; clusterToken: string; nodeCredentialKey: string };
-  ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; edgeTrafficTls: number; orchestratorRpc: number; orchestratorProxy: number };
+  secrets: { adminToken: string; clusterToken: string; nodeCredentialKey: string; collectorToken: string };
+  ports: { controlPlane: number; edgeApi: number; edgeTraffic: number; edgeTrafficTls: number; orchestratorRpc: number; orchestratorProxy: number; collector: number };
   /** The orchestrator nodes (`cove test` runs two). */
   nodes: Array<{ nodeId: string; rpcPort: number; proxyPort: number; dataDir: string }>;
   /** The deployment's cluster storage directory (file:// driver). */
