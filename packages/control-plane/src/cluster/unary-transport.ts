@@ -141,6 +141,7 @@ async function exchange(o: UnaryTransportOptions, path: string, headers: Record<
     });
     stream.on('data', (chunk: Buffer) => {
       o.sessions.notifyResponseByteRead(stream);
+      if (settled) return; // failed (bound, deadline): nothing more is kept
       size += chunk.length;
       if (size > o.readMaxBytes + FRAME_HEADER) {
         fail(new ConnectError(`message size is larger than configured readMaxBytes ${o.readMaxBytes}`, Code.ResourceExhausted));
