@@ -99,6 +99,25 @@ for (const engine of ['sqlite', 'postgres'] as const) {
       assert.equal(await sandboxes.countLive(team.id), 3);
     });
 
+    test('reserve counts only the team\'s live sandboxes and stores the row whole', async () => {
+      const team = await teams.create({ name: 'limit-edges', clusterId, maxConcurrentSandboxes: 2, maxTimeoutHours: 1 });
+      const other = await teams.create({ name: 'limit-other', clusterId, maxConcurrentSandboxes: 2, maxTimeoutHours: 1 });
+      for (let i = 0; i < 2; i++) await sandboxes.reserve(sandbox(other.id, clusterId), 2);
+      const first = sandbox(team.id, clusterId, { metadata: { k: 'v' }, network: { allowOut: ['1.2.3.4/32'] }, trafficAccessToken: 'tok', autoPause: true });
+      await sandboxes.reserve(first, 2);
+      assert.deepEqual(await sandboxes.get(first.id), { ...first, state: 'creating' }, 'every field as given');
+      const second = sandbox(team.id, clusterId);
+      await sandboxes.reserve(second, 2);
+      await assert.rejects(sandboxes.reserve(sandbox(team.id, clusterId), 2), SandboxLimitReached);
+      await assert.rejects(sandboxes.reserve(sandbox(team.id, clusterId), 0), SandboxLimitReached);
+      // An ended sandbox frees its place; the refused ones left no row.
+      await sandboxes.markKilled(second.id, 'killed', Date.now());
+      assert.equal(await sandboxes.countLive(team.id), 1);
+      await sandboxes.reserve(sandbox(team.id, clusterId), 2);
+      assert.equal(await sandboxes.countLive(team.id), 2);
+      assert.equal(await sandboxes.countLive(other.id), 2);
+    });
+
     test('running sandboxes: list filters, orders and pages; end times; kill', async () => {
       const team = await teams.create({ name: 'list', clusterId, maxConcurrentSandboxes: 50, maxTimeoutHours: 1 });
       const base = Date.now() - 100_000;

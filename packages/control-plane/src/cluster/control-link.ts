@@ -34,6 +34,7 @@ import type { Cluster } from '../store/cluster-store.js';
 import type { NodeView } from './placement.js';
 import type { EgressRules, NodeNetwork } from '../sandboxes/network.js';
 import { isNoLinkOpen, isOutboundEndpoint, type OutboundLinks } from './outbound-link.js';
+import { createUnaryTransport } from './unary-transport.js';
 
 /** What carries the control link's HTTP/2 requests: a dialled session, or an outbound-only cluster's links. */
 type LinkSessions = Pick<Http2SessionManager, 'authority' | 'request' | 'notifyResponseByteRead'> & { abort?: () => void };
@@ -137,7 +138,15 @@ export class ControlLink {
       // One HTTP/2 session (h2c or h2 over TLS) carries both the gRPC calls and the REST discovery.
       this.sessions = new Http2SessionManager(cluster.endpoint, { idleConnectionTimeoutMs: 60_000 }, secure ? tlsSessionOptions(tls) : undefined);
     }
-    const transport = createGrpcTransport({ baseUrl, sessionManager: this.sessions, interceptors: [this.authorize], readMaxBytes: READ_MAX_BYTES });
+    const fallback = createGrpcTransport({ baseUrl, sessionManager: this.sessions, interceptors: [this.authorize], readMaxBytes: READ_MAX_BYTES });
+    const transport = createUnaryTransport({
+      sessions: this.sessions,
+      readMaxBytes: READ_MAX_BYTES,
+      authorize: async () => ({ authorization: `Bearer ${await this.bearer()}` }),
+      // The cluster refused the token (e.g. its provider rotated keys): the next call asks for a new one.
+      refused: (h) => this.tokens?.invalidate(h.authorization!.slice('Bearer '.length)),
+      fallback,
+    });
     this.sandboxes = createClient(SandboxService, transport);
     this.templates = createClient(TemplateService, transport);
   }
@@ -153,6 +162,7 @@ export class ControlLink {
     }
   }
 
+  /** The credential on connect's own transport (the unary transport's fallback; unary-transport.ts does the same). */
   private readonly authorize: Interceptor = (next) => async (req) => {
     let token: string;
     try {

@@ -173,6 +173,7 @@ export class SandboxStore {
   // A create's statements, prepared (prepared.ts).
   private readonly liveCount;
   private readonly insertRow;
+  private readonly insertUnderLimit;
   private readonly setRunning;
   private readonly countSpawn;
 
@@ -190,6 +191,27 @@ export class SandboxStore {
     this.insertRow = new PreparedQuery(db, COLUMN_NAMES.length, (db, ...values: unknown[]) =>
       db.insertInto('sandboxes').values(Object.fromEntries(COLUMN_NAMES.map((c, i) => [c, values[i]])) as unknown as SandboxTable),
     );
+    // SQLite's reservation: the row is inserted only while the team's live count is under the limit (the last
+    // argument), in one statement. Its one writer runs a statement whole, so nothing can come between the count
+    // and the insert. The count is the insert's one source row (and so runs once).
+    this.insertUnderLimit = new PreparedQuery(db, COLUMN_NAMES.length + 1, (db, ...values: unknown[]) =>
+      db
+        .insertInto('sandboxes')
+        .columns(COLUMN_NAMES)
+        .expression((eb) =>
+          eb
+            .selectFrom((eb) =>
+              eb
+                .selectFrom('sandboxes')
+                .select((eb) => eb.fn.countAll<number>().as('n'))
+                .where('team_id', '=', values[COLUMN_NAMES.indexOf('team_id')] as string)
+                .where('state', 'in', [...LIVE])
+                .as('live'),
+            )
+            .select(COLUMN_NAMES.map((c, i) => eb.val(values[i]).as(c)))
+            .where('live.n', '<', values[COLUMN_NAMES.length] as number),
+        ),
+    );
     this.setRunning = new PreparedQuery(db, 3, (db, id: string, nodeId: string, envdVersion: string) =>
       db.updateTable('sandboxes').set({ state: 'running', node_id: nodeId, envd_version: envdVersion }).where('id', '=', id),
     );
@@ -204,11 +226,17 @@ export class SandboxStore {
 
   /**
    * Inserts a `creating` row if the team is under its concurrency limit. The count and the insert happen in one
-   * transaction holding the team row (PostgreSQL `FOR UPDATE`; SQLite has a single writer), so parallel creates
-   * cannot overshoot the limit.
+   * transaction holding the team row (PostgreSQL `FOR UPDATE`), on SQLite in one statement (its single writer
+   * runs it whole), so parallel creates cannot overshoot the limit.
    */
   async reserve(s: SandboxRecord, limit: number): Promise<void> {
     const row = toRow({ ...s, state: 'creating' });
+    if (this.kind === 'sqlite') {
+      // One statement instead of a transaction of three (begin, count, insert, commit): see insertUnderLimit.
+      const r = await this.insertUnderLimit.execute(this.db, ...COLUMN_NAMES.map((c) => row[c]), limit);
+      if (r.numAffectedRows !== 1n) throw new SandboxLimitReached(limit);
+      return;
+    }
     await this.db.transaction().execute(async (trx) => {
       await lockTeam(trx, this.kind, s.teamId);
       if ((await this.countLiveIn(trx, s.teamId)) >= limit) throw new SandboxLimitReached(limit);
