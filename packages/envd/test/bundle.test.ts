@@ -9,7 +9,7 @@ const BUNDLE = fileURLToPath(new URL('../bundle', import.meta.url));
 const built = await stat(`${BUNDLE}/envd.mjs`).then(() => true, () => false);
 
 // The orchestrator runs the bundle from a read-only mount with these flags (docs/decisions.md, envd).
-export const RECOMMENDED_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=128', '--v8-pool-size=1'];
+export const RECOMMENDED_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=128', '--v8-pool-size=1', '--optimize-for-size'];
 
 describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: built ? false : 'run `npm run bundle -w @cove/envd` first' }, () => {
   let envd: RunningEnvd;
