@@ -23,6 +23,8 @@ const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.lengt
 type Fig = Record<'dump' | 'restore' | 'firstCommand' | 'touchAll' | 'memoryIn', number[]>;
 const empty = (): Fig => ({ dump: [], restore: [], firstCommand: [], touchAll: [], memoryIn: [] });
 const fig = { lazy: empty(), whole: empty() };
+/** The restore's own steps (LinuxSandboxRuntime.restore's `steps`), by mode; absent on a build without them. */
+const steps = { lazy: {} as Record<string, number[]>, whole: {} as Record<string, number[]> };
 const slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 1024 } });
 // setsid: out of crun exec's session, which CRIU would refuse.
 const holder = `const b=Buffer.alloc(${mb}<<20);for(let i=0;i<b.length;i+=4096)b[i]=(i>>12)&255;` +
@@ -62,6 +64,7 @@ try {
     if (i >= 2) {
       const f = fig[mode];
       f.dump.push(cp.ms), f.restore.push(rs.ms), f.firstCommand.push(first), f.touchAll.push(touch), f.memoryIn.push(memoryIn);
+      for (const [k, v] of Object.entries((rs as { steps?: Record<string, number> }).steps ?? {})) (steps[mode][k] ??= []).push(v);
     }
   }
 } finally {
@@ -72,4 +75,10 @@ try {
 const r = (x: number) => Math.round(x * 10) / 10;
 const rows = (Object.keys(fig.lazy) as Array<keyof Fig>).map((k) => ({ figure: `${k} p50 ms`, whole: r(p50(fig.whole[k])), lazy: r(p50(fig.lazy[k])) }));
 console.table(rows);
-console.log(JSON.stringify({ rounds: rounds - 1, mb, p50: Object.fromEntries(rows.map((x) => [x.figure, { whole: x.whole, lazy: x.lazy }])), raw: fig }));
+const stepRows = [...new Set([...Object.keys(steps.whole), ...Object.keys(steps.lazy)])].map((k) => ({
+  step: `${k} p50 ms`,
+  whole: r(p50(steps.whole[k] ?? [])),
+  lazy: r(p50(steps.lazy[k] ?? [])),
+}));
+if (stepRows.length) console.table(stepRows);
+console.log(JSON.stringify({ rounds: rounds - 1, mb, p50: Object.fromEntries(rows.map((x) => [x.figure, { whole: x.whole, lazy: x.lazy }])), steps: Object.fromEntries(stepRows.map((x) => [x.step, { whole: x.whole, lazy: x.lazy }])), raw: fig }));

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
-import { healthy, leftovers, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { healthy, leftovers, makeRuntime, sh, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 import { checkpointPrereqs, hogScript, readCounter } from './checkpoint-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covtk2', vethPrefix: 'tk2-', subnet: '10.229.0.0/16' };
@@ -19,17 +19,44 @@ const { skip } = await checkpointPrereqs();
 
 const HOG = hogScript(50);
 
+/**
+ * The slot's network as the host sees it: the sandbox end (addresses, routes, links up, IPv6 off, read by a process
+ * inside its netns) and the host end (the gateway /32 peered with the sandbox's address, up, IPv6 off).
+ */
+async function netFacts(slotId: string): Promise<Record<string, string>> {
+  const ns = `${OPTS.instance}-${slotId}`;
+  const veth = `${OPTS.vethPrefix}${slotId}`;
+  const out = async (cmd: string, args: string[]) => {
+    const r = await sh(cmd, args);
+    assert.equal(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const inside = (file: string) => out('nsenter', [`--net=/run/netns/${ns}`, 'cat', file]);
+  return {
+    sandboxV4: (await out('ip', ['-n', ns, '-o', '-4', 'addr', 'show'])).split('\n').map((l) => l.split(/\s+/).slice(1, 4).join(' ')).join('; '),
+    sandboxV6: await out('ip', ['-n', ns, '-o', '-6', 'addr', 'show']),
+    sandboxRoutes: (await out('ip', ['-n', ns, '-4', 'route', 'show'])).replace(/\s+/g, ' '),
+    sandboxLinksUp: (await out('ip', ['-n', ns, '-o', 'link', 'show', 'up'])).split('\n').map((l) => l.split(/[:@]\s*/)[1]).join(' '),
+    sandboxIpv6Off: `${await inside('/proc/sys/net/ipv6/conf/all/disable_ipv6')} ${await inside('/proc/sys/net/ipv6/conf/default/disable_ipv6')}`,
+    hostEnd: (await out('ip', ['-o', '-4', 'addr', 'show', 'dev', veth])).split(/\s+/).slice(1, 6).join(' '),
+    hostEndUp: String((await out('ip', ['-o', 'link', 'show', 'dev', veth])).includes(',UP')),
+    hostEndIpv6Off: await out('cat', [`/proc/sys/net/ipv6/conf/${veth}/disable_ipv6`]),
+  };
+}
+
 
 describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => {
   const rt = makeRuntime(OPTS);
   let slot: SlotInfo;
   let round = 0;
+  let booted: Record<string, string>;
   const imageDir = () => join(CHECKPOINTS, `${slot.slotId}-${++round}`);
 
   before(async () => {
     await rt.prepare();
     await mkdir(CHECKPOINTS, { recursive: true });
     slot = await rt.boot({ templateId: 'base', diskMb: 512, limits: { vcpu: 1, memoryMb: 512 } });
+    booted = await netFacts(slot.slotId);
   });
 
   after(async () => {
@@ -93,6 +120,23 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
     assert.equal(ps.code, 0, ps.stderr);
     assert.match(ps.stdout, /python3 \/tmp\/hog\.py/);
     console.log(`slot with ~50 MB in use: checkpoint ${cp.ms} ms (image ${(cp.imageBytes / 1048576).toFixed(1)} MiB), restore ${rs.ms} ms`);
+  });
+
+  it('plumbs a restored slot\'s network as a booted one\'s (the restore action script\'s own plumbing)', async () => {
+    const gateway = OPTS.subnet.replace(/\.0\/\d+$/, '.1');
+    const expected = {
+      sandboxV4: `lo inet 127.0.0.1/8; eth0 inet ${slot.address}/32`,
+      sandboxV6: '',
+      sandboxRoutes: `default via ${gateway} dev eth0 ${gateway} dev eth0 scope link`,
+      sandboxLinksUp: 'lo eth0',
+      sandboxIpv6Off: '1 1',
+      // ip shows a peered /32 local address without its prefix.
+      hostEnd: `${OPTS.vethPrefix}${slot.slotId} inet ${gateway} peer ${slot.address}/32`,
+      hostEndUp: 'true',
+      hostEndIpv6Off: '1',
+    };
+    assert.deepEqual(booted, expected, 'as booted');
+    assert.deepEqual(await netFacts(slot.slotId), expected, 'as restored (twice, in the tests above)');
   });
 
   it('destroys a restored slot without leftovers', async () => {

@@ -64,7 +64,7 @@ type Spec = Record<string, any>;
 const ACTION_SCRIPT = `#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
 # criu runs in a mount namespace of its own (see criuCommand): the netns is named in the host's.
-[ -z "$COVE_HOST_MNTNS" ] || exec nsenter --mount="$COVE_HOST_MNTNS" env COVE_HOST_MNTNS= sh "$0"
+if [ -n "$COVE_HOST_MNTNS" ]; then M=$COVE_HOST_MNTNS; export COVE_HOST_MNTNS=; exec nsenter --mount="$M" sh "$0"; fi
 NS=/proc/$CRTOOLS_INIT_PID/ns/net
 ${PLUMB_SCRIPT}`;
 
@@ -338,6 +338,8 @@ export interface RestoreResult {
   ms: number;
   /** The daemon still serving the tree's memory, when restored lazily; its end must be watched. */
   lazy?: LazyPages;
+  /** Milliseconds of the restore's own steps (for the caller's log). */
+  steps: Record<string, number>;
 }
 
 /** Device nodes a dump may name as the source of crun's masks (binds of /dev/null) and device binds. */
@@ -397,11 +399,28 @@ export async function restoreSlot(o: {
   const externals = externalArgs(manifest?.externals, o.sources);
   const work = o.workDir ?? o.imagesDir;
   const script = join(work, 'cove-setup-net.sh');
-  await writeFile(script, ACTION_SCRIPT, { mode: 0o700 });
   const pidfile = join(work, 'restored.pid');
-  await rm(pidfile, { force: true });
-  // A leftover netns/veth of the slot would make the action script's `ip link add` fail.
-  await removeNet(o.net);
+  // The lazy-pages daemon (a second criu) starts while the restore's files and network are prepared: the restore
+  // only needs it listening once criu connects. Any failure below ends it.
+  const daemon = o.lazy ? startLazyPages({ criu: o.criu, imagesDir: o.imagesDir, workDir: work, cgroupProcs: o.lazy.cgroupProcs }) : undefined;
+  daemon?.catch(() => undefined);
+  const steps: Record<string, number> = {};
+  let lazy: LazyPages | undefined;
+  try {
+    await Promise.all([
+      writeFile(script, ACTION_SCRIPT, { mode: 0o700 }),
+      rm(pidfile, { force: true }),
+      // A leftover netns/veth of the slot would make the action script's `ip link add` fail.
+      removeNet(o.net),
+    ]);
+    const prepared = Date.now();
+    steps['criuPrepare'] = prepared - started;
+    lazy = await daemon;
+    if (daemon) steps['lazyDaemonWait'] = Date.now() - prepared;
+  } catch (err) {
+    void daemon?.then((d) => d.kill(), () => undefined);
+    throw err;
+  }
   const args = [
     'restore', '-D', o.imagesDir, '--root', o.rootfs,
     '--manage-cgroups', '--tcp-established', '--empty-ns', 'net',
@@ -413,20 +432,18 @@ export async function restoreSlot(o: {
     '--action-script', script,
     '--restore-detached', '--pidfile', pidfile,
     ...externals,
+    // The daemon listens in the work dir (-W), a directory of the node's, never one the tree sees.
+    ...(lazy ? ['--lazy-pages', '-W', work] : []),
   ];
   const log = join(work, `restore-${Date.now()}.log`);
-  let lazy: LazyPages | undefined;
-  if (o.lazy) {
-    lazy = await startLazyPages({ criu: o.criu, imagesDir: o.imagesDir, workDir: work, cgroupProcs: o.lazy.cgroupProcs });
-    // The daemon listens in the work dir (-W), a directory of the node's, never one the tree sees.
-    args.push('--lazy-pages', '-W', work);
-  }
+  const criuStarted = Date.now();
   const code = await runCriu(o.criu, args, log, netEnv(o.net)).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
+  steps['criuRestore'] = Date.now() - criuStarted;
   if (code !== 0) {
     lazy?.kill();
     await removeNet(o.net);
     throw new CheckpointFailed(`criu restore exited ${code}`, await logTail(log));
   }
   const initPid = Number((await readFile(pidfile, 'utf8')).trim());
-  return { initPid, ms: Date.now() - started, ...(lazy ? { lazy } : {}) };
+  return { initPid, ms: Date.now() - started, steps, ...(lazy ? { lazy } : {}) };
 }

@@ -129,8 +129,14 @@ export async function applySandboxBudgets(initPid: number, envdPid: number): Pro
     `echo ${SANDBOX_INOTIFY_INSTANCES} > /proc/sys/user/max_inotify_instances`,
     `echo ${SANDBOX_INOTIFY_WATCHES} > /proc/sys/user/max_inotify_watches`,
   ].join(' && ');
-  await run('nsenter', [`--user=/proc/${initPid}/ns/user`, 'sh', '-c', script]);
-  for (const pid of [initPid, envdPid]) {
-    await run('prlimit', [`--pid=${pid}`, `--sigpending=${SANDBOX_SIGPENDING}:${SANDBOX_SIGPENDING}`, `--msgqueue=${SANDBOX_MSGQUEUE_BYTES}:${SANDBOX_MSGQUEUE_BYTES}`]);
-  }
+  // Three independent writes: run together (a restore or boot waits for the slowest, not the sum), all settled
+  // before a failure is thrown.
+  const settled = await Promise.allSettled([
+    run('nsenter', [`--user=/proc/${initPid}/ns/user`, 'sh', '-c', script]),
+    ...[initPid, envdPid].map((pid) =>
+      run('prlimit', [`--pid=${pid}`, `--sigpending=${SANDBOX_SIGPENDING}:${SANDBOX_SIGPENDING}`, `--msgqueue=${SANDBOX_MSGQUEUE_BYTES}:${SANDBOX_MSGQUEUE_BYTES}`]),
+    ),
+  ]);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

@@ -641,21 +641,33 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!(await killSlotProcesses(cgroups, slotId))) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
   }
 
-  async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy: boolean }> {
+  async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy: boolean; steps: Record<string, number> }> {
     const started = Date.now();
+    // Where a resume's time goes, logged with the result (docs/performance.md "Same-node resume, step by step").
+    const steps: Record<string, number> = {};
+    let mark = started;
+    const step = (name: string): void => {
+      const now = Date.now();
+      steps[name] = now - mark;
+      mark = now;
+    };
     const { cgroups } = await this.ensureContext();
     const rec = await this.mustRead(slotId);
     if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
     const criu = await findCriu();
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
     const dir = this.slots.dirOf(slotId);
-    const sources = await this.restoreSources(JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>);
+    // Independent reads, together: the spec's binds, the lent binaries' copies, the lazy probe (cached) and the cgroups.
+    const [sources, lazy] = await Promise.all([
+      readFile(join(dir, 'bundle', 'config.json'), 'utf8').then((text) => this.restoreSources(JSON.parse(text) as Record<string, unknown>)),
+      lazyRestoreSupported(criu).then(async (yes) => (yes ? { cgroupProcs: await cgroups.procsFiles(slotId) } : undefined)),
+    ]);
     const opts = { criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir };
+    step('prepare');
     let restored: RestoreResult;
     try {
       // Lazily when the kernel and criu can (the images are this node's own dump); any failure of that falls
       // back to the whole restore, so a resume is never lost to it.
-      const lazy = (await lazyRestoreSupported(criu)) ? { cgroupProcs: await cgroups.procsFiles(slotId) } : undefined;
       try {
         restored = await restoreSlot({ ...opts, ...(lazy ? { lazy } : {}) });
       } catch (err) {
@@ -667,19 +679,25 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     } catch (err) {
       throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
-    const { initPid, lazy } = restored;
-    if (lazy) this.watchLazyPages(slotId, initPid, lazy);
+    step('criu');
+    const { initPid } = restored;
+    if (restored.lazy) this.watchLazyPages(slotId, initPid, restored.lazy);
     try {
       rec.pid = await envdOf(initPid, slotId);
-      // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
-      await applySandboxBudgets(initPid, rec.pid).catch((err: unknown) => this.log.error({ err, slotId }, 'restored slot without its own kernel budgets'));
       rec.pidStartTime = await processStartTime(rec.pid);
       rec.checkpointDir = null;
-      await this.slots.write(rec);
-      // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
-      // `crun exec`/`kill` (exec(), destroy()) working.
-      await this.crun.repoint(slotId, initPid);
-      await waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+      // The rest is independent and runs together; every part is settled before the resume answers or fails.
+      const settled = await Promise.allSettled([
+        // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
+        applySandboxBudgets(initPid, rec.pid).catch((err: unknown) => this.log.error({ err, slotId }, 'restored slot without its own kernel budgets')),
+        this.slots.write(rec),
+        // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
+        // `crun exec`/`kill` (exec(), destroy()) working.
+        this.crun.repoint(slotId, initPid),
+        waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000).then(() => step('health')),
+      ]);
+      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     } catch (err) {
       // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
       // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.
@@ -689,9 +707,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       await this.slots.write(rec).catch(() => undefined);
       throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
     }
+    step('settle');
     const ms = Date.now() - started;
-    this.log.info({ slotId, ms, pid: rec.pid, lazy: !!lazy }, 'slot restored');
-    return { ms, pid: rec.pid, lazy: !!lazy };
+    const all = { ...steps, ...restored.steps };
+    this.log.info({ slotId, ms, steps: all, pid: rec.pid, lazy: !!restored.lazy }, 'slot restored');
+    return { ms, pid: rec.pid, lazy: !!restored.lazy, steps: all };
   }
 
   /**

@@ -130,7 +130,7 @@ export interface SandboxRuntime {
    * CheckpointError when the restore fails (the slot stays not alive; destroy() cleans it).
    * `lazy`: the tree was restored lazily and its memory still comes in behind it (linux-runtime.ts).
    */
-  restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy?: boolean }>;
+  restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy?: boolean; steps?: Record<string, number> }>;
   /**
    * A new slot (new slot id, any free address) from a checkpoint made on this or another node: the stack in
    * `layers`, the writable layer unpacked from `upperTar`, the processes restored from `imageDir` into this

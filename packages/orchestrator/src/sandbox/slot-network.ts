@@ -72,24 +72,32 @@ if [ -e "/proc/sys/net/ipv6/conf/$COVE_HOST_VETH/disable_ipv6" ]; then echo 1 > 
  * Plumbs a slot's netns, given as a path (`/proc/<pid>/ns/net`): veth routed by the host, address, default route,
  * lo up, no IPv6; then binds it at /run/netns/<name> so nsenter, `ip -n` and cleanup reach it by name. One shell,
  * so boot pays one spawn. Used between `crun create` and `crun start`, and by CRIU's restore action script
- * (checkpoint/criu.ts). The veth is new each time, so no neighbour entry of an earlier holder of the address
- * (another MAC) can linger on it.
+ * (checkpoint/criu.ts), where it runs inside criu's restore before the tree does: every program it starts is paid
+ * on every resume, so the host end is one `ip -batch` and the sandbox end another, run by one shell inside the
+ * netns (it writes the netns's IPv6 sysctls itself: /proc/sys/net is the writer's netns). The veth is new each
+ * time, so no neighbour entry of an earlier holder of the address (another MAC) can linger on it.
  */
 export const PLUMB_SCRIPT = `
 set -e
-ip link add "$COVE_HOST_VETH" type veth peer name eth0 netns "$NS"
-${ROUTE_HOST_END}
-ip link set dev "$COVE_HOST_VETH" up
+ip -batch - <<EOF
+link add $COVE_HOST_VETH type veth peer name eth0 netns $NS
+addr add $COVE_GATEWAY/32 peer \${COVE_ADDRESS%/*}/32 dev $COVE_HOST_VETH
+link set dev $COVE_HOST_VETH up
+EOF
+if [ -e "/proc/sys/net/ipv6/conf/$COVE_HOST_VETH/disable_ipv6" ]; then echo 1 > "/proc/sys/net/ipv6/conf/$COVE_HOST_VETH/disable_ipv6"; fi
 # The sandbox's address as a /32 and only the gateway on-link: every other destination goes through the
 # gateway, so the sandbox holds one neighbour entry. With the node's /16 on-link, any process inside made one
 # entry per address it sent a packet to, in the neighbour table the whole host shares (gc_thresh3,
 # kernel-budgets.ts): a tenant could fill it and cut every other sandbox off.
-nsenter --net="$NS" sh -ec 'sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-ip addr add "\${COVE_ADDRESS%/*}/32" dev eth0; ip link set dev lo up; ip link set dev eth0 up
-ip route add "$COVE_GATEWAY" dev eth0 scope link
-ip route add default via "$COVE_GATEWAY"'
-mkdir -p /run/netns
-touch "/run/netns/$COVE_NETNS"
+nsenter --net="$NS" sh -ec 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6; exec ip -batch -' <<EOF
+addr add \${COVE_ADDRESS%/*}/32 dev eth0
+link set dev lo up
+link set dev eth0 up
+route add $COVE_GATEWAY dev eth0 scope link
+route add default via $COVE_GATEWAY
+EOF
+[ -d /run/netns ] || mkdir -p /run/netns
+: > "/run/netns/$COVE_NETNS"
 mount --bind "$NS" "/run/netns/$COVE_NETNS"
 `;
 
