@@ -4,7 +4,7 @@
 // Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
@@ -137,6 +137,16 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
     };
     assert.deepEqual(booted, expected, 'as booted');
     assert.deepEqual(await netFacts(slot.slotId), expected, 'as restored (twice, in the tests above)');
+  });
+
+  it('keeps the last restore\'s logs and the ones before, however many restores (a node disk is not a log archive)', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    await rt.restore(slot.slotId, dir);
+    assert.ok(await healthy(slot.address), 'envd answers after the third restore');
+    const logs = (await readdir(join(DATA_DIR, 'slots', slot.slotId))).filter((f) => /^(restore|lazy-pages)\b.*\.log$/.test(f)).sort();
+    assert.ok(logs.includes('restore.log'), `this restore's log is there (${logs.join(', ')})`);
+    assert.deepEqual(logs.filter((f) => !['restore.log', 'restore.prev.log', 'lazy-pages.log', 'lazy-pages.prev.log'].includes(f)), [], 'no older logs kept');
   });
 
   it('destroys a restored slot without leftovers', async () => {

@@ -221,6 +221,19 @@ async function runCriu(criu: string, args: string[], logFile: string, env?: Reco
   });
 }
 
+/**
+ * The path for this run's `<name>.log` in `dir` (a node's directory, never one the tree sees), the previous run's
+ * kept beside it as `<name>.prev.log` and anything older gone: a sandbox resumed a thousand times must not fill
+ * the node's disk with a ~160 KB log per resume.
+ */
+export async function freshLog(dir: string, name: string): Promise<string> {
+  const log = join(dir, `${name}.log`);
+  await rename(log, join(dir, `${name}.prev.log`)).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+  });
+  return log;
+}
+
 async function logTail(file: string): Promise<string> {
   const text = await readFile(file, 'utf8').catch(() => '');
   return text
@@ -435,7 +448,7 @@ export async function restoreSlot(o: {
     // The daemon listens in the work dir (-W), a directory of the node's, never one the tree sees.
     ...(lazy ? ['--lazy-pages', '-W', work] : []),
   ];
-  const log = join(work, `restore-${Date.now()}.log`);
+  const log = await freshLog(work, 'restore');
   const criuStarted = Date.now();
   const code = await runCriu(o.criu, args, log, netEnv(o.net)).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
   steps['criuRestore'] = Date.now() - criuStarted;

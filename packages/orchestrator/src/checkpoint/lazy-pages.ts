@@ -11,8 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
-import { join } from 'node:path';
-import { criuCommand, DEFAULT_CRIU } from './criu.js';
+import { criuCommand, DEFAULT_CRIU, freshLog } from './criu.js';
 import { run } from '../sandbox/run-command.js';
 
 /** How long a lazy-pages daemon may take to serve every page before it (and so the tree) is killed. */
@@ -69,7 +68,7 @@ export async function startLazyPages(o: {
   cgroupProcs: string[];
   deadlineMs?: number;
 }): Promise<LazyPages> {
-  const log = join(o.workDir, `lazy-pages-${Date.now()}.log`);
+  const log = await freshLog(o.workDir, 'lazy-pages');
   const cmd = await criuCommand(o.criu, ['lazy-pages', '-D', o.imagesDir, '-W', o.workDir, '--status-fd', '3', '-o', log, '-v2']);
   // The shell joins the slot's cgroups first, so criu and everything it allocates is charged to the slot.
   const join1 = 'for f in $COVE_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"';
