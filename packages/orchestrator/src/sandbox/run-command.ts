@@ -1,8 +1,11 @@
 // Runs host tools (crun, ip, nft, mount, losetup, mmdebstrap) without a shell, so slot ids and paths
-// are never interpreted. Everything the runtime does to the host goes through here.
+// are never interpreted. Everything the runtime does to the host goes through here. Tools are started by the
+// spawn broker (a small helper process) so that no fork stops the orchestrator's event loop; a tool whose
+// output is followed line by line (a long build) is started here, where its lines can be passed on.
 
 import { spawn } from 'node:child_process';
 import { CommandFailed } from './runtime-errors.js';
+import { SpawnBroker } from './spawn-broker.js';
 
 export interface RunOptions {
   /** Written to the child's stdin, then closed. */
@@ -30,7 +33,25 @@ export interface RunResult {
 
 const DEFAULT_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
 
-export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+let broker: SpawnBroker | undefined;
+
+export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  if (opts.onLine) return runHere(cmd, args, opts);
+  broker ??= new SpawnBroker();
+  const result = await broker.run({
+    cmd,
+    args: [...args],
+    env: opts.env ?? DEFAULT_ENV,
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    ...(opts.nullStdio ? { nullStdio: true } : { input: opts.input ?? '' }),
+  });
+  if (result.code !== 0 && !opts.allowFailure) {
+    throw new CommandFailed(`${cmd} ${args.join(' ')}`, result.code, opts.nullStdio ? '' : result.stderr || result.stdout);
+  }
+  return result;
+}
+
+function runHere(cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     if (opts.nullStdio) {
       const child = spawn(cmd, args, { stdio: 'ignore', env: opts.env ?? DEFAULT_ENV });

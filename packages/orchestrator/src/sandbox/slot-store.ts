@@ -2,6 +2,7 @@
 // resource is made, so a crashed orchestrator's successor can find and clean up everything the slot had.
 
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SlotInfo, SlotLimits } from './runtime.js';
@@ -76,10 +77,14 @@ export class SlotStore {
   }
 }
 
-/** Start time of a process (field 22 of /proc/<pid>/stat), or null when it does not exist. */
+/**
+ * Start time of a process (field 22 of /proc/<pid>/stat), or null when it does not exist. Read synchronously: the
+ * kernel writes the file on read (no disk behind it, a few microseconds), where an fs/promises read is four
+ * thread-pool round trips; a boot asks at every health poll.
+ */
 export async function processStartTime(pid: number): Promise<string | null> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // comm (field 2) may contain spaces and parentheses: split after the last ')'.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return rest[19] ?? null;
