@@ -207,6 +207,9 @@ export class BuildManager {
       if (this.o.buildInUse?.(id)) throw new BuildRefused('in_use', `a sandbox on this node runs build ${id}`);
     }
     for (const id of buildIds) {
+      // A build that just finished may still be flushing its log to storage; deleting before that ends would
+      // leave the log written back after the delete (a build neither listed nor gone).
+      await this.builds.get(id)?.done.catch(() => undefined);
       const m = await readManifest(this.o.store, id).catch(() => null);
       if (m && m.templateId !== templateId) continue;
       await this.o.store.delete(manifestKey(id));

@@ -182,7 +182,7 @@ export class LayerCache {
         } finally {
           await rm(spool, { force: true });
         }
-      })().finally(() => this.inflight.delete(digest));
+      })().finally(() => this.settled(digest));
       this.inflight.set(digest, p);
     }
     return p;
@@ -207,7 +207,7 @@ export class LayerCache {
         if (actual !== digest) throw new LayerCorrupt(digest, `content hashes to ${actual}`);
         return this.extract(digest, tarFile);
       })
-      .finally(() => this.inflight.delete(digest));
+      .finally(() => this.settled(digest));
     this.inflight.set(digest, p);
     return p;
   }
@@ -250,12 +250,20 @@ export class LayerCache {
       }
       this.entries.set(digest, { digest, dir: final, size, lastUsed: Date.now() + ++this.clock / 1e6 });
       this.opts.log.debug({ digest, size, ms: Date.now() - started }, 'layer extracted');
-      this.scheduleEviction();
       return final;
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /**
+   * A fetch or adoption ended: the layer may be evicted from now on, so the eviction runs after it is no longer in
+   * flight (one run from inside the extraction would skip it as in flight and leave the cache over its bound).
+   */
+  private settled(digest: string): void {
+    this.inflight.delete(digest);
+    this.scheduleEviction();
   }
 
   private scheduleEviction(): void {
