@@ -382,7 +382,11 @@ describe('network policy (allowOut/denyOut, updateNetwork) through the unchanged
     made.push(sbx);
     const keeper = await sbx.commands.run('sleep 600', { background: true });
     // One kept-alive TLS connection to example.test, asking again every 100 ms and reporting when it breaks.
-    const held = `import socket, ssl, sys, time
+    // The report is replaced whole (rename), never truncated and rewritten: a read between the two would see ''.
+    const held = `import os, socket, ssl, sys, time
+def report(s):
+    open(sys.argv[1] + ".tmp", "w").write(s)
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 t = ssl._create_unverified_context().wrap_socket(socket.create_connection(("example.test", 443), timeout=5), server_hostname="example.test")
 n = 0
 while True:
@@ -392,9 +396,9 @@ while True:
         if not d:
             raise EOFError()
         n += 1
-        open(sys.argv[1], "w").write("open " + str(n))
+        report("open " + str(n))
     except Exception as e:
-        open(sys.argv[1], "w").write("cut " + type(e).__name__)
+        report("cut " + type(e).__name__)
         break
     time.sleep(0.1)
 `;
