@@ -12,6 +12,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { run } from './run-command.js';
+import { settleAll } from './settle-all.js';
 
 /** Per sandbox user namespace, per uid inside (user.max_inotify_*; the kernel default per user is 128). */
 export const SANDBOX_INOTIFY_INSTANCES = 512;
@@ -131,12 +132,10 @@ export async function applySandboxBudgets(initPid: number, envdPid: number): Pro
   ].join(' && ');
   // Three independent writes: run together (a restore or boot waits for the slowest, not the sum), all settled
   // before a failure is thrown.
-  const settled = await Promise.allSettled([
+  await settleAll([
     run('nsenter', [`--user=/proc/${initPid}/ns/user`, 'sh', '-c', script]),
     ...[initPid, envdPid].map((pid) =>
       run('prlimit', [`--pid=${pid}`, `--sigpending=${SANDBOX_SIGPENDING}:${SANDBOX_SIGPENDING}`, `--msgqueue=${SANDBOX_MSGQUEUE_BYTES}:${SANDBOX_MSGQUEUE_BYTES}`]),
     ),
   ]);
-  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
 }

@@ -17,6 +17,7 @@ import { type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
 import { waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
+import { settleAll } from './settle-all.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
@@ -687,7 +688,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       rec.pidStartTime = await processStartTime(rec.pid);
       rec.checkpointDir = null;
       // The rest is independent and runs together; every part is settled before the resume answers or fails.
-      const settled = await Promise.allSettled([
+      await settleAll([
         // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
         applySandboxBudgets(initPid, rec.pid).catch((err: unknown) => this.log.error({ err, slotId }, 'restored slot without its own kernel budgets')),
         this.slots.write(rec),
@@ -696,8 +697,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         this.crun.repoint(slotId, initPid),
         waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000).then(() => step('health')),
       ]);
-      const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
     } catch (err) {
       // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
       // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.

@@ -36,32 +36,28 @@ const DEFAULT_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 let broker: SpawnBroker | undefined;
 
 export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  if (opts.onLine) return runHere(cmd, args, opts);
-  broker ??= new SpawnBroker();
-  const result = await broker.run({
-    cmd,
-    args: [...args],
-    env: opts.env ?? DEFAULT_ENV,
-    ...(opts.cwd ? { cwd: opts.cwd } : {}),
-    ...(opts.nullStdio ? { nullStdio: true } : { input: opts.input ?? '' }),
-  });
+  let result: RunResult;
+  if (opts.onLine) {
+    result = await runFollowed(cmd, args, opts.onLine, opts);
+  } else {
+    broker ??= new SpawnBroker();
+    result = await broker.run({
+      cmd,
+      args: [...args],
+      env: opts.env ?? DEFAULT_ENV,
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      ...(opts.nullStdio ? { nullStdio: true } : { input: opts.input ?? '' }),
+    });
+  }
   if (result.code !== 0 && !opts.allowFailure) {
     throw new CommandFailed(`${cmd} ${args.join(' ')}`, result.code, opts.nullStdio ? '' : result.stderr || result.stdout);
   }
   return result;
 }
 
-function runHere(cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+/** Started here, not by the broker: each line of output goes to `onLine` as it arrives. */
+function runFollowed(cmd: string, args: readonly string[], onLine: NonNullable<RunOptions['onLine']>, opts: RunOptions): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    if (opts.nullStdio) {
-      const child = spawn(cmd, args, { stdio: 'ignore', env: opts.env ?? DEFAULT_ENV });
-      child.on('error', reject);
-      child.on('close', (code) => {
-        if (code !== 0 && !opts.allowFailure) reject(new CommandFailed(`${cmd} ${args.join(' ')}`, code, ''));
-        else resolve({ code, stdout: '', stderr: '' });
-      });
-      return;
-    }
     const child = spawn(cmd, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: opts.env ?? DEFAULT_ENV,
@@ -71,11 +67,10 @@ function runHere(cmd: string, args: readonly string[], opts: RunOptions): Promis
     let stderr = '';
     const pending = { stdout: '', stderr: '' };
     const feed = (stream: 'stdout' | 'stderr', chunk: string): void => {
-      if (!opts.onLine) return;
       pending[stream] += chunk;
       const lines = pending[stream].split('\n');
       pending[stream] = lines.pop() ?? '';
-      for (const line of lines) opts.onLine(line, stream);
+      for (const line of lines) onLine(line, stream);
     };
     child.stdout.setEncoding('utf8').on('data', (c: string) => {
       stdout += c;
@@ -87,16 +82,9 @@ function runHere(cmd: string, args: readonly string[], opts: RunOptions): Promis
     });
     child.on('error', reject);
     child.on('close', (code) => {
-      if (opts.onLine) {
-        if (pending.stdout) opts.onLine(pending.stdout, 'stdout');
-        if (pending.stderr) opts.onLine(pending.stderr, 'stderr');
-      }
-      const result = { code, stdout, stderr };
-      if (code !== 0 && !opts.allowFailure) {
-        reject(new CommandFailed(`${cmd} ${args.join(' ')}`, code, stderr || stdout));
-        return;
-      }
-      resolve(result);
+      if (pending.stdout) onLine(pending.stdout, 'stdout');
+      if (pending.stderr) onLine(pending.stderr, 'stderr');
+      resolve({ code, stdout, stderr });
     });
     child.stdin.on('error', () => {
       /* the child may exit before reading its input; its exit code tells what happened */
