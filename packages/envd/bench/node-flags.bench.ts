@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Sandbox } from 'e2b';
 
-const BUNDLE = fileURLToPath(new URL('../bundle/envd.mjs', import.meta.url));
+const BUNDLE = fileURLToPath(new URL('../bundle/envd.cjs', import.meta.url));
 /** The orchestrator's envd flags before this change; CURRENT is its ENVD_ARGS (orchestrator sandbox/first-process.ts). */
 const PREVIOUS = ['--max-semi-space-size=1', '--max-old-space-size=128', '--v8-pool-size=1'];
 const CURRENT = [...PREVIOUS, '--optimize-for-size'];

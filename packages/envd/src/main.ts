@@ -1,4 +1,3 @@
-import { once } from 'node:events';
 import { pino } from 'pino';
 import { buildEnvd } from './app.js';
 import { parseConfig } from './config.js';
@@ -16,11 +15,20 @@ const logger = pino({
 });
 
 const envd = buildEnvd(config, { logger });
+// No top-level await: the bundle is CommonJS (docs/decisions.md, envd as CommonJS). A port it cannot take ends
+// the process, as the awaited listen did.
+const failListen = (err: Error): void => {
+  logger.fatal({ err }, 'envd could not listen');
+  process.exit(1);
+};
+envd.server.once('error', failListen);
+envd.server.once('listening', () => {
+  envd.server.off('error', failListen);
+  const address = envd.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  logger.info({ port, version: ENVD_VERSION, initEnabled: config.initToken !== undefined }, 'envd listening');
+});
 envd.server.listen(config.port, config.host);
-await once(envd.server, 'listening');
-const address = envd.server.address();
-const port = typeof address === 'object' && address ? address.port : config.port;
-logger.info({ port, version: ENVD_VERSION, initEnabled: config.initToken !== undefined }, 'envd listening');
 
 process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception'));
 process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));

@@ -14,7 +14,7 @@ import { hogScript, readCounter } from './checkpoint-fixture.js';
 const OPTS: TestRuntimeOptions = { instance: 'covtck', vethPrefix: 'tck-', subnet: '10.228.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
 const criu = await findCriu();
-const envdBundle = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs');
+const envdBundle = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.cjs');
 const haveEnvd = await access(envdBundle).then(() => true, () => false);
 
 const HOG = hogScript(100);

@@ -10,7 +10,7 @@ import { PACKAGE_DIR } from './runtime-fixture.js';
 /** criu's path, and why a checkpoint test cannot run here (criu or the envd bundle missing) or false. */
 export async function checkpointPrereqs(): Promise<{ criu: string | null; skip: string | false }> {
   const criu = await findCriu();
-  const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs')).then(() => true, () => false);
+  const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.cjs')).then(() => true, () => false);
   const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
   return { criu, skip };
 }

@@ -10,7 +10,7 @@ import { leftovers, makeRuntime, PACKAGE_DIR, type TestRuntimeOptions } from './
 
 const OPTS: TestRuntimeOptions = { instance: 'covetestv', vethPrefix: 'ctv-', subnet: '10.235.0.0/16' };
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
-const bundle = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.mjs');
+const bundle = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.cjs');
 const haveBundle = await access(bundle).then(() => true, () => false);
 
 describe('envd as the first process', { timeout: 120_000, skip: haveBundle ? false : `no envd bundle at ${bundle}` }, () => {

@@ -17,7 +17,7 @@ let xattr: Promise<XattrModule> | undefined;
 
 /**
  * fs-xattr is loaded on first use: an idle envd should not pay for the addon.
- * The bundle ships it as node_modules/fs-xattr next to envd.mjs.
+ * The bundle ships it as node_modules/fs-xattr next to envd.cjs.
  */
 function loadXattr(): Promise<XattrModule> {
   xattr ??= import('fs-xattr') as Promise<XattrModule>;

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { BootFailed } from './runtime-errors.js';
 import { processStartTime } from './slot-store.js';
-import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_ENTRY, ENVD_MOUNT, ENVD_PORT } from '@cove/contracts/sandbox';
 
 
 /** envd run by the host's node binary; small heaps because every idle sandbox pays for them. */
@@ -19,7 +19,7 @@ export const ENVD_ARGS = [
   '--max-old-space-size=128',
   '--v8-pool-size=1',
   '--optimize-for-size',
-  '/opt/cove/envd/envd.mjs',
+  `${ENVD_MOUNT}/${ENVD_ENTRY}`,
 ];
 
 /** Polls GET /health until a 2xx, failing early when the first process exits. */

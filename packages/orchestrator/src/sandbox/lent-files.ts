@@ -5,6 +5,7 @@
 
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ENVD_ENTRY } from '@cove/contracts/sandbox';
 import { readableCopy } from '../checkpoint/criu.js';
 import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
 import { installImmutable, pruneInstalls } from './immutable-install.js';
@@ -53,7 +54,7 @@ export class LentFiles {
 
   /** The envd install new slots mount (made once per bundle content); null without a bundle. */
   readonly envd = once(async (): Promise<string | null> => {
-    const present = await access(join(this.cfg.envdDir, 'envd.mjs')).then(() => true, () => false);
+    const present = await access(join(this.cfg.envdDir, ENVD_ENTRY)).then(() => true, () => false);
     return present ? installEnvd(this.cfg.envdDir, this.cfg.dataDir) : null;
   });
 

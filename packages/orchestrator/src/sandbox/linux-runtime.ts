@@ -50,7 +50,7 @@ export interface LinuxRuntimeConfig {
   /** Directory of template recipes; default packages/orchestrator/templates (next to dist/). */
   recipesDir?: string;
   /**
-   * envd bundle directory (contains envd.mjs, e.g. the build output). Slots never mount it: an immutable
+   * envd bundle directory (contains envd.cjs, e.g. the build output). Slots never mount it: an immutable
    * copy of it (envd-install.ts) is bound read-only at /opt/cove/envd.
    */
   envdDir: string;

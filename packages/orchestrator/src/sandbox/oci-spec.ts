@@ -3,6 +3,7 @@
 
 import { sandboxSysctls } from './kernel-budgets.js';
 import { sandboxSeccompProfile } from './seccomp-profile.js';
+import { ENVD_MOUNT } from '@cove/contracts/sandbox';
 
 /** Docker's default set minus NET_RAW (no forged packets from a sandbox) and MKNOD (useless in a userns). */
 export const SANDBOX_CAPABILITIES = [
@@ -69,7 +70,7 @@ export function buildOciSpec(i: OciSpecInput): Record<string, unknown> {
     { destination: '/opt/cove/bin/tini', type: 'bind', source: i.initBinary, options: ['bind', 'ro', 'nosuid', 'nodev'] },
   ];
   if (i.envdDir) {
-    mounts.push({ destination: '/opt/cove/envd', type: 'bind', source: i.envdDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+    mounts.push({ destination: ENVD_MOUNT, type: 'bind', source: i.envdDir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
   }
   if (i.bootIdFile) {
     // After /proc (mounts apply in order); a bind from the spec, so CRIU treats it as external and a restore
