@@ -22,7 +22,9 @@ import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
 import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
 import { checkpointSlot, findCriu, restoreSlot, type RestoreResult, type SlotNet } from '../checkpoint/criu.js';
-import { lazyRestoreSupported, type LazyOutcome, type LazyPages } from '../checkpoint/lazy-pages.js';
+import { lazyRestoreSupported, type LazyOutcome } from '../checkpoint/lazy-pages.js';
+import { BackgroundBuilds } from './background-builds.js';
+import { LazyPagesRegistry } from './lazy-pages-registry.js';
 import { exportLayer } from './layer-export.js';
 import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
@@ -137,11 +139,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private oomWarned = false;
   private readonly lent: LentFiles;
   /** Background template builds: what the last attempt is doing, and who waits for it to succeed. */
-  private readonly background = new Map<string, { state: 'building' | 'failed'; error?: string; timer?: NodeJS.Timeout }>();
-  private readonly readyWaiters = new Map<string, Array<() => void>>();
-  /** Lazy-pages daemons of lazily restored slots, until they end. */
-  private readonly lazyPages = new Map<string, { lazy: LazyPages; stopped: boolean }>();
-  private closedBackground = false;
+  private readonly background: BackgroundBuilds;
+  private readonly lazyPages: LazyPagesRegistry;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -172,6 +171,13 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     this.idOffset = cfg.idOffset ?? DEFAULT_ID_OFFSET;
     this.idCount = cfg.idCount ?? 65_536;
     this.pidsLimit = cfg.pidsLimit ?? 1024;
+    this.background = new BackgroundBuilds({
+      ensure: (t) => this.templates.ensure(t, { background: true }).then(() => undefined),
+      built: async (t) => (await this.templates.rootfsOf(t)) !== null,
+      serverPresent: (t) => this.serverPresent(t),
+      log: this.log,
+    });
+    this.lazyPages = new LazyPagesRegistry(this.log, (slotId) => this.killTree(slotId));
   }
 
   /** The gateway address (the host as sandboxes see it). */
@@ -217,9 +223,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     const prunedGuests = await this.lent.pruneCodeInterpreter(records.map((r) => r.guestDir));
     if (prunedGuests.length) this.log.info({ pruned: prunedGuests }, 'removed code-interpreter guest installs no slot uses');
-    const foreground = new Set(this.cfg.templates ?? ['base']);
-    for (const t of this.cfg.backgroundTemplates ?? []) if (!foreground.has(t)) this.background.set(t, { state: 'building' });
-    void this.buildBackground();
+    this.background.start(this.cfg.backgroundTemplates ?? [], new Set(this.cfg.templates ?? ['base']));
   }
 
   /**
@@ -257,59 +261,16 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     this.egress = egress;
   }
 
-  /** Builds the background templates one after another; a failure is logged and retried later. */
-  private async buildBackground(): Promise<void> {
-    for (const [templateId, entry] of this.background) {
-      if (entry.state !== 'building') continue;
-      await this.buildOneBackground(templateId);
-    }
-  }
-
-  private async buildOneBackground(templateId: string): Promise<void> {
-    if (this.closedBackground) return;
-    const log = this.log.child({ templateId });
-    const started = Date.now();
-    this.background.set(templateId, { state: 'building' });
-    log.info('building or verifying template in the background');
-    try {
-      await this.templates.ensure(templateId, { background: true });
-      this.background.delete(templateId);
-      log.info({ ms: Date.now() - started }, 'template ready');
-      if (await this.serverPresent(templateId)) for (const w of this.readyWaiters.get(templateId)?.splice(0) ?? []) w();
-    } catch (err) {
-      const retry = setTimeout(() => void this.buildOneBackground(templateId), 600_000);
-      retry.unref();
-      this.background.set(templateId, { state: 'failed', error: (err as Error).message, timer: retry });
-      log.error({ err }, 'background template build failed; retrying in 10 minutes');
-    }
-  }
-
-  /**
-   * Whether a template can be started here: `ready` (a cached rootfs), `building` (a background build is under way),
-   * `failed` (the last background build failed) or `absent` (no recipe, nothing cached).
-   */
   async templateStatus(templateId: string): Promise<TemplateStatus> {
-    if (!(await this.serverPresent(templateId))) return 'absent';
-    if (await this.templates.rootfsOf(templateId)) return 'ready';
-    return this.background.get(templateId)?.state ?? 'absent';
+    return this.background.status(templateId);
   }
 
-  /** Resolves once the template is ready on this node (at once when it is; never for one that never becomes ready). */
-  async whenTemplateReady(templateId: string): Promise<void> {
-    if (await this.hasTemplate(templateId)) return;
-    // The guest dir is installed once per runtime: without it the template never becomes ready here.
-    if (!(await this.serverPresent(templateId))) return new Promise<void>(() => undefined);
-    await new Promise<void>((resolve) => {
-      const list = this.readyWaiters.get(templateId) ?? [];
-      list.push(resolve);
-      this.readyWaiters.set(templateId, list);
-    });
+  whenTemplateReady(templateId: string): Promise<void> {
+    return this.background.whenReady(templateId);
   }
 
-  /** Stops retrying failed background builds (a build under way finishes). For shutdown and tests. */
   stopBackgroundBuilds(): void {
-    this.closedBackground = true;
-    for (const e of this.background.values()) clearTimeout(e.timer);
+    this.background.stop();
   }
 
   /** Cgroup mode and firewall inputs; discovered once, also by runtimes that skip prepare() (recovery). */
@@ -587,7 +548,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!/^[a-z0-9]+$/.test(slotId)) throw new SlotNotFound(slotId);
     const { cgroups } = await this.ensureContext();
     const rec = await this.slots.read(slotId);
-    this.stopLazyPages(slotId);
+    this.lazyPages.stop(slotId);
     await this.crun.killAndDelete(slotId);
     await killSlotProcesses(cgroups, slotId);
     const deadline = Date.now() + 15_000;
@@ -637,7 +598,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async halt(slotId: string): Promise<void> {
     const { cgroups } = await this.ensureContext();
     await this.mustRead(slotId);
-    this.stopLazyPages(slotId);
+    this.lazyPages.stop(slotId);
     await this.crun.killAndDelete(slotId);
     if (!(await killSlotProcesses(cgroups, slotId))) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
   }
@@ -682,7 +643,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     step('criu');
     const { initPid } = restored;
-    if (restored.lazy) this.watchLazyPages(slotId, initPid, restored.lazy);
+    if (restored.lazy) this.lazyPages.watch(slotId, initPid, restored.lazy);
     try {
       rec.pid = await envdOf(initPid, slotId);
       rec.pidStartTime = await processStartTime(rec.pid);
@@ -700,7 +661,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     } catch (err) {
       // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
       // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.
-      this.stopLazyPages(slotId);
+      this.lazyPages.stop(slotId);
       await this.killTree(slotId);
       rec.checkpointDir = imageDir;
       await this.slots.write(rec).catch(() => undefined);
@@ -713,40 +674,14 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return { ms, pid: rec.pid, lazy: !!restored.lazy, steps: all };
   }
 
-  /**
-   * A lazily restored tree lives on its daemon: once it has served every page, nothing more is needed. If it
-   * ends any other way (killed, a criu error, its deadline) pages may be missing and would read as zeros, so
-   * the slot's whole tree is killed at once; the sandbox then ends as one whose processes died.
-   */
-  private watchLazyPages(slotId: string, initPid: number, lazy: LazyPages): void {
-    const entry = { lazy, stopped: false };
-    this.lazyPages.set(slotId, entry);
-    void lazy.done.then(async (outcome) => {
-      if (this.lazyPages.get(slotId) === entry) this.lazyPages.delete(slotId);
-      if (outcome === 'served' || entry.stopped) return;
-      this.log.error({ slotId, initPid, outcome, code: 'lazy_restore_failed' }, 'the lazy-pages daemon ended before every page was in; killing the sandbox\'s processes');
-      await this.killTree(slotId).catch((err: unknown) => this.log.error({ err, slotId }, 'cannot kill a lazily restored tree'));
-    });
-  }
-
-  /** Ends a slot's lazy-pages daemon on purpose (the tree is being killed anyway). */
-  private stopLazyPages(slotId: string): void {
-    const entry = this.lazyPages.get(slotId);
-    if (!entry) return;
-    entry.stopped = true;
-    this.lazyPages.delete(slotId);
-    entry.lazy.kill();
-  }
-
   /** Until a lazily restored slot has all its memory (or its daemon ended); at once otherwise. */
   async lazyPagesDone(slotId: string): Promise<LazyOutcome | null> {
-    const entry = this.lazyPages.get(slotId);
-    return entry ? entry.lazy.done : null;
+    return this.lazyPages.done(slotId);
   }
 
   /** The pid of a slot's lazy-pages daemon while it serves; null otherwise. */
   lazyPagesPid(slotId: string): number | null {
-    return this.lazyPages.get(slotId)?.lazy.pid ?? null;
+    return this.lazyPages.pid(slotId);
   }
 
   /** Kills every process of the slot's cgroup (crun's state stays: a restore repoints it). */
