@@ -211,13 +211,21 @@ export async function criuCommand(criu: string, args: string[]): Promise<{ file:
   return { file: 'sh', argv: ['-c', IN_KDAT_NS, 'sh', runDir, criu, ...args] };
 }
 
-async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>): Promise<number> {
+/** Runs criu to its end; `stop` (when it resolves first) SIGKILLs it, which then reads as a failed run. */
+async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>, stop?: Promise<unknown>): Promise<number> {
   const cmd = await criuCommand(criu, [...args, '-o', logFile, '-v4']);
   return new Promise((resolve, reject) => {
     // criu's own stdio is /dev/null: the restored tree inherits nothing from the orchestrator.
     const child = spawn(cmd.file, cmd.argv, { stdio: 'ignore', env: env ?? { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    let ended = false;
     child.on('error', reject);
-    child.on('exit', (code) => resolve(code ?? 1));
+    child.on('exit', (code) => {
+      ended = true;
+      resolve(code ?? 1);
+    });
+    void stop?.then(() => {
+      if (!ended) child.kill('SIGKILL');
+    });
   });
 }
 
@@ -450,7 +458,11 @@ export async function restoreSlot(o: {
   ];
   const log = await freshLog(work, 'restore');
   const criuStarted = Date.now();
-  const code = await runCriu(o.criu, args, log, netEnv(o.net)).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
+  // A daemon that ends before criu's restore does (killed right after the pidfile was written) left criu waiting
+  // in wait4 on its tasks for good, and the resume with it: criu is ended with the daemon, and the restore fails
+  // (the caller then restores the whole image).
+  const daemonGone = lazy?.done.then((outcome) => (outcome === 'served' ? new Promise(() => undefined) : outcome));
+  const code = await runCriu(o.criu, args, log, netEnv(o.net), daemonGone).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
   steps['criuRestore'] = Date.now() - criuStarted;
   if (code !== 0) {
     lazy?.kill();
