@@ -23,7 +23,7 @@ export interface CgroupLimits {
 /**
  * CPU weight, in cgroup v1 `cpu.shares` units (v2's `cpu.weight` is scaled from it: 1024 → 100, the defaults).
  * A warm slot boots at WARM (envd's start and warm-up, ~200 ms of CPU, would otherwise take half the cores from
- * a just-claimed sandbox's first commands); claim and update write NORMAL. WARM is an eighth, not the floor (2):
+ * a just-claimed sandbox's first commands); claim (and a restore) writes NORMAL. WARM is an eighth, not the floor (2):
  * a node whose sandboxes spin must still finish its boots within their timeout.
  */
 export const CPU_SHARES = { NORMAL: 1024, WARM: 128 } as const;
