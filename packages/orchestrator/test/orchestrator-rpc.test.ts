@@ -1,6 +1,7 @@
 // The orchestrator's RPC and node proxy end to end: a real orchestrator from app.ts with the real Linux
 // runtime and the real envd bundle, driven by generated gRPC clients, sandbox traffic through the node proxy.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError } from '@connectrpc/connect';
@@ -21,6 +22,13 @@ import {
 } from './orchestrator-fixture.js';
 
 const I = instance('covtrpc', 'ctr-', '10.236.0.0/16');
+
+/** A slot's CPU weight as the kernel holds it, in cpu.shares units (v2's cpu.weight scaled: 100 → 1024). */
+async function cpuShares(slotId: string): Promise<number> {
+  const v1 = await readFile(`/sys/fs/cgroup/cpu/${I.instance}/${slotId}/cpu.shares`, 'utf8').catch(() => null);
+  if (v1 !== null) return Number(v1);
+  return Math.round((Number(await readFile(`/sys/fs/cgroup/${I.instance}/${slotId}/cpu.weight`, 'utf8')) * 1024) / 100);
+}
 
 async function code(p: Promise<unknown>): Promise<Code> {
   try {
@@ -174,9 +182,27 @@ describe('orchestrator RPC', () => {
     assert.deepEqual(JSON.parse(gone.body), { message: 'The sandbox was not found', sandboxId: 'happy1', code: 502 });
   });
 
+  it('boots warm slots at a low CPU weight and gives a claimed one the full weight before the Create answers', async () => {
+    assert.ok(await waitFor(warmReady, 120_000, 200), 'warm pool never filled');
+    const [pooled] = await node.runtime.listSlots();
+    assert.ok(pooled);
+    assert.equal(await cpuShares(pooled.slotId), 128, 'a waiting warm slot runs at an eighth of the weight');
+    await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'weight1' }) });
+    const { slotId } = await recordOf(I, 'weight1');
+    assert.equal(slotId, pooled.slotId, 'the Create took the warm slot');
+    assert.equal(await cpuShares(slotId), 1024);
+    // The refill the take started boots low again.
+    assert.ok(await waitFor(warmReady, 120_000, 200), 'warm pool never refilled');
+    const refill = (await node.runtime.listSlots()).find((s) => s.slotId !== slotId);
+    assert.ok(refill);
+    assert.equal(await cpuShares(refill.slotId), 128);
+    await rpc.sandboxes.delete({ sandboxId: 'weight1' });
+  });
+
   it('boots a fresh sandbox when no warm slot fits (warm pool miss)', async () => {
     const res = await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'miss1', diskMb: 512 }) });
     assert.equal(res.warmPoolHit, false);
+    assert.equal(await cpuShares((await recordOf(I, 'miss1')).slotId), 1024, 'a Create\'s own boot runs at the full weight');
     assert.equal((await viaProxy(node.proxyUrl, 'miss1', 49983, '/health')).status, 204);
     await rpc.sandboxes.delete({ sandboxId: 'miss1' });
   });

@@ -20,6 +20,14 @@ export interface CgroupLimits {
   pids: number;
 }
 
+/**
+ * CPU weight, in cgroup v1 `cpu.shares` units (v2's `cpu.weight` is scaled from it: 1024 → 100, the defaults).
+ * A warm slot boots at WARM (envd's start and warm-up, ~200 ms of CPU, would otherwise take half the cores from
+ * a just-claimed sandbox's first commands); claim (and a restore) writes NORMAL. WARM is an eighth, not the floor (2):
+ * a node whose sandboxes spin must still finish its boots within their timeout.
+ */
+export const CPU_SHARES = { NORMAL: 1024, WARM: 128 } as const;
+
 export interface CgroupUsage {
   cpuUsageNs: bigint;
   memoryBytes: number;
@@ -91,6 +99,7 @@ export class Cgroups {
       await writeFile(join(dir, 'memory.swap.max'), '0').catch(() => undefined);
       await writeFile(join(dir, 'cpu.max'), `${limits.cpuQuotaUs} ${limits.cpuPeriodUs}`);
       await writeFile(join(dir, 'pids.max'), String(limits.pids));
+      await this.setCpuShares(slotId, CPU_SHARES.NORMAL);
       return;
     }
     const mem = this.v1Dir('memory', slotId);
@@ -107,6 +116,16 @@ export class Cgroups {
     await writeFile(join(cpu, 'cpu.cfs_period_us'), String(limits.cpuPeriodUs));
     await writeFile(join(cpu, 'cpu.cfs_quota_us'), String(limits.cpuQuotaUs));
     await writeFile(join(this.v1Dir('pids', slotId), 'pids.max'), String(limits.pids));
+    await this.setCpuShares(slotId, CPU_SHARES.NORMAL);
+  }
+
+  /** The slot's CPU weight against the other slots (CPU_SHARES). */
+  async setCpuShares(slotId: string, shares: number): Promise<void> {
+    if (this.mode === 'v2') {
+      await writeFile(join(this.v2Dir(slotId), 'cpu.weight'), String(Math.max(1, Math.round((shares * 100) / 1024))));
+      return;
+    }
+    await writeFile(join(this.v1Dir('cpu', slotId), 'cpu.shares'), String(shares));
   }
 
   /**

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { Cgroups, detectCgroupMode, type CgroupLimits } from './cgroups.js';
+import { Cgroups, CPU_SHARES, detectCgroupMode, type CgroupLimits } from './cgroups.js';
 import { prepareHost } from './host-prepare.js';
 import { firstFree, gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
 import { allowInternet, applyFirewall, blockedCidrs, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
@@ -455,9 +455,13 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private async bringUp(rec: SlotRecord, opts: BootOptions, cgroups: Cgroups, log: Logger): Promise<void> {
     const started = Date.now();
     const { dir, bundle } = await this.prepareSlot(rec, opts, cgroups);
-    const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.net, rec.slotId), (pid) =>
-      plumbSlotNetwork(this.net, rec.slotId, rec.address, pid),
-    );
+    // The weight is set while the cgroup holds only the stopped container (after `crun create`, before `start`).
+    const initPid = await this.crun.createAndStart(rec.slotId, bundle, join(dir, 'crun.log'), netnsPath(this.net, rec.slotId), async (pid) => {
+      await Promise.all([
+        plumbSlotNetwork(this.net, rec.slotId, rec.address, pid),
+        opts.background ? cgroups.setCpuShares(rec.slotId, CPU_SHARES.WARM) : undefined,
+      ]);
+    });
     const envdPid = await childOf(initPid, rec.slotId);
     const oom = await setOomFloor([initPid, envdPid]);
     if (!oom.ok && !this.oomWarned) {

@@ -29,6 +29,11 @@ export interface BootOptions {
   /** Limits while the slot waits in the warm pool (small). */
   limits: SlotLimits;
   /**
+   * A warm-pool boot: the slot starts at a low CPU weight against the other slots (cgroups.ts CPU_SHARES) so
+   * it does not slow the sandboxes already claimed; claim() gives it the normal weight before it is answered.
+   */
+  background?: boolean;
+  /**
    * The slot's first service (argv inside the sandbox, run under tini as PID 1). Defaults to envd:
    * `/opt/cove/bin/node ... /opt/cove/envd/envd.cjs`. It must answer HTTP GET /health on port 49983
    * (any 2xx) for boot to finish. Meant for tests and stand-ins while envd is not built.

@@ -124,6 +124,7 @@ export class WarmPool {
         templateId,
         diskMb: this.opts.diskMb,
         limits: builtinStartOf(templateId) ? this.opts.serverIdleLimits : this.opts.idleLimits,
+        background: true,
       });
       if (this.closed) {
         await this.boots.destroy(booted);
