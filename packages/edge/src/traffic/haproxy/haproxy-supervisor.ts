@@ -195,6 +195,13 @@ export class HaproxySupervisor {
     });
     if (!spawned) return this.failed();
     if (child.pid !== undefined) writeFileSync(this.files.pid, `${child.pid}\n`, { mode: 0o600 });
+    // An edge that exits without stop() (an uncaught error) takes its HAProxy along; after a SIGKILL the next
+    // start finds it by the pid file.
+    const killOnExit = (): void => {
+      child.kill('SIGKILL');
+    };
+    process.once('exit', killOnExit);
+    child.once('exit', () => process.removeListener('exit', killOnExit));
     let lines = 0;
     for (const stream of [child.stdout, child.stderr]) {
       createInterface({ input: stream! }).on('line', (line) => {
