@@ -3,7 +3,7 @@
 // signals; tests call buildEdge with port 0.
 
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createNetServer } from 'node:net';
@@ -325,6 +325,8 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const publicClosed = new Promise<void>((resolve) => (publicServer?.listening ? publicServer.close(() => resolve()) : resolve()));
       publicServer?.closeAllConnections();
       await Promise.all([trafficClosed, publicClosed, api.close(graceMs), proxyStopped]);
+      // A run dir of our own making goes with us; a configured one keeps HAProxy's files for a look after the fact.
+      if (runDir && config.runDir === undefined) rmSync(runDir, { recursive: true, force: true });
       dialer?.close();
       sessions.close();
       nodeClients.close();
