@@ -53,6 +53,8 @@ export interface EdgeDeps {
   telemetry?: EdgeTelemetry;
   /** How often the TLS traffic certificate file is checked for a change; default 10 s. */
   trafficCertPollMs?: number;
+  /** Tests: the HAProxy binary to use instead of the installed one (a broken one, to see the Node server take over). */
+  haproxyBinary?: string;
 }
 
 /** Where a listening edge can be reached. */
@@ -92,7 +94,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const log = deps.log.child({ edgeId: config.edgeId });
   const credentials = new NodeCredentials(config.nodeCredentialKey);
   const memory = config.redisUrl ? undefined : new MemoryStore();
-  const haproxyBinary = config.trafficProxy === 'haproxy' && memory ? findHaproxy() : undefined;
+  const haproxyBinary = config.trafficProxy === 'haproxy' && memory ? (deps.haproxyBinary ?? findHaproxy()) : undefined;
   if (config.trafficProxy === 'haproxy' && !memory) {
     // Other edges write the shared catalog; this edge's HAProxy maps would not see their writes.
     log.info('traffic proxy: not used with the Redis catalog; the Node server serves the traffic port');

@@ -281,6 +281,23 @@ describe('edge traffic port served by HAProxy', () => {
 });
 
 describe('edge traffic port: COVE_TRAFFIC_PROXY', () => {
+  for (const [what, binary] of [
+    ['an HAProxy that fails its config check', '/bin/false'],
+    ['no HAProxy at all', '/nonexistent/haproxy'],
+  ] as const) {
+    it(`serves the port from the Node server with ${what}`, async () => {
+      const edge = await startEdge({}, { haproxyBinary: binary });
+      try {
+        assert.equal(edge.trafficProxy, 'node');
+        const res = await send(`${edge.trafficUrl}/`, { headers: { host: 'foo.example.com' } });
+        assert.equal(res.status, 400);
+        assert.equal(res.json().code, 400);
+      } finally {
+        await edge.close();
+      }
+    });
+  }
+
   it('serves the port from the Node server alone when set to node', async () => {
     const edge = await startEdge({ COVE_TRAFFIC_PROXY: 'node' });
     try {
