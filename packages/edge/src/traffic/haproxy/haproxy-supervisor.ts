@@ -138,6 +138,8 @@ export class HaproxySupervisor {
     if (!this.o.tls) return;
     this.o.tls = { ...this.o.tls, cert, key };
     writeFileSync(this.files.pem, Buffer.concat([cert, Buffer.from('\n'), key]), { mode: 0o600 });
+    // A restart asked for is no failure: it comes back at once, and renewals never add up to giving up.
+    this.failedStarts = 0;
     await this.kill('SIGTERM');
   }
 
