@@ -274,7 +274,13 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
             },
           });
           haproxyServing = await supervisor.start();
-          if (!haproxyServing) await serveFromNode(trafficPort, trafficTlsPort);
+          if (!haproxyServing) {
+            // As configured: port 0 lets Node pick (the number chosen for HAProxy may have been taken since).
+            trafficPort = await listenOn(traffic, config.trafficPort);
+            ports.trafficPort = trafficPort;
+            if (trafficTls) trafficTlsPort = await listenOn(trafficTls, config.trafficTls!.port);
+            ports.trafficTlsPort = trafficTlsPort;
+          }
         } else {
           trafficPort = await listenOn(traffic, config.trafficPort);
           if (trafficTls) trafficTlsPort = await listenOn(trafficTls, config.trafficTls!.port);
