@@ -5,12 +5,15 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 # The same runtime packages as ./cove (sandbox runtime, template builds, native helpers), plus what a cloud node
-# needs: awscli (credentials, secrets), apache2-utils (htpasswd for the registry), docker-registry (edges).
+# needs: awscli (credentials, secrets), apache2-utils (htpasswd for the registry), docker-registry (edges), haproxy (the
+# edge's traffic port).
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends crun tini mmdebstrap nftables iproute2 e2fsprogs uidmap util-linux mount \
-  procps psmisc docker-registry ca-certificates curl python3 make gcc g++ libc6-dev git xz-utils awscli apache2-utils
+  procps psmisc docker-registry ca-certificates curl python3 make gcc g++ libc6-dev git xz-utils awscli apache2-utils haproxy
 # Debian starts docker-registry's own service on :5000, Cove's registry port: Cove runs its own (cove-registry).
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
+# Debian starts its own haproxy service too: the edge runs its own HAProxy.
+systemctl disable --now haproxy >/dev/null 2>&1 || true
 
 # Node.js 20 from nodejs.org, refused unless its SHA-256 is the one pinned at build time.
 tarball="node-v${NODE_VERSION}-linux-x64.tar.xz"

@@ -210,6 +210,8 @@ export function components(
         COVE_EDGE_TRAFFIC_TLS_PORT: String(t.ports.edgeTrafficTls),
         COVE_EDGE_TRAFFIC_TLS_CERT: localTlsPaths(paths.dir).cert,
         COVE_EDGE_TRAFFIC_TLS_KEY: localTlsPaths(paths.dir).key,
+        // HAProxy's files (config, route maps, TLS PEM, runtime socket); a re-run finds a stale HAProxy by its pid file.
+        COVE_EDGE_RUN_DIR: join(paths.data, 'edge-run'),
         COVE_CLUSTER_TOKEN: s.clusterToken,
         COVE_NODE_CREDENTIAL_KEY: s.nodeCredentialKey,
         COVE_SANDBOX_DOMAIN: t.domain,

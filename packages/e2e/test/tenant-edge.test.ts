@@ -88,7 +88,9 @@ describe('tenant-facing edge doors through the unchanged SDK', () => {
     made.push(sbx);
     const envdHost = sbx.getHost(49983);
     for (const target of ['http://x/init', `http://${envdHost}/init`, '/./init', '//init', '/%69nit', '/INIT', '/init?']) {
-      assert.equal(await rawHttpStatus(d.ports.edgeTraffic, `POST ${target} HTTP/1.1`, { host: envdHost, 'content-length': '0' }), 404, `edge: ${target}`);
+      const status = await rawHttpStatus(d.ports.edgeTraffic, `POST ${target} HTTP/1.1`, { host: envdHost, 'content-length': '0' });
+      // The edge's HAProxy refuses an absolute form whose authority is not the Host itself (400); the rest reach the node proxy's 404.
+      assert.ok(status === 404 || (target === 'http://x/init' && status === 400), `edge: ${target} → ${status}`);
     }
     // Straight at each node proxy, with that node's own token (what a compromised edge path would send).
     for (const n of d.nodes) {

@@ -1,4 +1,5 @@
-// Requests/s and latency straight to an upstream vs. through the edge's traffic port. Upstream, edge and
+// Requests/s and latency straight to an upstream vs. through the edge's traffic port, served by the Node server
+// alone (COVE_TRAFFIC_PROXY=node) and by the edge's HAProxy (the default), in the same rounds. Upstream, edges and
 // this load generator (undici Pool with keep-alive and pipelining) are separate processes, like undici's
 // own benchmarks. Prints a table to stderr, one JSON document to stdout, and `BENCH_RESULT {...}` lines for
 // `cove bench` (packages/cli/src/bench.ts). Direct and via-edge runs alternate for --rounds rounds and the
@@ -110,9 +111,12 @@ async function load(origin: string, method: 'GET' | 'POST', routing: Record<stri
 const storageDir = mkdtempSync(join(tmpdir(), 'cove-bench-edge-'));
 process.on('exit', () => rmSync(storageDir, { recursive: true, force: true }));
 const upstream = await spawnAndRead([join(here, 'upstream-server.js')], {}, (l: { port?: number }) => l.port);
-const edge = await spawnAndRead(
+const startEdge = (trafficProxy: 'node' | 'haproxy') =>
+  spawnAndRead(
   [join(here, '..', 'src', 'main.js')],
   {
+    COVE_TRAFFIC_PROXY: trafficProxy,
+    COVE_EDGE_RUN_DIR: join(storageDir, `run-${trafficProxy}`),
     COVE_EDGE_API_PORT: '0',
     COVE_EDGE_TRAFFIC_PORT: '0',
     COVE_CLUSTER_TOKEN: 'bench-cluster-token-0123456789',
@@ -122,34 +126,47 @@ const edge = await spawnAndRead(
     COVE_UPLOAD_SECRET: 'bench-upload-secret-0123456789abcdef0123456789',
     COVE_LOG_LEVEL: 'info',
   },
-  (l: { apiPort?: number; trafficPort?: number }) => (l.apiPort ? { apiPort: l.apiPort, trafficPort: l.trafficPort! } : undefined),
-);
+  (l: { apiPort?: number; trafficPort?: number; trafficProxy?: string }) =>
+    l.apiPort ? { apiPort: l.apiPort, trafficPort: l.trafficPort!, trafficProxy: l.trafficProxy } : undefined,
+  );
+const edge = await startEdge('node');
+const haproxyEdge = await startEdge('haproxy');
+if (haproxyEdge.value.trafficProxy !== 'haproxy') throw new Error('the HAProxy arm needs haproxy installed (apt-get install haproxy)');
 
 try {
-  const apiUrl = `http://127.0.0.1:${edge.value.apiPort}`;
-  const manager = new Http2SessionManager(apiUrl);
-  await createClient(NodeRegistry, createGrpcTransport({ baseUrl: apiUrl, sessionManager: manager })).heartbeat(
-    create(HeartbeatRequestSchema, {
-      info: { nodeId: 'bench-node', version: 'bench' },
-      rpcUrl: 'http://127.0.0.1:1',
-      proxyUrl: `http://127.0.0.1:${upstream.value}`,
-      sandboxIds: ['benchsbx'],
-    }),
-    { headers: { authorization: `Bearer ${NODE_TOKEN}` } },
-  );
-  manager.abort();
+  for (const e of [edge, haproxyEdge]) {
+    const apiUrl = `http://127.0.0.1:${e.value.apiPort}`;
+    const manager = new Http2SessionManager(apiUrl);
+    await createClient(NodeRegistry, createGrpcTransport({ baseUrl: apiUrl, sessionManager: manager })).heartbeat(
+      create(HeartbeatRequestSchema, {
+        info: { nodeId: 'bench-node', version: 'bench' },
+        rpcUrl: 'http://127.0.0.1:1',
+        proxyUrl: `http://127.0.0.1:${upstream.value}`,
+        sandboxIds: ['benchsbx'],
+        // Public: the sandbox HAProxy routes itself (a heartbeat-only entry would be `recovered`, the fallback's).
+        sandboxTraffic: [{ sandboxId: 'benchsbx', trafficTokenSha256: '' }],
+      }),
+      { headers: { authorization: `Bearer ${NODE_TOKEN}` } },
+    );
+    manager.abort();
+  }
 
   const routing = { 'e2b-sandbox-id': 'benchsbx', 'e2b-sandbox-port': '49983' };
   for (const method of METHODS) {
-    const rounds: { direct: RunResult; viaEdge: RunResult; ratio: number }[] = [];
+    const rounds: { direct: RunResult; viaEdge: RunResult; viaHaproxy: RunResult; ratio: number; haproxyRatio: number }[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       const d = await load(`http://127.0.0.1:${upstream.value}`, method, {});
       const e = await load(`http://127.0.0.1:${edge.value.trafficPort}`, method, routing);
-      rounds.push({ direct: d, viaEdge: e, ratio: Number((e.rps / Math.max(1, d.rps)).toFixed(2)) });
+      const h = await load(`http://127.0.0.1:${haproxyEdge.value.trafficPort}`, method, routing);
+      const ratio = (r: RunResult) => Number((r.rps / Math.max(1, d.rps)).toFixed(2));
+      rounds.push({ direct: d, viaEdge: e, viaHaproxy: h, ratio: ratio(e), haproxyRatio: ratio(h) });
     }
-    // The round with the median ratio stands for the run, so its direct and via-edge figures belong together.
+    // The round with the median ratio stands for the run, so its direct and via-edge figures belong together
+    // (per arm: the Node edge's and the HAProxy edge's median rounds may differ).
     const median = [...rounds].sort((a, b) => a.ratio - b.ratio)[Math.floor(rounds.length / 2)]!;
+    const haproxyMedian = [...rounds].sort((a, b) => a.haproxyRatio - b.haproxyRatio)[Math.floor(rounds.length / 2)]!;
     const { direct, viaEdge } = median;
+    const { viaHaproxy } = haproxyMedian;
     const result = {
       benchmark: 'edge-proxy',
       method,
@@ -163,12 +180,19 @@ try {
       overheadRatio: Number((direct.rps / Math.max(1, viaEdge.rps)).toFixed(2)),
       /** Via edge / direct requests per second (issue 14's "HTTP requests/s through the edge vs direct"). */
       throughputRatio: median.ratio,
-      rounds: rounds.map((r) => ({ directRps: r.direct.rps, viaEdgeRps: r.viaEdge.rps, ratio: r.ratio })),
+      /** The same through the edge's HAProxy (the traffic port's default server). */
+      viaHaproxy,
+      haproxyDirect: haproxyMedian.direct,
+      haproxyThroughputRatio: haproxyMedian.haproxyRatio,
+      rounds: rounds.map((r) => ({ directRps: r.direct.rps, viaEdgeRps: r.viaEdge.rps, viaHaproxyRps: r.viaHaproxy.rps, ratio: r.ratio, haproxyRatio: r.haproxyRatio })),
     };
     const row = (name: string, r: RunResult): string =>
-      `${name.padEnd(10)} ${String(r.rps).padStart(8)} req/s  p50 ${r.latencyMs.p50} ms  p99 ${r.latencyMs.p99} ms  errors ${r.errors}`;
-    for (const [i, r] of rounds.entries()) process.stderr.write(`${method} round ${i + 1}: ${r.direct.rps} direct, ${r.viaEdge.rps} via edge, ratio ${r.ratio}\n`);
-    process.stderr.write(`${method} median round:\n${row('direct', direct)}\n${row('via edge', viaEdge)}\n`);
+      `${name.padEnd(12)} ${String(r.rps).padStart(8)} req/s  p50 ${r.latencyMs.p50} ms  p99 ${r.latencyMs.p99} ms  errors ${r.errors}`;
+    for (const [i, r] of rounds.entries()) {
+      process.stderr.write(`${method} round ${i + 1}: ${r.direct.rps} direct, ${r.viaEdge.rps} via Node edge (${r.ratio}), ${r.viaHaproxy.rps} via HAProxy edge (${r.haproxyRatio})\n`);
+    }
+    process.stderr.write(`${method} median rounds:\n${row('direct', direct)}\n${row('via edge', viaEdge)}  ratio ${median.ratio}\n`);
+    process.stderr.write(`${row('direct', haproxyMedian.direct)}\n${row('via haproxy', viaHaproxy)}  ratio ${haproxyMedian.haproxyRatio}\n`);
     process.stdout.write(`${JSON.stringify(result)}\n`);
     // GET keeps its historical figure names; POST's carry `.post`.
     const prefix = method === 'GET' ? 'edge.proxy' : 'edge.proxy.post';
@@ -178,12 +202,16 @@ try {
       { name: `${prefix}.via_edge.p50`, value: viaEdge.latencyMs.p50, unit: 'ms' },
       { name: `${prefix}.via_edge.p99`, value: viaEdge.latencyMs.p99, unit: 'ms' },
       { name: `${prefix}.overhead_ratio`, value: result.overheadRatio, unit: 'x', target: 'lower is better' },
-      { name: `${prefix}.throughput_ratio`, value: result.throughputRatio, unit: 'x', target: '>= 0.7' },
+      { name: `${prefix}.throughput_ratio`, value: result.throughputRatio, unit: 'x' },
+      { name: `${prefix}.via_haproxy.rps`, value: viaHaproxy.rps, unit: 'req/s' },
+      { name: `${prefix}.via_haproxy.p50`, value: viaHaproxy.latencyMs.p50, unit: 'ms' },
+      { name: `${prefix}.via_haproxy.p99`, value: viaHaproxy.latencyMs.p99, unit: 'ms' },
+      { name: `${prefix}.haproxy_throughput_ratio`, value: result.haproxyThroughputRatio, unit: 'x', target: '>= 0.7' },
     ];
     for (const f of figures) process.stdout.write(`BENCH_RESULT ${JSON.stringify(f)}\n`);
   }
 } finally {
-  for (const c of [edge.child, upstream.child]) {
+  for (const c of [edge.child, haproxyEdge.child, upstream.child]) {
     c.kill('SIGTERM');
     if (c.exitCode === null) await once(c, 'exit');
   }

@@ -3,8 +3,10 @@
 // signals; tests call buildEdge with port 0.
 
 import { once } from 'node:events';
-import { readFileSync, unwatchFile, watchFile } from 'node:fs';
-import { hostname } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, unwatchFile, watchFile } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createNetServer } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createUpstreamAgent, createUpstreamDispatcher } from '@cove/traffic-proxy';
@@ -28,6 +30,9 @@ import { createPublicServer } from './public/public-api.js';
 import type { EdgeStore } from './store/edge-store.js';
 import { MemoryStore } from './store/memory-store.js';
 import { RedisStore } from './store/redis-store.js';
+import { RouteSyncedStore } from './store/route-synced-store.js';
+import { HaproxySupervisor, findHaproxy, newFallbackSecret, runFiles } from './traffic/haproxy/haproxy-supervisor.js';
+import { RouteMaps } from './traffic/haproxy/route-maps.js';
 import { TemplateFiles } from './storage/template-files.js';
 import { SandboxResumer } from './traffic/sandbox-resumer.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
@@ -48,6 +53,8 @@ export interface EdgeDeps {
   telemetry?: EdgeTelemetry;
   /** How often the TLS traffic certificate file is checked for a change; default 10 s. */
   trafficCertPollMs?: number;
+  /** Tests: the HAProxy binary to use instead of the installed one (a broken one, to see the Node server take over). */
+  haproxyBinary?: string;
 }
 
 /** Where a listening edge can be reached. */
@@ -61,6 +68,8 @@ export interface EdgeAddresses {
   publicUrl?: string;
   /** The TLS traffic port, when configured. */
   trafficTlsPort?: number;
+  /** Who serves the traffic port(s): HAProxy in front of the Node server, or the Node server alone. */
+  trafficProxy: 'haproxy' | 'node';
 }
 
 /** A built edge. */
@@ -70,6 +79,8 @@ export interface Edge {
   readonly directory: NodeDirectory;
   /** Cluster storage for template-build COPY files. */
   readonly templateFiles: TemplateFiles;
+  /** The HAProxy supervisor when HAProxy may serve the traffic port (tests look at its process). */
+  readonly trafficProxy: HaproxySupervisor | undefined;
   listen(): Promise<EdgeAddresses>;
   /** Report `draining` from now on (SIGTERM); traffic keeps flowing until close(). */
   drain(): void;
@@ -81,9 +92,19 @@ export interface Edge {
 /** Build the edge; nothing listens until listen(). */
 export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const log = deps.log.child({ edgeId: config.edgeId });
-  const store: EdgeStore = config.redisUrl ? new RedisStore(config.redisUrl, log) : new MemoryStore();
-  const directory = new NodeDirectory(store, log, { ...DEFAULT_DIRECTORY_OPTIONS, ...deps.directoryOptions });
   const credentials = new NodeCredentials(config.nodeCredentialKey);
+  const memory = config.redisUrl ? undefined : new MemoryStore();
+  const haproxyBinary = config.trafficProxy === 'haproxy' && memory ? (deps.haproxyBinary ?? findHaproxy()) : undefined;
+  if (config.trafficProxy === 'haproxy' && !memory) {
+    // Other edges write the shared catalog; this edge's HAProxy maps would not see their writes.
+    log.info('traffic proxy: not used with the Redis catalog; the Node server serves the traffic port');
+  } else if (config.trafficProxy === 'haproxy' && !haproxyBinary) {
+    log.warn('traffic proxy: haproxy is not installed; the Node server serves the traffic port');
+  }
+  const runDir = haproxyBinary ? (config.runDir ?? mkdtempSync(join(tmpdir(), 'cove-edge-run-'))) : undefined;
+  const routes = memory && runDir ? new RouteMaps(runFiles(runDir), () => memory.snapshot(), credentials, log.child({ module: 'traffic-proxy' })) : undefined;
+  const store: EdgeStore = config.redisUrl ? new RedisStore(config.redisUrl, log) : routes && memory ? new RouteSyncedStore(memory, routes) : memory!;
+  const directory = new NodeDirectory(store, log, { ...DEFAULT_DIRECTORY_OPTIONS, ...deps.directoryOptions });
   const nodeClients = new NodeClients(credentials);
   const sessions = new H2SessionPool(log);
   const agent = createUpstreamAgent();
@@ -150,7 +171,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       secretStore: templateFiles.store,
       log,
     },
-    controlLink: { auth: clusterAuth, credentials, directory, store, sessions, log },
+    controlLink: { auth: clusterAuth, credentials, directory, store, sessions, log, ...(routes ? { withdrawRoute: (id: string) => routes.withdraw(id) } : {}) },
     credentials,
     directory,
     uploads: templateFiles,
@@ -178,10 +199,23 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   const traffic: Server = createTrafficServer(trafficDeps);
   const volumeSweeper = new VolumeImageSweeper({ ...trafficDeps.volumeContent, directory, credentials, agent, log: log.child({ module: 'volume-sweep' }) });
   const trafficTls = config.trafficTls ? createTrafficServer(trafficDeps, config.trafficTls) : undefined;
+  // HAProxy's fallback: loopback only, and it serves only requests carrying this start's secret.
+  const fallbackSecret = newFallbackSecret();
+  const fallback = routes ? createTrafficServer(trafficDeps, undefined, fallbackSecret) : undefined;
+  let supervisor: HaproxySupervisor | undefined;
+  let haproxyServing = false;
   // A re-issued certificate (`cove up` renews it before it expires) is picked up without a restart: running
-  // connections keep theirs, new handshakes get the new one.
+  // connections keep theirs, new handshakes get the new one (behind HAProxy: HAProxy restarts with it).
   const reloadTrafficCert = (): void => {
     if (!trafficTls || !config.trafficTls) return;
+    if (haproxyServing && supervisor) {
+      try {
+        void supervisor.reloadCert(readFileSync(config.trafficTls.certPath), readFileSync(config.trafficTls.keyPath)).then(() => log.info('traffic TLS certificate reloaded (haproxy)'));
+      } catch (err) {
+        log.warn({ err }, 'traffic TLS certificate not reloaded (keeping the current one)');
+      }
+      return;
+    }
     try {
       (trafficTls as unknown as { setSecureContext(o: object): void }).setSecureContext({ cert: readFileSync(config.trafficTls.certPath), key: readFileSync(config.trafficTls.keyPath) });
       log.info('traffic TLS certificate reloaded');
@@ -191,10 +225,17 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
   };
   if (config.trafficTls) watchFile(config.trafficTls.certPath, { interval: deps.trafficCertPollMs ?? 10_000, persistent: false }, reloadTrafficCert);
 
-  const listenOn = async (server: { listen: (port: number, host: string) => unknown } & NodeJS.EventEmitter, port: number): Promise<number> => {
-    server.listen(port, config.host);
+  const listenOn = async (server: { listen: (port: number, host: string) => unknown } & NodeJS.EventEmitter, port: number, host = config.host): Promise<number> => {
+    server.listen(port, host);
     await once(server, 'listening');
     return ((server as unknown as { address(): AddressInfo }).address()).port;
+  };
+
+  /** The Node server on the public traffic port(s), HAProxy's role over. */
+  const serveFromNode = async (trafficPort: number, trafficTlsPort: number | undefined): Promise<void> => {
+    haproxyServing = false;
+    if (!traffic.listening) await listenOn(traffic, trafficPort);
+    if (trafficTls && trafficTlsPort !== undefined && !trafficTls.listening) await listenOn(trafficTls, trafficTlsPort);
   };
 
   return {
@@ -202,6 +243,9 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     store,
     directory,
     templateFiles,
+    get trafficProxy() {
+      return supervisor;
+    },
     async listen() {
       let apiPort: number;
       let trafficPort: number;
@@ -209,8 +253,38 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       let trafficTlsPort: number | undefined;
       try {
         apiPort = await listenOn(api.server, config.apiPort);
-        trafficPort = await listenOn(traffic, config.trafficPort);
-        if (trafficTls) trafficTlsPort = await listenOn(trafficTls, config.trafficTls!.port);
+        if (fallback && routes && haproxyBinary && runDir) {
+          const fallbackPort = await listenOn(fallback, 0, '127.0.0.1');
+          trafficPort = config.trafficPort || (await freePort(config.host));
+          if (config.trafficTls) trafficTlsPort = config.trafficTls.port || (await freePort(config.host));
+          const ports = { trafficPort, trafficTlsPort };
+          supervisor = new HaproxySupervisor({
+            binary: haproxyBinary,
+            runDir,
+            host: config.host,
+            port: trafficPort,
+            ...(config.trafficTls && trafficTlsPort !== undefined ? { tls: { port: trafficTlsPort, cert: config.trafficTls.cert, key: config.trafficTls.key } } : {}),
+            sandboxDomain: config.sandboxDomain,
+            fallbackPort,
+            fallbackSecret,
+            routes,
+            log: log.child({ module: 'traffic-proxy' }),
+            onGiveUp: () => {
+              serveFromNode(ports.trafficPort, ports.trafficTlsPort).catch((err: unknown) => log.error({ err }, 'traffic port: the Node server could not take it back'));
+            },
+          });
+          haproxyServing = await supervisor.start();
+          if (!haproxyServing) {
+            // As configured: port 0 lets Node pick (the number chosen for HAProxy may have been taken since).
+            trafficPort = await listenOn(traffic, config.trafficPort);
+            ports.trafficPort = trafficPort;
+            if (trafficTls) trafficTlsPort = await listenOn(trafficTls, config.trafficTls!.port);
+            ports.trafficTlsPort = trafficTlsPort;
+          }
+        } else {
+          trafficPort = await listenOn(traffic, config.trafficPort);
+          if (trafficTls) trafficTlsPort = await listenOn(trafficTls, config.trafficTls!.port);
+        }
         if (publicServer) publicPort = await listenOn(publicServer, config.publicPort!);
       } catch (err) {
         // e.g. EADDRINUSE on the second port: release the first so the process can exit.
@@ -221,7 +295,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       const tls = config.tls ? (config.tls.clientCa ? 'mutual' : 'server') : 'off';
       log.info(
-        { apiPort, trafficPort, trafficTlsPort: trafficTlsPort ?? 'off', publicPort: publicPort ?? 'off', oidc: config.oidc?.issuer ?? 'off', publicGrants: config.publicGrants, collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
+        { apiPort, trafficPort, trafficTlsPort: trafficTlsPort ?? 'off', trafficProxy: haproxyServing ? 'haproxy' : 'node', publicPort: publicPort ?? 'off', oidc: config.oidc?.issuer ?? 'off', publicGrants: config.publicGrants, collector: config.collector?.url ?? 'off', host: config.host, redis: Boolean(config.redisUrl), tls, autoResume: config.controlPlaneUrl ?? 'off' },
         'edge listening',
       );
       if (dialer) {
@@ -237,6 +311,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
         trafficUrl: `http://${host}:${trafficPort}`,
         ...(publicPort !== undefined ? { publicPort, publicUrl: `${apiScheme}://${host}:${publicPort}` } : {}),
         ...(trafficTlsPort !== undefined ? { trafficTlsPort } : {}),
+        trafficProxy: haproxyServing ? 'haproxy' : 'node',
       };
     },
     drain() {
@@ -247,7 +322,8 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       draining = true;
       dialer?.stop();
       if (config.trafficTls) unwatchFile(config.trafficTls.certPath, reloadTrafficCert);
-      const servers = trafficTls ? [traffic, trafficTls] : [traffic];
+      const servers = [traffic, ...(trafficTls ? [trafficTls] : []), ...(fallback ? [fallback] : [])];
+      const proxyStopped = supervisor?.stop(graceMs);
       const trafficClosed = Promise.all(servers.map((t) => new Promise<void>((resolve) => (t.listening ? t.close(() => resolve()) : resolve()))));
       for (const t of servers) t.closeIdleConnections();
       let timer: NodeJS.Timeout | undefined;
@@ -256,7 +332,9 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       for (const t of servers) t.closeAllConnections();
       const publicClosed = new Promise<void>((resolve) => (publicServer?.listening ? publicServer.close(() => resolve()) : resolve()));
       publicServer?.closeAllConnections();
-      await Promise.all([trafficClosed, publicClosed, api.close(graceMs)]);
+      await Promise.all([trafficClosed, publicClosed, api.close(graceMs), proxyStopped]);
+      // A run dir of our own making goes with us; a configured one keeps HAProxy's files for a look after the fact.
+      if (runDir && config.runDir === undefined) rmSync(runDir, { recursive: true, force: true });
       dialer?.close();
       sessions.close();
       nodeClients.close();
@@ -269,6 +347,16 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
       await telemetry.close();
     },
   };
+}
+
+/** A port free on `host` now, for HAProxy to bind (it is told a number; port 0 means "any" to tests). */
+async function freePort(host: string): Promise<number> {
+  const server = createNetServer();
+  server.listen(0, host);
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }
 
 /** Host part of the derived public URL: a wildcard listen address names no host, so use the machine's name. */

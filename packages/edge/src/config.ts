@@ -55,6 +55,13 @@ const EnvSchema = z.object({
   COVE_EDGE_TRAFFIC_TLS_PORT: port.optional(),
   COVE_EDGE_TRAFFIC_TLS_CERT: z.string().min(1).optional(),
   COVE_EDGE_TRAFFIC_TLS_KEY: z.string().min(1).optional(),
+  // Who serves the traffic port(s): `haproxy` = an HAProxy the edge supervises routes public running sandboxes itself
+  // and hands everything else to the Node server on loopback; used when HAProxy is installed and the catalog is
+  // in-process (not with COVE_EDGE_REDIS_URL). `node` = the Node server alone, as before.
+  COVE_TRAFFIC_PROXY: z.enum(['haproxy', 'node']).default('haproxy'),
+  // Where the edge keeps HAProxy's rendered files (0700; config, route maps, TLS PEM, runtime socket). Unset = a
+  // fresh directory under the system's temporary directory.
+  COVE_EDGE_RUN_DIR: z.string().min(1).optional(),
   // Cluster storage (template-build COPY uploads): a @cove/storage URL, file:// or s3://.
   COVE_STORAGE_URL: z
     .string()
@@ -221,6 +228,10 @@ export interface EdgeConfig {
   /** The TLS traffic port; undefined = not served. The PEM paths are kept: the edge reloads them when they change. */
   readonly trafficTls: { readonly port: number; readonly certPath: string; readonly keyPath: string; readonly cert: Buffer; readonly key: Buffer } | undefined;
   readonly storage: EdgeStorageConfig;
+  /** Who serves the traffic port(s) (app.ts decides whether HAProxy can: installed, in-process catalog). */
+  readonly trafficProxy: 'haproxy' | 'node';
+  /** HAProxy's files; undefined = a fresh temporary directory. */
+  readonly runDir: string | undefined;
   /** Base URL of the control plane (no trailing slash); undefined = auto-resume on traffic is off. */
   readonly controlPlaneUrl: string | undefined;
   /** The public port (logs, metrics, build status behind grants); undefined = not served. */
@@ -284,6 +295,8 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     tls,
     trafficTls,
     storage,
+    trafficProxy: e.COVE_TRAFFIC_PROXY,
+    runDir: e.COVE_EDGE_RUN_DIR,
     controlPlaneUrl: e.COVE_CONTROL_PLANE_URL?.replace(/\/+$/, ''),
     publicPort: e.COVE_EDGE_PUBLIC_PORT,
     grantIssuer: e.COVE_GRANT_ISSUER,

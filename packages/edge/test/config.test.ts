@@ -18,6 +18,9 @@ describe('edge config', () => {
     assert.equal(c.redisUrl, undefined);
     assert.match(c.edgeId, /^edge-/);
     assert.ok(Object.isFrozen(c));
+    assert.equal(c.trafficProxy, 'haproxy');
+    assert.equal(loadConfig({ ...base, COVE_TRAFFIC_PROXY: 'node' }).trafficProxy, 'node');
+    assert.throws(() => loadConfig({ ...base, COVE_TRAFFIC_PROXY: 'nginx' }), ConfigError);
   });
 
   it('lists every bad field at once and refuses E2B domains', () => {

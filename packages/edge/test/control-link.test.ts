@@ -157,14 +157,17 @@ describe('edge API port', () => {
     const headers = linkHeaders('node-a', { 'cove-sandbox-id': 'psbx3' });
     await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: 'psbx3' } }), { headers });
     let release!: (fail: boolean) => void;
+    let entered!: () => void;
+    const inPause = new Promise<void>((r) => (entered = r));
     node.beforePause = () =>
       new Promise<void>((resolve, reject) => {
         release = (fail) => (fail ? reject(new ConnectError('cannot checkpoint', Code.FailedPrecondition)) : resolve());
+        entered();
       });
     try {
       const failing = edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'psbx3', snapshotId: 'pause-3', memory: true }), { headers });
       // While the node works on it, traffic finds no route (and would go the auto-resume way).
-      for (let i = 0; i < 100 && (await catalog('psbx3')) !== 404; i++) await new Promise((r) => setTimeout(r, 10));
+      await inPause;
       assert.equal(await catalog('psbx3'), 404);
       release(true);
       await rejectsWith(failing, Code.FailedPrecondition);

@@ -4,7 +4,8 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -22,6 +23,19 @@ const ENV = {
   COVE_STORAGE_URL: pathToFileURL(join(tmpdir(), 'cove-edge-main-test-storage')).href,
   COVE_UPLOAD_SECRET: 'upload-secret-for-main-test-0123456789',
 };
+
+/** Start the edge process; resolves with its listening record. */
+async function startMain(env: Record<string, string>): Promise<{ child: ChildProcess; rec: { apiPort: number; trafficPort: number; trafficProxy: string } }> {
+  const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? '', ...ENV, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  for await (const line of createInterface({ input: child.stdout! })) {
+    const rec = JSON.parse(line) as { apiPort?: number; trafficPort: number; trafficProxy: string };
+    if (rec.apiPort) {
+      child.stdout!.resume();
+      return { child, rec: { ...rec, apiPort: rec.apiPort } };
+    }
+  }
+  throw new Error('edge exited before listening');
+}
 
 describe('edge process', () => {
   it('exits with code 2 listing the bad fields', async () => {
@@ -51,5 +65,33 @@ describe('edge process', () => {
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');
     assert.equal(code, 0);
+  });
+
+  it('takes its HAProxy down on SIGTERM, and ends one a SIGKILLed edge left behind before it binds', async () => {
+    const runDir = mkdtempSync(join(tmpdir(), 'cove-edge-main-run-'));
+    try {
+      const first = await startMain({ COVE_EDGE_RUN_DIR: runDir });
+      assert.equal(first.rec.trafficProxy, 'haproxy');
+      const pid = Number(readFileSync(join(runDir, 'haproxy.pid'), 'utf8'));
+      first.child.kill('SIGKILL');
+      await once(first.child, 'exit');
+      assert.ok(existsSync(`/proc/${pid}`), 'HAProxy outlives a SIGKILLed edge');
+      // Same port: the new edge must end the old HAProxy, or its own could not bind it.
+      const second = await startMain({ COVE_EDGE_RUN_DIR: runDir, COVE_EDGE_TRAFFIC_PORT: String(first.rec.trafficPort) });
+      assert.equal(second.rec.trafficProxy, 'haproxy');
+      assert.equal(second.rec.trafficPort, first.rec.trafficPort);
+      const statOf = (p: number) => (existsSync(`/proc/${p}`) ? readFileSync(`/proc/${p}/stat`, 'utf8').split(' ')[2] : 'gone');
+      assert.ok(['gone', 'Z'].includes(statOf(pid)), 'the stale HAProxy was ended');
+      const res = await request(`http://127.0.0.1:${second.rec.trafficPort}/`, { headers: { host: 'foo.example.com' } });
+      assert.equal(res.statusCode, 400);
+      await res.body.dump();
+      const pid2 = Number(readFileSync(join(runDir, 'haproxy.pid'), 'utf8'));
+      second.child.kill('SIGTERM');
+      const [code] = await once(second.child, 'exit');
+      assert.equal(code, 0);
+      assert.ok(['gone', 'Z'].includes(statOf(pid2)), 'SIGTERM stops the edge\'s HAProxy too');
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
   });
 });

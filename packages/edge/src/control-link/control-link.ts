@@ -43,6 +43,11 @@ export interface ControlLinkDeps {
   store: EdgeStore;
   sessions: H2SessionPool;
   log: Logger;
+  /**
+   * Take a sandbox's route out of the traffic proxy (HAProxy) before its Delete reaches the node; the catalog
+   * keeps the entry until the node answers. Unset = no traffic proxy.
+   */
+  withdrawRoute?: (sandboxId: string) => Promise<void>;
 }
 
 /** True when `path` belongs to the control link. */
@@ -80,6 +85,7 @@ export async function handleControlLink(req: Http2ServerRequest, res: Http2Serve
     return;
   }
   const held = await takeRouteForPause(req, deps, node.nodeId);
+  await withdrawRouteForDelete(req, deps);
   forward(req, res, deps, node.nodeId, node.rpcUrl, held);
 }
 
@@ -109,6 +115,14 @@ async function takeRouteForPause(req: Http2ServerRequest, deps: ControlLinkDeps,
     deps.log.warn({ err, sandboxId }, 'catalog: could not take the route of a sandbox being paused');
     return undefined;
   }
+}
+
+/** A Delete: the traffic proxy stops routing to the sandbox first (its requests then reach the Node edge). */
+async function withdrawRouteForDelete(req: Http2ServerRequest, deps: ControlLinkDeps): Promise<void> {
+  if (!deps.withdrawRoute || (req.headers[':path'] ?? req.url) !== DELETE) return;
+  const sandboxId = one(req.headers['cove-sandbox-id']);
+  if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) return;
+  await deps.withdrawRoute(sandboxId);
 }
 
 function forward(

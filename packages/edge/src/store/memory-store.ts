@@ -6,8 +6,21 @@ import { entryFromHeartbeat } from './recovered-entry.js';
 /** Paused-sandbox entries kept in memory (about 200 bytes each). */
 const MAX_PAUSED = 100_000;
 
+/** Told every change of a catalog row or node row, synchronously and in order (the HAProxy route maps). */
+export interface CatalogObserver {
+  sandboxChanged(sandboxId: string, entry: CatalogEntry | undefined): void;
+  nodeChanged(nodeId: string, record: NodeRecord | undefined): void;
+}
+
+/** Every catalog row and live node row at one moment. */
+export interface CatalogSnapshot {
+  sandboxes: [string, CatalogEntry][];
+  nodes: NodeRecord[];
+}
+
 /** EdgeStore held in Maps; `now` is injectable only so expiry has one clock with the registry. */
 export class MemoryStore implements EdgeStore {
+  private observer: CatalogObserver | undefined;
   private readonly sandboxes = new Map<string, CatalogEntry>();
   private readonly byNode = new Map<string, Set<string>>();
   private readonly nodes = new Map<string, { record: NodeRecord; expiresAt: number }>();
@@ -15,6 +28,20 @@ export class MemoryStore implements EdgeStore {
   private readonly paused = new Map<string, PausedEntry>();
 
   constructor(private readonly now: () => number = Date.now) {}
+
+  /** Report every later change to `observer` (one at a time). */
+  observe(observer: CatalogObserver): void {
+    this.observer = observer;
+  }
+
+  snapshot(): CatalogSnapshot {
+    const nodes: NodeRecord[] = [];
+    for (const [id, row] of [...this.nodes]) {
+      if (row.expiresAt <= this.now()) this.forget(id);
+      else nodes.push(row.record);
+    }
+    return { sandboxes: [...this.sandboxes], nodes };
+  }
 
   async getSandbox(sandboxId: string): Promise<CatalogEntry | undefined> {
     return this.sandboxes.get(sandboxId);
@@ -25,6 +52,7 @@ export class MemoryStore implements EdgeStore {
     if (prior) this.byNode.get(prior.nodeId)?.delete(sandboxId);
     this.sandboxes.set(sandboxId, entry);
     this.nodeSet(entry.nodeId).add(sandboxId);
+    this.observer?.sandboxChanged(sandboxId, entry);
   }
 
   async deleteSandbox(sandboxId: string, nodeId?: string): Promise<void> {
@@ -32,6 +60,7 @@ export class MemoryStore implements EdgeStore {
     if (!prior || (nodeId !== undefined && prior.nodeId !== nodeId)) return;
     this.sandboxes.delete(sandboxId);
     this.byNode.get(prior.nodeId)?.delete(sandboxId);
+    this.observer?.sandboxChanged(sandboxId, undefined);
   }
 
   async reconcileNode(
@@ -80,6 +109,7 @@ export class MemoryStore implements EdgeStore {
 
   async putNode(record: NodeRecord, ttlMs: number): Promise<void> {
     this.nodes.set(record.nodeId, { record, expiresAt: this.now() + ttlMs });
+    this.observer?.nodeChanged(record.nodeId, record);
   }
 
   async getNode(nodeId: string): Promise<NodeRecord | undefined> {
@@ -106,7 +136,11 @@ export class MemoryStore implements EdgeStore {
   /** A forgotten node takes its catalog entries with it: nothing could route to them any more. */
   private forget(nodeId: string): void {
     this.nodes.delete(nodeId);
-    for (const id of this.byNode.get(nodeId) ?? []) this.sandboxes.delete(id);
+    this.observer?.nodeChanged(nodeId, undefined);
+    for (const id of this.byNode.get(nodeId) ?? []) {
+      this.sandboxes.delete(id);
+      this.observer?.sandboxChanged(id, undefined);
+    }
     this.byNode.delete(nodeId);
   }
 

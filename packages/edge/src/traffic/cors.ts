@@ -27,7 +27,7 @@ const ALLOWED = new Set(
   ].map((h) => h.toLowerCase()),
 );
 const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS';
-const EXPOSED = [...new Set([...connectCors.exposedHeaders, 'Connect-Protocol-Version', 'Content-Encoding', 'Content-Length', 'Content-Type'])].join(', ');
+export const CORS_EXPOSED_HEADERS = [...new Set([...connectCors.exposedHeaders, 'Connect-Protocol-Version', 'Content-Encoding', 'Content-Length', 'Content-Type'])].join(', ');
 /** Browsers cap this at 2 h (Chromium) anyway. */
 const MAX_AGE = '7200';
 
@@ -47,7 +47,7 @@ export function answerPreflight(headers: IncomingHttpHeaders, res: ServerRespons
     'access-control-allow-origin': String(headers.origin),
     'access-control-allow-methods': ALLOWED_METHODS,
     'access-control-allow-headers': [...new Set([...ALLOWED, ...allowed])].join(', '),
-    'access-control-expose-headers': EXPOSED,
+    'access-control-expose-headers': CORS_EXPOSED_HEADERS,
     'access-control-max-age': MAX_AGE,
     vary: 'Origin, Access-Control-Request-Method, Access-Control-Request-Headers',
     'content-length': '0',
@@ -59,7 +59,7 @@ export function answerPreflight(headers: IncomingHttpHeaders, res: ServerRespons
 export function addCorsHeaders(origin: string | undefined, headers: OutgoingHttpHeaders): void {
   if (!origin || headers['access-control-allow-origin'] !== undefined) return;
   headers['access-control-allow-origin'] = origin;
-  headers['access-control-expose-headers'] = EXPOSED;
+  headers['access-control-expose-headers'] = CORS_EXPOSED_HEADERS;
   const vary = headers.vary;
   headers.vary = vary ? `${String(vary)}, Origin` : 'Origin';
 }

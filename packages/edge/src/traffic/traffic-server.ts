@@ -21,8 +21,10 @@ import {
   sendProxyError,
   writeRawProxyError,
 } from '@cove/traffic-proxy';
+import { tokensEqual } from '@cove/auth-tokens';
 import type { NodeCredentials } from '../nodes/node-credentials.js';
 import { addCorsHeaders, answerPreflight, isPreflight } from './cors.js';
+import { FALLBACK_CLIENT_ADDRESS_HEADER, FALLBACK_CLIENT_PROTO_HEADER, FALLBACK_SECRET_HEADER } from './haproxy/haproxy-config.js';
 import { routeSandboxRequest, type SandboxRouterDeps } from './sandbox-router.js';
 import { isVolumeApiHost, serveVolumeContent, type VolumeContentDeps } from './volume-content.js';
 
@@ -41,8 +43,33 @@ export interface TrafficServerDeps extends SandboxRouterDeps {
   volumeContent: Omit<VolumeContentDeps, 'directory' | 'credentials' | 'agent' | 'log'>;
 }
 
-function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxId: string, nodeId: string, port: number, upgrade: boolean) {
-  const proto = 'encrypted' in req.socket && req.socket.encrypted ? 'https' : 'http';
+/** The client a request came from: its socket's peer, or (behind HAProxy) what HAProxy says it was. */
+interface Client {
+  remoteAddress: string | undefined;
+  proto: 'http' | 'https';
+}
+
+/**
+ * Behind HAProxy (the loopback fallback listener) the client is named by headers HAProxy sets with the per-start
+ * secret; a request without the secret did not come through HAProxy and is refused. The headers are removed
+ * here, so nothing past this point (a node, a sandbox) ever sees the secret.
+ */
+function clientOf(req: IncomingMessage, forwarderSecret: string | undefined): Client | undefined {
+  if (forwarderSecret === undefined) {
+    return { remoteAddress: req.socket.remoteAddress, proto: 'encrypted' in req.socket && req.socket.encrypted ? 'https' : 'http' };
+  }
+  const { [FALLBACK_SECRET_HEADER]: secret, [FALLBACK_CLIENT_ADDRESS_HEADER]: address, [FALLBACK_CLIENT_PROTO_HEADER]: proto } = req.headers;
+  delete req.headers[FALLBACK_SECRET_HEADER];
+  delete req.headers[FALLBACK_CLIENT_ADDRESS_HEADER];
+  delete req.headers[FALLBACK_CLIENT_PROTO_HEADER];
+  if (typeof secret !== 'string' || !tokensEqual(secret, forwarderSecret)) return undefined;
+  return { remoteAddress: typeof address === 'string' ? address : undefined, proto: proto === 'https' ? 'https' : 'http' };
+}
+
+const NOT_FORWARDED_BODY = proxyErrorBody(403, 'This listener serves only the edge\'s traffic proxy');
+
+function upstreamHeaders(req: IncomingMessage, client: Client, deps: TrafficServerDeps, sandboxId: string, nodeId: string, port: number, upgrade: boolean) {
+  const proto = client.proto;
   return forwardRequestHeaders(req.headers, {
     remove: [NODE_TOKEN_HEADER],
     set: {
@@ -50,12 +77,18 @@ function upstreamHeaders(req: IncomingMessage, deps: TrafficServerDeps, sandboxI
       [SANDBOX_ID_HEADER]: sandboxId,
       [SANDBOX_PORT_HEADER]: String(port),
     },
-    forwarded: { remoteAddress: req.socket.remoteAddress, proto },
+    forwarded: { remoteAddress: client.remoteAddress, proto },
     upgrade,
   });
 }
 
-async function onRequest(req: IncomingMessage, res: ServerResponse, deps: TrafficServerDeps): Promise<void> {
+async function onRequest(req: IncomingMessage, res: ServerResponse, deps: TrafficServerDeps, forwarderSecret: string | undefined): Promise<void> {
+  const client = clientOf(req, forwarderSecret);
+  if (!client) {
+    req.resume();
+    sendProxyError(res, 403, NOT_FORWARDED_BODY);
+    return;
+  }
   if (isPreflight(req.method, req.headers)) {
     req.resume();
     answerPreflight(req.headers, res);
@@ -78,7 +111,7 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
   if (req.socket.destroyed) return;
   await forwardHttp(req, res, {
     target: proxyUrl,
-    headers: upstreamHeaders(req, deps, sandboxId, nodeId, port, false),
+    headers: upstreamHeaders(req, client, deps, sandboxId, nodeId, port, false),
     agent: deps.agent,
     ...(deps.dispatcher ? { dispatcher: deps.dispatcher } : {}),
     onResponse: (_status, headers) => addCorsHeaders(origin, headers),
@@ -90,7 +123,12 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
   });
 }
 
-async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, deps: TrafficServerDeps): Promise<void> {
+async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, deps: TrafficServerDeps, forwarderSecret: string | undefined): Promise<void> {
+  const client = clientOf(req, forwarderSecret);
+  if (!client) {
+    writeRawProxyError(socket, 403, NOT_FORWARDED_BODY);
+    return;
+  }
   const decision = await routeSandboxRequest(req.headers, deps);
   if (!decision.ok) {
     writeRawProxyError(socket, decision.status, decision.body);
@@ -100,7 +138,7 @@ async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, dep
   if (socket.destroyed) return;
   forwardUpgrade(req, socket, head, {
     target: proxyUrl,
-    headers: upstreamHeaders(req, deps, sandboxId, nodeId, port, true),
+    headers: upstreamHeaders(req, client, deps, sandboxId, nodeId, port, true),
     onError: (err, failure) => {
       deps.log.warn({ err, sandboxId, nodeId, failure }, 'node proxy unreachable (upgrade)');
       writeRawProxyError(socket, 502, proxyErrorBody(502, 'The sandbox node is unreachable', { sandboxId }));
@@ -108,8 +146,12 @@ async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, dep
   });
 }
 
-/** Build (not listen) the traffic server; with `tls`, the same server over HTTPS (HTTP/1.1 by ALPN). */
-export function createTrafficServer(deps: TrafficServerDeps, tls?: { cert: Buffer; key: Buffer }): Server {
+/**
+ * Build (not listen) the traffic server; with `tls`, the same server over HTTPS (HTTP/1.1 by ALPN). With
+ * `forwarderSecret` it is HAProxy's loopback fallback: it serves only requests carrying that secret and takes
+ * the client's address and scheme from HAProxy's headers.
+ */
+export function createTrafficServer(deps: TrafficServerDeps, tls?: { cert: Buffer; key: Buffer }, forwarderSecret?: string): Server {
   const options = {
     requestTimeout: 0, // uploads may take longer than Node's 300 s default; idleness is bounded below
     headersTimeout: HEADERS_TIMEOUT_MS,
@@ -120,14 +162,14 @@ export function createTrafficServer(deps: TrafficServerDeps, tls?: { cert: Buffe
   const server: Server = tls ? (createTlsServer({ ...options, cert: tls.cert, key: tls.key, ALPNProtocols: ['http/1.1'] }) as unknown as Server) : createServer(options);
   server.setTimeout(DEFAULT_IDLE_TIMEOUT_MS);
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    onRequest(req, res, deps).catch((err: unknown) => {
+    onRequest(req, res, deps, forwarderSecret).catch((err: unknown) => {
       deps.log.error({ err }, 'traffic request failed');
       sendProxyError(res, 500, proxyErrorBody(500, 'Internal proxy error'));
     });
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
-    onUpgrade(req, socket, head, deps).catch((err: unknown) => {
+    onUpgrade(req, socket, head, deps, forwarderSecret).catch((err: unknown) => {
       deps.log.error({ err }, 'traffic upgrade failed');
       writeRawProxyError(socket, 500, proxyErrorBody(500, 'Internal proxy error'));
     });

@@ -1,0 +1,311 @@
+// The traffic port served by HAProxy (traffic/haproxy/*): a real HAProxy the real edge supervises, in front
+// of stand-in node proxies. What HAProxy routes itself (public running sandboxes, by Host or headers), what it
+// hands to the Node fallback (everything else, with the exact JSON answers), spoofed routing and node headers,
+// the route taken away before a Pause or Delete reaches the node, a killed HAProxy, WebSockets, the fallback's
+// own door.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request as httpRequest, Agent } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
+import { eventually } from '@cove/test-support/eventually';
+import { rawHttpExchange } from '@cove/test-support/raw-http';
+import { sandboxNotFoundBody } from '@cove/traffic-proxy';
+import { WebSocket } from 'undici';
+import { runFiles } from '../src/traffic/haproxy/haproxy-supervisor.js';
+import { runtimeCommand } from '../src/traffic/haproxy/runtime-socket.js';
+import { FakeNode } from './fixtures/fake-node.js';
+import { create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { send } from './fixtures/http-client.js';
+
+describe('edge traffic port served by HAProxy', () => {
+  let edge: RunningEdge;
+  let nodeA: FakeNode;
+  let nodeB: FakeNode;
+  let url: string;
+  let port: number;
+  let runDir: string;
+  const route = (id: string, p: number | string, extra: Record<string, string> = {}) => ({ 'e2b-sandbox-id': id, 'e2b-sandbox-port': String(p), ...extra });
+  const files = () => runFiles(runDir);
+
+  /** Requests each HAProxy backend has taken so far (the runtime API's stats). */
+  async function served(): Promise<{ nodes: number; fallback: number }> {
+    const csv = await runtimeCommand(files().socketPath, ['show stat']);
+    const count = (backend: string) => Number(csv.split('\n').find((l) => l.startsWith(`${backend},BACKEND,`))?.split(',')[7] ?? NaN);
+    return { nodes: count('nodes'), fallback: count('fallback') };
+  }
+
+  /** Run `fn` and say which backend took the requests it made. */
+  async function via(fn: () => Promise<unknown>): Promise<'nodes' | 'fallback' | 'both' | 'none'> {
+    const before = await served();
+    await fn();
+    const now = await served();
+    const n = now.nodes > before.nodes;
+    const f = now.fallback > before.fallback;
+    return n && f ? 'both' : n ? 'nodes' : f ? 'fallback' : 'none';
+  }
+
+  async function createOn(node: FakeNode, id: string, trafficToken?: string): Promise<void> {
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: id } }), {
+      headers: linkHeaders(node.opts.nodeId, { 'cove-sandbox-id': id, ...(trafficToken ? { 'cove-traffic-access-token': trafficToken } : {}) }),
+    });
+  }
+
+  before(async () => {
+    runDir = mkdtempSync(join(tmpdir(), 'cove-edge-hp-'));
+    edge = await startEdge({ COVE_EDGE_RUN_DIR: runDir });
+    assert.equal(edge.trafficProxy, 'haproxy', 'haproxy is installed (cove up installs it): the edge must use it');
+    nodeA = await new FakeNode({ nodeId: 'node-a' }).start();
+    nodeB = await new FakeNode({ nodeId: 'node-b' }).start();
+    await nodeA.heartbeat(edge.apiUrl);
+    await nodeB.heartbeat(edge.apiUrl);
+    url = edge.trafficUrl;
+    port = edge.trafficPort;
+    await createOn(nodeA, 'puba');
+    await createOn(nodeB, 'pubb');
+    await createOn(nodeA, 'priva', 'traffic-secret-a');
+  });
+  after(async () => {
+    await edge.close();
+    await nodeA.close();
+    await nodeB.close();
+    rmSync(runDir, { recursive: true, force: true });
+  });
+
+  it('keeps its files private to the edge and its idle limits as the Node path has them', () => {
+    assert.equal(statSync(runDir).mode & 0o777, 0o700);
+    for (const f of [files().config, files().sandboxMapPath, files().nodeMapPath, files().pid]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
+    assert.equal(statSync(files().socketPath).mode & 0o777, 0o600);
+    const cfg = readFileSync(files().config, 'utf8');
+    for (const t of ['client', 'server', 'tunnel']) assert.match(cfg, new RegExp(`timeout ${t} 610s`));
+  });
+
+  it('routes a public sandbox itself, by headers and by Host, with the node token and routing headers set', async () => {
+    let seen: Record<string, string> = {};
+    assert.equal(
+      await via(async () => {
+        const res = await send(`${url}/headers`, { headers: route('puba', 49983, { 'cove-node-token': 'spoofed', 'x-forwarded-for': '10.9.9.9' }) });
+        assert.equal(res.status, 200, res.text);
+        seen = res.json();
+      }),
+      'nodes',
+    );
+    assert.equal(seen['cove-node-token'], nodeA.nodeToken);
+    assert.equal(seen['e2b-sandbox-id'], 'puba');
+    assert.equal(seen['e2b-sandbox-port'], '49983');
+    assert.equal(seen['x-forwarded-for'], '10.9.9.9, 127.0.0.1');
+    assert.equal(seen['x-forwarded-proto'], 'http');
+    assert.equal(seen['x-forwarded-host'], new URL(url).host);
+    assert.equal(seen['cove-edge-forwarder'], undefined);
+    assert.equal(
+      await via(async () => {
+        const res = await send(`${url}/`, { headers: { host: '8080-pubb.cove.test', 'cove-node-token': nodeA.nodeToken } });
+        assert.equal(res.text, 'hello from pubb:8080');
+      }),
+      'nodes',
+    );
+    assert.equal(nodeB.proxyHeaders.at(-1)?.['cove-node-token'], nodeB.nodeToken, 'node A token sent by the client is replaced by node B\'s');
+  });
+
+  it('keeps keep-alive requests on one client connection apart when they go to different nodes', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const id = i % 2 === 0 ? 'puba' : 'pubb';
+        const res = await new Promise<string>((resolve, reject) => {
+          httpRequest(`${url}/`, { agent, headers: route(id, 3000) }, (r) => {
+            let body = '';
+            r.setEncoding('utf8').on('data', (c) => (body += c)).on('end', () => resolve(body));
+          })
+            .on('error', reject)
+            .end();
+        });
+        assert.equal(res, `hello from ${id}:3000`);
+      }
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('adds CORS headers to cross-origin answers, its own included, and leaves preflights to the fallback', async () => {
+    const res = await send(`${url}/`, { headers: route('puba', 3000, { origin: 'https://app.example' }) });
+    assert.equal(res.headers['access-control-allow-origin'], 'https://app.example');
+    assert.match(String(res.headers['access-control-expose-headers']), /Content-Type/);
+    assert.equal(res.headers.vary, 'Origin');
+    let pre = 0;
+    assert.equal(
+      await via(async () => {
+        const r = await send(`${url}/`, { method: 'OPTIONS', headers: route('puba', 3000, { origin: 'https://app.example', 'access-control-request-method': 'POST' }) });
+        pre = r.status;
+      }),
+      'fallback',
+    );
+    assert.equal(pre, 204);
+  });
+
+  it('hands private and unknown sandboxes to the fallback, which answers as before', async () => {
+    let status = 0;
+    let body: unknown;
+    assert.equal(
+      await via(async () => {
+        const r = await send(`${url}/`, { headers: route('priva', 8080) });
+        status = r.status;
+        body = r.json();
+      }),
+      'fallback',
+    );
+    assert.equal(status, 403);
+    assert.equal((body as { code: number }).code, 403);
+    assert.equal(await via(async () => assert.equal((await send(`${url}/`, { headers: route('priva', 8080, { 'e2b-traffic-access-token': 'traffic-secret-a' }) })).status, 200)), 'fallback');
+    const unknown = await send(`${url}/`, { headers: route('nosuch', 8080) });
+    assert.equal(unknown.status, 502);
+    assert.deepEqual(unknown.json(), sandboxNotFoundBody('nosuch'));
+    // The volume API host and the legacy Host form go the Node way too.
+    assert.equal(await via(() => send(`${url}/`, { headers: { host: '3000-puba-client7.cove.test' } })), 'fallback');
+    assert.equal(nodeA.proxyHeaders.at(-1)?.['e2b-sandbox-id'], 'puba');
+    assert.equal(nodeA.proxyHeaders.at(-1)?.['cove-edge-forwarder'], undefined, 'the fallback secret never leaves the edge');
+    assert.equal(nodeA.proxyHeaders.at(-1)?.['cove-client-address'], undefined);
+  });
+
+  it('never reaches another sandbox with spoofed or malformed routing', async () => {
+    const before = nodeA.proxyHeaders.length + nodeB.proxyHeaders.length;
+    const cases: { head: string[]; status: number; reaches?: string; parser?: true }[] = [
+      // Host routing wins over the headers, as in resolveSandboxRoute: the header's id is replaced.
+      { head: ['GET /headers HTTP/1.1', 'host: 8080-puba.cove.test', 'e2b-sandbox-id: pubb', 'e2b-sandbox-port: 80'], status: 200, reaches: 'puba' },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: puba', 'e2b-sandbox-id: pubb', 'e2b-sandbox-port: 80'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: puba, pubb', 'e2b-sandbox-port: 80'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: puba', 'e2b-sandbox-port: 80', 'e2b-sandbox-port: 81'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: puba', 'e2b-sandbox-port: 65536'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: puba', 'e2b-sandbox-port: 0'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: puba', 'e2b-sandbox-port: 8o'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: PUBA', 'e2b-sandbox-port: 80'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 99999-puba.cove.test'], status: 400 },
+      { head: ['GET / HTTP/1.1', 'host: 80-puba.cove.test.evil'], status: 400 },
+      // HAProxy's HTTP parser refuses these before any rule runs (its built-in 400 page, not JSON).
+      { head: ['GET / HTTP/1.1', 'host: 80-puba.cove.test', 'host: 80-pubb.cove.test'], status: 400, parser: true },
+      { head: ['GET http://80-pubb.cove.test/ HTTP/1.1', 'host: 80-puba.cove.test'], status: 400, parser: true },
+      // Leading zeros are the fallback's to judge (it reads them as 8080 and routes the same sandbox).
+      { head: ['GET /headers HTTP/1.1', 'host: 127.0.0.1', 'e2b-sandbox-id: pubb', 'e2b-sandbox-port: 08080'], status: 200, reaches: 'pubb' },
+    ];
+    for (const c of cases) {
+      const got = await rawHttpExchange(port, c.head);
+      const what = c.head.join(' | ');
+      if (c.reaches) {
+        assert.equal(got.status, c.status, what);
+        assert.equal(JSON.parse(got.body)['e2b-sandbox-id'], c.reaches, what);
+      } else {
+        // HAProxy refuses some of these itself (400, in the same JSON shape); none reaches a node.
+        assert.equal(got.status, c.status, `${what}: ${got.body}`);
+        if (!c.parser) assert.equal(JSON.parse(got.body).code, c.status, what);
+      }
+    }
+    const reached = nodeA.proxyHeaders.length + nodeB.proxyHeaders.length - before;
+    assert.equal(reached, cases.filter((c) => c.reaches).length, 'only the cases that name a sandbox reach a node');
+    const huge = await send(`${url}/`, { headers: route('puba', 49983, { 'x-big': 'a'.repeat(20_000) }) });
+    assert.equal(huge.status, 431);
+    assert.equal(huge.json().code, 431);
+  });
+
+  it('a wrong map entry reaches a node that does not run the sandbox, never another sandbox', async () => {
+    // As if the map were stale: pubb's route points at node A.
+    assert.equal((await runtimeCommand(files().socketPath, [`set map ${files().sandboxMapPath} pubb node-a`])).trim(), '');
+    const res = await send(`${url}/headers`, { headers: route('pubb', 8080) });
+    assert.equal(res.status, 502);
+    assert.deepEqual(res.json(), sandboxNotFoundBody('pubb'));
+    const seen = nodeA.proxyHeaders.at(-1)!;
+    assert.equal(seen['e2b-sandbox-id'], 'pubb');
+    assert.equal(seen['cove-node-token'], nodeA.nodeToken);
+    assert.equal((await runtimeCommand(files().socketPath, [`set map ${files().sandboxMapPath} pubb node-b`])).trim(), '');
+    assert.equal((await send(`${url}/`, { headers: route('pubb', 8080) })).text, 'hello from pubb:8080');
+  });
+
+  it('takes the route away before a Pause or a Delete reaches the node', async () => {
+    await createOn(nodeA, 'pausea');
+    await createOn(nodeA, 'killa');
+    assert.equal(await via(() => send(`${url}/`, { headers: route('pausea', 8080) })), 'nodes');
+    const during: { status: number; body: unknown; path: string }[] = [];
+    const check = (id: string) => async () => {
+      const before = await served();
+      const r = await send(`${url}/`, { headers: route(id, 8080) });
+      const now = await served();
+      during.push({ status: r.status, body: r.status === 200 ? r.text : r.json(), path: now.fallback > before.fallback ? 'fallback' : 'nodes' });
+    };
+    nodeA.beforePause = check('pausea');
+    try {
+      await edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: 'pausea', snapshotId: 'snap-pausea', memory: true }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'pausea' }) });
+    } finally {
+      nodeA.beforePause = undefined;
+    }
+    assert.deepEqual(during, [{ status: 502, body: sandboxNotFoundBody('pausea'), path: 'fallback' }]);
+    nodeA.beforeDelete = check('killa');
+    try {
+      await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'killa' }), { headers: linkHeaders('node-a', { 'cove-sandbox-id': 'killa' }) });
+    } finally {
+      nodeA.beforeDelete = undefined;
+    }
+    // The fallback still finds the catalog entry (the node has not answered yet) and routes it itself.
+    assert.equal(during[1]?.path, 'fallback');
+    assert.equal(during[1]?.status, 200);
+    assert.equal((await send(`${url}/`, { headers: route('killa', 8080) })).status, 502);
+  });
+
+  it('passes WebSocket upgrades through', async () => {
+    const ws = new WebSocket(`ws://${new URL(url).host}/ws`, { headers: route('puba', 8080) } as any);
+    await once(ws as any, 'open');
+    const got = new Promise<string>((resolve) => ws.addEventListener('message', (e) => resolve(String(e.data)), { once: true }));
+    ws.send('ping through haproxy');
+    assert.match(await got, /ping through haproxy/);
+    ws.close();
+  });
+
+  it('refuses requests on the fallback listener that did not come through HAProxy', async () => {
+    const fallbackPort = Number(/server edge 127\.0\.0\.1:(\d+)/.exec(readFileSync(files().config, 'utf8'))?.[1]);
+    const res = await rawHttpExchange(fallbackPort, ['GET / HTTP/1.1', 'host: 8080-puba.cove.test', 'cove-edge-forwarder: guess', 'cove-client-address: 10.0.0.1']);
+    assert.equal(res.status, 403);
+    assert.equal(JSON.parse(res.body).code, 403);
+  });
+
+  it('restarts a killed HAProxy with its maps from the catalog, and serves again', async () => {
+    const supervisor = edge.edge.trafficProxy!;
+    const first = supervisor.pid!;
+    process.kill(first, 'SIGKILL');
+    await eventually(async () => supervisor.pid !== undefined && supervisor.pid !== first && (await send(`${url}/`, { headers: route('puba', 8080) })).status === 200, 15_000, 'haproxy restarted', 50);
+    assert.equal(await via(() => send(`${url}/`, { headers: route('pubb', 8080) })), 'nodes');
+    assert.match(readFileSync(files().sandboxMapPath, 'utf8'), /^pubb node-b$/m);
+    assert.doesNotMatch(readFileSync(files().sandboxMapPath, 'utf8'), /priva|pausea|killa/);
+  });
+});
+
+describe('edge traffic port: COVE_TRAFFIC_PROXY', () => {
+  for (const [what, binary] of [
+    ['an HAProxy that fails its config check', '/bin/false'],
+    ['no HAProxy at all', '/nonexistent/haproxy'],
+  ] as const) {
+    it(`serves the port from the Node server with ${what}`, async () => {
+      const edge = await startEdge({}, { haproxyBinary: binary });
+      try {
+        assert.equal(edge.trafficProxy, 'node');
+        const res = await send(`${edge.trafficUrl}/`, { headers: { host: 'foo.example.com' } });
+        assert.equal(res.status, 400);
+        assert.equal(res.json().code, 400);
+      } finally {
+        await edge.close();
+      }
+    });
+  }
+
+  it('serves the port from the Node server alone when set to node', async () => {
+    const edge = await startEdge({ COVE_TRAFFIC_PROXY: 'node' });
+    try {
+      assert.equal(edge.trafficProxy, 'node');
+      assert.equal(edge.edge.trafficProxy, undefined);
+      assert.equal((await send(`${edge.trafficUrl}/`, { headers: { host: 'foo.example.com' } })).status, 400);
+    } finally {
+      await edge.close();
+    }
+  });
+});
