@@ -29,15 +29,8 @@ export class RouteSyncedStore implements EdgeStore {
     await this.routes.flush();
   }
 
-  async reconcileNode(
-    nodeId: string,
-    sandboxIds: readonly string[],
-    now: number,
-    graceMs: number,
-    traffic?: ReadonlyMap<string, string>,
-    otherNodes?: ReadonlySet<string>,
-  ): Promise<ReconcileResult> {
-    const result = await this.inner.reconcileNode(nodeId, sandboxIds, now, graceMs, traffic, otherNodes);
+  async reconcileNode(...args: Parameters<EdgeStore['reconcileNode']>): Promise<ReconcileResult> {
+    const result = await this.inner.reconcileNode(...args);
     await this.routes.flush();
     return result;
   }
