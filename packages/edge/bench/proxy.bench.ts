@@ -1,5 +1,5 @@
 // Requests/s and latency straight to an upstream vs. through the edge's traffic port, served by the Node server
-// alone (COVE_TRAFFIC_PROXY=node) and by the edge's HAProxy (the default), in the same rounds. Upstream, edges and
+// alone (COVE_TRAFFIC_PROXY=node) and by the edge's HAProxy (COVE_TRAFFIC_PROXY=haproxy), in the same rounds. Upstream, edges and
 // this load generator (undici Pool with keep-alive and pipelining) are separate processes, like undici's
 // own benchmarks. Prints a table to stderr, one JSON document to stdout, and `BENCH_RESULT {...}` lines for
 // `cove bench` (packages/cli/src/bench.ts). Direct and via-edge runs alternate for --rounds rounds and the

@@ -70,14 +70,14 @@ describe('edge process', () => {
   it('takes its HAProxy down on SIGTERM, and ends one a SIGKILLed edge left behind before it binds', async () => {
     const runDir = mkdtempSync(join(tmpdir(), 'cove-edge-main-run-'));
     try {
-      const first = await startMain({ COVE_EDGE_RUN_DIR: runDir });
+      const first = await startMain({ COVE_EDGE_RUN_DIR: runDir, COVE_TRAFFIC_PROXY: 'haproxy' });
       assert.equal(first.rec.trafficProxy, 'haproxy');
       const pid = Number(readFileSync(join(runDir, 'haproxy.pid'), 'utf8'));
       first.child.kill('SIGKILL');
       await once(first.child, 'exit');
       assert.ok(existsSync(`/proc/${pid}`), 'HAProxy outlives a SIGKILLed edge');
       // Same port: the new edge must end the old HAProxy, or its own could not bind it.
-      const second = await startMain({ COVE_EDGE_RUN_DIR: runDir, COVE_EDGE_TRAFFIC_PORT: String(first.rec.trafficPort) });
+      const second = await startMain({ COVE_EDGE_RUN_DIR: runDir, COVE_TRAFFIC_PROXY: 'haproxy', COVE_EDGE_TRAFFIC_PORT: String(first.rec.trafficPort) });
       assert.equal(second.rec.trafficProxy, 'haproxy');
       assert.equal(second.rec.trafficPort, first.rec.trafficPort);
       const statOf = (p: number) => (existsSync(`/proc/${p}`) ? readFileSync(`/proc/${p}/stat`, 'utf8').split(' ')[2] : 'gone');

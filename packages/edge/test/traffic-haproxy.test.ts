@@ -57,8 +57,8 @@ describe('edge traffic port served by HAProxy', () => {
 
   before(async () => {
     runDir = mkdtempSync(join(tmpdir(), 'cove-edge-hp-'));
-    edge = await startEdge({ COVE_EDGE_RUN_DIR: runDir });
-    assert.equal(edge.trafficProxy, 'haproxy', 'haproxy is installed (cove up installs it): the edge must use it');
+    edge = await startEdge({ COVE_EDGE_RUN_DIR: runDir, COVE_TRAFFIC_PROXY: 'haproxy' });
+    assert.equal(edge.trafficProxy, 'haproxy', 'haproxy is installed (cove up installs it): the edge asked for it must use it');
     nodeA = await new FakeNode({ nodeId: 'node-a' }).start();
     nodeB = await new FakeNode({ nodeId: 'node-b' }).start();
     await nodeA.heartbeat(edge.apiUrl);
@@ -286,7 +286,7 @@ describe('edge traffic port: COVE_TRAFFIC_PROXY', () => {
     ['no HAProxy at all', '/nonexistent/haproxy'],
   ] as const) {
     it(`serves the port from the Node server with ${what}`, async () => {
-      const edge = await startEdge({}, { haproxyBinary: binary });
+      const edge = await startEdge({ COVE_TRAFFIC_PROXY: 'haproxy' }, { haproxyBinary: binary });
       try {
         assert.equal(edge.trafficProxy, 'node');
         const res = await send(`${edge.trafficUrl}/`, { headers: { host: 'foo.example.com' } });
