@@ -3,7 +3,9 @@
 // flight, and an idle broker never holds its parent's event loop open.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { run } from '../src/sandbox/run-command.js';
@@ -41,23 +43,36 @@ describe('spawn broker', () => {
 
   it('fails what was in flight when the broker dies, once, and starts a new broker for the next tool', async () => {
     const broker = new SpawnBroker();
-    const marker = `/tmp/cove-broker-test-${process.pid}`;
-    const inFlight = broker.run({ cmd: 'sh', args: ['-c', `echo x >> ${marker}; exec sleep 30`], env: { PATH: '/usr/bin:/bin' } });
-    const first = broker.pid!;
-    // The tool has started once its line is in the file; then the broker is killed under it.
-    for (;;) {
-      const ok = await broker.run({ cmd: 'test', args: ['-s', marker], env: { PATH: '/usr/bin:/bin' } });
-      if (ok.code === 0) break;
+    // A directory of its own: a marker left by an earlier run (another process with this pid) would read as a resend.
+    const dir = mkdtempSync(join(tmpdir(), 'cove-broker-test-'));
+    const marker = join(dir, 'marker');
+    try {
+      // It writes its pid (the sleep's, after the exec) so the test can end it: killing the broker does not.
+      const inFlight = broker.run({ cmd: 'sh', args: ['-c', `echo $$ >> ${marker}; exec sleep 30`], env: { PATH: '/usr/bin:/bin' } });
+      const first = broker.pid!;
+      // The tool has started once its line is in the file; then the broker is killed under it.
+      for (;;) {
+        const ok = await broker.run({ cmd: 'test', args: ['-s', marker], env: { PATH: '/usr/bin:/bin' } });
+        if (ok.code === 0) break;
+      }
+      process.kill(first, 'SIGKILL');
+      await assert.rejects(inFlight, (e: Error) => e instanceof SpawnBrokerFailed && /exited \(SIGKILL\)/.test(e.message));
+      const again = await broker.run({ cmd: 'echo', args: ['again'], env: { PATH: '/usr/bin:/bin' } });
+      assert.equal(again.stdout, 'again\n');
+      assert.notEqual(broker.pid, first);
+      assert.equal(broker.starts, 2);
+      // Not sent twice: the first tool wrote its line once.
+      assert.match(readFileSync(marker, 'utf8'), /^\d+\n$/);
+    } finally {
+      for (const pid of readFileSync(marker, { encoding: 'utf8', flag: 'a+' }).split('\n').filter(Boolean)) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      rmSync(dir, { recursive: true, force: true });
     }
-    process.kill(first, 'SIGKILL');
-    await assert.rejects(inFlight, (e: Error) => e instanceof SpawnBrokerFailed && /exited \(SIGKILL\)/.test(e.message));
-    const again = await broker.run({ cmd: 'echo', args: ['again'], env: { PATH: '/usr/bin:/bin' } });
-    assert.equal(again.stdout, 'again\n');
-    assert.notEqual(broker.pid, first);
-    assert.equal(broker.starts, 2);
-    // Not sent twice: the first tool wrote its line once.
-    assert.equal(readFileSync(marker, 'utf8'), 'x\n');
-    await run('sh', ['-c', `pkill -f "echo x >> ${marker}" ; rm -f ${marker}`], { allowFailure: true });
   });
 
   it('does not keep an idle parent alive: a process that ran one tool exits by itself', async () => {
