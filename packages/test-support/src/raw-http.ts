@@ -5,17 +5,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 
 export async function rawHttpStatus(port: number, requestLine: string, headers: Record<string, string>): Promise<number> {
-  const socket = connect(port, '127.0.0.1');
-  await once(socket, 'connect');
-  const head = [requestLine, 'connection: close', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-  // Not end(): a half-closed client counts as gone and its request is not forwarded; `connection: close` ends it.
-  socket.write(`${head.join('\r\n')}\r\n\r\n`);
-  let data = '';
-  socket.setEncoding('utf8');
-  for await (const chunk of socket) data += chunk as string;
-  const m = /^HTTP\/1\.1 (\d{3})/.exec(data);
-  assert.ok(m, `no HTTP answer to ${requestLine}: ${JSON.stringify(data.slice(0, 200))}`);
-  return Number(m[1]);
+  return (await rawHttpExchange(port, [requestLine, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)])).status;
 }
 
 /**
@@ -25,6 +15,7 @@ export async function rawHttpStatus(port: number, requestLine: string, headers: 
 export async function rawHttpExchange(port: number, head: readonly string[]): Promise<{ status: number; body: string }> {
   const socket = connect(port, '127.0.0.1');
   await once(socket, 'connect');
+  // Not end(): a half-closed client counts as gone and its request is not forwarded; `connection: close` ends it.
   socket.write(`${[...head, 'connection: close'].join('\r\n')}\r\n\r\n`);
   let data = '';
   socket.setEncoding('utf8');
