@@ -210,7 +210,12 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     if (!trafficTls || !config.trafficTls) return;
     if (haproxyServing && supervisor) {
       try {
-        void supervisor.reloadCert(readFileSync(config.trafficTls.certPath), readFileSync(config.trafficTls.keyPath)).then(() => log.info('traffic TLS certificate reloaded (haproxy)'));
+        supervisor
+          .reloadCert(readFileSync(config.trafficTls.certPath), readFileSync(config.trafficTls.keyPath))
+          .then(
+            () => log.info('traffic TLS certificate reloaded (haproxy)'),
+            (err: unknown) => log.warn({ err }, 'traffic TLS certificate not reloaded (haproxy)'),
+          );
       } catch (err) {
         log.warn({ err }, 'traffic TLS certificate not reloaded (keeping the current one)');
       }

@@ -121,8 +121,7 @@ async function takeRouteForPause(req: Http2ServerRequest, deps: ControlLinkDeps,
 async function withdrawRouteForDelete(req: Http2ServerRequest, deps: ControlLinkDeps): Promise<void> {
   if (!deps.withdrawRoute || (req.headers[':path'] ?? req.url) !== DELETE) return;
   const sandboxId = one(req.headers['cove-sandbox-id']);
-  if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) return;
-  await deps.withdrawRoute(sandboxId);
+  if (sandboxId) await deps.withdrawRoute(sandboxId);
 }
 
 function forward(

@@ -107,6 +107,7 @@ export class HaproxySupervisor {
   async start(): Promise<boolean> {
     mkdirSync(this.o.runDir, { recursive: true, mode: 0o700 });
     await this.killStale();
+    const user = haproxyUser();
     const input: HaproxyConfigInput = {
       host: this.o.host,
       port: this.o.port,
@@ -117,10 +118,10 @@ export class HaproxySupervisor {
       socketPath: this.files.socketPath,
       sandboxMapPath: this.files.sandboxMapPath,
       nodeMapPath: this.files.nodeMapPath,
-      ...(haproxyUser() ? { user: haproxyUser() } : {}),
+      ...(user ? { user } : {}),
     };
     writeFileSync(this.files.config, renderHaproxyConfig(input), { mode: 0o600 });
-    if (this.o.tls) writeFileSync(this.files.pem, Buffer.concat([this.o.tls.cert, Buffer.from('\n'), this.o.tls.key]), { mode: 0o600 });
+    if (this.o.tls) this.writePem(this.o.tls.cert, this.o.tls.key);
     // The check loads the maps too; launch() writes their real content.
     for (const path of [this.files.sandboxMapPath, this.files.nodeMapPath]) writeFileSync(path, '', { mode: 0o600 });
     const checked = await this.check();
@@ -137,10 +138,15 @@ export class HaproxySupervisor {
   async reloadCert(cert: Buffer, key: Buffer): Promise<void> {
     if (!this.o.tls) return;
     this.o.tls = { ...this.o.tls, cert, key };
-    writeFileSync(this.files.pem, Buffer.concat([cert, Buffer.from('\n'), key]), { mode: 0o600 });
+    this.writePem(cert, key);
     // A restart asked for is no failure: it comes back at once, and renewals never add up to giving up.
     this.failedStarts = 0;
     await this.kill('SIGTERM');
+  }
+
+  /** HAProxy's PEM: the certificate chain, then the key. */
+  private writePem(cert: Buffer, key: Buffer): void {
+    writeFileSync(this.files.pem, Buffer.concat([cert, Buffer.from('\n'), key]), { mode: 0o600 });
   }
 
   /** Stop for good: soft stop (no new connections, running ones finish) for `graceMs`, then terminate. */

@@ -115,10 +115,13 @@ export class RouteMaps implements CatalogObserver {
     if (gen) this.edit(gen.nodes, this.paths.nodeMapPath, nodeId, nodeTargetOf(nodeId, record?.proxyUrl, this.credentials));
   }
 
-  /** Take a sandbox's route out of HAProxy only (a kill about to be forwarded); the catalog keeps its entry. */
+  /**
+   * Take a sandbox's route out of HAProxy only (a kill about to be forwarded); the catalog keeps its entry. An id
+   * no route could have been made for is no map key (nor a runtime API word): nothing to take out.
+   */
   withdraw(sandboxId: string): Promise<void> {
     const gen = this.generation;
-    if (gen) this.edit(gen.sandboxes, this.paths.sandboxMapPath, sandboxId, undefined);
+    if (gen && SANDBOX_ID_RE.test(sandboxId)) this.edit(gen.sandboxes, this.paths.sandboxMapPath, sandboxId, undefined);
     return this.flush();
   }
 
