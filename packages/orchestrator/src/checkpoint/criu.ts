@@ -211,8 +211,8 @@ export async function criuCommand(criu: string, args: string[]): Promise<{ file:
   return { file: 'sh', argv: ['-c', IN_KDAT_NS, 'sh', runDir, criu, ...args] };
 }
 
-/** Runs criu to its end; `stop` (when it resolves first) SIGKILLs it, which then reads as a failed run. */
-async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>, stop?: Promise<unknown>): Promise<number> {
+/** Runs criu to its end; `stop` resolving true first SIGKILLs it, which then reads as a failed run. */
+async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>, stop?: Promise<boolean>): Promise<number> {
   const cmd = await criuCommand(criu, [...args, '-o', logFile, '-v4']);
   return new Promise((resolve, reject) => {
     // criu's own stdio is /dev/null: the restored tree inherits nothing from the orchestrator.
@@ -223,8 +223,8 @@ async function runCriu(criu: string, args: string[], logFile: string, env?: Reco
       ended = true;
       resolve(code ?? 1);
     });
-    void stop?.then(() => {
-      if (!ended) child.kill('SIGKILL');
+    void stop?.then((yes) => {
+      if (yes && !ended) child.kill('SIGKILL');
     });
   });
 }
@@ -461,7 +461,7 @@ export async function restoreSlot(o: {
   // A daemon that ends before criu's restore does (killed right after the pidfile was written) left criu waiting
   // in wait4 on its tasks for good, and the resume with it: criu is ended with the daemon, and the restore fails
   // (the caller then restores the whole image).
-  const daemonGone = lazy?.done.then((outcome) => (outcome === 'served' ? new Promise(() => undefined) : outcome));
+  const daemonGone = lazy?.done.then((outcome) => outcome !== 'served');
   const code = await runCriu(o.criu, args, log, netEnv(o.net), daemonGone).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
   steps['criuRestore'] = Date.now() - criuStarted;
   if (code !== 0) {
