@@ -34,12 +34,12 @@ export async function stopStream(d: Sandbox): Promise<void> {
   await eventually(async () => (await run(d, 'pgrep -x x11vnc')).code !== 0, 15_000, 'x11vnc gone after stream.stop()');
 }
 
-export type NodeView = { status: string; info?: { readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> } };
+export type NodeView = { status: string; info?: { readyTemplates?: string[]; buildingTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> } };
 
 /**
- * Waits until a healthy node lists `desktop` in its ready templates (the nodes build it in the background); with
- * `warm`, until every healthy node also has its desktop warm pool full (wherever placement puts the create, a
- * pre-started desktop waits there).
+ * Waits until a healthy node lists `desktop` in its ready templates and none is still building it (the nodes build
+ * it in the background); with `warm`, until every healthy node also has its desktop warm pool full (wherever
+ * placement puts the create, a pre-started desktop waits there).
  */
 export async function desktopReady(warm = false): Promise<void> {
   const d = deployment();
@@ -48,11 +48,14 @@ export async function desktopReady(warm = false): Promise<void> {
       const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
       const nodes = ((await res.json()) as NodeView[]).filter((n) => n.status === 'healthy');
       const ready = nodes.some((n) => (n.info?.readyTemplates ?? []).includes(DESKTOP_TEMPLATE_ID));
+      // A node rebuilding the template (its recipe changed since the machine last built it) starts the older build
+      // meanwhile: the tests are about the current one.
+      const building = nodes.some((n) => (n.info?.buildingTemplates ?? []).includes(DESKTOP_TEMPLATE_ID));
       const full = nodes.every((n) => {
         const pool = n.info?.warmPools?.find((p) => p.templateId === DESKTOP_TEMPLATE_ID);
         return pool !== undefined && (pool.ready ?? 0) >= (pool.target ?? 0) && (pool.target ?? 0) > 0;
       });
-      return ready && (!warm || full);
+      return ready && !building && (!warm || full);
     },
     20 * 60_000,
     `a node with the ${DESKTOP_TEMPLATE_ID} template ready${warm ? ' and every node\'s desktop warm pool full' : ''}`,

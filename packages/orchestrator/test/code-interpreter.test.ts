@@ -525,7 +525,9 @@ describe('a node still building code-interpreter-v1', { timeout: 300_000, skip }
     assert.equal(err.metadata.get(ERROR_CODE_HEADER), 'template_not_ready');
     assert.match(err.rawMessage, /code-interpreter-v1 is still being built on this node/);
     assert.ok(ms < 3000, `fast (${ms} ms)`);
-    assert.deepEqual([...(await rpcClients(c.rpcUrl).info.info({})).readyTemplates], ['base'], 'node info leaves it out');
+    const info = await rpcClients(c.rpcUrl).info.info({});
+    assert.deepEqual([...info.readyTemplates], ['base'], 'node info leaves it out');
+    assert.deepEqual([...info.buildingTemplates], [CI], 'and lists it as being built');
     // base sandboxes do not wait for the background build.
     await rpcClients(c.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'nrbase' }) });
     await rpcClients(c.rpcUrl).sandboxes.delete({ sandboxId: 'nrbase' });
@@ -537,6 +539,7 @@ describe('a node still building code-interpreter-v1', { timeout: 300_000, skip }
     assert.equal(failed?.code, Code.Unavailable);
     assert.equal(failed?.metadata.get(ERROR_CODE_HEADER), 'template_not_ready');
     assert.match(failed?.rawMessage ?? '', /failed to build on this node/);
+    assert.deepEqual([...(await rpcClients(c.rpcUrl).info.info({})).buildingTemplates], [], 'a failed build waiting for its retry is not "building"');
     // The pool never booted a slot of a template the node does not have.
     assert.equal((await c.runtime.listSlots()).filter((s) => s.templateId === CI).length, 0);
     assert.equal(c.orchestrator.pool.stats().find((p) => p.templateId === CI)?.ready, 0);

@@ -31,6 +31,8 @@ export interface NodeInfoDeps {
   usage: SandboxUsageSampler;
   /** Built-in templates the node can start sandboxes of right now (background builds appear once done). */
   readyTemplates: () => Promise<string[]>;
+  /** Built-in templates being built in the background (after an upgrade, an older build serves meanwhile). */
+  buildingTemplates: () => string[];
   /** The cluster's secret-sealing public key (derived from the artifact key), for the control plane. */
   secretsPublicKey?: string;
 }
@@ -62,6 +64,7 @@ export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
     warmPools: d.pool.stats().map((p) => create(WarmPoolInfoSchema, p)),
     proxyAddress: d.proxyAddress,
     readyTemplates,
+    buildingTemplates: d.buildingTemplates(),
     secretsPublicKey: d.secretsPublicKey ?? '',
     sandboxUsage: d.usage.samples().map((s) =>
       create(SandboxUsageSchema, {

@@ -6,8 +6,8 @@ import type { TemplateStatus } from './runtime.js';
 
 /** What the builds need from the runtime. */
 export interface BackgroundBuildDeps {
-  /** Builds (or verifies) a template's rootfs. */
-  ensure(templateId: string): Promise<void>;
+  /** Builds (or verifies) a template's rootfs; true when it replaced an older build the node had been starting. */
+  ensure(templateId: string): Promise<boolean>;
   /** Whether the template has a rootfs here. */
   built(templateId: string): Promise<boolean>;
   /** Whether the template's server can run here (code-interpreter-v1 needs its guest dir). */
@@ -20,6 +20,7 @@ const RETRY_MS = 600_000;
 export class BackgroundBuilds {
   private readonly entries = new Map<string, { state: 'building' | 'failed'; error?: string; timer?: NodeJS.Timeout }>();
   private readonly waiters = new Map<string, Array<() => void>>();
+  private readonly replacedListeners: Array<(templateId: string) => void> = [];
   private closed = false;
 
   constructor(private readonly deps: BackgroundBuildDeps) {}
@@ -44,9 +45,10 @@ export class BackgroundBuilds {
     this.entries.set(templateId, { state: 'building' });
     log.info('building or verifying template in the background');
     try {
-      await this.deps.ensure(templateId);
+      const replaced = await this.deps.ensure(templateId);
       this.entries.delete(templateId);
-      log.info({ ms: Date.now() - started }, 'template ready');
+      log.info({ ms: Date.now() - started, replaced }, 'template ready');
+      if (replaced) for (const l of this.replacedListeners) l(templateId);
       if (await this.deps.serverPresent(templateId)) for (const w of this.waiters.get(templateId)?.splice(0) ?? []) w();
     } catch (err) {
       const retry = setTimeout(() => void this.buildOne(templateId), RETRY_MS);
@@ -64,6 +66,16 @@ export class BackgroundBuilds {
     if (!(await this.deps.serverPresent(templateId))) return 'absent';
     if (await this.deps.built(templateId)) return 'ready';
     return this.entries.get(templateId)?.state ?? 'absent';
+  }
+
+  /** Calls `listener` each time a build replaces one the node had been starting (a recipe changed by an upgrade). */
+  onReplaced(listener: (templateId: string) => void): void {
+    this.replacedListeners.push(listener);
+  }
+
+  /** Templates queued or under way (a failed one waiting for its retry is not). */
+  building(): string[] {
+    return [...this.entries].filter(([, e]) => e.state === 'building').map(([id]) => id);
   }
 
   /** Resolves once the template is ready on this node (at once when it is; never for one that never becomes ready). */

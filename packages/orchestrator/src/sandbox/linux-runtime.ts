@@ -172,7 +172,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     this.idCount = cfg.idCount ?? 65_536;
     this.pidsLimit = cfg.pidsLimit ?? 1024;
     this.background = new BackgroundBuilds({
-      ensure: (t) => this.templates.ensure(t, { background: true }).then(() => undefined),
+      ensure: async (t) => {
+        const before = await this.templates.rootfsOf(t);
+        const after = await this.templates.ensure(t, { background: true });
+        return before !== null && before !== after;
+      },
       built: async (t) => (await this.templates.rootfsOf(t)) !== null,
       serverPresent: (t) => this.serverPresent(t),
       log: this.log,
@@ -263,6 +267,14 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
 
   async templateStatus(templateId: string): Promise<TemplateStatus> {
     return this.background.status(templateId);
+  }
+
+  templatesBuilding(): string[] {
+    return this.background.building();
+  }
+
+  onTemplateReplaced(listener: (templateId: string) => void): void {
+    this.background.onReplaced(listener);
   }
 
   whenTemplateReady(templateId: string): Promise<void> {

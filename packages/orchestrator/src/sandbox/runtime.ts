@@ -95,6 +95,10 @@ export interface SandboxRuntime {
   hasTemplate(templateId: string): Promise<boolean>;
   /** Why a built-in template is or is not available (background builds: prepare() does not wait for them). */
   templateStatus(templateId: string): Promise<TemplateStatus>;
+  /** Built-in templates a background build is queued or under way for (an older build may serve meanwhile). */
+  templatesBuilding(): string[];
+  /** Calls `listener` when a background build replaces a built-in template's older build (slots of it are stale). */
+  onTemplateReplaced(listener: (templateId: string) => void): void;
   /** Resolves once the built-in template is available (at once when it is). */
   whenTemplateReady(templateId: string): Promise<void>;
   /** The built-in template's read-only rootfs (bottom layer of a stack on it), or null when absent. */

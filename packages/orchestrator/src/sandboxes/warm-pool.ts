@@ -42,6 +42,8 @@ export interface WarmPoolStats {
 interface TemplatePool extends PoolEntry {
   /** Whether the node has the template yet (background builds). */
   available: boolean;
+  /** Bumped when a new build of the template replaces the one its slots were booted from. */
+  generation: number;
 }
 
 
@@ -53,12 +55,13 @@ export class WarmPool {
   constructor(private readonly opts: WarmPoolOptions) {
     this.boots = new PoolBoots({ ...opts, what: 'warm slot' }, () => this.fill());
     for (const templateId of Object.keys(opts.targets)) {
-      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff(), available: false });
+      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff(), available: false, generation: 0 });
     }
   }
 
   /** Start filling every pool up to its target. */
   start(): void {
+    this.opts.runtime.onTemplateReplaced((templateId) => void this.recycle(templateId));
     for (const [templateId, pool] of this.pools) {
       void this.opts.runtime.whenTemplateReady(templateId).then(() => {
         pool.available = true;
@@ -100,6 +103,20 @@ export class WarmPool {
     await Promise.allSettled(slots.map((s) => this.boots.destroy(s)));
   }
 
+  /**
+   * A new build of the template replaced the one the pool's slots were booted from (an upgrade changed its recipe):
+   * the ready ones are destroyed and those booting are dropped when they finish, so no create gets the old build.
+   */
+  private async recycle(templateId: string): Promise<void> {
+    const pool = this.pools.get(templateId);
+    if (!pool) return;
+    pool.generation++;
+    const stale = pool.ready.splice(0);
+    this.opts.log.info({ templateId, stale: stale.length }, 'template rebuilt: replacing its warm slots');
+    this.fill();
+    await Promise.allSettled(stale.map((s) => this.boots.destroy(s)));
+  }
+
   private fill(): void {
     if (this.closed) return;
     const now = Date.now();
@@ -119,6 +136,7 @@ export class WarmPool {
 
   private bootOne(templateId: string, pool: TemplatePool): void {
     const log = this.opts.log.child({ templateId });
+    const generation = pool.generation;
     this.boots.start(pool, log, async () => {
       const booted = await this.opts.runtime.boot({
         templateId,
@@ -131,7 +149,7 @@ export class WarmPool {
         return undefined;
       }
       const slot = await readyBuiltinSlot({ runtime: this.opts.runtime, readyTimeoutMs: this.opts.readyTimeoutMs, log }, booted, { warmUp: true });
-      if (this.closed) {
+      if (this.closed || pool.generation !== generation) {
         await this.boots.destroy(slot);
         return undefined;
       }

@@ -1,0 +1,90 @@
+// After an upgrade changed a built-in template's recipe, a node starts the older build until the background build of
+// the new one is in place. Its warm pool must then not hand out slots of the older build: ready ones are destroyed,
+// one still booting is dropped when it finishes, and the pool fills again. The runtime here is a stand-in that
+// records boots and destroys (a real rebuild is a minutes-long mmdebstrap run); the pool is the real one.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { eventually } from '@cove/test-support/eventually';
+import { createLogger } from '../src/logger.js';
+import type { SandboxRuntime, SlotInfo } from '../src/sandbox/runtime.js';
+import { WarmPool } from '../src/sandboxes/warm-pool.js';
+
+/** Boots slots stamped with the build current at boot time; a boot can be held open to land after a rebuild. */
+function standInRuntime() {
+  let build = 1;
+  let n = 0;
+  const live = new Map<string, number>();
+  const destroyed: string[] = [];
+  const replaced: Array<(t: string) => void> = [];
+  let hold: Promise<void> | undefined;
+  const runtime = {
+    whenTemplateReady: async () => undefined,
+    onTemplateReplaced: (l: (t: string) => void) => void replaced.push(l),
+    boot: async (o: { templateId: string; diskMb: number }): Promise<SlotInfo> => {
+      const slotId = `s${++n}`;
+      live.set(slotId, build);
+      await hold;
+      // Port 1 refuses at once: envd's warm-up fails quickly and is only logged.
+      return { slotId, templateId: o.templateId, diskMb: o.diskMb, address: '127.0.0.1:1', pid: 0, initToken: '', createdAt: new Date().toISOString() };
+    },
+    destroy: async (slotId: string) => {
+      live.delete(slotId);
+      destroyed.push(slotId);
+    },
+  };
+  return {
+    runtime: runtime as unknown as SandboxRuntime,
+    buildOf: (slotId: string) => live.get(slotId),
+    destroyed,
+    live,
+    rebuild: () => {
+      build++;
+      for (const l of replaced) l('base');
+    },
+    holdBoots: () => {
+      let release!: () => void;
+      hold = new Promise((r) => (release = r));
+      return () => {
+        hold = undefined;
+        release();
+      };
+    },
+  };
+}
+
+const limits = { vcpu: 1, memoryMb: 64 };
+
+describe('warm pool after a template rebuild', () => {
+  it('replaces ready slots of the older build and drops one that finished booting from it', async () => {
+    const rt = standInRuntime();
+    const pool = new WarmPool({
+      runtime: rt.runtime, targets: { base: 2 }, diskMb: 64, idleLimits: limits, serverIdleLimits: limits,
+      readyTimeoutMs: 1000, concurrency: 2, log: createLogger('error'),
+    });
+    pool.start();
+    await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full');
+    const first = [...pool.slotIds()];
+    assert.deepEqual(first.map((s) => rt.buildOf(s)), [1, 1]);
+
+    rt.rebuild();
+    await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full again');
+    const second = [...pool.slotIds()];
+    assert.deepEqual(second.map((s) => rt.buildOf(s)), [2, 2], 'only slots of the new build');
+    assert.deepEqual(rt.destroyed.sort(), first.sort(), 'the older ones destroyed');
+
+    // A slot still booting when the next rebuild lands is not pooled.
+    const release = rt.holdBoots();
+    const taken = pool.take('base', 64)!;
+    await eventually(() => rt.live.size === 3, 5000, 'a refill booting');
+    const booting = [...rt.live.keys()].find((s) => !second.includes(s))!;
+    rt.rebuild();
+    release();
+    await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full after the second rebuild');
+    assert.ok(rt.destroyed.includes(booting), 'the slot booted from the older build was destroyed');
+    assert.ok(!pool.slotIds().has(booting));
+    assert.deepEqual([...pool.slotIds()].map((s) => rt.buildOf(s)), [3, 3]);
+    assert.equal(rt.buildOf(taken.slotId), 2, 'a slot already claimed is the caller\'s, untouched');
+    await pool.close();
+    assert.equal(pool.slotIds().size, 0);
+  });
+});
