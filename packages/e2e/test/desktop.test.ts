@@ -230,6 +230,20 @@ describe('computer use through the unchanged @e2b/desktop SDK', () => {
     assert.match((await desktop.commands.run('ps -o args= -C x11vnc')).stdout, /-usepw/);
     await stopStream(desktop);
   });
+
+  test('stream.stop() ends a server that ignores its SIGTERM (x11vnc can deadlock in its handler); start() works again', async () => {
+    await desktop.stream.start();
+    // A stopped process cannot run its SIGTERM handler: the same outcome as x11vnc stuck in it, made certain.
+    assert.equal((await run(desktop, 'pkill -STOP -x x11vnc-server')).code, 0, 'the server found and frozen');
+    const t0 = Date.now();
+    await stopStream(desktop);
+    const gone = Date.now() - t0;
+    assert.ok(gone < 10_000, `gone in ${gone} ms`);
+    assert.notEqual((await run(desktop, 'pgrep -f x11vnc')).code, 0, 'nothing of the stream is left');
+    await desktop.stream.start();
+    assert.equal((await fetch(`${process.env.E2B_SANDBOX_URL!}/vnc.html`, { headers: { 'E2b-Sandbox-Id': desktop.sandboxId, 'E2b-Sandbox-Port': '6080' } })).status, 200);
+    await stopStream(desktop);
+  });
 });
 
 const CHROMIUM = '/usr/bin/chromium';
