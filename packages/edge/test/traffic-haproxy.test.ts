@@ -2,13 +2,14 @@
 // of stand-in node proxies. What HAProxy routes itself (public running sandboxes, by Host or headers), what it
 // hands to the Node fallback (everything else, with the exact JSON answers), spoofed routing and node headers,
 // the route taken away before a Pause or Delete reaches the node, a killed HAProxy, WebSockets, the fallback's
-// own door.
+// own door, an upload the node answers before it is all sent.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { request as httpRequest, Agent } from 'node:http';
+import { createServer, request as httpRequest, Agent, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
@@ -19,7 +20,7 @@ import { WebSocket } from 'undici';
 import { runFiles } from '../src/traffic/haproxy/haproxy-supervisor.js';
 import { runtimeCommand } from '../src/traffic/haproxy/runtime-socket.js';
 import { FakeNode } from './fixtures/fake-node.js';
-import { create, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import { create, DOMAIN, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
 
 describe('edge traffic port served by HAProxy', () => {
@@ -306,6 +307,67 @@ describe('edge traffic port: COVE_TRAFFIC_PROXY', () => {
       assert.equal((await send(`${edge.trafficUrl}/`, { headers: { host: 'foo.example.com' } })).status, 400);
     } finally {
       await edge.close();
+    }
+  });
+});
+
+describe('edge traffic port served by HAProxy: a streamed volume write answered early', () => {
+  const VOLUME = '0b8f6c1e-6d0a-4c4e-9a55-3f1d2f1c9a01';
+  const QUOTA = 8 * 1024 * 1024;
+  let edge: RunningEdge;
+  let node: FakeNode;
+  let controlPlane: Server;
+  let runDir: string;
+
+  before(async () => {
+    controlPlane = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ volumeID: VOLUME, quotaBytes: QUOTA }));
+      });
+    });
+    controlPlane.listen(0, '127.0.0.1');
+    await once(controlPlane, 'listening');
+    runDir = mkdtempSync(join(tmpdir(), 'cove-edge-hp-vol-'));
+    edge = await startEdge({
+      COVE_EDGE_RUN_DIR: runDir,
+      COVE_TRAFFIC_PROXY: 'haproxy',
+      COVE_CONTROL_PLANE_URL: `http://127.0.0.1:${(controlPlane.address() as AddressInfo).port}`,
+    });
+    assert.equal(edge.trafficProxy, 'haproxy');
+    node = await new FakeNode({ nodeId: 'node-v' }).start();
+    await node.heartbeat(edge.apiUrl);
+  });
+  after(async () => {
+    await edge.close();
+    await node.close();
+    controlPlane.close();
+    rmSync(runDir, { recursive: true, force: true });
+  });
+
+  it('reaches the client promptly, and the next request on the same connection is served', async () => {
+    // A client that hands its whole upload to the socket at once and keeps the connection for its next request.
+    // No length, so only the node can refuse it (past the quota, while the body is still arriving).
+    const socket = connect(edge.trafficPort, '127.0.0.1');
+    await once(socket, 'connect');
+    const head = (method: string, path: string, extra: string[]) =>
+      [`${method} /volumecontent/${VOLUME}/${path} HTTP/1.1`, `host: api.${DOMAIN}`, 'authorization: Bearer good', ...extra, '', ''].join('\r\n');
+    const big = 5 * QUOTA;
+    socket.write(head('PUT', 'file?path=/big.bin', ['transfer-encoding: chunked']));
+    socket.write(`${big.toString(16)}\r\n`);
+    socket.write(Buffer.alloc(big, 1));
+    socket.write('\r\n0\r\n\r\n');
+    socket.write(head('GET', 'path?path=/big.bin', []));
+    let received = '';
+    socket.setEncoding('latin1').on('data', (c: string) => (received += c));
+    const answers = () => received.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+    try {
+      await eventually(() => answers().length >= 2, 10_000, 'the 507 and the answer to the request sent after it on the same connection');
+      assert.deepEqual(answers(), ['HTTP/1.1 507', 'HTTP/1.1 200']);
+      assert.match(received, /"error_code":"volume_full"/);
+    } finally {
+      socket.destroy();
     }
   });
 });

@@ -168,6 +168,8 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
       setHost: false,
     });
     up.setTimeout(idleMs, () => up.destroy(new UpstreamIdleTimeout(idleMs)));
+    /** The upstream answered in full before the body was all sent: the rest is dropped, the exchange is over. */
+    let bodyDropped = false;
 
     up.on('response', (upRes) => {
       const status = upRes.statusCode ?? 502;
@@ -180,6 +182,18 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
       res.writeHead(status, upRes.statusMessage, headers);
       if (headers['content-length'] === undefined) res.flushHeaders();
       upRes.pipe(res);
+      upRes.on('end', () => {
+        // An answer complete before the request body (a 507 or 413 while an upload still streams): node:http's
+        // client stops relaying its socket's 'drain' once the response is complete, so a body waiting on it
+        // would stall for good, and the client's connection with it (behind HAProxy, the requests the client
+        // sends next on it too). The rest of the body is read and dropped, as Node's server does with a body
+        // nobody reads, and the upstream connection, which still expects that body, is closed.
+        if (up.writableEnded) return;
+        bodyDropped = true;
+        req.unpipe(up);
+        up.destroy();
+        req.resume();
+      });
       upRes.on('close', () => {
         if (!upRes.complete) {
           finish({ outcome: 'upstream_failed', status, error: new Error('upstream closed the response early') });
@@ -190,7 +204,9 @@ export function forwardHttp(req: IncomingMessage, res: ServerResponse, opts: For
       });
     });
 
-    up.on('error', (err) => failUpstream(res, opts, finish, err));
+    up.on('error', (err) => {
+      if (!bodyDropped) failUpstream(res, opts, finish, err);
+    });
 
     // Send the request head now: a client may wait for the response headers before it sends any body
     // (bidirectional streams over HTTP/1.1), and node:http would otherwise hold the head for the first chunk.

@@ -60,6 +60,14 @@ describe('forwardHttp', () => {
         req.pipe(res);
         return;
       }
+      if (req.url?.startsWith('/refuse-early')) {
+        // Refuses a body it never reads (a full disk, a server that ignores unwanted bodies): the rest of the
+        // body stays in the connection's buffers.
+        req.once('data', () => req.pause());
+        res.writeHead(507, { 'content-length': '4' });
+        res.end('full');
+        return;
+      }
       res.setHeader('x-seen-host', req.headers.host ?? '');
       res.setHeader('x-seen-secret', String(req.headers['x-secret'] ?? ''));
       req.pipe(res);
@@ -116,6 +124,30 @@ describe('forwardHttp', () => {
       req.flushHeaders();
     });
     assert.equal(echoed, 'ping');
+  });
+
+  it('drops the rest of a body the upstream answered before reading, so the next request on the connection is served', { timeout: 10_000 }, async () => {
+    // A client that hands its whole upload to the socket at once and keeps the connection for its next request.
+    const big = 16 * 1024 * 1024;
+    const socket = connect(Number(new URL(proxyUrl).port), '127.0.0.1');
+    let received = '';
+    const answers = () => received.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+    const both = new Promise<void>((resolve, reject) => {
+      socket.setEncoding('latin1').on('data', (c: string) => {
+        received += c;
+        if (answers().length === 2 && received.endsWith('0\r\n\r\n')) resolve();
+      });
+      socket.on('error', reject);
+    });
+    socket.write(`POST /refuse-early HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n${big.toString(16)}\r\n`);
+    socket.write(Buffer.alloc(big, 1));
+    socket.write('\r\n0\r\n\r\nPOST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok');
+    try {
+      await both;
+      assert.deepEqual(answers(), ['HTTP/1.1 507', 'HTTP/1.1 200']);
+    } finally {
+      socket.destroy();
+    }
   });
 
   it('reports a refused upstream to onError', async () => {
