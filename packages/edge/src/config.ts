@@ -57,9 +57,8 @@ const EnvSchema = z.object({
   COVE_EDGE_TRAFFIC_TLS_KEY: z.string().min(1).optional(),
   // Who serves the traffic port(s): `haproxy` = an HAProxy the edge supervises routes public running sandboxes itself
   // and hands everything else to the Node server on loopback; used when HAProxy is installed and the catalog is
-  // in-process (not with COVE_EDGE_REDIS_URL). `node` (the default) = the Node server alone. Opt-in until a streamed
-  // upload answered early (a volume write past its quota, 507) is understood through it (docs/decisions.md).
-  COVE_TRAFFIC_PROXY: z.enum(['haproxy', 'node']).default('node'),
+  // in-process (not with COVE_EDGE_REDIS_URL); the default. `node` = the Node server alone.
+  COVE_TRAFFIC_PROXY: z.enum(['haproxy', 'node']).default('haproxy'),
   // Where the edge keeps HAProxy's rendered files (0700; config, route maps, TLS PEM, runtime socket). Unset = a
   // fresh directory under the system's temporary directory.
   COVE_EDGE_RUN_DIR: z.string().min(1).optional(),

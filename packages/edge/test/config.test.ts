@@ -18,8 +18,8 @@ describe('edge config', () => {
     assert.equal(c.redisUrl, undefined);
     assert.match(c.edgeId, /^edge-/);
     assert.ok(Object.isFrozen(c));
-    assert.equal(c.trafficProxy, 'node');
-    assert.equal(loadConfig({ ...base, COVE_TRAFFIC_PROXY: 'haproxy' }).trafficProxy, 'haproxy');
+    assert.equal(c.trafficProxy, 'haproxy');
+    assert.equal(loadConfig({ ...base, COVE_TRAFFIC_PROXY: 'node' }).trafficProxy, 'node');
     assert.throws(() => loadConfig({ ...base, COVE_TRAFFIC_PROXY: 'nginx' }), ConfigError);
   });
 
