@@ -8,8 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer, request as httpRequest, Agent, type Server } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { request as httpRequest, Agent } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
@@ -22,6 +22,7 @@ import { runtimeCommand } from '../src/traffic/haproxy/runtime-socket.js';
 import { FakeNode } from './fixtures/fake-node.js';
 import { create, DOMAIN, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
+import { startVolumeEdge, type VolumeEdge } from './fixtures/volume-edge.js';
 
 describe('edge traffic port served by HAProxy', () => {
   let edge: RunningEdge;
@@ -316,33 +317,27 @@ describe('edge traffic port served by HAProxy: a streamed volume write answered 
   const QUOTA = 8 * 1024 * 1024;
   let edge: RunningEdge;
   let node: FakeNode;
-  let controlPlane: Server;
+  let stand: VolumeEdge;
   let runDir: string;
 
   before(async () => {
-    controlPlane = createServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ volumeID: VOLUME, quotaBytes: QUOTA }));
-      });
-    });
-    controlPlane.listen(0, '127.0.0.1');
-    await once(controlPlane, 'listening');
     runDir = mkdtempSync(join(tmpdir(), 'cove-edge-hp-vol-'));
-    edge = await startEdge({
-      COVE_EDGE_RUN_DIR: runDir,
-      COVE_TRAFFIC_PROXY: 'haproxy',
-      COVE_CONTROL_PLANE_URL: `http://127.0.0.1:${(controlPlane.address() as AddressInfo).port}`,
-    });
+    // The stand-in control plane grants every token the volume and its quota.
+    stand = await startVolumeEdge(
+      (req, res) => {
+        req.resume();
+        req.on('end', () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ volumeID: VOLUME, quotaBytes: QUOTA }));
+        });
+      },
+      { COVE_EDGE_RUN_DIR: runDir, COVE_TRAFFIC_PROXY: 'haproxy' },
+    );
+    ({ edge, node } = stand);
     assert.equal(edge.trafficProxy, 'haproxy');
-    node = await new FakeNode({ nodeId: 'node-v' }).start();
-    await node.heartbeat(edge.apiUrl);
   });
   after(async () => {
-    await edge.close();
-    await node.close();
-    controlPlane.close();
+    await stand.close();
     rmSync(runDir, { recursive: true, force: true });
   });
 

@@ -3,12 +3,11 @@
 // the client's own `cove-*` headers or its bearer token — and answers refusals as JSON with structured codes.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import { request } from 'undici';
-import { FakeNode } from './fixtures/fake-node.js';
-import { DOMAIN, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
+import type { FakeNode } from './fixtures/fake-node.js';
+import { DOMAIN, type RunningEdge } from './fixtures/edge-harness.js';
+import { startVolumeEdge, type VolumeEdge } from './fixtures/volume-edge.js';
 
 const VOLUME = '0b8f6c1e-6d0a-4c4e-9a55-3f1d2f1c9a01';
 const QUOTA = 12 * 1024 * 1024;
@@ -16,11 +15,11 @@ const QUOTA = 12 * 1024 * 1024;
 describe('volume content API on the traffic port', () => {
   let edge: RunningEdge;
   let node: FakeNode;
-  let controlPlane: Server;
+  let stand: VolumeEdge;
   const asked: Array<{ url: string; body: string; auth: string | undefined }> = [];
 
   before(async () => {
-    controlPlane = createServer((req: IncomingMessage, res) => {
+    stand = await startVolumeEdge((req: IncomingMessage, res) => {
       let body = '';
       req.on('data', (c: Buffer) => (body += c.toString()));
       req.on('end', () => {
@@ -36,18 +35,10 @@ describe('volume content API on the traffic port', () => {
         else reply(404, { code: 404, message: 'volume not found', error_code: 'volume_not_found' });
       });
     });
-    controlPlane.listen(0, '127.0.0.1');
-    await once(controlPlane, 'listening');
-    edge = await startEdge({ COVE_CONTROL_PLANE_URL: `http://127.0.0.1:${(controlPlane.address() as AddressInfo).port}` });
-    node = await new FakeNode({ nodeId: 'node-v' }).start();
-    await node.heartbeat(edge.apiUrl);
+    ({ edge, node } = stand);
   });
 
-  after(async () => {
-    await edge.close();
-    await node.close();
-    controlPlane.close();
-  });
+  after(() => stand.close());
 
   const content = (token: string | undefined, extra: Record<string, string> = {}, path = `/volumecontent/${VOLUME}/file?path=/a`) =>
     request(`${edge.trafficUrl}${path}`, {
