@@ -13,16 +13,12 @@ import { EDGE_ID_HEADER, LINK_PATH, LINK_PROTOCOL } from '@cove/contracts/link';
 import { eventually } from '@cove/test-support/eventually';
 import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { once } from 'node:events';
 import { createServer as createH2Server } from 'node:http2';
 import { connect as netConnect, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -34,59 +30,19 @@ import { isNoLinkOpen, OutboundLinks } from '../src/cluster/outbound-link.js';
 import { createLogger } from '../src/logger.js';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
-import { freePort } from './fixtures/throwaway-postgres.js';
+import { EDGE_MAIN, spawnEdge, type EdgeProcess } from './fixtures/edge-process.js';
 
 // The link's keep-alive, scaled down from production's 15 s ping and 45 s silence so the idle test takes seconds.
 const PING_MS = 500;
 const IDLE_MS = 2_000;
-const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'outbound-edge-cluster-token-0123456789';
 const DIRECT_TOKEN = 'direct-cluster-token-0123456789abcdef';
 const NODE_CREDENTIAL_KEY = 'edge-node-credential-key-0123456789abcdef';
 const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'outbound-node-1');
 
-/** A real edge process; its log lines are kept for assertions. */
-interface EdgeProc {
-  proc: ChildProcess;
-  apiPort: number;
-  lines: string[];
-  stop(): Promise<void>;
-}
-
-async function startEdge(env: Record<string, string>): Promise<EdgeProc> {
-  const [apiPort, trafficPort] = [await freePort(), await freePort()];
-  const proc = spawn(process.execPath, [EDGE_MAIN], {
-    env: {
-      PATH: process.env.PATH,
-      COVE_EDGE_API_PORT: String(apiPort),
-      COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
-      COVE_EDGE_HOST: '127.0.0.1',
-      COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-      COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
-      COVE_SANDBOX_DOMAIN: 'cove.test',
-      COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-outbound-edge-storage-'))}`,
-      COVE_UPLOAD_SECRET: 'outbound-edge-upload-secret-0123456789abcdef',
-      COVE_CONTROL_LINK_OUTBOUND: 'on',
-      COVE_LOG_LEVEL: 'info',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines: string[] = [];
-  const rl = createInterface({ input: proc.stdout! });
-  rl.on('line', (l) => lines.push(l));
-  await eventually(() => lines.some((l) => l.includes('edge listening')) || (proc.exitCode !== null && Promise.reject(new Error('edge exited'))), 15_000, 'the edge to listen');
-  return {
-    proc,
-    apiPort,
-    lines,
-    async stop() {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill('SIGTERM');
-        await once(proc, 'exit');
-      }
-    },
-  };
+/** A real edge process dialling out to the control plane; its log lines are kept for assertions. */
+function startEdge(env: Record<string, string>): Promise<EdgeProcess> {
+  return spawnEdge({ COVE_CLUSTER_TOKEN: CLUSTER_TOKEN, COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY, COVE_CONTROL_LINK_OUTBOUND: 'on', ...env });
 }
 
 /** A TLS terminator in front of the control plane, as an operator's load balancer would be; `cut()` drops every connection. */
@@ -182,7 +138,7 @@ describe('outbound-only control link through the real edge', { skip: existsSync(
   let cpPort: number;
   let term: Terminator;
   let node: FakeCluster;
-  let edge: EdgeProc;
+  let edge: EdgeProcess;
   let key: string;
   let clusterId: string;
   let sessions: Http2SessionManager;

@@ -6,13 +6,7 @@
 
 import { deriveNodeToken } from '@cove/auth-tokens';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -20,16 +14,15 @@ import { NodeRegistry } from '@cove/contracts/edge';
 import { request } from 'undici';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
-import { freePort } from './fixtures/throwaway-postgres.js';
+import { EDGE_MAIN, spawnEdge, type EdgeProcess } from './fixtures/edge-process.js';
 
-const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'real-edge-cluster-token-0123456789';
 // The edge derives each node's token from this key; the fixture node holds only its own.
 const NODE_CREDENTIAL_KEY = 'edge-node-credential-key-0123456789abcdef';
 const NODE_TOKEN = deriveNodeToken(NODE_CREDENTIAL_KEY, 'real-edge-node-1');
 
 describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? false : 'edge not built' }, () => {
-  let edge: ChildProcess;
+  let edge: EdgeProcess;
   let edgeUrl: string;
   let node: FakeCluster;
   let cp: RunningControlPlane;
@@ -40,32 +33,8 @@ describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? f
     // The fixture node authenticates the edge with the node token, as an orchestrator does.
     node = await startFakeCluster(NODE_TOKEN);
     const fakeNode = node.addNode('real-edge-node-1');
-    const [apiPort, trafficPort] = [await freePort(), await freePort()];
-    edge = spawn(process.execPath, [EDGE_MAIN], {
-      env: {
-        PATH: process.env.PATH,
-        COVE_EDGE_API_PORT: String(apiPort),
-        COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
-        COVE_EDGE_HOST: '127.0.0.1',
-        COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
-        COVE_SANDBOX_DOMAIN: 'cove.test',
-        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-real-edge-storage-'))}`,
-        COVE_UPLOAD_SECRET: 'real-edge-upload-secret-0123456789abcdef',
-        COVE_LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    const lines = createInterface({ input: edge.stdout! });
-    const exited = once(edge, 'exit').then(([code]) => {
-      throw new Error(`edge exited early with ${String(code)}`);
-    });
-    const listening = (async () => {
-      for await (const line of lines) if (line.includes('edge listening')) return;
-    })();
-    await Promise.race([listening, exited]);
-    lines.on('line', () => undefined); // keep draining the edge's log
-    edgeUrl = `http://127.0.0.1:${apiPort}`;
+    edge = await spawnEdge({ COVE_CLUSTER_TOKEN: CLUSTER_TOKEN, COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY });
+    edgeUrl = `http://127.0.0.1:${edge.apiPort}`;
 
     sessions = new Http2SessionManager(edgeUrl);
     const registry = createClient(NodeRegistry, createGrpcTransport({ baseUrl: edgeUrl, sessionManager: sessions }));
@@ -81,10 +50,7 @@ describe('control link through the real edge', { skip: existsSync(EDGE_MAIN) ? f
   after(async () => {
     sessions?.abort();
     await cp?.close();
-    if (edge && edge.exitCode === null) {
-      edge.kill('SIGTERM');
-      await once(edge, 'exit');
-    }
+    await edge?.stop();
     await node?.close();
   });
 

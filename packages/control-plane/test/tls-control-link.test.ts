@@ -4,14 +4,8 @@
 // calls fail fast with the TLS reason. Certificates are generated per run with openssl.
 
 import { deriveNodeToken } from '@cove/auth-tokens';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -22,10 +16,9 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { ClusterUnavailable } from '../src/errors.js';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
-import { freePort } from './fixtures/throwaway-postgres.js';
+import { EDGE_MAIN, spawnEdge, type EdgeProcess } from './fixtures/edge-process.js';
 import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 
-const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'tls-edge-cluster-token-0123456789';
 // The edge derives each node's token from this key; the fixture node holds only its own.
 const NODE_CREDENTIAL_KEY = 'edge-node-credential-key-0123456789abcdef';
@@ -37,7 +30,7 @@ function clusterAt(endpoint: string) {
 
 describe('control link over mutual TLS through the real edge', { skip: existsSync(EDGE_MAIN) ? false : 'edge not built' }, () => {
   let pki: TestPki;
-  let edge: ChildProcess;
+  let edge: EdgeProcess;
   let edgeUrl: string;
   let node: FakeCluster;
   let cp: RunningControlPlane;
@@ -47,38 +40,15 @@ describe('control link over mutual TLS through the real edge', { skip: existsSyn
     pki = makeTestPki();
     node = await startFakeCluster(NODE_TOKEN);
     const fakeNode = node.addNode('tls-node-1');
-    const [apiPort, trafficPort] = [await freePort(), await freePort()];
-    edge = spawn(process.execPath, [EDGE_MAIN], {
-      env: {
-        PATH: process.env.PATH,
-        COVE_EDGE_API_PORT: String(apiPort),
-        COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
-        COVE_EDGE_HOST: '127.0.0.1',
-        COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
-        COVE_SANDBOX_DOMAIN: 'cove.test',
-        // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
-        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
-        COVE_UPLOAD_SECRET: 'test-upload-secret-0123456789abcdef0123',
-        COVE_EDGE_TLS_CERT: pki.files.serverCert,
-        COVE_EDGE_TLS_KEY: pki.files.serverKey,
-        COVE_EDGE_TLS_CLIENT_CA: pki.files.ca,
-        COVE_LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
+    edge = await spawnEdge({
+      COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
+      COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
+      COVE_EDGE_TLS_CERT: pki.files.serverCert,
+      COVE_EDGE_TLS_KEY: pki.files.serverKey,
+      COVE_EDGE_TLS_CLIENT_CA: pki.files.ca,
     });
-    const lines = createInterface({ input: edge.stdout! });
-    const exited = once(edge, 'exit').then(([code]) => {
-      throw new Error(`edge exited early with ${String(code)}`);
-    });
-    const listening = (async () => {
-      for await (const line of lines) if (line.includes('edge listening')) return JSON.parse(line) as { tls: string };
-      throw new Error('edge closed its log');
-    })();
-    const rec = await Promise.race([listening, exited]);
-    assert.equal(rec.tls, 'mutual');
-    lines.on('line', () => undefined); // keep draining the edge's log
-    edgeUrl = `https://127.0.0.1:${apiPort}`;
+    assert.equal(edge.record.tls, 'mutual');
+    edgeUrl = `https://127.0.0.1:${edge.apiPort}`;
 
     // The node registers over TLS with its own client certificate.
     const sessions = new Http2SessionManager(edgeUrl, undefined, { ca: pki.pem.ca, cert: pki.pem.clientCert, key: pki.pem.clientKey });
@@ -102,10 +72,7 @@ describe('control link over mutual TLS through the real edge', { skip: existsSyn
 
   after(async () => {
     await cp?.close();
-    if (edge && edge.exitCode === null) {
-      edge.kill('SIGTERM');
-      await once(edge, 'exit');
-    }
+    await edge?.stop();
     await node?.close();
     pki?.remove();
   });
