@@ -172,9 +172,11 @@ describe('pause and resume of a desktop keep its session', () => {
     });
     // Its processes, found by executable (exo-open starts /usr/lib/firefox-esr/firefox-esr, x-www-browser the same
     // through a link), as the sandbox user. Firefox starts and retires content processes on its own, so the same
-    // browser is its parent process: the one without -contentproc.
+    // browser is its parent process: the one without -contentproc whose own parent is not Firefox (the parent forks
+    // short-lived helpers, e.g. its graphics probe, with its own command line: seen after a resume).
     const browsers = 'for p in /proc/[0-9]*; do case "$(readlink $p/exe)" in /usr/lib/firefox-esr/*) echo ${p#/proc/};; esac; done | sort -n';
-    const parent = 'for p in /proc/[0-9]*; do [ "$(readlink $p/exe)" = /usr/lib/firefox-esr/firefox-esr ] && ! tr "\\0" " " < $p/cmdline | grep -q -- -contentproc && echo ${p#/proc/}; done';
+    const exe = '/usr/lib/firefox-esr/firefox-esr';
+    const parent = `for p in /proc/[0-9]*; do [ "$(readlink $p/exe)" = ${exe} ] || continue; tr "\\0" " " < $p/cmdline | grep -q -- -contentproc && continue; [ "$(readlink /proc/$(awk '/^PPid:/ {print $2}' $p/status)/exe)" = ${exe} ] && continue; echo \${p#/proc/}; done`;
     const pids = (await run(desktop, browsers)).out.trim();
     const main = (await run(desktop, parent)).out.trim();
     const locks = (await run(desktop, 'cat /proc/locks | wc -l')).out.trim();
