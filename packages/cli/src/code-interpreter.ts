@@ -16,7 +16,7 @@ import type { ClusterCredential } from './oidc.js';
 export interface EdgeNodeView {
   nodeId: string;
   status: string;
-  info?: { startedAt?: string; readyTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
+  info?: { startedAt?: string; readyTemplates?: string[]; buildingTemplates?: string[]; warmPools?: Array<{ templateId?: string; ready?: number; target?: number }> };
 }
 
 /**
@@ -31,6 +31,8 @@ export interface NodeTemplateState {
   /** The node's own health as the edge sees it (healthy, draining, unhealthy). */
   nodeStatus: string;
   state: TemplateReadiness;
+  /** Ready with an older build while a newer one (the recipe changed, e.g. by an upgrade) builds in the background. */
+  rebuilding: boolean;
   /** Its warm pool on the node: slots ready to hand out, and the pool's target. */
   warm: number;
   target: number;
@@ -48,7 +50,8 @@ export function templateOn(nodes: EdgeNodeView[], templateId: string): NodeTempl
     // protobuf JSON leaves an empty list out: a node that reports none is indistinguishable from one that cannot.
     const readyTemplates = n.info?.readyTemplates ?? [];
     const state: TemplateReadiness = readyTemplates.includes(templateId) ? 'ready' : readyTemplates.length > 0 ? 'not-ready' : 'unknown';
-    return { nodeId: n.nodeId, nodeStatus: n.status, state, warm: pool?.ready ?? 0, target: pool?.target ?? 0 };
+    const rebuilding = state === 'ready' && (n.info?.buildingTemplates ?? []).includes(templateId);
+    return { nodeId: n.nodeId, nodeStatus: n.status, state, rebuilding, warm: pool?.ready ?? 0, target: pool?.target ?? 0 };
   });
 }
 
@@ -57,9 +60,13 @@ export const readyNodes = (states: NodeTemplateState[]) => states.filter((s) => 
 
 const STATE_TEXT: Record<TemplateReadiness, string> = { ready: 'ready', 'not-ready': 'not ready yet', unknown: 'not reported' };
 
-/** One node's state in words: `ready, 1/1 warm`, `not ready yet`, `not reported (node draining)`. */
+/**
+ * One node's state in words: `ready, 1/1 warm`, `ready (an older build; the new one is building), 0/1 warm`,
+ * `not ready yet`, `not reported (node draining)`.
+ */
 export function describeNode(s: NodeTemplateState): string {
-  return `${STATE_TEXT[s.state]}${s.target > 0 ? `, ${s.warm}/${s.target} warm` : ''}${s.nodeStatus === 'healthy' ? '' : ` (node ${s.nodeStatus})`}`;
+  const older = s.rebuilding ? ' (an older build; the new one is building)' : '';
+  return `${STATE_TEXT[s.state]}${older}${s.target > 0 ? `, ${s.warm}/${s.target} warm` : ''}${s.nodeStatus === 'healthy' ? '' : ` (node ${s.nodeStatus})`}`;
 }
 
 /** `ready on 1/2 node(s) (a: ready, 1/1 warm; b: not ready yet)`. */

@@ -68,6 +68,17 @@ describe('code-interpreter readiness as cove up waits for it', () => {
     assert.ok(lines.some((l) => /a: ready, 1\/1 warm \(node draining\); b: not ready yet/.test(l)), lines.join('\n'));
   });
 
+  test('a node starting an older build while it builds the changed recipe is ready, and says so', async () => {
+    requests = 0;
+    const upgraded = node('a', 'healthy', 'ci');
+    upgraded.info!.buildingTemplates = [CI];
+    answers = [[upgraded, node('b', 'healthy', 'ci')]];
+    const lines: string[] = [];
+    const states = await waitForCodeInterpreter(() => edgeNodes(url, async () => TOKEN), { timeoutMs: 30_000, pollMs: 1, say: (l) => lines.push(l) });
+    assert.deepEqual(states.map((s) => [s.nodeId, s.state, s.rebuilding]), [['a', 'ready', true], ['b', 'ready', false]]);
+    assert.match(lines.at(-1)!, /ready on 2\/2 node\(s\) \(a: ready \(an older build; the new one is building\), 1\/1 warm; b: ready, 1\/1 warm\)/);
+  });
+
   test('a node restarted by this up counts only once the edge relays an Info from the new process', async () => {
     requests = 0;
     const launchedAt = Date.parse('2026-12-03T10:00:00Z');
