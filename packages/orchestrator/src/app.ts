@@ -202,7 +202,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
         const ready = await Promise.all(ids.map((id) => runtime.hasTemplate(id)));
         return ids.filter((_, n) => ready[n]);
       },
-      buildingTemplates: () => runtime.templatesBuilding(),
+      buildingTemplates: () => runtime.buildingTemplates(),
     });
 
   const rpcLog = log.child({ component: 'rpc' });

@@ -18,7 +18,7 @@ export interface BackgroundBuildDeps {
 const RETRY_MS = 600_000;
 
 export class BackgroundBuilds {
-  private readonly entries = new Map<string, { state: 'building' | 'failed'; error?: string; timer?: NodeJS.Timeout }>();
+  private readonly entries = new Map<string, { state: 'building' | 'failed'; timer?: NodeJS.Timeout }>();
   private readonly waiters = new Map<string, Array<() => void>>();
   private readonly replacedListeners: Array<(templateId: string) => void> = [];
   private closed = false;
@@ -53,7 +53,7 @@ export class BackgroundBuilds {
     } catch (err) {
       const retry = setTimeout(() => void this.buildOne(templateId), RETRY_MS);
       retry.unref();
-      this.entries.set(templateId, { state: 'failed', error: (err as Error).message, timer: retry });
+      this.entries.set(templateId, { state: 'failed', timer: retry });
       log.error({ err }, 'background template build failed; retrying in 10 minutes');
     }
   }
@@ -74,7 +74,7 @@ export class BackgroundBuilds {
   }
 
   /** Templates queued or under way (a failed one waiting for its retry is not). */
-  building(): string[] {
+  buildingTemplates(): string[] {
     return [...this.entries].filter(([, e]) => e.state === 'building').map(([id]) => id);
   }
 

@@ -269,8 +269,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.background.status(templateId);
   }
 
-  templatesBuilding(): string[] {
-    return this.background.building();
+  buildingTemplates(): string[] {
+    return this.background.buildingTemplates();
   }
 
   onTemplateReplaced(listener: (templateId: string) => void): void {

@@ -96,7 +96,7 @@ export interface SandboxRuntime {
   /** Why a built-in template is or is not available (background builds: prepare() does not wait for them). */
   templateStatus(templateId: string): Promise<TemplateStatus>;
   /** Built-in templates a background build is queued or under way for (an older build may serve meanwhile). */
-  templatesBuilding(): string[];
+  buildingTemplates(): string[];
   /** Calls `listener` when a background build replaces a built-in template's older build (slots of it are stale). */
   onTemplateReplaced(listener: (templateId: string) => void): void;
   /** Resolves once the built-in template is available (at once when it is). */
