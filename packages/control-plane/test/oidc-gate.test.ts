@@ -8,15 +8,12 @@
 // keeps running and its traffic keeps flowing.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -30,9 +27,9 @@ import { request } from 'undici';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
+import { EDGE_MAIN, spawnEdge, type EdgeProcess } from './fixtures/edge-process.js';
 import { freePort } from './fixtures/throwaway-postgres.js';
 
-const EDGE_MAIN = fileURLToPath(new URL('../../../edge/dist/src/main.js', import.meta.url));
 const CLUSTER_TOKEN = 'oidc-gate-cluster-token-0123456789';
 const NODE_CREDENTIAL_KEY = 'oidc-gate-node-credential-key-0123456789abcdef';
 const NODE_ID = 'oidc-node-1';
@@ -76,7 +73,7 @@ async function startNodeProxy(): Promise<{ url: string; hits: string[]; server: 
 describe('the customer identity provider gates the cluster', { skip: existsSync(EDGE_MAIN) ? false : 'edge not built' }, () => {
   let idp: OidcTestServer;
   let otherIdp: OidcTestServer;
-  let edge: ChildProcess;
+  let edge: EdgeProcess;
   let edgeUrl: string;
   let publicUrl: string;
   let trafficUrl: string;
@@ -118,36 +115,23 @@ describe('the customer identity provider gates the cluster', { skip: existsSync(
     // The reconciler and evictor run as in production: they must not take a refusal for a lost sandbox.
     cp.cp.startBackground();
 
-    edge = spawn(process.execPath, [EDGE_MAIN], {
-      env: {
-        PATH: process.env.PATH,
-        COVE_EDGE_API_PORT: String(apiPort),
-        COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
-        COVE_EDGE_PUBLIC_PORT: String(publicPort),
-        COVE_EDGE_HOST: '127.0.0.1',
-        COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
-        COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
-        COVE_SANDBOX_DOMAIN: 'cove.test',
-        COVE_STORAGE_URL: `file://${join(dir, 'storage')}`,
-        COVE_UPLOAD_SECRET: 'oidc-gate-upload-secret-0123456789abcdef',
-        COVE_CONTROL_PLANE_URL: cp.url,
-        COVE_COLLECTOR_URL: collector.url,
-        COVE_COLLECTOR_TOKEN: COLLECTOR_TOKEN,
-        COVE_OIDC_ISSUER: idp.issuer,
-        COVE_OIDC_AUDIENCE: AUDIENCE,
-        COVE_OIDC_CLOCK_TOLERANCE_S: '0',
-        COVE_OIDC_JWKS_COOLDOWN_MS: '0',
-        COVE_LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
+    // Its ports are fixed before it starts: the control plane's client list names the edge's URL.
+    edge = await spawnEdge({
+      COVE_EDGE_API_PORT: String(apiPort),
+      COVE_EDGE_TRAFFIC_PORT: String(trafficPort),
+      COVE_EDGE_PUBLIC_PORT: String(publicPort),
+      COVE_CLUSTER_TOKEN: CLUSTER_TOKEN,
+      COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
+      COVE_STORAGE_URL: `file://${join(dir, 'storage')}`,
+      COVE_UPLOAD_SECRET: 'oidc-gate-upload-secret-0123456789abcdef',
+      COVE_CONTROL_PLANE_URL: cp.url,
+      COVE_COLLECTOR_URL: collector.url,
+      COVE_COLLECTOR_TOKEN: COLLECTOR_TOKEN,
+      COVE_OIDC_ISSUER: idp.issuer,
+      COVE_OIDC_AUDIENCE: AUDIENCE,
+      COVE_OIDC_CLOCK_TOLERANCE_S: '0',
+      COVE_OIDC_JWKS_COOLDOWN_MS: '0',
     });
-    const lines = createInterface({ input: edge.stdout! });
-    const exited = once(edge, 'exit').then(([code]) => {
-      throw new Error(`edge exited early with ${String(code)}`);
-    });
-    // Listening is logged at info, which this edge does not print: wait for its health route instead.
-    lines.on('line', () => undefined);
-    await Promise.race([eventually(async () => (await request(`${edgeUrl}/health`)).statusCode > 0, 15_000, 'the edge to listen'), exited]);
 
     sessions = new Http2SessionManager(edgeUrl);
     const registry = createClient(NodeRegistry, createGrpcTransport({ baseUrl: edgeUrl, sessionManager: sessions }));
@@ -166,10 +150,7 @@ describe('the customer identity provider gates the cluster', { skip: existsSync(
     clearInterval(beating);
     sessions?.abort();
     await cp?.close();
-    if (edge && edge.exitCode === null) {
-      edge.kill('SIGTERM');
-      await once(edge, 'exit');
-    }
+    await edge?.stop();
     await node?.close();
     proxy?.server.close();
     collector?.server.close();
