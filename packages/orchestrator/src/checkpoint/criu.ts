@@ -211,7 +211,26 @@ export async function criuCommand(criu: string, args: string[]): Promise<{ file:
   return { file: 'sh', argv: ['-c', IN_KDAT_NS, 'sh', runDir, criu, ...args] };
 }
 
-/** Runs criu to its end; `stop` resolving true first SIGKILLs it, which then reads as a failed run. */
+/**
+ * SIGKILLs `pid` and its direct children: under the kdat wrapper criu is the child of a shell that must live as long
+ * as it does (COVE_HOST_MNTNS), and killing that shell alone left criu orphaned, waiting for good with the slot's
+ * mounts (and its loop device) held. Children first, so the parent forks nothing new in between.
+ */
+async function killWithChildren(pid: number): Promise<void> {
+  const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').then(
+    (text) => text.split(/\s+/).filter(Boolean).map(Number),
+    () => [] as number[],
+  );
+  for (const p of [...children, pid]) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Runs criu to its end; `stop` resolving true first SIGKILLs it (and its wrapper), which then reads as a failed run. */
 async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>, stop?: Promise<boolean>): Promise<number> {
   const cmd = await criuCommand(criu, [...args, '-o', logFile, '-v4']);
   return new Promise((resolve, reject) => {
@@ -224,7 +243,7 @@ async function runCriu(criu: string, args: string[], logFile: string, env?: Reco
       resolve(code ?? 1);
     });
     void stop?.then((yes) => {
-      if (yes && !ended) child.kill('SIGKILL');
+      if (yes && !ended && child.pid !== undefined) void killWithChildren(child.pid);
     });
   });
 }
