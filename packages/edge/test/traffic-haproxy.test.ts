@@ -6,15 +6,19 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { request as httpRequest, Agent } from 'node:http';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
+import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
 import { eventually } from '@cove/test-support/eventually';
 import { rawHttpExchange } from '@cove/test-support/raw-http';
+import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
 import { sandboxNotFoundBody } from '@cove/traffic-proxy';
 import { WebSocket } from 'undici';
 import { runFiles } from '../src/traffic/haproxy/haproxy-supervisor.js';
@@ -23,6 +27,23 @@ import { FakeNode } from './fixtures/fake-node.js';
 import { create, DOMAIN, linkHeaders, startEdge, type RunningEdge } from './fixtures/edge-harness.js';
 import { send } from './fixtures/http-client.js';
 import { startVolumeEdge, type VolumeEdge } from './fixtures/volume-edge.js';
+
+/** Requests each HAProxy backend of the edge whose run directory is `runDir` has taken so far (runtime API stats). */
+async function served(runDir: string): Promise<{ nodes: number; fallback: number }> {
+  const csv = await runtimeCommand(runFiles(runDir).socketPath, ['show stat']);
+  const count = (backend: string) => Number(csv.split('\n').find((l) => l.startsWith(`${backend},BACKEND,`))?.split(',')[7] ?? NaN);
+  return { nodes: count('nodes'), fallback: count('fallback') };
+}
+
+/** Run `fn` and say which backend took the requests it made. */
+async function viaBackend(runDir: string, fn: () => Promise<unknown>): Promise<'nodes' | 'fallback' | 'both' | 'none'> {
+  const before = await served(runDir);
+  await fn();
+  const now = await served(runDir);
+  const n = now.nodes > before.nodes;
+  const f = now.fallback > before.fallback;
+  return n && f ? 'both' : n ? 'nodes' : f ? 'fallback' : 'none';
+}
 
 describe('edge traffic port served by HAProxy', () => {
   let edge: RunningEdge;
@@ -34,22 +55,7 @@ describe('edge traffic port served by HAProxy', () => {
   const route = (id: string, p: number | string, extra: Record<string, string> = {}) => ({ 'e2b-sandbox-id': id, 'e2b-sandbox-port': String(p), ...extra });
   const files = () => runFiles(runDir);
 
-  /** Requests each HAProxy backend has taken so far (the runtime API's stats). */
-  async function served(): Promise<{ nodes: number; fallback: number }> {
-    const csv = await runtimeCommand(files().socketPath, ['show stat']);
-    const count = (backend: string) => Number(csv.split('\n').find((l) => l.startsWith(`${backend},BACKEND,`))?.split(',')[7] ?? NaN);
-    return { nodes: count('nodes'), fallback: count('fallback') };
-  }
-
-  /** Run `fn` and say which backend took the requests it made. */
-  async function via(fn: () => Promise<unknown>): Promise<'nodes' | 'fallback' | 'both' | 'none'> {
-    const before = await served();
-    await fn();
-    const now = await served();
-    const n = now.nodes > before.nodes;
-    const f = now.fallback > before.fallback;
-    return n && f ? 'both' : n ? 'nodes' : f ? 'fallback' : 'none';
-  }
+  const via = (fn: () => Promise<unknown>) => viaBackend(runDir, fn);
 
   async function createOn(node: FakeNode, id: string, trafficToken?: string): Promise<void> {
     await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: id } }), {
@@ -231,9 +237,9 @@ describe('edge traffic port served by HAProxy', () => {
     assert.equal(await via(() => send(`${url}/`, { headers: route('pausea', 8080) })), 'nodes');
     const during: { status: number; body: unknown; path: string }[] = [];
     const check = (id: string) => async () => {
-      const before = await served();
+      const before = await served(runDir);
       const r = await send(`${url}/`, { headers: route(id, 8080) });
-      const now = await served();
+      const now = await served(runDir);
       during.push({ status: r.status, body: r.status === 200 ? r.text : r.json(), path: now.fallback > before.fallback ? 'fallback' : 'nodes' });
     };
     nodeA.beforePause = check('pausea');
@@ -364,5 +370,129 @@ describe('edge traffic port served by HAProxy: a streamed volume write answered 
     } finally {
       socket.destroy();
     }
+  });
+});
+
+// The SDK's envd client asks for HTTP/2 (undici `allowH2`): over TLS HAProxy offers it, so a sandbox's sequential
+// calls share one connection where HTTP/1.1 opened a second one while the first call's stream was closing.
+describe('edge traffic port served by HAProxy over TLS: HTTP/2', () => {
+  let pki: TestPki;
+  let edge: RunningEdge;
+  let nodeA: FakeNode;
+  let nodeB: FakeNode;
+  let runDir: string;
+  let session: ClientHttp2Session;
+  const via = (fn: () => Promise<unknown>) => viaBackend(runDir, fn);
+
+  /** One HTTP/2 request on the shared session: status, headers and body text. */
+  function h2(headers: Record<string, string>, body?: Buffer): Promise<{ status: number; headers: Record<string, unknown>; text: string }> {
+    return new Promise((resolve, reject) => {
+      const req = session.request({ ':method': body ? 'POST' : 'GET', ':path': '/', ...headers }, { endStream: !body });
+      let text = '';
+      let head: Record<string, unknown> = {};
+      req.on('response', (h) => (head = h)).setEncoding('utf8').on('data', (c: string) => (text += c)).on('end', () => resolve({ status: Number(head[':status']), headers: head, text })).on('error', reject);
+      if (body) req.end(body);
+    });
+  }
+
+  before(async () => {
+    pki = makeTestPki();
+    runDir = mkdtempSync(join(tmpdir(), 'cove-edge-hp-h2-'));
+    edge = await startEdge({
+      COVE_EDGE_RUN_DIR: runDir,
+      COVE_TRAFFIC_PROXY: 'haproxy',
+      COVE_EDGE_TRAFFIC_TLS_PORT: '0',
+      COVE_EDGE_TRAFFIC_TLS_CERT: pki.files.serverCert,
+      COVE_EDGE_TRAFFIC_TLS_KEY: pki.files.serverKey,
+    });
+    assert.equal(edge.trafficProxy, 'haproxy');
+    nodeA = await new FakeNode({ nodeId: 'node-a' }).start();
+    nodeB = await new FakeNode({ nodeId: 'node-b' }).start();
+    await nodeA.heartbeat(edge.apiUrl);
+    await nodeB.heartbeat(edge.apiUrl);
+    for (const [node, id] of [[nodeA, 'puba'], [nodeB, 'pubb']] as const) {
+      await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: id } }), { headers: linkHeaders(node.opts.nodeId, { 'cove-sandbox-id': id }) });
+    }
+    session = http2Connect(`https://127.0.0.1:${edge.trafficTlsPort}`, { ca: pki.pem.ca, servername: 'localhost' });
+    await once(session, 'connect');
+  });
+  after(async () => {
+    session?.destroy();
+    await edge.close();
+    await nodeA.close();
+    await nodeB.close();
+    rmSync(runDir, { recursive: true, force: true });
+    pki.remove();
+  });
+
+  it('negotiates h2 and routes a public sandbox itself, by Host and by headers, as over HTTP/1.1', async () => {
+    assert.equal((session.socket as TLSSocket).alpnProtocol, 'h2');
+    let seen: Record<string, string> = {};
+    assert.equal(
+      await via(async () => {
+        const r = await h2({ ':path': '/headers', ':authority': `49983-puba.${DOMAIN}`, 'cove-node-token': 'spoofed' });
+        assert.equal(r.status, 200, r.text);
+        seen = JSON.parse(r.text);
+      }),
+      'nodes',
+    );
+    assert.equal(seen['cove-node-token'], nodeA.nodeToken);
+    assert.equal(seen['e2b-sandbox-id'], 'puba');
+    assert.equal(seen['e2b-sandbox-port'], '49983');
+    assert.equal(seen['x-forwarded-proto'], 'https');
+    assert.equal(
+      await via(async () => assert.equal((await h2({ ':authority': 'localhost', 'e2b-sandbox-id': 'pubb', 'e2b-sandbox-port': '8080' })).text, 'hello from pubb:8080')),
+      'nodes',
+    );
+  });
+
+  it('keeps requests on one HTTP/2 connection apart when they go to different sandboxes and nodes', async () => {
+    const ids = ['puba', 'pubb', 'puba', 'pubb', 'pubb', 'puba'];
+    const answers = await Promise.all(ids.map((id, i) => h2({ ':authority': `${3000 + i}-${id}.${DOMAIN}` })));
+    assert.deepEqual(answers.map((a) => a.text), ids.map((id, i) => `hello from ${id}:${3000 + i}`));
+  });
+
+  it('streams an upload whole to the sandbox', async () => {
+    const body = Buffer.alloc(3 * 1024 * 1024 + 17, 5);
+    const r = await h2({ ':method': 'POST', ':path': '/upload', ':authority': `8080-puba.${DOMAIN}` }, body);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(JSON.parse(r.text), { bytes: body.length, sha256: createHash('sha256').update(body).digest('hex') });
+  });
+
+  it('keeps WebSockets on HTTP/1.1: RFC 8441 is not offered, and an extended CONNECT reaches no node', async () => {
+    // HAProxy 2.6 leaves an h2 WebSocket tunnel's node connection open after the client resets the stream.
+    assert.equal(session.remoteSettings.enableConnectProtocol, false);
+    const before = await served(runDir);
+    const outcome = await new Promise<string>((resolve) => {
+      const req = session.request({ ':method': 'CONNECT', ':protocol': 'websocket', ':scheme': 'https', ':path': '/ws', ':authority': `8080-puba.${DOMAIN}` });
+      req.on('response', (h) => {
+        resolve(`status ${String(h[':status'])}`);
+        req.close();
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    assert.equal(outcome, 'status 400');
+    assert.equal((await served(runDir)).nodes, before.nodes);
+  });
+
+  it('leaves unknown sandboxes and CONNECT to the fallback, which answers with the JSON errors', async () => {
+    let r: Awaited<ReturnType<typeof h2>> | undefined;
+    assert.equal(await via(async () => (r = await h2({ ':authority': `49983-nosuch.${DOMAIN}` }))), 'fallback');
+    assert.equal(r!.status, 502);
+    assert.deepEqual(JSON.parse(r!.text), sandboxNotFoundBody('nosuch'));
+    // A CONNECT naming a routable sandbox must not become a tunnel to its node.
+    const before = await served(runDir);
+    const outcome = await new Promise<string>((resolve) => {
+      const req = session.request({ ':method': 'CONNECT', ':authority': `8080-puba.${DOMAIN}:443` });
+      req.on('response', (h) => {
+        resolve(`status ${String(h[':status'])}`);
+        req.close();
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    assert.notEqual(outcome, 'status 200');
+    assert.equal((await served(runDir)).nodes, before.nodes, 'no CONNECT reached a node');
+    // The refusal was the stream's alone: the connection serves on.
+    assert.equal((await h2({ ':authority': `8080-puba.${DOMAIN}` })).text, 'hello from puba:8080');
   });
 });

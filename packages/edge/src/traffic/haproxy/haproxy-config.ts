@@ -79,6 +79,9 @@ export function renderHaproxyConfig(c: HaproxyConfigInput): string {
     '  tune.bufsize 32768',
     // One traffic port, one owner: a second HAProxy (another edge) must fail to bind, not share it.
     '  noreuseport',
+    // WebSockets stay on HTTP/1.1 (RFC 8441 is not offered over HTTP/2, and refused below when tried anyway):
+    // HAProxy 2.6 keeps an h2 WebSocket tunnel's node connection open after the client resets the stream.
+    '  h2-workaround-bogus-websocket-clients',
     ...(c.user ? [`  user ${c.user}`, `  group ${c.user}`] : []),
     '',
     'defaults',
@@ -101,14 +104,20 @@ export function renderHaproxyConfig(c: HaproxyConfigInput): string {
     '',
     'frontend traffic',
     `  bind ${bindAddress(c.host, c.port)}`,
-    ...(c.tls ? [`  bind ${bindAddress(c.host, c.tls.port)} ssl crt ${c.tls.pemPath} alpn http/1.1`] : []),
+    // HTTP/2 lets a client's sequential calls share one connection (the SDK's envd client asks for it).
+    ...(c.tls ? [`  bind ${bindAddress(c.host, c.tls.port)} ssl crt ${c.tls.pemPath} alpn h2,http/1.1`] : []),
     // Nothing a client sends may pose as HAProxy toward the fallback or as the edge toward a node.
     `  http-request del-header ${FALLBACK_SECRET_HEADER}`,
     `  http-request del-header ${FALLBACK_CLIENT_ADDRESS_HEADER}`,
     `  http-request del-header ${FALLBACK_CLIENT_PROTO_HEADER}`,
+    // An HTTP/2 request can only carry Upgrade as an RFC 8441 extended CONNECT (HAProxy rewrites it to one).
+    '  http-request deny deny_status 400 if { fc_http_major 2 } { req.fhdr_cnt(upgrade) gt 0 }',
     '  acl one_host req.fhdr_cnt(host) eq 1',
+    // HTTP/2 requests carry their target as :authority and :path, which HAProxy shows as an absolute URL; its h2
+    // mux has already refused a :path that is not one. A CONNECT is never routed here (no tunnel to a node).
     '  acl origin_form url_beg /',
-    '  acl options method OPTIONS',
+    '  acl origin_form fc_http_major 2',
+    '  acl unrouted_method method OPTIONS CONNECT',
     `  acl small_head req.hdrs,length lt ${FAST_PATH_MAX_HEAD_BYTES}`,
     `  acl host_route req.fhdr(host),lower -m reg ${quote(hostRoute)}`,
     `  acl header_host req.fhdr(host),lower -m reg ${quote(headerHost)}`,
@@ -117,10 +126,10 @@ export function renderHaproxyConfig(c: HaproxyConfigInput): string {
     `  acl id_ok req.fhdr(e2b-sandbox-id) -m reg ${quote('^[a-z0-9]{1,128}$')}`,
     `  acl port_ok req.fhdr(e2b-sandbox-port) -m reg ${quote('^[1-9][0-9]{0,4}$')}`,
     // The route comes from one parse (Host or headers, never both): what is looked up is what is sent.
-    '  http-request set-var(txn.sid) req.fhdr(host),lower,field(1,.),field(2,-) if one_host small_head origin_form !options host_route',
-    '  http-request set-var(txn.port) req.fhdr(host),field(1,-) if one_host small_head origin_form !options host_route',
-    '  http-request set-var(txn.sid) req.fhdr(e2b-sandbox-id) if one_host small_head origin_form !options header_host one_id one_port id_ok port_ok',
-    '  http-request set-var(txn.port) req.fhdr(e2b-sandbox-port) if one_host small_head origin_form !options header_host one_id one_port id_ok port_ok',
+    '  http-request set-var(txn.sid) req.fhdr(host),lower,field(1,.),field(2,-) if one_host small_head origin_form !unrouted_method host_route',
+    '  http-request set-var(txn.port) req.fhdr(host),field(1,-) if one_host small_head origin_form !unrouted_method host_route',
+    '  http-request set-var(txn.sid) req.fhdr(e2b-sandbox-id) if one_host small_head origin_form !unrouted_method header_host one_id one_port id_ok port_ok',
+    '  http-request set-var(txn.port) req.fhdr(e2b-sandbox-port) if one_host small_head origin_form !unrouted_method header_host one_id one_port id_ok port_ok',
     '  http-request unset-var(txn.sid) if { var(txn.port) -m int gt 65535 }',
     `  http-request set-var(txn.nid) var(txn.sid),map(${c.sandboxMapPath}) if { var(txn.sid) -m found }`,
     `  http-request set-var(txn.node) var(txn.nid),map(${c.nodeMapPath}) if { var(txn.nid) -m found }`,
