@@ -86,6 +86,20 @@ describe('commands through the unchanged SDK', () => {
     assert.equal(r.stdout, '0\nx\n');
   });
 
+  test("a command's login shell keeps root's and the user's PATH apart without running `id`", async () => {
+    // A stand-in `id` first on PATH records every call (the profile's PATH is set after its uid test).
+    await sbx.commands.run(`printf '#!/bin/sh\\necho "$*" >> /tmp/id-calls\\nexec /usr/bin/id "$@"\\n' > /usr/local/bin/id && chmod 755 /usr/local/bin/id`, { user: 'root' });
+    try {
+      const asUser = await sbx.commands.run('echo "$PATH"');
+      const asRoot = await sbx.commands.run('echo "$PATH"', { user: 'root' });
+      assert.doesNotMatch(asUser.stdout, /sbin/);
+      assert.match(asRoot.stdout, /\/usr\/sbin/);
+      assert.equal((await sbx.commands.run('cat /tmp/id-calls 2>/dev/null || true')).stdout, '');
+    } finally {
+      await sbx.commands.run('rm -f /usr/local/bin/id /tmp/id-calls', { user: 'root' });
+    }
+  });
+
   test('the command deadline kills a process that runs too long', async () => {
     await assert.rejects(sbx.commands.run('sleep 30', { timeoutMs: 1000 }));
     await eventually(async () => !(await sbx.commands.list()).some((p) => p.args.join(' ').includes('sleep 30')), 10_000, 'sleep gone');

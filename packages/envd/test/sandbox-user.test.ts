@@ -18,8 +18,8 @@ describe('sandbox user from the sandbox /etc/passwd', { skip: isRoot ? false : '
     tmp = await tempDir();
     const hostPasswd = await readFile('/etc/passwd', 'utf8');
     const hostGroup = await readFile('/etc/group', 'utf8');
-    await writeFile(`${tmp.dir}/passwd`, hostPasswd.trimEnd() + '\nuser:x:4321:4321::/home/user:/bin/bash\n');
-    await writeFile(`${tmp.dir}/group`, hostGroup.trimEnd() + '\nuser:x:4321:\ncovetest:x:4242:user\n');
+    await writeFile(`${tmp.dir}/passwd`, hostPasswd.trimEnd() + '\nuser:x:4321:4321::/home/user:/bin/bash\nsolo:x:4333:4333::/home/solo:/bin/bash\n');
+    await writeFile(`${tmp.dir}/group`, hostGroup.trimEnd() + '\nuser:x:4321:\ncovetest:x:4242:user\nsolo:x:4333:\n');
     await mkdir(`${tmp.dir}/home/user`, { recursive: true });
     await chown(`${tmp.dir}/home/user`, 4321, 4321);
     const script = `mount --bind ${tmp.dir}/passwd /etc/passwd && mount --bind ${tmp.dir}/group /etc/group && mount --bind ${tmp.dir}/home /home && exec "$0" "$@"`;
@@ -39,6 +39,19 @@ describe('sandbox user from the sandbox /etc/passwd', { skip: isRoot ? false : '
     assert.deepEqual(groups.split(' ').sort(), ['4242', '4321']);
     assert.equal(env, '/home/user user /bin/bash yes');
     assert.equal(cwd, '/home/user');
+  });
+
+  test('a user in no group but its own runs commands as exactly that uid and gid', async () => {
+    const r = await sbx.commands.run('id -u; id -g; id -G; grep -E "^(Uid|Gid|Groups):" /proc/self/status; echo "$HOME $USER"', { user: 'solo' });
+    const [uid, gid, groups, uids, gids, supplementary, env] = r.stdout.trim().split('\n');
+    assert.equal(uid, '4333');
+    assert.equal(gid, '4333');
+    assert.equal(groups, '4333');
+    assert.match(uids, /^Uid:\s+4333\s+4333\s+4333\s+4333$/);
+    assert.match(gids, /^Gid:\s+4333\s+4333\s+4333\s+4333$/);
+    // No group of root's (or envd's) is left: the list holds nothing but its own gid, or nothing.
+    assert.match(supplementary, /^Groups:\s*(4333)?\s*$/);
+    assert.equal(env, '/home/solo solo');
   });
 
   test('relative paths land in /home/user, owned by user; root can still be selected', async () => {

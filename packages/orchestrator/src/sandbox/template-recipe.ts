@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 
 /** Bump when the build steps in template-build.ts change what ends up in a rootfs. */
-export const TEMPLATE_BUILDER_VERSION = 4;
+export const TEMPLATE_BUILDER_VERSION = 5;
 
 /** An absolute path inside the rootfs with no `.`/`..` parts: written by the host into a tree it just built. */
 const rootfsPath = z.string().regex(/^(\/[A-Za-z0-9_+@][A-Za-z0-9._+@-]*)+$/).refine((p) => !p.split('/').includes('..'), 'no .. parts');

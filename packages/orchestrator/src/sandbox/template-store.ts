@@ -158,6 +158,9 @@ export class TemplateStore {
       `mkdir -p "$1/opt/cove/bin" "$1/opt/cove/envd" "$1${GUEST_MOUNT}"`,
       `touch "$1/opt/cove/bin/node" "$1/opt/cove/bin/tini" "$1/etc/resolv.conf" "$1/etc/hostname" "$1/etc/hosts"`,
       `rm -rf "$1/var/cache/apt/archives/"*.deb "$1/var/lib/apt/lists/"*`,
+      // Every command the SDK runs is a login shell (`bash -l -c`), and Debian's /etc/profile runs `id -u` in it:
+      // a fork and an exec, ~2.5 ms of each command here. bash knows its EUID; other shells still ask `id`.
+      LOGIN_SHELL_UID_HOOK,
     ];
     const args = [
       `--variant=${recipe.variant}`,
@@ -174,6 +177,9 @@ export class TemplateStore {
     else await run('mmdebstrap', args, { onLine });
   }
 }
+
+/** Rewrites /etc/profile's `"$(id -u)"` tests to `"${EUID:-$(id -u)}"` (a no-op if Debian's text ever differs). */
+const LOGIN_SHELL_UID_HOOK = 'sed -i \'s/"$(id -u)"/"${EUID:-$(id -u)}"/g\' "$1/etc/profile"';
 
 /** A `.build-<hash>-<pid>-<rand>` dir whose builder process is gone, or an older-style name over a day old. */
 async function abandonedBuild(name: string, path: string): Promise<boolean> {
