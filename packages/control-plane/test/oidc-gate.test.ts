@@ -28,7 +28,7 @@ import { ConfigError, loadConfig } from '../src/config.js';
 import { ADMIN_TOKEN, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { nodeInfo, startFakeCluster, type FakeCluster } from './fixtures/fake-cluster.js';
 import { EDGE_MAIN, spawnEdge, type EdgeProcess } from './fixtures/edge-process.js';
-import { freePort } from './fixtures/throwaway-postgres.js';
+import { freePort } from '@cove/test-support/free-port';
 
 const CLUSTER_TOKEN = 'oidc-gate-cluster-token-0123456789';
 const NODE_CREDENTIAL_KEY = 'oidc-gate-node-credential-key-0123456789abcdef';

@@ -6,12 +6,12 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { deriveNodeToken } from '@cove/auth-tokens';
 import { deployment, eventually } from './deployment.js';
+import { freePort } from '@cove/test-support/free-port';
 
 interface Target {
   job: string;
@@ -19,14 +19,6 @@ interface Target {
   token: string;
   /** A series only this component serves: proof the scrape reached Cove's registry, not just a 200. */
   series: string;
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
 }
 
 type Vector = Array<{ metric: Record<string, string>; value: [number, string] }>;

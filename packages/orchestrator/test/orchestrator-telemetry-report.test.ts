@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +16,7 @@ import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BuildState, TemplateService } from '@cove/contracts/orchestrator';
 import { ClusterMetricsReport } from '@cove/contracts/telemetry';
 import { NODE_TOKEN, PACKAGE_DIR, bearer, instance, rpcClients, spec, startOrchestrator, teardown, waitFor, type Running } from './orchestrator-fixture.js';
+import { freePort } from '@cove/test-support/free-port';
 
 const I = instance('covtrep', 'crp-', '10.205.0.0/16');
 const COLLECTOR_TOKEN = 'collector-token-for-the-report-test';
@@ -26,14 +26,6 @@ const COLLECTOR_MAIN = join(PACKAGE_DIR, '..', 'collector', 'dist', 'src', 'main
 const TEAM = 'team-REPORTCANARY';
 const TEMPLATE = 'tpl-reportcanary';
 const BUILD = 'bld-reportcanary';
-
-async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 
 describe('node counts in the anonymized report', () => {
   let intake: Server;
