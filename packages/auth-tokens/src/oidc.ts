@@ -374,11 +374,12 @@ export class ClientCredentialsTokens {
     }
     const t = TokenReply.safeParse(json);
     if (!t.success) throw new OidcError('issuer_unavailable', "the identity provider's token reply is not one");
-    const lifetimeMs = (t.data.expires_in ?? 300) * 1000;
-    // Counted from when the request was sent, less a second: providers round `exp` down to whole seconds. Renewed
-    // when 10% of the lifetime is left (at least 1 s, at most 60 s; half of a very short one).
+    // Counted from when the request was sent, less a second: providers round `exp` down to whole seconds, so the
+    // token may lapse up to a second before `expires_in` says. Renewed when 10% of that is left (at least 1 s, at
+    // most 60 s; half of a very short one).
+    const lifetimeMs = Math.max(0, (t.data.expires_in ?? 300) * 1000 - 1_000);
     const margin = Math.min(lifetimeMs / 2, Math.max(1_000, Math.min(60_000, lifetimeMs / 10)));
-    this.current = { token: t.data.access_token, expiresAtMs: started + lifetimeMs - 1_000, renewAtMs: started + lifetimeMs - margin };
+    this.current = { token: t.data.access_token, expiresAtMs: started + lifetimeMs, renewAtMs: started + lifetimeMs - margin };
     return t.data.access_token;
   }
 }

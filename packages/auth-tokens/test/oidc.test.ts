@@ -29,7 +29,8 @@ describe('ClientCredentialsTokens with a real provider', () => {
     assert.equal(idp.tokenRequests.length - asked, 1);
     assert.equal(await tokens.token(), got[0]);
     const claims = JSON.parse(Buffer.from(got[0]!.split('.')[1]!, 'base64url').toString()) as { exp: number };
-    // Renewed before exp (2 s lifetime: at 1.8 s), so a call never carries a token about to lapse.
+    // Renewed before exp (2 s lifetime, of which `exp`'s rounding may take 1 s: at 0.5 s), so a call never carries a
+    // token about to lapse.
     let renewed: string | undefined;
     while (!renewed) {
       const t = await tokens.token();
