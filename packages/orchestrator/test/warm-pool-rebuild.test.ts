@@ -1,7 +1,8 @@
 // After an upgrade changed a built-in template's recipe, a node starts the older build until the background build of
 // the new one is in place. Its warm pool must then not hand out slots of the older build: ready ones are destroyed,
 // one still booting is dropped when it finishes, and the pool fills again. The runtime here is a stand-in that
-// records boots and destroys (a real rebuild is a minutes-long mmdebstrap run); the pool is the real one.
+// records boots and destroys (a real rebuild is a minutes-long mmdebstrap run); the pool is the real one. Also: when a
+// take refills.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { eventually } from '@cove/test-support/eventually';
@@ -86,5 +87,60 @@ describe('warm pool after a template rebuild', () => {
     assert.equal(rt.buildOf(taken.slotId), 2, 'a slot already claimed is the caller\'s, untouched');
     await pool.close();
     assert.equal(pool.slotIds().size, 0);
+  });
+});
+
+// A lone take that leaves the pool a ready slot refills only after a delay: the new sandbox's first command comes
+// within milliseconds of its Create, and a boot's host-side work would share the cores with it. A take right after
+// another, or one that empties the pool, refills at once.
+describe('warm pool refill after a take', () => {
+  const flush = () => new Promise<void>((r) => setImmediate(r));
+  const poolOf = (rt: ReturnType<typeof standInRuntime>, target: number, refillDelayMs: number) =>
+    new WarmPool({
+      runtime: rt.runtime, targets: { base: target }, diskMb: 64, idleLimits: limits, serverIdleLimits: limits,
+      readyTimeoutMs: 1000, concurrency: 2, refillDelayMs, log: createLogger('error'),
+    });
+
+  it('waits after a lone take, and refills at once on a take right after it', async () => {
+    const rt = standInRuntime();
+    const pool = poolOf(rt, 3, 600_000);
+    try {
+      pool.start();
+      await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full');
+      assert.ok(pool.take('base', 64));
+      await flush();
+      assert.equal(rt.live.size, 3, 'no boot while the delay after a lone take runs');
+      assert.ok(pool.take('base', 64));
+      await eventually(() => rt.live.size === 5, 5000, 'both refills booting at once');
+      await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full again');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refills at once when a lone take emptied the pool', async () => {
+    const rt = standInRuntime();
+    const pool = poolOf(rt, 1, 600_000);
+    try {
+      pool.start();
+      await eventually(() => pool.stats()[0]!.ready === 1, 5000, 'the pool full');
+      assert.ok(pool.take('base', 64));
+      await eventually(() => pool.stats()[0]!.ready === 1 && rt.live.size === 2, 5000, 'the pool refilled');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refills after the delay', async () => {
+    const rt = standInRuntime();
+    const pool = poolOf(rt, 2, 20);
+    try {
+      pool.start();
+      await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full');
+      assert.ok(pool.take('base', 64));
+      await eventually(() => pool.stats()[0]!.ready === 2 && rt.live.size === 3, 5000, 'the pool refilled');
+    } finally {
+      await pool.close();
+    }
   });
 });

@@ -30,8 +30,23 @@ export interface WarmPoolOptions {
   readyTimeoutMs: number;
   /** Boots in flight at once, over all templates. */
   concurrency: number;
+  /**
+   * How long a refill waits after a lone take (the template's first in a while) that left the pool a ready slot.
+   * The new sandbox's first command follows its Create within milliseconds, and a boot's host-side work would share
+   * the cores with it. Takes in quick succession, or one that emptied the pool, refill at once: there the boot
+   * overlaps the next Create whenever it starts, and starting late only leaves the pool lower.
+   */
+  refillDelayMs?: number;
   log: Logger;
 }
+
+/** docs/performance.md "The refill after a take": long enough for a create's first command, short against a boot. */
+export const DEFAULT_REFILL_DELAY_MS = 100;
+/**
+ * A take this long after the template's previous one is a lone take: the delay plus a warm boot (~250 ms wall here)
+ * fit in the gap, so a deferred refill is done before the next take. Closer takes would only move it onto the next.
+ */
+const LONE_TAKE_GAP_MS = 400;
 
 export interface WarmPoolStats {
   templateId: string;
@@ -44,6 +59,8 @@ interface TemplatePool extends PoolEntry {
   available: boolean;
   /** Bumped when a new build of the template replaces the one its slots were booted from. */
   generation: number;
+  /** When a Create last took a slot of it (ms since the epoch; 0: never). */
+  lastTakeAt: number;
 }
 
 
@@ -51,11 +68,12 @@ export class WarmPool {
   private readonly pools = new Map<string, TemplatePool>();
   private closed = false;
   private readonly boots: PoolBoots;
+  private deferredFill: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: WarmPoolOptions) {
     this.boots = new PoolBoots({ ...opts, what: 'warm slot' }, () => this.fill());
     for (const templateId of Object.keys(opts.targets)) {
-      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff(), available: false, generation: 0 });
+      this.pools.set(templateId, { ready: [], booting: 0, backoff: new BootBackoff(), available: false, generation: 0, lastTakeAt: 0 });
     }
   }
 
@@ -75,7 +93,16 @@ export class WarmPool {
     const pool = this.pools.get(templateId);
     if (!pool || diskMb !== this.opts.diskMb) return undefined;
     const slot = pool.ready.shift();
-    if (slot) this.fill();
+    if (!slot) return undefined;
+    const now = Date.now();
+    const lone = now - pool.lastTakeAt >= LONE_TAKE_GAP_MS;
+    pool.lastTakeAt = now;
+    const delay = this.opts.refillDelayMs ?? DEFAULT_REFILL_DELAY_MS;
+    if (!lone || pool.ready.length === 0 || delay <= 0) this.fill();
+    else this.deferredFill ??= setTimeout(() => {
+      this.deferredFill = undefined;
+      this.fill();
+    }, delay);
     return slot;
   }
 
@@ -97,6 +124,7 @@ export class WarmPool {
   /** Stop refilling, wait for boots in flight, destroy every ready slot. */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.deferredFill);
     for (const pool of this.pools.values()) pool.backoff.cancel();
     await this.boots.settle();
     const slots = [...this.pools.values()].flatMap((p) => p.ready.splice(0));
