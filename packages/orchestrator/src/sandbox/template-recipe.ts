@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 
-/** Bump when the build steps in template-build.ts change what ends up in a rootfs. */
+/** Bump when the build steps in template-store.ts change what ends up in a rootfs. */
 export const TEMPLATE_BUILDER_VERSION = 5;
 
 /** An absolute path inside the rootfs with no `.`/`..` parts: written by the host into a tree it just built. */

@@ -40,7 +40,7 @@ export interface WarmPoolOptions {
   log: Logger;
 }
 
-/** docs/performance.md "The refill after a take": long enough for a create's first command, short against a boot. */
+/** docs/performance.md "The refill after a lone take": long enough for a create's first command, short against a boot. */
 export const DEFAULT_REFILL_DELAY_MS = 100;
 /**
  * A take this long after the template's previous one is a lone take: the delay plus a warm boot (~250 ms wall here)
