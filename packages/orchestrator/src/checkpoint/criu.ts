@@ -20,6 +20,7 @@ import { release, version } from 'node:os';
 import { join } from 'node:path';
 import { run } from '../sandbox/run-command.js';
 import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
+import { childPids } from '../sandbox/slot-processes.js';
 import { startLazyPages, type LazyPages } from './lazy-pages.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
@@ -212,16 +213,13 @@ export async function criuCommand(criu: string, args: string[]): Promise<{ file:
 }
 
 /**
- * SIGKILLs `pid` and its direct children: under the kdat wrapper criu is the child of a shell that must live as long
- * as it does (COVE_HOST_MNTNS), and killing that shell alone left criu orphaned, waiting for good with the slot's
- * mounts (and its loop device) held. Children first, so the parent forks nothing new in between.
+ * SIGKILLs a process started from criuCommand: `pid` and its direct children. Under the kdat wrapper criu is the
+ * child of a shell that must live as long as it does (COVE_HOST_MNTNS), and killing that shell alone left criu
+ * orphaned, waiting for good with the slot's mounts (and its loop device) held. Children first, so the parent forks
+ * nothing new in between.
  */
-async function killWithChildren(pid: number): Promise<void> {
-  const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').then(
-    (text) => text.split(/\s+/).filter(Boolean).map(Number),
-    () => [] as number[],
-  );
-  for (const p of [...children, pid]) {
+export async function killCriu(pid: number): Promise<void> {
+  for (const p of [...((await childPids(pid)) ?? []), pid]) {
     try {
       process.kill(p, 'SIGKILL');
     } catch {
@@ -243,7 +241,7 @@ async function runCriu(criu: string, args: string[], logFile: string, env?: Reco
       resolve(code ?? 1);
     });
     void stop?.then((yes) => {
-      if (yes && !ended && child.pid !== undefined) void killWithChildren(child.pid);
+      if (yes && !ended && child.pid !== undefined) void killCriu(child.pid);
     });
   });
 }

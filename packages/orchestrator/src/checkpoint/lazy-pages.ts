@@ -11,7 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { access, constants } from 'node:fs/promises';
-import { criuCommand, DEFAULT_CRIU, freshLog } from './criu.js';
+import { criuCommand, DEFAULT_CRIU, freshLog, killCriu } from './criu.js';
 import { run } from '../sandbox/run-command.js';
 
 /** How long a lazy-pages daemon may take to serve every page before it (and so the tree) is killed. */
@@ -84,7 +84,8 @@ export async function startLazyPages(o: {
     child.on('error', () => ((exited = true), resolve(null)));
   });
   const kill = (): void => {
-    if (!exited) child.kill('SIGKILL');
+    // The daemon runs under the same kdat wrapper as a restore: the wrapper's death alone would leave it running.
+    if (!exited && child.pid !== undefined) void killCriu(child.pid);
   };
   const status = child.stdio[3] as NodeJS.ReadableStream;
   let timer: NodeJS.Timeout | undefined;

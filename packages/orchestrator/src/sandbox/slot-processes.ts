@@ -6,14 +6,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cgroups } from './cgroups.js';
 import { BootFailed, CheckpointError } from './runtime-errors.js';
 
+/** The direct children of host pid `pid` (its main thread's), or null when it is gone. */
+export async function childPids(pid: number): Promise<number[] | null> {
+  const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => null);
+  return text === null ? null : text.split(/\s+/).map(Number).filter((n) => n > 0);
+}
+
 /** The first child of tini (envd), polled briefly: tini forks it right after starting. */
 export async function childOf(initPid: number, slotId: string): Promise<number> {
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
-    const children = await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => null);
+    const children = await childPids(initPid);
     if (children === null) break;
-    const first = Number(children.trim().split(' ')[0]);
-    if (first > 0) return first;
+    if (children[0] !== undefined) return children[0];
     await sleep(5);
   }
   throw new BootFailed(slotId, 'the first process did not start under tini');
@@ -21,8 +26,7 @@ export async function childOf(initPid: number, slotId: string): Promise<number> 
 
 /** The restored envd: the process under `initPid` that is PID 2 in the sandbox's pid namespace. */
 export async function envdOf(initPid: number, slotId: string): Promise<number> {
-  const children = await readFile(`/proc/${initPid}/task/${initPid}/children`, 'utf8').catch(() => '');
-  for (const c of children.trim().split(' ').map(Number).filter((n) => n > 0)) {
+  for (const c of (await childPids(initPid)) ?? []) {
     const status = await readFile(`/proc/${c}/status`, 'utf8').catch(() => '');
     if (/^NSpid:.*\s2$/m.test(status)) return c;
   }
