@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { freePort, importLayer, RegistryAuthError, RegistryClient } from '@cove/oci';
+import { importLayer, RegistryAuthError, RegistryClient } from '@cove/oci';
+import { freePort } from '@cove/test-support/free-port';
 import { request } from 'undici';
 import { seedRegistry, startComponent, topologyOf } from '../src/deployment.js';
 import { statePaths } from '../src/paths.js';

@@ -20,7 +20,6 @@ export {
   registryCommand,
   registryReady,
   startRegistry,
-  freePort,
   REGISTRY_BINARY,
   type RegistryServerConfig,
   type RunningRegistry,

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { getAttributeSync } from 'fs-xattr';
+import { freePort } from '@cove/test-support/free-port';
 import {
   DigestMismatch,
-  freePort,
   ImageNotFound,
   importLayer,
   MediaTypes,

@@ -21,7 +21,8 @@ import { readManifest } from '../src/templates/manifest.js';
 import { instance, makeRuntime, teardown, waitFor } from './orchestrator-fixture.js';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { freePort, pushImage, RegistryClient, startRegistry, type RunningRegistry } from '@cove/oci';
+import { pushImage, RegistryClient, startRegistry, type RunningRegistry } from '@cove/oci';
+import { freePort } from '@cove/test-support/free-port';
 import { RegistryImageBase } from '../src/build/image-base.js';
 
 const I = instance('covtb1', 'tb1-', '10.224.0.0/16');
