@@ -9,6 +9,8 @@ import { chmod, mkdir, readdir, readFile, rm, stat, statfs, writeFile } from 'no
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { criuCommand, KDAT_TMPFS, kdatRunDir } from '../src/checkpoint/criu.js';
+import { startLazyPages } from '../src/checkpoint/lazy-pages.js';
+import { eventually } from '@cove/test-support/eventually';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { healthy, leftovers, makeRuntime, sh, type TestRuntimeOptions } from './runtime-fixture.js';
 import { checkpointPrereqs } from './checkpoint-fixture.js';
@@ -17,6 +19,16 @@ const OPTS: TestRuntimeOptions = { instance: 'covtkd', vethPrefix: 'tkd-', subne
 const DATA_DIR = `/var/tmp/cove-runtime-test/${OPTS.instance}`;
 const CHECKPOINTS = join(DATA_DIR, 'checkpoints');
 const { criu, skip } = await checkpointPrereqs();
+
+/** Sends `sig` to `pid`; false when there is no such process. */
+function signal(pid: number, sig: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** The newest restore log of the slot (the runtime keeps it, and the one before, in the slot's directory). */
 async function lastRestoreLog(slotId: string): Promise<string> {
@@ -129,6 +141,31 @@ describe('CRIU kernel-feature cache', { timeout: 240_000, skip }, () => {
       if (dir) await rm(dir, { recursive: true, force: true });
       await rm(fake, { force: true });
       await rm(out, { force: true });
+    }
+  });
+  it('stops a lazy-pages daemon past its deadline whole: criu under the wrapper too, not only the wrapper', async () => {
+    // A stand-in criu: says it listens (fd 3), notes its pid and parent, then waits as a daemon would.
+    const fake = join(DATA_DIR, 'criu-lazy');
+    const note = join(DATA_DIR, 'criu-lazy.pid');
+    const work = join(DATA_DIR, 'criu-lazy-work');
+    await mkdir(work, { recursive: true });
+    await writeFile(fake, `#!/bin/sh\necho "$$ $PPID" > ${note}\nprintf x >&3\nexec 3>&-\nexec sleep 600\n`);
+    await chmod(fake, 0o755);
+    let pid = 0;
+    try {
+      const daemon = await startLazyPages({ criu: fake, imagesDir: work, workDir: work, cgroupProcs: [], deadlineMs: 100 });
+      const [own, parent] = (await readFile(note, 'utf8')).trim().split(' ').map(Number);
+      pid = own!;
+      assert.equal(parent, daemon.pid, 'the stand-in runs under the kdat wrapper shell, as criu does');
+      assert.equal(await daemon.done, 'deadline');
+      await eventually(() => !signal(pid, 0), 5000, 'the daemon itself gone');
+    } finally {
+      if (pid) signal(pid, 'SIGKILL');
+      const dir = await kdatRunDir(fake);
+      if (dir) await rm(dir, { recursive: true, force: true });
+      await rm(fake, { force: true });
+      await rm(note, { force: true });
+      await rm(work, { recursive: true, force: true });
     }
   });
 });
