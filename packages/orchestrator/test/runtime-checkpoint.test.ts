@@ -1,6 +1,7 @@
 // SandboxRuntime.checkpoint/restore on a slot booted the normal way (envd as first process): an idle
 // slot round-trips (times printed), then user processes started inside (a python http server, a process
-// holding ~50 MB and a counter) survive a second round trip; destroy afterwards leaves nothing.
+// holding ~50 MB and a counter) survive a second round trip, every tmpfs comes back as it was; destroy afterwards
+// leaves nothing.
 // Skipped only when criu (scripts/install-criu.sh) or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
@@ -147,6 +148,34 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
     const logs = (await readdir(join(DATA_DIR, 'slots', slot.slotId))).filter((f) => /^(restore|lazy-pages)\b.*\.log$/.test(f)).sort();
     assert.ok(logs.includes('restore.log'), `this restore's log is there (${logs.join(', ')})`);
     assert.deepEqual(logs.filter((f) => !['restore.log', 'restore.prev.log', 'lazy-pages.log', 'lazy-pages.prev.log'].includes(f)), [], 'no older logs kept');
+  });
+
+  it('brings every tmpfs back as it was; only an empty one as mounted skips tar (install-criu.sh patch 8)', async () => {
+    // The empty archive patch 8 writes for an empty tmpfs its mount recreates (45 bytes; anything tar wrote is larger).
+    const emptyImages = async (dir: string) => {
+      const names = (await readdir(dir)).filter((f) => /^tmpfs-dev-\d+\.tar\.gz\.img$/.test(f));
+      const sizes = await Promise.all(names.map(async (f) => (await readFile(join(dir, f))).length));
+      return sizes.filter((n) => n === 45).length;
+    };
+    const round = async (script: string) => {
+      const w = await rt.exec(slot.slotId, ['/bin/sh', '-c', script]);
+      assert.equal(w.code, 0, w.stderr);
+      const dir = imageDir();
+      await rt.checkpoint(slot.slotId, dir);
+      const empty = await emptyImages(dir);
+      await rt.restore(slot.slotId, dir);
+      const r = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'stat -c "%a %u" /dev/shm /proc/acpi /sys/firmware; ls -A /dev/shm; cat /dev/shm/* 2>/dev/null; true']);
+      assert.equal(r.code, 0, r.stderr);
+      return { empty, after: r.stdout.trim().split('\n') };
+    };
+    // Empty, but its root chmod'ed: the mount alone would give 1777, so it goes through tar and keeps its mode.
+    assert.deepEqual(await round('chmod 700 /dev/shm'), { empty: 2, after: ['700 0', '1777 0', '1777 0'] });
+    // Holding a file: through tar, the file comes back.
+    assert.deepEqual(await round('chmod 1777 /dev/shm && printf kept > /dev/shm/f'), { empty: 2, after: ['1777 0', '1777 0', '1777 0', 'f', 'kept'] });
+    // Empty again, as mounted: no tar, and it comes back empty, 1777 and writable.
+    assert.deepEqual(await round('rm /dev/shm/f'), { empty: 3, after: ['1777 0', '1777 0', '1777 0'] });
+    const w = await rt.exec(slot.slotId, ['/bin/sh', '-c', 'echo x > /dev/shm/y && cat /dev/shm/y && rm /dev/shm/y']);
+    assert.equal(w.stdout, 'x\n', w.stderr);
   });
 
   it('destroys a restored slot without leftovers', async () => {
