@@ -12,7 +12,7 @@
 import { Sandbox } from 'e2b';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ENVD_ENTRY, ENVD_MOUNT } from '@cove/contracts/sandbox';
+import { ENVD_MOUNT, ENVD_START } from '@cove/contracts/sandbox';
 import { deployment } from '../test/deployment.js';
 import { hostCensus, processes, type Count } from './host-census.js';
 import { cpuByGroup, cpuOver, limitCensus, meminfo, sandboxProcesses, type LimitUse, type NodeNames } from './node-limits.js';
@@ -117,7 +117,7 @@ const cpu = await cpuOver(10_000, orchestratorPid);
 // Who spends the idle CPU: the sandboxes' envds and tinis, each deployment process, everything else on the host.
 const byPid = new Map([...processes(d.stateDir)].map(([name, pid]) => [pid, name]));
 const cpuGroups = await cpuByGroup(20_000, (pid, cmd) =>
-  byPid.get(pid) ?? (cmd.includes(`${ENVD_MOUNT}/${ENVD_ENTRY}`) ? 'envd (all sandboxes)' : cmd.startsWith('/opt/cove/bin/tini') ? 'tini (all sandboxes)' : 'everything else (other users of the machine, this bench)'),
+  byPid.get(pid) ?? (cmd.includes(`${ENVD_MOUNT}/${ENVD_START}`) ? 'envd (all sandboxes)' : cmd.startsWith('/opt/cove/bin/tini') ? 'tini (all sandboxes)' : 'everything else (other users of the machine, this bench)'),
 );
 const limitsAfter = limitCensus(names);
 const memCg = (() => {

@@ -97,7 +97,7 @@ describe('tenant runtime', () => {
         'cat /proc/self/oom_score_adj',
         'for v in -1000 -998 -1; do (echo $v > /proc/self/oom_score_adj) 2>/dev/null && echo lowered $v; done',
         'echo 0 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj',
-        'cat /proc/1/oom_score_adj /proc/$(pgrep -P 1 -f envd.cjs)/oom_score_adj',
+        'cat /proc/1/oom_score_adj /proc/$(pgrep -P 1 -f envd-start.cjs)/oom_score_adj',
       ].join('; ');
       const r = await run(a, `${prefix}sh -c '${script}'`, user);
       assert.equal(r.code, 0, r.out);

@@ -1,5 +1,5 @@
 // Builds the self-contained envd directory the orchestrator bind-mounts read-only at
-// /opt/cove/envd: envd.cjs (every JS dependency bundled) plus the two native addons,
+// /opt/cove/envd: envd.cjs (every JS dependency bundled), its launcher envd-start.cjs, plus the two native addons,
 // which are loaded lazily at run time and so stay outside the bundle. CommonJS, not ESM: Node's ESM loader keeps
 // ~0.45 MiB in every idle envd (docs/decisions.md, envd as CommonJS).
 import { build } from 'esbuild';
@@ -8,7 +8,7 @@ import { cp, mkdir, rm, writeFile, readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ENVD_ENTRY } from '@cove/contracts/sandbox';
+import { ENVD_ENTRY, ENVD_START } from '@cove/contracts/sandbox';
 
 const pkgDir = dirname(dirname(fileURLToPath(import.meta.url)));
 const out = join(pkgDir, 'dist', 'bundle');
@@ -16,6 +16,23 @@ const require = createRequire(join(pkgDir, 'package.json'));
 
 await rm(out, { recursive: true, force: true });
 await mkdir(out, { recursive: true });
+
+// fs-xattr is an ES module that envd imports on first use; that import() would be the bundle's only dynamic import,
+// and a script V8 compiled from its code cache has no dynamic-import callback (Node 20: "A dynamic import callback
+// was not specified"). So it is bundled (esbuild keeps it lazy), and only its addon stays a file, where its
+// createRequire(import.meta.url) looks for it.
+const fsXattrAddonPath = {
+  name: 'fs-xattr-addon-path',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]fs-xattr[\\/]index\.js$/ }, async (args) => ({
+      contents: (await readFile(args.path, 'utf8')).replaceAll(
+        'import.meta.url',
+        "require('node:url').pathToFileURL(require('node:path').join(__dirname, 'node_modules', 'fs-xattr', 'index.js')).href",
+      ),
+      loader: 'js',
+    }));
+  },
+};
 
 await build({
   entryPoints: [join(pkgDir, 'src', 'main.ts')],
@@ -27,11 +44,30 @@ await build({
   minify: true,
   sourcemap: false,
   legalComments: 'none',
-  external: ['node-pty', 'fs-xattr'],
+  external: ['node-pty'],
+  plugins: [fsXattrAddonPath],
   // The sources are ESM (their tests run them so); the one import.meta.url (node-pty's createRequire) becomes
   // the bundle's own file URL.
   define: { 'import.meta.url': '__envdFileUrl' },
   banner: { js: "'use strict'; const __envdFileUrl = require('node:url').pathToFileURL(__filename).href;" },
+  logLevel: 'warning',
+});
+
+// The launcher runs the bundle without a dynamic-import callback (see fsXattrAddonPath): an import() left in it would
+// fail at run time, so it fails the build.
+if (/\bimport\(/.test(await readFile(join(out, ENVD_ENTRY), 'utf8'))) throw new Error(`${ENVD_ENTRY} contains an import(): bundle that module`);
+
+// The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.
+await build({
+  entryPoints: [join(pkgDir, 'src', 'start.ts')],
+  outfile: join(out, ENVD_START),
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  minify: true,
+  sourcemap: false,
+  legalComments: 'none',
   logLevel: 'warning',
 });
 
@@ -52,7 +88,7 @@ async function copyAddon(name, files) {
 }
 
 await copyAddon('node-pty', ['package.json', 'lib', 'build/Release/pty.node', 'LICENSE']);
-await copyAddon('fs-xattr', ['package.json', 'index.js', 'build/Release/xattr.node', 'LICENSE']);
+await copyAddon('fs-xattr', ['package.json', 'build/Release/xattr.node', 'LICENSE']);
 await writeFile(join(out, 'package.json'), JSON.stringify({ name: 'cove-envd-bundle', private: true, type: 'commonjs' }, null, 2) + '\n');
 
 const { version } = JSON.parse(await readFile(join(pkgDir, 'package.json'), 'utf8'));

@@ -1,15 +1,44 @@
 import assert from 'node:assert/strict';
-import { cp, stat } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { cp, stat, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Sandbox } from 'e2b';
+import { ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_START, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
 import { startEnvd, tempDir, type RunningEnvd } from './envd-process.js';
 
 const BUNDLE = fileURLToPath(new URL('../bundle', import.meta.url));
 const built = await stat(`${BUNDLE}/envd.cjs`).then(() => true, () => false);
 
 // The orchestrator runs the bundle from a read-only mount with these flags (docs/decisions.md, envd).
-export const RECOMMENDED_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=128', '--v8-pool-size=1', '--optimize-for-size'];
+const FLAGS = [...ENVD_NODE_FLAGS];
+
+/** The launcher's cache-making run, as the node host does it (the orchestrator's envd-install.ts): the cache from fd 3. */
+function makeCache(dir: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...FLAGS, `${dir}/${ENVD_START}`], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', [ENVD_WRITE_CODE_CACHE_ENV]: '1', ENVD_LOG_LEVEL: 'silent' },
+      stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
+    });
+    const chunks: Buffer[] = [];
+    child.stdio[3]!.on('data', (d: Buffer) => chunks.push(d));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`cache run exited ${code}`))));
+  });
+}
+
+/** The "envd listening" record's codeCache: how that start was compiled. */
+function codeCacheOf(e: RunningEnvd): string | undefined {
+  for (const line of e.logs) {
+    try {
+      const rec = JSON.parse(line) as { msg?: string; codeCache?: string };
+      if (rec.msg === 'envd listening') return rec.codeCache;
+    } catch {
+      // not JSON
+    }
+  }
+  return undefined;
+}
 
 describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: built ? false : 'run `npm run bundle -w @cove/envd` first' }, () => {
   let envd: RunningEnvd;
@@ -20,7 +49,7 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
     tmp = await tempDir();
     // A copy outside the repository: nothing may resolve from the workspace's node_modules.
     await cp(BUNDLE, `${tmp.dir}/envd`, { recursive: true });
-    envd = await startEnvd({ UV_THREADPOOL_SIZE: '2' }, { entry: `${tmp.dir}/envd/envd.cjs`, nodeFlags: RECOMMENDED_NODE_FLAGS });
+    envd = await startEnvd({ UV_THREADPOOL_SIZE: '2' }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS });
     assert.equal((await envd.init({ defaultUser: 'root' })).status, 204);
     sbx = await Sandbox.create({ debug: true, sandboxUrl: envd.url });
   });
@@ -42,8 +71,41 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
 
   test('a port it cannot take ends the process with a failure (no half-started envd that answers nothing)', async () => {
     await assert.rejects(
-      startEnvd({ ENVD_PORT: String(envd.port) }, { entry: `${tmp.dir}/envd/envd.cjs`, nodeFlags: RECOMMENDED_NODE_FLAGS }),
+      startEnvd({ ENVD_PORT: String(envd.port) }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS }),
       /envd exited early \(1\)/,
     );
+  });
+
+  test('the launcher runs envd from a code cache made for it, and compiles as usual without one or with a bad one', async () => {
+    const dir = `${tmp.dir}/envd`;
+    assert.equal(codeCacheOf(envd), 'none', 'a bundle without a cache');
+    const cache = await makeCache(dir);
+    assert.ok(cache.length > 100_000, `a cache of envd's start (${cache.length} bytes)`);
+    await writeFile(`${dir}/${ENVD_CODE_CACHE}`, cache);
+    const cached = await startEnvd({}, { entry: `${dir}/${ENVD_START}`, nodeFlags: FLAGS });
+    try {
+      assert.equal(codeCacheOf(cached), 'used');
+      assert.equal((await cached.init({ defaultUser: 'root' })).status, 204);
+      const s = await Sandbox.create({ debug: true, sandboxUrl: cached.url });
+      assert.equal((await s.commands.run('echo cached')).stdout, 'cached\n');
+      // Metadata loads fs-xattr on first use: a lazily loaded module, after a start compiled from the cache.
+      await s.files.write(`${tmp.dir}/cached.txt`, 'x', { metadata: { k: 'cached' } });
+      assert.deepEqual((await s.files.getInfo(`${tmp.dir}/cached.txt`)).metadata, { k: 'cached' });
+    } finally {
+      await cached.stop();
+    }
+    // Other flags than the cache was made under: V8 refuses it, envd starts all the same.
+    const otherFlags = await startEnvd({}, { entry: `${dir}/${ENVD_START}`, nodeFlags: [...FLAGS.filter((f) => f !== '--optimize-for-size')] });
+    await otherFlags.stop();
+    assert.equal(codeCacheOf(otherFlags), 'rejected');
+    // Garbage in the cache's place (a truncated or damaged file): refused, envd starts all the same.
+    await writeFile(`${dir}/${ENVD_CODE_CACHE}`, cache.subarray(0, cache.length >> 1));
+    const damaged = await startEnvd({}, { entry: `${dir}/${ENVD_START}`, nodeFlags: FLAGS });
+    try {
+      assert.equal(codeCacheOf(damaged), 'rejected');
+      assert.equal((await fetch(`${damaged.url}/health`)).status, 204);
+    } finally {
+      await damaged.stop();
+    }
   });
 });

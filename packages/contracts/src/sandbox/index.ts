@@ -7,6 +7,19 @@ export const ENVD_PORT = 49983;
 export const ENVD_MOUNT = '/opt/cove/envd';
 /** CommonJS: Node's ESM loader alone keeps ~0.45 MiB in every idle envd (docs/decisions.md, envd as CommonJS). */
 export const ENVD_ENTRY = 'envd.cjs';
+/** The bundle's launcher: runs ENVD_ENTRY from V8's code cache when the bundle holds one that fits (envd's start.ts). */
+export const ENVD_START = 'envd-start.cjs';
+/** V8's code cache of ENVD_ENTRY's start, made by the node host when it installs the bundle, never inside a sandbox. */
+export const ENVD_CODE_CACHE = 'envd.cjs.cache';
+/** Set to '1' for the host's one run of ENVD_START that makes the cache: envd builds itself, never listens. */
+export const ENVD_WRITE_CODE_CACHE_ENV = 'COVE_ENVD_WRITE_CODE_CACHE';
+/**
+ * The node flags envd runs with (and its code cache is made with: V8 rejects a cache made under other flags). Small
+ * heaps because every idle sandbox pays for them: ~14 MiB private memory idle; a 128 MiB old space so that a
+ * 100k-entry listing cannot take envd down. --optimize-for-size makes V8's heap give back spare pages: 0.3-2 MiB less
+ * per idle envd, for more GC on large output (docs/decisions.md "Density: envd's idle memory").
+ */
+export const ENVD_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=128', '--v8-pool-size=1', '--optimize-for-size'];
 
 /** The built-in template `@e2b/code-interpreter`'s `Sandbox.create()` asks for. */
 export const CODE_INTERPRETER_TEMPLATE_ID = 'code-interpreter-v1';

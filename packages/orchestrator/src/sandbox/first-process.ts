@@ -6,21 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { BootFailed } from './runtime-errors.js';
 import { processStartTime } from './slot-store.js';
-import { ENVD_ENTRY, ENVD_MOUNT, ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_MOUNT, ENVD_NODE_FLAGS, ENVD_PORT, ENVD_START } from '@cove/contracts/sandbox';
 
 
-/** envd run by the host's node binary; small heaps because every idle sandbox pays for them. */
-// Flags measured by envd (docs/decisions.md, envd): ~14 MiB private memory idle; a 128 MiB old space
-// so that a 100k-entry listing cannot take envd down. --optimize-for-size makes V8's heap give back spare pages:
-// 0.3-2 MiB less per idle envd, for more GC on large output (docs/decisions.md "Density: envd's idle memory").
-export const ENVD_ARGS = [
-  '/opt/cove/bin/node',
-  '--max-semi-space-size=1',
-  '--max-old-space-size=128',
-  '--v8-pool-size=1',
-  '--optimize-for-size',
-  `${ENVD_MOUNT}/${ENVD_ENTRY}`,
-];
+/** envd run by the host's node binary, through the bundle's launcher (its code cache: envd-install.ts). */
+export const ENVD_ARGS = ['/opt/cove/bin/node', ...ENVD_NODE_FLAGS, `${ENVD_MOUNT}/${ENVD_START}`];
 
 /** Polls GET /health until a 2xx, failing early when the first process exits. */
 export async function waitHealthy(

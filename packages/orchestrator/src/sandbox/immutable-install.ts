@@ -45,15 +45,25 @@ async function digestOf(dir: string, entries: Entry[]): Promise<string> {
   return h.digest('hex');
 }
 
+export interface InstallExtra {
+  /** Mixed into the content's digest: what else the install's files depend on (e.g. the binary that made one of them). */
+  key?: string;
+  /** Adds files to the copy before it is complete (each written read-only by the caller); a failure fails the install. */
+  finish?: (dir: string) => Promise<void>;
+}
+
 /**
  * Installs `srcDir` under `root` (once per content) and returns the directory slots bind-mount. `marker` names the
  * file that marks a finished copy (a directory without it is a crashed install and is made again); it is part of
  * the layout, so it never changes for an existing root (a running slot's copy would be taken for a crashed one).
  */
-export async function installImmutable(srcDir: string, root: string, what: string, marker: string): Promise<string> {
+export async function installImmutable(srcDir: string, root: string, what: string, marker: string, extra: InstallExtra = {}): Promise<string> {
   const COMPLETE = marker;
   const entries = await entriesOf(srcDir, what);
-  const dest = join(root, (await digestOf(srcDir, entries)).slice(0, 32));
+  const content = await digestOf(srcDir, entries);
+  // Keyed installs name the content and the key together; unkeyed ones keep the names they always had.
+  const name = extra.key === undefined ? content : createHash('sha256').update(`${content}\0${extra.key}`).digest('hex');
+  const dest = join(root, name.slice(0, 32));
   if (await lstat(join(dest, COMPLETE)).then(() => true, () => false)) return dest;
   await mkdir(root, { recursive: true, mode: 0o711 });
   const tmp = `${dest}.${process.pid}.tmp`;
@@ -70,6 +80,7 @@ export async function installImmutable(srcDir: string, root: string, what: strin
     // Read-only for everyone (root inside the sandbox is not host root): it can be read, never changed.
     await chmod(to, (await lstat(join(srcDir, e.path))).mode & 0o111 ? 0o555 : 0o444);
   }
+  await extra.finish?.(tmp);
   await writeFile(join(tmp, COMPLETE), '', { mode: 0o444 });
   for (const d of (await readdir(tmp, { withFileTypes: true, recursive: true })).filter((e) => e.isDirectory())) {
     await chmod(join(d.parentPath ?? (d as unknown as { path: string }).path, d.name), 0o555);

@@ -6,6 +6,7 @@
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ENVD_ENTRY } from '@cove/contracts/sandbox';
+import type { Logger } from 'pino';
 import { readableCopy } from '../checkpoint/criu.js';
 import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
 import { installImmutable, pruneInstalls } from './immutable-install.js';
@@ -20,6 +21,7 @@ export interface LentFilesConfig {
   codeInterpreterGuestDir?: string;
   /** Default Debian's /usr/bin/tini-static (package `tini`). */
   initBinary?: string;
+  logger: Logger;
 }
 
 export interface LentBinaries {
@@ -55,7 +57,10 @@ export class LentFiles {
   /** The envd install new slots mount (made once per bundle content); null without a bundle. */
   readonly envd = once(async (): Promise<string | null> => {
     const present = await access(join(this.cfg.envdDir, ENVD_ENTRY)).then(() => true, () => false);
-    return present ? installEnvd(this.cfg.envdDir, this.cfg.dataDir) : null;
+    if (!present) return null;
+    return installEnvd(this.cfg.envdDir, this.cfg.dataDir, this.cfg.nodeBinary, (reason) =>
+      this.cfg.logger.warn({ reason }, 'envd installed without its code cache; every envd start compiles it'),
+    );
   });
 
   /** The guest-dir install code-interpreter slots mount (made once per content); null without a guest dir. */
