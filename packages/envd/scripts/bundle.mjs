@@ -34,23 +34,19 @@ const fsXattrAddonPath = {
   },
 };
 
+/** What both files share: one CommonJS file each, every JS dependency inside, minified. */
+const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', minify: true, sourcemap: false, legalComments: 'none', logLevel: 'warning' };
+
 await build({
+  ...common,
   entryPoints: [join(pkgDir, 'src', 'main.ts')],
   outfile: join(out, ENVD_ENTRY),
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  minify: true,
-  sourcemap: false,
-  legalComments: 'none',
   external: ['node-pty'],
   plugins: [fsXattrAddonPath],
   // The sources are ESM (their tests run them so); the one import.meta.url (node-pty's createRequire) becomes
   // the bundle's own file URL.
   define: { 'import.meta.url': '__envdFileUrl' },
   banner: { js: "'use strict'; const __envdFileUrl = require('node:url').pathToFileURL(__filename).href;" },
-  logLevel: 'warning',
 });
 
 // The launcher runs the bundle without a dynamic-import callback (see fsXattrAddonPath): an import() left in it would
@@ -58,18 +54,7 @@ await build({
 if (/\bimport\(/.test(await readFile(join(out, ENVD_ENTRY), 'utf8'))) throw new Error(`${ENVD_ENTRY} contains an import(): bundle that module`);
 
 // The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.
-await build({
-  entryPoints: [join(pkgDir, 'src', 'start.ts')],
-  outfile: join(out, ENVD_START),
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  minify: true,
-  sourcemap: false,
-  legalComments: 'none',
-  logLevel: 'warning',
-});
+await build({ ...common, entryPoints: [join(pkgDir, 'src', 'start.ts')], outfile: join(out, ENVD_START) });
 
 /** Copies a package's run-time files only. */
 async function copyAddon(name, files) {
