@@ -35,7 +35,9 @@ describe('fork through the unchanged SDK', () => {
   }
 
   const ticks = async (sbx: Sandbox): Promise<number> => Number((await sbx.files.read('/tmp/www/n').catch(() => '0')).trim() || 0);
-  const counterPid = async (sbx: Sandbox): Promise<string> => (await sbx.commands.run('pgrep -f count.py | head -1')).stdout.trim();
+  // Anchored: the shell running this pgrep has "count.py" in its own command line, and in a copy it may hold a lower
+  // pid than the counter (pids freed before the fork are handed out again after the restore).
+  const counterPid = async (sbx: Sandbox): Promise<string> => (await sbx.commands.run("pgrep -f '^python3 /home/user/count.py'")).stdout.trim();
   /** Traffic to :8080 through the edge with the given traffic token. */
   const served = async (sbx: Sandbox, token: string | undefined): Promise<number> => {
     const r = await request(`http://127.0.0.1:${d.ports.edgeTraffic}/n`, { headers: { host: sbx.getHost(8080), ...(token ? { 'e2b-traffic-access-token': token } : {}) } });
