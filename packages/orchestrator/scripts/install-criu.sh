@@ -63,10 +63,10 @@ die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 #     /dev/userfaultfd (Linux >= 6.1) before it forks the tree and keeps it in its fd store; a task whose
 #     syscall is refused makes the same descriptor with USERFAULTFD_IOC_NEW on it and closes the device's
 #     descriptor at once, so no restored process keeps a way to make userfaultfds of its own.
-#  7. The lazy-pages daemon copied memory in the background task by task in restore order, so envd (a
-#     small tree member restored before a large worker) waited for all of the worker's pages while serving
-#     its own one fault at a time (~700 faults, 30-40 ms before its first answer after a resume). A task
-#     that faults now goes first in the background copy, and a fault brings up to 16 pages of its range.
+#  7. The lazy-pages daemon copied memory in the background task by task in the order the tasks registered,
+#     so envd could wait for all of a large worker's pages while serving its own one fault at a time (~700
+#     faults, 30-40 ms before its first answer after a resume). A task that faults now goes first in the
+#     background copy, and a fault brings up to 16 pages of its range.
 #  8. Every tmpfs was dumped by running tar and gzip and restored by running them again, also for the empty
 #     ones every sandbox has (/proc/acpi and /sys/firmware masks, an unused /dev/shm): ~10 ms a mount on a
 #     dump, ~5 ms on a restore. An empty tmpfs whose root has the mode and owner its mount options give is
@@ -585,9 +585,9 @@ __COVE_PATCH__
 -	iov = extract_range(iov, address, address + PAGE_SIZE);
 +	/*
 +	 * Cove: a task that faults is running now, so its remaining pages are the next the background transfer
-+	 * copies (it went task by task in restore order, so a small daemon restored before a large worker waited
-+	 * for all of the worker's memory, one fault at a time). And a fault brings the pages after it in its
-+	 * range too (up to FAULT_AROUND_PAGES): a heap is touched in runs, and each fault is a round trip.
++	 * copies (it went task by task in the order the tasks registered, so a small daemon could wait for all of
++	 * a large worker's memory, one fault at a time). And a fault brings the pages after it in its range too
++	 * (up to FAULT_AROUND_PAGES): a heap is touched in runs, and each fault is a round trip.
 +	 */
 +	list_move(&lpi->l, &lpis);
 +
