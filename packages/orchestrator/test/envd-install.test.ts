@@ -5,12 +5,12 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { access, chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
-import { ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_START } from '@cove/contracts/sandbox';
+import { ENVD_CODE_CACHE, ENVD_ENTRY, ENVD_NODE_FLAGS, ENVD_START } from '@cove/contracts/sandbox';
 import { installEnvd } from '../src/sandbox/envd-install.js';
 import { ENVD_BUNDLE } from './orchestrator-fixture.js';
 
@@ -44,7 +44,7 @@ describe('envd install', { timeout: 60_000, skip: haveBundle ? false : `no envd 
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('holds a read-only code cache, made as nobody, that envd starts from; a second install reuses it', async () => {
+  it('holds a read-only code cache that envd starts from; a second install reuses it', async () => {
     const reasons: string[] = [];
     const dir = await installEnvd(ENVD_BUNDLE, dataDir, process.execPath, (r) => reasons.push(r));
     assert.deepEqual(reasons, []);
@@ -55,6 +55,20 @@ describe('envd install', { timeout: 60_000, skip: haveBundle ? false : `no envd 
     assert.equal(await launch(dir), 'used');
     assert.equal(await installEnvd(ENVD_BUNDLE, dataDir, process.execPath), dir, 'same bundle and node: same install');
     assert.equal((await stat(join(dir, ENVD_CODE_CACHE))).mtimeMs, cache.mtimeMs, 'not made again');
+  });
+
+  it('runs the cache maker as nobody, reaching the bundle in a data dir nobody may not search', async () => {
+    // A stand-in bundle whose launcher sends back who it runs as, in place of a cache.
+    const bundle = await mkdtemp(join(tmpdir(), 'cove-envd-install-whoami-'));
+    try {
+      await writeFile(join(bundle, ENVD_ENTRY), '');
+      await writeFile(join(bundle, ENVD_START), "require('node:fs').writeSync(3, `${process.getuid()}:${process.getgid()}`);");
+      assert.equal((await stat(dataDir)).mode & 0o777, 0o700, 'the data dir is closed to nobody');
+      const dir = await installEnvd(bundle, dataDir, process.execPath);
+      assert.equal(await readFile(join(dir, ENVD_CODE_CACHE), 'utf8'), '65534:65534');
+    } finally {
+      await rm(bundle, { recursive: true, force: true });
+    }
   });
 
   it('a cache that cannot be made leaves an install without one, and envd compiles itself', async (t) => {
