@@ -9,6 +9,16 @@ import { fileURLToPath } from 'node:url';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
+/**
+ * As root, envd runs with an empty /root of its own (a private mount namespace). A command is a login shell, and
+ * as root it reads root's dotfiles: the host's (pyenv, cargo, …) are not a sandbox's, and a stale pyenv rehash
+ * lock left by a killed shell made every later root command wait 60 s. Not where envd itself lives under /root.
+ */
+const OWN_ROOT_HOME =
+  process.getuid?.() === 0 && ![MAIN, process.execPath].some((p) => p.startsWith('/root/'))
+    ? ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o mode=0700 cove-test-root /root && exec "$0" "$@"']
+    : [];
+
 /** A real envd child process on a free loopback port. */
 export interface RunningEnvd {
   url: string;
@@ -33,7 +43,7 @@ export interface StartOptions {
 export async function startEnvd(env: Record<string, string> = {}, opts: StartOptions = {}): Promise<RunningEnvd> {
   const initToken = 'init-' + randomBytes(16).toString('hex');
   const argv = [process.execPath, ...(opts.nodeFlags ?? []), opts.entry ?? MAIN];
-  const full = [...(opts.wrap ?? []), ...argv];
+  const full = [...OWN_ROOT_HOME, ...(opts.wrap ?? []), ...argv];
   const proc = spawn(full[0], full.slice(1), {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ENVD_PORT: '0', ENVD_HOST: '127.0.0.1', COVE_ENVD_INIT_TOKEN: initToken, ENVD_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
