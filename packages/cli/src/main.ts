@@ -6,7 +6,7 @@ import { DEFAULT_CODE_INTERPRETER_WAIT_MS, DEFAULT_WARM_POOL, down, status, topo
 import { withOwnDeployment } from './own-deployment.js';
 import { describeNode, ensureCodeInterpreterRootfs, ensureTemplateRootfs } from './code-interpreter.js';
 import { repoRoot } from './paths.js';
-import { benchFiles, byConcurrency, runTests, testFiles } from './test-suite.js';
+import { benchFiles, byConcurrency, freeBytes, runTests, SUITE_DISK_BYTES, testFiles } from './test-suite.js';
 import { DENSITY_BENCH, densityDeploymentEnv, printTable, runBenches, writeJson } from './bench.js';
 import { drainNode, undrainNode } from './node-drain.js';
 import { autoscaleConfigOf, autoscalerStatus, awsAutoscaleSettingsOf, LOCAL_MAX_NODES, runAwsAutoscaler, stopAutoscaler, type AutoscaleFlags, type AwsAutoscaleFlags } from './autoscale.js';
@@ -214,6 +214,11 @@ program
     const e2e = files.filter((f) => f.includes('/packages/e2e/'));
     // Two nodes: the suite proves sandboxes paused on one resume on the other.
     const o = deploymentOptions({ stateDir: join(repoRoot, '.cove', 'e2e'), portOffset: '100', nodeDataDir: '/var/lib/cove', warmPool: DEFAULT_WARM_POOL, nodes: '2', desktopWait: '0' });
+    // The nodes' data (templates, slots, snapshots) and the runtime tests' (/var/tmp/cove-runtime-test).
+    const free = Math.min(freeBytes(o.nodeDataDir), freeBytes('/var/tmp'));
+    const gib = (n: number) => `${(n / 1024 ** 3).toFixed(1)} GiB`;
+    say(`disk: ${gib(free)} free for ${o.nodeDataDir} and /var/tmp (the suite writes up to ~${gib(SUITE_DISK_BYTES)})`);
+    if (free < SUITE_DISK_BYTES) say(`disk: WARNING: less free than the suite writes; tests may fail with ENOSPC (no space left on device)`);
     let code = 0;
     let desktop: Promise<unknown> | undefined;
     if (unit.length) {

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, readdirSync, statSync, statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { join } from 'node:path';
 import { repoRoot } from './paths.js';
 
@@ -56,4 +57,21 @@ export function runTests(files: string[], extraArgs: string[] = [], env: Record<
 export function benchFiles(only: string[] = []): string[] {
   const pkgs = readdirSync(join(repoRoot, 'packages')).filter((p) => only.length === 0 || only.includes(p));
   return pkgs.flatMap((p) => walk(join(repoRoot, 'packages', p, 'dist', 'bench'), '.bench.js')).sort();
+}
+
+/**
+ * What the suite writes at its peak beyond a built checkout: the code-interpreter and desktop rootfs (~3 GiB, when
+ * not cached yet), the runtime tests' slots and snapshots, the e2e deployment's two nodes.
+ */
+export const SUITE_DISK_BYTES = 4 * 1024 ** 3;
+
+/**
+ * Free bytes on the filesystem holding `path` (its nearest existing parent), for the suite's preflight: a disk that
+ * fills mid-run fails dozens of unrelated tests with ENOSPC, so the run says so first.
+ */
+export function freeBytes(path: string): number {
+  let p = path;
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  const s = statfsSync(p);
+  return s.bavail * s.bsize;
 }
