@@ -228,12 +228,20 @@ export async function killCriu(pid: number): Promise<void> {
   }
 }
 
+/**
+ * In every criu run: take tasks out of the parasite and restorer blobs by tracing them syscall by syscall to their
+ * rt_sigreturn (criu's FI_NO_BREAKPOINTS switch), not with a hardware breakpoint on it. On these VMs such a breakpoint
+ * sometimes never fires: the task went back to its own code untrapped while criu waited for the trap for good (two
+ * dumps hung so in one CI run: tini back in sigtimedwait, criu in compel_stop_on_syscall's wait4).
+ */
+export const CRIU_NO_BREAKPOINTS_ENV = { CRIU_FAULT: '130' } as const;
+
 /** Runs criu to its end; `stop` resolving true first SIGKILLs it (and its wrapper), which then reads as a failed run. */
 async function runCriu(criu: string, args: string[], logFile: string, env?: Record<string, string>, stop?: Promise<boolean>): Promise<number> {
   const cmd = await criuCommand(criu, [...args, '-o', logFile, '-v4']);
   return new Promise((resolve, reject) => {
     // criu's own stdio is /dev/null: the restored tree inherits nothing from the orchestrator.
-    const child = spawn(cmd.file, cmd.argv, { stdio: 'ignore', env: env ?? { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } });
+    const child = spawn(cmd.file, cmd.argv, { stdio: 'ignore', env: { ...(env ?? { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }), ...CRIU_NO_BREAKPOINTS_ENV } });
     let ended = false;
     child.on('error', reject);
     child.on('exit', (code) => {
