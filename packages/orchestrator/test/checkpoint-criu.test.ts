@@ -104,6 +104,10 @@ describe('CRIU checkpoint/restore of a slot', { timeout: 180_000, skip: criu ? f
     };
     const rs = await restoreSlot({ criu: criu!, imagesDir, rootfs, net, sources });
     assert.ok(await alive(rs.initPid));
+    // Both ran without hardware breakpoints (CRIU_NO_BREAKPOINTS_ENV): compel says so at -v4 for every task it lets go.
+    for (const log of ['dump.log', 'restore.log']) {
+      assert.match(await readFile(join(imagesDir, log), 'utf8'), /Force no-breakpoints restore of \d+/, log);
+    }
     const afterRestore = await readCounter(slot.address);
     assert.ok(afterRestore, 'the http server answers on the same address right after restore');
     assert.ok(afterRestore.n >= before.n, `counter continues (${before.n} → ${afterRestore.n}), not restarted`);

@@ -230,9 +230,9 @@ export async function killCriu(pid: number): Promise<void> {
 
 /**
  * In every criu run: take tasks out of the parasite and restorer blobs by tracing them syscall by syscall to their
- * rt_sigreturn (criu's FI_NO_BREAKPOINTS switch), not with a hardware breakpoint on it. On these VMs such a breakpoint
- * sometimes never fires: the task went back to its own code untrapped while criu waited for the trap for good (two
- * dumps hung so in one CI run: tini back in sigtimedwait, criu in compel_stop_on_syscall's wait4).
+ * rt_sigreturn (criu's FI_NO_BREAKPOINTS switch), not with a hardware breakpoint on it. On some VMs such a breakpoint
+ * never fires: the task went back to its own code untrapped while criu waited for the trap for good (on one machine
+ * of ours every dump hung so: tini back in sigtimedwait, criu in compel_stop_on_syscall's wait4).
  */
 export const CRIU_NO_BREAKPOINTS_ENV = { CRIU_FAULT: '130' } as const;
 
