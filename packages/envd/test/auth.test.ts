@@ -132,7 +132,10 @@ describe('auth, signatures and bad input', () => {
   test('a full disk answers 507 with a JSON body', { skip: process.getuid?.() === 0 ? false : 'needs root to mount a tmpfs' }, async () => {
     const small = `${tmp.dir}/small`;
     await mkdir(small);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', small]);
+    // In envd's mount namespace (as root the fixture gives envd one of its own): a mount made here after envd
+    // started would not show there.
+    const inEnvdNs = [`--mount=/proc/${envd.proc.pid}/ns/mnt`];
+    execFileSync('nsenter', [...inEnvdNs, 'mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', small]);
     try {
       const t0 = Date.now();
       const res = await fetch(`${envd.url}/files?path=${small}/big.bin`, {
@@ -145,7 +148,7 @@ describe('auth, signatures and bad input', () => {
       // At once: the rest of the body is read and dropped, not waited on until envd's 15 s drain bound.
       assert.ok(Date.now() - t0 < 5_000, `answered after ${Date.now() - t0} ms`);
     } finally {
-      execFileSync('umount', [small]);
+      execFileSync('nsenter', [...inEnvdNs, 'umount', small]);
     }
   });
 
