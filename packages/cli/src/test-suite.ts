@@ -59,10 +59,11 @@ export function benchFiles(only: string[] = []): string[] {
 }
 
 /**
- * What the suite writes at its peak beyond a built checkout: the code-interpreter and desktop rootfs (~3 GiB, when
- * not cached yet), the runtime tests' slots and snapshots, the e2e deployment's two nodes.
+ * What the suite writes at its peak beyond a built checkout, on a machine where nothing is cached yet: the nodes'
+ * base, code-interpreter and desktop rootfs (~3.4 GiB), the runtime tests' own template copies (~1.9 GiB), one
+ * runtime test's data dir at a time (~0.2 GiB), the e2e deployment's two nodes (~1 GiB).
  */
-export const SUITE_DISK_BYTES = 4 * 1024 ** 3;
+export const SUITE_DISK_BYTES = 7 * 1024 ** 3;
 
 /**
  * Free bytes on the filesystem holding `path` (its nearest existing parent), for the suite's preflight: a disk that
