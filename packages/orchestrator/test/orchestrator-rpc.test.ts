@@ -274,6 +274,17 @@ describe('orchestrator RPC', () => {
     assert.equal((await rpc.sandboxes.list({})).sandboxes.length, 0);
   });
 
+  it('a Delete during the same id\'s Create waits for it and deletes what it started (no sandbox left unknown)', async () => {
+    // A fresh boot (no warm slot of this disk size): the Delete arrives while it runs, as a control plane's does
+    // after its Create timed out.
+    const creating = rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'late1', diskMb: 512 }) });
+    await rpc.sandboxes.delete({ sandboxId: 'late1', reason: 'create failed' });
+    const res = await creating;
+    assert.equal(res.sandbox?.sandboxId, 'late1', 'the Create itself still answers');
+    assert.deepEqual((await rpc.sandboxes.list({})).sandboxes.map((s) => s.sandboxId), []);
+    assert.equal(await code(rpc.sandboxes.delete({ sandboxId: 'late1' })), Code.NotFound, 'and it is gone');
+  });
+
   it('kills a sandbox at its end time without being asked', async () => {
     await rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'expire1' }, 3_000) });
     const { slotId } = await recordOf(I, 'expire1');
