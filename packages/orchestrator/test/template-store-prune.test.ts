@@ -12,6 +12,7 @@ import { mountsUnder, removeTree, unmountTree } from '../src/sandbox/mount-tree.
 import { run } from '../src/sandbox/run-command.js';
 import { loadRecipe } from '../src/sandbox/template-recipe.js';
 import { TemplateStore } from '../src/sandbox/template-store.js';
+import { TemplateBuildFailed } from '../src/sandbox/runtime-errors.js';
 
 const recipe = {
   id: 't',
@@ -84,6 +85,25 @@ describe('template cache clean-up', { skip: process.getuid?.() !== 0 ? 'needs ro
     assert.equal(await exists(ours), true, "this process's own build dir is kept");
     assert.deepEqual(await mountsUnder(templates), []);
     assert.deepEqual((await readdir(dir)).sort(), [hash, 'current', `.build-${hash}-${process.pid}-0c0c0c0c`, `.build-${hash}-${sleeper.pid}-0b0b0b0b`].sort());
+  });
+
+  it("removes a dead builder's dir before building, also when that build fails (builds that never complete left one each)", async () => {
+    const recipes = join(root, 'recipes-failing');
+    await mkdir(join(recipes, 'f'), { recursive: true });
+    // Nothing listens on port 9: mmdebstrap fails at its first download.
+    await writeFile(join(recipes, 'f', 'recipe.json'), JSON.stringify({ ...recipe, id: 'f', mirror: 'http://127.0.0.1:9/debian' }));
+    const { hash } = (await loadRecipe(recipes, 'f'))!;
+    const templates = join(root, 'templates-failing');
+    const dir = join(templates, 'f');
+    const dead = spawn('true');
+    await once(dead, 'exit');
+    const killed = join(dir, `.build-${hash}-${dead.pid}-0d0d0d0d`);
+    await mkdir(join(killed, 'rootfs', 'usr'), { recursive: true });
+
+    const store = new TemplateStore({ templatesDir: templates, recipesDir: recipes, idOffset: 100_000, logger: createLogger('error') });
+    await assert.rejects(store.ensure('f'), TemplateBuildFailed);
+    assert.equal(await exists(killed), false, "the dead builder's dir is gone");
+    assert.deepEqual(await readdir(dir), [], 'and the failed build took its own dir with it');
   });
 
   it('removeTree takes out stacked and nested mounts before deleting', async () => {

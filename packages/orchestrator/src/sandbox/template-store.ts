@@ -72,7 +72,10 @@ export class TemplateStore {
     const log = this.cfg.logger.child({ templateId, recipeHash: loaded.hash });
     const done = await stat(join(final, 'template.json')).then(() => true, () => false);
     if (!done) {
-      // The builder's pid is in the name: prune() removes the build dir of a builder that died (killed mid-build).
+      // The builder's pid is in the name: the build dir of a builder that died (killed mid-build) is removed here,
+      // before this build, and not only after one completes: builds that never complete (killed every time) left one
+      // each for good (the suite's test cache grew by ~1.4 GB a run).
+      await this.pruneAbandonedBuilds(dir, log);
       const tmp = join(dir, `.build-${loaded.hash}-${process.pid}-${randomBytes(4).toString('hex')}`);
       await mkdir(tmp, { recursive: true });
       const started = Date.now();
@@ -114,18 +117,11 @@ export class TemplateStore {
    * unmounted first and kept when that fails, because a recursive delete through such a bind empties the host's.
    */
   private async prune(dir: string, keepHash: string, log: Logger): Promise<void> {
+    await this.pruneAbandonedBuilds(dir, log);
     const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
     for (const name of await readdir(dir)) {
       const path = join(dir, name);
-      if (name === keepHash || name === 'current' || name.startsWith('.current-')) continue;
-      if (name.startsWith('.build-')) {
-        if (!(await abandonedBuild(name, path))) continue;
-        await removeTree(path).then(
-          () => log.info({ removed: name }, 'removed the build dir of a builder that is gone'),
-          (err: unknown) => log.error({ err, dir: path }, 'kept an abandoned build dir: a mount inside it could not be taken out'),
-        );
-        continue;
-      }
+      if (name === keepHash || name === 'current' || name.startsWith('.current-') || name.startsWith('.build-')) continue;
       if (mountinfo.includes(`${path}/rootfs`)) continue;
       await removeTree(path).then(
         () => log.info({ removed: name }, 'removed superseded template build'),
@@ -140,6 +136,18 @@ export class TemplateStore {
     const tmpLink = join(dir, `.current-${randomBytes(4).toString('hex')}`);
     await symlink(hash, tmpLink);
     await rename(tmpLink, join(dir, 'current'));
+  }
+
+  /** Removes the `.build-*` dirs of builders that are gone (see abandonedBuild), never through a mount. */
+  private async pruneAbandonedBuilds(dir: string, log: Logger): Promise<void> {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const path = join(dir, name);
+      if (!name.startsWith('.build-') || !(await abandonedBuild(name, path))) continue;
+      await removeTree(path).then(
+        () => log.info({ removed: name }, 'removed the build dir of a builder that is gone'),
+        (err: unknown) => log.error({ err, dir: path }, 'kept an abandoned build dir: a mount inside it could not be taken out'),
+      );
+    }
   }
 
   private async build(recipe: TemplateRecipe, rootfs: string, background: boolean, onLine: (line: string) => void): Promise<void> {
