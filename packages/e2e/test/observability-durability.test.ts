@@ -148,6 +148,9 @@ describe('GET /templates/{id}/builds/{bid}/logs through the redirect', () => {
     const info = await Template.buildInBackground(t, `e2e-blogs-${tag}`, { cpuCount: 1, memoryMB: 512 });
     await eventually(async () => (await Template.getBuildStatus(info)).status === 'error', 240_000, 'the build to fail', 500);
     const base = `/templates/${info.templateId}/builds/${info.buildId}/logs`;
+    // These pages come from the cluster's collector, which gathers the node's build log after the fact: the status
+    // says error as the node records the failure, and its last entry reaches the collector a moment later.
+    await eventually(async () => (await page(`${base}?level=error`)).some((e) => /exit code 5/.test(e.message)), 30_000, 'the failure to reach the log', 200);
 
     const all = await page(`${base}?limit=100`);
     const printed = all.filter((e) => e.message.startsWith(`bl-${tag}-`)).map((e) => e.message);
