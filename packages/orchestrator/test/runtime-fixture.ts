@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import { mountsUnder } from '../src/sandbox/mount-tree.js';
 
 const pexec = promisify(execFile);
 
@@ -59,8 +60,7 @@ export function makeRuntime(o: TestRuntimeOptions, dataDir = `/var/tmp/cove-runt
 
 async function emptyOfSlots(dataDir: string): Promise<boolean> {
   const entries = async (dir: string) => (await readdir(join(dataDir, dir)).catch(() => [])).length;
-  const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '');
-  return (await entries('slots')) === 0 && (await entries('crun')) === 0 && !mounts.some((m) => m.startsWith(`${dataDir}/`));
+  return (await entries('slots')) === 0 && (await entries('crun')) === 0 && (await mountsUnder(dataDir)).length === 0;
 }
 
 export async function sh(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

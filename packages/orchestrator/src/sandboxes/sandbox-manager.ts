@@ -51,6 +51,12 @@ interface Reservation {
   vcpu: number;
   memoryMb: number;
   diskMb: number;
+  /**
+   * Settles when the Create that holds the reservation answers. A Delete of the id waits for it: a control plane
+   * whose Create timed out deletes the id at once (create failed), and a Delete answered NOT_FOUND while the boot
+   * went on left a sandbox nobody knew of running until its end time (seen at a saturated node: 7 of 9 failed creates).
+   */
+  settled?: Promise<unknown>;
 }
 
 export type NodeState = 'healthy' | 'draining';
@@ -100,12 +106,6 @@ export class SandboxManager {
   private readonly detached = new Map<string, SandboxRecord>();
   private lifecycle: SandboxLifecycle | undefined;
   private readonly creating = new Map<string, Reservation>();
-  /**
-   * Creates in flight, settled when their Create answers. A Delete of such an id waits for it: a control plane whose
-   * Create timed out deletes the id at once (create failed), and a Delete answered NOT_FOUND while the boot went on
-   * left a sandbox nobody knew of running until its end time (seen at a saturated node: 7 of 9 failed creates).
-   */
-  private readonly createsInFlight = new Map<string, Promise<unknown>>();
   private readonly deleting = new Set<string>();
   /** Sandboxes taken off the routing table for a pause or snapshot, with what is happening to them. */
   private readonly busy = new Map<string, string>();
@@ -189,15 +189,10 @@ export class SandboxManager {
 
   async create(spec: ValidSpec): Promise<CreateResult> {
     const created = this.createOnce(spec);
-    // Set before createOnce's first await has let anything else run; removed once it settles.
-    if (!this.createsInFlight.has(spec.sandboxId)) {
-      this.createsInFlight.set(spec.sandboxId, created);
-      void created
-        .catch(() => undefined)
-        .finally(() => {
-          if (this.createsInFlight.get(spec.sandboxId) === created) this.createsInFlight.delete(spec.sandboxId);
-        });
-    }
+    // createOnce reserved the id before its first await, unless it refused at once (then a reservation here is
+    // another Create's, which keeps its own).
+    const reservation = this.creating.get(spec.sandboxId);
+    if (reservation && !reservation.settled) reservation.settled = created.catch(() => undefined);
     return created;
   }
 
@@ -262,7 +257,7 @@ export class SandboxManager {
   }
 
   async delete(sandboxId: string, reason: string): Promise<void> {
-    await this.createsInFlight.get(sandboxId)?.catch(() => undefined);
+    await this.creating.get(sandboxId)?.settled;
     const what = this.busy.get(sandboxId);
     if (what) throw new SandboxBusy(sandboxId, what);
     const record = this.sandboxes.get(sandboxId);
