@@ -26,7 +26,8 @@ const I = instance('covtrec', 'ctc-', '10.238.0.0/16');
 const startChild = (): Promise<Child> => startChildOrchestrator(I);
 
 async function slotIds(): Promise<string[]> {
-  return readdir(join(I.dataDir, 'slots')).catch(() => [] as string[]);
+  // Slot dirs, not the address allocation's state beside them.
+  return (await readdir(join(I.dataDir, 'slots')).catch(() => [] as string[])).filter((n) => /^[a-z0-9]+$/.test(n));
 }
 
 describe('orchestrator crash recovery', () => {

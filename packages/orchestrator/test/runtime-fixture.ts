@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
 import { mountsUnder } from '../src/sandbox/mount-tree.js';
+import { ADDRESSES_FILE } from '../src/sandbox/slot-store.js';
 
 const pexec = promisify(execFile);
 
@@ -60,7 +61,9 @@ export function makeRuntime(o: TestRuntimeOptions, dataDir = `/var/tmp/cove-runt
 
 async function emptyOfSlots(dataDir: string): Promise<boolean> {
   const entries = async (dir: string) => (await readdir(join(dataDir, dir)).catch(() => [])).length;
-  return (await entries('slots')) === 0 && (await entries('crun')) === 0 && (await mountsUnder(dataDir)).length === 0;
+  // Slot dirs: the address allocation's state lives beside them.
+  const slotDirs = (await readdir(join(dataDir, 'slots')).catch(() => [])).filter((n) => n !== ADDRESSES_FILE).length;
+  return slotDirs === 0 && (await entries('crun')) === 0 && (await mountsUnder(dataDir)).length === 0;
 }
 
 export async function sh(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

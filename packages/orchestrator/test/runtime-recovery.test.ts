@@ -2,10 +2,12 @@
 // orchestrator builds) finds the slots that still run, and cleans up dead and half-made ones.
 
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { hostIndexOf, parseSubnet } from '../src/sandbox/ipv4.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
+import { ADDRESSES_FILE } from '../src/sandbox/slot-store.js';
 import { healthy, leftovers, makeRuntime, sh, STAND_IN, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 
 const OPTS: TestRuntimeOptions = { instance: 'covetestr', vethPrefix: 'ctr-', subnet: '10.233.0.0/16' };
@@ -59,6 +61,43 @@ describe('runtime recovery', { timeout: 180_000 }, () => {
     await second.destroy(survivor.slotId); // idempotent
     assert.deepEqual(await leftovers(OPTS, DATA_DIR, survivor.slotId, survivor.address), []);
     assert.deepEqual(await second.listSlots(), []);
+  });
+
+  it('does not give a destroyed slot\'s address to the next slot, nor after a restart', async () => {
+    const index = (s: SlotInfo) => hostIndexOf(parseSubnet(OPTS.subnet), s.address)!;
+    const stateFile = join(DATA_DIR, 'slots', ADDRESSES_FILE);
+    const first = makeRuntime(OPTS);
+    await first.prepare();
+    const a = await first.boot(BOOT);
+    made.push(a);
+    await first.destroy(a.slotId);
+    const b = await first.boot(BOOT);
+    made.push(b);
+    assert.notEqual(b.address, a.address, 'the address just released is not handed out again');
+    await first.destroy(b.slotId);
+
+    // A restarted node (nothing in memory) goes on after the saved cursor.
+    const second = makeRuntime(OPTS);
+    await second.prepare();
+    const c = await second.boot(BOOT);
+    made.push(c);
+    assert.equal(index(c), index(b) + 1, `after ${b.address}: ${c.address}`);
+
+    // As after a round of the subnet: the cursor just before B, released a moment ago (saved), and the node restarted.
+    assert.match(await readFile(stateFile, 'utf8'), new RegExp(`^r ${b.address.replace(/\./g, '\\.')} \\d+$`, 'm'), 'the release is saved');
+    await appendFile(stateFile, `c ${a.address}\n`);
+    const third = makeRuntime(OPTS);
+    const d = await third.boot(BOOT);
+    made.push(d);
+    assert.equal(index(d), index(c) + 1, `past ${b.address} (released) and ${c.address} (in use): ${d.address}`);
+
+    // A state file that cannot be read is ignored: allocation goes on after the highest address in use.
+    await writeFile(stateFile, 'garbage\n');
+    const fourth = makeRuntime(OPTS);
+    const e = await fourth.boot(BOOT);
+    made.push(e);
+    assert.equal(index(e), index(d) + 1, `after ${d.address}: ${e.address}`);
+    for (const s of [c, d, e]) await fourth.destroy(s.slotId);
   });
 
   it('routes the slots an older version left on the node bridge, their sandboxes reachable right away', async () => {

@@ -59,8 +59,8 @@ export class BootFailed extends SandboxRuntimeError {
 }
 
 export class AddressPoolExhausted extends SandboxRuntimeError {
-  constructor(readonly subnet: string) {
-    super('runtime_address_pool_exhausted', `no free sandbox address in ${subnet}`);
+  constructor(readonly subnet: string, detail?: string) {
+    super('runtime_address_pool_exhausted', `no free sandbox address in ${subnet}${detail ? ` (${detail})` : ''}`);
   }
 }
 

@@ -1,9 +1,10 @@
 // Each slot's runtime record, persisted at `<dataDir>/slots/<slotId>/slot.json` before any host
-// resource is made, so a crashed orchestrator's successor can find and clean up everything the slot had.
+// resource is made, so a crashed orchestrator's successor can find and clean up everything the slot had; and
+// beside them the address allocation's state (`<dataDir>/slots/addresses.log`, linux-runtime.ts reserve()).
 
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SlotInfo, SlotLimits } from './runtime.js';
 import type { EgressRules } from './slot-egress.js';
@@ -32,6 +33,9 @@ export interface SlotRecord extends SlotInfo {
   guestDir?: string | null;
 }
 
+/** Beside the slot dirs; not a slot id (listIds takes `[a-z0-9]+` names only). */
+export const ADDRESSES_FILE = 'addresses.log';
+
 export class SlotStore {
   constructor(readonly slotsDir: string) {}
 
@@ -39,10 +43,14 @@ export class SlotStore {
     return join(this.slotsDir, slotId);
   }
 
-  async write(rec: SlotRecord): Promise<void> {
-    const dir = this.dirOf(rec.slotId);
+  private async ensureDir(): Promise<void> {
     await mkdir(this.slotsDir, { recursive: true });
     await chmod(this.slotsDir, 0o711);
+  }
+
+  async write(rec: SlotRecord): Promise<void> {
+    const dir = this.dirOf(rec.slotId);
+    await this.ensureDir();
     // 0711: crun resolves the rootfs below it as the sandbox's mapped root, which may traverse, not list.
     await mkdir(dir, { recursive: true, mode: 0o711 });
     const tmp = join(dir, `.slot.json.${randomBytes(4).toString('hex')}`);
@@ -65,6 +73,36 @@ export class SlotStore {
     } catch {
       return [];
     }
+  }
+
+  /** The address allocation's log (ipv4.ts) as written; null when there is none. */
+  async readAddresses(): Promise<string | null> {
+    try {
+      return await readFile(join(this.slotsDir, ADDRESSES_FILE), 'utf8');
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Appends steps to the log. Without fsync: a process restart keeps the page cache, and a machine crash takes
+   * every sandbox (and the edge's routes to them) down with it. Callers write one at a time.
+   */
+  async appendAddresses(lines: string): Promise<void> {
+    const path = join(this.slotsDir, ADDRESSES_FILE);
+    await appendFile(path, lines, { mode: 0o600 }).catch(async (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+      await this.ensureDir();
+      await appendFile(path, lines, { mode: 0o600 });
+    });
+  }
+
+  /** Replaces the log with `text` (compaction); the rename keeps a torn write from being read back. */
+  async writeAddresses(text: string): Promise<void> {
+    await this.ensureDir();
+    const tmp = join(this.slotsDir, `.${ADDRESSES_FILE}.tmp`);
+    await writeFile(tmp, text, { mode: 0o600 });
+    await rename(tmp, join(this.slotsDir, ADDRESSES_FILE));
   }
 
   async readAll(): Promise<SlotRecord[]> {
