@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createServer as createNetServer } from 'node:net';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createUpstreamAgent, createUpstreamDispatcher } from '@cove/traffic-proxy';
+import { createUpstreamAgent, createUpstreamDispatcher, networkNamespaceId } from '@cove/traffic-proxy';
 import type { JWTVerifyGetKey } from 'jose';
 import type { Logger } from 'pino';
 import { createApiServer, type ApiServer } from './api/api-server.js';
@@ -102,7 +102,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     log.warn('traffic proxy: haproxy is not installed; the Node server serves the traffic port');
   }
   const runDir = haproxyBinary ? (config.runDir ?? mkdtempSync(join(tmpdir(), 'cove-edge-run-'))) : undefined;
-  const routes = memory && runDir ? new RouteMaps(runFiles(runDir), () => memory.snapshot(), credentials, log.child({ module: 'traffic-proxy' })) : undefined;
+  const routes = memory && runDir ? new RouteMaps(runFiles(runDir), () => memory.snapshot(), credentials, log.child({ module: 'traffic-proxy' }), config.directRoutes ? networkNamespaceId() : '') : undefined;
   const store: EdgeStore = config.redisUrl ? new RedisStore(config.redisUrl, log) : routes && memory ? new RouteSyncedStore(memory, routes) : memory!;
   const directory = new NodeDirectory(store, log, { ...DEFAULT_DIRECTORY_OPTIONS, ...deps.directoryOptions });
   const nodeClients = new NodeClients(credentials);

@@ -59,6 +59,9 @@ const EnvSchema = z.object({
   // and hands everything else to the Node server on loopback; used when HAProxy is installed and the catalog is
   // in-process (not with COVE_EDGE_REDIS_URL); the default. `node` = the Node server alone.
   COVE_TRAFFIC_PROXY: z.enum(['haproxy', 'node']).default('haproxy'),
+  // With HAProxy: a public sandbox on a node in this edge's network namespace is served in one hop (HAProxy straight
+  // to the sandbox's address) instead of two (through the node proxy). `0` = always through the node proxy.
+  COVE_TRAFFIC_DIRECT: z.enum(['0', '1']).default('1'),
   // Where the edge keeps HAProxy's rendered files (0700; config, route maps, TLS PEM, runtime socket). Unset = a
   // fresh directory under the system's temporary directory.
   COVE_EDGE_RUN_DIR: z.string().min(1).optional(),
@@ -230,6 +233,8 @@ export interface EdgeConfig {
   readonly storage: EdgeStorageConfig;
   /** Who serves the traffic port(s) (app.ts decides whether HAProxy can: installed, in-process catalog). */
   readonly trafficProxy: 'haproxy' | 'node';
+  /** HAProxy may send a public sandbox's requests straight to its address when the node shares the edge's namespace. */
+  readonly directRoutes: boolean;
   /** HAProxy's files; undefined = a fresh temporary directory. */
   readonly runDir: string | undefined;
   /** Base URL of the control plane (no trailing slash); undefined = auto-resume on traffic is off. */
@@ -296,6 +301,7 @@ export function loadConfig(env: Record<string, string | undefined>): EdgeConfig 
     trafficTls,
     storage,
     trafficProxy: e.COVE_TRAFFIC_PROXY,
+    directRoutes: e.COVE_TRAFFIC_DIRECT === '1',
     runDir: e.COVE_EDGE_RUN_DIR,
     controlPlaneUrl: e.COVE_CONTROL_PLANE_URL?.replace(/\/+$/, ''),
     publicPort: e.COVE_EDGE_PUBLIC_PORT,

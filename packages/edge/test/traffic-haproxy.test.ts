@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { request as httpRequest, Agent } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, Agent, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -19,7 +20,8 @@ import { CreateRequestSchema, DeleteRequestSchema, PauseRequestSchema } from '@c
 import { eventually } from '@cove/test-support/eventually';
 import { rawHttpExchange } from '@cove/test-support/raw-http';
 import { makeTestPki, type TestPki } from '@cove/test-support/tls-certs';
-import { sandboxNotFoundBody } from '@cove/traffic-proxy';
+import { networkNamespaceId, portClosedBody, sandboxNotFoundBody } from '@cove/traffic-proxy';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
 import { WebSocket } from 'undici';
 import { runFiles } from '../src/traffic/haproxy/haproxy-supervisor.js';
 import { runtimeCommand } from '../src/traffic/haproxy/runtime-socket.js';
@@ -29,20 +31,19 @@ import { send } from './fixtures/http-client.js';
 import { startVolumeEdge, type VolumeEdge } from './fixtures/volume-edge.js';
 
 /** Requests each HAProxy backend of the edge whose run directory is `runDir` has taken so far (runtime API stats). */
-async function served(runDir: string): Promise<{ nodes: number; fallback: number }> {
+async function served(runDir: string): Promise<{ nodes: number; fallback: number; direct: number }> {
   const csv = await runtimeCommand(runFiles(runDir).socketPath, ['show stat']);
   const count = (backend: string) => Number(csv.split('\n').find((l) => l.startsWith(`${backend},BACKEND,`))?.split(',')[7] ?? NaN);
-  return { nodes: count('nodes'), fallback: count('fallback') };
+  return { nodes: count('nodes'), fallback: count('fallback'), direct: count('direct') };
 }
 
 /** Run `fn` and say which backend took the requests it made. */
-async function viaBackend(runDir: string, fn: () => Promise<unknown>): Promise<'nodes' | 'fallback' | 'both' | 'none'> {
+async function viaBackend(runDir: string, fn: () => Promise<unknown>): Promise<'nodes' | 'fallback' | 'direct' | 'several' | 'none'> {
   const before = await served(runDir);
   await fn();
   const now = await served(runDir);
-  const n = now.nodes > before.nodes;
-  const f = now.fallback > before.fallback;
-  return n && f ? 'both' : n ? 'nodes' : f ? 'fallback' : 'none';
+  const took = (['nodes', 'fallback', 'direct'] as const).filter((b) => now[b] > before[b]);
+  return took.length > 1 ? 'several' : (took[0] ?? 'none');
 }
 
 describe('edge traffic port served by HAProxy', () => {
@@ -86,7 +87,7 @@ describe('edge traffic port served by HAProxy', () => {
 
   it('keeps its files private to the edge and its idle limits as the Node path has them', () => {
     assert.equal(statSync(runDir).mode & 0o777, 0o700);
-    for (const f of [files().config, files().sandboxMapPath, files().nodeMapPath, files().pid]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
+    for (const f of [files().config, files().sandboxMapPath, files().nodeMapPath, files().directMapPath, files().pid]) assert.equal(statSync(f).mode & 0o777, 0o600, f);
     assert.equal(statSync(files().socketPath).mode & 0o777, 0o600);
     const cfg = readFileSync(files().config, 'utf8');
     for (const t of ['client', 'server', 'tunnel']) assert.match(cfg, new RegExp(`timeout ${t} 610s`));
@@ -494,5 +495,149 @@ describe('edge traffic port served by HAProxy over TLS: HTTP/2', () => {
     assert.equal((await served(runDir)).nodes, before.nodes, 'no CONNECT reached a node');
     // The refusal was the stream's alone: the connection serves on.
     assert.equal((await h2({ ':authority': `8080-puba.${DOMAIN}` })).text, 'hello from puba:8080');
+  });
+});
+
+describe('edge traffic port served by HAProxy: one hop to a sandbox in its network namespace', () => {
+  let edge: RunningEdge;
+  let local: FakeNode;
+  let remote: FakeNode;
+  let runDir: string;
+  let url: string;
+  /** Stand-in sandboxes: servers on their own loopback addresses, answering with what they were sent. */
+  const servers: Server[] = [];
+  const seen: { who: string; path: string; headers: Record<string, unknown> }[] = [];
+  const ports: Record<string, number> = {};
+  const addresses: Record<string, string> = { dira: '127.0.0.5', dirb: '127.0.0.6', dirkill: '127.0.0.6', masked: '127.0.0.5', farc: '127.0.0.7' };
+  const route = (id: string, p: number | string, extra: Record<string, string> = {}) => ({ 'e2b-sandbox-id': id, 'e2b-sandbox-port': String(p), ...extra });
+  const via = (fn: () => Promise<unknown>) => viaBackend(runDir, fn);
+  const directMap = async () => runtimeCommand(runFiles(runDir).socketPath, [`show map ${runFiles(runDir).directMapPath}`]);
+
+  async function standIn(who: string, host: string, port = 0): Promise<number> {
+    const server = createHttpServer((req, res) => {
+      seen.push({ who, path: req.url ?? '', headers: req.headers });
+      if (req.url === '/own-503') {
+        res.writeHead(503, { 'cove-direct-error': '1', 'content-type': 'text/plain' }).end('the app is busy');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ who, path: req.url, headers: req.headers }));
+    });
+    server.listen(port, host);
+    await once(server, 'listening');
+    servers.push(server);
+    return (server.address() as AddressInfo).port;
+  }
+
+  async function createOn(node: FakeNode, id: string, maskRequestHost = ''): Promise<void> {
+    await edge.sandboxClient.create(create(CreateRequestSchema, { sandbox: { sandboxId: id, maskRequestHost } }), {
+      headers: linkHeaders(node.opts.nodeId, { 'cove-sandbox-id': id }),
+    });
+  }
+
+  before(async () => {
+    runDir = mkdtempSync(join(tmpdir(), 'cove-edge-hp1-'));
+    edge = await startEdge({ COVE_EDGE_RUN_DIR: runDir, COVE_TRAFFIC_PROXY: 'haproxy' });
+    assert.equal(edge.trafficProxy, 'haproxy');
+    assert.notEqual(networkNamespaceId(), '', 'this process can read its network namespace');
+    ports.dira = await standIn('dira', addresses.dira!);
+    ports.dirb = await standIn('dirb', addresses.dirb!);
+    ports.farc = await standIn('farc', addresses.farc!);
+    await standIn('envd-dira', addresses.dira!, ENVD_PORT);
+    local = await new FakeNode({ nodeId: 'node-local', networkNamespace: networkNamespaceId(), addressOf: (id) => addresses[id] ?? '' }).start();
+    remote = await new FakeNode({ nodeId: 'node-remote', networkNamespace: 'another-host:1', addressOf: (id) => addresses[id] ?? '' }).start();
+    await local.heartbeat(edge.apiUrl);
+    await remote.heartbeat(edge.apiUrl);
+    url = edge.trafficUrl;
+    await createOn(local, 'dira');
+    await createOn(local, 'dirb');
+    await createOn(local, 'masked', 'masked.example:${PORT}');
+    await createOn(remote, 'farc');
+  });
+  after(async () => {
+    await edge.close();
+    await local.close();
+    await remote.close();
+    for (const s of servers) s.close();
+    rmSync(runDir, { recursive: true, force: true });
+  });
+
+  it('sends a public sandbox\'s requests straight to its address, by headers and by Host, never with a node token', async () => {
+    const proxied = local.proxyHeaders.length;
+    let body: { who: string; headers: Record<string, string> } | undefined;
+    assert.equal(
+      await via(async () => {
+        const res = await send(`${url}/hello`, { headers: route('dira', ports.dira!, { 'cove-node-token': local.nodeToken, 'proxy-authorization': 'Basic eA==' }) });
+        assert.equal(res.status, 200, res.text);
+        body = res.json();
+      }),
+      'direct',
+    );
+    assert.equal(body?.who, 'dira');
+    assert.equal(body?.headers['e2b-sandbox-id'], 'dira');
+    assert.equal(body?.headers['e2b-sandbox-port'], String(ports.dira));
+    assert.equal(body?.headers['x-forwarded-for'], '127.0.0.1');
+    assert.equal(body?.headers['x-forwarded-proto'], 'http');
+    assert.equal(body?.headers['cove-node-token'], undefined, 'the node token (the client\'s copy too) never reaches a sandbox');
+    assert.equal(body?.headers['proxy-authorization'], undefined);
+    assert.equal(await via(async () => assert.equal((await send(`${url}/x`, { headers: { host: `${ports.dirb}-dirb.cove.test` } })).json().who, 'dirb')), 'direct');
+    assert.equal(local.proxyHeaders.length, proxied, 'the node proxy was not in the path');
+  });
+
+  it('keeps envd\'s internal routes, in any spelling, on the node proxy', async () => {
+    for (const path of ['/health', '/files?path=%2Ftmp%2Fx', '/process.Process/Start', '/filesystem.Filesystem/Stat']) {
+      assert.equal(await via(() => send(`${url}${path}`, { headers: route('dira', ENVD_PORT) })), 'direct', path);
+    }
+    const before = seen.filter((s) => s.who === 'envd-dira').length;
+    for (const path of ['/init', '/INIT', '/%69nit', '//init', '/./init', '/files/../init', '/health/', '/process.Process/../../init', '/cove/logs', '/metrics']) {
+      assert.equal(await via(() => send(`${url}${path}`, { headers: route('dira', ENVD_PORT) })), 'nodes', path);
+    }
+    assert.equal(seen.filter((s) => s.who === 'envd-dira').length, before, 'none of them reached the sandbox in one hop');
+  });
+
+  it('answers a closed port as the node proxy does, and leaves a sandbox\'s own errors alone', async () => {
+    const probe = createHttpServer();
+    probe.listen(0, addresses.dirb);
+    await once(probe, 'listening');
+    const closed = (probe.address() as AddressInfo).port;
+    probe.close();
+    await once(probe, 'close');
+    const res = await send(`${url}/`, { headers: route('dirb', closed) });
+    assert.equal(res.status, 502);
+    assert.deepEqual(res.json(), portClosedBody('dirb', closed));
+    assert.equal(res.headers['cove-direct-error'], undefined);
+    const own = await send(`${url}/own-503`, { headers: route('dirb', ports.dirb!) });
+    assert.equal(own.status, 503, 'the sandbox\'s own 503 is not made a proxy error');
+    assert.equal(own.text, 'the app is busy');
+    assert.equal(own.headers['cove-direct-error'], undefined);
+  });
+
+  it('routes through the node proxy what only it can do: a masked Host, a node in another namespace', async () => {
+    assert.equal(await via(() => send(`${url}/`, { headers: route('masked', ports.dira!) })), 'nodes');
+    assert.equal(await via(() => send(`${url}/`, { headers: route('farc', ports.farc!) })), 'nodes');
+    assert.doesNotMatch(await directMap(), /masked|farc/);
+  });
+
+  it('takes the one-hop route away before a Delete reaches the node, and when the node leaves the namespace', async () => {
+    await createOn(local, 'dirkill');
+    assert.match(await directMap(), /dirkill/);
+    let during = '';
+    local.beforeDelete = async () => {
+      during = await directMap();
+    };
+    try {
+      await edge.sandboxClient.delete(create(DeleteRequestSchema, { sandboxId: 'dirkill' }), { headers: linkHeaders('node-local', { 'cove-sandbox-id': 'dirkill' }) });
+    } finally {
+      local.beforeDelete = undefined;
+    }
+    assert.doesNotMatch(during, /dirkill/);
+    assert.match(during, /dira 127\.0\.0\.5/);
+    // The node reports another namespace (it moved, or the edge did): every sandbox of it goes back to two hops.
+    local.opts.networkNamespace = 'moved:2';
+    await local.heartbeat(edge.apiUrl);
+    assert.equal((await directMap()).trim(), '');
+    assert.equal(await via(() => send(`${url}/`, { headers: route('dira', ports.dira!) })), 'nodes');
+    local.opts.networkNamespace = networkNamespaceId();
+    await local.heartbeat(edge.apiUrl);
+    assert.equal(await via(() => send(`${url}/`, { headers: route('dira', ports.dira!) })), 'direct');
   });
 });

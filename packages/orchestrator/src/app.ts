@@ -18,6 +18,7 @@ import { buildNodeInfo } from './node/node-info.js';
 import { SandboxUsageSampler } from './node/sandbox-usage.js';
 import { packageVersion } from './package-info.js';
 import { createNodeProxy } from './proxy/node-proxy.js';
+import { networkNamespaceId } from '@cove/traffic-proxy';
 import { VolumeContent, volumeMountDir } from './sandbox/volume-content.js';
 import { DEFAULT_ID_OFFSET } from './sandbox/slot-volumes.js';
 import { authInterceptor, errorInterceptor } from './rpc/interceptors.js';
@@ -185,9 +186,11 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   let rpcPort = config.rpcPort;
 
   const secretsPublicKey = clusterSecretKeys(config.artifactKey).publicKey;
+  const networkNamespace = networkNamespaceId();
   const info = (): Promise<InfoResponse> =>
     buildNodeInfo({
       secretsPublicKey,
+      networkNamespace,
       nodeId: config.nodeId,
       version: packageVersion(),
       startedAt,

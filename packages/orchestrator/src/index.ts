@@ -8,4 +8,4 @@ export type { Orchestrator, OrchestratorDeps } from './app.js';
 export { ConfigError, loadConfig } from './config.js';
 export type { OrchestratorConfig } from './config.js';
 /** Header the node proxy requires (the node token), set by edges. */
-export { NODE_TOKEN_HEADER } from './proxy/node-proxy.js';
+export { NODE_TOKEN_HEADER } from '@cove/traffic-proxy';

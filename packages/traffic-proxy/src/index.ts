@@ -2,6 +2,7 @@
 // node proxy, so both route and fail the same way E2B's proxies do (reference e2b-infra.md §5.5).
 
 export {
+  NODE_TOKEN_HEADER,
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
   TRAFFIC_TOKEN_HEADER,
@@ -38,3 +39,4 @@ export { forwardUpgrade } from './forward-upgrade.js';
 export type { ForwardUpgradeOptions } from './forward-upgrade.js';
 export { UpstreamIdleTimeout, classifyUpstreamError } from './upstream-error.js';
 export type { UpstreamFailure } from './upstream-error.js';
+export { networkNamespaceId } from './network-namespace.js';

@@ -13,6 +13,8 @@ export const SANDBOX_ID_HEADER = 'e2b-sandbox-id';
 export const SANDBOX_PORT_HEADER = 'e2b-sandbox-port';
 /** Header with a private sandbox's traffic token (ports other than envd's). */
 export const TRAFFIC_TOKEN_HEADER = 'e2b-traffic-access-token';
+/** Header with the node's token on every request an edge sends a node proxy; never forwarded to a sandbox. */
+export const NODE_TOKEN_HEADER = 'cove-node-token';
 
 const SANDBOX_ID_RE = /^[a-z0-9]+$/;
 const PORT_RE = /^[0-9]{1,5}$/;

@@ -147,7 +147,7 @@ function forward(
 
   // A Create's envd access token, for the PausedEntry a later Pause of a private sandbox leaves.
   const tap = path === CREATE ? new CreateTap(one(req.headers['content-type'])) : undefined;
-  if (tap) req.on('data', (chunk: Buffer) => tap.push(chunk));
+  if (tap) req.on('data', (chunk: Buffer) => tap.request.push(chunk));
 
   // The catalog is settled once per call: after the node's answer, or (no answer) as for a failed call.
   let settled = false;
@@ -186,6 +186,7 @@ function forward(
     }
     grpcStatus = one(trailers['grpc-status']);
     httpStatus = Number(upHeaders[':status'] ?? 200);
+    if (tap) tap.response.contentType = one(upHeaders['content-type']);
     res.writeHead(httpStatus, out);
   });
   upstream.on('trailers', (t) => {
@@ -193,6 +194,7 @@ function forward(
     grpcStatus = one(trailers['grpc-status']) ?? grpcStatus;
   });
   upstream.on('data', (chunk: Buffer) => {
+    tap?.response.push(chunk);
     if (!res.write(chunk)) {
       upstream.pause();
       res.once('drain', () => upstream.resume());
@@ -265,6 +267,7 @@ async function recordCatalog(
         nodeId,
         trafficTokenHash: trafficToken ? tokenHash(trafficToken) : undefined,
         ...(envdTokenHash ? { envdTokenHash } : {}),
+        ...tap?.directRoute(),
         createdAt: Date.now(),
       });
       // Running again (a resume is a Create): its route is what guards it now.

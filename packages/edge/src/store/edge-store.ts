@@ -16,6 +16,10 @@ export interface CatalogEntry {
    * unknown (an edge with the in-process store restarted): its non-envd ports fail closed.
    */
   recovered?: boolean;
+  /** Its IPv4 address on the node, from the node's answer to the Create; absent = unknown (never routed to directly). */
+  address?: string;
+  /** Its requests carry a masked Host (E2B's maskRequestHost), which only the node proxy applies. */
+  hostMasked?: boolean;
   /** When the edge first recorded it (ms since epoch); young entries survive a reconcile they missed. */
   createdAt: number;
 }

@@ -11,6 +11,7 @@ import type { Agent } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import {
+  NODE_TOKEN_HEADER,
   DEFAULT_IDLE_TIMEOUT_MS,
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
@@ -28,8 +29,6 @@ import { FALLBACK_CLIENT_ADDRESS_HEADER, FALLBACK_CLIENT_PROTO_HEADER, FALLBACK_
 import { routeSandboxRequest, type SandboxRouterDeps } from './sandbox-router.js';
 import { isVolumeApiHost, serveVolumeContent, type VolumeContentDeps } from './volume-content.js';
 
-/** Header the node proxy authenticates edges with (docs/decisions.md, secrets table). */
-const NODE_TOKEN_HEADER = 'cove-node-token';
 /** Node's default max header size (16 KiB) is kept; larger heads get a 431 JSON. */
 const HEADERS_TIMEOUT_MS = 60_000;
 

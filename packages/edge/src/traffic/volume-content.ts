@@ -6,7 +6,7 @@
 
 import type { IncomingMessage, ServerResponse, Agent as HttpAgent } from 'node:http';
 import { bearerToken } from '@cove/auth-tokens';
-import { SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, forwardHttp, forwardRequestHeaders, proxyErrorBody, sendProxyError } from '@cove/traffic-proxy';
+import { NODE_TOKEN_HEADER, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, forwardHttp, forwardRequestHeaders, proxyErrorBody, sendProxyError } from '@cove/traffic-proxy';
 import type { Logger } from 'pino';
 import { request } from 'undici';
 import { z } from 'zod';
@@ -15,7 +15,6 @@ import type { NodeDirectory } from '../nodes/node-directory.js';
 import { readCapped } from '../public/grant-verifier.js';
 
 /** The node proxy's headers (orchestrator: proxy/node-proxy.ts, sandbox/volume-content.ts). */
-const NODE_TOKEN_HEADER = 'cove-node-token';
 const VOLUME_QUOTA_HEADER = 'cove-volume-quota';
 const PATH_RE = /^\/volumecontent\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/(dir|path|file)$/;
 

@@ -35,6 +35,8 @@ export interface NodeInfoDeps {
   buildingTemplates: () => string[];
   /** The cluster's secret-sealing public key (derived from the artifact key), for the control plane. */
   secretsPublicKey?: string;
+  /** networkNamespaceId() of the node process (read once at start): an edge in the same one routes to sandboxes itself. */
+  networkNamespace: string;
 }
 
 export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
@@ -66,6 +68,7 @@ export async function buildNodeInfo(d: NodeInfoDeps): Promise<InfoResponse> {
     readyTemplates,
     buildingTemplates: d.buildingTemplates(),
     secretsPublicKey: d.secretsPublicKey ?? '',
+    networkNamespace: d.networkNamespace,
     sandboxUsage: d.usage.samples().map((s) =>
       create(SandboxUsageSchema, {
         sandboxId: s.sandboxId,

@@ -7,6 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
+  NODE_TOKEN_HEADER,
   SANDBOX_ID_HEADER,
   SANDBOX_PORT_HEADER,
   createUpstreamAgent,
@@ -29,7 +30,6 @@ import { tokensEqual } from '@cove/auth-tokens';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
 import { maskRequestHost } from '@cove/egress';
 
-export const NODE_TOKEN_HEADER = 'cove-node-token';
 
 export interface NodeProxyOptions {
   nodeToken: string;

@@ -5,7 +5,8 @@
 // (two Host or E2b-Sandbox-* fields, leading zeros, IPv6 hosts, absolute-form targets, OPTIONS) is "not
 // routable here": the fallback gives the exact JSON error.
 
-import { proxyErrorBody } from '@cove/traffic-proxy';
+import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { NODE_TOKEN_HEADER, portClosedBody, proxyErrorBody } from '@cove/traffic-proxy';
 import { CORS_EXPOSED_HEADERS } from '../cors.js';
 
 /** Idle limit of a stream (E2B's client proxy; the Node path's DEFAULT_IDLE_TIMEOUT_MS). */
@@ -15,7 +16,13 @@ const IDLE_S = 610;
 export const FALLBACK_SECRET_HEADER = 'cove-edge-forwarder';
 export const FALLBACK_CLIENT_ADDRESS_HEADER = 'cove-client-address';
 export const FALLBACK_CLIENT_PROTO_HEADER = 'cove-client-proto';
-const NODE_TOKEN_HEADER = 'cove-node-token';
+/** Marks HAProxy's own answer for a sandbox it could not connect to (one hop), so it leaves as the node proxy's 502. */
+const DIRECT_ERROR_HEADER = 'cove-direct-error';
+/**
+ * envd's public routes (its Connect services, /files, /health), the only ones on envd's port that take the one-hop
+ * route: the node proxy refuses envd's internal routes (/init, …) in any spelling, so any other path goes there.
+ */
+const ENVD_PUBLIC_PATH = '^/((process\\.Process|filesystem\\.Filesystem)/[A-Za-z]{1,64}|files|health)$';
 /** Larger heads go to the fallback: near Node's 16 KiB limit only it knows the exact answer (431 JSON). */
 const FAST_PATH_MAX_HEAD_BYTES = 15 * 1024;
 
@@ -37,6 +44,8 @@ export interface HaproxyConfigInput {
   sandboxMapPath: string;
   /** node id → `<ipv4>/<port>/<node token>`. */
   nodeMapPath: string;
+  /** sandbox id → `<ipv4>` of a sandbox HAProxy connects to itself (route-maps.ts, the one-hop route). */
+  directMapPath: string;
   /** Drop root after binding (set when the edge runs as root and the `haproxy` user exists). */
   user?: string;
 }
@@ -60,6 +69,12 @@ function errorRule(status: number, message: string, withSandbox: boolean): strin
   const body = JSON.stringify(proxyErrorBody(status, message, withSandbox ? { sandboxId: '@SID@' } : {}));
   const fmt = body.replace('"@SID@"', '"%[var(txn.sid)]"');
   return `  http-error status ${status} content-type application/json hdr cache-control no-store lf-string ${quote(fmt)}`;
+}
+
+/** HAProxy's 503 for a sandbox it could not connect to, in the node proxy's port-closed shape (made 502 after). */
+function directErrorRule(): string {
+  const body = JSON.stringify(portClosedBody('@SID@', 65536)).replace('"@SID@"', '"%[var(txn.sid)]"').replace('65536', '%[var(txn.port)]');
+  return `  http-error status 503 content-type application/json hdr cache-control no-store hdr ${DIRECT_ERROR_HEADER} 1 lf-string ${quote(body)}`;
 }
 
 /** Render haproxy.cfg. */
@@ -140,6 +155,15 @@ export function renderHaproxyConfig(c: HaproxyConfigInput): string {
     `  http-after-response set-header access-control-expose-headers ${quote(CORS_EXPOSED_HEADERS)} if { var(txn.cors) -m found }`,
     "  http-after-response set-header vary '%[res.fhdr(vary)], Origin' if { var(txn.cors) -m found } { res.fhdr(vary) -m found }",
     '  http-after-response set-header vary Origin if { var(txn.cors) -m found } !{ res.fhdr(vary) -m found }',
+    // The one-hop route (route-maps.ts): only beside a node route, and on envd's port only for its public routes.
+    `  http-request set-var(txn.daddr) var(txn.sid),map(${c.directMapPath}) if { var(txn.node) -m found }`,
+    `  acl envd_port var(txn.port) -m str ${ENVD_PORT}`,
+    `  acl envd_public_path path -m reg ${quote(ENVD_PUBLIC_PATH)}`,
+    '  use_backend direct if { var(txn.daddr) -m found } !envd_port',
+    '  use_backend direct if { var(txn.daddr) -m found } envd_port envd_public_path',
+    // A sandbox that could not be reached in one hop answers as the node proxy does (502, port not open).
+    `  http-after-response set-status 502 reason 'Bad Gateway' if { res.hdr(${DIRECT_ERROR_HEADER}) -m found }`,
+    `  http-after-response del-header ${DIRECT_ERROR_HEADER}`,
     '  use_backend nodes if { var(txn.node) -m found }',
     '  default_backend fallback',
     '',
@@ -155,6 +179,26 @@ export function renderHaproxyConfig(c: HaproxyConfigInput): string {
     '  http-request set-dst var(txn.node),field(1,/)',
     '  http-request set-dst-port var(txn.node),field(2,/)',
     '  server node 0.0.0.0:0',
+    '',
+    'backend direct',
+    '  http-reuse always',
+    // A refused connection is a closed port: answer at once, as the node proxy does, instead of retrying.
+    '  retries 0',
+    '  option forwardfor',
+    '  http-request set-header x-forwarded-proto https if { ssl_fc } !{ req.hdr(x-forwarded-proto) -m found }',
+    '  http-request set-header x-forwarded-proto http if !{ ssl_fc } !{ req.hdr(x-forwarded-proto) -m found }',
+    '  http-request set-header x-forwarded-host %[req.fhdr(host)] if !{ req.hdr(x-forwarded-host) -m found }',
+    // What the node proxy would strip; the node token is never sent to a sandbox, the client's copy neither.
+    `  http-request del-header ${NODE_TOKEN_HEADER}`,
+    '  http-request del-header proxy-authorization',
+    '  http-request set-header e2b-sandbox-id %[var(txn.sid)]',
+    '  http-request set-header e2b-sandbox-port %[var(txn.port)]',
+    '  http-request set-dst var(txn.daddr)',
+    '  http-request set-dst-port var(txn.port)',
+    // The sandbox may not pose as HAProxy's own error.
+    `  http-response del-header ${DIRECT_ERROR_HEADER}`,
+    directErrorRule(),
+    '  server sandbox 0.0.0.0:0',
     '',
     'backend fallback',
     '  http-reuse always',

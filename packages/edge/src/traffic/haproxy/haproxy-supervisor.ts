@@ -71,6 +71,7 @@ export function runFiles(runDir: string) {
     socketPath: join(runDir, 'haproxy.sock'),
     sandboxMapPath: join(runDir, 'sandboxes.map'),
     nodeMapPath: join(runDir, 'nodes.map'),
+    directMapPath: join(runDir, 'direct.map'),
     pem: join(runDir, 'traffic.pem'),
     pid: join(runDir, 'haproxy.pid'),
   };
@@ -118,12 +119,13 @@ export class HaproxySupervisor {
       socketPath: this.files.socketPath,
       sandboxMapPath: this.files.sandboxMapPath,
       nodeMapPath: this.files.nodeMapPath,
+      directMapPath: this.files.directMapPath,
       ...(user ? { user } : {}),
     };
     writeFileSync(this.files.config, renderHaproxyConfig(input), { mode: 0o600 });
     if (this.o.tls) this.writePem(this.o.tls.cert, this.o.tls.key);
     // The check loads the maps too; launch() writes their real content.
-    for (const path of [this.files.sandboxMapPath, this.files.nodeMapPath]) writeFileSync(path, '', { mode: 0o600 });
+    for (const path of [this.files.sandboxMapPath, this.files.nodeMapPath, this.files.directMapPath]) writeFileSync(path, '', { mode: 0o600 });
     const checked = await this.check();
     if (!checked.ok) {
       this.o.log.warn({ output: checked.output }, 'traffic proxy: haproxy refused its configuration; the Node server keeps the traffic port');
@@ -187,9 +189,10 @@ export class HaproxySupervisor {
   }
 
   private async launch(): Promise<boolean> {
-    const { sandboxMap, nodeMap } = this.o.routes.render();
+    const { sandboxMap, nodeMap, directMap } = this.o.routes.render();
     writeFileSync(this.files.sandboxMapPath, sandboxMap, { mode: 0o600 });
     writeFileSync(this.files.nodeMapPath, nodeMap, { mode: 0o600 });
+    writeFileSync(this.files.directMapPath, directMap, { mode: 0o600 });
     rmSync(this.files.socketPath, { force: true });
     const startedAt = Date.now();
     const child = spawn(this.o.binary, ['-db', '-f', this.files.config], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -6,6 +6,14 @@
 //
 // Safety: HAProxy sets E2b-Sandbox-Id/-Port from the parse it looked up and the node's own token, so a stale
 // or wrong entry can only reach a node that does not run that sandbox and answers "not found".
+//
+// The third map, sandbox id → `<ipv4>`, is the one-hop route: for a sandbox in the sandbox map whose node shares
+// this edge's network namespace (the node's Info says which), HAProxy connects to the sandbox's address itself.
+// A stale entry there would reach whichever sandbox holds the address next, so it leans on the node's rule that a
+// released address is not given to another sandbox for 10 minutes (docs/decisions.md, "A released sandbox
+// address waits before it is reused"), longer than any entry here outlives its sandbox: a kill or pause through
+// the control link withdraws the route first, a node-side end goes with the next heartbeat's reconcile (≤ 32 s),
+// and a silent node's entries are forgotten after 300 s.
 
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
@@ -23,12 +31,26 @@ export interface RouteMapPaths {
   socketPath: string;
   sandboxMapPath: string;
   nodeMapPath: string;
+  directMapPath: string;
 }
 
 /** The node id HAProxy may route a sandbox to by itself, or undefined (the fallback decides). */
 export function fastRouteOf(sandboxId: string, entry: CatalogEntry | undefined): string | undefined {
   if (!entry || entry.trafficTokenHash || entry.recovered) return undefined;
   return SANDBOX_ID_RE.test(sandboxId) && NODE_ID_RE.test(entry.nodeId) ? entry.nodeId : undefined;
+}
+
+/** The sandbox's address HAProxy may connect to itself (one hop), or undefined (through its node proxy). */
+export function directRouteOf(sandboxId: string, entry: CatalogEntry | undefined, localNodes: ReadonlySet<string>): string | undefined {
+  const nodeId = fastRouteOf(sandboxId, entry);
+  if (!nodeId || !entry?.address || entry.hostMasked || !localNodes.has(nodeId)) return undefined;
+  return isIP(entry.address) === 4 ? entry.address : undefined;
+}
+
+/** Whether a node routes its sandboxes in this edge's network namespace (its Info's network_namespace). */
+export function sharesNamespace(record: NodeRecord | undefined, localNamespace: string): boolean {
+  const theirs = (record?.info as { networkNamespace?: unknown } | null | undefined)?.networkNamespace;
+  return localNamespace !== '' && theirs === localNamespace;
 }
 
 /** `<ipv4>/<port>/<token>` for a node proxy at `http://<ipv4>:<port>`, else undefined (not routed by HAProxy). */
@@ -49,6 +71,7 @@ interface Generation {
   /** What HAProxy holds (files as rendered, plus the edits sent or queued since). */
   sandboxes: Map<string, string>;
   nodes: Map<string, string>;
+  direct: Map<string, string>;
   live: boolean;
   openGate: () => void;
   gate: Promise<void>;
@@ -60,6 +83,8 @@ export class RouteMaps implements CatalogObserver {
   private nextId = 1;
   private pending: string[] = [];
   private chain: Promise<void> = Promise.resolve();
+  /** Nodes sharing this edge's network namespace, as their last heartbeat said. */
+  private readonly localNodes = new Set<string>();
   /** Set by the supervisor: make HAProxy restart (its maps are then rendered again from the store). */
   onEditFailed: ((err: Error) => Promise<void>) | undefined;
 
@@ -68,27 +93,33 @@ export class RouteMaps implements CatalogObserver {
     private readonly snapshot: () => CatalogSnapshot,
     private readonly credentials: NodeCredentials,
     private readonly log: Logger,
+    /** networkNamespaceId() of this edge ('' = never route directly). */
+    private readonly localNamespace: string,
   ) {}
 
   /** Start a generation: the map files' text, from the store as it is now. Edits queue until {@link goLive}. */
-  render(): { sandboxMap: string; nodeMap: string } {
+  render(): { sandboxMap: string; nodeMap: string; directMap: string } {
     this.generation?.openGate();
     let openGate!: () => void;
     const gate = new Promise<void>((r) => (openGate = r));
-    const gen: Generation = { id: this.nextId++, sandboxes: new Map(), nodes: new Map(), live: false, openGate, gate };
+    const gen: Generation = { id: this.nextId++, sandboxes: new Map(), nodes: new Map(), direct: new Map(), live: false, openGate, gate };
     const { sandboxes, nodes } = this.snapshot();
-    for (const [id, entry] of sandboxes) {
-      const nodeId = fastRouteOf(id, entry);
-      if (nodeId) gen.sandboxes.set(id, nodeId);
-    }
+    this.localNodes.clear();
     for (const rec of nodes) {
       const target = nodeTargetOf(rec.nodeId, rec.proxyUrl, this.credentials);
       if (target) gen.nodes.set(rec.nodeId, target);
+      if (sharesNamespace(rec, this.localNamespace)) this.localNodes.add(rec.nodeId);
+    }
+    for (const [id, entry] of sandboxes) {
+      const nodeId = fastRouteOf(id, entry);
+      if (nodeId) gen.sandboxes.set(id, nodeId);
+      const address = directRouteOf(id, entry, this.localNodes);
+      if (address) gen.direct.set(id, address);
     }
     this.generation = gen;
     this.pending = [];
     const lines = (m: Map<string, string>) => [...m].map(([k, v]) => `${k} ${v}\n`).join('');
-    return { sandboxMap: lines(gen.sandboxes), nodeMap: lines(gen.nodes) };
+    return { sandboxMap: lines(gen.sandboxes), nodeMap: lines(gen.nodes), directMap: lines(gen.direct) };
   }
 
   /** HAProxy of the current generation answers on its socket: send what queued meanwhile. */
@@ -107,12 +138,21 @@ export class RouteMaps implements CatalogObserver {
 
   sandboxChanged(sandboxId: string, entry: CatalogEntry | undefined): void {
     const gen = this.generation;
-    if (gen) this.edit(gen.sandboxes, this.paths.sandboxMapPath, sandboxId, fastRouteOf(sandboxId, entry));
+    if (gen) this.editSandbox(gen, sandboxId, fastRouteOf(sandboxId, entry), directRouteOf(sandboxId, entry, this.localNodes));
   }
 
   nodeChanged(nodeId: string, record: NodeRecord | undefined): void {
     const gen = this.generation;
-    if (gen) this.edit(gen.nodes, this.paths.nodeMapPath, nodeId, nodeTargetOf(nodeId, record?.proxyUrl, this.credentials));
+    if (!gen) return;
+    this.edit(gen.nodes, this.paths.nodeMapPath, nodeId, nodeTargetOf(nodeId, record?.proxyUrl, this.credentials));
+    const local = record !== undefined && sharesNamespace(record, this.localNamespace);
+    if (local === this.localNodes.has(nodeId)) return;
+    // Rare (a node's first beat, or one that moved): its sandboxes' one-hop routes follow.
+    if (local) this.localNodes.add(nodeId);
+    else this.localNodes.delete(nodeId);
+    for (const [id, entry] of this.snapshot().sandboxes) {
+      if (entry.nodeId === nodeId) this.editSandbox(gen, id, fastRouteOf(id, entry), directRouteOf(id, entry, this.localNodes));
+    }
   }
 
   /**
@@ -121,7 +161,7 @@ export class RouteMaps implements CatalogObserver {
    */
   withdraw(sandboxId: string): Promise<void> {
     const gen = this.generation;
-    if (gen && SANDBOX_ID_RE.test(sandboxId)) this.edit(gen.sandboxes, this.paths.sandboxMapPath, sandboxId, undefined);
+    if (gen && SANDBOX_ID_RE.test(sandboxId)) this.editSandbox(gen, sandboxId, undefined, undefined);
     return this.flush();
   }
 
@@ -134,6 +174,17 @@ export class RouteMaps implements CatalogObserver {
       this.chain = this.chain.then(() => gen.gate).then(() => this.send(gen, batch));
     }
     return this.chain;
+  }
+
+  /**
+   * Both of a sandbox's routes. The one-hop route is only looked up beside a node route, and a changed one is
+   * taken out before the node route changes, so no moment pairs a new node with an old address.
+   */
+  private editSandbox(gen: Generation, sandboxId: string, nodeId: string | undefined, address: string | undefined): void {
+    const direct = nodeId ? address : undefined;
+    if (gen.direct.get(sandboxId) !== direct) this.edit(gen.direct, this.paths.directMapPath, sandboxId, undefined);
+    this.edit(gen.sandboxes, this.paths.sandboxMapPath, sandboxId, nodeId);
+    if (direct) this.edit(gen.direct, this.paths.directMapPath, sandboxId, direct);
   }
 
   private edit(held: Map<string, string>, mapPath: string, key: string, value: string | undefined): void {
