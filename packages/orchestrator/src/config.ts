@@ -9,7 +9,7 @@ import { parseStorageUrl } from '@cove/storage';
 import { ENVD_LOGS_MAX_WAIT_MS } from '@cove/contracts/telemetry';
 import { z } from 'zod';
 import { packageRoot } from './package-info.js';
-import { defaultGuestDir } from './code-interpreter.js';
+import { BACKGROUND_TEMPLATES, defaultGuestDir } from './code-interpreter.js';
 
 /** packages/envd/dist/bundle, next to this package in the repository. */
 function defaultEnvdBundle(): string {
@@ -62,6 +62,20 @@ const envSchema = z.object({
   // One ready code-interpreter slot: its idle server and kernels cost their memory (~100-150 MiB) all the time,
   // a miss costs a kernel start (seconds) on the Create; one covers the first Create while the pool refills.
   COVE_WARM_POOL: warmPool.default('base=2,code-interpreter-v1=1,desktop=1'),
+  // The built-in templates beyond base this node builds in the background and serves (comma list), or `none`: a node
+  // short of disk or CPU (each takes minutes and ~1–2 GB to build) leaves them to others; placement skips it for them.
+  COVE_BUILTIN_TEMPLATES: z
+    .string()
+    .transform((raw, ctx) => {
+      const ids = raw.trim() === 'none' ? [] : raw.split(',').map((p) => p.trim()).filter(Boolean);
+      const unknown = ids.filter((id) => !BACKGROUND_TEMPLATES.includes(id));
+      if (unknown.length > 0) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, message: `not a built-in template: ${unknown.join(', ')} (want some of ${BACKGROUND_TEMPLATES.join(', ')}, or none)` });
+        return z.NEVER;
+      }
+      return [...new Set(ids)];
+    })
+    .default(BACKGROUND_TEMPLATES.join(',')),
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
   COVE_MAX_SANDBOXES: posInt.default(100),
   COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),
@@ -148,6 +162,8 @@ export interface OrchestratorConfig {
   /** Target number of ready warm slots per template. */
   readonly warmPool: Readonly<Record<string, number>>;
   readonly warmPoolConcurrency: number;
+  /** Built-in templates (of BACKGROUND_TEMPLATES) this node builds in the background and serves. */
+  readonly builtinTemplates: readonly string[];
   readonly maxSandboxes: number;
   /** vCPUs handed out may reach cpus × this; sandboxes rarely use their whole share. */
   readonly cpuOvercommit: number;
@@ -250,6 +266,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
   } catch (err) {
     issues.push(`COVE_STORAGE_URL: ${(err as Error).message}`);
   }
+  // A pool of a built-in template the node does not build would wait for it forever.
+  for (const id of Object.keys(e.COVE_WARM_POOL)) {
+    if (BACKGROUND_TEMPLATES.includes(id) && !e.COVE_BUILTIN_TEMPLATES.includes(id) && (e.COVE_WARM_POOL[id] ?? 0) > 0) {
+      issues.push(`COVE_WARM_POOL: ${id} is not among COVE_BUILTIN_TEMPLATES, so this node never has it to pool`);
+    }
+  }
   if (issues.length > 0) throw new ConfigError(issues);
   return deepFreeze({
     nodeId: e.COVE_NODE_ID,
@@ -268,6 +290,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     heartbeatIntervalMs: e.COVE_HEARTBEAT_INTERVAL_MS,
     warmPool: e.COVE_WARM_POOL,
     warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,
+    builtinTemplates: e.COVE_BUILTIN_TEMPLATES,
     maxSandboxes: e.COVE_MAX_SANDBOXES,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
     memoryOvercommit: e.COVE_MEMORY_OVERCOMMIT,

@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     // code-interpreter-v1 (minutes to build the first time) comes after, in the background: base sandboxes never
     // wait for it, and its Creates fail fast (template_not_ready) until it is there.
     templates: [...new Set(['base', ...Object.keys(config.warmPool)])].filter((t) => !BACKGROUND_TEMPLATES.includes(t)),
-    backgroundTemplates: [...BACKGROUND_TEMPLATES],
+    backgroundTemplates: [...config.builtinTemplates],
     codeInterpreterGuestDir: config.codeInterpreterGuestDir,
     ...(config.volumesDir ? { volumesDir: config.volumesDir } : {}),
     ...(config.runtime.templateCacheDir ? { templatesDir: config.runtime.templateCacheDir } : {}),

@@ -43,6 +43,19 @@ describe('config', () => {
     assert.deepEqual({ ...loadConfig({ COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY, COVE_WARM_POOL: '' }).warmPool }, {});
   });
 
+  it('says which built-in templates the node builds, and refuses a pool of one it leaves out', () => {
+    const base = { COVE_NODE_TOKEN: TOKEN, COVE_ARTIFACT_KEY: KEY };
+    assert.deepEqual([...loadConfig(base).builtinTemplates], ['code-interpreter-v1', 'desktop']);
+    assert.deepEqual([...loadConfig({ ...base, COVE_BUILTIN_TEMPLATES: 'none', COVE_WARM_POOL: 'base=1' }).builtinTemplates], []);
+    assert.deepEqual([...loadConfig({ ...base, COVE_BUILTIN_TEMPLATES: ' desktop ,desktop', COVE_WARM_POOL: 'base=1,desktop=1' }).builtinTemplates], ['desktop']);
+    for (const [env, message] of [
+      [{ COVE_BUILTIN_TEMPLATES: 'python' }, /COVE_BUILTIN_TEMPLATES: not a built-in template: python/],
+      [{ COVE_BUILTIN_TEMPLATES: 'none', COVE_WARM_POOL: 'base=1,desktop=1' }, /COVE_WARM_POOL: desktop is not among COVE_BUILTIN_TEMPLATES/],
+    ] as const) {
+      assert.throws(() => loadConfig({ ...base, ...env }), (err: unknown) => err instanceof ConfigError && err.issues.some((i) => message.test(i)));
+    }
+  });
+
   it('lists every bad field at once', () => {
     assert.throws(
       () => loadConfig({ COVE_ORCH_RPC_PORT: '70000', COVE_WARM_POOL: 'base', COVE_EDGE_URL: 'not a url' }),

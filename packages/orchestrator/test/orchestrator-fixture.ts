@@ -75,6 +75,8 @@ export function nodeEnv(i: Instance, extra: Record<string, string> = {}): Record
     COVE_VETH_PREFIX: i.vethPrefix,
     COVE_SANDBOX_SUBNET: i.subnet,
     COVE_WARM_POOL: 'base=1',
+    // A test node never needs code-interpreter-v1 or desktop: their builds (minutes of mmdebstrap) only took CPU.
+    COVE_BUILTIN_TEMPLATES: 'none',
     COVE_DEFAULT_DISK_MB: '1024',
     COVE_LOG_LEVEL: 'error',
     ...extra,
