@@ -11,7 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { Cgroups, CPU_SHARES, detectCgroupMode, type CgroupLimits } from './cgroups.js';
 import { prepareHost } from './host-prepare.js';
-import { ADDRESS_REUSE_AFTER_MS, cursorLine, formatAllocation, gatewayOf, hostIndexOf, nextFree, parseAllocation, parseSubnet, releaseLine, type AllocationState, type Subnet } from './ipv4.js';
+import { gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
+import { SlotAddresses } from './slot-addresses.js';
 import { allowInternet, applyFirewall, blockedCidrs, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
@@ -20,7 +21,7 @@ import { applySandboxBudgets } from './kernel-budgets.js';
 import { settleAll } from './settle-all.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
-import { AddressPoolExhausted, BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
+import { BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
 import { checkpointSlot, findCriu, restoreSlot, type RestoreResult, type SlotNet } from '../checkpoint/criu.js';
 import { lazyRestoreSupported, type LazyOutcome } from '../checkpoint/lazy-pages.js';
 import { BackgroundBuilds } from './background-builds.js';
@@ -132,12 +133,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private firewall: FirewallConfig | null = null;
   /** The node's egress proxy and DNS filter (hostname rules); started by prepare(). */
   private egress: NodeEgress | undefined;
-  /** Address allocation is read-modify-write over slot records and the address state: one step at a time. */
-  private allocating: Promise<unknown> = Promise.resolve();
-  /** Next-fit allocation's cursor and released addresses (ipv4.ts), loaded from the slot store at first use. */
-  private addresses: AllocationState | undefined;
-  /** Lines in the allocation log (an estimate after a restart), for its compaction. */
-  private addressLogLines = 0;
+  private readonly addresses: SlotAddresses;
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
   private oomWarned = false;
@@ -162,6 +158,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       vethPrefix,
     };
     this.slots = new SlotStore(join(cfg.dataDir, 'slots'));
+    this.addresses = new SlotAddresses(this.subnet, this.slots, this.log);
     this.templates = new TemplateStore({
       templatesDir: cfg.templatesDir ?? join(cfg.dataDir, 'templates'),
       // dist/src/sandbox/linux-runtime.js → packages/orchestrator/templates
@@ -378,22 +375,9 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
   }
 
-  /**
-   * Picks an address and persists the record before any host resource exists. Next-fit from the last address handed
-   * out, never one released less than ADDRESS_REUSE_AFTER_MS ago: a route to a sandbox's address that outlives it
-   * (the edge's, a few seconds stale) must not reach the next sandbox there (docs/decisions.md "A released sandbox
-   * address waits before it is reused").
-   */
+  /** Picks an address (next-fit, none released lately: slot-addresses.ts) and persists the record before any host resource exists. */
   private reserve(slotId: string, opts: BootOptions, layers: string[], initToken?: string): Promise<SlotRecord> {
-    return this.serially(async () => {
-      const used = new Set((await this.slots.readAll()).map((r) => r.address));
-      const st = await this.loadAddresses();
-      const now = Date.now();
-      for (const [a, at] of st.released) if (now - at >= ADDRESS_REUSE_AFTER_MS) st.released.delete(a);
-      const address = nextFree(this.subnet, used, st.cursor, st.released, now);
-      if (!address) throw new AddressPoolExhausted(this.subnet.cidr, st.released.size > 0 ? `${st.released.size} released less than ${ADDRESS_REUSE_AFTER_MS / 60_000} minutes ago` : undefined);
-      st.cursor = hostIndexOf(this.subnet, address)!;
-      await this.logAddresses(cursorLine(address));
+    return this.addresses.allocate(async (address) => {
       const rec: SlotRecord = {
         slotId,
         templateId: opts.templateId,
@@ -414,52 +398,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       await this.slots.write(rec);
       return rec;
     });
-  }
-
-  /** Runs `step` after every allocation step before it. */
-  private serially<T>(step: () => Promise<T>): Promise<T> {
-    const next = this.allocating.then(step);
-    this.allocating = next.catch(() => undefined);
-    return next;
-  }
-
-  /**
-   * The allocation state as the process before left it. Without a usable cursor (a first boot, garbage, another
-   * subnet): after the highest address in use, so a node that allocated lowest-first before does not hand out its
-   * just-released low addresses.
-   */
-  private async loadAddresses(): Promise<AllocationState> {
-    if (this.addresses) return this.addresses;
-    const text = await this.slots.readAddresses();
-    const saved = parseAllocation(this.subnet, text ?? '', Date.now());
-    this.addressLogLines = text?.split('\n').length ?? 0;
-    if (text !== null && saved.dropped) this.log.warn({ text: text.slice(0, 200) }, 'ignoring what is unusable in the saved address state');
-    const cursor = saved.cursor ?? Math.max(1, ...(await this.slots.readAll()).map((r) => hostIndexOf(this.subnet, r.address) ?? 1));
-    return (this.addresses = { cursor, released: saved.released });
-  }
-
-  /** The slot's address is released, saved before its record goes: no allocation sees it free and not released. */
-  private async release(slotId: string, address: string): Promise<void> {
-    await this.serially(async () => {
-      const st = await this.loadAddresses();
-      const at = Date.now();
-      st.released.set(address, at);
-      // Not saved is still kept in memory: only a restart would forget it.
-      await this.logAddresses(releaseLine(address, at)).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot save a released address'));
-    });
-  }
-
-  /** One step appended to the allocation log; once it holds far more lines than the state, it is written anew. */
-  private async logAddresses(line: string): Promise<void> {
-    const st = this.addresses!;
-    if (++this.addressLogLines > 2 * st.released.size + 4096) {
-      const now = Date.now();
-      for (const [a, at] of st.released) if (now - at >= ADDRESS_REUSE_AFTER_MS) st.released.delete(a);
-      await this.slots.writeAddresses(formatAllocation(this.subnet, st));
-      this.addressLogLines = st.released.size + 1;
-      return;
-    }
-    await this.slots.appendAddresses(line);
   }
 
   /** The slot's OCI spec (also what a restore takes its bind sources from), written to its bundle dir. */
@@ -642,7 +580,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
         await sleep(20);
       }
     }
-    if (rec) await this.release(slotId, rec.address);
+    if (rec) await this.addresses.release(slotId, rec.address);
     await rm(dir, { recursive: true, force: true });
     this.log.debug({ slotId }, 'slot destroyed');
   }
