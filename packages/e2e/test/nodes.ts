@@ -5,6 +5,7 @@ import { createClient, type Interceptor } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { InfoService, NodeStatus, SandboxService, SetStatusRequestSchema } from '@cove/contracts/orchestrator';
 import { deriveNodeToken } from '@cove/auth-tokens';
+import { eventually } from '@cove/test-support/eventually';
 import type { Deployment } from './deployment.js';
 
 export function nodeClients(d: Deployment, rpcPort: number) {
@@ -37,25 +38,19 @@ export async function setDraining(d: Deployment, rpcPort: number, draining: bool
   await nodeClients(d, rpcPort).info.setStatus(create(SetStatusRequestSchema, { status: draining ? NodeStatus.DRAINING : NodeStatus.HEALTHY }));
   const nodeId = d.nodes.find((n) => n.rpcPort === rpcPort)!.nodeId;
   const want = draining ? 'draining' : 'healthy';
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-    const nodes = (await res.json()) as Array<{ nodeId: string; status: string }>;
-    if (nodes.find((n) => n.nodeId === nodeId)?.status === want) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`the edge did not see node ${nodeId} ${want} within ${timeoutMs} ms`);
+  await eventually(async () => (await edgeNodes(d)).find((n) => n.nodeId === nodeId)?.status === want, timeoutMs, `the edge to see node ${nodeId} ${want}`);
+}
+
+async function edgeNodes(d: Deployment): Promise<Array<{ nodeId: string; status: string }>> {
+  const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
+  return (await res.json()) as Array<{ nodeId: string; status: string }>;
 }
 
 /** Waits until the edge (which placement asks) sees every node healthy, e.g. after an un-drain. */
 export async function allNodesHealthy(d: Deployment, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const res = await fetch(`http://127.0.0.1:${d.ports.edgeApi}/v1/nodes`, { headers: { authorization: `Bearer ${d.secrets.clusterToken}` } });
-    // The deployment's own nodes: a node a test joined and removed stays listed (unhealthy) until the edge forgets it.
-    const nodes = (await res.json()) as Array<{ nodeId: string; status: string }>;
-    if (d.nodes.every((own) => nodes.find((n) => n.nodeId === own.nodeId)?.status === 'healthy')) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('the nodes did not come back healthy');
+  // The deployment's own nodes: a node a test joined and removed stays listed (unhealthy) until the edge forgets it.
+  await eventually(async () => {
+    const nodes = await edgeNodes(d);
+    return d.nodes.every((own) => nodes.find((n) => n.nodeId === own.nodeId)?.status === 'healthy');
+  }, timeoutMs, 'every node to come back healthy');
 }

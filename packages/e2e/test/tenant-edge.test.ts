@@ -12,6 +12,8 @@ import { InfoResponseSchema, SandboxService } from '@cove/contracts/orchestrator
 import { Sandbox } from 'e2b';
 import { request } from 'undici';
 import { rawHttpStatus } from '@cove/test-support/raw-http';
+import { join } from 'node:path';
+import { haproxyRunFiles, haproxyRuntimeCommand } from '@cove/edge';
 import { deployment, type Deployment } from './deployment.js';
 
 
@@ -102,5 +104,23 @@ describe('tenant-facing edge doors through the unchanged SDK', () => {
     }
     // The sandbox is unharmed and its envd still serves the SDK.
     assert.equal((await sbx.commands.run('echo ok')).stdout.trim(), 'ok');
+  });
+
+  test('a public sandbox is served in one hop from the edge, its route gone once it is killed', async () => {
+    // The edge and both nodes share this machine's network namespace: HAProxy connects to the sandbox itself.
+    const files = haproxyRunFiles(join(d.stateDir, 'data', 'edge-run'));
+    const haproxy = (command: string) => haproxyRuntimeCommand(files.socketPath, [command]);
+    const directServed = async () => Number((await haproxy('show stat')).split('\n').find((l) => l.startsWith('direct,BACKEND,'))?.split(',')[7] ?? NaN);
+    const sbx = await Sandbox.create({ timeoutMs: 60_000 });
+    made.push(sbx);
+    const address = (await sbx.commands.run("hostname -I | awk '{print $1}'")).stdout.trim();
+    assert.match(await haproxy(`show map ${files.directMapPath}`), new RegExp(`^\\S+ ${sbx.sandboxId} ${address.replace(/\./g, '\\.')}$`, 'm'));
+    await sbx.commands.run('(setsid python3 -m http.server 8000 </dev/null >/dev/null 2>&1 &); for i in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen(\'http://127.0.0.1:8000/\')" 2>/dev/null && exit 0; sleep 0.1; done; exit 1');
+    const before = await directServed();
+    assert.equal(await edgeTraffic(sbx, 8000), 404, 'python answers /health with its 404');
+    assert.equal(await directServed(), before + 1, 'HAProxy took it to the sandbox in one hop');
+    await sbx.kill();
+    assert.doesNotMatch(await haproxy(`show map ${files.directMapPath}`), new RegExp(sbx.sandboxId), 'the route went with the kill');
+    assert.equal(await edgeTraffic(sbx, 8000), 502);
   });
 });

@@ -8,7 +8,6 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { access, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { create } from '@bufbuild/protobuf';
@@ -96,7 +95,9 @@ export interface Running {
 
 /** Prepare the runtime, build the orchestrator from app.ts, start and listen on port 0. */
 export async function startOrchestrator(i: Instance, extra: Record<string, string> = {}, runtimeExtra: Partial<LinuxRuntimeConfig> = {}): Promise<Running> {
-  const config = loadConfig(nodeEnv(i, extra));
+  // The node's config says what its runtime builds in the background (a warm pool of anything else is refused).
+  const builtin: Record<string, string> = runtimeExtra.backgroundTemplates ? { COVE_BUILTIN_TEMPLATES: runtimeExtra.backgroundTemplates.join(',') || 'none' } : {};
+  const config = loadConfig(nodeEnv(i, { ...builtin, ...extra }));
   const runtime = makeRuntime(i, 'error', runtimeExtra);
   await runtime.prepare();
   const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
@@ -215,15 +216,8 @@ export async function slotTraces(i: Instance, slotId: string): Promise<string[]>
   return found;
 }
 
-/** Polls `check` until it returns true or the deadline passes. */
-export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs: number, intervalMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(intervalMs); // pacing of the poll; the condition is what the caller waits on
-  }
-}
+/** The shared poll (test-support): true once `check` is, false at the deadline. */
+export { pollUntil as waitFor } from '@cove/test-support/eventually';
 
 export async function recordOf(i: Instance, sandboxId: string): Promise<{ slotId: string; address: string }> {
   return JSON.parse(await readFile(join(i.dataDir, 'orchestrator', `node-${i.instance}`, 'sandboxes', `${sandboxId}.json`), 'utf8'));

@@ -5,7 +5,6 @@
 import { execFile } from 'node:child_process';
 import { access, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
@@ -76,15 +75,8 @@ export async function sh(cmd: string, args: string[]): Promise<{ code: number; s
   }
 }
 
-/** Polls `check` until it returns true or the deadline passes; returns the last result. */
-export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, intervalMs = 50): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(intervalMs); // pacing of the poll; the condition is what the caller waits on
-  }
-}
+/** The shared poll (test-support): true once `check` is, false at the deadline. */
+export { pollUntil as waitFor } from '@cove/test-support/eventually';
 
 export async function healthy(address: string): Promise<boolean> {
   try {

@@ -14,3 +14,16 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
   }
   throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
 }
+
+/**
+ * Polls `check` until it returns true or `timeoutMs` passes; says which (for a caller that asserts on it, or waits
+ * for something that may rightly never happen). The pacing sleep is between polls only.
+ */
+export async function pollUntil(check: () => Promise<boolean> | boolean, timeoutMs: number, everyMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
