@@ -140,11 +140,15 @@ export function renderHaproxyConfig(c: HaproxyConfigInput): string {
     '  acl one_port req.fhdr_cnt(e2b-sandbox-port) eq 1',
     `  acl id_ok req.fhdr(e2b-sandbox-id) -m reg ${quote('^[a-z0-9]{1,128}$')}`,
     `  acl port_ok req.fhdr(e2b-sandbox-port) -m reg ${quote('^[1-9][0-9]{0,4}$')}`,
-    // The route comes from one parse (Host or headers, never both): what is looked up is what is sent.
-    '  http-request set-var(txn.sid) req.fhdr(host),lower,field(1,.),field(2,-) if one_host small_head origin_form !unrouted_method host_route',
-    '  http-request set-var(txn.port) req.fhdr(host),field(1,-) if one_host small_head origin_form !unrouted_method host_route',
-    '  http-request set-var(txn.sid) req.fhdr(e2b-sandbox-id) if one_host small_head origin_form !unrouted_method header_host one_id one_port id_ok port_ok',
-    '  http-request set-var(txn.port) req.fhdr(e2b-sandbox-port) if one_host small_head origin_form !unrouted_method header_host one_id one_port id_ok port_ok',
+    // The route comes from one parse (Host or headers, never both: the two Host forms exclude each other): what is
+    // looked up is what is sent. The form is judged once (an ACL is evaluated again in every rule naming it), the
+    // costly whole-head length last.
+    '  http-request set-var(txn.form) str(host) if one_host host_route origin_form !unrouted_method small_head',
+    '  http-request set-var(txn.form) str(hdr) if one_host header_host one_id one_port id_ok port_ok origin_form !unrouted_method small_head',
+    '  http-request set-var(txn.sid) req.fhdr(host),lower,field(1,.),field(2,-) if { var(txn.form) -m str host }',
+    '  http-request set-var(txn.port) req.fhdr(host),field(1,-) if { var(txn.form) -m str host }',
+    '  http-request set-var(txn.sid) req.fhdr(e2b-sandbox-id) if { var(txn.form) -m str hdr }',
+    '  http-request set-var(txn.port) req.fhdr(e2b-sandbox-port) if { var(txn.form) -m str hdr }',
     '  http-request unset-var(txn.sid) if { var(txn.port) -m int gt 65535 }',
     `  http-request set-var(txn.nid) var(txn.sid),map(${c.sandboxMapPath}) if { var(txn.sid) -m found }`,
     `  http-request set-var(txn.node) var(txn.nid),map(${c.nodeMapPath}) if { var(txn.nid) -m found }`,
