@@ -109,13 +109,21 @@ describe('SandboxRuntime lazy restore', { timeout: 240_000, skip }, () => {
     // The previous restore's pidfile would read as this one's.
     await rm(join(slotDir, 'restored.pid'), { force: true });
     const saboteur = (async () => {
+      // The daemon is found first: reading every process's cmdline takes long on a busy machine, long enough for the
+      // daemon to serve every page and exit between the tree's hand-over and the kill (a clean run's ESRCH). Then
+      // the kill follows the pidfile within a poll.
+      let daemon = 0;
+      const found = await waitFor(async () => {
+        for (const pid of await processesWith('lazy-pages', '-W', slotDir)) {
+          // criu itself, not the shell that joined the cgroups and exec'd it.
+          if (!(await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => 'sh\0')).startsWith('sh\0')) daemon = pid;
+        }
+        return daemon > 0;
+      }, 30_000, 2);
+      assert.ok(found, 'the lazy-pages daemon started');
       assert.ok(await waitFor(async () => (await readFile(join(slotDir, 'restored.pid'), 'utf8').catch(() => '')) !== '', 30_000, 2));
-      for (const pid of await processesWith('lazy-pages', '-W', slotDir)) {
-        // criu itself, not the shell that joined the cgroups and exec'd it.
-        if ((await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).startsWith('sh\0')) continue;
-        process.kill(pid, 'SIGKILL');
-        killed = pid;
-      }
+      process.kill(daemon, 'SIGKILL');
+      killed = daemon;
     })();
     // However the race ends, no tree runs on reading zeros: the daemon died during criu's restore (criu is ended
     // with it and the whole image restored: every byte there), before the resume answered (it fails, the tree
