@@ -31,9 +31,12 @@ export class SlotAddresses {
       const used = new Set((await this.slots.readAll()).map((r) => r.address));
       const st = await this.load();
       const now = Date.now();
-      for (const [a, at] of st.released) if (now - at >= ADDRESS_REUSE_AFTER_MS) st.released.delete(a);
+      // nextFree skips only releases still waiting; expired ones are dropped when the log is compacted, not here.
       const address = nextFree(this.subnet, used, st.cursor, st.released, now);
-      if (!address) throw new AddressPoolExhausted(this.subnet.cidr, st.released.size > 0 ? `${st.released.size} released less than ${ADDRESS_REUSE_AFTER_MS / 60_000} minutes ago` : undefined);
+      if (!address) {
+        const waiting = [...st.released.values()].filter((at) => now - at < ADDRESS_REUSE_AFTER_MS).length;
+        throw new AddressPoolExhausted(this.subnet.cidr, waiting > 0 ? `${waiting} released less than ${ADDRESS_REUSE_AFTER_MS / 60_000} minutes ago` : undefined);
+      }
       st.cursor = hostIndexOf(this.subnet, address)!;
       await this.append(cursorLine(address));
       return persist(address);
