@@ -2,6 +2,8 @@
 // Flows needing a node use the wire-level cluster fixture (fixtures/fake-cluster.ts).
 
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { NOT_IMPLEMENTED_ROUTES } from '../src/http/not-implemented-routes.js';
 import { ADMIN_TOKEN, PUBLIC_URL, call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
@@ -190,6 +192,50 @@ describe('public and admin API', () => {
     const r = await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base', metadata: { big: 'x'.repeat(60_000), more: 'y'.repeat(10_000) } } });
     assert.equal(r.status, 413);
     assert.equal(r.body.code, 413);
+  });
+
+  test('a body far over the limit still gets its 413 read, and the connection then serves the next request', async () => {
+    // 8 MiB against a 64 KiB limit, all of it written: before, the server closed while the client was still sending.
+    const { port } = new URL(cp.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    let answer = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (c: string) => (answer += c));
+    const size = 8 * 1024 * 1024;
+    socket.write(`POST /v2/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${key}\r\ncontent-type: application/json\r\ncontent-length: ${size}\r\n\r\n`);
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    for (let sent = 0; sent < size; sent += chunk.length) if (!socket.write(chunk)) await once(socket, 'drain');
+    socket.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+    await once(socket, 'end');
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [413, 200]);
+    assert.match(answer, /"code":413/);
+  });
+
+  test('a body beyond what the server reads and drops ends in a close, and the server stays up', { timeout: 30_000 }, async () => {
+    const { port } = new URL(cp.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(`POST /v2/sandboxes HTTP/1.1\r\nhost: x\r\nx-api-key: ${key}\r\ncontent-type: application/json\r\ncontent-length: ${2 ** 30}\r\n\r\n`);
+    // The server's reset is the expected end here, not a failure.
+    socket.on('error', () => {});
+    let open = true;
+    const closed = new Promise<void>((resolve) =>
+      socket.once('close', () => {
+        open = false;
+        resolve();
+      }),
+    );
+    const chunk = Buffer.alloc(256 * 1024, 0x20);
+    let sent = 0;
+    while (open && sent < 2 ** 30) {
+      sent += chunk.length;
+      if (!socket.write(chunk)) await Promise.race([new Promise((resolve) => socket.once('drain', resolve)), closed]);
+    }
+    await closed;
+    assert.ok(sent < 64 * 1024 * 1024, `the server read ${sent} bytes before closing`);
+    assert.equal((await call(cp.url, 'GET', '/health')).status, 200);
   });
 
   test('unknown routes → 404 JSON; unknown sandbox → 404 with code 404', async () => {
