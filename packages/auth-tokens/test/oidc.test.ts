@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { eventually } from '@cove/test-support/eventually';
 import { OidcTestServer } from '@cove/test-support/oidc-server';
 import { ClientCredentialsTokens, OidcError } from '../src/oidc.js';
 
@@ -31,12 +32,7 @@ describe('ClientCredentialsTokens with a real provider', () => {
     const claims = JSON.parse(Buffer.from(got[0]!.split('.')[1]!, 'base64url').toString()) as { exp: number };
     // Renewed before exp (2 s lifetime, of which `exp`'s rounding may take 1 s: at 0.5 s), so a call never carries a
     // token about to lapse.
-    let renewed: string | undefined;
-    while (!renewed) {
-      const t = await tokens.token();
-      if (t !== got[0]) renewed = t;
-      else await new Promise((r) => setTimeout(r, 50));
-    }
+    await eventually(async () => (await tokens.token()) !== got[0], 10_000, 'a renewed token', 50);
     assert.ok(Date.now() / 1000 < claims.exp, 'renewed before the old token expired');
   });
 

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { call, otlpLogs, removeDir, TOKEN } from './fixtures/harness.js';
 import { freePort } from '@cove/test-support/free-port';
+import { pollUntil } from '@cove/test-support/eventually';
 
 const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
@@ -41,16 +42,8 @@ test('runs from its environment, stops on SIGTERM, keeps its data', async () => 
   const env = { COVE_DATA_DIR: dataDir, COVE_COLLECTOR_TOKEN: TOKEN, COVE_COLLECTOR_PORT: String(port), COVE_LOG_LEVEL: 'info' };
   const url = `http://127.0.0.1:${port}`;
   const waitHealthy = async (p: ReturnType<typeof run>) => {
-    const deadline = Date.now() + 15_000;
-    for (;;) {
-      const ok = await call(`${url}/health`, { token: null }).then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) return;
-      if (Date.now() > deadline) throw new Error(`collector not healthy: ${p.output()}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const healthy = () => call(`${url}/health`, { token: null }).then((r) => r.status === 200, () => false);
+    if (!(await pollUntil(healthy, 15_000))) throw new Error(`collector not healthy: ${p.output()}`);
   };
   try {
     const p = run(env);

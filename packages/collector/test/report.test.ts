@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { ClusterMetricsReport, NodeMetric } from '@cove/contracts/telemetry';
+import { pollUntil } from '@cove/test-support/eventually';
 import { call, otlpLogs, otlpNodeMetrics, otlpSandboxMetrics, removeDir, startCollector, type Harness } from './fixtures/harness.js';
 
 const CLUSTER_TOKEN = 'cluster-token-for-report-tests-0123';
@@ -198,9 +199,7 @@ test('the timer sends on its own every interval', async () => {
   const h = await startCollector(reportConfig(50));
   try {
     await call(`${h.url}/v1/metrics`, { body: otlpNodeMetrics('node-t', nodeValues(), Date.now()) });
-    const deadline = Date.now() + 10_000;
-    while (received.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    assert.ok(received.length >= 2, `got ${received.length} reports`);
+    assert.ok(await pollUntil(() => received.length >= 2, 10_000, 10), `got ${received.length} reports`);
     assert.ok(received.every((r) => r.parsed.success));
   } finally {
     await h.close();

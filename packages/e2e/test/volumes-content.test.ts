@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { CommandExitError, Sandbox, Volume, VolumeError, VolumeNotFoundError, VolumePathNotFoundError } from 'e2b';
 import { request } from 'undici';
 import { deployment, repoRoot, type Deployment } from './deployment.js';
+import { eventually } from '@cove/test-support/eventually';
 
 const tag = randomBytes(4).toString('hex');
 const run = promisify(execFile);
@@ -40,16 +41,6 @@ async function sh(sbx: Sandbox, cmd: string, user: 'root' | 'user' = 'user'): Pr
 }
 
 const sha = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
-
-/** Waits until `check` holds (polling, bounded): the sweep of destroyed images runs on its own interval. */
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 90_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 describe('the volume content API (unchanged SDK)', { timeout: 900_000 }, () => {
   let d: Deployment;
@@ -249,7 +240,8 @@ describe('the volume content API (unchanged SDK)', { timeout: 900_000 }, () => {
     const image = join(d.storageDir, 'volumes', `${vol.volumeId}.ext4`);
     assert.equal(existsSync(image), true);
     assert.equal(await Volume.destroy(vol.volumeId), true);
-    await until('the destroyed volume image to leave the disk', () => !existsSync(image));
+    // The sweep of destroyed images runs on its own interval.
+    await eventually(() => !existsSync(image), 90_000, 'the destroyed volume image to leave the disk', 250);
   });
 
   test('the default address (https://api.<domain>) works from a fresh Node that sourced the env file', async () => {

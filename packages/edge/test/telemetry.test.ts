@@ -16,19 +16,10 @@ import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { Attr, COMPONENT_LOG_KIND } from '@cove/contracts/telemetry';
 import { startOtlpStandIn, type OtlpStandIn } from '@cove/telemetry/testing';
+import { eventually } from '@cove/test-support/eventually';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'main.js');
 const CLUSTER_TOKEN = 'cluster-token-for-telemetry-test';
-
-async function until<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
   for (const line of text.split('\n')) {
@@ -92,7 +83,7 @@ describe('edge telemetry', () => {
   const metrics = async (token: string | null) => fetch(`${api}/metrics`, { headers: token === null ? {} : { authorization: `Bearer ${token}` } });
 
   it('sends its own log lines as component records of service cove-edge', async () => {
-    const rec = await until(() => otlp.logs().find((l) => l.body === 'edge listening'), 'the edge listening record');
+    const rec = await eventually(() => otlp.logs().find((l) => l.body === 'edge listening'), 20_000, 'the edge listening record');
     assert.equal(rec.attributes[Attr.logKind], COMPONENT_LOG_KIND);
     assert.equal(rec.resource[Attr.serviceName], 'cove-edge');
     assert.equal(rec.resource[Attr.serviceInstanceId], 'edge-tel');
@@ -123,10 +114,10 @@ describe('edge telemetry', () => {
     };
     for (let i = 0; i < 3; i++) assert.ok((await logged()) >= 400);
     assert.equal((await fetch(`${api}/health`)).status, 503, 'the API port still answers');
-    await until(async () => {
+    await eventually(async () => {
       const r = await metrics(CLUSTER_TOKEN);
       assert.equal(r.status, 200);
       return (sample(await r.text(), 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0) > 0;
-    }, 'the dropped counter to rise', 40_000);
+    }, 40_000, 'the dropped counter to rise');
   });
 });

@@ -6,16 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { Attr, NodeMetric, SEVERITY_OF_LEVEL, TELEMETRY_DROPPED_METRIC } from '@cove/contracts/telemetry';
 import { OtlpSender, componentRegistry, serveMetrics } from '../src/index.js';
 import { startOtlpStandIn, type OtlpStandIn } from '../src/testing.js';
-
-async function until<T>(check: () => T | undefined | false, what: string, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { eventually } from '@cove/test-support/eventually';
 
 describe('OTLP sender', () => {
   let otlp: OtlpStandIn;
@@ -27,7 +18,7 @@ describe('OTLP sender', () => {
     s.meter.createObservableGauge('cove.test.gauge').addCallback((r) => r.observe(42, { [Attr.sandboxId]: 'sbx1' }));
     s.emit({ kind: 'sandbox', level: 'warn', message: 'hello', ids: { [Attr.sandboxId]: 'sbx1', [Attr.teamId]: 't1' }, fields: { [Attr.sandboxId]: 'forged', exitCode: 3 } });
     await s.flush();
-    const rec = await until(() => otlp.logs().find((l) => l.body === 'hello'), 'the log record');
+    const rec = await eventually(() => otlp.logs().find((l) => l.body === 'hello'), 15_000, 'the log record', 50);
     assert.equal(rec.severityNumber, SEVERITY_OF_LEVEL.warn);
     assert.equal(rec.attributes[Attr.logKind], 'sandbox');
     assert.equal(rec.attributes[Attr.sandboxId], 'sbx1', 'a field cannot override an identity attribute');
@@ -35,7 +26,7 @@ describe('OTLP sender', () => {
     assert.equal(rec.resource[Attr.serviceName], 'cove-test');
     assert.equal(rec.resource[Attr.serviceInstanceId], 'n1');
     assert.ok(otlp.posts.every((p) => p.authorization === 'Bearer collector-token'));
-    const point = await until(() => otlp.points().find((p) => p.name === 'cove.test.gauge'), 'the gauge');
+    const point = await eventually(() => otlp.points().find((p) => p.name === 'cove.test.gauge'), 15_000, 'the gauge', 50);
     assert.equal(point.value, 42);
     assert.deepEqual(s.dropped(), { logs: 0, metrics: 0 });
     await s.shutdown();
@@ -47,9 +38,11 @@ describe('OTLP sender', () => {
     let accepted = 0;
     for (let i = 0; i < 5; i++) if (s.emit({ kind: 'component', level: 'info', message: `drop-${i}`, ids: {} })) accepted++;
     assert.equal(accepted, 1);
-    const point = await until(
+    const point = await eventually(
       () => otlp.points().find((p) => p.name === NodeMetric.telemetryDroppedTotal && p.resource[Attr.serviceInstanceId] === 'e1' && p.value === 4),
+      15_000,
       'the dropped total',
+      50,
     );
     assert.equal(point.resource[Attr.serviceName], 'cove-edge');
     await s.shutdown();
@@ -69,8 +62,8 @@ describe('OTLP sender', () => {
     const took = performance.now() - t0;
     assert.ok(took < 2000, `10000 emits took ${took} ms`);
     assert.ok(accepted <= 100, `at most the queue is accepted (${accepted})`);
-    await until(() => s.dropped().logs >= 10_000 - accepted + 1 && s.dropped(), 'failed exports counted');
-    await until(() => s.dropped().metrics > 0, 'failed metric exports counted');
+    await eventually(() => s.dropped().logs >= 10_000 - accepted + 1 && s.dropped(), 15_000, 'failed exports counted', 50);
+    await eventually(() => s.dropped().metrics > 0, 15_000, 'failed metric exports counted', 50);
     const registry = componentRegistry('test', () => s.dropped());
     const text = await registry.metrics();
     assert.match(text, new RegExp(`${TELEMETRY_DROPPED_METRIC}\\{signal="logs",component="test"\\} \\d+`));
