@@ -1,10 +1,11 @@
 // SandboxRuntime on Linux without KVM: crun (user, pid, mount, uts, ipc, cgroup, net namespaces + seccomp)
 // over an overlay rootfs on a per-slot ext4 image, a netns crun makes and the host routes to (a veth per slot,
-// slot-network.ts), cgroup limits. The layout is checkpointable by CRIU (checkpoint/criu.ts).
+// slot-network.ts), cgroup limits. The layout is checkpointable by CRIU (checkpoint/criu.ts; dumps and restores in place:
+// slot-checkpoint.ts).
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,14 +19,13 @@ import { type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
 import { waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
-import { settleAll } from './settle-all.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
 import { BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
-import { checkpointSlot, findCriu, restoreSlot, type RestoreResult, type SlotNet } from '../checkpoint/criu.js';
-import { lazyRestoreSupported, type LazyOutcome } from '../checkpoint/lazy-pages.js';
+import { findCriu, restoreSlot } from '../checkpoint/criu.js';
+import type { LazyOutcome } from '../checkpoint/lazy-pages.js';
 import { BackgroundBuilds } from './background-builds.js';
-import { LazyPagesRegistry } from './lazy-pages-registry.js';
+import { SlotCheckpoints, type RestoreInPlace } from './slot-checkpoint.js';
 import { exportLayer } from './layer-export.js';
 import { LentFiles } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
@@ -37,7 +37,7 @@ import { installSandboxCa, SANDBOX_CA_FILE } from './slot-trust-store.js';
 import { NodeEgress } from './node-egress.js';
 import { createSlotDisk, diskUsedBytes, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { mountsUnder } from './mount-tree.js';
-import { bridgePorts, ensureGatewayLink, hostVethName, listNetworkSlotIds, migrateBridgePorts, netnsName, netnsPath, plumbSlotNetwork, removeGatewayLink, removeSlotNetwork, type NodeNetConfig } from './slot-network.js';
+import { bridgePorts, ensureGatewayLink, hostVethName, listNetworkSlotIds, migrateBridgePorts, netnsPath, plumbSlotNetwork, removeGatewayLink, removeSlotNetwork, type NodeNetConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 import { attachVolumes, DEFAULT_ID_OFFSET, type VolumeBind } from './slot-volumes.js';
@@ -140,7 +140,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly lent: LentFiles;
   /** Background template builds: what the last attempt is doing, and who waits for it to succeed. */
   private readonly background: BackgroundBuilds;
-  private readonly lazyPages: LazyPagesRegistry;
+  /** Dumps and restores in place, and the lazy-pages daemons of slots restored lazily. */
+  private readonly checkpoints: SlotCheckpoints;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
     this.log = cfg.logger;
@@ -182,7 +183,15 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       serverPresent: (t) => this.serverPresent(t),
       log: this.log,
     });
-    this.lazyPages = new LazyPagesRegistry(this.log, (slotId) => this.killTree(slotId));
+    this.checkpoints = new SlotCheckpoints({
+      log: this.log,
+      slots: this.slots,
+      crun: this.crun,
+      lent: this.lent,
+      net: this.net,
+      cgroups: async () => (await this.ensureContext()).cgroups,
+      bootTimeoutMs: cfg.bootTimeoutMs ?? 30_000,
+    });
   }
 
   /** The gateway address (the host as sandboxes see it). */
@@ -560,7 +569,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!/^[a-z0-9]+$/.test(slotId)) throw new SlotNotFound(slotId);
     const { cgroups } = await this.ensureContext();
     const rec = await this.slots.read(slotId);
-    this.lazyPages.stop(slotId);
+    this.checkpoints.stopLazy(slotId);
     await this.crun.killAndDelete(slotId);
     await killSlotProcesses(cgroups, slotId);
     const deadline = Date.now() + 15_000;
@@ -588,119 +597,28 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async checkpoint(slotId: string, imageDir: string): Promise<{ ms: number; imageBytes: number }> {
     const rec = await this.mustRead(slotId);
     if (!(await this.pidMatches(rec))) throw new SlotNotFound(slotId);
-    const criu = await findCriu();
-    if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
-    // A tree restored lazily is dumped once all its memory is back (bounded by the daemon's deadline).
-    const lazy = await this.lazyPagesDone(slotId);
-    if (lazy !== null && lazy !== 'served') throw new CheckpointError(slotId, `its lazy restore failed (${lazy})`);
-    const dir = this.slots.dirOf(slotId);
-    const initPid = await this.crun.pid(slotId);
-    const spec = JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>;
-    let result;
-    try {
-      result = await checkpointSlot({ criu, initPid, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, spec, net: this.slotNet(rec) });
-    } catch (err) {
-      throw new CheckpointError(slotId, `checkpoint failed: ${(err as Error).message}`, { cause: err });
-    }
-    rec.checkpointDir = imageDir;
-    await this.slots.write(rec);
-    this.log.info({ slotId, ...result }, 'slot checkpointed');
-    return result;
+    return this.checkpoints.checkpoint(rec, imageDir);
   }
 
   async halt(slotId: string): Promise<void> {
-    const { cgroups } = await this.ensureContext();
     await this.mustRead(slotId);
-    this.lazyPages.stop(slotId);
-    await this.crun.killAndDelete(slotId);
-    if (!(await killSlotProcesses(cgroups, slotId))) throw new CheckpointError(slotId, 'the slot\'s processes did not die');
+    await this.checkpoints.halt(slotId);
   }
 
-  async restore(slotId: string, imageDir: string): Promise<{ ms: number; pid: number; lazy: boolean; steps: Record<string, number> }> {
-    const started = Date.now();
-    // Where a resume's time goes, logged with the result (docs/performance.md "Same-node resume, step by step").
-    const steps: Record<string, number> = {};
-    let mark = started;
-    const step = (name: string): void => {
-      const now = Date.now();
-      steps[name] = now - mark;
-      mark = now;
-    };
-    const { cgroups } = await this.ensureContext();
+  async restore(slotId: string, imageDir: string): Promise<RestoreInPlace> {
     const rec = await this.mustRead(slotId);
     if (await this.pidMatches(rec)) throw new CheckpointError(slotId, 'the slot is running; checkpoint it first');
-    const criu = await findCriu();
-    if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
-    const dir = this.slots.dirOf(slotId);
-    // Independent reads, together: the spec's binds, the lent binaries' copies, the lazy probe (cached) and the cgroups.
-    const [sources, lazy] = await Promise.all([
-      readFile(join(dir, 'bundle', 'config.json'), 'utf8').then((text) => this.restoreSources(JSON.parse(text) as Record<string, unknown>)),
-      lazyRestoreSupported(criu).then(async (yes) => (yes ? { cgroupProcs: await cgroups.procsFiles(slotId) } : undefined)),
-    ]);
-    const opts = { criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir };
-    step('prepare');
-    let restored: RestoreResult;
-    try {
-      // Lazily when the kernel and criu can (the images are this node's own dump); any failure of that falls
-      // back to the whole restore, so a resume is never lost to it.
-      try {
-        restored = await restoreSlot({ ...opts, ...(lazy ? { lazy } : {}) });
-      } catch (err) {
-        if (!lazy) throw err;
-        this.log.warn({ err, slotId }, 'lazy restore failed; restoring the whole image');
-        await killSlotProcesses(cgroups, slotId);
-        restored = await restoreSlot(opts);
-      }
-    } catch (err) {
-      throw new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
-    }
-    step('criu');
-    const { initPid } = restored;
-    if (restored.lazy) this.lazyPages.watch(slotId, initPid, restored.lazy);
-    try {
-      rec.pid = await envdOf(initPid, slotId);
-      rec.pidStartTime = await processStartTime(rec.pid);
-      rec.checkpointDir = null;
-      // The rest is independent and runs together; every part is settled before the resume answers or fails.
-      await settleAll([
-        // As in restoreSnapshot; the sandbox runs on without them rather than be lost (the host totals still hold).
-        applySandboxBudgets(initPid, rec.pid).catch((err: unknown) => this.log.error({ err, slotId }, 'restored slot without its own kernel budgets')),
-        this.slots.write(rec),
-        // crun's record of the container points at the dumped PID 1; pointing it at the restored one keeps
-        // `crun exec`/`kill` (exec(), destroy()) working.
-        this.crun.repoint(slotId, initPid),
-        waitHealthy(slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000).then(() => step('health')),
-      ]);
-    } catch (err) {
-      // A tree that came back but is not healthy must not run beside whatever the caller falls back to: it is
-      // killed, and the slot is a dumped one again (its disk and images untouched), restorable once more.
-      this.lazyPages.stop(slotId);
-      await this.killTree(slotId);
-      rec.checkpointDir = imageDir;
-      await this.slots.write(rec).catch(() => undefined);
-      throw err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err });
-    }
-    step('settle');
-    const ms = Date.now() - started;
-    const all = { ...steps, ...restored.steps };
-    this.log.info({ slotId, ms, steps: all, pid: rec.pid, lazy: !!restored.lazy }, 'slot restored');
-    return { ms, pid: rec.pid, lazy: !!restored.lazy, steps: all };
+    return this.checkpoints.restore(rec, imageDir);
   }
 
   /** Until a lazily restored slot has all its memory (or its daemon ended); at once otherwise. */
   async lazyPagesDone(slotId: string): Promise<LazyOutcome | null> {
-    return this.lazyPages.done(slotId);
+    return this.checkpoints.lazyPagesDone(slotId);
   }
 
   /** The pid of a slot's lazy-pages daemon while it serves; null otherwise. */
   lazyPagesPid(slotId: string): number | null {
-    return this.lazyPages.pid(slotId);
-  }
-
-  /** Kills every process of the slot's cgroup (crun's state stays: a restore repoints it). */
-  private async killTree(slotId: string): Promise<void> {
-    const { cgroups } = await this.ensureContext();
-    await killSlotProcesses(cgroups, slotId);
+    return this.checkpoints.lazyPagesPid(slotId);
   }
 
   async restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo> {
@@ -709,12 +627,12 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!criu) throw new CheckpointError('-', 'criu is not installed (scripts/install-criu.sh)');
     const restore = async (rec: SlotRecord, cgroups: Cgroups, log: Logger): Promise<void> => {
       const { dir, rootfs, bundle, spec } = await this.prepareSlot(rec, opts, cgroups);
-      const sources = await this.restoreSources(spec);
+      const sources = await this.checkpoints.restoreSources(spec);
       const { initPid } = await restoreSlot({
         criu,
         imagesDir: opts.imageDir,
         rootfs,
-        net: this.slotNet(rec),
+        net: this.checkpoints.slotNet(rec),
         sources,
         cgroupRoot: cgroups.pathOf(rec.slotId),
         tcpClose: true,
@@ -732,27 +650,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.startSlot(opts, opts.initToken, 'restore from a snapshot', restore, (slotId, err) =>
       err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err }),
     );
-  }
-
-  /**
-   * Host sources of a restore's bind mounts: this node's own (the slot's spec, written by this node; readable
-   * copies of the lent binaries), never the dumping node's or the image's (criu.ts, externalArgs).
-   */
-  private async restoreSources(spec: Record<string, unknown>): Promise<Record<string, string>> {
-    const sources: Record<string, string> = {};
-    for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
-      if (m.type === 'bind') sources[m.destination] = m.source;
-    }
-    return { ...sources, ...(await this.lent.restoreBinaries()) };
-  }
-
-  private slotNet(rec: SlotRecord): SlotNet {
-    return {
-      netnsName: netnsName(this.net, rec.slotId),
-      hostVeth: hostVethName(this.net, rec.slotId),
-      addressCidr: `${rec.address}/${this.subnet.prefix}`,
-      gateway: this.net.gateway,
-    };
   }
 
   async exportUpper(slotId: string, destFile: string): Promise<{ bytes: number; sha256: string }> {
