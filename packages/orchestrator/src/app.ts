@@ -39,6 +39,7 @@ import { TemplateResolver } from './templates/resolver.js';
 import { openClusterStorage } from './templates/storage.js';
 import { NodeTelemetry, type NodeCounts } from './telemetry/node-telemetry.js';
 import { BACKGROUND_TEMPLATES } from './code-interpreter.js';
+import { BootPermits } from './sandboxes/boot-permits.js';
 
 export interface OrchestratorDeps {
   runtime: SandboxRuntime;
@@ -93,8 +94,11 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   const { runtime } = deps;
   const host = new HostStats(config.dataDir);
   const store = new SandboxStore(config.dataDir, config.nodeId, log);
+  // One bound on boots at once for the node: both pools and the Creates that miss them (boot-permits.ts).
+  const permits = new BootPermits(config.bootConcurrency);
   const pool = new WarmPool({
     runtime,
+    permits,
     targets: config.warmPool,
     diskMb: config.defaults.diskMb,
     idleLimits: IDLE_LIMITS,
@@ -122,6 +126,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   });
   const buildPool = new BuildPool({
     runtime,
+    permits,
     resolver,
     perBuild: config.userTemplates.warmPerBuild,
     builds: config.userTemplates.warmBuilds,
@@ -134,10 +139,12 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     runtime,
     store,
     pool,
+    permits,
     {
       cpuCount: host.cpuCount,
       memoryBytes: host.memoryBytes,
       maxSandboxes: config.maxSandboxes,
+      bootQueue: config.bootQueue,
       cpuOvercommit: config.cpuOvercommit,
       memoryOvercommit: config.memoryOvercommit,
     },

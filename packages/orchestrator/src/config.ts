@@ -2,7 +2,7 @@
 // Defaults fit the single-host `cove up`; nothing below main.ts reads process.env.
 
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseStorageUrl } from '@cove/storage';
@@ -77,6 +77,10 @@ const envSchema = z.object({
     })
     .default(BACKGROUND_TEMPLATES.join(',')),
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
+  /** Slots the node boots at once over its pools and Creates (boot-permits.ts); default: its CPUs, at least 2. */
+  COVE_BOOT_CONCURRENCY: posInt.default(Math.max(2, availableParallelism())),
+  /** Creates that may wait for a boot at once; one more is refused (node full), default 4 per boot permit. */
+  COVE_BOOT_QUEUE: z.coerce.number().int().nonnegative().optional(),
   COVE_MAX_SANDBOXES: posInt.default(100),
   COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().positive().default(1),
@@ -162,6 +166,10 @@ export interface OrchestratorConfig {
   /** Target number of ready warm slots per template. */
   readonly warmPool: Readonly<Record<string, number>>;
   readonly warmPoolConcurrency: number;
+  /** Slots booted at once over the pools and the Creates that missed them. */
+  readonly bootConcurrency: number;
+  /** Creates that may wait for a boot at once. */
+  readonly bootQueue: number;
   /** Built-in templates (of BACKGROUND_TEMPLATES) this node builds in the background and serves. */
   readonly builtinTemplates: readonly string[];
   readonly maxSandboxes: number;
@@ -290,6 +298,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     heartbeatIntervalMs: e.COVE_HEARTBEAT_INTERVAL_MS,
     warmPool: e.COVE_WARM_POOL,
     warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,
+    bootConcurrency: e.COVE_BOOT_CONCURRENCY,
+    bootQueue: e.COVE_BOOT_QUEUE ?? 4 * e.COVE_BOOT_CONCURRENCY,
     builtinTemplates: e.COVE_BUILTIN_TEMPLATES,
     maxSandboxes: e.COVE_MAX_SANDBOXES,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,

@@ -88,8 +88,9 @@ export class NodeDraining extends OrchestratorError {
 }
 
 export class NodeFull extends OrchestratorError {
-  constructor(readonly resource: 'sandboxes' | 'cpu' | 'memory') {
-    super('node_full', `node has no room for the sandbox (${resource})`);
+  /** `boots`: as many Creates already wait to boot as the node lets wait (boot-permits.ts). */
+  constructor(readonly resource: 'sandboxes' | 'cpu' | 'memory' | 'boots') {
+    super('node_full', resource === 'boots' ? 'node has no room for the sandbox (boots: too many creates already wait to boot)' : `node has no room for the sandbox (${resource})`);
   }
 }
 

@@ -11,6 +11,7 @@ import type { TemplateResolver } from '../templates/resolver.js';
 import { warmUpEnvd } from './envd-warmup.js';
 import { runStartAndReady } from './template-start.js';
 import { BootBackoff } from './boot-backoff.js';
+import type { BootPermits } from './boot-permits.js';
 import { PoolBoots, type PoolEntry } from './pool-boots.js';
 
 export interface BuildPoolOptions {
@@ -22,6 +23,8 @@ export interface BuildPoolOptions {
   builds: number;
   /** Boots in flight at once, over all builds. */
   concurrency: number;
+  /** The node's bound on boots at once, shared with the other pools and with Creates (none: only `concurrency`). */
+  permits?: BootPermits;
   readyTimeoutMs: number;
   log: Logger;
 }

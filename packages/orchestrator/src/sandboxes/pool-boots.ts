@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { BootBackoff } from './boot-backoff.js';
+import type { BootPermits } from './boot-permits.js';
 
 /** One template's (or build's) slots: ready to claim, being booted, and its backoff. */
 export interface PoolEntry {
@@ -19,7 +20,7 @@ export class PoolBoots {
 
   /** `what` names the slots in logs ("warm slot", "warm build slot"); `refill` runs after every boot. */
   constructor(
-    private readonly o: { runtime: Pick<SandboxRuntime, 'destroy'>; concurrency: number; log: Logger; what: string },
+    private readonly o: { runtime: Pick<SandboxRuntime, 'destroy'>; concurrency: number; log: Logger; what: string; permits?: BootPermits },
     private readonly refill: () => void,
   ) {}
 
@@ -34,7 +35,8 @@ export class PoolBoots {
     this.inFlight++;
     const p = (async () => {
       try {
-        const slot = await boot();
+        // The node's boots at once are bounded over every pool and Create (boot-permits.ts); a refill yields to Creates.
+        const slot = this.o.permits ? await this.o.permits.run('refill', boot) : await boot();
         if (!slot) return;
         entry.ready.push(slot);
         entry.backoff.succeeded();

@@ -17,6 +17,7 @@ import {
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import type { EgressRules } from '../sandbox/slot-egress.js';
+import type { BootPermits } from './boot-permits.js';
 import { SANDBOX_CA_ENV } from '../sandbox/slot-trust-store.js';
 import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
@@ -28,6 +29,8 @@ import { withTeam, type ValidSpec } from './validate-spec.js';
 import type { WarmPool } from './warm-pool.js';
 
 export interface Capacity {
+  /** Creates that may wait for a boot permit at once (boot-permits.ts); one more is refused as NodeFull('boots'). */
+  bootQueue: number;
   cpuCount: number;
   memoryBytes: number;
   maxSandboxes: number;
@@ -119,6 +122,8 @@ export class SandboxManager {
     private readonly runtime: SandboxRuntime,
     private readonly store: SandboxStore,
     private readonly pool: WarmPool,
+    /** The node's bound on boots at once; a Create that misses the pools boots under it. */
+    private readonly permits: BootPermits,
     private readonly capacity: Capacity,
     private readonly log: Logger,
     private readonly userTemplates?: UserTemplates,
@@ -380,7 +385,9 @@ export class SandboxManager {
     const caEnv = spec.egress.rules?.length ? SANDBOX_CA_ENV : {};
     const init: InitDefaults = { envVars: { ...caEnv, ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
     // A warm slot's mounts were made before anyone asked: a sandbox with volumes always boots afresh.
-    const warm = spec.volumes.length > 0 ? undefined : build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
+    const takeWarm = (): SlotInfo | undefined =>
+      spec.volumes.length > 0 ? undefined : build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
+    const warm = takeWarm();
     if (warm) {
       try {
         return { slot: warm, init, build, warmPoolHit: true, envdVersion: await this.claimAndInit(warm, spec, log, init) };
@@ -391,8 +398,15 @@ export class SandboxManager {
         await this.destroySlot(warm, log);
       }
     }
-    const slot = build ? await this.bootBuild(spec) : await this.boot(spec);
-    return { slot, init, build, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
+    // A fresh boot waits its turn among the node's boots; a pool slot that became ready meanwhile is taken instead.
+    // Past a short queue the node says it is full: the control plane tries another node, or the caller gets a
+    // retryable 503 at once instead of a create that waits behind dozens of boots.
+    if (this.permits.queued.create >= this.capacity.bootQueue) throw new NodeFull('boots');
+    const fresh = await this.permits.run('create', async () => {
+      const late = warm ? undefined : takeWarm();
+      return late ? { slot: late, warmPoolHit: true } : { slot: build ? await this.bootBuild(spec) : await this.boot(spec), warmPoolHit: false };
+    });
+    return { ...fresh, init, build, envdVersion: await this.initOrDestroy(fresh.slot, spec, log, init) };
   }
 
   /** A claimed, initialised slot running a snapshot (a resume, or a new sandbox from a persistent one). */

@@ -11,6 +11,7 @@ import { builtinStartOf } from '../code-interpreter.js';
 import { readyBuiltinSlot } from './template-start.js';
 import type { SandboxRuntime, SlotInfo, SlotLimits } from '../sandbox/runtime.js';
 import { BootBackoff } from './boot-backoff.js';
+import type { BootPermits } from './boot-permits.js';
 import { PoolBoots, type PoolEntry } from './pool-boots.js';
 
 export interface WarmPoolOptions {
@@ -30,6 +31,8 @@ export interface WarmPoolOptions {
   readyTimeoutMs: number;
   /** Boots in flight at once, over all templates. */
   concurrency: number;
+  /** The node's bound on boots at once, shared with the other pools and with Creates (none: only `concurrency`). */
+  permits?: BootPermits;
   /**
    * How long a refill waits after a lone take (the template's first in a while) that left the pool a ready slot.
    * The new sandbox's first command follows its Create within milliseconds, and a boot's host-side work would share

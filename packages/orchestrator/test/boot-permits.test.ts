@@ -1,0 +1,120 @@
+// The node's bound on boots at once (sandboxes/boot-permits.ts), through the real orchestrator and runtime: Creates
+// that miss the warm pool boot at most COVE_BOOT_CONCURRENCY slots at a time, a few more wait their turn, and one
+// past the queue is refused at once as a full node (ResourceExhausted) instead of waiting behind every boot.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { buildOrchestrator, type Orchestrator } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { BootPermits } from '../src/sandboxes/boot-permits.js';
+import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
+import { instance, makeRuntime, nodeEnv, processClient, rpcClients, runInSandbox, spec, teardown } from './orchestrator-fixture.js';
+
+const I = instance('covtbp', 'tbp-', '10.191.0.0/16');
+
+describe('boot permits', () => {
+  it('hands permits to waiting creates before refills, in arrival order', async () => {
+    const permits = new BootPermits(1);
+    const order: string[] = [];
+    let release!: () => void;
+    let started!: () => void;
+    const running = new Promise<void>((r) => (started = r));
+    const first = permits.run('create', () => {
+      started();
+      return new Promise<void>((r) => (release = r));
+    });
+    const waits = [
+      permits.run('refill', async () => void order.push('refill')),
+      permits.run('create', async () => void order.push('create 1')),
+      permits.run('create', async () => void order.push('create 2')),
+    ];
+    assert.deepEqual(permits.queued, { create: 2, refill: 1 });
+    await running;
+    release();
+    await Promise.all([first, ...waits]);
+    assert.deepEqual(order, ['create 1', 'create 2', 'refill']);
+    assert.equal(permits.inUse, 0);
+  });
+
+  it('gives the permit back when a boot fails', async () => {
+    const permits = new BootPermits(1);
+    await assert.rejects(permits.run('create', async () => Promise.reject(new Error('boot failed'))), /boot failed/);
+    assert.equal(await permits.run('create', async () => 'next'), 'next');
+  });
+});
+
+describe('a node bounds its boots at once', () => {
+  let orchestrator: Orchestrator;
+  let runtime: LinuxSandboxRuntime;
+  let rpcUrl: string;
+  let proxyUrl: string;
+  let inFlight = 0;
+  let most = 0;
+
+  before(async () => {
+    await teardown(I);
+    // No warm pool: every Create boots. Two boots at once, two more may wait.
+    const config = loadConfig(nodeEnv(I, { COVE_WARM_POOL: 'base=0', COVE_BOOT_CONCURRENCY: '2', COVE_BOOT_QUEUE: '2', COVE_MEMORY_OVERCOMMIT: '4' }));
+    runtime = makeRuntime(I);
+    await runtime.prepare();
+    // Observed, not replaced: the real boot runs, counted on its way in and out.
+    const boot = runtime.boot.bind(runtime);
+    runtime.boot = async (opts) => {
+      most = Math.max(most, ++inFlight);
+      try {
+        return await boot(opts);
+      } finally {
+        inFlight--;
+      }
+    };
+    orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
+    await orchestrator.start();
+    const ports = await orchestrator.listen();
+    rpcUrl = `http://127.0.0.1:${ports.rpcPort}`;
+    proxyUrl = `http://127.0.0.1:${ports.proxyPort}`;
+  });
+
+  after(async () => {
+    await orchestrator?.close();
+    await teardown(I);
+  });
+
+  it('boots two at a time, queues two, refuses the rest at once; every accepted sandbox runs', async () => {
+    const rpc = rpcClients(rpcUrl).sandboxes;
+    const ids = Array.from({ length: 7 }, (_, i) => `bp${i}`);
+    const outcomes = await Promise.all(
+      ids.map(async (id) => {
+        const started = Date.now();
+        try {
+          await rpc.create({ sandbox: spec({ sandboxId: id, envdAccessToken: `tok-${id}` }) });
+          return { id, ok: true as const, ms: Date.now() - started };
+        } catch (err) {
+          return { id, ok: false as const, err: ConnectError.from(err), ms: Date.now() - started };
+        }
+      }),
+    );
+    assert.ok(most <= 2, `at most two boots at once (saw ${most})`);
+    const accepted = outcomes.filter((o) => o.ok);
+    const refused = outcomes.filter((o) => !o.ok);
+    // Two boot at once and two wait; the other three arrive while the queue is full (boots take far longer than
+    // the Creates take to arrive), so they are refused without waiting for any boot.
+    assert.equal(accepted.length, 4, JSON.stringify(outcomes.map((o) => ({ id: o.id, ok: o.ok, ms: o.ms }))));
+    for (const r of refused) {
+      assert.equal(r.err?.code, Code.ResourceExhausted);
+      assert.match(r.err?.rawMessage ?? '', /boots/);
+    }
+    const slowestRefusal = Math.max(...refused.map((r) => r.ms));
+    const fastestAccepted = Math.min(...accepted.map((a) => a.ms));
+    assert.ok(slowestRefusal < fastestAccepted, `refusals (≤ ${slowestRefusal} ms) came before any boot ended (${fastestAccepted} ms)`);
+    for (const a of accepted) {
+      const r = await runInSandbox(processClient(proxyUrl, a.id, `tok-${a.id}`), 'echo up');
+      assert.equal(r.stdout.trim(), 'up');
+    }
+    // The refused ones left nothing behind: the node has room for a create again once the queue is empty.
+    await rpc.create({ sandbox: spec({ sandboxId: 'bp-after', envdAccessToken: 'tok-after' }) });
+    const listed = (await rpc.list({})).sandboxes.map((s) => s.sandboxId).sort();
+    assert.deepEqual(listed, [...accepted.map((a) => a.id), 'bp-after'].sort());
+  });
+});
