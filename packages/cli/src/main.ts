@@ -269,10 +269,12 @@ program
   .option('--soak', 'instead of the benchmarks: create/run/pause/resume/kill under load, then check that nothing leaked (exits 1 if anything did)')
   .option('--minutes <n>', 'length of the soak', '30')
   .option('--workers <n>', 'concurrent soak cycles', '4')
+  .option('--sustain-seconds <n>', 'how long the sustained-creates bench keeps its arrival rate (the issue asks for 300)', '30')
+  .option('--sustain-rate <n>', 'arrivals a second of the sustained-creates bench', '20')
   .option('--density', 'instead of the benchmarks: fill one node with idle base sandboxes, report what each costs and which limit stops the node first (holds the machine)')
   .option('--max <n>', 'density: stop once this many sandboxes are held', '1100')
   .option('--memory-overcommit <x>', "density: the node's and control plane's COVE_MEMORY_OVERCOMMIT", '4')
-  .action(async (pkgs: string[], opts: { warmPool?: string; stateDir: string; portOffset: string; soak?: boolean; minutes: string; workers: string; density?: boolean; max: string; memoryOvercommit: string }) => {
+  .action(async (pkgs: string[], opts: { warmPool?: string; stateDir: string; portOffset: string; soak?: boolean; minutes: string; workers: string; sustainSeconds: string; sustainRate: string; density?: boolean; max: string; memoryOvercommit: string }) => {
     const files = opts.soak ? [join(repoRoot, 'packages/e2e/dist/bench/soak.js')] : opts.density ? [DENSITY_BENCH] : benchFiles(pkgs).filter((f) => f !== DENSITY_BENCH);
     // Set before the deployment starts: its processes inherit this environment (packages/cli/src/supervisor.ts).
     if (opts.density) Object.assign(process.env, densityDeploymentEnv(opts));
@@ -285,7 +287,7 @@ program
       // Density: one node (its ceiling is the question), a base pool of one create batch.
       const warmPool = opts.warmPool ?? (opts.soak ? 'base=8' : opts.density ? 'base=10' : `base=20,${CODE_INTERPRETER_TEMPLATE_ID}=1,${DESKTOP_TEMPLATE_ID}=1`);
       const o = deploymentOptions({ stateDir: opts.stateDir, portOffset: opts.portOffset, nodeDataDir: '/var/lib/cove', warmPool, nodes: opts.density ? '1' : '2', ...(opts.soak || opts.density ? { codeInterpreterWait: '0', desktopWait: '0' } : {}) });
-      const env = { COVE_E2E_STATE_DIR: o.stateDir, COVE_SOAK_MINUTES: opts.minutes, COVE_SOAK_WORKERS: opts.workers };
+      const env = { COVE_E2E_STATE_DIR: o.stateDir, COVE_SOAK_MINUTES: opts.minutes, COVE_SOAK_WORKERS: opts.workers, COVE_BENCH_SUSTAIN_SECONDS: opts.sustainSeconds, COVE_BENCH_SUSTAIN_RATE: opts.sustainRate };
       say(`==> starting the benchmark deployment (warm pool ${warmPool})`);
       // As for `cove test`: the egress bench's stand-in internet (packages/e2e/bench/egress.bench.ts).
       process.env.COVE_EGRESS_DNS ??= '203.0.113.53';

@@ -1,0 +1,91 @@
+// Sustained creates (issue 14's "20 creates/s for 5 minutes"): creates arrive on a fixed schedule, RATE a second
+// for SECONDS, whether or not the earlier ones are done. Open loop on purpose: a deployment that falls behind shows
+// it as latency, backlog and refusals, not as a politely slower arrival rate. Each arrival is `Sandbox.create` →
+// `commands.run('true')` → `kill()` through the unchanged SDK, with the warm pools full when the schedule starts.
+// Beside it, in the same run, the same cycle one at a time: what one create costs on the machine at that moment.
+// Knobs: COVE_BENCH_SUSTAIN_RATE (20 a second), COVE_BENCH_SUSTAIN_SECONDS (30; `cove bench --sustain-seconds 300`
+// for the issue's five minutes).
+
+import { Sandbox } from 'e2b';
+import { deployment } from '../test/deployment.js';
+import { percentile } from './stats.js';
+import { poolsSettled } from './warm-pools.js';
+
+const RATE = Number(process.env.COVE_BENCH_SUSTAIN_RATE ?? 20);
+const SECONDS = Number(process.env.COVE_BENCH_SUSTAIN_SECONDS ?? 30);
+const SERIAL = 10;
+/** How long the cycles still running when the schedule ends may take to finish before they count as failed. */
+const DRAIN_MS = 120_000;
+
+function emit(name: string, value: number, unit: string, target?: string, baseline?: number, baselineLabel?: string): void {
+  process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name, value, unit, target, ...(baseline === undefined ? {} : { baseline, baselineLabel }) })}\n`);
+}
+const say = (l: string) => process.stdout.write(`${l}\n`);
+
+/** One create → first command → kill; the create → first command time, or the failure's short reason. */
+async function cycle(): Promise<number | string> {
+  const t0 = performance.now();
+  let sbx: Sandbox | undefined;
+  try {
+    sbx = await Sandbox.create({ timeoutMs: 120_000 });
+    await sbx.commands.run('true');
+    return performance.now() - t0;
+  } catch (err) {
+    return (err as Error).name || 'Error';
+  } finally {
+    await sbx?.kill().catch(() => undefined);
+  }
+}
+
+deployment();
+await poolsSettled();
+const serial: number[] = [];
+for (let i = 0; i < SERIAL; i++) {
+  const r = await cycle();
+  if (typeof r === 'number') serial.push(r);
+}
+
+await poolsSettled();
+const latencies: number[] = [];
+const failures = new Map<string, number>();
+let inFlight = 0;
+let maxInFlight = 0;
+let lastDone = 0;
+const total = Math.round(RATE * SECONDS);
+const runs: Promise<void>[] = [];
+const start = performance.now();
+const progress = setInterval(() => say(`  ${((performance.now() - start) / 1000).toFixed(0)} s: ${latencies.length} done, ${inFlight} in flight, ${[...failures.values()].reduce((a, b) => a + b, 0)} failed`), 5_000);
+for (let i = 0; i < total; i++) {
+  // The i-th arrival is due at i / RATE seconds, however long the earlier ones take.
+  const due = start + (i * 1000) / RATE;
+  const wait = due - performance.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  inFlight++;
+  maxInFlight = Math.max(maxInFlight, inFlight);
+  runs.push(
+    cycle().then((r) => {
+      inFlight--;
+      lastDone = performance.now();
+      if (typeof r === 'number') latencies.push(r);
+      else failures.set(r, (failures.get(r) ?? 0) + 1);
+    }),
+  );
+}
+const backlog = inFlight;
+const scheduleEnd = performance.now();
+await Promise.race([Promise.all(runs), new Promise((r) => setTimeout(r, DRAIN_MS))]);
+clearInterval(progress);
+const unfinished = inFlight;
+if (unfinished) failures.set('unfinished', unfinished);
+const failed = [...failures.values()].reduce((a, b) => a + b, 0);
+if (failed) say(`  failures: ${JSON.stringify(Object.fromEntries(failures))}`);
+
+const label = `sustained ${RATE}/s for ${SECONDS} s`;
+const serialP50 = percentile(serial, 50);
+emit(`${label}: completed per second`, (latencies.length * 1000) / (Math.max(lastDone, scheduleEnd) - start), '1/s', `≥ ${RATE}`);
+emit(`${label}: create→first command p50`, percentile(latencies, 50), 'ms', undefined, serialP50, 'one at a time, same run');
+emit(`${label}: create→first command p95`, percentile(latencies, 95), 'ms', '≤ 250', serialP50, 'one at a time p50, same run');
+emit(`${label}: cycles in flight when the schedule ended`, backlog, 'count');
+emit(`${label}: most cycles in flight at once`, maxInFlight, 'count');
+emit(`${label}: failed cycles`, failed, 'count', '0');
+process.exit(0);
