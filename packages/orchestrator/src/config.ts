@@ -79,7 +79,11 @@ const envSchema = z.object({
   COVE_WARM_POOL_CONCURRENCY: posInt.default(2),
   /** Slots the node boots at once over its pools and Creates (boot-permits.ts); default: its CPUs, at least 2. */
   COVE_BOOT_CONCURRENCY: posInt.default(Math.max(2, availableParallelism())),
-  /** Creates that may wait for a boot at once; one more is refused (node full), default 4 per boot permit. */
+  /**
+   * Creates that may wait for a boot at once; one more is refused (node full). Default 16 per boot permit: a burst of
+   * 20 on one node with an empty pool is still taken, and the last waits ~16 boot times, well inside the control
+   * link's 60 s.
+   */
   COVE_BOOT_QUEUE: z.coerce.number().int().nonnegative().optional(),
   COVE_MAX_SANDBOXES: posInt.default(100),
   COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),
@@ -299,7 +303,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     warmPool: e.COVE_WARM_POOL,
     warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,
     bootConcurrency: e.COVE_BOOT_CONCURRENCY,
-    bootQueue: e.COVE_BOOT_QUEUE ?? 4 * e.COVE_BOOT_CONCURRENCY,
+    bootQueue: e.COVE_BOOT_QUEUE ?? 16 * e.COVE_BOOT_CONCURRENCY,
     builtinTemplates: e.COVE_BUILTIN_TEMPLATES,
     maxSandboxes: e.COVE_MAX_SANDBOXES,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,
