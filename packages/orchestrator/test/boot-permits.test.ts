@@ -31,11 +31,13 @@ describe('boot permits', () => {
       permits.run('create', async () => void order.push('create 2')),
     ];
     assert.deepEqual(permits.queued, { create: 2, refill: 1 });
+    assert.equal(permits.exhausted, true);
     await running;
     release();
     await Promise.all([first, ...waits]);
     assert.deepEqual(order, ['create 1', 'create 2', 'refill']);
     assert.equal(permits.inUse, 0);
+    assert.equal(permits.exhausted, false);
   });
 
   it('gives the permit back when a boot fails', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -22,6 +23,8 @@ describe('config', () => {
     assert.deepEqual({ ...c.warmPool }, { base: 2, 'code-interpreter-v1': 1, desktop: 1 });
     assert.deepEqual({ ...c.defaults }, { vcpu: 2, memoryMb: 512, diskMb: 1024 });
     assert.equal(c.edgeUrl, undefined);
+    assert.equal(c.bootConcurrency, Math.max(2, availableParallelism()));
+    assert.equal(c.bootQueue, 8 * c.bootConcurrency);
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.defaults) && Object.isFrozen(c.warmPool));
   });
 
@@ -34,7 +37,11 @@ describe('config', () => {
       COVE_WARM_POOL: 'base=3, python=1',
       COVE_EDGE_URL: 'http://127.0.0.1:3001/',
       COVE_MAX_SANDBOXES: '7',
+      COVE_BOOT_CONCURRENCY: '3',
+      COVE_BOOT_QUEUE: '0',
     });
+    assert.equal(c.bootConcurrency, 3);
+    assert.equal(c.bootQueue, 0, 'no queue: a Create that cannot boot at once is refused');
     assert.equal(c.advertiseHost, '10.0.0.5');
     assert.equal(c.rpcPort, 0);
     assert.deepEqual({ ...c.warmPool }, { base: 3, python: 1 });

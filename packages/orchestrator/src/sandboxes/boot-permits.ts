@@ -31,6 +31,11 @@ export class BootPermits {
     return { create: this.waiting.create.length, refill: this.waiting.refill.length };
   }
 
+  /** Whether a boot asking now would wait: every permit is held. */
+  get exhausted(): boolean {
+    return this.free === 0;
+  }
+
   /** Permits held by boots now. */
   get inUse(): number {
     return this.size - this.free;

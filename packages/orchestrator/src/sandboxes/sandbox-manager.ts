@@ -401,7 +401,7 @@ export class SandboxManager {
     // A fresh boot waits its turn among the node's boots; a pool slot that became ready meanwhile is taken instead.
     // Past a short queue the node says it is full: the control plane tries another node, or the caller gets a
     // retryable 503 at once instead of a create that waits behind dozens of boots.
-    if (this.permits.queued.create >= this.capacity.bootQueue) throw new NodeFull('boots');
+    if (this.permits.exhausted && this.permits.queued.create >= this.capacity.bootQueue) throw new NodeFull('boots');
     const fresh = await this.permits.run('create', async () => {
       const late = warm ? undefined : takeWarm();
       return late ? { slot: late, warmPoolHit: true } : { slot: build ? await this.bootBuild(spec) : await this.boot(spec), warmPoolHit: false };
