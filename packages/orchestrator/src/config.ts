@@ -80,9 +80,9 @@ const envSchema = z.object({
   /** Slots the node boots at once over its pools and Creates (boot-permits.ts); default: its CPUs, at least 2. */
   COVE_BOOT_CONCURRENCY: posInt.default(Math.max(2, availableParallelism())),
   /**
-   * Creates that may wait for a boot at once; one more is refused (node full). Default 8 per boot permit: a burst of
-   * 20 on a `cove up` node (2 CPUs, 2 warm slots) is still taken whole, and under sustained overload a Create waits
-   * ~8 boot times, not the whole backlog (docs/performance.md "Sustained creates").
+   * Creates that may wait for a boot at once; one more is refused (node full). Default 16 per boot permit: a burst of
+   * 20 on a `cove up` node (2 CPUs, 2 warm slots, refills holding permits too) is taken whole, and under sustained
+   * overload a Create waits ~16 boot times, not the whole backlog (docs/performance.md "Sustained creates").
    */
   COVE_BOOT_QUEUE: z.coerce.number().int().nonnegative().optional(),
   COVE_MAX_SANDBOXES: posInt.default(100),
@@ -303,7 +303,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     warmPool: e.COVE_WARM_POOL,
     warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,
     bootConcurrency: e.COVE_BOOT_CONCURRENCY,
-    bootQueue: e.COVE_BOOT_QUEUE ?? 8 * e.COVE_BOOT_CONCURRENCY,
+    bootQueue: e.COVE_BOOT_QUEUE ?? 16 * e.COVE_BOOT_CONCURRENCY,
     builtinTemplates: e.COVE_BUILTIN_TEMPLATES,
     maxSandboxes: e.COVE_MAX_SANDBOXES,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,

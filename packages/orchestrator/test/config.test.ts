@@ -24,7 +24,7 @@ describe('config', () => {
     assert.deepEqual({ ...c.defaults }, { vcpu: 2, memoryMb: 512, diskMb: 1024 });
     assert.equal(c.edgeUrl, undefined);
     assert.equal(c.bootConcurrency, Math.max(2, availableParallelism()));
-    assert.equal(c.bootQueue, 8 * c.bootConcurrency);
+    assert.equal(c.bootQueue, 16 * c.bootConcurrency);
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.defaults) && Object.isFrozen(c.warmPool));
   });
 
