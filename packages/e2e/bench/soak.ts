@@ -10,7 +10,7 @@ import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
 import { hostCensus, processCensus, type Count } from './host-census.js';
 import { HeapSampler } from './heap-census.js';
-import { percentile } from './stats.js';
+import { percentile, report, say } from './stats.js';
 import { poolsSettled } from './warm-pools.js';
 
 const MINUTES = Number(process.env.COVE_SOAK_MINUTES ?? 30);
@@ -40,11 +40,10 @@ const RSS_SLACK_MIB = (mid: number) => Math.max(48, mid * 0.3);
 /** How often the components' used heap is read (its low points, after collections, are the live heap). */
 const HEAP_SAMPLE_MS = 5_000;
 
+/** A figure with, as its baseline, what it was before the load (soak's value = after). */
 function emit(name: string, value: number, unit: string, baseline?: number, baselineLabel?: string): void {
-  process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name, value, unit, ...(baseline === undefined ? {} : { baseline, baselineLabel }) })}\n`);
+  report(name, value, unit, undefined, baseline === undefined ? undefined : { value: baseline, label: baselineLabel ?? '' });
 }
-
-const say = (l: string) => process.stdout.write(`${l}\n`);
 
 const steps = { create: [] as number[], run: [] as number[], pause: [] as number[], resume: [] as number[], kill: [] as number[] };
 const failures: string[] = [];

@@ -8,7 +8,7 @@
 
 import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
-import { percentile } from './stats.js';
+import { percentile, report, say } from './stats.js';
 import { poolsSettled } from './warm-pools.js';
 
 const RATE = Number(process.env.COVE_BENCH_SUSTAIN_RATE ?? 20);
@@ -17,10 +17,6 @@ const SERIAL = 10;
 /** How long the cycles still running when the schedule ends may take to finish before they count as failed. */
 const DRAIN_MS = 120_000;
 
-function emit(name: string, value: number, unit: string, target?: string, baseline?: number, baselineLabel?: string): void {
-  process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name, value, unit, target, ...(baseline === undefined ? {} : { baseline, baselineLabel }) })}\n`);
-}
-const say = (l: string) => process.stdout.write(`${l}\n`);
 
 /** One create → first command → kill; the create → first command time, or the failure's short reason. */
 async function cycle(): Promise<number | string> {
@@ -82,10 +78,10 @@ if (failed) say(`  failures: ${JSON.stringify(Object.fromEntries(failures))}`);
 
 const label = `sustained ${RATE}/s for ${SECONDS} s`;
 const serialP50 = percentile(serial, 50);
-emit(`${label}: completed per second`, (latencies.length * 1000) / (Math.max(lastDone, scheduleEnd) - start), '1/s', `≥ ${RATE}`);
-emit(`${label}: create→first command p50`, percentile(latencies, 50), 'ms', undefined, serialP50, 'one at a time, same run');
-emit(`${label}: create→first command p95`, percentile(latencies, 95), 'ms', '≤ 250', serialP50, 'one at a time p50, same run');
-emit(`${label}: cycles in flight when the schedule ended`, backlog, 'count');
-emit(`${label}: most cycles in flight at once`, maxInFlight, 'count');
-emit(`${label}: failed cycles`, failed, 'count', '0');
+report(`${label}: completed per second`, (latencies.length * 1000) / (Math.max(lastDone, scheduleEnd) - start), '1/s', `≥ ${RATE}`);
+report(`${label}: create→first command p50`, percentile(latencies, 50), 'ms', undefined, { value: serialP50, label: 'one at a time, same run' });
+report(`${label}: create→first command p95`, percentile(latencies, 95), 'ms', '≤ 250', { value: serialP50, label: 'one at a time p50, same run' });
+report(`${label}: cycles in flight when the schedule ended`, backlog, 'count');
+report(`${label}: most cycles in flight at once`, maxInFlight, 'count');
+report(`${label}: failed cycles`, failed, 'count', '0');
 process.exit(0);
