@@ -189,8 +189,18 @@ describe('pause and resume of a desktop keep its session', () => {
     t.diagnostic(`pause ${t1 - t0} ms, resume ${Date.now() - t1} ms`);
     desktop = sbx;
     assert.equal((await run(sbx, parent)).out.trim(), main, 'the same browser process, not restarted');
-    const found = (await sbx.commands.run('xdotool search --class firefox')).stdout.trim().split('\n');
-    assert.ok(found.includes(fx), `the browser window ${fx} is still there: ${found.join(' ')}`);
+    const found = (await run(sbx, 'xdotool search --class firefox')).out.trim().split('\n');
+    if (!found.includes(fx)) {
+      // Seen once in CI, never here: no Firefox window at all right after the resume, with the same parent
+      // process. What the sandbox shows next tells a lost X connection (the parent exits) from a lost window.
+      const seen = await run(
+        sbx,
+        `echo "parent: $(grep -s ^State /proc/${main}/status)"; echo "windows: $(xdotool search --name . 2>&1 | wc -l)"; ` +
+          `sleep 2; echo "parent 2 s later: $(grep -s ^State /proc/${main}/status)"; echo "firefox processes: $(ls -l /proc/[0-9]*/exe 2>/dev/null | grep -c /usr/lib/firefox-esr/)"; ` +
+          `echo "firefox windows: $(xdotool search --class firefox 2>&1 | tr '\\n' ' ')"; tail -5 /tmp/cove-desktop-xvfb.log 2>&1`,
+      );
+      assert.fail(`the browser window ${fx} is not there after the resume (found: ${found.join(' ')}); ${seen.out.replace(/\n/g, ' | ')}`);
+    }
     assert.match(await sbx.getWindowTitle(fx), new RegExp(`^${first} — Mozilla Firefox$`));
     // It responds: navigate by keyboard, and the same window shows the second page's title. Keys sent through X
     // are not queued for a window that has not taken the focus yet (a loaded machine, right after the restore), so

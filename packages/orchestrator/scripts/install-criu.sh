@@ -11,7 +11,7 @@ VERSION=4.1.1
 # Bumped with every change of the patches below: each patch set installs into a directory of its own
 # (criu.ts's DEFAULT_CRIU names it), so hosts running checkouts with another patch set never swap
 # each other's binary back and forth.
-PATCH_LEVEL=6
+PATCH_LEVEL=7
 SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
@@ -28,8 +28,9 @@ BIN="$DEST/criu"
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# Eight small changes on top of 4.1.1 (the heredoc at the end of this file): the first six are needed to
-# checkpoint a Cove sandbox on this kernel, the last two make a pause and a resume faster:
+# Ten small changes on top of 4.1.1 (the heredoc at the end of this file): the first six are needed to
+# checkpoint a Cove sandbox on this kernel, the next two make a pause and a resume faster, the last two keep
+# what a unix socket's queue passes (bytes and file descriptors) whole:
 #  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
 #     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
 #     that open fails (EACCES) although the namespaces do belong to the sandbox's userns. Open first.
@@ -73,6 +74,19 @@ die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 #     now dumped as a constant empty archive, and a restore that finds that constant runs nothing; any
 #     other criu extracts it as the empty archive it is. A tmpfs with an entry, or whose root was chmod'ed
 #     or chown'ed, goes through tar as before.
+#  9. A unix stream socket's queue was dumped by peeks of at most the socket's SO_SNDBUF bytes. A peek
+#     glues skbs and gets the fds (SCM_RIGHTS) of an skb it ends inside; the next peek, starting inside the
+#     same skb, got them again. So an skb with fds that crossed a peek's end was restored with its fds two or
+#     three times, and a receiver pairing fds with messages read the wrong ones (Firefox's parent process
+#     died on an IPC message it could not deserialize after one resume in ~10). Stream queues are now peeked
+#     whole, so each peek ends after an skb with fds or at the queue's end.
+# 10. A socketpair whose two ends live in different processes (a browser's IPC between its parent and a
+#     content process) lost its queued data on a restore whenever the queue passed file descriptors: one
+#     task restores the pair, which found the passed files not yet open, called the pair done and never
+#     sent the queues (the bytes a receiver had not read were gone). Those files had also been given to the
+#     queuer's own task, so the queue would have carried that task's fd numbers. The pair now waits for the
+#     files; it is paired up before the files are handed out, so they go to the task that sends its queues;
+#     and a passed file never becomes the master of what it is (it could take a socket from its pair's task).
 PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
 if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
   say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
@@ -740,3 +754,99 @@ __COVE_PATCH__
  
  	ret = cr_system(img_raw_fd(img), -1, -1, "tar",
  			(char *[]){ "tar", "--extract", "--gzip", "--no-unquote", "--no-wildcards", "--directory",
+--- a/criu/sk-queue.c
++++ b/criu/sk-queue.c
+@@ -8,6 +8,7 @@
+ #include <sys/types.h>
+ #include <sys/stat.h>
+ #include <sys/socket.h>
++#include <sys/ioctl.h>
+ 
+ #include "common/list.h"
+ #include "imgset.h"
+@@ -163,7 +164,7 @@
+ int dump_sk_queue(int sock_fd, int sock_id)
+ {
+ 	SkPacketEntry pe = SK_PACKET_ENTRY__INIT;
+-	int ret, size, orig_peek_off;
++	int ret, size, orig_peek_off, type = 0, inq = 0;
+ 	void *data;
+ 	socklen_t tmp;
+ 
+@@ -192,6 +193,21 @@
+ 	size -= 32;
+ 
+ 	/*
++	 * A peek of a stream socket glues skbs together, and a peek that ends
++	 * inside an skb carrying SCM_RIGHTS gets its fds; so does the next peek,
++	 * which starts inside the same skb. With a buffer smaller than the queue
++	 * (the socket's SO_SNDBUF, not its peer's) the dump took the same fds two
++	 * or more times, and the restored queue delivered them so: a receiver that
++	 * pairs fds with messages (Firefox's IPC) read the wrong ones. Peeking the
++	 * whole queue at once, every peek ends after an skb with fds or at the end
++	 * of the queue (Cove).
++	 */
++	tmp = sizeof(type);
++	if (!getsockopt(sock_fd, SOL_SOCKET, SO_TYPE, &type, &tmp) && type == SOCK_STREAM &&
++	    !ioctl(sock_fd, FIONREAD, &inq) && inq > size)
++		size = inq;
++
++	/*
+ 	 * Allocate data for a stream.
+ 	 */
+ 	data = xmalloc(size);
+--- a/criu/sk-unix.c
++++ b/criu/sk-unix.c
+@@ -1091,9 +1091,20 @@
+ 	 * Make this fle fake, so that files collecting engine
+ 	 * closes them at the end.
+ 	 */
+-	return collect_fd_to(vpid(owner), e, rsti(owner), tgt, true, force_master);
++	fle = collect_fd_to(vpid(owner), e, rsti(owner), tgt, true, force_master);
++	/*
++	 * A file a queue passes is received from whoever restores it, never
++	 * restored by the queue's task instead: becoming its master (the first
++	 * entry, by pid) could take a socket away from the task its interconnected
++	 * pair is restored by (Cove).
++	 */
++	if (fle && !force_master && !list_is_singular(&tgt->fd_info_head))
++		list_move_tail(&fle->desc_list, &tgt->fd_info_head);
++	return fle;
+ }
+ 
++static int interconnected_pair(struct unix_sk_info *ui, struct unix_sk_info *peer);
++
+ int unix_note_scm_rights(int id_for, uint32_t *file_ids, int *fds, int n_ids)
+ {
+ 	struct unix_sk_info *ui;
+@@ -1106,6 +1117,16 @@
+ 		return -1;
+ 	}
+ 
++	/*
++	 * Both queues of an interconnected pair (a socketpair whose ends live in
++	 * two tasks) are sent by the one task that restores the pair. Pair it up
++	 * now, as fixup_unix_peer() would later, so that the files passed below
++	 * are given to that task and not to the queuer's own (Cove).
++	 */
++	if (ui->peer && ui->peer != ui && ui->peer->peer == ui && !(ui->flags & (USK_PAIR_MASTER | USK_PAIR_SLAVE)) &&
++	    interconnected_pair(ui, ui->peer))
++		return -1;
++
+ 	pr_info("Found queuer for %#x -> %#x\n", id_for, ui->ue->id);
+ 	/*
+ 	 * This is the task that will restore this socket
+@@ -1673,8 +1694,12 @@
+ 	fle_peer = file_master(&peer->d);
+ 	BUG_ON(fle->task != fle_peer->task); /* See interconnected_pair() */
+ 
++	/*
++	 * Not yet: come back once the passed files are open. Returning 0 here
++	 * called the pair restored, and its queues were never sent (Cove).
++	 */
+ 	if (chk_restored_scms(ui) || chk_restored_scms(peer))
+-		return 0;
++		return 1;
+ 
+ 	if (restore_unix_queue(fle->fe->fd, peer))
+ 		return -1;

@@ -24,7 +24,7 @@ import { childPids } from '../sandbox/slot-processes.js';
 import { startLazyPages, type LazyPages } from './lazy-pages.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove6/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove7/criu';
 
 /**
  * Whether a dump looks for inotify watch paths in the sandbox's whole root mount (`--irmap-scan-path /`), which a
