@@ -94,7 +94,8 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   const { runtime } = deps;
   const host = new HostStats(config.dataDir);
   const store = new SandboxStore(config.dataDir, config.nodeId, log);
-  // One bound on boots at once for the node: both pools and the Creates that miss them (boot-permits.ts).
+  // One bound on boots at once for the node: both pools, the Creates that miss them and restores into new slots
+  // (boot-permits.ts).
   const permits = new BootPermits(config.bootConcurrency);
   const pool = new WarmPool({
     runtime,
@@ -162,13 +163,14 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     readyTimeoutMs: config.userTemplates.readyTimeoutMs,
     maxPausedSlots: config.pausedSlots,
     maxLocalSnapshots: config.localSnapshots,
+    permits,
     log: log.child({ component: 'snapshots' }),
   });
   manager.useSnapshots(snapshots);
   const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
   // The build manager is made below (it logs through telemetry); its count is wired once it exists.
   const counts: NodeCounts = { buildsRunning: () => 0, sandboxesPaused: () => snapshots.pausedSlotCount() };
-  const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log, counts });
+  const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log, counts, permits });
   manager.onLifecycle(telemetry.lifecycle);
   const builds = createTemplateBuilds({
     dataDir: config.dataDir,

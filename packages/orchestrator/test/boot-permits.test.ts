@@ -10,7 +10,8 @@ import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { BootPermits } from '../src/sandboxes/boot-permits.js';
 import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
-import { instance, makeRuntime, nodeEnv, processClient, rpcClients, runInSandbox, spec, teardown } from './orchestrator-fixture.js';
+import { eventually } from '@cove/test-support/eventually';
+import { instance, makeRuntime, metricSample, NODE_TOKEN, nodeEnv, processClient, rpcClients, runInSandbox, spec, teardown } from './orchestrator-fixture.js';
 
 const I = instance('covtbp', 'tbp-', '10.191.0.0/16');
 
@@ -118,5 +119,83 @@ describe('a node bounds its boots at once', () => {
     await rpc.create({ sandbox: spec({ sandboxId: 'bp-after', envdAccessToken: 'tok-after' }) });
     const listed = (await rpc.list({})).sandboxes.map((s) => s.sandboxId).sort();
     assert.deepEqual(listed, [...accepted.map((a) => a.id), 'bp-after'].sort());
+  });
+});
+
+describe('a Create waiting for a permit takes the slot the pool readied meanwhile', () => {
+  // One permit, one warm slot wanted. The pool's first boot holds the permit (held at a gate here) while a Create
+  // arrives and waits. The pool's slot is ready before that permit is handed on, so the Create's turn gives it
+  // that slot rather than a boot of its own; the slot then dies before its claim (killed here), and the Create
+  // falls back to a fresh boot, as it does for a warm slot taken at once.
+  let orchestrator: Orchestrator;
+  let runtime: LinuxSandboxRuntime;
+  let rpcUrl: string;
+  let proxyUrl: string;
+  let releaseGate!: () => void;
+  const gate = new Promise<void>((r) => (releaseGate = r));
+  const booted: string[] = [];
+  const claimed: string[] = [];
+
+  before(async () => {
+    await teardown(I);
+    const config = loadConfig(nodeEnv(I, { COVE_WARM_POOL: 'base=1', COVE_BOOT_CONCURRENCY: '1', COVE_MEMORY_OVERCOMMIT: '4' }));
+    runtime = makeRuntime(I);
+    await runtime.prepare();
+    const boot = runtime.boot.bind(runtime);
+    runtime.boot = async (opts) => {
+      if (booted.length === 0) await gate;
+      const slot = await boot(opts);
+      booted.push(slot.slotId);
+      return slot;
+    };
+    const claim = runtime.claim.bind(runtime);
+    runtime.claim = async (slotId, opts) => {
+      claimed.push(slotId);
+      // The pool's slot dies between its readiness and its claim (an OOM kill, say).
+      if (slotId === booted[0]) process.kill((await runtime.slot(slotId))!.pid, 'SIGKILL');
+      return claim(slotId, opts);
+    };
+    orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
+    await orchestrator.start();
+    const ports = await orchestrator.listen();
+    rpcUrl = `http://127.0.0.1:${ports.rpcPort}`;
+    proxyUrl = `http://127.0.0.1:${ports.proxyPort}`;
+  });
+
+  after(async () => {
+    releaseGate();
+    await orchestrator?.close();
+    await teardown(I);
+  });
+
+  /** The node's boot gauges, from its Prometheus /metrics. */
+  const boots = async () => {
+    const text = await (await fetch(`${proxyUrl}/metrics`, { headers: { authorization: `Bearer ${NODE_TOKEN}` } })).text();
+    return {
+      permits: metricSample(text, 'cove_boot_permits', {}),
+      running: metricSample(text, 'cove_boots_running', {}),
+      creates: metricSample(text, 'cove_boots_waiting', { kind: 'create' }),
+    };
+  };
+
+  it('the Create waits, takes the pool slot on its turn, and boots afresh when that slot is dead', async () => {
+    const rpc = rpcClients(rpcUrl).sandboxes;
+    await eventually(async () => (await boots()).running === 1, 30_000, 'the pool\'s boot holding the only permit');
+    const create = rpc.create({ sandbox: spec({ sandboxId: 'late1', envdAccessToken: 'tok-late1' }) });
+    const waiting = await eventually(async () => {
+      const b = await boots();
+      return b.creates === 1 && b;
+    }, 30_000, 'the Create waiting for a permit');
+    assert.deepEqual(waiting, { permits: 1, running: 1, creates: 1 });
+    assert.deepEqual(booted, [], 'nothing booted while the gate holds the pool\'s boot');
+    releaseGate();
+    const res = await create;
+    assert.equal(claimed[0], booted[0], 'the Create\'s turn gave it the slot the pool had just readied');
+    assert.equal(res.warmPoolHit, false, 'the dead slot was replaced by a fresh boot');
+    assert.ok(booted.length >= 2 && claimed.at(-1) !== booted[0], `claimed ${claimed.join(', ')}; booted ${booted.join(', ')}`);
+    const r = await runInSandbox(processClient(proxyUrl, 'late1', 'tok-late1'), 'echo up');
+    assert.equal(r.stdout.trim(), 'up');
+    await eventually(async () => !(await runtime.listSlots()).some((s) => s.slotId === booted[0]), 30_000, 'the dead slot destroyed');
+    await rpc.delete({ sandboxId: 'late1' });
   });
 });

@@ -20,6 +20,7 @@ import {
   NODE_TOKEN,
   bearer,
   instance,
+  metricSample,
   processClient,
   rpcClients,
   runInSandbox,
@@ -36,16 +37,6 @@ const COLLECTOR_TOKEN = 'collector-token-for-the-telemetry-test';
 const MiB = 1024 * 1024;
 
 /** The value of a Prometheus sample by name and labels (in any order); undefined when absent. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
-
 describe('node telemetry', () => {
   let otlp: OtlpStandIn;
   let node: Running;
@@ -107,8 +98,8 @@ describe('node telemetry', () => {
     const requests = async () => {
       const text = await (await metrics(NODE_TOKEN)).text();
       return {
-        pull: sample(text, 'cove_envd_log_requests_total', { route: 'pull' }) ?? 0,
-        wait: sample(text, 'cove_envd_log_requests_total', { route: 'wait' }) ?? 0,
+        pull: metricSample(text, 'cove_envd_log_requests_total', { route: 'pull' }) ?? 0,
+        wait: metricSample(text, 'cove_envd_log_requests_total', { route: 'wait' }) ?? 0,
       };
     };
     // Caught up: the ring is being waited on.
@@ -217,15 +208,15 @@ describe('node telemetry', () => {
     const res = await metrics(NODE_TOKEN);
     assert.equal(res.status, 200);
     const text = await res.text();
-    assert.ok((sample(text, 'cove_rpc_requests_total', { operation: 'Create', outcome: 'ok' }) ?? 0) >= 1, text);
-    assert.ok((sample(text, 'cove_rpc_request_duration_seconds_count', { operation: 'Create' }) ?? 0) >= 1);
-    assert.ok((sample(text, 'cove_rpc_requests_total', { operation: 'Info', outcome: 'Unauthenticated' }) ?? 0) >= 1, 'refused calls are counted');
-    assert.ok((sample(text, 'cove_sandboxes', { state: 'running' }) ?? 0) >= 1);
-    assert.equal(sample(text, 'cove_warm_pool_slots', { template: 'base', kind: 'target' }), 1);
-    assert.equal(sample(text, 'cove_sandbox_pause_duration_seconds_count', {}), 1);
-    assert.equal(sample(text, 'cove_sandbox_resume_duration_seconds_count', {}), 1);
-    assert.equal(sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }), 0);
-    assert.ok(sample(text, 'cove_process_cpu_seconds_total', { component: 'orchestrator' }) !== undefined);
+    assert.ok((metricSample(text, 'cove_rpc_requests_total', { operation: 'Create', outcome: 'ok' }) ?? 0) >= 1, text);
+    assert.ok((metricSample(text, 'cove_rpc_request_duration_seconds_count', { operation: 'Create' }) ?? 0) >= 1);
+    assert.ok((metricSample(text, 'cove_rpc_requests_total', { operation: 'Info', outcome: 'Unauthenticated' }) ?? 0) >= 1, 'refused calls are counted');
+    assert.ok((metricSample(text, 'cove_sandboxes', { state: 'running' }) ?? 0) >= 1);
+    assert.equal(metricSample(text, 'cove_warm_pool_slots', { template: 'base', kind: 'target' }), 1);
+    assert.equal(metricSample(text, 'cove_sandbox_pause_duration_seconds_count', {}), 1);
+    assert.equal(metricSample(text, 'cove_sandbox_resume_duration_seconds_count', {}), 1);
+    assert.equal(metricSample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }), 0);
+    assert.ok(metricSample(text, 'cove_process_cpu_seconds_total', { component: 'orchestrator' }) !== undefined);
     // A sandbox's own /metrics (named by the routing headers) still goes to the sandbox.
     const viaSandbox = await fetch(`${node.proxyUrl}/metrics`, {
       headers: { 'cove-node-token': NODE_TOKEN, 'e2b-sandbox-id': 'tel1', 'e2b-sandbox-port': '49983', authorization: `Bearer ${NODE_TOKEN}` },
@@ -242,7 +233,7 @@ describe('node telemetry', () => {
     assert.ok(Date.now() - t0 < 30_000, `create and command took ${Date.now() - t0} ms`);
     const dropped = async () => {
       const text = await (await metrics(NODE_TOKEN)).text();
-      return sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0;
+      return metricSample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0;
     };
     assert.ok(await waitFor(async () => (await dropped()) > 0, 40_000, 250), 'dropped counter never rose');
     await rpc.sandboxes.delete({ sandboxId: 'tel2' });

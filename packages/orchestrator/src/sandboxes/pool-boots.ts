@@ -35,10 +35,16 @@ export class PoolBoots {
     this.inFlight++;
     const p = (async () => {
       try {
-        // The node's boots at once are bounded over every pool and Create (boot-permits.ts); a refill yields to Creates.
-        const slot = this.o.permits ? await this.o.permits.run('refill', boot) : await boot();
+        // The node's boots at once are bounded over every pool and Create (boot-permits.ts); a refill yields to
+        // Creates. The slot is ready before the permit is given back: a Create waiting for that permit finds it
+        // and takes it, rather than booting one more beside it.
+        const ready = async () => {
+          const slot = await boot();
+          if (slot) entry.ready.push(slot);
+          return slot;
+        };
+        const slot = this.o.permits ? await this.o.permits.run('refill', ready) : await ready();
         if (!slot) return;
-        entry.ready.push(slot);
         entry.backoff.succeeded();
         log.debug({ slotId: slot.slotId, ready: entry.ready.length }, `${this.o.what} ready`);
       } catch (err) {

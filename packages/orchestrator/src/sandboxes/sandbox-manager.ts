@@ -387,26 +387,35 @@ export class SandboxManager {
     // A warm slot's mounts were made before anyone asked: a sandbox with volumes always boots afresh.
     const takeWarm = (): SlotInfo | undefined =>
       spec.volumes.length > 0 ? undefined : build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);
-    const warm = takeWarm();
-    if (warm) {
+    // A warm slot can die while it waits (OOM, a node hiccup); that is the pool's failure, not the caller's: its
+    // Create falls back to a fresh boot once, whether the slot was taken at once or once its turn for a boot came.
+    const fromWarm = async (slot: SlotInfo): Promise<Started | undefined> => {
       try {
-        return { slot: warm, init, build, warmPoolHit: true, envdVersion: await this.claimAndInit(warm, spec, log, init) };
+        return { slot, init, build, warmPoolHit: true, envdVersion: await this.claimAndInit(slot, spec, log, init) };
       } catch (err) {
-        // A warm slot can die while it waits (OOM, a node hiccup); that is the pool's failure, not the
-        // caller's: fall back to a fresh boot once.
-        log.warn({ err, slotId: warm.slotId }, 'warm slot unusable, booting a fresh one');
-        await this.destroySlot(warm, log);
+        log.warn({ err, slotId: slot.slotId }, 'warm slot unusable, booting a fresh one');
+        await this.destroySlot(slot, log);
+        return undefined;
       }
-    }
+    };
+    const bootFresh = (): Promise<SlotInfo> => (build ? this.bootBuild(spec) : this.boot(spec));
+    const warm = takeWarm();
+    const hit = warm && (await fromWarm(warm));
+    if (hit) return hit;
     // A fresh boot waits its turn among the node's boots; a pool slot that became ready meanwhile is taken instead.
     // Past a short queue the node says it is full: the control plane tries another node, or the caller gets a
     // retryable 503 at once instead of a create that waits behind dozens of boots.
     if (this.permits.exhausted && this.permits.queued.create >= this.capacity.bootQueue) throw new NodeFull('boots');
-    const fresh = await this.permits.run('create', async () => {
+    const turn = await this.permits.run('create', async () => {
       const late = warm ? undefined : takeWarm();
-      return late ? { slot: late, warmPoolHit: true } : { slot: build ? await this.bootBuild(spec) : await this.boot(spec), warmPoolHit: false };
+      return late ? { late } : { slot: await bootFresh() };
     });
-    return { ...fresh, init, build, envdVersion: await this.initOrDestroy(fresh.slot, spec, log, init) };
+    if (turn.late) {
+      const lateHit = await fromWarm(turn.late);
+      if (lateHit) return lateHit;
+    }
+    const slot = turn.slot ?? (await this.permits.run('create', bootFresh));
+    return { slot, init, build, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
   }
 
   /** A claimed, initialised slot running a snapshot (a resume, or a new sandbox from a persistent one). */

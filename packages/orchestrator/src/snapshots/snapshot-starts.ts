@@ -103,8 +103,13 @@ export class SnapshotStarts {
     return undefined;
   }
 
-  /** A new slot from the snapshot's local files (the caller made them present). */
-  private async startFromFiles(m: SnapshotSource, spec: ValidSpec, cold: boolean, log: Logger): Promise<SlotInfo> {
+  /** A new slot from the snapshot's local files (the caller made them present), once its turn for a boot comes. */
+  private startFromFiles(m: SnapshotSource, spec: ValidSpec, cold: boolean, log: Logger): Promise<SlotInfo> {
+    const start = () => this.newSlotFrom(m, spec, cold, log);
+    return this.o.permits ? this.o.permits.run('create', start) : start();
+  }
+
+  private async newSlotFrom(m: SnapshotSource, spec: ValidSpec, cold: boolean, log: Logger): Promise<SlotInfo> {
     const opts = { diskMb: m.diskMb, limits: { vcpu: spec.vcpu, memoryMb: spec.memoryMb }, upperTar: this.files.upperOf(m.snapshotId) };
     if (cold) {
       // envd and the build's start command boot afresh on the snapshot's files.

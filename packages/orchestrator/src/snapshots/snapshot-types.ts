@@ -5,6 +5,7 @@ import { access } from 'node:fs/promises';
 import type { BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import type { SandboxRuntime } from '../sandbox/runtime.js';
+import type { BootPermits } from '../sandboxes/boot-permits.js';
 import type { SandboxManager, SnapshotSlots } from '../sandboxes/sandbox-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import type { SandboxStore } from '../sandboxes/sandbox-store.js';
@@ -24,6 +25,11 @@ export interface SnapshotManagerOptions {
   maxPausedSlots: number;
   /** Local copies of committed snapshots (not paused slots) kept for quick starts on this node. */
   maxLocalSnapshots: number;
+  /**
+   * The node's bound on boots at once (boot-permits.ts). A restore into a new slot builds that slot as a boot
+   * does (disk, mounts, network, crun) and waits its turn among the Creates; a resume in place does not.
+   */
+  permits?: BootPermits;
   log: Logger;
 }
 

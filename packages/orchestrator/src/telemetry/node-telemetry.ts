@@ -39,6 +39,7 @@ import type { SandboxUsageSampler } from '../node/sandbox-usage.js';
 import type { SandboxRuntime } from '../sandbox/runtime.js';
 import type { SandboxLifecycle, SandboxManager } from '../sandboxes/sandbox-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
+import type { BootPermits } from '../sandboxes/boot-permits.js';
 import type { WarmPool } from '../sandboxes/warm-pool.js';
 import { EnvdLogsUnreadable, pullEnvdLogs, waitEnvdLogs } from './envd-logs.js';
 
@@ -60,6 +61,8 @@ export interface NodeTelemetryDeps {
   log: Logger;
   /** What the node gauges read from other parts (builds, paused slots); absent = 0. */
   counts?: NodeCounts;
+  /** The node's boots at once and those waiting their turn (boot-permits.ts); absent, no boot gauges. */
+  permits?: Pick<BootPermits, 'inUse' | 'size' | 'queued'>;
 }
 
 /** How long close() waits for the last export. */
@@ -177,6 +180,24 @@ export class NodeTelemetry {
         }
       },
     });
+    const permits = d.permits;
+    if (permits) {
+      // A wait that stays long says the node boots slower than it is asked to (docs/operating.md).
+      const registers = [this.registry];
+      new Gauge({ name: 'cove_boot_permits', help: 'Slot boots the node runs at once at most (COVE_BOOT_CONCURRENCY)', registers, collect() { this.set(permits.size); } });
+      new Gauge({ name: 'cove_boots_running', help: 'Slot boots running now, each holding a permit', registers, collect() { this.set(permits.inUse); } });
+      new Gauge({
+        name: 'cove_boots_waiting',
+        help: 'Slot boots waiting for a permit: Creates and restores (create), pool refills (refill)',
+        labelNames: ['kind'],
+        registers,
+        collect() {
+          const q = permits.queued;
+          this.set({ kind: 'create' }, q.create);
+          this.set({ kind: 'refill' }, q.refill);
+        },
+      });
+    }
     if (this.sender) this.registerGauges(this.sender);
   }
 
