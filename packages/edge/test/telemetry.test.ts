@@ -17,19 +17,10 @@ import { request } from 'undici';
 import { Attr, COMPONENT_LOG_KIND } from '@cove/contracts/telemetry';
 import { startOtlpStandIn, type OtlpStandIn } from '@cove/telemetry/testing';
 import { eventually } from '@cove/test-support/eventually';
+import { metricSample } from '@cove/test-support/prometheus-text';
 
 const MAIN = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'main.js');
 const CLUSTER_TOKEN = 'cluster-token-for-telemetry-test';
-
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
 
 describe('edge telemetry', () => {
   let otlp: OtlpStandIn;
@@ -99,10 +90,10 @@ describe('edge telemetry', () => {
     const res = await metrics(CLUSTER_TOKEN);
     assert.equal(res.status, 200);
     const text = await res.text();
-    assert.ok((sample(text, 'cove_http_requests_total', { operation: 'GET /health', outcome: '503', component: 'edge' }) ?? 0) >= 1, text);
-    assert.ok((sample(text, 'cove_http_requests_total', { operation: 'GET /metrics', outcome: '401' }) ?? 0) >= 1);
-    assert.ok((sample(text, 'cove_http_requests_total', { operation: 'GET /metrics', outcome: '403' }) ?? 0) >= 1);
-    assert.equal(sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }), 0);
+    assert.ok((metricSample(text, 'cove_http_requests_total', { operation: 'GET /health', outcome: '503', component: 'edge' }) ?? 0) >= 1, text);
+    assert.ok((metricSample(text, 'cove_http_requests_total', { operation: 'GET /metrics', outcome: '401' }) ?? 0) >= 1);
+    assert.ok((metricSample(text, 'cove_http_requests_total', { operation: 'GET /metrics', outcome: '403' }) ?? 0) >= 1);
+    assert.equal(metricSample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }), 0);
   });
 
   it('with the collector gone the edge keeps serving and counts what it dropped', async () => {
@@ -117,7 +108,7 @@ describe('edge telemetry', () => {
     await eventually(async () => {
       const r = await metrics(CLUSTER_TOKEN);
       assert.equal(r.status, 200);
-      return (sample(await r.text(), 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0) > 0;
+      return (metricSample(await r.text(), 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0) > 0;
     }, 40_000, 'the dropped counter to rise');
   });
 });

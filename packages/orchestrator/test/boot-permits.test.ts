@@ -11,9 +11,18 @@ import { createLogger } from '../src/logger.js';
 import { BootPermits } from '../src/sandboxes/boot-permits.js';
 import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
 import { eventually } from '@cove/test-support/eventually';
-import { instance, makeRuntime, metricSample, NODE_TOKEN, nodeEnv, processClient, rpcClients, runInSandbox, spec, teardown } from './orchestrator-fixture.js';
+import { instance, makeRuntime, NODE_TOKEN, nodeEnv, processClient, rpcClients, runInSandbox, spec, teardown } from './orchestrator-fixture.js';
+import { metricSample } from '@cove/test-support/prometheus-text';
 
 const I = instance('covtbp', 'tbp-', '10.191.0.0/16');
+
+/** The real orchestrator over `runtime`, listening on loopback ports. */
+async function startNode(config: ReturnType<typeof loadConfig>, runtime: LinuxSandboxRuntime): Promise<{ orchestrator: Orchestrator; rpcUrl: string; proxyUrl: string }> {
+  const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
+  await orchestrator.start();
+  const ports = await orchestrator.listen();
+  return { orchestrator, rpcUrl: `http://127.0.0.1:${ports.rpcPort}`, proxyUrl: `http://127.0.0.1:${ports.proxyPort}` };
+}
 
 describe('boot permits', () => {
   it('hands permits to waiting creates before refills, in arrival order', async () => {
@@ -72,11 +81,7 @@ describe('a node bounds its boots at once', () => {
         inFlight--;
       }
     };
-    orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
-    await orchestrator.start();
-    const ports = await orchestrator.listen();
-    rpcUrl = `http://127.0.0.1:${ports.rpcPort}`;
-    proxyUrl = `http://127.0.0.1:${ports.proxyPort}`;
+    ({ orchestrator, rpcUrl, proxyUrl } = await startNode(config, runtime));
   });
 
   after(async () => {
@@ -155,11 +160,7 @@ describe('a Create waiting for a permit takes the slot the pool readied meanwhil
       if (slotId === booted[0]) process.kill((await runtime.slot(slotId))!.pid, 'SIGKILL');
       return claim(slotId, opts);
     };
-    orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
-    await orchestrator.start();
-    const ports = await orchestrator.listen();
-    rpcUrl = `http://127.0.0.1:${ports.rpcPort}`;
-    proxyUrl = `http://127.0.0.1:${ports.proxyPort}`;
+    ({ orchestrator, rpcUrl, proxyUrl } = await startNode(config, runtime));
   });
 
   after(async () => {

@@ -267,14 +267,3 @@ export async function rpcOutcome(p: Promise<unknown>): Promise<Code | 'ok'> {
     return ConnectError.from(err).code;
   }
 }
-
-/** One sample of a Prometheus text exposition: the series `name` whose labels include `labels`. */
-export function metricSample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}

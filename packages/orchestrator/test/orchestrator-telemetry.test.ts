@@ -20,7 +20,6 @@ import {
   NODE_TOKEN,
   bearer,
   instance,
-  metricSample,
   processClient,
   rpcClients,
   runInSandbox,
@@ -31,6 +30,7 @@ import {
   type Running,
 } from './orchestrator-fixture.js';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { metricSample } from '@cove/test-support/prometheus-text';
 
 const I = instance('covttel', 'ctt-', '10.203.0.0/16');
 const COLLECTOR_TOKEN = 'collector-token-for-the-telemetry-test';
