@@ -191,8 +191,9 @@ describe('pause and resume of a desktop keep its session', () => {
     assert.equal((await run(sbx, parent)).out.trim(), main, 'the same browser process, not restarted');
     const found = (await run(sbx, 'xdotool search --class firefox')).out.trim().split('\n');
     if (!found.includes(fx)) {
-      // Seen once in CI, never here: no Firefox window at all right after the resume, with the same parent
-      // process. What the sandbox shows next tells a lost X connection (the parent exits) from a lost window.
+      // How a resume that garbled Firefox's IPC in flight showed (criu patches 9 and 10): no Firefox window right
+      // after it, the parent process still listed, and gone two seconds later (it died on a message it could not
+      // deserialize). What the sandbox shows next tells that from a window lost with the parent alive.
       const seen = await run(
         sbx,
         `echo "parent: $(grep -s ^State /proc/${main}/status)"; echo "windows: $(xdotool search --name . 2>&1 | wc -l)"; ` +
