@@ -5,24 +5,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { buildOrchestrator, type Orchestrator } from '../src/app.js';
-import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/logger.js';
-import { BootPermits } from '../src/sandboxes/boot-permits.js';
-import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
 import { eventually } from '@cove/test-support/eventually';
-import { instance, makeRuntime, NODE_TOKEN, nodeEnv, processClient, rpcClients, runInSandbox, spec, teardown } from './orchestrator-fixture.js';
 import { metricSample } from '@cove/test-support/prometheus-text';
+import { BootPermits } from '../src/sandboxes/boot-permits.js';
+import { instance, NODE_TOKEN, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, type Running } from './orchestrator-fixture.js';
 
 const I = instance('covtbp', 'tbp-', '10.191.0.0/16');
-
-/** The real orchestrator over `runtime`, listening on loopback ports. */
-async function startNode(config: ReturnType<typeof loadConfig>, runtime: LinuxSandboxRuntime): Promise<{ orchestrator: Orchestrator; rpcUrl: string; proxyUrl: string }> {
-  const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
-  await orchestrator.start();
-  const ports = await orchestrator.listen();
-  return { orchestrator, rpcUrl: `http://127.0.0.1:${ports.rpcPort}`, proxyUrl: `http://127.0.0.1:${ports.proxyPort}` };
-}
 
 describe('boot permits', () => {
   it('hands permits to waiting creates before refills, in arrival order', async () => {
@@ -58,39 +46,35 @@ describe('boot permits', () => {
 });
 
 describe('a node bounds its boots at once', () => {
-  let orchestrator: Orchestrator;
-  let runtime: LinuxSandboxRuntime;
-  let rpcUrl: string;
-  let proxyUrl: string;
+  let node: Running;
   let inFlight = 0;
   let most = 0;
 
   before(async () => {
     await teardown(I);
     // No warm pool: every Create boots. Two boots at once, two more may wait.
-    const config = loadConfig(nodeEnv(I, { COVE_WARM_POOL: 'base=0', COVE_BOOT_CONCURRENCY: '2', COVE_BOOT_QUEUE: '2', COVE_MEMORY_OVERCOMMIT: '4' }));
-    runtime = makeRuntime(I);
-    await runtime.prepare();
-    // Observed, not replaced: the real boot runs, counted on its way in and out.
-    const boot = runtime.boot.bind(runtime);
-    runtime.boot = async (opts) => {
-      most = Math.max(most, ++inFlight);
-      try {
-        return await boot(opts);
-      } finally {
-        inFlight--;
-      }
-    };
-    ({ orchestrator, rpcUrl, proxyUrl } = await startNode(config, runtime));
+    const env = { COVE_WARM_POOL: 'base=0', COVE_BOOT_CONCURRENCY: '2', COVE_BOOT_QUEUE: '2', COVE_MEMORY_OVERCOMMIT: '4' };
+    node = await startOrchestrator(I, env, {}, (runtime) => {
+      // Observed, not replaced: the real boot runs, counted on its way in and out.
+      const boot = runtime.boot.bind(runtime);
+      runtime.boot = async (opts) => {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await boot(opts);
+        } finally {
+          inFlight--;
+        }
+      };
+    });
   });
 
   after(async () => {
-    await orchestrator?.close();
+    await node?.close();
     await teardown(I);
   });
 
   it('boots two at a time, queues two, refuses the rest at once; every accepted sandbox runs', async () => {
-    const rpc = rpcClients(rpcUrl).sandboxes;
+    const rpc = rpcClients(node.rpcUrl).sandboxes;
     const ids = Array.from({ length: 7 }, (_, i) => `bp${i}`);
     const outcomes = await Promise.all(
       ids.map(async (id) => {
@@ -117,7 +101,7 @@ describe('a node bounds its boots at once', () => {
     const fastestAccepted = Math.min(...accepted.map((a) => a.ms));
     assert.ok(slowestRefusal < fastestAccepted, `refusals (≤ ${slowestRefusal} ms) came before any boot ended (${fastestAccepted} ms)`);
     for (const a of accepted) {
-      const r = await runInSandbox(processClient(proxyUrl, a.id, `tok-${a.id}`), 'echo up');
+      const r = await runInSandbox(processClient(node.proxyUrl, a.id, `tok-${a.id}`), 'echo up');
       assert.equal(r.stdout.trim(), 'up');
     }
     // The refused ones left nothing behind: the node has room for a create again once the queue is empty.
@@ -132,10 +116,7 @@ describe('a Create waiting for a permit takes the slot the pool readied meanwhil
   // arrives and waits. The pool's slot is ready before that permit is handed on, so the Create's turn gives it
   // that slot rather than a boot of its own; the slot then dies before its claim (killed here), and the Create
   // falls back to a fresh boot, as it does for a warm slot taken at once.
-  let orchestrator: Orchestrator;
-  let runtime: LinuxSandboxRuntime;
-  let rpcUrl: string;
-  let proxyUrl: string;
+  let node: Running;
   let releaseGate!: () => void;
   const gate = new Promise<void>((r) => (releaseGate = r));
   const booted: string[] = [];
@@ -143,35 +124,33 @@ describe('a Create waiting for a permit takes the slot the pool readied meanwhil
 
   before(async () => {
     await teardown(I);
-    const config = loadConfig(nodeEnv(I, { COVE_WARM_POOL: 'base=1', COVE_BOOT_CONCURRENCY: '1', COVE_MEMORY_OVERCOMMIT: '4' }));
-    runtime = makeRuntime(I);
-    await runtime.prepare();
-    const boot = runtime.boot.bind(runtime);
-    runtime.boot = async (opts) => {
-      if (booted.length === 0) await gate;
-      const slot = await boot(opts);
-      booted.push(slot.slotId);
-      return slot;
-    };
-    const claim = runtime.claim.bind(runtime);
-    runtime.claim = async (slotId, opts) => {
-      claimed.push(slotId);
-      // The pool's slot dies between its readiness and its claim (an OOM kill, say).
-      if (slotId === booted[0]) process.kill((await runtime.slot(slotId))!.pid, 'SIGKILL');
-      return claim(slotId, opts);
-    };
-    ({ orchestrator, rpcUrl, proxyUrl } = await startNode(config, runtime));
+    node = await startOrchestrator(I, { COVE_WARM_POOL: 'base=1', COVE_BOOT_CONCURRENCY: '1', COVE_MEMORY_OVERCOMMIT: '4' }, {}, (runtime) => {
+      const boot = runtime.boot.bind(runtime);
+      runtime.boot = async (opts) => {
+        if (booted.length === 0) await gate;
+        const slot = await boot(opts);
+        booted.push(slot.slotId);
+        return slot;
+      };
+      const claim = runtime.claim.bind(runtime);
+      runtime.claim = async (slotId, opts) => {
+        claimed.push(slotId);
+        // The pool's slot dies between its readiness and its claim (an OOM kill, say).
+        if (slotId === booted[0]) process.kill((await runtime.slot(slotId))!.pid, 'SIGKILL');
+        return claim(slotId, opts);
+      };
+    });
   });
 
   after(async () => {
     releaseGate();
-    await orchestrator?.close();
+    await node?.close();
     await teardown(I);
   });
 
   /** The node's boot gauges, from its Prometheus /metrics. */
   const boots = async () => {
-    const text = await (await fetch(`${proxyUrl}/metrics`, { headers: { authorization: `Bearer ${NODE_TOKEN}` } })).text();
+    const text = await (await fetch(`${node.proxyUrl}/metrics`, { headers: { authorization: `Bearer ${NODE_TOKEN}` } })).text();
     return {
       permits: metricSample(text, 'cove_boot_permits', {}),
       running: metricSample(text, 'cove_boots_running', {}),
@@ -180,7 +159,7 @@ describe('a Create waiting for a permit takes the slot the pool readied meanwhil
   };
 
   it('the Create waits, takes the pool slot on its turn, and boots afresh when that slot is dead', async () => {
-    const rpc = rpcClients(rpcUrl).sandboxes;
+    const rpc = rpcClients(node.rpcUrl).sandboxes;
     await eventually(async () => (await boots()).running === 1, 30_000, 'the pool\'s boot holding the only permit');
     const create = rpc.create({ sandbox: spec({ sandboxId: 'late1', envdAccessToken: 'tok-late1' }) });
     const waiting = await eventually(async () => {
@@ -194,9 +173,9 @@ describe('a Create waiting for a permit takes the slot the pool readied meanwhil
     assert.equal(claimed[0], booted[0], 'the Create\'s turn gave it the slot the pool had just readied');
     assert.equal(res.warmPoolHit, false, 'the dead slot was replaced by a fresh boot');
     assert.ok(booted.length >= 2 && claimed.at(-1) !== booted[0], `claimed ${claimed.join(', ')}; booted ${booted.join(', ')}`);
-    const r = await runInSandbox(processClient(proxyUrl, 'late1', 'tok-late1'), 'echo up');
+    const r = await runInSandbox(processClient(node.proxyUrl, 'late1', 'tok-late1'), 'echo up');
     assert.equal(r.stdout.trim(), 'up');
-    await eventually(async () => !(await runtime.listSlots()).some((s) => s.slotId === booted[0]), 30_000, 'the dead slot destroyed');
+    await eventually(async () => !(await node.runtime.listSlots()).some((s) => s.slotId === booted[0]), 30_000, 'the dead slot destroyed');
     await rpc.delete({ sandboxId: 'late1' });
   });
 });

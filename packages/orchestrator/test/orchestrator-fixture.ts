@@ -93,13 +93,22 @@ export interface Running {
   close(): Promise<void>;
 }
 
-/** Prepare the runtime, build the orchestrator from app.ts, start and listen on port 0. */
-export async function startOrchestrator(i: Instance, extra: Record<string, string> = {}, runtimeExtra: Partial<LinuxRuntimeConfig> = {}): Promise<Running> {
+/**
+ * Prepare the runtime, build the orchestrator from app.ts, start and listen on port 0. `observe` gets the prepared
+ * runtime before the node starts (its pools boot at start), to wrap a method a test counts or holds.
+ */
+export async function startOrchestrator(
+  i: Instance,
+  extra: Record<string, string> = {},
+  runtimeExtra: Partial<LinuxRuntimeConfig> = {},
+  observe?: (runtime: LinuxSandboxRuntime) => void,
+): Promise<Running> {
   // The node's config says what its runtime builds in the background (a warm pool of anything else is refused).
   const builtin: Record<string, string> = runtimeExtra.backgroundTemplates ? { COVE_BUILTIN_TEMPLATES: runtimeExtra.backgroundTemplates.join(',') || 'none' } : {};
   const config = loadConfig(nodeEnv(i, { ...builtin, ...extra }));
   const runtime = makeRuntime(i, 'error', runtimeExtra);
   await runtime.prepare();
+  observe?.(runtime);
   const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
   const recovery = await orchestrator.start();
   const { rpcPort, proxyPort } = await orchestrator.listen();
