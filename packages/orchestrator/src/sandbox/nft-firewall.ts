@@ -100,20 +100,33 @@ table inet ${TABLE} {
 table bridge ${TABLE}
 delete table bridge ${TABLE}
 `;
-  await run('nft', ['-f', '-'], { input: script });
+  await applyNftScript(script);
 }
 
+/** The helper takes nft requests of at most this many bytes (tenant-fs.c op_nft); a longer one goes to `nft -f -`. */
+const NFT_HELPER_MAX_BYTES = 65536;
+
 /**
- * One element command, through the node's long-lived helper (a claim must not fork the orchestrator), or by
- * `nft` where libnftables cannot be loaded.
+ * An nft script (nft's own syntax, one transaction) through the node's long-lived helper and libnftables, or by
+ * `nft -f -` from the spawn broker where libnftables cannot be loaded. Never an `nft` forked by the orchestrator
+ * itself: a fork of its heap stopped the event loop ~20 ms on every slot's teardown (docs/performance.md).
  */
-async function elementCommand(verb: 'add' | 'delete', table: string, address: string): Promise<void> {
+export async function applyNftScript(script: string): Promise<void> {
+  if (Buffer.byteLength(script) > NFT_HELPER_MAX_BYTES) {
+    await run('nft', ['-f', '-'], { input: script });
+    return;
+  }
   try {
-    await runNftCommands(`${verb} element inet ${table} ${SET} { ${address} }`);
+    await runNftCommands(script);
   } catch (err) {
     if (!(err instanceof TenantFsError && err.code === 'tenant_fs_nft_unavailable')) throw err;
-    await run('nft', [verb, 'element', 'inet', table, SET, `{ ${address} }`]);
+    await run('nft', ['-f', '-'], { input: script });
   }
+}
+
+/** One element command (a claim's or a teardown's change to the internet set). */
+async function elementCommand(verb: 'add' | 'delete', table: string, address: string): Promise<void> {
+  await applyNftScript(`${verb} element inet ${table} ${SET} { ${address} }\n`);
 }
 
 export async function allowInternet(table: string, address: string): Promise<void> {

@@ -4,7 +4,8 @@
 // final, so an allow here can never open what Cove's table closes. Hostname rules and DNS filtering go through
 // the node's egress services (node-egress.ts): the table redirects to their ports, and they hold the policy.
 
-import { applyNft, needsProxy, parseNetworkPolicy, PolicyError, renderRemoveNft, renderSandboxNft, rulesFromWire, rulesToWire, type EgressHostRule, type EgressPolicy, type NodePorts } from '@cove/egress';
+import { needsProxy, parseNetworkPolicy, PolicyError, renderRemoveNft, renderSandboxNft, rulesFromWire, rulesToWire, type EgressHostRule, type EgressPolicy, type NodePorts } from '@cove/egress';
+import { applyNftScript } from './nft-firewall.js';
 import type { NodeEgress } from './node-egress.js';
 import { run } from './run-command.js';
 
@@ -81,7 +82,7 @@ export interface SlotEgressTarget {
  */
 export async function applySlotEgress(services: NodeEgress | undefined, t: SlotEgressTarget, rules: EgressRules): Promise<void> {
   if (!hasEgressRules(rules)) {
-    await applyNft(renderRemoveNft(t.table));
+    await applyNftScript(renderRemoveNft(t.table));
     // Everything is allowed now: flows already open through the proxy stay.
     services?.unbind(t.sandboxIp, false);
     return;
@@ -100,7 +101,7 @@ export async function applySlotEgress(services: NodeEgress | undefined, t: SlotE
   const prev = services?.bind(t.sandboxIp, t.sandboxId, policy, ca, rules.teamId);
   try {
     // The slot's host veth is routed (slot-network.ts): matched by input interface, its source checked there too.
-    await applyNft(renderSandboxNft({ table: t.table, iface: t.iface, sandboxIp: t.sandboxIp, policy, ports: ports ?? NO_PORTS }));
+    await applyNftScript(renderSandboxNft({ table: t.table, iface: t.iface, sandboxIp: t.sandboxIp, policy, ports: ports ?? NO_PORTS }));
   } catch (err) {
     services?.restore(t.sandboxIp, prev);
     throw err;
@@ -114,7 +115,7 @@ const NO_PORTS: NodePorts = { http: 0, tls: 0, tunnel: 0, httpToDenied: 0, tlsTo
 
 export async function removeSlotEgress(services: NodeEgress | undefined, table: string, sandboxIp: string | undefined): Promise<void> {
   if (sandboxIp) services?.unbind(sandboxIp, true);
-  await applyNft(renderRemoveNft(table));
+  await applyNftScript(renderRemoveNft(table));
 }
 
 /**
