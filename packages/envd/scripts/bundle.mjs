@@ -34,6 +34,20 @@ const fsXattrAddonPath = {
   },
 };
 
+// node:assert costs ~14 ms of every envd start (it builds the process's stderr stream for its colours), and only pino's
+// sonic-boom and thread-stream require it, at their top level, for checks on paths envd does not take at start. Their
+// bare `assert` resolves to this stand-in, which loads node:assert on its first call (docs/performance.md).
+const lazyAssert = {
+  name: 'lazy-assert',
+  setup(b) {
+    b.onResolve({ filter: /^assert$/ }, () => ({ path: 'lazy-assert', namespace: 'lazy-assert' }));
+    b.onLoad({ filter: /.*/, namespace: 'lazy-assert' }, () => ({
+      contents: "let real; module.exports = function assert(value, message) { real ??= require('node:assert'); return real(value, message); };",
+      loader: 'js',
+    }));
+  },
+};
+
 /** What both files share: one CommonJS file each, every JS dependency inside, minified. */
 const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', minify: true, sourcemap: false, legalComments: 'none', logLevel: 'warning' };
 
@@ -42,7 +56,7 @@ await build({
   entryPoints: [join(pkgDir, 'src', 'main.ts')],
   outfile: join(out, ENVD_ENTRY),
   external: ['node-pty'],
-  plugins: [fsXattrAddonPath],
+  plugins: [fsXattrAddonPath, lazyAssert],
   // The sources are ESM (their tests run them so); the one import.meta.url (node-pty's createRequire) becomes
   // the bundle's own file URL.
   define: { 'import.meta.url': '__envdFileUrl' },
@@ -52,6 +66,10 @@ await build({
 // The launcher runs the bundle without a dynamic-import callback (see fsXattrAddonPath): an import() left in it would
 // fail at run time, so it fails the build.
 if (/\bimport\(/.test(await readFile(join(out, ENVD_ENTRY), 'utf8'))) throw new Error(`${ENVD_ENTRY} contains an import(): bundle that module`);
+// And node:assert only through the lazy stand-in above: its one require is the only one left.
+if ((await readFile(join(out, ENVD_ENTRY), 'utf8')).match(/require\(["'](node:)?assert["']\)/g)?.length !== 1) {
+  throw new Error(`${ENVD_ENTRY} requires node:assert other than through lazy-assert: route it there`);
+}
 
 // The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.
 await build({ ...common, entryPoints: [join(pkgDir, 'src', 'start.ts')], outfile: join(out, ENVD_START) });
