@@ -10,6 +10,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { FrameReader } from './length-frames.js';
 
 export interface BrokerRequest {
   cmd: string;
@@ -65,8 +66,7 @@ export class SpawnBroker {
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  private inbox: Buffer[] = [];
-  private inboxBytes = 0;
+  private readonly frames = new FrameReader();
   /** How many broker processes were started (tests check a dead one is replaced). */
   starts = 0;
 
@@ -103,8 +103,7 @@ export class SpawnBroker {
     // None of the orchestrator's environment: every tool gets its environment from the request.
     const child = spawn(this.binary, ['serve'], { env: {}, cwd: '/', stdio: ['pipe', 'pipe', 'inherit'] });
     this.child = child;
-    this.inbox = [];
-    this.inboxBytes = 0;
+    this.frames.reset();
     child.stdout!.on('data', (c: Buffer) => this.onData(child, c));
     child.stdin!.on('error', () => undefined); // a dead broker closes the pipe; its exit says the rest
     child.on('error', (err) => this.died(child, `the spawn broker failed: ${err.message}`));
@@ -114,27 +113,16 @@ export class SpawnBroker {
 
   private onData(child: ChildProcess, chunk: Buffer): void {
     if (child !== this.child) return;
-    this.inbox.push(chunk);
-    this.inboxBytes += chunk.length;
-    for (;;) {
-      if (this.inboxBytes < 4) return;
-      if (this.inbox[0]!.length < 4) this.inbox = [Buffer.concat(this.inbox)];
-      const len = this.inbox[0]!.readUInt32LE(0);
-      if (len < 20 || len > MAX_REPLY) {
-        this.kill(`the spawn broker sent a ${len}-byte frame`);
-        return;
-      }
-      if (this.inboxBytes < 4 + len) return;
-      let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
-      const body = buf.subarray(4, 4 + len);
-      buf = buf.subarray(4 + len);
-      this.inbox = buf.length ? [buf] : [];
-      this.inboxBytes = buf.length;
-      if (!this.onReply(body)) {
-        this.kill('the spawn broker sent a reply it was not asked for');
-        return;
-      }
-    }
+    const accept = (len: number): boolean => {
+      if (len >= 20 && len <= MAX_REPLY) return true;
+      this.kill(`the spawn broker sent a ${len}-byte frame`);
+      return false;
+    };
+    this.frames.push(chunk, accept, (body) => {
+      if (this.onReply(body)) return true;
+      this.kill('the spawn broker sent a reply it was not asked for');
+      return false;
+    });
   }
 
   private onReply(body: Buffer): boolean {

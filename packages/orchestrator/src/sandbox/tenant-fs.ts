@@ -12,6 +12,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { FrameReader } from './length-frames.js';
 
 /** dist/src/sandbox/tenant-fs.js → dist/native/tenant-fs (built by `npm run build:native`). */
 const DEFAULT_HELPER = fileURLToPath(new URL('../../native/tenant-fs', import.meta.url));
@@ -73,8 +74,7 @@ export class TenantFsHelper {
   private child: ChildProcess | null = null;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
-  private inbox: Buffer[] = [];
-  private inboxBytes = 0;
+  private readonly frames = new FrameReader();
   private stopped = false;
   private startedAt = 0;
   /** Spawns so far (a figure for tests and the bench: one per helper life, none per request). */
@@ -133,8 +133,7 @@ export class TenantFsHelper {
     const child = spawn(this.binary, ['serve'], { stdio: ['pipe', 'pipe', 'pipe'], env: {} });
     this.child = child;
     this.startedAt = Date.now();
-    this.inbox = [];
-    this.inboxBytes = 0;
+    this.frames.reset();
     let stderr = '';
     child.stdout!.on('data', (c: Buffer) => this.onData(child, c));
     child.stderr!.setEncoding('utf8').on('data', (c: string) => {
@@ -160,37 +159,28 @@ export class TenantFsHelper {
 
   private onData(child: ChildProcess, chunk: Buffer): void {
     if (child !== this.child) return;
-    this.inbox.push(chunk);
-    this.inboxBytes += chunk.length;
-    for (;;) {
-      if (this.inboxBytes < 4) return;
-      if (this.inbox[0]!.length < 4) this.inbox = [Buffer.concat(this.inbox)];
-      const len = this.inbox[0]!.readUInt32LE(0);
-      // Replies come in request order; the bound is the oldest request's, checked before any body is kept.
-      const next = this.pending.values().next().value as Pending | undefined;
-      if (!next || len < 12 || len > next.maxReply) {
-        this.fail(`the tenant-fs helper sent a ${len}-byte frame${next ? ` (at most ${next.maxReply} allowed)` : ' unasked'}`);
-        return;
-      }
-      // Chunks are joined once the whole frame is here, not at every chunk of a large read.
-      if (this.inboxBytes < 4 + len) return;
-      let buf = this.inbox.length === 1 ? this.inbox[0]! : Buffer.concat(this.inbox);
-      const body = buf.subarray(4, 4 + len);
-      buf = buf.subarray(4 + len);
-      this.inbox = buf.length ? [buf] : [];
-      this.inboxBytes = buf.length;
+    // Replies come in request order; the bound is the oldest request's, checked before any body is kept.
+    let next: Pending | undefined;
+    const accept = (len: number): boolean => {
+      next = this.pending.values().next().value as Pending | undefined;
+      if (next && len >= 12 && len <= next.maxReply) return true;
+      this.fail(`the tenant-fs helper sent a ${len}-byte frame${next ? ` (at most ${next.maxReply} allowed)` : ' unasked'}`);
+      return false;
+    };
+    this.frames.push(chunk, accept, (body) => {
       const id = body.readUInt32LE(0);
       const code = body.readUInt32LE(4);
       const mlen = body.readUInt32LE(8);
       const p = this.pending.get(id);
-      if (!p || p !== next || mlen > len - 12) {
+      if (!p || p !== next || mlen > body.length - 12) {
         this.fail(`the tenant-fs helper answered out of order`);
-        return;
+        return false;
       }
       this.settle(p);
       if (code === CODE.ok) p.resolve(Buffer.from(body.subarray(12 + mlen)));
       else p.reject(new TenantFsError(codeOf(code), p.what, body.subarray(12, 12 + mlen).toString('utf8') || `tenant-fs code ${code}`));
-    }
+      return true;
+    });
   }
 
   private settle(p: Pending): void {
