@@ -273,7 +273,8 @@ static void append(struct job *j, struct buf *b, int *fd) {
   if (b->len + (size_t)r > MAX_OUTPUT) {
     // A tool that floods its output is stopped, not buffered without end.
     j->overflow = 1;
-    kill(j->pid, SIGKILL);
+    // Only while it is not reaped: after that its pid may be another process's.
+    if (!j->exited) kill(j->pid, SIGKILL);
     close(*fd), *fd = -1;
     return;
   }
