@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'not_implemented'
   | 'snapshot_missing'
   | 'snapshot_corrupt'
+  | 'snapshot_restore_failed'
   | 'operation_failed'
   | 'internal';
 
@@ -167,6 +168,16 @@ export class SnapshotCorrupt extends CoveError {
 }
 
 /**
+ * No node could restore a snapshot's processes (the nodes verified its files; CRIU failed on them): not proof the
+ * snapshot is bad, nor that storage is. A paused sandbox stays paused and can be resumed again or killed.
+ */
+export class SnapshotRestoreFailed extends CoveError {
+  constructor(readonly snapshotId: string, what: string, detail: string) {
+    super('snapshot_restore_failed', `${what}: snapshot '${snapshotId}' could not be restored on any node that tried (${detail})`);
+  }
+}
+
+/**
  * The node refused an operation it understood (a pause or snapshot of a sandbox it cannot checkpoint, or one
  * busy with another operation); the sandbox is as it was. Not 409: the SDK reads a 409 on pause as "already paused".
  */
@@ -191,6 +202,7 @@ export const httpStatus: Record<ErrorCode, number> = {
   not_implemented: 501,
   snapshot_missing: 410,
   snapshot_corrupt: 500,
+  snapshot_restore_failed: 500,
   operation_failed: 500,
   internal: 500,
 };

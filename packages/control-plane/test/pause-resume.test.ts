@@ -247,6 +247,34 @@ describe(`pause, resume and snapshots (${engine} store)`, { skip: engine === 'po
     assert.equal((await connect(s.sandboxID)).status, 201, 'once the snapshot is back it resumes');
   });
 
+  test('a node that cannot restore the snapshot hands the resume to the next; when none can → 500 "could not be restored", paused', async () => {
+    const s = await createOn(a);
+    assert.equal((await pause(s.sandboxID)).status, 204);
+    const snap = await pauseSnapshot(s.sandboxID);
+    a.failRestore = true;
+    try {
+      const moved = await connect(s.sandboxID);
+      assert.equal(moved.status, 201, JSON.stringify(moved.body));
+      assert.deepEqual(callsFor('Create', s.sandboxID).filter((c) => c.snapshotId).map((c) => c.nodeId), ['node-a', 'node-b']);
+      assert.ok(b.sandboxes.has(s.sandboxID));
+      assert.equal(callsFor('Delete', s.sandboxID).length, 0, 'nothing deleted on the node that could not restore it');
+
+      assert.equal((await pause(s.sandboxID)).status, 204);
+      const again = await pauseSnapshot(s.sandboxID);
+      b.failRestore = true;
+      const failed = await connect(s.sandboxID);
+      assert.equal(failed.status, 500);
+      assert.equal(failed.body.code, 500);
+      assert.match(failed.body.message, new RegExp(`snapshot '${again}' could not be restored on any node that tried \\(.*criu restore failed\\)`));
+      assert.doesNotMatch(failed.body.message, /corrupt|storage/);
+      assert.equal((await info(s.sandboxID)).body.state, 'paused');
+      assert.notEqual(again, snap);
+    } finally {
+      a.failRestore = b.failRestore = false;
+    }
+    assert.equal((await connect(s.sandboxID)).status, 201, 'it resumes once a node can');
+  });
+
   test('a resume over the team limit → 429 and it stays paused', async () => {
     const small = await setupTeam(cp.url, cluster.endpoint, cluster.token, { name: 'small', maxConcurrentSandboxes: 1 });
     const s = await create({}, small.key);

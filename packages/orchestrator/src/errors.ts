@@ -16,6 +16,7 @@ export type OrchestratorErrorCode =
   | 'checkpoint_failed'
   | 'snapshot_not_found'
   | 'snapshot_corrupt'
+  | 'snapshot_restore_failed'
   | 'volumes_unavailable';
 
 export class OrchestratorError extends Error {
@@ -125,6 +126,16 @@ export class SnapshotNotFound extends OrchestratorError {
 export class SnapshotCorrupt extends OrchestratorError {
   constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
     super('snapshot_corrupt', `snapshot ${snapshotId} is corrupt: ${why}`, options);
+  }
+}
+
+/**
+ * A snapshot's processes could not be restored on this node (CRIU failed on files that were verified, or are the
+ * node's own): not proof the snapshot is bad, since a CRIU or kernel limit of this node fails the same way.
+ */
+export class SnapshotRestoreFailed extends OrchestratorError {
+  constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
+    super('snapshot_restore_failed', `snapshot ${snapshotId} could not be restored on this node: ${why}`, options);
   }
 }
 

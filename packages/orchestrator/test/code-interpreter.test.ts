@@ -19,7 +19,7 @@ import { createGrpcTransport } from '@connectrpc/connect-node';
 import { BuildState, TemplateService } from '@cove/contracts/orchestrator';
 import { CODE_INTERPRETER_PORT, CODE_INTERPRETER_TEMPLATE_ID as CI } from '@cove/contracts/sandbox';
 import { GUEST_MOUNT, START_CMD } from '../src/code-interpreter.js';
-import { ERROR_CODE_HEADER } from '../src/rpc/interceptors.js';
+import { NODE_ERROR_CODE_HEADER } from '@cove/contracts/link';
 import { installImmutable, pruneInstalls } from '../src/sandbox/immutable-install.js';
 import type { LinuxRuntimeConfig } from '../src/sandbox/linux-runtime.js';
 import { TemplateStore } from '../src/sandbox/template-store.js';
@@ -522,7 +522,7 @@ describe('a node still building code-interpreter-v1', { timeout: 300_000, skip }
     const ms = Date.now() - t;
     assert.ok(err, 'refused');
     assert.equal(err.code, Code.Unavailable);
-    assert.equal(err.metadata.get(ERROR_CODE_HEADER), 'template_not_ready');
+    assert.equal(err.metadata.get(NODE_ERROR_CODE_HEADER), 'template_not_ready');
     assert.match(err.rawMessage, /code-interpreter-v1 is still being built on this node/);
     assert.ok(ms < 3000, `fast (${ms} ms)`);
     const info = await rpcClients(c.rpcUrl).info.info({});
@@ -537,7 +537,7 @@ describe('a node still building code-interpreter-v1', { timeout: 300_000, skip }
     assert.ok(await waitFor(async () => (await c.runtime.templateStatus(CI)) === 'failed', 120_000, 200), 'the build failed');
     const failed = await failure(rpcClients(c.rpcUrl).sandboxes.create({ sandbox: ciSpec('nr2') }));
     assert.equal(failed?.code, Code.Unavailable);
-    assert.equal(failed?.metadata.get(ERROR_CODE_HEADER), 'template_not_ready');
+    assert.equal(failed?.metadata.get(NODE_ERROR_CODE_HEADER), 'template_not_ready');
     assert.match(failed?.rawMessage ?? '', /failed to build on this node/);
     assert.deepEqual([...(await rpcClients(c.rpcUrl).info.info({})).buildingTemplates], [], 'a failed build waiting for its retry is not "building"');
     // The pool never booted a slot of a template the node does not have.

@@ -115,7 +115,7 @@ describe('pause survives kill -9 of the orchestrator', { timeout: 600_000, skip 
       () => 'ok',
       (err: unknown) => ConnectError.from(err).code,
     );
-    assert.equal(failed, Code.DataLoss);
+    assert.equal(failed, Code.Aborted, 'snapshot_restore_failed');
     await kill9(child);
     await writeFile(inventory, good);
     await rm(join(OBJECTS, 'snapshots'));

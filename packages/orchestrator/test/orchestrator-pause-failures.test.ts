@@ -2,8 +2,8 @@
 // "Invariant"): cluster storage refusing writes (a file where its snapshots dir must go; root ignores modes), a
 // paused slot whose disk is gone (its overlay unmounted), a damaged CRIU image file. Until a snapshot is
 // committed the node keeps what committing it takes; a failed in-place restore falls back to the node's own files
-// or to storage's copy; a resume that cannot succeed answers DATA_LOSS in seconds and the sandbox stays paused and
-// resumable.
+// or to storage's copy; a resume that cannot succeed answers snapshot_restore_failed in seconds and the sandbox
+// stays paused and resumable.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,7 +11,8 @@ import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { Code } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { NODE_ERROR_CODE_HEADER } from '@cove/contracts/link';
 import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
   exists,
@@ -108,7 +109,7 @@ describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
     await rpc.delete({ sandboxId: 'pf1' });
   });
 
-  it('a resume that cannot succeed answers DATA_LOSS in seconds; the sandbox stays paused, is committed, and resumes later', async () => {
+  it('a resume that cannot succeed answers snapshot_restore_failed in seconds; the sandbox stays paused, is committed, and resumes later', async () => {
     const rpc = rpcClients(a.rpcUrl).sandboxes;
     const was = await busySandbox('pf2');
     const address = (await rpc.list({})).sandboxes.find((s) => s.sandboxId === 'pf2')!.address;
@@ -119,10 +120,17 @@ describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
     await copyFile(inventory, `${I.dataDir}/inventory.keep`);
     await writeFile(inventory, 'damaged');
     const t0 = Date.now();
-    assert.equal(await rpcOutcome(rpc.create({ sandbox: spec({ sandboxId: 'pf2', snapshotId: 'snap-pf2', envdAccessToken: 'tok-pf2' }) })), Code.DataLoss);
+    // Not DATA_LOSS ("corrupt"): CRIU could not restore these files here, which a node's own limits do as well.
+    const refused = await rpc.create({ sandbox: spec({ sandboxId: 'pf2', snapshotId: 'snap-pf2', envdAccessToken: 'tok-pf2' }) }).then(
+      () => assert.fail('the resume started'),
+      (err: unknown) => ConnectError.from(err),
+    );
+    assert.equal(refused.code, Code.Aborted);
+    assert.equal(refused.metadata.get(NODE_ERROR_CODE_HEADER), 'snapshot_restore_failed');
+    assert.match(refused.rawMessage, /snapshot snap-pf2 could not be restored on this node/);
     const failMs = Date.now() - t0;
     assert.ok(failMs < 15_000, `answered in ${failMs} ms`);
-    console.log(`a resume that cannot succeed answered DATA_LOSS in ${failMs} ms`);
+    console.log(`a resume that cannot succeed answered snapshot_restore_failed in ${failMs} ms`);
     assert.ok(!(await rpc.list({})).sandboxes.some((s) => s.sandboxId === 'pf2'), 'not running');
     assert.equal((await recordOf(I, 'pf2') as { pausing?: { snapshotId: string } }).pausing?.snapshotId, 'snap-pf2', 'its pause intent is kept');
     assert.ok((await slotTraces(I, slotId)).includes('slot dir'), 'its slot is kept');

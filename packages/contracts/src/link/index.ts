@@ -9,3 +9,13 @@ export const EDGE_ID_HEADER = 'cove-edge-id';
 export const EDGE_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 /** A cluster registered with an endpoint of this scheme (`outbound://<label>`) is reached only over its links. */
 export const OUTBOUND_SCHEME = 'outbound:';
+
+// The control plane's calls to a node's SandboxService, through the edge (edge/src/control-link).
+/** The node a control-plane call is for; the edge forwards the call to that node's RPC URL. */
+export const NODE_ID_HEADER = 'cove-node-id';
+/**
+ * A node's structured error code (its `OrchestratorError` code, e.g. `template_not_ready`, `snapshot_restore_failed`)
+ * on a failed call, beside the Connect code, so a caller tells failures of one Connect code apart without reading
+ * the message.
+ */
+export const NODE_ERROR_CODE_HEADER = 'cove-error-code';

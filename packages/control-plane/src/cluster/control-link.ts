@@ -24,6 +24,7 @@ import {
   type SandboxSpec,
   type SnapshotInfo,
 } from '@cove/contracts/orchestrator';
+import { NODE_ERROR_CODE_HEADER, NODE_ID_HEADER } from '@cove/contracts/link';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
 import { rootCertificates } from 'node:tls';
@@ -86,6 +87,8 @@ export class LinkCallError extends Error {
     readonly operation: string,
     readonly detail: string,
     options?: ErrorOptions,
+    /** The node's own error code (NODE_ERROR_CODE_HEADER), when the node answered with one. */
+    readonly nodeCode?: string,
   ) {
     super(`${operation}: ${detail}`, options);
     this.name = 'LinkCallError';
@@ -94,7 +97,7 @@ export class LinkCallError extends Error {
 
 function asLinkError(err: unknown, what: string): LinkCallError {
   const ce = ConnectError.from(err);
-  return new LinkCallError(ce.code, what, ce.rawMessage, { cause: err });
+  return new LinkCallError(ce.code, what, ce.rawMessage, { cause: err }, ce.metadata.get(NODE_ERROR_CODE_HEADER) ?? undefined);
 }
 
 /** No TLS settings: `https://` endpoints are verified against Node's root certificates only. */
@@ -187,7 +190,7 @@ export class ControlLink {
   }
 
   private headers(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
-    return { 'cove-node-id': nodeId, ...extra };
+    return { [NODE_ID_HEADER]: nodeId, ...extra };
   }
 
   /**

@@ -6,10 +6,12 @@ import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLink, type SandboxSpecInit } from '../cluster/control-link.js';
 import type { Candidate } from '../cluster/placement.js';
-import { ClusterUnavailable, NoCapacity, NotFound, SnapshotCorrupt, SnapshotMissing } from '../errors.js';
+import { ClusterUnavailable, NoCapacity, NotFound, SnapshotCorrupt, SnapshotMissing, SnapshotRestoreFailed } from '../errors.js';
 
 /** Control-link codes after which another node may well succeed. */
 const TRY_NEXT = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.AlreadyExists]);
+/** A node's error code (NODE_ERROR_CODE_HEADER) for processes it could not restore from a snapshot's files. */
+const RESTORE_FAILED = 'snapshot_restore_failed';
 /** Codes after which the node may have started the sandbox anyway: clean up before moving on. */
 export const MAYBE_DONE = new Set([Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Unavailable, Code.Canceled, Code.Aborted]);
 
@@ -32,7 +34,9 @@ export interface StartWhat {
 /**
  * Create on the first node that takes it. NOT_FOUND means an unknown template or snapshot on that node (or a
  * node the edge no longer knows), so the others are tried; from every node it is a missing template or snapshot.
- * DATA_LOSS is a corrupt snapshot, the same on every node.
+ * DATA_LOSS is a corrupt snapshot, the same on every node. A node that could not restore a snapshot's processes
+ * (`snapshot_restore_failed`) may be the only one that cannot: the next is tried, and when none could, that is the
+ * answer.
  */
 export async function startOnNodes(
   link: ControlLink,
@@ -50,6 +54,7 @@ export async function startOnNodes(
   // other node failed for another reason than being full or draining.
   let notFoundOrFull = true;
   let anyNotFound = false;
+  let restoreFailed: LinkCallError | undefined;
   for (const nodeId of nodeIds) {
     try {
       await what.before?.(nodeId);
@@ -60,6 +65,14 @@ export async function startOnNodes(
       link.forgetNodeList();
       if (err.code === Code.DataLoss && spec.snapshotId) {
         throw new SnapshotCorrupt(spec.snapshotId, what.describe, err.detail);
+      }
+      if (err.nodeCode === RESTORE_FAILED && spec.snapshotId) {
+        log.warn({ nodeId, err: err.message }, 'the node could not restore the snapshot, trying the next one');
+        restoreFailed = err;
+        allExhausted = allNotFound = notFoundOrFull = false;
+        // Not deleted there: the node answered that it started nothing, and on the pause's own node a delete could
+        // take what the snapshot still needs.
+        continue;
       }
       if (!TRY_NEXT.has(err.code)) throw new ClusterUnavailable(`the cluster refused to start the sandbox (${what.describe})`, { cause: err });
       log.warn({ nodeId, err: err.message }, 'create failed on node, trying the next one');
@@ -73,6 +86,7 @@ export async function startOnNodes(
       }
     }
   }
+  if (restoreFailed && spec.snapshotId) throw new SnapshotRestoreFailed(spec.snapshotId, what.describe, restoreFailed.detail);
   if (allExhausted) throw new NoCapacity();
   if (spec.snapshotId && anyNotFound && notFoundOrFull) throw new SnapshotMissing(spec.snapshotId, what.describe);
   if (allNotFound) {

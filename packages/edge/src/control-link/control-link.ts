@@ -14,6 +14,7 @@ import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
 import { tokenHash } from '@cove/auth-tokens';
+import { NODE_ID_HEADER } from '@cove/contracts/link';
 import type { ClusterAuth } from '../api/cluster-auth.js';
 import { CreateTap } from './create-tap.js';
 import type { H2SessionPool } from './h2-session-pool.js';
@@ -67,9 +68,9 @@ export async function handleControlLink(req: Http2ServerRequest, res: Http2Serve
     replyRpcError(req, res, code, auth.message);
     return;
   }
-  const nodeId = one(req.headers['cove-node-id']);
+  const nodeId = one(req.headers[NODE_ID_HEADER]);
   if (!nodeId) {
-    replyRpcError(req, res, GrpcCode.INVALID_ARGUMENT, 'missing cove-node-id header');
+    replyRpcError(req, res, GrpcCode.INVALID_ARGUMENT, `missing ${NODE_ID_HEADER} header`);
     return;
   }
   let node;

@@ -6,9 +6,7 @@ import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { OrchestratorError, PermissionDenied, Unauthenticated, type OrchestratorErrorCode } from '../errors.js';
 import { tokensEqual } from '@cove/auth-tokens';
-
-/** Response metadata (gRPC trailer / Connect error meta) naming the OrchestratorErrorCode of a failure. */
-export const ERROR_CODE_HEADER = 'cove-error-code';
+import { NODE_ERROR_CODE_HEADER } from '@cove/contracts/link';
 
 const toConnect: Record<OrchestratorErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -25,6 +23,8 @@ const toConnect: Record<OrchestratorErrorCode, Code> = {
   checkpoint_failed: Code.FailedPrecondition,
   snapshot_not_found: Code.NotFound,
   snapshot_corrupt: Code.DataLoss,
+  // Not DATA_LOSS: the files were verified, CRIU could not bring them back here; another node may.
+  snapshot_restore_failed: Code.Aborted,
   volumes_unavailable: Code.FailedPrecondition,
 };
 
@@ -57,9 +57,9 @@ export function toConnectError(err: unknown, log: Logger): ConnectError {
     if (code === Code.Unavailable || err.cause) log.warn({ err }, 'rpc failed');
     else log.debug({ code: err.code, message: err.message }, 'rpc rejected');
     // envd failures keep a generic message; the cause stays in the log.
-    // The structured code travels too (ERROR_CODE_HEADER), so a caller tells e.g. `template_not_ready` from other
+    // The structured code travels too (NODE_ERROR_CODE_HEADER), so a caller tells e.g. `template_not_ready` from other
     // UNAVAILABLEs without reading the message.
-    return new ConnectError(err.code === 'envd_init_failed' ? 'sandbox failed to start' : err.message, code, { [ERROR_CODE_HEADER]: err.code });
+    return new ConnectError(err.code === 'envd_init_failed' ? 'sandbox failed to start' : err.message, code, { [NODE_ERROR_CODE_HEADER]: err.code });
   }
   if (err instanceof ConnectError) return err;
   log.error({ err }, 'rpc failed with an unexpected error');

@@ -5,7 +5,7 @@
 // "Invariant").
 
 import type { Logger } from 'pino';
-import { SnapshotCorrupt } from '../errors.js';
+import { SnapshotRestoreFailed } from '../errors.js';
 import type { SlotInfo } from '../sandbox/runtime.js';
 import { bootBuildSlot } from '../sandboxes/build-pool.js';
 import { readyBuiltinSlot } from '../sandboxes/template-start.js';
@@ -130,7 +130,7 @@ export class SnapshotStarts {
       });
     } catch (err) {
       if ((err as { code?: unknown }).code !== 'runtime_checkpoint_failed') throw err;
-      throw new SnapshotCorrupt(m.snapshotId, `its processes could not be restored (${(err as Error).message})`, { cause: err });
+      throw new SnapshotRestoreFailed(m.snapshotId, (err as Error).message, { cause: err });
     } finally {
       build?.release();
     }
