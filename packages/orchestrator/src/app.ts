@@ -146,6 +146,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       memoryBytes: host.memoryBytes,
       maxSandboxes: config.maxSandboxes,
       bootQueue: config.bootQueue,
+      bootWaitMs: config.bootWaitMs,
       cpuOvercommit: config.cpuOvercommit,
       memoryOvercommit: config.memoryOvercommit,
     },

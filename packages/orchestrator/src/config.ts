@@ -85,6 +85,13 @@ const envSchema = z.object({
    * overload a Create waits ~16 boot times, not the whole backlog (docs/performance.md "Sustained creates").
    */
   COVE_BOOT_QUEUE: z.coerce.number().int().nonnegative().optional(),
+  /**
+   * The longest a Create may expect to wait for a boot (ms): the Creates ahead of it, over the node's permits, times
+   * the node's recent boot time. Past it the Create is refused (node full) even below COVE_BOOT_QUEUE: under
+   * sustained overload a boot takes seconds, and a count alone let Creates wait 13-23 s (docs/performance.md
+   * "Sustained creates"). 10 s keeps a waiting Create well inside the SDK's request timeout.
+   */
+  COVE_BOOT_MAX_WAIT_MS: z.coerce.number().int().nonnegative().default(10_000),
   COVE_MAX_SANDBOXES: posInt.default(100),
   COVE_CPU_OVERCOMMIT: z.coerce.number().positive().default(32),
   COVE_MEMORY_OVERCOMMIT: z.coerce.number().positive().default(1),
@@ -174,6 +181,8 @@ export interface OrchestratorConfig {
   readonly bootConcurrency: number;
   /** Creates that may wait for a boot at once. */
   readonly bootQueue: number;
+  /** The longest expected wait for a boot a Create is let in for (ms). */
+  readonly bootWaitMs: number;
   /** Built-in templates (of BACKGROUND_TEMPLATES) this node builds in the background and serves. */
   readonly builtinTemplates: readonly string[];
   readonly maxSandboxes: number;
@@ -304,6 +313,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): O
     warmPoolConcurrency: e.COVE_WARM_POOL_CONCURRENCY,
     bootConcurrency: e.COVE_BOOT_CONCURRENCY,
     bootQueue: e.COVE_BOOT_QUEUE ?? 16 * e.COVE_BOOT_CONCURRENCY,
+    bootWaitMs: e.COVE_BOOT_MAX_WAIT_MS,
     builtinTemplates: e.COVE_BUILTIN_TEMPLATES,
     maxSandboxes: e.COVE_MAX_SANDBOXES,
     cpuOvercommit: e.COVE_CPU_OVERCOMMIT,

@@ -89,9 +89,22 @@ export class NodeDraining extends OrchestratorError {
 }
 
 export class NodeFull extends OrchestratorError {
-  /** `boots`: as many Creates already wait to boot as the node lets wait (boot-permits.ts). */
-  constructor(readonly resource: 'sandboxes' | 'cpu' | 'memory' | 'boots') {
-    super('node_full', resource === 'boots' ? 'node has no room for the sandbox (boots: too many creates already wait to boot)' : `node has no room for the sandbox (${resource})`);
+  /**
+   * `boots`: as many Creates already wait to boot as the node lets wait, or the wait for a boot would be longer than
+   * it lets a Create wait (boot-permits.ts); `waitMs` is that expected wait.
+   */
+  constructor(
+    readonly resource: 'sandboxes' | 'cpu' | 'memory' | 'boots',
+    waitMs?: number,
+  ) {
+    super(
+      'node_full',
+      resource !== 'boots'
+        ? `node has no room for the sandbox (${resource})`
+        : waitMs === undefined
+          ? 'node has no room for the sandbox (boots: too many creates already wait to boot)'
+          : `node has no room for the sandbox (boots: a boot would start in ~${Math.round(waitMs / 1000)} s)`,
+    );
   }
 }
 

@@ -38,6 +38,35 @@ describe('boot permits', () => {
     assert.equal(permits.exhausted, false);
   });
 
+  it('keeps how long a boot takes, and says how long a Create asking now would wait', async () => {
+    const permits = new BootPermits(2);
+    assert.equal(permits.expectedCreateWaitMs(), 0, 'a permit is free');
+    assert.equal(permits.bootMs, undefined);
+    // A boot that takes at least 150 ms (a slow boot, not a wait for something else).
+    await permits.run('create', () => new Promise<void>((r) => setTimeout(r, 150)));
+    const one = permits.bootMs!;
+    assert.ok(one >= 145, `a boot of ${one} ms`);
+    // A turn that booted nothing leaves the average alone.
+    await permits.run('create', async (t) => {
+      t.untimed();
+      await new Promise<void>((r) => setTimeout(r, 50));
+    });
+    assert.equal(permits.bootMs, one);
+    // A boot that fails is not a boot time either.
+    await assert.rejects(permits.run('create', async () => Promise.reject(new Error('no'))));
+    assert.equal(permits.bootMs, one);
+    // Both permits held, three Creates ahead: the first two go in the next round, the third in the one after.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = [permits.run('refill', () => gate), permits.run('refill', () => gate)];
+    assert.equal(permits.expectedCreateWaitMs(), one, 'nobody ahead: the running boots end first');
+    const ahead = [1, 2, 3].map(() => permits.run('create', async (t) => t.untimed()));
+    assert.equal(permits.expectedCreateWaitMs(), 2 * one);
+    release();
+    await Promise.all([...held, ...ahead]);
+    assert.ok(permits.bootMs! < one, 'the two short refills count as boots too: the average fell');
+  });
+
   it('gives the permit back when a boot fails', async () => {
     const permits = new BootPermits(1);
     await assert.rejects(permits.run('create', async () => Promise.reject(new Error('boot failed'))), /boot failed/);
@@ -108,6 +137,67 @@ describe('a node bounds its boots at once', () => {
     await rpc.create({ sandbox: spec({ sandboxId: 'bp-after', envdAccessToken: 'tok-after' }) });
     const listed = (await rpc.list({})).sandboxes.map((s) => s.sandboxId).sort();
     assert.deepEqual(listed, [...accepted.map((a) => a.id), 'bp-after'].sort());
+  });
+});
+
+describe('a node bounds a Create\'s wait for a boot in time', () => {
+  // One permit, boots made 5 s slower than they are, and a Create may expect to wait at most 8 s: with nobody ahead
+  // a Create waits one boot (~6 s) and is let in; with one ahead it would wait two (≥ 10 s) and is refused at once,
+  // although the count bound (16 a permit) is far away.
+  const EXTRA_MS = 5000;
+  const MAX_WAIT_MS = 8000;
+  let node: Running;
+
+  before(async () => {
+    await teardown(I);
+    const env = { COVE_WARM_POOL: 'base=0', COVE_BOOT_CONCURRENCY: '1', COVE_BOOT_MAX_WAIT_MS: String(MAX_WAIT_MS), COVE_MEMORY_OVERCOMMIT: '4' };
+    node = await startOrchestrator(I, env, {}, (runtime) => {
+      const boot = runtime.boot.bind(runtime);
+      runtime.boot = async (opts) => {
+        const slot = await boot(opts);
+        await new Promise<void>((r) => setTimeout(r, EXTRA_MS));
+        return slot;
+      };
+    });
+  });
+
+  after(async () => {
+    await node?.close();
+    await teardown(I);
+  });
+
+  const gauge = async (name: string, labels: Record<string, string> = {}) => {
+    const text = await (await fetch(`${node.proxyUrl}/metrics`, { headers: { authorization: `Bearer ${NODE_TOKEN}` } })).text();
+    return metricSample(text, name, labels);
+  };
+
+  it('lets a Create wait one boot and refuses the one that would wait two', async () => {
+    const rpc = rpcClients(node.rpcUrl).sandboxes;
+    const create = (id: string) => rpc.create({ sandbox: spec({ sandboxId: id, envdAccessToken: `tok-${id}` }) });
+    assert.equal(await gauge('cove_boot_recent_seconds'), undefined, 'no boot has ended yet');
+    await create('bw0');
+    const recent = (await gauge('cove_boot_recent_seconds'))!;
+    // (A real boot here takes ~1 s; one of 3 s would leave no room for the Create below.)
+    assert.ok(recent * 1000 >= EXTRA_MS && recent * 1000 < MAX_WAIT_MS, `a boot takes ${recent} s here now`);
+    // One boot holds the only permit; a Create then waits behind it alone and is let in.
+    const first = create('bw1');
+    await eventually(async () => (await gauge('cove_boots_running')) === 1, 30_000, 'the first boot holding the permit');
+    const second = create('bw2');
+    await eventually(async () => (await gauge('cove_boots_waiting', { kind: 'create' })) === 1, 30_000, 'the second Create waiting');
+    // A third would wait for both: refused at once, with the wait it would have had.
+    const t0 = Date.now();
+    const refused = await create('bw3').then(
+      () => assert.fail('the third Create was let in'),
+      (err: unknown) => ConnectError.from(err),
+    );
+    assert.ok(Date.now() - t0 < EXTRA_MS, 'refused without waiting for a boot');
+    assert.equal(refused.code, Code.ResourceExhausted);
+    assert.match(refused.rawMessage, /boots: a boot would start in ~\d+ s/);
+    await Promise.all([first, second]);
+    for (const id of ['bw0', 'bw1', 'bw2']) {
+      assert.equal((await runInSandbox(processClient(node.proxyUrl, id, `tok-${id}`), 'echo up')).stdout.trim(), 'up');
+      await rpc.delete({ sandboxId: id });
+    }
   });
 });
 

@@ -25,6 +25,7 @@ describe('config', () => {
     assert.equal(c.edgeUrl, undefined);
     assert.equal(c.bootConcurrency, Math.max(2, availableParallelism()));
     assert.equal(c.bootQueue, 16 * c.bootConcurrency);
+    assert.equal(c.bootWaitMs, 10_000);
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.defaults) && Object.isFrozen(c.warmPool));
   });
 
@@ -39,7 +40,9 @@ describe('config', () => {
       COVE_MAX_SANDBOXES: '7',
       COVE_BOOT_CONCURRENCY: '3',
       COVE_BOOT_QUEUE: '0',
+      COVE_BOOT_MAX_WAIT_MS: '2500',
     });
+    assert.equal(c.bootWaitMs, 2500);
     assert.equal(c.bootConcurrency, 3);
     assert.equal(c.bootQueue, 0, 'no queue: a Create that cannot boot at once is refused');
     assert.equal(c.advertiseHost, '10.0.0.5');

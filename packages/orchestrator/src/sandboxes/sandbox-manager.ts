@@ -31,6 +31,8 @@ import type { WarmPool } from './warm-pool.js';
 export interface Capacity {
   /** Creates that may wait for a boot permit at once (boot-permits.ts); one more is refused as NodeFull('boots'). */
   bootQueue: number;
+  /** The longest a Create may expect to wait for a boot permit (at the node's recent boot time); longer: NodeFull('boots'). */
+  bootWaitMs: number;
   cpuCount: number;
   memoryBytes: number;
   maxSandboxes: number;
@@ -405,9 +407,15 @@ export class SandboxManager {
     // A fresh boot waits its turn among the node's boots; a pool slot that became ready meanwhile is taken instead.
     // Past a short queue the node says it is full: the control plane tries another node, or the caller gets a
     // retryable 503 at once instead of a create that waits behind dozens of boots.
-    if (this.permits.exhausted && this.permits.queued.create >= this.capacity.bootQueue) throw new NodeFull('boots');
-    const turn = await this.permits.run('create', async () => {
+    // The wait is bounded in time too: the same queue is seconds on an idle node and tens of seconds on a busy one.
+    if (this.permits.exhausted) {
+      if (this.permits.queued.create >= this.capacity.bootQueue) throw new NodeFull('boots');
+      const waitMs = this.permits.expectedCreateWaitMs();
+      if (waitMs !== undefined && waitMs > this.capacity.bootWaitMs) throw new NodeFull('boots', waitMs);
+    }
+    const turn = await this.permits.run('create', async (t) => {
       const late = warm ? undefined : takeWarm();
+      if (late) t.untimed();
       return late ? { late } : { slot: await bootFresh() };
     });
     if (turn.late) {

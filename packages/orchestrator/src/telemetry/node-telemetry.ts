@@ -62,7 +62,7 @@ export interface NodeTelemetryDeps {
   /** What the node gauges read from other parts (builds, paused slots); absent = 0. */
   counts?: NodeCounts;
   /** The node's boots at once and those waiting their turn (boot-permits.ts); absent, no boot gauges. */
-  permits?: Pick<BootPermits, 'inUse' | 'size' | 'queued'>;
+  permits?: Pick<BootPermits, 'inUse' | 'size' | 'queued' | 'bootMs'>;
 }
 
 /** How long close() waits for the last export. */
@@ -195,6 +195,16 @@ export class NodeTelemetry {
           const q = permits.queued;
           this.set({ kind: 'create' }, q.create);
           this.set({ kind: 'refill' }, q.refill);
+        },
+      });
+      new Gauge({
+        name: 'cove_boot_recent_seconds',
+        help: 'How long a slot boot takes on this node now (moving average); a Create whose expected wait for a boot passes COVE_BOOT_MAX_WAIT_MS is refused',
+        registers,
+        collect() {
+          const ms = permits.bootMs;
+          if (ms === undefined) this.reset();
+          else this.set(ms / 1000);
         },
       });
     }
