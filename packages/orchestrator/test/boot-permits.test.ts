@@ -174,7 +174,7 @@ describe('a node bounds a Create\'s wait for a boot in time', () => {
   it('lets a Create wait one boot and refuses the one that would wait two', async () => {
     const rpc = rpcClients(node.rpcUrl).sandboxes;
     const create = (id: string) => rpc.create({ sandbox: spec({ sandboxId: id, envdAccessToken: `tok-${id}` }) });
-    assert.equal(await gauge('cove_boot_recent_seconds'), undefined, 'no boot has ended yet');
+    assert.equal(await gauge('cove_boot_recent_seconds'), 0, 'no boot has ended yet');
     await create('bw0');
     const recent = (await gauge('cove_boot_recent_seconds'))!;
     // (A real boot here takes ~1 s; one of 3 s would leave no room for the Create below.)

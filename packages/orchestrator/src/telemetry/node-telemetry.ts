@@ -199,12 +199,10 @@ export class NodeTelemetry {
       });
       new Gauge({
         name: 'cove_boot_recent_seconds',
-        help: 'How long a slot boot takes on this node now (moving average); a Create whose expected wait for a boot passes COVE_BOOT_MAX_WAIT_MS is refused',
+        help: 'How long a slot boot takes on this node now (moving average; 0 until a first boot ended); a Create whose expected wait for a boot passes COVE_BOOT_MAX_WAIT_MS is refused',
         registers,
         collect() {
-          const ms = permits.bootMs;
-          if (ms === undefined) this.reset();
-          else this.set(ms / 1000);
+          this.set((permits.bootMs ?? 0) / 1000);
         },
       });
     }
