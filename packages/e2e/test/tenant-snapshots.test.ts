@@ -1,8 +1,8 @@
 // Hostile-tenant proof for pause and snapshots, through the unchanged `e2b` SDK against a real deployment:
 // (1) a paused sandbox is never lost: with its commit to cluster storage pending (storage refusing) and its
 //     in-place restore impossible (a damaged image file), `Sandbox.connect` fails clearly ("could not be restored")
-//     within seconds, the
-//     sandbox stays paused, and once the files are whole and storage is back it resumes with its processes;
+//     within seconds, the sandbox stays paused, and once the files are whole and storage is back it resumes with
+//     its processes;
 // (2) a snapshot manifest altered in cluster storage to name another sandbox's artifacts is refused as corrupt
 //     (it is authenticated with the nodes' artifact key), the sandbox stays paused, and the genuine one resumes.
 import { after, before, describe, test } from 'node:test';
