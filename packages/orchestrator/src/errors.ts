@@ -1,6 +1,8 @@
 // The orchestrator's failures a caller can act on. Domain code throws these; the RPC boundary
 // (rpc/error-interceptor.ts) is the one place that turns a code into a Connect code.
 
+import { NODE_RESTORE_FAILED } from '@cove/contracts/link';
+
 export type OrchestratorErrorCode =
   | 'invalid_argument'
   | 'unauthenticated'
@@ -16,7 +18,7 @@ export type OrchestratorErrorCode =
   | 'checkpoint_failed'
   | 'snapshot_not_found'
   | 'snapshot_corrupt'
-  | 'snapshot_restore_failed'
+  | typeof NODE_RESTORE_FAILED
   | 'volumes_unavailable';
 
 export class OrchestratorError extends Error {
@@ -148,7 +150,7 @@ export class SnapshotCorrupt extends OrchestratorError {
  */
 export class SnapshotRestoreFailed extends OrchestratorError {
   constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
-    super('snapshot_restore_failed', `snapshot ${snapshotId} could not be restored on this node: ${why}`, options);
+    super(NODE_RESTORE_FAILED, `snapshot ${snapshotId} could not be restored on this node: ${why}`, options);
   }
 }
 

@@ -19,3 +19,5 @@ export const NODE_ID_HEADER = 'cove-node-id';
  * the message.
  */
 export const NODE_ERROR_CODE_HEADER = 'cove-error-code';
+/** The node's code for a snapshot whose processes it could not restore (ABORTED): another node may. */
+export const NODE_RESTORE_FAILED = 'snapshot_restore_failed';

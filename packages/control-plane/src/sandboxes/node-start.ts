@@ -4,14 +4,13 @@
 import { Code } from '@connectrpc/connect';
 import type { SandboxInfo } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
+import { NODE_RESTORE_FAILED } from '@cove/contracts/link';
 import { LinkCallError, type ControlLink, type SandboxSpecInit } from '../cluster/control-link.js';
 import type { Candidate } from '../cluster/placement.js';
 import { ClusterUnavailable, NoCapacity, NotFound, SnapshotCorrupt, SnapshotMissing, SnapshotRestoreFailed } from '../errors.js';
 
 /** Control-link codes after which another node may well succeed. */
 const TRY_NEXT = new Set([Code.NotFound, Code.ResourceExhausted, Code.Unavailable, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.AlreadyExists]);
-/** A node's error code (NODE_ERROR_CODE_HEADER) for processes it could not restore from a snapshot's files. */
-const RESTORE_FAILED = 'snapshot_restore_failed';
 /** Codes after which the node may have started the sandbox anyway: clean up before moving on. */
 export const MAYBE_DONE = new Set([Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Unavailable, Code.Canceled, Code.Aborted]);
 
@@ -66,7 +65,7 @@ export async function startOnNodes(
       if (err.code === Code.DataLoss && spec.snapshotId) {
         throw new SnapshotCorrupt(spec.snapshotId, what.describe, err.detail);
       }
-      if (err.nodeCode === RESTORE_FAILED && spec.snapshotId) {
+      if (err.nodeCode === NODE_RESTORE_FAILED && spec.snapshotId) {
         log.warn({ nodeId, err: err.message }, 'the node could not restore the snapshot, trying the next one');
         restoreFailed = err;
         allExhausted = allNotFound = notFoundOrFull = false;
