@@ -377,7 +377,11 @@ describe(`pause, resume and snapshots (${engine} store)`, { skip: engine === 'po
     assert.equal(r.status, 502);
     assert.match(r.body.message, /did not complete; it is retried/);
     assert.equal((await cp.cp.sandboxes.get(s.sandboxID))?.state, 'pausing');
-    assert.equal((await info(s.sandboxID)).body.state, 'paused', 'a transition shows as paused');
+    // Until the pause is known done the API says running: traffic could reach it until the edge took its route.
+    assert.equal((await info(s.sandboxID)).body.state, 'running', 'a pause not known done shows as running');
+    const listed = async (state: string) => ids((await call(cp.url, 'GET', `/v2/sandboxes?state=${state}`, { key })).body);
+    assert.ok((await listed('running')).includes(s.sandboxID), 'listed as running');
+    assert.ok(!(await listed('paused')).includes(s.sandboxID), 'not listed as paused');
     assert.equal((await pause(s.sandboxID)).status, 409, 'not paused twice');
     await cp.cp.reconciler.runOnce();
     assert.equal(callsFor('Pause', s.sandboxID).length, 2);

@@ -36,8 +36,9 @@ export function listedSandboxView(s: SandboxRecord): S['ListedSandbox'] {
     memoryMB: s.memoryMb,
     diskSizeMB: s.diskMb,
     metadata: s.metadata,
-    // A transition shows as paused: neither a pausing nor a resuming sandbox can be reached yet.
-    state: s.state === 'running' ? 'running' : 'paused',
+    // Pausing shows as running until the snapshot is taken (traffic may still reach it until the edge takes its
+    // route); resuming shows as paused until the sandbox runs again. See PAUSED_VIEW in the sandbox store.
+    state: s.state === 'running' || s.state === 'pausing' ? 'running' : 'paused',
     envdVersion: s.envdVersion,
     volumeMounts: [],
   };

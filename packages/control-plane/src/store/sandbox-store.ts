@@ -154,8 +154,12 @@ const COLUMN_NAMES = Object.keys(COLUMNS) as Array<keyof SandboxTable>;
 
 /** States that count against the team's concurrency limit: a paused sandbox uses no node, a transition may. */
 export const LIVE: readonly SandboxState[] = ['creating', 'running', 'pausing', 'resuming'];
-/** States shown as `paused` by the API. */
-const PAUSED_VIEW: readonly SandboxState[] = ['pausing', 'paused', 'resuming'];
+/**
+ * States shown as `paused` by the API. A `pausing` sandbox shows as running: the control plane marks it before
+ * the edge takes its route away, so traffic may still reach it, and once the API says `paused` a request must
+ * find no route and wake it (docs/decisions.md, "A pausing sandbox shows as running").
+ */
+const PAUSED_VIEW: readonly SandboxState[] = ['paused', 'resuming'];
 /** States in which a sandbox may still be killed by the simple path (Delete on its node). */
 const KILLABLE: readonly SandboxState[] = ['creating', 'running'];
 
@@ -167,6 +171,11 @@ export type ResumeStart = 'resuming' | 'not-paused';
  */
 function liveRunning(eb: ExpressionBuilder<Database, 'sandboxes'>, now: number) {
   return eb.and([eb('state', '=', 'running'), eb.or([eb('end_at', '>', now), eb('auto_pause', '=', 1)])]);
+}
+
+/** What the API shows as running: running and not ending, or being paused (see PAUSED_VIEW). */
+function shownRunning(eb: ExpressionBuilder<Database, 'sandboxes'>, now: number) {
+  return eb.or([liveRunning(eb, now), eb('state', '=', 'pausing')]);
 }
 
 export class SandboxStore {
@@ -430,7 +439,7 @@ export class SandboxStore {
       .selectAll()
       .where('id', '=', id)
       .$if(teamId !== undefined, (q) => q.where('team_id', '=', teamId!))
-      .where((eb) => eb.or([liveRunning(eb, Date.now()), eb('state', 'in', [...PAUSED_VIEW])]))
+      .where((eb) => eb.or([shownRunning(eb, Date.now()), eb('state', 'in', [...PAUSED_VIEW])]))
       .executeTakeFirst();
     return r && toRecord(r);
   }
@@ -503,7 +512,7 @@ export class SandboxStore {
       .where((eb) =>
         eb.or([
           // Past their end time running sandboxes are being ended (see getRunning): not listed.
-          ...(states.includes('running') ? [liveRunning(eb, now)] : []),
+          ...(states.includes('running') ? [shownRunning(eb, now)] : []),
           ...(states.includes('paused') ? [eb('state', 'in', [...PAUSED_VIEW])] : []),
         ]),
       );
