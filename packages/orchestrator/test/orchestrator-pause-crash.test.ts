@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
+import { NODE_ERROR_CODE_HEADER, NODE_RESTORE_FAILED } from '@cove/contracts/link';
 import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
   exists,
@@ -112,10 +113,12 @@ describe('pause survives kill -9 of the orchestrator', { timeout: 600_000, skip 
     const good = await readFile(inventory);
     await writeFile(inventory, 'damaged');
     const failed = await rpc.create({ sandbox: spec({ sandboxId: 'cr2', snapshotId: 'snap-cr2', envdAccessToken: 'tok' }) }).then(
-      () => 'ok',
-      (err: unknown) => ConnectError.from(err).code,
+      () => undefined,
+      (err: unknown) => ConnectError.from(err),
     );
-    assert.equal(failed, Code.Aborted, 'snapshot_restore_failed');
+    assert.ok(failed, 'the resume failed');
+    assert.equal(failed.code, Code.Aborted);
+    assert.equal(failed.metadata.get(NODE_ERROR_CODE_HEADER), NODE_RESTORE_FAILED);
     await kill9(child);
     await writeFile(inventory, good);
     await rm(join(OBJECTS, 'snapshots'));

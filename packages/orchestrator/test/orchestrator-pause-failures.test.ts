@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { NODE_ERROR_CODE_HEADER } from '@cove/contracts/link';
+import { NODE_ERROR_CODE_HEADER, NODE_RESTORE_FAILED } from '@cove/contracts/link';
 import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
   exists,
@@ -126,7 +126,7 @@ describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
       (err: unknown) => ConnectError.from(err),
     );
     assert.equal(refused.code, Code.Aborted);
-    assert.equal(refused.metadata.get(NODE_ERROR_CODE_HEADER), 'snapshot_restore_failed');
+    assert.equal(refused.metadata.get(NODE_ERROR_CODE_HEADER), NODE_RESTORE_FAILED);
     assert.match(refused.rawMessage, /snapshot snap-pf2 could not be restored on this node/);
     const failMs = Date.now() - t0;
     assert.ok(failMs < 15_000, `answered in ${failMs} ms`);

@@ -20,7 +20,7 @@ export interface CommitJob {
   resumed: boolean;
   /** DeleteSnapshots came first: do not commit. */
   deleted: boolean;
-  /** Ends a wait between attempts early (a delete need not sit out a retry delay). */
+  /** Ends a wait between attempts early (a delete, or a caller waiting for the commit, need not sit out a retry delay). */
   wake?: (() => void) | undefined;
 }
 
@@ -75,8 +75,12 @@ export class CommitJobs {
     this.jobs.set(snapshotId, job);
   }
 
-  /** The job's manifest once committed; SandboxBusy when that takes longer than COMMIT_WAIT_MS. */
+  /**
+   * The job's manifest once committed; SandboxBusy when that takes longer than COMMIT_WAIT_MS. A job waiting out a
+   * retry delay (up to a minute) tries again at once: someone needs the commit now, and storage may be back.
+   */
   async committed(job: CommitJob): Promise<SnapshotManifest> {
+    job.wake?.();
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
