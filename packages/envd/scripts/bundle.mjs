@@ -48,6 +48,21 @@ const lazyAssert = {
   },
 };
 
+// worker_threads costs ~15 ms of every envd start (it loads Node's worker internals), and only pino requires it, at its
+// top level: `isMainThread` (envd's bundle only ever runs as a process's main thread) and thread-stream's `Worker`
+// (only for pino transports, which envd does not use). This stand-in loads the real module if a Worker is made.
+const lazyWorkerThreads = {
+  name: 'lazy-worker-threads',
+  setup(b) {
+    b.onResolve({ filter: /^worker_threads$/ }, () => ({ path: 'lazy-worker-threads', namespace: 'lazy-worker-threads' }));
+    b.onLoad({ filter: /.*/, namespace: 'lazy-worker-threads' }, () => ({
+      contents:
+        "module.exports = { isMainThread: true, Worker: function Worker(...args) { return new (require('node:worker_threads').Worker)(...args); } };",
+      loader: 'js',
+    }));
+  },
+};
+
 /** What both files share: one CommonJS file each, every JS dependency inside, minified. */
 const common = { bundle: true, platform: 'node', target: 'node20', format: 'cjs', minify: true, sourcemap: false, legalComments: 'none', logLevel: 'warning' };
 
@@ -56,7 +71,7 @@ await build({
   entryPoints: [join(pkgDir, 'src', 'main.ts')],
   outfile: join(out, ENVD_ENTRY),
   external: ['node-pty'],
-  plugins: [fsXattrAddonPath, lazyAssert],
+  plugins: [fsXattrAddonPath, lazyAssert, lazyWorkerThreads],
   // The sources are ESM (their tests run them so); the one import.meta.url (node-pty's createRequire) becomes
   // the bundle's own file URL.
   define: { 'import.meta.url': '__envdFileUrl' },
@@ -69,6 +84,10 @@ if (/\bimport\(/.test(await readFile(join(out, ENVD_ENTRY), 'utf8'))) throw new 
 // And node:assert only through the lazy stand-in above: its one require is the only one left.
 if ((await readFile(join(out, ENVD_ENTRY), 'utf8')).match(/require\(["'](node:)?assert["']\)/g)?.length !== 1) {
   throw new Error(`${ENVD_ENTRY} requires node:assert other than through lazy-assert: route it there`);
+}
+// And worker_threads only through its stand-in.
+if ((await readFile(join(out, ENVD_ENTRY), 'utf8')).match(/require\(["'](node:)?worker_threads["']\)/g)?.length !== 1) {
+  throw new Error(`${ENVD_ENTRY} requires worker_threads other than through lazy-worker-threads: route it there`);
 }
 
 // The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.

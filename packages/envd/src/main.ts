@@ -4,8 +4,10 @@ import { parseConfig } from './config.js';
 import { codeCacheState } from './code-cache.js';
 import { ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
 import { ENVD_VERSION } from './version.js';
+import { installHeaders } from './web-headers.js';
 
 // The only module that touches process.*: config in, signals, exit codes.
+installHeaders();
 const config = parseConfig(process.env);
 // Children get an environment built from scratch, but drop the secret from ours as well.
 delete process.env.COVE_ENVD_INIT_TOKEN;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cp, stat, writeFile } from 'node:fs/promises';
+import { cp, readFile, stat, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Sandbox } from 'e2b';
@@ -74,6 +74,25 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
       startEnvd({ ENVD_PORT: String(envd.port) }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS }),
       /envd exited early \(1\)/,
     );
+  });
+
+  test("a request and a command load neither Node's built-in undici nor worker_threads (web Headers, pino)", async () => {
+    // Node's lazy global Headers loads all of undici on first use, ~45 ms of CPU in a fresh envd's first request.
+    const probe = `${tmp.dir}/module-list.cjs`;
+    const listFile = `${tmp.dir}/modules.json`;
+    await writeFile(probe, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(listFile)}, JSON.stringify(process.moduleLoadList)));`);
+    const probed = await startEnvd({}, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: [...FLAGS, '--require', probe] });
+    try {
+      assert.equal((await probed.init({ defaultUser: 'root' })).status, 204);
+      const s = await Sandbox.create({ debug: true, sandboxUrl: probed.url });
+      assert.equal((await s.commands.run('echo probed')).stdout, 'probed\n');
+      assert.deepEqual((await s.files.list(tmp.dir)).length > 0, true);
+    } finally {
+      await probed.stop();
+    }
+    const loaded = JSON.parse(await readFile(listFile, 'utf8')) as string[];
+    assert.ok(loaded.length > 50, `the probe saw the module list (${loaded.length})`);
+    assert.deepEqual(loaded.filter((m) => /\bundici\b|\bworker_threads$/.test(m)), []);
   });
 
   test('the launcher runs envd from a code cache made for it, and compiles as usual without one or with a bad one', async () => {
