@@ -3,7 +3,7 @@
 
 import type { components } from '../gen/public-api.js';
 import type { Cluster, Template } from '../store/cluster-store.js';
-import type { SandboxRecord } from '../store/sandbox-store.js';
+import { RUNNING_VIEW_TRANSITIONS, type SandboxRecord } from '../store/sandbox-store.js';
 import type { Build } from '../store/template-store.js';
 
 type S = components['schemas'];
@@ -38,7 +38,7 @@ export function listedSandboxView(s: SandboxRecord): S['ListedSandbox'] {
     metadata: s.metadata,
     // Pausing shows as running until the snapshot is taken (traffic may still reach it until the edge takes its
     // route); resuming shows as paused until the sandbox runs again. See PAUSED_VIEW in the sandbox store.
-    state: s.state === 'running' || s.state === 'pausing' ? 'running' : 'paused',
+    state: s.state === 'running' || RUNNING_VIEW_TRANSITIONS.includes(s.state) ? 'running' : 'paused',
     envdVersion: s.envdVersion,
     volumeMounts: [],
   };

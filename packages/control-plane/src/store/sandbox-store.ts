@@ -160,6 +160,8 @@ export const LIVE: readonly SandboxState[] = ['creating', 'running', 'pausing', 
  * find no route and wake it (docs/decisions.md, "A pausing sandbox shows as running").
  */
 const PAUSED_VIEW: readonly SandboxState[] = ['paused', 'resuming'];
+/** The transitions the API shows as running (with `running` itself, before its end time). */
+export const RUNNING_VIEW_TRANSITIONS: readonly SandboxState[] = ['pausing'];
 /** States in which a sandbox may still be killed by the simple path (Delete on its node). */
 const KILLABLE: readonly SandboxState[] = ['creating', 'running'];
 
@@ -175,7 +177,7 @@ function liveRunning(eb: ExpressionBuilder<Database, 'sandboxes'>, now: number) 
 
 /** What the API shows as running: running and not ending, or being paused (see PAUSED_VIEW). */
 function shownRunning(eb: ExpressionBuilder<Database, 'sandboxes'>, now: number) {
-  return eb.or([liveRunning(eb, now), eb('state', '=', 'pausing')]);
+  return eb.or([liveRunning(eb, now), eb('state', 'in', [...RUNNING_VIEW_TRANSITIONS])]);
 }
 
 export class SandboxStore {
