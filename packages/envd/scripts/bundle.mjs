@@ -34,33 +34,33 @@ const fsXattrAddonPath = {
   },
 };
 
-// node:assert costs ~14 ms of every envd start (it builds the process's stderr stream for its colours), and only pino's
-// sonic-boom and thread-stream require it, at their top level, for checks on paths envd does not take at start. Their
-// bare `assert` resolves to this stand-in, which loads node:assert on its first call (docs/performance.md).
-const lazyAssert = {
-  name: 'lazy-assert',
-  setup(b) {
-    b.onResolve({ filter: /^assert$/ }, () => ({ path: 'lazy-assert', namespace: 'lazy-assert' }));
-    b.onLoad({ filter: /.*/, namespace: 'lazy-assert' }, () => ({
-      contents: "let real; module.exports = function assert(value, message) { real ??= require('node:assert'); return real(value, message); };",
-      loader: 'js',
-    }));
-  },
-};
+/**
+ * A plugin that resolves a bare require of a Node built-in to `contents`: a stand-in that loads the real module
+ * (`node:<name>`, which the plugin does not match) only when it is used. The build checks below refuse any other
+ * require of the module, so a dependency that requires it some other way fails the build.
+ */
+function standIn(name, contents) {
+  const namespace = `lazy-${name}`;
+  return {
+    name: namespace,
+    setup(b) {
+      b.onResolve({ filter: new RegExp(`^${name}$`) }, () => ({ path: namespace, namespace }));
+      b.onLoad({ filter: /.*/, namespace }, () => ({ contents, loader: 'js' }));
+    },
+  };
+}
 
-// worker_threads costs ~15 ms of every envd start (it loads Node's worker internals), and only pino requires it, at its
-// top level: `isMainThread` (envd's bundle only ever runs as a process's main thread) and thread-stream's `Worker`
-// (only for pino transports, which envd does not use). This stand-in loads the real module if a Worker is made.
-const lazyWorkerThreads = {
-  name: 'lazy-worker-threads',
-  setup(b) {
-    b.onResolve({ filter: /^worker_threads$/ }, () => ({ path: 'lazy-worker-threads', namespace: 'lazy-worker-threads' }));
-    b.onLoad({ filter: /.*/, namespace: 'lazy-worker-threads' }, () => ({
-      contents:
-        "module.exports = { isMainThread: true, Worker: function Worker(...args) { return new (require('node:worker_threads').Worker)(...args); } };",
-      loader: 'js',
-    }));
-  },
+const standIns = {
+  // node:assert costs ~14 ms of every envd start (it builds the process's stderr stream for its colours), and only
+  // pino's sonic-boom and thread-stream require it, at their top level, for checks on paths envd does not take at
+  // start. The stand-in loads node:assert on its first call (docs/performance.md).
+  assert: "let real; module.exports = function assert(value, message) { real ??= require('node:assert'); return real(value, message); };",
+  // worker_threads costs ~15 ms of every envd start (it loads Node's worker internals), and only pino requires it,
+  // at its top level: `isMainThread` (envd's bundle only ever runs as a process's main thread) and thread-stream's
+  // `Worker` (only for pino transports, which envd does not use). The stand-in loads the real module if a Worker is
+  // made.
+  worker_threads:
+    "module.exports = { isMainThread: true, Worker: function Worker(...args) { return new (require('node:worker_threads').Worker)(...args); } };",
 };
 
 /** What both files share: one CommonJS file each, every JS dependency inside, minified. */
@@ -71,7 +71,7 @@ await build({
   entryPoints: [join(pkgDir, 'src', 'main.ts')],
   outfile: join(out, ENVD_ENTRY),
   external: ['node-pty'],
-  plugins: [fsXattrAddonPath, lazyAssert, lazyWorkerThreads],
+  plugins: [fsXattrAddonPath, ...Object.entries(standIns).map(([name, contents]) => standIn(name, contents))],
   // The sources are ESM (their tests run them so); the one import.meta.url (node-pty's createRequire) becomes
   // the bundle's own file URL.
   define: { 'import.meta.url': '__envdFileUrl' },
@@ -80,14 +80,13 @@ await build({
 
 // The launcher runs the bundle without a dynamic-import callback (see fsXattrAddonPath): an import() left in it would
 // fail at run time, so it fails the build.
-if (/\bimport\(/.test(await readFile(join(out, ENVD_ENTRY), 'utf8'))) throw new Error(`${ENVD_ENTRY} contains an import(): bundle that module`);
-// And node:assert only through the lazy stand-in above: its one require is the only one left.
-if ((await readFile(join(out, ENVD_ENTRY), 'utf8')).match(/require\(["'](node:)?assert["']\)/g)?.length !== 1) {
-  throw new Error(`${ENVD_ENTRY} requires node:assert other than through lazy-assert: route it there`);
-}
-// And worker_threads only through its stand-in.
-if ((await readFile(join(out, ENVD_ENTRY), 'utf8')).match(/require\(["'](node:)?worker_threads["']\)/g)?.length !== 1) {
-  throw new Error(`${ENVD_ENTRY} requires worker_threads other than through lazy-worker-threads: route it there`);
+const bundled = await readFile(join(out, ENVD_ENTRY), 'utf8');
+if (/\bimport\(/.test(bundled)) throw new Error(`${ENVD_ENTRY} contains an import(): bundle that module`);
+// And each stand-in's module only through its stand-in: its one require is the only one left.
+for (const name of Object.keys(standIns)) {
+  if (bundled.match(new RegExp(`require\\(["'](node:)?${name}["']\\)`, 'g'))?.length !== 1) {
+    throw new Error(`${ENVD_ENTRY} requires ${name} other than through lazy-${name}: route it there`);
+  }
 }
 
 // The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.
