@@ -66,7 +66,9 @@ describe('pause and snapshots against a hostile tenant and failing steps', () =>
       // Not "corrupt in storage": the local image CRIU was given is what failed (snapshot_restore_failed).
       await assert.rejects(Sandbox.connect(sbx.sandboxId), (err: Error) => /could not be restored/i.test(err.message) && !/corrupt/i.test(err.message), 'a clear error');
       const ms = Date.now() - t0;
-      assert.ok(ms < 20_000, `answered in ${ms} ms, not after a timeout`);
+      // The origin node tells the control plane, before it tries another node, that storage refuses the commit:
+      // not after the node's whole 10 s commit wait (which made this ~13 s).
+      assert.ok(ms < 10_000, `answered in ${ms} ms, not after a timeout or the commit wait`);
       console.log(`Sandbox.connect of a paused sandbox that cannot be resumed failed in ${ms} ms`);
       assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'paused', 'still paused');
       // Whole again, and storage is back: the resume works, with its processes and files.

@@ -22,6 +22,10 @@ export interface CommitJob {
   deleted: boolean;
   /** Ends a wait between attempts early (a delete, or a caller waiting for the commit, need not sit out a retry delay). */
   wake?: (() => void) | undefined;
+  /** Attempts that failed so far (the job ends at its first success). */
+  failures: number;
+  /** Told of each failed attempt: the callers waiting for the commit. */
+  onFailure: Set<(err: unknown) => void>;
 }
 
 /** Before a commit starts (see run). */
@@ -33,6 +37,8 @@ const COMMIT_RETRY_MS = [1000, 2000, 5000, 10_000, 30_000, 60_000];
  * pending commit before it gets SandboxBusy: storage may be down for long, and callers must hear so in seconds.
  */
 const COMMIT_WAIT_MS = 10_000;
+/** Failed attempts after which a waiting caller is told storage refuses the commit (one may be a hiccup). */
+const REFUSED_IN_A_ROW = 2;
 
 export class CommitJobs {
   /** By snapshot id. */
@@ -69,7 +75,7 @@ export class CommitJobs {
     const { snapshotId, memory } = intent.pausing;
     if (memory) this.paused.keep(snapshotId, slotId);
     this.o.manager.release(sandboxId);
-    const job: CommitJob = { intent, resumed: false, deleted: false, committed: Promise.resolve(undefined as never) };
+    const job: CommitJob = { intent, resumed: false, deleted: false, failures: 0, onFailure: new Set(), committed: Promise.resolve(undefined as never) };
     job.committed = this.run(job);
     job.committed.catch(() => undefined);
     this.jobs.set(snapshotId, job);
@@ -77,21 +83,28 @@ export class CommitJobs {
 
   /**
    * The job's manifest once committed; SandboxBusy when that takes longer than COMMIT_WAIT_MS. A job waiting out a
-   * retry delay (up to a minute) tries again at once: someone needs the commit now, and storage may be back.
+   * retry delay (up to a minute) tries again at once: someone needs the commit now, and storage may be back. Once
+   * storage has refused REFUSED_IN_A_ROW attempts, a caller hears so at the next failure rather than after the
+   * whole wait: a control plane that asks before resuming on another node then moves on in about one attempt.
    */
   async committed(job: CommitJob): Promise<SnapshotManifest> {
+    const { sandboxId, pausing } = job.intent;
     job.wake?.();
     let timer: NodeJS.Timeout | undefined;
+    let failed: ((err: unknown) => void) | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new SandboxBusy(job.intent.sandboxId, `paused; its snapshot ${job.intent.pausing.snapshotId} is not committed to cluster storage yet`)),
-        COMMIT_WAIT_MS,
-      ).unref();
+      timer = setTimeout(() => reject(new SandboxBusy(sandboxId, `paused; its snapshot ${pausing.snapshotId} is not committed to cluster storage yet`)), COMMIT_WAIT_MS).unref();
+      failed = (err) => {
+        if (job.failures < REFUSED_IN_A_ROW) return;
+        reject(new SandboxBusy(sandboxId, `paused; its snapshot ${pausing.snapshotId} is not committed: cluster storage refused it (${(err as Error).message})`));
+      };
+      job.onFailure.add(failed);
     });
     try {
       return await Promise.race([job.committed, late]);
     } finally {
       clearTimeout(timer);
+      job.onFailure.delete(failed!);
     }
   }
 
@@ -133,7 +146,10 @@ export class CommitJobs {
           if (job.resumed) log.info('the sandbox was resumed in place before its snapshot was committed; not committing it');
           throw err;
         }
-        const wait = COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;
+        job.failures++;
+        for (const tell of job.onFailure) tell(err);
+        // A caller waits and storage has not yet refused enough to tell it so: try again now, not after a delay.
+        const wait = job.onFailure.size > 0 && job.failures < REFUSED_IN_A_ROW ? 0 : COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;
         log.warn({ err, attempt, retryInMs: wait }, 'committing the snapshot failed; retrying');
         await new Promise<void>((r) => {
           const t = setTimeout(r, wait).unref();
