@@ -14,6 +14,8 @@
 //   reply:   ID KIND VALUE STDOUT STDERR
 //     KIND 0: exited with status VALUE; 1: killed by signal VALUE; 2: could not be started, VALUE the errno,
 //     STDOUT its name (ENOENT), STDERR the path tried; 3: its output passed MAX_OUTPUT, it was killed.
+// A CMD of the form "cove:<op>" is a host operation (host-ops.c): the forked child does it itself, with no exec,
+// and answers like a tool that ran (its status, what it wrote).
 // A request the broker cannot parse ends it (the caller starts a new one). When its stdin closes (the orchestrator
 // is gone) it exits at once; tools still running keep running, as they would had the orchestrator started them.
 
@@ -31,6 +33,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "host-ops.h"
 
 /** Bounds the caller holds too (spawn-broker.ts). */
 #define MAX_REQUEST (32u << 20)
@@ -197,7 +201,8 @@ static void start_job(const char *body, size_t len) {
 
   int null_stdio = flags & 1;
   int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, report[2] = {-1, -1};
-  char *path = resolve(cmd, env);
+  int host_op = is_host_op(cmd);
+  char *path = host_op ? strdup(cmd) : resolve(cmd, env);
   int e = path ? 0 : errno;
   if (!e && !null_stdio && (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)) e = errno;
   if (!e && pipe2(report, O_CLOEXEC) != 0) e = errno;
@@ -219,7 +224,13 @@ static void start_job(const char *body, size_t len) {
     } else {
       ok = dup2(in[0], 0) == 0 && dup2(out[1], 1) == 1 && dup2(err[1], 2) == 2;
     }
-    if (ok && (!cwd[0] || chdir(cwd) == 0)) execve(path, full_argv, env);
+    if (ok && (!cwd[0] || chdir(cwd) == 0)) {
+      if (host_op) {
+        close(report[1]); /* started */
+        _exit(run_host_op(cmd, argv));
+      }
+      execve(path, full_argv, env);
+    }
     int why = errno;
     if (write(report[1], &why, sizeof why) < 0) _exit(127);
     _exit(127);

@@ -21,7 +21,7 @@ async function mountpoints(): Promise<Map<string, string>> {
 
 export async function prepareHost(logger: Logger): Promise<void> {
   if (process.getuid?.() !== 0) throw new HostUnsupported('the sandbox runtime must run as root');
-  for (const tool of ['crun', 'ip', 'nft', 'losetup', 'mkfs.ext4', 'nsenter', 'prlimit', 'mount', 'mmdebstrap']) {
+  for (const tool of ['crun', 'ip', 'nft', 'losetup', 'mkfs.ext4', 'nsenter', 'mount', 'mmdebstrap']) {
     const r = await run('sh', ['-c', `command -v ${tool}`], { allowFailure: true });
     if (r.code !== 0) throw new HostUnsupported(`missing host tool ${tool}`);
   }

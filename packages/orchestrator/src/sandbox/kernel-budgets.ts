@@ -11,7 +11,7 @@
 
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { run } from './run-command.js';
+import { HOST_OP, run } from './run-command.js';
 import { settleAll } from './settle-all.js';
 
 /** Per sandbox user namespace, per uid inside (user.max_inotify_*; the kernel default per user is 128). */
@@ -117,7 +117,7 @@ export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
 
 /**
  * Applies the per-sandbox limits the OCI spec cannot carry, once the slot runs and before it can be claimed:
- *  - user.max_inotify_*: user sysctls are those of the writer's user namespace, so nsenter joins it as its root
+ *  - user.max_inotify_*: user sysctls are those of the writer's user namespace, so the write joins it as its root
  *    (host root owns it: full capabilities there); crun refuses user.* sysctls as "not namespaced".
  *  - RLIMIT_SIGPENDING and RLIMIT_MSGQUEUE of tini and envd (what envd starts inherits them): not OCI rlimits,
  *    because crun sets those before it creates the user namespace, and the namespace's own ceiling on the
@@ -126,16 +126,14 @@ export async function raiseHostKernelBudgets(log: Logger): Promise<void> {
  * The sandbox's root cannot undo either: it lacks CAP_SYS_RESOURCE, and sees /proc/sys read-only.
  */
 export async function applySandboxBudgets(initPid: number, envdPid: number): Promise<void> {
-  const script = [
-    `echo ${SANDBOX_INOTIFY_INSTANCES} > /proc/sys/user/max_inotify_instances`,
-    `echo ${SANDBOX_INOTIFY_WATCHES} > /proc/sys/user/max_inotify_watches`,
-  ].join(' && ');
   // Three independent writes: run together (a restore or boot waits for the slowest, not the sum), all settled
   // before a failure is thrown.
   await settleAll([
-    run('nsenter', [`--user=/proc/${initPid}/ns/user`, 'sh', '-c', script]),
-    ...[initPid, envdPid].map((pid) =>
-      run('prlimit', [`--pid=${pid}`, `--sigpending=${SANDBOX_SIGPENDING}:${SANDBOX_SIGPENDING}`, `--msgqueue=${SANDBOX_MSGQUEUE_BYTES}:${SANDBOX_MSGQUEUE_BYTES}`]),
-    ),
+    run(HOST_OP.usernsSysctl, [
+      String(initPid),
+      `user/max_inotify_instances=${SANDBOX_INOTIFY_INSTANCES}`,
+      `user/max_inotify_watches=${SANDBOX_INOTIFY_WATCHES}`,
+    ]),
+    ...[initPid, envdPid].map((pid) => run(HOST_OP.prlimit, [String(pid), String(SANDBOX_SIGPENDING), String(SANDBOX_MSGQUEUE_BYTES)])),
   ]);
 }

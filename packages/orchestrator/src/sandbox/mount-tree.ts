@@ -4,14 +4,29 @@
 
 import { readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { run } from './run-command.js';
+import { HOST_OP, run } from './run-command.js';
 
 /** mountinfo escapes space, tab, newline and backslash as three octal digits. */
 const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
 
-async function mountPoints(): Promise<string[]> {
+async function mountInfo(): Promise<string[][]> {
   const info = await readFile('/proc/self/mountinfo', 'utf8');
-  return info.split('\n').map((l) => unescape(l.split(' ')[4] ?? '')).filter(Boolean);
+  return info.split('\n').filter(Boolean).map((l) => l.split(' '));
+}
+
+async function mountPoints(): Promise<string[]> {
+  return (await mountInfo()).map((f) => unescape(f[4] ?? '')).filter(Boolean);
+}
+
+/** Each mount point's source (e.g. `/dev/loop3`), the last mount's where points are stacked. */
+export async function mountSources(): Promise<Map<string, string>> {
+  const sources = new Map<string, string>();
+  for (const f of await mountInfo()) {
+    // Optional fields end at "-"; then the filesystem type and the source.
+    const dash = f.indexOf('-', 6);
+    if (f[4] && dash > 0 && f[dash + 2]) sources.set(unescape(f[4]), unescape(f[dash + 2]));
+  }
+  return sources;
 }
 
 /** Every mount point strictly under a directory, deepest first. */
@@ -31,8 +46,8 @@ export async function mountedAt(path: string): Promise<boolean> {
  */
 export async function unmountAll(path: string): Promise<void> {
   while (await mountedAt(path)) {
-    const r = await run('umount', [path], { allowFailure: true });
-    if (r.code !== 0) await run('umount', ['-l', path]);
+    const r = await run(HOST_OP.umount, [path], { allowFailure: true });
+    if (r.code !== 0) await run(HOST_OP.umount, [path, 'detach']);
   }
 }
 

@@ -31,6 +31,23 @@ export interface RunResult {
   stderr: string;
 }
 
+/**
+ * Host operations the spawn broker does without a tool (native/host-ops.c has each one's arguments): util-linux's
+ * mount, umount, losetup and prlimit cost milliseconds of CPU each in their own start-up, several times a slot.
+ */
+export const HOST_OP = {
+  /** FSTYPE SOURCE TARGET FLAGS DATA */
+  mount: 'cove:mount',
+  /** TARGET [detach] */
+  umount: 'cove:umount',
+  /** IMAGE TARGET: an ext4 image on an autoclearing loop device, mounted; prints the device. */
+  mountLoop: 'cove:mount-loop',
+  /** PID SIGPENDING MSGQUEUE */
+  prlimit: 'cove:prlimit',
+  /** PID KEY=VALUE... (/proc/sys keys, written in PID's user namespace) */
+  usernsSysctl: 'cove:userns-sysctl',
+} as const;
+
 const DEFAULT_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
 
 let broker: SpawnBroker | undefined;

@@ -3,11 +3,11 @@
 // its disk gets ENOSPC and never the node's disk. Layout under the slot dir:
 //   disk.ext4  the image;  disk/  its mount (upper/, work/);  rootfs/  the overlay crun runs.
 
-import { chown, mkdir, open, statfs } from 'node:fs/promises';
+import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { extractLayer } from './layer-export.js';
-import { mountsUnder, unmountAll } from './mount-tree.js';
-import { run } from './run-command.js';
+import { mountSources, mountsUnder, unmountAll } from './mount-tree.js';
+import { HOST_OP, run } from './run-command.js';
 import { BadLayerStack } from './runtime-errors.js';
 
 export interface SlotDiskPaths {
@@ -73,11 +73,11 @@ export async function createSlotDisk(
   // -m 0: no blocks reserved for "root" (overlay copy-up writes with the mounter's host-root creds,
   // which would otherwise get 5% more than the sandbox sees); no journal on a throwaway disk.
   await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'nodiscard,lazy_itable_init=1', p.image]);
-  // direct I/O: the image's pages are not cached a second time in the host page cache (charged to
-  // no sandbox); the sandbox's own ext4 page cache is charged to its memory cgroup.
-  const loop = (await run('losetup', ['--find', '--show', '--direct-io=on', p.image])).stdout.trim();
+  // On a loop device with direct I/O (the image's pages are not cached a second time in the host page cache,
+  // charged to no sandbox; the sandbox's own ext4 page cache is charged to its memory cgroup) and autoclear (it
+  // detaches itself when the disk is unmounted, so nothing scans the node's loop devices at the end).
   await mkdir(p.diskMount, { recursive: true });
-  await run('mount', ['-t', 'ext4', '-o', 'nosuid,nodev', loop, p.diskMount]);
+  const loop = (await run(HOST_OP.mountLoop, [p.image, p.diskMount])).stdout.trim();
   await mkdir(upper, { mode: 0o755 });
   await mkdir(work, { mode: 0o700 });
   // The overlay root takes the upper dir's owner: root inside (host rootId) must own `/`.
@@ -85,17 +85,25 @@ export async function createSlotDisk(
   // As root: owners (already shifted), whiteouts and opaque dirs come out as stored (see extractLayer).
   if (upperTar) await extractLayer(upperTar, upper);
   await mkdir(p.rootfs, { recursive: true });
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', overlay.options, p.rootfs], overlay.cwd ? { cwd: overlay.cwd } : {});
+  await run(HOST_OP.mount, ['overlay', 'overlay', p.rootfs, '', overlay.options], overlay.cwd ? { cwd: overlay.cwd } : {});
   return loop;
 }
 
-/** Unmounts everything under the slot dir (overlay, disk, sysfs) and detaches the image's loop devices; idempotent. */
+/**
+ * Unmounts everything under the slot dir (overlay, disk, sysfs) and detaches the image's loop devices; idempotent.
+ * A disk mounted by HOST_OP.mountLoop detaches itself; one attached without autoclear (a slot from before it) is
+ * detached here, and an image not mounted at all (a start that failed midway) is looked up among all loop devices.
+ */
 export async function removeSlotDisk(p: SlotDiskPaths): Promise<void> {
+  const device = (await mountSources()).get(p.diskMount);
+  const loop = device && /^\/dev\/loop\d+$/.test(device) ? device : undefined;
+  const autoclears = loop ? (await readFile(`/sys/block/${loop.slice(5)}/loop/autoclear`, 'utf8').catch(() => '0')).trim() === '1' : false;
   for (const m of [...(await mountsUnder(p.slotDir)), p.rootfs, p.diskMount]) await unmountAll(m);
-  const attached = await run('losetup', ['-j', p.image, '-O', 'NAME', '-n'], { allowFailure: true });
-  for (const dev of attached.stdout.split('\n').map((s) => s.trim()).filter(Boolean)) {
-    await run('losetup', ['-d', dev], { allowFailure: true });
-  }
+  if (autoclears) return;
+  const attached = loop
+    ? [loop]
+    : (await run('losetup', ['-j', p.image, '-O', 'NAME', '-n'], { allowFailure: true })).stdout.split('\n').map((s) => s.trim()).filter(Boolean);
+  for (const dev of attached) await run('losetup', ['-d', dev], { allowFailure: true });
 }
 
 /** The slot's writable layer (overlay upper dir). */
