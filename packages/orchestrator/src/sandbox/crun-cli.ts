@@ -75,11 +75,16 @@ export class CrunCli {
     });
   }
 
-  /** Host pid of the container's first process. */
+  /**
+   * Host pid of the container's first process, from crun's status record (what `crun state` prints, without a
+   * crun start-up of ~9 ms of CPU; repoint and adopt already keep this record).
+   */
   async pid(slotId: string): Promise<number> {
-    const r = await run('crun', ['--root', this.stateRoot, 'state', slotId]);
-    const pid = (JSON.parse(r.stdout) as { pid?: number }).pid;
-    if (!pid) throw new BootFailed(slotId, 'crun state reports no pid');
+    const pid = await readFile(join(this.stateRoot, slotId, 'status'), 'utf8').then(
+      (status) => (JSON.parse(status) as { pid?: unknown }).pid,
+      () => undefined,
+    ).catch(() => undefined);
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) throw new BootFailed(slotId, 'crun\'s status records no pid');
     return pid;
   }
 

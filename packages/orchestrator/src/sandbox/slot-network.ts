@@ -4,7 +4,8 @@
 // shared between sandboxes.
 // Root inside has no CAP_NET_ADMIN (not in its bounding set), so it cannot change its address, routes or firewall.
 
-import { run } from './run-command.js';
+import { rm } from 'node:fs/promises';
+import { HOST_OP, run } from './run-command.js';
 import type { Subnet } from './ipv4.js';
 
 export interface NodeNetConfig {
@@ -166,10 +167,15 @@ export async function migrateBridgePorts(
   return { migrated, failed };
 }
 
-/** Deletes the slot's veth and netns; missing pieces are fine. */
+/**
+ * Deletes the slot's veth and netns; missing pieces are fine. The netns goes as `ip netns del` does it (a lazy
+ * unmount of its bind, then the file), without starting `ip` for it.
+ */
 export async function removeSlotNetwork(cfg: NodeNetConfig, slotId: string): Promise<void> {
   await run('ip', ['link', 'del', 'dev', hostVethName(cfg, slotId)], { allowFailure: true });
-  await run('ip', ['netns', 'del', netnsName(cfg, slotId)], { allowFailure: true });
+  const bound = netnsPath(cfg, slotId);
+  await run(HOST_OP.umount, [bound, 'detach'], { allowFailure: true });
+  await rm(bound, { force: true }).catch(() => undefined);
 }
 
 /** Slot ids that own a netns or a host veth (for orphan cleanup). */
