@@ -12,6 +12,7 @@
 //                                                the mount fails), mounted as ext4 nosuid,nodev at TARGET.
 //                                                Prints the device (/dev/loopN).
 //   cove:prlimit PID SIGPENDING MSGQUEUE         RLIMIT_SIGPENDING and RLIMIT_MSGQUEUE of PID, soft = hard.
+//   cove:link-del NAME                           deletes the network link NAME (one RTM_DELLINK; `ip link del`).
 //   cove:userns-sysctl PID KEY=VALUE...          writes VALUE to /proc/sys/KEY as root of PID's user namespace
 //                                                (user.* sysctls are per user namespace). KEY: [a-z0-9_/], relative, no "..".
 
@@ -21,13 +22,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 enum { OK = 0, FAILED = 1, USAGE = 2 };
@@ -136,6 +142,41 @@ static int op_prlimit(char **a) {
   return OK;
 }
 
+static int op_link_del(char **a) {
+  if (count(a) != 1 || a[0][0] == '\0' || strlen(a[0]) >= IFNAMSIZ) return usage("cove:link-del");
+  struct {
+    struct nlmsghdr nh;
+    struct ifinfomsg ifi;
+    char attrs[RTA_SPACE(IFNAMSIZ)];
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nh.nlmsg_type = RTM_DELLINK;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  req.ifi.ifi_family = AF_UNSPEC;
+  struct rtattr *name = (struct rtattr *)req.attrs;
+  name->rta_type = IFLA_IFNAME;
+  name->rta_len = (unsigned short)RTA_LENGTH(strlen(a[0]) + 1);
+  memcpy(RTA_DATA(name), a[0], strlen(a[0]) + 1);
+  req.nh.nlmsg_len = (uint32_t)(NLMSG_LENGTH(sizeof req.ifi) + RTA_ALIGN(name->rta_len));
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return fail("netlink socket for", a[0]);
+  if (send(fd, &req, req.nh.nlmsg_len, 0) < 0) return fail("RTM_DELLINK", a[0]);
+  char buf[1024];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);
+  if (n < 0) return fail("RTM_DELLINK answer for", a[0]);
+  struct nlmsghdr *h = (struct nlmsghdr *)buf;
+  if (n < (ssize_t)NLMSG_LENGTH(sizeof(struct nlmsgerr)) || h->nlmsg_type != NLMSG_ERROR) {
+    errno = EPROTO;
+    return fail("RTM_DELLINK answer for", a[0]);
+  }
+  int e = ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+  if (e != 0) {
+    errno = -e;
+    return fail("delete link", a[0]);
+  }
+  return OK;
+}
+
 static int op_userns_sysctl(char **a) {
   long long pid;
   if (count(a) < 2 || number(a[0], &pid) != 0 || pid == 0) return usage("cove:userns-sysctl");
@@ -173,6 +214,7 @@ int run_host_op(const char *cmd, char **args) {
   if (strcmp(name, "umount") == 0) return op_umount(args);
   if (strcmp(name, "mount-loop") == 0) return op_mount_loop(args);
   if (strcmp(name, "prlimit") == 0) return op_prlimit(args);
+  if (strcmp(name, "link-del") == 0) return op_link_del(args);
   if (strcmp(name, "userns-sysctl") == 0) return op_userns_sysctl(args);
   dprintf(2, "unknown host operation %s\n", cmd);
   return USAGE;

@@ -1,9 +1,9 @@
 // The spawn broker's host operations (native/host-ops.c), done in its forked child without a tool: a slot's disk
 // on an autoclearing loop device that leaves nothing attached once unmounted (or when its mount fails), an umount
-// that never follows a link, rlimits and a user namespace's sysctls set on the process asked for, and requests
-// they do not understand refused.
+// that never follows a link, a network link deleted by name, rlimits and a user namespace's sysctls set on the
+// process asked for, and requests they do not understand refused.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +105,21 @@ describe('host operations of the spawn broker', { skip: process.getuid?.() !== 0
       assert.equal((await run(HOST_OP.prlimit, ['0', '1', '1'], { allowFailure: true })).code, 2);
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+
+  it('deletes a network link by name, and says so when there is none', async () => {
+    const name = `cvho-${process.pid % 100000}`;
+    execFileSync('ip', ['link', 'add', name, 'type', 'veth', 'peer', 'name', `${name}p`]);
+    try {
+      await run(HOST_OP.linkDel, [name]);
+      assert.throws(() => execFileSync('ip', ['link', 'show', 'dev', name], { stdio: 'ignore' }), 'the link is gone');
+      const again = await run(HOST_OP.linkDel, [name], { allowFailure: true });
+      assert.equal(again.code, 1);
+      assert.match(again.stderr, new RegExp(`^delete link ${name}: No such device`));
+      assert.equal((await run(HOST_OP.linkDel, ['x'.repeat(16)], { allowFailure: true })).code, 2, 'a name longer than the kernel\'s');
+    } finally {
+      spawnSync('ip', ['link', 'del', name], { stdio: 'ignore' });
     }
   });
 

@@ -44,6 +44,8 @@ export const HOST_OP = {
   mountLoop: 'cove:mount-loop',
   /** PID SIGPENDING MSGQUEUE */
   prlimit: 'cove:prlimit',
+  /** NAME: deletes a network link (`ip link del dev NAME`). */
+  linkDel: 'cove:link-del',
   /** PID KEY=VALUE... (/proc/sys keys, written in PID's user namespace) */
   usernsSysctl: 'cove:userns-sysctl',
 } as const;

@@ -168,11 +168,11 @@ export async function migrateBridgePorts(
 }
 
 /**
- * Deletes the slot's veth and netns; missing pieces are fine. The netns goes as `ip netns del` does it (a lazy
- * unmount of its bind, then the file), without starting `ip` for it.
+ * Deletes the slot's veth and netns; missing pieces are fine. Neither starts `ip`: the veth is one netlink request,
+ * and the netns goes as `ip netns del` does it (a lazy unmount of its bind, then the file).
  */
 export async function removeSlotNetwork(cfg: NodeNetConfig, slotId: string): Promise<void> {
-  await run('ip', ['link', 'del', 'dev', hostVethName(cfg, slotId)], { allowFailure: true });
+  await run(HOST_OP.linkDel, [hostVethName(cfg, slotId)], { allowFailure: true });
   const bound = netnsPath(cfg, slotId);
   await run(HOST_OP.umount, [bound, 'detach'], { allowFailure: true });
   await rm(bound, { force: true }).catch(() => undefined);
