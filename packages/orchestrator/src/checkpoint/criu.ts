@@ -18,8 +18,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { access, chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { release, version } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { run } from '../sandbox/run-command.js';
-import { PLUMB_SCRIPT } from '../sandbox/slot-network.js';
+import { PLUMB_SCRIPT, removeVethAndNetns } from '../sandbox/slot-network.js';
 import { childPids } from '../sandbox/slot-processes.js';
 import { startLazyPages, type LazyPages } from './lazy-pages.js';
 
@@ -81,8 +82,7 @@ function netEnv(net: SlotNet): Record<string, string> {
 
 /** Removes the slot's named netns and host veth (both may be absent). */
 export async function removeNet(net: SlotNet): Promise<void> {
-  await run('ip', ['link', 'del', 'dev', net.hostVeth], { allowFailure: true });
-  await run('ip', ['netns', 'del', net.netnsName], { allowFailure: true });
+  await removeVethAndNetns(net.hostVeth, net.netnsName);
 }
 
 /** Plumbs the netns of `initPid` (created by crun, owned by the sandbox's userns) like slot-network.ts does. */
@@ -195,26 +195,27 @@ async function prepareKdatRunDir(criu: string): Promise<string | null> {
   return dir;
 }
 
-/**
- * criu in a mount namespace of its own whose /run is the kdat cache directory. A shell stays in the host's mount
- * namespace as its parent, waiting (`; exit`: no exec of the last command), and names its own namespace for the
- * action script (COVE_HOST_MNTNS): that pid lives as long as criu does, so the path can never come to name
- * another process's namespace, as the orchestrator's own pid could once it died and the pid were reused.
- */
-const IN_KDAT_NS = 'COVE_HOST_MNTNS=/proc/$$/ns/mnt unshare --mount --propagation slave -- sh -c \'mount --bind "$0" /run && exec "$@"\' "$@"; exit $?';
+/** dist/src/checkpoint/criu.js → dist/native/criu-ns (native/criu-ns.c, built by `npm run build:native`). */
+const CRIU_NS = fileURLToPath(new URL('../../native/criu-ns', import.meta.url));
 
-/** Command and argv that run criu with `args`: in a mount namespace of its own whose /run is the kdat cache, when there is one. */
-export async function criuCommand(criu: string, args: string[]): Promise<{ file: string; argv: string[] }> {
+/**
+ * Command and argv that run criu with `args`: through native/criu-ns, which first joins the cgroups named by
+ * `join` (their `cgroup.procs` files) and then, when there is a kdat cache, runs criu in a mount namespace of its
+ * own whose /run is that cache, staying itself in the host's namespace and naming it for the action script
+ * (COVE_HOST_MNTNS): that pid lives as long as criu does, so the path can never come to name another process's
+ * namespace, as the orchestrator's own pid could once it died and the pid were reused.
+ */
+export async function criuCommand(criu: string, args: string[], join: readonly string[] = []): Promise<{ file: string; argv: string[] }> {
   // COVE_CRIU_KDAT_CACHE=0: criu as before (the bench's same-run baseline; a way out if a host refuses the mount).
   const runDir = process.env['COVE_CRIU_KDAT_CACHE'] === '0' ? null : await kdatRunDir(criu);
-  if (!runDir) return { file: criu, argv: args };
+  if (!runDir && join.length === 0) return { file: criu, argv: args };
   // slave: the host's later mounts (a slot's overlay) still show inside; nothing mounted inside comes out.
-  return { file: 'sh', argv: ['-c', IN_KDAT_NS, 'sh', runDir, criu, ...args] };
+  return { file: CRIU_NS, argv: [...join.flatMap((procs) => ['--join', procs]), runDir ?? '', criu, ...args] };
 }
 
 /**
  * SIGKILLs a process started from criuCommand: `pid` and its direct children. Under the kdat wrapper criu is the
- * child of a shell that must live as long as it does (COVE_HOST_MNTNS), and killing that shell alone left criu
+ * child of criu-ns, which must live as long as it does (COVE_HOST_MNTNS), and killing that wrapper alone left criu
  * orphaned, waiting for good with the slot's mounts (and its loop device) held. Children first, so the parent forks
  * nothing new in between.
  */

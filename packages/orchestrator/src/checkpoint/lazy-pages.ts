@@ -69,12 +69,11 @@ export async function startLazyPages(o: {
   deadlineMs?: number;
 }): Promise<LazyPages> {
   const log = await freshLog(o.workDir, 'lazy-pages');
-  const cmd = await criuCommand(o.criu, ['lazy-pages', '-D', o.imagesDir, '-W', o.workDir, '--status-fd', '3', '-o', log, '-v2']);
-  // The shell joins the slot's cgroups first, so criu and everything it allocates is charged to the slot.
-  const join1 = 'for f in $COVE_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"';
-  const child = spawn('sh', ['-c', join1, 'sh', cmd.file, ...cmd.argv], {
+  // The wrapper joins the slot's cgroups first, so criu and everything it allocates is charged to the slot.
+  const cmd = await criuCommand(o.criu, ['lazy-pages', '-D', o.imagesDir, '-W', o.workDir, '--status-fd', '3', '-o', log, '-v2'], o.cgroupProcs);
+  const child = spawn(cmd.file, cmd.argv, {
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', COVE_CGROUP_PROCS: o.cgroupProcs.join(' ') },
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
     // A group of its own: whatever stops the orchestrator's group (a restart) must not take the tree's memory.
     detached: true,
   });

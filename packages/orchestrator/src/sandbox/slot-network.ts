@@ -25,7 +25,8 @@ export interface NodeNetConfig {
 
 export const netnsName = (cfg: NodeNetConfig, slotId: string): string => `${cfg.netnsPrefix}${slotId}`;
 export const hostVethName = (cfg: NodeNetConfig, slotId: string): string => `${cfg.vethPrefix}${slotId}`;
-export const netnsPath = (cfg: NodeNetConfig, slotId: string): string => `/run/netns/${netnsName(cfg, slotId)}`;
+const netnsPathOf = (name: string): string => `/run/netns/${name}`;
+export const netnsPath = (cfg: NodeNetConfig, slotId: string): string => netnsPathOf(netnsName(cfg, slotId));
 
 async function linkExists(name: string): Promise<boolean> {
   return (await run('ip', ['link', 'show', 'dev', name], { allowFailure: true })).code === 0;
@@ -172,8 +173,13 @@ export async function migrateBridgePorts(
  * and the netns goes as `ip netns del` does it (a lazy unmount of its bind, then the file).
  */
 export async function removeSlotNetwork(cfg: NodeNetConfig, slotId: string): Promise<void> {
-  await run(HOST_OP.linkDel, [hostVethName(cfg, slotId)], { allowFailure: true });
-  const bound = netnsPath(cfg, slotId);
+  await removeVethAndNetns(hostVethName(cfg, slotId), netnsName(cfg, slotId));
+}
+
+/** removeSlotNetwork by names (a restore's leftovers, checkpoint/criu.ts). */
+export async function removeVethAndNetns(hostVeth: string, netns: string): Promise<void> {
+  await run(HOST_OP.linkDel, [hostVeth], { allowFailure: true });
+  const bound = netnsPathOf(netns);
   await run(HOST_OP.umount, [bound, 'detach'], { allowFailure: true });
   await rm(bound, { force: true }).catch(() => undefined);
 }
