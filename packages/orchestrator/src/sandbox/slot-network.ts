@@ -45,7 +45,7 @@ export async function ensureGatewayLink(cfg: NodeNetConfig): Promise<void> {
 
 /** Deletes the gateway link; absent is fine. */
 export async function removeGatewayLink(cfg: NodeNetConfig): Promise<void> {
-  await run('ip', ['link', 'del', 'dev', cfg.link], { allowFailure: true });
+  await run(HOST_OP.linkDel, [cfg.link], { allowFailure: true });
 }
 
 /** Host veths an older Cove made ports of the gateway link (migrateBridgePorts routes them). */

@@ -122,7 +122,7 @@ export class CommitJobs {
     // A moment's grace: a sandbox resumed right away (here, in place) no longer needs this snapshot, and its
     // restore then does not compete with hashing and uploading it.
     await new Promise((r) => setTimeout(r, COMMIT_DELAY_MS).unref());
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
       const t0 = Date.now();
       try {
         if (job.deleted || job.resumed) throw new SnapshotNotFound(snapshotId);
@@ -146,7 +146,8 @@ export class CommitJobs {
           if (job.resumed) log.info('the sandbox was resumed in place before its snapshot was committed; not committing it');
           throw err;
         }
-        job.failures++;
+        // The attempt that just failed, counted from 0 (the job's failures are its attempts so far).
+        const attempt = job.failures++;
         for (const tell of job.onFailure) tell(err);
         // A caller waits and storage has not yet refused enough to tell it so: try again now, not after a delay.
         const wait = job.onFailure.size > 0 && job.failures < REFUSED_IN_A_ROW ? 0 : COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;
