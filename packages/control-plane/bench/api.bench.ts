@@ -3,6 +3,9 @@
 // Run: `node packages/control-plane/dist/bench/api.bench.js [sandboxes=400] [concurrency=16]`.
 // BENCH_SERVER_NODE_ARGS (space-separated) go to the server's node, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
 // (NODE_OPTIONS refuses --cpu-prof); BENCH_OPS=create runs only the named phases (comma-separated).
+// Steady state: one uncounted round of every phase first (the server's JIT is cold in it: its creates/s were ~0.65x
+// the later rounds'), then BENCH_ROUNDS (3) counted rounds; each figure is the median of the rounds, with the
+// min and max in the JSON, and the first round's creates/s beside the median as its baseline.
 
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -12,6 +15,7 @@ import { Pool } from 'undici';
 
 const total = Number(process.argv[2] ?? 400);
 const concurrency = Number(process.argv[3] ?? 16);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 
 const serverArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 const ops = new Set((process.env.BENCH_OPS ?? 'create,get,list,timeout,kill').split(','));
@@ -72,25 +76,44 @@ async function phase(name: string, n: number, fn: (i: number) => Promise<void>) 
   return stats(name, samples, wall, (await serverCpuMs()) - cpu0);
 }
 
-const ids: string[] = [];
-const results = [];
-results.push(
-  await phase('create', total, async (i) => {
-    const r = await req('POST', '/v2/sandboxes', { templateID: 'base', timeout: 600, metadata: { i: String(i) } });
-    if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.json)}`);
-    ids.push(r.json.sandboxID);
-  }),
-);
-if (ops.has('get')) results.push(await phase('get', total, async (i) => void (await req('GET', `/sandboxes/${ids[i]}`))));
-if (ops.has('list')) results.push(await phase('list(100)', Math.max(20, total / 10), async () => void (await req('GET', '/v2/sandboxes?limit=100'))));
-if (ops.has('timeout')) results.push(await phase('timeout', total, async (i) => void (await req('POST', `/sandboxes/${ids[i]}/timeout`, { timeout: 300 }))));
-if (ops.has('kill')) results.push(await phase('kill', total, async (i) => void (await req('DELETE', `/sandboxes/${ids[i]}`))));
+type Phase = Awaited<ReturnType<typeof phase>>;
+
+/** One round: every phase in order, on `total` sandboxes it creates (and, with `kill`, ends). */
+async function round(): Promise<Phase[]> {
+  const ids: string[] = [];
+  const out: Phase[] = [];
+  out.push(
+    await phase('create', total, async (i) => {
+      const r = await req('POST', '/v2/sandboxes', { templateID: 'base', timeout: 600, metadata: { i: String(i) } });
+      if (r.status !== 201) throw new Error(`create: ${r.status} ${JSON.stringify(r.json)}`);
+      ids.push(r.json.sandboxID);
+    }),
+  );
+  if (ops.has('get')) out.push(await phase('get', total, async (i) => void (await req('GET', `/sandboxes/${ids[i]}`))));
+  if (ops.has('list')) out.push(await phase('list(100)', Math.max(20, total / 10), async () => void (await req('GET', '/v2/sandboxes?limit=100'))));
+  if (ops.has('timeout')) out.push(await phase('timeout', total, async (i) => void (await req('POST', `/sandboxes/${ids[i]}/timeout`, { timeout: 300 }))));
+  if (ops.has('kill')) out.push(await phase('kill', total, async (i) => void (await req('DELETE', `/sandboxes/${ids[i]}`))));
+  return out;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const warm = await round();
+const counted: Phase[][] = [];
+for (let r = 0; r < rounds; r++) counted.push(await round());
+// Per phase: the median round's figures, and each figure's spread over the rounds.
+const results = warm.map((f, i) => {
+  const each = counted.map((c) => c[i]!);
+  const spread = (k: 'p50' | 'perSec' | 'serverCpuMsPerOp') => ({ min: Math.min(...each.map((e) => e[k])), median: median(each.map((e) => e[k])), max: Math.max(...each.map((e) => e[k])) });
+  return { op: f.op, p50: median(each.map((e) => e.p50)), perSec: median(each.map((e) => e.perSec)), serverCpuMsPerOp: median(each.map((e) => e.serverCpuMsPerOp)), rounds: { p50: spread('p50'), perSec: spread('perSec'), serverCpuMsPerOp: spread('serverCpuMsPerOp') }, firstRound: f };
+});
 
 const mem = process.memoryUsage();
-console.table(results);
-process.stdout.write(`${JSON.stringify({ bench: 'control-plane-api', total, concurrency, results, clientRssMb: Math.round(mem.rss / 2 ** 20) })}\n`);
+console.table(results.map(({ rounds: _r, firstRound: _f, ...r }) => r));
+process.stdout.write(`${JSON.stringify({ bench: 'control-plane-api', total, concurrency, countedRounds: rounds, results, clientRssMb: Math.round(mem.rss / 2 ** 20) })}\n`);
 for (const r of results) {
   process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name: `control-plane API ${r.op} p50 (c=${concurrency})`, value: r.p50, unit: 'ms' })}\n`);
 }
+const create = results.find((r) => r.op === 'create')!;
+process.stdout.write(`BENCH_RESULT ${JSON.stringify({ name: `control-plane API creates/s (c=${concurrency})`, value: create.perSec, unit: '1/s', target: '>= 500', baseline: create.firstRound.perSec, baselineLabel: 'the uncounted first round, cold JIT' })}\n`);
 await pool.close();
 server.stdin!.end();
