@@ -66,8 +66,19 @@ export class Cgroups {
     return slotId ? join(ROOT, this.parent, slotId) : join(ROOT, this.parent);
   }
 
-  /** Creates the parent cgroup(s); idempotent. */
-  async prepareParent(): Promise<void> {
+  /** Set once the parent exists: every boot and restore asks, and the ~30 file operations are done once. */
+  private parentReady: Promise<void> | undefined;
+
+  /** Creates the parent cgroup(s) once per instance (again after removeParent, or after a failed try); idempotent. */
+  prepareParent(): Promise<void> {
+    this.parentReady ??= this.createParent().catch((err: unknown) => {
+      this.parentReady = undefined;
+      throw err;
+    });
+    return this.parentReady;
+  }
+
+  private async createParent(): Promise<void> {
     if (this.mode === 'v2') {
       await enableV2Controllers(ROOT);
       await mkdir(this.v2Dir(), { recursive: true });
@@ -202,6 +213,7 @@ export class Cgroups {
    * hold no processes. Missing ones are fine.
    */
   async removeParent(): Promise<void> {
+    this.parentReady = undefined;
     for (const root of await this.hierarchies()) await removeTree(join(root, this.parent));
   }
 
