@@ -19,6 +19,7 @@ import { InfoService, SandboxService, SandboxSpecSchema, type SandboxSpec } from
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { buildOrchestrator, type Orchestrator } from '../src/app.js';
 import { loadConfig, type OrchestratorConfig } from '../src/config.js';
+import type { DestinationStream } from 'pino';
 import { createLogger } from '../src/logger.js';
 import { LinuxSandboxRuntime, type LinuxRuntimeConfig } from '../src/sandbox/linux-runtime.js';
 
@@ -102,6 +103,8 @@ export async function startOrchestrator(
   extra: Record<string, string> = {},
   runtimeExtra: Partial<LinuxRuntimeConfig> = {},
   observe?: (runtime: LinuxSandboxRuntime) => void,
+  /** Where the node logs (at the config's COVE_LOG_LEVEL): a test that asserts on what the node reported. */
+  logTo?: DestinationStream,
 ): Promise<Running> {
   // The node's config says what its runtime builds in the background (a warm pool of anything else is refused).
   const builtin: Record<string, string> = runtimeExtra.backgroundTemplates ? { COVE_BUILTIN_TEMPLATES: runtimeExtra.backgroundTemplates.join(',') || 'none' } : {};
@@ -109,7 +112,7 @@ export async function startOrchestrator(
   const runtime = makeRuntime(i, 'error', runtimeExtra);
   await runtime.prepare();
   observe?.(runtime);
-  const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel) });
+  const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel, logTo) });
   const recovery = await orchestrator.start();
   const { rpcPort, proxyPort } = await orchestrator.listen();
   return {

@@ -54,13 +54,25 @@ async function unblockStorage(): Promise<void> {
   await rm(join(OBJECTS, 'snapshots'), { force: true });
 }
 
+interface NodeLogLine {
+  time: number;
+  msg: string;
+  snapshotId?: string;
+  attempt?: number;
+  retryInMs?: number;
+}
+
 describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
   let a: Running;
+  const logged: NodeLogLine[] = [];
 
   before(async () => {
     await Promise.all([teardown(I), rm(STORAGE, { recursive: true, force: true })]);
     await mkdir(OBJECTS, { recursive: true });
-    a = await startOrchestrator(I, { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: '' });
+    // The node's own account of its commit attempts (their delays) is what the commit-wait test holds it to.
+    a = await startOrchestrator(I, { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: '', COVE_LOG_LEVEL: 'info' }, {}, undefined, {
+      write: (line: string) => void logged.push(JSON.parse(line) as NodeLogLine),
+    });
   });
 
   after(async () => {
@@ -154,6 +166,26 @@ describe('pause and resume when steps fail', { timeout: 300_000, skip }, () => {
     assert.ok(now && now.mark === 'pf2' && now.digest === was.digest, 'with its memory');
     await rpc.deleteSnapshots({ snapshotIds: ['snap-pf2'] });
     await rpc.delete({ sandboxId: 'pf2' });
+  });
+
+  it('deleting an uncommitted snapshot does not wait out its commit job\'s retry delay', async () => {
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    await rpc.create({ sandbox: spec({ sandboxId: 'pf4', envdAccessToken: 'tok-pf4' }) });
+    await blockStorage();
+    await rpc.pause({ sandboxId: 'pf4', snapshotId: 'snap-pf4', memory: true });
+    // The third refused attempt: the job now waits 5 s before its next one.
+    const retrying = (): NodeLogLine | undefined =>
+      logged.find((l) => l.snapshotId === 'snap-pf4' && l.msg === 'committing the snapshot failed; retrying' && l.attempt === 2);
+    assert.ok(await waitFor(async () => retrying() !== undefined, 20_000), 'storage refused the commit three times');
+    const { time, retryInMs } = retrying()!;
+    assert.ok((retryInMs ?? 0) >= 2000, `a delay long enough to tell a wake from its end: ${retryInMs} ms`);
+    await unblockStorage();
+    await rpc.deleteSnapshots({ snapshotIds: ['snap-pf4'] });
+    const answered = Date.now();
+    // Without the wake, the job would see the delete only once its delay ran out, and the delete waits for the job.
+    assert.ok(answered < time + retryInMs!, `deleted ${answered - time} ms after the refusal whose retry was due in ${retryInMs} ms`);
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pf4', 'manifest.json')), false, 'never committed');
+    assert.ok(!logged.some((l) => l.snapshotId === 'snap-pf4' && l.msg === 'snapshot committed'));
   });
 
   it('a committed pause whose local image is damaged resumes from cluster storage\'s verified copy', async () => {
