@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { access, mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { OnceUntilFailure } from '../once-until-failure.js';
 
 const ROOT = '/sys/fs/cgroup';
 const V1_CONTROLLERS = ['memory', 'cpu', 'cpuacct', 'pids', 'cpuset', 'freezer', 'devices', 'blkio'] as const;
@@ -66,16 +67,12 @@ export class Cgroups {
     return slotId ? join(ROOT, this.parent, slotId) : join(ROOT, this.parent);
   }
 
-  /** Set once the parent exists: every boot and restore asks, and the ~30 file operations are done once. */
-  private parentReady: Promise<void> | undefined;
+  /** Every boot and restore asks for the parent; its ~30 file operations are done once. */
+  private readonly parentMade = new OnceUntilFailure(() => this.createParent());
 
   /** Creates the parent cgroup(s) once per instance (again after removeParent, or after a failed try); idempotent. */
   prepareParent(): Promise<void> {
-    this.parentReady ??= this.createParent().catch((err: unknown) => {
-      this.parentReady = undefined;
-      throw err;
-    });
-    return this.parentReady;
+    return this.parentMade.run();
   }
 
   private async createParent(): Promise<void> {
@@ -213,7 +210,7 @@ export class Cgroups {
    * hold no processes. Missing ones are fine.
    */
   async removeParent(): Promise<void> {
-    this.parentReady = undefined;
+    this.parentMade.forget();
     for (const root of await this.hierarchies()) await removeTree(join(root, this.parent));
   }
 

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { BlobNotFound, downloadVerified, HashMismatch, isSha256Hex, type BlobStore } from '@cove/storage';
 import type { Logger } from 'pino';
 import { extractLayer } from '../sandbox/layer-export.js';
+import { OnceUntilFailure } from '../once-until-failure.js';
 
 export class LayerMissing extends Error {
   readonly code = 'layer_missing';
@@ -70,7 +71,7 @@ export class LayerCache {
   private readonly entries = new Map<string, Entry>();
   private readonly inflight = new Map<string, Promise<string>>();
   private readonly pins = new Map<string, number>();
-  private initialised: Promise<void> | null = null;
+  private readonly loaded = new OnceUntilFailure(() => this.load());
   private evicting: Promise<void> = Promise.resolve();
   private clock = 0;
 
@@ -83,11 +84,7 @@ export class LayerCache {
 
   /** Loads what a previous run left: complete layers are kept, leftovers of crashed extractions removed. */
   init(): Promise<void> {
-    this.initialised ??= this.load().catch((err: unknown) => {
-      this.initialised = null;
-      throw err;
-    });
-    return this.initialised;
+    return this.loaded.run();
   }
 
   private async load(): Promise<void> {
