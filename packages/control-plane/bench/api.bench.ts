@@ -100,11 +100,15 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 const warm = await round();
 const counted: Phase[][] = [];
 for (let r = 0; r < rounds; r++) counted.push(await round());
-// Per phase: the median round's figures, and each figure's spread over the rounds.
+// Per phase: each figure's spread over the counted rounds, and its median as the figure.
 const results = warm.map((f, i) => {
   const each = counted.map((c) => c[i]!);
-  const spread = (k: 'p50' | 'perSec' | 'serverCpuMsPerOp') => ({ min: Math.min(...each.map((e) => e[k])), median: median(each.map((e) => e[k])), max: Math.max(...each.map((e) => e[k])) });
-  return { op: f.op, p50: median(each.map((e) => e.p50)), perSec: median(each.map((e) => e.perSec)), serverCpuMsPerOp: median(each.map((e) => e.serverCpuMsPerOp)), rounds: { p50: spread('p50'), perSec: spread('perSec'), serverCpuMsPerOp: spread('serverCpuMsPerOp') }, firstRound: f };
+  const spread = (k: 'p50' | 'perSec' | 'serverCpuMsPerOp') => {
+    const xs = each.map((e) => e[k]);
+    return { min: Math.min(...xs), median: median(xs), max: Math.max(...xs) };
+  };
+  const spreads = { p50: spread('p50'), perSec: spread('perSec'), serverCpuMsPerOp: spread('serverCpuMsPerOp') };
+  return { op: f.op, p50: spreads.p50.median, perSec: spreads.perSec.median, serverCpuMsPerOp: spreads.serverCpuMsPerOp.median, rounds: spreads, firstRound: f };
 });
 
 const mem = process.memoryUsage();
