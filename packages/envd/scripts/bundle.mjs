@@ -1,14 +1,16 @@
 // Builds the self-contained envd directory the orchestrator bind-mounts read-only at
-// /opt/cove/envd: envd.cjs (every JS dependency bundled), its launcher envd-start.cjs, plus the two native addons,
-// which are loaded lazily at run time and so stay outside the bundle. CommonJS, not ESM: Node's ESM loader keeps
+// /opt/cove/envd: envd.cjs (every JS dependency bundled), its launcher envd-start.cjs, the helper every command
+// starts through (envd-exec, native/envd-exec.c), and the two native addons, which are loaded lazily at run time and
+// so stay outside the bundle. CommonJS, not ESM: Node's ESM loader keeps
 // ~0.45 MiB in every idle envd (docs/decisions.md, envd as CommonJS).
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cp, mkdir, rm, writeFile, readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ENVD_ENTRY, ENVD_START } from '@cove/contracts/sandbox';
+import { ENVD_ENTRY, ENVD_EXEC, ENVD_START } from '@cove/contracts/sandbox';
 
 const pkgDir = dirname(dirname(fileURLToPath(import.meta.url)));
 const out = join(pkgDir, 'dist', 'bundle');
@@ -88,6 +90,13 @@ for (const name of Object.keys(standIns)) {
     throw new Error(`${ENVD_ENTRY} requires ${name} other than through lazy-${name}: route it there`);
   }
 }
+
+// The helper every command starts through (native/envd-exec.c): static, as it runs in whatever a template holds. On
+// x86-64 without libc, which keeps its cost per command at ~0.05 ms (docs/decisions.md).
+const freestanding = process.arch === 'x64' ? ['-nostdlib', '-ffreestanding', '-fno-builtin', '-fno-stack-protector'] : [];
+execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-static', ...freestanding, '-o', join(out, ENVD_EXEC), join(pkgDir, 'native', 'envd-exec.c')], {
+  stdio: 'inherit',
+});
 
 // The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.
 await build({ ...common, entryPoints: [join(pkgDir, 'src', 'start.ts')], outfile: join(out, ENVD_START) });

@@ -3,6 +3,9 @@ import { spawn } from 'node:child_process';
 import { cp, readFile, stat, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { createClient } from '@connectrpc/connect';
+import { createConnectTransport } from '@connectrpc/connect-node';
+import { Process } from '@cove/contracts/envd/process';
 import { Sandbox } from 'e2b';
 import { ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_START, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
 import { startEnvd, tempDir, type RunningEnvd } from './envd-process.js';
@@ -67,6 +70,44 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
     assert.match(out, /33 100/);
     await sbx.files.write(`${tmp.dir}/m.txt`, 'x', { metadata: { k: 'v' } });
     assert.deepEqual((await sbx.files.getInfo(`${tmp.dir}/m.txt`)).metadata, { k: 'v' });
+  });
+
+  test('every command starts through envd-exec: its OOM score is raised from its first instruction, pipes and PTY', async () => {
+    // Written from envd after spawn returned (i.e. after exec), the score left a window in which a command, or
+    // anything it forked, still ran at envd's 0; 40 at once made it show in 11 runs of 12 (docs/decisions.md).
+    await writeFile(`/proc/${envd.proc.pid}/oom_score_adj`, '0');
+    const outs = await Promise.all(
+      Array.from({ length: 40 }, () => sbx.commands.run('cat /proc/self/oom_score_adj').then((r) => r.stdout.trim())),
+    );
+    assert.deepEqual(outs.filter((o) => o !== '100'), []);
+    let pty = '';
+    const term = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => void (pty += Buffer.from(d).toString()) });
+    await sbx.pty.sendInput(term.pid, new TextEncoder().encode('cat /proc/$$/oom_score_adj /proc/$$/cmdline | tr "\\0" " "; exit\n'));
+    await term.wait().catch(() => undefined);
+    // The PTY's shell became itself: envd-exec leaves nothing behind in its argv.
+    assert.match(pty, /^100\r?\n\/bin\/bash -i -l /m);
+    assert.equal((await readFile(`/proc/${envd.proc.pid}/oom_score_adj`, 'utf8')).trim(), '0');
+  });
+
+  test("a command the kernel cannot run fails as a shell's would: 127 or 126 with the reason; a script without #! runs in sh", async () => {
+    await writeFile(`${tmp.dir}/no-interp`, '#!/nonexistent/interpreter\n', { mode: 0o755 });
+    await writeFile(`${tmp.dir}/no-shebang`, 'echo "ran in sh: $0 $1"\n', { mode: 0o755 });
+    // Straight through the Process service: the SDK's commands.run would go through bash, which reports it itself.
+    const client = createClient(Process, createConnectTransport({ baseUrl: envd.url, httpVersion: '1.1' }));
+    const run = async (cmd: string, args: string[]): Promise<{ out: string; err: string; exitCode?: number }> => {
+      const r: { out: string; err: string; exitCode?: number } = { out: '', err: '' };
+      for await (const m of client.start({ process: { cmd, args } })) {
+        const ev = m.event?.event;
+        if (ev?.case === 'data' && ev.value.output.case === 'stdout') r.out += Buffer.from(ev.value.output.value).toString();
+        if (ev?.case === 'data' && ev.value.output.case === 'stderr') r.err += Buffer.from(ev.value.output.value).toString();
+        if (ev?.case === 'end') r.exitCode = ev.value.exitCode;
+      }
+      return r;
+    };
+    const missing = await run(`${tmp.dir}/no-interp`, []);
+    assert.equal(missing.exitCode, 127);
+    assert.equal(missing.err, `envd: cannot run ${tmp.dir}/no-interp: no such file or directory (or its interpreter)\n`);
+    assert.deepEqual(await run(`${tmp.dir}/no-shebang`, ['arg']), { out: `ran in sh: ${tmp.dir}/no-shebang arg\n`, err: '', exitCode: 0 });
   });
 
   test('a port it cannot take ends the process with a failure (no half-started envd that answers nothing)', async () => {

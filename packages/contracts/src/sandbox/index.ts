@@ -11,6 +11,8 @@ export const ENVD_ENTRY = 'envd.cjs';
 export const ENVD_START = 'envd-start.cjs';
 /** V8's code cache of ENVD_ENTRY's start, made by the node host when it installs the bundle, never inside a sandbox. */
 export const ENVD_CODE_CACHE = 'envd.cjs.cache';
+/** The bundle's native helper every command starts through, so it has its OOM score from its first instruction. */
+export const ENVD_EXEC = 'envd-exec';
 /** Set to '1' for the host's one run of ENVD_START that makes the cache: envd builds itself, never listens. */
 export const ENVD_WRITE_CODE_CACHE_ENV = 'COVE_ENVD_WRITE_CODE_CACHE';
 /**

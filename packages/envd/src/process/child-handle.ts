@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { EnvdError } from '../errors.js';
 import type { LaunchSpec } from './launch-spec.js';
+import { raisedLaunch, raiseChild } from './oom-score.js';
 
 /** How a child ended, in E2B's terms (Go's ProcessState). */
 export interface ChildExit {
@@ -51,22 +51,6 @@ function exitOf(code: number | null, signal: string | null): ChildExit {
   return { exitCode: -1, exited: false, status: `signal: ${text}` };
 }
 
-/**
- * What envd starts is the OOM killer's first choice over envd itself (which runs at 0, as E2B's envd
- * gives its commands 100). Raising needs no privilege; a child may lower itself back to the floor it
- * inherited, which the host keeps at 0 for the whole sandbox. Synchronous, right after the synchronous
- * spawn, so the child (and anything it forks) has the score before the start event is even sent.
- */
-export const CHILD_OOM_SCORE_ADJ = 100;
-
-function raiseOomScore(pid: number): void {
-  try {
-    writeFileSync(`/proc/${pid}/oom_score_adj`, String(CHILD_OOM_SCORE_ADJ));
-  } catch {
-    // already gone, or /proc not ours (tests on a host): the child keeps envd's score
-  }
-}
-
 /** Signals the child's process group (each child leads its own), falling back to the pid. */
 function signalGroup(pid: number, sig: NodeJS.Signals): void {
   try {
@@ -86,7 +70,8 @@ const PIPE_DRAIN_MS = 250;
 /** Spawns with plain pipes; resolves once the child has a pid. */
 export function spawnPipes(spec: LaunchSpec, stdin: boolean, sink: ChildSink): Promise<ChildHandle> {
   return new Promise((resolve, reject) => {
-    const child = spawn(spec.file, spec.args, {
+    const launch = raisedLaunch(spec.file, spec.args);
+    const child = spawn(launch.file, launch.args, {
       cwd: spec.cwd,
       env: spec.env,
       uid: spec.uid,
@@ -101,7 +86,7 @@ export function spawnPipes(spec: LaunchSpec, stdin: boolean, sink: ChildSink): P
     if (child.pid === undefined) return;
     started = true;
     const pid = child.pid;
-    raiseOomScore(pid);
+    if (!launch.raised) raiseChild(pid);
     child.stdout!.on('data', (d: Buffer) => sink.stdout(d));
     child.stderr!.on('data', (d: Buffer) => sink.stderr(d));
     child.stdin?.on('error', () => undefined);
@@ -181,9 +166,10 @@ export function spawnPty(spec: LaunchSpec, size: { cols: number; rows: number },
   const pty = loadPty();
   const cols = Math.min(Math.max(size.cols || 80, 1), 10_000);
   const rows = Math.min(Math.max(size.rows || 24, 1), 10_000);
+  const launch = raisedLaunch(spec.file, spec.args);
   let term: ReturnType<PtyModule['spawn']>;
   try {
-    term = pty.spawn(spec.file, spec.args, {
+    term = pty.spawn(launch.file, launch.args, {
       name: spec.env.TERM ?? 'xterm-256color',
       cols,
       rows,
@@ -197,7 +183,7 @@ export function spawnPty(spec: LaunchSpec, size: { cols: number; rows: number },
     throw new EnvdError('internal', 'failed to start PTY process', { cause: err });
   }
   const pid = term.pid;
-  raiseOomScore(pid);
+  if (!launch.raised) raiseChild(pid);
   let exited = false;
   term.onData((d) => sink.pty(typeof d === 'string' ? Buffer.from(d) : d));
   term.onExit(({ exitCode, signal }) => {

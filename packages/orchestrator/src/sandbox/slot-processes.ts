@@ -34,7 +34,7 @@ export async function envdOf(initPid: number, slotId: string): Promise<number> {
 }
 
 /**
- * tini and envd run at oom_score_adj 0 and envd raises what it starts (envd's child-handle.ts), so the OOM killer
+ * tini and envd run at oom_score_adj 0 and what envd starts raises itself to 100 (envd's envd-exec), so the OOM killer
  * still prefers a sandbox's own processes over envd. Never below 0: a privileged write also sets
  * oom_score_adj_min, which every descendant inherits as the floor it may lower itself back to, so -998 here let
  * any sandbox process shield itself while host daemons died first. Writing 0 as root also lifts a negative floor
