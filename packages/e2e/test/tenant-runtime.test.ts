@@ -110,6 +110,15 @@ describe('tenant runtime', () => {
     });
   }
 
+  test('every command has its OOM score from its first instruction, even 40 started at once (user and root)', async () => {
+    // envd starts each through its envd-exec helper. Before, envd raised the score after the exec, and in a
+    // sandbox 3-6 of 40 such reads still saw envd's 0 (docs/decisions.md).
+    for (const user of users) {
+      const outs = await Promise.all(Array.from({ length: 40 }, () => run(a, 'cat /proc/self/oom_score_adj', user)));
+      assert.deepEqual(outs.filter((o) => o.out !== '100\n'), [], user);
+    }
+  });
+
   for (const user of users) {
     test(`sockets of unneeded families and odd personalities are refused, the usual ones work (${user})`, async () => {
       const r = await run(a, py(SOCKETS), user);
