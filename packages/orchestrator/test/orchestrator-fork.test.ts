@@ -10,6 +10,7 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code } from '@connectrpc/connect';
+import { SnapshotCommit } from '@cove/contracts/orchestrator';
 import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import { exists, instance, rpcOutcome, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, viaProxy, waitFor, type Running } from './orchestrator-fixture.js';
 
@@ -95,5 +96,58 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
     for (const [rpc, id] of [[ra, 'fk1'], [ra, 'fk1a'], [rb, 'fk1b']] as const) await rpc.delete({ sandboxId: id });
     await ra.deleteSnapshots({ snapshotIds: ['fork-fk1'] });
     assert.equal(await exists(manifestFile), false);
+  });
+
+  it('a deferred snapshot: A starts copies from its files with nothing in storage, B only once the commit was asked for', async () => {
+    const ra = rpcClients(a.rpcUrl).sandboxes;
+    const rb = rpcClients(b.rpcUrl).sandboxes;
+    await ra.create({ sandbox: spec({ sandboxId: 'fk2', envdAccessToken: 'tok-fk2', envVars: { SBX: 'fk2' } }) });
+    const hog = Buffer.from(hogScript(20)).toString('base64');
+    const r = await runInSandbox(
+      processClient(a.proxyUrl, 'fk2', 'tok-fk2'),
+      `mkdir -p /tmp/www && echo ${hog} | base64 -d > /tmp/hog.py && (HOG_MARK=$SBX nohup python3 /tmp/hog.py >/dev/null 2>&1 &) && ` +
+        `(nohup python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 &)`,
+    );
+    assert.equal(r.exitCode, 0);
+    assert.ok(await waitFor(async () => ((await counter(a, 'fk2'))?.n ?? 0) > 3, 20_000), 'counter up');
+
+    const taken = await ra.snapshot({ sandboxId: 'fk2', snapshotId: 'fork-fk2', commit: SnapshotCommit.DEFERRED });
+    assert.ok(Number(taken.snapshot!.sizeBytes) > 0);
+    const manifestFile = join(OBJECTS, 'snapshots', 'fork-fk2', 'manifest.json');
+    assert.equal(await exists(manifestFile), false, 'nothing committed');
+    // A copy on A, from A's own files: nothing in storage is needed.
+    await ra.create({ sandbox: spec({ sandboxId: 'fk2a', snapshotId: 'fork-fk2', envdAccessToken: 'tok-a' }) });
+    assert.equal((await counter(a, 'fk2a'))?.mark, 'fk2', "A's copy runs the source's processes");
+    assert.equal(await exists(manifestFile), false, 'still nothing committed');
+    // B has nothing to start from yet.
+    assert.equal(await rpcOutcome(rb.create({ sandbox: spec({ sandboxId: 'fk2b', snapshotId: 'fork-fk2', envdAccessToken: 'tok-b' }) })), Code.NotFound);
+
+    // PENDING commits that snapshot and nothing else: another sandbox's or an unknown id is NOT_FOUND, no checkpoint.
+    const pending = (sandboxId: string, snapshotId: string) => ra.snapshot({ sandboxId, snapshotId, commit: SnapshotCommit.PENDING });
+    assert.equal(await rpcOutcome(pending('fk2a', 'fork-fk2')), Code.NotFound);
+    assert.equal(await rpcOutcome(pending('fk2', 'fork-none')), Code.NotFound);
+    assert.equal(await exists(join(A.dataDir, 'snapshots', 'fork-none')), false, 'no checkpoint taken for it');
+    const [c1, c2] = await Promise.all([pending('fk2', 'fork-fk2'), pending('fk2', 'fork-fk2')]);
+    assert.equal(c1.snapshot!.snapshotId, 'fork-fk2');
+    assert.equal(c1.snapshot!.sizeBytes, c2.snapshot!.sizeBytes);
+    assert.equal(await exists(manifestFile), true, 'committed');
+    await rb.create({ sandbox: spec({ sandboxId: 'fk2b', snapshotId: 'fork-fk2', envdAccessToken: 'tok-b' }) });
+    assert.equal((await counter(b, 'fk2b'))?.mark, 'fk2', "B's copy runs the source's processes");
+
+    // Deleted: storage and A's files go, and nothing starts from it any more.
+    await ra.deleteSnapshots({ snapshotIds: ['fork-fk2'] });
+    assert.equal(await exists(manifestFile), false);
+    assert.equal(await exists(join(A.dataDir, 'snapshots', 'fork-fk2')), false);
+    assert.equal(await rpcOutcome(pending('fk2', 'fork-fk2')), Code.NotFound);
+
+    // One deleted before anyone asked for its commit leaves nothing either, on A or in storage.
+    await ra.snapshot({ sandboxId: 'fk2', snapshotId: 'fork-fk2x', commit: SnapshotCommit.DEFERRED });
+    await ra.deleteSnapshots({ snapshotIds: ['fork-fk2x'] });
+    assert.equal(await exists(join(A.dataDir, 'snapshots', 'fork-fk2x')), false);
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'fork-fk2x')), false);
+    assert.equal(await rpcOutcome(ra.create({ sandbox: spec({ sandboxId: 'fk2c', snapshotId: 'fork-fk2x', envdAccessToken: 'tok-c' }) })), Code.NotFound);
+    assert.ok(((await counter(a, 'fk2'))?.n ?? 0) > 3, 'the source runs on');
+
+    for (const [rpc, id] of [[ra, 'fk2'], [ra, 'fk2a'], [rb, 'fk2b']] as const) await rpc.delete({ sandboxId: id });
   });
 });

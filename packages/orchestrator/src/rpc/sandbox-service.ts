@@ -9,6 +9,7 @@ import {
   DeleteResponseSchema,
   DeleteSnapshotsResponseSchema,
   PauseResponseSchema,
+  SnapshotCommit,
   SnapshotInfoSchema,
   SnapshotResponseSchema,
   type SnapshotInfo,
@@ -21,9 +22,16 @@ import {
 } from '@cove/contracts/orchestrator';
 import { InvalidArgument } from '../errors.js';
 import type { SandboxManager } from '../sandboxes/sandbox-manager.js';
-import type { PauseResult, SnapshotManager } from '../snapshots/snapshot-manager.js';
+import type { PauseResult, SnapshotCommit as Commit, SnapshotManager } from '../snapshots/snapshot-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import { egressRulesOf, validateSandboxId, validateSpec, type NodeLimits } from '../sandboxes/validate-spec.js';
+
+/** The contract's SnapshotCommit as the snapshot manager names it. */
+const COMMITS: Partial<Record<SnapshotCommit, Commit>> = {
+  [SnapshotCommit.NOW]: 'now',
+  [SnapshotCommit.DEFERRED]: 'deferred',
+  [SnapshotCommit.PENDING]: 'pending',
+};
 
 export function toSandboxInfo(r: SandboxRecord): SandboxInfo {
   return create(SandboxInfoSchema, {
@@ -111,7 +119,9 @@ export function sandboxService(
     },
     async snapshot(req) {
       if (!snapshots) throw new InvalidArgument(['snapshot: this node has no cluster storage for snapshots']);
-      const r = await snapshots.snapshot(req.sandboxId, req.snapshotId);
+      const commit = COMMITS[req.commit];
+      if (!commit) throw new InvalidArgument([`commit: unknown value ${req.commit}`]);
+      const r = await snapshots.snapshot(req.sandboxId, req.snapshotId, commit);
       return create(SnapshotResponseSchema, { snapshot: toSnapshotInfo(r), sandbox: toSandboxInfo(r.record) });
     },
     async deleteSnapshots(req) {

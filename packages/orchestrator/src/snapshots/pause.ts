@@ -7,13 +7,14 @@
 // running, or its complete state is on this node's disk or in cluster storage.
 
 import { mkdir, rm, stat } from 'node:fs/promises';
-import { CheckpointFailed, InvalidArgument, SandboxBusy } from '../errors.js';
+import { CheckpointFailed, InvalidArgument, SandboxBusy, SnapshotNotFound } from '../errors.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import { validateSandboxId } from '../sandboxes/validate-spec.js';
 import type { CommitJobs } from './commit-jobs.js';
+import type { DeferredCommits } from './deferred-commits.js';
 import type { SnapshotFiles } from './snapshot-files.js';
 import { readSnapshotManifest, SNAPSHOT_ID_RE, writeSnapshotManifest } from './snapshot-manifest.js';
-import { summaryOf, type Intent, type PauseResult, type SnapshotManagerOptions, type SnapshotSummary } from './snapshot-types.js';
+import { summaryOf, type Intent, type PauseResult, type SnapshotCommit, type SnapshotManagerOptions, type SnapshotSummary } from './snapshot-types.js';
 import { exportUpper, initTokenOf, uploadSnapshot } from './snapshot-upload.js';
 
 export class Pauser {
@@ -24,6 +25,7 @@ export class Pauser {
     private readonly o: SnapshotManagerOptions,
     private readonly files: SnapshotFiles,
     private readonly jobs: CommitJobs,
+    private readonly deferred: DeferredCommits,
   ) {}
 
   isActive(snapshotId: string): boolean {
@@ -119,15 +121,24 @@ export class Pauser {
     }
   }
 
-  /** A persistent snapshot: pause, then the sandbox runs on in place (restored right after the dump). */
-  async snapshot(sandboxId: string, snapshotId: string): Promise<PauseResult & { record: SandboxRecord }> {
+  /**
+   * A persistent snapshot: pause, then the sandbox runs on in place (restored right after the dump). Committed to
+   * cluster storage before the answer (`now`), or only when asked (`deferred`: a fork's, deferred-commits.ts);
+   * `pending` commits a deferred one and takes no checkpoint.
+   */
+  async snapshot(sandboxId: string, snapshotId: string, commit: SnapshotCommit): Promise<PauseResult & { record: SandboxRecord }> {
     this.checkIds(sandboxId, snapshotId);
+    if (commit === 'pending') {
+      const held = this.deferred.get(snapshotId);
+      if (!held || held.intent.sandboxId !== sandboxId) throw new SnapshotNotFound(snapshotId);
+      return { summary: summaryOf(await this.deferred.commit(held)), pauseMs: 0, record: held.record };
+    }
     const record = this.o.manager.detach(sandboxId, 'being snapshotted');
     const started = Date.now();
     const intent = { ...record, pausing: { snapshotId, memory: true, keepRunning: true } };
     this.active.add(snapshotId);
     try {
-      await this.stop(intent);
+      const imageBytes = await this.stop(intent);
       let running: SandboxRecord;
       try {
         await exportUpper(this.o.runtime, this.files, intent);
@@ -135,6 +146,13 @@ export class Pauser {
         running = await this.restoreInPlace(intent);
       }
       const pauseMs = Date.now() - started;
+      if (commit === 'deferred') {
+        const sizeBytes = (await stat(this.files.upperOf(snapshotId))).size + imageBytes;
+        const summary: SnapshotSummary = { snapshotId, sandboxId, memory: true, sizeBytes, createdAt: new Date().toISOString() };
+        this.deferred.hold({ intent: { ...running, pausing: intent.pausing }, record: running, summary });
+        this.o.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken; its commit deferred');
+        return { summary, pauseMs, record: running };
+      }
       // A persistent snapshot must be usable from any node as soon as it is answered: committed first.
       const manifest = await uploadSnapshot(this.o, this.files, { ...running, pausing: intent.pausing });
       await writeSnapshotManifest(this.o.blobs, manifest);

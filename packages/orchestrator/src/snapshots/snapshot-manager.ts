@@ -2,6 +2,7 @@
 // the one object the rest of the orchestrator uses, wiring the parts that do the work —
 //   pause.ts            pause and persistent snapshots of a running sandbox (intent first, then the dump)
 //   commit-jobs.ts      committing a pause to cluster storage, retried until storage takes it
+//   deferred-commits.ts a fork's snapshot: on this node's disk at once, committed only when asked
 //   snapshot-starts.ts  Creates from a snapshot: in place, from this node's files, or from storage's copy
 //   paused-slots.ts     paused slots kept on this node for resumes in place
 //   snapshot-files.ts   the snapshot's files on this node, and their verified download
@@ -15,6 +16,7 @@ import type { SnapshotSlots } from '../sandboxes/sandbox-manager.js';
 import type { SandboxRecord } from '../sandboxes/sandbox-record.js';
 import type { ValidSpec } from '../sandboxes/validate-spec.js';
 import { CommitJobs } from './commit-jobs.js';
+import { DeferredCommits } from './deferred-commits.js';
 import { Pauser } from './pause.js';
 import { PausedSlots } from './paused-slots.js';
 import { SnapshotFiles } from './snapshot-files.js';
@@ -23,14 +25,15 @@ import { readSnapshotManifest, SNAPSHOT_ID_RE, snapshotManifestKey } from './sna
 import { recoverPauses } from './snapshot-recovery.js';
 import { SnapshotStarts } from './snapshot-starts.js';
 import { SnapshotSweeper } from './snapshot-sweep.js';
-import { artifactsOf, type PauseResult, type SnapshotManagerOptions, type StartedSlot } from './snapshot-types.js';
+import { artifactsOf, type PauseResult, type SnapshotCommit, type SnapshotManagerOptions, type StartedSlot } from './snapshot-types.js';
 
-export type { PauseResult, SnapshotManagerOptions, SnapshotSummary } from './snapshot-types.js';
+export type { PauseResult, SnapshotCommit, SnapshotManagerOptions, SnapshotSummary } from './snapshot-types.js';
 
 export class SnapshotManager implements SnapshotSlots {
   private readonly files: SnapshotFiles;
   private readonly paused: PausedSlots;
   private readonly jobs: CommitJobs;
+  private readonly deferred: DeferredCommits;
   private readonly pauser: Pauser;
   private readonly starts: SnapshotStarts;
   private readonly sweeper: SnapshotSweeper;
@@ -39,12 +42,13 @@ export class SnapshotManager implements SnapshotSlots {
     this.files = new SnapshotFiles(o.dataDir, o.blobs);
     this.paused = new PausedSlots({ runtime: o.runtime, max: o.maxPausedSlots, uncommitted: (id) => this.jobs.has(id), log: o.log });
     this.jobs = new CommitJobs(o, this.files, this.paused);
-    this.pauser = new Pauser(o, this.files, this.jobs);
-    this.starts = new SnapshotStarts(o, this.files, this.jobs, this.paused);
+    this.deferred = new DeferredCommits(o, this.files);
+    this.pauser = new Pauser(o, this.files, this.jobs, this.deferred);
+    this.starts = new SnapshotStarts(o, this.files, this.jobs, this.paused, this.deferred);
     this.sweeper = new SnapshotSweeper({
       o,
       files: this.files,
-      busy: (id) => this.pauser.isActive(id) || this.jobs.has(id) || this.files.isInUse(id) || this.paused.has(id),
+      busy: (id) => this.pauser.isActive(id) || this.jobs.has(id) || this.deferred.has(id) || this.files.isInUse(id) || this.paused.has(id),
       drop: (id) => this.dropLocal(id),
     });
   }
@@ -63,8 +67,8 @@ export class SnapshotManager implements SnapshotSlots {
   }
 
   /** A persistent snapshot: pause, then the sandbox runs on in place (restored right after the dump). */
-  snapshot(sandboxId: string, snapshotId: string): Promise<PauseResult & { record: SandboxRecord }> {
-    return this.pauser.snapshot(sandboxId, snapshotId);
+  snapshot(sandboxId: string, snapshotId: string, commit: SnapshotCommit = 'now'): Promise<PauseResult & { record: SandboxRecord }> {
+    return this.pauser.snapshot(sandboxId, snapshotId, commit);
   }
 
   /** SnapshotSlots: the slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
@@ -76,6 +80,8 @@ export class SnapshotManager implements SnapshotSlots {
   async delete(snapshotIds: string[]): Promise<void> {
     for (const id of snapshotIds) {
       if (!SNAPSHOT_ID_RE.test(id)) continue;
+      // A deferred one is forgotten first (its commit, if one runs, settles): nothing starts from it any more.
+      await this.deferred.drop(id);
       const job = this.jobs.get(id);
       if (job) {
         // Not committed yet: it never will be.

@@ -12,6 +12,7 @@ import { readyBuiltinSlot } from '../sandboxes/template-start.js';
 import type { InitDefaults } from '../sandboxes/sandbox-manager.js';
 import type { ValidSpec } from '../sandboxes/validate-spec.js';
 import type { CommitJob, CommitJobs } from './commit-jobs.js';
+import type { DeferredCommits } from './deferred-commits.js';
 import type { PausedSlots } from './paused-slots.js';
 import type { SnapshotFiles } from './snapshot-files.js';
 import { readSnapshotManifest } from './snapshot-manifest.js';
@@ -24,10 +25,17 @@ export class SnapshotStarts {
     private readonly files: SnapshotFiles,
     private readonly jobs: CommitJobs,
     private readonly paused: PausedSlots,
+    private readonly deferred: DeferredCommits,
   ) {}
 
   /** The slot a Create with snapshot_id runs in, restored or booted from the snapshot. */
   async slotFor(spec: ValidSpec, log: Logger): Promise<StartedSlot> {
+    const held = this.deferred.get(spec.snapshotId);
+    if (held) {
+      // A fork's copy on the source's node: from this node's files, never waiting for storage.
+      const init: InitDefaults = { ...(await this.defaultsOf(held.intent)), envVars: { ...held.intent.envVars, ...spec.envVars } };
+      return this.files.using(spec.snapshotId, async () => ({ slot: await this.startFromFiles(this.deferred.sourceOf(held), spec, spec.cold, log), init }));
+    }
     const job = this.jobs.get(spec.snapshotId);
     if (job && job.intent.sandboxId === spec.sandboxId) return this.startUncommitted(job, spec, log);
     // Anyone else needs the committed snapshot (bounded: a storage outage answers SandboxBusy in seconds).

@@ -42,6 +42,9 @@ export interface SnapshotSummary {
   createdAt: string;
 }
 
+/** When a Snapshot reaches cluster storage (the contract's SnapshotCommit). */
+export type SnapshotCommit = 'now' | 'deferred' | 'pending';
+
 export interface PauseResult {
   summary: SnapshotSummary;
   /** How long the sandbox's processes were stopped (0 for a repeated Pause). */
