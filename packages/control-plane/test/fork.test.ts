@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Code } from '@connectrpc/connect';
+import { SnapshotCommit } from '@cove/contracts/orchestrator';
 import { RateLimitError, Sandbox, SandboxError, SandboxNotFoundError } from 'e2b';
 import { call, setupTeam, startControlPlane, type RunningControlPlane } from './fixtures/control-plane.js';
 import { startFakeCluster, type FakeCluster, type FakeNode } from './fixtures/fake-cluster.js';
@@ -79,9 +80,9 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
 
     // (Snapshot goes to the node without cove-sandbox-id: the edge keeps the source's route.)
     const snaps = cluster.calls.slice(mark).filter((c) => c.method === 'Snapshot');
-    assert.equal(snaps.length, 1, 'one checkpoint for all copies');
-    assert.equal(snaps[0]!.nodeId, 'node-b');
+    assert.deepEqual(snaps.map((c) => [c.nodeId, c.commit]), [['node-b', SnapshotCommit.DEFERRED], ['node-b', SnapshotCommit.PENDING]], 'one checkpoint for all copies, committed once');
     const snapshotId = snaps[0]!.snapshotId!;
+    assert.equal(snaps[1]!.snapshotId, snapshotId);
     assert.ok(b.sandboxes.has(src.sandboxID), 'the source runs on');
 
     const ids = new Set([src.sandboxID, ...copies.map((c) => c.sandboxID)]);
@@ -95,6 +96,7 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
     const creates = copies.map((c) => callsFor('Create', c.sandboxID).at(-1)!);
     assert.deepEqual(creates.map((c) => c.snapshotId), [snapshotId, snapshotId, snapshotId]);
     assert.deepEqual(creates.map((c) => c.nodeId), ['node-b', 'node-a', 'node-b'], 'the origin first, then spread');
+    assert.ok(cluster.calls.indexOf(snaps[1]!) < cluster.calls.indexOf(creates[1]!), 'committed before the copy on the other node starts');
     assert.deepEqual(creates.map((c) => c.trafficToken), copies.map((c) => c.trafficAccessToken), 'the edge learns each copy\'s own traffic token');
     for (const c of copies) {
       const info = await call(cp.url, 'GET', `/sandboxes/${c.sandboxID}`, { key });
@@ -110,6 +112,31 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
     assert.equal(await cp.cp.snapshotStore.get(snapshotId), undefined);
     assert.deepEqual((await call(cp.url, 'GET', `/snapshots?sandboxID=${src.sandboxID}`, { key })).body, [], 'never listed as a snapshot');
     assert.equal((await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: snapshotId } })).status, 404, 'not a template');
+  });
+
+  test('copies on the origin alone never commit the snapshot; a copy whose node cannot get the commit starts on the origin', async () => {
+    const src = await createOn(a);
+    let mark = cluster.calls.length;
+    const one = await fork(src.sandboxID, { count: 1 });
+    assert.equal(one.status, 201, JSON.stringify(one.body));
+    assert.equal(callsFor('Create', (one.body as ForkEntry[])[0]!.sandbox!.sandboxID).at(-1)!.nodeId, 'node-a');
+    const commits = (from: number) => cluster.calls.slice(from).filter((c) => c.method === 'Snapshot').map((c) => c.commit);
+    assert.deepEqual(commits(mark), [SnapshotCommit.DEFERRED], 'its one copy started on the origin: nothing uploaded');
+
+    // The origin cannot commit it (its storage is down, or a restart lost the snapshot): the copy placed on the
+    // other node falls back to the origin, which starts it from its own files.
+    mark = cluster.calls.length;
+    a.failCommitWith = Code.NotFound;
+    try {
+      const r = await fork(src.sandboxID, { count: 2 });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      const copies = (r.body as ForkEntry[]).map((e) => e.sandbox!);
+      assert.ok(copies.every(Boolean), JSON.stringify(r.body));
+      assert.deepEqual(copies.map((c) => callsFor('Create', c.sandboxID).at(-1)!.nodeId), ['node-a', 'node-a']);
+    } finally {
+      a.failCommitWith = undefined;
+    }
+    assert.deepEqual(commits(mark), [SnapshotCommit.DEFERRED, SnapshotCommit.PENDING], 'the commit was asked for, once');
   });
 
   test('a copy that fails (a corrupt artifact on the other node) is an error entry; the others run; the SDK returns Error entries', async () => {

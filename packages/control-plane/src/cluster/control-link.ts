@@ -17,6 +17,7 @@ import {
   InfoResponseSchema,
   SandboxService,
   SandboxSpecSchema,
+  SnapshotCommit,
   TemplateService,
   type BuildRequestSchema,
   type BuildStatusResponse,
@@ -399,10 +400,13 @@ export class ControlLink {
     }
   }
 
-  /** A persistent snapshot: the sandbox runs on where it is, so the edge's route stays (no `cove-sandbox-id`). */
-  async snapshot(nodeId: string, sandboxId: string, snapshotId: string): Promise<SnapshotInfo> {
+  /**
+   * A persistent snapshot: the sandbox runs on where it is, so the edge's route stays (no `cove-sandbox-id`).
+   * `commit` as the contract's SnapshotCommit: NOW unless a fork defers it to its copies on other nodes.
+   */
+  async snapshot(nodeId: string, sandboxId: string, snapshotId: string, commit = SnapshotCommit.NOW): Promise<SnapshotInfo> {
     try {
-      const res = await this.sandboxes.snapshot({ sandboxId, snapshotId }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
+      const res = await this.sandboxes.snapshot({ sandboxId, snapshotId, commit }, { headers: this.headers(nodeId), timeoutMs: this.timeoutMs });
       if (!res.snapshot) throw new LinkCallError(Code.Internal, 'snapshot', 'node returned no snapshot');
       return res.snapshot;
     } catch (err) {

@@ -1,12 +1,14 @@
 // E2B's fork (`POST /sandboxes/{id}/fork`, docs/pause-resume.md "Fork"): N running copies of a running sandbox —
 // memory, processes, files — each a new sandbox with its own id, hostname, address, envd token and traffic token.
-// It is the persistent snapshot's checkpoint (dump, restore in place, commit to cluster storage: the original runs
-// on, its established connections closed) under a short-lived `fork` snapshot, then N starts from it exactly as
-// `Sandbox.create(<snapshot>)` starts one: on the origin node from its own files, on any other node from cluster
-// storage's copy, verified against the signed manifest before a byte is restored. The snapshot is deleted once every
-// copy has started. Throws typed errors only; per-copy failures are entries of the answer.
+// It is the persistent snapshot's checkpoint (dump, restore in place: the original runs on, its established
+// connections closed) under a short-lived `fork` snapshot, then N starts from it as `Sandbox.create(<snapshot>)`
+// starts one: on the origin node from its own files, at once (the node defers the commit); on any other node from
+// cluster storage's copy, committed when the first such copy asks and verified against the signed manifest before a
+// byte is restored. The snapshot is deleted once every copy has started. Throws typed errors only; per-copy failures
+// are entries of the answer.
 
 import { Code } from '@connectrpc/connect';
+import { SnapshotCommit } from '@cove/contracts/orchestrator';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
 import { placeOn, type PlacementOptions } from '../cluster/placement.js';
@@ -125,7 +127,9 @@ export class Forks {
     // The row first: a checkpoint whose answer is lost is still found and deleted by the reconciler.
     await this.d.snapshots.insert(pending);
     try {
-      const taken = takenOf(await this.d.links.for(cluster).snapshot(s.nodeId!, s.id, snapshotId));
+      // Deferred: the copies on the source's node start from its files at once; one on another node asks for the
+      // commit first (startCopy), so a fork whose copies all start there never uploads its snapshot.
+      const taken = takenOf(await this.d.links.for(cluster).snapshot(s.nodeId!, s.id, snapshotId, SnapshotCommit.DEFERRED));
       await this.d.snapshots.markReady(snapshotId, { sizeBytes: taken.sizeBytes ?? 0, memory: taken.memory, createdAt: pending.createdAt });
       log.info({ sizeBytes: taken.sizeBytes }, 'fork checkpoint taken');
       return { ...pending, ...taken, createdAt: pending.createdAt, status: 'ready' };
@@ -154,6 +158,18 @@ export class Forks {
     } catch (err) {
       placeError = err;
     }
+    // Asked once, by the first copy placed off the source's node (again after a failed try).
+    let commit: Promise<unknown> | undefined;
+    const committedFor = async (nodeId: string): Promise<void> => {
+      if (nodeId === source.nodeId) return;
+      commit ??= this.d.links.for(cluster).snapshot(source.nodeId!, source.id, snapshot.id, SnapshotCommit.PENDING);
+      try {
+        await commit;
+      } catch (err) {
+        commit = undefined;
+        throw err;
+      }
+    };
     let next = 0;
     const worker = async () => {
       for (let i = next++; i < copies.length; i = next++) {
@@ -161,7 +177,7 @@ export class Forks {
         try {
           if (placeError) throw placeError;
           const rotated = [...order.slice(i % order.length), ...order.slice(0, i % order.length)];
-          outcomes[i] = { sandbox: await this.startCopy(cluster, copy, snapshot, rotated, timeout, log.child({ copyId: copy.id })) };
+          outcomes[i] = { sandbox: await this.startCopy(cluster, copy, snapshot, rotated, timeout, committedFor, log.child({ copyId: copy.id })) };
         } catch (err) {
           await this.d.sandboxes.remove(copy.id).catch(() => undefined);
           outcomes[i] = { error: errorEntry(err) };
@@ -173,7 +189,15 @@ export class Forks {
     return outcomes;
   }
 
-  private async startCopy(cluster: Cluster, copy: SandboxRecord, snapshot: SnapshotRecord, nodeIds: string[], timeout: number, log: Logger): Promise<SandboxRecord> {
+  private async startCopy(
+    cluster: Cluster,
+    copy: SandboxRecord,
+    snapshot: SnapshotRecord,
+    nodeIds: string[],
+    timeout: number,
+    committedFor: (nodeId: string) => Promise<void>,
+    log: Logger,
+  ): Promise<SandboxRecord> {
     const net = nodeNetworkOf(copy.allowInternetAccess, copy.network);
     // Its time runs from its start, not from the request: the checkpoint before it may have taken seconds.
     copy.endAt = Date.now() + timeout * 1000;
@@ -200,7 +224,7 @@ export class Forks {
         snapshotId: snapshot.id,
       },
       copy.trafficAccessToken,
-      { describe: `cannot start a copy of sandbox "${snapshot.sandboxId}"` },
+      { describe: `cannot start a copy of sandbox "${snapshot.sandboxId}"`, before: committedFor },
       log,
     );
     copy.nodeId = nodeId;
