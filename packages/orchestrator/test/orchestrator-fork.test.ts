@@ -6,7 +6,7 @@
 // A too; with the genuine bytes back every copy runs the source's processes under its own id and hostname.
 
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code } from '@connectrpc/connect';
@@ -115,9 +115,14 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
     assert.ok(Number(taken.snapshot!.sizeBytes) > 0);
     const manifestFile = join(OBJECTS, 'snapshots', 'fork-fk2', 'manifest.json');
     assert.equal(await exists(manifestFile), false, 'nothing committed');
-    // A copy on A, from A's own files: nothing in storage is needed.
+    // A copy on A, from A's own files: nothing in storage is needed. Its restore leaves the images as the dump
+    // wrote them (criu's own files go to the slot's dir): a commit reading them meanwhile sees no change.
+    const images = join(A.dataDir, 'snapshots', 'fork-fk2', 'images');
+    const listing = async () => (await readdir(images)).sort().join(' ');
+    const dumped = await listing();
     await ra.create({ sandbox: spec({ sandboxId: 'fk2a', snapshotId: 'fork-fk2', envdAccessToken: 'tok-a' }) });
     assert.equal((await counter(a, 'fk2a'))?.mark, 'fk2', "A's copy runs the source's processes");
+    assert.equal(await listing(), dumped, 'the restore wrote nothing into the images');
     assert.equal(await exists(manifestFile), false, 'still nothing committed');
     // B has nothing to start from yet.
     assert.equal(await rpcOutcome(rb.create({ sandbox: spec({ sandboxId: 'fk2b', snapshotId: 'fork-fk2', envdAccessToken: 'tok-b' }) })), Code.NotFound);

@@ -479,8 +479,11 @@ export async function restoreSlot(o: {
     '--action-script', script,
     '--restore-detached', '--pidfile', pidfile,
     ...externals,
-    // The daemon listens in the work dir (-W), a directory of the node's, never one the tree sees.
-    ...(lazy ? ['--lazy-pages', '-W', work] : []),
+    // criu's own files (its stats; a lazy restore's daemon socket) go to the work dir, a directory of the node's
+    // that the tree never sees, not into the images: those stay as the dump wrote them, for other restores from
+    // them and for a fork's commit that reads them meanwhile.
+    '-W', work,
+    ...(lazy ? ['--lazy-pages'] : []),
   ];
   const log = await freshLog(work, 'restore');
   const criuStarted = Date.now();
