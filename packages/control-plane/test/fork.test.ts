@@ -80,9 +80,9 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
 
     // (Snapshot goes to the node without cove-sandbox-id: the edge keeps the source's route.)
     const snaps = cluster.calls.slice(mark).filter((c) => c.method === 'Snapshot');
-    assert.deepEqual(snaps.map((c) => [c.nodeId, c.commit]), [['node-b', SnapshotCommit.DEFERRED], ['node-b', SnapshotCommit.PENDING]], 'one checkpoint for all copies, committed once');
+    // Copies spread over both nodes: committed before any of them starts.
+    assert.deepEqual(snaps.map((c) => [c.nodeId, c.commit]), [['node-b', SnapshotCommit.NOW]], 'one checkpoint for all copies');
     const snapshotId = snaps[0]!.snapshotId!;
-    assert.equal(snaps[1]!.snapshotId, snapshotId);
     assert.ok(b.sandboxes.has(src.sandboxID), 'the source runs on');
 
     const ids = new Set([src.sandboxID, ...copies.map((c) => c.sandboxID)]);
@@ -96,7 +96,6 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
     const creates = copies.map((c) => callsFor('Create', c.sandboxID).at(-1)!);
     assert.deepEqual(creates.map((c) => c.snapshotId), [snapshotId, snapshotId, snapshotId]);
     assert.deepEqual(creates.map((c) => c.nodeId), ['node-b', 'node-a', 'node-b'], 'the origin first, then spread');
-    assert.ok(cluster.calls.indexOf(snaps[1]!) < cluster.calls.indexOf(creates[1]!), 'committed before the copy on the other node starts');
     assert.deepEqual(creates.map((c) => c.trafficToken), copies.map((c) => c.trafficAccessToken), 'the edge learns each copy\'s own traffic token');
     for (const c of copies) {
       const info = await call(cp.url, 'GET', `/sandboxes/${c.sandboxID}`, { key });
@@ -114,29 +113,41 @@ describe(`fork (${engine} store)`, { skip: engine === 'postgres' && !postgresAva
     assert.equal((await call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: snapshotId } })).status, 404, 'not a template');
   });
 
-  test('copies on the origin alone never commit the snapshot; a copy whose node cannot get the commit starts on the origin', async () => {
+  test('a copy placed on the origin defers the commit: never made when it starts there, asked for when it must move', async () => {
     const src = await createOn(a);
+    const commits = (from: number) => cluster.calls.slice(from).filter((c) => c.method === 'Snapshot').map((c) => c.commit);
+    const nodeOfCopy = (r: { body: unknown }) => callsFor('Create', (r.body as ForkEntry[])[0]!.sandbox!.sandboxID).at(-1)!.nodeId;
     let mark = cluster.calls.length;
     const one = await fork(src.sandboxID, { count: 1 });
     assert.equal(one.status, 201, JSON.stringify(one.body));
-    assert.equal(callsFor('Create', (one.body as ForkEntry[])[0]!.sandbox!.sandboxID).at(-1)!.nodeId, 'node-a');
-    const commits = (from: number) => cluster.calls.slice(from).filter((c) => c.method === 'Snapshot').map((c) => c.commit);
-    assert.deepEqual(commits(mark), [SnapshotCommit.DEFERRED], 'its one copy started on the origin: nothing uploaded');
+    assert.equal(nodeOfCopy(one), 'node-a');
+    assert.deepEqual(commits(mark), [SnapshotCommit.DEFERRED], 'its copy started on the origin: nothing uploaded');
 
-    // The origin cannot commit it (its storage is down, or a restart lost the snapshot): the copy placed on the
-    // other node falls back to the origin, which starts it from its own files.
+    // The origin turns it away: the copy moves to the other node, which gets the commit first.
     mark = cluster.calls.length;
-    a.failCommitWith = Code.NotFound;
+    a.failCreateWith = Code.ResourceExhausted;
     try {
-      const r = await fork(src.sandboxID, { count: 2 });
-      assert.equal(r.status, 201, JSON.stringify(r.body));
-      const copies = (r.body as ForkEntry[]).map((e) => e.sandbox!);
-      assert.ok(copies.every(Boolean), JSON.stringify(r.body));
-      assert.deepEqual(copies.map((c) => callsFor('Create', c.sandboxID).at(-1)!.nodeId), ['node-a', 'node-a']);
+      const moved = await fork(src.sandboxID, { count: 1 });
+      assert.equal(moved.status, 201, JSON.stringify(moved.body));
+      assert.equal(nodeOfCopy(moved), 'node-b');
+      assert.deepEqual(commits(mark), [SnapshotCommit.DEFERRED, SnapshotCommit.PENDING]);
+      const pending = cluster.calls.slice(mark).find((c) => c.commit === SnapshotCommit.PENDING)!;
+      assert.equal(pending.nodeId, 'node-a', 'asked of the origin');
+      assert.ok(cluster.calls.indexOf(pending) < cluster.calls.indexOf(cluster.calls.slice(mark).find((c) => c.method === 'Create' && c.nodeId === 'node-b')!));
+
+      // And when the origin cannot commit it either (storage down, or it lost the snapshot in a restart), the copy
+      // is an error entry and its reservation goes; the source runs on.
+      const before = (await live()).length;
+      a.failCommitWith = Code.NotFound;
+      const failed = await fork(src.sandboxID, { count: 1 });
+      assert.equal(failed.status, 201, JSON.stringify(failed.body));
+      assert.equal((failed.body as ForkEntry[])[0]!.sandbox, undefined, JSON.stringify(failed.body));
+      assert.equal((await live()).length, before);
+      assert.ok(a.sandboxes.has(src.sandboxID));
     } finally {
+      a.failCreateWith = undefined;
       a.failCommitWith = undefined;
     }
-    assert.deepEqual(commits(mark), [SnapshotCommit.DEFERRED, SnapshotCommit.PENDING], 'the commit was asked for, once');
   });
 
   test('a copy that fails (a corrupt artifact on the other node) is an error entry; the others run; the SDK returns Error entries', async () => {

@@ -2,10 +2,10 @@
 // memory, processes, files — each a new sandbox with its own id, hostname, address, envd token and traffic token.
 // It is the persistent snapshot's checkpoint (dump, restore in place: the original runs on, its established
 // connections closed) under a short-lived `fork` snapshot, then N starts from it as `Sandbox.create(<snapshot>)`
-// starts one: on the origin node from its own files, at once (the node defers the commit); on any other node from
-// cluster storage's copy, committed when the first such copy asks and verified against the signed manifest before a
-// byte is restored. The snapshot is deleted once every copy has started. Throws typed errors only; per-copy failures
-// are entries of the answer.
+// starts one: on the origin node from its own files; on any other node from cluster storage's copy, verified against
+// the signed manifest before a byte is restored. When every copy is placed on the origin first, the origin defers the
+// commit until a copy has to move elsewhere (usually never). The snapshot is deleted once every copy has started.
+// Throws typed errors only; per-copy failures are entries of the answer.
 
 import { Code } from '@connectrpc/connect';
 import { SnapshotCommit } from '@cove/contracts/orchestrator';
@@ -74,21 +74,26 @@ export class Forks {
     try {
       // Under the source's lock: its checkpoint, and the copies' reservations first, so a fork the team has no
       // room for is a 429 before anything happened to the source.
-      const { source, snapshot, copies } = await this.d.service.whenSettled(sourceId, team.id, async (s) => {
+      const { source, snapshot, copies, placed, deferred } = await this.d.service.whenSettled(sourceId, team.id, async (s) => {
         if (!s) throw new SandboxNotFound(sourceId);
         if (s.state !== 'running' || !s.nodeId) throw new Conflict(`sandbox "${sourceId}" is paused; connect to it before forking it`);
         await this.d.service.refuseWithVolumes(s.id, 'forked');
         const copies = Array.from({ length: count }, () => this.copyOf(s, timeout));
         await this.d.sandboxes.reserveMany(copies, team.maxConcurrentSandboxes);
         try {
-          return { source: s, snapshot: await this.checkpoint(s, snapshotId, log), copies };
+          const placed = await this.placementOrder(cluster, s);
+          // Every copy placed on the origin first: the snapshot need not reach storage before they start, and never
+          // will unless one of them has to move elsewhere. Copies spread over nodes need it committed anyway, and
+          // committing it first, before their restores compete for the cores, measured faster (docs/decisions.md).
+          const deferred = 'order' in placed && copies.every((_, i) => placed.order[i % placed.order.length] === s.nodeId);
+          return { source: s, snapshot: await this.checkpoint(s, snapshotId, deferred, log), copies, placed, deferred };
         } catch (err) {
           await Promise.all(copies.map((c) => this.d.sandboxes.remove(c.id)));
           throw err;
         }
       });
       const t0 = Date.now();
-      const outcomes = await this.startAll(cluster, source, snapshot, copies, timeout, log);
+      const outcomes = await this.startAll(cluster, source, snapshot, copies, timeout, placed, deferred, log);
       log.info({ count, started: outcomes.filter((o) => 'sandbox' in o).length, startMs: Date.now() - t0 }, 'sandbox forked');
       // Every copy runs on its own slot now: the snapshot is not needed (the reconciler retries a failed delete).
       this.d.service.background(this.d.cleaner.deleteBestEffort(cluster.id, [snapshotId], source.nodeId).finally(() => this.active.delete(snapshotId)));
@@ -119,17 +124,32 @@ export class Forks {
     };
   }
 
-  /** The source's checkpoint into a `fork` snapshot, committed to cluster storage; the source runs on. */
-  private async checkpoint(s: SandboxRecord, snapshotId: string, log: Logger): Promise<SnapshotRecord> {
+  /**
+   * Candidates once for the whole fork, the origin first (its own files need no download); copy i starts at the
+   * i-th of them, so a fork of several spreads over the nodes that can take it.
+   */
+  private async placementOrder(cluster: Cluster, source: SandboxRecord): Promise<{ order: string[] } | { error: unknown }> {
+    try {
+      const nodes = (await this.d.links.for(cluster).placementCandidates((all) => placeOn(all, source, this.d.placement))).map((c) => c.nodeId);
+      return { order: source.nodeId && nodes.includes(source.nodeId) ? [source.nodeId, ...nodes.filter((n) => n !== source.nodeId)] : nodes };
+    } catch (error) {
+      return { error };
+    }
+  }
+
+  /**
+   * The source's checkpoint into a `fork` snapshot; the source runs on. Committed to cluster storage before the
+   * answer, or `deferred`: kept on the origin until a copy elsewhere asks for it (startAll).
+   */
+  private async checkpoint(s: SandboxRecord, snapshotId: string, deferred: boolean, log: Logger): Promise<SnapshotRecord> {
     const cluster = await this.d.clusters.require(s.clusterId);
     const nodeBuildId = await this.d.service.pauses.nodeBuildId(s);
     const pending = snapshotOf(s, nodeBuildId, { memory: true, sizeBytes: null, createdAt: Date.now() }, { id: snapshotId, kind: 'fork', status: 'creating', name: null, nodeId: s.nodeId });
     // The row first: a checkpoint whose answer is lost is still found and deleted by the reconciler.
     await this.d.snapshots.insert(pending);
     try {
-      // Deferred: the copies on the source's node start from its files at once; one on another node asks for the
-      // commit first (startCopy), so a fork whose copies all start there never uploads its snapshot.
-      const taken = takenOf(await this.d.links.for(cluster).snapshot(s.nodeId!, s.id, snapshotId, SnapshotCommit.DEFERRED));
+      const commit = deferred ? SnapshotCommit.DEFERRED : SnapshotCommit.NOW;
+      const taken = takenOf(await this.d.links.for(cluster).snapshot(s.nodeId!, s.id, snapshotId, commit));
       await this.d.snapshots.markReady(snapshotId, { sizeBytes: taken.sizeBytes ?? 0, memory: taken.memory, createdAt: pending.createdAt });
       log.info({ sizeBytes: taken.sizeBytes }, 'fork checkpoint taken');
       return { ...pending, ...taken, createdAt: pending.createdAt, status: 'ready' };
@@ -146,19 +166,20 @@ export class Forks {
   }
 
   /** Starts every copy (a few at a time), in order; each fails alone. */
-  private async startAll(cluster: Cluster, source: SandboxRecord, snapshot: SnapshotRecord, copies: SandboxRecord[], timeout: number, log: Logger): Promise<ForkOutcome[]> {
+  private async startAll(
+    cluster: Cluster,
+    source: SandboxRecord,
+    snapshot: SnapshotRecord,
+    copies: SandboxRecord[],
+    timeout: number,
+    placed: { order: string[] } | { error: unknown },
+    deferred: boolean,
+    log: Logger,
+  ): Promise<ForkOutcome[]> {
     const outcomes: ForkOutcome[] = new Array(copies.length);
-    // Candidates once for the whole fork; copy i starts at the i-th of them (the origin first: its own files need
-    // no download), so a fork of several spreads over the nodes that can take it.
-    let order: string[] = [];
-    let placeError: unknown;
-    try {
-      const nodes = (await this.d.links.for(cluster).placementCandidates((all) => placeOn(all, source, this.d.placement))).map((c) => c.nodeId);
-      order = source.nodeId && nodes.includes(source.nodeId) ? [source.nodeId, ...nodes.filter((n) => n !== source.nodeId)] : nodes;
-    } catch (err) {
-      placeError = err;
-    }
-    // Asked once, by the first copy placed off the source's node (again after a failed try).
+    const order = 'order' in placed ? placed.order : [];
+    // A deferred snapshot is committed when the first copy tries another node (again after a failed try): one that
+    // cannot get it there moves on, to the origin too.
     let commit: Promise<unknown> | undefined;
     const committedFor = async (nodeId: string): Promise<void> => {
       if (nodeId === source.nodeId) return;
@@ -175,9 +196,9 @@ export class Forks {
       for (let i = next++; i < copies.length; i = next++) {
         const copy = copies[i]!;
         try {
-          if (placeError) throw placeError;
+          if ('error' in placed) throw placed.error;
           const rotated = [...order.slice(i % order.length), ...order.slice(0, i % order.length)];
-          outcomes[i] = { sandbox: await this.startCopy(cluster, copy, snapshot, rotated, timeout, committedFor, log.child({ copyId: copy.id })) };
+          outcomes[i] = { sandbox: await this.startCopy(cluster, copy, snapshot, rotated, timeout, deferred ? committedFor : undefined, log.child({ copyId: copy.id })) };
         } catch (err) {
           await this.d.sandboxes.remove(copy.id).catch(() => undefined);
           outcomes[i] = { error: errorEntry(err) };
@@ -195,7 +216,7 @@ export class Forks {
     snapshot: SnapshotRecord,
     nodeIds: string[],
     timeout: number,
-    committedFor: (nodeId: string) => Promise<void>,
+    committedFor: ((nodeId: string) => Promise<void>) | undefined,
     log: Logger,
   ): Promise<SandboxRecord> {
     const net = nodeNetworkOf(copy.allowInternetAccess, copy.network);
@@ -224,7 +245,7 @@ export class Forks {
         snapshotId: snapshot.id,
       },
       copy.trafficAccessToken,
-      { describe: `cannot start a copy of sandbox "${snapshot.sandboxId}"`, before: committedFor },
+      { describe: `cannot start a copy of sandbox "${snapshot.sandboxId}"`, ...(committedFor ? { before: committedFor } : {}) },
       log,
     );
     copy.nodeId = nodeId;
