@@ -27,6 +27,19 @@ async function counter(node: Running, sandboxId: string): Promise<{ n: number; m
   return { n: Number(n), mark: mark ?? '' };
 }
 
+/** A sandbox on `node` whose processes count up (served on :8080 with its id as the mark) and hold memory. */
+async function startCounting(node: Running, id: string): Promise<void> {
+  await rpcClients(node.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: id, envdAccessToken: `tok-${id}`, envVars: { SBX: id } }) });
+  const hog = Buffer.from(hogScript(20)).toString('base64');
+  const r = await runInSandbox(
+    processClient(node.proxyUrl, id, `tok-${id}`),
+    `mkdir -p /tmp/www && echo ${hog} | base64 -d > /tmp/hog.py && (HOG_MARK=$SBX nohup python3 /tmp/hog.py >/dev/null 2>&1 &) && ` +
+      `(nohup python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 &)`,
+  );
+  assert.equal(r.exitCode, 0);
+  assert.ok(await waitFor(async () => ((await counter(node, id))?.n ?? 0) > 3, 20_000), 'counter up');
+}
+
 describe('fork across two orchestrators: copies restore only verified bytes', { timeout: 300_000, skip }, () => {
   let a: Running;
   let b: Running;
@@ -47,15 +60,7 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
   it('an altered image fails the copy on B alone; an altered manifest fails it everywhere; genuine bytes start copies on both', async () => {
     const ra = rpcClients(a.rpcUrl).sandboxes;
     const rb = rpcClients(b.rpcUrl).sandboxes;
-    await ra.create({ sandbox: spec({ sandboxId: 'fk1', envdAccessToken: 'tok-fk1', envVars: { SBX: 'fk1' } }) });
-    const hog = Buffer.from(hogScript(20)).toString('base64');
-    const r = await runInSandbox(
-      processClient(a.proxyUrl, 'fk1', 'tok-fk1'),
-      `mkdir -p /tmp/www && echo ${hog} | base64 -d > /tmp/hog.py && (HOG_MARK=$SBX nohup python3 /tmp/hog.py >/dev/null 2>&1 &) && ` +
-        `(nohup python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 &)`,
-    );
-    assert.equal(r.exitCode, 0);
-    assert.ok(await waitFor(async () => ((await counter(a, 'fk1'))?.n ?? 0) > 3, 20_000), 'counter up');
+    await startCounting(a, 'fk1');
 
     // The fork's checkpoint: committed when answered; the source runs on.
     await ra.snapshot({ sandboxId: 'fk1', snapshotId: 'fork-fk1' });
@@ -101,15 +106,7 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
   it('a deferred snapshot: A starts copies from its files with nothing in storage, B only once the commit was asked for', async () => {
     const ra = rpcClients(a.rpcUrl).sandboxes;
     const rb = rpcClients(b.rpcUrl).sandboxes;
-    await ra.create({ sandbox: spec({ sandboxId: 'fk2', envdAccessToken: 'tok-fk2', envVars: { SBX: 'fk2' } }) });
-    const hog = Buffer.from(hogScript(20)).toString('base64');
-    const r = await runInSandbox(
-      processClient(a.proxyUrl, 'fk2', 'tok-fk2'),
-      `mkdir -p /tmp/www && echo ${hog} | base64 -d > /tmp/hog.py && (HOG_MARK=$SBX nohup python3 /tmp/hog.py >/dev/null 2>&1 &) && ` +
-        `(nohup python3 -m http.server 8080 --bind 0.0.0.0 --directory /tmp/www >/dev/null 2>&1 &)`,
-    );
-    assert.equal(r.exitCode, 0);
-    assert.ok(await waitFor(async () => ((await counter(a, 'fk2'))?.n ?? 0) > 3, 20_000), 'counter up');
+    await startCounting(a, 'fk2');
 
     const taken = await ra.snapshot({ sandboxId: 'fk2', snapshotId: 'fork-fk2', commit: SnapshotCommit.DEFERRED });
     assert.ok(Number(taken.snapshot!.sizeBytes) > 0);
@@ -153,6 +150,17 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
     assert.equal(await rpcOutcome(ra.create({ sandbox: spec({ sandboxId: 'fk2c', snapshotId: 'fork-fk2x', envdAccessToken: 'tok-c' }) })), Code.NotFound);
     assert.ok(((await counter(a, 'fk2'))?.n ?? 0) > 3, 'the source runs on');
 
-    for (const [rpc, id] of [[ra, 'fk2'], [ra, 'fk2a'], [rb, 'fk2b']] as const) await rpc.delete({ sandboxId: id });
+    // A restart of A forgets a deferred snapshot (it lives in the node's memory): nothing starts from it or commits
+    // it any more, and the source and the copy started from the earlier one run on, re-adopted.
+    await ra.snapshot({ sandboxId: 'fk2', snapshotId: 'fork-fk2y', commit: SnapshotCommit.DEFERRED });
+    await a.close();
+    a = await startOrchestrator(A, env);
+    const ra2 = rpcClients(a.rpcUrl).sandboxes;
+    assert.equal(await rpcOutcome(ra2.snapshot({ sandboxId: 'fk2', snapshotId: 'fork-fk2y', commit: SnapshotCommit.PENDING })), Code.NotFound);
+    assert.equal(await rpcOutcome(ra2.create({ sandbox: spec({ sandboxId: 'fk2d', snapshotId: 'fork-fk2y', envdAccessToken: 'tok-d' }) })), Code.NotFound);
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'fork-fk2y')), false, 'never committed');
+    for (const id of ['fk2', 'fk2a']) assert.ok(await waitFor(async () => ((await counter(a, id))?.n ?? 0) > 3, 20_000), `${id} runs on after the restart`);
+
+    for (const [rpc, id] of [[ra2, 'fk2'], [ra2, 'fk2a'], [rb, 'fk2b']] as const) await rpc.delete({ sandboxId: id });
   });
 });
