@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { ENVD_ENTRY, ENVD_START } from '@cove/contracts/sandbox';
 import type { Logger } from 'pino';
 import { readableCopy } from '../checkpoint/criu.js';
+import { onceUntilFailure } from '../once-until-failure.js';
 import { installEnvd, pruneEnvdInstalls } from './envd-install.js';
 import { installImmutable, pruneInstalls } from './immutable-install.js';
 import { ensureExecOnlyCopy } from './exec-only-binaries.js';
@@ -29,23 +30,11 @@ export interface LentBinaries {
   init: string;
 }
 
-/** Memoises a promise, forgetting a rejected one so the next call tries again. */
-function once<T>(make: () => Promise<T>): () => Promise<T> {
-  let p: Promise<T> | null = null;
-  return () => {
-    p ??= make();
-    p.catch(() => {
-      p = null;
-    });
-    return p;
-  };
-}
-
 export class LentFiles {
   constructor(private readonly cfg: LentFilesConfig) {}
 
   /** Execute-only copies bound at /opt/cove/bin/{node,tini}. */
-  readonly binaries = once(async (): Promise<LentBinaries> => {
+  readonly binaries = onceUntilFailure(async (): Promise<LentBinaries> => {
     const binDir = join(this.cfg.dataDir, 'bin');
     const [node, init] = await Promise.all([
       ensureExecOnlyCopy(this.cfg.nodeBinary, binDir, 'node'),
@@ -55,7 +44,7 @@ export class LentFiles {
   });
 
   /** The envd install new slots mount (made once per bundle content); null without a bundle. */
-  readonly envd = once(async (): Promise<string | null> => {
+  readonly envd = onceUntilFailure(async (): Promise<string | null> => {
     // Both files: slots run the launcher, which loads the bundle.
     const present = await Promise.all([ENVD_START, ENVD_ENTRY].map((f) => access(join(this.cfg.envdDir, f)))).then(() => true, () => false);
     if (!present) return null;
@@ -65,7 +54,7 @@ export class LentFiles {
   });
 
   /** The guest-dir install code-interpreter slots mount (made once per content); null without a guest dir. */
-  readonly codeInterpreter = once(async (): Promise<string | null> => {
+  readonly codeInterpreter = onceUntilFailure(async (): Promise<string | null> => {
     const dir = this.cfg.codeInterpreterGuestDir;
     if (!dir) return null;
     const present = await access(join(dir, 'start')).then(() => true, () => false);
