@@ -6,10 +6,9 @@
 import { SandboxBusy, SnapshotNotFound } from '../errors.js';
 import type { PausedSlots } from './paused-slots.js';
 import type { SnapshotFiles } from './snapshot-files.js';
-import { deleteUnreferenced } from './snapshot-gc.js';
-import { writeSnapshotManifest, type SnapshotManifest } from './snapshot-manifest.js';
-import { artifactsOf, type Intent, type SnapshotManagerOptions } from './snapshot-types.js';
-import { uploadSnapshot } from './snapshot-upload.js';
+import type { SnapshotManifest } from './snapshot-manifest.js';
+import type { Intent, SnapshotManagerOptions } from './snapshot-types.js';
+import { commitSnapshot } from './snapshot-upload.js';
 
 /** A pause whose snapshot is on this node's disk and not yet committed to cluster storage. */
 export interface CommitJob {
@@ -126,12 +125,7 @@ export class CommitJobs {
       const t0 = Date.now();
       try {
         if (job.deleted || job.resumed) throw new SnapshotNotFound(snapshotId);
-        const manifest = await uploadSnapshot(this.o, this.files, job.intent);
-        if (job.deleted || job.resumed) {
-          await deleteUnreferenced(this.o.blobs, artifactsOf(manifest), log);
-          throw new SnapshotNotFound(snapshotId);
-        }
-        await writeSnapshotManifest(this.o.blobs, manifest);
+        const manifest = await commitSnapshot(this.o, this.files, job.intent, () => job.deleted || job.resumed);
         this.jobs.delete(snapshotId);
         // The intent record goes, unless a resume in place already made it a running sandbox's record again.
         if (!job.resumed && !this.o.manager.get(sandboxId)) {

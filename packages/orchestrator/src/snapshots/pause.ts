@@ -13,9 +13,9 @@ import { validateSandboxId } from '../sandboxes/validate-spec.js';
 import type { CommitJobs } from './commit-jobs.js';
 import type { DeferredCommits } from './deferred-commits.js';
 import type { SnapshotFiles } from './snapshot-files.js';
-import { readSnapshotManifest, SNAPSHOT_ID_RE, writeSnapshotManifest } from './snapshot-manifest.js';
+import { readSnapshotManifest, SNAPSHOT_ID_RE } from './snapshot-manifest.js';
 import { summaryOf, type Intent, type PauseResult, type SnapshotCommit, type SnapshotManagerOptions, type SnapshotSummary } from './snapshot-types.js';
-import { exportUpper, initTokenOf, uploadSnapshot } from './snapshot-upload.js';
+import { commitSnapshot, exportUpper, initTokenOf } from './snapshot-upload.js';
 
 export class Pauser {
   /** Snapshot ids a pause or snapshot is working on right now (the sweep leaves their files alone). */
@@ -78,8 +78,7 @@ export class Pauser {
         throw err;
       }
       const pauseMs = Date.now() - started;
-      const upperBytes = (await stat(this.files.upperOf(snapshotId))).size;
-      const summary: SnapshotSummary = { snapshotId, sandboxId, memory: intent.pausing.memory, sizeBytes: upperBytes + imageBytes, createdAt: new Date().toISOString() };
+      const summary = await this.localSummary(intent, imageBytes);
       this.jobs.hold(intent);
       this.o.log.info({ sandboxId, snapshotId, memory, pauseMs, sizeBytes: summary.sizeBytes }, 'sandbox paused; committing its snapshot');
       return { summary, pauseMs };
@@ -131,7 +130,7 @@ export class Pauser {
     if (commit === 'pending') {
       const held = this.deferred.get(snapshotId);
       if (!held || held.intent.sandboxId !== sandboxId) throw new SnapshotNotFound(snapshotId);
-      return { summary: summaryOf(await this.deferred.commit(held)), pauseMs: 0, record: held.record };
+      return { summary: summaryOf(await held.commit.run()), pauseMs: 0, record: held.record };
     }
     const record = this.o.manager.detach(sandboxId, 'being snapshotted');
     const started = Date.now();
@@ -147,20 +146,25 @@ export class Pauser {
       }
       const pauseMs = Date.now() - started;
       if (commit === 'deferred') {
-        const sizeBytes = (await stat(this.files.upperOf(snapshotId))).size + imageBytes;
-        const summary: SnapshotSummary = { snapshotId, sandboxId, memory: true, sizeBytes, createdAt: new Date().toISOString() };
-        this.deferred.hold({ intent: { ...running, pausing: intent.pausing }, record: running, summary });
+        const summary = await this.localSummary(intent, imageBytes);
+        this.deferred.hold({ ...running, pausing: intent.pausing }, running);
         this.o.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken; its commit deferred');
         return { summary, pauseMs, record: running };
       }
       // A persistent snapshot must be usable from any node as soon as it is answered: committed first.
-      const manifest = await uploadSnapshot(this.o, this.files, { ...running, pausing: intent.pausing });
-      await writeSnapshotManifest(this.o.blobs, manifest);
+      const manifest = await commitSnapshot(this.o, this.files, { ...running, pausing: intent.pausing });
       this.o.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken');
       return { summary: summaryOf(manifest), pauseMs, record: running };
     } finally {
       this.active.delete(snapshotId);
     }
+  }
+
+  /** What a Pause or Snapshot answers of a snapshot on this node's disk, not committed yet. */
+  private async localSummary(intent: Intent, imageBytes: number): Promise<SnapshotSummary> {
+    const { sandboxId, pausing: { snapshotId, memory } } = intent;
+    const upperBytes = (await stat(this.files.upperOf(snapshotId))).size;
+    return { snapshotId, sandboxId, memory, sizeBytes: upperBytes + imageBytes, createdAt: new Date().toISOString() };
   }
 
   /** Restores a dumped sandbox into its own slot and puts it back on the routing table. */

@@ -16,7 +16,7 @@ import type { DeferredCommits } from './deferred-commits.js';
 import type { PausedSlots } from './paused-slots.js';
 import type { SnapshotFiles } from './snapshot-files.js';
 import { readSnapshotManifest } from './snapshot-manifest.js';
-import { sameClaim, type PausedSandbox, type SnapshotManagerOptions, type SnapshotSource, type StartedSlot } from './snapshot-types.js';
+import { sameClaim, sourceOfIntent, type PausedSandbox, type SnapshotManagerOptions, type SnapshotSource, type StartedSlot } from './snapshot-types.js';
 import { exportUpper } from './snapshot-upload.js';
 
 export class SnapshotStarts {
@@ -33,8 +33,8 @@ export class SnapshotStarts {
     const held = this.deferred.get(spec.snapshotId);
     if (held) {
       // A fork's copy on the source's node: from this node's files, never waiting for storage.
-      const init: InitDefaults = { ...(await this.defaultsOf(held.intent)), envVars: { ...held.intent.envVars, ...spec.envVars } };
-      return this.files.using(spec.snapshotId, async () => ({ slot: await this.startFromFiles(this.deferred.sourceOf(held), spec, spec.cold, log), init }));
+      const init = await this.initFor(held.intent, spec);
+      return this.files.using(spec.snapshotId, async () => ({ slot: await this.startFromFiles(sourceOfIntent(held.intent), spec, spec.cold, log), init }));
     }
     const job = this.jobs.get(spec.snapshotId);
     if (job && job.intent.sandboxId === spec.sandboxId) return this.startUncommitted(job, spec, log);
@@ -46,7 +46,7 @@ export class SnapshotStarts {
       const started = await this.resumeInPlace(spec, m, log, false);
       if (started) return started;
     }
-    const init: InitDefaults = { ...(await this.defaultsOf(m)), envVars: { ...m.envVars, ...spec.envVars } };
+    const init = await this.initFor(m, spec);
     return this.files.using(m.snapshotId, async () => {
       await this.files.fetch(m, cold);
       return { slot: await this.startFromFiles(m, spec, cold, log), init };
@@ -71,14 +71,8 @@ export class SnapshotStarts {
         return started;
       }
     }
-    const init: InitDefaults = { ...(await this.defaultsOf(intent)), envVars: { ...intent.envVars, ...spec.envVars } };
-    const local: SnapshotSource = {
-      snapshotId,
-      templateId: intent.templateId,
-      buildId: intent.buildId,
-      diskMb: intent.diskMb,
-      initToken: intent.pausing.initToken ?? '',
-    };
+    const init = await this.initFor(intent, spec);
+    const local = sourceOfIntent(intent);
     return this.files.using(snapshotId, async () => {
       await exportUpper(this.o.runtime, this.files, intent);
       return { slot: await this.startFromFiles(local, spec, cold, log), init };
@@ -92,7 +86,7 @@ export class SnapshotStarts {
    */
   private async resumeInPlace(spec: ValidSpec, was: PausedSandbox, log: Logger, uncommitted: boolean): Promise<StartedSlot | undefined> {
     if (!this.paused.has(spec.snapshotId) || spec.sandboxId !== was.sandboxId) return undefined;
-    const init: InitDefaults = { ...(await this.defaultsOf(was)), envVars: { ...was.envVars, ...spec.envVars } };
+    const init = await this.initFor(was, spec);
     const slotId = this.paused.take(spec.snapshotId);
     if (!slotId) return undefined;
     try {
@@ -142,6 +136,11 @@ export class SnapshotStarts {
     } finally {
       build?.release();
     }
+  }
+
+  /** envd's /init for the new start: the build's defaults, the snapshot's env vars, then the Create's. */
+  private async initFor(was: { templateId: string; buildId: string; envVars: Record<string, string> }, spec: ValidSpec): Promise<InitDefaults> {
+    return { ...(await this.defaultsOf(was)), envVars: { ...was.envVars, ...spec.envVars } };
   }
 
   private async defaultsOf(m: { templateId: string; buildId: string }): Promise<InitDefaults> {

@@ -60,6 +60,15 @@ export type PausedSandbox = Pick<SnapshotManifest, 'sandboxId' | 'templateId' | 
 export type SnapshotSource = Pick<SnapshotManifest, 'snapshotId' | 'templateId' | 'buildId' | 'diskMb' | 'initToken'>;
 export type StartedSlot = Awaited<ReturnType<SnapshotSlots['slotFor']>>;
 
+/** What a start from this node's files of a snapshot not (yet) committed needs, from its pause intent. */
+export const sourceOfIntent = (intent: Intent): SnapshotSource => ({
+  snapshotId: intent.pausing.snapshotId,
+  templateId: intent.templateId,
+  buildId: intent.buildId,
+  diskMb: intent.diskMb,
+  initToken: intent.pausing.initToken ?? '',
+});
+
 export const summaryOf = (m: SnapshotManifest): SnapshotSummary => ({
   snapshotId: m.snapshotId,
   sandboxId: m.sandboxId,

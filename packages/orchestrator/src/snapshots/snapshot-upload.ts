@@ -2,11 +2,13 @@
 // artifacts stored content-addressed, and the manifest that names them (written by the caller: the commit point).
 
 import { rename } from 'node:fs/promises';
+import { SnapshotNotFound } from '../errors.js';
 import type { SandboxRuntime } from '../sandbox/runtime.js';
 import { storeDirTar, storeFile } from './snapshot-artifacts.js';
 import type { SnapshotFiles } from './snapshot-files.js';
-import type { SnapshotManifest } from './snapshot-manifest.js';
-import { exists, type Intent, type SnapshotManagerOptions } from './snapshot-types.js';
+import { deleteUnreferenced } from './snapshot-gc.js';
+import { writeSnapshotManifest, type SnapshotManifest } from './snapshot-manifest.js';
+import { artifactsOf, exists, type Intent, type SnapshotManagerOptions } from './snapshot-types.js';
 
 /** Exports the slot's writable layer to the snapshot's `upper.tar` unless it is there already. */
 export async function exportUpper(runtime: SandboxRuntime, files: SnapshotFiles, intent: Intent): Promise<void> {
@@ -50,4 +52,19 @@ export async function uploadSnapshot(o: SnapshotManagerOptions, files: SnapshotF
     nodeId: o.nodeId,
     createdAt: new Date().toISOString(),
   };
+}
+
+/**
+ * Commits the snapshot: its artifacts stored, then its manifest written (the commit point). When `gone()` turns true
+ * while the artifacts upload (the snapshot was deleted, or is stale), what was stored is removed again and it
+ * throws SnapshotNotFound: no manifest will name those artifacts.
+ */
+export async function commitSnapshot(o: SnapshotManagerOptions, files: SnapshotFiles, intent: Intent, gone: () => boolean = () => false): Promise<SnapshotManifest> {
+  const manifest = await uploadSnapshot(o, files, intent);
+  if (gone()) {
+    await deleteUnreferenced(o.blobs, artifactsOf(manifest), o.log.child({ sandboxId: intent.sandboxId, snapshotId: intent.pausing.snapshotId }));
+    throw new SnapshotNotFound(intent.pausing.snapshotId);
+  }
+  await writeSnapshotManifest(o.blobs, manifest);
+  return manifest;
 }
