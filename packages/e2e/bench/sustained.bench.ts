@@ -2,7 +2,9 @@
 // for SECONDS, whether or not the earlier ones are done. Open loop on purpose: a deployment that falls behind shows
 // it as latency, backlog and refusals, not as a politely slower arrival rate. Each arrival is `Sandbox.create` →
 // `commands.run('true')` → `kill()` through the unchanged SDK, with the warm pools full when the schedule starts.
-// Beside it, in the same run, the same cycle one at a time: what one create costs on the machine at that moment.
+// Beside it, in the same run, the same cycle one at a time: what one create costs on the machine at that moment,
+// in time and in the machine's CPU (until the pools have refilled), and from that the most cycles a second these
+// cores could finish, with a bare Node start's CPU beside it (docs/performance.md, "The sustained rate's ceiling").
 // Knobs: COVE_BENCH_SUSTAIN_RATE (20 a second), COVE_BENCH_SUSTAIN_SECONDS (30; `cove bench --sustain-seconds 300`
 // for the issue's five minutes).
 
@@ -10,10 +12,13 @@ import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
 import { percentile, report, say } from './stats.js';
 import { poolsSettled } from './warm-pools.js';
+import { bareNodeStartCpuMs, cores, machineBusyMs } from './machine-cpu.js';
 
 const RATE = Number(process.env.COVE_BENCH_SUSTAIN_RATE ?? 20);
 const SECONDS = Number(process.env.COVE_BENCH_SUSTAIN_SECONDS ?? 30);
 const SERIAL = 10;
+/** How long the deployment's CPU at rest is measured for. */
+const REST_MS = 5_000;
 /** How long the cycles still running when the schedule ends may take to finish before they count as failed. */
 const DRAIN_MS = 120_000;
 
@@ -35,13 +40,22 @@ async function cycle(): Promise<number | string> {
 
 deployment();
 await poolsSettled();
+// The deployment's own CPU at rest (its pools' idle sandboxes, the servers' timers), taken out of the cycles' figure.
+const restBusy = machineBusyMs();
+const restStart = performance.now();
+await new Promise((r) => setTimeout(r, REST_MS));
+const restPerMs = (machineBusyMs() - restBusy) / (performance.now() - restStart);
 const serial: number[] = [];
+const busyBefore = machineBusyMs();
+const serialStart = performance.now();
 for (let i = 0; i < SERIAL; i++) {
   const r = await cycle();
   if (typeof r === 'number') serial.push(r);
 }
-
 await poolsSettled();
+const cycleCpuMs = (machineBusyMs() - busyBefore - restPerMs * (performance.now() - serialStart)) / SERIAL;
+const nodeStartCpuMs = bareNodeStartCpuMs();
+
 const latencies: number[] = [];
 const failures = new Map<string, number>();
 let inFlight = 0;
@@ -78,6 +92,9 @@ if (failed) say(`  failures: ${JSON.stringify(Object.fromEntries(failures))}`);
 
 const label = `sustained ${RATE}/s for ${SECONDS} s`;
 const serialP50 = percentile(serial, 50);
+report('the deployment at rest: machine CPU a second', restPerMs * 1000, 'ms');
+report('one cycle one at a time: machine CPU, refill included', cycleCpuMs, 'ms', undefined, { value: nodeStartCpuMs, label: "a bare node start with envd's flags" });
+report(`cycles a second ${cores} cores can finish at most (cores / a cycle's CPU)`, (cores * 1000) / cycleCpuMs, '1/s', `≥ ${RATE}`);
 report(`${label}: completed per second`, (latencies.length * 1000) / (Math.max(lastDone, scheduleEnd) - start), '1/s', `≥ ${RATE}`);
 report(`${label}: create→first command p50`, percentile(latencies, 50), 'ms', undefined, { value: serialP50, label: 'one at a time, same run' });
 report(`${label}: create→first command p95`, percentile(latencies, 95), 'ms', '≤ 250', { value: serialP50, label: 'one at a time p50, same run' });
