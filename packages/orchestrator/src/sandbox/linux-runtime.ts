@@ -17,7 +17,7 @@ import { SlotAddresses } from './slot-addresses.js';
 import { allowInternet, applyFirewall, blockedCidrs, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
-import { waitHealthy } from './first-process.js';
+import { AnswerTime, waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
@@ -137,6 +137,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
   private oomWarned = false;
+  /** When envd answers after a boot, per CPU weight the boot runs at (first-process.ts). */
+  private readonly answerTimes = { warm: new AnswerTime(), full: new AnswerTime() };
   private readonly lent: LentFiles;
   /** Background template builds: what the last attempt is doing, and who waits for it to succeed. */
   private readonly background: BackgroundBuilds;
@@ -459,11 +461,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   }
 
   /** Records the first process (envd), waits until it answers, and makes the slot poolable. */
-  private async finishStart(rec: SlotRecord, envdPid: number, log: Logger, started: number, msg: string): Promise<void> {
+  private async finishStart(rec: SlotRecord, envdPid: number, log: Logger, started: number, msg: string, answerTime?: AnswerTime): Promise<void> {
     rec.pid = envdPid;
     rec.pidStartTime = await processStartTime(rec.pid);
     await this.slots.write(rec);
-    await waitHealthy(rec.slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000);
+    await waitHealthy(rec.slotId, rec.address, rec.pid, rec.pidStartTime, this.cfg.bootTimeoutMs ?? 30_000, answerTime);
     rec.state = 'pooled';
     await this.slots.write(rec);
     log.info({ ms: Date.now() - started, address: rec.address, pid: rec.pid }, msg);
@@ -487,7 +489,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     // Before the slot can be claimed: its own inotify, signal and message-queue budgets.
     await applySandboxBudgets(initPid, envdPid);
-    await this.finishStart(rec, envdPid, log, started, 'slot booted');
+    await this.finishStart(rec, envdPid, log, started, 'slot booted', opts.background ? this.answerTimes.warm : this.answerTimes.full);
   }
 
   private cgroupLimits(l: SlotLimits): CgroupLimits {
