@@ -3,21 +3,28 @@
 
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { ENVD_NODE_FLAGS } from '@cove/contracts/sandbox';
 
 /** Linux reports /proc/stat and /proc/<pid>/stat times in USER_HZ ticks, 100 a second on every architecture it runs on. */
 const TICK_MS = 10;
 
-export const cores = availableParallelism();
+/** The machine's online CPUs: one `cpuN` line each in /proc/stat (every process on the machine shares them). */
+export const cores = readFileSync('/proc/stat', 'utf8').split('\n').filter((l) => /^cpu\d/.test(l)).length;
+
+/** The aggregate `cpu` line of /proc/stat, in ticks by field; `all` is the sum of every field on it. */
+export function cpuTicks(): { user: number; nice: number; system: number; idle: number; iowait: number; irq: number; softirq: number; all: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0] = f;
+  return { user, nice, system, idle, iowait, irq, softirq, all: f.reduce((a, b) => a + b, 0) };
+}
 
 /**
  * The machine's busy time so far, in ms: user, nice, system, irq and softirq of every core. Not steal (a neighbour's
  * time on a shared host) and not iowait (idle).
  */
 export function machineBusyMs(): number {
-  const [, user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).map(Number);
-  return (user! + nice! + system! + irq! + softirq!) * TICK_MS;
+  const t = cpuTicks();
+  return (t.user + t.nice + t.system + t.irq + t.softirq) * TICK_MS;
 }
 
 /** CPU of this process's waited-for children so far (cutime + cstime), in ms. */

@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
+import { cores, cpuTicks } from './machine-cpu.js';
 
 export interface LimitUse {
   /** Stable key (the JSON's): no deployment's names in it (bridge, subnet: those go in `of`). */
@@ -16,6 +17,12 @@ export interface LimitUse {
 }
 
 const read = (f: string) => readFileSync(f, 'utf8');
+
+/** The host's ticks so far: busy (all but idle and iowait) and all. */
+const hostTicks = (): { busy: number; all: number } => {
+  const t = cpuTicks();
+  return { busy: t.all - t.idle - t.iowait, all: t.all };
+};
 const num = (f: string) => Number(read(f).trim().split(/\s+/)[0]);
 const tryRead = (f: string): string | undefined => {
   try {
@@ -189,10 +196,6 @@ export function limitCensus(n: NodeNames): LimitUse[] {
 
 /** CPU the whole host and one process spend over `ms`, in percent of one core (200 = both cores of 2). */
 export async function cpuOver(ms: number, pid: number): Promise<{ host: number; process: number }> {
-  const hostTicks = () => {
-    const f = read('/proc/stat').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
-    return { busy: f.reduce((a, b) => a + b, 0) - f[3]! - f[4]!, all: f.reduce((a, b) => a + b, 0) };
-  };
   const procTicks = () => {
     const f = read(`/proc/${pid}/stat`).replace(/^.*\) /, '').split(' ');
     return Number(f[11]) + Number(f[12]);
@@ -205,7 +208,6 @@ export async function cpuOver(ms: number, pid: number): Promise<{ host: number; 
   const p1 = procTicks();
   const seconds = (performance.now() - t0) / 1000;
   const hz = 100;
-  const cores = read('/proc/stat').split('\n').filter((l) => /^cpu\d/.test(l)).length;
   return { host: ((h1.busy - h0.busy) / (h1.all - h0.all)) * 100 * cores, process: ((p1 - p0) / hz / seconds) * 100 };
 }
 
@@ -252,11 +254,6 @@ export async function cpuByGroup(ms: number, groupOf: (pid: number, cmdline: str
     }
     return out;
   };
-  const hostTicks = () => {
-    const f = read('/proc/stat').split('\n')[0]!.split(/\s+/).slice(1).map(Number);
-    return { busy: f.reduce((a, b) => a + b, 0) - f[3]! - f[4]!, all: f.reduce((a, b) => a + b, 0) };
-  };
-  const cores = read('/proc/stat').split('\n').filter((l) => /^cpu\d/.test(l)).length;
   const a = snap();
   const h0 = hostTicks();
   const t0 = performance.now();
