@@ -145,14 +145,16 @@ export class Pauser {
         running = await this.restoreInPlace(intent);
       }
       const pauseMs = Date.now() - started;
+      // What the snapshot's manifest says of the sandbox: the record it runs on with, the snapshot's own fields.
+      const taken: Intent = { ...running, pausing: intent.pausing };
       if (commit === 'deferred') {
         const summary = await this.localSummary(intent, imageBytes);
-        this.deferred.hold({ ...running, pausing: intent.pausing }, running);
+        this.deferred.hold(taken, running);
         this.o.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken; its commit deferred');
         return { summary, pauseMs, record: running };
       }
       // A persistent snapshot must be usable from any node as soon as it is answered: committed first.
-      const manifest = await commitSnapshot(this.o, this.files, { ...running, pausing: intent.pausing });
+      const manifest = await commitSnapshot(this.o, this.files, taken);
       this.o.log.info({ sandboxId, snapshotId, pauseMs }, 'snapshot taken');
       return { summary: summaryOf(manifest), pauseMs, record: running };
     } finally {
