@@ -46,7 +46,7 @@ export function buildCollector(config: CollectorConfig, deps: { log: Logger; now
   const metrics = collectorMetrics(store);
   const rejected = { logs: 0, metrics: 0 };
   const reporter = config.report
-    ? new Reporter(store, () => rejected.logs + rejected.metrics, config.report, deps.log.child({ part: 'report' }), metrics)
+    ? new Reporter(store, () => rejected.logs + rejected.metrics, config.report, deps.log.child({ module: 'report' }), metrics)
     : undefined;
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,

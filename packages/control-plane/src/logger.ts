@@ -32,8 +32,9 @@ const REDACT = [
   'req.headers["x-admin-token"]',
 ];
 
+/** Every line names its deployable (`component`, as the metrics' label does); a part of it binds `module`. */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino({ level, base: undefined, redact: { paths: REDACT, censor: '[redacted]' } }, destination);
+  return pino({ level, base: { component: 'control-plane' }, redact: { paths: REDACT, censor: '[redacted]' } }, destination);
 }
 
 /** A logger writing JSON lines to a file (the request log the integration suite greps). */

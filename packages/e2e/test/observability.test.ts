@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
 import { request } from 'undici';
@@ -27,6 +28,37 @@ function cli(...args: string[]): Promise<string> {
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`e2b ${args.join(' ')} exited ${code}: ${out}`))));
   });
+}
+
+/**
+ * The keys a JSON object line names more than once at its top level. JSON.parse keeps the last silently; a log
+ * pipeline may keep the first, reject the line or keep both, so a field bound twice is a field some reader gets wrong.
+ */
+function repeatedKeys(line: string): string[] {
+  const seen = new Set<string>();
+  const repeated: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < line.length && line[j] !== '"') j += line[j] === '\\' ? 2 : 1;
+      if (j >= line.length) break; // a cut line: what it named so far is all there is
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(line.slice(i, j + 1)) as string;
+        if (seen.has(key)) repeated.push(key);
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1;
+    } else if (c === '}' || c === ']') depth--;
+    else if (c === ',' && depth === 1) expectKey = true;
+  }
+  return repeated;
 }
 
 describe('observability with the collector: the SDK and CLI read sandbox logs and metrics', () => {
@@ -91,5 +123,23 @@ describe('observability with the collector: the SDK and CLI read sandbox logs an
     const unknown = await request(`${d.env.E2B_API_URL}/v2/sandboxes/${unknownId}/logs`, { headers: { 'x-api-key': d.env.E2B_API_KEY } });
     assert.equal(unknown.statusCode, 404);
     await unknown.body.dump();
+  });
+
+  test('the deployment\'s own log lines name their component, and each field once', async () => {
+    const dir = join(deployment().stateDir, 'logs');
+    const files = (await readdir(dir)).filter((f) => /^(control-plane|edge|collector|orchestrator(-\d+)?)\.log$/.test(f));
+    assert.ok(files.includes('orchestrator.log') && files.includes('edge.log'), `the components' logs: ${files.join(', ')}`);
+    const bad: string[] = [];
+    for (const f of files) {
+      // `component` is the deployable, as on its metrics; a part of it is `module`.
+      const component = f.replace(/(-\d+)?\.log$/, '');
+      for (const line of (await readFile(join(dir, f), 'utf8')).split('\n')) {
+        if (!line.startsWith('{')) continue;
+        const keys = repeatedKeys(line);
+        if (keys.length) bad.push(`${f}: ${keys.join(', ')} twice in ${line.slice(0, 300)}`);
+        else if ((JSON.parse(line) as { component?: unknown }).component !== component) bad.push(`${f}: not component ${component}: ${line.slice(0, 300)}`);
+      }
+    }
+    assert.deepEqual(bad.slice(0, 5), []);
   });
 });

@@ -43,6 +43,7 @@ import { BootPermits } from './sandboxes/boot-permits.js';
 
 export interface OrchestratorDeps {
   runtime: SandboxRuntime;
+  /** The node's logger, bound to its nodeId by whoever makes it (main.ts), once: a second binding repeats the key. */
   log: Logger;
 }
 
@@ -90,7 +91,7 @@ function hostPort(host: string, port: number): string {
 }
 
 export function buildOrchestrator(config: OrchestratorConfig, deps: OrchestratorDeps): Orchestrator {
-  const log = deps.log.child({ nodeId: config.nodeId });
+  const { log } = deps;
   const { runtime } = deps;
   const host = new HostStats(config.dataDir);
   const store = new SandboxStore(config.dataDir, config.nodeId, log);
@@ -106,9 +107,9 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     serverIdleLimits: SERVER_IDLE_LIMITS,
     readyTimeoutMs: config.userTemplates.readyTimeoutMs,
     concurrency: config.warmPoolConcurrency,
-    log: log.child({ component: 'warm-pool' }),
+    log: log.child({ module: 'warm-pool' }),
   });
-  const clusterStore = openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ component: 'storage' }) });
+  const clusterStore = openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ module: 'storage' }) });
   // Every manifest this node writes is signed with the cluster's key, and every one it reads verified with it.
   bindArtifactKey(clusterStore, config.artifactKey);
   const layerCache = new LayerCache({
@@ -117,13 +118,13 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     maxBytes: config.layerCacheBytes,
     // Layers slots stack (from the runtime's slot records, so also those of sandboxes re-adopted after a crash).
     inUse: () => runtime.layersInUse(),
-    log: log.child({ component: 'layer-cache' }),
+    log: log.child({ module: 'layer-cache' }),
   });
   const resolver = new TemplateResolver({
     store: clusterStore,
     cache: layerCache,
     builtinRootfs: (id) => runtime.builtinRootfs(id),
-    log: log.child({ component: 'templates' }),
+    log: log.child({ module: 'templates' }),
   });
   const buildPool = new BuildPool({
     runtime,
@@ -133,7 +134,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     builds: config.userTemplates.warmBuilds,
     concurrency: config.warmPoolConcurrency,
     readyTimeoutMs: config.userTemplates.readyTimeoutMs,
-    log: log.child({ component: 'build-pool' }),
+    log: log.child({ module: 'build-pool' }),
   });
   const templates: TemplatePlumbing = { store: clusterStore, layerCache, resolver, buildPool, registry: config.registry };
   const manager = new SandboxManager(
@@ -165,10 +166,10 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     maxPausedSlots: config.pausedSlots,
     maxLocalSnapshots: config.localSnapshots,
     permits,
-    log: log.child({ component: 'snapshots' }),
+    log: log.child({ module: 'snapshots' }),
   });
   manager.useSnapshots(snapshots);
-  const usage = new SandboxUsageSampler(runtime, manager, log.child({ component: 'usage' }));
+  const usage = new SandboxUsageSampler(runtime, manager, log.child({ module: 'usage' }));
   // The build manager is made below (it logs through telemetry); its count is wired once it exists.
   const counts: NodeCounts = { buildsRunning: () => 0, sandboxesPaused: () => snapshots.pausedSlotCount() };
   const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log, counts, permits });
@@ -218,7 +219,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
       buildingTemplates: () => runtime.buildingTemplates(),
     });
 
-  const rpcLog = log.child({ component: 'rpc' });
+  const rpcLog = log.child({ module: 'rpc' });
   const handler = connectNodeAdapter({
     // The last interceptor runs first: errors from auth pass through the error mapper too.
     // Telemetry wraps the others (connect applies the first interceptor outermost), so it counts calls that auth
@@ -252,14 +253,14 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
     volumesDir: config.volumesDir,
     mountDir: volumeMountDir(config.dataDir),
     idOffset: DEFAULT_ID_OFFSET,
-    log: log.child({ component: 'volume-content' }),
+    log: log.child({ module: 'volume-content' }),
   });
   const proxyServer = createNodeProxy({
     nodeToken: config.nodeToken,
     volumeContent: (req, res) => volumeContent.handle(req, res),
     lookup: (sandboxId) => manager.get(sandboxId)?.address,
     maskOf: (sandboxId) => manager.get(sandboxId)?.maskRequestHost,
-    log: log.child({ component: 'node-proxy' }),
+    log: log.child({ module: 'node-proxy' }),
   });
   telemetry.attachMetricsRoute(proxyServer);
 
@@ -313,7 +314,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
           intervalMs: config.heartbeatIntervalMs,
           info,
           sandboxes: () => manager.list().map((s) => ({ sandboxId: s.sandboxId, trafficTokenSha256: s.trafficTokenSha256 })),
-          log: log.child({ component: 'heartbeat' }),
+          log: log.child({ module: 'heartbeat' }),
         });
         heartbeat.start();
       }

@@ -25,8 +25,9 @@ const REDACT = [
   '*.envVars',
 ];
 
+/** Every line names its deployable (`component`, as the metrics' label does); a part of it binds `module`. */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino({ level, base: undefined, redact: { paths: REDACT, censor: '[redacted]' } }, destination);
+  return pino({ level, base: { component: 'orchestrator' }, redact: { paths: REDACT, censor: '[redacted]' } }, destination);
 }
 
 export type { Logger };

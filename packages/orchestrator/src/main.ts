@@ -31,7 +31,7 @@ async function main(): Promise<void> {
     dataDir: config.dataDir,
     envdDir: config.envdBundle,
     nodeBinary: process.execPath,
-    logger: log.child({ component: 'runtime' }),
+    logger: log,
     // `base` is every SDK's default template; other warm-pooled templates must exist before their pools fill.
     // code-interpreter-v1 (minutes to build the first time) comes after, in the background: base sandboxes never
     // wait for it, and its Creates fail fast (template_not_ready) until it is there.
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     // The artifact key is held by every node of the cluster and not by the control plane: sandbox CAs derive from it.
     egressCaKey: config.artifactKey,
     // E2B Secret values: sealed to the cluster key, read from cluster storage, opened only by this node's proxy.
-    egressSecrets: new SecretVault(openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ component: 'secrets' }) }), config.artifactKey),
+    egressSecrets: new SecretVault(openClusterStorage(config.storage, { dataDir: config.dataDir, logger: log.child({ module: 'secrets' }) }), config.artifactKey),
     ...(config.runtime.egressUpstreamCaFile ? { egressUpstreamCaFile: config.runtime.egressUpstreamCaFile } : {}),
     onTemplateProgress: (templateId, line) => log.info({ templateId, line }, 'template build'),
   });

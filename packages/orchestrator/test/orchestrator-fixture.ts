@@ -112,7 +112,7 @@ export async function startOrchestrator(
   const runtime = makeRuntime(i, 'error', runtimeExtra);
   await runtime.prepare();
   observe?.(runtime);
-  const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel, logTo) });
+  const orchestrator = buildOrchestrator(config, { runtime, log: createLogger(config.logLevel, logTo).child({ nodeId: config.nodeId }) });
   const recovery = await orchestrator.start();
   const { rpcPort, proxyPort } = await orchestrator.listen();
   return {

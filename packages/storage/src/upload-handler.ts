@@ -23,6 +23,7 @@ export interface UploadHandlerOptions {
   store: BlobStore;
   /** Verifies the `token` query parameter; must share its secret with the minting side. */
   signer: UploadTokenSigner;
+  /** The host process's logger, already naming its part: the handler adds no field of its own to every line. */
   logger: Logger;
 }
 
@@ -45,8 +46,7 @@ function reply(res: ServerResponse, status: number, body: unknown, close = false
  * limit, 405 for other methods; every error is `{code, message}`.
  */
 export function createUploadHandler(options: UploadHandlerOptions): UploadHandler {
-  const { store, signer } = options;
-  const logger = options.logger.child({ component: 'storage-upload' });
+  const { store, signer, logger } = options;
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (req.method !== 'PUT') {

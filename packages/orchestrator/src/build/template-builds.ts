@@ -36,7 +36,7 @@ export function createTemplateBuilds(o: TemplateBuildsOptions): BuildManager {
   const workDir = join(o.dataDir, 'build-tmp');
   // Scratch of builds a crash interrupted: no build is running yet when the node starts.
   rmSync(workDir, { recursive: true, force: true });
-  const log = o.log.child({ component: 'template-builds' });
+  const log = o.log.child({ module: 'template-builds' });
   return new BuildManager({
     runtime: o.runtime,
     layers: o.layerCache,

@@ -67,6 +67,7 @@ export interface LinuxRuntimeConfig {
    * /usr/bin/tini-static (package `tini`). Bound, as an execute-only copy, at /opt/cove/bin/tini.
    */
   initBinary?: string;
+  /** The node's logger: the runtime names its own parts on it (`module` runtime, egress), once each. */
   logger: Logger;
   /** Team volumes' shared directory (slot-volumes.ts); undefined = boots with volumes fail. */
   volumesDir?: string;
@@ -146,7 +147,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly checkpoints: SlotCheckpoints;
 
   constructor(private readonly cfg: LinuxRuntimeConfig) {
-    this.log = cfg.logger;
+    this.log = cfg.logger.child({ module: 'runtime' });
     this.subnet = parseSubnet(cfg.subnet ?? '10.231.0.0/16');
     const instance = cfg.instance ?? 'cove';
     if (!/^[a-z][a-z0-9]{0,12}$/.test(instance)) throw new RangeError(`bad runtime instance name ${instance}`);
@@ -167,7 +168,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       // dist/src/sandbox/linux-runtime.js → packages/orchestrator/templates
       recipesDir: cfg.recipesDir ?? fileURLToPath(new URL('../../../templates', import.meta.url)),
       idOffset: cfg.idOffset ?? DEFAULT_ID_OFFSET,
-      logger: cfg.logger,
+      logger: this.log,
       onProgress: cfg.onTemplateProgress,
     });
     this.crun = new CrunCli(join(cfg.dataDir, 'crun'));
@@ -267,7 +268,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       upstreamDns: this.cfg.egressDns ?? firewall.dnsServers,
       // What sandboxes may never reach directly, the proxy never dials for them either.
       forbiddenCidrs: [...blockedCidrs(firewall), this.subnet.cidr],
-      logger: this.log.child({ component: 'egress' }),
+      logger: this.cfg.logger.child({ module: 'egress' }),
       ...(this.cfg.egressCaKey ? { caKey: this.cfg.egressCaKey } : {}),
       ...(this.cfg.egressUpstreamCaFile ? { upstreamCaFile: this.cfg.egressUpstreamCaFile } : {}),
       ...(this.cfg.egressSecrets ? { secrets: this.cfg.egressSecrets } : {}),

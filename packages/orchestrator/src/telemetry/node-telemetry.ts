@@ -130,7 +130,7 @@ export class NodeTelemetry {
   private savingCursors: Promise<void> = Promise.resolve();
 
   constructor(private readonly d: NodeTelemetryDeps) {
-    this.log = d.log.child({ component: 'telemetry' });
+    this.log = d.log.child({ module: 'telemetry' });
     const t = d.config.telemetry;
     this.sender = t
       ? new OtlpSender({
