@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { haproxyRunFiles, haproxyRuntimeCommand } from '@cove/edge';
 import { deployment } from '../test/deployment.js';
-import { percentile, report } from './stats.js';
+import { percentile, report, say } from './stats.js';
 import { poolsSettled } from './warm-pools.js';
 
 const SERIAL = Number(process.env.COVE_BENCH_SERIAL ?? 30);
@@ -134,6 +134,7 @@ async function proxyOverhead(): Promise<void> {
           await setRoute(true);
         }
         rounds.push({ direct, edge, ...(twoHops !== undefined ? { twoHops } : {}) });
+        say(`proxy round ${r + 1}, requests/s: ${JSON.stringify(rounds.at(-1))}`);
       }
     } finally {
       if (oneHop) await setRoute(true);
