@@ -1,5 +1,6 @@
 // The node list a placement uses: a burst of creates asks the edge once, a list that turned out wrong (a node
-// refused the create, or the list had no room while a node joined since) is asked for again. Real HTTP into the
+// refused the create, or the list had no room while a node joined since) is asked for again, and a burst larger
+// than the best node's warm pool goes on to a node that reports warm slots. Real HTTP into the
 // control plane, real HTTP/2 out of it to the wire-level cluster fixture, which counts its `GET /v1/nodes`.
 
 import assert from 'node:assert/strict';
@@ -76,5 +77,32 @@ describe(`placement node list (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
     assert.equal(listings() - before, 1);
     a.maxSandboxes = maxBefore;
     cluster.nodes.delete('node-c');
+  });
+
+});
+
+for (const cacheMs of [2000, 0] as const)
+describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
+  let cp: RunningControlPlane;
+  let cluster: FakeCluster;
+  let key: string;
+
+  before(async () => {
+    cluster = await startFakeCluster();
+    // Equal nodes, node-a ranked first (ties go by id); each reports three warm slots, as it did before the burst.
+    for (const id of ['node-a', 'node-b']) cluster.addNode(id, { warmReady: { base: 3 } });
+    cp = await startControlPlane({ COVE_NODE_LIST_CACHE_MS: String(cacheMs) });
+    ({ key } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 100 }));
+  });
+  after(async () => {
+    await cp.close();
+    await cluster.close();
+  });
+
+  test('a burst larger than the best node\'s warm slots goes on to where warm slots wait, not to boots on the first', async () => {
+    const burst = await Promise.all(Array.from({ length: 6 }, () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } })));
+    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
+    const placed = cluster.calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
+    assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [3, 3], placed.join(' '));
   });
 });

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { InfoResponseSchema, NodeStatus } from '@cove/contracts/orchestrator';
-import { answeringNodes, rankNodes, type NodeView } from '../src/cluster/placement.js';
+import { answeringNodes, preferWarm, rankNodes, type NodeView } from '../src/cluster/placement.js';
+import { RecentPlacements } from '../src/cluster/recent-placements.js';
 
 const GiB = 1n << 30n;
 const opts = { cpuOvercommit: 1, memoryOvercommit: 1, diskOvercommit: 1 };
@@ -108,4 +109,33 @@ test('nodes that can answer build status or deletion: healthy or draining, full 
     { nodeId: 'e-no-info', edgeStatus: 'healthy', info: undefined },
   ]);
   assert.deepEqual(r, ['a-full', 'b-draining']);
+});
+
+test('preferWarm: nodes with a warm slot left first, each group in rank order; placed since the report count', () => {
+  const withWarm = (id: string, ready: number): NodeView => {
+    const n = node(id);
+    n.info!.warmPools = [{ $typeName: 'cove.orchestrator.v1.WarmPoolInfo', templateId: 'base', ready, target: 5 }];
+    return n;
+  };
+  const nodes = [withWarm('a', 2), withWarm('b', 0), withWarm('c', 1), node('d')];
+  const ranked = ['a', 'b', 'c', 'd'].map((nodeId, i) => ({ nodeId, score: 1 - i / 10 }));
+  const order = (placed: Record<string, number>, templateId = 'base') => preferWarm(ranked, nodes, templateId, (id) => placed[id] ?? 0).map((c) => c.nodeId);
+  assert.deepEqual(order({}), ['a', 'c', 'b', 'd']);
+  // Both of a's slots taken since its report: c, which still has one, comes first.
+  assert.deepEqual(order({ a: 2 }), ['c', 'a', 'b', 'd']);
+  assert.deepEqual(order({ a: 2, c: 1 }), ['a', 'b', 'c', 'd'], 'no warm slot left anywhere: the rank as it was');
+  assert.deepEqual(order({}, 'code-interpreter-v1'), ['a', 'b', 'c', 'd'], 'a template without pools: the rank as it was');
+});
+
+test('RecentPlacements counts a placement until the window has passed', () => {
+  let now = 1_000;
+  const recent = new RecentPlacements(3000, () => now);
+  recent.add('a', 'base');
+  recent.add('a', 'base');
+  recent.add('a', 'other');
+  now += 2000;
+  recent.add('b', 'base');
+  assert.deepEqual([recent.count('a', 'base'), recent.count('a', 'other'), recent.count('b', 'base')], [2, 1, 1]);
+  now += 1001;
+  assert.deepEqual([recent.count('a', 'base'), recent.count('b', 'base')], [0, 1]);
 });

@@ -37,6 +37,7 @@ import type { NodeView } from './placement.js';
 import type { EgressRules, NodeNetwork } from '../sandboxes/network.js';
 import { isNoLinkOpen, isOutboundEndpoint, type OutboundLinks } from './outbound-link.js';
 import { createUnaryTransport } from './unary-transport.js';
+import { RecentPlacements } from './recent-placements.js';
 
 /** What carries the control link's HTTP/2 requests: a dialled session, or an outbound-only cluster's links. */
 type LinkSessions = Pick<Http2SessionManager, 'authority' | 'request' | 'notifyResponseByteRead'> & { abort?: () => void };
@@ -291,6 +292,19 @@ export class ControlLink {
     }
     this.forgetNodeList();
     return rank(await this.sharedNodeList().nodes);
+  }
+
+  /** Sandboxes placed lately, per node and template, that the nodes' reports may not show yet (placement's `preferWarm`). */
+  private readonly recentPlacements = new RecentPlacements();
+
+  /** A placement picked `nodeId` for a sandbox of `templateId`. */
+  recordPlacement(nodeId: string, templateId: string): void {
+    this.recentPlacements.add(nodeId, templateId);
+  }
+
+  /** Sandboxes of `templateId` placed on `nodeId` since its last report could show them. */
+  placedRecently(nodeId: string, templateId: string): number {
+    return this.recentPlacements.count(nodeId, templateId);
   }
 
   /** After a placement failed on a node (full, draining, gone): the next placement asks the edge again. */

@@ -9,7 +9,7 @@ import { tokensEqual } from '@cove/auth-tokens';
 import { Code } from '@connectrpc/connect';
 import type { Logger } from 'pino';
 import { LinkCallError, type ControlLinks } from '../cluster/control-link.js';
-import { placeOn, type PlacementOptions } from '../cluster/placement.js';
+import { placeOn, preferWarm, type PlacementOptions } from '../cluster/placement.js';
 import { BadRequest, ClusterUnavailable, Conflict, Forbidden, NoCapacity, NotFound, NotImplemented, OperationFailed, SandboxNotFound } from '../errors.js';
 import type { Cluster, ClusterStore } from '../store/cluster-store.js';
 import type { ListFilter, SandboxRecord, SandboxStore } from '../store/sandbox-store.js';
@@ -233,7 +233,14 @@ export class SandboxService {
       // A built-in template (empty node build id) only on nodes that have it ready (code-interpreter-v1 is built
       // in the background after a node starts).
       const builtIn = origin.nodeBuildId === '' && !origin.snapshot ? { templateId: record.templateId, ref: input.templateID } : undefined;
-      const candidates = await link.placementCandidates((nodes) => placeOn(nodes, record, this.d.placement, builtIn));
+      // Where a warm slot of it is left, first: a burst past one node's pool claims on another instead of booting.
+      const candidates = await link.placementCandidates((nodes) => {
+        const ranked = placeOn(nodes, record, this.d.placement, builtIn);
+        if (!builtIn) return ranked;
+        const ordered = preferWarm(ranked, nodes, builtIn.templateId, (nodeId) => link.placedRecently(nodeId, builtIn.templateId));
+        link.recordPlacement(ordered[0]!.nodeId, builtIn.templateId);
+        return ordered;
+      });
       const snapshotId = origin.snapshot?.id;
       const { nodeId, info } = await startOnNodes(
         link,
