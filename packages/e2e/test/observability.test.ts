@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sandbox } from 'e2b';
@@ -28,6 +29,14 @@ function cli(...args: string[]): Promise<string> {
     child.on('error', reject);
     child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`e2b ${args.join(' ')} exited ${code}: ${out}`))));
   });
+}
+
+/** When `pid` started, in ms since the epoch: the boot time plus its start in clock ticks (USER_HZ, 100 on Linux). */
+function processStartMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  const bootSeconds = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))![1]);
+  return bootSeconds * 1000 + startTicks * 10;
 }
 
 /**
@@ -126,18 +135,28 @@ describe('observability with the collector: the SDK and CLI read sandbox logs an
   });
 
   test('the deployment\'s own log lines name their component, and each field once', async () => {
-    const dir = join(deployment().stateDir, 'logs');
+    const { stateDir } = deployment();
+    const dir = join(stateDir, 'logs');
     const files = (await readdir(dir)).filter((f) => /^(control-plane|edge|collector|orchestrator(-\d+)?)\.log$/.test(f));
     assert.ok(files.includes('orchestrator.log') && files.includes('edge.log'), `the components' logs: ${files.join(', ')}`);
     const bad: string[] = [];
     for (const f of files) {
+      const name = f.slice(0, -'.log'.length);
+      // A log is appended to across restarts: judged are the lines of the process running now (a second of slack
+      // for the boot time's resolution), not those an earlier build left.
+      const { pid } = JSON.parse(await readFile(join(stateDir, 'run', `${name}.pid`), 'utf8')) as { pid: number };
+      const since = processStartMs(pid) - 1000;
       // `component` is the deployable, as on its metrics; a part of it is `module`.
-      const component = f.replace(/(-\d+)?\.log$/, '');
-      for (const line of (await readFile(join(dir, f), 'utf8')).split('\n')) {
+      const component = name.replace(/-\d+$/, '');
+      const text = await readFile(join(dir, f), 'utf8');
+      // Whole lines only: the component may be writing its last one while this reads.
+      for (const line of text.slice(0, text.lastIndexOf('\n') + 1).split('\n')) {
         if (!line.startsWith('{')) continue;
+        const rec = JSON.parse(line) as { component?: unknown; time?: unknown };
+        if (typeof rec.time !== 'number' || rec.time < since) continue;
         const keys = repeatedKeys(line);
         if (keys.length) bad.push(`${f}: ${keys.join(', ')} twice in ${line.slice(0, 300)}`);
-        else if ((JSON.parse(line) as { component?: unknown }).component !== component) bad.push(`${f}: not component ${component}: ${line.slice(0, 300)}`);
+        else if (rec.component !== component) bad.push(`${f}: not component ${component}: ${line.slice(0, 300)}`);
       }
     }
     assert.deepEqual(bad.slice(0, 5), []);
