@@ -106,3 +106,40 @@ describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs}
     assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [3, 3], placed.join(' '));
   });
 });
+
+for (const cacheMs of [2000, 0] as const)
+describe(`placement counted where the create started (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
+  let cp: RunningControlPlane;
+  let cluster: FakeCluster;
+  let key: string;
+
+  before(async () => {
+    cluster = await startFakeCluster();
+    for (const id of ['node-a', 'node-b']) cluster.addNode(id, { warmReady: { base: 3 } });
+    cp = await startControlPlane({ COVE_NODE_LIST_CACHE_MS: String(cacheMs) });
+    ({ key } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 100 }));
+  });
+  after(async () => {
+    await cp.close();
+    await cluster.close();
+  });
+
+  const create = () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } });
+
+  test('a create that failed over to the next node takes its warm slot there, not on the node that refused', async () => {
+    // node-a ranks first and refuses: three creates in turn try it, then start on node-b and take its three slots.
+    const a = cluster.nodes.get('node-a')!;
+    a.failCreateWith = Code.ResourceExhausted;
+    for (let i = 0; i < 3; i++) {
+      const r = await create();
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+    }
+    a.failCreateWith = undefined;
+    const held = () => ['node-a', 'node-b'].map((id) => cluster.nodes.get(id)!.sandboxes.size);
+    assert.deepEqual(held(), [0, 3]);
+    // Both still report three warm slots; node-a's are all left, node-b's are taken: the next three go to node-a.
+    const burst = await Promise.all(Array.from({ length: 3 }, () => create()));
+    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
+    assert.deepEqual(held(), [3, 3]);
+  });
+});

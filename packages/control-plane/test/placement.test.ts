@@ -138,4 +138,7 @@ test('RecentPlacements counts a placement until the window has passed', () => {
   assert.deepEqual([recent.count('a', 'base'), recent.count('a', 'other'), recent.count('b', 'base')], [2, 1, 1]);
   now += 1001;
   assert.deepEqual([recent.count('a', 'base'), recent.count('b', 'base')], [0, 1]);
+  recent.remove('b', 'base');
+  recent.remove('b', 'base');
+  assert.equal(recent.count('b', 'base'), 0, 'taken back, and never below none');
 });

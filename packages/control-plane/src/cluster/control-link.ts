@@ -302,6 +302,13 @@ export class ControlLink {
     this.recentPlacements.add(nodeId, templateId);
   }
 
+  /** The create placed on `picked` started on `landed` instead (a failover), or nowhere (null). */
+  placementLanded(picked: string, landed: string | null, templateId: string): void {
+    if (landed === picked) return;
+    this.recentPlacements.remove(picked, templateId);
+    if (landed !== null) this.recentPlacements.add(landed, templateId);
+  }
+
   /** Sandboxes of `templateId` placed on `nodeId` since its last report could show them. */
   placedRecently(nodeId: string, templateId: string): number {
     return this.recentPlacements.count(nodeId, templateId);

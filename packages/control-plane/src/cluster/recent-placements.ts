@@ -1,7 +1,8 @@
 // Sandboxes placed on each node lately, per template: what a node's report cannot show yet. A node reports every
 // 2 s (its heartbeat, then the edge's list), so the ready warm slots it reported may already be taken by creates
 // placed since; placement subtracts these (placement.ts `preferWarm`). Counted when a placement picks the node, not
-// when the create is sent: a burst's placements all rank from the same shared list before the first is sent.
+// when the create is sent: a burst's placements all rank from the same shared list before the first is sent. A create
+// that fails there and lands on the next candidate (or nowhere) moves its count there (or takes it back).
 
 /** Longer than a node's default heartbeat (2 s) plus the edge's listing, so a placement counts until a report shows it. */
 export const RECENT_PLACEMENT_MS = 3000;
@@ -17,6 +18,14 @@ export class RecentPlacements {
   add(nodeId: string, templateId: string): void {
     const key = `${nodeId}\0${templateId}`;
     this.placed.set(key, [...this.prune(key), this.now()]);
+  }
+
+  /** Takes one placement on `nodeId` back: its create went to another node, or to none. */
+  remove(nodeId: string, templateId: string): void {
+    const key = `${nodeId}\0${templateId}`;
+    const times = this.prune(key);
+    times.pop();
+    if (times.length === 0) this.placed.delete(key);
   }
 
   /** Placements on `nodeId` for `templateId` within the window. */

@@ -234,11 +234,13 @@ export class SandboxService {
       // in the background after a node starts).
       const builtIn = origin.nodeBuildId === '' && !origin.snapshot ? { templateId: record.templateId, ref: input.templateID } : undefined;
       // Where a warm slot of it is left, first: a burst past one node's pool claims on another instead of booting.
+      let picked: string | undefined;
       const candidates = await link.placementCandidates((nodes) => {
         const ranked = placeOn(nodes, record, this.d.placement, builtIn);
         if (!builtIn) return ranked;
         const ordered = preferWarm(ranked, nodes, builtIn.templateId, (nodeId) => link.placedRecently(nodeId, builtIn.templateId));
-        link.recordPlacement(ordered[0]!.nodeId, builtIn.templateId);
+        picked = ordered[0]!.nodeId;
+        link.recordPlacement(picked, builtIn.templateId);
         return ordered;
       });
       const snapshotId = origin.snapshot?.id;
@@ -269,7 +271,11 @@ export class SandboxService {
         record.trafficAccessToken,
         { describe: snapshotId ? `cannot start a sandbox from snapshot '${snapshotId}'` : `template '${input.templateID}'`, templateRef: input.templateID },
         log,
-      );
+      ).catch((err: unknown) => {
+        if (builtIn && picked) link.placementLanded(picked, null, builtIn.templateId);
+        throw err;
+      });
+      if (builtIn && picked) link.placementLanded(picked, nodeId, builtIn.templateId);
       record.nodeId = nodeId;
       record.envdVersion = info.envdVersion || origin.envdVersion;
       record.state = 'running';
