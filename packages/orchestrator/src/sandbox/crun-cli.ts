@@ -88,9 +88,12 @@ export class CrunCli {
     return pid;
   }
 
-  /** SIGKILL everything and delete the container; absent containers are fine. */
+  /**
+   * SIGKILL everything and delete the container; absent containers are fine. One crun run: `delete --force` kills the
+   * first process, and with it (the spec has a pid namespace) every process of the sandbox; what the slot's cgroup
+   * may still hold beside them is the callers' to kill (`killSlotProcesses`), as it was after a `kill --all`.
+   */
   async killAndDelete(slotId: string): Promise<void> {
-    await run('crun', ['--root', this.stateRoot, 'kill', '--all', slotId, 'KILL'], { allowFailure: true });
     await run('crun', ['--root', this.stateRoot, 'delete', '--force', slotId], { allowFailure: true });
   }
 
