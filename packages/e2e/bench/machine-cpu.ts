@@ -27,6 +27,45 @@ export function machineBusyMs(): number {
   return (t.user + t.nice + t.system + t.irq + t.softirq) * TICK_MS;
 }
 
+/** One window of the rest measurement, and how many the rest is the median of. */
+const REST_WINDOW_MS = 1_000;
+const REST_WINDOWS = 20;
+/** Windows in a row at rest that end a wait for the machine to come back to rest. */
+const QUIET_WINDOWS = 3;
+
+/** The machine's busy time a ms over one window. */
+async function busyPerMsOver(ms: number): Promise<number> {
+  const busy = machineBusyMs();
+  const start = performance.now();
+  await new Promise((r) => setTimeout(r, ms));
+  return (machineBusyMs() - busy) / (performance.now() - start);
+}
+
+/**
+ * The machine's busy time a ms while nothing is asked of it: the median of twenty one-second windows. Pools that
+ * report full still have work in flight on the host for seconds (teardowns, new envds' first seconds: measured
+ * 90–210 ms/s in 2–9 s of them against 20–50 at rest), which one five-second window counted whole.
+ */
+export async function restingBusyPerMs(): Promise<number> {
+  const windows: number[] = [];
+  for (let i = 0; i < REST_WINDOWS; i++) windows.push(await busyPerMsOver(REST_WINDOW_MS));
+  windows.sort((a, b) => a - b);
+  return (windows[REST_WINDOWS / 2 - 1]! + windows[REST_WINDOWS / 2]!) / 2;
+}
+
+/**
+ * Waits until three one-second windows in a row are back within 10 ms/s (or a fifth) of `restPerMs`, at most
+ * `withinMs`: the teardowns and refills a piece of work started are then done, and their CPU can be counted.
+ */
+export async function untilAtRest(restPerMs: number, withinMs = 60_000): Promise<void> {
+  const deadline = performance.now() + withinMs;
+  let quiet = 0;
+  while (quiet < QUIET_WINDOWS && performance.now() < deadline) {
+    const rate = await busyPerMsOver(REST_WINDOW_MS);
+    quiet = rate <= restPerMs + Math.max(0.01, restPerMs / 5) ? quiet + 1 : 0;
+  }
+}
+
 /** CPU of this process's waited-for children so far (cutime + cstime), in ms. */
 function childrenCpuMs(): number {
   // Fields after the command's closing parenthesis; cutime and cstime are the 16th and 17th of the whole line.

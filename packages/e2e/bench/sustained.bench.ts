@@ -13,13 +13,11 @@ import { Sandbox } from 'e2b';
 import { deployment } from '../test/deployment.js';
 import { percentile, report, say } from './stats.js';
 import { poolsSettled } from './warm-pools.js';
-import { bareNodeStartCpuMs, cores, machineBusyMs } from './machine-cpu.js';
+import { bareNodeStartCpuMs, cores, machineBusyMs, restingBusyPerMs, untilAtRest } from './machine-cpu.js';
 
 const RATE = Number(process.env.COVE_BENCH_SUSTAIN_RATE ?? 20);
 const SECONDS = Number(process.env.COVE_BENCH_SUSTAIN_SECONDS ?? 30);
 const SERIAL = 10;
-/** How long the deployment's CPU at rest is measured for. */
-const REST_MS = 5_000;
 /** How long the cycles still running when the schedule ends may take to finish before they count as failed. */
 const DRAIN_MS = 120_000;
 
@@ -42,10 +40,7 @@ async function cycle(): Promise<number | string> {
 deployment();
 await poolsSettled();
 // The deployment's own CPU at rest (its pools' idle sandboxes, the servers' timers), taken out of the cycles' figure.
-const restBusy = machineBusyMs();
-const restStart = performance.now();
-await new Promise((r) => setTimeout(r, REST_MS));
-const restPerMs = (machineBusyMs() - restBusy) / (performance.now() - restStart);
+const restPerMs = await restingBusyPerMs();
 const serial: number[] = [];
 const busyBefore = machineBusyMs();
 const serialStart = performance.now();
@@ -54,6 +49,8 @@ for (let i = 0; i < SERIAL; i++) {
   if (typeof r === 'number') serial.push(r);
 }
 await poolsSettled();
+// The last cycles' teardowns and refills run on the host after their pools report full again: they are counted too.
+await untilAtRest(restPerMs);
 const cycleCpuMs = (machineBusyMs() - busyBefore - restPerMs * (performance.now() - serialStart)) / SERIAL;
 const nodeStartCpuMs = bareNodeStartCpuMs();
 
