@@ -81,15 +81,17 @@ describe(`placement node list (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
 
 });
 
-for (const cacheMs of [2000, 0] as const)
-describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
+/**
+ * A control plane in front of two equal nodes, node-a ranked first (ties go by id), each reporting three warm slots
+ * (as it did before the burst), with `before`/`after` hooks of the enclosing describe; one per describe, so a describe
+ * starts with no placement counted.
+ */
+function twoWarmNodes(cacheMs: number): { cluster: () => FakeCluster; create: () => ReturnType<typeof call> } {
   let cp: RunningControlPlane;
   let cluster: FakeCluster;
   let key: string;
-
   before(async () => {
     cluster = await startFakeCluster();
-    // Equal nodes, node-a ranked first (ties go by id); each reports three warm slots, as it did before the burst.
     for (const id of ['node-a', 'node-b']) cluster.addNode(id, { warmReady: { base: 3 } });
     cp = await startControlPlane({ COVE_NODE_LIST_CACHE_MS: String(cacheMs) });
     ({ key } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 100 }));
@@ -98,47 +100,38 @@ describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs}
     await cp.close();
     await cluster.close();
   });
+  return { cluster: () => cluster, create: () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } }) };
+}
+
+for (const cacheMs of [2000, 0] as const)
+describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
+  const f = twoWarmNodes(cacheMs);
 
   test('a burst larger than the best node\'s warm slots goes on to where warm slots wait, not to boots on the first', async () => {
-    const burst = await Promise.all(Array.from({ length: 6 }, () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } })));
+    const burst = await Promise.all(Array.from({ length: 6 }, () => f.create()));
     for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
-    const placed = cluster.calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
+    const placed = f.cluster().calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
     assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [3, 3], placed.join(' '));
   });
 });
 
 for (const cacheMs of [2000, 0] as const)
 describe(`placement counted where the create started (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
-  let cp: RunningControlPlane;
-  let cluster: FakeCluster;
-  let key: string;
-
-  before(async () => {
-    cluster = await startFakeCluster();
-    for (const id of ['node-a', 'node-b']) cluster.addNode(id, { warmReady: { base: 3 } });
-    cp = await startControlPlane({ COVE_NODE_LIST_CACHE_MS: String(cacheMs) });
-    ({ key } = await setupTeam(cp.url, cluster.endpoint, cluster.token, { maxConcurrentSandboxes: 100 }));
-  });
-  after(async () => {
-    await cp.close();
-    await cluster.close();
-  });
-
-  const create = () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } });
+  const f = twoWarmNodes(cacheMs);
 
   test('a create that failed over to the next node takes its warm slot there, not on the node that refused', async () => {
     // node-a ranks first and refuses: three creates in turn try it, then start on node-b and take its three slots.
-    const a = cluster.nodes.get('node-a')!;
+    const a = f.cluster().nodes.get('node-a')!;
     a.failCreateWith = Code.ResourceExhausted;
     for (let i = 0; i < 3; i++) {
-      const r = await create();
+      const r = await f.create();
       assert.equal(r.status, 201, JSON.stringify(r.body));
     }
     a.failCreateWith = undefined;
-    const held = () => ['node-a', 'node-b'].map((id) => cluster.nodes.get(id)!.sandboxes.size);
+    const held = () => ['node-a', 'node-b'].map((id) => f.cluster().nodes.get(id)!.sandboxes.size);
     assert.deepEqual(held(), [0, 3]);
     // Both still report three warm slots; node-a's are all left, node-b's are taken: the next three go to node-a.
-    const burst = await Promise.all(Array.from({ length: 3 }, () => create()));
+    const burst = await Promise.all(Array.from({ length: 3 }, () => f.create()));
     for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
     assert.deepEqual(held(), [3, 3]);
   });
