@@ -99,4 +99,7 @@ report(`${label}: create→first command p95`, percentile(latencies, 95), 'ms', 
 report(`${label}: cycles in flight when the schedule ended`, backlog, 'count');
 report(`${label}: most cycles in flight at once`, maxInFlight, 'count');
 report(`${label}: failed cycles`, failed, 'count', '0');
+// Of those, the creates the team's limit of running sandboxes refused at once (429): an open loop the cores cannot
+// keep up with holds that many in flight, and the limit is what bounds it. The other failures are the ones to fix.
+report(`${label}: of which refused at the team's sandbox limit (429)`, failures.get('RateLimitError') ?? 0, 'count');
 process.exit(0);
