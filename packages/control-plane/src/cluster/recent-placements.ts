@@ -16,13 +16,13 @@ export class RecentPlacements {
   ) {}
 
   add(nodeId: string, templateId: string): void {
-    const key = `${nodeId}\0${templateId}`;
+    const key = keyOf(nodeId, templateId);
     this.placed.set(key, [...this.prune(key), this.now()]);
   }
 
   /** Takes one placement on `nodeId` back: its create went to another node, or to none. */
   remove(nodeId: string, templateId: string): void {
-    const key = `${nodeId}\0${templateId}`;
+    const key = keyOf(nodeId, templateId);
     const times = this.prune(key);
     times.pop();
     if (times.length === 0) this.placed.delete(key);
@@ -30,7 +30,7 @@ export class RecentPlacements {
 
   /** Placements on `nodeId` for `templateId` within the window. */
   count(nodeId: string, templateId: string): number {
-    return this.prune(`${nodeId}\0${templateId}`).length;
+    return this.prune(keyOf(nodeId, templateId)).length;
   }
 
   private prune(key: string): number[] {
@@ -40,4 +40,9 @@ export class RecentPlacements {
     else this.placed.set(key, times);
     return times;
   }
+}
+
+/** The map key of a node and a template: the two ids joined by a NUL, in one place for add, remove and count. */
+function keyOf(nodeId: string, templateId: string): string {
+  return `${nodeId}\0${templateId}`;
 }
