@@ -35,6 +35,7 @@ import { HaproxySupervisor, findHaproxy, newFallbackSecret, runFiles } from './t
 import { RouteMaps } from './traffic/haproxy/route-maps.js';
 import { TemplateFiles } from './storage/template-files.js';
 import { SandboxResumer } from './traffic/sandbox-resumer.js';
+import { TrafficMetrics } from './traffic/traffic-metrics.js';
 import { createTrafficServer } from './traffic/traffic-server.js';
 import { VolumeImageSweeper } from './traffic/volume-content.js';
 import { EdgeTelemetry } from './telemetry/edge-telemetry.js';
@@ -141,8 +142,9 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
           config.tls,
         )
       : undefined;
+  const trafficMetrics = new TrafficMetrics(telemetry.registry);
   const resumer = config.controlPlaneUrl
-    ? new SandboxResumer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, log, timeoutMs: deps.resumeTimeoutMs })
+    ? new SandboxResumer({ controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken, log, timeoutMs: deps.resumeTimeoutMs, metrics: trafficMetrics })
     : undefined;
   if (config.tls?.clientCa) {
     log.warn('mutual TLS on the API port: SDK clients without a client certificate cannot use the upload URLs (they point at this port)');
@@ -193,6 +195,7 @@ export function buildEdge(config: EdgeConfig, deps: EdgeDeps): Edge {
     agent,
     dispatcher,
     resumer,
+    metrics: trafficMetrics,
     log,
     volumeContent: { controlPlaneUrl: config.controlPlaneUrl, clusterToken: config.clusterToken },
   };

@@ -2,7 +2,7 @@
 // control plane to resume it and is then forwarded. A real edge, a fake node, and a fake control plane that
 // resumes the way the real one does: a Create from the snapshot through the edge's control link.
 
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -10,6 +10,8 @@ import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { Readable } from 'node:stream';
 import { CreateRequestSchema, PauseRequestSchema } from '@cove/contracts/orchestrator';
+import { eventually } from '@cove/test-support/eventually';
+import { metricSample } from '@cove/test-support/prometheus-text';
 import { WebSocket } from 'undici';
 import { FakeControlPlane, type ResumeCall, type ResumeHandler } from './fixtures/fake-control-plane.js';
 import { FakeNode } from './fixtures/fake-node.js';
@@ -19,7 +21,17 @@ import { send } from './fixtures/http-client.js';
 const ENVD = 49983;
 const NODE_ID = 'node-r';
 const route = (id: string, port: number, extra: Record<string, string> = {}) => ({ 'e2b-sandbox-id': id, 'e2b-sandbox-port': String(port), ...extra });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Every gate made, opened after each test so that a failed one leaves no request waiting for the next. */
+const gates: (() => void)[] = [];
+
+/** A resume answer held until the test lets it go. */
+function gate(): { opened: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  gates.push(open);
+  return { opened, open };
+}
 
 describe('edge auto-resume', () => {
   let cp: FakeControlPlane;
@@ -55,6 +67,15 @@ describe('edge auto-resume', () => {
     await pause(id);
   }
 
+  /** A series of the edge's /metrics (0 when it has no sample yet). */
+  async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    const res = await fetch(`${edge.apiUrl}/metrics`, { headers: { authorization: `Bearer ${CLUSTER_TOKEN}` } });
+    return metricSample(await res.text(), name, labels) ?? 0;
+  }
+
+  /** Until `n` traffic requests wait on a resume inside the edge (their own call or one they joined). */
+  const untilWaiting = (n: number) => eventually(async () => (await metric('cove_edge_resume_waiting_requests')) === n, 10_000, `${n} requests waiting for a resume`, 10);
+
   async function pause(id: string): Promise<void> {
     await edge.sandboxClient.pause(create(PauseRequestSchema, { sandboxId: id, snapshotId: `snap-${id}`, memory: true }), { headers: linkFor(id) });
   }
@@ -65,6 +86,9 @@ describe('edge auto-resume', () => {
     node = await new FakeNode({ nodeId: NODE_ID }).start();
     await node.heartbeat(edge.apiUrl);
     url = edge.trafficUrl;
+  });
+  afterEach(() => {
+    for (const open of gates.splice(0)) open();
   });
   after(async () => {
     await edge.close();
@@ -95,15 +119,23 @@ describe('edge auto-resume', () => {
 
   it('shares one resume call among 10 concurrent requests', async () => {
     await createAndPause('crowd1');
+    const answer = gate();
     behaviour.set('crowd1', async (call) => {
-      await sleep(300);
+      await answer.opened;
       return resumeThroughLink(call);
     });
-    const replies = await Promise.all(
+    const resumedBefore = await metric('cove_edge_resume_calls_total', { outcome: 'resumed' });
+    const replies = Promise.all(
       Array.from({ length: 10 }, (_, i) => send(`${url}/n${i}`, { method: 'POST', headers: route('crowd1', 3000), body: `body ${i}` })),
     );
-    for (const r of replies) assert.equal(r.text, 'hello from crowd1:3000');
+    // All ten are inside the edge, waiting on the one call, before the control plane answers it.
+    await untilWaiting(10);
     assert.equal(cp.callsFor('crowd1').length, 1);
+    answer.open();
+    for (const r of await replies) assert.equal(r.text, 'hello from crowd1:3000');
+    assert.equal(cp.callsFor('crowd1').length, 1);
+    assert.equal(await metric('cove_edge_resume_calls_total', { outcome: 'resumed' }), resumedBefore + 1);
+    assert.equal(await metric('cove_edge_resume_waiting_requests'), 0);
   });
 
   it('sends the cluster token and the traffic token, never the client authorization, to the control plane', async () => {
@@ -201,16 +233,21 @@ describe('edge auto-resume', () => {
     await createAndPause('priv3', 'traffic-secret-p3');
     // As if paused through another edge with its own catalog: this edge cannot judge, the control plane does.
     await edge.edge.store.deletePaused('priv3');
+    const answer = gate();
     behaviour.set('priv3', async (call) => {
-      await sleep(200);
+      await answer.opened;
       return resumeThroughLink(call);
     });
-    const [bad, good] = await Promise.all([
-      send(`${url}/`, { headers: route('priv3', 8080, { 'e2b-traffic-access-token': 'wrong' }) }),
-      sleep(50).then(() => send(`${url}/`, { headers: route('priv3', 8080, { 'e2b-traffic-access-token': 'traffic-secret-p3' }) })),
-    ]);
-    assert.equal(bad.status, 403);
-    assert.equal(good.status, 200, good.text);
+    // The wrong token's call is in flight when the right one arrives and joins it.
+    const bad = send(`${url}/`, { headers: route('priv3', 8080, { 'e2b-traffic-access-token': 'wrong' }) });
+    await untilWaiting(1);
+    const good = send(`${url}/`, { headers: route('priv3', 8080, { 'e2b-traffic-access-token': 'traffic-secret-p3' }) });
+    await untilWaiting(2);
+    assert.equal(cp.callsFor('priv3').length, 1);
+    answer.open();
+    assert.equal((await bad).status, 403);
+    const allowed = await good;
+    assert.equal(allowed.status, 200, allowed.text);
     assert.deepEqual(cp.callsFor('priv3').map((c) => c.body.trafficAccessToken), ['wrong', 'traffic-secret-p3']);
   });
 
@@ -279,12 +316,17 @@ describe('edge auto-resume', () => {
 
   it('wakes a sandbox for a WebSocket upgrade', async () => {
     await createAndPause('ws1');
+    const answer = gate();
     behaviour.set('ws1', async (call) => {
-      await sleep(100);
+      await answer.opened;
       return resumeThroughLink(call);
     });
     const ws = new WebSocket(`ws://${new URL(url).host}/ws`, { headers: route('ws1', 8080) } as any);
-    await once(ws as any, 'open');
+    const opened = once(ws as any, 'open');
+    // The upgrade waits on the resume like any request.
+    await untilWaiting(1);
+    answer.open();
+    await opened;
     const got = new Promise<string>((resolve) => ws.addEventListener('message', (e) => resolve(String(e.data)), { once: true }));
     ws.send('hello after resume');
     assert.equal(await got, 'hello after resume');
@@ -317,28 +359,23 @@ describe('edge auto-resume', () => {
 
   it('forwards nothing for a client that left while the sandbox was resuming', async () => {
     await createAndPause('left1');
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    let done!: () => void;
-    const handled = new Promise<void>((r) => (done = r));
+    const answer = gate();
     behaviour.set('left1', async (call) => {
-      await released;
-      try {
-        return await resumeThroughLink(call);
-      } finally {
-        done();
-      }
+      await answer.opened;
+      return resumeThroughLink(call);
     });
+    const goneBefore = await metric('cove_edge_traffic_client_gone_total');
     const client = httpRequest(`${url}/headers`, { headers: route('left1', ENVD) });
     client.on('error', () => undefined);
     client.end();
-    while (cp.callsFor('left1').length === 0) await sleep(10);
+    await untilWaiting(1);
     const seenBefore = node.proxyHeaders.length;
+    const closed = new Promise((r) => client.once('close', r)); // once() would reject on the hang-up's 'error'
     client.destroy();
-    await sleep(50);
-    release();
-    await handled;
-    await sleep(200);
+    await closed;
+    answer.open();
+    // The edge routed the request once the sandbox ran, found its client gone, and forwarded nothing.
+    await eventually(async () => (await metric('cove_edge_traffic_client_gone_total')) === goneBefore + 1, 10_000, 'the request dropped for its gone client', 10);
     assert.equal(node.proxyHeaders.length, seenBefore);
     // The sandbox itself is running again.
     assert.equal((await send(`${url}/`, { headers: route('left1', ENVD) })).status, 200);

@@ -5,9 +5,11 @@
 // call; the control plane decides about the traffic token of the request that made the call, so a request
 // with other credentials that shared a refusal asks again for itself.
 
+import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import type { TrafficMetrics } from './traffic-metrics.js';
 
 /** Resume takes a CRIU restore (about a second) plus placement; allow for a cold restore from storage. */
 export const DEFAULT_RESUME_TIMEOUT_MS = 60_000;
@@ -45,6 +47,7 @@ export interface SandboxResumerOptions {
   clusterToken: string;
   log: Logger;
   timeoutMs?: number;
+  metrics?: TrafficMetrics;
 }
 
 const ResumedBody = z.object({ sandboxID: z.string().min(1), nodeID: z.string().min(1) });
@@ -68,6 +71,16 @@ export class SandboxResumer {
 
   /** Resume `req.sandboxId`, joining a call already in flight for it. */
   async resume(req: ResumeRequest): Promise<ResumeAnswer> {
+    const waiting = this.opts.metrics?.resumeWaiting;
+    waiting?.inc();
+    try {
+      return await this.resumeOrJoin(req);
+    } finally {
+      waiting?.dec();
+    }
+  }
+
+  private async resumeOrJoin(req: ResumeRequest): Promise<ResumeAnswer> {
     let flight = this.inflight.get(req.sandboxId);
     const joined = flight !== undefined;
     if (!flight) {
@@ -90,6 +103,15 @@ export class SandboxResumer {
   }
 
   private async call(req: ResumeRequest): Promise<ResumeOutcome> {
+    const started = performance.now();
+    const outcome = await this.ask(req);
+    const metrics = this.opts.metrics;
+    metrics?.resumeCalls.inc({ outcome: outcome.kind });
+    metrics?.resumeDuration.observe({ outcome: outcome.kind }, (performance.now() - started) / 1000);
+    return outcome;
+  }
+
+  private async ask(req: ResumeRequest): Promise<ResumeOutcome> {
     const { sandboxId, port } = req;
     const log = this.opts.log.child({ sandboxId, port });
     const started = Date.now();

@@ -27,6 +27,7 @@ import type { NodeCredentials } from '../nodes/node-credentials.js';
 import { addCorsHeaders, answerPreflight, isPreflight } from './cors.js';
 import { FALLBACK_CLIENT_ADDRESS_HEADER, FALLBACK_CLIENT_PROTO_HEADER, FALLBACK_SECRET_HEADER } from './haproxy/haproxy-config.js';
 import { routeSandboxRequest, type SandboxRouterDeps } from './sandbox-router.js';
+import type { TrafficMetrics } from './traffic-metrics.js';
 import { isVolumeApiHost, serveVolumeContent, type VolumeContentDeps } from './volume-content.js';
 
 /** Node's default max header size (16 KiB) is kept; larger heads get a 431 JSON. */
@@ -40,6 +41,7 @@ export interface TrafficServerDeps extends SandboxRouterDeps {
   dispatcher?: Dispatcher;
   /** The volume content API, served for Host `api.<sandbox domain>` (traffic/volume-content.ts). */
   volumeContent: Omit<VolumeContentDeps, 'directory' | 'credentials' | 'agent' | 'log'>;
+  metrics?: TrafficMetrics;
 }
 
 /** The client a request came from: its socket's peer, or (behind HAProxy) what HAProxy says it was. */
@@ -107,7 +109,10 @@ async function onRequest(req: IncomingMessage, res: ServerResponse, deps: Traffi
   }
   const { sandboxId, port, nodeId, proxyUrl } = decision;
   // Routing may have waited seconds for a resume; a client that left meanwhile gets nothing forwarded.
-  if (req.socket.destroyed) return;
+  if (req.socket.destroyed) {
+    deps.metrics?.clientGone.inc();
+    return;
+  }
   await forwardHttp(req, res, {
     target: proxyUrl,
     headers: upstreamHeaders(req, client, deps, sandboxId, nodeId, port, false),
@@ -134,7 +139,10 @@ async function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, dep
     return;
   }
   const { sandboxId, port, nodeId, proxyUrl } = decision;
-  if (socket.destroyed) return;
+  if (socket.destroyed) {
+    deps.metrics?.clientGone.inc();
+    return;
+  }
   forwardUpgrade(req, socket, head, {
     target: proxyUrl,
     headers: upstreamHeaders(req, client, deps, sandboxId, nodeId, port, true),
