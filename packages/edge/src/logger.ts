@@ -1,5 +1,8 @@
 // The root pino logger and the shared log field names. Secrets are redacted by path wherever they appear.
 
+import { LINK_TRAFFIC_TOKEN_HEADER } from '@cove/contracts/link';
+import { ENVD_ACCESS_TOKEN_HEADER } from '@cove/contracts/sandbox';
+import { NODE_TOKEN_HEADER, TRAFFIC_TOKEN_HEADER } from '@cove/traffic-proxy';
 import { pino, type DestinationStream, type Logger } from 'pino';
 
 /** Log field names shared across Cove components, so logs join up. */
@@ -19,9 +22,10 @@ const REDACT = [
   'config.nodeCredentialKey',
   'req.headers.authorization',
   'req.headers["x-api-key"]',
-  'req.headers["cove-node-token"]',
-  'req.headers["x-access-token"]',
-  'req.headers["e2b-traffic-access-token"]',
+  `req.headers["${NODE_TOKEN_HEADER}"]`,
+  `req.headers["${ENVD_ACCESS_TOKEN_HEADER}"]`,
+  `req.headers["${TRAFFIC_TOKEN_HEADER}"]`,
+  `req.headers["${LINK_TRAFFIC_TOKEN_HEADER}"]`,
   'headers.authorization',
 ];
 

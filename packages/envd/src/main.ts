@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { buildEnvd } from './app.js';
 import { parseConfig } from './config.js';
 import { codeCacheState } from './code-cache.js';
-import { ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
+import { ENVD_ACCESS_TOKEN_HEADER, ENVD_INIT_TOKEN_HEADER, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
 import { ENVD_VERSION } from './version.js';
 import { installHeaders } from './web-headers.js';
 
@@ -15,7 +15,7 @@ delete process.env.COVE_ENVD_INIT_TOKEN;
 const logger = pino({
   level: config.logLevel,
   base: { component: 'envd' },
-  redact: { paths: ['req.headers["x-access-token"]', 'req.headers["x-cove-init-token"]', 'accessToken'], censor: '[redacted]' },
+  redact: { paths: [`req.headers["${ENVD_ACCESS_TOKEN_HEADER}"]`, `req.headers["${ENVD_INIT_TOKEN_HEADER}"]`, 'accessToken'], censor: '[redacted]' },
 });
 
 const envd = buildEnvd(config, { logger });

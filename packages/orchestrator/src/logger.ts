@@ -1,5 +1,7 @@
 // The root pino logger. Secrets are redacted by path wherever they appear in bound objects.
 
+import { ENVD_ACCESS_TOKEN_HEADER } from '@cove/contracts/sandbox';
+import { NODE_TOKEN_HEADER } from '@cove/traffic-proxy';
 import { pino, type Logger, type DestinationStream } from 'pino';
 
 /** Shared log field names, so every component's logs join up. */
@@ -16,8 +18,8 @@ const REDACT = [
   'initToken',
   'envdAccessToken',
   'headers.authorization',
-  'headers["cove-node-token"]',
-  'headers["x-access-token"]',
+  `headers["${NODE_TOKEN_HEADER}"]`,
+  `headers["${ENVD_ACCESS_TOKEN_HEADER}"]`,
   '*.nodeToken',
   '*.accessToken',
   '*.initToken',

@@ -19,5 +19,15 @@ export const NODE_ID_HEADER = 'cove-node-id';
  * the message.
  */
 export const NODE_ERROR_CODE_HEADER = 'cove-error-code';
+/**
+ * The sandbox a Create, Pause or Delete is for: the edge keeps its catalog from it without reading the call's body
+ * (the edge forwards the HTTP/2 stream to the node verbatim).
+ */
+export const LINK_SANDBOX_ID_HEADER = 'cove-sandbox-id';
+/**
+ * A private sandbox's traffic access token on its Create (edge.proto SandboxTraffic): the edge keeps its hash for
+ * the traffic port, the node keeps its own for the node proxy.
+ */
+export const LINK_TRAFFIC_TOKEN_HEADER = 'cove-traffic-access-token';
 /** The node's code for a snapshot whose processes it could not restore (ABORTED): another node may. */
 export const NODE_RESTORE_FAILED = 'snapshot_restore_failed';

@@ -1,5 +1,7 @@
 // Fixed facts about a sandbox that several components share: one definition each.
 
+import { z } from 'zod';
+
 /** envd's port inside every sandbox (E2B's envd protocol). */
 export const ENVD_PORT = 49983;
 
@@ -25,6 +27,36 @@ export const ENVD_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '-
 
 /** The built-in template `@e2b/code-interpreter`'s `Sandbox.create()` asks for. */
 export const CODE_INTERPRETER_TEMPLATE_ID = 'code-interpreter-v1';
+
+/** envd's access token on every request to it (E2B's envd protocol: the SDK sends it). */
+export const ENVD_ACCESS_TOKEN_HEADER = 'x-access-token';
+/** envd's version, on its `/health` and `/init` answers (what the control plane records as `envdVersion`). */
+export const ENVD_VERSION_HEADER = 'x-envd-version';
+
+/** The node's route that configures envd at a claim or a restore (the node proxy refuses it from outside). */
+export const ENVD_INIT_PATH = '/init';
+/** The slot's init token on the node's own envd routes (`/init`, `/cove/logs`): nothing inside the sandbox has it. */
+export const ENVD_INIT_TOKEN_HEADER = 'x-cove-init-token';
+/** The largest `/init` body envd reads (env vars are the bulk). */
+export const ENVD_INIT_MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * `POST /init`'s JSON body. Every field is optional to envd (a body applies what it carries) and unknown fields pass,
+ * so an older node and a newer envd still agree; `timestamp` (RFC 3339) orders inits, an older one is stale.
+ */
+export const EnvdInitBody = z
+  .object({
+    envVars: z.record(z.string(), z.string()).optional(),
+    accessToken: z.string().optional(),
+    defaultUser: z.string().min(1).max(64).optional(),
+    defaultWorkdir: z.string().min(1).max(4096).optional(),
+    hostname: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/).optional(),
+    timestamp: z.string().optional(),
+  })
+  .passthrough();
+export type EnvdInitBody = z.infer<typeof EnvdInitBody>;
+
+/** The volume's quota in bytes on a volume-content request, set by the edge from the control plane's answer. */
+export const VOLUME_QUOTA_HEADER = 'cove-volume-quota';
 
 /** The code-interpreter server's port inside sandboxes of that template (the SDK calls it directly). */
 export const CODE_INTERPRETER_PORT = 49999;

@@ -25,7 +25,7 @@ import {
   type SandboxSpec,
   type SnapshotInfo,
 } from '@cove/contracts/orchestrator';
-import { NODE_ERROR_CODE_HEADER, NODE_ID_HEADER } from '@cove/contracts/link';
+import { LINK_SANDBOX_ID_HEADER, LINK_TRAFFIC_TOKEN_HEADER, NODE_ERROR_CODE_HEADER, NODE_ID_HEADER } from '@cove/contracts/link';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { constants as h2, type SecureClientSessionOptions } from 'node:http2';
 import { rootCertificates } from 'node:tls';
@@ -391,8 +391,8 @@ export class ControlLink {
   async create(nodeId: string, spec: SandboxSpecInit, trafficAccessToken: string | null): Promise<SandboxInfo> {
     const { startMs, endMs, ...rest } = spec;
     const sandbox = create(SandboxSpecSchema, { ...rest, startTime: timestampFromMs(startMs), endTime: timestampFromMs(endMs) });
-    const extra: Record<string, string> = { 'cove-sandbox-id': spec.sandboxId };
-    if (trafficAccessToken) extra['cove-traffic-access-token'] = trafficAccessToken;
+    const extra: Record<string, string> = { [LINK_SANDBOX_ID_HEADER]: spec.sandboxId };
+    if (trafficAccessToken) extra[LINK_TRAFFIC_TOKEN_HEADER] = trafficAccessToken;
     try {
       const res = await this.sandboxes.create({ sandbox }, { headers: this.headers(nodeId, extra), timeoutMs: this.timeoutMs });
       if (!res.sandbox) throw new LinkCallError(Code.Internal, 'create', 'node returned no sandbox');
@@ -411,7 +411,7 @@ export class ControlLink {
     try {
       const res = await this.sandboxes.pause(
         { sandboxId, snapshotId, memory },
-        { headers: this.headers(nodeId, { 'cove-sandbox-id': sandboxId }), timeoutMs: this.timeoutMs },
+        { headers: this.headers(nodeId, { [LINK_SANDBOX_ID_HEADER]: sandboxId }), timeoutMs: this.timeoutMs },
       );
       if (!res.snapshot) throw new LinkCallError(Code.Internal, 'pause', 'node returned no snapshot');
       return res.snapshot;
@@ -449,7 +449,7 @@ export class ControlLink {
     try {
       await this.sandboxes.delete(
         { sandboxId, reason },
-        { headers: this.headers(nodeId, { 'cove-sandbox-id': sandboxId }), timeoutMs: this.timeoutMs },
+        { headers: this.headers(nodeId, { [LINK_SANDBOX_ID_HEADER]: sandboxId }), timeoutMs: this.timeoutMs },
       );
     } catch (err) {
       throw asLinkError(err, 'delete');

@@ -14,7 +14,7 @@ import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore } from '../store/edge-store.js';
 import { tokenHash } from '@cove/auth-tokens';
-import { NODE_ID_HEADER } from '@cove/contracts/link';
+import { LINK_SANDBOX_ID_HEADER, LINK_TRAFFIC_TOKEN_HEADER, NODE_ID_HEADER } from '@cove/contracts/link';
 import type { ClusterAuth } from '../api/cluster-auth.js';
 import { CreateTap } from './create-tap.js';
 import type { H2SessionPool } from './h2-session-pool.js';
@@ -97,7 +97,7 @@ export async function handleControlLink(req: Http2ServerRequest, res: Http2Serve
  */
 async function takeRouteForPause(req: Http2ServerRequest, deps: ControlLinkDeps, nodeId: string): Promise<{ sandboxId: string; entry: CatalogEntry } | undefined> {
   if ((req.headers[':path'] ?? req.url) !== PAUSE) return undefined;
-  const sandboxId = one(req.headers['cove-sandbox-id']);
+  const sandboxId = one(req.headers[LINK_SANDBOX_ID_HEADER]);
   if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) return undefined;
   try {
     const entry = await deps.store.getSandbox(sandboxId);
@@ -121,7 +121,7 @@ async function takeRouteForPause(req: Http2ServerRequest, deps: ControlLinkDeps,
 /** A Delete: the traffic proxy stops routing to the sandbox first (its requests then reach the Node edge). */
 async function withdrawRouteForDelete(req: Http2ServerRequest, deps: ControlLinkDeps): Promise<void> {
   if (!deps.withdrawRoute || (req.headers[':path'] ?? req.url) !== DELETE) return;
-  const sandboxId = one(req.headers['cove-sandbox-id']);
+  const sandboxId = one(req.headers[LINK_SANDBOX_ID_HEADER]);
   if (sandboxId) await deps.withdrawRoute(sandboxId);
 }
 
@@ -255,14 +255,14 @@ async function recordCatalog(
     return;
   }
   if (path !== CREATE && path !== DELETE && path !== PAUSE) return;
-  const sandboxId = one(req.headers['cove-sandbox-id']);
+  const sandboxId = one(req.headers[LINK_SANDBOX_ID_HEADER]);
   if (!sandboxId || !/^[a-z0-9]+$/.test(sandboxId)) {
-    log.warn('control link: Create/Delete/Pause without a valid cove-sandbox-id; catalog relies on heartbeats');
+    log.warn(`control link: Create/Delete/Pause without a valid ${LINK_SANDBOX_ID_HEADER}; catalog relies on heartbeats`);
     return;
   }
   try {
     if (path === CREATE && grpcStatus === '0') {
-      const trafficToken = one(req.headers['cove-traffic-access-token']);
+      const trafficToken = one(req.headers[LINK_TRAFFIC_TOKEN_HEADER]);
       const envdTokenHash = tap?.envdTokenHash();
       await deps.store.putSandbox(sandboxId, {
         nodeId,

@@ -5,13 +5,15 @@
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { cors as connectCors } from '@connectrpc/connect';
+import { ENVD_ACCESS_TOKEN_HEADER } from '@cove/contracts/sandbox';
+import { SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, TRAFFIC_TOKEN_HEADER } from '@cove/traffic-proxy';
 
 const ALLOWED = new Set(
   [
-    'e2b-sandbox-id',
-    'e2b-sandbox-port',
-    'e2b-traffic-access-token',
-    'x-access-token',
+    SANDBOX_ID_HEADER,
+    SANDBOX_PORT_HEADER,
+    TRAFFIC_TOKEN_HEADER,
+    ENVD_ACCESS_TOKEN_HEADER,
     'authorization',
     'connect-protocol-version',
     'connect-timeout-ms',

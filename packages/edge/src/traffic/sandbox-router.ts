@@ -16,10 +16,9 @@ import type { NodeDirectory, NodeView } from '../nodes/node-directory.js';
 import type { CatalogEntry, EdgeStore, PausedEntry } from '../store/edge-store.js';
 import { tokenMatchesHash } from '@cove/auth-tokens';
 import type { SandboxResumer } from './sandbox-resumer.js';
-import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_ACCESS_TOKEN_HEADER, ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** envd's own access-token header (the SDK sends it on every envd request of a secured sandbox). */
-const ACCESS_TOKEN_HEADER = 'x-access-token';
 
 /** Where a request goes, or why it goes nowhere. */
 export type RouteDecision =
@@ -86,13 +85,13 @@ function mayWake(paused: PausedEntry, port: number, headers: IncomingHttpHeaders
   const traffic = one(headers[TRAFFIC_TOKEN_HEADER]);
   if (traffic && tokenMatchesHash(traffic, paused.trafficTokenHash)) return true;
   if (port !== ENVD_PORT || !paused.envdTokenHash) return false;
-  const access = one(headers[ACCESS_TOKEN_HEADER]);
+  const access = one(headers[ENVD_ACCESS_TOKEN_HEADER]);
   return access !== undefined && tokenMatchesHash(access, paused.envdTokenHash);
 }
 
 /** The 403 of a request that may not wake a paused sandbox, whoever refused it (this edge or the control plane). */
 function mayNotWakeBody(sandboxId: string, port: number): ProxyErrorBody {
-  const headers = port === ENVD_PORT ? `${TRAFFIC_TOKEN_HEADER} or ${ACCESS_TOKEN_HEADER}` : TRAFFIC_TOKEN_HEADER;
+  const headers = port === ENVD_PORT ? `${TRAFFIC_TOKEN_HEADER} or ${ENVD_ACCESS_TOKEN_HEADER}` : TRAFFIC_TOKEN_HEADER;
   return proxyErrorBody(403, `The sandbox is paused and this request may not resume it (missing or invalid ${headers} header)`, { sandboxId });
 }
 
@@ -135,7 +134,7 @@ async function resumeAndRoute(
     sandboxId,
     port,
     trafficToken: one(headers[TRAFFIC_TOKEN_HEADER]),
-    ...(port === ENVD_PORT ? { envdToken: one(headers[ACCESS_TOKEN_HEADER]) } : {}),
+    ...(port === ENVD_PORT ? { envdToken: one(headers[ENVD_ACCESS_TOKEN_HEADER]) } : {}),
   });
   switch (outcome.kind) {
     case 'not_found':

@@ -6,6 +6,7 @@
 
 import type { IncomingMessage, ServerResponse, Agent as HttpAgent } from 'node:http';
 import { bearerToken } from '@cove/auth-tokens';
+import { VOLUME_QUOTA_HEADER } from '@cove/contracts/sandbox';
 import { NODE_TOKEN_HEADER, SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, forwardHttp, forwardRequestHeaders, proxyErrorBody, sendProxyError } from '@cove/traffic-proxy';
 import type { Logger } from 'pino';
 import { request } from 'undici';
@@ -14,8 +15,6 @@ import type { NodeCredentials } from '../nodes/node-credentials.js';
 import type { NodeDirectory } from '../nodes/node-directory.js';
 import { readCapped } from '../public/grant-verifier.js';
 
-/** The node proxy's headers (orchestrator: proxy/node-proxy.ts, sandbox/volume-content.ts). */
-const VOLUME_QUOTA_HEADER = 'cove-volume-quota';
 const PATH_RE = /^\/volumecontent\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/(dir|path|file)$/;
 
 const hostOnly = (h: string): string => h.trim().toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');

@@ -5,6 +5,7 @@ import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
 import { ENVD_VERSION } from '../version.js';
 import { guardHttp, handleDownload, handleUpload, type FilesDeps } from './files-route.js';
+import { ENVD_ACCESS_TOKEN_HEADER, ENVD_INIT_PATH, ENVD_VERSION_HEADER } from '@cove/contracts/sandbox';
 import { ENVD_LOGS_MAX_WAIT_MS, ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH, ENVD_LOG_LIMITS, type EnvdLogsWaitReply } from '@cove/contracts/telemetry';
 import type { LogRing } from '../log-ring.js';
 import { checkInitToken, handleInit } from './init-route.js';
@@ -46,11 +47,11 @@ export function httpRouter(deps: HttpDeps): (req: IncomingMessage, res: ServerRe
 
     if (path === '/health') {
       if (method !== 'GET' && method !== 'HEAD') return methodNotAllowed(res);
-      res.writeHead(204, { 'x-envd-version': ENVD_VERSION, 'cache-control': 'no-store' });
+      res.writeHead(204, { [ENVD_VERSION_HEADER]: ENVD_VERSION, 'cache-control': 'no-store' });
       res.end();
       return;
     }
-    if (path === '/init') {
+    if (path === ENVD_INIT_PATH) {
       if (method !== 'POST') return methodNotAllowed(res);
       void guardHttp(res, log, () => handleInit(req, res, { state, initToken: deps.initToken, ring: deps.ring }), deps.ring);
       return;
@@ -110,7 +111,7 @@ function methodNotAllowed(res: ServerResponse): void {
 /** `/files` accepts the access token or, instead, a valid URL signature. */
 function checkFilesAuth(req: IncomingMessage, q: URLSearchParams, op: 'read' | 'write', state: EnvdState): void {
   if (state.accessToken === undefined) return;
-  const header = req.headers['x-access-token'];
+  const header = req.headers[ENVD_ACCESS_TOKEN_HEADER];
   if (header !== undefined) {
     if (hasValidAccessToken(req, state)) return;
     throw new EnvdError('unauthenticated', 'invalid X-Access-Token');

@@ -1,21 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { writeFile } from 'node:fs/promises';
-import { z } from 'zod';
 import { tokensEqual } from '@cove/auth-tokens';
+import { ENVD_INIT_MAX_BODY_BYTES, ENVD_INIT_TOKEN_HEADER, ENVD_VERSION_HEADER, EnvdInitBody } from '@cove/contracts/sandbox';
 import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
 import type { LogRing } from '../log-ring.js';
 import { ENVD_VERSION } from '../version.js';
 import { readSmallBody } from './read-body.js';
-
-const initBody = z.object({
-  envVars: z.record(z.string(), z.string()).optional(),
-  accessToken: z.string().optional(),
-  defaultUser: z.string().min(1).max(64).optional(),
-  defaultWorkdir: z.string().min(1).max(4096).optional(),
-  hostname: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/).optional(),
-  timestamp: z.string().optional(),
-}).passthrough();
 
 export interface InitDeps {
   state: EnvdState;
@@ -26,7 +17,7 @@ export interface InitDeps {
 /** The node's own routes (`/init`, `/cove/logs`) need the slot's init token; none configured refuses them. */
 export function checkInitToken(req: IncomingMessage, initToken: string | undefined): void {
   if (!initToken) throw new EnvdError('init_disabled', 'init is disabled: envd has no init token');
-  const given = req.headers['x-cove-init-token'];
+  const given = req.headers[ENVD_INIT_TOKEN_HEADER];
   if (typeof given !== 'string' || given === '') throw new EnvdError('unauthenticated', 'missing X-Cove-Init-Token');
   if (!tokensEqual(given, initToken)) throw new EnvdError('forbidden', 'invalid init token');
 }
@@ -38,7 +29,7 @@ export function checkInitToken(req: IncomingMessage, initToken: string | undefin
  */
 export async function handleInit(req: IncomingMessage, res: ServerResponse, deps: InitDeps): Promise<void> {
   checkInitToken(req, deps.initToken);
-  const raw = await readSmallBody(req, 1024 * 1024);
+  const raw = await readSmallBody(req, ENVD_INIT_MAX_BODY_BYTES);
   let json: unknown = {};
   if (raw.length > 0) {
     try {
@@ -47,7 +38,7 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, deps
       throw new EnvdError('invalid_argument', 'body is not valid JSON');
     }
   }
-  const parsed = initBody.safeParse(json);
+  const parsed = EnvdInitBody.safeParse(json);
   if (!parsed.success) throw new EnvdError('invalid_argument', `invalid init body: ${parsed.error.issues.map((i) => i.path.join('.') + ' ' + i.message).join('; ')}`);
   const body = parsed.data;
   const ts = body.timestamp ? Date.parse(body.timestamp) : NaN;
@@ -62,6 +53,6 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, deps
     if (body.hostname) await writeFile('/proc/sys/kernel/hostname', body.hostname).catch(() => undefined);
     deps.ring?.record('info', 'envd initialized', { defaultUser: state.defaultUser, defaultWorkdir: state.defaultWorkdir, envVarCount: Object.keys(state.envVars).length });
   }
-  res.writeHead(204, { 'x-envd-version': ENVD_VERSION, 'cache-control': 'no-store' });
+  res.writeHead(204, { [ENVD_VERSION_HEADER]: ENVD_VERSION, 'cache-control': 'no-store' });
   res.end();
 }

@@ -10,7 +10,7 @@ import { Process } from '@cove/contracts/envd/process';
 import type { Logger } from 'pino';
 import { request } from 'undici';
 import { envdTransport, initEnvd, readCapped } from '../sandboxes/envd-init.js';
-import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_ACCESS_TOKEN_HEADER, ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** What the build engine needs from the sandbox runtime (src/sandbox/runtime.ts). */
 export interface BuildRuntime {
@@ -99,7 +99,7 @@ export class BuildSandbox {
       Process,
       envdTransport(address, [
         (next) => (req) => {
-          req.header.set('x-access-token', token);
+          req.header.set(ENVD_ACCESS_TOKEN_HEADER, token);
           return next(req);
         },
       ]),
@@ -196,7 +196,7 @@ export class BuildSandbox {
     url.searchParams.set('username', 'root');
     const res = await request(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(size), 'x-access-token': this.accessToken },
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(size), [ENVD_ACCESS_TOKEN_HEADER]: this.accessToken },
       body: createReadStream(hostFile),
       // A reply that never starts fails the step instead of holding the build.
       headersTimeout: 10 * 60_000,

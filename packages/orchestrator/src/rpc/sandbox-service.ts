@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import { timestampFromMs, timestampMs } from '@bufbuild/protobuf/wkt';
 import type { ServiceImpl } from '@connectrpc/connect';
+import { LINK_TRAFFIC_TOKEN_HEADER } from '@cove/contracts/link';
 import {
   CreateResponseSchema,
   DeleteResponseSchema,
@@ -51,9 +52,6 @@ export function toSandboxInfo(r: SandboxRecord): SandboxInfo {
   });
 }
 
-/** Request metadata carrying a private sandbox's traffic access token (see edge.proto SandboxTraffic). */
-export const TRAFFIC_TOKEN_HEADER = 'cove-traffic-access-token';
-
 function sha256Hex(value: string): string {
   return createHash('sha256').update(value, 'utf8').digest('hex');
 }
@@ -85,7 +83,7 @@ export function sandboxService(
     async create(req, ctx) {
       // The control plane sends a private sandbox's traffic token as request metadata (the edge's control
       // link passes it through); only its hash is kept, for the edge's catalog via heartbeats.
-      const trafficToken = ctx.requestHeader.get(TRAFFIC_TOKEN_HEADER) ?? '';
+      const trafficToken = ctx.requestHeader.get(LINK_TRAFFIC_TOKEN_HEADER) ?? '';
       const spec = validateSpec(req.sandbox, node, now(), trafficToken ? sha256Hex(trafficToken) : '');
       const { record, warmPoolHit } = await manager.create(spec);
       return create(CreateResponseSchema, { sandbox: toSandboxInfo(record), warmPoolHit });

@@ -10,6 +10,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { VOLUME_QUOTA_HEADER } from '@cove/contracts/sandbox';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { run } from './run-command.js';
@@ -18,7 +19,6 @@ import { ensureVolumeImage, MAX_VOLUME_QUOTA_BYTES, MIN_VOLUME_QUOTA_BYTES, VOLU
 /** dist/src/sandbox/volume-content.js → dist/native/volume-fs (built by `npm run build:native`). */
 const HELPER = fileURLToPath(new URL('../../native/volume-fs', import.meta.url));
 
-export const VOLUME_QUOTA_HEADER = 'cove-volume-quota';
 /** The sandbox's default user (`user`, uid 1000 inside): what new files belong to unless the caller says. */
 const DEFAULT_OWNER = 1000;
 /** One user namespace's worth of ids above the node's offset; anything else on disk reads as nobody. */

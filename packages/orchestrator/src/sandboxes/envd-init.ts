@@ -8,7 +8,7 @@ import { createConnectTransport } from '@connectrpc/connect-node';
 import { Code, ConnectError, type Interceptor, type Transport } from '@connectrpc/connect';
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
-import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_INIT_PATH, ENVD_INIT_TOKEN_HEADER, ENVD_PORT, ENVD_VERSION_HEADER, type EnvdInitBody } from '@cove/contracts/sandbox';
 
 
 // Whatever answers on a sandbox's envd port is the tenant's (root inside can subvert or replace envd), so
@@ -77,20 +77,13 @@ export function envdTransport(address: string, interceptors: Interceptor[] = [])
   });
 }
 
-export interface EnvdInitBody {
-  envVars: Record<string, string>;
-  accessToken?: string;
-  defaultUser: string;
-  defaultWorkdir: string;
-  hostname: string;
-  /** RFC 3339; envd sets the sandbox clock's reference from it. */
-  timestamp: string;
-}
+/** What the node always sends (envd takes each field as optional); `timestamp` is RFC 3339, the clock's reference. */
+export type NodeInitBody = Required<Omit<EnvdInitBody, 'accessToken'>> & Pick<EnvdInitBody, 'accessToken'>;
 
 export interface EnvdInitOptions {
   address: string;
   initToken: string;
-  body: EnvdInitBody;
+  body: NodeInitBody;
   /** Give up after this long; envd was healthy at boot so this only covers a slow start. */
   timeoutMs?: number;
   log: Logger;
@@ -110,9 +103,9 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
     let text = '';
     let version: string | string[] | undefined;
     try {
-      const res = await request(`http://${opts.address}:${ENVD_PORT}/init`, {
+      const res = await request(`http://${opts.address}:${ENVD_PORT}${ENVD_INIT_PATH}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-cove-init-token': opts.initToken },
+        headers: { 'content-type': 'application/json', [ENVD_INIT_TOKEN_HEADER]: opts.initToken },
         body: payload,
         headersTimeout: left,
         bodyTimeout: left,
@@ -120,7 +113,7 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
         signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(left)]) : AbortSignal.timeout(left),
       });
       status = res.statusCode;
-      version = res.headers['x-envd-version'];
+      version = res.headers[ENVD_VERSION_HEADER];
       text = await readCapped(res.body);
     } catch (err) {
       // Too large is a definite answer; anything else (refused, cut off) may pass before the deadline.

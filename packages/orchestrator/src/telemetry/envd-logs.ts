@@ -5,7 +5,7 @@
 import { request } from 'undici';
 import { ENVD_LOGS_MAX_WAIT_MS, ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH, ENVD_LOG_LIMITS, EnvdLogsReply, EnvdLogsWaitReply } from '@cove/contracts/telemetry';
 import { EnvdReplyRejected, readCapped } from '../sandboxes/envd-init.js';
-import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_INIT_TOKEN_HEADER, ENVD_PORT } from '@cove/contracts/sandbox';
 
 /**
  * The ring holds at most 1 MiB of JSON, so an honest reply stays below it; twice that is the bound. A reply of
@@ -35,7 +35,7 @@ async function getCapped(url: string, initToken: string, maxBytes: number, timeo
   try {
     const res = await request(url, {
       method: 'GET',
-      headers: { 'x-cove-init-token': initToken },
+      headers: { [ENVD_INIT_TOKEN_HEADER]: initToken },
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs),
