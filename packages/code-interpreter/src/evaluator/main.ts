@@ -76,7 +76,7 @@ function errorFrame(id: number, err: unknown): Record<string, unknown> {
   if (err instanceof Error || (err && typeof err === 'object' && 'stack' in err)) {
     const e = err as Error;
     // vm's own SIGINT break (during synchronous code) and our handler's (during an await) are one thing.
-    const interrupted = /^Script execution was interrupted/.test(String(e.message));
+    const interrupted = (e as { code?: unknown }).code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED' || e.name === 'Interrupted';
     return { t: 'error', id, ename: interrupted ? 'Interrupted' : e.name || 'Error', evalue: e.message ?? String(e), traceback: cellFrames(String(e.stack ?? `${e.name}: ${e.message}`)) };
   }
   return { t: 'error', id, ename: 'Error', evalue: String(err), traceback: [`Uncaught ${formatValue(err)}`] };
