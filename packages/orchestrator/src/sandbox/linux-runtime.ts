@@ -1,7 +1,7 @@
 // SandboxRuntime on Linux without KVM: crun (user, pid, mount, uts, ipc, cgroup, net namespaces + seccomp)
 // over an overlay rootfs on a per-slot ext4 image, a netns crun makes and the host routes to (a veth per slot,
-// slot-network.ts), cgroup limits. The layout is checkpointable by CRIU (checkpoint/criu.ts; dumps and restores in place:
-// slot-checkpoint.ts).
+// slot-network.ts; what a slot may reach: slot-network-policy.ts), cgroup limits. The layout is checkpointable by
+// CRIU (checkpoint/criu.ts; dumps and restores in place: slot-checkpoint.ts).
 // See docs/decisions.md "Sandbox runtime" for the why of each piece.
 
 import { randomBytes } from 'node:crypto';
@@ -14,7 +14,7 @@ import { Cgroups, CPU_SHARES, detectCgroupMode, type CgroupLimits } from './cgro
 import { prepareHost } from './host-prepare.js';
 import { gatewayOf, parseSubnet, type Subnet } from './ipv4.js';
 import { SlotAddresses } from './slot-addresses.js';
-import { allowInternet, applyFirewall, blockedCidrs, denyInternet, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
+import { applyFirewall, removeFirewall, hostConnectedSubnets, hostNameservers, type FirewallConfig } from './nft-firewall.js';
 import { type RunResult } from './run-command.js';
 import { CrunCli } from './crun-cli.js';
 import { AnswerTime, waitHealthy } from './first-process.js';
@@ -32,12 +32,11 @@ import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
 import type { SecretVault } from './secret-vault.js';
-import { applySlotEgress, egressTableOf, hasEgressRules, listSlotEgressTables, NO_EGRESS_RULES, removeSlotEgress, type EgressRules } from './slot-egress.js';
-import { installSandboxCa, SANDBOX_CA_FILE } from './slot-trust-store.js';
-import { NodeEgress } from './node-egress.js';
+import { NO_EGRESS_RULES } from './slot-egress.js';
+import { SlotNetworkPolicy } from './slot-network-policy.js';
 import { createSlotDisk, diskUsedBytes, overlayOptions, removeSlotDisk, slotDiskPaths, upperDirOf } from './slot-disk.js';
 import { mountsUnder } from './mount-tree.js';
-import { bridgePorts, ensureGatewayLink, hostVethName, listNetworkSlotIds, migrateBridgePorts, netnsPath, plumbSlotNetwork, removeGatewayLink, removeSlotNetwork, type NodeNetConfig } from './slot-network.js';
+import { bridgePorts, ensureGatewayLink, listNetworkSlotIds, migrateBridgePorts, netnsPath, plumbSlotNetwork, removeGatewayLink, removeSlotNetwork, type NodeNetConfig } from './slot-network.js';
 import { processStartTime, SlotStore, type SlotRecord } from './slot-store.js';
 import { TemplateStore } from './template-store.js';
 import { attachVolumes, DEFAULT_ID_OFFSET, type VolumeBind } from './slot-volumes.js';
@@ -132,8 +131,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   private readonly instance: string;
   private cgroups: Cgroups | null = null;
   private firewall: FirewallConfig | null = null;
-  /** The node's egress proxy and DNS filter (hostname rules); started by prepare(). */
-  private egress: NodeEgress | undefined;
+  /** Each slot's internet access and egress filter (and the node's egress services they need). */
+  private readonly policy: SlotNetworkPolicy;
   private readonly addresses: SlotAddresses;
   /** Slots this instance is booting right now (never treated as orphans). */
   private readonly booting = new Set<string>();
@@ -186,6 +185,19 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
       serverPresent: (t) => this.serverPresent(t),
       log: this.log,
     });
+    this.policy = new SlotNetworkPolicy({
+      instance,
+      net: this.net,
+      subnet: this.subnet,
+      idOffset: this.idOffset,
+      rootfsOf: (slotId) => slotDiskPaths(this.slots.dirOf(slotId)).rootfs,
+      log: this.log,
+      egressLog: cfg.logger.child({ module: 'egress' }),
+      egressDns: cfg.egressDns,
+      egressCaKey: cfg.egressCaKey,
+      egressUpstreamCaFile: cfg.egressUpstreamCaFile,
+      egressSecrets: cfg.egressSecrets,
+    });
     this.checkpoints = new SlotCheckpoints({
       log: this.log,
       slots: this.slots,
@@ -204,32 +216,13 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
 
   async prepare(): Promise<void> {
     await prepareHost(this.log);
-    await this.ensureContext();
+    const { firewall } = await this.ensureContext();
     await mkdir(this.crun.stateRoot, { recursive: true, mode: 0o700 });
     await ensureGatewayLink(this.net);
-    await this.startEgress();
+    await this.policy.start(firewall);
     const records = await this.slots.readAll();
     await this.migrateBridgePorts(records);
-    // Tables of slots that no longer exist would filter whichever slot gets their address next.
-    const filtered = new Set(records.filter((r) => hasEgressRules(r.egress)).map((r) => r.slotId));
-    for (const id of await listSlotEgressTables(this.instance)) {
-      if (filtered.has(id)) continue;
-      await removeSlotEgress(undefined, this.egressTable(id), undefined);
-      this.log.info({ slotId: id }, 'removed a stale egress table');
-    }
-    // A restarted node puts each claimed slot's filter back before its address rejoins the internet set; a slot
-    // whose filter cannot be applied stays without egress rather than unfiltered.
-    const unfiltered = new Set<string>();
-    for (const r of records) {
-      if (!hasEgressRules(r.egress)) continue;
-      try {
-        await applySlotEgress(this.egress, this.egressTarget(r), r.egress);
-      } catch (err) {
-        unfiltered.add(r.slotId);
-        this.log.error({ err, slotId: r.slotId, sandboxId: r.sandboxId }, 'cannot re-apply the slot\'s egress filter: it keeps no egress');
-      }
-    }
-    await applyFirewall(this.firewall!, records.filter((r) => r.allowInternetAccess && !unfiltered.has(r.slotId)).map((r) => r.address));
+    await this.policy.restore(firewall, records);
     await this.lent.binaries();
     for (const t of this.cfg.templates ?? ['base']) await this.templates.ensure(t);
     if (!(await this.lent.envd())) this.log.warn({ envdDir: this.cfg.envdDir }, 'envd bundle missing: slots need a process override');
@@ -254,28 +247,6 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const { migrated, failed } = await migrateBridgePorts(this.net, records);
     this.log.info({ migrated }, 'routed the slots an older version had on the node bridge');
     for (const f of failed) this.log.error({ err: f.err, slotId: f.slotId }, 'cannot route a slot off the old node bridge');
-  }
-
-  /**
-   * The node's egress services listen on the gateway (the gateway link must exist); the firewall lets sandboxes reach
-   * their ports there and nothing else of the host. Once per runtime object.
-   */
-  private async startEgress(): Promise<void> {
-    if (this.egress) return;
-    const { firewall } = await this.ensureContext();
-    const egress = new NodeEgress({
-      listenHost: this.net.gateway,
-      upstreamDns: this.cfg.egressDns ?? firewall.dnsServers,
-      // What sandboxes may never reach directly, the proxy never dials for them either.
-      forbiddenCidrs: [...blockedCidrs(firewall), this.subnet.cidr],
-      logger: this.cfg.logger.child({ module: 'egress' }),
-      ...(this.cfg.egressCaKey ? { caKey: this.cfg.egressCaKey } : {}),
-      ...(this.cfg.egressUpstreamCaFile ? { upstreamCaFile: this.cfg.egressUpstreamCaFile } : {}),
-      ...(this.cfg.egressSecrets ? { secrets: this.cfg.egressSecrets } : {}),
-    });
-    await egress.start();
-    firewall.egressInput = { gateway: this.net.gateway, ...egress.inputPorts()! };
-    this.egress = egress;
   }
 
   async templateStatus(templateId: string): Promise<TemplateStatus> {
@@ -509,20 +480,11 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!(await this.isAlive(slotId))) throw new SlotNotFound(slotId);
     // Independent steps, run together: claim latency is what a warm-pool create waits for.
     const egress = opts.egress ?? NO_EGRESS_RULES;
-    // The filter goes in before the slot joins the internet set: it never has a moment of unfiltered egress. A
-    // failure fails the claim (and so the create), never leaves an open sandbox.
-    if (hasEgressRules(egress) || hasEgressRules(rec.egress)) {
-      await applySlotEgress(this.egress, this.egressTarget({ slotId, address: rec.address, sandboxId: opts.sandboxId }), egress);
-      await this.installCa(slotId, opts.sandboxId, egress);
-    }
+    // The filter goes in before the slot joins the internet set.
+    await this.policy.claimFilter(rec, opts.sandboxId, egress);
     await Promise.all([
       cgroups.setLimits(slotId, this.cgroupLimits(opts.limits)),
-      // A slot boots without internet; only a change needs the firewall.
-      opts.allowInternetAccess !== rec.allowInternetAccess
-        ? opts.allowInternetAccess
-          ? allowInternet(this.instance, rec.address)
-          : denyInternet(this.instance, rec.address)
-        : undefined,
+      this.policy.claimInternet(rec, opts.allowInternetAccess),
       // No CAP_SYS_ADMIN inside, so the host sets the UTS hostname, through the long-lived helper (no fork of
       // this process per claim); a pid that is no longer envd's means the slot died.
       setUtsHostname(rec.pid, rec.pidStartTime ?? '', opts.sandboxId).catch((err: unknown) => {
@@ -536,34 +498,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     await this.slots.write(rec);
   }
 
-  /**
-   * With `rules`, the sandbox's trust stores get its egress CA (the certificate only) before any flow of it can
-   * reach the proxy's TLS termination. A failure fails the claim or update: TLS to a rules host would fail anyway.
-   */
-  private async installCa(slotId: string, sandboxId: string, egress: EgressRules): Promise<void> {
-    if (!egress.rules?.length || !this.egress) return;
-    const ca = await this.egress.caFor(sandboxId);
-    const bundles = await installSandboxCa(slotDiskPaths(this.slots.dirOf(slotId)).rootfs, this.idOffset, ca.certPem);
-    if (!bundles.length) this.log.warn({ slotId, sandboxId }, 'no system CA bundle in the sandbox: only ' + SANDBOX_CA_FILE + ' holds the egress CA');
-  }
-
-  private egressTable(slotId: string): string {
-    return egressTableOf(this.instance, slotId);
-  }
-
-  private egressTarget(r: { slotId: string; address: string; sandboxId?: string | null }): { table: string; iface: string; sandboxIp: string; sandboxId: string } {
-    return { table: this.egressTable(r.slotId), iface: hostVethName(this.net, r.slotId), sandboxIp: r.address, sandboxId: r.sandboxId ?? r.slotId };
-  }
-
   async setNetwork(slotId: string, net: SlotNetwork): Promise<void> {
     const rec = await this.mustRead(slotId);
     if (rec.state !== 'claimed') throw new SlotNotFound(slotId);
-    // Closing goes first and opening last, so the slot never passes through a state more open than both.
-    if (!net.allowInternetAccess && rec.allowInternetAccess) await denyInternet(this.instance, rec.address);
-    // The CA is trusted before the proxy starts terminating the sandbox's TLS with it.
-    await this.installCa(slotId, rec.sandboxId ?? slotId, net.egress);
-    await applySlotEgress(this.egress, this.egressTarget(rec), net.egress);
-    if (net.allowInternetAccess && !rec.allowInternetAccess) await allowInternet(this.instance, rec.address);
+    await this.policy.update(rec, net.allowInternetAccess, net.egress);
     Object.assign(rec, { allowInternetAccess: net.allowInternetAccess, egress: net.egress });
     await this.slots.write(rec);
   }
@@ -578,9 +516,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const deadline = Date.now() + 15_000;
     const dir = this.slots.dirOf(slotId);
     await removeSlotDisk(slotDiskPaths(dir));
-    if (rec) await denyInternet(this.instance, rec.address);
-    // Unconditionally: a slot whose record is gone may still have left its table behind.
-    await removeSlotEgress(this.egress, this.egressTable(slotId), rec?.address).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot remove the slot\'s egress table'));
+    // Also without a record: a slot whose record is gone may still have left its table behind.
+    await this.policy.remove(slotId, rec?.address);
     await removeSlotNetwork(this.net, slotId);
     for (;;) {
       try {
@@ -739,7 +676,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
   async teardownHost(): Promise<string[]> {
     const { cgroups } = await this.ensureContext();
     const cleaned = await this.cleanupOrphans([]);
-    for (const id of await listSlotEgressTables(this.instance)) await removeSlotEgress(undefined, this.egressTable(id), undefined);
+    await this.policy.removeAll();
     await removeFirewall(this.instance);
     await removeGatewayLink(this.net);
     await cgroups.removeParent();
