@@ -25,6 +25,7 @@ import type {
   StagedBlob,
 } from './blob-store.js';
 import { BackendError, InvalidRange, isStorageError } from './errors.js';
+import { FILE_CHUNK_BYTES } from './file-chunks.js';
 import { checkKey } from './keys.js';
 
 /** Options of CachedStore.open. */
@@ -182,7 +183,7 @@ export class CachedStore implements BlobStore {
             yield chunk;
           }
         },
-        createWriteStream(tmp, { flags: 'wx', mode: 0o644 }),
+        createWriteStream(tmp, { flags: 'wx', mode: 0o644, highWaterMark: FILE_CHUNK_BYTES }),
       );
       await rename(tmp, file);
       await this.stamp(file);
@@ -284,7 +285,7 @@ export class CachedStore implements BlobStore {
       start = range.start;
       end = Math.min(range.end ?? lease.size - 1, lease.size - 1);
     }
-    const stream = lease.size === 0 ? createReadStream(lease.path) : createReadStream(lease.path, { start, end });
+    const stream = lease.size === 0 ? createReadStream(lease.path) : createReadStream(lease.path, { start, end, highWaterMark: FILE_CHUNK_BYTES });
     stream.once('close', () => {
       lease.release().catch((err: unknown) => this.logger.warn({ err, key }, 'cache release failed'));
     });

@@ -20,6 +20,7 @@ export {
 } from './cached-store.js';
 export { putArtifact, getArtifact, hasArtifact, type ArtifactPut, type ArtifactPutOptions } from './artifacts.js';
 export { HashingStream } from './hashing-stream.js';
+export { FILE_CHUNK_BYTES } from './file-chunks.js';
 export {
   BuildFileUploads,
   type BuildFileUploadsOptions,

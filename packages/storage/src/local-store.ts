@@ -7,6 +7,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
+import { FILE_CHUNK_BYTES } from './file-chunks.js';
 import { copyFile, mkdir, open, opendir, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -86,8 +87,8 @@ export class LocalBlobStore implements BlobStore {
       await fh.close();
       throw isFile ? new InvalidRange(key) : new BlobNotFound(key);
     }
-    if (range === undefined) return fh.createReadStream();
-    return fh.createReadStream({ start: range.start, end: Math.min(range.end ?? size - 1, size - 1) });
+    if (range === undefined) return fh.createReadStream({ highWaterMark: FILE_CHUNK_BYTES });
+    return fh.createReadStream({ start: range.start, end: Math.min(range.end ?? size - 1, size - 1), highWaterMark: FILE_CHUNK_BYTES });
   }
 
   async stage(body: BlobBody, options: PutOptions = {}): Promise<StagedBlob> {
@@ -96,7 +97,7 @@ export class LocalBlobStore implements BlobStore {
     const tmp = join(this.tmpDir, randomBytes(16).toString('hex'));
     const hasher = new HashingStream(options);
     // `flush` fsyncs the file before the stream closes, so a committed object survives a crash.
-    const out = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true });
+    const out = createWriteStream(tmp, { flags: 'wx', mode: 0o644, flush: true, highWaterMark: FILE_CHUNK_BYTES });
     const closed = new Promise<void>((resolve) => (out.closed ? resolve() : out.once('close', () => resolve())));
     try {
       await pipeline(toReadable(body), hasher, out);

@@ -40,6 +40,7 @@ import type {
 } from './blob-store.js';
 import { toReadable } from './body-stream.js';
 import { BackendError, BlobNotFound, InvalidRange, TooLarge, isStorageError } from './errors.js';
+import { FILE_CHUNK_BYTES } from './file-chunks.js';
 import { HashingStream, checkDeclared, verifyReceived } from './hashing-stream.js';
 import { checkKey, checkPrefix } from './keys.js';
 import { copyInParts, uploadInParts, type MultipartTarget } from './s3-multipart.js';
@@ -167,7 +168,7 @@ export class S3BlobStore implements BlobStore {
     await mkdir(this.spoolDir, { recursive: true });
     const file = join(this.spoolDir, randomBytes(16).toString('hex'));
     const hasher = new HashingStream(options);
-    const out = createWriteStream(file, { flags: 'wx', mode: 0o600 });
+    const out = createWriteStream(file, { flags: 'wx', mode: 0o600, highWaterMark: FILE_CHUNK_BYTES });
     const closed = new Promise<void>((resolve) => (out.closed ? resolve() : out.once('close', () => resolve())));
     try {
       await pipeline(toReadable(body), hasher, out);

@@ -8,6 +8,7 @@ import { getArtifact } from './artifacts.js';
 import type { BlobStore } from './blob-store.js';
 import { HashMismatch, SizeMismatch } from './errors.js';
 import { HashingStream } from './hashing-stream.js';
+import { FILE_CHUNK_BYTES } from './file-chunks.js';
 
 export interface VerifiedDownloadOptions {
   /** The exact size; more bytes stop the download (SizeMismatch), fewer fail after it. */
@@ -25,7 +26,7 @@ export async function downloadVerified(store: BlobStore, sha256: string, dest: s
   try {
     const body = await getArtifact(store, sha256);
     const hash = new HashingStream(options);
-    await pipeline(body, hash, createWriteStream(part, { mode: 0o600 }));
+    await pipeline(body, hash, createWriteStream(part, { mode: 0o600, highWaterMark: FILE_CHUNK_BYTES }));
     const got = hash.digest();
     if (got !== sha256) throw new HashMismatch(sha256, got);
     if (options.size !== undefined && hash.size !== options.size) throw new SizeMismatch(options.size, hash.size);

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { BlobNotFound, downloadVerified, HashMismatch, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
+import { BlobNotFound, downloadVerified, FILE_CHUNK_BYTES, HashMismatch, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
 import { SnapshotCorrupt } from '../errors.js';
 
 export interface ArtifactRef {
@@ -14,7 +14,7 @@ export interface ArtifactRef {
 }
 
 export async function storeFile(store: BlobStore, file: string): Promise<ArtifactRef> {
-  const put = await putArtifact(store, createReadStream(file));
+  const put = await putArtifact(store, createReadStream(file, { highWaterMark: FILE_CHUNK_BYTES }));
   return { sha256: put.sha256, size: put.size };
 }
 
