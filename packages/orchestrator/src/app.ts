@@ -171,7 +171,7 @@ export function buildOrchestrator(config: OrchestratorConfig, deps: Orchestrator
   manager.useSnapshots(snapshots);
   const usage = new SandboxUsageSampler(runtime, manager, log.child({ module: 'usage' }));
   // The build manager is made below (it logs through telemetry); its count is wired once it exists.
-  const counts: NodeCounts = { buildsRunning: () => 0, sandboxesPaused: () => snapshots.pausedSlotCount() };
+  const counts: NodeCounts = { buildsRunning: () => 0, sandboxesPaused: () => snapshots.pausedSlotCount(), snapshotCommits: () => snapshots.commitStats() };
   const telemetry = new NodeTelemetry({ config, runtime, manager, pool, usage, host, log, counts, permits });
   manager.onLifecycle(telemetry.lifecycle);
   const builds = createTemplateBuilds({

@@ -8,7 +8,7 @@ import { Code, ConnectError } from '@connectrpc/connect';
 import { eventually } from '@cove/test-support/eventually';
 import { metricSample } from '@cove/test-support/prometheus-text';
 import { BootPermits } from '../src/sandboxes/boot-permits.js';
-import { instance, NODE_TOKEN, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, type Running } from './orchestrator-fixture.js';
+import { instance, NODE_TOKEN, nodeMetric, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, type Running } from './orchestrator-fixture.js';
 
 const I = instance('covtbp', 'tbp-', '10.191.0.0/16');
 
@@ -166,10 +166,7 @@ describe('a node bounds a Create\'s wait for a boot in time', () => {
     await teardown(I);
   });
 
-  const gauge = async (name: string, labels: Record<string, string> = {}) => {
-    const text = await (await fetch(`${node.proxyUrl}/metrics`, { headers: { authorization: `Bearer ${NODE_TOKEN}` } })).text();
-    return metricSample(text, name, labels);
-  };
+  const gauge = (name: string, labels: Record<string, string> = {}) => nodeMetric(node.proxyUrl, name, labels);
 
   it('lets a Create wait one boot and refuses the one that would wait two', async () => {
     const rpc = rpcClients(node.rpcUrl).sandboxes;

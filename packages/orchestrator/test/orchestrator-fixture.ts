@@ -19,6 +19,7 @@ import { InfoService, SandboxService, SandboxSpecSchema, type SandboxSpec } from
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { buildOrchestrator, type Orchestrator } from '../src/app.js';
 import { loadConfig, type OrchestratorConfig } from '../src/config.js';
+import { metricSample } from '@cove/test-support/prometheus-text';
 import type { DestinationStream } from 'pino';
 import { createLogger } from '../src/logger.js';
 import { LinuxSandboxRuntime, type LinuxRuntimeConfig } from '../src/sandbox/linux-runtime.js';
@@ -230,6 +231,12 @@ export async function slotTraces(i: Instance, slotId: string): Promise<string[]>
 
 /** The shared poll (test-support): true once `check` is, false at the deadline. */
 export { pollUntil as waitFor } from '@cove/test-support/eventually';
+
+/** A series of the node's /metrics (its proxy port, node token); undefined when it has no such sample. */
+export async function nodeMetric(proxyUrl: string, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const text = await (await fetch(`${proxyUrl}/metrics`, { headers: { authorization: `Bearer ${NODE_TOKEN}` } })).text();
+  return metricSample(text, name, labels);
+}
 
 export async function recordOf(i: Instance, sandboxId: string): Promise<{ slotId: string; address: string }> {
   return JSON.parse(await readFile(join(i.dataDir, 'orchestrator', `node-${i.instance}`, 'sandboxes', `${sandboxId}.json`), 'utf8'));

@@ -15,6 +15,7 @@ import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
   exists,
   instance,
+  nodeMetric,
   processClient,
   rpcClients,
   runInSandbox,
@@ -82,7 +83,8 @@ describe('pause survives kill -9 of the orchestrator', { timeout: 600_000, skip 
     await writeFile(join(OBJECTS, 'snapshots'), 'blocked');
     await rpcClients(child.rpcUrl).sandboxes.pause({ sandboxId: 'cr1', snapshotId: 'snap-cr1', memory: true });
     assert.equal(await counterN(child, 'cr1'), null, 'the sandbox is stopped');
-    await sleep(300);
+    // Killed once storage has refused the commit: the node holds the only copy of the pause.
+    assert.ok(await waitFor(async () => ((await nodeMetric(child.proxyUrl, 'cove_snapshot_commit_failures_total')) ?? 0) >= 1, 20_000), 'the commit was tried and refused');
     assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-cr1', 'manifest.json')), false, 'nothing committed');
     await kill9(child);
     await rm(join(OBJECTS, 'snapshots'));

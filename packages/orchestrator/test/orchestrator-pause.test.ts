@@ -14,6 +14,7 @@ import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
 import {
   exists,
   instance,
+  nodeMetric,
   rpcOutcome,
   processClient,
   rpcClients,
@@ -240,19 +241,25 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
   it('a pause answers before its commit; storage down delays the commit, a repeated Pause waits for it, nothing is lost', async () => {
     await busySandbox(a, 'pz4');
     const rpc = rpcClients(a.rpcUrl).sandboxes;
+    const refused = async () => (await nodeMetric(a.proxyUrl, 'cove_snapshot_commit_failures_total')) ?? 0;
+    const refusedBefore = await refused();
     // Storage refuses writes (a file where the snapshots dir must go; root ignores modes).
     await rm(join(OBJECTS, 'snapshots'), { recursive: true, force: true });
     await writeFile(join(OBJECTS, 'snapshots'), 'blocked');
     const paused = await rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
     assert.ok(Number(paused.snapshot?.sizeBytes) > 0, 'answered from the local copy');
+    assert.equal(await nodeMetric(a.proxyUrl, 'cove_snapshot_commits_pending'), 1, 'the pause is held on the node');
     assert.equal(await rpcOutcome(rpc.pause({ sandboxId: 'pz4', snapshotId: 'other-id', memory: true })), Code.FailedPrecondition, 'another pause of it is refused');
     assert.equal(await rpcOutcome(rpc.delete({ sandboxId: 'pz4' })), Code.NotFound, 'it is paused, not running here');
-    const waiting = rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
-    await new Promise((r) => setTimeout(r, 300));
+    // Storage has refused the commit once; the job now waits out its retry delay (a second), in which storage comes back.
+    assert.ok(await waitFor(async () => (await refused()) > refusedBefore, 20_000), 'the commit was tried and refused');
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz4', 'manifest.json')), false);
+    // Storage is back; the repeated Pause wakes the job instead of sitting out the delay, and answers once it landed.
     await rm(join(OBJECTS, 'snapshots'));
-    const done = await waiting;
+    const done = await rpc.pause({ sandboxId: 'pz4', snapshotId: 'snap-pz4', memory: true });
     assert.equal(done.snapshot?.snapshotId, 'snap-pz4');
     assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz4', 'manifest.json')), true, 'committed once storage came back');
+    assert.equal(await nodeMetric(a.proxyUrl, 'cove_snapshot_commits_pending'), 0);
     await rpcClients(b.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'pz4', snapshotId: 'snap-pz4', envdAccessToken: 'tok-pz4' }) });
     assert.equal((await counter(b, 'pz4'))?.mark, 'pz4');
     await rpcClients(b.rpcUrl).sandboxes.delete({ sandboxId: 'pz4' });

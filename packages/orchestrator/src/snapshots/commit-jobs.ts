@@ -43,6 +43,8 @@ export class CommitJobs {
   /** By snapshot id. */
   private readonly jobs = new Map<string, CommitJob>();
   private closed = false;
+  /** Commit attempts storage refused since the node started (each job retries until one succeeds). */
+  private refused = 0;
 
   constructor(
     private readonly o: SnapshotManagerOptions,
@@ -61,6 +63,11 @@ export class CommitJobs {
   /** The pending pause of this sandbox that was not resumed, if any. */
   pendingOf(sandboxId: string): CommitJob | undefined {
     return [...this.jobs.values()].find((j) => j.intent.sandboxId === sandboxId && !j.resumed);
+  }
+
+  /** Pauses on this node's disk not yet committed, and the commit attempts refused so far (the node's metrics). */
+  stats(): { pending: number; refused: number } {
+    return { pending: this.jobs.size, refused: this.refused };
   }
 
   /** Jobs stop retrying (shutdown); the next start restarts them from their intents. */
@@ -142,6 +149,7 @@ export class CommitJobs {
         }
         // The attempt that just failed, counted from 0 (the job's failures are its attempts so far).
         const attempt = job.failures++;
+        this.refused++;
         for (const tell of job.onFailure) tell(err);
         // A caller waits and storage has not yet refused enough to tell it so: try again now, not after a delay.
         const wait = job.onFailure.size > 0 && job.failures < REFUSED_IN_A_ROW ? 0 : COMMIT_RETRY_MS[Math.min(attempt, COMMIT_RETRY_MS.length - 1)]!;

@@ -53,6 +53,11 @@ export class SnapshotManager implements SnapshotSlots {
     });
   }
 
+  /** Pauses not yet committed to cluster storage, and the commit attempts storage refused (telemetry). */
+  commitStats(): { pending: number; refused: number } {
+    return this.jobs.stats();
+  }
+
   /** Paused sandboxes whose slot this node keeps (the node's paused count in telemetry). */
   pausedSlotCount(): number {
     return this.paused.size;

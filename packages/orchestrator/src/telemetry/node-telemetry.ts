@@ -83,6 +83,8 @@ export interface NodeCounts {
   buildsRunning: () => number;
   /** Paused sandboxes whose slot (memory) this node keeps for a resume in place. */
   sandboxesPaused: () => number;
+  /** Pauses on this node's disk not yet in cluster storage, and the commit attempts storage refused so far. */
+  snapshotCommits?: () => { pending: number; refused: number };
 }
 
 interface Cursor {
@@ -166,6 +168,20 @@ export class NodeTelemetry {
         this.set({ state: 'starting' }, Math.max(0, manager.allocation().count - running));
       },
     });
+    const commits = d.counts?.snapshotCommits;
+    if (commits) {
+      // A pause answers before its commit; until the commit lands only this node holds the sandbox (docs/pause-resume.md).
+      new Gauge({ name: 'cove_snapshot_commits_pending', help: 'Pauses on this node\'s disk not yet committed to cluster storage', registers: [this.registry], collect() { this.set(commits().pending); } });
+      new Counter({
+        name: 'cove_snapshot_commit_failures_total',
+        help: 'Snapshot commit attempts cluster storage refused (each is retried until one succeeds)',
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(commits().refused);
+        },
+      });
+    }
     const pool = d.pool;
     new Gauge({
       name: 'cove_warm_pool_slots',
