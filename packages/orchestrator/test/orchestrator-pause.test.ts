@@ -2,11 +2,14 @@
 // subnets) sharing one cluster storage: a sandbox paused on node A resumes on node B with its processes,
 // memory, cwd, env and files, and its http server answers through B's proxy; a resume on the pausing node
 // restores in place; memory:false reboots; persistent snapshots start new sandboxes; bad input and missing or
-// corrupt snapshots get the documented codes; a pause whose commit fails is finished by a repeated Pause.
+// corrupt snapshots get the documented codes; a pause whose commit fails is finished by a repeated Pause; a pause
+// that finds the node's disk full fails and leaves the sandbox running.
 
 import assert from 'node:assert/strict';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Code } from '@connectrpc/connect';
 import { signDocument } from '@cove/storage';
@@ -276,5 +279,35 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     assert.ok((await rpc.list({})).sandboxes.some((s) => s.sandboxId === 'pz5'), 'the running sandbox is untouched');
     assert.equal((await counter(a, 'pz5'))?.mark, 'pz5');
     await rpc.delete({ sandboxId: 'pz5' });
+  });
+
+  it('a pause that finds the node\'s disk full fails, and the sandbox runs on with its memory; with room again it pauses', async () => {
+    await busySandbox(a, 'pz9');
+    const rpc = rpcClients(a.rpcUrl).sandboxes;
+    const before = (await counter(a, 'pz9'))!;
+    // The node's snapshot files go on a filesystem with no room for the sandbox's memory image (the counter holds 20 MB).
+    const dir = join(a.config.dataDir, 'snapshots');
+    await mkdir(dir, { recursive: true });
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'cove-test-full', dir]);
+    try {
+      const outcome = await rpcOutcome(rpc.pause({ sandboxId: 'pz9', snapshotId: 'snap-pz9', memory: true }));
+      assert.equal(outcome, Code.FailedPrecondition, 'the pause fails (checkpoint_failed)');
+      assert.ok((await rpc.list({})).sandboxes.some((s) => s.sandboxId === 'pz9'), 'still running here');
+      // The same processes with the same memory, still counting.
+      assert.ok(await waitFor(async () => ((await counter(a, 'pz9'))?.n ?? 0) > before.n, 20_000), 'the counter goes on');
+      const now = (await counter(a, 'pz9'))!;
+      assert.deepEqual([now.digest, now.mark], [before.digest, before.mark]);
+      assert.deepEqual(await readdir(dir), [], 'nothing of the failed dump is left on the full disk');
+      assert.equal(await nodeMetric(a.proxyUrl, 'cove_snapshot_commits_pending'), 0);
+    } finally {
+      await promisify(execFile)('umount', [dir]);
+    }
+    // With room again the same pause goes through and the sandbox resumes whole.
+    await rpc.pause({ sandboxId: 'pz9', snapshotId: 'snap-pz9', memory: true });
+    await rpc.create({ sandbox: spec({ sandboxId: 'pz9', snapshotId: 'snap-pz9', envdAccessToken: 'tok-pz9' }) });
+    const resumed = (await counter(a, 'pz9'))!;
+    assert.ok(resumed.n > before.n && resumed.digest === before.digest && resumed.mark === 'pz9', `resumed with its memory (${before.n} → ${resumed.n})`);
+    await rpc.delete({ sandboxId: 'pz9' });
+    await rpc.deleteSnapshots({ snapshotIds: ['snap-pz9'] });
   });
 });

@@ -110,6 +110,8 @@ export class Pauser {
         const { pausing: _, ...running } = intent;
         await this.o.store.save(running).catch((e: unknown) => this.o.log.error({ err: e, sandboxId }, 'clearing the pause intent failed'));
         this.o.manager.reattach(running);
+        // The sandbox runs on: its partial dump is of no use, and a full disk (the usual cause) needs the room back.
+        await rm(dir, { recursive: true, force: true }).catch((e: unknown) => this.o.log.error({ err: e, sandboxId, snapshotId }, 'removing a failed dump failed'));
         throw new CheckpointFailed(sandboxId, { cause: err });
       }
       // The processes are gone without a complete dump: only the filesystem can still be kept.
