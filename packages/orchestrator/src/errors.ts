@@ -13,6 +13,7 @@ export type OrchestratorErrorCode =
   | 'template_not_ready'
   | 'node_draining'
   | 'node_full'
+  | 'node_disk_full'
   | 'envd_init_failed'
   | 'sandbox_busy'
   | 'checkpoint_failed'
@@ -138,6 +139,24 @@ export class SnapshotNotFound extends OrchestratorError {
 }
 
 /** A snapshot's manifest is unreadable or one of its artifacts is missing or does not match its digest. */
+/**
+ * The node's disk has no room for what a call needs to write (a snapshot's download or unpack, a slot's disk): a
+ * condition of this node, not of the request; another node may take it.
+ */
+export class NodeDiskFull extends OrchestratorError {
+  constructor(what: string, options?: ErrorOptions) {
+    super('node_disk_full', `the node's disk has no room for ${what}`, options);
+  }
+}
+
+/** True for an error, or one it was caused by, that a write on a full filesystem raised (errno ENOSPC). */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === 'ENOSPC') return true;
+  }
+  return false;
+}
+
 export class SnapshotCorrupt extends OrchestratorError {
   constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
     super('snapshot_corrupt', `snapshot ${snapshotId} is corrupt: ${why}`, options);

@@ -310,4 +310,31 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
     await rpc.delete({ sandboxId: 'pz9' });
     await rpc.deleteSnapshots({ snapshotIds: ['snap-pz9'] });
   });
+
+  it('a resume that finds the node\'s disk full fails and leaves nothing there; the sandbox stays resumable', async () => {
+    await busySandbox(a, 'pz10');
+    const before = (await counter(a, 'pz10'))!;
+    const rpcA = rpcClients(a.rpcUrl).sandboxes;
+    const rpcB = rpcClients(b.rpcUrl).sandboxes;
+    await rpcA.pause({ sandboxId: 'pz10', snapshotId: 'snap-pz10', memory: true });
+    await rpcA.pause({ sandboxId: 'pz10', snapshotId: 'snap-pz10', memory: true }); // returns once committed
+    const dir = join(b.config.dataDir, 'snapshots');
+    await mkdir(dir, { recursive: true });
+    await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'cove-test-full', dir]);
+    try {
+      // RESOURCE_EXHAUSTED (`node_disk_full`): the control plane tries another node, the sandbox stays paused.
+      const outcome = await rpcOutcome(rpcB.create({ sandbox: spec({ sandboxId: 'pz10', snapshotId: 'snap-pz10', envdAccessToken: 'tok-pz10' }) }));
+      assert.equal(outcome, Code.ResourceExhausted);
+      assert.ok(!(await rpcB.list({})).sandboxes.some((s) => s.sandboxId === 'pz10'));
+      assert.deepEqual(await readdir(dir), [], 'nothing of the download is left on the full disk');
+    } finally {
+      await promisify(execFile)('umount', [dir]);
+    }
+    assert.equal(await exists(join(OBJECTS, 'snapshots', 'snap-pz10', 'manifest.json')), true, 'the snapshot is still in storage');
+    await rpcB.create({ sandbox: spec({ sandboxId: 'pz10', snapshotId: 'snap-pz10', envdAccessToken: 'tok-pz10' }) });
+    const resumed = (await counter(b, 'pz10'))!;
+    assert.ok(resumed.digest === before.digest && resumed.mark === 'pz10', 'resumed with its memory');
+    await rpcB.delete({ sandboxId: 'pz10' });
+    await rpcA.deleteSnapshots({ snapshotIds: ['snap-pz10'] });
+  });
 });

@@ -4,7 +4,7 @@
 
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from 'pino';
-import { OrchestratorError, PermissionDenied, Unauthenticated, type OrchestratorErrorCode } from '../errors.js';
+import { isNoSpace, NodeDiskFull, OrchestratorError, PermissionDenied, Unauthenticated, type OrchestratorErrorCode } from '../errors.js';
 import { tokensEqual } from '@cove/auth-tokens';
 import { NODE_ERROR_CODE_HEADER } from '@cove/contracts/link';
 
@@ -18,6 +18,7 @@ const toConnect: Record<OrchestratorErrorCode, Code> = {
   template_not_ready: Code.Unavailable,
   node_draining: Code.ResourceExhausted,
   node_full: Code.ResourceExhausted,
+  node_disk_full: Code.ResourceExhausted,
   envd_init_failed: Code.Unavailable,
   sandbox_busy: Code.FailedPrecondition,
   checkpoint_failed: Code.FailedPrecondition,
@@ -62,6 +63,8 @@ export function toConnectError(err: unknown, log: Logger): ConnectError {
     return new ConnectError(err.code === 'envd_init_failed' ? 'sandbox failed to start' : err.message, code, { [NODE_ERROR_CODE_HEADER]: err.code });
   }
   if (err instanceof ConnectError) return err;
+  // A write that found the node's disk full, wherever it happened: the caller may try another node.
+  if (isNoSpace(err)) return toConnectError(new NodeDiskFull('this call', { cause: err }), log);
   log.error({ err }, 'rpc failed with an unexpected error');
   return new ConnectError('internal error', Code.Internal);
 }

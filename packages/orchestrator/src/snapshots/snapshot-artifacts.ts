@@ -3,10 +3,10 @@
 
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { BlobNotFound, downloadVerified, FILE_CHUNK_BYTES, HashMismatch, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
-import { SnapshotCorrupt } from '../errors.js';
+import { isNoSpace, NodeDiskFull, SnapshotCorrupt } from '../errors.js';
 
 export interface ArtifactRef {
   sha256: string;
@@ -49,6 +49,7 @@ export async function fetchToFile(store: BlobStore, ref: ArtifactRef, dest: stri
   } catch (err) {
     if (err instanceof BlobNotFound) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is missing from cluster storage`);
     if (err instanceof SizeMismatch || err instanceof HashMismatch) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} does not match its manifest (${err.message})`);
+    if (isNoSpace(err)) throw new NodeDiskFull(`snapshot ${snapshotId}'s artifact (${ref.size} bytes)`, { cause: err });
     throw err;
   }
 }
@@ -58,6 +59,9 @@ export async function fetchTarToDir(store: BlobStore, ref: ArtifactRef, dir: str
   await mkdir(dir, { recursive: true, mode: 0o711 });
   try {
     await fetchToFile(store, ref, spool, snapshotId);
+    // The tar matched its manifest, so an unpack that fails for want of room is this node's, not a corrupt snapshot.
+    const free = await statfs(dir);
+    if (free.bavail * free.bsize < ref.size) throw new NodeDiskFull(`snapshot ${snapshotId}'s images (${ref.size} bytes)`);
     const t = tar(['-x', '-f', spool, '-C', dir, '--numeric-owner', '-p']);
     t.child.stdin!.end();
     t.child.stdout!.resume();

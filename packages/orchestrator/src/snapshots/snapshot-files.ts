@@ -11,8 +11,8 @@ import { exists } from './snapshot-types.js';
 export class SnapshotFiles {
   /** Starts reading a snapshot's local files right now, by snapshot id (the sweep leaves those alone). */
   private readonly inUse = new Map<string, number>();
-  /** Artifact downloads in flight, by snapshot id and kind. */
-  private readonly fetches = new Map<string, Promise<void>>();
+  /** Artifact downloads in flight, by snapshot id and kind, and how many starts wait for each. */
+  private readonly fetches = new Map<string, { done: Promise<void>; waiters: number }>();
 
   constructor(
     private readonly dataDir: string,
@@ -55,15 +55,27 @@ export class SnapshotFiles {
     await rm(this.dirOf(snapshotId), { recursive: true, force: true });
   }
 
-  /** Makes the snapshot's artifacts present in its local dir (one download per snapshot at a time). */
+  /**
+   * Makes the snapshot's artifacts present in its local dir (one download per snapshot at a time). A download that
+   * fails (a full disk, storage gone) leaves nothing behind: the dir is only a copy of storage's (a committed
+   * snapshot), so it goes unless a start other than this download's own waiters reads it.
+   */
   fetch(m: SnapshotManifest, cold: boolean): Promise<void> {
     const key = `${m.snapshotId}/${cold ? 'fs' : 'mem'}`;
-    let p = this.fetches.get(key);
-    if (!p) {
-      p = this.download(m, cold).finally(() => this.fetches.delete(key));
-      this.fetches.set(key, p);
+    let flight = this.fetches.get(key);
+    if (!flight) {
+      const f = { done: Promise.resolve(), waiters: 0 };
+      f.done = this.download(m, cold)
+        .catch(async (err: unknown) => {
+          if ((this.inUse.get(m.snapshotId) ?? 0) <= f.waiters) await this.remove(m.snapshotId).catch(() => undefined);
+          throw err;
+        })
+        .finally(() => this.fetches.delete(key));
+      this.fetches.set(key, f);
+      flight = f;
     }
-    return p;
+    flight.waiters++;
+    return flight.done;
   }
 
   private async download(m: SnapshotManifest, cold: boolean): Promise<void> {
