@@ -15,7 +15,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -29,6 +28,9 @@ import { Process } from '@cove/contracts/envd/process';
 import { InfoService, SandboxService, SandboxSpecSchema } from '@cove/contracts/orchestrator';
 import { ENVD_PORT } from '@cove/contracts/sandbox';
 import { Attr, SandboxMetric } from '@cove/contracts/telemetry';
+import { eventually } from '@cove/test-support/eventually';
+import { freePort } from '@cove/test-support/free-port';
+import { metricSample } from '@cove/test-support/prometheus-text';
 import { pino } from 'pino';
 import { request } from 'undici';
 import { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
@@ -86,34 +88,6 @@ function summary(samples: number[]) {
   return { n: s.length, p50: r2(pct(s, 50)), p95: r2(pct(s, 95)), min: r2(s[0] ?? NaN), max: r2(s.at(-1) ?? NaN) };
 }
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return p;
-}
-
-/** Polls `check` until truthy (the bench waits on conditions, never on guesses). */
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** A sample of a Prometheus text exposition by name and label subset. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number {
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(m[3]);
-  }
-  return 0;
-}
-
 // ---- the collector -------------------------------------------------------------------------------------------
 
 interface CollectorProc {
@@ -131,13 +105,13 @@ async function startCollector(): Promise<CollectorProc> {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;
-  await until('the collector', () => fetch(`${url}/health`).then((r) => r.ok, () => false), 20_000);
+  await eventually(() => fetch(`${url}/health`).then((r) => r.ok, () => false), 20_000, 'the collector', 50);
   return {
     proc,
     url,
     async ingestedLogs() {
       const res = await request(`${url}/metrics`, { headers: { authorization: `Bearer ${COLLECTOR_TOKEN}` } });
-      return sample(await res.body.text(), 'cove_collector_records_ingested_total', { signal: 'logs' });
+      return metricSample(await res.body.text(), 'cove_collector_records_ingested_total', { signal: 'logs' }) ?? 0;
     },
     async stop() {
       proc.kill('SIGTERM');
@@ -290,22 +264,27 @@ async function ingest(collector: CollectorProc) {
     };
     // Idle first (creation's own records have gone out once the count stops moving), then flooding.
     let last = -1;
-    await until('the creation records to settle', async () => {
-      const now = await collector.ingestedLogs();
-      const settled = now === last;
-      last = now;
-      if (!settled) await new Promise((r) => setTimeout(r, 2500));
-      return settled;
-    });
+    await eventually(
+      async () => {
+        const now = await collector.ingestedLogs();
+        const settled = now === last;
+        last = now;
+        if (!settled) await new Promise((r) => setTimeout(r, 2500));
+        return settled;
+      },
+      120_000,
+      'the creation records to settle',
+      50,
+    );
     const idle = await window();
     for (let i = 0; i < held; i++) await runIn(node.proxyUrl, `flood${i}`, FLOOD);
     const before = await collector.ingestedLogs();
-    await until('flood records at the collector', async () => (await collector.ingestedLogs()) > before + 1000, 60_000);
+    await eventually(async () => (await collector.ingestedLogs()) > before + 1000, 60_000, 'flood records at the collector', 50);
     // Steady state: one more pull round goes by before the window opens.
     await new Promise((r) => setTimeout(r, 5000));
     const busy = await window();
     const text = await node.metricsText();
-    const dropped = sample(text, 'cove_telemetry_dropped_total', { signal: 'logs' });
+    const dropped = metricSample(text, 'cove_telemetry_dropped_total', { signal: 'logs' }) ?? 0;
     return { sandboxes: held, stoppedBy, idle, busy, senderDroppedLogs: dropped };
   } finally {
     await node.stop();
@@ -386,7 +365,7 @@ async function createOverhead(collector: CollectorProc) {
         for (let i = 0; i < BACKGROUND; i++) await node.sandboxes.create({ sandbox: spec(`bg${i}`) });
         const ready = async () => ((await node.info.info({})).warmPools[0]?.ready ?? 0) >= 1;
         for (let i = 0; i < CREATES; i++) {
-          await until('the warm slot', ready);
+          await eventually(ready, 120_000, 'the warm slot', 50);
           const t = performance.now();
           const res = await node.sandboxes.create({ sandbox: spec(`c${i}`) });
           const ms = performance.now() - t;
