@@ -138,7 +138,6 @@ export class SnapshotNotFound extends OrchestratorError {
   }
 }
 
-/** A snapshot's manifest is unreadable or one of its artifacts is missing or does not match its digest. */
 /**
  * The node's disk has no room for what a call needs to write (a snapshot's download or unpack, a slot's disk): a
  * condition of this node, not of the request; another node may take it.
@@ -157,6 +156,7 @@ export function isNoSpace(err: unknown): boolean {
   return false;
 }
 
+/** A snapshot's manifest is unreadable or one of its artifacts is missing or does not match its digest. */
 export class SnapshotCorrupt extends OrchestratorError {
   constructor(readonly snapshotId: string, why: string, options?: ErrorOptions) {
     super('snapshot_corrupt', `snapshot ${snapshotId} is corrupt: ${why}`, options);
