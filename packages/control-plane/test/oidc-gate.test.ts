@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -83,6 +83,8 @@ describe('the customer identity provider gates the cluster', { skip: existsSync(
   let cp: RunningControlPlane;
   let key: string;
   let teamId: string;
+  /** The client list and the edge's storage, removed afterwards. */
+  let dir: string;
   let clusterId: string;
   let sessions: Http2SessionManager;
   let heartbeat: () => Promise<unknown>;
@@ -105,7 +107,7 @@ describe('the customer identity provider gates the cluster', { skip: existsSync(
     publicUrl = `http://127.0.0.1:${publicPort}`;
     trafficUrl = `http://127.0.0.1:${trafficPort}`;
 
-    const dir = mkdtempSync(join(tmpdir(), 'cove-oidc-gate-'));
+    dir = mkdtempSync(join(tmpdir(), 'cove-oidc-gate-'));
     const clientsFile = join(dir, 'oidc-clients.json');
     writeFileSync(
       clientsFile,
@@ -156,6 +158,7 @@ describe('the customer identity provider gates the cluster', { skip: existsSync(
     collector?.server.close();
     await idp?.close();
     await otherIdp?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test('the control plane reaches the gated cluster with a token it obtained by client credentials', async () => {
@@ -324,7 +327,11 @@ describe('COVE_CLUSTER_OIDC_CLIENTS', () => {
     const dir = mkdtempSync(join(tmpdir(), 'cove-oidc-config-'));
     const file = join(dir, 'clients.json');
     writeFileSync(file, content);
-    return loadConfig({ COVE_ADMIN_TOKEN: ADMIN_TOKEN, COVE_CLUSTER_OIDC_CLIENTS: file });
+    try {
+      return loadConfig({ COVE_ADMIN_TOKEN: ADMIN_TOKEN, COVE_CLUSTER_OIDC_CLIENTS: file });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   };
   const refusal = (content: string): string => {
     try {
