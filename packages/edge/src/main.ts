@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const otlp = telemetry.logStream();
   const log = createLogger(config.logLevel, otlp ? multistream([{ level: config.logLevel as Level, stream: process.stdout }, { level: 'info', stream: otlp }]) : undefined);
   const edge = buildEdge(config, { log, telemetry });
-  await edge.listen();
+  const listening = edge.listen();
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -35,8 +35,10 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'edge draining');
     edge.drain();
-    edge
-      .close(SHUTDOWN_GRACE_MS)
+    // A signal during start-up waits for it to end: HAProxy may already run, and close() is what stops it (the
+    // default action would leave it and its run dir behind).
+    listening
+      .then(() => edge.close(SHUTDOWN_GRACE_MS))
       .then(() => {
         log.info('edge stopped');
         // Everything of ours is closed; what a library still has scheduled (an OTLP exporter retrying a collector
@@ -50,6 +52,7 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  await listening;
 }
 
 main().catch((err: unknown) => {

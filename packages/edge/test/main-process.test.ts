@@ -5,7 +5,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, watch } from 'node:fs';
 import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -90,6 +90,34 @@ describe('edge process', () => {
       const [code] = await once(second.child, 'exit');
       assert.equal(code, 0);
       assert.ok(['gone', 'Z'].includes(statOf(pid2)), 'SIGTERM stops the edge\'s HAProxy too');
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
+  });
+
+  it('a SIGTERM while it starts HAProxy waits for the start, then stops it (no HAProxy left behind)', async () => {
+    const runDir = mkdtempSync(join(tmpdir(), 'cove-edge-main-run-'));
+    try {
+      // HAProxy's pid file appears while the edge is still starting (it waits for HAProxy to serve): the signal lands
+      // then, before the edge has listened.
+      const pidFile = join(runDir, 'haproxy.pid');
+      const started = new Promise<void>((resolve) => {
+        const w = watch(runDir, () => {
+          if (existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim()) {
+            w.close();
+            resolve();
+          }
+        });
+      });
+      const child = spawn(process.execPath, [MAIN], { env: { PATH: process.env.PATH ?? '', ...ENV, COVE_EDGE_RUN_DIR: runDir, COVE_TRAFFIC_PROXY: 'haproxy' }, stdio: ['ignore', 'pipe', 'inherit'] });
+      child.stdout.resume();
+      await started;
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      child.kill('SIGTERM');
+      const [code, signal] = await once(child, 'exit');
+      assert.deepEqual([code, signal], [0, null], 'it stopped itself, not by the signal\'s default action');
+      const state = existsSync(`/proc/${pid}`) ? readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2] : 'gone';
+      assert.ok(['gone', 'Z'].includes(state ?? ''), 'its HAProxy was stopped');
     } finally {
       rmSync(runDir, { recursive: true, force: true });
     }
