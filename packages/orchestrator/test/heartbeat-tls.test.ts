@@ -2,7 +2,7 @@
 // edge through COVE_EDGE_CA and presents COVE_EDGE_CLIENT_CERT/KEY; without them the beat fails with the
 // TLS reason. Certificates are generated per run with openssl; no sandbox runtime is needed.
 import { deriveNodeToken } from '@cove/auth-tokens';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -29,6 +29,8 @@ const ARTIFACT_KEY = 'heartbeat-tls-artifact-key-0123456789abcdef';
 describe('heartbeat to an https edge', () => {
   let pki: TestPki;
   let edge: ChildProcess;
+  /** The edge's cluster storage (it keeps COPY uploads there), removed afterwards. */
+  const storage = mkdtempSync(join(tmpdir(), 'cove-edge-storage-'));
   let apiUrl: string;
 
   before(async () => {
@@ -43,7 +45,7 @@ describe('heartbeat to an https edge', () => {
         COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
         COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
         // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
-        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
+        COVE_STORAGE_URL: `file://${storage}`,
         COVE_UPLOAD_SECRET: 'test-upload-secret-0123456789abcdef0123',
         COVE_EDGE_TLS_CERT: pki.files.serverCert,
         COVE_EDGE_TLS_KEY: pki.files.serverKey,
@@ -69,6 +71,7 @@ describe('heartbeat to an https edge', () => {
       edge.kill('SIGTERM');
       await once(edge, 'exit');
     }
+    rmSync(storage, { recursive: true, force: true });
     pki?.remove();
   });
 

@@ -1,6 +1,6 @@
 // Heartbeats to a real edge (its own process): the node registers itself with its URLs and Info, and the
 // edge can drive the node back over RPC with the node token (drain / undrain).
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -32,6 +32,8 @@ interface NodeView {
 
 describe('heartbeat to the edge', () => {
   let edge: ChildProcess;
+  /** The edge's cluster storage (it keeps COPY uploads there), removed afterwards. */
+  const storage = mkdtempSync(join(tmpdir(), 'cove-edge-storage-'));
   let edgeExited: Promise<unknown>;
   let apiUrl: string;
   let trafficUrl: string;
@@ -49,7 +51,7 @@ describe('heartbeat to the edge', () => {
         COVE_NODE_CREDENTIAL_KEY: NODE_CREDENTIAL_KEY,
         COVE_SANDBOX_DOMAIN: 'sandbox.cove.test',
         // The edge keeps COPY uploads in cluster storage and signs their URLs; a throwaway store for the test.
-        COVE_STORAGE_URL: `file://${mkdtempSync(join(tmpdir(), 'cove-edge-storage-'))}`,
+        COVE_STORAGE_URL: `file://${storage}`,
         COVE_UPLOAD_SECRET: 'test-upload-secret-0123456789abcdef0123',
         COVE_LOG_LEVEL: 'info',
       },
@@ -76,10 +78,11 @@ describe('heartbeat to the edge', () => {
   after(async () => {
     await node?.close();
     if (edge && edge.exitCode === null) {
-      // The edge drains for a grace period on SIGTERM; it holds nothing this test needs to keep.
-      edge.kill('SIGKILL');
+      // SIGTERM, not SIGKILL: the edge stops its HAProxy and removes its run dir on the way out (a killed edge left both).
+      edge.kill('SIGTERM');
       await edgeExited;
     }
+    rmSync(storage, { recursive: true, force: true });
     await teardown(I);
   });
 
