@@ -18,8 +18,6 @@ import { tokenMatchesHash } from '@cove/auth-tokens';
 import type { SandboxResumer } from './sandbox-resumer.js';
 import { ENVD_ACCESS_TOKEN_HEADER, ENVD_PORT } from '@cove/contracts/sandbox';
 
-/** envd's own access-token header (the SDK sends it on every envd request of a secured sandbox). */
-
 /** Where a request goes, or why it goes nowhere. */
 export type RouteDecision =
   | { ok: true; sandboxId: string; port: number; nodeId: string; proxyUrl: string }

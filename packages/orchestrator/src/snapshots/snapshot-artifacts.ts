@@ -6,7 +6,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm, statfs } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { BlobNotFound, downloadVerified, FILE_CHUNK_BYTES, HashMismatch, putArtifact, SizeMismatch, type BlobStore } from '@cove/storage';
-import { isNoSpace, NodeDiskFull, SnapshotCorrupt } from '../errors.js';
+import { NodeDiskFull, SnapshotCorrupt } from '../errors.js';
 
 export interface ArtifactRef {
   sha256: string;
@@ -49,7 +49,6 @@ export async function fetchToFile(store: BlobStore, ref: ArtifactRef, dest: stri
   } catch (err) {
     if (err instanceof BlobNotFound) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} is missing from cluster storage`);
     if (err instanceof SizeMismatch || err instanceof HashMismatch) throw new SnapshotCorrupt(snapshotId, `artifact ${ref.sha256} does not match its manifest (${err.message})`);
-    if (isNoSpace(err)) throw new NodeDiskFull(`snapshot ${snapshotId}'s artifact (${ref.size} bytes)`, { cause: err });
     throw err;
   }
 }
