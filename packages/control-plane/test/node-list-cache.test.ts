@@ -1,6 +1,6 @@
 // The node list a placement uses: a burst of creates asks the edge once, a list that turned out wrong (a node
-// refused the create, or the list had no room while a node joined since) is asked for again, and a burst larger
-// than the best node's warm pool goes on to a node that reports warm slots. Real HTTP into the
+// refused the create, or the list had no room while a node joined since) is asked for again, and a burst is spread
+// over the nodes' warm pools, never booting on one node while another has a slot waiting. Real HTTP into the
 // control plane, real HTTP/2 out of it to the wire-level cluster fixture, which counts its `GET /v1/nodes`.
 
 import assert from 'node:assert/strict';
@@ -112,6 +112,18 @@ describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs}
     for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
     const placed = f.cluster().calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
     assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [3, 3], placed.join(' '));
+  });
+});
+
+for (const cacheMs of [2000, 0] as const)
+describe(`a burst spread over the warm pools (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
+  const f = twoWarmNodes(cacheMs);
+
+  test('a burst the best node\'s pool could hold is spread over both pools, so neither runs dry', async () => {
+    const burst = await Promise.all(Array.from({ length: 4 }, () => f.create()));
+    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
+    const placed = f.cluster().calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
+    assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [2, 2], placed.join(' '));
   });
 });
 

@@ -111,20 +111,30 @@ test('nodes that can answer build status or deletion: healthy or draining, full 
   assert.deepEqual(r, ['a-full', 'b-draining']);
 });
 
-test('preferWarm: nodes with a warm slot left first, each group in rank order; placed since the report count', () => {
-  const withWarm = (id: string, ready: number): NodeView => {
-    const n = node(id);
-    n.info!.warmPools = [{ $typeName: 'cove.orchestrator.v1.WarmPoolInfo', templateId: 'base', ready, target: 5 }];
-    return n;
-  };
-  const nodes = [withWarm('a', 2), withWarm('b', 0), withWarm('c', 1), node('d')];
+const withWarm = (id: string, ready: number): NodeView => {
+  const n = node(id);
+  n.info!.warmPools = [{ $typeName: 'cove.orchestrator.v1.WarmPoolInfo', templateId: 'base', ready, target: 5 }];
+  return n;
+};
+
+test('preferWarm: nodes with a warm slot left first, most left first, the rest in rank order; placed since the report count', () => {
+  const nodes = [withWarm('a', 2), withWarm('b', 0), withWarm('c', 3), node('d')];
   const ranked = ['a', 'b', 'c', 'd'].map((nodeId, i) => ({ nodeId, score: 1 - i / 10 }));
   const order = (placed: Record<string, number>, templateId = 'base') => preferWarm(ranked, nodes, templateId, (id) => placed[id] ?? 0).map((c) => c.nodeId);
-  assert.deepEqual(order({}), ['a', 'c', 'b', 'd']);
-  // Both of a's slots taken since its report: c, which still has one, comes first.
+  assert.deepEqual(order({}), ['c', 'a', 'b', 'd']);
+  assert.deepEqual(order({ c: 1 }), ['a', 'c', 'b', 'd'], 'as many left on both: rank order');
+  // Both of a's slots taken since its report: c, which still has some, comes first.
   assert.deepEqual(order({ a: 2 }), ['c', 'a', 'b', 'd']);
-  assert.deepEqual(order({ a: 2, c: 1 }), ['a', 'b', 'c', 'd'], 'no warm slot left anywhere: the rank as it was');
+  assert.deepEqual(order({ a: 2, c: 3 }), ['a', 'b', 'c', 'd'], 'no warm slot left anywhere: the rank as it was');
   assert.deepEqual(order({}, 'code-interpreter-v1'), ['a', 'b', 'c', 'd'], 'a template without pools: the rank as it was');
+});
+
+test('preferWarm spreads a burst over the pools instead of emptying the best node\'s', () => {
+  const nodes = [withWarm('a', 20), withWarm('b', 20)];
+  const ranked = [{ nodeId: 'a', score: 0.9 }, { nodeId: 'b', score: 0.8 }];
+  const recent = new RecentPlacements(3000, () => 0);
+  for (let i = 0; i < 20; i++) recent.add(preferWarm(ranked, nodes, 'base', (id) => recent.count(id, 'base'))[0]!.nodeId, 'base');
+  assert.deepEqual([recent.count('a', 'base'), recent.count('b', 'base')], [10, 10]);
 });
 
 test('RecentPlacements counts a placement until the window has passed', () => {

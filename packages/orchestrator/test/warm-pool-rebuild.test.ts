@@ -90,29 +90,59 @@ describe('warm pool after a template rebuild', () => {
   });
 });
 
-// A lone take that leaves the pool a ready slot refills only after a delay: the new sandbox's first command comes
-// within milliseconds of its Create, and a boot's host-side work would share the cores with it. A take right after
-// another, or one that empties the pool, refills at once.
+// A take that leaves the pool a ready slot refills only after a delay: the new sandbox's first command comes within
+// milliseconds of its Create (a burst's creates and first commands within a few hundred), and a boot's host-side
+// work would share the cores with them. A take that empties the pool refills at once.
 describe('warm pool refill after a take', () => {
   const flush = () => new Promise<void>((r) => setImmediate(r));
-  const poolOf = (rt: ReturnType<typeof standInRuntime>, target: number, refillDelayMs: number) =>
+  const poolOf = (rt: ReturnType<typeof standInRuntime>, target: number, refillDelayMs: number, burst: { burstQuietMs?: number; burstMaxWaitMs?: number } = {}) =>
     new WarmPool({
       runtime: rt.runtime, targets: { base: target }, diskMb: 64, idleLimits: limits, serverIdleLimits: limits,
-      readyTimeoutMs: 1000, concurrency: 2, refillDelayMs, log: createLogger('error'),
+      readyTimeoutMs: 1000, concurrency: 2, refillDelayMs, ...burst, log: createLogger('error'),
     });
 
-  it('waits after a lone take, and refills at once on a take right after it', async () => {
+  it('waits after a lone take, and after a burst until the takes pause', async () => {
     const rt = standInRuntime();
-    const pool = poolOf(rt, 3, 600_000);
+    const pool = poolOf(rt, 4, 600_000, { burstQuietMs: 50, burstMaxWaitMs: 600_000 });
+    try {
+      pool.start();
+      await eventually(() => pool.stats()[0]!.ready === 4, 5000, 'the pool full');
+      assert.ok(pool.take('base', 64));
+      await flush();
+      assert.equal(rt.live.size, 4, 'no boot while the delay after a lone take runs');
+      assert.ok(pool.take('base', 64));
+      assert.ok(pool.take('base', 64));
+      await flush();
+      assert.equal(rt.live.size, 4, 'no boot while the burst goes on');
+      await eventually(() => pool.stats()[0]!.ready === 4, 5000, 'the pool full again once the takes paused');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refills within the longest wait while takes keep coming', async () => {
+    const rt = standInRuntime();
+    const pool = poolOf(rt, 3, 600_000, { burstQuietMs: 600_000, burstMaxWaitMs: 30 });
     try {
       pool.start();
       await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full');
       assert.ok(pool.take('base', 64));
-      await flush();
-      assert.equal(rt.live.size, 3, 'no boot while the delay after a lone take runs');
       assert.ok(pool.take('base', 64));
-      await eventually(() => rt.live.size === 5, 5000, 'both refills booting at once');
-      await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full again');
+      await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full again though the burst never paused');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('refills at once when a burst emptied the pool', async () => {
+    const rt = standInRuntime();
+    const pool = poolOf(rt, 2, 600_000, { burstQuietMs: 600_000, burstMaxWaitMs: 600_000 });
+    try {
+      pool.start();
+      await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full');
+      assert.ok(pool.take('base', 64));
+      assert.ok(pool.take('base', 64));
+      await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool refilled');
     } finally {
       await pool.close();
     }

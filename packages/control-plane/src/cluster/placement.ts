@@ -74,15 +74,18 @@ export function rankNodes(nodes: readonly NodeView[], req: PlacementRequest, opt
 }
 
 /**
- * The candidates with a warm slot of `templateId` left first, each group in its rank order. A node reported its
- * ready slots up to a heartbeat ago; `placedSince` is the sandboxes placed on it since, which may have taken them.
- * So a burst that fits the best node's pool stays there, and the creates past it go to a node where a slot waits
- * rather than boot one each on the first (seconds under load, where a claim takes milliseconds).
+ * The candidates with a warm slot of `templateId` left first, most slots left first (ties in rank order), then the
+ * rest in rank order. A node reported its ready slots up to a heartbeat ago; `placedSince` is the sandboxes placed
+ * on it since, which may have taken them. So a burst is spread over the pools rather than emptying one: a pool that
+ * keeps slots refills after the burst, an emptied one at once, into the burst's first commands (docs/decisions.md,
+ * "A burst is spread over the warm pools"); and no create boots a slot while another node has one waiting (seconds
+ * under load, where a claim takes milliseconds).
  */
 export function preferWarm(candidates: readonly Candidate[], nodes: readonly NodeView[], templateId: string, placedSince: (nodeId: string) => number): Candidate[] {
   const left = new Map(nodes.map((n) => [n.nodeId, (n.info?.warmPools.find((p) => p.templateId === templateId)?.ready ?? 0) - placedSince(n.nodeId)]));
-  const warm = (c: Candidate) => (left.get(c.nodeId) ?? 0) > 0;
-  return [...candidates.filter(warm), ...candidates.filter((c) => !warm(c))];
+  const slotsLeft = (c: Candidate) => left.get(c.nodeId) ?? 0;
+  const warm = candidates.filter((c) => slotsLeft(c) > 0).sort((a, b) => slotsLeft(b) - slotsLeft(a));
+  return [...warm, ...candidates.filter((c) => slotsLeft(c) <= 0)];
 }
 
 /**

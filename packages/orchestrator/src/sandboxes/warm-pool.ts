@@ -36,10 +36,16 @@ export interface WarmPoolOptions {
   /**
    * How long a refill waits after a lone take (the template's first in a while) that left the pool a ready slot.
    * The new sandbox's first command follows its Create within milliseconds, and a boot's host-side work would share
-   * the cores with it. Takes in quick succession, or one that emptied the pool, refill at once: there the boot
-   * overlaps the next Create whenever it starts, and starting late only leaves the pool lower.
+   * the cores with it. A take that emptied the pool refills at once: the next Create would boot on its own anyway.
    */
   refillDelayMs?: number;
+  /**
+   * Takes in quick succession (a burst) that leave the pool a ready slot: the refill waits until they pause this
+   * long, so the burst's claims, `/init`s and first commands have the cores before the replacement boots do.
+   */
+  burstQuietMs?: number;
+  /** The longest a refill waits for a burst to pause, from the first take it waited for: a steady stream still refills. */
+  burstMaxWaitMs?: number;
   log: Logger;
 }
 
@@ -47,9 +53,12 @@ export interface WarmPoolOptions {
 export const DEFAULT_REFILL_DELAY_MS = 100;
 /**
  * A take this long after the template's previous one is a lone take: the delay plus a warm boot (~250 ms wall here)
- * fit in the gap, so a deferred refill is done before the next take. Closer takes would only move it onto the next.
+ * fit in the gap, so a deferred refill is done before the next take. Closer takes are a burst's.
  */
 const LONE_TAKE_GAP_MS = 400;
+/** docs/performance.md "A burst spread over the pools, refilled after it": a burst of 20 and its first commands fit in it. */
+export const DEFAULT_BURST_QUIET_MS = 400;
+export const DEFAULT_BURST_MAX_WAIT_MS = 1000;
 
 export interface WarmPoolStats {
   templateId: string;
@@ -72,6 +81,8 @@ export class WarmPool {
   private closed = false;
   private readonly boots: PoolBoots;
   private deferredFill: NodeJS.Timeout | undefined;
+  /** When the first take the deferred refill waits for happened (ms since the epoch). */
+  private deferredSince: number | undefined;
 
   constructor(private readonly opts: WarmPoolOptions) {
     this.boots = new PoolBoots({ ...opts, what: 'warm slot' }, () => this.fill());
@@ -100,13 +111,23 @@ export class WarmPool {
     const now = Date.now();
     const lone = now - pool.lastTakeAt >= LONE_TAKE_GAP_MS;
     pool.lastTakeAt = now;
-    const delay = this.opts.refillDelayMs ?? DEFAULT_REFILL_DELAY_MS;
-    if (!lone || pool.ready.length === 0 || delay <= 0) this.fill();
-    else this.deferredFill ??= setTimeout(() => {
-      this.deferredFill = undefined;
-      this.fill();
-    }, delay);
+    // An emptied pool refills at once: the next Create would boot on its own anyway, and the refill only later.
+    if (pool.ready.length === 0) this.fill();
+    else this.fillAfter(now, lone ? (this.opts.refillDelayMs ?? DEFAULT_REFILL_DELAY_MS) : (this.opts.burstQuietMs ?? DEFAULT_BURST_QUIET_MS));
     return slot;
+  }
+
+  /** Fills once no take came for `quietMs`, or at the burst's longest wait, whichever is first. */
+  private fillAfter(now: number, quietMs: number): void {
+    clearTimeout(this.deferredFill);
+    this.deferredSince ??= now;
+    const wait = Math.min(quietMs, this.deferredSince + (this.opts.burstMaxWaitMs ?? DEFAULT_BURST_MAX_WAIT_MS) - now);
+    const run = () => {
+      this.deferredFill = this.deferredSince = undefined;
+      this.fill();
+    };
+    if (wait <= 0) run();
+    else this.deferredFill = setTimeout(run, wait);
   }
 
   /** Slot ids currently held by the pools (ready or not yet claimed). */
