@@ -86,7 +86,11 @@ describe(`placement node list (COVE_NODE_LIST_CACHE_MS=${cacheMs})`, () => {
  * (as it did before the burst), with `before`/`after` hooks of the enclosing describe; one per describe, so a describe
  * starts with no placement counted.
  */
-function twoWarmNodes(cacheMs: number): { cluster: () => FakeCluster; create: () => ReturnType<typeof call> } {
+function twoWarmNodes(cacheMs: number): {
+  cluster: () => FakeCluster;
+  create: () => ReturnType<typeof call>;
+  burst: (n: number) => Promise<{ placed: [number, number]; order: string }>;
+} {
   let cp: RunningControlPlane;
   let cluster: FakeCluster;
   let key: string;
@@ -100,7 +104,16 @@ function twoWarmNodes(cacheMs: number): { cluster: () => FakeCluster; create: ()
     await cp.close();
     await cluster.close();
   });
-  return { cluster: () => cluster, create: () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } }) };
+  const create = () => call(cp.url, 'POST', '/v2/sandboxes', { key, body: { templateID: 'base' } });
+  /** `n` creates at once, all started; how many Creates each node was sent, node-a's first. */
+  const burst = async (n: number) => {
+    const answers = await Promise.all(Array.from({ length: n }, create));
+    for (const r of answers) assert.equal(r.status, 201, JSON.stringify(r.body));
+    const sent = cluster.calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
+    const on = (id: string) => sent.filter((n) => n === id).length;
+    return { placed: [on('node-a'), on('node-b')] as [number, number], order: sent.join(' ') };
+  };
+  return { cluster: () => cluster, create, burst };
 }
 
 for (const cacheMs of [2000, 0] as const)
@@ -108,10 +121,8 @@ describe(`placement past a node's warm slots (COVE_NODE_LIST_CACHE_MS=${cacheMs}
   const f = twoWarmNodes(cacheMs);
 
   test('a burst larger than the best node\'s warm slots goes on to where warm slots wait, not to boots on the first', async () => {
-    const burst = await Promise.all(Array.from({ length: 6 }, () => f.create()));
-    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
-    const placed = f.cluster().calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
-    assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [3, 3], placed.join(' '));
+    const { placed, order } = await f.burst(6);
+    assert.deepEqual(placed, [3, 3], order);
   });
 });
 
@@ -120,10 +131,8 @@ describe(`a burst spread over the warm pools (COVE_NODE_LIST_CACHE_MS=${cacheMs}
   const f = twoWarmNodes(cacheMs);
 
   test('a burst the best node\'s pool could hold is spread over both pools, so neither runs dry', async () => {
-    const burst = await Promise.all(Array.from({ length: 4 }, () => f.create()));
-    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
-    const placed = f.cluster().calls.filter((c) => c.method === 'Create').map((c) => c.nodeId);
-    assert.deepEqual([placed.filter((n) => n === 'node-a').length, placed.filter((n) => n === 'node-b').length], [2, 2], placed.join(' '));
+    const { placed, order } = await f.burst(4);
+    assert.deepEqual(placed, [2, 2], order);
   });
 });
 
@@ -143,8 +152,7 @@ describe(`placement counted where the create started (COVE_NODE_LIST_CACHE_MS=${
     const held = () => ['node-a', 'node-b'].map((id) => f.cluster().nodes.get(id)!.sandboxes.size);
     assert.deepEqual(held(), [0, 3]);
     // Both still report three warm slots; node-a's are all left, node-b's are taken: the next three go to node-a.
-    const burst = await Promise.all(Array.from({ length: 3 }, () => f.create()));
-    for (const r of burst) assert.equal(r.status, 201, JSON.stringify(r.body));
+    await f.burst(3);
     assert.deepEqual(held(), [3, 3]);
   });
 });

@@ -95,82 +95,59 @@ describe('warm pool after a template rebuild', () => {
 // work would share the cores with them. A take that empties the pool refills at once.
 describe('warm pool refill after a take', () => {
   const flush = () => new Promise<void>((r) => setImmediate(r));
-  const poolOf = (rt: ReturnType<typeof standInRuntime>, target: number, refillDelayMs: number, burst: { burstQuietMs?: number; burstMaxWaitMs?: number } = {}) =>
-    new WarmPool({
-      runtime: rt.runtime, targets: { base: target }, diskMb: 64, idleLimits: limits, serverIdleLimits: limits,
-      readyTimeoutMs: 1000, concurrency: 2, refillDelayMs, ...burst, log: createLogger('error'),
-    });
-
-  it('waits after a lone take, and after a burst until the takes pause', async () => {
+  type Delays = { refillDelayMs: number; burstQuietMs?: number; burstMaxWaitMs?: number };
+  /** A real pool of `target` over a stand-in runtime, full before `body` runs, closed after it. */
+  async function withFullPool(target: number, delays: Delays, body: (pool: WarmPool, rt: ReturnType<typeof standInRuntime>) => Promise<void>) {
     const rt = standInRuntime();
-    const pool = poolOf(rt, 4, 600_000, { burstQuietMs: 50, burstMaxWaitMs: 600_000 });
+    const pool = new WarmPool({
+      runtime: rt.runtime, targets: { base: target }, diskMb: 64, idleLimits: limits, serverIdleLimits: limits,
+      readyTimeoutMs: 1000, concurrency: 2, ...delays, log: createLogger('error'),
+    });
     try {
       pool.start();
-      await eventually(() => pool.stats()[0]!.ready === 4, 5000, 'the pool full');
-      assert.ok(pool.take('base', 64));
+      await eventually(() => pool.stats()[0]!.ready === target, 5000, 'the pool full');
+      await body(pool, rt);
+    } finally {
+      await pool.close();
+    }
+  }
+  const take = (pool: WarmPool, n: number) => {
+    for (let i = 0; i < n; i++) assert.ok(pool.take('base', 64), 'a ready slot');
+  };
+  const refilled = (pool: WarmPool, target: number, what: string) => eventually(() => pool.stats()[0]!.ready === target, 5000, what);
+
+  it('waits after a lone take, and after a burst until the takes pause', () =>
+    withFullPool(4, { refillDelayMs: 600_000, burstQuietMs: 50, burstMaxWaitMs: 600_000 }, async (pool, rt) => {
+      take(pool, 1);
       await flush();
       assert.equal(rt.live.size, 4, 'no boot while the delay after a lone take runs');
-      assert.ok(pool.take('base', 64));
-      assert.ok(pool.take('base', 64));
+      take(pool, 2);
       await flush();
       assert.equal(rt.live.size, 4, 'no boot while the burst goes on');
-      await eventually(() => pool.stats()[0]!.ready === 4, 5000, 'the pool full again once the takes paused');
-    } finally {
-      await pool.close();
-    }
-  });
+      await refilled(pool, 4, 'the pool full again once the takes paused');
+    }));
 
-  it('refills within the longest wait while takes keep coming', async () => {
-    const rt = standInRuntime();
-    const pool = poolOf(rt, 3, 600_000, { burstQuietMs: 600_000, burstMaxWaitMs: 30 });
-    try {
-      pool.start();
-      await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full');
-      assert.ok(pool.take('base', 64));
-      assert.ok(pool.take('base', 64));
-      await eventually(() => pool.stats()[0]!.ready === 3, 5000, 'the pool full again though the burst never paused');
-    } finally {
-      await pool.close();
-    }
-  });
+  it('refills within the longest wait while takes keep coming', () =>
+    withFullPool(3, { refillDelayMs: 600_000, burstQuietMs: 600_000, burstMaxWaitMs: 30 }, async (pool) => {
+      take(pool, 2);
+      await refilled(pool, 3, 'the pool full again though the burst never paused');
+    }));
 
-  it('refills at once when a burst emptied the pool', async () => {
-    const rt = standInRuntime();
-    const pool = poolOf(rt, 2, 600_000, { burstQuietMs: 600_000, burstMaxWaitMs: 600_000 });
-    try {
-      pool.start();
-      await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full');
-      assert.ok(pool.take('base', 64));
-      assert.ok(pool.take('base', 64));
-      await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool refilled');
-    } finally {
-      await pool.close();
-    }
-  });
+  it('refills at once when a burst emptied the pool', () =>
+    withFullPool(2, { refillDelayMs: 600_000, burstQuietMs: 600_000, burstMaxWaitMs: 600_000 }, async (pool) => {
+      take(pool, 2);
+      await refilled(pool, 2, 'the pool refilled');
+    }));
 
-  it('refills at once when a lone take emptied the pool', async () => {
-    const rt = standInRuntime();
-    const pool = poolOf(rt, 1, 600_000);
-    try {
-      pool.start();
-      await eventually(() => pool.stats()[0]!.ready === 1, 5000, 'the pool full');
-      assert.ok(pool.take('base', 64));
+  it('refills at once when a lone take emptied the pool', () =>
+    withFullPool(1, { refillDelayMs: 600_000 }, async (pool, rt) => {
+      take(pool, 1);
       await eventually(() => pool.stats()[0]!.ready === 1 && rt.live.size === 2, 5000, 'the pool refilled');
-    } finally {
-      await pool.close();
-    }
-  });
+    }));
 
-  it('refills after the delay', async () => {
-    const rt = standInRuntime();
-    const pool = poolOf(rt, 2, 20);
-    try {
-      pool.start();
-      await eventually(() => pool.stats()[0]!.ready === 2, 5000, 'the pool full');
-      assert.ok(pool.take('base', 64));
+  it('refills after the delay', () =>
+    withFullPool(2, { refillDelayMs: 20 }, async (pool, rt) => {
+      take(pool, 1);
       await eventually(() => pool.stats()[0]!.ready === 2 && rt.live.size === 3, 5000, 'the pool refilled');
-    } finally {
-      await pool.close();
-    }
-  });
+    }));
 });
