@@ -172,12 +172,13 @@ describe('sandboxes of user templates', { timeout: 300_000 }, () => {
   });
 
   it('fails the create clearly when the ready command never succeeds, and leaves no slot behind', async () => {
-    await writeManifest(node.orchestrator.templates.store, manifest('build-h1-never', { startCmd: null, readyCmd: 'test -e /tmp/never' }));
+    // The start command exits at once: the failure says so, rather than leave a crash and a slow start alike.
+    await writeManifest(node.orchestrator.templates.store, manifest('build-h1-never', { startCmd: 'exit 3', readyCmd: 'test -e /tmp/never' }));
     const before = (await node.runtime.listSlots()).map((s) => s.slotId);
     const t = Date.now();
     const e = await failure(rpc.sandboxes.create({ sandbox: spec({ sandboxId: 'tl-never', templateId: TEMPLATE, buildId: 'build-h1-never', diskMb: 512 }) }));
     assert.equal(e.code, Code.FailedPrecondition);
-    assert.match(e.rawMessage, /ready command did not succeed within 10000 ms/);
+    assert.match(e.rawMessage, /ready command did not succeed within 10000 ms \(last: exit code 1\); the start command \(pid \d+\) is no longer running/);
     assert.ok(Date.now() - t < 30_000);
     const afterIds = (await node.runtime.listSlots()).map((s) => s.slotId);
     assert.deepEqual(afterIds.filter((id) => !before.includes(id) && !node.orchestrator.templates.buildPool.slotIds().has(id)), []);

@@ -43,6 +43,7 @@ export async function runStartAndReady(o: TemplateStartOptions): Promise<void> {
   const { manifest: m } = o;
   const client = processClient(o.address);
   const proc = (cmd: string) => ({ cmd: '/bin/bash', args: ['-l', '-c', cmd], envs: { ...m.env }, cwd: m.workdir });
+  let startPid: number | undefined;
   if (m.startCmd) {
     // Only until envd reports the pid: envd keeps a process running when its client goes away. No RPC deadline
     // (timeoutMs): envd would end the process with it, as E2B's does for commands.run's timeout.
@@ -51,7 +52,10 @@ export async function runStartAndReady(o: TemplateStartOptions): Promise<void> {
     try {
       const stream = client.start({ process: proc(m.startCmd), stdin: false, tag: 'start-cmd' }, { headers: asUser(m.user), signal: abort.signal });
       for await (const res of stream) {
-        if (res.event?.event.case === 'start') break;
+        if (res.event?.event.case === 'start') {
+          startPid = res.event.event.value.pid;
+          break;
+        }
       }
     } catch (err) {
       throw new TemplateStartFailed(m, `start command did not start: ${ConnectError.from(err).message}`);
@@ -83,7 +87,18 @@ export async function runStartAndReady(o: TemplateStartOptions): Promise<void> {
     }
     await sleep(Math.min(READY_POLL_MS, Math.max(0, deadline - Date.now())));
   }
-  throw new TemplateStartFailed(m, `ready command did not succeed within ${o.readyTimeoutMs} ms (last: ${last})`);
+  const start = startPid === undefined ? '' : await startCmdState(client, startPid, m.user);
+  throw new TemplateStartFailed(m, `ready command did not succeed within ${o.readyTimeoutMs} ms (last: ${last})${start}`);
+}
+
+/** Whether the start command still runs, for the failure's message: a server that crashed and one slow to listen differ. */
+async function startCmdState(client: ReturnType<typeof processClient>, pid: number, user: string): Promise<string> {
+  try {
+    const { processes } = await client.list({}, { headers: asUser(user), timeoutMs: 2000 });
+    return processes.some((p) => p.pid === pid) ? `; the start command still runs (pid ${pid})` : `; the start command (pid ${pid}) is no longer running`;
+  } catch {
+    return '';
+  }
 }
 
 /**
