@@ -22,6 +22,10 @@ export function defaultGuestDir(): string {
 export const START_CMD =
   `cd /home/user && if [ "$(id -u)" = 0 ]; then exec runuser -u user -- ${START_CMD_INNER}; else exec ${START_CMD_INNER}; fi`;
 
+/** Who a sandbox of a built-in template runs as, and where: envd's /init defaults (E2B's own templates' user). */
+export const BUILTIN_USER = 'user';
+export const BUILTIN_WORKDIR = '/home/user';
+
 /** What a slot of a template runs before it is handed out (a build manifest carries the same fields). */
 export interface StartSpec {
   templateId: string;
@@ -51,10 +55,10 @@ export const DESKTOP_READY_CMD =
 /** The start spec of a built-in template, or null when it has none (`base`). */
 export function builtinStartOf(templateId: string): StartSpec | null {
   if (templateId === CODE_INTERPRETER_TEMPLATE_ID) {
-    return { templateId, buildId: null, env: {}, user: 'user', workdir: '/home/user', startCmd: START_CMD, readyCmd: READY_CMD };
+    return { templateId, buildId: null, env: {}, user: BUILTIN_USER, workdir: BUILTIN_WORKDIR, startCmd: START_CMD, readyCmd: READY_CMD };
   }
   if (templateId === DESKTOP_TEMPLATE_ID) {
-    return { templateId, buildId: null, env: {}, user: 'root', workdir: '/home/user', startCmd: DESKTOP_START_CMD, readyCmd: DESKTOP_READY_CMD };
+    return { templateId, buildId: null, env: {}, user: 'root', workdir: BUILTIN_WORKDIR, startCmd: DESKTOP_START_CMD, readyCmd: DESKTOP_READY_CMD };
   }
   return null;
 }

@@ -30,6 +30,11 @@ export const CODE_INTERPRETER_TEMPLATE_ID = 'code-interpreter-v1';
 
 /** envd's access token on every request to it (E2B's envd protocol: the SDK sends it). */
 export const ENVD_ACCESS_TOKEN_HEADER = 'x-access-token';
+/**
+ * How often a streaming call wants a keepalive event, in seconds (E2B's envd protocol: the SDK sends 50 on every
+ * process and watch stream).
+ */
+export const ENVD_KEEPALIVE_HEADER = 'keepalive-ping-interval';
 /** envd's version, on its `/health` and `/init` answers (what the control plane records as `envdVersion`). */
 export const ENVD_VERSION_HEADER = 'x-envd-version';
 

@@ -5,7 +5,7 @@
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { cors as connectCors } from '@connectrpc/connect';
-import { ENVD_ACCESS_TOKEN_HEADER } from '@cove/contracts/sandbox';
+import { ENVD_ACCESS_TOKEN_HEADER, ENVD_KEEPALIVE_HEADER } from '@cove/contracts/sandbox';
 import { SANDBOX_ID_HEADER, SANDBOX_PORT_HEADER, TRAFFIC_TOKEN_HEADER } from '@cove/traffic-proxy';
 
 const ALLOWED = new Set(
@@ -17,7 +17,7 @@ const ALLOWED = new Set(
     'authorization',
     'connect-protocol-version',
     'connect-timeout-ms',
-    'keepalive-ping-interval',
+    ENVD_KEEPALIVE_HEADER,
     'content-type',
     'content-encoding',
     'accept-encoding',

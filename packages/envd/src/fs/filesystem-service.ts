@@ -11,6 +11,7 @@ import {
   type FilesystemEvent,
   type WatchDirResponse,
 } from '@cove/contracts/envd/filesystem';
+import { ENVD_KEEPALIVE_HEADER } from '@cove/contracts/sandbox';
 import { EnvdError, toConnectError } from '../errors.js';
 import { resolvePath } from '../paths.js';
 import { rpcUser } from '../rpc/rpc-user.js';
@@ -191,7 +192,7 @@ export function filesystemService(deps: FilesystemDeps): ServiceImpl<typeof File
           (err) => queue.fail(new EnvdError('internal', 'watch stopped', { cause: err })),
         );
         yield create(WatchDirResponseSchema, { event: { case: 'start', value: {} } });
-        yield* queue.drain(ctx.signal, keepaliveMsFrom(ctx.requestHeader.get('keepalive-ping-interval')), () =>
+        yield* queue.drain(ctx.signal, keepaliveMsFrom(ctx.requestHeader.get(ENVD_KEEPALIVE_HEADER)), () =>
           create(WatchDirResponseSchema, { event: { case: 'keepalive', value: {} } }),
         );
       } catch (e) {

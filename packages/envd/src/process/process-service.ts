@@ -11,6 +11,7 @@ import {
   type ProcessEvent,
   type StartResponse,
 } from '@cove/contracts/envd/process';
+import { ENVD_KEEPALIVE_HEADER } from '@cove/contracts/sandbox';
 import { EnvdError, toConnectError } from '../errors.js';
 import { rpcUser } from '../rpc/rpc-user.js';
 import type { EnvdState } from '../state.js';
@@ -40,7 +41,7 @@ async function* follow(
 ): AsyncGenerator<ProcessEvent> {
   try {
     yield create(ProcessEventSchema, { event: { case: 'start', value: { pid: proc.pid } } });
-    yield* queue.drain(ctx.signal, keepaliveMsFrom(ctx.requestHeader.get('keepalive-ping-interval')), keepaliveEvent);
+    yield* queue.drain(ctx.signal, keepaliveMsFrom(ctx.requestHeader.get(ENVD_KEEPALIVE_HEADER)), keepaliveEvent);
   } catch (e) {
     if (killOnDeadline && e instanceof ConnectError && e.code === Code.DeadlineExceeded) proc.child.signal('SIGKILL');
     throw e;

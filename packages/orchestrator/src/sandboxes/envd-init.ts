@@ -67,10 +67,11 @@ function headersWithin(ms: number): Interceptor {
  */
 const envdAgent = new HttpAgent({ keepAlive: false });
 
-export function envdTransport(address: string, interceptors: Interceptor[] = []): Transport {
+export function envdTransport(address: string, interceptors: Interceptor[] = [], format: 'binary' | 'json' = 'binary'): Transport {
   return createConnectTransport({
     baseUrl: `http://${address}:${ENVD_PORT}`,
     httpVersion: '1.1',
+    useBinaryFormat: format === 'binary',
     nodeOptions: { agent: envdAgent },
     readMaxBytes: ENVD_MESSAGE_MAX_BYTES,
     interceptors: [headersWithin(ENVD_HEADERS_TIMEOUT_MS), ...interceptors],
@@ -79,16 +80,20 @@ export function envdTransport(address: string, interceptors: Interceptor[] = [])
 
 /** What the node always sends (envd takes each field as optional); `timestamp` is RFC 3339, the clock's reference. */
 export type NodeInitBody = Required<Omit<EnvdInitBody, 'accessToken'>> & Pick<EnvdInitBody, 'accessToken'>;
+/** A pooled slot's warm-up: the template's defaults only, no timestamp, so any claim's /init applies after it. */
+export type PoolInitBody = Required<Pick<EnvdInitBody, 'defaultUser' | 'defaultWorkdir'>>;
 
 export interface EnvdInitOptions {
   address: string;
   initToken: string;
-  body: NodeInitBody;
+  body: NodeInitBody | PoolInitBody;
   /** Give up after this long; envd was healthy at boot so this only covers a slow start. */
   timeoutMs?: number;
   log: Logger;
   /** Stops the retries and the request in flight (the claim run beside it failed: the slot is being destroyed). */
   signal?: AbortSignal;
+  /** false: the first failure is the answer (a warm-up: envd has just answered its health check). Default true. */
+  retry?: boolean;
 }
 
 /** Returns envd's version. Retries transient failures (connection refused, 5xx) until the deadline. */
@@ -117,14 +122,14 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
       text = await readCapped(res.body);
     } catch (err) {
       // Too large is a definite answer; anything else (refused, cut off) may pass before the deadline.
-      if (err instanceof EnvdReplyRejected) throw err;
+      if (err instanceof EnvdReplyRejected || opts.retry === false) throw err;
       lastError = err;
     }
     if (status === 204 || status === 200) return (Array.isArray(version) ? version[0] : version) ?? '';
     if (status !== 0) {
       lastError = new Error(`envd /init answered ${status}: ${text.slice(0, 200)}`);
       // A 4xx is a definite answer (bad token, bad body): retrying cannot help.
-      if (status >= 400 && status < 500) throw lastError;
+      if ((status >= 400 && status < 500) || opts.retry === false) throw lastError;
     }
     opts.log.debug({ attempt, err: lastError }, 'envd /init not accepted yet');
     await sleep(Math.min(20 * 2 ** attempt, 250), undefined, opts.signal ? { signal: opts.signal } : {}).catch(() => undefined);

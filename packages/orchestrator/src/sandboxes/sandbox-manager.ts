@@ -23,6 +23,7 @@ import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { bootBuildSlot, type BuildPool } from './build-pool.js';
 import { initEnvd } from './envd-init.js';
+import { BUILTIN_USER, BUILTIN_WORKDIR } from '../code-interpreter.js';
 import type { SandboxRecord } from './sandbox-record.js';
 import type { SandboxStore } from './sandbox-store.js';
 import { withTeam, type ValidSpec } from './validate-spec.js';
@@ -385,7 +386,7 @@ export class SandboxManager {
     // A build's env is the sandbox's default; the Create's own variables win.
     // With rules, runtimes that ignore the system bundle (Node) are pointed at the sandbox's egress CA too.
     const caEnv = spec.egress.rules?.length ? SANDBOX_CA_ENV : {};
-    const init: InitDefaults = { envVars: { ...caEnv, ...build?.env, ...spec.envVars }, user: build?.user ?? 'user', workdir: build?.workdir ?? '/home/user' };
+    const init: InitDefaults = { envVars: { ...caEnv, ...build?.env, ...spec.envVars }, user: build?.user ?? BUILTIN_USER, workdir: build?.workdir ?? BUILTIN_WORKDIR };
     // A warm slot's mounts were made before anyone asked: a sandbox with volumes always boots afresh.
     const takeWarm = (): SlotInfo | undefined =>
       spec.volumes.length > 0 ? undefined : build ? this.userTemplates!.pool.take(spec.buildId, spec.diskMb) : this.pool.take(spec.templateId, spec.diskMb);

@@ -18,6 +18,7 @@ import type { SnapshotFiles } from './snapshot-files.js';
 import { readSnapshotManifest } from './snapshot-manifest.js';
 import { sameClaim, sourceOfIntent, type PausedSandbox, type SnapshotManagerOptions, type SnapshotSource, type StartedSlot } from './snapshot-types.js';
 import { exportUpper } from './snapshot-upload.js';
+import { BUILTIN_USER, BUILTIN_WORKDIR } from '../code-interpreter.js';
 
 export class SnapshotStarts {
   constructor(
@@ -144,7 +145,7 @@ export class SnapshotStarts {
   }
 
   private async defaultsOf(m: { templateId: string; buildId: string }): Promise<InitDefaults> {
-    if (!m.buildId) return { envVars: {}, user: 'user', workdir: '/home/user' };
+    if (!m.buildId) return { envVars: {}, user: BUILTIN_USER, workdir: BUILTIN_WORKDIR };
     const b = await this.o.resolver.manifest(m.templateId, m.buildId);
     return { envVars: {}, user: b.user, workdir: b.workdir };
   }
