@@ -9,7 +9,7 @@ import { createClient, type Client } from '@connectrpc/connect';
 import { Process } from '@cove/contracts/envd/process';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { envdTransport, initEnvd, readCapped } from '../sandboxes/envd-init.js';
+import { asUser, envdTransport, initEnvd, readCapped } from '../sandboxes/envd-init.js';
 import { ENVD_ACCESS_TOKEN_HEADER, ENVD_PORT } from '@cove/contracts/sandbox';
 
 /** What the build engine needs from the sandbox runtime (src/sandbox/runtime.ts). */
@@ -55,10 +55,6 @@ export interface CommandResult {
 }
 
 const TAIL = 2048;
-
-function basicAuth(user: string): string {
-  return `Basic ${Buffer.from(`${user}:`).toString('base64')}`;
-}
 
 /** Splits a byte stream into lines (UTF-8 decoded per line; a partial line waits for its end). */
 class LineSplitter {
@@ -154,7 +150,7 @@ export class BuildSandbox {
     const err = new LineSplitter((l) => (keep(l), o.onLine?.('stderr', l)));
     const stream = this.process.start(
       { process: { cmd: cmd!, args, envs: o.env ?? {}, ...(o.cwd ? { cwd: o.cwd } : {}) }, stdin: false },
-      { headers: { authorization: basicAuth(o.user) }, timeoutMs, signal: o.signal },
+      { headers: asUser(o.user), timeoutMs, signal: o.signal },
     );
     for await (const res of stream) {
       const ev = res.event?.event;
