@@ -102,8 +102,8 @@ describe('observability with the collector: the SDK and CLI read sandbox logs an
     await sbx.commands.run(`sh -c 'exit 3' # ${canary}`).catch(() => undefined);
     const logs = await eventually(async () => {
       const out = await cli('sandbox', 'logs', sbx.sandboxId, '--format', 'json');
-      // The failing command's end, not just any: the sandbox's boot already recorded a `process ended`, and the
-      // canary's start can come in one pull and the end of `exit 3` in the next.
+      // The failing command's end, not just any: the busy loop's ended too, and the canary's start can come in one
+      // pull and the end of `exit 3` in the next.
       return out.includes(canary) && parse(out).some((l) => l['message'] === 'process ended' && String(l['exitCode']) === '3') ? out : undefined;
     }, 30_000, 'the canary command in the sandbox logs');
     const lines = parse(logs);
@@ -127,6 +127,14 @@ describe('observability with the collector: the SDK and CLI read sandbox logs an
       return r.status === 200 && body.logs.some((l) => l.message === 'sandbox killed') ? body : undefined;
     }, 30_000, 'the killed sandbox\'s logs, with its end');
     assert.ok(res.logs.some((l) => JSON.stringify(l).includes(canary)));
+    // The logs begin at the sandbox's creation: nothing its pooled slot did before the claim (envd's start, the
+    // pool's warm-up command, an /init of the pool's) is the sandbox's.
+    const messages = res.logs.map((l) => l.message);
+    assert.ok(!messages.includes('envd started'), JSON.stringify(messages));
+    assert.equal(messages.filter((m) => m === 'envd initialized').length, 1);
+    const starts = res.logs.filter((l) => l.message === 'process started').map((l) => JSON.stringify(l.fields));
+    assert.equal(starts.length, 3, starts.join('\n'));
+    assert.ok(starts.every((f) => f.includes(canary) || f.includes('while :')), `a process this sandbox never ran: ${starts.join('\n')}`);
     // A well-formed id no sandbox ever had.
     const unknownId = `i${randomBytes(10).toString('hex')}`;
     const unknown = await request(`${d.env.E2B_API_URL}/v2/sandboxes/${unknownId}/logs`, { headers: { 'x-api-key': d.env.E2B_API_KEY } });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH, EnvdLogsReply, EnvdLogsWaitReply } from '@cove/contracts/telemetry';
+import { ENVD_INIT_LOG_SEQ_HEADER, ENVD_LOGS_PATH, ENVD_LOGS_WAIT_PATH, EnvdLogsReply, EnvdLogsWaitReply } from '@cove/contracts/telemetry';
 import { CommandExitError, Sandbox } from 'e2b';
 import { LogRing, LOG_RING_MAX_BYTES } from '../src/log-ring.js';
 import { startEnvd, type RunningEnvd } from './envd-process.js';
@@ -94,6 +94,18 @@ describe('GET /cove/logs', () => {
     const body = EnvdLogsReply.parse(await ok.json());
     assert.ok(body.entries.some((e) => e.message === 'envd started'));
     assert.ok(body.entries.some((e) => e.message === 'envd initialized'));
+  });
+
+  test('/init answers where the ring stood before its own record: a new sandbox\'s logs begin after it', async () => {
+    await sbx.commands.run('true pool-canary');
+    const before = EnvdLogsReply.parse(await (await logs('', envd.initToken)).json()).next;
+    const res = await envd.init({ defaultUser: 'root', timestamp: new Date().toISOString() });
+    assert.equal(res.status, 204);
+    const seq = res.headers.get(ENVD_INIT_LOG_SEQ_HEADER);
+    assert.equal(seq, String(before));
+    const r = EnvdLogsReply.parse(await (await logs(`?after=${seq}`, envd.initToken)).json());
+    assert.equal(r.entries[0]?.message, 'envd initialized', JSON.stringify(r.entries));
+    assert.ok(!JSON.stringify(r.entries).includes('pool-canary'), 'what was recorded before the /init is not after its seq');
   });
 
   test('bad cursors and limits are 400', async () => {

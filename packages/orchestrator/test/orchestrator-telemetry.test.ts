@@ -89,7 +89,10 @@ describe('node telemetry', () => {
     assert.equal(ended.attributes.pid, started.attributes.pid);
     assert.equal(ended.severityNumber, SEVERITY_OF_LEVEL.warn);
     assert.ok(logs.some((l) => l.body === 'sandbox created' && l.attributes.source === 'node'), 'the node\'s own lifecycle record');
-    assert.ok(logs.some((l) => l.body === 'envd initialized'), 'envd init recorded');
+    assert.equal(logs.filter((l) => l.body === 'envd initialized').length, 1, 'envd init recorded, once');
+    // The logs begin at the sandbox's /init: envd's start and whatever its slot ran before the claim were not the sandbox's.
+    assert.ok(!logs.some((l) => l.body === 'envd started'), 'envd\'s start, before the claim, is not in the sandbox\'s logs');
+    assert.deepEqual(logs.filter((l) => l.body === 'process started').map((l) => String(l.attributes.args).includes('stdout-canary')), [true]);
     assert.ok(!JSON.stringify(otlp.logs()).includes('stdout-canary-42'), 'a process\'s output is never a log record');
     assert.ok(otlp.posts.every((p) => p.authorization === `Bearer ${COLLECTOR_TOKEN}`));
   });

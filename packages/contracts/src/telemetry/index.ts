@@ -157,3 +157,9 @@ export const EnvdLogsWaitReply = z
   })
   .strict();
 export type EnvdLogsWaitReply = z.infer<typeof EnvdLogsWaitReply>;
+
+/**
+ * On envd's `/init` answer: the ring's last seq before this /init's own record. A new sandbox's logs begin after it,
+ * so what a pooled slot recorded before its claim (envd's start, the warm-up) is the pool's, not the sandbox's.
+ */
+export const ENVD_INIT_LOG_SEQ_HEADER = 'x-cove-log-seq';

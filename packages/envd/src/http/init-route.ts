@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { tokensEqual } from '@cove/auth-tokens';
 import { ENVD_INIT_MAX_BODY_BYTES, ENVD_INIT_TOKEN_HEADER, ENVD_VERSION_HEADER, EnvdInitBody } from '@cove/contracts/sandbox';
+import { ENVD_INIT_LOG_SEQ_HEADER } from '@cove/contracts/telemetry';
 import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';
 import type { LogRing } from '../log-ring.js';
@@ -43,6 +44,8 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, deps
   const body = parsed.data;
   const ts = body.timestamp ? Date.parse(body.timestamp) : NaN;
   const { state } = deps;
+  // Read before this init's record: the node starts a new sandbox's logs after it.
+  const logSeq = deps.ring?.last;
   // An init older than the one applied last is stale (retried request after a newer one).
   if (Number.isNaN(ts) || ts >= state.lastInitAt) {
     if (!Number.isNaN(ts)) state.lastInitAt = ts;
@@ -53,6 +56,6 @@ export async function handleInit(req: IncomingMessage, res: ServerResponse, deps
     if (body.hostname) await writeFile('/proc/sys/kernel/hostname', body.hostname).catch(() => undefined);
     deps.ring?.record('info', 'envd initialized', { defaultUser: state.defaultUser, defaultWorkdir: state.defaultWorkdir, envVarCount: Object.keys(state.envVars).length });
   }
-  res.writeHead(204, { [ENVD_VERSION_HEADER]: ENVD_VERSION, 'cache-control': 'no-store' });
+  res.writeHead(204, { [ENVD_VERSION_HEADER]: ENVD_VERSION, 'cache-control': 'no-store', ...(logSeq !== undefined ? { [ENVD_INIT_LOG_SEQ_HEADER]: String(logSeq) } : {}) });
   res.end();
 }

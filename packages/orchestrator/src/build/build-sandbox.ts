@@ -109,7 +109,7 @@ export class BuildSandbox {
     const sb = new BuildSandbox(runtime, slot.slotId, slot.address, log.child({ slotId: slot.slotId }));
     try {
       await runtime.claim(slot.slotId, { sandboxId: o.name, limits, allowInternetAccess: true });
-      sb.envdVersion = await initEnvd({
+      ({ version: sb.envdVersion } = await initEnvd({
         address: slot.address,
         initToken: slot.initToken,
         body: {
@@ -121,7 +121,7 @@ export class BuildSandbox {
           timestamp: new Date().toISOString(),
         },
         log,
-      });
+      }));
     } catch (err) {
       await runtime.destroy(slot.slotId).catch((e: unknown) => log.error({ err: e }, 'destroying a build sandbox failed'));
       throw err;

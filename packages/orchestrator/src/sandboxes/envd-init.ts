@@ -1,6 +1,6 @@
 // POST /init to a claimed slot's envd (reference e2b-infra.md §5.3): env vars, access token, default user.
 // The slot's init token (X-Cove-Init-Token) proves the caller is the node, so nothing inside the sandbox
-// can re-initialise envd. envd answers 204 with X-Envd-Version.
+// can re-initialise envd. envd answers 204 with X-Envd-Version and where its log ring stood (X-Cove-Log-Seq).
 
 import { Agent as HttpAgent } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,6 +9,7 @@ import { Code, ConnectError, type Interceptor, type Transport } from '@connectrp
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
 import { ENVD_INIT_PATH, ENVD_INIT_TOKEN_HEADER, ENVD_PORT, ENVD_VERSION_HEADER, type EnvdInitBody } from '@cove/contracts/sandbox';
+import { ENVD_INIT_LOG_SEQ_HEADER } from '@cove/contracts/telemetry';
 
 
 // Whatever answers on a sandbox's envd port is the tenant's (root inside can subvert or replace envd), so
@@ -97,8 +98,24 @@ export interface EnvdInitOptions {
   signal?: AbortSignal;
 }
 
-/** Returns envd's version. Retries transient failures (connection refused, 5xx) until the deadline. */
-export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
+/** What envd's /init answered. */
+export interface EnvdInitReply {
+  version: string;
+  /** The last seq of envd's log ring before this /init's record; undefined when envd did not say (or said nonsense). */
+  logSeq: number | undefined;
+}
+
+/**
+ * The seq on /init's answer, taken only as one plain decimal integer that JSON and the cursors file keep exactly;
+ * anything else (the tenant's envd can answer anything) is as if unsaid: the sandbox's logs then begin at envd's start.
+ */
+function logSeqOf(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string' || !/^\d{1,15}$/.test(value)) return undefined;
+  return Number(value);
+}
+
+/** Retries transient failures (connection refused, 5xx) until the deadline. */
+export async function initEnvd(opts: EnvdInitOptions): Promise<EnvdInitReply> {
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   const payload = JSON.stringify(opts.body);
   let lastError: unknown;
@@ -108,6 +125,7 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
     let status = 0;
     let text = '';
     let version: string | string[] | undefined;
+    let logSeq: string | string[] | undefined;
     try {
       const res = await request(`http://${opts.address}:${ENVD_PORT}${ENVD_INIT_PATH}`, {
         method: 'POST',
@@ -120,13 +138,14 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<string> {
       });
       status = res.statusCode;
       version = res.headers[ENVD_VERSION_HEADER];
+      logSeq = res.headers[ENVD_INIT_LOG_SEQ_HEADER];
       text = await readCapped(res.body);
     } catch (err) {
       // Too large is a definite answer; anything else (refused, cut off) may pass before the deadline.
       if (err instanceof EnvdReplyRejected) throw err;
       lastError = err;
     }
-    if (status === 204 || status === 200) return (Array.isArray(version) ? version[0] : version) ?? '';
+    if (status === 204 || status === 200) return { version: (Array.isArray(version) ? version[0] : version) ?? '', logSeq: logSeqOf(logSeq) };
     if (status !== 0) {
       lastError = new Error(`envd /init answered ${status}: ${text.slice(0, 200)}`);
       // A 4xx is a definite answer (bad token, bad body): retrying cannot help.

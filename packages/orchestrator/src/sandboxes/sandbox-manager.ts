@@ -22,7 +22,7 @@ import { SANDBOX_CA_ENV } from '../sandbox/slot-trust-store.js';
 import type { BuildManifest } from '../templates/manifest.js';
 import type { TemplateResolver } from '../templates/resolver.js';
 import { bootBuildSlot, type BuildPool } from './build-pool.js';
-import { initEnvd } from './envd-init.js';
+import { initEnvd, type EnvdInitReply } from './envd-init.js';
 import { BUILTIN_USER, BUILTIN_WORKDIR } from '../code-interpreter.js';
 import type { SandboxRecord } from './sandbox-record.js';
 import type { SandboxStore } from './sandbox-store.js';
@@ -80,6 +80,16 @@ interface Started {
   build?: BuildManifest | undefined;
   warmPoolHit: boolean;
   envdVersion: string;
+  /** Where the sandbox's own logs begin in envd's ring (a new sandbox's; a resume goes on from its pause). */
+  logsAfter?: number | undefined;
+}
+
+/**
+ * A new sandbox's envd: its version, and its logs from its /init on. What the slot's envd recorded before (its start,
+ * the pool's warm-up, a template's start command) was the slot's preparation, not the sandbox's life.
+ */
+function newSandboxEnvd(reply: EnvdInitReply): Pick<Started, 'envdVersion' | 'logsAfter'> {
+  return { envdVersion: reply.version, logsAfter: reply.logSeq };
 }
 
 /** Where sandboxes started from a snapshot get their slot (src/snapshots). */
@@ -220,7 +230,7 @@ export class SandboxManager {
     try {
       const started = spec.snapshotId ? await this.fromSnapshot(spec, log) : await this.fromTemplate(spec, log);
       slot = started.slot;
-      const { init, build, warmPoolHit, envdVersion } = started;
+      const { init, build, warmPoolHit, envdVersion, logsAfter } = started;
       const record: SandboxRecord = {
         version: 1,
         sandboxId,
@@ -242,6 +252,7 @@ export class SandboxManager {
         address: slot.address,
         pid: slot.pid,
         envVars: init.envVars,
+        ...(logsAfter !== undefined ? { logsAfter } : {}),
       };
       // Readable by the next process before the answer; fsynced just after it (SandboxStore.saveVisible).
       await this.store.saveVisible(record);
@@ -394,7 +405,7 @@ export class SandboxManager {
     // Create falls back to a fresh boot once, whether the slot was taken at once or once its turn for a boot came.
     const fromWarm = async (slot: SlotInfo): Promise<Started | undefined> => {
       try {
-        return { slot, init, build, warmPoolHit: true, envdVersion: await this.claimAndInit(slot, spec, log, init) };
+        return { slot, init, build, warmPoolHit: true, ...newSandboxEnvd(await this.claimAndInit(slot, spec, log, init)) };
       } catch (err) {
         log.warn({ err, slotId: slot.slotId }, 'warm slot unusable, booting a fresh one');
         await this.destroySlot(slot, log);
@@ -424,7 +435,7 @@ export class SandboxManager {
       if (lateHit) return lateHit;
     }
     const slot = turn.slot ?? (await this.permits.run('create', bootFresh));
-    return { slot, init, build, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
+    return { slot, init, build, warmPoolHit: false, ...newSandboxEnvd(await this.initOrDestroy(slot, spec, log, init)) };
   }
 
   /** A claimed, initialised slot running a snapshot (a resume, or a new sandbox from a persistent one). */
@@ -432,10 +443,10 @@ export class SandboxManager {
     if (!this.snapshotSlots) throw new TemplateNotFound(`snapshot ${spec.snapshotId}`);
     const { slot, init, resumedInPlace } = await this.snapshotSlots.slotFor(spec, log);
     if (resumedInPlace !== undefined) return { slot, init, warmPoolHit: false, envdVersion: resumedInPlace };
-    return { slot, init, warmPoolHit: false, envdVersion: await this.initOrDestroy(slot, spec, log, init) };
+    return { slot, init, warmPoolHit: false, envdVersion: (await this.initOrDestroy(slot, spec, log, init)).version };
   }
 
-  private async initOrDestroy(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<string> {
+  private async initOrDestroy(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<EnvdInitReply> {
     try {
       return await this.claimAndInit(slot, spec, log, init);
     } catch (err) {
@@ -471,10 +482,10 @@ export class SandboxManager {
   /**
    * Gives a booted slot the sandbox's limits and identity and /inits its envd, both at once (neither needs the
    * other: the claim works on the host side of the slot, /init in envd, and a failure of either destroys the
-   * slot); returns envd's version. Both are settled before anything is thrown, so nothing still runs against a
+   * slot); returns envd's answer. Both are settled before anything is thrown, so nothing still runs against a
    * slot its caller is about to destroy.
    */
-  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<string> {
+  private async claimAndInit(slot: SlotInfo, spec: ValidSpec, log: Logger, init: InitDefaults): Promise<EnvdInitReply> {
     log.debug({ slotId: slot.slotId }, 'claiming slot');
     // A failed claim stops /init's retries at once: a slot that died in the pool refuses connections until the
     // deadline, and the fresh boot that follows must not wait for it.

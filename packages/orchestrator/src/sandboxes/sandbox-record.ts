@@ -31,6 +31,11 @@ export const sandboxRecordSchema = z.object({
   /** What envd was initialised with (a cold resume initialises a new envd with it again). */
   envVars: z.record(z.string()).default({}),
   /**
+   * Where the sandbox's logs begin in envd's ring (the seq envd's /init answered with): entries up to it were the
+   * slot's preparation. Absent on resumes (their pull goes on from the pause) and on records of older versions.
+   */
+  logsAfter: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  /**
    * Set before a pause or snapshot touches the slot (docs/pause-resume.md, "Crash safety"): a restarted node
    * finishes or undoes what this names.
    */

@@ -465,7 +465,8 @@ export class NodeTelemetry {
   private async pull(r: SandboxRecord): Promise<void> {
     let c = this.cursors.get(r.sandboxId);
     if (!c) {
-      c = newCursor(0);
+      // A new sandbox's logs begin at its /init: what its slot's envd recorded before was the pool's preparation.
+      c = newCursor(r.logsAfter ?? 0);
       this.cursors.set(r.sandboxId, c);
     }
     const token = await this.initTokenOf(r.slotId).catch(() => undefined);
