@@ -246,3 +246,35 @@ describe('/init refused when envd has no init token', () => {
     assert.equal(res.status, 403);
   });
 });
+
+describe("a pooled slot's /init, then its claim's", () => {
+  // The node's warm-up /inits a pooled envd with the template's defaults and no timestamp (the orchestrator's
+  // envd-warmup.ts); the claim's /init, timestamped, must then apply in full.
+  let envd: RunningEnvd;
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    envd = await startEnvd();
+    tmp = await tempDir();
+  });
+  after(async () => {
+    await tmp.cleanup();
+    await envd.stop();
+  });
+
+  test("the claim's token, env and workdir hold after an untimestamped /init", async () => {
+    assert.equal((await envd.init({ defaultUser: 'root', defaultWorkdir: tmp.dir })).status, 204);
+    const SandboxCtor = Sandbox as unknown as new (o: Record<string, unknown>) => Sandbox;
+    const pooled = new SandboxCtor({ sandboxId: 'test', envdVersion: ENVD_VERSION, sandboxUrl: envd.url, debug: true });
+    assert.equal((await pooled.commands.run('pwd')).stdout, `${tmp.dir}\n`);
+
+    const claim = await envd.init({ accessToken: TOKEN, envVars: { B: '2' }, defaultUser: 'root', defaultWorkdir: '/', timestamp: new Date().toISOString() });
+    assert.equal(claim.status, 204);
+    assert.equal((await fetch(`${envd.url}/envs`)).status, 401, 'the access token guards envd');
+    const claimed = new SandboxCtor({ sandboxId: 'test', envdVersion: ENVD_VERSION, envdAccessToken: TOKEN, sandboxUrl: envd.url, debug: true });
+    assert.equal((await claimed.commands.run('pwd; echo $B')).stdout, '/\n2\n');
+    // An /init older than the claim's changes nothing.
+    await envd.init({ accessToken: '', defaultWorkdir: tmp.dir, timestamp: new Date(Date.now() - 60_000).toISOString() });
+    assert.equal((await fetch(`${envd.url}/envs`)).status, 401);
+    assert.equal((await claimed.commands.run('pwd')).stdout, '/\n');
+  });
+});

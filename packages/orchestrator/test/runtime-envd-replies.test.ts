@@ -11,7 +11,7 @@ import pino from 'pino';
 import type { LinuxSandboxRuntime } from '../src/sandbox/linux-runtime.js';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { ENVD_HEADERS_TIMEOUT_MS, EnvdReplyRejected, initEnvd } from '../src/sandboxes/envd-init.js';
-import { warmUpEnvd } from '../src/sandboxes/envd-warmup.js';
+import { warmUpCommand } from '../src/sandboxes/envd-warmup.js';
 import { runStartAndReady, TemplateStartFailed } from '../src/sandboxes/template-start.js';
 import type { BuildManifest } from '../src/templates/manifest.js';
 import { healthy, leftovers, makeRuntime, STAND_IN, type TestRuntimeOptions } from './runtime-fixture.js';
@@ -134,7 +134,7 @@ describe('hostile envd replies', { timeout: 300_000 }, () => {
   it('refuses a 1 GiB Connect message from envd (warm-up: ResourceExhausted)', async (t) => {
     await mode('connect-huge');
     const t0 = Date.now();
-    await assert.rejects(warmUpEnvd(fake.address, 'user', 60_000), (err: unknown) => ConnectError.from(err).code === Code.ResourceExhausted);
+    await assert.rejects(warmUpCommand(fake.address, 60_000), (err: unknown) => ConnectError.from(err).code === Code.ResourceExhausted);
     assert.ok(Date.now() - t0 < 5000, `took ${Date.now() - t0} ms`);
     await nodeHealthy('warm-up connect-huge', t);
   });
@@ -142,7 +142,7 @@ describe('hostile envd replies', { timeout: 300_000 }, () => {
   it('times out a Connect call whose headers never finish, even without a call deadline', async (t) => {
     await mode('slowloris');
     const t0 = Date.now();
-    await assert.rejects(warmUpEnvd(fake.address, 'user', 0), (err: unknown) => ConnectError.from(err).code === Code.DeadlineExceeded);
+    await assert.rejects(warmUpCommand(fake.address, 0), (err: unknown) => ConnectError.from(err).code === Code.DeadlineExceeded);
     const took = Date.now() - t0;
     assert.ok(took >= ENVD_HEADERS_TIMEOUT_MS - 100 && took < ENVD_HEADERS_TIMEOUT_MS + 5000, `took ${took} ms`);
     await nodeHealthy('warm-up slowloris', t);

@@ -52,7 +52,8 @@ export async function bootBuildSlot(
     resolved.release();
   }
   try {
-    await warmUpEnvd(slot.address, resolved.manifest.user).catch((err: unknown) => deps.log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
+    const target = { address: slot.address, initToken: slot.initToken, user: resolved.manifest.user, workdir: resolved.manifest.workdir };
+    await warmUpEnvd(target, deps.log).catch((err: unknown) => deps.log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
     await runStartAndReady({ address: slot.address, manifest: resolved.manifest, readyTimeoutMs: deps.readyTimeoutMs, log: deps.log });
     return slot;
   } catch (err) {

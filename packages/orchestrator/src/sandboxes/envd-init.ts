@@ -79,23 +79,27 @@ export function envdTransport(address: string, interceptors: Interceptor[] = [],
   });
 }
 
-/** envd picks the user of a call from Basic authorization (before /init it has no default user of the template's). */
+/** envd picks the user of a call from Basic authorization (no access token exists before /init). */
 export function asUser(user: string): Record<string, string> {
   return { authorization: `Basic ${Buffer.from(`${user}:`).toString('base64')}` };
 }
 
 /** What the node always sends (envd takes each field as optional); `timestamp` is RFC 3339, the clock's reference. */
 export type NodeInitBody = Required<Omit<EnvdInitBody, 'accessToken'>> & Pick<EnvdInitBody, 'accessToken'>;
+/** A pooled slot's warm-up: the template's defaults only, no timestamp, so any claim's /init applies after it. */
+export type PoolInitBody = Required<Pick<EnvdInitBody, 'defaultUser' | 'defaultWorkdir'>>;
 
 export interface EnvdInitOptions {
   address: string;
   initToken: string;
-  body: NodeInitBody;
+  body: NodeInitBody | PoolInitBody;
   /** Give up after this long; envd was healthy at boot so this only covers a slow start. */
   timeoutMs?: number;
   log: Logger;
   /** Stops the retries and the request in flight (the claim run beside it failed: the slot is being destroyed). */
   signal?: AbortSignal;
+  /** false: the first failure is the answer (a warm-up: envd has just answered its health check). Default true. */
+  retry?: boolean;
 }
 
 /** What envd's /init answered. */
@@ -142,14 +146,14 @@ export async function initEnvd(opts: EnvdInitOptions): Promise<EnvdInitReply> {
       text = await readCapped(res.body);
     } catch (err) {
       // Too large is a definite answer; anything else (refused, cut off) may pass before the deadline.
-      if (err instanceof EnvdReplyRejected) throw err;
+      if (err instanceof EnvdReplyRejected || opts.retry === false) throw err;
       lastError = err;
     }
     if (status === 204 || status === 200) return { version: (Array.isArray(version) ? version[0] : version) ?? '', logSeq: logSeqOf(logSeq) };
     if (status !== 0) {
       lastError = new Error(`envd /init answered ${status}: ${text.slice(0, 200)}`);
       // A 4xx is a definite answer (bad token, bad body): retrying cannot help.
-      if (status >= 400 && status < 500) throw lastError;
+      if ((status >= 400 && status < 500) || opts.retry === false) throw lastError;
     }
     opts.log.debug({ attempt, err: lastError }, 'envd /init not accepted yet');
     await sleep(Math.min(20 * 2 ** attempt, 250), undefined, opts.signal ? { signal: opts.signal } : {}).catch(() => undefined);

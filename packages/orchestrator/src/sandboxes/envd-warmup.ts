@@ -3,26 +3,48 @@
 // path (Connect streaming, process spawning, a login shell reading its profile) ran cold in a new node
 // process. Running one throwaway command here moves that cost off the Create path.
 //
-// The command is sent as the SDK sends `commands.run` (JSON, a keepalive interval, a deadline) and runs as the
-// template's user, as a claimed sandbox's commands do: a warm-up in Connect's binary format, as root, left the JSON
-// codec and the user's launch to the claim's first command, ~2 ms more of envd's CPU (docs/performance.md, "The
-// warm-up on the SDK's path"). Before /init envd has no access token and no default user yet, so the user is named;
-// only the node can reach a slot that is not claimed.
+// The warm-up takes the path a claimed sandbox's first requests take, as the SDK makes them: an /init, then
+// `commands.run`'s request (JSON, no user named so envd's default user runs it, a keepalive interval, a
+// deadline). A warm-up in Connect's binary format without an /init left the JSON codec, the default user's launch
+// and /init's own code to the claim: ~2 ms more of envd's CPU on the first command and ~1.8 ms on the claim's
+// /init (docs/performance.md, "The warm-up on the SDK's path"). None of it shows in the sandbox's logs: they begin
+// after the seq envd's answer to the claim's own /init names (docs/observability.md).
 
 import { createClient } from '@connectrpc/connect';
 import { Process } from '@cove/contracts/envd/process';
 import { ENVD_KEEPALIVE_HEADER } from '@cove/contracts/sandbox';
-import { asUser, envdTransport } from './envd-init.js';
+import type { Logger } from 'pino';
+import { envdTransport, initEnvd } from './envd-init.js';
+
+/** The slot to warm, and the template's defaults its claim will /init it with. */
+export interface WarmUpTarget {
+  address: string;
+  initToken: string;
+  user: string;
+  workdir: string;
+}
 
 /** What the SDK sends on every process stream (its `KEEPALIVE_PING_INTERVAL`, seconds). */
 const SDK_KEEPALIVE_SECONDS = '50';
 
-/** Runs `bash -l -c true` as `user` the way the SDK's `commands.run` does, and waits for it to end. */
-export async function warmUpEnvd(address: string, user: string, timeoutMs = 10_000): Promise<void> {
+/**
+ * /inits the slot with its template's default user and workdir, then runs `bash -l -c true` as the SDK would.
+ * The /init carries no timestamp, access token or env: the claim's /init (timestamped) applies in full after it,
+ * and until then only the node can reach the slot.
+ */
+export async function warmUpEnvd(target: WarmUpTarget, log: Logger, timeoutMs = 10_000): Promise<void> {
+  const body = { defaultUser: target.user, defaultWorkdir: target.workdir };
+  // One try: envd answered its health check just now, and a slot that fails here is dealt with at its claim.
+  await initEnvd({ address: target.address, initToken: target.initToken, body, timeoutMs, log, retry: false });
+  await warmUpCommand(target.address, timeoutMs);
+}
+
+/** `commands.run('true')`'s request, drained until the process ends; every reply read within the transport's bounds. */
+export async function warmUpCommand(address: string, timeoutMs = 10_000): Promise<void> {
   const client = createClient(Process, envdTransport(address, [], 'json'));
   const stream = client.start(
     { process: { cmd: '/bin/bash', args: ['-l', '-c', 'true'], envs: {} }, stdin: false },
-    { timeoutMs, headers: { ...asUser(user), [ENVD_KEEPALIVE_HEADER]: SDK_KEEPALIVE_SECONDS } },
+    { timeoutMs, headers: { [ENVD_KEEPALIVE_HEADER]: SDK_KEEPALIVE_SECONDS } },
   );
   for await (const _ of stream) {
     // Drain until the process ends.

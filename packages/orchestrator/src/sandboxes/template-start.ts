@@ -7,7 +7,7 @@ import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { Process } from '@cove/contracts/envd/process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import { BUILTIN_USER, builtinStartOf, type StartSpec } from '../code-interpreter.js';
+import { BUILTIN_USER, BUILTIN_WORKDIR, builtinStartOf, type StartSpec } from '../code-interpreter.js';
 import type { SandboxRuntime, SlotInfo } from '../sandbox/runtime.js';
 import { warmUpEnvd } from './envd-warmup.js';
 import { asUser, envdTransport } from './envd-init.js';
@@ -109,7 +109,10 @@ export async function readyBuiltinSlot(
   const start = builtinStartOf(slot.templateId);
   try {
     // Only for a slot that waits in a pool: a Create that boots its own would pay for it.
-    if (opts.warmUp) await warmUpEnvd(slot.address, BUILTIN_USER).catch((err: unknown) => deps.log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
+    if (opts.warmUp) {
+      const target = { address: slot.address, initToken: slot.initToken, user: BUILTIN_USER, workdir: BUILTIN_WORKDIR };
+      await warmUpEnvd(target, deps.log).catch((err: unknown) => deps.log.debug({ err, slotId: slot.slotId }, 'envd warm-up failed'));
+    }
     if (start) await runStartAndReady({ address: slot.address, manifest: start, readyTimeoutMs: deps.readyTimeoutMs, log: deps.log });
     return slot;
   } catch (err) {
