@@ -83,6 +83,7 @@ describe('envd log reads: idle sandboxes are waited on, a flooding one is read o
   const envds = { quiet: new FakeEnvd('quiet'), flood: new FakeEnvd('flood'), legacy: new FakeEnvd('legacy') };
   let otlp: OtlpStandIn;
   let telemetry: NodeTelemetry;
+  const recordReads = new Map<string, number>();
   // The telemetry keeps its cursors under the node's data dir.
   const dataDir = mkdtempSync(join(tmpdir(), 'cove-log-wait-'));
 
@@ -99,7 +100,13 @@ describe('envd log reads: idle sandboxes are waited on, a flooding one is read o
         nodeToken: 'node-token',
         telemetry: { url: otlp.url, token: undefined, logPullMs: 2000, logWaitMs: 30_000, metricIntervalMs: 300_000, maxQueue: 100_000 },
       },
-      runtime: { listRecords: async () => records.map((r) => ({ slotId: r.slotId, initToken: 'init-token' })) },
+      // Only one slot's record is read at a time (a full list would cost every new sandbox O(slots) file reads).
+      runtime: {
+        record: async (slotId: string) => {
+          recordReads.set(slotId, (recordReads.get(slotId) ?? 0) + 1);
+          return records.some((r) => r.slotId === slotId) ? { slotId, initToken: 'init-token' } : null;
+        },
+      },
       manager: { list: () => records, isDetached: () => false, allocation: () => ({ count: records.length, vcpu: 0, memoryMb: 0, diskMb: 0 }) },
       pool: { stats: () => [] },
       usage: { samples: () => [] },
@@ -135,6 +142,7 @@ describe('envd log reads: idle sandboxes are waited on, a flooding one is read o
     for (let i = 0; i < 3; i++) await telemetry.tick();
     assert.equal(envds.legacy.pulls, legacyBefore + 3, 'an envd without the wait is pulled every round');
     assert.equal(envds.legacy.waits, 1, 'its 404 is remembered');
+    assert.deepEqual([...recordReads.values()], [1, 1, 1], 'each slot\'s init token read once, from its own record');
   });
 
   it('a line written after the idle comes with the next round, beside the flood', async () => {

@@ -623,6 +623,10 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.slots.readAll();
   }
 
+  async record(slotId: string): Promise<SlotRecord | null> {
+    return this.slots.read(slotId);
+  }
+
   private async pidMatches(rec: SlotRecord): Promise<boolean> {
     return rec.pid > 0 && rec.pidStartTime !== null && (await processStartTime(rec.pid)) === rec.pidStartTime;
   }

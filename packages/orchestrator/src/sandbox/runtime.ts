@@ -151,6 +151,8 @@ export interface SandboxRuntime {
   layersInUse(): Promise<Set<string>>;
   /** Every slot record on this node, alive or not (checkpointed slots keep theirs). */
   listRecords(): Promise<SlotRecord[]>;
+  /** One slot's record, alive or not, or null: one file read, where listRecords reads every slot's. */
+  record(slotId: string): Promise<SlotRecord | null>;
   /** One alive slot, or null. */
   slot(slotId: string): Promise<SlotInfo | null>;
   /** Slots that exist on this node right now (after an orchestrator crash: what survived). */

@@ -15,6 +15,8 @@ export class SlotAddresses {
   private state: AllocationState | undefined;
   /** Lines in the log (an estimate after a restart), for its compaction. */
   private logLines = 0;
+  /** Each slot record's address by slot id, as read: a slot keeps its address for its life. */
+  private readonly known = new Map<string, string>();
 
   constructor(
     private readonly subnet: Subnet,
@@ -28,7 +30,7 @@ export class SlotAddresses {
    */
   allocate<T>(persist: (address: string) => Promise<T>): Promise<T> {
     return this.serially(async () => {
-      const used = new Set((await this.slots.readAll()).map((r) => r.address));
+      const used = await this.usedAddresses();
       const st = await this.load();
       const now = Date.now();
       // nextFree skips only releases still waiting; expired ones are dropped when the log is compacted, not here.
@@ -52,6 +54,23 @@ export class SlotAddresses {
       // Not saved is still kept in memory: only a restart would forget it.
       await this.append(releaseLine(address, at)).catch((err: unknown) => this.log.warn({ err, slotId }, 'cannot save a released address'));
     });
+  }
+
+  /**
+   * The addresses of the slot records on disk now. The slot dirs are listed every time (a record that is there
+   * holds its address, whoever wrote or removed it), but only the records not seen before are read: reading every
+   * record made each boot cost O(slots) file reads, inside this one-at-a-time step.
+   */
+  private async usedAddresses(): Promise<Set<string>> {
+    const ids = await this.slots.listIds();
+    const present = new Set(ids);
+    for (const id of this.known.keys()) if (!present.has(id)) this.known.delete(id);
+    for (const id of ids) {
+      if (this.known.has(id)) continue;
+      const rec = await this.slots.read(id);
+      if (rec) this.known.set(id, rec.address);
+    }
+    return new Set(this.known.values());
   }
 
   private serially<T>(step: () => Promise<T>): Promise<T> {

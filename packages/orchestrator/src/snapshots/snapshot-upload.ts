@@ -20,7 +20,7 @@ export async function exportUpper(runtime: SandboxRuntime, files: SnapshotFiles,
 
 /** envd's init secret of a slot, from the runtime's record of it (taken at pause time into the intent). */
 export async function initTokenOf(runtime: SandboxRuntime, slotId: string): Promise<string> {
-  const rec = (await runtime.listRecords()).find((r) => r.slotId === slotId);
+  const rec = await runtime.record(slotId);
   if (!rec) throw new Error(`slot ${slotId} has no record`);
   return rec.initToken;
 }

@@ -400,6 +400,8 @@ export class NodeTelemetry {
   async tick(): Promise<void> {
     const records = this.d.manager.list();
     const live = new Set(records.map((r) => r.sandboxId));
+    const liveSlots = new Set(records.map((r) => r.slotId));
+    for (const slotId of this.initTokens.keys()) if (!liveSlots.has(slotId)) this.initTokens.delete(slotId);
     for (const id of this.cursors.keys()) {
       // A pause or snapshot takes its sandbox off the list before the pause is told (or the sandbox is put back):
       // its cursor stays, or the resume (or the snapshot's source, put back) would pull its ring from the start.
@@ -451,13 +453,12 @@ export class NodeTelemetry {
     })();
   }
 
+  /** The slot's init token: its own record read once (never every slot's: a new sandbox must not cost O(slots)). */
   private async initTokenOf(slotId: string): Promise<string | undefined> {
     let token = this.initTokens.get(slotId);
     if (token === undefined) {
-      const live = new Set(this.d.manager.list().map((r) => r.slotId));
-      this.initTokens.clear();
-      for (const rec of await this.d.runtime.listRecords()) if (live.has(rec.slotId)) this.initTokens.set(rec.slotId, rec.initToken);
-      token = this.initTokens.get(slotId);
+      token = (await this.d.runtime.record(slotId))?.initToken;
+      if (token !== undefined) this.initTokens.set(slotId, token);
     }
     return token;
   }
