@@ -8,7 +8,7 @@ import { access, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createLogger } from '../src/logger.js';
-import { mountsUnder, removeTree, unmountTree } from '../src/sandbox/mount-tree.js';
+import { MountTable, mountsUnder, removeTree, unmountEach, unmountTree } from '../src/sandbox/mount-tree.js';
 import { run } from '../src/sandbox/run-command.js';
 import { loadRecipe } from '../src/sandbox/template-recipe.js';
 import { TemplateStore } from '../src/sandbox/template-store.js';
@@ -114,6 +114,23 @@ describe('template cache clean-up', { skip: process.getuid?.() !== 0 ? 'needs ro
     await bindInto(join(tree, 'a', 'nested'), host);
     await removeTree(tree);
     assert.equal(await exists(tree), false);
+    assert.equal(await exists(join(host, 'keep')), true);
+  });
+
+  it('unmountEach takes out what one read of the table showed, stacked, nested or listed twice, and what came after it', async () => {
+    // A slot's teardown (slot-disk.ts) reads the table once and passes it here, instead of a read per umount.
+    const host = await hostDir('host-each');
+    const tree = join(root, 'each');
+    await bindInto(join(tree, 'a'), host);
+    await run('mount', ['--bind', host, join(tree, 'a')]);
+    await bindInto(join(tree, 'a', 'nested'), host);
+    const table = await MountTable.read();
+    assert.deepEqual(table.under(tree), [join(tree, 'a', 'nested'), join(tree, 'a'), join(tree, 'a')]);
+    assert.equal(table.count(join(tree, 'a')), 2);
+    // Mounted after the table was read: only the check after the first pass can see it.
+    await bindInto(join(tree, 'late'), host);
+    await unmountEach([...table.under(tree), join(tree, 'late'), join(tree, 'a')], table);
+    assert.deepEqual(await mountsUnder(tree), []);
     assert.equal(await exists(join(host, 'keep')), true);
   });
 });

@@ -14,30 +14,61 @@ async function mountInfo(): Promise<string[][]> {
   return info.split('\n').filter(Boolean).map((l) => l.split(' '));
 }
 
-async function mountPoints(): Promise<string[]> {
-  return (await mountInfo()).map((f) => unescape(f[4] ?? '')).filter(Boolean);
+/**
+ * One read of the mount table. The kernel writes /proc/self/mountinfo anew on every read, and it grows with the
+ * node's slots (a few mounts each): a slot's teardown reads it twice this way, where a read per question made it
+ * ~10 reads, each O(every slot's mounts).
+ */
+export class MountTable {
+  private constructor(private readonly entries: { point: string; source: string | undefined }[]) {}
+
+  static async read(): Promise<MountTable> {
+    return new MountTable(
+      (await mountInfo()).map((f) => {
+        // Optional fields end at "-"; then the filesystem type and the source.
+        const dash = f.indexOf('-', 6);
+        return { point: unescape(f[4] ?? ''), source: dash > 0 && f[dash + 2] ? unescape(f[dash + 2]!) : undefined };
+      }).filter((e) => e.point !== ''),
+    );
+  }
+
+  /** The source of what is mounted at `path` (the last mount's where points are stacked). */
+  sourceOf(path: string): string | undefined {
+    return this.sources().get(resolve(path));
+  }
+
+  /** Each mount point's source (e.g. `/dev/loop3`), the last mount's where points are stacked. */
+  sources(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const e of this.entries) if (e.source !== undefined) out.set(e.point, e.source);
+    return out;
+  }
+
+  /** Every mount point strictly under a directory, deepest first. */
+  under(dir: string): string[] {
+    const base = resolve(dir);
+    return this.entries.map((e) => e.point).filter((m) => m.startsWith(`${base}/`)).sort((a, b) => b.length - a.length);
+  }
+
+  /** How many mounts are stacked at `path`. */
+  count(path: string): number {
+    const p = resolve(path);
+    return this.entries.filter((e) => e.point === p).length;
+  }
 }
 
 /** Each mount point's source (e.g. `/dev/loop3`), the last mount's where points are stacked. */
 export async function mountSources(): Promise<Map<string, string>> {
-  const sources = new Map<string, string>();
-  for (const f of await mountInfo()) {
-    // Optional fields end at "-"; then the filesystem type and the source.
-    const dash = f.indexOf('-', 6);
-    if (f[4] && dash > 0 && f[dash + 2]) sources.set(unescape(f[4]), unescape(f[dash + 2]));
-  }
-  return sources;
+  return (await MountTable.read()).sources();
 }
 
 /** Every mount point strictly under a directory, deepest first. */
 export async function mountsUnder(dir: string): Promise<string[]> {
-  const base = resolve(dir);
-  return (await mountPoints()).filter((m) => m.startsWith(`${base}/`)).sort((a, b) => b.length - a.length);
+  return (await MountTable.read()).under(dir);
 }
 
 export async function mountedAt(path: string): Promise<boolean> {
-  const p = resolve(path);
-  return (await mountPoints()).includes(p);
+  return (await MountTable.read()).count(path) > 0;
 }
 
 /**
@@ -49,6 +80,25 @@ export async function unmountAll(path: string): Promise<void> {
     const r = await run(HOST_OP.umount, [path], { allowFailure: true });
     if (r.code !== 0) await run(HOST_OP.umount, [path, 'detach']);
   }
+}
+
+/**
+ * Each of `paths` (in the order given: deepest first) unmounted as often as `table` shows it stacked, then one more
+ * read of the table checks: a point still mounted (an umount that failed, a mount made meanwhile) goes the way of
+ * unmountAll, which reads the table after every umount and throws when even a detach fails.
+ */
+export async function unmountEach(paths: string[], table: MountTable): Promise<void> {
+  const done = new Set<string>();
+  for (const p of paths) {
+    if (done.has(resolve(p))) continue;
+    done.add(resolve(p));
+    for (let n = table.count(p); n > 0; n--) {
+      const r = await run(HOST_OP.umount, [p], { allowFailure: true });
+      if (r.code !== 0) await run(HOST_OP.umount, [p, 'detach'], { allowFailure: true });
+    }
+  }
+  const after = await MountTable.read();
+  for (const p of paths) if (after.count(p) > 0) await unmountAll(p);
 }
 
 /** Everything mounted at or under a directory is unmounted, deepest first. */

@@ -6,7 +6,7 @@
 import { chown, mkdir, open, readFile, statfs } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { extractLayer } from './layer-export.js';
-import { mountSources, mountsUnder, unmountAll } from './mount-tree.js';
+import { MountTable, unmountEach } from './mount-tree.js';
 import { HOST_OP, run } from './run-command.js';
 import { BadLayerStack } from './runtime-errors.js';
 
@@ -95,10 +95,11 @@ export async function createSlotDisk(
  * detached here, and an image not mounted at all (a start that failed midway) is looked up among all loop devices.
  */
 export async function removeSlotDisk(p: SlotDiskPaths): Promise<void> {
-  const device = (await mountSources()).get(p.diskMount);
+  const table = await MountTable.read();
+  const device = table.sourceOf(p.diskMount);
   const loop = device && /^\/dev\/loop\d+$/.test(device) ? device : undefined;
   const autoclears = loop ? (await readFile(`/sys/block/${loop.slice(5)}/loop/autoclear`, 'utf8').catch(() => '0')).trim() === '1' : false;
-  for (const m of [...(await mountsUnder(p.slotDir)), p.rootfs, p.diskMount]) await unmountAll(m);
+  await unmountEach([...table.under(p.slotDir), p.rootfs, p.diskMount], table);
   if (autoclears) return;
   const attached = loop
     ? [loop]
