@@ -49,6 +49,13 @@ describe('template cache clean-up', { skip: process.getuid?.() !== 0 ? 'needs ro
     await run('mount', ['--bind', source, dir]);
   }
 
+  /** `host` bound twice at `<tree>/a` (stacked), and once more at `<tree>/a/nested`. */
+  async function stackedAndNested(tree: string, host: string): Promise<void> {
+    await bindInto(join(tree, 'a'), host);
+    await run('mount', ['--bind', host, join(tree, 'a')]);
+    await bindInto(join(tree, 'a', 'nested'), host);
+  }
+
   it("removes a dead builder's dir and a superseded build without touching what is bound inside them", async () => {
     const recipes = join(root, 'recipes');
     await mkdir(join(recipes, 't'), { recursive: true });
@@ -109,9 +116,7 @@ describe('template cache clean-up', { skip: process.getuid?.() !== 0 ? 'needs ro
   it('removeTree takes out stacked and nested mounts before deleting', async () => {
     const host = await hostDir('host-stacked');
     const tree = join(root, 'tree');
-    await bindInto(join(tree, 'a'), host);
-    await run('mount', ['--bind', host, join(tree, 'a')]);
-    await bindInto(join(tree, 'a', 'nested'), host);
+    await stackedAndNested(tree, host);
     await removeTree(tree);
     assert.equal(await exists(tree), false);
     assert.equal(await exists(join(host, 'keep')), true);
@@ -121,9 +126,7 @@ describe('template cache clean-up', { skip: process.getuid?.() !== 0 ? 'needs ro
     // A slot's teardown (slot-disk.ts) reads the table once and passes it here, instead of a read per umount.
     const host = await hostDir('host-each');
     const tree = join(root, 'each');
-    await bindInto(join(tree, 'a'), host);
-    await run('mount', ['--bind', host, join(tree, 'a')]);
-    await bindInto(join(tree, 'a', 'nested'), host);
+    await stackedAndNested(tree, host);
     const table = await MountTable.read();
     assert.deepEqual(table.under(tree), [join(tree, 'a', 'nested'), join(tree, 'a'), join(tree, 'a')]);
     assert.equal(table.count(join(tree, 'a')), 2);

@@ -103,8 +103,8 @@ export async function unmountEach(paths: string[], table: MountTable): Promise<v
 
 /** Everything mounted at or under a directory is unmounted, deepest first. */
 export async function unmountTree(dir: string): Promise<void> {
-  for (const m of await mountsUnder(dir)) await unmountAll(m);
-  await unmountAll(dir);
+  const table = await MountTable.read();
+  await unmountEach([...table.under(dir), dir], table);
 }
 
 /**
@@ -113,7 +113,8 @@ export async function unmountTree(dir: string): Promise<void> {
  */
 export async function removeTree(dir: string): Promise<void> {
   await unmountTree(dir);
-  const left = await mountsUnder(dir);
-  if (left.length || (await mountedAt(dir))) throw new Error(`still mounted under ${dir}: ${left.join(', ') || dir}`);
+  const after = await MountTable.read();
+  const left = after.under(dir);
+  if (left.length || after.count(dir) > 0) throw new Error(`still mounted under ${dir}: ${left.join(', ') || dir}`);
   await rm(dir, { recursive: true, force: true });
 }
