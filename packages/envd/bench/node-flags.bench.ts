@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Sandbox } from 'e2b';
+import { ENVD_RUNTIME_ENV } from '@cove/contracts/sandbox';
 
 const BUNDLE = fileURLToPath(new URL('../bundle/envd.cjs', import.meta.url));
 /** The orchestrator's envd flags before this change; CURRENT is its ENVD_ARGS (orchestrator sandbox/first-process.ts). */
@@ -34,7 +35,7 @@ interface Envd { proc: ChildProcess; url: string; token: string }
 async function startEnvd(flags: string[], port: number): Promise<Envd> {
   const token = randomBytes(16).toString('hex');
   const proc = spawn(process.execPath, [...flags, BUNDLE], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', UV_THREADPOOL_SIZE: '2', ENVD_PORT: String(port), ENVD_HOST: '127.0.0.1', COVE_ENVD_INIT_TOKEN: token, ENVD_LOG_LEVEL: 'warn' },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...ENVD_RUNTIME_ENV, ENVD_PORT: String(port), ENVD_HOST: '127.0.0.1', COVE_ENVD_INIT_TOKEN: token, ENVD_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;

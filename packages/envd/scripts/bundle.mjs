@@ -98,8 +98,12 @@ execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-static', ...freestan
   stdio: 'inherit',
 });
 
-// The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it.
-await build({ ...common, entryPoints: [join(pkgDir, 'src', 'start.ts')], outfile: join(out, ENVD_START) });
+// The launcher (src/start.ts) on its own: it loads ENVD_ENTRY through V8's code cache, so it must not contain it. Nor
+// any package: every envd start compiles and runs the launcher without a cache, before envd (zod, through a
+// contracts module, cost ~3 ms of CPU a start).
+const launcher = await build({ ...common, entryPoints: [join(pkgDir, 'src', 'start.ts')], outfile: join(out, ENVD_START), metafile: true });
+const launcherPackages = Object.keys(launcher.metafile.inputs).filter((p) => /(^|[\\/])node_modules[\\/]/.test(p));
+if (launcherPackages.length > 0) throw new Error(`envd's launcher must bundle no package, it bundles: ${launcherPackages.join(', ')}`);
 
 /** Copies a package's run-time files only. */
 async function copyAddon(name, files) {

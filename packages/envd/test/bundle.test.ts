@@ -7,7 +7,7 @@ import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Process } from '@cove/contracts/envd/process';
 import { Sandbox } from 'e2b';
-import { ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_START, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
+import { ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_RUNTIME_ENV, ENVD_START, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
 import { startEnvd, tempDir, type RunningEnvd } from './envd-process.js';
 
 const BUNDLE = fileURLToPath(new URL('../bundle', import.meta.url));
@@ -52,7 +52,7 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
     tmp = await tempDir();
     // A copy outside the repository: nothing may resolve from the workspace's node_modules.
     await cp(BUNDLE, `${tmp.dir}/envd`, { recursive: true });
-    envd = await startEnvd({ UV_THREADPOOL_SIZE: '2' }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS });
+    envd = await startEnvd({ ...ENVD_RUNTIME_ENV }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS });
     assert.equal((await envd.init({ defaultUser: 'root' })).status, 204);
     sbx = await Sandbox.create({ debug: true, sandboxUrl: envd.url });
   });
@@ -70,6 +70,18 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
     assert.match(out, /33 100/);
     await sbx.files.write(`${tmp.dir}/m.txt`, 'x', { metadata: { k: 'v' } });
     assert.deepEqual((await sbx.files.getInfo(`${tmp.dir}/m.txt`)).metadata, { k: 'v' });
+  });
+
+  test("a command's environment has none of envd's own (its runtime settings, port and init token)", async () => {
+    const env = (await sbx.commands.run('env')).stdout;
+    for (const k of [...Object.keys(ENVD_RUNTIME_ENV), 'ENVD_PORT', 'COVE_ENVD_INIT_TOKEN']) assert.doesNotMatch(env, new RegExp(`^${k}=`, 'm'), k);
+    assert.match(env, /^HOME=\/root$/m);
+  });
+
+  test('the launcher is its own few lines: every envd start compiles it without a cache, so it bundles no package', async () => {
+    const launcher = await readFile(`${tmp.dir}/envd/${ENVD_START}`, 'utf8');
+    assert.ok(launcher.length < 4096, `${ENVD_START} is ${launcher.length} bytes`);
+    assert.doesNotMatch(launcher, /Zod/);
   });
 
   test('every command starts through envd-exec: its OOM score is raised from its first instruction, pipes and PTY', async () => {

@@ -1,6 +1,6 @@
-// Fixed facts about a sandbox that several components share: one definition each.
-
-import { z } from 'zod';
+// Fixed facts about a sandbox that several components share: one definition each. Plain values only: envd's
+// launcher bundles this module, and every envd start would run what it imports (the schema of `/init`'s body is in
+// ./envd-init.ts).
 
 /** envd's port inside every sandbox (E2B's envd protocol). */
 export const ENVD_PORT = 49983;
@@ -24,6 +24,14 @@ export const ENVD_WRITE_CODE_CACHE_ENV = 'COVE_ENVD_WRITE_CODE_CACHE';
  * per idle envd, for more GC on large output (docs/decisions.md "Density: envd's idle memory").
  */
 export const ENVD_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1', '--max-old-space-size=128', '--v8-pool-size=1', '--optimize-for-size'];
+/**
+ * envd's own environment besides its port and init token (none of it reaches a command: envd builds each command's
+ * environment afresh). Two libuv threads for its file work. One malloc arena: glibc gives each thread that allocates
+ * an arena of its own, and envd's threads barely contend (~0.25 MiB less idle, ~1 MiB less after work). A fixed
+ * mmap threshold: glibc otherwise raises it after the first large free, and the start's large transient blocks then
+ * stay in the heap as holes (~0.2 MiB less idle). Both at the same CPU (docs/performance.md).
+ */
+export const ENVD_RUNTIME_ENV: Readonly<Record<string, string>> = { UV_THREADPOOL_SIZE: '2', MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '131072' };
 
 /** The built-in template `@e2b/code-interpreter`'s `Sandbox.create()` asks for. */
 export const CODE_INTERPRETER_TEMPLATE_ID = 'code-interpreter-v1';
@@ -44,21 +52,6 @@ export const ENVD_INIT_PATH = '/init';
 export const ENVD_INIT_TOKEN_HEADER = 'x-cove-init-token';
 /** The largest `/init` body envd reads (env vars are the bulk). */
 export const ENVD_INIT_MAX_BODY_BYTES = 1024 * 1024;
-/**
- * `POST /init`'s JSON body. Every field is optional to envd (a body applies what it carries) and unknown fields pass,
- * so an older node and a newer envd still agree; `timestamp` (RFC 3339) orders inits, an older one is stale.
- */
-export const EnvdInitBody = z
-  .object({
-    envVars: z.record(z.string(), z.string()).optional(),
-    accessToken: z.string().optional(),
-    defaultUser: z.string().min(1).max(64).optional(),
-    defaultWorkdir: z.string().min(1).max(4096).optional(),
-    hostname: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/).optional(),
-    timestamp: z.string().optional(),
-  })
-  .passthrough();
-export type EnvdInitBody = z.infer<typeof EnvdInitBody>;
 
 /** The volume's quota in bytes on a volume-content request, set by the edge from the control plane's answer. */
 export const VOLUME_QUOTA_HEADER = 'cove-volume-quota';

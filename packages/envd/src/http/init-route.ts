@@ -1,7 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { tokensEqual } from '@cove/auth-tokens';
-import { ENVD_INIT_MAX_BODY_BYTES, ENVD_INIT_TOKEN_HEADER, ENVD_VERSION_HEADER, EnvdInitBody } from '@cove/contracts/sandbox';
+import { ENVD_INIT_MAX_BODY_BYTES, ENVD_INIT_TOKEN_HEADER, ENVD_VERSION_HEADER } from '@cove/contracts/sandbox';
+import { EnvdInitBody } from '@cove/contracts/sandbox/envd-init';
 import { ENVD_INIT_LOG_SEQ_HEADER } from '@cove/contracts/telemetry';
 import { EnvdError } from '../errors.js';
 import type { EnvdState } from '../state.js';

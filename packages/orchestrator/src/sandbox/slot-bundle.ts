@@ -11,7 +11,7 @@ import type { LentBinaries } from './lent-files.js';
 import { buildOciSpec } from './oci-spec.js';
 import type { VolumeBind } from './slot-volumes.js';
 import type { SlotLimits } from './runtime.js';
-import { ENVD_PORT } from '@cove/contracts/sandbox';
+import { ENVD_PORT, ENVD_RUNTIME_ENV } from '@cove/contracts/sandbox';
 
 const CPU_PERIOD_US = 100_000;
 
@@ -80,7 +80,7 @@ export async function writeSlotBundle(i: SlotBundleInput): Promise<{ bundle: str
       PATH: SANDBOX_PATH,
       HOME: '/root',
       ENVD_PORT: String(ENVD_PORT),
-      UV_THREADPOOL_SIZE: '2',
+      ...ENVD_RUNTIME_ENV,
       // An upload bigger than the whole writable disk can never succeed: envd refuses it up front (413).
       ENVD_MAX_UPLOAD_BYTES: String(i.diskMb * 1024 * 1024),
       COVE_ENVD_INIT_TOKEN: i.initToken,

@@ -8,7 +8,8 @@ import { createConnectTransport } from '@connectrpc/connect-node';
 import { Code, ConnectError, type Interceptor, type Transport } from '@connectrpc/connect';
 import { request, type Dispatcher } from 'undici';
 import type { Logger } from 'pino';
-import { ENVD_INIT_PATH, ENVD_INIT_TOKEN_HEADER, ENVD_PORT, ENVD_VERSION_HEADER, type EnvdInitBody } from '@cove/contracts/sandbox';
+import { ENVD_INIT_PATH, ENVD_INIT_TOKEN_HEADER, ENVD_PORT, ENVD_VERSION_HEADER } from '@cove/contracts/sandbox';
+import type { EnvdInitBody } from '@cove/contracts/sandbox/envd-init';
 import { ENVD_INIT_LOG_SEQ_HEADER } from '@cove/contracts/telemetry';
 
 
