@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { eventually } from '@cove/test-support/eventually';
-import { mountSources } from '../src/sandbox/mount-tree.js';
+import { MountTable, mountSources } from '../src/sandbox/mount-tree.js';
 import { HOST_OP, run } from '../src/sandbox/run-command.js';
 
 const attachedTo = (image: string): string => execFileSync('losetup', ['-j', image, '-O', 'NAME', '-n'], { encoding: 'utf8' }).trim();
@@ -45,6 +45,7 @@ describe('host operations of the spawn broker', { skip: process.getuid?.() !== 0
     const dev = (await run(HOST_OP.mountLoop, [img, at])).stdout.trim();
     assert.match(dev, /^\/dev\/loop\d+$/);
     assert.equal((await mountSources()).get(at), dev);
+    assert.equal((await MountTable.read()).sourceOf(at), dev, "the teardown's lookup finds the same device");
     const sys = `/sys/block/${dev.slice(5)}/loop`;
     assert.equal(readFileSync(`${sys}/autoclear`, 'utf8').trim(), '1');
     assert.equal(readFileSync(`${sys}/dio`, 'utf8').trim(), '1');
@@ -52,6 +53,7 @@ describe('host operations of the spawn broker', { skip: process.getuid?.() !== 0
     writeFileSync(join(at, 'f'), 'x');
     await run(HOST_OP.umount, [at]);
     assert.equal((await mountSources()).get(at), undefined);
+    assert.equal((await MountTable.read()).sourceOf(at), undefined);
     assert.equal(attachedTo(img), '', 'nothing left attached to the image');
   });
 

@@ -34,7 +34,10 @@ export class MountTable {
 
   /** The source of what is mounted at `path` (the last mount's where points are stacked). */
   sourceOf(path: string): string | undefined {
-    return this.sources().get(resolve(path));
+    const p = resolve(path);
+    let source: string | undefined;
+    for (const e of this.entries) if (e.point === p && e.source !== undefined) source = e.source;
+    return source;
   }
 
   /** Each mount point's source (e.g. `/dev/loop3`), the last mount's where points are stacked. */
