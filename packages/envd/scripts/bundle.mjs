@@ -1,8 +1,8 @@
 // Builds the self-contained envd directory the orchestrator bind-mounts read-only at
 // /opt/cove/envd: envd.cjs (every JS dependency bundled), its launcher envd-start.cjs, the helper every command
-// starts through (envd-exec, native/envd-exec.c), and the two native addons, which are loaded lazily at run time and
-// so stay outside the bundle. CommonJS, not ESM: Node's ESM loader keeps
-// ~0.45 MiB in every idle envd (docs/decisions.md, envd as CommonJS).
+// starts through (envd-exec, native/envd-exec.c), the one a slot starts envd's node through (envd-boot,
+// native/envd-boot.c), and the two native addons, which are loaded lazily at run time and so stay outside the bundle.
+// CommonJS, not ESM: Node's ESM loader keeps ~0.45 MiB in every idle envd (docs/decisions.md, envd as CommonJS).
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { cp, mkdir, rm, writeFile, readFile, readdir } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ENVD_ENTRY, ENVD_EXEC, ENVD_START } from '@cove/contracts/sandbox';
+import { ENVD_BOOT, ENVD_ENTRY, ENVD_EXEC, ENVD_START } from '@cove/contracts/sandbox';
 
 const pkgDir = dirname(dirname(fileURLToPath(import.meta.url)));
 const out = join(pkgDir, 'dist', 'bundle');
@@ -95,6 +95,18 @@ for (const name of Object.keys(standIns)) {
 // x86-64 without libc, which keeps its cost per command at ~0.05 ms (docs/decisions.md).
 const freestanding = process.arch === 'x64' ? ['-nostdlib', '-ffreestanding', '-fno-builtin', '-fno-stack-protector'] : [];
 execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-static', ...freestanding, '-o', join(out, ENVD_EXEC), join(pkgDir, 'native', 'envd-exec.c')], {
+  stdio: 'inherit',
+});
+
+// The helper a slot starts envd's node through (native/envd-boot.c), with the mmap-hints library (native/mmap-hints.c)
+// built into it: the library is never a file of the bundle (envd-boot.c says why), so it is built beside it.
+const nativeBuild = join(pkgDir, 'dist', 'native-build');
+await mkdir(nativeBuild, { recursive: true });
+// Stripped, in two pages: every envd keeps its own copy in memory.
+execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-s', '-Wl,-z,noseparate-code', '-o', join(nativeBuild, 'mmap-hints.so'), join(pkgDir, 'native', 'mmap-hints.c')], {
+  stdio: 'inherit',
+});
+execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-static', ...freestanding, `-Wa,-I,${nativeBuild}`, '-o', join(out, ENVD_BOOT), join(pkgDir, 'native', 'envd-boot.c')], {
   stdio: 'inherit',
 });
 

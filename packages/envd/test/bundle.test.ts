@@ -7,7 +7,7 @@ import { createClient } from '@connectrpc/connect';
 import { createConnectTransport } from '@connectrpc/connect-node';
 import { Process } from '@cove/contracts/envd/process';
 import { Sandbox } from 'e2b';
-import { ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_RUNTIME_ENV, ENVD_START, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
+import { ENVD_BOOT, ENVD_CODE_CACHE, ENVD_NODE_FLAGS, ENVD_RUNTIME_ENV, ENVD_START, ENVD_WRITE_CODE_CACHE_ENV } from '@cove/contracts/sandbox';
 import { startEnvd, tempDir, type RunningEnvd } from './envd-process.js';
 
 const BUNDLE = fileURLToPath(new URL('../bundle', import.meta.url));
@@ -52,7 +52,8 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
     tmp = await tempDir();
     // A copy outside the repository: nothing may resolve from the workspace's node_modules.
     await cp(BUNDLE, `${tmp.dir}/envd`, { recursive: true });
-    envd = await startEnvd({ ...ENVD_RUNTIME_ENV }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS });
+    // Through envd-boot, as a slot starts it.
+    envd = await startEnvd({ ...ENVD_RUNTIME_ENV }, { entry: `${tmp.dir}/envd/${ENVD_START}`, nodeFlags: FLAGS, wrap: [`${tmp.dir}/envd/${ENVD_BOOT}`] });
     assert.equal((await envd.init({ defaultUser: 'root' })).status, 204);
     sbx = await Sandbox.create({ debug: true, sandboxUrl: envd.url });
   });
@@ -76,6 +77,12 @@ describe('bundle (npm run bundle -w @cove/envd) is self-contained', { skip: buil
     const env = (await sbx.commands.run('env')).stdout;
     for (const k of [...Object.keys(ENVD_RUNTIME_ENV), 'ENVD_PORT', 'COVE_ENVD_INIT_TOKEN']) assert.doesNotMatch(env, new RegExp(`^${k}=`, 'm'), k);
     assert.match(env, /^HOME=\/root$/m);
+  });
+
+  test("envd-boot's library reaches envd's node only: a command has no LD_PRELOAD, no memfd mapped or open", async () => {
+    assert.match(await readFile(`/proc/${envd.proc.pid}/maps`, 'utf8'), /\/memfd:cove-mmap-hints/);
+    const r = await sbx.commands.run('env; cat /proc/$$/maps; ls -l /proc/$$/fd/');
+    assert.doesNotMatch(r.stdout, /LD_PRELOAD|cove-mmap-hints|memfd/);
   });
 
   test('the launcher is its own few lines: every envd start compiles it without a cache, so it bundles no package', async () => {

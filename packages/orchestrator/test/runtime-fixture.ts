@@ -31,14 +31,19 @@ export interface TestRuntimeOptions {
   vethPrefix: string;
   subnet: string;
   pidsLimit?: number;
+  /** The envd bundle its slots run; the package's own build by default. */
+  envdDir?: string;
 }
+
+/** The envd bundle the runtime tests run (packages/envd's build). */
+export const ENVD_BUNDLE_DIR = join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle');
 
 export function makeRuntime(o: TestRuntimeOptions, dataDir = `/var/tmp/cove-runtime-test/${o.instance}`): LinuxSandboxRuntime {
   const rt = new LinuxSandboxRuntime({
     dataDir,
     templatesDir: TEMPLATES_DIR,
     recipesDir: join(PACKAGE_DIR, 'templates'),
-    envdDir: join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle'),
+    envdDir: o.envdDir ?? ENVD_BUNDLE_DIR,
     nodeBinary: process.execPath,
     logger: pino({ level: 'error' }),
     instance: o.instance,

@@ -1,21 +1,25 @@
 // SandboxRuntime.restoreSnapshot: a slot checkpointed by one runtime (its own data dir, cgroup parent, bridge
 // and subnet — another node, as far as the runtime can tell) is rebuilt by a second runtime from the
 // checkpoint's image dir and the exported writable layer: processes, memory, cwd, env, files written and the
-// listening http server are back at the new slot's address; exec and destroy work on it. A corrupt image
-// fails cleanly without leftovers. Skipped only when criu or the envd bundle is missing.
+// listening http server are back at the new slot's address; exec and destroy work on it, though the second runtime
+// has a later build of the envd bundle (a paused envd maps no file of it). A corrupt image fails cleanly without
+// leftovers. Skipped only when criu or the envd bundle is missing.
 
 import assert from 'node:assert/strict';
-import { cp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { SandboxRuntimeError } from '../src/sandbox/runtime-errors.js';
-import { healthy, leftovers, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
+import { ENVD_BOOT, ENVD_ENTRY } from '@cove/contracts/sandbox';
+import { ENVD_BUNDLE_DIR, healthy, leftovers, makeRuntime, waitFor, type TestRuntimeOptions } from './runtime-fixture.js';
 import { checkpointPrereqs, hogScript, readCounter } from './checkpoint-fixture.js';
 
-const A: TestRuntimeOptions = { instance: 'covts1', vethPrefix: 'ts1-', subnet: '10.212.0.0/16' };
-const B: TestRuntimeOptions = { instance: 'covts2', vethPrefix: 'ts2-', subnet: '10.213.0.0/16' };
 const WORK = '/var/tmp/cove-runtime-test/snapshot-transfer';
+/** The second node's envd bundle: a later build, every file of it that a running envd loads changed. */
+const LATER_BUNDLE = join(WORK, 'envd-later');
+const A: TestRuntimeOptions = { instance: 'covts1', vethPrefix: 'ts1-', subnet: '10.212.0.0/16' };
+const B: TestRuntimeOptions = { instance: 'covts2', vethPrefix: 'ts2-', subnet: '10.213.0.0/16', envdDir: LATER_BUNDLE };
 const { skip } = await checkpointPrereqs();
 
 describe('SandboxRuntime.restoreSnapshot on another runtime', { timeout: 240_000, skip }, () => {
@@ -26,9 +30,13 @@ describe('SandboxRuntime.restoreSnapshot on another runtime', { timeout: 240_000
   const limits = { vcpu: 1, memoryMb: 512 };
 
   before(async () => {
-    await Promise.all([rtA.prepare(), rtB.prepare()]);
     await rm(WORK, { recursive: true, force: true });
     await mkdir(WORK, { recursive: true });
+    await cp(ENVD_BUNDLE_DIR, LATER_BUNDLE, { recursive: true });
+    await appendFile(join(LATER_BUNDLE, ENVD_ENTRY), '\n// a later build\n');
+    // Another size: CRIU would refuse a restore that mapped it from the dumping node's build.
+    await appendFile(join(LATER_BUNDLE, ENVD_BOOT), Buffer.alloc(4096));
+    await Promise.all([rtA.prepare(), rtB.prepare()]);
     slot = await rtA.boot({ templateId: 'base', diskMb: 512, limits });
   });
 
@@ -49,6 +57,7 @@ describe('SandboxRuntime.restoreSnapshot on another runtime', { timeout: 240_000
     assert.ok(await waitFor(async () => ((await readCounter(slot.address))?.n ?? 0) > 5, 20_000), 'http server and counter up');
     const before = (await readCounter(slot.address))!;
 
+    const envdA = (await rtA.record(slot.slotId))!.envdDir;
     const images = join(WORK, 'images-a');
     const cpr = await rtA.checkpoint(slot.slotId, images);
     const upper = join(WORK, 'upper.tar');
@@ -75,6 +84,10 @@ describe('SandboxRuntime.restoreSnapshot on another runtime', { timeout: 240_000
     const note = await rtB.exec(restored.slotId, ['cat', '/home/user/work/note']);
     assert.equal(note.stdout.trim(), 'kept', 'a file written before the checkpoint is in the writable layer');
     assert.equal(await rtB.isAlive(restored.slotId), true);
+    const recB = (await rtB.record(restored.slotId))!;
+    assert.notEqual(recB.envdDir, envdA, 'the second runtime mounts its own, later envd install');
+    // envd's memory-saving library came back from the images (a memfd), not from either node's bundle.
+    assert.match(await readFile(`/proc/${recB.pid}/maps`, 'utf8'), /\/memfd:cove-mmap-hints/);
     console.log(`cross-runtime move: checkpoint ${cpr.ms} ms (image ${(cpr.imageBytes / 1048576).toFixed(1)} MiB), restore ${ms} ms`);
   });
 

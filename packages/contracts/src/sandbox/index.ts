@@ -15,6 +15,11 @@ export const ENVD_START = 'envd-start.cjs';
 export const ENVD_CODE_CACHE = 'envd.cjs.cache';
 /** The bundle's native helper every command starts through, so it has its OOM score from its first instruction. */
 export const ENVD_EXEC = 'envd-exec';
+/**
+ * The bundle's native helper a slot starts envd's node through: it preloads, from a sealed memfd, a library that drops
+ * mmap's address hints, so V8's heap pages do not each need page tables of their own (~0.4 MiB per idle envd).
+ */
+export const ENVD_BOOT = 'envd-boot';
 /** Set to '1' for the host's one run of ENVD_START that makes the cache: envd builds itself, never listens. */
 export const ENVD_WRITE_CODE_CACHE_ENV = 'COVE_ENVD_WRITE_CODE_CACHE';
 /**

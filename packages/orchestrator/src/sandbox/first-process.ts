@@ -7,11 +7,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { request } from 'undici';
 import { BootFailed } from './runtime-errors.js';
 import { processStartTime } from './slot-store.js';
-import { ENVD_MOUNT, ENVD_NODE_FLAGS, ENVD_PORT, ENVD_START } from '@cove/contracts/sandbox';
+import { ENVD_BOOT, ENVD_MOUNT, ENVD_NODE_FLAGS, ENVD_PORT, ENVD_START } from '@cove/contracts/sandbox';
 
 
-/** envd run by the host's node binary, through the bundle's launcher (its code cache: envd-install.ts). */
-export const ENVD_ARGS = ['/opt/cove/bin/node', ...ENVD_NODE_FLAGS, `${ENVD_MOUNT}/${ENVD_START}`];
+/**
+ * envd run by the host's node binary, started through the bundle's envd-boot (its memory-saving preload) and the
+ * bundle's launcher (its code cache: envd-install.ts).
+ */
+export const ENVD_ARGS = [`${ENVD_MOUNT}/${ENVD_BOOT}`, '/opt/cove/bin/node', ...ENVD_NODE_FLAGS, `${ENVD_MOUNT}/${ENVD_START}`];
 
 /** The wait's poll interval, while envd is not expected yet and once it is late. */
 const POLL_MS = 25;

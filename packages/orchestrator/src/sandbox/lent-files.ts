@@ -5,7 +5,7 @@
 
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ENVD_ENTRY, ENVD_START } from '@cove/contracts/sandbox';
+import { ENVD_BOOT, ENVD_ENTRY, ENVD_START } from '@cove/contracts/sandbox';
 import type { Logger } from 'pino';
 import { readableCopy } from '../checkpoint/criu.js';
 import { onceUntilFailure } from '../once-until-failure.js';
@@ -45,8 +45,8 @@ export class LentFiles {
 
   /** The envd install new slots mount (made once per bundle content); null without a bundle. */
   readonly envd = onceUntilFailure(async (): Promise<string | null> => {
-    // Both files: slots run the launcher, which loads the bundle.
-    const present = await Promise.all([ENVD_START, ENVD_ENTRY].map((f) => access(join(this.cfg.envdDir, f)))).then(() => true, () => false);
+    // Slots run envd-boot, which runs the launcher, which loads the bundle.
+    const present = await Promise.all([ENVD_BOOT, ENVD_START, ENVD_ENTRY].map((f) => access(join(this.cfg.envdDir, f)))).then(() => true, () => false);
     if (!present) return null;
     return installEnvd(this.cfg.envdDir, this.cfg.dataDir, this.cfg.nodeBinary, (reason) =>
       this.cfg.logger.warn({ reason }, 'envd installed without its code cache; every envd start compiles it'),

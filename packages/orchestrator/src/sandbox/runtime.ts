@@ -35,7 +35,7 @@ export interface BootOptions {
   background?: boolean;
   /**
    * The slot's first service (argv inside the sandbox, run under tini as PID 1). Defaults to envd:
-   * `/opt/cove/bin/node ... /opt/cove/envd/envd-start.cjs`. It must answer HTTP GET /health on port 49983
+   * `/opt/cove/envd/envd-boot /opt/cove/bin/node ... /opt/cove/envd/envd-start.cjs`. It must answer HTTP GET /health on port 49983
    * (any 2xx) for boot to finish. Meant for tests and stand-ins while envd is not built.
    */
   process?: string[];
