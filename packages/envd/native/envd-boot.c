@@ -10,7 +10,9 @@
 // The library only saves memory: if any step before the exec fails, FILE runs without it. If the exec itself fails,
 // this prints why on stderr and exits 127, as the slot would have had it started FILE directly.
 //
-// On x86-64 it needs no libc, like envd-exec. Elsewhere it is built against libc.
+// On x86-64 it needs no libc (nolibc.h).
+
+#include "nolibc.h"
 
 /** envd's environment is the slot spec's (~10 entries); one far larger gets no library rather than a cut one. */
 #define MAX_ENV 256
@@ -26,13 +28,8 @@ __asm__(
 extern const char mmap_hints_start[] __asm__("mmap_hints_start");
 extern const char mmap_hints_end[] __asm__("mmap_hints_end");
 
-#if defined(__x86_64__) && !defined(ENVD_EXEC_LIBC)
-
-#define SYS_write 1
-#define SYS_close 3
+#ifdef COVE_NOLIBC
 #define SYS_fcntl 72
-#define SYS_execve 59
-#define SYS_exit 60
 #define SYS_memfd_create 319
 #define MFD_ALLOW_SEALING 2U
 #define F_ADD_SEALS 1033
@@ -40,53 +37,16 @@ extern const char mmap_hints_end[] __asm__("mmap_hints_end");
 #define F_SEAL_SHRINK 2
 #define F_SEAL_GROW 4
 #define F_SEAL_WRITE 8
-
-static long sys3(long nr, long a, long b, long c) {
-  long ret;
-  __asm__ volatile("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-  return ret;
-}
-
 /** The kernel's -errno on failure, as every call here. */
 static long sys_memfd(const char *name, unsigned flags) { return sys3(SYS_memfd_create, (long)name, flags, 0); }
-static long sys_write(long fd, const char *buf, long len) { return sys3(SYS_write, fd, (long)buf, len); }
 static long sys_seal(long fd, long seals) { return sys3(SYS_fcntl, fd, F_ADD_SEALS, seals); }
-static void sys_close(long fd) { (void)sys3(SYS_close, fd, 0, 0); }
-static long sys_execve(const char *file, char **argv, char **envp) { return sys3(SYS_execve, (long)file, (long)argv, (long)envp); }
-static void __attribute__((noreturn)) sys_exit(int code) {
-  for (;;) (void)sys3(SYS_exit, code, 0, 0);
-}
-
 #else
-
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 static long sys_memfd(const char *name, unsigned flags) {
   int fd = memfd_create(name, flags);
   return fd < 0 ? -errno : fd;
 }
-static long sys_write(long fd, const char *buf, long len) {
-  long n = write((int)fd, buf, (size_t)len);
-  return n < 0 ? -errno : n;
-}
 static long sys_seal(long fd, long seals) { return fcntl((int)fd, F_ADD_SEALS, (int)seals) < 0 ? -errno : 0; }
-static void sys_close(long fd) { (void)close((int)fd); }
-static long sys_execve(const char *file, char **argv, char **envp) { return execve(file, argv, envp) < 0 ? -errno : 0; }
-static void __attribute__((noreturn)) sys_exit(int code) { _exit(code); }
-
 #endif
-
-static long length(const char *s) {
-  long n = 0;
-  while (s[n]) n++;
-  return n;
-}
-
-static void say(const char *s) { (void)sys_write(2, s, length(s)); }
 
 /** The library in a sealed memfd: its descriptor, or -1. */
 static long library_fd(void) {
@@ -109,7 +69,7 @@ static long library_fd(void) {
   return fd;
 }
 
-static void __attribute__((noreturn)) run(long argc, char **argv, char **envp) {
+static void run(long argc, char **argv, char **envp) {
   if (argc < 2) {
     say("usage: envd-boot FILE [ARG]...\n");
     sys_exit(127);
@@ -135,33 +95,6 @@ static void __attribute__((noreturn)) run(long argc, char **argv, char **envp) {
   long err = sys_execve(argv[1], argv + 1, use);
   say("envd-boot: cannot run ");
   say(argv[1]);
-  say(err == -2 ? ": no such file or directory\n" : ": not runnable\n");
+  say(err == -ENOENT ? ": no such file or directory\n" : ": not runnable\n");
   sys_exit(127);
 }
-
-#if defined(__x86_64__) && !defined(ENVD_EXEC_LIBC)
-
-/** The kernel's entry: argc, argv..., NULL, envp... on the stack. */
-__attribute__((used, noreturn)) static void start_c(long *sp) {
-  long argc = sp[0];
-  char **argv = (char **)(sp + 1);
-  run(argc, argv, argv + argc + 1);
-}
-
-__asm__(
-    ".text\n"
-    ".global _start\n"
-    "_start:\n"
-    "  xor %ebp, %ebp\n"
-    "  mov %rsp, %rdi\n"
-    "  and $-16, %rsp\n"
-    "  call start_c\n"
-    "  hlt\n");
-
-#else
-
-extern char **environ;
-
-int main(int argc, char **argv) { run(argc, argv, environ); }
-
-#endif
