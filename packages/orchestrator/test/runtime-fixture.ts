@@ -33,6 +33,8 @@ export interface TestRuntimeOptions {
   pidsLimit?: number;
   /** The envd bundle its slots run; the package's own build by default. */
   envdDir?: string;
+  /** The host node binary it lends; the one running the test by default. */
+  nodeBinary?: string;
 }
 
 /** The envd bundle the runtime tests run (packages/envd's build). */
@@ -44,7 +46,7 @@ export function makeRuntime(o: TestRuntimeOptions, dataDir = `/var/tmp/cove-runt
     templatesDir: TEMPLATES_DIR,
     recipesDir: join(PACKAGE_DIR, 'templates'),
     envdDir: o.envdDir ?? ENVD_BUNDLE_DIR,
-    nodeBinary: process.execPath,
+    nodeBinary: o.nodeBinary ?? process.execPath,
     logger: pino({ level: 'error' }),
     instance: o.instance,
     vethPrefix: o.vethPrefix,

@@ -120,6 +120,8 @@ interface Manifest {
   version: 1;
   createdAt: string;
   externals: ExternalMount[];
+  /** The builds of the lent binaries the tree ran, by name (lent-files.ts); absent in older images. */
+  builds?: Record<string, string>;
 }
 
 const MANIFEST = 'cove-checkpoint.json';
@@ -294,6 +296,8 @@ export async function checkpointSlot(o: {
   rootfs: string;
   spec: Spec;
   net: SlotNet;
+  /** The builds of the lent binaries the tree runs, recorded for the restore. */
+  builds?: Record<string, string>;
 }): Promise<CheckpointResult> {
   const started = Date.now();
   // The restored tasks read some images themselves, as root inside (host uid 100000, not the owner):
@@ -301,7 +305,7 @@ export async function checkpointSlot(o: {
   await mkdir(o.imagesDir, { recursive: false });
   await chmod(o.imagesDir, 0o711);
   const externals = await externalMounts(o.initPid, o.spec);
-  const manifest: Manifest = { version: 1, createdAt: new Date().toISOString(), externals };
+  const manifest: Manifest = { version: 1, createdAt: new Date().toISOString(), externals, ...(o.builds ? { builds: o.builds } : {}) };
   const args = [
     'dump', '-t', String(o.initPid), '-D', o.imagesDir,
     // The restore bind-mounts this path as the tree's root mount (the slot's overlay).
@@ -329,6 +333,21 @@ export async function checkpointSlot(o: {
   if (code !== 0) throw new CheckpointFailed(`criu dump exited ${code}`, await logTail(join(o.imagesDir, 'dump.log')));
   await removeNet(o.net);
   return { ms: Date.now() - started, imageBytes: await dirBytes(o.imagesDir) };
+}
+
+/**
+ * The builds a checkpoint recorded, by name: only string values, for the caller to match against its own keys
+ * (a restore never takes a path from the images). Empty for an image without them or an unreadable manifest, which
+ * the restore itself then refuses.
+ */
+export async function checkpointBuilds(imagesDir: string): Promise<Record<string, string>> {
+  const manifest = (await readFile(join(imagesDir, MANIFEST), 'utf8').then((t) => JSON.parse(t) as unknown, () => null)) as { builds?: unknown } | null;
+  const out: Record<string, string> = {};
+  const builds = manifest?.builds;
+  if (builds && typeof builds === 'object') {
+    for (const [k, v] of Object.entries(builds)) if (typeof v === 'string' && v.length <= 64) out[k] = v;
+  }
+  return out;
 }
 
 /**

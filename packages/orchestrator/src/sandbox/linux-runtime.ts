@@ -233,6 +233,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     }
     const prunedGuests = await this.lent.pruneCodeInterpreter(records.map((r) => r.guestDir));
     if (prunedGuests.length) this.log.info({ pruned: prunedGuests }, 'removed code-interpreter guest installs no slot uses');
+    const prunedBuilds = await this.lent.pruneBuilds(records.map((r) => r.builds));
+    if (prunedBuilds.length) this.log.info({ pruned: prunedBuilds }, 'removed kept node/tini builds no slot runs');
     this.background.start(this.cfg.backgroundTemplates ?? [], new Set(this.cfg.templates ?? ['base']));
   }
 
@@ -388,6 +390,7 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     const dir = this.slots.dirOf(rec.slotId);
     const [binaries, envdDir] = await Promise.all([this.lent.binaries(), this.lent.envd()]);
     rec.envdDir = envdDir;
+    rec.builds = binaries.builds;
     // Lent by what the stack stands on (its bottom layer, the node's own path), not by the template's label:
     // a user template built from code-interpreter-v1, and a snapshot of either, get it too; nothing else does.
     const bottom = (rec.layers ?? rec.lowerdir.split(':')).at(-1) ?? '';
@@ -567,7 +570,8 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     if (!criu) throw new CheckpointError('-', 'criu is not installed (scripts/install-criu.sh)');
     const restore = async (rec: SlotRecord, cgroups: Cgroups, log: Logger): Promise<void> => {
       const { dir, rootfs, bundle, spec } = await this.prepareSlot(rec, opts, cgroups);
-      const sources = await this.checkpoints.restoreSources(spec);
+      const { sources, builds } = await this.checkpoints.restoreSources(spec, opts.imageDir);
+      rec.builds = builds;
       const { initPid } = await restoreSlot({
         criu,
         imagesDir: opts.imageDir,

@@ -7,12 +7,12 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Cgroups } from './cgroups.js';
 import type { CrunCli } from './crun-cli.js';
-import { checkpointSlot, findCriu, restoreSlot, type RestoreResult, type SlotNet } from '../checkpoint/criu.js';
+import { checkpointBuilds, checkpointSlot, findCriu, restoreSlot, type RestoreResult, type SlotNet } from '../checkpoint/criu.js';
 import { lazyRestoreSupported, type LazyOutcome } from '../checkpoint/lazy-pages.js';
 import { waitHealthy } from './first-process.js';
 import { applySandboxBudgets } from './kernel-budgets.js';
 import { LazyPagesRegistry } from './lazy-pages-registry.js';
-import type { LentFiles } from './lent-files.js';
+import type { LentBuilds, LentFiles } from './lent-files.js';
 import { CheckpointError } from './runtime-errors.js';
 import { settleAll } from './settle-all.js';
 import { slotDiskPaths } from './slot-disk.js';
@@ -59,7 +59,7 @@ export class SlotCheckpoints {
     const spec = JSON.parse(await readFile(join(dir, 'bundle', 'config.json'), 'utf8')) as Record<string, unknown>;
     let result;
     try {
-      result = await checkpointSlot({ criu, initPid, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, spec, net: this.slotNet(rec) });
+      result = await checkpointSlot({ criu, initPid, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, spec, net: this.slotNet(rec), ...(rec.builds ? { builds: { ...rec.builds } } : {}) });
     } catch (err) {
       throw new CheckpointError(slotId, `checkpoint failed: ${(err as Error).message}`, { cause: err });
     }
@@ -93,8 +93,8 @@ export class SlotCheckpoints {
     if (!criu) throw new CheckpointError(slotId, 'criu is not installed (scripts/install-criu.sh)');
     const dir = this.d.slots.dirOf(slotId);
     // Independent reads, together: the spec's binds, the lent binaries' copies, the lazy probe (cached) and the cgroups.
-    const [sources, lazy] = await Promise.all([
-      readFile(join(dir, 'bundle', 'config.json'), 'utf8').then((text) => this.restoreSources(JSON.parse(text) as Record<string, unknown>)),
+    const [{ sources, builds }, lazy] = await Promise.all([
+      readFile(join(dir, 'bundle', 'config.json'), 'utf8').then((text) => this.restoreSources(JSON.parse(text) as Record<string, unknown>, imageDir)),
       lazyRestoreSupported(criu).then(async (yes) => (yes ? { cgroupProcs: await cgroups.procsFiles(slotId) } : undefined)),
     ]);
     const opts = { criu, imagesDir: imageDir, rootfs: slotDiskPaths(dir).rootfs, net: this.slotNet(rec), sources, workDir: dir };
@@ -121,6 +121,7 @@ export class SlotCheckpoints {
       rec.pid = await envdOf(initPid, slotId);
       rec.pidStartTime = await processStartTime(rec.pid);
       rec.checkpointDir = null;
+      rec.builds = builds;
       // The rest is independent and runs together; every part is settled before the resume answers or fails.
       await settleAll([
         // As in a restore from a snapshot; the sandbox runs on without them rather than be lost (the host totals
@@ -165,14 +166,16 @@ export class SlotCheckpoints {
 
   /**
    * Host sources of a restore's bind mounts: this node's own (the slot's spec, written by this node; readable
-   * copies of the lent binaries), never the dumping node's or the image's (criu.ts, externalArgs).
+   * copies of the lent binaries, of the builds the images recorded when this node keeps them), never the dumping
+   * node's or the image's (criu.ts, externalArgs); and the builds the restored tree will run.
    */
-  async restoreSources(spec: Record<string, unknown>): Promise<Record<string, string>> {
+  async restoreSources(spec: Record<string, unknown>, imageDir: string): Promise<{ sources: Record<string, string>; builds: LentBuilds }> {
     const sources: Record<string, string> = {};
     for (const m of spec['mounts'] as Array<{ type: string; destination: string; source: string }>) {
       if (m.type === 'bind') sources[m.destination] = m.source;
     }
-    return { ...sources, ...(await this.d.lent.restoreBinaries()) };
+    const lent = await this.d.lent.restoreBinaries(await checkpointBuilds(imageDir));
+    return { sources: { ...sources, ...lent.sources }, builds: lent.builds };
   }
 
   /** The slot's network as CRIU re-creates it around a restored tree. */

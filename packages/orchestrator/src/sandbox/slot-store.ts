@@ -8,6 +8,7 @@ import { appendFile, chmod, mkdir, readdir, readFile, rename, writeFile } from '
 import { join } from 'node:path';
 import type { SlotInfo, SlotLimits } from './runtime.js';
 import type { EgressRules } from './slot-egress.js';
+import type { LentBuilds } from './lent-files.js';
 
 export type SlotState = 'booting' | 'pooled' | 'claimed';
 
@@ -31,6 +32,8 @@ export interface SlotRecord extends SlotInfo {
   envdDir?: string | null;
   /** The code-interpreter guest install the slot bind-mounts (lent-files.ts); null/absent when none. */
   guestDir?: string | null;
+  /** The builds of node and tini the slot's tree runs (lent-files.ts); absent in records of older versions. */
+  builds?: LentBuilds;
 }
 
 /** Beside the slot dirs; not a slot id (listIds takes `[a-z0-9]+` names only). */
