@@ -40,13 +40,6 @@ export class MountTable {
     return source;
   }
 
-  /** Each mount point's source (e.g. `/dev/loop3`), the last mount's where points are stacked. */
-  sources(): Map<string, string> {
-    const out = new Map<string, string>();
-    for (const e of this.entries) if (e.source !== undefined) out.set(e.point, e.source);
-    return out;
-  }
-
   /** Every mount point strictly under a directory, deepest first. */
   under(dir: string): string[] {
     const base = resolve(dir);
@@ -58,11 +51,6 @@ export class MountTable {
     const p = resolve(path);
     return this.entries.filter((e) => e.point === p).length;
   }
-}
-
-/** Each mount point's source (e.g. `/dev/loop3`), the last mount's where points are stacked. */
-export async function mountSources(): Promise<Map<string, string>> {
-  return (await MountTable.read()).sources();
 }
 
 /** Every mount point strictly under a directory, deepest first. */
