@@ -3,9 +3,9 @@
 // build; and to slots stacked on the code-interpreter-v1 rootfs only, the immutable install of its guest dir. Each is
 // made once per runtime and kept under the node's data dir.
 
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { access, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { access, chmod, mkdir, readFile, readdir, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ENVD_BOOT, ENVD_ENTRY, ENVD_START } from '@cove/contracts/sandbox';
 import type { Logger } from 'pino';
@@ -40,7 +40,22 @@ export interface LentBuilds {
   init: string;
 }
 
+/** Which lent binary: node (envd runs on it) or init (tini, the slot's PID 1). */
+export type BuildKind = keyof LentBuilds;
+
+/** A build this node keeps: its readable copy and what cluster storage names it by. */
+export interface KeptBuild {
+  file: string;
+  sha256: string;
+  size: number;
+}
+
 const BUILD_KEY = /^[0-9a-f]{16}$/;
+const SHA256 = /^[0-9a-f]{64}$/;
+/** The readable copy's file name in a build's dir (the mount destination's basename). */
+const FILE_OF: Record<BuildKind, string> = { node: 'node', init: 'tini' };
+/** A build's key: the first 16 hex digits of its sha256. */
+export const buildKeyOf = (sha256: string): string => sha256.slice(0, 16);
 /** Builds kept besides the current ones and those a slot on the node runs: snapshots may still need them. */
 const OLDER_BUILDS_KEPT = 2;
 
@@ -62,11 +77,57 @@ export class LentFiles {
     return { node, init, builds: { node: nodeBuild, init: initBuild } };
   });
 
-  /** The build's readable copy under `<dataDir>/bin-restore/<key>/`, made once per build; its key. */
+  /** The build's readable copy under `<dataDir>/bin-restore/<key>/` and its digest beside it, made once per build; its key. */
   private async keepBuild(execOnly: string): Promise<string> {
-    const key = await buildKeyOf(execOnly);
-    await readableCopy(execOnly, join(this.buildsRoot(), key));
-    return key;
+    const sha256 = await digestOf(execOnly);
+    const dir = join(this.buildsRoot(), buildKeyOf(sha256));
+    const copy = await readableCopy(execOnly, dir);
+    if ((await readFile(`${copy}.sha256`, 'utf8').catch(() => '')).trim() !== sha256) await writeAtomically(`${copy}.sha256`, `${sha256}\n`);
+    return buildKeyOf(sha256);
+  }
+
+  /**
+   * The build `key` of `kind` as this node keeps it, or null. Its digest is the one written when it was kept (from
+   * the bytes it was copied or verified from); a copy kept before digests were written is hashed once.
+   */
+  async kept(kind: BuildKind, key: string): Promise<KeptBuild | null> {
+    if (!BUILD_KEY.test(key)) return null;
+    const file = join(this.buildsRoot(), key, FILE_OF[kind]);
+    const st = await stat(file).catch(() => null);
+    if (!st?.isFile()) return null;
+    let sha256 = (await readFile(`${file}.sha256`, 'utf8').catch(() => '')).trim();
+    if (!SHA256.test(sha256) || buildKeyOf(sha256) !== key) {
+      sha256 = await hashFile(file);
+      if (buildKeyOf(sha256) !== key) return null;
+      await writeAtomically(`${file}.sha256`, `${sha256}\n`);
+    }
+    return { file, sha256, size: st.size };
+  }
+
+  /**
+   * Keeps a build that came from elsewhere (cluster storage), for restores of checkpoints that ran it: `write(dest)`
+   * must leave at `dest` exactly the bytes whose sha256 is `sha256` (a verified download). Published by rename, so a
+   * restore sees the whole copy or none.
+   */
+  async adopt(kind: BuildKind, sha256: string, write: (dest: string) => Promise<void>): Promise<KeptBuild> {
+    if (!SHA256.test(sha256)) throw new Error(`not a sha256: ${sha256.slice(0, 80)}`);
+    const dir = join(this.buildsRoot(), buildKeyOf(sha256));
+    const file = join(dir, FILE_OF[kind]);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.fetch`;
+    try {
+      await write(tmp);
+      await chmod(tmp, 0o755);
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      // Nothing of a failed fetch stays: the dir goes unless it holds something else.
+      await rmdir(dir).catch(() => undefined);
+      throw err;
+    }
+    // After the copy: a crash between the two leaves a copy kept() hashes once.
+    await writeAtomically(`${file}.sha256`, `${sha256}\n`);
+    return { file, sha256, size: (await stat(file)).size };
   }
 
   private buildsRoot(): string {
@@ -102,11 +163,11 @@ export class LentFiles {
    */
   async restoreBinaries(wanted: Partial<LentBuilds> = {}): Promise<{ sources: Record<string, string>; builds: LentBuilds }> {
     const current = (await this.binaries()).builds;
-    const pick = async (name: string, want: string | undefined, cur: string): Promise<string> =>
-      want !== undefined && BUILD_KEY.test(want) && (await access(join(this.buildsRoot(), want, name)).then(() => true, () => false)) ? want : cur;
-    const [node, init] = await Promise.all([pick('node', wanted.node, current.node), pick('tini', wanted.init, current.init)]);
+    const pick = async (kind: BuildKind, want: string | undefined, cur: string): Promise<string> =>
+      want !== undefined && BUILD_KEY.test(want) && (await access(join(this.buildsRoot(), want, FILE_OF[kind])).then(() => true, () => false)) ? want : cur;
+    const [node, init] = await Promise.all([pick('node', wanted.node, current.node), pick('init', wanted.init, current.init)]);
     return {
-      sources: { '/opt/cove/bin/node': join(this.buildsRoot(), node, 'node'), '/opt/cove/bin/tini': join(this.buildsRoot(), init, 'tini') },
+      sources: { '/opt/cove/bin/node': join(this.buildsRoot(), node, FILE_OF.node), '/opt/cove/bin/tini': join(this.buildsRoot(), init, FILE_OF.init) },
       builds: { node, init },
     };
   }
@@ -153,21 +214,30 @@ export class LentFiles {
 }
 
 /**
- * The build key of one of our exec-only copies: the first 16 hex digits of its sha256, hashed once per copy and kept
- * beside it (`<name>.build`) with the copy's size, mtime and inode, so a runtime start does not hash ~100 MB of node
- * again (~0.3 s of CPU). ensureExecOnlyCopy replaces a copy by rename, so a new copy has a new inode.
+ * The sha256 of one of our exec-only copies, hashed once per copy and kept beside it (`<name>.build`) with the
+ * copy's size, mtime and inode, so a runtime start does not hash ~100 MB of node again (~0.3 s of CPU).
+ * ensureExecOnlyCopy replaces a copy by rename, so a new copy has a new inode.
  */
-async function buildKeyOf(execOnly: string): Promise<string> {
+async function digestOf(execOnly: string): Promise<string> {
   const st = await stat(execOnly);
   const id = `${st.size}:${st.mtimeMs}:${st.ino}`;
   const sidecar = `${execOnly}.build`;
-  const [savedId, savedKey] = (await readFile(sidecar, 'utf8').catch(() => '')).trim().split(' ');
-  if (savedId === id && savedKey !== undefined && BUILD_KEY.test(savedKey)) return savedKey;
+  const [savedId, saved] = (await readFile(sidecar, 'utf8').catch(() => '')).trim().split(' ');
+  // A sidecar of the version before holds only the key: hashed again once.
+  if (savedId === id && saved !== undefined && SHA256.test(saved)) return saved;
+  const sha256 = await hashFile(execOnly);
+  await writeAtomically(sidecar, `${id} ${sha256}\n`);
+  return sha256;
+}
+
+async function hashFile(file: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(execOnly)) hash.update(chunk as Buffer);
-  const key = hash.digest('hex').slice(0, 16);
-  const tmp = `${sidecar}.${process.pid}.tmp`;
-  await writeFile(tmp, `${id} ${key}\n`, { mode: 0o600 });
-  await rename(tmp, sidecar);
-  return key;
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function writeAtomically(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await writeFile(tmp, text, { mode: 0o600 });
+  await rename(tmp, file);
 }

@@ -22,12 +22,12 @@ import { applySandboxBudgets } from './kernel-budgets.js';
 import { writeSlotEtcFiles } from './slot-etc-files.js';
 import { setUtsHostname, TenantFsError } from './tenant-fs.js';
 import { BadLayerStack, BootFailed, CheckpointError, SlotNotFound, TemplateMissing, VolumesUnavailable } from './runtime-errors.js';
-import { findCriu, restoreSlot } from '../checkpoint/criu.js';
+import { checkpointBuilds, findCriu, restoreSlot } from '../checkpoint/criu.js';
 import type { LazyOutcome } from '../checkpoint/lazy-pages.js';
 import { BackgroundBuilds } from './background-builds.js';
 import { SlotCheckpoints, type RestoreInPlace } from './slot-checkpoint.js';
 import { exportLayer } from './layer-export.js';
-import { LentFiles } from './lent-files.js';
+import { buildKeyOf, LentFiles, type BuildKind, type KeptBuild } from './lent-files.js';
 import { cgroupLimitsOf, writeSlotBundle } from './slot-bundle.js';
 import { childOf, envdOf, killSlotProcesses, setOomFloor } from './slot-processes.js';
 import type { BootOptions, ClaimOptions, RestoreSnapshotOptions, SandboxRuntime, SlotInfo, SlotLimits, SlotNetwork, TemplateStatus } from './runtime.js';
@@ -594,6 +594,22 @@ export class LinuxSandboxRuntime implements SandboxRuntime {
     return this.startSlot(opts, opts.initToken, 'restore from a snapshot', restore, (slotId, err) =>
       err instanceof CheckpointError ? err : new CheckpointError(slotId, `restore failed: ${(err as Error).message}`, { cause: err }),
     );
+  }
+
+  async checkpointBuildFiles(imageDir: string): Promise<Record<BuildKind, KeptBuild | null>> {
+    // The images are this node's own dump here; a key still only selects among this node's copies.
+    const ran = await checkpointBuilds(imageDir);
+    const [node, init] = await Promise.all([ran['node'] ? this.lent.kept('node', ran['node']) : null, ran['init'] ? this.lent.kept('init', ran['init']) : null]);
+    return { node, init };
+  }
+
+  async keptBuild(kind: BuildKind, sha256: string): Promise<KeptBuild | null> {
+    const kept = await this.lent.kept(kind, buildKeyOf(sha256));
+    return kept?.sha256 === sha256 ? kept : null;
+  }
+
+  adoptBuild(kind: BuildKind, sha256: string, write: (dest: string) => Promise<void>): Promise<KeptBuild> {
+    return this.lent.adopt(kind, sha256, write);
   }
 
   async exportUpper(slotId: string, destFile: string): Promise<{ bytes: number; sha256: string }> {

@@ -3,6 +3,7 @@
 // network). The service layer only ever talks to a sandbox through this.
 
 import type { EgressRules } from './slot-egress.js';
+import type { BuildKind, KeptBuild } from './lent-files.js';
 import type { SlotRecord } from './slot-store.js';
 import type { VolumeMountSpec } from './slot-volumes.js';
 
@@ -147,6 +148,18 @@ export interface SandboxRuntime {
    * a pooled slot (claim it next). Throws CheckpointError when the restore fails (nothing is left behind).
    */
   restoreSnapshot(opts: RestoreSnapshotOptions): Promise<SlotInfo>;
+  /**
+   * The node and tini builds the checkpoint in `imageDir` (this node's dump) runs, as this node keeps them: a memory
+   * snapshot carries them to cluster storage, so a node that never ran them can restore it. Null for one it does not keep.
+   */
+  checkpointBuildFiles(imageDir: string): Promise<Record<BuildKind, KeptBuild | null>>;
+  /** The build of `kind` whose content's sha256 is `sha256`, when this node keeps it (a restore can map it); else null. */
+  keptBuild(kind: BuildKind, sha256: string): Promise<KeptBuild | null>;
+  /**
+   * Keeps a build fetched from elsewhere for the restores that need it: `write(dest)` must leave at `dest` exactly
+   * the bytes whose sha256 is `sha256` (a verified download).
+   */
+  adoptBuild(kind: BuildKind, sha256: string, write: (dest: string) => Promise<void>): Promise<KeptBuild>;
   /** Every layer dir a slot on this node stacks (from the slot records, so it survives restarts). */
   layersInUse(): Promise<Set<string>>;
   /** Every slot record on this node, alive or not (checkpointed slots keep theirs). */

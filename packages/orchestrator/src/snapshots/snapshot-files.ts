@@ -5,6 +5,7 @@ import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BlobStore } from '@cove/storage';
 import { fetchTarToDir, fetchToFile } from './snapshot-artifacts.js';
+import type { SnapshotBuilds } from './snapshot-builds.js';
 import type { SnapshotManifest } from './snapshot-manifest.js';
 import { exists } from './snapshot-types.js';
 
@@ -17,6 +18,8 @@ export class SnapshotFiles {
   constructor(
     private readonly dataDir: string,
     private readonly blobs: BlobStore,
+    /** The node and tini builds memory snapshots run, to and from cluster storage. */
+    readonly builds: SnapshotBuilds,
   ) {}
 
   get root(): string {
@@ -85,18 +88,23 @@ export class SnapshotFiles {
     if (!(await exists(upper))) {
       await fetchToFile(this.blobs, m.upper, upper, m.snapshotId);
     }
+    if (cold || !m.memory) return;
+    // The builds every time: a local copy of the images outlives a build this node pruned since.
+    await Promise.all([this.builds.fetch(m), this.fetchImages(m, m.memory)]);
+  }
+
+  private async fetchImages(m: SnapshotManifest, memory: NonNullable<SnapshotManifest['memory']>): Promise<void> {
     const images = this.imagesOf(m.snapshotId);
-    if (!cold && m.memory && !(await exists(join(images, 'cove-checkpoint.json')))) {
-      const part = `${images}.part`;
+    if (await exists(join(images, 'cove-checkpoint.json'))) return;
+    const part = `${images}.part`;
+    await rm(part, { recursive: true, force: true });
+    try {
+      await fetchTarToDir(this.blobs, memory, part, join(this.dirOf(m.snapshotId), 'images.tar.part'), m.snapshotId);
+    } catch (err) {
       await rm(part, { recursive: true, force: true });
-      try {
-        await fetchTarToDir(this.blobs, m.memory, part, join(dir, 'images.tar.part'), m.snapshotId);
-      } catch (err) {
-        await rm(part, { recursive: true, force: true });
-        throw err;
-      }
-      await rm(images, { recursive: true, force: true });
-      await rename(part, images);
+      throw err;
     }
+    await rm(images, { recursive: true, force: true });
+    await rename(part, images);
   }
 }

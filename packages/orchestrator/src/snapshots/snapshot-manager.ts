@@ -19,6 +19,7 @@ import { CommitJobs } from './commit-jobs.js';
 import { DeferredCommits } from './deferred-commits.js';
 import { Pauser } from './pause.js';
 import { PausedSlots } from './paused-slots.js';
+import { SnapshotBuilds } from './snapshot-builds.js';
 import { SnapshotFiles } from './snapshot-files.js';
 import { deleteUnreferenced } from './snapshot-gc.js';
 import { readSnapshotManifest, SNAPSHOT_ID_RE, snapshotManifestKey } from './snapshot-manifest.js';
@@ -39,7 +40,7 @@ export class SnapshotManager implements SnapshotSlots {
   private readonly sweeper: SnapshotSweeper;
 
   constructor(private readonly o: SnapshotManagerOptions) {
-    this.files = new SnapshotFiles(o.dataDir, o.blobs);
+    this.files = new SnapshotFiles(o.dataDir, o.blobs, new SnapshotBuilds(o.blobs, o.runtime, o.log));
     this.paused = new PausedSlots({ runtime: o.runtime, max: o.maxPausedSlots, uncommitted: (id) => this.jobs.has(id), log: o.log });
     this.jobs = new CommitJobs(o, this.files, this.paused);
     this.deferred = new DeferredCommits(o, this.files);
@@ -105,7 +106,7 @@ export class SnapshotManager implements SnapshotSlots {
         return undefined;
       });
       await this.o.blobs.delete(snapshotManifestKey(id));
-      if (m) await deleteUnreferenced(this.o.blobs, artifactsOf(m), this.o.log);
+      if (m) await deleteUnreferenced(this.o.blobs, this.files.builds.deletable(artifactsOf(m)), this.o.log);
       await this.dropLocal(id);
       this.o.log.info({ snapshotId: id }, 'snapshot deleted');
     }

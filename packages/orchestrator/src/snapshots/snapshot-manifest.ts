@@ -34,6 +34,11 @@ export const snapshotManifestSchema = z.object({
   upper: artifact,
   /** The CRIU image dir as a tar; null for a filesystem-only snapshot. */
   memory: artifact.nullable(),
+  /**
+   * The node and tini builds the memory image runs (CRIU maps a restored executable only from the same bytes), stored
+   * as artifacts so that a node that never ran them can restore it; absent without memory and in older manifests.
+   */
+  builds: z.object({ node: artifact, init: artifact }).optional(),
   /** The dumped envd's init secret (in the restored process's environment); '' without memory. */
   initToken: z.string(),
   envdVersion: z.string(),

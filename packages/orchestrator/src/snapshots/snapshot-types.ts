@@ -77,7 +77,12 @@ export const summaryOf = (m: SnapshotManifest): SnapshotSummary => ({
   createdAt: m.createdAt,
 });
 
-export const artifactsOf = (m: SnapshotManifest): string[] => [m.upper.sha256, ...(m.memory ? [m.memory.sha256] : [])];
+/** Every artifact the manifest names: a snapshot's own, and the builds it shares with every snapshot that ran them. */
+export const artifactsOf = (m: SnapshotManifest): string[] => [
+  m.upper.sha256,
+  ...(m.memory ? [m.memory.sha256] : []),
+  ...(m.builds ? [m.builds.node.sha256, m.builds.init.sha256] : []),
+];
 
 /**
  * Whether a resume in place may skip the claim and envd's /init: the slot still holds this sandbox's claim (its

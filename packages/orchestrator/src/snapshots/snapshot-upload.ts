@@ -30,9 +30,10 @@ export async function uploadSnapshot(o: SnapshotManagerOptions, files: SnapshotF
   const { snapshotId, memory } = intent.pausing;
   const upperFile = files.upperOf(snapshotId);
   await exportUpper(o.runtime, files, intent);
-  const [upper, images] = await Promise.all([
+  const [upper, images, builds] = await Promise.all([
     storeFile(o.blobs, upperFile),
     memory ? storeDirTar(o.blobs, files.imagesOf(snapshotId)) : Promise.resolve(null),
+    memory ? files.builds.store(files.imagesOf(snapshotId)) : Promise.resolve(undefined),
   ]);
   return {
     version: 1,
@@ -47,6 +48,7 @@ export async function uploadSnapshot(o: SnapshotManagerOptions, files: SnapshotF
     envVars: intent.envVars,
     upper,
     memory: images,
+    ...(builds ? { builds } : {}),
     initToken: memory ? (intent.pausing.initToken ?? (await initTokenOf(o.runtime, intent.slotId))) : '',
     envdVersion: intent.envdVersion,
     nodeId: o.nodeId,
@@ -62,9 +64,13 @@ export async function uploadSnapshot(o: SnapshotManagerOptions, files: SnapshotF
 export async function commitSnapshot(o: SnapshotManagerOptions, files: SnapshotFiles, intent: Intent, gone: () => boolean = () => false): Promise<SnapshotManifest> {
   const manifest = await uploadSnapshot(o, files, intent);
   if (gone()) {
-    await deleteUnreferenced(o.blobs, artifactsOf(manifest), o.log.child({ sandboxId: intent.sandboxId, snapshotId: intent.pausing.snapshotId }));
+    await deleteUnreferenced(o.blobs, files.builds.deletable(artifactsOf(manifest)), o.log.child({ sandboxId: intent.sandboxId, snapshotId: intent.pausing.snapshotId }));
     throw new SnapshotNotFound(intent.pausing.snapshotId);
   }
   await writeSnapshotManifest(o.blobs, manifest);
+  // Committed either way: a build missing now fails only restores on nodes without it, which is logged.
+  await files.builds.restoreMissing(manifest.builds, files.imagesOf(manifest.snapshotId)).catch((err: unknown) =>
+    o.log.error({ err, snapshotId: manifest.snapshotId }, 'a build the snapshot runs could not be stored again'),
+  );
   return manifest;
 }
