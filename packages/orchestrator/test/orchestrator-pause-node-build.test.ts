@@ -3,7 +3,8 @@
 // (once, content-addressed), the signed manifest names them, and the restoring node downloads what it lacks, verified,
 // before CRIU maps it. Without them CRIU refuses the restore (mem.c "Can't open vma": another size) on every node that
 // lacks the build, and once no node keeps it the sandbox can never run again. A build whose stored bytes do not match
-// fails that node's restore only (`snapshot_restore_failed`), maps nothing, and loses nothing.
+// fails that node's restore only (`snapshot_restore_failed`), maps nothing, and loses nothing; a kept build that no
+// longer matches its digest makes the commit go without builds instead of never.
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -128,5 +129,26 @@ describe('a memory snapshot across nodes with different node builds', { timeout:
     assert.equal(await sleeperOn(a, 'nb2'), pid, 'resumed on A with its memory');
     assert.ok((await keptBuilds(A)).includes(laterKey), "A now keeps B's build");
     await rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'nb2' });
+  });
+
+  it('commits without builds, rather than never, when a kept build no longer matches its digest', async () => {
+    const pid = await withSleeper(a, 'nb3');
+    const tini = (await a.runtime.listRecords()).find((r) => r.builds)!.builds!.init;
+    const digestFile = join(A.dataDir, 'bin-restore', tini, 'tini.sha256');
+    const good = await readFile(digestFile, 'utf8');
+    // Same key, another digest: the copy's bytes are no longer what the node recorded (damage on its disk).
+    await writeFile(digestFile, `${tini}${'f'.repeat(48)}\n`);
+    try {
+      await pauseCommitted(a, 'nb3', 'snap-nb3');
+    } finally {
+      await writeFile(digestFile, good);
+    }
+    const m = await manifestOf('snap-nb3');
+    assert.ok(m.memory, 'committed with its memory');
+    assert.equal(m.builds, undefined, 'and without builds, which it could not vouch for');
+    assert.ok(!(await exists(artifactFile(`${tini}${'f'.repeat(48)}`))), 'nothing stored under the wrong digest');
+    await rpcClients(a.rpcUrl).sandboxes.create({ sandbox: spec({ sandboxId: 'nb3', snapshotId: 'snap-nb3', envdAccessToken: 'tok-nb3' }) });
+    assert.equal(await sleeperOn(a, 'nb3'), pid, 'resumed where the build is kept');
+    await rpcClients(a.rpcUrl).sandboxes.delete({ sandboxId: 'nb3' });
   });
 });
