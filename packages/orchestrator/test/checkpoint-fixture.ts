@@ -2,7 +2,7 @@
 // bytes whose sha256 it recomputes every second, writing a counter 10× a second to /tmp/www/counter
 // (served by a python http server on :8080) together with the digest, its cwd and $HOG_MARK.
 
-import { access } from 'node:fs/promises';
+import { access, appendFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { findCriu } from '../src/checkpoint/criu.js';
 import { PACKAGE_DIR } from './runtime-fixture.js';
@@ -13,6 +13,15 @@ export async function checkpointPrereqs(): Promise<{ criu: string | null; skip: 
   const haveEnvd = await access(join(PACKAGE_DIR, '..', 'envd', 'dist', 'bundle', 'envd.cjs')).then(() => true, () => false);
   const skip = !criu ? 'criu not installed (run packages/orchestrator/scripts/install-criu.sh)' : !haveEnvd ? 'envd bundle not built' : false;
   return { criu, skip };
+}
+
+/**
+ * Writes at `dest` another build of the running node as CRIU sees it: the same binary 4 KiB longer. It still runs
+ * (the kernel ignores bytes past the ELF's segments).
+ */
+export async function writeLaterNodeBuild(dest: string): Promise<void> {
+  await copyFile(process.execPath, dest);
+  await appendFile(dest, Buffer.alloc(4096));
 }
 
 export function hogScript(mib: number): string {

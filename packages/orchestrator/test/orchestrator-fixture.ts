@@ -6,7 +6,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { access, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -134,6 +134,29 @@ export async function startOrchestrator(
 export async function teardown(i: Instance): Promise<void> {
   await makeRuntime(i).teardownHost();
   await rm(i.dataDir, { recursive: true, force: true });
+}
+
+/**
+ * Two nodes of one cluster: both instances torn down and `storageDir` (their file:// cluster storage, named in `env`)
+ * emptied, then both started. `runtimeB` differs node B's runtime (another node binary, for one).
+ */
+export async function startNodePair(
+  nodes: readonly [Instance, Instance],
+  storageDir: string,
+  env: Record<string, string>,
+  runtimeB: Partial<LinuxRuntimeConfig> = {},
+): Promise<[Running, Running]> {
+  const [A, B] = nodes;
+  await Promise.all([teardown(A), teardown(B), rm(storageDir, { recursive: true, force: true })]);
+  await mkdir(storageDir, { recursive: true });
+  return Promise.all([startOrchestrator(A, env), startOrchestrator(B, env, runtimeB)]);
+}
+
+/** Stops the nodes that started, tears both instances down and removes `dir` (their storage, or what holds it). */
+export async function stopNodePair(running: ReadonlyArray<Running | undefined>, nodes: readonly [Instance, Instance], dir: string): Promise<void> {
+  await Promise.all(running.map((r) => r?.close()));
+  await Promise.all(nodes.map((i) => teardown(i)));
+  await rm(dir, { recursive: true, force: true });
 }
 
 /** Adds `authorization: Bearer <token>`; null sends no authorization header at all. */

@@ -6,13 +6,13 @@
 // A too; with the genuine bytes back every copy runs the source's processes under its own id and hostname.
 
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code } from '@connectrpc/connect';
 import { SnapshotCommit } from '@cove/contracts/orchestrator';
 import { checkpointPrereqs, hogScript } from './checkpoint-fixture.js';
-import { exists, instance, rpcOutcome, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, viaProxy, waitFor, type Running } from './orchestrator-fixture.js';
+import { exists, instance, rpcOutcome, processClient, rpcClients, runInSandbox, spec, startNodePair, startOrchestrator, stopNodePair, viaProxy, waitFor, type Running } from './orchestrator-fixture.js';
 
 const A = instance('covfk1', 'fk1-', '10.246.0.0/16');
 const B = instance('covfk2', 'fk2-', '10.247.0.0/16');
@@ -46,15 +46,11 @@ describe('fork across two orchestrators: copies restore only verified bytes', { 
   const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1' };
 
   before(async () => {
-    await Promise.all([teardown(A), teardown(B), rm(STORAGE, { recursive: true, force: true })]);
-    await mkdir(STORAGE, { recursive: true });
-    [a, b] = await Promise.all([startOrchestrator(A, env), startOrchestrator(B, env)]);
+    [a, b] = await startNodePair([A, B], STORAGE, env);
   });
 
   after(async () => {
-    await Promise.all([a?.close(), b?.close()]);
-    await Promise.all([teardown(A), teardown(B)]);
-    await rm(STORAGE, { recursive: true, force: true });
+    await stopNodePair([a, b], [A, B], STORAGE);
   });
 
   it('an altered image fails the copy on B alone; an altered manifest fails it everywhere; genuine bytes start copies on both', async () => {

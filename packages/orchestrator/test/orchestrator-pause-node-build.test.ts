@@ -8,13 +8,13 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { NODE_ERROR_CODE_HEADER, NODE_RESTORE_FAILED } from '@cove/contracts/link';
-import { checkpointPrereqs } from './checkpoint-fixture.js';
-import { exists, instance, processClient, rpcClients, runInSandbox, spec, startOrchestrator, teardown, type Running } from './orchestrator-fixture.js';
+import { checkpointPrereqs, writeLaterNodeBuild } from './checkpoint-fixture.js';
+import { exists, instance, processClient, rpcClients, runInSandbox, spec, startNodePair, stopNodePair, type Running } from './orchestrator-fixture.js';
 
 const A = instance('covnb1', 'nb1-', '10.192.0.0/16');
 const B = instance('covnb2', 'nb2-', '10.193.0.0/16');
@@ -40,18 +40,14 @@ describe('a memory snapshot across nodes with different node builds', { timeout:
   const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1', COVE_LOCAL_SNAPSHOTS: '1' };
 
   before(async () => {
-    await Promise.all([teardown(A), teardown(B), rm(WORK, { recursive: true, force: true })]);
-    await mkdir(STORAGE, { recursive: true });
-    // Another build as CRIU sees it: another size. It still runs (the kernel ignores bytes past the ELF's segments).
-    await copyFile(process.execPath, LATER_NODE);
-    await appendFile(LATER_NODE, Buffer.alloc(4096));
-    [a, b] = await Promise.all([startOrchestrator(A, env), startOrchestrator(B, env, { nodeBinary: LATER_NODE })]);
+    await rm(WORK, { recursive: true, force: true });
+    await mkdir(WORK, { recursive: true });
+    await writeLaterNodeBuild(LATER_NODE);
+    [a, b] = await startNodePair([A, B], STORAGE, env, { nodeBinary: LATER_NODE });
   });
 
   after(async () => {
-    await Promise.all([a?.close(), b?.close()]);
-    await Promise.all([teardown(A), teardown(B)]);
-    await rm(WORK, { recursive: true, force: true });
+    await stopNodePair([a, b], [A, B], WORK);
   });
 
   /** A sandbox on `node` with a background process; its pid. */

@@ -23,8 +23,8 @@ import {
   rpcClients,
   runInSandbox,
   spec,
-  startOrchestrator,
-  teardown,
+  startNodePair,
+  stopNodePair,
   viaProxy,
   waitFor,
   type Running,
@@ -50,15 +50,11 @@ describe('pause and resume across two orchestrators', { timeout: 300_000, skip }
   const env = { COVE_STORAGE_URL: `file://${STORAGE}`, COVE_WARM_POOL: 'base=1', COVE_LOCAL_SNAPSHOTS: '1' };
 
   before(async () => {
-    await Promise.all([teardown(A), teardown(B), rm(STORAGE, { recursive: true, force: true })]);
-    await mkdir(STORAGE, { recursive: true });
-    [a, b] = await Promise.all([startOrchestrator(A, env), startOrchestrator(B, env)]);
+    [a, b] = await startNodePair([A, B], STORAGE, env);
   });
 
   after(async () => {
-    await Promise.all([a?.close(), b?.close()]);
-    await Promise.all([teardown(A), teardown(B)]);
-    await rm(STORAGE, { recursive: true, force: true });
+    await stopNodePair([a, b], [A, B], STORAGE);
   });
 
   /** A sandbox on `node` running the counter (python, ~20 MB) and an http server, started through envd. */

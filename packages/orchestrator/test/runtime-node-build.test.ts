@@ -4,11 +4,11 @@
 // vma": another size), and the sandbox could never run again.
 
 import assert from 'node:assert/strict';
-import { appendFile, copyFile, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { healthy, leftovers, makeRuntime, type TestRuntimeOptions } from './runtime-fixture.js';
-import { checkpointPrereqs } from './checkpoint-fixture.js';
+import { checkpointPrereqs, writeLaterNodeBuild } from './checkpoint-fixture.js';
 
 const WORK = '/var/tmp/cove-runtime-test/node-build';
 const LATER_NODE = join(WORK, 'node-later');
@@ -25,9 +25,7 @@ describe('a checkpoint across a change of the host node binary', { timeout: 240_
   before(async () => {
     await rm(WORK, { recursive: true, force: true });
     await mkdir(WORK, { recursive: true });
-    // Another build as CRIU sees it: another size. It still runs (the kernel ignores bytes past the ELF's segments).
-    await copyFile(process.execPath, LATER_NODE);
-    await appendFile(LATER_NODE, Buffer.alloc(4096));
+    await writeLaterNodeBuild(LATER_NODE);
   });
 
   after(async () => {
