@@ -11,7 +11,7 @@ VERSION=4.1.1
 # Bumped with every change of the patches below: each patch set installs into a directory of its own
 # (criu.ts's DEFAULT_CRIU names it), so hosts running checkouts with another patch set never swap
 # each other's binary back and forth.
-PATCH_LEVEL=7
+PATCH_LEVEL=8
 SELF="$(readlink -f "$0")"
 PREFIX="${COVE_TOOLS_DIR:-/var/lib/cove/tools}"
 while [ $# -gt 0 ]; do
@@ -28,8 +28,8 @@ BIN="$DEST/criu"
 say() { printf 'install-criu: %s\n' "$*" >&2; }
 die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# Ten small changes on top of 4.1.1 (the heredoc at the end of this file): the first six are needed to
-# checkpoint a Cove sandbox on this kernel, the next two make a pause and a resume faster, the last two keep
+# Eleven small changes on top of 4.1.1 (the heredoc at the end of this file): the first six are needed to
+# checkpoint a Cove sandbox on this kernel, 7, 8 and 11 make a pause and a resume faster, 9 and 10 keep
 # what a unix socket's queue passes (bytes and file descriptors) whole:
 #  1. dump's "namespaces belong to the target userns" check opened /proc/<pid>/ns/* after entering the
 #     userns; a sandbox's PID 1 runs an execute-only binary, so its mm belongs to the host userns and
@@ -87,6 +87,10 @@ die() { printf 'install-criu: FAILED: %s\n' "$*" >&2; exit 1; }
 #     queuer's own task, so the queue would have carried that task's fd numbers. The pair now waits for the
 #     files; it is paired up before the files are handed out, so they go to the task that sends its queues;
 #     and a passed file never becomes the master of what it is (it could take a socket from its pair's task).
+# 11. A lazy restore connected to the lazy-pages daemon's socket once, early in its start, so the node had to
+#     wait for the daemon to listen (~35 ms from its start) before it could start the restore. The connect
+#     now retries a missing socket or one nobody listens on yet every millisecond for at most 10 s, so the
+#     node starts both at once (criu.ts); any other error, or the bound, fails the restore as before.
 PATCH_ID="$(sed -n '/^__COVE_PATCH__$/,$p' "$SELF" | sha256sum | cut -c1-16)"
 if [ -x "$BIN" ] && [ "$(cat "$DEST/PATCHES" 2>/dev/null)" = "$PATCH_ID" ] && "$BIN" check >/dev/null 2>&1; then
   say "criu $VERSION present at $BIN (patches $PATCH_ID, criu check passes)"
@@ -850,3 +854,71 @@ __COVE_PATCH__
  
  	if (restore_unix_queue(fle->fe->fd, peer))
  		return -1;
+diff --git a/criu/uffd.c b/criu/uffd.c
+index cd35143..b83d15b 100644
+--- a/criu/uffd.c
++++ b/criu/uffd.c
+@@ -347,6 +347,45 @@ err:
+ 	return -1;
+ }
+ 
++/*
++ * The daemon may be started together with the restore, so it may not listen yet: a missing socket (ENOENT)
++ * or one nobody listens on yet (ECONNREFUSED) is retried every millisecond for at most
++ * LAZY_PAGES_CONNECT_MS; anything else, or the deadline, fails the restore.
++ */
++#define LAZY_PAGES_CONNECT_MS 10000
++
++static long long monotonic_ms(void)
++{
++	struct timespec ts;
++
++	clock_gettime(CLOCK_MONOTONIC, &ts);
++	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
++}
++
++static int connect_lazy_pages(struct sockaddr_un *sun, int len)
++{
++	long long deadline = monotonic_ms() + LAZY_PAGES_CONNECT_MS;
++	struct timespec tick = { 0, 1000000 };
++	int fd;
++
++	while (1) {
++		fd = socket(AF_UNIX, SOCK_STREAM, 0);
++		if (fd < 0) {
++			pr_perror("Can't create a socket for the lazy-pages daemon");
++			return -1;
++		}
++		if (connect(fd, (struct sockaddr *)sun, len) == 0)
++			return fd;
++		if ((errno != ENOENT && errno != ECONNREFUSED) || monotonic_ms() >= deadline) {
++			pr_perror("connect to %s failed", sun->sun_path);
++			close(fd);
++			return -1;
++		}
++		close(fd);
++		nanosleep(&tick, NULL);
++	}
++}
++
+ int prepare_lazy_pages_socket(void)
+ {
+ 	int fd, dev, len, ret = -1;
+@@ -364,14 +403,10 @@ int prepare_lazy_pages_socket(void)
+ 
+ 	mutex_init(lazy_sock_mutex);
+ 
+-	if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
+-		return -1;
+-
+ 	len = offsetof(struct sockaddr_un, sun_path) + strlen(sun.sun_path);
+-	if (connect(fd, (struct sockaddr *)&sun, len) < 0) {
+-		pr_perror("connect to %s failed", sun.sun_path);
+-		goto out;
+-	}
++	fd = connect_lazy_pages(&sun, len);
++	if (fd < 0)
++		return -1;
+ 
+ 	lazy_pages_sk_id = fdstore_add(fd);
+ 	if (lazy_pages_sk_id < 0) {

@@ -5,9 +5,8 @@
 // Skipped when criu or the envd bundle is missing, or lazy restore is not available on this host.
 
 import assert from 'node:assert/strict';
-import { readdir, readFile, readlink, mkdir, rm } from 'node:fs/promises';
+import { readdir, readFile, readlink, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import type { SlotInfo } from '../src/sandbox/runtime.js';
 import { lazyRestoreSupported } from '../src/checkpoint/lazy-pages.js';
@@ -155,6 +154,54 @@ describe('SandboxRuntime lazy restore', { timeout: 240_000, skip }, () => {
     assert.equal(await rt.lazyPagesDone(slot.slotId).then((o) => o ?? 'served'), 'served');
     await rm(dir, { recursive: true, force: true });
     await rm(images, { recursive: true, force: true });
+  });
+
+  /**
+   * Runs `body` with COVE_CRIU naming a wrapper of the real criu that does `lazyPages` (shell) before it runs the
+   * lazy-pages daemon, and with `env` set; both are put back after.
+   */
+  async function withCriuWrapper<T>(lazyPages: string, env: Record<string, string>, body: () => Promise<T>): Promise<T> {
+    const wrapper = join(DATA_DIR, 'criu-wrapper');
+    await writeFile(wrapper, `#!/bin/sh\nif [ "$1" = lazy-pages ]; then ${lazyPages}; fi\nexec ${criu} "$@"\n`, { mode: 0o755 });
+    const saved = Object.fromEntries(['COVE_CRIU', ...Object.keys(env)].map((k) => [k, process.env[k]]));
+    Object.assign(process.env, { COVE_CRIU: wrapper, ...env });
+    try {
+      return await body();
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+      await rm(wrapper, { force: true });
+    }
+  }
+
+  it('starts criu before its daemon listens: criu waits at its connect, and the restore is lazy with every page (install-criu.sh patch 11)', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    // The daemon held back 400 ms, far longer than criu takes to reach its connect: a criu that connects once
+    // fails there, and the resume would be a whole one.
+    const rs = await withCriuWrapper('sleep 0.4', { COVE_CRIU_LAZY_CONNECT_RETRIES: '1' }, () => rt.restore(slot.slotId, dir));
+    assert.equal(rs.lazy, true, 'restored lazily');
+    const steps = rs.steps ?? {};
+    assert.equal(steps['lazyDaemonWait'], undefined, 'criu did not wait for the daemon before it started');
+    assert.ok((steps['lazyDaemonReady'] ?? 0) >= 400, `the daemon listened after its hold: ${JSON.stringify(steps)}`);
+    assert.ok((steps['criuPrepare'] ?? 0) + (steps['criuRestore'] ?? 0) >= (steps['lazyDaemonReady'] ?? 0), `criu ran until after the daemon listened: ${JSON.stringify(steps)}`);
+    assert.equal(await sum(), EXPECTED, 'every page came back');
+    assert.equal(await rt.lazyPagesDone(slot.slotId).then((o) => o ?? 'served'), 'served');
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a daemon that never listens ends the restore at once: the whole image comes back, without waiting out criu\'s connect bound', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    const rs = await withCriuWrapper('exit 3', { COVE_CRIU_LAZY_CONNECT_RETRIES: '1' }, () => rt.restore(slot.slotId, dir));
+    assert.equal(rs.lazy, false, 'the fallback restored the whole image');
+    // criu retries its connect for 10 s: ended with the daemon's failure instead, the resume is far sooner.
+    assert.ok(rs.ms < 10_000, `the restore took ${rs.ms} ms`);
+    assert.equal(await sum(), EXPECTED, 'every byte is there');
+    assert.deepEqual(await processesWith('lazy-pages', '-W', join(DATA_DIR, 'slots', slot.slotId)), [], 'no daemon left');
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('destroy ends a daemon that still serves', async () => {

@@ -25,7 +25,18 @@ import { childPids } from '../sandbox/slot-processes.js';
 import { startLazyPages, type LazyPages } from './lazy-pages.js';
 
 /** Where scripts/install-criu.sh puts criu (its default prefix); COVE_CRIU overrides. */
-export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove7/criu';
+export const DEFAULT_CRIU = '/var/lib/cove/tools/criu-4.1.1-cove8/criu';
+
+/**
+ * Whether a lazy restore with `criu` may start before its lazy-pages daemon listens: by default only with Cove's
+ * build (DEFAULT_CRIU), whose patch 11 retries the connect; another binary (COVE_CRIU) may connect once, so its
+ * restore waits for the daemon. COVE_CRIU_LAZY_CONNECT_RETRIES=1 vouches for another binary, any other non-empty
+ * value (0) waits.
+ */
+export function lazyConnectRetries(criu: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env['COVE_CRIU_LAZY_CONNECT_RETRIES'];
+  return v ? v === '1' : criu === DEFAULT_CRIU;
+}
 
 /**
  * Whether a dump looks for inotify watch paths in the sandbox's whole root mount (`--irmap-scan-path /`), which a
@@ -467,10 +478,11 @@ export async function restoreSlot(o: {
   const script = join(work, 'cove-setup-net.sh');
   const pidfile = join(work, 'restored.pid');
   // The lazy-pages daemon (a second criu) starts while the restore's files and network are prepared: the restore
-  // only needs it listening once criu connects. Any failure below ends it.
-  const daemon = o.lazy ? startLazyPages({ criu: o.criu, imagesDir: o.imagesDir, workDir: work, cgroupProcs: o.lazy.cgroupProcs }) : undefined;
-  daemon?.catch(() => undefined);
+  // only needs it listening once criu connects. Cove's criu retries that connect (install-criu.sh patch 11), so the
+  // restore starts without waiting for the daemon; another binary connects once, so it waits. Any failure ends it.
   const steps: Record<string, number> = {};
+  const daemon = o.lazy ? startLazyPages({ criu: o.criu, imagesDir: o.imagesDir, workDir: work, cgroupProcs: o.lazy.cgroupProcs }) : undefined;
+  void daemon?.then(() => (steps['lazyDaemonReady'] = Date.now() - started), () => undefined);
   let lazy: LazyPages | undefined;
   try {
     await Promise.all([
@@ -481,8 +493,10 @@ export async function restoreSlot(o: {
     ]);
     const prepared = Date.now();
     steps['criuPrepare'] = prepared - started;
-    lazy = await daemon;
-    if (daemon) steps['lazyDaemonWait'] = Date.now() - prepared;
+    if (daemon && !lazyConnectRetries(o.criu)) {
+      lazy = await daemon;
+      steps['lazyDaemonWait'] = Date.now() - prepared;
+    }
   } catch (err) {
     void daemon?.then((d) => d.kill(), () => undefined);
     throw err;
@@ -502,18 +516,25 @@ export async function restoreSlot(o: {
     // that the tree never sees, not into the images: those stay as the dump wrote them, for other restores from
     // them and for a fork's commit that reads them meanwhile.
     '-W', work,
-    ...(lazy ? ['--lazy-pages'] : []),
+    ...(daemon ? ['--lazy-pages'] : []),
   ];
   const log = await freshLog(work, 'restore');
   const criuStarted = Date.now();
   // A daemon that ends before criu's restore does (killed right after the pidfile was written) left criu waiting
   // in wait4 on its tasks for good, and the resume with it: criu is ended with the daemon, and the restore fails
-  // (the caller then restores the whole image).
-  const daemonGone = lazy?.done.then((outcome) => outcome !== 'served');
-  const code = await runCriu(o.criu, args, log, netEnv(o.net), daemonGone).catch((err: unknown) => (lazy?.kill(), Promise.reject(err)));
+  // (the caller then restores the whole image). A daemon that does not start ends it too (criu would otherwise wait
+  // out its connect's bound).
+  const daemonGone = daemon?.then((d) => d.done.then((outcome) => outcome !== 'served'), () => true);
+  const killDaemon = (): void => void daemon?.then((d) => d.kill(), () => undefined);
+  const code = await runCriu(o.criu, args, log, netEnv(o.net), daemonGone).catch((err: unknown) => (killDaemon(), Promise.reject(err)));
   steps['criuRestore'] = Date.now() - criuStarted;
+  if (code === 0 && daemon) {
+    // criu connected, so the daemon listened. One that is nonetheless reported as not started ended right after:
+    // the tree runs without its pages, and the caller's watch of a failed daemon kills it.
+    lazy = await daemon.catch((): LazyPages => ({ pid: -1, done: Promise.resolve('failed'), kill: () => undefined }));
+  }
   if (code !== 0) {
-    lazy?.kill();
+    killDaemon();
     await removeNet(o.net);
     throw new CheckpointFailed(`criu restore exited ${code}`, await logTail(log));
   }
