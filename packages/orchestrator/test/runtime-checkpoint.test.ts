@@ -150,6 +150,19 @@ describe('SandboxRuntime checkpoint/restore', { timeout: 240_000, skip }, () => 
     assert.deepEqual(logs.filter((f) => !['restore.log', 'restore.prev.log', 'lazy-pages.log', 'lazy-pages.prev.log'].includes(f)), [], 'no older logs kept');
   });
 
+  it('runs the restore\'s action script for setup-namespaces only, not for criu\'s six other actions (install-criu.sh patch 12)', async () => {
+    const dir = imageDir();
+    await rt.checkpoint(slot.slotId, dir);
+    await rt.restore(slot.slotId, dir);
+    assert.ok(await healthy(slot.address), 'envd answers: the one run plumbed the network');
+    // criu logs the script's path before each run of it, after the action's "Running <action> scripts".
+    const log = (await readFile(join(DATA_DIR, 'slots', slot.slotId, 'restore.log'), 'utf8')).split('\n');
+    const ran = log.flatMap((line, i) => (/\/cove-setup-net\.sh\]$/.test(line) ? [/Running (\S+) scripts/.exec(log[i - 1] ?? '')?.[1]] : []));
+    assert.deepEqual(ran, ['setup-namespaces']);
+    assert.equal(log.filter((line) => line.includes('not run (CRIU_SCRIPT_ACTIONS)')).length, 6, 'the six others named and skipped');
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('brings every tmpfs back as it was; only an empty one as mounted skips tar (install-criu.sh patch 8)', async () => {
     // The empty archive patch 8 writes for an empty tmpfs its mount recreates (45 bytes; anything tar wrote is larger).
     const emptyImages = async (dir: string) => {

@@ -88,6 +88,9 @@ function netEnv(net: SlotNet): Record<string, string> {
     COVE_ADDRESS: net.addressCidr,
     COVE_GATEWAY: net.gateway,
     COVE_NETNS: net.netnsName,
+    // The one action ACTION_SCRIPT works in: Cove's criu runs it for no other (install-criu.sh patch 12), another
+    // criu ignores this and runs it for every action, where it exits at once.
+    CRIU_SCRIPT_ACTIONS: 'setup-namespaces',
   };
 }
 
