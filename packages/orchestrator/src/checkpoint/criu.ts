@@ -88,11 +88,14 @@ function netEnv(net: SlotNet): Record<string, string> {
     COVE_ADDRESS: net.addressCidr,
     COVE_GATEWAY: net.gateway,
     COVE_NETNS: net.netnsName,
-    // The one action ACTION_SCRIPT works in: Cove's criu runs it for no other (install-criu.sh patch 12), another
-    // criu ignores this and runs it for every action, where it exits at once.
-    CRIU_SCRIPT_ACTIONS: 'setup-namespaces',
   };
 }
+
+/**
+ * The one action ACTION_SCRIPT works in: Cove's criu runs the script for no other (install-criu.sh patch 12); another
+ * criu ignores this and runs it for every action, where it exits at once.
+ */
+const SCRIPT_ACTIONS_ENV = { CRIU_SCRIPT_ACTIONS: 'setup-namespaces' } as const;
 
 /** Removes the slot's named netns and host veth (both may be absent). */
 export async function removeNet(net: SlotNet): Promise<void> {
@@ -529,7 +532,7 @@ export async function restoreSlot(o: {
   // out its connect's bound).
   const daemonGone = daemon?.then((d) => d.done.then((outcome) => outcome !== 'served'), () => true);
   const killDaemon = (): void => void daemon?.then((d) => d.kill(), () => undefined);
-  const code = await runCriu(o.criu, args, log, netEnv(o.net), daemonGone).catch((err: unknown) => (killDaemon(), Promise.reject(err)));
+  const code = await runCriu(o.criu, args, log, { ...netEnv(o.net), ...SCRIPT_ACTIONS_ENV }, daemonGone).catch((err: unknown) => (killDaemon(), Promise.reject(err)));
   steps['criuRestore'] = Date.now() - criuStarted;
   if (code === 0 && daemon) {
     // criu connected, so the daemon listened. One that is nonetheless reported as not started ended right after:
