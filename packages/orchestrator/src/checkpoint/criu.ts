@@ -489,7 +489,7 @@ export async function restoreSlot(o: {
   const steps: Record<string, number> = {};
   const daemon = o.lazy ? startLazyPages({ criu: o.criu, imagesDir: o.imagesDir, workDir: work, cgroupProcs: o.lazy.cgroupProcs }) : undefined;
   void daemon?.then(() => (steps['lazyDaemonReady'] = Date.now() - started), () => undefined);
-  let lazy: LazyPages | undefined;
+  const killDaemon = (): void => void daemon?.then((d) => d.kill(), () => undefined);
   try {
     await Promise.all([
       writeFile(script, ACTION_SCRIPT, { mode: 0o700 }),
@@ -500,11 +500,11 @@ export async function restoreSlot(o: {
     const prepared = Date.now();
     steps['criuPrepare'] = prepared - started;
     if (daemon && !lazyConnectRetries(o.criu)) {
-      lazy = await daemon;
+      await daemon;
       steps['lazyDaemonWait'] = Date.now() - prepared;
     }
   } catch (err) {
-    void daemon?.then((d) => d.kill(), () => undefined);
+    killDaemon();
     throw err;
   }
   const args = [
@@ -531,19 +531,16 @@ export async function restoreSlot(o: {
   // (the caller then restores the whole image). A daemon that does not start ends it too (criu would otherwise wait
   // out its connect's bound).
   const daemonGone = daemon?.then((d) => d.done.then((outcome) => outcome !== 'served'), () => true);
-  const killDaemon = (): void => void daemon?.then((d) => d.kill(), () => undefined);
   const code = await runCriu(o.criu, args, log, { ...netEnv(o.net), ...SCRIPT_ACTIONS_ENV }, daemonGone).catch((err: unknown) => (killDaemon(), Promise.reject(err)));
   steps['criuRestore'] = Date.now() - criuStarted;
-  if (code === 0 && daemon) {
-    // criu connected, so the daemon listened. One that is nonetheless reported as not started ended right after:
-    // the tree runs without its pages, and the caller's watch of a failed daemon kills it.
-    lazy = await daemon.catch((): LazyPages => ({ pid: -1, done: Promise.resolve('failed'), kill: () => undefined }));
-  }
   if (code !== 0) {
     killDaemon();
     await removeNet(o.net);
     throw new CheckpointFailed(`criu restore exited ${code}`, await logTail(log));
   }
+  // criu connected, so the daemon listened. One that is nonetheless reported as not started ended right after: the
+  // tree runs without its pages, and the caller's watch of a failed daemon kills it.
+  const lazy = await daemon?.catch((): LazyPages => ({ pid: -1, done: Promise.resolve('failed'), kill: () => undefined }));
   const initPid = Number((await readFile(pidfile, 'utf8')).trim());
   return { initPid, ms: Date.now() - started, steps, ...(lazy ? { lazy } : {}) };
 }
