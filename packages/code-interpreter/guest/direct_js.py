@@ -118,7 +118,8 @@ class DirectJsKernel:
         if not await self.is_alive():
             raise RuntimeError("the JavaScript evaluator is not running")
 
-    def execute(self, code, silent=False, store_history=True, allow_stdin=False):
+    def execute(self, code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False):
+        # stop_on_error is accepted for the client's signature; this evaluator never aborts a later cell.
         msg_id = uuid.uuid4().hex
         self.cells.put_nowait((msg_id, code, silent))
         return msg_id

@@ -247,7 +247,7 @@ class Context:
         """Runs a setup cell that moves no execution count and shows nothing."""
         if not code:
             return
-        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+        msg_id = self.kc.execute(code, silent=True, store_history=False, allow_stdin=False, stop_on_error=False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -527,7 +527,10 @@ class ExecuteHandler(Handler):
         self.set_header("Content-Type", "application/x-ndjson")
         kc = ctx.kc
         generation = ctx.generation
-        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
+        # stop_on_error=False: runs on a context are serialised by its lock, so the kernel never
+        # holds a queued cell of ours; ipykernel's abort-after-error would only catch the next
+        # request if it raced the kernel's end of the abort window, and return it empty.
+        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
         self.last_write = time.monotonic()
         error_sent = False
         output_bytes = 0
@@ -583,7 +586,7 @@ class ExecuteHandler(Handler):
                     status = reply.get("status")
                     if status == "error":
                         await self.emit(error_line(reply.get("ename", "Error"), reply.get("evalue", ""), reply.get("traceback", [])))
-                    elif status == "abort":
+                    elif status == "aborted":
                         await self.emit(error_line("ExecutionAborted", "Execution was aborted", ""))
             await self.emit({"type": "end_of_execution"})
         except ClientGone:

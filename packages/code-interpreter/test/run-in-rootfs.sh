@@ -21,6 +21,9 @@ exec unshare --mount --pid --fork --kill-child --propagation private sh -eu -c '
   mount -t proc proc "$r/proc"
   mount --rbind /dev "$r/dev"
   mount -t tmpfs -o mode=1777 tmpfs "$r/tmp"
+  # The rootfs is stored id-shifted for the sandboxes'"'"' user namespace; here, without one, the
+  # home is given (in the throwaway overlay) to uid 1000, as it is the user'"'"'s in a sandbox.
+  chown 1000:1000 "$r/home/user"
   cp /etc/resolv.conf "$r/etc/resolv.conf" 2>/dev/null || true
   # Not exec: this shell stays pid 1 of the namespace and keeps --kill-child'"'"'s death signal
   # (setpriv'"'"'s uid change would drop it), so SIGKILL to unshare ends every process in here.

@@ -100,6 +100,27 @@ describe('code-interpreter server (unchanged SDK, debug mode)', () => {
     assert.equal(nameErr.error?.name, 'NameError');
   });
 
+  it('a cell right after an error runs, however long the kernel keeps aborting after it', async () => {
+    // ipykernel aborts execute requests that reach it within stop_on_error_timeout of a failed cell (0 s by
+    // default, a race under load that once returned an empty result in CI). A kernel started with a 3 s window
+    // makes that race certain: the run after the error must still give its value.
+    const config = '~/.ipython/profile_default/ipython_kernel_config.py';
+    const write = await sbx.runCode(
+      `import os\np = os.path.expanduser("${config}")\nos.makedirs(os.path.dirname(p), exist_ok=True)\n` +
+        'open(p, "w").write("c.Kernel.stop_on_error_timeout = 3.0\\n")',
+    );
+    assert.equal(write.error, undefined, write.error?.traceback);
+    const ctx = await sbx.createCodeContext({ language: 'python' });
+    try {
+      await sbx.runCode(`import os; os.remove(os.path.expanduser("${config}"))`);
+      assert.equal((await sbx.runCode('raise ValueError("first")', { context: ctx })).error?.name, 'ValueError');
+      const next = await sbx.runCode('1 + 1', { context: ctx });
+      assert.equal(next.text, '2', JSON.stringify({ error: next.error, logs: next.logs }));
+    } finally {
+      await sbx.removeCodeContext(ctx);
+    }
+  });
+
   it('returns list/dict results as json and DataFrames as data', async () => {
     const j = await sbx.runCode('[1, {"a": "é"}]');
     assert.deepEqual(j.results[0].json as unknown, [1, { a: 'é' }]);
