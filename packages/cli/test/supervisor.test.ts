@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { pollUntil } from '@cove/test-support/eventually';
 import { stop } from '../src/supervisor.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cove-supervisor-'));
@@ -25,6 +26,10 @@ test('stop() counts a zombie as stopped instead of waiting for its parent to rea
     const [line] = (await once(parent.stdout!, 'data')) as [Buffer];
     const pid = Number(line.toString().trim());
     assert.ok(pid > 0);
+    // Both must have become `sleep` first: the shell, before its exec, may still reap the child it started, and
+    // the scenario needs a parent that never does.
+    const isSleep = (p: number) => { try { return readFileSync(`/proc/${p}/cmdline`, 'utf8') === ['sleep', '600', ''].join('\0'); } catch { return false; } };
+    assert.ok(await pollUntil(() => isSleep(parent.pid!) && isSleep(pid), 10_000, 5), 'the shell and its child exec sleep');
     writeFileSync(join(dir, 'component.pid'), JSON.stringify({ name: 'component', pid, entry: 'sleep' }) + '\n');
     const t0 = Date.now();
     let timer: NodeJS.Timeout | undefined;
