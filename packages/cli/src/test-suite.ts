@@ -43,7 +43,10 @@ export function byConcurrency(files: string[]): { parallel: string[]; serial: st
 
 /** Runs the suite with Node's test runner (one file at a time unless `concurrency` says more); resolves to its exit code. */
 export function runTests(files: string[], extraArgs: string[] = [], env: Record<string, string> = {}, signal?: AbortSignal, concurrency = 1): Promise<number> {
-  const args = ['--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...extraArgs, ...files];
+  // --test-force-exit: a file's process ends once its tests and hooks have, instead of when its event loop empties.
+  // The unchanged SDKs leave timers behind (@e2b/code-interpreter's 60 s request timer outlives a refused runCode),
+  // and each such timer held its file, and the suite behind it, for up to a minute after the last test.
+  const args = ['--test', '--test-force-exit', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...extraArgs, ...files];
   return new Promise((resolve) => {
     // An abort (Ctrl-C of `cove test`) ends the runner, whose test processes then end with it.
     const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot, env: { ...process.env, ...env }, ...(signal ? { signal, killSignal: 'SIGINT' as const } : {}) });
